@@ -1,0 +1,116 @@
+// The backend interface: a declared capability plus check / prepare / forward / tuning_space.
+// Selection, fallback and tuning (backends/selection.*) read these declarations as tables.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "qrt/device.h"
+#include "qrt/dtype.h"
+#include "qrt/quantized_weight.h"
+
+namespace qrt {
+
+class ThreadPool;
+
+// ---- kernel parameters: named, typed, validated by the owning backend ----
+using ParamValue = std::variant<int64_t, std::vector<int64_t>, std::string>;
+struct KernelParams {
+  std::map<std::string, ParamValue> values;
+  bool empty() const { return values.empty(); }
+  bool has(const std::string& k) const { return values.count(k) != 0; }
+  int64_t get_int(const std::string& k, int64_t fallback) const;
+  std::vector<int64_t> get_ints(const std::string& k) const;  // int -> {int}; missing -> {}
+  // Later wins: returns *this with every value of `over` replacing ours.
+  KernelParams merged(const KernelParams& over) const;
+  // {"tile":[128,128],"warps":4} -- compact JSON, keys sorted.
+  std::string to_json() const;
+  static KernelParams from_json(const std::string& json);  // throws on malformed input
+  bool operator==(const KernelParams& o) const { return values == o.values; }
+};
+
+// ---- verdicts: ok, or one line a person can read ----
+struct Verdict {
+  bool ok = true;
+  std::string reason;  // empty when ok
+  static Verdict yes() { return {}; }
+  static Verdict no(std::string why) { return {false, std::move(why)}; }
+};
+
+// ---- declared capability (checked generically by Backend::check_capability) ----
+struct BackendCapability {
+  DeviceKind device = DeviceKind::Cpu;
+  std::vector<WeightEncoding> encodings;    // which encodings it runs
+  std::vector<int> bits;                    // IntAffine bit widths; empty = any
+  std::vector<int> group_sizes;             // empty = any; -1 means "one group over K"
+  bool act_order = true;
+  bool symmetric = true;
+  bool integer_zero = true;
+  bool float_zero = true;
+  bool fp8_block_scales = true;             // FP8 with scale blocks smaller than the tensor
+  int min_compute_capability = 0;           // CUDA: 80 for sm_80
+  int k_multiple = 1;                       // in_features must be a multiple of this
+  int n_multiple = 1;                       // out_features must be a multiple of this
+  std::vector<std::string> cpu_features;    // each must be present: "avx2", "fma", "avx512_vnni", ...
+  std::vector<DType> activation_dtypes;     // F32 on CPU; F16/BF16 on CUDA
+  int64_t max_m = INT64_MAX;                // largest M it is meant for (a GEMV: 8)
+};
+
+// ---- activations on a device ----
+struct ActTensor {
+  void* data = nullptr;
+  DType dtype = DType::F32;
+  int64_t rows = 0;  // M
+  int64_t cols = 0;  // K for x, N for y; row-major, contiguous
+  DeviceKind device = DeviceKind::Cpu;
+};
+
+struct ExecContext {
+  ThreadPool* pool = nullptr;   // CPU backends; nullptr = run on the calling thread
+  void* cuda_stream = nullptr;  // cudaStream_t for CUDA backends
+};
+
+// A weight packed for one backend; the hot path.
+class PreparedLinear {
+ public:
+  virtual ~PreparedLinear() = default;
+  // y[M][N] = x[M][K] * W^T (+ bias). No allocation, no repacking, no logging.
+  virtual void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx) = 0;
+  // Bytes of packed weight this object holds (host for CPU, device for CUDA).
+  virtual int64_t weight_bytes() const = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const std::string& name() const = 0;           // "cpu_ref", "cuda_marlin", ...
+  virtual const std::string& summary() const = 0;        // one line: what it is
+  virtual const BackendCapability& capability() const = 0;
+  // False for a backend declared in this binary but compiled out (e.g. CUDA backends in a CPU build).
+  virtual bool built() const { return true; }
+  // Bump when a kernel change makes old tuning results meaningless.
+  virtual int kernel_version() const { return 1; }
+
+  // ok, or why not. The default checks capability(); backends add shape/parameter rules.
+  virtual Verdict check(const LayerSpec& layer, const DeviceInfo& device) const;
+  // Validates a parameter set (names and values); Verdict names the bad parameter.
+  virtual Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const;
+  // The heuristic parameters for a layer at M rows.
+  virtual KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const;
+  // Candidates worth timing for (layer, m). Empty = nothing to tune.
+  virtual std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m,
+                                                 const DeviceInfo& device) const;
+  // Repack once at load. Throws qrt::Error (e.g. ErrorKind::OutOfMemory) when it cannot.
+  virtual std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight,
+                                                  const KernelParams& params,
+                                                  const DeviceInfo& device) const = 0;
+
+ protected:
+  Verdict check_capability(const LayerSpec& layer, const DeviceInfo& device) const;
+};
+
+}  // namespace qrt

@@ -1,0 +1,71 @@
+// What a device can do: the local CPU, each CUDA GPU, and named target profiles for devices that
+// are not present (so `qrt plan --target h100` works on a laptop).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace qrt {
+
+enum class DeviceKind : uint8_t { Cpu, Cuda };
+const char* device_kind_name(DeviceKind k);
+
+struct CpuFeatures {
+  bool sse42 = false, avx = false, avx2 = false, fma = false, f16c = false;
+  bool avx512f = false, avx512bw = false, avx512vl = false, avx512dq = false;
+  bool avx512_vnni = false, avx_vnni = false, avx512_bf16 = false, amx_tile = false, amx_int8 = false;
+  // "avx2 fma f16c avx512f ..." in a fixed order, for plans and cache keys.
+  std::string to_string() const;
+  // Named ISA level used by the CPU auto list and tuning keys: "avx512_vnni", "avx2", "baseline".
+  std::string isa_level() const;
+};
+
+struct CpuInfo {
+  std::string vendor;     // "GenuineIntel", "AuthenticAMD"
+  std::string model;      // brand string
+  int logical_cores = 1;
+  CpuFeatures features;
+};
+
+struct GpuInfo {
+  int index = 0;
+  std::string name;                 // "NVIDIA H100 80GB HBM3"
+  int cc_major = 0, cc_minor = 0;   // compute capability
+  int sm_count = 0;
+  int64_t memory_bytes = 0;
+  int64_t shared_mem_per_block_optin = 0;
+  int64_t l2_bytes = 0;
+  int driver_version = 0;           // e.g. 13000
+  int runtime_version = 0;
+  int compute_capability() const { return cc_major * 10 + cc_minor; }  // 90 for sm_90
+};
+
+struct DeviceInfo {
+  DeviceKind kind = DeviceKind::Cpu;
+  std::string id = "cpu";           // "cpu", "cuda:0"
+  CpuInfo cpu;                      // always filled (the host)
+  GpuInfo gpu;                      // kind == Cuda
+  std::string profile;              // non-empty when this describes a target profile, not real hardware
+  bool simulated() const { return !profile.empty(); }
+  // One line for logs and plan headers: "cuda:0 NVIDIA H100 80GB HBM3 (sm_90, 132 SMs, 79.6 GiB)".
+  std::string describe() const;
+  // Stable identity for tuning caches: name, cc / ISA, SM / core count, driver/runtime.
+  std::string cache_key() const;
+};
+
+// The machine this process runs on.
+DeviceInfo probe_cpu();
+// Every CUDA device; empty when built without CUDA or when no GPU/driver is present.
+std::vector<DeviceInfo> probe_cuda_devices();
+// Why probe_cuda_devices() is empty ("built without CUDA", "no CUDA device: driver not found"), or "".
+std::string cuda_unavailable_reason();
+// "cpu" or "cuda:N" -> the real device; throws naming the id when absent.
+DeviceInfo resolve_device(const std::string& id);
+
+// Named profiles: h100, h200, a100, l4, rtx4090, rtx3090, t4, v100, cpu-avx2, cpu-avx512, cpu-baseline.
+std::vector<std::string> target_profile_names();
+// Throws qrt::Error listing the known names when `name` is unknown.
+DeviceInfo target_profile(const std::string& name);
+
+}  // namespace qrt

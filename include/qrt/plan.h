@@ -1,0 +1,84 @@
+// Selection: for every quantized layer, which backend runs it (per range of M), with which
+// parameters, and why the others were rejected. Also the runtime object that dispatches by M.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qrt/backend.h"
+#include "qrt/runtime_config.h"
+
+namespace qrt {
+
+class TuningCache;
+
+class BackendRegistry {
+ public:
+  // The process-wide registry with every built-in backend (CUDA ones appear as "not built in this
+  // binary" in a CPU-only build, never silently absent).
+  static BackendRegistry& global();
+  void add(std::unique_ptr<Backend> backend);
+  const Backend* find(const std::string& name) const;   // exact qrt name; nullptr if absent
+  std::vector<const Backend*> all() const;
+  std::vector<std::string> names() const;
+  // Auto priority list for a device (data, see backends/priorities.cpp).
+  std::vector<std::string> auto_order(const DeviceInfo& device, const LayerSpec& layer) const;
+
+ private:
+  std::vector<std::unique_ptr<Backend>> backends_;
+};
+
+enum class ParamSource : uint8_t { Default, Global, Tuned, Override };
+const char* param_source_name(ParamSource s);
+
+struct KernelChoice {
+  int64_t m_min = 1, m_max = INT64_MAX;   // inclusive range of rows this choice serves
+  std::string backend;
+  KernelParams params;
+  ParamSource source = ParamSource::Default;
+};
+
+struct LinearPlan {
+  LayerSpec layer;
+  std::vector<KernelChoice> choices;                         // sorted by m_min, cover [1, max)
+  std::vector<std::pair<std::string, Verdict>> verdicts;     // every backend considered, in order
+  std::vector<std::string> fallback;                         // backends to try if prepare fails
+  std::string error;                                         // non-empty: no backend can run it
+  bool ok() const { return error.empty() && !choices.empty(); }
+};
+
+// Decides every layer. Never throws for a layer it cannot place: that layer's plan has `error`
+// (qrt plan prints all of them; loading a model turns the first into an Error).
+std::vector<LinearPlan> plan_layers(const std::vector<LayerSpec>& layers, const RuntimeConfig& config,
+                                    const DeviceInfo& device, const TuningCache* cache = nullptr,
+                                    const BackendRegistry& registry = BackendRegistry::global());
+
+// The runtime linear: prepared kernels per M range, with fallback applied at prepare time.
+class QuantLinear {
+ public:
+  // Prepares every choice of `plan`; when prepare throws, tries plan.fallback in order and logs
+  // each failure through `log`. Throws qrt::Error when nothing can be prepared.
+  static std::unique_ptr<QuantLinear> build(const QuantizedWeight& weight, const LinearPlan& plan,
+                                            const DeviceInfo& device,
+                                            const std::function<void(const std::string&)>& log,
+                                            const BackendRegistry& registry = BackendRegistry::global());
+  void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
+  const LayerSpec& layer() const { return layer_; }
+  // Backend names actually used (after fallback), one per M range.
+  std::vector<std::string> backends_used() const;
+  int64_t weight_bytes() const;
+
+ private:
+  struct Range {
+    int64_t m_min, m_max;
+    std::string backend;
+    std::unique_ptr<PreparedLinear> kernel;
+  };
+  LayerSpec layer_;
+  std::vector<Range> ranges_;
+};
+
+}  // namespace qrt

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what qrt needs to build and test, only what is missing (fast when all is present).
+# Debian packages with apt-get; Python packages with pip. Sourced by run.sh, test.sh, gpu-check.sh.
+set -euo pipefail
+
+QRT_APT_PACKAGES=(cmake g++ clang make libgtest-dev libgmock-dev libbenchmark-dev
+                  nlohmann-json3-dev libcli11-dev libfmt-dev python3 python3-pip)
+
+missing=()
+if command -v dpkg-query >/dev/null 2>&1; then
+  for p in "${QRT_APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+fi
+if ((${#missing[@]})); then
+  # python3/pip may come from pyenv rather than Debian: skip them when already on PATH.
+  filtered=()
+  for p in "${missing[@]}"; do
+    case "$p" in
+      python3) command -v python3 >/dev/null || filtered+=("$p") ;;
+      python3-pip) python3 -m pip --version >/dev/null 2>&1 || filtered+=("$p") ;;
+      *) filtered+=("$p") ;;
+    esac
+  done
+  if ((${#filtered[@]})); then
+    echo "qrt: installing ${filtered[*]}" >&2
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${filtered[@]}" >/dev/null
+  fi
+fi

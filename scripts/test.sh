@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs, builds and runs the whole test suite:
+#   1. build/       Release build (CUDA code compiled when nvcc exists; GPU tests skip without a GPU)
+#   2. build-asan/  clang + AddressSanitizer/UBSan build of the parsers, CLI bad-input corpus and
+#                   libFuzzer targets, each fuzzer run for a short bounded time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/deps.sh
+JOBS="${QRT_JOBS:-$(nproc)}"
+
+echo "== qrt: release build and tests"
+scripts/build.sh
+MODEL=""
+if MODEL="$(scripts/fetch-model.sh)"; then export QRT_DEFAULT_MODEL="$MODEL"; fi
+(cd build && ctest --output-on-failure -j "$JOBS")
+
+echo "== qrt: sanitizer build (ASan + UBSan) and fuzzers"
+CC=clang CXX=clang++ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQRT_CUDA=OFF \
+  -DQRT_SANITIZE=ON -DQRT_FUZZ=ON -DQRT_BUILD_BENCH=OFF >/dev/null
+cmake --build build-asan -j "$JOBS"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+(cd build-asan && ctest --output-on-failure -j "$JOBS" -E '^(model|backends)$')
