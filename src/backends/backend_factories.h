@@ -1,0 +1,22 @@
+// Factories of the built-in backends, called by the registry (backends/registry.cpp).
+// CUDA factories exist only in a CUDA build; otherwise the registry declares those backends
+// as "not built in this binary" so they are reported, never silently absent.
+#pragma once
+
+#include <memory>
+
+#include "qrt/backend.h"
+
+namespace qrt {
+
+std::unique_ptr<Backend> make_cpu_ref_backend();    // backends/cpu_ref
+std::unique_ptr<Backend> make_cpu_simd_backend();   // backends/cpu_simd (AVX2 / AVX-512 VNNI)
+
+#ifdef QRT_WITH_CUDA
+std::unique_ptr<Backend> make_cuda_dequant_backend();  // backends/cuda: dequant tiles + cuBLAS
+std::unique_ptr<Backend> make_cuda_fp8_backend();      // backends/cuda: e4m3 via cuBLASLt
+std::unique_ptr<Backend> make_cuda_marlin_backend();   // backends/cuda: tensor-core int4/int8
+std::unique_ptr<Backend> make_cuda_gemv_backend();     // backends/cuda: M <= 8 GEMV
+#endif
+
+}  // namespace qrt
