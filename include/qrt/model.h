@@ -1,0 +1,166 @@
+// The Llama-family model: hyperparameters, loaded weights, and the forward engine interface.
+//
+// Loading and running are split so that one loaded model can feed different engines:
+//
+//   ModelWeights  = load_model(path, LoadOptions)          // checkpoint -> float tensors + QuantizedWeight
+//   ForwardEngine = make_cpu_engine(weights, EngineOptions) // plans, prepares kernels, owns the KV cache
+//
+// How a GPU engine plugs in (src/model/cuda/, CUDA build only):
+//   - implement `class CudaEngine : public ForwardEngine` in src/model/cuda/*.cpp|*.cu;
+//   - build it from the same `std::shared_ptr<const ModelWeights>`: run plan_layers() with the CUDA
+//     DeviceInfo over weights->quantized_layer_specs(), QuantLinear::build() every
+//     LinearWeight::quantized on that device, upload the float tensors (embedding, norms, dense
+//     linears, lm_head) in the dtype it wants, allocate its own KV cache of
+//     EngineOptions::max_context() positions;
+//   - define `std::unique_ptr<ForwardEngine> make_cuda_engine(std::shared_ptr<const ModelWeights>,
+//     const EngineOptions&)` (namespace qrt) and add the compile definition QRT_WITH_CUDA_ENGINE=1 to
+//     qrt_model in CMake when those sources are built; make_engine() (src/model/engine.cpp) then
+//     calls it for DeviceKind::Cuda, so `qrt run --device cuda:0` works without this header or the
+//     CLI knowing CUDA. (A direct call, not a static registrar: registrars in static libraries
+//     are dropped by the linker when nothing else references their object file.)
+//   The contract every engine keeps is the one ForwardEngine documents below: same token/position
+//   semantics, logits in float32 on the host, Generator and perplexity stay device-agnostic.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qrt/device.h"
+#include "qrt/plan.h"
+#include "qrt/quantized_weight.h"
+#include "qrt/runtime_config.h"
+
+namespace qrt {
+
+// Hyperparameters of a Llama-family decoder (LlamaForCausalLM, MistralForCausalLM,
+// filled by load_model() from the checkpoint reader's ModelConfig (qrt/checkpoint.h);
+// Qwen2ForCausalLM, GGUF llama / qwen2), already normalized from config.json or GGUF metadata.
+struct LlamaConfig {
+  std::string architecture;        // as named by the checkpoint ("LlamaForCausalLM", "gguf:llama", ...)
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
+  int64_t num_layers = 0;
+  int64_t num_heads = 0;
+  int64_t num_kv_heads = 0;
+  int64_t head_dim = 0;            // hidden_size / num_heads unless the checkpoint says otherwise
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-5;
+  double rope_theta = 10000.0;
+  // rope_scaling: type "" (none), "linear" (positions / factor) or "llama3" (frequency-dependent).
+  struct RopeScaling {
+    std::string type;
+    double factor = 1.0;
+    double low_freq_factor = 1.0;
+    double high_freq_factor = 4.0;
+    int64_t original_max_position_embeddings = 8192;
+  } rope_scaling;
+  int64_t sliding_window = 0;      // 0 = full attention (Mistral may set it)
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;     // q/k/v projections carry biases (Qwen2)
+  int32_t bos_token_id = -1;
+  std::vector<int32_t> eos_token_ids;  // config + generation_config, deduplicated
+
+  // Throws qrt::Error naming `origin` and the field when a value is missing or inconsistent.
+  void validate(const std::string& origin) const;
+};
+
+// One linear layer: quantized (runs through a QuantLinear) or dense float32 [out][in].
+struct LinearWeight {
+  std::string name;                               // "model.layers.0.self_attn.q_proj"
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+  std::shared_ptr<const QuantizedWeight> quantized;  // non-null: quantized (its bias lives inside)
+  std::vector<float> dense;                       // [out][in] when not quantized
+  std::vector<float> bias;                        // [out] or empty (dense layers only)
+  bool is_quantized() const { return quantized != nullptr; }
+};
+
+struct DecoderLayerWeights {
+  std::vector<float> input_norm;                  // [hidden]
+  std::vector<float> post_attention_norm;         // [hidden]
+  LinearWeight q_proj, k_proj, v_proj, o_proj;
+  LinearWeight gate_proj, up_proj, down_proj;
+};
+
+// Everything a forward pass needs, device-independent, read-only once loaded.
+struct ModelWeights {
+  LlamaConfig config;
+  std::string source;                             // path it was loaded from
+  std::vector<float> embed_tokens;                // [vocab][hidden]
+  std::vector<DecoderLayerWeights> layers;
+  std::vector<float> final_norm;                  // [hidden]
+  // The output projection. When tied (or absent from the checkpoint) it is empty (not quantized,
+  // no dense data) and engines use embed_tokens as the [vocab][hidden] matrix.
+  LinearWeight lm_head;
+  bool lm_head_uses_embedding() const { return !lm_head.is_quantized() && lm_head.dense.empty(); }
+
+  // Specs of every quantized linear, in model order (what plan_layers() takes).
+  std::vector<LayerSpec> quantized_layer_specs() const;
+  // Every linear in model order (7 per layer, then lm_head), for engines that build kernels.
+  std::vector<const LinearWeight*> linears() const;
+  // Checks every tensor size against config; throws qrt::Error naming the tensor.
+  void validate() const;
+};
+
+struct LoadOptions {
+  // "" keeps the checkpoint's weights; "int4" / "int8" quantizes plain float linears on load
+  // (round-to-nearest, symmetric, groups of group_size along K; -1 = per output row).
+  std::string quantize;
+  int group_size = 128;
+  // Called as tensors are read: (done, total); may be empty.
+  std::function<void(int64_t done, int64_t total)> progress;
+};
+
+// A Hugging Face folder (config.json + safetensors) or a .gguf file. Throws qrt::Error naming the
+// file/tensor/field on anything unexpected (unknown architecture, mismatched shapes, ...).
+std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOptions& options = {});
+
+enum class KvCacheDType : uint8_t { F32, F16 };
+
+struct EngineOptions {
+  RuntimeConfig runtime;                          // backend / fallback / disabled / threads / lengths
+  DeviceInfo device;                              // where the quantized linears are planned
+  KvCacheDType kv_dtype = KvCacheDType::F32;
+  int64_t prefill_batch = 128;                    // prompt rows per forward step (M of prefill GEMMs)
+  std::function<void(const std::string&)> log;    // plan / fallback messages; may be empty
+  // KV cache capacity in positions: runtime.max_input_length + runtime.max_new_tokens.
+  int64_t max_context() const { return runtime.max_input_length + runtime.max_new_tokens; }
+};
+
+// A forward pass over a KV cache. Positions are absolute: forward(tokens, n, pos, ...) appends
+// tokens[0..n) at positions [pos, pos + n) and attends over [0, pos + n). The cache content at
+// positions >= pos is overwritten, so rewinding is just calling forward with a smaller pos.
+class ForwardEngine {
+ public:
+  virtual ~ForwardEngine() = default;
+  virtual const LlamaConfig& config() const = 0;
+  // Positions the KV cache holds.
+  virtual int64_t capacity() const = 0;
+  // logits: when all_logits, [n][vocab] (one row per token, for perplexity); otherwise [vocab] of
+  // the last token only. Throws qrt::Error (before touching the cache) when n < 1, pos < 0,
+  // pos + n > capacity() or a token id is outside the vocabulary.
+  virtual void forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits,
+                       bool all_logits = false) = 0;
+  // The plan of every quantized linear and the backends actually prepared for them.
+  virtual const std::vector<LinearPlan>& plans() const = 0;
+  // backend name -> number of quantized linears it runs (a layer with several M ranges counts
+  // once per distinct backend); "dense" counts unquantized linears (including lm_head).
+  virtual std::map<std::string, int> backend_counts() const = 0;
+  virtual std::string device_name() const = 0;
+};
+
+// The CPU engine: float32 activations, multi-threaded; quantized linears through QuantLinear.
+std::unique_ptr<ForwardEngine> make_cpu_engine(std::shared_ptr<const ModelWeights> weights,
+                                               const EngineOptions& options);
+
+// The engine for options.device.kind (CPU always; CUDA when built with QRT_WITH_CUDA_ENGINE);
+// throws qrt::Error naming the device when this binary has no engine for it.
+std::unique_ptr<ForwardEngine> make_engine(std::shared_ptr<const ModelWeights> weights,
+                                           const EngineOptions& options);
+
+}  // namespace qrt
