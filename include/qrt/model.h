@@ -29,45 +29,13 @@
 #include <string>
 #include <vector>
 
+#include "qrt/checkpoint.h"
 #include "qrt/device.h"
 #include "qrt/plan.h"
 #include "qrt/quantized_weight.h"
 #include "qrt/runtime_config.h"
 
 namespace qrt {
-
-// Hyperparameters of a Llama-family decoder (LlamaForCausalLM, MistralForCausalLM,
-// filled by load_model() from the checkpoint reader's ModelConfig (qrt/checkpoint.h);
-// Qwen2ForCausalLM, GGUF llama / qwen2), already normalized from config.json or GGUF metadata.
-struct LlamaConfig {
-  std::string architecture;        // as named by the checkpoint ("LlamaForCausalLM", "gguf:llama", ...)
-  int64_t vocab_size = 0;
-  int64_t hidden_size = 0;
-  int64_t intermediate_size = 0;
-  int64_t num_layers = 0;
-  int64_t num_heads = 0;
-  int64_t num_kv_heads = 0;
-  int64_t head_dim = 0;            // hidden_size / num_heads unless the checkpoint says otherwise
-  int64_t max_position_embeddings = 0;
-  double rms_norm_eps = 1e-5;
-  double rope_theta = 10000.0;
-  // rope_scaling: type "" (none), "linear" (positions / factor) or "llama3" (frequency-dependent).
-  struct RopeScaling {
-    std::string type;
-    double factor = 1.0;
-    double low_freq_factor = 1.0;
-    double high_freq_factor = 4.0;
-    int64_t original_max_position_embeddings = 8192;
-  } rope_scaling;
-  int64_t sliding_window = 0;      // 0 = full attention (Mistral may set it)
-  bool tie_word_embeddings = false;
-  bool attention_bias = false;     // q/k/v projections carry biases (Qwen2)
-  int32_t bos_token_id = -1;
-  std::vector<int32_t> eos_token_ids;  // config + generation_config, deduplicated
-
-  // Throws qrt::Error naming `origin` and the field when a value is missing or inconsistent.
-  void validate(const std::string& origin) const;
-};
 
 // One linear layer: quantized (runs through a QuantLinear) or dense float32 [out][in].
 struct LinearWeight {
@@ -89,7 +57,8 @@ struct DecoderLayerWeights {
 
 // Everything a forward pass needs, device-independent, read-only once loaded.
 struct ModelWeights {
-  LlamaConfig config;
+  ModelConfig config;                             // from the checkpoint (qrt/checkpoint.h)
+  GenerationDefaults generation;                  // generation_config.json sampling defaults
   std::string source;                             // path it was loaded from
   std::vector<float> embed_tokens;                // [vocab][hidden]
   std::vector<DecoderLayerWeights> layers;
@@ -138,7 +107,7 @@ struct EngineOptions {
 class ForwardEngine {
  public:
   virtual ~ForwardEngine() = default;
-  virtual const LlamaConfig& config() const = 0;
+  virtual const ModelConfig& config() const = 0;
   // Positions the KV cache holds.
   virtual int64_t capacity() const = 0;
   // logits: when all_logits, [n][vocab] (one row per token, for perplexity); otherwise [vocab] of
