@@ -1,0 +1,19 @@
+// Helpers shared by the readers: strict JSON parsing (duplicate keys rejected, errors as qrt::Error)
+// and quoting of untrusted names for one-line error messages.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string>
+#include <string_view>
+
+namespace qrt::io {
+
+// Parses [begin, end) as JSON. Throws qrt::Error(InvalidInput) "<what>: ..." on a syntax error,
+// invalid UTF-8, or a key repeated inside one object (at any depth).
+nlohmann::json parse_json_strict(const char* begin, const char* end, const std::string& what);
+
+// 'name' with control and non-ASCII bytes escaped (\n, \xNN) and cut after `max` bytes, so names
+// read from a hostile file can never break a one-line error message.
+std::string quote_name(std::string_view s, size_t max = 200);
+
+}  // namespace qrt::io
