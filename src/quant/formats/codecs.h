@@ -1,0 +1,46 @@
+// Format codecs: on-disk tensors of one linear module <-> the canonical QuantizedWeight.
+//
+// Decoders take the module's tensors by suffix (TensorParts: "qweight" -> view), the parsed config
+// and, when the model config knows it, in_features (-1 = unknown: derived from the tensors). Every
+// shape is cross-checked and every error names the tensor and what was expected. Encoders produce
+// the tensors a reference library would write (suffix, dtype, shape, bytes).
+// Layouts: FORMATS.md §3 (GPTQ), §4 (AWQ), §7 (FP8), §8.1 (LLM.int8).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "qrt/quant_config.h"
+#include "qrt/quantized_weight.h"
+#include "quant/formats/codec_util.h"
+
+namespace qrt::quant {
+
+// ---- GPTQ (qweight [K*b/32, N], qzeros [G, N*b/32], scales [G, N], g_idx [K], bias [N]) ----
+QuantizedWeight decode_gptq(const std::string& layer, const TensorParts& parts, const GptqConfig& config,
+                            int64_t in_features = -1, std::vector<std::string>* warnings = nullptr);
+// v2 = checkpoint_format "gptq_v2" (zeros stored as is); otherwise v1 (stored zero = z - 1).
+// Scales are written as `scale_dtype` (F16 as the reference packers do, or BF16/F32).
+std::vector<EncodedTensor> encode_gptq(const QuantizedWeight& w, bool v2, DType scale_dtype = DType::F16);
+
+// ---- AWQ GEMM (qweight [K, N/8] interleaved) and GEMV (qweight [N, K/8] sequential) ----
+QuantizedWeight decode_awq(const std::string& layer, const TensorParts& parts, const AwqConfig& config,
+                           int64_t in_features = -1);
+// version: "gemm" or "gemv".
+std::vector<EncodedTensor> encode_awq(const QuantizedWeight& w, const std::string& version = "gemm",
+                                      DType scale_dtype = DType::F16);
+// Width in int32 words of GEMV qzeros (AutoAWQ calculate_zeros_width); throws for unsupported gs.
+int64_t awq_gemv_zeros_width(int64_t in_features, int64_t group_size);
+
+// ---- FP8 e4m3: weight [N, K] + weight_scale (scalar / [N] / [N, 1]) or weight_scale_inv (block grid) ----
+QuantizedWeight decode_fp8(const std::string& layer, const TensorParts& parts, const Fp8Config& config,
+                           int64_t in_features = -1);
+// Per-tensor (block = N x K) -> weight_scale [1]; per-channel (1 x K) -> weight_scale [N, 1];
+// blocks -> weight_scale_inv [ceil(N/bn), ceil(K/bk)] (multiplier semantics, as transformers writes).
+std::vector<EncodedTensor> encode_fp8(const QuantizedWeight& w);
+
+// ---- bitsandbytes LLM.int8: weight I8 [N, K], SCB F32 [N], weight_format U8 scalar (0 = row) ----
+QuantizedWeight decode_int8(const std::string& layer, const TensorParts& parts, int64_t in_features = -1);
+std::vector<EncodedTensor> encode_int8(const QuantizedWeight& w);
+
+}  // namespace qrt::quant
