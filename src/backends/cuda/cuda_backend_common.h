@@ -1,0 +1,25 @@
+// Small helpers shared by the CUDA backends of this folder (cuda_dequant, cuda_fp8).
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <string>
+
+#include "qrt/backend.h"
+
+namespace qrt::cuda {
+
+// The declaration from the shared table (backends/cuda_capabilities.*).
+BackendCapability cuda_backend_capability(const std::string& name);
+
+struct IntParamRule {
+  const char* name;
+  int64_t min, max;
+};
+// Every key must be one of `rules` and an integer in [min, max]; the Verdict names the bad one.
+Verdict validate_known_params(const KernelParams& params, std::initializer_list<IntParamRule> rules);
+
+// Throws InvalidInput naming the backend when x / y do not match the layer (dtype, shape, device).
+void check_act_shapes(const char* backend, int64_t k, int64_t n, const ActTensor& x, const ActTensor& y);
+
+}  // namespace qrt::cuda

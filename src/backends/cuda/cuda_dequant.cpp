@@ -1,0 +1,103 @@
+// Backend `cuda_dequant`: the universal CUDA fallback. The weight stays packed on the device
+// (packed_weight.h); M <= gemv_max_m runs a fused dequant-GEMV, larger M dequantizes W to
+// fp16/bf16 tile by tile into the shared workspace and multiplies with cuBLAS (fp32 accumulate).
+#include <fmt/format.h>
+
+#include "backends/backend_factories.h"
+#include "backends/cuda/cuda_backend_common.h"
+#include "backends/cuda/packed_weight.h"
+
+namespace qrt {
+namespace {
+
+using cuda::DeviceContext;
+
+class CudaDequantLinear final : public PreparedLinear {
+ public:
+  CudaDequantLinear(cuda::PackedWeight packed, DeviceContext& ctx, int64_t gemv_max_m, int64_t tile_rows)
+      : packed_(std::move(packed)), ctx_(ctx), gemv_max_m_(gemv_max_m), tile_rows_(tile_rows) {}
+
+  void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
+    const auto& w = packed_.view();
+    cuda::check_act_shapes("cuda_dequant", w.k, w.n, x, y);
+    cudaStream_t st = cuda::as_stream(ec.cuda_stream);
+    if (x.rows <= gemv_max_m_) {
+      cuda::launch_dequant_gemv(w, x.data, y.data, x.rows, x.dtype, st);
+      return;
+    }
+    cuda::dequant_gemm(w, ctx_.cublas(), ctx_.workspace(), tile_rows_, x.data, y.data, x.rows, x.dtype, st);
+  }
+  int64_t weight_bytes() const override { return packed_.device_bytes(); }
+
+ private:
+  cuda::PackedWeight packed_;
+  DeviceContext& ctx_;
+  int64_t gemv_max_m_;
+  int64_t tile_rows_;
+};
+
+class CudaDequantBackend final : public Backend {
+ public:
+  CudaDequantBackend() {
+    cap_ = cuda::cuda_backend_capability("cuda_dequant");
+  }
+  const std::string& name() const override { return name_; }
+  const std::string& summary() const override { return summary_; }
+  const BackendCapability& capability() const override { return cap_; }
+
+  Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
+    Verdict v = check_capability(layer, device);
+    if (!v.ok) return v;
+    if (layer.encoding == WeightEncoding::IntAffine && (layer.bits < 1 || layer.bits > 8))
+      return Verdict::no(fmt::format("{}-bit codes unsupported: needs 1..8", layer.bits));
+    return Verdict::yes();
+  }
+
+  Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
+    return cuda::validate_known_params(
+        params, {{"gemv_max_m", 0, 64}, {"tile_n", 0, int64_t(1) << 30}});
+  }
+
+  KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
+    KernelParams p;
+    p.values["gemv_max_m"] = int64_t(8);
+    return p;
+  }
+
+  std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
+    std::vector<KernelParams> out;
+    for (int64_t g : {int64_t(0), int64_t(4), int64_t(8), int64_t(16)}) {
+      if (g > 0 && m > g) continue;
+      KernelParams p;
+      p.values["gemv_max_m"] = g;
+      out.push_back(p);
+    }
+    return out;
+  }
+
+  std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
+                                          const DeviceInfo& device) const override {
+    if (device.kind != DeviceKind::Cuda)
+      throw unsupported(weight.spec.name + ": cuda_dequant needs a CUDA device, got " + device.id);
+    Verdict pv = validate_params(weight.spec, params);
+    if (!pv.ok) throw invalid_input(weight.spec.name + ": cuda_dequant: " + pv.reason);
+    cuda::DeviceGuard guard(device.gpu.index);
+    DeviceContext& ctx = DeviceContext::get(device.gpu.index);
+    cuda::PackedWeight packed = cuda::PackedWeight::pack(weight);
+    const int64_t tile = cuda::dequant_tile_rows(weight.N(), weight.K(), params.get_int("tile_n", 0));
+    ctx.reserve_workspace(static_cast<size_t>(tile * cuda::dequant_ld(weight.K()) * 2));
+    ctx.cublas();
+    return std::make_unique<CudaDequantLinear>(std::move(packed), ctx, params.get_int("gemv_max_m", 8), tile);
+  }
+
+ private:
+  std::string name_ = "cuda_dequant";
+  std::string summary_ = "dequantize packed weights to fp16/bf16 tiles + cuBLAS; fused dequant-GEMV for small M";
+  BackendCapability cap_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_dequant_backend() { return std::make_unique<CudaDequantBackend>(); }
+
+}  // namespace qrt

@@ -1,0 +1,157 @@
+// CUDA runtime pieces shared by the CUDA backends and the GPU model engine: RAII device buffers,
+// a per-device context (cuBLAS / cuBLASLt handles, a growable workspace arena), stream helpers.
+// Internal header (includes CUDA headers).
+//
+// Memory policy: everything a forward pass touches is allocated at load (prepare / engine build);
+// forward only reads pointers. The per-device workspace is shared by every PreparedLinear of that
+// device and grows (at prepare time only) to the largest request; kernels that use it run one after
+// another on one stream, which is how the engine drives them. Growing frees the old block, so a
+// caller must not keep a workspace pointer across prepare() calls: ask workspace() in forward.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backends/cuda/cuda_check.h"
+
+namespace qrt::cuda {
+
+// Owns one cudaMalloc'd block. Move-only. Allocation failure throws ErrorKind::OutOfMemory with
+// `what` (a tensor or workspace name) and the size in the message.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(size_t bytes, const std::string& what);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* get() const { return ptr_; }
+  template <typename T> T* as() const { return static_cast<T*>(ptr_); }
+  size_t bytes() const { return bytes_; }
+  explicit operator bool() const { return ptr_ != nullptr; }
+  void reset();
+
+  // Allocates and copies (synchronous; load-time only).
+  static DeviceBuffer upload(const void* host, size_t bytes, const std::string& what);
+  template <typename T>
+  static DeviceBuffer upload(const std::vector<T>& v, const std::string& what) {
+    return upload(v.data(), v.size() * sizeof(T), what);
+  }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Bump allocator over a DeviceBuffer: carve aligned pieces for one forward's scratch. reserve()
+// only grows (load time); carve() never allocates and returns nullptr when the arena is too small.
+class DeviceArena {
+ public:
+  explicit DeviceArena(std::string name) : name_(std::move(name)) {}
+  void reserve(size_t bytes);  // throws OutOfMemory naming the arena and the size
+  size_t capacity() const { return buffer_.bytes(); }
+  void* base() const { return buffer_.get(); }
+  void reset() { offset_ = 0; }
+  void* carve(size_t bytes, size_t align = 256);
+
+ private:
+  std::string name_;
+  DeviceBuffer buffer_;
+  size_t offset_ = 0;
+};
+
+// Per-device state, created on first use of a device, alive for the process.
+class DeviceContext {
+ public:
+  static DeviceContext& get(int device);
+  // The current device (cudaGetDevice), for callers that were handed a DeviceInfo.
+  static DeviceContext& current();
+
+  int device() const { return device_; }
+  const cudaDeviceProp& props() const { return props_; }
+  int compute_capability() const { return props_.major * 10 + props_.minor; }
+
+  cublasHandle_t cublas();     // created lazily (load time), with its own workspace
+  cublasLtHandle_t cublas_lt();
+  // Scratch shared by the backends of this device: grow at prepare time, read in forward.
+  void reserve_workspace(size_t bytes);
+  void* workspace() const { return workspace_.base(); }
+  size_t workspace_bytes() const { return workspace_.capacity(); }
+  // cuBLASLt workspace (separate from the dequant workspace so both can be live in one GEMM).
+  void* lt_workspace() const { return lt_workspace_.get(); }
+  size_t lt_workspace_bytes() const { return lt_workspace_.bytes(); }
+
+  std::mutex& mutex() { return mutex_; }
+
+ private:
+  explicit DeviceContext(int device);
+  int device_ = 0;
+  cudaDeviceProp props_{};
+  cublasHandle_t cublas_ = nullptr;
+  cublasLtHandle_t cublas_lt_ = nullptr;
+  DeviceBuffer cublas_workspace_;
+  DeviceBuffer lt_workspace_;
+  DeviceArena workspace_{"cuda workspace"};
+  std::mutex mutex_;
+};
+
+// Switches the current device for a scope and restores it.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(int device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+// A non-blocking stream owned by RAII.
+class Stream {
+ public:
+  Stream();
+  ~Stream();
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  cudaStream_t get() const { return stream_; }
+  void synchronize() const;
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
+// A pair of events timing a region on a stream (benchmarks, tuning).
+class EventTimer {
+ public:
+  EventTimer();
+  ~EventTimer();
+  void start(cudaStream_t s);
+  float stop_ms(cudaStream_t s);  // synchronizes on the end event
+
+ private:
+  cudaEvent_t a_ = nullptr, b_ = nullptr;
+};
+
+// The stream of an ExecContext (nullptr = the legacy default stream).
+inline cudaStream_t as_stream(void* p) { return static_cast<cudaStream_t>(p); }
+
+// Number of CUDA devices, 0 (with `why`) when there is no driver or no GPU. Never throws.
+int device_count(std::string* why = nullptr);
+
+// Largest number of activation rows a PreparedLinear must handle without chunking; set from
+// RuntimeConfig::max_input_length by whoever builds the model (default 2048). Workspaces that
+// scale with M (FP8 activation quantization) are reserved for this many rows at prepare time;
+// a forward with more rows is processed in chunks of this size.
+void set_max_rows(int64_t rows);
+int64_t max_rows();
+
+}  // namespace qrt::cuda

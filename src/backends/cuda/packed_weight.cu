@@ -1,0 +1,543 @@
+// Packing of QuantizedWeight into the compact device form and the kernels that read it
+// (fused dequant-GEMV for small M, tile dequantizer for dequant + cuBLAS). See packed_weight.h.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
+
+#include <algorithm>
+#include <fmt/format.h>
+#include <thread>
+
+#include "backends/cuda/packed_weight.h"
+
+namespace qrt::cuda {
+
+// ---------------------------------------------------------------------------------------------
+// Host packing
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+template <typename F>
+void parallel_rows(int64_t n, F&& fn) {
+  unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+  int64_t threads = std::min<int64_t>(hw, std::max<int64_t>(1, n / 64));
+  if (threads <= 1) {
+    fn(0, n);
+    return;
+  }
+  std::vector<std::thread> pool;
+  int64_t chunk = (n + threads - 1) / threads;
+  for (int64_t t = 0; t < threads; ++t) {
+    int64_t b = t * chunk, e = std::min(n, b + chunk);
+    if (b < e) pool.emplace_back([&fn, b, e] { fn(b, e); });
+  }
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace
+
+std::vector<uint32_t> pack_codes(const QuantizedWeight& w, int64_t* row_words_out) {
+  const int bits = w.spec.encoding == WeightEncoding::Fp8E4M3 ? 8 : w.spec.bits;
+  const int64_t N = w.N(), K = w.K();
+  const int64_t runs = (K + 31) / 32;
+  const int64_t row_words = runs * bits;
+  std::vector<uint32_t> out(static_cast<size_t>(N * row_words), 0u);
+  parallel_rows(N, [&](int64_t b, int64_t e) {
+    for (int64_t n = b; n < e; ++n) {
+      const uint8_t* codes = w.codes.data() + n * K;
+      uint32_t* row = out.data() + n * row_words;
+      if (bits == 8) {
+        for (int64_t k = 0; k < K; ++k) row[k >> 2] |= uint32_t(codes[k]) << ((k & 3) * 8);
+        continue;
+      }
+      if (bits == 4) {
+        for (int64_t k = 0; k < K; ++k) row[k >> 3] |= uint32_t(codes[k] & 0xF) << ((k & 7) * 4);
+        continue;
+      }
+      const uint32_t mask = (1u << bits) - 1;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t run = k >> 5;
+        const int j = static_cast<int>(k & 31);
+        const int pos = j * bits;
+        uint32_t* base = row + run * bits;
+        const uint32_t v = codes[k] & mask;
+        base[pos >> 5] |= v << (pos & 31);
+        if ((pos & 31) + bits > 32) base[(pos >> 5) + 1] |= v >> (32 - (pos & 31));
+      }
+    }
+  });
+  if (row_words_out) *row_words_out = row_words;
+  return out;
+}
+
+PackedWeight PackedWeight::pack(const QuantizedWeight& w) {
+  const LayerSpec& s = w.spec;
+  const bool fp8 = s.encoding == WeightEncoding::Fp8E4M3;
+  const int64_t N = w.N(), K = w.K();
+  if (N <= 0 || K <= 0) throw invalid_input(s.name + ": empty weight (N or K is 0)");
+  if (!fp8 && (s.bits < 1 || s.bits > 8))
+    throw unsupported(fmt::format("{}: {}-bit codes (cuda kernels take 1..8)", s.name, s.bits));
+  PackedWeight p;
+  PackedWeightView& v = p.view_;
+  v.n = N;
+  v.k = K;
+  v.fp8 = fp8;
+  v.bits = fp8 ? 8 : s.bits;
+
+  std::vector<float> scale, offset;
+  if (fp8) {
+    const int64_t bn = s.scale_block_n > 0 ? s.scale_block_n : N;
+    const int64_t bk = s.scale_block_k > 0 ? s.scale_block_k : K;
+    const int64_t gk = (K + bk - 1) / bk;
+    const int64_t gn = (N + bn - 1) / bn;
+    if (static_cast<int64_t>(w.scales.size()) != gn * gk)
+      throw invalid_input(fmt::format("{}: fp8 scales hold {} values, expected {} x {}", s.name, w.scales.size(), gn, gk));
+    v.groups = static_cast<int>(gk);
+    v.group_size = static_cast<int>(std::min<int64_t>(bk, K));
+    scale.resize(static_cast<size_t>(N * gk));
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t g = 0; g < gk; ++g) scale[n * gk + g] = w.scales[(n / bn) * gk + g];
+  } else {
+    const int64_t G = static_cast<int64_t>(w.scales.size()) / N;
+    if (G < 1 || G * N != static_cast<int64_t>(w.scales.size()))
+      throw invalid_input(fmt::format("{}: scales hold {} values, not a multiple of N = {}", s.name, w.scales.size(), N));
+    v.groups = static_cast<int>(G);
+    v.group_size = static_cast<int>(std::min<int64_t>(s.effective_group_size(), K));
+    scale = w.scales;
+    offset.resize(scale.size());
+    const float half_range = static_cast<float>(1 << (s.bits - 1));
+    for (size_t i = 0; i < scale.size(); ++i) {
+      switch (s.zero_kind) {
+        case ZeroKind::Symmetric: offset[i] = -half_range * scale[i]; break;
+        case ZeroKind::Integer: offset[i] = -w.zeros.at(i) * scale[i]; break;
+        case ZeroKind::Float: offset[i] = w.zeros.at(i); break;
+      }
+    }
+  }
+  const bool has_gidx = !w.g_idx.empty();
+  v.uniform_runs = !has_gidx && (v.group_size % 32 == 0 || v.group_size >= K);
+
+  int64_t row_words = 0;
+  std::vector<uint32_t> words = pack_codes(w, &row_words);
+  v.row_words = row_words;
+  p.words_ = DeviceBuffer::upload(words, s.name + " packed codes");
+  p.scale_ = DeviceBuffer::upload(scale, s.name + " scales");
+  v.words = p.words_.as<uint32_t>();
+  v.scale = p.scale_.as<float>();
+  if (!offset.empty()) {
+    p.offset_ = DeviceBuffer::upload(offset, s.name + " zero offsets");
+    v.offset = p.offset_.as<float>();
+  }
+  if (has_gidx) {
+    p.g_idx_ = DeviceBuffer::upload(w.g_idx, s.name + " g_idx");
+    v.g_idx = p.g_idx_.as<int32_t>();
+  }
+  if (!w.bias.empty()) {
+    p.bias_ = DeviceBuffer::upload(w.bias, s.name + " bias");
+    v.bias = p.bias_.as<float>();
+  }
+  return p;
+}
+
+int64_t PackedWeight::device_bytes() const {
+  return static_cast<int64_t>(words_.bytes() + scale_.bytes() + offset_.bytes() + g_idx_.bytes() + bias_.bytes());
+}
+
+cudaDataType_t cuda_dtype(DType t) {
+  if (t == DType::F16) return CUDA_R_16F;
+  if (t == DType::BF16) return CUDA_R_16BF;
+  throw unsupported(fmt::format("CUDA activations must be F16 or BF16, got {}", dtype_name(t)));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Device helpers
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// Integer code -> float without the slow I2F: 2^23 + c has c in its low mantissa bits.
+__device__ __forceinline__ float code_to_f(uint32_t c) { return __int_as_float(0x4B000000u | c) - 8388608.0f; }
+
+__device__ __forceinline__ float fp8_to_f(uint32_t c) {
+  __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(c), __NV_E4M3);
+  return __half2float(__half(h));
+}
+
+template <int BITS>
+__device__ __forceinline__ void load_run(const uint32_t* __restrict__ p, uint32_t (&w)[BITS]) {
+  if constexpr (BITS % 4 == 0) {
+#pragma unroll
+    for (int i = 0; i < BITS / 4; ++i) {
+      uint4 v = __ldg(reinterpret_cast<const uint4*>(p) + i);
+      w[4 * i] = v.x; w[4 * i + 1] = v.y; w[4 * i + 2] = v.z; w[4 * i + 3] = v.w;
+    }
+  } else if constexpr (BITS % 2 == 0) {
+#pragma unroll
+    for (int i = 0; i < BITS / 2; ++i) {
+      uint2 v = __ldg(reinterpret_cast<const uint2*>(p) + i);
+      w[2 * i] = v.x; w[2 * i + 1] = v.y;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < BITS; ++i) w[i] = __ldg(p + i);
+  }
+}
+
+// Code j (compile-time after unrolling) of a run of 32 codes held in BITS words.
+template <int BITS>
+__device__ __forceinline__ uint32_t code_at(const uint32_t (&w)[BITS], int j) {
+  const int pos = j * BITS;
+  const int wi = pos >> 5, sh = pos & 31;
+  uint32_t v = w[wi] >> sh;
+  if (sh + BITS > 32) v |= w[wi + 1] << (32 - sh);
+  return v & ((1u << BITS) - 1u);
+}
+
+// Code k of row `row` with a run-time bit width (slow paths).
+__device__ __forceinline__ uint32_t code_dyn(const uint32_t* __restrict__ row, int bits, int64_t k) {
+  const uint32_t* base = row + (k >> 5) * bits;
+  const int pos = static_cast<int>(k & 31) * bits;
+  const int wi = pos >> 5, sh = pos & 31;
+  uint32_t v = __ldg(base + wi) >> sh;
+  if (sh + bits > 32) v |= __ldg(base + wi + 1) << (32 - sh);
+  return v & ((1u << bits) - 1u);
+}
+
+template <typename T>
+__device__ __forceinline__ void load8(const T* __restrict__ p, float (&out)[8]) {
+  uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) out[i] = to_f<T>(e[i]);
+}
+
+template <int N>
+__device__ __forceinline__ void block_reduce_store(float (&acc)[N], float* smem /* [4][N] */, int lane, int warp) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    float v = acc[i];
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    acc[i] = v;
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) smem[warp * N + i] = acc[i];
+  }
+  __syncthreads();
+}
+
+constexpr int kGemvThreads = 128;
+constexpr int kGemvRows = 4;  // output rows per block in the fast GEMV
+
+// Fast GEMV: every run of 32 codes in one group; x rows contiguous with K % 8 == 0.
+// Block = 128 threads over the runs of R output rows; each thread keeps MT x R partial sums.
+template <typename T, int BITS, bool FP8, int MT, int R>
+__global__ void __launch_bounds__(kGemvThreads) gemv_runs_kernel(PackedWeightView w, const T* __restrict__ x,
+                                                                 T* __restrict__ y, int m_total) {
+  __shared__ float red[kGemvThreads / 32][MT * R];
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * R;
+  const int64_t K = w.k;
+  const int64_t runs = (K + 31) >> 5;
+  float acc[MT][R];
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[m][r] = 0.f;
+
+  for (int64_t c = threadIdx.x; c < runs; c += kGemvThreads) {
+    uint32_t wr[R][BITS];
+    float s[R], o[R];
+    const int g = static_cast<int>((c << 5) / w.group_size);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const int64_t n = n0 + r;
+      if (n < w.n) {
+        load_run<BITS>(w.words + n * w.row_words + c * BITS, wr[r]);
+        s[r] = __ldg(w.scale + n * w.groups + g);
+        o[r] = FP8 ? 0.f : __ldg(w.offset + n * w.groups + g);
+      } else {
+#pragma unroll
+        for (int i = 0; i < BITS; ++i) wr[r][i] = 0;
+        s[r] = 0.f;
+        o[r] = 0.f;
+      }
+    }
+    float dot[MT][R];
+    float xs[MT];
+#pragma unroll
+    for (int m = 0; m < MT; ++m) {
+      xs[m] = 0.f;
+#pragma unroll
+      for (int r = 0; r < R; ++r) dot[m][r] = 0.f;
+    }
+#pragma unroll
+    for (int sub = 0; sub < 4; ++sub) {
+      const int64_t kk = (c << 5) + sub * 8;
+      float wv[R][8];
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const uint32_t code = code_at<BITS>(wr[r], sub * 8 + j);
+          wv[r][j] = FP8 ? fp8_to_f(code) : code_to_f(code);
+        }
+#pragma unroll
+      for (int m = 0; m < MT; ++m) {
+        if (m < m_total && kk < K) {
+          float xv[8];
+          load8<T>(x + m * K + kk, xv);
+#pragma unroll
+          for (int j = 0; j < 8; ++j) {
+            if (!FP8) xs[m] += xv[j];
+#pragma unroll
+            for (int r = 0; r < R; ++r) dot[m][r] = fmaf(xv[j], wv[r][j], dot[m][r]);
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < MT; ++m)
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[m][r] = FP8 ? fmaf(s[r], dot[m][r], acc[m][r])
+                                                   : fmaf(s[r], dot[m][r], fmaf(o[r], xs[m], acc[m][r]));
+  }
+
+  float flat[MT * R];
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+#pragma unroll
+    for (int r = 0; r < R; ++r) flat[m * R + r] = acc[m][r];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  block_reduce_store<MT * R>(flat, &red[0][0], lane, warp);
+  for (int i = threadIdx.x; i < MT * R; i += kGemvThreads) {
+    const int m = i / R, r = i % R;
+    const int64_t n = n0 + r;
+    if (m < m_total && n < w.n) {
+      float v = 0.f;
+#pragma unroll
+      for (int wi = 0; wi < kGemvThreads / 32; ++wi) v += red[wi][i];
+      if (w.bias) v += w.bias[n];
+      y[m * w.n + n] = from_f<T>(v);
+    }
+  }
+}
+
+// Generic GEMV: any bit width, act-order, groups not aligned to 32, unaligned x. One output row per
+// block, up to 8 activation rows.
+template <typename T>
+__global__ void __launch_bounds__(kGemvThreads) gemv_generic_kernel(PackedWeightView w, const T* __restrict__ x,
+                                                                    T* __restrict__ y, int m_total) {
+  __shared__ float red[kGemvThreads / 32][8];
+  const int64_t n = blockIdx.x;
+  const int64_t K = w.k;
+  const uint32_t* row = w.words + n * w.row_words;
+  float acc[8];
+#pragma unroll
+  for (int m = 0; m < 8; ++m) acc[m] = 0.f;
+  for (int64_t k = threadIdx.x; k < K; k += kGemvThreads) {
+    const uint32_t code = code_dyn(row, w.bits, k);
+    const int g = w.g_idx ? w.g_idx[k] : static_cast<int>(k / w.group_size);
+    const float s = __ldg(w.scale + n * w.groups + g);
+    const float wv = w.fp8 ? fp8_to_f(code) * s : fmaf(code_to_f(code), s, __ldg(w.offset + n * w.groups + g));
+#pragma unroll
+    for (int m = 0; m < 8; ++m)
+      if (m < m_total) acc[m] = fmaf(to_f<T>(x[m * K + k]), wv, acc[m]);
+  }
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  block_reduce_store<8>(acc, &red[0][0], lane, warp);
+  if (threadIdx.x < m_total) {
+    float v = 0.f;
+#pragma unroll
+    for (int wi = 0; wi < kGemvThreads / 32; ++wi) v += red[wi][threadIdx.x];
+    if (w.bias) v += w.bias[n];
+    y[threadIdx.x * w.n + n] = from_f<T>(v);
+  }
+}
+
+// Tile dequantizer, fast path: one thread per run of 32 codes, 4 x 16-byte stores.
+template <typename T, int BITS, bool FP8>
+__global__ void dequant_runs_kernel(PackedWeightView w, int64_t n0, int64_t rows, T* __restrict__ out, int64_t ld) {
+  const int64_t runs = (w.k + 31) >> 5;
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (c >= runs) return;
+  const int g = static_cast<int>((c << 5) / w.group_size);
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const int64_t n = n0 + r;
+    uint32_t wr[BITS];
+    load_run<BITS>(w.words + n * w.row_words + c * BITS, wr);
+    const float s = __ldg(w.scale + n * w.groups + g);
+    const float o = FP8 ? 0.f : __ldg(w.offset + n * w.groups + g);
+    T* dst = out + r * ld + (c << 5);
+    const int64_t k0 = c << 5;
+    if (k0 + 32 <= w.k) {
+#pragma unroll
+      for (int q = 0; q < 4; ++q) {
+        alignas(16) T v[8];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const uint32_t code = code_at<BITS>(wr, q * 8 + j);
+          v[j] = from_f<T>(FP8 ? fp8_to_f(code) * s : fmaf(code_to_f(code), s, o));
+        }
+        reinterpret_cast<uint4*>(dst)[q] = *reinterpret_cast<const uint4*>(v);
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < 32; ++j) {
+        if (k0 + j < w.k) {
+          const uint32_t code = code_at<BITS>(wr, j);
+          dst[j] = from_f<T>(FP8 ? fp8_to_f(code) * s : fmaf(code_to_f(code), s, o));
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+__global__ void dequant_generic_kernel(PackedWeightView w, int64_t n0, int64_t rows, T* __restrict__ out, int64_t ld) {
+  const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (k >= w.k) return;
+  const int g = w.g_idx ? w.g_idx[k] : static_cast<int>(k / w.group_size);
+  for (int64_t r = blockIdx.y; r < rows; r += gridDim.y) {
+    const int64_t n = n0 + r;
+    const uint32_t code = code_dyn(w.words + n * w.row_words, w.bits, k);
+    const float s = __ldg(w.scale + n * w.groups + g);
+    const float v = w.fp8 ? fp8_to_f(code) * s : fmaf(code_to_f(code), s, __ldg(w.offset + n * w.groups + g));
+    out[r * ld + k] = from_f<T>(v);
+  }
+}
+
+template <typename T>
+__global__ void add_bias_kernel(const float* __restrict__ bias, T* __restrict__ y, int64_t m, int64_t n) {
+  const int64_t total = m * n;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    y[i] = from_f<T>(to_f<T>(y[i]) + bias[i % n]);
+}
+
+// ---- dispatch ----
+template <typename T, int BITS, bool FP8, int MT>
+void gemv_runs(const PackedWeightView& w, const T* x, T* y, int m, cudaStream_t st) {
+  const unsigned blocks = static_cast<unsigned>((w.n + kGemvRows - 1) / kGemvRows);
+  gemv_runs_kernel<T, BITS, FP8, MT, kGemvRows><<<blocks, kGemvThreads, 0, st>>>(w, x, y, m);
+}
+
+template <typename T, int BITS, bool FP8>
+void gemv_runs_m(const PackedWeightView& w, const T* x, T* y, int m, cudaStream_t st) {
+  if (m <= 1) gemv_runs<T, BITS, FP8, 1>(w, x, y, m, st);
+  else if (m <= 2) gemv_runs<T, BITS, FP8, 2>(w, x, y, m, st);
+  else if (m <= 4) gemv_runs<T, BITS, FP8, 4>(w, x, y, m, st);
+  else gemv_runs<T, BITS, FP8, 8>(w, x, y, m, st);
+}
+
+template <typename T>
+void gemv_dispatch(const PackedWeightView& w, const T* x, T* y, int m, cudaStream_t st) {
+  const bool fast = w.uniform_runs && w.k % 8 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
+  if (fast) {
+    if (w.fp8) return gemv_runs_m<T, 8, true>(w, x, y, m, st);
+    switch (w.bits) {
+      case 2: return gemv_runs_m<T, 2, false>(w, x, y, m, st);
+      case 3: return gemv_runs_m<T, 3, false>(w, x, y, m, st);
+      case 4: return gemv_runs_m<T, 4, false>(w, x, y, m, st);
+      case 8: return gemv_runs_m<T, 8, false>(w, x, y, m, st);
+      default: break;
+    }
+  }
+  gemv_generic_kernel<T><<<static_cast<unsigned>(w.n), kGemvThreads, 0, st>>>(w, x, y, m);
+}
+
+template <typename T>
+void dequant_dispatch(const PackedWeightView& w, int64_t n0, int64_t rows, T* out, int64_t ld, cudaStream_t st) {
+  const unsigned gy = static_cast<unsigned>(std::min<int64_t>(rows, 65535));
+  if (w.uniform_runs) {
+    const int64_t runs = (w.k + 31) / 32;
+    dim3 grid(static_cast<unsigned>((runs + 127) / 128), gy);
+    if (w.fp8) return dequant_runs_kernel<T, 8, true><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
+    switch (w.bits) {
+      case 2: return dequant_runs_kernel<T, 2, false><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
+      case 3: return dequant_runs_kernel<T, 3, false><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
+      case 4: return dequant_runs_kernel<T, 4, false><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
+      case 8: return dequant_runs_kernel<T, 8, false><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
+      default: break;
+    }
+  }
+  dim3 grid(static_cast<unsigned>((w.k + 255) / 256), gy);
+  dequant_generic_kernel<T><<<grid, 256, 0, st>>>(w, n0, rows, out, ld);
+}
+
+}  // namespace
+
+void launch_dequant_gemv(const PackedWeightView& w, const void* x, void* y, int64_t m, DType dtype,
+                         cudaStream_t stream) {
+  for (int64_t m0 = 0; m0 < m; m0 += 8) {
+    const int mm = static_cast<int>(std::min<int64_t>(8, m - m0));
+    if (dtype == DType::F16)
+      gemv_dispatch<__half>(w, static_cast<const __half*>(x) + m0 * w.k, static_cast<__half*>(y) + m0 * w.n, mm, stream);
+    else
+      gemv_dispatch<__nv_bfloat16>(w, static_cast<const __nv_bfloat16*>(x) + m0 * w.k,
+                                   static_cast<__nv_bfloat16*>(y) + m0 * w.n, mm, stream);
+  }
+  QRT_CUDA_CHECK_LAUNCH();
+}
+
+void launch_dequant_tile(const PackedWeightView& w, int64_t n0, int64_t rows, void* out, int64_t ld, DType dtype,
+                         cudaStream_t stream) {
+  if (dtype == DType::F16)
+    dequant_dispatch<__half>(w, n0, rows, static_cast<__half*>(out), ld, stream);
+  else
+    dequant_dispatch<__nv_bfloat16>(w, n0, rows, static_cast<__nv_bfloat16*>(out), ld, stream);
+  QRT_CUDA_CHECK_LAUNCH();
+}
+
+void launch_add_bias(const float* bias, void* y, int64_t m, int64_t n, DType dtype, cudaStream_t stream) {
+  const int64_t total = m * n;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + 255) / 256, 4096));
+  if (dtype == DType::F16)
+    add_bias_kernel<__half><<<blocks, 256, 0, stream>>>(bias, static_cast<__half*>(y), m, n);
+  else
+    add_bias_kernel<__nv_bfloat16><<<blocks, 256, 0, stream>>>(bias, static_cast<__nv_bfloat16*>(y), m, n);
+  QRT_CUDA_CHECK_LAUNCH();
+}
+
+void gemm_xwt(cublasHandle_t handle, const void* x, const void* w, int64_t ldw, void* y, int64_t ldy, int64_t m,
+              int64_t n, int64_t k, DType dtype, cudaStream_t stream) {
+  const cudaDataType_t t = cuda_dtype(dtype);
+  const float alpha = 1.f, beta = 0.f;
+  QRT_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  // Column-major view: Y^T[N][M] = W[N][K] (stored K-major, op T) x X^T[K][M] (stored K-major, op N).
+  QRT_CUBLAS_CHECK(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(n), static_cast<int>(m),
+                                static_cast<int>(k), &alpha, w, t, static_cast<int>(ldw), x, t, static_cast<int>(k),
+                                &beta, y, t, static_cast<int>(ldy), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+}  // namespace qrt::cuda
+
+namespace qrt::cuda {
+
+int64_t dequant_tile_rows(int64_t n, int64_t k, int64_t requested, int64_t cap_elements) {
+  if (requested > 0) return std::min(n, requested);
+  const int64_t ld = dequant_ld(k);
+  if (n * ld <= cap_elements) return n;
+  int64_t rows = cap_elements / ld / 64 * 64;
+  return std::max<int64_t>(64, std::min(n, rows));
+}
+
+void dequant_gemm(const PackedWeightView& w, cublasHandle_t handle, void* workspace, int64_t tile_rows,
+                  const void* x, void* y, int64_t m, DType dtype, cudaStream_t stream) {
+  const int64_t ld = dequant_ld(w.k);
+  const size_t esz = 2;
+  for (int64_t n0 = 0; n0 < w.n; n0 += tile_rows) {
+    const int64_t rows = std::min(tile_rows, w.n - n0);
+    launch_dequant_tile(w, n0, rows, workspace, ld, dtype, stream);
+    gemm_xwt(handle, x, workspace, ld, static_cast<char*>(y) + n0 * esz, w.n, m, rows, w.k, dtype, stream);
+  }
+  if (w.bias) launch_add_bias(w.bias, y, m, w.n, dtype, stream);
+}
+
+}  // namespace qrt::cuda
