@@ -26,9 +26,13 @@ class BackendRegistry {
   std::vector<std::string> names() const;
   // Auto priority list for a device (data, see backends/priorities.cpp).
   std::vector<std::string> auto_order(const DeviceInfo& device, const LayerSpec& layer) const;
+  // Replaces the auto list of one device class ("cpu", "cuda_sm80", "cuda_sm70", "cuda_fp8") in
+  // this registry only (tests register fake backends in a local registry and list them here).
+  void set_auto_order(const std::string& device_class, std::vector<std::string> backends);
 
  private:
   std::vector<std::unique_ptr<Backend>> backends_;
+  std::vector<std::pair<std::string, std::vector<std::string>>> auto_overrides_;
 };
 
 enum class ParamSource : uint8_t { Default, Global, Tuned, Override };
@@ -47,6 +51,9 @@ struct LinearPlan {
   std::vector<std::pair<std::string, Verdict>> verdicts;     // every backend considered, in order
   std::vector<std::string> fallback;                         // backends to try if prepare fails
   std::string error;                                         // non-empty: no backend can run it
+  // Things a person should know about this decision (explicit backend limited to an M range,
+  // a checkpoint backend hint that could not be honoured, parameters a backend rejected...).
+  std::vector<std::string> notes;
   bool ok() const { return error.empty() && !choices.empty(); }
 };
 
@@ -75,7 +82,7 @@ class QuantLinear {
   struct Range {
     int64_t m_min, m_max;
     std::string backend;
-    std::unique_ptr<PreparedLinear> kernel;
+    std::shared_ptr<PreparedLinear> kernel;  // shared when two ranges use the same backend + params
   };
   LayerSpec layer_;
   std::vector<Range> ranges_;

@@ -1,10 +1,12 @@
 // How a user steers kernel choice: backend, fallback, disabled list, max_input_length, kernel
 // parameters (global and per layer), tuning cache. Sources and their precedence are documented
 // in docs/CONFIG.md; lowest first: built-in defaults < checkpoint quantization_config.backend
-// < QRT_DISABLE_BACKENDS / config file (--config) < CLI flags.
+// < QRT_DISABLE_BACKENDS < config file (--config) < CLI flags.
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +27,14 @@ struct RuntimeConfig {
   int64_t max_input_length = 2048;          // longest prompt; buffers/workspaces sized from it
   int64_t max_new_tokens = 512;
   KernelParams kernel_params;               // global parameters (validated by the owning backend)
+  // Global parameters for one backend only ("kernel_params": {"cpu_simd": {...}} in the file);
+  // merged over kernel_params when that backend is chosen.
+  std::map<std::string, KernelParams> backend_params;
+  // True when `backend` came from the checkpoint's quantization_config (a hint: a layer the hinted
+  // backend cannot run goes to auto with a note, instead of failing as an explicit choice does).
+  bool backend_is_hint = false;
+  // True when a corrupt tuning cache should be ignored (with a warning) instead of failing.
+  bool ignore_bad_tuning_cache = false;
   std::vector<LayerOverride> overrides;     // first match wins
   std::string tuning_cache_path;            // "" = default (~/.cache/qrt/tuning.json)
   bool use_tuning_cache = true;
@@ -37,9 +47,41 @@ struct RuntimeConfig {
   static RuntimeConfig from_json_text(const std::string& text, const std::string& origin, RuntimeConfig base);
   // Applies QRT_DISABLE_BACKENDS.
   void apply_environment();
+  // Applies a checkpoint's quantization_config.backend (lowest precedence above the defaults).
+  // "auto"/"" change nothing; a known alias becomes a hint; a name qrt does not implement is
+  // ignored and described in the returned warning ("" when none).
+  std::string apply_checkpoint_backend(const std::string& name);
+  // Records where `field` came from (replacing an older record of the same field).
+  void set_provenance(const std::string& field, const std::string& source);
+  std::string provenance_of(const std::string& field) const;  // "default" when never set
   // The first override whose pattern matches `layer_name`, or nullptr.
   const LayerOverride* override_for(const std::string& layer_name) const;
 };
+
+// Values given on the command line (unset = not given). Applied last: CLI flags win.
+struct CliOverrides {
+  std::optional<std::string> backend;
+  std::optional<std::vector<std::string>> fallback;
+  std::optional<std::vector<std::string>> disabled;   // added to the other sources' lists
+  std::optional<int64_t> max_input_length;
+  std::optional<int64_t> max_new_tokens;
+  std::optional<int> threads;
+  std::optional<std::string> tuning_cache_path;
+  std::optional<bool> use_tuning_cache;
+};
+
+// The documented precedence in one place (docs/CONFIG.md): defaults < checkpoint backend hint
+// < QRT_DISABLE_BACKENDS < config file < CLI flags. `config_path` "" = no file. Non-fatal findings
+// (an unknown checkpoint backend name) are appended to `warnings` when given.
+RuntimeConfig build_runtime_config(const std::string& checkpoint_backend, const std::string& config_path,
+                                   const CliOverrides& cli, std::vector<std::string>* warnings = nullptr);
+
+// The default tuning cache file: $QRT_TUNING_CACHE, else $XDG_CACHE_HOME/qrt/tuning.json, else
+// ~/.cache/qrt/tuning.json.
+std::string default_tuning_cache_path();
+
+// Every name backend_alias accepts, with what it maps to ("marlin" -> "cuda_marlin"), for docs/help.
+std::vector<std::pair<std::string, std::string>> backend_alias_table();
 
 // Maps a reference-library backend name (transformers/GPTQModel/vLLM spellings: "marlin",
 // "exllama_v2", "exllamav2", "gemm", "gemv", "torch", "cuda", "cpu", "ipex", "triton", ...) onto

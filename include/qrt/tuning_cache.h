@@ -1,0 +1,75 @@
+// The tuning cache: the fastest kernel parameters found by `qrt tune`, persisted as JSON and read
+// by plans (ParamSource::Tuned). An entry is keyed by the device identity (DeviceInfo::cache_key:
+// name, compute capability or CPU ISA, SM or core count, driver/runtime), the backend and its
+// kernel_version, the layer shape and weight kind (K, N, bits, group size, zero kind, act-order)
+// and the M bucket (the row count it was timed at). An entry for another device or for an older
+// kernel version is kept in the file but never used; loading reports each kind once.
+//
+// File format (docs/CONFIG.md): {"format": "qrt-tuning-cache", "version": 1, "entries": [
+//   {"device": "...", "backend": "cpu_simd", "kernel_version": 1, "k": 576, "n": 1536,
+//    "bits": 4, "group_size": 32, "weight": "int asym", "m": 16, "params": {...}, "time_us": 41.5}]}
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "qrt/backend.h"
+
+namespace qrt {
+
+class BackendRegistry;
+
+struct TuningKey {
+  std::string device;        // DeviceInfo::cache_key()
+  std::string backend;
+  int kernel_version = 1;
+  int64_t k = 0, n = 0;
+  int bits = 0;
+  int group_size = -1;
+  std::string weight;        // tuning_weight_kind(layer): "int sym", "int asym act-order", "fp8 block 128x128"
+  int64_t m = 1;             // M bucket: the row count the entry was timed at
+  std::string to_string() const;
+  bool operator<(const TuningKey& o) const { return to_string() < o.to_string(); }
+};
+
+struct TuningEntry {
+  TuningKey key;
+  KernelParams params;
+  double time_us = 0;        // median time of the winner (informational)
+};
+
+// The part of a layer's description that is in the key besides K, N, bits, group size.
+std::string tuning_weight_kind(const LayerSpec& layer);
+TuningKey make_tuning_key(const DeviceInfo& device, const Backend& backend, const LayerSpec& layer, int64_t m);
+
+class TuningCache {
+ public:
+  TuningCache() = default;
+  // Reads `path` for use on `device`. A missing file is an empty cache. A corrupt file (bad JSON,
+  // wrong format tag, a malformed entry) throws qrt::Error(InvalidInput) naming the file and the
+  // entry, unless ignore_errors: then the cache is empty and warnings() says why. Entries for
+  // other devices or older kernel versions (per `registry`) are kept for saving, never returned,
+  // and counted in one warning each.
+  static TuningCache load(const std::string& path, const DeviceInfo& device, bool ignore_errors = false,
+                          const BackendRegistry* registry = nullptr);
+  // Writes every entry (also the foreign ones) to `path`, through a temporary file and a rename.
+  void save(const std::string& path) const;
+
+  void put(const TuningEntry& entry);                 // replaces an entry with the same key
+  const TuningEntry* find(const TuningKey& key) const; // exact key; nullptr if absent
+  // Usable entries of (device, backend + kernel version, layer) at every M bucket, sorted by m.
+  std::vector<const TuningEntry*> entries_for(const DeviceInfo& device, const Backend& backend,
+                                              const LayerSpec& layer) const;
+  size_t size() const { return entries_.size(); }
+  const std::vector<std::string>& warnings() const { return warnings_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::map<std::string, TuningEntry> entries_;   // by key string (stable order in the file)
+  std::vector<std::string> warnings_;
+  std::string path_;
+};
+
+}  // namespace qrt

@@ -1,0 +1,102 @@
+// Declared capabilities of the CUDA backends (see cuda_capabilities.h for why they live here).
+// The numbers follow KERNELS.md: Marlin-class kernels need sm_80 (mma.sync + cp.async) and
+// N % 64 / K % 64 (the smallest thread tile); the GEMV streams 16-byte vectors of 4-bit codes
+// along K (K % 32) and serves M <= 8; FP8 tensor-core GEMM needs sm_89 and cuBLASLt's
+// multiple-of-16 shapes; dequant + cuBLAS runs anything, it is the universal fallback.
+#include "cuda_capabilities.h"
+
+#include "qrt/error.h"
+
+namespace qrt {
+
+namespace {
+std::vector<CudaBackendDeclaration> build_table() {
+  std::vector<CudaBackendDeclaration> t;
+
+  {  // Universal: dequantize tiles to fp16/bf16, then cuBLAS; fused dequant-GEMV at small M.
+    CudaBackendDeclaration d;
+    d.name = "cuda_dequant";
+    d.summary = "dequantize to fp16/bf16 tiles + cuBLAS GEMM (any bits, group, zero kind, FP8); universal fallback";
+    auto& c = d.capability;
+    c.device = DeviceKind::Cuda;
+    c.encodings = {WeightEncoding::IntAffine, WeightEncoding::Fp8E4M3};
+    c.bits = {};  // any 1..8
+    c.group_sizes = {};
+    c.act_order = c.symmetric = c.integer_zero = c.float_zero = c.fp8_block_scales = true;
+    c.min_compute_capability = 70;
+    c.k_multiple = 1;
+    c.n_multiple = 1;
+    c.activation_dtypes = {DType::F16, DType::BF16};
+    t.push_back(d);
+  }
+  {  // Native FP8 tensor-core GEMM (cuBLASLt), block scales through qrt's own kernel.
+    CudaBackendDeclaration d;
+    d.name = "cuda_fp8";
+    d.summary = "e4m3 weights on FP8 tensor cores (cuBLASLt; per-tensor/channel/128x128 block scales), sm_89+";
+    auto& c = d.capability;
+    c.device = DeviceKind::Cuda;
+    c.encodings = {WeightEncoding::Fp8E4M3};
+    c.fp8_block_scales = true;
+    c.min_compute_capability = 89;
+    c.k_multiple = 16;
+    c.n_multiple = 16;
+    c.activation_dtypes = {DType::F16, DType::BF16};
+    t.push_back(d);
+  }
+  {  // Marlin-class tensor-core int4/int8 GEMM.
+    CudaBackendDeclaration d;
+    d.name = "cuda_marlin";
+    d.summary = "tensor-core int4/int8 x fp16/bf16 GEMM (Marlin-class, mma.sync), sm_80+";
+    auto& c = d.capability;
+    c.device = DeviceKind::Cuda;
+    c.encodings = {WeightEncoding::IntAffine};
+    c.bits = {4, 8};
+    c.group_sizes = {-1, 32, 64, 128};
+    c.act_order = true;
+    c.symmetric = true;
+    c.integer_zero = true;
+    c.float_zero = false;
+    c.fp8_block_scales = false;
+    c.min_compute_capability = 80;
+    c.k_multiple = 64;
+    c.n_multiple = 64;
+    c.activation_dtypes = {DType::F16, DType::BF16};
+    t.push_back(d);
+  }
+  {  // Small-batch GEMV (ExLlama-class).
+    CudaBackendDeclaration d;
+    d.name = "cuda_gemv";
+    d.summary = "small-batch int4/int8 GEMV for M <= 8 (ExLlama-class, 16-byte loads), sm_70+";
+    auto& c = d.capability;
+    c.device = DeviceKind::Cuda;
+    c.encodings = {WeightEncoding::IntAffine};
+    c.bits = {4, 8};
+    c.group_sizes = {-1, 32, 64, 128};
+    c.act_order = true;
+    c.symmetric = true;
+    c.integer_zero = true;
+    c.float_zero = false;
+    c.fp8_block_scales = false;
+    c.min_compute_capability = 70;
+    c.k_multiple = 32;
+    c.n_multiple = 1;
+    c.activation_dtypes = {DType::F16, DType::BF16};
+    c.max_m = 8;
+    t.push_back(d);
+  }
+  return t;
+}
+}  // namespace
+
+const std::vector<CudaBackendDeclaration>& cuda_backend_declarations() {
+  static const std::vector<CudaBackendDeclaration> table = build_table();
+  return table;
+}
+
+const CudaBackendDeclaration& cuda_backend_declaration(const std::string& name) {
+  for (const auto& d : cuda_backend_declarations())
+    if (d.name == name) return d;
+  throw internal_error("no CUDA backend declaration named '" + name + "'");
+}
+
+}  // namespace qrt

@@ -1,0 +1,25 @@
+// The declared capabilities of the four CUDA backends, in one table that every build knows:
+// a CPU-only binary uses it for the "not built in this binary" stubs (so `qrt plan --target h100`
+// plans exactly as a CUDA build would), and the real CUDA backends return the same declaration
+// from capability(), so the two can never drift apart.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "qrt/backend.h"
+
+namespace qrt {
+
+struct CudaBackendDeclaration {
+  std::string name;       // "cuda_marlin"
+  std::string summary;    // one line
+  BackendCapability capability;
+};
+
+// cuda_dequant, cuda_fp8, cuda_marlin, cuda_gemv (registry order).
+const std::vector<CudaBackendDeclaration>& cuda_backend_declarations();
+// Throws qrt::Error(Internal) for a name not in the table.
+const CudaBackendDeclaration& cuda_backend_declaration(const std::string& name);
+
+}  // namespace qrt

@@ -1,0 +1,83 @@
+// CUDA device discovery and device-id resolution. This file lives in the backends library because
+// only it knows whether the binary was built with CUDA (QRT_WITH_CUDA); the CUDA runtime calls
+// themselves are in cuda/device_probe_cuda.cpp, compiled only in CUDA builds.
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "qrt/device.h"
+#include "qrt/error.h"
+
+namespace qrt {
+
+#ifdef QRT_WITH_CUDA
+namespace cuda_probe {
+// Defined in cuda/device_probe_cuda.cpp. Fills `why` when no device can be listed.
+std::vector<GpuInfo> list_gpus(std::string* why);
+}  // namespace cuda_probe
+#endif
+
+namespace {
+struct CudaProbeResult {
+  std::vector<DeviceInfo> devices;
+  std::string why;
+};
+
+// Probed once per process: the driver answer does not change, and the CUDA runtime's first call
+// costs tens of milliseconds.
+const CudaProbeResult& cuda_probe_result() {
+  static const CudaProbeResult result = [] {
+    CudaProbeResult r;
+#ifdef QRT_WITH_CUDA
+    const std::vector<GpuInfo> gpus = cuda_probe::list_gpus(&r.why);
+    const CpuInfo host = probe_cpu().cpu;
+    for (const GpuInfo& g : gpus) {
+      DeviceInfo d;
+      d.kind = DeviceKind::Cuda;
+      d.id = "cuda:" + std::to_string(g.index);
+      d.cpu = host;
+      d.gpu = g;
+      r.devices.push_back(d);
+    }
+    if (r.devices.empty() && r.why.empty()) r.why = "no CUDA device found";
+#else
+    r.why = "built without CUDA";
+#endif
+    return r;
+  }();
+  return result;
+}
+}  // namespace
+
+std::vector<DeviceInfo> probe_cuda_devices() { return cuda_probe_result().devices; }
+
+std::string cuda_unavailable_reason() {
+  const auto& r = cuda_probe_result();
+  return r.devices.empty() ? r.why : "";
+}
+
+DeviceInfo resolve_device(const std::string& id) {
+  if (id == "cpu") return probe_cpu();
+  std::string rest;
+  if (id == "cuda" || id == "gpu") {
+    rest = "0";
+  } else if (id.rfind("cuda:", 0) == 0) {
+    rest = id.substr(5);
+  } else {
+    throw Error(ErrorKind::InvalidInput, "unknown device '" + id + "': expected cpu, cuda or cuda:N");
+  }
+  char* end = nullptr;
+  const long index = std::strtol(rest.c_str(), &end, 10);
+  if (rest.empty() || *end != '\0' || index < 0)
+    throw Error(ErrorKind::InvalidInput, "unknown device '" + id + "': expected cuda:N with N >= 0");
+  const auto devices = probe_cuda_devices();
+  if (devices.empty())
+    throw Error(ErrorKind::Device, "device '" + id + "' is not available: " + cuda_unavailable_reason() +
+                                       " (use --target PROFILE to plan for a GPU that is not here)");
+  if (index >= static_cast<long>(devices.size()))
+    throw Error(ErrorKind::Device, "device '" + id + "' is not available: this machine has " +
+                                       std::to_string(devices.size()) + " CUDA device(s)");
+  return devices[static_cast<size_t>(index)];
+}
+
+}  // namespace qrt

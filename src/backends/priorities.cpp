@@ -1,0 +1,36 @@
+// The auto priority lists, as data (DESIGN.md "A backend"). `auto` walks the list of the layer's
+// device class and takes, for each range of M, the first backend whose check passes; a backend
+// with a bounded capability().max_m (the GEMV) serves only the small-M range and the walk goes on
+// for the rest. Change the order here, from measurements; nothing else encodes it.
+#include "backends/backends_internal.h"
+
+namespace qrt {
+
+const std::vector<PriorityList>& priority_lists() {
+  static const std::vector<PriorityList> lists = {
+      {"cuda_sm80", "CUDA sm_80+ (Ampere/Ada/Hopper), integer weights: GEMV for M <= 8, tensor-core "
+                    "Marlin-class above, dequant + cuBLAS for what neither runs",
+       {"cuda_gemv", "cuda_marlin", "cuda_dequant"}},
+      {"cuda_sm70", "CUDA sm_70/75 (Volta/Turing), integer weights: GEMV for M <= 8, dequant + cuBLAS",
+       {"cuda_gemv", "cuda_dequant"}},
+      {"cuda_fp8", "CUDA, FP8 weights: native FP8 tensor cores (sm_89+), else weight-only dequant + cuBLAS",
+       {"cuda_fp8", "cuda_dequant"}},
+      {"cpu", "CPU: SIMD kernels (AVX-512 VNNI or AVX2, chosen inside cpu_simd), then the reference",
+       {"cpu_simd", "cpu_ref"}},
+  };
+  return lists;
+}
+
+std::string device_class(const DeviceInfo& device, const LayerSpec& layer) {
+  if (device.kind == DeviceKind::Cpu) return "cpu";
+  if (layer.encoding == WeightEncoding::Fp8E4M3) return "cuda_fp8";
+  return device.gpu.compute_capability() >= 80 ? "cuda_sm80" : "cuda_sm70";
+}
+
+std::string join_names(const std::vector<std::string>& names, const char* sep) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) out += (i ? sep : "") + names[i];
+  return out;
+}
+
+}  // namespace qrt

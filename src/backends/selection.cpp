@@ -1,0 +1,269 @@
+// Selection: for each quantized layer, which backend serves which range of M, with which kernel
+// parameters and why every other backend was passed over. Reads only declarations (check,
+// capability().max_m, the priority lists, the config, the tuning cache): no kernel is run here,
+// so plans for target profiles work without the hardware.
+#include <algorithm>
+#include <set>
+
+#include "backends/backends_internal.h"
+#include "qrt/error.h"
+#include "qrt/plan.h"
+#include "qrt/tuning_cache.h"
+
+namespace qrt {
+
+namespace {
+
+constexpr int64_t kMaxM = INT64_MAX;
+
+std::string layer_title(const LayerSpec& l) {
+  return l.name + " (" + l.describe() + ", K=" + std::to_string(l.in_features) + " N=" +
+         std::to_string(l.out_features) + ")";
+}
+
+std::string verdict_summary(const std::vector<std::pair<std::string, Verdict>>& verdicts) {
+  std::string out;
+  for (const auto& [name, v] : verdicts) out += "\n    " + name + ": " + (v.ok ? "ok" : v.reason);
+  return out;
+}
+
+std::vector<std::string> passing(const std::vector<std::pair<std::string, Verdict>>& verdicts) {
+  std::vector<std::string> out;
+  for (const auto& [name, v] : verdicts)
+    if (v.ok) out.push_back(name);
+  return out;
+}
+
+const Verdict* verdict_of(const LinearPlan& plan, const std::string& name) {
+  for (const auto& [n, v] : plan.verdicts)
+    if (n == name) return &v;
+  return nullptr;
+}
+
+std::string range_text(int64_t lo, int64_t hi) {
+  if (hi == kMaxM) return "M >= " + std::to_string(lo);
+  if (lo == hi) return "M = " + std::to_string(lo);
+  return "M " + std::to_string(lo) + ".." + std::to_string(hi);
+}
+
+// Walks `order` from row count `start`, appending choices until every M is covered. Returns the
+// first uncovered M (kMaxM when everything is covered... signalled by `covered`).
+bool walk(const std::vector<std::string>& order, const LinearPlan& plan, const BackendRegistry& registry,
+          int64_t start, std::vector<KernelChoice>& out) {
+  for (const auto& name : order) {
+    const Verdict* v = verdict_of(plan, name);
+    if (!v || !v->ok) continue;
+    const int64_t max_m = registry.find(name)->capability().max_m;
+    if (max_m < start) continue;
+    KernelChoice c;
+    c.m_min = start;
+    c.m_max = max_m;
+    c.backend = name;
+    out.push_back(c);
+    if (max_m == kMaxM) return true;
+    start = max_m + 1;
+  }
+  return false;
+}
+
+// Parameter resolution for one choice, most specific last: default < global < tuned < override.
+// May split the choice at the M buckets of the tuning cache. Returns "" or an error.
+std::string assign_params(const Backend& b, const KernelChoice& base, const LayerSpec& layer,
+                          const RuntimeConfig& config, const LayerOverride* ov, const DeviceInfo& device,
+                          const TuningCache* cache, std::vector<KernelChoice>& out,
+                          std::vector<std::string>& notes) {
+  // Pieces of [m_min, m_max] by tuned bucket: bucket b_i serves (b_{i-1}, b_i]; the last one
+  // also serves everything above it (nearest tuned M wins, as vLLM's tuned configs do).
+  std::vector<const TuningEntry*> tuned;
+  if (cache) tuned = cache->entries_for(device, b, layer);
+  struct Piece {
+    int64_t lo, hi;
+    const TuningEntry* entry;
+  };
+  std::vector<Piece> pieces;
+  if (tuned.empty()) {
+    pieces.push_back({base.m_min, base.m_max, nullptr});
+  } else {
+    int64_t prev = 0;
+    for (size_t i = 0; i < tuned.size(); ++i) {
+      const int64_t lo = prev + 1;
+      const int64_t hi = (i + 1 == tuned.size()) ? kMaxM : tuned[i]->key.m;
+      prev = hi;
+      const int64_t a = std::max(lo, base.m_min), z = std::min(hi, base.m_max);
+      if (a <= z) pieces.push_back({a, z, tuned[i]});
+    }
+  }
+
+  KernelParams global = config.kernel_params;
+  if (auto it = config.backend_params.find(b.name()); it != config.backend_params.end())
+    global = global.merged(it->second);
+
+  for (const Piece& piece : pieces) {
+    KernelChoice c = base;
+    c.m_min = piece.lo;
+    c.m_max = piece.hi;
+    c.params = b.default_params(layer, piece.lo, device);
+    c.source = ParamSource::Default;
+    if (!global.empty()) {
+      c.params = c.params.merged(global);
+      c.source = ParamSource::Global;
+      const Verdict v = b.validate_params(layer, c.params);
+      if (!v.ok)
+        return "global kernel_params " + global.to_json() + " rejected by " + b.name() + ": " + v.reason +
+               " (set them per backend: \"kernel_params\": {\"" + b.name() + "\": {...}})";
+    }
+    if (piece.entry) {
+      const KernelParams candidate = c.params.merged(piece.entry->params);
+      const Verdict v = b.validate_params(layer, candidate);
+      if (v.ok) {
+        c.params = candidate;
+        c.source = ParamSource::Tuned;
+      } else {
+        notes.push_back("tuning cache entry for " + b.name() + " at M=" + std::to_string(piece.entry->key.m) +
+                        " ignored: " + v.reason);
+      }
+    }
+    if (ov && !ov->params.empty()) {
+      c.params = c.params.merged(ov->params);
+      c.source = ParamSource::Override;
+      const Verdict v = b.validate_params(layer, c.params);
+      if (!v.ok)
+        return "kernel parameters of override '" + ov->pattern + "' " + ov->params.to_json() + " rejected by " +
+               b.name() + ": " + v.reason;
+    } else {
+      const Verdict v = b.validate_params(layer, c.params);
+      if (!v.ok)
+        return std::string(param_source_name(c.source)) + " kernel parameters " + c.params.to_json() +
+               " rejected by " + b.name() + ": " + v.reason;
+    }
+    // Adjacent pieces that ended up identical are one choice.
+    if (!out.empty() && out.back().backend == c.backend && out.back().params == c.params &&
+        out.back().source == c.source && out.back().m_max + 1 == c.m_min) {
+      out.back().m_max = c.m_max;
+    } else {
+      out.push_back(c);
+    }
+  }
+  return "";
+}
+
+LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const DeviceInfo& device,
+                    const TuningCache* cache, const BackendRegistry& registry) {
+  LinearPlan plan;
+  plan.layer = layer;
+  const LayerOverride* ov = config.override_for(layer.name);
+  const bool override_backend = ov && !ov->backend.empty();
+  const std::string requested = override_backend ? ov->backend : config.backend;
+  const bool hint = !override_backend && config.backend_is_hint;
+
+  std::set<std::string> disabled(config.disabled.begin(), config.disabled.end());
+  const std::string disabled_from = config.provenance_of("disabled");
+
+  // Every backend gets a verdict: the auto list of this device class first, in order, then the rest.
+  std::vector<std::string> order = registry.auto_order(device, layer);
+  std::vector<std::string> considered = order;
+  for (const auto& n : registry.names())
+    if (std::find(considered.begin(), considered.end(), n) == considered.end()) considered.push_back(n);
+  for (const auto& n : considered) {
+    if (disabled.count(n)) {
+      plan.verdicts.emplace_back(n, Verdict::no("disabled (" + disabled_from + ")"));
+      continue;
+    }
+    plan.verdicts.emplace_back(n, registry.find(n)->check(layer, device));
+  }
+
+  std::vector<KernelChoice> ranges;
+  bool covered = false;
+  if (requested != "auto" && !requested.empty()) {
+    const Backend* b = registry.find(requested);
+    const std::string why_src = override_backend ? "override '" + ov->pattern + "'"
+                                                 : config.provenance_of("backend");
+    if (!b) {
+      plan.error = "backend '" + requested + "' (from " + why_src + ") is not registered; available: " +
+                   join_names(registry.names());
+      return plan;
+    }
+    const Verdict* v = verdict_of(plan, requested);
+    if (!v->ok) {
+      const auto ok = passing(plan.verdicts);
+      const std::string msg = "backend " + requested + " (from " + why_src + ") cannot run " + layer_title(layer) +
+                              " on " + device.id + ": " + v->reason;
+      if (hint) {
+        plan.notes.push_back(msg + "; the checkpoint's backend is a hint, using auto");
+      } else {
+        plan.error = msg + ". Every backend's verdict:" + verdict_summary(plan.verdicts) +
+                     "\n  would work: " + (ok.empty() ? std::string("none") : join_names(ok));
+        return plan;
+      }
+    } else {
+      KernelChoice c;
+      c.backend = requested;
+      c.m_max = b->capability().max_m;
+      ranges.push_back(c);
+      covered = c.m_max == kMaxM;
+      if (!covered)
+        plan.notes.push_back(requested + " serves " + range_text(1, c.m_max) + " only (its max_m); larger M is "
+                             "planned by auto");
+    }
+  }
+  if (!covered) {
+    const int64_t start = ranges.empty() ? 1 : ranges.back().m_max + 1;
+    covered = walk(order, plan, registry, start, ranges);
+  }
+  if (!covered) {
+    const int64_t start = ranges.empty() ? 1 : ranges.back().m_max + 1;
+    const auto ok = passing(plan.verdicts);
+    plan.error = "no backend can run " + layer_title(layer) + " on " + device.describe() +
+                 (start > 1 ? " for " + range_text(start, kMaxM) : std::string()) + ". Every backend's verdict:" +
+                 verdict_summary(plan.verdicts) +
+                 (ok.empty() ? std::string() : "\n  passing but not in the auto list for this device: " + join_names(ok));
+    return plan;
+  }
+
+  for (const auto& r : ranges) {
+    const std::string err = assign_params(*registry.find(r.backend), r, layer, config, ov, device, cache,
+                                          plan.choices, plan.notes);
+    if (!err.empty()) {
+      plan.error = layer_title(layer) + ": " + err;
+      plan.choices.clear();
+      return plan;
+    }
+  }
+
+  // Fallback: the configured list (each must pass check), then, under auto, the remaining passing
+  // backends of the auto list (a universal last resort, e.g. cuda_dequant, cpu_ref).
+  std::set<std::string> chosen;
+  for (const auto& c : plan.choices) chosen.insert(c.backend);
+  for (const auto& f : config.fallback) {
+    const Verdict* v = verdict_of(plan, f);
+    if (!v) {
+      plan.notes.push_back("fallback '" + f + "' is not a registered backend; skipped");
+    } else if (!v->ok) {
+      plan.notes.push_back("fallback " + f + " cannot run this layer (" + v->reason + "); skipped");
+    } else if (std::find(plan.fallback.begin(), plan.fallback.end(), f) == plan.fallback.end()) {
+      plan.fallback.push_back(f);
+    }
+  }
+  if (requested == "auto" || requested.empty() || hint) {
+    for (const auto& n : order) {
+      const Verdict* v = verdict_of(plan, n);
+      if (v && v->ok && registry.find(n)->capability().max_m == kMaxM && !chosen.count(n) &&
+          std::find(plan.fallback.begin(), plan.fallback.end(), n) == plan.fallback.end())
+        plan.fallback.push_back(n);
+    }
+  }
+  return plan;
+}
+
+}  // namespace
+
+std::vector<LinearPlan> plan_layers(const std::vector<LayerSpec>& layers, const RuntimeConfig& config,
+                                    const DeviceInfo& device, const TuningCache* cache,
+                                    const BackendRegistry& registry) {
+  std::vector<LinearPlan> plans;
+  plans.reserve(layers.size());
+  for (const auto& l : layers) plans.push_back(plan_one(l, config, device, cache, registry));
+  return plans;
+}
+
+}  // namespace qrt
