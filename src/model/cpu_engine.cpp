@@ -1,0 +1,302 @@
+// The CPU forward engine: embedding -> N x [RMSNorm, GQA attention with RoPE, RMSNorm, SwiGLU MLP]
+// -> RMSNorm -> lm_head, float32 activations. Quantized linears run through their planned
+// QuantLinear (the backend chosen per layer); dense ones through ops::dense_matmul. The prompt is
+// processed in chunks of prefill_batch rows; all buffers are allocated once here, so forward()
+// allocates nothing.
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+#include <set>
+
+#include "model/ops.h"
+#include "qrt/dtype.h"
+#include "qrt/error.h"
+#include "qrt/model.h"
+#include "qrt/thread_pool.h"
+
+namespace qrt {
+namespace {
+
+class CpuEngine final : public ForwardEngine {
+ public:
+  CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options);
+
+  const ModelConfig& config() const override { return w_->config; }
+  int64_t capacity() const override { return capacity_; }
+  void forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits) override;
+  const std::vector<LinearPlan>& plans() const override { return plans_; }
+  std::map<std::string, int> backend_counts() const override;
+  std::string device_name() const override { return "cpu (" + std::to_string(pool_.size()) + " threads)"; }
+
+ private:
+  struct Linear {
+    const LinearWeight* w = nullptr;
+    std::unique_ptr<QuantLinear> q;
+  };
+  struct Layer {
+    Linear q, k, v, o, gate, up, down;
+  };
+
+  void run_linear(Linear& l, const float* x, int64_t m, float* y, int64_t ldy);
+  void run_chunk(const int32_t* tokens, int64_t m, int64_t pos);
+  void attention(int64_t layer, int64_t m, int64_t pos);
+  void head(const float* x_normed, int64_t m, float* logits);
+
+  std::shared_ptr<const ModelWeights> w_;
+  EngineOptions opt_;
+  ThreadPool pool_;
+  ExecContext ctx_;
+  std::vector<LinearPlan> plans_;
+  std::vector<Layer> layers_;
+  Linear lm_head_;
+  bool head_is_embedding_ = false;
+
+  int64_t capacity_ = 0, batch_ = 0;
+  int64_t hidden_ = 0, q_dim_ = 0, kv_dim_ = 0, inter_ = 0, vocab_ = 0, head_dim_ = 0;
+  int64_t n_heads_ = 0, n_kv_ = 0, window_ = 0;
+  float eps_ = 1e-6f;
+  ops::RopeTable rope_;
+
+  // KV cache: [layer][kv_head][position][head_dim], float32 or fp16. Allocated without touching
+  // the pages, so an unused long context costs address space, not memory.
+  bool kv_f16_ = false;
+  std::unique_ptr<float[]> k32_, v32_;
+  std::unique_ptr<uint16_t[]> k16_, v16_;
+  int64_t layer_stride_ = 0, head_stride_ = 0;
+
+  // Activations of one chunk.
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, tmp_, gate_, up_, scores_;
+};
+
+CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options)
+    : w_(std::move(weights)), opt_(options), pool_(options.runtime.threads) {
+  if (!w_) throw internal_error("make_cpu_engine: no weights");
+  w_->validate();
+  const ModelConfig& c = w_->config;
+  ctx_.pool = &pool_;
+  hidden_ = c.hidden_size;
+  n_heads_ = c.num_heads;
+  n_kv_ = c.num_kv_heads;
+  head_dim_ = c.head_dim;
+  q_dim_ = n_heads_ * head_dim_;
+  kv_dim_ = n_kv_ * head_dim_;
+  inter_ = c.intermediate_size;
+  vocab_ = c.vocab_size;
+  eps_ = static_cast<float>(c.rms_norm_eps);
+  // Only Mistral applies its sliding window in the reference; Qwen2 configs carry one they ignore.
+  if (c.architecture == "MistralForCausalLM" || c.model_type == "mistral") window_ = c.sliding_window;
+
+  if (options.runtime.max_input_length < 1)
+    throw invalid_input(fmt::format("max_input_length {} must be >= 1", options.runtime.max_input_length));
+  if (options.runtime.max_new_tokens < 0)
+    throw invalid_input(fmt::format("max_new_tokens {} must be >= 0", options.runtime.max_new_tokens));
+  capacity_ = options.max_context();
+  batch_ = std::clamp<int64_t>(options.prefill_batch, 1, options.runtime.max_input_length);
+
+  rope_.build(ops::rope_inv_freq(c), capacity_);
+
+  // Plan every quantized linear for this device, then prepare its kernels (with fallback).
+  const std::vector<LayerSpec> specs = w_->quantized_layer_specs();
+  if (!specs.empty()) plans_ = plan_layers(specs, options.runtime, options.device);
+  std::map<std::string, const LinearPlan*> plan_by_name;
+  for (const auto& p : plans_) {
+    if (!p.ok())
+      throw Error(ErrorKind::NoBackend, fmt::format("layer {}: {}", p.layer.name, p.error));
+    plan_by_name[p.layer.name] = &p;
+  }
+  auto log = options.log ? options.log : [](const std::string&) {};
+  auto make = [&](const LinearWeight& lw) {
+    Linear l;
+    l.w = &lw;
+    if (lw.is_quantized()) {
+      auto it = plan_by_name.find(lw.quantized->spec.name);
+      if (it == plan_by_name.end()) throw internal_error("no plan for layer " + lw.quantized->spec.name);
+      l.q = QuantLinear::build(*lw.quantized, *it->second, options.device, log);
+    }
+    return l;
+  };
+  layers_.reserve(w_->layers.size());
+  for (const auto& lw : w_->layers) {
+    Layer l;
+    l.q = make(lw.q_proj);
+    l.k = make(lw.k_proj);
+    l.v = make(lw.v_proj);
+    l.o = make(lw.o_proj);
+    l.gate = make(lw.gate_proj);
+    l.up = make(lw.up_proj);
+    l.down = make(lw.down_proj);
+    layers_.push_back(std::move(l));
+  }
+  head_is_embedding_ = w_->lm_head_uses_embedding();
+  if (!head_is_embedding_) lm_head_ = make(w_->lm_head);
+
+  const int64_t L = c.num_layers;
+  head_stride_ = capacity_ * head_dim_;
+  layer_stride_ = n_kv_ * head_stride_;
+  kv_f16_ = options.kv_dtype == KvCacheDType::F16;
+  const int64_t total = L * layer_stride_;
+  try {
+    if (kv_f16_) {
+      k16_.reset(new uint16_t[total]);
+      v16_.reset(new uint16_t[total]);
+    } else {
+      k32_.reset(new float[total]);
+      v32_.reset(new float[total]);
+    }
+  } catch (const std::bad_alloc&) {
+    throw Error(ErrorKind::OutOfMemory,
+                fmt::format("KV cache of {} positions x {} layers ({:.1f} MiB) does not fit in memory; "
+                            "lower --max-input-length or -n",
+                            capacity_, L, 2.0 * total * (kv_f16_ ? 2 : 4) / 1048576.0));
+  }
+
+  x_.resize(batch_ * hidden_);
+  xn_.resize(batch_ * hidden_);
+  q_.resize(batch_ * q_dim_);
+  k_.resize(batch_ * kv_dim_);
+  v_.resize(batch_ * kv_dim_);
+  attn_.resize(batch_ * q_dim_);
+  tmp_.resize(batch_ * hidden_);
+  gate_.resize(batch_ * inter_);
+  up_.resize(batch_ * inter_);
+  scores_.resize(static_cast<size_t>(pool_.size()) * capacity_);
+}
+
+std::map<std::string, int> CpuEngine::backend_counts() const {
+  std::map<std::string, int> counts;
+  auto add = [&](const Linear& l) {
+    if (!l.q) {
+      ++counts["dense"];
+      return;
+    }
+    std::set<std::string> names;
+    for (const auto& b : l.q->backends_used()) names.insert(b);
+    for (const auto& b : names) ++counts[b];
+  };
+  for (const auto& l : layers_)
+    for (const Linear* p : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) add(*p);
+  if (head_is_embedding_) ++counts["dense"];
+  else add(lm_head_);
+  return counts;
+}
+
+void CpuEngine::run_linear(Linear& l, const float* x, int64_t m, float* y, int64_t ldy) {
+  const LinearWeight& w = *l.w;
+  if (l.q) {
+    // QuantLinear writes contiguous rows of N; ldy == N everywhere we call it.
+    ActTensor xt{const_cast<float*>(x), DType::F32, m, w.in_features, DeviceKind::Cpu};
+    ActTensor yt{y, DType::F32, m, w.out_features, DeviceKind::Cpu};
+    l.q->forward(xt, yt, ctx_);
+    return;
+  }
+  ops::dense_matmul(x, m, w.in_features, w.dense.data(), w.out_features,
+                    w.bias.empty() ? nullptr : w.bias.data(), y, ldy, &pool_);
+}
+
+void CpuEngine::attention(int64_t layer, int64_t m, int64_t pos) {
+  const int64_t group = n_heads_ / n_kv_;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
+  const int64_t base = layer * layer_stride_;
+  pool_.parallel_for(n_heads_ * m, [&](int t, int64_t j0, int64_t j1) {
+    float* scores = scores_.data() + static_cast<int64_t>(t) * capacity_;
+    for (int64_t j = j0; j < j1; ++j) {
+      const int64_t h = j / m, i = j % m;
+      const int64_t p = pos + i;
+      const int64_t first = window_ > 0 ? std::max<int64_t>(0, p - window_ + 1) : 0;
+      const int64_t kvh = h / group;
+      const float* q = q_.data() + i * q_dim_ + h * head_dim_;
+      float* out = attn_.data() + i * q_dim_ + h * head_dim_;
+      const int64_t off = base + kvh * head_stride_;
+      if (kv_f16_)
+        ops::attend_one_f16(q, k16_.get() + off, v16_.get() + off, first, p, head_dim_, scale, scores, out);
+      else
+        ops::attend_one(q, k32_.get() + off, v32_.get() + off, first, p, head_dim_, scale, scores, out);
+    }
+  });
+}
+
+void CpuEngine::run_chunk(const int32_t* tokens, int64_t m, int64_t pos) {
+  for (int64_t i = 0; i < m; ++i)
+    std::copy_n(w_->embed_tokens.data() + static_cast<int64_t>(tokens[i]) * hidden_, hidden_, x_.data() + i * hidden_);
+
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    const auto& lw = w_->layers[li];
+    Layer& l = layers_[li];
+    ops::rms_norm(x_.data(), lw.input_norm.data(), xn_.data(), m, hidden_, eps_);
+    run_linear(l.q, xn_.data(), m, q_.data(), q_dim_);
+    run_linear(l.k, xn_.data(), m, k_.data(), kv_dim_);
+    run_linear(l.v, xn_.data(), m, v_.data(), kv_dim_);
+    const int64_t base = static_cast<int64_t>(li) * layer_stride_;
+    for (int64_t i = 0; i < m; ++i) {
+      const int64_t p = pos + i;
+      const float* cs = rope_.cos.data() + p * rope_.half;
+      const float* sn = rope_.sin.data() + p * rope_.half;
+      ops::apply_rope(q_.data() + i * q_dim_, n_heads_, head_dim_, cs, sn);
+      ops::apply_rope(k_.data() + i * kv_dim_, n_kv_, head_dim_, cs, sn);
+      for (int64_t h = 0; h < n_kv_; ++h) {
+        const int64_t off = base + h * head_stride_ + p * head_dim_;
+        const float* ks = k_.data() + i * kv_dim_ + h * head_dim_;
+        const float* vs = v_.data() + i * kv_dim_ + h * head_dim_;
+        if (kv_f16_) {
+          for (int64_t d = 0; d < head_dim_; ++d) {
+            k16_[off + d] = f32_to_fp16(ks[d]);
+            v16_[off + d] = f32_to_fp16(vs[d]);
+          }
+        } else {
+          std::copy_n(ks, head_dim_, k32_.get() + off);
+          std::copy_n(vs, head_dim_, v32_.get() + off);
+        }
+      }
+    }
+    attention(static_cast<int64_t>(li), m, pos);
+    run_linear(l.o, attn_.data(), m, tmp_.data(), hidden_);
+    ops::add_inplace(x_.data(), tmp_.data(), m * hidden_);
+
+    ops::rms_norm(x_.data(), lw.post_attention_norm.data(), xn_.data(), m, hidden_, eps_);
+    run_linear(l.gate, xn_.data(), m, gate_.data(), inter_);
+    run_linear(l.up, xn_.data(), m, up_.data(), inter_);
+    ops::silu_mul(gate_.data(), up_.data(), m * inter_);
+    run_linear(l.down, gate_.data(), m, tmp_.data(), hidden_);
+    ops::add_inplace(x_.data(), tmp_.data(), m * hidden_);
+  }
+}
+
+void CpuEngine::head(const float* x_normed, int64_t m, float* logits) {
+  if (head_is_embedding_) {
+    ops::dense_matmul(x_normed, m, hidden_, w_->embed_tokens.data(), vocab_, nullptr, logits, vocab_, &pool_);
+  } else {
+    run_linear(lm_head_, x_normed, m, logits, vocab_);
+  }
+}
+
+void CpuEngine::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits) {
+  if (n < 1) throw invalid_input("forward: no tokens (n = 0)");
+  if (pos < 0 || pos + n > capacity_)
+    throw invalid_input(fmt::format("forward: positions [{}, {}) exceed the KV cache of {} positions "
+                                    "(max_input_length + max_new_tokens)",
+                                    pos, pos + n, capacity_));
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= vocab_)
+      throw invalid_input(fmt::format("forward: token id {} at index {} is outside the vocabulary [0, {})",
+                                      tokens[i], i, vocab_));
+  for (int64_t start = 0; start < n; start += batch_) {
+    const int64_t m = std::min(batch_, n - start);
+    run_chunk(tokens + start, m, pos + start);
+    if (all_logits) {
+      ops::rms_norm(x_.data(), w_->final_norm.data(), xn_.data(), m, hidden_, eps_);
+      head(xn_.data(), m, logits + start * vocab_);
+    } else if (start + m == n) {
+      ops::rms_norm(x_.data() + (m - 1) * hidden_, w_->final_norm.data(), xn_.data(), 1, hidden_, eps_);
+      head(xn_.data(), 1, logits);
+    }
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<ForwardEngine> make_cpu_engine(std::shared_ptr<const ModelWeights> weights,
+                                               const EngineOptions& options) {
+  return std::make_unique<CpuEngine>(std::move(weights), options);
+}
+
+}  // namespace qrt

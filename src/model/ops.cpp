@@ -1,0 +1,324 @@
+// CPU primitives of the forward pass. The dense matmul is the one hot spot here (an unquantized
+// lm_head / tied embedding is the largest matrix of small models), so it has an AVX2+FMA path
+// compiled with a function target attribute and picked at run time; everything else is plain
+// loops written so the compiler can vectorize them (independent accumulators, no reductions
+// over a single scalar).
+#include "model/ops.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fmt/format.h>
+
+#include "qrt/dtype.h"
+#include "qrt/error.h"
+#include "qrt/thread_pool.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define QRT_X86 1
+#endif
+
+namespace qrt::ops {
+
+void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim, float eps) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* yr = y + r * dim;
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
+    const float inv = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(dim) + eps));
+    for (int64_t i = 0; i < dim; ++i) yr[i] = xr[i] * inv * weight[i];
+  }
+}
+
+std::vector<float> rope_inv_freq(const ModelConfig& config) {
+  const int64_t d = config.head_dim;
+  if (d <= 0 || d % 2 != 0)
+    throw invalid_input(fmt::format("config: head_dim {} must be even and positive for RoPE", d));
+  std::vector<float> inv(d / 2);
+  for (int64_t i = 0; i < d / 2; ++i) {
+    // HF: 1 / base ** (arange(0, d, 2).float() / d), evaluated in float32.
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(d);
+    inv[i] = 1.0f / std::pow(static_cast<float>(config.rope_theta), exponent);
+  }
+  const auto& rs = config.rope_scaling;
+  if (rs.type.empty() || rs.type == "default") return inv;
+  if (rs.factor <= 0)
+    throw invalid_input(fmt::format("config: rope_scaling.factor {} must be > 0", rs.factor));
+  if (rs.type == "linear") {
+    for (float& f : inv) f = static_cast<float>(f / rs.factor);
+    return inv;
+  }
+  if (rs.type == "llama3") {
+    if (!(rs.high_freq_factor > rs.low_freq_factor) || rs.low_freq_factor <= 0 ||
+        rs.original_max_position_embeddings <= 0)
+      throw invalid_input(fmt::format(
+          "config: rope_scaling llama3 needs high_freq_factor ({}) > low_freq_factor ({}) > 0 and "
+          "original_max_position_embeddings ({}) > 0",
+          rs.high_freq_factor, rs.low_freq_factor, rs.original_max_position_embeddings));
+    const double old_len = static_cast<double>(rs.original_max_position_embeddings);
+    const double low_wavelen = old_len / rs.low_freq_factor;
+    const double high_wavelen = old_len / rs.high_freq_factor;
+    for (float& f : inv) {
+      const double freq = f;
+      const double wavelen = 2.0 * M_PI / freq;
+      double out;
+      if (wavelen < high_wavelen) {
+        out = freq;  // high frequencies: unchanged
+      } else if (wavelen > low_wavelen) {
+        out = freq / rs.factor;  // low frequencies: fully scaled
+      } else {
+        const double smooth = (old_len / wavelen - rs.low_freq_factor) / (rs.high_freq_factor - rs.low_freq_factor);
+        out = (1.0 - smooth) * freq / rs.factor + smooth * freq;
+      }
+      f = static_cast<float>(out);
+    }
+    return inv;
+  }
+  throw unsupported(fmt::format("config: rope_scaling type '{}' is not supported (qrt applies none, "
+                                "'linear' and 'llama3')",
+                                rs.type));
+}
+
+void RopeTable::build(const std::vector<float>& inv_freq, int64_t n_positions) {
+  half = static_cast<int64_t>(inv_freq.size());
+  positions = n_positions;
+  cos.resize(static_cast<size_t>(half * positions));
+  sin.resize(cos.size());
+  for (int64_t p = 0; p < positions; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      // HF multiplies in float32 (position * inv_freq) and takes cos/sin of that float.
+      const float angle = static_cast<float>(p) * inv_freq[i];
+      cos[p * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      sin[p * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+}
+
+void apply_rope(float* x, int64_t heads, int64_t head_dim, const float* cos, const float* sin) {
+  const int64_t half = head_dim / 2;
+  for (int64_t h = 0; h < heads; ++h) {
+    float* v = x + h * head_dim;
+    for (int64_t i = 0; i < half; ++i) {
+      const float a = v[i], b = v[i + half];
+      v[i] = a * cos[i] - b * sin[i];
+      v[i + half] = b * cos[i] + a * sin[i];
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dense matmul. Output rows of W are taken 4 at a time, input rows 2 at a time: 8 independent
+// dot products share every load of W and x, which keeps the FMA units busy at M > 1 and streams
+// W exactly once per 2 rows at M = 1 (GEMV, where memory bandwidth is the limit anyway).
+
+namespace {
+
+void matmul_rows_scalar(const float* x, int64_t M, int64_t K, const float* W, int64_t n0, int64_t n1,
+                        const float* bias, float* y, int64_t ldy) {
+  constexpr int L = 8;  // independent partial sums per dot product, so the loop vectorizes
+  for (int64_t m = 0; m < M; ++m) {
+    const float* xr = x + m * K;
+    for (int64_t n = n0; n < n1; ++n) {
+      const float* wr = W + n * K;
+      float acc[L] = {};
+      int64_t k = 0;
+      for (; k + L <= K; k += L)
+        for (int j = 0; j < L; ++j) acc[j] += xr[k + j] * wr[k + j];
+      float s = 0;
+      for (int j = 0; j < L; ++j) s += acc[j];
+      for (; k < K; ++k) s += xr[k] * wr[k];
+      y[m * ldy + n] = s + (bias ? bias[n] : 0.0f);
+    }
+  }
+}
+
+#ifdef QRT_X86
+__attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
+  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
+  lo = _mm_add_ps(lo, hi);
+  __m128 sh = _mm_movehdup_ps(lo);
+  lo = _mm_add_ps(lo, sh);
+  sh = _mm_movehl_ps(sh, lo);
+  return _mm_cvtss_f32(_mm_add_ss(lo, sh));
+}
+
+__attribute__((target("avx2,fma"))) void matmul_rows_avx2(const float* x, int64_t M, int64_t K,
+                                                          const float* W, int64_t n0, int64_t n1,
+                                                          const float* bias, float* y, int64_t ldy) {
+  const int64_t K8 = K & ~int64_t{7};
+  int64_t n = n0;
+  for (; n + 4 <= n1; n += 4) {
+    const float* w0 = W + n * K;
+    const float* w1 = w0 + K;
+    const float* w2 = w1 + K;
+    const float* w3 = w2 + K;
+    int64_t m = 0;
+    for (; m + 2 <= M; m += 2) {
+      const float* xa = x + m * K;
+      const float* xb = xa + K;
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+      for (int64_t k = 0; k < K8; k += 8) {
+        const __m256 va = _mm256_loadu_ps(xa + k), vb = _mm256_loadu_ps(xb + k);
+        __m256 w = _mm256_loadu_ps(w0 + k);
+        a0 = _mm256_fmadd_ps(va, w, a0);
+        b0 = _mm256_fmadd_ps(vb, w, b0);
+        w = _mm256_loadu_ps(w1 + k);
+        a1 = _mm256_fmadd_ps(va, w, a1);
+        b1 = _mm256_fmadd_ps(vb, w, b1);
+        w = _mm256_loadu_ps(w2 + k);
+        a2 = _mm256_fmadd_ps(va, w, a2);
+        b2 = _mm256_fmadd_ps(vb, w, b2);
+        w = _mm256_loadu_ps(w3 + k);
+        a3 = _mm256_fmadd_ps(va, w, a3);
+        b3 = _mm256_fmadd_ps(vb, w, b3);
+      }
+      float ra[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
+      float rb[4] = {hsum256(b0), hsum256(b1), hsum256(b2), hsum256(b3)};
+      const float* ws[4] = {w0, w1, w2, w3};
+      for (int j = 0; j < 4; ++j) {
+        for (int64_t k = K8; k < K; ++k) {
+          ra[j] += xa[k] * ws[j][k];
+          rb[j] += xb[k] * ws[j][k];
+        }
+        const float bj = bias ? bias[n + j] : 0.0f;
+        y[m * ldy + n + j] = ra[j] + bj;
+        y[(m + 1) * ldy + n + j] = rb[j] + bj;
+      }
+    }
+    for (; m < M; ++m) {
+      const float* xa = x + m * K;
+      // Two accumulators per output row hide the FMA latency at M = 1.
+      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
+      int64_t k = 0;
+      for (; k + 16 <= K8; k += 16) {
+        const __m256 va = _mm256_loadu_ps(xa + k), vc = _mm256_loadu_ps(xa + k + 8);
+        a0 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w0 + k), a0);
+        a1 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w1 + k), a1);
+        a2 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w2 + k), a2);
+        a3 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w3 + k), a3);
+        c0 = _mm256_fmadd_ps(vc, _mm256_loadu_ps(w0 + k + 8), c0);
+        c1 = _mm256_fmadd_ps(vc, _mm256_loadu_ps(w1 + k + 8), c1);
+        c2 = _mm256_fmadd_ps(vc, _mm256_loadu_ps(w2 + k + 8), c2);
+        c3 = _mm256_fmadd_ps(vc, _mm256_loadu_ps(w3 + k + 8), c3);
+      }
+      for (; k < K8; k += 8) {
+        const __m256 va = _mm256_loadu_ps(xa + k);
+        a0 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w0 + k), a0);
+        a1 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w1 + k), a1);
+        a2 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w2 + k), a2);
+        a3 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w3 + k), a3);
+      }
+      float r[4] = {hsum256(_mm256_add_ps(a0, c0)), hsum256(_mm256_add_ps(a1, c1)),
+                    hsum256(_mm256_add_ps(a2, c2)), hsum256(_mm256_add_ps(a3, c3))};
+      const float* ws[4] = {w0, w1, w2, w3};
+      for (int j = 0; j < 4; ++j) {
+        for (int64_t kk = K8; kk < K; ++kk) r[j] += xa[kk] * ws[j][kk];
+        y[m * ldy + n + j] = r[j] + (bias ? bias[n + j] : 0.0f);
+      }
+    }
+  }
+  if (n < n1) matmul_rows_scalar(x, M, K, W, n, n1, bias, y, ldy);
+}
+
+bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
+}  // namespace
+
+void dense_matmul_rows(const float* x, int64_t M, int64_t K, const float* W, int64_t n0, int64_t n1,
+                       const float* bias, float* y, int64_t ldy) {
+#ifdef QRT_X86
+  if (cpu_has_avx2_fma()) {
+    matmul_rows_avx2(x, M, K, W, n0, n1, bias, y, ldy);
+    return;
+  }
+#endif
+  matmul_rows_scalar(x, M, K, W, n0, n1, bias, y, ldy);
+}
+
+void dense_matmul(const float* x, int64_t M, int64_t K, const float* W, int64_t N, const float* bias,
+                  float* y, int64_t ldy, ThreadPool* pool) {
+  if (M <= 0 || N <= 0) return;
+  // Split N in blocks of 4 rows so every thread runs the 4-row kernel; tiny problems stay on
+  // the calling thread (waking workers costs more than the work).
+  const int64_t blocks = (N + 3) / 4;
+  if (!pool || pool->size() == 1 || M * K * N < 32768) {
+    dense_matmul_rows(x, M, K, W, 0, N, bias, y, ldy);
+    return;
+  }
+  pool->parallel_for(blocks, [&](int, int64_t b0, int64_t b1) {
+    dense_matmul_rows(x, M, K, W, b0 * 4, std::min(N, b1 * 4), bias, y, ldy);
+  });
+}
+
+void silu_mul(float* gate, const float* up, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = g / (1.0f + std::exp(-g)) * up[i];
+  }
+}
+
+void add_inplace(float* y, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+namespace {
+inline float dot(const float* a, const float* b, int64_t n) {
+  constexpr int L = 8;
+  float acc[L] = {};
+  int64_t i = 0;
+  for (; i + L <= n; i += L)
+    for (int j = 0; j < L; ++j) acc[j] += a[i + j] * b[i + j];
+  float s = 0;
+  for (int j = 0; j < L; ++j) s += acc[j];
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Softmax of scores[first..last] in place; returns nothing, scores become weights.
+inline void softmax_range(float* scores, int64_t first, int64_t last) {
+  float mx = scores[first];
+  for (int64_t j = first + 1; j <= last; ++j) mx = std::max(mx, scores[j]);
+  float sum = 0;
+  for (int64_t j = first; j <= last; ++j) {
+    scores[j] = std::exp(scores[j] - mx);
+    sum += scores[j];
+  }
+  const float inv = 1.0f / sum;
+  for (int64_t j = first; j <= last; ++j) scores[j] *= inv;
+}
+}  // namespace
+
+void attend_one(const float* q, const float* keys, const float* values, int64_t first, int64_t last,
+                int64_t head_dim, float scale, float* scores, float* out) {
+  for (int64_t j = first; j <= last; ++j) scores[j] = dot(q, keys + j * head_dim, head_dim) * scale;
+  softmax_range(scores, first, last);
+  for (int64_t i = 0; i < head_dim; ++i) out[i] = 0;
+  for (int64_t j = first; j <= last; ++j) {
+    const float w = scores[j];
+    const float* v = values + j * head_dim;
+    for (int64_t i = 0; i < head_dim; ++i) out[i] += w * v[i];
+  }
+}
+
+void attend_one_f16(const float* q, const uint16_t* keys, const uint16_t* values, int64_t first,
+                    int64_t last, int64_t head_dim, float scale, float* scores, float* out) {
+  for (int64_t j = first; j <= last; ++j) {
+    const uint16_t* k = keys + j * head_dim;
+    float s = 0;
+    for (int64_t i = 0; i < head_dim; ++i) s += q[i] * fp16_to_f32(k[i]);
+    scores[j] = s * scale;
+  }
+  softmax_range(scores, first, last);
+  for (int64_t i = 0; i < head_dim; ++i) out[i] = 0;
+  for (int64_t j = first; j <= last; ++j) {
+    const float w = scores[j];
+    const uint16_t* v = values + j * head_dim;
+    for (int64_t i = 0; i < head_dim; ++i) out[i] += w * fp16_to_f32(v[i]);
+  }
+}
+
+}  // namespace qrt::ops

@@ -1,0 +1,58 @@
+// CPU primitives of the Llama-family forward pass (float32 activations): RMSNorm, RoPE tables
+// (plain, linear and llama3 scaling), dense matmul (blocked, AVX2/FMA when the CPU has it),
+// SwiGLU, and causal grouped-query attention over a KV cache. Internal to src/model; tested
+// against direct formulas in tests/model.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "qrt/checkpoint.h"
+
+namespace qrt {
+class ThreadPool;
+}
+
+namespace qrt::ops {
+
+// y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, rows of `dim`. x and y may alias.
+void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim, float eps);
+
+// Inverse frequencies of RoPE (head_dim / 2 of them) after rope_scaling, in float32 as
+// Hugging Face computes them. Throws qrt::Error for a scaling type qrt does not apply.
+std::vector<float> rope_inv_freq(const ModelConfig& config);
+
+// cos / sin of position * inv_freq[i], [positions][head_dim / 2].
+struct RopeTable {
+  int64_t half = 0;
+  int64_t positions = 0;
+  std::vector<float> cos, sin;
+  void build(const std::vector<float>& inv_freq, int64_t positions);
+};
+
+// Rotate-half RoPE (HF convention) on `heads` consecutive head vectors of `head_dim` at one position:
+// x[i] , x[i + d/2]  ->  x[i] cos - x[i + d/2] sin , x[i + d/2] cos + x[i] sin.
+void apply_rope(float* x, int64_t heads, int64_t head_dim, const float* cos, const float* sin);
+
+// y[M][N] = x[M][K] * W[N][K]^T (+ bias[N]); multi-threaded over N when a pool is given.
+// ldy = row stride of y (>= N).
+void dense_matmul(const float* x, int64_t M, int64_t K, const float* W, int64_t N, const float* bias,
+                  float* y, int64_t ldy, ThreadPool* pool);
+// The single-thread kernel over output rows [n0, n1) (exposed for tests).
+void dense_matmul_rows(const float* x, int64_t M, int64_t K, const float* W, int64_t n0, int64_t n1,
+                       const float* bias, float* y, int64_t ldy);
+
+// gate[i] = silu(gate[i]) * up[i]
+void silu_mul(float* gate, const float* up, int64_t n);
+
+// y[i] += x[i]
+void add_inplace(float* y, const float* x, int64_t n);
+
+// One attention head for one query: softmax(q . K[first..last] / sqrt(d)) . V[first..last].
+// keys / values: rows of head_dim, row j at keys + j * head_dim. scores: scratch of last + 1.
+void attend_one(const float* q, const float* keys, const float* values, int64_t first, int64_t last,
+                int64_t head_dim, float scale, float* scores, float* out);
+void attend_one_f16(const float* q, const uint16_t* keys, const uint16_t* values, int64_t first,
+                    int64_t last, int64_t head_dim, float scale, float* scores, float* out);
+
+}  // namespace qrt::ops

@@ -1,0 +1,105 @@
+// ModelWeights helpers: the list of linears / quantized layer specs engines plan from, size checks,
+// and make_engine() (dispatch by device kind).
+#include <fmt/format.h>
+
+#include "qrt/error.h"
+#include "qrt/model.h"
+
+namespace qrt {
+
+std::vector<const LinearWeight*> ModelWeights::linears() const {
+  std::vector<const LinearWeight*> out;
+  out.reserve(layers.size() * 7 + 1);
+  for (const auto& l : layers)
+    for (const LinearWeight* w : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+      out.push_back(w);
+  if (!lm_head_uses_embedding()) out.push_back(&lm_head);
+  return out;
+}
+
+std::vector<LayerSpec> ModelWeights::quantized_layer_specs() const {
+  std::vector<LayerSpec> specs;
+  for (const LinearWeight* w : linears())
+    if (w->is_quantized()) specs.push_back(w->quantized->spec);
+  return specs;
+}
+
+namespace {
+void check_size(const std::vector<float>& v, int64_t expected, const std::string& name) {
+  if (static_cast<int64_t>(v.size()) != expected)
+    throw invalid_input(fmt::format("tensor {}: has {} elements, config says {}", name, v.size(), expected));
+}
+
+void check_linear(const LinearWeight& w, int64_t in, int64_t out) {
+  if (w.in_features != in || w.out_features != out)
+    throw invalid_input(fmt::format("tensor {}: shape [{}, {}], config says [{}, {}]", w.name,
+                                    w.out_features, w.in_features, out, in));
+  if (w.is_quantized()) {
+    if (w.quantized->K() != in || w.quantized->N() != out)
+      throw invalid_input(fmt::format("tensor {}: quantized shape [{}, {}], config says [{}, {}]", w.name,
+                                      w.quantized->N(), w.quantized->K(), out, in));
+  } else {
+    check_size(w.dense, in * out, w.name + ".weight");
+  }
+  if (!w.bias.empty()) check_size(w.bias, out, w.name + ".bias");
+}
+}  // namespace
+
+void ModelWeights::validate() const {
+  const ModelConfig& c = config;
+  const std::string where = source.empty() ? "model" : source;
+  auto need_positive = [&](int64_t v, const char* field) {
+    if (v <= 0) throw invalid_input(fmt::format("{}: config field {} = {} must be > 0", where, field, v));
+  };
+  need_positive(c.vocab_size, "vocab_size");
+  need_positive(c.hidden_size, "hidden_size");
+  need_positive(c.intermediate_size, "intermediate_size");
+  need_positive(c.num_layers, "num_hidden_layers");
+  need_positive(c.num_heads, "num_attention_heads");
+  need_positive(c.num_kv_heads, "num_key_value_heads");
+  need_positive(c.head_dim, "head_dim");
+  if (c.num_heads % c.num_kv_heads != 0)
+    throw invalid_input(fmt::format("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                                    where, c.num_heads, c.num_kv_heads));
+  if (c.head_dim % 2 != 0)
+    throw invalid_input(fmt::format("{}: head_dim {} must be even for RoPE", where, c.head_dim));
+  if (static_cast<int64_t>(layers.size()) != c.num_layers)
+    throw invalid_input(fmt::format("{}: {} decoder layers loaded, config says {}", where, layers.size(), c.num_layers));
+  const int64_t h = c.hidden_size, q = c.num_heads * c.head_dim, kv = c.num_kv_heads * c.head_dim;
+  const int64_t inter = c.intermediate_size;
+  check_size(embed_tokens, c.vocab_size * h, "model.embed_tokens.weight");
+  check_size(final_norm, h, "model.norm.weight");
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const auto& l = layers[i];
+    const std::string p = fmt::format("model.layers.{}.", i);
+    check_size(l.input_norm, h, p + "input_layernorm.weight");
+    check_size(l.post_attention_norm, h, p + "post_attention_layernorm.weight");
+    check_linear(l.q_proj, h, q);
+    check_linear(l.k_proj, h, kv);
+    check_linear(l.v_proj, h, kv);
+    check_linear(l.o_proj, q, h);
+    check_linear(l.gate_proj, h, inter);
+    check_linear(l.up_proj, h, inter);
+    check_linear(l.down_proj, inter, h);
+  }
+  if (!lm_head_uses_embedding()) check_linear(lm_head, h, c.vocab_size);
+}
+
+#ifdef QRT_WITH_CUDA_ENGINE
+std::unique_ptr<ForwardEngine> make_cuda_engine(std::shared_ptr<const ModelWeights> weights,
+                                                const EngineOptions& options);
+#endif
+
+std::unique_ptr<ForwardEngine> make_engine(std::shared_ptr<const ModelWeights> weights,
+                                           const EngineOptions& options) {
+  if (options.device.kind == DeviceKind::Cpu) return make_cpu_engine(std::move(weights), options);
+#ifdef QRT_WITH_CUDA_ENGINE
+  return make_cuda_engine(std::move(weights), options);
+#else
+  throw Error(ErrorKind::Unsupported,
+              fmt::format("device {}: this qrt binary has no model engine for it (CPU only); use --device cpu",
+                          options.device.id));
+#endif
+}
+
+}  // namespace qrt

@@ -1,0 +1,227 @@
+// CPU primitives of the model against direct formulas: RoPE (plain, linear, llama3 scaling),
+// RMSNorm, dense matmul at awkward shapes, attention against a naive softmax.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+
+#include "model/ops.h"
+#include "qrt/dtype.h"
+#include "qrt/error.h"
+#include "qrt/thread_pool.h"
+
+namespace qrt {
+namespace {
+
+std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1, float hi = 1) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+ModelConfig rope_config(int64_t head_dim, double theta) {
+  ModelConfig c;
+  c.head_dim = head_dim;
+  c.rope_theta = theta;
+  return c;
+}
+
+TEST(Rope, InvFreqPlainMatchesFormula) {
+  auto c = rope_config(64, 10000.0);
+  auto inv = ops::rope_inv_freq(c);
+  ASSERT_EQ(inv.size(), 32u);
+  for (int i = 0; i < 32; ++i) EXPECT_NEAR(inv[i], std::pow(10000.0, -2.0 * i / 64), 1e-6 * std::pow(10000.0, -2.0 * i / 64));
+  EXPECT_FLOAT_EQ(inv[0], 1.0f);
+}
+
+TEST(Rope, LinearScalingDividesFrequencies) {
+  auto c = rope_config(16, 500000.0);
+  auto base = ops::rope_inv_freq(c);
+  c.rope_scaling.type = "linear";
+  c.rope_scaling.factor = 4.0;
+  auto scaled = ops::rope_inv_freq(c);
+  for (size_t i = 0; i < base.size(); ++i) EXPECT_FLOAT_EQ(scaled[i], base[i] / 4.0f);
+}
+
+// Llama 3.1 parameters: factor 8, low 1, high 4, original context 8192, theta 500000, head_dim 128.
+TEST(Rope, Llama3ScalingMatchesDirectFormula) {
+  auto c = rope_config(128, 500000.0);
+  auto base = ops::rope_inv_freq(c);
+  c.rope_scaling.type = "llama3";
+  c.rope_scaling.factor = 8.0;
+  c.rope_scaling.low_freq_factor = 1.0;
+  c.rope_scaling.high_freq_factor = 4.0;
+  c.rope_scaling.original_max_position_embeddings = 8192;
+  auto scaled = ops::rope_inv_freq(c);
+  int high = 0, low = 0, mid = 0;
+  for (size_t i = 0; i < base.size(); ++i) {
+    const double f = base[i];
+    const double wavelen = 2 * M_PI / f;
+    double expect;
+    if (wavelen < 8192.0 / 4.0) {
+      expect = f;
+      ++high;
+    } else if (wavelen > 8192.0 / 1.0) {
+      expect = f / 8.0;
+      ++low;
+    } else {
+      const double s = (8192.0 / wavelen - 1.0) / (4.0 - 1.0);
+      expect = (1 - s) * f / 8.0 + s * f;
+      ++mid;
+    }
+    EXPECT_NEAR(scaled[i], expect, 1e-6 * expect) << "i=" << i;
+  }
+  // The three regimes all occur for these parameters.
+  EXPECT_GT(high, 0);
+  EXPECT_GT(low, 0);
+  EXPECT_GT(mid, 0);
+}
+
+TEST(Rope, UnknownScalingIsAClearError) {
+  auto c = rope_config(64, 10000.0);
+  c.rope_scaling.type = "yarn";
+  c.rope_scaling.factor = 2;
+  try {
+    ops::rope_inv_freq(c);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("yarn"), std::string::npos);
+  }
+}
+
+TEST(Rope, ApplyRotatesHalvesAtPosition) {
+  const int64_t d = 8, heads = 2;
+  auto c = rope_config(d, 10000.0);
+  auto inv = ops::rope_inv_freq(c);
+  ops::RopeTable table;
+  table.build(inv, 50);
+  auto x = random_vec(heads * d, 1);
+  auto y = x;
+  const int64_t pos = 37;
+  ops::apply_rope(y.data(), heads, d, table.cos.data() + pos * 4, table.sin.data() + pos * 4);
+  for (int64_t h = 0; h < heads; ++h)
+    for (int64_t i = 0; i < d / 2; ++i) {
+      const double a = std::pow(10000.0, -2.0 * i / d) * pos;
+      const double x1 = x[h * d + i], x2 = x[h * d + i + d / 2];
+      EXPECT_NEAR(y[h * d + i], x1 * std::cos(a) - x2 * std::sin(a), 2e-5);
+      EXPECT_NEAR(y[h * d + i + d / 2], x2 * std::cos(a) + x1 * std::sin(a), 2e-5);
+    }
+  // Position 0 is the identity.
+  auto z = x;
+  ops::apply_rope(z.data(), heads, d, table.cos.data(), table.sin.data());
+  for (size_t i = 0; i < x.size(); ++i) EXPECT_FLOAT_EQ(z[i], x[i]);
+}
+
+TEST(RmsNorm, MatchesFormula) {
+  const int64_t rows = 3, dim = 13;
+  auto x = random_vec(rows * dim, 2, -3, 3);
+  auto w = random_vec(dim, 3, 0.5, 1.5);
+  std::vector<float> y(rows * dim);
+  ops::rms_norm(x.data(), w.data(), y.data(), rows, dim, 1e-5f);
+  for (int64_t r = 0; r < rows; ++r) {
+    double ss = 0;
+    for (int64_t i = 0; i < dim; ++i) ss += x[r * dim + i] * x[r * dim + i];
+    const double inv = 1 / std::sqrt(ss / dim + 1e-5);
+    for (int64_t i = 0; i < dim; ++i) EXPECT_NEAR(y[r * dim + i], x[r * dim + i] * inv * w[i], 1e-5);
+  }
+}
+
+void naive_matmul(const std::vector<float>& x, int64_t M, int64_t K, const std::vector<float>& W, int64_t N,
+                  const float* bias, std::vector<double>& y) {
+  y.assign(M * N, 0);
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      double s = bias ? bias[n] : 0;
+      for (int64_t k = 0; k < K; ++k) s += static_cast<double>(x[m * K + k]) * W[n * K + k];
+      y[m * N + n] = s;
+    }
+}
+
+class DenseMatmulShapes : public ::testing::TestWithParam<std::tuple<int, int, int>> {};
+
+TEST_P(DenseMatmulShapes, MatchesNaive) {
+  const auto [M, K, N] = GetParam();
+  auto x = random_vec(M * K, 10 + M);
+  auto W = random_vec(N * K, 20 + K);
+  auto b = random_vec(N, 30 + N);
+  std::vector<double> ref;
+  naive_matmul(x, M, K, W, N, b.data(), ref);
+  ThreadPool pool(2);
+  for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+    std::vector<float> y(M * N, NAN);
+    ops::dense_matmul(x.data(), M, K, W.data(), N, b.data(), y.data(), N, p);
+    for (int64_t i = 0; i < M * N; ++i) ASSERT_NEAR(y[i], ref[i], 1e-4 * std::sqrt(K)) << "i=" << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Awkward, DenseMatmulShapes,
+                         ::testing::Values(std::make_tuple(1, 576, 49), std::make_tuple(1, 7, 3),
+                                           std::make_tuple(3, 64, 17), std::make_tuple(17, 33, 130),
+                                           std::make_tuple(2, 16, 4), std::make_tuple(64, 96, 96),
+                                           std::make_tuple(1, 1536, 576)));
+
+TEST(DenseMatmul, StridedOutputLeavesGapsUntouched) {
+  const int64_t M = 3, K = 24, N = 5, ldy = 9;
+  auto x = random_vec(M * K, 5);
+  auto W = random_vec(N * K, 6);
+  std::vector<float> y(M * ldy, 7.0f);
+  ops::dense_matmul(x.data(), M, K, W.data(), N, nullptr, y.data(), ldy, nullptr);
+  std::vector<double> ref;
+  naive_matmul(x, M, K, W, N, nullptr, ref);
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) EXPECT_NEAR(y[m * ldy + n], ref[m * N + n], 1e-4);
+    for (int64_t n = N; n < ldy; ++n) EXPECT_EQ(y[m * ldy + n], 7.0f);
+  }
+}
+
+TEST(SiluMul, MatchesFormula) {
+  std::vector<float> g = {-3, -0.5, 0, 0.5, 4}, u = {1, 2, 3, -1, 0.5};
+  std::vector<float> expect(5);
+  for (int i = 0; i < 5; ++i) expect[i] = g[i] / (1 + std::exp(-g[i])) * u[i];
+  ops::silu_mul(g.data(), u.data(), 5);
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(g[i], expect[i], 1e-6);
+}
+
+void naive_attention(const float* q, const float* keys, const float* values, int64_t first, int64_t last,
+                     int64_t d, std::vector<double>& out) {
+  std::vector<double> s;
+  double mx = -1e300;
+  for (int64_t j = first; j <= last; ++j) {
+    double v = 0;
+    for (int64_t i = 0; i < d; ++i) v += static_cast<double>(q[i]) * keys[j * d + i];
+    v /= std::sqrt(static_cast<double>(d));
+    s.push_back(v);
+    mx = std::max(mx, v);
+  }
+  double sum = 0;
+  for (double& v : s) sum += (v = std::exp(v - mx));
+  out.assign(d, 0);
+  for (int64_t j = first; j <= last; ++j)
+    for (int64_t i = 0; i < d; ++i) out[i] += s[j - first] / sum * values[j * d + i];
+}
+
+TEST(Attention, MatchesNaiveSoftmaxF32AndF16) {
+  const int64_t d = 64, T = 37;
+  auto q = random_vec(d, 40, -2, 2);
+  auto k = random_vec(T * d, 41, -2, 2);
+  auto v = random_vec(T * d, 42);
+  std::vector<uint16_t> k16(k.size()), v16(v.size());
+  for (size_t i = 0; i < k.size(); ++i) {
+    k16[i] = f32_to_fp16(k[i]);
+    v16[i] = f32_to_fp16(v[i]);
+  }
+  for (auto [first, last] : {std::pair<int64_t, int64_t>{0, 0}, {0, 36}, {5, 20}}) {
+    std::vector<double> ref;
+    naive_attention(q.data(), k.data(), v.data(), first, last, d, ref);
+    std::vector<float> scores(T), out(d);
+    ops::attend_one(q.data(), k.data(), v.data(), first, last, d, 1.0f / 8.0f, scores.data(), out.data());
+    for (int64_t i = 0; i < d; ++i) EXPECT_NEAR(out[i], ref[i], 1e-5) << first << ".." << last;
+    ops::attend_one_f16(q.data(), k16.data(), v16.data(), first, last, d, 1.0f / 8.0f, scores.data(), out.data());
+    for (int64_t i = 0; i < d; ++i) EXPECT_NEAR(out[i], ref[i], 5e-3) << "f16 " << first << ".." << last;
+  }
+}
+
+}  // namespace
+}  // namespace qrt
