@@ -1,58 +1,552 @@
-// cpu_simd: the x86 SIMD CPU backend (AVX2 / AVX-512 VNNI). First step: a plain scalar forward on
-// dequantized weights so the registry links; the packed SIMD kernels replace it.
+// cpu_simd: the x86 SIMD CPU backend. Repacks the canonical QuantizedWeight into 16-row x 32-k
+// interleaved tiles (layout in cpu_simd_kernels.h), prepares activations once per call (act-order
+// permutation, padding, int8 quantization per 32-block) and runs the AVX-512 VNNI, AVX2 or scalar
+// kernel chosen at run time from cpuid. This file is compiled without ISA flags: it must run on any
+// x86-64 CPU, so every SIMD instruction lives in the *_avx2.cpp / *_avx512.cpp files.
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <numeric>
 
 #include "backends/backend_factories.h"
+#include "backends/cpu_simd/cpu_simd_kernels.h"
 #include "qrt/error.h"
 #include "qrt/thread_pool.h"
 
 namespace qrt {
+namespace cpu_simd {
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512Vnni: return "avx512_vnni";
+  }
+  return "?";
+}
+
+// The best ISA this CPU runs. cpuid through the compiler builtin: it also checks that the OS saves
+// the wider registers (XGETBV), which a bare cpuid bit does not.
+Isa best_isa_of_this_cpu() {
+  static const Isa best = [] {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+      return Isa::Avx512Vnni;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+      return Isa::Avx2;
+    return Isa::Scalar;
+  }();
+  return best;
+}
+
+bool parse_isa(const std::string& s, Isa* out) {
+  if (s == "scalar" || s == "baseline") *out = Isa::Scalar;
+  else if (s == "avx2") *out = Isa::Avx2;
+  else if (s == "avx512_vnni" || s == "avx512") *out = Isa::Avx512Vnni;
+  else return false;
+  return true;
+}
+
+// Requested ISA ("auto" or absent: QRT_CPU_ISA, else the best), clamped to what this CPU runs so a
+// plan written on another machine still executes correctly here.
+Isa resolve_isa(const std::string& requested) {
+  Isa want = best_isa_of_this_cpu();
+  std::string r = requested;
+  if (r.empty() || r == "auto") {
+    const char* env = std::getenv("QRT_CPU_ISA");
+    r = env ? env : "";
+  }
+  Isa parsed;
+  if (!r.empty() && r != "auto" && parse_isa(r, &parsed)) want = parsed;
+  return std::min(want, best_isa_of_this_cpu());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalar kernels on the packed layout: the baseline path and the oracle of the SIMD ones.
+
 namespace {
+
+inline int code_at(const PackedView& w, const uint8_t* block, int row, int kk) {
+  if (w.kind == CodeKind::U4) {
+    const int c = (kk & 15) >> 2, j = kk & 3;
+    const uint8_t byte = block[c * 64 + 4 * row + j];
+    return kk < 16 ? (byte & 0xF) : (byte >> 4);
+  }
+  return block[(kk >> 2) * 64 + 4 * row + (kk & 3)];
+}
+
+void store_tile(const GemmArgs& a, int64_t m, int64_t tile, const float* acc) {
+  const int64_t n0 = tile * kTileRows;
+  const int64_t cols = std::min<int64_t>(kTileRows, a.n - n0);
+  float* out = a.y + m * a.ldy + n0;
+  for (int64_t i = 0; i < cols; ++i) out[i] = acc[i] + (a.bias ? a.bias[n0 + i] : 0.f);
+}
+
+}  // namespace
+
+void gemm_int8_scalar(const GemmArgs& a) {
+  const PackedView& w = a.w;
+  for (int64_t t = a.tile_begin; t < a.tile_end; ++t) {
+    const uint8_t* tcodes = w.codes + t * w.tile_code_bytes();
+    const float* tscales = w.scales + t * w.groups * 2 * kTileRows;
+    for (int64_t m = a.m_begin; m < a.m_end; ++m) {
+      const int8_t* q = a.a.q + m * a.a.row_stride;
+      const float* d = a.a.d + m * a.a.block_stride;
+      const float* ds = a.a.sum + m * a.a.block_stride;
+      float acc[kTileRows] = {};
+      for (int64_t b = 0; b < w.blocks; ++b) {
+        const uint8_t* blk = tcodes + b * w.block_bytes();
+        const float* s = tscales + w.block_group[b] * 2 * kTileRows;
+        for (int r = 0; r < kTileRows; ++r) {
+          int32_t dot = 0;
+          for (int kk = 0; kk < kBlockK; ++kk) dot += code_at(w, blk, r, kk) * q[b * kBlockK + kk];
+          acc[r] += static_cast<float>(dot) * (s[r] * d[b]) + s[kTileRows + r] * ds[b];
+        }
+      }
+      store_tile(a, m, t, acc);
+    }
+  }
+}
+
+void gemm_f32_scalar(const GemmArgs& a) {
+  const PackedView& w = a.w;
+  for (int64_t t = a.tile_begin; t < a.tile_end; ++t) {
+    const uint8_t* tcodes = w.codes + t * w.tile_code_bytes();
+    const float* tscales = w.scales + t * w.groups * 2 * kTileRows;
+    for (int64_t m = a.m_begin; m < a.m_end; ++m) {
+      const float* x = a.a.x + m * a.a.row_stride;
+      const float* xs = a.a.sum + m * a.a.block_stride;
+      float acc[kTileRows] = {};
+      for (int64_t b = 0; b < w.blocks; ++b) {
+        const uint8_t* blk = tcodes + b * w.block_bytes();
+        const float* s = tscales + w.block_group[b] * 2 * kTileRows;
+        for (int r = 0; r < kTileRows; ++r) {
+          float dot = 0;
+          for (int kk = 0; kk < kBlockK; ++kk) {
+            const int c = code_at(w, blk, r, kk);
+            const float v = w.kind == CodeKind::Fp8 ? fp8_e4m3_value(static_cast<uint8_t>(c)) : static_cast<float>(c);
+            dot += v * x[b * kBlockK + kk];
+          }
+          acc[r] += dot * s[r] + s[kTileRows + r] * xs[b];
+        }
+      }
+      store_tile(a, m, t, acc);
+    }
+  }
+}
+
+void quantize_row_scalar(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q,
+                         float* d, float* dsum) {
+  float tmp[kBlockK];
+  for (int64_t b = 0; b < blocks; ++b) {
+    float amax = 0;
+    for (int i = 0; i < kBlockK; ++i) {
+      const int64_t p = b * kBlockK + i;
+      const int64_t col = map ? map[p] : (p < k ? p : -1);
+      tmp[i] = col >= 0 ? src[col] : 0.f;
+      amax = std::max(amax, std::fabs(tmp[i]));
+    }
+    const float step = amax / 127.f;
+    const float inv = amax > 0 ? 127.f / amax : 0.f;
+    int sum = 0;
+    for (int i = 0; i < kBlockK; ++i) {
+      const int v = static_cast<int>(std::nearbyint(tmp[i] * inv));
+      q[b * kBlockK + i] = static_cast<int8_t>(v);
+      sum += v;
+    }
+    d[b] = step;
+    dsum[b] = step * static_cast<float>(sum);
+  }
+}
+
+void pack_dense(const float* w, int64_t n, int64_t k, float* out) {
+  const int64_t tiles = (n + kTileRows - 1) / kTileRows;
+  for (int64_t t = 0; t < tiles; ++t)
+    for (int64_t kk = 0; kk < k; ++kk)
+      for (int r = 0; r < kTileRows; ++r) {
+        const int64_t row = t * kTileRows + r;
+        out[(t * k + kk) * kTileRows + r] = row < n ? w[row * k + kk] : 0.f;
+      }
+}
+
+void dense_sgemm_scalar(const DenseArgs& a) {
+  for (int64_t t = a.tile_begin; t < a.tile_end; ++t)
+    for (int64_t m = a.m_begin; m < a.m_end; ++m) {
+      float acc[kTileRows] = {};
+      const float* x = a.x + m * a.k;
+      const float* wt = a.w_packed + t * a.k * kTileRows;
+      for (int64_t kk = 0; kk < a.k; ++kk)
+        for (int r = 0; r < kTileRows; ++r) acc[r] += wt[kk * kTileRows + r] * x[kk];
+      const int64_t n0 = t * kTileRows;
+      for (int r = 0; r < kTileRows && n0 + r < a.n; ++r) a.y[m * a.n + n0 + r] = acc[r];
+    }
+}
+
+void dense_sgemm(Isa isa, ThreadPool* pool, const float* w_packed, int64_t n, int64_t k, const float* x,
+                 int64_t m, float* y) {
+  const int64_t tiles = (n + kTileRows - 1) / kTileRows;
+  auto run = [&](int, int64_t t0, int64_t t1) {
+    DenseArgs a{w_packed, k, n, x, 0, m, t0, t1, y};
+    switch (isa) {
+      case Isa::Avx512Vnni: dense_sgemm_avx512(a); break;
+      case Isa::Avx2: dense_sgemm_avx2(a); break;
+      default: dense_sgemm_scalar(a);
+    }
+  };
+  if (pool) pool->parallel_for(tiles, run);
+  else run(0, 0, tiles);
+}
+
+}  // namespace cpu_simd
+
+// ---------------------------------------------------------------------------------------------
+namespace {
+
+using namespace cpu_simd;
+
+enum class ActMode : uint8_t { Int8, F32 };
+
+std::string param_string(const KernelParams& p, const std::string& key, const std::string& fallback) {
+  auto it = p.values.find(key);
+  if (it == p.values.end()) return fallback;
+  if (const auto* s = std::get_if<std::string>(&it->second)) return *s;
+  return fallback;
+}
+
+// Per-call scratch of the calling thread, grown to the largest call seen and then reused: the hot
+// path allocates only the first time a layer shape/M exceeds what the thread has seen.
+struct Scratch {
+  std::vector<int8_t> q;
+  std::vector<float> x, d, sum;
+  template <typename T>
+  static T* grow(std::vector<T>& v, size_t n) {
+    if (v.size() < n) v.resize(n);
+    return v.data();
+  }
+};
+thread_local Scratch t_scratch;
 
 class CpuSimdPrepared final : public PreparedLinear {
  public:
-  explicit CpuSimdPrepared(const QuantizedWeight& w)
-      : n_(w.N()), k_(w.K()), weights_(dequantize_reference(w)), bias_(w.bias) {}
+  CpuSimdPrepared(const QuantizedWeight& w, Isa isa, ActMode act, int m_tile, int m_block)
+      : n_(w.N()), k_(w.K()), isa_(isa), act_(act), m_tile_(m_tile), m_block_(m_block), bias_(w.bias) {
+    if (w.spec.encoding == WeightEncoding::Fp8E4M3) act_ = ActMode::F32;  // fp8 codes: float path only
+    build_column_map(w);
+    pack(w);
+  }
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx) override {
+    const int64_t M = x.rows;
+    if (M <= 0) return;
     const float* xs = static_cast<const float*>(x.data);
-    float* ys = static_cast<float*>(y.data);
-    for (int64_t m = 0; m < x.rows; ++m)
-      for (int64_t n = 0; n < n_; ++n) {
-        const float* wr = weights_.data() + n * k_;
-        const float* xr = xs + m * k_;
-        float acc = 0;
-        for (int64_t k = 0; k < k_; ++k) acc += wr[k] * xr[k];
-        ys[m * n_ + n] = acc + (bias_.empty() ? 0.f : bias_[n]);
+    const int64_t kp = blocks_ * kBlockK;
+    Scratch& s = t_scratch;
+    ActView av;
+    av.row_stride = kp;
+    av.block_stride = blocks_;
+    float* sums = Scratch::grow(s.sum, static_cast<size_t>(M * blocks_));
+    av.sum = sums;
+    const int32_t* map = map_.empty() ? nullptr : map_.data();
+    ThreadPool* pool = ctx.pool;
+    auto for_rows = [&](const std::function<void(int, int64_t, int64_t)>& fn) {
+      if (pool && M > 1) pool->parallel_for(M, fn);
+      else fn(0, 0, M);
+    };
+    if (act_ == ActMode::Int8) {
+      int8_t* q = Scratch::grow(s.q, static_cast<size_t>(M * kp));
+      float* d = Scratch::grow(s.d, static_cast<size_t>(M * blocks_));
+      av.q = q;
+      av.d = d;
+      const bool simd = isa_ != Isa::Scalar;
+      for_rows([&](int, int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          if (simd)
+            quantize_row_avx2(xs + r * k_, map, k_, blocks_, q + r * kp, d + r * blocks_, sums + r * blocks_);
+          else
+            quantize_row_scalar(xs + r * k_, map, k_, blocks_, q + r * kp, d + r * blocks_, sums + r * blocks_);
+        }
+      });
+    } else {
+      const bool direct = map == nullptr && kp == k_;
+      float* xb = direct ? nullptr : Scratch::grow(s.x, static_cast<size_t>(M * kp));
+      av.x = direct ? xs : xb;
+      for_rows([&](int, int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const float* src = xs + r * k_;
+          float* dst = direct ? nullptr : xb + r * kp;
+          if (dst)
+            for (int64_t p = 0; p < kp; ++p) {
+              const int64_t col = map ? map[p] : (p < k_ ? p : -1);
+              dst[p] = col >= 0 ? src[col] : 0.f;
+            }
+          const float* row = direct ? src : dst;
+          for (int64_t b = 0; b < blocks_; ++b) {
+            float acc = 0;
+            for (int i = 0; i < kBlockK; ++i) acc += row[b * kBlockK + i];
+            sums[r * blocks_ + b] = acc;
+          }
+        }
+      });
+    }
+
+    GemmArgs base;
+    base.w = view();
+    base.a = av;
+    base.y = static_cast<float*>(y.data);
+    base.ldy = n_;
+    base.n = n_;
+    base.bias = bias_.empty() ? nullptr : bias_.data();
+    base.m_tile = m_tile_;
+    void (*kernel)(const GemmArgs&) = nullptr;
+    switch (isa_) {
+      case Isa::Avx512Vnni: kernel = act_ == ActMode::Int8 ? gemm_int8_avx512 : gemm_f32_avx512; break;
+      case Isa::Avx2: kernel = act_ == ActMode::Int8 ? gemm_int8_avx2 : gemm_f32_avx2; break;
+      case Isa::Scalar: kernel = act_ == ActMode::Int8 ? gemm_int8_scalar : gemm_f32_scalar; break;
+    }
+    // Work units: (block of M rows) x (weight tile); a thread takes a contiguous range of units and
+    // runs consecutive tiles of one M block in one kernel call (weights stream, activations stay hot).
+    const int64_t m_block = std::max<int64_t>(1, M <= 2 * m_block_ ? M : m_block_);
+    const int64_t m_blocks = (M + m_block - 1) / m_block;
+    const int64_t units = m_blocks * n_tiles_;
+    auto work = [&](int, int64_t u0, int64_t u1) {
+      int64_t u = u0;
+      while (u < u1) {
+        const int64_t mb = u / n_tiles_;
+        const int64_t t0 = u % n_tiles_;
+        const int64_t t1 = std::min(n_tiles_, t0 + (u1 - u));
+        GemmArgs a = base;
+        a.m_begin = mb * m_block;
+        a.m_end = std::min(M, a.m_begin + m_block);
+        a.tile_begin = t0;
+        a.tile_end = t1;
+        kernel(a);
+        u += t1 - t0;
       }
+    };
+    if (pool) pool->parallel_for(units, work);
+    else work(0, 0, units);
   }
-  int64_t weight_bytes() const override { return static_cast<int64_t>(weights_.size() * sizeof(float)); }
+
+  int64_t weight_bytes() const override {
+    return static_cast<int64_t>(codes_.size() + scales_.size() * sizeof(float) + block_group_.size() * 4 +
+                                map_.size() * 4);
+  }
 
  private:
+  PackedView view() const {
+    PackedView v;
+    v.kind = kind_;
+    v.n_tiles = n_tiles_;
+    v.blocks = blocks_;
+    v.groups = groups_;
+    v.codes = codes_.data();
+    v.scales = scales_.data();
+    v.block_group = block_group_.data();
+    return v;
+  }
+
+  // Decides where each input column goes. Identity (plus zero padding of K to 32) when every block
+  // of 32 columns lies in one group; otherwise columns are ordered by group and every group padded
+  // to a multiple of 32, and forward() gathers the activations through map_.
+  void build_column_map(const QuantizedWeight& w) {
+    const bool fp8 = w.spec.encoding == WeightEncoding::Fp8E4M3;
+    std::vector<int32_t> group(k_);
+    int64_t g_size = fp8 ? std::max<int64_t>(1, std::min<int64_t>(w.spec.scale_block_k, k_)) : w.spec.effective_group_size();
+    for (int64_t k = 0; k < k_; ++k) group[k] = fp8 ? static_cast<int32_t>(k / g_size) : w.group_of(k);
+    groups_ = fp8 ? (k_ + g_size - 1) / g_size : std::max<int64_t>(1, w.spec.num_groups());
+    bool trivial = true;
+    for (int64_t k = 0; k < k_ && trivial; ++k) trivial = group[k] == k / g_size;
+    const int64_t padded = (k_ + kBlockK - 1) / kBlockK * kBlockK;
+    if (trivial && (g_size % kBlockK == 0 || groups_ == 1)) {
+      blocks_ = padded / kBlockK;
+      block_group_.resize(blocks_);
+      for (int64_t b = 0; b < blocks_; ++b)
+        block_group_[b] = static_cast<int32_t>(std::min<int64_t>(groups_ - 1, b * kBlockK / g_size));
+      return;
+    }
+    std::vector<int32_t> order(k_);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return group[a] < group[b]; });
+    for (size_t i = 0; i < order.size();) {
+      const int32_t g = group[order[i]];
+      size_t j = i;
+      while (j < order.size() && group[order[j]] == g) map_.push_back(order[j++]);
+      while (map_.size() % kBlockK) map_.push_back(-1);
+      for (size_t b = block_group_.size(); b < map_.size() / kBlockK; ++b) block_group_.push_back(g);
+      i = j;
+    }
+    blocks_ = static_cast<int64_t>(block_group_.size());
+  }
+
+  void pack(const QuantizedWeight& w) {
+    const LayerSpec& sp = w.spec;
+    const bool fp8 = sp.encoding == WeightEncoding::Fp8E4M3;
+    kind_ = fp8 ? CodeKind::Fp8 : (sp.bits <= 4 ? CodeKind::U4 : CodeKind::U8);
+    n_tiles_ = (n_ + kTileRows - 1) / kTileRows;
+    const PackedView v0 = [&] {
+      PackedView v;
+      v.kind = kind_;
+      v.blocks = blocks_;
+      return v;
+    }();
+    const int64_t bb = v0.block_bytes();
+    codes_.assign(static_cast<size_t>(n_tiles_ * blocks_ * bb), 0);
+    scales_.assign(static_cast<size_t>(n_tiles_ * groups_ * 2 * kTileRows), 0.f);
+    const int64_t G = sp.num_groups();
+    const int64_t fp8_cols = fp8 ? (k_ + sp.scale_block_k - 1) / sp.scale_block_k : 0;
+    for (int64_t t = 0; t < n_tiles_; ++t)
+      for (int r = 0; r < kTileRows; ++r) {
+        const int64_t n = t * kTileRows + r;
+        if (n >= n_) break;
+        const uint8_t* src = w.codes.data() + n * k_;
+        uint8_t* tile = codes_.data() + t * blocks_ * bb;
+        for (int64_t p = 0; p < blocks_ * kBlockK; ++p) {
+          const int64_t col = map_.empty() ? (p < k_ ? p : -1) : map_[p];
+          if (col < 0) continue;
+          const uint8_t c = src[col];
+          const int64_t b = p / kBlockK;
+          const int kk = static_cast<int>(p % kBlockK);
+          uint8_t* blk = tile + b * bb;
+          if (kind_ == CodeKind::U4) {
+            uint8_t& byte = blk[((kk & 15) >> 2) * 64 + 4 * r + (kk & 3)];
+            byte |= kk < 16 ? (c & 0xF) : static_cast<uint8_t>((c & 0xF) << 4);
+          } else {
+            blk[(kk >> 2) * 64 + 4 * r + (kk & 3)] = c;
+          }
+        }
+        float* ts = scales_.data() + t * groups_ * 2 * kTileRows;
+        for (int64_t g = 0; g < groups_; ++g) {
+          double scale, min = 0;
+          if (fp8) {
+            scale = w.scales[static_cast<size_t>((n / sp.scale_block_n) * fp8_cols + g)];
+          } else {
+            scale = w.scales[static_cast<size_t>(n * G + g)];
+            switch (sp.zero_kind) {
+              case ZeroKind::Symmetric: min = -std::ldexp(1.0, sp.bits - 1) * scale; break;
+              case ZeroKind::Integer: min = -static_cast<double>(w.zeros[n * G + g]) * scale; break;
+              case ZeroKind::Float: min = w.zeros[n * G + g]; break;
+            }
+          }
+          ts[g * 2 * kTileRows + r] = static_cast<float>(scale);
+          ts[g * 2 * kTileRows + kTileRows + r] = static_cast<float>(min);
+        }
+      }
+  }
+
   int64_t n_, k_;
-  std::vector<float> weights_;
+  Isa isa_;
+  ActMode act_;
+  int m_tile_, m_block_;
+  CodeKind kind_ = CodeKind::U4;
+  int64_t n_tiles_ = 0, blocks_ = 0, groups_ = 0;
+  std::vector<uint8_t> codes_;
+  std::vector<float> scales_;
+  std::vector<int32_t> block_group_;
+  std::vector<int32_t> map_;   // empty = identity (with zero padding past K)
   std::vector<float> bias_;
 };
+
+const std::vector<int64_t> kMTiles = {1, 2, 4, 8};
+const std::vector<int64_t> kMBlocks = {16, 32, 64, 128, 256};
 
 class CpuSimdBackend final : public Backend {
  public:
   CpuSimdBackend() {
     cap_.device = DeviceKind::Cpu;
     cap_.encodings = {WeightEncoding::IntAffine, WeightEncoding::Fp8E4M3};
+    cap_.bits = {2, 3, 4, 5, 6, 8};
+    cap_.group_sizes = {};  // any: blocks of 32 never straddle a group (column map)
+    cap_.cpu_features = {"avx2", "fma", "f16c"};
     cap_.activation_dtypes = {DType::F32};
   }
   const std::string& name() const override { return name_; }
   const std::string& summary() const override { return summary_; }
   const BackendCapability& capability() const override { return cap_; }
-  std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams&,
-                                          const DeviceInfo&) const override {
+  int kernel_version() const override { return 1; }
+
+  Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
+    Verdict v = check_capability(layer, device);
+    if (!v.ok) return v;
+    if (layer.encoding == WeightEncoding::Fp8E4M3 && (layer.scale_block_n <= 0 || layer.scale_block_k <= 0))
+      return Verdict::no("fp8 scale block sizes must be positive");
+    return Verdict::yes();
+  }
+
+  Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
+    for (const auto& [key, value] : params.values) {
+      if (key == "isa" || key == "activations") {
+        const auto* s = std::get_if<std::string>(&value);
+        if (!s) return Verdict::no("parameter '" + key + "' must be a string");
+        Isa isa;
+        if (key == "isa" && *s != "auto" && !parse_isa(*s, &isa))
+          return Verdict::no("parameter 'isa' = '" + *s + "': expected auto, avx512_vnni, avx2 or scalar");
+        if (key == "activations" && *s != "int8" && *s != "f32")
+          return Verdict::no("parameter 'activations' = '" + *s + "': expected int8 or f32");
+      } else if (key == "m_tile" || key == "m_block") {
+        const auto* i = std::get_if<int64_t>(&value);
+        if (!i) return Verdict::no("parameter '" + key + "' must be an integer");
+        const auto& allowed = key == "m_tile" ? kMTiles : kMBlocks;
+        if (std::find(allowed.begin(), allowed.end(), *i) == allowed.end()) {
+          std::string list;
+          for (auto a : allowed) list += (list.empty() ? "" : ", ") + std::to_string(a);
+          return Verdict::no("parameter '" + key + "' = " + std::to_string(*i) + ": expected one of " + list);
+        }
+      } else {
+        return Verdict::no("unknown parameter '" + key + "': cpu_simd takes isa, activations, m_tile, m_block");
+      }
+    }
+    return Verdict::yes();
+  }
+
+  KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
+    KernelParams p;
+    p.values["activations"] = std::string("int8");
+    p.values["m_tile"] = int64_t{m >= 8 ? 8 : (m >= 4 ? 4 : (m >= 2 ? 2 : 1))};
+    p.values["m_block"] = int64_t{64};
+    return p;
+  }
+
+  std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
+    std::vector<KernelParams> out;
+    for (int64_t mt : kMTiles) {
+      if (mt > std::max<int64_t>(1, m)) continue;
+      for (int64_t mb : kMBlocks) {
+        if (mb > 2 * std::max<int64_t>(m, 16) && mb != kMBlocks.front()) continue;
+        KernelParams p;
+        p.values["activations"] = std::string("int8");
+        p.values["m_tile"] = mt;
+        p.values["m_block"] = mb;
+        out.push_back(std::move(p));
+      }
+    }
+    return out;
+  }
+
+  std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
+                                          const DeviceInfo& device) const override {
     weight.validate();
-    return std::make_unique<CpuSimdPrepared>(weight);
+    const Verdict v = validate_params(weight.spec, params);
+    if (!v.ok) throw invalid_input(weight.spec.name + ": cpu_simd: " + v.reason);
+    if (weight.spec.encoding == WeightEncoding::IntAffine && (weight.spec.bits < 1 || weight.spec.bits > 8))
+      throw unsupported(weight.spec.name + ": cpu_simd runs 1..8-bit integer weights, got " +
+                        std::to_string(weight.spec.bits));
+    const Isa isa = resolve_isa(param_string(params, "isa", "auto"));
+    const ActMode act = param_string(params, "activations", "int8") == "f32" ? ActMode::F32 : ActMode::Int8;
+    const int m_tile = static_cast<int>(params.get_int("m_tile", 8));
+    const int m_block = static_cast<int>(params.get_int("m_block", 64));
+    try {
+      return std::make_unique<CpuSimdPrepared>(weight, isa, act, m_tile, m_block);
+    } catch (const std::bad_alloc&) {
+      throw Error(ErrorKind::OutOfMemory, weight.spec.name + ": cpu_simd: out of host memory while repacking");
+    }
   }
 
  private:
   std::string name_ = "cpu_simd";
-  std::string summary_ = "x86 SIMD int4/int8/fp8 kernels (AVX2, AVX-512 VNNI), repacked weights";
+  std::string summary_ = "x86 SIMD int2-8/fp8 kernels (AVX-512 VNNI, AVX2), 16-row interleaved repack, int8 activations";
   BackendCapability cap_;
 };
 

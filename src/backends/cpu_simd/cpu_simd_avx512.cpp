@@ -1,0 +1,244 @@
+// cpu_simd kernels for AVX-512 F/BW/VL/DQ + VNNI (compiled with those flags; called only after
+// cpuid says the CPU has them). One zmm lane = one of the 16 output rows of a tile, so a block of
+// 16 rows x 4 k is one vpdpbusd operand and the activation dword is a broadcast.
+#include <immintrin.h>
+
+// GCC 12 reports its own _mm512_undefined_* helpers as "maybe uninitialized" (a false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include <algorithm>
+#include <cstring>
+
+#include "backends/cpu_simd/cpu_simd_kernels.h"
+
+namespace qrt::cpu_simd {
+namespace {
+
+inline __m512i bcast4(const int8_t* p) {
+  int32_t v;
+  std::memcpy(&v, p, 4);
+  return _mm512_set1_epi32(v);
+}
+
+inline __mmask16 tail_mask(const GemmArgs& a, int64_t tile) {
+  const int64_t cols = std::min<int64_t>(kTileRows, a.n - tile * kTileRows);
+  return cols >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << cols) - 1);
+}
+
+template <int MR>
+inline void store_rows(const GemmArgs& a, int64_t tile, int64_t m0, const __m512* acc) {
+  const __mmask16 mk = tail_mask(a, tile);
+  const int64_t n0 = tile * kTileRows;
+  const __m512 bias = a.bias ? _mm512_maskz_loadu_ps(mk, a.bias + n0) : _mm512_setzero_ps();
+  for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(a.y + (m0 + r) * a.ldy + n0, mk, _mm512_add_ps(acc[r], bias));
+}
+
+// int8 activations x 4-bit (U4) or 8-bit (U8) unsigned codes: integer dot per 32-block with
+// vpdpbusd, then acc += dot * (scale * d) + min * (d * sum q).
+template <int MR, CodeKind KIND>
+void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
+  const PackedView& w = a.w;
+  const uint8_t* codes = w.codes + tile * w.tile_code_bytes();
+  const float* sc = w.scales + tile * w.groups * 2 * kTileRows;
+  const int8_t* q[MR];
+  const float* d[MR];
+  const float* ds[MR];
+  for (int r = 0; r < MR; ++r) {
+    q[r] = a.a.q + (m0 + r) * a.a.row_stride;
+    d[r] = a.a.d + (m0 + r) * a.a.block_stride;
+    ds[r] = a.a.sum + (m0 + r) * a.a.block_stride;
+  }
+  // Two integer chains per row when registers allow: halves the dependency chain of vpdpbusd.
+  constexpr bool kSplit = MR <= 4;
+  __m512 acc[MR];
+  for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(0x0F);
+  for (int64_t b = 0; b < w.blocks; ++b) {
+    const uint8_t* blk = codes + b * w.block_bytes();
+    __m512i ia[MR], ib[MR];
+    for (int r = 0; r < MR; ++r) {
+      ia[r] = _mm512_setzero_si512();
+      if (kSplit) ib[r] = _mm512_setzero_si512();
+    }
+    if constexpr (KIND == CodeKind::U4) {
+      for (int c = 0; c < 4; ++c) {
+        const __m512i wv = _mm512_loadu_si512(blk + c * 64);
+        const __m512i lo = _mm512_and_si512(wv, low4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+        for (int r = 0; r < MR; ++r) {
+          ia[r] = _mm512_dpbusd_epi32(ia[r], lo, bcast4(q[r] + b * kBlockK + 4 * c));
+          if (kSplit)
+            ib[r] = _mm512_dpbusd_epi32(ib[r], hi, bcast4(q[r] + b * kBlockK + 16 + 4 * c));
+          else
+            ia[r] = _mm512_dpbusd_epi32(ia[r], hi, bcast4(q[r] + b * kBlockK + 16 + 4 * c));
+        }
+      }
+    } else {
+      for (int c = 0; c < 8; ++c) {
+        const __m512i wv = _mm512_loadu_si512(blk + c * 64);
+        for (int r = 0; r < MR; ++r) {
+          if (kSplit && (c & 1))
+            ib[r] = _mm512_dpbusd_epi32(ib[r], wv, bcast4(q[r] + b * kBlockK + 4 * c));
+          else
+            ia[r] = _mm512_dpbusd_epi32(ia[r], wv, bcast4(q[r] + b * kBlockK + 4 * c));
+        }
+      }
+    }
+    const float* s = sc + w.block_group[b] * 2 * kTileRows;
+    const __m512 vs = _mm512_loadu_ps(s);
+    const __m512 vm = _mm512_loadu_ps(s + kTileRows);
+    for (int r = 0; r < MR; ++r) {
+      const __m512i dot = kSplit ? _mm512_add_epi32(ia[r], ib[r]) : ia[r];
+      acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(vs, _mm512_set1_ps(d[r][b])), acc[r]);
+      acc[r] = _mm512_fmadd_ps(vm, _mm512_set1_ps(ds[r][b]), acc[r]);
+    }
+  }
+  store_rows<MR>(a, tile, m0, acc);
+}
+
+// e4m3 byte in the low 8 bits of each lane -> float: sign and exponent/mantissa moved into f32
+// position (exponent bias 7 instead of 127), then one multiply by 2^120 fixes the bias; e4m3
+// subnormals become f32 subnormals, which the multiply turns back into normal values exactly.
+inline __m512 fp8_lanes_to_f32(__m512i lane) {
+  const __m512i mag = _mm512_and_si512(_mm512_slli_epi32(lane, 20), _mm512_set1_epi32(0x07F00000));
+  const __m512i sign = _mm512_and_si512(_mm512_slli_epi32(lane, 24), _mm512_set1_epi32(static_cast<int>(0x80000000u)));
+  return _mm512_mul_ps(_mm512_castsi512_ps(_mm512_or_si512(mag, sign)), _mm512_set1_ps(0x1p120f));
+}
+
+// Float activations: codes decoded to float lanes (16 rows for one k), FMA with the broadcast x.
+template <int MR, CodeKind KIND>
+void f32_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
+  const PackedView& w = a.w;
+  const uint8_t* codes = w.codes + tile * w.tile_code_bytes();
+  const float* sc = w.scales + tile * w.groups * 2 * kTileRows;
+  const float* x[MR];
+  const float* xs[MR];
+  for (int r = 0; r < MR; ++r) {
+    x[r] = a.a.x + (m0 + r) * a.a.row_stride;
+    xs[r] = a.a.sum + (m0 + r) * a.a.block_stride;
+  }
+  constexpr int NA = MR == 1 ? 4 : (MR == 2 ? 2 : 1);  // independent FMA chains per row
+  __m512 acc[MR];
+  for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
+  const __m512i byte = _mm512_set1_epi32(0xFF);
+  for (int64_t b = 0; b < w.blocks; ++b) {
+    const uint8_t* blk = codes + b * w.block_bytes();
+    __m512 fa[MR][NA];
+    for (int r = 0; r < MR; ++r)
+      for (int i = 0; i < NA; ++i) fa[r][i] = _mm512_setzero_ps();
+    auto lane = [&](__m512i v, int j) {
+      return j == 3 ? _mm512_srli_epi32(v, 24) : _mm512_and_si512(_mm512_srli_epi32(v, 8 * j), byte);
+    };
+    auto fma_k = [&](__m512 wf, int kk, int chain) {
+      for (int r = 0; r < MR; ++r)
+        fa[r][chain % NA] = _mm512_fmadd_ps(wf, _mm512_set1_ps(x[r][b * kBlockK + kk]), fa[r][chain % NA]);
+    };
+    if constexpr (KIND == CodeKind::U4) {
+      const __m512i low4 = _mm512_set1_epi8(0x0F);
+      for (int c = 0; c < 4; ++c) {
+        const __m512i wv = _mm512_loadu_si512(blk + c * 64);
+        const __m512i lo = _mm512_and_si512(wv, low4);
+        const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+        for (int j = 0; j < 4; ++j) {
+          fma_k(_mm512_cvtepi32_ps(lane(lo, j)), 4 * c + j, j);
+          fma_k(_mm512_cvtepi32_ps(lane(hi, j)), 16 + 4 * c + j, j + 1);
+        }
+      }
+    } else {
+      for (int c = 0; c < 8; ++c) {
+        const __m512i wv = _mm512_loadu_si512(blk + c * 64);
+        for (int j = 0; j < 4; ++j) {
+          const __m512i l = lane(wv, j);
+          const __m512 wf = KIND == CodeKind::Fp8 ? fp8_lanes_to_f32(l) : _mm512_cvtepi32_ps(l);
+          fma_k(wf, 4 * c + j, j);
+        }
+      }
+    }
+    const float* s = sc + w.block_group[b] * 2 * kTileRows;
+    const __m512 vs = _mm512_loadu_ps(s);
+    const __m512 vm = _mm512_loadu_ps(s + kTileRows);
+    for (int r = 0; r < MR; ++r) {
+      __m512 dot = fa[r][0];
+      for (int i = 1; i < NA; ++i) dot = _mm512_add_ps(dot, fa[r][i]);
+      acc[r] = _mm512_fmadd_ps(dot, vs, acc[r]);
+      acc[r] = _mm512_fmadd_ps(vm, _mm512_set1_ps(xs[r][b]), acc[r]);
+    }
+  }
+  store_rows<MR>(a, tile, m0, acc);
+}
+
+template <CodeKind KIND, bool INT8>
+void run_tile(const GemmArgs& a, int64_t tile, int64_t m0, int rows) {
+#define QRT_TILE(R)                                    \
+  case R:                                              \
+    if constexpr (INT8) int8_tile<R, KIND>(a, tile, m0); \
+    else f32_tile<R, KIND>(a, tile, m0);               \
+    break;
+  switch (rows) {
+    QRT_TILE(1) QRT_TILE(2) QRT_TILE(3) QRT_TILE(4) QRT_TILE(5) QRT_TILE(6) QRT_TILE(7) QRT_TILE(8)
+  }
+#undef QRT_TILE
+}
+
+template <CodeKind KIND, bool INT8>
+void gemm(const GemmArgs& a) {
+  const int mt = std::clamp(a.m_tile, 1, kMaxMTile);
+  for (int64_t t = a.tile_begin; t < a.tile_end; ++t)
+    for (int64_t m0 = a.m_begin; m0 < a.m_end; m0 += mt)
+      run_tile<KIND, INT8>(a, t, m0, static_cast<int>(std::min<int64_t>(mt, a.m_end - m0)));
+}
+
+}  // namespace
+
+void gemm_int8_avx512(const GemmArgs& a) {
+  if (a.w.kind == CodeKind::U4) gemm<CodeKind::U4, true>(a);
+  else gemm<CodeKind::U8, true>(a);
+}
+
+void gemm_f32_avx512(const GemmArgs& a) {
+  switch (a.w.kind) {
+    case CodeKind::U4: gemm<CodeKind::U4, false>(a); break;
+    case CodeKind::U8: gemm<CodeKind::U8, false>(a); break;
+    case CodeKind::Fp8: gemm<CodeKind::Fp8, false>(a); break;
+  }
+}
+
+// Dense fp32 baseline: 16 columns x up to 8 rows in registers, K cut into 256-wide slices so a
+// weight slice (16 KiB) stays in L1 while every row block passes over it.
+template <int MR>
+void dense_tile(const DenseArgs& a, int64_t t, int64_t m0, int64_t k0, int64_t k1) {
+  const int64_t n0 = t * kTileRows;
+  const int64_t cols = std::min<int64_t>(kTileRows, a.n - n0);
+  const __mmask16 mk = cols >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << cols) - 1);
+  __m512 acc[MR];
+  for (int r = 0; r < MR; ++r)
+    acc[r] = k0 == 0 ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(mk, a.y + (m0 + r) * a.n + n0);
+  const float* wt = a.w_packed + t * a.k * kTileRows;
+  for (int64_t k = k0; k < k1; ++k) {
+    const __m512 wv = _mm512_loadu_ps(wt + k * kTileRows);
+    for (int r = 0; r < MR; ++r) acc[r] = _mm512_fmadd_ps(wv, _mm512_set1_ps(a.x[(m0 + r) * a.k + k]), acc[r]);
+  }
+  for (int r = 0; r < MR; ++r) _mm512_mask_storeu_ps(a.y + (m0 + r) * a.n + n0, mk, acc[r]);
+}
+
+void dense_sgemm_avx512(const DenseArgs& a) {
+  constexpr int64_t kSlice = 256;
+  for (int64_t k0 = 0; k0 < a.k; k0 += kSlice) {
+    const int64_t k1 = std::min(a.k, k0 + kSlice);
+    for (int64_t t = a.tile_begin; t < a.tile_end; ++t)
+      for (int64_t m0 = a.m_begin; m0 < a.m_end; m0 += 8) {
+        switch (std::min<int64_t>(8, a.m_end - m0)) {
+          case 1: dense_tile<1>(a, t, m0, k0, k1); break;
+          case 2: dense_tile<2>(a, t, m0, k0, k1); break;
+          case 3: dense_tile<3>(a, t, m0, k0, k1); break;
+          case 4: dense_tile<4>(a, t, m0, k0, k1); break;
+          case 5: dense_tile<5>(a, t, m0, k0, k1); break;
+          case 6: dense_tile<6>(a, t, m0, k0, k1); break;
+          case 7: dense_tile<7>(a, t, m0, k0, k1); break;
+          default: dense_tile<8>(a, t, m0, k0, k1); break;
+        }
+      }
+  }
+}
+
+}  // namespace qrt::cpu_simd

@@ -1,0 +1,123 @@
+// cpu_simd internals shared by the backend (packing, dispatch) and the per-ISA kernel files.
+//
+// This header is included by translation units compiled with AVX-512 flags and by ones compiled
+// without: it must hold only plain declarations and trivially inlined scalar code, never SIMD
+// intrinsics, or an AVX-512 instruction could leak into a function the baseline build calls.
+//
+// Packed weight layout (one per prepared layer):
+//   Output rows are cut into tiles of kTileRows = 16 rows (N padded with zero scales). Input columns
+//   are cut into blocks of kBlockK = 32; every block belongs to exactly one scale group (act-order and
+//   group sizes that are not multiples of 32 are handled by a column map that permutes and pads the
+//   activations, never the weights per element). Per tile and block:
+//     4-bit storage (bits <= 4): 4 chunks of 64 bytes; chunk c, byte 4*row + j holds
+//       code(row, k = 4c + j) in its low nibble and code(row, k = 4(c+4) + j) in its high nibble,
+//       so one 512-bit load + mask/shift yields two 16-row x 4-k operands of vpdpbusd.
+//     8-bit storage (bits 5..8, FP8): 8 chunks of 64 bytes; chunk q, byte 4*row + j = code(row, 4q + j).
+//   Scales: per tile and group, 16 floats `scale` then 16 floats `min`: W = code * scale + min
+//   (min = -zero * scale for integer zeros, -2^(bits-1) * scale for symmetric, the float zero for
+//   GGUF-style mins; FP8 codes decode through e4m3 and have min = 0).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace qrt {
+class ThreadPool;
+}
+
+namespace qrt::cpu_simd {
+
+constexpr int kTileRows = 16;
+constexpr int kBlockK = 32;
+constexpr int kMaxMTile = 8;  // largest register tile along M
+
+enum class Isa : uint8_t { Scalar, Avx2, Avx512Vnni };
+const char* isa_name(Isa isa);
+
+enum class CodeKind : uint8_t { U4, U8, Fp8 };
+
+struct PackedView {
+  CodeKind kind = CodeKind::U4;
+  int64_t n_tiles = 0;
+  int64_t blocks = 0;               // padded K / 32
+  int64_t groups = 0;               // scale groups per tile
+  const uint8_t* codes = nullptr;   // [n_tiles][blocks][block_bytes]
+  const float* scales = nullptr;    // [n_tiles][groups][2][16]  (scale row, then min row)
+  const int32_t* block_group = nullptr;  // [blocks] -> group
+  int64_t block_bytes() const { return kind == CodeKind::U4 ? 256 : 512; }
+  int64_t tile_code_bytes() const { return blocks * block_bytes(); }
+};
+
+// Activations prepared once per call (permuted/padded to blocks of 32):
+//   int8 path:  q[m][blocks*32], d[m][blocks] (step), dsum[m][blocks] = d * sum(q of the block)
+//   float path: x[m][blocks*32], xsum[m][blocks]
+struct ActView {
+  const int8_t* q = nullptr;
+  const float* x = nullptr;
+  const float* d = nullptr;
+  const float* sum = nullptr;   // dsum (int8 path) or xsum (float path)
+  int64_t row_stride = 0;       // elements per row of q / x  (= blocks * 32)
+  int64_t block_stride = 0;     // elements per row of d / sum (= blocks)
+};
+
+struct GemmArgs {
+  PackedView w;
+  ActView a;
+  int64_t m_begin = 0, m_end = 0;        // activation rows to compute
+  int64_t tile_begin = 0, tile_end = 0;  // weight tiles to compute
+  float* y = nullptr;                    // [M][ldy]
+  int64_t ldy = 0;
+  int64_t n = 0;                         // valid output columns (<= n_tiles * 16)
+  const float* bias = nullptr;           // [n] or nullptr
+  int m_tile = 4;                        // rows per register tile (1..kMaxMTile)
+};
+
+// Kernels: compute y[m][n] for m in [m_begin, m_end), n in the tiles, over all of K.
+// The int8 path reads a.q / a.d / a.sum; the float path reads a.x / a.sum.
+void gemm_int8_scalar(const GemmArgs& args);
+void gemm_f32_scalar(const GemmArgs& args);
+void gemm_int8_avx2(const GemmArgs& args);
+void gemm_f32_avx2(const GemmArgs& args);
+void gemm_int8_avx512(const GemmArgs& args);
+void gemm_f32_avx512(const GemmArgs& args);
+
+// Row quantization to int8 per 32-block: q = round(x / d), d = max|x| / 127, dsum = d * sum(q).
+// `src` has `k` floats; `map` (nullable) gives for each padded position the source column or -1.
+void quantize_row_scalar(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q,
+                         float* d, float* dsum);
+void quantize_row_avx2(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q,
+                       float* d, float* dsum);
+
+// Run-time ISA choice: the best this CPU runs, and a requested name ("auto", "avx512_vnni", "avx2",
+// "scalar"; "auto" reads QRT_CPU_ISA) clamped to it.
+Isa best_isa_of_this_cpu();
+bool parse_isa(const std::string& s, Isa* out);
+Isa resolve_isa(const std::string& requested);
+
+// Dense fp32 GEMM for the "unquantized" baseline of `qrt bench`: W packed by pack_dense into
+// [N/16][K][16]; y[M][N] = x[M][K] W^T for rows [m_begin, m_end) and tiles [tile_begin, tile_end).
+struct DenseArgs {
+  const float* w_packed = nullptr;
+  int64_t k = 0, n = 0;
+  const float* x = nullptr;
+  int64_t m_begin = 0, m_end = 0, tile_begin = 0, tile_end = 0;
+  float* y = nullptr;
+};
+void dense_sgemm_scalar(const DenseArgs& args);
+void dense_sgemm_avx2(const DenseArgs& args);
+void dense_sgemm_avx512(const DenseArgs& args);
+// W [N][K] row-major -> [ceil(N/16)][K][16] (rows past N zero); out holds ceil(N/16)*16*K floats.
+void pack_dense(const float* w, int64_t n, int64_t k, float* out);
+// y[M][N] = x[M][K] W^T over the pool (nullptr: calling thread).
+void dense_sgemm(Isa isa, ThreadPool* pool, const float* w_packed, int64_t n, int64_t k, const float* x,
+                 int64_t m, float* y);
+
+// e4m3fn byte -> float without a table (no NaN handling: validate() rejects NaN codes).
+inline float fp8_e4m3_value(uint8_t b) {
+  const int e = (b >> 3) & 0xF, m = b & 7;
+  float v = e == 0 ? static_cast<float>(m) * (1.0f / 512.0f)
+                   : (1.0f + static_cast<float>(m) * 0.125f) * static_cast<float>(1 << e) * (1.0f / 128.0f);
+  return (b & 0x80) ? -v : v;
+}
+
+}  // namespace qrt::cpu_simd
