@@ -1,0 +1,270 @@
+// Backend `cuda_fp8`: e4m3 weights.
+//   M <= gemv_max_m: fused weight-only GEMV (fp16/bf16 activations read directly, no quantization).
+//   larger M, sm_89+, per-tensor or per-channel weight scales, K and N multiples of 16: activations
+//     quantized per token to e4m3 (fp8_quant.cu), then cuBLASLt FP8 GEMM with "outer vector" scales
+//     (weight scale per output row, activation scale per token), fp32 accumulation (fast accumulation
+//     by default, parameter fast_accum), fp16/bf16 output.
+//   otherwise (128x128 block scales, older GPUs, a cuBLASLt that refuses): dequantize tiles to
+//     fp16/bf16 (block scales applied in the kernel) + cuBLAS, the weight-only path.
+// The packed weight (packed_weight.h) is stored once: for 8-bit codes its rows are the row-major
+// e4m3 matrix itself (row stride ceil(K/32)*32 bytes), which cuBLASLt reads as A.
+#include <fmt/format.h>
+
+#include <array>
+
+#include "backends/backend_factories.h"
+#include "backends/cuda/cuda_backend_common.h"
+#include "backends/cuda/fp8_quant.h"
+#include "backends/cuda/packed_weight.h"
+
+namespace qrt {
+namespace {
+
+using cuda::DeviceContext;
+
+template <typename T>
+void set_desc(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const T& v) {
+  QRT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, a, &v, sizeof(v)));
+}
+
+// cuBLASLt descriptors of one layer; B and D columns (= M) change per call.
+class LtFp8Gemm {
+ public:
+  LtFp8Gemm(cublasLtHandle_t lt, const cuda::PackedWeightView& w, DType out, bool fast_accum, int algo_index,
+            void* lt_ws, size_t lt_ws_bytes)
+      : lt_(lt), k_(w.k), n_(w.n), algo_index_(algo_index), ws_(lt_ws), ws_bytes_(lt_ws_bytes) {
+    const cudaDataType_t ot = cuda::cuda_dtype(out);
+    QRT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    set_desc(op_, CUBLASLT_MATMUL_DESC_TRANSA, cublasOperation_t(CUBLAS_OP_T));
+    set_desc(op_, CUBLASLT_MATMUL_DESC_TRANSB, cublasOperation_t(CUBLAS_OP_N));
+    set_desc(op_, CUBLASLT_MATMUL_DESC_FAST_ACCUM, int8_t(fast_accum ? 1 : 0));
+    set_desc(op_, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, int32_t(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F));
+    set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, int32_t(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F));
+    set_desc(op_, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(w.scale));
+    const int64_t lda = w.row_words * 4;  // bytes per packed row = e4m3 elements per row
+    QRT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a_, CUDA_R_8F_E4M3, k_, n_, lda));
+    QRT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b_, CUDA_R_8F_E4M3, k_, 64, k_));
+    QRT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d_, ot, n_, 64, n_));
+    QRT_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&pref_));
+    const uint64_t wsb = ws_bytes_;
+    QRT_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref_, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsb,
+                                                          sizeof(wsb)));
+  }
+  ~LtFp8Gemm() {
+    if (pref_) cublasLtMatmulPreferenceDestroy(pref_);
+    if (d_) cublasLtMatrixLayoutDestroy(d_);
+    if (b_) cublasLtMatrixLayoutDestroy(b_);
+    if (a_) cublasLtMatrixLayoutDestroy(a_);
+    if (op_) cublasLtMatmulDescDestroy(op_);
+  }
+  LtFp8Gemm(const LtFp8Gemm&) = delete;
+  LtFp8Gemm& operator=(const LtFp8Gemm&) = delete;
+
+  // The algorithm for M rows, or false with `why` when cuBLASLt offers none.
+  bool find_algo(int64_t m, cublasLtMatmulAlgo_t* algo, std::string* why) {
+    set_cols(m);
+    std::array<cublasLtMatmulHeuristicResult_t, 8> res{};
+    int found = 0;
+    cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, op_, a_, b_, d_, d_, pref_, static_cast<int>(res.size()),
+                                                       res.data(), &found);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
+      if (why) *why = fmt::format("cuBLASLt has no FP8 algorithm with per-row scales ({}, {} found)",
+                                  cuda::cublas_status_name(st), found);
+      return false;
+    }
+    *algo = res[std::min(algo_index_, found - 1)].algo;
+    return true;
+  }
+
+  void run(const uint8_t* xq, const float* xs, const void* w, void* y, int64_t m, cudaStream_t stream) {
+    cublasLtMatmulAlgo_t algo{};
+    bool hit = false;
+    for (auto& e : cache_)
+      if (e.m == m) {
+        algo = e.algo;
+        hit = true;
+        set_cols(m);
+      }
+    if (!hit) {
+      std::string why;
+      if (!find_algo(m, &algo, &why)) throw Error(ErrorKind::Device, "cuda_fp8: " + why);
+      cache_[next_] = {m, algo};
+      next_ = (next_ + 1) % cache_.size();
+    }
+    set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(xs));
+    const float alpha = 1.f, beta = 0.f;
+    QRT_CUBLAS_CHECK(cublasLtMatmul(lt_, op_, &alpha, w, a_, xq, b_, &beta, y, d_, y, d_, &algo, ws_, ws_bytes_, stream));
+  }
+
+ private:
+  void set_cols(int64_t m) {
+    const uint64_t cols = static_cast<uint64_t>(m);
+    QRT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(b_, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof(cols)));
+    QRT_CUBLAS_CHECK(cublasLtMatrixLayoutSetAttribute(d_, CUBLASLT_MATRIX_LAYOUT_COLS, &cols, sizeof(cols)));
+  }
+  struct Entry {
+    int64_t m = -1;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  cublasLtHandle_t lt_;
+  int64_t k_, n_;
+  int algo_index_;
+  void* ws_;
+  size_t ws_bytes_;
+  cublasLtMatmulDesc_t op_ = nullptr;
+  cublasLtMatrixLayout_t a_ = nullptr, b_ = nullptr, d_ = nullptr;
+  cublasLtMatmulPreference_t pref_ = nullptr;
+  std::array<Entry, 16> cache_{};
+  size_t next_ = 0;
+};
+
+class CudaFp8Linear final : public PreparedLinear {
+ public:
+  CudaFp8Linear(cuda::PackedWeight packed, DeviceContext& ctx, const KernelParams& params, bool native,
+                int64_t chunk_rows, int64_t tile_rows)
+      : packed_(std::move(packed)), ctx_(ctx), native_(native), chunk_rows_(chunk_rows), tile_rows_(tile_rows) {
+    gemv_max_m_ = params.get_int("gemv_max_m", 8);
+    fast_accum_ = params.get_int("fast_accum", 1) != 0;
+    algo_index_ = static_cast<int>(params.get_int("algo", 0));
+  }
+
+  void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
+    const auto& w = packed_.view();
+    cuda::check_act_shapes("cuda_fp8", w.k, w.n, x, y);
+    cudaStream_t st = cuda::as_stream(ec.cuda_stream);
+    if (x.rows <= gemv_max_m_) {
+      cuda::launch_dequant_gemv(w, x.data, y.data, x.rows, x.dtype, st);
+      return;
+    }
+    if (!native_ || (reinterpret_cast<uintptr_t>(x.data) & 15) != 0) {
+      cuda::dequant_gemm(w, ctx_.cublas(), ctx_.workspace(), tile_rows_, x.data, y.data, x.rows, x.dtype, st);
+      return;
+    }
+    LtFp8Gemm& g = gemm_for(x.dtype);
+    uint8_t* xq = static_cast<uint8_t*>(ctx_.workspace());
+    float* xs = reinterpret_cast<float*>(xq + scale_offset());
+    for (int64_t m0 = 0; m0 < x.rows; m0 += chunk_rows_) {
+      const int64_t mm = std::min(chunk_rows_, x.rows - m0);
+      const char* xp = static_cast<const char*>(x.data) + m0 * w.k * 2;
+      char* yp = static_cast<char*>(y.data) + m0 * w.n * 2;
+      cuda::launch_quantize_rows_fp8(xp, x.dtype, mm, w.k, xq, xs, st);
+      g.run(xq, xs, w.words, yp, mm, st);
+    }
+    if (w.bias) cuda::launch_add_bias(w.bias, y.data, x.rows, w.n, x.dtype, st);
+  }
+  int64_t weight_bytes() const override { return packed_.device_bytes(); }
+
+  // Builds the descriptors for both output dtypes and checks that cuBLASLt runs this layer.
+  bool probe_native(std::string* why) {
+    cublasLtMatmulAlgo_t algo{};
+    for (DType t : {DType::BF16, DType::F16})
+      if (!gemm_for(t).find_algo(std::min<int64_t>(chunk_rows_, 64), &algo, why)) return false;
+    return true;
+  }
+  void disable_native() { native_ = false; }
+  int64_t scale_offset() const { return (chunk_rows_ * packed_.view().k + 255) / 256 * 256; }
+
+ private:
+  LtFp8Gemm& gemm_for(DType t) {
+    auto& slot = t == DType::F16 ? gemm_f16_ : gemm_bf16_;
+    if (!slot)  // created at prepare by probe_native(); never in a steady-state forward
+      slot = std::make_unique<LtFp8Gemm>(ctx_.cublas_lt(), packed_.view(), t, fast_accum_, algo_index_,
+                                         ctx_.lt_workspace(), ctx_.lt_workspace_bytes());
+    return *slot;
+  }
+  cuda::PackedWeight packed_;
+  DeviceContext& ctx_;
+  bool native_;
+  int64_t chunk_rows_, tile_rows_;
+  int64_t gemv_max_m_ = 8;
+  bool fast_accum_ = true;
+  int algo_index_ = 0;
+  std::unique_ptr<LtFp8Gemm> gemm_f16_, gemm_bf16_;
+};
+
+class CudaFp8Backend final : public Backend {
+ public:
+  CudaFp8Backend() { cap_ = cuda::cuda_backend_capability("cuda_fp8"); }
+  const std::string& name() const override { return name_; }
+  const std::string& summary() const override { return summary_; }
+  const BackendCapability& capability() const override { return cap_; }
+
+  Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
+    return cuda::validate_known_params(params, {{"gemv_max_m", 0, 64},
+                                                {"fast_accum", 0, 1},
+                                                {"algo", 0, 7},
+                                                {"tile_n", 0, int64_t(1) << 30}});
+  }
+  KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
+    KernelParams p;
+    p.values["gemv_max_m"] = int64_t(8);
+    p.values["fast_accum"] = int64_t(1);
+    return p;
+  }
+  std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
+    std::vector<KernelParams> out;
+    for (int64_t algo = 0; algo < 4; ++algo) {
+      KernelParams p = default_params(layer, m, device);
+      p.values["gemv_max_m"] = int64_t(0);
+      p.values["algo"] = algo;
+      out.push_back(p);
+    }
+    if (m <= 16) {
+      KernelParams p = default_params(layer, m, device);
+      p.values["gemv_max_m"] = int64_t(16);
+      out.push_back(p);
+    }
+    return out;
+  }
+
+  // Whether the native cuBLASLt path can run this layer (the rest goes weight-only).
+  static bool native_shape(const LayerSpec& s, int cc, std::string* why) {
+    if (cc < 89) return *why = "sm_" + std::to_string(cc) + " has no FP8 tensor cores", false;
+    if (s.in_features % 16 || s.out_features % 16) return *why = "K and N must be multiples of 16", false;
+    const bool per_row_k = s.scale_block_k <= 0 || s.scale_block_k >= s.in_features;
+    if (!per_row_k) return *why = fmt::format("block scales {}x{}", s.scale_block_n, s.scale_block_k), false;
+    return true;
+  }
+
+  std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
+                                          const DeviceInfo& device) const override {
+    const LayerSpec& s = weight.spec;
+    if (device.kind != DeviceKind::Cuda) throw unsupported(s.name + ": cuda_fp8 needs a CUDA device, got " + device.id);
+    if (s.encoding != WeightEncoding::Fp8E4M3) throw unsupported(s.name + ": cuda_fp8 runs fp8 e4m3 weights only");
+    Verdict pv = validate_params(s, params);
+    if (!pv.ok) throw invalid_input(s.name + ": cuda_fp8: " + pv.reason);
+    cuda::DeviceGuard guard(device.gpu.index);
+    DeviceContext& ctx = DeviceContext::get(device.gpu.index);
+    cuda::PackedWeight packed = cuda::PackedWeight::pack(weight);
+    std::string why;
+    bool native = native_shape(s, ctx.compute_capability(), &why);
+    const int64_t chunk = std::max<int64_t>(1, cuda::max_rows());
+    const int64_t tile = cuda::dequant_tile_rows(weight.N(), weight.K(), params.get_int("tile_n", 0));
+    // Native: quantized activations + per-token scales; weight-only: one dequantized tile.
+    const size_t act_bytes = static_cast<size_t>((chunk * weight.K() + 255) / 256 * 256 + chunk * 4);
+    const size_t tile_bytes = static_cast<size_t>(tile * cuda::dequant_ld(weight.K()) * 2);
+    if (native) {
+      if (chunk > (int64_t(1) << 40) / std::max<int64_t>(1, weight.K()))
+        throw Error(ErrorKind::OutOfMemory,
+                    fmt::format("{}: cuda_fp8 workspace for {} rows x {} is absurd (max_input_length too large)",
+                                s.name, chunk, weight.K()));
+      ctx.reserve_workspace(act_bytes);
+    }
+    ctx.reserve_workspace(tile_bytes);  // also the weight-only fallback of a layer cuBLASLt refuses
+    ctx.cublas();
+    auto lin = std::make_unique<CudaFp8Linear>(std::move(packed), ctx, params, native, chunk, tile);
+    if (native && !lin->probe_native(&why)) lin->disable_native();  // weight-only, still correct
+    return lin;
+  }
+
+ private:
+  std::string name_ = "cuda_fp8";
+  std::string summary_ = "e4m3 weights on FP8 tensor cores via cuBLASLt (per-token activation scales); GEMV at small M";
+  BackendCapability cap_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_fp8_backend() { return std::make_unique<CudaFp8Backend>(); }
+
+}  // namespace qrt

@@ -1,0 +1,16 @@
+// Per-token e4m3 quantization of F16/BF16 activations (cuda_fp8). Internal, CUDA header.
+#pragma once
+
+#include <cstdint>
+
+#include "backends/cuda/cuda_check.h"
+#include "qrt/dtype.h"
+
+namespace qrt::cuda {
+
+// xq[m][k] = sat_e4m3(x[m][k] / xs[m]), xs[m] = max_k |x[m][k]| / 448 (1 for an all-zero row).
+// Needs k % 8 == 0 and 16-byte aligned x.
+void launch_quantize_rows_fp8(const void* x, DType dtype, int64_t m, int64_t k, uint8_t* xq, float* xs,
+                              cudaStream_t stream);
+
+}  // namespace qrt::cuda
