@@ -1,0 +1,205 @@
+// config.json -> ModelConfig (and back), the supported architectures, and the GGUF rope row
+// permutation. Every field error names the file and the field.
+#include <cmath>
+
+#include "qrt/checkpoint.h"
+#include "qrt/error.h"
+#include "quant/checkpoint_impl.h"
+
+namespace qrt {
+
+using nlohmann::json;
+
+std::vector<std::string> supported_architectures() {
+  return {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
+}
+
+namespace quant {
+
+namespace {
+
+std::string render(const json& v) {
+  std::string s = v.dump();
+  return s.size() > 60 ? s.substr(0, 57) + "..." : s;
+}
+
+// Sizes are bounded so that products of two of them never overflow int64 (fuzzed input).
+constexpr int64_t kMaxDim = int64_t{1} << 24;
+
+int64_t get_dim(const json& j, const std::string& where, const char* key, std::optional<int64_t> fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    if (fallback) return *fallback;
+    throw invalid_input(where + ": " + key + " is missing");
+  }
+  if (!it->is_number_integer() || it->get<int64_t>() <= 0 || it->get<int64_t>() > kMaxDim)
+    throw invalid_input(where + ": " + key + ": expected a positive integer <= 2^24, got " + render(*it));
+  return it->get<int64_t>();
+}
+
+double get_positive(const json& j, const std::string& where, const char* key, double fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_number() || !std::isfinite(it->get<double>()) || it->get<double>() <= 0)
+    throw invalid_input(where + ": " + key + ": expected a positive number, got " + render(*it));
+  return it->get<double>();
+}
+
+bool get_flag(const json& j, const std::string& where, const char* key, bool fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  if (!it->is_boolean()) throw invalid_input(where + ": " + key + ": expected true or false, got " + render(*it));
+  return it->get<bool>();
+}
+
+// Token ids: an integer or a list of integers (eos_token_id may be a list).
+std::vector<int64_t> get_ids(const json& j, const std::string& where, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return {};
+  auto one = [&](const json& v) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
+      throw invalid_input(where + ": " + key + ": expected a token id, got " + render(v));
+    return v.get<int64_t>();
+  };
+  if (it->is_array()) {
+    std::vector<int64_t> out;
+    for (const auto& v : *it) out.push_back(one(v));
+    return out;
+  }
+  return {one(*it)};
+}
+
+}  // namespace
+
+ModelConfig model_config_from_json(const json& j, const std::string& where) {
+  if (!j.is_object()) throw invalid_input(where + ": expected a JSON object");
+  ModelConfig c;
+  auto arch = j.find("architectures");
+  if (arch == j.end() || !arch->is_array() || arch->empty() || !(*arch)[0].is_string())
+    throw invalid_input(where + ": architectures: expected a list with the model class name (e.g. [\"LlamaForCausalLM\"])");
+  c.architecture = (*arch)[0].get<std::string>();
+  const auto supported = supported_architectures();
+  if (std::find(supported.begin(), supported.end(), c.architecture) == supported.end()) {
+    std::string list;
+    for (const auto& a : supported) list += (list.empty() ? "" : ", ") + a;
+    throw unsupported(where + ": architecture '" + c.architecture.substr(0, 80) + "' is not supported (supported: " + list + ")");
+  }
+  if (auto mt = j.find("model_type"); mt != j.end() && mt->is_string()) c.model_type = mt->get<std::string>();
+  if (c.model_type.empty())
+    c.model_type = c.architecture == "Qwen2ForCausalLM" ? "qwen2" : c.architecture == "MistralForCausalLM" ? "mistral" : "llama";
+  c.hidden_size = get_dim(j, where, "hidden_size", std::nullopt);
+  c.intermediate_size = get_dim(j, where, "intermediate_size", std::nullopt);
+  c.num_layers = get_dim(j, where, "num_hidden_layers", std::nullopt);
+  c.num_heads = get_dim(j, where, "num_attention_heads", std::nullopt);
+  c.num_kv_heads = get_dim(j, where, "num_key_value_heads", c.num_heads);
+  c.vocab_size = get_dim(j, where, "vocab_size", std::nullopt);
+  if (c.num_heads % c.num_kv_heads != 0)
+    throw invalid_input(where + ": num_key_value_heads " + std::to_string(c.num_kv_heads) +
+                        " does not divide num_attention_heads " + std::to_string(c.num_heads));
+  std::optional<int64_t> default_head_dim;
+  if (c.hidden_size % c.num_heads == 0) default_head_dim = c.hidden_size / c.num_heads;
+  if (!default_head_dim && !(j.contains("head_dim") && !j["head_dim"].is_null()))
+    throw invalid_input(where + ": hidden_size " + std::to_string(c.hidden_size) + " is not a multiple of num_attention_heads " +
+                        std::to_string(c.num_heads) + " and head_dim is not given");
+  c.head_dim = get_dim(j, where, "head_dim", default_head_dim);
+  if (c.head_dim % 2 != 0) throw invalid_input(where + ": head_dim " + std::to_string(c.head_dim) + " must be even for RoPE");
+  c.rms_norm_eps = get_positive(j, where, "rms_norm_eps", 1e-6);
+  c.rope_theta = get_positive(j, where, "rope_theta", 10000.0);
+  c.max_position_embeddings = get_dim(j, where, "max_position_embeddings", 2048);
+  c.tie_word_embeddings = get_flag(j, where, "tie_word_embeddings", false);
+  c.attention_bias = c.architecture == "Qwen2ForCausalLM" ? true : get_flag(j, where, "attention_bias", false);
+  c.mlp_bias = get_flag(j, where, "mlp_bias", false);
+  if (auto sw = j.find("sliding_window"); sw != j.end() && sw->is_number_integer() && sw->get<int64_t>() > 0) {
+    const bool used = c.architecture != "Qwen2ForCausalLM" || get_flag(j, where, "use_sliding_window", false);
+    if (used) c.sliding_window = sw->get<int64_t>();
+  }
+  if (auto rs = j.find("rope_scaling"); rs != j.end() && !rs->is_null()) {
+    if (!rs->is_object()) throw invalid_input(where + ": rope_scaling: expected an object or null, got " + render(*rs));
+    const std::string w2 = where + ": rope_scaling";
+    for (const char* key : {"rope_type", "type"})
+      if (auto t = rs->find(key); t != rs->end() && t->is_string()) {
+        c.rope_scaling.type = t->get<std::string>();
+        break;
+      }
+    if (c.rope_scaling.type == "default") c.rope_scaling.type.clear();
+    c.rope_scaling.factor = get_positive(*rs, w2, "factor", 1.0);
+    c.rope_scaling.low_freq_factor = get_positive(*rs, w2, "low_freq_factor", 1.0);
+    c.rope_scaling.high_freq_factor = get_positive(*rs, w2, "high_freq_factor", 4.0);
+    c.rope_scaling.original_max_position_embeddings = get_dim(*rs, w2, "original_max_position_embeddings", 8192);
+    if (c.rope_scaling.type == "llama3" && c.rope_scaling.high_freq_factor <= c.rope_scaling.low_freq_factor)
+      throw invalid_input(w2 + ": high_freq_factor must be greater than low_freq_factor");
+  }
+  const auto bos = get_ids(j, where, "bos_token_id");
+  if (!bos.empty()) c.bos_token_id = bos[0];
+  c.eos_token_ids = get_ids(j, where, "eos_token_id");
+  const auto pad = get_ids(j, where, "pad_token_id");
+  if (!pad.empty()) c.pad_token_id = pad[0];
+  for (const char* key : {"torch_dtype", "dtype"})
+    if (auto d = j.find(key); d != j.end() && d->is_string()) {
+      c.torch_dtype = d->get<std::string>();
+      break;
+    }
+  return c;
+}
+
+json model_config_to_json(const ModelConfig& c) {
+  json j;
+  j["architectures"] = {c.architecture};
+  j["model_type"] = c.model_type;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_layers;
+  j["num_attention_heads"] = c.num_heads;
+  j["num_key_value_heads"] = c.num_kv_heads;
+  j["head_dim"] = c.head_dim;
+  j["vocab_size"] = c.vocab_size;
+  j["rms_norm_eps"] = c.rms_norm_eps;
+  j["rope_theta"] = c.rope_theta;
+  if (c.rope_scaling.type.empty()) {
+    j["rope_scaling"] = nullptr;
+  } else {
+    j["rope_scaling"] = {{"rope_type", c.rope_scaling.type},
+                         {"factor", c.rope_scaling.factor},
+                         {"low_freq_factor", c.rope_scaling.low_freq_factor},
+                         {"high_freq_factor", c.rope_scaling.high_freq_factor},
+                         {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
+  }
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["tie_word_embeddings"] = c.tie_word_embeddings;
+  if (c.model_type != "qwen2") {
+    j["attention_bias"] = c.attention_bias;
+    j["mlp_bias"] = c.mlp_bias;
+  }
+  if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+  if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
+  else if (!c.eos_token_ids.empty()) j["eos_token_id"] = c.eos_token_ids;
+  if (c.pad_token_id >= 0) j["pad_token_id"] = c.pad_token_id;
+  if (c.sliding_window > 0) j["sliding_window"] = c.sliding_window;
+  j["hidden_act"] = "silu";
+  j["torch_dtype"] = c.torch_dtype.empty() ? "float16" : c.torch_dtype;
+  return j;
+}
+
+}  // namespace quant
+
+ModelConfig parse_model_config(const std::string& json_text, const std::string& where) {
+  json j = json::parse(json_text, nullptr, false);
+  if (j.is_discarded()) throw invalid_input(where + ": not valid JSON");
+  return quant::model_config_from_json(j, where);
+}
+
+std::vector<int64_t> gguf_unpermute_rows(int64_t rows, int64_t n_head) {
+  if (n_head <= 0 || rows <= 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0)
+    throw invalid_input("GGUF rope un-permute: " + std::to_string(rows) + " rows do not split into " +
+                        std::to_string(n_head) + " heads of even size");
+  const int64_t hd = rows / n_head, half = hd / 2;
+  std::vector<int64_t> src(static_cast<size_t>(rows));
+  // llama.cpp's converter: w.reshape(n_head, 2, hd/2, ...).swapaxes(1, 2) -> GGUF row h*hd + 2j + i
+  // holds HF row h*hd + i*hd/2 + j.
+  for (int64_t h = 0; h < n_head; ++h)
+    for (int64_t i = 0; i < 2; ++i)
+      for (int64_t j = 0; j < half; ++j) src[h * hd + i * half + j] = h * hd + 2 * j + i;
+  return src;
+}
+
+}  // namespace qrt

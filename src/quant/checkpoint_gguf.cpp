@@ -1,0 +1,332 @@
+// GGUF checkpoint: llama / qwen2 GGUF files seen with Hugging Face names and conventions.
+//
+// - Metadata ({arch}.embedding_length, ...) becomes a ModelConfig; a config.json is synthesized.
+// - Tensor names map to HF names (blk.N.attn_q.weight -> model.layers.N.self_attn.q_proj.weight).
+// - llama.cpp's converter permutes the rows of Q and K of "llama" models for ggml's interleaved
+//   RoPE (w.reshape(n_head, 2, hd/2, K).swapaxes(1, 2)); we undo it on load so the model always uses
+//   HF's rotate-half RoPE. qwen2 GGUFs use NEOX RoPE and are not permuted.
+// - Block-quantized linears decode to QuantizedWeight with the io module's block codecs.
+#include <cstring>
+#include <regex>
+#include <set>
+
+#include "qrt/error.h"
+#include "qrt/gguf.h"
+#include "quant/checkpoint_impl.h"
+#include "quant/formats/codec_util.h"
+
+#include "quant/formats/gguf_blocks.h"
+
+namespace qrt::quant {
+
+namespace {
+
+struct NameMap {
+  const char* gguf;
+  const char* hf;
+};
+// Per-block tensors: blk.N.<gguf>.<weight|bias> -> model.layers.N.<hf>.<weight|bias>
+constexpr NameMap kBlockNames[] = {
+    {"attn_norm", "input_layernorm"},   {"ffn_norm", "post_attention_layernorm"},
+    {"attn_q", "self_attn.q_proj"},     {"attn_k", "self_attn.k_proj"},
+    {"attn_v", "self_attn.v_proj"},     {"attn_output", "self_attn.o_proj"},
+    {"ffn_gate", "mlp.gate_proj"},      {"ffn_up", "mlp.up_proj"},
+    {"ffn_down", "mlp.down_proj"},
+};
+
+std::string hf_name_of(const std::string& gguf) {
+  if (gguf == "token_embd.weight") return "model.embed_tokens.weight";
+  if (gguf == "output_norm.weight") return "model.norm.weight";
+  if (gguf == "output.weight") return "lm_head.weight";
+  if (gguf.rfind("blk.", 0) == 0) {
+    const size_t dot = gguf.find('.', 4);
+    if (dot == std::string::npos) return gguf;
+    const std::string layer = gguf.substr(4, dot - 4);
+    if (layer.empty() || layer.size() > 6 || layer.find_first_not_of("0123456789") != std::string::npos) return gguf;
+    const std::string rest = gguf.substr(dot + 1);
+    const size_t dot2 = rest.rfind('.');
+    if (dot2 == std::string::npos) return gguf;
+    const std::string base = rest.substr(0, dot2), kind = rest.substr(dot2 + 1);
+    for (const NameMap& m : kBlockNames)
+      if (base == m.gguf) return "model.layers." + layer + "." + m.hf + "." + kind;
+  }
+  return gguf;   // unmapped names (rope_freqs.weight, ...) keep their GGUF spelling
+}
+
+DType plain_dtype(GgmlType t) {
+  switch (t) {
+    case GgmlType::F32: return DType::F32;
+    case GgmlType::F16: return DType::F16;
+    case GgmlType::BF16: return DType::BF16;
+    default: return DType::Unknown;
+  }
+}
+
+class GgufCheckpoint final : public Checkpoint {
+ public:
+  explicit GgufCheckpoint(const std::string& file) : path_(file), gguf_(GgufFile::open(file)) {
+    read_config();
+    map_tensors();
+    build_linears();
+  }
+
+  CheckpointKind kind() const override { return CheckpointKind::Gguf; }
+  const std::string& path() const override { return path_; }
+  const ModelConfig& config() const override { return config_; }
+  const GenerationDefaults& generation_defaults() const override { return generation_; }
+  const QuantizationConfig& quantization() const override { return quant_; }
+  const std::vector<CheckpointLinear>& linears() const override { return linears_; }
+  const std::vector<CheckpointTensor>& tensors() const override { return tensors_; }
+  bool has_tensor(const std::string& name) const override { return by_hf_.count(name) > 0; }
+
+  QuantizedWeight load_quantized(const std::string& layer) const override {
+    auto lin = std::find_if(linears_.begin(), linears_.end(), [&](const auto& l) { return l.spec.name == layer; });
+    if (lin == linears_.end() || !lin->quantized)
+      throw invalid_input(path_ + ": " + layer + " is not a quantized linear layer of this checkpoint");
+    QuantizedWeight w = decode_blocks(info(layer + ".weight"), layer);
+    if (has_tensor(layer + ".bias")) {
+      w.bias = gguf_dequantize_tensor(gguf_, info(layer + ".bias"));
+      w.spec.has_bias = true;
+    }
+    unpermute(layer, w);
+    w.validate();
+    return w;
+  }
+
+  std::vector<float> load_float(const std::string& name) const override {
+    const GgufTensorInfo& t = info(name);
+    if (!gguf_can_dequantize(t.type))
+      throw unsupported(path_ + ": tensor " + t.name + ": GGUF type " + ggml_type_name(t.type) +
+                        " is not supported (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K are)");
+    std::vector<float> v = gguf_dequantize_tensor(gguf_, t);
+    const std::vector<int64_t> shape = t.torch_shape();
+    const int64_t rows = shape.empty() ? 1 : shape[0];
+    if (auto perm = rope_permutation(name, rows)) permute_rows(v, rows > 0 ? static_cast<int64_t>(v.size()) / rows : 0, *perm);
+    return v;
+  }
+
+  RawTensor load_raw(const std::string& name) const override {
+    const GgufTensorInfo& t = info(name);
+    const DType d = plain_dtype(t.type);
+    if (d == DType::Unknown)
+      throw invalid_input(path_ + ": " + name + " is stored as " + ggml_type_name(t.type) +
+                          " (block-quantized); use load_quantized or load_float");
+    RawTensor r;
+    r.dtype = d;
+    r.shape = t.torch_shape();
+    auto bytes = gguf_.tensor_data(t);
+    r.data.assign(bytes.begin(), bytes.end());
+    const int64_t rows = r.shape.empty() ? 1 : r.shape[0];
+    if (auto perm = rope_permutation(name, rows)) {
+      const size_t row_bytes = rows > 0 ? r.data.size() / static_cast<size_t>(rows) : 0;
+      std::vector<uint8_t> out(r.data.size());
+      for (int64_t i = 0; i < rows; ++i)
+        std::memcpy(out.data() + i * row_bytes, r.data.data() + (*perm)[i] * row_bytes, row_bytes);
+      r.data.swap(out);
+    }
+    return r;
+  }
+
+  std::string tokenizer_json_path() const override { return ""; }
+  std::vector<std::string> tokenizer_files() const override { return {}; }
+  std::string config_json() const override { return model_config_to_json(config_).dump(2); }
+  const std::vector<std::string>& warnings() const override { return warnings_; }
+
+ private:
+  const GgufTensorInfo& info(const std::string& hf) const {
+    auto it = by_hf_.find(hf);
+    if (it == by_hf_.end()) throw invalid_input(path_ + ": no tensor named '" + hf + "'");
+    return *it->second;
+  }
+
+  void read_config() {
+    const std::string arch = gguf_.architecture();
+    ModelConfig& c = config_;
+    if (arch == "llama") {
+      c.architecture = "LlamaForCausalLM";
+      c.model_type = "llama";
+    } else if (arch == "qwen2") {
+      c.architecture = "Qwen2ForCausalLM";
+      c.model_type = "qwen2";
+      c.attention_bias = true;
+    } else {
+      throw unsupported(path_ + ": general.architecture '" + arch.substr(0, 60) +
+                        "' is not supported (supported GGUF architectures: llama, qwen2)");
+    }
+    const std::string a = arch + ".";
+    auto dim = [&](const std::string& key, std::optional<int64_t> fallback) -> int64_t {
+      std::optional<int64_t> v = gguf_.find_int(key);
+      if (!v) {
+        if (fallback) return *fallback;
+        throw invalid_input(path_ + ": metadata " + key + " is missing");
+      }
+      if (*v <= 0 || *v > (int64_t{1} << 24))
+        throw invalid_input(path_ + ": metadata " + key + " = " + std::to_string(*v) + " is not a positive size <= 2^24");
+      return *v;
+    };
+    c.hidden_size = dim(a + "embedding_length", std::nullopt);
+    c.intermediate_size = dim(a + "feed_forward_length", std::nullopt);
+    c.num_layers = dim(a + "block_count", std::nullopt);
+    c.num_heads = dim(a + "attention.head_count", std::nullopt);
+    c.num_kv_heads = dim(a + "attention.head_count_kv", c.num_heads);
+    if (c.num_heads % c.num_kv_heads != 0)
+      throw invalid_input(path_ + ": " + a + "attention.head_count_kv " + std::to_string(c.num_kv_heads) +
+                          " does not divide head_count " + std::to_string(c.num_heads));
+    std::optional<int64_t> hd;
+    if (c.hidden_size % c.num_heads == 0) hd = c.hidden_size / c.num_heads;
+    c.head_dim = dim(a + "attention.key_length", hd);
+    if (c.head_dim % 2) throw invalid_input(path_ + ": head dimension " + std::to_string(c.head_dim) + " must be even");
+    c.max_position_embeddings = dim(a + "context_length", 2048);
+    auto positive = [&](const std::string& key, double fallback) {
+      std::optional<double> v = gguf_.find_float(key);
+      if (!v) return fallback;
+      if (!std::isfinite(*v) || *v <= 0) throw invalid_input(path_ + ": metadata " + key + " must be a positive number");
+      return *v;
+    };
+    c.rms_norm_eps = positive(a + "attention.layer_norm_rms_epsilon", 1e-5);
+    c.rope_theta = positive(a + "rope.freq_base", 10000.0);
+    if (auto type = gguf_.find_string(a + "rope.scaling.type"); type && *type != "none") {
+      c.rope_scaling.type = *type;
+      c.rope_scaling.factor = positive(a + "rope.scaling.factor", 1.0);
+      if (auto orig = gguf_.find_int(a + "rope.scaling.original_context_length"); orig && *orig > 0)
+        c.rope_scaling.original_max_position_embeddings = *orig;
+    }
+    if (gguf_.find_tensor("rope_freqs.weight"))
+      warnings_.push_back(path_ + ": rope_freqs.weight (llama3 rope scaling factors) is present; qrt does not apply "
+                          "GGUF rope frequency factors yet");
+    // Vocabulary: {arch}.vocab_size, else the tokenizer list, else the embedding's rows.
+    std::optional<int64_t> vocab = gguf_.find_int(a + "vocab_size");
+    if (!vocab && gguf_.contains("tokenizer.ggml.tokens"))
+      vocab = static_cast<int64_t>(gguf_.get_string_array("tokenizer.ggml.tokens").size());
+    if (!vocab) {
+      if (const GgufTensorInfo* e = gguf_.find_tensor("token_embd.weight"); e && e->ne.size() == 2) vocab = e->ne[1];
+    }
+    if (!vocab || *vocab <= 0 || *vocab > (int64_t{1} << 24))
+      throw invalid_input(path_ + ": cannot determine the vocabulary size ({arch}.vocab_size, tokenizer.ggml.tokens)");
+    c.vocab_size = *vocab;
+    c.tie_word_embeddings = gguf_.find_tensor("output.weight") == nullptr;
+    auto token = [&](const char* key) -> int64_t {
+      std::optional<int64_t> v = gguf_.find_int(key);
+      return v && *v >= 0 && *v < c.vocab_size ? *v : -1;
+    };
+    c.bos_token_id = token("tokenizer.ggml.bos_token_id");
+    for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"}) {
+      const int64_t id = token(key);
+      if (id >= 0 && std::find(c.eos_token_ids.begin(), c.eos_token_ids.end(), id) == c.eos_token_ids.end())
+        c.eos_token_ids.push_back(id);
+    }
+    c.pad_token_id = token("tokenizer.ggml.padding_token_id");
+    c.torch_dtype = "float16";
+
+    GgufConfig q;
+    if (auto ft = gguf_.find_int("general.file_type")) q.file_type = static_cast<int>(*ft);
+    if (auto qv = gguf_.find_int("general.quantization_version")) q.quantization_version = static_cast<int>(*qv);
+    for (const auto& t : gguf_.tensors()) q.tensor_type_counts[ggml_type_name(t.type)]++;
+    quant_.config = std::move(q);
+  }
+
+  void map_tensors() {
+    for (const GgufTensorInfo& t : gguf_.tensors()) {
+      const std::string hf = hf_name_of(t.name);
+      if (!by_hf_.emplace(hf, &t).second)
+        throw invalid_input(path_ + ": tensors map to the same name " + hf);
+      CheckpointTensor ct;
+      ct.name = hf;
+      ct.dtype = plain_dtype(t.type);
+      ct.shape = t.torch_shape();
+      ct.storage = "gguf:" + ggml_type_name(t.type);
+      ct.bytes = t.nbytes;
+      tensors_.push_back(ct);
+    }
+    std::sort(tensors_.begin(), tensors_.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  }
+
+  void build_linears() {
+    const ModelConfig& c = config_;
+    auto expect = [&](const std::string& hf, const std::vector<int64_t>& shape, const std::string& fields) {
+      auto it = by_hf_.find(hf);
+      if (it == by_hf_.end()) throw invalid_input(path_ + ": tensor " + hf + " is missing");
+      if (it->second->torch_shape() != shape)
+        throw invalid_input(path_ + ": tensor " + it->second->name + " (" + hf + "): shape " +
+                            shape_str(it->second->torch_shape()) + " does not match " + shape_str(shape) +
+                            " expected from the metadata (" + fields + ")");
+    };
+    const std::string hs = "embedding_length=" + std::to_string(c.hidden_size);
+    expect("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, "vocab_size=" + std::to_string(c.vocab_size) + ", " + hs);
+    expect("model.norm.weight", {c.hidden_size}, hs);
+    for (int64_t i = 0; i < c.num_layers; ++i)
+      for (const char* norm : {"input_layernorm", "post_attention_layernorm"})
+        expect("model.layers." + std::to_string(i) + "." + norm + ".weight", {c.hidden_size}, hs);
+    for (const LinearSlot& slot : llama_linear_slots(c, !c.tie_word_embeddings)) {
+      const std::string wname = slot.name + ".weight";
+      expect(wname, {slot.out_features, slot.in_features},
+             "out_features=" + std::to_string(slot.out_features) + ", in_features=" + std::to_string(slot.in_features) +
+                 " from embedding_length, feed_forward_length, head counts");
+      const GgufTensorInfo& t = *by_hf_.at(wname);
+      CheckpointLinear l;
+      l.spec.name = slot.name;
+      l.spec.in_features = slot.in_features;
+      l.spec.out_features = slot.out_features;
+      l.spec.has_bias = by_hf_.count(slot.name + ".bias") > 0;
+      l.spec.source_format = "gguf:" + ggml_type_name(t.type);
+      l.stored_dtype = plain_dtype(t.type);
+      l.quantized = gguf_has_canonical_form(t.type);
+      if (l.quantized) fill_block_spec(l.spec, t.type);
+      else if (l.stored_dtype == DType::Unknown && !gguf_can_dequantize(t.type))
+        throw unsupported(path_ + ": tensor " + t.name + ": GGUF type " + ggml_type_name(t.type) +
+                          " is not supported (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K are)");
+      else if (l.stored_dtype == DType::Unknown)
+        l.stored_dtype = DType::F32;   // e.g. F64: served as float by load_float
+      linears_.push_back(l);
+    }
+  }
+
+  // bits / group / zero kind of each block type in canonical terms (see gguf_blocks.h).
+  void fill_block_spec(LayerSpec& s, GgmlType t) const {
+    switch (t) {
+      case GgmlType::Q4_0: s.bits = 4; s.group_size = 32; s.zero_kind = ZeroKind::Symmetric; break;
+      case GgmlType::Q4_1: s.bits = 4; s.group_size = 32; s.zero_kind = ZeroKind::Float; break;
+      case GgmlType::Q8_0: s.bits = 8; s.group_size = 32; s.zero_kind = ZeroKind::Symmetric; break;
+      case GgmlType::Q4_K: s.bits = 4; s.group_size = 32; s.zero_kind = ZeroKind::Float; break;
+      case GgmlType::Q6_K: s.bits = 6; s.group_size = 16; s.zero_kind = ZeroKind::Symmetric; break;
+      default: throw internal_error("fill_block_spec: no canonical form for " + ggml_type_name(t));
+    }
+  }
+
+  QuantizedWeight decode_blocks(const GgufTensorInfo& t, const std::string& layer) const {
+    const std::vector<int64_t> shape = t.torch_shape();
+    if (shape.size() != 2) throw invalid_input(path_ + ": tensor " + t.name + " is not 2-dimensional");
+    return gguf_to_quantized_weight(t.type, gguf_.tensor_data(t), shape[1], shape[0], layer);
+  }
+
+  // The rope permutation to undo for an HF tensor name, if any ("llama" q/k weights and biases).
+  std::optional<std::vector<int64_t>> rope_permutation(const std::string& hf, int64_t rows) const {
+    if (config_.model_type != "llama") return std::nullopt;
+    const bool q = hf.find(".self_attn.q_proj.") != std::string::npos;
+    const bool k = hf.find(".self_attn.k_proj.") != std::string::npos;
+    if (!q && !k) return std::nullopt;
+    return gguf_unpermute_rows(rows, q ? config_.num_heads : config_.num_kv_heads);
+  }
+
+  void unpermute(const std::string& layer, QuantizedWeight& w) const {
+    if (auto perm = rope_permutation(layer + ".weight", w.N())) permute_rows(w, *perm);
+  }
+
+  std::string path_;
+  GgufFile gguf_;
+  ModelConfig config_;
+  GenerationDefaults generation_;
+  QuantizationConfig quant_;
+  std::map<std::string, const GgufTensorInfo*> by_hf_;
+  std::vector<CheckpointLinear> linears_;
+  std::vector<CheckpointTensor> tensors_;
+  std::vector<std::string> warnings_;
+};
+
+}  // namespace
+
+std::unique_ptr<Checkpoint> open_gguf_checkpoint(const std::string& file) {
+  return std::make_unique<GgufCheckpoint>(file);
+}
+
+}  // namespace qrt::quant

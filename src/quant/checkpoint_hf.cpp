@@ -1,0 +1,398 @@
+// Hugging Face folder checkpoint: config.json (+ legacy quantize_config.json), generation_config.json,
+// tokenizer files, safetensors (single, sharded with index, or several files) through TensorStore.
+//
+// Opening reads metadata only and checks every tensor shape the model config implies (embedding,
+// norms, each linear's packed weight), so a mismatched checkpoint fails at open with the tensor and
+// the config fields named. Linear data is decoded on demand by the format codecs.
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <set>
+#include <sstream>
+
+#include "io/json_strict.h"
+#include "qrt/error.h"
+#include "qrt/safetensors.h"
+#include "quant/checkpoint_impl.h"
+#include "quant/formats/codecs.h"
+#include "quant/quant_config_json.h"
+
+namespace qrt::quant {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  if (!in) throw io_error(p.string() + ": cannot open");
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().size() > (64u << 20)) throw invalid_input(p.string() + ": larger than 64 MiB, not a config file");
+  return ss.str();
+}
+
+json read_json(const fs::path& p) {
+  const std::string text = read_text(p);
+  return io::parse_json_strict(text.data(), text.data() + text.size(), p.string());
+}
+
+std::string dims_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+const std::vector<std::string>& part_suffixes(QuantMethod m) {
+  static const std::vector<std::string> gptq = {"qweight", "qzeros", "scales", "g_idx", "bias"};
+  static const std::vector<std::string> awq = {"qweight", "qzeros", "scales", "bias"};
+  static const std::vector<std::string> fp8 = {"weight", "weight_scale", "weight_scale_inv", "input_scale", "bias"};
+  static const std::vector<std::string> int8 = {"weight", "SCB", "weight_format", "bias"};
+  static const std::vector<std::string> none;
+  switch (m) {
+    case QuantMethod::Gptq: return gptq;
+    case QuantMethod::Awq: return awq;
+    case QuantMethod::Fp8: return fp8;
+    case QuantMethod::Int8: return int8;
+    default: return none;
+  }
+}
+
+class HfCheckpoint final : public Checkpoint {
+ public:
+  explicit HfCheckpoint(const std::string& folder) : path_(folder) {
+    const fs::path dir(folder);
+    const fs::path cfg_path = dir / "config.json";
+    if (!fs::exists(cfg_path))
+      throw invalid_input(folder + ": no config.json (not a Hugging Face model folder)");
+    config_text_ = read_text(cfg_path);
+    const json cj = io::parse_json_strict(config_text_.data(), config_text_.data() + config_text_.size(),
+                                          cfg_path.string());
+    config_ = model_config_from_json(cj, cfg_path.string());
+    if (auto q = cj.find("quantization_config"); q != cj.end() && !q->is_null()) {
+      quant_ = parse_quantization_config_json(*q, cfg_path.string() + ": quantization_config");
+    } else {
+      for (const char* legacy : {"quantize_config.json", "quant_config.json"})
+        if (fs::exists(dir / legacy)) {
+          quant_ = parse_quantization_config_json(read_json(dir / legacy), (dir / legacy).string());
+          break;
+        }
+    }
+    warnings_ = quant_.warnings;
+    if (quant_.method() == QuantMethod::Int8 && quant_.get<Int8Config>()->load_in_4bit)
+      throw unsupported(cfg_path.string() + ": quantization_config: bitsandbytes 4-bit (load_in_4bit) is not supported; "
+                        "LLM.int8 (load_in_8bit) is");
+    if (quant_.method() == QuantMethod::Gguf)
+      throw invalid_input(cfg_path.string() + ": quantization_config: quant_method 'gguf' belongs in a .gguf file");
+    read_generation_config(dir);
+    store_ = std::make_unique<TensorStore>(TensorStore::open(folder));
+    index_tensors();
+  }
+
+  CheckpointKind kind() const override { return CheckpointKind::HfFolder; }
+  const std::string& path() const override { return path_; }
+  const ModelConfig& config() const override { return config_; }
+  const GenerationDefaults& generation_defaults() const override { return generation_; }
+  const QuantizationConfig& quantization() const override { return quant_; }
+  const std::vector<CheckpointLinear>& linears() const override { return linears_; }
+  const std::vector<CheckpointTensor>& tensors() const override { return tensors_; }
+  bool has_tensor(const std::string& name) const override {
+    return store_->contains(name) || logical_.count(name) > 0;
+  }
+
+  QuantizedWeight load_quantized(const std::string& layer) const override {
+    auto it = quantized_.find(layer);
+    if (it == quantized_.end())
+      throw invalid_input(path_ + ": " + layer + " is not a quantized linear layer of this checkpoint");
+    TensorParts parts;
+    for (const std::string& s : part_suffixes(quant_.method()))
+      if (store_->contains(layer + "." + s)) parts[s] = store_->get(layer + "." + s);
+    const int64_t k = it->second->spec.in_features;
+    std::vector<std::string> w;
+    QuantizedWeight q;
+    switch (quant_.method()) {
+      case QuantMethod::Gptq: q = decode_gptq(layer, parts, *quant_.get<GptqConfig>(), k, &w); break;
+      case QuantMethod::Awq: q = decode_awq(layer, parts, *quant_.get<AwqConfig>(), k); break;
+      case QuantMethod::Fp8: q = decode_fp8(layer, parts, *quant_.get<Fp8Config>(), k); break;
+      case QuantMethod::Int8: q = decode_int8(layer, parts, k); break;
+      default: throw unsupported(layer + ": quant_method " + quant_method_name(quant_.method()) + " has no codec");
+    }
+    if (q.N() != it->second->spec.out_features)
+      throw invalid_input(layer + ": out_features " + std::to_string(q.N()) + " of the stored tensors does not match " +
+                          std::to_string(it->second->spec.out_features) + " implied by config.json");
+    if (!w.empty()) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      warnings_.insert(warnings_.end(), w.begin(), w.end());
+    }
+    return q;
+  }
+
+  std::vector<float> load_float(const std::string& name) const override {
+    if (logical_.count(name)) {
+      const std::string layer = name.substr(0, name.size() - std::string(".weight").size());
+      return dequantize_reference(load_quantized(layer));
+    }
+    if (!store_->contains(name)) throw invalid_input(path_ + ": no tensor named '" + name + "'");
+    return tensor_to_float(store_->get(name));
+  }
+
+  RawTensor load_raw(const std::string& name) const override {
+    if (logical_.count(name)) throw invalid_input(name + " is a quantized weight; use load_quantized or load_float");
+    TensorView v = store_->get(name);
+    RawTensor r;
+    r.dtype = v.dtype;
+    r.shape = v.shape;
+    r.data.assign(v.bytes.begin(), v.bytes.end());
+    return r;
+  }
+
+  std::string tokenizer_json_path() const override {
+    const fs::path p = fs::path(path_) / "tokenizer.json";
+    return fs::exists(p) ? p.string() : std::string();
+  }
+  std::vector<std::string> tokenizer_files() const override {
+    std::vector<std::string> out;
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                          "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json"}) {
+      const fs::path p = fs::path(path_) / f;
+      if (fs::exists(p)) out.push_back(p.string());
+    }
+    return out;
+  }
+  std::string config_json() const override { return config_text_; }
+  const std::vector<std::string>& warnings() const override { return warnings_; }
+
+ private:
+  void read_generation_config(const fs::path& dir) {
+    const fs::path p = dir / "generation_config.json";
+    if (!fs::exists(p)) return;
+    const json g = read_json(p);
+    if (!g.is_object()) throw invalid_input(p.string() + ": expected a JSON object");
+    auto num = [&](const char* key) -> std::optional<double> {
+      auto it = g.find(key);
+      if (it == g.end() || it->is_null()) return std::nullopt;
+      if (!it->is_number()) throw invalid_input(p.string() + ": " + key + ": expected a number");
+      return it->get<double>();
+    };
+    auto integer = [&](const char* key) -> std::optional<int64_t> {
+      auto it = g.find(key);
+      if (it == g.end() || it->is_null()) return std::nullopt;
+      if (!it->is_number_integer()) throw invalid_input(p.string() + ": " + key + ": expected an integer");
+      return it->get<int64_t>();
+    };
+    if (auto it = g.find("do_sample"); it != g.end() && it->is_boolean()) generation_.do_sample = it->get<bool>();
+    generation_.temperature = num("temperature");
+    generation_.top_p = num("top_p");
+    generation_.top_k = integer("top_k");
+    generation_.min_p = num("min_p");
+    generation_.repetition_penalty = num("repetition_penalty");
+    generation_.max_new_tokens = integer("max_new_tokens");
+    // eos ids from generation_config.json join those of config.json (chat models list several).
+    auto ids = [&](const char* key) {
+      std::vector<int64_t> out;
+      auto it = g.find(key);
+      if (it == g.end() || it->is_null()) return out;
+      auto one = [&](const json& v) {
+        if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
+          throw invalid_input(p.string() + ": " + key + ": expected a token id");
+        out.push_back(v.get<int64_t>());
+      };
+      if (it->is_array()) for (const auto& v : *it) one(v);
+      else one(*it);
+      return out;
+    };
+    for (int64_t id : ids("eos_token_id"))
+      if (std::find(config_.eos_token_ids.begin(), config_.eos_token_ids.end(), id) == config_.eos_token_ids.end())
+        config_.eos_token_ids.push_back(id);
+    if (config_.bos_token_id < 0) {
+      auto b = ids("bos_token_id");
+      if (!b.empty()) config_.bos_token_id = b[0];
+    }
+  }
+
+  [[noreturn]] void shape_error(const std::string& tensor, const std::vector<int64_t>& got,
+                                const std::vector<int64_t>& expected, const std::string& fields) const {
+    throw invalid_input(path_ + ": " + tensor + ": shape " + dims_str(got) + " does not match " + dims_str(expected) +
+                        " expected from config.json (" + fields + ")");
+  }
+
+  void expect_tensor_shape(const std::string& name, const std::vector<int64_t>& expected, const std::string& fields) const {
+    const SafetensorsTensorInfo* info = store_->info(name);
+    if (!info) throw invalid_input(path_ + ": tensor " + name + " is missing");
+    if (info->shape != expected) shape_error(name, info->shape, expected, fields);
+  }
+
+  void index_tensors() {
+    const ModelConfig& c = config_;
+    const std::string hs = "hidden_size=" + std::to_string(c.hidden_size);
+    expect_tensor_shape("model.embed_tokens.weight", {c.vocab_size, c.hidden_size},
+                        "vocab_size=" + std::to_string(c.vocab_size) + ", " + hs);
+    expect_tensor_shape("model.norm.weight", {c.hidden_size}, hs);
+    for (int64_t i = 0; i < c.num_layers; ++i)
+      for (const char* norm : {"input_layernorm", "post_attention_layernorm"})
+        expect_tensor_shape("model.layers." + std::to_string(i) + "." + norm + ".weight", {c.hidden_size}, hs);
+    const bool lm_head_stored = store_->contains("lm_head.weight") || store_->contains("lm_head.qweight");
+    if (!c.tie_word_embeddings && !lm_head_stored)
+      throw invalid_input(path_ + ": tensor lm_head.weight is missing and config.json says tie_word_embeddings = false");
+    const QuantMethod m = quant_.method();
+    for (const LinearSlot& slot : llama_linear_slots(c, lm_head_stored)) {
+      const std::string fields = "out_features=" + std::to_string(slot.out_features) +
+                                 ", in_features=" + std::to_string(slot.in_features) + " from hidden_size=" +
+                                 std::to_string(c.hidden_size) + ", intermediate_size=" + std::to_string(c.intermediate_size) +
+                                 ", heads=" + std::to_string(c.num_heads) + "/" + std::to_string(c.num_kv_heads) +
+                                 ", head_dim=" + std::to_string(c.head_dim);
+      CheckpointLinear l;
+      l.spec.name = slot.name;
+      l.spec.in_features = slot.in_features;
+      l.spec.out_features = slot.out_features;
+      l.spec.has_bias = store_->contains(slot.name + ".bias");
+      const SafetensorsTensorInfo* weight = store_->info(slot.name + ".weight");
+      const SafetensorsTensorInfo* qweight = store_->info(slot.name + ".qweight");
+      if ((m == QuantMethod::Gptq || m == QuantMethod::Awq) && qweight) {
+        describe_packed(l, *qweight, fields);
+      } else if (m == QuantMethod::Fp8 && weight && weight->dtype == DType::F8_E4M3) {
+        if (weight->shape != std::vector<int64_t>{slot.out_features, slot.in_features})
+          shape_error(weight->name, weight->shape, {slot.out_features, slot.in_features}, fields);
+        describe_fp8(l);
+      } else if (m == QuantMethod::Int8 && weight && store_->contains(slot.name + ".SCB")) {
+        if (weight->shape != std::vector<int64_t>{slot.out_features, slot.in_features})
+          shape_error(weight->name, weight->shape, {slot.out_features, slot.in_features}, fields);
+        l.quantized = true;
+        l.spec.bits = 8;
+        l.spec.group_size = -1;
+        l.spec.zero_kind = ZeroKind::Symmetric;
+        l.spec.source_format = "int8";
+      } else if (weight) {
+        if (!dtype_is_float(weight->dtype) || weight->dtype == DType::F8_E4M3 || weight->dtype == DType::F8_E5M2)
+          throw invalid_input(path_ + ": tensor " + weight->name + ": dtype " + std::string(dtype_name(weight->dtype)) +
+                              " is not a float weight and the checkpoint's quantization (" + quant_.describe() +
+                              ") does not explain it");
+        if (weight->shape != std::vector<int64_t>{slot.out_features, slot.in_features})
+          shape_error(weight->name, weight->shape, {slot.out_features, slot.in_features}, fields);
+        l.stored_dtype = weight->dtype;
+      } else if (m == QuantMethod::TorchAo || m == QuantMethod::Higgs) {
+        throw unsupported(path_ + ": " + slot.name + ": " + quant_method_name(m) +
+                          " tensor layouts are not supported (their packing is library-internal); dequantize with the "
+                          "reference library first");
+      } else {
+        throw invalid_input(path_ + ": tensor " + slot.name + ".weight" +
+                            (m == QuantMethod::Gptq || m == QuantMethod::Awq ? " (or .qweight)" : "") + " is missing");
+      }
+      linears_.push_back(l);
+    }
+    for (const auto& l : linears_)
+      if (l.quantized) {
+        quantized_[l.spec.name] = &l;
+        logical_.insert(l.spec.name + ".weight");
+      }
+    // The tensor list: stored tensors, with each quantized module's parts folded into one entry.
+    std::set<std::string> folded;
+    for (const auto& [name, lin] : quantized_) {
+      CheckpointTensor t;
+      t.name = name + ".weight";
+      t.shape = {lin->spec.out_features, lin->spec.in_features};
+      t.storage = lin->spec.source_format + " " + lin->spec.describe();
+      for (const std::string& s : part_suffixes(m)) {
+        if (s == "bias") continue;
+        if (const SafetensorsTensorInfo* info = store_->info(name + "." + s)) {
+          t.bytes += info->nbytes();
+          folded.insert(info->name);
+        }
+      }
+      tensors_.push_back(t);
+    }
+    for (const std::string& name : store_->names()) {
+      if (folded.count(name)) continue;
+      const SafetensorsTensorInfo* info = store_->info(name);
+      tensors_.push_back({name, info->dtype, info->shape, std::string(dtype_name(info->dtype)), info->nbytes()});
+    }
+    std::sort(tensors_.begin(), tensors_.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  }
+
+  void describe_packed(CheckpointLinear& l, const SafetensorsTensorInfo& qweight, const std::string& fields) {
+    l.quantized = true;
+    const int64_t n = l.spec.out_features, k = l.spec.in_features;
+    if (const GptqConfig* g = quant_.get<GptqConfig>()) {
+      const int b = g->bits;
+      if ((k * b) % 32 != 0)
+        throw invalid_input(path_ + ": " + qweight.name + ": in_features " + std::to_string(k) + " cannot be packed at " +
+                            std::to_string(b) + " bits (" + fields + ")");
+      if (qweight.shape != std::vector<int64_t>{k * b / 32, n})
+        shape_error(qweight.name, qweight.shape, {k * b / 32, n}, fields + ", bits=" + std::to_string(b));
+      g->check_layer(k, path_ + ": " + l.spec.name);
+      l.spec.bits = b;
+      l.spec.group_size = g->group_size <= 0 ? -1 : g->group_size;
+      l.spec.zero_kind = g->sym ? ZeroKind::Symmetric : ZeroKind::Integer;
+      l.spec.source_format = g->is_v2() ? "gptq_v2" : "gptq";
+      // act_order only when g_idx is non-trivial (reading it is cheap: K int32).
+      if (g->desc_act && store_->contains(l.spec.name + ".g_idx")) {
+        std::vector<int32_t> gi = read_i32_tensor(store_->get(l.spec.name + ".g_idx"));
+        const int64_t gs = l.spec.effective_group_size();
+        for (size_t i = 0; i < gi.size(); ++i)
+          if (gi[i] != static_cast<int64_t>(i) / gs) {
+            l.spec.act_order = true;
+            break;
+          }
+      }
+    } else if (const AwqConfig* a = quant_.get<AwqConfig>()) {
+      const bool gemv = a->version == "gemv";
+      const std::vector<int64_t> expected = gemv ? std::vector<int64_t>{n, k / 8} : std::vector<int64_t>{k, n / 8};
+      if (qweight.shape != expected) shape_error(qweight.name, qweight.shape, expected, fields + ", bits=4, version=" + a->version);
+      a->check_layer(k, path_ + ": " + l.spec.name);
+      l.spec.bits = a->bits;
+      l.spec.group_size = a->group_size <= 0 ? -1 : a->group_size;
+      l.spec.zero_kind = ZeroKind::Integer;
+      l.spec.source_format = gemv ? "awq_gemv" : "awq_gemm";
+    }
+  }
+
+  void describe_fp8(CheckpointLinear& l) {
+    const Fp8Config* f = quant_.get<Fp8Config>();
+    l.quantized = true;
+    l.spec.encoding = WeightEncoding::Fp8E4M3;
+    l.spec.bits = 8;
+    l.spec.group_size = -1;
+    l.spec.source_format = "fp8";
+    const int64_t n = l.spec.out_features, k = l.spec.in_features;
+    const SafetensorsTensorInfo* s = store_->info(l.spec.name + ".weight_scale_inv");
+    if (!s) s = store_->info(l.spec.name + ".weight_scale");
+    if (!s) throw invalid_input(path_ + ": " + l.spec.name + ": missing tensor weight_scale_inv or weight_scale");
+    int64_t numel = 1;
+    for (int64_t d : s->shape) numel *= d;
+    if (numel == 1) {
+      l.spec.scale_block_n = static_cast<int>(n);
+      l.spec.scale_block_k = static_cast<int>(k);
+    } else if (s->shape == std::vector<int64_t>{n} || s->shape == std::vector<int64_t>{n, 1}) {
+      l.spec.scale_block_n = 1;
+      l.spec.scale_block_k = static_cast<int>(k);
+    } else if (f->weight_block_size) {
+      l.spec.scale_block_n = f->weight_block_size->first;
+      l.spec.scale_block_k = f->weight_block_size->second;
+    } else {
+      throw invalid_input(path_ + ": " + s->name + ": shape " + dims_str(s->shape) +
+                          " is neither per-tensor nor per-channel and quantization_config has no weight_block_size");
+    }
+  }
+
+  std::string path_;
+  std::string config_text_;
+  ModelConfig config_;
+  GenerationDefaults generation_;
+  QuantizationConfig quant_;
+  std::unique_ptr<TensorStore> store_;
+  std::vector<CheckpointLinear> linears_;
+  std::vector<CheckpointTensor> tensors_;
+  std::map<std::string, const CheckpointLinear*> quantized_;
+  std::set<std::string> logical_;
+  mutable std::mutex mutex_;
+  mutable std::vector<std::string> warnings_;
+};
+
+}  // namespace
+
+std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& folder) {
+  return std::make_unique<HfCheckpoint>(folder);
+}
+
+}  // namespace qrt::quant
