@@ -1,0 +1,199 @@
+// Shared helpers of the backends tests: layer specs of the selection matrix, random canonical
+// weights, and fake backends that can be told to fail or to time in a chosen way.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "qrt/backend.h"
+#include "qrt/error.h"
+#include "qrt/quantized_weight.h"
+
+namespace qrt::test {
+
+inline LayerSpec int_layer(const std::string& name, int64_t k, int64_t n, int bits, int group, ZeroKind zero,
+                           bool act_order = false) {
+  LayerSpec s;
+  s.name = name;
+  s.in_features = k;
+  s.out_features = n;
+  s.encoding = WeightEncoding::IntAffine;
+  s.bits = bits;
+  s.group_size = group;
+  s.zero_kind = zero;
+  s.act_order = act_order;
+  s.source_format = "gptq";
+  return s;
+}
+
+inline LayerSpec fp8_layer(const std::string& name, int64_t k, int64_t n, int bn, int bk) {
+  LayerSpec s;
+  s.name = name;
+  s.in_features = k;
+  s.out_features = n;
+  s.encoding = WeightEncoding::Fp8E4M3;
+  s.bits = 8;
+  s.scale_block_n = bn;
+  s.scale_block_k = bk;
+  s.source_format = "fp8";
+  return s;
+}
+
+// A valid random canonical weight for `spec` (fresh data from `seed`).
+inline QuantizedWeight random_weight(const LayerSpec& spec, uint32_t seed, bool with_bias = false) {
+  std::mt19937 rng(seed);
+  QuantizedWeight w;
+  w.spec = spec;
+  const int64_t n = spec.out_features, k = spec.in_features;
+  w.codes.resize(static_cast<size_t>(n * k));
+  if (spec.encoding == WeightEncoding::Fp8E4M3) {
+    std::uniform_int_distribution<int> code(0, 255);
+    for (auto& c : w.codes) {
+      int v = code(rng);
+      if ((v & 0x7F) == 0x7F) v &= 0xFE;  // no NaN codes
+      c = static_cast<uint8_t>(v);
+    }
+    const int64_t rows = (n + spec.scale_block_n - 1) / spec.scale_block_n;
+    const int64_t cols = (k + spec.scale_block_k - 1) / spec.scale_block_k;
+    std::uniform_real_distribution<float> sc(0.001f, 0.01f);
+    w.scales.resize(static_cast<size_t>(rows * cols));
+    for (auto& s : w.scales) s = sc(rng);
+  } else {
+    std::uniform_int_distribution<int> code(0, (1 << spec.bits) - 1);
+    for (auto& c : w.codes) c = static_cast<uint8_t>(code(rng));
+    const int64_t g = spec.num_groups();
+    std::uniform_real_distribution<float> sc(0.005f, 0.02f);
+    w.scales.resize(static_cast<size_t>(n * g));
+    for (auto& s : w.scales) s = sc(rng);
+    if (spec.zero_kind == ZeroKind::Integer) {
+      std::uniform_int_distribution<int> z(0, (1 << spec.bits) - 1);
+      w.zeros.resize(static_cast<size_t>(n * g));
+      for (auto& v : w.zeros) v = static_cast<float>(z(rng));
+    } else if (spec.zero_kind == ZeroKind::Float) {
+      std::uniform_real_distribution<float> z(-0.1f, 0.0f);
+      w.zeros.resize(static_cast<size_t>(n * g));
+      for (auto& v : w.zeros) v = z(rng);
+    }
+    if (spec.act_order) {
+      // GPTQ act-order: column k belongs to group perm[k] / group_size for a random permutation.
+      std::vector<int32_t> perm(static_cast<size_t>(k));
+      for (int64_t i = 0; i < k; ++i) perm[i] = static_cast<int32_t>(i);
+      std::shuffle(perm.begin(), perm.end(), rng);
+      w.g_idx.resize(static_cast<size_t>(k));
+      const int64_t gs = spec.effective_group_size();
+      for (int64_t i = 0; i < k; ++i) w.g_idx[i] = static_cast<int32_t>(perm[i] / gs);
+    }
+  }
+  if (with_bias) {
+    std::uniform_real_distribution<float> b(-0.5f, 0.5f);
+    w.bias.resize(static_cast<size_t>(n));
+    for (auto& v : w.bias) v = b(rng);
+  }
+  w.validate();
+  return w;
+}
+
+// y = x * W^T (+ bias) in double from the reference dequantizer: the oracle of the oracle.
+inline std::vector<double> reference_forward(const QuantizedWeight& w, const std::vector<float>& x, int64_t m) {
+  const std::vector<float> deq = dequantize_reference(w);
+  const int64_t n = w.N(), k = w.K();
+  std::vector<double> y(static_cast<size_t>(m * n));
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t c = 0; c < n; ++c) {
+      double acc = w.bias.empty() ? 0.0 : w.bias[c];
+      for (int64_t i = 0; i < k; ++i) acc += static_cast<double>(x[r * k + i]) * deq[c * k + i];
+      y[r * n + c] = acc;
+    }
+  return y;
+}
+
+// ||y - ref|| / ||ref||; NaN anywhere gives +inf.
+inline double relative_error(const std::vector<float>& y, const std::vector<double>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(y[i])) return INFINITY;
+    num += (y[i] - ref[i]) * (y[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return std::sqrt(num / (den > 0 ? den : 1));
+}
+
+// A CPU backend for tests: runs everything like the reference, takes one parameter "tile"
+// (16, 32 or 64; default 32), and can be told to fail in prepare.
+class FakeBackend final : public Backend {
+ public:
+  FakeBackend(std::string name, bool fail_prepare, int64_t max_m = INT64_MAX,
+              ErrorKind fail_kind = ErrorKind::OutOfMemory)
+      : name_(std::move(name)), fail_(fail_prepare), fail_kind_(fail_kind) {
+    cap_.device = DeviceKind::Cpu;
+    cap_.encodings = {WeightEncoding::IntAffine};
+    cap_.bits = {4, 8};
+    cap_.activation_dtypes = {DType::F32};
+    cap_.max_m = max_m;
+  }
+  const std::string& name() const override { return name_; }
+  const std::string& summary() const override { return summary_; }
+  const BackendCapability& capability() const override { return cap_; }
+  Verdict validate_params(const LayerSpec&, const KernelParams& p) const override {
+    for (const auto& [k, v] : p.values) {
+      if (k != "tile") return Verdict::no("unknown parameter '" + k + "': " + name_ + " takes tile");
+      const auto* i = std::get_if<int64_t>(&v);
+      if (!i || (*i != 16 && *i != 32 && *i != 64))
+        return Verdict::no("parameter 'tile' must be 16, 32 or 64");
+    }
+    return Verdict::yes();
+  }
+  KernelParams default_params(const LayerSpec&, int64_t, const DeviceInfo&) const override {
+    KernelParams p;
+    p.values["tile"] = int64_t{32};
+    return p;
+  }
+  std::vector<KernelParams> tuning_space(const LayerSpec&, int64_t, const DeviceInfo&) const override {
+    std::vector<KernelParams> out;
+    for (int64_t t : {16, 32, 64}) {
+      KernelParams p;
+      p.values["tile"] = t;
+      out.push_back(p);
+    }
+    return out;
+  }
+  std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& w, const KernelParams& params,
+                                          const DeviceInfo&) const override {
+    ++prepare_calls;
+    if (fail_) throw Error(fail_kind_, w.spec.name + ": " + name_ + ": injected prepare failure");
+    return std::make_unique<Prepared>(w, params.get_int("tile", 32), wrong_tile);
+  }
+  mutable int prepare_calls = 0;
+  int64_t wrong_tile = 0;  // a tile value whose output is deliberately wrong (tuner must reject it)
+
+ private:
+  struct Prepared final : PreparedLinear {
+    Prepared(const QuantizedWeight& w, int64_t tile, int64_t wrong)
+        : n(w.N()), k(w.K()), deq(dequantize_reference(w)), bias(w.bias), broken(tile == wrong) {}
+    void forward(const ActTensor& x, const ActTensor& y, const ExecContext&) override {
+      const float* xs = static_cast<const float*>(x.data);
+      float* ys = static_cast<float*>(y.data);
+      for (int64_t r = 0; r < x.rows; ++r)
+        for (int64_t c = 0; c < n; ++c) {
+          float acc = bias.empty() ? 0.f : bias[c];
+          for (int64_t i = 0; i < k; ++i) acc += xs[r * k + i] * deq[c * k + i];
+          ys[r * n + c] = broken ? acc + 1.0f : acc;
+        }
+    }
+    int64_t weight_bytes() const override { return static_cast<int64_t>(deq.size() * 4); }
+    int64_t n, k;
+    std::vector<float> deq, bias;
+    bool broken;
+  };
+  std::string name_, summary_ = "test backend";
+  bool fail_;
+  ErrorKind fail_kind_;
+  BackendCapability cap_;
+};
+
+}  // namespace qrt::test

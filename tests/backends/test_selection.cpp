@@ -1,0 +1,444 @@
+// Selection: the matrix of target profiles x layer kinds (auto picks the expected backend per M
+// range), explicit impossible choices, disabled backends, fallback on an injected prepare
+// failure, per-layer overrides and kernel-parameter precedence.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "backend_test_util.h"
+#include "backends/backend_factories.h"
+#include "backends/cuda_capabilities.h"
+#include "qrt/plan.h"
+#include "qrt/runtime_config.h"
+#include "qrt/thread_pool.h"
+#include "qrt/tuning_cache.h"
+
+namespace qrt {
+namespace {
+
+using test::fp8_layer;
+using test::int_layer;
+
+constexpr int64_t kInf = INT64_MAX;
+
+// The layer kinds of the matrix (Llama-7B-like 4096 x 4096 unless the kind is about shape).
+std::map<std::string, LayerSpec> matrix_layers() {
+  return {
+      {"int4_g128_sym", int_layer("l.int4_g128_sym", 4096, 4096, 4, 128, ZeroKind::Symmetric)},
+      {"int4_g32_asym_actorder", int_layer("l.int4_g32_asym_ao", 4096, 4096, 4, 32, ZeroKind::Integer, true)},
+      {"int3_g128_sym", int_layer("l.int3", 4096, 4096, 3, 128, ZeroKind::Symmetric)},
+      {"int8_perrow_sym", int_layer("l.int8", 4096, 4096, 8, -1, ZeroKind::Symmetric)},
+      {"fp8_block128", fp8_layer("l.fp8", 4096, 4096, 128, 128)},
+      // K a multiple of 32 but not 64, N a multiple of 8 but not 64.
+      {"int4_g32_odd_shape", int_layer("l.odd", 4128, 4104, 4, 32, ZeroKind::Symmetric)},
+  };
+}
+
+// "backend@lo-hi,backend@lo-" : the expected M ranges.
+std::string ranges_of(const LinearPlan& p) {
+  if (!p.ok()) return "ERROR: " + p.error;
+  std::string s;
+  for (const auto& c : p.choices) {
+    if (!s.empty()) s += ",";
+    s += c.backend + "@" + std::to_string(c.m_min) + "-" + (c.m_max == kInf ? "" : std::to_string(c.m_max));
+  }
+  return s;
+}
+
+struct MatrixRow {
+  const char* profile;
+  const char* kind;
+  const char* expected;
+};
+
+// Derived from the declared capabilities: cuda_gemv (sm70+, 4/8-bit, K%32, M<=8), cuda_marlin
+// (sm80+, 4/8-bit, g -1/32/64/128, N%64 and K%64), cuda_fp8 (sm89+), cuda_dequant (anything);
+// cpu_simd (avx2+fma+f16c; 2..8-bit, FP8), cpu_ref (anything).
+const MatrixRow kMatrix[] = {
+    {"h100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"h100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"h100", "int3_g128_sym", "cuda_dequant@1-"},
+    {"h100", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"h100", "fp8_block128", "cuda_fp8@1-"},
+    {"h100", "int4_g32_odd_shape", "cuda_gemv@1-8,cuda_dequant@9-"},
+    {"a100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"a100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"a100", "int3_g128_sym", "cuda_dequant@1-"},
+    {"a100", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"a100", "fp8_block128", "cuda_dequant@1-"},
+    {"a100", "int4_g32_odd_shape", "cuda_gemv@1-8,cuda_dequant@9-"},
+    {"rtx3090", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"rtx3090", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"rtx3090", "int3_g128_sym", "cuda_dequant@1-"},
+    {"rtx3090", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"rtx3090", "fp8_block128", "cuda_dequant@1-"},
+    {"rtx3090", "int4_g32_odd_shape", "cuda_gemv@1-8,cuda_dequant@9-"},
+    {"t4", "int4_g128_sym", "cuda_gemv@1-8,cuda_dequant@9-"},
+    {"t4", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_dequant@9-"},
+    {"t4", "int3_g128_sym", "cuda_dequant@1-"},
+    {"t4", "int8_perrow_sym", "cuda_gemv@1-8,cuda_dequant@9-"},
+    {"t4", "fp8_block128", "cuda_dequant@1-"},
+    {"t4", "int4_g32_odd_shape", "cuda_gemv@1-8,cuda_dequant@9-"},
+    {"cpu-avx2", "int4_g128_sym", "cpu_simd@1-"},
+    {"cpu-avx2", "int4_g32_asym_actorder", "cpu_simd@1-"},
+    {"cpu-avx2", "int3_g128_sym", "cpu_simd@1-"},
+    {"cpu-avx2", "int8_perrow_sym", "cpu_simd@1-"},
+    {"cpu-avx2", "fp8_block128", "cpu_simd@1-"},
+    {"cpu-avx2", "int4_g32_odd_shape", "cpu_simd@1-"},
+    {"cpu-avx512", "int4_g128_sym", "cpu_simd@1-"},
+    {"cpu-avx512", "int4_g32_asym_actorder", "cpu_simd@1-"},
+    {"cpu-avx512", "int3_g128_sym", "cpu_simd@1-"},
+    {"cpu-avx512", "int8_perrow_sym", "cpu_simd@1-"},
+    {"cpu-avx512", "fp8_block128", "cpu_simd@1-"},
+    {"cpu-avx512", "int4_g32_odd_shape", "cpu_simd@1-"},
+    {"cpu-baseline", "int4_g128_sym", "cpu_ref@1-"},
+    {"cpu-baseline", "fp8_block128", "cpu_ref@1-"},
+};
+
+TEST(SelectionMatrix, AutoPicksTheExpectedBackendPerMRange) {
+  const auto layers = matrix_layers();
+  RuntimeConfig config;
+  for (const auto& row : kMatrix) {
+    SCOPED_TRACE(std::string(row.profile) + " x " + row.kind);
+    const DeviceInfo dev = target_profile(row.profile);
+    const auto plans = plan_layers({layers.at(row.kind)}, config, dev);
+    ASSERT_EQ(plans.size(), 1u);
+    EXPECT_EQ(ranges_of(plans[0]), row.expected);
+    // Every backend of the registry has a verdict, so nothing is silently absent.
+    EXPECT_EQ(plans[0].verdicts.size(), BackendRegistry::global().names().size());
+  }
+}
+
+TEST(SelectionMatrix, EveryProfileIsKnownAndDescribed) {
+  for (const auto& name : target_profile_names()) {
+    const DeviceInfo d = target_profile(name);
+    EXPECT_TRUE(d.simulated());
+    EXPECT_NE(d.describe().find(name), std::string::npos);
+    if (d.kind == DeviceKind::Cuda) {
+      EXPECT_GE(d.gpu.compute_capability(), 70) << name;
+      EXPECT_GT(d.gpu.sm_count, 0) << name;
+      EXPECT_GT(d.gpu.memory_bytes, int64_t{8} << 30) << name;
+    }
+  }
+  try {
+    target_profile("h1000");
+    FAIL() << "unknown profile accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("h100"), std::string::npos) << "the error lists the known names";
+  }
+}
+
+TEST(SelectionMatrix, RejectionReasonsAreReadable) {
+  const auto layers = matrix_layers();
+  const auto plans = plan_layers({layers.at("int4_g32_odd_shape")}, RuntimeConfig{}, target_profile("h100"));
+  std::map<std::string, std::string> why;
+  for (const auto& [n, v] : plans[0].verdicts) why[n] = v.reason;
+  EXPECT_EQ(why["cuda_marlin"], "in_features 4128 is not a multiple of 64");
+  EXPECT_EQ(why["cuda_fp8"], "int weights unsupported: runs fp8_e4m3 weights");
+  EXPECT_EQ(why["cpu_ref"], "runs on cpu, device is cuda:0");
+  const auto t4 = plan_layers({layers.at("int4_g128_sym")}, RuntimeConfig{}, target_profile("t4"));
+  for (const auto& [n, v] : t4[0].verdicts)
+    if (n == "cuda_marlin") EXPECT_EQ(v.reason, "needs compute capability >= 8.0 (sm_80); Tesla T4 is sm_75");
+}
+
+TEST(SelectionMatrix, NotBuiltBackendsAreReportedOnRealDevices) {
+#ifdef QRT_WITH_CUDA
+  GTEST_SKIP() << "CUDA build: the CUDA backends are built";
+#else
+  const DeviceInfo cpu = probe_cpu();
+  const auto plans = plan_layers({int_layer("x", 256, 256, 4, 128, ZeroKind::Symmetric)}, RuntimeConfig{}, cpu);
+  int not_built = 0;
+  for (const auto& [n, v] : plans[0].verdicts)
+    if (n.rfind("cuda_", 0) == 0) {
+      EXPECT_EQ(v.reason, "not built in this binary (CPU-only build)");
+      ++not_built;
+    }
+  EXPECT_EQ(not_built, 4);
+  for (const auto* b : BackendRegistry::global().all())
+    if (b->name().rfind("cuda_", 0) == 0) {
+      EXPECT_FALSE(b->built());
+      // The stub carries the declared capability of the real backend.
+      EXPECT_EQ(b->capability().min_compute_capability,
+                cuda_backend_declaration(b->name()).capability.min_compute_capability);
+    }
+  EXPECT_EQ(cuda_unavailable_reason(), "built without CUDA");
+  EXPECT_TRUE(probe_cuda_devices().empty());
+  EXPECT_THROW(resolve_device("cuda:0"), Error);
+#endif
+}
+
+TEST(Selection, ExplicitImpossibleBackendFailsWithEveryVerdict) {
+  RuntimeConfig config;
+  config.backend = "cuda_marlin";
+  config.set_provenance("backend", "cli --backend");
+  const auto plans = plan_layers({int_layer("model.layers.0.mlp.down_proj", 4096, 4096, 3, 128, ZeroKind::Symmetric)},
+                                 config, target_profile("a100"));
+  ASSERT_FALSE(plans[0].ok());
+  const std::string& e = plans[0].error;
+  EXPECT_NE(e.find("backend cuda_marlin (from cli --backend) cannot run model.layers.0.mlp.down_proj"), std::string::npos) << e;
+  EXPECT_NE(e.find("3-bit weights unsupported: needs 4 or 8 bits"), std::string::npos) << e;
+  EXPECT_NE(e.find("cuda_fp8: needs compute capability >= 8.9 (sm_89); NVIDIA A100-SXM4-80GB is sm_80"),
+            std::string::npos) << e;
+  EXPECT_NE(e.find("would work: cuda_dequant"), std::string::npos) << e;
+}
+
+TEST(Selection, ExplicitBackendWithBoundedMHandsTheRestToAuto) {
+  RuntimeConfig config;
+  config.backend = "cuda_gemv";
+  const auto plans = plan_layers({int_layer("x", 4096, 4096, 4, 128, ZeroKind::Symmetric)}, config, target_profile("h100"));
+  EXPECT_EQ(ranges_of(plans[0]), "cuda_gemv@1-8,cuda_marlin@9-");
+  ASSERT_FALSE(plans[0].notes.empty());
+  EXPECT_NE(plans[0].notes[0].find("cuda_gemv serves M 1..8 only"), std::string::npos);
+}
+
+TEST(Selection, CheckpointHintThatCannotRunFallsBackToAutoWithANote) {
+  RuntimeConfig config;
+  EXPECT_EQ(config.apply_checkpoint_backend("marlin"), "");
+  EXPECT_EQ(config.backend, "cuda_marlin");
+  const auto plans = plan_layers({int_layer("x", 256, 256, 4, 128, ZeroKind::Symmetric)}, config,
+                                 target_profile("cpu-avx2"));
+  EXPECT_EQ(ranges_of(plans[0]), "cpu_simd@1-");
+  ASSERT_EQ(plans[0].notes.size(), 1u);
+  EXPECT_NE(plans[0].notes[0].find("hint"), std::string::npos);
+}
+
+TEST(Selection, DisabledBackendsAreSkipped) {
+  RuntimeConfig config;
+  config.disabled = {"cuda_gemv", "cuda_marlin"};
+  config.set_provenance("disabled", "env QRT_DISABLE_BACKENDS");
+  const auto plans = plan_layers({int_layer("x", 4096, 4096, 4, 128, ZeroKind::Symmetric)}, config, target_profile("h100"));
+  EXPECT_EQ(ranges_of(plans[0]), "cuda_dequant@1-");
+  for (const auto& [n, v] : plans[0].verdicts)
+    if (n == "cuda_marlin") EXPECT_EQ(v.reason, "disabled (env QRT_DISABLE_BACKENDS)");
+
+  RuntimeConfig cpu_config;
+  cpu_config.disabled = {"cpu_simd"};
+  EXPECT_EQ(ranges_of(plan_layers({int_layer("x", 256, 256, 4, 32, ZeroKind::Integer)}, cpu_config,
+                                  target_profile("cpu-avx512"))[0]),
+            "cpu_ref@1-");
+
+  RuntimeConfig everything;
+  everything.disabled = {"cpu_simd", "cpu_ref"};
+  const auto none = plan_layers({int_layer("x", 256, 256, 4, 32, ZeroKind::Integer)}, everything, target_profile("cpu-avx512"));
+  EXPECT_FALSE(none[0].ok());
+  EXPECT_NE(none[0].error.find("no backend can run x"), std::string::npos) << none[0].error;
+  EXPECT_NE(none[0].error.find("cpu_ref: disabled"), std::string::npos) << none[0].error;
+}
+
+TEST(Selection, PerLayerOverrideBackendWins) {
+  RuntimeConfig config;
+  config.overrides.push_back({"model.layers.*.mlp.down_proj", "cpu_ref", {}});
+  const auto plans = plan_layers({int_layer("model.layers.3.mlp.down_proj", 256, 256, 4, 128, ZeroKind::Symmetric),
+                                  int_layer("model.layers.3.mlp.up_proj", 256, 256, 4, 128, ZeroKind::Symmetric)},
+                                 config, target_profile("cpu-avx2"));
+  EXPECT_EQ(ranges_of(plans[0]), "cpu_ref@1-");
+  EXPECT_EQ(ranges_of(plans[1]), "cpu_simd@1-");
+}
+
+// ---- a local registry with fake backends ----
+struct LocalRegistry {
+  BackendRegistry reg;
+  test::FakeBackend* failing = nullptr;
+  test::FakeBackend* good = nullptr;
+  LocalRegistry() {
+    auto f = std::make_unique<test::FakeBackend>("fake_fail", true);
+    failing = f.get();
+    reg.add(std::move(f));
+    auto g = std::make_unique<test::FakeBackend>("fake_good", false);
+    good = g.get();
+    reg.add(std::move(g));
+    reg.add(make_cpu_ref_backend());
+    reg.set_auto_order("cpu", {"fake_fail", "fake_good", "cpu_ref"});
+  }
+};
+
+TEST(Fallback, InjectedPrepareFailureFallsBackAndIsLogged) {
+  LocalRegistry local;
+  const LayerSpec spec = int_layer("model.layers.0.self_attn.q_proj", 64, 32, 4, 32, ZeroKind::Integer);
+  const QuantizedWeight w = test::random_weight(spec, 7);
+  const DeviceInfo cpu = target_profile("cpu-avx2");
+  const auto plans = plan_layers({spec}, RuntimeConfig{}, cpu, nullptr, local.reg);
+  ASSERT_TRUE(plans[0].ok()) << plans[0].error;
+  EXPECT_EQ(ranges_of(plans[0]), "fake_fail@1-");
+  EXPECT_EQ(plans[0].fallback, (std::vector<std::string>{"fake_good", "cpu_ref"}));
+
+  std::vector<std::string> log;
+  auto ql = QuantLinear::build(w, plans[0], cpu, [&](const std::string& m) { log.push_back(m); }, local.reg);
+  EXPECT_EQ(ql->backends_used(), std::vector<std::string>{"fake_good"});
+  EXPECT_EQ(local.failing->prepare_calls, 1);
+  ASSERT_EQ(log.size(), 2u);
+  EXPECT_NE(log[0].find("fake_fail failed to prepare"), std::string::npos) << log[0];
+  EXPECT_NE(log[0].find("injected prepare failure"), std::string::npos) << log[0];
+  EXPECT_NE(log[1].find("using fallback backend fake_good"), std::string::npos) << log[1];
+
+  // The fallback kernel computes the right thing.
+  std::vector<float> x(64);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = 0.01f * static_cast<float>(i) - 0.3f;
+  std::vector<float> y(32, NAN);
+  ql->forward({x.data(), DType::F32, 1, 64, DeviceKind::Cpu}, {y.data(), DType::F32, 1, 32, DeviceKind::Cpu}, {});
+  EXPECT_LT(test::relative_error(y, test::reference_forward(w, x, 1)), 1e-5);
+}
+
+TEST(Fallback, ConfiguredListIsTriedInOrderAndTotalFailureNamesEveryAttempt) {
+  LocalRegistry local;
+  const LayerSpec spec = int_layer("l", 64, 32, 4, 32, ZeroKind::Symmetric);
+  const QuantizedWeight w = test::random_weight(spec, 3);
+  const DeviceInfo cpu = target_profile("cpu-avx2");
+  RuntimeConfig config;
+  config.backend = "fake_fail";
+  config.fallback = {"cpu_ref"};
+  auto plans = plan_layers({spec}, config, cpu, nullptr, local.reg);
+  EXPECT_EQ(plans[0].fallback, std::vector<std::string>{"cpu_ref"}) << "explicit: no implicit fallback";
+  auto ql = QuantLinear::build(w, plans[0], cpu, nullptr, local.reg);
+  EXPECT_EQ(ql->backends_used(), std::vector<std::string>{"cpu_ref"});
+
+  config.fallback = {};
+  plans = plan_layers({spec}, config, cpu, nullptr, local.reg);
+  try {
+    QuantLinear::build(w, plans[0], cpu, nullptr, local.reg);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::NoBackend);
+    EXPECT_NE(std::string(e.what()).find("fake_fail: l: fake_fail: injected prepare failure"), std::string::npos)
+        << e.what();
+  }
+}
+
+TEST(Ranges, QuantLinearDispatchesByRowCount) {
+  BackendRegistry reg;
+  reg.add(std::make_unique<test::FakeBackend>("small", false, 4));
+  reg.add(std::make_unique<test::FakeBackend>("large", false));
+  reg.set_auto_order("cpu", {"small", "large"});
+  const LayerSpec spec = int_layer("l", 32, 16, 4, -1, ZeroKind::Symmetric);
+  const auto plans = plan_layers({spec}, RuntimeConfig{}, target_profile("cpu-avx2"), nullptr, reg);
+  EXPECT_EQ(ranges_of(plans[0]), "small@1-4,large@5-");
+  const QuantizedWeight w = test::random_weight(spec, 11, true);
+  auto ql = QuantLinear::build(w, plans[0], target_profile("cpu-avx2"), nullptr, reg);
+  EXPECT_EQ(ql->backends_used(), (std::vector<std::string>{"small", "large"}));
+  ThreadPool pool(2);
+  for (int64_t m : {1, 4, 5, 9}) {
+    std::vector<float> x(static_cast<size_t>(m * 32));
+    for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i));
+    std::vector<float> y(static_cast<size_t>(m * 16), NAN);
+    ql->forward({x.data(), DType::F32, m, 32, DeviceKind::Cpu}, {y.data(), DType::F32, m, 16, DeviceKind::Cpu},
+                {&pool, nullptr});
+    EXPECT_LT(test::relative_error(y, test::reference_forward(w, x, m)), 1e-5) << "M=" << m;
+  }
+}
+
+// ---- kernel parameters: override > tuned > global > default, validated by the owner ----
+TEST(Params, PrecedenceOverrideTunedGlobalDefault) {
+  BackendRegistry reg;
+  reg.add(std::make_unique<test::FakeBackend>("fake", false));
+  reg.set_auto_order("cpu", {"fake"});
+  const DeviceInfo dev = target_profile("cpu-avx2");
+  const LayerSpec a = int_layer("model.layers.0.mlp.up_proj", 64, 64, 4, 32, ZeroKind::Symmetric);
+  const LayerSpec b = int_layer("model.layers.1.mlp.up_proj", 64, 64, 4, 32, ZeroKind::Symmetric);
+
+  auto tile_of = [](const LinearPlan& p) { return p.choices.at(0).params.get_int("tile", -1); };
+  RuntimeConfig config;
+  auto plans = plan_layers({a}, config, dev, nullptr, reg);
+  EXPECT_EQ(tile_of(plans[0]), 32);
+  EXPECT_EQ(plans[0].choices[0].source, ParamSource::Default);
+
+  config.kernel_params.values["tile"] = int64_t{16};
+  plans = plan_layers({a}, config, dev, nullptr, reg);
+  EXPECT_EQ(tile_of(plans[0]), 16);
+  EXPECT_EQ(plans[0].choices[0].source, ParamSource::Global);
+
+  TuningCache cache;
+  TuningEntry e;
+  e.key = make_tuning_key(dev, *reg.find("fake"), a, 1);
+  e.params.values["tile"] = int64_t{64};
+  cache.put(e);
+  plans = plan_layers({a}, config, dev, &cache, reg);
+  EXPECT_EQ(tile_of(plans[0]), 64);
+  EXPECT_EQ(plans[0].choices[0].source, ParamSource::Tuned);
+
+  KernelParams over;
+  over.values["tile"] = int64_t{32};
+  config.overrides.push_back({"model.layers.0.*", "", over});
+  plans = plan_layers({a, b}, config, dev, &cache, reg);
+  EXPECT_EQ(tile_of(plans[0]), 32);
+  EXPECT_EQ(plans[0].choices[0].source, ParamSource::Override);
+  // Layer 1 matches no override; the tuned entry is keyed by shape, so it applies there too.
+  EXPECT_EQ(tile_of(plans[1]), 64);
+  EXPECT_EQ(plans[1].choices[0].source, ParamSource::Tuned);
+  const LayerSpec other_shape = int_layer("model.layers.1.mlp.down_proj", 128, 64, 4, 32, ZeroKind::Symmetric);
+  plans = plan_layers({other_shape}, config, dev, &cache, reg);
+  EXPECT_EQ(tile_of(plans[0]), 16) << "no tuned entry for this shape: the global value";
+  EXPECT_EQ(plans[0].choices[0].source, ParamSource::Global);
+}
+
+TEST(Params, TunedBucketsSplitTheMRange) {
+  BackendRegistry reg;
+  reg.add(std::make_unique<test::FakeBackend>("fake", false));
+  reg.set_auto_order("cpu", {"fake"});
+  const DeviceInfo dev = target_profile("cpu-avx2");
+  const LayerSpec a = int_layer("l", 64, 64, 4, 32, ZeroKind::Symmetric);
+  TuningCache cache;
+  for (auto [m, tile] : std::vector<std::pair<int64_t, int64_t>>{{1, 16}, {4, 16}, {16, 64}}) {
+    TuningEntry e;
+    e.key = make_tuning_key(dev, *reg.find("fake"), a, m);
+    e.params.values["tile"] = tile;
+    cache.put(e);
+  }
+  const auto plans = plan_layers({a}, RuntimeConfig{}, dev, &cache, reg);
+  ASSERT_EQ(plans[0].choices.size(), 2u);
+  EXPECT_EQ(plans[0].choices[0].m_max, 4);   // buckets 1 and 4 agree: merged
+  EXPECT_EQ(plans[0].choices[0].params.get_int("tile", 0), 16);
+  EXPECT_EQ(plans[0].choices[1].m_min, 5);
+  EXPECT_EQ(plans[0].choices[1].m_max, kInf);
+  EXPECT_EQ(plans[0].choices[1].params.get_int("tile", 0), 64);
+}
+
+TEST(Params, InvalidParameterIsAnErrorNamingIt) {
+  BackendRegistry reg;
+  reg.add(std::make_unique<test::FakeBackend>("fake", false));
+  reg.set_auto_order("cpu", {"fake"});
+  RuntimeConfig config;
+  KernelParams over;
+  over.values["tile"] = int64_t{48};
+  config.overrides.push_back({"l", "", over});
+  auto plans = plan_layers({int_layer("l", 64, 64, 4, 32, ZeroKind::Symmetric)}, config, target_profile("cpu-avx2"),
+                           nullptr, reg);
+  ASSERT_FALSE(plans[0].ok());
+  EXPECT_NE(plans[0].error.find("parameter 'tile' must be 16, 32 or 64"), std::string::npos) << plans[0].error;
+  EXPECT_NE(plans[0].error.find("override 'l'"), std::string::npos) << plans[0].error;
+
+  RuntimeConfig global;
+  global.kernel_params.values["warps"] = int64_t{4};
+  plans = plan_layers({int_layer("l", 64, 64, 4, 32, ZeroKind::Symmetric)}, global, target_profile("cpu-avx2"), nullptr,
+                      reg);
+  ASSERT_FALSE(plans[0].ok());
+  EXPECT_NE(plans[0].error.find("unknown parameter 'warps'"), std::string::npos) << plans[0].error;
+
+  // A stale/invalid tuned entry is ignored with a note, not trusted and not fatal.
+  TuningCache cache;
+  TuningEntry e;
+  const LayerSpec l = int_layer("l", 64, 64, 4, 32, ZeroKind::Symmetric);
+  e.key = make_tuning_key(target_profile("cpu-avx2"), *reg.find("fake"), l, 1);
+  e.params.values["tile"] = int64_t{7};
+  cache.put(e);
+  plans = plan_layers({l}, RuntimeConfig{}, target_profile("cpu-avx2"), &cache, reg);
+  ASSERT_TRUE(plans[0].ok());
+  EXPECT_EQ(plans[0].choices[0].source, ParamSource::Default);
+  ASSERT_EQ(plans[0].notes.size(), 1u);
+  EXPECT_NE(plans[0].notes[0].find("ignored"), std::string::npos);
+}
+
+TEST(Registry, AutoListsAreDataAndCoverEveryDeviceClass) {
+  const auto& reg = BackendRegistry::global();
+  const auto h100 = target_profile("h100");
+  EXPECT_EQ(reg.auto_order(h100, int_layer("x", 64, 64, 4, 128, ZeroKind::Symmetric)),
+            (std::vector<std::string>{"cuda_gemv", "cuda_marlin", "cuda_dequant"}));
+  EXPECT_EQ(reg.auto_order(h100, fp8_layer("x", 64, 64, 128, 128)),
+            (std::vector<std::string>{"cuda_fp8", "cuda_dequant"}));
+  EXPECT_EQ(reg.auto_order(target_profile("t4"), int_layer("x", 64, 64, 4, 128, ZeroKind::Symmetric)),
+            (std::vector<std::string>{"cuda_gemv", "cuda_dequant"}));
+  EXPECT_EQ(reg.auto_order(probe_cpu(), int_layer("x", 64, 64, 4, 128, ZeroKind::Symmetric)),
+            (std::vector<std::string>{"cpu_simd", "cpu_ref"}));
+}
+
+}  // namespace
+}  // namespace qrt
