@@ -1,0 +1,61 @@
+// GGUF adapter: tokenizer.ggml.* metadata -> TokenizerSpec -> Tokenizer.
+#include <cstdio>
+
+#include "qrt/error.h"
+#include "qrt/gguf.h"
+#include "qrt/tokenizer.h"
+
+namespace qrt {
+
+Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
+  const std::string origin = gguf.path().empty() ? std::string("<gguf>") : gguf.path();
+  const auto model = gguf.find_string("tokenizer.ggml.model");
+  if (!model) throw invalid_input(origin + ": no tokenizer.ggml.model (the file carries no tokenizer)");
+  if (*model != "gpt2") {
+    throw unsupported(origin + ": tokenizer.ggml.model '" + *model +
+                      "' is not supported (qrt implements byte-level BPE, 'gpt2')");
+  }
+  TokenizerSpec spec;
+  spec.origin = origin;
+  spec.tokens = gguf.get_string_array("tokenizer.ggml.tokens");
+  spec.merges = gguf.get_string_array("tokenizer.ggml.merges");
+  if (gguf.contains("tokenizer.ggml.token_type")) {
+    for (const int64_t t : gguf.get_int_array("tokenizer.ggml.token_type")) {
+      spec.token_types.push_back(static_cast<int32_t>(t));
+    }
+  }
+  const std::string pre = gguf.find_string("tokenizer.ggml.pre").value_or("default");
+  if (auto kind = pre_tokenizer_kind_from_gguf(pre)) {
+    spec.pre = *kind;
+  } else {
+    spec.pre = PreTokenizerKind::Gpt2;
+    std::fprintf(stderr, "qrt: warning: %s: tokenizer.ggml.pre '%s' is not a pre-tokenizer qrt knows; "
+                 "using GPT-2 splitting (token ids may differ from the reference tokenizer)\n",
+                 origin.c_str(), pre.c_str());
+  }
+  // As llama.cpp does for these families; HF's Qwen2 tokenizer.json has an NFC normalizer.
+  spec.ignore_merges = spec.pre == PreTokenizerKind::Llama3;
+  spec.nfc = spec.pre == PreTokenizerKind::Qwen2;
+  auto id_of = [&](const char* key) -> int32_t {
+    const auto v = gguf.find_int(key);
+    if (!v) return -1;
+    if (*v < 0 || *v >= int64_t(spec.tokens.size())) {
+      throw invalid_input(origin + ": " + key + " = " + std::to_string(*v) + " is outside the vocabulary of " +
+                          std::to_string(spec.tokens.size()));
+    }
+    return static_cast<int32_t>(*v);
+  };
+  spec.bos_id = id_of("tokenizer.ggml.bos_token_id");
+  spec.eos_id = id_of("tokenizer.ggml.eos_token_id");
+  spec.unk_id = id_of("tokenizer.ggml.unknown_token_id");
+  spec.pad_id = id_of("tokenizer.ggml.padding_token_id");
+  spec.add_bos = gguf.find_bool("tokenizer.ggml.add_bos_token").value_or(spec.pre == PreTokenizerKind::Llama3) &&
+                 spec.bos_id >= 0;
+  spec.add_eos = gguf.find_bool("tokenizer.ggml.add_eos_token").value_or(false) && spec.eos_id >= 0;
+  // HF's byte-level BPE has no unk token (a missing byte is dropped); GGUF files still name one.
+  spec.unk_id = -1;
+  spec.chat_template = gguf.find_string("tokenizer.chat_template").value_or("");
+  return from_spec(spec);
+}
+
+}  // namespace qrt
