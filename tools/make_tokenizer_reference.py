@@ -57,6 +57,7 @@ EXTRA_CASES = [
     ("unicode_spaces", "a\u00a0b\u3000c\u2003d \u2028e\u0085f\u000bg"),
     ("combining_marks", "e\u0301 cafe\u0301 A\u030a n\u0303 \u1100\u1161\u11a8 \u212b \ufb01 o\u0308\u0301"),
     ("contractions", "'s 'S 'RE 'Re 'll 'LL 'd 've 'VE 'm 't ''s 'x it's IT'S"),
+    ("contractions_case_folding", "'\u017fa x'\u017f \u017f's '\u212aa 'LLx"),
     ("digits", "1234567 \u0663\u0664\u0665 \u2460\u2461 1.5 x2y33z444 \u00bd"),
     ("long_word", "a" * 300 + " " + "ab" * 150 + " " + "\u4e2d" * 100),
     ("specials_adjacent", "<|im_start|><|im_end|>x<|endoftext|> <|im_start|>  <|im_end|>\n"),
@@ -105,9 +106,30 @@ def sample_text():
         return f.read()
 
 
+# Characters that meet at the edges of the pre-tokenizer alternatives: spaces of several kinds, CR/LF,
+# apostrophes and contraction letters (with U+017F long s and U+212A Kelvin, which case-fold to ASCII),
+# digits of several scripts, punctuation, letters, marks, emoji, special-token text.
+RANDOM_POOL = ([" "] * 6 + ["\n"] * 3 + ["\r", "\t", "\u00a0", "\u3000", "\u2003", "\u000b"]
+               + ["'"] * 4 + list("stmdrevlSTMDREVL") + ["\u017f", "\u212a", "k"]
+               + list("0123456789") + ["\u0663", "\u00bd", "\u2460", "\uff13"]
+               + list(".,;:!?-_()[]{}<>|/\\\"#@$%^&*+=~`") + list("abcxyzABCXYZ")
+               + ["\u00e9", "\u00df", "\u0436", "\u4e2d", "\u3042", "\u0645", "\u0301", "\u0308"]
+               + ["\U0001F600", "\u200d", "\ufe0f", "<|im_start|>", "<|im_end|>", "<|endoftext|>"])
+
+
+def random_cases(count=150, seed=1234):
+    import random
+    rng = random.Random(seed)
+    out = []
+    for k in range(count):
+        n = rng.randint(1, 40)
+        out.append(("random_%03d" % k, "".join(rng.choice(RANDOM_POOL) for _ in range(n))))
+    return out
+
+
 def cases():
     return [("multilingual_sample", sample_text())] + EXTRA_CASES + [
-        ("sample_line_%02d" % i, line) for i, line in enumerate(sample_text().split("\n")) if line]
+        ("sample_line_%02d" % i, line) for i, line in enumerate(sample_text().split("\n")) if line] + random_cases()
 
 
 def reference(tk, chat_template=None, bos_token=None, eos_token=None, description=""):

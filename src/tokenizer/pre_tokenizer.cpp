@@ -30,6 +30,9 @@ size_t match_contraction(const Cps& c, size_t i, size_t n, bool ignore_case) {
   auto lower = [&](size_t k) -> char32_t {
     char32_t v = c[k].cp;
     if (ignore_case && v >= 'A' && v <= 'Z') v += 'a' - 'A';
+    // Oniguruma's case-insensitive match uses Unicode case folding: U+017F LATIN SMALL LETTER LONG S
+    // folds to 's' (no other code point folds onto a letter of these contractions).
+    if (ignore_case && v == 0x17F) v = 's';
     return v;
   };
   const char32_t a = lower(i + 1);
