@@ -99,8 +99,8 @@ inline QuantizedWeight random_weight(const LayerSpec& spec, uint32_t seed, bool 
 }
 
 // y = x * W^T (+ bias) in double from the reference dequantizer: the oracle of the oracle.
-inline std::vector<double> reference_forward(const QuantizedWeight& w, const std::vector<float>& x, int64_t m) {
-  const std::vector<float> deq = dequantize_reference(w);
+inline std::vector<double> reference_forward(const QuantizedWeight& w, const std::vector<float>& deq,
+                                             const std::vector<float>& x, int64_t m) {
   const int64_t n = w.N(), k = w.K();
   std::vector<double> y(static_cast<size_t>(m * n));
   for (int64_t r = 0; r < m; ++r)
@@ -110,6 +110,9 @@ inline std::vector<double> reference_forward(const QuantizedWeight& w, const std
       y[r * n + c] = acc;
     }
   return y;
+}
+inline std::vector<double> reference_forward(const QuantizedWeight& w, const std::vector<float>& x, int64_t m) {
+  return reference_forward(w, dequantize_reference(w), x, m);
 }
 
 // ||y - ref|| / ||ref||; NaN anywhere gives +inf.
