@@ -56,6 +56,7 @@ class Fields {
     return hit;
   }
   const std::string& last_key() const { return hit_key_; }
+  const json& object() const { return obj_; }
   bool has(const char* key) const { return obj_.contains(key); }
   void consume(const char* key) { used_.insert(key); }
 
@@ -129,6 +130,16 @@ class Fields {
   std::string hit_key_;
 };
 
+// Optional fields that are modelled but written back only when the input had them (or they are
+// not at their default): their original values ride in the passthrough object, and the serializer
+// overwrites them with the modelled value.
+std::string keep_present(const json& obj, const std::string& rest_text, std::initializer_list<const char*> keys) {
+  json rest = json::parse(rest_text);
+  for (const char* k : keys)
+    if (obj.contains(k)) rest[k] = obj[k];
+  return rest.dump();
+}
+
 int checked_int(Fields& f, const char* key, int64_t v) {
   if (v < INT32_MIN || v > INT32_MAX) f.fail(key, std::to_string(v) + " is out of range");
   return static_cast<int>(v);
@@ -194,8 +205,7 @@ GptqConfig parse_gptq(Fields& f, const std::string& where, std::vector<std::stri
     warnings.push_back(where + ".desc_act: true with group_size -1 is equivalent to false (one group); treated as false");
     c.desc_act = false;
   }
-  if (f.has("dynamic")) {
-    f.consume("dynamic");
+  if (const json* d = f.find({"dynamic"}); d && !d->is_null() && !d->empty()) {
     warnings.push_back(where + ".dynamic: per-module overrides are not applied; layer shapes are checked against "
                        "the global bits/group_size");
   }
@@ -208,6 +218,7 @@ GptqConfig parse_gptq(Fields& f, const std::string& where, std::vector<std::stri
                       "buffered_fwd", "mock_quantization", "fail_safe", "modules_to_not_convert", "true_sequential",
                       "zero_point", "version"},
                      warnings);
+  pass = keep_present(f.object(), pass, {"static_groups", "backend", "lm_head", "pack_dtype", "format", "method", "dynamic"});
   return c;
 }
 
@@ -232,6 +243,7 @@ AwqConfig parse_awq(Fields& f, const std::string& where, std::vector<std::string
                       "checkpoint_format", "method", "meta", "pack_dtype", "lm_head", "damp_percent",
                       "true_sequential", "dynamic", "act_group_aware", "static_groups"},
                      warnings);
+  pass = keep_present(f.object(), pass, {"backend", "format", "modules_to_not_convert"});
   return c;
 }
 
@@ -255,6 +267,7 @@ Fp8Config parse_fp8(Fields& f, const std::string& where, std::vector<std::string
     warnings.push_back(where + ".scale_fmt: ue8m0 scales are read as stored floats");
   c.modules_to_not_convert = f.get_string_list({"modules_to_not_convert", "ignored_layers"});
   pass = f.leftovers({"dequantize", "kv_cache_scheme"}, warnings);
+  pass = keep_present(f.object(), pass, {"fmt", "scale_fmt", "modules_to_not_convert", "ignored_layers"});
   return c;
 }
 
@@ -527,7 +540,7 @@ json quantization_config_to_json_value(const QuantizationConfig& q) {
   if (auto* c = q.get<GptqConfig>()) {
     j = passthrough(c->passthrough_json);
     j["quant_method"] = "gptq";
-    if (c->wrote_method_key) j["method"] = "gptq";
+    if (c->wrote_method_key || j.contains("method")) j["method"] = "gptq";
     j["bits"] = c->bits;
     j["group_size"] = c->group_size;
     j["desc_act"] = c->desc_act;
@@ -535,11 +548,11 @@ json quantization_config_to_json_value(const QuantizationConfig& q) {
     j["true_sequential"] = c->true_sequential;
     j["damp_percent"] = c->damp_percent;
     j["checkpoint_format"] = c->checkpoint_format;
-    if (c->wrote_format_key) j["format"] = c->checkpoint_format;
-    if (c->static_groups) j["static_groups"] = true;
-    if (c->backend != "auto") j["backend"] = c->backend;
-    if (c->lm_head) j["lm_head"] = true;
-    if (c->pack_dtype != "int32" || c->wrote_format_key) j["pack_dtype"] = c->pack_dtype;
+    if (c->wrote_format_key || j.contains("format")) j["format"] = c->checkpoint_format;
+    if (c->static_groups || j.contains("static_groups")) j["static_groups"] = c->static_groups;
+    if (c->backend != "auto" || (j.contains("backend") && !j["backend"].is_null())) j["backend"] = c->backend;
+    if (c->lm_head || j.contains("lm_head")) j["lm_head"] = c->lm_head;
+    if (c->pack_dtype != "int32" || j.contains("pack_dtype")) j["pack_dtype"] = c->pack_dtype;
   } else if (auto* c = q.get<AwqConfig>()) {
     j = passthrough(c->passthrough_json);
     j["quant_method"] = "awq";
@@ -547,16 +560,21 @@ json quantization_config_to_json_value(const QuantizationConfig& q) {
     j["group_size"] = c->group_size;
     j["zero_point"] = c->zero_point;
     j["version"] = c->version;
-    if (c->backend != "auto") j["backend"] = c->backend;
-    j["modules_to_not_convert"] = string_list_or_null(c->modules_to_not_convert);
+    if (j.contains("format")) j["format"] = c->version;
+    if (c->backend != "auto" || (j.contains("backend") && !j["backend"].is_null())) j["backend"] = c->backend;
+    if (!c->modules_to_not_convert.empty() || !j.contains("modules_to_not_convert") || !j["modules_to_not_convert"].is_array())
+      j["modules_to_not_convert"] = string_list_or_null(c->modules_to_not_convert);
   } else if (auto* c = q.get<Fp8Config>()) {
     j = passthrough(c->passthrough_json);
     j["quant_method"] = "fp8";
     j["activation_scheme"] = c->activation_scheme;
     if (c->weight_block_size) j["weight_block_size"] = {c->weight_block_size->first, c->weight_block_size->second};
-    j["fmt"] = c->fmt;
-    if (c->scale_fmt != "float") j["scale_fmt"] = c->scale_fmt;
-    if (!c->modules_to_not_convert.empty()) j["modules_to_not_convert"] = c->modules_to_not_convert;
+    if (c->fmt != "e4m3" || j.contains("fmt")) j["fmt"] = c->fmt;
+    if (c->scale_fmt != "float" || j.contains("scale_fmt")) j["scale_fmt"] = c->scale_fmt;
+    const char* list_key = j.contains("ignored_layers") && !j.contains("modules_to_not_convert") ? "ignored_layers"
+                                                                                                  : "modules_to_not_convert";
+    if (!c->modules_to_not_convert.empty() || j.contains(list_key))
+      j[list_key] = string_list_or_null(c->modules_to_not_convert);
   } else if (auto* c = q.get<Int8Config>()) {
     j = passthrough(c->passthrough_json);
     j["quant_method"] = "bitsandbytes";
