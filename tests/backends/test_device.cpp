@@ -1,0 +1,86 @@
+// Device probing: the local CPU (cpuid/xgetbv), descriptions and cache keys, device ids.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "qrt/device.h"
+#include "qrt/error.h"
+
+namespace qrt {
+namespace {
+
+TEST(CpuProbe, AgreesWithTheKernel) {
+  const DeviceInfo d = probe_cpu();
+  EXPECT_EQ(d.kind, DeviceKind::Cpu);
+  EXPECT_FALSE(d.simulated());
+  EXPECT_GE(d.cpu.logical_cores, 1);
+  EXPECT_FALSE(d.cpu.vendor.empty());
+  EXPECT_FALSE(d.cpu.model.empty());
+  // /proc/cpuinfo lists what the kernel enabled; cpuid + xgetbv must agree on the features qrt uses.
+  std::ifstream in("/proc/cpuinfo");
+  if (!in) GTEST_SKIP() << "/proc/cpuinfo not readable";
+  std::string line, flags;
+  while (std::getline(in, line))
+    if (line.rfind("flags", 0) == 0) {
+      flags = " " + line.substr(line.find(':') + 1) + " ";
+      break;
+    }
+  if (flags.empty()) GTEST_SKIP() << "no flags line in /proc/cpuinfo";
+  auto has = [&](const char* f) { return flags.find(std::string(" ") + f + " ") != std::string::npos; };
+  const auto& f = d.cpu.features;
+  EXPECT_EQ(f.avx2, has("avx2"));
+  EXPECT_EQ(f.fma, has("fma"));
+  EXPECT_EQ(f.f16c, has("f16c"));
+  EXPECT_EQ(f.avx512f, has("avx512f"));
+  EXPECT_EQ(f.avx512bw, has("avx512bw"));
+  EXPECT_EQ(f.avx512vl, has("avx512vl"));
+  EXPECT_EQ(f.avx512dq, has("avx512dq"));
+  EXPECT_EQ(f.avx512_vnni, has("avx512_vnni"));
+  EXPECT_EQ(f.avx512_bf16, has("avx512_bf16"));
+  EXPECT_EQ(f.avx_vnni, has("avx_vnni"));
+  EXPECT_EQ(f.amx_tile, has("amx_tile"));
+}
+
+TEST(CpuProbe, DescribeAndCacheKeyAreStable) {
+  const DeviceInfo a = probe_cpu(), b = probe_cpu();
+  EXPECT_EQ(a.cache_key(), b.cache_key());
+  EXPECT_EQ(a.cache_key().rfind("cpu|", 0), 0u);
+  EXPECT_NE(a.describe().find(a.cpu.features.isa_level()), std::string::npos);
+  const DeviceInfo h100 = target_profile("h100"), a100 = target_profile("a100");
+  EXPECT_NE(h100.cache_key(), a100.cache_key());
+  EXPECT_NE(h100.cache_key().find("sm_90"), std::string::npos);
+  EXPECT_NE(h100.describe().find("NVIDIA H100 80GB HBM3 (sm_90, 132 SMs"), std::string::npos) << h100.describe();
+}
+
+TEST(CpuFeatures, IsaLevelsAndStrings) {
+  EXPECT_EQ(target_profile("cpu-avx512").cpu.features.isa_level(), "avx512_vnni");
+  EXPECT_EQ(target_profile("cpu-avx2").cpu.features.isa_level(), "avx2");
+  EXPECT_EQ(target_profile("cpu-baseline").cpu.features.isa_level(), "baseline");
+  EXPECT_EQ(target_profile("cpu-avx2").cpu.features.to_string(), "sse4.2 avx avx2 fma f16c");
+  EXPECT_EQ(CpuFeatures{}.to_string(), "none");
+}
+
+TEST(ResolveDevice, CpuAndBadIds) {
+  EXPECT_EQ(resolve_device("cpu").kind, DeviceKind::Cpu);
+  for (const char* bad : {"gpu0", "cuda:x", "cuda:-1", "tpu"}) {
+    try {
+      resolve_device(bad);
+      ADD_FAILURE() << bad;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+    }
+  }
+  if (probe_cuda_devices().empty()) {
+    EXPECT_FALSE(cuda_unavailable_reason().empty());
+    try {
+      resolve_device("cuda:0");
+      ADD_FAILURE();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(cuda_unavailable_reason()), std::string::npos) << e.what();
+    }
+  }
+}
+
+}  // namespace
+}  // namespace qrt
