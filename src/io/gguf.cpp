@@ -398,13 +398,13 @@ void GgufFile::parse_all() {
     if (t.offset % alignment_ != 0)
       c.fail(where, "data offset " + std::to_string(t.offset) + " is not a multiple of the alignment " +
                         std::to_string(alignment_));
-    if (t.offset != expected)
-      c.fail(where, "data offset " + std::to_string(t.offset) + " does not follow the previous tensor (expected " +
-                        std::to_string(expected) + "): tensors overlap or leave a gap");
     uint64_t end = 0;
     if (!io::checked_add(t.offset, t.nbytes, &end) || end > data_len)
       c.fail(where, "data [" + std::to_string(t.offset) + ", +" + std::to_string(t.nbytes) +
                         ") is out of range: the data section holds " + std::to_string(data_len) + " bytes");
+    if (t.offset != expected)
+      c.fail(where, "data offset " + std::to_string(t.offset) + " does not follow the previous tensor (expected " +
+                        std::to_string(expected) + "): tensors overlap or leave a gap");
     expected = align_up(end, alignment_, &ok);
     if (!ok) c.fail(where, "data size overflows");
   }

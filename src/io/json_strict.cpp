@@ -27,7 +27,9 @@ nlohmann::json parse_json_strict(const char* begin, const char* end, const std::
   try {
     return nlohmann::json::parse(begin, end, callback, /*allow_exceptions=*/true);
   } catch (const nlohmann::json::exception& e) {
-    throw invalid_input(what + ": invalid JSON: " + e.what());
+    // nlohmann quotes the offending bytes, which may be invalid UTF-8 or control characters.
+    const std::string q = quote_name(e.what(), 400);
+    throw invalid_input(what + ": invalid JSON: " + q.substr(1, q.size() - 2));
   }
 }
 
