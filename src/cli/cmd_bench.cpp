@@ -9,6 +9,7 @@
 // never a backend's own (possibly larger) packing.
 #include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -50,7 +51,9 @@ struct BenchOptions {
   double min_seconds = 0.3;
   double max_seconds = 8.0;
   bool dense = true;
+  bool cpu_clock = false;
   std::string json_path, plot_path;
+  std::string params_json;  // merged over each backend's defaults (A/B of kernel parameters)
 };
 
 struct Row {
@@ -63,6 +66,16 @@ struct Row {
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// --cpu-clock: process CPU seconds / threads instead of wall time, for kernel work on a machine
+// shared with other jobs (time spent descheduled is not counted; cache and memory contention are).
+bool g_cpu_clock = false;
+int g_threads = 1;
+double cpu_seconds() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 int64_t last_level_cache_bytes() {
@@ -84,6 +97,7 @@ int64_t last_level_cache_bytes() {
 double median_us(const std::function<void(int)>& fn, double min_seconds, double max_seconds, int* reps_out) {
   std::vector<double> samples;
   auto t = Clock::now();
+  double c0 = cpu_seconds();
   fn(0);
   const double first = seconds_since(t);
   if (first > max_seconds / 2) samples.push_back(first);
@@ -92,8 +106,9 @@ double median_us(const std::function<void(int)>& fn, double min_seconds, double 
                     seconds_since(start) < min_seconds;
        ++rep) {
     t = Clock::now();
+    c0 = cpu_seconds();
     fn(rep);
-    samples.push_back(seconds_since(t));
+    samples.push_back(g_cpu_clock ? (cpu_seconds() - c0) / g_threads : seconds_since(t));
     if (seconds_since(start) > max_seconds) break;
   }
   std::sort(samples.begin(), samples.end());
@@ -309,6 +324,9 @@ int run_bench(const BenchOptions& o) {
     if (m <= 0) throw invalid_input("--batch: every value must be positive, got " + std::to_string(m));
   const DeviceInfo device = probe_cpu();
   ThreadPool pool(o.threads);
+  g_threads = pool.size();
+  g_cpu_clock = o.cpu_clock;
+  if (g_cpu_clock) std::printf("timing with process CPU time / threads (--cpu-clock), not wall time\n");
   const int64_t llc = last_level_cache_bytes();
 
   // Shapes: the given ones, or the distinct quantized linear shapes of the checkpoint.
@@ -401,7 +419,10 @@ int run_bench(const BenchOptions& o) {
       // One prepared copy per distinct parameter set; enough copies to exceed 2x the LLC.
       std::map<std::string, std::vector<std::unique_ptr<PreparedLinear>>> prepared;
       for (int64_t m : o.batch) {
-        const KernelParams params = be->default_params(spec, m, device);
+        KernelParams params = be->default_params(spec, m, device);
+        if (!o.params_json.empty()) params = params.merged(KernelParams::from_json(o.params_json));
+        if (const Verdict pv = be->validate_params(spec, params); !pv.ok)
+          throw invalid_input("--params for " + name + ": " + pv.reason);
         auto& copies = prepared[params.to_json()];
         if (copies.empty()) {
           copies.push_back(be->prepare(weight, params, device));
@@ -469,7 +490,9 @@ const CommandRegistrar registrar(
       app.add_option("-t,--threads", o->threads, "threads (default: one per logical core)");
       app.add_option("--min-time", o->min_seconds, "seconds of repeats per point at least (default 0.3)");
       app.add_option("--max-time", o->max_seconds, "seconds per point at most (default 8)");
+      app.add_flag("--cpu-clock", o->cpu_clock, "time with process CPU time / threads (for a shared machine)");
       app.add_flag("!--no-dense", o->dense, "skip the fp32 dense baseline");
+      app.add_option("--params", o->params_json, "kernel parameters as JSON, merged over each backend's defaults");
       app.add_option("--json", o->json_path, "write the rows as JSON to FILE");
       app.add_option("--plot", o->plot_path, "write an SVG plot (throughput vs batch) to FILE");
       return [o] { return run_bench(*o); };
