@@ -60,6 +60,8 @@ struct ModelWeights {
   ModelConfig config;                             // from the checkpoint (qrt/checkpoint.h)
   GenerationDefaults generation;                  // generation_config.json sampling defaults
   std::string source;                             // path it was loaded from
+  std::string quantization;                       // one line: "gguf Q4_1 ...", "gptq 4-bit g128 sym", "none"
+  std::string checkpoint_backend;                 // quantization_config.backend ("" / "auto" = none)
   std::vector<float> embed_tokens;                // [vocab][hidden]
   std::vector<DecoderLayerWeights> layers;
   std::vector<float> final_norm;                  // [hidden]
@@ -88,6 +90,13 @@ struct LoadOptions {
 // A Hugging Face folder (config.json + safetensors) or a .gguf file. Throws qrt::Error naming the
 // file/tensor/field on anything unexpected (unknown architecture, mismatched shapes, ...).
 std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOptions& options = {});
+
+// The default model: $QRT_CACHE_DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf, where QRT_CACHE_DIR
+// defaults to ${XDG_CACHE_HOME:-~/.cache}/qrt (the file scripts/fetch-model.sh downloads).
+std::string default_model_path();
+// `given` when non-empty, else default_model_path(); throws qrt::Error when the default model is
+// missing, saying to run scripts/fetch-model.sh.
+std::string resolve_model_path(const std::string& given);
 
 enum class KvCacheDType : uint8_t { F32, F16 };
 

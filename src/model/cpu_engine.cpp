@@ -13,6 +13,7 @@
 #include "qrt/error.h"
 #include "qrt/model.h"
 #include "qrt/thread_pool.h"
+#include "qrt/tuning_cache.h"
 
 namespace qrt {
 namespace {
@@ -97,14 +98,23 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
 
   // Plan every quantized linear for this device, then prepare its kernels (with fallback).
   const std::vector<LayerSpec> specs = w_->quantized_layer_specs();
-  if (!specs.empty()) plans_ = plan_layers(specs, options.runtime, options.device);
+  auto log = options.log ? options.log : [](const std::string&) {};
+  if (!specs.empty()) {
+    TuningCache cache;
+    if (options.runtime.use_tuning_cache) {
+      const std::string path = options.runtime.tuning_cache_path.empty() ? default_tuning_cache_path()
+                                                                           : options.runtime.tuning_cache_path;
+      cache = TuningCache::load(path, options.device, options.runtime.ignore_bad_tuning_cache);
+      for (const auto& warning : cache.warnings()) log("tuning cache: " + warning);
+    }
+    plans_ = plan_layers(specs, options.runtime, options.device, &cache);
+  }
   std::map<std::string, const LinearPlan*> plan_by_name;
   for (const auto& p : plans_) {
     if (!p.ok())
       throw Error(ErrorKind::NoBackend, fmt::format("layer {}: {}", p.layer.name, p.error));
     plan_by_name[p.layer.name] = &p;
   }
-  auto log = options.log ? options.log : [](const std::string&) {};
   auto make = [&](const LinearWeight& lw) {
     Linear l;
     l.w = &lw;

@@ -41,13 +41,17 @@ std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOpti
   w->config = ck->config();
   w->generation = ck->generation_defaults();
   const ModelConfig& c = w->config;
+  const QuantizationConfig& qc = ck->quantization();
+  w->quantization = qc.empty() ? (bits ? "rtn " + options.quantize + " on load" : "none") : qc.describe();
+  if (const auto* g = qc.get<GptqConfig>()) w->checkpoint_backend = g->backend;
+  if (const auto* a = qc.get<AwqConfig>()) w->checkpoint_backend = a->backend;
   const auto archs = supported_architectures();
   if (std::find(archs.begin(), archs.end(), c.architecture) == archs.end()) {
     std::string list;
     for (const auto& a : archs) list += (list.empty() ? "" : ", ") + a;
     throw unsupported(fmt::format("{}: architecture '{}' is not supported (qrt runs {})", path, c.architecture, list));
   }
-  if (bits && ck->quantization().method() != QuantMethod::None)
+  if (bits && !qc.empty())
     throw invalid_input(fmt::format("{}: --quantize {} needs a plain fp16/bf16/f32 checkpoint, this one is "
                                     "already quantized",
                                     path, options.quantize));

@@ -1,5 +1,7 @@
 // ModelWeights helpers: the list of linears / quantized layer specs engines plan from, size checks,
 // and make_engine() (dispatch by device kind).
+#include <cstdlib>
+#include <filesystem>
 #include <fmt/format.h>
 
 #include "qrt/error.h"
@@ -83,6 +85,29 @@ void ModelWeights::validate() const {
     check_linear(l.down_proj, inter, h);
   }
   if (!lm_head_uses_embedding()) check_linear(lm_head, h, c.vocab_size);
+}
+
+std::string default_model_path() {
+  std::string dir;
+  if (const char* c = std::getenv("QRT_CACHE_DIR"); c && *c) {
+    dir = c;
+  } else if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x) {
+    dir = std::string(x) + "/qrt";
+  } else {
+    const char* home = std::getenv("HOME");
+    dir = std::string(home && *home ? home : ".") + "/.cache/qrt";
+  }
+  return dir + "/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+}
+
+std::string resolve_model_path(const std::string& given) {
+  if (!given.empty()) return given;
+  const std::string path = default_model_path();
+  if (!std::filesystem::exists(path))
+    throw invalid_input(fmt::format("no model given (-m) and the default model {} is missing: run "
+                                    "scripts/fetch-model.sh to download it",
+                                    path));
+  return path;
 }
 
 #ifdef QRT_WITH_CUDA_ENGINE

@@ -25,6 +25,7 @@ EngineOptions small_options(int64_t max_input = 32, int64_t max_new = 8, int64_t
   o.runtime.max_input_length = max_input;
   o.runtime.max_new_tokens = max_new;
   o.runtime.threads = 2;
+  o.runtime.use_tuning_cache = false;
   o.device = probe_cpu();
   o.prefill_batch = batch;
   return o;

@@ -1,0 +1,60 @@
+// Text generation on any ForwardEngine: prefill the prompt, then sample and decode one token at a
+// time until a stop token, the token budget or the end of the KV cache; streams each token (and,
+// through the tokenizer's StreamDecoder, complete UTF-8 text) to a callback; times both phases.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "qrt/model.h"
+#include "qrt/sampler.h"
+#include "qrt/tokenizer.h"
+
+namespace qrt {
+
+struct GenerationOptions {
+  int64_t max_new_tokens = 128;
+  // Longest accepted prompt; 0 = the engine's capacity. A longer prompt is an error, never truncated.
+  int64_t max_input_length = 0;
+  SamplingParams sampling;
+  std::vector<int32_t> stop_tokens;   // generation ends when one is sampled (it is not emitted)
+};
+
+struct GenerationResult {
+  std::vector<int32_t> tokens;        // generated ids, without the stop token
+  int64_t prompt_tokens = 0;
+  double prompt_seconds = 0;          // prefill forward
+  int64_t decode_steps = 0;           // single-token forward passes after the prefill
+  double decode_seconds = 0;          // those passes plus sampling
+  std::string stop_reason;            // "stop token", "max new tokens", "context full", "stopped by caller"
+  double prompt_tokens_per_second() const { return prompt_seconds > 0 ? prompt_tokens / prompt_seconds : 0; }
+  double decode_tokens_per_second() const { return decode_seconds > 0 ? decode_steps / decode_seconds : 0; }
+};
+
+class Generator {
+ public:
+  explicit Generator(ForwardEngine& engine) : engine_(engine) {}
+  // on_token(id) is called for every generated id; returning false stops generation.
+  // Throws qrt::Error for an empty prompt or one longer than max_input_length.
+  GenerationResult generate(const std::vector<int32_t>& prompt, const GenerationOptions& options,
+                            const std::function<bool(int32_t)>& on_token = {});
+  // Same, streaming decoded text (special tokens skipped) to on_text as it becomes complete UTF-8.
+  GenerationResult generate_text(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
+                                 const GenerationOptions& options,
+                                 const std::function<void(const std::string&)>& on_text);
+
+ private:
+  ForwardEngine& engine_;
+  std::vector<float> logits_;
+};
+
+// The tokenizer of a model path: tokenizer.json of a HF folder, or the GGUF metadata. Throws
+// qrt::Error naming the folder when it has no tokenizer.
+Tokenizer load_tokenizer(const std::string& model_path);
+
+// Stop ids for a model: config/generation_config eos ids plus the tokenizer's end-of-turn ids.
+std::vector<int32_t> stop_tokens_for(const ModelConfig& config, const Tokenizer& tokenizer);
+
+}  // namespace qrt

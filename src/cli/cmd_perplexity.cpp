@@ -1,0 +1,150 @@
+// `qrt perplexity`: perplexity of a model on a text file with llama.cpp's method, so numbers are
+// comparable with `llama-perplexity`: the token stream is cut into non-overlapping windows of
+// --ctx tokens; each window is evaluated from an empty cache (its first token replaced by BOS when
+// the tokenizer adds one); only the second half of each window is scored (every scored token has
+// at least ctx/2 tokens of context). Prints the running value per window, then
+// "PPL = x +/- e" where e is the standard error of exp(mean NLL) by the delta method.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "cli/command.h"
+#include "qrt/error.h"
+#include "qrt/generator.h"
+#include "qrt/model.h"
+#include "qrt/runtime_config.h"
+
+namespace qrt::cli {
+namespace {
+
+struct PplOptions {
+  std::string model, file, config_file, device = "cpu", quantize, backend, kv_cache = "f32";
+  std::vector<std::string> fallback, disable;
+  int64_t ctx = 512, chunks = -1;
+  int threads = 0, group_size = 128;
+  CLI::Option *o_backend = nullptr, *o_fallback = nullptr, *o_disable = nullptr, *o_threads = nullptr;
+};
+
+int perplexity_command(const PplOptions& o) {
+  using clock = std::chrono::steady_clock;
+  const std::string path = resolve_model_path(o.model);
+  if (o.ctx < 4) throw invalid_input(fmt::format("--ctx {}: expected at least 4 tokens", o.ctx));
+  std::ifstream in(o.file, std::ios::binary);
+  if (!in) throw io_error(fmt::format("{}: cannot open the text file", o.file));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string text = ss.str();
+  if (text.empty()) throw invalid_input(fmt::format("{}: the text file is empty", o.file));
+
+  const auto t0 = clock::now();
+  LoadOptions lo;
+  lo.quantize = o.quantize;
+  lo.group_size = o.group_size;
+  auto weights = load_model(path, lo);
+  Tokenizer tokenizer = load_tokenizer(path);
+
+  CliOverrides cli;
+  if (o.o_backend->count()) cli.backend = o.backend;
+  if (o.o_fallback->count()) cli.fallback = o.fallback;
+  if (o.o_disable->count()) cli.disabled = o.disable;
+  if (o.o_threads->count()) cli.threads = o.threads;
+  cli.max_input_length = o.ctx;
+  cli.max_new_tokens = 0;
+  std::vector<std::string> warnings;
+  EngineOptions eo;
+  eo.runtime = build_runtime_config(weights->checkpoint_backend, o.config_file, cli, &warnings);
+  for (const auto& w : warnings) std::fprintf(stderr, "qrt: warning: %s\n", w.c_str());
+  eo.device = resolve_device(o.device);
+  if (o.kv_cache != "f32" && o.kv_cache != "f16")
+    throw invalid_input(fmt::format("--kv-cache {}: expected f32 or f16", o.kv_cache));
+  eo.kv_dtype = o.kv_cache == "f16" ? KvCacheDType::F16 : KvCacheDType::F32;
+  eo.log = [](const std::string& m) { std::fprintf(stderr, "qrt: %s\n", m.c_str()); };
+  auto engine = make_engine(weights, eo);
+  const double load_seconds = std::chrono::duration<double>(clock::now() - t0).count();
+
+  // Tokenize like llama.cpp: with the special tokens the tokenizer adds (BOS for Llama models).
+  std::vector<int32_t> tokens = tokenizer.encode(text, /*add_special=*/true);
+  const int32_t bos = tokenizer.bos_id();
+  const bool add_bos = bos >= 0 && !tokens.empty() && tokens.front() == bos &&
+                       !tokenizer.encode("a", true).empty() && tokenizer.encode("a", true).front() == bos;
+  const int64_t n_ctx = o.ctx;
+  int64_t n_chunks = static_cast<int64_t>(tokens.size()) / n_ctx;
+  if (n_chunks < 1)
+    throw invalid_input(fmt::format("{}: {} tokens, fewer than one window of --ctx {} (use a longer text or "
+                                    "a smaller --ctx)",
+                                    o.file, tokens.size(), n_ctx));
+  if (o.chunks > 0) n_chunks = std::min(n_chunks, o.chunks);
+  const int64_t vocab = weights->config.vocab_size;
+  const int64_t first = n_ctx / 2;
+  std::fprintf(stderr, "qrt: %s: %zu tokens, %lld windows of %lld tokens, scoring the second half of each%s\n",
+               o.file.c_str(), tokens.size(), static_cast<long long>(n_chunks), static_cast<long long>(n_ctx),
+               add_bos ? " (BOS at each window start)" : "");
+
+  std::vector<float> logits(static_cast<size_t>(n_ctx * vocab));
+  std::vector<int32_t> window(n_ctx);
+  double nll = 0, nll2 = 0;
+  int64_t count = 0;
+  const auto t1 = clock::now();
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    std::copy_n(tokens.begin() + c * n_ctx, n_ctx, window.begin());
+    if (add_bos) window[0] = bos;
+    engine->forward(window.data(), n_ctx, 0, logits.data(), /*all_logits=*/true);
+    for (int64_t j = first; j < n_ctx - 1; ++j) {
+      const float* row = logits.data() + j * vocab;
+      const int32_t target = tokens[c * n_ctx + j + 1];
+      float mx = row[0];
+      for (int64_t v = 1; v < vocab; ++v) mx = std::max(mx, row[v]);
+      double sum = 0;
+      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
+      const double loss = -(static_cast<double>(row[target]) - mx - std::log(sum));
+      nll += loss;
+      nll2 += loss * loss;
+      ++count;
+    }
+    std::printf("[%lld]%.4f%s", static_cast<long long>(c + 1), std::exp(nll / count), c + 1 < n_chunks ? "," : "\n");
+    std::fflush(stdout);
+  }
+  const double seconds = std::chrono::duration<double>(clock::now() - t1).count();
+  const double mean = nll / count;
+  const double ppl = std::exp(mean);
+  double err = 0;
+  if (count > 1) {
+    const double var = nll2 / count - mean * mean;
+    if (var > 0) err = std::sqrt(var / (count - 1)) * ppl;
+  }
+  std::printf("PPL = %.4f +/- %.5f (%lld tokens scored)\n", ppl, err, static_cast<long long>(count));
+  std::fprintf(stderr, "qrt: load %.2f s, evaluation %.2f s (%.1f tokens/s); model %s (%s)\n", load_seconds,
+               seconds, n_chunks * n_ctx / seconds, path.c_str(), weights->quantization.c_str());
+  std::string counts;
+  for (const auto& [name, n] : engine->backend_counts()) counts += fmt::format("{}{} x {}", counts.empty() ? "" : ", ", name, n);
+  std::fprintf(stderr, "qrt: backends: %s on %s\n", counts.c_str(), engine->device_name().c_str());
+  return 0;
+}
+
+const CommandRegistrar registrar(
+    "perplexity", "Perplexity of a model on a text file (llama.cpp's method: second half of each window)",
+    [](CLI::App& app) -> std::function<int()> {
+      auto o = std::make_shared<PplOptions>();
+      app.add_option("-m,--model", o->model, "Model: a Hugging Face folder or a .gguf file (default: the SmolLM2 GGUF)");
+      app.add_option("-f,--file", o->file, "Text file (UTF-8)")->required();
+      app.add_option("--ctx", o->ctx, "Window length in tokens")->capture_default_str();
+      app.add_option("--chunks", o->chunks, "Evaluate at most this many windows (default: all)");
+      o->o_backend = app.add_option("--backend", o->backend, "Backend for quantized layers: auto or a name");
+      o->o_fallback = app.add_option("--fallback", o->fallback, "Backends to try when one fails")->delimiter(',');
+      o->o_disable = app.add_option("--disable", o->disable, "Backends never to choose")->delimiter(',');
+      app.add_option("--config", o->config_file, "Runtime config file (JSON)");
+      app.add_option("--device", o->device, "cpu or cuda:N")->capture_default_str();
+      o->o_threads = app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+      app.add_option("--quantize", o->quantize, "Quantize a fp16/bf16/f32 checkpoint on load: int4 or int8")
+          ->check(CLI::IsMember({"int4", "int8"}));
+      app.add_option("--group-size", o->group_size, "Group size for --quantize (-1 = per row)")->capture_default_str();
+      app.add_option("--kv-cache", o->kv_cache, "KV cache storage: f32 or f16")->capture_default_str();
+      return [o] { return perplexity_command(*o); };
+    });
+
+}  // namespace
+}  // namespace qrt::cli

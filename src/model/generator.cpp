@@ -1,0 +1,111 @@
+// Generator: prefill, then sample -> stream -> decode until a stop condition. The first generated
+// token comes from the prefill logits, so decode_steps counts the single-token forwards after it.
+#include "qrt/generator.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fmt/format.h>
+
+#include "qrt/checkpoint.h"
+#include "qrt/error.h"
+#include "qrt/gguf.h"
+
+namespace qrt {
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const GenerationOptions& options,
+                                     const std::function<bool(int32_t)>& on_token) {
+  const int64_t capacity = engine_.capacity();
+  const int64_t max_input = options.max_input_length > 0 ? options.max_input_length : capacity;
+  const int64_t n = static_cast<int64_t>(prompt.size());
+  if (n == 0) throw invalid_input("the prompt is empty: nothing to generate from");
+  if (n > max_input)
+    throw invalid_input(fmt::format("the prompt has {} tokens, more than max_input_length {} "
+                                    "(raise --max-input-length or shorten the prompt)",
+                                    n, max_input));
+  if (n > capacity)
+    throw invalid_input(fmt::format("the prompt has {} tokens, more than the KV cache holds ({})", n, capacity));
+  if (options.max_new_tokens < 0)
+    throw invalid_input(fmt::format("max_new_tokens {} must be >= 0", options.max_new_tokens));
+
+  Sampler sampler(options.sampling);
+  const int64_t vocab = engine_.config().vocab_size;
+  logits_.resize(vocab);
+  GenerationResult r;
+  r.prompt_tokens = n;
+
+  auto t0 = std::chrono::steady_clock::now();
+  engine_.forward(prompt.data(), n, 0, logits_.data());
+  r.prompt_seconds = seconds_since(t0);
+
+  std::vector<int32_t> history = prompt;
+  int64_t pos = n;
+  r.stop_reason = "max new tokens";
+  t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < options.max_new_tokens; ++i) {
+    const int32_t id = sampler.sample(logits_.data(), vocab, history);
+    if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), id) != options.stop_tokens.end()) {
+      r.stop_reason = "stop token";
+      break;
+    }
+    r.tokens.push_back(id);
+    history.push_back(id);
+    if (on_token && !on_token(id)) {
+      r.stop_reason = "stopped by caller";
+      break;
+    }
+    if (i + 1 == options.max_new_tokens) break;  // no forward for a token nobody will sample from
+    if (pos >= capacity) {
+      r.stop_reason = "context full";
+      break;
+    }
+    engine_.forward(&id, 1, pos, logits_.data());
+    ++pos;
+    ++r.decode_steps;
+  }
+  r.decode_seconds = seconds_since(t0);
+  return r;
+}
+
+GenerationResult Generator::generate_text(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,
+                                          const GenerationOptions& options,
+                                          const std::function<void(const std::string&)>& on_text) {
+  StreamDecoder decoder(tokenizer, /*skip_special=*/true);
+  GenerationResult r = generate(prompt, options, [&](int32_t id) {
+    std::string piece = decoder.push(id);
+    if (!piece.empty() && on_text) on_text(piece);
+    return true;
+  });
+  std::string rest = decoder.finish();
+  if (!rest.empty() && on_text) on_text(rest);
+  return r;
+}
+
+Tokenizer load_tokenizer(const std::string& model_path) {
+  std::unique_ptr<Checkpoint> ck = open_checkpoint(model_path);
+  if (ck->kind() == CheckpointKind::Gguf) return Tokenizer::from_gguf(GgufFile::open(ck->path()));
+  const std::string json = ck->tokenizer_json_path();
+  if (json.empty() || !std::filesystem::exists(json))
+    throw invalid_input(fmt::format("{}: no tokenizer.json in the model folder (qrt needs the Hugging Face "
+                                    "tokenizer.json next to config.json)",
+                                    model_path));
+  return Tokenizer::from_tokenizer_json(json);
+}
+
+std::vector<int32_t> stop_tokens_for(const ModelConfig& config, const Tokenizer& tokenizer) {
+  std::vector<int32_t> ids;
+  auto add = [&](int64_t id) {
+    if (id >= 0 && id < config.vocab_size && std::find(ids.begin(), ids.end(), id) == ids.end())
+      ids.push_back(static_cast<int32_t>(id));
+  };
+  for (int64_t id : config.eos_token_ids) add(id);
+  for (int32_t id : tokenizer.stop_ids()) add(id);
+  return ids;
+}
+
+}  // namespace qrt
