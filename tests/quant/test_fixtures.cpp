@@ -1,0 +1,110 @@
+// Fixtures made by tools/make_quant_fixtures.py (torch, packing written from FORMATS.md word by word,
+// independently of the C++ codecs): each layer decodes to exactly the dequantized weight the
+// script computed.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "qrt/quant_config.h"
+#include "qrt/safetensors.h"
+#include "quant/formats/codecs.h"
+
+using namespace qrt;
+
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct Loaded {
+  SafetensorsFile file;
+  quant::TensorParts parts;
+  QuantizationConfig config;
+  std::vector<float> expected;
+};
+
+Loaded load(const std::string& name) {
+  const std::string base = std::string(QRT_TEST_DATA) + "/fixtures/" + name;
+  Loaded l{SafetensorsFile::open(base + ".safetensors"), {}, parse_quantization_config(read_text(base + ".json")), {}};
+  for (const auto& info : l.file.tensors())
+    if (info.name.rfind("layer.", 0) == 0) l.parts[info.name.substr(6)] = l.file.view(info);
+  l.expected = tensor_to_float(l.file.tensor("expected"));
+  return l;
+}
+
+void expect_matches(const QuantizedWeight& w, const std::vector<float>& expected) {
+  const std::vector<float> d = dequantize_reference(w);
+  ASSERT_EQ(d.size(), expected.size());
+  for (size_t i = 0; i < d.size(); ++i)
+    ASSERT_NEAR(d[i], expected[i], 1e-6f * std::max(1.0f, std::fabs(expected[i]))) << "element " << i;
+}
+
+}  // namespace
+
+TEST(Fixtures, GptqV1FourBitAsymmetricActOrder) {
+  Loaded l = load("gptq_v1_4bit_actorder");
+  std::vector<std::string> warnings;
+  QuantizedWeight w = quant::decode_gptq("layer", l.parts, *l.config.get<GptqConfig>(), 128, &warnings);
+  EXPECT_TRUE(w.spec.act_order);
+  EXPECT_EQ(w.spec.zero_kind, ZeroKind::Integer);
+  EXPECT_TRUE(warnings.empty());
+  expect_matches(w, l.expected);
+}
+
+TEST(Fixtures, GptqV1ThreeBitSymmetricActOrder) {
+  Loaded l = load("gptq_v1_3bit_actorder");
+  std::vector<std::string> warnings;
+  QuantizedWeight w = quant::decode_gptq("layer", l.parts, *l.config.get<GptqConfig>(), -1, &warnings);
+  EXPECT_EQ(w.spec.bits, 3);
+  EXPECT_TRUE(w.spec.act_order);
+  EXPECT_TRUE(warnings.empty()) << warnings[0];   // the stored zeros are the symmetric v1 constant
+  expect_matches(w, l.expected);
+}
+
+TEST(Fixtures, AwqGemmFourBit) {
+  Loaded l = load("awq_gemm_4bit");
+  QuantizedWeight w = quant::decode_awq("layer", l.parts, *l.config.get<AwqConfig>());
+  expect_matches(w, l.expected);
+  // Re-encoding gives back the same bytes the reference packer wrote.
+  auto enc = quant::encode_awq(w);
+  const auto& qweight = l.parts.at("qweight");
+  EXPECT_TRUE(std::equal(qweight.bytes.begin(), qweight.bytes.end(), enc[0].data.begin()));
+}
+
+TEST(Fixtures, Fp8BlockWithPartialEdges) {
+  Loaded l = load("fp8_block");
+  QuantizedWeight w = quant::decode_fp8("layer", l.parts, *l.config.get<Fp8Config>());
+  EXPECT_EQ(w.spec.scale_block_n, 32);
+  EXPECT_EQ(w.spec.scale_block_k, 64);
+  expect_matches(w, l.expected);
+}
+
+TEST(Fixtures, BitsAndBytesLlmInt8) {
+  Loaded l = load("int8_llm_int8");
+  QuantizedWeight w = quant::decode_int8("layer", l.parts);
+  const std::vector<float> d = dequantize_reference(w);
+  // bitsandbytes divides by 127 in float; qrt multiplies by 1/127: equal to a few ulps.
+  for (size_t i = 0; i < d.size(); ++i) ASSERT_NEAR(d[i], l.expected[i], 2e-6f * std::fabs(l.expected[i]) + 1e-7f) << i;
+}
+
+TEST(Fixtures, GptqReencodeMatchesReferencePacking) {
+  // encode_gptq of the decoded layer reproduces the reference packer's qweight/qzeros words.
+  for (const char* name : {"gptq_v1_4bit_actorder", "gptq_v1_3bit_actorder"}) {
+    Loaded l = load(name);
+    QuantizedWeight w = quant::decode_gptq("layer", l.parts, *l.config.get<GptqConfig>());
+    auto enc = quant::encode_gptq(w, false);
+    for (const auto& t : enc) {
+      if (t.suffix != "qweight" && t.suffix != "qzeros" && t.suffix != "g_idx") continue;
+      const auto& ref = l.parts.at(t.suffix);
+      ASSERT_EQ(ref.bytes.size(), t.data.size()) << name << " " << t.suffix;
+      EXPECT_TRUE(std::equal(ref.bytes.begin(), ref.bytes.end(), t.data.begin())) << name << " " << t.suffix;
+    }
+  }
+}
