@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -20,6 +21,7 @@
 namespace qrt {
 
 class BackendRegistry;
+class ThreadPool;
 
 struct TuningKey {
   std::string device;        // DeviceInfo::cache_key()
@@ -71,5 +73,46 @@ class TuningCache {
   std::vector<std::string> warnings_;
   std::string path_;
 };
+
+// ---- the tuner (backends/tuner.cpp) ----
+struct TuneProgress {
+  size_t done = 0, total = 0;   // candidates timed (or skipped) so far / planned
+  std::string current;          // "cpu_simd K=576 N=1536 int4 g32 M=16"
+  double elapsed_s = 0, eta_s = 0;
+};
+
+struct TuneOptions {
+  std::vector<int64_t> batches = {1, 4, 16, 64};   // the M buckets to tune
+  double budget_seconds = 0;     // 0 = no limit; when spent, no new candidate starts
+  int warmup = 2;                // untimed runs per candidate
+  int repeats = 7;               // timed runs; the median is kept
+  std::vector<std::string> backends;  // empty = every built backend that passes check and has a tuning_space
+  bool retune = false;           // time again what the cache already holds
+  double max_relative_error = 2e-2;   // a candidate whose output is further from cpu_ref is rejected
+  ThreadPool* pool = nullptr;
+  // Seconds one run takes; default: the steady clock around run(). Tests inject fake timings.
+  std::function<double(const std::string& backend, const KernelParams& params, int64_t m,
+                       const std::function<void()>& run)> timer;
+  std::function<void(const TuneProgress&)> progress;
+};
+
+struct TuneResult {
+  size_t shapes = 0;             // distinct (K, N, weight kind)
+  size_t timed = 0;              // candidates timed
+  size_t rejected = 0;           // candidates that failed to prepare or gave wrong output
+  size_t written = 0;            // cache entries written
+  size_t skipped_cached = 0;     // (shape, backend, M) already in the cache
+  bool budget_exhausted = false;
+  std::vector<std::string> notes;
+};
+
+// For each distinct layer shape and M bucket, times every candidate of each eligible backend's
+// tuning_space on `device` (warm-up, median of repeats, inputs rotated through several buffers),
+// checks each candidate's output against cpu_ref once, and writes the winners into `cache`.
+// `load` returns the weight of a layer (called once per distinct shape). CPU devices only for
+// now (CUDA backends need device buffers: noted in the result, not tuned).
+TuneResult tune_layers(const std::vector<LayerSpec>& layers,
+                       const std::function<QuantizedWeight(const LayerSpec&)>& load, const DeviceInfo& device,
+                       TuningCache& cache, const TuneOptions& options, const BackendRegistry* registry = nullptr);
 
 }  // namespace qrt
