@@ -1,0 +1,117 @@
+// Backend `cuda_gemv`: M <= 8 streaming kernel (cuda_gemv_kernels.cu) on the same packed layout as
+// cuda_marlin (one device copy when both serve a layer). Parameters: wt (n16 tiles per block,
+// 2 or 4; 0 = 2), split (K partitions, 0 = automatic from the SM count and occupancy).
+#include <fmt/format.h>
+
+#include "backends/backend_factories.h"
+#include "backends/cuda/cuda_backend_common.h"
+#include "backends/cuda/cuda_marlin_prepared.h"
+
+namespace qrt {
+namespace {
+
+using cuda::DeviceContext;
+
+class CudaGemvLinear final : public PreparedLinear {
+ public:
+  CudaGemvLinear(std::shared_ptr<const cuda::Int4DeviceWeight> w, DeviceContext& ctx, int* counters, int wt, int split)
+      : w_(std::move(w)), ctx_(ctx), counters_(counters), wt_(wt), split_(split) {}
+
+  void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
+    cuda::int4_forward("cuda_gemv", *w_, ctx_, counters_, x, y, ec,
+                       [&](const cuda::Int4DeviceView& v, const void* xin, void* yout, int64_t rows, bool bf16,
+                           const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
+                         // More than 8 rows (outside max_m): correct, in 8-row launches.
+                         for (int64_t r = 0; r < rows; r += 8) {
+                           const int64_t n = std::min<int64_t>(8, rows - r);
+                           cudaError_t e = cuda::launch_int4_gemv(
+                               v, static_cast<const unsigned char*>(xin) + r * v.k * 2,
+                               static_cast<unsigned char*>(yout) + r * v.n * 2, n, bf16,
+                               cuda::GemvConfig{wt_ ? wt_ : 2, split_}, ws, sms, st);
+                           if (e != cudaSuccess) return e;
+                         }
+                         return cudaSuccess;
+                       });
+  }
+  int64_t weight_bytes() const override { return w_->bytes(); }
+
+ private:
+  std::shared_ptr<const cuda::Int4DeviceWeight> w_;
+  DeviceContext& ctx_;
+  int* counters_;
+  int wt_, split_;
+};
+
+class CudaGemvBackend final : public Backend {
+ public:
+  CudaGemvBackend() { cap_ = cuda::cuda_backend_capability("cuda_gemv"); }
+  const std::string& name() const override { return name_; }
+  const std::string& summary() const override { return summary_; }
+  const BackendCapability& capability() const override { return cap_; }
+
+  Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
+    Verdict v = check_capability(layer, device);
+    if (!v.ok) return v;
+    if (device.gpu.compute_capability() < 80)
+      return Verdict::no("this GEMV runs on mma.sync tensor cores (sm_80+); device is sm_" +
+                         std::to_string(device.gpu.compute_capability()));
+    if (std::string why = cuda::int4_pack_rejection(layer); !why.empty()) return Verdict::no(why);
+    return Verdict::yes();
+  }
+
+  Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
+    Verdict v = cuda::validate_known_params(params, {{"wt", 0, 4}, {"split", 0, 16}});
+    if (!v.ok) return v;
+    const int64_t wt = params.get_int("wt", 0);
+    if (wt != 0 && !cuda::gemv_config_instantiated(static_cast<int>(wt)))
+      return Verdict::no(fmt::format("parameter 'wt' = {} not instantiated (0, 2 or 4)", wt));
+    return Verdict::yes();
+  }
+
+  KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
+    KernelParams p;
+    p.values["wt"] = int64_t(0);
+    p.values["split"] = int64_t(0);
+    return p;
+  }
+
+  std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
+    std::vector<KernelParams> out;
+    if (m > 8) return out;
+    for (int64_t wt : {int64_t(2), int64_t(4)})
+      for (int64_t split : {int64_t(0), int64_t(1), int64_t(2), int64_t(4)}) {
+        KernelParams p;
+        p.values["wt"] = wt;
+        p.values["split"] = split;
+        out.push_back(p);
+      }
+    return out;
+  }
+
+  std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
+                                          const DeviceInfo& device) const override {
+    if (device.kind != DeviceKind::Cuda)
+      throw unsupported(weight.spec.name + ": cuda_gemv needs a CUDA device, got " + device.id);
+    Verdict pv = validate_params(weight.spec, params);
+    if (!pv.ok) throw invalid_input(weight.spec.name + ": cuda_gemv: " + pv.reason);
+    Verdict cv = check(weight.spec, device);
+    if (!cv.ok) throw unsupported(weight.spec.name + ": cuda_gemv: " + cv.reason);
+    cuda::DeviceGuard guard(device.gpu.index);
+    DeviceContext& ctx = DeviceContext::get(device.gpu.index);
+    auto w = cuda::shared_int4_weight(weight, device.gpu.index);
+    int* counters = cuda::reserve_int4_scratch(ctx, weight.K(), w->view().perm != nullptr);
+    return std::make_unique<CudaGemvLinear>(std::move(w), ctx, counters, static_cast<int>(params.get_int("wt", 0)),
+                                            static_cast<int>(params.get_int("split", 0)));
+  }
+
+ private:
+  std::string name_ = "cuda_gemv";
+  std::string summary_ = "int4/int8 x fp16/bf16 streaming GEMV for M <= 8 (16-byte loads, 8 in flight, mma.sync), sm_80+";
+  BackendCapability cap_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_gemv_backend() { return std::make_unique<CudaGemvBackend>(); }
+
+}  // namespace qrt

@@ -1,0 +1,198 @@
+// cuda_gemv's kernel: M <= 8 tokens x 4/8-bit weights, streaming. No shared-memory staging: every
+// lane issues its 16-byte weight loads (ld.global.nc.L1::no_allocate) for 8 k64 chunks before
+// using the first (activations, hot in L1/L2, are loaded at use), so each warp keeps 4 KB in
+// flight. The 8 tokens sit on the n8 side of mma.sync m16n8k16 (weights on the 16-row side), so
+// the tensor cores do the multiply-adds and the ALUs only dequantize (lop3 + sub per 2 weights).
+// Block = 8 warps = WT n16 tiles x (8/WT) K-warps; grid = (N/16/WT, split); partial tiles are
+// reduced in shared memory, then across blocks by the last-arriving block (int4_common.cuh).
+#include <algorithm>
+
+#include "backends/cuda/cuda_marlin.h"
+#include "backends/cuda/cuda_marlin_pack.h"
+#include "backends/cuda/int4_common.cuh"
+
+namespace qrt::cuda {
+namespace int4k {
+
+template <typename T, int BITS, int WT>
+__global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
+  constexpr int KP = 8 / WT;  // K-warps per tile
+  constexpr int PC = 32 * BITS / 4;
+  constexpr int U = BITS == 4 ? 8 : 4;  // k64 chunks in flight per warp (4 KB of weights)
+  constexpr int BN = 16 * WT;
+  constexpr int LD = BN + 4;
+  __shared__ __align__(16) float red[KP][8 * LD];
+  __shared__ int last_flag;
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int tl = warp % WT, kp = warp / WT;
+  const int g = lane >> 2, q = lane & 3;
+  const int n16_total = a.n >> 4;
+  const int n16 = blockIdx.x * WT + tl;
+  const bool tile_ok = n16 < n16_total;
+  const int sp = blockIdx.y;
+  const int kchunks = a.k >> 6;
+  const int c_begin = sp * a.chunks_per_split;
+  const int c_end = min(c_begin + a.chunks_per_split, kchunks);
+  const bool grouped = a.group_size != 0;
+  const int half_n = a.n >> 1;
+  const bool tok_ok = g < a.m;
+  const T* xrow = static_cast<const T*>(a.x) + static_cast<size_t>(tok_ok ? g : 0) * a.k;
+  const uint4* wp = static_cast<const uint4*>(a.w) + static_cast<size_t>(tile_ok ? n16 : 0) * kchunks * PC;
+
+  float acc[4] = {0.f, 0.f, 0.f, 0.f}, gacc[4] = {0.f, 0.f, 0.f, 0.f};
+  uint32_t zpair_pc = BITS == 4 ? 0x0808u : 0x8080u;
+  if (a.zeros && !grouped && tile_ok) zpair_pc = a.zeros[n16 * 8 + g];
+
+  auto flush = [&](uint32_t sv) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&sv));
+    acc[0] += f.x * gacc[0];
+    acc[1] += f.x * gacc[1];
+    acc[2] += f.y * gacc[2];
+    acc[3] += f.y * gacc[3];
+    gacc[0] = gacc[1] = gacc[2] = gacc[3] = 0.f;
+  };
+
+  if (tile_ok) {
+    for (int c = c_begin + kp; c < c_end; c += KP * U) {
+      // All U weight loads are issued before the first is used; activations, scales and zeros are
+      // small and hot in L1, so they are loaded at their use and cost no registers across the batch.
+      uint4 wq[U][BITS / 4];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int cc = c + u * KP;
+#pragma unroll
+        for (int h = 0; h < BITS / 4; ++h)
+          wq[u][h] = cc < c_end ? ldg_stream(wp + static_cast<size_t>(cc) * PC + h * 32 + lane) : make_uint4(0, 0, 0, 0);
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int cc = c + u * KP;
+        if (cc >= c_end) break;
+#pragma unroll
+        for (int s = 0; s < 2; ++s) {
+          const uint4 xa = tok_ok ? __ldg(reinterpret_cast<const uint4*>(xrow + cc * 64 + 32 * s + 8 * q))
+                                  : make_uint4(0, 0, 0, 0);
+          const int gi = grouped ? ((cc * 64 + 32 * s) >> a.log2_group) : 0;
+          const uint32_t zp =
+              (grouped && a.zeros) ? __ldg(a.zeros + static_cast<size_t>(gi) * half_n + n16 * 8 + g) : zpair_pc;
+#pragma unroll
+          for (int jj = 0; jj < 2; ++jj) {
+            uint32_t af[4];
+            if constexpr (BITS == 4) {
+              const uint32_t word = (s == 0) ? (jj == 0 ? wq[u][0].x : wq[u][0].y)
+                                             : (jj == 0 ? wq[u][0].z : wq[u][0].w);
+              dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af);
+            } else {
+              const uint4 v = wq[u][s];
+              const float zr = 8388608.f + static_cast<float>(zp & 0xFFu);
+              const float zr8 = 8388608.f + static_cast<float>(zp >> 8);
+              if (jj == 0) dequant8<T>(v.x, v.y, zr, zr8, af);
+              else dequant8<T>(v.z, v.w, zr, zr8, af);
+            }
+            MmaOp<T>::run(gacc, af, jj == 0 ? xa.x : xa.z, jj == 0 ? xa.y : xa.w);
+          }
+          if (grouped && (s == 1 || a.group_size == 32))
+            flush(__ldg(a.scales + static_cast<size_t>(gi) * half_n + n16 * 8 + g));
+        }
+      }
+    }
+    if (!grouped) flush(__ldg(a.scales + n16 * 8 + g));
+  }
+
+  // Each K-warp writes its fragment; then a fixed-order sum over K-warps into red[0].
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int nl = tl * 16 + g + 8 * (i >> 1);
+    const int tok = 2 * q + (i & 1);
+    red[kp][tok * LD + nl] = acc[i];
+  }
+  __syncthreads();
+  if (KP > 1) {
+    for (int e = tid; e < 8 * BN; e += 256) {
+      const int tok = e / BN, nl = e % BN;
+      float v = red[0][tok * LD + nl];
+#pragma unroll
+      for (int p = 1; p < KP; ++p) v += red[p][tok * LD + nl];
+      red[0][tok * LD + nl] = v;
+    }
+    __syncthreads();
+  }
+  finish_tile<T, 8, BN, 256>(a, red[0], blockIdx.x, sp, 0, blockIdx.x * BN, &last_flag);
+}
+
+}  // namespace int4k
+
+namespace {
+using namespace int4k;
+struct GemvEntry {
+  bool bf16;
+  int bits, wt;
+  void* fn;
+};
+template <typename T, int BITS, int WT>
+void* gemv_ptr() {
+  return reinterpret_cast<void*>(&gemv_kernel<T, BITS, WT>);
+}
+#define QRT_GEMV_ROWS(T, ISBF, BITS) \
+  GemvEntry{ISBF, BITS, 2, gemv_ptr<T, BITS, 2>()}, GemvEntry{ISBF, BITS, 4, gemv_ptr<T, BITS, 4>()}
+
+const GemvEntry* find_gemv(bool bf16, int bits, int wt) {
+  static const GemvEntry table[] = {QRT_GEMV_ROWS(__half, false, 4), QRT_GEMV_ROWS(__nv_bfloat16, true, 4),
+                                    QRT_GEMV_ROWS(__half, false, 8), QRT_GEMV_ROWS(__nv_bfloat16, true, 8)};
+  for (const auto& e : table)
+    if (e.bf16 == bf16 && e.bits == bits && e.wt == wt) return &e;
+  return nullptr;
+}
+int log2_int(int v) {
+  int l = 0;
+  while ((1 << l) < v) ++l;
+  return l;
+}
+}  // namespace
+
+bool gemv_config_instantiated(int wt) { return wt == 2 || wt == 4; }
+
+cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
+                             const GemvConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream) {
+  const GemvEntry* e = find_gemv(bf16, w.bits, cfg.wt);
+  if (!e || m <= 0 || m > 8) return cudaErrorInvalidValue;
+  KernelArgs a;
+  a.x = x;
+  a.y = y;
+  a.w = static_cast<const uint4*>(w.words);
+  a.scales = w.scales;
+  a.zeros = w.zeros;
+  a.bias = w.bias;
+  a.m = static_cast<int>(m);
+  a.n = static_cast<int>(w.n);
+  a.k = static_cast<int>(w.k);
+  a.group_size = w.group_size;
+  a.log2_group = w.group_size ? log2_int(w.group_size) : 0;
+  a.scale_mul = w.scale_mul;
+  const int64_t n16 = w.n / 16;
+  const int64_t bx = (n16 + cfg.wt - 1) / cfg.wt;
+  const int kchunks = static_cast<int>(w.k / 64);
+  const int64_t max_tiles = std::min<int64_t>(int4_max_partial_tiles(sms) * int4_max_tile_floats() / (8 * 16 * cfg.wt),
+                                              int4_counter_count(sms) - 64);
+  static int occ[2][2][5] = {};
+  int& o = occ[bf16][w.bits == 8][cfg.wt];
+  if (o == 0 && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, e->fn, 256, 0) != cudaSuccess || o < 1)) o = 1;
+  int split = cfg.split > 0 ? cfg.split : choose_split(bx, kchunks, sms * std::min(o, 4), max_tiles, 8 / cfg.wt);
+  int per = (kchunks + split - 1) / split;
+  split = (kchunks + per - 1) / per;
+  a.split = split;
+  a.chunks_per_split = per;
+  a.m_tiles = 1;
+  a.n_tiles = static_cast<int>(bx);
+  if (split > 1) {
+    if (bx * split * 8 * 16 * cfg.wt > ws.partial_floats || bx > ws.counter_count) return cudaErrorInvalidValue;
+    a.partials = ws.partials;
+    a.counters = ws.counters;
+  }
+  void* args[] = {&a};
+  return cudaLaunchKernel(e->fn, dim3(static_cast<unsigned>(bx), static_cast<unsigned>(split)), dim3(256), args, 0,
+                          stream);
+}
+
+}  // namespace qrt::cuda

@@ -1,0 +1,79 @@
+// Launch interface of qrt's int4/int8 tensor-core kernels (device side in cuda_marlin_kernels.cu
+// and cuda_gemv_kernels.cu). Internal header: includes CUDA headers.
+//
+// Instantiated tile configurations (few on purpose: CI compiles four architectures on two cores):
+//   cuda_marlin  qmm_<dtype>_w<bits>_m<8*mt>_n<64*nt>: 256 threads = 4 N-warps x 2 K-warps,
+//                k128 stages (4 stages for 4-bit, 3 for 8-bit), (mt, nt) in
+//                {(1,2), (2,2), (4,2), (4,1)}  -> M-tile 8/16/32 tokens, N-tile 128 (or 64)
+//   cuda_gemv    gemv_<dtype>_w<bits>_t<wt>: 256 threads, wt n16 tiles per block (2 or 4),
+//                8/wt K-warps, 16-byte streaming loads straight to registers, 4 chunks in flight
+// for dtype in {fp16, bf16}, bits in {4, 8}.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace qrt::cuda {
+
+// Device pointers of one packed weight (Int4PackedHost uploaded).
+struct Int4DeviceView {
+  const void* words = nullptr;       // uint4-aligned
+  const uint32_t* scales = nullptr;
+  const uint16_t* zeros = nullptr;   // nullptr = symmetric
+  const float* bias = nullptr;
+  const int32_t* perm = nullptr;     // act-order column permutation or nullptr
+  int64_t n = 0, k = 0;
+  int bits = 4;
+  int group_size = 0;                // 0 = per-channel
+  float scale_mul = 1.f;
+};
+
+// Split-K scratch: partial fp32 tiles and per-tile arrival counters (zero between launches; the
+// kernels reset them). Shared by launches that run one after another on one stream.
+struct Int4Workspace {
+  float* partials = nullptr;
+  int64_t partial_floats = 0;
+  int* counters = nullptr;
+  int64_t counter_count = 0;
+};
+
+struct QmmConfig {
+  int mt = 2;      // 8-token MMA tiles per block: 1, 2 or 4
+  int nt = 2;      // n16 tiles per N-warp: 2 (N-tile 128) or 1 (N-tile 64, only with mt = 4)
+  int split = 0;   // K partitions; 0 = automatic
+};
+struct GemvConfig {
+  int wt = 4;      // n16 tiles per block: 2 or 4
+  int split = 0;   // 0 = automatic
+};
+
+bool qmm_config_instantiated(int mt, int nt);
+bool gemv_config_instantiated(int wt);
+
+// Largest split-K partial tile count a launch may use (workspace sizing: floats =
+// int4_max_partial_tiles(sms) * int4_max_tile_floats()).
+int64_t int4_max_partial_tiles(int sms);
+int64_t int4_max_tile_floats();
+int64_t int4_counter_count(int sms);
+
+// Raise the dynamic shared-memory limits (once per process; call at prepare time).
+cudaError_t qmm_init_kernels();
+
+// y[M][N] = x[M][K] W^T (+ bias); x, y fp16 (bf16 when `bf16`), row-major, contiguous; x must be
+// already permuted for act-order (launch_permute_cols). M > 0 of any size (M-tiles in the grid).
+// Returns the launch error; never allocates, never synchronizes.
+cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
+                       const QmmConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream);
+// The split launch_qmm would use (for plans and tests).
+int qmm_auto_split(const Int4DeviceView& w, int64_t m, const QmmConfig& cfg, int sms);
+
+// Same contract for M <= 8.
+cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
+                             const GemvConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream);
+
+// xp[m][i] = x[m][perm[i]] (2-byte elements).
+cudaError_t launch_permute_cols(const void* x, void* xp, const int32_t* perm, int64_t m, int64_t k,
+                                cudaStream_t stream);
+
+}  // namespace qrt::cuda

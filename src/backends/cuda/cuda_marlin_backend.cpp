@@ -1,0 +1,133 @@
+// Backend `cuda_marlin`: fp16/bf16 x 4/8-bit weights on tensor cores (mma.sync, sm_80+), the
+// kernel of cuda_marlin_kernels.cu. Parameters: mt (8-token MMA tiles per block: 1/2/4, 0 = by M
+// at run time), nt (n16 tiles per N-warp: 2, or 1 with mt = 4; 0 = 2), split (K partitions,
+// 0 = automatic from the SM count). The default is all-automatic, so one prepared kernel serves a
+// whole M range with the right tile for each M.
+#include <fmt/format.h>
+
+#include "backends/backend_factories.h"
+#include "backends/cuda/cuda_backend_common.h"
+#include "backends/cuda/cuda_marlin_prepared.h"
+
+namespace qrt {
+namespace {
+
+using cuda::DeviceContext;
+
+// The M-tile chosen for m rows when mt = 0: the smallest instantiated tile covering m, 32 above.
+int auto_mt(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : 4; }
+
+class CudaMarlinLinear final : public PreparedLinear {
+ public:
+  CudaMarlinLinear(std::shared_ptr<const cuda::Int4DeviceWeight> w, DeviceContext& ctx, int* counters, int mt, int nt,
+                   int split)
+      : w_(std::move(w)), ctx_(ctx), counters_(counters), mt_(mt), nt_(nt), split_(split) {}
+
+  void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
+    cuda::int4_forward("cuda_marlin", *w_, ctx_, counters_, x, y, ec,
+                       [&](const cuda::Int4DeviceView& v, const void* xin, void* yout, int64_t rows, bool bf16,
+                           const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
+                         cuda::QmmConfig cfg;
+                         cfg.mt = mt_ ? mt_ : auto_mt(rows);
+                         cfg.nt = nt_ ? nt_ : 2;
+                         cfg.split = split_;
+                         return cuda::launch_qmm(v, xin, yout, rows, bf16, cfg, ws, sms, st);
+                       });
+  }
+  int64_t weight_bytes() const override { return w_->bytes(); }
+
+ private:
+  std::shared_ptr<const cuda::Int4DeviceWeight> w_;
+  DeviceContext& ctx_;
+  int* counters_;
+  int mt_, nt_, split_;
+};
+
+class CudaMarlinBackend final : public Backend {
+ public:
+  CudaMarlinBackend() { cap_ = cuda::cuda_backend_capability("cuda_marlin"); }
+  const std::string& name() const override { return name_; }
+  const std::string& summary() const override { return summary_; }
+  const BackendCapability& capability() const override { return cap_; }
+
+  Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
+    Verdict v = check_capability(layer, device);
+    if (!v.ok) return v;
+    if (device.gpu.compute_capability() < 80)
+      return Verdict::no("needs mma.sync and cp.async (sm_80+); device is sm_" +
+                         std::to_string(device.gpu.compute_capability()));
+    if (std::string why = cuda::int4_pack_rejection(layer); !why.empty()) return Verdict::no(why);
+    if (device.gpu.shared_mem_per_block_optin > 0 && device.gpu.shared_mem_per_block_optin < 96 * 1024)
+      return Verdict::no(fmt::format("needs 96 KiB of shared memory per block, device allows {}",
+                                     device.gpu.shared_mem_per_block_optin));
+    return Verdict::yes();
+  }
+
+  Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
+    Verdict v = cuda::validate_known_params(params, {{"mt", 0, 4}, {"nt", 0, 2}, {"split", 0, 16}});
+    if (!v.ok) return v;
+    const int64_t mt = params.get_int("mt", 0), nt = params.get_int("nt", 0);
+    if (mt == 3) return Verdict::no("parameter 'mt' = 3 not instantiated (0, 1, 2 or 4)");
+    if (mt && nt && !cuda::qmm_config_instantiated(static_cast<int>(mt), static_cast<int>(nt)))
+      return Verdict::no(fmt::format("tile (mt {}, nt {}) not instantiated: nt 1 needs mt 4", mt, nt));
+    if (nt == 1 && mt == 0) return Verdict::no("nt 1 needs an explicit mt 4");
+    return Verdict::yes();
+  }
+
+  KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
+    // All automatic: the tile follows the M of each call, the split the SM count.
+    KernelParams p;
+    p.values["mt"] = int64_t(0);
+    p.values["nt"] = int64_t(0);
+    p.values["split"] = int64_t(0);
+    return p;
+  }
+
+  std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
+    std::vector<KernelParams> out;
+    const int64_t want = auto_mt(m);
+    for (int64_t mt : {int64_t(1), int64_t(2), int64_t(4)}) {
+      if (mt < want && mt != 4 && m > 8 * mt * 4) continue;  // tiny tiles for large M re-stream too much
+      if (mt > want && mt != 2) continue;
+      for (int64_t nt : {int64_t(2), int64_t(1)}) {
+        if (!cuda::qmm_config_instantiated(static_cast<int>(mt), static_cast<int>(nt))) continue;
+        for (int64_t split : {int64_t(0), int64_t(1), int64_t(2), int64_t(4), int64_t(8)}) {
+          KernelParams p;
+          p.values["mt"] = mt;
+          p.values["nt"] = nt;
+          p.values["split"] = split;
+          out.push_back(p);
+        }
+      }
+    }
+    return out;
+  }
+
+  std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
+                                          const DeviceInfo& device) const override {
+    if (device.kind != DeviceKind::Cuda)
+      throw unsupported(weight.spec.name + ": cuda_marlin needs a CUDA device, got " + device.id);
+    Verdict pv = validate_params(weight.spec, params);
+    if (!pv.ok) throw invalid_input(weight.spec.name + ": cuda_marlin: " + pv.reason);
+    Verdict cv = check(weight.spec, device);
+    if (!cv.ok) throw unsupported(weight.spec.name + ": cuda_marlin: " + cv.reason);
+    cuda::DeviceGuard guard(device.gpu.index);
+    DeviceContext& ctx = DeviceContext::get(device.gpu.index);
+    auto w = cuda::shared_int4_weight(weight, device.gpu.index);
+    int* counters = cuda::reserve_int4_scratch(ctx, weight.K(), w->view().perm != nullptr);
+    return std::make_unique<CudaMarlinLinear>(std::move(w), ctx, counters, static_cast<int>(params.get_int("mt", 0)),
+                                              static_cast<int>(params.get_int("nt", 0)),
+                                              static_cast<int>(params.get_int("split", 0)));
+  }
+
+ private:
+  std::string name_ = "cuda_marlin";
+  std::string summary_ = "tensor-core int4/int8 x fp16/bf16 GEMM (Marlin-class, mma.sync, exact fp32 group scaling), sm_80+";
+  BackendCapability cap_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cuda_marlin_backend() { return std::make_unique<CudaMarlinBackend>(); }
+
+}  // namespace qrt

@@ -1,0 +1,40 @@
+// Host side of qrt's int4/int8 tensor-core kernels (cuda_marlin, cuda_gemv): the repack of a
+// canonical QuantizedWeight into the fragment-ordered layout the kernels stream (documented in
+// int4_common.cuh), and the launch-geometry heuristics. No CUDA headers: this part is plain C++
+// so it can be reasoned about (and tested) without a GPU.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "qrt/quantized_weight.h"
+
+namespace qrt::cuda {
+
+struct Int4PackedHost {
+  int64_t n = 0, k = 0;
+  int bits = 4;
+  int group_size = 0;   // 0 = one group over K (per-channel), else 32 / 64 / 128
+  int groups = 1;
+  bool has_zero = false;               // integer zero points (asymmetric)
+  std::vector<uint32_t> words;         // packed codes, N*K*bits/32 words
+  std::vector<uint16_t> scales;        // fp16 [G][N/16][8][2]: pair (s[r]*2^-e, s[r+8]*2^-e)
+  std::vector<uint8_t> zeros;          // [G][N/16][8][2] zero codes, empty when symmetric
+  std::vector<int32_t> perm;           // act-order: kernel column i reads input column perm[i]
+  std::vector<float> bias;             // [N] or empty
+  float scale_mul = 1.f;               // 2^e, applied to the fp32 result
+};
+
+// Shape rules of the packed layout (N % 16, K % 64, bits 4/8, group -1/32/64/128, act-order with
+// equal-size groups); "" when packable, else a reason a person can read.
+std::string int4_pack_rejection(const LayerSpec& spec);
+// Throws qrt::Error (Unsupported / InvalidInput) naming the layer when the weight cannot be packed.
+Int4PackedHost pack_int4_host(const QuantizedWeight& w);
+
+// Split-K choice for a memory-bound launch: `base` independent output tiles, `chunks` k64 chunks
+// (split in even counts), `sms` multiprocessors; maximises the balance of chunks per SM, prefers
+// fewer splits (each costs a partial tile round trip), and keeps base*split <= max_tiles.
+int choose_split(int64_t base, int64_t chunks, int sms, int64_t max_tiles, int chunk_align);
+
+}  // namespace qrt::cuda

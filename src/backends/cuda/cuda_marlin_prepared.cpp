@@ -1,0 +1,105 @@
+// Shared host pieces of cuda_marlin / cuda_gemv (see cuda_marlin_prepared.h).
+#include "backends/cuda/cuda_marlin_prepared.h"
+
+#include <fmt/format.h>
+
+#include <map>
+#include <mutex>
+#include <tuple>
+
+namespace qrt::cuda {
+
+Int4DeviceWeight::Int4DeviceWeight(const Int4PackedHost& p, const std::string& name) {
+  words_ = DeviceBuffer::upload(p.words, name + " (int4 packed codes)");
+  scales_ = DeviceBuffer::upload(p.scales, name + " (int4 scales)");
+  if (!p.zeros.empty()) zeros_ = DeviceBuffer::upload(p.zeros, name + " (int4 zero points)");
+  if (!p.bias.empty()) bias_ = DeviceBuffer::upload(p.bias, name + " (bias)");
+  if (!p.perm.empty()) perm_ = DeviceBuffer::upload(p.perm, name + " (act-order permutation)");
+  view_.words = words_.get();
+  view_.scales = scales_.as<uint32_t>();
+  view_.zeros = zeros_ ? zeros_.as<uint16_t>() : nullptr;
+  view_.bias = bias_ ? bias_.as<float>() : nullptr;
+  view_.perm = perm_ ? perm_.as<int32_t>() : nullptr;
+  view_.n = p.n;
+  view_.k = p.k;
+  view_.bits = p.bits;
+  view_.group_size = p.group_size;
+  view_.scale_mul = p.scale_mul;
+}
+
+int64_t Int4DeviceWeight::bytes() const {
+  return static_cast<int64_t>(words_.bytes() + scales_.bytes() + zeros_.bytes() + bias_.bytes() + perm_.bytes());
+}
+
+namespace {
+uint64_t fnv(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+// Name, shape and format, plus samples of the data: two layers never share a name in one model,
+// and the samples keep a reloaded layer of the same name from reusing a stale upload.
+std::string weight_key(const QuantizedWeight& w, int device) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  auto sample = [&](const auto& v) {
+    using T = typename std::decay_t<decltype(v)>::value_type;
+    const size_t n = v.size(), take = std::min<size_t>(n, 4096);
+    if (n) h = fnv(h, v.data(), take * sizeof(T));
+    if (n > take) h = fnv(h, v.data() + n - take, take * sizeof(T));
+    if (n > 2 * take) h = fnv(h, v.data() + n / 2, take * sizeof(T));
+  };
+  sample(w.codes);
+  sample(w.scales);
+  sample(w.zeros);
+  sample(w.g_idx);
+  sample(w.bias);
+  return fmt::format("{}|{}|{}x{}|{}|{}|{}|{}|{:x}", device, w.spec.name, w.N(), w.K(), w.spec.bits, w.spec.group_size,
+                     static_cast<int>(w.spec.zero_kind), w.codes.size(), h);
+}
+}  // namespace
+
+std::shared_ptr<const Int4DeviceWeight> shared_int4_weight(const QuantizedWeight& w, int device) {
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<const Int4DeviceWeight>> cache;
+  const std::string key = weight_key(w, device);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (auto it = cache.find(key); it != cache.end())
+      if (auto sp = it->second.lock()) return sp;
+  }
+  Int4PackedHost p = pack_int4_host(w);
+  DeviceGuard guard(device);
+  auto sp = std::make_shared<const Int4DeviceWeight>(p, w.spec.name);
+  std::lock_guard<std::mutex> lock(mu);
+  for (auto it = cache.begin(); it != cache.end();)  // drop expired entries
+    it = it->second.expired() ? cache.erase(it) : std::next(it);
+  cache[key] = sp;
+  return sp;
+}
+
+size_t int4_partials_bytes(int sms) {
+  return static_cast<size_t>(int4_max_partial_tiles(sms) * int4_max_tile_floats() * 4);
+}
+size_t int4_perm_rows() { return static_cast<size_t>(std::max<int64_t>(max_rows(), 1)); }
+
+int* reserve_int4_scratch(DeviceContext& ctx, int64_t k, bool act_order) {
+  static std::mutex mu;
+  static std::map<int, DeviceBuffer> counters;
+  const int sms = ctx.props().multiProcessorCount;
+  size_t need = int4_partials_bytes(sms);
+  if (act_order) need += int4_perm_rows() * static_cast<size_t>(k) * 2;
+  ctx.reserve_workspace(need);
+  QRT_CUDA_CHECK(qmm_init_kernels());
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = counters.find(ctx.device());
+  if (it == counters.end()) {
+    const size_t bytes = static_cast<size_t>(int4_counter_count(sms)) * 4;
+    DeviceBuffer b(bytes, "int4 split-K counters");
+    QRT_CUDA_CHECK(cudaMemset(b.get(), 0, bytes));
+    QRT_CUDA_CHECK(cudaDeviceSynchronize());
+    it = counters.emplace(ctx.device(), std::move(b)).first;
+  }
+  return it->second.as<int>();
+}
+
+}  // namespace qrt::cuda

@@ -1,0 +1,81 @@
+// What cuda_marlin and cuda_gemv share on the host: the uploaded packed weight (one copy per
+// layer and device even when both backends serve the same layer for different M ranges), the
+// split-K scratch, and the forward driver (act-order permutation, M chunking, launch checks).
+// Internal header (includes CUDA headers through cuda_runtime.h).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "backends/cuda/cuda_marlin.h"
+#include "backends/cuda/cuda_marlin_pack.h"
+#include "backends/cuda/cuda_runtime.h"
+#include "qrt/backend.h"
+
+namespace qrt::cuda {
+
+class Int4DeviceWeight {
+ public:
+  Int4DeviceWeight(const Int4PackedHost& p, const std::string& name);
+  const Int4DeviceView& view() const { return view_; }
+  int64_t bytes() const;
+
+ private:
+  DeviceBuffer words_, scales_, zeros_, bias_, perm_;
+  Int4DeviceView view_;
+};
+
+// The packed upload of `w` on `device`, shared with any other live PreparedLinear of the same
+// layer (keyed by name, shape, format and a fingerprint of the codes and scales). Throws
+// Unsupported / OutOfMemory naming the layer.
+std::shared_ptr<const Int4DeviceWeight> shared_int4_weight(const QuantizedWeight& w, int device);
+
+// Reserves the per-device scratch a layer of (K, act-order) needs (call at prepare time) and
+// returns the arrival counters of that device (zeroed once, reset by the kernels).
+int* reserve_int4_scratch(DeviceContext& ctx, int64_t k, bool act_order);
+
+// The forward of both backends: checks shapes, permutes activations for act-order through the
+// workspace (in chunks of max_rows() rows), launches `launch(view, x, y, rows, bf16, ws, stream)`.
+template <typename Launch>
+void int4_forward(const char* backend, const Int4DeviceWeight& w, DeviceContext& ctx, int* counters,
+                  const ActTensor& x, const ActTensor& y, const ExecContext& ec, Launch&& launch);
+
+}  // namespace qrt::cuda
+
+#include "backends/cuda/cuda_backend_common.h"
+
+namespace qrt::cuda {
+
+size_t int4_partials_bytes(int sms);
+size_t int4_perm_rows();
+
+template <typename Launch>
+void int4_forward(const char* backend, const Int4DeviceWeight& w, DeviceContext& ctx, int* counters,
+                  const ActTensor& x, const ActTensor& y, const ExecContext& ec, Launch&& launch) {
+  const Int4DeviceView& v = w.view();
+  check_act_shapes(backend, v.k, v.n, x, y);
+  cudaStream_t st = as_stream(ec.cuda_stream);
+  const int sms = ctx.props().multiProcessorCount;
+  auto* base = static_cast<unsigned char*>(ctx.workspace());
+  const size_t pbytes = int4_partials_bytes(sms);
+  Int4Workspace ws;
+  ws.partials = reinterpret_cast<float*>(base);
+  ws.partial_floats = static_cast<int64_t>(pbytes / 4);
+  ws.counters = counters;
+  ws.counter_count = int4_counter_count(sms);
+  const bool bf16 = x.dtype == DType::BF16;
+  const int64_t chunk = v.perm ? static_cast<int64_t>(int4_perm_rows()) : x.rows;
+  for (int64_t r0 = 0; r0 < x.rows; r0 += chunk) {
+    const int64_t rows = std::min<int64_t>(chunk, x.rows - r0);
+    const void* xin = static_cast<const unsigned char*>(x.data) + r0 * v.k * 2;
+    void* yout = static_cast<unsigned char*>(y.data) + r0 * v.n * 2;
+    if (v.perm) {
+      void* xp = base + pbytes;
+      QRT_CUDA_CHECK(launch_permute_cols(xin, xp, v.perm, rows, v.k, st));
+      xin = xp;
+    }
+    QRT_CUDA_CHECK(launch(v, xin, yout, rows, bf16, ws, sms, st));
+  }
+}
+
+}  // namespace qrt::cuda

@@ -1,0 +1,223 @@
+// Device building blocks shared by qrt's int4/int8 weight-only kernels (cuda_marlin, cuda_gemv):
+// PTX wrappers (cp.async, mma.sync m16n8k16), the dequantization of the packed fragments, and the
+// tile epilogue with the split-K "last block reduces" protocol. Internal header for .cu files.
+//
+// Orientation (why weights are the MMA "A" operand): both kernels compute y^T = W * x^T, so the
+// weight rows fill the 16-row side of m16n8k16 and the tokens the 8-column side. At M <= 8 that
+// wastes nothing on the weight side, and a dequantized weight fragment is reused by every 8-token
+// tile of the block.
+//
+// Packed layout (built by pack_int4_host, cuda_marlin_pack.cpp): the weight is cut into n16 x k64
+// pieces; piece (t, c) holds 32 lanes x 16 bytes (4-bit) or 2 x 32 lanes x 16 bytes (8-bit), so
+// one 16-byte load per lane is exactly its A fragments for the four k16 steps of the piece.
+// Inside a 64-wide piece the k order is permuted (identically for weights and activations, which
+// leaves the dot product unchanged) so that lane (g, q) of step j reads activation columns
+//   kA0 = 32*(j/2) + 8*q + 4*(j%2)  ->  b0b1 = x[kA0, kA0+1], b2b3 = x[kA0+2, kA0+3]
+// i.e. a lane's activations for two steps are 8 contiguous halves: one 16-byte load, and every
+// 32-column half of the piece stays inside one 32-group.
+// 4-bit word of step j for lane (g, q), row r = 16t + g: nibble 0/4 = W[r][kA0 + 0/1],
+// nibble 1/5 = W[r+8][kA0 + 0/1], nibble 2/6 = W[r][kA0 + 2/3], nibble 3/7 = W[r+8][kA0 + 2/3],
+// so (word >> 4i) & 0x000f000f gives the i-th A register as two 16-bit lanes.
+// 8-bit: word A of a step = bytes W[r][kA0], W[r][kA0+1], W[r+8][kA0], W[r+8][kA0+1]; word B the
+// same for kA0+2, kA0+3; a uint4 holds (A, B) of step 2s and (A, B) of step 2s+1.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cstdint>
+
+namespace qrt::cuda::int4k {
+
+// ---- PTX wrappers ----
+__device__ __forceinline__ uint32_t smem_addr(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// 16-byte async copy global -> shared (L2 only); `valid == false` zero-fills the destination.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, bool valid) {
+  const int src_size = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
+               "r"(src_size));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// Streaming 16-byte load that does not pollute L1 (weights are read exactly once).
+__device__ __forceinline__ uint4 ldg_stream(const void* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+template <typename T>
+struct MmaOp;
+template <>
+struct MmaOp<__half> {
+  static __device__ __forceinline__ void run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+template <>
+struct MmaOp<__nv_bfloat16> {
+  static __device__ __forceinline__ void run(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+  }
+};
+
+// (a & b) | c in one LOP3.
+__device__ __forceinline__ uint32_t lop3_and_or(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t d;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;\n" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+  return d;
+}
+
+// ---- dtype traits: magic constants of the integer -> float trick ----
+// OR-ing a 4-bit code q into the mantissa of 1024.0 (fp16, ulp 1) or 128.0 (bf16, ulp 1) gives the
+// exact value base + q; subtracting base + z (built the same way from the zero code) leaves q - z
+// exactly, so the tensor cores see exact small integers and every scale is applied in fp32.
+template <typename T>
+struct Traits;
+template <>
+struct Traits<__half> {
+  static constexpr uint32_t kMagic = 0x64006400u;  // half2(1024, 1024)
+  static __device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) {
+    __half2 r = __hsub2(*reinterpret_cast<__half2*>(&a), *reinterpret_cast<__half2*>(&b));
+    return *reinterpret_cast<uint32_t*>(&r);
+  }
+  static __device__ __forceinline__ uint32_t from_floats(float lo, float hi) {
+    __half2 r = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&r);
+  }
+  static __device__ __forceinline__ uint32_t pack2(float lo, float hi) { return from_floats(lo, hi); }
+};
+template <>
+struct Traits<__nv_bfloat16> {
+  static constexpr uint32_t kMagic = 0x43004300u;  // bf162(128, 128)
+  static __device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) {
+    __nv_bfloat162 r =
+        __hsub2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
+    return *reinterpret_cast<uint32_t*>(&r);
+  }
+  static __device__ __forceinline__ uint32_t from_floats(float lo, float hi) {
+    __nv_bfloat162 r = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t*>(&r);
+  }
+  static __device__ __forceinline__ uint32_t pack2(float lo, float hi) { return from_floats(lo, hi); }
+};
+
+// Zero operand of one row pair for the 4-bit path: z -> (base + z) in both 16-bit lanes.
+template <typename T>
+__device__ __forceinline__ uint32_t zero_magic4(uint32_t z) {
+  const uint32_t h = (Traits<T>::kMagic & 0xFFFFu) | z;
+  return h | (h << 16);
+}
+
+// 4-bit: one word -> the four A registers (q - z), zr for row r, zr8 for row r + 8.
+template <typename T>
+__device__ __forceinline__ void dequant4(uint32_t q, uint32_t zr, uint32_t zr8, uint32_t* a) {
+  const uint32_t m = Traits<T>::kMagic;
+  a[0] = Traits<T>::sub2(lop3_and_or(q, 0x000f000fu, m), zr);
+  a[1] = Traits<T>::sub2(lop3_and_or(q >> 4, 0x000f000fu, m), zr8);
+  a[2] = Traits<T>::sub2(lop3_and_or(q >> 8, 0x000f000fu, m), zr);
+  a[3] = Traits<T>::sub2(lop3_and_or(q >> 12, 0x000f000fu, m), zr8);
+}
+
+// 8-bit: bytes -> fp32 through 2^23 + b (exact), minus 2^23 + z, then one packed convert (exact:
+// |q - z| <= 255 fits both fp16 and bf16). zr/zr8 are the fp32 values 2^23 + z.
+__device__ __forceinline__ float byte_as_f32(uint32_t w, uint32_t sel) {
+  return __uint_as_float(__byte_perm(w, 0x4B000000u, sel));
+}
+template <typename T>
+__device__ __forceinline__ void dequant8(uint32_t wa, uint32_t wb, float zr, float zr8, uint32_t* a) {
+  a[0] = Traits<T>::pack2(byte_as_f32(wa, 0x7440) - zr, byte_as_f32(wa, 0x7441) - zr);
+  a[1] = Traits<T>::pack2(byte_as_f32(wa, 0x7442) - zr8, byte_as_f32(wa, 0x7443) - zr8);
+  a[2] = Traits<T>::pack2(byte_as_f32(wb, 0x7440) - zr, byte_as_f32(wb, 0x7441) - zr);
+  a[3] = Traits<T>::pack2(byte_as_f32(wb, 0x7442) - zr8, byte_as_f32(wb, 0x7443) - zr8);
+}
+
+// ---- kernel arguments (plain data, filled by the launchers) ----
+struct KernelArgs {
+  const void* x = nullptr;        // [M][K] fp16/bf16 (already act-order permuted)
+  void* y = nullptr;              // [M][N]
+  const uint4* w = nullptr;       // packed codes
+  const uint32_t* scales = nullptr;  // [G][N/16][8] half2 pairs (s[r], s[r+8]), fp16
+  const uint16_t* zeros = nullptr;   // [G][N/16][8] byte pairs (z[r], z[r+8]); nullptr = symmetric
+  const float* bias = nullptr;    // [N] or nullptr
+  float* partials = nullptr;      // split-K workspace
+  int* counters = nullptr;        // one per output tile, zero between launches
+  int m = 0, n = 0, k = 0;
+  int group_size = 0;             // 0 = one group over K (per-channel), else 32/64/128
+  int log2_group = 0;
+  float scale_mul = 1.f;          // power of two folded out of the fp16 scales
+  int split = 1;                  // K partitions
+  int chunks_per_split = 0;       // k64 chunks per partition (marlin: multiple of 2)
+  int m_tiles = 1, n_tiles = 1;
+};
+
+// Epilogue on a block's fp32 tile red[BM][BN + 4] (smem, token-major): scale_mul, bias, convert,
+// store; with split > 1 every partition writes its tile to the workspace and the last one to
+// arrive sums all of them in partition order (deterministic, no float atomics) and stores.
+template <typename T, int BM, int BN, int THREADS>
+__device__ __forceinline__ void finish_tile(const KernelArgs& a, const float* red, int tile_id, int sp,
+                                            int m0, int n0, int* flag_smem) {
+  constexpr int LD = BN + 4;
+  constexpr int PIECES = BM * BN / 4;
+  const int tid = threadIdx.x;
+  if (a.split > 1) {
+    float4* dst = reinterpret_cast<float4*>(a.partials) + (static_cast<size_t>(tile_id) * a.split + sp) * PIECES;
+    for (int i = tid; i < PIECES; i += THREADS) {
+      const int row = i / (BN / 4), c4 = i % (BN / 4);
+      dst[i] = *reinterpret_cast<const float4*>(red + row * LD + 4 * c4);
+    }
+    __threadfence();
+    __syncthreads();
+    if (tid == 0) {
+      const int prev = atomicAdd(a.counters + tile_id, 1);
+      *flag_smem = (prev == a.split - 1);
+    }
+    __syncthreads();
+    if (!*flag_smem) return;
+    __threadfence();
+  }
+  for (int i = tid; i < PIECES; i += THREADS) {
+    const int row = i / (BN / 4), c4 = i % (BN / 4);
+    const int mm = m0 + row, nn = n0 + 4 * c4;
+    if (mm >= a.m || nn >= a.n) continue;
+    float4 v;
+    if (a.split > 1) {
+      const float4* src = reinterpret_cast<const float4*>(a.partials) + static_cast<size_t>(tile_id) * a.split * PIECES + i;
+      v = __ldcg(src);
+      for (int s = 1; s < a.split; ++s) {
+        const float4 u = __ldcg(src + static_cast<size_t>(s) * PIECES);
+        v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+      }
+    } else {
+      v = *reinterpret_cast<const float4*>(red + row * LD + 4 * c4);
+    }
+    v.x *= a.scale_mul, v.y *= a.scale_mul, v.z *= a.scale_mul, v.w *= a.scale_mul;
+    if (a.bias) {
+      const float4 b = *reinterpret_cast<const float4*>(a.bias + nn);
+      v.x += b.x, v.y += b.y, v.z += b.z, v.w += b.w;
+    }
+    uint2 out;
+    out.x = Traits<T>::from_floats(v.x, v.y);
+    out.y = Traits<T>::from_floats(v.z, v.w);
+    *reinterpret_cast<uint2*>(static_cast<T*>(a.y) + static_cast<size_t>(mm) * a.n + nn) = out;
+  }
+  if (a.split > 1 && tid == 0) a.counters[tile_id] = 0;
+}
+
+}  // namespace qrt::cuda::int4k
