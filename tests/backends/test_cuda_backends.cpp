@@ -1,0 +1,315 @@
+// GPU tests of the CUDA runtime and of the cuda_dequant / cuda_fp8 backends against the CPU
+// reference dequantizer, on fresh seeded random weights. Skipped (with the reason) where no GPU
+// is present or in a CPU-only build.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <random>
+
+#include "qrt/error.h"
+#include "qrt/quantized_weight.h"
+
+#ifdef QRT_WITH_CUDA
+#include "backends/backend_factories.h"
+#include "backends/cuda/test_support.h"
+
+namespace qrt {
+namespace {
+
+using cuda_test::DeviceTensor;
+
+#define QRT_SKIP_WITHOUT_GPU()                                   \
+  do {                                                           \
+    std::string why_;                                            \
+    if (!cuda_test::gpu_available(&why_)) GTEST_SKIP() << why_;  \
+  } while (0)
+
+QuantizedWeight make_int_weight(int64_t n, int64_t k, int bits, int group, ZeroKind zk, bool act_order, bool bias,
+                                std::mt19937& rng) {
+  QuantizedWeight w;
+  w.spec.name = "test.int" + std::to_string(bits);
+  w.spec.in_features = k;
+  w.spec.out_features = n;
+  w.spec.encoding = WeightEncoding::IntAffine;
+  w.spec.bits = bits;
+  w.spec.group_size = group;
+  w.spec.zero_kind = zk;
+  w.spec.act_order = act_order;
+  w.spec.has_bias = bias;
+  const int64_t gs = group <= 0 ? k : group;
+  const int64_t groups = (k + gs - 1) / gs;
+  std::uniform_int_distribution<int> code(0, (1 << bits) - 1);
+  std::uniform_real_distribution<float> scale(0.004f, 0.02f), fz(-0.05f, 0.05f), b(-0.5f, 0.5f);
+  w.codes.resize(static_cast<size_t>(n * k));
+  for (auto& c : w.codes) c = static_cast<uint8_t>(code(rng));
+  w.scales.resize(static_cast<size_t>(n * groups));
+  for (auto& s : w.scales) s = scale(rng);
+  if (zk == ZeroKind::Integer) {
+    w.zeros.resize(w.scales.size());
+    for (auto& z : w.zeros) z = static_cast<float>(code(rng));
+  } else if (zk == ZeroKind::Float) {
+    w.zeros.resize(w.scales.size());
+    for (auto& z : w.zeros) z = fz(rng);
+  }
+  if (act_order) {
+    std::vector<int32_t> perm(static_cast<size_t>(k));
+    std::iota(perm.begin(), perm.end(), 0);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    w.g_idx.resize(static_cast<size_t>(k));
+    for (int64_t i = 0; i < k; ++i) w.g_idx[i] = static_cast<int32_t>(perm[i] / gs);
+  }
+  if (bias) {
+    w.bias.resize(static_cast<size_t>(n));
+    for (auto& v : w.bias) v = b(rng);
+  }
+  w.validate();
+  return w;
+}
+
+QuantizedWeight make_fp8_weight(int64_t n, int64_t k, int bn, int bk, std::mt19937& rng) {
+  QuantizedWeight w;
+  w.spec.name = "test.fp8";
+  w.spec.in_features = k;
+  w.spec.out_features = n;
+  w.spec.encoding = WeightEncoding::Fp8E4M3;
+  w.spec.bits = 8;
+  w.spec.scale_block_n = bn;
+  w.spec.scale_block_k = bk;
+  w.spec.zero_kind = ZeroKind::Symmetric;
+  std::normal_distribution<float> nd(0.f, 40.f);
+  std::uniform_real_distribution<float> scale(0.0005f, 0.002f);
+  w.codes.resize(static_cast<size_t>(n * k));
+  for (auto& c : w.codes) c = f32_to_fp8_e4m3(nd(rng));
+  const int64_t gn = (n + bn - 1) / bn, gk = (k + bk - 1) / bk;
+  w.scales.resize(static_cast<size_t>(gn * gk));
+  for (auto& s : w.scales) s = scale(rng);
+  w.validate();
+  return w;
+}
+
+std::vector<float> random_x(int64_t m, int64_t k, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(m * k));
+  for (auto& v : x) v = nd(rng);
+  return x;
+}
+
+std::vector<float> reference(const QuantizedWeight& w, const std::vector<float>& x, int64_t m) {
+  const std::vector<float> wf = dequantize_reference(w);
+  const int64_t n = w.N(), k = w.K();
+  std::vector<float> y(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = w.bias.empty() ? 0.0 : w.bias[j];
+      for (int64_t q = 0; q < k; ++q) acc += double(x[i * k + q]) * wf[j * k + q];
+      y[i * n + j] = static_cast<float>(acc);
+    }
+  return y;
+}
+
+// Activations as cuda_fp8's native path sees them: per-token e4m3 with s = amax / 448.
+std::vector<float> fp8_per_token(const std::vector<float>& x, int64_t m, int64_t k) {
+  std::vector<float> out(x.size());
+  for (int64_t i = 0; i < m; ++i) {
+    float amax = 0.f;
+    for (int64_t q = 0; q < k; ++q) amax = std::max(amax, std::fabs(x[i * k + q]));
+    const float s = amax > 0.f ? amax / 448.f : 1.f, inv = 1.f / s;
+    for (int64_t q = 0; q < k; ++q) out[i * k + q] = fp8_e4m3_to_f32(f32_to_fp8_e4m3(x[i * k + q] * inv)) * s;
+  }
+  return out;
+}
+
+double rel_err(const std::vector<float>& y, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    if (!std::isfinite(y[i])) return INFINITY;  // unwritten (poisoned) or overflowed outputs
+    num += (double(y[i]) - ref[i]) * (double(y[i]) - ref[i]);
+    den += double(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
+
+double tol_for(DType t) { return t == DType::F16 ? 4e-3 : 2e-2; }
+
+std::vector<float> run_linear(const Backend& be, const QuantizedWeight& w, const KernelParams& params,
+                              const std::vector<float>& x, int64_t m, DType dtype, bool graph = false) {
+  auto lin = be.prepare(w, params, cuda_test::gpu0());
+  EXPECT_GT(lin->weight_bytes(), 0);
+  auto dx = DeviceTensor::upload(x, m, w.K(), dtype);
+  DeviceTensor dy(m, w.N(), dtype);
+  cuda_test::run_on_stream(
+      [&](void* stream) {
+        ExecContext ctx;
+        ctx.cuda_stream = stream;
+        lin->forward(dx.act(), dy.act(), ctx);
+      },
+      graph);
+  return dy.download();
+}
+
+TEST(CudaRuntime, CheckedCallThrowsNamingTheStatement) {
+  QRT_SKIP_WITHOUT_GPU();
+  try {
+    cuda_test::failing_checked_call();
+    FAIL() << "expected a qrt::Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Device);
+    EXPECT_NE(std::string(e.what()).find("cudaSetDevice(-7)"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("test_support.cpp"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaRuntime, AbsurdAllocationIsOutOfMemoryNotACrash) {
+  QRT_SKIP_WITHOUT_GPU();
+  try {
+    cuda_test::allocate_and_free(int64_t(1) << 50);
+    FAIL() << "expected a qrt::Error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::OutOfMemory) << e.what();
+    EXPECT_NE(std::string(e.what()).find("test allocation"), std::string::npos) << e.what();
+  }
+  cuda_test::allocate_and_free(1 << 20);  // the device still works
+}
+
+struct IntCase {
+  int bits, group;
+  ZeroKind zk;
+  bool act_order, bias;
+  int64_t n, k;
+};
+
+TEST(CudaDequant, MatchesReferenceAcrossFormatsAndM) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto be = make_cuda_dequant_backend();
+  std::mt19937 rng(1234);
+  const IntCase cases[] = {
+      {4, 128, ZeroKind::Symmetric, false, false, 128, 256}, {4, 32, ZeroKind::Integer, false, true, 96, 256},
+      {4, 128, ZeroKind::Integer, true, false, 64, 384},     {8, -1, ZeroKind::Symmetric, false, false, 72, 200},
+      {2, 64, ZeroKind::Float, false, false, 64, 128},       {3, 128, ZeroKind::Integer, false, true, 40, 256},
+      {5, 32, ZeroKind::Symmetric, false, false, 33, 96},    {6, 16, ZeroKind::Float, false, false, 48, 160},
+      {1, 64, ZeroKind::Integer, false, false, 24, 128},     {7, 128, ZeroKind::Symmetric, true, false, 32, 256},
+      {4, 128, ZeroKind::Symmetric, false, false, 64, 100},  // K not a multiple of 8: generic kernels
+  };
+  for (const IntCase& c : cases) {
+    QuantizedWeight w = make_int_weight(c.n, c.k, c.bits, c.group, c.zk, c.act_order, c.bias, rng);
+    for (int64_t m : {1, 3, 8, 17, 64}) {
+      for (DType dt : {DType::F16, DType::BF16}) {
+        SCOPED_TRACE(w.spec.describe() + " zero=" + zero_kind_name(c.zk) + " act_order=" + std::to_string(c.act_order) +
+                     " N=" + std::to_string(c.n) + " K=" + std::to_string(c.k) + " M=" + std::to_string(m) + " " +
+                     std::string(dtype_name(dt)));
+        std::vector<float> x = cuda_test::round_to(random_x(m, c.k, rng), dt);
+        std::vector<float> y = run_linear(*be, w, {}, x, m, dt);
+        EXPECT_LT(rel_err(y, reference(w, x, m)), tol_for(dt));
+      }
+    }
+  }
+}
+
+TEST(CudaDequant, ForcedPathsAgreeAndGraphReplayMatches) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto be = make_cuda_dequant_backend();
+  std::mt19937 rng(99);
+  QuantizedWeight w = make_int_weight(256, 512, 4, 128, ZeroKind::Integer, false, true, rng);
+  const int64_t m = 5;
+  std::vector<float> x = cuda_test::round_to(random_x(m, 512, rng), DType::F16);
+  std::vector<float> ref = reference(w, x, m);
+  KernelParams gemv, gemm, tiled;
+  gemv.values["gemv_max_m"] = int64_t(8);
+  gemm.values["gemv_max_m"] = int64_t(0);
+  tiled.values["gemv_max_m"] = int64_t(0);
+  tiled.values["tile_n"] = int64_t(64);
+  EXPECT_LT(rel_err(run_linear(*be, w, gemv, x, m, DType::F16), ref), 4e-3);
+  EXPECT_LT(rel_err(run_linear(*be, w, gemm, x, m, DType::F16), ref), 4e-3);
+  EXPECT_LT(rel_err(run_linear(*be, w, tiled, x, m, DType::F16), ref), 4e-3);
+  EXPECT_LT(rel_err(run_linear(*be, w, gemv, x, m, DType::F16, /*graph=*/true), ref), 4e-3);
+  EXPECT_LT(rel_err(run_linear(*be, w, gemm, x, m, DType::F16, /*graph=*/true), ref), 4e-3);
+  KernelParams bad;
+  bad.values["tile_rows"] = int64_t(3);
+  EXPECT_FALSE(be->validate_params(w.spec, bad).ok);
+  EXPECT_THROW(be->prepare(w, bad, cuda_test::gpu0()), Error);
+}
+
+TEST(CudaDequant, RejectsMismatchedActivations) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto be = make_cuda_dequant_backend();
+  std::mt19937 rng(5);
+  QuantizedWeight w = make_int_weight(64, 128, 4, 128, ZeroKind::Symmetric, false, false, rng);
+  auto lin = be->prepare(w, {}, cuda_test::gpu0());
+  DeviceTensor x(2, 128, DType::F16), y_wrong(2, 65, DType::F16), y_bf(2, 64, DType::BF16);
+  ExecContext ctx;
+  EXPECT_THROW(lin->forward(x.act(), y_wrong.act(), ctx), Error);
+  EXPECT_THROW(lin->forward(x.act(), y_bf.act(), ctx), Error);
+}
+
+TEST(CudaFp8, MatchesReferencePerTensorChannelAndBlock) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto be = make_cuda_fp8_backend();
+  std::mt19937 rng(77);
+  struct Fp8Case {
+    int64_t n, k;
+    int bn, bk;
+  } cases[] = {{256, 512, 256, 512}, {128, 256, 1, 256}, {256, 384, 128, 128}, {80, 96, 80, 96}};
+  for (const auto& c : cases) {
+    QuantizedWeight w = make_fp8_weight(c.n, c.k, c.bn, c.bk, rng);
+    for (int64_t m : {1, 8, 17, 64, 130}) {
+      for (DType dt : {DType::BF16, DType::F16}) {
+        SCOPED_TRACE(w.spec.describe() + " N=" + std::to_string(c.n) + " K=" + std::to_string(c.k) +
+                     " M=" + std::to_string(m) + " " + std::string(dtype_name(dt)));
+        std::vector<float> x = cuda_test::round_to(random_x(m, c.k, rng), dt);
+        std::vector<float> y = run_linear(*be, w, {}, x, m, dt);
+        const double weight_only = rel_err(y, reference(w, x, m));
+        const double native = rel_err(y, reference(w, fp8_per_token(x, m, c.k), m));
+        // Native FP8 (M > 8, per-row scales) quantizes activations per token; the other paths do not.
+        EXPECT_TRUE(weight_only < tol_for(dt) || (m > 8 && native < 1e-2 + tol_for(dt)))
+            << "weight-only error " << weight_only << ", per-token-fp8 error " << native;
+      }
+    }
+  }
+}
+
+TEST(CudaFp8, GraphReplayMatchesEager) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto be = make_cuda_fp8_backend();
+  std::mt19937 rng(8);
+  QuantizedWeight w = make_fp8_weight(256, 256, 1, 256, rng);
+  for (int64_t m : {1, 48}) {
+    std::vector<float> x = cuda_test::round_to(random_x(m, 256, rng), DType::BF16);
+    std::vector<float> a = run_linear(*be, w, {}, x, m, DType::BF16, false);
+    std::vector<float> b = run_linear(*be, w, {}, x, m, DType::BF16, true);
+    EXPECT_LT(rel_err(b, a), 1e-6) << "M=" << m;
+  }
+}
+
+TEST(CudaFp8, AbsurdMaxInputLengthIsACleanError) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto be = make_cuda_fp8_backend();
+  std::mt19937 rng(3);
+  QuantizedWeight w = make_fp8_weight(128, 4096, 1, 4096, rng);
+  const int64_t saved = cuda_test::max_rows();
+  cuda_test::set_max_rows(int64_t(1) << 36);  // 64 G rows x 4096 bytes
+  bool threw_oom = false;
+  try {
+    auto lin = be->prepare(w, {}, cuda_test::gpu0());
+    // A GPU whose cuBLASLt path is unavailable needs no activation workspace: still a valid layer.
+    EXPECT_GT(lin->weight_bytes(), 0);
+  } catch (const Error& e) {
+    threw_oom = e.kind() == ErrorKind::OutOfMemory;
+    EXPECT_TRUE(threw_oom) << e.what();
+    EXPECT_NE(std::string(e.what()).find("test.fp8"), std::string::npos) << e.what();
+  }
+  cuda_test::set_max_rows(saved);
+  if (cuda_test::gpu0().gpu.compute_capability() >= 89) EXPECT_TRUE(threw_oom);
+  // The device is still usable afterwards.
+  std::vector<float> x = cuda_test::round_to(random_x(20, 4096, rng), DType::BF16);
+  EXPECT_LT(rel_err(run_linear(*be, w, {}, x, 20, DType::BF16), reference(w, fp8_per_token(x, 20, 4096), 20)), 3e-2);
+}
+
+}  // namespace
+}  // namespace qrt
+
+#else  // !QRT_WITH_CUDA
+
+TEST(CudaBackends, BuiltWithoutCuda) { GTEST_SKIP() << "built without CUDA: the GPU backend tests do not apply"; }
+
+#endif
