@@ -66,6 +66,8 @@ EXTRA_CASES = [
     ("emoji_zwj", "\U0001F469\u200d\U0001F4BB\U0001F3F3\ufe0f\u200d\U0001F308 \u200b zero\u200bwidth"),
     ("newline_space_mix", "a\n \n  b \n\nc  \n"),
     ("special_like_text", "<|im_start <|im_end| |>"),
+    ("llama_specials", "<s>Hello</s> <s> world<unk> </s>"),
+    ("leading_spaces_after_special", "<s>  two spaces<s> one\n<s>\tx"),
 ]
 
 CHAT_CASES = [
@@ -300,6 +302,72 @@ def tiny_tokenizers():
     save_tiny("tiny_smollm", tk, "SmolLM Digits(individual) + ByteLevel")
 
 
+# ---- 3. SentencePiece-style BPE (Llama-2 / Mistral / TinyLlama) ----------------------------------
+
+SPM_SPECIALS = ["<unk>", "<s>", "</s>"]
+
+
+def train_spm():
+    """A SentencePiece-style BPE vocabulary: <unk> <s> </s>, the 256 <0xXX> byte tokens, then pieces.
+    limit_alphabet leaves rare characters out, so byte fallback is exercised."""
+    tk = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    trainer = trainers.BpeTrainer(vocab_size=1100, min_frequency=2, show_progress=False, limit_alphabet=100,
+                                  special_tokens=SPM_SPECIALS + ["<0x%02X>" % b for b in range(256)])
+    tk.train_from_iterator(training_corpus(), trainer=trainer)
+    j = json.loads(tk.to_str())
+    return j["model"]["vocab"], [tuple(m) for m in j["model"]["merges"]]
+
+
+def spm_tokenizers():
+    from tokenizers import normalizers
+    vocab, merges = train_spm()
+    specials = [AddedToken(t, normalized=False, special=True) for t in SPM_SPECIALS]
+
+    # Legacy Llama-2 / TinyLlama tokenizer.json: Prepend + Replace normalizers, no pre-tokenizer.
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tk.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    tk.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                    decoders.Strip(" ", 1, 0)])
+    tk.add_special_tokens(specials)
+    tk.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                      special_tokens=[("<s>", vocab["<s>"])])
+    save_tiny("tiny_llama2", tk, "legacy SentencePiece BPE: Prepend/Replace normalizers, byte fallback",
+              string_merges=True)
+
+    # What transformers' LlamaTokenizer builds today (Mistral, newer Llama-2 files): Metaspace "first".
+    from transformers import LlamaTokenizer
+    lt = LlamaTokenizer(vocab=vocab, merges=merges)
+    save_tiny("tiny_mistral", lt.backend_tokenizer, "SentencePiece BPE as transformers' LlamaTokenizer: Metaspace")
+
+    # A GGUF SentencePiece vocabulary (tokenizer.ggml.model "llama": scores, no merges), and what
+    # transformers' GGUF converter makes of it.
+    from transformers.integrations.gguf.gguf_tokenizer_mapping import add_gguf_special_tokens, sentencepiece_tokenizer
+    tokens = [None] * len(vocab)
+    for t, i in vocab.items():
+        tokens[i] = t
+    types, scores = [], []
+    for i, t in enumerate(tokens):
+        if t == "<unk>":
+            types.append(2)
+        elif t in SPM_SPECIALS:
+            types.append(3)
+        elif t.startswith("<0x") and len(t) == 6:
+            types.append(6)
+        else:
+            types.append(1)
+        scores.append(0.0 if types[-1] != 1 else -float(i))
+    tdict = {"tokens": tokens, "scores": scores, "token_type": types, "tokenizer_type": "llama"}
+    hf = add_gguf_special_tokens(sentencepiece_tokenizer(tdict), tdict)
+    folder = os.path.join(DATA, "tiny_spm_gguf")
+    write_json(os.path.join(folder, "vocab.json"), {
+        "tokens": tokens, "scores": scores, "token_type": types,
+        "bos_token_id": vocab["<s>"], "eos_token_id": vocab["</s>"], "unknown_token_id": vocab["<unk>"]})
+    write_json(os.path.join(folder, "reference.json"),
+               reference(hf.backend_tokenizer, description="GGUF SentencePiece vocabulary (scores, no merges) "
+                         "through transformers' GGUF converter"))
+
+
 def main():
     ap = argparse.ArgumentParser()
     default_gguf = os.environ.get("QRT_DEFAULT_MODEL") or os.path.expanduser(
@@ -308,6 +376,7 @@ def main():
     args = ap.parse_args()
 
     tiny_tokenizers()
+    spm_tokenizers()
 
     if not os.path.exists(args.gguf):
         sys.exit("no GGUF at %s: run scripts/fetch-model.sh (SmolLM2 reference not written)" % args.gguf)

@@ -1,5 +1,6 @@
-// Byte-level BPE tokenizer (GPT-2 / Llama-3 / Qwen2 / SmolLM2 families), loaded from a Hugging Face
-// tokenizer.json or from GGUF metadata, that gives the same ids as Hugging Face `tokenizers`.
+// BPE tokenizer loaded from a Hugging Face tokenizer.json or from GGUF metadata, that gives the same
+// ids as Hugging Face `tokenizers`: byte-level BPE (GPT-2 / Llama-3 / Qwen2 / SmolLM2 families) and
+// SentencePiece-style BPE with byte fallback (Llama-2 / Mistral / TinyLlama: "▁" for spaces).
 //
 // Encoding: added/special tokens are matched first on the raw text (leftmost-longest, as HF does),
 // the text between them is normalized (NFC where the tokenizer asks for it), split by the family's
@@ -31,6 +32,7 @@ enum class PreTokenizerKind {
   Llama3,   // (?i:'s|...)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|...
   Qwen2,    // Llama3 with \p{N} (single digits)
   SmolLM,   // Digits(individual) then GPT-2 (SmolLM/SmolLM2, StarCoder)
+  SentencePiece,   // no splitting: spaces become "▁" (Metaspace / Prepend+Replace normalizers)
 };
 const char* pre_tokenizer_kind_name(PreTokenizerKind kind);
 // Maps a GGUF `tokenizer.ggml.pre` value onto a kind. Unknown names give nullopt.
@@ -52,6 +54,12 @@ struct TokenizerSpec {
   bool add_bos = false, add_eos = false;  // what encode(text, add_special = true) adds
   std::string chat_template;              // Jinja text (tokenizer.chat_template), may be empty
   std::string origin;                     // file name for messages
+  // SentencePiece-style BPE (GGUF tokenizer.ggml.model "llama"): tokens are pieces with "▁" for
+  // spaces, <0xXX> byte tokens (type 6) for byte fallback. Without merges, they are recovered from
+  // the scores as transformers' GGUF converter does (best score first).
+  bool sentencepiece = false;
+  std::vector<float> scores;              // parallel to tokens
+  bool add_space_prefix = true;           // "▁" before the text (first segment), stripped on decode
 };
 
 class Tokenizer {
@@ -84,6 +92,8 @@ class Tokenizer {
   // Id of a vocabulary or added token given its stored text ("<|im_end|>"), or -1.
   int32_t token_to_id(std::string_view token) const;
   bool is_special(int32_t id) const;     // control/special added token
+  // Leading spaces the decoder strips from the start of the text (SentencePiece: 1, else 0).
+  int decode_strip_leading_spaces() const;
 
   int32_t vocab_size() const;
   int32_t bos_id() const;                // -1 when the model has none
@@ -114,14 +124,20 @@ class Tokenizer {
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tokenizer, bool skip_special = true)
-      : tokenizer_(&tokenizer), skip_special_(skip_special) {}
+      : tokenizer_(&tokenizer), skip_special_(skip_special),
+        strip_left_(tokenizer.decode_strip_leading_spaces()) {}
   std::string push(int32_t id);
   std::string finish();            // flushes held bytes (an incomplete character -> U+FFFD)
-  void reset() { pending_.clear(); }
+  void reset() {
+    pending_.clear();
+    strip_left_ = tokenizer_->decode_strip_leading_spaces();
+  }
 
  private:
+  std::string emit(std::string text);
   const Tokenizer* tokenizer_;
   bool skip_special_;
+  int strip_left_;
   std::string pending_;
 };
 

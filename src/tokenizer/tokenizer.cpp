@@ -49,6 +49,36 @@ std::string decode_token_text(const std::string& text) {
   return out;
 }
 
+constexpr std::string_view kMetaspace = "\xE2\x96\x81";   // U+2581 "▁"
+
+// "<0xAB>" -> 0xAB, else -1 (HF ByteFallback: exactly six characters, two hex digits).
+int parse_byte_token(std::string_view t) {
+  if (t.size() != 6 || t.substr(0, 3) != "<0x" || t[5] != '>') return -1;
+  auto hex = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  const int hi = hex(t[3]), lo = hex(t[4]);
+  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
+std::string replace_all(std::string_view s, std::string_view from, std::string_view to) {
+  std::string out;
+  out.reserve(s.size());
+  size_t pos = 0;
+  while (true) {
+    const size_t hit = s.find(from, pos);
+    if (hit == std::string_view::npos) break;
+    out.append(s.substr(pos, hit - pos));
+    out.append(to);
+    pos = hit + from.size();
+  }
+  out.append(s.substr(pos));
+  return out;
+}
+
 bool is_whitespace_cp(char32_t cp) { return tok::char_class(cp) == tok::kSpace; }
 bool is_word_cp(char32_t cp) {
   const uint8_t c = tok::char_class(cp);
@@ -81,6 +111,7 @@ const char* pre_tokenizer_kind_name(PreTokenizerKind kind) {
     case PreTokenizerKind::Llama3: return "llama3";
     case PreTokenizerKind::Qwen2: return "qwen2";
     case PreTokenizerKind::SmolLM: return "smollm";
+    case PreTokenizerKind::SentencePiece: return "sentencepiece";
   }
   return "?";
 }
@@ -107,6 +138,7 @@ static std::vector<tok::PreStep> steps_for_kind(PreTokenizerKind kind) {
     case PreTokenizerKind::Llama3: return {tok::PreStep::SplitLlama3};
     case PreTokenizerKind::Qwen2: return {tok::PreStep::SplitQwen2};
     case PreTokenizerKind::SmolLM: return {tok::PreStep::DigitsIndividual, tok::PreStep::SplitGpt2};
+    case PreTokenizerKind::SentencePiece: return {};
   }
   return {tok::PreStep::SplitGpt2};
 }
@@ -129,7 +161,9 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::build(TokenizerParts p) {
   }
   t.merges.reserve(p.merges.size());
   for (size_t rank = 0; rank < p.merges.size(); ++rank) {
-    const auto& [left, right] = p.merges[rank];
+    // (No structured binding: clang 14 cannot capture one in the lambda below.)
+    const std::string& left = p.merges[rank].first;
+    const std::string& right = p.merges[rank].second;
     auto find = [&](const std::string& s) {
       auto it = t.token_to_id.find(s);
       if (it == t.token_to_id.end()) {
@@ -153,11 +187,34 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::build(TokenizerParts p) {
   if (n > (size_t(1) << 31) - 1) throw invalid_input(origin + ": vocabulary too large");
   t.pieces.resize(n);
   t.special.assign(n, 0);
-  for (size_t id = 0; id < p.tokens.size(); ++id) t.pieces[id] = decode_token_text(p.tokens[id]);
+  auto token_piece = [&](const std::string& text) -> std::string {
+    if (!p.sentencepiece) return decode_token_text(text);
+    if (p.decode_byte_fallback) {
+      const int b = parse_byte_token(text);
+      if (b >= 0) return std::string(1, static_cast<char>(b));
+    }
+    return p.decode_replace_space ? replace_all(text, kMetaspace, " ") : text;
+  };
+  for (size_t id = 0; id < p.tokens.size(); ++id) t.pieces[id] = token_piece(p.tokens[id]);
+  t.is_byte_token.assign(n, 0);
+  for (int b = 0; b < 256; ++b) t.byte_token_id[b] = -1;
+  if (p.sentencepiece) {
+    for (size_t id = 0; id < p.tokens.size(); ++id) {
+      const int b = parse_byte_token(p.tokens[id]);
+      if (b < 0) continue;
+      t.is_byte_token[id] = p.decode_byte_fallback ? 1 : 0;
+      // HF looks byte tokens up as "<0x%02X>" (upper case).
+      char name[16];
+      std::snprintf(name, sizeof name, "<0x%02X>", unsigned(b));
+      if (p.tokens[id] == name) t.byte_token_id[b] = int32_t(id);
+    }
+  }
+  p.tokens.resize(n);
   for (size_t k = 0; k < p.added.size(); ++k) {
     const AddedToken& a = p.added[k];
     t.token_to_id.insert_or_assign(a.content, a.id);
-    t.pieces[a.id] = decode_token_text(a.content);
+    p.tokens[a.id] = a.content;   // id_to_token: the added vocabulary first, as HF
+    t.pieces[a.id] = token_piece(a.content);
     if (a.special) t.special[a.id] = 1;
     auto& table = a.normalized ? t.norm_added_by_byte : t.raw_added_by_byte;
     table[static_cast<unsigned char>(a.content[0])].push_back(int32_t(k));
@@ -199,8 +256,12 @@ void Tokenizer::Impl::bpe_word(std::string_view word, std::vector<int32_t>& out)
   if (word.empty()) return;
   if (parts.ignore_merges) {
     std::string mapped;
-    mapped.reserve(word.size() * 2);
-    for (const char c : word) mapped += alphabet().to_utf8[static_cast<unsigned char>(c)];
+    if (parts.sentencepiece) {
+      mapped = word;
+    } else {
+      mapped.reserve(word.size() * 2);
+      for (const char c : word) mapped += alphabet().to_utf8[static_cast<unsigned char>(c)];
+    }
     auto it = token_to_id.find(mapped);
     if (it != token_to_id.end()) {
       out.push_back(it->second);
@@ -226,16 +287,46 @@ void Tokenizer::Impl::bpe_word(std::string_view word, std::vector<int32_t>& out)
   };
   std::vector<Symbol> sym;
   sym.reserve(word.size());
-  for (const char c : word) {
-    int32_t id = byte_id[static_cast<unsigned char>(c)];
-    if (id < 0) {
-      // A byte missing from the alphabet: HF emits unk (fused when asked) or drops it.
-      if (parts.unk_id < 0) continue;
-      if (parts.fuse_unk && !sym.empty() && sym.back().id == parts.unk_id) continue;
-      id = parts.unk_id;
-    }
+  auto push_symbol = [&](int32_t id) {
     const int32_t k = int32_t(sym.size());
     sym.push_back({id, k - 1, k + 1, true});
+  };
+  // A symbol missing from the vocabulary: HF emits unk (fused when asked) or drops it.
+  auto push_unknown = [&]() {
+    if (parts.unk_id < 0) return;
+    if (parts.fuse_unk && !sym.empty() && sym.back().id == parts.unk_id) return;
+    push_symbol(parts.unk_id);
+  };
+  if (!parts.sentencepiece) {
+    for (const char c : word) {
+      const int32_t id = byte_id[static_cast<unsigned char>(c)];
+      id < 0 ? push_unknown() : push_symbol(id);
+    }
+  } else {
+    // Characters are the symbols; one missing from the vocabulary falls back to its UTF-8 bytes
+    // as <0xXX> tokens (all of them or none), else unk.
+    size_t pos = 0;
+    std::string ch;
+    while (pos < word.size()) {
+      size_t len;
+      tok::decode_utf8(word, pos, &len);
+      ch.assign(word.substr(pos, len));
+      pos += len;
+      auto it = token_to_id.find(ch);
+      if (it != token_to_id.end()) {
+        push_symbol(it->second);
+        continue;
+      }
+      bool all_bytes = parts.byte_fallback;
+      for (size_t k = 0; all_bytes && k < ch.size(); ++k) {
+        all_bytes = byte_token_id[static_cast<unsigned char>(ch[k])] >= 0;
+      }
+      if (all_bytes) {
+        for (const char c : ch) push_symbol(byte_token_id[static_cast<unsigned char>(c)]);
+      } else {
+        push_unknown();
+      }
+    }
   }
   if (!sym.empty()) sym.back().next = -1;
 
@@ -278,8 +369,35 @@ void Tokenizer::Impl::bpe_word(std::string_view word, std::vector<int32_t>& out)
   }
 }
 
-void Tokenizer::Impl::encode_segment(std::string_view text, std::vector<int32_t>& out) const {
-  for (const std::string& piece : tok::pre_tokenize(text, parts.pre_steps)) bpe_word(piece, out);
+void Tokenizer::Impl::encode_segment(std::string_view text, bool at_start, std::vector<int32_t>& out) const {
+  if (!parts.sentencepiece) {
+    for (const std::string& piece : tok::pre_tokenize(text, parts.pre_steps)) bpe_word(piece, out);
+    return;
+  }
+  // SentencePiece: the normalizers (Prepend, Replace) then Metaspace, as HF applies them.
+  std::string s;
+  if (parts.prepend_normalizer && !text.empty()) s.append(kMetaspace);
+  s.append(text);
+  if (parts.replace_space) s = replace_all(s, " ", kMetaspace);
+  const bool starts_with_meta = std::string_view(s).substr(0, 3) == kMetaspace;
+  if (!starts_with_meta && !s.empty() &&
+      (parts.metaspace_prepend == TokenizerParts::Prepend::Always ||
+       (parts.metaspace_prepend == TokenizerParts::Prepend::First && at_start))) {
+    s.insert(0, kMetaspace);
+  }
+  if (!parts.metaspace_split) {
+    bpe_word(s, out);
+    return;
+  }
+  // Metaspace(split): each "▁" starts a new piece (MergedWithNext).
+  size_t start = 0;
+  size_t pos = s.find(kMetaspace, 1);
+  while (pos != std::string::npos) {
+    bpe_word(std::string_view(s).substr(start, pos - start), out);
+    start = pos;
+    pos = s.find(kMetaspace, pos + 3);
+  }
+  bpe_word(std::string_view(s).substr(start), out);
 }
 
 namespace {
@@ -355,6 +473,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special) 
   if (add_special) out.insert(out.end(), t.parts.prefix_ids.begin(), t.parts.prefix_ids.end());
   auto push_token = [&](int32_t id) { out.push_back(id); };
   auto normalized_segment = [&](std::string_view seg) {
+    const bool seg_at_start = seg.data() == text.data();
     std::string normalized;
     if (t.parts.nfc) {
       normalized = tok::nfc(seg);
@@ -362,9 +481,10 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special) 
     }
     if (t.has_norm_added) {
       split_added(seg, t.norm_added_by_byte, t.parts.added,
-                  [&](std::string_view s) { t.encode_segment(s, out); }, push_token);
+                  [&](std::string_view s) { t.encode_segment(s, seg_at_start && s.data() == seg.data(), out); },
+                  push_token);
     } else {
-      t.encode_segment(seg, out);
+      t.encode_segment(seg, seg_at_start, out);
     }
   };
   if (t.has_raw_added) {
@@ -429,8 +549,38 @@ size_t utf8_complete_prefix(std::string_view s) {
   return n;
 }
 
+// HF's SentencePiece decoder chain: Replace("▁", " "), ByteFallback (a run of <0xXX> tokens becomes
+// its UTF-8 text, or one U+FFFD per byte when it is not valid), Fuse, Strip(" ", n, 0).
+std::string Tokenizer::Impl::decode_sentencepiece(const std::vector<int32_t>& ids, bool skip_special) const {
+  std::string out, run;
+  auto flush_run = [&]() {
+    if (run.empty()) return;
+    if (utf8_lossy(run) == run) {
+      out += run;
+    } else {
+      for (size_t k = 0; k < run.size(); ++k) out += "\xEF\xBF\xBD";
+    }
+    run.clear();
+  };
+  for (const int32_t id : ids) {
+    if (id < 0 || size_t(id) >= pieces.size()) continue;
+    if (skip_special && special[id]) continue;
+    if (is_byte_token[id]) {
+      run += pieces[id];
+      continue;
+    }
+    flush_run();
+    out += pieces[id];
+  }
+  flush_run();
+  size_t cut = 0;
+  while (cut < size_t(parts.strip_leading_spaces) && cut < out.size() && out[cut] == ' ') ++cut;
+  return utf8_lossy(std::string_view(out).substr(cut));
+}
+
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
   const Impl& t = *impl_;
+  if (t.parts.sentencepiece) return t.decode_sentencepiece(ids, skip_special);
   std::string bytes;
   for (const int32_t id : ids) {
     if (id < 0 || size_t(id) >= t.pieces.size()) continue;
@@ -448,13 +598,28 @@ std::string StreamDecoder::push(int32_t id) {
   if (ready == 0) return {};
   std::string out = utf8_lossy(std::string_view(pending_).substr(0, ready));
   pending_.erase(0, ready);
-  return out;
+  return emit(std::move(out));
 }
 
 std::string StreamDecoder::finish() {
   std::string out = utf8_lossy(pending_);
   pending_.clear();
-  return out;
+  return emit(std::move(out));
+}
+
+// The decoder's Strip step, applied once to the start of the stream.
+std::string StreamDecoder::emit(std::string text) {
+  size_t cut = 0;
+  while (strip_left_ > 0 && cut < text.size()) {
+    if (text[cut] != ' ') {
+      strip_left_ = 0;
+      break;
+    }
+    ++cut;
+    --strip_left_;
+  }
+  if (cut) text.erase(0, cut);
+  return text;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -473,13 +638,8 @@ const std::string& Tokenizer::token_to_piece(int32_t id) const {
 }
 
 const std::string& Tokenizer::id_to_token(int32_t id) const {
-  const auto& p = impl_->parts;
-  if (id < 0) return kEmpty;
-  for (const AddedToken& a : p.added) {
-    if (a.id == id) return a.content;
-  }
-  if (size_t(id) < p.tokens.size()) return p.tokens[id];
-  return kEmpty;
+  const auto& tokens = impl_->parts.tokens;
+  return id >= 0 && size_t(id) < tokens.size() ? tokens[id] : kEmpty;
 }
 
 int32_t Tokenizer::token_to_id(std::string_view token) const {
@@ -492,6 +652,7 @@ bool Tokenizer::is_special(int32_t id) const {
 }
 
 int32_t Tokenizer::vocab_size() const { return int32_t(impl_->pieces.size()); }
+int Tokenizer::decode_strip_leading_spaces() const { return impl_->parts.strip_leading_spaces; }
 int32_t Tokenizer::bos_id() const { return impl_->parts.bos_id; }
 int32_t Tokenizer::eos_id() const { return impl_->parts.eos_id; }
 int32_t Tokenizer::pad_id() const { return impl_->parts.pad_id; }
@@ -516,6 +677,64 @@ std::string Tokenizer::apply_chat_template(const std::vector<ChatMessage>& messa
 
 // ---------------------------------------------------------------------------------------------
 // Plain-vector construction (GGUF metadata and tests)
+
+// A SentencePiece GGUF has scores, not merges. transformers' GGUF converter recovers merges from the
+// vocabulary: every split of a token into two tokens is a merge, ranked by the token's score (best
+// first), then by the longer left part, then the longer right part; within one token, by the ids of
+// the two parts. Reproduced here so that ids match transformers on the same file.
+static std::vector<std::pair<std::string, std::string>> merges_from_scores(const std::vector<std::string>& tokens,
+                                                                           const std::vector<float>& scores) {
+  std::unordered_map<std::string, int32_t> last_index;   // Python {token: index}: the last one wins
+  last_index.reserve(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) last_index[tokens[i]] = int32_t(i);
+  std::unordered_map<std::string, float> score_of;        // dict(zip(tokens, scores)): last score
+  std::vector<size_t> order;                              // ... in first-occurrence order
+  score_of.reserve(tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    if (score_of.find(tokens[i]) == score_of.end()) order.push_back(i);
+    score_of[tokens[i]] = scores[i];
+  }
+  struct Merge {
+    float score;
+    size_t left_chars, right_chars;
+    int32_t left_id, right_id;
+    std::string left, right;
+  };
+  std::vector<Merge> all;
+  std::vector<size_t> bounds;
+  for (const size_t i : order) {
+    const std::string& t = tokens[i];
+    bounds.clear();
+    size_t pos = 0;
+    while (pos < t.size()) {
+      size_t len;
+      tok::decode_utf8(t, pos, &len);
+      pos += len;
+      bounds.push_back(pos);
+    }
+    const size_t nchars = bounds.size();
+    std::vector<Merge> local;
+    for (size_t k = 0; k + 1 < nchars; ++k) {
+      std::string left = t.substr(0, bounds[k]), right = t.substr(bounds[k]);
+      auto l = last_index.find(left), r = last_index.find(right);
+      if (l == last_index.end() || r == last_index.end()) continue;
+      local.push_back({score_of[t], k + 1, nchars - k - 1, l->second, r->second, std::move(left), std::move(right)});
+    }
+    std::sort(local.begin(), local.end(), [](const Merge& a, const Merge& b) {
+      return a.left_id != b.left_id ? a.left_id < b.left_id : a.right_id < b.right_id;
+    });
+    for (Merge& m : local) all.push_back(std::move(m));
+  }
+  std::stable_sort(all.begin(), all.end(), [](const Merge& a, const Merge& b) {
+    if (a.score != b.score) return a.score > b.score;
+    if (a.left_chars != b.left_chars) return a.left_chars > b.left_chars;
+    return a.right_chars > b.right_chars;
+  });
+  std::vector<std::pair<std::string, std::string>> merges;
+  merges.reserve(all.size());
+  for (Merge& m : all) merges.emplace_back(std::move(m.left), std::move(m.right));
+  return merges;
+}
 
 Tokenizer Tokenizer::from_spec(const TokenizerSpec& spec) {
   TokenizerParts p;
@@ -562,6 +781,38 @@ Tokenizer Tokenizer::from_spec(const TokenizerSpec& spec) {
     p.suffix_ids.push_back(spec.eos_id);
   }
   p.chat_template = spec.chat_template;
+  if (spec.sentencepiece) {
+    // As transformers' LlamaTokenizer builds it: BPE with byte fallback and fused unk, Metaspace
+    // (prepend_scheme "first", no split), decoder Replace + ByteFallback + Fuse + Strip.
+    p.sentencepiece = true;
+    p.pre_kind = PreTokenizerKind::SentencePiece;
+    p.pre_steps.clear();
+    p.byte_fallback = true;
+    p.fuse_unk = true;
+    p.replace_space = true;
+    p.metaspace_prepend = spec.add_space_prefix ? TokenizerParts::Prepend::First : TokenizerParts::Prepend::Never;
+    p.decode_byte_fallback = true;
+    p.decode_replace_space = true;
+    p.strip_leading_spaces = spec.add_space_prefix ? 1 : 0;
+    // transformers' LlamaTokenizer registers <unk> as a special token (matched in text).
+    const bool unk_added = std::any_of(p.added.begin(), p.added.end(),
+                                       [&](const AddedToken& a) { return a.id == spec.unk_id; });
+    if (spec.unk_id >= 0 && size_t(spec.unk_id) < spec.tokens.size() && !unk_added) {
+      AddedToken a;
+      a.content = spec.tokens[spec.unk_id];
+      a.id = spec.unk_id;
+      a.special = true;
+      if (!a.content.empty()) p.added.push_back(std::move(a));
+    }
+    if (p.merges.empty()) {
+      if (spec.scores.size() != spec.tokens.size()) {
+        throw invalid_input(p.origin + ": " + std::to_string(spec.scores.size()) + " scores for " +
+                            std::to_string(spec.tokens.size()) + " tokens (a SentencePiece vocabulary needs "
+                            "tokenizer.ggml.scores or tokenizer.ggml.merges)");
+      }
+      p.merges = merges_from_scores(spec.tokens, spec.scores);
+    }
+  }
   return Tokenizer(Impl::build(std::move(p)));
 }
 

@@ -6,18 +6,59 @@
 #include "qrt/tokenizer.h"
 
 namespace qrt {
+namespace {
+
+int32_t token_id_key(const GgufFile& gguf, const TokenizerSpec& spec, const char* key) {
+  const auto v = gguf.find_int(key);
+  if (!v) return -1;
+  if (*v < 0 || *v >= int64_t(spec.tokens.size())) {
+    throw invalid_input(spec.origin + ": " + key + " = " + std::to_string(*v) + " is outside the vocabulary of " +
+                        std::to_string(spec.tokens.size()));
+  }
+  return static_cast<int32_t>(*v);
+}
+
+std::vector<int32_t> token_types(const GgufFile& gguf) {
+  std::vector<int32_t> types;
+  if (gguf.contains("tokenizer.ggml.token_type")) {
+    for (const int64_t t : gguf.get_int_array("tokenizer.ggml.token_type")) types.push_back(static_cast<int32_t>(t));
+  }
+  return types;
+}
+
+// tokenizer.ggml.model "llama": SentencePiece BPE (Llama-2, Mistral, TinyLlama GGUF files), built as
+// transformers' GGUF converter does: merges recovered from the scores, <unk>/<s>/</s> special.
+Tokenizer from_gguf_sentencepiece(const GgufFile& gguf, TokenizerSpec spec) {
+  spec.sentencepiece = true;
+  spec.pre = PreTokenizerKind::SentencePiece;
+  if (gguf.contains("tokenizer.ggml.merges")) spec.merges = gguf.get_string_array("tokenizer.ggml.merges");
+  if (spec.merges.empty()) spec.scores = gguf.get_float_array("tokenizer.ggml.scores");
+  spec.token_types = token_types(gguf);
+  spec.bos_id = token_id_key(gguf, spec, "tokenizer.ggml.bos_token_id");
+  spec.eos_id = token_id_key(gguf, spec, "tokenizer.ggml.eos_token_id");
+  spec.unk_id = token_id_key(gguf, spec, "tokenizer.ggml.unknown_token_id");
+  spec.pad_id = token_id_key(gguf, spec, "tokenizer.ggml.padding_token_id");
+  spec.add_space_prefix = gguf.find_bool("tokenizer.ggml.add_space_prefix").value_or(true);
+  spec.add_bos = gguf.find_bool("tokenizer.ggml.add_bos_token").value_or(true) && spec.bos_id >= 0;
+  spec.add_eos = gguf.find_bool("tokenizer.ggml.add_eos_token").value_or(false) && spec.eos_id >= 0;
+  spec.chat_template = gguf.find_string("tokenizer.chat_template").value_or("");
+  return Tokenizer::from_spec(spec);
+}
+
+}  // namespace
 
 Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
   const std::string origin = gguf.path().empty() ? std::string("<gguf>") : gguf.path();
   const auto model = gguf.find_string("tokenizer.ggml.model");
   if (!model) throw invalid_input(origin + ": no tokenizer.ggml.model (the file carries no tokenizer)");
-  if (*model != "gpt2") {
+  if (*model != "gpt2" && *model != "llama") {
     throw unsupported(origin + ": tokenizer.ggml.model '" + *model +
-                      "' is not supported (qrt implements byte-level BPE, 'gpt2')");
+                      "' is not supported (qrt implements 'gpt2' byte-level BPE and 'llama' SentencePiece BPE)");
   }
   TokenizerSpec spec;
   spec.origin = origin;
   spec.tokens = gguf.get_string_array("tokenizer.ggml.tokens");
+  if (*model == "llama") return from_gguf_sentencepiece(gguf, std::move(spec));
   spec.merges = gguf.get_string_array("tokenizer.ggml.merges");
   if (gguf.contains("tokenizer.ggml.token_type")) {
     for (const int64_t t : gguf.get_int_array("tokenizer.ggml.token_type")) {

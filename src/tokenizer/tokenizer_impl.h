@@ -39,12 +39,25 @@ struct TokenizerParts {
   int32_t bos_id = -1, eos_id = -1, pad_id = -1;
   std::string chat_template;
   std::string bos_token_text;
+
+  // SentencePiece-style BPE (Llama-2, Mistral): characters are the initial symbols, spaces are "▁".
+  bool sentencepiece = false;
+  bool byte_fallback = false;          // a character missing from the vocabulary -> <0xXX> tokens
+  bool prepend_normalizer = false;     // Prepend("▁") normalizer: every segment (legacy files)
+  bool replace_space = false;          // " " -> "▁" (Replace normalizer or Metaspace)
+  enum class Prepend { Never, First, Always } metaspace_prepend = Prepend::Never;
+  bool metaspace_split = false;        // Metaspace(split): a piece starts at every "▁"
+  bool decode_byte_fallback = false;   // ByteFallback decoder: <0xXX> -> byte
+  bool decode_replace_space = false;   // Replace("▁", " ") / Metaspace decoder
+  int strip_leading_spaces = 0;        // Strip(" ", n, 0) / Metaspace decoder
 };
 
 struct Tokenizer::Impl {
   TokenizerParts parts;
   std::unordered_map<std::string, int32_t> token_to_id;   // vocabulary and added tokens
   int32_t byte_id[256];                                   // id of each byte's alphabet symbol, or -1
+  int32_t byte_token_id[256];                             // SentencePiece: id of "<0xXX>", or -1
+  std::vector<uint8_t> is_byte_token;                     // id -> 1 for a <0xXX> token (SentencePiece)
   // (left id << 32 | right id) -> (rank, merged id)
   std::unordered_map<uint64_t, std::pair<int32_t, int32_t>> merges;
   std::vector<std::string> pieces;                        // id -> decoded bytes
@@ -59,7 +72,9 @@ struct Tokenizer::Impl {
 
   static std::unique_ptr<Impl> build(TokenizerParts parts);
   void bpe_word(std::string_view word, std::vector<int32_t>& out) const;
-  void encode_segment(std::string_view text, std::vector<int32_t>& out) const;
+  // `at_start`: the segment begins the text (Metaspace prepend_scheme "first").
+  void encode_segment(std::string_view text, bool at_start, std::vector<int32_t>& out) const;
+  std::string decode_sentencepiece(const std::vector<int32_t>& ids, bool skip_special) const;
 };
 
 // The GPT-2 byte alphabet: byte -> code point (printable bytes map to themselves).

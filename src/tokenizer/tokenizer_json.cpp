@@ -26,14 +26,19 @@ std::string read_text_file(const std::string& path) {
 bool get_bool(const json& j, const char* key, bool fallback) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  if (!it->is_boolean()) throw invalid_input(std::string("field '") + key + "' must be a boolean");
+  if (!it->is_boolean()) throw invalid_input(std::string("field '") + key + "' must be true or false");
   return it->get<bool>();
 }
+
+const char* const kMetaspace = "\xE2\x96\x81";   // U+2581 "▁"
 
 struct PipelineBuilder {
   std::string origin;
   std::vector<tok::PreStep> steps;
   bool byte_level = false;
+  bool metaspace = false;
+  TokenizerParts::Prepend prepend = TokenizerParts::Prepend::Never;
+  bool split = false;
 
   void add(const json& node, const std::string& where) {
     if (!node.is_object()) throw invalid_input(origin + ": " + where + " must be an object");
@@ -46,6 +51,18 @@ struct PipelineBuilder {
       byte_level = true;
       if (get_bool(node, "add_prefix_space", true)) steps.push_back(tok::PreStep::PrefixSpace);
       if (get_bool(node, "use_regex", true)) steps.push_back(tok::PreStep::SplitGpt2);
+    } else if (type == "Metaspace") {
+      metaspace = true;
+      if (node.value("replacement", std::string(kMetaspace)) != kMetaspace) {
+        throw unsupported(origin + ": " + where + ": Metaspace replacement other than U+2581");
+      }
+      std::string scheme = node.value("prepend_scheme", "");
+      if (scheme.empty()) scheme = get_bool(node, "add_prefix_space", true) ? "always" : "never";
+      if (scheme == "always") prepend = TokenizerParts::Prepend::Always;
+      else if (scheme == "first") prepend = TokenizerParts::Prepend::First;
+      else if (scheme == "never") prepend = TokenizerParts::Prepend::Never;
+      else throw invalid_input(origin + ": " + where + ": Metaspace prepend_scheme '" + scheme + "'");
+      split = get_bool(node, "split", true);
     } else if (type == "Digits") {
       steps.push_back(get_bool(node, "individual_digits", false) ? tok::PreStep::DigitsIndividual
                                                                  : tok::PreStep::DigitsGrouped);
@@ -70,21 +87,58 @@ struct PipelineBuilder {
       steps.push_back(*step);
     } else {
       throw unsupported(origin + ": " + where + ": pre-tokenizer type '" + type +
-                        "' (qrt supports ByteLevel, Split, Digits, Sequence)");
+                        "' (qrt supports ByteLevel, Split, Digits, Metaspace, Sequence)");
     }
   }
 };
 
-bool is_nfc_normalizer(const json& node, const std::string& origin) {
-  if (node.is_null()) return false;
+// The normalizers qrt implements: NFC (Qwen2), and Prepend("▁") / Replace(" ", "▁") (legacy
+// SentencePiece files, Llama-2 / TinyLlama / Mistral v0.1).
+void parse_normalizer(const json& node, TokenizerParts& p) {
+  if (node.is_null()) return;
   const std::string type = node.is_object() ? node.value("type", "") : "";
-  if (type == "NFC") return true;
-  if (type == "Sequence" && node.contains("normalizers") && node["normalizers"].is_array()) {
-    bool nfc = false;
-    for (const json& n : node["normalizers"]) nfc = is_nfc_normalizer(n, origin) || nfc;
-    return nfc;
+  if (type == "NFC") {
+    p.nfc = true;
+  } else if (type == "Sequence" && node.contains("normalizers") && node["normalizers"].is_array()) {
+    for (const json& n : node["normalizers"]) parse_normalizer(n, p);
+  } else if (type == "Prepend" && node.value("prepend", "") == kMetaspace) {
+    if (p.replace_space) throw unsupported(p.origin + ": normalizer Prepend after Replace");
+    p.prepend_normalizer = true;
+  } else if (type == "Replace" && node.contains("pattern") && node["pattern"].is_object() &&
+             node["pattern"].value("String", "") == " " && node.value("content", "") == kMetaspace) {
+    p.replace_space = true;
+  } else {
+    throw unsupported(p.origin + ": normalizer " + (node.is_object() ? node.dump().substr(0, 120) : type) +
+                      " (qrt supports none, NFC, and Prepend/Replace with U+2581)");
   }
-  throw unsupported(origin + ": normalizer type '" + type + "' (qrt supports none or NFC)");
+}
+
+// Decoders: ByteLevel for byte-level BPE; for SentencePiece the Replace("▁", " "), ByteFallback,
+// Fuse, Strip(" ", n, 0) chain or a Metaspace decoder.
+void parse_decoder(const json& node, TokenizerParts& p, bool* byte_level) {
+  if (node.is_null()) return;
+  const std::string type = node.is_object() ? node.value("type", "") : "";
+  if (type == "ByteLevel") {
+    *byte_level = true;
+  } else if (type == "Sequence" && node.contains("decoders") && node["decoders"].is_array()) {
+    for (const json& d : node["decoders"]) parse_decoder(d, p, byte_level);
+  } else if (type == "Replace" && node.contains("pattern") && node["pattern"].is_object() &&
+             node["pattern"].value("String", "") == kMetaspace && node.value("content", "") == " ") {
+    p.decode_replace_space = true;
+  } else if (type == "ByteFallback") {
+    p.decode_byte_fallback = true;
+  } else if (type == "Fuse") {
+    // Joining is what qrt's decode does anyway.
+  } else if (type == "Strip" && node.value("content", "") == " " && node.value("stop", 0) == 0) {
+    p.strip_leading_spaces = node.value("start", 0);
+  } else if (type == "Metaspace") {
+    p.decode_replace_space = true;
+    const std::string scheme = node.value("prepend_scheme", get_bool(node, "add_prefix_space", true) ? "always" : "never");
+    if (scheme != "never") p.strip_leading_spaces = 1;
+  } else {
+    throw unsupported(p.origin + ": decoder " + (node.is_object() ? node.dump().substr(0, 120) : type) +
+                      " (qrt supports ByteLevel and the SentencePiece Replace/ByteFallback/Fuse/Strip chain)");
+  }
 }
 
 int32_t token_id_of(const TokenizerParts& p, const std::unordered_map<std::string, int32_t>& vocab,
@@ -198,9 +252,7 @@ Tokenizer Tokenizer::from_tokenizer_json_text(const std::string& json_text, cons
         throw unsupported(origin + ": model." + key + " is set (not a byte-level BPE)");
       }
     }
-    if (get_bool(model, "byte_fallback", false)) {
-      throw unsupported(origin + ": model.byte_fallback=true (SentencePiece-style BPE is not supported)");
-    }
+    p.byte_fallback = get_bool(model, "byte_fallback", false);
     const json& vocab = model.contains("vocab") ? model["vocab"] : json();
     if (!vocab.is_object()) throw invalid_input(origin + ": model.vocab must be an object");
     std::unordered_map<std::string, int32_t> vocab_map;
@@ -271,12 +323,23 @@ Tokenizer Tokenizer::from_tokenizer_json_text(const std::string& json_text, cons
       }
     }
 
-    p.nfc = is_nfc_normalizer(j.contains("normalizer") ? j["normalizer"] : json(), origin);
+    parse_normalizer(j.contains("normalizer") ? j["normalizer"] : json(), p);
 
-    PipelineBuilder pre{origin, {}, false};
+    PipelineBuilder pre{origin, {}};
     if (j.contains("pre_tokenizer") && !j["pre_tokenizer"].is_null()) pre.add(j["pre_tokenizer"], "pre_tokenizer");
+    if (pre.byte_level && (pre.metaspace || p.prepend_normalizer || p.replace_space)) {
+      throw unsupported(origin + ": pre_tokenizer mixes ByteLevel with Metaspace/U+2581 normalizers");
+    }
     if (!pre.byte_level) {
-      throw unsupported(origin + ": pre_tokenizer has no ByteLevel step (qrt supports byte-level BPE only)");
+      if (!pre.metaspace && !p.prepend_normalizer && !p.replace_space) {
+        throw unsupported(origin + ": neither a ByteLevel pre-tokenizer nor SentencePiece-style spaces (Metaspace or "
+                          "a Replace(' ', U+2581) normalizer): qrt supports byte-level and SentencePiece BPE");
+      }
+      if (!pre.steps.empty()) throw unsupported(origin + ": pre_tokenizer steps besides Metaspace in a SentencePiece BPE");
+      p.sentencepiece = true;
+      if (pre.metaspace) p.replace_space = true;
+      p.metaspace_prepend = pre.prepend;
+      p.metaspace_split = pre.metaspace && pre.split;
     }
     p.pre_steps = pre.steps;
     p.pre_kind = PreTokenizerKind::Gpt2;
@@ -287,14 +350,12 @@ Tokenizer Tokenizer::from_tokenizer_json_text(const std::string& json_text, cons
       if (s == tok::PreStep::DigitsIndividual) digits = true;
     }
     if (digits && p.pre_kind == PreTokenizerKind::Gpt2) p.pre_kind = PreTokenizerKind::SmolLM;
+    if (p.sentencepiece) p.pre_kind = PreTokenizerKind::SentencePiece;
 
-    if (j.contains("decoder") && !j["decoder"].is_null()) {
-      const json& d = j["decoder"];
-      bool ok = d.value("type", "") == "ByteLevel";
-      if (!ok && d.value("type", "") == "Sequence" && d.contains("decoders") && d["decoders"].is_array()) {
-        for (const json& x : d["decoders"]) ok = ok || x.value("type", "") == "ByteLevel";
-      }
-      if (!ok) throw unsupported(origin + ": decoder type '" + d.value("type", "") + "' (expected ByteLevel)");
+    bool byte_level_decoder = false;
+    parse_decoder(j.contains("decoder") ? j["decoder"] : json(), p, &byte_level_decoder);
+    if (byte_level_decoder && p.sentencepiece) {
+      throw unsupported(origin + ": a ByteLevel decoder on a SentencePiece-style BPE");
     }
 
     parse_post_processor(j.contains("post_processor") ? j["post_processor"] : json(), p, vocab_map);
@@ -332,6 +393,10 @@ Tokenizer Tokenizer::from_tokenizer_json_text(const std::string& json_text, cons
     if (p.bos_id < 0 && !p.prefix_ids.empty()) p.bos_id = p.prefix_ids.front();
   } catch (const json::exception& e) {
     throw invalid_input(origin + ": unexpected JSON structure: " + e.what());
+  } catch (const Error& e) {
+    // Helpers below the loader name the field but not the file.
+    if (std::string(e.what()).rfind(origin, 0) == 0) throw;
+    throw Error(e.kind(), origin + ": " + e.what());
   }
   return Tokenizer(Impl::build(std::move(p)));
 }

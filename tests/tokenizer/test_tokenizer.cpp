@@ -67,6 +67,16 @@ void check_reference(const Tokenizer& tok, const json& ref, const std::string& l
   }
 }
 
+template <typename F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const qrt::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 Tokenizer load_tiny(const std::string& name) {
   return Tokenizer::from_tokenizer_json(kData + "/" + name + "/tokenizer.json");
 }
@@ -106,9 +116,47 @@ TEST(TokenizerJson, SmolLmDigitsMatchHf) {
   check_reference(tok, read_json(kData + "/tiny_smollm/reference.json"), "tiny_smollm");
 }
 
+TEST(TokenizerJson, SentencePieceLegacyMatchHf) {
+  const Tokenizer tok = load_tiny("tiny_llama2");
+  EXPECT_EQ(tok.pre_tokenizer(), qrt::PreTokenizerKind::SentencePiece);
+  EXPECT_EQ(tok.decode_strip_leading_spaces(), 1);
+  check_reference(tok, read_json(kData + "/tiny_llama2/reference.json"), "tiny_llama2");
+}
+
+TEST(TokenizerJson, SentencePieceMetaspaceMatchHf) {
+  const Tokenizer tok = load_tiny("tiny_mistral");
+  EXPECT_EQ(tok.pre_tokenizer(), qrt::PreTokenizerKind::SentencePiece);
+  check_reference(tok, read_json(kData + "/tiny_mistral/reference.json"), "tiny_mistral");
+  // Byte fallback: a character outside the vocabulary becomes its UTF-8 bytes and decodes back.
+  const std::string text = "\xF0\x9F\x98\x80 ok";
+  EXPECT_EQ(tok.decode(tok.encode(text, false)), text);
+}
+
+// A SentencePiece GGUF (scores, no merges): merges recovered as transformers' converter does.
+TEST(TokenizerGguf, SentencePieceScoresMatchTransformers) {
+  const json v = read_json(kData + "/tiny_spm_gguf/vocab.json");
+  std::vector<float> scores;
+  for (const json& x : v["scores"]) scores.push_back(x.get<float>());
+  qrt::GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  w.add_string("tokenizer.ggml.model", "llama");
+  w.add_string_array("tokenizer.ggml.tokens", v["tokens"].get<std::vector<std::string>>());
+  w.add_f32_array("tokenizer.ggml.scores", scores);
+  w.add_i32_array("tokenizer.ggml.token_type", v["token_type"].get<std::vector<int32_t>>());
+  w.add_u32("tokenizer.ggml.bos_token_id", v["bos_token_id"].get<uint32_t>());
+  w.add_u32("tokenizer.ggml.eos_token_id", v["eos_token_id"].get<uint32_t>());
+  w.add_u32("tokenizer.ggml.unknown_token_id", v["unknown_token_id"].get<uint32_t>());
+  w.add_bool("tokenizer.ggml.add_bos_token", false);   // the converter's tokenizer adds none
+  const qrt::GgufFile gguf = qrt::GgufFile::from_bytes(w.to_bytes(), "tiny_spm.gguf");
+  const Tokenizer tok = Tokenizer::from_gguf(gguf);
+  EXPECT_EQ(tok.pre_tokenizer(), qrt::PreTokenizerKind::SentencePiece);
+  EXPECT_TRUE(tok.is_special(v["unknown_token_id"].get<int32_t>()));
+  check_reference(tok, read_json(kData + "/tiny_spm_gguf/reference.json"), "tiny_spm.gguf");
+}
+
 TEST(TokenizerJson, RoundTripsTheSample) {
   const std::string text = read_file(kData + "/multilingual.txt");
-  for (const char* name : {"tiny_gpt2", "tiny_llama3", "tiny_smollm"}) {
+  for (const char* name : {"tiny_gpt2", "tiny_llama3", "tiny_smollm", "tiny_mistral"}) {
     const Tokenizer tok = load_tiny(name);
     // tiny_gpt2 adds a prefix space to every segment between added tokens, so only the others
     // round-trip byte for byte.
@@ -155,16 +203,23 @@ TEST(TokenizerGguf, MetadataTokenizerMatchesHf) {
 TEST(TokenizerGguf, RejectsNonBpeAndBadIds) {
   qrt::GgufWriter w;
   w.add_string("general.architecture", "llama");
-  w.add_string("tokenizer.ggml.model", "llama");
+  w.add_string("tokenizer.ggml.model", "bert");
   w.add_string_array("tokenizer.ggml.tokens", {"a"});
-  const qrt::GgufFile spm = qrt::GgufFile::from_bytes(w.to_bytes(), "spm.gguf");
+  const qrt::GgufFile wpm = qrt::GgufFile::from_bytes(w.to_bytes(), "wpm.gguf");
   try {
-    Tokenizer::from_gguf(spm);
+    Tokenizer::from_gguf(wpm);
     FAIL() << "expected an error";
   } catch (const qrt::Error& e) {
     EXPECT_EQ(e.kind(), qrt::ErrorKind::Unsupported);
-    EXPECT_NE(std::string(e.what()).find("tokenizer.ggml.model"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("tokenizer.ggml.model 'bert'"), std::string::npos) << e.what();
   }
+  // A SentencePiece vocabulary with neither merges nor scores.
+  qrt::GgufWriter w1;
+  w1.add_string("general.architecture", "llama");
+  w1.add_string("tokenizer.ggml.model", "llama");
+  w1.add_string_array("tokenizer.ggml.tokens", {"a"});
+  const qrt::GgufFile spm = qrt::GgufFile::from_bytes(w1.to_bytes(), "spm.gguf");
+  EXPECT_NE(error_of([&] { Tokenizer::from_gguf(spm); }).find("tokenizer.ggml.scores"), std::string::npos);
   qrt::GgufWriter w2;
   w2.add_string("general.architecture", "llama");
   w2.add_string("tokenizer.ggml.model", "gpt2");
@@ -309,15 +364,6 @@ TEST(ChatTemplate, Llama31AddsTheDateSystemBlock) {
 
 // ---- bad input ----
 
-template <typename F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const qrt::Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 TEST(TokenizerJson, BadInputGivesClearErrors) {
   EXPECT_NE(error_of([] { Tokenizer::from_tokenizer_json("/nonexistent/tokenizer.json"); }).find("cannot open"),
