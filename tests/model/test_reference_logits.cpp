@@ -1,0 +1,90 @@
+// The default SmolLM2 GGUF through qrt against Hugging Face transformers on the same file
+// (tests/data/reference/smollm2_logits.json, made by tools/make_reference_logits.py): at every
+// recorded position the top-1 id must agree and every one of the reference's top-20 logits must
+// be within a tolerance x (logit range of the row). Skips when QRT_DEFAULT_MODEL is unset.
+//
+// Measured (2026-11-28, 2-core AVX-512 machine), max |difference| over the top-20 / logit range:
+//   cpu_ref (exact float dequantization):            1.1e-6  -> tolerance 1e-4
+//   auto = cpu_simd (activations quantized to int8): 1.9e-2  -> tolerance 5e-2
+// A wrong forward pass (RoPE, norm, Q/K permutation) moves logits by whole units (> 3e-2 of the
+// range) and flips the top-1 id. cpu_ref runs on the two short prompts only (it is slow).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "qrt/model.h"
+
+namespace qrt {
+namespace {
+
+struct BackendCase {
+  const char* backend;
+  double relative_tolerance;
+  size_t max_prompt_tokens;  // skip longer prompts (keeps slow reference kernels within seconds)
+};
+
+std::string default_model_or_empty() {
+  const char* p = std::getenv("QRT_DEFAULT_MODEL");
+  if (!p || !*p || !std::filesystem::exists(p)) return "";
+  return p;
+}
+
+class ReferenceLogits : public ::testing::TestWithParam<BackendCase> {};
+
+TEST_P(ReferenceLogits, MatchTransformersOnDefaultGguf) {
+  const std::string model = default_model_or_empty();
+  if (model.empty()) GTEST_SKIP() << "QRT_DEFAULT_MODEL is unset or missing (run scripts/fetch-model.sh and export it)";
+  std::ifstream f(std::string(QRT_TEST_DATA) + "/reference/smollm2_logits.json");
+  ASSERT_TRUE(f) << "reference file missing";
+  const auto doc = nlohmann::json::parse(f);
+
+  auto weights = load_model(model);
+  EngineOptions eo;
+  eo.device = probe_cpu();
+  eo.runtime.backend = GetParam().backend;
+  const double tolerance = GetParam().relative_tolerance;
+  eo.runtime.threads = 2;
+  eo.runtime.max_input_length = 128;
+  eo.runtime.max_new_tokens = 0;
+  eo.runtime.use_tuning_cache = false;
+  auto engine = make_cpu_engine(weights, eo);
+  const int64_t vocab = weights->config.vocab_size;
+
+  double worst = 0;
+  for (const auto& c : doc["cases"]) {
+    const std::vector<int32_t> ids = c["token_ids"].get<std::vector<int32_t>>();
+    if (ids.size() > GetParam().max_prompt_tokens) continue;
+    std::vector<float> logits(ids.size() * vocab);
+    engine->forward(ids.data(), static_cast<int64_t>(ids.size()), 0, logits.data(), /*all_logits=*/true);
+    for (const auto& p : c["positions"]) {
+      const int64_t pos = p["position"].get<int64_t>();
+      const float* row = logits.data() + pos * vocab;
+      const auto top_ids = p["top_ids"].get<std::vector<int32_t>>();
+      const auto top = p["top_logits"].get<std::vector<double>>();
+      const double range = p["row_max"].get<double>() - p["row_min"].get<double>();
+      int64_t argmax = 0;
+      for (int64_t v = 1; v < vocab; ++v)
+        if (row[v] > row[argmax]) argmax = v;
+      EXPECT_EQ(argmax, top_ids[0]) << c["label"] << " position " << pos;
+      for (size_t i = 0; i < top_ids.size(); ++i) {
+        const double rel = std::abs(row[top_ids[i]] - top[i]) / range;
+        worst = std::max(worst, rel);
+        EXPECT_LT(rel, tolerance) << c["label"] << " position " << pos << " id " << top_ids[i]
+                                           << ": qrt " << row[top_ids[i]] << " vs transformers " << top[i];
+      }
+    }
+  }
+  std::printf("[ reference ] backend %s: max |logit difference| over top-20 = %.2e of the logit range\n",
+              GetParam().backend, worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, ReferenceLogits,
+                         ::testing::Values(BackendCase{"auto", 5e-2, 1000}, BackendCase{"cpu_ref", 1e-4, 16}),
+                         [](const ::testing::TestParamInfo<BackendCase>& info) { return std::string(info.param.backend); });
+
+}  // namespace
+}  // namespace qrt
