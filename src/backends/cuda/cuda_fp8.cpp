@@ -155,11 +155,20 @@ class CudaFp8Linear final : public PreparedLinear {
   int64_t weight_bytes() const override { return packed_.device_bytes(); }
 
   // Builds the descriptors for both output dtypes and checks that cuBLASLt runs this layer.
+  // Falls back to exact accumulation when cuBLASLt has no fast-accumulation kernel for the layer.
   bool probe_native(std::string* why) {
-    cublasLtMatmulAlgo_t algo{};
-    for (DType t : {DType::BF16, DType::F16})
-      if (!gemm_for(t).find_algo(std::min<int64_t>(chunk_rows_, 64), &algo, why)) return false;
-    return true;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      bool ok = true;
+      cublasLtMatmulAlgo_t algo{};
+      for (DType t : {DType::BF16, DType::F16})
+        ok = ok && gemm_for(t).find_algo(std::min<int64_t>(chunk_rows_, 64), &algo, why);
+      if (ok) return true;
+      if (!fast_accum_) return false;
+      fast_accum_ = false;
+      gemm_f16_.reset();
+      gemm_bf16_.reset();
+    }
+    return false;
   }
   void disable_native() { native_ = false; }
   int64_t scale_offset() const { return (chunk_rows_ * packed_.view().k + 255) / 256 * 256; }

@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# Runs ON THE GPU MACHINE (the device tool), from the repository root, in one call: unpacks the
+# -dev packages carried in .gpu-deps/ (scripts/gpu-deps.sh, run beforehand on the dev machine),
+# builds the CUDA targets (sm_90 only unless QRT_CUDA_ARCHS says otherwise), runs the GPU tests (one
+# short case also under compute-sanitizer), the GPU GEMM benchmark with the torch peers
+# (bench/peers/gemm_peers.py) in the same run, decode tokens/s of a random Llama-2-7B-shaped GPTQ
+# model next to bench/peers/hf_decode.py, then merges everything into one JSON with a `summary`
+# ($OUT/<gpu>-<date>.json, copied to bench/results/) and prints one table last.
+# Env: OUT (results folder, default ./gpu-out), GPU_CHECK_BUDGET (seconds, default 470): stages that
+# would not fit are skipped and say so.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+OUT=${OUT:-$ROOT/gpu-out}
+mkdir -p "$OUT"
+LOGS=/tmp/qrt-logs
+mkdir -p "$LOGS"
+BUDGET=${GPU_CHECK_BUDGET:-470}
+START=$SECONDS
+LOG=$OUT/gpu-check.log
+: > "$LOG"
+left() { echo $((BUDGET - (SECONDS - START))); }
+stage() { echo; echo "=== [$((SECONDS - START)) s] $*" | tee -a "$LOG"; }
+note() { echo "$*" | tee -a "$LOG"; }
+
+# ---- dependencies: .deb files unpacked under /tmp/qrt-deps (never into /) ----
+stage "deps"
+DEPS=/tmp/qrt-deps
+mkdir -p "$DEPS"
+for f in .gpu-deps/*.deb; do [ -f "$f" ] && dpkg -x "$f" "$DEPS"; done
+MA=x86_64-linux-gnu
+export LD_LIBRARY_PATH=$DEPS/usr/lib/$MA${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export CMAKE_PREFIX_PATH=$DEPS/usr
+GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee -a "$LOG"
+{ nvcc --version | tail -2; cmake --version | head -1; python3 -c 'import torch; print("torch", torch.__version__)'; } 2>&1 | tee -a "$LOG"
+
+# ---- the random Llama-2-7B-shaped GPTQ model, written while the build runs ----
+MODEL=/tmp/qrt-llama2-7b-gptq
+PYTHONUNBUFFERED=1 python3 tools/make_random_model.py "$MODEL" --preset llama2-7b --bits 4 --group 128 \
+  > "$LOGS/decode.log" 2>&1 &
+MODEL_PID=$!
+
+# ---- build ----
+stage "build (sm_${QRT_CUDA_ARCHS:-90})"
+GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
+cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DQRT_CUDA=ON -DQRT_CUDA_ARCHS="${QRT_CUDA_ARCHS:-90}" \
+  -DCMAKE_PREFIX_PATH="$DEPS/usr" -DGTest_DIR="$DEPS/usr/lib/$MA/cmake/GTest" \
+  -Dbenchmark_DIR="$DEPS/usr/lib/$MA/cmake/benchmark" -Dfmt_DIR="$DEPS/usr/lib/$MA/cmake/fmt" \
+  -Dnlohmann_json_DIR="$DEPS/usr/share/cmake/nlohmann_json" -DCLI11_DIR="$DEPS/usr/share/cmake/CLI11" \
+  -DCMAKE_CXX_FLAGS="-isystem $DEPS/usr/include" >> "$LOG" 2>&1 || { note "cmake configure failed"; tail -30 "$LOG"; }
+TARGETS=(test_backends gpu_gemm_bench qrt_cli test_model)
+[ -f bench/gpu_decode_bench.cpp ] && TARGETS+=(gpu_decode_bench)
+timeout $(( $(left) - 200 > 60 ? $(left) - 200 : 60 )) cmake --build build-gpu -j"$(nproc)" --target "${TARGETS[@]}" -k 0 \
+  > "$LOGS/build.log" 2>&1
+BUILD_RC=$?
+note "build rc=$BUILD_RC ($(grep -c 'error' "$LOGS/build.log") lines with 'error')"
+[ $BUILD_RC -ne 0 ] && grep -m 20 -B2 -A6 'error' "$LOGS/build.log" | tee -a "$LOG"
+
+# ---- tests ----
+stage "GPU tests"
+TESTS_RC=-1
+if [ -x build-gpu/tests/test_backends ]; then
+  timeout 120 build-gpu/tests/test_backends --gtest_brief=0 > "$OUT/tests.log" 2>&1
+  TESTS_RC=$?
+  grep -E '^\[  (PASSED|FAILED|SKIPPED) |tests? ran|FAILED TEST' "$OUT/tests.log" | tail -25 | tee -a "$LOG"
+  grep -B3 -A12 'Failure' "$OUT/tests.log" | head -80 | tee -a "$LOG"
+  stage "compute-sanitizer (one short case)"
+  timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_backends \
+    --gtest_filter='CudaDequant.ForcedPathsAgreeAndGraphReplayMatches:CudaFp8.GraphReplayMatchesEager' \
+    >> "$OUT/tests.log" 2>&1
+  SAN_RC=$?
+  note "compute-sanitizer rc=$SAN_RC"; grep -E 'ERROR SUMMARY|Invalid|PASSED|FAILED' "$OUT/tests.log" | tail -5 | tee -a "$LOG"
+  if [ -x build-gpu/tests/test_model ]; then
+    timeout 60 build-gpu/tests/test_model --gtest_filter='*Cuda*' >> "$OUT/tests.log" 2>&1
+    note "test_model (Cuda*) rc=$?"
+  fi
+else
+  note "test_backends was not built"
+fi
+
+# ---- GEMM: qrt and the torch peers, same call ----
+stage "GEMM benchmark (qrt)"
+if [ -x build-gpu/bench/gpu_gemm_bench ]; then
+  MS=1,16,64,256,4096 timeout 150 build-gpu/bench/gpu_gemm_bench "$OUT/qrt-gemm.json" 2>&1 | tail -25 | tee -a "$LOG"
+fi
+stage "GEMM peers (torch)"
+OUT=$OUT MS=1,16,64,256,4096 PYTHONUNBUFFERED=1 timeout 150 python3 bench/peers/gemm_peers.py fp16,fp8 gemm 2>&1 \
+  | tail -12 | tee -a "$LOG"
+
+# ---- decode ----
+stage "decode: random Llama-2-7B GPTQ 4-bit"
+if [ "$(left)" -gt 60 ]; then
+  wait $MODEL_PID; note "$(tail -1 "$LOGS/decode.log")"
+  if [ -x build-gpu/bench/gpu_decode_bench ]; then
+    timeout $(( $(left) > 150 ? $(left) - 100 : 60 )) build-gpu/bench/gpu_decode_bench "$MODEL" "$OUT/qrt-decode.json" \
+      >> "$LOGS/decode.log" 2>&1
+    note "gpu_decode_bench rc=$?"; tail -5 "$LOGS/decode.log" | tee -a "$LOG"
+  else
+    note "gpu_decode_bench not built: no qrt decode figure"
+  fi
+else
+  note "skipped: $(left) s left"; kill $MODEL_PID 2>/dev/null
+fi
+stage "decode peer (HF transformers fp16 eager)"
+if [ "$(left)" -gt 40 ]; then
+  # Only the fp16 eager line is needed; the int4/compile parts of the peer run past the budget.
+  OUT=$OUT PYTHONUNBUFFERED=1 timeout $(( $(left) - 15 )) python3 bench/peers/hf_decode.py > "$LOGS/hf_decode.log" 2>&1
+  grep -E 'tok/s' "$LOGS/hf_decode.log" | tee -a "$LOG"
+else
+  note "skipped: $(left) s left"
+fi
+
+# ---- merge ----
+stage "merge"
+DATE=$(date -u +%Y-%m-%d)
+SLUG=$(echo "${GPU_NAME:-gpu}" | tr 'A-Z' 'a-z' | sed -E 's/nvidia //; s/[^a-z0-9]+/-/g; s/^-|-$//g')
+RESULT="$OUT/${SLUG}-${DATE}.json"
+python3 - "$OUT" "$RESULT" "${GPU_NAME:-unknown}" <<'PY'
+import json, os, re, sys
+out, result, gpu = sys.argv[1], sys.argv[2], sys.argv[3]
+def load(name):
+    try: return json.load(open(os.path.join(out, name)))
+    except Exception: return None
+qrt, peers, dec = load('qrt-gemm.json'), load('peers-gemm.json'), load('qrt-decode.json')
+hf = None
+try:
+    m = re.search(r'fp16 eager tok/s ([0-9.]+)', open('/tmp/qrt-logs/hf_decode.log').read())
+    hf = float(m.group(1)) if m else None
+except Exception: pass
+rows = {}
+for src, key in ((qrt, None), (peers, 'peer_')):
+    for r in (src or {}).get('rows', []):
+        d = rows.setdefault((r['K'], r['N'], r['M']), {'K': r['K'], 'N': r['N'], 'M': r['M']})
+        for k, v in r.items():
+            if k in ('K', 'N', 'M'): continue
+            d[(key or '') + k] = v
+rows = [rows[k] for k in sorted(rows, key=lambda k: (k[2], k[0], k[1]))]
+Ms = sorted({r['M'] for r in rows})
+def tot(M, key):
+    v = [r.get(key) for r in rows if r['M'] == M]
+    return sum(v) if v and all(isinstance(x, (int, float)) for x in v) else None
+table, fp8_ratios, fp8_tuned_ratios = [], [], []
+for M in Ms:
+    t = {k: tot(M, k) for k in ('peer_fp16_us', 'peer_fp8_us', 'qrt_fp16_cublas_us', 'cuda_dequant_int4_us',
+                                'cuda_fp8_us', 'cuda_fp8_tuned_us')}
+    t['M'] = M
+    if t['peer_fp8_us'] and t['cuda_fp8_us']: fp8_ratios.append(t['peer_fp8_us'] / t['cuda_fp8_us'])
+    if t['peer_fp8_us'] and t['cuda_fp8_tuned_us']: fp8_tuned_ratios.append(t['peer_fp8_us'] / t['cuda_fp8_tuned_us'])
+    table.append(t)
+t4096 = next((t for t in table if t['M'] == 4096), {})
+summary = {
+    'gpu': gpu,
+    'fp8_vs_scaled_mm_min': min(fp8_tuned_ratios) if fp8_tuned_ratios else None,
+    'fp8_vs_scaled_mm_min_default_params': min(fp8_ratios) if fp8_ratios else None,
+    'dequant_vs_fp16_m4096': (t4096['peer_fp16_us'] / t4096['cuda_dequant_int4_us'])
+        if t4096.get('peer_fp16_us') and t4096.get('cuda_dequant_int4_us') else None,
+    'dequant_vs_qrt_fp16_m4096': (t4096['qrt_fp16_cublas_us'] / t4096['cuda_dequant_int4_us'])
+        if t4096.get('qrt_fp16_cublas_us') and t4096.get('cuda_dequant_int4_us') else None,
+    'decode_tok_s': (dec or {}).get('decode_tok_s'),
+    'hf_fp16_decode_tok_s': hf,
+    'notes': 'times in us summed over the 4 Llama-2-7B linears; peers from bench/peers/gemm_peers.py in the same run; '
+             'fp8_vs_scaled_mm_min uses the tuned cuda_fp8 parameters (best of its tuning_space, as qrt tune picks)',
+}
+doc = {'summary': summary, 'totals_by_m': table, 'rows': rows, 'decode': dec,
+       'peer_copy_GBps': (peers or {}).get('copy_GBps'), 'qrt_device': (qrt or {}).get('device')}
+json.dump(doc, open(result, 'w'), indent=1)
+print(json.dumps(summary, indent=1))
+f = lambda v: '-' if v is None else ('%.1f' % v)
+print('\n%6s %11s %11s %11s %11s %11s %11s %8s' % ('M', 'torch fp16', 'qrt fp16', 'dequant i4', 'torch fp8',
+      'cuda_fp8', 'fp8 tuned', 'fp8 x'))
+for t in table:
+    x = (t['peer_fp8_us'] / t['cuda_fp8_tuned_us']) if t['peer_fp8_us'] and t['cuda_fp8_tuned_us'] else None
+    print('%6d %11s %11s %11s %11s %11s %11s %8s' % (t['M'], f(t['peer_fp16_us']), f(t['qrt_fp16_cublas_us']),
+          f(t['cuda_dequant_int4_us']), f(t['peer_fp8_us']), f(t['cuda_fp8_us']), f(t['cuda_fp8_tuned_us']),
+          '-' if x is None else '%.2f' % x))
+print('decode tok/s: qrt %s   HF fp16 eager %s' % (f(summary['decode_tok_s']), f(hf)))
+PY
+mkdir -p bench/results && cp "$RESULT" bench/results/ 2>/dev/null
+echo "results: $RESULT ($((SECONDS - START)) s)"
