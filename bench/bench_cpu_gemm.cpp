@@ -17,6 +17,7 @@
 
 #include "qrt/backend.h"
 #include "qrt/device.h"
+#include "qrt/dtype.h"
 #include "qrt/plan.h"
 #include "qrt/thread_pool.h"
 
@@ -77,7 +78,7 @@ QuantizedWeight random_int4(int64_t k, int64_t n) {
   w.codes.resize(static_cast<size_t>(k * n));
   for (auto& c : w.codes) c = static_cast<uint8_t>(rng() & 15);
   w.scales.resize(static_cast<size_t>(n * ((k + 127) / 128)));
-  for (auto& s : w.scales) s = 0.01f + 0.001f * static_cast<float>(rng() % 10);
+  for (auto& s : w.scales) s = fp16_to_f32(f32_to_fp16(0.01f + 0.001f * static_cast<float>(rng() % 10)));
   return w;
 }
 

@@ -30,6 +30,7 @@
 #include "qrt/backend.h"
 #include "qrt/checkpoint.h"
 #include "qrt/device.h"
+#include "qrt/dtype.h"
 #include "qrt/error.h"
 #include "qrt/plan.h"
 #include "qrt/thread_pool.h"
@@ -181,7 +182,8 @@ QuantizedWeight random_weight(const LayerSpec& spec, uint32_t seed) {
   for (auto& c : w.codes) c = static_cast<uint8_t>(rng() & mask);
   const int64_t groups = std::max<int64_t>(1, spec.num_groups());
   w.scales.resize(static_cast<size_t>(n * groups));
-  for (auto& s : w.scales) s = scale(rng);
+  // fp16-exact scales, as every GPTQ/AWQ/GGUF checkpoint stores them.
+  for (auto& s : w.scales) s = fp16_to_f32(f32_to_fp16(scale(rng)));
   if (spec.zero_kind == ZeroKind::Integer) {
     w.zeros.resize(w.scales.size());
     for (auto& z : w.zeros) z = static_cast<float>(rng() & mask);

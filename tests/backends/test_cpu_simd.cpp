@@ -34,6 +34,7 @@ struct LayerCase {
   ZeroKind zero;
   bool act_order;
   bool bias = false;
+  bool fp16_scales = false;  // scales (and float zeros) exactly representable in fp16, as in checkpoints
 };
 
 QuantizedWeight make_weight(const LayerCase& c, uint32_t seed) {
@@ -62,6 +63,11 @@ QuantizedWeight make_weight(const LayerCase& c, uint32_t seed) {
     w.zeros.resize(c.n * groups);
     for (size_t i = 0; i < w.zeros.size(); ++i)
       w.zeros[i] = -w.scales[i] * static_cast<float>(1 << (c.bits - 1)) * (1.f + 0.2f * unit(rng));
+  }
+  if (c.fp16_scales) {
+    for (auto& v : w.scales) v = fp16_to_f32(f32_to_fp16(v));
+    for (auto& v : w.zeros)
+      if (c.zero == ZeroKind::Float) v = fp16_to_f32(f32_to_fp16(v));
   }
   if (c.act_order) {
     // GPTQ act-order: group of column k = (position of k in a random order) / group size.
@@ -185,20 +191,33 @@ class CpuSimdTest : public ::testing::Test {
 };
 
 // Every declared combination of bits (4, 8), group size (32, 64, 128, per-row, and 48, which is
-// not a multiple of the 32-block), zero kind and act-order, at K = 320 (10 blocks: a partial last
-// group for g128) and N = 40 (not a multiple of the 16-row tile).
+// not a multiple of the 32-block), zero kind, act-order and scale storage (fp16-exact scales take
+// the fp16 layout), at K = 320 (10 blocks: a partial last group for g128) and N = 40 (not a
+// multiple of the 16-row tile).
 TEST_F(CpuSimdTest, EveryBitsGroupZeroActOrderCombination) {
   uint32_t seed = 1;
   double worst = 0;
   for (int bits : {4, 8})
     for (int group : {32, 64, 128, -1, 48})
       for (ZeroKind zero : {ZeroKind::Symmetric, ZeroKind::Integer, ZeroKind::Float})
-        for (bool act_order : {false, true}) {
-          if (act_order && group == -1) continue;
-          const auto w = make_weight({320, 40, bits, group, zero, act_order}, seed++);
-          worst = std::max(worst, check_all(w, {1, 3, 17}, seed * 7));
-        }
+        for (bool act_order : {false, true})
+          for (bool fp16 : {false, true}) {
+            if (act_order && group == -1) continue;
+            const auto w = make_weight({320, 40, bits, group, zero, act_order, false, fp16}, seed++);
+            worst = std::max(worst, check_all(w, {1, 3, 17}, seed * 7));
+          }
   std::printf("worst int8-activation relative error: %.2e\n", worst);
+}
+
+TEST_F(CpuSimdTest, Fp16ExactScalesAreStoredAsFp16) {
+  const auto w32 = make_weight({256, 64, 4, 32, ZeroKind::Float, false}, 800);
+  const auto w16 = make_weight({256, 64, 4, 32, ZeroKind::Float, false, false, true}, 800);
+  const DeviceInfo dev = probe_cpu();
+  const int64_t b32 = be->prepare(w32, {}, dev)->weight_bytes();
+  const int64_t b16 = be->prepare(w16, {}, dev)->weight_bytes();
+  // 64 x 256 4-bit codes = 8 KiB; 64 rows x 8 groups x (scale, min) = 4 KiB in fp32, 2 KiB in fp16.
+  EXPECT_EQ(b32 - b16, 64 * 8 * 2 * 2);
+  check_all(w16, {1, 8}, 801);
 }
 
 TEST_F(CpuSimdTest, AwkwardRowCountsAndAlignment) {

@@ -29,6 +29,18 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// Scale and min of half h (8 rows) of (tile, group), from fp16 or fp32 storage.
+inline void scale_pair(const PackedView& w, int64_t tile, int32_t group, int h, __m256& vs, __m256& vm) {
+  const int64_t off = (tile * w.groups + group) * 2 * kTileRows + 8 * h;
+  if (w.scales16) {
+    vs = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales16 + off)));
+    vm = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w.scales16 + off + kTileRows)));
+  } else {
+    vs = _mm256_loadu_ps(w.scales + off);
+    vm = _mm256_loadu_ps(w.scales + off + kTileRows);
+  }
+}
+
 // Stores 8 output columns of half h of a tile for MR rows (masked at the end of N).
 template <int MR>
 inline void store_half(const GemmArgs& a, int64_t tile, int h, int64_t m0, const __m256* acc) {
@@ -50,7 +62,6 @@ template <int MR, CodeKind KIND>
 void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
   const PackedView& w = a.w;
   const uint8_t* codes = w.codes + tile * w.tile_code_bytes();
-  const float* sc = w.scales + tile * w.groups * 2 * kTileRows;
   const int8_t* q[MR];
   const float* d[MR];
   const float* ds[MR];
@@ -94,9 +105,8 @@ void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
           }
         }
       }
-      const float* s = sc + w.block_group[b] * 2 * kTileRows + 8 * h;
-      const __m256 vs = _mm256_loadu_ps(s);
-      __m256 vm = _mm256_loadu_ps(s + kTileRows);
+      __m256 vs, vm;
+      scale_pair(w, tile, w.block_group[b], h, vs, vm);
       if constexpr (KIND != CodeKind::U4) vm = _mm256_fmadd_ps(vs, _mm256_set1_ps(128.f), vm);
       for (int r = 0; r < MR; ++r) {
         acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[r]), _mm256_mul_ps(vs, _mm256_set1_ps(d[r][b])), acc[r]);
@@ -117,7 +127,6 @@ template <int MR, CodeKind KIND>
 void f32_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
   const PackedView& w = a.w;
   const uint8_t* codes = w.codes + tile * w.tile_code_bytes();
-  const float* sc = w.scales + tile * w.groups * 2 * kTileRows;
   const float* x[MR];
   const float* xs[MR];
   for (int r = 0; r < MR; ++r) {
@@ -162,9 +171,8 @@ void f32_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
           }
         }
       }
-      const float* s = sc + w.block_group[b] * 2 * kTileRows + 8 * h;
-      const __m256 vs = _mm256_loadu_ps(s);
-      const __m256 vm = _mm256_loadu_ps(s + kTileRows);
+      __m256 vs, vm;
+      scale_pair(w, tile, w.block_group[b], h, vs, vm);
       for (int r = 0; r < MR; ++r) {
         __m256 dot = fa[r][0];
         for (int i = 1; i < NA; ++i) dot = _mm256_add_ps(dot, fa[r][i]);

@@ -25,6 +25,18 @@ inline __mmask16 tail_mask(const GemmArgs& a, int64_t tile) {
   return cols >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << cols) - 1);
 }
 
+// Scale and min rows of (tile, group), from fp16 or fp32 storage.
+inline void scale_pair(const PackedView& w, int64_t tile, int32_t group, __m512& vs, __m512& vm) {
+  const int64_t off = (tile * w.groups + group) * 2 * kTileRows;
+  if (w.scales16) {
+    vs = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales16 + off)));
+    vm = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w.scales16 + off + kTileRows)));
+  } else {
+    vs = _mm512_loadu_ps(w.scales + off);
+    vm = _mm512_loadu_ps(w.scales + off + kTileRows);
+  }
+}
+
 template <int MR>
 inline void store_rows(const GemmArgs& a, int64_t tile, int64_t m0, const __m512* acc) {
   const __mmask16 mk = tail_mask(a, tile);
@@ -39,7 +51,6 @@ template <int MR, CodeKind KIND>
 void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
   const PackedView& w = a.w;
   const uint8_t* codes = w.codes + tile * w.tile_code_bytes();
-  const float* sc = w.scales + tile * w.groups * 2 * kTileRows;
   const int8_t* q[MR];
   const float* d[MR];
   const float* ds[MR];
@@ -84,9 +95,8 @@ void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
         }
       }
     }
-    const float* s = sc + w.block_group[b] * 2 * kTileRows;
-    const __m512 vs = _mm512_loadu_ps(s);
-    const __m512 vm = _mm512_loadu_ps(s + kTileRows);
+    __m512 vs, vm;
+    scale_pair(w, tile, w.block_group[b], vs, vm);
     for (int r = 0; r < MR; ++r) {
       const __m512i dot = kSplit ? _mm512_add_epi32(ia[r], ib[r]) : ia[r];
       acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(vs, _mm512_set1_ps(d[r][b])), acc[r]);
@@ -110,7 +120,6 @@ template <int MR, CodeKind KIND>
 void f32_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
   const PackedView& w = a.w;
   const uint8_t* codes = w.codes + tile * w.tile_code_bytes();
-  const float* sc = w.scales + tile * w.groups * 2 * kTileRows;
   const float* x[MR];
   const float* xs[MR];
   for (int r = 0; r < MR; ++r) {
@@ -154,9 +163,8 @@ void f32_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
         }
       }
     }
-    const float* s = sc + w.block_group[b] * 2 * kTileRows;
-    const __m512 vs = _mm512_loadu_ps(s);
-    const __m512 vm = _mm512_loadu_ps(s + kTileRows);
+    __m512 vs, vm;
+    scale_pair(w, tile, w.block_group[b], vs, vm);
     for (int r = 0; r < MR; ++r) {
       __m512 dot = fa[r][0];
       for (int i = 1; i < NA; ++i) dot = _mm512_add_ps(dot, fa[r][i]);

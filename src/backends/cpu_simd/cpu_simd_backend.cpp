@@ -11,6 +11,7 @@
 
 #include "backends/backend_factories.h"
 #include "backends/cpu_simd/cpu_simd_kernels.h"
+#include "qrt/dtype.h"
 #include "qrt/error.h"
 #include "qrt/thread_pool.h"
 
@@ -78,6 +79,12 @@ inline int code_at(const PackedView& w, const uint8_t* block, int row, int kk) {
   return block[(kk >> 2) * 64 + 4 * row + (kk & 3)];
 }
 
+// Scale (i < 16) or min (i >= 16) of row i % 16 of (tile, group).
+inline float scale_at(const PackedView& w, int64_t tile, int32_t group, int i) {
+  const int64_t off = (tile * w.groups + group) * 2 * kTileRows + i;
+  return w.scales16 ? fp16_to_f32(w.scales16[off]) : w.scales[off];
+}
+
 void store_tile(const GemmArgs& a, int64_t m, int64_t tile, const float* acc) {
   const int64_t n0 = tile * kTileRows;
   const int64_t cols = std::min<int64_t>(kTileRows, a.n - n0);
@@ -91,7 +98,6 @@ void gemm_int8_scalar(const GemmArgs& a) {
   const PackedView& w = a.w;
   for (int64_t t = a.tile_begin; t < a.tile_end; ++t) {
     const uint8_t* tcodes = w.codes + t * w.tile_code_bytes();
-    const float* tscales = w.scales + t * w.groups * 2 * kTileRows;
     for (int64_t m = a.m_begin; m < a.m_end; ++m) {
       const int8_t* q = a.a.q + m * a.a.row_stride;
       const float* d = a.a.d + m * a.a.block_stride;
@@ -99,7 +105,8 @@ void gemm_int8_scalar(const GemmArgs& a) {
       float acc[kTileRows] = {};
       for (int64_t b = 0; b < w.blocks; ++b) {
         const uint8_t* blk = tcodes + b * w.block_bytes();
-        const float* s = tscales + w.block_group[b] * 2 * kTileRows;
+        float s[2 * kTileRows];
+        for (int i = 0; i < 2 * kTileRows; ++i) s[i] = scale_at(w, t, w.block_group[b], i);
         for (int r = 0; r < kTileRows; ++r) {
           int32_t dot = 0;
           for (int kk = 0; kk < kBlockK; ++kk) dot += code_at(w, blk, r, kk) * q[b * kBlockK + kk];
@@ -115,14 +122,14 @@ void gemm_f32_scalar(const GemmArgs& a) {
   const PackedView& w = a.w;
   for (int64_t t = a.tile_begin; t < a.tile_end; ++t) {
     const uint8_t* tcodes = w.codes + t * w.tile_code_bytes();
-    const float* tscales = w.scales + t * w.groups * 2 * kTileRows;
     for (int64_t m = a.m_begin; m < a.m_end; ++m) {
       const float* x = a.a.x + m * a.a.row_stride;
       const float* xs = a.a.sum + m * a.a.block_stride;
       float acc[kTileRows] = {};
       for (int64_t b = 0; b < w.blocks; ++b) {
         const uint8_t* blk = tcodes + b * w.block_bytes();
-        const float* s = tscales + w.block_group[b] * 2 * kTileRows;
+        float s[2 * kTileRows];
+        for (int i = 0; i < 2 * kTileRows; ++i) s[i] = scale_at(w, t, w.block_group[b], i);
         for (int r = 0; r < kTileRows; ++r) {
           float dot = 0;
           for (int kk = 0; kk < kBlockK; ++kk) {
@@ -331,7 +338,8 @@ class CpuSimdPrepared final : public PreparedLinear {
   }
 
   int64_t weight_bytes() const override {
-    return static_cast<int64_t>(codes_.size() + scales_.size() * sizeof(float) + block_group_.size() * 4 +
+    return static_cast<int64_t>(codes_.size() + scales_.size() * sizeof(float) + scales16_.size() * 2 +
+                                block_group_.size() * 4 +
                                 map_.size() * 4);
   }
 
@@ -344,6 +352,7 @@ class CpuSimdPrepared final : public PreparedLinear {
     v.groups = groups_;
     v.codes = codes_.data();
     v.scales = scales_.data();
+    v.scales16 = scales16_.empty() ? nullptr : scales16_.data();
     v.block_group = block_group_.data();
     return v;
   }
@@ -434,6 +443,14 @@ class CpuSimdPrepared final : public PreparedLinear {
           ts[g * 2 * kTileRows + kTileRows + r] = static_cast<float>(min);
         }
       }
+    // Halve the scale bytes when that loses nothing (fp16 checkpoints, symmetric or float zeros).
+    bool exact = true;
+    for (float v : scales_) exact = exact && fp16_to_f32(f32_to_fp16(v)) == v;
+    if (exact) {
+      scales16_.resize(scales_.size());
+      for (size_t i = 0; i < scales_.size(); ++i) scales16_[i] = f32_to_fp16(scales_[i]);
+      std::vector<float>().swap(scales_);
+    }
   }
 
   int64_t n_, k_;
@@ -443,7 +460,8 @@ class CpuSimdPrepared final : public PreparedLinear {
   CodeKind kind_ = CodeKind::U4;
   int64_t n_tiles_ = 0, blocks_ = 0, groups_ = 0;
   std::vector<uint8_t> codes_;
-  std::vector<float> scales_;
+  std::vector<float> scales_;      // empty when scales16_ holds them
+  std::vector<uint16_t> scales16_;
   std::vector<int32_t> block_group_;
   std::vector<int32_t> map_;   // empty = identity (with zero padding past K)
   std::vector<float> bias_;
