@@ -54,11 +54,11 @@ cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DQRT_CUDA=ON -DQ
   -DCMAKE_CXX_FLAGS="-isystem $DEPS/usr/include" >> "$LOG" 2>&1 || { note "cmake configure failed"; tail -30 "$LOG"; }
 TARGETS=(test_backends gpu_gemm_bench qrt_cli test_model)
 [ -f bench/gpu_decode_bench.cpp ] && TARGETS+=(gpu_decode_bench)
-timeout $(( $(left) - 200 > 60 ? $(left) - 200 : 60 )) cmake --build build-gpu -j"$(nproc)" --target "${TARGETS[@]}" -k 0 \
+timeout $(( $(left) - 200 > 60 ? $(left) - 200 : 60 )) cmake --build build-gpu -j"$(nproc)" --target "${TARGETS[@]}" -- -k 0 \
   > "$LOGS/build.log" 2>&1
 BUILD_RC=$?
 note "build rc=$BUILD_RC ($(grep -c 'error' "$LOGS/build.log") lines with 'error')"
-[ $BUILD_RC -ne 0 ] && grep -m 20 -B2 -A6 'error' "$LOGS/build.log" | tee -a "$LOG"
+[ $BUILD_RC -ne 0 ] && { grep -m 20 -B2 -A6 'error' "$LOGS/build.log"; tail -5 "$LOGS/build.log"; } | tee -a "$LOG"
 
 # ---- tests ----
 stage "GPU tests"
@@ -108,7 +108,11 @@ fi
 stage "decode peer (HF transformers fp16 eager)"
 if [ "$(left)" -gt 40 ]; then
   # Only the fp16 eager line is needed; the int4/compile parts of the peer run past the budget.
-  OUT=$OUT PYTHONUNBUFFERED=1 timeout $(( $(left) - 15 )) python3 bench/peers/hf_decode.py > "$LOGS/hf_decode.log" 2>&1
+  # Stop it once the fp16 line is printed (the int4/compile parts are not needed and take minutes).
+  OUT=$OUT PYTHONUNBUFFERED=1 timeout $(( $(left) - 15 )) python3 bench/peers/hf_decode.py > "$LOGS/hf_decode.log" 2>&1 &
+  HF_PID=$!
+  while kill -0 $HF_PID 2>/dev/null && ! grep -q 'fp16 eager tok/s' "$LOGS/hf_decode.log"; do sleep 1; done
+  kill $HF_PID 2>/dev/null; wait $HF_PID 2>/dev/null
   grep -E 'tok/s' "$LOGS/hf_decode.log" | tee -a "$LOG"
 else
   note "skipped: $(left) s left"
