@@ -120,7 +120,8 @@ class Tokenizer {
 // Incremental decoding for streaming generation: feed ids one at a time, get the text that is
 // complete so far. Bytes of a UTF-8 character split across tokens are held until it completes;
 // invalid bytes become U+FFFD. The concatenation of all push() results and finish() equals
-// tokenizer.decode(all ids, skip_special).
+// tokenizer.decode(all ids, skip_special), except, for SentencePiece vocabularies, on byte-token runs
+// that are not valid UTF-8 (HF replaces the whole run; the stream replaces the ill-formed parts).
 class StreamDecoder {
  public:
   explicit StreamDecoder(const Tokenizer& tokenizer, bool skip_special = true)

@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
+#include <random>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -400,6 +402,53 @@ TEST(TokenizerJson, BadInputGivesClearErrors) {
                                                   "v.json");
             }).find("model.vocab['a']"),
             std::string::npos);
+}
+
+// Arbitrary bytes (ill-formed UTF-8 included) never crash any tokenizer, and decoding gives valid
+// UTF-8; byte-level tokenizers without a prefix space give the bytes back (lossy-decoded).
+TEST(Tokenizer, ArbitraryBytesRoundTrip) {
+  std::mt19937 rng(42);
+  const char* alphabet_bytes = "\x80\xBF\xC3\xE2\xF0\x9F\xFF\xED\xA0 \n\r\ta'1<|>";
+  for (const char* name : {"tiny_gpt2", "tiny_llama3", "tiny_qwen2", "tiny_smollm", "tiny_llama2", "tiny_mistral"}) {
+    const Tokenizer tok = load_tiny(name);
+    for (int trial = 0; trial < 200; ++trial) {
+      std::string text;
+      const int n = int(rng() % 24);
+      for (int k = 0; k < n; ++k) {
+        text += rng() % 2 ? char(rng() % 256) : alphabet_bytes[rng() % std::strlen(alphabet_bytes)];
+      }
+      const std::vector<int32_t> ids = tok.encode(text, true);
+      for (const int32_t id : ids) ASSERT_TRUE(id >= 0 && id < tok.vocab_size()) << name;
+      const std::string out = tok.decode(ids, false);
+      EXPECT_EQ(qrt::utf8_lossy(out), out) << name;
+      const std::string n_str(name);
+      // SentencePiece's ByteFallback turns a whole run of byte tokens into U+FFFDs when the run is
+      // not valid UTF-8, which a stream cannot know in advance; on valid text both agree (above).
+      const std::string streamed = stream_decode(tok, ids, false);
+      if (tok.pre_tokenizer() != qrt::PreTokenizerKind::SentencePiece) {
+        EXPECT_EQ(streamed, out) << name;
+      }
+      EXPECT_EQ(qrt::utf8_lossy(streamed), streamed) << name;
+      if (n_str == "tiny_llama3" || n_str == "tiny_smollm") {
+        const std::string expect = (n_str == "tiny_llama3" ? "<|begin_of_text|>" : "") + qrt::utf8_lossy(text);
+        EXPECT_EQ(out, expect) << name;
+      }
+    }
+  }
+}
+
+TEST(Tokenizer, SentencePieceEncodesLongTextFast) {
+  const Tokenizer tok = load_tiny("tiny_mistral");
+  const std::string sample = read_file(kData + "/multilingual.txt");
+  std::string text;
+  for (int k = 0; k < 8; ++k) text += sample;
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::vector<int32_t> ids = tok.encode(text, false);
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("SentencePiece: encoded %zu tokens (%zu bytes, one BPE word per segment) in %.2f ms\n", ids.size(),
+              text.size(), ms);
+  EXPECT_EQ(tok.decode(ids), text);
+  EXPECT_LT(ms, 2000.0);
 }
 
 TEST(Tokenizer, OutOfRangeIdsAreSkippedNotFatal) {
