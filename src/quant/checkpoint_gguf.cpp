@@ -6,6 +6,9 @@
 //   RoPE (w.reshape(n_head, 2, hd/2, K).swapaxes(1, 2)); we undo it on load so the model always uses
 //   HF's rotate-half RoPE. qwen2 GGUFs use NEOX RoPE and are not permuted.
 // - Block-quantized linears decode to QuantizedWeight with the io module's block codecs.
+#include <fmt/format.h>
+
+#include <cmath>
 #include <cstring>
 #include <regex>
 #include <set>
@@ -183,7 +186,8 @@ class GgufCheckpoint final : public Checkpoint {
       if (!std::isfinite(*v) || *v <= 0) throw invalid_input(path_ + ": metadata " + key + " must be a positive number");
       return *v;
     };
-    c.rms_norm_eps = positive(a + "attention.layer_norm_rms_epsilon", 1e-5);
+    // FLOAT32 metadata: keep the shortest decimal of the float (1e-05, not 9.99999974e-06), as HF writes it.
+    c.rms_norm_eps = std::stod(fmt::format("{}", static_cast<float>(positive(a + "attention.layer_norm_rms_epsilon", 1e-5))));
     c.rope_theta = positive(a + "rope.freq_base", 10000.0);
     if (auto type = gguf_.find_string(a + "rope.scaling.type"); type && *type != "none") {
       c.rope_scaling.type = *type;

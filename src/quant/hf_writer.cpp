@@ -1,0 +1,126 @@
+// Atomic Hugging Face folder writer (see hf_writer.h).
+#include "quant/hf_writer.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "qrt/error.h"
+
+namespace qrt::quant {
+
+namespace fs = std::filesystem;
+
+std::vector<uint8_t> float_bytes(const std::vector<float>& values, DType dtype) {
+  std::vector<uint8_t> out;
+  if (dtype == DType::F32) {
+    out.resize(values.size() * 4);
+    if (!values.empty()) std::memcpy(out.data(), values.data(), out.size());
+    return out;
+  }
+  if (dtype != DType::F16 && dtype != DType::BF16)
+    throw internal_error("float_bytes: unsupported dtype " + std::string(dtype_name(dtype)));
+  out.resize(values.size() * 2);
+  for (size_t i = 0; i < values.size(); ++i) {
+    const uint16_t h = dtype == DType::F16 ? f32_to_fp16(values[i]) : f32_to_bf16(values[i]);
+    std::memcpy(out.data() + 2 * i, &h, 2);
+  }
+  return out;
+}
+
+DType parse_float_dtype(const std::string& text, const std::string& flag) {
+  if (text == "f16" || text == "float16" || text == "fp16") return DType::F16;
+  if (text == "bf16" || text == "bfloat16") return DType::BF16;
+  if (text == "f32" || text == "float32" || text == "fp32") return DType::F32;
+  throw invalid_input(flag + " " + text + ": expected f16, bf16 or f32");
+}
+
+const char* torch_dtype_name(DType d) {
+  return d == DType::BF16 ? "bfloat16" : d == DType::F32 ? "float32" : "float16";
+}
+
+HfFolderWriter::HfFolderWriter(std::string out, bool overwrite, uint64_t shard_bytes)
+    : out_(std::move(out)), overwrite_(overwrite), shard_bytes_(shard_bytes) {
+  while (out_.size() > 1 && out_.back() == '/') out_.pop_back();
+  std::error_code ec;
+  if (fs::exists(out_, ec) && !overwrite_)
+    throw io_error(out_ + ": already exists (choose a new output folder or pass --force)");
+  tmp_ = out_ + ".partial-" + std::to_string(::getpid());
+  fs::remove_all(tmp_, ec);
+  if (!fs::create_directories(tmp_, ec) || ec) throw io_error(tmp_ + ": cannot create folder: " + ec.message());
+}
+
+HfFolderWriter::~HfFolderWriter() {
+  if (!finished_) {
+    std::error_code ec;
+    fs::remove_all(tmp_, ec);
+  }
+}
+
+void HfFolderWriter::add(const std::string& name, DType dtype, std::vector<int64_t> shape, std::vector<uint8_t> bytes) {
+  if (!current_) {
+    const std::string file = tmp_ + "/shard-" + std::to_string(shards_.size() + 1) + ".safetensors";
+    current_ = std::make_unique<SafetensorsWriter>(file);
+    current_->set_metadata("format", "pt");
+    current_bytes_ = 0;
+  }
+  const uint64_t n = bytes.size();
+  current_->add(name, dtype, std::move(shape), std::move(bytes));
+  current_names_.push_back(name);
+  current_bytes_ += n;
+  total_bytes_ += n;
+  if (current_bytes_ >= shard_bytes_) flush_shard();
+}
+
+void HfFolderWriter::add_float(const std::string& name, DType dtype, std::vector<int64_t> shape,
+                               const std::vector<float>& values) {
+  add(name, dtype, std::move(shape), float_bytes(values, dtype));
+}
+
+void HfFolderWriter::flush_shard() {
+  if (!current_) return;
+  current_->write();
+  shards_.push_back({tmp_ + "/shard-" + std::to_string(shards_.size() + 1) + ".safetensors", current_names_});
+  current_.reset();
+  current_names_.clear();
+}
+
+void HfFolderWriter::add_text_file(const std::string& file_name, const std::string& text) {
+  std::ofstream out(tmp_ + "/" + file_name, std::ios::binary);
+  out << text;
+  if (!out) throw io_error(tmp_ + "/" + file_name + ": write failed");
+}
+
+void HfFolderWriter::copy_file(const std::string& source_path) {
+  std::error_code ec;
+  fs::copy_file(source_path, fs::path(tmp_) / fs::path(source_path).filename(), fs::copy_options::overwrite_existing, ec);
+  if (ec) throw io_error(source_path + ": cannot copy: " + ec.message());
+}
+
+void HfFolderWriter::finish() {
+  flush_shard();
+  std::error_code ec;
+  if (shards_.size() == 1) {
+    fs::rename(shards_[0].first, tmp_ + "/model.safetensors", ec);
+    if (ec) throw io_error(tmp_ + ": rename failed: " + ec.message());
+  } else if (shards_.size() > 1) {
+    std::map<std::string, std::string> weight_map;
+    char buf[64];
+    for (size_t i = 0; i < shards_.size(); ++i) {
+      std::snprintf(buf, sizeof buf, "model-%05zu-of-%05zu.safetensors", i + 1, shards_.size());
+      fs::rename(shards_[i].first, tmp_ + "/" + buf, ec);
+      if (ec) throw io_error(tmp_ + ": rename failed: " + ec.message());
+      for (const auto& n : shards_[i].second) weight_map[n] = buf;
+    }
+    write_safetensors_index(tmp_, weight_map, total_bytes_);
+  }
+  if (overwrite_ && fs::exists(out_, ec)) fs::remove_all(out_, ec);
+  fs::rename(tmp_, out_, ec);
+  if (ec) throw io_error(out_ + ": cannot move the finished folder into place: " + ec.message());
+  finished_ = true;
+}
+
+}  // namespace qrt::quant
