@@ -12,11 +12,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <random>
+#include <set>
 
 #include "backends/backend_factories.h"
 #include "backends/cpu_simd/cpu_simd_kernels.h"
 #include "qrt/backend.h"
+#include "qrt/checkpoint.h"
 #include "qrt/device.h"
 #include "qrt/dtype.h"
 #include "qrt/thread_pool.h"
@@ -346,6 +349,35 @@ TEST_F(CpuSimdTest, DenseBaselineMatchesNaiveProduct) {
     cpu_simd::dense_sgemm(isa, &pool, packed.data(), n, k, x.data(), m, y.data());
     EXPECT_LT(rel_error(y, ref), 1e-5) << name;
   }
+}
+
+}  // namespace
+}  // namespace qrt
+
+namespace qrt {
+namespace {
+
+// The real default model (GGUF Q4_1, g32 float mins): every distinct linear shape, f32 and int8
+// activations, against the reference dequantizer.
+TEST(CpuSimdDefaultModel, RealQ41LayersMatchReference) {
+  const char* path = std::getenv("QRT_DEFAULT_MODEL");
+  if (!path || !std::ifstream(path).good())
+    GTEST_SKIP() << "QRT_DEFAULT_MODEL unset or missing (scripts/fetch-model.sh prints the path)";
+  const auto ckpt = open_checkpoint(path);
+  auto be = make_cpu_simd_backend();
+  ThreadPool pool(2);
+  std::set<std::pair<int64_t, int64_t>> seen;
+  for (const auto& lin : ckpt->linears()) {
+    if (!lin.quantized || !seen.insert({lin.spec.in_features, lin.spec.out_features}).second) continue;
+    const QuantizedWeight w = ckpt->load_quantized(lin.spec.name);
+    for (int64_t m : {1, 5}) {
+      const auto x = random_x(m, w.K(), 900);
+      const auto ref = reference(w, x, m);
+      EXPECT_LT(rel_error(run(*be, w, params("auto", "f32"), x, m, &pool), ref), kF32Bound) << lin.spec.name;
+      EXPECT_LT(rel_error(run(*be, w, params("auto", "int8"), x, m, &pool), ref), kInt8Bound) << lin.spec.name;
+    }
+  }
+  EXPECT_FALSE(seen.empty());
 }
 
 }  // namespace
