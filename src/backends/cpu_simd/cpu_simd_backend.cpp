@@ -11,6 +11,7 @@
 
 #include "backends/backend_factories.h"
 #include "backends/cpu_simd/cpu_simd_kernels.h"
+#include "qrt/device.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
 #include "qrt/thread_pool.h"
@@ -27,17 +28,14 @@ const char* isa_name(Isa isa) {
   return "?";
 }
 
-// The best ISA this CPU runs. cpuid through the compiler builtin: it also checks that the OS saves
-// the wider registers (XGETBV), which a bare cpuid bit does not.
+// The best ISA this CPU runs, from the same cpuid/XGETBV probe that capability checks read
+// (qrt::probe_cpu), so dispatch and `qrt plan` never disagree.
 Isa best_isa_of_this_cpu() {
   static const Isa best = [] {
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-        __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+    const CpuFeatures f = probe_cpu().cpu.features;
+    if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512_vnni && f.avx2 && f.fma && f.f16c)
       return Isa::Avx512Vnni;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
-      return Isa::Avx2;
+    if (f.avx2 && f.fma && f.f16c) return Isa::Avx2;
     return Isa::Scalar;
   }();
   return best;
