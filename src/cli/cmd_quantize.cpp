@@ -1,0 +1,260 @@
+// `qrt quantize IN OUT --method gptq|awq|fp8 --bits B --group-size G [--desc-act] [--sym|--asym]
+//  [--calib TEXT] [--dtype f16|bf16] [--force]`
+//
+// Quantizes every linear layer of a plain fp16/bf16/f32 Hugging Face folder or a GGUF file (whose
+// blocks are dequantized first) round-to-nearest, and writes a Hugging Face folder the reference
+// libraries load: GPTQ v1 tensors (qweight/qzeros/scales/g_idx), AWQ GEMM tensors, or FP8 e4m3 with
+// weight_scale_inv blocks; config.json with quantization_config; tokenizer files. lm_head and the
+// embeddings stay in float, as GPTQ/AWQ tools do by default. --calib runs the GPTQ algorithm when
+// the model module provides it (quant/calibration.h).
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "cli/command.h"
+#include "qrt/checkpoint.h"
+#include "qrt/error.h"
+#include "qrt/quant_config.h"
+#include "quant/calibration.h"
+#include "quant/formats/codecs.h"
+#include "quant/gguf_tokenizer_export.h"
+#include "quant/hf_writer.h"
+#include "quant/quant_config_json.h"
+#include "quant/rtn.h"
+
+namespace qrt::cli {
+namespace {
+
+struct Options {
+  std::string in, out, method, calib, dtype = "f16";
+  int bits = 0;
+  int group_size = 128;
+  bool desc_act = false, sym = false, asym = false, force = false;
+};
+
+class Progress {
+ public:
+  explicit Progress(const char* what) : what_(what), tty_(isatty(2) != 0) {}
+  void update(int64_t done, int64_t total) {
+    if (!tty_ || total <= 0) return;
+    const int pct = static_cast<int>(100 * done / total);
+    if (pct == last_) return;
+    last_ = pct;
+    const int width = 30, fill = width * pct / 100;
+    std::fprintf(stderr, "\r%s [%s%s] %3d%%", what_, std::string(fill, '#').c_str(), std::string(width - fill, ' ').c_str(), pct);
+    std::fflush(stderr);
+  }
+  void done() {
+    if (tty_ && last_ >= 0) std::fprintf(stderr, "\r%*s\r", 60, "");
+  }
+
+ private:
+  const char* what_;
+  bool tty_;
+  int last_ = -1;
+};
+
+// The quantization_config written to config.json, validated by our own parser.
+QuantizationConfig make_config(const Options& o, bool sym) {
+  QuantizationConfig q;
+  if (o.method == "gptq") {
+    GptqConfig g;
+    g.bits = o.bits;
+    g.group_size = o.group_size;
+    g.desc_act = o.desc_act;
+    g.sym = sym;
+    g.passthrough_json = R"({"meta": {"quantizer": ["qrt:0.1.0"]}})";
+    q.config = g;
+  } else if (o.method == "awq") {
+    AwqConfig a;
+    a.bits = 4;
+    a.group_size = o.group_size;
+    a.zero_point = true;
+    q.config = a;
+  } else {
+    Fp8Config f;
+    if (o.group_size > 0) f.weight_block_size = std::make_pair(o.group_size, o.group_size);
+    q.config = f;
+  }
+  return q;
+}
+
+int run(const Options& o) {
+  const std::string method = o.method;
+  if (method != "gptq" && method != "awq" && method != "fp8")
+    throw invalid_input("--method " + method + ": expected gptq, awq or fp8");
+  if (o.sym && o.asym) throw invalid_input("--sym and --asym exclude each other");
+  Options opt = o;
+  bool sym;
+  if (method == "gptq") {
+    if (opt.bits == 0) opt.bits = 4;
+    if (opt.bits != 2 && opt.bits != 3 && opt.bits != 4 && opt.bits != 8)
+      throw invalid_input("--bits " + std::to_string(opt.bits) + ": GPTQ supports 2, 3, 4 or 8");
+    sym = !opt.asym;
+  } else if (method == "awq") {
+    if (opt.bits == 0) opt.bits = 4;
+    if (opt.bits != 4) throw invalid_input("--bits " + std::to_string(opt.bits) + ": AWQ supports 4 only");
+    if (opt.sym) throw invalid_input("--sym: AWQ GEMM checkpoints always carry zero points (use --asym or leave it out)");
+    sym = false;
+  } else {
+    if (opt.bits == 0) opt.bits = 8;
+    if (opt.bits != 8) throw invalid_input("--bits " + std::to_string(opt.bits) + ": FP8 is 8-bit");
+    if (opt.desc_act) throw invalid_input("--desc-act applies to GPTQ only");
+    sym = true;
+  }
+  if (opt.group_size == 0 || opt.group_size < -1)
+    throw invalid_input("--group-size " + std::to_string(opt.group_size) + ": expected -1 or a positive size");
+  if (method == "awq" && opt.desc_act) throw invalid_input("--desc-act applies to GPTQ only (AWQ has no act-order)");
+  const quant::GptqCalibrator* calibrator = nullptr;
+  if (!opt.calib.empty()) {
+    if (method != "gptq") throw invalid_input("--calib: calibration is implemented for --method gptq only");
+    calibrator = quant::gptq_calibrator();
+    if (!calibrator)
+      throw unsupported("--calib: the GPTQ algorithm (Hessian from calibration text) is not available in this build "
+                        "yet; leave out --calib for round-to-nearest");
+    if (access(opt.calib.c_str(), R_OK) != 0) throw io_error(opt.calib + ": cannot read the calibration text");
+  }
+  if (opt.desc_act && !calibrator)
+    throw invalid_input("--desc-act needs --calib: act-order sorts columns by the Hessian of calibration data, "
+                        "round-to-nearest has none");
+  const DType dtype = quant::parse_float_dtype(opt.dtype, "--dtype");
+  if (dtype == DType::F32) throw invalid_input("--dtype f32: quantized checkpoints keep f16 or bf16 for the rest");
+
+  std::unique_ptr<Checkpoint> ck = open_checkpoint(opt.in);
+  const bool gguf = ck->kind() == CheckpointKind::Gguf;
+  if (!gguf && ck->quantization().method() != QuantMethod::None)
+    throw invalid_input(opt.in + ": already quantized (" + ck->quantization().describe() +
+                        "); run qrt dequantize first");
+  const QuantizationConfig qconfig = make_config(opt, sym);
+
+  // Check every layer before writing anything.
+  std::vector<const CheckpointLinear*> targets;
+  for (const CheckpointLinear& l : ck->linears()) {
+    if (l.spec.name == "lm_head") continue;
+    const int64_t k = l.spec.in_features, n = l.spec.out_features;
+    if (method != "fp8" && opt.group_size > 0 && k % opt.group_size != 0)
+      throw invalid_input(l.spec.name + ": --group-size " + std::to_string(opt.group_size) + " does not divide in_features " +
+                          std::to_string(k));
+    if (method == "gptq" && ((k * opt.bits) % 32 != 0 || (n * opt.bits) % 32 != 0 || (opt.bits == 3 && (k % 32 || n % 32))))
+      throw invalid_input(l.spec.name + ": [" + std::to_string(n) + ", " + std::to_string(k) + "] cannot be packed at " +
+                          std::to_string(opt.bits) + " bits (GPTQ needs whole 32-bit words along both dimensions)");
+    if (method == "awq" && n % 8 != 0)
+      throw invalid_input(l.spec.name + ": out_features " + std::to_string(n) + " is not a multiple of 8 (AWQ GEMM)");
+    targets.push_back(&l);
+  }
+
+  std::map<std::string, QuantizedWeight> calibrated;
+  if (calibrator) {
+    quant::CalibrationSettings cs;
+    cs.calib_text_path = opt.calib;
+    cs.bits = opt.bits;
+    cs.group_size = opt.group_size;
+    cs.sym = sym;
+    cs.desc_act = opt.desc_act;
+    Progress cp("calibrating");
+    cs.progress = [&](int64_t d, int64_t t) { cp.update(d, t); };
+    calibrated = (*calibrator)(*ck, cs);
+    cp.done();
+  }
+
+  quant::HfFolderWriter writer(opt.out, opt.force);
+  Progress progress("quantizing");
+  std::set<std::string> quantized_names;
+  int64_t done = 0;
+  double err_sum = 0, ref_sum = 0;
+  for (const CheckpointLinear* l : targets) {
+    progress.update(done++, static_cast<int64_t>(targets.size()));
+    const std::string& name = l->spec.name;
+    const int64_t n = l->spec.out_features, k = l->spec.in_features;
+    const std::vector<float> w = ck->load_float(name + ".weight");
+    QuantizedWeight q;
+    if (auto it = calibrated.find(name); it != calibrated.end()) {
+      q = std::move(it->second);
+    } else if (method == "fp8") {
+      const int b = opt.group_size > 0 ? opt.group_size : static_cast<int>(std::max(n, k));
+      q = quant::fp8_quantize(name, w.data(), n, k, opt.group_size > 0 ? b : static_cast<int>(n),
+                              opt.group_size > 0 ? b : static_cast<int>(k));
+    } else {
+      q = quant::rtn_quantize(name, w.data(), n, k, opt.bits, opt.group_size, sym,
+                              method == "awq" ? quant::RtnStyle::Awq : quant::RtnStyle::Gptq);
+    }
+    if (ck->has_tensor(name + ".bias")) {
+      q.bias = ck->load_float(name + ".bias");
+      q.spec.has_bias = true;
+    }
+    // Relative error of the stored weight, reported at the end (a sanity check of the result).
+    const std::vector<float> d = dequantize_reference(q);
+    for (size_t i = 0; i < d.size(); ++i) {
+      err_sum += static_cast<double>(d[i] - w[i]) * (d[i] - w[i]);
+      ref_sum += static_cast<double>(w[i]) * w[i];
+    }
+    std::vector<quant::EncodedTensor> enc = method == "gptq" ? quant::encode_gptq(q, false, DType::F16)
+                                            : method == "awq"  ? quant::encode_awq(q, "gemm", DType::F16)
+                                                               : quant::encode_fp8(q);
+    for (auto& t : enc) {
+      writer.add(name + "." + t.suffix, t.dtype, t.shape, std::move(t.data));
+      quantized_names.insert(name + "." + t.suffix);
+    }
+    quantized_names.insert(name + ".weight");
+    quantized_names.insert(name + ".bias");
+  }
+  progress.done();
+  for (const CheckpointTensor& t : ck->tensors()) {
+    if (quantized_names.count(t.name)) continue;
+    if (gguf && t.name.rfind("model.", 0) != 0 && t.name != "lm_head.weight") continue;
+    if (t.dtype == DType::Unknown || dtype_is_float(t.dtype)) {
+      writer.add_float(t.name, dtype, t.shape, ck->load_float(t.name));
+    } else {
+      RawTensor raw = ck->load_raw(t.name);
+      writer.add(t.name, raw.dtype, raw.shape, std::move(raw.data));
+    }
+  }
+
+  nlohmann::json config = nlohmann::json::parse(ck->config_json());
+  config["quantization_config"] = quant::quantization_config_to_json_value(qconfig);
+  config["torch_dtype"] = quant::torch_dtype_name(dtype);
+  writer.add_text_file("config.json", config.dump(2) + "\n");
+  for (const std::string& f : ck->tokenizer_files()) writer.copy_file(f);
+  if (!gguf) {
+    const std::string gen = ck->path() + "/generation_config.json";
+    if (access(gen.c_str(), R_OK) == 0) writer.copy_file(gen);
+  } else {
+    std::string why;
+    if (!quant::write_tokenizer_from_gguf(ck->path(), writer, &why))
+      std::fprintf(stderr, "qrt: warning: tokenizer not written: %s; copy tokenizer.json from the original model\n",
+                   why.c_str());
+  }
+  writer.finish();
+  std::printf("wrote %s: %zu linear layers as %s, %.1f MB; relative weight error %.4f\n", opt.out.c_str(),
+              targets.size(), qconfig.describe().c_str(), writer.tensor_bytes() / 1e6,
+              ref_sum > 0 ? std::sqrt(err_sum / ref_sum) : 0.0);
+  return 0;
+}
+
+const CommandRegistrar kRegistrar(
+    "quantize", "Quantize a fp16/bf16 Hugging Face folder or a GGUF file into a GPTQ / AWQ / FP8 Hugging Face folder",
+    [](CLI::App& app) {
+      auto o = std::make_shared<Options>();
+      app.add_option("IN", o->in, "Plain Hugging Face folder or GGUF file")->required();
+      app.add_option("OUT", o->out, "Output folder (must not exist unless --force)")->required();
+      app.add_option("--method", o->method, "gptq, awq or fp8")->required();
+      app.add_option("--bits", o->bits, "2, 3, 4 or 8 (GPTQ); 4 (AWQ); 8 (FP8)");
+      app.add_option("--group-size", o->group_size, "Group size along in_features (-1 = per row); FP8: block size "
+                                                    "(-1 = per tensor)")
+          ->capture_default_str();
+      app.add_flag("--desc-act", o->desc_act, "GPTQ act-order (needs --calib)");
+      app.add_flag("--sym", o->sym, "Symmetric (GPTQ default)");
+      app.add_flag("--asym", o->asym, "Asymmetric, with zero points (AWQ default)");
+      app.add_option("--calib", o->calib, "Calibration text for the GPTQ algorithm");
+      app.add_option("--dtype", o->dtype, "Float type of the unquantized tensors: f16 or bf16")->capture_default_str();
+      app.add_flag("--force", o->force, "Replace OUT if it exists");
+      return [o] { return run(*o); };
+    });
+
+}  // namespace
+}  // namespace qrt::cli
