@@ -72,6 +72,10 @@ struct ActTensor {
 struct ExecContext {
   ThreadPool* pool = nullptr;   // CPU backends; nullptr = run on the calling thread
   void* cuda_stream = nullptr;  // cudaStream_t for CUDA backends
+  // The plan's parameters for this call's range of M, set by QuantLinear only for backends whose
+  // reads_call_params() is true (one packed weight then serves several M ranges with different
+  // row tiles). Reading it must not allocate; nullptr = use what prepare() was given.
+  const KernelParams* call_params = nullptr;
 };
 
 // A weight packed for one backend; the hot path.
@@ -104,6 +108,12 @@ class Backend {
   // Candidates worth timing for (layer, m). Empty = nothing to tune.
   virtual std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m,
                                                  const DeviceInfo& device) const;
+  // The part of `params` that determines prepare()'s packed layout. Two M ranges whose packing
+  // params are equal share one PreparedLinear when reads_call_params() is true. Default: all.
+  virtual KernelParams packing_params(const KernelParams& params) const { return params; }
+  // True when forward() honours ExecContext::call_params (then plans may split a layer's M range
+  // where default_params changes with M, without preparing the weight twice).
+  virtual bool reads_call_params() const { return false; }
   // Repack once at load. Throws qrt::Error (e.g. ErrorKind::OutOfMemory) when it cannot.
   virtual std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight,
                                                   const KernelParams& params,

@@ -82,7 +82,9 @@ class QuantLinear {
   struct Range {
     int64_t m_min, m_max;
     std::string backend;
-    std::shared_ptr<PreparedLinear> kernel;  // shared when two ranges use the same backend + params
+    std::shared_ptr<PreparedLinear> kernel;  // shared when two ranges use the same backend + packing
+    KernelParams params;                      // the plan's parameters for this range
+    bool pass_params = false;                 // backend reads ExecContext::call_params
   };
   LayerSpec layer_;
   std::vector<Range> ranges_;

@@ -22,7 +22,8 @@ std::unique_ptr<QuantLinear> QuantLinear::build(const QuantizedWeight& weight, c
   // Prepared kernels by (backend, params): two M ranges with the same choice share one packing.
   std::vector<std::pair<std::pair<std::string, std::string>, std::shared_ptr<PreparedLinear>>> cache;
   auto prepare = [&](const Backend& b, const KernelParams& params) -> std::shared_ptr<PreparedLinear> {
-    const auto key = std::make_pair(b.name(), params.to_json());
+    const auto key = std::make_pair(b.name(), b.reads_call_params() ? b.packing_params(params).to_json()
+                                                                      : params.to_json());
     for (auto& [k, p] : cache)
       if (k == key) return p;
     std::shared_ptr<PreparedLinear> p = b.prepare(weight, params, device);
@@ -70,7 +71,9 @@ std::unique_ptr<QuantLinear> QuantLinear::build(const QuantizedWeight& weight, c
     }
     if (used != choice.backend)
       say(plan.layer.name + ": using fallback backend " + used + " instead of " + choice.backend);
-    out->ranges_.push_back({choice.m_min, choice.m_max, used, std::move(kernel)});
+    const Backend* ub = registry.find(used);
+    KernelParams call = used == choice.backend ? choice.params : ub->default_params(plan.layer, choice.m_min, device);
+    out->ranges_.push_back({choice.m_min, choice.m_max, used, std::move(kernel), std::move(call), ub->reads_call_params()});
   }
   return out;
 }
@@ -79,7 +82,13 @@ void QuantLinear::forward(const ActTensor& x, const ActTensor& y, const ExecCont
   if (x.rows <= 0) return;
   for (auto& r : ranges_)
     if (x.rows >= r.m_min && x.rows <= r.m_max) {
-      r.kernel->forward(x, y, ctx);
+      if (r.pass_params) {
+        ExecContext c = ctx;
+        c.call_params = &r.params;
+        r.kernel->forward(x, y, c);
+      } else {
+        r.kernel->forward(x, y, ctx);
+      }
       return;
     }
   // Plans cover [1, INT64_MAX); reaching here is a bug, and the hot path does not throw.

@@ -80,9 +80,9 @@ std::string assign_params(const Backend& b, const KernelChoice& base, const Laye
     int64_t lo, hi;
     const TuningEntry* entry;
   };
-  std::vector<Piece> pieces;
+  std::vector<Piece> tuned_pieces;
   if (tuned.empty()) {
-    pieces.push_back({base.m_min, base.m_max, nullptr});
+    tuned_pieces.push_back({base.m_min, base.m_max, nullptr});
   } else {
     int64_t prev = 0;
     for (size_t i = 0; i < tuned.size(); ++i) {
@@ -90,8 +90,25 @@ std::string assign_params(const Backend& b, const KernelChoice& base, const Laye
       const int64_t hi = (i + 1 == tuned.size()) ? kMaxM : tuned[i]->key.m;
       prev = hi;
       const int64_t a = std::max(lo, base.m_min), z = std::min(hi, base.m_max);
-      if (a <= z) pieces.push_back({a, z, tuned[i]});
+      if (a <= z) tuned_pieces.push_back({a, z, tuned[i]});
     }
+  }
+  // Default heuristics depend on M (a row tile for decode, another for prefill): for a backend that
+  // reads per-call parameters (so a split costs no second packing), probe each piece at its start
+  // and at every power of two inside it (up to 4096) and split where the defaults change.
+  std::vector<Piece> pieces;
+  for (const Piece& tp : tuned_pieces) {
+    int64_t seg_lo = tp.lo;
+    KernelParams seg_params = b.default_params(layer, tp.lo, device);
+    for (int64_t m = 2; b.reads_call_params() && m <= 4096 && m <= tp.hi; m *= 2) {
+      if (m <= tp.lo) continue;
+      KernelParams p = b.default_params(layer, m, device);
+      if (p == seg_params) continue;
+      pieces.push_back({seg_lo, m - 1, tp.entry});
+      seg_lo = m;
+      seg_params = std::move(p);
+    }
+    pieces.push_back({seg_lo, tp.hi, tp.entry});
   }
 
   KernelParams global = config.kernel_params;

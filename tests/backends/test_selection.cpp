@@ -442,3 +442,70 @@ TEST(Registry, AutoListsAreDataAndCoverEveryDeviceClass) {
 
 }  // namespace
 }  // namespace qrt
+
+namespace qrt {
+namespace {
+
+// A backend whose forward reads the plan's per-range parameters: its M-dependent defaults split
+// the plan, yet the weight is prepared once.
+class CallParamsBackend final : public Backend {
+ public:
+  CallParamsBackend() {
+    cap_.device = DeviceKind::Cpu;
+    cap_.encodings = {WeightEncoding::IntAffine};
+  }
+  const std::string& name() const override { return name_; }
+  const std::string& summary() const override { return name_; }
+  const BackendCapability& capability() const override { return cap_; }
+  bool reads_call_params() const override { return true; }
+  KernelParams packing_params(const KernelParams&) const override { return {}; }
+  Verdict validate_params(const LayerSpec&, const KernelParams&) const override { return Verdict::yes(); }
+  KernelParams default_params(const LayerSpec&, int64_t m, const DeviceInfo&) const override {
+    KernelParams p;
+    p.values["rows"] = int64_t{m >= 8 ? 8 : 1};
+    return p;
+  }
+  std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight&, const KernelParams&, const DeviceInfo&) const override {
+    ++prepares;
+    return std::make_unique<Prepared>(this);
+  }
+  mutable int prepares = 0;
+  mutable int64_t last_rows = -1;
+
+ private:
+  struct Prepared final : PreparedLinear {
+    explicit Prepared(const CallParamsBackend* o) : owner(o) {}
+    void forward(const ActTensor&, const ActTensor&, const ExecContext& ctx) override {
+      owner->last_rows = ctx.call_params ? ctx.call_params->get_int("rows", -2) : -3;
+    }
+    int64_t weight_bytes() const override { return 100; }
+    const CallParamsBackend* owner;
+  };
+  std::string name_ = "callparams";
+  BackendCapability cap_;
+};
+
+TEST(Ranges, DefaultsThatChangeWithMSplitThePlanButShareOnePacking) {
+  BackendRegistry reg;
+  auto owned = std::make_unique<CallParamsBackend>();
+  CallParamsBackend* b = owned.get();
+  reg.add(std::move(owned));
+  reg.set_auto_order("cpu", {"callparams"});
+  const LayerSpec spec = test::int_layer("l", 32, 16, 4, -1, ZeroKind::Symmetric);
+  const DeviceInfo dev = target_profile("cpu-avx2");
+  const auto plans = plan_layers({spec}, RuntimeConfig{}, dev, nullptr, reg);
+  ASSERT_EQ(plans[0].choices.size(), 2u);
+  EXPECT_EQ(plans[0].choices[0].m_max, 7);
+  EXPECT_EQ(plans[0].choices[1].m_min, 8);
+  auto ql = QuantLinear::build(test::random_weight(spec, 1), plans[0], dev, nullptr, reg);
+  EXPECT_EQ(b->prepares, 1);
+  EXPECT_EQ(ql->weight_bytes(), 100);
+  std::vector<float> x(32 * 9), y(16 * 9);
+  ql->forward({x.data(), DType::F32, 3, 32, DeviceKind::Cpu}, {y.data(), DType::F32, 3, 16, DeviceKind::Cpu}, {});
+  EXPECT_EQ(b->last_rows, 1);
+  ql->forward({x.data(), DType::F32, 9, 32, DeviceKind::Cpu}, {y.data(), DType::F32, 9, 16, DeviceKind::Cpu}, {});
+  EXPECT_EQ(b->last_rows, 8);
+}
+
+}  // namespace
+}  // namespace qrt
