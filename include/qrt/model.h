@@ -99,11 +99,16 @@ std::string default_model_path();
 std::string resolve_model_path(const std::string& given);
 
 enum class KvCacheDType : uint8_t { F32, F16 };
+// Storage of unquantized matrices (dense linears, lm_head / tied embedding) inside an engine.
+// F16 halves the bytes a decode step streams (the head is the largest matrix of small models);
+// values beyond the fp16 range keep float32 for that matrix.
+enum class DenseDType : uint8_t { F32, F16 };
 
 struct EngineOptions {
   RuntimeConfig runtime;                          // backend / fallback / disabled / threads / lengths
   DeviceInfo device;                              // where the quantized linears are planned
   KvCacheDType kv_dtype = KvCacheDType::F32;
+  DenseDType dense_dtype = DenseDType::F16;
   int64_t prefill_batch = 128;                    // prompt rows per forward step (M of prefill GEMMs)
   std::function<void(const std::string&)> log;    // plan / fallback messages; may be empty
   // KV cache capacity in positions: runtime.max_input_length + runtime.max_new_tokens.

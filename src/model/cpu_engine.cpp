@@ -33,7 +33,12 @@ class CpuEngine final : public ForwardEngine {
   struct Linear {
     const LinearWeight* w = nullptr;
     std::unique_ptr<QuantLinear> q;
+    std::vector<uint16_t> f16;  // dense weight in fp16 when EngineOptions::dense_dtype is F16
   };
+  // Dense matrix [n][k] from float32 data, in the engine's dense storage.
+  static std::vector<uint16_t> to_f16(const std::vector<float>& w);
+  void dense(const float* W32, const std::vector<uint16_t>& W16, const float* x, int64_t m, int64_t k, int64_t n,
+             const float* bias, float* y, int64_t ldy);
   struct Layer {
     Linear q, k, v, o, gate, up, down;
   };
@@ -51,6 +56,7 @@ class CpuEngine final : public ForwardEngine {
   std::vector<Layer> layers_;
   Linear lm_head_;
   bool head_is_embedding_ = false;
+  std::vector<uint16_t> embed_f16_;  // tied head in fp16
 
   int64_t capacity_ = 0, batch_ = 0;
   int64_t hidden_ = 0, q_dim_ = 0, kv_dim_ = 0, inter_ = 0, vocab_ = 0, head_dim_ = 0;
@@ -122,6 +128,8 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
       auto it = plan_by_name.find(lw.quantized->spec.name);
       if (it == plan_by_name.end()) throw internal_error("no plan for layer " + lw.quantized->spec.name);
       l.q = QuantLinear::build(*lw.quantized, *it->second, options.device, log);
+    } else if (options.dense_dtype == DenseDType::F16) {
+      l.f16 = to_f16(lw.dense);
     }
     return l;
   };
@@ -139,6 +147,7 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
   }
   head_is_embedding_ = w_->lm_head_uses_embedding();
   if (!head_is_embedding_) lm_head_ = make(w_->lm_head);
+  else if (options.dense_dtype == DenseDType::F16) embed_f16_ = to_f16(w_->embed_tokens);
 
   const int64_t L = c.num_layers;
   head_stride_ = capacity_ * head_dim_;
@@ -190,6 +199,20 @@ std::map<std::string, int> CpuEngine::backend_counts() const {
   return counts;
 }
 
+std::vector<uint16_t> CpuEngine::to_f16(const std::vector<float>& w) {
+  for (float v : w)
+    if (!(std::abs(v) <= 65000.0f)) return {};  // out of fp16 range (or NaN): keep float32
+  std::vector<uint16_t> out(w.size());
+  for (size_t i = 0; i < w.size(); ++i) out[i] = f32_to_fp16(w[i]);
+  return out;
+}
+
+void CpuEngine::dense(const float* W32, const std::vector<uint16_t>& W16, const float* x, int64_t m, int64_t k,
+                      int64_t n, const float* bias, float* y, int64_t ldy) {
+  if (!W16.empty()) ops::dense_matmul_f16(x, m, k, W16.data(), n, bias, y, ldy, &pool_);
+  else ops::dense_matmul(x, m, k, W32, n, bias, y, ldy, &pool_);
+}
+
 void CpuEngine::run_linear(Linear& l, const float* x, int64_t m, float* y, int64_t ldy) {
   const LinearWeight& w = *l.w;
   if (l.q) {
@@ -199,8 +222,8 @@ void CpuEngine::run_linear(Linear& l, const float* x, int64_t m, float* y, int64
     l.q->forward(xt, yt, ctx_);
     return;
   }
-  ops::dense_matmul(x, m, w.in_features, w.dense.data(), w.out_features,
-                    w.bias.empty() ? nullptr : w.bias.data(), y, ldy, &pool_);
+  dense(w.dense.data(), l.f16, x, m, w.in_features, w.out_features, w.bias.empty() ? nullptr : w.bias.data(), y,
+        ldy);
 }
 
 void CpuEngine::attention(int64_t layer, int64_t m, int64_t pos) {
@@ -273,7 +296,7 @@ void CpuEngine::run_chunk(const int32_t* tokens, int64_t m, int64_t pos) {
 
 void CpuEngine::head(const float* x_normed, int64_t m, float* logits) {
   if (head_is_embedding_) {
-    ops::dense_matmul(x_normed, m, hidden_, w_->embed_tokens.data(), vocab_, nullptr, logits, vocab_, &pool_);
+    dense(w_->embed_tokens.data(), embed_f16_, x_normed, m, hidden_, vocab_, nullptr, logits, vocab_);
   } else {
     run_linear(lm_head_, x_normed, m, logits, vocab_);
   }

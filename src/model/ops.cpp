@@ -113,27 +113,33 @@ void apply_rope(float* x, int64_t heads, int64_t head_dim, const float* cos, con
 
 namespace {
 
-void matmul_rows_scalar(const float* x, int64_t M, int64_t K, const float* W, int64_t n0, int64_t n1,
+inline float load_scalar(const float* p) { return *p; }
+inline float load_scalar(const uint16_t* p) { return fp16_to_f32(*p); }
+
+template <class T>
+void matmul_rows_scalar(const float* x, int64_t M, int64_t K, const T* W, int64_t n0, int64_t n1,
                         const float* bias, float* y, int64_t ldy) {
   constexpr int L = 8;  // independent partial sums per dot product, so the loop vectorizes
   for (int64_t m = 0; m < M; ++m) {
     const float* xr = x + m * K;
     for (int64_t n = n0; n < n1; ++n) {
-      const float* wr = W + n * K;
+      const T* wr = W + n * K;
       float acc[L] = {};
       int64_t k = 0;
       for (; k + L <= K; k += L)
-        for (int j = 0; j < L; ++j) acc[j] += xr[k + j] * wr[k + j];
+        for (int j = 0; j < L; ++j) acc[j] += xr[k + j] * load_scalar(wr + k + j);
       float s = 0;
       for (int j = 0; j < L; ++j) s += acc[j];
-      for (; k < K; ++k) s += xr[k] * wr[k];
+      for (; k < K; ++k) s += xr[k] * load_scalar(wr + k);
       y[m * ldy + n] = s + (bias ? bias[n] : 0.0f);
     }
   }
 }
 
 #ifdef QRT_X86
-__attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
+#define QRT_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
+
+QRT_AVX2_TARGET inline float hsum256(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
   lo = _mm_add_ps(lo, hi);
   __m128 sh = _mm_movehdup_ps(lo);
@@ -142,16 +148,23 @@ __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(lo, sh));
 }
 
-__attribute__((target("avx2,fma"))) void matmul_rows_avx2(const float* x, int64_t M, int64_t K,
-                                                          const float* W, int64_t n0, int64_t n1,
-                                                          const float* bias, float* y, int64_t ldy) {
+QRT_AVX2_TARGET inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+QRT_AVX2_TARGET inline __m256 load8(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// W is float32 or fp16 (converted in registers: half the bytes streamed, same arithmetic).
+template <class T>
+QRT_AVX2_TARGET void matmul_rows_avx2(const float* x, int64_t M, int64_t K, const T* W, int64_t n0, int64_t n1,
+                                      const float* bias, float* y, int64_t ldy) {
   const int64_t K8 = K & ~int64_t{7};
   int64_t n = n0;
   for (; n + 4 <= n1; n += 4) {
-    const float* w0 = W + n * K;
-    const float* w1 = w0 + K;
-    const float* w2 = w1 + K;
-    const float* w3 = w2 + K;
+    const T* w0 = W + n * K;
+    const T* w1 = w0 + K;
+    const T* w2 = w1 + K;
+    const T* w3 = w2 + K;
+    const T* ws[4] = {w0, w1, w2, w3};
     int64_t m = 0;
     for (; m + 2 <= M; m += 2) {
       const float* xa = x + m * K;
@@ -159,26 +172,25 @@ __attribute__((target("avx2,fma"))) void matmul_rows_avx2(const float* x, int64_
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
       for (int64_t k = 0; k < K8; k += 8) {
         const __m256 va = _mm256_loadu_ps(xa + k), vb = _mm256_loadu_ps(xb + k);
-        __m256 w = _mm256_loadu_ps(w0 + k);
+        __m256 w = load8(w0 + k);
         a0 = _mm256_fmadd_ps(va, w, a0);
         b0 = _mm256_fmadd_ps(vb, w, b0);
-        w = _mm256_loadu_ps(w1 + k);
+        w = load8(w1 + k);
         a1 = _mm256_fmadd_ps(va, w, a1);
         b1 = _mm256_fmadd_ps(vb, w, b1);
-        w = _mm256_loadu_ps(w2 + k);
+        w = load8(w2 + k);
         a2 = _mm256_fmadd_ps(va, w, a2);
         b2 = _mm256_fmadd_ps(vb, w, b2);
-        w = _mm256_loadu_ps(w3 + k);
+        w = load8(w3 + k);
         a3 = _mm256_fmadd_ps(va, w, a3);
         b3 = _mm256_fmadd_ps(vb, w, b3);
       }
       float ra[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
       float rb[4] = {hsum256(b0), hsum256(b1), hsum256(b2), hsum256(b3)};
-      const float* ws[4] = {w0, w1, w2, w3};
       for (int j = 0; j < 4; ++j) {
         for (int64_t k = K8; k < K; ++k) {
-          ra[j] += xa[k] * ws[j][k];
-          rb[j] += xb[k] * ws[j][k];
+          ra[j] += xa[k] * load_scalar(ws[j] + k);
+          rb[j] += xb[k] * load_scalar(ws[j] + k);
         }
         const float bj = bias ? bias[n + j] : 0.0f;
         y[m * ldy + n + j] = ra[j] + bj;
@@ -192,27 +204,26 @@ __attribute__((target("avx2,fma"))) void matmul_rows_avx2(const float* x, int64_
       int64_t k = 0;
       for (; k + 16 <= K8; k += 16) {
         const __m256 va = _mm256_loadu_ps(xa + k), vc = _mm256_loadu_ps(xa + k + 8);
-        a0 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w0 + k), a0);
-        a1 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w1 + k), a1);
-        a2 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w2 + k), a2);
-        a3 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w3 + k), a3);
-        c0 = _mm256_fmadd_ps(vc, _mm256_loadu_ps(w0 + k + 8), c0);
-        c1 = _mm256_fmadd_ps(vc, _mm256_loadu_ps(w1 + k + 8), c1);
-        c2 = _mm256_fmadd_ps(vc, _mm256_loadu_ps(w2 + k + 8), c2);
-        c3 = _mm256_fmadd_ps(vc, _mm256_loadu_ps(w3 + k + 8), c3);
+        a0 = _mm256_fmadd_ps(va, load8(w0 + k), a0);
+        a1 = _mm256_fmadd_ps(va, load8(w1 + k), a1);
+        a2 = _mm256_fmadd_ps(va, load8(w2 + k), a2);
+        a3 = _mm256_fmadd_ps(va, load8(w3 + k), a3);
+        c0 = _mm256_fmadd_ps(vc, load8(w0 + k + 8), c0);
+        c1 = _mm256_fmadd_ps(vc, load8(w1 + k + 8), c1);
+        c2 = _mm256_fmadd_ps(vc, load8(w2 + k + 8), c2);
+        c3 = _mm256_fmadd_ps(vc, load8(w3 + k + 8), c3);
       }
       for (; k < K8; k += 8) {
         const __m256 va = _mm256_loadu_ps(xa + k);
-        a0 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w0 + k), a0);
-        a1 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w1 + k), a1);
-        a2 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w2 + k), a2);
-        a3 = _mm256_fmadd_ps(va, _mm256_loadu_ps(w3 + k), a3);
+        a0 = _mm256_fmadd_ps(va, load8(w0 + k), a0);
+        a1 = _mm256_fmadd_ps(va, load8(w1 + k), a1);
+        a2 = _mm256_fmadd_ps(va, load8(w2 + k), a2);
+        a3 = _mm256_fmadd_ps(va, load8(w3 + k), a3);
       }
       float r[4] = {hsum256(_mm256_add_ps(a0, c0)), hsum256(_mm256_add_ps(a1, c1)),
                     hsum256(_mm256_add_ps(a2, c2)), hsum256(_mm256_add_ps(a3, c3))};
-      const float* ws[4] = {w0, w1, w2, w3};
       for (int j = 0; j < 4; ++j) {
-        for (int64_t kk = K8; kk < K; ++kk) r[j] += xa[kk] * ws[j][kk];
+        for (int64_t kk = K8; kk < K; ++kk) r[j] += xa[kk] * load_scalar(ws[j] + kk);
         y[m * ldy + n + j] = r[j] + (bias ? bias[n + j] : 0.0f);
       }
     }
@@ -221,15 +232,15 @@ __attribute__((target("avx2,fma"))) void matmul_rows_avx2(const float* x, int64_
 }
 
 bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+                          __builtin_cpu_supports("f16c");
   return has;
 }
 #endif
 
-}  // namespace
-
-void dense_matmul_rows(const float* x, int64_t M, int64_t K, const float* W, int64_t n0, int64_t n1,
-                       const float* bias, float* y, int64_t ldy) {
+template <class T>
+void rows_dispatch(const float* x, int64_t M, int64_t K, const T* W, int64_t n0, int64_t n1, const float* bias,
+                   float* y, int64_t ldy) {
 #ifdef QRT_X86
   if (cpu_has_avx2_fma()) {
     matmul_rows_avx2(x, M, K, W, n0, n1, bias, y, ldy);
@@ -239,19 +250,37 @@ void dense_matmul_rows(const float* x, int64_t M, int64_t K, const float* W, int
   matmul_rows_scalar(x, M, K, W, n0, n1, bias, y, ldy);
 }
 
-void dense_matmul(const float* x, int64_t M, int64_t K, const float* W, int64_t N, const float* bias,
-                  float* y, int64_t ldy, ThreadPool* pool) {
+template <class T>
+void matmul_dispatch(const float* x, int64_t M, int64_t K, const T* W, int64_t N, const float* bias, float* y,
+                     int64_t ldy, ThreadPool* pool) {
   if (M <= 0 || N <= 0) return;
   // Split N in blocks of 4 rows so every thread runs the 4-row kernel; tiny problems stay on
   // the calling thread (waking workers costs more than the work).
   const int64_t blocks = (N + 3) / 4;
   if (!pool || pool->size() == 1 || M * K * N < 32768) {
-    dense_matmul_rows(x, M, K, W, 0, N, bias, y, ldy);
+    rows_dispatch(x, M, K, W, 0, N, bias, y, ldy);
     return;
   }
   pool->parallel_for(blocks, [&](int, int64_t b0, int64_t b1) {
-    dense_matmul_rows(x, M, K, W, b0 * 4, std::min(N, b1 * 4), bias, y, ldy);
+    rows_dispatch(x, M, K, W, b0 * 4, std::min(N, b1 * 4), bias, y, ldy);
   });
+}
+
+}  // namespace
+
+void dense_matmul_rows(const float* x, int64_t M, int64_t K, const float* W, int64_t n0, int64_t n1,
+                       const float* bias, float* y, int64_t ldy) {
+  rows_dispatch(x, M, K, W, n0, n1, bias, y, ldy);
+}
+
+void dense_matmul(const float* x, int64_t M, int64_t K, const float* W, int64_t N, const float* bias,
+                  float* y, int64_t ldy, ThreadPool* pool) {
+  matmul_dispatch(x, M, K, W, N, bias, y, ldy, pool);
+}
+
+void dense_matmul_f16(const float* x, int64_t M, int64_t K, const uint16_t* W, int64_t N, const float* bias,
+                      float* y, int64_t ldy, ThreadPool* pool) {
+  matmul_dispatch(x, M, K, W, N, bias, y, ldy, pool);
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {

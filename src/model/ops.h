@@ -38,6 +38,9 @@ void apply_rope(float* x, int64_t heads, int64_t head_dim, const float* cos, con
 // ldy = row stride of y (>= N).
 void dense_matmul(const float* x, int64_t M, int64_t K, const float* W, int64_t N, const float* bias,
                   float* y, int64_t ldy, ThreadPool* pool);
+// Same with W stored as IEEE fp16 (half the bytes to stream; converted to float in registers).
+void dense_matmul_f16(const float* x, int64_t M, int64_t K, const uint16_t* W, int64_t N, const float* bias,
+                      float* y, int64_t ldy, ThreadPool* pool);
 // The single-thread kernel over output rows [n0, n1) (exposed for tests).
 void dense_matmul_rows(const float* x, int64_t M, int64_t K, const float* W, int64_t n0, int64_t n1,
                        const float* bias, float* y, int64_t ldy);

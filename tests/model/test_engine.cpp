@@ -26,6 +26,7 @@ EngineOptions small_options(int64_t max_input = 32, int64_t max_new = 8, int64_t
   o.runtime.max_new_tokens = max_new;
   o.runtime.threads = 2;
   o.runtime.use_tuning_cache = false;
+  o.dense_dtype = DenseDType::F32;  // exact comparisons; F16 has its own test
   o.device = probe_cpu();
   o.prefill_batch = batch;
   return o;
@@ -117,6 +118,14 @@ TEST(CpuEngine, F16KvCacheIsClose) {
   auto opt = small_options();
   opt.kv_dtype = KvCacheDType::F16;
   expect_matches_naive(tiny_weights(c, 7), opt, plain_inv_freq(c), 0, /*tol=*/2e-2);
+}
+
+TEST(CpuEngine, F16DenseWeightsAreClose) {
+  auto c = tiny_config();
+  auto opt = small_options();
+  opt.dense_dtype = DenseDType::F16;
+  expect_matches_naive(tiny_weights(c, 11, /*untied_head=*/true), opt, plain_inv_freq(c), 0, /*tol=*/2e-2);
+  expect_matches_naive(tiny_weights(c, 12), opt, plain_inv_freq(c), 0, /*tol=*/2e-2);
 }
 
 TEST(CpuEngine, QuantizedLinearsRunThroughTheirBackend) {

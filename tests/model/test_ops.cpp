@@ -154,6 +154,19 @@ TEST_P(DenseMatmulShapes, MatchesNaive) {
     ops::dense_matmul(x.data(), M, K, W.data(), N, b.data(), y.data(), N, p);
     for (int64_t i = 0; i < M * N; ++i) ASSERT_NEAR(y[i], ref[i], 1e-4 * std::sqrt(K)) << "i=" << i;
   }
+  // fp16 weights: the reference is the product with the fp16-rounded weights.
+  std::vector<uint16_t> W16(W.size());
+  std::vector<float> Wr(W.size());
+  for (size_t i = 0; i < W.size(); ++i) {
+    W16[i] = f32_to_fp16(W[i]);
+    Wr[i] = fp16_to_f32(W16[i]);
+  }
+  naive_matmul(x, M, K, Wr, N, b.data(), ref);
+  for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+    std::vector<float> y(M * N, NAN);
+    ops::dense_matmul_f16(x.data(), M, K, W16.data(), N, b.data(), y.data(), N, p);
+    for (int64_t i = 0; i < M * N; ++i) ASSERT_NEAR(y[i], ref[i], 1e-4 * std::sqrt(K)) << "f16 i=" << i;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Awkward, DenseMatmulShapes,
