@@ -8,12 +8,19 @@
 
 namespace qrt::io {
 
+namespace {
+constexpr int kMaxDepth = 64;
+}  // namespace
+
 nlohmann::json parse_json_strict(const char* begin, const char* end, const std::string& what) {
   // One set of seen keys per open object; nlohmann reports keys through the parser callback.
   std::vector<std::set<std::string>> seen;
   std::string duplicate;
-  auto callback = [&](int /*depth*/, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
+  auto callback = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
     using E = nlohmann::json::parse_event_t;
+    // nlohmann parses iteratively, but copying, dumping and comparing values recurse: bound the depth.
+    if ((event == E::object_start || event == E::array_start) && depth >= kMaxDepth)
+      throw invalid_input(what + ": JSON nested deeper than " + std::to_string(kMaxDepth) + " levels");
     if (event == E::object_start) {
       seen.emplace_back();
     } else if (event == E::object_end) {

@@ -9,7 +9,7 @@
 namespace qrt::io {
 
 // Parses [begin, end) as JSON. Throws qrt::Error(InvalidInput) "<what>: ..." on a syntax error,
-// invalid UTF-8, or a key repeated inside one object (at any depth).
+// invalid UTF-8, a key repeated inside one object (at any depth), or nesting deeper than 64 levels.
 nlohmann::json parse_json_strict(const char* begin, const char* end, const std::string& what);
 
 // 'name' with control and non-ASCII bytes escaped (\n, \xNN) and cut after `max` bytes, so names

@@ -33,6 +33,11 @@ bool checked_numel(const std::vector<int64_t>& shape, uint64_t* out) {
 
 std::string qname(std::string_view s) { return io::quote_name(s); }
 
+// A number as written, or the JSON type name for anything else (messages stay short).
+std::string json_text(const nlohmann::json& j) {
+  return j.is_number() ? j.dump() : std::string("a JSON ") + j.type_name();
+}
+
 }  // namespace
 
 int64_t SafetensorsTensorInfo::numel() const {
@@ -119,7 +124,7 @@ SafetensorsFile SafetensorsFile::parse(std::span<const uint8_t> bytes, const std
     if (sh == value.end() || !sh->is_array()) throw fail_tensor(key, "missing or non-array \"shape\"");
     for (const auto& d : *sh) {
       if (!d.is_number_unsigned() && !(d.is_number_integer() && d.get<int64_t>() >= 0))
-        throw fail_tensor(key, "shape entries must be non-negative integers, got " + d.dump());
+        throw fail_tensor(key, "shape entries must be non-negative integers, got " + json_text(d));
       const uint64_t v = d.get<uint64_t>();
       if (v > static_cast<uint64_t>(INT64_MAX)) throw fail_tensor(key, "shape entry " + std::to_string(v) + " is too large");
       info.shape.push_back(static_cast<int64_t>(v));
@@ -129,7 +134,7 @@ SafetensorsFile SafetensorsFile::parse(std::span<const uint8_t> bytes, const std
       throw fail_tensor(key, "\"data_offsets\" must be an array of two integers");
     for (const auto& o : *off)
       if (!o.is_number_unsigned() && !(o.is_number_integer() && o.get<int64_t>() >= 0))
-        throw fail_tensor(key, "data_offsets must be non-negative integers, got " + o.dump());
+        throw fail_tensor(key, "data_offsets must be non-negative integers, got " + json_text(o));
     info.begin = (*off)[0].get<uint64_t>();
     info.end = (*off)[1].get<uint64_t>();
     tensors.push_back(std::move(info));

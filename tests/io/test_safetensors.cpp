@@ -178,6 +178,11 @@ TEST(Safetensors, EveryValidationRule) {
   expect_error(raw_file(R"({"a":{"shape":[1],"data_offsets":[0,4]}})", std::vector<uint8_t>(4)), {"dtype"});
   expect_error(raw_file(R"({"__metadata__":{"format":1}})", {}), {"__metadata__", "must be a string"});
   expect_error(raw_file(R"({"__metadata__":[1]})", {}), {"__metadata__ must be an object"});
+  expect_error(raw_file("{\"a\":" + std::string(100, '[') + std::string(100, ']') + "}", {}), {"nested deeper than 64"});
+  EXPECT_NO_THROW(qrt::SafetensorsFile::parse(
+      raw_file(R"({"__metadata__":{"k":"v"}})", {}), "ok"));   // depth 2 is fine
+  expect_error(raw_file(R"({"a":{"dtype":"F32","shape":[[1]],"data_offsets":[0,4]}})", std::vector<uint8_t>(4)),
+               {"got a JSON array"});
   // duplicates (README rule, not enforced by the reference)
   expect_error(raw_file("{" + t8 + "," + t8 + "}", std::vector<uint8_t>(16)), {"duplicate key 'a'"});
   expect_error(raw_file(R"({"__metadata__":{},"__metadata__":{}})", {}), {"duplicate key '__metadata__'"});
