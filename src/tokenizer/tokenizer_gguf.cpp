@@ -4,6 +4,8 @@
 #include "qrt/error.h"
 #include "qrt/gguf.h"
 #include "qrt/tokenizer.h"
+#include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/unicode.h"
 
 namespace qrt {
 namespace {
@@ -45,6 +47,28 @@ Tokenizer from_gguf_sentencepiece(const GgufFile& gguf, TokenizerSpec spec) {
   return Tokenizer::from_spec(spec);
 }
 
+// Some converters store added tokens as plain text ("a b", "\n\n") rather than in the byte
+// alphabet. transformers' GGUF converter respells such a token into the alphabet and does not add it
+// as a special/user-defined token; done the same way here so that ids agree.
+void respell_outside_alphabet(TokenizerSpec& spec) {
+  for (size_t id = 0; id < spec.tokens.size(); ++id) {
+    const std::string& t = spec.tokens[id];
+    bool inside = true;
+    for (size_t pos = 0; pos < t.size() && inside;) {
+      size_t len;
+      inside = alphabet_to_byte(tok::decode_utf8(t, pos, &len)) >= 0;
+      pos += len;
+    }
+    if (inside) continue;
+    std::string spelled;
+    for (const char c : t) tok::append_utf8(spelled, byte_to_alphabet(static_cast<uint8_t>(c)));
+    spec.tokens[id] = std::move(spelled);
+    if (id < spec.token_types.size() && (spec.token_types[id] == 3 || spec.token_types[id] == 4)) {
+      spec.token_types[id] = 1;
+    }
+  }
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
@@ -60,11 +84,8 @@ Tokenizer Tokenizer::from_gguf(const GgufFile& gguf) {
   spec.tokens = gguf.get_string_array("tokenizer.ggml.tokens");
   if (*model == "llama") return from_gguf_sentencepiece(gguf, std::move(spec));
   spec.merges = gguf.get_string_array("tokenizer.ggml.merges");
-  if (gguf.contains("tokenizer.ggml.token_type")) {
-    for (const int64_t t : gguf.get_int_array("tokenizer.ggml.token_type")) {
-      spec.token_types.push_back(static_cast<int32_t>(t));
-    }
-  }
+  spec.token_types = token_types(gguf);
+  respell_outside_alphabet(spec);
   const std::string pre = gguf.find_string("tokenizer.ggml.pre").value_or("default");
   if (auto kind = pre_tokenizer_kind_from_gguf(pre)) {
     spec.pre = *kind;

@@ -16,6 +16,8 @@
 #include "qrt/error.h"
 #include "qrt/gguf.h"
 #include "qrt/tokenizer.h"
+#include "tokenizer/tokenizer_impl.h"
+#include "tokenizer/unicode.h"
 
 namespace {
 
@@ -230,6 +232,33 @@ TEST(TokenizerGguf, RejectsNonBpeAndBadIds) {
   w2.add_u32("tokenizer.ggml.eos_token_id", 7);
   const qrt::GgufFile bad = qrt::GgufFile::from_bytes(w2.to_bytes(), "bad.gguf");
   EXPECT_THROW(Tokenizer::from_gguf(bad), qrt::Error);
+}
+
+// A token stored as plain text with characters outside the byte alphabet ("a b") is respelled into
+// the alphabet and not matched as an added token (transformers' GGUF converter does the same).
+TEST(TokenizerGguf, PlainTextTokensAreRespelled) {
+  std::vector<std::string> tokens;
+  for (int b = 0; b < 256; ++b) {
+    std::string s;
+    qrt::tok::append_utf8(s, qrt::byte_to_alphabet(uint8_t(b)));
+    tokens.push_back(s);
+  }
+  tokens.push_back("a b");     // 256: user-defined, plain text
+  tokens.push_back("<ctl>");   // 257: control
+  std::vector<int32_t> types(tokens.size(), 1);
+  types[256] = 4;
+  types[257] = 3;
+  qrt::GgufWriter w;
+  w.add_string("general.architecture", "llama");
+  w.add_string("tokenizer.ggml.model", "gpt2");
+  w.add_string("tokenizer.ggml.pre", "gpt2");
+  w.add_string_array("tokenizer.ggml.tokens", tokens);
+  w.add_string_array("tokenizer.ggml.merges", {});
+  w.add_i32_array("tokenizer.ggml.token_type", types);
+  const Tokenizer tok = Tokenizer::from_gguf(qrt::GgufFile::from_bytes(w.to_bytes(), "respell.gguf"));
+  EXPECT_EQ(tok.id_to_token(256), "a\xC4\xA0" "b");   // "aĠb"
+  EXPECT_EQ(tok.decode({256}), "a b");
+  EXPECT_EQ(tok.encode("x<ctl>a b", false), (std::vector<int32_t>{'x', 257, 'a', ' ', 'b'}));
 }
 
 // ---- the default model ----
