@@ -14,7 +14,11 @@ and <name>.json holding the quantization_config the checkpoint's config.json wou
                           with partial edge blocks (48 x 160)
   int8_llm_int8           bitsandbytes LLM.int8: int8 CB rows, SCB absmax, weight_format 0
 
-Usage: python3 tools/make_quant_fixtures.py [out_dir]   (needs torch, numpy, safetensors)
+It also writes bad-input cases for the CLI corpus (tests/data/bad/, convention at the top of
+tests/cli/bad_inputs.sh): tiny GPTQ folders with bits = 5, an unknown quant method, a group size
+not dividing in_features, a qweight shape inconsistent with the config, and NaN scales.
+
+Usage: python3 tools/make_quant_fixtures.py [out_dir [bad_dir]]   (needs torch, numpy, safetensors)
 """
 import json
 import os
@@ -25,6 +29,7 @@ import torch
 from safetensors.torch import save_file
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "data", "fixtures")
+BAD = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file__), "..", "tests", "data", "bad")
 
 
 def gptq_quantize(w, bits, gs, sym, act_order, gen):
@@ -204,6 +209,67 @@ def make_int8(seed):
     return "int8_llm_int8", tensors, cfg
 
 
+# ---- bad-input cases: a tiny llama (hidden 32, intermediate 64, 1 layer, 2 heads of 16, 1 kv head) ----
+TINY = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1, "vocab_size": 16,
+        "rms_norm_eps": 1e-5, "tie_word_embeddings": True}
+TINY_LINEARS = [("self_attn.q_proj", 32, 32), ("self_attn.k_proj", 16, 32), ("self_attn.v_proj", 16, 32),
+                ("self_attn.o_proj", 32, 32), ("mlp.gate_proj", 64, 32), ("mlp.up_proj", 64, 32), ("mlp.down_proj", 32, 64)]
+
+
+def tiny_gptq_tensors(bits, gs, seed):
+    gen = torch.Generator().manual_seed(seed)
+    t = {"model.embed_tokens.weight": torch.randn(16, 32, generator=gen).half(),
+         "model.norm.weight": torch.ones(32, dtype=torch.float16),
+         "model.layers.0.input_layernorm.weight": torch.ones(32, dtype=torch.float16),
+         "model.layers.0.post_attention_layernorm.weight": torch.ones(32, dtype=torch.float16)}
+    for name, n, k in TINY_LINEARS:
+        w = torch.randn(n, k, generator=gen) * 0.05
+        q, scales, zeros, g_idx = gptq_quantize(w, bits, gs, True, False, gen)
+        for key, v in gptq_pack(q, scales, zeros, g_idx, bits).items():
+            t["model.layers.0." + name + "." + key[len("layer."):]] = v
+    return t
+
+
+def write_bad_case(name, config_quant, tensors, cmd_expect):
+    folder = os.path.join(BAD, name)
+    os.makedirs(folder, exist_ok=True)
+    cfg = dict(TINY)
+    cfg["quantization_config"] = config_quant
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=2)
+        f.write("\n")
+    if tensors is not None:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(folder, "model.safetensors"),
+                  metadata={"format": "pt"})
+    with open(os.path.join(BAD, name + ".cmd"), "w") as f:
+        f.write("# made by tools/make_quant_fixtures.py\n")
+        f.write("dequantize {CASE} /tmp/qrt-bad-out-" + name + " --force\n")
+        f.write("expect: " + cmd_expect + "\n")
+
+
+def make_bad_cases():
+    gptq = {"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": False, "sym": True}
+    write_bad_case("gptq_bits5", dict(gptq, bits=5), None, "quantization_config.bits: 5 is not one of 2, 3, 4, 8")
+    write_bad_case("unknown_quant_method", {"quant_method": "aqlm", "nbits_per_codebook": 16}, None,
+                   "quantization_config.quant_method: 'aqlm' is not supported; known methods: gptq")
+    # group_size 24 does not divide in_features 32 (tensors packed with 2 groups of 24/8 columns).
+    t = tiny_gptq_tensors(4, 24, 7)
+    write_bad_case("gptq_group_not_dividing", dict(gptq, group_size=24), t,
+                   "quantization_config.group_size 24 does not divide in_features 32")
+    # q_proj packed at 8 bits while the config says 4: qweight has 8 rows, not 4.
+    t = tiny_gptq_tensors(4, 32, 8)
+    q8 = tiny_gptq_tensors(8, 32, 8)
+    for part in ("qweight", "qzeros"):
+        t["model.layers.0.self_attn.q_proj." + part] = q8["model.layers.0.self_attn.q_proj." + part]
+    write_bad_case("gptq_qweight_shape", gptq, t, "model.layers.0.self_attn.q_proj.qweight: shape [8, 32] does not match [4, 32]")
+    t = tiny_gptq_tensors(4, 32, 9)
+    s = t["model.layers.0.mlp.up_proj.scales"].clone()
+    s[0, 5] = float("nan")
+    t["model.layers.0.mlp.up_proj.scales"] = s
+    write_bad_case("gptq_nan_scales", gptq, t, "model.layers.0.mlp.up_proj.scales: value 5 is NaN")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     fixtures = [make_gptq("gptq_v1_4bit_actorder", 4, False, 1), make_gptq("gptq_v1_3bit_actorder", 3, True, 2),
@@ -218,6 +284,7 @@ def main():
         total += os.path.getsize(path)
         print(f"{name}: {os.path.getsize(path)} bytes")
     print(f"total {total} bytes")
+    make_bad_cases()
 
 
 if __name__ == "__main__":

@@ -111,12 +111,16 @@ class HfCheckpoint final : public Checkpoint {
     const int64_t k = it->second->spec.in_features;
     std::vector<std::string> w;
     QuantizedWeight q;
-    switch (quant_.method()) {
-      case QuantMethod::Gptq: q = decode_gptq(layer, parts, *quant_.get<GptqConfig>(), k, &w); break;
-      case QuantMethod::Awq: q = decode_awq(layer, parts, *quant_.get<AwqConfig>(), k); break;
-      case QuantMethod::Fp8: q = decode_fp8(layer, parts, *quant_.get<Fp8Config>(), k); break;
-      case QuantMethod::Int8: q = decode_int8(layer, parts, k); break;
-      default: throw unsupported(layer + ": quant_method " + quant_method_name(quant_.method()) + " has no codec");
+    try {
+      switch (quant_.method()) {
+        case QuantMethod::Gptq: q = decode_gptq(layer, parts, *quant_.get<GptqConfig>(), k, &w); break;
+        case QuantMethod::Awq: q = decode_awq(layer, parts, *quant_.get<AwqConfig>(), k); break;
+        case QuantMethod::Fp8: q = decode_fp8(layer, parts, *quant_.get<Fp8Config>(), k); break;
+        case QuantMethod::Int8: q = decode_int8(layer, parts, k); break;
+        default: throw unsupported(layer + ": quant_method " + quant_method_name(quant_.method()) + " has no codec");
+      }
+    } catch (const Error& e) {
+      throw Error(e.kind(), path_ + ": " + e.what());   // name the checkpoint as well as the tensor
     }
     if (q.N() != it->second->spec.out_features)
       throw invalid_input(layer + ": out_features " + std::to_string(q.N()) + " of the stored tensors does not match " +
