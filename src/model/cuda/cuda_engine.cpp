@@ -1,0 +1,419 @@
+// The GPU forward engine (see cuda_engine.h). Buffers, KV cache and kernels are all set up here;
+// forward() launches on one stream and synchronises once, when the logits are copied back.
+#include "model/cuda/cuda_engine.h"
+
+#include <cuda_fp16.h>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <set>
+
+#include "backends/cuda/cuda_runtime.h"
+#include "backends/cuda/packed_weight.h"
+#include "model/cuda/cuda_model_kernels.h"
+#include "model/ops.h"
+#include "qrt/dtype.h"
+#include "qrt/error.h"
+#include "qrt/tuning_cache.h"
+
+namespace qrt {
+namespace {
+
+using cuda::DeviceBuffer;
+
+std::vector<uint16_t> to_half_bits(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = f32_to_fp16(v[i]);
+  return out;
+}
+
+// A linear on the GPU: a planned QuantLinear or a dense fp16 matrix through cuBLAS.
+struct GpuLinear {
+  const LinearWeight* w = nullptr;
+  std::unique_ptr<QuantLinear> q;
+  DeviceBuffer dense;  // fp16 [out][in]
+  DeviceBuffer bias;   // float [out]
+};
+
+struct GpuLayer {
+  GpuLinear q, k, v, o, gate, up, down;
+  DeviceBuffer input_norm, post_norm;  // float [hidden]
+};
+
+class CudaEngine final : public CudaForwardEngine {
+ public:
+  CudaEngine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options);
+  ~CudaEngine() override;
+
+  const ModelConfig& config() const override { return w_->config; }
+  int64_t capacity() const override { return capacity_; }
+  void forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits) override;
+  const std::vector<LinearPlan>& plans() const override { return plans_; }
+  std::map<std::string, int> backend_counts() const override;
+  std::string device_name() const override { return opt_.device.describe(); }
+  std::vector<int32_t> generate_on_device(int32_t last_token, int64_t pos, int64_t steps,
+                                          const DeviceSampling& sampling) override;
+  double last_generate_seconds() const override { return last_generate_s_; }
+
+ private:
+  GpuLinear make_linear(const LinearWeight& lw, const std::map<std::string, const LinearPlan*>& plans,
+                        const std::function<void(const std::string&)>& log);
+  void run_linear(GpuLinear& l, const __half* x, int64_t m, __half* y);
+  // The whole forward of m rows already in d_tokens_ at positions *d_pos_ + i; leaves the final
+  // residual in x_. Launch-only (graph-capturable).
+  void run_layers(int64_t m);
+  // Final norm of rows [row0, row0 + rows) and the head GEMM into logits_ (float32 [rows][vocab]).
+  void run_head(int64_t row0, int64_t rows);
+  void capture_graphs();
+  void check_args(const int32_t* tokens, int64_t n, int64_t pos) const;
+
+  std::shared_ptr<const ModelWeights> w_;
+  EngineOptions opt_;
+  int device_ = 0;
+  cuda::DeviceContext* ctx_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  std::vector<LinearPlan> plans_;
+  std::vector<GpuLayer> layers_;
+  GpuLinear lm_head_;
+  bool head_is_embedding_ = false;
+  DeviceBuffer embed_, final_norm_, cos_, sin_, kcache_, vcache_;
+  DeviceBuffer x_, xn_, q_, k_, v_, attn_, tmp_, gate_, up_, logits_, logits_half_;
+  DeviceBuffer d_tokens_, d_pos_, d_step_, d_out_tokens_, d_sampling_;
+  int32_t* h_tokens_ = nullptr;  // pinned staging
+  int64_t* h_pos_ = nullptr;
+  float* h_logits_ = nullptr;
+  int64_t hidden_ = 0, q_dim_ = 0, kv_dim_ = 0, inter_ = 0, vocab_ = 0, head_dim_ = 0, n_heads_ = 0, n_kv_ = 0;
+  int64_t window_ = 0, capacity_ = 0, batch_ = 0, max_gen_ = 0;
+  float eps_ = 1e-5f;
+  cudaGraphExec_t step_graph_ = nullptr;    // one decode step -> logits_[0]
+  cudaGraphExec_t decode_graph_ = nullptr;  // one decode step + sampling + position advance
+  double last_generate_s_ = 0;
+};
+
+CudaEngine::CudaEngine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options)
+    : w_(std::move(weights)), opt_(options) {
+  if (!w_) throw internal_error("make_cuda_engine: no weights");
+  if (options.device.kind != DeviceKind::Cuda) throw internal_error("make_cuda_engine: device is " + options.device.id);
+  w_->validate();
+  const ModelConfig& c = w_->config;
+  device_ = options.device.gpu.index;
+  cuda::DeviceGuard guard(device_);
+  ctx_ = &cuda::DeviceContext::get(device_);
+  hidden_ = c.hidden_size;
+  n_heads_ = c.num_heads;
+  n_kv_ = c.num_kv_heads;
+  head_dim_ = c.head_dim;
+  q_dim_ = n_heads_ * head_dim_;
+  kv_dim_ = n_kv_ * head_dim_;
+  inter_ = c.intermediate_size;
+  vocab_ = c.vocab_size;
+  eps_ = static_cast<float>(c.rms_norm_eps);
+  if (c.architecture == "MistralForCausalLM" || c.model_type == "mistral") window_ = c.sliding_window;
+  if (head_dim_ > 256 || head_dim_ % 2)
+    throw unsupported(fmt::format("head_dim {} unsupported by the CUDA engine (even, <= 256)", head_dim_));
+  if (options.runtime.max_input_length < 1)
+    throw invalid_input(fmt::format("max_input_length {} must be >= 1", options.runtime.max_input_length));
+  if (options.runtime.max_new_tokens < 0)
+    throw invalid_input(fmt::format("max_new_tokens {} must be >= 0", options.runtime.max_new_tokens));
+  capacity_ = options.max_context();
+  batch_ = std::clamp<int64_t>(options.prefill_batch, 1, options.runtime.max_input_length);
+  max_gen_ = std::max<int64_t>(1, capacity_);
+
+  // Size checks first, so an absurd max_input_length is one clear error before any upload.
+  const double kv_bytes = 2.0 * static_cast<double>(c.num_layers) * n_kv_ * static_cast<double>(capacity_) * head_dim_ * 2;
+  const double free_guess = static_cast<double>(ctx_->props().totalGlobalMem);
+  if (kv_bytes > free_guess)
+    throw Error(ErrorKind::OutOfMemory,
+                fmt::format("KV cache of {} positions x {} layers needs {:.1f} GiB, more than the {:.1f} GiB of {}; "
+                            "lower --max-input-length or -n",
+                            capacity_, c.num_layers, kv_bytes / 1073741824.0, free_guess / 1073741824.0,
+                            options.device.id));
+  QRT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  cuda::set_max_rows(batch_);
+
+  // Plans and kernels of the quantized linears (QuantLinear applies the plan's fallback list).
+  const std::vector<LayerSpec> specs = w_->quantized_layer_specs();
+  auto log = options.log ? options.log : [](const std::string&) {};
+  if (!specs.empty()) {
+    TuningCache cache;
+    if (options.runtime.use_tuning_cache) {
+      const std::string path = options.runtime.tuning_cache_path.empty() ? default_tuning_cache_path()
+                                                                           : options.runtime.tuning_cache_path;
+      cache = TuningCache::load(path, options.device, options.runtime.ignore_bad_tuning_cache);
+      for (const auto& warning : cache.warnings()) log("tuning cache: " + warning);
+    }
+    plans_ = plan_layers(specs, options.runtime, options.device, &cache);
+  }
+  std::map<std::string, const LinearPlan*> plan_by_name;
+  for (const auto& p : plans_) {
+    if (!p.ok()) throw Error(ErrorKind::NoBackend, fmt::format("layer {}: {}", p.layer.name, p.error));
+    plan_by_name[p.layer.name] = &p;
+  }
+  for (const auto& lw : w_->layers) {
+    GpuLayer l;
+    l.q = make_linear(lw.q_proj, plan_by_name, log);
+    l.k = make_linear(lw.k_proj, plan_by_name, log);
+    l.v = make_linear(lw.v_proj, plan_by_name, log);
+    l.o = make_linear(lw.o_proj, plan_by_name, log);
+    l.gate = make_linear(lw.gate_proj, plan_by_name, log);
+    l.up = make_linear(lw.up_proj, plan_by_name, log);
+    l.down = make_linear(lw.down_proj, plan_by_name, log);
+    l.input_norm = DeviceBuffer::upload(lw.input_norm, "input_layernorm");
+    l.post_norm = DeviceBuffer::upload(lw.post_attention_norm, "post_attention_layernorm");
+    layers_.push_back(std::move(l));
+  }
+  embed_ = DeviceBuffer::upload(to_half_bits(w_->embed_tokens), "embed_tokens (fp16)");
+  final_norm_ = DeviceBuffer::upload(w_->final_norm, "model.norm");
+  head_is_embedding_ = w_->lm_head_uses_embedding();
+  if (!head_is_embedding_) lm_head_ = make_linear(w_->lm_head, plan_by_name, log);
+
+  ops::RopeTable rope;
+  rope.build(ops::rope_inv_freq(c), capacity_);
+  cos_ = DeviceBuffer::upload(rope.cos, "rope cos");
+  sin_ = DeviceBuffer::upload(rope.sin, "rope sin");
+
+  const size_t layer_kv = static_cast<size_t>(n_kv_ * capacity_ * head_dim_);
+  kcache_ = DeviceBuffer(layer_kv * layers_.size() * 2, "KV cache (keys)");
+  vcache_ = DeviceBuffer(layer_kv * layers_.size() * 2, "KV cache (values)");
+  const size_t b = static_cast<size_t>(batch_);
+  x_ = DeviceBuffer(b * hidden_ * 4, "residual stream");
+  xn_ = DeviceBuffer(b * std::max(hidden_, q_dim_) * 2, "normed activations");
+  q_ = DeviceBuffer(b * q_dim_ * 2, "q");
+  k_ = DeviceBuffer(b * kv_dim_ * 2, "k");
+  v_ = DeviceBuffer(b * kv_dim_ * 2, "v");
+  attn_ = DeviceBuffer(b * q_dim_ * 2, "attention output");
+  tmp_ = DeviceBuffer(b * hidden_ * 2, "projection output");
+  gate_ = DeviceBuffer(b * inter_ * 2, "gate");
+  up_ = DeviceBuffer(b * inter_ * 2, "up");
+  logits_ = DeviceBuffer(b * vocab_ * 4, "logits");
+  if (!head_is_embedding_ && lm_head_.q) logits_half_ = DeviceBuffer(b * vocab_ * 2, "logits (fp16)");
+  d_tokens_ = DeviceBuffer(b * 4, "tokens");
+  d_pos_ = DeviceBuffer(8, "position");
+  d_step_ = DeviceBuffer(8, "step");
+  d_out_tokens_ = DeviceBuffer(static_cast<size_t>(max_gen_) * 4, "generated tokens");
+  d_sampling_ = DeviceBuffer(sizeof(cuda_model::SamplingState), "sampling state");
+  QRT_CUDA_CHECK(cudaMallocHost(&h_tokens_, b * 4));
+  QRT_CUDA_CHECK(cudaMallocHost(&h_pos_, 16));
+  QRT_CUDA_CHECK(cudaMallocHost(&h_logits_, b * vocab_ * 4));
+  ctx_->cublas();
+  QRT_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+CudaEngine::~CudaEngine() {
+  if (step_graph_) cudaGraphExecDestroy(step_graph_);
+  if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
+  if (h_tokens_) cudaFreeHost(h_tokens_);
+  if (h_pos_) cudaFreeHost(h_pos_);
+  if (h_logits_) cudaFreeHost(h_logits_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+GpuLinear CudaEngine::make_linear(const LinearWeight& lw, const std::map<std::string, const LinearPlan*>& plans,
+                                  const std::function<void(const std::string&)>& log) {
+  GpuLinear l;
+  l.w = &lw;
+  if (lw.is_quantized()) {
+    auto it = plans.find(lw.quantized->spec.name);
+    if (it == plans.end()) throw internal_error("no plan for layer " + lw.quantized->spec.name);
+    l.q = QuantLinear::build(*lw.quantized, *it->second, opt_.device, log);
+  } else {
+    l.dense = DeviceBuffer::upload(to_half_bits(lw.dense), lw.name + " (fp16)");
+    if (!lw.bias.empty()) l.bias = DeviceBuffer::upload(lw.bias, lw.name + " bias");
+  }
+  return l;
+}
+
+void CudaEngine::run_linear(GpuLinear& l, const __half* x, int64_t m, __half* y) {
+  const int64_t k = l.w->in_features, n = l.w->out_features;
+  if (l.q) {
+    ActTensor xt{const_cast<__half*>(x), DType::F16, m, k, DeviceKind::Cuda};
+    ActTensor yt{y, DType::F16, m, n, DeviceKind::Cuda};
+    ExecContext ec;
+    ec.cuda_stream = stream_;
+    l.q->forward(xt, yt, ec);
+    return;
+  }
+  cuda::gemm_xwt(ctx_->cublas(), x, l.dense.get(), k, y, n, m, n, k, DType::F16, stream_);
+  if (l.bias) cuda::launch_add_bias(l.bias.as<float>(), y, m, n, DType::F16, stream_);
+}
+
+void CudaEngine::run_layers(int64_t m) {
+  float* x = x_.as<float>();
+  __half* xn = xn_.as<__half>();
+  __half* q = q_.as<__half>();
+  __half* k = k_.as<__half>();
+  __half* v = v_.as<__half>();
+  __half* attn = attn_.as<__half>();
+  __half* tmp = tmp_.as<__half>();
+  __half* gate = gate_.as<__half>();
+  __half* up = up_.as<__half>();
+  const int64_t* pos = d_pos_.as<int64_t>();
+  const size_t layer_kv = static_cast<size_t>(n_kv_ * capacity_ * head_dim_);
+  cuda_model::embed(d_tokens_.as<int32_t>(), m, embed_.as<__half>(), hidden_, x, stream_);
+  const __half* pending = nullptr;  // the previous block's down_proj output, added in the next norm
+  for (size_t li = 0; li < layers_.size(); ++li) {
+    GpuLayer& l = layers_[li];
+    cuda_model::add_rmsnorm(x, pending, l.input_norm.as<float>(), xn, m, hidden_, eps_, stream_);
+    run_linear(l.q, xn, m, q);
+    run_linear(l.k, xn, m, k);
+    run_linear(l.v, xn, m, v);
+    __half* kc = kcache_.as<__half>() + li * layer_kv;
+    __half* vc = vcache_.as<__half>() + li * layer_kv;
+    cuda_model::rope_store(q, k, v, cos_.as<float>(), sin_.as<float>(), pos, kc, vc, m, n_heads_, n_kv_, head_dim_,
+                           capacity_, stream_);
+    cuda_model::attention(q, kc, vc, attn, pos, m, n_heads_, n_kv_, head_dim_, capacity_, window_, stream_);
+    run_linear(l.o, attn, m, tmp);
+    cuda_model::add_rmsnorm(x, tmp, l.post_norm.as<float>(), xn, m, hidden_, eps_, stream_);
+    run_linear(l.gate, xn, m, gate);
+    run_linear(l.up, xn, m, up);
+    cuda_model::silu_mul(gate, up, m * inter_, stream_);
+    run_linear(l.down, gate, m, tmp);
+    pending = tmp;
+  }
+  // Fold the last block's residual into x (the head reads x through the final norm).
+  cuda_model::add_rmsnorm(x, pending, final_norm_.as<float>(), xn, m, hidden_, eps_, stream_);
+}
+
+void CudaEngine::run_head(int64_t row0, int64_t rows) {
+  // xn holds the final-normed rows after run_layers(); rows beyond row0 are contiguous.
+  const __half* xr = xn_.as<__half>() + row0 * hidden_;
+  float* out = logits_.as<float>();
+  if (head_is_embedding_ || !lm_head_.q) {
+    const void* W = head_is_embedding_ ? embed_.get() : lm_head_.dense.get();
+    const float alpha = 1.f, beta = 0.f;
+    cublasHandle_t h = ctx_->cublas();
+    QRT_CUBLAS_CHECK(cublasSetStream(h, stream_));
+    QRT_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(vocab_), static_cast<int>(rows),
+                                  static_cast<int>(hidden_), &alpha, W, CUDA_R_16F, static_cast<int>(hidden_), xr,
+                                  CUDA_R_16F, static_cast<int>(hidden_), &beta, out, CUDA_R_32F,
+                                  static_cast<int>(vocab_), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (!head_is_embedding_ && lm_head_.bias)
+      throw unsupported("lm_head with a bias is not supported by the CUDA engine");
+    return;
+  }
+  run_linear(lm_head_, xr, rows, logits_half_.as<__half>());
+  cuda_model::half_to_float(logits_half_.as<__half>(), out, rows * vocab_, stream_);
+}
+
+void CudaEngine::check_args(const int32_t* tokens, int64_t n, int64_t pos) const {
+  if (n < 1) throw invalid_input("forward: no tokens (n = 0)");
+  if (pos < 0 || pos + n > capacity_)
+    throw invalid_input(fmt::format("forward: positions [{}, {}) exceed the KV cache of {} positions "
+                                    "(max_input_length + max_new_tokens)",
+                                    pos, pos + n, capacity_));
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= vocab_)
+      throw invalid_input(fmt::format("forward: token id {} at index {} is outside the vocabulary [0, {})", tokens[i],
+                                      i, vocab_));
+}
+
+void CudaEngine::capture_graphs() {
+  auto capture = [&](bool with_sampling) {
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    QRT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      run_layers(1);
+      run_head(0, 1);
+      if (with_sampling)
+        cuda_model::sample_and_advance(logits_.as<float>(), vocab_, d_sampling_.as<cuda_model::SamplingState>(),
+                                       d_tokens_.as<int32_t>(), d_out_tokens_.as<int32_t>(), d_pos_.as<int64_t>(),
+                                       d_step_.as<int64_t>(), stream_);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &g);
+      if (g) cudaGraphDestroy(g);
+      throw;
+    }
+    QRT_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+    QRT_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+    cudaGraphDestroy(g);
+    return exec;
+  };
+  if (!step_graph_) step_graph_ = capture(false);
+  if (!decode_graph_) decode_graph_ = capture(true);
+}
+
+void CudaEngine::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits) {
+  check_args(tokens, n, pos);
+  cuda::DeviceGuard guard(device_);
+  for (int64_t start = 0; start < n; start += batch_) {
+    const int64_t m = std::min(batch_, n - start);
+    std::memcpy(h_tokens_, tokens + start, static_cast<size_t>(m) * 4);
+    h_pos_[0] = pos + start;
+    QRT_CUDA_CHECK(cudaMemcpyAsync(d_tokens_.get(), h_tokens_, static_cast<size_t>(m) * 4, cudaMemcpyHostToDevice, stream_));
+    QRT_CUDA_CHECK(cudaMemcpyAsync(d_pos_.get(), h_pos_, 8, cudaMemcpyHostToDevice, stream_));
+    const bool last = start + m == n;
+    if (m == 1 && !all_logits) {
+      capture_graphs();
+      QRT_CUDA_CHECK(cudaGraphLaunch(step_graph_, stream_));
+    } else {
+      run_layers(m);
+      if (all_logits) run_head(0, m);
+      else if (last) run_head(m - 1, 1);
+    }
+    const int64_t rows = all_logits ? m : (last ? 1 : 0);
+    if (rows) {
+      QRT_CUDA_CHECK(cudaMemcpyAsync(h_logits_, logits_.get(), static_cast<size_t>(rows * vocab_) * 4,
+                                     cudaMemcpyDeviceToHost, stream_));
+    }
+    // One synchronisation per chunk: the staging buffers are reused by the next one.
+    QRT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    if (rows) std::memcpy(logits + (all_logits ? start * vocab_ : 0), h_logits_, static_cast<size_t>(rows * vocab_) * 4);
+  }
+}
+
+std::vector<int32_t> CudaEngine::generate_on_device(int32_t last_token, int64_t pos, int64_t steps,
+                                                    const DeviceSampling& sampling) {
+  check_args(&last_token, 1, pos);
+  if (steps < 1) return {};
+  if (pos + steps > capacity_)
+    throw invalid_input(fmt::format("generate: positions [{}, {}) exceed the KV cache of {} positions", pos,
+                                    pos + steps, capacity_));
+  cuda::DeviceGuard guard(device_);
+  capture_graphs();
+  cuda_model::SamplingState st{sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed};
+  h_tokens_[0] = last_token;
+  h_pos_[0] = pos;
+  h_pos_[1] = 0;
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_tokens_.get(), h_tokens_, 4, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_pos_.get(), &h_pos_[0], 8, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_step_.get(), &h_pos_[1], 8, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(cudaMemcpy(d_sampling_.get(), &st, sizeof(st), cudaMemcpyHostToDevice));
+  QRT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  cuda::EventTimer timer;
+  timer.start(stream_);
+  for (int64_t i = 0; i < steps; ++i) QRT_CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
+  last_generate_s_ = timer.stop_ms(stream_) / 1e3;
+  std::vector<int32_t> out(static_cast<size_t>(steps));
+  QRT_CUDA_CHECK(cudaMemcpy(out.data(), d_out_tokens_.get(), out.size() * 4, cudaMemcpyDeviceToHost));
+  return out;
+}
+
+std::map<std::string, int> CudaEngine::backend_counts() const {
+  std::map<std::string, int> counts;
+  auto add = [&](const GpuLinear& l) {
+    if (!l.q) {
+      ++counts["dense"];
+      return;
+    }
+    std::set<std::string> names;
+    for (const auto& b : l.q->backends_used()) names.insert(b);
+    for (const auto& b : names) ++counts[b];
+  };
+  for (const auto& l : layers_)
+    for (const GpuLinear* p : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) add(*p);
+  if (head_is_embedding_) ++counts["dense"];
+  else add(lm_head_);
+  return counts;
+}
+
+}  // namespace
+
+std::unique_ptr<ForwardEngine> make_cuda_engine(std::shared_ptr<const ModelWeights> weights,
+                                                const EngineOptions& options) {
+  return std::make_unique<CudaEngine>(std::move(weights), options);
+}
+
+}  // namespace qrt

@@ -1,0 +1,43 @@
+// The GPU forward engine (CUDA builds only; CUDA-free header). make_cuda_engine() is what
+// make_engine() (src/model/weights.cpp) calls for DeviceKind::Cuda, so `qrt run --device cuda:0`
+// works; CudaForwardEngine adds on-device generation for benchmarks and callers that want it.
+//
+// What runs where: embedding, RMSNorm (float32 residual stream), RoPE (HF rotate-half, rope_theta,
+// linear / llama3 scaling via ops::rope_inv_freq), causal GQA attention over an fp16 KV cache for
+// prefill and decode, SwiGLU, residual adds, the logits GEMM and greedy / top-k / top-p sampling
+// all on the device; activations fp16. Quantized linears go through QuantLinear with CUDA
+// backends, dense ones (and lm_head) through cuBLAS with fp16 weights. A decode step is captured
+// once into a CUDA graph (positions live in device memory) and replayed: no host synchronisation
+// per layer, and none per token in generate_on_device().
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "qrt/model.h"
+
+namespace qrt {
+
+struct DeviceSampling {
+  float temperature = 0.f;  // <= 0: greedy
+  int top_k = 0;            // 0: off
+  float top_p = 1.f;        // >= 1: off
+  uint64_t seed = 0;
+};
+
+class CudaForwardEngine : public ForwardEngine {
+ public:
+  // Appends `steps` tokens after `last_token`, which is fed at position `pos` (the cache holds
+  // [0, pos)); each step is one graph replay whose sampled token feeds the next on the device.
+  // Returns the generated tokens. Throws qrt::Error when pos + steps > capacity().
+  virtual std::vector<int32_t> generate_on_device(int32_t last_token, int64_t pos, int64_t steps,
+                                                  const DeviceSampling& sampling) = 0;
+  // Seconds the last generate_on_device() took on the device (CUDA events around the replays).
+  virtual double last_generate_seconds() const = 0;
+};
+
+std::unique_ptr<ForwardEngine> make_cuda_engine(std::shared_ptr<const ModelWeights> weights,
+                                                const EngineOptions& options);
+
+}  // namespace qrt

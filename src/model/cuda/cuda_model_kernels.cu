@@ -1,0 +1,326 @@
+// Kernels of the GPU Llama forward pass; see cuda_model_kernels.h.
+#include <cfloat>
+
+#include "model/cuda/cuda_model_kernels.h"
+
+namespace qrt::cuda_model {
+namespace {
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Block-wide sum / max (blockDim.x multiple of 32, <= 1024); every thread gets the result.
+__device__ float block_sum(float v, float* sh) {
+  v = warp_sum(v);
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  float t = lane < nw ? sh[lane] : 0.f;
+  return warp_sum(t);
+}
+__device__ float block_max(float v, float* sh) {
+  v = warp_max(v);
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  float t = lane < nw ? sh[lane] : -FLT_MAX;
+  return warp_max(t);
+}
+
+__global__ void embed_kernel(const int32_t* tokens, const __half* table, int64_t hidden, float* x) {
+  const int64_t row = blockIdx.x;
+  const __half* src = table + static_cast<int64_t>(tokens[row]) * hidden;
+  for (int64_t d = threadIdx.x; d < hidden; d += blockDim.x) x[row * hidden + d] = __half2float(src[d]);
+}
+
+__global__ void add_rmsnorm_kernel(float* x, const __half* delta, const float* weight, __half* out, int64_t hidden,
+                                   float eps) {
+  __shared__ float sh[32];
+  const int64_t row = blockIdx.x;
+  float* xr = x + row * hidden;
+  float ss = 0.f;
+  for (int64_t d = threadIdx.x; d < hidden; d += blockDim.x) {
+    float v = xr[d];
+    if (delta) {
+      v += __half2float(delta[row * hidden + d]);
+      xr[d] = v;
+    }
+    ss += v * v;
+  }
+  ss = block_sum(ss, sh);
+  const float inv = rsqrtf(ss / static_cast<float>(hidden) + eps);
+  for (int64_t d = threadIdx.x; d < hidden; d += blockDim.x) out[row * hidden + d] = __float2half_rn(xr[d] * inv * weight[d]);
+}
+
+__global__ void rope_store_kernel(__half* q, const __half* k, const __half* v, const float* cos_t, const float* sin_t,
+                                  const int64_t* d_pos, __half* kc, __half* vc, int64_t n_heads, int64_t n_kv,
+                                  int64_t hd, int64_t cap) {
+  const int64_t i = blockIdx.x;
+  const int64_t p = *d_pos + i;
+  const int64_t half = hd / 2;
+  const int64_t q_dim = n_heads * hd, kv_dim = n_kv * hd;
+  const float* cs = cos_t + p * half;
+  const float* sn = sin_t + p * half;
+  for (int64_t idx = threadIdx.x; idx < (n_heads + n_kv) * half; idx += blockDim.x) {
+    const int64_t hh = idx / half, d = idx % half;
+    const float c = cs[d], s = sn[d];
+    if (hh < n_heads) {
+      __half* xq = q + i * q_dim + hh * hd;
+      const float a = __half2float(xq[d]), b = __half2float(xq[d + half]);
+      xq[d] = __float2half_rn(a * c - b * s);
+      xq[d + half] = __float2half_rn(b * c + a * s);
+    } else {
+      const int64_t kh = hh - n_heads;
+      const __half* xk = k + i * kv_dim + kh * hd;
+      const float a = __half2float(xk[d]), b = __half2float(xk[d + half]);
+      __half* dst = kc + (kh * cap + p) * hd;
+      dst[d] = __float2half_rn(a * c - b * s);
+      dst[d + half] = __float2half_rn(b * c + a * s);
+    }
+  }
+  for (int64_t idx = threadIdx.x; idx < kv_dim; idx += blockDim.x) {
+    const int64_t kh = idx / hd, d = idx % hd;
+    vc[(kh * cap + p) * hd + d] = v[i * kv_dim + idx];
+  }
+}
+
+constexpr int kAttnWarps = 4;
+constexpr int kMaxHeadDim = 256;
+
+// One block per (head, query row); each warp walks every 4th key with an online softmax, then the
+// four partial results are merged.
+__global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const __half* q, const __half* kc, const __half* vc,
+                                                                   __half* out, const int64_t* d_pos, int64_t n_heads,
+                                                                   int64_t group, int64_t hd, int64_t cap,
+                                                                   int64_t window, float scale) {
+  __shared__ float qs[kMaxHeadDim];
+  __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
+  __shared__ float sm_acc[kAttnWarps][kMaxHeadDim];
+  const int64_t h = blockIdx.x, i = blockIdx.y;
+  const int64_t p = *d_pos + i;
+  const int64_t first = window > 0 ? max(int64_t(0), p - window + 1) : 0;
+  const int64_t kvh = h / group;
+  const __half* K = kc + kvh * cap * hd;
+  const __half* V = vc + kvh * cap * hd;
+  const int64_t q_dim = n_heads * hd;
+  for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = __half2float(q[i * q_dim + h * hd + d]) * scale;
+  __syncthreads();
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+  float m = -INFINITY, l = 0.f;
+  float acc[kMaxHeadDim / 32];
+#pragma unroll
+  for (int t = 0; t < kMaxHeadDim / 32; ++t) acc[t] = 0.f;
+  for (int64_t j = first + w; j <= p; j += kAttnWarps) {
+    const __half* kr = K + j * hd;
+    float s = 0.f;
+#pragma unroll
+    for (int t = 0; t < kMaxHeadDim / 32; ++t) {
+      const int d = lane + 32 * t;
+      if (d < hd) s += qs[d] * __half2float(kr[d]);
+    }
+    s = warp_sum(s);
+    const float m_new = fmaxf(m, s);
+    const float corr = __expf(m - m_new), pj = __expf(s - m_new);
+    l = l * corr + pj;
+    const __half* vr = V + j * hd;
+#pragma unroll
+    for (int t = 0; t < kMaxHeadDim / 32; ++t) {
+      const int d = lane + 32 * t;
+      if (d < hd) acc[t] = acc[t] * corr + pj * __half2float(vr[d]);
+    }
+    m = m_new;
+  }
+  if (lane == 0) {
+    sm_m[w] = m;
+    sm_l[w] = l;
+  }
+#pragma unroll
+  for (int t = 0; t < kMaxHeadDim / 32; ++t) {
+    const int d = lane + 32 * t;
+    if (d < hd) sm_acc[w][d] = acc[t];
+  }
+  __syncthreads();
+  float mx = -INFINITY;
+#pragma unroll
+  for (int ww = 0; ww < kAttnWarps; ++ww) mx = fmaxf(mx, sm_m[ww]);
+  float den = 0.f;
+#pragma unroll
+  for (int ww = 0; ww < kAttnWarps; ++ww) den += sm_l[ww] * __expf(sm_m[ww] - mx);
+  for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
+    float num = 0.f;
+#pragma unroll
+    for (int ww = 0; ww < kAttnWarps; ++ww) num += sm_acc[ww][d] * __expf(sm_m[ww] - mx);
+    out[i * q_dim + h * hd + d] = __float2half_rn(num / den);
+  }
+}
+
+__global__ void silu_mul_kernel(__half* gate, const __half* up, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float g = __half2float(gate[i]);
+    gate[i] = __float2half_rn(g / (1.f + __expf(-g)) * __half2float(up[i]));
+  }
+}
+
+__global__ void half_to_float_kernel(const __half* in, float* out, int64_t n) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    out[i] = __half2float(in[i]);
+}
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+constexpr int kSampleThreads = 1024;
+
+__global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* logits, int64_t vocab,
+                                                                const SamplingState* st, int32_t* token,
+                                                                int32_t* out_tokens, int64_t* d_pos, int64_t* step) {
+  __shared__ float sh[32];
+  __shared__ float prefix[kSampleThreads];
+  __shared__ int chosen;
+  const int tid = threadIdx.x;
+  // Greedy: arg max, lowest index on ties.
+  float best = -FLT_MAX;
+  int64_t best_i = 0;
+  for (int64_t i = tid; i < vocab; i += kSampleThreads)
+    if (logits[i] > best) best = logits[i], best_i = i;
+  const float mx = block_max(best, sh);
+  if (tid == 0) chosen = INT32_MAX;
+  __syncthreads();
+  if (best == mx) atomicMin(&chosen, static_cast<int>(best_i));
+  __syncthreads();
+  const float temp = st->temperature;
+  if (temp > 0.f) {
+    const float inv_t = 1.f / temp;
+    // Threshold for top-k: the largest t with count(logit >= t) >= k (bisection on the value).
+    float lo_v = -FLT_MAX;
+    float mn = FLT_MAX;
+    for (int64_t i = tid; i < vocab; i += kSampleThreads) mn = fminf(mn, logits[i]);
+    mn = -block_max(-mn, sh);
+    if (st->top_k > 0 && st->top_k < vocab) {
+      float lo = mn, hi = mx;
+      for (int it = 0; it < 40; ++it) {
+        const float mid = 0.5f * (lo + hi);
+        float c = 0.f;
+        for (int64_t i = tid; i < vocab; i += kSampleThreads) c += logits[i] >= mid ? 1.f : 0.f;
+        c = block_sum(c, sh);
+        if (c >= static_cast<float>(st->top_k)) lo = mid; else hi = mid;
+      }
+      lo_v = lo;
+    }
+    float total = 0.f;
+    for (int64_t i = tid; i < vocab; i += kSampleThreads)
+      if (logits[i] >= lo_v) total += __expf((logits[i] - mx) * inv_t);
+    total = block_sum(total, sh);
+    if (st->top_p < 1.f) {
+      // Largest t whose tokens (logit >= t) still carry top_p of the mass.
+      float lo = fmaxf(lo_v, mn), hi = mx;
+      for (int it = 0; it < 40; ++it) {
+        const float mid = 0.5f * (lo + hi);
+        float c = 0.f;
+        for (int64_t i = tid; i < vocab; i += kSampleThreads)
+          if (logits[i] >= mid) c += __expf((logits[i] - mx) * inv_t);
+        c = block_sum(c, sh);
+        if (c >= st->top_p * total) lo = mid; else hi = mid;
+      }
+      lo_v = fmaxf(lo_v, lo);
+    }
+    // Sample from the kept tokens in index order: chunk masses, prefix sums, then one walk.
+    const int64_t chunk = (vocab + kSampleThreads - 1) / kSampleThreads;
+    const int64_t b = tid * chunk, e = min(vocab, b + chunk);
+    float mass = 0.f;
+    for (int64_t i = b; i < e; ++i)
+      if (logits[i] >= lo_v) mass += __expf((logits[i] - mx) * inv_t);
+    prefix[tid] = mass;
+    __syncthreads();
+    if (tid == 0) {
+      float run = 0.f;
+      for (int t = 0; t < kSampleThreads; ++t) {
+        const float v = prefix[t];
+        prefix[t] = run;
+        run += v;
+      }
+      sh[0] = run;
+    }
+    __syncthreads();
+    const float z = sh[0];
+    const uint64_t r = mix64(st->seed ^ mix64(static_cast<uint64_t>(*step) + 1));
+    const float target = static_cast<float>((r >> 40) * (1.0 / 16777216.0)) * z;
+    __syncthreads();
+    if (target >= prefix[tid] && target < prefix[tid] + mass) {
+      float run = prefix[tid];
+      int64_t pick = -1, last = -1;
+      for (int64_t i = b; i < e; ++i) {
+        if (logits[i] < lo_v) continue;
+        last = i;
+        run += __expf((logits[i] - mx) * inv_t);
+        if (run > target) {
+          pick = i;
+          break;
+        }
+      }
+      if (pick < 0) pick = last;
+      if (pick >= 0) chosen = static_cast<int>(pick);  // one thread's range holds the target
+    }
+    __syncthreads();
+  }
+  if (tid == 0) {
+    *token = chosen;
+    out_tokens[*step] = chosen;
+    *step += 1;
+    *d_pos += 1;
+  }
+}
+
+unsigned blocks_for(int64_t n, int threads) {
+  return static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 65535));
+}
+
+}  // namespace
+
+void embed(const int32_t* tokens, int64_t m, const __half* table, int64_t hidden, float* x, cudaStream_t s) {
+  embed_kernel<<<static_cast<unsigned>(m), 256, 0, s>>>(tokens, table, hidden, x);
+}
+void add_rmsnorm(float* x, const __half* delta, const float* weight, __half* out, int64_t m, int64_t hidden, float eps,
+                 cudaStream_t s) {
+  add_rmsnorm_kernel<<<static_cast<unsigned>(m), 512, 0, s>>>(x, delta, weight, out, hidden, eps);
+}
+void rope_store(__half* q, const __half* k, const __half* v, const float* cos, const float* sin, const int64_t* d_pos,
+                __half* kcache, __half* vcache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim,
+                int64_t capacity, cudaStream_t s) {
+  rope_store_kernel<<<static_cast<unsigned>(m), 256, 0, s>>>(q, k, v, cos, sin, d_pos, kcache, vcache, n_heads, n_kv,
+                                                             head_dim, capacity);
+}
+void attention(const __half* q, const __half* kcache, const __half* vcache, __half* out, const int64_t* d_pos,
+               int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window,
+               cudaStream_t s) {
+  dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(m));
+  attention_kernel<<<grid, kAttnWarps * 32, 0, s>>>(q, kcache, vcache, out, d_pos, n_heads, n_heads / n_kv, head_dim,
+                                                    capacity, window, 1.f / sqrtf(static_cast<float>(head_dim)));
+}
+void silu_mul(__half* gate, const __half* up, int64_t n, cudaStream_t s) {
+  silu_mul_kernel<<<blocks_for(n, 256), 256, 0, s>>>(gate, up, n);
+}
+void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s) {
+  half_to_float_kernel<<<blocks_for(n, 256), 256, 0, s>>>(in, out, n);
+}
+void sample_and_advance(const float* logits, int64_t vocab, const SamplingState* state, int32_t* token,
+                        int32_t* out_tokens, int64_t* d_pos, int64_t* step, cudaStream_t s) {
+  sample_kernel<<<1, kSampleThreads, 0, s>>>(logits, vocab, state, token, out_tokens, d_pos, step);
+}
+
+}  // namespace qrt::cuda_model

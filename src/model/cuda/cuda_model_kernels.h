@@ -1,0 +1,42 @@
+// Device kernels of the GPU Llama forward pass (fp16 activations, float32 residual stream and
+// norms, fp16 KV cache [kv_head][position][head_dim] per layer). Positions are read from device
+// memory (d_pos) so that one captured CUDA graph serves every decode step. Internal CUDA header.
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace qrt::cuda_model {
+
+// x[i] = embed[tokens[i]] as float32.
+void embed(const int32_t* tokens, int64_t m, const __half* table, int64_t hidden, float* x, cudaStream_t s);
+// If delta: x += delta (float residual). Then out = x / rms(x) * weight (fp16). One block per row.
+void add_rmsnorm(float* x, const __half* delta, const float* weight, __half* out, int64_t m, int64_t hidden, float eps,
+                 cudaStream_t s);
+// Rotate-half RoPE on q (in place) and k; k, v stored into the layer's cache at pos = *d_pos + row.
+void rope_store(__half* q, const __half* k, const __half* v, const float* cos, const float* sin, const int64_t* d_pos,
+                __half* kcache, __half* vcache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim,
+                int64_t capacity, cudaStream_t s);
+// Causal GQA attention of m query rows at positions *d_pos + i over the cache, out fp16 [m][n_heads*hd].
+void attention(const __half* q, const __half* kcache, const __half* vcache, __half* out, const int64_t* d_pos,
+               int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window,
+               cudaStream_t s);
+// gate = silu(gate) * up.
+void silu_mul(__half* gate, const __half* up, int64_t n, cudaStream_t s);
+void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s);
+
+// Sampling state on the device (read by the captured decode graph).
+struct SamplingState {
+  float temperature;   // <= 0: greedy
+  int32_t top_k;       // 0: off
+  float top_p;         // >= 1: off
+  uint64_t seed;
+};
+// Picks the next token from logits[vocab] (greedy or temperature + top-k + top-p), writes it to
+// *token and out_tokens[*step], then advances *d_pos and *step. One block.
+void sample_and_advance(const float* logits, int64_t vocab, const SamplingState* state, int32_t* token,
+                        int32_t* out_tokens, int64_t* d_pos, int64_t* step, cudaStream_t s);
+
+}  // namespace qrt::cuda_model
