@@ -83,6 +83,10 @@ struct LoadOptions {
   // (round-to-nearest, symmetric, groups of group_size along K; -1 = per output row).
   std::string quantize;
   int group_size = 128;
+  // A tied embedding stored quantized (GGUF Q8_0) also becomes a quantized lm_head, recovered
+  // losslessly from its 8-bit grid, so the output projection runs through a quantized backend
+  // (as llama.cpp does) instead of as a float matrix. false = the head stays the dense embedding.
+  bool quantized_tied_head = true;
   // Called as tensors are read: (done, total); may be empty.
   std::function<void(int64_t done, int64_t total)> progress;
 };

@@ -4,6 +4,7 @@
 // (the torchao int4_weight_only / bitsandbytes load_in_8bit use case); lm_head and the
 // embedding stay dense, as those libraries leave them.
 #include <algorithm>
+#include <cmath>
 #include <fmt/format.h>
 #include <map>
 
@@ -22,6 +23,41 @@ std::vector<float> load_exact(const Checkpoint& ck, const std::string& name, int
     throw invalid_input(fmt::format("{}: tensor {} has {} elements, the config implies {}", ck.path(), name,
                                     v.size(), expected));
   return v;
+}
+
+// A tied embedding stored as GGUF Q8_0 holds values q * d exactly (q in [-127, 127], one fp16 d
+// per 32 values, the largest |q| = 127). Recovering q and d is lossless and lets the output
+// projection run as an 8-bit quantized linear through the planned backend, as llama.cpp does,
+// instead of streaming the matrix as floats every decode step. Returns false (and leaves `out`
+// alone) when any group is not exactly on such a grid.
+bool recover_q8_grid(const std::vector<float>& w, int64_t N, int64_t K, QuantizedWeight& out) {
+  constexpr int64_t G = 32;
+  if (K % G != 0 || static_cast<int64_t>(w.size()) != N * K) return false;
+  QuantizedWeight q;
+  q.spec.name = "lm_head";
+  q.spec.in_features = K;
+  q.spec.out_features = N;
+  q.spec.bits = 8;
+  q.spec.group_size = static_cast<int>(G);
+  q.spec.zero_kind = ZeroKind::Symmetric;
+  q.spec.source_format = "gguf:Q8_0 (tied embedding)";
+  q.codes.resize(static_cast<size_t>(N * K));
+  q.scales.resize(static_cast<size_t>(N * (K / G)));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t g = 0; g < K / G; ++g) {
+      const float* v = w.data() + n * K + g * G;
+      float amax = 0;
+      for (int64_t i = 0; i < G; ++i) amax = std::max(amax, std::abs(v[i]));
+      const float d = amax / 127.0f;
+      q.scales[n * (K / G) + g] = d;
+      for (int64_t i = 0; i < G; ++i) {
+        const float r = d == 0 ? 0.0f : std::nearbyint(v[i] / d);
+        if (r < -127 || r > 127 || r * d != v[i]) return false;
+        q.codes[n * K + g * G + i] = static_cast<uint8_t>(static_cast<int>(r) + 128);
+      }
+    }
+  out = std::move(q);
+  return true;
 }
 
 }  // namespace
@@ -150,6 +186,17 @@ std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOpti
     w->lm_head.in_features = h;
     w->lm_head.out_features = c.vocab_size;
     w->lm_head.dense = load_exact(*ck, "lm_head.weight", c.vocab_size * h);
+  } else if (options.quantized_tied_head) {
+    bool q8 = false;
+    for (const auto& t : ck->tensors())
+      if (t.name == "model.embed_tokens.weight") q8 = t.storage == "gguf:Q8_0";
+    QuantizedWeight head;
+    if (q8 && recover_q8_grid(w->embed_tokens, c.vocab_size, h, head)) {
+      w->lm_head.name = "lm_head";
+      w->lm_head.in_features = h;
+      w->lm_head.out_features = c.vocab_size;
+      w->lm_head.quantized = std::make_shared<QuantizedWeight>(std::move(head));
+    }
   }
   tick();
   w->validate();
