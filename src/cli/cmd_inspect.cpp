@@ -44,14 +44,14 @@ struct Row {
 
 // Everything `inspect` prints, gathered first so text and JSON show the same facts.
 struct Report {
-  std::string path, format;                      // "gguf v3", "safetensors", "hf folder"
+  std::string path, format;  // "gguf v3", "safetensors", "hf folder"
   uint64_t file_bytes = 0;
-  std::vector<std::pair<std::string, std::string>> model;   // label -> value (architecture, dims)
+  std::vector<std::pair<std::string, std::string>> model;  // label -> value (architecture, dims)
   ordered_json dims = ordered_json::object();
-  std::string quant_method;                      // "none", "gguf", "gptq", ...
+  std::string quant_method;  // "none", "gguf", "gptq", ...
   std::vector<std::pair<std::string, std::string>> quant_lines;
   ordered_json quant_json = ordered_json::object();
-  std::map<std::string, std::pair<int64_t, uint64_t>> type_histogram;   // type -> (count, bytes)
+  std::map<std::string, std::pair<int64_t, uint64_t>> type_histogram;  // type -> (count, bytes)
   std::vector<Row> rows;
   uint64_t total_bytes = 0;
   std::vector<std::pair<std::string, std::string>> metadata;
@@ -293,7 +293,8 @@ void print_text(const Report& r, const Options& o) {
     size_t w = 4;
     for (const auto& h : hist) w = std::max(w, h.first.size());
     for (const auto& [type, cb] : hist) {
-      const double pct = r.total_bytes ? 100.0 * static_cast<double>(cb.second) / static_cast<double>(r.total_bytes) : 0;
+      const double pct =
+          r.total_bytes ? 100.0 * static_cast<double>(cb.second) / static_cast<double>(r.total_bytes) : 0;
       fmt::print("  {:<{}}  {:>5} tensor{}  {:>10}  {:5.1f}%\n", type, w, cb.first, cb.first == 1 ? " " : "s",
                  human_bytes(cb.second), pct);
     }
@@ -317,7 +318,8 @@ void print_text(const Report& r, const Options& o) {
       wt = std::max(wt, row.type.size());
       ws = std::max(ws, shapes.back().size());
     }
-    const std::string header = fmt::format("  {:<{}}  {:<{}}  {:<{}}  {:>10}", "name", wn, "type", wt, "shape", ws, "bytes");
+    const std::string header =
+        fmt::format("  {:<{}}  {:<{}}  {:<{}}  {:>10}", "name", wn, "type", wt, "shape", ws, "bytes");
     if (color)
       fmt::print("\033[2m{}\033[0m\n", header);
     else
@@ -386,7 +388,8 @@ int run_inspect(const Options& o) {
 }
 
 const CommandRegistrar kInspect(
-    "inspect", "Show what a checkpoint holds: architecture, dims, quantization, tensors (GGUF, HF folder, .safetensors)",
+    "inspect",
+    "Show what a checkpoint holds: architecture, dims, quantization, tensors (GGUF, HF folder, .safetensors)",
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<Options>();
       app.add_option("path", o->path, "a .gguf file, a Hugging Face folder, or a .safetensors file")->required();

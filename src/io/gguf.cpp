@@ -306,7 +306,8 @@ void GgufFile::parse_all() {
   // 2. version
   version_ = c.read<uint32_t>("header", "version");
   if (version_ != 0 && (version_ & 0xFFFF) == 0)
-    c.fail("header", "version field " + std::to_string(version_) + " looks byte-swapped: big-endian GGUF is not supported");
+    c.fail("header", "version field " + std::to_string(version_) +
+                         " looks byte-swapped: big-endian GGUF is not supported");
   if (version_ == 1) c.fail("header", "GGUF version 1 is no longer supported");
   if (version_ != 2 && version_ != 3) c.fail("header", "unsupported GGUF version " + std::to_string(version_));
   // 3. counts, bounded by the bytes that could hold them before anything is reserved.

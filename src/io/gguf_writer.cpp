@@ -80,7 +80,8 @@ void GgufWriter::add_i32_array(const std::string& k, const std::vector<int32_t>&
   add_raw(k, GgufType::ARRAY, std::move(b));
 }
 
-void GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne, std::vector<uint8_t> data) {
+void GgufWriter::add_tensor(const std::string& name, GgmlType type, std::vector<int64_t> ne,
+                            std::vector<uint8_t> data) {
   tensors_.push_back(Tensor{name, type, std::move(ne), std::move(data)});
 }
 

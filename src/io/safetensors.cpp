@@ -14,7 +14,7 @@ namespace qrt {
 
 namespace {
 
-constexpr uint64_t kMaxHeaderSize = 100'000'000;   // MAX_HEADER_SIZE of the reference reader
+constexpr uint64_t kMaxHeaderSize = 100'000'000;  // MAX_HEADER_SIZE of the reference reader
 
 uint64_t read_u64_le(const uint8_t* p) {
   uint64_t v = 0;
@@ -83,7 +83,8 @@ SafetensorsFile SafetensorsFile::parse(std::span<const uint8_t> bytes, const std
   const uint64_t n = read_u64_le(bytes.data());
   // V2
   if (n > kMaxHeaderSize)
-    throw fail("header length " + std::to_string(n) + " exceeds the limit of " + std::to_string(kMaxHeaderSize) + " bytes");
+    throw fail("header length " + std::to_string(n) + " exceeds the limit of " + std::to_string(kMaxHeaderSize) +
+               " bytes");
   // V3 (n <= 1e8 so 8 + n cannot overflow)
   if (8 + n > file_len)
     throw fail("header length " + std::to_string(n) + " runs past the end of the file (" + std::to_string(file_len) +
@@ -126,7 +127,8 @@ SafetensorsFile SafetensorsFile::parse(std::span<const uint8_t> bytes, const std
       if (!d.is_number_unsigned() && !(d.is_number_integer() && d.get<int64_t>() >= 0))
         throw fail_tensor(key, "shape entries must be non-negative integers, got " + json_text(d));
       const uint64_t v = d.get<uint64_t>();
-      if (v > static_cast<uint64_t>(INT64_MAX)) throw fail_tensor(key, "shape entry " + std::to_string(v) + " is too large");
+      if (v > static_cast<uint64_t>(INT64_MAX))
+        throw fail_tensor(key, "shape entry " + std::to_string(v) + " is too large");
       info.shape.push_back(static_cast<int64_t>(v));
     }
     auto off = value.find("data_offsets");
@@ -150,7 +152,8 @@ SafetensorsFile SafetensorsFile::parse(std::span<const uint8_t> bytes, const std
     const std::string offs = "data_offsets [" + std::to_string(t.begin) + ", " + std::to_string(t.end) + "]";
     if (t.end < t.begin) throw fail_tensor(t.name, offs + " end before they begin");
     if (t.end > data_len)
-      throw fail_tensor(t.name, offs + " are out of range: the data section holds " + std::to_string(data_len) + " bytes");
+      throw fail_tensor(t.name,
+                        offs + " are out of range: the data section holds " + std::to_string(data_len) + " bytes");
     if (t.begin != prev_end) {
       if (t.begin < prev_end)
         throw fail_tensor(t.name, offs + " overlap tensor " + qname(prev ? prev->name : "") + " (which ends at " +
@@ -158,7 +161,8 @@ SafetensorsFile SafetensorsFile::parse(std::span<const uint8_t> bytes, const std
       throw fail_tensor(t.name, offs + " leave a gap: expected the tensor to start at " + std::to_string(prev_end));
     }
     uint64_t numel = 0, nbits = 0;
-    if (!checked_numel(t.shape, &numel) || !io::checked_mul(numel, static_cast<uint64_t>(dtype_bits(t.dtype)), &nbits) ||
+    if (!checked_numel(t.shape, &numel) ||
+        !io::checked_mul(numel, static_cast<uint64_t>(dtype_bits(t.dtype)), &nbits) ||
         numel > static_cast<uint64_t>(INT64_MAX))
       throw fail_tensor(t.name, "the product of the shape dimensions overflows");
     if (nbits % 8 != 0)

@@ -83,7 +83,8 @@ TensorStore TensorStore::open(const std::string& path) {
       SafetensorsFile file = SafetensorsFile::open((dir / shard).string());
       for (const auto& n : names)
         if (!file.contains(n))
-          throw invalid_input(ip + ": tensor " + io::quote_name(n) + " is mapped to " + shard + ", which does not hold it");
+          throw invalid_input(ip + ": tensor " + io::quote_name(n) + " is mapped to " + shard +
+                              ", which does not hold it");
       if (file.tensors().size() != names.size()) {
         for (const auto& t : file.tensors())
           if (std::find(names.begin(), names.end(), t.name) == names.end())

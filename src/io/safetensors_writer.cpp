@@ -39,7 +39,7 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<in
                             std::vector<uint8_t> bytes) {
   Entry e{name, dtype, std::move(shape), std::move(bytes), {}};
   e.bytes = std::span<const uint8_t>(e.owned);
-  add_entry(std::move(e));   // moving a vector keeps its buffer, so the span stays valid
+  add_entry(std::move(e));  // moving a vector keeps its buffer, so the span stays valid
 }
 
 void SafetensorsWriter::add_borrowed(const std::string& name, DType dtype, std::vector<int64_t> shape,
@@ -108,7 +108,7 @@ std::string SafetensorsWriter::header_json() const {
     h[e.name] = std::move(t);
   }
   std::string s = h.dump();
-  while (s.size() % 8 != 0) s.push_back(' ');   // data section starts 8-byte aligned
+  while (s.size() % 8 != 0) s.push_back(' ');  // data section starts 8-byte aligned
   return s;
 }
 

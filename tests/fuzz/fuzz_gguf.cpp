@@ -16,7 +16,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       (void)value.to_display();
       try {
         if (value.type == qrt::GgufType::ARRAY) {
-          if (value.array_type == qrt::GgufType::STRING) (void)file.get_string_array(key);
+          if (value.array_type == qrt::GgufType::STRING)
+            (void)file.get_string_array(key);
           else if (value.array_type == qrt::GgufType::FLOAT32 || value.array_type == qrt::GgufType::FLOAT64)
             (void)file.get_float_array(key);
           else

@@ -24,7 +24,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
       }
     }
-    if (total + 8 + file.header_size() != size) __builtin_trap();   // V9 must hold for accepted files
+    if (total + 8 + file.header_size() != size) __builtin_trap();  // V9 must hold for accepted files
   } catch (const qrt::Error&) {
   }
   return 0;

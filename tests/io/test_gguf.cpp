@@ -99,7 +99,7 @@ TEST(Gguf, WriterRoundTripEveryValueType) {
   EXPECT_EQ(f.get_int("i16"), -30000);
   EXPECT_EQ(f.get_int("u32"), 4000000000ll);
   EXPECT_EQ(f.get_int("i32"), -2000000000);
-  EXPECT_THROW(f.get_int("u64"), qrt::Error);   // does not fit int64
+  EXPECT_THROW(f.get_int("u64"), qrt::Error);  // does not fit int64
   EXPECT_EQ(f.find("u64")->u, 18000000000000000000ull);
   EXPECT_EQ(f.get_int("i64"), -9000000000000000000ll);
   EXPECT_EQ(f.get_float("f32"), 0.5);
@@ -154,7 +154,7 @@ TEST(Gguf, CustomAlignmentAndVersion2) {
   EXPECT_EQ(f.alignment(), 64u);
   EXPECT_EQ(f.data_offset() % 64, 0u);
   EXPECT_EQ(f.tensor("y").offset, 64u);
-  bytes[4] = 2;   // version 2 has the same layout
+  bytes[4] = 2;  // version 2 has the same layout
   EXPECT_EQ(qrt::GgufFile::parse(bytes, "a.gguf").version(), 2u);
 }
 
@@ -191,15 +191,17 @@ TEST(Gguf, RejectsBadMetadata) {
   // #8 value type, bools, empty and duplicate keys
   expect_error(Raw().header(0, 1).str("k").put<uint32_t>(99).zeros(8).b, {"metadata key 'k'", "unknown value type 99"});
   expect_error(Raw().header(0, 1).str("k").put<uint32_t>(7).put<uint8_t>(2).b, {"bool value 2"});
-  expect_error(Raw().header(0, 1).str("k").put<uint32_t>(9).put<uint32_t>(7).put<uint64_t>(2).put<uint8_t>(1).put<uint8_t>(5).b,
-               {"bool array element 1"});
+  expect_error(
+      Raw().header(0, 1).str("k").put<uint32_t>(9).put<uint32_t>(7).put<uint64_t>(2).put<uint8_t>(1).put<uint8_t>(5).b,
+      {"bool array element 1"});
   expect_error(Raw().header(0, 1).str("").put<uint32_t>(0).put<uint8_t>(1).zeros(8).b, {"empty key"});
   expect_error(Raw().header(0, 2).kv_u32("k", 1).kv_u32("k", 2).b, {"metadata key 'k'", "duplicate key"});
   // #9 alignment: zero, not a power of two, wrong type, huge
   expect_error(Raw().header(0, 1).kv_u32("general.alignment", 0).b, {"general.alignment", "not a power of two"});
   expect_error(Raw().header(0, 1).kv_u32("general.alignment", 48).b, {"not a power of two"});
   expect_error(Raw().header(0, 1).kv_u32("general.alignment", 1u << 31).b, {"not a power of two"});
-  expect_error(Raw().header(0, 1).str("general.alignment").put<uint32_t>(5).put<int32_t>(32).b, {"must be UINT32, got INT32"});
+  expect_error(Raw().header(0, 1).str("general.alignment").put<uint32_t>(5).put<int32_t>(32).b,
+               {"must be UINT32, got INT32"});
   // truncated inside a value
   expect_error(Raw().header(0, 1).str("k").put<uint32_t>(10).put<uint32_t>(1).b, {"truncated file"});
 }

@@ -35,8 +35,13 @@ std::vector<uint8_t> random_blocks(GgmlType t, int64_t nblocks, std::mt19937& rn
   for (int64_t k = 0; k < nblocks; ++k) {
     const size_t o = static_cast<size_t>(k * ts);
     switch (t) {
-      case GgmlType::Q4_0: case GgmlType::Q8_0: put_f16(b, o, dist(rng)); break;
-      case GgmlType::Q4_1: case GgmlType::Q4_K: put_f16(b, o, dist(rng)); put_f16(b, o + 2, dist(rng)); break;
+      case GgmlType::Q4_0:
+      case GgmlType::Q8_0: put_f16(b, o, dist(rng)); break;
+      case GgmlType::Q4_1:
+      case GgmlType::Q4_K:
+        put_f16(b, o, dist(rng));
+        put_f16(b, o + 2, dist(rng));
+        break;
       case GgmlType::Q6_K: put_f16(b, o + 208, dist(rng)); break;
       default: break;
     }
@@ -51,8 +56,8 @@ TEST(GgufBlocks, HandComputedQ4_0Q4_1Q8_0) {
   put_f16(q40, 0, 0.5f);
   q40[2] = 0x1F;
   auto y = direct(GgmlType::Q4_0, q40, 32);
-  EXPECT_EQ(y[0], 3.5f);     // (15 - 8) * 0.5
-  EXPECT_EQ(y[16], -3.5f);   // (1 - 8) * 0.5
+  EXPECT_EQ(y[0], 3.5f);    // (15 - 8) * 0.5
+  EXPECT_EQ(y[16], -3.5f);  // (1 - 8) * 0.5
   EXPECT_EQ(y[1], 0.0f);
 
   std::vector<uint8_t> q41(20, 0);
@@ -60,8 +65,8 @@ TEST(GgufBlocks, HandComputedQ4_0Q4_1Q8_0) {
   put_f16(q41, 2, -1.0f);
   q41[4 + 1] = 0xA3;
   y = direct(GgmlType::Q4_1, q41, 32);
-  EXPECT_EQ(y[1], -0.25f);   // 3 * 0.25 - 1
-  EXPECT_EQ(y[17], 1.5f);    // 10 * 0.25 - 1
+  EXPECT_EQ(y[1], -0.25f);  // 3 * 0.25 - 1
+  EXPECT_EQ(y[17], 1.5f);   // 10 * 0.25 - 1
   EXPECT_EQ(y[0], -1.0f);
 
   std::vector<uint8_t> q80(34, 0);
@@ -72,25 +77,26 @@ TEST(GgufBlocks, HandComputedQ4_0Q4_1Q8_0) {
   EXPECT_EQ(y[5], -14.0f);
   EXPECT_EQ(y[31], 254.0f);
   auto w = qrt::quant::gguf_to_quantized_weight(GgmlType::Q8_0, q80, 32, 1, "q80");
-  EXPECT_EQ(w.codes[5], 121);   // -7 + 128
+  EXPECT_EQ(w.codes[5], 121);  // -7 + 128
   EXPECT_EQ(w.spec.bits, 8);
   EXPECT_EQ(w.spec.zero_kind, qrt::ZeroKind::Symmetric);
 }
 
 TEST(GgufBlocks, HandComputedQ4_K) {
   std::vector<uint8_t> b(144, 0);
-  put_f16(b, 0, 1.0f);    // d
-  put_f16(b, 2, 0.5f);    // dmin
-  // Sub-block 5: sc = (scales[9] & 15) | (scales[1] >> 6) << 4 = 2 + 16; mn = (scales[9] >> 4) | (scales[5] >> 6) << 4 = 3 + 32
+  put_f16(b, 0, 1.0f);  // d
+  put_f16(b, 2, 0.5f);  // dmin
+  // Sub-block 5: sc = (scales[9] & 15) | (scales[1] >> 6) << 4 = 2 + 16; mn = (scales[9] >> 4) | (scales[5] >> 6) << 4
+  // = 3 + 32
   b[4 + 9] = 0x32;
   b[4 + 1] = 0x40;
   b[4 + 5] = 0x80;
   b[16 + 64 + 3] = 0x70;  // chunk 2, high nibble 7 -> element 128 + 32 + 3
   auto y = direct(GgmlType::Q4_K, b, 256);
-  EXPECT_EQ(y[163], 108.5f);   // 1 * 18 * 7 - 0.5 * 35
-  EXPECT_EQ(y[160], -17.5f);   // q = 0
-  EXPECT_EQ(y[131], 0.0f);     // sub-block 4: scale and min 0
-  EXPECT_EQ(y[40], 0.0f);      // sub-block 1: scales[1] & 63 = 0, scales[5] & 63 = 0
+  EXPECT_EQ(y[163], 108.5f);  // 1 * 18 * 7 - 0.5 * 35
+  EXPECT_EQ(y[160], -17.5f);  // q = 0
+  EXPECT_EQ(y[131], 0.0f);    // sub-block 4: scale and min 0
+  EXPECT_EQ(y[40], 0.0f);     // sub-block 1: scales[1] & 63 = 0, scales[5] & 63 = 0
   auto w = qrt::quant::gguf_to_quantized_weight(GgmlType::Q4_K, b, 256, 1, "q4k");
   EXPECT_EQ(w.spec.group_size, 32);
   EXPECT_EQ(w.spec.zero_kind, qrt::ZeroKind::Float);
@@ -102,12 +108,12 @@ TEST(GgufBlocks, HandComputedQ4_K) {
 TEST(GgufBlocks, HandComputedQ6_K) {
   std::vector<uint8_t> b(210, 0);
   put_f16(b, 208, 0.5f);
-  b[192 + 3] = static_cast<uint8_t>(-2);   // scale of elements 48..63
-  b[50] = 0x05;                            // ql[l + 32] low nibble for l = 18
-  b[128 + 18] = 0x0C;                      // qh[18] bits 2..3 = 3
+  b[192 + 3] = static_cast<uint8_t>(-2);  // scale of elements 48..63
+  b[50] = 0x05;                           // ql[l + 32] low nibble for l = 18
+  b[128 + 18] = 0x0C;                     // qh[18] bits 2..3 = 3
   auto y = direct(GgmlType::Q6_K, b, 256);
-  EXPECT_EQ(y[50], -21.0f);   // 0.5 * -2 * ((5 | 48) - 32)
-  EXPECT_EQ(y[49], 32.0f);    // 0.5 * -2 * (0 - 32)
+  EXPECT_EQ(y[50], -21.0f);  // 0.5 * -2 * ((5 | 48) - 32)
+  EXPECT_EQ(y[49], 32.0f);   // 0.5 * -2 * (0 - 32)
   EXPECT_EQ(y[0], 0.0f);
   auto w = qrt::quant::gguf_to_quantized_weight(GgmlType::Q6_K, b, 256, 1, "q6k");
   EXPECT_EQ(w.spec.bits, 6);
@@ -178,6 +184,6 @@ TEST(GgufBlocks, DefaultModelTensorMatchesCanonical) {
   EXPECT_EQ(qrt::dequantize_reference(w), y);
   double sum_sq = 0;
   for (float x : y) sum_sq += static_cast<double>(x) * x;
-  EXPECT_GT(sum_sq / y.size(), 1e-6);   // real weights, not zeros
+  EXPECT_GT(sum_sq / y.size(), 1e-6);  // real weights, not zeros
   EXPECT_LT(sum_sq / y.size(), 1.0);
 }

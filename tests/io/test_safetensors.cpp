@@ -56,13 +56,13 @@ TEST(Safetensors, WriterRoundTripEveryDtype) {
     std::vector<int64_t> shape;
   };
   std::vector<Case> cases = {
-      {"bool", DType::BOOL, {3}},       {"u8", DType::U8, {2, 3}},      {"i8", DType::I8, {5}},
-      {"u16", DType::U16, {2}},         {"i16", DType::I16, {2, 2}},    {"u32", DType::U32, {1}},
-      {"i32", DType::I32, {4, 1}},      {"u64", DType::U64, {2}},       {"i64", DType::I64, {3}},
-      {"f16", DType::F16, {2, 3}},      {"bf16", DType::BF16, {7}},     {"f32", DType::F32, {3, 3}},
-      {"f64", DType::F64, {2}},         {"e4m3", DType::F8_E4M3, {9}},  {"e5m2", DType::F8_E5M2, {4}},
-      {"e8m0", DType::F8_E8M0, {2}},    {"f4", DType::F4, {2, 6}},      {"f6a", DType::F6_E2M3, {4}},
-      {"f6b", DType::F6_E3M2, {8}},     {"scalar", DType::F32, {}},     {"empty", DType::F16, {2, 0}},
+      {"bool", DType::BOOL, {3}},    {"u8", DType::U8, {2, 3}},     {"i8", DType::I8, {5}},
+      {"u16", DType::U16, {2}},      {"i16", DType::I16, {2, 2}},   {"u32", DType::U32, {1}},
+      {"i32", DType::I32, {4, 1}},   {"u64", DType::U64, {2}},      {"i64", DType::I64, {3}},
+      {"f16", DType::F16, {2, 3}},   {"bf16", DType::BF16, {7}},    {"f32", DType::F32, {3, 3}},
+      {"f64", DType::F64, {2}},      {"e4m3", DType::F8_E4M3, {9}}, {"e5m2", DType::F8_E5M2, {4}},
+      {"e8m0", DType::F8_E8M0, {2}}, {"f4", DType::F4, {2, 6}},     {"f6a", DType::F6_E2M3, {4}},
+      {"f6b", DType::F6_E3M2, {8}},  {"scalar", DType::F32, {}},    {"empty", DType::F16, {2, 0}},
   };
   std::map<std::string, std::vector<uint8_t>> data;
   for (const auto& c : cases) {
@@ -108,11 +108,11 @@ TEST(Safetensors, WriterFileIsAtomicAndFloatConversions) {
   EXPECT_FALSE(fs::exists(path + ".partial"));
   auto f = qrt::SafetensorsFile::open(path);
   EXPECT_EQ(qrt::tensor_to_float(f.tensor("a.f32")), vals);
-  EXPECT_EQ(qrt::tensor_to_float(f.tensor("a.f16")), vals);   // all exactly representable in fp16
+  EXPECT_EQ(qrt::tensor_to_float(f.tensor("a.f16")), vals);  // all exactly representable in fp16
   auto bf = qrt::tensor_to_float(f.tensor("a.bf16"));
   EXPECT_FLOAT_EQ(bf[0], 1.0f);
   EXPECT_FLOAT_EQ(bf[1], -2.5f);
-  EXPECT_FLOAT_EQ(bf[3], 65536.0f);   // 65504 rounds to 65536 in bf16
+  EXPECT_FLOAT_EQ(bf[3], 65536.0f);  // 65504 rounds to 65536 in bf16
   EXPECT_EQ(qrt::tensor_to_float(f.tensor("a.e4m3")), (std::vector<float>{1.0f, -2.5f, 0.15625f, 448.0f, 0.0f, 3.0f}));
   EXPECT_EQ(qrt::tensor_to_float(f.tensor("i")), (std::vector<float>{-3, 0, 7}));
   fs::remove_all(dir);
@@ -143,9 +143,10 @@ TEST(Safetensors, ToFloatSpecialDtypes) {
 }
 
 TEST(Safetensors, AcceptsWhitespaceAndZeroSizedTensors) {
-  auto ok = raw_file(" \t{\"a\":{\"dtype\":\"F16\",\"shape\":[2,0],\"data_offsets\":[0,0]},"
-                     "\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}\r\n ",
-                     {1, 2});
+  auto ok = raw_file(
+      " \t{\"a\":{\"dtype\":\"F16\",\"shape\":[2,0],\"data_offsets\":[0,0]},"
+      "\"b\":{\"dtype\":\"U8\",\"shape\":[2],\"data_offsets\":[0,2]}}\r\n ",
+      {1, 2});
   auto f = qrt::SafetensorsFile::parse(ok, "ok");
   EXPECT_EQ(f.tensors().size(), 2u);
   EXPECT_EQ(f.tensor("b").bytes[1], 2);
@@ -178,9 +179,9 @@ TEST(Safetensors, EveryValidationRule) {
   expect_error(raw_file(R"({"a":{"shape":[1],"data_offsets":[0,4]}})", std::vector<uint8_t>(4)), {"dtype"});
   expect_error(raw_file(R"({"__metadata__":{"format":1}})", {}), {"__metadata__", "must be a string"});
   expect_error(raw_file(R"({"__metadata__":[1]})", {}), {"__metadata__ must be an object"});
-  expect_error(raw_file("{\"a\":" + std::string(100, '[') + std::string(100, ']') + "}", {}), {"nested deeper than 64"});
-  EXPECT_NO_THROW(qrt::SafetensorsFile::parse(
-      raw_file(R"({"__metadata__":{"k":"v"}})", {}), "ok"));   // depth 2 is fine
+  expect_error(raw_file("{\"a\":" + std::string(100, '[') + std::string(100, ']') + "}", {}),
+               {"nested deeper than 64"});
+  EXPECT_NO_THROW(qrt::SafetensorsFile::parse(raw_file(R"({"__metadata__":{"k":"v"}})", {}), "ok"));  // depth 2 is fine
   expect_error(raw_file(R"({"a":{"dtype":"F32","shape":[[1]],"data_offsets":[0,4]}})", std::vector<uint8_t>(4)),
                {"got a JSON array"});
   // duplicates (README rule, not enforced by the reference)
@@ -188,9 +189,9 @@ TEST(Safetensors, EveryValidationRule) {
   expect_error(raw_file(R"({"__metadata__":{},"__metadata__":{}})", {}), {"duplicate key '__metadata__'"});
   expect_error(raw_file(R"({"__metadata__":{"k":"1","k":"2"}})", {}), {"duplicate key 'k'"});
   // V5 offsets: overlap, gap, reversed, out of range
-  expect_error(raw_file("{" + t8 + R"(,"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
-                        std::vector<uint8_t>(12)),
-               {"tensor 'b'", "overlap tensor 'a'"});
+  expect_error(
+      raw_file("{" + t8 + R"(,"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})", std::vector<uint8_t>(12)),
+      {"tensor 'b'", "overlap tensor 'a'"});
   expect_error(raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", std::vector<uint8_t>(8)),
                {"tensor 'a'", "gap"});
   expect_error(raw_file(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[8,4]}})", std::vector<uint8_t>(8)),

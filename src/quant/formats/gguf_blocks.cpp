@@ -96,7 +96,7 @@ void canon_q6_k(const uint8_t* b, BlockCanon& c) {
 
 struct Canon {
   int bits;
-  int group;        // elements per group
+  int group;  // elements per group
   ZeroKind zero;
   void (*decode)(const uint8_t*, BlockCanon&);
 };

@@ -28,7 +28,8 @@ bool gguf_has_canonical_form(GgmlType t);
 // Dequantizes dst.size() elements (a multiple of the block size) from src, which must hold exactly
 // dst.size() / block * type_size bytes. Throws Unsupported for other types, InvalidInput on a size
 // mismatch (`what` names the tensor in messages).
-void gguf_dequantize(GgmlType t, std::span<const uint8_t> src, std::span<float> dst, const std::string& what = "tensor");
+void gguf_dequantize(GgmlType t, std::span<const uint8_t> src, std::span<float> dst,
+                     const std::string& what = "tensor");
 // The whole tensor, row-major in ggml order (ne[0] fastest), i.e. PyTorch [.., ne[1], ne[0]].
 std::vector<float> gguf_dequantize_tensor(const GgufFile& file, const GgufTensorInfo& info);
 
@@ -39,6 +40,7 @@ QuantizedWeight gguf_to_quantized_weight(GgmlType t, std::span<const uint8_t> da
                                          int64_t out_features, const std::string& name);
 // Same for a tensor of a GGUF file (ne[0] = K, every further dim folds into N). name defaults to
 // the tensor's name.
-QuantizedWeight gguf_to_quantized_weight(const GgufFile& file, const GgufTensorInfo& info, const std::string& name = "");
+QuantizedWeight gguf_to_quantized_weight(const GgufFile& file, const GgufTensorInfo& info,
+                                         const std::string& name = "");
 
 }  // namespace qrt::quant
