@@ -14,6 +14,9 @@
    SmolLM digits), committed as tests/data/tokenizer/<name>/tokenizer.json with their reference.json,
    so the tests cover every family without the model.
 
+The trained vocabularies are not bit-for-bit reproducible across runs (the BPE trainer breaks some
+ties in hash order); each committed reference.json matches the tokenizer.json written with it.
+
 Usage: python3 tools/make_tokenizer_reference.py [--gguf PATH]
 """
 import argparse
@@ -339,6 +342,13 @@ def spm_tokenizers():
     from transformers import LlamaTokenizer
     lt = LlamaTokenizer(vocab=vocab, merges=merges)
     save_tiny("tiny_mistral", lt.backend_tokenizer, "SentencePiece BPE as transformers' LlamaTokenizer: Metaspace")
+
+    # Metaspace(prepend_scheme "always", split) with the Metaspace decoder (older tokenizer.json files).
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token="<unk>", fuse_unk=True, byte_fallback=True))
+    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    tk.decoder = decoders.Metaspace(replacement="\u2581", prepend_scheme="always", split=True)
+    tk.add_special_tokens(specials)
+    save_tiny("tiny_spm_split", tk, "SentencePiece BPE with Metaspace(always, split) and the Metaspace decoder")
 
     # A GGUF SentencePiece vocabulary (tokenizer.ggml.model "llama": scores, no merges), and what
     # transformers' GGUF converter makes of it.

@@ -136,6 +136,12 @@ TEST(TokenizerJson, SentencePieceMetaspaceMatchHf) {
   EXPECT_EQ(tok.decode(tok.encode(text, false)), text);
 }
 
+TEST(TokenizerJson, SentencePieceMetaspaceSplitMatchHf) {
+  const Tokenizer tok = load_tiny("tiny_spm_split");
+  EXPECT_EQ(tok.pre_tokenizer(), qrt::PreTokenizerKind::SentencePiece);
+  check_reference(tok, read_json(kData + "/tiny_spm_split/reference.json"), "tiny_spm_split");
+}
+
 // A SentencePiece GGUF (scores, no merges): merges recovered as transformers' converter does.
 TEST(TokenizerGguf, SentencePieceScoresMatchTransformers) {
   const json v = read_json(kData + "/tiny_spm_gguf/vocab.json");
