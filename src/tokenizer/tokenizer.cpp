@@ -184,7 +184,12 @@ std::unique_ptr<Tokenizer::Impl> Tokenizer::Impl::build(TokenizerParts p) {
     n = std::max(n, size_t(a.id) + 1);
   }
   if (n == 0) throw invalid_input(origin + ": the vocabulary is empty");
-  if (n > (size_t(1) << 31) - 1) throw invalid_input(origin + ": vocabulary too large");
+  // Ids index dense tables: refuse a sparse id that would make them huge (no real vocabulary comes near).
+  constexpr size_t kMaxVocab = size_t(1) << 24;
+  if (n > kMaxVocab) {
+    throw invalid_input(origin + ": token id " + std::to_string(n - 1) + " is too large (qrt allows up to " +
+                        std::to_string(kMaxVocab) + " tokens)");
+  }
   t.pieces.resize(n);
   t.special.assign(n, 0);
   auto token_piece = [&](const std::string& text) -> std::string {

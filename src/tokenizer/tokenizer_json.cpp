@@ -263,7 +263,7 @@ Tokenizer Tokenizer::from_tokenizer_json_text(const std::string& json_text, cons
         throw invalid_input(origin + ": model.vocab['" + it.key() + "'] must be an integer id");
       }
       const int64_t id = it.value().get<int64_t>();
-      if (id < 0 || id >= (int64_t(1) << 31) - 1) {
+      if (id < 0 || id >= (int64_t(1) << 24)) {
         throw invalid_input(origin + ": model.vocab['" + it.key() + "'] id " + std::to_string(id) + " out of range");
       }
       max_id = std::max(max_id, id);
@@ -309,7 +309,7 @@ Tokenizer Tokenizer::from_tokenizer_json_text(const std::string& json_text, cons
         }
         AddedToken t;
         const int64_t id = a["id"].get<int64_t>();
-        if (id < 0 || id >= (int64_t(1) << 31) - 1) {
+        if (id < 0 || id >= (int64_t(1) << 24)) {
           throw invalid_input(origin + ": added_tokens[" + std::to_string(k) + "].id out of range");
         }
         t.id = int32_t(id);

@@ -442,6 +442,11 @@ TEST(TokenizerJson, BadInputGivesClearErrors) {
             }).find("ByteLevel"),
             std::string::npos);
   EXPECT_NE(error_of([&] {
+              Tokenizer::from_tokenizer_json_text(
+                  R"({"model": {"type": "BPE", "vocab": {"a": 2000000000}, "merges": []}, )" + base_pre + "}", "big.json");
+            }).find("out of range"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] {
               Tokenizer::from_tokenizer_json_text(R"({"model": {"type": "BPE", "vocab": {"a": "x"}, "merges": []}, )" +
                                                       base_pre + "}",
                                                   "v.json");
