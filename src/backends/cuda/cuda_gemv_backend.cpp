@@ -1,6 +1,7 @@
 // Backend `cuda_gemv`: M <= 8 streaming kernel (cuda_gemv_kernels.cu) on the same packed layout as
 // cuda_marlin (one device copy when both serve a layer). Parameters: wt (n16 tiles per block,
-// 2 or 4; 0 = 2), split (K partitions, 0 = automatic from the SM count and occupancy).
+// 2 or 4; 0 = 4 for N >= 16384 else 2, as measured), split (K partitions, 0 = automatic from the
+// SM count).
 #include <fmt/format.h>
 
 #include "backends/backend_factories.h"
@@ -27,7 +28,7 @@ class CudaGemvLinear final : public PreparedLinear {
                            cudaError_t e = cuda::launch_int4_gemv(
                                v, static_cast<const unsigned char*>(xin) + r * v.k * 2,
                                static_cast<unsigned char*>(yout) + r * v.n * 2, n, bf16,
-                               cuda::GemvConfig{wt_ ? wt_ : 2, split_}, ws, sms, st);
+                               cuda::GemvConfig{wt_ ? wt_ : (v.n >= 16384 ? 4 : 2), split_}, ws, sms, st);
                            if (e != cudaSuccess) return e;
                          }
                          return cudaSuccess;

@@ -1,7 +1,8 @@
-// cuda_gemv's kernel: M <= 8 tokens x 4/8-bit weights, streaming. No shared-memory staging: every
-// lane issues its 16-byte weight loads (ld.global.nc.L1::no_allocate) for 8 k64 chunks before
-// using the first (activations, hot in L1/L2, are loaded at use), so each warp keeps 4 KB in
-// flight. The 8 tokens sit on the n8 side of mma.sync m16n8k16 (weights on the 16-row side), so
+// cuda_gemv's kernel: M <= 8 tokens x 4/8-bit weights, streaming. Weights go straight from DRAM
+// to registers: every lane has two buffers of 16-byte loads (ld.global.nc.L1::no_allocate, 4 k64
+// chunks each), the next buffer in flight while the current one is used, so a warp keeps 2-4 KB
+// in flight without shared-memory staging. The block's activation rows, scales and zeros (small,
+// re-read by every warp) are staged once in shared memory with cp.async. The 8 tokens sit on the n8 side of mma.sync m16n8k16 (weights on the 16-row side), so
 // the tensor cores do the multiply-adds and the ALUs only dequantize (lop3 + sub per 2 weights).
 // Block = 8 warps = WT n16 tiles x (8/WT) K-warps; grid = (N/16/WT, split); partial tiles are
 // reduced in shared memory, then across blocks by the last-arriving block (int4_common.cuh).
@@ -14,21 +15,38 @@
 namespace qrt::cuda {
 namespace int4k {
 
+// Dynamic shared memory of one block: x rows [m][kmax + 32 halves of padding], then the scale
+// pairs and zero pairs of the block's groups.
+struct GemvSmem {
+  int x_row_halves, groups, scale_bytes, zero_bytes, total;
+};
+__host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_size, int wt, bool zeros) {
+  GemvSmem g;
+  g.x_row_halves = per_chunks * 64 + 32;  // +64 B: rows 2g and 2g+1 land on disjoint banks
+  g.groups = group_size ? per_chunks * 64 / group_size + 2 : 0;
+  g.scale_bytes = g.groups * wt * 32;
+  g.zero_bytes = zeros ? g.groups * wt * 16 : 0;
+  g.total = m * g.x_row_halves * 2 + g.scale_bytes + g.zero_bytes;
+  return g;
+}
+
 template <typename T, int BITS, int WT>
 __global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
   constexpr int KP = 8 / WT;  // K-warps per tile
   constexpr int PC = 32 * BITS / 4;
-  constexpr int U = BITS == 4 ? 8 : 4;  // k64 chunks in flight per warp (4 KB of weights)
+  constexpr int U = BITS == 4 ? 4 : 2;  // k64 chunks per register buffer (two buffers in flight)
   constexpr int BN = 16 * WT;
   constexpr int LD = BN + 4;
   __shared__ __align__(16) float red[KP][8 * LD];
   __shared__ int last_flag;
+  extern __shared__ __align__(16) unsigned char dsm[];
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int tl = warp % WT, kp = warp / WT;
   const int g = lane >> 2, q = lane & 3;
   const int n16_total = a.n >> 4;
-  const int n16 = blockIdx.x * WT + tl;
+  const int n16_first = blockIdx.x * WT;
+  const int n16 = n16_first + tl;
   const bool tile_ok = n16 < n16_total;
   const int sp = blockIdx.y;
   const int kchunks = a.k >> 6;
@@ -37,8 +55,61 @@ __global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
   const bool grouped = a.group_size != 0;
   const int half_n = a.n >> 1;
   const bool tok_ok = g < a.m;
-  const T* xrow = static_cast<const T*>(a.x) + static_cast<size_t>(tok_ok ? g : 0) * a.k;
   const uint4* wp = static_cast<const uint4*>(a.w) + static_cast<size_t>(tile_ok ? n16 : 0) * kchunks * PC;
+  const GemvSmem L = gemv_smem(a.m, a.chunks_per_split, a.group_size, WT, a.zeros != nullptr);
+  T* xs = reinterpret_cast<T*>(dsm);
+  uint32_t* ss = reinterpret_cast<uint32_t*>(dsm + a.m * L.x_row_halves * 2);
+  uint16_t* zs = reinterpret_cast<uint16_t*>(dsm + a.m * L.x_row_halves * 2 + L.scale_bytes);
+  const int g_lo = grouped ? ((c_begin * 64) >> a.log2_group) : 0;
+  const int G = grouped ? (a.k >> a.log2_group) : 1;
+
+  auto load = [&](uint4 (&wq)[U][BITS / 4], int c) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int cc = c + u * KP;
+#pragma unroll
+      for (int h = 0; h < BITS / 4; ++h)
+        wq[u][h] = (tile_ok && cc < c_end) ? ldg_stream(wp + static_cast<size_t>(cc) * PC + h * 32 + lane)
+                                           : make_uint4(0, 0, 0, 0);
+    }
+  };
+  uint4 wa[U][BITS / 4], wb[U][BITS / 4];
+  const int c0 = c_begin + kp;
+  load(wa, c0);
+
+  // Stage the block's activations, scales and zeros in shared memory while the first weights fly.
+  {
+    const int krange = (c_end - c_begin) * 64;
+    const int xp = a.m * (krange / 8);
+    for (int i = tid; i < xp; i += 256) {
+      const int row = i / (krange / 8), c = i % (krange / 8);
+      cp_async16(xs + row * L.x_row_halves + c * 8,
+                 static_cast<const T*>(a.x) + static_cast<size_t>(row) * a.k + c_begin * 64 + c * 8, true);
+    }
+    if (grouped) {
+      const int ng = min(L.groups, G - g_lo);
+      for (int i = tid; i < ng * WT * 2; i += 256) {
+        const int gi = i / (WT * 2), j = i % (WT * 2);
+        const bool ok = n16_first + j / 2 < n16_total;
+        cp_async16(ss + gi * WT * 8 + j * 4,
+                   ok ? static_cast<const void*>(a.scales + static_cast<size_t>(g_lo + gi) * half_n + n16_first * 8 + j * 4)
+                      : a.scales,
+                   ok);
+      }
+      if (a.zeros)
+        for (int i = tid; i < ng * WT; i += 256) {
+          const int gi = i / WT, j = i % WT;
+          const bool ok = n16_first + j < n16_total;
+          cp_async16(zs + gi * WT * 8 + j * 8,
+                     ok ? static_cast<const void*>(a.zeros + static_cast<size_t>(g_lo + gi) * half_n + (n16_first + j) * 8)
+                        : a.zeros,
+                     ok);
+        }
+    }
+    cp_async_commit();
+    cp_async_wait<0>();
+    __syncthreads();
+  }
 
   float acc[4] = {0.f, 0.f, 0.f, 0.f}, gacc[4] = {0.f, 0.f, 0.f, 0.f};
   uint32_t zpair_pc = BITS == 4 ? 0x0808u : 0x8080u;
@@ -52,50 +123,47 @@ __global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
     acc[3] += f.y * gacc[3];
     gacc[0] = gacc[1] = gacc[2] = gacc[3] = 0.f;
   };
+  auto compute = [&](const uint4 (&wq)[U][BITS / 4], int c) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int cc = c + u * KP;
+      if (cc >= c_end) break;
+#pragma unroll
+      for (int s = 0; s < 2; ++s) {
+        const int kl = (cc - c_begin) * 64 + 32 * s;  // column inside the block's range
+        const uint4 xa = tok_ok ? *reinterpret_cast<const uint4*>(xs + g * L.x_row_halves + kl + 8 * q)
+                                : make_uint4(0, 0, 0, 0);
+        const int gi = grouped ? (((cc * 64 + 32 * s) >> a.log2_group) - g_lo) : 0;
+        const uint32_t zp = (grouped && a.zeros) ? zs[gi * WT * 8 + tl * 8 + g] : zpair_pc;
+#pragma unroll
+        for (int jj = 0; jj < 2; ++jj) {
+          uint32_t af[4];
+          if constexpr (BITS == 4) {
+            const uint32_t word = (s == 0) ? (jj == 0 ? wq[u][0].x : wq[u][0].y)
+                                           : (jj == 0 ? wq[u][0].z : wq[u][0].w);
+            dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af);
+          } else {
+            const uint4 v = wq[u][s];
+            const float zr = 8388608.f + static_cast<float>(zp & 0xFFu);
+            const float zr8 = 8388608.f + static_cast<float>(zp >> 8);
+            if (jj == 0) dequant8<T>(v.x, v.y, zr, zr8, af);
+            else dequant8<T>(v.z, v.w, zr, zr8, af);
+          }
+          MmaOp<T>::run(gacc, af, jj == 0 ? xa.x : xa.z, jj == 0 ? xa.y : xa.w);
+        }
+        if (grouped && (s == 1 || a.group_size == 32)) flush(ss[gi * WT * 8 + tl * 8 + g]);
+      }
+    }
+  };
 
   if (tile_ok) {
-    for (int c = c_begin + kp; c < c_end; c += KP * U) {
-      // All U weight loads are issued before the first is used; activations, scales and zeros are
-      // small and hot in L1, so they are loaded at their use and cost no registers across the batch.
-      uint4 wq[U][BITS / 4];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int cc = c + u * KP;
-#pragma unroll
-        for (int h = 0; h < BITS / 4; ++h)
-          wq[u][h] = cc < c_end ? ldg_stream(wp + static_cast<size_t>(cc) * PC + h * 32 + lane) : make_uint4(0, 0, 0, 0);
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int cc = c + u * KP;
-        if (cc >= c_end) break;
-#pragma unroll
-        for (int s = 0; s < 2; ++s) {
-          const uint4 xa = tok_ok ? __ldg(reinterpret_cast<const uint4*>(xrow + cc * 64 + 32 * s + 8 * q))
-                                  : make_uint4(0, 0, 0, 0);
-          const int gi = grouped ? ((cc * 64 + 32 * s) >> a.log2_group) : 0;
-          const uint32_t zp =
-              (grouped && a.zeros) ? __ldg(a.zeros + static_cast<size_t>(gi) * half_n + n16 * 8 + g) : zpair_pc;
-#pragma unroll
-          for (int jj = 0; jj < 2; ++jj) {
-            uint32_t af[4];
-            if constexpr (BITS == 4) {
-              const uint32_t word = (s == 0) ? (jj == 0 ? wq[u][0].x : wq[u][0].y)
-                                             : (jj == 0 ? wq[u][0].z : wq[u][0].w);
-              dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af);
-            } else {
-              const uint4 v = wq[u][s];
-              const float zr = 8388608.f + static_cast<float>(zp & 0xFFu);
-              const float zr8 = 8388608.f + static_cast<float>(zp >> 8);
-              if (jj == 0) dequant8<T>(v.x, v.y, zr, zr8, af);
-              else dequant8<T>(v.z, v.w, zr, zr8, af);
-            }
-            MmaOp<T>::run(gacc, af, jj == 0 ? xa.x : xa.z, jj == 0 ? xa.y : xa.w);
-          }
-          if (grouped && (s == 1 || a.group_size == 32))
-            flush(__ldg(a.scales + static_cast<size_t>(gi) * half_n + n16 * 8 + g));
-        }
-      }
+    // Two register buffers: the loads of the next U chunks are in flight while these are used.
+    constexpr int STEP = KP * U;
+    for (int c = c0; c < c_end; c += 2 * STEP) {
+      load(wb, c + STEP);
+      compute(wa, c);
+      load(wa, c + 2 * STEP);
+      compute(wb, c + STEP);
     }
     if (!grouped) flush(__ldg(a.scales + n16 * 8 + g));
   }
@@ -144,6 +212,7 @@ const GemvEntry* find_gemv(bool bf16, int bits, int wt) {
     if (e.bf16 == bf16 && e.bits == bits && e.wt == wt) return &e;
   return nullptr;
 }
+constexpr int kGemvMaxSmem = 64 * 1024;
 int log2_int(int v) {
   int l = 0;
   while ((1 << l) < v) ++l;
@@ -152,6 +221,17 @@ int log2_int(int v) {
 }  // namespace
 
 bool gemv_config_instantiated(int wt) { return wt == 2 || wt == 4; }
+
+cudaError_t gemv_init_kernels() {
+  for (int bf = 0; bf < 2; ++bf)
+    for (int bits : {4, 8})
+      for (int wt : {2, 4}) {
+        const GemvEntry* e = find_gemv(bf != 0, bits, wt);
+        cudaError_t err = cudaFuncSetAttribute(e->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, kGemvMaxSmem);
+        if (err != cudaSuccess) return err;
+      }
+  return cudaSuccess;
+}
 
 cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
                              const GemvConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream) {
@@ -175,12 +255,13 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   const int kchunks = static_cast<int>(w.k / 64);
   const int64_t max_tiles = std::min<int64_t>(int4_max_partial_tiles(sms) * int4_max_tile_floats() / (8 * 16 * cfg.wt),
                                               int4_counter_count(sms) - 64);
-  static int occ[2][2][5] = {};
-  int& o = occ[bf16][w.bits == 8][cfg.wt];
-  if (o == 0 && (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&o, e->fn, 256, 0) != cudaSuccess || o < 1)) o = 1;
-  int split = cfg.split > 0 ? cfg.split : choose_split(bx, kchunks, sms * std::min(o, 4), max_tiles, 8 / cfg.wt);
+  int split = cfg.split > 0 ? cfg.split : choose_split(bx, kchunks, sms, max_tiles, 8 / cfg.wt);
   int per = (kchunks + split - 1) / split;
+  // The block's activations live in shared memory: split further while they would not fit.
+  while (gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr).total > kGemvMaxSmem && per > 1)
+    per = (per + 1) / 2;
   split = (kchunks + per - 1) / per;
+  const int smem = gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr).total;
   a.split = split;
   a.chunks_per_split = per;
   a.m_tiles = 1;
@@ -191,7 +272,7 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
     a.counters = ws.counters;
   }
   void* args[] = {&a};
-  return cudaLaunchKernel(e->fn, dim3(static_cast<unsigned>(bx), static_cast<unsigned>(split)), dim3(256), args, 0,
+  return cudaLaunchKernel(e->fn, dim3(static_cast<unsigned>(bx), static_cast<unsigned>(split)), dim3(256), args, smem,
                           stream);
 }
 

@@ -2,11 +2,12 @@
 // and cuda_gemv_kernels.cu). Internal header: includes CUDA headers.
 //
 // Instantiated tile configurations (few on purpose: CI compiles four architectures on two cores):
-//   cuda_marlin  qmm_<dtype>_w<bits>_m<8*mt>_n<64*nt>: 256 threads = 4 N-warps x 2 K-warps,
-//                k128 stages (4 stages for 4-bit, 3 for 8-bit), (mt, nt) in
-//                {(1,2), (2,2), (4,2), (4,1)}  -> M-tile 8/16/32 tokens, N-tile 128 (or 64)
+//   cuda_marlin  qmm_<dtype>_w<bits>_m<8*mt>_nt<nt>: 256 threads, N-tile 128, k128 stages
+//                (4-bit: 8/6/4 stages for M-tile 8/16/32; 8-bit: 4/3/3), (mt, nt) in
+//                {(1,2), (2,2), (4,2)} with 4 N-warps x 2 K-warps and {(2,1), (4,1)} with 8 N-warps
 //   cuda_gemv    gemv_<dtype>_w<bits>_t<wt>: 256 threads, wt n16 tiles per block (2 or 4),
-//                8/wt K-warps, 16-byte streaming loads straight to registers, 4 chunks in flight
+//                8/wt K-warps, 16-byte streaming loads straight to registers (two buffers of 4
+//                k64 chunks), activations/scales/zeros staged in shared memory
 // for dtype in {fp16, bf16}, bits in {4, 8}.
 #pragma once
 
@@ -40,7 +41,7 @@ struct Int4Workspace {
 
 struct QmmConfig {
   int mt = 2;      // 8-token MMA tiles per block: 1, 2 or 4
-  int nt = 2;      // n16 tiles per N-warp: 2 (N-tile 128) or 1 (N-tile 64, only with mt = 4)
+  int nt = 2;      // n16 tiles per N-warp: 2 (4x2 warps) or 1 (8x1 warps, mt = 2 or 4); N-tile 128
   int split = 0;   // K partitions; 0 = automatic
 };
 struct GemvConfig {
@@ -57,8 +58,10 @@ int64_t int4_max_partial_tiles(int sms);
 int64_t int4_max_tile_floats();
 int64_t int4_counter_count(int sms);
 
-// Raise the dynamic shared-memory limits (once per process; call at prepare time).
+// Raise the dynamic shared-memory limits of both kernel families (once per process and device;
+// call at prepare time; qmm_init_kernels also calls gemv_init_kernels).
 cudaError_t qmm_init_kernels();
+cudaError_t gemv_init_kernels();
 
 // y[M][N] = x[M][K] W^T (+ bias); x, y fp16 (bf16 when `bf16`), row-major, contiguous; x must be
 // already permuted for act-order (launch_permute_cols). M > 0 of any size (M-tiles in the grid).

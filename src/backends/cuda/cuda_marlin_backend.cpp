@@ -1,6 +1,7 @@
 // Backend `cuda_marlin`: fp16/bf16 x 4/8-bit weights on tensor cores (mma.sync, sm_80+), the
 // kernel of cuda_marlin_kernels.cu. Parameters: mt (8-token MMA tiles per block: 1/2/4, 0 = by M
-// at run time), nt (n16 tiles per N-warp: 2, or 1 with mt = 4; 0 = 2), split (K partitions,
+// at run time), nt (n16 tiles per N-warp: 2 = 4x2 warps, or 1 = 8x1 warps with mt 2 or 4;
+// 0 = 2), split (K partitions,
 // 0 = automatic from the SM count). The default is all-automatic, so one prepared kernel serves a
 // whole M range with the right tile for each M.
 #include <fmt/format.h>
@@ -16,6 +17,9 @@ using cuda::DeviceContext;
 
 // The M-tile chosen for m rows when mt = 0: the smallest instantiated tile covering m, 32 above.
 int auto_mt(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : 4; }
+// Measured on H100 (bench/results/notes-int4.md, run 3): with the 32-token tile the 8x1 warp
+// layout wins on wide layers (N >= 12288: 48 vs 60 µs at N = 22016, M = 32), 4x2 elsewhere.
+int auto_nt(int mt, int64_t n) { return mt == 4 && n >= 12288 ? 1 : 2; }
 
 class CudaMarlinLinear final : public PreparedLinear {
  public:
@@ -29,7 +33,7 @@ class CudaMarlinLinear final : public PreparedLinear {
                            const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
                          cuda::QmmConfig cfg;
                          cfg.mt = mt_ ? mt_ : auto_mt(rows);
-                         cfg.nt = nt_ ? nt_ : 2;
+                         cfg.nt = nt_ ? nt_ : auto_nt(cfg.mt, v.n);
                          cfg.split = split_;
                          return cuda::launch_qmm(v, xin, yout, rows, bf16, cfg, ws, sms, st);
                        });
@@ -69,8 +73,8 @@ class CudaMarlinBackend final : public Backend {
     const int64_t mt = params.get_int("mt", 0), nt = params.get_int("nt", 0);
     if (mt == 3) return Verdict::no("parameter 'mt' = 3 not instantiated (0, 1, 2 or 4)");
     if (mt && nt && !cuda::qmm_config_instantiated(static_cast<int>(mt), static_cast<int>(nt)))
-      return Verdict::no(fmt::format("tile (mt {}, nt {}) not instantiated: nt 1 needs mt 4", mt, nt));
-    if (nt == 1 && mt == 0) return Verdict::no("nt 1 needs an explicit mt 4");
+      return Verdict::no(fmt::format("tile (mt {}, nt {}) not instantiated: nt 1 needs mt 2 or 4", mt, nt));
+    if (nt == 1 && mt == 0) return Verdict::no("nt 1 needs an explicit mt (2 or 4)");
     return Verdict::yes();
   }
 

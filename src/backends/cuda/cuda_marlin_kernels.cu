@@ -4,8 +4,9 @@
 // per group in fp32 and scaled in fp32 at each group end (so fp16 and bf16 lose nothing to the
 // dequantization), split-K across blocks with a deterministic last-block reduction.
 //
-// Block: 256 threads = 4 N-warps x 2 K-warps; an N-warp owns NT n16 tiles, a K-warp one of the two
-// k64 chunks of every k128 stage; all warps share the block's M-tile (8*MT tokens). Grid =
+// Block: 256 threads, N-tile 128 = 4 N-warps x 2 K-warps (NT = 2: a warp owns 2 n16 tiles and one
+// of the two k64 chunks of every k128 stage) or 8 N-warps (NT = 1: one n16 tile, both chunks);
+// all warps share the block's M-tile (8*MT tokens). Grid =
 // m_tiles x n_tiles x split with the M-tile index fastest, so blocks that read the same weights
 // run together and the second..last read hits L2 (M > 32 costs L2 traffic, not DRAM traffic).
 #include <algorithm>
@@ -20,7 +21,11 @@ namespace int4k {
 template <int BITS, int MT, int NT>
 struct QmmShape {
   static constexpr int kThreads = 256;
-  static constexpr int kBN = 64 * NT;
+  // NT = 2: 4 N-warps x 2 K-warps (each warp one k64 chunk per stage); NT = 1: 8 N-warps, each
+  // warp both chunks of a stage (twice the MMAs per barrier, twice the activation smem reads).
+  static constexpr int kWN = NT == 2 ? 4 : 8;
+  static constexpr int kWK = 8 / kWN;
+  static constexpr int kBN = 16 * NT * kWN;
   static constexpr int kBM = 8 * MT;
   // Deeper rings for the small M-tiles: at M <= 16 the block's work per stage is small and the
   // stream needs more bytes in flight per SM to cover DRAM latency.
@@ -43,7 +48,8 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
   __shared__ int last_flag;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wn = warp & 3, wk = warp >> 2;
+  constexpr int WN = S::kWN, WK = S::kWK, CPW = 2 / WK;  // chunks per warp per stage
+  const int wn = warp % WN, wk = warp / WN;
   const int g = lane >> 2, q = lane & 3;
   int bid = blockIdx.x;
   const int mt_idx = bid % a.m_tiles;
@@ -164,32 +170,34 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
       if (nx < iters) load_stage(nx % S::kStages, nx);
       cp_async_commit();
     }
-    const int ch = c_begin + 2 * it + wk;
-    if (ch >= c_end) continue;  // warp-uniform: the odd last chunk of a partition
     const unsigned char* base = smem + (it % S::kStages) * S::kStageBytes;
     const unsigned char* abase = base + S::kWBytes;
     const unsigned char* sbase = abase + S::kABytes;
     const unsigned char* zbase = sbase + S::kSBytes;
+#pragma unroll
+    for (int kc = 0; kc < CPW; ++kc) {
+    const int cw = wk * CPW + kc;  // chunk of the stage this warp works on
+    if (c_begin + 2 * it + cw >= c_end) break;  // warp-uniform: the odd last chunk of a partition
 
     uint4 wq[NT][BITS / 4];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt)
 #pragma unroll
       for (int h = 0; h < BITS / 4; ++h)
-        wq[nt][h] = reinterpret_cast<const uint4*>(base)[((wn * NT + nt) * 2 + wk) * PC + h * 32 + lane];
+        wq[nt][h] = reinterpret_cast<const uint4*>(base)[((wn * NT + nt) * 2 + cw) * PC + h * 32 + lane];
     uint4 xa[MT][2];
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
         const int row = mt * 8 + g;
-        const int c16 = 8 * wk + 4 * s + q;
+        const int c16 = 8 * cw + 4 * s + q;
         xa[mt][s] = *reinterpret_cast<const uint4*>(abase + row * 256 + ((c16 ^ ((row & 1) << 2)) << 4));
       }
 
 #pragma unroll
     for (int s = 0; s < 2; ++s) {
-      const int kin = 64 * wk + 32 * s;
+      const int kin = 64 * cw + 32 * s;
       const int gi = grouped ? (kin >> a.log2_group) : 0;
       uint32_t zp[NT];
 #pragma unroll
@@ -221,8 +229,8 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
           }
         }
       }
-      // Group end for this warp: after each 32 columns when g = 32, after each chunk otherwise
-      // (the warp's next chunk is 128 columns further, always a new group when g <= 128).
+      // Group end: after each 32 columns when g = 32, after each chunk otherwise (flushing more
+      // often than the group changes is exact; a warp's next chunk may be in a new group).
       if (grouped && (s == 1 || a.group_size == 32)) {
         uint32_t sp2[NT];
 #pragma unroll
@@ -231,6 +239,7 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
         flush(sp2);
       }
     }
+    }  // kc
   }
 
   if (!grouped) {
@@ -249,7 +258,7 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
   float* red = reinterpret_cast<float*>(smem);
   constexpr int LD = BN + 4;
 #pragma unroll
-  for (int pass = 0; pass < 2; ++pass) {
+  for (int pass = 0; pass < WK; ++pass) {
     if (wk == pass) {
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt)
@@ -307,7 +316,7 @@ int occupancy_of(void* fn, int smem) {
            QmmShape<BITS, MT, NT>::kBM, qmm_ptr<T, BITS, MT, NT>()}
 #define QRT_QMM_CONFIGS(T, ISBF, BITS)                                                               \
   QRT_QMM_ROW(T, ISBF, BITS, 1, 2), QRT_QMM_ROW(T, ISBF, BITS, 2, 2), QRT_QMM_ROW(T, ISBF, BITS, 4, 2), \
-      QRT_QMM_ROW(T, ISBF, BITS, 4, 1)
+      QRT_QMM_ROW(T, ISBF, BITS, 2, 1), QRT_QMM_ROW(T, ISBF, BITS, 4, 1)
 
 const QmmEntry* qmm_table(size_t* count) {
   static const QmmEntry table[] = {
@@ -334,7 +343,7 @@ int log2_int(int v) {
 }  // namespace
 
 bool qmm_config_instantiated(int mt, int nt) {
-  return (nt == 2 && (mt == 1 || mt == 2 || mt == 4)) || (nt == 1 && mt == 4);
+  return (nt == 2 && (mt == 1 || mt == 2 || mt == 4)) || (nt == 1 && (mt == 2 || mt == 4));
 }
 
 int64_t int4_max_partial_tiles(int sms) { return 8LL * std::max(sms, 1); }
@@ -353,7 +362,7 @@ cudaError_t qmm_init_kernels() {
     if (e != cudaSuccess) return e;
     qmm_occupancy(t[i].bf16, t[i].bits, t[i].mt, t[i].nt);
   }
-  return cudaSuccess;
+  return gemv_init_kernels();
 }
 
 namespace {
@@ -369,7 +378,7 @@ int qmm_occupancy(bool bf16, int bits, int mt, int nt) {
 }  // namespace
 
 int qmm_auto_split(const Int4DeviceView& w, int64_t m, const QmmConfig& cfg, int sms) {
-  const int64_t bn = 64 * cfg.nt, bm = 8 * cfg.mt;
+  const int64_t bn = 128, bm = 8 * cfg.mt;
   const int64_t base = ((w.n + bn - 1) / bn) * ((m + bm - 1) / bm);
   const int64_t max_tiles = int4_max_partial_tiles(sms) * int4_max_tile_floats() / (bn * bm);
   // Each resident block slot counts as a processor: blocks of one SM share its bandwidth, and a

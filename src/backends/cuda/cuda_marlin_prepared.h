@@ -4,6 +4,7 @@
 // Internal header (includes CUDA headers through cuda_runtime.h).
 #pragma once
 
+#include <algorithm>
 #include <memory>
 #include <string>
 

@@ -1,0 +1,292 @@
+// Int4 weight-only GEMM benchmark on the four linear shapes of a Llama-2-7B block (PERF.md):
+// qrt's cuda_gemv / cuda_marlin kernels against fp16 cuBLAS timed in the same run, and against the
+// int4 streaming floor = (int4 codes + fp16 g128 scales) / (the rate at which cuBLAS streams fp16
+// weights at M = 1, measured here). CUDA-graph replay; every launch of a graph reads another copy
+// of the weights, with more than 150 MB of copies per shape, so nothing is served from L2.
+// Prints a table (ratio to fp16 and to the floor) and writes JSON (rows + summary).
+//
+//   gpu_int4_bench [--json out.json] [--tinygemm-m1-us T] [--quick] [--shape K N] [--m M]
+// --tinygemm-m1-us: the summed M = 1 tinygemm time from peers/gemm_peers.py of the same run, for
+// int4_m1_speedup_vs_tinygemm (scripts/gpu-check.sh passes it; otherwise the key is null).
+#include <cublas_v2.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cuda/cuda_marlin.h"
+#include "backends/cuda/cuda_marlin_pack.h"
+#include "qrt/quantized_weight.h"
+
+using namespace qrt;
+using namespace qrt::cuda;
+
+#define CK(x)                                                                                 \
+  do {                                                                                        \
+    cudaError_t e_ = (x);                                                                     \
+    if (e_ != cudaSuccess) {                                                                  \
+      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); \
+      std::exit(2);                                                                           \
+    }                                                                                         \
+  } while (0)
+#define CB(x)                                                                \
+  do {                                                                       \
+    cublasStatus_t s_ = (x);                                                 \
+    if (s_ != CUBLAS_STATUS_SUCCESS) {                                       \
+      std::fprintf(stderr, "%s:%d %s: status %d\n", __FILE__, __LINE__, #x, (int)s_); \
+      std::exit(2);                                                          \
+    }                                                                        \
+  } while (0)
+
+namespace {
+
+constexpr size_t kRotateBytes = 160ull << 20;
+
+__global__ void fill_random_half(__half* p, size_t n, uint32_t seed) {
+  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+    uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+    h ^= h >> 13;
+    h *= 0x5bd1e995u;
+    h ^= h >> 15;
+    p[i] = __float2half(((h & 0xFFFF) / 65536.f - 0.5f) * 0.1f);
+  }
+}
+
+// Median time (µs) of one launch: a graph of `reps` launches (each on the next weight copy),
+// replayed 7 times after a warm-up replay.
+double time_graph(cudaStream_t s, int reps, const std::function<void(int)>& launch) {
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  CK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  for (int i = 0; i < reps; ++i) launch(i);
+  CK(cudaStreamEndCapture(s, &g));
+  CK(cudaGraphInstantiate(&ge, g, 0));
+  CK(cudaGraphLaunch(ge, s));
+  CK(cudaStreamSynchronize(s));
+  cudaEvent_t a, b;
+  CK(cudaEventCreate(&a));
+  CK(cudaEventCreate(&b));
+  std::vector<float> t;
+  for (int r = 0; r < 7; ++r) {
+    CK(cudaEventRecord(a, s));
+    CK(cudaGraphLaunch(ge, s));
+    CK(cudaEventRecord(b, s));
+    CK(cudaEventSynchronize(b));
+    float ms = 0;
+    CK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  std::sort(t.begin(), t.end());
+  CK(cudaGraphExecDestroy(ge));
+  CK(cudaGraphDestroy(g));
+  CK(cudaEventDestroy(a));
+  CK(cudaEventDestroy(b));
+  return t[t.size() / 2] * 1000.0 / reps;
+}
+
+struct Row {
+  int64_t k, n, m;
+  double fp16_us, int4_us, floor_us;
+  std::string kernel;
+  std::map<std::string, double> candidates;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string json_path;
+  double tinygemm_m1 = -1;
+  bool quick = false;
+  int64_t only_k = 0, only_n = 0, only_m = 0;  // --shape K N / --m M: one case (for ncu)
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--json" && i + 1 < argc) json_path = argv[++i];
+    else if (a == "--tinygemm-m1-us" && i + 1 < argc) tinygemm_m1 = std::atof(argv[++i]);
+    else if (a == "--quick") quick = true;
+    else if (a == "--shape" && i + 2 < argc) only_k = std::atol(argv[++i]), only_n = std::atol(argv[++i]);
+    else if (a == "--m" && i + 1 < argc) only_m = std::atol(argv[++i]);
+  }
+  int ndev = 0;
+  if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
+    std::printf("SKIP: no CUDA device\n");
+    return 0;
+  }
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  const int sms = prop.multiProcessorCount;
+  std::printf("device: %s (sm_%d%d, %d SMs, L2 %d MB)\n", prop.name, prop.major, prop.minor, sms, prop.l2CacheSize >> 20);
+  CK(qmm_init_kernels());
+  Int4Workspace ws;
+  ws.partial_floats = int4_max_partial_tiles(sms) * int4_max_tile_floats();
+  ws.counter_count = int4_counter_count(sms);
+  CK(cudaMalloc(&ws.partials, ws.partial_floats * 4));
+  CK(cudaMalloc(&ws.counters, ws.counter_count * 4));
+  CK(cudaMemset(ws.counters, 0, ws.counter_count * 4));
+  cudaStream_t stream;
+  CK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  cublasHandle_t cublas;
+  CB(cublasCreate(&cublas));
+  CB(cublasSetStream(cublas, stream));
+
+  const int64_t shapes[][2] = {{4096, 12288}, {4096, 4096}, {4096, 22016}, {11008, 4096}};
+  std::vector<int64_t> ms = {1, 4, 16, 32, 64, 128, 256, 1024, 4096};
+  if (quick) ms = {1, 16, 64};
+  if (only_m) ms = {only_m};
+  const int64_t max_m = ms.back();
+  __half *x = nullptr, *y = nullptr;
+  CK(cudaMalloc(&x, max_m * 11008 * 2));
+  CK(cudaMalloc(&y, max_m * 22016 * 2));
+  fill_random_half<<<1024, 256>>>(x, max_m * 11008, 7);
+  CK(cudaGetLastError());
+
+  std::vector<Row> rows;
+  std::mt19937 rng(1);
+  for (const auto& sh : shapes) {
+    const int64_t K = sh[0], N = sh[1];
+    if (only_k && (K != only_k || N != only_n)) continue;
+    // One random g128 symmetric 4-bit weight, packed by the real repack, copied for rotation.
+    QuantizedWeight w;
+    w.spec.name = "bench";
+    w.spec.in_features = K;
+    w.spec.out_features = N;
+    w.spec.bits = 4;
+    w.spec.group_size = 128;
+    w.codes.resize(K * N);
+    for (auto& c : w.codes) c = static_cast<uint8_t>(rng() & 15);
+    w.scales.resize(N * (K / 128));
+    for (auto& s : w.scales) s = 0.001f + (rng() % 1000) * 1e-5f;
+    Int4PackedHost p = pack_int4_host(w);
+    const size_t wbytes = p.words.size() * 4, sbytes = p.scales.size() * 2;
+    const int copies4 = std::max<int>(2, (int)((kRotateBytes + wbytes + sbytes - 1) / (wbytes + sbytes)));
+    std::vector<void*> wcopies(copies4), scopies(copies4);
+    for (int i = 0; i < copies4; ++i) {
+      CK(cudaMalloc(&wcopies[i], wbytes));
+      CK(cudaMalloc(&scopies[i], sbytes));
+      CK(cudaMemcpy(wcopies[i], p.words.data(), wbytes, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(scopies[i], p.scales.data(), sbytes, cudaMemcpyHostToDevice));
+    }
+    const size_t hbytes = K * N * 2;
+    const int copies16 = std::max<int>(2, (int)((kRotateBytes + hbytes - 1) / hbytes));
+    std::vector<__half*> hcopies(copies16);
+    for (int i = 0; i < copies16; ++i) {
+      CK(cudaMalloc(&hcopies[i], hbytes));
+      fill_random_half<<<1024, 256>>>(hcopies[i], K * N, 100 + i);
+      CK(cudaGetLastError());
+    }
+    auto view = [&](int i) {
+      Int4DeviceView v;
+      v.words = wcopies[i % copies4];
+      v.scales = static_cast<const uint32_t*>(scopies[i % copies4]);
+      v.n = N;
+      v.k = K;
+      v.bits = 4;
+      v.group_size = 128;
+      v.scale_mul = p.scale_mul;
+      return v;
+    };
+    double m1_rate = 0;  // bytes/µs of fp16 cuBLAS at M = 1
+    for (int64_t m : ms) {
+      const int reps = std::max(copies4, copies16) < 12 ? 12 : std::max(copies4, copies16);
+      const float alpha = 1.f, beta = 0.f;
+      Row r{K, N, m, 0, 1e30, 0, "", {}};
+      r.fp16_us = time_graph(stream, reps, [&](int i) {
+        CB(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m, (int)K, &alpha, hcopies[i % copies16],
+                        CUDA_R_16F, (int)K, x, CUDA_R_16F, (int)K, &beta, y, CUDA_R_16F, (int)N, CUBLAS_COMPUTE_32F,
+                        CUBLAS_GEMM_DEFAULT));
+      });
+      if (m == 1) m1_rate = hbytes / r.fp16_us;
+      r.floor_us = (wbytes + sbytes) / m1_rate;
+      std::vector<std::pair<std::string, std::function<cudaError_t(int)>>> cands;
+      auto add_qmm = [&](int mt, int nt, int split) {
+        char name[64];
+        std::snprintf(name, sizeof name, "qmm_m%d_%s_s%d", 8 * mt, nt == 2 ? "w4x2" : "w8x1", split);
+        cands.emplace_back(name, [&, mt, nt, split](int i) {
+          return launch_qmm(view(i), x, y, m, false, QmmConfig{mt, nt, split}, ws, sms, stream);
+        });
+      };
+      auto add_gemv = [&](int wt, int split) {
+        char name[64];
+        std::snprintf(name, sizeof name, "gemv_t%d_s%d", wt, split);
+        cands.emplace_back(name, [&, wt, split](int i) {
+          return launch_int4_gemv(view(i), x, y, m, false, GemvConfig{wt, split}, ws, sms, stream);
+        });
+      };
+      if (m <= 8) {
+        add_gemv(4, 0);
+        add_gemv(2, 0);
+        add_gemv(2, 1);
+        add_qmm(1, 2, 0);
+        add_qmm(1, 2, 8);
+      } else if (m <= 16) {
+        add_qmm(2, 2, 0);
+        add_qmm(2, 1, 0);
+        add_qmm(4, 1, 0);
+      } else if (m <= 256) {
+        add_qmm(4, 2, 0);
+        add_qmm(4, 1, 0);
+      } else {
+        add_qmm(4, 2, 0);
+      }
+      for (auto& cand : cands) {
+        const auto& fn = cand.second;
+        const double t = time_graph(stream, reps, [&](int i) { CK(fn(i)); });
+        r.candidates[cand.first] = t;
+        if (t < r.int4_us) r.int4_us = t, r.kernel = cand.first;
+      }
+      std::printf("K=%5ld N=%5ld M=%5ld  fp16 %9.1f us  int4 %9.1f us (%s)  floor %7.1f us  fp16/int4 %5.2fx  int4/floor %5.2f\n",
+                  (long)K, (long)N, (long)m, r.fp16_us, r.int4_us, r.kernel.c_str(), r.floor_us,
+                  r.fp16_us / r.int4_us, r.int4_us / r.floor_us);
+      std::fflush(stdout);
+      rows.push_back(r);
+    }
+    for (auto* pnt : wcopies) CK(cudaFree(pnt));
+    for (auto* pnt : scopies) CK(cudaFree(pnt));
+    for (auto* pnt : hcopies) CK(cudaFree(pnt));
+  }
+
+  // Summary over the four shapes (times summed per M).
+  std::map<int64_t, double> f16, i4, fl;
+  for (const Row& r : rows) f16[r.m] += r.fp16_us, i4[r.m] += r.int4_us, fl[r.m] += r.floor_us;
+  std::printf("\n%-6s %10s %10s %10s %10s %10s   (%s, 4 Llama-2-7B shapes summed)\n", "M", "fp16_us", "int4_us",
+              "floor_us", "fp16/int4", "int4/floor", prop.name);
+  for (int64_t m : ms)
+    std::printf("%-6ld %10.1f %10.1f %10.1f %10.2f %10.2f\n", (long)m, f16[m], i4[m], fl[m], f16[m] / i4[m], i4[m] / fl[m]);
+  auto speedup = [&](int64_t m) { return i4.count(m) ? f16[m] / i4[m] : -1.0; };
+  if (!json_path.empty()) {
+    FILE* f = std::fopen(json_path.c_str(), "w");
+    if (!f) {
+      std::fprintf(stderr, "cannot write %s\n", json_path.c_str());
+      return 2;
+    }
+    std::fprintf(f, "{\n  \"card\": \"%s\",\n  \"rows\": [\n", prop.name);
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const Row& r = rows[i];
+      std::fprintf(f, "    {\"k\": %ld, \"n\": %ld, \"m\": %ld, \"fp16_us\": %.2f, \"int4_us\": %.2f, \"floor_us\": %.2f, "
+                      "\"kernel\": \"%s\", \"candidates\": {",
+                   (long)r.k, (long)r.n, (long)r.m, r.fp16_us, r.int4_us, r.floor_us, r.kernel.c_str());
+      size_t j = 0;
+      for (const auto& [name, t] : r.candidates)
+        std::fprintf(f, "%s\"%s\": %.2f", j++ ? ", " : "", name.c_str(), t);
+      std::fprintf(f, "}}%s\n", i + 1 < rows.size() ? "," : "");
+    }
+    std::fprintf(f, "  ],\n  \"summary\": {\n");
+    std::fprintf(f, "    \"int4_m1_vs_floor\": %.3f,\n", i4.count(1) ? i4[1] / fl[1] : -1.0);
+    if (tinygemm_m1 > 0 && i4.count(1))
+      std::fprintf(f, "    \"int4_m1_speedup_vs_tinygemm\": %.3f,\n", tinygemm_m1 / i4[1]);
+    else
+      std::fprintf(f, "    \"int4_m1_speedup_vs_tinygemm\": null,\n");
+    for (int64_t m : {16, 32, 64, 128})
+      std::fprintf(f, "    \"int4_m%ld_speedup_vs_fp16\": %.3f,\n", (long)m, speedup(m));
+    std::fprintf(f, "    \"int4_m4096_vs_fp16\": %.3f\n  }\n}\n", speedup(4096));
+    std::fclose(f);
+    std::printf("wrote %s\n", json_path.c_str());
+  }
+  return 0;
+}

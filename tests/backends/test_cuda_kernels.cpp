@@ -1,0 +1,352 @@
+// GPU tests of cuda_marlin and cuda_gemv through the Backend interface (prepare + forward) against
+// the CPU reference dequantizer in double, on fresh seeded random data: M in {1,2,3,8,16,17,64,
+// 129,1024}, K and N at the smallest legal sizes (64, 64) and odd multiples, every group size,
+// act-order on/off, symmetric / integer zero, 4 and 8 bits, fp16 and bf16; outputs poisoned (NaN)
+// before each call; relative error beyond the output dtype's own rounding < 1e-3 (a bf16 output
+// alone is ~1.5e-3 from the exact result; fp16 ~1.5e-4). Skipped with the reason without a GPU.
+// The short set for compute-sanitizer: --gtest_filter='CudaKernels*Sanitizer*'.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "backend_test_util.h"
+#include "qrt/error.h"
+
+#ifdef QRT_WITH_CUDA
+#include "backends/backend_factories.h"
+#include "backends/cuda/cuda_marlin_pack.h"
+#include "backends/cuda/test_support.h"
+#include "qrt/device.h"
+#include "qrt/dtype.h"
+
+namespace qrt {
+namespace {
+
+using cuda_test::DeviceTensor;
+using test::int_layer;
+using test::reference_forward;
+using test::relative_error;
+
+#define QRT_SKIP_WITHOUT_GPU()                                  \
+  do {                                                          \
+    std::string why_;                                           \
+    if (!cuda_test::gpu_available(&why_)) GTEST_SKIP() << why_; \
+  } while (0)
+
+struct KCase {
+  const char* backend;
+  int64_t m, k, n;
+  int bits, group;
+  ZeroKind zero;
+  bool act, bf16, bias;
+  KernelParams params;
+};
+
+std::string describe(const KCase& c) {
+  return std::string(c.backend) + " m=" + std::to_string(c.m) + " k=" + std::to_string(c.k) +
+         " n=" + std::to_string(c.n) + " w" + std::to_string(c.bits) + " g" + std::to_string(c.group) +
+         (c.zero == ZeroKind::Integer ? " asym" : " sym") + (c.act ? " act" : "") + (c.bf16 ? " bf16" : " fp16") +
+         " params=" + c.params.to_json();
+}
+
+QuantizedWeight make_weight(const KCase& c, std::mt19937& rng) {
+  QuantizedWeight w;
+  w.spec.name = "test.kernels";
+  w.spec.in_features = c.k;
+  w.spec.out_features = c.n;
+  w.spec.bits = c.bits;
+  w.spec.group_size = c.group;
+  w.spec.zero_kind = c.zero;
+  w.spec.act_order = c.act;
+  w.spec.has_bias = c.bias;
+  const int64_t gs = c.group <= 0 ? c.k : c.group;
+  const int64_t groups = c.k / gs;
+  std::uniform_int_distribution<int> code(0, (1 << c.bits) - 1);
+  std::uniform_real_distribution<float> scale(0.002f, 0.02f), b(-0.5f, 0.5f);
+  w.codes.resize(static_cast<size_t>(c.n * c.k));
+  for (auto& v : w.codes) v = static_cast<uint8_t>(code(rng));
+  w.scales.resize(static_cast<size_t>(c.n * groups));
+  for (auto& v : w.scales) v = scale(rng);
+  if (c.zero == ZeroKind::Integer) {
+    w.zeros.resize(w.scales.size());
+    for (auto& v : w.zeros) v = static_cast<float>(code(rng));
+  }
+  if (c.act) {
+    std::vector<int32_t> perm(static_cast<size_t>(c.k));
+    for (int64_t i = 0; i < c.k; ++i) perm[i] = static_cast<int32_t>(i);
+    std::shuffle(perm.begin(), perm.end(), rng);
+    w.g_idx.resize(static_cast<size_t>(c.k));
+    for (int64_t i = 0; i < c.k; ++i) w.g_idx[i] = static_cast<int32_t>(perm[i] / gs);
+  }
+  if (c.bias) {
+    w.bias.resize(static_cast<size_t>(c.n));
+    for (auto& v : w.bias) v = b(rng);
+  }
+  w.validate();
+  return w;
+}
+
+// ||y - ref|| / ||ref|| minus the part the output dtype forces (||round(ref) - ref|| / ||ref||):
+// a bf16 output cannot be closer than its own rounding (~1.5e-3), an fp16 one (~1.5e-4) can.
+double error_beyond_rounding(const std::vector<float>& y, const std::vector<double>& ref, DType dt) {
+  const double err = relative_error(y, ref);
+  std::vector<float> r(ref.begin(), ref.end());
+  r = cuda_test::round_to(r, dt);
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    num += (r[i] - ref[i]) * (r[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return err - std::sqrt(num / (den > 0 ? den : 1));
+}
+
+const Backend& backend_named(const std::string& name) {
+  static const std::unique_ptr<Backend> marlin = make_cuda_marlin_backend();
+  static const std::unique_ptr<Backend> gemv = make_cuda_gemv_backend();
+  return name == "cuda_marlin" ? *marlin : *gemv;
+}
+
+// Runs one case through prepare + forward; returns the relative error.
+double run_case(const KCase& c, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const QuantizedWeight w = make_weight(c, rng);
+  const DType dt = c.bf16 ? DType::BF16 : DType::F16;
+  std::uniform_real_distribution<float> xd(-1.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(c.m * c.k));
+  for (auto& v : x) v = xd(rng);
+  x = cuda_test::round_to(x, dt);
+  const std::vector<double> ref = reference_forward(w, x, c.m);
+  const Backend& b = backend_named(c.backend);
+  const DeviceInfo dev = cuda_test::gpu0();
+  const Verdict v = b.check(w.spec, dev);
+  EXPECT_TRUE(v.ok) << describe(c) << ": " << v.reason;
+  if (!v.ok) return INFINITY;
+  auto prepared = b.prepare(w, c.params, dev);
+  DeviceTensor dx = DeviceTensor::upload(x, c.m, c.k, dt);
+  DeviceTensor dy(c.m, c.n, dt);  // poisoned with 0xFF bytes = NaN
+  ExecContext ec;
+  prepared->forward(dx.act(), dy.act(), ec);
+  return error_beyond_rounding(dy.download(), ref, dt);
+}
+
+// Rotates M, configuration and data over the combinations so every value of every axis is hit
+// several times without the full cross product (CI time).
+std::vector<KCase> kernel_cases(bool short_set) {
+  std::vector<KCase> out;
+  const int64_t ms[] = {1, 2, 3, 8, 16, 17, 64, 129, 1024};
+  // (K, N): the smallest legal size under the shared capability table (64, 64) and odd multiples.
+  const int64_t shapes[][2] = {{64, 64}, {192, 192}, {320, 64}, {1088, 320}};
+  int idx = 0;
+  for (const auto& s : shapes)
+    for (int bits : {4, 8})
+      for (int g : {-1, 32, 64, 128})
+        for (ZeroKind z : {ZeroKind::Symmetric, ZeroKind::Integer})
+          for (bool act : {false, true})
+            for (bool bf : {false, true}) {
+              if (g > 0 && (s[0] % g || g >= s[0])) continue;
+              if (act && g < 0) continue;
+              ++idx;
+              if (short_set && idx % 7) continue;
+              int64_t m = ms[idx % 9];
+              if (m * s[0] * s[1] > (int64_t(1) << 26)) m = ms[idx % 6];  // keep the CPU reference fast
+              KCase c{"cuda_marlin", m, s[0], s[1], bits, g, z, act, bf, idx % 2 == 0, {}};
+              const int cfg = idx % 6;  // auto, then each explicit tile
+              if (cfg == 1) c.params.values = {{"mt", int64_t(1)}, {"nt", int64_t(2)}};
+              if (cfg == 2) c.params.values = {{"mt", int64_t(2)}, {"nt", int64_t(2)}, {"split", int64_t(3)}};
+              if (cfg == 3) c.params.values = {{"mt", int64_t(4)}, {"nt", int64_t(2)}};
+              if (cfg == 4) c.params.values = {{"mt", int64_t(4)}, {"nt", int64_t(1)}, {"split", int64_t(2)}};
+              if (cfg == 5) c.params.values = {{"mt", int64_t(2)}, {"nt", int64_t(1)}};
+              out.push_back(c);
+              if (m <= 8) {
+                KCase gc = c;
+                gc.backend = "cuda_gemv";
+                gc.params = {};
+                if (idx % 3 == 1) gc.params.values = {{"wt", int64_t(4)}, {"split", int64_t(2)}};
+                out.push_back(gc);
+              }
+            }
+  if (!short_set)  // every M on one shape with K a multiple of 64 but not of 128
+    for (int64_t m : ms)
+      for (bool bf : {false, true}) {
+        out.push_back(KCase{"cuda_marlin", m, m > 64 ? 320 : 1344, 192, 4, 64, ZeroKind::Integer, true, bf, true, {}});
+        if (m <= 8)
+          out.push_back(KCase{"cuda_gemv", m, 1344, 192, 4, 64, ZeroKind::Integer, true, bf, true, {}});
+      }
+  return out;
+}
+
+TEST(CudaKernels, AgainstCpuReferenceAtAwkwardShapes) {
+  QRT_SKIP_WITHOUT_GPU();
+  uint32_t seed = 1000;
+  for (const KCase& c : kernel_cases(false)) {
+    const double err = run_case(c, seed++);
+    EXPECT_LT(err, 1e-3) << describe(c);
+  }
+}
+
+TEST(CudaKernels, SanitizerShortSet) {
+  QRT_SKIP_WITHOUT_GPU();
+  uint32_t seed = 77;
+  for (const KCase& c : kernel_cases(true)) {
+    const double err = run_case(c, seed++);
+    EXPECT_LT(err, 1e-3) << describe(c);
+  }
+}
+
+TEST(CudaKernels, ResultsAreDeterministicAcrossCalls) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(5);
+  KCase c{"cuda_marlin", 16, 1024, 576, 4, 128, ZeroKind::Symmetric, false, false, false, {}};
+  c.params.values = {{"mt", int64_t(2)}, {"nt", int64_t(2)}, {"split", int64_t(4)}};
+  const QuantizedWeight w = make_weight(c, rng);
+  std::vector<float> x(static_cast<size_t>(c.m * c.k));
+  std::uniform_real_distribution<float> xd(-1.f, 1.f);
+  for (auto& v : x) v = xd(rng);
+  auto prepared = backend_named(c.backend).prepare(w, c.params, cuda_test::gpu0());
+  DeviceTensor dx = DeviceTensor::upload(x, c.m, c.k, DType::F16);
+  std::vector<float> first;
+  for (int rep = 0; rep < 3; ++rep) {
+    DeviceTensor dy(c.m, c.n, DType::F16);
+    prepared->forward(dx.act(), dy.act(), ExecContext{});
+    const auto y = dy.download();
+    if (rep == 0) first = y;
+    else EXPECT_EQ(first, y) << "split-K reduction is not deterministic";
+  }
+}
+
+TEST(CudaKernels, GraphCaptureAndReplay) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(9);
+  KCase c{"cuda_gemv", 3, 512, 96, 4, 32, ZeroKind::Integer, true, true, true, {}};
+  const QuantizedWeight w = make_weight(c, rng);
+  std::vector<float> x(static_cast<size_t>(c.m * c.k));
+  std::uniform_real_distribution<float> xd(-1.f, 1.f);
+  for (auto& v : x) v = xd(rng);
+  x = cuda_test::round_to(x, DType::BF16);
+  const std::vector<double> ref = reference_forward(w, x, c.m);
+  auto prepared = backend_named(c.backend).prepare(w, {}, cuda_test::gpu0());
+  DeviceTensor dx = DeviceTensor::upload(x, c.m, c.k, DType::BF16);
+  DeviceTensor dy(c.m, c.n, DType::BF16);
+  cuda_test::run_on_stream([&](void* s) { prepared->forward(dx.act(), dy.act(), ExecContext{nullptr, s}); }, true);
+  EXPECT_LT(error_beyond_rounding(dy.download(), ref, DType::BF16), 1e-3);
+}
+
+TEST(CudaKernels, DeclaredCapabilityMatchesTheSharedTable) {
+  for (const char* name : {"cuda_marlin", "cuda_gemv"}) {
+    const Backend& b = backend_named(name);
+    EXPECT_EQ(b.name(), name);
+    EXPECT_EQ(b.capability().min_compute_capability >= 70, true);
+  }
+  EXPECT_EQ(backend_named("cuda_gemv").capability().max_m, 8);
+}
+
+TEST(CudaKernels, RejectionsNameTheReason) {
+  const DeviceInfo dev = target_profile("h100");  // no GPU needed: checks read the profile
+  const Backend& marlin = backend_named("cuda_marlin");
+  LayerSpec s = int_layer("l", 96, 64, 4, -1, ZeroKind::Symmetric);  // K not a multiple of 64
+  Verdict v = marlin.check(s, dev);
+  EXPECT_FALSE(v.ok);
+  EXPECT_NE(v.reason.find("64"), std::string::npos) << v.reason;
+  s = int_layer("l", 512, 64, 4, 256, ZeroKind::Symmetric);
+  v = marlin.check(s, dev);
+  EXPECT_FALSE(v.ok);
+  EXPECT_NE(v.reason.find("group"), std::string::npos) << v.reason;
+  s = int_layer("l", 256, 64, 4, 128, ZeroKind::Float);
+  EXPECT_FALSE(marlin.check(s, dev).ok);
+  KernelParams bad;
+  bad.values["mt"] = int64_t(3);
+  EXPECT_FALSE(marlin.validate_params(s, bad).ok);
+  bad.values = {{"mt", int64_t(1)}, {"nt", int64_t(1)}};
+  EXPECT_FALSE(marlin.validate_params(s, bad).ok);
+  bad.values = {{"tile", int64_t(2)}};
+  EXPECT_FALSE(marlin.validate_params(s, bad).ok);
+  // Every tuning candidate is valid.
+  for (int64_t m : {1, 16, 64, 1024})
+    for (const KernelParams& p : marlin.tuning_space(s, m, dev)) EXPECT_TRUE(marlin.validate_params(s, p).ok) << p.to_json();
+  const Backend& gemv = backend_named("cuda_gemv");
+  for (const KernelParams& p : gemv.tuning_space(s, 4, dev)) EXPECT_TRUE(gemv.validate_params(s, p).ok) << p.to_json();
+  EXPECT_TRUE(gemv.tuning_space(s, 9, dev).empty());
+  // sm_75 is refused with the reason.
+  const DeviceInfo t4 = target_profile("t4");
+  EXPECT_FALSE(marlin.check(int_layer("l", 256, 64, 4, 128, ZeroKind::Symmetric), t4).ok);
+  EXPECT_FALSE(gemv.check(int_layer("l", 256, 64, 4, 128, ZeroKind::Symmetric), t4).ok);
+  EXPECT_TRUE(marlin.check(int_layer("l", 4096, 4096, 4, 128, ZeroKind::Integer, true), dev).ok);
+}
+
+// The packed layout, decoded on the host exactly as a lane's registers are used by the kernels
+// (int4_common.cuh): every nibble / byte must be the code of the (row, column) the MMA fragment
+// puts it at, after the act-order sort.
+TEST(CudaKernelsPack, LayoutMatchesTheFragmentMapping) {
+  std::mt19937 rng(3);
+  for (int bits : {4, 8}) {
+    KCase c{"cuda_marlin", 1, 256, 48, bits, 64, ZeroKind::Integer, true, false, true, {}};
+    const QuantizedWeight w = make_weight(c, rng);
+    const cuda::Int4PackedHost p = cuda::pack_int4_host(w);
+    ASSERT_EQ(p.perm.size(), 256u);
+    for (int64_t i = 1; i < 256; ++i) ASSERT_LE(w.g_idx[p.perm[i - 1]], w.g_idx[p.perm[i]]);
+    auto code = [&](int64_t n, int64_t ks) { return static_cast<uint32_t>(w.codes[n * 256 + p.perm[ks]]); };
+    const int per_chunk = 32 * bits / 4;
+    for (int64_t t = 0; t < 3; ++t)
+      for (int64_t ch = 0; ch < 4; ++ch)
+        for (int lane = 0; lane < 32; ++lane)
+          for (int j = 0; j < 4; ++j) {
+            const int64_t r = 16 * t + lane / 4;
+            const int64_t ka = 64 * ch + 32 * (j / 2) + 8 * (lane % 4) + 4 * (j % 2);
+            const uint32_t* piece = p.words.data() + (t * 4 + ch) * per_chunk * 4;
+            // A registers: (row r, cols ka, ka+1), (r+8, ka..), (r, ka+2..), (r+8, ka+2..)
+            const int64_t rows[4] = {r, r + 8, r, r + 8}, cols[4] = {ka, ka, ka + 2, ka + 2};
+            for (int reg = 0; reg < 4; ++reg)
+              for (int half = 0; half < 2; ++half) {
+                uint32_t got;
+                if (bits == 4) {
+                  got = (piece[lane * 4 + j] >> (4 * reg + 16 * half)) & 0xF;
+                } else {
+                  const uint32_t* v = piece + ((j / 2) * 32 + lane) * 4 + 2 * (j % 2);
+                  const uint32_t word = reg < 2 ? v[0] : v[1];
+                  got = (word >> (8 * (2 * (reg & 1) + half))) & 0xFF;
+                }
+                ASSERT_EQ(got, code(rows[reg], cols[reg] + half))
+                    << "bits " << bits << " tile " << t << " chunk " << ch << " lane " << lane << " step " << j;
+              }
+          }
+    // Scale / zero pairs: (row p, row p + 8) of each n16 tile, power of two folded out.
+    for (int g = 0; g < 4; ++g)
+      for (int64_t n = 0; n < 48; ++n) {
+        const size_t at = static_cast<size_t>(g) * 48 + (n / 16) * 16 + 2 * (n % 8) + (n % 16) / 8;
+        EXPECT_NEAR(fp16_to_f32(p.scales[at]) * p.scale_mul, w.scales[n * 4 + g], w.scales[n * 4 + g] * 1e-3);
+        EXPECT_EQ(p.zeros[at], static_cast<uint8_t>(w.zeros[n * 4 + g]));
+      }
+  }
+}
+
+TEST(CudaKernelsPack, SplitHeuristicBalancesAndRespectsLimits) {
+  // 32 output tiles, 64 k64 chunks, 132 SMs: a split is worth it; 4 partitions fill 128 SMs.
+  EXPECT_EQ(cuda::choose_split(32, 64, 132, 1 << 20, 2), 4);
+  // Whole waves of tiles already: no split; 400 tiles (3.03 waves) are better cut in 8.
+  EXPECT_EQ(cuda::choose_split(396, 64, 132, 1 << 20, 2), 1);
+  EXPECT_EQ(cuda::choose_split(400, 64, 132, 1 << 20, 2), 8);
+  // Never more partial tiles than the workspace holds, never an empty partition.
+  EXPECT_EQ(cuda::choose_split(32, 64, 132, 40, 2), 1);
+  for (int64_t chunks : {1, 2, 3, 7, 172})
+    for (int64_t base : {1, 5, 32, 96, 172}) {
+      const int s = cuda::choose_split(base, chunks, 132, 1 << 20, 2);
+      EXPECT_GE(s, 1);
+      int64_t per = (chunks + s - 1) / s;
+      per = (per + 1) / 2 * 2;
+      EXPECT_EQ((chunks + per - 1) / per, s) << base << " " << chunks;
+    }
+  // Rejections of the packer name the reason.
+  EXPECT_NE(cuda::int4_pack_rejection(int_layer("l", 96, 64, 4, -1, ZeroKind::Symmetric)).find("64"),
+            std::string::npos);
+  EXPECT_NE(cuda::int4_pack_rejection(int_layer("l", 256, 64, 3, 64, ZeroKind::Symmetric)).find("bit"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace qrt
+
+#else
+
+TEST(CudaKernels, SkippedInCpuOnlyBuild) { GTEST_SKIP() << "built without CUDA (QRT_WITH_CUDA off)"; }
+
+#endif
