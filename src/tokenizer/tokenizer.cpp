@@ -709,6 +709,8 @@ static std::vector<std::pair<std::string, std::string>> merges_from_scores(const
   std::vector<size_t> bounds;
   for (const size_t i : order) {
     const std::string& t = tokens[i];
+    // Splitting costs O(length^2): a token far longer than any real piece (hostile file) is skipped.
+    if (t.size() > 1024) continue;
     bounds.clear();
     size_t pos = 0;
     while (pos < t.size()) {
