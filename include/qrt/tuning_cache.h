@@ -96,7 +96,17 @@ struct TuneOptions {
   std::function<void(const TuneProgress&)> progress;
 };
 
+struct TunedRow {
+  std::string backend;
+  LayerSpec layer;              // the first layer of this shape
+  int64_t m = 1;
+  KernelParams best;
+  double best_us = 0;
+  double default_us = 0;        // the backend's default_params, timed the same way (0 = not timed)
+};
+
 struct TuneResult {
+  std::vector<TunedRow> rows;   // one per (shape, backend, M) tuned
   size_t shapes = 0;             // distinct (K, N, weight kind)
   size_t timed = 0;              // candidates timed
   size_t rejected = 0;           // candidates that failed to prepare or gave wrong output

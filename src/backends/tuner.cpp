@@ -103,6 +103,10 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
         }
         Work w{b, m, b->tuning_space(shapes[s], m, device)};
         if (w.candidates.empty()) continue;
+        // The default is always a candidate: the report shows what tuning gained over it.
+        const KernelParams def = b->default_params(shapes[s], m, device);
+        if (std::find(w.candidates.begin(), w.candidates.end(), def) == w.candidates.end())
+          w.candidates.insert(w.candidates.begin(), def);
         total += w.candidates.size();
         work[s].push_back(std::move(w));
       }
@@ -143,8 +147,9 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
       auto act = [&](std::vector<float>& v, int64_t cols) { return ActTensor{v.data(), DType::F32, m, cols, DeviceKind::Cpu}; };
       reference->forward(act(xs[0], k), act(ref, n), ctx);
 
-      double best = INFINITY;
+      double best = INFINITY, default_time = 0;
       const KernelParams* best_params = nullptr;
+      const KernelParams def = w.backend->default_params(spec, m, device);
       for (const KernelParams& p : w.candidates) {
         const std::string what = w.backend->name() + " " + shape_text(spec) + " M=" + std::to_string(m) + " " + p.to_json();
         if (opt.budget_seconds > 0 && seconds_since(t_start) > opt.budget_seconds) {
@@ -188,11 +193,33 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
         std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
         const double median = times[times.size() / 2];
         ++result.timed;
+        if (p == def) default_time = median;
         if (median < best) {
           best = median;
           best_params = &p;
         }
         report(what);
+      }
+      // On a shared machine one candidate can be timed during a burst of someone else's work; the
+      // default is the baseline the report compares against, so when it lost, time it once more.
+      if (best_params && default_time > best * 1.1 && !(*best_params == def)) {
+        try {
+          auto kernel = w.backend->prepare(weight, def, device);
+          for (int i = 0; i < opt.warmup; ++i) kernel->forward(act(xs[(i + 1) % buffers], k), act(y, n), ctx);
+          std::vector<double> times;
+          for (int r = 0; r < opt.repeats; ++r) {
+            auto& x = xs[static_cast<size_t>(r % buffers)];
+            times.push_back(timer(w.backend->name(), def, m, [&] { kernel->forward(act(x, k), act(y, n), ctx); }));
+          }
+          std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+          default_time = std::min(default_time, times[times.size() / 2]);
+          if (default_time < best) {
+            best = default_time;
+            for (const auto& c : w.candidates)
+              if (c == def) best_params = &c;
+          }
+        } catch (const Error&) {
+        }
       }
       if (best_params) {
         TuningEntry e;
@@ -201,6 +228,7 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
         e.time_us = best * 1e6;
         cache.put(e);
         ++result.written;
+        result.rows.push_back({w.backend->name(), spec, m, *best_params, best * 1e6, default_time * 1e6});
       }
     }
   }

@@ -46,10 +46,18 @@ std::string role_of(const std::string& name) {
   return std::regex_replace(name, index, ".*.", std::regex_constants::format_first_only);
 }
 
+// Backends by M range; adjacent ranges of one backend (differing only in parameters) are one.
 std::string decision_text(const LinearPlan& p) {
   if (!p.ok()) return "NO BACKEND";
+  std::vector<KernelChoice> merged;
+  for (const auto& c : p.choices) {
+    if (!merged.empty() && merged.back().backend == c.backend && merged.back().m_max + 1 == c.m_min)
+      merged.back().m_max = c.m_max;
+    else
+      merged.push_back(c);
+  }
   std::string s;
-  for (const auto& c : p.choices) s += (s.empty() ? "" : ", ") + c.backend + " (" + m_range(c) + ")";
+  for (const auto& c : merged) s += (s.empty() ? "" : ", ") + c.backend + " (" + m_range(c) + ")";
   return s;
 }
 
@@ -73,7 +81,9 @@ std::vector<std::string> rejection_lines(const LinearPlan& p) {
     if (v.ok) {
       if (std::find(used.begin(), used.end(), name) != used.end()) continue;
       const bool fb = std::find(p.fallback.begin(), p.fallback.end(), name) != p.fallback.end();
-      reason = fb ? "ok, kept as fallback" : "ok, not needed (an earlier backend covers every M)";
+      reason = !p.ok() ? "ok (would work)"
+               : fb    ? "ok, kept as fallback"
+                       : "ok, not needed (an earlier backend covers every M)";
     } else {
       reason = v.reason;
     }
@@ -250,7 +260,11 @@ int run_plan(const PlanOptions& o) {
                 fmt::format("{} x {}", p.layer.in_features, p.layer.out_features).c_str(), static_cast<int>(w_kind),
                 p.layer.describe().c_str(), static_cast<int>(w_dec), decision_text(p).c_str(),
                 p.ok() ? params_text(p).c_str() : "-");
-    if (!p.ok()) std::printf("    error: %s\n", p.error.c_str());
+    if (!p.ok()) {
+      // The verdict list of the error is printed below, grouped; keep its first sentence here.
+      std::string first = p.error.substr(0, p.error.find(". Every backend's verdict:"));
+      std::printf("    error: %s\n", first.c_str());
+    }
     for (const auto& l : rejection_lines(p)) std::printf("    - %s\n", l.c_str());
     if (!p.fallback.empty()) {
       std::string f;

@@ -34,11 +34,19 @@ std::map<std::string, LayerSpec> matrix_layers() {
   };
 }
 
-// "backend@lo-hi,backend@lo-" : the expected M ranges.
+// "backend@lo-hi,backend@lo-" : the backend of each M range (adjacent choices of one backend
+// that differ only in parameters, e.g. cpu_simd's row tile per M, count as one range here).
 std::string ranges_of(const LinearPlan& p) {
   if (!p.ok()) return "ERROR: " + p.error;
-  std::string s;
+  std::vector<KernelChoice> merged;
   for (const auto& c : p.choices) {
+    if (!merged.empty() && merged.back().backend == c.backend && merged.back().m_max + 1 == c.m_min)
+      merged.back().m_max = c.m_max;
+    else
+      merged.push_back(c);
+  }
+  std::string s;
+  for (const auto& c : merged) {
     if (!s.empty()) s += ",";
     s += c.backend + "@" + std::to_string(c.m_min) + "-" + (c.m_max == kInf ? "" : std::to_string(c.m_max));
   }
