@@ -273,6 +273,30 @@ TEST_F(CpuSimdTest, TileAndBlockParamsGiveTheSameResult) {
     }
 }
 
+// One packed weight serves every M range: forward() honours ExecContext::call_params.
+TEST_F(CpuSimdTest, CallParamsSelectKernelWithoutRepacking) {
+  EXPECT_TRUE(be->reads_call_params());
+  EXPECT_TRUE(be->packing_params(params("avx2", "f32", 2, 16)).empty());
+  const auto w = make_weight({256, 48, 4, 64, ZeroKind::Integer, false}, 650);
+  const int64_t m = 5;
+  const auto x = random_x(m, w.K(), 651);
+  const auto y_f32 = run(*be, w, params("auto", "f32", 2, 16), x, m, &pool);
+  const auto y_int8 = run(*be, w, params("auto", "int8", 8, 64), x, m, &pool);
+  auto prepared = be->prepare(w, params("auto", "int8", 8, 64), probe_cpu());
+  std::vector<float> y(m * w.N());
+  ActTensor xt{const_cast<float*>(x.data()), DType::F32, m, w.K()};
+  ActTensor yt{y.data(), DType::F32, m, w.N()};
+  const KernelParams call = params("auto", "f32", 2, 16);
+  ExecContext ctx;
+  ctx.pool = &pool;
+  ctx.call_params = &call;
+  prepared->forward(xt, yt, ctx);
+  EXPECT_EQ(y, y_f32);
+  ctx.call_params = nullptr;
+  prepared->forward(xt, yt, ctx);
+  EXPECT_EQ(y, y_int8);
+}
+
 TEST_F(CpuSimdTest, EnvironmentForcesTheAvx2Path) {
   if (cpu_simd::best_isa_of_this_cpu() < cpu_simd::Isa::Avx2) GTEST_SKIP() << "CPU has no AVX2";
   EXPECT_EQ(cpu_simd::resolve_isa("avx2"), cpu_simd::Isa::Avx2);

@@ -9,6 +9,10 @@
 #include <cstring>
 #include <numeric>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "backends/backend_factories.h"
 #include "backends/cpu_simd/cpu_simd_kernels.h"
 #include "qrt/device.h"
@@ -67,6 +71,14 @@ Isa resolve_isa(const std::string& requested) {
 // Scalar kernels on the packed layout: the baseline path and the oracle of the SIMD ones.
 
 namespace {
+
+// e4m3fn byte -> float without a table (no NaN handling: validate() rejects NaN codes).
+float fp8_e4m3_value(uint8_t b) {
+  const int e = (b >> 3) & 0xF, m = b & 7;
+  float v = e == 0 ? static_cast<float>(m) * (1.0f / 512.0f)
+                   : (1.0f + static_cast<float>(m) * 0.125f) * static_cast<float>(1 << e) * (1.0f / 128.0f);
+  return (b & 0x80) ? -v : v;
+}
 
 inline int code_at(const PackedView& w, const uint8_t* block, int row, int kk) {
   if (w.kind == CodeKind::U4) {
@@ -225,6 +237,35 @@ std::string param_string(const KernelParams& p, const std::string& key, const st
   return fallback;
 }
 
+// Zeroed bytes on 2 MiB-aligned memory marked for transparent huge pages: a decode step streams
+// every packed weight once, and with 4 KiB pages that is one TLB miss per 16 blocks of 256 bytes.
+class HugeBuffer {
+ public:
+  HugeBuffer() = default;
+  HugeBuffer(const HugeBuffer&) = delete;
+  HugeBuffer& operator=(const HugeBuffer&) = delete;
+  ~HugeBuffer() { std::free(data_); }
+  void allocate(size_t bytes) {
+    constexpr size_t kHuge = size_t{2} << 20;
+    std::free(data_);
+    size_ = bytes;
+    const size_t rounded = bytes >= kHuge / 2 ? (bytes + kHuge - 1) / kHuge * kHuge : (bytes + 63) / 64 * 64;
+    data_ = static_cast<uint8_t*>(std::aligned_alloc(bytes >= kHuge / 2 ? kHuge : 64, std::max<size_t>(rounded, 64)));
+    if (!data_) throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    if (bytes >= kHuge / 2) madvise(data_, rounded, MADV_HUGEPAGE);
+#endif
+    std::memset(data_, 0, bytes);
+  }
+  uint8_t* data() { return data_; }
+  const uint8_t* data() const { return data_; }
+  size_t size() const { return size_; }
+
+ private:
+  uint8_t* data_ = nullptr;
+  size_t size_ = 0;
+};
+
 // Per-call scratch of the calling thread, grown to the largest call seen and then reused: the hot
 // path allocates only the first time a layer shape/M exceeds what the thread has seen.
 struct Scratch {
@@ -250,6 +291,23 @@ class CpuSimdPrepared final : public PreparedLinear {
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx) override {
     const int64_t M = x.rows;
     if (M <= 0) return;
+    // The plan's parameters for this M range (one packed weight serves every range: the layout does
+    // not depend on any parameter). Map lookups with short keys: no allocation.
+    Isa isa = isa_;
+    ActMode act = act_;
+    int m_tile = m_tile_, m_block_rows = m_block_;
+    if (const KernelParams* p = ctx.call_params) {
+      m_tile = static_cast<int>(p->get_int("m_tile", m_tile));
+      m_block_rows = static_cast<int>(p->get_int("m_block", m_block_rows));
+      auto it = p->values.find("activations");
+      if (it != p->values.end() && kind_ != CodeKind::Fp8)
+        if (const auto* s = std::get_if<std::string>(&it->second)) act = *s == "f32" ? ActMode::F32 : ActMode::Int8;
+      it = p->values.find("isa");
+      Isa requested;
+      if (it != p->values.end())
+        if (const auto* s = std::get_if<std::string>(&it->second); s && parse_isa(*s, &requested))
+          isa = std::min(requested, best_isa_of_this_cpu());
+    }
     const float* xs = static_cast<const float*>(x.data);
     const int64_t kp = blocks_ * kBlockK;
     Scratch& s = t_scratch;
@@ -264,12 +322,12 @@ class CpuSimdPrepared final : public PreparedLinear {
       if (pool && M > 1 && M * k_ >= kMinParallelMacs / 64) pool->parallel_for(M, fn);
       else fn(0, 0, M);
     };
-    if (act_ == ActMode::Int8) {
+    if (act == ActMode::Int8) {
       int8_t* q = Scratch::grow(s.q, static_cast<size_t>(M * kp));
       float* d = Scratch::grow(s.d, static_cast<size_t>(M * blocks_));
       av.q = q;
       av.d = d;
-      const bool simd = isa_ != Isa::Scalar;
+      const bool simd = isa != Isa::Scalar;
       for_rows([&](int, int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           if (simd)
@@ -308,16 +366,16 @@ class CpuSimdPrepared final : public PreparedLinear {
     base.ldy = n_;
     base.n = n_;
     base.bias = bias_.empty() ? nullptr : bias_.data();
-    base.m_tile = m_tile_;
+    base.m_tile = m_tile;
     void (*kernel)(const GemmArgs&) = nullptr;
-    switch (isa_) {
-      case Isa::Avx512Vnni: kernel = act_ == ActMode::Int8 ? gemm_int8_avx512 : gemm_f32_avx512; break;
-      case Isa::Avx2: kernel = act_ == ActMode::Int8 ? gemm_int8_avx2 : gemm_f32_avx2; break;
-      case Isa::Scalar: kernel = act_ == ActMode::Int8 ? gemm_int8_scalar : gemm_f32_scalar; break;
+    switch (isa) {
+      case Isa::Avx512Vnni: kernel = act == ActMode::Int8 ? gemm_int8_avx512 : gemm_f32_avx512; break;
+      case Isa::Avx2: kernel = act == ActMode::Int8 ? gemm_int8_avx2 : gemm_f32_avx2; break;
+      case Isa::Scalar: kernel = act == ActMode::Int8 ? gemm_int8_scalar : gemm_f32_scalar; break;
     }
     // Work units: (block of M rows) x (weight tile); a thread takes a contiguous range of units and
     // runs consecutive tiles of one M block in one kernel call (weights stream, activations stay hot).
-    const int64_t m_block = std::max<int64_t>(1, M <= 2 * m_block_ ? M : m_block_);
+    const int64_t m_block = std::max<int64_t>(1, M <= 2 * m_block_rows ? M : m_block_rows);
     const int64_t m_blocks = (M + m_block - 1) / m_block;
     const int64_t units = m_blocks * n_tiles_;
     auto work = [&](int, int64_t u0, int64_t u1) {
@@ -359,6 +417,8 @@ class CpuSimdPrepared final : public PreparedLinear {
     v.scales = scales_.data();
     v.scales16 = scales16_.empty() ? nullptr : scales16_.data();
     v.block_group = block_group_.data();
+    v.runs = runs_.data();
+    v.n_runs = static_cast<int64_t>(runs_.size() / 2);
     return v;
   }
 
@@ -395,7 +455,15 @@ class CpuSimdPrepared final : public PreparedLinear {
     blocks_ = static_cast<int64_t>(block_group_.size());
   }
 
+  void build_runs() {
+    for (int64_t b = 0; b < blocks_; ++b) {
+      if (!runs_.empty() && runs_[runs_.size() - 2] == block_group_[b]) ++runs_.back();
+      else runs_.insert(runs_.end(), {block_group_[b], 1});
+    }
+  }
+
   void pack(const QuantizedWeight& w) {
+    build_runs();
     const LayerSpec& sp = w.spec;
     const bool fp8 = sp.encoding == WeightEncoding::Fp8E4M3;
     kind_ = fp8 ? CodeKind::Fp8 : (sp.bits <= 4 ? CodeKind::U4 : CodeKind::U8);
@@ -407,7 +475,7 @@ class CpuSimdPrepared final : public PreparedLinear {
       return v;
     }();
     const int64_t bb = v0.block_bytes();
-    codes_.assign(static_cast<size_t>(n_tiles_ * blocks_ * bb), 0);
+    codes_.allocate(static_cast<size_t>(n_tiles_ * blocks_ * bb));
     scales_.assign(static_cast<size_t>(n_tiles_ * groups_ * 2 * kTileRows), 0.f);
     const int64_t G = sp.num_groups();
     const int64_t fp8_cols = fp8 ? (k_ + sp.scale_block_k - 1) / sp.scale_block_k : 0;
@@ -464,10 +532,11 @@ class CpuSimdPrepared final : public PreparedLinear {
   int m_tile_, m_block_;
   CodeKind kind_ = CodeKind::U4;
   int64_t n_tiles_ = 0, blocks_ = 0, groups_ = 0;
-  std::vector<uint8_t> codes_;
+  HugeBuffer codes_;
   std::vector<float> scales_;      // empty when scales16_ holds them
   std::vector<uint16_t> scales16_;
   std::vector<int32_t> block_group_;
+  std::vector<int32_t> runs_;  // (group, blocks) pairs covering the blocks in order
   std::vector<int32_t> map_;   // empty = identity (with zero padding past K)
   std::vector<float> bias_;
 };
@@ -489,6 +558,10 @@ class CpuSimdBackend final : public Backend {
   const std::string& summary() const override { return summary_; }
   const BackendCapability& capability() const override { return cap_; }
   int kernel_version() const override { return 1; }
+  // The packed layout is the same for every parameter set: one prepared weight serves all M ranges,
+  // forward() reads the range's parameters from ExecContext::call_params.
+  KernelParams packing_params(const KernelParams&) const override { return {}; }
+  bool reads_call_params() const override { return true; }
 
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
     Verdict v = check_capability(layer, device);

@@ -47,6 +47,8 @@ struct PackedView {
   const float* scales = nullptr;    // [n_tiles][groups][2][16]  (scale row, then min row)
   const uint16_t* scales16 = nullptr;  // same, as fp16, when every value is exact in fp16 (else null)
   const int32_t* block_group = nullptr;  // [blocks] -> group
+  const int32_t* runs = nullptr;         // [n_runs][2] = (group, blocks): consecutive blocks of one group
+  int64_t n_runs = 0;
   int64_t block_bytes() const { return kind == CodeKind::U4 ? 256 : 512; }
   int64_t tile_code_bytes() const { return blocks * block_bytes(); }
 };
@@ -114,13 +116,5 @@ void pack_dense(const float* w, int64_t n, int64_t k, float* out);
 // y[M][N] = x[M][K] W^T over the pool (nullptr: calling thread).
 void dense_sgemm(Isa isa, ThreadPool* pool, const float* w_packed, int64_t n, int64_t k, const float* x,
                  int64_t m, float* y);
-
-// e4m3fn byte -> float without a table (no NaN handling: validate() rejects NaN codes).
-inline float fp8_e4m3_value(uint8_t b) {
-  const int e = (b >> 3) & 0xF, m = b & 7;
-  float v = e == 0 ? static_cast<float>(m) * (1.0f / 512.0f)
-                   : (1.0f + static_cast<float>(m) * 0.125f) * static_cast<float>(1 << e) * (1.0f / 128.0f);
-  return (b & 0x80) ? -v : v;
-}
 
 }  // namespace qrt::cpu_simd
