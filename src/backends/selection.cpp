@@ -237,6 +237,23 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
     return plan;
   }
 
+  // A loud note when a range lands on the device's last resort (dequant + cuBLAS, the CPU
+  // reference) although faster backends exist: users otherwise meet a silent slowdown.
+  if (!order.empty()) {
+    for (const auto& r : ranges) {
+      if (r.backend != order.back() || order.size() < 2) continue;
+      std::string why;
+      for (const auto& n : order) {
+        if (n == r.backend) break;
+        const Verdict* v = verdict_of(plan, n);
+        if (v && !v->ok) why += (why.empty() ? "" : "; ") + n + ": " + v->reason;
+      }
+      if (!why.empty())
+        plan.notes.push_back(r.backend + " is the last-resort backend on " + device.id + " (slower); " +
+                             "faster ones rejected this layer: " + why);
+    }
+  }
+
   for (const auto& r : ranges) {
     const std::string err = assign_params(*registry.find(r.backend), r, layer, config, ov, device, cache,
                                           plan.choices, plan.notes);

@@ -190,6 +190,22 @@ TEST(Selection, ExplicitImpossibleBackendFailsWithEveryVerdict) {
   EXPECT_NE(e.find("would work: cuda_dequant"), std::string::npos) << e;
 }
 
+TEST(Selection, LastResortIsAnnouncedWithTheReasons) {
+  const auto plans = plan_layers({int_layer("l", 4096, 4096, 3, 128, ZeroKind::Symmetric)}, RuntimeConfig{},
+                                 target_profile("h100"));
+  ASSERT_EQ(plans[0].notes.size(), 1u);
+  EXPECT_NE(plans[0].notes[0].find("cuda_dequant is the last-resort backend on cuda:0"), std::string::npos);
+  EXPECT_NE(plans[0].notes[0].find("cuda_marlin: 3-bit weights unsupported"), std::string::npos) << plans[0].notes[0];
+  RuntimeConfig no_simd;
+  no_simd.disabled = {"cpu_simd"};
+  const auto cpu = plan_layers({int_layer("l", 256, 256, 4, 32, ZeroKind::Symmetric)}, no_simd, target_profile("cpu-avx2"));
+  ASSERT_EQ(cpu[0].notes.size(), 1u) << "disabled by the user still deserves the note";
+  EXPECT_NE(cpu[0].notes[0].find("cpu_simd: disabled"), std::string::npos) << cpu[0].notes[0];
+  const auto fine = plan_layers({int_layer("l", 256, 256, 4, 32, ZeroKind::Symmetric)}, RuntimeConfig{},
+                                target_profile("cpu-avx2"));
+  EXPECT_TRUE(fine[0].notes.empty());
+}
+
 TEST(Selection, ExplicitBackendWithBoundedMHandsTheRestToAuto) {
   RuntimeConfig config;
   config.backend = "cuda_gemv";
