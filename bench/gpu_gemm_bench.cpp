@@ -45,7 +45,15 @@ double gtime(const std::vector<std::function<void(cudaStream_t)>>& fns, int iter
   cudaGraph_t g;
   cudaGraphExec_t exec;
   QRT_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-  for (int i = 0; i < iters; ++i) fns[i % fns.size()](st);
+  try {
+    for (int i = 0; i < iters; ++i) fns[i % fns.size()](st);
+  } catch (...) {
+    g = nullptr;
+    cudaStreamEndCapture(st, &g);  // leave the stream usable for the next candidate
+    if (g) cudaGraphDestroy(g);
+    cudaGetLastError();
+    throw;
+  }
   QRT_CUDA_CHECK(cudaStreamEndCapture(st, &g));
   QRT_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
   QRT_CUDA_CHECK(cudaGraphLaunch(exec, st));
@@ -210,9 +218,13 @@ int main(int argc, char** argv) {
         std::string best_params = fp8->default_params(fs, M, dev).to_json();
         for (const KernelParams& p : fp8->tuning_space(fs, M, dev)) {
           auto& cache = f8_variants[p.to_json()];
-          double t = time_backend(*fp8, wf8, p, dev, M, x.get(), y.get(), iters, stream.get(), copies_for(N * K), &cache);
-          row["cuda_fp8_candidates"][p.to_json()] = t;
-          if (t < best) best = t, best_params = p.to_json();
+          try {
+            double t = time_backend(*fp8, wf8, p, dev, M, x.get(), y.get(), iters, stream.get(), copies_for(N * K), &cache);
+            row["cuda_fp8_candidates"][p.to_json()] = t;
+            if (t < best) best = t, best_params = p.to_json();
+          } catch (const std::exception& e) {
+            row["cuda_fp8_candidates"][p.to_json()] = std::string("error: ") + e.what();
+          }
         }
         row["cuda_fp8_tuned_us"] = best;
         row["cuda_fp8_tuned_params"] = best_params;
@@ -220,6 +232,8 @@ int main(int argc, char** argv) {
         std::fflush(stdout);
         out["rows"].push_back(row);
       }
+      // Rewrite the file after every shape: a run cut short by its time limit still leaves rows.
+      if (argc > 1) std::ofstream(argv[1]) << out.dump(1) << "\n";
     }
     const std::string text = out.dump(1);
     if (argc > 1) {

@@ -90,7 +90,11 @@ OUT=$OUT MS=1,16,64,256,4096 PYTHONUNBUFFERED=1 timeout 150 python3 bench/peers/
 # ---- decode ----
 stage "decode: random Llama-2-7B GPTQ 4-bit"
 if [ "$(left)" -gt 60 ]; then
-  [ -n "$MODEL_PID" ] && { wait $MODEL_PID; note "$(tail -1 "$LOGS/decode.log")"; }
+  if [ -n "$MODEL_PID" ]; then
+    while kill -0 $MODEL_PID 2>/dev/null && [ "$(left)" -gt 100 ]; do sleep 1; done
+    kill -0 $MODEL_PID 2>/dev/null && { note "model generation still running: stopped"; kill $MODEL_PID; }
+    wait $MODEL_PID 2>/dev/null; note "$(tail -1 "$LOGS/decode.log")"
+  fi
   if [ -x build-gpu/bench/gpu_decode_bench ]; then
     timeout $(( $(left) > 150 ? $(left) - 100 : 60 )) build-gpu/bench/gpu_decode_bench "$MODEL" "$OUT/qrt-decode.json" \
       >> "$LOGS/decode.log" 2>&1
