@@ -22,6 +22,7 @@
 #include "qrt/checkpoint.h"
 #include "qrt/device.h"
 #include "qrt/dtype.h"
+#include "qrt/error.h"
 #include "qrt/thread_pool.h"
 
 namespace qrt {
@@ -333,6 +334,27 @@ TEST_F(CpuSimdTest, ParamsAreValidatedAndTuningSpaceIsValid) {
     EXPECT_FALSE(space.empty());
     for (const auto& p : space) EXPECT_TRUE(be->validate_params(spec, p).ok) << p.to_json();
   }
+}
+
+TEST_F(CpuSimdTest, MalformedWeightsAreRejectedWithAMessage) {
+  const DeviceInfo dev = probe_cpu();
+  auto w = make_weight({64, 16, 4, 32, ZeroKind::Integer, true}, 850);
+  w.g_idx[3] = 7;  // only 2 groups
+  try {
+    be->prepare(w, {}, dev);
+    FAIL() << "g_idx out of range accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("g_idx"), std::string::npos) << e.what();
+  }
+  auto w2 = make_weight({64, 16, 4, 32, ZeroKind::Integer, false}, 851);
+  w2.codes.pop_back();
+  EXPECT_THROW(be->prepare(w2, {}, dev), Error);
+  auto w3 = make_weight({64, 16, 4, 32, ZeroKind::Integer, false}, 852);
+  w3.zeros.clear();
+  EXPECT_THROW(be->prepare(w3, {}, dev), Error);
+  KernelParams bad;
+  bad.values["m_block"] = int64_t{7};
+  EXPECT_THROW(be->prepare(make_weight({64, 16, 4, 32, ZeroKind::Symmetric, false}, 853), bad, dev), Error);
 }
 
 // The default model is GGUF Q4_1: 4-bit, g32, float "min" zeros. cpu_simd must accept it.

@@ -485,18 +485,26 @@ class CpuSimdPrepared final : public PreparedLinear {
         if (n >= n_) break;
         const uint8_t* src = w.codes.data() + n * k_;
         uint8_t* tile = codes_.data() + t * blocks_ * bb;
-        for (int64_t p = 0; p < blocks_ * kBlockK; ++p) {
-          const int64_t col = map_.empty() ? (p < k_ ? p : -1) : map_[p];
-          if (col < 0) continue;
-          const uint8_t c = src[col];
-          const int64_t b = p / kBlockK;
-          const int kk = static_cast<int>(p % kBlockK);
-          uint8_t* blk = tile + b * bb;
-          if (kind_ == CodeKind::U4) {
-            uint8_t& byte = blk[((kk & 15) >> 2) * 64 + 4 * r + (kk & 3)];
-            byte |= kk < 16 ? (c & 0xF) : static_cast<uint8_t>((c & 0xF) << 4);
+        // One 32-column block at a time: gather the row's codes (through the column map, zero past
+        // K), then scatter them to their interleaved byte positions.
+        uint8_t gathered[kBlockK];
+        for (int64_t b = 0; b < blocks_; ++b) {
+          const int64_t p0 = b * kBlockK;
+          if (map_.empty() && p0 + kBlockK <= k_) {
+            std::memcpy(gathered, src + p0, kBlockK);
           } else {
-            blk[(kk >> 2) * 64 + 4 * r + (kk & 3)] = c;
+            for (int kk = 0; kk < kBlockK; ++kk) {
+              const int64_t col = map_.empty() ? (p0 + kk < k_ ? p0 + kk : -1) : map_[p0 + kk];
+              gathered[kk] = col >= 0 ? src[col] : 0;
+            }
+          }
+          uint8_t* blk = tile + b * bb + 4 * r;
+          if (kind_ == CodeKind::U4) {
+            for (int c = 0; c < 4; ++c)
+              for (int j = 0; j < 4; ++j)
+                blk[c * 64 + j] = static_cast<uint8_t>((gathered[4 * c + j] & 0xF) | (gathered[16 + 4 * c + j] << 4));
+          } else {
+            for (int q = 0; q < 8; ++q) std::memcpy(blk + q * 64, gathered + 4 * q, 4);
           }
         }
         float* ts = scales_.data() + t * groups_ * 2 * kTileRows;
@@ -543,6 +551,32 @@ class CpuSimdPrepared final : public PreparedLinear {
 
 const std::vector<int64_t> kMTiles = {1, 2, 4, 8};
 const std::vector<int64_t> kMBlocks = {16, 32, 64, 128, 256};
+
+// The sizes and indices packing relies on (checkpoint codecs already ran QuantizedWeight::validate,
+// whose per-code scan is the slow part of loading; repeating it here doubled it).
+void check_structure(const QuantizedWeight& w) {
+  const LayerSpec& s = w.spec;
+  auto fail = [&](const std::string& what) { throw invalid_input(s.name + ": cpu_simd: " + what); };
+  const int64_t n = s.out_features, k = s.in_features;
+  if (n <= 0 || k <= 0) fail("in/out features must be positive");
+  if (static_cast<int64_t>(w.codes.size()) != n * k) fail("codes size is not out_features x in_features");
+  if (!w.bias.empty() && static_cast<int64_t>(w.bias.size()) != n) fail("bias size != out_features");
+  if (s.encoding == WeightEncoding::Fp8E4M3) {
+    if (s.scale_block_n <= 0 || s.scale_block_k <= 0) fail("fp8 scale block sizes must be positive");
+    const int64_t rows = (n + s.scale_block_n - 1) / s.scale_block_n, cols = (k + s.scale_block_k - 1) / s.scale_block_k;
+    if (static_cast<int64_t>(w.scales.size()) != rows * cols) fail("fp8 scales size mismatch");
+    return;
+  }
+  const int64_t groups = std::max<int64_t>(1, s.num_groups());
+  if (static_cast<int64_t>(w.scales.size()) != n * groups) fail("scales size is not out_features x groups");
+  if (s.zero_kind != ZeroKind::Symmetric && static_cast<int64_t>(w.zeros.size()) != n * groups)
+    fail("zeros size is not out_features x groups");
+  if (!w.g_idx.empty()) {
+    if (static_cast<int64_t>(w.g_idx.size()) != k) fail("g_idx size != in_features");
+    for (int32_t g : w.g_idx)
+      if (g < 0 || g >= groups) fail("g_idx value " + std::to_string(g) + " out of range [0, " + std::to_string(groups) + ")");
+  }
+}
 
 class CpuSimdBackend final : public Backend {
  public:
@@ -600,7 +634,9 @@ class CpuSimdBackend final : public Backend {
   KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     KernelParams p;
     p.values["activations"] = std::string("int8");
-    p.values["m_tile"] = int64_t{m >= 8 ? 8 : (m >= 4 ? 4 : (m >= 2 ? 2 : 1))};
+    // m_tile is an upper bound (fewer rows run the matching smaller tile), so one value serves all M
+    // and a plan needs a single range per layer.
+    p.values["m_tile"] = int64_t{8};
     p.values["m_block"] = int64_t{64};
     return p;
   }
@@ -623,7 +659,7 @@ class CpuSimdBackend final : public Backend {
 
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
                                           const DeviceInfo& device) const override {
-    weight.validate();
+    check_structure(weight);
     const Verdict v = validate_params(weight.spec, params);
     if (!v.ok) throw invalid_input(weight.spec.name + ": cpu_simd: " + v.reason);
     if (weight.spec.encoding == WeightEncoding::IntAffine && (weight.spec.bits < 1 || weight.spec.bits > 8))
