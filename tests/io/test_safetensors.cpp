@@ -118,6 +118,19 @@ TEST(Safetensors, WriterFileIsAtomicAndFloatConversions) {
   fs::remove_all(dir);
 }
 
+TEST(Safetensors, WriterFailureLeavesNothingBehind) {
+  qrt::SafetensorsWriter w("/nonexistent-folder-qrt/m.safetensors");
+  w.add("a", DType::U8, {1}, {1});
+  try {
+    w.write();
+    FAIL();
+  } catch (const qrt::Error& e) {
+    EXPECT_EQ(e.kind(), qrt::ErrorKind::Io);
+    EXPECT_NE(std::string(e.what()).find("/nonexistent-folder-qrt/m.safetensors"), std::string::npos);
+  }
+  EXPECT_FALSE(fs::exists("/nonexistent-folder-qrt/m.safetensors.partial"));
+}
+
 TEST(Safetensors, WriterRejectsBadTensors) {
   qrt::SafetensorsWriter w("x.safetensors");
   w.add("a", DType::F32, {2}, std::vector<uint8_t>(8));

@@ -12,7 +12,6 @@ namespace qrt::quant {
 
 namespace {
 
-constexpr int kQK = 32;
 constexpr int kQKK = 256;
 
 uint16_t load_u16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
