@@ -52,7 +52,7 @@ cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DQRT_CUDA=ON -DQ
   -Dbenchmark_DIR="$DEPS/usr/lib/$MA/cmake/benchmark" -Dfmt_DIR="$DEPS/usr/lib/$MA/cmake/fmt" \
   -Dnlohmann_json_DIR="$DEPS/usr/share/cmake/nlohmann_json" -DCLI11_DIR="$DEPS/usr/share/cmake/CLI11" \
   -DCMAKE_CXX_FLAGS="-isystem $DEPS/usr/include" >> "$LOG" 2>&1 || { note "cmake configure failed"; tail -30 "$LOG"; }
-TARGETS=(test_backends gpu_gemm_bench qrt_cli)
+TARGETS=(test_backends gpu_gemm_bench gpu_int4_bench qrt_cli)
 [ -f bench/gpu_decode_bench.cpp ] && TARGETS+=(gpu_decode_bench)
 timeout $(( $(left) - 200 > 60 ? $(left) - 200 : 60 )) cmake --build build-gpu -j"$(nproc)" --target "${TARGETS[@]}" -- -k 0 \
   > "$LOGS/build.log" 2>&1
@@ -69,8 +69,8 @@ if [ -x build-gpu/tests/test_backends ]; then
   grep -E '^\[  (PASSED|FAILED|SKIPPED) |tests? ran|FAILED TEST' "$OUT/tests.log" | tail -25 | tee -a "$LOG"
   grep -B3 -A12 'Failure' "$OUT/tests.log" | head -80 | tee -a "$LOG"
   stage "compute-sanitizer (one short case)"
-  timeout 90 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_backends \
-    --gtest_filter='CudaDequant.ForcedPathsAgreeAndGraphReplayMatches:CudaFp8.GraphReplayMatchesEager' \
+  timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_backends \
+    --gtest_filter='CudaDequant.ForcedPathsAgreeAndGraphReplayMatches:CudaFp8.GraphReplayMatchesEager:CudaKernels.SanitizerShortSet' \
     >> "$OUT/tests.log" 2>&1
   SAN_RC=$?
   note "compute-sanitizer rc=$SAN_RC"; grep -E 'ERROR SUMMARY|Invalid|PASSED|FAILED' "$OUT/tests.log" | tail -5 | tee -a "$LOG"
@@ -86,6 +86,17 @@ fi
 stage "GEMM peers (torch)"
 OUT=$OUT MS=1,16,64,256,4096 PYTHONUNBUFFERED=1 timeout 150 python3 bench/peers/gemm_peers.py fp16,fp8 gemm 2>&1 \
   | tail -12 | tee -a "$LOG"
+
+# ---- int4 weight-only kernels (cuda_marlin / cuda_gemv) with tinygemm from the same call ----
+stage "int4 peer (torch tinygemm, M = 1..128)"
+OUT=$OUT MS=1,16,32,64,128 PYTHONUNBUFFERED=1 timeout 90 python3 bench/peers/gemm_peers.py tinygemm tinygemm 2>&1 \
+  | tail -7 | tee -a "$LOG"
+TG_M1=$(python3 -c "import json,sys; r=json.load(open('$OUT/peers-tinygemm.json'))['rows']; print(sum(x['tinygemm_us'] for x in r if x['M']==1))" 2>/dev/null)
+stage "int4 benchmark (qrt cuda_marlin / cuda_gemv)"
+if [ -x build-gpu/bench/gpu_int4_bench ]; then
+  timeout 150 build-gpu/bench/gpu_int4_bench --json "$OUT/qrt-int4.json" ${TG_M1:+--tinygemm-m1-us $TG_M1} 2>&1 \
+    | tail -16 | tee -a "$LOG"
+fi
 
 # ---- decode ----
 stage "decode: random Llama-2-7B GPTQ 4-bit"
@@ -130,6 +141,7 @@ def load(name):
     try: return json.load(open(os.path.join(out, name)))
     except Exception: return None
 qrt, peers, dec = load('qrt-gemm.json'), load('peers-gemm.json'), load('qrt-decode.json')
+int4 = load('qrt-int4.json')
 hf = None
 try:
     m = re.search(r'fp16 eager tok/s ([0-9.]+)', open('/tmp/qrt-logs/hf_decode.log').read())
@@ -170,7 +182,8 @@ summary = {
     'notes': 'times in us summed over the 4 Llama-2-7B linears; peers from bench/peers/gemm_peers.py in the same run; '
              'fp8_vs_scaled_mm_min uses the tuned cuda_fp8 parameters (best of its tuning_space, as qrt tune picks)',
 }
-doc = {'summary': summary, 'totals_by_m': table, 'rows': rows, 'decode': dec,
+summary.update((int4 or {}).get('summary', {}))
+doc = {'summary': summary, 'int4': int4, 'totals_by_m': table, 'rows': rows, 'decode': dec,
        'peer_copy_GBps': (peers or {}).get('copy_GBps'), 'qrt_device': (qrt or {}).get('device')}
 json.dump(doc, open(result, 'w'), indent=1)
 print(json.dumps(summary, indent=1))
