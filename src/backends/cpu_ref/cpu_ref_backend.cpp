@@ -44,8 +44,16 @@ class CpuRefPrepared final : public PreparedLinear {
         for (int64_t m = 0; m < m_rows; ++m) {
           float acc = 0.0f;
           if (x.dtype == DType::F32) {
+            // Eight independent float32 partial sums: the compiler can keep them in one vector
+            // register (a strict left-to-right sum cannot be vectorized), and the result does not
+            // depend on threads or on M.
             const float* xr = static_cast<const float*>(x.data) + m * k_;
-            for (int64_t k = 0; k < k_; ++k) acc += xr[k] * w[k];
+            float part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int64_t k = 0;
+            for (; k + 8 <= k_; k += 8)
+              for (int j = 0; j < 8; ++j) part[j] += xr[k + j] * w[k + j];
+            for (; k < k_; ++k) acc += xr[k] * w[k];
+            acc += ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
           } else {
             for (int64_t k = 0; k < k_; ++k) acc += load_act(x.data, x.dtype, m * k_ + k) * w[k];
           }
