@@ -298,6 +298,25 @@ TEST_F(CpuSimdTest, CallParamsSelectKernelWithoutRepacking) {
   EXPECT_EQ(y, y_int8);
 }
 
+// Big enough for the thread pool (dynamic chunks over tiles, activation rows split across threads):
+// results equal the single-thread ones exactly, and the reference within the bound.
+TEST_F(CpuSimdTest, ThreadedPathMatchesSingleThread) {
+  const auto w = make_weight({1024, 200, 4, 128, ZeroKind::Integer, true}, 660);
+  for (int64_t m : {1, 64}) {
+    const auto x = random_x(m, w.K(), 661);
+    const auto ref = reference(w, x, m);
+    for (const auto& isa : isas_here()) {
+      if (isa == "scalar") continue;
+      for (const char* act : {"int8", "f32"}) {
+        const auto y1 = run(*be, w, params(isa, act), x, m, nullptr);
+        const auto y2 = run(*be, w, params(isa, act), x, m, &pool);
+        EXPECT_EQ(y1, y2) << isa << " " << act << " M=" << m;
+        EXPECT_LT(rel_error(y2, ref), std::string(act) == "f32" ? kF32Bound : kInt8Bound);
+      }
+    }
+  }
+}
+
 TEST_F(CpuSimdTest, EnvironmentForcesTheAvx2Path) {
   if (cpu_simd::best_isa_of_this_cpu() < cpu_simd::Isa::Avx2) GTEST_SKIP() << "CPU has no AVX2";
   EXPECT_EQ(cpu_simd::resolve_isa("avx2"), cpu_simd::Isa::Avx2);

@@ -4,6 +4,7 @@
 // kernel chosen at run time from cpuid. This file is compiled without ISA flags: it must run on any
 // x86-64 CPU, so every SIMD instruction lives in the *_avx2.cpp / *_avx512.cpp files.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -308,58 +309,38 @@ class CpuSimdPrepared final : public PreparedLinear {
         if (const auto* s = std::get_if<std::string>(&it->second); s && parse_isa(*s, &requested))
           isa = std::min(requested, best_isa_of_this_cpu());
     }
-    const float* xs = static_cast<const float*>(x.data);
-    const int64_t kp = blocks_ * kBlockK;
+    CallState st;
+    st.xs = static_cast<const float*>(x.data);
+    st.M = M;
+    st.kp = blocks_ * kBlockK;
+    st.map = map_.empty() ? nullptr : map_.data();
+    st.act = act;
+    st.isa = isa;
     Scratch& s = t_scratch;
     ActView av;
-    av.row_stride = kp;
+    av.row_stride = st.kp;
     av.block_stride = blocks_;
-    float* sums = Scratch::grow(s.sum, static_cast<size_t>(M * blocks_));
-    av.sum = sums;
-    const int32_t* map = map_.empty() ? nullptr : map_.data();
-    ThreadPool* pool = ctx.pool;
-    auto for_rows = [&](const std::function<void(int, int64_t, int64_t)>& fn) {
-      if (pool && M > 1 && M * k_ >= kMinParallelMacs / 64) pool->parallel_for(M, fn);
-      else fn(0, 0, M);
-    };
+    st.sums = Scratch::grow(s.sum, static_cast<size_t>(M * blocks_));
+    av.sum = st.sums;
     if (act == ActMode::Int8) {
-      int8_t* q = Scratch::grow(s.q, static_cast<size_t>(M * kp));
-      float* d = Scratch::grow(s.d, static_cast<size_t>(M * blocks_));
-      av.q = q;
-      av.d = d;
-      const bool simd = isa != Isa::Scalar;
-      for_rows([&](int, int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          if (simd)
-            quantize_row_avx2(xs + r * k_, map, k_, blocks_, q + r * kp, d + r * blocks_, sums + r * blocks_);
-          else
-            quantize_row_scalar(xs + r * k_, map, k_, blocks_, q + r * kp, d + r * blocks_, sums + r * blocks_);
-        }
-      });
+      st.q = Scratch::grow(s.q, static_cast<size_t>(M * st.kp));
+      st.d = Scratch::grow(s.d, static_cast<size_t>(M * blocks_));
+      av.q = st.q;
+      av.d = st.d;
     } else {
-      const bool direct = map == nullptr && kp == k_;
-      float* xb = direct ? nullptr : Scratch::grow(s.x, static_cast<size_t>(M * kp));
-      av.x = direct ? xs : xb;
-      for_rows([&](int, int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const float* src = xs + r * k_;
-          float* dst = direct ? nullptr : xb + r * kp;
-          if (dst)
-            for (int64_t p = 0; p < kp; ++p) {
-              const int64_t col = map ? map[p] : (p < k_ ? p : -1);
-              dst[p] = col >= 0 ? src[col] : 0.f;
-            }
-          const float* row = direct ? src : dst;
-          for (int64_t b = 0; b < blocks_; ++b) {
-            float acc = 0;
-            for (int i = 0; i < kBlockK; ++i) acc += row[b * kBlockK + i];
-            sums[r * blocks_ + b] = acc;
-          }
-        }
-      });
+      st.direct = st.map == nullptr && st.kp == k_;
+      st.xb = st.direct ? nullptr : Scratch::grow(s.x, static_cast<size_t>(M * st.kp));
+      av.x = st.direct ? st.xs : st.xb;
     }
+    ThreadPool* pool = ctx.pool;
+    CallState* call = &st;
+    // Lambdas capture two pointers only, so std::function keeps them inline: no allocation per call.
+    if (pool && pool->size() > 1 && M > 1 && M * k_ >= kMinParallelMacs / 64)
+      pool->run_on_all([this, call](int t, int nt) { prepare_rows(*call, call->M * t / nt, call->M * (t + 1) / nt); });
+    else
+      prepare_rows(st, 0, M);
 
-    GemmArgs base;
+    GemmArgs& base = st.base;
     base.w = view();
     base.a = av;
     base.y = static_cast<float*>(y.data);
@@ -367,37 +348,33 @@ class CpuSimdPrepared final : public PreparedLinear {
     base.n = n_;
     base.bias = bias_.empty() ? nullptr : bias_.data();
     base.m_tile = m_tile;
-    void (*kernel)(const GemmArgs&) = nullptr;
     switch (isa) {
-      case Isa::Avx512Vnni: kernel = act == ActMode::Int8 ? gemm_int8_avx512 : gemm_f32_avx512; break;
-      case Isa::Avx2: kernel = act == ActMode::Int8 ? gemm_int8_avx2 : gemm_f32_avx2; break;
-      case Isa::Scalar: kernel = act == ActMode::Int8 ? gemm_int8_scalar : gemm_f32_scalar; break;
+      case Isa::Avx512Vnni: st.kernel = act == ActMode::Int8 ? gemm_int8_avx512 : gemm_f32_avx512; break;
+      case Isa::Avx2: st.kernel = act == ActMode::Int8 ? gemm_int8_avx2 : gemm_f32_avx2; break;
+      case Isa::Scalar: st.kernel = act == ActMode::Int8 ? gemm_int8_scalar : gemm_f32_scalar; break;
     }
-    // Work units: (block of M rows) x (weight tile); a thread takes a contiguous range of units and
-    // runs consecutive tiles of one M block in one kernel call (weights stream, activations stay hot).
-    const int64_t m_block = std::max<int64_t>(1, M <= 2 * m_block_rows ? M : m_block_rows);
-    const int64_t m_blocks = (M + m_block - 1) / m_block;
-    const int64_t units = m_blocks * n_tiles_;
-    auto work = [&](int, int64_t u0, int64_t u1) {
-      int64_t u = u0;
-      while (u < u1) {
-        const int64_t mb = u / n_tiles_;
-        const int64_t t0 = u % n_tiles_;
-        const int64_t t1 = std::min(n_tiles_, t0 + (u1 - u));
-        GemmArgs a = base;
-        a.m_begin = mb * m_block;
-        a.m_end = std::min(M, a.m_begin + m_block);
-        a.tile_begin = t0;
-        a.tile_end = t1;
-        kernel(a);
-        u += t1 - t0;
-      }
-    };
+    // Work units: (block of M rows) x (weight tile). Threads take chunks of consecutive units from an
+    // atomic counter (ggml-style), so a thread that is descheduled or slower does not hold the others
+    // back; inside a chunk, consecutive tiles of one M block run in one kernel call (weights stream,
+    // activations stay hot).
+    st.m_block = std::max<int64_t>(1, M <= 2 * m_block_rows ? M : m_block_rows);
+    const int64_t m_blocks = (M + st.m_block - 1) / st.m_block;
+    st.units = m_blocks * n_tiles_;
     // Waking the pool costs microseconds: small products (SmolLM2 decode layers) run faster on the
     // calling thread alone.
-    const bool parallel = pool && M * n_ * k_ >= kMinParallelMacs;
-    if (parallel) pool->parallel_for(units, work);
-    else work(0, 0, units);
+    const bool parallel = pool && pool->size() > 1 && M * n_ * k_ >= kMinParallelMacs;
+    if (!parallel) {
+      run_units(st, 0, st.units);
+      return;
+    }
+    st.chunk = std::max<int64_t>(1, st.units / (8 * pool->size()));
+    pool->run_on_all([this, call](int, int) {
+      for (;;) {
+        const int64_t u0 = call->next.fetch_add(call->chunk, std::memory_order_relaxed);
+        if (u0 >= call->units) break;
+        run_units(*call, u0, std::min(call->units, u0 + call->chunk));
+      }
+    });
   }
 
   int64_t weight_bytes() const override {
@@ -407,6 +384,67 @@ class CpuSimdPrepared final : public PreparedLinear {
   }
 
  private:
+  // Everything one forward() call shares with its worker threads (lives on the caller's stack).
+  struct CallState {
+    const float* xs = nullptr;
+    const int32_t* map = nullptr;
+    int64_t M = 0, kp = 0;
+    ActMode act = ActMode::Int8;
+    Isa isa = Isa::Scalar;
+    int8_t* q = nullptr;
+    float *d = nullptr, *sums = nullptr, *xb = nullptr;
+    bool direct = false;
+    GemmArgs base;
+    void (*kernel)(const GemmArgs&) = nullptr;
+    int64_t m_block = 1, units = 0, chunk = 1;
+    std::atomic<int64_t> next{0};
+  };
+
+  // Activation rows [r0, r1): gathered through the column map, padded, and quantized to int8 per
+  // 32-block (int8 path) or summed per block (float path).
+  void prepare_rows(const CallState& st, int64_t r0, int64_t r1) const {
+    const int64_t kp = st.kp;
+    for (int64_t r = r0; r < r1; ++r) {
+      const float* src = st.xs + r * k_;
+      if (st.act == ActMode::Int8) {
+        if (st.isa != Isa::Scalar)
+          quantize_row_avx2(src, st.map, k_, blocks_, st.q + r * kp, st.d + r * blocks_, st.sums + r * blocks_);
+        else
+          quantize_row_scalar(src, st.map, k_, blocks_, st.q + r * kp, st.d + r * blocks_, st.sums + r * blocks_);
+        continue;
+      }
+      float* dst = st.direct ? nullptr : st.xb + r * kp;
+      if (dst)
+        for (int64_t p = 0; p < kp; ++p) {
+          const int64_t col = st.map ? st.map[p] : (p < k_ ? p : -1);
+          dst[p] = col >= 0 ? src[col] : 0.f;
+        }
+      const float* row = st.direct ? src : dst;
+      for (int64_t b = 0; b < blocks_; ++b) {
+        float acc = 0;
+        for (int i = 0; i < kBlockK; ++i) acc += row[b * kBlockK + i];
+        st.sums[r * blocks_ + b] = acc;
+      }
+    }
+  }
+
+  // Units [u0, u1) of (M block, tile), consecutive tiles of one M block per kernel call.
+  void run_units(const CallState& st, int64_t u0, int64_t u1) const {
+    int64_t u = u0;
+    while (u < u1) {
+      const int64_t mb = u / n_tiles_;
+      const int64_t t0 = u % n_tiles_;
+      const int64_t t1 = std::min(n_tiles_, t0 + (u1 - u));
+      GemmArgs a = st.base;
+      a.m_begin = mb * st.m_block;
+      a.m_end = std::min(st.M, a.m_begin + st.m_block);
+      a.tile_begin = t0;
+      a.tile_end = t1;
+      st.kernel(a);
+      u += t1 - t0;
+    }
+  }
+
   PackedView view() const {
     PackedView v;
     v.kind = kind_;
