@@ -11,10 +11,17 @@
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "qrt/model.h"
+#include "quant/calibration.h"
 #include "quant/rtn.h"
 
 namespace qrt {
+
+// The GPTQ calibrator (gptq_calibrate.cpp) registers here: this file is linked into every binary
+// that loads models, while a registrar alone in gptq_calibrate.cpp would be dropped by the
+// static-library linker (nothing references that object file).
+std::map<std::string, QuantizedWeight> run_gptq_calibration(const Checkpoint& ck, const quant::CalibrationSettings& s);
 namespace {
+const quant::GptqCalibratorRegistrar gptq_registrar(run_gptq_calibration);
 
 std::vector<float> load_exact(const Checkpoint& ck, const std::string& name, int64_t expected) {
   if (!ck.has_tensor(name)) throw invalid_input(fmt::format("{}: tensor {} is missing", ck.path(), name));
