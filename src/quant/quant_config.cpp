@@ -490,13 +490,12 @@ QuantizationConfig parse_quantization_config_json(const json& j, const std::stri
     else if (j.contains("bits") && (j.contains("desc_act") || j.contains("sym"))) method = "gptq";
     else throw invalid_input(where + ".quant_method: missing (one of " + join(known_quant_methods()) + ")");
   }
-  if (method == "marlin") method = "gptq";   // legacy AutoGPTQ spelling of a GPTQ Marlin checkpoint
+  if (method == "marlin")   // legacy AutoGPTQ spelling of a checkpoint of pre-packed Marlin tensors
+    throw unsupported(where + ".quant_method: 'marlin' (pre-packed Marlin tensors) is not supported; supported: gptq, gptq_v2 formats");
   QuantizationConfig out;
   Fields f(j, where);
   std::string pass;
   if (method == "gptq") {
-    if (method == "gptq" && lower(j.value("quant_method", std::string())) == "marlin")
-      throw unsupported(where + ".quant_method: 'marlin' (pre-packed Marlin tensors) is not supported; supported: gptq, gptq_v2 formats");
     GptqConfig c = parse_gptq(f, where, out.warnings, pass);
     c.passthrough_json = pass;
     out.config = std::move(c);
