@@ -5,7 +5,7 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
-#include <fmt/format.h>
+#include <string>
 #include <thread>
 
 #include "backends/cuda/packed_weight.h"
@@ -76,7 +76,7 @@ PackedWeight PackedWeight::pack(const QuantizedWeight& w) {
   const int64_t N = w.N(), K = w.K();
   if (N <= 0 || K <= 0) throw invalid_input(s.name + ": empty weight (N or K is 0)");
   if (!fp8 && (s.bits < 1 || s.bits > 8))
-    throw unsupported(fmt::format("{}: {}-bit codes (cuda kernels take 1..8)", s.name, s.bits));
+    throw unsupported(s.name + ": " + std::to_string(s.bits) + "-bit codes (cuda kernels take 1..8)");
   PackedWeight p;
   PackedWeightView& v = p.view_;
   v.n = N;
@@ -91,7 +91,7 @@ PackedWeight PackedWeight::pack(const QuantizedWeight& w) {
     const int64_t gk = (K + bk - 1) / bk;
     const int64_t gn = (N + bn - 1) / bn;
     if (static_cast<int64_t>(w.scales.size()) != gn * gk)
-      throw invalid_input(fmt::format("{}: fp8 scales hold {} values, expected {} x {}", s.name, w.scales.size(), gn, gk));
+      throw invalid_input(s.name + ": fp8 scales hold " + std::to_string(w.scales.size()) + " values, expected " + std::to_string(gn) + " x " + std::to_string(gk));
     v.groups = static_cast<int>(gk);
     v.group_size = static_cast<int>(std::min<int64_t>(bk, K));
     scale.resize(static_cast<size_t>(N * gk));
@@ -100,7 +100,7 @@ PackedWeight PackedWeight::pack(const QuantizedWeight& w) {
   } else {
     const int64_t G = static_cast<int64_t>(w.scales.size()) / N;
     if (G < 1 || G * N != static_cast<int64_t>(w.scales.size()))
-      throw invalid_input(fmt::format("{}: scales hold {} values, not a multiple of N = {}", s.name, w.scales.size(), N));
+      throw invalid_input(s.name + ": scales hold " + std::to_string(w.scales.size()) + " values, not a multiple of N = " + std::to_string(N));
     v.groups = static_cast<int>(G);
     v.group_size = static_cast<int>(std::min<int64_t>(s.effective_group_size(), K));
     scale = w.scales;
@@ -146,7 +146,7 @@ int64_t PackedWeight::device_bytes() const {
 cudaDataType_t cuda_dtype(DType t) {
   if (t == DType::F16) return CUDA_R_16F;
   if (t == DType::BF16) return CUDA_R_16BF;
-  throw unsupported(fmt::format("CUDA activations must be F16 or BF16, got {}", dtype_name(t)));
+  throw unsupported("CUDA activations must be F16 or BF16, got " + std::string(dtype_name(t)));
 }
 
 // ---------------------------------------------------------------------------------------------
