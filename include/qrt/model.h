@@ -66,7 +66,9 @@ struct ModelWeights {
   std::vector<DecoderLayerWeights> layers;
   std::vector<float> final_norm;                  // [hidden]
   // The output projection. When tied (or absent from the checkpoint) it is empty (not quantized,
-  // no dense data) and engines use embed_tokens as the [vocab][hidden] matrix.
+  // no dense data) and engines use embed_tokens as the [vocab][hidden] matrix -- except that a
+  // tied embedding stored as GGUF Q8_0 is also given here as a quantized "lm_head" (its exact
+  // 8-bit grid, see LoadOptions::quantized_tied_head), which engines run like any quantized linear.
   LinearWeight lm_head;
   bool lm_head_uses_embedding() const { return !lm_head.is_quantized() && lm_head.dense.empty(); }
 
