@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# End to end: `qrt plan` on the default model, for this CPU, for --target h100, and the errors.
+#   bash tests/cli/e2e_plan.sh <path-to-qrt> <tests/data>
+set -uo pipefail
+QRT="${1:?usage: e2e_plan.sh <qrt> <tests/data>}"
+MODEL="${QRT_DEFAULT_MODEL:-}"
+if [ -z "$MODEL" ] || [ ! -e "$MODEL" ]; then
+  echo "SKIP: QRT_DEFAULT_MODEL is unset or missing (run scripts/fetch-model.sh)"; exit 0
+fi
+tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+export QRT_DISABLE_BACKENDS=   # a developer's environment must not change the plan
+fail=0
+bad() { echo "FAIL: $*"; fail=1; }
+run_plan() { timeout 60 "$QRT" plan "$MODEL" --no-tuning-cache "$@" >"$tmp/out" 2>"$tmp/err"; }
+
+# 1. The local CPU: a table, a summary, every layer on a CPU backend, exit 0.
+run_plan; rc=$?
+[ "$rc" -eq 0 ] || bad "plan (cpu): exit $rc: $(head -n 2 "$tmp/err")"
+grep -q '^layer ' "$tmp/out" || bad "plan (cpu): no table header"
+grep -q 'self_attn.q_proj' "$tmp/out" || bad "plan (cpu): no q_proj row"
+grep -q 'mlp.down_proj' "$tmp/out" || bad "plan (cpu): no down_proj row"
+grep -q '^summary:' "$tmp/out" || bad "plan (cpu): no summary"
+grep -Eq 'cpu_(simd|ref) +210 layers' "$tmp/out" || bad "plan (cpu): summary is not 210 layers on a CPU backend"
+
+# 2. A target profile that is not this machine: still a full plan, exit 0.
+run_plan --target h100; rc=$?
+[ "$rc" -eq 0 ] || bad "plan --target h100: exit $rc: $(head -n 2 "$tmp/err")"
+grep -qi 'h100' "$tmp/out" || bad "plan --target h100: the device line does not name the H100"
+grep -Eq 'cuda_[a-z_]+ +210 layers' "$tmp/out" || bad "plan --target h100: summary is not 210 layers on a CUDA backend"
+
+# 3. Disabled backend is skipped.
+run_plan --disable cpu_simd; rc=$?
+[ "$rc" -eq 0 ] || bad "plan --disable cpu_simd: exit $rc"
+grep -Eq 'cpu_ref +210 layers' "$tmp/out" || bad "plan --disable cpu_simd: layers not on cpu_ref"
+
+# 4. JSON for machines.
+run_plan --json; rc=$?
+[ "$rc" -eq 0 ] || bad "plan --json: exit $rc"
+head -c 1 "$tmp/out" | grep -q '{' || bad "plan --json: output does not start with '{'"
+grep -q '"model"' "$tmp/out" || bad "plan --json: no \"model\" key"
+
+# 5. A backend qrt does not implement: non-zero (<128), one line, names what is available.
+run_plan --backend triton; rc=$?
+{ [ "$rc" -ge 1 ] && [ "$rc" -lt 128 ]; } || bad "plan --backend triton: exit $rc, expected 1..127"
+grep -q 'triton' "$tmp/err" || bad "plan --backend triton: the error does not name triton"
+grep -q 'available' "$tmp/err" && grep -q 'cpu_ref' "$tmp/err" || bad "plan --backend triton: the error does not list the available backends"
+
+# 6. A real backend that cannot run here (CUDA kernel on the CPU): non-zero, the reason is given.
+run_plan --backend cuda_marlin; rc=$?
+{ [ "$rc" -ge 1 ] && [ "$rc" -lt 128 ]; } || bad "plan --backend cuda_marlin on cpu: exit $rc, expected 1..127"
+grep -q 'cuda_marlin' "$tmp/out" "$tmp/err" || bad "plan --backend cuda_marlin: no reason naming cuda_marlin"
+
+[ "$fail" -eq 0 ] && echo "OK: e2e_plan"
+exit "$fail"
