@@ -9,6 +9,8 @@
 #include <cmath>
 #include <fmt/format.h>
 
+#include "qrt/device.h"
+#include "qrt/device.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
 #include "qrt/thread_pool.h"
@@ -232,8 +234,11 @@ QRT_AVX2_TARGET void matmul_rows_avx2(const float* x, int64_t M, int64_t K, cons
 }
 
 bool cpu_has_avx2_fma() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-                          __builtin_cpu_supports("f16c");
+  // The shared cpuid probe, not __builtin_cpu_supports: clang 14 rejects "f16c" there.
+  static const bool has = [] {
+    const auto f = probe_cpu().cpu.features;
+    return f.avx2 && f.fma && f.f16c;
+  }();
   return has;
 }
 #endif
