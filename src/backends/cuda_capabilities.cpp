@@ -23,7 +23,7 @@ std::vector<CudaBackendDeclaration> build_table() {
     c.bits = {};  // any 1..8
     c.group_sizes = {};
     c.act_order = c.symmetric = c.integer_zero = c.float_zero = c.fp8_block_scales = true;
-    c.min_compute_capability = 70;
+    c.min_compute_capability = 80;
     c.k_multiple = 1;
     c.n_multiple = 1;
     c.activation_dtypes = {DType::F16, DType::BF16};
@@ -66,7 +66,7 @@ std::vector<CudaBackendDeclaration> build_table() {
   {  // Small-batch GEMV (ExLlama-class).
     CudaBackendDeclaration d;
     d.name = "cuda_gemv";
-    d.summary = "small-batch int4/int8 GEMV for M <= 8 (ExLlama-class, 16-byte loads), sm_70+";
+    d.summary = "small-batch int4/int8 GEMV for M <= 8 (ExLlama-class, 16-byte loads), sm_80+";
     auto& c = d.capability;
     c.device = DeviceKind::Cuda;
     c.encodings = {WeightEncoding::IntAffine};
@@ -77,9 +77,9 @@ std::vector<CudaBackendDeclaration> build_table() {
     c.integer_zero = true;
     c.float_zero = false;
     c.fp8_block_scales = false;
-    c.min_compute_capability = 70;
-    c.k_multiple = 32;
-    c.n_multiple = 1;
+    c.min_compute_capability = 80;
+    c.k_multiple = 64;
+    c.n_multiple = 16;
     c.activation_dtypes = {DType::F16, DType::BF16};
     c.max_m = 8;
     t.push_back(d);

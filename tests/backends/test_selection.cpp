@@ -68,25 +68,25 @@ const MatrixRow kMatrix[] = {
     {"h100", "int3_g128_sym", "cuda_dequant@1-"},
     {"h100", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
     {"h100", "fp8_block128", "cuda_fp8@1-"},
-    {"h100", "int4_g32_odd_shape", "cuda_gemv@1-8,cuda_dequant@9-"},
+    {"h100", "int4_g32_odd_shape", "cuda_dequant@1-"},
     {"a100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
     {"a100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-"},
     {"a100", "int3_g128_sym", "cuda_dequant@1-"},
     {"a100", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
     {"a100", "fp8_block128", "cuda_dequant@1-"},
-    {"a100", "int4_g32_odd_shape", "cuda_gemv@1-8,cuda_dequant@9-"},
+    {"a100", "int4_g32_odd_shape", "cuda_dequant@1-"},
     {"rtx3090", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
     {"rtx3090", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-"},
     {"rtx3090", "int3_g128_sym", "cuda_dequant@1-"},
     {"rtx3090", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
     {"rtx3090", "fp8_block128", "cuda_dequant@1-"},
-    {"rtx3090", "int4_g32_odd_shape", "cuda_gemv@1-8,cuda_dequant@9-"},
-    {"t4", "int4_g128_sym", "cuda_gemv@1-8,cuda_dequant@9-"},
-    {"t4", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_dequant@9-"},
-    {"t4", "int3_g128_sym", "cuda_dequant@1-"},
-    {"t4", "int8_perrow_sym", "cuda_gemv@1-8,cuda_dequant@9-"},
-    {"t4", "fp8_block128", "cuda_dequant@1-"},
-    {"t4", "int4_g32_odd_shape", "cuda_gemv@1-8,cuda_dequant@9-"},
+    {"rtx3090", "int4_g32_odd_shape", "cuda_dequant@1-"},
+    {"t4", "int4_g128_sym", "ERROR"},
+    {"t4", "int4_g32_asym_actorder", "ERROR"},
+    {"t4", "int3_g128_sym", "ERROR"},
+    {"t4", "int8_perrow_sym", "ERROR"},
+    {"t4", "fp8_block128", "ERROR"},
+    {"t4", "int4_g32_odd_shape", "ERROR"},
     {"cpu-avx2", "int4_g128_sym", "cpu_simd@1-"},
     {"cpu-avx2", "int4_g32_asym_actorder", "cpu_simd@1-"},
     {"cpu-avx2", "int3_g128_sym", "cpu_simd@1-"},
@@ -111,7 +111,12 @@ TEST(SelectionMatrix, AutoPicksTheExpectedBackendPerMRange) {
     const DeviceInfo dev = target_profile(row.profile);
     const auto plans = plan_layers({layers.at(row.kind)}, config, dev);
     ASSERT_EQ(plans.size(), 1u);
-    EXPECT_EQ(ranges_of(plans[0]), row.expected);
+    // "ERROR": no backend of this build can run the layer on that device (T4 is sm_75; the CUDA
+    // kernels are compiled for sm_80+), and the plan must say so rather than pick one.
+    if (std::string(row.expected) == "ERROR")
+      EXPECT_EQ(ranges_of(plans[0]).rfind("ERROR", 0), 0u) << ranges_of(plans[0]);
+    else
+      EXPECT_EQ(ranges_of(plans[0]), row.expected);
     // Every backend of the registry has a verdict, so nothing is silently absent.
     EXPECT_EQ(plans[0].verdicts.size(), BackendRegistry::global().names().size());
   }

@@ -57,10 +57,11 @@ Int4PackedHost pack_int4_host(const QuantizedWeight& w) {
   // grouped weight and the activations are permuted the same way at run time.
   std::vector<int32_t> order(K);
   std::iota(order.begin(), order.end(), 0);
-  const bool act = !w.g_idx.empty();
+  // With one group spanning K (group size >= in_features) every g_idx entry is 0: the column order
+  // cannot change any scale or zero, so act-order is a no-op and the weight packs as it is.
+  const bool act = !w.g_idx.empty() && !per_channel;
   if (act) {
     if (w.g_idx.size() != static_cast<size_t>(K)) throw invalid_input(s.name + ": g_idx must have in_features entries");
-    if (per_channel) throw unsupported(s.name + ": act-order needs a group size (got one group over K)");
     std::stable_sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return w.g_idx[a] < w.g_idx[b]; });
     for (int64_t i = 0; i < K; ++i)
       if (w.g_idx[order[i]] != i / g_eff)
