@@ -11,6 +11,9 @@
 #include <fmt/format.h>
 
 #include <array>
+#include <cstdio>
+#include <mutex>
+#include <set>
 
 #include "backends/backend_factories.h"
 #include "backends/cuda/cuda_backend_common.h"
@@ -171,6 +174,7 @@ class CudaFp8Linear final : public PreparedLinear {
     return false;
   }
   void disable_native() { native_ = false; }
+  bool native() const { return native_; }
   int64_t scale_offset() const { return (chunk_rows_ * packed_.view().k + 255) / 256 * 256; }
 
  private:
@@ -226,6 +230,16 @@ class CudaFp8Backend final : public Backend {
     return out;
   }
 
+  // A slow fallback is never silent (PEERS.md: users' top complaint): one line per distinct reason.
+  static void warn_weight_only_once(const std::string& why) {
+    static std::mutex mu;
+    static std::set<std::string> seen;
+    std::lock_guard<std::mutex> lock(mu);
+    if (!seen.insert(why).second) return;
+    std::fprintf(stderr, "qrt: warning: cuda_fp8 runs weight-only (dequant + cuBLAS), not FP8 tensor cores: %s\n",
+                 why.c_str());
+  }
+
   // Whether the native cuBLASLt path can run this layer (the rest goes weight-only).
   static bool native_shape(const LayerSpec& s, int cc, std::string* why) {
     if (cc < 89) return *why = "sm_" + std::to_string(cc) + " has no FP8 tensor cores", false;
@@ -263,6 +277,7 @@ class CudaFp8Backend final : public Backend {
     ctx.cublas();
     auto lin = std::make_unique<CudaFp8Linear>(std::move(packed), ctx, params, native, chunk, tile);
     if (native && !lin->probe_native(&why)) lin->disable_native();  // weight-only, still correct
+    if (!lin->native()) warn_weight_only_once(why);
     return lin;
   }
 
