@@ -81,7 +81,9 @@ fi
 # ---- GEMM: qrt and the torch peers, same call ----
 stage "GEMM benchmark (qrt)"
 if [ -x build-gpu/bench/gpu_gemm_bench ]; then
-  MS=1,16,64,256,4096 timeout 150 build-gpu/bench/gpu_gemm_bench "$OUT/qrt-gemm.json" 2>&1 | tail -25 | tee -a "$LOG"
+  MS=1,16,64,256,4096 timeout 150 build-gpu/bench/gpu_gemm_bench "$OUT/qrt-gemm.json" > "$LOGS/gemm.log" 2>&1
+  grep -m 5 -i 'warning' "$LOGS/gemm.log" | tee -a "$LOG"
+  tail -8 "$LOGS/gemm.log" | cut -c1-300 | tee -a "$LOG"
 fi
 stage "GEMM peers (torch)"
 OUT=$OUT MS=1,16,64,256,4096 PYTHONUNBUFFERED=1 timeout 150 python3 bench/peers/gemm_peers.py fp16,fp8 gemm 2>&1 \
