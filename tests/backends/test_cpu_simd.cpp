@@ -232,13 +232,20 @@ TEST_F(CpuSimdTest, AwkwardRowCountsAndAlignment) {
       {200, 24, 8, -1, ZeroKind::Symmetric, false},
   };
   uint32_t seed = 100;
-  for (const auto& c : cases) check_all(make_weight(c, seed++), {1, 3, 8, 17, 64, 129}, seed * 13);
+  for (const auto& c : cases) {
+    const uint32_t s = seed++;  // one seed per case, evaluated before the call
+    check_all(make_weight(c, s), {1, 3, 8, 17, 64, 129}, (s + 1) * 13);
+  }
 }
 
 TEST_F(CpuSimdTest, OtherBitWidthsAndBias) {
   uint32_t seed = 200;
-  for (int bits : {2, 3, 5, 6}) check_all(make_weight({192, 24, bits, 64, ZeroKind::Integer, false}, seed++), {1, 5}, seed);
-  check_all(make_weight({160, 20, 4, 32, ZeroKind::Float, false, true}, seed++), {1, 9}, seed);
+  for (int bits : {2, 3, 5, 6}) {
+    const uint32_t s = seed++;
+    check_all(make_weight({192, 24, bits, 64, ZeroKind::Integer, false}, s), {1, 5}, s + 1);
+  }
+  const uint32_t s_bias = seed++;
+  check_all(make_weight({160, 20, 4, 32, ZeroKind::Float, false, true}, s_bias), {1, 9}, s_bias + 1);
 }
 
 TEST_F(CpuSimdTest, Fp8WeightsPerTensorPerChannelAndBlock) {
