@@ -33,17 +33,22 @@ void set_desc(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const T&
 // cuBLASLt descriptors of one layer; B and D columns (= M) change per call.
 class LtFp8Gemm {
  public:
+  // outer_vec: per-row weight and per-token activation scales applied by cuBLASLt ("outer vector"
+  // scale mode, not offered on every GPU/runtime). Otherwise tensorwise: no scales, fp32 output,
+  // and the caller applies the scales in an epilogue kernel (launch_scale_rows_cols).
   LtFp8Gemm(cublasLtHandle_t lt, const cuda::PackedWeightView& w, DType out, bool fast_accum, int algo_index,
-            void* lt_ws, size_t lt_ws_bytes)
-      : lt_(lt), k_(w.k), n_(w.n), algo_index_(algo_index), ws_(lt_ws), ws_bytes_(lt_ws_bytes) {
-    const cudaDataType_t ot = cuda::cuda_dtype(out);
+            void* lt_ws, size_t lt_ws_bytes, bool outer_vec)
+      : lt_(lt), k_(w.k), n_(w.n), algo_index_(algo_index), ws_(lt_ws), ws_bytes_(lt_ws_bytes), outer_vec_(outer_vec) {
+    const cudaDataType_t ot = outer_vec ? cuda::cuda_dtype(out) : CUDA_R_32F;
     QRT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     set_desc(op_, CUBLASLT_MATMUL_DESC_TRANSA, cublasOperation_t(CUBLAS_OP_T));
     set_desc(op_, CUBLASLT_MATMUL_DESC_TRANSB, cublasOperation_t(CUBLAS_OP_N));
     set_desc(op_, CUBLASLT_MATMUL_DESC_FAST_ACCUM, int8_t(fast_accum ? 1 : 0));
-    set_desc(op_, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, int32_t(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F));
-    set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, int32_t(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F));
-    set_desc(op_, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(w.scale));
+    if (outer_vec) {
+      set_desc(op_, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, int32_t(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F));
+      set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, int32_t(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F));
+      set_desc(op_, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(w.scale));
+    }
     const int64_t lda = w.row_words * 4;  // bytes per packed row = e4m3 elements per row
     QRT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&a_, CUDA_R_8F_E4M3, k_, n_, lda));
     QRT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&b_, CUDA_R_8F_E4M3, k_, 64, k_));
@@ -71,8 +76,8 @@ class LtFp8Gemm {
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt_, op_, a_, b_, d_, d_, pref_, static_cast<int>(res.size()),
                                                        res.data(), &found);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
-      if (why) *why = fmt::format("cuBLASLt has no FP8 algorithm with per-row scales ({}, {} found)",
-                                  cuda::cublas_status_name(st), found);
+      if (why) *why = fmt::format("cuBLASLt has no FP8 algorithm with {} ({}, {} found)",
+                                  outer_vec_ ? "per-row scales" : "tensorwise scaling", cuda::cublas_status_name(st), found);
       return false;
     }
     *algo = res[std::min(algo_index_, found - 1)].algo;
@@ -94,7 +99,7 @@ class LtFp8Gemm {
       cache_[next_] = {m, algo};
       next_ = (next_ + 1) % cache_.size();
     }
-    set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(xs));
+    if (outer_vec_) set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(xs));
     const float alpha = 1.f, beta = 0.f;
     QRT_CUBLAS_CHECK(cublasLtMatmul(lt_, op_, &alpha, w, a_, xq, b_, &beta, y, d_, y, d_, &algo, ws_, ws_bytes_, stream));
   }
@@ -119,6 +124,7 @@ class LtFp8Gemm {
   cublasLtMatmulPreference_t pref_ = nullptr;
   std::array<Entry, 16> cache_{};
   size_t next_ = 0;
+  bool outer_vec_ = true;
 };
 
 class CudaFp8Linear final : public PreparedLinear {
@@ -127,7 +133,7 @@ class CudaFp8Linear final : public PreparedLinear {
                 int64_t chunk_rows, int64_t tile_rows)
       : packed_(std::move(packed)), ctx_(ctx), native_(native), chunk_rows_(chunk_rows), tile_rows_(tile_rows) {
     gemv_max_m_ = params.get_int("gemv_max_m", 8);
-    fast_accum_ = params.get_int("fast_accum", 1) != 0;
+    fast_accum_ = fast_accum_requested_ = params.get_int("fast_accum", 1) != 0;
     algo_index_ = static_cast<int>(params.get_int("algo", 0));
   }
 
@@ -151,15 +157,30 @@ class CudaFp8Linear final : public PreparedLinear {
       const char* xp = static_cast<const char*>(x.data) + m0 * w.k * 2;
       char* yp = static_cast<char*>(y.data) + m0 * w.n * 2;
       cuda::launch_quantize_rows_fp8(xp, x.dtype, mm, w.k, xq, xs, st);
-      g.run(xq, xs, w.words, yp, mm, st);
+      if (outer_vec_) {
+        g.run(xq, xs, w.words, yp, mm, st);
+      } else {
+        float* d = reinterpret_cast<float*>(xq + product_offset());
+        g.run(xq, xs, w.words, d, mm, st);
+        cuda::launch_scale_rows_cols(d, xs, w.scale, w.bias, yp, mm, w.n, x.dtype, st);
+      }
     }
-    if (w.bias) cuda::launch_add_bias(w.bias, y.data, x.rows, w.n, x.dtype, st);
+    if (w.bias && outer_vec_) cuda::launch_add_bias(w.bias, y.data, x.rows, w.n, x.dtype, st);
   }
   int64_t weight_bytes() const override { return packed_.device_bytes(); }
 
   // Builds the descriptors for both output dtypes and checks that cuBLASLt runs this layer.
   // Falls back to exact accumulation when cuBLASLt has no fast-accumulation kernel for the layer.
   bool probe_native(std::string* why) {
+    if (probe_mode(why)) return true;
+    // No per-row scale mode here (seen: sm_90 with CUDA 13.0): tensorwise GEMM + scale epilogue.
+    outer_vec_ = false;
+    fast_accum_ = fast_accum_requested_;
+    gemm_f16_.reset();
+    gemm_bf16_.reset();
+    return probe_mode(why);
+  }
+  bool probe_mode(std::string* why) {
     for (int attempt = 0; attempt < 2; ++attempt) {
       bool ok = true;
       cublasLtMatmulAlgo_t algo{};
@@ -176,13 +197,16 @@ class CudaFp8Linear final : public PreparedLinear {
   void disable_native() { native_ = false; }
   bool native() const { return native_; }
   int64_t scale_offset() const { return (chunk_rows_ * packed_.view().k + 255) / 256 * 256; }
+  // fp32 product of the tensorwise path, after the per-token scales.
+  int64_t product_offset() const { return scale_offset() + (chunk_rows_ * 4 + 255) / 256 * 256; }
+  bool outer_vec() const { return outer_vec_; }
 
  private:
   LtFp8Gemm& gemm_for(DType t) {
     auto& slot = t == DType::F16 ? gemm_f16_ : gemm_bf16_;
     if (!slot)  // created at prepare by probe_native(); never in a steady-state forward
       slot = std::make_unique<LtFp8Gemm>(ctx_.cublas_lt(), packed_.view(), t, fast_accum_, algo_index_,
-                                         ctx_.lt_workspace(), ctx_.lt_workspace_bytes());
+                                         ctx_.lt_workspace(), ctx_.lt_workspace_bytes(), outer_vec_);
     return *slot;
   }
   cuda::PackedWeight packed_;
@@ -191,6 +215,8 @@ class CudaFp8Linear final : public PreparedLinear {
   int64_t chunk_rows_, tile_rows_;
   int64_t gemv_max_m_ = 8;
   bool fast_accum_ = true;
+  bool fast_accum_requested_ = true;
+  bool outer_vec_ = true;
   int algo_index_ = 0;
   std::unique_ptr<LtFp8Gemm> gemm_f16_, gemm_bf16_;
 };
@@ -264,7 +290,9 @@ class CudaFp8Backend final : public Backend {
     const int64_t chunk = std::max<int64_t>(1, cuda::max_rows());
     const int64_t tile = cuda::dequant_tile_rows(weight.N(), weight.K(), params.get_int("tile_n", 0));
     // Native: quantized activations + per-token scales; weight-only: one dequantized tile.
-    const size_t act_bytes = static_cast<size_t>((chunk * weight.K() + 255) / 256 * 256 + chunk * 4);
+    // quantized rows + per-token scales + the fp32 product the tensorwise path writes.
+    const size_t act_bytes = static_cast<size_t>((chunk * weight.K() + 255) / 256 * 256 +
+                                                 (chunk * 4 + 255) / 256 * 256 + chunk * weight.N() * 4);
     const size_t tile_bytes = static_cast<size_t>(tile * cuda::dequant_ld(weight.K()) * 2);
     if (native) {
       if (chunk > (int64_t(1) << 40) / std::max<int64_t>(1, weight.K()))

@@ -1,6 +1,8 @@
 // Per-token FP8 (e4m3) quantization of activations for cuda_fp8: one block per row computes the
 // row's absolute maximum, then writes x / s saturated to e4m3 with s = amax / 448 (the scale the
 // GEMM multiplies back through cuBLASLt's per-row "outer vector" B scale).
+#include <algorithm>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -53,6 +55,24 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const T* __rest
   }
 }
 
+
+// Tensorwise path (Hopper's cuBLASLt has no per-row "outer vector" FP8 scales): the GEMM writes
+// the unscaled fp32 product d[m][n]; this applies the per-token and per-channel scales and the
+// bias and converts to the output dtype in one pass.
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+template <typename T>
+__global__ void scale_rows_cols_kernel(const float* __restrict__ d, const float* __restrict__ xs,
+                                       const float* __restrict__ ws, const float* __restrict__ bias,
+                                       T* __restrict__ y, int64_t m, int64_t n) {
+  const int64_t total = m * n;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = i / n, c = i - r * n;
+    y[i] = from_f<T>(d[i] * xs[r] * ws[c] + (bias ? bias[c] : 0.f));
+  }
+}
 }  // namespace
 
 void launch_quantize_rows_fp8(const void* x, DType dtype, int64_t m, int64_t k, uint8_t* xq, float* xs,
@@ -63,6 +83,23 @@ void launch_quantize_rows_fp8(const void* x, DType dtype, int64_t m, int64_t k, 
   else
     quantize_rows_kernel<__nv_bfloat16><<<static_cast<unsigned>(m), kThreads, 0, stream>>>(
         static_cast<const __nv_bfloat16*>(x), k, xq, xs);
+  QRT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace qrt::cuda
+
+namespace qrt::cuda {
+
+void launch_scale_rows_cols(const float* d, const float* xs, const float* ws, const float* bias, void* y,
+                            int64_t m, int64_t n, DType dtype, cudaStream_t stream) {
+  if (m <= 0 || n <= 0) return;
+  const int64_t total = m * n;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, 132 * 16));
+  if (dtype == DType::F16)
+    scale_rows_cols_kernel<<<blocks, threads, 0, stream>>>(d, xs, ws, bias, static_cast<__half*>(y), m, n);
+  else
+    scale_rows_cols_kernel<<<blocks, threads, 0, stream>>>(d, xs, ws, bias, static_cast<__nv_bfloat16*>(y), m, n);
   QRT_CUDA_CHECK_LAUNCH();
 }
 
