@@ -39,7 +39,12 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version are "errors" with exit code 0: let CLI11 print them. Anything else is
+    // a usage error: one line naming what was wrong, then where to look, exit 2.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "qrt: error: %s\n", e.what());
+    std::fprintf(stderr, "run 'qrt --help' or 'qrt <command> --help' for usage\n");
+    return 2;
   }
   try {
     for (auto& [name, run] : runners)
