@@ -58,15 +58,20 @@ inline void store_half(const GemmArgs& a, int64_t tile, int h, int64_t m0, const
   }
 }
 
-template <int MR, CodeKind KIND>
+// TWO (int8x2 activations): a second set of i16/i32 sums takes the low halves q2 against the same
+// unpacked weights (q2 is in [-127, 127] like q, so the same saturation and sign-trick bounds
+// hold); per block dot = 255 * dot(q) + dot(q2), exact in int32.
+template <int MR, CodeKind KIND, bool TWO>
 void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
   const PackedView& w = a.w;
   const uint8_t* codes = w.codes + tile * w.tile_code_bytes();
   const int8_t* q[MR];
+  const int8_t* q2[MR];
   const float* d[MR];
   const float* ds[MR];
   for (int r = 0; r < MR; ++r) {
     q[r] = a.a.q + (m0 + r) * a.a.row_stride;
+    q2[r] = TWO ? a.a.q2 + (m0 + r) * a.a.row_stride : nullptr;
     d[r] = a.a.d + (m0 + r) * a.a.block_stride;
     ds[r] = a.a.sum + (m0 + r) * a.a.block_stride;
   }
@@ -79,31 +84,55 @@ void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
     for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < w.blocks; ++b) {
       const uint8_t* blk = codes + b * w.block_bytes() + 32 * h;
-      __m256i dot[MR];
+      __m256i dot[MR], dot2[MR];
       if constexpr (KIND == CodeKind::U4) {
-        __m256i s16[MR];
-        for (int r = 0; r < MR; ++r) s16[r] = _mm256_setzero_si256();
+        __m256i s16[MR], t16[MR];
+        for (int r = 0; r < MR; ++r) {
+          s16[r] = _mm256_setzero_si256();
+          if (TWO) t16[r] = _mm256_setzero_si256();
+        }
         for (int c = 0; c < 4; ++c) {
           const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + c * 64));
           const __m256i lo = _mm256_and_si256(wv, low4);
           const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(wv, 4), low4);
           for (int r = 0; r < MR; ++r) {
-            s16[r] = _mm256_add_epi16(s16[r], _mm256_maddubs_epi16(lo, bcast4(q[r] + b * kBlockK + 4 * c)));
-            s16[r] = _mm256_add_epi16(s16[r], _mm256_maddubs_epi16(hi, bcast4(q[r] + b * kBlockK + 16 + 4 * c)));
+            const int64_t o = b * kBlockK + 4 * c;
+            s16[r] = _mm256_add_epi16(s16[r], _mm256_maddubs_epi16(lo, bcast4(q[r] + o)));
+            s16[r] = _mm256_add_epi16(s16[r], _mm256_maddubs_epi16(hi, bcast4(q[r] + o + 16)));
+            if (TWO) {
+              t16[r] = _mm256_add_epi16(t16[r], _mm256_maddubs_epi16(lo, bcast4(q2[r] + o)));
+              t16[r] = _mm256_add_epi16(t16[r], _mm256_maddubs_epi16(hi, bcast4(q2[r] + o + 16)));
+            }
           }
         }
-        for (int r = 0; r < MR; ++r) dot[r] = _mm256_madd_epi16(s16[r], ones);
+        for (int r = 0; r < MR; ++r) {
+          dot[r] = _mm256_madd_epi16(s16[r], ones);
+          if (TWO) dot2[r] = _mm256_madd_epi16(t16[r], ones);
+        }
       } else {
-        for (int r = 0; r < MR; ++r) dot[r] = _mm256_setzero_si256();
+        for (int r = 0; r < MR; ++r) {
+          dot[r] = _mm256_setzero_si256();
+          if (TWO) dot2[r] = _mm256_setzero_si256();
+        }
         for (int c = 0; c < 8; ++c) {
           const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + c * 64));
           const __m256i ws = _mm256_xor_si256(wv, bias8);  // code - 128 as int8
           const __m256i wa = _mm256_abs_epi8(ws);
           for (int r = 0; r < MR; ++r) {
-            const __m256i xv = _mm256_sign_epi8(bcast4(q[r] + b * kBlockK + 4 * c), ws);
+            const int64_t o = b * kBlockK + 4 * c;
+            const __m256i xv = _mm256_sign_epi8(bcast4(q[r] + o), ws);
             dot[r] = _mm256_add_epi32(dot[r], _mm256_madd_epi16(_mm256_maddubs_epi16(wa, xv), ones));
+            if (TWO) {
+              const __m256i xv2 = _mm256_sign_epi8(bcast4(q2[r] + o), ws);
+              dot2[r] = _mm256_add_epi32(dot2[r], _mm256_madd_epi16(_mm256_maddubs_epi16(wa, xv2), ones));
+            }
           }
         }
+      }
+      if constexpr (TWO) {
+        static_assert(kSplitRatio == 255, "255 x = (x << 8) - x");
+        for (int r = 0; r < MR; ++r)
+          dot[r] = _mm256_add_epi32(_mm256_sub_epi32(_mm256_slli_epi32(dot[r], 8), dot[r]), dot2[r]);
       }
       __m256 vs, vm;
       scale_pair(w, tile, w.block_group[b], h, vs, vm);
@@ -184,7 +213,8 @@ void f32_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
   }
 }
 
-template <CodeKind KIND, bool INT8>
+// MODE: 0 = float activations, 1 = int8, 2 = int8x2.
+template <CodeKind KIND, int MODE>
 void gemm(const GemmArgs& a) {
   // 16 ymm registers: at most 4 rows per register tile.
   const int mt = std::clamp(a.m_tile, 1, 4);
@@ -192,10 +222,14 @@ void gemm(const GemmArgs& a) {
     for (int64_t m0 = a.m_begin; m0 < a.m_end; m0 += mt) {
       const int rows = static_cast<int>(std::min<int64_t>(mt, a.m_end - m0));
       switch (rows) {
-        case 1: INT8 ? int8_tile<1, KIND>(a, t, m0) : f32_tile<1, KIND>(a, t, m0); break;
-        case 2: INT8 ? int8_tile<2, KIND>(a, t, m0) : f32_tile<2, KIND>(a, t, m0); break;
-        case 3: INT8 ? int8_tile<3, KIND>(a, t, m0) : f32_tile<3, KIND>(a, t, m0); break;
-        default: INT8 ? int8_tile<4, KIND>(a, t, m0) : f32_tile<4, KIND>(a, t, m0); break;
+#define QRT_TILE(R)                                           \
+  case R:                                                     \
+    if constexpr (MODE == 0) f32_tile<R, KIND>(a, t, m0);     \
+    else int8_tile<R, KIND, MODE == 2>(a, t, m0);             \
+    break;
+        QRT_TILE(1) QRT_TILE(2) QRT_TILE(3)
+        default: QRT_TILE(4)
+#undef QRT_TILE
       }
     }
 }
@@ -203,15 +237,20 @@ void gemm(const GemmArgs& a) {
 }  // namespace
 
 void gemm_int8_avx2(const GemmArgs& a) {
-  if (a.w.kind == CodeKind::U4) gemm<CodeKind::U4, true>(a);
-  else gemm<CodeKind::U8, true>(a);
+  if (a.w.kind == CodeKind::U4) gemm<CodeKind::U4, 1>(a);
+  else gemm<CodeKind::U8, 1>(a);
+}
+
+void gemm_int8x2_avx2(const GemmArgs& a) {
+  if (a.w.kind == CodeKind::U4) gemm<CodeKind::U4, 2>(a);
+  else gemm<CodeKind::U8, 2>(a);
 }
 
 void gemm_f32_avx2(const GemmArgs& a) {
   switch (a.w.kind) {
-    case CodeKind::U4: gemm<CodeKind::U4, false>(a); break;
-    case CodeKind::U8: gemm<CodeKind::U8, false>(a); break;
-    case CodeKind::Fp8: gemm<CodeKind::Fp8, false>(a); break;
+    case CodeKind::U4: gemm<CodeKind::U4, 0>(a); break;
+    case CodeKind::U8: gemm<CodeKind::U8, 0>(a); break;
+    case CodeKind::Fp8: gemm<CodeKind::Fp8, 0>(a); break;
   }
 }
 
@@ -254,6 +293,60 @@ void quantize_row_avx2(const float* src, const int32_t* map, int64_t k, int64_t 
     const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), order);
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kBlockK), bytes);
     const float step = mx / 127.f;
+    d[b] = step;
+    dsum[b] = step * hsum(_mm256_cvtepi32_ps(sum32));
+  }
+}
+
+// Same arithmetic as quantize_row_x2_scalar: v = round(x * (32385 / amax)) (clamped), q =
+// round(v / 255) through the float quotient (never a tie: 255 is odd), q2 = v - 255 q.
+void quantize_row_x2_avx2(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q,
+                          int8_t* q2, float* d, float* dsum) {
+  alignas(32) float tmp[kBlockK];
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  const __m256 lim = _mm256_set1_ps(kSplitLevels), nlim = _mm256_set1_ps(-kSplitLevels);
+  const __m256 inv_ratio = _mm256_set1_ps(1.f / kSplitRatio);
+  const __m256i ratio = _mm256_set1_epi32(kSplitRatio);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const float* p;
+    if (!map && (b + 1) * kBlockK <= k) {
+      p = src + b * kBlockK;
+    } else {
+      for (int i = 0; i < kBlockK; ++i) {
+        const int64_t pos = b * kBlockK + i;
+        const int64_t col = map ? map[pos] : (pos < k ? pos : -1);
+        tmp[i] = col >= 0 ? src[col] : 0.f;
+      }
+      p = tmp;
+    }
+    __m256 v[4];
+    __m256 amax = _mm256_setzero_ps();
+    for (int i = 0; i < 4; ++i) {
+      v[i] = _mm256_loadu_ps(p + 8 * i);
+      amax = _mm256_max_ps(amax, _mm256_and_ps(v[i], abs_mask));
+    }
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    const float mx = _mm_cvtss_f32(m4);
+    const __m256 vinv = _mm256_set1_ps(mx > 0 ? kSplitLevels / mx : 0.f);
+    __m256i hi[4], lo[4];
+    __m256i sum32 = _mm256_setzero_si256();
+    for (int i = 0; i < 4; ++i) {
+      const __m256 f = _mm256_min_ps(lim, _mm256_max_ps(nlim, _mm256_round_ps(_mm256_mul_ps(v[i], vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)));
+      const __m256i vi = _mm256_cvtps_epi32(f);
+      hi[i] = _mm256_cvtps_epi32(_mm256_mul_ps(f, inv_ratio));
+      lo[i] = _mm256_sub_epi32(vi, _mm256_mullo_epi32(hi[i], ratio));
+      sum32 = _mm256_add_epi32(sum32, vi);
+    }
+    const __m256i hb = _mm256_permutevar8x32_epi32(
+        _mm256_packs_epi16(_mm256_packs_epi32(hi[0], hi[1]), _mm256_packs_epi32(hi[2], hi[3])), order);
+    const __m256i lb = _mm256_permutevar8x32_epi32(
+        _mm256_packs_epi16(_mm256_packs_epi32(lo[0], lo[1]), _mm256_packs_epi32(lo[2], lo[3])), order);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + b * kBlockK), hb);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q2 + b * kBlockK), lb);
+    const float step = mx / kSplitLevels;
     d[b] = step;
     dsum[b] = step * hsum(_mm256_cvtepi32_ps(sum32));
   }

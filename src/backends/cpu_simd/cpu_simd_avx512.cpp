@@ -50,20 +50,26 @@ inline void store_rows(const GemmArgs& a, int64_t tile, int64_t m0, const __m512
 // group, acc += fsum * scale + min * sum(d * sum q). Hoisting the scale out of the block loop and
 // masking high nibbles in place (0xF0, i.e. 16 x code, shifted back once per block) keeps the
 // M = 1 loop at ~35 instructions per 256 bytes of codes, which is what lets it follow memory.
-template <int MR, CodeKind KIND>
+// TWO (int8x2 activations): a second set of chains takes the low halves q2 against the same
+// unpacked weight registers; per block dot = 255 * dot(q) + dot(q2), exact in int32 (|dot(q)| <=
+// 32 * 255 * 127), so one convert and one FMA per block as before.
+template <int MR, CodeKind KIND, bool TWO>
 void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
   const PackedView& w = a.w;
   const uint8_t* blk = w.codes + tile * w.tile_code_bytes();
   const int8_t* q[MR];
+  const int8_t* q2[MR];
   const float* d[MR];
   const float* ds[MR];
   for (int r = 0; r < MR; ++r) {
     q[r] = a.a.q + (m0 + r) * a.a.row_stride;
+    q2[r] = TWO ? a.a.q2 + (m0 + r) * a.a.row_stride : nullptr;
     d[r] = a.a.d + (m0 + r) * a.a.block_stride;
     ds[r] = a.a.sum + (m0 + r) * a.a.block_stride;
   }
-  // Two integer chains per row when registers allow (U4: low and in-place high nibbles).
-  constexpr bool kSplit = MR <= 4;
+  // Two integer chains per row and activation half when registers allow (U4: low and in-place
+  // high nibbles).
+  constexpr bool kSplit = TWO ? MR <= 2 : MR <= 4;
   __m512 acc[MR];
   for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0F);
@@ -75,10 +81,13 @@ void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
     float msum[MR];
     for (int r = 0; r < MR; ++r) fsum[r] = _mm512_setzero_ps(), msum[r] = 0.f;
     for (int32_t i = 0; i < run_blocks; ++i, ++b, blk += w.block_bytes()) {
-      __m512i ia[MR], ib[MR];
+      // ia/ib: chains of q (ib: second chain when kSplit); ic/id: the same for q2.
+      __m512i ia[MR], ib[MR], ic[MR], id[MR];
       for (int r = 0; r < MR; ++r) {
         ia[r] = _mm512_setzero_si512();
         if (kSplit) ib[r] = _mm512_setzero_si512();
+        if (TWO) ic[r] = _mm512_setzero_si512();
+        if (TWO && kSplit) id[r] = _mm512_setzero_si512();
       }
       if constexpr (KIND == CodeKind::U4) {
         for (int c = 0; c < 4; ++c) {
@@ -86,27 +95,43 @@ void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
           const __m512i lo = _mm512_and_si512(wv, low4);
           const __m512i hi = kSplit ? _mm512_and_si512(wv, high4) : _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
           for (int r = 0; r < MR; ++r) {
-            ia[r] = _mm512_dpbusd_epi32(ia[r], lo, bcast4(q[r] + b * kBlockK + 4 * c));
-            if (kSplit)
-              ib[r] = _mm512_dpbusd_epi32(ib[r], hi, bcast4(q[r] + b * kBlockK + 16 + 4 * c));
-            else
-              ia[r] = _mm512_dpbusd_epi32(ia[r], hi, bcast4(q[r] + b * kBlockK + 16 + 4 * c));
+            const int64_t o = b * kBlockK + 4 * c;
+            ia[r] = _mm512_dpbusd_epi32(ia[r], lo, bcast4(q[r] + o));
+            if (TWO) ic[r] = _mm512_dpbusd_epi32(ic[r], lo, bcast4(q2[r] + o));
+            if (kSplit) {
+              ib[r] = _mm512_dpbusd_epi32(ib[r], hi, bcast4(q[r] + o + 16));
+              if (TWO) id[r] = _mm512_dpbusd_epi32(id[r], hi, bcast4(q2[r] + o + 16));
+            } else {
+              ia[r] = _mm512_dpbusd_epi32(ia[r], hi, bcast4(q[r] + o + 16));
+              if (TWO) ic[r] = _mm512_dpbusd_epi32(ic[r], hi, bcast4(q2[r] + o + 16));
+            }
           }
         }
       } else {
         for (int c = 0; c < 8; ++c) {
           const __m512i wv = _mm512_loadu_si512(blk + c * 64);
           for (int r = 0; r < MR; ++r) {
-            if (kSplit && (c & 1))
-              ib[r] = _mm512_dpbusd_epi32(ib[r], wv, bcast4(q[r] + b * kBlockK + 4 * c));
-            else
-              ia[r] = _mm512_dpbusd_epi32(ia[r], wv, bcast4(q[r] + b * kBlockK + 4 * c));
+            const int64_t o = b * kBlockK + 4 * c;
+            if (kSplit && (c & 1)) {
+              ib[r] = _mm512_dpbusd_epi32(ib[r], wv, bcast4(q[r] + o));
+              if (TWO) id[r] = _mm512_dpbusd_epi32(id[r], wv, bcast4(q2[r] + o));
+            } else {
+              ia[r] = _mm512_dpbusd_epi32(ia[r], wv, bcast4(q[r] + o));
+              if (TWO) ic[r] = _mm512_dpbusd_epi32(ic[r], wv, bcast4(q2[r] + o));
+            }
           }
         }
       }
       for (int r = 0; r < MR; ++r) {
+        // U4 with kSplit: the high-nibble chains saw 16 x code.
         __m512i dot = ia[r];
         if (kSplit) dot = _mm512_add_epi32(dot, KIND == CodeKind::U4 ? _mm512_srai_epi32(ib[r], 4) : ib[r]);
+        if constexpr (TWO) {
+          __m512i dot2 = ic[r];
+          if (kSplit) dot2 = _mm512_add_epi32(dot2, KIND == CodeKind::U4 ? _mm512_srai_epi32(id[r], 4) : id[r]);
+          static_assert(kSplitRatio == 255, "255 x = (x << 8) - x");
+          dot = _mm512_add_epi32(_mm512_sub_epi32(_mm512_slli_epi32(dot, 8), dot), dot2);
+        }
         fsum[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(d[r][b]), fsum[r]);
         msum[r] += ds[r][b];
       }
@@ -190,12 +215,13 @@ void f32_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
   store_rows<MR>(a, tile, m0, acc);
 }
 
-template <CodeKind KIND, bool INT8>
+// MODE: 0 = float activations, 1 = int8, 2 = int8x2.
+template <CodeKind KIND, int MODE>
 void run_tile(const GemmArgs& a, int64_t tile, int64_t m0, int rows) {
-#define QRT_TILE(R)                                    \
-  case R:                                              \
-    if constexpr (INT8) int8_tile<R, KIND>(a, tile, m0); \
-    else f32_tile<R, KIND>(a, tile, m0);               \
+#define QRT_TILE(R)                                                   \
+  case R:                                                             \
+    if constexpr (MODE == 0) f32_tile<R, KIND>(a, tile, m0);          \
+    else int8_tile<R, KIND, MODE == 2>(a, tile, m0);                  \
     break;
   switch (rows) {
     QRT_TILE(1) QRT_TILE(2) QRT_TILE(3) QRT_TILE(4) QRT_TILE(5) QRT_TILE(6) QRT_TILE(7) QRT_TILE(8)
@@ -203,26 +229,31 @@ void run_tile(const GemmArgs& a, int64_t tile, int64_t m0, int rows) {
 #undef QRT_TILE
 }
 
-template <CodeKind KIND, bool INT8>
+template <CodeKind KIND, int MODE>
 void gemm(const GemmArgs& a) {
   const int mt = std::clamp(a.m_tile, 1, kMaxMTile);
   for (int64_t t = a.tile_begin; t < a.tile_end; ++t)
     for (int64_t m0 = a.m_begin; m0 < a.m_end; m0 += mt)
-      run_tile<KIND, INT8>(a, t, m0, static_cast<int>(std::min<int64_t>(mt, a.m_end - m0)));
+      run_tile<KIND, MODE>(a, t, m0, static_cast<int>(std::min<int64_t>(mt, a.m_end - m0)));
 }
 
 }  // namespace
 
 void gemm_int8_avx512(const GemmArgs& a) {
-  if (a.w.kind == CodeKind::U4) gemm<CodeKind::U4, true>(a);
-  else gemm<CodeKind::U8, true>(a);
+  if (a.w.kind == CodeKind::U4) gemm<CodeKind::U4, 1>(a);
+  else gemm<CodeKind::U8, 1>(a);
+}
+
+void gemm_int8x2_avx512(const GemmArgs& a) {
+  if (a.w.kind == CodeKind::U4) gemm<CodeKind::U4, 2>(a);
+  else gemm<CodeKind::U8, 2>(a);
 }
 
 void gemm_f32_avx512(const GemmArgs& a) {
   switch (a.w.kind) {
-    case CodeKind::U4: gemm<CodeKind::U4, false>(a); break;
-    case CodeKind::U8: gemm<CodeKind::U8, false>(a); break;
-    case CodeKind::Fp8: gemm<CodeKind::Fp8, false>(a); break;
+    case CodeKind::U4: gemm<CodeKind::U4, 0>(a); break;
+    case CodeKind::U8: gemm<CodeKind::U8, 0>(a); break;
+    case CodeKind::Fp8: gemm<CodeKind::Fp8, 0>(a); break;
   }
 }
 

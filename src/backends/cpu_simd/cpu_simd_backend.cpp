@@ -129,6 +129,36 @@ void gemm_int8_scalar(const GemmArgs& a) {
   }
 }
 
+void gemm_int8x2_scalar(const GemmArgs& a) {
+  const PackedView& w = a.w;
+  for (int64_t t = a.tile_begin; t < a.tile_end; ++t) {
+    const uint8_t* tcodes = w.codes + t * w.tile_code_bytes();
+    for (int64_t m = a.m_begin; m < a.m_end; ++m) {
+      const int8_t* q = a.a.q + m * a.a.row_stride;
+      const int8_t* q2 = a.a.q2 + m * a.a.row_stride;
+      const float* d = a.a.d + m * a.a.block_stride;
+      const float* ds = a.a.sum + m * a.a.block_stride;
+      float acc[kTileRows] = {};
+      for (int64_t b = 0; b < w.blocks; ++b) {
+        const uint8_t* blk = tcodes + b * w.block_bytes();
+        float s[2 * kTileRows];
+        for (int i = 0; i < 2 * kTileRows; ++i) s[i] = scale_at(w, t, w.block_group[b], i);
+        for (int r = 0; r < kTileRows; ++r) {
+          int32_t hi = 0, lo = 0;
+          for (int kk = 0; kk < kBlockK; ++kk) {
+            const int c = code_at(w, blk, r, kk);
+            hi += c * q[b * kBlockK + kk];
+            lo += c * q2[b * kBlockK + kk];
+          }
+          const int32_t dot = kSplitRatio * hi + lo;
+          acc[r] += static_cast<float>(dot) * (s[r] * d[b]) + s[kTileRows + r] * ds[b];
+        }
+      }
+      store_tile(a, m, t, acc);
+    }
+  }
+}
+
 void gemm_f32_scalar(const GemmArgs& a) {
   const PackedView& w = a.w;
   for (int64_t t = a.tile_begin; t < a.tile_end; ++t) {
@@ -180,6 +210,34 @@ void quantize_row_scalar(const float* src, const int32_t* map, int64_t k, int64_
   }
 }
 
+void quantize_row_x2_scalar(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q,
+                            int8_t* q2, float* d, float* dsum) {
+  float tmp[kBlockK];
+  for (int64_t b = 0; b < blocks; ++b) {
+    float amax = 0;
+    for (int i = 0; i < kBlockK; ++i) {
+      const int64_t p = b * kBlockK + i;
+      const int64_t col = map ? map[p] : (p < k ? p : -1);
+      tmp[i] = col >= 0 ? src[col] : 0.f;
+      amax = std::max(amax, std::fabs(tmp[i]));
+    }
+    const float inv = amax > 0 ? kSplitLevels / amax : 0.f;
+    int32_t sum = 0;
+    for (int i = 0; i < kBlockK; ++i) {
+      const float f = std::clamp(std::nearbyint(tmp[i] * inv), -kSplitLevels, kSplitLevels);
+      const int32_t v = static_cast<int32_t>(f);
+      // v / 255 is never a tie (255 is odd), so rounding its float quotient is exact.
+      const int32_t hi = static_cast<int32_t>(std::nearbyint(f * (1.f / kSplitRatio)));
+      q[b * kBlockK + i] = static_cast<int8_t>(hi);
+      q2[b * kBlockK + i] = static_cast<int8_t>(v - kSplitRatio * hi);
+      sum += v;
+    }
+    const float step = amax / kSplitLevels;
+    d[b] = step;
+    dsum[b] = step * static_cast<float>(sum);
+  }
+}
+
 void pack_dense(const float* w, int64_t n, int64_t k, float* out) {
   const int64_t tiles = (n + kTileRows - 1) / kTileRows;
   for (int64_t t = 0; t < tiles; ++t)
@@ -225,7 +283,15 @@ namespace {
 
 using namespace cpu_simd;
 
-enum class ActMode : uint8_t { Int8, F32 };
+enum class ActMode : uint8_t { Int8, Int8x2, F32 };
+
+bool parse_act(const std::string& s, ActMode* out) {
+  if (s == "int8") *out = ActMode::Int8;
+  else if (s == "int8x2") *out = ActMode::Int8x2;
+  else if (s == "f32") *out = ActMode::F32;
+  else return false;
+  return true;
+}
 
 // Below this many multiply-adds a call runs on the calling thread (measured: 576x1536 at M = 1,
 // 0.9 M MACs, takes 12 us alone and 17 us split over 2 threads).
@@ -270,7 +336,7 @@ class HugeBuffer {
 // Per-call scratch of the calling thread, grown to the largest call seen and then reused: the hot
 // path allocates only the first time a layer shape/M exceeds what the thread has seen.
 struct Scratch {
-  std::vector<int8_t> q;
+  std::vector<int8_t> q, q2;
   std::vector<float> x, d, sum;
   template <typename T>
   static T* grow(std::vector<T>& v, size_t n) {
@@ -302,7 +368,7 @@ class CpuSimdPrepared final : public PreparedLinear {
       m_block_rows = static_cast<int>(p->get_int("m_block", m_block_rows));
       auto it = p->values.find("activations");
       if (it != p->values.end() && kind_ != CodeKind::Fp8)
-        if (const auto* s = std::get_if<std::string>(&it->second)) act = *s == "f32" ? ActMode::F32 : ActMode::Int8;
+        if (const auto* s = std::get_if<std::string>(&it->second)) parse_act(*s, &act);
       it = p->values.find("isa");
       Isa requested;
       if (it != p->values.end())
@@ -322,10 +388,12 @@ class CpuSimdPrepared final : public PreparedLinear {
     av.block_stride = blocks_;
     st.sums = Scratch::grow(s.sum, static_cast<size_t>(M * blocks_));
     av.sum = st.sums;
-    if (act == ActMode::Int8) {
+    if (act != ActMode::F32) {
       st.q = Scratch::grow(s.q, static_cast<size_t>(M * st.kp));
       st.d = Scratch::grow(s.d, static_cast<size_t>(M * blocks_));
+      if (act == ActMode::Int8x2) st.q2 = Scratch::grow(s.q2, static_cast<size_t>(M * st.kp));
       av.q = st.q;
+      av.q2 = st.q2;
       av.d = st.d;
     } else {
       st.direct = st.map == nullptr && st.kp == k_;
@@ -348,11 +416,14 @@ class CpuSimdPrepared final : public PreparedLinear {
     base.n = n_;
     base.bias = bias_.empty() ? nullptr : bias_.data();
     base.m_tile = m_tile;
-    switch (isa) {
-      case Isa::Avx512Vnni: st.kernel = act == ActMode::Int8 ? gemm_int8_avx512 : gemm_f32_avx512; break;
-      case Isa::Avx2: st.kernel = act == ActMode::Int8 ? gemm_int8_avx2 : gemm_f32_avx2; break;
-      case Isa::Scalar: st.kernel = act == ActMode::Int8 ? gemm_int8_scalar : gemm_f32_scalar; break;
-    }
+    using Kernel = void (*)(const GemmArgs&);
+    static constexpr Kernel kKernels[3][3] = {
+        // Int8, Int8x2, F32
+        {gemm_int8_scalar, gemm_int8x2_scalar, gemm_f32_scalar},
+        {gemm_int8_avx2, gemm_int8x2_avx2, gemm_f32_avx2},
+        {gemm_int8_avx512, gemm_int8x2_avx512, gemm_f32_avx512},
+    };
+    st.kernel = kKernels[static_cast<int>(isa)][static_cast<int>(act)];
     // Work units: (block of M rows) x (weight tile). Threads take chunks of consecutive units from an
     // atomic counter (ggml-style), so a thread that is descheduled or slower does not hold the others
     // back; inside a chunk, consecutive tiles of one M block run in one kernel call (weights stream,
@@ -389,9 +460,9 @@ class CpuSimdPrepared final : public PreparedLinear {
     const float* xs = nullptr;
     const int32_t* map = nullptr;
     int64_t M = 0, kp = 0;
-    ActMode act = ActMode::Int8;
+    ActMode act = ActMode::F32;
     Isa isa = Isa::Scalar;
-    int8_t* q = nullptr;
+    int8_t *q = nullptr, *q2 = nullptr;
     float *d = nullptr, *sums = nullptr, *xb = nullptr;
     bool direct = false;
     GemmArgs base;
@@ -400,8 +471,8 @@ class CpuSimdPrepared final : public PreparedLinear {
     std::atomic<int64_t> next{0};
   };
 
-  // Activation rows [r0, r1): gathered through the column map, padded, and quantized to int8 per
-  // 32-block (int8 path) or summed per block (float path).
+  // Activation rows [r0, r1): gathered through the column map, padded, and quantized per 32-block
+  // (int8 and int8x2 paths) or summed per block (float path).
   void prepare_rows(const CallState& st, int64_t r0, int64_t r1) const {
     const int64_t kp = st.kp;
     for (int64_t r = r0; r < r1; ++r) {
@@ -411,6 +482,15 @@ class CpuSimdPrepared final : public PreparedLinear {
           quantize_row_avx2(src, st.map, k_, blocks_, st.q + r * kp, st.d + r * blocks_, st.sums + r * blocks_);
         else
           quantize_row_scalar(src, st.map, k_, blocks_, st.q + r * kp, st.d + r * blocks_, st.sums + r * blocks_);
+        continue;
+      }
+      if (st.act == ActMode::Int8x2) {
+        int8_t* q = st.q + r * kp;
+        int8_t* q2 = st.q2 + r * kp;
+        if (st.isa != Isa::Scalar)
+          quantize_row_x2_avx2(src, st.map, k_, blocks_, q, q2, st.d + r * blocks_, st.sums + r * blocks_);
+        else
+          quantize_row_x2_scalar(src, st.map, k_, blocks_, q, q2, st.d + r * blocks_, st.sums + r * blocks_);
         continue;
       }
       float* dst = st.direct ? nullptr : st.xb + r * kp;
@@ -588,6 +668,8 @@ class CpuSimdPrepared final : public PreparedLinear {
 };
 
 const std::vector<int64_t> kMTiles = {1, 2, 4, 8};
+constexpr ActMode kDefaultAct = ActMode::Int8x2;
+constexpr const char* kDefaultActName = "int8x2";
 const std::vector<int64_t> kMBlocks = {16, 32, 64, 128, 256};
 
 // The sizes and indices packing relies on (checkpoint codecs already ran QuantizedWeight::validate,
@@ -649,10 +731,11 @@ class CpuSimdBackend final : public Backend {
         const auto* s = std::get_if<std::string>(&value);
         if (!s) return Verdict::no("parameter '" + key + "' must be a string");
         Isa isa;
+        ActMode act;
         if (key == "isa" && *s != "auto" && !parse_isa(*s, &isa))
           return Verdict::no("parameter 'isa' = '" + *s + "': expected auto, avx512_vnni, avx2 or scalar");
-        if (key == "activations" && *s != "int8" && *s != "f32")
-          return Verdict::no("parameter 'activations' = '" + *s + "': expected int8 or f32");
+        if (key == "activations" && !parse_act(*s, &act))
+          return Verdict::no("parameter 'activations' = '" + *s + "': expected int8x2, f32 or int8");
       } else if (key == "m_tile" || key == "m_block") {
         const auto* i = std::get_if<int64_t>(&value);
         if (!i) return Verdict::no("parameter '" + key + "' must be an integer");
@@ -671,12 +754,12 @@ class CpuSimdBackend final : public Backend {
 
   KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     KernelParams p;
-    // Float activations by default. int8 activations (VNNI / maddubs) are faster (~20% at decode,
-    // more at prefill) and cost only +0.36% perplexity on the default model, but they flip
-    // near-tied greedy tokens: SmolLM2 answered "What is the capital of France?" with
-    // "L'Etoile..." instead of "Paris", in prefill as well as decode. Correct first: int8 is a
-    // tuning candidate and an explicit parameter ({"activations": "int8"}), never a silent default.
-    p.values["activations"] = std::string("f32");
+    // Two-level int8 activations by default: 15-bit per 32-block, two VNNI / maddubs dots sharing
+    // one weight unpack. Plain int8 activations are faster still at prefill but flip near-tied
+    // greedy tokens (SmolLM2 answered "What is the capital of France?" with "L'Etoile..." instead
+    // of "Paris"; +0.36% perplexity); int8x2 is as accurate as float activations (docs/QUALITY.md)
+    // at near-int8 decode speed. int8 is an explicit parameter only, never chosen silently.
+    p.values["activations"] = std::string(kDefaultActName);
     // m_tile is an upper bound (fewer rows run the matching smaller tile), so one value serves all M
     // and a plan needs a single range per layer.
     p.values["m_tile"] = int64_t{8};
@@ -690,7 +773,9 @@ class CpuSimdBackend final : public Backend {
       if (mt > std::max<int64_t>(1, m)) continue;
       for (int64_t mb : kMBlocks) {
         if (mb > 2 * std::max<int64_t>(m, 16) && mb != kMBlocks.front()) continue;
-        for (const char* act : {"f32", "int8"}) {
+        // Only the modes that keep the float-activation accuracy: the tuner picks the fastest
+        // candidate within its error bound, which plain int8 would pass while flipping answers.
+        for (const char* act : {"int8x2", "f32"}) {
           KernelParams p;
           p.values["activations"] = std::string(act);
           p.values["m_tile"] = mt;
@@ -711,7 +796,8 @@ class CpuSimdBackend final : public Backend {
       throw unsupported(weight.spec.name + ": cpu_simd runs 1..8-bit integer weights, got " +
                         std::to_string(weight.spec.bits));
     const Isa isa = resolve_isa(param_string(params, "isa", "auto"));
-    const ActMode act = param_string(params, "activations", "int8") == "f32" ? ActMode::F32 : ActMode::Int8;
+    ActMode act = kDefaultAct;
+    parse_act(param_string(params, "activations", ""), &act);
     const int m_tile = static_cast<int>(params.get_int("m_tile", 8));
     const int m_block = static_cast<int>(params.get_int("m_block", 64));
     try {
@@ -723,7 +809,7 @@ class CpuSimdBackend final : public Backend {
 
  private:
   std::string name_ = "cpu_simd";
-  std::string summary_ = "x86 SIMD int2-8/fp8 kernels (AVX-512 VNNI, AVX2), 16-row interleaved repack, int8 activations";
+  std::string summary_ = "x86 SIMD int2-8/fp8 kernels (AVX-512 VNNI, AVX2), 16-row interleaved repack, two-level int8 activations";
   BackendCapability cap_;
 };
 

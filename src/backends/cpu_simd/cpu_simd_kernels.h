@@ -54,10 +54,20 @@ struct PackedView {
 };
 
 // Activations prepared once per call (permuted/padded to blocks of 32):
-//   int8 path:  q[m][blocks*32], d[m][blocks] (step), dsum[m][blocks] = d * sum(q of the block)
-//   float path: x[m][blocks*32], xsum[m][blocks]
+//   int8 path:   q[m][blocks*32], d[m][blocks] (step), dsum[m][blocks] = d * sum(q of the block)
+//   int8x2 path: x ~ d * v with v = round(x / d) a 15-bit integer, d = max|x| / (127 * kSplitRatio),
+//                stored as two int8 halves v = kSplitRatio * q + q2 (q, q2 in [-127, 127]);
+//                dsum = d * sum(v). Kernels compute kSplitRatio * dot(code, q) + dot(code, q2)
+//                exactly in int32, so the result is that of 15-bit activations at two int8 dots.
+//   float path:  x[m][blocks*32], xsum[m][blocks]
+// The weight-min term always uses the sum of the values the dot product saw (as ggml's Q8_1 does),
+// so y = W . x' exactly for the quantized x'.
+constexpr int kSplitRatio = 255;  // odd: round(v / 255) has no ties and |v - 255 q| <= 127
+constexpr float kSplitLevels = 127.f * kSplitRatio;
+
 struct ActView {
   const int8_t* q = nullptr;
+  const int8_t* q2 = nullptr;   // int8x2 path: the low halves
   const float* x = nullptr;
   const float* d = nullptr;
   const float* sum = nullptr;   // dsum (int8 path) or xsum (float path)
@@ -78,12 +88,16 @@ struct GemmArgs {
 };
 
 // Kernels: compute y[m][n] for m in [m_begin, m_end), n in the tiles, over all of K.
-// The int8 path reads a.q / a.d / a.sum; the float path reads a.x / a.sum.
+// The int8 path reads a.q / a.d / a.sum; int8x2 also a.q2; the float path reads a.x / a.sum.
+// The integer paths take 1..8-bit codes (U4, U8), the float path also FP8.
 void gemm_int8_scalar(const GemmArgs& args);
+void gemm_int8x2_scalar(const GemmArgs& args);
 void gemm_f32_scalar(const GemmArgs& args);
 void gemm_int8_avx2(const GemmArgs& args);
+void gemm_int8x2_avx2(const GemmArgs& args);
 void gemm_f32_avx2(const GemmArgs& args);
 void gemm_int8_avx512(const GemmArgs& args);
+void gemm_int8x2_avx512(const GemmArgs& args);
 void gemm_f32_avx512(const GemmArgs& args);
 
 // Row quantization to int8 per 32-block: q = round(x / d), d = max|x| / 127, dsum = d * sum(q).
@@ -92,6 +106,12 @@ void quantize_row_scalar(const float* src, const int32_t* map, int64_t k, int64_
                          float* d, float* dsum);
 void quantize_row_avx2(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q,
                        float* d, float* dsum);
+// Two-level version (int8x2 path): v = round(x / d), d = max|x| / kSplitLevels, split into
+// q = round(v / kSplitRatio) and q2 = v - kSplitRatio * q; dsum = d * sum(v).
+void quantize_row_x2_scalar(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q,
+                            int8_t* q2, float* d, float* dsum);
+void quantize_row_x2_avx2(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q,
+                          int8_t* q2, float* d, float* dsum);
 
 // Run-time ISA choice: the best this CPU runs, and a requested name ("auto", "avx512_vnni", "avx2",
 // "scalar"; "auto" reads QRT_CPU_ISA) clamped to it.
