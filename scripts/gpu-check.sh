@@ -14,7 +14,8 @@ ROOT=$PWD
 OUT=${OUT:-$ROOT/gpu-out}
 mkdir -p "$OUT"
 LOGS=/tmp/qrt-logs
-mkdir -p "$LOGS"
+RAW=/tmp/qrt-raw   # intermediate JSON (only 8 files come back from $OUT: the merged result holds them)
+mkdir -p "$LOGS" "$RAW"
 BUDGET=${GPU_CHECK_BUDGET:-470}
 START=$SECONDS
 LOG=$OUT/gpu-check.log
@@ -63,6 +64,10 @@ note "build rc=$BUILD_RC ($(grep -c 'error' "$LOGS/build.log") lines with 'error
 # ---- tests ----
 stage "GPU tests"
 TESTS_RC=-1
+# The default model's first 8 blocks (scripts/gpu-deps.sh; the whole GGUF does not travel): the
+# CPU-vs-GPU engine logits test runs on it.
+[ -f .gpu-model/smollm2-8-blocks.gguf ] && export QRT_DEFAULT_MODEL=$ROOT/.gpu-model/smollm2-8-blocks.gguf
+note "QRT_DEFAULT_MODEL=${QRT_DEFAULT_MODEL:-unset}"
 if [ -x build-gpu/tests/test_backends ]; then
   timeout 120 build-gpu/tests/test_backends --gtest_brief=0 > "$OUT/tests.log" 2>&1
   TESTS_RC=$?
@@ -81,22 +86,22 @@ fi
 # ---- GEMM: qrt and the torch peers, same call ----
 stage "GEMM benchmark (qrt)"
 if [ -x build-gpu/bench/gpu_gemm_bench ]; then
-  MS=1,16,64,256,4096 timeout 150 build-gpu/bench/gpu_gemm_bench "$OUT/qrt-gemm.json" > "$LOGS/gemm.log" 2>&1
+  MS=1,16,64,256,4096 timeout 150 build-gpu/bench/gpu_gemm_bench "$RAW/qrt-gemm.json" > "$LOGS/gemm.log" 2>&1
   grep -m 5 -i 'warning' "$LOGS/gemm.log" | tee -a "$LOG"
   tail -8 "$LOGS/gemm.log" | cut -c1-300 | tee -a "$LOG"
 fi
 stage "GEMM peers (torch)"
-OUT=$OUT MS=1,16,64,256,4096 PYTHONUNBUFFERED=1 timeout 150 python3 bench/peers/gemm_peers.py fp16,fp8 gemm 2>&1 \
+OUT=$RAW MS=1,16,64,256,4096 PYTHONUNBUFFERED=1 timeout 150 python3 bench/peers/gemm_peers.py fp16,fp8 gemm 2>&1 \
   | tail -12 | tee -a "$LOG"
 
 # ---- int4 weight-only kernels (cuda_marlin / cuda_gemv) with tinygemm from the same call ----
 stage "int4 peer (torch tinygemm, M = 1..128)"
-OUT=$OUT MS=1,16,32,64,128 PYTHONUNBUFFERED=1 timeout 90 python3 bench/peers/gemm_peers.py tinygemm tinygemm 2>&1 \
+OUT=$RAW MS=1,16,32,64,128 PYTHONUNBUFFERED=1 timeout 90 python3 bench/peers/gemm_peers.py tinygemm tinygemm 2>&1 \
   | tail -7 | tee -a "$LOG"
-TG_M1=$(python3 -c "import json,sys; r=json.load(open('$OUT/peers-tinygemm.json'))['rows']; print(sum(x['tinygemm_us'] for x in r if x['M']==1))" 2>/dev/null)
+TG_M1=$(python3 -c "import json,sys; r=json.load(open('$RAW/peers-tinygemm.json'))['rows']; print(sum(x['tinygemm_us'] for x in r if x['M']==1))" 2>/dev/null)
 stage "int4 benchmark (qrt cuda_marlin / cuda_gemv)"
 if [ -x build-gpu/bench/gpu_int4_bench ]; then
-  timeout 150 build-gpu/bench/gpu_int4_bench --json "$OUT/qrt-int4.json" ${TG_M1:+--tinygemm-m1-us $TG_M1} 2>&1 \
+  timeout 150 build-gpu/bench/gpu_int4_bench --json "$RAW/qrt-int4.json" ${TG_M1:+--tinygemm-m1-us $TG_M1} 2>&1 \
     | tail -16 | tee -a "$LOG"
 fi
 
@@ -109,7 +114,7 @@ if [ "$(left)" -gt 60 ]; then
     wait $MODEL_PID 2>/dev/null; note "$(tail -1 "$LOGS/decode.log")"
   fi
   if [ -x build-gpu/bench/gpu_decode_bench ]; then
-    timeout $(( $(left) > 150 ? $(left) - 100 : 60 )) build-gpu/bench/gpu_decode_bench "$MODEL" "$OUT/qrt-decode.json" \
+    timeout $(( $(left) > 150 ? $(left) - 100 : 60 )) build-gpu/bench/gpu_decode_bench "$MODEL" "$RAW/qrt-decode.json" \
       >> "$LOGS/decode.log" 2>&1
     note "gpu_decode_bench rc=$?"; tail -5 "$LOGS/decode.log" | tee -a "$LOG"
   else
@@ -118,11 +123,27 @@ if [ "$(left)" -gt 60 ]; then
 else
   note "skipped: $(left) s left"; [ -n "$MODEL_PID" ] && kill $MODEL_PID 2>/dev/null
 fi
+# ---- qrt tune on the GPU, then the tuned plan against the default plan (qrt bench) ----
+stage "qrt tune --device cuda, then qrt bench: tuned plan vs default plan"
+BATCH=1,4,16,32,64,128,256,1024,4096
+if [ -x build-gpu/qrt ] && [ -f "$MODEL/config.json" ] && [ "$(left)" -gt 120 ]; then
+  TUNE_BUDGET=$(( $(left) > 300 ? 90 : 40 ))
+  timeout $((TUNE_BUDGET + 60)) build-gpu/qrt tune "$MODEL" --device cuda --batch $BATCH --cache "$OUT/tuning-cache.json" \
+    --budget $TUNE_BUDGET --repeats 9 > "$LOGS/tune.log" 2>&1
+  note "qrt tune rc=$?"; grep -E 'distinct shapes|budget|error' "$LOGS/tune.log" | tee -a "$LOG"
+  timeout 150 build-gpu/qrt bench "$MODEL" --device cuda --batch $BATCH --backends plan \
+    --tuning-cache "$OUT/tuning-cache.json" --json "$OUT/qrt-bench-tuned.json" > "$LOGS/bench-tuned.log" 2>&1
+  note "qrt bench rc=$?"; grep -A40 'tuned plan vs default plan' "$LOGS/bench-tuned.log" | tee -a "$LOG"
+  grep -m3 -i 'error' "$LOGS/bench-tuned.log" | tee -a "$LOG"
+else
+  note "skipped (qrt or the model missing, or $(left) s left)"
+fi
+
 stage "decode peer (HF transformers fp16 eager)"
 if [ "$(left)" -gt 40 ]; then
   # Only the fp16 eager line is needed; the int4/compile parts of the peer run past the budget.
   # Stop it once the fp16 line is printed (the int4/compile parts are not needed and take minutes).
-  OUT=$OUT PYTHONUNBUFFERED=1 timeout $(( $(left) - 15 )) python3 bench/peers/hf_decode.py > "$LOGS/hf_decode.log" 2>&1 &
+  OUT=$RAW PYTHONUNBUFFERED=1 timeout $(( $(left) - 15 )) python3 bench/peers/hf_decode.py > "$LOGS/hf_decode.log" 2>&1 &
   HF_PID=$!
   while kill -0 $HF_PID 2>/dev/null && ! grep -q 'fp16 eager tok/s' "$LOGS/hf_decode.log"; do sleep 1; done
   kill $HF_PID 2>/dev/null; wait $HF_PID 2>/dev/null
@@ -136,9 +157,9 @@ stage "merge"
 DATE=$(date -u +%Y-%m-%d)
 SLUG=$(echo "${GPU_NAME:-gpu}" | tr 'A-Z' 'a-z' | sed -E 's/nvidia //; s/[^a-z0-9]+/-/g; s/^-|-$//g')
 RESULT="$OUT/${SLUG}-${DATE}.json"
-python3 - "$OUT" "$RESULT" "${GPU_NAME:-unknown}" <<'PY'
+python3 - "$RAW" "$RESULT" "${GPU_NAME:-unknown}" "$OUT" <<'PY'
 import json, os, re, sys
-out, result, gpu = sys.argv[1], sys.argv[2], sys.argv[3]
+out, result, gpu, final = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 def load(name):
     try: return json.load(open(os.path.join(out, name)))
     except Exception: return None
@@ -185,6 +206,19 @@ summary = {
              'fp8_vs_scaled_mm_min uses the tuned cuda_fp8 parameters (best of its tuning_space, as qrt tune picks)',
 }
 summary.update((int4 or {}).get('summary', {}))
+# qrt tune + qrt bench on the GPU: the tuned plan against the default plan, per shape and M.
+tuned = None
+try: tuned = json.load(open(os.path.join(final, 'qrt-bench-tuned.json')))
+except Exception: pass
+if tuned:
+    d = {(r['k'], r['n'], r['m']): r['us'] for r in tuned['rows'] if r['backend'] == 'plan'}
+    gains = [{'K': r['k'], 'N': r['n'], 'M': r['m'], 'default_us': d[(r['k'], r['n'], r['m'])], 'tuned_us': r['us'],
+              'gain': d[(r['k'], r['n'], r['m'])] / r['us'], 'tuned_plan': r.get('params')}
+             for r in tuned['rows'] if r['backend'] == 'plan+tuned' and (r['k'], r['n'], r['m']) in d]
+    if gains:
+        summary['tuned_vs_default_plan_min'] = min(g['gain'] for g in gains)
+        summary['tuned_vs_default_plan_max'] = max(g['gain'] for g in gains)
+    summary['tuned_plan_gains'] = gains
 doc = {'summary': summary, 'int4': int4, 'totals_by_m': table, 'rows': rows, 'decode': dec,
        'peer_copy_GBps': (peers or {}).get('copy_GBps'), 'qrt_device': (qrt or {}).get('device')}
 json.dump(doc, open(result, 'w'), indent=1)
@@ -201,4 +235,5 @@ print('decode tok/s (Llama-2-7B shape, GPTQ 4-bit, batch 1): qrt host loop %s, q
       % (f(summary['decode_tok_s']), f(summary['decode_tok_s_device_loop']), f(hf)))
 PY
 mkdir -p bench/results && cp "$RESULT" bench/results/ 2>/dev/null
+cp "$LOGS/tune.log" "$LOGS/bench-tuned.log" "$OUT/" 2>/dev/null
 echo "results: $RESULT ($((SECONDS - START)) s)"

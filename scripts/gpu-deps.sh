@@ -11,7 +11,25 @@ PKGS=(libgtest-dev libgmock-dev libbenchmark-dev libbenchmark1debian nlohmann-js
 mkdir -p "$DEST"
 have_all=1
 for p in "${PKGS[@]}"; do ls "$DEST"/"${p}"_*.deb >/dev/null 2>&1 || have_all=0; done
-if [ "$have_all" = 1 ]; then echo "gpu-deps: all ${#PKGS[@]} packages already in $DEST"; exit 0; fi
-[ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" ] || apt-get update -qq
-(cd "$DEST" && apt-get download "${PKGS[@]}")
-ls -la "$DEST"
+if [ "$have_all" = 1 ]; then
+  echo "gpu-deps: all ${#PKGS[@]} packages already in $DEST"
+else
+  [ -n "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -print -quit 2>/dev/null)" ] || apt-get update -qq
+  (cd "$DEST" && apt-get download "${PKGS[@]}")
+  ls -la "$DEST"
+fi
+
+# The default model's first 8 blocks (~50 MB; the whole GGUF is over what travels to the GPU
+# machine) for the CPU-vs-GPU engine logits test there. Carry .gpu-model too.
+MODEL_DIR=.gpu-model
+SRC=$(bash scripts/fetch-model.sh 2>/dev/null | tail -1 || true)
+if [ -f "$MODEL_DIR/smollm2-8-blocks.gguf" ]; then
+  echo "gpu-deps: $MODEL_DIR/smollm2-8-blocks.gguf already there"
+elif [ -n "$SRC" ] && [ -f "$SRC" ]; then
+  python3 -c 'import gguf' 2>/dev/null || python3 -m pip install -q gguf
+  mkdir -p "$MODEL_DIR"
+  python3 tools/truncate_gguf.py "$SRC" "$MODEL_DIR/smollm2-8-blocks.gguf.tmp" --layers 8 &&
+    mv "$MODEL_DIR/smollm2-8-blocks.gguf.tmp" "$MODEL_DIR/smollm2-8-blocks.gguf"
+else
+  echo "gpu-deps: default model not found (scripts/fetch-model.sh): the GPU engine logits test will skip"
+fi

@@ -30,6 +30,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backends/cpu_simd/cpu_simd_kernels.h"
+#include "cli/bench_common.h"
 #include "cli/command.h"
 #include "qrt/backend.h"
 #include "qrt/checkpoint.h"
@@ -43,31 +44,6 @@ namespace qrt::cli {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-struct BenchOptions {
-  std::string model;
-  std::vector<std::string> shapes;
-  std::vector<std::string> backends = {"cpu_simd", "cpu_ref"};
-  std::vector<int64_t> batch = {1, 16, 512};
-  int bits = 4;
-  int group_size = 128;
-  std::string zero = "sym";
-  int threads = 0;
-  double min_seconds = 0.3;
-  double max_seconds = 8.0;
-  bool dense = true;
-  bool cpu_clock = false;
-  std::string json_path, plot_path;
-  std::string params_json;  // merged over each backend's defaults (A/B of kernel parameters)
-};
-
-struct Row {
-  std::string backend, shape;
-  int64_t m = 0, k = 0, n = 0;
-  int bits = 0, group_size = 0;
-  double us = 0, gflops = 0, weight_gbps = 0, floor_us = 0, dense_us = 0;
-  int reps = 0;
-};
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
@@ -162,6 +138,8 @@ double measure_read_gbps(ThreadPool& pool, int64_t bytes) {
   return best;
 }
 
+}  // namespace
+
 // Checkpoint bytes of a quantized layer: codes at `bits`, fp16 scales, integer zeros at `bits`
 // or fp16 float zeros; fp8: one byte per weight and fp32 block scales.
 double logical_weight_bytes(const LayerSpec& s) {
@@ -207,13 +185,6 @@ QuantizedWeight random_weight(const LayerSpec& spec, uint32_t seed) {
   }
   return w;
 }
-
-struct Shape {
-  LayerSpec spec;
-  std::string label;     // "14336x4096"
-  int count = 1;         // layers of the model with this shape
-  std::string source;    // layer name the weights came from, or "random"
-};
 
 LayerSpec shape_spec(const std::string& text, const BenchOptions& o) {
   const auto x = text.find('x');
@@ -333,25 +304,13 @@ void write_plot(const std::string& path, const std::vector<Row>& rows, const std
   if (!f) throw io_error(path + ": write failed");
 }
 
-int run_bench(const BenchOptions& o) {
-  if (o.model.empty() && o.shapes.empty())
-    throw invalid_input("qrt bench: give a MODEL or at least one --shape KxN");
-  for (int64_t m : o.batch)
-    if (m <= 0) throw invalid_input("--batch: every value must be positive, got " + std::to_string(m));
-  const DeviceInfo device = probe_cpu();
-  ThreadPool pool(o.threads);
-  g_threads = pool.size();
-  g_cpu_clock = o.cpu_clock;
-  if (g_cpu_clock) std::printf("timing with process CPU time / threads (--cpu-clock), not wall time\n");
-  const int64_t llc = last_level_cache_bytes();
-
-  // Shapes: the given ones, or the distinct quantized linear shapes of the checkpoint.
+std::vector<Shape> collect_shapes(const BenchOptions& o, std::unique_ptr<Checkpoint>* ckpt_out) {
   std::vector<Shape> shapes;
-  std::unique_ptr<Checkpoint> ckpt;
   if (!o.model.empty()) {
-    ckpt = open_checkpoint(o.model);
+    *ckpt_out = open_checkpoint(o.model);
+    Checkpoint& ckpt = **ckpt_out;
     std::map<std::string, size_t> seen;
-    for (const auto& lin : ckpt->linears()) {
+    for (const auto& lin : ckpt.linears()) {
       if (!lin.quantized) continue;
       const LayerSpec& sp = lin.spec;
       const std::string key = fmt::format("{}x{} {}", sp.in_features, sp.out_features, sp.describe());
@@ -366,6 +325,49 @@ int run_bench(const BenchOptions& o) {
     if (shapes.empty()) throw invalid_input(o.model + ": no quantized linear layers to benchmark");
   }
   for (const auto& text : o.shapes) shapes.push_back({shape_spec(text, o), text, 1, "random"});
+  return shapes;
+}
+
+void write_rows_json(const std::string& path, const std::vector<Row>& rows, double gbps, const std::string& device,
+                     int threads) {
+  nlohmann::json j;
+  j["memory_read_gbps"] = gbps;
+  j["device"] = device;
+  j["threads"] = threads;
+  j["rows"] = nlohmann::json::array();
+  for (const Row& r : rows) {
+    nlohmann::json row = {{"backend", r.backend}, {"m", r.m}, {"k", r.k}, {"n", r.n}, {"bits", r.bits},
+                          {"group_size", r.group_size}, {"us", r.us}, {"gflops", r.gflops},
+                          {"weight_gbps", r.weight_gbps}, {"floor_us", r.floor_us},
+                          {"ratio_to_floor", r.us / r.floor_us},
+                          {"speedup_vs_fp32", r.dense_us > 0 ? r.dense_us / r.us : 0.0}, {"reps", r.reps}};
+    if (!r.params.empty()) row["params"] = r.params;
+    if (r.max_rel_err >= 0) row["max_rel_err"] = r.max_rel_err;
+    j["rows"].push_back(row);
+  }
+  std::ofstream f(path);
+  if (!f) throw io_error(path + ": cannot open for writing");
+  f << j.dump(2) << "\n";
+  if (!f) throw io_error(path + ": write failed");
+}
+
+namespace {
+
+int run_bench(const BenchOptions& o) {
+  if (o.model.empty() && o.shapes.empty())
+    throw invalid_input("qrt bench: give a MODEL or at least one --shape KxN");
+  for (int64_t m : o.batch)
+    if (m <= 0) throw invalid_input("--batch: every value must be positive, got " + std::to_string(m));
+  if (o.device != "cpu") return run_bench_gpu(o);
+  const DeviceInfo device = probe_cpu();
+  ThreadPool pool(o.threads);
+  g_threads = pool.size();
+  g_cpu_clock = o.cpu_clock;
+  if (g_cpu_clock) std::printf("timing with process CPU time / threads (--cpu-clock), not wall time\n");
+  const int64_t llc = last_level_cache_bytes();
+
+  std::unique_ptr<Checkpoint> ckpt;
+  const std::vector<Shape> shapes = collect_shapes(o, &ckpt);
 
   std::printf("qrt bench on %s, %d threads\n", device.describe().c_str(), pool.size());
   const double gbps = measure_read_gbps(pool, std::max<int64_t>(4 * llc, int64_t{256} << 20));
@@ -408,7 +410,7 @@ int run_bench(const BenchOptions& o) {
             o.min_seconds, o.max_seconds, &reps);
         dense_us[m] = us;
         Row r{"fp32_dense", shape.label, m, K, N, 32, 0, us, 2.0 * m * K * N / (us * 1e3),
-              4.0 * K * N / (us * 1e3), static_cast<double>(K * N * 4) / (gbps * 1e9) * 1e6, us, reps};
+              4.0 * K * N / (us * 1e3), static_cast<double>(K * N * 4) / (gbps * 1e9) * 1e6, us, reps, "", -1};
         rows.push_back(r);
       }
     }
@@ -455,7 +457,7 @@ int run_bench(const BenchOptions& o) {
             [&](int rep) { copies[static_cast<size_t>(rep) % copies.size()]->forward(xt, yt, ctx); }, o.min_seconds,
             o.max_seconds, &reps);
         Row r{name, shape.label, m, K, N, spec.bits, spec.group_size, us, 2.0 * m * K * N / (us * 1e3),
-              wbytes / (us * 1e3), floor_us, dense_us.count(m) ? dense_us[m] : 0.0, reps};
+              wbytes / (us * 1e3), floor_us, dense_us.count(m) ? dense_us[m] : 0.0, reps, "", -1};
         rows.push_back(r);
         print_row(r);
         std::fflush(stdout);
@@ -464,21 +466,7 @@ int run_bench(const BenchOptions& o) {
   }
 
   if (!o.json_path.empty()) {
-    nlohmann::json j;
-    j["memory_read_gbps"] = gbps;
-    j["device"] = device.describe();
-    j["threads"] = pool.size();
-    j["rows"] = nlohmann::json::array();
-    for (const Row& r : rows)
-      j["rows"].push_back({{"backend", r.backend}, {"m", r.m}, {"k", r.k}, {"n", r.n}, {"bits", r.bits},
-                           {"group_size", r.group_size}, {"us", r.us}, {"gflops", r.gflops},
-                           {"weight_gbps", r.weight_gbps}, {"floor_us", r.floor_us},
-                           {"ratio_to_floor", r.us / r.floor_us},
-                           {"speedup_vs_fp32", r.dense_us > 0 ? r.dense_us / r.us : 0.0}, {"reps", r.reps}});
-    std::ofstream f(o.json_path);
-    if (!f) throw io_error(o.json_path + ": cannot open for writing");
-    f << j.dump(2) << "\n";
-    if (!f) throw io_error(o.json_path + ": write failed");
+    write_rows_json(o.json_path, rows, gbps, device.describe(), pool.size());
     std::printf("\nwrote %s\n", o.json_path.c_str());
   }
   if (!o.plot_path.empty()) {
@@ -498,7 +486,14 @@ const CommandRegistrar registrar(
       app.add_option("model", o->model, "checkpoint (HF folder or .gguf): benchmark each distinct linear shape");
       app.add_option("--shape", o->shapes, "layer shape KxN (in_features x out_features), repeatable or comma list")
           ->delimiter(',');
-      app.add_option("--backends", o->backends, "comma list of backends (default cpu_simd,cpu_ref)")->delimiter(',');
+      app.add_option("--backends", o->backends,
+                     "comma list of backends (default cpu_simd,cpu_ref; on a GPU every CUDA backend that runs the "
+                     "layer, and 'plan' = the layers' plan)")
+          ->delimiter(',')
+          ->each([o](const std::string&) { o->backends_given = true; });
+      app.add_option("--device", o->device, "cpu or cuda[:N] (GPU: fp16 activations, CUDA events, L2 flushed)");
+      app.add_option("--tuning-cache", o->tuning_cache,
+                     "GPU: also time the plan that reads this tuning cache next to the default plan");
       app.add_option("--batch", o->batch, "comma list of row counts M (default 1,16,512)")->delimiter(',');
       app.add_option("--bits", o->bits, "bits of random --shape weights (default 4)");
       app.add_option("--group-size", o->group_size, "group size of random --shape weights, -1 = per row (default 128)");

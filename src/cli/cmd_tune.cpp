@@ -4,7 +4,10 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -67,6 +70,23 @@ class ProgressBar {
   int last_decile_ = 0;
 };
 
+// Fails before any timing when the cache cannot be written where it is asked to be (the save at
+// the end goes through PATH.tmp and a rename in the same folder).
+void check_writable(const std::string& path) {
+  namespace fs = std::filesystem;
+  fs::path dir = fs::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const fs::path probe = fs::path(path).string() + ".probe-" + std::to_string(getpid());
+  std::FILE* f = std::fopen(probe.c_str(), "wb");
+  if (!f)
+    throw io_error(path + ": cannot write the tuning cache there (" + std::strerror(errno) +
+                   "); nothing was tuned. Pass --cache with a writable file");
+  std::fclose(f);
+  fs::remove(probe, ec);
+}
+
 int run_tune(const TuneCliOptions& o) {
   const auto ck = open_checkpoint(o.model);
   std::vector<LayerSpec> layers;
@@ -88,6 +108,7 @@ int run_tune(const TuneCliOptions& o) {
   for (const auto& b : o.backends) backends.push_back(backend_alias(b, nullptr));
 
   const std::string path = o.cache_path.empty() ? default_tuning_cache_path() : o.cache_path;
+  check_writable(path);
   TuningCache cache = TuningCache::load(path, device, o.ignore_bad);
   for (const auto& w : cache.warnings()) std::fprintf(stderr, "warning: tuning cache: %s\n", w.c_str());
 
@@ -136,7 +157,7 @@ const CommandRegistrar registrar(
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<TuneCliOptions>();
       app.add_option("model", o->model, "checkpoint: a Hugging Face folder or a .gguf file")->required();
-      app.add_option("--device", o->device, "cpu (CUDA tuning: not yet)")->capture_default_str();
+      app.add_option("--device", o->device, "cpu or cuda[:N] (the device whose backends are timed)")->capture_default_str();
       app.add_option("--batch", o->batch, "row counts M to tune, comma separated")->delimiter(',')->capture_default_str();
       app.add_option("--cache", o->cache_path, "tuning cache file (default: ~/.cache/qrt/tuning.json)");
       app.add_option("--budget", o->budget, "stop starting new candidates after this many seconds (0 = no limit)");

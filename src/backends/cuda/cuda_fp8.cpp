@@ -1,9 +1,11 @@
 // Backend `cuda_fp8`: e4m3 weights.
 //   M <= gemv_max_m: fused weight-only GEMV (fp16/bf16 activations read directly, no quantization).
 //   larger M, sm_89+, per-tensor or per-channel weight scales, K and N multiples of 16: activations
-//     quantized per token to e4m3 (fp8_quant.cu), then cuBLASLt FP8 GEMM with "outer vector" scales
-//     (weight scale per output row, activation scale per token), fp32 accumulation (fast accumulation
-//     by default, parameter fast_accum), fp16/bf16 output.
+//     quantized to e4m3 (fp8_quant.cu), then cuBLASLt FP8 GEMM with fp32 accumulation (fast
+//     accumulation by default, parameter fast_accum) and fp16/bf16 output; the scales reach it in
+//     one of three ways (Fp8Mode below), the first this GPU and runtime accept. Activation scales
+//     are per tensor by default where that saves a pass (parameter per_token = 1 keeps them per
+//     token at the cost of an fp32 epilogue pass on Hopper).
 //   otherwise (128x128 block scales, older GPUs, a cuBLASLt that refuses): dequantize tiles to
 //     fp16/bf16 (block scales applied in the kernel) + cuBLAS, the weight-only path.
 // The packed weight (packed_weight.h) is stored once: for 8-bit codes its rows are the row-major
@@ -30,21 +32,34 @@ void set_desc(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const T&
   QRT_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, a, &v, sizeof(v)));
 }
 
+// How the scales reach the FP8 GEMM, in the order prepare() tries them:
+//   OuterVec   per-row weight and per-token activation scales applied by cuBLASLt ("outer vector"
+//              scale mode; not offered on every GPU/runtime, e.g. refused on sm_90 with CUDA 13.0);
+//   AlphaVec   per-tensor activation scale as cuBLASLt's B scale (a device scalar) and the
+//              per-channel weight scale as a device alpha vector (one per output row of D):
+//              fp16/bf16 written directly, no extra pass;
+//   Tensorwise no scales in the GEMM: fp32 output, then an epilogue kernel applies per-token and
+//              per-channel scales (launch_scale_rows_cols). Per-token accuracy, one more pass.
+enum class Fp8Mode { OuterVec, AlphaVec, Tensorwise };
+const char* fp8_mode_name(Fp8Mode m) {
+  return m == Fp8Mode::OuterVec ? "per-row scales" : m == Fp8Mode::AlphaVec ? "alpha-vector scales" : "tensorwise scaling";
+}
+
 // cuBLASLt descriptors of one layer; B and D columns (= M) change per call.
 class LtFp8Gemm {
  public:
-  // outer_vec: per-row weight and per-token activation scales applied by cuBLASLt ("outer vector"
-  // scale mode, not offered on every GPU/runtime). Otherwise tensorwise: no scales, fp32 output,
-  // and the caller applies the scales in an epilogue kernel (launch_scale_rows_cols).
   LtFp8Gemm(cublasLtHandle_t lt, const cuda::PackedWeightView& w, DType out, bool fast_accum, int algo_index,
-            void* lt_ws, size_t lt_ws_bytes, bool outer_vec)
-      : lt_(lt), k_(w.k), n_(w.n), algo_index_(algo_index), ws_(lt_ws), ws_bytes_(lt_ws_bytes), outer_vec_(outer_vec) {
-    const cudaDataType_t ot = outer_vec ? cuda::cuda_dtype(out) : CUDA_R_32F;
+            void* lt_ws, size_t lt_ws_bytes, Fp8Mode mode)
+      : lt_(lt), k_(w.k), n_(w.n), algo_index_(algo_index), ws_(lt_ws), ws_bytes_(lt_ws_bytes), mode_(mode),
+        w_scale_(w.scale) {
+    const cudaDataType_t ot = mode != Fp8Mode::Tensorwise ? cuda::cuda_dtype(out) : CUDA_R_32F;
     QRT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     set_desc(op_, CUBLASLT_MATMUL_DESC_TRANSA, cublasOperation_t(CUBLAS_OP_T));
     set_desc(op_, CUBLASLT_MATMUL_DESC_TRANSB, cublasOperation_t(CUBLAS_OP_N));
     set_desc(op_, CUBLASLT_MATMUL_DESC_FAST_ACCUM, int8_t(fast_accum ? 1 : 0));
-    if (outer_vec) {
+    if (mode == Fp8Mode::AlphaVec)
+      set_desc(op_, CUBLASLT_MATMUL_DESC_POINTER_MODE, int32_t(CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_ZERO));
+    if (mode == Fp8Mode::OuterVec) {
       set_desc(op_, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, int32_t(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F));
       set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, int32_t(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F));
       set_desc(op_, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(w.scale));
@@ -77,7 +92,7 @@ class LtFp8Gemm {
                                                        res.data(), &found);
     if (st != CUBLAS_STATUS_SUCCESS || found == 0) {
       if (why) *why = fmt::format("cuBLASLt has no FP8 algorithm with {} ({}, {} found)",
-                                  outer_vec_ ? "per-row scales" : "tensorwise scaling", cuda::cublas_status_name(st), found);
+                                  fp8_mode_name(mode_), cuda::cublas_status_name(st), found);
       return false;
     }
     *algo = res[std::min(algo_index_, found - 1)].algo;
@@ -99,9 +114,10 @@ class LtFp8Gemm {
       cache_[next_] = {m, algo};
       next_ = (next_ + 1) % cache_.size();
     }
-    if (outer_vec_) set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(xs));
-    const float alpha = 1.f, beta = 0.f;
-    QRT_CUBLAS_CHECK(cublasLtMatmul(lt_, op_, &alpha, w, a_, xq, b_, &beta, y, d_, y, d_, &algo, ws_, ws_bytes_, stream));
+    if (mode_ != Fp8Mode::Tensorwise) set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(xs));
+    const float one = 1.f, beta = 0.f;
+    const void* alpha = mode_ == Fp8Mode::AlphaVec ? static_cast<const void*>(w_scale_) : static_cast<const void*>(&one);
+    QRT_CUBLAS_CHECK(cublasLtMatmul(lt_, op_, alpha, w, a_, xq, b_, &beta, y, d_, y, d_, &algo, ws_, ws_bytes_, stream));
   }
 
  private:
@@ -124,7 +140,8 @@ class LtFp8Gemm {
   cublasLtMatmulPreference_t pref_ = nullptr;
   std::array<Entry, 16> cache_{};
   size_t next_ = 0;
-  bool outer_vec_ = true;
+  Fp8Mode mode_;
+  const float* w_scale_;
 };
 
 class CudaFp8Linear final : public PreparedLinear {
@@ -134,6 +151,8 @@ class CudaFp8Linear final : public PreparedLinear {
       : packed_(std::move(packed)), ctx_(ctx), native_(native), chunk_rows_(chunk_rows), tile_rows_(tile_rows) {
     gemv_max_m_ = params.get_int("gemv_max_m", 8);
     fast_accum_ = fast_accum_requested_ = params.get_int("fast_accum", 1) != 0;
+    per_token_ = params.get_int("per_token", 0) != 0;
+    num_sms_ = ctx.props().multiProcessorCount;
     algo_index_ = static_cast<int>(params.get_int("algo", 0));
   }
 
@@ -156,8 +175,14 @@ class CudaFp8Linear final : public PreparedLinear {
       const int64_t mm = std::min(chunk_rows_, x.rows - m0);
       const char* xp = static_cast<const char*>(x.data) + m0 * w.k * 2;
       char* yp = static_cast<char*>(y.data) + m0 * w.n * 2;
+      if (mode_ == Fp8Mode::AlphaVec) {
+        float* tensor_scale = reinterpret_cast<float*>(xq + product_offset());
+        cuda::launch_quantize_tensor_fp8(xp, x.dtype, mm, w.k, xq, xs, tensor_scale, num_sms_, st);
+        g.run(xq, tensor_scale, w.words, yp, mm, st);
+        continue;
+      }
       cuda::launch_quantize_rows_fp8(xp, x.dtype, mm, w.k, xq, xs, st);
-      if (outer_vec_) {
+      if (mode_ == Fp8Mode::OuterVec) {
         g.run(xq, xs, w.words, yp, mm, st);
       } else {
         float* d = reinterpret_cast<float*>(xq + product_offset());
@@ -165,27 +190,51 @@ class CudaFp8Linear final : public PreparedLinear {
         cuda::launch_scale_rows_cols(d, xs, w.scale, w.bias, yp, mm, w.n, x.dtype, st);
       }
     }
-    if (w.bias && outer_vec_) cuda::launch_add_bias(w.bias, y.data, x.rows, w.n, x.dtype, st);
+    if (w.bias && mode_ != Fp8Mode::Tensorwise) cuda::launch_add_bias(w.bias, y.data, x.rows, w.n, x.dtype, st);
   }
   int64_t weight_bytes() const override { return packed_.device_bytes(); }
 
   // Builds the descriptors for both output dtypes and checks that cuBLASLt runs this layer.
   // Falls back to exact accumulation when cuBLASLt has no fast-accumulation kernel for the layer.
+  // Tries the modes in order (per_token skips AlphaVec, whose activation scale is per tensor);
+  // a mode counts only when a real GEMM of that layer ran, not merely when a heuristic answered.
   bool probe_native(std::string* why) {
-    if (probe_mode(why)) return true;
-    // No per-row scale mode here (seen: sm_90 with CUDA 13.0): tensorwise GEMM + scale epilogue.
-    outer_vec_ = false;
-    fast_accum_ = fast_accum_requested_;
-    gemm_f16_.reset();
-    gemm_bf16_.reset();
-    return probe_mode(why);
+    std::string reasons;
+    for (Fp8Mode m : {Fp8Mode::OuterVec, Fp8Mode::AlphaVec, Fp8Mode::Tensorwise}) {
+      if (m == Fp8Mode::AlphaVec && per_token_) continue;
+      mode_ = m;
+      fast_accum_ = fast_accum_requested_;
+      gemm_f16_.reset();
+      gemm_bf16_.reset();
+      std::string r;
+      if (probe_mode(&r)) return true;
+      reasons += (reasons.empty() ? "" : "; ") + r;
+    }
+    *why = reasons;
+    return false;
   }
   bool probe_mode(std::string* why) {
     for (int attempt = 0; attempt < 2; ++attempt) {
       bool ok = true;
       cublasLtMatmulAlgo_t algo{};
-      for (DType t : {DType::BF16, DType::F16})
-        ok = ok && gemm_for(t).find_algo(std::min<int64_t>(chunk_rows_, 64), &algo, why);
+      const int64_t m = std::min<int64_t>(chunk_rows_, 64);
+      for (DType t : {DType::BF16, DType::F16}) {
+        ok = ok && gemm_for(t).find_algo(m, &algo, why);
+        if (!ok) break;
+        // One real run on workspace contents (values irrelevant): cuBLASLt may offer an algorithm
+        // for a scale mode and still refuse the call.
+        try {
+          uint8_t* xq = static_cast<uint8_t*>(ctx_.workspace());
+          float* s = reinterpret_cast<float*>(xq + scale_offset());
+          char* d = reinterpret_cast<char*>(xq + product_offset());
+          gemm_for(t).run(xq, s, packed_.view().words, d, m, nullptr);
+          QRT_CUDA_CHECK(cudaStreamSynchronize(nullptr));
+        } catch (const Error& e) {
+          *why = std::string(fp8_mode_name(mode_)) + ": " + e.what();
+          ok = false;
+          cudaGetLastError();
+        }
+      }
       if (ok) return true;
       if (!fast_accum_) return false;
       fast_accum_ = false;
@@ -199,14 +248,14 @@ class CudaFp8Linear final : public PreparedLinear {
   int64_t scale_offset() const { return (chunk_rows_ * packed_.view().k + 255) / 256 * 256; }
   // fp32 product of the tensorwise path, after the per-token scales.
   int64_t product_offset() const { return scale_offset() + (chunk_rows_ * 4 + 255) / 256 * 256; }
-  bool outer_vec() const { return outer_vec_; }
+  Fp8Mode mode() const { return mode_; }
 
  private:
   LtFp8Gemm& gemm_for(DType t) {
     auto& slot = t == DType::F16 ? gemm_f16_ : gemm_bf16_;
     if (!slot)  // created at prepare by probe_native(); never in a steady-state forward
       slot = std::make_unique<LtFp8Gemm>(ctx_.cublas_lt(), packed_.view(), t, fast_accum_, algo_index_,
-                                         ctx_.lt_workspace(), ctx_.lt_workspace_bytes(), outer_vec_);
+                                         ctx_.lt_workspace(), ctx_.lt_workspace_bytes(), mode_);
     return *slot;
   }
   cuda::PackedWeight packed_;
@@ -216,7 +265,9 @@ class CudaFp8Linear final : public PreparedLinear {
   int64_t gemv_max_m_ = 8;
   bool fast_accum_ = true;
   bool fast_accum_requested_ = true;
-  bool outer_vec_ = true;
+  bool per_token_ = false;
+  Fp8Mode mode_ = Fp8Mode::OuterVec;
+  int num_sms_ = 132;
   int algo_index_ = 0;
   std::unique_ptr<LtFp8Gemm> gemm_f16_, gemm_bf16_;
 };
@@ -232,6 +283,7 @@ class CudaFp8Backend final : public Backend {
     return cuda::validate_known_params(params, {{"gemv_max_m", 0, 64},
                                                 {"fast_accum", 0, 1},
                                                 {"algo", 0, 7},
+                                                {"per_token", 0, 1},
                                                 {"tile_n", 0, int64_t(1) << 30}});
   }
   KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {

@@ -63,17 +63,93 @@ template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
+// One block row per grid row (grid-stride over rows), threads along N: no division per element.
 template <typename T>
 __global__ void scale_rows_cols_kernel(const float* __restrict__ d, const float* __restrict__ xs,
                                        const float* __restrict__ ws, const float* __restrict__ bias,
                                        T* __restrict__ y, int64_t m, int64_t n) {
-  const int64_t total = m * n;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t r = i / n, c = i - r * n;
-    y[i] = from_f<T>(d[i] * xs[r] * ws[c] + (bias ? bias[c] : 0.f));
+  for (int64_t r = blockIdx.y; r < m; r += gridDim.y) {
+    const float sr = xs[r];
+    const float* dr = d + r * n;
+    T* yr = y + r * n;
+    for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < n; c += int64_t(gridDim.x) * blockDim.x)
+      yr[c] = from_f<T>(dr[c] * sr * ws[c] + (bias ? bias[c] : 0.f));
   }
 }
+// Per-tensor path, pass 1: amax of each row into row_amax[m].
+template <typename T>
+__global__ void __launch_bounds__(kThreads) row_amax_kernel(const T* __restrict__ x, int64_t k,
+                                                             float* __restrict__ row_amax) {
+  __shared__ float warp_max[kThreads / 32];
+  const T* xr = x + int64_t(blockIdx.x) * k;
+  float amax = 0.f;
+  for (int64_t v = threadIdx.x; v < k / 8; v += kThreads) {
+    uint4 raw = __ldg(reinterpret_cast<const uint4*>(xr) + v);
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) amax = fmaxf(amax, fabsf(to_f<T>(e[i])));
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = amax;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float a = 0.f;
+#pragma unroll
+    for (int w = 0; w < kThreads / 32; ++w) a = fmaxf(a, warp_max[w]);
+    row_amax[blockIdx.x] = a;
+  }
+}
+
+// Pass 2: every block reduces the m row maxima (a few KiB from L2) to the tensor's scale, then
+// quantizes a grid-stride share of the rows with it; block 0 publishes the scale for the GEMM.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) quantize_tensor_kernel(const T* __restrict__ x, int64_t m, int64_t k,
+                                                                    const float* __restrict__ row_amax,
+                                                                    uint8_t* __restrict__ xq, float* __restrict__ scale_out) {
+  __shared__ float warp_max[kThreads / 32];
+  float amax = 0.f;
+  for (int64_t r = threadIdx.x; r < m; r += kThreads) amax = fmaxf(amax, row_amax[r]);
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+  if ((threadIdx.x & 31) == 0) warp_max[threadIdx.x >> 5] = amax;
+  __syncthreads();
+  amax = 0.f;
+#pragma unroll
+  for (int w = 0; w < kThreads / 32; ++w) amax = fmaxf(amax, warp_max[w]);
+  const float scale = amax > 0.f ? amax / 448.f : 1.f;
+  const float inv = 1.f / scale;
+  if (blockIdx.x == 0 && threadIdx.x == 0) *scale_out = scale;
+  const int64_t vecs = m * (k / 8);
+  for (int64_t v = blockIdx.x * int64_t(kThreads) + threadIdx.x; v < vecs; v += int64_t(gridDim.x) * kThreads) {
+    uint4 raw = __ldg(reinterpret_cast<const uint4*>(x) + v);
+    const T* e = reinterpret_cast<const T*>(&raw);
+    alignas(8) uint8_t q[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i)
+      q[i] = static_cast<uint8_t>(__nv_cvt_float_to_fp8(to_f<T>(e[i]) * inv, __NV_SATFINITE, __NV_E4M3));
+    reinterpret_cast<uint2*>(xq)[v] = *reinterpret_cast<const uint2*>(q);
+  }
+}
+
 }  // namespace
+
+void launch_quantize_tensor_fp8(const void* x, DType dtype, int64_t m, int64_t k, uint8_t* xq, float* row_amax,
+                                float* scale, int num_sms, cudaStream_t stream) {
+  if (m <= 0) return;
+  const int64_t vec_blocks = (m * (k / 8) + kThreads - 1) / kThreads;
+  const unsigned blocks = static_cast<unsigned>(std::max<int64_t>(1, std::min<int64_t>(vec_blocks, int64_t(num_sms) * 4)));
+  if (dtype == DType::F16) {
+    const auto* xp = static_cast<const __half*>(x);
+    row_amax_kernel<__half><<<static_cast<unsigned>(m), kThreads, 0, stream>>>(xp, k, row_amax);
+    quantize_tensor_kernel<__half><<<blocks, kThreads, 0, stream>>>(xp, m, k, row_amax, xq, scale);
+  } else {
+    const auto* xp = static_cast<const __nv_bfloat16*>(x);
+    row_amax_kernel<__nv_bfloat16><<<static_cast<unsigned>(m), kThreads, 0, stream>>>(xp, k, row_amax);
+    quantize_tensor_kernel<__nv_bfloat16><<<blocks, kThreads, 0, stream>>>(xp, m, k, row_amax, xq, scale);
+  }
+  QRT_CUDA_CHECK_LAUNCH();
+}
 
 void launch_quantize_rows_fp8(const void* x, DType dtype, int64_t m, int64_t k, uint8_t* xq, float* xs,
                               cudaStream_t stream) {
@@ -93,9 +169,9 @@ namespace qrt::cuda {
 void launch_scale_rows_cols(const float* d, const float* xs, const float* ws, const float* bias, void* y,
                             int64_t m, int64_t n, DType dtype, cudaStream_t stream) {
   if (m <= 0 || n <= 0) return;
-  const int64_t total = m * n;
   const int threads = 256;
-  const int blocks = static_cast<int>(std::min<int64_t>((total + threads - 1) / threads, 132 * 16));
+  const dim3 blocks(static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 64)),
+                    static_cast<unsigned>(std::min<int64_t>(m, 65535)));
   if (dtype == DType::F16)
     scale_rows_cols_kernel<<<blocks, threads, 0, stream>>>(d, xs, ws, bias, static_cast<__half*>(y), m, n);
   else

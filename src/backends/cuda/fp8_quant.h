@@ -13,6 +13,11 @@ namespace qrt::cuda {
 void launch_quantize_rows_fp8(const void* x, DType dtype, int64_t m, int64_t k, uint8_t* xq, float* xs,
                               cudaStream_t stream);
 
+// Per-tensor: *scale = max |x| / 448 over all m rows (1 when all zero), xq = sat_e4m3(x / *scale).
+// row_amax: m floats of scratch. Two launches, no host synchronisation (graph-capturable).
+void launch_quantize_tensor_fp8(const void* x, DType dtype, int64_t m, int64_t k, uint8_t* xq, float* row_amax,
+                                float* scale, int num_sms, cudaStream_t stream);
+
 // y[m][n] = d[m][n] * xs[m] * ws[n] (+ bias[n]) in F16/BF16; d is the unscaled fp32 FP8 GEMM output.
 void launch_scale_rows_cols(const float* d, const float* xs, const float* ws, const float* bias, void* y,
                             int64_t m, int64_t n, DType dtype, cudaStream_t stream);

@@ -1,0 +1,70 @@
+// Pieces of `qrt bench` shared by the CPU sweep (cmd_bench.cpp) and the GPU sweep (bench_gpu.cpp).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qrt/backend.h"
+#include "qrt/checkpoint.h"
+#include "qrt/quantized_weight.h"
+
+namespace qrt::cli {
+
+struct BenchOptions {
+  std::string model;
+  std::vector<std::string> shapes;
+  std::vector<std::string> backends = {"cpu_simd", "cpu_ref"};
+  std::vector<int64_t> batch = {1, 16, 512};
+  int bits = 4;
+  int group_size = 128;
+  std::string zero = "sym";
+  int threads = 0;
+  double min_seconds = 0.3;
+  double max_seconds = 8.0;
+  bool dense = true;
+  bool cpu_clock = false;
+  std::string json_path, plot_path;
+  std::string params_json;  // merged over each backend's defaults (A/B of kernel parameters)
+  bool backends_given = false;  // --backends on the command line (else the device's default list)
+  std::string device = "cpu";   // cpu or cuda[:N]
+  std::string tuning_cache;     // GPU sweep: also time the plan with this cache against the default plan
+};
+
+struct Row {
+  std::string backend, shape;
+  int64_t m = 0, k = 0, n = 0;
+  int bits = 0, group_size = 0;
+  double us = 0, gflops = 0, weight_gbps = 0, floor_us = 0, dense_us = 0;
+  int reps = 0;
+  std::string params;     // kernel parameters used (JSON), or the plan's backends per M
+  double max_rel_err = -1;  // output vs cpu_ref where it was checked (-1: not checked)
+};
+
+struct Shape {
+  LayerSpec spec;
+  std::string label;     // "14336x4096"
+  int count = 1;         // layers of the model with this shape
+  std::string source;    // layer name the weights came from, or "random"
+};
+
+// Checkpoint bytes of a quantized layer (the same for every backend; the floor is bytes / bandwidth).
+double logical_weight_bytes(const LayerSpec& s);
+// Seeded random weights of a --shape layer (fp16-exact scales, as checkpoints store them).
+QuantizedWeight random_weight(const LayerSpec& spec, uint32_t seed);
+// "KxN" of --shape with --bits/--group-size/--zero of the options.
+LayerSpec shape_spec(const std::string& text, const BenchOptions& o);
+// Throughput vs batch (log-log), one line per backend.
+void write_plot(const std::string& path, const std::vector<Row>& rows, const std::string& title);
+
+// The distinct quantized linear shapes of o.model (opened into *ckpt) and the --shape ones.
+std::vector<Shape> collect_shapes(const BenchOptions& o, std::unique_ptr<Checkpoint>* ckpt);
+// {"memory_read_gbps", "device", "threads", "rows": [...]} to `path`.
+void write_rows_json(const std::string& path, const std::vector<Row>& rows, double gbps, const std::string& device,
+                     int threads);
+
+// The GPU sweep (`--device cuda[:N]`); throws qrt::Error in a build without CUDA.
+int run_bench_gpu(const BenchOptions& o);
+
+}  // namespace qrt::cli
