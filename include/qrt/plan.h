@@ -63,15 +63,29 @@ std::vector<LinearPlan> plan_layers(const std::vector<LayerSpec>& layers, const 
                                     const DeviceInfo& device, const TuningCache* cache = nullptr,
                                     const BackendRegistry& registry = BackendRegistry::global());
 
-// The runtime linear: prepared kernels per M range, with fallback applied at prepare time.
+// The runtime linear: prepared kernels per M range, with fallback applied at prepare time and on
+// the first run of each range.
 class QuantLinear {
  public:
+  using Log = std::function<void(const std::string&)>;
   // Prepares every choice of `plan`; when prepare throws, tries plan.fallback in order and logs
   // each failure through `log`. Throws qrt::Error when nothing can be prepared.
+  // `weight` and `registry` must outlive the first forward() of every M range: a kernel that fails
+  // its first run is replaced by one prepared from them (engines keep their ModelWeights alive).
   static std::unique_ptr<QuantLinear> build(const QuantizedWeight& weight, const LinearPlan& plan,
-                                            const DeviceInfo& device,
-                                            const std::function<void(const std::string&)>& log,
+                                            const DeviceInfo& device, const Log& log,
                                             const BackendRegistry& registry = BackendRegistry::global());
+  // The same, keeping `weight` alive for as long as this object needs it.
+  static std::unique_ptr<QuantLinear> build(std::shared_ptr<const QuantizedWeight> weight, const LinearPlan& plan,
+                                            const DeviceInfo& device, const Log& log,
+                                            const BackendRegistry& registry = BackendRegistry::global());
+  // y = x * W^T (+ bias) with the kernel of x.rows' M range. The first call of each range is a
+  // probe: when the kernel throws qrt::Error (out of memory in a workspace, parameters it finds
+  // unsupported at run time), the failure is logged, the next backend of the fallback list is
+  // prepared and the call is rerun, rewriting y fully. Only that first call can throw (qrt::Error
+  // naming the layer and every failure, when no backend can run the range); once a range has run
+  // once, its calls go straight to the kernel: no try/catch, no allocation, no throw. A CUDA
+  // engine that captures graphs should run each M range once eagerly before capturing it.
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
   const LayerSpec& layer() const { return layer_; }
   // Backend names actually used (after fallback), one per M range.
@@ -80,14 +94,31 @@ class QuantLinear {
 
  private:
   struct Range {
-    int64_t m_min, m_max;
+    int64_t m_min = 1, m_max = INT64_MAX;
     std::string backend;
     std::shared_ptr<PreparedLinear> kernel;  // shared when two ranges use the same backend + packing
     KernelParams params;                      // the plan's parameters for this range
     bool pass_params = false;                 // backend reads ExecContext::call_params
+    bool probed = false;                      // has run once: the hot path needs no guard
+    std::vector<std::string> untried;         // fallback backends not tried yet for this range
+    std::vector<std::string> failures;        // "backend: reason" of every failed attempt
   };
+  static void run(Range& r, const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
+  void probe(Range& r, const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
+  std::shared_ptr<PreparedLinear> prepare(const Backend& b, const KernelParams& params);
+  void say(const std::string& message) const {
+    if (log_) log_(message);
+  }
+
   LayerSpec layer_;
   std::vector<Range> ranges_;
+  // Kept for fallback on a first-run failure (released once every range has run).
+  std::shared_ptr<const QuantizedWeight> weight_;
+  DeviceInfo device_;
+  Log log_;
+  const BackendRegistry* registry_ = nullptr;
+  // Prepared kernels by (backend, packing params): M ranges with the same choice share one.
+  std::vector<std::pair<std::pair<std::string, std::string>, std::shared_ptr<PreparedLinear>>> prepared_;
 };
 
 }  // namespace qrt

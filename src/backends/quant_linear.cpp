@@ -1,5 +1,7 @@
-// The runtime linear layer: one prepared kernel per range of M, chosen by the plan; fallback
-// happens here, at prepare time, and every failure is reported through the caller's log.
+// The runtime linear layer: one prepared kernel per range of M, chosen by the plan. Fallback
+// happens here, twice: at prepare time (build) and on the first run of each M range (probe), the
+// two places where a kernel finds out it cannot run (out of memory, parameters it rejects late).
+// Every failure is reported through the caller's log.
 #include <new>
 
 #include "qrt/error.h"
@@ -7,30 +9,51 @@
 
 namespace qrt {
 
+namespace {
+
+std::string m_range_text(int64_t lo, int64_t hi) {
+  return std::to_string(lo) + ".." + (hi == INT64_MAX ? std::string("") : std::to_string(hi));
+}
+
+std::string failure_list(const std::vector<std::string>& failures) {
+  std::string all;
+  for (const auto& f : failures) all += "\n    " + f;
+  return all;
+}
+
+}  // namespace
+
+std::shared_ptr<PreparedLinear> QuantLinear::prepare(const Backend& b, const KernelParams& params) {
+  const auto key = std::make_pair(b.name(), b.reads_call_params() ? b.packing_params(params).to_json()
+                                                                    : params.to_json());
+  for (auto& [k, p] : prepared_)
+    if (k == key) return p;
+  std::shared_ptr<PreparedLinear> p = b.prepare(*weight_, params, device_);
+  if (!p) throw internal_error(b.name() + ": prepare returned nothing");
+  prepared_.emplace_back(key, p);
+  return p;
+}
+
 std::unique_ptr<QuantLinear> QuantLinear::build(const QuantizedWeight& weight, const LinearPlan& plan,
-                                                const DeviceInfo& device,
-                                                const std::function<void(const std::string&)>& log,
+                                                const DeviceInfo& device, const Log& log,
+                                                const BackendRegistry& registry) {
+  // Not owned: the caller keeps `weight` alive (documented in plan.h).
+  return build(std::shared_ptr<const QuantizedWeight>(&weight, [](const QuantizedWeight*) {}), plan, device, log,
+               registry);
+}
+
+std::unique_ptr<QuantLinear> QuantLinear::build(std::shared_ptr<const QuantizedWeight> weight, const LinearPlan& plan,
+                                                const DeviceInfo& device, const Log& log,
                                                 const BackendRegistry& registry) {
   if (!plan.ok())
     throw Error(ErrorKind::NoBackend, plan.error.empty() ? plan.layer.name + ": plan has no kernel" : plan.error);
+  if (!weight) throw internal_error(plan.layer.name + ": QuantLinear::build without a weight");
   auto out = std::unique_ptr<QuantLinear>(new QuantLinear());
-  out->layer_ = weight.spec;
-  auto say = [&](const std::string& m) {
-    if (log) log(m);
-  };
-
-  // Prepared kernels by (backend, params): two M ranges with the same choice share one packing.
-  std::vector<std::pair<std::pair<std::string, std::string>, std::shared_ptr<PreparedLinear>>> cache;
-  auto prepare = [&](const Backend& b, const KernelParams& params) -> std::shared_ptr<PreparedLinear> {
-    const auto key = std::make_pair(b.name(), b.reads_call_params() ? b.packing_params(params).to_json()
-                                                                      : params.to_json());
-    for (auto& [k, p] : cache)
-      if (k == key) return p;
-    std::shared_ptr<PreparedLinear> p = b.prepare(weight, params, device);
-    if (!p) throw internal_error(b.name() + ": prepare returned nothing");
-    cache.emplace_back(key, p);
-    return p;
-  };
+  out->layer_ = weight->spec;
+  out->weight_ = std::move(weight);
+  out->device_ = device;
+  out->log_ = log;
+  out->registry_ = &registry;
 
   for (const KernelChoice& choice : plan.choices) {
     std::vector<std::string> failures;
@@ -40,7 +63,8 @@ std::unique_ptr<QuantLinear> QuantLinear::build(const QuantizedWeight& weight, c
     std::vector<std::pair<std::string, bool>> attempts = {{choice.backend, true}};
     for (const auto& f : plan.fallback)
       if (f != choice.backend) attempts.emplace_back(f, false);
-    for (size_t i = 0; i < attempts.size(); ++i) {
+    size_t i = 0;
+    for (; i < attempts.size(); ++i) {
       const auto& [name, planned] = attempts[i];
       const Backend* b = registry.find(name);
       if (!b) {
@@ -50,7 +74,7 @@ std::unique_ptr<QuantLinear> QuantLinear::build(const QuantizedWeight& weight, c
       if (!planned && b->capability().max_m < choice.m_max) continue;  // cannot serve this range
       const KernelParams params = planned ? choice.params : b->default_params(plan.layer, choice.m_min, device);
       try {
-        kernel = prepare(*b, params);
+        kernel = out->prepare(*b, params);
         used = name;
         break;
       } catch (const Error& e) {
@@ -58,40 +82,117 @@ std::unique_ptr<QuantLinear> QuantLinear::build(const QuantizedWeight& weight, c
       } catch (const std::bad_alloc&) {
         failures.push_back(name + ": out of host memory");
       }
-      say(plan.layer.name + ": backend " + name + " failed to prepare (" + failures.back() + ")" +
-          (i + 1 < attempts.size() ? "; trying the next fallback" : ""));
+      out->say(plan.layer.name + ": backend " + name + " failed to prepare (" + failures.back() + ")" +
+               (i + 1 < attempts.size() ? "; trying the next fallback" : ""));
     }
-    if (!kernel) {
-      std::string all;
-      for (const auto& f : failures) all += "\n    " + f;
+    if (!kernel)
       throw Error(ErrorKind::NoBackend, plan.layer.name + ": no backend could be prepared for M " +
-                                            std::to_string(choice.m_min) + ".." +
-                                            (choice.m_max == INT64_MAX ? std::string("") : std::to_string(choice.m_max)) +
-                                            ":" + all);
-    }
+                                            m_range_text(choice.m_min, choice.m_max) + ":" + failure_list(failures));
     if (used != choice.backend)
-      say(plan.layer.name + ": using fallback backend " + used + " instead of " + choice.backend);
+      out->say(plan.layer.name + ": using fallback backend " + used + " instead of " + choice.backend);
     const Backend* ub = registry.find(used);
     KernelParams call = used == choice.backend ? choice.params : ub->default_params(plan.layer, choice.m_min, device);
-    out->ranges_.push_back({choice.m_min, choice.m_max, used, std::move(kernel), std::move(call), ub->reads_call_params()});
+    Range r;
+    r.m_min = choice.m_min;
+    r.m_max = choice.m_max;
+    r.backend = used;
+    r.kernel = std::move(kernel);
+    r.params = std::move(call);
+    r.pass_params = ub->reads_call_params();
+    for (size_t j = i + 1; j < attempts.size(); ++j) r.untried.push_back(attempts[j].first);
+    for (auto& f : failures) r.failures.push_back(std::move(f) + " (prepare)");
+    out->ranges_.push_back(std::move(r));
   }
   return out;
+}
+
+void QuantLinear::run(Range& r, const ActTensor& x, const ActTensor& y, const ExecContext& ctx) {
+  if (r.pass_params) {
+    ExecContext c = ctx;
+    c.call_params = &r.params;
+    r.kernel->forward(x, y, c);
+  } else {
+    r.kernel->forward(x, y, ctx);
+  }
 }
 
 void QuantLinear::forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx) {
   if (x.rows <= 0) return;
   for (auto& r : ranges_)
     if (x.rows >= r.m_min && x.rows <= r.m_max) {
-      if (r.pass_params) {
-        ExecContext c = ctx;
-        c.call_params = &r.params;
-        r.kernel->forward(x, y, c);
-      } else {
-        r.kernel->forward(x, y, ctx);
+      if (!r.probed) [[unlikely]] {
+        probe(r, x, y, ctx);
+        return;
       }
+      run(r, x, y, ctx);
       return;
     }
   // Plans cover [1, INT64_MAX); reaching here is a bug, and the hot path does not throw.
+}
+
+// The first run of a range: the kernel's last chance to say it cannot run. Kept out of forward()
+// so the hot path carries no handler. Each kernel writes every element of y, so a rerun after a
+// failure leaves no half-written output.
+void QuantLinear::probe(Range& r, const ActTensor& x, const ActTensor& y, const ExecContext& ctx) {
+  const std::string at = "M=" + std::to_string(x.rows);
+  for (;;) {
+    std::string why;
+    try {
+      run(r, x, y, ctx);
+      r.probed = true;
+      break;
+    } catch (const Error& e) {
+      why = e.what();
+    } catch (const std::bad_alloc&) {
+      why = "out of host memory";
+    }
+    r.failures.push_back(r.backend + ": " + why + " (first run at " + at + ")");
+    const std::string failed = r.backend;
+    say(layer_.name + ": backend " + failed + " failed on its first run at " + at + " (" + why + ")" +
+        (r.untried.empty() ? "" : "; trying the next fallback"));
+    // The next fallback that can serve this range and prepares.
+    bool replaced = false;
+    while (!r.untried.empty() && !replaced) {
+      const std::string name = r.untried.front();
+      r.untried.erase(r.untried.begin());
+      const Backend* b = registry_->find(name);
+      if (!b) {
+        r.failures.push_back(name + ": not registered");
+        continue;
+      }
+      if (b->capability().max_m < r.m_max) continue;
+      KernelParams params = b->default_params(layer_, r.m_min, device_);
+      try {
+        r.kernel = prepare(*b, params);
+      } catch (const Error& e) {
+        r.failures.push_back(name + ": " + e.what() + " (prepare)");
+        say(layer_.name + ": backend " + name + " failed to prepare (" + e.what() + ")");
+        continue;
+      } catch (const std::bad_alloc&) {
+        r.failures.push_back(name + ": out of host memory (prepare)");
+        say(layer_.name + ": backend " + name + " failed to prepare (out of host memory)");
+        continue;
+      }
+      r.backend = name;
+      r.params = std::move(params);
+      r.pass_params = b->reads_call_params();
+      replaced = true;
+      say(layer_.name + ": using fallback backend " + name + " instead of " + failed + " for M " +
+          m_range_text(r.m_min, r.m_max));
+    }
+    if (!replaced)
+      throw Error(ErrorKind::NoBackend, layer_.name + ": no backend could run M " + m_range_text(r.m_min, r.m_max) +
+                                            " (first run at " + at + "):" + failure_list(r.failures));
+  }
+  r.untried.clear();
+  r.untried.shrink_to_fit();
+  r.failures.clear();
+  r.failures.shrink_to_fit();
+  // Once every range has run, nothing can fall back any more: drop what only fallback needed.
+  for (const auto& other : ranges_)
+    if (!other.probed) return;
+  prepared_.clear();
+  weight_.reset();
 }
 
 std::vector<std::string> QuantLinear::backends_used() const {

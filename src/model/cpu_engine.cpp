@@ -127,7 +127,7 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
     if (lw.is_quantized()) {
       auto it = plan_by_name.find(lw.quantized->spec.name);
       if (it == plan_by_name.end()) throw internal_error("no plan for layer " + lw.quantized->spec.name);
-      l.q = QuantLinear::build(*lw.quantized, *it->second, options.device, log);
+      l.q = QuantLinear::build(lw.quantized, *it->second, options.device, log);
     } else if (options.dense_dtype == DenseDType::F16) {
       l.f16 = to_f16(lw.dense);
     }
