@@ -93,6 +93,14 @@ struct LoadOptions {
   std::function<void(int64_t done, int64_t total)> progress;
 };
 
+// The quantized linears a model loaded from `ck` with `options` runs through a backend, in model
+// order (7 per decoder layer, then lm_head), decided from the checkpoint's metadata alone: its
+// quantized linears, and the tied embedding stored as GGUF Q8_0 that becomes a quantized lm_head
+// (LoadOptions::quantized_tied_head). load_model() builds exactly these layers and `qrt plan`
+// lists them, so the plan and the run cannot disagree. (Linears that LoadOptions::quantize
+// quantizes on load are not included: they are float in the checkpoint.)
+std::vector<LayerSpec> quantized_linear_specs(const Checkpoint& ck, const LoadOptions& options = {});
+
 // A Hugging Face folder (config.json + safetensors) or a .gguf file. Throws qrt::Error naming the
 // file/tensor/field on anything unexpected (unknown architecture, mismatched shapes, ...).
 std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOptions& options = {});

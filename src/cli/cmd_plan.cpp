@@ -19,6 +19,7 @@
 #include "cli/command.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
+#include "qrt/model.h"
 #include "qrt/plan.h"
 #include "qrt/runtime_config.h"
 #include "qrt/tuning_cache.h"
@@ -130,12 +131,12 @@ nlohmann::ordered_json plan_json(const LinearPlan& p) {
 
 int run_plan(const PlanOptions& o) {
   const auto ck = open_checkpoint(o.model);
-  std::vector<LayerSpec> layers;
+  // The layers `qrt run` runs through a backend (the loader decides through the same function,
+  // including a quantized tied lm_head), so the plan and the run always count the same layers.
+  const std::vector<LayerSpec> layers = quantized_linear_specs(*ck);
   int dense = 0;
-  for (const auto& l : ck->linears()) {
-    if (l.quantized) layers.push_back(l.spec);
-    else ++dense;
-  }
+  for (const auto& l : ck->linears())
+    if (!l.quantized) ++dense;
 
   DeviceInfo device;
   if (!o.target.empty()) {
@@ -269,7 +270,7 @@ int run_plan(const PlanOptions& o) {
     if (!p.fallback.empty()) {
       std::string f;
       for (const auto& n : p.fallback) f += (f.empty() ? "" : " -> ") + n;
-      std::printf("    fallback if prepare fails: %s\n", f.c_str());
+      std::printf("    fallback if prepare or the first run fails: %s\n", f.c_str());
     }
     for (const auto& n : p.notes) std::printf("    note: %s\n", n.c_str());
   }

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <fmt/format.h>
 #include <map>
+#include <optional>
 
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
@@ -32,22 +33,42 @@ std::vector<float> load_exact(const Checkpoint& ck, const std::string& name, int
   return v;
 }
 
+// The spec of the quantized lm_head made from a tied embedding stored as GGUF Q8_0, or nothing
+// when the head is stored, untied, not Q8_0, or LoadOptions says to keep it dense. Metadata only:
+// load_model() and quantized_linear_specs() (what `qrt plan` lists) both decide through here.
+std::optional<LayerSpec> quantized_tied_head_spec(const Checkpoint& ck, const LoadOptions& options) {
+  constexpr int64_t G = 32;
+  const ModelConfig& c = ck.config();
+  if (!options.quantized_tied_head || !options.quantize.empty()) return std::nullopt;
+  for (const auto& l : ck.linears())
+    if (l.spec.name == "lm_head") return std::nullopt;
+  if (!c.tie_word_embeddings && ck.has_tensor("lm_head.weight")) return std::nullopt;
+  bool q8 = false;
+  for (const auto& t : ck.tensors())
+    if (t.name == "model.embed_tokens.weight") q8 = t.storage == "gguf:Q8_0";
+  if (!q8 || c.hidden_size <= 0 || c.vocab_size <= 0 || c.hidden_size % G != 0) return std::nullopt;
+  LayerSpec s;
+  s.name = "lm_head";
+  s.in_features = c.hidden_size;
+  s.out_features = c.vocab_size;
+  s.encoding = WeightEncoding::IntAffine;
+  s.bits = 8;
+  s.group_size = static_cast<int>(G);
+  s.zero_kind = ZeroKind::Symmetric;
+  s.source_format = "gguf:Q8_0 (tied embedding)";
+  return s;
+}
+
 // A tied embedding stored as GGUF Q8_0 holds values q * d exactly (q in [-127, 127], one fp16 d
 // per 32 values, the largest |q| = 127). Recovering q and d is lossless and lets the output
 // projection run as an 8-bit quantized linear through the planned backend, as llama.cpp does,
 // instead of streaming the matrix as floats every decode step. Returns false (and leaves `out`
 // alone) when any group is not exactly on such a grid.
-bool recover_q8_grid(const std::vector<float>& w, int64_t N, int64_t K, QuantizedWeight& out) {
-  constexpr int64_t G = 32;
-  if (K % G != 0 || static_cast<int64_t>(w.size()) != N * K) return false;
+bool recover_q8_grid(const std::vector<float>& w, const LayerSpec& spec, QuantizedWeight& out) {
+  const int64_t N = spec.out_features, K = spec.in_features, G = spec.group_size;
+  if (G <= 0 || K % G != 0 || static_cast<int64_t>(w.size()) != N * K) return false;
   QuantizedWeight q;
-  q.spec.name = "lm_head";
-  q.spec.in_features = K;
-  q.spec.out_features = N;
-  q.spec.bits = 8;
-  q.spec.group_size = static_cast<int>(G);
-  q.spec.zero_kind = ZeroKind::Symmetric;
-  q.spec.source_format = "gguf:Q8_0 (tied embedding)";
+  q.spec = spec;
   q.codes.resize(static_cast<size_t>(N * K));
   q.scales.resize(static_cast<size_t>(N * (K / G)));
   for (int64_t n = 0; n < N; ++n)
@@ -65,6 +86,13 @@ bool recover_q8_grid(const std::vector<float>& w, int64_t N, int64_t K, Quantize
     }
   out = std::move(q);
   return true;
+}
+
+// The 7 linears of decoder layer i, in model order (the order engines run and plans list them).
+std::vector<std::string> decoder_linear_names(int64_t i) {
+  const std::string p = fmt::format("model.layers.{}.", i);
+  return {p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj", p + "self_attn.o_proj",
+          p + "mlp.gate_proj",    p + "mlp.up_proj",      p + "mlp.down_proj"};
 }
 
 }  // namespace
@@ -160,20 +188,14 @@ std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOpti
     l.input_norm = load_exact(*ck, p + "input_layernorm.weight", h);
     l.post_attention_norm = load_exact(*ck, p + "post_attention_layernorm.weight", h);
     tick();
-    l.q_proj = load_linear(p + "self_attn.q_proj", h, qd, true);
-    tick();
-    l.k_proj = load_linear(p + "self_attn.k_proj", h, kvd, true);
-    tick();
-    l.v_proj = load_linear(p + "self_attn.v_proj", h, kvd, true);
-    tick();
-    l.o_proj = load_linear(p + "self_attn.o_proj", qd, h, true);
-    tick();
-    l.gate_proj = load_linear(p + "mlp.gate_proj", h, inter, true);
-    tick();
-    l.up_proj = load_linear(p + "mlp.up_proj", h, inter, true);
-    tick();
-    l.down_proj = load_linear(p + "mlp.down_proj", inter, h, true);
-    tick();
+    // The names (and order) quantized_linear_specs() lists for `qrt plan`.
+    const std::vector<std::string> names = decoder_linear_names(i);
+    LinearWeight* slots[7] = {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj};
+    const int64_t ins[7] = {h, h, h, qd, h, h, inter}, outs[7] = {qd, kvd, kvd, h, inter, inter, h};
+    for (size_t j = 0; j < 7; ++j) {
+      *slots[j] = load_linear(names[j], ins[j], outs[j], true);
+      tick();
+    }
     // Attention biases are required where the architecture has them (Qwen2): a checkpoint without
     // them would run silently wrong.
     if (c.attention_bias)
@@ -193,21 +215,40 @@ std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOpti
     w->lm_head.in_features = h;
     w->lm_head.out_features = c.vocab_size;
     w->lm_head.dense = load_exact(*ck, "lm_head.weight", c.vocab_size * h);
-  } else if (options.quantized_tied_head) {
-    bool q8 = false;
-    for (const auto& t : ck->tensors())
-      if (t.name == "model.embed_tokens.weight") q8 = t.storage == "gguf:Q8_0";
+  } else if (const auto spec = quantized_tied_head_spec(*ck, options)) {
     QuantizedWeight head;
-    if (q8 && recover_q8_grid(w->embed_tokens, c.vocab_size, h, head)) {
-      w->lm_head.name = "lm_head";
-      w->lm_head.in_features = h;
-      w->lm_head.out_features = c.vocab_size;
-      w->lm_head.quantized = std::make_shared<QuantizedWeight>(std::move(head));
+    if (!recover_q8_grid(w->embed_tokens, *spec, head)) {
+      // Not exactly on the grid a Q8_0 writer produces (some group lacks a |q| = 127): quantize
+      // the stored values again to the same 8-bit g32 layout, so the head is still the layer
+      // `qrt plan` listed (the error is within Q8_0's own rounding).
+      head = quant::rtn_quantize("lm_head", w->embed_tokens.data(), c.vocab_size, h, 8, spec->group_size,
+                                 /*sym=*/true, quant::RtnStyle::Gptq);
+      head.spec = *spec;
+      head.spec.source_format += ", re-quantized";
     }
+    w->lm_head.name = "lm_head";
+    w->lm_head.in_features = h;
+    w->lm_head.out_features = c.vocab_size;
+    w->lm_head.quantized = std::make_shared<QuantizedWeight>(std::move(head));
   }
   tick();
   w->validate();
   return w;
+}
+
+std::vector<LayerSpec> quantized_linear_specs(const Checkpoint& ck, const LoadOptions& options) {
+  std::map<std::string, const CheckpointLinear*> by_name;
+  for (const auto& l : ck.linears()) by_name[l.spec.name] = &l;
+  std::vector<LayerSpec> out;
+  auto add = [&](const std::string& name) {
+    auto it = by_name.find(name);
+    if (it != by_name.end() && it->second->quantized) out.push_back(it->second->spec);
+  };
+  for (int64_t i = 0; i < ck.config().num_layers; ++i)
+    for (const auto& name : decoder_linear_names(i)) add(name);
+  if (by_name.count("lm_head")) add("lm_head");
+  else if (const auto head = quantized_tied_head_spec(ck, options)) out.push_back(*head);
+  return out;
 }
 
 }  // namespace qrt

@@ -17,7 +17,7 @@ fail() { echo "FAIL: $1"; [ -f "$tmp/out.txt" ] && cat "$tmp/out.txt"; exit 1; }
 
 "$qrt" plan "$model" --no-tuning-cache >"$tmp/out.txt" || fail "plan on the CPU exited non-zero"
 grep -q "model.layers.\*.mlp.down_proj" "$tmp/out.txt" || fail "no grouped down_proj row"
-grep -q "cpu_simd .*210 layers\|cpu_ref .*210 layers" "$tmp/out.txt" || fail "no summary line"
+grep -q "cpu_simd .*211 layers\|cpu_ref .*211 layers" "$tmp/out.txt" || fail "no summary line"
 grep -q "not built in this binary\|cuda_" "$tmp/out.txt" || fail "CUDA backends silently absent"
 
 "$qrt" plan "$model" --target h100 --no-tuning-cache >"$tmp/out.txt" || fail "plan --target h100 exited non-zero"
