@@ -35,7 +35,9 @@ class BackendRegistry {
   std::vector<std::pair<std::string, std::vector<std::string>>> auto_overrides_;
 };
 
-enum class ParamSource : uint8_t { Default, Global, Tuned, Override };
+// Where a choice's kernel parameters came from: the most specific source that set one of them.
+// Precedence (lowest first): Default < Checkpoint (tune_metadata) < Global < Tuned < Override.
+enum class ParamSource : uint8_t { Default, Global, Tuned, Override, Checkpoint };
 const char* param_source_name(ParamSource s);
 
 struct KernelChoice {

@@ -1,7 +1,8 @@
 // How a user steers kernel choice: backend, fallback, disabled list, max_input_length, kernel
 // parameters (global and per layer), tuning cache. Sources and their precedence are documented
 // in docs/CONFIG.md; lowest first: built-in defaults < checkpoint quantization_config.backend
-// < QRT_DISABLE_BACKENDS < config file (--config) < CLI flags.
+// < QRT_DISABLE_BACKENDS < config file (--config) < CLI flags. Checkpoint tune_metadata is the
+// lowest-priority source of per-layer kernel parameters.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +37,12 @@ struct RuntimeConfig {
   // True when a corrupt tuning cache should be ignored (with a warning) instead of failing.
   bool ignore_bad_tuning_cache = false;
   std::vector<LayerOverride> overrides;     // first match wins
+  // Per-layer kernel parameters the checkpoint carries (HIGGS quantization_config.tune_metadata:
+  // module name -> {"tile": [...], "warps": 4, ...}). The lowest-priority parameters: merged just
+  // over a backend's defaults, under global ones, tuned values and overrides. A key the chosen
+  // backend rejects is left out with a plan note (the checkpoint may be made for another tool).
+  // `backend` is never set here. First match wins.
+  std::vector<LayerOverride> checkpoint_params;
   std::string tuning_cache_path;            // "" = default (~/.cache/qrt/tuning.json)
   bool use_tuning_cache = true;
   int threads = 0;                          // CPU threads; 0 = all cores
@@ -51,6 +58,12 @@ struct RuntimeConfig {
   // "auto"/"" change nothing; a known alias becomes a hint; a name qrt does not implement is
   // ignored and described in the returned warning ("" when none).
   std::string apply_checkpoint_backend(const std::string& name);
+  // Reads a checkpoint's tune_metadata (module name or glob -> JSON object text) into
+  // checkpoint_params. Never throws for the checkpoint's content: an entry or value qrt cannot
+  // read is left out and described in the returned warnings.
+  std::vector<std::string> apply_checkpoint_tune_metadata(const std::map<std::string, std::string>& metadata);
+  // The first checkpoint_params entry matching `layer_name`, or nullptr.
+  const LayerOverride* checkpoint_params_for(const std::string& layer_name) const;
   // Records where `field` came from (replacing an older record of the same field).
   void set_provenance(const std::string& field, const std::string& source);
   std::string provenance_of(const std::string& field) const;  // "default" when never set
@@ -73,8 +86,11 @@ struct CliOverrides {
 // The documented precedence in one place (docs/CONFIG.md): defaults < checkpoint backend hint
 // < QRT_DISABLE_BACKENDS < config file < CLI flags. `config_path` "" = no file. Non-fatal findings
 // (an unknown checkpoint backend name) are appended to `warnings` when given.
+// `checkpoint_tune_metadata` is quantization_config.tune_metadata (HIGGS), the lowest-priority
+// source of per-layer kernel parameters (docs/CONFIG.md).
 RuntimeConfig build_runtime_config(const std::string& checkpoint_backend, const std::string& config_path,
-                                   const CliOverrides& cli, std::vector<std::string>* warnings = nullptr);
+                                   const CliOverrides& cli, std::vector<std::string>* warnings = nullptr,
+                                   const std::map<std::string, std::string>& checkpoint_tune_metadata = {});
 
 // The default tuning cache file: $QRT_TUNING_CACHE, else $XDG_CACHE_HOME/qrt/tuning.json, else
 // ~/.cache/qrt/tuning.json.

@@ -94,6 +94,7 @@ const char* param_source_name(ParamSource s) {
     case ParamSource::Global: return "global";
     case ParamSource::Tuned: return "tuned";
     case ParamSource::Override: return "override";
+    case ParamSource::Checkpoint: return "checkpoint tune_metadata";
   }
   return "?";
 }

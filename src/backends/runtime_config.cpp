@@ -150,6 +150,45 @@ const LayerOverride* RuntimeConfig::override_for(const std::string& layer_name) 
   return nullptr;
 }
 
+const LayerOverride* RuntimeConfig::checkpoint_params_for(const std::string& layer_name) const {
+  for (const auto& o : checkpoint_params)
+    if (glob_match(o.pattern, layer_name)) return &o;
+  return nullptr;
+}
+
+std::vector<std::string> RuntimeConfig::apply_checkpoint_tune_metadata(
+    const std::map<std::string, std::string>& metadata) {
+  std::vector<std::string> warnings;
+  const std::string where = "checkpoint quantization_config.tune_metadata";
+  for (const auto& [module, text] : metadata) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      warnings.push_back(where + "." + module + ": malformed JSON, ignored: " + e.what());
+      continue;
+    }
+    if (!j.is_object()) {
+      warnings.push_back(where + "." + module + ": expected an object of kernel parameters, got " + j.dump() +
+                         "; ignored");
+      continue;
+    }
+    LayerOverride o;
+    o.pattern = module;
+    // Value by value: one value qrt cannot represent (a float, a nested object) does not cost the rest.
+    for (const auto& [key, value] : j.items()) {
+      try {
+        o.params = o.params.merged(kernel_params_from_json_value(nlohmann::json{{key, value}}, where + "." + module));
+      } catch (const Error& e) {
+        warnings.push_back(std::string(e.what()) + "; ignored");
+      }
+    }
+    if (!o.params.empty()) checkpoint_params.push_back(std::move(o));
+  }
+  if (!checkpoint_params.empty()) set_provenance("checkpoint_params", where);
+  return warnings;
+}
+
 void RuntimeConfig::set_provenance(const std::string& field, const std::string& source) {
   for (auto& [f, s] : provenance)
     if (f == field) {
@@ -302,10 +341,13 @@ RuntimeConfig RuntimeConfig::from_json_text(const std::string& text, const std::
 }
 
 RuntimeConfig build_runtime_config(const std::string& checkpoint_backend, const std::string& config_path,
-                                   const CliOverrides& cli, std::vector<std::string>* warnings) {
+                                   const CliOverrides& cli, std::vector<std::string>* warnings,
+                                   const std::map<std::string, std::string>& checkpoint_tune_metadata) {
   RuntimeConfig c;
   const std::string w = c.apply_checkpoint_backend(checkpoint_backend);
   if (!w.empty() && warnings) warnings->push_back(w);
+  for (const auto& tw : c.apply_checkpoint_tune_metadata(checkpoint_tune_metadata))
+    if (warnings) warnings->push_back(tw);
   c.apply_environment();
   if (!config_path.empty()) c = RuntimeConfig::from_json_file(config_path, std::move(c));
   if (cli.backend) {

@@ -66,7 +66,37 @@ bool walk(const std::vector<std::string>& order, const LinearPlan& plan, const B
   return false;
 }
 
-// Parameter resolution for one choice, most specific last: default < global < tuned < override.
+void add_note(std::vector<std::string>& notes, const std::string& note) {
+  if (std::find(notes.begin(), notes.end(), note) == notes.end()) notes.push_back(note);
+}
+
+// The checkpoint's tune_metadata for this layer, merged over the backend's defaults key by key.
+// The checkpoint may be made for another tool (HIGGS metadata is FLUTE's), so a key the backend
+// rejects is left out with a note, never an error; the rest is used.
+void apply_checkpoint_params(const Backend& b, const LayerSpec& layer, const LayerOverride& ck, KernelChoice& c,
+                             std::vector<std::string>& notes) {
+  KernelParams accepted = c.params;
+  bool used = false;
+  for (const auto& [key, value] : ck.params.values) {
+    KernelParams one;
+    one.values[key] = value;
+    const KernelParams candidate = accepted.merged(one);
+    const Verdict v = b.validate_params(layer, candidate);
+    if (v.ok) {
+      accepted = candidate;
+      used = true;
+    } else {
+      add_note(notes, "checkpoint tune_metadata '" + ck.pattern + "' key '" + key + "' " + one.to_json() +
+                          " not used by " + b.name() + ": " + v.reason);
+    }
+  }
+  if (!used) return;
+  c.params = std::move(accepted);
+  c.source = ParamSource::Checkpoint;
+}
+
+// Parameter resolution for one choice, most specific last:
+// default < checkpoint tune_metadata < global < tuned < override.
 // May split the choice at the M buckets of the tuning cache. Returns "" or an error.
 std::string assign_params(const Backend& b, const KernelChoice& base, const LayerSpec& layer,
                           const RuntimeConfig& config, const LayerOverride* ov, const DeviceInfo& device,
@@ -111,6 +141,7 @@ std::string assign_params(const Backend& b, const KernelChoice& base, const Laye
     pieces.push_back({seg_lo, tp.hi, tp.entry});
   }
 
+  const LayerOverride* ck_params = config.checkpoint_params_for(layer.name);
   KernelParams global = config.kernel_params;
   if (auto it = config.backend_params.find(b.name()); it != config.backend_params.end())
     global = global.merged(it->second);
@@ -121,6 +152,7 @@ std::string assign_params(const Backend& b, const KernelChoice& base, const Laye
     c.m_max = piece.hi;
     c.params = b.default_params(layer, piece.lo, device);
     c.source = ParamSource::Default;
+    if (ck_params && !ck_params->params.empty()) apply_checkpoint_params(b, layer, *ck_params, c, notes);
     if (!global.empty()) {
       c.params = c.params.merged(global);
       c.source = ParamSource::Global;

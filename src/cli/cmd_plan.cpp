@@ -1,6 +1,6 @@
 // `qrt plan MODEL`: the kernel decision table. For every quantized linear: its shape and weight
 // kind, the backend chosen for each range of M, the kernel parameters and where they came from
-// (default, global, tuned, override), and every other backend with the reason it was passed over.
+// (default, checkpoint tune_metadata, global, tuned, override), and every other backend with the reason it was passed over.
 // Reads metadata only (no weights), so it is instant on any model, and works for target profiles
 // of devices that are not here (--target h100). Exit status 1 when some layer has no backend.
 //
@@ -156,8 +156,11 @@ int run_plan(const PlanOptions& o) {
   if (o.o_disable && o.o_disable->count()) cli.disabled = o.disable;
   if (!o.tuning_cache.empty()) cli.tuning_cache_path = o.tuning_cache;
   if (o.no_tuning_cache) cli.use_tuning_cache = false;
+  // HIGGS checkpoints may carry per-module kernel parameters: the lowest-priority parameter source.
+  std::map<std::string, std::string> tune_metadata;
+  if (const auto* h = ck->quantization().get<HiggsConfig>()) tune_metadata = h->tune_metadata;
   std::vector<std::string> warnings;
-  RuntimeConfig config = build_runtime_config(checkpoint_backend, o.config, cli, &warnings);
+  RuntimeConfig config = build_runtime_config(checkpoint_backend, o.config, cli, &warnings, tune_metadata);
   if (o.ignore_bad_cache) config.ignore_bad_tuning_cache = true;
 
   std::unique_ptr<TuningCache> cache;
