@@ -216,8 +216,8 @@ void f32_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
 // MODE: 0 = float activations, 1 = int8, 2 = int8x2.
 template <CodeKind KIND, int MODE>
 void gemm(const GemmArgs& a) {
-  // 16 ymm registers: at most 4 rows per register tile.
-  const int mt = std::clamp(a.m_tile, 1, 4);
+  // 16 ymm registers: at most 4 rows per register tile (int8x2, with twice the integer sums: 2).
+  const int mt = std::clamp(a.m_tile, 1, MODE == 2 ? 2 : 4);
   for (int64_t t = a.tile_begin; t < a.tile_end; ++t)
     for (int64_t m0 = a.m_begin; m0 < a.m_end; m0 += mt) {
       const int rows = static_cast<int>(std::min<int64_t>(mt, a.m_end - m0));

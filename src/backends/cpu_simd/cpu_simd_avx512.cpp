@@ -70,6 +70,7 @@ void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
   // Two integer chains per row and activation half when registers allow (U4: low and in-place
   // high nibbles).
   constexpr bool kSplit = TWO ? MR <= 2 : MR <= 4;
+  constexpr bool kSeq = TWO && !kSplit;  // int8x2 with more rows: one chain per row, two passes
   __m512 acc[MR];
   for (int r = 0; r < MR; ++r) acc[r] = _mm512_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0F);
@@ -86,10 +87,35 @@ void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
       for (int r = 0; r < MR; ++r) {
         ia[r] = _mm512_setzero_si512();
         if (kSplit) ib[r] = _mm512_setzero_si512();
-        if (TWO) ic[r] = _mm512_setzero_si512();
+        if (TWO && !kSeq) ic[r] = _mm512_setzero_si512();
         if (TWO && kSplit) id[r] = _mm512_setzero_si512();
       }
-      if constexpr (KIND == CodeKind::U4) {
+      if constexpr (kSeq) {
+        // One chain per row: the q pass, times 255, then the q2 pass over the same (re-read, L1)
+        // codes, so 8 rows fit the 32 registers without spilling.
+        for (int pass = 0; pass < 2; ++pass) {
+          const int8_t* const* src = pass == 0 ? q : q2;
+          if (pass == 1)
+            for (int r = 0; r < MR; ++r) ia[r] = _mm512_sub_epi32(_mm512_slli_epi32(ia[r], 8), ia[r]);
+          if constexpr (KIND == CodeKind::U4) {
+            for (int c = 0; c < 4; ++c) {
+              const __m512i wv = _mm512_loadu_si512(blk + c * 64);
+              const __m512i lo = _mm512_and_si512(wv, low4);
+              const __m512i hi = _mm512_and_si512(_mm512_srli_epi16(wv, 4), low4);
+              for (int r = 0; r < MR; ++r) {
+                const int64_t o = b * kBlockK + 4 * c;
+                ia[r] = _mm512_dpbusd_epi32(ia[r], lo, bcast4(src[r] + o));
+                ia[r] = _mm512_dpbusd_epi32(ia[r], hi, bcast4(src[r] + o + 16));
+              }
+            }
+          } else {
+            for (int c = 0; c < 8; ++c) {
+              const __m512i wv = _mm512_loadu_si512(blk + c * 64);
+              for (int r = 0; r < MR; ++r) ia[r] = _mm512_dpbusd_epi32(ia[r], wv, bcast4(src[r] + b * kBlockK + 4 * c));
+            }
+          }
+        }
+      } else if constexpr (KIND == CodeKind::U4) {
         for (int c = 0; c < 4; ++c) {
           const __m512i wv = _mm512_loadu_si512(blk + c * 64);
           const __m512i lo = _mm512_and_si512(wv, low4);
@@ -126,7 +152,7 @@ void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
         // U4 with kSplit: the high-nibble chains saw 16 x code.
         __m512i dot = ia[r];
         if (kSplit) dot = _mm512_add_epi32(dot, KIND == CodeKind::U4 ? _mm512_srai_epi32(ib[r], 4) : ib[r]);
-        if constexpr (TWO) {
+        if constexpr (TWO && !kSeq) {
           __m512i dot2 = ic[r];
           if (kSplit) dot2 = _mm512_add_epi32(dot2, KIND == CodeKind::U4 ? _mm512_srai_epi32(id[r], 4) : id[r]);
           static_assert(kSplitRatio == 255, "255 x = (x << 8) - x");
