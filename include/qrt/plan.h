@@ -65,6 +65,12 @@ std::vector<LinearPlan> plan_layers(const std::vector<LayerSpec>& layers, const 
                                     const DeviceInfo& device, const TuningCache* cache = nullptr,
                                     const BackendRegistry& registry = BackendRegistry::global());
 
+// What an engine reports when some plans failed ("" when none did): the first failing layer's
+// error, whose first line is a one-line summary (the layer, why, and which backends would work),
+// with the count of failing layers appended to that line, then that layer's details (every
+// backend's verdict) on the following lines.
+std::string plan_failure_message(const std::vector<LinearPlan>& plans);
+
 // The runtime linear: prepared kernels per M range, with fallback applied at prepare time and on
 // the first run of each range.
 class QuantLinear {

@@ -228,7 +228,7 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
     const std::string why_src = override_backend ? "override '" + ov->pattern + "'"
                                                  : config.provenance_of("backend");
     if (!b) {
-      plan.error = "backend '" + requested + "' (from " + why_src + ") is not registered; available: " +
+      plan.error = layer.name + ": backend '" + requested + "' (from " + why_src + ") is not registered; available: " +
                    join_names(registry.names());
       return plan;
     }
@@ -240,8 +240,9 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
       if (hint) {
         plan.notes.push_back(msg + "; the checkpoint's backend is a hint, using auto");
       } else {
-        plan.error = msg + ". Every backend's verdict:" + verdict_summary(plan.verdicts) +
-                     "\n  would work: " + (ok.empty() ? std::string("none") : join_names(ok));
+        // First line: the whole story for a script or a terminal; then the verdicts.
+        plan.error = msg + "; would work: " + (ok.empty() ? std::string("none") : join_names(ok)) +
+                     "\n  every backend's verdict:" + verdict_summary(plan.verdicts);
         return plan;
       }
     } else {
@@ -263,9 +264,9 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
     const int64_t start = ranges.empty() ? 1 : ranges.back().m_max + 1;
     const auto ok = passing(plan.verdicts);
     plan.error = "no backend can run " + layer_title(layer) + " on " + device.describe() +
-                 (start > 1 ? " for " + range_text(start, kMaxM) : std::string()) + ". Every backend's verdict:" +
-                 verdict_summary(plan.verdicts) +
-                 (ok.empty() ? std::string() : "\n  passing but not in the auto list for this device: " + join_names(ok));
+                 (start > 1 ? " for " + range_text(start, kMaxM) : std::string()) +
+                 (ok.empty() ? std::string() : "; passing but not in the auto list for this device: " + join_names(ok)) +
+                 "\n  every backend's verdict:" + verdict_summary(plan.verdicts);
     return plan;
   }
 
@@ -322,6 +323,25 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
 }
 
 }  // namespace
+
+std::string plan_failure_message(const std::vector<LinearPlan>& plans) {
+  const LinearPlan* first = nullptr;
+  size_t failed = 0;
+  for (const auto& p : plans)
+    if (!p.ok()) {
+      if (!first) first = &p;
+      ++failed;
+    }
+  if (!first) return "";
+  const std::string& e = first->error.empty() ? std::string("plan has no kernel") : first->error;
+  const size_t nl = e.find('\n');
+  std::string out = e.substr(0, nl);
+  if (failed > 1)
+    out += " (" + std::to_string(failed) + " of " + std::to_string(plans.size()) +
+           " quantized layers cannot be planned; the first is shown)";
+  if (nl != std::string::npos) out += e.substr(nl);
+  return out;
+}
 
 std::vector<LinearPlan> plan_layers(const std::vector<LayerSpec>& layers, const RuntimeConfig& config,
                                     const DeviceInfo& device, const TuningCache* cache,

@@ -19,7 +19,9 @@
 #include "io/json_strict.h"
 #include "io/mapped_file.h"
 #include "qrt/error.h"
+#include "qrt/checkpoint.h"
 #include "qrt/gguf.h"
+#include "qrt/quant_config.h"
 #include "qrt/safetensors.h"
 
 namespace qrt::cli {
@@ -56,6 +58,9 @@ struct Report {
   uint64_t total_bytes = 0;
   std::vector<std::pair<std::string, std::string>> metadata;
   ordered_json metadata_json = ordered_json::object();
+  // Things qrt run would refuse that inspect can still describe (an architecture qrt does not run,
+  // a quant_method it does not know): printed as "qrt: warning: ..." lines on stderr.
+  std::vector<std::string> warnings;
 };
 
 std::string human_bytes(uint64_t b) {
@@ -212,6 +217,12 @@ Report inspect_safetensors(const std::string& path, bool folder) {
       if (!arch.empty()) {
         r.model.emplace_back("architecture", arch);
         r.dims["architecture"] = arch;
+        const auto archs = supported_architectures();
+        if (std::find(archs.begin(), archs.end(), arch) == archs.end()) {
+          std::string list;
+          for (const auto& a : archs) list += (list.empty() ? "" : ", ") + a;
+          r.warnings.push_back(cp + ": architecture '" + arch + "' is not supported by qrt run (qrt runs " + list + ")");
+        }
       }
       if (auto mt = j.find("model_type"); mt != j.end() && mt->is_string()) {
         r.model.emplace_back("model type", mt->get<std::string>());
@@ -233,6 +244,15 @@ Report inspect_safetensors(const std::string& path, bool folder) {
         std::string method = "unknown";
         if (auto qm = q->find("quant_method"); qm != q->end() && qm->is_string()) method = qm->get<std::string>();
         r.quant_method = method;
+        // The same validation run/plan/dequantize apply: a value qrt would refuse (bits 5, a group
+        // size of 0) is an error here too (exit 2); a quant_method qrt does not know is described
+        // with a warning (inspect is also for checkpoints qrt cannot run).
+        try {
+          (void)parse_quantization_config(q->dump(), cp + ": quantization_config");
+        } catch (const Error& e) {
+          if (e.kind() != ErrorKind::Unsupported) throw;
+          r.warnings.push_back(e.what());
+        }
         r.quant_json = ordered_json::parse(q->dump());
         for (auto& [k, v] : q->items()) r.quant_lines.emplace_back(k, v.dump());
       }
@@ -366,6 +386,19 @@ bool has_gguf_magic(const std::string& path) {
   return n == 4 && std::string(m, 4) == "GGUF";
 }
 
+// A safetensors file starts with an 8-byte little-endian header length, then the JSON header '{'.
+bool looks_like_safetensors(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return false;
+  unsigned char b[9] = {0};
+  const size_t n = std::fread(b, 1, 9, f);
+  std::fclose(f);
+  if (n != 9) return false;
+  uint64_t len = 0;
+  for (int i = 7; i >= 0; --i) len = (len << 8) | b[i];
+  return len >= 2 && len < (uint64_t{1} << 32) && b[8] == '{';
+}
+
 int run_inspect(const Options& o) {
   std::error_code ec;
   const auto st = fs::status(o.path, ec);
@@ -377,9 +410,14 @@ int run_inspect(const Options& o) {
     const std::string ext = fs::path(o.path).extension().string();
     if (ext == ".gguf" || (ext != ".safetensors" && has_gguf_magic(o.path)))
       r = inspect_gguf(o.path);
-    else
+    else if (ext == ".safetensors" || looks_like_safetensors(o.path))
       r = inspect_safetensors(o.path, false);
+    else
+      throw invalid_input(o.path + ": not a GGUF file (no GGUF magic), not a safetensors file and not a folder; pass "
+                                   "a Hugging Face model folder (with config.json), a .gguf or a .safetensors file");
   }
+  std::fflush(stdout);
+  for (const auto& w : r.warnings) std::fprintf(stderr, "qrt: warning: %s\n", w.c_str());
   if (o.json)
     print_json(r, o);
   else

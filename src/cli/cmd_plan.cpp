@@ -265,8 +265,8 @@ int run_plan(const PlanOptions& o) {
                 p.layer.describe().c_str(), static_cast<int>(w_dec), decision_text(p).c_str(),
                 p.ok() ? params_text(p).c_str() : "-");
     if (!p.ok()) {
-      // The verdict list of the error is printed below, grouped; keep its first sentence here.
-      std::string first = p.error.substr(0, p.error.find(". Every backend's verdict:"));
+      // The verdict list of the error is printed below, grouped; keep its summary line here.
+      std::string first = p.error.substr(0, p.error.find('\n'));
       std::printf("    error: %s\n", first.c_str());
     }
     for (const auto& l : rejection_lines(p)) std::printf("    - %s\n", l.c_str());

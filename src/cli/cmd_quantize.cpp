@@ -111,6 +111,12 @@ int run(const Options& o) {
   if (!gguf && ck->quantization().method() != QuantMethod::None)
     throw invalid_input(opt.in + ": already quantized (" + ck->quantization().describe() +
                         "); run qrt dequantize first");
+  // The output must be a model qrt run can load, and the tokenizer is read from tokenizer.json:
+  // without it the whole quantization would produce an unusable folder. (A GGUF input carries its
+  // vocabulary; tokenizer.json is made from it below.)
+  if (!gguf && ck->tokenizer_json_path().empty())
+    throw invalid_input(opt.in + ": no tokenizer.json in the input folder, so the quantized folder could not be run; "
+                                 "copy tokenizer.json from the original model into " + opt.in + " first");
   const QuantizationConfig qconfig = make_config(opt, sym);
 
   // Check every layer before writing anything.

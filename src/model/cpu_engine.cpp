@@ -115,12 +115,11 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
     }
     plans_ = plan_layers(specs, options.runtime, options.device, &cache);
   }
+  // One summary line first (the layer, why, what would work, how many layers fail), details after.
+  if (const std::string failure = plan_failure_message(plans_); !failure.empty())
+    throw Error(ErrorKind::NoBackend, failure);
   std::map<std::string, const LinearPlan*> plan_by_name;
-  for (const auto& p : plans_) {
-    if (!p.ok())
-      throw Error(ErrorKind::NoBackend, fmt::format("layer {}: {}", p.layer.name, p.error));
-    plan_by_name[p.layer.name] = &p;
-  }
+  for (const auto& p : plans_) plan_by_name[p.layer.name] = &p;
   auto make = [&](const LinearWeight& lw) {
     Linear l;
     l.w = &lw;

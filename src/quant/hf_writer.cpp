@@ -1,7 +1,10 @@
 // Atomic Hugging Face folder writer (see hf_writer.h).
 #include "quant/hf_writer.h"
 
+#include <signal.h>
 #include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdio>
 #include <cstring>
@@ -42,12 +45,36 @@ const char* torch_dtype_name(DType d) {
   return d == DType::BF16 ? "bfloat16" : d == DType::F32 ? "float32" : "float16";
 }
 
+namespace {
+// A killed writer (SIGKILL/SIGTERM skip the destructor) leaves OUT.partial-<pid> behind. Removes
+// those of `out` whose process no longer exists; a live one (another writer of the same OUT right
+// now, or a process of another user: EPERM) is left alone.
+void remove_stale_partials(const std::string& out) {
+  std::error_code ec;
+  const fs::path target(out);
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string prefix = target.filename().string() + ".partial-";
+  std::vector<fs::path> stale;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const pid_t pid = static_cast<pid_t>(std::stol(digits));
+    if (pid <= 0 || pid == ::getpid()) continue;
+    if (::kill(pid, 0) == -1 && errno == ESRCH) stale.push_back(it->path());
+  }
+  for (const auto& p : stale) fs::remove_all(p, ec);
+}
+}  // namespace
+
 HfFolderWriter::HfFolderWriter(std::string out, bool overwrite, uint64_t shard_bytes)
     : out_(std::move(out)), overwrite_(overwrite), shard_bytes_(shard_bytes) {
   while (out_.size() > 1 && out_.back() == '/') out_.pop_back();
   std::error_code ec;
   if (fs::exists(out_, ec) && !overwrite_)
     throw io_error(out_ + ": already exists (choose a new output folder or pass --force)");
+  remove_stale_partials(out_);
   tmp_ = out_ + ".partial-" + std::to_string(::getpid());
   fs::remove_all(tmp_, ec);
   if (!fs::create_directories(tmp_, ec) || ec) throw io_error(tmp_ + ": cannot create folder: " + ec.message());

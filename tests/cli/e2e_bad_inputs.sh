@@ -42,6 +42,7 @@ copy_of() {  # copy_of SRC DST: every file copied except model.safetensors, whic
 }
 copy_of "$tmp/f16" "$tmp/arch";  sed -i 's/LlamaForCausalLM/FooForCausalLM/' "$tmp/arch/config.json"
 copy_of "$tmp/gptq" "$tmp/notok"; rm "$tmp/notok/tokenizer.json"
+copy_of "$tmp/f16" "$tmp/notok16"; rm "$tmp/notok16/tokenizer.json"
 copy_of "$tmp/gptq" "$tmp/shape"; sed -i -E 's/"hidden_size": *576/"hidden_size": 640/' "$tmp/shape/config.json"
 copy_of "$tmp/gptq" "$tmp/bits5"; sed -i -E 's/"bits": *4/"bits": 5/' "$tmp/bits5/config.json"
 grep -q '"bits": *5' "$tmp/bits5/config.json" || bad "setup: could not set bits 5"
@@ -55,11 +56,15 @@ expect_error "unknown architecture (run)" "FooForCausalLM" - run -m "$tmp/arch" 
 expect_error "unknown architecture (quantize)" "FooForCausalLM" "$tmp/out-arch" \
   quantize "$tmp/arch" "$tmp/out-arch" --method gptq --bits 4 --group-size 64
 expect_error "missing tokenizer (run)" "tokenizer" - run -m "$tmp/notok" -p hi -n 4
+# KNOWN_ISSUES #2: refused before any work, naming the input folder and the missing file.
+expect_error "missing tokenizer (quantize)" "$tmp/notok16: no tokenizer.json" "$tmp/out-nt16" \
+  quantize "$tmp/notok16" "$tmp/out-nt16" --method gptq --bits 4 --group-size 64
 expect_error "missing tokenizer (perplexity)" "tokenizer" - perplexity -m "$tmp/notok" -f "$DATA/text/kjv_ruth_jonah.txt" --ctx 64
 expect_error "shapes config vs tensors (run)" "hidden_size" - run -m "$tmp/shape" -p hi -n 4
 expect_error "shapes config vs tensors (dequantize)" "hidden_size" "$tmp/out-shape" dequantize "$tmp/shape" "$tmp/out-shape"
 expect_error "bits 5 in config (run)" "bits" - run -m "$tmp/bits5" -p hi -n 4
 expect_error "bits 5 in config (plan)" "bits" - plan "$tmp/bits5"
+expect_error "bits 5 in config (inspect)" "bits: 5 is not one of" - inspect "$tmp/bits5"
 expect_error "bits 5 in config (dequantize)" "bits" "$tmp/out-bits5" dequantize "$tmp/bits5" "$tmp/out-bits5"
 expect_error "--bits 5 (quantize)" "bits" "$tmp/out-q5" quantize "$tmp/f16" "$tmp/out-q5" --method gptq --bits 5 --group-size 64
 expect_error "group size not dividing (quantize)" "group" "$tmp/out-g100" \
@@ -70,6 +75,31 @@ expect_error "nonexistent text (perplexity)" "/nonexistent/text.txt" - perplexit
 expect_error "folder without config.json (run)" "config.json" - run -m "$tmp/noconfig" -p hi
 expect_error "folder without config.json (dequantize)" "config.json" "$tmp/out-nc" dequantize "$tmp/noconfig" "$tmp/out-nc"
 expect_error "unimplemented backend (run)" "available" - run -m "$MODEL" -p hi -n 4 --backend triton
+
+
+# KNOWN_ISSUES #4: inspect describes an unknown architecture, with a warning line, exit 0.
+timeout 60 "$QRT" inspect "$tmp/arch" >"$tmp/out" 2>"$tmp/err"; rc=$?
+[ "$rc" -eq 0 ] || bad "unknown architecture (inspect): exit $rc"
+grep -q '^qrt: warning: .*FooForCausalLM' "$tmp/err" || bad "unknown architecture (inspect): no warning line"
+
+# KNOWN_ISSUES #5: an explicit backend that cannot run here: details kept, but the FIRST line is a
+# complete "qrt: error:" summary (backend, layer, reason, what would work, how many layers).
+timeout 60 "$QRT" run -m "$MODEL" -p hi -n 4 --backend cuda_marlin >"$tmp/out" 2>"$tmp/err"; rc=$?
+first="$(head -n 1 "$tmp/err")"
+{ [ "$rc" -ge 1 ] && [ "$rc" -lt 128 ]; } || bad "run --backend cuda_marlin on cpu: exit $rc"
+[[ "$first" == "qrt: error: backend cuda_marlin"*"cannot run"*"would work: "*"quantized layers cannot be planned"* ]] ||
+  bad "run --backend cuda_marlin on cpu: first line is not a one-line summary: $first"
+grep -q '^    cpu_simd: ok' "$tmp/err" || bad "run --backend cuda_marlin on cpu: the per-backend details are gone"
+
+# KNOWN_ISSUES #11: a writer killed before it finished left OUT.partial-<pid>; the next write to OUT
+# removes those of dead processes (and leaves a live writer's alone).
+sh -c 'exit 0' & dead=$!; wait "$dead"
+mkdir -p "$tmp/stale.partial-$dead" "$tmp/stale.partial-$$"
+timeout 120 "$QRT" quantize "$tmp/f16" "$tmp/stale" --method gptq --bits 4 --group-size 64 >/dev/null 2>"$tmp/err" ||
+  bad "quantize over a stale partial folder: $(tail -n 2 "$tmp/err")"
+[ -d "$tmp/stale" ] || bad "quantize over a stale partial folder: no output"
+[ -e "$tmp/stale.partial-$dead" ] && bad "the stale $tmp/stale.partial-$dead (dead pid) was not removed"
+[ -d "$tmp/stale.partial-$$" ] || bad "the partial folder of a live pid ($$) was removed"
 
 [ "$fail" -eq 0 ] && echo "OK: e2e_bad_inputs"
 exit "$fail"
