@@ -16,6 +16,8 @@
 namespace qrt::cpu_simd {
 namespace {
 
+constexpr int64_t kPrefetchBytes = 4096;
+
 inline __m256i bcast4(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -84,6 +86,8 @@ void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
     for (int r = 0; r < MR; ++r) acc[r] = _mm256_setzero_ps();
     for (int64_t b = 0; b < w.blocks; ++b) {
       const uint8_t* blk = codes + b * w.block_bytes() + 32 * h;
+      if (h == 0)  // codes 4 KiB ahead, as in the AVX-512 kernel; the second half re-reads the tile from cache
+        for (int l = 0; l < w.block_bytes(); l += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + l), _MM_HINT_T0);
       __m256i dot[MR], dot2[MR];
       if constexpr (KIND == CodeKind::U4) {
         __m256i s16[MR], t16[MR];

@@ -14,6 +14,8 @@
 namespace qrt::cpu_simd {
 namespace {
 
+constexpr int64_t kPrefetchBytes = 4096;  // best of 1, 2, 4, 8, 16 KiB (one thread and two)
+
 inline __m512i bcast4(const int8_t* p) {
   int32_t v;
   std::memcpy(&v, p, 4);
@@ -82,6 +84,10 @@ void int8_tile(const GemmArgs& a, int64_t tile, int64_t m0) {
     float msum[MR];
     for (int r = 0; r < MR; ++r) fsum[r] = _mm512_setzero_ps(), msum[r] = 0.f;
     for (int32_t i = 0; i < run_blocks; ++i, ++b, blk += w.block_bytes()) {
+      // Codes are read once per call in one stream (tiles are contiguous): fetch them 4 KiB ahead.
+      // The hardware prefetcher alone keeps up with int8 but not with int8x2's longer loop, which
+      // then holds fewer misses in flight (measured at M = 1: int8x2 -17% time, int8 -3%).
+      for (int l = 0; l < w.block_bytes(); l += 64) _mm_prefetch(reinterpret_cast<const char*>(blk + kPrefetchBytes + l), _MM_HINT_T0);
       // ia/ib: chains of q (ib: second chain when kSplit); ic/id: the same for q2.
       __m512i ia[MR], ib[MR], ic[MR], id[MR];
       for (int r = 0; r < MR; ++r) {
