@@ -32,6 +32,10 @@ expect_error() {
 # A plain f16 folder and a GPTQ folder to damage (copies link the big safetensors file).
 timeout 120 "$QRT" dequantize "$MODEL" "$tmp/f16" --dtype f16 >/dev/null 2>"$tmp/err" ||
   { echo "FAIL: dequantize: $(tail -n 2 "$tmp/err")"; exit 1; }
+# KNOWN_ISSUES #11: a writer killed before it finished leaves OUT.partial-<pid>; the next write to
+# OUT removes those of dead processes and leaves a live writer's alone (checked at the end).
+sh -c 'exit 0' & dead=$!; wait "$dead"
+mkdir -p "$tmp/gptq.partial-$dead" "$tmp/gptq.partial-$$"
 timeout 120 "$QRT" quantize "$tmp/f16" "$tmp/gptq" --method gptq --bits 4 --group-size 64 >/dev/null 2>"$tmp/err" ||
   { echo "FAIL: quantize: $(tail -n 2 "$tmp/err")"; exit 1; }
 copy_of() {  # copy_of SRC DST: every file copied except model.safetensors, which is linked
@@ -91,15 +95,9 @@ first="$(head -n 1 "$tmp/err")"
   bad "run --backend cuda_marlin on cpu: first line is not a one-line summary: $first"
 grep -q '^    cpu_simd: ok' "$tmp/err" || bad "run --backend cuda_marlin on cpu: the per-backend details are gone"
 
-# KNOWN_ISSUES #11: a writer killed before it finished left OUT.partial-<pid>; the next write to OUT
-# removes those of dead processes (and leaves a live writer's alone).
-sh -c 'exit 0' & dead=$!; wait "$dead"
-mkdir -p "$tmp/stale.partial-$dead" "$tmp/stale.partial-$$"
-timeout 120 "$QRT" quantize "$tmp/f16" "$tmp/stale" --method gptq --bits 4 --group-size 64 >/dev/null 2>"$tmp/err" ||
-  bad "quantize over a stale partial folder: $(tail -n 2 "$tmp/err")"
-[ -d "$tmp/stale" ] || bad "quantize over a stale partial folder: no output"
-[ -e "$tmp/stale.partial-$dead" ] && bad "the stale $tmp/stale.partial-$dead (dead pid) was not removed"
-[ -d "$tmp/stale.partial-$$" ] || bad "the partial folder of a live pid ($$) was removed"
+# KNOWN_ISSUES #11 (set up before the GPTQ folder was written).
+[ -e "$tmp/gptq.partial-$dead" ] && bad "the stale $tmp/gptq.partial-$dead (dead pid) was not removed"
+[ -d "$tmp/gptq.partial-$$" ] || bad "the partial folder of a live pid ($$) was removed"
 
 [ "$fail" -eq 0 ] && echo "OK: e2e_bad_inputs"
 exit "$fail"
