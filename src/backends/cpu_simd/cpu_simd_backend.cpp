@@ -1,6 +1,7 @@
 // cpu_simd: the x86 SIMD CPU backend. Repacks the canonical QuantizedWeight into 16-row x 32-k
 // interleaved tiles (layout in cpu_simd_kernels.h), prepares activations once per call (act-order
-// permutation, padding, int8 quantization per 32-block) and runs the AVX-512 VNNI, AVX2 or scalar
+// permutation, padding, quantization per 32-block: by default to 15 bits held as two int8 halves,
+// "int8x2"; plain int8 and float activations on request) and runs the AVX-512 VNNI, AVX2 or scalar
 // kernel chosen at run time from cpuid. This file is compiled without ISA flags: it must run on any
 // x86-64 CPU, so every SIMD instruction lives in the *_avx2.cpp / *_avx512.cpp files.
 #include <algorithm>
