@@ -219,6 +219,17 @@ if tuned:
         summary['tuned_vs_default_plan_min'] = min(g['gain'] for g in gains)
         summary['tuned_vs_default_plan_max'] = max(g['gain'] for g in gains)
     summary['tuned_plan_gains'] = gains
+    # The whole plan (cuda_gemv / cuda_marlin / cuda_dequant by M, tuned) against fp16 cuBLAS,
+    # summed over the model's distinct linear shapes, timed by qrt bench in the same call.
+    tot = {}
+    for r in tuned['rows']:
+        tot[(r['backend'], r['m'])] = tot.get((r['backend'], r['m']), 0.0) + r['us']
+    for M in sorted({r['m'] for r in tuned['rows']}):
+        if ('fp16_cublas', M) in tot and ('plan+tuned', M) in tot:
+            summary['plan_m%d_speedup_vs_fp16' % M] = tot[('fp16_cublas', M)] / tot[('plan+tuned', M)]
+        if ('plan+tuned', M) in tot and M == 1:
+            summary['plan_m1_vs_floor'] = tot[('plan+tuned', 1)] / sum(
+                r['floor_us'] for r in tuned['rows'] if r['backend'] == 'plan+tuned' and r['m'] == 1)
 doc = {'summary': summary, 'int4': int4, 'totals_by_m': table, 'rows': rows, 'decode': dec,
        'peer_copy_GBps': (peers or {}).get('copy_GBps'), 'qrt_device': (qrt or {}).get('device')}
 json.dump(doc, open(result, 'w'), indent=1)

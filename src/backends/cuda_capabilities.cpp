@@ -61,6 +61,10 @@ std::vector<CudaBackendDeclaration> build_table() {
     c.k_multiple = 64;
     c.n_multiple = 64;
     c.activation_dtypes = {DType::F16, DType::BF16};
+    // Measured on H100 (qrt bench --device cuda, Llama-2-7B shapes, 2026-11-28): at M = 128 it ties
+    // dequant + cuBLAS (36 vs ~37 us on 4096x4096), at 256 it is 1.6x slower and at 4096 takes
+    // 5x fp16 cuBLAS, so the plan hands M > 128 to cuda_dequant (next in the auto list).
+    c.max_m = 128;
     t.push_back(d);
   }
   {  // Small-batch GEMV (ExLlama-class).

@@ -328,6 +328,14 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
         } catch (const Error&) {
         }
       }
+      // Keep the default unless a candidate beats it clearly: a 1-2 % "win" is timing noise, and an
+      // entry that is really no faster would only make the tuned plan differ from the default one.
+      constexpr double kMinGain = 0.03;
+      if (best_params && !(*best_params == def) && default_time > 0 && best > default_time * (1 - kMinGain)) {
+        for (const auto& c : w.candidates)
+          if (c == def) best_params = &c;
+        best = default_time;
+      }
       if (best_params) {
         TuningEntry e;
         e.key = make_tuning_key(device, *w.backend, spec, m);

@@ -29,7 +29,7 @@ struct TuneCliOptions {
   std::vector<std::string> backends;
   double budget = 0;
   int threads = 0, repeats = 7, warmup = 2;
-  bool retune = false, ignore_bad = false, quiet = false;
+  bool retune = false, ignore_bad = false, quiet = false, verbose = false;
 };
 
 std::string clock_text(double s) {
@@ -144,7 +144,11 @@ int run_tune(const TuneCliOptions& o) {
                   gain.c_str(), row.best.to_json().c_str());
     }
   }
-  for (const auto& n : r.notes) std::printf("note: %s\n", n.c_str());
+  // Rejected candidates can be many (a tile whose split-K partials exceed the workspace at large M,
+  // say): the first few, then a count, unless --verbose.
+  const size_t shown = o.verbose ? r.notes.size() : std::min<size_t>(r.notes.size(), 8);
+  for (size_t i = 0; i < shown; ++i) std::printf("note: %s\n", r.notes[i].c_str());
+  if (shown < r.notes.size()) std::printf("note: ... and %zu more (--verbose lists them)\n", r.notes.size() - shown);
   std::printf("\n%zu distinct shapes, %zu candidates timed, %zu rejected, %zu entries written, %zu already cached%s\n",
               r.shapes, r.timed, r.rejected, r.written, r.skipped_cached,
               r.budget_exhausted ? " (time budget spent)" : "");
@@ -168,6 +172,7 @@ const CommandRegistrar registrar(
       app.add_flag("--retune", o->retune, "time again what the cache already holds");
       app.add_flag("--ignore-bad-tuning-cache", o->ignore_bad, "start from an empty cache when the file is corrupt");
       app.add_flag("-q,--quiet", o->quiet, "no progress bar");
+      app.add_flag("-v,--verbose", o->verbose, "list every rejected candidate");
       return [o] { return run_tune(*o); };
     });
 

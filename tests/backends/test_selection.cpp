@@ -63,22 +63,22 @@ struct MatrixRow {
 // (sm80+, 4/8-bit, g -1/32/64/128, N%64 and K%64), cuda_fp8 (sm89+), cuda_dequant (anything);
 // cpu_simd (avx2+fma+f16c; 2..8-bit, FP8), cpu_ref (anything).
 const MatrixRow kMatrix[] = {
-    {"h100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
-    {"h100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"h100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"h100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"h100", "int3_g128_sym", "cuda_dequant@1-"},
-    {"h100", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"h100", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"h100", "fp8_block128", "cuda_fp8@1-"},
     {"h100", "int4_g32_odd_shape", "cuda_dequant@1-"},
-    {"a100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
-    {"a100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"a100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"a100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"a100", "int3_g128_sym", "cuda_dequant@1-"},
-    {"a100", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"a100", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"a100", "fp8_block128", "cuda_dequant@1-"},
     {"a100", "int4_g32_odd_shape", "cuda_dequant@1-"},
-    {"rtx3090", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
-    {"rtx3090", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"rtx3090", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"rtx3090", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"rtx3090", "int3_g128_sym", "cuda_dequant@1-"},
-    {"rtx3090", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-"},
+    {"rtx3090", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"rtx3090", "fp8_block128", "cuda_dequant@1-"},
     {"rtx3090", "int4_g32_odd_shape", "cuda_dequant@1-"},
     {"t4", "int4_g128_sym", "ERROR"},
@@ -215,7 +215,7 @@ TEST(Selection, ExplicitBackendWithBoundedMHandsTheRestToAuto) {
   RuntimeConfig config;
   config.backend = "cuda_gemv";
   const auto plans = plan_layers({int_layer("x", 4096, 4096, 4, 128, ZeroKind::Symmetric)}, config, target_profile("h100"));
-  EXPECT_EQ(ranges_of(plans[0]), "cuda_gemv@1-8,cuda_marlin@9-");
+  EXPECT_EQ(ranges_of(plans[0]), "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-");
   ASSERT_FALSE(plans[0].notes.empty());
   EXPECT_NE(plans[0].notes[0].find("cuda_gemv serves M 1..8 only"), std::string::npos);
 }

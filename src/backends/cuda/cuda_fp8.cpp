@@ -12,7 +12,9 @@
 // e4m3 matrix itself (row stride ceil(K/32)*32 bytes), which cuBLASLt reads as A.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <mutex>
 #include <set>
@@ -38,11 +40,28 @@ void set_desc(cublasLtMatmulDesc_t d, cublasLtMatmulDescAttributes_t a, const T&
 //   AlphaVec   per-tensor activation scale as cuBLASLt's B scale (a device scalar) and the
 //              per-channel weight scale as a device alpha vector (one per output row of D):
 //              fp16/bf16 written directly, no extra pass;
-//   Tensorwise no scales in the GEMM: fp32 output, then an epilogue kernel applies per-token and
-//              per-channel scales (launch_scale_rows_cols). Per-token accuracy, one more pass.
-enum class Fp8Mode { OuterVec, AlphaVec, Tensorwise };
+//   Scalar     a per-tensor weight: its scale as the A scale and the per-tensor activation scale
+//              as the B scale (device scalars, the form every FP8 GPU runs): the peer's kernel,
+//              fp16/bf16 written directly;
+//   Tensorwise per-channel weights where the modes above are refused (Hopper): the GEMM writes
+//              fp16/bf16 pre-scaled by a power of two (kept inside fp16 range), then one in-place
+//              pass multiplies by the channel (and, with per_token, the token) scales.
+enum class Fp8Mode { OuterVec, Scalar, AlphaVec, Tensorwise };
 const char* fp8_mode_name(Fp8Mode m) {
-  return m == Fp8Mode::OuterVec ? "per-row scales" : m == Fp8Mode::AlphaVec ? "alpha-vector scales" : "tensorwise scaling";
+  switch (m) {
+    case Fp8Mode::OuterVec: return "per-row scales";
+    case Fp8Mode::Scalar: return "scalar scales";
+    case Fp8Mode::AlphaVec: return "alpha-vector scales";
+    default: return "tensorwise scaling + channel-scale pass";
+  }
+}
+
+// Tensorwise: |x_q . w_q| <= K * 448 * 448; this power of two keeps the unscaled 16-bit product
+// below fp16's 65504 for K up to 16384 (and halves per doubling beyond).
+float tensorwise_prescale(int64_t k) {
+  int e = 17;
+  while ((int64_t{16384} << (e - 17)) < k) ++e;
+  return std::ldexp(1.0f, -e);
 }
 
 // cuBLASLt descriptors of one layer; B and D columns (= M) change per call.
@@ -52,13 +71,14 @@ class LtFp8Gemm {
             void* lt_ws, size_t lt_ws_bytes, Fp8Mode mode)
       : lt_(lt), k_(w.k), n_(w.n), algo_index_(algo_index), ws_(lt_ws), ws_bytes_(lt_ws_bytes), mode_(mode),
         w_scale_(w.scale) {
-    const cudaDataType_t ot = mode != Fp8Mode::Tensorwise ? cuda::cuda_dtype(out) : CUDA_R_32F;
+    const cudaDataType_t ot = cuda::cuda_dtype(out);
     QRT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op_, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     set_desc(op_, CUBLASLT_MATMUL_DESC_TRANSA, cublasOperation_t(CUBLAS_OP_T));
     set_desc(op_, CUBLASLT_MATMUL_DESC_TRANSB, cublasOperation_t(CUBLAS_OP_N));
     set_desc(op_, CUBLASLT_MATMUL_DESC_FAST_ACCUM, int8_t(fast_accum ? 1 : 0));
     if (mode == Fp8Mode::AlphaVec)
       set_desc(op_, CUBLASLT_MATMUL_DESC_POINTER_MODE, int32_t(CUBLASLT_POINTER_MODE_ALPHA_DEVICE_VECTOR_BETA_ZERO));
+    if (mode == Fp8Mode::Scalar) set_desc(op_, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER, static_cast<const void*>(w.scale));
     if (mode == Fp8Mode::OuterVec) {
       set_desc(op_, CUBLASLT_MATMUL_DESC_A_SCALE_MODE, int32_t(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F));
       set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_MODE, int32_t(CUBLASLT_MATMUL_MATRIX_SCALE_OUTER_VEC_32F));
@@ -114,9 +134,14 @@ class LtFp8Gemm {
       cache_[next_] = {m, algo};
       next_ = (next_ + 1) % cache_.size();
     }
-    if (mode_ != Fp8Mode::Tensorwise) set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(xs));
-    const float one = 1.f, beta = 0.f;
-    const void* alpha = mode_ == Fp8Mode::AlphaVec ? static_cast<const void*>(w_scale_) : static_cast<const void*>(&one);
+    // xs: the B (activation) scale, a vector for OuterVec, a scalar otherwise; nullptr = none.
+    if (xs != b_scale_set_) {
+      set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(xs));
+      b_scale_set_ = xs;
+    }
+    const float host_alpha = mode_ == Fp8Mode::Tensorwise ? tensorwise_prescale(k_) : 1.f, beta = 0.f;
+    const void* alpha =
+        mode_ == Fp8Mode::AlphaVec ? static_cast<const void*>(w_scale_) : static_cast<const void*>(&host_alpha);
     QRT_CUBLAS_CHECK(cublasLtMatmul(lt_, op_, alpha, w, a_, xq, b_, &beta, y, d_, y, d_, &algo, ws_, ws_bytes_, stream));
   }
 
@@ -142,6 +167,7 @@ class LtFp8Gemm {
   size_t next_ = 0;
   Fp8Mode mode_;
   const float* w_scale_;
+  const float* b_scale_set_ = nullptr;
 };
 
 class CudaFp8Linear final : public PreparedLinear {
@@ -175,19 +201,20 @@ class CudaFp8Linear final : public PreparedLinear {
       const int64_t mm = std::min(chunk_rows_, x.rows - m0);
       const char* xp = static_cast<const char*>(x.data) + m0 * w.k * 2;
       char* yp = static_cast<char*>(y.data) + m0 * w.n * 2;
-      if (mode_ == Fp8Mode::AlphaVec) {
-        float* tensor_scale = reinterpret_cast<float*>(xq + product_offset());
+      if (mode_ == Fp8Mode::OuterVec) {
+        cuda::launch_quantize_rows_fp8(xp, x.dtype, mm, w.k, xq, xs, st);
+        g.run(xq, xs, w.words, yp, mm, st);
+      } else if (mode_ == Fp8Mode::Tensorwise && per_token_) {
+        cuda::launch_quantize_rows_fp8(xp, x.dtype, mm, w.k, xq, xs, st);
+        g.run(xq, nullptr, w.words, yp, mm, st);
+        cuda::launch_scale_cols_inplace(yp, xs, w.scale, w.bias, 1.0f / tensorwise_prescale(w.k), mm, w.n, x.dtype, st);
+      } else {
+        float* tensor_scale = reinterpret_cast<float*>(xq + tensor_scale_offset());
         cuda::launch_quantize_tensor_fp8(xp, x.dtype, mm, w.k, xq, xs, tensor_scale, num_sms_, st);
         g.run(xq, tensor_scale, w.words, yp, mm, st);
-        continue;
-      }
-      cuda::launch_quantize_rows_fp8(xp, x.dtype, mm, w.k, xq, xs, st);
-      if (mode_ == Fp8Mode::OuterVec) {
-        g.run(xq, xs, w.words, yp, mm, st);
-      } else {
-        float* d = reinterpret_cast<float*>(xq + product_offset());
-        g.run(xq, xs, w.words, d, mm, st);
-        cuda::launch_scale_rows_cols(d, xs, w.scale, w.bias, yp, mm, w.n, x.dtype, st);
+        if (mode_ == Fp8Mode::Tensorwise)
+          cuda::launch_scale_cols_inplace(yp, nullptr, w.scale, w.bias, 1.0f / tensorwise_prescale(w.k), mm, w.n,
+                                          x.dtype, st);
       }
     }
     if (w.bias && mode_ != Fp8Mode::Tensorwise) cuda::launch_add_bias(w.bias, y.data, x.rows, w.n, x.dtype, st);
@@ -200,8 +227,9 @@ class CudaFp8Linear final : public PreparedLinear {
   // a mode counts only when a real GEMM of that layer ran, not merely when a heuristic answered.
   bool probe_native(std::string* why) {
     std::string reasons;
-    for (Fp8Mode m : {Fp8Mode::OuterVec, Fp8Mode::AlphaVec, Fp8Mode::Tensorwise}) {
-      if (m == Fp8Mode::AlphaVec && per_token_) continue;
+    for (Fp8Mode m : {Fp8Mode::OuterVec, Fp8Mode::Scalar, Fp8Mode::AlphaVec, Fp8Mode::Tensorwise}) {
+      if ((m == Fp8Mode::AlphaVec || m == Fp8Mode::Scalar) && per_token_) continue;
+      if (m == Fp8Mode::Scalar && !per_tensor_weight_) continue;
       mode_ = m;
       fast_accum_ = fast_accum_requested_;
       gemm_f16_.reset();
@@ -226,7 +254,7 @@ class CudaFp8Linear final : public PreparedLinear {
         try {
           uint8_t* xq = static_cast<uint8_t*>(ctx_.workspace());
           float* s = reinterpret_cast<float*>(xq + scale_offset());
-          char* d = reinterpret_cast<char*>(xq + product_offset());
+          char* d = reinterpret_cast<char*>(xq + probe_offset());
           gemm_for(t).run(xq, s, packed_.view().words, d, m, nullptr);
           QRT_CUDA_CHECK(cudaStreamSynchronize(nullptr));
         } catch (const Error& e) {
@@ -245,9 +273,15 @@ class CudaFp8Linear final : public PreparedLinear {
   }
   void disable_native() { native_ = false; }
   bool native() const { return native_; }
+  // Workspace: quantized rows | per-row scales or maxima | tensor scale | probe output (64 rows).
   int64_t scale_offset() const { return (chunk_rows_ * packed_.view().k + 255) / 256 * 256; }
-  // fp32 product of the tensorwise path, after the per-token scales.
-  int64_t product_offset() const { return scale_offset() + (chunk_rows_ * 4 + 255) / 256 * 256; }
+  int64_t tensor_scale_offset() const { return scale_offset() + (chunk_rows_ * 4 + 255) / 256 * 256; }
+  int64_t probe_offset() const { return tensor_scale_offset() + 256; }
+  static size_t workspace_bytes(int64_t chunk, int64_t k, int64_t n) {
+    return static_cast<size_t>((chunk * k + 255) / 256 * 256 + (chunk * 4 + 255) / 256 * 256 + 256 +
+                               std::min<int64_t>(chunk, 64) * n * 2);
+  }
+  void set_per_tensor_weight(bool v) { per_tensor_weight_ = v; }
   Fp8Mode mode() const { return mode_; }
 
  private:
@@ -266,6 +300,7 @@ class CudaFp8Linear final : public PreparedLinear {
   bool fast_accum_ = true;
   bool fast_accum_requested_ = true;
   bool per_token_ = false;
+  bool per_tensor_weight_ = false;
   Fp8Mode mode_ = Fp8Mode::OuterVec;
   int num_sms_ = 132;
   int algo_index_ = 0;
@@ -341,10 +376,8 @@ class CudaFp8Backend final : public Backend {
     bool native = native_shape(s, ctx.compute_capability(), &why);
     const int64_t chunk = std::max<int64_t>(1, cuda::max_rows());
     const int64_t tile = cuda::dequant_tile_rows(weight.N(), weight.K(), params.get_int("tile_n", 0));
-    // Native: quantized activations + per-token scales; weight-only: one dequantized tile.
-    // quantized rows + per-token scales + the fp32 product the tensorwise path writes.
-    const size_t act_bytes = static_cast<size_t>((chunk * weight.K() + 255) / 256 * 256 +
-                                                 (chunk * 4 + 255) / 256 * 256 + chunk * weight.N() * 4);
+    // Native: quantized activations + their scales; weight-only: one dequantized tile.
+    const size_t act_bytes = CudaFp8Linear::workspace_bytes(chunk, weight.K(), weight.N());
     const size_t tile_bytes = static_cast<size_t>(tile * cuda::dequant_ld(weight.K()) * 2);
     if (native) {
       if (chunk > (int64_t(1) << 40) / std::max<int64_t>(1, weight.K()))
@@ -356,6 +389,10 @@ class CudaFp8Backend final : public Backend {
     ctx.reserve_workspace(tile_bytes);  // also the weight-only fallback of a layer cuBLASLt refuses
     ctx.cublas();
     auto lin = std::make_unique<CudaFp8Linear>(std::move(packed), ctx, params, native, chunk, tile);
+    // One scale for the whole weight: cuBLASLt's scalar A scale carries it (no channel pass).
+    lin->set_per_tensor_weight(!weight.scales.empty() &&
+                               std::all_of(weight.scales.begin(), weight.scales.end(),
+                                           [&](float v) { return v == weight.scales[0]; }));
     if (native && !lin->probe_native(&why)) lin->disable_native();  // weight-only, still correct
     if (!lin->native()) warn_weight_only_once(why);
     return lin;

@@ -96,6 +96,12 @@ class CudaMarlinBackend final : public Backend {
       for (int64_t nt : {int64_t(2), int64_t(1)}) {
         if (!cuda::qmm_config_instantiated(static_cast<int>(mt), static_cast<int>(nt))) continue;
         for (int64_t split : {int64_t(0), int64_t(1), int64_t(2), int64_t(4), int64_t(8)}) {
+          // Split-K partials must fit the workspace (launch_qmm refuses the rest): skip those.
+          const int64_t tiles = ((m + 8 * mt - 1) / (8 * mt)) * ((layer.out_features + 127) / 128);
+          const int sms = std::max(device.gpu.sm_count, 1);
+          if (split > 1 && (tiles * split * 128 * 8 * mt > cuda::int4_max_partial_tiles(sms) * cuda::int4_max_tile_floats() ||
+                            tiles > cuda::int4_counter_count(sms) - 64))
+            continue;
           KernelParams p;
           p.values["mt"] = mt;
           p.values["nt"] = nt;

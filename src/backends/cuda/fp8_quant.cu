@@ -56,24 +56,30 @@ __global__ void __launch_bounds__(kThreads) quantize_rows_kernel(const T* __rest
 }
 
 
-// Tensorwise path (Hopper's cuBLASLt has no per-row "outer vector" FP8 scales): the GEMM writes
-// the unscaled fp32 product d[m][n]; this applies the per-token and per-channel scales and the
-// bias and converts to the output dtype in one pass.
+// Tensorwise path (Hopper's cuBLASLt has neither per-row "outer vector" FP8 scales nor an alpha
+// vector for FP8): the GEMM wrote y pre-scaled by 1/mul; this multiplies every element by
+// mul * ws[n] (* xs[m] when per token) and adds the bias, in place, two elements per thread.
 template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
-// One block row per grid row (grid-stride over rows), threads along N: no division per element.
 template <typename T>
-__global__ void scale_rows_cols_kernel(const float* __restrict__ d, const float* __restrict__ xs,
-                                       const float* __restrict__ ws, const float* __restrict__ bias,
-                                       T* __restrict__ y, int64_t m, int64_t n) {
+__global__ void scale_cols_inplace_kernel(T* __restrict__ y, const float* __restrict__ xs, const float* __restrict__ ws,
+                                          const float* __restrict__ bias, float mul, int64_t m, int64_t n) {
   for (int64_t r = blockIdx.y; r < m; r += gridDim.y) {
-    const float sr = xs[r];
-    const float* dr = d + r * n;
+    const float sr = mul * (xs ? xs[r] : 1.f);
     T* yr = y + r * n;
-    for (int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; c < n; c += int64_t(gridDim.x) * blockDim.x)
-      yr[c] = from_f<T>(dr[c] * sr * ws[c] + (bias ? bias[c] : 0.f));
+    for (int64_t c = 2 * (blockIdx.x * int64_t(blockDim.x) + threadIdx.x); c < n; c += 2 * int64_t(gridDim.x) * blockDim.x) {
+      if (c + 1 < n && ((n & 1) == 0)) {
+        T v[2];
+        *reinterpret_cast<uint32_t*>(v) = *reinterpret_cast<const uint32_t*>(yr + c);
+        v[0] = from_f<T>(to_f<T>(v[0]) * sr * ws[c] + (bias ? bias[c] : 0.f));
+        v[1] = from_f<T>(to_f<T>(v[1]) * sr * ws[c + 1] + (bias ? bias[c + 1] : 0.f));
+        *reinterpret_cast<uint32_t*>(yr + c) = *reinterpret_cast<const uint32_t*>(v);
+      } else {
+        for (int64_t j = c; j < c + 2 && j < n; ++j) yr[j] = from_f<T>(to_f<T>(yr[j]) * sr * ws[j] + (bias ? bias[j] : 0.f));
+      }
+    }
   }
 }
 // Per-tensor path, pass 1: amax of each row into row_amax[m].
@@ -166,16 +172,16 @@ void launch_quantize_rows_fp8(const void* x, DType dtype, int64_t m, int64_t k, 
 
 namespace qrt::cuda {
 
-void launch_scale_rows_cols(const float* d, const float* xs, const float* ws, const float* bias, void* y,
-                            int64_t m, int64_t n, DType dtype, cudaStream_t stream) {
+void launch_scale_cols_inplace(void* y, const float* xs, const float* ws, const float* bias, float mul, int64_t m,
+                               int64_t n, DType dtype, cudaStream_t stream) {
   if (m <= 0 || n <= 0) return;
   const int threads = 256;
-  const dim3 blocks(static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 64)),
+  const dim3 blocks(static_cast<unsigned>(std::min<int64_t>((n / 2 + threads) / threads, 64)),
                     static_cast<unsigned>(std::min<int64_t>(m, 65535)));
   if (dtype == DType::F16)
-    scale_rows_cols_kernel<<<blocks, threads, 0, stream>>>(d, xs, ws, bias, static_cast<__half*>(y), m, n);
+    scale_cols_inplace_kernel<<<blocks, threads, 0, stream>>>(static_cast<__half*>(y), xs, ws, bias, mul, m, n);
   else
-    scale_rows_cols_kernel<<<blocks, threads, 0, stream>>>(d, xs, ws, bias, static_cast<__nv_bfloat16*>(y), m, n);
+    scale_cols_inplace_kernel<<<blocks, threads, 0, stream>>>(static_cast<__nv_bfloat16*>(y), xs, ws, bias, mul, m, n);
   QRT_CUDA_CHECK_LAUNCH();
 }
 

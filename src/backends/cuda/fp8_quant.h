@@ -18,8 +18,8 @@ void launch_quantize_rows_fp8(const void* x, DType dtype, int64_t m, int64_t k, 
 void launch_quantize_tensor_fp8(const void* x, DType dtype, int64_t m, int64_t k, uint8_t* xq, float* row_amax,
                                 float* scale, int num_sms, cudaStream_t stream);
 
-// y[m][n] = d[m][n] * xs[m] * ws[n] (+ bias[n]) in F16/BF16; d is the unscaled fp32 FP8 GEMM output.
-void launch_scale_rows_cols(const float* d, const float* xs, const float* ws, const float* bias, void* y,
-                            int64_t m, int64_t n, DType dtype, cudaStream_t stream);
+// In place: y[m][n] = y[m][n] * mul * ws[n] (* xs[m] when xs != nullptr) (+ bias[n]), F16/BF16.
+void launch_scale_cols_inplace(void* y, const float* xs, const float* ws, const float* bias, float mul, int64_t m,
+                               int64_t n, DType dtype, cudaStream_t stream);
 
 }  // namespace qrt::cuda

@@ -198,6 +198,17 @@ CudaEngine::CudaEngine(std::shared_ptr<const ModelWeights> weights, const Engine
   QRT_CUDA_CHECK(cudaMallocHost(&h_pos_, 16));
   QRT_CUDA_CHECK(cudaMallocHost(&h_logits_, b * vocab_ * 4));
   ctx_->cublas();
+  // Every M range of every quantized layer (GEMV <= 8 < Marlin <= 128 < dequant) runs once here,
+  // eagerly on token 0 at position 0: a kernel that fails on its first run falls back now
+  // (QuantLinear's first-run probe), never inside a CUDA graph capture. Position 0 of the KV
+  // cache is rewritten by the first real prefill.
+  QRT_CUDA_CHECK(cudaMemsetAsync(d_tokens_.get(), 0, b * 4, stream_));
+  QRT_CUDA_CHECK(cudaMemsetAsync(d_pos_.get(), 0, 8, stream_));
+  for (int64_t m : {int64_t(1), int64_t(9), int64_t(129), batch_}) {
+    if (m > batch_ || m > capacity_) continue;
+    run_layers(m);
+    run_head(0, m);
+  }
   QRT_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
