@@ -55,6 +55,10 @@ cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DQRT_CUDA=ON -DQ
   -DCMAKE_CXX_FLAGS="-isystem $DEPS/usr/include" >> "$LOG" 2>&1 || { note "cmake configure failed"; tail -30 "$LOG"; }
 TARGETS=(test_backends gpu_gemm_bench gpu_int4_bench qrt_cli)
 [ -f bench/gpu_decode_bench.cpp ] && TARGETS+=(gpu_decode_bench)
+# GPU_CHECK_TARGETS="qrt_cli": a short call that builds only the CLI; the stages whose programs
+# are not built say so, and the torch peers are skipped (a tune + bench re-check).
+PEERS=1
+if [ -n "${GPU_CHECK_TARGETS:-}" ]; then read -r -a TARGETS <<< "$GPU_CHECK_TARGETS"; PEERS=0; fi
 timeout $(( $(left) - 200 > 60 ? $(left) - 200 : 60 )) cmake --build build-gpu -j"$(nproc)" --target "${TARGETS[@]}" -- -k 0 \
   > "$LOGS/build.log" 2>&1
 BUILD_RC=$?
@@ -91,12 +95,12 @@ if [ -x build-gpu/bench/gpu_gemm_bench ]; then
   tail -8 "$LOGS/gemm.log" | cut -c1-300 | tee -a "$LOG"
 fi
 stage "GEMM peers (torch)"
-OUT=$RAW MS=1,16,64,256,4096 PYTHONUNBUFFERED=1 timeout 150 python3 bench/peers/gemm_peers.py fp16,fp8 gemm 2>&1 \
+[ "$PEERS" = 1 ] && OUT=$RAW MS=1,16,64,256,4096 PYTHONUNBUFFERED=1 timeout 150 python3 bench/peers/gemm_peers.py fp16,fp8 gemm 2>&1 \
   | tail -12 | tee -a "$LOG"
 
 # ---- int4 weight-only kernels (cuda_marlin / cuda_gemv) with tinygemm from the same call ----
 stage "int4 peer (torch tinygemm, M = 1..128)"
-OUT=$RAW MS=1,16,32,64,128 PYTHONUNBUFFERED=1 timeout 90 python3 bench/peers/gemm_peers.py tinygemm tinygemm 2>&1 \
+[ "$PEERS" = 1 ] && OUT=$RAW MS=1,16,32,64,128 PYTHONUNBUFFERED=1 timeout 90 python3 bench/peers/gemm_peers.py tinygemm tinygemm 2>&1 \
   | tail -7 | tee -a "$LOG"
 TG_M1=$(python3 -c "import json,sys; r=json.load(open('$RAW/peers-tinygemm.json'))['rows']; print(sum(x['tinygemm_us'] for x in r if x['M']==1))" 2>/dev/null)
 stage "int4 benchmark (qrt cuda_marlin / cuda_gemv)"
@@ -140,7 +144,7 @@ else
 fi
 
 stage "decode peer (HF transformers fp16 eager)"
-if [ "$(left)" -gt 40 ]; then
+if [ "$(left)" -gt 40 ] && [ "$PEERS" = 1 ]; then
   # Only the fp16 eager line is needed; the int4/compile parts of the peer run past the budget.
   # Stop it once the fp16 line is printed (the int4/compile parts are not needed and take minutes).
   OUT=$RAW PYTHONUNBUFFERED=1 timeout $(( $(left) - 15 )) python3 bench/peers/hf_decode.py > "$LOGS/hf_decode.log" 2>&1 &

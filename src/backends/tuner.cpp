@@ -317,8 +317,9 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
       // A winner other than the default must confirm its win head to head: both timed again in
       // alternating rounds (so drift and bursts of other work hit both), the median round kept,
       // and it must beat the default by kMinGain. A 1-3 % "win" of one sweep is timing noise on
-      // a 20 us kernel; keeping the default then guarantees the tuned plan is not a regression.
-      constexpr double kMinGain = 0.03;
+      // a 20 us kernel, and qrt bench measured one 3 % tuner win on H100 (cuda_gemv, 4096x11008,
+      // M = 4) as a 2 % loss twice: wins under 5 % are not trusted.
+      constexpr double kMinGain = 0.05;
       constexpr int kRounds = 3;
       auto use_default = [&] {
         for (const auto& c : w.candidates)
