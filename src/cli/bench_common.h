@@ -8,6 +8,7 @@
 
 #include "qrt/backend.h"
 #include "qrt/checkpoint.h"
+#include "qrt/device.h"
 #include "qrt/quantized_weight.h"
 
 namespace qrt::cli {
@@ -63,6 +64,14 @@ std::vector<Shape> collect_shapes(const BenchOptions& o, std::unique_ptr<Checkpo
 // {"memory_read_gbps", "device", "threads", "rows": [...]} to `path`.
 void write_rows_json(const std::string& path, const std::vector<Row>& rows, double gbps, const std::string& device,
                      int threads);
+
+// --params merged over a backend's defaults for M rows. A backend that rejects them runs on its
+// defaults and *why says so (one --params can A/B one backend next to cpu_ref, which has none).
+KernelParams bench_params(const Backend& be, const LayerSpec& spec, int64_t m, const DeviceInfo& device,
+                          const std::string& params_json, std::string* why);
+// Before any timing: --params that no listed backend accepts are an error (a typo is never ignored).
+void check_params_accepted(const BenchOptions& o, const std::vector<std::string>& backends, const LayerSpec& spec,
+                           const DeviceInfo& device);
 
 // The GPU sweep (`--device cuda[:N]`); throws qrt::Error in a build without CUDA.
 int run_bench_gpu(const BenchOptions& o);

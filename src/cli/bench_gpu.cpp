@@ -88,6 +88,7 @@ int run_bench_gpu(const BenchOptions& o) {
     if (std::find(names.begin(), names.end(), "plan") == names.end()) names.push_back("plan");
   }
 
+  check_params_accepted(o, names, shapes.front().spec, device);
   std::printf("qrt bench on %s\n", device.describe().c_str());
   const double gbps = gpu_timing::read_bandwidth_gbps(gpu);
   std::printf("device memory read bandwidth (read-only kernel, best of 7 passes): %.0f GB/s\n", gbps);
@@ -227,12 +228,15 @@ int run_bench_gpu(const BenchOptions& o) {
         continue;
       }
       std::map<std::string, std::unique_ptr<PreparedLinear>> prepared;  // by parameter JSON
+      bool told = false;
       for (int64_t m : o.batch) {
         if (m > be->capability().max_m) continue;
-        KernelParams params = be->default_params(spec, m, device);
-        if (!o.params_json.empty()) params = params.merged(KernelParams::from_json(o.params_json));
-        if (const Verdict pv = be->validate_params(spec, params); !pv.ok)
-          throw invalid_input("--params for " + name + ": " + pv.reason);
+        std::string why;
+        KernelParams params = bench_params(*be, spec, m, device, o.params_json, &why);
+        if (!why.empty() && !told) {
+          std::printf("%-12s --params do not apply (%s): its defaults are timed\n", name.c_str(), why.c_str());
+          told = true;
+        }
         auto& kernel = prepared[params.to_json()];
         if (!kernel) kernel = be->prepare(weight, params, device);
         auto fwd = [&](const ActTensor& x, const ActTensor& y) { kernel->forward(x, y, ctx); };

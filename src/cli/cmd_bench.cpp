@@ -328,6 +328,32 @@ std::vector<Shape> collect_shapes(const BenchOptions& o, std::unique_ptr<Checkpo
   return shapes;
 }
 
+KernelParams bench_params(const Backend& be, const LayerSpec& spec, int64_t m, const DeviceInfo& device,
+                          const std::string& params_json, std::string* why) {
+  KernelParams params = be.default_params(spec, m, device);
+  if (params_json.empty()) return params;
+  const KernelParams merged = params.merged(KernelParams::from_json(params_json));
+  const Verdict v = be.validate_params(spec, merged);
+  if (v.ok) return merged;
+  if (why) *why = v.reason;
+  return params;
+}
+
+void check_params_accepted(const BenchOptions& o, const std::vector<std::string>& backends, const LayerSpec& spec,
+                           const DeviceInfo& device) {
+  if (o.params_json.empty()) return;
+  KernelParams::from_json(o.params_json);  // malformed JSON: its own error
+  std::string reasons;
+  for (const auto& name : backends) {
+    const Backend* be = BackendRegistry::global().find(name);
+    if (!be || !be->built()) continue;
+    const Verdict v = be->validate_params(spec, be->default_params(spec, 1, device).merged(KernelParams::from_json(o.params_json)));
+    if (v.ok) return;
+    reasons += fmt::format("{}{}: {}", reasons.empty() ? "" : "; ", name, v.reason);
+  }
+  throw invalid_input("--params " + o.params_json + ": no backend of --backends accepts them (" + reasons + ")");
+}
+
 void write_rows_json(const std::string& path, const std::vector<Row>& rows, double gbps, const std::string& device,
                      int threads) {
   nlohmann::json j;
@@ -368,6 +394,7 @@ int run_bench(const BenchOptions& o) {
 
   std::unique_ptr<Checkpoint> ckpt;
   const std::vector<Shape> shapes = collect_shapes(o, &ckpt);
+  check_params_accepted(o, o.backends, shapes.front().spec, device);
 
   std::printf("qrt bench on %s, %d threads\n", device.describe().c_str(), pool.size());
   const double gbps = measure_read_gbps(pool, std::max<int64_t>(4 * llc, int64_t{256} << 20));
@@ -436,11 +463,14 @@ int run_bench(const BenchOptions& o) {
       }
       // One prepared copy per distinct parameter set; enough copies to exceed 2x the LLC.
       std::map<std::string, std::vector<std::unique_ptr<PreparedLinear>>> prepared;
+      bool told = false;
       for (int64_t m : o.batch) {
-        KernelParams params = be->default_params(spec, m, device);
-        if (!o.params_json.empty()) params = params.merged(KernelParams::from_json(o.params_json));
-        if (const Verdict pv = be->validate_params(spec, params); !pv.ok)
-          throw invalid_input("--params for " + name + ": " + pv.reason);
+        std::string why;
+        KernelParams params = bench_params(*be, spec, m, device, o.params_json, &why);
+        if (!why.empty() && !told) {
+          std::printf("%-12s --params do not apply (%s): its defaults are timed\n", name.c_str(), why.c_str());
+          told = true;
+        }
         auto& copies = prepared[params.to_json()];
         if (copies.empty()) {
           copies.push_back(be->prepare(weight, params, device));

@@ -36,5 +36,19 @@ if ! nvidia-smi -L >/dev/null 2>&1; then
   grep -q '^qrt: error:' "$tmp/err" || bad "bench --device cuda without a GPU: no 'qrt: error:' line: $(cat "$tmp/err")"
 fi
 
+# --params: a key no listed backend knows is an error before any timing; one that only cpu_simd takes
+# is applied to it while cpu_ref runs on its defaults, with a note.
+timeout 30 "$QRT" bench --shape 64x64 --batch 1 --params '{"activatons":"f32"}' >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 2 ] || bad "bench --params typo: exit $rc, expected 2"
+grep -q "no backend of --backends accepts them" "$tmp/err" || bad "bench --params typo: unclear error: $(cat "$tmp/err")"
+grep -q "memory read bandwidth" "$tmp/out" && bad "bench --params typo: timed before failing"
+timeout 60 "$QRT" bench --shape 64x64 --batch 1 --min-time 0.01 --max-time 0.1 -t 1 --params '{"activations":"f32"}' \
+  >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ "$rc" -eq 0 ] || bad "bench --params for cpu_simd only: exit $rc: $(cat "$tmp/err")"
+grep -q "^cpu_ref .*--params do not apply" "$tmp/out" || bad "bench: no note that cpu_ref ignores --params"
+grep -Eq '^cpu_simd +1 ' "$tmp/out" || bad "bench: no cpu_simd row"
+
 [ "$fail" -eq 0 ] && echo "PASS: tune/bench device and cache errors"
 exit "$fail"
