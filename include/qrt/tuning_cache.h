@@ -75,6 +75,10 @@ class TuningCache {
 };
 
 // ---- the tuner (backends/tuner.cpp) ----
+// ||y - ref|| / ||ref|| over ref.size() elements; infinite when y has a NaN or Inf (a poisoned,
+// unwritten output). The tuner's and `qrt bench`'s check of a kernel against cpu_ref.
+double relative_l2_error(const std::vector<float>& y, const std::vector<float>& ref);
+
 struct TuneProgress {
   size_t done = 0, total = 0;   // candidates timed (or skipped) so far / planned
   std::string current;          // "cpu_simd K=576 N=1536 int4 g32 M=16"

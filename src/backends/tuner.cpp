@@ -27,16 +27,6 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-double rel_error(const std::vector<float>& y, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (!std::isfinite(y[i])) return INFINITY;
-    const double d = static_cast<double>(y[i]) - ref[i];
-    num += d * d;
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / (den > 0 ? den : 1));
-}
 
 std::string shape_text(const LayerSpec& l) {
   return "K=" + std::to_string(l.in_features) + " N=" + std::to_string(l.out_features) + " " + l.describe();
@@ -152,6 +142,17 @@ std::unique_ptr<Harness> make_harness(const Backend& b, const DeviceInfo& device
 }
 
 }  // namespace
+
+double relative_l2_error(const std::vector<float>& y, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    if (!std::isfinite(y[i])) return INFINITY;
+    const double d = static_cast<double>(y[i]) - ref[i];
+    num += d * d;
+    den += static_cast<double>(ref[i]) * ref[i];
+  }
+  return std::sqrt(num / (den > 0 ? den : 1));
+}
 
 TuneResult tune_layers(const std::vector<LayerSpec>& layers,
                        const std::function<QuantizedWeight(const LayerSpec&)>& load, const DeviceInfo& device,
@@ -292,7 +293,7 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
           kernel = w.backend->prepare(weight, p, device);
           std::vector<float> y = harness->run_once(*kernel);
           y.resize(ref.size());
-          const double err = rel_error(y, ref);
+          const double err = relative_l2_error(y, ref);
           if (!(err <= tolerance)) {
             ++result.rejected;
             result.notes.push_back(what + ": output differs from cpu_ref (relative error " + std::to_string(err) + ")");

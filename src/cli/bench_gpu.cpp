@@ -37,17 +37,6 @@ namespace {
 constexpr int kWarmup = 3;
 int repeats_for(int64_t m) { return m <= 256 ? 25 : 11; }
 
-double rel_error(const std::vector<float>& y, const std::vector<float>& ref) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < ref.size(); ++i) {
-    if (!std::isfinite(y[i])) return INFINITY;
-    const double d = static_cast<double>(y[i]) - ref[i];
-    num += d * d;
-    den += static_cast<double>(ref[i]) * ref[i];
-  }
-  return std::sqrt(num / (den > 0 ? den : 1));
-}
-
 // The kernel of the plan for M rows, e.g. "cuda_gemv {"wt":4}"; with_source adds where the
 // parameters came from (for the table and JSON).
 std::string plan_text(const LinearPlan& plan, int64_t m, bool with_source = true) {
@@ -123,7 +112,7 @@ int run_bench_gpu(const BenchOptions& o) {
       if (m != check_m) return -1;
       bench.poison_output();
       fwd(bench.x(0, m), bench.y(m));
-      return rel_error(bench.output(m), ref);
+      return relative_l2_error(bench.output(m), ref);
     };
 
     std::map<int64_t, double> dense;
