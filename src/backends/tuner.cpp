@@ -27,18 +27,16 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-
 std::string shape_text(const LayerSpec& l) {
   return "K=" + std::to_string(l.in_features) + " N=" + std::to_string(l.out_features) + " " + l.describe();
 }
-
-using Timer = std::function<double(const std::string&, const KernelParams&, int64_t, const std::function<void()>&)>;
 
 // Where candidates run: inputs, one checked run, and the timing of repeats.
 class Harness {
  public:
   virtual ~Harness() = default;
-  virtual std::vector<float> input() const = 0;  // the M x K input of the checked run, as floats
+  // The first `rows` rows of the checked run's input, as floats (the reference's input).
+  virtual std::vector<float> input(int64_t rows) const = 0;
   // Output of one run on input() (the output is poisoned first: unwritten elements show as NaN).
   virtual std::vector<float> run_once(PreparedLinear& kernel) = 0;
   // Seconds of one run: the median of `repeats` after `warmup` untimed runs, inputs rotated.
@@ -64,7 +62,9 @@ class CpuHarness final : public Harness {
       for (auto& v : x) v = dist(rng);
     y_.resize(static_cast<size_t>(m * n));
   }
-  std::vector<float> input() const override { return xs_[0]; }
+  std::vector<float> input(int64_t rows) const override {
+    return std::vector<float>(xs_[0].begin(), xs_[0].begin() + std::min(rows, m_) * k_);
+  }
   std::vector<float> run_once(PreparedLinear& kernel) override {
     std::fill(y_.begin(), y_.end(), NAN);
     kernel.forward(x(0), y(), ctx_);
@@ -106,7 +106,7 @@ class CudaHarness final : public Harness {
       : m_(m), bench_(device, m, k, n, DType::F16, 4, seed) {
     ctx_.cuda_stream = bench_.stream();
   }
-  std::vector<float> input() const override { return bench_.input(0, m_); }
+  std::vector<float> input(int64_t rows) const override { return bench_.input(std::min(rows, m_)); }
   std::vector<float> run_once(PreparedLinear& kernel) override {
     bench_.poison_output();
     kernel.forward(bench_.x(0, m_), bench_.y(m_), ctx_);
@@ -252,7 +252,7 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
       // first rows are checked: cpu_ref at M = 4096 would take minutes, and every row of a tile
       // runs the same code (the cross-backend tests check whole outputs at awkward M).
       const int64_t check_rows = std::min<int64_t>(m, 16);
-      std::vector<float> x0 = harness->input(), ref(static_cast<size_t>(check_rows * n));
+      std::vector<float> x0 = harness->input(check_rows), ref(static_cast<size_t>(check_rows * n));
       reference->forward(ActTensor{x0.data(), DType::F32, check_rows, k, DeviceKind::Cpu},
                          ActTensor{ref.data(), DType::F32, check_rows, n, DeviceKind::Cpu}, cpu_ctx);
 

@@ -25,10 +25,9 @@ class LayerBench {
   LayerBench(const LayerBench&) = delete;
   LayerBench& operator=(const LayerBench&) = delete;
 
-  int rotations() const;
   ActTensor x(int rotation, int64_t m) const;   // rows [0, m) of input `rotation`
   ActTensor y(int64_t m) const;
-  std::vector<float> input(int rotation, int64_t m) const;  // the same values on the host (f32)
+  std::vector<float> input(int64_t m) const;    // rows [0, m) of input 0 on the host (f32): for references
   std::vector<float> output(int64_t m) const;               // synchronizes
   void poison_output() const;                               // NaN everywhere (unwritten rows show)
   void* stream() const;                                     // a cudaStream_t
