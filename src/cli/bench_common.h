@@ -65,6 +65,9 @@ std::vector<Shape> collect_shapes(const BenchOptions& o, std::unique_ptr<Checkpo
 void write_rows_json(const std::string& path, const std::vector<Row>& rows, double gbps, const std::string& device,
                      int threads);
 
+// Prints the shape's header line (label, weight kind, bytes, memory floor) and returns its weights:
+// seeded random ones for --shape, else the checkpoint's.
+QuantizedWeight shape_weight(const Shape& shape, Checkpoint* ckpt, double floor_us);
 // --params merged over a backend's defaults for M rows. A backend that rejects them runs on its
 // defaults and *why says so (one --params can A/B one backend next to cpu_ref, which has none).
 KernelParams bench_params(const Backend& be, const LayerSpec& spec, int64_t m, const DeviceInfo& device,

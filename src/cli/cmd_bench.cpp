@@ -328,6 +328,15 @@ std::vector<Shape> collect_shapes(const BenchOptions& o, std::unique_ptr<Checkpo
   return shapes;
 }
 
+QuantizedWeight shape_weight(const Shape& shape, Checkpoint* ckpt, double floor_us) {
+  const LayerSpec& spec = shape.spec;
+  std::printf("\n%s (K x N), %s, %s weights, %.2f MB%s; memory floor %.1f us\n", shape.label.c_str(),
+              spec.describe().c_str(), shape.source == "random" ? "random" : ("from " + shape.source).c_str(),
+              logical_weight_bytes(spec) / 1e6, shape.count > 1 ? fmt::format(", {} layers", shape.count).c_str() : "",
+              floor_us);
+  return shape.source == "random" ? random_weight(spec, 1234) : ckpt->load_quantized(shape.source);
+}
+
 KernelParams bench_params(const Backend& be, const LayerSpec& spec, int64_t m, const DeviceInfo& device,
                           const std::string& params_json, std::string* why) {
   KernelParams params = be.default_params(spec, m, device);
@@ -408,10 +417,7 @@ int run_bench(const BenchOptions& o) {
     const int64_t K = spec.in_features, N = spec.out_features;
     const double wbytes = logical_weight_bytes(spec);
     const double floor_us = wbytes / (gbps * 1e9) * 1e6;
-    std::printf("\n%s (K x N), %s, %s weights, %.2f MB%s; memory floor %.1f us\n", shape.label.c_str(),
-                spec.describe().c_str(), shape.source == "random" ? "random" : ("from " + shape.source).c_str(),
-                wbytes / 1e6, shape.count > 1 ? fmt::format(", {} layers", shape.count).c_str() : "", floor_us);
-    QuantizedWeight weight = shape.source == "random" ? random_weight(spec, 1234) : ckpt->load_quantized(shape.source);
+    QuantizedWeight weight = shape_weight(shape, ckpt.get(), floor_us);
     const int64_t max_m = *std::max_element(o.batch.begin(), o.batch.end());
     std::vector<float> x(static_cast<size_t>(max_m * K)), y(static_cast<size_t>(max_m * N));
     {
