@@ -139,9 +139,9 @@ class LtFp8Gemm {
       set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(xs));
       b_scale_set_ = xs;
     }
-    const float host_alpha = mode_ == Fp8Mode::Tensorwise ? tensorwise_prescale(k_) : 1.f, beta = 0.f;
+    const float beta = 0.f;
     const void* alpha =
-        mode_ == Fp8Mode::AlphaVec ? static_cast<const void*>(w_scale_) : static_cast<const void*>(&host_alpha);
+        mode_ == Fp8Mode::AlphaVec ? static_cast<const void*>(w_scale_) : static_cast<const void*>(&host_alpha_);
     QRT_CUBLAS_CHECK(cublasLtMatmul(lt_, op_, alpha, w, a_, xq, b_, &beta, y, d_, y, d_, &algo, ws_, ws_bytes_, stream));
   }
 
@@ -168,6 +168,7 @@ class LtFp8Gemm {
   Fp8Mode mode_;
   const float* w_scale_;
   const float* b_scale_set_ = nullptr;
+  const float host_alpha_ = mode_ == Fp8Mode::Tensorwise ? tensorwise_prescale(k_) : 1.f;
 };
 
 class CudaFp8Linear final : public PreparedLinear {
@@ -207,14 +208,13 @@ class CudaFp8Linear final : public PreparedLinear {
       } else if (mode_ == Fp8Mode::Tensorwise && per_token_) {
         cuda::launch_quantize_rows_fp8(xp, x.dtype, mm, w.k, xq, xs, st);
         g.run(xq, nullptr, w.words, yp, mm, st);
-        cuda::launch_scale_cols_inplace(yp, xs, w.scale, w.bias, 1.0f / tensorwise_prescale(w.k), mm, w.n, x.dtype, st);
+        cuda::launch_scale_cols_inplace(yp, xs, w.scale, w.bias, unscale_, mm, w.n, x.dtype, st);
       } else {
         float* tensor_scale = reinterpret_cast<float*>(xq + tensor_scale_offset());
         cuda::launch_quantize_tensor_fp8(xp, x.dtype, mm, w.k, xq, xs, tensor_scale, num_sms_, st);
         g.run(xq, tensor_scale, w.words, yp, mm, st);
         if (mode_ == Fp8Mode::Tensorwise)
-          cuda::launch_scale_cols_inplace(yp, nullptr, w.scale, w.bias, 1.0f / tensorwise_prescale(w.k), mm, w.n,
-                                          x.dtype, st);
+          cuda::launch_scale_cols_inplace(yp, nullptr, w.scale, w.bias, unscale_, mm, w.n, x.dtype, st);
       }
     }
     if (w.bias && mode_ != Fp8Mode::Tensorwise) cuda::launch_add_bias(w.bias, y.data, x.rows, w.n, x.dtype, st);
@@ -274,15 +274,18 @@ class CudaFp8Linear final : public PreparedLinear {
   void disable_native() { native_ = false; }
   bool native() const { return native_; }
   // Workspace: quantized rows | per-row scales or maxima | tensor scale | probe output (64 rows).
-  int64_t scale_offset() const { return (chunk_rows_ * packed_.view().k + 255) / 256 * 256; }
-  int64_t tensor_scale_offset() const { return scale_offset() + (chunk_rows_ * 4 + 255) / 256 * 256; }
-  int64_t probe_offset() const { return tensor_scale_offset() + 256; }
-  static size_t workspace_bytes(int64_t chunk, int64_t k, int64_t n) {
-    return static_cast<size_t>((chunk * k + 255) / 256 * 256 + (chunk * 4 + 255) / 256 * 256 + 256 +
-                               std::min<int64_t>(chunk, 64) * n * 2);
+  static int64_t scale_offset(int64_t chunk, int64_t k) { return (chunk * k + 255) / 256 * 256; }
+  static int64_t tensor_scale_offset(int64_t chunk, int64_t k) {
+    return scale_offset(chunk, k) + (chunk * 4 + 255) / 256 * 256;
   }
+  static int64_t probe_offset(int64_t chunk, int64_t k) { return tensor_scale_offset(chunk, k) + 256; }
+  static size_t workspace_bytes(int64_t chunk, int64_t k, int64_t n) {
+    return static_cast<size_t>(probe_offset(chunk, k) + std::min<int64_t>(chunk, 64) * n * 2);
+  }
+  int64_t scale_offset() const { return scale_offset(chunk_rows_, packed_.view().k); }
+  int64_t tensor_scale_offset() const { return tensor_scale_offset(chunk_rows_, packed_.view().k); }
+  int64_t probe_offset() const { return probe_offset(chunk_rows_, packed_.view().k); }
   void set_per_tensor_weight(bool v) { per_tensor_weight_ = v; }
-  Fp8Mode mode() const { return mode_; }
 
  private:
   LtFp8Gemm& gemm_for(DType t) {
@@ -301,6 +304,7 @@ class CudaFp8Linear final : public PreparedLinear {
   bool fast_accum_requested_ = true;
   bool per_token_ = false;
   bool per_tensor_weight_ = false;
+  const float unscale_ = 1.0f / tensorwise_prescale(packed_.view().k);  // undoes the Tensorwise GEMM's alpha
   Fp8Mode mode_ = Fp8Mode::OuterVec;
   int num_sms_ = 132;
   int algo_index_ = 0;
