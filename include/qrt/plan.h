@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -128,5 +129,9 @@ class QuantLinear {
   // Prepared kernels by (backend, packing params): M ranges with the same choice share one.
   std::vector<std::pair<std::pair<std::string, std::string>, std::shared_ptr<PreparedLinear>>> prepared_;
 };
+
+// One linear's share of the "backends: ..." summary of a model: +1 for each distinct backend `q`
+// runs (after fallback), or +1 to "dense" for an unquantized linear (q == nullptr).
+void count_backends(const QuantLinear* q, std::map<std::string, int>& counts);
 
 }  // namespace qrt

@@ -3,6 +3,7 @@
 // two places where a kernel finds out it cannot run (out of memory, parameters it rejects late).
 // Every failure is reported through the caller's log.
 #include <new>
+#include <set>
 
 #include "qrt/error.h"
 #include "qrt/plan.h"
@@ -199,6 +200,16 @@ std::vector<std::string> QuantLinear::backends_used() const {
   std::vector<std::string> out;
   for (const auto& r : ranges_) out.push_back(r.backend);
   return out;
+}
+
+void count_backends(const QuantLinear* q, std::map<std::string, int>& counts) {
+  if (!q) {
+    ++counts["dense"];
+    return;
+  }
+  std::set<std::string> names;
+  for (const auto& b : q->backends_used()) names.insert(b);
+  for (const auto& b : names) ++counts[b];
 }
 
 int64_t QuantLinear::weight_bytes() const {

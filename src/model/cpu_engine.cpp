@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
-#include <set>
 
 #include "model/ops.h"
 #include "qrt/dtype.h"
@@ -182,15 +181,7 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
 
 std::map<std::string, int> CpuEngine::backend_counts() const {
   std::map<std::string, int> counts;
-  auto add = [&](const Linear& l) {
-    if (!l.q) {
-      ++counts["dense"];
-      return;
-    }
-    std::set<std::string> names;
-    for (const auto& b : l.q->backends_used()) names.insert(b);
-    for (const auto& b : names) ++counts[b];
-  };
+  auto add = [&](const Linear& l) { count_backends(l.q.get(), counts); };
   for (const auto& l : layers_)
     for (const Linear* p : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) add(*p);
   if (head_is_embedding_) ++counts["dense"];

@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <set>
 
 #include "backends/cuda/cuda_runtime.h"
 #include "backends/cuda/packed_weight.h"
@@ -404,15 +403,7 @@ std::vector<int32_t> CudaEngine::generate_on_device(int32_t last_token, int64_t 
 
 std::map<std::string, int> CudaEngine::backend_counts() const {
   std::map<std::string, int> counts;
-  auto add = [&](const GpuLinear& l) {
-    if (!l.q) {
-      ++counts["dense"];
-      return;
-    }
-    std::set<std::string> names;
-    for (const auto& b : l.q->backends_used()) names.insert(b);
-    for (const auto& b : names) ++counts[b];
-  };
+  auto add = [&](const GpuLinear& l) { count_backends(l.q.get(), counts); };
   for (const auto& l : layers_)
     for (const GpuLinear* p : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) add(*p);
   if (head_is_embedding_) ++counts["dense"];
