@@ -231,9 +231,9 @@ if tuned:
     for M in sorted({r['m'] for r in tuned['rows']}):
         if ('fp16_cublas', M) in tot and ('plan+tuned', M) in tot:
             summary['plan_m%d_speedup_vs_fp16' % M] = tot[('fp16_cublas', M)] / tot[('plan+tuned', M)]
-        if ('plan+tuned', M) in tot and M == 1:
-            summary['plan_m1_vs_floor'] = tot[('plan+tuned', 1)] / sum(
-                r['floor_us'] for r in tuned['rows'] if r['backend'] == 'plan+tuned' and r['m'] == 1)
+    floor_m1 = sum(r['floor_us'] for r in tuned['rows'] if r['backend'] == 'plan+tuned' and r['m'] == 1)
+    if floor_m1 > 0:
+        summary['plan_m1_vs_floor'] = tot[('plan+tuned', 1)] / floor_m1
 doc = {'summary': summary, 'int4': int4, 'totals_by_m': table, 'rows': rows, 'decode': dec,
        'peer_copy_GBps': (peers or {}).get('copy_GBps'), 'qrt_device': (qrt or {}).get('device')}
 json.dump(doc, open(result, 'w'), indent=1)
