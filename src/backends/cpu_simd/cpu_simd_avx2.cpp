@@ -258,35 +258,31 @@ void gemm_f32_avx2(const GemmArgs& a) {
   }
 }
 
+namespace {
+// Loads one block (kBlockK floats) into v[4] and returns its max |x|.
+float load_block_amax(const float* p, __m256 v[4]) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 amax = _mm256_setzero_ps();
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_loadu_ps(p + 8 * i);
+    amax = _mm256_max_ps(amax, _mm256_and_ps(v[i], abs_mask));
+  }
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+  return _mm_cvtss_f32(m4);
+}
+}  // namespace
+
 // Same arithmetic as quantize_row_scalar (x * (127 / amax), round to nearest even), so both give
 // identical codes; the pack order is fixed with a dword permute after the in-lane packs.
 void quantize_row_avx2(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q, float* d,
                        float* dsum) {
   alignas(32) float tmp[kBlockK];
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int64_t b = 0; b < blocks; ++b) {
-    const float* p;
-    if (!map && (b + 1) * kBlockK <= k) {
-      p = src + b * kBlockK;
-    } else {
-      for (int i = 0; i < kBlockK; ++i) {
-        const int64_t pos = b * kBlockK + i;
-        const int64_t col = map ? map[pos] : (pos < k ? pos : -1);
-        tmp[i] = col >= 0 ? src[col] : 0.f;
-      }
-      p = tmp;
-    }
     __m256 v[4];
-    __m256 amax = _mm256_setzero_ps();
-    for (int i = 0; i < 4; ++i) {
-      v[i] = _mm256_loadu_ps(p + 8 * i);
-      amax = _mm256_max_ps(amax, _mm256_and_ps(v[i], abs_mask));
-    }
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    const float mx = _mm_cvtss_f32(m4);
+    const float mx = load_block_amax(activation_block(src, map, k, b, tmp), v);
     const float inv = mx > 0 ? 127.f / mx : 0.f;
     const __m256 vinv = _mm256_set1_ps(inv);
     __m256i iv[4];
@@ -307,33 +303,13 @@ void quantize_row_avx2(const float* src, const int32_t* map, int64_t k, int64_t 
 void quantize_row_x2_avx2(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q,
                           int8_t* q2, float* d, float* dsum) {
   alignas(32) float tmp[kBlockK];
-  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   const __m256 lim = _mm256_set1_ps(kSplitLevels), nlim = _mm256_set1_ps(-kSplitLevels);
   const __m256 inv_ratio = _mm256_set1_ps(1.f / kSplitRatio);
   const __m256i ratio = _mm256_set1_epi32(kSplitRatio);
   for (int64_t b = 0; b < blocks; ++b) {
-    const float* p;
-    if (!map && (b + 1) * kBlockK <= k) {
-      p = src + b * kBlockK;
-    } else {
-      for (int i = 0; i < kBlockK; ++i) {
-        const int64_t pos = b * kBlockK + i;
-        const int64_t col = map ? map[pos] : (pos < k ? pos : -1);
-        tmp[i] = col >= 0 ? src[col] : 0.f;
-      }
-      p = tmp;
-    }
     __m256 v[4];
-    __m256 amax = _mm256_setzero_ps();
-    for (int i = 0; i < 4; ++i) {
-      v[i] = _mm256_loadu_ps(p + 8 * i);
-      amax = _mm256_max_ps(amax, _mm256_and_ps(v[i], abs_mask));
-    }
-    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
-    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-    const float mx = _mm_cvtss_f32(m4);
+    const float mx = load_block_amax(activation_block(src, map, k, b, tmp), v);
     const __m256 vinv = _mm256_set1_ps(mx > 0 ? kSplitLevels / mx : 0.f);
     __m256i hi[4], lo[4];
     __m256i sum32 = _mm256_setzero_si256();

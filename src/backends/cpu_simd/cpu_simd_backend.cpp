@@ -191,18 +191,14 @@ void quantize_row_scalar(const float* src, const int32_t* map, int64_t k, int64_
                          float* d, float* dsum) {
   float tmp[kBlockK];
   for (int64_t b = 0; b < blocks; ++b) {
+    const float* x = activation_block(src, map, k, b, tmp);
     float amax = 0;
-    for (int i = 0; i < kBlockK; ++i) {
-      const int64_t p = b * kBlockK + i;
-      const int64_t col = map ? map[p] : (p < k ? p : -1);
-      tmp[i] = col >= 0 ? src[col] : 0.f;
-      amax = std::max(amax, std::fabs(tmp[i]));
-    }
+    for (int i = 0; i < kBlockK; ++i) amax = std::max(amax, std::fabs(x[i]));
     const float step = amax / 127.f;
     const float inv = amax > 0 ? 127.f / amax : 0.f;
     int sum = 0;
     for (int i = 0; i < kBlockK; ++i) {
-      const int v = static_cast<int>(std::nearbyint(tmp[i] * inv));
+      const int v = static_cast<int>(std::nearbyint(x[i] * inv));
       q[b * kBlockK + i] = static_cast<int8_t>(v);
       sum += v;
     }
@@ -215,17 +211,13 @@ void quantize_row_x2_scalar(const float* src, const int32_t* map, int64_t k, int
                             int8_t* q2, float* d, float* dsum) {
   float tmp[kBlockK];
   for (int64_t b = 0; b < blocks; ++b) {
+    const float* x = activation_block(src, map, k, b, tmp);
     float amax = 0;
-    for (int i = 0; i < kBlockK; ++i) {
-      const int64_t p = b * kBlockK + i;
-      const int64_t col = map ? map[p] : (p < k ? p : -1);
-      tmp[i] = col >= 0 ? src[col] : 0.f;
-      amax = std::max(amax, std::fabs(tmp[i]));
-    }
+    for (int i = 0; i < kBlockK; ++i) amax = std::max(amax, std::fabs(x[i]));
     const float inv = amax > 0 ? kSplitLevels / amax : 0.f;
     int32_t sum = 0;
     for (int i = 0; i < kBlockK; ++i) {
-      const float f = std::clamp(std::nearbyint(tmp[i] * inv), -kSplitLevels, kSplitLevels);
+      const float f = std::clamp(std::nearbyint(x[i] * inv), -kSplitLevels, kSplitLevels);
       const int32_t v = static_cast<int32_t>(f);
       // v / 255 is never a tie (255 is odd), so rounding its float quotient is exact.
       const int32_t hi = static_cast<int32_t>(std::nearbyint(f * (1.f / kSplitRatio)));

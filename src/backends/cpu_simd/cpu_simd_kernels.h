@@ -100,6 +100,21 @@ void gemm_int8_avx512(const GemmArgs& args);
 void gemm_int8x2_avx512(const GemmArgs& args);
 void gemm_f32_avx512(const GemmArgs& args);
 
+// Block b (kBlockK values) of an activation row of `k` floats, through the act-order `map` (nullable:
+// for each padded position the source column or -1) and zero-padded past K: a pointer into `src`
+// when the block is contiguous, else the values gathered into `tmp`. Static: each ISA's translation
+// unit keeps its own copy (an inline function shared across -mavx2/-mavx512 units could be
+// resolved to the copy with the wider instructions).
+static inline const float* activation_block(const float* src, const int32_t* map, int64_t k, int64_t b, float* tmp) {
+  if (!map && (b + 1) * kBlockK <= k) return src + b * kBlockK;
+  for (int i = 0; i < kBlockK; ++i) {
+    const int64_t pos = b * kBlockK + i;
+    const int64_t col = map ? map[pos] : (pos < k ? pos : -1);
+    tmp[i] = col >= 0 ? src[col] : 0.f;
+  }
+  return tmp;
+}
+
 // Row quantization to int8 per 32-block: q = round(x / d), d = max|x| / 127, dsum = d * sum(q).
 // `src` has `k` floats; `map` (nullable) gives for each padded position the source column or -1.
 void quantize_row_scalar(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q,
