@@ -167,6 +167,43 @@ TEST(Tuner, PicksTheFastestCorrectCandidateFromFakeTimings) {
   EXPECT_EQ(again.timed, 0u);
 }
 
+// A sweep winner must win every head-to-head confirmation round against the default (tile 32)
+// and beat it by 5 % on the median round; one lost round keeps the default.
+TEST(Tuner, SweepWinnerMustWinEveryConfirmationRound) {
+  for (const bool loses_a_round : {false, true}) {
+    Fixture fx;
+    TuneOptions opt;
+    opt.batches = {1};
+    opt.repeats = 5;
+    opt.warmup = 0;
+    std::map<int64_t, int> calls;
+    opt.timer = [&](const std::string&, const KernelParams& p, int64_t, const std::function<void()>& run) {
+      run();
+      const int64_t tile = p.get_int("tile", 0);
+      const int call = ++calls[tile];
+      if (tile != 16) return tile == 32 ? 3e-6 : 4e-6;
+      // Calls 1-5: the sweep; then 5 calls per confirmation round. Round 3 is a burst of noise.
+      const bool third_round = call >= 16 && call <= 20;
+      return loses_a_round && third_round ? 1e-5 : 1e-6;
+    };
+    TuningCache cache;
+    const TuneResult r = tune_layers(
+        {fx.layer}, [&](const LayerSpec& s) { return test::random_weight(s, 5); }, fx.dev, cache, opt, &fx.reg);
+    const TuningEntry* e = cache.find(make_tuning_key(fx.dev, *fx.fake, fx.layer, 1));
+    ASSERT_NE(e, nullptr);
+    EXPECT_EQ(calls[16], 5 + 5 * 5) << "the sweep and five confirmation rounds";
+    if (loses_a_round) {
+      EXPECT_EQ(e->params.get_int("tile", 0), 32) << "one lost round keeps the default";
+      bool noted = false;
+      for (const auto& n : r.notes) noted = noted || n.find("lost a round") != std::string::npos;
+      EXPECT_TRUE(noted);
+    } else {
+      EXPECT_EQ(e->params.get_int("tile", 0), 16);
+      EXPECT_NEAR(e->time_us, 1.0, 1e-9);
+    }
+  }
+}
+
 TEST(Tuner, RefusesTargetProfilesAndHonoursTheBudget) {
   Fixture fx;
   TuningCache cache;
