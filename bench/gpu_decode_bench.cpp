@@ -78,6 +78,19 @@ int main(int argc, char** argv) {
     ce->generate_on_device(first, prompt_len, 8, DeviceSampling{});  // warm-up of the decode graph
     std::vector<int32_t> dev_tokens = ce->generate_on_device(first, prompt_len, n_new, DeviceSampling{});
     const double dev_s = ce->last_generate_seconds();
+    // Where one decode step's time goes (ops back to back behind a held stream, an event after each).
+    const auto profile = ce->profile_decode_step(first, prompt_len);
+    double profile_total = 0;
+    for (const auto& t : profile) profile_total += t.us;
+    std::printf("decode step by op (position %lld, events between ops; graph step %.1f us):\n",
+                static_cast<long long>(prompt_len), dev_s / static_cast<double>(n_new) * 1e6);
+    nlohmann::json prof = nlohmann::json::array();
+    for (const auto& t : profile) {
+      std::printf("  %-20s %9.1f us  %5.1f %%  %4d launches  %7.2f us each\n", t.op.c_str(), t.us,
+                  100 * t.us / profile_total, t.launches, t.us / t.launches);
+      prof.push_back({{"op", t.op}, {"us", t.us}, {"launches", t.launches}});
+    }
+    std::printf("  %-20s %9.1f us\n", "total", profile_total);
     int64_t agree = 0;
     for (int64_t i = 0; i < n_new; ++i) agree += host_tokens[i] == dev_tokens[i];
 
@@ -93,6 +106,7 @@ int main(int argc, char** argv) {
     out["decode_tok_s_device_loop"] = n_new / dev_s;
     out["greedy_tokens_agree"] = agree;
     out["backends"] = engine->backend_counts();
+    out["decode_step_profile"] = prof;
     std::printf("%s\n", out.dump(1).c_str());
     if (argc > 2) std::ofstream(argv[2]) << out.dump(1) << "\n";
     return 0;

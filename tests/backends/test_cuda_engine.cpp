@@ -4,6 +4,8 @@
 // QRT_DEFAULT_MODEL set, also the CPU engine vs the CUDA engine on SmolLM2. Skipped without a GPU.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -114,6 +116,19 @@ void check_engine_against_naive(std::shared_ptr<ModelWeights> w) {
   s.top_p = 0.9f;
   for (int32_t g : ce->generate_on_device(tokens[prefix - 1], prefix - 1, 4, s)) EXPECT_TRUE(g >= 0 && g < V);
   EXPECT_GT(ce->last_generate_seconds(), 0.0);
+  // The per-op profile of a decode step covers every op of every block, and leaves the engine usable.
+  const auto prof = ce->profile_decode_step(tokens[prefix], prefix);
+  std::map<std::string, int> launches;
+  for (const auto& t : prof) {
+    EXPECT_GE(t.us, 0.0) << t.op;
+    launches[t.op] = t.launches;
+  }
+  EXPECT_EQ(launches["attention"], c.num_layers);
+  EXPECT_EQ(launches["down_proj"], c.num_layers);
+  EXPECT_EQ(launches["residual + rmsnorm"], 2 * c.num_layers + 1);
+  EXPECT_EQ(launches["lm_head"], 1);
+  engine->forward(tokens.data() + prefix, 1, prefix, last.data(), false);
+  EXPECT_LT(rel_err_row(last.data(), ref.data() + prefix * V, V), 2e-2) << "decode after the profile";
 }
 
 TEST(CudaEngine, DenseModelMatchesNaiveForward) {

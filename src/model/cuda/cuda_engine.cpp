@@ -55,6 +55,7 @@ class CudaEngine final : public CudaForwardEngine {
   std::vector<int32_t> generate_on_device(int32_t last_token, int64_t pos, int64_t steps,
                                           const DeviceSampling& sampling) override;
   double last_generate_seconds() const override { return last_generate_s_; }
+  std::vector<OpTime> profile_decode_step(int32_t token, int64_t pos) override;
 
  private:
   GpuLinear make_linear(const LinearWeight& lw, const std::map<std::string, const LinearPlan*>& plans,
@@ -67,6 +68,8 @@ class CudaEngine final : public CudaForwardEngine {
   void run_head(int64_t row0, int64_t rows);
   void capture_graphs();
   void check_args(const int32_t* tokens, int64_t n, int64_t pos) const;
+  // Profiling (profile_decode_step): an event after each op while marks_ is set; a no-op otherwise.
+  void mark(const char* op);
 
   std::shared_ptr<const ModelWeights> w_;
   EngineOptions opt_;
@@ -80,6 +83,9 @@ class CudaEngine final : public CudaForwardEngine {
   DeviceBuffer embed_, final_norm_, cos_, sin_, kcache_, vcache_;
   DeviceBuffer x_, xn_, q_, k_, v_, attn_, tmp_, gate_, up_, logits_, logits_half_;
   DeviceBuffer d_tokens_, d_pos_, d_step_, d_out_tokens_, d_sampling_;
+  DeviceBuffer attn_partials_, attn_counters_;
+  cuda_model::DecodeAttentionScratch attn_scratch_;
+  std::vector<std::pair<const char*, cudaEvent_t>>* marks_ = nullptr;
   int32_t* h_tokens_ = nullptr;  // pinned staging
   int64_t* h_pos_ = nullptr;
   float* h_logits_ = nullptr;
@@ -193,6 +199,16 @@ CudaEngine::CudaEngine(std::shared_ptr<const ModelWeights> weights, const Engine
   d_step_ = DeviceBuffer(8, "step");
   d_out_tokens_ = DeviceBuffer(static_cast<size_t>(max_gen_) * 4, "generated tokens");
   d_sampling_ = DeviceBuffer(sizeof(cuda_model::SamplingState), "sampling state");
+  // Split-KV attention for up to 8 query rows (decode); the counters reset themselves.
+  attn_scratch_.splits = cuda_model::decode_attention_splits(ctx_->props().multiProcessorCount, n_heads_);
+  attn_scratch_.max_rows = std::min<int64_t>(8, batch_);
+  attn_partials_ = DeviceBuffer(cuda_model::decode_attention_partial_floats(attn_scratch_.max_rows, n_heads_,
+                                                                            attn_scratch_.splits, head_dim_) * 4,
+                                "decode attention partials");
+  attn_counters_ = DeviceBuffer(static_cast<size_t>(attn_scratch_.max_rows * n_heads_) * 4, "decode attention counters");
+  QRT_CUDA_CHECK(cudaMemset(attn_counters_.get(), 0, attn_counters_.bytes()));
+  attn_scratch_.partials = attn_partials_.as<float>();
+  attn_scratch_.counters = attn_counters_.as<int>();
   QRT_CUDA_CHECK(cudaMallocHost(&h_tokens_, b * 4));
   QRT_CUDA_CHECK(cudaMallocHost(&h_pos_, 16));
   QRT_CUDA_CHECK(cudaMallocHost(&h_logits_, b * vocab_ * 4));
@@ -262,28 +278,88 @@ void CudaEngine::run_layers(int64_t m) {
   const int64_t* pos = d_pos_.as<int64_t>();
   const size_t layer_kv = static_cast<size_t>(n_kv_ * capacity_ * head_dim_);
   cuda_model::embed(d_tokens_.as<int32_t>(), m, embed_.as<__half>(), hidden_, x, stream_);
+  mark("embedding");
   const __half* pending = nullptr;  // the previous block's down_proj output, added in the next norm
   for (size_t li = 0; li < layers_.size(); ++li) {
     GpuLayer& l = layers_[li];
     cuda_model::add_rmsnorm(x, pending, l.input_norm.as<float>(), xn, m, hidden_, eps_, stream_);
+    mark("residual + rmsnorm");
     run_linear(l.q, xn, m, q);
+    mark("q_proj");
     run_linear(l.k, xn, m, k);
+    mark("k_proj");
     run_linear(l.v, xn, m, v);
+    mark("v_proj");
     __half* kc = kcache_.as<__half>() + li * layer_kv;
     __half* vc = vcache_.as<__half>() + li * layer_kv;
     cuda_model::rope_store(q, k, v, cos_.as<float>(), sin_.as<float>(), pos, kc, vc, m, n_heads_, n_kv_, head_dim_,
                            capacity_, stream_);
-    cuda_model::attention(q, kc, vc, attn, pos, m, n_heads_, n_kv_, head_dim_, capacity_, window_, stream_);
+    mark("rope + kv store");
+    cuda_model::attention(q, kc, vc, attn, pos, m, n_heads_, n_kv_, head_dim_, capacity_, window_, stream_,
+                          &attn_scratch_);
+    mark("attention");
     run_linear(l.o, attn, m, tmp);
+    mark("o_proj");
     cuda_model::add_rmsnorm(x, tmp, l.post_norm.as<float>(), xn, m, hidden_, eps_, stream_);
+    mark("residual + rmsnorm");
     run_linear(l.gate, xn, m, gate);
+    mark("gate_proj");
     run_linear(l.up, xn, m, up);
+    mark("up_proj");
     cuda_model::silu_mul(gate, up, m * inter_, stream_);
+    mark("silu * up");
     run_linear(l.down, gate, m, tmp);
+    mark("down_proj");
     pending = tmp;
   }
   // Fold the last block's residual into x (the head reads x through the final norm).
   cuda_model::add_rmsnorm(x, pending, final_norm_.as<float>(), xn, m, hidden_, eps_, stream_);
+  mark("residual + rmsnorm");
+}
+
+void CudaEngine::mark(const char* op) {
+  if (!marks_) return;
+  cudaEvent_t e = nullptr;
+  QRT_CUDA_CHECK(cudaEventCreate(&e));
+  marks_->emplace_back(op, e);
+  QRT_CUDA_CHECK(cudaEventRecord(e, stream_));
+}
+
+std::vector<CudaForwardEngine::OpTime> CudaEngine::profile_decode_step(int32_t token, int64_t pos) {
+  check_args(&token, 1, pos);
+  cuda::DeviceGuard guard(device_);
+  h_tokens_[0] = token;
+  h_pos_[0] = pos;
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_tokens_.get(), h_tokens_, 4, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_pos_.get(), h_pos_, 8, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::vector<std::pair<const char*, cudaEvent_t>> marks;
+  marks_ = &marks;
+  std::vector<OpTime> out;
+  try {
+    // ~0.5 ms of host launches per 100 ops fit behind the hold; the first mark opens the step.
+    cuda_model::hold_stream(static_cast<uint32_t>(20000 + 40 * layers_.size() * 14), stream_);
+    mark("start");
+    run_layers(1);
+    run_head(0, 1);
+    mark("lm_head");
+    QRT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (size_t i = 1; i < marks.size(); ++i) {
+      float ms = 0;
+      QRT_CUDA_CHECK(cudaEventElapsedTime(&ms, marks[i - 1].second, marks[i].second));
+      auto it = std::find_if(out.begin(), out.end(), [&](const OpTime& t) { return t.op == marks[i].first; });
+      if (it == out.end()) it = out.insert(out.end(), OpTime{marks[i].first, 0, 0});
+      it->us += ms * 1e3;
+      ++it->launches;
+    }
+  } catch (...) {
+    marks_ = nullptr;
+    for (auto& [op, e] : marks) cudaEventDestroy(e);
+    throw;
+  }
+  marks_ = nullptr;
+  for (auto& [op, e] : marks) cudaEventDestroy(e);
+  return out;
 }
 
 void CudaEngine::run_head(int64_t row0, int64_t rows) {

@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "qrt/model.h"
@@ -35,6 +36,15 @@ class CudaForwardEngine : public ForwardEngine {
                                                   const DeviceSampling& sampling) = 0;
   // Seconds the last generate_on_device() took on the device (CUDA events around the replays).
   virtual double last_generate_seconds() const = 0;
+  // Where a decode step's time goes: one step of `token` at `pos` (the cache holds [0, pos); the
+  // step writes position pos) enqueued behind a held stream with an event after every op, so the
+  // ops run back to back as in the graph. One row per op kind, in order of first appearance.
+  struct OpTime {
+    std::string op;
+    double us = 0;      // summed over the step
+    int launches = 0;   // times the op ran in the step (e.g. once per block)
+  };
+  virtual std::vector<OpTime> profile_decode_step(int32_t token, int64_t pos) = 0;
 };
 
 std::unique_ptr<ForwardEngine> make_cuda_engine(std::shared_ptr<const ModelWeights> weights,

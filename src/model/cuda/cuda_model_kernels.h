@@ -19,13 +19,28 @@ void add_rmsnorm(float* x, const __half* delta, const float* weight, __half* out
 void rope_store(__half* q, const __half* k, const __half* v, const float* cos, const float* sin, const int64_t* d_pos,
                 __half* kcache, __half* vcache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim,
                 int64_t capacity, cudaStream_t s);
+// Scratch of the split-KV attention used for few query rows (decode): partial results of `splits`
+// key ranges per (row, head) and one counter per (row, head), zeroed once (the kernel resets them).
+struct DecodeAttentionScratch {
+  float* partials = nullptr;  // decode_attention_partial_floats(max_rows, n_heads, splits, head_dim)
+  int* counters = nullptr;    // max_rows * n_heads, zero
+  int splits = 1;
+  int64_t max_rows = 0;
+};
+int decode_attention_splits(int sms, int64_t n_heads);
+size_t decode_attention_partial_floats(int64_t rows, int64_t n_heads, int splits, int64_t head_dim);
 // Causal GQA attention of m query rows at positions *d_pos + i over the cache, out fp16 [m][n_heads*hd].
+// With `scratch` and m <= scratch->max_rows the keys are split across blocks (decode).
 void attention(const __half* q, const __half* kcache, const __half* vcache, __half* out, const int64_t* d_pos,
                int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window,
-               cudaStream_t s);
+               cudaStream_t s, const DecodeAttentionScratch* scratch = nullptr);
 // gate = silu(gate) * up.
 void silu_mul(__half* gate, const __half* up, int64_t n, cudaStream_t s);
 void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s);
+
+// Keeps the stream busy for about `microseconds` (a profiler enqueues a whole step behind it, so
+// the step then runs back to back as a graph would, not at the pace of host launches).
+void hold_stream(uint32_t microseconds, cudaStream_t s);
 
 // Sampling state on the device (read by the captured decode graph).
 struct SamplingState {
