@@ -120,7 +120,8 @@ if [ "$(left)" -gt 60 ]; then
   if [ -x build-gpu/bench/gpu_decode_bench ]; then
     timeout $(( $(left) > 150 ? $(left) - 100 : 60 )) build-gpu/bench/gpu_decode_bench "$MODEL" "$RAW/qrt-decode.json" \
       >> "$LOGS/decode.log" 2>&1
-    note "gpu_decode_bench rc=$?"; tail -5 "$LOGS/decode.log" | tee -a "$LOG"
+    note "gpu_decode_bench rc=$?"; sed -n '/decode step by op/,/^  total/p' "$LOGS/decode.log" | tee -a "$LOG"
+    grep -E '"decode_tok_s|"prefill_tok_s|greedy_tokens_agree' "$LOGS/decode.log" | tee -a "$LOG"
   else
     note "gpu_decode_bench not built: no qrt decode figure"
   fi
