@@ -1,9 +1,6 @@
 // Backend `cuda_dequant`: the universal CUDA fallback. The weight stays packed on the device
 // (packed_weight.h); M <= gemv_max_m runs a fused dequant-GEMV, larger M dequantizes W to
 // fp16/bf16 tile by tile into the shared workspace and multiplies with cuBLAS (fp32 accumulate).
-// Parameters: gemv_max_m (default 8), tile_n (rows per dequantized tile, 0 = the whole layer when
-// it fits 128 M elements), overlap (N slices whose dequantization overlaps the previous slice's
-// GEMM on a side stream; 0 = 4 from 128 rows, else 1).
 #include <fmt/format.h>
 
 #include "backends/backend_factories.h"
@@ -17,10 +14,8 @@ using cuda::DeviceContext;
 
 class CudaDequantLinear final : public PreparedLinear {
  public:
-  CudaDequantLinear(cuda::PackedWeight packed, DeviceContext& ctx, int64_t gemv_max_m, int64_t tile_rows, int overlap)
-      : packed_(std::move(packed)), ctx_(ctx), gemv_max_m_(gemv_max_m), tile_rows_(tile_rows), overlap_(overlap) {
-    side_ = ctx.side_stream();
-  }
+  CudaDequantLinear(cuda::PackedWeight packed, DeviceContext& ctx, int64_t gemv_max_m, int64_t tile_rows)
+      : packed_(std::move(packed)), ctx_(ctx), gemv_max_m_(gemv_max_m), tile_rows_(tile_rows) {}
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
     const auto& w = packed_.view();
@@ -30,11 +25,7 @@ class CudaDequantLinear final : public PreparedLinear {
       cuda::launch_dequant_gemv(w, x.data, y.data, x.rows, x.dtype, st);
       return;
     }
-    // Automatic overlap: 4 slices from 128 rows, where the GEMM is long enough to hide the
-    // dequantization of the next slice (below, the plan runs cuda_marlin / cuda_gemv anyway).
-    const int pieces = overlap_ > 0 ? overlap_ : (x.rows >= 128 ? 4 : 1);
-    const cuda::DequantOverlap ov{pieces, side_};
-    cuda::dequant_gemm(w, ctx_.cublas(), ctx_.workspace(), tile_rows_, x.data, y.data, x.rows, x.dtype, st, &ov);
+    cuda::dequant_gemm(w, ctx_.cublas(), ctx_.workspace(), tile_rows_, x.data, y.data, x.rows, x.dtype, st);
   }
   int64_t weight_bytes() const override { return packed_.device_bytes(); }
 
@@ -43,8 +34,6 @@ class CudaDequantLinear final : public PreparedLinear {
   DeviceContext& ctx_;
   int64_t gemv_max_m_;
   int64_t tile_rows_;
-  int overlap_;
-  cuda::SideStream side_;
 };
 
 class CudaDequantBackend final : public Backend {
@@ -66,7 +55,7 @@ class CudaDequantBackend final : public Backend {
 
   Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
     return cuda::validate_known_params(
-        params, {{"gemv_max_m", 0, 64}, {"tile_n", 0, int64_t(1) << 30}, {"overlap", 0, 16}});
+        params, {{"gemv_max_m", 0, 64}, {"tile_n", 0, int64_t(1) << 30}});
   }
 
   KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
@@ -77,15 +66,6 @@ class CudaDequantBackend final : public Backend {
 
   std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     std::vector<KernelParams> out;
-    if (m > 16) {
-      // gemv_max_m changes nothing here (the GEMM path runs): only the overlap is a choice.
-      for (int64_t pieces : {int64_t(1), int64_t(2), int64_t(4), int64_t(8)}) {
-        KernelParams p = default_params(layer, m, device);
-        p.values["overlap"] = pieces;
-        out.push_back(p);
-      }
-      return out;
-    }
     for (int64_t g : {int64_t(0), int64_t(4), int64_t(8), int64_t(16)}) {
       if (g > 0 && m > g) continue;
       KernelParams p;
@@ -107,8 +87,7 @@ class CudaDequantBackend final : public Backend {
     const int64_t tile = cuda::dequant_tile_rows(weight.N(), weight.K(), params.get_int("tile_n", 0));
     ctx.reserve_workspace(static_cast<size_t>(tile * cuda::dequant_ld(weight.K()) * 2));
     ctx.cublas();
-    return std::make_unique<CudaDequantLinear>(std::move(packed), ctx, params.get_int("gemv_max_m", 8), tile,
-                                               static_cast<int>(params.get_int("overlap", 0)));
+    return std::make_unique<CudaDequantLinear>(std::move(packed), ctx, params.get_int("gemv_max_m", 8), tile);
   }
 
  private:

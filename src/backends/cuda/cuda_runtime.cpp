@@ -155,17 +155,6 @@ cublasLtHandle_t DeviceContext::cublas_lt() {
   return cublas_lt_;
 }
 
-SideStream DeviceContext::side_stream() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (!side_) {
-    DeviceGuard g(device_);
-    QRT_CUDA_CHECK(cudaStreamCreateWithFlags(&side_, cudaStreamNonBlocking));
-    QRT_CUDA_CHECK(cudaEventCreateWithFlags(&fork_, cudaEventDisableTiming));
-    QRT_CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
-  }
-  return SideStream{side_, fork_, ready_};
-}
-
 void DeviceContext::reserve_workspace(size_t bytes) {
   std::lock_guard<std::mutex> lock(mutex_);
   DeviceGuard g(device_);

@@ -68,12 +68,6 @@ class DeviceArena {
   size_t offset_ = 0;
 };
 
-// A second stream with the two events that fork work onto it from a caller's stream and join it back.
-struct SideStream {
-  cudaStream_t stream = nullptr;
-  cudaEvent_t fork = nullptr, ready = nullptr;
-};
-
 // Per-device state, created on first use of a device, alive for the process.
 class DeviceContext {
  public:
@@ -95,10 +89,6 @@ class DeviceContext {
   void* lt_workspace() const { return lt_workspace_.get(); }
   size_t lt_workspace_bytes() const { return lt_workspace_.bytes(); }
 
-  // A second stream and two events for work that overlaps the caller's stream within one forward
-  // (dequant_gemm's DequantOverlap); created on first use, at prepare time.
-  SideStream side_stream();
-
   std::mutex& mutex() { return mutex_; }
 
  private:
@@ -110,8 +100,6 @@ class DeviceContext {
   DeviceBuffer cublas_workspace_;
   DeviceBuffer lt_workspace_;
   DeviceArena workspace_{"cuda workspace"};
-  cudaStream_t side_ = nullptr;
-  cudaEvent_t fork_ = nullptr, ready_ = nullptr;
   std::mutex mutex_;
 };
 

@@ -528,34 +528,14 @@ int64_t dequant_tile_rows(int64_t n, int64_t k, int64_t requested, int64_t cap_e
   return std::max<int64_t>(64, std::min(n, rows));
 }
 
-int64_t dequant_piece_rows(int64_t n, int pieces) {
-  const int64_t per = (n + std::max(pieces, 1) - 1) / std::max(pieces, 1);
-  return std::min(n, (per + 63) / 64 * 64);
-}
-
 void dequant_gemm(const PackedWeightView& w, cublasHandle_t handle, void* workspace, int64_t tile_rows,
-                  const void* x, void* y, int64_t m, DType dtype, cudaStream_t stream, const DequantOverlap* overlap) {
+                  const void* x, void* y, int64_t m, DType dtype, cudaStream_t stream) {
   const int64_t ld = dequant_ld(w.k);
   const size_t esz = 2;
-  if (overlap && overlap->pieces > 1 && tile_rows >= w.n && overlap->side.stream) {
-    const int64_t piece = dequant_piece_rows(w.n, overlap->pieces);
-    QRT_CUDA_CHECK(cudaEventRecord(overlap->side.fork, stream));
-    QRT_CUDA_CHECK(cudaStreamWaitEvent(overlap->side.stream, overlap->side.fork, 0));
-    for (int64_t n0 = 0; n0 < w.n; n0 += piece) {
-      const int64_t rows = std::min(piece, w.n - n0);
-      void* slice = static_cast<char*>(workspace) + static_cast<size_t>(n0 * ld) * esz;
-      launch_dequant_tile(w, n0, rows, slice, ld, dtype, overlap->side.stream);
-      // Each wait binds to the record just before it, so the side stream runs ahead freely.
-      QRT_CUDA_CHECK(cudaEventRecord(overlap->side.ready, overlap->side.stream));
-      QRT_CUDA_CHECK(cudaStreamWaitEvent(stream, overlap->side.ready, 0));
-      gemm_xwt(handle, x, slice, ld, static_cast<char*>(y) + n0 * esz, w.n, m, rows, w.k, dtype, stream);
-    }
-  } else {
-    for (int64_t n0 = 0; n0 < w.n; n0 += tile_rows) {
-      const int64_t rows = std::min(tile_rows, w.n - n0);
-      launch_dequant_tile(w, n0, rows, workspace, ld, dtype, stream);
-      gemm_xwt(handle, x, workspace, ld, static_cast<char*>(y) + n0 * esz, w.n, m, rows, w.k, dtype, stream);
-    }
+  for (int64_t n0 = 0; n0 < w.n; n0 += tile_rows) {
+    const int64_t rows = std::min(tile_rows, w.n - n0);
+    launch_dequant_tile(w, n0, rows, workspace, ld, dtype, stream);
+    gemm_xwt(handle, x, workspace, ld, static_cast<char*>(y) + n0 * esz, w.n, m, rows, w.k, dtype, stream);
   }
   if (w.bias) launch_add_bias(w.bias, y, m, w.n, dtype, stream);
 }

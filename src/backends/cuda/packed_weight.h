@@ -84,24 +84,9 @@ namespace qrt::cuda {
 int64_t dequant_tile_rows(int64_t n, int64_t k, int64_t requested, int64_t cap_elements = int64_t(128) << 20);
 inline int64_t dequant_ld(int64_t k) { return (k + 7) / 8 * 8; }
 
-// Overlap of the dequantization with the GEMMs, for a layer held whole in the workspace: W is cut
-// into `pieces` slices of N; slice i + 1 is dequantized on `side` while the GEMM of slice i runs on
-// the caller's stream (the dequantization is memory-bound, the GEMM compute-bound), so only the
-// first slice's dequantization is exposed. Each slice has its own place in the workspace; `fork`
-// and `ready` order the two streams (graph-capturable: the side stream joins back at the end).
-struct DequantOverlap {
-  int pieces = 1;
-  SideStream side;
-};
-
-// Rows of N per slice of the overlap (a multiple of 64), for `pieces` slices of an N-row layer.
-int64_t dequant_piece_rows(int64_t n, int pieces);
-
 // Dequantize W tile by tile into `workspace` (>= tile_rows * dequant_ld(K) * 2 bytes) and run one
-// cuBLAS GEMM per tile; adds the bias. x, y row-major contiguous. With `overlap` (pieces > 1 and
-// tile_rows == N) the slices are pipelined as described above.
+// cuBLAS GEMM per tile; adds the bias. x, y row-major contiguous.
 void dequant_gemm(const PackedWeightView& w, cublasHandle_t handle, void* workspace, int64_t tile_rows,
-                  const void* x, void* y, int64_t m, DType dtype, cudaStream_t stream,
-                  const DequantOverlap* overlap = nullptr);
+                  const void* x, void* y, int64_t m, DType dtype, cudaStream_t stream);
 
 }  // namespace qrt::cuda
