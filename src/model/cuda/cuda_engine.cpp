@@ -293,9 +293,9 @@ void CudaEngine::run_layers(int64_t m) {
     __half* kc = kcache_.as<__half>() + li * layer_kv;
     __half* vc = vcache_.as<__half>() + li * layer_kv;
     cuda_model::rope_store(q, k, v, cos_.as<float>(), sin_.as<float>(), pos, kc, vc, m, n_heads_, n_kv_, head_dim_,
-                           capacity_, stream_);
+                           capacity_, q_dim_, kv_dim_, stream_);
     mark("rope + kv store");
-    cuda_model::attention(q, kc, vc, attn, pos, m, n_heads_, n_kv_, head_dim_, capacity_, window_, stream_,
+    cuda_model::attention(q, kc, vc, attn, pos, m, n_heads_, n_kv_, head_dim_, capacity_, window_, q_dim_, stream_,
                           &attn_scratch_);
     mark("attention");
     run_linear(l.o, attn, m, tmp);

@@ -62,35 +62,80 @@ __global__ void add_rmsnorm_kernel(float* x, const __half* delta, const float* w
   for (int64_t d = threadIdx.x; d < hidden; d += blockDim.x) out[row * hidden + d] = __float2half_rn(xr[d] * inv * weight[d]);
 }
 
-__global__ void rope_store_kernel(__half* q, const __half* k, const __half* v, const float* cos_t, const float* sin_t,
-                                  const int64_t* d_pos, __half* kc, __half* vc, int64_t n_heads, int64_t n_kv,
-                                  int64_t hd, int64_t cap) {
-  const int64_t i = blockIdx.x;
-  const int64_t p = *d_pos + i;
-  const int64_t half = hd / 2;
-  const int64_t q_dim = n_heads * hd, kv_dim = n_kv * hd;
-  const float* cs = cos_t + p * half;
-  const float* sn = sin_t + p * half;
-  for (int64_t idx = threadIdx.x; idx < (n_heads + n_kv) * half; idx += blockDim.x) {
-    const int64_t hh = idx / half, d = idx % half;
-    const float c = cs[d], s = sn[d];
-    if (hh < n_heads) {
-      __half* xq = q + i * q_dim + hh * hd;
-      const float a = __half2float(xq[d]), b = __half2float(xq[d + half]);
-      xq[d] = __float2half_rn(a * c - b * s);
-      xq[d + half] = __float2half_rn(b * c + a * s);
-    } else {
-      const int64_t kh = hh - n_heads;
-      const __half* xk = k + i * kv_dim + kh * hd;
-      const float a = __half2float(xk[d]), b = __half2float(xk[d + half]);
-      __half* dst = kc + (kh * cap + p) * hd;
-      dst[d] = __float2half_rn(a * c - b * s);
-      dst[d + half] = __float2half_rn(b * c + a * s);
+// The same for hidden % 4 == 0 and hidden <= 4 * kNormVecs * 1024: every load of a row is issued
+// before any store (restrict pointers, values kept in registers), so a row costs one round trip to
+// memory instead of one per loop iteration; float4 / half4 accesses.
+constexpr int kNormVecs = 4;  // float4s per thread
+__global__ void add_rmsnorm_vec_kernel(float* __restrict__ x, const __half* __restrict__ delta,
+                                       const float* __restrict__ weight, __half* __restrict__ out, int hidden,
+                                       float eps) {
+  __shared__ float sh[32];
+  const int64_t row = blockIdx.x;
+  float4* xr = reinterpret_cast<float4*>(x + row * hidden);
+  const int n4 = hidden / 4;
+  float4 v[kNormVecs];
+  float ss = 0.f;
+#pragma unroll
+  for (int j = 0; j < kNormVecs; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < n4) {
+      v[j] = xr[i];
+      if (delta) {
+        const uint2 raw = reinterpret_cast<const uint2*>(delta + row * hidden)[i];
+        const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+        const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+        v[j].x += a.x, v[j].y += a.y, v[j].z += b.x, v[j].w += b.y;
+      }
+      ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
     }
   }
-  for (int64_t idx = threadIdx.x; idx < kv_dim; idx += blockDim.x) {
-    const int64_t kh = idx / hd, d = idx % hd;
-    vc[(kh * cap + p) * hd + d] = v[i * kv_dim + idx];
+  ss = block_sum(ss, sh);
+  const float inv = rsqrtf(ss / static_cast<float>(hidden) + eps);
+#pragma unroll
+  for (int j = 0; j < kNormVecs; ++j) {
+    const int i = threadIdx.x + j * blockDim.x;
+    if (i < n4) {
+      if (delta) xr[i] = v[j];
+      const float4 wv = reinterpret_cast<const float4*>(weight)[i];
+      const __half2 lo = __floats2half2_rn(v[j].x * inv * wv.x, v[j].y * inv * wv.y);
+      const __half2 hi = __floats2half2_rn(v[j].z * inv * wv.z, v[j].w * inv * wv.w);
+      uint2 raw;
+      raw.x = *reinterpret_cast<const uint32_t*>(&lo);
+      raw.y = *reinterpret_cast<const uint32_t*>(&hi);
+      reinterpret_cast<uint2*>(out + row * hidden)[i] = raw;
+    }
+  }
+}
+
+// One block per (row, head): thread d rotates the pair (d, d + hd/2) of a q head in place, or of a
+// k head into the cache; k-head blocks also copy the row's v head into the cache. Rows of q / k / v
+// are `q_stride` / `kv_stride` elements apart (a fused q/k/v projection interleaves them).
+__global__ void rope_store_heads_kernel(__half* __restrict__ q, const __half* __restrict__ k,
+                                        const __half* __restrict__ v, const float* __restrict__ cos_t,
+                                        const float* __restrict__ sin_t, const int64_t* __restrict__ d_pos,
+                                        __half* __restrict__ kc, __half* __restrict__ vc, int n_heads, int hd,
+                                        int64_t cap, int64_t q_stride, int64_t kv_stride) {
+  const int i = blockIdx.x, hh = blockIdx.y, half = hd / 2;
+  const int64_t p = *d_pos + i;
+  for (int d = threadIdx.x; d < half; d += blockDim.x) {
+    const float c = cos_t[p * half + d], sn = sin_t[p * half + d];
+    if (hh < n_heads) {
+      __half* xq = q + i * q_stride + hh * hd;
+      const float a = __half2float(xq[d]), b = __half2float(xq[d + half]);
+      xq[d] = __float2half_rn(a * c - b * sn);
+      xq[d + half] = __float2half_rn(b * c + a * sn);
+    } else {
+      const int kh = hh - n_heads;
+      const __half* xk = k + i * kv_stride + kh * hd;
+      const float a = __half2float(xk[d]), b = __half2float(xk[d + half]);
+      __half* dst = kc + (kh * cap + p) * hd;
+      dst[d] = __float2half_rn(a * c - b * sn);
+      dst[d + half] = __float2half_rn(b * c + a * sn);
+      const __half* xv = v + i * kv_stride + kh * hd;
+      __half* vdst = vc + (kh * cap + p) * hd;
+      vdst[d] = xv[d];
+      vdst[d + half] = xv[d + half];
+    }
   }
 }
 
@@ -102,7 +147,7 @@ constexpr int kMaxHeadDim = 256;
 __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const __half* q, const __half* kc, const __half* vc,
                                                                    __half* out, const int64_t* d_pos, int64_t n_heads,
                                                                    int64_t group, int64_t hd, int64_t cap,
-                                                                   int64_t window, float scale) {
+                                                                   int64_t window, float scale, int64_t q_stride) {
   __shared__ float qs[kMaxHeadDim];
   __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
   __shared__ float sm_acc[kAttnWarps][kMaxHeadDim];
@@ -113,7 +158,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const __half
   const __half* K = kc + kvh * cap * hd;
   const __half* V = vc + kvh * cap * hd;
   const int64_t q_dim = n_heads * hd;
-  for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = __half2float(q[i * q_dim + h * hd + d]) * scale;
+  for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = __half2float(q[i * q_stride + h * hd + d]) * scale;
   __syncthreads();
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   float m = -INFINITY, l = 0.f;
@@ -167,6 +212,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const __half
 constexpr int kSplitThreads = 128;
 constexpr int kSplitWarps = kSplitThreads / 32;
 constexpr int kSplitSub = 64;  // keys scored per pass of a block (shared-memory scores)
+constexpr int kMaxSplits = 32;  // decode_attention_splits() never returns more
 
 // Split-KV attention for few query rows ("flash-decoding"): one decode step has only n_heads
 // (row, head) pairs, too few blocks for the GPU, and the plain kernel walks every key of a head in
@@ -177,7 +223,8 @@ constexpr int kSplitSub = 64;  // keys scored per pass of a block (shared-memory
 // position on the device, so one captured graph serves every step.
 __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
     const __half* q, const __half* kc, const __half* vc, __half* out, const int64_t* d_pos, int64_t n_heads,
-    int64_t group, int64_t hd, int64_t cap, int64_t window, float scale, float* partials, int* counters) {
+    int64_t group, int64_t hd, int64_t cap, int64_t window, float scale, int64_t q_stride, float* partials,
+    int* counters) {
   __shared__ float qs[kMaxHeadDim];
   __shared__ float sc[kSplitSub];
   __shared__ float sh[32];
@@ -194,7 +241,7 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
   const __half* V = vc + kvh * cap * hd;
   const int64_t q_dim = n_heads * hd;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-  for (int64_t d = tid; d < hd; d += kSplitThreads) qs[d] = __half2float(q[i * q_dim + h * hd + d]) * scale;
+  for (int64_t d = tid; d < hd; d += kSplitThreads) qs[d] = __half2float(q[i * q_stride + h * hd + d]) * scale;
   __syncthreads();
   // Each thread owns dims tid and tid + 128 of the accumulator (head_dim <= 256).
   float m = -INFINITY, l = 0.f, acc0 = 0.f, acc1 = 0.f;
@@ -263,20 +310,21 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
   __syncthreads();
   if (!is_last) return;
   __threadfence();
+  // Merge: thread s < splits reads split s's (max, sum) (all in parallel: a serial loop of
+  // dependent L2 reads cost several microseconds), then every dim sums its splits' weighted
+  // accumulators, loads independent of each other. __ldcg: other blocks' writes, not L1.
+  __shared__ float weight_s[kMaxSplits];
   const float* base = partials + pair * splits * (hd + 2);
-  float mx = -INFINITY;
-  for (int s = 0; s < splits; ++s) mx = fmaxf(mx, __ldcg(base + s * (hd + 2)));
-  float den = 0.f;
-  for (int s = 0; s < splits; ++s) {
-    const float ms = __ldcg(base + s * (hd + 2));
-    if (ms != -INFINITY) den += __ldcg(base + s * (hd + 2) + 1) * __expf(ms - mx);
-  }
+  const float ms = tid < splits ? __ldcg(base + tid * (hd + 2)) : -INFINITY;
+  const float ls = tid < splits ? __ldcg(base + tid * (hd + 2) + 1) : 0.f;
+  const float mx = block_max(ms, sh);
+  const float e = ms == -INFINITY ? 0.f : __expf(ms - mx);
+  if (tid < splits) weight_s[tid] = e;
+  const float den = block_sum(ls * e, sh);  // its barriers also publish weight_s[]
   for (int64_t d = tid; d < hd; d += kSplitThreads) {
     float num = 0.f;
-    for (int s = 0; s < splits; ++s) {
-      const float ms = __ldcg(base + s * (hd + 2));
-      if (ms != -INFINITY) num += __ldcg(base + s * (hd + 2) + 2 + d) * __expf(ms - mx);
-    }
+#pragma unroll 8
+    for (int sp2 = 0; sp2 < splits; ++sp2) num += weight_s[sp2] * __ldcg(base + sp2 * (hd + 2) + 2 + d);
     out[i * q_dim + h * hd + d] = __float2half_rn(num / den);
   }
   if (tid == 0) counters[pair] = 0;
@@ -425,13 +473,22 @@ void embed(const int32_t* tokens, int64_t m, const __half* table, int64_t hidden
 }
 void add_rmsnorm(float* x, const __half* delta, const float* weight, __half* out, int64_t m, int64_t hidden, float eps,
                  cudaStream_t s) {
+  const int64_t n4 = hidden / 4;
+  if (hidden % 4 == 0 && n4 <= int64_t(kNormVecs) * 1024) {
+    const int threads = static_cast<int>(std::max<int64_t>(32, ((n4 + kNormVecs - 1) / kNormVecs + 31) / 32 * 32));
+    add_rmsnorm_vec_kernel<<<static_cast<unsigned>(m), threads, 0, s>>>(x, delta, weight, out, static_cast<int>(hidden),
+                                                                        eps);
+    return;
+  }
   add_rmsnorm_kernel<<<static_cast<unsigned>(m), 512, 0, s>>>(x, delta, weight, out, hidden, eps);
 }
 void rope_store(__half* q, const __half* k, const __half* v, const float* cos, const float* sin, const int64_t* d_pos,
                 __half* kcache, __half* vcache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim,
-                int64_t capacity, cudaStream_t s) {
-  rope_store_kernel<<<static_cast<unsigned>(m), 256, 0, s>>>(q, k, v, cos, sin, d_pos, kcache, vcache, n_heads, n_kv,
-                                                             head_dim, capacity);
+                int64_t capacity, int64_t q_stride, int64_t kv_stride, cudaStream_t s) {
+  const int threads = static_cast<int>(std::min<int64_t>(128, std::max<int64_t>(32, (head_dim / 2 + 31) / 32 * 32)));
+  rope_store_heads_kernel<<<dim3(static_cast<unsigned>(m), static_cast<unsigned>(n_heads + n_kv)), threads, 0, s>>>(
+      q, k, v, cos, sin, d_pos, kcache, vcache, static_cast<int>(n_heads), static_cast<int>(head_dim), capacity, q_stride,
+      kv_stride);
 }
 int decode_attention_splits(int sms, int64_t n_heads) {
   // About two blocks per SM for one row; never more than 32 splits.
@@ -443,18 +500,19 @@ size_t decode_attention_partial_floats(int64_t rows, int64_t n_heads, int splits
 
 void attention(const __half* q, const __half* kcache, const __half* vcache, __half* out, const int64_t* d_pos,
                int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window,
-               cudaStream_t s, const DecodeAttentionScratch* scratch) {
+               int64_t q_stride, cudaStream_t s, const DecodeAttentionScratch* scratch) {
   if (scratch && scratch->splits > 1 && m <= scratch->max_rows) {
     dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(m), static_cast<unsigned>(scratch->splits));
     attention_split_kernel<<<grid, kSplitThreads, 0, s>>>(q, kcache, vcache, out, d_pos, n_heads, n_heads / n_kv,
                                                           head_dim, capacity, window,
-                                                          1.f / sqrtf(static_cast<float>(head_dim)), scratch->partials,
+                                                          1.f / sqrtf(static_cast<float>(head_dim)), q_stride,
+                                                          scratch->partials,
                                                           scratch->counters);
     return;
   }
   dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(m));
   attention_kernel<<<grid, kAttnWarps * 32, 0, s>>>(q, kcache, vcache, out, d_pos, n_heads, n_heads / n_kv, head_dim,
-                                                    capacity, window, 1.f / sqrtf(static_cast<float>(head_dim)));
+                                                    capacity, window, 1.f / sqrtf(static_cast<float>(head_dim)), q_stride);
 }
 void hold_stream(uint32_t microseconds, cudaStream_t s) {
   hold_kernel<<<1, 32, 0, s>>>(static_cast<uint64_t>(microseconds) * 1000);

@@ -16,9 +16,10 @@ void embed(const int32_t* tokens, int64_t m, const __half* table, int64_t hidden
 void add_rmsnorm(float* x, const __half* delta, const float* weight, __half* out, int64_t m, int64_t hidden, float eps,
                  cudaStream_t s);
 // Rotate-half RoPE on q (in place) and k; k, v stored into the layer's cache at pos = *d_pos + row.
+// Row i of q starts at q + i * q_stride, of k / v at k / v + i * kv_stride (elements).
 void rope_store(__half* q, const __half* k, const __half* v, const float* cos, const float* sin, const int64_t* d_pos,
                 __half* kcache, __half* vcache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim,
-                int64_t capacity, cudaStream_t s);
+                int64_t capacity, int64_t q_stride, int64_t kv_stride, cudaStream_t s);
 // Scratch of the split-KV attention used for few query rows (decode): partial results of `splits`
 // key ranges per (row, head) and one counter per (row, head), zeroed once (the kernel resets them).
 struct DecodeAttentionScratch {
@@ -30,10 +31,11 @@ struct DecodeAttentionScratch {
 int decode_attention_splits(int sms, int64_t n_heads);
 size_t decode_attention_partial_floats(int64_t rows, int64_t n_heads, int splits, int64_t head_dim);
 // Causal GQA attention of m query rows at positions *d_pos + i over the cache, out fp16 [m][n_heads*hd].
-// With `scratch` and m <= scratch->max_rows the keys are split across blocks (decode).
+// Row i of q starts at q + i * q_stride. With `scratch` and m <= scratch->max_rows the keys are
+// split across blocks (decode).
 void attention(const __half* q, const __half* kcache, const __half* vcache, __half* out, const int64_t* d_pos,
                int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window,
-               cudaStream_t s, const DecodeAttentionScratch* scratch = nullptr);
+               int64_t q_stride, cudaStream_t s, const DecodeAttentionScratch* scratch = nullptr);
 // gate = silu(gate) * up.
 void silu_mul(__half* gate, const __half* up, int64_t n, cudaStream_t s);
 void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s);
