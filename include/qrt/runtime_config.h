@@ -45,6 +45,9 @@ struct RuntimeConfig {
   std::vector<LayerOverride> checkpoint_params;
   std::string tuning_cache_path;            // "" = default (~/.cache/qrt/tuning.json)
   bool use_tuning_cache = true;
+  // GPU engine: run q/k/v (and gate/up) of a block as one GEMM over their concatenated weights
+  // where the three (two) have the same format and no per-layer override (fewer launches).
+  bool fuse_projections = true;
   int threads = 0;                          // CPU threads; 0 = all cores
   // Where each field came from ("cli", "config file", "checkpoint", "env", "default"), for qrt plan.
   std::vector<std::pair<std::string, std::string>> provenance;

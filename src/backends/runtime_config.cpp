@@ -272,7 +272,8 @@ RuntimeConfig RuntimeConfig::from_json_text(const std::string& text, const std::
   static const std::vector<std::string> known = {"backend",       "fallback",      "disabled",
                                                  "max_input_length", "max_new_tokens", "threads",
                                                  "kernel_params", "layers",        "tuning_cache",
-                                                 "use_tuning_cache", "ignore_bad_tuning_cache", "$comment"};
+                                                 "use_tuning_cache", "ignore_bad_tuning_cache", "fuse_projections",
+                                                 "$comment"};
   for (const auto& [key, v] : j.items()) {
     if (std::find(known.begin(), known.end(), key) == known.end())
       throw invalid_input(origin + ": unknown field '" + key + "'; known fields: " + join_names(known));
@@ -296,6 +297,8 @@ RuntimeConfig RuntimeConfig::from_json_text(const std::string& text, const std::
       c.use_tuning_cache = want_bool(v, key);
     } else if (key == "ignore_bad_tuning_cache") {
       c.ignore_bad_tuning_cache = want_bool(v, key);
+    } else if (key == "fuse_projections") {
+      c.fuse_projections = want_bool(v, key);
     } else if (key == "$comment") {
       continue;
     } else if (key == "kernel_params") {

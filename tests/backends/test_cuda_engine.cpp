@@ -70,14 +70,22 @@ double rel_err_row(const float* y, const double* ref, int64_t n) {
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
-void check_engine_against_naive(std::shared_ptr<ModelWeights> w) {
+void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = true) {
   const ModelConfig& c = w->config;
   std::mt19937 rng(11);
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(c.vocab_size - 1));
   std::vector<int32_t> tokens(20);
   for (auto& t : tokens) t = tok(rng);
   const std::vector<double> ref = testing::naive_forward(*w, tokens, testing::plain_inv_freq(c));
-  auto engine = make_cuda_engine(w, gpu_options(24, 16));
+  EngineOptions options = gpu_options(24, 16);
+  options.runtime.fuse_projections = fuse;
+  std::vector<std::string> log;
+  options.log = [&](const std::string& m) { log.push_back(m); };
+  auto engine = make_cuda_engine(w, options);
+  // Quantized blocks of one format fuse q/k/v and gate/up (and say so); dense ones never do.
+  bool said_fused = false;
+  for (const auto& m : log) said_fused = said_fused || m.find("fused projections: 4 of 4") != std::string::npos;
+  EXPECT_EQ(said_fused, fuse && w->layers[0].q_proj.is_quantized());
   const int64_t V = c.vocab_size, T = static_cast<int64_t>(tokens.size());
   // Prefill, all logits (chunks of 8 rows).
   std::vector<float> logits(static_cast<size_t>(T * V));
@@ -125,6 +133,8 @@ void check_engine_against_naive(std::shared_ptr<ModelWeights> w) {
   }
   EXPECT_EQ(launches["attention"], c.num_layers);
   EXPECT_EQ(launches["down_proj"], c.num_layers);
+  EXPECT_EQ(launches[said_fused ? "q/k/v (fused)" : "q_proj"], c.num_layers);
+  EXPECT_EQ(launches[said_fused ? "gate/up (fused)" : "up_proj"], c.num_layers);
   EXPECT_EQ(launches["residual + rmsnorm"], 2 * c.num_layers + 1);
   EXPECT_EQ(launches["lm_head"], 1);
   engine->forward(tokens.data() + prefix, 1, prefix, last.data(), false);
@@ -140,7 +150,8 @@ TEST(CudaEngine, QuantizedModelMatchesNaiveForward) {
   QRT_SKIP_WITHOUT_GPU();
   auto w = testing::tiny_weights(gpu_tiny_config(), 4);
   quantize_all(*w);
-  check_engine_against_naive(w);
+  check_engine_against_naive(w);         // q/k/v and gate/up fused
+  check_engine_against_naive(w, false);  // every projection on its own
 }
 
 TEST(CudaEngine, AbsurdMaxInputLengthIsACleanError) {

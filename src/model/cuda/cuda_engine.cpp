@@ -12,6 +12,7 @@
 #include "backends/cuda/cuda_runtime.h"
 #include "backends/cuda/packed_weight.h"
 #include "model/cuda/cuda_model_kernels.h"
+#include "model/fused_projections.h"
 #include "model/ops.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
@@ -30,7 +31,7 @@ std::vector<uint16_t> to_half_bits(const std::vector<float>& v) {
 
 // A linear on the GPU: a planned QuantLinear or a dense fp16 matrix through cuBLAS.
 struct GpuLinear {
-  const LinearWeight* w = nullptr;
+  int64_t k = 0, n = 0;  // in, out features
   std::unique_ptr<QuantLinear> q;
   DeviceBuffer dense;  // fp16 [out][in]
   DeviceBuffer bias;   // float [out]
@@ -38,6 +39,7 @@ struct GpuLinear {
 
 struct GpuLayer {
   GpuLinear q, k, v, o, gate, up, down;
+  GpuLinear qkv, gate_up;  // fused projections (fused_projections.h); then q/k/v, gate/up are empty
   DeviceBuffer input_norm, post_norm;  // float [hidden]
 };
 
@@ -60,6 +62,10 @@ class CudaEngine final : public CudaForwardEngine {
  private:
   GpuLinear make_linear(const LinearWeight& lw, const std::map<std::string, const LinearPlan*>& plans,
                         const std::function<void(const std::string&)>& log);
+  // The fused linear of `group`, or an empty one (with the reason in *why) when it cannot be fused
+  // or its fused shape has no plan here.
+  GpuLinear make_fused(const ProjectionGroup& group, const TuningCache& cache,
+                       const std::function<void(const std::string&)>& log, std::string* why);
   void run_linear(GpuLinear& l, const __half* x, int64_t m, __half* y);
   // The whole forward of m rows already in d_tokens_ at positions *d_pos_ + i; leaves the final
   // residual in x_. Launch-only (graph-capturable).
@@ -82,6 +88,7 @@ class CudaEngine final : public CudaForwardEngine {
   bool head_is_embedding_ = false;
   DeviceBuffer embed_, final_norm_, cos_, sin_, kcache_, vcache_;
   DeviceBuffer x_, xn_, q_, k_, v_, attn_, tmp_, gate_, up_, logits_, logits_half_;
+  DeviceBuffer qkv_, gate_up_;  // outputs of the fused projections (when any block fuses)
   DeviceBuffer d_tokens_, d_pos_, d_step_, d_out_tokens_, d_sampling_;
   DeviceBuffer attn_partials_, attn_counters_;
   cuda_model::DecodeAttentionScratch attn_scratch_;
@@ -141,8 +148,8 @@ CudaEngine::CudaEngine(std::shared_ptr<const ModelWeights> weights, const Engine
   // Plans and kernels of the quantized linears (QuantLinear applies the plan's fallback list).
   const std::vector<LayerSpec> specs = w_->quantized_layer_specs();
   auto log = options.log ? options.log : [](const std::string&) {};
+  TuningCache cache;
   if (!specs.empty()) {
-    TuningCache cache;
     if (options.runtime.use_tuning_cache) {
       const std::string path = options.runtime.tuning_cache_path.empty() ? default_tuning_cache_path()
                                                                            : options.runtime.tuning_cache_path;
@@ -156,19 +163,38 @@ CudaEngine::CudaEngine(std::shared_ptr<const ModelWeights> weights, const Engine
     if (!p.ok()) throw Error(ErrorKind::NoBackend, fmt::format("layer {}: {}", p.layer.name, p.error));
     plan_by_name[p.layer.name] = &p;
   }
-  for (const auto& lw : w_->layers) {
+  const std::vector<ProjectionGroup> groups = projection_groups(*w_);
+  int fused_groups = 0;
+  std::string not_fused;  // the first reason a group was left unfused, for the log
+  for (size_t li = 0; li < w_->layers.size(); ++li) {
+    const auto& lw = w_->layers[li];
     GpuLayer l;
-    l.q = make_linear(lw.q_proj, plan_by_name, log);
-    l.k = make_linear(lw.k_proj, plan_by_name, log);
-    l.v = make_linear(lw.v_proj, plan_by_name, log);
+    std::string why;
+    l.qkv = make_fused(groups[2 * li], cache, log, &why);
+    if (!l.qkv.n && not_fused.empty()) not_fused = why;
+    if (!l.qkv.n) {
+      l.q = make_linear(lw.q_proj, plan_by_name, log);
+      l.k = make_linear(lw.k_proj, plan_by_name, log);
+      l.v = make_linear(lw.v_proj, plan_by_name, log);
+    }
     l.o = make_linear(lw.o_proj, plan_by_name, log);
-    l.gate = make_linear(lw.gate_proj, plan_by_name, log);
-    l.up = make_linear(lw.up_proj, plan_by_name, log);
+    l.gate_up = make_fused(groups[2 * li + 1], cache, log, &why);
+    if (!l.gate_up.n && not_fused.empty()) not_fused = why;
+    if (!l.gate_up.n) {
+      l.gate = make_linear(lw.gate_proj, plan_by_name, log);
+      l.up = make_linear(lw.up_proj, plan_by_name, log);
+    }
     l.down = make_linear(lw.down_proj, plan_by_name, log);
+    fused_groups += (l.qkv.n ? 1 : 0) + (l.gate_up.n ? 1 : 0);
     l.input_norm = DeviceBuffer::upload(lw.input_norm, "input_layernorm");
     l.post_norm = DeviceBuffer::upload(lw.post_attention_norm, "post_attention_layernorm");
     layers_.push_back(std::move(l));
   }
+  if (fused_groups)
+    log(fmt::format("fused projections: {} of {} q/k/v and gate/up groups run as one GEMM each{}", fused_groups,
+                    groups.size(), not_fused.empty() ? "" : " (not fused: " + not_fused + ")"));
+  else if (!groups.empty() && !not_fused.empty())
+    log("fused projections: none (" + not_fused + ")");
   embed_ = DeviceBuffer::upload(to_half_bits(w_->embed_tokens), "embed_tokens (fp16)");
   final_norm_ = DeviceBuffer::upload(w_->final_norm, "model.norm");
   head_is_embedding_ = w_->lm_head_uses_embedding();
@@ -192,6 +218,10 @@ CudaEngine::CudaEngine(std::shared_ptr<const ModelWeights> weights, const Engine
   tmp_ = DeviceBuffer(b * hidden_ * 2, "projection output");
   gate_ = DeviceBuffer(b * inter_ * 2, "gate");
   up_ = DeviceBuffer(b * inter_ * 2, "up");
+  if (fused_groups) {
+    qkv_ = DeviceBuffer(b * (q_dim_ + 2 * kv_dim_) * 2, "fused q/k/v output");
+    gate_up_ = DeviceBuffer(b * 2 * inter_ * 2, "fused gate/up output");
+  }
   logits_ = DeviceBuffer(b * vocab_ * 4, "logits");
   if (!head_is_embedding_ && lm_head_.q) logits_half_ = DeviceBuffer(b * vocab_ * 2, "logits (fp16)");
   d_tokens_ = DeviceBuffer(b * 4, "tokens");
@@ -236,10 +266,28 @@ CudaEngine::~CudaEngine() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
+GpuLinear CudaEngine::make_fused(const ProjectionGroup& group, const TuningCache& cache,
+                                 const std::function<void(const std::string&)>& log, std::string* why) {
+  GpuLinear l;
+  *why = fusion_obstacle(group, opt_.runtime);
+  if (!why->empty()) return l;
+  std::shared_ptr<const QuantizedWeight> fused = fuse_weights(group);
+  const std::vector<LinearPlan> plan = plan_layers({fused->spec}, opt_.runtime, opt_.device, &cache);
+  if (!plan[0].ok()) {
+    *why = group.name + ": " + plan[0].error;
+    return l;
+  }
+  l.k = fused->K();
+  l.n = fused->N();
+  l.q = QuantLinear::build(std::move(fused), plan[0], opt_.device, log);
+  return l;
+}
+
 GpuLinear CudaEngine::make_linear(const LinearWeight& lw, const std::map<std::string, const LinearPlan*>& plans,
                                   const std::function<void(const std::string&)>& log) {
   GpuLinear l;
-  l.w = &lw;
+  l.k = lw.in_features;
+  l.n = lw.out_features;
   if (lw.is_quantized()) {
     auto it = plans.find(lw.quantized->spec.name);
     if (it == plans.end()) throw internal_error("no plan for layer " + lw.quantized->spec.name);
@@ -252,7 +300,7 @@ GpuLinear CudaEngine::make_linear(const LinearWeight& lw, const std::map<std::st
 }
 
 void CudaEngine::run_linear(GpuLinear& l, const __half* x, int64_t m, __half* y) {
-  const int64_t k = l.w->in_features, n = l.w->out_features;
+  const int64_t k = l.k, n = l.n;
   if (l.q) {
     ActTensor xt{const_cast<__half*>(x), DType::F16, m, k, DeviceKind::Cuda};
     ActTensor yt{y, DType::F16, m, n, DeviceKind::Cuda};
@@ -284,29 +332,48 @@ void CudaEngine::run_layers(int64_t m) {
     GpuLayer& l = layers_[li];
     cuda_model::add_rmsnorm(x, pending, l.input_norm.as<float>(), xn, m, hidden_, eps_, stream_);
     mark("residual + rmsnorm");
-    run_linear(l.q, xn, m, q);
-    mark("q_proj");
-    run_linear(l.k, xn, m, k);
-    mark("k_proj");
-    run_linear(l.v, xn, m, v);
-    mark("v_proj");
+    __half *qr = q, *kr = k, *vr = v;
+    int64_t q_stride = q_dim_, kv_stride = kv_dim_;
+    if (l.qkv.n) {
+      // One GEMM; row i of its output is [q | k | v].
+      __half* qkv = qkv_.as<__half>();
+      run_linear(l.qkv, xn, m, qkv);
+      mark("q/k/v (fused)");
+      qr = qkv;
+      kr = qkv + q_dim_;
+      vr = qkv + q_dim_ + kv_dim_;
+      q_stride = kv_stride = q_dim_ + 2 * kv_dim_;
+    } else {
+      run_linear(l.q, xn, m, q);
+      mark("q_proj");
+      run_linear(l.k, xn, m, k);
+      mark("k_proj");
+      run_linear(l.v, xn, m, v);
+      mark("v_proj");
+    }
     __half* kc = kcache_.as<__half>() + li * layer_kv;
     __half* vc = vcache_.as<__half>() + li * layer_kv;
-    cuda_model::rope_store(q, k, v, cos_.as<float>(), sin_.as<float>(), pos, kc, vc, m, n_heads_, n_kv_, head_dim_,
-                           capacity_, q_dim_, kv_dim_, stream_);
+    cuda_model::rope_store(qr, kr, vr, cos_.as<float>(), sin_.as<float>(), pos, kc, vc, m, n_heads_, n_kv_, head_dim_,
+                           capacity_, q_stride, kv_stride, stream_);
     mark("rope + kv store");
-    cuda_model::attention(q, kc, vc, attn, pos, m, n_heads_, n_kv_, head_dim_, capacity_, window_, q_dim_, stream_,
+    cuda_model::attention(qr, kc, vc, attn, pos, m, n_heads_, n_kv_, head_dim_, capacity_, window_, q_stride, stream_,
                           &attn_scratch_);
     mark("attention");
     run_linear(l.o, attn, m, tmp);
     mark("o_proj");
     cuda_model::add_rmsnorm(x, tmp, l.post_norm.as<float>(), xn, m, hidden_, eps_, stream_);
     mark("residual + rmsnorm");
-    run_linear(l.gate, xn, m, gate);
-    mark("gate_proj");
-    run_linear(l.up, xn, m, up);
-    mark("up_proj");
-    cuda_model::silu_mul(gate, up, m * inter_, stream_);
+    if (l.gate_up.n) {
+      run_linear(l.gate_up, xn, m, gate_up_.as<__half>());
+      mark("gate/up (fused)");
+      cuda_model::silu_mul_rows(gate_up_.as<__half>(), gate, m, inter_, stream_);
+    } else {
+      run_linear(l.gate, xn, m, gate);
+      mark("gate_proj");
+      run_linear(l.up, xn, m, up);
+      mark("up_proj");
+      cuda_model::silu_mul(gate, up, m * inter_, stream_);
+    }
     mark("silu * up");
     run_linear(l.down, gate, m, tmp);
     mark("down_proj");
@@ -481,7 +548,8 @@ std::map<std::string, int> CudaEngine::backend_counts() const {
   std::map<std::string, int> counts;
   auto add = [&](const GpuLinear& l) { count_backends(l.q.get(), counts); };
   for (const auto& l : layers_)
-    for (const GpuLinear* p : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) add(*p);
+    for (const GpuLinear* p : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down, &l.qkv, &l.gate_up})
+      if (p->n) add(*p);
   if (head_is_embedding_) ++counts["dense"];
   else add(lm_head_);
   return counts;

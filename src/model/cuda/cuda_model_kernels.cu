@@ -338,6 +338,18 @@ __global__ void silu_mul_kernel(__half* gate, const __half* up, int64_t n) {
   }
 }
 
+// Fused gate/up output rows [gate | up] (2 * inter wide) -> out rows silu(gate) * up (inter wide).
+__global__ void silu_mul_rows_kernel(const __half* __restrict__ gate_up, __half* __restrict__ out, int64_t m,
+                                     int64_t inter) {
+  const int64_t n = m * inter;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = i / inter, c = i - r * inter;
+    const float g = __half2float(gate_up[r * 2 * inter + c]);
+    out[i] = __float2half_rn(g / (1.f + __expf(-g)) * __half2float(gate_up[r * 2 * inter + inter + c]));
+  }
+}
+
 __global__ void half_to_float_kernel(const __half* in, float* out, int64_t n) {
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -519,6 +531,9 @@ void hold_stream(uint32_t microseconds, cudaStream_t s) {
 }
 void silu_mul(__half* gate, const __half* up, int64_t n, cudaStream_t s) {
   silu_mul_kernel<<<blocks_for(n, 256), 256, 0, s>>>(gate, up, n);
+}
+void silu_mul_rows(const __half* gate_up, __half* out, int64_t m, int64_t inter, cudaStream_t s) {
+  silu_mul_rows_kernel<<<blocks_for(m * inter, 256), 256, 0, s>>>(gate_up, out, m, inter);
 }
 void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s) {
   half_to_float_kernel<<<blocks_for(n, 256), 256, 0, s>>>(in, out, n);

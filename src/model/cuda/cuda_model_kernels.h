@@ -38,6 +38,8 @@ void attention(const __half* q, const __half* kcache, const __half* vcache, __ha
                int64_t q_stride, cudaStream_t s, const DecodeAttentionScratch* scratch = nullptr);
 // gate = silu(gate) * up.
 void silu_mul(__half* gate, const __half* up, int64_t n, cudaStream_t s);
+// out[i][j] = silu(gate_up[i][j]) * gate_up[i][inter + j] (a fused gate/up projection's rows).
+void silu_mul_rows(const __half* gate_up, __half* out, int64_t m, int64_t inter, cudaStream_t s);
 void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s);
 
 // Keeps the stream busy for about `microseconds` (a profiler enqueues a whole step behind it, so

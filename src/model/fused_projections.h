@@ -1,0 +1,38 @@
+// Fused projections: the q/k/v projections of a decoder block read the same normalised input, and
+// so do gate/up. Run as one GEMM over their weights concatenated along N, they cost one launch
+// instead of three (two), and a GEMV over a wider N streams its weights better. The GPU engine
+// fuses; `qrt tune` times the fused shapes so that the engine finds them in the tuning cache.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "qrt/model.h"
+#include "qrt/runtime_config.h"
+
+namespace qrt {
+
+// The projections fused in one block: {q, k, v} or {gate, up}, and the fused layer's name
+// ("model.layers.3.self_attn.q_proj+k_proj+v_proj").
+struct ProjectionGroup {
+  std::string name;
+  std::vector<const LinearWeight*> parts;
+};
+
+// Every group of every block, q/k/v first, then gate/up, block by block.
+std::vector<ProjectionGroup> projection_groups(const ModelWeights& w);
+
+// Why `group` cannot be fused under `config` ("" = it can): a part not quantized, formats or
+// act-order orders that differ, a bias on some parts only, fusion switched off, or a per-layer
+// override / checkpoint parameter naming a part (that decision belongs to the part alone).
+std::string fusion_obstacle(const ProjectionGroup& group, const RuntimeConfig& config);
+
+// The parts' weights concatenated along N (rows of codes, scales, zeros and bias in part order),
+// named group.name. Requires fusion_obstacle(...) == "" (throws internal_error otherwise).
+std::shared_ptr<const QuantizedWeight> fuse_weights(const ProjectionGroup& group);
+
+// LayerSpecs of the groups that can be fused under `config` (for the tuner).
+std::vector<LayerSpec> fused_layer_specs(const ModelWeights& w, const RuntimeConfig& config);
+
+}  // namespace qrt
