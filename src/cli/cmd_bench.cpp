@@ -32,6 +32,7 @@
 #include "backends/cpu_simd/cpu_simd_kernels.h"
 #include "cli/bench_common.h"
 #include "cli/command.h"
+#include "model/fused_projections.h"
 #include "qrt/backend.h"
 #include "qrt/checkpoint.h"
 #include "qrt/device.h"
@@ -323,6 +324,23 @@ std::vector<Shape> collect_shapes(const BenchOptions& o, std::unique_ptr<Checkpo
       shapes.push_back({sp, fmt::format("{}x{}", sp.in_features, sp.out_features), 1, sp.name});
     }
     if (shapes.empty()) throw invalid_input(o.model + ": no quantized linear layers to benchmark");
+    // On a GPU the engine runs q/k/v and gate/up as one fused GEMM each (fused_projections.h):
+    // those shapes are layers of the model as it runs, so they are benchmarked too.
+    if (o.device.rfind("cuda", 0) == 0) {
+      std::vector<LayerSpec> quantized;
+      for (const auto& lin : ckpt.linears())
+        if (lin.quantized) quantized.push_back(lin.spec);
+      for (const LayerSpec& sp : fused_layer_specs(quantized, RuntimeConfig{})) {
+        const std::string key = fmt::format("{}x{} {}", sp.in_features, sp.out_features, sp.describe());
+        auto it = seen.find(key);
+        if (it != seen.end()) {
+          ++shapes[it->second].count;
+          continue;
+        }
+        seen[key] = shapes.size();
+        shapes.push_back({sp, fmt::format("{}x{}", sp.in_features, sp.out_features), 1, sp.name});
+      }
+    }
   }
   for (const auto& text : o.shapes) shapes.push_back({shape_spec(text, o), text, 1, "random"});
   return shapes;
@@ -334,7 +352,10 @@ QuantizedWeight shape_weight(const Shape& shape, Checkpoint* ckpt, double floor_
               spec.describe().c_str(), shape.source == "random" ? "random" : ("from " + shape.source).c_str(),
               logical_weight_bytes(spec) / 1e6, shape.count > 1 ? fmt::format(", {} layers", shape.count).c_str() : "",
               floor_us);
-  return shape.source == "random" ? random_weight(spec, 1234) : ckpt->load_quantized(shape.source);
+  if (shape.source == "random") return random_weight(spec, 1234);
+  if (shape.source.find('+') != std::string::npos)  // a fused projection (fused_projections.h)
+    return load_fused(shape.source, [&](const std::string& name) { return ckpt->load_quantized(name); });
+  return ckpt->load_quantized(shape.source);
 }
 
 KernelParams bench_params(const Backend& be, const LayerSpec& spec, int64_t m, const DeviceInfo& device,

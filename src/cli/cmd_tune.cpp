@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "model/fused_projections.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "qrt/plan.h"
@@ -97,6 +98,10 @@ int run_tune(const TuneCliOptions& o) {
     return 0;
   }
   const DeviceInfo device = resolve_device(o.device);
+  // The GPU engine runs q/k/v and gate/up fused where their formats allow (fused_projections.h):
+  // those shapes are tuned too, so that the engine finds them in the cache.
+  if (device.kind == DeviceKind::Cuda)
+    for (const LayerSpec& f : fused_layer_specs(layers, RuntimeConfig{})) layers.push_back(f);
   for (auto m : o.batch)
     if (m < 1) throw invalid_input(fmt::format("--batch: {} is not a row count >= 1", m));
   for (const auto& b : o.backends) {
@@ -129,7 +134,13 @@ int run_tune(const TuneCliOptions& o) {
   std::printf("}\n");
   std::fflush(stdout);
   const TuneResult r = tune_layers(
-      layers, [&](const LayerSpec& s) { return ck->load_quantized(s.name); }, device, cache, opt);
+      layers,
+      [&](const LayerSpec& s) {
+        if (s.name.find('+') != std::string::npos)
+          return load_fused(s.name, [&](const std::string& n) { return ck->load_quantized(n); });
+        return ck->load_quantized(s.name);
+      },
+      device, cache, opt);
   bar.finish();
   cache.save(path);
 

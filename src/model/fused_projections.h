@@ -4,6 +4,7 @@
 // fuses; `qrt tune` times the fused shapes so that the engine finds them in the tuning cache.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,5 +35,14 @@ std::shared_ptr<const QuantizedWeight> fuse_weights(const ProjectionGroup& group
 
 // LayerSpecs of the groups that can be fused under `config` (for the tuner).
 std::vector<LayerSpec> fused_layer_specs(const ModelWeights& w, const RuntimeConfig& config);
+
+// The same from the quantized layers' specs alone (a checkpoint's list, nothing loaded): groups
+// whose parts' formats allow fusion (act-order orders are not compared: that needs the data).
+std::vector<LayerSpec> fused_layer_specs(const std::vector<LayerSpec>& quantized, const RuntimeConfig& config);
+
+// Loads and fuses the parts of a fused layer named as fused_layer_specs() names it, each part
+// through `load` (e.g. Checkpoint::load_quantized). Throws if the name is not a fused name.
+QuantizedWeight load_fused(const std::string& fused_name,
+                           const std::function<QuantizedWeight(const std::string&)>& load);
 
 }  // namespace qrt

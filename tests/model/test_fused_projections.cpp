@@ -2,6 +2,8 @@
 // others do not, and that the fused weight dequantizes to the parts' weights stacked along N.
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include "model/fused_projections.h"
 #include "qrt/error.h"
 #include "quant/rtn.h"
@@ -56,6 +58,29 @@ TEST(FusedProjections, FusedWeightDequantizesToThePartsStackedAlongN) {
       EXPECT_EQ(fused->spec.name, g.name);
     }
   }
+}
+
+TEST(FusedProjections, SpecsFromACheckpointListAndLoadFusedAgreeWithTheLoadedModel) {
+  auto w = quantized_tiny(32, true);
+  const auto from_model = fused_layer_specs(*w, RuntimeConfig{});
+  const auto from_specs = fused_layer_specs(w->quantized_layer_specs(), RuntimeConfig{});
+  ASSERT_EQ(from_specs.size(), from_model.size());
+  std::map<std::string, const LinearWeight*> by_name;
+  for (const auto& l : w->layers)
+    for (const LinearWeight* lw : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
+      by_name[lw->name] = lw;
+  const auto groups = projection_groups(*w);
+  for (size_t i = 0; i < from_specs.size(); ++i) {
+    EXPECT_EQ(from_specs[i].name, from_model[i].name);
+    EXPECT_EQ(from_specs[i].out_features, from_model[i].out_features);
+    const QuantizedWeight loaded = load_fused(from_specs[i].name, [&](const std::string& n) {
+      return *by_name.at(n)->quantized;
+    });
+    EXPECT_EQ(loaded.codes, fuse_weights(groups[i])->codes) << from_specs[i].name;
+    EXPECT_EQ(loaded.zeros, fuse_weights(groups[i])->zeros) << from_specs[i].name;
+  }
+  EXPECT_THROW(load_fused("model.layers.0.self_attn.q_proj", [](const std::string&) { return QuantizedWeight{}; }),
+               Error);
 }
 
 TEST(FusedProjections, ObstaclesNameTheReason) {
