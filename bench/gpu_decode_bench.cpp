@@ -86,9 +86,11 @@ int main(int argc, char** argv) {
                 static_cast<long long>(prompt_len), dev_s / static_cast<double>(n_new) * 1e6);
     nlohmann::json prof = nlohmann::json::array();
     for (const auto& t : profile) {
-      std::printf("  %-20s %9.1f us  %5.1f %%  %4d launches  %7.2f us each\n", t.op.c_str(), t.us,
+      std::printf("  %-20s %9.1f us  %5.1f %%  %4d launches  %7.2f us each", t.op.c_str(), t.us,
                   100 * t.us / profile_total, t.launches, t.us / t.launches);
-      prof.push_back({{"op", t.op}, {"us", t.us}, {"launches", t.launches}});
+      if (t.graph_us_each > 0) std::printf("  (%.2f us alone in a graph)", t.graph_us_each);
+      std::printf("\n");
+      prof.push_back({{"op", t.op}, {"us", t.us}, {"launches", t.launches}, {"graph_us_each", t.graph_us_each}});
     }
     std::printf("  %-20s %9.1f us\n", "total", profile_total);
     int64_t agree = 0;

@@ -130,6 +130,7 @@ void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = tru
   for (const auto& t : prof) {
     EXPECT_GE(t.us, 0.0) << t.op;
     launches[t.op] = t.launches;
+    if (t.op == "attention" || t.op == "residual + rmsnorm") EXPECT_GT(t.graph_us_each, 0.0) << t.op;
   }
   EXPECT_EQ(launches["attention"], c.num_layers);
   EXPECT_EQ(launches["down_proj"], c.num_layers);

@@ -43,6 +43,9 @@ class CudaForwardEngine : public ForwardEngine {
     std::string op;
     double us = 0;      // summed over the step
     int launches = 0;   // times the op ran in the step (e.g. once per block)
+    // The model's own kernels (norm, RoPE, attention, SwiGLU): one launch timed alone, as the
+    // mean of 32 back-to-back launches in a CUDA graph (no event between them); 0 = not timed.
+    double graph_us_each = 0;
   };
   virtual std::vector<OpTime> profile_decode_step(int32_t token, int64_t pos) = 0;
 };

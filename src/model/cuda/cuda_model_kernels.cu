@@ -73,12 +73,13 @@ __global__ void add_rmsnorm_vec_kernel(float* __restrict__ x, const __half* __re
   const int64_t row = blockIdx.x;
   float4* xr = reinterpret_cast<float4*>(x + row * hidden);
   const int n4 = hidden / 4;
-  float4 v[kNormVecs];
+  float4 v[kNormVecs], wv[kNormVecs];
   float ss = 0.f;
 #pragma unroll
   for (int j = 0; j < kNormVecs; ++j) {
     const int i = threadIdx.x + j * blockDim.x;
     if (i < n4) {
+      wv[j] = reinterpret_cast<const float4*>(weight)[i];  // in flight with x, not after the sum
       v[j] = xr[i];
       if (delta) {
         const uint2 raw = reinterpret_cast<const uint2*>(delta + row * hidden)[i];
@@ -96,9 +97,8 @@ __global__ void add_rmsnorm_vec_kernel(float* __restrict__ x, const __half* __re
     const int i = threadIdx.x + j * blockDim.x;
     if (i < n4) {
       if (delta) xr[i] = v[j];
-      const float4 wv = reinterpret_cast<const float4*>(weight)[i];
-      const __half2 lo = __floats2half2_rn(v[j].x * inv * wv.x, v[j].y * inv * wv.y);
-      const __half2 hi = __floats2half2_rn(v[j].z * inv * wv.z, v[j].w * inv * wv.w);
+      const __half2 lo = __floats2half2_rn(v[j].x * inv * wv[j].x, v[j].y * inv * wv[j].y);
+      const __half2 hi = __floats2half2_rn(v[j].z * inv * wv[j].z, v[j].w * inv * wv[j].w);
       uint2 raw;
       raw.x = *reinterpret_cast<const uint32_t*>(&lo);
       raw.y = *reinterpret_cast<const uint32_t*>(&hi);
@@ -225,7 +225,6 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
     const __half* q, const __half* kc, const __half* vc, __half* out, const int64_t* d_pos, int64_t n_heads,
     int64_t group, int64_t hd, int64_t cap, int64_t window, float scale, int64_t q_stride, float* partials,
     int* counters) {
-  __shared__ float qs[kMaxHeadDim];
   __shared__ float sc[kSplitSub];
   __shared__ float sh[32];
   __shared__ bool is_last;
@@ -241,8 +240,16 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
   const __half* V = vc + kvh * cap * hd;
   const int64_t q_dim = n_heads * hd;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-  for (int64_t d = tid; d < hd; d += kSplitThreads) qs[d] = __half2float(q[i * q_stride + h * hd + d]) * scale;
-  __syncthreads();
+  // Every lane keeps the query pairs it multiplies (pairs lane, lane + 32, ...) in registers: no
+  // shared-memory round trip and barrier before the keys' loads can start.
+  float2 qv[kMaxHeadDim / 64];
+  const __half2* qh = reinterpret_cast<const __half2*>(q + i * q_stride + h * hd);
+#pragma unroll
+  for (int c = 0; c < kMaxHeadDim / 64; ++c) {
+    const int d2 = lane + 32 * c;
+    const float2 f = d2 < hd / 2 ? __half22float2(qh[d2]) : make_float2(0.f, 0.f);
+    qv[c] = make_float2(f.x * scale, f.y * scale);
+  }
   // Each thread owns dims tid and tid + 128 of the accumulator (head_dim <= 256).
   float m = -INFINITY, l = 0.f, acc0 = 0.f, acc1 = 0.f;
   for (int64_t s0 = j0; s0 < j1; s0 += kSplitSub) {
@@ -255,9 +262,13 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
         const int t = t0 + u * kSplitWarps;
         if (t >= n) break;
         const __half2* kr = reinterpret_cast<const __half2*>(K + (s0 + t) * hd);
-        for (int d2 = lane; d2 < hd / 2; d2 += 32) {
-          const float2 kv = __half22float2(kr[d2]);
-          part[u] += qs[2 * d2] * kv.x + qs[2 * d2 + 1] * kv.y;
+#pragma unroll
+        for (int c = 0; c < kMaxHeadDim / 64; ++c) {
+          const int d2 = lane + 32 * c;
+          if (d2 < hd / 2) {
+            const float2 kv = __half22float2(kr[d2]);
+            part[u] += qv[c].x * kv.x + qv[c].y * kv.y;
+          }
         }
       }
 #pragma unroll
@@ -339,14 +350,13 @@ __global__ void silu_mul_kernel(__half* gate, const __half* up, int64_t n) {
 }
 
 // Fused gate/up output rows [gate | up] (2 * inter wide) -> out rows silu(gate) * up (inter wide).
-__global__ void silu_mul_rows_kernel(const __half* __restrict__ gate_up, __half* __restrict__ out, int64_t m,
-                                     int64_t inter) {
-  const int64_t n = m * inter;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = i / inter, c = i - r * inter;
-    const float g = __half2float(gate_up[r * 2 * inter + c]);
-    out[i] = __float2half_rn(g / (1.f + __expf(-g)) * __half2float(gate_up[r * 2 * inter + inter + c]));
+__global__ void silu_mul_rows_kernel(const __half* __restrict__ gate_up, __half* __restrict__ out, int64_t inter) {
+  const __half* g_row = gate_up + static_cast<int64_t>(blockIdx.y) * 2 * inter;
+  __half* o_row = out + static_cast<int64_t>(blockIdx.y) * inter;
+  for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < inter;
+       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const float g = __half2float(g_row[c]);
+    o_row[c] = __float2half_rn(g / (1.f + __expf(-g)) * __half2float(g_row[inter + c]));
   }
 }
 
@@ -533,7 +543,8 @@ void silu_mul(__half* gate, const __half* up, int64_t n, cudaStream_t s) {
   silu_mul_kernel<<<blocks_for(n, 256), 256, 0, s>>>(gate, up, n);
 }
 void silu_mul_rows(const __half* gate_up, __half* out, int64_t m, int64_t inter, cudaStream_t s) {
-  silu_mul_rows_kernel<<<blocks_for(m * inter, 256), 256, 0, s>>>(gate_up, out, m, inter);
+  const dim3 grid(blocks_for(inter, 256), static_cast<unsigned>(m));
+  silu_mul_rows_kernel<<<grid, 256, 0, s>>>(gate_up, out, inter);
 }
 void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s) {
   half_to_float_kernel<<<blocks_for(n, 256), 256, 0, s>>>(in, out, n);
