@@ -2,19 +2,20 @@
 # Diagnostic for docs/KNOWN_ISSUES.md #12 (run on the GPU machine after scripts/gpu-check.sh, which
 # builds build-gpu/qrt and writes the random Llama-2-7B model). In the full `qrt tune` the cuda_gemv
 # default at M = 4 times ~12 % slower than alone (23.2 vs 20.5 us on 4096x11008), so a candidate
-# that loses in `qrt bench` wins there. A: cuda_gemv alone; B: cuda_dequant's M = 4096 GEMMs first,
-# then cuda_gemv; SM clock, temperature and throttle reasons sampled every 200 ms during B.
+# that loses in `qrt bench` wins there. A: cuda_gemv alone; B: cuda_marlin's candidates (M up to
+# 128, as in the full tune) first, then cuda_gemv; SM clock, temperature and throttle reasons
+# sampled every 200 ms during B.
 MODEL=${1:-/tmp/qrt-llama2-7b-gptq}
 OUT=${OUT:-/tmp}
 Q=build-gpu/qrt
 gemv_rows() { grep -E '^cuda_gemv +4096x(11008|12288) .* 4 ' | cut -c1-100; }
 echo "== A: cuda_gemv alone, M = 1,4"
 $Q tune "$MODEL" --device cuda --backends cuda_gemv --batch 1,4 --cache /tmp/probe-a.json --retune --repeats 9 -q | gemv_rows
-echo "== B: cuda_dequant (M = 4096 first) then cuda_gemv, M = 4096,1,4"
+echo "== B: cuda_marlin then cuda_gemv, M = 1..128"
 nvidia-smi --query-gpu=clocks.sm,clocks.mem,temperature.gpu,power.draw,clocks_throttle_reasons.active \
   --format=csv,noheader,nounits -lms 200 > /tmp/probe-clocks.csv 2>/dev/null &
 SMI=$!
-$Q tune "$MODEL" --device cuda --backends cuda_dequant,cuda_gemv --batch 4096,1,4 --cache /tmp/probe-b.json --retune \
+$Q tune "$MODEL" --device cuda --backends cuda_marlin,cuda_gemv --batch 1,4,16,32,64,128 --cache /tmp/probe-b.json --retune \
   --repeats 9 -q | gemv_rows
 kill $SMI 2>/dev/null
 python3 - <<'PY'
