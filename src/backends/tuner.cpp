@@ -190,8 +190,17 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
   };
   std::vector<std::vector<Work>> work(shapes.size());
   size_t total = 0;
+  // Backends in the order a QuantLinear prepares its M ranges (smallest max_m first: GEMV, then
+  // tensor-core, then dequant + cuBLAS), so device memory is laid out as in a real run. Measured
+  // on H100 (docs/KNOWN_ISSUES.md #12): with cuda_dequant's packing and workspace allocated
+  // before the shared int4 packing, cuda_gemv's default timed 23 us instead of 20.5 us at M = 4 in
+  // this process only, and a candidate that loses in `qrt bench` won here.
+  std::vector<const Backend*> backends = registry.all();
+  std::stable_sort(backends.begin(), backends.end(), [](const Backend* a, const Backend* b) {
+    return a->capability().max_m < b->capability().max_m;
+  });
   for (size_t s = 0; s < shapes.size(); ++s) {
-    for (const Backend* b : registry.all()) {
+    for (const Backend* b : backends) {
       if (!opt.backends.empty() &&
           std::find(opt.backends.begin(), opt.backends.end(), b->name()) == opt.backends.end())
         continue;
