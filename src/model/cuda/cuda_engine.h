@@ -6,7 +6,9 @@
 // linear / llama3 scaling via ops::rope_inv_freq), causal GQA attention over an fp16 KV cache for
 // prefill and decode, SwiGLU, residual adds, the logits GEMM and greedy / top-k / top-p sampling
 // all on the device; activations fp16. Quantized linears go through QuantLinear with CUDA
-// backends, dense ones (and lm_head) through cuBLAS with fp16 weights. A decode step is captured
+// backends, dense ones (and lm_head) through cuBLAS with fp16 weights; q/k/v and gate/up run as
+// one fused GEMM each where their formats allow (fused_projections.h, `fuse_projections`).
+// Attention over up to 8 query rows (decode) splits the keys across blocks (split-KV). A decode step is captured
 // once into a CUDA graph (positions live in device memory) and replayed: no host synchronisation
 // per layer, and none per token in generate_on_device().
 #pragma once
