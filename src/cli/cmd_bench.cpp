@@ -310,37 +310,26 @@ std::vector<Shape> collect_shapes(const BenchOptions& o, std::unique_ptr<Checkpo
   if (!o.model.empty()) {
     *ckpt_out = open_checkpoint(o.model);
     Checkpoint& ckpt = **ckpt_out;
+    // One row per distinct shape and format, counting the layers that share it.
     std::map<std::string, size_t> seen;
-    for (const auto& lin : ckpt.linears()) {
-      if (!lin.quantized) continue;
-      const LayerSpec& sp = lin.spec;
+    auto add = [&](const LayerSpec& sp) {
       const std::string key = fmt::format("{}x{} {}", sp.in_features, sp.out_features, sp.describe());
-      auto it = seen.find(key);
-      if (it != seen.end()) {
+      auto [it, fresh] = seen.emplace(key, shapes.size());
+      if (!fresh) {
         ++shapes[it->second].count;
-        continue;
+        return;
       }
-      seen[key] = shapes.size();
       shapes.push_back({sp, fmt::format("{}x{}", sp.in_features, sp.out_features), 1, sp.name});
-    }
+    };
+    std::vector<LayerSpec> quantized;
+    for (const auto& lin : ckpt.linears())
+      if (lin.quantized) quantized.push_back(lin.spec);
+    for (const LayerSpec& sp : quantized) add(sp);
     if (shapes.empty()) throw invalid_input(o.model + ": no quantized linear layers to benchmark");
     // On a GPU the engine runs q/k/v and gate/up as one fused GEMM each (fused_projections.h):
     // those shapes are layers of the model as it runs, so they are benchmarked too.
-    if (o.device.rfind("cuda", 0) == 0) {
-      std::vector<LayerSpec> quantized;
-      for (const auto& lin : ckpt.linears())
-        if (lin.quantized) quantized.push_back(lin.spec);
-      for (const LayerSpec& sp : fused_layer_specs(quantized, RuntimeConfig{})) {
-        const std::string key = fmt::format("{}x{} {}", sp.in_features, sp.out_features, sp.describe());
-        auto it = seen.find(key);
-        if (it != seen.end()) {
-          ++shapes[it->second].count;
-          continue;
-        }
-        seen[key] = shapes.size();
-        shapes.push_back({sp, fmt::format("{}x{}", sp.in_features, sp.out_features), 1, sp.name});
-      }
-    }
+    if (o.device.rfind("cuda", 0) == 0)
+      for (const LayerSpec& sp : fused_layer_specs(quantized, RuntimeConfig{})) add(sp);
   }
   for (const auto& text : o.shapes) shapes.push_back({shape_spec(text, o), text, 1, "random"});
   return shapes;
