@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "model/fused_projections.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "qrt/model.h"
@@ -287,6 +288,24 @@ int run_plan(const PlanOptions& o) {
                 be && !be->built() ? "  [not built in this binary: planned for the target profile]" : "");
   }
   if (dense) std::printf("  %-14s %d layers (unquantized, run by the model's dense path)\n", "dense", dense);
+  // The GPU engine runs q/k/v and gate/up as one GEMM each where it can (fused_projections.h):
+  // those fused layers are planned as their own shapes.
+  if (device.kind == DeviceKind::Cuda) {
+    const std::vector<LayerSpec> fused = fused_layer_specs(layers, config);
+    std::map<std::string, std::pair<int, std::string>> by_shape;  // "q/k/v groups as KxN" -> groups, plan
+    for (const auto& p : plan_layers(fused, config, device, cache.get())) {
+      std::string how;
+      for (const auto& c : p.choices) how += (how.empty() ? "" : ", ") + c.backend + " (" + m_range(c) + ")";
+      const char* kind = p.layer.name.find("q_proj+") != std::string::npos ? "q/k/v" : "gate/up";
+      auto& e = by_shape[fmt::format("{} groups as {}x{}", kind, p.layer.in_features, p.layer.out_features)];
+      ++e.first;
+      e.second = p.ok() ? how : "no backend: " + p.error.substr(0, p.error.find('\n'));
+    }
+    if (by_shape.empty())
+      std::printf("  fused q/k/v, gate/up: none (fuse_projections %s)\n", config.fuse_projections ? "on" : "off");
+    for (const auto& [what, e] : by_shape)
+      std::printf("  %-14s %d %s: %s\n", "fused", e.first, what.c_str(), e.second.c_str());
+  }
   if (failed) {
     std::printf("  %d of %zu quantized layers have NO backend on %s\n", failed, plans.size(), device.id.c_str());
     return 1;

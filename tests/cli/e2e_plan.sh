@@ -32,6 +32,9 @@ grep -qi 'h100' "$tmp/out" || bad "plan --target h100: the device line does not 
 m1="$(sed -n '/^summary:/,$p' "$tmp/out" | grep -E '^  cuda_' | grep -oE '[0-9]+ layers \((all M|M 1-[0-9]+|M=1)\)' |
       awk '{ n += $1 } END { print n + 0 }')"
 [ "$m1" = 211 ] || bad "plan --target h100: the summary puts $m1 layers (not 211) on CUDA backends at M = 1"
+# The GPU engine fuses each block's q/k/v (576x960) and gate/up (576x3072): the summary says so.
+grep -Eq '^  fused +30 q/k/v groups as 576x960: cuda_' "$tmp/out" || bad "plan --target h100: no fused q/k/v line"
+grep -Eq '^  fused +30 gate/up groups as 576x3072: cuda_' "$tmp/out" || bad "plan --target h100: no fused gate/up line"
 
 # 3. Disabled backend is skipped.
 run_plan --disable cpu_simd; rc=$?
