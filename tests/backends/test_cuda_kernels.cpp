@@ -335,6 +335,12 @@ TEST(CudaKernelsPack, SplitHeuristicBalancesAndRespectsLimits) {
       per = (per + 1) / 2 * 2;
       EXPECT_EQ((chunks + per - 1) / per, s) << base << " " << chunks;
     }
+  // A split-K launch fits when its partial tiles fit the floats and its tiles the counters;
+  // one partition needs no scratch at all.
+  EXPECT_TRUE(cuda::split_k_fits(100, 4, 1024, 100 * 4 * 1024, 100));
+  EXPECT_FALSE(cuda::split_k_fits(100, 4, 1024, 100 * 4 * 1024 - 1, 100));
+  EXPECT_FALSE(cuda::split_k_fits(101, 2, 1024, 1 << 30, 100));
+  EXPECT_TRUE(cuda::split_k_fits(1 << 20, 1, 1024, 0, 0));
   // Rejections of the packer name the reason.
   EXPECT_NE(cuda::int4_pack_rejection(int_layer("l", 96, 64, 4, -1, ZeroKind::Symmetric)).find("64"),
             std::string::npos);

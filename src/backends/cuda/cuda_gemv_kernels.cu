@@ -267,7 +267,8 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   a.m_tiles = 1;
   a.n_tiles = static_cast<int>(bx);
   if (split > 1) {
-    if (bx * split * 8 * 16 * cfg.wt > ws.partial_floats || bx > ws.counter_count) return cudaErrorInvalidValue;
+    if (!split_k_fits(bx, split, int64_t(8) * 16 * cfg.wt, ws.partial_floats, ws.counter_count))
+      return cudaErrorInvalidValue;
     a.partials = ws.partials;
     a.counters = ws.counters;
   }

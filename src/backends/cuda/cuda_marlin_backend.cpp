@@ -99,8 +99,9 @@ class CudaMarlinBackend final : public Backend {
           // Split-K partials must fit the workspace (launch_qmm refuses the rest): skip those.
           const int64_t tiles = ((m + 8 * mt - 1) / (8 * mt)) * ((layer.out_features + 127) / 128);
           const int sms = std::max(device.gpu.sm_count, 1);
-          if (split > 1 && (tiles * split * 128 * 8 * mt > cuda::int4_max_partial_tiles(sms) * cuda::int4_max_tile_floats() ||
-                            tiles > cuda::int4_counter_count(sms) - 64))
+          if (!cuda::split_k_fits(tiles, split, 128 * 8 * mt,
+                                  cuda::int4_max_partial_tiles(sms) * cuda::int4_max_tile_floats(),
+                                  cuda::int4_counter_count(sms) - 64))
             continue;
           KernelParams p;
           p.values["mt"] = mt;

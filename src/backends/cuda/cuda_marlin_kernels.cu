@@ -415,7 +415,8 @@ cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t 
   a.chunks_per_split = per;
   const int64_t tiles = static_cast<int64_t>(a.m_tiles) * a.n_tiles;
   if (split > 1) {
-    if (tiles * split * e->bn * e->bm > ws.partial_floats || tiles > ws.counter_count) return cudaErrorInvalidValue;
+    if (!split_k_fits(tiles, split, int64_t(e->bn) * e->bm, ws.partial_floats, ws.counter_count))
+      return cudaErrorInvalidValue;
     a.partials = ws.partials;
     a.counters = ws.counters;
   }

@@ -163,4 +163,8 @@ int choose_split(int64_t base, int64_t chunks, int sms, int64_t max_tiles, int c
   return best;
 }
 
+bool split_k_fits(int64_t tiles, int64_t split, int64_t tile_floats, int64_t partial_floats, int64_t counters) {
+  return split <= 1 || (tiles * split * tile_floats <= partial_floats && tiles <= counters);
+}
+
 }  // namespace qrt::cuda

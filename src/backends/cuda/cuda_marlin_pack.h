@@ -37,4 +37,10 @@ Int4PackedHost pack_int4_host(const QuantizedWeight& w);
 // fewer splits (each costs a partial tile round trip), and keeps base*split <= max_tiles.
 int choose_split(int64_t base, int64_t chunks, int sms, int64_t max_tiles, int chunk_align);
 
+// Whether a split-K launch fits its scratch: `tiles` output tiles of `tile_floats` floats each,
+// `split` partial tiles per output tile in `partial_floats` floats, one arrival counter per output
+// tile among `counters`. launch_qmm / launch_int4_gemv refuse launches that do not fit; tuning
+// spaces leave them out (with the counter margin the automatic split keeps).
+bool split_k_fits(int64_t tiles, int64_t split, int64_t tile_floats, int64_t partial_floats, int64_t counters);
+
 }  // namespace qrt::cuda
