@@ -158,6 +158,41 @@ std::vector<float> run_linear(const Backend& be, const QuantizedWeight& w, const
   return dy.download();
 }
 
+// Before touching a GPU, every CUDA backend's prepare() refuses a CPU device and parameters it does
+// not take, naming the layer and the backend (runs without a GPU: a target profile is enough).
+TEST(CudaBackends, PrepareRefusesCpuDevicesAndUnknownParametersByName) {
+  QuantizedWeight w;
+  w.spec.name = "model.layers.3.mlp.up_proj";
+  w.spec.in_features = 128;
+  w.spec.out_features = 64;
+  w.spec.bits = 4;
+  w.spec.group_size = 64;
+  w.codes.assign(128 * 64, 8);
+  w.scales.assign(64 * 2, 0.5f);
+  KernelParams bogus;
+  bogus.values["no_such_param"] = int64_t(1);
+  const DeviceInfo h100 = target_profile("h100");
+  for (auto make : {make_cuda_dequant_backend, make_cuda_gemv_backend, make_cuda_marlin_backend, make_cuda_fp8_backend}) {
+    const auto b = make();
+    try {
+      b->prepare(w, {}, probe_cpu());
+      FAIL() << b->name() << " prepared on a CPU";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Unsupported) << b->name();
+      EXPECT_NE(std::string(e.what()).find("model.layers.3.mlp.up_proj: " + b->name() + " needs a CUDA device"),
+                std::string::npos)
+          << e.what();
+    }
+    try {
+      b->prepare(w, bogus, h100);
+      FAIL() << b->name() << " took an unknown parameter";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::InvalidInput) << b->name() << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find("no_such_param"), std::string::npos) << e.what();
+    }
+  }
+}
+
 TEST(CudaRuntime, CheckedCallThrowsNamingTheStatement) {
   QRT_SKIP_WITHOUT_GPU();
   try {

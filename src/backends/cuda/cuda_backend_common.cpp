@@ -10,6 +10,17 @@ namespace qrt::cuda {
 
 BackendCapability cuda_backend_capability(const std::string& name) { return cuda_backend_declaration(name).capability; }
 
+void check_prepare(const Backend& backend, const QuantizedWeight& weight, const KernelParams& params,
+                   const DeviceInfo& device, bool check_layer) {
+  const std::string& layer = weight.spec.name;
+  if (device.kind != DeviceKind::Cuda)
+    throw unsupported(layer + ": " + backend.name() + " needs a CUDA device, got " + device.id);
+  if (Verdict v = backend.validate_params(weight.spec, params); !v.ok)
+    throw invalid_input(layer + ": " + backend.name() + ": " + v.reason);
+  if (!check_layer) return;
+  if (Verdict v = backend.check(weight.spec, device); !v.ok) throw unsupported(layer + ": " + backend.name() + ": " + v.reason);
+}
+
 Verdict validate_known_params(const KernelParams& params, std::initializer_list<IntParamRule> rules) {
   for (const auto& [key, value] : params.values) {
     const IntParamRule* rule = nullptr;

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "qrt/backend.h"
+#include "qrt/quantized_weight.h"
 
 namespace qrt::cuda {
 
@@ -18,6 +19,12 @@ struct IntParamRule {
 };
 // Every key must be one of `rules` and an integer in [min, max]; the Verdict names the bad one.
 Verdict validate_known_params(const KernelParams& params, std::initializer_list<IntParamRule> rules);
+
+// The checks a CUDA backend's prepare() starts with, each an Error naming the layer and backend: the
+// device is a CUDA one (Unsupported), `backend` accepts `params` (InvalidInput) and, with
+// `check_layer`, its check() passes for the layer on `device` (Unsupported).
+void check_prepare(const Backend& backend, const QuantizedWeight& weight, const KernelParams& params,
+                   const DeviceInfo& device, bool check_layer);
 
 // Throws InvalidInput naming the backend when x / y do not match the layer (dtype, shape, device).
 void check_act_shapes(const char* backend, int64_t k, int64_t n, const ActTensor& x, const ActTensor& y);

@@ -82,10 +82,7 @@ class CudaDequantBackend final : public Backend {
 
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
                                           const DeviceInfo& device) const override {
-    if (device.kind != DeviceKind::Cuda)
-      throw unsupported(weight.spec.name + ": cuda_dequant needs a CUDA device, got " + device.id);
-    Verdict pv = validate_params(weight.spec, params);
-    if (!pv.ok) throw invalid_input(weight.spec.name + ": cuda_dequant: " + pv.reason);
+    cuda::check_prepare(*this, weight, params, device, /*check_layer=*/false);
     cuda::DeviceGuard guard(device.gpu.index);
     DeviceContext& ctx = DeviceContext::get(device.gpu.index);
     cuda::PackedWeight packed = cuda::PackedWeight::pack(weight);

@@ -369,10 +369,8 @@ class CudaFp8Backend final : public Backend {
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
                                           const DeviceInfo& device) const override {
     const LayerSpec& s = weight.spec;
-    if (device.kind != DeviceKind::Cuda) throw unsupported(s.name + ": cuda_fp8 needs a CUDA device, got " + device.id);
+    cuda::check_prepare(*this, weight, params, device, /*check_layer=*/false);
     if (s.encoding != WeightEncoding::Fp8E4M3) throw unsupported(s.name + ": cuda_fp8 runs fp8 e4m3 weights only");
-    Verdict pv = validate_params(s, params);
-    if (!pv.ok) throw invalid_input(s.name + ": cuda_fp8: " + pv.reason);
     cuda::DeviceGuard guard(device.gpu.index);
     DeviceContext& ctx = DeviceContext::get(device.gpu.index);
     cuda::PackedWeight packed = cuda::PackedWeight::pack(weight);

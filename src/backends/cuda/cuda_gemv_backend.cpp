@@ -91,12 +91,7 @@ class CudaGemvBackend final : public Backend {
 
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
                                           const DeviceInfo& device) const override {
-    if (device.kind != DeviceKind::Cuda)
-      throw unsupported(weight.spec.name + ": cuda_gemv needs a CUDA device, got " + device.id);
-    Verdict pv = validate_params(weight.spec, params);
-    if (!pv.ok) throw invalid_input(weight.spec.name + ": cuda_gemv: " + pv.reason);
-    Verdict cv = check(weight.spec, device);
-    if (!cv.ok) throw unsupported(weight.spec.name + ": cuda_gemv: " + cv.reason);
+    cuda::check_prepare(*this, weight, params, device, /*check_layer=*/true);
     cuda::DeviceGuard guard(device.gpu.index);
     DeviceContext& ctx = DeviceContext::get(device.gpu.index);
     auto w = cuda::shared_int4_weight(weight, device.gpu.index);
