@@ -172,6 +172,10 @@ int run_plan(const PlanOptions& o) {
     for (const auto& w : cache->warnings()) warnings.push_back("tuning cache: " + w);
   }
   const auto plans = plan_layers(layers, config, device, cache.get());
+  // The GPU engine runs q/k/v and gate/up as one GEMM each where it can (fused_projections.h):
+  // those fused layers are planned as their own shapes.
+  std::vector<LinearPlan> fused_plans;
+  if (device.kind == DeviceKind::Cuda) fused_plans = plan_layers(fused_layer_specs(layers, config), config, device, cache.get());
 
   // Per-backend summary: layers and the M ranges they serve.
   std::map<std::string, std::map<std::string, int>> summary;  // backend -> range -> layers
@@ -202,6 +206,8 @@ int run_plan(const PlanOptions& o) {
     j["summary"] = sj;
     j["dense_layers"] = dense;
     j["layers_without_backend"] = failed;
+    j["fused_layers"] = nlohmann::ordered_json::array();  // GPU engine: q/k/v, gate/up as one GEMM each
+    for (const auto& p : fused_plans) j["fused_layers"].push_back(plan_json(p));
     std::printf("%s\n", j.dump(2).c_str());
     return failed ? 1 : 0;
   }
@@ -288,12 +294,9 @@ int run_plan(const PlanOptions& o) {
                 be && !be->built() ? "  [not built in this binary: planned for the target profile]" : "");
   }
   if (dense) std::printf("  %-14s %d layers (unquantized, run by the model's dense path)\n", "dense", dense);
-  // The GPU engine runs q/k/v and gate/up as one GEMM each where it can (fused_projections.h):
-  // those fused layers are planned as their own shapes.
   if (device.kind == DeviceKind::Cuda) {
-    const std::vector<LayerSpec> fused = fused_layer_specs(layers, config);
     std::map<std::string, std::pair<int, std::string>> by_shape;  // "q/k/v groups as KxN" -> groups, plan
-    for (const auto& p : plan_layers(fused, config, device, cache.get())) {
+    for (const auto& p : fused_plans) {
       std::string how;
       for (const auto& c : p.choices) how += (how.empty() ? "" : ", ") + c.backend + " (" + m_range(c) + ")";
       const char* kind = p.layer.name.find("q_proj+") != std::string::npos ? "q/k/v" : "gate/up";

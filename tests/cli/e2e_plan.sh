@@ -35,6 +35,10 @@ m1="$(sed -n '/^summary:/,$p' "$tmp/out" | grep -E '^  cuda_' | grep -oE '[0-9]+
 # The GPU engine fuses each block's q/k/v (576x960) and gate/up (576x3072): the summary says so.
 grep -Eq '^  fused +30 q/k/v groups as 576x960: cuda_' "$tmp/out" || bad "plan --target h100: no fused q/k/v line"
 grep -Eq '^  fused +30 gate/up groups as 576x3072: cuda_' "$tmp/out" || bad "plan --target h100: no fused gate/up line"
+timeout 60 "$QRT" plan "$MODEL" --no-tuning-cache --target h100 --json >"$tmp/plan.json" 2>"$tmp/err"
+python3 -c "import json,sys; d=json.load(open(sys.argv[1])); f=d['fused_layers']; assert len(f)==60, len(f); \
+assert f[0]['name']=='model.layers.0.self_attn.q_proj+k_proj+v_proj' and f[0]['n']==960, f[0]['name']" "$tmp/plan.json" \
+  || bad "plan --target h100 --json: fused_layers missing or wrong"
 
 # 3. Disabled backend is skipped.
 run_plan --disable cpu_simd; rc=$?
