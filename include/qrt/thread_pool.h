@@ -1,7 +1,9 @@
 // A fixed pool of worker threads for CPU kernels and the model. parallel_for splits [0, n) into
 // contiguous chunks, one per thread, and blocks until all are done; no allocation per call.
+// Waiters spin for up to ~200 us before sleeping (thread_pool.cpp says why). One caller at a time.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -31,9 +33,12 @@ class ThreadPool {
   std::mutex mutex_;
   std::condition_variable start_cv_, done_cv_;
   const std::function<void(int, int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<int> sleepers_{0};           // workers blocked on start_cv_
+  std::atomic<bool> caller_sleeping_{false};
+  std::atomic<bool> stop_{false};
+  bool spin_ = true;                       // waiters spin briefly before sleeping (threads <= cores)
 };
 
 }  // namespace qrt

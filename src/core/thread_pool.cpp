@@ -1,19 +1,53 @@
-// Thread pool: workers sleep on a condition variable and wake once per job generation.
+// Thread pool. A decode step runs a few hundred short parallel jobs (one per linear layer), so
+// waking a sleeping worker for each (futex wake + context switch, tens of microseconds) was a
+// visible share of CPU decode time. Workers and the caller therefore spin on atomics for a short
+// while before blocking on a condition variable; an idle pool still ends up asleep. Spinning is
+// off when the pool has more threads than the machine has cores (a spinner would steal a core).
+//
+// No lost wake-ups: a sleeper registers (sleepers_ / caller_sleeping_) and re-checks its
+// condition under the mutex; the other side changes the condition (seq_cst), then reads the
+// registration (seq_cst) and, if set, notifies under the mutex.
 #include "qrt/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define QRT_CPU_RELAX() _mm_pause()
+#else
+#define QRT_CPU_RELAX() std::this_thread::yield()
+#endif
 
 namespace qrt {
+namespace {
+// How long a waiter spins before sleeping: a little more than the gap between two jobs of a
+// decode step (norms, RoPE and sampling run on the caller between them).
+constexpr auto kSpin = std::chrono::microseconds(200);
+
+template <typename Ready>
+bool spin_until(Ready&& ready, bool enabled) {
+  if (!enabled) return ready();
+  const auto until = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0;; ++i) {
+    if (ready()) return true;
+    QRT_CPU_RELAX();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) return ready();
+  }
+}
+}  // namespace
 
 ThreadPool::ThreadPool(int threads) {
-  if (threads <= 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads <= 0) threads = cores;
+  spin_ = threads <= cores;
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    stop_ = true;
+    stop_.store(true);
   }
   start_cv_.notify_all();
   for (auto& t : workers_) t.join();
@@ -22,18 +56,19 @@ ThreadPool::~ThreadPool() {
 void ThreadPool::worker_loop(int index) {
   uint64_t seen = 0;
   for (;;) {
-    const std::function<void(int, int)>* job;
-    {
+    auto started = [&] { return stop_.load() || generation_.load() != seen; };
+    if (!spin_until(started, spin_)) {
       std::unique_lock<std::mutex> lock(mutex_);
-      start_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
-      job = job_;
+      sleepers_.fetch_add(1);
+      start_cv_.wait(lock, started);
+      sleepers_.fetch_sub(1);
     }
-    (*job)(index, size());
-    {
+    if (stop_.load()) return;
+    seen = generation_.load();
+    (*job_)(index, size());
+    if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load()) {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (--pending_ == 0) done_cv_.notify_one();
+      done_cv_.notify_one();
     }
   }
 }
@@ -43,16 +78,21 @@ void ThreadPool::run_on_all(const std::function<void(int, int)>& fn) {
     fn(0, 1);
     return;
   }
-  {
+  job_ = &fn;  // published by the generation increment below (seq_cst)
+  pending_.store(static_cast<int>(workers_.size()));
+  generation_.fetch_add(1);
+  if (sleepers_.load() > 0) {
     std::lock_guard<std::mutex> lock(mutex_);
-    job_ = &fn;
-    pending_ = static_cast<int>(workers_.size());
-    ++generation_;
+    start_cv_.notify_all();
   }
-  start_cv_.notify_all();
   fn(0, size());
-  std::unique_lock<std::mutex> lock(mutex_);
-  done_cv_.wait(lock, [&] { return pending_ == 0; });
+  auto done = [&] { return pending_.load() == 0; };
+  if (!spin_until(done, spin_)) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    caller_sleeping_.store(true);
+    done_cv_.wait(lock, done);
+    caller_sleeping_.store(false);
+  }
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int, int64_t, int64_t)>& fn) {
