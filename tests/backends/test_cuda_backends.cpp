@@ -161,14 +161,9 @@ std::vector<float> run_linear(const Backend& be, const QuantizedWeight& w, const
 // Before touching a GPU, every CUDA backend's prepare() refuses a CPU device and parameters it does
 // not take, naming the layer and the backend (runs without a GPU: a target profile is enough).
 TEST(CudaBackends, PrepareRefusesCpuDevicesAndUnknownParametersByName) {
-  QuantizedWeight w;
+  std::mt19937 rng(3);
+  QuantizedWeight w = make_int_weight(64, 128, 4, 64, ZeroKind::Symmetric, false, false, rng);
   w.spec.name = "model.layers.3.mlp.up_proj";
-  w.spec.in_features = 128;
-  w.spec.out_features = 64;
-  w.spec.bits = 4;
-  w.spec.group_size = 64;
-  w.codes.assign(128 * 64, 8);
-  w.scales.assign(64 * 2, 0.5f);
   KernelParams bogus;
   bogus.values["no_such_param"] = int64_t(1);
   const DeviceInfo h100 = target_profile("h100");
