@@ -68,6 +68,15 @@ class CudaEngine final : public CudaForwardEngine {
   GpuLinear make_fused(const ProjectionGroup& group, const TuningCache& cache,
                        const std::function<void(const std::string&)>& log, std::string* why);
   void run_linear(GpuLinear& l, const __half* x, int64_t m, __half* y);
+  // Where a block's projection outputs live: the fused projections' buffers interleave q | k | v
+  // (gate | up) in each row; the separate ones have a buffer each.
+  struct ProjectionOutputs {
+    __half *q, *k, *v;
+    int64_t q_stride, kv_stride;
+    __half *gate, *up;
+    int64_t mlp_stride;
+  };
+  ProjectionOutputs projection_outputs(bool qkv_fused, bool gate_up_fused);
   // The whole forward of m rows already in d_tokens_ at positions *d_pos_ + i; leaves the final
   // residual in x_. Launch-only (graph-capturable).
   void run_layers(int64_t m);
@@ -167,26 +176,24 @@ CudaEngine::CudaEngine(std::shared_ptr<const ModelWeights> weights, const Engine
   const std::vector<ProjectionGroup> groups = projection_groups(*w_);
   int fused_groups = 0;
   std::string not_fused;  // the first reason a group was left unfused, for the log
+  // A group runs fused when it can; otherwise each of its parts gets its own linear.
+  auto fuse_or_split = [&](const ProjectionGroup& group, GpuLinear& fused, std::vector<GpuLinear*> parts) {
+    std::string why;
+    fused = make_fused(group, cache, log, &why);
+    if (fused.n) {
+      ++fused_groups;
+      return;
+    }
+    if (not_fused.empty()) not_fused = why;
+    for (size_t i = 0; i < parts.size(); ++i) *parts[i] = make_linear(*group.parts[i], plan_by_name, log);
+  };
   for (size_t li = 0; li < w_->layers.size(); ++li) {
     const auto& lw = w_->layers[li];
     GpuLayer l;
-    std::string why;
-    l.qkv = make_fused(groups[2 * li], cache, log, &why);
-    if (!l.qkv.n && not_fused.empty()) not_fused = why;
-    if (!l.qkv.n) {
-      l.q = make_linear(lw.q_proj, plan_by_name, log);
-      l.k = make_linear(lw.k_proj, plan_by_name, log);
-      l.v = make_linear(lw.v_proj, plan_by_name, log);
-    }
+    fuse_or_split(groups[2 * li], l.qkv, {&l.q, &l.k, &l.v});
     l.o = make_linear(lw.o_proj, plan_by_name, log);
-    l.gate_up = make_fused(groups[2 * li + 1], cache, log, &why);
-    if (!l.gate_up.n && not_fused.empty()) not_fused = why;
-    if (!l.gate_up.n) {
-      l.gate = make_linear(lw.gate_proj, plan_by_name, log);
-      l.up = make_linear(lw.up_proj, plan_by_name, log);
-    }
+    fuse_or_split(groups[2 * li + 1], l.gate_up, {&l.gate, &l.up});
     l.down = make_linear(lw.down_proj, plan_by_name, log);
-    fused_groups += (l.qkv.n ? 1 : 0) + (l.gate_up.n ? 1 : 0);
     l.input_norm = DeviceBuffer::upload(lw.input_norm, "input_layernorm");
     l.post_norm = DeviceBuffer::upload(lw.post_attention_norm, "post_attention_layernorm");
     layers_.push_back(std::move(l));
@@ -314,16 +321,38 @@ void CudaEngine::run_linear(GpuLinear& l, const __half* x, int64_t m, __half* y)
   if (l.bias) cuda::launch_add_bias(l.bias.as<float>(), y, m, n, DType::F16, stream_);
 }
 
+CudaEngine::ProjectionOutputs CudaEngine::projection_outputs(bool qkv_fused, bool gate_up_fused) {
+  ProjectionOutputs o{};
+  if (qkv_fused) {
+    o.q = qkv_.as<__half>();
+    o.k = o.q + q_dim_;
+    o.v = o.k + kv_dim_;
+    o.q_stride = o.kv_stride = q_dim_ + 2 * kv_dim_;
+  } else {
+    o.q = q_.as<__half>();
+    o.k = k_.as<__half>();
+    o.v = v_.as<__half>();
+    o.q_stride = q_dim_;
+    o.kv_stride = kv_dim_;
+  }
+  if (gate_up_fused) {
+    o.gate = gate_up_.as<__half>();
+    o.up = o.gate + inter_;
+    o.mlp_stride = 2 * inter_;
+  } else {
+    o.gate = gate_.as<__half>();
+    o.up = up_.as<__half>();
+    o.mlp_stride = inter_;
+  }
+  return o;
+}
+
 void CudaEngine::run_layers(int64_t m) {
   float* x = x_.as<float>();
   __half* xn = xn_.as<__half>();
-  __half* q = q_.as<__half>();
-  __half* k = k_.as<__half>();
-  __half* v = v_.as<__half>();
   __half* attn = attn_.as<__half>();
   __half* tmp = tmp_.as<__half>();
-  __half* gate = gate_.as<__half>();
-  __half* up = up_.as<__half>();
+  __half* gate = gate_.as<__half>();  // silu(gate) * up, down_proj's input
   const int64_t* pos = d_pos_.as<int64_t>();
   const size_t layer_kv = static_cast<size_t>(n_kv_ * capacity_ * head_dim_);
   cuda_model::embed(d_tokens_.as<int32_t>(), m, embed_.as<__half>(), hidden_, x, stream_);
@@ -333,48 +362,40 @@ void CudaEngine::run_layers(int64_t m) {
     GpuLayer& l = layers_[li];
     cuda_model::add_rmsnorm(x, pending, l.input_norm.as<float>(), xn, m, hidden_, eps_, stream_);
     mark("residual + rmsnorm");
-    __half *qr = q, *kr = k, *vr = v;
-    int64_t q_stride = q_dim_, kv_stride = kv_dim_;
+    const ProjectionOutputs out = projection_outputs(l.qkv.n > 0, l.gate_up.n > 0);
     if (l.qkv.n) {
-      // One GEMM; row i of its output is [q | k | v].
-      __half* qkv = qkv_.as<__half>();
-      run_linear(l.qkv, xn, m, qkv);
+      run_linear(l.qkv, xn, m, out.q);
       mark("q/k/v (fused)");
-      qr = qkv;
-      kr = qkv + q_dim_;
-      vr = qkv + q_dim_ + kv_dim_;
-      q_stride = kv_stride = q_dim_ + 2 * kv_dim_;
     } else {
-      run_linear(l.q, xn, m, q);
+      run_linear(l.q, xn, m, out.q);
       mark("q_proj");
-      run_linear(l.k, xn, m, k);
+      run_linear(l.k, xn, m, out.k);
       mark("k_proj");
-      run_linear(l.v, xn, m, v);
+      run_linear(l.v, xn, m, out.v);
       mark("v_proj");
     }
     __half* kc = kcache_.as<__half>() + li * layer_kv;
     __half* vc = vcache_.as<__half>() + li * layer_kv;
-    cuda_model::rope_store(qr, kr, vr, cos_.as<float>(), sin_.as<float>(), pos, kc, vc, m, n_heads_, n_kv_, head_dim_,
-                           capacity_, q_stride, kv_stride, stream_);
+    cuda_model::rope_store(out.q, out.k, out.v, cos_.as<float>(), sin_.as<float>(), pos, kc, vc, m, n_heads_, n_kv_,
+                           head_dim_, capacity_, out.q_stride, out.kv_stride, stream_);
     mark("rope + kv store");
-    cuda_model::attention(qr, kc, vc, attn, pos, m, n_heads_, n_kv_, head_dim_, capacity_, window_, q_stride, stream_,
-                          &attn_scratch_);
+    cuda_model::attention(out.q, kc, vc, attn, pos, m, n_heads_, n_kv_, head_dim_, capacity_, window_, out.q_stride,
+                          stream_, &attn_scratch_);
     mark("attention");
     run_linear(l.o, attn, m, tmp);
     mark("o_proj");
     cuda_model::add_rmsnorm(x, tmp, l.post_norm.as<float>(), xn, m, hidden_, eps_, stream_);
     mark("residual + rmsnorm");
     if (l.gate_up.n) {
-      run_linear(l.gate_up, xn, m, gate_up_.as<__half>());
+      run_linear(l.gate_up, xn, m, out.gate);
       mark("gate/up (fused)");
-      cuda_model::silu_mul_rows(gate_up_.as<__half>(), gate, m, inter_, stream_);
     } else {
-      run_linear(l.gate, xn, m, gate);
+      run_linear(l.gate, xn, m, out.gate);
       mark("gate_proj");
-      run_linear(l.up, xn, m, up);
+      run_linear(l.up, xn, m, out.up);
       mark("up_proj");
-      cuda_model::silu_mul(gate, up, m * inter_, stream_);
     }
+    cuda_model::silu_mul(out.gate, out.up, out.mlp_stride, gate, m, inter_, stream_);
     mark("silu * up");
     run_linear(l.down, gate, m, tmp);
     mark("down_proj");
@@ -430,12 +451,7 @@ std::vector<CudaForwardEngine::OpTime> CudaEngine::profile_decode_step(int32_t t
 
   // The model's own kernels alone: 32 launches with block 0's arguments captured in one graph.
   // (The events above add a few microseconds to every op; this is each kernel's real cost.)
-  __half* qkv = qkv_ ? qkv_.as<__half>() : q_.as<__half>();
-  const bool fused = static_cast<bool>(qkv_);
-  const int64_t qkv_stride = fused ? q_dim_ + 2 * kv_dim_ : q_dim_;
-  __half* kr = fused ? qkv + q_dim_ : k_.as<__half>();
-  __half* vr = fused ? qkv + q_dim_ + kv_dim_ : v_.as<__half>();
-  const int64_t kv_stride = fused ? qkv_stride : kv_dim_;
+  const ProjectionOutputs out0 = projection_outputs(layers_[0].qkv.n > 0, layers_[0].gate_up.n > 0);
   const std::vector<std::pair<std::string, std::function<void()>>> alone = {
       {"residual + rmsnorm",
        [&] {
@@ -444,20 +460,18 @@ std::vector<CudaForwardEngine::OpTime> CudaEngine::profile_decode_step(int32_t t
        }},
       {"rope + kv store",
        [&] {
-         cuda_model::rope_store(qkv, kr, vr, cos_.as<float>(), sin_.as<float>(), d_pos_.as<int64_t>(),
+         cuda_model::rope_store(out0.q, out0.k, out0.v, cos_.as<float>(), sin_.as<float>(), d_pos_.as<int64_t>(),
                                 kcache_.as<__half>(), vcache_.as<__half>(), 1, n_heads_, n_kv_, head_dim_, capacity_,
-                                qkv_stride, kv_stride, stream_);
+                                out0.q_stride, out0.kv_stride, stream_);
        }},
       {"attention",
        [&] {
-         cuda_model::attention(qkv, kcache_.as<__half>(), vcache_.as<__half>(), attn_.as<__half>(), d_pos_.as<int64_t>(),
-                               1, n_heads_, n_kv_, head_dim_, capacity_, window_, qkv_stride, stream_, &attn_scratch_);
+         cuda_model::attention(out0.q, kcache_.as<__half>(), vcache_.as<__half>(), attn_.as<__half>(),
+                               d_pos_.as<int64_t>(), 1, n_heads_, n_kv_, head_dim_, capacity_, window_, out0.q_stride,
+                               stream_, &attn_scratch_);
        }},
       {"silu * up",
-       [&] {
-         if (fused) cuda_model::silu_mul_rows(gate_up_.as<__half>(), gate_.as<__half>(), 1, inter_, stream_);
-         else cuda_model::silu_mul(gate_.as<__half>(), up_.as<__half>(), inter_, stream_);
-       }},
+       [&] { cuda_model::silu_mul(out0.gate, out0.up, out0.mlp_stride, gate_.as<__half>(), 1, inter_, stream_); }},
   };
   constexpr int kLaunches = 32;
   for (const auto& [op, launch] : alone) {

@@ -341,23 +341,17 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
   if (tid == 0) counters[pair] = 0;
 }
 
-__global__ void silu_mul_kernel(__half* gate, const __half* up, int64_t n) {
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float g = __half2float(gate[i]);
-    gate[i] = __float2half_rn(g / (1.f + __expf(-g)) * __half2float(up[i]));
-  }
-}
-
-// Fused gate/up output rows [gate | up] (2 * inter wide) -> out rows silu(gate) * up (inter wide).
-__global__ void silu_mul_rows_kernel(const __half* __restrict__ gate_up, __half* __restrict__ out, int64_t inter) {
-  const __half* g_row = gate_up + static_cast<int64_t>(blockIdx.y) * 2 * inter;
-  __half* o_row = out + static_cast<int64_t>(blockIdx.y) * inter;
-  for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < inter;
-       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const float g = __half2float(g_row[c]);
-    o_row[c] = __float2half_rn(g / (1.f + __expf(-g)) * __half2float(g_row[inter + c]));
-  }
+// out[r][c] = silu(gate[r * in_stride + c]) * up[r * in_stride + c], out rows `inter` wide. Separate
+// gate / up buffers (in_stride = inter, out may be gate) or a fused gate/up projection's rows
+// [gate | up] (up = gate + inter, in_stride = 2 * inter). Rows on grid y, no 64-bit division.
+__global__ void silu_mul_kernel(const __half* gate, const __half* up, int64_t in_stride, __half* out, int64_t m,
+                                int64_t inter) {
+  for (int64_t r = blockIdx.y; r < m; r += gridDim.y)
+    for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < inter;
+         c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+      const float g = __half2float(gate[r * in_stride + c]);
+      out[r * inter + c] = __float2half_rn(g / (1.f + __expf(-g)) * __half2float(up[r * in_stride + c]));
+    }
 }
 
 __global__ void half_to_float_kernel(const __half* in, float* out, int64_t n) {
@@ -539,12 +533,10 @@ void attention(const __half* q, const __half* kcache, const __half* vcache, __ha
 void hold_stream(uint32_t microseconds, cudaStream_t s) {
   hold_kernel<<<1, 32, 0, s>>>(static_cast<uint64_t>(microseconds) * 1000);
 }
-void silu_mul(__half* gate, const __half* up, int64_t n, cudaStream_t s) {
-  silu_mul_kernel<<<blocks_for(n, 256), 256, 0, s>>>(gate, up, n);
-}
-void silu_mul_rows(const __half* gate_up, __half* out, int64_t m, int64_t inter, cudaStream_t s) {
-  const dim3 grid(blocks_for(inter, 256), static_cast<unsigned>(m));
-  silu_mul_rows_kernel<<<grid, 256, 0, s>>>(gate_up, out, inter);
+void silu_mul(const __half* gate, const __half* up, int64_t in_stride, __half* out, int64_t m, int64_t inter,
+              cudaStream_t s) {
+  const dim3 grid(blocks_for(inter, 256), static_cast<unsigned>(std::min<int64_t>(m, 65535)));
+  silu_mul_kernel<<<grid, 256, 0, s>>>(gate, up, in_stride, out, m, inter);
 }
 void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s) {
   half_to_float_kernel<<<blocks_for(n, 256), 256, 0, s>>>(in, out, n);

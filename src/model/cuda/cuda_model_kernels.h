@@ -36,10 +36,11 @@ size_t decode_attention_partial_floats(int64_t rows, int64_t n_heads, int splits
 void attention(const __half* q, const __half* kcache, const __half* vcache, __half* out, const int64_t* d_pos,
                int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window,
                int64_t q_stride, cudaStream_t s, const DecodeAttentionScratch* scratch = nullptr);
-// gate = silu(gate) * up.
-void silu_mul(__half* gate, const __half* up, int64_t n, cudaStream_t s);
-// out[i][j] = silu(gate_up[i][j]) * gate_up[i][inter + j] (a fused gate/up projection's rows).
-void silu_mul_rows(const __half* gate_up, __half* out, int64_t m, int64_t inter, cudaStream_t s);
+// out[i][j] = silu(gate[i * in_stride + j]) * up[i * in_stride + j], out rows `inter` wide: separate
+// buffers (in_stride = inter; out may be gate) or a fused gate/up projection's rows (up = gate +
+// inter, in_stride = 2 * inter).
+void silu_mul(const __half* gate, const __half* up, int64_t in_stride, __half* out, int64_t m, int64_t inter,
+              cudaStream_t s);
 void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s);
 
 // Keeps the stream busy for about `microseconds` (a profiler enqueues a whole step behind it, so
