@@ -342,9 +342,7 @@ QuantizedWeight shape_weight(const Shape& shape, Checkpoint* ckpt, double floor_
               logical_weight_bytes(spec) / 1e6, shape.count > 1 ? fmt::format(", {} layers", shape.count).c_str() : "",
               floor_us);
   if (shape.source == "random") return random_weight(spec, 1234);
-  if (shape.source.find('+') != std::string::npos)  // a fused projection (fused_projections.h)
-    return load_fused(shape.source, [&](const std::string& name) { return ckpt->load_quantized(name); });
-  return ckpt->load_quantized(shape.source);
+  return load_layer_or_fused(shape.source, [&](const std::string& name) { return ckpt->load_quantized(name); });
 }
 
 KernelParams bench_params(const Backend& be, const LayerSpec& spec, int64_t m, const DeviceInfo& device,

@@ -136,9 +136,7 @@ int run_tune(const TuneCliOptions& o) {
   const TuneResult r = tune_layers(
       layers,
       [&](const LayerSpec& s) {
-        if (s.name.find('+') != std::string::npos)
-          return load_fused(s.name, [&](const std::string& n) { return ck->load_quantized(n); });
-        return ck->load_quantized(s.name);
+        return load_layer_or_fused(s.name, [&](const std::string& n) { return ck->load_quantized(n); });
       },
       device, cache, opt);
   bar.finish();

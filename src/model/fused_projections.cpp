@@ -10,54 +10,42 @@
 namespace qrt {
 namespace {
 
+// The projections fused together, by the last component of their module names.
+const std::vector<std::vector<std::string>> kGroups = {{"q_proj", "k_proj", "v_proj"}, {"gate_proj", "up_proj"}};
+
 std::string last_component(const std::string& name) {
   const size_t dot = name.rfind('.');
   return dot == std::string::npos ? name : name.substr(dot + 1);
 }
 
-std::string group_name(const std::vector<const LinearWeight*>& parts) {
-  std::string name = parts[0]->name;
-  for (size_t i = 1; i < parts.size(); ++i) {
+// "<block>.self_attn.q_proj+k_proj+v_proj": the first part's name, then the others' last components.
+std::string fused_name(const std::vector<std::string>& names) {
+  std::string name = names[0];
+  for (size_t i = 1; i < names.size(); ++i) {
     name += '+';
-    name += last_component(parts[i]->name);
+    name += last_component(names[i]);
   }
   return name;
 }
 
-// The fused layer's spec: the first part's, with N summed and the group's name.
-LayerSpec fused_spec(const ProjectionGroup& group) {
-  LayerSpec spec = group.parts[0]->quantized->spec;
-  spec.name = group.name;
+// The fused layer's spec: the first part's, with N summed and the fused name.
+LayerSpec fused_spec(const std::vector<const LayerSpec*>& parts) {
+  LayerSpec spec = *parts[0];
+  std::vector<std::string> names;
   spec.out_features = 0;
-  for (const LinearWeight* p : group.parts) spec.out_features += p->quantized->spec.out_features;
+  for (const LayerSpec* p : parts) {
+    names.push_back(p->name);
+    spec.out_features += p->out_features;
+  }
+  spec.name = fused_name(names);
   return spec;
 }
 
-std::vector<std::string> suffixes_of(const std::string& kind) {
-  if (kind == "attn") return {"q_proj", "k_proj", "v_proj"};
-  return {"gate_proj", "up_proj"};
+std::vector<const LayerSpec*> specs_of(const ProjectionGroup& group) {
+  std::vector<const LayerSpec*> specs;
+  for (const LinearWeight* p : group.parts) specs.push_back(&p->quantized->spec);
+  return specs;
 }
-
-std::string spec_obstacle(const std::vector<const LayerSpec*>& parts, const RuntimeConfig& config);
-
-}  // namespace
-
-std::vector<ProjectionGroup> projection_groups(const ModelWeights& w) {
-  std::vector<ProjectionGroup> groups;
-  for (const auto& l : w.layers) {
-    for (std::vector<const LinearWeight*> parts :
-         {std::vector<const LinearWeight*>{&l.q_proj, &l.k_proj, &l.v_proj},
-          std::vector<const LinearWeight*>{&l.gate_proj, &l.up_proj}}) {
-      ProjectionGroup g;
-      g.name = group_name(parts);
-      g.parts = std::move(parts);
-      groups.push_back(std::move(g));
-    }
-  }
-  return groups;
-}
-
-namespace {
 
 // What the parts' specs and the config say against fusing them ("" = nothing).
 std::string spec_obstacle(const std::vector<const LayerSpec*>& parts, const RuntimeConfig& config) {
@@ -88,13 +76,27 @@ std::string spec_obstacle(const std::vector<const LayerSpec*>& parts, const Runt
 
 }  // namespace
 
-std::string fusion_obstacle(const ProjectionGroup& group, const RuntimeConfig& config) {
-  std::vector<const LayerSpec*> specs;
-  for (const LinearWeight* p : group.parts) {
-    if (!p->is_quantized()) return p->name + " is not quantized";
-    specs.push_back(&p->quantized->spec);
+std::vector<ProjectionGroup> projection_groups(const ModelWeights& w) {
+  std::vector<ProjectionGroup> groups;
+  for (const auto& l : w.layers) {
+    for (std::vector<const LinearWeight*> parts :
+         {std::vector<const LinearWeight*>{&l.q_proj, &l.k_proj, &l.v_proj},
+          std::vector<const LinearWeight*>{&l.gate_proj, &l.up_proj}}) {
+      ProjectionGroup g;
+      std::vector<std::string> names;
+      for (const LinearWeight* p : parts) names.push_back(p->name);
+      g.name = fused_name(names);
+      g.parts = std::move(parts);
+      groups.push_back(std::move(g));
+    }
   }
-  if (std::string why = spec_obstacle(specs, config); !why.empty()) return why;
+  return groups;
+}
+
+std::string fusion_obstacle(const ProjectionGroup& group, const RuntimeConfig& config) {
+  for (const LinearWeight* p : group.parts)
+    if (!p->is_quantized()) return p->name + " is not quantized";
+  if (std::string why = spec_obstacle(specs_of(group), config); !why.empty()) return why;
   const QuantizedWeight& a = *group.parts[0]->quantized;
   for (size_t i = 1; i < group.parts.size(); ++i) {
     const QuantizedWeight& b = *group.parts[i]->quantized;
@@ -109,7 +111,7 @@ std::shared_ptr<const QuantizedWeight> fuse_weights(const ProjectionGroup& group
   if (std::string why = fusion_obstacle(group, RuntimeConfig{}); !why.empty())
     throw internal_error("fuse_weights(" + group.name + "): " + why);
   auto fused = std::make_shared<QuantizedWeight>();
-  fused->spec = fused_spec(group);
+  fused->spec = fused_spec(specs_of(group));
   fused->g_idx = group.parts[0]->quantized->g_idx;
   for (const LinearWeight* p : group.parts) {
     const QuantizedWeight& q = *p->quantized;
@@ -129,23 +131,14 @@ std::vector<LayerSpec> fused_layer_specs(const std::vector<LayerSpec>& quantized
   for (const auto& s : quantized) {
     // A group starts at its first part: "<block>.self_attn.q_proj" or "<block>.mlp.gate_proj".
     const std::string last = last_component(s.name);
-    if (last != "q_proj" && last != "gate_proj") continue;
-    const std::string prefix = s.name.substr(0, s.name.size() - last.size());
-    std::vector<const LayerSpec*> parts;
-    std::string name;
-    for (const auto& suffix : suffixes_of(last == "q_proj" ? "attn" : "mlp")) {
-      auto it = by_name.find(prefix + suffix);
-      if (it == by_name.end()) break;
-      parts.push_back(it->second);
-      name += name.empty() ? prefix + suffix : "+" + suffix;
+    for (const auto& suffixes : kGroups) {
+      if (last != suffixes[0]) continue;
+      const std::string prefix = s.name.substr(0, s.name.size() - last.size());
+      std::vector<const LayerSpec*> parts;
+      for (const auto& suffix : suffixes)
+        if (auto it = by_name.find(prefix + suffix); it != by_name.end()) parts.push_back(it->second);
+      if (parts.size() == suffixes.size() && spec_obstacle(parts, config).empty()) out.push_back(fused_spec(parts));
     }
-    if (parts.size() != suffixes_of(last == "q_proj" ? "attn" : "mlp").size()) continue;
-    if (!spec_obstacle(parts, config).empty()) continue;
-    LayerSpec f = s;
-    f.name = name;
-    f.out_features = 0;
-    for (const LayerSpec* p : parts) f.out_features += p->out_features;
-    out.push_back(f);
   }
   return out;
 }
@@ -176,10 +169,15 @@ QuantizedWeight load_fused(const std::string& fused_name,
   return *fuse_weights(g);
 }
 
+QuantizedWeight load_layer_or_fused(const std::string& name,
+                                    const std::function<QuantizedWeight(const std::string&)>& load) {
+  return name.find('+') != std::string::npos ? load_fused(name, load) : load(name);
+}
+
 std::vector<LayerSpec> fused_layer_specs(const ModelWeights& w, const RuntimeConfig& config) {
   std::vector<LayerSpec> out;
   for (const auto& g : projection_groups(w))
-    if (fusion_obstacle(g, config).empty()) out.push_back(fused_spec(g));
+    if (fusion_obstacle(g, config).empty()) out.push_back(fused_spec(specs_of(g)));
   return out;
 }
 

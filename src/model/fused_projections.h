@@ -44,5 +44,9 @@ std::vector<LayerSpec> fused_layer_specs(const std::vector<LayerSpec>& quantized
 // through `load` (e.g. Checkpoint::load_quantized). Throws if the name is not a fused name.
 QuantizedWeight load_fused(const std::string& fused_name,
                            const std::function<QuantizedWeight(const std::string&)>& load);
+// A layer of a tuning or benchmark list: a fused name (fused_layer_specs) through load_fused,
+// any other through `load` itself.
+QuantizedWeight load_layer_or_fused(const std::string& name,
+                                    const std::function<QuantizedWeight(const std::string&)>& load);
 
 }  // namespace qrt
