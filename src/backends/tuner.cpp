@@ -187,14 +187,15 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
     const Backend* backend;
     int64_t m;
     std::vector<KernelParams> candidates;
+    KernelParams def;  // the backend's default at this shape and M (always among the candidates)
   };
   std::vector<std::vector<Work>> work(shapes.size());
   size_t total = 0;
   // Backends in the order a QuantLinear prepares its M ranges (smallest max_m first: GEMV, then
-  // tensor-core, then dequant + cuBLAS), so device memory is laid out as in a real run. Measured
-  // on H100 (docs/KNOWN_ISSUES.md #12): with cuda_dequant's packing and workspace allocated
-  // before the shared int4 packing, cuda_gemv's default timed 23 us instead of 20.5 us at M = 4 in
-  // this process only, and a candidate that loses in `qrt bench` won here.
+  // tensor-core, then dequant + cuBLAS), as in a real run. On H100 (docs/KNOWN_ISSUES.md #12)
+  // cuda_gemv's default times 23 instead of 20.5 us at M = 4 whenever cuda_dequant is tuned in the
+  // same process; this order did not remove that skew (the all-rounds confirmation below is what
+  // keeps a loser out), and its cause is open.
   std::vector<const Backend*> backends = registry.all();
   std::stable_sort(backends.begin(), backends.end(), [](const Backend* a, const Backend* b) {
     return a->capability().max_m < b->capability().max_m;
@@ -213,12 +214,11 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
           ++result.skipped_cached;
           continue;
         }
-        Work w{b, m, b->tuning_space(shapes[s], m, device)};
+        Work w{b, m, b->tuning_space(shapes[s], m, device), b->default_params(shapes[s], m, device)};
         if (w.candidates.empty()) continue;
         // The default is always a candidate: the report shows what tuning gained over it.
-        const KernelParams def = b->default_params(shapes[s], m, device);
-        if (std::find(w.candidates.begin(), w.candidates.end(), def) == w.candidates.end())
-          w.candidates.insert(w.candidates.begin(), def);
+        if (std::find(w.candidates.begin(), w.candidates.end(), w.def) == w.candidates.end())
+          w.candidates.insert(w.candidates.begin(), w.def);
         total += w.candidates.size();
         work[s].push_back(std::move(w));
       }
@@ -279,7 +279,7 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
                                    : opt.max_relative_error;
       double best = INFINITY, default_time = 0;
       const KernelParams* best_params = nullptr;
-      const KernelParams def = w.backend->default_params(spec, m, device);
+      const KernelParams& def = w.def;
       for (const KernelParams& p : w.candidates) {
         const std::string what = w.backend->name() + " " + shape_text(spec) + " M=" + std::to_string(m) + " " + p.to_json();
         if (opt.budget_seconds > 0 && seconds_since(t_start) > opt.budget_seconds) {
