@@ -358,15 +358,19 @@ void GgufFile::parse_all() {
     if (!names.insert(info.name).second) c.fail(where, "duplicate tensor name");
     const uint32_t n_dims = c.read<uint32_t>(where, "n_dims");
     if (n_dims > kMaxDims) c.fail(where, "n_dims " + std::to_string(n_dims) + " exceeds 4");
-    uint64_t numel = 1;
-    bool overflow = false;
+    // The product of the non-zero dimensions must fit int64 too: with one zero dimension the
+    // element count is 0, yet any partial product a caller forms (rows = ne[1] * ne[2]) must not overflow.
+    uint64_t nonzero_product = 1;
+    bool has_zero = false, overflow = false;
     for (uint32_t d = 0; d < n_dims; ++d) {
       const int64_t v = c.read<int64_t>(where, "dimension");
       if (v < 0) c.fail(where, "dimension ne[" + std::to_string(d) + "] = " + std::to_string(v) + " is negative");
       info.ne.push_back(v);
-      if (!io::checked_mul(numel, static_cast<uint64_t>(v), &numel)) overflow = true;
+      if (v == 0) has_zero = true;
+      else if (!io::checked_mul(nonzero_product, static_cast<uint64_t>(v), &nonzero_product)) overflow = true;
     }
-    if (overflow || numel > static_cast<uint64_t>(INT64_MAX)) {
+    const uint64_t numel = has_zero ? 0 : nonzero_product;
+    if (overflow || nonzero_product > static_cast<uint64_t>(INT64_MAX)) {
       std::string dims;
       for (auto d : info.ne) dims += (dims.empty() ? "" : ", ") + std::to_string(d);
       c.fail(where, "the element count of dimensions [" + dims + "] overflows");

@@ -22,12 +22,19 @@ uint64_t read_u64_le(const uint8_t* p) {
   return v;
 }
 
-// Element count with checked multiplication; false on overflow.
+// Element count with checked multiplication; false on a negative dimension or when the product of
+// the non-zero dimensions passes INT64_MAX. A zero dimension makes the count 0, but callers still form
+// partial products of the others (rows = shape[0] * shape[1]), so those must fit as well.
 bool checked_numel(const std::vector<int64_t>& shape, uint64_t* out) {
-  uint64_t n = 1;
-  for (int64_t d : shape)
-    if (d < 0 || !io::checked_mul(n, static_cast<uint64_t>(d), &n)) return false;
-  *out = n;
+  uint64_t nonzero_product = 1;
+  bool has_zero = false;
+  for (int64_t d : shape) {
+    if (d < 0) return false;
+    if (d == 0) has_zero = true;
+    else if (!io::checked_mul(nonzero_product, static_cast<uint64_t>(d), &nonzero_product)) return false;
+  }
+  if (nonzero_product > static_cast<uint64_t>(INT64_MAX)) return false;
+  *out = has_zero ? 0 : nonzero_product;
   return true;
 }
 

@@ -225,6 +225,10 @@ TEST(Gguf, RejectsBadTensorInfos) {
   expect_error(one({int64_t{1} << 42, (int64_t{1} << 42) + 1}, 0, 0, 64), {"tensor 'w'", "overflows"});
   expect_error(one({int64_t{1} << 62, 1}, 0, 0, 64), {"byte size overflows"});
   expect_error(one({-1}, 0, 0, 64), {"is negative"});
+  // a zero dimension does not excuse the others: their product (2^33 * 2^31 = 2^64) must fit int64
+  // (found by fuzz_gguf: numel() overflowed on [2^33+309, 1644167168, 0])
+  expect_error(one({int64_t{1} << 33, int64_t{1} << 31, 0}, 0, 0, 0), {"tensor 'w'", "overflows"});
+  expect_error(one({int64_t{1} << 32, int64_t{1} << 31, 0}, 0, 0, 0), {"tensor 'w'", "overflows"});
   // #10 zero-sized dimension is fine (no division by zero)
   EXPECT_NO_THROW(qrt::GgufFile::parse(one({0, 5}, 0, 0, 0), "zero.gguf"));
   // #11 offsets: misaligned, not packed, past the end

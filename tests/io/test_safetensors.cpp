@@ -221,6 +221,9 @@ TEST(Safetensors, EveryValidationRule) {
                {"overflows"});
   expect_error(raw_file(R"({"a":{"dtype":"F32","shape":[9223372036854775808],"data_offsets":[0,0]}})", {}),
                {"too large"});
+  // a zero dimension does not excuse the others: 2^32 * 2^31 passes INT64_MAX
+  expect_error(raw_file(R"({"a":{"dtype":"F32","shape":[4294967296,2147483648,0],"data_offsets":[0,0]}})", {}),
+               {"tensor 'a'", "overflows"});
   // V7 sub-byte dtype not filling whole bytes
   expect_error(raw_file(R"({"a":{"dtype":"F4","shape":[3],"data_offsets":[0,1]}})", std::vector<uint8_t>(1)),
                {"whole number of bytes"});
