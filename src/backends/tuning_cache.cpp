@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -49,21 +50,29 @@ TuningEntry entry_from_json(const nlohmann::json& e, const std::string& where) {
     if (!e.contains(f) || !e[f].is_string()) throw invalid_input(where + ": field '" + f + "' must be a string");
     return e[f].get<std::string>();
   };
-  auto integer = [&](const char* f, int64_t lo) {
-    if (!e.contains(f) || !e[f].is_number_integer() || e[f].get<int64_t>() < lo)
-      throw invalid_input(where + ": field '" + f + "' must be an integer >= " + std::to_string(lo));
+  // Ranges keep every value representable in the key's field (an int field never truncates), so a
+  // loaded entry saves and loads back unchanged.
+  auto integer = [&](const char* f, int64_t lo, int64_t hi) {
+    const bool ok = e.contains(f) && (e[f].is_number_unsigned() ? e[f].get<uint64_t>() <= static_cast<uint64_t>(hi)
+                                                                 : e[f].is_number_integer()) &&
+                    e[f].get<int64_t>() >= lo && e[f].get<int64_t>() <= hi;
+    if (!ok)
+      throw invalid_input(where + ": field '" + f + "' must be an integer in [" + std::to_string(lo) + ", " +
+                          std::to_string(hi) + "]");
     return e[f].get<int64_t>();
   };
+  constexpr int64_t kIntMax = std::numeric_limits<int>::max();
+  constexpr int64_t kInt64Max = std::numeric_limits<int64_t>::max();
   TuningEntry t;
   t.key.device = str("device");
   t.key.backend = str("backend");
-  t.key.kernel_version = static_cast<int>(integer("kernel_version", 0));
-  t.key.k = integer("k", 1);
-  t.key.n = integer("n", 1);
-  t.key.bits = static_cast<int>(integer("bits", 1));
-  t.key.group_size = static_cast<int>(integer("group_size", -1));
+  t.key.kernel_version = static_cast<int>(integer("kernel_version", 0, kIntMax));
+  t.key.k = integer("k", 1, kInt64Max);
+  t.key.n = integer("n", 1, kInt64Max);
+  t.key.bits = static_cast<int>(integer("bits", 1, 32));
+  t.key.group_size = static_cast<int>(integer("group_size", -1, kIntMax));
   t.key.weight = str("weight");
-  t.key.m = integer("m", 1);
+  t.key.m = integer("m", 1, kInt64Max);
   if (!e.contains("params")) throw invalid_input(where + ": field 'params' is missing");
   t.params = kernel_params_from_json_value(e["params"], where + ": field 'params'");
   if (e.contains("time_us")) {
@@ -91,16 +100,23 @@ TuningCache TuningCache::load(const std::string& path, const DeviceInfo& device,
     } catch (const nlohmann::json::exception& e) {
       throw invalid_input(path + ": corrupt tuning cache (malformed JSON: " + e.what() + ")");
     }
-    if (!j.is_object() || j.value("format", "") != "qrt-tuning-cache")
+    // Types are checked before any get<>(): nlohmann throws its own exceptions on a mismatch.
+    if (!j.is_object() || !j.contains("format") || !j["format"].is_string() ||
+        j["format"].get<std::string>() != "qrt-tuning-cache")
       throw invalid_input(path + ": corrupt tuning cache (expected {\"format\": \"qrt-tuning-cache\", ...})");
-    if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int>() != 1)
+    if (!j.contains("version") || !j["version"].is_number_integer() || j["version"].get<int64_t>() != 1)
       throw invalid_input(path + ": unsupported tuning cache version (expected 1)");
     if (!j.contains("entries") || !j["entries"].is_array())
       throw invalid_input(path + ": corrupt tuning cache (field 'entries' must be a list)");
     size_t i = 0;
     for (const auto& e : j["entries"]) {
-      TuningEntry t = entry_from_json(e, path + ": corrupt tuning cache entry " + std::to_string(i++));
-      cache.entries_[t.key.to_string()] = std::move(t);
+      const std::string where = path + ": corrupt tuning cache entry " + std::to_string(i++);
+      try {
+        TuningEntry t = entry_from_json(e, where);
+        cache.entries_[t.key.to_string()] = std::move(t);
+      } catch (const nlohmann::json::exception& x) {  // a type the checks above missed: still a clean error
+        throw invalid_input(where + ": " + x.what());
+      }
     }
   } catch (const Error& e) {
     if (!ignore_errors) throw;

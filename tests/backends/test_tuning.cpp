@@ -99,6 +99,16 @@ TEST(TuningCache, CorruptFileIsAnErrorNamingItUnlessIgnored) {
       {R"({"format": "qrt-tuning-cache", "version": 1, "entries": [{"device": "x", "backend": "b",
           "kernel_version": 1, "k": 64, "n": 64, "bits": 4, "group_size": 32, "weight": "int sym", "m": 1,
           "params": {"tile": 1.5}}]})", "field 'params'"},
+      // found by fuzz_runtime_files: a format that is not a string threw nlohmann's type_error
+      {R"({"format": 1, "version": 1, "entries": []})", "expected {\"format\""},
+      {R"({"format": "qrt-tuning-cache", "version": 4294967297, "entries": []})", "unsupported tuning cache version"},
+      // values that would not fit the key's int fields (they were truncated, and saved differently)
+      {R"({"format": "qrt-tuning-cache", "version": 1, "entries": [{"device": "x", "backend": "b",
+          "kernel_version": 1, "k": 64, "n": 64, "bits": 4294967300, "group_size": 32, "weight": "int sym", "m": 1,
+          "params": {}}]})", "field 'bits' must be an integer in [1, 32]"},
+      {R"({"format": "qrt-tuning-cache", "version": 1, "entries": [{"device": "x", "backend": "b",
+          "kernel_version": 1, "k": 18446744073709551615, "n": 64, "bits": 4, "group_size": 32, "weight": "int sym",
+          "m": 1, "params": {}}]})", "field 'k'"},
   };
   for (auto [text, expect] : bad) {
     const std::string path = temp_path("corrupt.json");
