@@ -10,12 +10,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 
+#include "fuzz_util.h"
 #include "qrt/backend.h"
 #include "qrt/device.h"
 #include "qrt/error.h"
@@ -34,15 +33,7 @@ std::string scratch_path(const char* name) {
   return (dir / name).string();
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-const char* const kLayerNames[] = {"model.layers.0.self_attn.q_proj", "model.layers.31.mlp.down_proj",
-                                   "lm_head", ""};
+const char* const kLayerNames[] = {"model.layers.0.self_attn.q_proj", "model.layers.31.mlp.down_proj", "lm_head", ""};
 
 // A config file; then the same text read as a HIGGS tune_metadata object (module -> parameters),
 // which must never throw for the checkpoint's content; then every override matched against names.
@@ -82,7 +73,7 @@ void fuzz_tuning_cache(const std::string& text) {
     if (back.size() != cache.size()) std::abort();
     const std::string twice = scratch_path("twice.json");
     back.save(twice);
-    if (read_text(once) != read_text(twice)) std::abort();
+    if (qrt::fuzz::read_text(once) != qrt::fuzz::read_text(twice)) std::abort();
   } catch (const qrt::Error& e) {
     std::fprintf(stderr, "a loaded tuning cache did not save and load back: %s\n", e.what());
     std::abort();
@@ -96,13 +87,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string rest(reinterpret_cast<const char*>(data + 1), size - 1);
   try {
     switch (data[0]) {
-      case 'r': fuzz_runtime_config(rest); break;
-      case 't': fuzz_tuning_cache(rest); break;
-      default: break;
+      case 'r':
+        fuzz_runtime_config(rest);
+        break;
+      case 't':
+        fuzz_tuning_cache(rest);
+        break;
+      default:
+        break;
     }
   } catch (const qrt::Error& e) {
-    // For checking that seeds get past the parser: QRT_FUZZ_PRINT_ERRORS=1 fuzz_runtime_files seeds/*
-    if (std::getenv("QRT_FUZZ_PRINT_ERRORS")) std::fprintf(stderr, "qrt::Error: %s\n", e.what());
+    qrt::fuzz::note_rejected(e);
   }
   return 0;
 }

@@ -1,7 +1,7 @@
 // libFuzzer target: the tokenizer. The first input byte picks what the rest is:
 //   'j'  a tokenizer.json text            -> parse, then encode/decode a fixed sample with it
 //   'c'  a tokenizer_config.json text     -> parsed beside a fixed tokenizer.json, chat template applied
-//   'e'  text for one of the committed tiny tokenizers (second byte picks which and add_special)
+//   'e'  text for one of the committed tiny tokenizers (the second byte picks which, and add_special)
 //   'd'  token ids (little-endian int32)  -> decode and stream-decode
 // Anything but a clean qrt::Error is a bug, and so is an id out of range, a decode that is not valid
 // UTF-8, a streamed decode that differs from the whole one (byte-level tokenizers), or a byte-level
@@ -11,39 +11,33 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <string>
 #include <vector>
 
+#include "fuzz_util.h"
 #include "qrt/error.h"
 #include "qrt/tokenizer.h"
 
 namespace {
 
-const char* const kTinyNames[] = {"tiny_gpt2",  "tiny_llama3",  "tiny_qwen2",    "tiny_smollm",
+const char* const kTinyNames[] = {"tiny_gpt2",   "tiny_llama3",  "tiny_qwen2",    "tiny_smollm",
                                   "tiny_llama2", "tiny_mistral", "tiny_spm_split"};
 constexpr int kTinyCount = sizeof(kTinyNames) / sizeof(kTinyNames[0]);
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 const std::vector<qrt::Tokenizer>& tiny_tokenizers() {
   static const std::vector<qrt::Tokenizer> all = [] {
     std::vector<qrt::Tokenizer> v;
     for (const char* name : kTinyNames)
-      v.push_back(qrt::Tokenizer::from_tokenizer_json(std::string(QRT_TEST_DATA) + "/tokenizer/" + name +
-                                                      "/tokenizer.json"));
+      v.push_back(
+          qrt::Tokenizer::from_tokenizer_json(std::string(QRT_TEST_DATA) + "/tokenizer/" + name + "/tokenizer.json"));
     return v;
   }();
   return all;
 }
 
-bool byte_level(const qrt::Tokenizer& tok) { return tok.pre_tokenizer() != qrt::PreTokenizerKind::SentencePiece; }
+bool byte_level(const qrt::Tokenizer& tok) {
+  return tok.pre_tokenizer() != qrt::PreTokenizerKind::SentencePiece;
+}
 
 std::string stream_decode(const qrt::Tokenizer& tok, const std::vector<int32_t>& ids, bool skip_special) {
   qrt::StreamDecoder s(tok, skip_special);
@@ -52,7 +46,7 @@ std::string stream_decode(const qrt::Tokenizer& tok, const std::vector<int32_t>&
   return out + s.finish();
 }
 
-// Encodes `text`, checks every id and the decode; `exact` asks for the text back unchanged.
+// Encodes `text`; checks every id, that the decode is valid UTF-8 and that streaming agrees.
 void check_encode(const qrt::Tokenizer& tok, const std::string& text, bool add_special) {
   const std::vector<int32_t> ids = tok.encode(text, add_special);
   for (int32_t id : ids)
@@ -73,7 +67,8 @@ void fuzz_tokenizer_json(const std::string& text) {
 }
 
 void fuzz_tokenizer_config(const std::string& text) {
-  static const std::string base = read_text(std::string(QRT_TEST_DATA) + "/tokenizer/tiny_llama3/tokenizer.json");
+  static const std::string base =
+      qrt::fuzz::read_text(std::string(QRT_TEST_DATA) + "/tokenizer/tiny_llama3/tokenizer.json");
   const qrt::Tokenizer tok = qrt::Tokenizer::from_tokenizer_json_text(base, "fuzz/tokenizer.json", text);
   (void)tok.bos_id();
   (void)tok.eos_id();
@@ -129,15 +124,23 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string rest(reinterpret_cast<const char*>(data + 1), size - 1);
   try {
     switch (data[0]) {
-      case 'j': fuzz_tokenizer_json(rest); break;
-      case 'c': fuzz_tokenizer_config(rest); break;
-      case 'e': fuzz_encode(data + 1, size - 1); break;
-      case 'd': fuzz_decode(data + 1, size - 1); break;
-      default: break;
+      case 'j':
+        fuzz_tokenizer_json(rest);
+        break;
+      case 'c':
+        fuzz_tokenizer_config(rest);
+        break;
+      case 'e':
+        fuzz_encode(data + 1, size - 1);
+        break;
+      case 'd':
+        fuzz_decode(data + 1, size - 1);
+        break;
+      default:
+        break;
     }
   } catch (const qrt::Error& e) {
-    // For checking that seeds get past the parser: QRT_FUZZ_PRINT_ERRORS=1 fuzz_tokenizer seeds/*
-    if (std::getenv("QRT_FUZZ_PRINT_ERRORS")) std::fprintf(stderr, "qrt::Error: %s\n", e.what());
+    qrt::fuzz::note_rejected(e);
   }
   return 0;
 }
