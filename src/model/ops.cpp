@@ -10,7 +10,6 @@
 #include <fmt/format.h>
 
 #include "qrt/device.h"
-#include "qrt/device.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
 #include "qrt/thread_pool.h"
@@ -312,8 +311,9 @@ inline float dot(const float* a, const float* b, int64_t n) {
   return s;
 }
 
-// Softmax of scores[first..last] in place; returns nothing, scores become weights.
-inline void softmax_range(float* scores, int64_t first, int64_t last) {
+}  // namespace
+
+void softmax_range(float* scores, int64_t first, int64_t last) {
   float mx = scores[first];
   for (int64_t j = first + 1; j <= last; ++j) mx = std::max(mx, scores[j]);
   float sum = 0;
@@ -324,7 +324,6 @@ inline void softmax_range(float* scores, int64_t first, int64_t last) {
   const float inv = 1.0f / sum;
   for (int64_t j = first; j <= last; ++j) scores[j] *= inv;
 }
-}  // namespace
 
 void attend_one(const float* q, const float* keys, const float* values, int64_t first, int64_t last,
                 int64_t head_dim, float scale, float* scores, float* out) {
@@ -335,23 +334,6 @@ void attend_one(const float* q, const float* keys, const float* values, int64_t 
     const float w = scores[j];
     const float* v = values + j * head_dim;
     for (int64_t i = 0; i < head_dim; ++i) out[i] += w * v[i];
-  }
-}
-
-void attend_one_f16(const float* q, const uint16_t* keys, const uint16_t* values, int64_t first,
-                    int64_t last, int64_t head_dim, float scale, float* scores, float* out) {
-  for (int64_t j = first; j <= last; ++j) {
-    const uint16_t* k = keys + j * head_dim;
-    float s = 0;
-    for (int64_t i = 0; i < head_dim; ++i) s += q[i] * fp16_to_f32(k[i]);
-    scores[j] = s * scale;
-  }
-  softmax_range(scores, first, last);
-  for (int64_t i = 0; i < head_dim; ++i) out[i] = 0;
-  for (int64_t j = first; j <= last; ++j) {
-    const float w = scores[j];
-    const uint16_t* v = values + j * head_dim;
-    for (int64_t i = 0; i < head_dim; ++i) out[i] += w * fp16_to_f32(v[i]);
   }
 }
 

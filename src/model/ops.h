@@ -51,11 +51,13 @@ void silu_mul(float* gate, const float* up, int64_t n);
 // y[i] += x[i]
 void add_inplace(float* y, const float* x, int64_t n);
 
+// Softmax of scores[first..last] in place (the scores become the weights).
+void softmax_range(float* scores, int64_t first, int64_t last);
+
 // One attention head for one query: softmax(q . K[first..last] / sqrt(d)) . V[first..last].
 // keys / values: rows of head_dim, row j at keys + j * head_dim. scores: scratch of last + 1.
+// The plain reference (GPTQ calibration, tests); the engine runs cpu_attention.h's kernels.
 void attend_one(const float* q, const float* keys, const float* values, int64_t first, int64_t last,
                 int64_t head_dim, float scale, float* scores, float* out);
-void attend_one_f16(const float* q, const uint16_t* keys, const uint16_t* values, int64_t first,
-                    int64_t last, int64_t head_dim, float scale, float* scores, float* out);
 
 }  // namespace qrt::ops

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <random>
 
+#include "model/cpu_attention.h"
 #include "model/ops.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
@@ -215,24 +216,67 @@ void naive_attention(const float* q, const float* keys, const float* values, int
     for (int64_t i = 0; i < d; ++i) out[i] += s[j - first] / sum * values[j * d + i];
 }
 
-TEST(Attention, MatchesNaiveSoftmaxF32AndF16) {
+TEST(Attention, MatchesNaiveSoftmax) {
   const int64_t d = 64, T = 37;
   auto q = random_vec(d, 40, -2, 2);
   auto k = random_vec(T * d, 41, -2, 2);
   auto v = random_vec(T * d, 42);
-  std::vector<uint16_t> k16(k.size()), v16(v.size());
-  for (size_t i = 0; i < k.size(); ++i) {
-    k16[i] = f32_to_fp16(k[i]);
-    v16[i] = f32_to_fp16(v[i]);
-  }
   for (auto [first, last] : {std::pair<int64_t, int64_t>{0, 0}, {0, 36}, {5, 20}}) {
     std::vector<double> ref;
     naive_attention(q.data(), k.data(), v.data(), first, last, d, ref);
     std::vector<float> scores(T), out(d);
     ops::attend_one(q.data(), k.data(), v.data(), first, last, d, 1.0f / 8.0f, scores.data(), out.data());
     for (int64_t i = 0; i < d; ++i) EXPECT_NEAR(out[i], ref[i], 1e-5) << first << ".." << last;
-    ops::attend_one_f16(q.data(), k16.data(), v16.data(), first, last, d, 1.0f / 8.0f, scores.data(), out.data());
-    for (int64_t i = 0; i < d; ++i) EXPECT_NEAR(out[i], ref[i], 5e-3) << "f16 " << first << ".." << last;
+  }
+}
+
+// The engine's kernels over the blocked key layout, every ISA this CPU runs, float32 and fp16
+// caches, head sizes that hit every vector path (multiples of 16, of 8 only, neither) and windows
+// that start and end inside a block. Key slots outside [first, last] hold NaN: the kernel computes
+// whole blocks, and those lanes must never reach the result.
+TEST(Attention, BlockedKernelsMatchNaiveOnEveryIsa) {
+  namespace ca = cpu_attention;
+  const int64_t T = 53;
+  std::vector<ca::Isa> isas{ca::Isa::Scalar};
+  if (ca::best_isa() >= ca::Isa::Avx2) isas.push_back(ca::Isa::Avx2);
+  if (ca::best_isa() >= ca::Isa::Avx512) isas.push_back(ca::Isa::Avx512);
+  for (int64_t d : {64, 128, 80, 72, 6, 200}) {
+    auto q = random_vec(d, 50 + d, -2, 2);
+    auto k = random_vec(T * d, 51 + d, -2, 2);
+    auto v = random_vec(T * d, 52 + d);
+    const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+    for (auto [first, last] : {std::pair<int64_t, int64_t>{0, 0}, {0, 52}, {5, 20}, {17, 47}, {16, 31}, {52, 52}}) {
+      // Reference on the values the caches hold (fp16 rounding is not the kernel's error).
+      std::vector<float> k_r16(k.size()), v_r16(v.size());
+      for (size_t i = 0; i < k.size(); ++i) {
+        k_r16[i] = fp16_to_f32(f32_to_fp16(k[i]));
+        v_r16[i] = fp16_to_f32(f32_to_fp16(v[i]));
+      }
+      std::vector<double> ref, ref16;
+      naive_attention(q.data(), k.data(), v.data(), first, last, d, ref);
+      naive_attention(q.data(), k_r16.data(), v_r16.data(), first, last, d, ref16);
+      const float nan = std::nanf("");
+      std::vector<float> kb(ca::head_key_elems(T, d), nan), vb(T * d, nan);
+      std::vector<uint16_t> kb16(kb.size(), f32_to_fp16(nan)), vb16(vb.size(), f32_to_fp16(nan));
+      for (int64_t j = first; j <= last; ++j)
+        for (int64_t i = 0; i < d; ++i) {
+          kb[ca::key_index(j, i, d)] = k[j * d + i];
+          kb16[ca::key_index(j, i, d)] = f32_to_fp16(k[j * d + i]);
+          vb[j * d + i] = v[j * d + i];
+          vb16[j * d + i] = f32_to_fp16(v[j * d + i]);
+        }
+      for (ca::Isa isa : isas) {
+        std::vector<float> scores(ca::round_up_to_block(T)), out(d, nan);
+        ca::attend(q.data(), kb.data(), vb.data(), first, last, d, scale, scores.data(), out.data(), isa);
+        for (int64_t i = 0; i < d; ++i)
+          ASSERT_NEAR(out[i], ref[i], 1e-5) << ca::isa_name(isa) << " d " << d << " " << first << ".." << last;
+        std::fill(out.begin(), out.end(), nan);
+        ca::attend(q.data(), kb16.data(), vb16.data(), first, last, d, scale, scores.data(), out.data(), isa);
+        for (int64_t i = 0; i < d; ++i)
+          ASSERT_NEAR(out[i], ref16[i], 1e-5) << "f16 " << ca::isa_name(isa) << " d " << d << " " << first << ".."
+                                              << last;
+      }
+    }
   }
 }
 

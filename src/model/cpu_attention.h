@@ -1,0 +1,40 @@
+// Attention of one query row and one head over the CPU engine's KV cache, vectorized.
+//
+// Layout. Keys are stored in blocks of kKeyBlock positions, dimension-major inside a block:
+// key (pos, d) of a head lives at key_index(pos, d, head_dim). Then the scores of a whole block
+// are head_dim broadcast-multiply-adds of one query element against kKeyBlock contiguous keys,
+// with no horizontal sum per position (the row-major layout needs one reduction per position,
+// which dominated decode attention). Values stay row-major (value (pos, d) at pos * head_dim + d):
+// the weighted sum over positions is already a vertical multiply-add.
+//
+// The key area of a head holds head_key_elems(capacity, head_dim) elements (capacity rounded up
+// to a whole block). Positions past the last written one inside its block are computed and
+// ignored, so the area must be initialised memory (the engine zero-allocates it).
+#pragma once
+
+#include <cstdint>
+
+namespace qrt::cpu_attention {
+
+constexpr int64_t kKeyBlock = 16;
+
+inline int64_t round_up_to_block(int64_t n) { return (n + kKeyBlock - 1) / kKeyBlock * kKeyBlock; }
+inline int64_t head_key_elems(int64_t capacity, int64_t head_dim) { return round_up_to_block(capacity) * head_dim; }
+inline int64_t key_index(int64_t pos, int64_t d, int64_t head_dim) {
+  return (pos / kKeyBlock) * kKeyBlock * head_dim + d * kKeyBlock + pos % kKeyBlock;
+}
+
+enum class Isa : uint8_t { Scalar, Avx2, Avx512 };
+// The best of the three this CPU runs (the shared cpuid probe, qrt::probe_cpu).
+Isa best_isa();
+const char* isa_name(Isa isa);
+
+// softmax(q . K[first..last] * scale) . V[first..last] into out[0, head_dim). keys / values: one
+// head's areas in the layout above, float32 or IEEE fp16 bits. scores: scratch of at least
+// round_up_to_block(last + 1) floats. `isa` must be one this CPU runs (tests pass each in turn).
+void attend(const float* q, const float* keys, const float* values, int64_t first, int64_t last, int64_t head_dim,
+            float scale, float* scores, float* out, Isa isa = best_isa());
+void attend(const float* q, const uint16_t* keys, const uint16_t* values, int64_t first, int64_t last,
+            int64_t head_dim, float scale, float* scores, float* out, Isa isa = best_isa());
+
+}  // namespace qrt::cpu_attention
