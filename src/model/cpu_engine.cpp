@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 #include <fmt/format.h>
 
 #include "model/cpu_attention.h"
@@ -18,6 +19,16 @@
 
 namespace qrt {
 namespace {
+
+// Bytes the system can still give this process (Linux MemAvailable), or -1 when unknown.
+int64_t available_host_memory() {
+  std::ifstream f("/proc/meminfo");
+  std::string key, unit;
+  int64_t kib = 0;
+  while (f >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return -1;
+}
 
 class CpuEngine final : public ForwardEngine {
  public:
@@ -103,8 +114,31 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
     throw invalid_input(fmt::format("max_input_length {} must be >= 1", options.runtime.max_input_length));
   if (options.runtime.max_new_tokens < 0)
     throw invalid_input(fmt::format("max_new_tokens {} must be >= 0", options.runtime.max_new_tokens));
+  constexpr int64_t kMaxPositions = int64_t{1} << 31;  // far past any model; keeps the sums below exact
+  if (options.runtime.max_input_length > kMaxPositions || options.runtime.max_new_tokens > kMaxPositions)
+    throw invalid_input(fmt::format("max_input_length {} and max_new_tokens {} must each be at most 2^31",
+                                    options.runtime.max_input_length, options.runtime.max_new_tokens));
   capacity_ = options.max_context();
   batch_ = std::clamp<int64_t>(options.prefill_batch, 1, options.runtime.max_input_length);
+  kv_f16_ = options.kv_dtype == KvCacheDType::F16;
+  // What max_input_length + max_new_tokens cost before anything runs: the KV cache (allocated
+  // lazily, but a cache that cannot fit is a configuration error), the RoPE tables and the
+  // per-thread score rows (both filled now). Without this check a huge --max-input-length got the
+  // process killed by the kernel while the tables were filled. Doubles: no overflow.
+  {
+    const double positions = static_cast<double>(cpu_attention::round_up_to_block(capacity_));
+    const double kv = 2.0 * static_cast<double>(c.num_layers * n_kv_ * head_dim_) * positions * (kv_f16_ ? 2 : 4);
+    const double tables = 2.0 * positions * static_cast<double>(head_dim_ / 2) * 4 + positions * pool_.size() * 4;
+    const int64_t available = available_host_memory();
+    if (available > 0 && kv + tables > static_cast<double>(available))
+      throw Error(ErrorKind::OutOfMemory,
+                  fmt::format("max_input_length {} + max_new_tokens {} = {} positions: the KV cache ({:.2f} GiB, {}) "
+                              "and position tables ({:.2f} GiB) need more than the {:.2f} GiB of memory available; "
+                              "lower --max-input-length or -n{}",
+                              options.runtime.max_input_length, options.runtime.max_new_tokens, capacity_,
+                              kv / 1073741824.0, kv_f16_ ? "f16" : "f32", tables / 1073741824.0,
+                              static_cast<double>(available) / 1073741824.0, kv_f16_ ? "" : ", or use --kv-cache f16"));
+  }
 
   rope_.build(ops::rope_inv_freq(c), capacity_);
 
@@ -157,7 +191,6 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
   const int64_t L = c.num_layers;
   head_stride_ = cpu_attention::head_key_elems(capacity_, head_dim_);
   layer_stride_ = n_kv_ * head_stride_;
-  kv_f16_ = options.kv_dtype == KvCacheDType::F16;
   const int64_t total = L * layer_stride_;
   const size_t elem = kv_f16_ ? 2 : 4;
   void* kmem = std::calloc(static_cast<size_t>(total), elem);

@@ -171,6 +171,21 @@ TEST(CpuEngine, KvCacheBoundsAndBadTokensAreErrors) {
   EXPECT_NO_THROW(engine->forward(toks.data(), 1, 7, logits.data()));
 }
 
+// A context that cannot fit in memory is a clear error at build time, not a process killed by the
+// kernel while the position tables fill (found with --max-input-length 100000000 on the default model).
+TEST(CpuEngine, ContextLargerThanMemoryIsAnError) {
+  auto c = tiny_config();
+  try {
+    make_cpu_engine(tiny_weights(c, 9), small_options(/*max_input=*/int64_t{1} << 31, /*max_new=*/0));
+    FAIL() << "expected an out-of-memory error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::OutOfMemory) << e.what();
+    EXPECT_NE(std::string(e.what()).find("lower --max-input-length"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(make_cpu_engine(tiny_weights(c, 9), small_options(int64_t{1} << 40, 0)), Error);
+  EXPECT_THROW(make_cpu_engine(tiny_weights(c, 9), small_options(8, int64_t{1} << 62)), Error);
+}
+
 TEST(CpuEngine, MismatchedShapesAreErrors) {
   auto c = tiny_config();
   auto w = tiny_weights(c, 10);
