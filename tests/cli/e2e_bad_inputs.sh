@@ -56,6 +56,9 @@ long="$(for i in $(seq 1 200); do printf 'word '; done)"
 
 expect_error "empty prompt" "prompt" - run -m "$MODEL" -p "" -n 8
 expect_error "prompt > max-input-length" "max_input_length" - run -m "$MODEL" -p "$long" --max-input-length 32 -n 8
+expect_error "context larger than memory" "lower --max-input-length" - run -m "$MODEL" -p hi --max-input-length 100000000 -n 4
+expect_error "max-new-tokens past 2^31" "at most 2^31" - run -m "$MODEL" -p hi -n 99999999999999999
+expect_error "unknown kv cache type" "--kv-cache f8" - run -m "$MODEL" -p hi -n 4 --kv-cache f8
 expect_error "unknown architecture (run)" "FooForCausalLM" - run -m "$tmp/arch" -p hi -n 4
 expect_error "unknown architecture (quantize)" "FooForCausalLM" "$tmp/out-arch" \
   quantize "$tmp/arch" "$tmp/out-arch" --method gptq --bits 4 --group-size 64
