@@ -15,7 +15,10 @@ namespace qrt {
 
 class ThreadPool {
  public:
-  // threads <= 0: one per logical core.
+  // More threads than this is a mistake, not a configuration (-t 100000 used to hang while the
+  // threads were created); the CLI and the config file check it first, with their own names.
+  static constexpr int kMaxThreads = 256;
+  // threads <= 0: one per logical core. Throws qrt::Error(InvalidInput) above kMaxThreads.
   explicit ThreadPool(int threads = 0);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;

@@ -2,6 +2,7 @@
 // their precedence (docs/CONFIG.md), backend-name aliases of other libraries, and the glob used by
 // per-layer overrides.
 #include "qrt/runtime_config.h"
+#include "qrt/thread_pool.h"
 
 #include <algorithm>
 #include <cctype>
@@ -290,7 +291,11 @@ RuntimeConfig RuntimeConfig::from_json_text(const std::string& text, const std::
     } else if (key == "max_new_tokens") {
       c.max_new_tokens = want_int(v, key, 0);
     } else if (key == "threads") {
-      c.threads = static_cast<int>(want_int(v, key, 0));
+      const int64_t threads = want_int(v, key, 0);
+      if (threads > ThreadPool::kMaxThreads)
+        throw invalid_input(field(key) + " must be at most " + std::to_string(ThreadPool::kMaxThreads) + ", got " +
+                            v.dump());
+      c.threads = static_cast<int>(threads);
     } else if (key == "tuning_cache") {
       c.tuning_cache_path = want_string(v, key);
     } else if (key == "use_tuning_cache") {

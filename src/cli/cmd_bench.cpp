@@ -542,7 +542,8 @@ const CommandRegistrar registrar(
       app.add_option("--bits", o->bits, "bits of random --shape weights (default 4)");
       app.add_option("--group-size", o->group_size, "group size of random --shape weights, -1 = per row (default 128)");
       app.add_option("--zero", o->zero, "zero kind of random --shape weights: sym, int, float (default sym)");
-      app.add_option("-t,--threads", o->threads, "threads (default: one per logical core)");
+      app.add_option("-t,--threads", o->threads, "threads (default: one per logical core)")
+          ->check(CLI::Range(0, ThreadPool::kMaxThreads));
       app.add_option("--min-time", o->min_seconds, "seconds of repeats per point at least (default 0.3)");
       app.add_option("--max-time", o->max_seconds, "seconds per point at most (default 8)");
       app.add_flag("--cpu-clock", o->cpu_clock, "time with process CPU time / threads (for a shared machine)");

@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "qrt/thread_pool.h"
 #include "qrt/error.h"
 #include "qrt/generator.h"
 #include "qrt/model.h"
@@ -138,7 +139,8 @@ const CommandRegistrar registrar(
       o->o_disable = app.add_option("--disable", o->disable, "Backends never to choose")->delimiter(',');
       app.add_option("--config", o->config_file, "Runtime config file (JSON)");
       app.add_option("--device", o->device, "cpu or cuda:N")->capture_default_str();
-      o->o_threads = app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+      o->o_threads = app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")
+          ->check(CLI::Range(0, ThreadPool::kMaxThreads));
       app.add_option("--quantize", o->quantize, "Quantize a fp16/bf16/f32 checkpoint on load: int4 or int8")
           ->check(CLI::IsMember({"int4", "int8"}));
       app.add_option("--group-size", o->group_size, "Group size for --quantize (-1 = per row)")->capture_default_str();

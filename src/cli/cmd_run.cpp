@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "qrt/thread_pool.h"
 #include "qrt/error.h"
 #include "qrt/generator.h"
 #include "qrt/model.h"
@@ -180,7 +181,8 @@ const CommandRegistrar registrar(
       o->o_disable = app.add_option("--disable", o->disable, "Backends never to choose, comma separated")->delimiter(',');
       app.add_option("--config", o->config_file, "Runtime config file (JSON, docs/CONFIG.md)");
       app.add_option("--device", o->device, "cpu or cuda:N")->capture_default_str();
-      o->o_threads = app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+      o->o_threads = app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")
+          ->check(CLI::Range(0, ThreadPool::kMaxThreads));
       o->o_temp = app.add_option("--temp", o->temp, "Sampling temperature (0 = greedy, the default)");
       o->o_top_k = app.add_option("--top-k", o->top_k, "Keep the k most likely tokens (0 = off)");
       o->o_top_p = app.add_option("--top-p", o->top_p, "Nucleus sampling threshold (1 = off)");

@@ -175,7 +175,8 @@ const CommandRegistrar registrar(
       app.add_option("--cache", o->cache_path, "tuning cache file (default: ~/.cache/qrt/tuning.json)");
       app.add_option("--budget", o->budget, "stop starting new candidates after this many seconds (0 = no limit)");
       app.add_option("--backends", o->backends, "only these backends, comma separated")->delimiter(',');
-      app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)");
+      app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")
+          ->check(CLI::Range(0, ThreadPool::kMaxThreads));
       app.add_option("--repeats", o->repeats, "timed runs per candidate (the median is kept)")->capture_default_str();
       app.add_option("--warmup", o->warmup, "untimed runs per candidate")->capture_default_str();
       app.add_flag("--retune", o->retune, "time again what the cache already holds");

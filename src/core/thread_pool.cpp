@@ -11,6 +11,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <string>
+
+#include "qrt/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -38,6 +41,9 @@ bool spin_until(Ready&& ready, bool enabled) {
 }  // namespace
 
 ThreadPool::ThreadPool(int threads) {
+  if (threads > kMaxThreads)
+    throw invalid_input("thread pool: " + std::to_string(threads) + " threads requested, at most " +
+                        std::to_string(kMaxThreads));
   const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   if (threads <= 0) threads = cores;
   spin_ = threads <= cores;

@@ -126,6 +126,8 @@ TEST(ConfigFile, ErrorsNameTheFileAndTheField) {
   EXPECT_NE(error_of("{\"backnd\": \"auto\"}").find("unknown field 'backnd'"), std::string::npos);
   EXPECT_NE(error_of("{\"max_input_length\": -5}").find("field 'max_input_length'"), std::string::npos);
   EXPECT_NE(error_of("{\"threads\": \"four\"}").find("field 'threads'"), std::string::npos);
+  EXPECT_NE(error_of("{\"threads\": 100000}").find("field 'threads' must be at most 256"), std::string::npos);
+  EXPECT_NE(error_of("{\"threads\": 9223372036854775807}").find("at most 256"), std::string::npos);
   EXPECT_NE(error_of("{\"layers\": {\"x\": {\"tile\": 1.5}}}").find("layers.x"), std::string::npos);
   EXPECT_NE(error_of("{\"kernel_params\": {\"nonsense\": {\"a\": 1}}}").find("kernel_params.nonsense"), std::string::npos);
   EXPECT_NE(error_of("{\"fallback\": [\"auto\"]}").find("'auto' is not a backend here"), std::string::npos);

@@ -6,6 +6,7 @@
 #include <thread>
 #include <vector>
 
+#include "qrt/error.h"
 #include "qrt/thread_pool.h"
 
 TEST(ThreadPool, ParallelForCoversEveryIndexOnce) {
@@ -36,4 +37,10 @@ TEST(ThreadPool, BackToBackAndAfterSleepingEveryJobRunsOnce) {
     }
     EXPECT_EQ(sum.load(), int64_t(20) * threads * threads);
   }
+}
+
+// More threads than kMaxThreads is refused before any is created (-t 100000 used to hang).
+TEST(ThreadPool, TooManyThreadsIsAnError) {
+  EXPECT_THROW(qrt::ThreadPool(qrt::ThreadPool::kMaxThreads + 1), qrt::Error);
+  EXPECT_THROW(qrt::ThreadPool(100000), qrt::Error);
 }
