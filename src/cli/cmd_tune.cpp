@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -173,12 +174,19 @@ const CommandRegistrar registrar(
       app.add_option("--device", o->device, "cpu or cuda[:N] (the device whose backends are timed)")->capture_default_str();
       app.add_option("--batch", o->batch, "row counts M to tune, comma separated")->delimiter(',')->capture_default_str();
       app.add_option("--cache", o->cache_path, "tuning cache file (default: ~/.cache/qrt/tuning.json)");
-      app.add_option("--budget", o->budget, "stop starting new candidates after this many seconds (0 = no limit)");
+      app.add_option("--budget", o->budget, "stop starting new candidates after this many seconds (0 = no limit)")
+          ->check(CLI::Validator(
+              [](const std::string& v) {
+                return std::strtod(v.c_str(), nullptr) >= 0 ? std::string() : "expected seconds >= 0, got " + v;
+              },
+              "SECONDS"));
       app.add_option("--backends", o->backends, "only these backends, comma separated")->delimiter(',');
       app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")
           ->check(CLI::Range(0, ThreadPool::kMaxThreads));
-      app.add_option("--repeats", o->repeats, "timed runs per candidate (the median is kept)")->capture_default_str();
-      app.add_option("--warmup", o->warmup, "untimed runs per candidate")->capture_default_str();
+      app.add_option("--repeats", o->repeats, "timed runs per candidate (the median is kept)")
+          ->check(CLI::Range(1, 1000))
+          ->capture_default_str();
+      app.add_option("--warmup", o->warmup, "untimed runs per candidate")->check(CLI::Range(0, 1000))->capture_default_str();
       app.add_flag("--retune", o->retune, "time again what the cache already holds");
       app.add_flag("--ignore-bad-tuning-cache", o->ignore_bad, "start from an empty cache when the file is corrupt");
       app.add_flag("-q,--quiet", o->quiet, "no progress bar");
