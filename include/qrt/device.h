@@ -60,8 +60,10 @@ DeviceInfo probe_cpu();
 std::vector<DeviceInfo> probe_cuda_devices();
 // Why probe_cuda_devices() is empty ("built without CUDA", "no CUDA device: driver not found"), or "".
 std::string cuda_unavailable_reason();
-// "cpu" or "cuda:N" -> the real device; throws naming the id when absent.
-DeviceInfo resolve_device(const std::string& id);
+// "cpu" or "cuda:N" -> the real device; throws naming the id when absent. "auto" -> the device
+// `qrt run` uses when none is named: the first CUDA device when this build has CUDA and one is
+// present, else the CPU; *why then says which and why ("auto: no CUDA device: ..."), for the log.
+DeviceInfo resolve_device(const std::string& id, std::string* why = nullptr);
 
 // Named profiles: h100, h200, a100, l4, rtx4090, rtx3090, t4, v100, cpu-avx2, cpu-avx512, cpu-baseline.
 std::vector<std::string> target_profile_names();

@@ -56,15 +56,24 @@ std::string cuda_unavailable_reason() {
   return r.devices.empty() ? r.why : "";
 }
 
-DeviceInfo resolve_device(const std::string& id) {
+DeviceInfo resolve_device(const std::string& id, std::string* why) {
   if (id == "cpu") return probe_cpu();
+  if (id == "auto") {
+    const auto devices = probe_cuda_devices();
+    if (!devices.empty()) {
+      if (why) *why = "auto: a CUDA device is present (--device cpu runs on the CPU)";
+      return devices.front();
+    }
+    if (why) *why = "auto: " + cuda_unavailable_reason();
+    return probe_cpu();
+  }
   std::string rest;
   if (id == "cuda" || id == "gpu") {
     rest = "0";
   } else if (id.rfind("cuda:", 0) == 0) {
     rest = id.substr(5);
   } else {
-    throw Error(ErrorKind::InvalidInput, "unknown device '" + id + "': expected cpu, cuda or cuda:N");
+    throw Error(ErrorKind::InvalidInput, "unknown device '" + id + "': expected auto, cpu, cuda or cuda:N");
   }
   char* end = nullptr;
   const long index = std::strtol(rest.c_str(), &end, 10);

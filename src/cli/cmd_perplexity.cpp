@@ -23,7 +23,7 @@ namespace qrt::cli {
 namespace {
 
 struct PplOptions {
-  std::string model, file, config_file, device = "cpu", quantize, backend, kv_cache = "f16";
+  std::string model, file, config_file, device = "auto", quantize, backend, kv_cache = "f16";
   std::vector<std::string> fallback, disable;
   int64_t ctx = 512, chunks = -1;
   int threads = 0, group_size = 128;
@@ -59,7 +59,8 @@ int perplexity_command(const PplOptions& o) {
   EngineOptions eo;
   eo.runtime = build_runtime_config(weights->checkpoint_backend, o.config_file, cli, &warnings);
   for (const auto& w : warnings) std::fprintf(stderr, "qrt: warning: %s\n", w.c_str());
-  eo.device = resolve_device(o.device);
+  std::string device_why;
+  eo.device = resolve_device(o.device, &device_why);
   if (o.kv_cache != "f32" && o.kv_cache != "f16")
     throw invalid_input(fmt::format("--kv-cache {}: expected f32 or f16", o.kv_cache));
   eo.kv_dtype = o.kv_cache == "f16" ? KvCacheDType::F16 : KvCacheDType::F32;
@@ -122,6 +123,7 @@ int perplexity_command(const PplOptions& o) {
                seconds, n_chunks * n_ctx / seconds, path.c_str(), weights->quantization.c_str());
   std::string counts;
   for (const auto& [name, n] : engine->backend_counts()) counts += fmt::format("{}{} x {}", counts.empty() ? "" : ", ", name, n);
+  if (!device_why.empty()) std::fprintf(stderr, "qrt: device: %s (%s)\n", eo.device.id.c_str(), device_why.c_str());
   std::fprintf(stderr, "qrt: backends: %s on %s\n", counts.c_str(), engine->device_name().c_str());
   return 0;
 }
@@ -138,7 +140,8 @@ const CommandRegistrar registrar(
       o->o_fallback = app.add_option("--fallback", o->fallback, "Backends to try when one fails")->delimiter(',');
       o->o_disable = app.add_option("--disable", o->disable, "Backends never to choose")->delimiter(',');
       app.add_option("--config", o->config_file, "Runtime config file (JSON)");
-      app.add_option("--device", o->device, "cpu or cuda:N")->capture_default_str();
+      app.add_option("--device", o->device, "auto (the first CUDA GPU when one is present, else cpu), cpu or cuda:N")
+          ->capture_default_str();
       o->o_threads = app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")
           ->check(CLI::Range(0, ThreadPool::kMaxThreads));
       app.add_option("--quantize", o->quantize, "Quantize a fp16/bf16/f32 checkpoint on load: int4 or int8")

@@ -29,7 +29,7 @@ namespace qrt::cli {
 namespace {
 
 struct PlanOptions {
-  std::string model, device = "cpu", target, backend, config, tuning_cache;
+  std::string model, device = "auto", target, backend, config, tuning_cache;
   std::vector<std::string> fallback, disable;
   bool json = false, verbose = false, no_tuning_cache = false, ignore_bad_cache = false;
   CLI::Option *o_backend = nullptr, *o_fallback = nullptr, *o_disable = nullptr, *o_device = nullptr;
@@ -140,12 +140,13 @@ int run_plan(const PlanOptions& o) {
     if (!l.quantized) ++dense;
 
   DeviceInfo device;
+  std::string device_why;  // how "auto" chose (empty for a named device or a target)
   if (!o.target.empty()) {
     if (o.o_device && o.o_device->count() > 0)
       throw invalid_input("--device and --target exclude each other (--target plans for a device that is not here)");
     device = target_profile(o.target);
   } else {
-    device = resolve_device(o.device);
+    device = resolve_device(o.device, &device_why);
   }
 
   std::string checkpoint_backend;
@@ -191,7 +192,7 @@ int run_plan(const PlanOptions& o) {
     j["architecture"] = ck->config().architecture;
     j["quantization"] = ck->quantization().describe();
     j["device"] = {{"id", device.id}, {"description", device.describe()}, {"cache_key", device.cache_key()},
-                   {"profile", device.profile}};
+                   {"profile", device.profile}, {"chosen", device_why}};
     j["config"] = {{"backend", config.backend}, {"fallback", config.fallback}, {"disabled", config.disabled}};
     nlohmann::ordered_json prov = nlohmann::ordered_json::object();
     for (const auto& [f, s] : config.provenance) prov[f] = s;
@@ -214,7 +215,7 @@ int run_plan(const PlanOptions& o) {
 
   std::printf("model:   %s (%s, %s)\n", o.model.c_str(), ck->config().architecture.c_str(),
               ck->quantization().empty() ? "unquantized" : ck->quantization().describe().c_str());
-  std::printf("device:  %s\n", device.describe().c_str());
+  std::printf("device:  %s%s\n", device.describe().c_str(), device_why.empty() ? "" : (" (" + device_why + ")").c_str());
   std::printf("backend: %s (%s)", config.backend.c_str(), config.provenance_of("backend").c_str());
   if (!config.fallback.empty()) {
     std::string f;
@@ -321,7 +322,7 @@ const CommandRegistrar registrar(
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<PlanOptions>();
       app.add_option("model", o->model, "checkpoint: a Hugging Face folder or a .gguf file")->required();
-      o->o_device = app.add_option("--device", o->device, "cpu or cuda:N (a device of this machine)")->capture_default_str();
+      o->o_device = app.add_option("--device", o->device, "auto (the device qrt run would use), cpu or cuda:N (a device of this machine)")->capture_default_str();
       app.add_option("--target", o->target,
                      "plan for a device that is not here: h100, h200, a100, l4, rtx4090, rtx3090, t4, v100, "
                      "cpu-avx2, cpu-avx512, cpu-baseline");

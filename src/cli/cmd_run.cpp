@@ -22,7 +22,7 @@ namespace qrt::cli {
 namespace {
 
 struct RunOptions {
-  std::string model, prompt, system, config_file, device = "cpu", quantize, kv_cache = "f16";
+  std::string model, prompt, system, config_file, device = "auto", quantize, kv_cache = "f16";
   std::string backend;
   std::vector<std::string> fallback, disable;
   int64_t n = 128, max_input_length = 2048;
@@ -95,7 +95,8 @@ int run_command(const RunOptions& o) {
   EngineOptions eo;
   eo.runtime = build_runtime_config(weights->checkpoint_backend, o.config_file, cli, &warnings);
   for (const auto& w : warnings) std::fprintf(stderr, "qrt: warning: %s\n", w.c_str());
-  eo.device = resolve_device(o.device);
+  std::string device_why;
+  eo.device = resolve_device(o.device, &device_why);
   eo.kv_dtype = o.kv_cache == "f16" ? KvCacheDType::F16 : KvCacheDType::F32;
   eo.log = [&](const std::string& m) {
     if (o.verbose || m.find("fail") != std::string::npos || m.find("fall") != std::string::npos)
@@ -160,6 +161,7 @@ int run_command(const RunOptions& o) {
                static_cast<long long>(r.decode_steps), r.decode_seconds, r.decode_tokens_per_second(),
                r.tokens.size(), r.stop_reason.c_str());
   std::fprintf(stderr, "qrt: sampling: %s\n", sp.describe().c_str());
+  if (!device_why.empty()) std::fprintf(stderr, "qrt: device: %s (%s)\n", eo.device.id.c_str(), device_why.c_str());
   std::fprintf(stderr, "qrt: backends: %s on %s\n", join_counts(engine->backend_counts()).c_str(),
                engine->device_name().c_str());
   return 0;
@@ -180,7 +182,8 @@ const CommandRegistrar registrar(
                           ->delimiter(',');
       o->o_disable = app.add_option("--disable", o->disable, "Backends never to choose, comma separated")->delimiter(',');
       app.add_option("--config", o->config_file, "Runtime config file (JSON, docs/CONFIG.md)");
-      app.add_option("--device", o->device, "cpu or cuda:N")->capture_default_str();
+      app.add_option("--device", o->device, "auto (the first CUDA GPU when one is present, else cpu), cpu or cuda:N")
+          ->capture_default_str();
       o->o_threads = app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")
           ->check(CLI::Range(0, ThreadPool::kMaxThreads));
       o->o_temp = app.add_option("--temp", o->temp, "Sampling temperature (0 = greedy, the default)");

@@ -82,5 +82,24 @@ TEST(ResolveDevice, CpuAndBadIds) {
   }
 }
 
+// "auto" (the default of qrt run, perplexity and plan): the first CUDA device when one is present,
+// else the CPU, and it says which and why.
+TEST(ResolveDevice, AutoPicksTheGpuWhenPresentAndSaysWhy) {
+  std::string why;
+  const DeviceInfo d = resolve_device("auto", &why);
+  const auto gpus = probe_cuda_devices();
+  if (gpus.empty()) {
+    EXPECT_EQ(d.kind, DeviceKind::Cpu);
+    EXPECT_EQ(why, "auto: " + cuda_unavailable_reason());
+  } else {
+    EXPECT_EQ(d.kind, DeviceKind::Cuda);
+    EXPECT_EQ(d.id, gpus.front().id);
+    EXPECT_NE(why.find("CUDA device is present"), std::string::npos) << why;
+  }
+  std::string untouched = "x";
+  resolve_device("cpu", &untouched);
+  EXPECT_EQ(untouched, "x") << "a named device has no 'why'";
+}
+
 }  // namespace
 }  // namespace qrt
