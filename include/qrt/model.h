@@ -127,7 +127,15 @@ struct EngineOptions {
   std::function<void(const std::string&)> log;    // plan / fallback messages; may be empty
   // KV cache capacity in positions: runtime.max_input_length + runtime.max_new_tokens.
   int64_t max_context() const { return runtime.max_input_length + runtime.max_new_tokens; }
+  // Throws qrt::Error(InvalidInput) unless 1 <= max_input_length and 0 <= max_new_tokens, each at
+  // most 2^31 (far past any model; keeps max_context() and the byte counts from overflowing).
+  // Every engine calls it before sizing anything.
+  void validate_lengths() const;
 };
+
+// The attention window an engine applies (0 = full causal attention): Mistral's sliding_window.
+// Qwen2 configs carry one that the reference implementation ignores, so qrt ignores it too.
+int64_t attention_window(const ModelConfig& config);
 
 // A forward pass over a KV cache. Positions are absolute: forward(tokens, n, pos, ...) appends
 // tokens[0..n) at positions [pos, pos + n) and attends over [0, pos + n). The cache content at

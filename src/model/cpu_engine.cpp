@@ -107,17 +107,8 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
   inter_ = c.intermediate_size;
   vocab_ = c.vocab_size;
   eps_ = static_cast<float>(c.rms_norm_eps);
-  // Only Mistral applies its sliding window in the reference; Qwen2 configs carry one they ignore.
-  if (c.architecture == "MistralForCausalLM" || c.model_type == "mistral") window_ = c.sliding_window;
-
-  if (options.runtime.max_input_length < 1)
-    throw invalid_input(fmt::format("max_input_length {} must be >= 1", options.runtime.max_input_length));
-  if (options.runtime.max_new_tokens < 0)
-    throw invalid_input(fmt::format("max_new_tokens {} must be >= 0", options.runtime.max_new_tokens));
-  constexpr int64_t kMaxPositions = int64_t{1} << 31;  // far past any model; keeps the sums below exact
-  if (options.runtime.max_input_length > kMaxPositions || options.runtime.max_new_tokens > kMaxPositions)
-    throw invalid_input(fmt::format("max_input_length {} and max_new_tokens {} must each be at most 2^31",
-                                    options.runtime.max_input_length, options.runtime.max_new_tokens));
+  window_ = attention_window(c);
+  options.validate_lengths();
   capacity_ = options.max_context();
   batch_ = std::clamp<int64_t>(options.prefill_batch, 1, options.runtime.max_input_length);
   kv_f16_ = options.kv_dtype == KvCacheDType::F16;

@@ -115,6 +115,22 @@ std::unique_ptr<ForwardEngine> make_cuda_engine(std::shared_ptr<const ModelWeigh
                                                 const EngineOptions& options);
 #endif
 
+void EngineOptions::validate_lengths() const {
+  constexpr int64_t kMaxPositions = int64_t{1} << 31;
+  if (runtime.max_input_length < 1)
+    throw invalid_input(fmt::format("max_input_length {} must be >= 1", runtime.max_input_length));
+  if (runtime.max_new_tokens < 0)
+    throw invalid_input(fmt::format("max_new_tokens {} must be >= 0", runtime.max_new_tokens));
+  if (runtime.max_input_length > kMaxPositions || runtime.max_new_tokens > kMaxPositions)
+    throw invalid_input(fmt::format("max_input_length {} and max_new_tokens {} must each be at most 2^31",
+                                    runtime.max_input_length, runtime.max_new_tokens));
+}
+
+int64_t attention_window(const ModelConfig& config) {
+  const bool mistral = config.architecture == "MistralForCausalLM" || config.model_type == "mistral";
+  return mistral ? config.sliding_window : 0;
+}
+
 std::unique_ptr<ForwardEngine> make_engine(std::shared_ptr<const ModelWeights> weights,
                                            const EngineOptions& options) {
   if (options.device.kind == DeviceKind::Cpu) return make_cpu_engine(std::move(weights), options);

@@ -132,13 +132,10 @@ CudaEngine::CudaEngine(std::shared_ptr<const ModelWeights> weights, const Engine
   inter_ = c.intermediate_size;
   vocab_ = c.vocab_size;
   eps_ = static_cast<float>(c.rms_norm_eps);
-  if (c.architecture == "MistralForCausalLM" || c.model_type == "mistral") window_ = c.sliding_window;
+  window_ = attention_window(c);
   if (head_dim_ > 256 || head_dim_ % 2)
     throw unsupported(fmt::format("head_dim {} unsupported by the CUDA engine (even, <= 256)", head_dim_));
-  if (options.runtime.max_input_length < 1)
-    throw invalid_input(fmt::format("max_input_length {} must be >= 1", options.runtime.max_input_length));
-  if (options.runtime.max_new_tokens < 0)
-    throw invalid_input(fmt::format("max_new_tokens {} must be >= 0", options.runtime.max_new_tokens));
+  options.validate_lengths();
   capacity_ = options.max_context();
   batch_ = std::clamp<int64_t>(options.prefill_batch, 1, options.runtime.max_input_length);
   max_gen_ = std::max<int64_t>(1, capacity_);
