@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/engine_cli.h"
 #include "qrt/thread_pool.h"
 #include "qrt/error.h"
 #include "qrt/generator.h"
@@ -23,17 +24,16 @@ namespace qrt::cli {
 namespace {
 
 struct PplOptions {
-  std::string model, file, config_file, device = "auto", quantize, backend, kv_cache = "f16";
-  std::vector<std::string> fallback, disable;
+  std::string model, file;
   int64_t ctx = 512, chunks = -1;
-  int threads = 0, group_size = 128;
-  CLI::Option *o_backend = nullptr, *o_fallback = nullptr, *o_disable = nullptr, *o_threads = nullptr;
+  EngineCliOptions engine;
 };
 
 int perplexity_command(const PplOptions& o) {
   using clock = std::chrono::steady_clock;
   const std::string path = resolve_model_path(o.model);
   if (o.ctx < 4) throw invalid_input(fmt::format("--ctx {}: expected at least 4 tokens", o.ctx));
+  o.engine.validate();
   std::ifstream in(o.file, std::ios::binary);
   if (!in) throw io_error(fmt::format("{}: cannot open the text file", o.file));
   std::stringstream ss;
@@ -42,28 +42,14 @@ int perplexity_command(const PplOptions& o) {
   if (text.empty()) throw invalid_input(fmt::format("{}: the text file is empty", o.file));
 
   const auto t0 = clock::now();
-  LoadOptions lo;
-  lo.quantize = o.quantize;
-  lo.group_size = o.group_size;
-  auto weights = load_model(path, lo);
+  auto weights = load_model(path, o.engine.load_options());
   Tokenizer tokenizer = load_tokenizer(path);
 
   CliOverrides cli;
-  if (o.o_backend->count()) cli.backend = o.backend;
-  if (o.o_fallback->count()) cli.fallback = o.fallback;
-  if (o.o_disable->count()) cli.disabled = o.disable;
-  if (o.o_threads->count()) cli.threads = o.threads;
   cli.max_input_length = o.ctx;
   cli.max_new_tokens = 0;
-  std::vector<std::string> warnings;
-  EngineOptions eo;
-  eo.runtime = build_runtime_config(weights->checkpoint_backend, o.config_file, cli, &warnings);
-  for (const auto& w : warnings) std::fprintf(stderr, "qrt: warning: %s\n", w.c_str());
   std::string device_why;
-  eo.device = resolve_device(o.device, &device_why);
-  if (o.kv_cache != "f32" && o.kv_cache != "f16")
-    throw invalid_input(fmt::format("--kv-cache {}: expected f32 or f16", o.kv_cache));
-  eo.kv_dtype = o.kv_cache == "f16" ? KvCacheDType::F16 : KvCacheDType::F32;
+  EngineOptions eo = o.engine.engine_options(*weights, cli, &device_why);
   eo.log = [](const std::string& m) { std::fprintf(stderr, "qrt: %s\n", m.c_str()); };
   auto engine = make_engine(weights, eo);
   const double load_seconds = std::chrono::duration<double>(clock::now() - t0).count();
@@ -136,21 +122,7 @@ const CommandRegistrar registrar(
       app.add_option("-f,--file", o->file, "Text file (UTF-8)")->required();
       app.add_option("--ctx", o->ctx, "Window length in tokens")->capture_default_str();
       app.add_option("--chunks", o->chunks, "Evaluate at most this many windows (default: all)");
-      o->o_backend = app.add_option("--backend", o->backend, "Backend for quantized layers: auto or a name");
-      o->o_fallback = app.add_option("--fallback", o->fallback, "Backends to try when one fails")->delimiter(',');
-      o->o_disable = app.add_option("--disable", o->disable, "Backends never to choose")->delimiter(',');
-      app.add_option("--config", o->config_file, "Runtime config file (JSON)");
-      app.add_option("--device", o->device, "auto (the first CUDA GPU when one is present, else cpu), cpu or cuda:N")
-          ->capture_default_str();
-      o->o_threads = app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")
-          ->check(CLI::Range(0, ThreadPool::kMaxThreads));
-      app.add_option("--quantize", o->quantize, "Quantize a fp16/bf16/f32 checkpoint on load: int4 or int8")
-          ->check(CLI::IsMember({"int4", "int8"}));
-      app.add_option("--group-size", o->group_size, "Group size for --quantize (-1 = per row)")->capture_default_str();
-      app.add_option("--kv-cache", o->kv_cache,
-                     "KV cache storage of the CPU engine: f16 (half the memory and bytes per step of f32; "
-                     "perplexity of the default model 17.3682 vs 17.3681) or f32. The GPU engine always stores fp16")
-          ->capture_default_str();
+      o->engine.add_to(app);
       return [o] { return perplexity_command(*o); };
     });
 

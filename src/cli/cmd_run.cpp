@@ -12,6 +12,7 @@
 #include <fmt/format.h>
 
 #include "cli/command.h"
+#include "cli/engine_cli.h"
 #include "qrt/thread_pool.h"
 #include "qrt/error.h"
 #include "qrt/generator.h"
@@ -22,16 +23,14 @@ namespace qrt::cli {
 namespace {
 
 struct RunOptions {
-  std::string model, prompt, system, config_file, device = "auto", quantize, kv_cache = "f16";
-  std::string backend;
-  std::vector<std::string> fallback, disable;
+  std::string model, prompt, system;
   int64_t n = 128, max_input_length = 2048;
-  int threads = 0, group_size = 128, top_k = 0;
+  int top_k = 0;
   bool chat = false, verbose = false, no_tuning_cache = false;
   float temp = 0, top_p = 1, min_p = 0, repeat_penalty = 1;
   uint64_t seed = 0;
-  CLI::Option *o_backend = nullptr, *o_fallback = nullptr, *o_disable = nullptr, *o_threads = nullptr,
-              *o_max_input = nullptr, *o_temp = nullptr, *o_top_k = nullptr, *o_top_p = nullptr,
+  EngineCliOptions engine;
+  CLI::Option *o_max_input = nullptr, *o_temp = nullptr, *o_top_k = nullptr, *o_top_p = nullptr,
               *o_min_p = nullptr, *o_repeat = nullptr;
 };
 
@@ -70,13 +69,10 @@ int run_command(const RunOptions& o) {
   const std::string path = resolve_model_path(o.model);
   if (o.prompt.empty()) throw invalid_input("the prompt is empty (-p): nothing to generate from");
   if (o.n < 0) throw invalid_input(fmt::format("-n {}: expected >= 0", o.n));
-  if (o.kv_cache != "f32" && o.kv_cache != "f16")
-    throw invalid_input(fmt::format("--kv-cache {}: expected f32 or f16", o.kv_cache));
+  o.engine.validate();
 
   const auto t_load = clock::now();
-  LoadOptions lo;
-  lo.quantize = o.quantize;
-  lo.group_size = o.group_size;
+  LoadOptions lo = o.engine.load_options();
   LoadProgress progress("loading");
   lo.progress = [&](int64_t d, int64_t t) { progress.update(d, t); };
   std::shared_ptr<ModelWeights> weights = load_model(path, lo);
@@ -84,20 +80,11 @@ int run_command(const RunOptions& o) {
   Tokenizer tokenizer = load_tokenizer(path);
 
   CliOverrides cli;
-  if (o.o_backend->count()) cli.backend = o.backend;
-  if (o.o_fallback->count()) cli.fallback = o.fallback;
-  if (o.o_disable->count()) cli.disabled = o.disable;
   if (o.o_max_input->count()) cli.max_input_length = o.max_input_length;
   cli.max_new_tokens = o.n;
-  if (o.o_threads->count()) cli.threads = o.threads;
   if (o.no_tuning_cache) cli.use_tuning_cache = false;
-  std::vector<std::string> warnings;
-  EngineOptions eo;
-  eo.runtime = build_runtime_config(weights->checkpoint_backend, o.config_file, cli, &warnings);
-  for (const auto& w : warnings) std::fprintf(stderr, "qrt: warning: %s\n", w.c_str());
   std::string device_why;
-  eo.device = resolve_device(o.device, &device_why);
-  eo.kv_dtype = o.kv_cache == "f16" ? KvCacheDType::F16 : KvCacheDType::F32;
+  EngineOptions eo = o.engine.engine_options(*weights, cli, &device_why);
   eo.log = [&](const std::string& m) {
     if (o.verbose || m.find("fail") != std::string::npos || m.find("fall") != std::string::npos)
       std::fprintf(stderr, "qrt: %s\n", m.c_str());
@@ -177,15 +164,7 @@ const CommandRegistrar registrar(
       app.add_option("-n,--max-new-tokens", o->n, "Tokens to generate at most")->capture_default_str();
       app.add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template as a user message");
       app.add_option("--system", o->system, "System message (with --chat)");
-      o->o_backend = app.add_option("--backend", o->backend, "Backend for quantized layers: auto or a name (qrt plan lists them)");
-      o->o_fallback = app.add_option("--fallback", o->fallback, "Backends to try in order when one fails, comma separated")
-                          ->delimiter(',');
-      o->o_disable = app.add_option("--disable", o->disable, "Backends never to choose, comma separated")->delimiter(',');
-      app.add_option("--config", o->config_file, "Runtime config file (JSON, docs/CONFIG.md)");
-      app.add_option("--device", o->device, "auto (the first CUDA GPU when one is present, else cpu), cpu or cuda:N")
-          ->capture_default_str();
-      o->o_threads = app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")
-          ->check(CLI::Range(0, ThreadPool::kMaxThreads));
+      o->engine.add_to(app);
       o->o_temp = app.add_option("--temp", o->temp, "Sampling temperature (0 = greedy, the default)");
       o->o_top_k = app.add_option("--top-k", o->top_k, "Keep the k most likely tokens (0 = off)");
       o->o_top_p = app.add_option("--top-p", o->top_p, "Nucleus sampling threshold (1 = off)");
@@ -194,13 +173,6 @@ const CommandRegistrar registrar(
       app.add_option("--seed", o->seed, "Random seed for sampling")->capture_default_str();
       o->o_max_input = app.add_option("--max-input-length", o->max_input_length,
                                       "Longest prompt in tokens (sizes the KV cache with -n)");
-      app.add_option("--quantize", o->quantize, "Quantize a fp16/bf16/f32 checkpoint on load: int4 or int8")
-          ->check(CLI::IsMember({"int4", "int8"}));
-      app.add_option("--group-size", o->group_size, "Group size for --quantize (-1 = per row)")->capture_default_str();
-      app.add_option("--kv-cache", o->kv_cache,
-                     "KV cache storage of the CPU engine: f16 (half the memory and bytes per step of f32; "
-                     "perplexity of the default model 17.3682 vs 17.3681) or f32. The GPU engine always stores fp16")
-          ->capture_default_str();
       app.add_flag("--no-tuning-cache", o->no_tuning_cache, "Ignore the tuning cache");
       app.add_flag("-v,--verbose", o->verbose, "Print plan notes and backend messages");
       return [o] { return run_command(*o); };
