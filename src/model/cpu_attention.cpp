@@ -5,8 +5,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
+#include <tuple>
+#include <utility>
 
-#include "model/ops.h"
 #include "qrt/device.h"
 #include "qrt/dtype.h"
 
@@ -33,10 +35,10 @@ void scores_scalar(const float* q, const T* keys, int64_t b0, int64_t b1, int64_
   }
 }
 
-// out[0, hd) = sum over pos in [first, last] of w[pos] * value(pos).
+// out[0, hd) += sum over pos in [first, last] of w[pos] * value(pos). (Every values_* accumulates:
+// the grouped kernel adds a block of positions at a time for each head in turn.)
 template <class T>
 void values_scalar(const float* w, const T* values, int64_t first, int64_t last, int64_t hd, float* out) {
-  std::fill(out, out + hd, 0.0f);
   for (int64_t j = first; j <= last; ++j) {
     const T* v = values + j * hd;
     for (int64_t i = 0; i < hd; ++i) out[i] += w[j] * load1(v + i);
@@ -90,7 +92,7 @@ template <int NC, class T>
 QRT_AVX2_FN void values_chunk_avx2(const float* w, const T* values, int64_t first, int64_t last, int64_t hd,
                                    int64_t c0, float* out) {
   __m256 acc[NC];
-  for (int i = 0; i < NC; ++i) acc[i] = _mm256_setzero_ps();
+  for (int i = 0; i < NC; ++i) acc[i] = _mm256_loadu_ps(out + c0 + 8 * i);
   for (int64_t j = first; j <= last; ++j) {
     const __m256 wj = _mm256_set1_ps(w[j]);
     const T* v = values + j * hd + c0;
@@ -141,7 +143,7 @@ template <int NC, class T>
 QRT_AVX512_FN void values_chunk_avx512(const float* w, const T* values, int64_t first, int64_t last, int64_t hd,
                                        int64_t c0, float* out) {
   __m512 acc[NC];
-  for (int i = 0; i < NC; ++i) acc[i] = _mm512_setzero_ps();
+  for (int i = 0; i < NC; ++i) acc[i] = _mm512_loadu_ps(out + c0 + 16 * i);
   for (int64_t j = first; j <= last; ++j) {
     const __m512 wj = _mm512_set1_ps(w[j]);
     const T* v = values + j * hd + c0;
@@ -169,24 +171,63 @@ QRT_AVX512_FN void values_avx512(const float* w, const T* values, int64_t first,
 }
 #endif  // QRT_X86
 
+// exp(s - max) in place over scores[first..last]; returns (max, sum of the exponentials).
+std::pair<float, float> exp_and_sum(float* scores, int64_t first, int64_t last) {
+  float mx = scores[first];
+  for (int64_t j = first + 1; j <= last; ++j) mx = std::max(mx, scores[j]);
+  float sum = 0;
+  for (int64_t j = first; j <= last; ++j) {
+    scores[j] = std::exp(scores[j] - mx);
+    sum += scores[j];
+  }
+  return {mx, sum};
+}
+
+template <class T>
+void partial_impl(const float* q, int64_t q_stride, int64_t heads, const T* keys, const T* values, int64_t first,
+                  int64_t last, int64_t hd, float scale, float* scores, float* out, float* mx, float* sum, Isa isa) {
+  isa = std::min(isa, best_isa());  // never run instructions this CPU lacks
+  const int64_t b0 = first / kKeyBlock, b1 = last / kKeyBlock + 1;
+  const int64_t stride = round_up_to_block(last + 1);  // one scores row per head
+  // Block by block, every head: a key block is read from memory once and reused from L1.
+  for (int64_t b = b0; b < b1; ++b)
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* qh = q + h * q_stride;
+      float* sh = scores + h * stride;
+#ifdef QRT_X86
+      if (isa == Isa::Avx512) scores_avx512(qh, keys, b, b + 1, hd, scale, sh);
+      else if (isa == Isa::Avx2) scores_avx2(qh, keys, b, b + 1, hd, scale, sh);
+      else scores_scalar(qh, keys, b, b + 1, hd, scale, sh);
+#else
+      scores_scalar(qh, keys, b, b + 1, hd, scale, sh);
+#endif
+    }
+  for (int64_t h = 0; h < heads; ++h) std::tie(mx[h], sum[h]) = exp_and_sum(scores + h * stride, first, last);
+  std::fill(out, out + heads * hd, 0.0f);
+  // Values likewise, one block of positions at a time for every head.
+  for (int64_t j0 = first; j0 <= last; j0 = (j0 / kKeyBlock + 1) * kKeyBlock) {
+    const int64_t j1 = std::min(last, (j0 / kKeyBlock + 1) * kKeyBlock - 1);
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* w = scores + h * stride;
+      float* oh = out + h * hd;
+#ifdef QRT_X86
+      if (isa == Isa::Avx512 && hd % 16 == 0) values_avx512(w, values, j0, j1, hd, oh);
+      else if (isa >= Isa::Avx2 && hd % 8 == 0) values_avx2(w, values, j0, j1, hd, oh);
+      else values_scalar(w, values, j0, j1, hd, oh);
+#else
+      values_scalar(w, values, j0, j1, hd, oh);
+#endif
+    }
+  }
+}
+
 template <class T>
 void attend_impl(const float* q, const T* keys, const T* values, int64_t first, int64_t last, int64_t hd,
                  float scale, float* scores, float* out, Isa isa) {
-  isa = std::min(isa, best_isa());  // never run instructions this CPU lacks
-  const int64_t b0 = first / kKeyBlock, b1 = last / kKeyBlock + 1;
-#ifdef QRT_X86
-  if (isa == Isa::Avx512) scores_avx512(q, keys, b0, b1, hd, scale, scores);
-  else if (isa == Isa::Avx2) scores_avx2(q, keys, b0, b1, hd, scale, scores);
-  else scores_scalar(q, keys, b0, b1, hd, scale, scores);
-#else
-  scores_scalar(q, keys, b0, b1, hd, scale, scores);
-#endif
-  ops::softmax_range(scores, first, last);
-#ifdef QRT_X86
-  if (isa == Isa::Avx512 && hd % 16 == 0) return values_avx512(scores, values, first, last, hd, out);
-  if (isa >= Isa::Avx2 && hd % 8 == 0) return values_avx2(scores, values, first, last, hd, out);
-#endif
-  values_scalar(scores, values, first, last, hd, out);
+  float mx = 0, sum = 0;
+  partial_impl(q, hd, 1, keys, values, first, last, hd, scale, scores, out, &mx, &sum, isa);
+  const float inv = 1.0f / sum;
+  for (int64_t i = 0; i < hd; ++i) out[i] *= inv;
 }
 
 }  // namespace
@@ -218,6 +259,35 @@ void attend(const float* q, const float* keys, const float* values, int64_t firs
 void attend(const float* q, const uint16_t* keys, const uint16_t* values, int64_t first, int64_t last,
             int64_t head_dim, float scale, float* scores, float* out, Isa isa) {
   attend_impl(q, keys, values, first, last, head_dim, scale, scores, out, isa);
+}
+
+void attend_partial(const float* q, int64_t q_stride, int64_t heads, const float* keys, const float* values,
+                    int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
+                    float* sum, Isa isa) {
+  partial_impl(q, q_stride, heads, keys, values, first, last, head_dim, scale, scores, out, max, sum, isa);
+}
+
+void attend_partial(const float* q, int64_t q_stride, int64_t heads, const uint16_t* keys, const uint16_t* values,
+                    int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
+                    float* sum, Isa isa) {
+  partial_impl(q, q_stride, heads, keys, values, first, last, head_dim, scale, scores, out, max, sum, isa);
+}
+
+void merge_partials(const float* out, const float* max, const float* sum, int64_t parts, int64_t head_dim,
+                    float* result) {
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t p = 0; p < parts; ++p)
+    if (sum[p] > 0) m = std::max(m, max[p]);
+  float total = 0;
+  std::fill(result, result + head_dim, 0.0f);
+  for (int64_t p = 0; p < parts; ++p) {
+    if (!(sum[p] > 0)) continue;  // an empty part
+    const float w = std::exp(max[p] - m);
+    total += w * sum[p];
+    for (int64_t i = 0; i < head_dim; ++i) result[i] += w * out[p * head_dim + i];
+  }
+  const float inv = 1.0f / total;
+  for (int64_t i = 0; i < head_dim; ++i) result[i] *= inv;
 }
 
 }  // namespace qrt::cpu_attention

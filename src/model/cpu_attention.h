@@ -37,4 +37,22 @@ void attend(const float* q, const float* keys, const float* values, int64_t firs
 void attend(const float* q, const uint16_t* keys, const uint16_t* values, int64_t first, int64_t last,
             int64_t head_dim, float scale, float* scores, float* out, Isa isa = best_isa());
 
+// The heads of one GQA group over one range of positions, unnormalised, so that a long context
+// can be split across threads and merged (merge_partials). `heads` query rows (row h at
+// q + h * q_stride) share the KV head: each key and value block is read once for all of them.
+// For each head h: max[h] = the largest score, sum[h] = sum of exp(score - max[h]) over
+// [first, last], out[h * head_dim, +head_dim) = sum of exp(score - max[h]) * value (not divided by
+// sum[h]). scores: scratch of heads * round_up_to_block(last + 1) floats.
+void attend_partial(const float* q, int64_t q_stride, int64_t heads, const float* keys, const float* values,
+                    int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
+                    float* sum, Isa isa = best_isa());
+void attend_partial(const float* q, int64_t q_stride, int64_t heads, const uint16_t* keys, const uint16_t* values,
+                    int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
+                    float* sum, Isa isa = best_isa());
+
+// One head's attention from `parts` partial results over disjoint position ranges (out: parts rows
+// of head_dim; a part with sum 0 is empty and skipped) into result[0, head_dim).
+void merge_partials(const float* out, const float* max, const float* sum, int64_t parts, int64_t head_dim,
+                    float* result);
+
 }  // namespace qrt::cpu_attention

@@ -90,6 +90,9 @@ class CpuEngine final : public ForwardEngine {
 
   // Activations of one chunk.
   std::vector<float> x_, xn_, q_, k_, v_, attn_, tmp_, gate_, up_, scores_;
+  // Attention partial results: per unit of a split decode step, or per thread when unsplit.
+  static constexpr int64_t kMaxAttentionParts = 8;
+  std::vector<float> attn_part_, part_max_, part_sum_, merge_rows_, merge_max_, merge_sum_;
 };
 
 CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options)
@@ -119,7 +122,7 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
   {
     const double positions = static_cast<double>(cpu_attention::round_up_to_block(capacity_));
     const double kv = 2.0 * static_cast<double>(c.num_layers * n_kv_ * head_dim_) * positions * (kv_f16_ ? 2 : 4);
-    const double tables = 2.0 * positions * static_cast<double>(head_dim_ / 2) * 4 + positions * pool_.size() * 4;
+    const double tables = 2.0 * positions * static_cast<double>(head_dim_ / 2) * 4 + positions * pool_.size() * (n_heads_ / n_kv_) * 4;
     const int64_t available = available_host_memory();
     if (available > 0 && kv + tables > static_cast<double>(available))
       throw Error(ErrorKind::OutOfMemory,
@@ -209,7 +212,15 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
   tmp_.resize(batch_ * hidden_);
   gate_.resize(batch_ * inter_);
   up_.resize(batch_ * inter_);
-  scores_.resize(static_cast<size_t>(pool_.size()) * cpu_attention::round_up_to_block(capacity_));
+  const int64_t group = n_heads_ / n_kv_;
+  scores_.resize(static_cast<size_t>(pool_.size() * group * cpu_attention::round_up_to_block(capacity_)));
+  const int64_t partial_rows = std::max<int64_t>(n_kv_ * kMaxAttentionParts, pool_.size()) * group;
+  attn_part_.resize(static_cast<size_t>(partial_rows * head_dim_));
+  part_max_.resize(static_cast<size_t>(partial_rows));
+  part_sum_.resize(static_cast<size_t>(partial_rows));
+  merge_rows_.resize(static_cast<size_t>(kMaxAttentionParts * head_dim_));
+  merge_max_.resize(kMaxAttentionParts);
+  merge_sum_.resize(kMaxAttentionParts);
 }
 
 std::map<std::string, int> CpuEngine::backend_counts() const {
@@ -253,22 +264,70 @@ void CpuEngine::attention(int64_t layer, int64_t m, int64_t pos) {
   const int64_t group = n_heads_ / n_kv_;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim_));
   const int64_t base = layer * layer_stride_;
-  pool_.parallel_for(n_heads_ * m, [&](int t, int64_t j0, int64_t j1) {
-    float* scores = scores_.data() + static_cast<int64_t>(t) * cpu_attention::round_up_to_block(capacity_);
-    for (int64_t j = j0; j < j1; ++j) {
-      const int64_t h = j / m, i = j % m;
+  // Work units: (KV head, query row, part of the positions). A unit runs the whole GQA group
+  // over its positions, so each key / value block is read once for the group. Decode has one row
+  // and few KV heads (SmolLM2: 3 on 2 threads), so its positions are split into parts of at least
+  // kMinPartPositions, merged after; prefill rows already give every thread work.
+  constexpr int64_t kMinPartPositions = 256;
+  const int64_t threads = pool_.size();
+  int64_t parts = 1;
+  if (m == 1 && n_kv_ < 2 * threads) {
+    const int64_t most = std::max<int64_t>(1, std::min<int64_t>(kMaxAttentionParts, (pos + 1) / kMinPartPositions));
+    parts = std::min<int64_t>(most, (2 * threads + n_kv_ - 1) / n_kv_);
+  }
+  const int64_t row_scores = group * cpu_attention::round_up_to_block(capacity_);
+  pool_.parallel_for(n_kv_ * m * parts, [&](int t, int64_t u0, int64_t u1) {
+    float* scores = scores_.data() + static_cast<int64_t>(t) * row_scores;
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t kvh = u / (m * parts), i = (u / parts) % m, part = u % parts;
       const int64_t p = pos + i;
       const int64_t first = window_ > 0 ? std::max<int64_t>(0, p - window_ + 1) : 0;
-      const int64_t kvh = h / group;
-      const float* q = q_.data() + i * q_dim_ + h * head_dim_;
-      float* out = attn_.data() + i * q_dim_ + h * head_dim_;
+      // Parts cover [first, p] in whole key blocks.
+      const int64_t len = (p - first + parts) / parts;
+      const int64_t chunk = cpu_attention::round_up_to_block(len);
+      const int64_t lo = first + part * chunk, hi = std::min(p, lo + chunk - 1);
+      const float* q = q_.data() + i * q_dim_ + kvh * group * head_dim_;
       const int64_t off = base + kvh * head_stride_;
+      const int64_t slot = (kvh * parts + part) * group;  // this unit's partial rows (decode)
+      float* out = parts == 1 ? attn_part_.data() + static_cast<int64_t>(t) * group * head_dim_
+                              : attn_part_.data() + slot * head_dim_;
+      float* mx = part_max_.data() + (parts == 1 ? static_cast<int64_t>(t) * group : slot);
+      float* sum = part_sum_.data() + (parts == 1 ? static_cast<int64_t>(t) * group : slot);
+      if (lo > hi) {  // nothing left for this part (short context)
+        std::fill(sum, sum + group, 0.0f);
+        continue;
+      }
       if (kv_f16_)
-        cpu_attention::attend(q, k16_.get() + off, v16_.get() + off, first, p, head_dim_, scale, scores, out);
+        cpu_attention::attend_partial(q, head_dim_, group, k16_.get() + off, v16_.get() + off, lo, hi, head_dim_,
+                                      scale, scores, out, mx, sum);
       else
-        cpu_attention::attend(q, k32_.get() + off, v32_.get() + off, first, p, head_dim_, scale, scores, out);
+        cpu_attention::attend_partial(q, head_dim_, group, k32_.get() + off, v32_.get() + off, lo, hi, head_dim_,
+                                      scale, scores, out, mx, sum);
+      if (parts == 1) {
+        for (int64_t h = 0; h < group; ++h) {
+          float* dst = attn_.data() + i * q_dim_ + (kvh * group + h) * head_dim_;
+          const float inv = 1.0f / sum[h];
+          for (int64_t d = 0; d < head_dim_; ++d) dst[d] = out[h * head_dim_ + d] * inv;
+        }
+      }
     }
   });
+  if (parts == 1) return;
+  // Decode: merge each head's parts (rows of attn_part_ at (kvh * parts + part) * group + h).
+  std::vector<float>& o = merge_rows_;
+  std::vector<float>& mxs = merge_max_;
+  std::vector<float>& sums = merge_sum_;
+  for (int64_t kvh = 0; kvh < n_kv_; ++kvh)
+    for (int64_t h = 0; h < group; ++h) {
+      for (int64_t part = 0; part < parts; ++part) {
+        const int64_t slot = (kvh * parts + part) * group + h;
+        std::copy_n(attn_part_.data() + slot * head_dim_, head_dim_, o.data() + part * head_dim_);
+        mxs[part] = part_max_[slot];
+        sums[part] = part_sum_[slot];
+      }
+      cpu_attention::merge_partials(o.data(), mxs.data(), sums.data(), parts, head_dim_,
+                                    attn_.data() + (kvh * group + h) * head_dim_);
+    }
 }
 
 void CpuEngine::run_chunk(const int32_t* tokens, int64_t m, int64_t pos) {

@@ -171,6 +171,33 @@ TEST(CpuEngine, KvCacheBoundsAndBadTokensAreErrors) {
   EXPECT_NO_THROW(engine->forward(toks.data(), 1, 7, logits.data()));
 }
 
+// Decode past 512 positions with fewer KV heads than 2 x threads: the engine splits each head's
+// positions into parts and merges them (attention()); the logits must still be the naive ones,
+// with full attention and with a sliding window that starts inside a part.
+TEST(CpuEngine, LongContextDecodeSplitAcrossThreadsMatchesNaive) {
+  for (int64_t window : {int64_t{0}, int64_t{300}}) {
+    auto c = tiny_config();
+    c.max_position_embeddings = 4096;
+    if (window) {
+      c.architecture = "MistralForCausalLM";
+      c.model_type = "mistral";
+      c.sliding_window = window;
+    }
+    auto w = tiny_weights(c, 21);
+    const auto tokens = some_tokens(700, static_cast<int>(c.vocab_size));
+    const int64_t T = tokens.size(), V = c.vocab_size;
+    const auto ref = naive_forward(*w, tokens, plain_inv_freq(c), window);
+    auto engine = make_cpu_engine(w, small_options(/*max_input=*/T, /*max_new=*/0));
+    std::vector<float> row(V);
+    engine->forward(tokens.data(), 690, 0, row.data());
+    EXPECT_LT(max_abs_diff(row.data(), ref.data() + 689 * V, V), 2e-4) << "prefill, window " << window;
+    for (int64_t t = 690; t < T; ++t) {
+      engine->forward(tokens.data() + t, 1, t, row.data());
+      EXPECT_LT(max_abs_diff(row.data(), ref.data() + t * V, V), 2e-4) << "decode at " << t << ", window " << window;
+    }
+  }
+}
+
 // A context that cannot fit in memory is a clear error at build time, not a process killed by the
 // kernel while the position tables fill (found with --max-input-length 100000000 on the default model).
 TEST(CpuEngine, ContextLargerThanMemoryIsAnError) {
