@@ -9,6 +9,7 @@
 #include <tuple>
 #include <utility>
 
+#include "model/ops.h"
 #include "qrt/device.h"
 #include "qrt/dtype.h"
 
@@ -171,18 +172,6 @@ QRT_AVX512_FN void values_avx512(const float* w, const T* values, int64_t first,
 }
 #endif  // QRT_X86
 
-// exp(s - max) in place over scores[first..last]; returns (max, sum of the exponentials).
-std::pair<float, float> exp_and_sum(float* scores, int64_t first, int64_t last) {
-  float mx = scores[first];
-  for (int64_t j = first + 1; j <= last; ++j) mx = std::max(mx, scores[j]);
-  float sum = 0;
-  for (int64_t j = first; j <= last; ++j) {
-    scores[j] = std::exp(scores[j] - mx);
-    sum += scores[j];
-  }
-  return {mx, sum};
-}
-
 template <class T>
 void partial_impl(const float* q, int64_t q_stride, int64_t heads, const T* keys, const T* values, int64_t first,
                   int64_t last, int64_t hd, float scale, float* scores, float* out, float* mx, float* sum, Isa isa) {
@@ -202,7 +191,7 @@ void partial_impl(const float* q, int64_t q_stride, int64_t heads, const T* keys
       scores_scalar(qh, keys, b, b + 1, hd, scale, sh);
 #endif
     }
-  for (int64_t h = 0; h < heads; ++h) std::tie(mx[h], sum[h]) = exp_and_sum(scores + h * stride, first, last);
+  for (int64_t h = 0; h < heads; ++h) std::tie(mx[h], sum[h]) = ops::exp_and_sum(scores + h * stride, first, last);
   std::fill(out, out + heads * hd, 0.0f);
   // Values likewise, one block of positions at a time for every head.
   for (int64_t j0 = first; j0 <= last; j0 = (j0 / kKeyBlock + 1) * kKeyBlock) {

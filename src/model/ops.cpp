@@ -313,7 +313,7 @@ inline float dot(const float* a, const float* b, int64_t n) {
 
 }  // namespace
 
-void softmax_range(float* scores, int64_t first, int64_t last) {
+std::pair<float, float> exp_and_sum(float* scores, int64_t first, int64_t last) {
   float mx = scores[first];
   for (int64_t j = first + 1; j <= last; ++j) mx = std::max(mx, scores[j]);
   float sum = 0;
@@ -321,14 +321,14 @@ void softmax_range(float* scores, int64_t first, int64_t last) {
     scores[j] = std::exp(scores[j] - mx);
     sum += scores[j];
   }
-  const float inv = 1.0f / sum;
-  for (int64_t j = first; j <= last; ++j) scores[j] *= inv;
+  return {mx, sum};
 }
 
 void attend_one(const float* q, const float* keys, const float* values, int64_t first, int64_t last,
                 int64_t head_dim, float scale, float* scores, float* out) {
   for (int64_t j = first; j <= last; ++j) scores[j] = dot(q, keys + j * head_dim, head_dim) * scale;
-  softmax_range(scores, first, last);
+  const float inv = 1.0f / exp_and_sum(scores, first, last).second;
+  for (int64_t j = first; j <= last; ++j) scores[j] *= inv;
   for (int64_t i = 0; i < head_dim; ++i) out[i] = 0;
   for (int64_t j = first; j <= last; ++j) {
     const float w = scores[j];

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "qrt/checkpoint.h"
@@ -51,8 +52,10 @@ void silu_mul(float* gate, const float* up, int64_t n);
 // y[i] += x[i]
 void add_inplace(float* y, const float* x, int64_t n);
 
-// Softmax of scores[first..last] in place (the scores become the weights).
-void softmax_range(float* scores, int64_t first, int64_t last);
+// The unnormalised half of a softmax: scores[first..last] become exp(score - max) in place;
+// returns (max, sum of the exponentials). attend_one divides by the sum; the CPU engine's
+// partial attention (cpu_attention.h) keeps both to merge parts later.
+std::pair<float, float> exp_and_sum(float* scores, int64_t first, int64_t last);
 
 // One attention head for one query: softmax(q . K[first..last] / sqrt(d)) . V[first..last].
 // keys / values: rows of head_dim, row j at keys + j * head_dim. scores: scratch of last + 1.
