@@ -262,18 +262,19 @@ void attend_partial(const float* q, int64_t q_stride, int64_t heads, const uint1
   partial_impl(q, q_stride, heads, keys, values, first, last, head_dim, scale, scores, out, max, sum, isa);
 }
 
-void merge_partials(const float* out, const float* max, const float* sum, int64_t parts, int64_t head_dim,
-                    float* result) {
+void merge_partials(const float* out, const float* max, const float* sum, int64_t parts, int64_t stride,
+                    int64_t head_dim, float* result) {
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t p = 0; p < parts; ++p)
-    if (sum[p] > 0) m = std::max(m, max[p]);
+    if (sum[p * stride] > 0) m = std::max(m, max[p * stride]);
   float total = 0;
   std::fill(result, result + head_dim, 0.0f);
   for (int64_t p = 0; p < parts; ++p) {
-    if (!(sum[p] > 0)) continue;  // an empty part
-    const float w = std::exp(max[p] - m);
-    total += w * sum[p];
-    for (int64_t i = 0; i < head_dim; ++i) result[i] += w * out[p * head_dim + i];
+    if (!(sum[p * stride] > 0)) continue;  // an empty part
+    const float w = std::exp(max[p * stride] - m);
+    total += w * sum[p * stride];
+    const float* row = out + p * stride * head_dim;
+    for (int64_t i = 0; i < head_dim; ++i) result[i] += w * row[i];
   }
   const float inv = 1.0f / total;
   for (int64_t i = 0; i < head_dim; ++i) result[i] *= inv;

@@ -50,9 +50,11 @@ void attend_partial(const float* q, int64_t q_stride, int64_t heads, const uint1
                     int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
                     float* sum, Isa isa = best_isa());
 
-// One head's attention from `parts` partial results over disjoint position ranges (out: parts rows
-// of head_dim; a part with sum 0 is empty and skipped) into result[0, head_dim).
-void merge_partials(const float* out, const float* max, const float* sum, int64_t parts, int64_t head_dim,
-                    float* result);
+// One head's attention from `parts` partial results over disjoint position ranges into
+// result[0, head_dim). Part p is the row out + p * stride * head_dim with max[p * stride] and
+// sum[p * stride], so the head's parts can be read in place from attend_partial's outputs (stride =
+// heads of the group). A part with sum 0 is empty and skipped.
+void merge_partials(const float* out, const float* max, const float* sum, int64_t parts, int64_t stride,
+                    int64_t head_dim, float* result);
 
 }  // namespace qrt::cpu_attention

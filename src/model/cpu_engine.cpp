@@ -92,7 +92,7 @@ class CpuEngine final : public ForwardEngine {
   std::vector<float> x_, xn_, q_, k_, v_, attn_, tmp_, gate_, up_, scores_;
   // Attention partial results: per unit of a split decode step, or per thread when unsplit.
   static constexpr int64_t kMaxAttentionParts = 8;
-  std::vector<float> attn_part_, part_max_, part_sum_, merge_rows_, merge_max_, merge_sum_;
+  std::vector<float> attn_part_, part_max_, part_sum_;
 };
 
 CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options)
@@ -122,7 +122,8 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
   {
     const double positions = static_cast<double>(cpu_attention::round_up_to_block(capacity_));
     const double kv = 2.0 * static_cast<double>(c.num_layers * n_kv_ * head_dim_) * positions * (kv_f16_ ? 2 : 4);
-    const double tables = 2.0 * positions * static_cast<double>(head_dim_ / 2) * 4 + positions * pool_.size() * (n_heads_ / n_kv_) * 4;
+    const double tables =
+        2.0 * positions * static_cast<double>(head_dim_ / 2) * 4 + positions * pool_.size() * (n_heads_ / n_kv_) * 4;
     const int64_t available = available_host_memory();
     if (available > 0 && kv + tables > static_cast<double>(available))
       throw Error(ErrorKind::OutOfMemory,
@@ -218,9 +219,6 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
   attn_part_.resize(static_cast<size_t>(partial_rows * head_dim_));
   part_max_.resize(static_cast<size_t>(partial_rows));
   part_sum_.resize(static_cast<size_t>(partial_rows));
-  merge_rows_.resize(static_cast<size_t>(kMaxAttentionParts * head_dim_));
-  merge_max_.resize(kMaxAttentionParts);
-  merge_sum_.resize(kMaxAttentionParts);
 }
 
 std::map<std::string, int> CpuEngine::backend_counts() const {
@@ -313,19 +311,12 @@ void CpuEngine::attention(int64_t layer, int64_t m, int64_t pos) {
     }
   });
   if (parts == 1) return;
-  // Decode: merge each head's parts (rows of attn_part_ at (kvh * parts + part) * group + h).
-  std::vector<float>& o = merge_rows_;
-  std::vector<float>& mxs = merge_max_;
-  std::vector<float>& sums = merge_sum_;
+  // Decode: merge each head's parts in place (rows of attn_part_ at (kvh * parts + part) * group + h).
   for (int64_t kvh = 0; kvh < n_kv_; ++kvh)
     for (int64_t h = 0; h < group; ++h) {
-      for (int64_t part = 0; part < parts; ++part) {
-        const int64_t slot = (kvh * parts + part) * group + h;
-        std::copy_n(attn_part_.data() + slot * head_dim_, head_dim_, o.data() + part * head_dim_);
-        mxs[part] = part_max_[slot];
-        sums[part] = part_sum_[slot];
-      }
-      cpu_attention::merge_partials(o.data(), mxs.data(), sums.data(), parts, head_dim_,
+      const int64_t slot = kvh * parts * group + h;
+      cpu_attention::merge_partials(attn_part_.data() + slot * head_dim_, part_max_.data() + slot,
+                                    part_sum_.data() + slot, parts, group, head_dim_,
                                     attn_.data() + (kvh * group + h) * head_dim_);
     }
 }

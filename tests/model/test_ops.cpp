@@ -321,13 +321,8 @@ TEST(Attention, GroupedPartsMergeToNaiveOnEveryIsa) {
                              scale, scores.data(), o, mx.data() + part * heads, sum.data() + part * heads, isa);
       }
       for (int64_t h = 0; h < heads; ++h) {
-        std::vector<float> po(3 * d), pm(3), ps(3), result(d);
-        for (int part = 0; part < 3; ++part) {
-          std::copy_n(out.data() + (part * heads + h) * d, d, po.data() + part * d);
-          pm[part] = mx[part * heads + h];
-          ps[part] = sum[part * heads + h];
-        }
-        ca::merge_partials(po.data(), pm.data(), ps.data(), 3, d, result.data());
+        std::vector<float> result(d);
+        ca::merge_partials(out.data() + h * d, mx.data() + h, sum.data() + h, 3, heads, d, result.data());
         std::vector<double> ref;
         naive_attention(q.data() + h * d, f16 ? k_r16.data() : k.data(), f16 ? v_r16.data() : v.data(), first, last,
                         d, ref);
