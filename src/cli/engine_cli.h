@@ -36,7 +36,7 @@ struct EngineCliOptions {
     app.add_option("--group-size", group_size, "Group size for --quantize (-1 = per row)")->capture_default_str();
     app.add_option("--kv-cache", kv_cache,
                    "KV cache storage of the CPU engine: f16 (half the memory and bytes per step of f32; "
-                   "perplexity of the default model 17.3682 vs 17.3681) or f32. The GPU engine always stores fp16")
+                   "perplexity of the default model 17.3680 vs 17.3684) or f32. The GPU engine always stores fp16")
         ->capture_default_str();
   }
 
