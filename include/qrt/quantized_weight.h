@@ -10,12 +10,14 @@
 //   zeros   [N][G]   float32, meaning set by zero_kind                  (IntAffine, not Symmetric)
 //   g_idx   [K]      group of each input column (act-order); empty = column k is in group k / group_size
 //   FP8:   scales [ceil(N / scale_block_n)][ceil(K / scale_block_k)]
+//   Codebook: spec.codebook [2^bits] float32, the value each code stands for (a lookup grid)
 //
 // Dequantized value of W[n][k], g = group_of(k):
 //   IntAffine + Symmetric: (code - 2^(bits-1)) * scales[n][g]
 //   IntAffine + Integer:   (code - zeros[n][g]) * scales[n][g]        (GPTQ / AWQ integer zero point)
 //   IntAffine + Float:     code * scales[n][g] + zeros[n][g]           (GGUF Q4_1 / Q4_K "min")
 //   Fp8E4M3:               e4m3(code) * scales[n / bn][k / bk]
+//   Codebook:              codebook[code] * scales[n][g]               (GGUF IQ4_NL / IQ4_XS, NF4, FP4)
 #pragma once
 
 #include <cstdint>
@@ -24,7 +26,10 @@
 
 namespace qrt {
 
-enum class WeightEncoding : uint8_t { IntAffine, Fp8E4M3 };
+// Codebook: codes index a grid of 2^bits values (non-uniform levels) scaled per group; there is no
+// zero point (zero_kind is Symmetric and zeros are empty). A backend runs it only where it declares
+// the encoding, so a kernel that reads codes as integers never receives one by mistake.
+enum class WeightEncoding : uint8_t { IntAffine, Fp8E4M3, Codebook };
 enum class ZeroKind : uint8_t { Symmetric, Integer, Float };
 
 const char* weight_encoding_name(WeightEncoding e);
@@ -45,10 +50,15 @@ struct LayerSpec {
   int scale_block_n = 0;        // FP8 only
   int scale_block_k = 0;        // FP8 only
   std::string source_format;    // "gptq", "gptq_v2", "awq_gemm", "fp8", "int8", "gguf:Q4_K", ... (for messages)
+  std::vector<float> codebook;  // Codebook only: 2^bits values; part of the spec because a backend's
+                                // check may depend on them (integer grids run on int8 kernels)
 
   int64_t num_groups() const;
   int64_t effective_group_size() const { return group_size <= 0 ? in_features : group_size; }
-  // One-line description: "4-bit g128 sym", "fp8 block 128x128", "8-bit per-row sym".
+  // True when every codebook entry is an integer in [-128, 127] (GGUF's IQ4 grid, not NF4's).
+  bool codebook_is_int8() const;
+  // One-line description: "4-bit g128 sym", "fp8 block 128x128", "8-bit per-row sym",
+  // "4-bit g32 codebook".
   std::string describe() const;
 };
 

@@ -24,7 +24,8 @@ std::string TuningKey::to_string() const {
 std::string tuning_weight_kind(const LayerSpec& layer) {
   if (layer.encoding == WeightEncoding::Fp8E4M3)
     return "fp8 block " + std::to_string(layer.scale_block_n) + "x" + std::to_string(layer.scale_block_k);
-  std::string s = std::string("int ") + zero_kind_name(layer.zero_kind);
+  std::string s = layer.encoding == WeightEncoding::Codebook ? std::string("codebook")
+                                                             : std::string("int ") + zero_kind_name(layer.zero_kind);
   if (layer.act_order) s += " act-order";
   return s;
 }

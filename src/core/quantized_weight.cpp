@@ -10,7 +10,12 @@
 namespace qrt {
 
 const char* weight_encoding_name(WeightEncoding e) {
-  return e == WeightEncoding::IntAffine ? "int" : "fp8_e4m3";
+  switch (e) {
+    case WeightEncoding::IntAffine: return "int";
+    case WeightEncoding::Fp8E4M3: return "fp8_e4m3";
+    case WeightEncoding::Codebook: return "codebook";
+  }
+  return "?";
 }
 
 const char* zero_kind_name(ZeroKind z) {
@@ -26,6 +31,13 @@ int64_t LayerSpec::num_groups() const {
   if (encoding == WeightEncoding::Fp8E4M3) return 0;
   const int64_t g = effective_group_size();
   return g <= 0 ? 0 : (in_features + g - 1) / g;
+}
+
+bool LayerSpec::codebook_is_int8() const {
+  if (encoding != WeightEncoding::Codebook || codebook.empty()) return false;
+  for (float v : codebook)
+    if (!(v >= -128.0f && v <= 127.0f) || v != std::nearbyint(v)) return false;
+  return true;
 }
 
 std::string LayerSpec::describe() const {
@@ -44,7 +56,7 @@ std::string LayerSpec::describe() const {
       os << "per-row";
     else
       os << "g" << group_size;
-    os << " " << zero_kind_name(zero_kind);
+    os << " " << (encoding == WeightEncoding::Codebook ? "codebook" : zero_kind_name(zero_kind));
     if (act_order) os << " act-order";
   }
   return os.str();
@@ -80,6 +92,14 @@ void QuantizedWeight::validate() const {
     return;
   }
   if (s.bits < 1 || s.bits > 8) fail("bits " + std::to_string(s.bits) + " outside 1..8");
+  if (s.encoding == WeightEncoding::Codebook) {
+    if (static_cast<int64_t>(s.codebook.size()) != (int64_t{1} << s.bits))
+      fail("codebook holds " + std::to_string(s.codebook.size()) + " values, expected 2^" + std::to_string(s.bits));
+    check_finite(s.codebook, "codebook");
+    if (s.zero_kind != ZeroKind::Symmetric) fail("a codebook weight has no zero points");
+  } else if (!s.codebook.empty()) {
+    fail("only codebook weights carry a codebook");
+  }
   const int64_t groups = s.num_groups();
   if (static_cast<int64_t>(scales.size()) != n * groups)
     fail("scales hold " + std::to_string(scales.size()) + " values, expected " + std::to_string(n * groups));
@@ -120,6 +140,10 @@ std::vector<float> dequantize_reference(const QuantizedWeight& w) {
       const float scale = w.scales[r * groups + g];
       const float q = w.codes[r * k + c];
       float v;
+      if (s.encoding == WeightEncoding::Codebook) {
+        out[r * k + c] = s.codebook[w.codes[r * k + c]] * scale;
+        continue;
+      }
       switch (s.zero_kind) {
         case ZeroKind::Symmetric: v = (q - mid) * scale; break;
         case ZeroKind::Integer: v = (q - w.zeros[r * groups + g]) * scale; break;

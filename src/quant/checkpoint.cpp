@@ -65,7 +65,7 @@ void permute_rows(QuantizedWeight& w, const std::vector<int64_t>& src) {
     std::copy(w.codes.begin() + src[r] * k, w.codes.begin() + (src[r] + 1) * k, codes.begin() + r * k);
   w.codes.swap(codes);
   const int64_t g = n > 0 ? static_cast<int64_t>(w.scales.size()) / n : 0;
-  if (w.spec.encoding == WeightEncoding::IntAffine || w.spec.scale_block_n == 1) permute_rows(w.scales, g, src);
+  if (w.spec.encoding != WeightEncoding::Fp8E4M3 || w.spec.scale_block_n == 1) permute_rows(w.scales, g, src);
   if (!w.zeros.empty()) permute_rows(w.zeros, g, src);
   if (!w.bias.empty()) permute_rows(w.bias, 1, src);
 }

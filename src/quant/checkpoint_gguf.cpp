@@ -100,7 +100,7 @@ class GgufCheckpoint final : public Checkpoint {
     const GgufTensorInfo& t = info(name);
     if (!gguf_can_dequantize(t.type))
       throw unsupported(path_ + ": tensor " + t.name + ": GGUF type " + ggml_type_name(t.type) +
-                        " is not supported (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K are)");
+                        " is not supported (" + gguf_supported_types() + " are)");
     std::vector<float> v = gguf_dequantize_tensor(gguf_, t);
     const std::vector<int64_t> shape = t.torch_shape();
     const int64_t rows = shape.empty() ? 1 : shape[0];
@@ -275,25 +275,13 @@ class GgufCheckpoint final : public Checkpoint {
       l.spec.source_format = "gguf:" + ggml_type_name(t.type);
       l.stored_dtype = plain_dtype(t.type);
       l.quantized = gguf_has_canonical_form(t.type);
-      if (l.quantized) fill_block_spec(l.spec, t.type);
+      if (l.quantized) gguf_canonical_spec(t.type, &l.spec);
       else if (l.stored_dtype == DType::Unknown && !gguf_can_dequantize(t.type))
         throw unsupported(path_ + ": tensor " + t.name + ": GGUF type " + ggml_type_name(t.type) +
-                          " is not supported (F32, F16, BF16, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K are)");
+                          " is not supported (" + gguf_supported_types() + " are)");
       else if (l.stored_dtype == DType::Unknown)
         l.stored_dtype = DType::F32;   // e.g. F64: served as float by load_float
       linears_.push_back(l);
-    }
-  }
-
-  // bits / group / zero kind of each block type in canonical terms (see gguf_blocks.h).
-  void fill_block_spec(LayerSpec& s, GgmlType t) const {
-    switch (t) {
-      case GgmlType::Q4_0: s.bits = 4; s.group_size = 32; s.zero_kind = ZeroKind::Symmetric; break;
-      case GgmlType::Q4_1: s.bits = 4; s.group_size = 32; s.zero_kind = ZeroKind::Float; break;
-      case GgmlType::Q8_0: s.bits = 8; s.group_size = 32; s.zero_kind = ZeroKind::Symmetric; break;
-      case GgmlType::Q4_K: s.bits = 4; s.group_size = 32; s.zero_kind = ZeroKind::Float; break;
-      case GgmlType::Q6_K: s.bits = 6; s.group_size = 16; s.zero_kind = ZeroKind::Symmetric; break;
-      default: throw internal_error("fill_block_spec: no canonical form for " + ggml_type_name(t));
     }
   }
 

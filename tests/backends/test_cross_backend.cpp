@@ -58,7 +58,11 @@ struct Kind {
   ZeroKind zero = ZeroKind::Symmetric;
   bool act_order = false;
   int fp8_bn = 0, fp8_bk = 0;  // 0 = per-tensor (the whole dimension)
+  std::vector<float> codebook = {};  // WeightEncoding::Codebook: the 2^bits levels
 };
+
+// GGUF IQ4_NL / IQ4_XS levels (integers: cpu_simd runs them on its int8 kernels).
+const std::vector<float> kIq4Levels = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
 
 std::vector<Kind> kinds() {
   std::vector<Kind> k;
@@ -73,6 +77,11 @@ std::vector<Kind> kinds() {
   k.push_back({"int6_g16_floatzero", WeightEncoding::IntAffine, 6, 16, ZeroKind::Float});     // GGUF Q6_K-like
   k.push_back({"int5_g32_floatzero", WeightEncoding::IntAffine, 5, 32, ZeroKind::Float});     // GGUF Q5_1
   k.push_back({"int8_g32_sym", WeightEncoding::IntAffine, 8, 32});                            // GGUF Q8_0
+  k.push_back({"int5_g32_sym", WeightEncoding::IntAffine, 5, 32});                            // GGUF Q5_0
+  k.push_back({"int2_g16_floatzero", WeightEncoding::IntAffine, 2, 16, ZeroKind::Float});     // GGUF Q2_K
+  k.push_back({"int3_g16_sym", WeightEncoding::IntAffine, 3, 16});                            // GGUF Q3_K
+  k.push_back({"iq4_g32_codebook", WeightEncoding::Codebook, 4, 32, ZeroKind::Symmetric, false, 0, 0,
+               kIq4Levels});                                                                   // GGUF IQ4_NL / IQ4_XS
   k.push_back({"int8_perrow_asym", WeightEncoding::IntAffine, 8, -1, ZeroKind::Integer});     // int8 rows
   k.push_back({"int8_g128_asym_actorder", WeightEncoding::IntAffine, 8, 128, ZeroKind::Integer, true});
   k.push_back({"int3_g64_asym_actorder", WeightEncoding::IntAffine, 3, 64, ZeroKind::Integer, true});
@@ -87,7 +96,10 @@ LayerSpec spec_of(const Kind& kind, int64_t k, int64_t n) {
   if (kind.enc == WeightEncoding::Fp8E4M3)
     return test::fp8_layer("cross." + kind.label, k, n, kind.fp8_bn ? kind.fp8_bn : static_cast<int>(n),
                            kind.fp8_bk ? kind.fp8_bk : static_cast<int>(k));
-  return test::int_layer("cross." + kind.label, k, n, kind.bits, kind.group, kind.zero, kind.act_order);
+  LayerSpec s = test::int_layer("cross." + kind.label, k, n, kind.bits, kind.group, kind.zero, kind.act_order);
+  s.encoding = kind.enc;
+  s.codebook = kind.codebook;
+  return s;
 }
 
 // Two shapes per backend: the minimum alignment and odd multiples of it (K in multiples of 128

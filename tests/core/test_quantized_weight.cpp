@@ -67,3 +67,41 @@ TEST(QuantizedWeight, ValidateRejectsBadValues) {
     EXPECT_NE(std::string(e.what()).find("layer"), std::string::npos);
   }
 }
+
+TEST(QuantizedWeight, CodebookLooksCodesUpAndChecksItsGrid) {
+  auto w = tiny(ZeroKind::Symmetric);
+  w.spec.encoding = WeightEncoding::Codebook;
+  w.spec.codebook.resize(16);
+  for (int i = 0; i < 16; ++i) w.spec.codebook[i] = static_cast<float>(i * i) - 100.0f;
+  w.validate();
+  auto d = dequantize_reference(w);
+  EXPECT_EQ(d[2], (225.0f - 100.0f) * 2.0f);  // code 15, group 1 of row 0
+  EXPECT_EQ(d[7], (16.0f - 100.0f) * 0.25f);  // code 4, group 1 of row 1
+  EXPECT_TRUE(w.spec.codebook_is_int8());  // levels -100 .. 125, all integers
+  EXPECT_EQ(w.spec.describe(), "4-bit g2 codebook");
+  auto bad = w;
+  bad.spec.codebook.pop_back();
+  EXPECT_THROW(bad.validate(), Error);
+  bad = w;
+  bad.spec.codebook[3] = INFINITY;
+  EXPECT_THROW(bad.validate(), Error);
+  bad = w;
+  bad.spec.zero_kind = ZeroKind::Float;
+  bad.zeros = {0, 0, 0, 0};
+  EXPECT_THROW(bad.validate(), Error);
+  bad = tiny(ZeroKind::Symmetric);
+  bad.spec.codebook = w.spec.codebook;  // a grid on an integer weight is a mistake, not ignored
+  EXPECT_THROW(bad.validate(), Error);
+}
+
+TEST(QuantizedWeight, Int8CodebookIsRecognised) {
+  LayerSpec s;
+  s.encoding = WeightEncoding::Codebook;
+  s.bits = 4;
+  s.codebook = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  EXPECT_TRUE(s.codebook_is_int8());
+  s.codebook[0] = -128.5f;
+  EXPECT_FALSE(s.codebook_is_int8());
+  s.codebook[0] = 0.25f;  // NF4-like fractions
+  EXPECT_FALSE(s.codebook_is_int8());
+}

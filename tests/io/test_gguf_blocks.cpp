@@ -1,10 +1,12 @@
-// GGUF block codecs: hand-computed blocks, and dequantize_reference(canonical) == direct block
-// dequantization on random blocks of every supported type.
+// GGUF block codecs: hand-computed blocks, the values llama.cpp's own Python package (`gguf`)
+// dequantizes committed blocks to (tests/data/fixtures/gguf_blocks.gguf, tools/make_gguf_fixtures.py),
+// and dequantize_reference(canonical) == direct block dequantization on random blocks of every type.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <set>
 
 #include "qrt/dtype.h"
 #include "qrt/error.h"
@@ -36,20 +38,73 @@ std::vector<uint8_t> random_blocks(GgmlType t, int64_t nblocks, std::mt19937& rn
     const size_t o = static_cast<size_t>(k * ts);
     switch (t) {
       case GgmlType::Q4_0:
-      case GgmlType::Q8_0: put_f16(b, o, dist(rng)); break;
+      case GgmlType::Q5_0:
+      case GgmlType::Q8_0:
+      case GgmlType::IQ4_NL:
+      case GgmlType::IQ4_XS: put_f16(b, o, dist(rng)); break;
       case GgmlType::Q4_1:
+      case GgmlType::Q5_1:
       case GgmlType::Q4_K:
+      case GgmlType::Q5_K:
         put_f16(b, o, dist(rng));
         put_f16(b, o + 2, dist(rng));
         break;
+      case GgmlType::Q2_K:
+        put_f16(b, o + 80, dist(rng));
+        put_f16(b, o + 82, dist(rng));
+        break;
+      case GgmlType::Q3_K: put_f16(b, o + 108, dist(rng)); break;
       case GgmlType::Q6_K: put_f16(b, o + 208, dist(rng)); break;
-      default: break;
+      default: ADD_FAILURE() << "random_blocks: no fp16 fields known for " << qrt::ggml_type_name(t);
     }
   }
   return b;
 }
 
+const GgmlType kBlockTypes[] = {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1,
+                                GgmlType::Q8_0, GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K,
+                                GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_NL, GgmlType::IQ4_XS};
+
 }  // namespace
+
+TEST(GgufBlocks, EveryBlockTypeHasACanonicalForm) {
+  for (GgmlType t : kBlockTypes) {
+    EXPECT_TRUE(qrt::quant::gguf_has_canonical_form(t)) << qrt::ggml_type_name(t);
+    qrt::LayerSpec s;
+    ASSERT_TRUE(qrt::quant::gguf_canonical_spec(t, &s));
+    EXPECT_NE(qrt::quant::gguf_supported_types().find(qrt::ggml_type_name(t)), std::string::npos);
+  }
+  qrt::LayerSpec s;
+  EXPECT_FALSE(qrt::quant::gguf_canonical_spec(GgmlType::IQ2_XXS, &s));
+  EXPECT_FALSE(qrt::quant::gguf_can_dequantize(GgmlType::IQ2_XXS));
+}
+
+// The committed fixture: every value the `gguf` package computes, reproduced bit for bit by the
+// direct decoder and by the canonical weight (fp16 scales are decoded exactly; every product and
+// difference is the same single float operation in the same order as its numpy code).
+TEST(GgufBlocks, MatchesTheGgufPackageOnCommittedBlocks) {
+  auto f = qrt::GgufFile::open(std::string(QRT_TEST_DATA) + "/fixtures/gguf_blocks.gguf");
+  std::set<std::string> seen;
+  for (const auto& info : f.tensors()) {
+    if (!qrt::ggml_type_is_quantized(info.type)) continue;
+    SCOPED_TRACE(info.name);
+    seen.insert(qrt::ggml_type_name(info.type));
+    const auto& ref_info = f.tensor(info.name + ".f32");
+    const auto expected = qrt::quant::gguf_dequantize_tensor(f, ref_info);
+    ASSERT_EQ(expected.size(), static_cast<size_t>(info.numel()));
+    const auto direct_values = qrt::quant::gguf_dequantize_tensor(f, info);
+    const auto w = qrt::quant::gguf_to_quantized_weight(f, info);
+    const auto canonical = qrt::dequantize_reference(w);
+    int mismatches = 0;
+    for (size_t i = 0; i < expected.size(); ++i) {
+      if ((direct_values[i] != expected[i] || canonical[i] != expected[i]) && mismatches++ < 3)
+        ADD_FAILURE() << "element " << i << ": gguf " << expected[i] << ", direct " << direct_values[i]
+                      << ", canonical " << canonical[i];
+    }
+    EXPECT_EQ(mismatches, 0);
+  }
+  for (GgmlType t : kBlockTypes) EXPECT_TRUE(seen.count(qrt::ggml_type_name(t))) << qrt::ggml_type_name(t);
+}
 
 TEST(GgufBlocks, HandComputedQ4_0Q4_1Q8_0) {
   std::vector<uint8_t> q40(18, 0x88);
@@ -124,7 +179,7 @@ TEST(GgufBlocks, HandComputedQ6_K) {
 
 TEST(GgufBlocks, CanonicalEqualsDirectOnRandomBlocks) {
   std::mt19937 rng(1234);
-  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K}) {
+  for (GgmlType t : kBlockTypes) {
     const int64_t block = qrt::ggml_block_size(t);
     for (int64_t K : {block, 3 * block}) {
       const int64_t N = 5;
@@ -156,7 +211,9 @@ TEST(GgufBlocks, FloatTypesAndErrors) {
   EXPECT_EQ(direct(GgmlType::F32, f32, 1), (std::vector<float>{3.25f}));
   std::vector<float> out(32);
   EXPECT_THROW(qrt::quant::gguf_dequantize(GgmlType::Q4_0, std::vector<uint8_t>(17), out), qrt::Error);
-  EXPECT_THROW(qrt::quant::gguf_dequantize(GgmlType::Q5_0, std::vector<uint8_t>(22), out), qrt::Error);
+  EXPECT_THROW(qrt::quant::gguf_dequantize(GgmlType::Q5_0, std::vector<uint8_t>(21), out), qrt::Error);
+  EXPECT_THROW(qrt::quant::gguf_dequantize(GgmlType::IQ2_XXS, std::vector<uint8_t>(66), std::span<float>(out.data(), 0)),
+               qrt::Error);
   EXPECT_THROW(qrt::quant::gguf_to_quantized_weight(GgmlType::F16, std::vector<uint8_t>(64), 32, 1, "x"), qrt::Error);
   EXPECT_THROW(qrt::quant::gguf_to_quantized_weight(GgmlType::Q4_0, std::vector<uint8_t>(18), 32, 2, "x"), qrt::Error);
   // A non-finite fp16 scale is refused by validate(), naming the tensor.

@@ -81,8 +81,9 @@ class CpuRefBackend final : public Backend {
  public:
   CpuRefBackend() {
     cap_.device = DeviceKind::Cpu;
-    cap_.encodings = {WeightEncoding::IntAffine, WeightEncoding::Fp8E4M3};
-    // Everything the canonical weight can express: any bits, group, zero kind, act-order, FP8 blocks.
+    cap_.encodings = {WeightEncoding::IntAffine, WeightEncoding::Fp8E4M3, WeightEncoding::Codebook};
+    // Everything the canonical weight can express: any bits, group, zero kind, act-order, FP8 blocks,
+    // code books.
     cap_.activation_dtypes = {DType::F32, DType::F16, DType::BF16};
   }
   const std::string& name() const override { return name_; }

@@ -577,7 +577,14 @@ class CpuSimdPrepared final : public PreparedLinear {
     build_runs();
     const LayerSpec& sp = w.spec;
     const bool fp8 = sp.encoding == WeightEncoding::Fp8E4M3;
-    kind_ = fp8 ? CodeKind::Fp8 : (sp.bits <= 4 ? CodeKind::U4 : CodeKind::U8);
+    // An int8 code book (GGUF IQ4) packs each code's level + 128 as an 8-bit code: the kernels then
+    // compute (level + 128 - 128) * scale with the symmetric-zero correction, exactly the grid value.
+    const bool grid = sp.encoding == WeightEncoding::Codebook;
+    kind_ = fp8 ? CodeKind::Fp8 : (sp.bits <= 4 && !grid ? CodeKind::U4 : CodeKind::U8);
+    uint8_t level_code[256] = {};
+    if (grid)
+      for (size_t c = 0; c < sp.codebook.size(); ++c)
+        level_code[c] = static_cast<uint8_t>(static_cast<int>(sp.codebook[c]) + 128);
     n_tiles_ = (n_ + kTileRows - 1) / kTileRows;
     const PackedView v0 = [&] {
       PackedView v;
@@ -609,6 +616,9 @@ class CpuSimdPrepared final : public PreparedLinear {
               gathered[kk] = col >= 0 ? src[col] : 0;
             }
           }
+          // Padding columns meet zero activations, so their code does not matter.
+          if (grid)
+            for (uint8_t& g : gathered) g = level_code[g & 15];
           uint8_t* blk = tile + b * bb + 4 * r;
           if (kind_ == CodeKind::U4) {
             for (int c = 0; c < 4; ++c)
@@ -626,7 +636,7 @@ class CpuSimdPrepared final : public PreparedLinear {
           } else {
             scale = w.scales[static_cast<size_t>(n * G + g)];
             switch (sp.zero_kind) {
-              case ZeroKind::Symmetric: min = -std::ldexp(1.0, sp.bits - 1) * scale; break;
+              case ZeroKind::Symmetric: min = -std::ldexp(1.0, grid ? 7 : sp.bits - 1) * scale; break;
               case ZeroKind::Integer: min = -static_cast<double>(w.zeros[n * G + g]) * scale; break;
               case ZeroKind::Float: min = w.zeros[n * G + g]; break;
             }
@@ -674,6 +684,8 @@ void check_structure(const QuantizedWeight& w) {
   if (n <= 0 || k <= 0) fail("in/out features must be positive");
   if (static_cast<int64_t>(w.codes.size()) != n * k) fail("codes size is not out_features x in_features");
   if (!w.bias.empty() && static_cast<int64_t>(w.bias.size()) != n) fail("bias size != out_features");
+  if (s.encoding == WeightEncoding::Codebook && (s.bits > 4 || !s.codebook_is_int8()))
+    fail("only 4-bit code books with integer levels in [-128, 127] run here");
   if (s.encoding == WeightEncoding::Fp8E4M3) {
     if (s.scale_block_n <= 0 || s.scale_block_k <= 0) fail("fp8 scale block sizes must be positive");
     const int64_t rows = (n + s.scale_block_n - 1) / s.scale_block_n, cols = (k + s.scale_block_k - 1) / s.scale_block_k;
@@ -695,7 +707,7 @@ class CpuSimdBackend final : public Backend {
  public:
   CpuSimdBackend() {
     cap_.device = DeviceKind::Cpu;
-    cap_.encodings = {WeightEncoding::IntAffine, WeightEncoding::Fp8E4M3};
+    cap_.encodings = {WeightEncoding::IntAffine, WeightEncoding::Fp8E4M3, WeightEncoding::Codebook};
     cap_.bits = {2, 3, 4, 5, 6, 8};
     cap_.group_sizes = {};  // any: blocks of 32 never straddle a group (column map)
     cap_.cpu_features = {"avx2", "fma", "f16c"};
@@ -715,6 +727,9 @@ class CpuSimdBackend final : public Backend {
     if (!v.ok) return v;
     if (layer.encoding == WeightEncoding::Fp8E4M3 && (layer.scale_block_n <= 0 || layer.scale_block_k <= 0))
       return Verdict::no("fp8 scale block sizes must be positive");
+    if (layer.encoding == WeightEncoding::Codebook && (layer.bits > 4 || !layer.codebook_is_int8()))
+      return Verdict::no("code book with non-integer levels (" + layer.source_format +
+                         "): the int8 kernels run only integer grids such as GGUF IQ4's; cpu_ref runs it");
     return Verdict::yes();
   }
 

@@ -1,5 +1,5 @@
-// GGUF block codecs: dequantization of ggml tensor types to float32 (FORMATS.md §9.3), and
-// conversion of the quantized block types to the canonical QuantizedWeight.
+// GGUF block codecs: dequantization of ggml tensor types to float32, and conversion of the
+// quantized block types to the canonical QuantizedWeight. docs/GGUF_BLOCKS.md describes each block.
 //
 // Canonical forms (K = ne[0] = in_features, N = rows = numel / K = out_features):
 //   Q4_0 -> 4-bit g32 Symmetric              (code = nibble, value = (code - 8) * d)
@@ -7,6 +7,13 @@
 //   Q8_0 -> 8-bit g32 Symmetric              (code = int8 + 128, value = (code - 128) * d)
 //   Q4_K -> 4-bit g32 ZeroKind::Float         (scale = d * sc[j], zero = -(dmin * m[j]))
 //   Q6_K -> 6-bit g16 Symmetric              (code = 6-bit value, value = (code - 32) * d * scales[j])
+//   Q5_0 -> 5-bit g32 Symmetric              (value = (code - 16) * d)
+//   Q5_1 -> 5-bit g32 ZeroKind::Float         (value = code * d + m)
+//   Q5_K -> 5-bit g32 ZeroKind::Float         (scale = d * sc[j], zero = -(dmin * m[j]), as Q4_K)
+//   Q2_K -> 2-bit g16 ZeroKind::Float         (scale = d * (sc[j] & 15), zero = -(dmin * (sc[j] >> 4)))
+//   Q3_K -> 3-bit g16 Symmetric              (code = low 2 bits + 4 * high bit, scale = d * (sc[j] - 32))
+//   IQ4_NL -> 4-bit g32 Codebook             (value = grid[code] * d, grid = the 16 IQ4 levels)
+//   IQ4_XS -> 4-bit g32 Codebook             (value = grid[code] * d * (sc[j] - 32))
 // dequantize_reference() of the canonical weight reproduces the direct block dequantization
 // bit for bit (same float operations, tested).
 #pragma once
@@ -20,10 +27,15 @@
 
 namespace qrt::quant {
 
-// F32, F16, BF16, F64, Q4_0, Q4_1, Q8_0, Q4_K, Q6_K.
+// F32, F16, BF16, F64 and every type with a canonical form.
 bool gguf_can_dequantize(GgmlType t);
-// Q4_0, Q4_1, Q8_0, Q4_K, Q6_K.
+// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS.
 bool gguf_has_canonical_form(GgmlType t);
+// Sets encoding, bits, group_size, zero_kind and codebook of `spec` to the canonical form of t (what
+// gguf_to_quantized_weight produces, known without reading a tensor). False when t has none.
+bool gguf_canonical_spec(GgmlType t, LayerSpec* spec);
+// "F32, F16, BF16, F64, Q4_0, ..." for error messages.
+std::string gguf_supported_types();
 
 // Dequantizes dst.size() elements (a multiple of the block size) from src, which must hold exactly
 // dst.size() / block * type_size bytes. Throws Unsupported for other types, InvalidInput on a size
