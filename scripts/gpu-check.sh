@@ -2,7 +2,8 @@
 # Runs ON THE GPU MACHINE (the device tool), from the repository root, in one call: unpacks the
 # -dev packages carried in .gpu-deps/ (scripts/gpu-deps.sh, run beforehand on the dev machine),
 # builds the CUDA targets (sm_90 only unless QRT_CUDA_ARCHS says otherwise), runs the GPU tests (one
-# short case also under compute-sanitizer), the GPU GEMM benchmark with the torch peers
+# short case also under compute-sanitizer), `qrt plan --json` against `qrt run -v` on the GPU
+# (tests/cli/e2e_plan_vs_run.sh), the GPU GEMM benchmark with the torch peers
 # (bench/peers/gemm_peers.py) in the same run, decode tokens/s of a random Llama-2-7B-shaped GPTQ
 # model next to bench/peers/hf_decode.py, then merges everything into one JSON with a `summary`
 # ($OUT/<gpu>-<date>.json, copied to bench/results/) and prints one table last.
@@ -85,6 +86,14 @@ if [ -x build-gpu/tests/test_backends ]; then
   note "compute-sanitizer rc=$SAN_RC"; grep -E 'ERROR SUMMARY|Invalid|PASSED|FAILED' "$OUT/tests.log" | tail -5 | tee -a "$LOG"
 else
   note "test_backends was not built"
+fi
+
+# ---- plan vs run on the GPU: `qrt plan --json` and `qrt run -v` agree layer by layer ----
+stage "plan vs run (cuda:0, same config file and tuning cache)"
+if [ -x build-gpu/qrt ] && [ -n "${QRT_DEFAULT_MODEL:-}" ]; then
+  timeout 200 bash tests/cli/e2e_plan_vs_run.sh build-gpu/qrt tests/data --device cuda:0 2>&1 | tail -15 | tee -a "$LOG"
+else
+  note "skipped (qrt not built or no QRT_DEFAULT_MODEL)"
 fi
 
 # ---- GEMM: qrt and the torch peers, same call ----

@@ -61,7 +61,6 @@ struct ModelWeights {
   GenerationDefaults generation;                  // generation_config.json sampling defaults
   std::string source;                             // path it was loaded from
   std::string quantization;                       // one line: "gguf Q4_1 ...", "gptq 4-bit g128 sym", "none"
-  std::string checkpoint_backend;                 // quantization_config.backend ("" / "auto" = none)
   std::vector<float> embed_tokens;                // [vocab][hidden]
   std::vector<DecoderLayerWeights> layers;
   std::vector<float> final_norm;                  // [hidden]
@@ -100,10 +99,16 @@ struct LoadOptions {
 // lists them, so the plan and the run cannot disagree. (Linears that LoadOptions::quantize
 // quantizes on load are not included: they are float in the checkpoint.)
 std::vector<LayerSpec> quantized_linear_specs(const Checkpoint& ck, const LoadOptions& options = {});
+// The canonical weight of one layer quantized_linear_specs() lists, read from `ck` alone (a
+// quantized linear, a linear quantized on load, the quantized tied head), for tuning and
+// benchmarks. Throws qrt::Error naming the layer when the checkpoint has no such layer.
+QuantizedWeight load_quantized_linear(const Checkpoint& ck, const std::string& name, const LoadOptions& options = {});
 
 // A Hugging Face folder (config.json + safetensors) or a .gguf file. Throws qrt::Error naming the
 // file/tensor/field on anything unexpected (unknown architecture, mismatched shapes, ...).
 std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOptions& options = {});
+// The same from a checkpoint already open (resolve_setup reads its metadata first).
+std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const LoadOptions& options = {});
 
 // The default model: $QRT_CACHE_DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf, where QRT_CACHE_DIR
 // defaults to ${XDG_CACHE_HOME:-~/.cache}/qrt (the file scripts/fetch-model.sh downloads).
@@ -125,6 +130,9 @@ struct EngineOptions {
   DenseDType dense_dtype = DenseDType::F16;
   int64_t prefill_batch = 128;                    // prompt rows per forward step (M of prefill GEMMs)
   std::function<void(const std::string&)> log;    // plan / fallback messages; may be empty
+  // The plans to run (resolve_setup, qrt/setup.h). Null: the engine plans the weights it is given
+  // through the same plan_model(), reading the tuning cache `runtime` names.
+  std::shared_ptr<const ModelPlan> plan;
   // KV cache capacity in positions: runtime.max_input_length + runtime.max_new_tokens.
   int64_t max_context() const { return runtime.max_input_length + runtime.max_new_tokens; }
   // Throws qrt::Error(InvalidInput) unless 1 <= max_input_length and 0 <= max_new_tokens, each at
@@ -153,6 +161,9 @@ class ForwardEngine {
                        bool all_logits = false) = 0;
   // The plan of every quantized linear and the backends actually prepared for them.
   virtual const std::vector<LinearPlan>& plans() const = 0;
+  // What runs: every quantized linear the engine built (a fused group under its fused name), in
+  // model order, with its kernel per M range after any fallback (QuantLinear::kernels).
+  virtual std::vector<std::pair<std::string, std::vector<KernelChoice>>> kernels() const = 0;
   // backend name -> number of quantized linears it runs (a layer with several M ranges counts
   // once per distinct backend); "dense" counts unquantized linears (including lm_head).
   virtual std::map<std::string, int> backend_counts() const = 0;

@@ -60,6 +60,16 @@ struct LinearPlan {
   bool ok() const { return error.empty() && !choices.empty(); }
 };
 
+// The plans of one model on one device (qrt/setup.h: resolve_setup, plan_model).
+struct ModelPlan {
+  std::vector<LinearPlan> layers;  // every quantized linear, in model order (7 per block, then lm_head)
+  // The q/k/v and gate/up groups of each block that the device's engine runs as one linear each
+  // (fused_projections.h), named "<block>.self_attn.q_proj+k_proj+v_proj"; empty when it does not fuse.
+  std::vector<LinearPlan> fused;
+  // The plan of a layer or fused group by name, or nullptr.
+  const LinearPlan* find(const std::string& name) const;
+};
+
 // Decides every layer. Never throws for a layer it cannot place: that layer's plan has `error`
 // (qrt plan prints all of them; loading a model turns the first into an Error).
 std::vector<LinearPlan> plan_layers(const std::vector<LayerSpec>& layers, const RuntimeConfig& config,
@@ -99,6 +109,9 @@ class QuantLinear {
   const LayerSpec& layer() const { return layer_; }
   // Backend names actually used (after fallback), one per M range.
   std::vector<std::string> backends_used() const;
+  // What runs, one entry per M range: the plan's choice, or after a fallback the backend that
+  // replaced it with its default parameters (source Default).
+  std::vector<KernelChoice> kernels() const;
   int64_t weight_bytes() const;
 
  private:
@@ -107,6 +120,7 @@ class QuantLinear {
     std::string backend;
     std::shared_ptr<PreparedLinear> kernel;  // shared when two ranges use the same backend + packing
     KernelParams params;                      // the plan's parameters for this range
+    ParamSource source = ParamSource::Default;  // where `params` came from
     bool pass_params = false;                 // backend reads ExecContext::call_params
     bool probed = false;                      // has run once: the hot path needs no guard
     std::vector<std::string> untried;         // fallback backends not tried yet for this range

@@ -84,6 +84,7 @@ struct CliOverrides {
   std::optional<int> threads;
   std::optional<std::string> tuning_cache_path;
   std::optional<bool> use_tuning_cache;
+  std::optional<bool> ignore_bad_tuning_cache;
 };
 
 // The documented precedence in one place (docs/CONFIG.md): defaults < checkpoint backend hint

@@ -99,6 +99,7 @@ std::unique_ptr<QuantLinear> QuantLinear::build(std::shared_ptr<const QuantizedW
     r.backend = used;
     r.kernel = std::move(kernel);
     r.params = std::move(call);
+    r.source = used == choice.backend ? choice.source : ParamSource::Default;
     r.pass_params = ub->reads_call_params();
     for (size_t j = i + 1; j < attempts.size(); ++j) r.untried.push_back(attempts[j].first);
     for (auto& f : failures) r.failures.push_back(std::move(f) + " (prepare)");
@@ -176,6 +177,7 @@ void QuantLinear::probe(Range& r, const ActTensor& x, const ActTensor& y, const 
       }
       r.backend = name;
       r.params = std::move(params);
+      r.source = ParamSource::Default;
       r.pass_params = b->reads_call_params();
       replaced = true;
       say(layer_.name + ": using fallback backend " + name + " instead of " + failed + " for M " +
@@ -199,6 +201,12 @@ void QuantLinear::probe(Range& r, const ActTensor& x, const ActTensor& y, const 
 std::vector<std::string> QuantLinear::backends_used() const {
   std::vector<std::string> out;
   for (const auto& r : ranges_) out.push_back(r.backend);
+  return out;
+}
+
+std::vector<KernelChoice> QuantLinear::kernels() const {
+  std::vector<KernelChoice> out;
+  for (const auto& r : ranges_) out.push_back({r.m_min, r.m_max, r.backend, r.params, r.source});
   return out;
 }
 

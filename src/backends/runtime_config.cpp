@@ -395,6 +395,10 @@ RuntimeConfig build_runtime_config(const std::string& checkpoint_backend, const 
     c.use_tuning_cache = *cli.use_tuning_cache;
     c.set_provenance("use_tuning_cache", "cli");
   }
+  if (cli.ignore_bad_tuning_cache) {
+    c.ignore_bad_tuning_cache = *cli.ignore_bad_tuning_cache;
+    c.set_provenance("ignore_bad_tuning_cache", "cli");
+  }
   return c;
 }
 

@@ -324,6 +324,13 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
 
 }  // namespace
 
+const LinearPlan* ModelPlan::find(const std::string& name) const {
+  for (const auto* list : {&layers, &fused})
+    for (const auto& p : *list)
+      if (p.layer.name == name) return &p;
+  return nullptr;
+}
+
 std::string plan_failure_message(const std::vector<LinearPlan>& plans) {
   const LinearPlan* first = nullptr;
   size_t failed = 0;

@@ -38,7 +38,9 @@
 #include "qrt/device.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
+#include "qrt/model.h"
 #include "qrt/plan.h"
+#include "qrt/setup.h"
 #include "qrt/thread_pool.h"
 
 namespace qrt::cli {
@@ -321,15 +323,15 @@ std::vector<Shape> collect_shapes(const BenchOptions& o, std::unique_ptr<Checkpo
       }
       shapes.push_back({sp, fmt::format("{}x{}", sp.in_features, sp.out_features), 1, sp.name});
     };
-    std::vector<LayerSpec> quantized;
-    for (const auto& lin : ckpt.linears())
-      if (lin.quantized) quantized.push_back(lin.spec);
-    for (const LayerSpec& sp : quantized) add(sp);
+    // The layers `qrt run` plans on this device (resolve_setup): every quantized linear, the
+    // quantized tied head, and on a GPU the fused q/k/v and gate/up groups the engine runs.
+    SetupRequest request;
+    request.device = o.device;
+    request.cli.use_tuning_cache = false;
+    const ResolvedSetup setup = resolve_setup(ckpt, request);
+    for (const auto& p : setup.plan->layers) add(p.layer);
     if (shapes.empty()) throw invalid_input(o.model + ": no quantized linear layers to benchmark");
-    // On a GPU the engine runs q/k/v and gate/up as one fused GEMM each (fused_projections.h):
-    // those shapes are layers of the model as it runs, so they are benchmarked too.
-    if (o.device.rfind("cuda", 0) == 0)
-      for (const LayerSpec& sp : fused_layer_specs(quantized, RuntimeConfig{})) add(sp);
+    for (const auto& p : setup.plan->fused) add(p.layer);
   }
   for (const auto& text : o.shapes) shapes.push_back({shape_spec(text, o), text, 1, "random"});
   return shapes;
@@ -342,7 +344,7 @@ QuantizedWeight shape_weight(const Shape& shape, Checkpoint* ckpt, double floor_
               logical_weight_bytes(spec) / 1e6, shape.count > 1 ? fmt::format(", {} layers", shape.count).c_str() : "",
               floor_us);
   if (shape.source == "random") return random_weight(spec, 1234);
-  return load_layer_or_fused(shape.source, [&](const std::string& name) { return ckpt->load_quantized(name); });
+  return load_layer_or_fused(shape.source, [&](const std::string& name) { return load_quantized_linear(*ckpt, name); });
 }
 
 KernelParams bench_params(const Backend& be, const LayerSpec& spec, int64_t m, const DeviceInfo& device,

@@ -19,6 +19,7 @@
 #include "qrt/generator.h"
 #include "qrt/model.h"
 #include "qrt/runtime_config.h"
+#include "qrt/setup.h"
 
 namespace qrt::cli {
 namespace {
@@ -42,14 +43,14 @@ int perplexity_command(const PplOptions& o) {
   if (text.empty()) throw invalid_input(fmt::format("{}: the text file is empty", o.file));
 
   const auto t0 = clock::now();
-  auto weights = load_model(path, o.engine.load_options());
-  Tokenizer tokenizer = load_tokenizer(path);
-
   CliOverrides cli;
   cli.max_input_length = o.ctx;
   cli.max_new_tokens = 0;
-  std::string device_why;
-  EngineOptions eo = o.engine.engine_options(*weights, cli, &device_why);
+  const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
+  const ResolvedSetup setup = resolve_setup(*checkpoint, o.engine.setup_request(cli));
+  auto weights = load_model(*checkpoint, o.engine.load_options());
+  Tokenizer tokenizer = load_tokenizer(path);
+  EngineOptions eo = o.engine.engine_options(setup);
   eo.log = [](const std::string& m) { std::fprintf(stderr, "qrt: %s\n", m.c_str()); };
   auto engine = make_engine(weights, eo);
   const double load_seconds = std::chrono::duration<double>(clock::now() - t0).count();
@@ -109,7 +110,8 @@ int perplexity_command(const PplOptions& o) {
                seconds, n_chunks * n_ctx / seconds, path.c_str(), weights->quantization.c_str());
   std::string counts;
   for (const auto& [name, n] : engine->backend_counts()) counts += fmt::format("{}{} x {}", counts.empty() ? "" : ", ", name, n);
-  if (!device_why.empty()) std::fprintf(stderr, "qrt: device: %s (%s)\n", eo.device.id.c_str(), device_why.c_str());
+  if (!setup.device_why.empty())
+    std::fprintf(stderr, "qrt: device: %s (%s)\n", setup.device.id.c_str(), setup.device_why.c_str());
   std::fprintf(stderr, "qrt: backends: %s on %s\n", counts.c_str(), engine->device_name().c_str());
   return 0;
 }
@@ -122,7 +124,8 @@ const CommandRegistrar registrar(
       app.add_option("-f,--file", o->file, "Text file (UTF-8)")->required();
       app.add_option("--ctx", o->ctx, "Window length in tokens")->capture_default_str();
       app.add_option("--chunks", o->chunks, "Evaluate at most this many windows (default: all)");
-      o->engine.add_to(app);
+      o->engine.add_setup_options(app);
+      o->engine.add_engine_options(app);
       return [o] { return perplexity_command(*o); };
     });
 

@@ -13,26 +13,29 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/engine_cli.h"
 #include "model/fused_projections.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "qrt/model.h"
 #include "qrt/plan.h"
 #include "qrt/runtime_config.h"
+#include "qrt/setup.h"
 #include "qrt/tuning_cache.h"
 
 namespace qrt::cli {
 namespace {
 
 struct PlanOptions {
-  std::string model, device = "auto", target, backend, config, tuning_cache;
-  std::vector<std::string> fallback, disable;
-  bool json = false, verbose = false, no_tuning_cache = false, ignore_bad_cache = false;
-  CLI::Option *o_backend = nullptr, *o_fallback = nullptr, *o_disable = nullptr, *o_device = nullptr;
+  std::string model, target;
+  bool json = false, verbose = false;
+  EngineCliOptions setup;  // the flags run and perplexity take (engine_cli.h)
+  CLI::Option* o_device = nullptr;
 };
 
 std::string m_range(const KernelChoice& c) {
@@ -132,51 +135,36 @@ nlohmann::ordered_json plan_json(const LinearPlan& p) {
 
 int run_plan(const PlanOptions& o) {
   const auto ck = open_checkpoint(o.model);
-  // The layers `qrt run` runs through a backend (the loader decides through the same function,
-  // including a quantized tied lm_head), so the plan and the run always count the same layers.
-  const std::vector<LayerSpec> layers = quantized_linear_specs(*ck);
-  int dense = 0;
-  for (const auto& l : ck->linears())
-    if (!l.quantized) ++dense;
-
-  DeviceInfo device;
-  std::string device_why;  // how "auto" chose (empty for a named device or a target)
-  if (!o.target.empty()) {
-    if (o.o_device && o.o_device->count() > 0)
-      throw invalid_input("--device and --target exclude each other (--target plans for a device that is not here)");
-    device = target_profile(o.target);
-  } else {
-    device = resolve_device(o.device, &device_why);
-  }
-
-  std::string checkpoint_backend;
-  if (const auto* g = ck->quantization().get<GptqConfig>()) checkpoint_backend = g->backend;
-  if (const auto* a = ck->quantization().get<AwqConfig>()) checkpoint_backend = a->backend;
-  CliOverrides cli;
-  if (o.o_backend && o.o_backend->count()) cli.backend = o.backend;
-  if (o.o_fallback && o.o_fallback->count()) cli.fallback = o.fallback;
-  if (o.o_disable && o.o_disable->count()) cli.disabled = o.disable;
-  if (!o.tuning_cache.empty()) cli.tuning_cache_path = o.tuning_cache;
-  if (o.no_tuning_cache) cli.use_tuning_cache = false;
-  // HIGGS checkpoints may carry per-module kernel parameters: the lowest-priority parameter source.
-  std::map<std::string, std::string> tune_metadata;
-  if (const auto* h = ck->quantization().get<HiggsConfig>()) tune_metadata = h->tune_metadata;
-  std::vector<std::string> warnings;
-  RuntimeConfig config = build_runtime_config(checkpoint_backend, o.config, cli, &warnings, tune_metadata);
-  if (o.ignore_bad_cache) config.ignore_bad_tuning_cache = true;
-
-  std::unique_ptr<TuningCache> cache;
-  std::string cache_path;
-  if (config.use_tuning_cache) {
-    cache_path = config.tuning_cache_path.empty() ? default_tuning_cache_path() : config.tuning_cache_path;
-    cache = std::make_unique<TuningCache>(TuningCache::load(cache_path, device, config.ignore_bad_tuning_cache));
-    for (const auto& w : cache->warnings()) warnings.push_back("tuning cache: " + w);
-  }
-  const auto plans = plan_layers(layers, config, device, cache.get());
-  // The GPU engine runs q/k/v and gate/up as one GEMM each where it can (fused_projections.h):
+  if (!o.target.empty() && o.o_device && o.o_device->count() > 0)
+    throw invalid_input("--device and --target exclude each other (--target plans for a device that is not here)");
+  SetupRequest request = o.setup.setup_request({});
+  request.target = o.target;
+  if (!o.target.empty()) request.device = "auto";
+  // The setup `qrt run` makes from the same flags: its layers are the ones the run executes
+  // through a backend (quantized_linear_specs, a quantized tied lm_head included).
+  const ResolvedSetup setup = resolve_setup(*ck, request);
+  const RuntimeConfig& config = setup.runtime;
+  const DeviceInfo& device = setup.device;
+  const std::string& device_why = setup.device_why;
+  const std::string& cache_path = setup.tuning_cache_path;
+  const TuningCache* cache = setup.tuning_cache.get();
+  const std::vector<std::string>& warnings = setup.warnings;
+  const std::vector<LinearPlan>& plans = setup.plan->layers;
+  // The GPU engine runs q/k/v and gate/up as one linear each where it can (fused_projections.h):
   // those fused layers are planned as their own shapes.
-  std::vector<LinearPlan> fused_plans;
-  if (device.kind == DeviceKind::Cuda) fused_plans = plan_layers(fused_layer_specs(layers, config), config, device, cache.get());
+  const std::vector<LinearPlan>& fused_plans = setup.plan->fused;
+  std::map<std::string, std::string> fused_into;  // part layer -> the fused layer that runs it
+  for (const auto& f : fused_plans)
+    if (f.ok())
+      for (const auto& part : fused_part_names(f.layer.name)) fused_into[part] = f.layer.name;
+  // Linears of the checkpoint that run dense (unquantized and not quantized on load).
+  int dense = 0;
+  {
+    std::set<std::string> planned;
+    for (const auto& p : plans) planned.insert(p.layer.name);
+    for (const auto& l : ck->linears())
+      if (!planned.count(l.spec.name)) ++dense;
+  }
 
   // Per-backend summary: layers and the M ranges they serve.
   std::map<std::string, std::map<std::string, int>> summary;  // backend -> range -> layers
@@ -200,7 +188,11 @@ int run_plan(const PlanOptions& o) {
     j["tuning_cache"] = cache_path;
     j["warnings"] = warnings;
     j["layers"] = nlohmann::ordered_json::array();
-    for (const auto& p : plans) j["layers"].push_back(plan_json(p));
+    for (const auto& p : plans) {
+      nlohmann::ordered_json lj = plan_json(p);
+      if (auto it = fused_into.find(p.layer.name); it != fused_into.end()) lj["runs_fused_in"] = it->second;
+      j["layers"].push_back(lj);
+    }
     nlohmann::ordered_json sj = nlohmann::ordered_json::object();
     for (const auto& [b, ranges] : summary)
       for (const auto& [r, n] : ranges) sj[b][r] = n;
@@ -232,7 +224,7 @@ int run_plan(const PlanOptions& o) {
   for (const auto& w : warnings) std::printf("warning: %s\n", w.c_str());
   std::printf("\n");
 
-  if (layers.empty()) std::printf("no quantized linear layers: every linear runs dense\n");
+  if (plans.empty()) std::printf("no quantized linear layers: every linear runs dense\n");
 
   // Rows: every layer (--verbose) or one per distinct (role, shape, kind, decision, reasons).
   struct Row {
@@ -322,17 +314,11 @@ const CommandRegistrar registrar(
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<PlanOptions>();
       app.add_option("model", o->model, "checkpoint: a Hugging Face folder or a .gguf file")->required();
-      o->o_device = app.add_option("--device", o->device, "auto (the device qrt run would use), cpu or cuda:N (a device of this machine)")->capture_default_str();
+      o->setup.add_setup_options(app);
+      o->o_device = app.get_option("--device");
       app.add_option("--target", o->target,
                      "plan for a device that is not here: h100, h200, a100, l4, rtx4090, rtx3090, t4, v100, "
                      "cpu-avx2, cpu-avx512, cpu-baseline");
-      o->o_backend = app.add_option("--backend", o->backend, "auto or a backend name (aliases: marlin, exllama_v2, gemm, ...)");
-      o->o_fallback = app.add_option("--fallback", o->fallback, "backends to try in order when one fails")->delimiter(',');
-      o->o_disable = app.add_option("--disable", o->disable, "backends never to choose")->delimiter(',');
-      app.add_option("--config", o->config, "runtime config file (JSON, docs/CONFIG.md)");
-      app.add_option("--tuning-cache", o->tuning_cache, "tuning cache file (default: ~/.cache/qrt/tuning.json)");
-      app.add_flag("--no-tuning-cache", o->no_tuning_cache, "ignore the tuning cache");
-      app.add_flag("--ignore-bad-tuning-cache", o->ignore_bad_cache, "run on defaults when the tuning cache is corrupt");
       app.add_flag("--json", o->json, "machine-readable output");
       app.add_flag("-v,--verbose", o->verbose, "one row per layer instead of one per distinct decision");
       return [o] { return run_plan(*o); };

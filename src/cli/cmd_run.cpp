@@ -18,6 +18,7 @@
 #include "qrt/generator.h"
 #include "qrt/model.h"
 #include "qrt/runtime_config.h"
+#include "qrt/setup.h"
 
 namespace qrt::cli {
 namespace {
@@ -26,7 +27,7 @@ struct RunOptions {
   std::string model, prompt, system;
   int64_t n = 128, max_input_length = 2048;
   int top_k = 0;
-  bool chat = false, verbose = false, no_tuning_cache = false;
+  bool chat = false, verbose = false;
   float temp = 0, top_p = 1, min_p = 0, repeat_penalty = 1;
   uint64_t seed = 0;
   EngineCliOptions engine;
@@ -71,29 +72,36 @@ int run_command(const RunOptions& o) {
   if (o.n < 0) throw invalid_input(fmt::format("-n {}: expected >= 0", o.n));
   o.engine.validate();
 
-  const auto t_load = clock::now();
-  LoadOptions lo = o.engine.load_options();
-  LoadProgress progress("loading");
-  lo.progress = [&](int64_t d, int64_t t) { progress.update(d, t); };
-  std::shared_ptr<ModelWeights> weights = load_model(path, lo);
-  progress.done();
-  Tokenizer tokenizer = load_tokenizer(path);
-
   CliOverrides cli;
   if (o.o_max_input->count()) cli.max_input_length = o.max_input_length;
   cli.max_new_tokens = o.n;
-  if (o.no_tuning_cache) cli.use_tuning_cache = false;
-  std::string device_why;
-  EngineOptions eo = o.engine.engine_options(*weights, cli, &device_why);
+  const auto t_load = clock::now();
+  const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
+  const ResolvedSetup setup = resolve_setup(*checkpoint, o.engine.setup_request(cli));
+  LoadOptions lo = o.engine.load_options();
+  LoadProgress progress("loading");
+  lo.progress = [&](int64_t d, int64_t t) { progress.update(d, t); };
+  std::shared_ptr<ModelWeights> weights = load_model(*checkpoint, lo);
+  progress.done();
+  Tokenizer tokenizer = load_tokenizer(path);
+
+  EngineOptions eo = o.engine.engine_options(setup);
   eo.log = [&](const std::string& m) {
     if (o.verbose || m.find("fail") != std::string::npos || m.find("fall") != std::string::npos)
       std::fprintf(stderr, "qrt: %s\n", m.c_str());
   };
   std::unique_ptr<ForwardEngine> engine = make_engine(weights, eo);
   const double load_seconds = std::chrono::duration<double>(clock::now() - t_load).count();
-  if (o.verbose)
+  if (o.verbose) {
     for (const auto& p : engine->plans())
       for (const auto& note : p.notes) std::fprintf(stderr, "qrt: %s: %s\n", p.layer.name.c_str(), note.c_str());
+    // What runs, one line per layer and M range (tests/cli/e2e_plan_vs_run.sh compares it with `qrt plan --json`).
+    for (const auto& [name, ranges] : engine->kernels())
+      for (const auto& k : ranges)
+        std::fprintf(stderr, "qrt: runs %s M %lld-%s: %s %s (%s)\n", name.c_str(), static_cast<long long>(k.m_min),
+                     k.m_max == INT64_MAX ? "max" : std::to_string(k.m_max).c_str(), k.backend.c_str(),
+                     k.params.to_json().c_str(), param_source_name(k.source));
+  }
 
   // The prompt: through the chat template (special tokens already in the text) or raw.
   std::vector<int32_t> prompt;
@@ -148,7 +156,8 @@ int run_command(const RunOptions& o) {
                static_cast<long long>(r.decode_steps), r.decode_seconds, r.decode_tokens_per_second(),
                r.tokens.size(), r.stop_reason.c_str());
   std::fprintf(stderr, "qrt: sampling: %s\n", sp.describe().c_str());
-  if (!device_why.empty()) std::fprintf(stderr, "qrt: device: %s (%s)\n", eo.device.id.c_str(), device_why.c_str());
+  if (!setup.device_why.empty())
+    std::fprintf(stderr, "qrt: device: %s (%s)\n", setup.device.id.c_str(), setup.device_why.c_str());
   std::fprintf(stderr, "qrt: backends: %s on %s\n", join_counts(engine->backend_counts()).c_str(),
                engine->device_name().c_str());
   return 0;
@@ -164,7 +173,8 @@ const CommandRegistrar registrar(
       app.add_option("-n,--max-new-tokens", o->n, "Tokens to generate at most")->capture_default_str();
       app.add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template as a user message");
       app.add_option("--system", o->system, "System message (with --chat)");
-      o->engine.add_to(app);
+      o->engine.add_setup_options(app);
+      o->engine.add_engine_options(app);
       o->o_temp = app.add_option("--temp", o->temp, "Sampling temperature (0 = greedy, the default)");
       o->o_top_k = app.add_option("--top-k", o->top_k, "Keep the k most likely tokens (0 = off)");
       o->o_top_p = app.add_option("--top-p", o->top_p, "Nucleus sampling threshold (1 = off)");
@@ -173,7 +183,6 @@ const CommandRegistrar registrar(
       app.add_option("--seed", o->seed, "Random seed for sampling")->capture_default_str();
       o->o_max_input = app.add_option("--max-input-length", o->max_input_length,
                                       "Longest prompt in tokens (sizes the KV cache with -n)");
-      app.add_flag("--no-tuning-cache", o->no_tuning_cache, "Ignore the tuning cache");
       app.add_flag("-v,--verbose", o->verbose, "Print plan notes and backend messages");
       return [o] { return run_command(*o); };
     });

@@ -18,7 +18,9 @@
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "qrt/plan.h"
+#include "qrt/model.h"
 #include "qrt/runtime_config.h"
+#include "qrt/setup.h"
 #include "qrt/thread_pool.h"
 #include "qrt/tuning_cache.h"
 
@@ -91,18 +93,21 @@ void check_writable(const std::string& path) {
 
 int run_tune(const TuneCliOptions& o) {
   const auto ck = open_checkpoint(o.model);
+  // The layers `qrt run` plans on this device (resolve_setup): every quantized linear, the
+  // quantized tied head, and on a GPU the fused q/k/v and gate/up groups the engine runs.
+  SetupRequest request;
+  request.device = o.device;
+  if (!o.cache_path.empty()) request.cli.tuning_cache_path = o.cache_path;
+  request.cli.use_tuning_cache = false;  // read below for writing, corrupt-file handling included
+  const ResolvedSetup setup = resolve_setup(*ck, request);
+  const DeviceInfo& device = setup.device;
   std::vector<LayerSpec> layers;
-  for (const auto& l : ck->linears())
-    if (l.quantized) layers.push_back(l.spec);
+  for (const auto& p : setup.plan->layers) layers.push_back(p.layer);
   if (layers.empty()) {
     std::printf("%s has no quantized linear layers: nothing to tune\n", o.model.c_str());
     return 0;
   }
-  const DeviceInfo device = resolve_device(o.device);
-  // The GPU engine runs q/k/v and gate/up fused where their formats allow (fused_projections.h):
-  // those shapes are tuned too, so that the engine finds them in the cache.
-  if (device.kind == DeviceKind::Cuda)
-    for (const LayerSpec& f : fused_layer_specs(layers, RuntimeConfig{})) layers.push_back(f);
+  for (const auto& p : setup.plan->fused) layers.push_back(p.layer);
   for (auto m : o.batch)
     if (m < 1) throw invalid_input(fmt::format("--batch: {} is not a row count >= 1", m));
   for (const auto& b : o.backends) {
@@ -113,7 +118,7 @@ int run_tune(const TuneCliOptions& o) {
   std::vector<std::string> backends;
   for (const auto& b : o.backends) backends.push_back(backend_alias(b, nullptr));
 
-  const std::string path = o.cache_path.empty() ? default_tuning_cache_path() : o.cache_path;
+  const std::string path = tuning_cache_file(setup.runtime);
   check_writable(path);
   TuningCache cache = TuningCache::load(path, device, o.ignore_bad);
   for (const auto& w : cache.warnings()) std::fprintf(stderr, "warning: tuning cache: %s\n", w.c_str());
@@ -137,7 +142,7 @@ int run_tune(const TuneCliOptions& o) {
   const TuneResult r = tune_layers(
       layers,
       [&](const LayerSpec& s) {
-        return load_layer_or_fused(s.name, [&](const std::string& n) { return ck->load_quantized(n); });
+        return load_layer_or_fused(s.name, [&](const std::string& n) { return load_quantized_linear(*ck, n); });
       },
       device, cache, opt);
   bar.finish();

@@ -10,12 +10,12 @@
 #include <fmt/format.h>
 
 #include "model/cpu_attention.h"
+#include "model/engine_plan.h"
 #include "model/ops.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
 #include "qrt/model.h"
 #include "qrt/thread_pool.h"
-#include "qrt/tuning_cache.h"
 
 namespace qrt {
 namespace {
@@ -37,7 +37,8 @@ class CpuEngine final : public ForwardEngine {
   const ModelConfig& config() const override { return w_->config; }
   int64_t capacity() const override { return capacity_; }
   void forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits) override;
-  const std::vector<LinearPlan>& plans() const override { return plans_; }
+  const std::vector<LinearPlan>& plans() const override { return plan_->layers; }
+  std::vector<std::pair<std::string, std::vector<KernelChoice>>> kernels() const override;
   std::map<std::string, int> backend_counts() const override;
   std::string device_name() const override { return "cpu (" + std::to_string(pool_.size()) + " threads)"; }
 
@@ -64,7 +65,7 @@ class CpuEngine final : public ForwardEngine {
   EngineOptions opt_;
   ThreadPool pool_;
   ExecContext ctx_;
-  std::vector<LinearPlan> plans_;
+  std::shared_ptr<const ModelPlan> plan_;
   std::vector<Layer> layers_;
   Linear lm_head_;
   bool head_is_embedding_ = false;
@@ -137,31 +138,14 @@ CpuEngine::CpuEngine(std::shared_ptr<const ModelWeights> weights, const EngineOp
 
   rope_.build(ops::rope_inv_freq(c), capacity_);
 
-  // Plan every quantized linear for this device, then prepare its kernels (with fallback).
-  const std::vector<LayerSpec> specs = w_->quantized_layer_specs();
+  // The plan of every quantized linear on this device, then its kernels (with fallback).
   auto log = options.log ? options.log : [](const std::string&) {};
-  if (!specs.empty()) {
-    TuningCache cache;
-    if (options.runtime.use_tuning_cache) {
-      const std::string path = options.runtime.tuning_cache_path.empty() ? default_tuning_cache_path()
-                                                                           : options.runtime.tuning_cache_path;
-      cache = TuningCache::load(path, options.device, options.runtime.ignore_bad_tuning_cache);
-      for (const auto& warning : cache.warnings()) log("tuning cache: " + warning);
-    }
-    plans_ = plan_layers(specs, options.runtime, options.device, &cache);
-  }
-  // One summary line first (the layer, why, what would work, how many layers fail), details after.
-  if (const std::string failure = plan_failure_message(plans_); !failure.empty())
-    throw Error(ErrorKind::NoBackend, failure);
-  std::map<std::string, const LinearPlan*> plan_by_name;
-  for (const auto& p : plans_) plan_by_name[p.layer.name] = &p;
+  plan_ = engine_plan(*w_, options, log);
   auto make = [&](const LinearWeight& lw) {
     Linear l;
     l.w = &lw;
     if (lw.is_quantized()) {
-      auto it = plan_by_name.find(lw.quantized->spec.name);
-      if (it == plan_by_name.end()) throw internal_error("no plan for layer " + lw.quantized->spec.name);
-      l.q = QuantLinear::build(lw.quantized, *it->second, options.device, log);
+      l.q = QuantLinear::build(lw.quantized, *plan_->find(lw.quantized->spec.name), options.device, log);
     } else if (options.dense_dtype == DenseDType::F16) {
       l.f16 = to_f16(lw.dense);
     }
@@ -229,6 +213,17 @@ std::map<std::string, int> CpuEngine::backend_counts() const {
   if (head_is_embedding_) ++counts["dense"];
   else add(lm_head_);
   return counts;
+}
+
+std::vector<std::pair<std::string, std::vector<KernelChoice>>> CpuEngine::kernels() const {
+  std::vector<std::pair<std::string, std::vector<KernelChoice>>> out;
+  auto add = [&](const Linear& l) {
+    if (l.q) out.emplace_back(l.q->layer().name, l.q->kernels());
+  };
+  for (const auto& l : layers_)
+    for (const Linear* p : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) add(*p);
+  if (!head_is_embedding_) add(lm_head_);
+  return out;
 }
 
 std::vector<uint16_t> CpuEngine::to_f16(const std::vector<float>& w) {

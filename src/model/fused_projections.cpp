@@ -143,12 +143,10 @@ std::vector<LayerSpec> fused_layer_specs(const std::vector<LayerSpec>& quantized
   return out;
 }
 
-QuantizedWeight load_fused(const std::string& fused_name,
-                           const std::function<QuantizedWeight(const std::string&)>& load) {
+std::vector<std::string> fused_part_names(const std::string& fused_name) {
   const size_t plus = fused_name.find('+');
   const size_t dot = fused_name.rfind('.', plus);
-  if (plus == std::string::npos || dot == std::string::npos)
-    throw invalid_input("'" + fused_name + "' is not a fused projection name (<block>.q_proj+k_proj+v_proj)");
+  if (plus == std::string::npos || dot == std::string::npos) return {};
   const std::string prefix = fused_name.substr(0, dot + 1);
   std::vector<std::string> names{fused_name.substr(0, plus)};
   for (size_t b = plus + 1; b <= fused_name.size();) {
@@ -156,6 +154,14 @@ QuantizedWeight load_fused(const std::string& fused_name,
     names.push_back(prefix + fused_name.substr(b, e - b));
     b = e + 1;
   }
+  return names;
+}
+
+QuantizedWeight load_fused(const std::string& fused_name,
+                           const std::function<QuantizedWeight(const std::string&)>& load) {
+  const std::vector<std::string> names = fused_part_names(fused_name);
+  if (names.empty())
+    throw invalid_input("'" + fused_name + "' is not a fused projection name (<block>.q_proj+k_proj+v_proj)");
   std::vector<LinearWeight> parts(names.size());
   ProjectionGroup g;
   g.name = fused_name;

@@ -40,6 +40,11 @@ std::vector<LayerSpec> fused_layer_specs(const ModelWeights& w, const RuntimeCon
 // whose parts' formats allow fusion (act-order orders are not compared: that needs the data).
 std::vector<LayerSpec> fused_layer_specs(const std::vector<LayerSpec>& quantized, const RuntimeConfig& config);
 
+// The parts' layer names of a fused layer named as fused_layer_specs() names it
+// ("<block>.self_attn.q_proj+k_proj+v_proj" -> its q_proj, k_proj and v_proj); empty when
+// `fused_name` is not such a name.
+std::vector<std::string> fused_part_names(const std::string& fused_name);
+
 // Loads and fuses the parts of a fused layer named as fused_layer_specs() names it, each part
 // through `load` (e.g. Checkpoint::load_quantized). Throws if the name is not a fused name.
 QuantizedWeight load_fused(const std::string& fused_name,

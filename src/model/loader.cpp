@@ -88,6 +88,46 @@ bool recover_q8_grid(const std::vector<float>& w, const LayerSpec& spec, Quantiz
   return true;
 }
 
+// Bits of LoadOptions::quantize (0 = keep the checkpoint's weights); throws for anything else.
+int on_load_bits(const LoadOptions& options) {
+  if (options.quantize.empty()) return 0;
+  if (options.quantize == "int4") return 4;
+  if (options.quantize == "int8") return 8;
+  throw invalid_input(fmt::format("--quantize {}: expected int4 or int8", options.quantize));
+}
+
+// The spec of a float linear that LoadOptions::quantize turns into a quantized one on load
+// (round-to-nearest, GPTQ style, symmetric at 8 bits). Metadata only: load_model() gives the
+// quantized weight this spec and quantized_linear_specs() lists it, so plan and run agree.
+LayerSpec on_load_spec(const Checkpoint& ck, const LayerSpec& stored, int bits, int group_size,
+                       const std::string& quantize) {
+  LayerSpec s;
+  s.name = stored.name;
+  s.in_features = stored.in_features;
+  s.out_features = stored.out_features;
+  s.bits = bits;
+  s.group_size = group_size;
+  s.zero_kind = bits == 8 ? ZeroKind::Symmetric : ZeroKind::Integer;
+  s.source_format = "rtn:" + quantize;
+  s.has_bias = ck.has_tensor(stored.name + ".bias");
+  return s;
+}
+
+// The quantized lm_head of a tied Q8_0 embedding (quantized_tied_head_spec): its exact grid, or
+// when some group is not exactly on the grid a Q8_0 writer produces (no |q| = 127), the stored
+// values quantized again to the same 8-bit g32 layout, so the head is still the layer `qrt plan`
+// listed (the error is within Q8_0's own rounding).
+QuantizedWeight tied_head_weight(const std::vector<float>& embedding, const LayerSpec& spec) {
+  QuantizedWeight head;
+  if (!recover_q8_grid(embedding, spec, head)) {
+    head = quant::rtn_quantize("lm_head", embedding.data(), spec.out_features, spec.in_features, 8, spec.group_size,
+                               /*sym=*/true, quant::RtnStyle::Gptq);
+    head.spec = spec;
+    head.spec.source_format += ", re-quantized";
+  }
+  return head;
+}
+
 // The 7 linears of decoder layer i, in model order (the order engines run and plans list them).
 std::vector<std::string> decoder_linear_names(int64_t i) {
   const std::string p = fmt::format("model.layers.{}.", i);
@@ -98,15 +138,16 @@ std::vector<std::string> decoder_linear_names(int64_t i) {
 }  // namespace
 
 std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOptions& options) {
-  int bits = 0;
-  if (options.quantize == "int4") bits = 4;
-  else if (options.quantize == "int8") bits = 8;
-  else if (!options.quantize.empty())
-    throw invalid_input(fmt::format("--quantize {}: expected int4 or int8", options.quantize));
+  return load_model(*open_checkpoint(path), options);
+}
+
+std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const LoadOptions& options) {
+  const Checkpoint* ck = &checkpoint;
+  const std::string& path = checkpoint.path();
+  const int bits = on_load_bits(options);
   if (bits && (options.group_size == 0 || options.group_size < -1))
     throw invalid_input(fmt::format("--group-size {}: expected -1 (per row) or a positive size", options.group_size));
 
-  std::unique_ptr<Checkpoint> ck = open_checkpoint(path);
   auto w = std::make_shared<ModelWeights>();
   w->source = path;
   w->config = ck->config();
@@ -114,8 +155,6 @@ std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOpti
   const ModelConfig& c = w->config;
   const QuantizationConfig& qc = ck->quantization();
   w->quantization = qc.empty() ? (bits ? "rtn " + options.quantize + " on load" : "none") : qc.describe();
-  if (const auto* g = qc.get<GptqConfig>()) w->checkpoint_backend = g->backend;
-  if (const auto* a = qc.get<AwqConfig>()) w->checkpoint_backend = a->backend;
   const auto archs = supported_architectures();
   if (std::find(archs.begin(), archs.end(), c.architecture) == archs.end()) {
     std::string list;
@@ -164,11 +203,8 @@ std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOpti
       if (bits && may_quantize) {
         QuantizedWeight q = quant::rtn_quantize(name, dense.data(), out, in, bits, options.group_size,
                                                 /*sym=*/bits == 8, quant::RtnStyle::Gptq);
-        q.spec.source_format = "rtn:" + options.quantize;
-        if (!bias.empty()) {
-          q.bias = std::move(bias);
-          q.spec.has_bias = true;
-        }
+        q.spec = on_load_spec(*ck, cl.spec, bits, options.group_size, options.quantize);
+        q.bias = std::move(bias);
         lw.quantized = std::make_shared<QuantizedWeight>(std::move(q));
       } else {
         lw.dense = std::move(dense);
@@ -216,20 +252,10 @@ std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOpti
     w->lm_head.out_features = c.vocab_size;
     w->lm_head.dense = load_exact(*ck, "lm_head.weight", c.vocab_size * h);
   } else if (const auto spec = quantized_tied_head_spec(*ck, options)) {
-    QuantizedWeight head;
-    if (!recover_q8_grid(w->embed_tokens, *spec, head)) {
-      // Not exactly on the grid a Q8_0 writer produces (some group lacks a |q| = 127): quantize
-      // the stored values again to the same 8-bit g32 layout, so the head is still the layer
-      // `qrt plan` listed (the error is within Q8_0's own rounding).
-      head = quant::rtn_quantize("lm_head", w->embed_tokens.data(), c.vocab_size, h, 8, spec->group_size,
-                                 /*sym=*/true, quant::RtnStyle::Gptq);
-      head.spec = *spec;
-      head.spec.source_format += ", re-quantized";
-    }
     w->lm_head.name = "lm_head";
     w->lm_head.in_features = h;
     w->lm_head.out_features = c.vocab_size;
-    w->lm_head.quantized = std::make_shared<QuantizedWeight>(std::move(head));
+    w->lm_head.quantized = std::make_shared<QuantizedWeight>(tied_head_weight(w->embed_tokens, *spec));
   }
   tick();
   w->validate();
@@ -239,16 +265,42 @@ std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOpti
 std::vector<LayerSpec> quantized_linear_specs(const Checkpoint& ck, const LoadOptions& options) {
   std::map<std::string, const CheckpointLinear*> by_name;
   for (const auto& l : ck.linears()) by_name[l.spec.name] = &l;
+  const int bits = on_load_bits(options);
   std::vector<LayerSpec> out;
-  auto add = [&](const std::string& name) {
+  // may_quantize: a float linear that LoadOptions::quantize quantizes on load (never lm_head).
+  auto add = [&](const std::string& name, bool may_quantize) {
     auto it = by_name.find(name);
-    if (it != by_name.end() && it->second->quantized) out.push_back(it->second->spec);
+    if (it == by_name.end()) return;
+    if (it->second->quantized) out.push_back(it->second->spec);
+    else if (bits && may_quantize && ck.quantization().empty())
+      out.push_back(on_load_spec(ck, it->second->spec, bits, options.group_size, options.quantize));
   };
   for (int64_t i = 0; i < ck.config().num_layers; ++i)
-    for (const auto& name : decoder_linear_names(i)) add(name);
-  if (by_name.count("lm_head")) add("lm_head");
+    for (const auto& name : decoder_linear_names(i)) add(name, true);
+  if (by_name.count("lm_head")) add("lm_head", false);
   else if (const auto head = quantized_tied_head_spec(ck, options)) out.push_back(*head);
   return out;
+}
+
+QuantizedWeight load_quantized_linear(const Checkpoint& ck, const std::string& name, const LoadOptions& options) {
+  for (const auto& l : ck.linears()) {
+    if (l.spec.name != name) continue;
+    if (l.quantized) return ck.load_quantized(name);
+    const int bits = on_load_bits(options);
+    if (!bits || !ck.quantization().empty() || name == "lm_head") break;
+    const int64_t in = l.spec.in_features, out = l.spec.out_features;
+    const std::vector<float> dense = load_exact(ck, name + ".weight", in * out);
+    QuantizedWeight q = quant::rtn_quantize(name, dense.data(), out, in, bits, options.group_size, /*sym=*/bits == 8,
+                                            quant::RtnStyle::Gptq);
+    q.spec = on_load_spec(ck, l.spec, bits, options.group_size, options.quantize);
+    if (q.spec.has_bias) q.bias = load_exact(ck, name + ".bias", out);
+    return q;
+  }
+  if (const auto head = quantized_tied_head_spec(ck, options); head && name == head->name) {
+    const ModelConfig& c = ck.config();
+    return tied_head_weight(load_exact(ck, "model.embed_tokens.weight", c.vocab_size * c.hidden_size), *head);
+  }
+  throw invalid_input(fmt::format("{}: {} is not a quantized linear of this checkpoint", ck.path(), name));
 }
 
 }  // namespace qrt

@@ -11,6 +11,7 @@
 #include "qrt/error.h"
 #include "qrt/generator.h"
 #include "qrt/model.h"
+#include "qrt/setup.h"
 #include "qrt/safetensors.h"
 #include "tiny_model.h"
 
@@ -140,6 +141,53 @@ TEST_F(SyntheticFolder, QuantizeOnLoadMakesEveryBlockLinearQuantized) {
   for (const auto& s : q4->quantized_layer_specs()) EXPECT_EQ(s.bits, 4);
   lo.quantize = "int3";
   EXPECT_NE(expect_error([&] { load_model(dir_.string(), lo); }).find("int3"), std::string::npos);
+}
+
+// resolve_setup plans from the checkpoint's metadata alone what load_model() then quantizes on
+// load, so an engine built from the setup runs exactly the planned layers.
+TEST_F(SyntheticFolder, SetupPlansTheLayersQuantizedOnLoad) {
+  write(tiny_config_json(weights_->config));
+  const auto ck = open_checkpoint(dir_.string());
+  SetupRequest request;
+  request.device = "cpu";
+  request.cli.use_tuning_cache = false;
+  request.cli.max_input_length = 8;
+  request.cli.max_new_tokens = 0;
+  request.load.quantize = "int4";
+  request.load.group_size = 32;
+  const ResolvedSetup setup = resolve_setup(*ck, request);
+  auto weights = load_model(*ck, request.load);
+  const std::vector<LayerSpec> loaded = weights->quantized_layer_specs();
+  ASSERT_EQ(setup.plan->layers.size(), loaded.size());
+  ASSERT_EQ(loaded.size(), 14u);
+  for (size_t i = 0; i < loaded.size(); ++i) {
+    EXPECT_EQ(setup.plan->layers[i].layer.name, loaded[i].name);
+    EXPECT_EQ(setup.plan->layers[i].layer.describe(), loaded[i].describe());
+    EXPECT_EQ(setup.plan->layers[i].layer.source_format, "rtn:int4");
+  }
+  // The layer's weight as tuning and benchmarks read it equals the loaded one.
+  const QuantizedWeight q = load_quantized_linear(*ck, loaded[3].name, request.load);
+  EXPECT_EQ(q.codes, weights->layers[0].o_proj.quantized->codes);
+  EngineOptions eo = setup.engine_options();
+  eo.dense_dtype = DenseDType::F32;
+  auto engine = make_cpu_engine(weights, eo);
+  const auto kernels = engine->kernels();
+  ASSERT_EQ(kernels.size(), loaded.size());
+  for (size_t i = 0; i < kernels.size(); ++i) {
+    EXPECT_EQ(kernels[i].first, loaded[i].name);
+    ASSERT_EQ(kernels[i].second.size(), setup.plan->layers[i].choices.size());
+    for (size_t r = 0; r < kernels[i].second.size(); ++r) {
+      EXPECT_EQ(kernels[i].second[r].backend, setup.plan->layers[i].choices[r].backend);
+      EXPECT_EQ(kernels[i].second[r].params, setup.plan->layers[i].choices[r].params);
+    }
+  }
+  // Without on-load quantization the setup plans nothing, and an engine given that plan refuses
+  // int4 weights it has no plan for (a plan made for another model).
+  SetupRequest plain = request;
+  plain.load = {};
+  EXPECT_TRUE(resolve_setup(*ck, plain).plan->layers.empty());
+  EngineOptions wrong = resolve_setup(*ck, plain).engine_options();
+  EXPECT_NE(expect_error([&] { make_cpu_engine(weights, wrong); }).find("no layer"), std::string::npos);
 }
 
 TEST_F(SyntheticFolder, UnknownArchitectureIsAClearError) {

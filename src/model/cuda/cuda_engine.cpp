@@ -13,11 +13,11 @@
 #include "backends/cuda/cuda_runtime.h"
 #include "backends/cuda/packed_weight.h"
 #include "model/cuda/cuda_model_kernels.h"
+#include "model/engine_plan.h"
 #include "model/fused_projections.h"
 #include "model/ops.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
-#include "qrt/tuning_cache.h"
 
 namespace qrt {
 namespace {
@@ -52,7 +52,8 @@ class CudaEngine final : public CudaForwardEngine {
   const ModelConfig& config() const override { return w_->config; }
   int64_t capacity() const override { return capacity_; }
   void forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits) override;
-  const std::vector<LinearPlan>& plans() const override { return plans_; }
+  const std::vector<LinearPlan>& plans() const override { return plan_->layers; }
+  std::vector<std::pair<std::string, std::vector<KernelChoice>>> kernels() const override;
   std::map<std::string, int> backend_counts() const override;
   std::string device_name() const override { return opt_.device.describe(); }
   std::vector<int32_t> generate_on_device(int32_t last_token, int64_t pos, int64_t steps,
@@ -61,12 +62,11 @@ class CudaEngine final : public CudaForwardEngine {
   std::vector<OpTime> profile_decode_step(int32_t token, int64_t pos) override;
 
  private:
-  GpuLinear make_linear(const LinearWeight& lw, const std::map<std::string, const LinearPlan*>& plans,
-                        const std::function<void(const std::string&)>& log);
+  GpuLinear make_linear(const LinearWeight& lw, const std::function<void(const std::string&)>& log);
   // The fused linear of `group`, or an empty one (with the reason in *why) when it cannot be fused
   // or its fused shape has no plan here.
-  GpuLinear make_fused(const ProjectionGroup& group, const TuningCache& cache,
-                       const std::function<void(const std::string&)>& log, std::string* why);
+  GpuLinear make_fused(const ProjectionGroup& group, const std::function<void(const std::string&)>& log,
+                       std::string* why);
   void run_linear(GpuLinear& l, const __half* x, int64_t m, __half* y);
   // Where a block's projection outputs live: the fused projections' buffers interleave q | k | v
   // (gate | up) in each row; the separate ones have a buffer each.
@@ -92,7 +92,7 @@ class CudaEngine final : public CudaForwardEngine {
   int device_ = 0;
   cuda::DeviceContext* ctx_ = nullptr;
   cudaStream_t stream_ = nullptr;
-  std::vector<LinearPlan> plans_;
+  std::shared_ptr<const ModelPlan> plan_;
   std::vector<GpuLayer> layers_;
   GpuLinear lm_head_;
   bool head_is_embedding_ = false;
@@ -153,44 +153,29 @@ CudaEngine::CudaEngine(std::shared_ptr<const ModelWeights> weights, const Engine
   cuda::set_max_rows(batch_);
 
   // Plans and kernels of the quantized linears (QuantLinear applies the plan's fallback list).
-  const std::vector<LayerSpec> specs = w_->quantized_layer_specs();
   auto log = options.log ? options.log : [](const std::string&) {};
-  TuningCache cache;
-  if (!specs.empty()) {
-    if (options.runtime.use_tuning_cache) {
-      const std::string path = options.runtime.tuning_cache_path.empty() ? default_tuning_cache_path()
-                                                                           : options.runtime.tuning_cache_path;
-      cache = TuningCache::load(path, options.device, options.runtime.ignore_bad_tuning_cache);
-      for (const auto& warning : cache.warnings()) log("tuning cache: " + warning);
-    }
-    plans_ = plan_layers(specs, options.runtime, options.device, &cache);
-  }
-  std::map<std::string, const LinearPlan*> plan_by_name;
-  for (const auto& p : plans_) {
-    if (!p.ok()) throw Error(ErrorKind::NoBackend, fmt::format("layer {}: {}", p.layer.name, p.error));
-    plan_by_name[p.layer.name] = &p;
-  }
+  plan_ = engine_plan(*w_, options, log);
   const std::vector<ProjectionGroup> groups = projection_groups(*w_);
   int fused_groups = 0;
   std::string not_fused;  // the first reason a group was left unfused, for the log
   // A group runs fused when it can; otherwise each of its parts gets its own linear.
   auto fuse_or_split = [&](const ProjectionGroup& group, GpuLinear& fused, std::vector<GpuLinear*> parts) {
     std::string why;
-    fused = make_fused(group, cache, log, &why);
+    fused = make_fused(group, log, &why);
     if (fused.n) {
       ++fused_groups;
       return;
     }
     if (not_fused.empty()) not_fused = why;
-    for (size_t i = 0; i < parts.size(); ++i) *parts[i] = make_linear(*group.parts[i], plan_by_name, log);
+    for (size_t i = 0; i < parts.size(); ++i) *parts[i] = make_linear(*group.parts[i], log);
   };
   for (size_t li = 0; li < w_->layers.size(); ++li) {
     const auto& lw = w_->layers[li];
     GpuLayer l;
     fuse_or_split(groups[2 * li], l.qkv, {&l.q, &l.k, &l.v});
-    l.o = make_linear(lw.o_proj, plan_by_name, log);
+    l.o = make_linear(lw.o_proj, log);
     fuse_or_split(groups[2 * li + 1], l.gate_up, {&l.gate, &l.up});
-    l.down = make_linear(lw.down_proj, plan_by_name, log);
+    l.down = make_linear(lw.down_proj, log);
     l.input_norm = DeviceBuffer::upload(lw.input_norm, "input_layernorm");
     l.post_norm = DeviceBuffer::upload(lw.post_attention_norm, "post_attention_layernorm");
     layers_.push_back(std::move(l));
@@ -203,7 +188,7 @@ CudaEngine::CudaEngine(std::shared_ptr<const ModelWeights> weights, const Engine
   embed_ = DeviceBuffer::upload(to_half_bits(w_->embed_tokens), "embed_tokens (fp16)");
   final_norm_ = DeviceBuffer::upload(w_->final_norm, "model.norm");
   head_is_embedding_ = w_->lm_head_uses_embedding();
-  if (!head_is_embedding_) lm_head_ = make_linear(w_->lm_head, plan_by_name, log);
+  if (!head_is_embedding_) lm_head_ = make_linear(w_->lm_head, log);
 
   ops::RopeTable rope;
   rope.build(ops::rope_inv_freq(c), capacity_);
@@ -271,32 +256,33 @@ CudaEngine::~CudaEngine() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-GpuLinear CudaEngine::make_fused(const ProjectionGroup& group, const TuningCache& cache,
-                                 const std::function<void(const std::string&)>& log, std::string* why) {
+GpuLinear CudaEngine::make_fused(const ProjectionGroup& group, const std::function<void(const std::string&)>& log,
+                                 std::string* why) {
   GpuLinear l;
   *why = fusion_obstacle(group, opt_.runtime);
   if (!why->empty()) return l;
-  std::shared_ptr<const QuantizedWeight> fused = fuse_weights(group);
-  const std::vector<LinearPlan> plan = plan_layers({fused->spec}, opt_.runtime, opt_.device, &cache);
-  if (!plan[0].ok()) {
-    *why = group.name + ": " + plan[0].error;
+  const LinearPlan* plan = plan_->find(group.name);
+  if (!plan) {
+    *why = group.name + ": not in the plan";
     return l;
   }
+  if (!plan->ok()) {
+    *why = group.name + ": " + plan->error;
+    return l;
+  }
+  std::shared_ptr<const QuantizedWeight> fused = fuse_weights(group);
   l.k = fused->K();
   l.n = fused->N();
-  l.q = QuantLinear::build(std::move(fused), plan[0], opt_.device, log);
+  l.q = QuantLinear::build(std::move(fused), *plan, opt_.device, log);
   return l;
 }
 
-GpuLinear CudaEngine::make_linear(const LinearWeight& lw, const std::map<std::string, const LinearPlan*>& plans,
-                                  const std::function<void(const std::string&)>& log) {
+GpuLinear CudaEngine::make_linear(const LinearWeight& lw, const std::function<void(const std::string&)>& log) {
   GpuLinear l;
   l.k = lw.in_features;
   l.n = lw.out_features;
   if (lw.is_quantized()) {
-    auto it = plans.find(lw.quantized->spec.name);
-    if (it == plans.end()) throw internal_error("no plan for layer " + lw.quantized->spec.name);
-    l.q = QuantLinear::build(*lw.quantized, *it->second, opt_.device, log);
+    l.q = QuantLinear::build(*lw.quantized, *plan_->find(lw.quantized->spec.name), opt_.device, log);
   } else {
     l.dense = DeviceBuffer::upload(to_half_bits(lw.dense), lw.name + " (fp16)");
     if (!lw.bias.empty()) l.bias = DeviceBuffer::upload(lw.bias, lw.name + " bias");
@@ -608,6 +594,17 @@ std::vector<int32_t> CudaEngine::generate_on_device(int32_t last_token, int64_t 
   last_generate_s_ = timer.stop_ms(stream_) / 1e3;
   std::vector<int32_t> out(static_cast<size_t>(steps));
   QRT_CUDA_CHECK(cudaMemcpy(out.data(), d_out_tokens_.get(), out.size() * 4, cudaMemcpyDeviceToHost));
+  return out;
+}
+
+std::vector<std::pair<std::string, std::vector<KernelChoice>>> CudaEngine::kernels() const {
+  std::vector<std::pair<std::string, std::vector<KernelChoice>>> out;
+  auto add = [&](const GpuLinear& l) {
+    if (l.q) out.emplace_back(l.q->layer().name, l.q->kernels());
+  };
+  for (const auto& l : layers_)
+    for (const GpuLinear* p : {&l.qkv, &l.q, &l.k, &l.v, &l.o, &l.gate_up, &l.gate, &l.up, &l.down}) add(*p);
+  if (!head_is_embedding_) add(lm_head_);
   return out;
 }
 
