@@ -2,24 +2,16 @@
 //
 // Loading and running are split so that one loaded model can feed different engines:
 //
-//   ModelWeights  = load_model(path, LoadOptions)          // checkpoint -> float tensors + QuantizedWeight
-//   ForwardEngine = make_cpu_engine(weights, EngineOptions) // plans, prepares kernels, owns the KV cache
+//   ResolvedSetup = resolve_setup(checkpoint, request)    // config, device, tuning cache, plans (qrt/setup.h)
+//   ModelWeights  = load_model(checkpoint, LoadOptions)    // checkpoint -> float tensors + QuantizedWeight
+//   ForwardEngine = make_engine(weights, setup.engine_options())  // prepares kernels, owns the KV cache
 //
-// How a GPU engine plugs in (src/model/cuda/, CUDA build only):
-//   - implement `class CudaEngine : public ForwardEngine` in src/model/cuda/*.cpp|*.cu;
-//   - build it from the same `std::shared_ptr<const ModelWeights>`: run plan_layers() with the CUDA
-//     DeviceInfo over weights->quantized_layer_specs(), QuantLinear::build() every
-//     LinearWeight::quantized on that device, upload the float tensors (embedding, norms, dense
-//     linears, lm_head) in the dtype it wants, allocate its own KV cache of
-//     EngineOptions::max_context() positions;
-//   - define `std::unique_ptr<ForwardEngine> make_cuda_engine(std::shared_ptr<const ModelWeights>,
-//     const EngineOptions&)` (namespace qrt) and add the compile definition QRT_WITH_CUDA_ENGINE=1 to
-//     qrt_model in CMake when those sources are built; make_engine() (src/model/engine.cpp) then
-//     calls it for DeviceKind::Cuda, so `qrt run --device cuda:0` works without this header or the
-//     CLI knowing CUDA. (A direct call, not a static registrar: registrars in static libraries
-//     are dropped by the linker when nothing else references their object file.)
-//   The contract every engine keeps is the one ForwardEngine documents below: same token/position
-//   semantics, logits in float32 on the host, Generator and perplexity stay device-agnostic.
+// Every engine is the same model (src/model/llama_model.h: the block written once, with the
+// model's rules) over one device's ops (src/model/block_ops.h): the CPU's (src/model/cpu/) and, in
+// CUDA builds, the GPU's (src/model/cuda/). A new device implements those ops; make_engine() picks
+// the device's engine by DeviceInfo::kind, so callers never name one. The contract every engine
+// keeps is the one ForwardEngine documents below: same token/position semantics, logits in float32
+// on the host, Generator and perplexity device-agnostic.
 #pragma once
 
 #include <cstdint>

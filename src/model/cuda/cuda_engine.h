@@ -1,16 +1,9 @@
-// The GPU forward engine (CUDA builds only; CUDA-free header). make_cuda_engine() is what
-// make_engine() (src/model/weights.cpp) calls for DeviceKind::Cuda, so `qrt run --device cuda:0`
-// works; CudaForwardEngine adds on-device generation for benchmarks and callers that want it.
-//
-// What runs where: embedding, RMSNorm (float32 residual stream), RoPE (HF rotate-half, rope_theta,
-// linear / llama3 scaling via ops::rope_inv_freq), causal GQA attention over an fp16 KV cache for
-// prefill and decode, SwiGLU, residual adds, the logits GEMM and greedy / top-k / top-p sampling
-// all on the device; activations fp16. Quantized linears go through QuantLinear with CUDA
-// backends, dense ones (and lm_head) through cuBLAS with fp16 weights; q/k/v and gate/up run as
-// one fused GEMM each where their formats allow (fused_projections.h, `fuse_projections`).
-// Attention over up to 8 query rows (decode) splits the keys across blocks (split-KV). A decode step is captured
-// once into a CUDA graph (positions live in device memory) and replayed: no host synchronisation
-// per layer, and none per token in generate_on_device().
+// The GPU forward engine (CUDA builds only; CUDA-free header): the Llama model (llama_model.h)
+// over the CUDA block ops (cuda_ops.h: fp16 activations, float32 residual stream and norms, fp16
+// KV cache, one stream, the decode step captured in a CUDA graph; q/k/v and gate/up fused where
+// the plan says so). make_cuda_engine() is what make_engine() (src/model/weights.cpp) calls for
+// DeviceKind::Cuda, so `qrt run --device cuda:0` works; CudaForwardEngine adds on-device
+// generation (no host synchronisation per token) for benchmarks and callers that want it.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,121 @@
+// The per-device ops of the Llama-family block (internal to src/model). The model (llama_model.h)
+// is written once against this interface: which ops run, in which order, on which buffers, and the
+// model's rules (sliding window, RoPE tables, length caps, fused projections, plans). A device
+// implements the ops: the CPU (cpu/cpu_ops.h: float32 activations, thread pool, grouped and split
+// attention) and the GPU (cuda/cuda_ops.h: fp16 activations, one stream, the decode step captured
+// in a CUDA graph). A fused op is an op: add_rmsnorm folds the residual add into the next norm, and
+// a device may run more of the block as one op where it has a kernel for it.
+//
+// Rows. A step runs StepRows: row i is token tokens[i] at position positions[i] of sequence
+// sequences[i]. The single-sequence forward is the special case of one sequence at consecutive
+// positions; a batched server (many sequences per step, each with its own KV cache addressed
+// through a block table) passes several. The devices accept what their KV cache can address
+// (docs/DESIGN.md, "The block and its ops").
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/ops.h"
+#include "qrt/model.h"
+#include "qrt/plan.h"
+
+namespace qrt::model {
+
+// Sizes of the model and of the engine's buffers.
+struct ModelDims {
+  int64_t layers = 0, hidden = 0, heads = 0, kv_heads = 0, head_dim = 0, q_dim = 0, kv_dim = 0;
+  int64_t inter = 0, vocab = 0;
+  float eps = 1e-6f;
+  int64_t window = 0;    // attention window (0 = full causal attention), attention_window()
+  int64_t capacity = 0;  // KV cache positions per sequence
+  int64_t max_rows = 0;  // rows of one step (the prefill chunk)
+};
+
+struct StepRows {
+  int64_t count = 0;
+  const int32_t* tokens = nullptr;     // [count], host
+  const int64_t* positions = nullptr;  // [count], host
+  const int32_t* sequences = nullptr;  // [count], host; nullptr = every row is of sequence 0
+  // One sequence at positions[0], positions[0] + 1, ... (what a single-sequence KV cache addresses).
+  bool one_sequence_in_order() const;
+};
+
+// The activation buffers of a step, by role; each holds max_rows rows.
+enum class Buffer : uint8_t { Normed, Q, K, V, Qkv, Attn, Proj, Gate, Up, GateUp };
+// Rows of a buffer: row i starts at element i * stride + col. A fused projection's output holds
+// its parts side by side in each row (q | k | v, gate | up).
+struct View {
+  Buffer buffer = Buffer::Normed;
+  int64_t col = 0;
+  int64_t stride = 0;
+};
+
+// One linear of the model on a device: a planned QuantLinear, or a dense matrix the device holds.
+struct ModelLinear {
+  std::string name;     // layer name; a fused group's fused name
+  std::string op;       // what it computes, for profiles: "q_proj", "q/k/v (fused)", "lm_head"
+  int64_t k = 0, n = 0;
+  std::unique_ptr<QuantLinear> quantized;
+  int dense = -1;       // BlockOps::upload_matrix handle when not quantized
+  bool present() const { return quantized || dense >= 0; }
+};
+
+class BlockOps {
+ public:
+  virtual ~BlockOps() = default;
+  virtual std::string device_name() const = 0;
+  // Runs fn with this device current (the GPU: its CUDA device); the model wraps its load and every
+  // forward in it.
+  virtual void on_device(const std::function<void()>& fn) { fn(); }
+
+  // ---- load time, in this order ----
+  // Device limits and memory checks for `dims` (throws Unsupported / OutOfMemory naming the
+  // setting to lower); no large allocation yet.
+  virtual void reserve(const ModelDims& dims) = 0;
+  // cos / sin of every position; `rope` outlives the ops (the model keeps it).
+  virtual void set_rope(const ops::RopeTable& rope) = 0;
+  // The embedding table [vocab][hidden]; with tied_head it is also the output projection. The
+  // vectors given here and to upload_matrix / upload_vector outlive the ops (the model keeps its
+  // ModelWeights), so a device may read them in place.
+  virtual void upload_embedding(const std::vector<float>& table, bool tied_head) = 0;
+  // A dense linear (head: the output projection) in the device's storage; returns its handle.
+  virtual int upload_matrix(const LinearWeight& w, bool head) = 0;
+  // A float vector (a norm's weights); returns its handle.
+  virtual int upload_vector(const std::string& name, const std::vector<float>& v) = 0;
+  // Activation buffers (with the fused projections' outputs when `fused`), the KV cache, scratch;
+  // quantized_head: the head is a QuantLinear (its output dtype is the activations').
+  virtual void allocate(bool fused, bool quantized_head) = 0;
+  // Runs run(m) once for every m of `rows` before any step is captured, where the device captures
+  // steps (a kernel's first-run fallback must never happen inside a capture); a no-op elsewhere.
+  virtual void warm_up(const std::vector<int64_t>& rows, const std::function<void(int64_t m)>& run) {}
+
+  // ---- one step ----
+  // The rows of the step; the head writes `logit_rows` rows of logits to `logits` (host) by finish().
+  virtual void stage(const StepRows& rows, float* logits, int64_t logit_rows) = 0;
+  // Residual stream x[i] = embedding of token i.
+  virtual void embed(int64_t m) = 0;
+  // For rows [row0, row0 + rows): x += Proj (when add_proj), Normed = rmsnorm(x) * weight `norm`.
+  virtual void add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) = 0;
+  // out = in * W^T (+ bias), m rows.
+  virtual void linear(ModelLinear& l, View in, View out, int64_t m) = 0;
+  // RoPE on q (in place) and k; k and v into layer `layer`'s KV cache at the rows' positions.
+  virtual void rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) = 0;
+  // Causal grouped-query attention of q over the cache (the rows' positions, window), into `out`.
+  virtual void attention(int64_t layer, View q, View out, int64_t m) = 0;
+  // out = silu(gate) * up.
+  virtual void silu_mul(View gate, View up, View out, int64_t m) = 0;
+  // Logits of Normed rows [row0, row0 + rows) through the head (a ModelLinear, or the embedding
+  // when tied: head.dense < 0 and head.quantized null).
+  virtual void head(ModelLinear& head, int64_t row0, int64_t rows) = 0;
+  // The launches of a one-row step whose logits are wanted: a device that captures steps
+  // replays a captured copy (positions and tokens live in device memory); others just run them.
+  virtual void decode_step(const std::function<void()>& launches) { launches(); }
+  // Ends the step: the logits reach the host.
+  virtual void finish() = 0;
+};
+
+}  // namespace qrt::model

@@ -1,0 +1,307 @@
+// The block ops on the CPU (see cpu_ops.h). All buffers are allocated at load; a step allocates
+// nothing.
+#include "model/cpu/cpu_ops.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+
+#include "model/cpu_attention.h"
+#include "model/llama_model.h"
+#include "qrt/dtype.h"
+#include "qrt/error.h"
+
+namespace qrt {
+namespace model {
+namespace {
+
+// Bytes the system can still give this process (Linux MemAvailable), or -1 when unknown.
+int64_t available_host_memory() {
+  std::ifstream f("/proc/meminfo");
+  std::string key, unit;
+  int64_t kib = 0;
+  while (f >> key >> kib >> unit)
+    if (key == "MemAvailable:") return kib * 1024;
+  return -1;
+}
+
+}  // namespace
+
+CpuOps::CpuOps(const EngineOptions& options) : options_(options), pool_(options.runtime.threads) {
+  ctx_.pool = &pool_;
+  kv_f16_ = options.kv_dtype == KvCacheDType::F16;
+}
+
+void CpuOps::reserve(const ModelDims& dims) {
+  d_ = dims;
+  // What max_input_length + max_new_tokens cost before anything runs: the KV cache (allocated
+  // lazily, but a cache that cannot fit is a configuration error), the RoPE tables and the
+  // per-thread score rows (both filled at load). Without this check a huge --max-input-length got
+  // the process killed by the kernel while the tables were filled. Doubles: no overflow.
+  const double positions = static_cast<double>(cpu_attention::round_up_to_block(d_.capacity));
+  const double kv = 2.0 * static_cast<double>(d_.layers * d_.kv_heads * d_.head_dim) * positions * (kv_f16_ ? 2 : 4);
+  const double tables = 2.0 * positions * static_cast<double>(d_.head_dim / 2) * 4 +
+                        positions * pool_.size() * (d_.heads / d_.kv_heads) * 4;
+  const int64_t available = available_host_memory();
+  if (available > 0 && kv + tables > static_cast<double>(available))
+    throw Error(ErrorKind::OutOfMemory,
+                fmt::format("max_input_length {} + max_new_tokens {} = {} positions: the KV cache ({:.2f} GiB, {}) "
+                            "and position tables ({:.2f} GiB) need more than the {:.2f} GiB of memory available; "
+                            "lower --max-input-length or -n{}",
+                            options_.runtime.max_input_length, options_.runtime.max_new_tokens, d_.capacity,
+                            kv / 1073741824.0, kv_f16_ ? "f16" : "f32", tables / 1073741824.0,
+                            static_cast<double>(available) / 1073741824.0, kv_f16_ ? "" : ", or use --kv-cache f16"));
+}
+
+std::vector<uint16_t> CpuOps::to_f16(const std::vector<float>& w) {
+  for (float v : w)
+    if (!(std::abs(v) <= 65000.0f)) return {};  // out of fp16 range (or NaN): keep float32
+  std::vector<uint16_t> out(w.size());
+  for (size_t i = 0; i < w.size(); ++i) out[i] = f32_to_fp16(w[i]);
+  return out;
+}
+
+void CpuOps::upload_embedding(const std::vector<float>& table, bool tied_head) {
+  embedding_ = &table;
+  if (!tied_head) return;
+  tied_head_.w32 = table.data();
+  if (options_.dense_dtype == DenseDType::F16) tied_head_.w16 = to_f16(table);
+  tied_head_.n = d_.vocab;
+  tied_head_.k = d_.hidden;
+}
+
+int CpuOps::upload_matrix(const LinearWeight& w, bool) {
+  Dense d;
+  d.w32 = w.dense.data();
+  if (options_.dense_dtype == DenseDType::F16) d.w16 = to_f16(w.dense);
+  d.bias = w.bias.empty() ? nullptr : w.bias.data();
+  d.n = w.out_features;
+  d.k = w.in_features;
+  dense_.push_back(std::move(d));
+  return static_cast<int>(dense_.size() - 1);
+}
+
+int CpuOps::upload_vector(const std::string&, const std::vector<float>& v) {
+  vectors_.push_back(&v);
+  return static_cast<int>(vectors_.size() - 1);
+}
+
+void CpuOps::allocate(bool fused, bool) {
+  head_stride_ = cpu_attention::head_key_elems(d_.capacity, d_.head_dim);
+  layer_stride_ = d_.kv_heads * head_stride_;
+  const int64_t total = d_.layers * layer_stride_;
+  const size_t elem = kv_f16_ ? 2 : 4;
+  void* kmem = std::calloc(static_cast<size_t>(total), elem);
+  void* vmem = kmem ? std::calloc(static_cast<size_t>(total), elem) : nullptr;
+  if (kv_f16_) {
+    k16_.reset(static_cast<uint16_t*>(kmem));
+    v16_.reset(static_cast<uint16_t*>(vmem));
+  } else {
+    k32_.reset(static_cast<float*>(kmem));
+    v32_.reset(static_cast<float*>(vmem));
+  }
+  if (!kmem || !vmem) {
+    throw Error(ErrorKind::OutOfMemory,
+                fmt::format("KV cache of {} positions x {} layers ({:.1f} MiB) does not fit in memory; "
+                            "lower --max-input-length or -n",
+                            d_.capacity, d_.layers, 2.0 * total * (kv_f16_ ? 2 : 4) / 1048576.0));
+  }
+  const int64_t b = d_.max_rows;
+  x_.resize(b * d_.hidden);
+  xn_.resize(b * d_.hidden);
+  // The fused projections' outputs share the per-part buffers' memory budget: a CPU plan does not
+  // fuse today, but the ops run whatever the model asks.
+  q_.resize(b * (fused ? d_.q_dim + 2 * d_.kv_dim : d_.q_dim));
+  k_.resize(b * d_.kv_dim);
+  v_.resize(b * d_.kv_dim);
+  attn_.resize(b * d_.q_dim);
+  proj_.resize(b * d_.hidden);
+  gate_.resize(b * d_.inter);
+  up_.resize(b * (fused ? 2 * d_.inter : d_.inter));
+  const int64_t group = d_.heads / d_.kv_heads;
+  scores_.resize(static_cast<size_t>(pool_.size() * group * cpu_attention::round_up_to_block(d_.capacity)));
+  const int64_t partial_rows = std::max<int64_t>(d_.kv_heads * kMaxAttentionParts, pool_.size()) * group;
+  attn_part_.resize(static_cast<size_t>(partial_rows * d_.head_dim));
+  part_max_.resize(static_cast<size_t>(partial_rows));
+  part_sum_.resize(static_cast<size_t>(partial_rows));
+}
+
+float* CpuOps::buffer(Buffer b) {
+  switch (b) {
+    case Buffer::Normed: return xn_.data();
+    case Buffer::Q: return q_.data();
+    case Buffer::K: return k_.data();
+    case Buffer::V: return v_.data();
+    case Buffer::Qkv: return q_.data();  // sized for q | k | v rows when fused
+    case Buffer::Attn: return attn_.data();
+    case Buffer::Proj: return proj_.data();
+    case Buffer::Gate: return gate_.data();
+    case Buffer::Up: return up_.data();
+    case Buffer::GateUp: return up_.data();  // sized for gate | up rows when fused
+  }
+  return nullptr;
+}
+
+void CpuOps::stage(const StepRows& rows, float* logits, int64_t) {
+  // The KV cache holds one sequence (per-sequence block tables are the batched engine's).
+  if (rows.sequences)
+    for (int64_t i = 0; i < rows.count; ++i)
+      if (rows.sequences[i] != rows.sequences[0])
+        throw unsupported("the CPU engine's KV cache holds one sequence; rows of several sequences need block tables");
+  rows_ = rows;
+  logits_ = logits;
+}
+
+void CpuOps::embed(int64_t m) {
+  for (int64_t i = 0; i < m; ++i)
+    std::copy_n(embedding_->data() + static_cast<int64_t>(rows_.tokens[i]) * d_.hidden, d_.hidden,
+                x_.data() + i * d_.hidden);
+}
+
+void CpuOps::add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) {
+  float* x = x_.data() + row0 * d_.hidden;
+  if (add_proj) ops::add_inplace(x, proj_.data() + row0 * d_.hidden, rows * d_.hidden);
+  ops::rms_norm(x, vectors_[static_cast<size_t>(norm)]->data(), xn_.data() + row0 * d_.hidden, rows, d_.hidden,
+                d_.eps);
+}
+
+void CpuOps::dense(const Dense& d, const float* x, int64_t m, float* y, int64_t ldy) {
+  if (!d.w16.empty()) ops::dense_matmul_f16(x, m, d.k, d.w16.data(), d.n, d.bias, y, ldy, &pool_);
+  else ops::dense_matmul(x, m, d.k, d.w32, d.n, d.bias, y, ldy, &pool_);
+}
+
+void CpuOps::linear(ModelLinear& l, View in, View out, int64_t m) {
+  float* x = row(in, 0);
+  float* y = row(out, 0);
+  if (l.quantized) {
+    // QuantLinear reads and writes contiguous rows (in.stride == K, out.stride == N: the model's views).
+    ActTensor xt{x, DType::F32, m, l.k, DeviceKind::Cpu};
+    ActTensor yt{y, DType::F32, m, l.n, DeviceKind::Cpu};
+    l.quantized->forward(xt, yt, ctx_);
+    return;
+  }
+  dense(dense_[static_cast<size_t>(l.dense)], x, m, y, out.stride);
+}
+
+void CpuOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
+  const int64_t hd = d_.head_dim, base = layer * layer_stride_;
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t p = rows_.positions[i];
+    const float* cs = rope_->cos.data() + p * rope_->half;
+    const float* sn = rope_->sin.data() + p * rope_->half;
+    ops::apply_rope(row(q, i), d_.heads, hd, cs, sn);
+    ops::apply_rope(row(k, i), d_.kv_heads, hd, cs, sn);
+    for (int64_t h = 0; h < d_.kv_heads; ++h) {
+      const int64_t head = base + h * head_stride_;
+      const int64_t voff = head + p * hd;
+      const float* ks = row(k, i) + h * hd;
+      const float* vs = row(v, i) + h * hd;
+      if (kv_f16_) {
+        for (int64_t j = 0; j < hd; ++j) {
+          k16_[head + cpu_attention::key_index(p, j, hd)] = f32_to_fp16(ks[j]);
+          v16_[voff + j] = f32_to_fp16(vs[j]);
+        }
+      } else {
+        for (int64_t j = 0; j < hd; ++j) k32_[head + cpu_attention::key_index(p, j, hd)] = ks[j];
+        std::copy_n(vs, hd, v32_.get() + voff);
+      }
+    }
+  }
+}
+
+void CpuOps::attention(int64_t layer, View qv, View outv, int64_t m) {
+  const int64_t group = d_.heads / d_.kv_heads, hd = d_.head_dim, n_kv = d_.kv_heads;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const int64_t base = layer * layer_stride_;
+  // Work units: (KV head, query row, part of the positions). A unit runs the whole GQA group
+  // over its positions, so each key / value block is read once for the group. Decode has one row
+  // and few KV heads (SmolLM2: 3 on 2 threads), so its positions are split into parts of at least
+  // kMinPartPositions, merged after; prefill rows already give every thread work.
+  constexpr int64_t kMinPartPositions = 256;
+  const int64_t threads = pool_.size();
+  int64_t parts = 1;
+  if (m == 1 && n_kv < 2 * threads) {
+    const int64_t most =
+        std::max<int64_t>(1, std::min<int64_t>(kMaxAttentionParts, (rows_.positions[0] + 1) / kMinPartPositions));
+    parts = std::min<int64_t>(most, (2 * threads + n_kv - 1) / n_kv);
+  }
+  const int64_t row_scores = group * cpu_attention::round_up_to_block(d_.capacity);
+  pool_.parallel_for(n_kv * m * parts, [&](int t, int64_t u0, int64_t u1) {
+    float* scores = scores_.data() + static_cast<int64_t>(t) * row_scores;
+    for (int64_t u = u0; u < u1; ++u) {
+      const int64_t kvh = u / (m * parts), i = (u / parts) % m, part = u % parts;
+      const int64_t p = rows_.positions[i];
+      const int64_t first = d_.window > 0 ? std::max<int64_t>(0, p - d_.window + 1) : 0;
+      // Parts cover [first, p] in whole key blocks.
+      const int64_t len = (p - first + parts) / parts;
+      const int64_t chunk = cpu_attention::round_up_to_block(len);
+      const int64_t lo = first + part * chunk, hi = std::min(p, lo + chunk - 1);
+      const float* q = row(qv, i) + kvh * group * hd;
+      const int64_t off = base + kvh * head_stride_;
+      const int64_t slot = (kvh * parts + part) * group;  // this unit's partial rows (decode)
+      float* out = parts == 1 ? attn_part_.data() + static_cast<int64_t>(t) * group * hd : attn_part_.data() + slot * hd;
+      float* mx = part_max_.data() + (parts == 1 ? static_cast<int64_t>(t) * group : slot);
+      float* sum = part_sum_.data() + (parts == 1 ? static_cast<int64_t>(t) * group : slot);
+      if (lo > hi) {  // nothing left for this part (short context)
+        std::fill(sum, sum + group, 0.0f);
+        continue;
+      }
+      if (kv_f16_)
+        cpu_attention::attend_partial(q, hd, group, k16_.get() + off, v16_.get() + off, lo, hi, hd, scale, scores, out,
+                                      mx, sum);
+      else
+        cpu_attention::attend_partial(q, hd, group, k32_.get() + off, v32_.get() + off, lo, hi, hd, scale, scores, out,
+                                      mx, sum);
+      if (parts == 1) {
+        for (int64_t h = 0; h < group; ++h) {
+          float* dst = row(outv, i) + (kvh * group + h) * hd;
+          const float inv = 1.0f / sum[h];
+          for (int64_t j = 0; j < hd; ++j) dst[j] = out[h * hd + j] * inv;
+        }
+      }
+    }
+  });
+  if (parts == 1) return;
+  // Decode: merge each head's parts in place (rows of attn_part_ at (kvh * parts + part) * group + h).
+  for (int64_t kvh = 0; kvh < n_kv; ++kvh)
+    for (int64_t h = 0; h < group; ++h) {
+      const int64_t slot = kvh * parts * group + h;
+      cpu_attention::merge_partials(attn_part_.data() + slot * hd, part_max_.data() + slot, part_sum_.data() + slot,
+                                    parts, group, hd, row(outv, 0) + (kvh * group + h) * hd);
+    }
+}
+
+void CpuOps::silu_mul(View gate, View up, View out, int64_t m) {
+  const int64_t n = d_.inter;
+  if (out.buffer == gate.buffer && out.col == gate.col && gate.stride == n && up.stride == n) {
+    ops::silu_mul(row(gate, 0), row(up, 0), m * n);  // in place over contiguous rows
+    return;
+  }
+  for (int64_t i = 0; i < m; ++i) {
+    float* o = row(out, i);
+    if (o != row(gate, i)) std::copy_n(row(gate, i), n, o);
+    ops::silu_mul(o, row(up, i), n);
+  }
+}
+
+void CpuOps::head(ModelLinear& head, int64_t row0, int64_t rows) {
+  const float* x = xn_.data() + row0 * d_.hidden;
+  if (head.quantized) {
+    ActTensor xt{const_cast<float*>(x), DType::F32, rows, d_.hidden, DeviceKind::Cpu};
+    ActTensor yt{logits_, DType::F32, rows, d_.vocab, DeviceKind::Cpu};
+    head.quantized->forward(xt, yt, ctx_);
+  } else {
+    dense(head.dense >= 0 ? dense_[static_cast<size_t>(head.dense)] : tied_head_, x, rows, logits_, d_.vocab);
+  }
+}
+
+}  // namespace model
+
+std::unique_ptr<ForwardEngine> make_cpu_engine(std::shared_ptr<const ModelWeights> weights,
+                                               const EngineOptions& options) {
+  return std::make_unique<model::LlamaEngine<ForwardEngine, model::CpuOps>>(std::move(weights), options);
+}
+
+}  // namespace qrt

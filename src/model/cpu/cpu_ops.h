@@ -1,0 +1,90 @@
+// The block ops on the CPU (see block_ops.h): float32 activations, the thread pool, quantized
+// linears through their QuantLinear and dense ones through ops::dense_matmul (fp16 or float32
+// weights), and attention over a KV cache whose keys sit in blocks of 16 positions
+// (cpu_attention.h): a work unit is a whole GQA group, and a decode step with few KV heads splits
+// each head's positions into parts merged flash-decoding style, so every thread works.
+#pragma once
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "model/block_ops.h"
+#include "qrt/thread_pool.h"
+
+namespace qrt::model {
+
+class CpuOps final : public BlockOps {
+ public:
+  explicit CpuOps(const EngineOptions& options);
+
+  std::string device_name() const override { return "cpu (" + std::to_string(pool_.size()) + " threads)"; }
+  void reserve(const ModelDims& dims) override;
+  void set_rope(const ops::RopeTable& rope) override { rope_ = &rope; }
+  void upload_embedding(const std::vector<float>& table, bool tied_head) override;
+  int upload_matrix(const LinearWeight& w, bool head) override;
+  int upload_vector(const std::string& name, const std::vector<float>& v) override;
+  void allocate(bool fused, bool quantized_head) override;
+
+  // A step: the head writes straight into the caller's logits; nothing to finish.
+  void stage(const StepRows& rows, float* logits, int64_t logit_rows) override;
+  void finish() override {}
+  // Element-wise and per-row ops.
+  void embed(int64_t m) override;
+  void add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) override;
+  void silu_mul(View gate, View up, View out, int64_t m) override;
+  // Matrix products: QuantLinear or the dense kernels, on the thread pool.
+  void linear(ModelLinear& l, View in, View out, int64_t m) override;
+  void head(ModelLinear& head, int64_t row0, int64_t rows) override;
+  // The KV cache and attention.
+  void rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) override;
+  void attention(int64_t layer, View q, View out, int64_t m) override;
+
+ private:
+  // A dense matrix [n][k]: the float32 weights in place, and an fp16 copy when the engine stores
+  // dense matrices in fp16 (empty when the weights exceed the fp16 range).
+  struct Dense {
+    const float* w32 = nullptr;
+    std::vector<uint16_t> w16;
+    const float* bias = nullptr;
+    int64_t n = 0, k = 0;
+  };
+  static std::vector<uint16_t> to_f16(const std::vector<float>& w);
+  void dense(const Dense& d, const float* x, int64_t m, float* y, int64_t ldy);
+  float* row(View v, int64_t i) { return buffer(v.buffer) + i * v.stride + v.col; }
+  float* buffer(Buffer b);
+
+  EngineOptions options_;
+  ThreadPool pool_;
+  ExecContext ctx_;
+  ModelDims d_;
+  const ops::RopeTable* rope_ = nullptr;
+  const std::vector<float>* embedding_ = nullptr;
+  Dense tied_head_;
+  std::vector<Dense> dense_;
+  std::vector<const std::vector<float>*> vectors_;
+  StepRows rows_;
+  float* logits_ = nullptr;
+
+  // KV cache: [layer][kv_head][head area], float32 or fp16. A head's keys are in blocks of 16
+  // positions (cpu_attention.h), its values row-major [position][head_dim]. Zero-allocated with
+  // calloc: the pages are not touched until used, so an unused long context costs address space,
+  // not memory, and the unwritten tail of a key block reads as zeros.
+  struct FreeDeleter {
+    void operator()(void* p) const { std::free(p); }
+  };
+  bool kv_f16_ = false;
+  std::unique_ptr<float[], FreeDeleter> k32_, v32_;
+  std::unique_ptr<uint16_t[], FreeDeleter> k16_, v16_;
+  int64_t layer_stride_ = 0, head_stride_ = 0;
+
+  // Activations of one step (the residual stream x, then one buffer per role).
+  std::vector<float> x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, scores_;
+  // Attention partial results: per unit of a split decode step, or per thread when unsplit.
+  static constexpr int64_t kMaxAttentionParts = 8;
+  std::vector<float> attn_part_, part_max_, part_sum_;
+};
+
+}  // namespace qrt::model

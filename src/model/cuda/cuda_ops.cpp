@@ -1,0 +1,403 @@
+// The block ops on a CUDA GPU (see cuda_ops.h). Buffers, KV cache and kernels are all set up at
+// load; a step launches on one stream and synchronises once, when the logits are copied back.
+#include "model/cuda/cuda_ops.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "backends/cuda/packed_weight.h"
+#include "model/llama_model.h"
+#include "qrt/dtype.h"
+#include "qrt/error.h"
+
+namespace qrt {
+namespace model {
+namespace {
+
+using cuda::DeviceBuffer;
+
+std::vector<uint16_t> to_half_bits(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = f32_to_fp16(v[i]);
+  return out;
+}
+
+}  // namespace
+
+CudaOps::CudaOps(const EngineOptions& options) : options_(options) {
+  if (options.device.kind != DeviceKind::Cuda) throw internal_error("make_cuda_engine: device is " + options.device.id);
+  device_ = options.device.gpu.index;
+  cuda::DeviceGuard guard(device_);
+  ctx_ = &cuda::DeviceContext::get(device_);
+}
+
+CudaOps::~CudaOps() {
+  if (step_graph_) cudaGraphExecDestroy(step_graph_);
+  if (decode_graph_) cudaGraphExecDestroy(decode_graph_);
+  if (h_tokens_) cudaFreeHost(h_tokens_);
+  if (h_pos_) cudaFreeHost(h_pos_);
+  if (h_logits_) cudaFreeHost(h_logits_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void CudaOps::on_device(const std::function<void()>& fn) {
+  cuda::DeviceGuard guard(device_);
+  fn();
+}
+
+void CudaOps::reserve(const ModelDims& dims) {
+  d_ = dims;
+  if (d_.head_dim > 256 || d_.head_dim % 2)
+    throw unsupported(fmt::format("head_dim {} unsupported by the CUDA engine (even, <= 256)", d_.head_dim));
+  // Size checks first, so an absurd max_input_length is one clear error before any upload.
+  const double kv_bytes =
+      2.0 * static_cast<double>(d_.layers) * d_.kv_heads * static_cast<double>(d_.capacity) * d_.head_dim * 2;
+  const double free_guess = static_cast<double>(ctx_->props().totalGlobalMem);
+  if (kv_bytes > free_guess)
+    throw Error(ErrorKind::OutOfMemory,
+                fmt::format("KV cache of {} positions x {} layers needs {:.1f} GiB, more than the {:.1f} GiB of {}; "
+                            "lower --max-input-length or -n",
+                            d_.capacity, d_.layers, kv_bytes / 1073741824.0, free_guess / 1073741824.0,
+                            options_.device.id));
+  QRT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  cuda::set_max_rows(d_.max_rows);
+}
+
+void CudaOps::set_rope(const ops::RopeTable& rope) {
+  cos_ = DeviceBuffer::upload(rope.cos, "rope cos");
+  sin_ = DeviceBuffer::upload(rope.sin, "rope sin");
+}
+
+void CudaOps::upload_embedding(const std::vector<float>& table, bool) {
+  // One fp16 table serves the lookup and, when tied, the head.
+  embed_ = DeviceBuffer::upload(to_half_bits(table), "embed_tokens (fp16)");
+}
+
+int CudaOps::upload_matrix(const LinearWeight& w, bool head) {
+  if (head && !w.bias.empty()) throw unsupported("lm_head with a bias is not supported by the CUDA engine");
+  Dense d;
+  d.w = DeviceBuffer::upload(to_half_bits(w.dense), w.name + " (fp16)");
+  if (!w.bias.empty()) d.bias = DeviceBuffer::upload(w.bias, w.name + " bias");
+  dense_.push_back(std::move(d));
+  return static_cast<int>(dense_.size() - 1);
+}
+
+int CudaOps::upload_vector(const std::string& name, const std::vector<float>& v) {
+  vectors_.push_back(DeviceBuffer::upload(v, name));
+  return static_cast<int>(vectors_.size() - 1);
+}
+
+void CudaOps::allocate(bool fused, bool quantized_head) {
+  const int64_t layers = d_.layers, hidden = d_.hidden, q_dim = d_.q_dim, kv_dim = d_.kv_dim, inter = d_.inter;
+  const int64_t vocab = d_.vocab;
+  const size_t layer_kv = static_cast<size_t>(d_.kv_heads * d_.capacity * d_.head_dim);
+  kcache_ = DeviceBuffer(layer_kv * layers * 2, "KV cache (keys)");
+  vcache_ = DeviceBuffer(layer_kv * layers * 2, "KV cache (values)");
+  const size_t b = static_cast<size_t>(d_.max_rows);
+  x_ = DeviceBuffer(b * hidden * 4, "residual stream");
+  xn_ = DeviceBuffer(b * std::max(hidden, q_dim) * 2, "normed activations");
+  q_ = DeviceBuffer(b * q_dim * 2, "q");
+  k_ = DeviceBuffer(b * kv_dim * 2, "k");
+  v_ = DeviceBuffer(b * kv_dim * 2, "v");
+  attn_ = DeviceBuffer(b * q_dim * 2, "attention output");
+  tmp_ = DeviceBuffer(b * hidden * 2, "projection output");
+  gate_ = DeviceBuffer(b * inter * 2, "gate");
+  up_ = DeviceBuffer(b * inter * 2, "up");
+  if (fused) {
+    qkv_ = DeviceBuffer(b * (q_dim + 2 * kv_dim) * 2, "fused q/k/v output");
+    gate_up_ = DeviceBuffer(b * 2 * inter * 2, "fused gate/up output");
+  }
+  logits_ = DeviceBuffer(b * vocab * 4, "logits");
+  if (quantized_head) logits_half_ = DeviceBuffer(b * vocab * 2, "logits (fp16)");
+  d_tokens_ = DeviceBuffer(b * 4, "tokens");
+  d_pos_ = DeviceBuffer(8, "position");
+  d_step_ = DeviceBuffer(8, "step");
+  d_out_tokens_ = DeviceBuffer(static_cast<size_t>(std::max<int64_t>(1, d_.capacity)) * 4, "generated tokens");
+  d_sampling_ = DeviceBuffer(sizeof(cuda_model::SamplingState), "sampling state");
+  // Split-KV attention for up to 8 query rows (decode); the counters reset themselves.
+  attn_scratch_.splits = cuda_model::decode_attention_splits(ctx_->props().multiProcessorCount, d_.heads);
+  attn_scratch_.max_rows = std::min<int64_t>(8, d_.max_rows);
+  attn_partials_ = DeviceBuffer(cuda_model::decode_attention_partial_floats(attn_scratch_.max_rows, d_.heads,
+                                                                            attn_scratch_.splits, d_.head_dim) * 4,
+                                "decode attention partials");
+  attn_counters_ = DeviceBuffer(static_cast<size_t>(attn_scratch_.max_rows * d_.heads) * 4, "decode attention counters");
+  QRT_CUDA_CHECK(cudaMemset(attn_counters_.get(), 0, attn_counters_.bytes()));
+  attn_scratch_.partials = attn_partials_.as<float>();
+  attn_scratch_.counters = attn_counters_.as<int>();
+  QRT_CUDA_CHECK(cudaMallocHost(&h_tokens_, b * 4));
+  QRT_CUDA_CHECK(cudaMallocHost(&h_pos_, 16));
+  QRT_CUDA_CHECK(cudaMallocHost(&h_logits_, b * vocab * 4));
+  ctx_->cublas();
+}
+
+void CudaOps::warm_up(const std::vector<int64_t>& rows, const std::function<void(int64_t m)>& run) {
+  // Eagerly on token 0 at position 0: position 0 of the KV cache is rewritten by the first real
+  // prefill.
+  QRT_CUDA_CHECK(cudaMemsetAsync(d_tokens_.get(), 0, static_cast<size_t>(d_.max_rows) * 4, stream_));
+  QRT_CUDA_CHECK(cudaMemsetAsync(d_pos_.get(), 0, 8, stream_));
+  for (int64_t m : rows) run(m);
+  QRT_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+__half* CudaOps::buffer(Buffer b) const {
+  switch (b) {
+    case Buffer::Normed: return xn_.as<__half>();
+    case Buffer::Q: return q_.as<__half>();
+    case Buffer::K: return k_.as<__half>();
+    case Buffer::V: return v_.as<__half>();
+    case Buffer::Qkv: return qkv_.as<__half>();
+    case Buffer::Attn: return attn_.as<__half>();
+    case Buffer::Proj: return tmp_.as<__half>();
+    case Buffer::Gate: return gate_.as<__half>();
+    case Buffer::Up: return up_.as<__half>();
+    case Buffer::GateUp: return gate_up_.as<__half>();
+  }
+  return nullptr;
+}
+
+__half* CudaOps::ptr(View v) const { return buffer(v.buffer) + v.col; }
+
+void CudaOps::stage(const StepRows& rows, float* logits, int64_t logit_rows) {
+  // The kernels read row i's position as *d_pos + i: one sequence at consecutive positions (the
+  // batched engine's per-row positions and block tables are for issue 16's kernels).
+  if (!rows.one_sequence_in_order())
+    throw unsupported("the CUDA engine runs one sequence at consecutive positions per step");
+  const int64_t m = rows.count;
+  std::memcpy(h_tokens_, rows.tokens, static_cast<size_t>(m) * 4);
+  h_pos_[0] = rows.positions[0];
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_tokens_.get(), h_tokens_, static_cast<size_t>(m) * 4, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_pos_.get(), h_pos_, 8, cudaMemcpyHostToDevice, stream_));
+  logits_dst_ = logits;
+  logit_rows_ = logits ? logit_rows : 0;
+}
+
+void CudaOps::finish() {
+  const int64_t rows = logit_rows_;
+  if (rows) {
+    QRT_CUDA_CHECK(cudaMemcpyAsync(h_logits_, logits_.get(), static_cast<size_t>(rows * d_.vocab) * 4,
+                                   cudaMemcpyDeviceToHost, stream_));
+  }
+  // One synchronisation per step: the staging buffers are reused by the next one.
+  QRT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (rows) std::memcpy(logits_dst_, h_logits_, static_cast<size_t>(rows * d_.vocab) * 4);
+}
+
+void CudaOps::embed(int64_t m) {
+  cuda_model::embed(d_tokens_.as<int32_t>(), m, embed_.as<__half>(), d_.hidden, x_.as<float>(), stream_);
+  mark("embedding");
+}
+
+void CudaOps::add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) {
+  const int64_t off = row0 * d_.hidden;
+  cuda_model::add_rmsnorm(x_.as<float>() + off, add_proj ? tmp_.as<__half>() + off : nullptr,
+                          vectors_[static_cast<size_t>(norm)].as<float>(), xn_.as<__half>() + off, rows, d_.hidden,
+                          d_.eps, stream_);
+  mark("residual + rmsnorm");
+}
+
+void CudaOps::run_linear(ModelLinear& l, const __half* x, int64_t m, __half* y) {
+  if (l.quantized) {
+    ActTensor xt{const_cast<__half*>(x), DType::F16, m, l.k, DeviceKind::Cuda};
+    ActTensor yt{y, DType::F16, m, l.n, DeviceKind::Cuda};
+    ExecContext ec;
+    ec.cuda_stream = stream_;
+    l.quantized->forward(xt, yt, ec);
+    return;
+  }
+  const Dense& d = dense_[static_cast<size_t>(l.dense)];
+  cuda::gemm_xwt(ctx_->cublas(), x, d.w.get(), l.k, y, l.n, m, l.n, l.k, DType::F16, stream_);
+  if (d.bias) cuda::launch_add_bias(d.bias.as<float>(), y, m, l.n, DType::F16, stream_);
+}
+
+void CudaOps::linear(ModelLinear& l, View in, View out, int64_t m) {
+  run_linear(l, ptr(in), m, ptr(out));
+  mark(l.op.c_str());
+}
+
+void CudaOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
+  const size_t layer_kv = static_cast<size_t>(d_.kv_heads * d_.capacity * d_.head_dim);
+  cuda_model::rope_store(ptr(q), ptr(k), ptr(v), cos_.as<float>(), sin_.as<float>(), d_pos_.as<int64_t>(),
+                         kcache_.as<__half>() + layer * layer_kv, vcache_.as<__half>() + layer * layer_kv, m, d_.heads,
+                         d_.kv_heads, d_.head_dim, d_.capacity, q.stride, k.stride, stream_);
+  mark("rope + kv store");
+}
+
+void CudaOps::attention(int64_t layer, View q, View out, int64_t m) {
+  const size_t layer_kv = static_cast<size_t>(d_.kv_heads * d_.capacity * d_.head_dim);
+  cuda_model::attention(ptr(q), kcache_.as<__half>() + layer * layer_kv, vcache_.as<__half>() + layer * layer_kv,
+                        ptr(out), d_pos_.as<int64_t>(), m, d_.heads, d_.kv_heads, d_.head_dim, d_.capacity, d_.window,
+                        q.stride, stream_, &attn_scratch_);
+  mark("attention");
+}
+
+void CudaOps::silu_mul(View gate, View up, View out, int64_t m) {
+  cuda_model::silu_mul(ptr(gate), ptr(up), gate.stride, ptr(out), m, d_.inter, stream_);
+  mark("silu * up");
+}
+
+void CudaOps::head(ModelLinear& head, int64_t row0, int64_t rows) {
+  // Normed rows beyond row0 are contiguous; the logits start at row 0 of logits_.
+  const __half* xr = xn_.as<__half>() + row0 * d_.hidden;
+  float* out = logits_.as<float>();
+  if (!head.quantized) {
+    const void* W = head.dense < 0 ? embed_.get() : dense_[static_cast<size_t>(head.dense)].w.get();
+    const float alpha = 1.f, beta = 0.f;
+    cublasHandle_t h = ctx_->cublas();
+    QRT_CUBLAS_CHECK(cublasSetStream(h, stream_));
+    QRT_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(d_.vocab), static_cast<int>(rows),
+                                  static_cast<int>(d_.hidden), &alpha, W, CUDA_R_16F, static_cast<int>(d_.hidden), xr,
+                                  CUDA_R_16F, static_cast<int>(d_.hidden), &beta, out, CUDA_R_32F,
+                                  static_cast<int>(d_.vocab), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return;
+  }
+  run_linear(head, xr, rows, logits_half_.as<__half>());
+  cuda_model::half_to_float(logits_half_.as<__half>(), out, rows * d_.vocab, stream_);
+}
+
+void CudaOps::capture_graphs(const std::function<void()>& launches) {
+  auto capture = [&](bool with_sampling) {
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    QRT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    try {
+      launches();
+      if (with_sampling)
+        cuda_model::sample_and_advance(logits_.as<float>(), d_.vocab, d_sampling_.as<cuda_model::SamplingState>(),
+                                       d_tokens_.as<int32_t>(), d_out_tokens_.as<int32_t>(), d_pos_.as<int64_t>(),
+                                       d_step_.as<int64_t>(), stream_);
+    } catch (...) {
+      cudaStreamEndCapture(stream_, &g);
+      if (g) cudaGraphDestroy(g);
+      throw;
+    }
+    QRT_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+    QRT_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+    cudaGraphDestroy(g);
+    return exec;
+  };
+  if (!step_graph_) step_graph_ = capture(false);
+  if (!decode_graph_) decode_graph_ = capture(true);
+}
+
+void CudaOps::decode_step(const std::function<void()>& launches) {
+  capture_graphs(launches);
+  QRT_CUDA_CHECK(cudaGraphLaunch(step_graph_, stream_));
+}
+
+std::vector<int32_t> CudaOps::generate(const std::function<void()>& launches, int32_t last_token, int64_t pos,
+                                       int64_t steps, const DeviceSampling& sampling) {
+  capture_graphs(launches);
+  cuda_model::SamplingState st{sampling.temperature, sampling.top_k, sampling.top_p, sampling.seed};
+  h_tokens_[0] = last_token;
+  h_pos_[0] = pos;
+  h_pos_[1] = 0;
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_tokens_.get(), h_tokens_, 4, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_pos_.get(), &h_pos_[0], 8, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_step_.get(), &h_pos_[1], 8, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(cudaMemcpy(d_sampling_.get(), &st, sizeof(st), cudaMemcpyHostToDevice));
+  QRT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  cuda::EventTimer timer;
+  timer.start(stream_);
+  for (int64_t i = 0; i < steps; ++i) QRT_CUDA_CHECK(cudaGraphLaunch(decode_graph_, stream_));
+  last_generate_s_ = timer.stop_ms(stream_) / 1e3;
+  std::vector<int32_t> out(static_cast<size_t>(steps));
+  QRT_CUDA_CHECK(cudaMemcpy(out.data(), d_out_tokens_.get(), out.size() * 4, cudaMemcpyDeviceToHost));
+  return out;
+}
+
+void CudaOps::mark(const char* op) {
+  if (!marks_) return;
+  cudaEvent_t e = nullptr;
+  QRT_CUDA_CHECK(cudaEventCreate(&e));
+  marks_->emplace_back(op, e);
+  QRT_CUDA_CHECK(cudaEventRecord(e, stream_));
+}
+
+std::vector<CudaForwardEngine::OpTime> CudaOps::profile(const std::function<void()>& launches, int32_t token,
+                                                        int64_t pos, View q, View k, View v, View gate, View up,
+                                                        int norm0) {
+  using OpTime = CudaForwardEngine::OpTime;
+  h_tokens_[0] = token;
+  h_pos_[0] = pos;
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_tokens_.get(), h_tokens_, 4, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_pos_.get(), h_pos_, 8, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::vector<std::pair<const char*, cudaEvent_t>> marks;
+  marks_ = &marks;
+  std::vector<OpTime> out;
+  try {
+    // ~0.5 ms of host launches per 100 ops fit behind the hold; the first mark opens the step.
+    cuda_model::hold_stream(static_cast<uint32_t>(20000 + 40 * d_.layers * 14), stream_);
+    mark("start");
+    launches();
+    mark("lm_head");
+    QRT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    for (size_t i = 1; i < marks.size(); ++i) {
+      float ms = 0;
+      QRT_CUDA_CHECK(cudaEventElapsedTime(&ms, marks[i - 1].second, marks[i].second));
+      auto it = std::find_if(out.begin(), out.end(), [&](const OpTime& t) { return t.op == marks[i].first; });
+      if (it == out.end()) it = out.insert(out.end(), OpTime{marks[i].first, 0, 0});
+      it->us += ms * 1e3;
+      ++it->launches;
+    }
+  } catch (...) {
+    marks_ = nullptr;
+    for (auto& [op, e] : marks) cudaEventDestroy(e);
+    throw;
+  }
+  marks_ = nullptr;
+  for (auto& [op, e] : marks) cudaEventDestroy(e);
+
+  // The model's own kernels alone: 32 launches with block 0's arguments captured in one graph.
+  // (The events above add a few microseconds to every op; this is each kernel's real cost.)
+  const std::vector<std::pair<std::string, std::function<void()>>> alone = {
+      {"residual + rmsnorm",
+       [&] {
+         cuda_model::add_rmsnorm(x_.as<float>(), tmp_.as<__half>(), vectors_[static_cast<size_t>(norm0)].as<float>(),
+                                 xn_.as<__half>(), 1, d_.hidden, d_.eps, stream_);
+       }},
+      {"rope + kv store",
+       [&] {
+         cuda_model::rope_store(ptr(q), ptr(k), ptr(v), cos_.as<float>(), sin_.as<float>(), d_pos_.as<int64_t>(),
+                                kcache_.as<__half>(), vcache_.as<__half>(), 1, d_.heads, d_.kv_heads, d_.head_dim,
+                                d_.capacity, q.stride, k.stride, stream_);
+       }},
+      {"attention",
+       [&] {
+         cuda_model::attention(ptr(q), kcache_.as<__half>(), vcache_.as<__half>(), attn_.as<__half>(),
+                               d_pos_.as<int64_t>(), 1, d_.heads, d_.kv_heads, d_.head_dim, d_.capacity, d_.window,
+                               q.stride, stream_, &attn_scratch_);
+       }},
+      {"silu * up", [&] { cuda_model::silu_mul(ptr(gate), ptr(up), gate.stride, gate_.as<__half>(), 1, d_.inter, stream_); }},
+  };
+  constexpr int kLaunches = 32;
+  for (const auto& [op, launch] : alone) {
+    auto it = std::find_if(out.begin(), out.end(), [&](const OpTime& t) { return t.op == op; });
+    if (it == out.end()) continue;
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    QRT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    for (int r = 0; r < kLaunches; ++r) launch();
+    QRT_CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+    QRT_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+    QRT_CUDA_CHECK(cudaGraphLaunch(exec, stream_));  // warm-up
+    cuda::EventTimer timer;
+    std::vector<float> ms;
+    for (int rep = 0; rep < 5; ++rep) {
+      timer.start(stream_);
+      QRT_CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+      ms.push_back(timer.stop_ms(stream_));
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(g);
+    std::sort(ms.begin(), ms.end());
+    it->graph_us_each = ms[2] * 1e3 / kLaunches;
+  }
+  return out;
+}
+
+}  // namespace model
+}  // namespace qrt

@@ -1,0 +1,99 @@
+// The block ops on a CUDA GPU (see block_ops.h; internal CUDA header). Activations fp16, the
+// residual stream and norms float32, an fp16 KV cache [layer][kv_head][position][head_dim];
+// quantized linears through QuantLinear with CUDA backends, dense ones (and a dense or tied head)
+// through cuBLAS with fp16 weights. Every op is a launch on one stream; positions and tokens live
+// in device memory, so a decode step is captured once into a CUDA graph and replayed (and, for
+// generate(), together with on-device sampling). Attention over up to 8 query rows splits the keys
+// across blocks (split-KV).
+#pragma once
+
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backends/cuda/cuda_runtime.h"
+#include "model/block_ops.h"
+#include "model/cuda/cuda_engine.h"
+#include "model/cuda/cuda_model_kernels.h"
+
+namespace qrt::model {
+
+class CudaOps final : public BlockOps {
+ public:
+  explicit CudaOps(const EngineOptions& options);
+  ~CudaOps() override;
+  CudaOps(const CudaOps&) = delete;
+  CudaOps& operator=(const CudaOps&) = delete;
+
+  std::string device_name() const override { return options_.device.describe(); }
+  void on_device(const std::function<void()>& fn) override;
+  void reserve(const ModelDims& dims) override;
+  void set_rope(const ops::RopeTable& rope) override;
+  void upload_embedding(const std::vector<float>& table, bool tied_head) override;
+  int upload_matrix(const LinearWeight& w, bool head) override;
+  int upload_vector(const std::string& name, const std::vector<float>& v) override;
+  void allocate(bool fused, bool quantized_head) override;
+  void warm_up(const std::vector<int64_t>& rows, const std::function<void(int64_t m)>& run) override;
+
+  void stage(const StepRows& rows, float* logits, int64_t logit_rows) override;
+  void embed(int64_t m) override;
+  void add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) override;
+  void linear(ModelLinear& l, View in, View out, int64_t m) override;
+  void rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) override;
+  void attention(int64_t layer, View q, View out, int64_t m) override;
+  void silu_mul(View gate, View up, View out, int64_t m) override;
+  void head(ModelLinear& head, int64_t row0, int64_t rows) override;
+  void decode_step(const std::function<void()>& launches) override;
+  void finish() override;
+
+  // CudaForwardEngine::generate_on_device, `launches` being one decode step (run_step(1, 0, 1)).
+  std::vector<int32_t> generate(const std::function<void()>& launches, int32_t last_token, int64_t pos, int64_t steps,
+                                const DeviceSampling& sampling);
+  double last_generate_seconds() const { return last_generate_s_; }
+  // CudaForwardEngine::profile_decode_step: `launches` is one decode step; q, k, v, gate, up are
+  // block 0's views and norm0 its input norm (the kernels timed alone run with block 0's arguments).
+  std::vector<CudaForwardEngine::OpTime> profile(const std::function<void()>& launches, int32_t token, int64_t pos,
+                                                 View q, View k, View v, View gate, View up, int norm0);
+
+ private:
+  struct Dense {
+    cuda::DeviceBuffer w;     // fp16 [n][k]
+    cuda::DeviceBuffer bias;  // float [n] or empty
+  };
+  __half* ptr(View v) const;
+  __half* buffer(Buffer b) const;
+  // Launches a linear's kernel (no profiling mark).
+  void run_linear(ModelLinear& l, const __half* x, int64_t m, __half* y);
+  void capture_graphs(const std::function<void()>& launches);
+  // Profiling (profile()): an event after each op while marks_ is set; a no-op otherwise.
+  void mark(const char* op);
+
+  EngineOptions options_;
+  int device_ = 0;
+  cuda::DeviceContext* ctx_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+  ModelDims d_;
+  std::vector<Dense> dense_;
+  std::vector<cuda::DeviceBuffer> vectors_;
+  cuda::DeviceBuffer embed_, cos_, sin_, kcache_, vcache_;
+  cuda::DeviceBuffer x_, xn_, q_, k_, v_, attn_, tmp_, gate_, up_, logits_, logits_half_;
+  cuda::DeviceBuffer qkv_, gate_up_;  // outputs of the fused projections (when any block fuses)
+  cuda::DeviceBuffer d_tokens_, d_pos_, d_step_, d_out_tokens_, d_sampling_;
+  cuda::DeviceBuffer attn_partials_, attn_counters_;
+  cuda_model::DecodeAttentionScratch attn_scratch_;
+  std::vector<std::pair<const char*, cudaEvent_t>>* marks_ = nullptr;
+  int32_t* h_tokens_ = nullptr;  // pinned staging
+  int64_t* h_pos_ = nullptr;
+  float* h_logits_ = nullptr;
+  float* logits_dst_ = nullptr;  // the staged step's destination on the host
+  int64_t logit_rows_ = 0;
+  cudaGraphExec_t step_graph_ = nullptr;    // one decode step -> logits_[0]
+  cudaGraphExec_t decode_graph_ = nullptr;  // one decode step + sampling + position advance
+  double last_generate_s_ = 0;
+};
+
+}  // namespace qrt::model

@@ -1,0 +1,268 @@
+// The Llama-family model over a device's block ops (see llama_model.h).
+#include "model/llama_model.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <set>
+
+#include "model/engine_plan.h"
+#include "qrt/error.h"
+#include "qrt/setup.h"
+
+namespace qrt::model {
+
+bool StepRows::one_sequence_in_order() const {
+  if (sequences)
+    for (int64_t i = 0; i < count; ++i)
+      if (sequences[i] != sequences[0]) return false;
+  for (int64_t i = 1; i < count; ++i)
+    if (positions[i] != positions[0] + i) return false;
+  return true;
+}
+
+LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options, BlockOps& ops)
+    : w_(std::move(weights)), options_(options), ops_(ops) {
+  if (!w_) throw internal_error("LlamaModel: no weights");
+  w_->validate();
+  const ModelConfig& c = w_->config;
+  dims_.layers = c.num_layers;
+  dims_.hidden = c.hidden_size;
+  dims_.heads = c.num_heads;
+  dims_.kv_heads = c.num_kv_heads;
+  dims_.head_dim = c.head_dim;
+  dims_.q_dim = dims_.heads * dims_.head_dim;
+  dims_.kv_dim = dims_.kv_heads * dims_.head_dim;
+  dims_.inter = c.intermediate_size;
+  dims_.vocab = c.vocab_size;
+  dims_.eps = static_cast<float>(c.rms_norm_eps);
+  dims_.window = attention_window(c);
+  options.validate_lengths();
+  dims_.capacity = options.max_context();
+  dims_.max_rows = std::clamp<int64_t>(options.prefill_batch, 1, options.runtime.max_input_length);
+  positions_.resize(static_cast<size_t>(dims_.max_rows));
+
+  ops_.on_device([&] {
+    // Device limits and memory first, so an absurd max_input_length is one clear error before
+    // any table is filled or weight uploaded.
+    ops_.reserve(dims_);
+    rope_.build(ops::rope_inv_freq(c), dims_.capacity);
+    ops_.set_rope(rope_);
+
+    // The plan of every quantized linear on this device, then its kernels (with fallback).
+    const auto log = options_.log ? options_.log : [](const std::string&) {};
+    plan_ = engine_plan(*w_, options_, log);
+    // Where the plan fuses a block's q/k/v (gate/up), they run as one linear; a group the data
+    // does not allow (different act-order indices) runs as its parts.
+    const bool fusing_device = engine_fuses_projections(options_.device, RuntimeConfig{});
+    const std::vector<ProjectionGroup> groups = fusing_device ? projection_groups(*w_) : std::vector<ProjectionGroup>{};
+    int fused_groups = 0;
+    std::string not_fused;  // the first reason a group was left unfused, for the log
+    auto fuse_or_split = [&](size_t g, ModelLinear& fused, const char* fused_op, std::vector<ModelLinear*> parts,
+                             std::vector<const char*> part_ops) {
+      const auto& lw = w_->layers[g / 2];
+      const std::vector<const LinearWeight*> weights =
+          g % 2 == 0 ? std::vector<const LinearWeight*>{&lw.q_proj, &lw.k_proj, &lw.v_proj}
+                     : std::vector<const LinearWeight*>{&lw.gate_proj, &lw.up_proj};
+      if (fusing_device) {
+        std::string why;
+        fused = make_fused(groups[g], fused_op, &why);
+        if (fused.present()) {
+          ++fused_groups;
+          return;
+        }
+        if (not_fused.empty()) not_fused = why;
+      }
+      for (size_t i = 0; i < parts.size(); ++i) *parts[i] = make_linear(*weights[i], part_ops[i]);
+    };
+    blocks_.resize(w_->layers.size());
+    for (size_t li = 0; li < w_->layers.size(); ++li) {
+      const auto& lw = w_->layers[li];
+      Block& b = blocks_[li];
+      fuse_or_split(2 * li, b.qkv, "q/k/v (fused)", {&b.q, &b.k, &b.v}, {"q_proj", "k_proj", "v_proj"});
+      b.o = make_linear(lw.o_proj, "o_proj");
+      fuse_or_split(2 * li + 1, b.gate_up, "gate/up (fused)", {&b.gate, &b.up}, {"gate_proj", "up_proj"});
+      b.down = make_linear(lw.down_proj, "down_proj");
+      b.input_norm = ops_.upload_vector("input_layernorm", lw.input_norm);
+      b.post_norm = ops_.upload_vector("post_attention_layernorm", lw.post_attention_norm);
+    }
+    if (fused_groups)
+      log(fmt::format("fused projections: {} of {} q/k/v and gate/up groups run as one GEMM each{}", fused_groups,
+                      groups.size(), not_fused.empty() ? "" : " (not fused: " + not_fused + ")"));
+    else if (!groups.empty() && !not_fused.empty())
+      log("fused projections: none (" + not_fused + ")");
+
+    const bool tied = w_->lm_head_uses_embedding();
+    ops_.upload_embedding(w_->embed_tokens, tied);
+    final_norm_ = ops_.upload_vector("model.norm", w_->final_norm);
+    if (!tied) head_ = make_linear(w_->lm_head, "lm_head", /*head=*/true);
+    head_.op = "lm_head";
+    ops_.allocate(fused_groups > 0, head_.quantized != nullptr);
+
+    // Every M range of every quantized linear runs once before the device captures a step (a
+    // kernel that fails its first run falls back now, never inside a capture).
+    std::set<int64_t> rows = {1, dims_.max_rows};
+    for (const auto& [name, ranges] : kernels())
+      for (const auto& k : ranges) rows.insert(k.m_min);
+    std::vector<int64_t> warm;
+    for (int64_t m : rows)
+      if (m <= dims_.max_rows && m <= dims_.capacity) warm.push_back(m);
+    ops_.warm_up(warm, [&](int64_t m) { run_step(m, 0, m); });
+  });
+}
+
+ModelLinear LlamaModel::make_linear(const LinearWeight& w, const char* op, bool head) {
+  ModelLinear l;
+  l.name = w.name;
+  l.op = op;
+  l.k = w.in_features;
+  l.n = w.out_features;
+  if (w.is_quantized())
+    l.quantized = QuantLinear::build(w.quantized, *plan_->find(w.quantized->spec.name), options_.device,
+                                     options_.log ? options_.log : [](const std::string&) {});
+  else
+    l.dense = ops_.upload_matrix(w, head);
+  return l;
+}
+
+ModelLinear LlamaModel::make_fused(const ProjectionGroup& group, const char* op, std::string* why) {
+  ModelLinear l;
+  *why = fusion_obstacle(group, options_.runtime);
+  if (!why->empty()) return l;
+  const LinearPlan* plan = plan_->find(group.name);
+  if (!plan) {
+    *why = group.name + ": not in the plan";
+    return l;
+  }
+  if (!plan->ok()) {
+    *why = group.name + ": " + plan->error;
+    return l;
+  }
+  std::shared_ptr<const QuantizedWeight> fused = fuse_weights(group);
+  l.name = group.name;
+  l.op = op;
+  l.k = fused->K();
+  l.n = fused->N();
+  l.quantized = QuantLinear::build(std::move(fused), *plan, options_.device,
+                                   options_.log ? options_.log : [](const std::string&) {});
+  return l;
+}
+
+void LlamaModel::check_args(const int32_t* tokens, int64_t n, int64_t pos) const {
+  if (n < 1) throw invalid_input("forward: no tokens (n = 0)");
+  if (pos < 0 || pos + n > dims_.capacity)
+    throw invalid_input(fmt::format("forward: positions [{}, {}) exceed the KV cache of {} positions "
+                                    "(max_input_length + max_new_tokens)",
+                                    pos, pos + n, dims_.capacity));
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= dims_.vocab)
+      throw invalid_input(fmt::format("forward: token id {} at index {} is outside the vocabulary [0, {})", tokens[i],
+                                      i, dims_.vocab));
+}
+
+void LlamaModel::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits) {
+  check_args(tokens, n, pos);
+  ops_.on_device([&] {
+    for (int64_t start = 0; start < n; start += dims_.max_rows) {
+      const int64_t m = std::min(dims_.max_rows, n - start);
+      const bool last = start + m == n;
+      // Logits of every row (perplexity), or of the last row of the last chunk.
+      const int64_t head_rows = all_logits ? m : (last ? 1 : 0);
+      const int64_t head_row0 = all_logits ? 0 : m - 1;
+      for (int64_t i = 0; i < m; ++i) positions_[static_cast<size_t>(i)] = pos + start + i;
+      StepRows rows;
+      rows.count = m;
+      rows.tokens = tokens + start;
+      rows.positions = positions_.data();
+      ops_.stage(rows, head_rows ? logits + (all_logits ? start * dims_.vocab : 0) : nullptr, head_rows);
+      if (m == 1 && last && !all_logits) ops_.decode_step([&] { run_step(1, 0, 1); });
+      else run_step(m, head_row0, head_rows);
+      ops_.finish();
+    }
+  });
+}
+
+LlamaModel::Views LlamaModel::views(size_t layer) const {
+  const Block& b = blocks_[layer];
+  Views v;
+  if (b.qkv.present()) {
+    const int64_t stride = dims_.q_dim + 2 * dims_.kv_dim;
+    v.q = {Buffer::Qkv, 0, stride};
+    v.k = {Buffer::Qkv, dims_.q_dim, stride};
+    v.v = {Buffer::Qkv, dims_.q_dim + dims_.kv_dim, stride};
+  } else {
+    v.q = {Buffer::Q, 0, dims_.q_dim};
+    v.k = {Buffer::K, 0, dims_.kv_dim};
+    v.v = {Buffer::V, 0, dims_.kv_dim};
+  }
+  if (b.gate_up.present()) {
+    v.gate = {Buffer::GateUp, 0, 2 * dims_.inter};
+    v.up = {Buffer::GateUp, dims_.inter, 2 * dims_.inter};
+  } else {
+    v.gate = {Buffer::Gate, 0, dims_.inter};
+    v.up = {Buffer::Up, 0, dims_.inter};
+  }
+  return v;
+}
+
+void LlamaModel::run_block(size_t layer, int64_t m) {
+  Block& b = blocks_[layer];
+  const Views v = views(layer);
+  const View normed{Buffer::Normed, 0, dims_.hidden}, attn{Buffer::Attn, 0, dims_.q_dim};
+  const View proj{Buffer::Proj, 0, dims_.hidden}, act{Buffer::Gate, 0, dims_.inter};
+  // The previous block's output (Proj) joins the residual stream inside this block's first norm.
+  ops_.add_rmsnorm(layer > 0, b.input_norm, 0, m);
+  if (b.qkv.present()) {
+    ops_.linear(b.qkv, normed, v.q, m);
+  } else {
+    ops_.linear(b.q, normed, v.q, m);
+    ops_.linear(b.k, normed, v.k, m);
+    ops_.linear(b.v, normed, v.v, m);
+  }
+  ops_.rope_store_kv(static_cast<int64_t>(layer), v.q, v.k, v.v, m);
+  ops_.attention(static_cast<int64_t>(layer), v.q, attn, m);
+  ops_.linear(b.o, attn, proj, m);
+  ops_.add_rmsnorm(true, b.post_norm, 0, m);
+  if (b.gate_up.present()) {
+    ops_.linear(b.gate_up, normed, v.gate, m);
+  } else {
+    ops_.linear(b.gate, normed, v.gate, m);
+    ops_.linear(b.up, normed, v.up, m);
+  }
+  ops_.silu_mul(v.gate, v.up, act, m);
+  ops_.linear(b.down, act, proj, m);
+}
+
+void LlamaModel::run_step(int64_t m, int64_t head_row0, int64_t head_rows) {
+  ops_.embed(m);
+  for (size_t li = 0; li < blocks_.size(); ++li) run_block(li, m);
+  if (head_rows == 0) return;
+  // The last block's output joins the residual stream in the final norm.
+  ops_.add_rmsnorm(!blocks_.empty(), final_norm_, head_row0, head_rows);
+  ops_.head(head_, head_row0, head_rows);
+}
+
+std::vector<const ModelLinear*> LlamaModel::linears() const {
+  std::vector<const ModelLinear*> out;
+  for (const Block& b : blocks_)
+    for (const ModelLinear* l : {&b.qkv, &b.q, &b.k, &b.v, &b.o, &b.gate_up, &b.gate, &b.up, &b.down})
+      if (l->present()) out.push_back(l);
+  out.push_back(&head_);
+  return out;
+}
+
+std::vector<std::pair<std::string, std::vector<KernelChoice>>> LlamaModel::kernels() const {
+  std::vector<std::pair<std::string, std::vector<KernelChoice>>> out;
+  for (const ModelLinear* l : linears())
+    if (l->quantized) out.emplace_back(l->quantized->layer().name, l->quantized->kernels());
+  return out;
+}
+
+std::map<std::string, int> LlamaModel::backend_counts() const {
+  std::map<std::string, int> counts;
+  // Unquantized linears and the tied head count as "dense".
+  for (const ModelLinear* l : linears()) count_backends(l->quantized.get(), counts);
+  return counts;
+}
+
+}  // namespace qrt::model

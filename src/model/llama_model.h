@@ -1,0 +1,97 @@
+// The Llama-family model, written once over a device's block ops (block_ops.h): embedding ->
+// N x [RMSNorm, GQA attention with RoPE, RMSNorm, SwiGLU MLP] -> RMSNorm -> head. The model owns
+// the rules every device shares: weight and length checks, the plan of every quantized linear
+// (engine_plan), the fused q/k/v and gate/up projections the plan asks for, the attention window,
+// the RoPE tables, the prefill chunking, the argument checks of forward(), and what the engine
+// reports (plans, kernels, backend counts). Internal to src/model.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "model/block_ops.h"
+#include "model/fused_projections.h"
+#include "qrt/model.h"
+
+namespace qrt::model {
+
+class LlamaModel {
+ public:
+  // Checks the weights and lengths, plans, uploads the weights through `ops` and prepares every
+  // linear (QuantLinear, with fallback). `ops` outlives the model.
+  LlamaModel(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options, BlockOps& ops);
+
+  const ModelConfig& config() const { return w_->config; }
+  const ModelDims& dims() const { return dims_; }
+  // ForwardEngine::forward: prefill in chunks of dims().max_rows rows; a one-row step whose logits
+  // are wanted goes through BlockOps::decode_step.
+  void forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits);
+  // Throws qrt::Error (InvalidInput) when n < 1, pos < 0, pos + n > capacity or a token is outside
+  // the vocabulary.
+  void check_args(const int32_t* tokens, int64_t n, int64_t pos) const;
+  // The launches of the staged rows: the embedding, every block, and when head_rows > 0 the final
+  // norm and the head of rows [head_row0, head_row0 + head_rows).
+  void run_step(int64_t m, int64_t head_row0, int64_t head_rows);
+
+  // Where block `layer` reads and writes (for profilers that time one op alone).
+  struct Views {
+    View q, k, v, gate, up;
+  };
+  Views views(size_t layer) const;
+  int input_norm(size_t layer) const { return blocks_[layer].input_norm; }
+
+  const std::vector<LinearPlan>& plans() const { return plan_->layers; }
+  std::vector<std::pair<std::string, std::vector<KernelChoice>>> kernels() const;
+  std::map<std::string, int> backend_counts() const;
+
+ private:
+  struct Block {
+    ModelLinear q, k, v, qkv, o, gate, up, gate_up, down;
+    int input_norm = -1, post_norm = -1;
+  };
+  ModelLinear make_linear(const LinearWeight& w, const char* op, bool head = false);
+  // The fused linear of a group, or an empty one with the reason in *why.
+  ModelLinear make_fused(const ProjectionGroup& group, const char* op, std::string* why);
+  void run_block(size_t layer, int64_t m);
+  // Every linear, in model order (a block's fused linear before its parts), then the head.
+  std::vector<const ModelLinear*> linears() const;
+
+  std::shared_ptr<const ModelWeights> w_;
+  EngineOptions options_;
+  BlockOps& ops_;
+  ModelDims dims_;
+  ops::RopeTable rope_;
+  std::shared_ptr<const ModelPlan> plan_;
+  std::vector<Block> blocks_;
+  ModelLinear head_;  // dense < 0 and not quantized: the tied embedding
+  int final_norm_ = -1;
+  std::vector<int64_t> positions_;  // of the staged rows
+};
+
+// A ForwardEngine: a LlamaModel over one device's ops. Base is ForwardEngine or an extension of
+// it (CudaForwardEngine); Ops is constructed from the EngineOptions before the model.
+template <class Base, class Ops>
+class LlamaEngine : public Base {
+ public:
+  LlamaEngine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options)
+      : ops_(options), model_(std::move(weights), options, ops_) {}
+  const ModelConfig& config() const override { return model_.config(); }
+  int64_t capacity() const override { return model_.dims().capacity; }
+  void forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits) override {
+    model_.forward(tokens, n, pos, logits, all_logits);
+  }
+  const std::vector<LinearPlan>& plans() const override { return model_.plans(); }
+  std::vector<std::pair<std::string, std::vector<KernelChoice>>> kernels() const override { return model_.kernels(); }
+  std::map<std::string, int> backend_counts() const override { return model_.backend_counts(); }
+  std::string device_name() const override { return ops_.device_name(); }
+
+ protected:
+  Ops ops_;
+  LlamaModel model_;
+};
+
+}  // namespace qrt::model
