@@ -1,5 +1,5 @@
 // GPU GEMM benchmark for scripts/gpu-check.sh: cuda_dequant (int4 g128) and cuda_fp8 (per-tensor
-// e4m3) on the four Llama-2-7B linear shapes of PERF.md, next to an in-process fp16 cuBLAS GEMM.
+// e4m3) on the four Llama-2-7B linear shapes of docs/PERFORMANCE.md, next to an in-process fp16 cuBLAS GEMM.
 // Method as bench/peers/gemm_peers.py: CUDA-graph replay of `iters` calls cycling through enough
 // prepared copies of the weight to exceed L2, median of 5 replays. Writes JSON (argv[1] or stdout).
 // Env: MS=1,16,... (rows), ITERS (default 200), SHAPES=K:N,... to override the shapes.
@@ -117,7 +117,7 @@ struct Prepared {
   std::vector<std::unique_ptr<PreparedLinear>> copies;
 };
 
-double time_backend(const Backend& be, const QuantizedWeight& w, const KernelParams& p, const DeviceInfo& dev,
+double time_backend(const Backend& be, const QuantizedWeight& w, const KernelParams& p, const PrepareContext& dev,
                     int64_t m, void* x, void* y, int iters, cudaStream_t st, int copies,
                     std::vector<std::unique_ptr<PreparedLinear>>* cache) {
   if (cache->empty())
@@ -157,7 +157,7 @@ int main(int argc, char** argv) {
       }
     }
     const int64_t max_m = *std::max_element(ms.begin(), ms.end());
-    cuda::set_max_rows(max_m);
+    const PrepareContext prep(dev, max_m);  // workspaces for the largest M of the sweep
     cuda::DeviceContext& ctx = cuda::DeviceContext::get(dev.gpu.index);
     cuda::Stream stream;
     auto dequant = make_cuda_dequant_backend();
@@ -209,9 +209,9 @@ int main(int argc, char** argv) {
         }
         row["qrt_fp16_cublas_us"] = gtime(fns, iters, stream.get());
         row["cuda_dequant_int4_us"] =
-            time_backend(*dequant, wi4, {}, dev, M, x.get(), y.get(), iters, stream.get(), copies_for(N * K / 2), &dq_cache);
+            time_backend(*dequant, wi4, {}, prep, M, x.get(), y.get(), iters, stream.get(), copies_for(N * K / 2), &dq_cache);
         const LayerSpec& fs = wf8.spec;
-        row["cuda_fp8_us"] = time_backend(*fp8, wf8, fp8->default_params(fs, M, dev), dev, M, x.get(), y.get(), iters,
+        row["cuda_fp8_us"] = time_backend(*fp8, wf8, fp8->default_params(fs, M, dev), prep, M, x.get(), y.get(), iters,
                                           stream.get(), copies_for(N * K), &f8_cache);
         // Tuning: what `qrt tune` would choose among the backend's candidates for this M.
         double best = row["cuda_fp8_us"].get<double>();
@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
         for (const KernelParams& p : fp8->tuning_space(fs, M, dev)) {
           auto& cache = f8_variants[p.to_json()];
           try {
-            double t = time_backend(*fp8, wf8, p, dev, M, x.get(), y.get(), iters, stream.get(), copies_for(N * K), &cache);
+            double t = time_backend(*fp8, wf8, p, prep, M, x.get(), y.get(), iters, stream.get(), copies_for(N * K), &cache);
             row["cuda_fp8_candidates"][p.to_json()] = t;
             if (t < best) best = t, best_params = p.to_json();
           } catch (const std::exception& e) {

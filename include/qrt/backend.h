@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -36,9 +37,13 @@ struct KernelParams {
 // ---- verdicts: ok, or one line a person can read ----
 struct Verdict {
   bool ok = true;
-  std::string reason;  // empty when ok
+  std::string reason;  // why not; empty when ok
+  // When ok: how the backend would run the layer differently from what its name promises (a
+  // slower path it takes for this layer, and why), shown in the plan. Empty: as advertised.
+  std::string note;
   static Verdict yes() { return {}; }
-  static Verdict no(std::string why) { return {false, std::move(why)}; }
+  static Verdict no(std::string why) { return {false, std::move(why), {}}; }
+  static Verdict yes_but(std::string note) { return {true, {}, std::move(note)}; }
 };
 
 // ---- declared capability (checked generically by Backend::check_capability) ----
@@ -78,11 +83,31 @@ struct ExecContext {
   const KernelParams* call_params = nullptr;
 };
 
+// What prepare() is given besides the weight and its parameters: the device, the most activation
+// rows one forward() call may carry (workspaces that grow with M are sized for it here, never in
+// forward), and where to say what a person should know about the preparation (a slower path taken,
+// and why). Backends print nothing and keep no process-wide settings: all of it comes from here.
+struct PrepareContext {
+  DeviceInfo device;
+  int64_t max_rows = 2048;
+  std::function<void(const std::string&)> log;  // may be empty
+  PrepareContext() = default;
+  // From a device alone (tests, benchmarks): the default row count, no log.
+  PrepareContext(DeviceInfo d, int64_t rows = 2048, std::function<void(const std::string&)> l = {})
+      : device(std::move(d)), max_rows(rows), log(std::move(l)) {}
+  void say(const std::string& message) const {
+    if (log) log(message);
+  }
+};
+
 // A weight packed for one backend; the hot path.
 class PreparedLinear {
  public:
   virtual ~PreparedLinear() = default;
-  // y[M][N] = x[M][K] * W^T (+ bias). No allocation, no repacking, no logging.
+  // y[M][N] = x[M][K] * W^T (+ bias); rows beyond the max_rows prepare() was given run in chunks
+  // where a workspace bounds them. x and y match the layer (QuantLinear checks them on the first run of each M range, against the layer and the
+  // backend's capability); forward() trusts them. No allocation, no repacking, no logging, no throw
+  // after a first successful run.
   virtual void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx) = 0;
   // Bytes of packed weight this object holds (host for CPU, device for CUDA).
   virtual int64_t weight_bytes() const = 0;
@@ -117,7 +142,7 @@ class Backend {
   // Repack once at load. Throws qrt::Error (e.g. ErrorKind::OutOfMemory) when it cannot.
   virtual std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight,
                                                   const KernelParams& params,
-                                                  const DeviceInfo& device) const = 0;
+                                                  const PrepareContext& context) const = 0;
 
  protected:
   Verdict check_capability(const LayerSpec& layer, const DeviceInfo& device) const;

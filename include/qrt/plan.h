@@ -86,20 +86,21 @@ std::string plan_failure_message(const std::vector<LinearPlan>& plans);
 // the first run of each range.
 class QuantLinear {
  public:
-  using Log = std::function<void(const std::string&)>;
-  // Prepares every choice of `plan`; when prepare throws, tries plan.fallback in order and logs
-  // each failure through `log`. Throws qrt::Error when nothing can be prepared.
+  // Prepares every choice of `plan` with `context` (the device, the rows per call, the log);
+  // when prepare throws, tries plan.fallback in order and logs each failure through context.log.
+  // Throws qrt::Error when nothing can be prepared.
   // `weight` and `registry` must outlive the first forward() of every M range: a kernel that fails
   // its first run is replaced by one prepared from them (engines keep their ModelWeights alive).
   static std::unique_ptr<QuantLinear> build(const QuantizedWeight& weight, const LinearPlan& plan,
-                                            const DeviceInfo& device, const Log& log,
+                                            const PrepareContext& context,
                                             const BackendRegistry& registry = BackendRegistry::global());
   // The same, keeping `weight` alive for as long as this object needs it.
   static std::unique_ptr<QuantLinear> build(std::shared_ptr<const QuantizedWeight> weight, const LinearPlan& plan,
-                                            const DeviceInfo& device, const Log& log,
+                                            const PrepareContext& context,
                                             const BackendRegistry& registry = BackendRegistry::global());
-  // y = x * W^T (+ bias) with the kernel of x.rows' M range. The first call of each range is a
-  // probe: when the kernel throws qrt::Error (out of memory in a workspace, parameters it finds
+  // y = x * W^T (+ bias) with the kernel of x.rows' M range. The first call of each range checks
+  // x and y against the layer and the backend's capability (qrt::Error InvalidInput naming the
+  // layer; kernels trust their arguments) and is a probe: when the kernel throws qrt::Error (out of memory in a workspace, parameters it finds
   // unsupported at run time), the failure is logged, the next backend of the fallback list is
   // prepared and the call is rerun, rewriting y fully. Only that first call can throw (qrt::Error
   // naming the layer and every failure, when no backend can run the range); once a range has run
@@ -129,16 +130,13 @@ class QuantLinear {
   static void run(Range& r, const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
   void probe(Range& r, const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
   std::shared_ptr<PreparedLinear> prepare(const Backend& b, const KernelParams& params);
-  void say(const std::string& message) const {
-    if (log_) log_(message);
-  }
+  void say(const std::string& message) const { context_.say(message); }
 
   LayerSpec layer_;
   std::vector<Range> ranges_;
   // Kept for fallback on a first-run failure (released once every range has run).
   std::shared_ptr<const QuantizedWeight> weight_;
-  DeviceInfo device_;
-  Log log_;
+  PrepareContext context_;
   const BackendRegistry* registry_ = nullptr;
   // Prepared kernels by (backend, packing params): M ranges with the same choice share one.
   std::vector<std::pair<std::pair<std::string, std::string>, std::shared_ptr<PreparedLinear>>> prepared_;

@@ -1,5 +1,5 @@
 // Declared capabilities of the CUDA backends (see cuda_capabilities.h for why they live here).
-// The numbers follow KERNELS.md: Marlin-class kernels need sm_80 (mma.sync + cp.async) and
+// The limits of the kernels: Marlin-class kernels need sm_80 (mma.sync + cp.async) and
 // N % 64 / K % 64 (the smallest thread tile); the GEMV streams 16-byte vectors of 4-bit codes
 // along K (K % 32) and serves M <= 8; FP8 tensor-core GEMM needs sm_89 and cuBLASLt's
 // multiple-of-16 shapes; dequant + cuBLAS runs anything, it is the universal fallback.
@@ -9,7 +9,20 @@
 
 namespace qrt {
 
+std::string fp8_tensor_core_obstacle(const LayerSpec& s, int cc) {
+  if (cc < 89) return "sm_" + std::to_string(cc) + " has no FP8 tensor cores";
+  if (s.in_features % 16 || s.out_features % 16) return "K and N must be multiples of 16";
+  const bool per_row_k = s.scale_block_k <= 0 || s.scale_block_k >= s.in_features;
+  if (!per_row_k) return "block scales " + std::to_string(s.scale_block_n) + "x" + std::to_string(s.scale_block_k);
+  return "";
+}
+
 namespace {
+std::string fp8_path_note(const LayerSpec& layer, const DeviceInfo& device) {
+  const std::string why = fp8_tensor_core_obstacle(layer, device.gpu.compute_capability());
+  return why.empty() ? why : "M > gemv_max_m runs weight-only (dequant + cuBLAS), not on FP8 tensor cores: " + why;
+}
+
 std::vector<CudaBackendDeclaration> build_table() {
   std::vector<CudaBackendDeclaration> t;
 
@@ -41,6 +54,7 @@ std::vector<CudaBackendDeclaration> build_table() {
     c.k_multiple = 16;
     c.n_multiple = 16;
     c.activation_dtypes = {DType::F16, DType::BF16};
+    d.path_note = fp8_path_note;
     t.push_back(d);
   }
   {  // Marlin-class tensor-core int4/int8 GEMM.

@@ -15,7 +15,14 @@ struct CudaBackendDeclaration {
   std::string name;       // "cuda_marlin"
   std::string summary;    // one line
   BackendCapability capability;
+  // For a layer the capability accepts: how the backend runs it differently from what its name
+  // promises ("" = as advertised); check() returns it as the verdict's note, so the plan shows it.
+  std::string (*path_note)(const LayerSpec& layer, const DeviceInfo& device) = nullptr;
 };
+
+// Why cuda_fp8 cannot run `layer` on FP8 tensor cores on a GPU of compute capability `cc` ("" when
+// it can): it then runs M > gemv_max_m weight-only (dequant + cuBLAS).
+std::string fp8_tensor_core_obstacle(const LayerSpec& layer, int cc);
 
 // cuda_dequant, cuda_fp8, cuda_marlin, cuda_gemv (registry order).
 const std::vector<CudaBackendDeclaration>& cuda_backend_declarations();

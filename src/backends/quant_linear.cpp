@@ -2,6 +2,9 @@
 // happens here, twice: at prepare time (build) and on the first run of each M range (probe), the
 // two places where a kernel finds out it cannot run (out of memory, parameters it rejects late).
 // Every failure is reported through the caller's log.
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <new>
 #include <set>
 
@@ -22,6 +25,23 @@ std::string failure_list(const std::vector<std::string>& failures) {
   return all;
 }
 
+// x and y against the layer and what `b` runs on (the first run of each M range: kernels trust
+// their arguments). Throws InvalidInput naming the layer and the backend.
+void check_activations(const LayerSpec& layer, const Backend& b, const ActTensor& x, const ActTensor& y) {
+  const BackendCapability& cap = b.capability();
+  auto fail = [&](const std::string& what) { throw invalid_input(layer.name + ": " + b.name() + ": " + what); };
+  if (x.device != cap.device || y.device != cap.device)
+    fail(std::string("activations must live on the ") + device_kind_name(cap.device));
+  const auto& dts = cap.activation_dtypes;
+  if ((!dts.empty() && std::find(dts.begin(), dts.end(), x.dtype) == dts.end()) || y.dtype != x.dtype)
+    fail(fmt::format("activations of dtype {} (x) and {} (y) are not ones it runs", dtype_name(x.dtype),
+                     dtype_name(y.dtype)));
+  if (x.cols != layer.in_features || y.cols != layer.out_features || x.rows != y.rows)
+    fail(fmt::format("x is {}x{}, y is {}x{}; the layer needs x Mx{} and y Mx{}", x.rows, x.cols, y.rows, y.cols,
+                     layer.in_features, layer.out_features));
+  if (!x.data || !y.data) fail("null activation pointer");
+}
+
 }  // namespace
 
 std::shared_ptr<PreparedLinear> QuantLinear::prepare(const Backend& b, const KernelParams& params) {
@@ -29,31 +49,29 @@ std::shared_ptr<PreparedLinear> QuantLinear::prepare(const Backend& b, const Ker
                                                                     : params.to_json());
   for (auto& [k, p] : prepared_)
     if (k == key) return p;
-  std::shared_ptr<PreparedLinear> p = b.prepare(*weight_, params, device_);
+  std::shared_ptr<PreparedLinear> p = b.prepare(*weight_, params, context_);
   if (!p) throw internal_error(b.name() + ": prepare returned nothing");
   prepared_.emplace_back(key, p);
   return p;
 }
 
 std::unique_ptr<QuantLinear> QuantLinear::build(const QuantizedWeight& weight, const LinearPlan& plan,
-                                                const DeviceInfo& device, const Log& log,
-                                                const BackendRegistry& registry) {
+                                                const PrepareContext& context, const BackendRegistry& registry) {
   // Not owned: the caller keeps `weight` alive (documented in plan.h).
-  return build(std::shared_ptr<const QuantizedWeight>(&weight, [](const QuantizedWeight*) {}), plan, device, log,
+  return build(std::shared_ptr<const QuantizedWeight>(&weight, [](const QuantizedWeight*) {}), plan, context,
                registry);
 }
 
 std::unique_ptr<QuantLinear> QuantLinear::build(std::shared_ptr<const QuantizedWeight> weight, const LinearPlan& plan,
-                                                const DeviceInfo& device, const Log& log,
-                                                const BackendRegistry& registry) {
+                                                const PrepareContext& context, const BackendRegistry& registry) {
+  const DeviceInfo& device = context.device;
   if (!plan.ok())
     throw Error(ErrorKind::NoBackend, plan.error.empty() ? plan.layer.name + ": plan has no kernel" : plan.error);
   if (!weight) throw internal_error(plan.layer.name + ": QuantLinear::build without a weight");
   auto out = std::unique_ptr<QuantLinear>(new QuantLinear());
   out->layer_ = weight->spec;
   out->weight_ = std::move(weight);
-  out->device_ = device;
-  out->log_ = log;
+  out->context_ = context;
   out->registry_ = &registry;
 
   for (const KernelChoice& choice : plan.choices) {
@@ -138,6 +156,7 @@ void QuantLinear::forward(const ActTensor& x, const ActTensor& y, const ExecCont
 void QuantLinear::probe(Range& r, const ActTensor& x, const ActTensor& y, const ExecContext& ctx) {
   const std::string at = "M=" + std::to_string(x.rows);
   for (;;) {
+    check_activations(layer_, *registry_->find(r.backend), x, y);  // the caller's error: no fallback
     std::string why;
     try {
       run(r, x, y, ctx);
@@ -163,7 +182,7 @@ void QuantLinear::probe(Range& r, const ActTensor& x, const ActTensor& y, const 
         continue;
       }
       if (b->capability().max_m < r.m_max) continue;
-      KernelParams params = b->default_params(layer_, r.m_min, device_);
+      KernelParams params = b->default_params(layer_, r.m_min, context_.device);
       try {
         r.kernel = prepare(*b, params);
       } catch (const Error& e) {

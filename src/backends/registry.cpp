@@ -25,12 +25,14 @@ class NotBuiltBackend final : public Backend {
   // a real device cannot use a backend this binary does not contain.
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
     if (!device.simulated()) return Verdict::no("not built in this binary (CPU-only build)");
-    return check_capability(layer, device);
+    Verdict v = check_capability(layer, device);
+    if (v.ok && decl_.path_note) v.note = decl_.path_note(layer, device);
+    return v;
   }
   // Parameters of a kernel that is not here cannot be checked; they are validated by a CUDA build.
   Verdict validate_params(const LayerSpec&, const KernelParams&) const override { return Verdict::yes(); }
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams&,
-                                          const DeviceInfo&) const override {
+                                          const PrepareContext&) const override {
     throw Error(ErrorKind::Unsupported, weight.spec.name + ": backend " + decl_.name +
                                             " is not built in this binary (CPU-only build)");
   }

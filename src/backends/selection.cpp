@@ -287,6 +287,10 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
     }
   }
 
+  // A backend that runs this layer differently from what its name promises says so in its verdict.
+  for (const auto& r : ranges)
+    if (const Verdict* v = verdict_of(plan, r.backend); v && !v->note.empty()) add_note(plan.notes, r.backend + ": " + v->note);
+
   for (const auto& r : ranges) {
     const std::string err = assign_params(*registry.find(r.backend), r, layer, config, ov, device, cache,
                                           plan.choices, plan.notes);

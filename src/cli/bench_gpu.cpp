@@ -60,7 +60,8 @@ int run_bench_gpu(const BenchOptions& o) {
   std::unique_ptr<Checkpoint> ckpt;
   const std::vector<Shape> shapes = collect_shapes(o, &ckpt);
   const int64_t max_m = *std::max_element(o.batch.begin(), o.batch.end());
-  cuda::set_max_rows(max_m);
+  // Kernels are prepared for the largest M of the sweep (workspaces that grow with M).
+  const PrepareContext prepare_ctx(device, max_m, [](const std::string& s) { std::fprintf(stderr, "qrt: %s\n", s.c_str()); });
 
   std::vector<std::string> names;
   if (o.backends_given) {
@@ -160,9 +161,7 @@ int run_bench_gpu(const BenchOptions& o) {
             built.clear();  // the variants differ only in parameters: none can run
             break;
           }
-          built.emplace_back(QuantLinear::build(weight, plans[0], device,
-                                                [](const std::string& s) { std::fprintf(stderr, "%s\n", s.c_str()); }),
-                             plans[0]);
+          built.emplace_back(QuantLinear::build(weight, plans[0], prepare_ctx), plans[0]);
         }
         // Per M: where the tuned plan runs the very kernel and parameters of the default one (the
         // tuner kept the default) it is not timed again, a second timing of one kernel measuring
@@ -225,7 +224,7 @@ int run_bench_gpu(const BenchOptions& o) {
           told = true;
         }
         auto& kernel = prepared[params.to_json()];
-        if (!kernel) kernel = be->prepare(weight, params, device);
+        if (!kernel) kernel = be->prepare(weight, params, prepare_ctx);
         auto fwd = [&](const ActTensor& x, const ActTensor& y) { kernel->forward(x, y, ctx); };
         Row r;
         r.backend = name;

@@ -127,7 +127,7 @@ nlohmann::ordered_json plan_json(const LinearPlan& p) {
   j["fallback"] = p.fallback;
   j["verdicts"] = nlohmann::ordered_json::array();
   for (const auto& [name, v] : p.verdicts)
-    j["verdicts"].push_back({{"backend", name}, {"ok", v.ok}, {"reason", v.reason}});
+    j["verdicts"].push_back({{"backend", name}, {"ok", v.ok}, {"reason", v.reason}, {"note", v.note}});
   j["notes"] = p.notes;
   if (!p.error.empty()) j["error"] = p.error;
   return j;

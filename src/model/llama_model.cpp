@@ -111,6 +111,11 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
   });
 }
 
+PrepareContext LlamaModel::prepare_context() const {
+  // Kernels see at most one step's rows per call: workspaces are sized for the prefill chunk.
+  return PrepareContext(options_.device, dims_.max_rows, options_.log);
+}
+
 ModelLinear LlamaModel::make_linear(const LinearWeight& w, const char* op, bool head) {
   ModelLinear l;
   l.name = w.name;
@@ -118,8 +123,7 @@ ModelLinear LlamaModel::make_linear(const LinearWeight& w, const char* op, bool 
   l.k = w.in_features;
   l.n = w.out_features;
   if (w.is_quantized())
-    l.quantized = QuantLinear::build(w.quantized, *plan_->find(w.quantized->spec.name), options_.device,
-                                     options_.log ? options_.log : [](const std::string&) {});
+    l.quantized = QuantLinear::build(w.quantized, *plan_->find(w.quantized->spec.name), prepare_context());
   else
     l.dense = ops_.upload_matrix(w, head);
   return l;
@@ -143,8 +147,7 @@ ModelLinear LlamaModel::make_fused(const ProjectionGroup& group, const char* op,
   l.op = op;
   l.k = fused->K();
   l.n = fused->N();
-  l.quantized = QuantLinear::build(std::move(fused), *plan, options_.device,
-                                   options_.log ? options_.log : [](const std::string&) {});
+  l.quantized = QuantLinear::build(std::move(fused), *plan, prepare_context());
   return l;
 }
 

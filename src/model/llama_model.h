@@ -53,6 +53,7 @@ class LlamaModel {
     ModelLinear q, k, v, qkv, o, gate, up, gate_up, down;
     int input_norm = -1, post_norm = -1;
   };
+  PrepareContext prepare_context() const;
   ModelLinear make_linear(const LinearWeight& w, const char* op, bool head = false);
   // The fused linear of a group, or an empty one with the reason in *why.
   ModelLinear make_fused(const ProjectionGroup& group, const char* op, std::string* why);

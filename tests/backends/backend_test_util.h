@@ -166,7 +166,7 @@ class FakeBackend final : public Backend {
     return out;
   }
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& w, const KernelParams& params,
-                                          const DeviceInfo&) const override {
+                                          const PrepareContext&) const override {
     ++prepare_calls;
     if (fail_) throw Error(fail_kind_, w.spec.name + ": " + name_ + ": injected prepare failure");
     return std::make_unique<Prepared>(w, params.get_int("tile", 32), wrong_tile);

@@ -8,6 +8,7 @@
 #include <random>
 
 #include "qrt/error.h"
+#include "qrt/plan.h"
 #include "qrt/quantized_weight.h"
 
 #ifdef QRT_WITH_CUDA
@@ -270,16 +271,20 @@ TEST(CudaDequant, ForcedPathsAgreeAndGraphReplayMatches) {
   EXPECT_THROW(be->prepare(w, bad, cuda_test::gpu0()), Error);
 }
 
+// Kernels trust their arguments; the first run of each M range checks them (QuantLinear).
 TEST(CudaDequant, RejectsMismatchedActivations) {
   QRT_SKIP_WITHOUT_GPU();
-  auto be = make_cuda_dequant_backend();
   std::mt19937 rng(5);
   QuantizedWeight w = make_int_weight(64, 128, 4, 128, ZeroKind::Symmetric, false, false, rng);
-  auto lin = be->prepare(w, {}, cuda_test::gpu0());
-  DeviceTensor x(2, 128, DType::F16), y_wrong(2, 65, DType::F16), y_bf(2, 64, DType::BF16);
+  LinearPlan plan;
+  plan.layer = w.spec;
+  plan.choices.push_back(KernelChoice{1, INT64_MAX, "cuda_dequant", {}, ParamSource::Default});
+  auto lin = QuantLinear::build(w, plan, cuda_test::gpu0());
+  DeviceTensor x(2, 128, DType::F16), y_wrong(2, 65, DType::F16), y_bf(2, 64, DType::BF16), y(2, 64, DType::F16);
   ExecContext ctx;
   EXPECT_THROW(lin->forward(x.act(), y_wrong.act(), ctx), Error);
   EXPECT_THROW(lin->forward(x.act(), y_bf.act(), ctx), Error);
+  EXPECT_NO_THROW(lin->forward(x.act(), y.act(), ctx));
 }
 
 TEST(CudaFp8, MatchesReferencePerTensorChannelAndBlock) {
@@ -334,11 +339,10 @@ TEST(CudaFp8, AbsurdMaxInputLengthIsACleanError) {
   auto be = make_cuda_fp8_backend();
   std::mt19937 rng(3);
   QuantizedWeight w = make_fp8_weight(128, 4096, 1, 4096, rng);
-  const int64_t saved = cuda_test::max_rows();
-  cuda_test::set_max_rows(int64_t(1) << 36);  // 64 G rows x 4096 bytes
   bool threw_oom = false;
   try {
-    auto lin = be->prepare(w, {}, cuda_test::gpu0());
+    // 64 G rows x 4096 bytes of activation workspace.
+    auto lin = be->prepare(w, {}, PrepareContext(cuda_test::gpu0(), int64_t(1) << 36));
     // A GPU whose cuBLASLt path is unavailable needs no activation workspace: still a valid layer.
     EXPECT_GT(lin->weight_bytes(), 0);
   } catch (const Error& e) {
@@ -346,7 +350,6 @@ TEST(CudaFp8, AbsurdMaxInputLengthIsACleanError) {
     EXPECT_TRUE(threw_oom) << e.what();
     EXPECT_NE(std::string(e.what()).find("test.fp8"), std::string::npos) << e.what();
   }
-  cuda_test::set_max_rows(saved);
   if (cuda_test::gpu0().gpu.compute_capability() >= 89) EXPECT_TRUE(threw_oom);
   // The device is still usable afterwards.
   std::vector<float> x = cuda_test::round_to(random_x(20, 4096, rng), DType::BF16);

@@ -32,7 +32,7 @@ class FailingRunBackend final : public Backend {
   const std::string& summary() const override { return summary_; }
   const BackendCapability& capability() const override { return cap_; }
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& w, const KernelParams&,
-                                          const DeviceInfo&) const override {
+                                          const PrepareContext&) const override {
     ++prepare_calls;
     return std::make_unique<Prepared>(*this, w);
   }
@@ -94,7 +94,7 @@ TEST(FirstRunFallback, FailingFirstForwardFallsBackRerunsAndLogs) {
   EXPECT_EQ(plans[0].fallback, std::vector<std::string>{"cpu_ref"});
 
   std::vector<std::string> log;
-  auto ql = QuantLinear::build(w, plans[0], cpu, [&](const std::string& m) { log.push_back(m); }, reg);
+  auto ql = QuantLinear::build(w, plans[0], PrepareContext(cpu, 2048, [&](const std::string& m) { log.push_back(m); }), reg);
   EXPECT_EQ(ql->backends_used(), std::vector<std::string>{"run_fail"}) << "prepare succeeded: nothing fell back yet";
   EXPECT_TRUE(log.empty());
 
@@ -121,6 +121,40 @@ TEST(FirstRunFallback, FailingFirstForwardFallsBackRerunsAndLogs) {
   EXPECT_LT(test::relative_error(y, test::reference_forward(w, x, m)), 1e-5);
 }
 
+// Activations that do not match the layer are the caller's error, found on the first run of a
+// range (kernels trust their arguments): no fallback is tried, and a correct call still runs.
+TEST(FirstRunFallback, MismatchedActivationsAreAnErrorNotAFallback) {
+  BackendRegistry reg;
+  auto f = std::make_unique<FailingRunBackend>("run_fail", /*fail_runs=*/0);
+  FailingRunBackend* kernel = f.get();
+  reg.add(std::move(f));
+  reg.add(make_cpu_ref_backend());
+  reg.set_auto_order("cpu", {"run_fail", "cpu_ref"});
+  const LayerSpec spec = int_layer("model.layers.0.mlp.down_proj", 64, 32, 4, 32, ZeroKind::Integer);
+  const QuantizedWeight w = test::random_weight(spec, 3);
+  const DeviceInfo cpu = target_profile("cpu-avx2");
+  const auto plans = plan_layers({spec}, RuntimeConfig{}, cpu, nullptr, reg);
+  std::vector<std::string> log;
+  auto ql = QuantLinear::build(w, plans[0], PrepareContext(cpu, 16, [&](const std::string& m) { log.push_back(m); }), reg);
+  auto x = ramp(2, 64);
+  std::vector<float> y(2 * 33, NAN);
+  try {
+    ql->forward({x.data(), DType::F32, 2, 64, DeviceKind::Cpu}, {y.data(), DType::F32, 2, 33, DeviceKind::Cpu}, {});
+    ADD_FAILURE() << "a 2x33 output for a 64 -> 32 layer ran";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::InvalidInput);
+    EXPECT_TRUE(contains(e.what(), "model.layers.0.mlp.down_proj")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "y is 2x33")) << e.what();
+  }
+  EXPECT_THROW(ql->forward({x.data(), DType::F16, 2, 64, DeviceKind::Cpu}, {y.data(), DType::F16, 2, 32, DeviceKind::Cpu}, {}),
+               Error);
+  EXPECT_EQ(kernel->forward_calls, 0);
+  EXPECT_TRUE(log.empty());
+  ql->forward({x.data(), DType::F32, 2, 64, DeviceKind::Cpu}, {y.data(), DType::F32, 2, 32, DeviceKind::Cpu}, {});
+  EXPECT_EQ(kernel->forward_calls, 1);
+  EXPECT_EQ(ql->backends_used(), std::vector<std::string>{"run_fail"});
+}
+
 TEST(FirstRunFallback, WorksThroughTheOwningOverloadAndAfterTheWeightIsDropped) {
   BackendRegistry reg;
   reg.add(std::make_unique<FailingRunBackend>("run_fail", 1000));
@@ -131,7 +165,7 @@ TEST(FirstRunFallback, WorksThroughTheOwningOverloadAndAfterTheWeightIsDropped) 
   const QuantizedWeight copy = *w;
   const DeviceInfo cpu = target_profile("cpu-avx2");
   const auto plans = plan_layers({spec}, RuntimeConfig{}, cpu, nullptr, reg);
-  auto ql = QuantLinear::build(w, plans[0], cpu, nullptr, reg);
+  auto ql = QuantLinear::build(w, plans[0], cpu, reg);
   w.reset();  // QuantLinear keeps its own reference until every range has run
   auto x = ramp(1, 64);
   std::vector<float> y(24, NAN);
@@ -156,7 +190,7 @@ TEST(FirstRunFallback, OnlyTheFirstRunIsAProbe) {
   const auto plans = plan_layers({spec}, RuntimeConfig{}, cpu, nullptr, reg);
   ASSERT_EQ(plans[0].choices.size(), 2u);
   std::vector<std::string> log;
-  auto ql = QuantLinear::build(w, plans[0], cpu, [&](const std::string& m) { log.push_back(m); }, reg);
+  auto ql = QuantLinear::build(w, plans[0], PrepareContext(cpu, 2048, [&](const std::string& m) { log.push_back(m); }), reg);
   for (int64_t m : {2, 2, 7, 7, 3}) {
     auto x = ramp(m, 32);
     std::vector<float> y(static_cast<size_t>(m * 16), NAN);
@@ -181,7 +215,7 @@ TEST(FirstRunFallback, EveryBackendFailingIsAnErrorNamingTheLayerAndEveryReason)
   const auto plans = plan_layers({spec}, RuntimeConfig{}, cpu, nullptr, reg);
   ASSERT_EQ(plans[0].fallback, (std::vector<std::string>{"prep_fail", "run_fail_b"}));
   std::vector<std::string> log;
-  auto ql = QuantLinear::build(w, plans[0], cpu, [&](const std::string& m) { log.push_back(m); }, reg);
+  auto ql = QuantLinear::build(w, plans[0], PrepareContext(cpu, 2048, [&](const std::string& m) { log.push_back(m); }), reg);
   auto x = ramp(2, 64);
   std::vector<float> y(64);
   try {

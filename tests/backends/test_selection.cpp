@@ -195,6 +195,23 @@ TEST(Selection, ExplicitImpossibleBackendFailsWithEveryVerdict) {
   EXPECT_NE(e.find("would work: cuda_dequant"), std::string::npos) << e;
 }
 
+// A backend that would run a layer differently from what its name promises says so in its
+// verdict, and the plan shows it (cuda_fp8 runs 128x128 block scales weight-only above M = 8).
+TEST(Selection, SlowerPathOfTheChosenBackendIsAPlanNote) {
+  const LayerSpec block = fp8_layer("l.fp8", 4096, 4096, 128, 128);
+  const auto plans = plan_layers({block}, RuntimeConfig{}, target_profile("h100"));
+  ASSERT_TRUE(plans[0].ok()) << plans[0].error;
+  EXPECT_EQ(plans[0].choices[0].backend, "cuda_fp8");
+  bool noted = false;
+  for (const auto& n : plans[0].notes)
+    noted = noted || n == "cuda_fp8: M > gemv_max_m runs weight-only (dequant + cuBLAS), not on FP8 tensor cores: "
+                          "block scales 128x128";
+  EXPECT_TRUE(noted) << ::testing::PrintToString(plans[0].notes);
+  // Per-channel scales run on the tensor cores: no note.
+  const auto channel = plan_layers({fp8_layer("l.fp8", 4096, 4096, 1, 4096)}, RuntimeConfig{}, target_profile("h100"));
+  for (const auto& n : channel[0].notes) EXPECT_EQ(n.find("weight-only"), std::string::npos) << n;
+}
+
 TEST(Selection, LastResortIsAnnouncedWithTheReasons) {
   const auto plans = plan_layers({int_layer("l", 4096, 4096, 3, 128, ZeroKind::Symmetric)}, RuntimeConfig{},
                                  target_profile("h100"));
@@ -292,7 +309,7 @@ TEST(Fallback, InjectedPrepareFailureFallsBackAndIsLogged) {
   EXPECT_EQ(plans[0].fallback, (std::vector<std::string>{"fake_good", "cpu_ref"}));
 
   std::vector<std::string> log;
-  auto ql = QuantLinear::build(w, plans[0], cpu, [&](const std::string& m) { log.push_back(m); }, local.reg);
+  auto ql = QuantLinear::build(w, plans[0], PrepareContext(cpu, 2048, [&](const std::string& m) { log.push_back(m); }), local.reg);
   EXPECT_EQ(ql->backends_used(), std::vector<std::string>{"fake_good"});
   EXPECT_EQ(local.failing->prepare_calls, 1);
   ASSERT_EQ(log.size(), 2u);
@@ -318,13 +335,13 @@ TEST(Fallback, ConfiguredListIsTriedInOrderAndTotalFailureNamesEveryAttempt) {
   config.fallback = {"cpu_ref"};
   auto plans = plan_layers({spec}, config, cpu, nullptr, local.reg);
   EXPECT_EQ(plans[0].fallback, std::vector<std::string>{"cpu_ref"}) << "explicit: no implicit fallback";
-  auto ql = QuantLinear::build(w, plans[0], cpu, nullptr, local.reg);
+  auto ql = QuantLinear::build(w, plans[0], cpu, local.reg);
   EXPECT_EQ(ql->backends_used(), std::vector<std::string>{"cpu_ref"});
 
   config.fallback = {};
   plans = plan_layers({spec}, config, cpu, nullptr, local.reg);
   try {
-    QuantLinear::build(w, plans[0], cpu, nullptr, local.reg);
+    QuantLinear::build(w, plans[0], cpu, local.reg);
     FAIL() << "expected an error";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::NoBackend);
@@ -342,7 +359,7 @@ TEST(Ranges, QuantLinearDispatchesByRowCount) {
   const auto plans = plan_layers({spec}, RuntimeConfig{}, target_profile("cpu-avx2"), nullptr, reg);
   EXPECT_EQ(ranges_of(plans[0]), "small@1-4,large@5-");
   const QuantizedWeight w = test::random_weight(spec, 11, true);
-  auto ql = QuantLinear::build(w, plans[0], target_profile("cpu-avx2"), nullptr, reg);
+  auto ql = QuantLinear::build(w, plans[0], target_profile("cpu-avx2"), reg);
   EXPECT_EQ(ql->backends_used(), (std::vector<std::string>{"small", "large"}));
   ThreadPool pool(2);
   for (int64_t m : {1, 4, 5, 9}) {
@@ -494,7 +511,7 @@ class CallParamsBackend final : public Backend {
     p.values["rows"] = int64_t{m >= 8 ? 8 : 1};
     return p;
   }
-  std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight&, const KernelParams&, const DeviceInfo&) const override {
+  std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight&, const KernelParams&, const PrepareContext&) const override {
     ++prepares;
     return std::make_unique<Prepared>(this);
   }
@@ -526,7 +543,7 @@ TEST(Ranges, DefaultsThatChangeWithMSplitThePlanButShareOnePacking) {
   ASSERT_EQ(plans[0].choices.size(), 2u);
   EXPECT_EQ(plans[0].choices[0].m_max, 7);
   EXPECT_EQ(plans[0].choices[1].m_min, 8);
-  auto ql = QuantLinear::build(test::random_weight(spec, 1), plans[0], dev, nullptr, reg);
+  auto ql = QuantLinear::build(test::random_weight(spec, 1), plans[0], dev, reg);
   EXPECT_EQ(b->prepares, 1);
   EXPECT_EQ(ql->weight_bytes(), 100);
   std::vector<float> x(32 * 9), y(16 * 9);

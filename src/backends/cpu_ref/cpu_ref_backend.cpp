@@ -91,7 +91,8 @@ class CpuRefBackend final : public Backend {
   const BackendCapability& capability() const override { return cap_; }
 
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
-                                          const DeviceInfo& device) const override {
+                                          const PrepareContext& context) const override {
+    const DeviceInfo& device = context.device;
     if (device.kind != DeviceKind::Cpu)
       throw Error(ErrorKind::Unsupported, weight.spec.name + ": cpu_ref runs on the CPU, not " + device.id);
     const Verdict v = validate_params(weight.spec, params);

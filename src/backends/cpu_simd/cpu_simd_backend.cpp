@@ -796,7 +796,7 @@ class CpuSimdBackend final : public Backend {
   }
 
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
-                                          const DeviceInfo& device) const override {
+                                          const PrepareContext&) const override {
     check_structure(weight);
     const Verdict v = validate_params(weight.spec, params);
     if (!v.ok) throw invalid_input(weight.spec.name + ": cpu_simd: " + v.reason);

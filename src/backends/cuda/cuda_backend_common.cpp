@@ -39,16 +39,4 @@ Verdict validate_known_params(const KernelParams& params, std::initializer_list<
   return Verdict::yes();
 }
 
-void check_act_shapes(const char* backend, int64_t k, int64_t n, const ActTensor& x, const ActTensor& y) {
-  if (x.device != DeviceKind::Cuda || y.device != DeviceKind::Cuda)
-    throw invalid_input(fmt::format("{}: activations must live on the CUDA device", backend));
-  if ((x.dtype != DType::F16 && x.dtype != DType::BF16) || y.dtype != x.dtype)
-    throw invalid_input(fmt::format("{}: activations must be F16 or BF16 (x {}, y {})", backend,
-                                    dtype_name(x.dtype), dtype_name(y.dtype)));
-  if (x.cols != k || y.cols != n || x.rows != y.rows || x.rows < 1)
-    throw invalid_input(fmt::format("{}: x is {}x{}, y is {}x{}; the layer needs x Mx{} and y Mx{}", backend, x.rows,
-                                    x.cols, y.rows, y.cols, k, n));
-  if (!x.data || !y.data) throw invalid_input(fmt::format("{}: null activation pointer", backend));
-}
-
 }  // namespace qrt::cuda

@@ -26,7 +26,4 @@ Verdict validate_known_params(const KernelParams& params, std::initializer_list<
 void check_prepare(const Backend& backend, const QuantizedWeight& weight, const KernelParams& params,
                    const DeviceInfo& device, bool check_layer);
 
-// Throws InvalidInput naming the backend when x / y do not match the layer (dtype, shape, device).
-void check_act_shapes(const char* backend, int64_t k, int64_t n, const ActTensor& x, const ActTensor& y);
-
 }  // namespace qrt::cuda

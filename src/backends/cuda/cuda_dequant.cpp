@@ -19,7 +19,6 @@ class CudaDequantLinear final : public PreparedLinear {
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
     const auto& w = packed_.view();
-    cuda::check_act_shapes("cuda_dequant", w.k, w.n, x, y);
     cudaStream_t st = cuda::as_stream(ec.cuda_stream);
     if (x.rows <= gemv_max_m_) {
       cuda::launch_dequant_gemv(w, x.data, y.data, x.rows, x.dtype, st);
@@ -81,7 +80,8 @@ class CudaDequantBackend final : public Backend {
   }
 
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
-                                          const DeviceInfo& device) const override {
+                                          const PrepareContext& context) const override {
+    const DeviceInfo& device = context.device;
     cuda::check_prepare(*this, weight, params, device, /*check_layer=*/false);
     cuda::DeviceGuard guard(device.gpu.index);
     DeviceContext& ctx = DeviceContext::get(device.gpu.index);

@@ -15,14 +15,12 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <cstdio>
-#include <mutex>
-#include <set>
 
 #include "backends/backend_factories.h"
 #include "backends/cuda/cuda_backend_common.h"
 #include "backends/cuda/fp8_quant.h"
 #include "backends/cuda/packed_weight.h"
+#include "backends/cuda_capabilities.h"
 
 namespace qrt {
 namespace {
@@ -119,21 +117,24 @@ class LtFp8Gemm {
     return true;
   }
 
+  // Looks up (once per row count, then from a small cache) the algorithm for M rows; false when
+  // cuBLASLt offers none for this M (the caller then runs the weight-only path).
+  bool ready_for(int64_t m) {
+    for (auto& e : cache_)
+      if (e.m == m) return true;
+    cublasLtMatmulAlgo_t algo{};
+    if (!find_algo(m, &algo, nullptr)) return false;
+    cache_[next_] = {m, algo};
+    next_ = (next_ + 1) % cache_.size();
+    return true;
+  }
+
+  // Needs ready_for(m) first (the algorithm of M rows in the cache).
   void run(const uint8_t* xq, const float* xs, const void* w, void* y, int64_t m, cudaStream_t stream) {
     cublasLtMatmulAlgo_t algo{};
-    bool hit = false;
     for (auto& e : cache_)
-      if (e.m == m) {
-        algo = e.algo;
-        hit = true;
-        set_cols(m);
-      }
-    if (!hit) {
-      std::string why;
-      if (!find_algo(m, &algo, &why)) throw Error(ErrorKind::Device, "cuda_fp8: " + why);
-      cache_[next_] = {m, algo};
-      next_ = (next_ + 1) % cache_.size();
-    }
+      if (e.m == m) algo = e.algo;
+    set_cols(m);
     // xs: the B (activation) scale, a vector for OuterVec, a scalar otherwise; nullptr = none.
     if (xs != b_scale_set_) {
       set_desc(op_, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER, static_cast<const void*>(xs));
@@ -185,17 +186,21 @@ class CudaFp8Linear final : public PreparedLinear {
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
     const auto& w = packed_.view();
-    cuda::check_act_shapes("cuda_fp8", w.k, w.n, x, y);
     cudaStream_t st = cuda::as_stream(ec.cuda_stream);
     if (x.rows <= gemv_max_m_) {
       cuda::launch_dequant_gemv(w, x.data, y.data, x.rows, x.dtype, st);
       return;
     }
-    if (!native_ || (reinterpret_cast<uintptr_t>(x.data) & 15) != 0) {
+    // The native path needs 16-byte aligned activations and a cuBLASLt algorithm for the row
+    // counts of this call (full chunks and the remainder); otherwise the weight-only path, which
+    // gives the same result more slowly.
+    LtFp8Gemm* g = native_ && (reinterpret_cast<uintptr_t>(x.data) & 15) == 0 ? &gemm_for(x.dtype) : nullptr;
+    if (g && !(g->ready_for(std::min(chunk_rows_, x.rows)) && g->ready_for(x.rows % chunk_rows_ ? x.rows % chunk_rows_ : chunk_rows_)))
+      g = nullptr;
+    if (!g) {
       cuda::dequant_gemm(w, ctx_.cublas(), ctx_.workspace(), tile_rows_, x.data, y.data, x.rows, x.dtype, st);
       return;
     }
-    LtFp8Gemm& g = gemm_for(x.dtype);
     uint8_t* xq = static_cast<uint8_t*>(ctx_.workspace());
     float* xs = reinterpret_cast<float*>(xq + scale_offset());
     for (int64_t m0 = 0; m0 < x.rows; m0 += chunk_rows_) {
@@ -204,15 +209,15 @@ class CudaFp8Linear final : public PreparedLinear {
       char* yp = static_cast<char*>(y.data) + m0 * w.n * 2;
       if (mode_ == Fp8Mode::OuterVec) {
         cuda::launch_quantize_rows_fp8(xp, x.dtype, mm, w.k, xq, xs, st);
-        g.run(xq, xs, w.words, yp, mm, st);
+        g->run(xq, xs, w.words, yp, mm, st);
       } else if (mode_ == Fp8Mode::Tensorwise && per_token_) {
         cuda::launch_quantize_rows_fp8(xp, x.dtype, mm, w.k, xq, xs, st);
-        g.run(xq, nullptr, w.words, yp, mm, st);
+        g->run(xq, nullptr, w.words, yp, mm, st);
         cuda::launch_scale_cols_inplace(yp, xs, w.scale, w.bias, unscale_, mm, w.n, x.dtype, st);
       } else {
         float* tensor_scale = reinterpret_cast<float*>(xq + tensor_scale_offset());
         cuda::launch_quantize_tensor_fp8(xp, x.dtype, mm, w.k, xq, xs, tensor_scale, num_sms_, st);
-        g.run(xq, tensor_scale, w.words, yp, mm, st);
+        g->run(xq, tensor_scale, w.words, yp, mm, st);
         if (mode_ == Fp8Mode::Tensorwise)
           cuda::launch_scale_cols_inplace(yp, nullptr, w.scale, w.bias, unscale_, mm, w.n, x.dtype, st);
       }
@@ -255,6 +260,7 @@ class CudaFp8Linear final : public PreparedLinear {
           uint8_t* xq = static_cast<uint8_t*>(ctx_.workspace());
           float* s = reinterpret_cast<float*>(xq + scale_offset());
           char* d = reinterpret_cast<char*>(xq + probe_offset());
+          gemm_for(t).ready_for(m);
           gemm_for(t).run(xq, s, packed_.view().words, d, m, nullptr);
           QRT_CUDA_CHECK(cudaStreamSynchronize(nullptr));
         } catch (const Error& e) {
@@ -347,36 +353,26 @@ class CudaFp8Backend final : public Backend {
     return out;
   }
 
-  // A slow fallback is never silent (PEERS.md: users' top complaint): one line per distinct reason.
-  static void warn_weight_only_once(const std::string& why) {
-    static std::mutex mu;
-    static std::set<std::string> seen;
-    std::lock_guard<std::mutex> lock(mu);
-    if (!seen.insert(why).second) return;
-    std::fprintf(stderr, "qrt: warning: cuda_fp8 runs weight-only (dequant + cuBLAS), not FP8 tensor cores: %s\n",
-                 why.c_str());
-  }
-
-  // Whether the native cuBLASLt path can run this layer (the rest goes weight-only).
-  static bool native_shape(const LayerSpec& s, int cc, std::string* why) {
-    if (cc < 89) return *why = "sm_" + std::to_string(cc) + " has no FP8 tensor cores", false;
-    if (s.in_features % 16 || s.out_features % 16) return *why = "K and N must be multiples of 16", false;
-    const bool per_row_k = s.scale_block_k <= 0 || s.scale_block_k >= s.in_features;
-    if (!per_row_k) return *why = fmt::format("block scales {}x{}", s.scale_block_n, s.scale_block_k), false;
-    return true;
+  // A layer the FP8 tensor-core path cannot run still passes (the weight-only path is correct),
+  // but the plan says so (the declaration's path note): a slow path is never silent.
+  Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
+    Verdict v = check_capability(layer, device);
+    if (v.ok) v.note = cuda_backend_declaration(name_).path_note(layer, device);
+    return v;
   }
 
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
-                                          const DeviceInfo& device) const override {
+                                          const PrepareContext& context) const override {
+    const DeviceInfo& device = context.device;
     const LayerSpec& s = weight.spec;
     cuda::check_prepare(*this, weight, params, device, /*check_layer=*/false);
     if (s.encoding != WeightEncoding::Fp8E4M3) throw unsupported(s.name + ": cuda_fp8 runs fp8 e4m3 weights only");
     cuda::DeviceGuard guard(device.gpu.index);
     DeviceContext& ctx = DeviceContext::get(device.gpu.index);
     cuda::PackedWeight packed = cuda::PackedWeight::pack(weight);
-    std::string why;
-    bool native = native_shape(s, ctx.compute_capability(), &why);
-    const int64_t chunk = std::max<int64_t>(1, cuda::max_rows());
+    std::string why = fp8_tensor_core_obstacle(s, ctx.compute_capability());
+    bool native = why.empty();
+    const int64_t chunk = std::max<int64_t>(1, context.max_rows);
     const int64_t tile = cuda::dequant_tile_rows(weight.N(), weight.K(), params.get_int("tile_n", 0));
     // Native: quantized activations + their scales; weight-only: one dequantized tile.
     const size_t act_bytes = CudaFp8Linear::workspace_bytes(chunk, weight.K(), weight.N());
@@ -395,8 +391,12 @@ class CudaFp8Backend final : public Backend {
     lin->set_per_tensor_weight(!weight.scales.empty() &&
                                std::all_of(weight.scales.begin(), weight.scales.end(),
                                            [&](float v) { return v == weight.scales[0]; }));
-    if (native && !lin->probe_native(&why)) lin->disable_native();  // weight-only, still correct
-    if (!lin->native()) warn_weight_only_once(why);
+    // cuBLASLt on this GPU and runtime may refuse what the shape allows: weight-only, still correct,
+    // and said (the plan could not know; a shape it could know about is in check()'s verdict).
+    if (native && !lin->probe_native(&why)) {
+      lin->disable_native();
+      context.say(s.name + ": cuda_fp8 runs weight-only (dequant + cuBLAS), not on FP8 tensor cores: " + why);
+    }
     return lin;
   }
 

@@ -15,11 +15,11 @@ using cuda::DeviceContext;
 
 class CudaGemvLinear final : public PreparedLinear {
  public:
-  CudaGemvLinear(std::shared_ptr<const cuda::Int4DeviceWeight> w, DeviceContext& ctx, int* counters, int wt, int split)
-      : w_(std::move(w)), ctx_(ctx), counters_(counters), wt_(wt), split_(split) {}
+  CudaGemvLinear(std::shared_ptr<const cuda::Int4DeviceWeight> w, cuda::Int4Scratch scratch, int wt, int split)
+      : w_(std::move(w)), scratch_(scratch), wt_(wt), split_(split) {}
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
-    cuda::int4_forward("cuda_gemv", *w_, ctx_, counters_, x, y, ec,
+    cuda::int4_forward(*w_, scratch_, x, y, ec,
                        [&](const cuda::Int4DeviceView& v, const void* xin, void* yout, int64_t rows, bool bf16,
                            const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
                          // More than 8 rows (outside max_m): correct, in 8-row launches.
@@ -38,8 +38,7 @@ class CudaGemvLinear final : public PreparedLinear {
 
  private:
   std::shared_ptr<const cuda::Int4DeviceWeight> w_;
-  DeviceContext& ctx_;
-  int* counters_;
+  cuda::Int4Scratch scratch_;
   int wt_, split_;
 };
 
@@ -90,13 +89,15 @@ class CudaGemvBackend final : public Backend {
   }
 
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
-                                          const DeviceInfo& device) const override {
+                                          const PrepareContext& context) const override {
+    const DeviceInfo& device = context.device;
     cuda::check_prepare(*this, weight, params, device, /*check_layer=*/true);
     cuda::DeviceGuard guard(device.gpu.index);
     DeviceContext& ctx = DeviceContext::get(device.gpu.index);
     auto w = cuda::shared_int4_weight(weight, device.gpu.index);
-    int* counters = cuda::reserve_int4_scratch(ctx, weight.K(), w->view().perm != nullptr);
-    return std::make_unique<CudaGemvLinear>(std::move(w), ctx, counters, static_cast<int>(params.get_int("wt", 0)),
+    const cuda::Int4Scratch scratch =
+        cuda::reserve_int4_scratch(ctx, weight.K(), w->view().perm != nullptr, context.max_rows);
+    return std::make_unique<CudaGemvLinear>(std::move(w), scratch, static_cast<int>(params.get_int("wt", 0)),
                                             static_cast<int>(params.get_int("split", 0)));
   }
 

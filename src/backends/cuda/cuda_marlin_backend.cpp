@@ -23,12 +23,12 @@ int auto_nt(int mt, int64_t n) { return mt == 4 && n >= 12288 ? 1 : 2; }
 
 class CudaMarlinLinear final : public PreparedLinear {
  public:
-  CudaMarlinLinear(std::shared_ptr<const cuda::Int4DeviceWeight> w, DeviceContext& ctx, int* counters, int mt, int nt,
+  CudaMarlinLinear(std::shared_ptr<const cuda::Int4DeviceWeight> w, cuda::Int4Scratch scratch, int mt, int nt,
                    int split)
-      : w_(std::move(w)), ctx_(ctx), counters_(counters), mt_(mt), nt_(nt), split_(split) {}
+      : w_(std::move(w)), scratch_(scratch), mt_(mt), nt_(nt), split_(split) {}
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
-    cuda::int4_forward("cuda_marlin", *w_, ctx_, counters_, x, y, ec,
+    cuda::int4_forward(*w_, scratch_, x, y, ec,
                        [&](const cuda::Int4DeviceView& v, const void* xin, void* yout, int64_t rows, bool bf16,
                            const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
                          cuda::QmmConfig cfg;
@@ -42,8 +42,7 @@ class CudaMarlinLinear final : public PreparedLinear {
 
  private:
   std::shared_ptr<const cuda::Int4DeviceWeight> w_;
-  DeviceContext& ctx_;
-  int* counters_;
+  cuda::Int4Scratch scratch_;
   int mt_, nt_, split_;
 };
 
@@ -115,13 +114,15 @@ class CudaMarlinBackend final : public Backend {
   }
 
   std::unique_ptr<PreparedLinear> prepare(const QuantizedWeight& weight, const KernelParams& params,
-                                          const DeviceInfo& device) const override {
+                                          const PrepareContext& context) const override {
+    const DeviceInfo& device = context.device;
     cuda::check_prepare(*this, weight, params, device, /*check_layer=*/true);
     cuda::DeviceGuard guard(device.gpu.index);
     DeviceContext& ctx = DeviceContext::get(device.gpu.index);
     auto w = cuda::shared_int4_weight(weight, device.gpu.index);
-    int* counters = cuda::reserve_int4_scratch(ctx, weight.K(), w->view().perm != nullptr);
-    return std::make_unique<CudaMarlinLinear>(std::move(w), ctx, counters, static_cast<int>(params.get_int("mt", 0)),
+    const cuda::Int4Scratch scratch =
+        cuda::reserve_int4_scratch(ctx, weight.K(), w->view().perm != nullptr, context.max_rows);
+    return std::make_unique<CudaMarlinLinear>(std::move(w), scratch, static_cast<int>(params.get_int("mt", 0)),
                                               static_cast<int>(params.get_int("nt", 0)),
                                               static_cast<int>(params.get_int("split", 0)));
   }

@@ -3,10 +3,6 @@
 
 #include <fmt/format.h>
 
-#include <map>
-#include <mutex>
-#include <tuple>
-
 namespace qrt::cuda {
 
 Int4DeviceWeight::Int4DeviceWeight(const Int4PackedHost& p, const std::string& name) {
@@ -59,47 +55,29 @@ std::string weight_key(const QuantizedWeight& w, int device) {
 }  // namespace
 
 std::shared_ptr<const Int4DeviceWeight> shared_int4_weight(const QuantizedWeight& w, int device) {
-  static std::mutex mu;
-  static std::map<std::string, std::weak_ptr<const Int4DeviceWeight>> cache;
-  const std::string key = weight_key(w, device);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    if (auto it = cache.find(key); it != cache.end())
-      if (auto sp = it->second.lock()) return sp;
-  }
-  Int4PackedHost p = pack_int4_host(w);
-  DeviceGuard guard(device);
-  auto sp = std::make_shared<const Int4DeviceWeight>(p, w.spec.name);
-  std::lock_guard<std::mutex> lock(mu);
-  for (auto it = cache.begin(); it != cache.end();)  // drop expired entries
-    it = it->second.expired() ? cache.erase(it) : std::next(it);
-  cache[key] = sp;
-  return sp;
+  auto sp = DeviceContext::get(device).shared_upload("int4|" + weight_key(w, device), [&] {
+    Int4PackedHost p = pack_int4_host(w);
+    DeviceGuard guard(device);
+    return std::static_pointer_cast<const void>(std::make_shared<const Int4DeviceWeight>(p, w.spec.name));
+  });
+  return std::static_pointer_cast<const Int4DeviceWeight>(sp);
 }
 
 size_t int4_partials_bytes(int sms) {
   return static_cast<size_t>(int4_max_partial_tiles(sms) * int4_max_tile_floats() * 4);
 }
-size_t int4_perm_rows() { return static_cast<size_t>(std::max<int64_t>(max_rows(), 1)); }
-
-int* reserve_int4_scratch(DeviceContext& ctx, int64_t k, bool act_order) {
-  static std::mutex mu;
-  static std::map<int, DeviceBuffer> counters;
+Int4Scratch reserve_int4_scratch(DeviceContext& ctx, int64_t k, bool act_order, int64_t max_rows) {
   const int sms = ctx.props().multiProcessorCount;
+  Int4Scratch scratch;
+  scratch.ctx = &ctx;
+  scratch.perm_rows = std::max<int64_t>(max_rows, 1);
   size_t need = int4_partials_bytes(sms);
-  if (act_order) need += int4_perm_rows() * static_cast<size_t>(k) * 2;
+  if (act_order) need += static_cast<size_t>(scratch.perm_rows) * static_cast<size_t>(k) * 2;
   ctx.reserve_workspace(need);
   QRT_CUDA_CHECK(qmm_init_kernels());
-  std::lock_guard<std::mutex> lock(mu);
-  auto it = counters.find(ctx.device());
-  if (it == counters.end()) {
-    const size_t bytes = static_cast<size_t>(int4_counter_count(sms)) * 4;
-    DeviceBuffer b(bytes, "int4 split-K counters");
-    QRT_CUDA_CHECK(cudaMemset(b.get(), 0, bytes));
-    QRT_CUDA_CHECK(cudaDeviceSynchronize());
-    it = counters.emplace(ctx.device(), std::move(b)).first;
-  }
-  return it->second.as<int>();
+  scratch.counters = static_cast<int*>(
+      ctx.zeroed_buffer("int4 split-K counters", static_cast<size_t>(int4_counter_count(sms)) * 4));
+  return scratch;
 }
 
 }  // namespace qrt::cuda

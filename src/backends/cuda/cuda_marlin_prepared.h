@@ -31,15 +31,24 @@ class Int4DeviceWeight {
 // Unsupported / OutOfMemory naming the layer.
 std::shared_ptr<const Int4DeviceWeight> shared_int4_weight(const QuantizedWeight& w, int device);
 
-// Reserves the per-device scratch a layer of (K, act-order) needs (call at prepare time) and
-// returns the arrival counters of that device (zeroed once, reset by the kernels).
-int* reserve_int4_scratch(DeviceContext& ctx, int64_t k, bool act_order);
+// What a prepared layer of either backend uses at run time: the device context, the device's
+// split-K arrival counters (zeroed once, reset by the kernels) and the rows of one act-order chunk
+// (the max_rows prepare() was given: the permuted activations are staged in the workspace).
+struct Int4Scratch {
+  DeviceContext* ctx = nullptr;
+  int* counters = nullptr;
+  int64_t perm_rows = 1;
+};
+// Reserves the per-device scratch a layer of (K, act-order) needs for up to max_rows rows per
+// call (call at prepare time).
+Int4Scratch reserve_int4_scratch(DeviceContext& ctx, int64_t k, bool act_order, int64_t max_rows);
 
-// The forward of both backends: checks shapes, permutes activations for act-order through the
-// workspace (in chunks of max_rows() rows), launches `launch(view, x, y, rows, bf16, ws, stream)`.
+// The forward of both backends: permutes activations for act-order through the workspace (in
+// chunks of scratch.perm_rows rows), launches `launch(view, x, y, rows, bf16, ws, sms, stream)`.
+// x and y are checked by QuantLinear on the first run of each M range.
 template <typename Launch>
-void int4_forward(const char* backend, const Int4DeviceWeight& w, DeviceContext& ctx, int* counters,
-                  const ActTensor& x, const ActTensor& y, const ExecContext& ec, Launch&& launch);
+void int4_forward(const Int4DeviceWeight& w, const Int4Scratch& scratch, const ActTensor& x, const ActTensor& y,
+                  const ExecContext& ec, Launch&& launch);
 
 }  // namespace qrt::cuda
 
@@ -48,13 +57,12 @@ void int4_forward(const char* backend, const Int4DeviceWeight& w, DeviceContext&
 namespace qrt::cuda {
 
 size_t int4_partials_bytes(int sms);
-size_t int4_perm_rows();
 
 template <typename Launch>
-void int4_forward(const char* backend, const Int4DeviceWeight& w, DeviceContext& ctx, int* counters,
-                  const ActTensor& x, const ActTensor& y, const ExecContext& ec, Launch&& launch) {
+void int4_forward(const Int4DeviceWeight& w, const Int4Scratch& scratch, const ActTensor& x, const ActTensor& y,
+                  const ExecContext& ec, Launch&& launch) {
   const Int4DeviceView& v = w.view();
-  check_act_shapes(backend, v.k, v.n, x, y);
+  DeviceContext& ctx = *scratch.ctx;
   cudaStream_t st = as_stream(ec.cuda_stream);
   const int sms = ctx.props().multiProcessorCount;
   auto* base = static_cast<unsigned char*>(ctx.workspace());
@@ -62,10 +70,10 @@ void int4_forward(const char* backend, const Int4DeviceWeight& w, DeviceContext&
   Int4Workspace ws;
   ws.partials = reinterpret_cast<float*>(base);
   ws.partial_floats = static_cast<int64_t>(pbytes / 4);
-  ws.counters = counters;
+  ws.counters = scratch.counters;
   ws.counter_count = int4_counter_count(sms);
   const bool bf16 = x.dtype == DType::BF16;
-  const int64_t chunk = v.perm ? static_cast<int64_t>(int4_perm_rows()) : x.rows;
+  const int64_t chunk = v.perm ? scratch.perm_rows : x.rows;
   for (int64_t r0 = 0; r0 < x.rows; r0 += chunk) {
     const int64_t rows = std::min<int64_t>(chunk, x.rows - r0);
     const void* xin = static_cast<const unsigned char*>(x.data) + r0 * v.k * 2;

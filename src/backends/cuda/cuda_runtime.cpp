@@ -3,7 +3,6 @@
 
 #include <fmt/format.h>
 
-#include <atomic>
 #include <map>
 
 namespace qrt::cuda {
@@ -15,7 +14,6 @@ std::string human_bytes(size_t bytes) {
   if (b >= 1024.0 * 1024) return fmt::format("{:.1f} MiB", b / (1024.0 * 1024));
   return fmt::format("{} bytes", bytes);
 }
-std::atomic<int64_t> g_max_rows{2048};
 }  // namespace
 
 void throw_cuda_error(cudaError_t err, const char* statement, const char* file, int line) {
@@ -126,6 +124,36 @@ DeviceContext& DeviceContext::get(int device) {
   return ref;
 }
 
+void* DeviceContext::zeroed_buffer(const std::string& name, size_t bytes) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = zeroed_.find(name);
+  if (it == zeroed_.end()) {
+    DeviceGuard g(device_);
+    DeviceBuffer b(bytes, name);
+    QRT_CUDA_CHECK(cudaMemset(b.get(), 0, bytes));
+    QRT_CUDA_CHECK(cudaDeviceSynchronize());
+    it = zeroed_.emplace(name, std::move(b)).first;
+  } else if (it->second.bytes() < bytes) {
+    throw internal_error(fmt::format("{}: asked for {} bytes, created with {}", name, bytes, it->second.bytes()));
+  }
+  return it->second.get();
+}
+
+std::shared_ptr<const void> DeviceContext::shared_upload(const std::string& key,
+                                                         const std::function<std::shared_ptr<const void>()>& make) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (auto it = uploads_.find(key); it != uploads_.end())
+      if (auto sp = it->second.lock()) return sp;
+  }
+  std::shared_ptr<const void> sp = make();  // outside the lock: an upload takes a while
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto it = uploads_.begin(); it != uploads_.end();)  // drop expired entries
+    it = it->second.expired() ? uploads_.erase(it) : std::next(it);
+  uploads_[key] = sp;
+  return sp;
+}
+
 DeviceContext& DeviceContext::current() {
   int dev = 0;
   QRT_CUDA_CHECK(cudaGetDevice(&dev));
@@ -206,7 +234,5 @@ int device_count(std::string* why) {
   return count;
 }
 
-void set_max_rows(int64_t rows) { g_max_rows.store(rows < 1 ? 1 : rows); }
-int64_t max_rows() { return g_max_rows.load(); }
 
 }  // namespace qrt::cuda

@@ -11,6 +11,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -89,6 +91,14 @@ class DeviceContext {
   void* lt_workspace() const { return lt_workspace_.get(); }
   size_t lt_workspace_bytes() const { return lt_workspace_.bytes(); }
 
+  // A device buffer of `bytes` zeroed once and kept for the life of the context, by name (e.g. the
+  // split-K arrival counters every int4 launch of this device shares; the kernels reset them).
+  void* zeroed_buffer(const std::string& name, size_t bytes);
+  // An upload several prepared kernels of this device share (cuda_gemv and cuda_marlin serving
+  // one layer for different M ranges), by key: the live one, else make()'s, kept while in use.
+  std::shared_ptr<const void> shared_upload(const std::string& key,
+                                            const std::function<std::shared_ptr<const void>()>& make);
+
   std::mutex& mutex() { return mutex_; }
 
  private:
@@ -100,6 +110,8 @@ class DeviceContext {
   DeviceBuffer cublas_workspace_;
   DeviceBuffer lt_workspace_;
   DeviceArena workspace_{"cuda workspace"};
+  std::map<std::string, DeviceBuffer> zeroed_;
+  std::map<std::string, std::weak_ptr<const void>> uploads_;
   std::mutex mutex_;
 };
 
@@ -146,12 +158,5 @@ inline cudaStream_t as_stream(void* p) { return static_cast<cudaStream_t>(p); }
 
 // Number of CUDA devices, 0 (with `why`) when there is no driver or no GPU. Never throws.
 int device_count(std::string* why = nullptr);
-
-// Largest number of activation rows a PreparedLinear must handle without chunking; set from
-// RuntimeConfig::max_input_length by whoever builds the model (default 2048). Workspaces that
-// scale with M (FP8 activation quantization) are reserved for this many rows at prepare time;
-// a forward with more rows is processed in chunks of this size.
-void set_max_rows(int64_t rows);
-int64_t max_rows();
 
 }  // namespace qrt::cuda

@@ -94,8 +94,6 @@ std::vector<float> round_to(const std::vector<float>& v, DType dtype) {
 }
 
 void synchronize() { QRT_CUDA_CHECK(cudaDeviceSynchronize()); }
-void set_max_rows(int64_t rows) { cuda::set_max_rows(rows); }
-int64_t max_rows() { return cuda::max_rows(); }
 
 void run_on_stream(const std::function<void(void* stream)>& fn, bool graph) {
   cuda::Stream stream;

@@ -50,9 +50,6 @@ class DeviceTensor {
 std::vector<float> round_to(const std::vector<float>& v, DType dtype);
 
 void synchronize();
-// cuda::set_max_rows (workspaces sized from max_input_length).
-void set_max_rows(int64_t rows);
-int64_t max_rows();
 // Runs fn(stream) directly on a fresh stream (graph = false) or captured once into a CUDA graph
 // and replayed (graph = true); synchronises before returning. Throws qrt::Error on CUDA errors.
 void run_on_stream(const std::function<void(void* stream)>& fn, bool graph);

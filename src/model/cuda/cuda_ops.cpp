@@ -63,7 +63,6 @@ void CudaOps::reserve(const ModelDims& dims) {
                             d_.capacity, d_.layers, kv_bytes / 1073741824.0, free_guess / 1073741824.0,
                             options_.device.id));
   QRT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  cuda::set_max_rows(d_.max_rows);
 }
 
 void CudaOps::set_rope(const ops::RopeTable& rope) {
