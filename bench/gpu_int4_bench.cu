@@ -1,4 +1,4 @@
-// Int4 weight-only GEMM benchmark on the four linear shapes of a Llama-2-7B block (PERF.md):
+// Int4 weight-only GEMM benchmark on the four linear shapes of a Llama-2-7B block (docs/PERFORMANCE.md):
 // qrt's cuda_gemv / cuda_marlin kernels against fp16 cuBLAS timed in the same run, and against the
 // int4 streaming floor = (int4 codes + fp16 g128 scales) / (the rate at which cuBLAS streams fp16
 // weights at M = 1, measured here). CUDA-graph replay; every launch of a graph reads another copy

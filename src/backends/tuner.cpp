@@ -1,6 +1,6 @@
 // The tuner: times the candidates of every eligible backend's tuning_space per distinct layer
 // shape and M bucket, rejects candidates whose output disagrees with cpu_ref, and records the
-// fastest in the tuning cache. Timing follows PERF.md's method: warm-up runs, the median of
+// fastest in the tuning cache. Timing follows docs/PERFORMANCE.md's method: warm-up runs, the median of
 // repeats, inputs rotated through several buffers so that repeats do not replay a hot cache.
 #include <algorithm>
 #include <chrono>

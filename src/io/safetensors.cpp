@@ -1,4 +1,4 @@
-// safetensors reader: header parsing and every validation rule of FORMATS.md §1.4.
+// safetensors reader: header parsing and every check of docs/FORMATS.md, safetensors.
 #include "qrt/safetensors.h"
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-// Quantization configs: parse (with the aliases and defaults of FORMATS.md §2 / PEERS.md §1),
+// Quantization configs: parse (with the aliases and defaults of docs/FORMATS.md, quantization_config),
 // validate like the reference libraries, serialize back. Fields are read through `Fields`, which
 // remembers what was consumed: whatever is left is kept verbatim for serialization, and reported
 // as a warning unless it is a field the method is known to carry (calibration-only settings etc.).

@@ -1,4 +1,4 @@
-// safetensors reader/writer: round trips, every validation rule of FORMATS.md §1.4, sharded folders.
+// safetensors reader/writer: round trips, every check of docs/FORMATS.md (safetensors), sharded folders.
 #include <gtest/gtest.h>
 
 #include <cstring>

@@ -1,4 +1,4 @@
-// FP8 e4m3 codec (FORMATS.md §7). The scale is a dequantization multiplier in every scheme
+// FP8 e4m3 codec (docs/FORMATS.md, FP8). The scale is a dequantization multiplier in every scheme
 // (transformers and vLLM multiply by weight_scale_inv despite the name):
 //   per-tensor   weight_scale      [] or [1]            -> block N x K
 //   per-channel  weight_scale      [N] or [N, 1]        -> block 1 x K
