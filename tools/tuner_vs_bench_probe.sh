@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Diagnostic for docs/KNOWN_ISSUES.md #12 (run on the GPU machine after scripts/gpu-check.sh, which
+# Diagnostic for docs/KNOWN_ISSUES.md, "cuda_gemv at M = 4" (run on the GPU machine after scripts/gpu-check.sh, which
 # builds build-gpu/qrt and writes the random Llama-2-7B model). In the full `qrt tune` the cuda_gemv
 # default at M = 4 times ~12 % slower than alone (23.2 vs 20.5 us on 4096x11008), so a candidate
 # that loses in `qrt bench` wins there. A: cuda_gemv alone; B: cuda_marlin's candidates (M up to

@@ -15,8 +15,8 @@ namespace qrt {
 
 class ThreadPool {
  public:
-  // More threads than this is a mistake, not a configuration (-t 100000 used to hang while the
-  // threads were created); the CLI and the config file check it first, with their own names.
+  // More threads than this is a mistake, not a configuration (creating 100000 threads stalls the
+  // machine); the CLI and the config file check it first, with their own names.
   static constexpr int kMaxThreads = 256;
   // threads <= 0: one per logical core. Throws qrt::Error(InvalidInput) above kMaxThreads.
   explicit ThreadPool(int threads = 0);

@@ -192,7 +192,7 @@ TuneResult tune_layers(const std::vector<LayerSpec>& layers,
   std::vector<std::vector<Work>> work(shapes.size());
   size_t total = 0;
   // Backends in the order a QuantLinear prepares its M ranges (smallest max_m first: GEMV, then
-  // tensor-core, then dequant + cuBLAS), as in a real run. On H100 (docs/KNOWN_ISSUES.md #12)
+  // tensor-core, then dequant + cuBLAS), as in a real run. On H100 (docs/KNOWN_ISSUES.md, "cuda_gemv at M = 4")
   // cuda_gemv's default times 23 instead of 20.5 us at M = 4 whenever cuda_dequant is tuned in the
   // same process; this order did not remove that skew (the all-rounds confirmation below is what
   // keeps a loser out), and its cause is open.

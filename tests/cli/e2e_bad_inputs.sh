@@ -35,7 +35,7 @@ expect_error() {
 # A plain f16 folder and a GPTQ folder to damage (copies link the big safetensors file).
 timeout 120 "$QRT" dequantize "$MODEL" "$tmp/f16" --dtype f16 >/dev/null 2>"$tmp/err" ||
   { echo "FAIL: dequantize: $(tail -n 2 "$tmp/err")"; exit 1; }
-# KNOWN_ISSUES #11: a writer killed before it finished leaves OUT.partial-<pid>; the next write to
+# A writer killed before it finished leaves OUT.partial-<pid>; the next write to
 # OUT removes those of dead processes and leaves a live writer's alone (checked at the end).
 sh -c 'exit 0' & dead=$!; wait "$dead"
 mkdir -p "$tmp/gptq.partial-$dead" "$tmp/gptq.partial-$$"
@@ -68,7 +68,7 @@ expect_error "unknown architecture (run)" "FooForCausalLM" - run -m "$tmp/arch" 
 expect_error "unknown architecture (quantize)" "FooForCausalLM" "$tmp/out-arch" \
   quantize "$tmp/arch" "$tmp/out-arch" --method gptq --bits 4 --group-size 64
 expect_error "missing tokenizer (run)" "tokenizer" - run -m "$tmp/notok" -p hi -n 4
-# KNOWN_ISSUES #2: refused before any work, naming the input folder and the missing file.
+# A folder without tokenizer.json: refused before any work, naming the input folder and the missing file.
 expect_error "missing tokenizer (quantize)" "$tmp/notok16: no tokenizer.json" "$tmp/out-nt16" \
   quantize "$tmp/notok16" "$tmp/out-nt16" --method gptq --bits 4 --group-size 64
 expect_error "missing tokenizer (perplexity)" "tokenizer" - perplexity -m "$tmp/notok" -f "$DATA/text/kjv_ruth_jonah.txt" --ctx 64
@@ -89,12 +89,12 @@ expect_error "folder without config.json (dequantize)" "config.json" "$tmp/out-n
 expect_error "unimplemented backend (run)" "available" - run -m "$MODEL" -p hi -n 4 --backend triton
 
 
-# KNOWN_ISSUES #4: inspect describes an unknown architecture, with a warning line, exit 0.
+# inspect describes an unknown architecture, with a warning line, exit 0.
 timeout 60 "$QRT" inspect "$tmp/arch" >"$tmp/out" 2>"$tmp/err"; rc=$?
 [ "$rc" -eq 0 ] || bad "unknown architecture (inspect): exit $rc"
 grep -q '^qrt: warning: .*FooForCausalLM' "$tmp/err" || bad "unknown architecture (inspect): no warning line"
 
-# KNOWN_ISSUES #5: an explicit backend that cannot run here: details kept, but the FIRST line is a
+# An explicit backend that cannot run here: details kept, but the FIRST line is a
 # complete "qrt: error:" summary (backend, layer, reason, what would work, how many layers).
 timeout 60 "$QRT" run -m "$MODEL" -p hi -n 4 --backend cuda_marlin >"$tmp/out" 2>"$tmp/err"; rc=$?
 first="$(head -n 1 "$tmp/err")"
@@ -103,7 +103,7 @@ first="$(head -n 1 "$tmp/err")"
   bad "run --backend cuda_marlin on cpu: first line is not a one-line summary: $first"
 grep -q '^    cpu_simd: ok' "$tmp/err" || bad "run --backend cuda_marlin on cpu: the per-backend details are gone"
 
-# KNOWN_ISSUES #11 (set up before the GPTQ folder was written).
+# Stale partial folders (set up before the GPTQ folder was written).
 [ -e "$tmp/gptq.partial-$dead" ] && bad "the stale $tmp/gptq.partial-$dead (dead pid) was not removed"
 [ -d "$tmp/gptq.partial-$$" ] || bad "the partial folder of a live pid ($$) was removed"
 

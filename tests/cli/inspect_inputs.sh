@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `qrt inspect` on inputs it must not describe silently (KNOWN_ISSUES #4 and #9), no model needed:
+# `qrt inspect` on inputs it must not describe silently, no model needed:
 #   - a file that is neither GGUF nor safetensors: the same "not a GGUF file ... not a folder" error
 #     as `qrt run -m` (not a confusing safetensors header message), exit 2, one line;
 #   - a GPTQ folder with "bits": 5: the validation error run/plan give, exit 2, one line;

@@ -39,7 +39,7 @@ TEST(ThreadPool, BackToBackAndAfterSleepingEveryJobRunsOnce) {
   }
 }
 
-// More threads than kMaxThreads is refused before any is created (-t 100000 used to hang).
+// More threads than kMaxThreads is refused before any is created (-t 100000 would stall the machine).
 TEST(ThreadPool, TooManyThreadsIsAnError) {
   EXPECT_THROW(qrt::ThreadPool(qrt::ThreadPool::kMaxThreads + 1), qrt::Error);
   EXPECT_THROW(qrt::ThreadPool(100000), qrt::Error);
