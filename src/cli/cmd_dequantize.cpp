@@ -51,6 +51,7 @@ int run(const Options& o) {
       writer.add(t.name, raw.dtype, raw.shape, std::move(raw.data));
     }
   }
+  progress.update(static_cast<int64_t>(tensors.size()), static_cast<int64_t>(tensors.size()));
   progress.done();
 
   nlohmann::json config = nlohmann::json::parse(ck->config_json());

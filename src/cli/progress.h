@@ -1,9 +1,12 @@
-// A one-line progress bar on stderr for long CLI steps (quantize, dequantize); silent unless
-// stderr is a terminal, so logs and tests see no carriage returns.
+// Progress of long CLI steps (quantize, dequantize) on stderr: a one-line bar redrawn in place
+// when stderr is a terminal; otherwise (logs, CI, pipes) a plain line at every tenth of the work
+// and at the end, with the elapsed time, so a long run is never silent and no carriage returns
+// reach a log.
 #pragma once
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -12,14 +15,26 @@ namespace qrt::cli {
 
 class Progress {
  public:
-  explicit Progress(const char* what) : what_(what), tty_(isatty(2) != 0) {}
+  explicit Progress(std::string what)
+      : what_(std::move(what)), tty_(isatty(2) != 0), start_(std::chrono::steady_clock::now()) {}
   void update(int64_t done, int64_t total) {
-    if (!tty_ || total <= 0) return;
+    if (total <= 0) return;
     const int pct = static_cast<int>(100 * done / total);
+    if (!tty_) {
+      const int tenth = static_cast<int>(10 * done / total);
+      if (done <= 0 || tenth == last_) return;
+      last_ = tenth;
+      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+      std::fprintf(stderr, "qrt: %s: %lld/%lld (%d%%), %.0f s\n", what_.c_str(), static_cast<long long>(done),
+                   static_cast<long long>(total), pct, s);
+      std::fflush(stderr);
+      return;
+    }
     if (pct == last_) return;
     last_ = pct;
     const int width = 30, fill = width * pct / 100;
-    std::fprintf(stderr, "\r%s [%s%s] %3d%%", what_, std::string(fill, '#').c_str(), std::string(width - fill, ' ').c_str(), pct);
+    std::fprintf(stderr, "\r%s [%s%s] %3d%%", what_.c_str(), std::string(fill, '#').c_str(),
+                 std::string(width - fill, ' ').c_str(), pct);
     std::fflush(stderr);
   }
   void done() {
@@ -27,8 +42,9 @@ class Progress {
   }
 
  private:
-  const char* what_;
+  std::string what_;
   bool tty_;
+  std::chrono::steady_clock::time_point start_;
   int last_ = -1;
 };
 
