@@ -1,18 +1,20 @@
-// `qrt quantize IN OUT --method gptq|awq|fp8 --bits B --group-size G [--desc-act] [--sym|--asym]
-//  [--calib TEXT] [--dtype f16|bf16] [--force]`
+// `qrt quantize IN OUT --method gptq|awq|fp8 --bits B --group-size G [--act-order] [--sym|--asym]
+//  [--calib sampled|none|TEXT] [--calib-tokens N] [--calib-seed S] [--damp D] [--dtype f16|bf16] [--force]`
 //
 // Quantizes every linear layer of a plain fp16/bf16/f32 Hugging Face folder or a GGUF file (whose
-// blocks are dequantized first) round-to-nearest, and writes a Hugging Face folder the reference
-// libraries load: GPTQ v1 tensors (qweight/qzeros/scales/g_idx), AWQ GEMM tensors, or FP8 e4m3 with
+// blocks are dequantized first) and writes a Hugging Face folder the reference libraries load:
+// GPTQ v1 tensors (qweight/qzeros/scales/g_idx), AWQ GEMM tensors, or FP8 e4m3 with
 // weight_scale_inv blocks; config.json with quantization_config; tokenizer files. lm_head and the
-// embeddings stay in float, as GPTQ/AWQ tools do by default. --calib runs the GPTQ algorithm when
-// the model module provides it (quant/calibration.h).
+// embeddings stay in float, as GPTQ/AWQ tools do by default. GPTQ and AWQ are calibrated by
+// default (the algorithms of quant/calibration.h, run by the model module) on text sampled from
+// the model itself, or on a text file; `--calib none` rounds to nearest. FP8 is round-to-nearest.
 #include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <map>
 #include <set>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -36,6 +38,9 @@ struct Options {
   int bits = 0;
   int group_size = 128;
   bool desc_act = false, sym = false, asym = false, force = false;
+  int64_t calib_tokens = 8192;
+  uint64_t calib_seed = 0;
+  double damp = 0.01;
 };
 
 using qrt::cli::Progress;
@@ -48,6 +53,7 @@ QuantizationConfig make_config(const Options& o, bool sym) {
     g.bits = o.bits;
     g.group_size = o.group_size;
     g.desc_act = o.desc_act;
+    g.damp_percent = o.damp;
     g.sym = sym;
     g.passthrough_json = R"({"meta": {"quantizer": ["qrt:0.1.0"]}})";
     q.config = g;
@@ -85,24 +91,29 @@ int run(const Options& o) {
   } else {
     if (opt.bits == 0) opt.bits = 8;
     if (opt.bits != 8) throw invalid_input("--bits " + std::to_string(opt.bits) + ": FP8 is 8-bit");
-    if (opt.desc_act) throw invalid_input("--desc-act applies to GPTQ only");
+    if (opt.desc_act) throw invalid_input("--act-order applies to GPTQ only");
     sym = true;
   }
   if (opt.group_size == 0 || opt.group_size < -1)
     throw invalid_input("--group-size " + std::to_string(opt.group_size) + ": expected -1 or a positive size");
-  if (method == "awq" && opt.desc_act) throw invalid_input("--desc-act applies to GPTQ only (AWQ has no act-order)");
-  const quant::GptqCalibrator* calibrator = nullptr;
-  if (!opt.calib.empty()) {
-    if (method != "gptq") throw invalid_input("--calib: calibration is implemented for --method gptq only");
-    calibrator = quant::gptq_calibrator();
+  if (method == "awq" && opt.desc_act) throw invalid_input("--act-order applies to GPTQ only (AWQ has no act-order)");
+  // "sampled" (the default for GPTQ and AWQ): text sampled from the model; "none": round to nearest.
+  if (opt.calib.empty()) opt.calib = method == "fp8" ? "none" : "sampled";
+  const quant::Calibrator* calibrator = nullptr;
+  if (opt.calib != "none") {
+    if (method == "fp8") throw invalid_input("--calib: FP8 is round-to-nearest; calibration applies to gptq and awq");
+    calibrator = quant::calibrator();
     if (!calibrator)
-      throw unsupported("--calib: the GPTQ algorithm (Hessian from calibration text) is not available in this build "
-                        "yet; leave out --calib for round-to-nearest");
-    if (access(opt.calib.c_str(), R_OK) != 0) throw io_error(opt.calib + ": cannot read the calibration text");
+      throw unsupported("--calib: calibrated quantization is not available in this build; use --calib none");
+    if (opt.calib != "sampled" && access(opt.calib.c_str(), R_OK) != 0)
+      throw io_error(opt.calib + ": cannot read the calibration text");
   }
+  if (opt.calib_tokens < 16 || opt.calib_tokens > (int64_t{1} << 24))
+    throw invalid_input("--calib-tokens " + std::to_string(opt.calib_tokens) + ": expected 16 .. 16777216");
+  if (!(opt.damp > 0 && opt.damp < 1)) throw invalid_input("--damp " + std::to_string(opt.damp) + ": expected (0, 1)");
   if (opt.desc_act && !calibrator)
-    throw invalid_input("--desc-act needs --calib: act-order sorts columns by the Hessian of calibration data, "
-                        "round-to-nearest has none");
+    throw invalid_input("--act-order needs calibration: it sorts columns by the Hessian of calibration data, "
+                        "round-to-nearest (--calib none) has none");
   const DType dtype = quant::parse_float_dtype(opt.dtype, "--dtype");
   if (dtype == DType::F32) throw invalid_input("--dtype f32: quantized checkpoints keep f16 or bf16 for the rest");
 
@@ -135,22 +146,33 @@ int run(const Options& o) {
     targets.push_back(&l);
   }
 
-  std::map<std::string, QuantizedWeight> calibrated;
+  // OUT is claimed (refused when it exists without --force) before the minutes of calibration.
+  quant::HfFolderWriter writer(opt.out, opt.force);
+  quant::CalibrationResult calibration;
+  std::map<std::string, QuantizedWeight>& calibrated = calibration.linears;
   if (calibrator) {
     quant::CalibrationSettings cs;
-    cs.calib_text_path = opt.calib;
+    cs.algorithm = method == "awq" ? quant::CalibrationAlgorithm::Awq : quant::CalibrationAlgorithm::Gptq;
+    if (opt.calib != "sampled") cs.text_path = opt.calib;
+    cs.tokens = opt.calib_tokens;
+    cs.seed = opt.calib_seed;
     cs.bits = opt.bits;
     cs.group_size = opt.group_size;
     cs.sym = sym;
-    cs.desc_act = opt.desc_act;
-    Progress cp("calibrating");
-    cs.progress = [&](int64_t d, int64_t t) { cp.update(d, t); };
-    calibrated = (*calibrator)(*ck, cs);
-    cp.done();
+    cs.act_order = opt.desc_act;
+    cs.damp_percent = opt.damp;
+    Progress sampling("sampling calibration text (sequences)"), layers(method == "awq" ? "AWQ scale search (layers)"
+                                                                                       : "GPTQ (layers)");
+    cs.progress = [&](const std::string& stage, int64_t d, int64_t t) {
+      (stage == "sampling" ? sampling : layers).update(d, t);
+    };
+    calibration = (*calibrator)(*ck, cs);
+    sampling.done();
+    layers.done();
+    std::fprintf(stderr, "qrt: calibrated on %s\n", calibration.source.c_str());
   }
 
-  quant::HfFolderWriter writer(opt.out, opt.force);
-  Progress progress("quantizing");
+  Progress progress("quantizing (linear layers)");
   std::set<std::string> quantized_names;
   int64_t done = 0;
   double err_sum = 0, ref_sum = 0;
@@ -190,11 +212,14 @@ int run(const Options& o) {
     quantized_names.insert(name + ".weight");
     quantized_names.insert(name + ".bias");
   }
+  progress.update(static_cast<int64_t>(targets.size()), static_cast<int64_t>(targets.size()));
   progress.done();
   for (const CheckpointTensor& t : ck->tensors()) {
     if (quantized_names.count(t.name)) continue;
     if (gguf && t.name.rfind("model.", 0) != 0 && t.name != "lm_head.weight") continue;
-    if (t.dtype == DType::Unknown || dtype_is_float(t.dtype)) {
+    if (auto it = calibration.float_tensors.find(t.name); it != calibration.float_tensors.end()) {
+      writer.add_float(t.name, dtype, t.shape, std::move(it->second));
+    } else if (t.dtype == DType::Unknown || dtype_is_float(t.dtype)) {
       writer.add_float(t.name, dtype, t.shape, ck->load_float(t.name));
     } else {
       RawTensor raw = ck->load_raw(t.name);
@@ -217,9 +242,13 @@ int run(const Options& o) {
                    why.c_str());
   }
   writer.finish();
-  std::printf("wrote %s: %zu linear layers as %s, %.1f MB; relative weight error %.4f\n", opt.out.c_str(),
-              targets.size(), qconfig.describe().c_str(), writer.tensor_bytes() / 1e6,
-              ref_sum > 0 ? std::sqrt(err_sum / ref_sum) : 0.0);
+  // AWQ stores W x s per input channel (1/s went into the norms): its weight error is not comparable.
+  const std::string error_note =
+      calibration.float_tensors.empty()
+          ? fmt::format("; relative weight error {:.4f}", ref_sum > 0 ? std::sqrt(err_sum / ref_sum) : 0.0)
+          : "; AWQ channel scales folded into the RMSNorm weights";
+  std::printf("wrote %s: %zu linear layers as %s, %.1f MB%s\n", opt.out.c_str(), targets.size(),
+              qconfig.describe().c_str(), writer.tensor_bytes() / 1e6, error_note.c_str());
   return 0;
 }
 
@@ -234,10 +263,17 @@ const CommandRegistrar kRegistrar(
       app.add_option("--group-size", o->group_size, "Group size along in_features (-1 = per row); FP8: block size "
                                                     "(-1 = per tensor)")
           ->capture_default_str();
-      app.add_flag("--desc-act", o->desc_act, "GPTQ act-order (needs --calib)");
+      app.add_flag("--act-order,--desc-act", o->desc_act,
+                   "GPTQ act-order: columns by decreasing Hessian diagonal, g_idx written (needs calibration)");
       app.add_flag("--sym", o->sym, "Symmetric (GPTQ default)");
       app.add_flag("--asym", o->asym, "Asymmetric, with zero points (AWQ default)");
-      app.add_option("--calib", o->calib, "Calibration text for the GPTQ algorithm");
+      app.add_option("--calib", o->calib,
+                     "GPTQ/AWQ calibration: 'sampled' (default: text sampled from the model itself), a text file, "
+                     "or 'none' (round to nearest)");
+      app.add_option("--calib-tokens", o->calib_tokens, "Calibration tokens (sampled, or read from the text)")
+          ->capture_default_str();
+      app.add_option("--calib-seed", o->calib_seed, "Seed of the sampled calibration text")->capture_default_str();
+      app.add_option("--damp", o->damp, "GPTQ damping, a fraction of the mean Hessian diagonal")->capture_default_str();
       app.add_option("--dtype", o->dtype, "Float type of the unquantized tensors: f16 or bf16")->capture_default_str();
       app.add_flag("--force", o->force, "Replace OUT if it exists");
       return [o] { return run(*o); };

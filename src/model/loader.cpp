@@ -17,12 +17,12 @@
 
 namespace qrt {
 
-// The GPTQ calibrator (gptq_calibrate.cpp) registers here: this file is linked into every binary
-// that loads models, while a registrar alone in gptq_calibrate.cpp would be dropped by the
-// static-library linker (nothing references that object file).
-std::map<std::string, QuantizedWeight> run_gptq_calibration(const Checkpoint& ck, const quant::CalibrationSettings& s);
+// The calibrated quantizers (layerwise_calibrate.cpp) register here: this file is linked into
+// every binary that loads models, while a registrar alone in layerwise_calibrate.cpp would be
+// dropped by the static-library linker (nothing references that object file).
+quant::CalibrationResult run_calibration(const Checkpoint& ck, const quant::CalibrationSettings& s);
 namespace {
-const quant::GptqCalibratorRegistrar gptq_registrar(run_gptq_calibration);
+const quant::CalibratorRegistrar calibrator_registrar(run_calibration);
 
 std::vector<float> load_exact(const Checkpoint& ck, const std::string& name, int64_t expected) {
   if (!ck.has_tensor(name)) throw invalid_input(fmt::format("{}: tensor {} is missing", ck.path(), name));

@@ -1,17 +1,17 @@
-// Registry of the calibrated (GPTQ) quantizer; see calibration.h.
+// Registry of the calibrated quantizers; see calibration.h.
 #include "quant/calibration.h"
 
 namespace qrt::quant {
 
 namespace {
-GptqCalibrator& slot() {
-  static GptqCalibrator calibrator;
-  return calibrator;
+Calibrator& slot() {
+  static Calibrator instance;
+  return instance;
 }
 }  // namespace
 
-const GptqCalibrator* gptq_calibrator() { return slot() ? &slot() : nullptr; }
+const Calibrator* calibrator() { return slot() ? &slot() : nullptr; }
 
-GptqCalibratorRegistrar::GptqCalibratorRegistrar(GptqCalibrator calibrator) { slot() = std::move(calibrator); }
+CalibratorRegistrar::CalibratorRegistrar(Calibrator c) { slot() = std::move(c); }
 
 }  // namespace qrt::quant

@@ -12,6 +12,7 @@
 #include <numeric>
 
 #include "qrt/error.h"
+#include "qrt/thread_pool.h"
 
 namespace qrt::quant {
 namespace {
@@ -63,40 +64,10 @@ std::vector<double> lower_inverse(const std::vector<double>& L, int64_t K) {
   return X;
 }
 
-struct GroupParams {
-  std::vector<float> scale, zero;  // per row
-};
-
-// GPTQ reference grid for rows of `cols` values starting at column c0 of W.
-void find_params(const std::vector<float>& W, int64_t N, int64_t K, int64_t c0, int64_t cols, int maxq, bool sym,
-                 GroupParams& p) {
-  p.scale.resize(N);
-  p.zero.resize(N);
-  for (int64_t n = 0; n < N; ++n) {
-    const float* w = W.data() + n * K + c0;
-    float xmin = 0, xmax = 0;
-    for (int64_t i = 0; i < cols; ++i) {
-      xmin = std::min(xmin, w[i]);
-      xmax = std::max(xmax, w[i]);
-    }
-    if (sym) {
-      xmax = std::max(std::abs(xmin), xmax);
-      if (xmin < 0) xmin = -xmax;
-    }
-    if (xmin == 0 && xmax == 0) {
-      xmin = -1;
-      xmax = 1;
-    }
-    const float scale = (xmax - xmin) / static_cast<float>(maxq);
-    p.scale[n] = scale;
-    p.zero[n] = sym ? static_cast<float>((maxq + 1) / 2) : std::nearbyint(-xmin / scale);
-  }
-}
-
 }  // namespace
 
 QuantizedWeight gptq_quantize(const std::string& name, const float* Wsrc, int64_t N, int64_t K,
-                              const std::vector<double>& hessian, const GptqSolverOptions& o) {
+                              const std::vector<double>& hessian, const GptqSolverOptions& o, ThreadPool* pool) {
   if (N <= 0 || K <= 0) throw invalid_input(fmt::format("{}: GPTQ needs a non-empty weight", name));
   if (static_cast<int64_t>(hessian.size()) != K * K)
     throw invalid_input(fmt::format("{}: Hessian has {} entries, expected {} x {}", name, hessian.size(), K, K));
@@ -165,47 +136,76 @@ QuantizedWeight gptq_quantize(const std::string& name, const float* Wsrc, int64_
   q.scales.assign(static_cast<size_t>(N * G), 0.0f);
   if (!o.sym) q.zeros.assign(static_cast<size_t>(N * G), 0.0f);
 
-  GroupParams params;
-  if (o.group_size <= 0) find_params(W, N, K, 0, K, maxq, o.sym, params);
-  std::vector<float> err(static_cast<size_t>(N * bs));  // [N][bs] scaled errors of the block
-  std::vector<float> urow(K);
-  for (int64_t b0 = 0; b0 < K; b0 += bs) {
-    const int64_t b1 = std::min(K, b0 + bs), count = b1 - b0;
-    for (int64_t c = b0; c < b1; ++c) {
-      if (o.group_size > 0 && c % gs == 0) find_params(W, N, K, c, gs, maxq, o.sym, params);
-      const int64_t g = c / gs;
-      const double d = U[c * K + c];
-      for (int64_t j = c; j < b1; ++j) urow[j] = static_cast<float>(U[c * K + j] / d);
-      for (int64_t n = 0; n < N; ++n) {
-        float* w = W.data() + n * K;
-        const float scale = params.scale[n], zero = params.zero[n];
-        const float code = std::clamp(std::nearbyint(w[c] / scale) + zero, 0.0f, static_cast<float>(maxq));
-        const float deq = scale * (code - zero);
-        q.codes[n * K + perm[c]] = static_cast<uint8_t>(code);
-        // (w - q) / d pushed onto the rest of the block: w[j] -= (w - q) / d * U[c][j].
-        const float e = w[c] - deq;
-        err[n * bs + (c - b0)] = e / static_cast<float>(d);
-        for (int64_t j = c + 1; j < b1; ++j) w[j] -= e * urow[j];
-        w[c] = deq;
+  // Rows are independent (each row's rounding error moves only along that row), so threads take
+  // ranges of rows and run the whole column sweep on them.
+  auto solve_rows = [&](int64_t n0, int64_t n1) {
+    const int64_t rows = n1 - n0;
+    std::vector<float> scale(rows), zero(rows);
+    auto find_params = [&](int64_t c0, int64_t cols) {
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* w = W.data() + (n0 + r) * K + c0;
+        float xmin = 0, xmax = 0;
+        for (int64_t i = 0; i < cols; ++i) {
+          xmin = std::min(xmin, w[i]);
+          xmax = std::max(xmax, w[i]);
+        }
+        if (o.sym) {
+          xmax = std::max(std::abs(xmin), xmax);
+          if (xmin < 0) xmin = -xmax;
+        }
+        if (xmin == 0 && xmax == 0) {
+          xmin = -1;
+          xmax = 1;
+        }
+        scale[r] = (xmax - xmin) / static_cast<float>(maxq);
+        zero[r] = o.sym ? static_cast<float>((maxq + 1) / 2) : std::nearbyint(-xmin / scale[r]);
       }
-      if (o.group_size <= 0 ? c == 0 : c % gs == 0)
-        for (int64_t n = 0; n < N; ++n) {
-          q.scales[n * G + g] = params.scale[n];
-          if (!o.sym) q.zeros[n * G + g] = params.zero[n];
+    };
+    if (o.group_size <= 0) find_params(0, K);
+    std::vector<float> err(static_cast<size_t>(rows * bs));  // [rows][bs] scaled errors of the block
+    std::vector<float> urow(K);
+    for (int64_t b0 = 0; b0 < K; b0 += bs) {
+      const int64_t b1 = std::min(K, b0 + bs), count = b1 - b0;
+      for (int64_t c = b0; c < b1; ++c) {
+        if (o.group_size > 0 && c % gs == 0) find_params(c, gs);
+        const int64_t g = c / gs;
+        const double d = U[c * K + c];
+        for (int64_t j = c; j < b1; ++j) urow[j] = static_cast<float>(U[c * K + j] / d);
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t n = n0 + r;
+          float* w = W.data() + n * K;
+          const float code = std::clamp(std::nearbyint(w[c] / scale[r]) + zero[r], 0.0f, static_cast<float>(maxq));
+          const float deq = scale[r] * (code - zero[r]);
+          q.codes[n * K + perm[c]] = static_cast<uint8_t>(code);
+          // (w - q) / d pushed onto the rest of the block: w[j] -= (w - q) / d * U[c][j].
+          const float e = w[c] - deq;
+          err[r * bs + (c - b0)] = e / static_cast<float>(d);
+          for (int64_t j = c + 1; j < b1; ++j) w[j] -= e * urow[j];
+          w[c] = deq;
+        }
+        if (o.group_size <= 0 ? c == 0 : c % gs == 0)
+          for (int64_t r = 0; r < rows; ++r) {
+            q.scales[(n0 + r) * G + g] = scale[r];
+            if (!o.sym) q.zeros[(n0 + r) * G + g] = zero[r];
+          }
+      }
+      // Lazy batch update of the columns after the block: W[:, b1:] -= Err @ U[b0:b1, b1:].
+      if (b1 < K)
+        for (int64_t r = 0; r < rows; ++r) {
+          float* w = W.data() + (n0 + r) * K;
+          for (int64_t i = 0; i < count; ++i) {
+            const float e = err[r * bs + i];
+            if (e == 0) continue;
+            const float* u = Uf.data() + (b0 + i) * K;
+            for (int64_t j = b1; j < K; ++j) w[j] -= e * u[j];
+          }
         }
     }
-    // Lazy batch update of the columns after the block: W[:, b1:] -= Err @ U[b0:b1, b1:].
-    if (b1 < K)
-      for (int64_t n = 0; n < N; ++n) {
-        float* w = W.data() + n * K;
-        for (int64_t i = 0; i < count; ++i) {
-          const float e = err[n * bs + i];
-          if (e == 0) continue;
-          const float* u = Uf.data() + (b0 + i) * K;
-          for (int64_t j = b1; j < K; ++j) w[j] -= e * u[j];
-        }
-      }
-  }
+  };
+  if (pool)
+    pool->parallel_for(N, [&](int, int64_t n0, int64_t n1) { solve_rows(n0, n1); });
+  else
+    solve_rows(0, N);
   if (o.act_order) {
     q.g_idx.resize(K);
     for (int64_t c = 0; c < K; ++c) q.g_idx[perm[c]] = static_cast<int32_t>(c / gs);

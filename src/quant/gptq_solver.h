@@ -12,6 +12,10 @@
 
 #include "qrt/quantized_weight.h"
 
+namespace qrt {
+class ThreadPool;
+}
+
 namespace qrt::quant {
 
 struct GptqSolverOptions {
@@ -25,7 +29,9 @@ struct GptqSolverOptions {
 
 // W: [N][K] float32 row-major. hessian: [K][K] (any positive multiple of X^T X; symmetric).
 // Throws qrt::Error for bad sizes/options or a Hessian that stays not positive definite after damping.
+// With a pool, rows are solved in parallel (same result: rows are independent).
 QuantizedWeight gptq_quantize(const std::string& name, const float* W, int64_t N, int64_t K,
-                              const std::vector<double>& hessian, const GptqSolverOptions& options);
+                              const std::vector<double>& hessian, const GptqSolverOptions& options,
+                              ThreadPool* pool = nullptr);
 
 }  // namespace qrt::quant

@@ -39,7 +39,7 @@ timeout 120 "$QRT" dequantize "$MODEL" "$tmp/f16" --dtype f16 >/dev/null 2>"$tmp
 # OUT removes those of dead processes and leaves a live writer's alone (checked at the end).
 sh -c 'exit 0' & dead=$!; wait "$dead"
 mkdir -p "$tmp/gptq.partial-$dead" "$tmp/gptq.partial-$$"
-timeout 120 "$QRT" quantize "$tmp/f16" "$tmp/gptq" --method gptq --bits 4 --group-size 64 >/dev/null 2>"$tmp/err" ||
+timeout 120 "$QRT" quantize "$tmp/f16" "$tmp/gptq" --method gptq --bits 4 --group-size 64 --calib none >/dev/null 2>"$tmp/err" ||
   { echo "FAIL: quantize: $(tail -n 2 "$tmp/err")"; exit 1; }
 copy_of() {  # copy_of SRC DST: every file copied except model.safetensors, which is linked
   mkdir -p "$2"
