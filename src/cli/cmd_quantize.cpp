@@ -161,8 +161,8 @@ int run(const Options& o) {
     cs.sym = sym;
     cs.act_order = opt.desc_act;
     cs.damp_percent = opt.damp;
-    Progress sampling("sampling calibration text (sequences)"), layers(method == "awq" ? "AWQ scale search (layers)"
-                                                                                       : "GPTQ (layers)");
+    Progress sampling("sampling calibration text (sequences)", /*log_lines=*/true),
+        layers(method == "awq" ? "AWQ scale search (layers)" : "GPTQ (layers)", /*log_lines=*/true);
     cs.progress = [&](const std::string& stage, int64_t d, int64_t t) {
       (stage == "sampling" ? sampling : layers).update(d, t);
     };
