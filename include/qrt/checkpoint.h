@@ -139,6 +139,11 @@ std::vector<std::string> supported_architectures();
 // config and tensor shapes that disagree, missing tensors.
 std::unique_ptr<Checkpoint> open_checkpoint(const std::string& path);
 
+// Decodes every quantized linear of `ck` once (one at a time, nothing kept), so that what loading
+// would refuse in the tensors themselves -- NaN or infinite scales, codes out of range, parts that
+// disagree -- is refused before a plan is printed. Returns the number of layers checked.
+int64_t check_quantized_tensors(const Checkpoint& ck);
+
 // Parses config.json text into a ModelConfig (exposed for tests and fuzzing). `where` prefixes
 // messages ("config.json").
 ModelConfig parse_model_config(const std::string& json_text, const std::string& where = "config.json");

@@ -30,8 +30,13 @@ struct GptqConfig {
   bool true_sequential = true;
   double damp_percent = 0.1;         // (0, 1)
   std::string checkpoint_format = "gptq";   // "gptq" (v1: stored zero = z - 1) or "gptq_v2"
-  std::string backend = "auto";      // loading hint; one of gptq_backend_names()
+  std::string backend = "auto";      // loading hint, any name (the runtime maps aliases, warns on others)
   bool lm_head = false;              // GPTQModel: lm_head is quantized too
+  // Runtime fields of transformers' GPTQConfig (qrt::checkpoint_runtime applies or names them).
+  std::optional<int64_t> max_input_length;   // ExLlama buffers sized for this many prompt tokens
+  std::optional<bool> use_exllama;           // false (or disable_exllama: true): no ExLlama kernels
+  std::optional<int> exllama_version;        // exllama_config.version: 1 or 2
+  std::optional<bool> use_cuda_fp16;
   std::string pack_dtype = "int32";  // GPTQModel; only int32 is supported
   // Which config keys were present (GPTQModel writes both method/quant_method, format/checkpoint_format).
   bool wrote_format_key = false;
@@ -49,8 +54,13 @@ struct AwqConfig {
   int group_size = 128;              // -1 or > 0
   bool zero_point = true;
   std::string version = "gemm";      // gemm | gemv | gemv_fast | exllama | ipex | llm-awq | marlin
-  std::string backend = "auto";      // one of awq_backend_names()
+  std::string backend = "auto";      // any name, as for GPTQ
   std::vector<std::string> modules_to_not_convert;
+  // Runtime fields of transformers' AwqConfig (qrt::checkpoint_runtime names them).
+  std::optional<bool> do_fuse;
+  std::optional<int64_t> fuse_max_seq_len;
+  bool modules_to_fuse = false;      // present
+  std::optional<int> exllama_version;
   std::string passthrough_json = "{}";
 
   void check_layer(int64_t in_features, const std::string& where) const;
@@ -132,8 +142,19 @@ struct QuantizationConfig {
 // The quant_method values qrt dispatches ("gptq", "awq", "fp8", "bitsandbytes", "torchao",
 // "higgs", "gguf").
 std::vector<std::string> known_quant_methods();
-std::vector<std::string> gptq_backend_names();
-std::vector<std::string> awq_backend_names();
+
+// What a checkpoint's quantization_config asks of the runtime, from its runtime fields. Each
+// field is either applied (a backend hint, the prompt length its buffers are sized for, backends
+// it rules out) or named in one line of `notes` saying what qrt does instead.
+struct CheckpointRuntime {
+  std::string backend = "auto";                        // GPTQ/AWQ backend (a hint)
+  std::string backend_field;                           // "quantization_config.backend" when set
+  std::optional<int64_t> max_input_length;             // GPTQ max_input_length
+  std::vector<std::pair<std::string, std::string>> disable;   // (qrt backend, the field that asks)
+  std::map<std::string, std::string> tune_metadata;    // HIGGS: module name or glob -> JSON object text
+  std::vector<std::string> notes;                      // fields read and not applied, one line each
+};
+CheckpointRuntime checkpoint_runtime(const QuantizationConfig& config);
 
 // Parses a `quantization_config` JSON object (text). `where` prefixes every message
 // ("config.json: quantization_config"). Throws qrt::Error (InvalidInput for bad values,

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "qrt/backend.h"
+#include "qrt/quant_config.h"
 
 namespace qrt {
 
@@ -65,6 +66,10 @@ struct RuntimeConfig {
   // checkpoint_params. Never throws for the checkpoint's content: an entry or value qrt cannot
   // read is left out and described in the returned warnings.
   std::vector<std::string> apply_checkpoint_tune_metadata(const std::map<std::string, std::string>& metadata);
+  // Applies everything a checkpoint's quantization_config asks of the runtime (qrt::checkpoint_runtime):
+  // the backend hint, tune_metadata, max_input_length, backends it rules out. Returns the warnings:
+  // the fields it does not apply (one line each) and anything it could not read.
+  std::vector<std::string> apply_checkpoint_runtime(const CheckpointRuntime& checkpoint);
   // The first checkpoint_params entry matching `layer_name`, or nullptr.
   const LayerOverride* checkpoint_params_for(const std::string& layer_name) const;
   // Records where `field` came from (replacing an older record of the same field).
@@ -87,14 +92,13 @@ struct CliOverrides {
   std::optional<bool> ignore_bad_tuning_cache;
 };
 
-// The documented precedence in one place (docs/CONFIG.md): defaults < checkpoint backend hint
-// < QRT_DISABLE_BACKENDS < config file < CLI flags. `config_path` "" = no file. Non-fatal findings
-// (an unknown checkpoint backend name) are appended to `warnings` when given.
-// `checkpoint_tune_metadata` is quantization_config.tune_metadata (HIGGS), the lowest-priority
-// source of per-layer kernel parameters (docs/CONFIG.md).
-RuntimeConfig build_runtime_config(const std::string& checkpoint_backend, const std::string& config_path,
-                                   const CliOverrides& cli, std::vector<std::string>* warnings = nullptr,
-                                   const std::map<std::string, std::string>& checkpoint_tune_metadata = {});
+// The documented precedence in one place (docs/CONFIG.md): defaults < the checkpoint's
+// quantization_config (backend hint, max_input_length, backends it rules out, HIGGS tune_metadata:
+// the lowest-priority per-layer kernel parameters) < QRT_DISABLE_BACKENDS < config file < CLI flags.
+// `config_path` "" = no file. Non-fatal findings (an unknown checkpoint backend name, runtime fields
+// qrt does not apply) are appended to `warnings` when given.
+RuntimeConfig build_runtime_config(const CheckpointRuntime& checkpoint, const std::string& config_path,
+                                   const CliOverrides& cli, std::vector<std::string>* warnings = nullptr);
 
 // The default tuning cache file: $QRT_TUNING_CACHE, else $XDG_CACHE_HOME/qrt/tuning.json, else
 // ~/.cache/qrt/tuning.json.

@@ -348,14 +348,30 @@ RuntimeConfig RuntimeConfig::from_json_text(const std::string& text, const std::
   return c;
 }
 
-RuntimeConfig build_runtime_config(const std::string& checkpoint_backend, const std::string& config_path,
-                                   const CliOverrides& cli, std::vector<std::string>* warnings,
-                                   const std::map<std::string, std::string>& checkpoint_tune_metadata) {
+std::vector<std::string> RuntimeConfig::apply_checkpoint_runtime(const CheckpointRuntime& checkpoint) {
+  std::vector<std::string> warnings;
+  if (std::string w = apply_checkpoint_backend(checkpoint.backend); !w.empty())
+    warnings.push_back(w);
+  else if (backend_is_hint && checkpoint.backend_field.find(".layout") != std::string::npos)
+    set_provenance("backend", "checkpoint " + checkpoint.backend_field);   // e.g. torchao Int4CPULayout
+  for (auto& w : apply_checkpoint_tune_metadata(checkpoint.tune_metadata)) warnings.push_back(std::move(w));
+  if (checkpoint.max_input_length) {
+    max_input_length = *checkpoint.max_input_length;
+    set_provenance("max_input_length", "checkpoint quantization_config.max_input_length");
+  }
+  for (const auto& [backend, field] : checkpoint.disable) {
+    add_unique(disabled, backend);
+    set_provenance("disabled", "checkpoint " + field);
+  }
+  warnings.insert(warnings.end(), checkpoint.notes.begin(), checkpoint.notes.end());
+  return warnings;
+}
+
+RuntimeConfig build_runtime_config(const CheckpointRuntime& checkpoint, const std::string& config_path,
+                                   const CliOverrides& cli, std::vector<std::string>* warnings) {
   RuntimeConfig c;
-  const std::string w = c.apply_checkpoint_backend(checkpoint_backend);
-  if (!w.empty() && warnings) warnings->push_back(w);
-  for (const auto& tw : c.apply_checkpoint_tune_metadata(checkpoint_tune_metadata))
-    if (warnings) warnings->push_back(tw);
+  for (auto& w : c.apply_checkpoint_runtime(checkpoint))
+    if (warnings) warnings->push_back(std::move(w));
   c.apply_environment();
   if (!config_path.empty()) c = RuntimeConfig::from_json_file(config_path, std::move(c));
   if (cli.backend) {

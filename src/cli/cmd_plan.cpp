@@ -135,6 +135,9 @@ nlohmann::ordered_json plan_json(const LinearPlan& p) {
 
 int run_plan(const PlanOptions& o) {
   const auto ck = open_checkpoint(o.model);
+  // What `qrt run` would refuse in the tensors (layouts, NaN scales) is refused here too, so a plan
+  // that exits 0 loads.
+  check_quantized_tensors(*ck);
   if (!o.target.empty() && o.o_device && o.o_device->count() > 0)
     throw invalid_input("--device and --target exclude each other (--target plans for a device that is not here)");
   SetupRequest request = o.setup.setup_request({});

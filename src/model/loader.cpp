@@ -1,8 +1,8 @@
 // load_model: a checkpoint (HF folder or GGUF, through qrt/checkpoint.h) -> ModelWeights.
 // Quantized linears stay in their canonical QuantizedWeight form; everything else is read as
-// float32. With LoadOptions::quantize, plain float linears are quantized here with RTN
-// (the torchao int4_weight_only / bitsandbytes load_in_8bit use case); lm_head and the
-// embedding stay dense, as those libraries leave them.
+// float32. With LoadOptions::quantize, or a torchao quantization_config on a checkpoint that stores
+// float weights, plain float linears are quantized here with RTN (int4 / int8) or to FP8 e4m3 per
+// channel; lm_head and the embedding stay dense, as those libraries leave them.
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
@@ -23,6 +23,60 @@ namespace qrt {
 quant::CalibrationResult run_calibration(const Checkpoint& ck, const quant::CalibrationSettings& s);
 namespace {
 const quant::CalibratorRegistrar calibrator_registrar(run_calibration);
+
+// How float linears are quantized while loading: --quantize, or what a torchao config asks for.
+struct LoadQuantization {
+  int bits = 0;               // 4 or 8 (integer RTN); 0 = none
+  bool fp8 = false;           // FP8 e4m3, one scale per output row
+  int group_size = 128;
+  std::string label;          // source_format of the layers: "rtn:int4", "torchao:int4_weight_only"
+  std::vector<std::string> skip;   // module names (or prefixes) left dense
+  bool active() const { return bits != 0 || fp8; }
+};
+
+LoadQuantization load_quantization(const Checkpoint& ck, const LoadOptions& options) {
+  LoadQuantization q;
+  if (options.quantize == "int4") q.bits = 4;
+  else if (options.quantize == "int8") q.bits = 8;
+  else if (!options.quantize.empty())
+    throw invalid_input(fmt::format("--quantize {}: expected int4 or int8", options.quantize));
+  if (q.bits && (options.group_size == 0 || options.group_size < -1))
+    throw invalid_input(fmt::format("--group-size {}: expected -1 (per row) or a positive size", options.group_size));
+  const QuantizationConfig& qc = ck.quantization();
+  if (q.bits) {
+    if (!qc.empty())
+      throw invalid_input(fmt::format("{}: --quantize {} needs a plain fp16/bf16/f32 checkpoint, this one is "
+                                      "already quantized",
+                                      ck.path(), options.quantize));
+    q.group_size = options.group_size;
+    q.label = "rtn:" + options.quantize;
+    return q;
+  }
+  // A torchao config on float weights: quantize as --quantize does (checkpoint_runtime names what
+  // runs differently from torchao: layouts, dynamic activations).
+  const TorchAoConfig* t = qc.get<TorchAoConfig>();
+  if (!t) return q;
+  q.label = "torchao:" + t->quant_type;
+  q.skip = t->modules_to_not_convert;
+  if (t->quant_type == "int4_weight_only") {
+    q.bits = 4;
+    q.group_size = t->group_size;
+  } else if (t->quant_type == "int8_weight_only" || t->quant_type == "int8_dynamic_activation_int8_weight") {
+    q.bits = 8;
+    q.group_size = -1;
+  } else if (t->quant_type == "float8_weight_only" || t->quant_type == "float8_dynamic_activation_float8_weight") {
+    q.fp8 = true;
+  }
+  return q;
+}
+
+bool skipped(const LoadQuantization& q, const std::string& name) {
+  for (const auto& s : q.skip)
+    if (name == s || name.rfind(s + ".", 0) == 0 || name.size() > s.size() + 1 &&
+        name.compare(name.size() - s.size() - 1, std::string::npos, "." + s) == 0)
+      return true;
+  return false;
+}
 
 std::vector<float> load_exact(const Checkpoint& ck, const std::string& name, int64_t expected) {
   if (!ck.has_tensor(name)) throw invalid_input(fmt::format("{}: tensor {} is missing", ck.path(), name));
@@ -88,29 +142,40 @@ bool recover_q8_grid(const std::vector<float>& w, const LayerSpec& spec, Quantiz
   return true;
 }
 
-// Bits of LoadOptions::quantize (0 = keep the checkpoint's weights); throws for anything else.
-int on_load_bits(const LoadOptions& options) {
-  if (options.quantize.empty()) return 0;
-  if (options.quantize == "int4") return 4;
-  if (options.quantize == "int8") return 8;
-  throw invalid_input(fmt::format("--quantize {}: expected int4 or int8", options.quantize));
-}
-
-// The spec of a float linear that LoadOptions::quantize turns into a quantized one on load
-// (round-to-nearest, GPTQ style, symmetric at 8 bits). Metadata only: load_model() gives the
-// quantized weight this spec and quantized_linear_specs() lists it, so plan and run agree.
-LayerSpec on_load_spec(const Checkpoint& ck, const LayerSpec& stored, int bits, int group_size,
-                       const std::string& quantize) {
+// The spec of a float linear that load_quantization() turns into a quantized one on load. Metadata
+// only: load_model() gives the quantized weight this spec and quantized_linear_specs() lists it, so
+// plan and run agree.
+LayerSpec on_load_spec(const Checkpoint& ck, const LayerSpec& stored, const LoadQuantization& q) {
   LayerSpec s;
   s.name = stored.name;
   s.in_features = stored.in_features;
   s.out_features = stored.out_features;
-  s.bits = bits;
-  s.group_size = group_size;
-  s.zero_kind = bits == 8 ? ZeroKind::Symmetric : ZeroKind::Integer;
-  s.source_format = "rtn:" + quantize;
+  if (q.fp8) {
+    s.encoding = WeightEncoding::Fp8E4M3;
+    s.bits = 8;
+    s.group_size = -1;
+    s.scale_block_n = 1;
+    s.scale_block_k = static_cast<int>(stored.in_features);
+    s.zero_kind = ZeroKind::Symmetric;
+  } else {
+    s.bits = q.bits;
+    s.group_size = q.group_size;
+    s.zero_kind = q.bits == 8 ? ZeroKind::Symmetric : ZeroKind::Integer;
+  }
+  s.source_format = q.label;
   s.has_bias = ck.has_tensor(stored.name + ".bias");
   return s;
+}
+
+// The float linear `stored` quantized as `q` says, with the spec on_load_spec() plans.
+QuantizedWeight quantize_on_load(const Checkpoint& ck, const LayerSpec& stored, const LoadQuantization& q,
+                                 const std::vector<float>& dense) {
+  const int64_t out = stored.out_features, in = stored.in_features;
+  QuantizedWeight w = q.fp8 ? quant::fp8_quantize(stored.name, dense.data(), out, in, 1, static_cast<int>(in))
+                            : quant::rtn_quantize(stored.name, dense.data(), out, in, q.bits, q.group_size,
+                                                  /*sym=*/q.bits == 8, quant::RtnStyle::Gptq);
+  w.spec = on_load_spec(ck, stored, q);
+  return w;
 }
 
 // The quantized lm_head of a tied Q8_0 embedding (quantized_tied_head_spec): its exact grid, or
@@ -144,27 +209,21 @@ std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOpti
 std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const LoadOptions& options) {
   const Checkpoint* ck = &checkpoint;
   const std::string& path = checkpoint.path();
-  const int bits = on_load_bits(options);
-  if (bits && (options.group_size == 0 || options.group_size < -1))
-    throw invalid_input(fmt::format("--group-size {}: expected -1 (per row) or a positive size", options.group_size));
-
+  const LoadQuantization lq = load_quantization(checkpoint, options);
   auto w = std::make_shared<ModelWeights>();
   w->source = path;
   w->config = ck->config();
   w->generation = ck->generation_defaults();
   const ModelConfig& c = w->config;
   const QuantizationConfig& qc = ck->quantization();
-  w->quantization = qc.empty() ? (bits ? "rtn " + options.quantize + " on load" : "none") : qc.describe();
+  w->quantization = qc.empty() ? (lq.active() ? "rtn " + options.quantize + " on load" : "none") : qc.describe();
+  if (!qc.empty() && lq.active()) w->quantization += " (quantized on load)";
   const auto archs = supported_architectures();
   if (std::find(archs.begin(), archs.end(), c.architecture) == archs.end()) {
     std::string list;
     for (const auto& a : archs) list += (list.empty() ? "" : ", ") + a;
     throw unsupported(fmt::format("{}: architecture '{}' is not supported (qrt runs {})", path, c.architecture, list));
   }
-  if (bits && !qc.empty())
-    throw invalid_input(fmt::format("{}: --quantize {} needs a plain fp16/bf16/f32 checkpoint, this one is "
-                                    "already quantized",
-                                    path, options.quantize));
 
   std::map<std::string, const CheckpointLinear*> linear_by_name;
   for (const auto& l : ck->linears()) linear_by_name[l.spec.name] = &l;
@@ -200,10 +259,8 @@ std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const Loa
       lw.quantized = std::move(q);
     } else {
       std::vector<float> dense = load_exact(*ck, name + ".weight", in * out);
-      if (bits && may_quantize) {
-        QuantizedWeight q = quant::rtn_quantize(name, dense.data(), out, in, bits, options.group_size,
-                                                /*sym=*/bits == 8, quant::RtnStyle::Gptq);
-        q.spec = on_load_spec(*ck, cl.spec, bits, options.group_size, options.quantize);
+      if (lq.active() && may_quantize && !skipped(lq, name)) {
+        QuantizedWeight q = quantize_on_load(*ck, cl.spec, lq, dense);
         q.bias = std::move(bias);
         lw.quantized = std::make_shared<QuantizedWeight>(std::move(q));
       } else {
@@ -265,15 +322,14 @@ std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const Loa
 std::vector<LayerSpec> quantized_linear_specs(const Checkpoint& ck, const LoadOptions& options) {
   std::map<std::string, const CheckpointLinear*> by_name;
   for (const auto& l : ck.linears()) by_name[l.spec.name] = &l;
-  const int bits = on_load_bits(options);
+  const LoadQuantization lq = load_quantization(ck, options);
   std::vector<LayerSpec> out;
-  // may_quantize: a float linear that LoadOptions::quantize quantizes on load (never lm_head).
+  // may_quantize: a float linear quantized on load (--quantize or a torchao config; never lm_head).
   auto add = [&](const std::string& name, bool may_quantize) {
     auto it = by_name.find(name);
     if (it == by_name.end()) return;
     if (it->second->quantized) out.push_back(it->second->spec);
-    else if (bits && may_quantize && ck.quantization().empty())
-      out.push_back(on_load_spec(ck, it->second->spec, bits, options.group_size, options.quantize));
+    else if (lq.active() && may_quantize && !skipped(lq, name)) out.push_back(on_load_spec(ck, it->second->spec, lq));
   };
   for (int64_t i = 0; i < ck.config().num_layers; ++i)
     for (const auto& name : decoder_linear_names(i)) add(name, true);
@@ -286,13 +342,10 @@ QuantizedWeight load_quantized_linear(const Checkpoint& ck, const std::string& n
   for (const auto& l : ck.linears()) {
     if (l.spec.name != name) continue;
     if (l.quantized) return ck.load_quantized(name);
-    const int bits = on_load_bits(options);
-    if (!bits || !ck.quantization().empty() || name == "lm_head") break;
+    const LoadQuantization lq = load_quantization(ck, options);
+    if (!lq.active() || skipped(lq, name) || name == "lm_head") break;
     const int64_t in = l.spec.in_features, out = l.spec.out_features;
-    const std::vector<float> dense = load_exact(ck, name + ".weight", in * out);
-    QuantizedWeight q = quant::rtn_quantize(name, dense.data(), out, in, bits, options.group_size, /*sym=*/bits == 8,
-                                            quant::RtnStyle::Gptq);
-    q.spec = on_load_spec(ck, l.spec, bits, options.group_size, options.quantize);
+    QuantizedWeight q = quantize_on_load(ck, l.spec, lq, load_exact(ck, name + ".weight", in * out));
     if (q.spec.has_bias) q.bias = load_exact(ck, name + ".bias", out);
     return q;
   }

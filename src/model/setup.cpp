@@ -73,14 +73,10 @@ EngineOptions ResolvedSetup::engine_options() const {
 
 ResolvedSetup resolve_setup(const Checkpoint& checkpoint, const SetupRequest& request) {
   ResolvedSetup s;
-  // The checkpoint's hints, read here once: the backend it names and (HIGGS) per-module parameters.
-  const QuantizationConfig& qc = checkpoint.quantization();
-  std::string backend_hint;
-  if (const auto* g = qc.get<GptqConfig>()) backend_hint = g->backend;
-  if (const auto* a = qc.get<AwqConfig>()) backend_hint = a->backend;
-  std::map<std::string, std::string> tune_metadata;
-  if (const auto* h = qc.get<HiggsConfig>()) tune_metadata = h->tune_metadata;
-  s.runtime = build_runtime_config(backend_hint, request.config_file, request.cli, &s.warnings, tune_metadata);
+  // What the checkpoint's quantization_config asks of the runtime, read here once: the backend it
+  // names, HIGGS tune_metadata, max_input_length, backends it rules out, fields named in warnings.
+  s.runtime = build_runtime_config(checkpoint_runtime(checkpoint.quantization()), request.config_file, request.cli,
+                                   &s.warnings);
 
   if (!request.target.empty()) {
     if (request.device != "auto" && !request.device.empty())

@@ -26,6 +26,16 @@ std::unique_ptr<Checkpoint> open_checkpoint(const std::string& path) {
                       "(with config.json) or a .gguf file");
 }
 
+int64_t check_quantized_tensors(const Checkpoint& ck) {
+  int64_t n = 0;
+  for (const CheckpointLinear& l : ck.linears())
+    if (l.quantized) {
+      ck.load_quantized(l.spec.name);   // decodes and validates; throws naming the tensor
+      ++n;
+    }
+  return n;
+}
+
 namespace quant {
 
 std::vector<LinearSlot> llama_linear_slots(const ModelConfig& c, bool include_lm_head) {

@@ -340,6 +340,8 @@ class HfCheckpoint final : public Checkpoint {
           }
       }
     } else if (const AwqConfig* a = quant_.get<AwqConfig>()) {
+      // Layouts no decoder reads are refused here, when the checkpoint opens (qrt plan opens it too).
+      check_awq_layout(*a, path_ + ": quantization_config");
       const bool gemv = a->version == "gemv";
       const std::vector<int64_t> expected = gemv ? std::vector<int64_t>{n, k / 8} : std::vector<int64_t>{k, n / 8};
       if (qweight.shape != expected) shape_error(qweight.name, qweight.shape, expected, fields + ", bits=4, version=" + a->version);

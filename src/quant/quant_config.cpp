@@ -193,7 +193,9 @@ GptqConfig parse_gptq(Fields& f, const std::string& where, std::vector<std::stri
   if (marlin)
     throw unsupported(where + ".checkpoint_format: 'marlin' (AutoGPTQ pre-packed Marlin tensors) is not supported; "
                       "supported: gptq, gptq_v2");
-  if (auto b = f.get_string({"backend"})) c.backend = f.one_of("backend", lower(*b), gptq_backend_names());
+  // Any name: the runtime maps it through the alias table or ignores it with a warning (the file
+  // may be written for another library's kernels); only the type is checked here.
+  if (auto b = f.get_string({"backend"})) c.backend = lower(*b);
   c.lm_head = f.get_bool({"lm_head"}).value_or(false);
   if (auto p = f.get_string({"pack_dtype"})) {
     if (*p != "int32") throw unsupported(where + ".pack_dtype: '" + *p + "' is not supported (only int32)");
@@ -205,6 +207,27 @@ GptqConfig parse_gptq(Fields& f, const std::string& where, std::vector<std::stri
     warnings.push_back(where + ".desc_act: true with group_size -1 is equivalent to false (one group); treated as false");
     c.desc_act = false;
   }
+  // Runtime fields (transformers' GPTQConfig): read and kept verbatim for the round trip.
+  if (auto m = f.get_int({"max_input_length"})) {
+    if (*m < 1 || *m > (int64_t{1} << 31)) f.fail("max_input_length", std::to_string(*m) + " must be in 1..2^31");
+    c.max_input_length = *m;
+  }
+  c.use_exllama = f.get_bool({"use_exllama"});
+  if (auto d = f.get_bool({"disable_exllama"})) {
+    if (!c.use_exllama) c.use_exllama = !*d;   // the older spelling
+    else if (*c.use_exllama == *d)
+      warnings.push_back(where + ".disable_exllama: contradicts use_exllama; use_exllama is used");
+  }
+  if (const json* e = f.find({"exllama_config"}); e && !e->is_null()) {
+    if (!e->is_object()) f.fail("exllama_config", "expected an object, got " + render(*e));
+    if (e->contains("version")) {
+      const json& v = (*e)["version"];
+      if (!v.is_number_integer() || (v.get<int64_t>() != 1 && v.get<int64_t>() != 2))
+        f.fail("exllama_config.version", render(v) + " is not 1 or 2");
+      c.exllama_version = static_cast<int>(v.get<int64_t>());
+    }
+  }
+  c.use_cuda_fp16 = f.get_bool({"use_cuda_fp16"});
   if (const json* d = f.find({"dynamic"}); d && !d->is_null() && !d->empty()) {
     warnings.push_back(where + ".dynamic: per-module overrides are not applied; layer shapes are checked against "
                        "the global bits/group_size");
@@ -218,7 +241,9 @@ GptqConfig parse_gptq(Fields& f, const std::string& where, std::vector<std::stri
                       "buffered_fwd", "mock_quantization", "fail_safe", "modules_to_not_convert", "true_sequential",
                       "zero_point", "version"},
                      warnings);
-  pass = keep_present(f.object(), pass, {"static_groups", "backend", "lm_head", "pack_dtype", "format", "method", "dynamic"});
+  pass = keep_present(f.object(), pass, {"static_groups", "backend", "lm_head", "pack_dtype", "format", "method", "dynamic",
+                                        "max_input_length", "use_exllama", "disable_exllama", "exllama_config",
+                                        "use_cuda_fp16"});
   return c;
 }
 
@@ -233,17 +258,29 @@ AwqConfig parse_awq(Fields& f, const std::string& where, std::vector<std::string
     c.version = f.one_of(key.c_str(), lower(*v), {"gemm", "gemv", "gemv_fast", "exllama", "ipex", "marlin", "llm-awq"});
   }
   if (auto b = f.get_string({"backend"})) {
-    c.backend = f.one_of("backend", lower(*b), awq_backend_names());
+    c.backend = lower(*b);   // any name, as for GPTQ
     if (c.backend == "llm-awq") {   // transformers: backend llm-awq means the llm-awq on-disk format
       c.version = "llm-awq";
     }
   }
   c.modules_to_not_convert = f.get_string_list({"modules_to_not_convert"});
+  c.do_fuse = f.get_bool({"do_fuse"});
+  if (auto m = f.get_int({"fuse_max_seq_len"})) {
+    if (*m < 1 || *m > (int64_t{1} << 31)) f.fail("fuse_max_seq_len", std::to_string(*m) + " must be in 1..2^31");
+    c.fuse_max_seq_len = *m;
+  }
+  if (const json* m = f.find({"modules_to_fuse"}); m && !m->is_null()) c.modules_to_fuse = true;
+  if (const json* e = f.find({"exllama_config"}); e && !e->is_null()) {
+    if (!e->is_object()) f.fail("exllama_config", "expected an object, got " + render(*e));
+    if (e->contains("version") && (*e)["version"].is_number_integer())
+      c.exllama_version = static_cast<int>((*e)["version"].get<int64_t>());
+  }
   pass = f.leftovers({"exllama_config", "do_fuse", "fuse_max_seq_len", "modules_to_fuse", "desc_act", "sym",
                       "checkpoint_format", "method", "meta", "pack_dtype", "lm_head", "damp_percent",
                       "true_sequential", "dynamic", "act_group_aware", "static_groups"},
                      warnings);
-  pass = keep_present(f.object(), pass, {"backend", "format", "modules_to_not_convert"});
+  pass = keep_present(f.object(), pass, {"backend", "format", "modules_to_not_convert", "do_fuse", "fuse_max_seq_len",
+                                        "modules_to_fuse", "exllama_config"});
   return c;
 }
 
@@ -424,14 +461,66 @@ std::vector<std::string> known_quant_methods() {
   return {"gptq", "awq", "fp8", "bitsandbytes", "torchao", "higgs", "gguf"};
 }
 
-std::vector<std::string> gptq_backend_names() {
-  return {"auto", "auto_trainable", "marlin", "exllama_v1", "exllama_v2", "exllama_eora", "machete", "bitblas",
-          "triton", "torch", "torch_fused", "cuda", "ipex", "qqq", "gemm", "gemv", "gemv_fast", "awq_torch"};
-}
-
-std::vector<std::string> awq_backend_names() {
-  return {"auto", "autoawq", "llm-awq", "auto_trainable", "machete", "marlin", "exllama_v2", "exllama_v1", "gemm",
-          "gemm_triton", "gemv", "gemv_fast", "torch_awq", "torch_fused_awq"};
+CheckpointRuntime checkpoint_runtime(const QuantizationConfig& config) {
+  CheckpointRuntime r;
+  const std::string q = "quantization_config.";
+  auto exllama_note = [&](int version) {
+    r.notes.push_back(q + "exllama_config.version " + std::to_string(version) +
+                      ": qrt has one ExLlama-class kernel (cuda_gemv), used for either version");
+  };
+  if (const auto* g = config.get<GptqConfig>()) {
+    r.backend = g->backend;
+    r.max_input_length = g->max_input_length;
+    if (g->use_exllama && !*g->use_exllama)
+      r.disable.push_back({"cuda_gemv", q + "use_exllama: false (or disable_exllama: true)"});
+    else if (g->exllama_version)
+      exllama_note(*g->exllama_version);
+    if (g->use_cuda_fp16)
+      r.notes.push_back(q + "use_cuda_fp16: not applied; qrt's CUDA kernels compute in the run's activation dtype "
+                            "(fp16 or bf16)");
+  } else if (const auto* a = config.get<AwqConfig>()) {
+    r.backend = a->backend;
+    if (a->do_fuse || a->modules_to_fuse)
+      r.notes.push_back(q + "do_fuse / modules_to_fuse: not applied; qrt fuses the q/k/v and gate/up projections "
+                            "itself (runtime config fuse_projections), not AutoAWQ's fused modules");
+    if (a->fuse_max_seq_len)
+      r.notes.push_back(q + "fuse_max_seq_len " + std::to_string(*a->fuse_max_seq_len) +
+                        ": not applied; the KV cache holds --max-input-length + --max-new-tokens positions");
+    if (a->exllama_version) exllama_note(*a->exllama_version);
+  } else if (const auto* f = config.get<Fp8Config>()) {
+    if (f->activation_scheme == "static")
+      r.notes.push_back(q + "activation_scheme static: the input_scale tensors are not applied; cuda_fp8 scales "
+                            "activations per token (dynamic) and the CPU backends keep them in float");
+  } else if (const auto* h = config.get<HiggsConfig>()) {
+    r.tune_metadata = h->tune_metadata;
+  } else if (const auto* i = config.get<Int8Config>()) {
+    if (i->load_in_8bit)
+      r.notes.push_back(q + "llm_int8_threshold: not applied; LLM.int8 weights run as weight-only int8 rows (no "
+                            "outlier decomposition of the activations)");
+  } else if (const auto* t = config.get<TorchAoConfig>()) {
+    // The loader quantizes float weights as --quantize does (model.h LoadOptions); what differs
+    // from torchao is named here.
+    const std::string l = lower(t->layout);
+    if (l == "int4cpulayout" || l == "int4_cpu") {
+      r.backend = "cpu_simd";   // the layout asks for CPU int4 kernels: qrt's are cpu_simd's
+      r.backend_field = q + "layout " + t->layout;
+    } else if (!l.empty() && l != "plainlayout" && l != "plain") {
+      r.notes.push_back(q + "layout " + t->layout + ": not applied; qrt packs the int weights for the backend "
+                            "its plan picks");
+    }
+    if (t->quant_type == "int8_dynamic_activation_int8_weight")
+      r.notes.push_back(q + "quant_type int8_dynamic_activation_int8_weight: int8 per-channel weights; activations "
+                            "are not quantized per token (cpu_simd uses 15-bit blocks, CUDA fp16/bf16)");
+    else if (t->quant_type == "float8_dynamic_activation_float8_weight")
+      r.notes.push_back(q + "quant_type float8_dynamic_activation_float8_weight: FP8 per-channel weights; cuda_fp8 "
+                            "scales activations per token on sm_89+, the CPU keeps them in float");
+    else if (t->quant_type == "autoquant")
+      r.notes.push_back(q + "quant_type autoquant: nothing is quantized on load; the float weights run dense");
+    if (t->include_input_output_embeddings)
+      r.notes.push_back(q + "include_input_output_embeddings: not applied; the embedding and lm_head stay dense");
+  }
+  if (r.backend != "auto" && !r.backend.empty() && r.backend_field.empty()) r.backend_field = q + "backend";
+  return r;
 }
 
 void GptqConfig::check_layer(int64_t in_features, const std::string& where) const {

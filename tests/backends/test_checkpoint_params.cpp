@@ -16,6 +16,12 @@ namespace {
 
 using test::int_layer;
 
+CheckpointRuntime with_tune_metadata(const std::map<std::string, std::string>& metadata) {
+  CheckpointRuntime c;
+  c.tune_metadata = metadata;
+  return c;
+}
+
 bool any_contains(const std::vector<std::string>& lines, const std::string& part) {
   return std::any_of(lines.begin(), lines.end(), [&](const std::string& l) { return l.find(part) != std::string::npos; });
 }
@@ -45,7 +51,7 @@ TEST(CheckpointParams, TuneMetadataIsParsedAndFedAsTheLowestPrioritySource) {
   const auto metadata = higgs_tune_metadata();
   ASSERT_EQ(metadata.size(), 2u);
   std::vector<std::string> warnings;
-  const RuntimeConfig config = build_runtime_config("", "", CliOverrides{}, &warnings, metadata);
+  const RuntimeConfig config = build_runtime_config(with_tune_metadata(metadata), "", CliOverrides{}, &warnings);
   EXPECT_TRUE(warnings.empty()) << warnings[0];
   ASSERT_EQ(config.checkpoint_params.size(), 2u);
   EXPECT_TRUE(config.overrides.empty()) << "checkpoint values are not user overrides";
@@ -104,7 +110,7 @@ TEST(CheckpointParams, BadValuesAreWarningsNotErrors) {
       {"model.layers.1.mlp.up_proj", R"([1, 2])"},
   };
   std::vector<std::string> warnings;
-  const RuntimeConfig config = build_runtime_config("", "", CliOverrides{}, &warnings, metadata);
+  const RuntimeConfig config = build_runtime_config(with_tune_metadata(metadata), "", CliOverrides{}, &warnings);
   ASSERT_EQ(warnings.size(), 3u);
   EXPECT_TRUE(any_contains(warnings, "tune_metadata.model.layers.0.mlp.up_proj: kernel parameter 'ratio'")) << warnings[0];
   EXPECT_TRUE(any_contains(warnings, "kernel parameter 'nested'"));

@@ -12,6 +12,13 @@
 namespace qrt {
 namespace {
 
+// A checkpoint whose quantization_config names `backend` and nothing else the runtime reads.
+CheckpointRuntime hint(const std::string& backend) {
+  CheckpointRuntime c;
+  c.backend = backend;
+  return c;
+}
+
 std::string write_temp(const std::string& name, const std::string& text) {
   const auto dir = std::filesystem::temp_directory_path() / ("qrt_cfg_test_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
@@ -157,17 +164,17 @@ TEST(Precedence, AsDocumented) {
   const std::string file = write_temp("prec.json", R"({"backend": "cpu_ref", "disabled": ["cuda_gemv"], "threads": 2,
                                                       "max_input_length": 1000})");
   // default
-  RuntimeConfig d = build_runtime_config("", "", CliOverrides{});
+  RuntimeConfig d = build_runtime_config(hint(""), "", CliOverrides{});
   EXPECT_EQ(d.backend, "auto");
   EXPECT_EQ(d.provenance_of("backend"), "default");
   EXPECT_EQ(d.disabled, std::vector<std::string>{"cuda_fp8"});
   // checkpoint beats default
-  RuntimeConfig ck = build_runtime_config("exllama", "", CliOverrides{});
+  RuntimeConfig ck = build_runtime_config(hint("exllama"), "", CliOverrides{});
   EXPECT_EQ(ck.backend, "cuda_gemv");
   EXPECT_TRUE(ck.backend_is_hint);
   EXPECT_NE(ck.provenance_of("backend").find("checkpoint"), std::string::npos);
   // config file beats checkpoint; disabled lists add up (env + file)
-  RuntimeConfig f = build_runtime_config("exllama", file, CliOverrides{});
+  RuntimeConfig f = build_runtime_config(hint("exllama"), file, CliOverrides{});
   EXPECT_EQ(f.backend, "cpu_ref");
   EXPECT_FALSE(f.backend_is_hint);
   EXPECT_EQ(f.disabled, (std::vector<std::string>{"cuda_fp8", "cuda_gemv"}));
@@ -177,7 +184,7 @@ TEST(Precedence, AsDocumented) {
   cli.backend = "cpu";
   cli.threads = 1;
   cli.disabled = std::vector<std::string>{"marlin"};
-  RuntimeConfig all = build_runtime_config("exllama", file, cli);
+  RuntimeConfig all = build_runtime_config(hint("exllama"), file, cli);
   EXPECT_EQ(all.backend, "cpu_simd");
   EXPECT_EQ(all.provenance_of("backend"), "cli --backend");
   EXPECT_EQ(all.threads, 1);
@@ -185,14 +192,14 @@ TEST(Precedence, AsDocumented) {
   EXPECT_EQ(all.disabled, (std::vector<std::string>{"cuda_fp8", "cuda_gemv", "cuda_marlin"}));
   // An unknown checkpoint backend is a warning, not an error (the file is someone else's).
   std::vector<std::string> warnings;
-  RuntimeConfig w = build_runtime_config("triton", "", CliOverrides{}, &warnings);
+  RuntimeConfig w = build_runtime_config(hint("triton"), "", CliOverrides{}, &warnings);
   EXPECT_EQ(w.backend, "auto");
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_NE(warnings[0].find("not implemented in qrt"), std::string::npos);
   // ... but an unknown CLI backend is an error.
   CliOverrides bad;
   bad.backend = "triton";
-  EXPECT_THROW(build_runtime_config("", "", bad), Error);
+  EXPECT_THROW(build_runtime_config(hint(""), "", bad), Error);
 }
 
 TEST(KernelParamsJson, RoundTripAndErrors) {
@@ -212,6 +219,71 @@ TEST(KernelParamsJson, RoundTripAndErrors) {
   b.values["y"] = int64_t{3};
   EXPECT_EQ(a.merged(b).get_int("y", 0), 3);
   EXPECT_EQ(a.merged(b).get_int("x", 0), 1);
+}
+
+// quantization_config runtime fields: each is applied or named in one warning line.
+TEST(CheckpointRuntimeFields, GptqFieldsAreAppliedOrNamed) {
+  const QuantizationConfig qc = parse_quantization_config(R"({"quant_method": "gptq", "bits": 4, "group_size": 128,
+      "max_input_length": 4096, "use_exllama": false, "exllama_config": {"version": 2}, "use_cuda_fp16": true,
+      "backend": "gptq_marlin"})");
+  std::vector<std::string> warnings;
+  const RuntimeConfig c = build_runtime_config(checkpoint_runtime(qc), "", CliOverrides{}, &warnings);
+  EXPECT_EQ(c.max_input_length, 4096);
+  EXPECT_EQ(c.provenance_of("max_input_length"), "checkpoint quantization_config.max_input_length");
+  EXPECT_EQ(c.disabled, std::vector<std::string>{"cuda_gemv"});
+  EXPECT_NE(c.provenance_of("disabled").find("use_exllama: false"), std::string::npos);
+  EXPECT_EQ(c.backend, "cuda_marlin");
+  EXPECT_TRUE(c.backend_is_hint);
+  ASSERT_EQ(warnings.size(), 1u) << "exllama_config.version is moot once ExLlama is off";
+  EXPECT_NE(warnings[0].find("use_cuda_fp16"), std::string::npos);
+  // The CLI still wins over the checkpoint's length.
+  CliOverrides cli;
+  cli.max_input_length = 100;
+  EXPECT_EQ(build_runtime_config(checkpoint_runtime(qc), "", cli).max_input_length, 100);
+  // disable_exllama: true is the older spelling of use_exllama: false; a version alone is named.
+  const auto old = build_runtime_config(
+      checkpoint_runtime(parse_quantization_config(R"({"quant_method": "gptq", "bits": 4, "disable_exllama": true})")),
+      "", CliOverrides{});
+  EXPECT_EQ(old.disabled, std::vector<std::string>{"cuda_gemv"});
+  warnings.clear();
+  build_runtime_config(checkpoint_runtime(parse_quantization_config(
+                           R"({"quant_method": "gptq", "bits": 4, "exllama_config": {"version": 1}})")),
+                       "", CliOverrides{}, &warnings);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("exllama_config.version 1"), std::string::npos);
+}
+
+TEST(CheckpointRuntimeFields, AwqAndFp8FieldsAreNamed) {
+  std::vector<std::string> warnings;
+  build_runtime_config(checkpoint_runtime(parse_quantization_config(
+                           R"({"quant_method": "awq", "bits": 4, "do_fuse": true, "fuse_max_seq_len": 512,
+                               "modules_to_fuse": {"attention": ["q_proj"]}, "backend": "exllamav2"})")),
+                       "", CliOverrides{}, &warnings);
+  ASSERT_EQ(warnings.size(), 2u);
+  EXPECT_NE(warnings[0].find("do_fuse / modules_to_fuse"), std::string::npos);
+  EXPECT_NE(warnings[1].find("fuse_max_seq_len 512"), std::string::npos);
+  warnings.clear();
+  build_runtime_config(checkpoint_runtime(parse_quantization_config(
+                           R"({"quant_method": "fp8", "activation_scheme": "static"})")),
+                       "", CliOverrides{}, &warnings);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("input_scale"), std::string::npos);
+}
+
+// Every name of the alias table is accepted inside a checkpoint as a hint for the backend it maps to.
+TEST(CheckpointRuntimeFields, EveryAliasWorksInsideACheckpoint) {
+  for (const auto& [alias, backend] : backend_alias_table()) {
+    for (const char* method : {"gptq", "awq"}) {
+      SCOPED_TRACE(std::string(method) + " backend " + alias);
+      const QuantizationConfig qc = parse_quantization_config(std::string(R"({"quant_method": ")") + method +
+                                                              R"(", "bits": 4, "backend": ")" + alias + "\"}");
+      std::vector<std::string> warnings;
+      const RuntimeConfig c = build_runtime_config(checkpoint_runtime(qc), "", CliOverrides{}, &warnings);
+      EXPECT_TRUE(warnings.empty()) << warnings[0];
+      if (alias == "auto") continue;
+      EXPECT_EQ(c.backend, backend);
+    }
+  }
 }
 
 }  // namespace

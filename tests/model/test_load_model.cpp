@@ -105,6 +105,91 @@ TEST_F(SyntheticFolder, SetupPlansTheLayersQuantizedOnLoad) {
   EXPECT_NE(expect_error([&] { make_cpu_engine(weights, wrong); }).find("no layer"), std::string::npos);
 }
 
+// A torchao quantization_config on float weights quantizes on load exactly as --quantize does
+// (same codes and scales), lists the same layers in the plan (quantized_linear_specs) as the loader
+// builds, leaves modules_to_not_convert dense, and turns float8 configs into FP8 per-channel weights.
+TEST_F(SyntheticFolder, TorchAoConfigQuantizesOnLoadAsQuantizeDoes) {
+  struct Case {
+    const char* quant;
+    std::string quantize;
+    int group;
+  };
+  const Case cases[] = {
+      {R"({"quant_method": "torchao", "quant_type": "int4_weight_only", "quant_type_kwargs": {"group_size": 32}})", "int4", 32},
+      {R"({"quant_method": "torchao", "quant_type": {"default": {"_type": "Int4WeightOnlyConfig", "_version": 2,
+           "_data": {"group_size": 64, "layout": {"_type": "Int4CPULayout", "_version": 1, "_data": {}}}}}})", "int4", 64},
+      {R"({"quant_method": "torchao", "quant_type": "int8_weight_only"})", "int8", -1},
+      {R"({"quant_method": "torchao", "quant_type": "int8_dynamic_activation_int8_weight"})", "int8", -1},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.quant);
+    nlohmann::json cfg = tiny_config_json(weights_->config);
+    write(cfg);
+    LoadOptions lo;
+    lo.quantize = c.quantize;
+    lo.group_size = c.group;
+    auto expected = load_model(dir_.string(), lo);
+    cfg["quantization_config"] = nlohmann::json::parse(c.quant);
+    write(cfg);
+    auto got = load_model(dir_.string());
+    const auto specs = got->quantized_layer_specs();
+    ASSERT_EQ(specs.size(), 14u);
+    const auto planned = quantized_linear_specs(*open_checkpoint(dir_.string()));
+    ASSERT_EQ(planned.size(), specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      EXPECT_EQ(planned[i].describe(), specs[i].describe());
+      EXPECT_EQ(planned[i].source_format, specs[i].source_format);
+      EXPECT_EQ(specs[i].source_format.rfind("torchao:", 0), 0u) << specs[i].source_format;
+    }
+    const auto a = got->linears(), b = expected->linears();
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      ASSERT_EQ(a[i]->is_quantized(), b[i]->is_quantized()) << a[i]->name;
+      if (!a[i]->is_quantized()) continue;
+      EXPECT_EQ(a[i]->quantized->codes, b[i]->quantized->codes) << a[i]->name;
+      EXPECT_EQ(a[i]->quantized->scales, b[i]->quantized->scales) << a[i]->name;
+      EXPECT_EQ(a[i]->quantized->zeros, b[i]->quantized->zeros) << a[i]->name;
+    }
+  }
+  // Int4CPULayout is honoured as a hint for qrt's CPU int4 kernels; another layout is named.
+  auto hint = checkpoint_runtime(parse_quantization_config(
+      R"({"quant_method": "torchao", "quant_type": "int4_weight_only", "quant_type_kwargs": {"layout": "int4_cpu"}})"));
+  EXPECT_EQ(hint.backend, "cpu_simd");
+  EXPECT_TRUE(hint.notes.empty());
+  auto tiled = checkpoint_runtime(parse_quantization_config(
+      R"({"quant_method": "torchao", "quant_type": "int4_weight_only", "quant_type_kwargs": {"layout": "tensor_core_tiled"}})"));
+  EXPECT_EQ(tiled.backend, "auto");
+  ASSERT_EQ(tiled.notes.size(), 1u);
+  EXPECT_NE(tiled.notes[0].find("layout tensor_core_tiled"), std::string::npos);
+}
+
+TEST_F(SyntheticFolder, TorchAoFloat8AndModulesToNotConvert) {
+  nlohmann::json cfg = tiny_config_json(weights_->config);
+  cfg["quantization_config"] = {{"quant_method", "torchao"},
+                                {"quant_type", "float8_weight_only"},
+                                {"modules_to_not_convert", {"model.layers.1.mlp.down_proj", "o_proj"}}};
+  write(cfg);
+  auto w = load_model(dir_.string());
+  const auto specs = w->quantized_layer_specs();
+  ASSERT_EQ(specs.size(), 11u);  // 14 less down_proj of layer 1 and both o_proj
+  for (const auto& s : specs) {
+    EXPECT_EQ(s.encoding, WeightEncoding::Fp8E4M3) << s.name;
+    EXPECT_EQ(s.describe(), "fp8 per-channel") << s.name;
+    EXPECT_EQ(s.name.find("o_proj"), std::string::npos);
+  }
+  EXPECT_FALSE(w->layers[1].down_proj.is_quantized());
+  EXPECT_TRUE(w->layers[0].down_proj.is_quantized());
+  EXPECT_EQ(quantized_linear_specs(*open_checkpoint(dir_.string())).size(), 11u);
+  const std::vector<int32_t> tokens = {3, 1, 4, 1, 5};
+  const auto a = logits_of(w, tokens), b = logits_of(weights_, tokens);
+  double worst = 0, range = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    worst = std::max(worst, double(std::abs(a[i] - b[i])));
+    range = std::max(range, double(std::abs(b[i])));
+  }
+  EXPECT_LT(worst, 0.05 * range) << "e4m3 per-channel weights stay close to float";
+}
+
 TEST_F(SyntheticFolder, UnknownArchitectureIsAClearError) {
   auto cfg = tiny_config_json(weights_->config);
   cfg["architectures"] = {"GPTNeoXForCausalLM"};

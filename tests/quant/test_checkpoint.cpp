@@ -380,3 +380,54 @@ TEST(Checkpoint, DefaultModelGguf) {
   const auto emb = ck->load_float("model.embed_tokens.weight");
   EXPECT_EQ(static_cast<int64_t>(emb.size()), 49152 * 576);
 }
+
+namespace {
+// An AWQ GEMM folder of the tiny llama with `quant` as its quantization_config, and a NaN scale in
+// one layer when asked.
+void write_awq_folder(const fs::path& dir, const std::string& quant, bool nan_scale = false) {
+  write_file(dir / "config.json", config_json("LlamaForCausalLM", quant));
+  SafetensorsWriter w((dir / "model.safetensors").string());
+  add_common(w);
+  int seed = 40;
+  for (const auto& s : linear_shapes()) {
+    auto f = random_floats(s.out * s.in, seed++);
+    QuantizedWeight q = quant::rtn_quantize(s.name, f.data(), s.out, s.in, 4, 32, false);
+    for (auto& t : quant::encode_awq(q, "gemm")) {
+      if (nan_scale && s.name == "model.layers.1.mlp.up_proj" && t.suffix == "scales") {
+        t.data[6] = 0x00;   // fp16 scale 3 := NaN (0x7E00)
+        t.data[7] = 0x7E;
+      }
+      w.add(s.name + "." + t.suffix, t.dtype, t.shape, t.data);
+    }
+  }
+  w.write();
+}
+}  // namespace
+
+// What loading would refuse is refused when the checkpoint opens (layouts, from the config) or by
+// check_quantized_tensors (values), both of which `qrt plan` runs: a plan that succeeds loads.
+TEST(Checkpoint, AwqLayoutsAndBadValuesAreRefusedBeforePlanning) {
+  TempDir ok;
+  write_awq_folder(ok.path, R"({"quant_method": "awq", "bits": 4, "group_size": 32, "version": "gemm"})");
+  auto ck = open_checkpoint(ok.path.string());
+  EXPECT_EQ(check_quantized_tensors(*ck), 14);
+  for (const char* bad : {R"("version": "gemv_fast")", R"("version": "marlin")", R"("version": "llm-awq")",
+                          R"("backend": "llm-awq")", R"("zero_point": false)"}) {
+    SCOPED_TRACE(bad);
+    TempDir dir;
+    write_awq_folder(dir.path, std::string(R"({"quant_method": "awq", "bits": 4, "group_size": 32, )") + bad + "}");
+    try {
+      open_checkpoint(dir.path.string());
+      ADD_FAILURE() << "opened";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::Unsupported);
+      EXPECT_NE(std::string(e.what()).find("quantization_config"), std::string::npos) << e.what();
+    }
+  }
+  TempDir nan;
+  write_awq_folder(nan.path, R"({"quant_method": "awq", "bits": 4, "group_size": 32})", true);
+  auto nck = open_checkpoint(nan.path.string());   // metadata alone is fine
+  const std::string err = error_of([&] { check_quantized_tensors(*nck); });
+  EXPECT_NE(err.find("model.layers.1.mlp.up_proj"), std::string::npos) << err;
+  EXPECT_NE(err.find("NaN"), std::string::npos) << err;
+}

@@ -15,13 +15,16 @@ constexpr int kReverse[8] = {0, 4, 1, 5, 2, 6, 3, 7};   // nibble holding column
 
 bool is_gemm_layout(const std::string& v) { return v == "gemm" || v == "exllama" || v == "ipex"; }
 
-void check_common(const std::string& layer, const AwqConfig& c) {
-  if (c.bits != 4)
-    throw unsupported(layer + ": AWQ bits " + std::to_string(c.bits) + " is not supported (AWQ kernels implement 4 only)");
-  if (!c.zero_point)
-    throw unsupported(layer + ": AWQ with zero_point = false is not supported by the " + c.version + " layout");
-}
 }  // namespace
+
+void check_awq_layout(const AwqConfig& c, const std::string& where) {
+  if (c.bits != 4)
+    throw unsupported(where + ": AWQ bits " + std::to_string(c.bits) + " is not supported (AWQ kernels implement 4 only)");
+  if (!c.zero_point)
+    throw unsupported(where + ": AWQ with zero_point = false is not supported by the " + c.version + " layout");
+  if (!is_gemm_layout(c.version) && c.version != "gemv")
+    throw unsupported(where + ": AWQ version '" + c.version + "' is not supported (gemm, gemv, exllama, ipex)");
+}
 
 int64_t awq_gemv_zeros_width(int64_t in_features, int64_t group_size) {
   int64_t mult;
@@ -35,10 +38,8 @@ int64_t awq_gemv_zeros_width(int64_t in_features, int64_t group_size) {
 
 QuantizedWeight decode_awq(const std::string& layer, const TensorParts& parts, const AwqConfig& config,
                            int64_t in_features) {
-  check_common(layer, config);
+  check_awq_layout(config, layer);
   const bool gemm = is_gemm_layout(config.version);
-  if (!gemm && config.version != "gemv")
-    throw unsupported(layer + ": AWQ version '" + config.version + "' is not supported (gemm, gemv, exllama, ipex)");
   const TensorView& qweight = require_part(parts, layer, "qweight", "AWQ packed weight");
   const TensorView& qzeros_t = require_part(parts, layer, "qzeros", "AWQ zero points");
   const TensorView& scales_t = require_part(parts, layer, "scales", "AWQ scales");

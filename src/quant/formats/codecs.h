@@ -29,6 +29,9 @@ QuantizedWeight decode_awq(const std::string& layer, const TensorParts& parts, c
 // version: "gemm" or "gemv".
 std::vector<EncodedTensor> encode_awq(const QuantizedWeight& w, const std::string& version = "gemm",
                                       DType scale_dtype = DType::F16);
+// Throws Unsupported naming `where` for what no AWQ decoder here reads: bits other than 4,
+// zero_point false, versions gemv_fast / marlin / llm-awq. Checked when a checkpoint opens.
+void check_awq_layout(const AwqConfig& config, const std::string& where);
 // Width in int32 words of GEMV qzeros (AutoAWQ calculate_zeros_width); throws for unsupported gs.
 int64_t awq_gemv_zeros_width(int64_t in_features, int64_t group_size);
 
