@@ -78,8 +78,8 @@ struct Fp8Config {
   std::string passthrough_json = "{}";
 };
 
-// bitsandbytes LLM.int8 (load_in_8bit). 4-bit bitsandbytes parses (load_in_4bit) but is rejected
-// by the codecs as unsupported.
+// bitsandbytes: LLM.int8 (load_in_8bit) or 4-bit NF4 / FP4 (load_in_4bit; the bnb_4bit_* fields ride
+// in passthrough_json, the layers' own quant_state tensors are what decoding reads).
 struct Int8Config {
   bool load_in_8bit = true;
   bool load_in_4bit = false;

@@ -48,7 +48,11 @@ const std::vector<std::string>& part_suffixes(QuantMethod m) {
   static const std::vector<std::string> gptq = {"qweight", "qzeros", "scales", "g_idx", "bias"};
   static const std::vector<std::string> awq = {"qweight", "qzeros", "scales", "bias"};
   static const std::vector<std::string> fp8 = {"weight", "weight_scale", "weight_scale_inv", "input_scale", "bias"};
-  static const std::vector<std::string> int8 = {"weight", "SCB", "weight_format", "bias"};
+  // LLM.int8 (SCB) and 4-bit (absmax, code books, quant_state) share the bitsandbytes method.
+  static const std::vector<std::string> int8 = {"weight", "SCB", "weight_format", "bias", "weight.absmax",
+                                                "weight.quant_map", "weight.nested_absmax", "weight.nested_quant_map",
+                                                "weight.quant_state.bitsandbytes__nf4",
+                                                "weight.quant_state.bitsandbytes__fp4"};
   static const std::vector<std::string> none;
   switch (m) {
     case QuantMethod::Gptq: return gptq;
@@ -80,9 +84,6 @@ class HfCheckpoint final : public Checkpoint {
         }
     }
     warnings_ = quant_.warnings;
-    if (quant_.method() == QuantMethod::Int8 && quant_.get<Int8Config>()->load_in_4bit)
-      throw unsupported(cfg_path.string() + ": quantization_config: bitsandbytes 4-bit (load_in_4bit) is not supported; "
-                        "LLM.int8 (load_in_8bit) is");
     if (quant_.method() == QuantMethod::Gguf)
       throw invalid_input(cfg_path.string() + ": quantization_config: quant_method 'gguf' belongs in a .gguf file");
     read_generation_config(dir);
@@ -116,7 +117,10 @@ class HfCheckpoint final : public Checkpoint {
         case QuantMethod::Gptq: q = decode_gptq(layer, parts, *quant_.get<GptqConfig>(), k, &w); break;
         case QuantMethod::Awq: q = decode_awq(layer, parts, *quant_.get<AwqConfig>(), k); break;
         case QuantMethod::Fp8: q = decode_fp8(layer, parts, *quant_.get<Fp8Config>(), k); break;
-        case QuantMethod::Int8: q = decode_int8(layer, parts, k); break;
+        case QuantMethod::Int8:
+          q = it->second->spec.encoding == WeightEncoding::Codebook ? decode_bnb4(layer, parts, k)
+                                                                   : decode_int8(layer, parts, k);
+          break;
         default: throw unsupported(layer + ": quant_method " + quant_method_name(quant_.method()) + " has no codec");
       }
     } catch (const Error& e) {
@@ -259,6 +263,8 @@ class HfCheckpoint final : public Checkpoint {
         if (weight->shape != std::vector<int64_t>{slot.out_features, slot.in_features})
           shape_error(weight->name, weight->shape, {slot.out_features, slot.in_features}, fields);
         describe_fp8(l);
+      } else if (m == QuantMethod::Int8 && weight && store_->contains(slot.name + ".weight.absmax")) {
+        describe_bnb4(l);
       } else if (m == QuantMethod::Int8 && weight && store_->contains(slot.name + ".SCB")) {
         if (weight->shape != std::vector<int64_t>{slot.out_features, slot.in_features})
           shape_error(weight->name, weight->shape, {slot.out_features, slot.in_features}, fields);
@@ -312,6 +318,34 @@ class HfCheckpoint final : public Checkpoint {
       tensors_.push_back({name, info->dtype, info->shape, std::string(dtype_name(info->dtype)), info->nbytes()});
     }
     std::sort(tensors_.begin(), tensors_.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  }
+
+  // A bitsandbytes 4-bit linear: its quant_state (a small JSON tensor) and 16-value code book are
+  // read now, so the spec (group = blocksize, the code book) is known before the codes are.
+  void describe_bnb4(CheckpointLinear& l) {
+    TensorParts parts;
+    for (const char* s : {"weight.quant_state.bitsandbytes__nf4", "weight.quant_state.bitsandbytes__fp4",
+                          "weight.quant_map"})
+      if (store_->contains(l.spec.name + "." + s)) parts[s] = store_->get(l.spec.name + "." + s);
+    const Bnb4State st = read_bnb4_state(path_ + ": " + l.spec.name, parts);
+    if (st.out_features != l.spec.out_features || st.in_features != l.spec.in_features)
+      throw invalid_input(path_ + ": " + l.spec.name + ": quant_state.shape [" + std::to_string(st.out_features) + ", " +
+                          std::to_string(st.in_features) + "] does not match the model config's [" +
+                          std::to_string(l.spec.out_features) + ", " + std::to_string(l.spec.in_features) + "]");
+    if (st.in_features % st.blocksize != 0)
+      throw unsupported(path_ + ": " + l.spec.name + ": bitsandbytes blocksize " + std::to_string(st.blocksize) +
+                        " does not divide in_features " + std::to_string(st.in_features));
+    const TensorView& map = require_part(parts, path_ + ": " + l.spec.name, "weight.quant_map", "4-bit code book");
+    std::vector<float> codebook = read_float_tensor(map);
+    if (codebook.size() != 16)
+      throw invalid_input(map.name + ": the code book holds " + std::to_string(codebook.size()) + " values, expected 16");
+    l.quantized = true;
+    l.spec.encoding = WeightEncoding::Codebook;
+    l.spec.bits = 4;
+    l.spec.group_size = static_cast<int>(st.blocksize);
+    l.spec.zero_kind = ZeroKind::Symmetric;
+    l.spec.codebook = std::move(codebook);
+    l.spec.source_format = "bnb_" + st.quant_type + (st.nested ? " double-quant" : "");
   }
 
   void describe_packed(CheckpointLinear& l, const SafetensorsTensorInfo& qweight, const std::string& fields) {

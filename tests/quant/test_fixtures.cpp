@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "qrt/error.h"
 #include "qrt/quant_config.h"
 #include "qrt/safetensors.h"
 #include "quant/formats/codecs.h"
@@ -106,5 +107,45 @@ TEST(Fixtures, GptqReencodeMatchesReferencePacking) {
       ASSERT_EQ(ref.bytes.size(), t.data.size()) << name << " " << t.suffix;
       EXPECT_TRUE(std::equal(ref.bytes.begin(), ref.bytes.end(), t.data.begin())) << name << " " << t.suffix;
     }
+  }
+}
+
+// bitsandbytes 4-bit layers written and dequantized by the bitsandbytes library itself
+// (tools/make_bnb_fixtures.py): the code book weight reproduces its float32 values (the same
+// products, and for double quantization the same absmax reconstruction, in float32).
+TEST(Fixtures, BitsAndBytes4BitNf4Fp4DoubleQuant) {
+  struct Case {
+    const char* name;
+    const char* codebook;
+    int group;
+    bool nested;
+  };
+  for (const Case& c : {Case{"bnb_nf4", "nf4", 64, false}, Case{"bnb_nf4_double", "nf4", 64, true},
+                        Case{"bnb_fp4", "fp4", 64, false}, Case{"bnb_fp4_double", "fp4", 128, true}}) {
+    SCOPED_TRACE(c.name);
+    Loaded l = load(c.name);
+    EXPECT_TRUE(l.config.get<Int8Config>()->load_in_4bit);
+    QuantizedWeight w = quant::decode_bnb4("layer", l.parts, 256);
+    EXPECT_EQ(w.spec.encoding, WeightEncoding::Codebook);
+    EXPECT_EQ(w.spec.bits, 4);
+    EXPECT_EQ(w.spec.group_size, c.group);
+    EXPECT_EQ(w.N(), 8);
+    EXPECT_EQ(w.spec.source_format, std::string("bnb_") + c.codebook + (c.nested ? " double-quant" : ""));
+    const std::vector<float> d = dequantize_reference(w);
+    ASSERT_EQ(d.size(), l.expected.size());
+    int mismatches = 0;
+    for (size_t i = 0; i < d.size(); ++i)
+      if (d[i] != l.expected[i] && mismatches++ < 3)
+        ADD_FAILURE() << "element " << i << ": " << d[i] << " vs bitsandbytes " << l.expected[i];
+    EXPECT_EQ(mismatches, 0);
+  }
+  // A damaged quant_state is a clear error naming the tensor.
+  Loaded l = load("bnb_nf4");
+  l.parts.erase("weight.quant_map");
+  try {
+    quant::decode_bnb4("layer", l.parts, 256);
+    ADD_FAILURE() << "decoded without a code book";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("quant_map"), std::string::npos) << e.what();
   }
 }

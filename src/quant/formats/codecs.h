@@ -46,4 +46,17 @@ std::vector<EncodedTensor> encode_fp8(const QuantizedWeight& w);
 QuantizedWeight decode_int8(const std::string& layer, const TensorParts& parts, int64_t in_features = -1);
 std::vector<EncodedTensor> encode_int8(const QuantizedWeight& w);
 
+// ---- bitsandbytes 4-bit (NF4 / FP4, optional double quantization; layout in bnb4.cpp) ----
+struct Bnb4State {
+  std::string quant_type;        // "nf4" or "fp4"
+  int64_t blocksize = 64;
+  int64_t out_features = 0, in_features = 0;
+  bool nested = false;           // double quantization of the absmax scales
+  int64_t nested_blocksize = 256;
+  float nested_offset = 0;
+};
+// The layer's quant_state (read from its JSON tensor); throws naming the tensor.
+Bnb4State read_bnb4_state(const std::string& layer, const TensorParts& parts);
+QuantizedWeight decode_bnb4(const std::string& layer, const TensorParts& parts, int64_t in_features = -1);
+
 }  // namespace qrt::quant
