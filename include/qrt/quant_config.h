@@ -121,12 +121,28 @@ struct GgufConfig {
   std::string passthrough_json = "{}";
 };
 
-enum class QuantMethod : uint8_t { None, Gptq, Awq, Fp8, Int8, TorchAo, Higgs, Gguf };
+// compressed-tensors (what llm-compressor writes and vLLM reads), one config group targeting every
+// Linear: "pack-quantized" int weights (num_bits per value, LSB-first streams in int32 words along
+// K; group or channel scales; packed zero points when asymmetric), "naive-quantized" int8 weights
+// and "float-quantized" FP8 e4m3 weights (channel or tensor scales).
+struct CompressedTensorsConfig {
+  std::string format;                 // pack-quantized | naive-quantized | float-quantized
+  int num_bits = 4;
+  std::string type = "int";           // int | float
+  bool symmetric = true;
+  std::string strategy = "group";     // group | channel | tensor
+  int group_size = -1;                // strategy group
+  std::string input_activations;      // "" (weight-only), "dynamic" or "static" (input_scale tensors)
+  std::vector<std::string> ignore;    // module names (or "re:" patterns) left unquantized
+  std::string passthrough_json = "{}";  // the whole object, written back as read
+};
+
+enum class QuantMethod : uint8_t { None, Gptq, Awq, Fp8, Int8, TorchAo, Higgs, Gguf, CompressedTensors };
 const char* quant_method_name(QuantMethod m);   // "gptq", "awq", "fp8", "bitsandbytes", ...
 
 struct QuantizationConfig {
   std::variant<std::monostate, GptqConfig, AwqConfig, Fp8Config, Int8Config, TorchAoConfig,
-               HiggsConfig, GgufConfig>
+               HiggsConfig, GgufConfig, CompressedTensorsConfig>
       config;
   // Unknown fields and auto-corrections ("quantization_config.foo: unknown field, kept as is").
   std::vector<std::string> warnings;

@@ -70,11 +70,14 @@ LoadQuantization load_quantization(const Checkpoint& ck, const LoadOptions& opti
   return q;
 }
 
+// modules_to_not_convert entries name a module ("model.layers.1.mlp.down_proj"), a prefix of one
+// ("model.layers.1") or its last components ("o_proj").
 bool skipped(const LoadQuantization& q, const std::string& name) {
-  for (const auto& s : q.skip)
-    if (name == s || name.rfind(s + ".", 0) == 0 || name.size() > s.size() + 1 &&
-        name.compare(name.size() - s.size() - 1, std::string::npos, "." + s) == 0)
-      return true;
+  for (const auto& s : q.skip) {
+    const bool suffix = name.size() > s.size() + 1 &&
+                        name.compare(name.size() - s.size() - 1, std::string::npos, "." + s) == 0;
+    if (name == s || name.rfind(s + ".", 0) == 0 || suffix) return true;
+  }
   return false;
 }
 

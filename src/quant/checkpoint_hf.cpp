@@ -53,12 +53,15 @@ const std::vector<std::string>& part_suffixes(QuantMethod m) {
                                                 "weight.quant_map", "weight.nested_absmax", "weight.nested_quant_map",
                                                 "weight.quant_state.bitsandbytes__nf4",
                                                 "weight.quant_state.bitsandbytes__fp4"};
+  static const std::vector<std::string> ct = {"weight_packed", "weight_scale", "weight_zero_point", "weight_shape",
+                                             "weight", "input_scale", "bias"};
   static const std::vector<std::string> none;
   switch (m) {
     case QuantMethod::Gptq: return gptq;
     case QuantMethod::Awq: return awq;
     case QuantMethod::Fp8: return fp8;
     case QuantMethod::Int8: return int8;
+    case QuantMethod::CompressedTensors: return ct;
     default: return none;
   }
 }
@@ -120,6 +123,9 @@ class HfCheckpoint final : public Checkpoint {
         case QuantMethod::Int8:
           q = it->second->spec.encoding == WeightEncoding::Codebook ? decode_bnb4(layer, parts, k)
                                                                    : decode_int8(layer, parts, k);
+          break;
+        case QuantMethod::CompressedTensors:
+          q = decode_compressed_tensors(layer, parts, *quant_.get<CompressedTensorsConfig>(), k);
           break;
         default: throw unsupported(layer + ": quant_method " + quant_method_name(quant_.method()) + " has no codec");
       }
@@ -263,6 +269,9 @@ class HfCheckpoint final : public Checkpoint {
         if (weight->shape != std::vector<int64_t>{slot.out_features, slot.in_features})
           shape_error(weight->name, weight->shape, {slot.out_features, slot.in_features}, fields);
         describe_fp8(l);
+      } else if (m == QuantMethod::CompressedTensors && (store_->contains(slot.name + ".weight_packed") ||
+                                                         (weight && store_->contains(slot.name + ".weight_scale")))) {
+        describe_compressed_tensors(l, weight, fields);
       } else if (m == QuantMethod::Int8 && weight && store_->contains(slot.name + ".weight.absmax")) {
         describe_bnb4(l);
       } else if (m == QuantMethod::Int8 && weight && store_->contains(slot.name + ".SCB")) {
@@ -318,6 +327,37 @@ class HfCheckpoint final : public Checkpoint {
       tensors_.push_back({name, info->dtype, info->shape, std::string(dtype_name(info->dtype)), info->nbytes()});
     }
     std::sort(tensors_.begin(), tensors_.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  }
+
+  // A compressed-tensors linear: spec from the config and the stored shapes (no data read).
+  void describe_compressed_tensors(CheckpointLinear& l, const SafetensorsTensorInfo* weight, const std::string& fields) {
+    const CompressedTensorsConfig& c = *quant_.get<CompressedTensorsConfig>();
+    const int64_t n = l.spec.out_features, k = l.spec.in_features;
+    if (c.format == "float-quantized") {
+      if (!weight || weight->dtype != DType::F8_E4M3)
+        throw invalid_input(path_ + ": " + l.spec.name + ".weight: float-quantized expects an F8_E4M3 weight");
+      if (weight->shape != std::vector<int64_t>{n, k}) shape_error(weight->name, weight->shape, {n, k}, fields);
+      describe_fp8(l);
+      l.spec.source_format = "compressed-tensors fp8";
+      return;
+    }
+    if (c.format == "naive-quantized") {
+      if (!weight || weight->dtype != DType::I8)
+        throw invalid_input(path_ + ": " + l.spec.name + ".weight: naive-quantized expects an I8 weight");
+      if (weight->shape != std::vector<int64_t>{n, k}) shape_error(weight->name, weight->shape, {n, k}, fields);
+    } else {
+      const SafetensorsTensorInfo* p = store_->info(l.spec.name + ".weight_packed");
+      const std::vector<int64_t> expected = {n, (k * c.num_bits + 31) / 32};
+      if (!p || p->shape != expected)
+        shape_error(l.spec.name + ".weight_packed", p ? p->shape : std::vector<int64_t>{}, expected,
+                    fields + ", num_bits=" + std::to_string(c.num_bits));
+    }
+    l.quantized = true;
+    l.spec.encoding = WeightEncoding::IntAffine;
+    l.spec.bits = c.num_bits;
+    l.spec.group_size = c.strategy == "group" && c.group_size < k ? c.group_size : -1;
+    l.spec.zero_kind = c.symmetric ? ZeroKind::Symmetric : ZeroKind::Integer;
+    l.spec.source_format = "compressed-tensors int" + std::to_string(c.num_bits);
   }
 
   // A bitsandbytes 4-bit linear: its quant_state (a small JSON tensor) and 16-value code book are
@@ -406,7 +446,7 @@ class HfCheckpoint final : public Checkpoint {
     } else if (s->shape == std::vector<int64_t>{n} || s->shape == std::vector<int64_t>{n, 1}) {
       l.spec.scale_block_n = 1;
       l.spec.scale_block_k = static_cast<int>(k);
-    } else if (f->weight_block_size) {
+    } else if (f && f->weight_block_size) {
       l.spec.scale_block_n = f->weight_block_size->first;
       l.spec.scale_block_k = f->weight_block_size->second;
     } else {

@@ -432,6 +432,91 @@ GgufConfig parse_gguf(Fields& f, const std::string& where, std::vector<std::stri
   return c;
 }
 
+CompressedTensorsConfig parse_compressed_tensors(Fields& f, const json& obj, const std::string& where) {
+  CompressedTensorsConfig c;
+  f.find({"quant_method"});
+  auto fmt = f.get_string({"format"});
+  if (!fmt) f.fail("format", "missing (pack-quantized, naive-quantized or float-quantized)");
+  c.format = *fmt;
+  if (c.format != "pack-quantized" && c.format != "naive-quantized" && c.format != "float-quantized")
+    throw unsupported(where + ".format: '" + c.format +
+                      "' is not supported (pack-quantized, naive-quantized, float-quantized are)");
+  const json* groups = f.find({"config_groups"});
+  if (!groups || !groups->is_object() || groups->empty())
+    f.fail("config_groups", "expected an object with one quantization scheme");
+  if (groups->size() != 1)
+    throw unsupported(where + ".config_groups: " + std::to_string(groups->size()) +
+                      " schemes; qrt reads checkpoints with one scheme for every Linear");
+  const std::string gname = groups->begin().key();
+  const json& g = groups->begin().value();
+  const std::string gw = "config_groups." + gname;
+  if (!g.is_object()) f.fail(gw, "expected an object");
+  if (g.contains("targets")) {
+    const json& t = g["targets"];
+    if (!t.is_array() || t.size() != 1 || !t[0].is_string() || t[0].get<std::string>() != "Linear")
+      throw unsupported(where + "." + gw + ".targets: " + render(t) + " is not supported (only [\"Linear\"])");
+  }
+  if (!g.contains("weights") || !g["weights"].is_object()) f.fail(gw + ".weights", "missing");
+  const json& w = g["weights"];
+  auto field = [&](const char* key) -> const json* {
+    return w.contains(key) && !w[key].is_null() ? &w[key] : nullptr;
+  };
+  if (const json* b = field("num_bits")) {
+    if (!b->is_number_integer() || b->get<int64_t>() < 2 || b->get<int64_t>() > 8)
+      f.fail(gw + ".weights.num_bits", render(*b) + " is not an integer in 2..8");
+    c.num_bits = static_cast<int>(b->get<int64_t>());
+  } else {
+    c.num_bits = 8;
+  }
+  if (const json* t = field("type")) {
+    if (!t->is_string() || (t->get<std::string>() != "int" && t->get<std::string>() != "float"))
+      f.fail(gw + ".weights.type", render(*t) + " is not \"int\" or \"float\"");
+    c.type = t->get<std::string>();
+  }
+  if (const json* s = field("symmetric")) {
+    if (!s->is_boolean()) f.fail(gw + ".weights.symmetric", "expected true or false");
+    c.symmetric = s->get<bool>();
+  }
+  c.strategy = "tensor";
+  if (const json* s = field("strategy")) {
+    if (!s->is_string()) f.fail(gw + ".weights.strategy", "expected a string");
+    c.strategy = s->get<std::string>();
+  }
+  if (c.strategy != "group" && c.strategy != "channel" && c.strategy != "tensor")
+    throw unsupported(where + "." + gw + ".weights.strategy: '" + c.strategy +
+                      "' is not supported (group, channel, tensor are)");
+  if (const json* s = field("group_size")) {
+    if (!s->is_number_integer() || s->get<int64_t>() <= 0 || s->get<int64_t>() > (1 << 24))
+      f.fail(gw + ".weights.group_size", render(*s) + " is not a positive integer");
+    c.group_size = static_cast<int>(s->get<int64_t>());
+  }
+  if (c.strategy == "group" && c.group_size <= 0) f.fail(gw + ".weights.group_size", "required by strategy group");
+  if (c.strategy != "group") c.group_size = -1;
+  if (const json* d = field("dynamic"); d && !(d->is_boolean() && !d->get<bool>()))
+    throw unsupported(where + "." + gw + ".weights.dynamic: " + render(*d) + " (weights quantized at run time) is not supported");
+  if (const json* a = field("actorder"); a && !(a->is_boolean() && !a->get<bool>()))
+    throw unsupported(where + "." + gw + ".weights.actorder: " + render(*a) + " (weight_g_idx) is not supported");
+  if (g.contains("input_activations") && !g["input_activations"].is_null()) {
+    const json& a = g["input_activations"];
+    if (!a.is_object()) f.fail(gw + ".input_activations", "expected an object or null");
+    c.input_activations = a.contains("dynamic") && a["dynamic"].is_boolean() && a["dynamic"].get<bool>() ? "dynamic" : "static";
+  }
+  const bool packed = c.format == "pack-quantized", naive = c.format == "naive-quantized";
+  if ((packed || naive) && c.type != "int")
+    throw unsupported(where + "." + gw + ".weights.type: " + c.format + " with " + c.type + " weights is not supported");
+  if (naive && (c.num_bits != 8 || !c.symmetric || c.strategy == "group"))
+    throw unsupported(where + ": naive-quantized is supported for symmetric 8-bit channel or tensor weights");
+  if (c.format == "float-quantized" && (c.type != "float" || c.num_bits != 8 || c.strategy == "group"))
+    throw unsupported(where + ": float-quantized is supported for 8-bit float (e4m3) channel or tensor weights");
+  if (packed && c.strategy == "tensor")
+    throw unsupported(where + "." + gw + ".weights.strategy: tensor is not supported for pack-quantized (group, channel)");
+  if (packed && !c.symmetric && c.strategy == "tensor")
+    throw unsupported(where + ": asymmetric tensor-wise zero points are not supported");
+  c.ignore = f.get_string_list({"ignore"});
+  c.passthrough_json = obj.dump();
+  return c;
+}
+
 json passthrough(const std::string& text) {
   json j = json::parse(text, nullptr, false);
   return j.is_object() ? j : json::object();
@@ -453,12 +538,13 @@ const char* quant_method_name(QuantMethod m) {
     case QuantMethod::TorchAo: return "torchao";
     case QuantMethod::Higgs: return "higgs";
     case QuantMethod::Gguf: return "gguf";
+    case QuantMethod::CompressedTensors: return "compressed-tensors";
   }
   return "?";
 }
 
 std::vector<std::string> known_quant_methods() {
-  return {"gptq", "awq", "fp8", "bitsandbytes", "torchao", "higgs", "gguf"};
+  return {"gptq", "awq", "fp8", "bitsandbytes", "torchao", "higgs", "gguf", "compressed-tensors"};
 }
 
 CheckpointRuntime checkpoint_runtime(const QuantizationConfig& config) {
@@ -493,6 +579,13 @@ CheckpointRuntime checkpoint_runtime(const QuantizationConfig& config) {
                             "activations per token (dynamic) and the CPU backends keep them in float");
   } else if (const auto* h = config.get<HiggsConfig>()) {
     r.tune_metadata = h->tune_metadata;
+  } else if (const auto* ct = config.get<CompressedTensorsConfig>()) {
+    if (ct->input_activations == "static")
+      r.notes.push_back(q + "input_activations (static): the input_scale tensors are not applied; activations are "
+                            "scaled per token (cuda_fp8) or kept in float / cpu_simd's 15-bit blocks");
+    else if (ct->input_activations == "dynamic")
+      r.notes.push_back(q + "input_activations (dynamic): qrt quantizes activations its own way (cuda_fp8 per token "
+                            "for FP8 weights; int weights run with float or cpu_simd's 15-bit activations)");
   } else if (const auto* i = config.get<Int8Config>()) {
     if (i->load_in_8bit)
       r.notes.push_back(q + "llm_int8_threshold: not applied; LLM.int8 weights run as weight-only int8 rows (no "
@@ -555,6 +648,11 @@ std::string QuantizationConfig::describe() const {
   } else if (auto* gg = get<GgufConfig>()) {
     os << "gguf";
     for (auto& [type, count] : gg->tensor_type_counts) os << " " << type << "x" << count;
+  } else if (auto* ct = get<CompressedTensorsConfig>()) {
+    os << "compressed-tensors " << ct->format << " " << ct->type << ct->num_bits << " " << ct->strategy;
+    if (ct->strategy == "group") os << " g" << ct->group_size;
+    os << (ct->symmetric ? " sym" : " asym");
+    if (!ct->input_activations.empty()) os << ", activations " << ct->input_activations;
   } else {
     os << "none";
   }
@@ -616,6 +714,8 @@ QuantizationConfig parse_quantization_config_json(const json& j, const std::stri
     GgufConfig c = parse_gguf(f, where, out.warnings, pass);
     c.passthrough_json = pass;
     out.config = std::move(c);
+  } else if (method == "compressed-tensors") {
+    out.config = parse_compressed_tensors(f, j, where);
   } else {
     throw unsupported(where + ".quant_method: '" + method + "' is not supported; known methods: " +
                       join(known_quant_methods()));
@@ -698,6 +798,9 @@ json quantization_config_to_json_value(const QuantizationConfig& q) {
     json tm = json::object();
     for (auto& [name, text] : c->tune_metadata) tm[name] = json::parse(text);
     j["tune_metadata"] = tm;
+  } else if (auto* c = q.get<CompressedTensorsConfig>()) {
+    j = passthrough(c->passthrough_json);
+    j["quant_method"] = "compressed-tensors";
   } else if (auto* c = q.get<GgufConfig>()) {
     j = passthrough(c->passthrough_json);
     j["quant_method"] = "gguf";

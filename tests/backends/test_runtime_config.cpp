@@ -268,6 +268,15 @@ TEST(CheckpointRuntimeFields, AwqAndFp8FieldsAreNamed) {
                        "", CliOverrides{}, &warnings);
   ASSERT_EQ(warnings.size(), 1u);
   EXPECT_NE(warnings[0].find("input_scale"), std::string::npos);
+  warnings.clear();
+  build_runtime_config(checkpoint_runtime(parse_quantization_config(
+                           R"({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups":
+                               {"g": {"targets": ["Linear"], "weights": {"num_bits": 8, "type": "float",
+                               "strategy": "channel"}, "input_activations": {"num_bits": 8, "type": "float",
+                               "dynamic": false}}}})")),
+                       "", CliOverrides{}, &warnings);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find("input_activations (static)"), std::string::npos);
 }
 
 // Every name of the alias table is accepted inside a checkpoint as a hint for the backend it maps to.

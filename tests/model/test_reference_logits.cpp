@@ -94,25 +94,26 @@ INSTANTIATE_TEST_SUITE_P(Backends, ReferenceLogits,
                                            BackendCase{"cpu_ref", 1e-4, 16, DenseDType::F32}),
                          [](const ::testing::TestParamInfo<BackendCase>& info) { return std::string(info.param.backend); });
 
-// A tiny Llama that transformers + bitsandbytes quantized to NF4 with double quantization on the CPU
-// (tests/data/fixtures/bnb_nf4_tiny_llama, tools/make_bnb_tiny_model.py), against the logits transformers
-// computed with it (float32 compute). The NF4 linears run on cpu_ref (cpu_simd declines a
-// non-integer code book). Measured max |difference| / logit range: 1.3e-7; tolerance 1e-5.
-TEST(ReferenceLogitsBnb, Nf4DoubleQuantTinyModelMatchesTransformers) {
-  const std::string dir = std::string(QRT_TEST_DATA) + "/fixtures/bnb_nf4_tiny_llama";
+// A tiny quantized Llama (tests/data/fixtures/<name>) through qrt's CPU engine against the logits
+// Hugging Face transformers computed with the same folder (<name>/logits.json, float32 compute).
+// Returns max |difference| / logit range.
+double max_difference_to_transformers(const std::string& name, const std::string& source_format) {
+  const std::string dir = std::string(QRT_TEST_DATA) + "/fixtures/" + name;
   std::ifstream f(dir + "/logits.json");
-  ASSERT_TRUE(f) << "reference file missing";
+  EXPECT_TRUE(f) << "reference file missing";
+  if (!f) return INFINITY;
   const auto doc = nlohmann::json::parse(f);
   auto weights = load_model(dir);
   const auto specs = weights->quantized_layer_specs();
-  ASSERT_EQ(specs.size(), 14u);
-  for (const auto& s : specs) EXPECT_EQ(s.source_format, "bnb_nf4 double-quant") << s.name;
+  EXPECT_EQ(specs.size(), 14u);
+  for (const auto& s : specs) EXPECT_EQ(s.source_format, source_format) << s.name;
   EngineOptions eo;
   eo.device = probe_cpu();
   eo.runtime.threads = 1;
   eo.runtime.max_input_length = 16;
   eo.runtime.max_new_tokens = 0;
   eo.runtime.use_tuning_cache = false;
+  eo.runtime.backend = "cpu_ref";   // the dequantized weights exactly, as transformers computes
   eo.dense_dtype = DenseDType::F32;
   eo.kv_dtype = KvCacheDType::F32;
   auto engine = make_cpu_engine(weights, eo);
@@ -128,8 +129,20 @@ TEST(ReferenceLogitsBnb, Nf4DoubleQuantTinyModelMatchesTransformers) {
       hi = std::max(hi, ref);
       worst = std::max(worst, std::abs(ref - logits[t * vocab + v]));
     }
-  std::printf("[bnb-nf4] max |logit - transformers| / range = %.2e\n", worst / (hi - lo));
-  EXPECT_LT(worst / (hi - lo), 1e-5);
+  std::printf("[%s] max |logit - transformers| / range = %.2e\n", name.c_str(), worst / (hi - lo));
+  return worst / (hi - lo);
+}
+
+// NF4 with double quantization, written by transformers + bitsandbytes on the CPU
+// (tools/make_bnb_tiny_model.py); measured 1.3e-7, tolerance 1e-5.
+TEST(ReferenceLogitsTiny, BitsAndBytesNf4DoubleQuantMatchesTransformers) {
+  EXPECT_LT(max_difference_to_transformers("bnb_nf4_tiny_llama", "bnb_nf4 double-quant"), 1e-5);
+}
+
+// compressed-tensors pack-quantized int4 g32 (tools/make_compressed_tensors_tiny_model.py), loaded
+// by transformers through compressed-tensors; tolerance 1e-5.
+TEST(ReferenceLogitsTiny, CompressedTensorsInt4MatchesTransformers) {
+  EXPECT_LT(max_difference_to_transformers("ct_int4_tiny_llama", "compressed-tensors int4"), 1e-5);
 }
 
 }  // namespace

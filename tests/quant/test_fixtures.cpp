@@ -149,3 +149,57 @@ TEST(Fixtures, BitsAndBytes4BitNf4Fp4DoubleQuant) {
     EXPECT_NE(std::string(e.what()).find("quant_map"), std::string::npos) << e.what();
   }
 }
+
+// compressed-tensors layers written by the compressed-tensors package's own compressors
+// (tools/make_compressed_tensors_fixtures.py), against its dequantize() in float32: the same
+// (q - zero_point) * scale products, so equal to float rounding.
+TEST(Fixtures, CompressedTensorsPackNaiveAndFloat) {
+  struct Case {
+    const char* name;
+    WeightEncoding encoding;
+    int bits, group;
+    ZeroKind zero;
+  };
+  for (const Case& c : {Case{"ct_int4_group_sym", WeightEncoding::IntAffine, 4, 32, ZeroKind::Symmetric},
+                        Case{"ct_int4_group_asym", WeightEncoding::IntAffine, 4, 32, ZeroKind::Integer},
+                        Case{"ct_int8_channel_sym", WeightEncoding::IntAffine, 8, -1, ZeroKind::Symmetric},
+                        Case{"ct_int8_naive", WeightEncoding::IntAffine, 8, -1, ZeroKind::Symmetric},
+                        Case{"ct_fp8_channel", WeightEncoding::Fp8E4M3, 8, -1, ZeroKind::Symmetric}}) {
+    SCOPED_TRACE(c.name);
+    Loaded l = load(c.name);
+    const auto* cfg = l.config.get<CompressedTensorsConfig>();
+    ASSERT_NE(cfg, nullptr);
+    QuantizedWeight w = quant::decode_compressed_tensors("layer", l.parts, *cfg, 128);
+    EXPECT_EQ(w.spec.encoding, c.encoding);
+    EXPECT_EQ(w.spec.bits, c.bits);
+    if (c.encoding == WeightEncoding::IntAffine) {
+      EXPECT_EQ(w.spec.group_size, c.group);
+      EXPECT_EQ(w.spec.zero_kind, c.zero);
+    } else {
+      EXPECT_EQ(w.spec.scale_block_n, 1);
+    }
+    EXPECT_EQ(w.N(), 16);
+    expect_matches(w, l.expected);
+  }
+  // The config parses into what the checkpoint describes, and writes back as read.
+  Loaded naive = load("ct_int8_naive");
+  const auto* n = naive.config.get<CompressedTensorsConfig>();
+  EXPECT_EQ(n->format, "naive-quantized");
+  EXPECT_EQ(n->input_activations, "dynamic");
+  EXPECT_EQ(n->ignore, std::vector<std::string>{"lm_head"});
+  EXPECT_EQ(parse_quantization_config(quantization_config_to_json(naive.config)).describe(), naive.config.describe());
+  EXPECT_EQ(load("ct_fp8_channel").config.get<CompressedTensorsConfig>()->input_activations, "static");
+  // A packed tensor of the wrong width names the tensor.
+  Loaded bad = load("ct_int4_group_sym");
+  const auto& packed = bad.parts.at("weight_packed");
+  TensorView narrow = packed;
+  narrow.shape = {16, 8};
+  narrow.bytes = packed.bytes.subspan(0, 16 * 8 * 4);
+  bad.parts["weight_packed"] = narrow;
+  try {
+    quant::decode_compressed_tensors("layer", bad.parts, *bad.config.get<CompressedTensorsConfig>(), 128);
+    ADD_FAILURE() << "decoded a truncated weight_packed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("weight_packed"), std::string::npos) << e.what();
+  }
+}

@@ -230,7 +230,7 @@ TEST(QuantConfig, EveryRejectionNamesTheField) {
 
 TEST(QuantConfig, UnknownMethodIsUnsupportedKind) {
   try {
-    parse_quantization_config(R"({"quant_method": "compressed-tensors"})");
+    parse_quantization_config(R"({"quant_method": "fbgemm_fp8"})");
     FAIL();
   } catch (const qrt::Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Unsupported);
@@ -251,4 +251,32 @@ TEST(QuantConfig, GroupSizeMustDivideInFeatures) {
   AwqConfig a;
   a.group_size = -1;
   EXPECT_NO_THROW(a.check_layer(1000, "x"));
+}
+
+TEST(QuantConfig, CompressedTensorsSchemesQrtCannotReadNameTheField) {
+  const std::string group = R"("config_groups": {"g": {"targets": ["Linear"], "weights": {"num_bits": 4, "type": "int",
+      "symmetric": true, "strategy": "group", "group_size": 128}}})";
+  const auto ok = parse_quantization_config(R"({"quant_method": "compressed-tensors", "format": "pack-quantized", )" +
+                                            group + "}");
+  EXPECT_EQ(ok.describe(), "compressed-tensors pack-quantized int4 group g128 sym");
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {R"({"quant_method": "compressed-tensors", "format": "marlin-24", )" + group + "}", "format: 'marlin-24'"},
+      {R"({"quant_method": "compressed-tensors", "format": "pack-quantized"})", "config_groups"},
+      {R"({"quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups": {"a": {"weights": {}},
+          "b": {"weights": {}}}})", "2 schemes"},
+      {R"({"quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups": {"g": {"weights":
+          {"num_bits": 4, "strategy": "group"}}}})", "group_size: required"},
+      {R"({"quant_method": "compressed-tensors", "format": "pack-quantized", "config_groups": {"g": {"weights":
+          {"num_bits": 4, "strategy": "group", "group_size": 32, "actorder": "group"}}}})", "actorder"},
+      {R"({"quant_method": "compressed-tensors", "format": "float-quantized", "config_groups": {"g": {"weights":
+          {"num_bits": 4, "type": "float", "strategy": "channel"}}}})", "float-quantized is supported for 8-bit"},
+  };
+  for (const auto& [text, expect] : cases) {
+    try {
+      parse_quantization_config(text);
+      ADD_FAILURE() << "accepted: " << text;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(expect), std::string::npos) << e.what();
+    }
+  }
 }

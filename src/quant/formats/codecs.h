@@ -46,6 +46,10 @@ std::vector<EncodedTensor> encode_fp8(const QuantizedWeight& w);
 QuantizedWeight decode_int8(const std::string& layer, const TensorParts& parts, int64_t in_features = -1);
 std::vector<EncodedTensor> encode_int8(const QuantizedWeight& w);
 
+// ---- compressed-tensors pack-quantized / naive-quantized / float-quantized (compressed_tensors.cpp) ----
+QuantizedWeight decode_compressed_tensors(const std::string& layer, const TensorParts& parts,
+                                          const CompressedTensorsConfig& config, int64_t in_features = -1);
+
 // ---- bitsandbytes 4-bit (NF4 / FP4, optional double quantization; layout in bnb4.cpp) ----
 struct Bnb4State {
   std::string quant_type;        // "nf4" or "fp4"
