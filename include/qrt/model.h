@@ -121,6 +121,10 @@ struct EngineOptions {
   KvCacheDType kv_dtype = KvCacheDType::F32;
   DenseDType dense_dtype = DenseDType::F16;
   int64_t prefill_batch = 128;                    // prompt rows per forward step (M of prefill GEMMs)
+  // The batched engine (qrt/batch_engine.h): blocks of its paged KV pool, and the most rows of one
+  // step (0 = prefill_batch). The single-sequence engines ignore both.
+  int64_t kv_blocks = 0;
+  int64_t max_step_rows = 0;
   std::function<void(const std::string&)> log;    // plan / fallback messages; may be empty
   // The plans to run (resolve_setup, qrt/setup.h). Null: the engine plans the weights it is given
   // through the same plan_model(), reading the tuning cache `runtime` names.

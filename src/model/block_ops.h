@@ -8,9 +8,9 @@
 //
 // Rows. A step runs StepRows: row i is token tokens[i] at position positions[i] of sequence
 // sequences[i]. The single-sequence forward is the special case of one sequence at consecutive
-// positions; a batched server (many sequences per step, each with its own KV cache addressed
-// through a block table) passes several. The devices accept what their KV cache can address
-// (docs/DESIGN.md, "The block and its ops").
+// positions in a contiguous cache; the batched engine (qrt/batch_engine.h) passes rows of many
+// sequences, each addressing a paged KV pool through its block table. The devices accept what
+// their KV cache can address (docs/DESIGN.md, "The block and its ops").
 #pragma once
 
 #include <cstdint>
@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "model/ops.h"
+#include "qrt/batch_engine.h"
 #include "qrt/model.h"
 #include "qrt/plan.h"
 
@@ -31,8 +32,10 @@ struct ModelDims {
   int64_t inter = 0, vocab = 0;
   float eps = 1e-6f;
   int64_t window = 0;    // attention window (0 = full causal attention), attention_window()
-  int64_t capacity = 0;  // KV cache positions per sequence
-  int64_t max_rows = 0;  // rows of one step (the prefill chunk)
+  int64_t capacity = 0;     // KV cache positions per sequence
+  int64_t max_rows = 0;     // rows of one step
+  int64_t prefill_rows = 0; // rows of one prompt chunk (<= max_rows)
+  int64_t kv_blocks = 0;    // blocks of a paged KV pool; 0 = one contiguous sequence of `capacity`
 };
 
 struct StepRows {
@@ -40,6 +43,10 @@ struct StepRows {
   const int32_t* tokens = nullptr;     // [count], host
   const int64_t* positions = nullptr;  // [count], host
   const int32_t* sequences = nullptr;  // [count], host; nullptr = every row is of sequence 0
+  // The paged pool's block table of each sequence (indexed by sequences[i]); nullptr: the
+  // contiguous single-sequence cache.
+  const KvBlockTable* tables = nullptr;
+  int64_t table_count = 0;
   // One sequence at positions[0], positions[0] + 1, ... (what a single-sequence KV cache addresses).
   bool one_sequence_in_order() const;
 };
@@ -111,6 +118,9 @@ class BlockOps {
   // Logits of Normed rows [row0, row0 + rows) through the head (a ModelLinear, or the embedding
   // when tied: head.dense < 0 and head.quantized null).
   virtual void head(ModelLinear& head, int64_t row0, int64_t rows) = 0;
+  // Moves residual row rows[k] (x and the pending Proj) to row k, for k < n; rows ascending. A
+  // batched step gathers the rows whose logits are wanted before the final norm and the head.
+  virtual void gather_rows(const int64_t* rows, int64_t n) = 0;
   // The launches of a one-row step whose logits are wanted: a device that captures steps
   // replays a captured copy (positions and tokens live in device memory); others just run them.
   virtual void decode_step(const std::function<void()>& launches) { launches(); }

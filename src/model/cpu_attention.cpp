@@ -174,37 +174,46 @@ QRT_AVX512_FN void values_avx512(const float* w, const T* values, int64_t first,
 
 template <class T>
 void partial_impl(const float* q, int64_t q_stride, int64_t heads, const T* keys, const T* values, int64_t first,
-                  int64_t last, int64_t hd, float scale, float* scores, float* out, float* mx, float* sum, Isa isa) {
+                  int64_t last, int64_t hd, float scale, float* scores, float* out, float* mx, float* sum, Isa isa,
+                  const int32_t* blocks) {
   isa = std::min(isa, best_isa());  // never run instructions this CPU lacks
   const int64_t b0 = first / kKeyBlock, b1 = last / kKeyBlock + 1;
   const int64_t stride = round_up_to_block(last + 1);  // one scores row per head
+  const int64_t block_elems = kKeyBlock * hd;
+  // Logical block b of this head's positions in the area (paged: through the block table).
+  auto block_of = [&](int64_t b) { return (blocks ? static_cast<int64_t>(blocks[b]) : b) * block_elems; };
   // Block by block, every head: a key block is read from memory once and reused from L1.
-  for (int64_t b = b0; b < b1; ++b)
+  for (int64_t b = b0; b < b1; ++b) {
+    const T* kb = keys + block_of(b);
     for (int64_t h = 0; h < heads; ++h) {
       const float* qh = q + h * q_stride;
-      float* sh = scores + h * stride;
+      float* sh = scores + h * stride + b * kKeyBlock;
 #ifdef QRT_X86
-      if (isa == Isa::Avx512) scores_avx512(qh, keys, b, b + 1, hd, scale, sh);
-      else if (isa == Isa::Avx2) scores_avx2(qh, keys, b, b + 1, hd, scale, sh);
-      else scores_scalar(qh, keys, b, b + 1, hd, scale, sh);
+      if (isa == Isa::Avx512) scores_avx512(qh, kb, 0, 1, hd, scale, sh);
+      else if (isa == Isa::Avx2) scores_avx2(qh, kb, 0, 1, hd, scale, sh);
+      else scores_scalar(qh, kb, 0, 1, hd, scale, sh);
 #else
-      scores_scalar(qh, keys, b, b + 1, hd, scale, sh);
+      scores_scalar(qh, kb, 0, 1, hd, scale, sh);
 #endif
     }
+  }
   for (int64_t h = 0; h < heads; ++h) std::tie(mx[h], sum[h]) = ops::exp_and_sum(scores + h * stride, first, last);
   std::fill(out, out + heads * hd, 0.0f);
-  // Values likewise, one block of positions at a time for every head.
+  // Values likewise, one block of positions at a time for every head (positions j0..j1 of logical
+  // block b are rows j0 - 16 b .. j1 - 16 b of its value block).
   for (int64_t j0 = first; j0 <= last; j0 = (j0 / kKeyBlock + 1) * kKeyBlock) {
-    const int64_t j1 = std::min(last, (j0 / kKeyBlock + 1) * kKeyBlock - 1);
+    const int64_t b = j0 / kKeyBlock, base = b * kKeyBlock;
+    const int64_t j1 = std::min(last, base + kKeyBlock - 1);
+    const T* vb = values + block_of(b);
     for (int64_t h = 0; h < heads; ++h) {
-      const float* w = scores + h * stride;
+      const float* w = scores + h * stride + base;
       float* oh = out + h * hd;
 #ifdef QRT_X86
-      if (isa == Isa::Avx512 && hd % 16 == 0) values_avx512(w, values, j0, j1, hd, oh);
-      else if (isa >= Isa::Avx2 && hd % 8 == 0) values_avx2(w, values, j0, j1, hd, oh);
-      else values_scalar(w, values, j0, j1, hd, oh);
+      if (isa == Isa::Avx512 && hd % 16 == 0) values_avx512(w, vb, j0 - base, j1 - base, hd, oh);
+      else if (isa >= Isa::Avx2 && hd % 8 == 0) values_avx2(w, vb, j0 - base, j1 - base, hd, oh);
+      else values_scalar(w, vb, j0 - base, j1 - base, hd, oh);
 #else
-      values_scalar(w, values, j0, j1, hd, oh);
+      values_scalar(w, vb, j0 - base, j1 - base, hd, oh);
 #endif
     }
   }
@@ -214,7 +223,7 @@ template <class T>
 void attend_impl(const float* q, const T* keys, const T* values, int64_t first, int64_t last, int64_t hd,
                  float scale, float* scores, float* out, Isa isa) {
   float mx = 0, sum = 0;
-  partial_impl(q, hd, 1, keys, values, first, last, hd, scale, scores, out, &mx, &sum, isa);
+  partial_impl(q, hd, 1, keys, values, first, last, hd, scale, scores, out, &mx, &sum, isa, nullptr);
   const float inv = 1.0f / sum;
   for (int64_t i = 0; i < hd; ++i) out[i] *= inv;
 }
@@ -252,14 +261,14 @@ void attend(const float* q, const uint16_t* keys, const uint16_t* values, int64_
 
 void attend_partial(const float* q, int64_t q_stride, int64_t heads, const float* keys, const float* values,
                     int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
-                    float* sum, Isa isa) {
-  partial_impl(q, q_stride, heads, keys, values, first, last, head_dim, scale, scores, out, max, sum, isa);
+                    float* sum, Isa isa, const int32_t* blocks) {
+  partial_impl(q, q_stride, heads, keys, values, first, last, head_dim, scale, scores, out, max, sum, isa, blocks);
 }
 
 void attend_partial(const float* q, int64_t q_stride, int64_t heads, const uint16_t* keys, const uint16_t* values,
                     int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
-                    float* sum, Isa isa) {
-  partial_impl(q, q_stride, heads, keys, values, first, last, head_dim, scale, scores, out, max, sum, isa);
+                    float* sum, Isa isa, const int32_t* blocks) {
+  partial_impl(q, q_stride, heads, keys, values, first, last, head_dim, scale, scores, out, max, sum, isa, blocks);
 }
 
 void merge_partials(const float* out, const float* max, const float* sum, int64_t parts, int64_t stride,

@@ -10,6 +10,12 @@
 // The key area of a head holds head_key_elems(capacity, head_dim) elements (capacity rounded up
 // to a whole block). Positions past the last written one inside its block are computed and
 // ignored, so the area must be initialised memory (the engine zero-allocates it).
+//
+// Paged caches. A key block and the matching 16 value rows are one unit of kKeyBlock * head_dim
+// elements each, so a head's area can also be a pool of blocks shared by many sequences: a
+// sequence's block table maps its logical block b (positions [16 b, 16 b + 16)) to a physical
+// block of the pool. attend_partial takes that table (nullptr: the identity, a contiguous cache)
+// and performs exactly the same arithmetic in the same order either way.
 #pragma once
 
 #include <cstdint>
@@ -22,6 +28,13 @@ inline int64_t round_up_to_block(int64_t n) { return (n + kKeyBlock - 1) / kKeyB
 inline int64_t head_key_elems(int64_t capacity, int64_t head_dim) { return round_up_to_block(capacity) * head_dim; }
 inline int64_t key_index(int64_t pos, int64_t d, int64_t head_dim) {
   return (pos / kKeyBlock) * kKeyBlock * head_dim + d * kKeyBlock + pos % kKeyBlock;
+}
+// The same in a paged area: `block` is the physical block holding `pos`.
+inline int64_t paged_key_index(int64_t block, int64_t pos, int64_t d, int64_t head_dim) {
+  return block * kKeyBlock * head_dim + d * kKeyBlock + pos % kKeyBlock;
+}
+inline int64_t paged_value_index(int64_t block, int64_t pos, int64_t d, int64_t head_dim) {
+  return block * kKeyBlock * head_dim + (pos % kKeyBlock) * head_dim + d;
 }
 
 enum class Isa : uint8_t { Scalar, Avx2, Avx512 };
@@ -42,13 +55,14 @@ void attend(const float* q, const uint16_t* keys, const uint16_t* values, int64_
 // q + h * q_stride) share the KV head: each key and value block is read once for all of them.
 // For each head h: max[h] = the largest score, sum[h] = sum of exp(score - max[h]) over
 // [first, last], out[h * head_dim, +head_dim) = sum of exp(score - max[h]) * value (not divided by
-// sum[h]). scores: scratch of heads * round_up_to_block(last + 1) floats.
+// sum[h]). scores: scratch of heads * round_up_to_block(last + 1) floats. blocks: the block table
+// of a paged cache (logical block -> physical block of the areas), nullptr for a contiguous one.
 void attend_partial(const float* q, int64_t q_stride, int64_t heads, const float* keys, const float* values,
                     int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
-                    float* sum, Isa isa = best_isa());
+                    float* sum, Isa isa = best_isa(), const int32_t* blocks = nullptr);
 void attend_partial(const float* q, int64_t q_stride, int64_t heads, const uint16_t* keys, const uint16_t* values,
                     int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
-                    float* sum, Isa isa = best_isa());
+                    float* sum, Isa isa = best_isa(), const int32_t* blocks = nullptr);
 
 // One head's attention from `parts` partial results over disjoint position ranges into
 // result[0, head_dim). Part p is the row out + p * stride * head_dim with max[p * stride] and

@@ -39,7 +39,10 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
   dims_.window = attention_window(c);
   options.validate_lengths();
   dims_.capacity = options.max_context();
-  dims_.max_rows = std::clamp<int64_t>(options.prefill_batch, 1, options.runtime.max_input_length);
+  dims_.prefill_rows = std::clamp<int64_t>(options.prefill_batch, 1, options.runtime.max_input_length);
+  dims_.kv_blocks = options.kv_blocks;
+  // A batched step carries decode rows next to a prompt chunk: its buffers hold max_step_rows.
+  dims_.max_rows = std::max(dims_.prefill_rows, options.max_step_rows);
   positions_.resize(static_cast<size_t>(dims_.max_rows));
 
   ops_.on_device([&] {
@@ -165,9 +168,10 @@ void LlamaModel::check_args(const int32_t* tokens, int64_t n, int64_t pos) const
 
 void LlamaModel::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits) {
   check_args(tokens, n, pos);
+  if (dims_.kv_blocks > 0) throw internal_error("forward: a batched engine's KV pool is addressed through step()");
   ops_.on_device([&] {
-    for (int64_t start = 0; start < n; start += dims_.max_rows) {
-      const int64_t m = std::min(dims_.max_rows, n - start);
+    for (int64_t start = 0; start < n; start += dims_.prefill_rows) {
+      const int64_t m = std::min(dims_.prefill_rows, n - start);
       const bool last = start + m == n;
       // Logits of every row (perplexity), or of the last row of the last chunk.
       const int64_t head_rows = all_logits ? m : (last ? 1 : 0);
@@ -182,6 +186,63 @@ void LlamaModel::forward(const int32_t* tokens, int64_t n, int64_t pos, float* l
       else run_step(m, head_row0, head_rows);
       ops_.finish();
     }
+  });
+}
+
+void LlamaModel::check_step(const BatchStep& step) const {
+  if (dims_.kv_blocks <= 0) throw internal_error("step: this engine has no paged KV pool (EngineOptions::kv_blocks)");
+  if (step.rows < 1 || step.rows > dims_.max_rows)
+    throw invalid_input(fmt::format("step: {} rows, expected 1 to {}", step.rows, dims_.max_rows));
+  if (!step.tokens || !step.positions || !step.sequences || !step.tables || step.table_count < 1)
+    throw invalid_input("step: tokens, positions, sequences and block tables are required");
+  for (int64_t i = 0; i < step.rows; ++i) {
+    const int32_t token = step.tokens[i], seq = step.sequences[i];
+    const int64_t p = step.positions[i];
+    if (token < 0 || token >= dims_.vocab)
+      throw invalid_input(fmt::format("step: row {}: token id {} is outside the vocabulary [0, {})", i, token,
+                                      dims_.vocab));
+    if (p < 0 || p >= dims_.capacity)
+      throw invalid_input(fmt::format("step: row {}: position {} is outside [0, {})", i, p, dims_.capacity));
+    if (seq < 0 || seq >= step.table_count)
+      throw invalid_input(fmt::format("step: row {}: sequence {} is outside the {} block tables", i, seq,
+                                      step.table_count));
+    const KvBlockTable& t = step.tables[seq];
+    const int64_t b = p / kKvBlockPositions;
+    if (!t.blocks || b >= t.count)
+      throw invalid_input(fmt::format("step: row {}: position {} needs block {} of sequence {}, whose table has {}", i,
+                                      p, b, seq, t.count));
+    if (t.blocks[b] < 0 || t.blocks[b] >= dims_.kv_blocks)
+      throw invalid_input(fmt::format("step: row {}: block {} is outside the pool of {}", i, t.blocks[b],
+                                      dims_.kv_blocks));
+  }
+  if (step.logit_count < 0 || step.logit_count > step.rows || (step.logit_count > 0 && !step.logit_rows))
+    throw invalid_input(fmt::format("step: {} logit rows of a {}-row step", step.logit_count, step.rows));
+  for (int64_t k = 0; k < step.logit_count; ++k)
+    if (step.logit_rows[k] < 0 || step.logit_rows[k] >= step.rows || (k > 0 && step.logit_rows[k] <= step.logit_rows[k - 1]))
+      throw invalid_input(fmt::format("step: logit row {} ({}) is not an ascending row of the step", k,
+                                      step.logit_rows[k]));
+}
+
+void LlamaModel::step(const BatchStep& step, float* logits) {
+  check_step(step);
+  ops_.on_device([&] {
+    StepRows rows;
+    rows.count = step.rows;
+    rows.tokens = step.tokens;
+    rows.positions = step.positions;
+    rows.sequences = step.sequences;
+    rows.tables = step.tables;
+    rows.table_count = step.table_count;
+    ops_.stage(rows, step.logit_count ? logits : nullptr, step.logit_count);
+    run_step(step.rows, 0, 0);
+    if (step.logit_count > 0) {
+      // The wanted rows first, then the final norm and the head over them alone (each row's
+      // result is the same as in a step of its own).
+      ops_.gather_rows(step.logit_rows, step.logit_count);
+      ops_.add_rmsnorm(!blocks_.empty(), final_norm_, 0, step.logit_count);
+      ops_.head(head_, 0, step.logit_count);
+    }
+    ops_.finish();
   });
 }
 

@@ -27,12 +27,16 @@ class LlamaModel {
 
   const ModelConfig& config() const { return w_->config; }
   const ModelDims& dims() const { return dims_; }
-  // ForwardEngine::forward: prefill in chunks of dims().max_rows rows; a one-row step whose logits
-  // are wanted goes through BlockOps::decode_step.
+  // ForwardEngine::forward: prefill in chunks of dims().prefill_rows rows; a one-row step whose
+  // logits are wanted goes through BlockOps::decode_step.
   void forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits);
   // Throws qrt::Error (InvalidInput) when n < 1, pos < 0, pos + n > capacity or a token is outside
   // the vocabulary.
   void check_args(const int32_t* tokens, int64_t n, int64_t pos) const;
+  // BatchEngine::step (dims().kv_blocks > 0): rows of many sequences over the paged KV pool, then
+  // the final norm and the head of the wanted rows. check_step throws what BatchEngine documents.
+  void step(const BatchStep& step, float* logits);
+  void check_step(const BatchStep& step) const;
   // The launches of the staged rows: the embedding, every block, and when head_rows > 0 the final
   // norm and the head of rows [head_row0, head_row0 + head_rows).
   void run_step(int64_t m, int64_t head_row0, int64_t head_rows);
@@ -91,6 +95,28 @@ class LlamaEngine : public Base {
   std::string device_name() const override { return ops_.device_name(); }
 
  protected:
+  Ops ops_;
+  LlamaModel model_;
+};
+
+// A BatchEngine: a LlamaModel with a paged KV pool over one device's ops.
+template <class Ops>
+class LlamaBatchEngine : public BatchEngine {
+ public:
+  LlamaBatchEngine(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options)
+      : ops_(options), model_(std::move(weights), options, ops_) {}
+  const ModelConfig& config() const override { return model_.config(); }
+  int64_t kv_blocks() const override { return model_.dims().kv_blocks; }
+  int64_t max_rows() const override { return model_.dims().max_rows; }
+  int64_t max_positions() const override { return model_.dims().capacity; }
+  int64_t prefill_chunk() const override { return model_.dims().prefill_rows; }
+  void step(const BatchStep& step, float* logits) override { model_.step(step, logits); }
+  const std::vector<LinearPlan>& plans() const override { return model_.plans(); }
+  std::vector<std::pair<std::string, std::vector<KernelChoice>>> kernels() const override { return model_.kernels(); }
+  std::map<std::string, int> backend_counts() const override { return model_.backend_counts(); }
+  std::string device_name() const override { return ops_.device_name(); }
+
+ private:
   Ops ops_;
   LlamaModel model_;
 };

@@ -109,8 +109,9 @@ void apply_rope(float* x, int64_t heads, int64_t head_dim, const float* cos, con
 
 // ---------------------------------------------------------------------------------------------
 // Dense matmul. Output rows of W are taken 4 at a time, input rows 2 at a time: 8 independent
-// dot products share every load of W and x, which keeps the FMA units busy at M > 1 and streams
-// W exactly once per 2 rows at M = 1 (GEMV, where memory bandwidth is the limit anyway).
+// dot products share every load of W and x, which keeps the FMA units busy at M > 1; a single
+// row (M = 1, GEMV, where memory bandwidth is the limit anyway) takes 8 output rows at a time.
+// Every path sums a dot product in the same order, so a row's result does not depend on M.
 
 namespace {
 
@@ -154,20 +155,61 @@ QRT_AVX2_TARGET inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
+// Output columns [n0, n1) (a multiple of 4) of one input row. Each output is one accumulator
+// over K in steps of 8, reduced with hsum256, then the K tail and the bias: exactly the
+// arithmetic of the two-row kernel below, so a row's result never depends on the rows beside it
+// (the batched engine relies on that). Eight columns at a time keep eight FMA chains in flight.
+template <class T>
+QRT_AVX2_TARGET void single_row_avx2(const float* xa, int64_t K, const T* W, int64_t n0, int64_t n1,
+                                     const float* bias, float* y) {
+  const int64_t K8 = K & ~int64_t{7};
+  int64_t n = n0;
+  for (; n + 8 <= n1; n += 8) {
+    __m256 a[8];
+    for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K8; k += 8) {
+      const __m256 va = _mm256_loadu_ps(xa + k);
+      for (int j = 0; j < 8; ++j) a[j] = _mm256_fmadd_ps(va, load8(W + (n + j) * K + k), a[j]);
+    }
+    for (int j = 0; j < 8; ++j) {
+      float r = hsum256(a[j]);
+      for (int64_t k = K8; k < K; ++k) r += xa[k] * load_scalar(W + (n + j) * K + k);
+      y[n + j] = r + (bias ? bias[n + j] : 0.0f);
+    }
+  }
+  for (; n < n1; n += 4) {
+    __m256 a[4];
+    for (int j = 0; j < 4; ++j) a[j] = _mm256_setzero_ps();
+    for (int64_t k = 0; k < K8; k += 8) {
+      const __m256 va = _mm256_loadu_ps(xa + k);
+      for (int j = 0; j < 4; ++j) a[j] = _mm256_fmadd_ps(va, load8(W + (n + j) * K + k), a[j]);
+    }
+    for (int j = 0; j < 4; ++j) {
+      float r = hsum256(a[j]);
+      for (int64_t k = K8; k < K; ++k) r += xa[k] * load_scalar(W + (n + j) * K + k);
+      y[n + j] = r + (bias ? bias[n + j] : 0.0f);
+    }
+  }
+}
+
 // W is float32 or fp16 (converted in registers: half the bytes streamed, same arithmetic).
 template <class T>
 QRT_AVX2_TARGET void matmul_rows_avx2(const float* x, int64_t M, int64_t K, const T* W, int64_t n0, int64_t n1,
                                       const float* bias, float* y, int64_t ldy) {
   const int64_t K8 = K & ~int64_t{7};
+  const int64_t n4 = n0 + (n1 - n0) / 4 * 4;
+  // An odd last row (every row at M = 1) on its own, then the rows two at a time.
+  if (M % 2) single_row_avx2(x + (M - 1) * K, K, W, n0, n4, bias, y + (M - 1) * ldy);
+  const int64_t pairs = M / 2 * 2;
   int64_t n = n0;
-  for (; n + 4 <= n1; n += 4) {
+  for (; n < n4; n += 4) {
     const T* w0 = W + n * K;
     const T* w1 = w0 + K;
     const T* w2 = w1 + K;
     const T* w3 = w2 + K;
     const T* ws[4] = {w0, w1, w2, w3};
     int64_t m = 0;
-    for (; m + 2 <= M; m += 2) {
+    for (; m < pairs; m += 2) {
       const float* xa = x + m * K;
       const float* xb = xa + K;
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
@@ -196,36 +238,6 @@ QRT_AVX2_TARGET void matmul_rows_avx2(const float* x, int64_t M, int64_t K, cons
         const float bj = bias ? bias[n + j] : 0.0f;
         y[m * ldy + n + j] = ra[j] + bj;
         y[(m + 1) * ldy + n + j] = rb[j] + bj;
-      }
-    }
-    for (; m < M; ++m) {
-      const float* xa = x + m * K;
-      // Two accumulators per output row hide the FMA latency at M = 1.
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0;
-      int64_t k = 0;
-      for (; k + 16 <= K8; k += 16) {
-        const __m256 va = _mm256_loadu_ps(xa + k), vc = _mm256_loadu_ps(xa + k + 8);
-        a0 = _mm256_fmadd_ps(va, load8(w0 + k), a0);
-        a1 = _mm256_fmadd_ps(va, load8(w1 + k), a1);
-        a2 = _mm256_fmadd_ps(va, load8(w2 + k), a2);
-        a3 = _mm256_fmadd_ps(va, load8(w3 + k), a3);
-        c0 = _mm256_fmadd_ps(vc, load8(w0 + k + 8), c0);
-        c1 = _mm256_fmadd_ps(vc, load8(w1 + k + 8), c1);
-        c2 = _mm256_fmadd_ps(vc, load8(w2 + k + 8), c2);
-        c3 = _mm256_fmadd_ps(vc, load8(w3 + k + 8), c3);
-      }
-      for (; k < K8; k += 8) {
-        const __m256 va = _mm256_loadu_ps(xa + k);
-        a0 = _mm256_fmadd_ps(va, load8(w0 + k), a0);
-        a1 = _mm256_fmadd_ps(va, load8(w1 + k), a1);
-        a2 = _mm256_fmadd_ps(va, load8(w2 + k), a2);
-        a3 = _mm256_fmadd_ps(va, load8(w3 + k), a3);
-      }
-      float r[4] = {hsum256(_mm256_add_ps(a0, c0)), hsum256(_mm256_add_ps(a1, c1)),
-                    hsum256(_mm256_add_ps(a2, c2)), hsum256(_mm256_add_ps(a3, c3))};
-      for (int j = 0; j < 4; ++j) {
-        for (int64_t kk = K8; kk < K; ++kk) r[j] += xa[kk] * load_scalar(ws[j] + kk);
-        y[m * ldy + n + j] = r[j] + (bias ? bias[n + j] : 0.0f);
       }
     }
   }

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fmt/format.h>
 
+#include "qrt/batch_engine.h"
 #include "qrt/error.h"
 #include "qrt/model.h"
 
@@ -124,11 +125,28 @@ void EngineOptions::validate_lengths() const {
   if (runtime.max_input_length > kMaxPositions || runtime.max_new_tokens > kMaxPositions)
     throw invalid_input(fmt::format("max_input_length {} and max_new_tokens {} must each be at most 2^31",
                                     runtime.max_input_length, runtime.max_new_tokens));
+  if (kv_blocks < 0 || kv_blocks > kMaxPositions / 16)
+    throw invalid_input(fmt::format("kv_blocks {} must be in [0, 2^27]", kv_blocks));
+  if (max_step_rows < 0 || max_step_rows > (int64_t{1} << 20))
+    throw invalid_input(fmt::format("max_step_rows {} must be in [0, 2^20]", max_step_rows));
 }
 
 int64_t attention_window(const ModelConfig& config) {
   const bool mistral = config.architecture == "MistralForCausalLM" || config.model_type == "mistral";
   return mistral ? config.sliding_window : 0;
+}
+
+std::unique_ptr<BatchEngine> make_cpu_batch_engine(std::shared_ptr<const ModelWeights> weights,
+                                                   const EngineOptions& options);
+
+std::unique_ptr<BatchEngine> make_batch_engine(std::shared_ptr<const ModelWeights> weights,
+                                               const EngineOptions& options) {
+  if (options.kv_blocks < 1)
+    throw invalid_input(fmt::format("the batched engine needs a KV pool: kv_blocks {} must be >= 1", options.kv_blocks));
+  if (options.device.kind == DeviceKind::Cpu) return make_cpu_batch_engine(std::move(weights), options);
+  throw Error(ErrorKind::Unsupported,
+              fmt::format("device {}: this qrt binary has no batched engine for it (CPU only); use --device cpu",
+                          options.device.id));
 }
 
 std::unique_ptr<ForwardEngine> make_engine(std::shared_ptr<const ModelWeights> weights,

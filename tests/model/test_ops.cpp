@@ -190,6 +190,37 @@ TEST(DenseMatmul, StridedOutputLeavesGapsUntouched) {
   }
 }
 
+// A row's result is the same whatever the other rows of the product are (M = 1, odd and even M,
+// on the thread pool or not, float32 and fp16 weights): the batched engine runs a sequence's rows
+// next to other sequences' and must give what a step of its own gives, bit for bit.
+TEST(DenseMatmul, ARowsResultDoesNotDependOnTheOtherRows) {
+  const int64_t K = 75, N = 143, M = 7;  // K and N with tails past the vector widths; M N K past the pool threshold
+  auto x = random_vec(M * K, 8);
+  auto W = random_vec(N * K, 9);
+  std::vector<uint16_t> W16(W.size());
+  for (size_t i = 0; i < W.size(); ++i) W16[i] = f32_to_fp16(W[i]);
+  auto bias = random_vec(N, 10);
+  ThreadPool pool(2);
+  for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool})
+    for (bool f16 : {false, true}) {
+      auto run = [&](const float* xs, int64_t m) {
+        std::vector<float> y(static_cast<size_t>(m * N));
+        if (f16) ops::dense_matmul_f16(xs, m, K, W16.data(), N, bias.data(), y.data(), N, p);
+        else ops::dense_matmul(xs, m, K, W.data(), N, bias.data(), y.data(), N, p);
+        return y;
+      };
+      const auto all = run(x.data(), M);
+      for (int64_t m0 = 0; m0 < M; ++m0)
+        for (int64_t rows : {int64_t{1}, int64_t{2}, int64_t{3}}) {
+          if (m0 + rows > M) continue;
+          const auto part = run(x.data() + m0 * K, rows);
+          for (int64_t i = 0; i < rows * N; ++i)
+            ASSERT_EQ(part[static_cast<size_t>(i)], all[static_cast<size_t>(m0 * N + i)])
+                << "rows [" << m0 << ", " << m0 + rows << ")" << (f16 ? " f16" : " f32") << (p ? " pool" : "");
+        }
+    }
+}
+
 TEST(SiluMul, MatchesFormula) {
   std::vector<float> g = {-3, -0.5, 0, 0.5, 4}, u = {1, 2, 3, -1, 0.5};
   std::vector<float> expect(5);

@@ -41,10 +41,18 @@ void CpuOps::reserve(const ModelDims& dims) {
   // per-thread score rows (both filled at load). Without this check a huge --max-input-length got
   // the process killed by the kernel while the tables were filled. Doubles: no overflow.
   const double positions = static_cast<double>(cpu_attention::round_up_to_block(d_.capacity));
-  const double kv = 2.0 * static_cast<double>(d_.layers * d_.kv_heads * d_.head_dim) * positions * (kv_f16_ ? 2 : 4);
+  const double cached = d_.kv_blocks > 0 ? static_cast<double>(d_.kv_blocks * cpu_attention::kKeyBlock) : positions;
+  const double kv = 2.0 * static_cast<double>(d_.layers * d_.kv_heads * d_.head_dim) * cached * (kv_f16_ ? 2 : 4);
   const double tables = 2.0 * positions * static_cast<double>(d_.head_dim / 2) * 4 +
                         positions * pool_.size() * (d_.heads / d_.kv_heads) * 4;
   const int64_t available = available_host_memory();
+  if (d_.kv_blocks > 0 && available > 0 && kv + tables > static_cast<double>(available))
+    throw Error(ErrorKind::OutOfMemory,
+                fmt::format("a KV pool of {} blocks of {} positions ({:.2f} GiB, {}) and position tables of {} "
+                            "positions ({:.2f} GiB) need more than the {:.2f} GiB of memory available; lower the "
+                            "number of KV blocks or the context per sequence",
+                            d_.kv_blocks, cpu_attention::kKeyBlock, kv / 1073741824.0, kv_f16_ ? "f16" : "f32",
+                            d_.capacity, tables / 1073741824.0, static_cast<double>(available) / 1073741824.0));
   if (available > 0 && kv + tables > static_cast<double>(available))
     throw Error(ErrorKind::OutOfMemory,
                 fmt::format("max_input_length {} + max_new_tokens {} = {} positions: the KV cache ({:.2f} GiB, {}) "
@@ -89,7 +97,9 @@ int CpuOps::upload_vector(const std::string&, const std::vector<float>& v) {
 }
 
 void CpuOps::allocate(bool fused, bool) {
-  head_stride_ = cpu_attention::head_key_elems(d_.capacity, d_.head_dim);
+  static_assert(cpu_attention::kKeyBlock == kKvBlockPositions, "a pool block is one key block");
+  blocks_per_head_ = d_.kv_blocks > 0 ? d_.kv_blocks : cpu_attention::round_up_to_block(d_.capacity) / cpu_attention::kKeyBlock;
+  head_stride_ = blocks_per_head_ * cpu_attention::kKeyBlock * d_.head_dim;
   layer_stride_ = d_.kv_heads * head_stride_;
   const int64_t total = d_.layers * layer_stride_;
   const size_t elem = kv_f16_ ? 2 : 4;
@@ -122,10 +132,19 @@ void CpuOps::allocate(bool fused, bool) {
   up_.resize(b * (fused ? 2 * d_.inter : d_.inter));
   const int64_t group = d_.heads / d_.kv_heads;
   scores_.resize(static_cast<size_t>(pool_.size() * group * cpu_attention::round_up_to_block(d_.capacity)));
-  const int64_t partial_rows = std::max<int64_t>(d_.kv_heads * kMaxAttentionParts, pool_.size()) * group;
+  // Split rows: only a decode row splits, and the single-sequence engine has at most one.
+  const int64_t split_rows = d_.kv_blocks > 0 ? b : 1;
+  thread_slots_ = split_rows * d_.kv_heads * kMaxAttentionParts;
+  const int64_t partial_rows = (thread_slots_ + pool_.size()) * group;
   attn_part_.resize(static_cast<size_t>(partial_rows * d_.head_dim));
   part_max_.resize(static_cast<size_t>(partial_rows));
   part_sum_.resize(static_cast<size_t>(partial_rows));
+  row_blocks_.resize(static_cast<size_t>(b));
+  row_parts_.resize(static_cast<size_t>(b));
+  part_base_.resize(static_cast<size_t>(b));
+  unit_row_.resize(static_cast<size_t>(b * kMaxAttentionParts));
+  unit_part_.resize(static_cast<size_t>(b * kMaxAttentionParts));
+  sequence_rows_.reserve(static_cast<size_t>(b));
 }
 
 float* CpuOps::buffer(Buffer b) {
@@ -144,14 +163,45 @@ float* CpuOps::buffer(Buffer b) {
   return nullptr;
 }
 
+int64_t CpuOps::attention_parts(int64_t position) const {
+  // Parts of at least kMinPartPositions, at most kMaxAttentionParts, enough for 2 x threads units
+  // over the KV heads. A function of the row alone (never of the other rows of the step), so a
+  // sequence's decode row computes the same in a batch as alone.
+  constexpr int64_t kMinPartPositions = 256;
+  const int64_t threads = pool_.size(), n_kv = d_.kv_heads;
+  if (n_kv >= 2 * threads) return 1;
+  const int64_t most = std::max<int64_t>(1, std::min<int64_t>(kMaxAttentionParts, (position + 1) / kMinPartPositions));
+  return std::min<int64_t>(most, (2 * threads + n_kv - 1) / n_kv);
+}
+
 void CpuOps::stage(const StepRows& rows, float* logits, int64_t) {
-  // The KV cache holds one sequence (per-sequence block tables are the batched engine's).
-  if (rows.sequences)
+  // A contiguous cache holds one sequence; a paged pool any number, through their block tables.
+  if (!rows.tables && rows.sequences)
     for (int64_t i = 0; i < rows.count; ++i)
       if (rows.sequences[i] != rows.sequences[0])
-        throw unsupported("the CPU engine's KV cache holds one sequence; rows of several sequences need block tables");
+        throw unsupported("the CPU engine's contiguous KV cache holds one sequence; rows of several sequences need "
+                          "the batched engine's block tables");
   rows_ = rows;
   logits_ = logits;
+  if (rows.tables) {
+    sequence_rows_.assign(static_cast<size_t>(rows.table_count), 0);
+    for (int64_t i = 0; i < rows.count; ++i) ++sequence_rows_[static_cast<size_t>(rows.sequences[i])];
+  }
+  int64_t units = 0, split_slots = 0;
+  for (int64_t i = 0; i < rows.count; ++i) {
+    const size_t r = static_cast<size_t>(i);
+    const bool alone = rows.tables ? sequence_rows_[static_cast<size_t>(rows.sequences[i])] == 1 : rows.count == 1;
+    const int64_t parts = alone ? attention_parts(rows.positions[i]) : 1;
+    row_blocks_[r] = rows.tables ? rows.tables[rows.sequences[i]].blocks : nullptr;
+    row_parts_[r] = parts;
+    part_base_[r] = split_slots;
+    if (parts > 1) split_slots += d_.kv_heads * parts;
+    for (int64_t part = 0; part < parts; ++part, ++units) {
+      unit_row_[static_cast<size_t>(units)] = i;
+      unit_part_[static_cast<size_t>(units)] = part;
+    }
+  }
+  row_units_ = units;
 }
 
 void CpuOps::embed(int64_t m) {
@@ -189,22 +239,24 @@ void CpuOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
   const int64_t hd = d_.head_dim, base = layer * layer_stride_;
   for (int64_t i = 0; i < m; ++i) {
     const int64_t p = rows_.positions[i];
+    const int32_t* blocks = row_blocks_[static_cast<size_t>(i)];
+    const int64_t block = blocks ? blocks[p / cpu_attention::kKeyBlock] : p / cpu_attention::kKeyBlock;
     const float* cs = rope_->cos.data() + p * rope_->half;
     const float* sn = rope_->sin.data() + p * rope_->half;
     ops::apply_rope(row(q, i), d_.heads, hd, cs, sn);
     ops::apply_rope(row(k, i), d_.kv_heads, hd, cs, sn);
     for (int64_t h = 0; h < d_.kv_heads; ++h) {
       const int64_t head = base + h * head_stride_;
-      const int64_t voff = head + p * hd;
+      const int64_t voff = head + cpu_attention::paged_value_index(block, p, 0, hd);
       const float* ks = row(k, i) + h * hd;
       const float* vs = row(v, i) + h * hd;
       if (kv_f16_) {
         for (int64_t j = 0; j < hd; ++j) {
-          k16_[head + cpu_attention::key_index(p, j, hd)] = f32_to_fp16(ks[j]);
+          k16_[head + cpu_attention::paged_key_index(block, p, j, hd)] = f32_to_fp16(ks[j]);
           v16_[voff + j] = f32_to_fp16(vs[j]);
         }
       } else {
-        for (int64_t j = 0; j < hd; ++j) k32_[head + cpu_attention::key_index(p, j, hd)] = ks[j];
+        for (int64_t j = 0; j < hd; ++j) k32_[head + cpu_attention::paged_key_index(block, p, j, hd)] = ks[j];
         std::copy_n(vs, hd, v32_.get() + voff);
       }
     }
@@ -215,23 +267,18 @@ void CpuOps::attention(int64_t layer, View qv, View outv, int64_t m) {
   const int64_t group = d_.heads / d_.kv_heads, hd = d_.head_dim, n_kv = d_.kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const int64_t base = layer * layer_stride_;
-  // Work units: (KV head, query row, part of the positions). A unit runs the whole GQA group
-  // over its positions, so each key / value block is read once for the group. Decode has one row
-  // and few KV heads (SmolLM2: 3 on 2 threads), so its positions are split into parts of at least
-  // kMinPartPositions, merged after; prefill rows already give every thread work.
-  constexpr int64_t kMinPartPositions = 256;
-  const int64_t threads = pool_.size();
-  int64_t parts = 1;
-  if (m == 1 && n_kv < 2 * threads) {
-    const int64_t most =
-        std::max<int64_t>(1, std::min<int64_t>(kMaxAttentionParts, (rows_.positions[0] + 1) / kMinPartPositions));
-    parts = std::min<int64_t>(most, (2 * threads + n_kv - 1) / n_kv);
-  }
+  // Work units: (KV head, row, part of the row's positions), from stage(). A unit runs the whole
+  // GQA group over its positions, so each key / value block is read once for the group. Decode
+  // rows with few KV heads (SmolLM2: 3 on 2 threads) have their positions split into parts merged
+  // after; prefill rows, and steps of many rows, already give every thread work.
   const int64_t row_scores = group * cpu_attention::round_up_to_block(d_.capacity);
-  pool_.parallel_for(n_kv * m * parts, [&](int t, int64_t u0, int64_t u1) {
+  const int64_t units = row_units_;
+  pool_.parallel_for(n_kv * units, [&](int t, int64_t u0, int64_t u1) {
     float* scores = scores_.data() + static_cast<int64_t>(t) * row_scores;
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t kvh = u / (m * parts), i = (u / parts) % m, part = u % parts;
+      const int64_t kvh = u / units, r = u % units;
+      const int64_t i = unit_row_[static_cast<size_t>(r)], part = unit_part_[static_cast<size_t>(r)];
+      const int64_t parts = row_parts_[static_cast<size_t>(i)];
       const int64_t p = rows_.positions[i];
       const int64_t first = d_.window > 0 ? std::max<int64_t>(0, p - d_.window + 1) : 0;
       // Parts cover [first, p] in whole key blocks.
@@ -240,20 +287,23 @@ void CpuOps::attention(int64_t layer, View qv, View outv, int64_t m) {
       const int64_t lo = first + part * chunk, hi = std::min(p, lo + chunk - 1);
       const float* q = row(qv, i) + kvh * group * hd;
       const int64_t off = base + kvh * head_stride_;
-      const int64_t slot = (kvh * parts + part) * group;  // this unit's partial rows (decode)
-      float* out = parts == 1 ? attn_part_.data() + static_cast<int64_t>(t) * group * hd : attn_part_.data() + slot * hd;
-      float* mx = part_max_.data() + (parts == 1 ? static_cast<int64_t>(t) * group : slot);
-      float* sum = part_sum_.data() + (parts == 1 ? static_cast<int64_t>(t) * group : slot);
+      // This unit's partial rows: its own slot when the row is split, the thread's otherwise.
+      const int64_t slot = (parts > 1 ? part_base_[static_cast<size_t>(i)] + kvh * parts + part
+                                      : thread_slots_ + static_cast<int64_t>(t)) * group;
+      float* out = attn_part_.data() + slot * hd;
+      float* mx = part_max_.data() + slot;
+      float* sum = part_sum_.data() + slot;
       if (lo > hi) {  // nothing left for this part (short context)
         std::fill(sum, sum + group, 0.0f);
         continue;
       }
+      const int32_t* blocks = row_blocks_[static_cast<size_t>(i)];
       if (kv_f16_)
         cpu_attention::attend_partial(q, hd, group, k16_.get() + off, v16_.get() + off, lo, hi, hd, scale, scores, out,
-                                      mx, sum);
+                                      mx, sum, cpu_attention::best_isa(), blocks);
       else
         cpu_attention::attend_partial(q, hd, group, k32_.get() + off, v32_.get() + off, lo, hi, hd, scale, scores, out,
-                                      mx, sum);
+                                      mx, sum, cpu_attention::best_isa(), blocks);
       if (parts == 1) {
         for (int64_t h = 0; h < group; ++h) {
           float* dst = row(outv, i) + (kvh * group + h) * hd;
@@ -263,14 +313,26 @@ void CpuOps::attention(int64_t layer, View qv, View outv, int64_t m) {
       }
     }
   });
-  if (parts == 1) return;
-  // Decode: merge each head's parts in place (rows of attn_part_ at (kvh * parts + part) * group + h).
-  for (int64_t kvh = 0; kvh < n_kv; ++kvh)
-    for (int64_t h = 0; h < group; ++h) {
-      const int64_t slot = kvh * parts * group + h;
-      cpu_attention::merge_partials(attn_part_.data() + slot * hd, part_max_.data() + slot, part_sum_.data() + slot,
-                                    parts, group, hd, row(outv, 0) + (kvh * group + h) * hd);
-    }
+  // Split rows: merge each head's parts in place (rows of attn_part_ at slot + part * group + h).
+  for (int64_t i = 0; i < m; ++i) {
+    const int64_t parts = row_parts_[static_cast<size_t>(i)];
+    if (parts == 1) continue;
+    for (int64_t kvh = 0; kvh < n_kv; ++kvh)
+      for (int64_t h = 0; h < group; ++h) {
+        const int64_t slot = (part_base_[static_cast<size_t>(i)] + kvh * parts) * group + h;
+        cpu_attention::merge_partials(attn_part_.data() + slot * hd, part_max_.data() + slot, part_sum_.data() + slot,
+                                      parts, group, hd, row(outv, i) + (kvh * group + h) * hd);
+      }
+  }
+}
+
+void CpuOps::gather_rows(const int64_t* rows, int64_t n) {
+  // rows[k] >= k (ascending), so row k is written only after every row that still reads it.
+  for (int64_t k = 0; k < n; ++k) {
+    if (rows[k] == k) continue;
+    std::copy_n(x_.data() + rows[k] * d_.hidden, d_.hidden, x_.data() + k * d_.hidden);
+    std::copy_n(proj_.data() + rows[k] * d_.hidden, d_.hidden, proj_.data() + k * d_.hidden);
+  }
 }
 
 void CpuOps::silu_mul(View gate, View up, View out, int64_t m) {
@@ -302,6 +364,11 @@ void CpuOps::head(ModelLinear& head, int64_t row0, int64_t rows) {
 std::unique_ptr<ForwardEngine> make_cpu_engine(std::shared_ptr<const ModelWeights> weights,
                                                const EngineOptions& options) {
   return std::make_unique<model::LlamaEngine<ForwardEngine, model::CpuOps>>(std::move(weights), options);
+}
+
+std::unique_ptr<BatchEngine> make_cpu_batch_engine(std::shared_ptr<const ModelWeights> weights,
+                                                   const EngineOptions& options) {
+  return std::make_unique<model::LlamaBatchEngine<model::CpuOps>>(std::move(weights), options);
 }
 
 }  // namespace qrt

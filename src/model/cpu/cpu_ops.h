@@ -38,6 +38,7 @@ class CpuOps final : public BlockOps {
   // Matrix products: QuantLinear or the dense kernels, on the thread pool.
   void linear(ModelLinear& l, View in, View out, int64_t m) override;
   void head(ModelLinear& head, int64_t row0, int64_t rows) override;
+  void gather_rows(const int64_t* rows, int64_t n) override;
   // The KV cache and attention.
   void rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) override;
   void attention(int64_t layer, View q, View out, int64_t m) override;
@@ -68,21 +69,37 @@ class CpuOps final : public BlockOps {
   StepRows rows_;
   float* logits_ = nullptr;
 
-  // KV cache: [layer][kv_head][head area], float32 or fp16. A head's keys are in blocks of 16
-  // positions (cpu_attention.h), its values row-major [position][head_dim]. Zero-allocated with
-  // calloc: the pages are not touched until used, so an unused long context costs address space,
-  // not memory, and the unwritten tail of a key block reads as zeros.
+  // Parts a row's attention is split into (1 = unsplit): a decode row (the only row of its
+  // sequence in the step) with few KV heads is split so that every thread works.
+  int64_t attention_parts(int64_t position) const;
+
+  // KV cache: [layer][kv_head][head area], float32 or fp16. A head's area is blocks_per_head_
+  // blocks of 16 positions: keys dimension-major inside a block (cpu_attention.h), values
+  // row-major [position][head_dim]. The single-sequence engine's area is its positions in order
+  // (block b = positions [16 b, 16 b + 16)); the batched engine's is a pool that sequences address
+  // through their block tables. Zero-allocated with calloc: the pages are not touched until used,
+  // so an unused long context costs address space, not memory, and the unwritten tail of a key
+  // block reads as zeros (in a reused pool block, as the earlier sequence's finite values).
   struct FreeDeleter {
     void operator()(void* p) const { std::free(p); }
   };
   bool kv_f16_ = false;
   std::unique_ptr<float[], FreeDeleter> k32_, v32_;
   std::unique_ptr<uint16_t[], FreeDeleter> k16_, v16_;
-  int64_t layer_stride_ = 0, head_stride_ = 0;
+  int64_t layer_stride_ = 0, head_stride_ = 0, blocks_per_head_ = 0;
+
+  // The staged step's attention work: per row its block table (nullptr: contiguous), its parts
+  // and, when split, the first of its partial slots; the (row, part) pairs in order.
+  std::vector<const int32_t*> row_blocks_;
+  std::vector<int64_t> row_parts_, part_base_, unit_row_, unit_part_;
+  std::vector<int32_t> sequence_rows_;  // rows of each sequence in the step
+  int64_t row_units_ = 0;               // (row, part) pairs of the step
+  int64_t thread_slots_ = 0;            // first partial slot of the per-thread (unsplit) area
 
   // Activations of one step (the residual stream x, then one buffer per role).
   std::vector<float> x_, xn_, q_, k_, v_, attn_, proj_, gate_, up_, scores_;
-  // Attention partial results: per unit of a split decode step, or per thread when unsplit.
+  // Attention partial results: per (row, KV head, part) of the split rows, then per thread for
+  // unsplit rows (slots of `group` heads x head_dim).
   static constexpr int64_t kMaxAttentionParts = 8;
   std::vector<float> attn_part_, part_max_, part_sum_;
 };

@@ -256,6 +256,19 @@ void CudaOps::head(ModelLinear& head, int64_t row0, int64_t rows) {
   cuda_model::half_to_float(logits_half_.as<__half>(), out, rows * d_.vocab, stream_);
 }
 
+void CudaOps::gather_rows(const int64_t* rows, int64_t n) {
+  // rows[k] >= k (ascending): row k is written only after every row that still reads it. Few rows
+  // move (the logit rows of a batched step), each one copy on the stream.
+  for (int64_t k = 0; k < n; ++k) {
+    if (rows[k] == k) continue;
+    QRT_CUDA_CHECK(cudaMemcpyAsync(x_.as<float>() + k * d_.hidden, x_.as<float>() + rows[k] * d_.hidden,
+                                   static_cast<size_t>(d_.hidden) * sizeof(float), cudaMemcpyDeviceToDevice, stream_));
+    QRT_CUDA_CHECK(cudaMemcpyAsync(tmp_.as<__half>() + k * d_.hidden, tmp_.as<__half>() + rows[k] * d_.hidden,
+                                   static_cast<size_t>(d_.hidden) * sizeof(__half), cudaMemcpyDeviceToDevice, stream_));
+  }
+  mark("gather rows");
+}
+
 void CudaOps::capture_graphs(const std::function<void()>& launches) {
   auto capture = [&](bool with_sampling) {
     cudaGraph_t g = nullptr;

@@ -47,6 +47,7 @@ class CudaOps final : public BlockOps {
   void attention(int64_t layer, View q, View out, int64_t m) override;
   void silu_mul(View gate, View up, View out, int64_t m) override;
   void head(ModelLinear& head, int64_t row0, int64_t rows) override;
+  void gather_rows(const int64_t* rows, int64_t n) override;
   void decode_step(const std::function<void()>& launches) override;
   void finish() override;
 
