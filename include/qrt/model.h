@@ -34,10 +34,18 @@ struct LinearWeight {
   std::string name;                               // "model.layers.0.self_attn.q_proj"
   int64_t in_features = 0;
   int64_t out_features = 0;
-  std::shared_ptr<const QuantizedWeight> quantized;  // non-null: quantized (its bias lives inside)
+  // Non-null: quantized (its bias lives inside). After drop_canonical_weights() only its spec is
+  // kept (no codes, scales or zeros) and canonical() re-reads the data through `reload`.
+  std::shared_ptr<const QuantizedWeight> quantized;
+  // Re-reads the canonical weight from the checkpoint it came from (set by load_model; empty for
+  // weights built in memory, which are never dropped).
+  std::function<QuantizedWeight()> reload;
+  bool dropped = false;                           // drop_canonical_weights() freed the data
   std::vector<float> dense;                       // [out][in] when not quantized
   std::vector<float> bias;                        // [out] or empty (dense layers only)
   bool is_quantized() const { return quantized != nullptr; }
+  // The canonical weight with its data: the one held, or re-read when dropped.
+  std::shared_ptr<const QuantizedWeight> canonical() const;
 };
 
 struct DecoderLayerWeights {
@@ -101,6 +109,12 @@ QuantizedWeight load_quantized_linear(const Checkpoint& ck, const std::string& n
 std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOptions& options = {});
 // The same from a checkpoint already open (resolve_setup reads its metadata first).
 std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const LoadOptions& options = {});
+
+// Frees the canonical data (one byte per code, float scales) of every quantized linear that can be
+// re-read from its checkpoint, keeping its spec: engines pack their own copies at build, so after
+// the last engine is built the canonical form is only needed again for a fallback or a new engine,
+// which re-read it (LinearWeight::canonical). Returns the bytes freed.
+int64_t drop_canonical_weights(ModelWeights& weights);
 
 // The default model: $QRT_CACHE_DIR/models/SmolLM2-135M-Instruct.Q4_1.gguf, where QRT_CACHE_DIR
 // defaults to ${XDG_CACHE_HOME:-~/.cache}/qrt (the file scripts/fetch-model.sh downloads).

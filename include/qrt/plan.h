@@ -94,10 +94,13 @@ class QuantLinear {
   static std::unique_ptr<QuantLinear> build(const QuantizedWeight& weight, const LinearPlan& plan,
                                             const PrepareContext& context,
                                             const BackendRegistry& registry = BackendRegistry::global());
-  // The same, keeping `weight` alive for as long as this object needs it.
+  // The same, keeping `weight` alive for as long as this object needs it. With `reload` (which
+  // reads the canonical weight again, e.g. from its checkpoint) it is released as soon as every
+  // range is prepared, and a fallback on a first run re-reads it.
   static std::unique_ptr<QuantLinear> build(std::shared_ptr<const QuantizedWeight> weight, const LinearPlan& plan,
                                             const PrepareContext& context,
-                                            const BackendRegistry& registry = BackendRegistry::global());
+                                            const BackendRegistry& registry = BackendRegistry::global(),
+                                            std::function<QuantizedWeight()> reload = {});
   // y = x * W^T (+ bias) with the kernel of x.rows' M range. The first call of each range checks
   // x and y against the layer and the backend's capability (qrt::Error InvalidInput naming the
   // layer; kernels trust their arguments) and is a probe: when the kernel throws qrt::Error (out of memory in a workspace, parameters it finds
@@ -134,8 +137,10 @@ class QuantLinear {
 
   LayerSpec layer_;
   std::vector<Range> ranges_;
-  // Kept for fallback on a first-run failure (released once every range has run).
+  // Kept for fallback on a first-run failure (released once every range has run), or re-read
+  // through reload_ when the caller can (then released right after build).
   std::shared_ptr<const QuantizedWeight> weight_;
+  std::function<QuantizedWeight()> reload_;
   PrepareContext context_;
   const BackendRegistry* registry_ = nullptr;
   // Prepared kernels by (backend, packing params): M ranges with the same choice share one.

@@ -49,7 +49,12 @@ std::shared_ptr<PreparedLinear> QuantLinear::prepare(const Backend& b, const Ker
                                                                     : params.to_json());
   for (auto& [k, p] : prepared_)
     if (k == key) return p;
-  std::shared_ptr<PreparedLinear> p = b.prepare(*weight_, params, context_);
+  std::shared_ptr<const QuantizedWeight> weight = weight_;
+  if (!weight) {
+    if (!reload_) throw internal_error(layer_.name + ": the canonical weight is gone and cannot be re-read");
+    weight = std::make_shared<const QuantizedWeight>(reload_());
+  }
+  std::shared_ptr<PreparedLinear> p = b.prepare(*weight, params, context_);
   if (!p) throw internal_error(b.name() + ": prepare returned nothing");
   prepared_.emplace_back(key, p);
   return p;
@@ -63,7 +68,8 @@ std::unique_ptr<QuantLinear> QuantLinear::build(const QuantizedWeight& weight, c
 }
 
 std::unique_ptr<QuantLinear> QuantLinear::build(std::shared_ptr<const QuantizedWeight> weight, const LinearPlan& plan,
-                                                const PrepareContext& context, const BackendRegistry& registry) {
+                                                const PrepareContext& context, const BackendRegistry& registry,
+                                                std::function<QuantizedWeight()> reload) {
   const DeviceInfo& device = context.device;
   if (!plan.ok())
     throw Error(ErrorKind::NoBackend, plan.error.empty() ? plan.layer.name + ": plan has no kernel" : plan.error);
@@ -72,6 +78,7 @@ std::unique_ptr<QuantLinear> QuantLinear::build(std::shared_ptr<const QuantizedW
   out->layer_ = weight->spec;
   out->weight_ = std::move(weight);
   out->context_ = context;
+  out->reload_ = std::move(reload);
   out->registry_ = &registry;
 
   for (const KernelChoice& choice : plan.choices) {
@@ -123,6 +130,9 @@ std::unique_ptr<QuantLinear> QuantLinear::build(std::shared_ptr<const QuantizedW
     for (auto& f : failures) r.failures.push_back(std::move(f) + " (prepare)");
     out->ranges_.push_back(std::move(r));
   }
+  // Every range is prepared: the canonical weight is only needed again for a first-run fallback,
+  // which re-reads it when the caller said how.
+  if (out->reload_) out->weight_.reset();
   return out;
 }
 
@@ -215,6 +225,7 @@ void QuantLinear::probe(Range& r, const ActTensor& x, const ActTensor& y, const 
     if (!other.probed) return;
   prepared_.clear();
   weight_.reset();
+  reload_ = nullptr;
 }
 
 std::vector<std::string> QuantLinear::backends_used() const {

@@ -46,13 +46,15 @@ int perplexity_command(const PplOptions& o) {
   CliOverrides cli;
   cli.max_input_length = o.ctx;
   cli.max_new_tokens = 0;
-  const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
+  std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
   const ResolvedSetup setup = resolve_setup(*checkpoint, o.engine.setup_request(cli));
   auto weights = load_model(*checkpoint, o.engine.load_options());
+  checkpoint.reset();  // unmap the files: what the model needs is loaded
   Tokenizer tokenizer = load_tokenizer(path);
   EngineOptions eo = o.engine.engine_options(setup);
   eo.log = [](const std::string& m) { std::fprintf(stderr, "qrt: %s\n", m.c_str()); };
   auto engine = make_engine(weights, eo);
+  drop_canonical_weights(*weights);  // the engine packed its own copies
   const double load_seconds = std::chrono::duration<double>(clock::now() - t0).count();
 
   // Tokenize like llama.cpp: with the special tokens the tokenizer adds (BOS for Llama models).

@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
+#include <sstream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -59,6 +61,21 @@ class LoadProgress {
   int last_ = -1;
 };
 
+// "resident 512.3 MiB, peak 700.1 MiB" from /proc/self/status (Linux), or "" elsewhere.
+std::string memory_text() {
+  std::ifstream f("/proc/self/status");
+  std::string key, unit;
+  int64_t kib = 0, rss = -1, peak = -1;
+  for (std::string line; std::getline(f, line);) {
+    std::istringstream is(line);
+    if (!(is >> key >> kib)) continue;
+    if (key == "VmRSS:") rss = kib;
+    if (key == "VmHWM:") peak = kib;
+  }
+  if (rss < 0 || peak < 0) return "";
+  return fmt::format("resident {:.1f} MiB, peak {:.1f} MiB", rss / 1024.0, peak / 1024.0);
+}
+
 std::string join_counts(const std::map<std::string, int>& counts) {
   std::string s;
   for (const auto& [name, n] : counts) s += fmt::format("{}{} x {}", s.empty() ? "" : ", ", name, n);
@@ -76,12 +93,13 @@ int run_command(const RunOptions& o) {
   if (o.o_max_input->count()) cli.max_input_length = o.max_input_length;
   cli.max_new_tokens = o.n;
   const auto t_load = clock::now();
-  const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
+  std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
   const ResolvedSetup setup = resolve_setup(*checkpoint, o.engine.setup_request(cli));
   LoadOptions lo = o.engine.load_options();
   LoadProgress progress("loading");
   lo.progress = [&](int64_t d, int64_t t) { progress.update(d, t); };
   std::shared_ptr<ModelWeights> weights = load_model(*checkpoint, lo);
+  checkpoint.reset();  // unmap the files: what the model needs is loaded (a fallback re-opens them)
   progress.done();
   Tokenizer tokenizer = load_tokenizer(path);
 
@@ -91,6 +109,8 @@ int run_command(const RunOptions& o) {
       std::fprintf(stderr, "qrt: %s\n", m.c_str());
   };
   std::unique_ptr<ForwardEngine> engine = make_engine(weights, eo);
+  // The engine packed its own copies: the canonical weights are re-read if a fallback needs them.
+  const int64_t freed = drop_canonical_weights(*weights);
   const double load_seconds = std::chrono::duration<double>(clock::now() - t_load).count();
   if (o.verbose) {
     for (const auto& p : engine->plans())
@@ -160,6 +180,10 @@ int run_command(const RunOptions& o) {
     std::fprintf(stderr, "qrt: device: %s (%s)\n", setup.device.id.c_str(), setup.device_why.c_str());
   std::fprintf(stderr, "qrt: backends: %s on %s\n", join_counts(engine->backend_counts()).c_str(),
                engine->device_name().c_str());
+  if (o.verbose)
+    if (const std::string mem = memory_text(); !mem.empty())
+      std::fprintf(stderr, "qrt: memory: %s (canonical weights freed after packing: %.1f MiB)\n", mem.c_str(),
+                   static_cast<double>(freed) / 1048576.0);
   return 0;
 }
 

@@ -125,15 +125,27 @@ ModelLinear LlamaModel::make_linear(const LinearWeight& w, const char* op, bool 
   l.op = op;
   l.k = w.in_features;
   l.n = w.out_features;
+  // The engine's kernels keep their own packing: the canonical weight is released after build
+  // where it can be re-read (LinearWeight::reload), and re-read for a first-run fallback.
   if (w.is_quantized())
-    l.quantized = QuantLinear::build(w.quantized, *plan_->find(w.quantized->spec.name), prepare_context());
+    l.quantized = QuantLinear::build(w.canonical(), *plan_->find(w.quantized->spec.name), prepare_context(),
+                                     BackendRegistry::global(), w.reload);
   else
     l.dense = ops_.upload_matrix(w, head);
   return l;
 }
 
-ModelLinear LlamaModel::make_fused(const ProjectionGroup& group, const char* op, std::string* why) {
+ModelLinear LlamaModel::make_fused(const ProjectionGroup& dropped_or_held, const char* op, std::string* why) {
   ModelLinear l;
+  // The parts with their data (re-read where drop_canonical_weights() freed it).
+  std::vector<LinearWeight> parts;
+  for (const LinearWeight* p : dropped_or_held.parts) {
+    parts.push_back(*p);
+    if (p->is_quantized()) parts.back().quantized = p->canonical();
+    parts.back().dropped = false;
+  }
+  ProjectionGroup group{dropped_or_held.name, {}};
+  for (const auto& p : parts) group.parts.push_back(&p);
   *why = fusion_obstacle(group, options_.runtime);
   if (!why->empty()) return l;
   const LinearPlan* plan = plan_->find(group.name);
@@ -150,7 +162,23 @@ ModelLinear LlamaModel::make_fused(const ProjectionGroup& group, const char* op,
   l.op = op;
   l.k = fused->K();
   l.n = fused->N();
-  l.quantized = QuantLinear::build(std::move(fused), *plan, prepare_context());
+  // Re-read for a fallback by fusing the parts' re-read weights (when every part can be re-read).
+  std::function<QuantizedWeight()> reload;
+  if (std::all_of(parts.begin(), parts.end(), [](const LinearWeight& p) { return bool(p.reload); })) {
+    std::vector<std::function<QuantizedWeight()>> part_reloads;
+    for (const auto& p : parts) part_reloads.push_back(p.reload);
+    reload = [name = group.name, part_reloads] {
+      std::vector<LinearWeight> ws(part_reloads.size());
+      ProjectionGroup g{name, {}};
+      for (size_t i = 0; i < ws.size(); ++i) {
+        ws[i].quantized = std::make_shared<const QuantizedWeight>(part_reloads[i]());
+        ws[i].name = ws[i].quantized->spec.name;
+        g.parts.push_back(&ws[i]);
+      }
+      return *fuse_weights(g);
+    };
+  }
+  l.quantized = QuantLinear::build(std::move(fused), *plan, prepare_context(), BackendRegistry::global(), std::move(reload));
   return l;
 }
 

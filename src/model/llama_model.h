@@ -60,7 +60,7 @@ class LlamaModel {
   PrepareContext prepare_context() const;
   ModelLinear make_linear(const LinearWeight& w, const char* op, bool head = false);
   // The fused linear of a group, or an empty one with the reason in *why.
-  ModelLinear make_fused(const ProjectionGroup& group, const char* op, std::string* why);
+  ModelLinear make_fused(const ProjectionGroup& dropped_or_held, const char* op, std::string* why);
   void run_block(size_t layer, int64_t m);
   // Every linear, in model order (a block's fused linear before its parts), then the head.
   std::vector<const ModelLinear*> linears() const;

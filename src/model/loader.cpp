@@ -239,6 +239,16 @@ std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const Loa
     if (options.progress) options.progress(done, total);
   };
 
+  // How a quantized linear's canonical weight is read again once drop_canonical_weights() freed it:
+  // from the same checkpoint file, with the same options (no progress callback).
+  LoadOptions reload_options = options;
+  reload_options.progress = nullptr;
+  auto reload_of = [&](const std::string& name) -> std::function<QuantizedWeight()> {
+    return [source = path, name, reload_options] {
+      return load_quantized_linear(*open_checkpoint(source), name, reload_options);
+    };
+  };
+
   auto load_linear = [&](const std::string& name, int64_t in, int64_t out, bool may_quantize) {
     auto it = linear_by_name.find(name);
     if (it == linear_by_name.end())
@@ -260,12 +270,14 @@ std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const Loa
         q->spec.has_bias = true;
       }
       lw.quantized = std::move(q);
+      lw.reload = reload_of(name);
     } else {
       std::vector<float> dense = load_exact(*ck, name + ".weight", in * out);
       if (lq.active() && may_quantize && !skipped(lq, name)) {
         QuantizedWeight q = quantize_on_load(*ck, cl.spec, lq, dense);
         q.bias = std::move(bias);
         lw.quantized = std::make_shared<QuantizedWeight>(std::move(q));
+        lw.reload = reload_of(name);
       } else {
         lw.dense = std::move(dense);
         lw.bias = std::move(bias);
@@ -316,6 +328,7 @@ std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const Loa
     w->lm_head.in_features = h;
     w->lm_head.out_features = c.vocab_size;
     w->lm_head.quantized = std::make_shared<QuantizedWeight>(tied_head_weight(w->embed_tokens, *spec));
+    w->lm_head.reload = reload_of("lm_head");
   }
   tick();
   w->validate();

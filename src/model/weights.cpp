@@ -2,6 +2,9 @@
 // and make_engine() (dispatch by device kind).
 #include <cstdlib>
 #include <filesystem>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <fmt/format.h>
 
 #include "qrt/batch_engine.h"
@@ -25,6 +28,32 @@ std::vector<LayerSpec> ModelWeights::quantized_layer_specs() const {
   for (const LinearWeight* w : linears())
     if (w->is_quantized()) specs.push_back(w->quantized->spec);
   return specs;
+}
+
+std::shared_ptr<const QuantizedWeight> LinearWeight::canonical() const {
+  if (!dropped) return quantized;
+  return std::make_shared<const QuantizedWeight>(reload());
+}
+
+int64_t drop_canonical_weights(ModelWeights& weights) {
+  int64_t freed = 0;
+  auto drop = [&](LinearWeight& l) {
+    if (!l.quantized || !l.reload || l.dropped) return;
+    const QuantizedWeight& q = *l.quantized;
+    freed += static_cast<int64_t>(q.codes.size() + 4 * (q.scales.size() + q.zeros.size() + q.g_idx.size() + q.bias.size()));
+    auto spec_only = std::make_shared<QuantizedWeight>();
+    spec_only->spec = q.spec;
+    l.quantized = std::move(spec_only);
+    l.dropped = true;
+  };
+  for (auto& l : weights.layers)
+    for (LinearWeight* w : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) drop(*w);
+  drop(weights.lm_head);
+#if defined(__GLIBC__)
+  // The freed blocks sit in malloc's heap between live ones; hand their pages back to the system.
+  if (freed > 0) malloc_trim(0);
+#endif
+  return freed;
 }
 
 namespace {

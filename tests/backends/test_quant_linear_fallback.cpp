@@ -155,6 +155,34 @@ TEST(FirstRunFallback, MismatchedActivationsAreAnErrorNotAFallback) {
   EXPECT_EQ(ql->backends_used(), std::vector<std::string>{"run_fail"});
 }
 
+// With a way to re-read the canonical weight, QuantLinear lets go of it right after build, and a
+// first-run fallback re-reads it.
+TEST(FirstRunFallback, ReleasedWeightIsReReadForTheFallback) {
+  BackendRegistry reg;
+  reg.add(std::make_unique<FailingRunBackend>("run_fail", 1000));
+  reg.add(make_cpu_ref_backend());
+  reg.set_auto_order("cpu", {"run_fail", "cpu_ref"});
+  const LayerSpec spec = int_layer("l", 64, 24, 4, 32, ZeroKind::Integer);
+  const QuantizedWeight copy = test::random_weight(spec, 9);
+  auto w = std::make_shared<const QuantizedWeight>(copy);
+  int reloads = 0;
+  const DeviceInfo cpu = target_profile("cpu-avx2");
+  const auto plans = plan_layers({spec}, RuntimeConfig{}, cpu, nullptr, reg);
+  auto ql = QuantLinear::build(w, plans[0], cpu, reg, [&] {
+    ++reloads;
+    return copy;
+  });
+  EXPECT_EQ(w.use_count(), 1) << "the canonical weight is released after build";
+  w.reset();
+  EXPECT_EQ(reloads, 0);
+  auto x = ramp(2, 64);
+  std::vector<float> y(48, NAN);
+  ql->forward({x.data(), DType::F32, 2, 64, DeviceKind::Cpu}, {y.data(), DType::F32, 2, 24, DeviceKind::Cpu}, {});
+  EXPECT_EQ(reloads, 1);
+  EXPECT_EQ(ql->backends_used(), std::vector<std::string>{"cpu_ref"});
+  EXPECT_LT(test::relative_error(y, test::reference_forward(copy, x, 2)), 1e-5);
+}
+
 TEST(FirstRunFallback, WorksThroughTheOwningOverloadAndAfterTheWeightIsDropped) {
   BackendRegistry reg;
   reg.add(std::make_unique<FailingRunBackend>("run_fail", 1000));

@@ -188,6 +188,30 @@ TEST_F(SyntheticFolder, TorchAoFloat8AndModulesToNotConvert) {
     range = std::max(range, double(std::abs(b[i])));
   }
   EXPECT_LT(worst, 0.05 * range) << "e4m3 per-channel weights stay close to float";
+// Once an engine has packed its kernels the canonical weights can go: drop_canonical_weights()
+// frees their data (specs stay), and an engine built afterwards re-reads them from the checkpoint
+// and computes the same logits.
+TEST_F(SyntheticFolder, CanonicalWeightsDroppedAfterPackingAreReReadWhenNeeded) {
+  write(tiny_config_json(weights_->config));
+  LoadOptions lo;
+  lo.quantize = "int4";
+  lo.group_size = 32;
+  auto w = load_model(dir_.string(), lo);
+  const std::vector<int32_t> tokens = {3, 1, 4, 1, 5};
+  const auto before = logits_of(w, tokens);
+  const int64_t codes = static_cast<int64_t>(w->layers[0].q_proj.quantized->codes.size());
+  const int64_t freed = drop_canonical_weights(*w);
+  EXPECT_GE(freed, 14 * codes / 2) << "every block linear's codes are freed";
+  EXPECT_TRUE(w->layers[1].down_proj.dropped);
+  EXPECT_TRUE(w->layers[1].down_proj.quantized->codes.empty());
+  EXPECT_EQ(w->layers[1].down_proj.quantized->spec.bits, 4);
+  EXPECT_EQ(w->quantized_layer_specs().size(), 14u);
+  EXPECT_EQ(drop_canonical_weights(*w), 0) << "dropping twice frees nothing";
+  const auto after = logits_of(w, tokens);
+  ASSERT_EQ(after.size(), before.size());
+  for (size_t i = 0; i < after.size(); ++i) ASSERT_EQ(after[i], before[i]) << i;
+  // Weights built in memory cannot be re-read: they are kept.
+  EXPECT_EQ(drop_canonical_weights(*weights_), 0);
 }
 
 TEST_F(SyntheticFolder, UnknownArchitectureIsAClearError) {
