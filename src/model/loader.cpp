@@ -357,7 +357,15 @@ std::vector<LayerSpec> quantized_linear_specs(const Checkpoint& ck, const LoadOp
 QuantizedWeight load_quantized_linear(const Checkpoint& ck, const std::string& name, const LoadOptions& options) {
   for (const auto& l : ck.linears()) {
     if (l.spec.name != name) continue;
-    if (l.quantized) return ck.load_quantized(name);
+    if (l.quantized) {
+      // As load_model() reads it: a bias stored beside the quantized tensors joins the weight.
+      QuantizedWeight q = ck.load_quantized(name);
+      if (q.bias.empty() && ck.has_tensor(name + ".bias")) {
+        q.bias = load_exact(ck, name + ".bias", l.spec.out_features);
+        q.spec.has_bias = true;
+      }
+      return q;
+    }
     const LoadQuantization lq = load_quantization(ck, options);
     if (!lq.active() || skipped(lq, name) || name == "lm_head") break;
     const int64_t in = l.spec.in_features, out = l.spec.out_features;

@@ -188,6 +188,8 @@ TEST_F(SyntheticFolder, TorchAoFloat8AndModulesToNotConvert) {
     range = std::max(range, double(std::abs(b[i])));
   }
   EXPECT_LT(worst, 0.05 * range) << "e4m3 per-channel weights stay close to float";
+}
+
 // Once an engine has packed its kernels the canonical weights can go: drop_canonical_weights()
 // frees their data (specs stay), and an engine built afterwards re-reads them from the checkpoint
 // and computes the same logits.
