@@ -19,4 +19,4 @@ CC=clang CXX=clang++ cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo 
   -DQRT_SANITIZE=ON -DQRT_FUZZ=ON -DQRT_BUILD_BENCH=OFF >/dev/null
 cmake --build build-asan -j "$JOBS"
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-(cd build-asan && ctest --output-on-failure -j "$JOBS" -E '^(model|backends|cli_e2e_(run|quantize|calibration|perplexity|tune_bench|plan))$')
+(cd build-asan && ctest --output-on-failure -j "$JOBS" -E '^(model|backends|cli_e2e_(run|quantize|calibration|perplexity|tune_bench|plan|serve))$')
