@@ -41,6 +41,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
   __shared__ int last_flag;
   extern __shared__ __align__(16) unsigned char dsm[];
 
+  pdl_trigger();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int tl = warp % WT, kp = warp / WT;
   const int g = lane >> 2, q = lane & 3;
@@ -76,6 +77,9 @@ __global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
   uint4 wa[U][BITS / 4], wb[U][BITS / 4];
   const int c0 = c_begin + kp;
   load(wa, c0);
+  // The weights above do not depend on the kernel before this one; the activations, the split-K
+  // workspace and y do.
+  pdl_wait();
 
   // Stage the block's activations, scales and zeros in shared memory while the first weights fly.
   {
@@ -273,8 +277,8 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
     a.counters = ws.counters;
   }
   void* args[] = {&a};
-  return cudaLaunchKernel(e->fn, dim3(static_cast<unsigned>(bx), static_cast<unsigned>(split)), dim3(256), args, smem,
-                          stream);
+  return launch_int4_family(e->fn, dim3(static_cast<unsigned>(bx), static_cast<unsigned>(split)), smem, args, cfg.pdl,
+                            stream);
 }
 
 }  // namespace qrt::cuda

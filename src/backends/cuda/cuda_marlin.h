@@ -43,11 +43,18 @@ struct QmmConfig {
   int mt = 2;      // 8-token MMA tiles per block: 1, 2 or 4
   int nt = 2;      // n16 tiles per N-warp: 2 (4x2 warps) or 1 (8x1 warps, mt = 2 or 4); N-tile 128
   int split = 0;   // K partitions; 0 = automatic
+  bool pdl = true; // programmatic dependent launch where the GPU has it (sm_90+)
 };
 struct GemvConfig {
   int wt = 4;      // n16 tiles per block: 2 or 4
   int split = 0;   // 0 = automatic
+  bool pdl = true; // programmatic dependent launch (sm_90+): the weight stream starts while the
+                   // kernel before it on the stream finishes
 };
+
+// Launches `fn` (256 threads a block) with the programmatic-serialization attribute when `pdl`
+// and the current device is sm_90 or newer, as a plain launch otherwise.
+cudaError_t launch_int4_family(void* fn, dim3 grid, int smem, void** args, bool pdl, cudaStream_t stream);
 
 bool qmm_config_instantiated(int mt, int nt);
 bool gemv_config_instantiated(int wt);

@@ -46,6 +46,7 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
   constexpr int BN = S::kBN, BM = S::kBM, PC = S::kPerChunk;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ int last_flag;
+  pdl_trigger();
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   constexpr int WN = S::kWN, WK = S::kWK, CPW = 2 / WK;  // chunks per warp per stage
@@ -156,6 +157,8 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
     }
   };
 
+  // The stages mix weights with activations: wait for the kernel before this one first.
+  pdl_wait();
 #pragma unroll
   for (int s = 0; s < S::kStages - 1; ++s) {
     if (s < iters) load_stage(s, s);
@@ -423,7 +426,36 @@ cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t 
   const int64_t blocks = tiles * split;
   if (blocks > 0x7FFFFFFF) return cudaErrorInvalidValue;
   void* args[] = {&a};
-  return cudaLaunchKernel(e->fn, dim3(static_cast<unsigned>(blocks)), dim3(256), args, e->smem, stream);
+  return launch_int4_family(e->fn, dim3(static_cast<unsigned>(blocks)), e->smem, args, cfg.pdl, stream);
+}
+
+namespace {
+bool device_has_pdl() {
+  static int cache[64] = {};  // 0 unknown, 1 no, 2 yes
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+  if (cache[dev] == 0) {
+    int major = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cache[dev] = major >= 9 ? 2 : 1;
+  }
+  return cache[dev] == 2;
+}
+}  // namespace
+
+cudaError_t launch_int4_family(void* fn, dim3 grid, int smem, void** args, bool pdl, cudaStream_t stream) {
+  if (!pdl || !device_has_pdl()) return cudaLaunchKernel(fn, grid, dim3(256), args, smem, stream);
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = dim3(256);
+  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
+  cfg.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelExC(&cfg, fn, args);
 }
 
 cudaError_t launch_permute_cols(const void* x, void* xp, const int32_t* perm, int64_t m, int64_t k,

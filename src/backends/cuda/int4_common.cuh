@@ -54,6 +54,23 @@ __device__ __forceinline__ uint4 ldg_stream(const void* p) {
   return v;
 }
 
+// Programmatic dependent launch (sm_90+): a kernel launched with the programmatic-serialization
+// attribute may start while the kernel before it on the stream is still running. Everything it
+// does before pdl_wait() must not read what that kernel writes (the weights are safe: only the
+// activations, the split-K workspace and the output are shared). pdl_trigger() lets the next
+// such kernel be scheduled once every block of this one has started. Without the attribute both
+// are no-ops.
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
 template <typename T>
 struct MmaOp;
 template <>
