@@ -33,6 +33,10 @@ for f in .gpu-deps/*.deb; do [ -f "$f" ] && dpkg -x "$f" "$DEPS"; done
 MA=x86_64-linux-gnu
 export LD_LIBRARY_PATH=$DEPS/usr/lib/$MA${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 export CMAKE_PREFIX_PATH=$DEPS/usr
+# cpp-httplib is found through pkg-config: its .pc files (and those it requires) come from the
+# unpacked packages, their /usr paths rewritten under $DEPS by the sysroot variable.
+export PKG_CONFIG_PATH=$DEPS/usr/lib/$MA/pkgconfig:$DEPS/usr/share/pkgconfig
+export PKG_CONFIG_SYSROOT_DIR=$DEPS
 GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee -a "$LOG"
 { nvcc --version | tail -2; cmake --version | head -1; python3 -c 'import torch; print("torch", torch.__version__)'; } 2>&1 | tee -a "$LOG"

@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEST=.gpu-deps
 PKGS=(libgtest-dev libgmock-dev libbenchmark-dev libbenchmark1debian nlohmann-json3-dev libcli11-dev
-      libfmt-dev libfmt9)
+      libfmt-dev libfmt9
+      # qrt serve's HTTP library and what its pkg-config file requires (headers, .pc files, .so)
+      libcpp-httplib-dev libcpp-httplib0.11 libssl-dev libssl3 zlib1g-dev libbrotli-dev libbrotli1)
 mkdir -p "$DEST"
 have_all=1
 for p in "${PKGS[@]}"; do ls "$DEST"/"${p}"_*.deb >/dev/null 2>&1 || have_all=0; done
