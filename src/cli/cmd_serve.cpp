@@ -146,7 +146,9 @@ int serve_command(const ServeOptions& o) {
     if (served) return;  // run() ended by itself; this wake-up is ours
     std::fprintf(stderr, "qrt: %s: no new requests; finishing the running ones (up to %.0f s)\n",
                  sig == SIGINT ? "SIGINT" : "SIGTERM", o.shutdown_timeout);
-    server.shutdown(grace);
+    if (const int64_t cancelled = server.shutdown(grace))
+      std::fprintf(stderr, "qrt: the grace period is over: %lld running requests cancelled\n",
+                   static_cast<long long>(cancelled));
   });
   server.run();
   served = true;

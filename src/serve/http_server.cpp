@@ -319,7 +319,8 @@ void HttpServer::Impl::generate(Endpoint endpoint, const httplib::Request& req, 
           if (u.finished) {
             const std::string error = s->state->error();
             if (!error.empty()) {
-              out += sse(ApiError{s->state->error_status(), error, "server_error"}.to_json());
+              const int status = s->state->error_status();
+              out += sse(ApiError{status, error, "server_error", "", status == 503 ? "shutting_down" : ""}.to_json());
             } else {
               out += sse(stream_chunk(*r, s->id, s->created, model, "", s->state->finish_reason(), false));
               if (r->include_usage)
@@ -437,18 +438,20 @@ void HttpServer::bind() {
 
 void HttpServer::run() { impl_->server.listen_after_bind(); }
 
-void HttpServer::shutdown(std::chrono::milliseconds grace) {
+int64_t HttpServer::shutdown(std::chrono::milliseconds grace) {
   using clock = std::chrono::steady_clock;
   impl_->draining = true;
   impl_->scheduler.drain();
+  int64_t cancelled = 0;
   if (!impl_->scheduler.wait_idle(clock::now() + grace)) {
-    impl_->scheduler.cancel_running();
+    cancelled = impl_->scheduler.cancel_running();
     impl_->scheduler.wait_idle(clock::now() + std::chrono::seconds(10));
   }
   // The last responses are written within a poll interval of their sequence's end.
   const auto deadline = clock::now() + std::chrono::seconds(10);
   while (impl_->in_flight > 0 && clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   impl_->server.stop();
+  return cancelled;
 }
 
 }  // namespace qrt::serve

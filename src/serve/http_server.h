@@ -48,8 +48,8 @@ class HttpServer {
   void run();
   // Graceful shutdown, from another thread: new requests get 503 at once, queued ones end with
   // 503, running sequences get `grace` to finish and are then cancelled; when every response is
-  // written, run() returns.
-  void shutdown(std::chrono::milliseconds grace);
+  // written, run() returns. Returns how many running requests the end of the grace period cancelled.
+  int64_t shutdown(std::chrono::milliseconds grace);
 
  private:
   struct Impl;

@@ -190,12 +190,15 @@ void Scheduler::drain() {
   idle_cv_.notify_all();
 }
 
-void Scheduler::cancel_running() {
+int64_t Scheduler::cancel_running() {
+  int64_t running = 0;
   {
     std::lock_guard<std::mutex> lk(mu_);
     cancel_running_ = true;
+    running = metrics_.running;
   }
   cv_.notify_all();
+  return running;
 }
 
 bool Scheduler::wait_idle(std::chrono::steady_clock::time_point deadline) {
@@ -218,9 +221,16 @@ void Scheduler::end(Sequence& s, const std::string& reason, const std::string& e
   }
   s.request->finish(reason, error, status);
   std::lock_guard<std::mutex> lk(mu_);
-  if (!error.empty() && status == 499) ++metrics_.cancelled;
+  // 499: the client left; 503: the shutdown's grace period ran out. Both are cancellations.
+  if (!error.empty() && (status == 499 || status == 503)) ++metrics_.cancelled;
   else if (!error.empty()) ++metrics_.failed;
   else ++metrics_.finished;
+  // The count wait_idle() reads moves with the sequence itself, never a step behind: a client that
+  // has seen this sequence's text must never find the scheduler idle while it runs on.
+  --metrics_.running;
+  metrics_.kv_blocks_in_use = pool_.in_use();
+  metrics_.kv_blocks_reserved = pool_.reserved();
+  if (metrics_.running == 0 && queue_.empty()) idle_cv_.notify_all();
 }
 
 void Scheduler::loop() {
@@ -245,6 +255,8 @@ void Scheduler::loop() {
         Sequence& s = *queue_.front();
         if (!pool_.reserve(s.blocks, s.prompt + s.params.max_tokens)) break;
         metrics_.prompt_tokens += s.prompt;
+        ++metrics_.running;  // in the same critical section that takes it off the queue
+        metrics_.kv_blocks_reserved = pool_.reserved();
         running_.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
@@ -259,7 +271,6 @@ void Scheduler::loop() {
                    running_.end());
     if (!running_.empty()) run_step();
     std::lock_guard<std::mutex> lk(mu_);
-    metrics_.running = static_cast<int64_t>(running_.size());
     metrics_.kv_blocks_in_use = pool_.in_use();
     metrics_.kv_blocks_reserved = pool_.reserved();
     if (running_.empty() && queue_.empty()) idle_cv_.notify_all();

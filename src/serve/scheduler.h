@@ -118,9 +118,12 @@ class Scheduler {
   // Stops admitting: queued requests end with a 503 error, later submits are refused; running
   // sequences go on.
   void drain();
-  // Cancels every running sequence (after drain(), when the grace period is over).
-  void cancel_running();
-  // Waits until nothing runs or the deadline passes; true when idle.
+  // Cancels every running sequence (after drain(), when the grace period is over): each ends with
+  // a 503 error before the next step. Returns how many were running.
+  int64_t cancel_running();
+  // Waits until nothing is queued and every admitted sequence has ended (its last text and its end
+  // handed to its RequestState), or the deadline passes; true when idle. A request whose client
+  // has seen any of its text is never taken for idle while it runs.
   bool wait_idle(std::chrono::steady_clock::time_point deadline);
 
   SchedulerMetrics metrics() const;

@@ -116,10 +116,12 @@ stop_check "graceful shutdown"
 grep -q "SIGTERM" "$tmp/shutdown.err"
 check "the shutdown is logged" $?
 
-start_server cancel --api-key "$KEY" --model-name m --ctx-size 1024 --shutdown-timeout 1
-timeout 300 "$VENV/bin/python" "$HERE/serve_clients.py" cancel "$PORT" "$KEY" "$SERVER_PID"
+start_server cancel --api-key "$KEY" --model-name m --max-seqs 1 --ctx-size 4096 --shutdown-timeout 1
+timeout 300 "$VENV/bin/python" "$HERE/serve_clients.py" cancel "$PORT" "$KEY" "$SERVER_PID" 1
 check "shutdown timeout checks (above)" $?
 stop_check "cancelling shutdown"
+grep -q "grace period is over: 1 running requests cancelled" "$tmp/cancel.err"
+check "the cancellation is logged" $?
 
 [ "$fail" -eq 0 ] && echo "OK: e2e_serve"
 exit "$fail"

@@ -7,8 +7,9 @@
     serve_clients.py shutdown PORT KEY PID         connection limit, queue full, then SIGTERM:
                                                    the queued request ends with 503, new ones are
                                                    refused, the running one finishes
-    serve_clients.py cancel   PORT KEY PID         SIGTERM: a running request past the grace
-                                                   period is cancelled
+    serve_clients.py cancel   PORT KEY PID GRACE   SIGTERM: a request still running when the grace
+                                                   period (--shutdown-timeout GRACE) ends is
+                                                   cancelled: an error event, then [DONE]
 
 Prints one line per check; exits 1 when any fails.
 """
@@ -156,32 +157,44 @@ def main_tests(port, key, qrt, model):
     b = client.completions.create(model=model_id, prompt=story, max_tokens=16, temperature=0.9, top_p=0.9, seed=7)
     check(a.choices[0].text == b.choices[0].text, "same seed, same sampled text")
 
-    # Greedy output unchanged while seven other requests run in the same batch.
+    # Greedy output unchanged while seven other requests run in the same batch. They ask for far
+    # more tokens than the reference takes (900 against 48, one token each per step), and leave
+    # (close their streams) once it is back, so none can end before it on any machine.
     started = threading.Barrier(8, timeout=120)
-    ended = {}
+    reference_done = threading.Event()
+    finished_early = []
 
     def background(i):
         stream = client.completions.create(model=model_id, prompt=f"Request {i}: tell me about the number {i}.",
-                                           max_tokens=120, temperature=0.8, seed=i, stream=True,
+                                           max_tokens=900, temperature=0.8, seed=i, stream=True,
                                            extra_body={"ignore_eos": True})
         first = True
-        for _ in stream:
+        for chunk in stream:
             if first:
                 started.wait()
                 first = False
-        ended[i] = time.time()
+            if chunk.choices and chunk.choices[0].finish_reason:
+                finished_early.append(i)
+            if reference_done.is_set():
+                break
+        stream.close()
     threads = [threading.Thread(target=background, args=(i,)) for i in range(7)]
     for t in threads:
         t.start()
     started.wait()  # all seven are generating
     m = server.metrics()
     r = client.completions.create(model=model_id, prompt=story, max_tokens=48, temperature=0)
-    done = time.time()
+    reference_done.set()
     for t in threads:
         t.join(timeout=300)
     check(r.choices[0].text == ref_story, f"completion next to seven others equals qrt run: {r.choices[0].text!r}")
-    check(m.get("qrt_requests_running", 0) >= 7 and len(ended) == 7 and min(ended.values()) > done,
-          f"the seven were running throughout ({m.get('qrt_requests_running')} running when it was sent)")
+    check(m.get("qrt_requests_running", 0) >= 7 and not finished_early and not any(t.is_alive() for t in threads),
+          f"the seven were running throughout ({m.get('qrt_requests_running')} running when it was sent, "
+          f"{len(finished_early)} finished before it)")
+    m = server.wait_metrics(lambda m: m["qrt_requests_running"] == 0, 60)
+    check(m["qrt_requests_running"] == 0 and m["qrt_kv_blocks_in_use"] == 0,
+          f"the seven that left were cancelled: running {m['qrt_requests_running']}, "
+          f"KV blocks in use {m['qrt_kv_blocks_in_use']}")
 
     # A client that disconnects mid-stream: its sequence is cancelled and its blocks freed.
     before = server.metrics()
@@ -226,7 +239,7 @@ def shutdown_tests(port, key, pid):
     check(status == 200, f"served again once connections close: {status}")
 
     # --max-seqs 1 --max-queue 1: one runs, one waits, the next is refused.
-    running = server.open_stream({"model": "m", "prompt": "A story:", "max_tokens": 300, "ignore_eos": True,
+    running = server.open_stream({"model": "m", "prompt": "A story:", "max_tokens": 500, "ignore_eos": True,
                                   "temperature": 0})
     first = next(running[2])
     check(first is not None and "choices" in first, "the first request runs")
@@ -254,17 +267,29 @@ def shutdown_tests(port, key, pid):
           len(text) > 0, "the running request finishes normally")
 
 
-def cancel_tests(port, key, pid):
+def cancel_tests(port, key, pid, grace):
+    # 4000 tokens cannot be generated within the grace period on any CPU this runs on, so the
+    # request is still running when the grace period ends, however fast or slow the machine.
     server = Server(port, key)
-    running = server.open_stream({"model": "m", "prompt": "A long story:", "max_tokens": 1000, "ignore_eos": True,
-                                  "temperature": 0})
+    max_tokens = 4000
+    running = server.open_stream({"model": "m", "prompt": "A long story:", "max_tokens": max_tokens,
+                                  "ignore_eos": True, "temperature": 0})
     first = next(running[2])
+    check(first is not None and "choices" in first, "the request runs")
     os.kill(pid, signal.SIGTERM)
     t0 = time.time()
     events = [first] + list(running[2])
-    check(events[-1] is None and any(e and "error" in e for e in events) and time.time() - t0 < 30,
-          f"past --shutdown-timeout the running request is cancelled ({len(events)} events, "
-          f"{time.time() - t0:.1f} s after SIGTERM)")
+    seconds = time.time() - t0
+    errors = [e["error"] for e in events if e and "error" in e]
+    tokens = [e for e in events if e and e.get("choices")]
+    check(len(events) >= 2 and events[-1] is None and events[-2] is not None and "error" in events[-2],
+          f"the stream ends with an error event, then [DONE] (last events: {events[-2:]})")
+    check(len(errors) == 1 and errors[0].get("code") == "shutting_down" and "shutting down" in errors[0]["message"],
+          f"the error says the server is shutting down: {errors}")
+    check(not any(e["choices"][0].get("finish_reason") for e in tokens) and len(tokens) < max_tokens,
+          f"the request did not finish: {len(tokens)} of {max_tokens} tokens, no finish_reason")
+    # A bound for a stuck shutdown, not a speed test: the grace period plus a minute.
+    check(seconds < grace + 60, f"the stream ended {seconds:.1f} s after SIGTERM (grace {grace} s)")
 
 
 if __name__ == "__main__":
@@ -274,6 +299,6 @@ if __name__ == "__main__":
     elif what == "shutdown":
         shutdown_tests(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
     else:
-        cancel_tests(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
+        cancel_tests(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), float(sys.argv[5]))
     print(f"{len(failures)} failed" if failures else "all passed")
     sys.exit(1 if failures else 0)

@@ -1,11 +1,15 @@
 // The scheduler (serve/scheduler.h) on a tiny random model: requests that run together, queue
 // for a slot or for KV blocks, and end by length, stop token or stop string produce exactly the
 // text the single-sequence Generator produces for each alone (greedy and seeded sampling);
-// cancelling frees the blocks; a full queue and a draining scheduler refuse; requests that can
-// never run are errors.
+// cancelling frees the blocks; a full queue and a draining scheduler refuse; a shutdown past its
+// grace period cancels what runs; requests that can never run are errors. A gate on the engine's
+// steps (GatedEngine) fixes how far generation has got when a test looks, on any machine.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
 #include <thread>
 
 #include "../model/tiny_model.h"
@@ -54,6 +58,56 @@ Outcome collect(const std::shared_ptr<RequestState>& r) {
   o.error = r->error();
   o.completion_tokens = r->completion_tokens();
   return o;
+}
+
+// The real engine, except that each step waits for a permit from the test: the test decides how
+// far generation has got when it looks, whatever the speed of the machine.
+class GatedEngine final : public BatchEngine {
+ public:
+  explicit GatedEngine(std::unique_ptr<BatchEngine> inner) : inner_(std::move(inner)) {}
+  void allow(int64_t steps) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      permits_ += steps;
+    }
+    cv_.notify_all();
+  }
+  void open() { allow(int64_t{1} << 40); }
+  // Opens the gate when it goes: a failed assertion must not leave the scheduler's thread waiting.
+  struct OpenAtExit {
+    GatedEngine& engine;
+    ~OpenAtExit() { engine.open(); }
+  };
+  void step(const BatchStep& step, float* logits) override {
+    {
+      std::unique_lock<std::mutex> lk(mu_);
+      cv_.wait(lk, [&] { return permits_ > 0; });
+      --permits_;
+    }
+    inner_->step(step, logits);
+  }
+  const ModelConfig& config() const override { return inner_->config(); }
+  int64_t kv_blocks() const override { return inner_->kv_blocks(); }
+  int64_t max_rows() const override { return inner_->max_rows(); }
+  int64_t max_positions() const override { return inner_->max_positions(); }
+  int64_t prefill_chunk() const override { return inner_->prefill_chunk(); }
+  const std::vector<LinearPlan>& plans() const override { return inner_->plans(); }
+  std::vector<std::pair<std::string, std::vector<KernelChoice>>> kernels() const override { return inner_->kernels(); }
+  std::map<std::string, int> backend_counts() const override { return inner_->backend_counts(); }
+  std::string device_name() const override { return inner_->device_name(); }
+
+ private:
+  std::unique_ptr<BatchEngine> inner_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int64_t permits_ = 0;
+};
+
+// The first text of a request (waits up to 30 s).
+std::string first_text(const std::shared_ptr<RequestState>& r) {
+  std::string text;
+  for (int i = 0; i < 30 && text.empty(); ++i) text += r->wait(std::chrono::milliseconds(1000)).text();
+  return text;
 }
 
 class SchedulerTest : public ::testing::Test {
@@ -156,24 +210,27 @@ TEST_F(SchedulerTest, StopStringsEndTheTextBeforeThem) {
 }
 
 TEST_F(SchedulerTest, CancellingFreesTheSequenceAndItsBlocks) {
-  auto engine = batch_engine(16, 2);
+  GatedEngine engine(batch_engine(16, 2));
   SchedulerOptions so;
   so.max_sequences = 2;
-  Scheduler scheduler(*engine, *tokenizer_, so);
+  Scheduler scheduler(engine, *tokenizer_, so);
+  GatedEngine::OpenAtExit open_at_exit{engine};
   GenerationParams p;
   p.max_tokens = 100;
   p.ignore_eos = true;
   std::string why;
-  auto r = scheduler.submit(prompt("cancelme"), p, &why);
-  ASSERT_TRUE(r);
-  // Wait for the first text, then the client goes away.
-  while (r->wait(std::chrono::milliseconds(1000)).pieces.empty()) {
-  }
+  auto r = scheduler.submit(prompt("cancel"), p, &why);  // one prompt chunk
+  ASSERT_TRUE(r) << why;
+  // One step (the prompt and the first token), then the client goes away.
+  engine.allow(1);
+  ASSERT_FALSE(first_text(r).empty());
   EXPECT_GT(scheduler.metrics().kv_blocks_reserved, 0);
   scheduler.cancel(r);
+  engine.open();
   const Outcome o = collect(r);
+  EXPECT_EQ(r->error_status(), 499);
   EXPECT_NE(o.error, "");
-  EXPECT_LT(o.completion_tokens, 100);
+  EXPECT_LE(o.completion_tokens, 2);
   ASSERT_TRUE(scheduler.wait_idle(std::chrono::steady_clock::now() + std::chrono::seconds(10)));
   const SchedulerMetrics m = scheduler.metrics();
   EXPECT_EQ(m.cancelled, 1);
@@ -182,20 +239,22 @@ TEST_F(SchedulerTest, CancellingFreesTheSequenceAndItsBlocks) {
 }
 
 TEST_F(SchedulerTest, AFullQueueAndADrainingSchedulerRefuse) {
-  auto engine = batch_engine(8, 1);
+  GatedEngine engine(batch_engine(8, 1));
   SchedulerOptions so;
   so.max_sequences = 1;
   so.max_queue = 1;
-  Scheduler scheduler(*engine, *tokenizer_, so);
+  Scheduler scheduler(engine, *tokenizer_, so);
+  GatedEngine::OpenAtExit open_at_exit{engine};
   GenerationParams p;
   p.max_tokens = 100;  // 7 of the 8 blocks: one request at a time
   p.ignore_eos = true;
   std::string why;
   auto running = scheduler.submit(prompt("first"), p, &why);
-  ASSERT_TRUE(running);
-  while (scheduler.metrics().running == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  ASSERT_TRUE(running) << why;
+  engine.allow(1);
+  ASSERT_FALSE(first_text(running).empty());  // it runs, and cannot end while the gate is shut
   auto queued = scheduler.submit(prompt("second"), p, &why);
-  ASSERT_TRUE(queued);
+  ASSERT_TRUE(queued) << why;
   EXPECT_FALSE(scheduler.submit(prompt("third"), p, &why));
   EXPECT_NE(why.find("busy"), std::string::npos) << why;
   EXPECT_EQ(scheduler.metrics().rejected_queue_full, 1);
@@ -205,10 +264,49 @@ TEST_F(SchedulerTest, AFullQueueAndADrainingSchedulerRefuse) {
   EXPECT_FALSE(scheduler.submit(prompt("fourth"), p, &why));
   EXPECT_NE(why.find("shutting down"), std::string::npos) << why;
   // The running request goes on to its end.
+  engine.open();
   const Outcome r = collect(running);
   EXPECT_EQ(r.error, "");
   EXPECT_EQ(r.completion_tokens, 100);
   EXPECT_EQ(r.finish_reason, "length");
+}
+
+TEST_F(SchedulerTest, ARequestWhoseTextWasSeenIsNeverIdleAndShutdownCancelsIt) {
+  // What `qrt serve` does on SIGTERM: drain, wait for the running requests up to a grace period,
+  // then cancel them. A client that has its first text must never find the scheduler idle (the
+  // shutdown would skip the cancellation and leave the request running past its grace period).
+  GatedEngine engine(batch_engine(16, 2));
+  SchedulerOptions so;
+  so.max_sequences = 2;
+  Scheduler scheduler(engine, *tokenizer_, so);
+  GatedEngine::OpenAtExit open_at_exit{engine};
+  GenerationParams p;
+  p.max_tokens = 100;
+  p.ignore_eos = true;
+  std::string why;
+  auto r = scheduler.submit(prompt("halt"), p, &why);  // one prompt chunk: its step gives a token
+  ASSERT_TRUE(r) << why;
+  engine.allow(1);
+  ASSERT_FALSE(first_text(r).empty()) << "no text after the first step";
+  // The engine thread is at most at the start of its second step; nothing more can have come.
+  EXPECT_EQ(scheduler.metrics().running, 1);
+  EXPECT_FALSE(scheduler.wait_idle(std::chrono::steady_clock::now()));
+  scheduler.drain();
+  EXPECT_FALSE(scheduler.wait_idle(std::chrono::steady_clock::now() + std::chrono::milliseconds(20)));
+  EXPECT_EQ(scheduler.cancel_running(), 1);
+  engine.open();  // a step that had begun ends; the next iteration cancels the sequence
+  const Outcome o = collect(r);
+  EXPECT_EQ(r->error_status(), 503);
+  EXPECT_NE(o.error.find("shutting down"), std::string::npos) << o.error;
+  EXPECT_EQ(o.finish_reason, "");
+  EXPECT_LE(o.completion_tokens, 2);
+  ASSERT_TRUE(scheduler.wait_idle(std::chrono::steady_clock::now() + std::chrono::seconds(10)));
+  const SchedulerMetrics m = scheduler.metrics();
+  EXPECT_EQ(m.cancelled, 1);
+  EXPECT_EQ(m.failed, 0);
+  EXPECT_EQ(m.running, 0);
+  EXPECT_EQ(m.kv_blocks_in_use, 0);
+  EXPECT_EQ(m.kv_blocks_reserved, 0);
 }
 
 TEST_F(SchedulerTest, RequestsThatCanNeverRunAreErrors) {
