@@ -68,9 +68,10 @@ int serve_command(const ServeOptions& o) {
   CliOverrides cli;
   cli.max_input_length = o.ctx_size;  // positions per sequence: the RoPE tables and the limits
   cli.max_new_tokens = 0;
-  const std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
+  std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
   const ResolvedSetup setup = resolve_setup(*checkpoint, o.engine.setup_request(cli));
   std::shared_ptr<ModelWeights> weights = load_model(*checkpoint, o.engine.load_options());
+  checkpoint.reset();  // unmap the files: what the model needs is loaded (a fallback re-opens them)
   Tokenizer tokenizer = load_tokenizer(path);
   if (!tokenizer.chat_template().warning().empty())
     std::fprintf(stderr, "qrt: warning: %s\n", tokenizer.chat_template().warning().c_str());
@@ -84,6 +85,9 @@ int serve_command(const ServeOptions& o) {
   eo.kv_blocks = o.kv_blocks > 0 ? o.kv_blocks : o.max_seqs * blocks_per_seq;
   eo.max_step_rows = o.max_seqs + eo.prefill_batch;
   std::unique_ptr<BatchEngine> engine = make_batch_engine(weights, eo);
+  // The engine packed its own copy of every quantized linear: the canonical form goes (re-read
+  // from the model's files if a fallback needs it).
+  drop_canonical_weights(*weights);
 
   serve::SchedulerOptions so;
   so.max_sequences = o.max_seqs;
