@@ -413,6 +413,13 @@ void GgufFile::parse_all() {
     expected = align_up(end, alignment_, &ok);
     if (!ok) c.fail(where, "data size overflows");
   }
+  // The tensors must account for the data section (up to the last one's alignment padding). More
+  // bytes mean the header lies: a tensor count too small shifts every tensor's data onto the bytes
+  // of the infos it left out, which then decode as garbage (NaN scales) far from the real cause.
+  if (n_tensors > 0 && data_len > expected)
+    c.fail("", "the data section holds " + std::to_string(data_len) + " bytes, " + std::to_string(data_len - expected) +
+                   " more than its " + std::to_string(n_tensors) + " tensors use: the tensor count of the header or a "
+                   "tensor offset is wrong");
 }
 
 // ---- lookups ----

@@ -12,7 +12,7 @@ namespace qrt::io {
 // invalid UTF-8, a key repeated inside one object (at any depth), or nesting deeper than 64 levels.
 nlohmann::json parse_json_strict(const char* begin, const char* end, const std::string& what);
 
-// 'name' with control and non-ASCII bytes escaped (\n, \xNN) and cut after `max` bytes, so names
+// 'name' in quotes, escaped for a terminal (core/text_escape.h) and cut after `max` bytes, so names
 // read from a hostile file can never break a one-line error message.
 std::string quote_name(std::string_view s, size_t max = 200);
 

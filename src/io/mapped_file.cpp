@@ -27,7 +27,8 @@ struct Fd {
 
 std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   Fd f;
-  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO given as a model file is refused below instead of waiting for a writer.
+  f.fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (f.fd < 0) throw io_error(path + ": cannot open: " + errno_text());
   struct stat st {};
   if (::fstat(f.fd, &st) != 0) throw io_error(path + ": cannot stat: " + errno_text());

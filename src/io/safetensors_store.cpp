@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/bounded_read.h"
 #include "io/json_strict.h"
 #include "io/mapped_file.h"
 #include "qrt/error.h"
@@ -17,15 +18,6 @@ namespace qrt {
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string read_small_file(const std::string& path, size_t limit) {
-  auto m = io::MappedFile::open(path);
-  auto b = m->bytes();
-  if (b.size() > limit)
-    throw invalid_input(path + ": " + std::to_string(b.size()) + " bytes, larger than the " + std::to_string(limit) +
-                        "-byte limit for this file");
-  return std::string(reinterpret_cast<const char*>(b.data()), b.size());
-}
 
 bool plain_file_name(const std::string& s) {
   if (s.empty() || s == "." || s == "..") return false;
@@ -64,7 +56,7 @@ TensorStore TensorStore::open(const std::string& path) {
   const fs::path index_path = dir / "model.safetensors.index.json";
   if (fs::exists(index_path)) {
     const std::string ip = index_path.string();
-    const std::string text = read_small_file(ip, 256u << 20);
+    const std::string text = io::read_file_bounded(ip, io::kMaxConfigFileBytes, "a safetensors index (JSON)");
     nlohmann::json index = io::parse_json_strict(text.data(), text.data() + text.size(), ip);
     if (!index.is_object()) throw invalid_input(ip + ": not a JSON object");
     auto wm = index.find("weight_map");

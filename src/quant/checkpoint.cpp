@@ -14,6 +14,9 @@ std::unique_ptr<Checkpoint> open_checkpoint(const std::string& path) {
   const fs::file_status st = fs::status(path, ec);
   if (ec || !fs::exists(st)) throw io_error(path + ": no such file or folder");
   if (fs::is_directory(st)) return quant::open_hf_checkpoint(path);
+  if (!fs::is_regular_file(st))
+    throw invalid_input(path + ": not a regular file (a FIFO, device or socket); pass a Hugging Face model folder "
+                        "or a .gguf file");
   // A file: GGUF by its magic; a lone config.json or .safetensors gets a hint.
   char magic[4] = {0, 0, 0, 0};
   {

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/json_strict.h"
 #include "qrt/error.h"
 #include "qrt/gguf.h"
 
@@ -45,7 +46,7 @@ bool write_tokenizer_from_gguf(const std::string& gguf_path, HfFolderWriter& wri
   GgufFile g = GgufFile::open(gguf_path);
   const std::string model = g.find_string("tokenizer.ggml.model").value_or("");
   if (model != "gpt2") {
-    *why = "GGUF tokenizer model '" + model + "' is not a byte-level BPE (only 'gpt2' is exported)";
+    *why = "GGUF tokenizer model " + io::quote_name(model, 60) + " is not a byte-level BPE (only 'gpt2' is exported)";
     return false;
   }
   if (!g.contains("tokenizer.ggml.tokens") || !g.contains("tokenizer.ggml.merges")) {
@@ -55,7 +56,7 @@ bool write_tokenizer_from_gguf(const std::string& gguf_path, HfFolderWriter& wri
   const std::string pre = g.find_string("tokenizer.ggml.pre").value_or("default");
   const ordered_json pre_tokenizer = pre_tokenizer_for(pre);
   if (pre_tokenizer.is_null()) {
-    *why = "pre-tokenizer '" + pre + "' has no known tokenizer.json equivalent";
+    *why = "pre-tokenizer " + io::quote_name(pre, 60) + " has no known tokenizer.json equivalent";
     return false;
   }
   const auto& tokens = g.get_string_array("tokenizer.ggml.tokens");
@@ -79,7 +80,7 @@ bool write_tokenizer_from_gguf(const std::string& gguf_path, HfFolderWriter& wri
   for (const std::string& m : merges) {
     const size_t sp = m.find(' ', 1);
     if (sp == std::string::npos) {
-      *why = "merge '" + m.substr(0, 40) + "' is not two space-separated tokens";
+      *why = "merge " + io::quote_name(m, 40) + " is not two space-separated tokens";
       return false;
     }
     merge_list.push_back({m.substr(0, sp), m.substr(sp + 1)});
@@ -109,7 +110,14 @@ bool write_tokenizer_from_gguf(const std::string& gguf_path, HfFolderWriter& wri
                   {"continuing_subword_prefix", nullptr}, {"end_of_word_suffix", nullptr}, {"fuse_unk", false},
                   {"byte_fallback", false}, {"ignore_merges", pre == "llama-bpe" || pre == "llama3"},
                   {"vocab", vocab},         {"merges", merge_list}};
-  writer.add_text_file("tokenizer.json", tok.dump(2) + "\n");
+  // JSON holds UTF-8 only: a token the GGUF stores as other bytes has no tokenizer.json spelling.
+  std::string tok_text;
+  try {
+    tok_text = tok.dump(2) + "\n";
+  } catch (const nlohmann::json::exception&) {
+    *why = "a token or merge of tokenizer.ggml.tokens / merges is not valid UTF-8, which tokenizer.json cannot hold";
+    return false;
+  }
 
   ordered_json cfg;
   cfg["add_prefix_space"] = false;
@@ -123,7 +131,15 @@ bool write_tokenizer_from_gguf(const std::string& gguf_path, HfFolderWriter& wri
   const std::string arch = g.find_string("general.architecture").value_or("llama");
   if (auto ctx = g.find_int(arch + ".context_length")) cfg["model_max_length"] = *ctx;
   cfg["tokenizer_class"] = "GPT2Tokenizer";
-  writer.add_text_file("tokenizer_config.json", cfg.dump(2) + "\n");
+  std::string cfg_text;
+  try {
+    cfg_text = cfg.dump(2) + "\n";
+  } catch (const nlohmann::json::exception&) {
+    *why = "a special token or tokenizer.chat_template is not valid UTF-8, which tokenizer_config.json cannot hold";
+    return false;
+  }
+  writer.add_text_file("tokenizer.json", tok_text);
+  writer.add_text_file("tokenizer_config.json", cfg_text);
   return true;
 }
 

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "io/bounded_read.h"
 #include "qrt/error.h"
 #include "tokenizer/tokenizer_impl.h"
 
@@ -14,14 +15,6 @@ namespace {
 
 using nlohmann::json;
 
-std::string read_text_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error(path + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw io_error(path + ": read failed");
-  return ss.str();
-}
 
 bool get_bool(const json& j, const char* key, bool fallback) {
   auto it = j.find(key);
@@ -213,17 +206,18 @@ void parse_post_processor(const json& node, TokenizerParts& p,
 }  // namespace
 
 Tokenizer Tokenizer::from_tokenizer_json(const std::string& path) {
-  const std::string text = read_text_file(path);
+  const std::string text = io::read_file_bounded(path, io::kMaxTokenizerFileBytes, "a tokenizer.json");
   const std::filesystem::path dir = std::filesystem::path(path).parent_path();
   std::string config_text;
   const auto config_path = dir / "tokenizer_config.json";
-  if (std::filesystem::exists(config_path)) config_text = read_text_file(config_path.string());
+  if (std::filesystem::exists(config_path)) config_text = io::read_file_bounded(config_path.string(), io::kMaxConfigFileBytes, "a tokenizer_config.json");
   Tokenizer t = from_tokenizer_json_text(text, path, config_text);
   const auto jinja_path = dir / "chat_template.jinja";
   if (t.impl_->parts.chat_template.empty() && std::filesystem::exists(jinja_path)) {
     // A separate chat_template.jinja (newer transformers) when the config has none.
     TokenizerParts parts = t.impl_->parts;
-    parts.chat_template = read_text_file(jinja_path.string());
+    parts.chat_template =
+        io::read_file_bounded(jinja_path.string(), io::kMaxTemplateFileBytes, "a chat template (chat_template.jinja)");
     return Tokenizer(Impl::build(std::move(parts)));
   }
   return t;

@@ -65,6 +65,17 @@ void expect_error(const std::vector<uint8_t>& bytes, std::initializer_list<std::
 
 }  // namespace
 
+// A header that lists fewer tensors than the file holds: the data section is larger than the
+// tensors use, and that is the error (not the garbage the shifted data would decode to).
+TEST(Gguf, TensorCountSmallerThanTheFileIsNamed) {
+  Raw r;
+  r.header(1, 0).tensor("a", {32}, 0, 0).tensor("b", {32}, 0, 128).pad_to(32).zeros(256);
+  expect_error(r.b, {"more than its 1 tensors use: the tensor count of the header or a tensor offset is wrong"});
+  Raw ok;
+  ok.header(2, 0).tensor("a", {32}, 0, 0).tensor("b", {32}, 0, 128).pad_to(32).zeros(256);
+  EXPECT_NO_THROW(qrt::GgufFile::parse(ok.b, "ok.gguf"));
+}
+
 TEST(Gguf, WriterRoundTripEveryValueType) {
   qrt::GgufWriter w;
   w.add_string("general.architecture", "llama");

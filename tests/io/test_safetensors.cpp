@@ -167,6 +167,25 @@ TEST(Safetensors, AcceptsWhitespaceAndZeroSizedTensors) {
   EXPECT_EQ(qrt::SafetensorsFile::parse(empty, "e").tensors().size(), 0u);
 }
 
+// 80,000 tensors in one header (a real 4.9 MB case once took minutes: the duplicate-key check made
+// the JSON parser rescan the whole object after each entry). Linear now; duplicates are still found
+// after many nested entries, and inside nested objects.
+TEST(Safetensors, LargeHeaderParsesAndDuplicatesAreStillFound) {
+  constexpr int kTensors = 80000;
+  std::string header = "{";
+  for (int i = 0; i < kTensors; ++i) {
+    const std::string off = std::to_string(4 * i) + "," + std::to_string(4 * i + 4);
+    header += (i ? ",\"" : "\"") + std::string("model.layers.") + std::to_string(i) +
+              ".weight\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[" + off + "]}";
+  }
+  const auto file = qrt::SafetensorsFile::parse(raw_file(header + "}", std::vector<uint8_t>(4 * kTensors)), "big");
+  EXPECT_EQ(file.tensors().size(), static_cast<size_t>(kTensors));
+  ASSERT_NE(file.find("model.layers.79999.weight"), nullptr);
+  EXPECT_EQ(file.find("model.layers.79999.weight")->begin, 4u * 79999);
+  const std::string dup = header + R"(,"model.layers.5.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})";
+  expect_error(raw_file(dup, std::vector<uint8_t>(4 * kTensors)), {"duplicate key 'model.layers.5.weight'"});
+}
+
 TEST(Safetensors, EveryValidationRule) {
   const std::string t8 = R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]})";
   // V1 file shorter than 8 bytes
