@@ -20,6 +20,9 @@ struct GenerationOptions {
   int64_t max_input_length = 0;
   SamplingParams sampling;
   std::vector<int32_t> stop_tokens;   // generation ends when one is sampled (it is not emitted)
+  // Only ids below this are sampled (0 = the whole vocabulary). generate_text() sets it to the
+  // tokenizer's size: a vocabulary padded past the tokenizer has rows no text maps to.
+  int64_t sample_vocab = 0;
 };
 
 struct GenerationResult {
@@ -51,7 +54,9 @@ class Generator {
 };
 
 // The tokenizer of a model path: tokenizer.json of a HF folder, or the GGUF metadata. Throws
-// qrt::Error naming the folder when it has no tokenizer.
+// qrt::Error naming the folder when it has no tokenizer, and naming both files when the tokenizer
+// has more tokens than the model's vocab_size (a smaller one is fine: padded vocabularies are
+// common, and their extra ids are never sampled).
 Tokenizer load_tokenizer(const std::string& model_path);
 
 // Stop ids for a model: config/generation_config eos ids plus the tokenizer's end-of-turn ids.

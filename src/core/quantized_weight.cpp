@@ -77,9 +77,13 @@ void QuantizedWeight::validate() const {
       if (!std::isfinite(v[i]))
         fail(std::string(what) + "[" + std::to_string(i) + "] is " + (std::isnan(v[i]) ? "NaN" : "Inf"));
   };
-  check_finite(scales, "scales");
-  check_finite(zeros, "zeros");
-  check_finite(bias, "bias");
+  // Values are checked after every size: a tensor of the wrong size is named as such, not blamed
+  // on the garbage its wrong size makes of the values.
+  auto check_values = [&] {
+    check_finite(scales, "scales");
+    check_finite(zeros, "zeros");
+    check_finite(bias, "bias");
+  };
   if (s.encoding == WeightEncoding::Fp8E4M3) {
     if (s.scale_block_n <= 0 || s.scale_block_k <= 0) fail("fp8 scale block sizes must be positive");
     const int64_t rows = (n + s.scale_block_n - 1) / s.scale_block_n;
@@ -87,6 +91,7 @@ void QuantizedWeight::validate() const {
     if (static_cast<int64_t>(scales.size()) != rows * cols)
       fail("fp8 scales hold " + std::to_string(scales.size()) + " values, expected " +
            std::to_string(rows * cols));
+    check_values();
     for (size_t i = 0; i < codes.size(); ++i)
       if ((codes[i] & 0x7F) == 0x7F) fail("fp8 code at " + std::to_string(i) + " is NaN");
     return;
@@ -108,6 +113,7 @@ void QuantizedWeight::validate() const {
   } else if (static_cast<int64_t>(zeros.size()) != n * groups) {
     fail("zeros hold " + std::to_string(zeros.size()) + " values, expected " + std::to_string(n * groups));
   }
+  check_values();
   const unsigned limit = 1u << s.bits;
   for (size_t i = 0; i < codes.size(); ++i)
     if (codes[i] >= limit) fail("code at " + std::to_string(i) + " exceeds " + std::to_string(s.bits) + " bits");

@@ -36,6 +36,8 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const G
   Sampler sampler(options.sampling);
   const int64_t vocab = engine_.config().vocab_size;
   logits_.resize(vocab);
+  // Ids past the tokenizer are padding rows of the embedding: never sampled.
+  const int64_t sample_vocab = options.sample_vocab > 0 ? std::min(vocab, options.sample_vocab) : vocab;
   GenerationResult r;
   r.prompt_tokens = n;
 
@@ -48,7 +50,7 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const G
   r.stop_reason = "max new tokens";
   t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
-    const int32_t id = sampler.sample(logits_.data(), vocab, history);
+    const int32_t id = sampler.sample(logits_.data(), sample_vocab, history);
     if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), id) != options.stop_tokens.end()) {
       r.stop_reason = "stop token";
       break;
@@ -76,7 +78,9 @@ GenerationResult Generator::generate_text(const Tokenizer& tokenizer, const std:
                                           const GenerationOptions& options,
                                           const std::function<void(const std::string&)>& on_text) {
   StreamDecoder decoder(tokenizer, /*skip_special=*/true);
-  GenerationResult r = generate(prompt, options, [&](int32_t id) {
+  GenerationOptions o = options;
+  if (o.sample_vocab <= 0) o.sample_vocab = tokenizer.vocab_size();   // only ids the tokenizer can spell
+  GenerationResult r = generate(prompt, o, [&](int32_t id) {
     std::string piece = decoder.push(id);
     if (!piece.empty() && on_text) on_text(piece);
     return true;
@@ -88,13 +92,29 @@ GenerationResult Generator::generate_text(const Tokenizer& tokenizer, const std:
 
 Tokenizer load_tokenizer(const std::string& model_path) {
   std::unique_ptr<Checkpoint> ck = open_checkpoint(model_path);
-  if (ck->kind() == CheckpointKind::Gguf) return Tokenizer::from_gguf(GgufFile::open(ck->path()));
+  const int64_t model_vocab = ck->config().vocab_size;
+  if (ck->kind() == CheckpointKind::Gguf) {
+    Tokenizer t = Tokenizer::from_gguf(GgufFile::open(ck->path()));
+    if (t.vocab_size() > model_vocab)
+      throw invalid_input(fmt::format("{}: tokenizer.ggml.tokens holds {} tokens, more than the model's vocabulary of "
+                                      "{} (token_embd.weight rows): ids from {} on have no embedding",
+                                      ck->path(), t.vocab_size(), model_vocab, model_vocab));
+    return t;
+  }
   const std::string json = ck->tokenizer_json_path();
   if (json.empty() || !std::filesystem::exists(json))
     throw invalid_input(fmt::format("{}: no tokenizer.json in the model folder (qrt needs the Hugging Face "
                                     "tokenizer.json next to config.json)",
                                     model_path));
-  return Tokenizer::from_tokenizer_json(json);
+  Tokenizer t = Tokenizer::from_tokenizer_json(json);
+  // A model's vocabulary may be padded past its tokenizer (rows rounded up to a multiple of 64 or
+  // 128, as Qwen2 and others ship): those ids are never sampled (GenerationOptions::sample_vocab).
+  // A tokenizer LARGER than the vocabulary would produce ids the model has no row for.
+  if (t.vocab_size() > model_vocab)
+    throw invalid_input(fmt::format("{}: the tokenizer has {} tokens (ids 0..{}), more than vocab_size {} of {}/config.json: "
+                                    "ids from {} on have no embedding row; use the tokenizer that belongs to this model",
+                                    json, t.vocab_size(), t.vocab_size() - 1, model_vocab, ck->path(), model_vocab));
+  return t;
 }
 
 std::vector<int32_t> stop_tokens_for(const ModelConfig& config, const Tokenizer& tokenizer) {

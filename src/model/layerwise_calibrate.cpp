@@ -14,14 +14,12 @@
 // AWQ's scales of o_proj and down_proj must be folded before v_proj / up_proj are quantized, so
 // their search reads the float activations of the layer, as AutoAWQ does. Calibration windows
 // are causal and independent (no KV cache across windows).
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
-#include <fstream>
-#include <sstream>
 
+#include "io/bounded_read.h"
 #include "model/awq_search.h"
 #include "model/calibration_layer.h"
 #include "model/calibration_samples.h"
@@ -37,7 +35,7 @@ namespace qrt {
 namespace {
 
 constexpr int64_t kHessianChunk = 1024;                 // rows per float partial of X^T X
-constexpr int64_t kMaxCalibrationTextBytes = 64 << 20;  // a calibration text larger than this is refused
+constexpr uint64_t kMaxCalibrationTextBytes = uint64_t{64} << 20;  // a calibration text larger than this is refused
 
 // H = X^T X and sum |x| per input channel, accumulated in double over chunks of rows (each chunk's
 // X^T X is a float matmul), so the sum over many thousand tokens keeps double precision.
@@ -114,18 +112,9 @@ struct CalibrationTokens {
 };
 
 CalibrationTokens read_text_tokens(const Checkpoint& ck, const quant::CalibrationSettings& s) {
-  struct stat st {};
-  if (::stat(s.text_path.c_str(), &st) != 0) throw io_error(fmt::format("{}: cannot read the calibration text", s.text_path));
-  if (!S_ISREG(st.st_mode)) throw invalid_input(fmt::format("{}: the calibration text is not a regular file", s.text_path));
-  if (st.st_size > kMaxCalibrationTextBytes)
-    throw invalid_input(fmt::format("{}: calibration text of {} bytes, more than the {} MiB qrt reads", s.text_path,
-                                    st.st_size, kMaxCalibrationTextBytes >> 20));
-  std::ifstream in(s.text_path, std::ios::binary);
-  if (!in) throw io_error(fmt::format("{}: cannot open the calibration text", s.text_path));
-  std::stringstream ss;
-  ss << in.rdbuf();
+  const std::string text = io::read_file_bounded(s.text_path, kMaxCalibrationTextBytes, "a calibration text (--calib)");
   const Tokenizer tokenizer = load_tokenizer(ck.path());
-  std::vector<int32_t> tokens = tokenizer.encode(ss.str(), /*add_special=*/true);
+  std::vector<int32_t> tokens = tokenizer.encode(text, /*add_special=*/true);
   CalibrationTokens out;
   out.window = std::min<int64_t>(s.window, static_cast<int64_t>(tokens.size()));
   if (out.window < 16)

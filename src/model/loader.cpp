@@ -87,6 +87,12 @@ std::vector<float> load_exact(const Checkpoint& ck, const std::string& name, int
   if (static_cast<int64_t>(v.size()) != expected)
     throw invalid_input(fmt::format("{}: tensor {} has {} elements, the config implies {}", ck.path(), name,
                                     v.size(), expected));
+  // One NaN or Inf in a norm, an embedding or a dense weight makes every output NaN (an empty answer
+  // or "PPL = nan" much later): refuse it here, naming the tensor.
+  for (size_t i = 0; i < v.size(); ++i)
+    if (!std::isfinite(v[i]))
+      throw invalid_input(fmt::format("{}: tensor {}: element {} is {}; the model would compute NaN", ck.path(), name,
+                                      i, std::isnan(v[i]) ? "NaN" : "Inf"));
   return v;
 }
 

@@ -16,6 +16,11 @@ namespace qrt {
 void SamplingParams::validate() const {
   if (!std::isfinite(temperature) || temperature < 0)
     throw invalid_input(fmt::format("sampling: temperature {} must be >= 0 (0 = greedy)", temperature));
+  // Logits are divided by the temperature in float32: below ~3e-39 that divides by zero.
+  if (temperature > 0 && !std::isnormal(1.0f / temperature))
+    throw invalid_input(fmt::format("sampling: temperature {:g} is too small to divide by in float32 (use 0 for "
+                                    "greedy, or a value of at least 1e-30)",
+                                    temperature));
   if (top_k < 0) throw invalid_input(fmt::format("sampling: top-k {} must be >= 0 (0 = off)", top_k));
   if (!(top_p > 0.0f && top_p <= 1.0f))
     throw invalid_input(fmt::format("sampling: top-p {} must be in (0, 1]", top_p));
@@ -76,11 +81,15 @@ int32_t Sampler::sample(const float* logits, int64_t vocab, const std::vector<in
     return static_cast<int32_t>(best);
   }
 
+  // (logit - max) / t rather than logit / t: the same softmax, but a tiny temperature cannot turn
+  // large logits into +inf (inf - inf is NaN, and NaN weights once picked the least likely token).
   const float inv_t = 1.0f / params_.temperature;
+  float top = neg_inf;
+  for (int64_t i = 0; i < vocab; ++i) top = std::max(top, work_[i]);
   cand_.clear();
   cand_.reserve(vocab);
   for (int64_t i = 0; i < vocab; ++i)
-    if (work_[i] != neg_inf) cand_.emplace_back(work_[i] * inv_t, static_cast<int32_t>(i));
+    if (work_[i] != neg_inf) cand_.emplace_back(top == work_[i] ? 0.0f : (work_[i] - top) * inv_t, static_cast<int32_t>(i));
   if (cand_.empty()) return 0;
   // Descending by logit, ties by lower id: a total order, so the result does not depend on the
   // sort implementation.

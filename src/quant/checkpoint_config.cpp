@@ -1,7 +1,11 @@
 // config.json -> ModelConfig (and back), the supported architectures, and the GGUF rope row
 // permutation. Every field error names the file and the field.
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <cmath>
 
+#include "io/json_strict.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "quant/checkpoint_impl.h"
@@ -71,6 +75,30 @@ std::vector<int64_t> get_ids(const json& j, const std::string& where, const char
 
 }  // namespace
 
+double check_float32_value(double v, const std::string& what, double min_exclusive, bool reciprocal) {
+  const float f = static_cast<float>(v);
+  const char* range = "positive normal float32 values lie between 1.2e-38 and 3.4e38";
+  if (!std::isfinite(v) || !std::isnormal(f) || f < 0)
+    throw invalid_input(fmt::format("{} = {}: qrt computes with it in float32, where it is {} ({})", what, v, f, range));
+  if (!(v > min_exclusive))
+    throw invalid_input(fmt::format("{} = {}: expected a value above {}", what, v, min_exclusive));
+  if (reciprocal && !std::isnormal(1.0f / f))
+    throw invalid_input(fmt::format("{} = {}: qrt divides by it in float32, and 1 / {} is {} there", what, v, f, 1.0f / f));
+  return v;
+}
+
+int64_t stored_layer_count(const std::vector<std::string>& names, const std::string& prefix) {
+  int64_t count = 0;
+  for (const std::string& n : names) {
+    if (n.compare(0, prefix.size(), prefix) != 0) continue;
+    const size_t dot = n.find('.', prefix.size());
+    const std::string digits = n.substr(prefix.size(), dot == std::string::npos ? std::string::npos : dot - prefix.size());
+    if (digits.empty() || digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    count = std::max<int64_t>(count, std::stoll(digits) + 1);
+  }
+  return count;
+}
+
 ModelConfig model_config_from_json(const json& j, const std::string& where) {
   if (!j.is_object()) throw invalid_input(where + ": expected a JSON object");
   ModelConfig c;
@@ -82,7 +110,8 @@ ModelConfig model_config_from_json(const json& j, const std::string& where) {
   if (std::find(supported.begin(), supported.end(), c.architecture) == supported.end()) {
     std::string list;
     for (const auto& a : supported) list += (list.empty() ? "" : ", ") + a;
-    throw unsupported(where + ": architecture '" + c.architecture.substr(0, 80) + "' is not supported (supported: " + list + ")");
+    throw unsupported(where + ": architecture " + io::quote_name(c.architecture, 80) + " is not supported (supported: " +
+                      list + ")");
   }
   if (auto mt = j.find("model_type"); mt != j.end() && mt->is_string()) c.model_type = mt->get<std::string>();
   if (c.model_type.empty())
@@ -103,8 +132,24 @@ ModelConfig model_config_from_json(const json& j, const std::string& where) {
                         std::to_string(c.num_heads) + " and head_dim is not given");
   c.head_dim = get_dim(j, where, "head_dim", default_head_dim);
   if (c.head_dim % 2 != 0) throw invalid_input(where + ": head_dim " + std::to_string(c.head_dim) + " must be even for RoPE");
-  c.rms_norm_eps = get_positive(j, where, "rms_norm_eps", 1e-6);
-  c.rope_theta = get_positive(j, where, "rope_theta", 10000.0);
+  c.rms_norm_eps = check_float32_value(get_positive(j, where, "rms_norm_eps", 1e-6), where + ": rms_norm_eps", 0, false);
+  if (c.rms_norm_eps > 1) throw invalid_input(fmt::format("{}: rms_norm_eps = {}: expected at most 1", where, c.rms_norm_eps));
+  // RoPE frequencies are base^(-2i/d) in float32: a base at or below 1 makes them grow with i.
+  c.rope_theta = check_float32_value(get_positive(j, where, "rope_theta", 10000.0), where + ": rope_theta", 1, false);
+  // Only SiLU-gated MLPs are implemented; another activation would run silently wrong.
+  for (const char* key : {"hidden_act", "hidden_activation"})
+    if (auto act = j.find(key); act != j.end() && !act->is_null()) {
+      if (!act->is_string())
+        throw invalid_input(where + ": " + key + ": expected an activation name, got " + render(*act));
+      if (act->get<std::string>() != "silu" && act->get<std::string>() != "swish")
+        throw unsupported(where + ": " + key + " " + io::quote_name(act->get<std::string>(), 40) +
+                          " is not supported: qrt runs SiLU-gated MLPs (hidden_act \"silu\") only");
+    }
+  // Partial rotary embeddings (a fraction of each head rotated) are not implemented.
+  if (auto prf = j.find("partial_rotary_factor"); prf != j.end() && !prf->is_null() &&
+                                                  !(prf->is_number() && prf->get<double>() == 1.0))
+    throw unsupported(where + ": partial_rotary_factor " + render(*prf) +
+                      " is not supported: qrt rotates the whole head dimension (factor 1.0)");
   c.max_position_embeddings = get_dim(j, where, "max_position_embeddings", 2048);
   c.tie_word_embeddings = get_flag(j, where, "tie_word_embeddings", false);
   c.attention_bias = c.architecture == "Qwen2ForCausalLM" ? true : get_flag(j, where, "attention_bias", false);
@@ -122,9 +167,11 @@ ModelConfig model_config_from_json(const json& j, const std::string& where) {
         break;
       }
     if (c.rope_scaling.type == "default") c.rope_scaling.type.clear();
-    c.rope_scaling.factor = get_positive(*rs, w2, "factor", 1.0);
-    c.rope_scaling.low_freq_factor = get_positive(*rs, w2, "low_freq_factor", 1.0);
-    c.rope_scaling.high_freq_factor = get_positive(*rs, w2, "high_freq_factor", 4.0);
+    c.rope_scaling.factor = check_float32_value(get_positive(*rs, w2, "factor", 1.0), w2 + ".factor", 0, true);
+    c.rope_scaling.low_freq_factor =
+        check_float32_value(get_positive(*rs, w2, "low_freq_factor", 1.0), w2 + ".low_freq_factor", 0, true);
+    c.rope_scaling.high_freq_factor =
+        check_float32_value(get_positive(*rs, w2, "high_freq_factor", 4.0), w2 + ".high_freq_factor", 0, true);
     c.rope_scaling.original_max_position_embeddings = get_dim(*rs, w2, "original_max_position_embeddings", 8192);
     if (c.rope_scaling.type == "llama3" && c.rope_scaling.high_freq_factor <= c.rope_scaling.low_freq_factor)
       throw invalid_input(w2 + ": high_freq_factor must be greater than low_freq_factor");

@@ -13,6 +13,7 @@
 #include <regex>
 #include <set>
 
+#include "io/json_strict.h"
 #include "qrt/error.h"
 #include "qrt/gguf.h"
 #include "quant/checkpoint_impl.h"
@@ -153,8 +154,8 @@ class GgufCheckpoint final : public Checkpoint {
       c.model_type = "qwen2";
       c.attention_bias = true;
     } else {
-      throw unsupported(path_ + ": general.architecture '" + arch.substr(0, 60) +
-                        "' is not supported (supported GGUF architectures: llama, qwen2)");
+      throw unsupported(path_ + ": general.architecture " + io::quote_name(arch, 60) +
+                        " is not supported (supported GGUF architectures: llama, qwen2)");
     }
     const std::string a = arch + ".";
     auto dim = [&](const std::string& key, std::optional<int64_t> fallback) -> int64_t {
@@ -187,11 +188,26 @@ class GgufCheckpoint final : public Checkpoint {
       return *v;
     };
     // FLOAT32 metadata: keep the shortest decimal of the float (1e-05, not 9.99999974e-06), as HF writes it.
-    c.rms_norm_eps = std::stod(fmt::format("{}", static_cast<float>(positive(a + "attention.layer_norm_rms_epsilon", 1e-5))));
-    c.rope_theta = positive(a + "rope.freq_base", 10000.0);
+    const std::string meta = path_ + ": metadata ";
+    c.rms_norm_eps = check_float32_value(positive(a + "attention.layer_norm_rms_epsilon", 1e-5),
+                                         meta + a + "attention.layer_norm_rms_epsilon", 0, false);
+    c.rms_norm_eps = std::stod(fmt::format("{}", static_cast<float>(c.rms_norm_eps)));
+    if (c.rms_norm_eps > 1)
+      throw invalid_input(fmt::format("{}{}attention.layer_norm_rms_epsilon = {}: expected at most 1", meta, a, c.rms_norm_eps));
+    c.rope_theta = check_float32_value(positive(a + "rope.freq_base", 10000.0), meta + a + "rope.freq_base", 1, false);
+    // Only whole-head RoPE is implemented: a rotary dimension below the head size would run wrong.
+    if (auto rot = gguf_.find_int(a + "rope.dimension_count"); rot && *rot != c.head_dim)
+      throw unsupported(fmt::format("{}{}rope.dimension_count = {}, but the head dimension is {}: partial rotary "
+                                    "embeddings are not supported (qrt rotates the whole head)",
+                                    meta, a, *rot, c.head_dim));
     if (auto type = gguf_.find_string(a + "rope.scaling.type"); type && *type != "none") {
+      static const char* const known[] = {"linear", "yarn", "longrope", "llama3", "dynamic"};
+      if (std::find(std::begin(known), std::end(known), *type) == std::end(known))
+        throw unsupported(meta + a + "rope.scaling.type " + io::quote_name(*type, 40) +
+                          " is not a RoPE scaling qrt knows (none, linear, llama3)");
       c.rope_scaling.type = *type;
-      c.rope_scaling.factor = positive(a + "rope.scaling.factor", 1.0);
+      c.rope_scaling.factor =
+          check_float32_value(positive(a + "rope.scaling.factor", 1.0), meta + a + "rope.scaling.factor", 0, true);
       if (auto orig = gguf_.find_int(a + "rope.scaling.original_context_length"); orig && *orig > 0)
         c.rope_scaling.original_max_position_embeddings = *orig;
     }
@@ -247,6 +263,17 @@ class GgufCheckpoint final : public Checkpoint {
 
   void build_linears() {
     const ModelConfig& c = config_;
+    // block_count must agree with the blocks the file stores, both ways: a smaller count would run
+    // (and quantize would write) a truncated model; a larger one names the first missing tensor.
+    std::vector<std::string> names;
+    for (const GgufTensorInfo& t : gguf_.tensors()) names.push_back(t.name);
+    const int64_t stored = stored_layer_count(names, "blk.");
+    if (stored != c.num_layers)
+      throw invalid_input(fmt::format("{}: metadata {}.block_count = {}, but the file stores {}{}", path_,
+                                      gguf_.architecture(), c.num_layers,
+                                      stored == 0 ? std::string("no block tensors (blk.N.*)")
+                                                  : fmt::format("tensors of {} blocks (blk.0 .. blk.{})", stored, stored - 1),
+                                      stored > c.num_layers ? ": the model would run truncated" : ""));
     auto expect = [&](const std::string& hf, const std::vector<int64_t>& shape, const std::string& fields) {
       auto it = by_hf_.find(hf);
       if (it == by_hf_.end()) throw invalid_input(path_ + ": tensor " + hf + " is missing");

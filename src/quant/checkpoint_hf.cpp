@@ -4,12 +4,16 @@
 // Opening reads metadata only and checks every tensor shape the model config implies (embedding,
 // norms, each linear's packed weight), so a mismatched checkpoint fails at open with the tensor and
 // the config fields named. Linear data is decoded on demand by the format codecs.
+#include <fmt/format.h>
+
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <set>
 #include <sstream>
 
+#include "io/bounded_read.h"
 #include "io/json_strict.h"
 #include "qrt/error.h"
 #include "qrt/safetensors.h"
@@ -25,12 +29,7 @@ using nlohmann::json;
 namespace {
 
 std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  if (!in) throw io_error(p.string() + ": cannot open");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (ss.str().size() > (64u << 20)) throw invalid_input(p.string() + ": larger than 64 MiB, not a config file");
-  return ss.str();
+  return io::read_file_bounded(p.string(), io::kMaxConfigFileBytes, "a JSON config file");
 }
 
 json read_json(const fs::path& p) {
@@ -148,7 +147,11 @@ class HfCheckpoint final : public Checkpoint {
       return dequantize_reference(load_quantized(layer));
     }
     if (!store_->contains(name)) throw invalid_input(path_ + ": no tensor named '" + name + "'");
-    return tensor_to_float(store_->get(name));
+    const TensorView v = store_->get(name);
+    if (!dtype_is_float(v.dtype))
+      throw invalid_input(path_ + ": tensor " + name + ": dtype " + std::string(dtype_name(v.dtype)) +
+                          " is an integer type where float values (F32, F16, BF16) are expected");
+    return tensor_to_float(v);
   }
 
   RawTensor load_raw(const std::string& name) const override {
@@ -202,6 +205,21 @@ class HfCheckpoint final : public Checkpoint {
     generation_.min_p = num("min_p");
     generation_.repetition_penalty = num("repetition_penalty");
     generation_.max_new_tokens = integer("max_new_tokens");
+    // Each value in the range and type the sampler uses it in (float32), named with this file: a
+    // bad value found later by the sampler would not say where it came from.
+    auto bad = [&](const char* key, double v, const char* expected) {
+      throw invalid_input(fmt::format("{}: {} = {}: expected {}", p.string(), key, v, expected));
+    };
+    if (auto t = generation_.temperature; t && (!(*t >= 0) || !std::isfinite(*t) ||
+                                                (*t > 0 && !std::isnormal(1.0f / static_cast<float>(*t)))))
+      bad("temperature", *t, "0 (greedy) or a positive number a float32 can divide by (at least 1e-30)");
+    if (auto v = generation_.top_p; v && !(*v > 0 && *v <= 1)) bad("top_p", *v, "a number in (0, 1]");
+    if (auto v = generation_.min_p; v && !(*v >= 0 && *v <= 1)) bad("min_p", *v, "a number in [0, 1]");
+    if (auto v = generation_.repetition_penalty; v && !(std::isfinite(*v) && std::isnormal(static_cast<float>(*v)) && *v > 0))
+      bad("repetition_penalty", *v, "a positive number (1 = off)");
+    if (auto v = generation_.top_k; v && (*v < 0 || *v > INT32_MAX))
+      bad("top_k", static_cast<double>(*v), "an integer in [0, 2^31) (0 = off)");
+    if (auto v = generation_.max_new_tokens; v && *v < 0) bad("max_new_tokens", static_cast<double>(*v), "an integer >= 0");
     // eos ids from generation_config.json join those of config.json (chat models list several).
     auto ids = [&](const char* key) {
       std::vector<int64_t> out;
@@ -231,14 +249,28 @@ class HfCheckpoint final : public Checkpoint {
                         " expected from config.json (" + fields + ")");
   }
 
+  // A tensor the model reads as float values (embedding, norms): present, float-typed, of the shape
+  // the config implies.
   void expect_tensor_shape(const std::string& name, const std::vector<int64_t>& expected, const std::string& fields) const {
     const SafetensorsTensorInfo* info = store_->info(name);
     if (!info) throw invalid_input(path_ + ": tensor " + name + " is missing");
+    if (!dtype_is_float(info->dtype) || info->dtype == DType::F8_E8M0)
+      throw invalid_input(path_ + ": tensor " + name + ": dtype " + std::string(dtype_name(info->dtype)) +
+                          " where float values (F32, F16, BF16) are expected");
     if (info->shape != expected) shape_error(name, info->shape, expected, fields);
   }
 
   void index_tensors() {
     const ModelConfig& c = config_;
+    // num_hidden_layers must agree with the layers stored, both ways: a smaller count would run (and
+    // quantize would write) a truncated model; a larger one is named before the first missing tensor.
+    const int64_t stored = stored_layer_count(store_->names(), "model.layers.");
+    if (stored != c.num_layers)
+      throw invalid_input(path_ + ": config.json: num_hidden_layers = " + std::to_string(c.num_layers) +
+                          ", but the safetensors store " +
+                          (stored == 0 ? std::string("no decoder layers (model.layers.N.*)")
+                                       : "layers 0.." + std::to_string(stored - 1) + " (" + std::to_string(stored) + ")") +
+                          (stored > c.num_layers ? ": the model would run truncated" : ""));
     const std::string hs = "hidden_size=" + std::to_string(c.hidden_size);
     expect_tensor_shape("model.embed_tokens.weight", {c.vocab_size, c.hidden_size},
                         "vocab_size=" + std::to_string(c.vocab_size) + ", " + hs);

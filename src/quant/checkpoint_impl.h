@@ -15,6 +15,17 @@ ModelConfig model_config_from_json(const nlohmann::json& j, const std::string& w
 // A config.json for `c` (what transformers needs to build the model; no quantization_config).
 nlohmann::json model_config_to_json(const ModelConfig& c);
 
+// A config value the engines compute with in float32 (rms_norm_eps, rope_theta, rope scaling
+// factors), checked in that type: it must be a positive normal float32 (a double such as 1e-320 or
+// 1e-45 passes "> 0" but is 0 or denormal as a float), above `min_exclusive`, and with
+// `reciprocal` its inverse must be a normal float32 too (factors are divided by). Throws
+// InvalidInput "<what> = <v>: ..." otherwise; returns v.
+double check_float32_value(double v, const std::string& what, double min_exclusive, bool reciprocal);
+
+// 1 + the highest decoder layer index among `names` of the form <prefix><index>.<rest>
+// ("model.layers.", "blk."), or 0 when none: how many layers the file stores.
+int64_t stored_layer_count(const std::vector<std::string>& names, const std::string& prefix);
+
 std::unique_ptr<Checkpoint> open_hf_checkpoint(const std::string& folder);
 std::unique_ptr<Checkpoint> open_gguf_checkpoint(const std::string& file);
 

@@ -128,6 +128,24 @@ TEST(Sampler, RejectsBadParameters) {
   EXPECT_THROW(Sampler{p}, Error);
 }
 
+// A temperature a float32 cannot divide by is refused; a tiny one it can is the greedy limit, even
+// with large logits (scaled relative to the largest, so no inf - inf NaN picks the least likely id).
+TEST(Sampler, TinyTemperatures) {
+  SamplingParams p;
+  p.temperature = 1e-45f;
+  try {
+    Sampler s(p);
+    FAIL() << "temperature 1e-45 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("too small to divide by in float32"), std::string::npos) << e.what();
+  }
+  const std::vector<float> logits = {3000.0f, -2000.0f, 2999.0f, 5.0f, -30000.0f};
+  for (float t : {1e-30f, 1e-20f, 1e-6f}) {
+    p.temperature = t;
+    EXPECT_EQ(support(p, logits, 200), std::set<int32_t>{0}) << "temperature " << t;
+  }
+}
+
 TEST(Sampler, UniformStreamIsInUnitInterval) {
   SamplingParams p;
   p.seed = 123;
