@@ -58,6 +58,11 @@ class TuningCache {
                           const BackendRegistry* registry = nullptr);
   // Writes every entry (also the foreign ones) to `path`, through a temporary file and a rename.
   void save(const std::string& path) const;
+  // Why `path` must not be replaced by a tuning cache, or "" when it may: it is absent, or a regular
+  // file that is (or, corrupt, still carries the marker of) a qrt tuning cache. A folder, a FIFO or
+  // device, or any other file (a config, a model, a text) is never overwritten, even when
+  // --ignore-bad-tuning-cache asks to start from an empty cache.
+  static std::string why_not_replaceable(const std::string& path);
 
   void put(const TuningEntry& entry);                 // replaces an entry with the same key
   const TuningEntry* find(const TuningKey& key) const; // exact key; nullptr if absent

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "backends/backends_internal.h"
+#include "io/bounded_read.h"
 #include "qrt/error.h"
 #include "qrt/plan.h"
 
@@ -91,13 +92,10 @@ TuningCache TuningCache::load(const std::string& path, const DeviceInfo& device,
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return cache;
   try {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw io_error(path + ": cannot open tuning cache");
-    std::stringstream ss;
-    ss << in.rdbuf();
+    const std::string text = io::read_file_bounded(path, io::kMaxConfigFileBytes, "a tuning cache (JSON)");
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(ss.str());
+      j = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
       throw invalid_input(path + ": corrupt tuning cache (malformed JSON: " + e.what() + ")");
     }
@@ -153,9 +151,9 @@ TuningCache TuningCache::load(const std::string& path, const DeviceInfo& device,
 }
 
 void TuningCache::save(const std::string& path) const {
-  nlohmann::json entries = nlohmann::json::array();
+  nlohmann::ordered_json entries = nlohmann::ordered_json::array();
   for (const auto& [k, t] : entries_) {
-    nlohmann::json e;
+    nlohmann::ordered_json e;
     e["device"] = t.key.device;
     e["backend"] = t.key.backend;
     e["kernel_version"] = t.key.kernel_version;
@@ -165,11 +163,12 @@ void TuningCache::save(const std::string& path) const {
     e["group_size"] = t.key.group_size;
     e["weight"] = t.key.weight;
     e["m"] = t.key.m;
-    e["params"] = nlohmann::json::parse(t.params.to_json());
+    e["params"] = nlohmann::ordered_json::parse(t.params.to_json());
     e["time_us"] = t.time_us;
     entries.push_back(std::move(e));
   }
-  nlohmann::json j;
+  // The format tag first, so that even a cut-short file says what it is (why_not_replaceable).
+  nlohmann::ordered_json j;
   j["format"] = "qrt-tuning-cache";
   j["version"] = 1;
   j["entries"] = std::move(entries);
@@ -185,6 +184,22 @@ void TuningCache::save(const std::string& path) const {
   }
   std::filesystem::rename(tmp, path, ec);
   if (ec) throw io_error(path + ": cannot replace tuning cache: " + ec.message());
+}
+
+std::string TuningCache::why_not_replaceable(const std::string& path) {
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(st)) return "";
+  std::string text;
+  try {
+    text = io::read_file_bounded(path, io::kMaxConfigFileBytes, "a tuning cache (JSON)");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  // save() writes the format tag first, so a cache cut short still names itself.
+  if (text.find("\"qrt-tuning-cache\"") != std::string::npos) return "";
+  if (text.find_first_not_of(" \t\r\n") == std::string::npos) return "";   // empty: nothing to lose
+  return path + ": not a qrt tuning cache (no \"format\": \"qrt-tuning-cache\" in it); qrt does not overwrite it";
 }
 
 void TuningCache::put(const TuningEntry& entry) { entries_[entry.key.to_string()] = entry; }

@@ -13,6 +13,7 @@
 #include "cli/progress.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
+#include "io/json_strict.h"
 #include "quant/checkpoint_impl.h"
 #include "quant/gguf_tokenizer_export.h"
 #include "quant/hf_writer.h"
@@ -29,9 +30,10 @@ using qrt::cli::Progress;
 
 int run(const Options& o) {
   const DType dtype = quant::parse_float_dtype(o.dtype, "--dtype");
+  quant::check_output_folder(o.out, o.force, o.in);
   std::unique_ptr<Checkpoint> ck = open_checkpoint(o.in);
   const bool gguf = ck->kind() == CheckpointKind::Gguf;
-  quant::HfFolderWriter writer(o.out, o.force);
+  quant::HfFolderWriter writer(o.out, o.force, o.in);
   Progress progress("dequantizing");
   const auto& tensors = ck->tensors();
   int64_t done = 0, dequantized = 0;
@@ -39,7 +41,8 @@ int run(const Options& o) {
     progress.update(done++, static_cast<int64_t>(tensors.size()));
     // GGUF tensors with no HF counterpart (rope_freqs.weight, ...) are not model parameters in HF.
     if (gguf && t.name.rfind("model.", 0) != 0 && t.name != "lm_head.weight") {
-      std::fprintf(stderr, "qrt: warning: %s: GGUF tensor with no Hugging Face counterpart, not written\n", t.name.c_str());
+      std::fprintf(stderr, "qrt: warning: %s: GGUF tensor with no Hugging Face counterpart, not written\n",
+                   io::quote_name(t.name).c_str());
       continue;
     }
     const bool quantized = t.dtype == DType::Unknown;   // logical quantized weight or GGUF block type

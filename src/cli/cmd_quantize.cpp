@@ -20,6 +20,7 @@
 
 #include "cli/command.h"
 #include "cli/progress.h"
+#include "io/bounded_read.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "qrt/quant_config.h"
@@ -105,8 +106,7 @@ int run(const Options& o) {
     calibrator = quant::calibrator();
     if (!calibrator)
       throw unsupported("--calib: calibrated quantization is not available in this build; use --calib none");
-    if (opt.calib != "sampled" && access(opt.calib.c_str(), R_OK) != 0)
-      throw io_error(opt.calib + ": cannot read the calibration text");
+    if (opt.calib != "sampled") io::check_regular_file(opt.calib, io::kMaxTextFileBytes, "a calibration text (--calib)");
   }
   if (opt.calib_tokens < 16 || opt.calib_tokens > (int64_t{1} << 24))
     throw invalid_input("--calib-tokens " + std::to_string(opt.calib_tokens) + ": expected 16 .. 16777216");
@@ -116,6 +116,7 @@ int run(const Options& o) {
                         "round-to-nearest (--calib none) has none");
   const DType dtype = quant::parse_float_dtype(opt.dtype, "--dtype");
   if (dtype == DType::F32) throw invalid_input("--dtype f32: quantized checkpoints keep f16 or bf16 for the rest");
+  quant::check_output_folder(opt.out, opt.force, opt.in);   // before minutes of work
 
   std::unique_ptr<Checkpoint> ck = open_checkpoint(opt.in);
   const bool gguf = ck->kind() == CheckpointKind::Gguf;
@@ -147,7 +148,7 @@ int run(const Options& o) {
   }
 
   // OUT is claimed (refused when it exists without --force) before the minutes of calibration.
-  quant::HfFolderWriter writer(opt.out, opt.force);
+  quant::HfFolderWriter writer(opt.out, opt.force, opt.in);
   quant::CalibrationResult calibration;
   std::map<std::string, QuantizedWeight>& calibrated = calibration.linears;
   if (calibrator) {

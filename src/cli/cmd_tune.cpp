@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "core/text_escape.h"
 #include "model/fused_projections.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
@@ -119,9 +120,11 @@ int run_tune(const TuneCliOptions& o) {
   for (const auto& b : o.backends) backends.push_back(backend_alias(b, nullptr));
 
   const std::string path = tuning_cache_file(setup.runtime);
+  if (const std::string why = TuningCache::why_not_replaceable(path); !why.empty())
+    throw invalid_input(why + "; nothing was tuned. Pass --cache with a tuning cache or a new file");
   check_writable(path);
   TuningCache cache = TuningCache::load(path, device, o.ignore_bad);
-  for (const auto& w : cache.warnings()) std::fprintf(stderr, "warning: tuning cache: %s\n", w.c_str());
+  for (const auto& w : cache.warnings()) std::fprintf(stderr, "warning: tuning cache: %s\n", escape_message(w).c_str());
 
   ThreadPool pool(o.threads);
   TuneOptions opt;

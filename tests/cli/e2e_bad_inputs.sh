@@ -35,10 +35,16 @@ expect_error() {
 # A plain f16 folder and a GPTQ folder to damage (copies link the big safetensors file).
 timeout 120 "$QRT" dequantize "$MODEL" "$tmp/f16" --dtype f16 >/dev/null 2>"$tmp/err" ||
   { echo "FAIL: dequantize: $(tail -n 2 "$tmp/err")"; exit 1; }
-# A writer killed before it finished leaves OUT.partial-<pid>; the next write to
-# OUT removes those of dead processes and leaves a live writer's alone (checked at the end).
+# A writer killed before it finished leaves OUT.partial-<pid> (with qrt's marker
+# file); the next write to OUT removes those of dead processes and leaves a live writer's alone, and
+# never one without the marker, whatever its name (checked at the end).
 sh -c 'exit 0' & dead=$!; wait "$dead"
-mkdir -p "$tmp/gptq.partial-$dead" "$tmp/gptq.partial-$$"
+sh -c 'exit 0' & dead2=$!; wait "$dead2"
+mkdir -p "$tmp/gptq.partial-$dead" "$tmp/gptq.partial-$$" "$tmp/gptq.partial-$dead2"
+for d in "$tmp/gptq.partial-$dead" "$tmp/gptq.partial-$$"; do
+  printf 'qrt output folder; the files qrt wrote here:\n' >"$d/.qrt-output"
+done
+echo "not qrt's" >"$tmp/gptq.partial-$dead2/mine.txt"
 timeout 120 "$QRT" quantize "$tmp/f16" "$tmp/gptq" --method gptq --bits 4 --group-size 64 --calib none >/dev/null 2>"$tmp/err" ||
   { echo "FAIL: quantize: $(tail -n 2 "$tmp/err")"; exit 1; }
 copy_of() {  # copy_of SRC DST: every file copied except model.safetensors, which is linked
@@ -106,6 +112,7 @@ grep -q '^    cpu_simd: ok' "$tmp/err" || bad "run --backend cuda_marlin on cpu:
 # Stale partial folders (set up before the GPTQ folder was written).
 [ -e "$tmp/gptq.partial-$dead" ] && bad "the stale $tmp/gptq.partial-$dead (dead pid) was not removed"
 [ -d "$tmp/gptq.partial-$$" ] || bad "the partial folder of a live pid ($$) was removed"
+[ -f "$tmp/gptq.partial-$dead2/mine.txt" ] || bad "a folder named like a partial but without qrt's marker was removed"
 
 [ "$fail" -eq 0 ] && echo "OK: e2e_bad_inputs"
 exit "$fail"
