@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -63,7 +64,18 @@ std::string cuda_unavailable_reason();
 // "cpu" or "cuda:N" -> the real device; throws naming the id when absent. "auto" -> the device
 // `qrt run` uses when none is named: the first CUDA device when this build has CUDA and one is
 // present, else the CPU; *why then says which and why ("auto: no CUDA device: ..."), for the log.
+// A GPU no backend of this binary can run on (below every CUDA backend's minimum compute
+// capability) is skipped by "auto", with the reason in *why, and the next GPU or the CPU is taken.
 DeviceInfo resolve_device(const std::string& id, std::string* why = nullptr);
+
+class BackendRegistry;
+// Why no backend of `registry` can run on `gpu` ("cuda:0 Tesla T4 (sm_75) has no backend to run on
+// it (cuda_dequant: needs sm_80, ...)"), or "" when one can.
+std::string gpu_unusable_reason(const DeviceInfo& gpu, const BackendRegistry& registry);
+// The choice of "auto" among probed `gpus`: the first for which why_unusable() is "", else the CPU.
+// *why says which and why, naming every GPU skipped; `no_gpu_reason` explains an empty list.
+DeviceInfo choose_auto_device(const std::vector<DeviceInfo>& gpus, const std::string& no_gpu_reason,
+                              const std::function<std::string(const DeviceInfo&)>& why_unusable, std::string* why);
 
 // Named profiles: h100, h200, a100, l4, rtx4090, rtx3090, t4, v100, cpu-avx2, cpu-avx512, cpu-baseline.
 std::vector<std::string> target_profile_names();

@@ -109,6 +109,8 @@ class QuantLinear {
   // naming the layer and every failure, when no backend can run the range); once a range has run
   // once, its calls go straight to the kernel: no try/catch, no allocation, no throw. A CUDA
   // engine that captures graphs should run each M range once eagerly before capturing it.
+  // An M no range of the plan covers (a plan not made by plan_layers) throws Error(NoBackend)
+  // naming the layer, M and the ranges, instead of leaving y unwritten.
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
   const LayerSpec& layer() const { return layer_; }
   // Backend names actually used (after fallback), one per M range.
@@ -132,6 +134,7 @@ class QuantLinear {
   };
   static void run(Range& r, const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
   void probe(Range& r, const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
+  [[noreturn]] void no_range(int64_t m) const;
   std::shared_ptr<PreparedLinear> prepare(const Backend& b, const KernelParams& params);
   void say(const std::string& message) const { context_.say(message); }
 

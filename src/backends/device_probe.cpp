@@ -7,6 +7,7 @@
 
 #include "qrt/device.h"
 #include "qrt/error.h"
+#include "qrt/plan.h"
 
 namespace qrt {
 
@@ -56,17 +57,45 @@ std::string cuda_unavailable_reason() {
   return r.devices.empty() ? r.why : "";
 }
 
+std::string gpu_unusable_reason(const DeviceInfo& gpu, const BackendRegistry& registry) {
+  const int cc = gpu.gpu.compute_capability();
+  std::string reasons;
+  for (const Backend* b : registry.all()) {
+    const BackendCapability& cap = b->capability();
+    if (cap.device != DeviceKind::Cuda) continue;
+    std::string why;
+    if (!b->built()) why = "not built in this binary";
+    else if (cc < cap.min_compute_capability) why = "needs sm_" + std::to_string(cap.min_compute_capability);
+    else return "";
+    reasons += (reasons.empty() ? "" : ", ") + b->name() + ": " + why;
+  }
+  return gpu.id + " " + gpu.gpu.name + " (sm_" + std::to_string(cc) + ") has no backend to run on it (" +
+         (reasons.empty() ? std::string("no CUDA backend is registered") : reasons) + ")";
+}
+
+DeviceInfo choose_auto_device(const std::vector<DeviceInfo>& gpus, const std::string& no_gpu_reason,
+                              const std::function<std::string(const DeviceInfo&)>& why_unusable, std::string* why) {
+  std::string skipped;
+  for (const DeviceInfo& g : gpus) {
+    const std::string reason = why_unusable(g);
+    if (reason.empty()) {
+      if (why)
+        *why = "auto: a CUDA device is present (--device cpu runs on the CPU)" +
+               (skipped.empty() ? std::string() : "; skipped " + skipped);
+      return g;
+    }
+    skipped += (skipped.empty() ? "" : "; ") + reason;
+  }
+  if (why) *why = "auto: " + (gpus.empty() ? no_gpu_reason : "no usable CUDA device: " + skipped);
+  return probe_cpu();
+}
+
 DeviceInfo resolve_device(const std::string& id, std::string* why) {
   if (id == "cpu") return probe_cpu();
-  if (id == "auto") {
-    const auto devices = probe_cuda_devices();
-    if (!devices.empty()) {
-      if (why) *why = "auto: a CUDA device is present (--device cpu runs on the CPU)";
-      return devices.front();
-    }
-    if (why) *why = "auto: " + cuda_unavailable_reason();
-    return probe_cpu();
-  }
+  if (id == "auto")
+    return choose_auto_device(
+        probe_cuda_devices(), cuda_unavailable_reason(),
+        [](const DeviceInfo& g) { return gpu_unusable_reason(g, BackendRegistry::global()); }, why);
   std::string rest;
   if (id == "cuda" || id == "gpu") {
     rest = "0";

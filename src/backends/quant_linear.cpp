@@ -157,7 +157,16 @@ void QuantLinear::forward(const ActTensor& x, const ActTensor& y, const ExecCont
       run(r, x, y, ctx);
       return;
     }
-  // Plans cover [1, INT64_MAX); reaching here is a bug, and the hot path does not throw.
+  // Plans made by plan_layers cover [1, INT64_MAX); a plan built another way may not. Writing
+  // nothing would leave y as it was, silently: say which M found no kernel instead.
+  no_range(x.rows);
+}
+
+void QuantLinear::no_range(int64_t m) const {
+  std::string ranges;
+  for (const auto& r : ranges_) ranges += (ranges.empty() ? "" : ", ") + m_range_text(r.m_min, r.m_max);
+  throw Error(ErrorKind::NoBackend, layer_.name + ": no kernel of its plan serves M = " + std::to_string(m) +
+                                        " (the plan covers M " + (ranges.empty() ? std::string("nothing") : ranges) + ")");
 }
 
 // The first run of a range: the kernel's last chance to say it cannot run. Kept out of forward()

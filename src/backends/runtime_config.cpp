@@ -12,6 +12,8 @@
 #include <sstream>
 
 #include "backends/backends_internal.h"
+#include "io/bounded_read.h"
+#include "io/json_strict.h"
 #include "qrt/error.h"
 
 namespace qrt {
@@ -117,9 +119,9 @@ std::string backend_alias(const std::string& name, std::string* why) {
   const auto& ni = not_implemented_names();
   const bool elsewhere = std::find(ni.begin(), ni.end(), n) != ni.end() || n.rfind("gguf_", 0) == 0;
   if (why)
-    *why = elsewhere ? "backend '" + name + "' is a kernel of another library, not implemented in qrt; available: " +
+    *why = elsewhere ? "backend " + io::quote_name(name, 80) + " is a kernel of another library, not implemented in qrt; available: " +
                            available_text()
-                     : "unknown backend '" + name + "'; available: " + available_text() +
+                     : "unknown backend " + io::quote_name(name, 80) + "; available: " + available_text() +
                            " (or a transformers/GPTQModel/vLLM name such as marlin, exllama_v2, gemm, gemv, cpu; "
                            "see docs/CONFIG.md)";
   return "";
@@ -224,11 +226,8 @@ std::string RuntimeConfig::apply_checkpoint_backend(const std::string& name) {
 }
 
 RuntimeConfig RuntimeConfig::from_json_file(const std::string& path, RuntimeConfig base) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw io_error(path + ": cannot open config file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return from_json_text(ss.str(), path, std::move(base));
+  return from_json_text(io::read_file_bounded(path, io::kMaxConfigFileBytes, "a runtime config file (JSON)"), path,
+                        std::move(base));
 }
 
 RuntimeConfig RuntimeConfig::from_json_text(const std::string& text, const std::string& origin, RuntimeConfig base) {

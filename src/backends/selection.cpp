@@ -223,6 +223,7 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
 
   std::vector<KernelChoice> ranges;
   bool covered = false;
+  std::string chosen_backend = requested;   // the explicit backend, or the fallback standing in for it
   if (requested != "auto" && !requested.empty()) {
     const Backend* b = registry.find(requested);
     const std::string why_src = override_backend ? "override '" + ov->pattern + "'"
@@ -233,6 +234,20 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
       return plan;
     }
     const Verdict* v = verdict_of(plan, requested);
+    // An explicit backend that cannot run here goes to the user's own fallback list, in order,
+    // at plan time: "--backend marlin --fallback cpu_simd" on a CPU runs cpu_simd, with a note.
+    if (!v->ok && !hint) {
+      for (const auto& f : config.fallback) {
+        const Verdict* fv = verdict_of(plan, f);
+        if (f == requested || !fv || !fv->ok) continue;
+        plan.notes.push_back("backend " + requested + " (from " + why_src + ") cannot run this layer on " + device.id +
+                             " (" + v->reason + "); using fallback " + f);
+        chosen_backend = f;
+        b = registry.find(f);
+        v = fv;
+        break;
+      }
+    }
     if (!v->ok) {
       const auto ok = passing(plan.verdicts);
       const std::string msg = "backend " + requested + " (from " + why_src + ") cannot run " + layer_title(layer) +
@@ -247,12 +262,12 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
       }
     } else {
       KernelChoice c;
-      c.backend = requested;
+      c.backend = chosen_backend;
       c.m_max = b->capability().max_m;
       ranges.push_back(c);
       covered = c.m_max == kMaxM;
       if (!covered)
-        plan.notes.push_back(requested + " serves " + range_text(1, c.m_max) + " only (its max_m); larger M is "
+        plan.notes.push_back(chosen_backend + " serves " + range_text(1, c.m_max) + " only (its max_m); larger M is "
                              "planned by auto");
     }
   }
@@ -292,7 +307,17 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
     if (const Verdict* v = verdict_of(plan, r.backend); v && !v->note.empty()) add_note(plan.notes, r.backend + ": " + v->note);
 
   for (const auto& r : ranges) {
-    const std::string err = assign_params(*registry.find(r.backend), r, layer, config, ov, device, cache,
+    // An override that names a backend carries that backend's parameters: the M ranges another
+    // backend serves (beyond a GEMV's max_m, say) are planned with their own.
+    const LayerOverride* range_ov = ov;
+    if (override_backend && r.backend != ov->backend) {
+      range_ov = nullptr;
+      if (!ov->params.empty())
+        add_note(plan.notes, "override '" + ov->pattern + "' parameters " + ov->params.to_json() + " are for " +
+                                 ov->backend + "; " + r.backend + " serves " + range_text(r.m_min, r.m_max) +
+                                 " with its own");
+    }
+    const std::string err = assign_params(*registry.find(r.backend), r, layer, config, range_ov, device, cache,
                                           plan.choices, plan.notes);
     if (!err.empty()) {
       plan.error = layer_title(layer) + ": " + err;
@@ -307,6 +332,7 @@ LinearPlan plan_one(const LayerSpec& layer, const RuntimeConfig& config, const D
   for (const auto& c : plan.choices) chosen.insert(c.backend);
   for (const auto& f : config.fallback) {
     const Verdict* v = verdict_of(plan, f);
+    if (chosen.count(f)) continue;   // already serving a range: not a fallback of itself
     if (!v) {
       plan.notes.push_back("fallback '" + f + "' is not a registered backend; skipped");
     } else if (!v->ok) {

@@ -6,6 +6,7 @@
 
 #include "qrt/device.h"
 #include "qrt/error.h"
+#include "qrt/plan.h"
 
 namespace qrt {
 namespace {
@@ -99,6 +100,36 @@ TEST(ResolveDevice, AutoPicksTheGpuWhenPresentAndSaysWhy) {
   std::string untouched = "x";
   resolve_device("cpu", &untouched);
   EXPECT_EQ(untouched, "x") << "a named device has no 'why'";
+}
+
+// "auto" skips a GPU no backend of this binary can run on (below sm_80 today) and takes the next
+// one or the CPU, with the reason in the log line. Fake device lists stand in for the probe.
+TEST(ResolveDevice, AutoSkipsGpusNoBackendServes) {
+  DeviceInfo t4 = target_profile("t4");   // sm_75
+  t4.id = "cuda:0";
+  const std::string reason = gpu_unusable_reason(t4, BackendRegistry::global());
+  EXPECT_NE(reason.find("cuda:0"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("(sm_75) has no backend to run on it"), std::string::npos) << reason;
+  DeviceInfo h100 = target_profile("h100");
+  h100.id = "cuda:1";
+  bool cuda_built = false;
+  for (const Backend* b : BackendRegistry::global().all())
+    cuda_built |= b->capability().device == DeviceKind::Cuda && b->built();
+  EXPECT_EQ(gpu_unusable_reason(h100, BackendRegistry::global()).empty(), cuda_built);
+
+  auto only_sm80 = [](const DeviceInfo& g) {
+    return g.gpu.compute_capability() >= 80 ? std::string() : g.id + " is sm_" + std::to_string(g.gpu.compute_capability());
+  };
+  std::string why;
+  DeviceInfo d = choose_auto_device({t4, h100}, "", only_sm80, &why);
+  EXPECT_EQ(d.id, "cuda:1");
+  EXPECT_NE(why.find("skipped cuda:0 is sm_75"), std::string::npos) << why;
+  d = choose_auto_device({t4}, "", only_sm80, &why);
+  EXPECT_EQ(d.kind, DeviceKind::Cpu);
+  EXPECT_EQ(why, "auto: no usable CUDA device: cuda:0 is sm_75");
+  d = choose_auto_device({}, "built without CUDA", only_sm80, &why);
+  EXPECT_EQ(d.kind, DeviceKind::Cpu);
+  EXPECT_EQ(why, "auto: built without CUDA");
 }
 
 }  // namespace

@@ -281,6 +281,71 @@ TEST(Selection, PerLayerOverrideBackendWins) {
   EXPECT_EQ(ranges_of(plans[1]), "cpu_simd@1-");
 }
 
+// An override naming a backend that serves some M only (cuda_gemv: M <= 8) carries that backend's
+// parameters: the other ranges are planned by auto with their own, not handed parameters another
+// backend rejects ({"backend": "exllama_v2", "wt": 2} on an RTX 4090 used to fail every layer).
+TEST(Selection, OverrideParamsApplyOnlyToTheOverridesBackend) {
+  const RuntimeConfig config = RuntimeConfig::from_json_text(
+      R"({"layers": {"model.layers.*.self_attn.q_proj": {"backend": "exllama_v2", "wt": 2}}})", "test.json",
+      RuntimeConfig{});
+  const auto plans = plan_layers({int_layer("model.layers.0.self_attn.q_proj", 4096, 4096, 4, 128, ZeroKind::Symmetric)},
+                                 config, target_profile("rtx4090"));
+  ASSERT_TRUE(plans[0].ok()) << plans[0].error;
+  EXPECT_EQ(ranges_of(plans[0]), "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-");
+  for (const auto& c : plans[0].choices) {
+    if (c.backend == "cuda_gemv") {
+      EXPECT_EQ(c.source, ParamSource::Override);
+      EXPECT_NE(c.params.to_json().find("\"wt\":2"), std::string::npos) << c.params.to_json();
+    } else {
+      EXPECT_NE(c.source, ParamSource::Override) << c.backend;
+      EXPECT_EQ(c.params.to_json().find("wt"), std::string::npos) << c.backend << " " << c.params.to_json();
+    }
+  }
+  bool noted = false;
+  for (const auto& n : plans[0].notes) noted |= n.find("are for cuda_gemv; cuda_marlin serves M 9..128 with its own") != std::string::npos;
+  EXPECT_TRUE(noted);
+  // Without a backend, override parameters are demands on every range: a backend that does not
+  // take them is an error (a CPU-only build's CUDA stubs validate nothing, so there they reach
+  // every range as overrides).
+  const RuntimeConfig flat = RuntimeConfig::from_json_text(R"({"layers": {"*": {"wt": 2}}})", "test.json", RuntimeConfig{});
+  const LinearPlan fp = plan_layers({int_layer("x", 4096, 4096, 4, 128, ZeroKind::Symmetric)}, flat, target_profile("rtx4090"))[0];
+  if (BackendRegistry::global().find("cuda_marlin")->built()) {
+    EXPECT_FALSE(fp.ok());
+  } else {
+    ASSERT_TRUE(fp.ok()) << fp.error;
+    for (const auto& c : fp.choices) EXPECT_EQ(c.source, ParamSource::Override) << c.backend;
+  }
+}
+
+// An explicit backend that cannot run on this device falls back, at plan time, to the user's own
+// fallback list; the list never holds a backend a range already runs.
+TEST(Selection, ExplicitBackendFallsBackAtPlanTimeToTheFallbackList) {
+  CliOverrides cli;
+  cli.backend = "marlin";
+  cli.fallback = std::vector<std::string>{"cuda_marlin", "cpu_simd", "cpu_ref"};
+  const RuntimeConfig config = build_runtime_config(CheckpointRuntime{}, "", cli);
+  const auto plans = plan_layers({int_layer("x", 256, 256, 4, 128, ZeroKind::Symmetric)}, config,
+                                 target_profile("cpu-avx2"));
+  ASSERT_TRUE(plans[0].ok()) << plans[0].error;
+  EXPECT_EQ(ranges_of(plans[0]), "cpu_simd@1-");
+  ASSERT_FALSE(plans[0].notes.empty());
+  EXPECT_NE(plans[0].notes[0].find("backend cuda_marlin (from cli --backend) cannot run this layer on cpu"),
+            std::string::npos) << plans[0].notes[0];
+  EXPECT_NE(plans[0].notes[0].find("using fallback cpu_simd"), std::string::npos) << plans[0].notes[0];
+  EXPECT_EQ(plans[0].fallback, std::vector<std::string>{"cpu_ref"}) << "no cpu_simd (it runs), no cuda_marlin (cannot)";
+  // Without a fallback that can run it, the explicit choice is still an error.
+  CliOverrides alone;
+  alone.backend = "marlin";
+  EXPECT_FALSE(plan_layers({int_layer("x", 256, 256, 4, 128, ZeroKind::Symmetric)}, build_runtime_config(CheckpointRuntime{}, "", alone),
+                           target_profile("cpu-avx2"))[0].ok());
+  // A chosen backend listed as a fallback of itself is dropped.
+  RuntimeConfig self;
+  self.backend = "cpu_simd";
+  self.fallback = {"cpu_simd", "cpu_ref"};
+  const auto p2 = plan_layers({int_layer("x", 256, 256, 4, 128, ZeroKind::Symmetric)}, self, target_profile("cpu-avx2"));
+  EXPECT_EQ(p2[0].fallback, std::vector<std::string>{"cpu_ref"});
+}
+
 // ---- a local registry with fake backends ----
 struct LocalRegistry {
   BackendRegistry reg;
@@ -369,6 +434,34 @@ TEST(Ranges, QuantLinearDispatchesByRowCount) {
     ql->forward({x.data(), DType::F32, m, 32, DeviceKind::Cpu}, {y.data(), DType::F32, m, 16, DeviceKind::Cpu},
                 {&pool, nullptr});
     EXPECT_LT(test::relative_error(y, test::reference_forward(w, x, m)), 1e-5) << "M=" << m;
+  }
+}
+
+// A plan not made by plan_layers may leave some M uncovered: forward() says so instead of leaving
+// y as it was.
+TEST(Ranges, ForwardWithNoRangeForMThrowsNamingIt) {
+  BackendRegistry reg;
+  reg.add(std::make_unique<test::FakeBackend>("small", false, 4));
+  const LayerSpec spec = int_layer("model.layers.0.mlp.up_proj", 32, 16, 4, -1, ZeroKind::Symmetric);
+  LinearPlan plan;
+  plan.layer = spec;
+  KernelChoice c;
+  c.backend = "small";
+  c.m_min = 1;
+  c.m_max = 4;
+  plan.choices.push_back(c);
+  const QuantizedWeight w = test::random_weight(spec, 12);
+  auto ql = QuantLinear::build(w, plan, target_profile("cpu-avx2"), reg);
+  ThreadPool pool(1);
+  std::vector<float> x(6 * 32, 0.5f), y(6 * 16, 7.0f);
+  try {
+    ql->forward({x.data(), DType::F32, 6, 32, DeviceKind::Cpu}, {y.data(), DType::F32, 6, 16, DeviceKind::Cpu},
+                {&pool, nullptr});
+    FAIL() << "M = 6 ran with no kernel";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::NoBackend);
+    EXPECT_NE(std::string(e.what()).find("model.layers.0.mlp.up_proj: no kernel of its plan serves M = 6 (the plan covers M 1..4)"),
+              std::string::npos) << e.what();
   }
 }
 
