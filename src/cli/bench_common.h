@@ -76,6 +76,13 @@ KernelParams bench_params(const Backend& be, const LayerSpec& spec, int64_t m, c
 void check_params_accepted(const BenchOptions& o, const std::vector<std::string>& backends, const LayerSpec& spec,
                            const DeviceInfo& device);
 
+// Before anything is allocated or timed: --min-time / --max-time finite and bounded, --batch and
+// --group-size in range (bench_limits.cpp).
+void check_bench_options(const BenchOptions& o);
+// Every size multiplied with overflow checks, and the largest buffers of each shape compared with
+// the host memory available; throws naming the shape and how much it needs.
+void check_bench_memory(const BenchOptions& o, const std::vector<Shape>& shapes);
+
 // The GPU sweep (`--device cuda[:N]`); throws qrt::Error in a build without CUDA.
 int run_bench_gpu(const BenchOptions& o);
 

@@ -15,6 +15,7 @@
 #include <fmt/format.h>
 
 #include "cli/bench_common.h"
+#include "core/text_escape.h"
 #include "qrt/error.h"
 #include "qrt/plan.h"
 #include "qrt/runtime_config.h"
@@ -59,6 +60,7 @@ int run_bench_gpu(const BenchOptions& o) {
   const int gpu = device.gpu.index;
   std::unique_ptr<Checkpoint> ckpt;
   const std::vector<Shape> shapes = collect_shapes(o, &ckpt);
+  check_bench_memory(o, shapes);
   const int64_t max_m = *std::max_element(o.batch.begin(), o.batch.end());
   // Kernels are prepared for the largest M of the sweep (workspaces that grow with M).
   const PrepareContext prepare_ctx(device, max_m, [](const std::string& s) { std::fprintf(stderr, "qrt: %s\n", s.c_str()); });
@@ -74,7 +76,8 @@ int run_bench_gpu(const BenchOptions& o) {
   std::unique_ptr<TuningCache> cache;
   if (!o.tuning_cache.empty()) {
     cache = std::make_unique<TuningCache>(TuningCache::load(o.tuning_cache, device));
-    for (const auto& w : cache->warnings()) std::fprintf(stderr, "warning: tuning cache: %s\n", w.c_str());
+    for (const auto& w : cache->warnings())
+      std::fprintf(stderr, "warning: tuning cache: %s\n", escape_message(w).c_str());
     if (std::find(names.begin(), names.end(), "plan") == names.end()) names.push_back("plan");
   }
 

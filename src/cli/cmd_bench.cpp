@@ -194,8 +194,10 @@ LayerSpec shape_spec(const std::string& text, const BenchOptions& o) {
   LayerSpec s;
   try {
     if (x == std::string::npos) throw std::invalid_argument(text);
-    s.in_features = std::stoll(text.substr(0, x));
-    s.out_features = std::stoll(text.substr(x + 1));
+    size_t used_k = 0, used_n = 0;
+    s.in_features = std::stoll(text.substr(0, x), &used_k);
+    s.out_features = std::stoll(text.substr(x + 1), &used_n);
+    if (used_k != x || used_n != text.size() - x - 1) throw std::invalid_argument(text);
   } catch (const std::exception&) {
     throw invalid_input("--shape '" + text + "': expected KxN, e.g. 14336x4096 (in_features x out_features)");
   }
@@ -403,6 +405,7 @@ int run_bench(const BenchOptions& o) {
     throw invalid_input("qrt bench: give a MODEL or at least one --shape KxN");
   for (int64_t m : o.batch)
     if (m <= 0) throw invalid_input("--batch: every value must be positive, got " + std::to_string(m));
+  check_bench_options(o);
   if (o.device != "cpu") return run_bench_gpu(o);
   const DeviceInfo device = probe_cpu();
   ThreadPool pool(o.threads);
@@ -413,6 +416,7 @@ int run_bench(const BenchOptions& o) {
 
   std::unique_ptr<Checkpoint> ckpt;
   const std::vector<Shape> shapes = collect_shapes(o, &ckpt);
+  check_bench_memory(o, shapes);
   check_params_accepted(o, o.backends, shapes.front().spec, device);
 
   std::printf("qrt bench on %s, %d threads\n", device.describe().c_str(), pool.size());

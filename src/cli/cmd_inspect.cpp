@@ -16,8 +16,9 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "core/text_escape.h"
+#include "io/bounded_read.h"
 #include "io/json_strict.h"
-#include "io/mapped_file.h"
 #include "qrt/error.h"
 #include "qrt/checkpoint.h"
 #include "qrt/gguf.h"
@@ -80,11 +81,9 @@ std::string shape_text(const std::vector<int64_t>& s) {
   return r + "]";
 }
 
-// Printable form of an untrusted name for the table (control bytes escaped, no quotes).
-std::string printable(const std::string& s) {
-  std::string q = io::quote_name(s, 500);
-  return q.substr(1, q.size() - 2);
-}
+// Printable form of untrusted text (a name or value read from the file) for the terminal: escape
+// sequences, controls and bidirectional overrides escaped, no quotes (core/text_escape.h).
+std::string printable(const std::string& s, size_t max = 500) { return escape_untrusted(s, max); }
 
 bool use_color() { return ::isatty(STDOUT_FILENO) && std::getenv("NO_COLOR") == nullptr; }
 
@@ -127,10 +126,10 @@ Report inspect_gguf(const std::string& path) {
   r.file_bytes = f.file_size();
   const std::string arch = f.find_string("general.architecture").value_or("");
   if (!arch.empty()) {
-    r.model.emplace_back("architecture", arch);
+    r.model.emplace_back("architecture", printable(arch));
     r.dims["architecture"] = arch;
   }
-  if (auto name = f.find_string("general.name")) r.model.emplace_back("name", *name);
+  if (auto name = f.find_string("general.name")) r.model.emplace_back("name", printable(*name));
   const std::string p = arch.empty() ? "llama" : arch;
   add_dim(r, "hidden size", "hidden_size", f.find_int(p + ".embedding_length"));
   add_dim(r, "layers", "num_layers", f.find_int(p + ".block_count"));
@@ -205,27 +204,25 @@ Report inspect_safetensors(const std::string& path, bool folder) {
     const fs::path cfg = fs::path(path) / "config.json";
     if (fs::exists(cfg)) {
       const std::string cp = cfg.string();
-      auto m = io::MappedFile::open(cp);
-      auto b = m->bytes();
-      if (b.size() > (64u << 20)) throw invalid_input(cp + ": larger than 64 MiB, not a config file");
-      const char* s = reinterpret_cast<const char*>(b.data());
-      nlohmann::json j = io::parse_json_strict(s, s + b.size(), cp);
+      const std::string text = io::read_file_bounded(cp, io::kMaxConfigFileBytes, "a JSON config file");
+      nlohmann::json j = io::parse_json_strict(text.data(), text.data() + text.size(), cp);
       if (!j.is_object()) throw invalid_input(cp + ": not a JSON object");
       std::string arch;
       if (auto a = j.find("architectures"); a != j.end() && a->is_array() && !a->empty() && (*a)[0].is_string())
         arch = (*a)[0].get<std::string>();
       if (!arch.empty()) {
-        r.model.emplace_back("architecture", arch);
+        r.model.emplace_back("architecture", printable(arch));
         r.dims["architecture"] = arch;
         const auto archs = supported_architectures();
         if (std::find(archs.begin(), archs.end(), arch) == archs.end()) {
           std::string list;
           for (const auto& a : archs) list += (list.empty() ? "" : ", ") + a;
-          r.warnings.push_back(cp + ": architecture '" + arch + "' is not supported by qrt run (qrt runs " + list + ")");
+          r.warnings.push_back(cp + ": architecture " + io::quote_name(arch, 80) + " is not supported by qrt run (qrt runs " +
+                               list + ")");
         }
       }
       if (auto mt = j.find("model_type"); mt != j.end() && mt->is_string()) {
-        r.model.emplace_back("model type", mt->get<std::string>());
+        r.model.emplace_back("model type", printable(mt->get<std::string>()));
         r.dims["model_type"] = mt->get<std::string>();
       }
       add_dim(r, "hidden size", "hidden_size", json_int(j, "hidden_size"));
@@ -236,13 +233,13 @@ Report inspect_safetensors(const std::string& path, bool folder) {
       add_dim(r, "vocab size", "vocab_size", json_int(j, "vocab_size"));
       add_dim(r, "context length", "context_length", json_int(j, "max_position_embeddings"));
       if (auto d = j.find("torch_dtype"); d != j.end() && d->is_string()) {
-        r.model.emplace_back("dtype", d->get<std::string>());
+        r.model.emplace_back("dtype", printable(d->get<std::string>()));
         r.dims["torch_dtype"] = d->get<std::string>();
       }
       if (auto q = j.find("quantization_config"); q != j.end()) {
         if (!q->is_object()) throw invalid_input(cp + ": quantization_config must be an object");
         std::string method = "unknown";
-        if (auto qm = q->find("quant_method"); qm != q->end() && qm->is_string()) method = qm->get<std::string>();
+        if (auto qm = q->find("quant_method"); qm != q->end() && qm->is_string()) method = printable(qm->get<std::string>(), 80);
         r.quant_method = method;
         // The same validation run/plan/dequantize apply: a value qrt would refuse (bits 5, a group
         // size of 0) is an error here too (exit 2); a quant_method qrt does not know is described
@@ -254,7 +251,8 @@ Report inspect_safetensors(const std::string& path, bool folder) {
           r.warnings.push_back(e.what());
         }
         r.quant_json = ordered_json::parse(q->dump());
-        for (auto& [k, v] : q->items()) r.quant_lines.emplace_back(k, v.dump());
+        for (auto& [k, v] : q->items())
+          r.quant_lines.emplace_back(printable(k, 80), printable(v.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)));
       }
     }
   }
@@ -374,7 +372,8 @@ void print_json(const Report& r, const Options& o) {
   j["tensor_count"] = r.rows.size();
   j["total_bytes"] = r.total_bytes;
   // Names from files may hold invalid UTF-8; replace rather than throw while printing.
-  fmt::print("{}\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+  // ensure_ascii: every non-ASCII character as \uXXXX, so no text from the file reaches the terminal raw.
+  fmt::print("{}\n", j.dump(2, ' ', true, nlohmann::json::error_handler_t::replace));
 }
 
 bool has_gguf_magic(const std::string& path) {
@@ -406,6 +405,9 @@ int run_inspect(const Options& o) {
   Report r;
   if (fs::is_directory(st)) {
     r = inspect_safetensors(o.path, true);
+  } else if (!fs::is_regular_file(st)) {
+    throw invalid_input(o.path + ": not a regular file (a FIFO, device or socket); pass a Hugging Face model folder, "
+                        "a .gguf or a .safetensors file");
   } else {
     const std::string ext = fs::path(o.path).extension().string();
     if (ext == ".gguf" || (ext != ".safetensors" && has_gguf_magic(o.path)))
@@ -417,7 +419,7 @@ int run_inspect(const Options& o) {
                                    "a Hugging Face model folder (with config.json), a .gguf or a .safetensors file");
   }
   std::fflush(stdout);
-  for (const auto& w : r.warnings) std::fprintf(stderr, "qrt: warning: %s\n", w.c_str());
+  for (const auto& w : r.warnings) std::fprintf(stderr, "qrt: warning: %s\n", escape_message(w).c_str());
   if (o.json)
     print_json(r, o);
   else

@@ -14,6 +14,8 @@
 
 #include "cli/command.h"
 #include "cli/engine_cli.h"
+#include "core/host_memory.h"
+#include "io/bounded_read.h"
 #include "qrt/thread_pool.h"
 #include "qrt/error.h"
 #include "qrt/generator.h"
@@ -33,13 +35,10 @@ struct PplOptions {
 int perplexity_command(const PplOptions& o) {
   using clock = std::chrono::steady_clock;
   const std::string path = resolve_model_path(o.model);
-  if (o.ctx < 4) throw invalid_input(fmt::format("--ctx {}: expected at least 4 tokens", o.ctx));
+  if (o.ctx < 4 || o.ctx > (int64_t{1} << 31))
+    throw invalid_input(fmt::format("--ctx {}: expected a window of 4 to 2^31 tokens", o.ctx));
   o.engine.validate();
-  std::ifstream in(o.file, std::ios::binary);
-  if (!in) throw io_error(fmt::format("{}: cannot open the text file", o.file));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
+  const std::string text = io::read_file_bounded(o.file, io::kMaxTextFileBytes, "a text file to evaluate (-f)");
   if (text.empty()) throw invalid_input(fmt::format("{}: the text file is empty", o.file));
 
   const auto t0 = clock::now();
@@ -47,6 +46,13 @@ int perplexity_command(const PplOptions& o) {
   cli.max_input_length = o.ctx;
   cli.max_new_tokens = 0;
   std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
+  {
+    // The logits of a whole window, [ctx x vocab] floats, checked before the model, the engine
+    // (whose KV cache checks itself) and the buffer are made.
+    const int64_t v = checkpoint->config().vocab_size;
+    const std::string what = fmt::format("qrt perplexity: the logits of a --ctx {} window ({} x {} floats)", o.ctx, o.ctx, v);
+    check_host_memory(checked_product({o.ctx, v, 4}, what), what);
+  }
   const ResolvedSetup setup = resolve_setup(*checkpoint, o.engine.setup_request(cli));
   auto weights = load_model(*checkpoint, o.engine.load_options());
   checkpoint.reset();  // unmap the files: what the model needs is loaded

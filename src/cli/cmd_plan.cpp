@@ -19,6 +19,7 @@
 
 #include "cli/command.h"
 #include "cli/engine_cli.h"
+#include "core/text_escape.h"
 #include "model/fused_projections.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
@@ -204,12 +205,13 @@ int run_plan(const PlanOptions& o) {
     j["layers_without_backend"] = failed;
     j["fused_layers"] = nlohmann::ordered_json::array();  // GPU engine: q/k/v, gate/up as one GEMM each
     for (const auto& p : fused_plans) j["fused_layers"].push_back(plan_json(p));
-    std::printf("%s\n", j.dump(2).c_str());
+    // ensure_ascii: names and notes from the checkpoint reach the terminal as \uXXXX, never raw.
+    std::printf("%s\n", j.dump(2, ' ', true, nlohmann::json::error_handler_t::replace).c_str());
     return failed ? 1 : 0;
   }
 
-  std::printf("model:   %s (%s, %s)\n", o.model.c_str(), ck->config().architecture.c_str(),
-              ck->quantization().empty() ? "unquantized" : ck->quantization().describe().c_str());
+  std::printf("model:   %s (%s, %s)\n", escape_untrusted(o.model).c_str(), ck->config().architecture.c_str(),
+              ck->quantization().empty() ? "unquantized" : escape_untrusted(ck->quantization().describe()).c_str());
   std::printf("device:  %s%s\n", device.describe().c_str(), device_why.empty() ? "" : (" (" + device_why + ")").c_str());
   std::printf("backend: %s (%s)", config.backend.c_str(), config.provenance_of("backend").c_str());
   if (!config.fallback.empty()) {
@@ -224,7 +226,7 @@ int run_plan(const PlanOptions& o) {
   }
   std::printf("\ntuning:  %s\n", cache ? (cache_path + " (" + std::to_string(cache->size()) + " entries)").c_str()
                                         : "off");
-  for (const auto& w : warnings) std::printf("warning: %s\n", w.c_str());
+  for (const auto& w : warnings) std::printf("warning: %s\n", escape_message(w).c_str());
   std::printf("\n");
 
   if (plans.empty()) std::printf("no quantized linear layers: every linear runs dense\n");
@@ -270,15 +272,15 @@ int run_plan(const PlanOptions& o) {
     if (!p.ok()) {
       // The verdict list of the error is printed below, grouped; keep its summary line here.
       std::string first = p.error.substr(0, p.error.find('\n'));
-      std::printf("    error: %s\n", first.c_str());
+      std::printf("    error: %s\n", escape_untrusted(first).c_str());
     }
-    for (const auto& l : rejection_lines(p)) std::printf("    - %s\n", l.c_str());
+    for (const auto& l : rejection_lines(p)) std::printf("    - %s\n", escape_untrusted(l).c_str());
     if (!p.fallback.empty()) {
       std::string f;
       for (const auto& n : p.fallback) f += (f.empty() ? "" : " -> ") + n;
       std::printf("    fallback if prepare or the first run fails: %s\n", f.c_str());
     }
-    for (const auto& n : p.notes) std::printf("    note: %s\n", n.c_str());
+    for (const auto& n : p.notes) std::printf("    note: %s\n", escape_untrusted(n).c_str());
   }
 
   std::printf("\nsummary:\n");

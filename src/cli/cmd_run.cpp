@@ -15,6 +15,7 @@
 
 #include "cli/command.h"
 #include "cli/engine_cli.h"
+#include "cli/number_validators.h"
 #include "qrt/thread_pool.h"
 #include "qrt/error.h"
 #include "qrt/generator.h"
@@ -106,7 +107,7 @@ int run_command(const RunOptions& o) {
   EngineOptions eo = o.engine.engine_options(setup);
   eo.log = [&](const std::string& m) {
     if (o.verbose || m.find("fail") != std::string::npos || m.find("fall") != std::string::npos)
-      std::fprintf(stderr, "qrt: %s\n", m.c_str());
+      std::fprintf(stderr, "qrt: %s\n", escape_message(m).c_str());
   };
   std::unique_ptr<ForwardEngine> engine = make_engine(weights, eo);
   // The engine packed its own copies: the canonical weights are re-read if a fallback needs them.
@@ -114,7 +115,8 @@ int run_command(const RunOptions& o) {
   const double load_seconds = std::chrono::duration<double>(clock::now() - t_load).count();
   if (o.verbose) {
     for (const auto& p : engine->plans())
-      for (const auto& note : p.notes) std::fprintf(stderr, "qrt: %s: %s\n", p.layer.name.c_str(), note.c_str());
+      for (const auto& note : p.notes)
+        std::fprintf(stderr, "qrt: %s: %s\n", p.layer.name.c_str(), escape_untrusted(note).c_str());
     // What runs, one line per layer and M range (tests/cli/e2e_plan_vs_run.sh compares it with `qrt plan --json`).
     for (const auto& [name, ranges] : engine->kernels())
       for (const auto& k : ranges)
@@ -130,7 +132,7 @@ int run_command(const RunOptions& o) {
     if (!o.system.empty()) messages.push_back({"system", o.system});
     messages.push_back({"user", o.prompt});
     if (!tokenizer.chat_template().warning().empty())
-      std::fprintf(stderr, "qrt: warning: %s\n", tokenizer.chat_template().warning().c_str());
+      std::fprintf(stderr, "qrt: warning: %s\n", escape_message(tokenizer.chat_template().warning()).c_str());
     prompt = tokenizer.encode(tokenizer.apply_chat_template(messages, true), /*add_special=*/false);
   } else {
     if (!o.system.empty()) std::fprintf(stderr, "qrt: warning: --system is only used with --chat\n");
@@ -204,7 +206,7 @@ const CommandRegistrar registrar(
       o->o_top_p = app.add_option("--top-p", o->top_p, "Nucleus sampling threshold (1 = off)");
       o->o_min_p = app.add_option("--min-p", o->min_p, "Drop tokens below min-p x the top probability (0 = off)");
       o->o_repeat = app.add_option("--repeat-penalty", o->repeat_penalty, "Repetition penalty (1 = off)");
-      app.add_option("--seed", o->seed, "Random seed for sampling")->capture_default_str();
+      app.add_option("--seed", o->seed, "Random seed for sampling")->capture_default_str()->check(unsigned_64bit_integer());
       o->o_max_input = app.add_option("--max-input-length", o->max_input_length,
                                       "Longest prompt in tokens (sizes the KV cache with -n)");
       app.add_flag("-v,--verbose", o->verbose, "Print plan notes and backend messages");

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "core/text_escape.h"
 #include "qrt/error.h"
 #include "qrt/model.h"
 #include "qrt/runtime_config.h"
@@ -85,7 +86,7 @@ struct EngineCliOptions {
 
   // The setup's engine options with the engine flags; prints the setup's warnings.
   EngineOptions engine_options(const ResolvedSetup& setup) const {
-    for (const auto& w : setup.warnings) std::fprintf(stderr, "qrt: warning: %s\n", w.c_str());
+    for (const auto& w : setup.warnings) std::fprintf(stderr, "qrt: warning: %s\n", escape_message(w).c_str());
     EngineOptions eo = setup.engine_options();
     eo.kv_dtype = kv_cache == "f16" ? KvCacheDType::F16 : KvCacheDType::F32;
     return eo;
