@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "io/json_strict.h"
 #include "qrt/backend.h"
 #include "qrt/error.h"
 #include "qrt/plan.h"
@@ -66,7 +67,7 @@ KernelParams KernelParams::from_json(const std::string& json) {
   try {
     j = nlohmann::json::parse(json);
   } catch (const nlohmann::json::exception& e) {
-    throw invalid_input(std::string("kernel parameters: malformed JSON: ") + e.what());
+    throw invalid_input(std::string("kernel parameters: malformed JSON: ") + io::json_error_text(e));
   }
   if (!j.is_object()) throw invalid_input("kernel parameters: expected a JSON object, got " + j.dump());
   KernelParams p;

@@ -168,7 +168,7 @@ std::vector<std::string> RuntimeConfig::apply_checkpoint_tune_metadata(
     try {
       j = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
-      warnings.push_back(where + "." + module + ": malformed JSON, ignored: " + e.what());
+      warnings.push_back(where + "." + module + ": malformed JSON, ignored: " + io::json_error_text(e));
       continue;
     }
     if (!j.is_object()) {
@@ -236,7 +236,7 @@ RuntimeConfig RuntimeConfig::from_json_text(const std::string& text, const std::
   try {
     j = ojson::parse(text);
   } catch (const ojson::exception& e) {
-    throw invalid_input(origin + ": malformed JSON: " + e.what());
+    throw invalid_input(origin + ": malformed JSON: " + io::json_error_text(e));
   }
   if (!j.is_object()) throw invalid_input(origin + ": expected a JSON object at the top level");
   RuntimeConfig c = std::move(base);

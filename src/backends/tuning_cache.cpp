@@ -10,6 +10,7 @@
 
 #include "backends/backends_internal.h"
 #include "io/bounded_read.h"
+#include "io/json_strict.h"
 #include "qrt/error.h"
 #include "qrt/plan.h"
 
@@ -97,7 +98,7 @@ TuningCache TuningCache::load(const std::string& path, const DeviceInfo& device,
     try {
       j = nlohmann::json::parse(text);
     } catch (const nlohmann::json::exception& e) {
-      throw invalid_input(path + ": corrupt tuning cache (malformed JSON: " + e.what() + ")");
+      throw invalid_input(path + ": corrupt tuning cache (malformed JSON: " + io::json_error_text(e) + ")");
     }
     // Types are checked before any get<>(): nlohmann throws its own exceptions on a mismatch.
     if (!j.is_object() || !j.contains("format") || !j["format"].is_string() ||
@@ -114,7 +115,7 @@ TuningCache TuningCache::load(const std::string& path, const DeviceInfo& device,
         TuningEntry t = entry_from_json(e, where);
         cache.entries_[t.key.to_string()] = std::move(t);
       } catch (const nlohmann::json::exception& x) {  // a type the checks above missed: still a clean error
-        throw invalid_input(where + ": " + x.what());
+        throw invalid_input(where + ": " + io::json_error_text(x));
       }
     }
   } catch (const Error& e) {

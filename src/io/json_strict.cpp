@@ -38,9 +38,7 @@ class StrictBuilder {
     return true;
   }
   bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) {
-    // nlohmann quotes the offending bytes, which may be invalid UTF-8 or control characters.
-    const std::string q = quote_name(e.what(), 400);
-    return fail(what_ + ": invalid JSON: " + q.substr(1, q.size() - 2));
+    return fail(what_ + ": invalid JSON: " + json_error_text(e));
   }
 
   json take() { return std::move(root_); }
@@ -95,6 +93,16 @@ nlohmann::json parse_json_strict(const char* begin, const char* end, const std::
   if (!ok || !builder.error().empty())
     throw invalid_input(builder.error().empty() ? what + ": invalid JSON" : builder.error());
   return builder.take();
+}
+
+std::string json_error_text(const std::exception& e) {
+  std::string_view text = e.what();
+  if (text.rfind("[json.exception.", 0) == 0) {
+    const size_t close = text.find("] ");
+    if (close != std::string_view::npos) text.remove_prefix(close + 2);
+  }
+  // nlohmann quotes the offending bytes, which may be invalid UTF-8 or control characters.
+  return escape_untrusted(text, 400);
 }
 
 std::string quote_name(std::string_view s, size_t max) { return "'" + escape_untrusted(s, max) + "'"; }

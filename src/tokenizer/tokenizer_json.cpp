@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "io/bounded_read.h"
+#include "io/json_strict.h"
 #include "qrt/error.h"
 #include "tokenizer/tokenizer_impl.h"
 
@@ -229,7 +230,7 @@ Tokenizer Tokenizer::from_tokenizer_json_text(const std::string& json_text, cons
   try {
     j = json::parse(json_text);
   } catch (const json::exception& e) {
-    throw invalid_input(origin + ": not valid JSON: " + e.what());
+    throw invalid_input(origin + ": not valid JSON: " + io::json_error_text(e));
   }
   TokenizerParts p;
   p.origin = origin;
@@ -359,7 +360,7 @@ Tokenizer Tokenizer::from_tokenizer_json_text(const std::string& json_text, cons
       try {
         cfg = json::parse(tokenizer_config_text);
       } catch (const json::exception& e) {
-        throw invalid_input(origin + ": tokenizer_config.json is not valid JSON: " + e.what());
+        throw invalid_input(origin + ": tokenizer_config.json is not valid JSON: " + io::json_error_text(e));
       }
       if (cfg.is_object()) {
         const std::string bos = config_token(cfg, "bos_token"), eos = config_token(cfg, "eos_token"),
@@ -386,7 +387,7 @@ Tokenizer Tokenizer::from_tokenizer_json_text(const std::string& json_text, cons
     // Without a config, the post-processor's first special token is the BOS.
     if (p.bos_id < 0 && !p.prefix_ids.empty()) p.bos_id = p.prefix_ids.front();
   } catch (const json::exception& e) {
-    throw invalid_input(origin + ": unexpected JSON structure: " + e.what());
+    throw invalid_input(origin + ": unexpected JSON structure: " + io::json_error_text(e));
   } catch (const Error& e) {
     // Helpers below the loader name the field but not the file.
     if (std::string(e.what()).rfind(origin, 0) == 0) throw;

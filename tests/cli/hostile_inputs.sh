@@ -163,6 +163,11 @@ expect_error "perplexity --ctx past 2^31" "--ctx" perplexity -m "$T/tiny" -f "$D
 
 # ---- messages that say what is wrong ----
 expect_error "a folder as the text file" "a folder, not a regular file" perplexity -m "$T/tiny" -f "$tmp/adir"
+printf '{"backend": "auto",' >"$tmp/broken.json"
+expect_error "malformed --config JSON" "broken.json: malformed JSON: parse error" run -m "$T/tiny" -p hi -n 1 --config "$tmp/broken.json"
+cp -r "$T/tiny" "$tmp/badtok" && printf '{"model": ' >"$tmp/badtok/tokenizer.json"
+expect_error "malformed tokenizer.json" "tokenizer.json: not valid JSON: parse error" run -m "$tmp/badtok" -p hi -n 1
+expect_error "malformed --params" "kernel parameters: malformed JSON: parse error" bench --shape 64x64 --params '{"m_tile":'
 expect_error "--seed -1" "--seed" run -m "$T/tiny" -p hi -n 1 --seed -1
 expect_error "--seed 2^64" "--seed" run -m "$T/tiny" -p hi -n 1 --seed 18446744073709551616
 expect_error "bench --min-time inf" "--min-time inf" bench --shape 64x64 --min-time inf
