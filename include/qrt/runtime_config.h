@@ -49,7 +49,7 @@ struct RuntimeConfig {
   // GPU engine: run q/k/v (and gate/up) of a block as one GEMM over their concatenated weights
   // where the three (two) have the same format and no per-layer override (fewer launches).
   bool fuse_projections = true;
-  int threads = 0;                          // CPU threads; 0 = all cores
+  int threads = 0;                          // CPU threads; 0 = ThreadPool::available_cpus()
   // Where each field came from ("cli", "config file", "checkpoint", "env", "default"), for qrt plan.
   std::vector<std::pair<std::string, std::string>> provenance;
 

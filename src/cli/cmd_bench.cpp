@@ -40,6 +40,7 @@
 #include "qrt/error.h"
 #include "qrt/model.h"
 #include "qrt/plan.h"
+#include "qrt/plural.h"
 #include "qrt/setup.h"
 #include "qrt/thread_pool.h"
 
@@ -419,7 +420,7 @@ int run_bench(const BenchOptions& o) {
   check_bench_memory(o, shapes);
   check_params_accepted(o, o.backends, shapes.front().spec, device);
 
-  std::printf("qrt bench on %s, %d threads\n", device.describe().c_str(), pool.size());
+  std::printf("qrt bench on %s, %s\n", device.describe().c_str(), count_of(pool.size(), "thread").c_str());
   const double gbps = measure_read_gbps(pool, std::max<int64_t>(4 * llc, int64_t{256} << 20));
   std::printf("memory read bandwidth (all threads, %lld MiB buffer): %.1f GB/s\n",
               static_cast<long long>(std::max<int64_t>(4 * llc, int64_t{256} << 20) >> 20), gbps);
@@ -523,7 +524,7 @@ int run_bench(const BenchOptions& o) {
     std::string shapes_text;
     for (const auto& s : shapes) shapes_text += (shapes_text.empty() ? "" : ", ") + s.label;
     if (shapes_text.size() > 60) shapes_text = fmt::format("{} shapes", shapes.size());
-    write_plot(o.plot_path, rows, fmt::format("qrt bench: {} ({} threads)", shapes_text, pool.size()));
+    write_plot(o.plot_path, rows, fmt::format("qrt bench: {} ({})", shapes_text, count_of(pool.size(), "thread")));
     std::printf("wrote %s\n", o.plot_path.c_str());
   }
   return 0;
@@ -548,7 +549,7 @@ const CommandRegistrar registrar(
       app.add_option("--bits", o->bits, "bits of random --shape weights (default 4)");
       app.add_option("--group-size", o->group_size, "group size of random --shape weights, -1 = per row (default 128)");
       app.add_option("--zero", o->zero, "zero kind of random --shape weights: sym, int, float (default sym)");
-      app.add_option("-t,--threads", o->threads, "threads (default: one per logical core)")
+      app.add_option("-t,--threads", o->threads, "threads (default: the CPUs this process may use, from its affinity mask)")
           ->check(CLI::Range(0, ThreadPool::kMaxThreads));
       app.add_option("--min-time", o->min_seconds, "seconds of repeats per point at least (default 0.3)");
       app.add_option("--max-time", o->max_seconds, "seconds per point at most (default 8)");

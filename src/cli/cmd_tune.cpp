@@ -18,8 +18,9 @@
 #include "model/fused_projections.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
-#include "qrt/plan.h"
 #include "qrt/model.h"
+#include "qrt/plan.h"
+#include "qrt/plural.h"
 #include "qrt/runtime_config.h"
 #include "qrt/setup.h"
 #include "qrt/thread_pool.h"
@@ -138,7 +139,8 @@ int run_tune(const TuneCliOptions& o) {
   ProgressBar bar(o.quiet);
   opt.progress = [&](const TuneProgress& p) { bar.update(p); };
 
-  std::printf("tuning %s on %s (%d threads), M in {", o.model.c_str(), device.describe().c_str(), pool.size());
+  std::printf("tuning %s on %s (%s), M in {", o.model.c_str(), device.describe().c_str(),
+              count_of(pool.size(), "thread").c_str());
   for (size_t i = 0; i < o.batch.size(); ++i) std::printf("%s%lld", i ? "," : "", static_cast<long long>(o.batch[i]));
   std::printf("}\n");
   std::fflush(stdout);
@@ -189,7 +191,7 @@ const CommandRegistrar registrar(
               },
               "SECONDS"));
       app.add_option("--backends", o->backends, "only these backends, comma separated")->delimiter(',');
-      app.add_option("-t,--threads", o->threads, "CPU threads (default: all cores)")
+      app.add_option("-t,--threads", o->threads, "CPU threads (default: the CPUs this process may use, from its affinity mask)")
           ->check(CLI::Range(0, ThreadPool::kMaxThreads));
       app.add_option("--repeats", o->repeats, "timed runs per candidate (the median is kept)")
           ->check(CLI::Range(1, 1000))

@@ -46,7 +46,7 @@ struct EngineCliOptions {
 
   // The engine's own options: run and perplexity.
   void add_engine_options(CLI::App& app) {
-    o_threads = app.add_option("-t,--threads", threads, "CPU threads (default: all cores)")
+    o_threads = app.add_option("-t,--threads", threads, "CPU threads (default: the CPUs this process may use, from its affinity mask)")
                     ->check(CLI::Range(0, ThreadPool::kMaxThreads));
     app.add_option("--kv-cache", kv_cache,
                    "KV cache storage of the CPU engine: f16 (half the memory and bytes per step of f32; "

@@ -8,16 +8,13 @@
 #include <cstdio>
 #include <cstring>
 #include <sstream>
-#include <thread>
 
 #include "qrt/error.h"
+#include "qrt/thread_pool.h"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
 #define QRT_X86 1
-#endif
-#if defined(__linux__)
-#include <sched.h>
 #endif
 
 namespace qrt {
@@ -69,7 +66,7 @@ std::string DeviceInfo::describe() const {
        << format_gib(gpu.memory_bytes) << ")";
   } else {
     os << id << " " << (cpu.model.empty() ? cpu.vendor : cpu.model) << " (" << cpu.logical_cores
-       << " threads, " << cpu.features.isa_level() << ")";
+       << (cpu.logical_cores == 1 ? " thread, " : " threads, ") << cpu.features.isa_level() << ")";
   }
   if (simulated()) os << " [target profile '" << profile << "', not this machine]";
   return os.str();
@@ -115,18 +112,9 @@ uint64_t read_xcr0() {
 bool bit(unsigned v, int i) { return (v >> i) & 1u; }
 #endif
 
-int count_logical_cores() {
-#if defined(__linux__)
-  // The affinity mask, not the machine's core count: containers and taskset limit it.
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof set, &set) == 0) {
-    const int n = CPU_COUNT(&set);
-    if (n > 0) return n;
-  }
-#endif
-  const unsigned n = std::thread::hardware_concurrency();
-  return n == 0 ? 1 : static_cast<int>(n);
-}
+// The affinity mask, not the machine's core count: containers and taskset limit it (the same
+// count the thread pool starts with).
+int count_logical_cores() { return ThreadPool::available_cpus(); }
 
 std::string trim(std::string s) {
   const auto b = s.find_first_not_of(' ');

@@ -1,13 +1,25 @@
 // Thread pool. A decode step runs a few hundred short parallel jobs (one per linear layer), so
 // waking a sleeping worker for each (futex wake + context switch, tens of microseconds) was a
 // visible share of CPU decode time. Workers and the caller therefore spin on atomics for a short
-// while before blocking on a condition variable; an idle pool still ends up asleep. Spinning is
-// off when the pool has more threads than the machine has cores (a spinner would steal a core).
+// while before blocking on a condition variable; an idle pool still ends up asleep.
+//
+// Shared cores. Spinning only pays while every thread has a CPU of its own. It is off when the
+// pool has more threads than the process may use (its affinity mask), and it stops for a while
+// (kNoSpinJobs jobs) as soon as a job shows that the threads are being preempted: a spinner that
+// finds a long gap between two of its clock reads was descheduled, and a caller that ran a slot
+// meant for a worker long after the job started had a worker that was not running. A spinner
+// then only takes CPU time away from the threads that have the work (and from other processes).
+// Independently, slots are taken from a counter, so a worker that is not running never holds a
+// job back: the caller runs its slot and the worker, when it wakes, finds the job closed.
 //
 // No lost wake-ups: a sleeper registers (sleepers_ / caller_sleeping_) and re-checks its
 // condition under the mutex; the other side changes the condition (seq_cst), then reads the
 // registration (seq_cst) and, if set, notifies under the mutex.
 #include "qrt/thread_pool.h"
+
+#if defined(__linux__)
+#include <sched.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -24,29 +36,61 @@
 
 namespace qrt {
 namespace {
+using Clock = std::chrono::steady_clock;
 // How long a waiter spins before sleeping: a little more than the gap between two jobs of a
 // decode step (norms, RoPE and sampling run on the caller between them).
 constexpr auto kSpin = std::chrono::microseconds(200);
+// 64 pause instructions take a few microseconds; a gap this long between two clock reads of a
+// spinner means the OS ran something else on its CPU.
+constexpr auto kPreemptedGap = std::chrono::microseconds(50);
+// A caller that takes over a worker's slot this long after starting the job had a worker that
+// was awake (not asleep) and yet not running.
+constexpr auto kLateWorker = std::chrono::microseconds(50);
+// Jobs without spinning after a sign of preemption (a decode step of the default model is ~240
+// jobs): long enough that probing costs little, short enough to recover when the cores free up.
+constexpr int kNoSpinJobs = 2048;
+
+constexpr uint64_t kDoorClosed = uint64_t{1} << 31;
+constexpr uint64_t kDoorCount = kDoorClosed - 1;
+uint64_t door_of(uint64_t generation) { return (generation & 0xFFFFFFFFu) << 32; }
+
+enum class Spin { Ready, Expired, Preempted };
 
 template <typename Ready>
-bool spin_until(Ready&& ready, bool enabled) {
-  if (!enabled) return ready();
-  const auto until = std::chrono::steady_clock::now() + kSpin;
+Spin spin_until(Ready&& ready) {
+  auto last = Clock::now();
+  const auto until = last + kSpin;
   for (int i = 0;; ++i) {
-    if (ready()) return true;
+    if (ready()) return Spin::Ready;
     QRT_CPU_RELAX();
-    if ((i & 63) == 63 && std::chrono::steady_clock::now() > until) return ready();
+    if ((i & 63) == 63) {
+      const auto now = Clock::now();
+      if (now - last > kPreemptedGap) return ready() ? Spin::Ready : Spin::Preempted;
+      if (now > until) return ready() ? Spin::Ready : Spin::Expired;
+      last = now;
+    }
   }
 }
 }  // namespace
+
+int ThreadPool::available_cpus() {
+#if defined(__linux__)
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) {
+    const int n = CPU_COUNT(&set);
+    if (n > 0) return n;
+  }
+#endif
+  return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 ThreadPool::ThreadPool(int threads) {
   if (threads > kMaxThreads)
     throw invalid_input("thread pool: " + std::to_string(threads) + " threads requested, at most " +
                         std::to_string(kMaxThreads));
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  if (threads <= 0) threads = cores;
-  spin_ = threads <= cores;
+  const int cpus = available_cpus();
+  if (threads <= 0) threads = std::min(cpus, kMaxThreads);
+  spin_ = threads <= cpus;
   for (int i = 1; i < threads; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -59,11 +103,27 @@ ThreadPool::~ThreadPool() {
   for (auto& t : workers_) t.join();
 }
 
-void ThreadPool::worker_loop(int index) {
+bool ThreadPool::spin_allowed() const {
+  return spin_ && no_spin_jobs_.load(std::memory_order_relaxed) == 0;
+}
+
+int ThreadPool::run_slots() {
+  const int n = size();
+  int ran = 0;
+  for (int slot = next_slot_.fetch_add(1); slot < n; slot = next_slot_.fetch_add(1)) {
+    (*job_)(slot, n);
+    ++ran;
+  }
+  return ran;
+}
+
+void ThreadPool::worker_loop(int) {
   uint64_t seen = 0;
   for (;;) {
     auto started = [&] { return stop_.load() || generation_.load() != seen; };
-    if (!spin_until(started, spin_)) {
+    const Spin spin = spin_allowed() ? spin_until(started) : (started() ? Spin::Ready : Spin::Expired);
+    if (spin == Spin::Preempted) no_spin_jobs_.store(kNoSpinJobs, std::memory_order_relaxed);
+    if (spin != Spin::Ready) {
       std::unique_lock<std::mutex> lock(mutex_);
       sleepers_.fetch_add(1);
       start_cv_.wait(lock, started);
@@ -71,8 +131,19 @@ void ThreadPool::worker_loop(int index) {
     }
     if (stop_.load()) return;
     seen = generation_.load();
-    (*job_)(index, size());
-    if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load()) {
+    // Enter the job if it is still open; a closed or newer door means it ran without us.
+    uint64_t door = door_.load();
+    bool entered = false;
+    while ((door & ~(kDoorClosed | kDoorCount)) == door_of(seen) && !(door & kDoorClosed)) {
+      if (door_.compare_exchange_weak(door, door + 1)) {
+        entered = true;
+        break;
+      }
+    }
+    if (!entered) continue;
+    run_slots();
+    finished_.fetch_add(1);
+    if (caller_sleeping_.load()) {
       std::lock_guard<std::mutex> lock(mutex_);
       done_cv_.notify_one();
     }
@@ -84,20 +155,42 @@ void ThreadPool::run_on_all(const std::function<void(int, int)>& fn) {
     fn(0, 1);
     return;
   }
-  job_ = &fn;  // published by the generation increment below (seq_cst)
-  pending_.store(static_cast<int>(workers_.size()));
-  generation_.fetch_add(1);
-  if (sleepers_.load() > 0) {
+  // Every worker that entered the previous job has finished: the job's state can be reset.
+  job_ = &fn;
+  next_slot_.store(0);
+  finished_.store(0);
+  const uint64_t generation = generation_.load() + 1;
+  door_.store(door_of(generation));
+  const auto t0 = Clock::now();
+  generation_.store(generation);  // publishes job_ and the open door
+  const bool all_awake = sleepers_.load() == 0;
+  if (!all_awake) {
     std::lock_guard<std::mutex> lock(mutex_);
     start_cv_.notify_all();
   }
-  fn(0, size());
-  auto done = [&] { return pending_.load() == 0; };
-  if (!spin_until(done, spin_)) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    caller_sleeping_.store(true);
-    done_cv_.wait(lock, done);
-    caller_sleeping_.store(false);
+  // The caller's first slot, then any slot no worker has taken yet.
+  const int first = next_slot_.fetch_add(1);
+  if (first < size()) fn(first, size());
+  const int more = run_slots();
+  const bool late = more > 0 && all_awake && Clock::now() - t0 > kLateWorker;
+  const int entered = static_cast<int>(door_.fetch_or(kDoorClosed) & kDoorCount);
+  auto done = [&] { return finished_.load() == entered; };
+  Spin spin = Spin::Ready;
+  if (!done()) {
+    spin = spin_allowed() ? spin_until(done) : Spin::Expired;
+    if (spin != Spin::Ready) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      caller_sleeping_.store(true);
+      done_cv_.wait(lock, done);
+      caller_sleeping_.store(false);
+    }
+  }
+  jobs_.fetch_add(1, std::memory_order_relaxed);
+  if (more > 0) taken_over_.fetch_add(static_cast<uint64_t>(more), std::memory_order_relaxed);
+  if (late || spin == Spin::Preempted) {
+    no_spin_jobs_.store(kNoSpinJobs, std::memory_order_relaxed);
+  } else if (no_spin_jobs_.load(std::memory_order_relaxed) > 0) {
+    no_spin_jobs_.fetch_sub(1, std::memory_order_relaxed);
   }
 }
 

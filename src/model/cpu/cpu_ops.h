@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "model/block_ops.h"
+#include "qrt/plural.h"
 #include "qrt/thread_pool.h"
 
 namespace qrt::model {
@@ -20,7 +21,7 @@ class CpuOps final : public BlockOps {
  public:
   explicit CpuOps(const EngineOptions& options);
 
-  std::string device_name() const override { return "cpu (" + std::to_string(pool_.size()) + " threads)"; }
+  std::string device_name() const override { return "cpu (" + count_of(pool_.size(), "thread") + ")"; }
   void reserve(const ModelDims& dims) override;
   void set_rope(const ops::RopeTable& rope) override { rope_ = &rope; }
   void upload_embedding(const std::vector<float>& table, bool tied_head) override;
