@@ -535,6 +535,7 @@ const CommandRegistrar registrar(
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<BenchOptions>();
       app.add_option("model", o->model, "checkpoint (HF folder or .gguf): benchmark each distinct linear shape");
+      app.add_option("-m,--model", o->model, "the same as MODEL (llama.cpp's spelling)");
       app.add_option("--shape", o->shapes, "layer shape KxN (in_features x out_features), repeatable or comma list")
           ->delimiter(',');
       app.add_option("--backends", o->backends,

@@ -135,6 +135,7 @@ nlohmann::ordered_json plan_json(const LinearPlan& p) {
 }
 
 int run_plan(const PlanOptions& o) {
+  if (o.model.empty()) throw invalid_input("qrt plan: give the MODEL to plan (a Hugging Face folder or a .gguf file)");
   const auto ck = open_checkpoint(o.model);
   // What `qrt run` would refuse in the tensors (layouts, NaN scales) is refused here too, so a plan
   // that exits 0 loads.
@@ -318,7 +319,8 @@ const CommandRegistrar registrar(
     "plan", "Show which backend runs each quantized layer (per range of M), with which parameters, and why",
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<PlanOptions>();
-      app.add_option("model", o->model, "checkpoint: a Hugging Face folder or a .gguf file")->required();
+      app.add_option("model", o->model, "checkpoint: a Hugging Face folder or a .gguf file");
+      app.add_option("-m,--model", o->model, "the same as MODEL (llama.cpp's spelling)");
       o->setup.add_setup_options(app);
       o->o_device = app.get_option("--device");
       app.add_option("--target", o->target,

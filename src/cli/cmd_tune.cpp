@@ -94,6 +94,7 @@ void check_writable(const std::string& path) {
 }
 
 int run_tune(const TuneCliOptions& o) {
+  if (o.model.empty()) throw invalid_input("qrt tune: give the MODEL to tune (a Hugging Face folder or a .gguf file)");
   const auto ck = open_checkpoint(o.model);
   // The layers `qrt run` plans on this device (resolve_setup): every quantized linear, the
   // quantized tied head, and on a GPU the fused q/k/v and gate/up groups the engine runs.
@@ -180,7 +181,8 @@ const CommandRegistrar registrar(
     "tune", "Time the kernel parameters of each backend per layer shape and M, and remember the fastest",
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<TuneCliOptions>();
-      app.add_option("model", o->model, "checkpoint: a Hugging Face folder or a .gguf file")->required();
+      app.add_option("model", o->model, "checkpoint: a Hugging Face folder or a .gguf file");
+      app.add_option("-m,--model", o->model, "the same as MODEL (llama.cpp's spelling)");
       app.add_option("--device", o->device, "cpu or cuda[:N] (the device whose backends are timed)")->capture_default_str();
       app.add_option("--batch", o->batch, "row counts M to tune, comma separated")->delimiter(',')->capture_default_str();
       app.add_option("--cache", o->cache_path, "tuning cache file (default: ~/.cache/qrt/tuning.json)");

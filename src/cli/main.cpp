@@ -1,14 +1,19 @@
 // `qrt` entry point: builds the CLI from the registered commands, runs one, and turns every
 // qrt::Error into a one-line message and a non-zero exit (2 for bad input, 1 otherwise).
+// `qrt help [CMD]`, an unknown or missing command and llama.cpp's flags (llama_compat.h) are
+// answered before CLI11 parses anything.
 #include <cstdio>
 #include <map>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 
+#include "cli/build_info.h"
 #include "cli/command.h"
+#include "cli/llama_compat.h"
 #include "core/text_escape.h"
 #include "qrt/error.h"
 
@@ -22,6 +27,18 @@ std::map<std::string, Entry>& commands() {
   static std::map<std::string, Entry> table;
   return table;
 }
+
+std::string command_list() {
+  std::string s;
+  for (const auto& [name, entry] : commands()) s += (s.empty() ? "" : ", ") + name;
+  return s;
+}
+
+int usage_error(const std::string& message) {
+  std::fprintf(stderr, "qrt: error: %s\n", qrt::escape_message(message).c_str());
+  std::fprintf(stderr, "run 'qrt --help' or 'qrt <command> --help' for usage\n");
+  return 2;
+}
 }  // namespace
 
 CommandRegistrar::CommandRegistrar(const std::string& name, const std::string& summary, CommandSetup setup) {
@@ -33,22 +50,54 @@ CommandRegistrar::CommandRegistrar(const std::string& name, const std::string& s
 int main(int argc, char** argv) {
   using namespace qrt::cli;
   CLI::App app{"qrt: quantized LLM inference with kernels chosen, configured and tuned at run time"};
+  app.name("qrt");
   app.require_subcommand(1);
-  app.set_version_flag("--version", "qrt 0.1.0");
+  app.set_version_flag("--version", version_line());
+  app.footer("'qrt help COMMAND' (or 'qrt COMMAND --help') describes a command.");
   std::map<std::string, std::function<int()>> runners;
+  std::map<std::string, CLI::App*> subs;
   for (auto& [name, entry] : commands()) {
     CLI::App* sub = app.add_subcommand(name, entry.summary);
     runners[name] = entry.setup(*sub);
+    subs[name] = sub;
   }
+
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) return usage_error("no command given; the commands are: " + command_list());
+  const std::string& first = args[0];
+  if (first == "help") {
+    if (args.size() == 1) {
+      std::printf("%s", app.help().c_str());
+      return 0;
+    }
+    auto it = subs.find(args[1]);
+    if (it == subs.end())
+      return usage_error("'qrt help " + args[1] + "': no such command; the commands are: " + command_list());
+    std::printf("%s", it->second->help().c_str());
+    return 0;
+  }
+  if (first.empty() || first[0] != '-') {
+    if (!subs.count(first))
+      return usage_error("unknown command '" + first + "'; the commands are: " + command_list());
+    std::vector<std::string> rest(args.begin() + 1, args.end());
+    const std::string refused = adapt_llama_flags(first, &rest);
+    if (!refused.empty()) return usage_error(refused);
+    args.resize(1);
+    args.insert(args.end(), rest.begin(), rest.end());
+  } else if (first != "-h" && first != "--help" && first != "--version") {
+    // llama-cli style, `qrt -m MODEL -p TEXT`: the command is missing, not the flag.
+    return usage_error("no command before '" + first + "' (e.g. qrt run " + first + " ...); the commands are: " +
+                       command_list());
+  }
+
   try {
-    app.parse(argc, argv);
+    std::vector<std::string> reversed(args.rbegin(), args.rend());  // CLI11 takes them last first
+    app.parse(reversed);
   } catch (const CLI::ParseError& e) {
     // --help and --version are "errors" with exit code 0: let CLI11 print them. Anything else is
     // a usage error: one line naming what was wrong, then where to look, exit 2.
     if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "qrt: error: %s\n", qrt::escape_message(e.what()).c_str());
-    std::fprintf(stderr, "run 'qrt --help' or 'qrt <command> --help' for usage\n");
-    return 2;
+    return usage_error(e.what());
   }
   // The last line of defence: every message is escaped for the terminal (names from files are
   // escaped where they enter a message; this catches what was missed), and no library's own

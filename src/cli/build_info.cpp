@@ -1,0 +1,28 @@
+// The values come from CMakeLists.txt (QRT_VERSION, QRT_GIT_COMMIT, QRT_CUDA_VERSION); only this
+// file is compiled with them, so a new commit rebuilds one file.
+#include "cli/build_info.h"
+
+#ifndef QRT_VERSION
+#error "QRT_VERSION is set by CMakeLists.txt"
+#endif
+
+namespace qrt::cli {
+
+const char* qrt_version() { return QRT_VERSION; }
+const char* qrt_git_commit() { return QRT_GIT_COMMIT; }
+
+bool built_with_cuda() {
+#ifdef QRT_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string version_line() {
+  std::string cuda = std::string(QRT_CUDA_VERSION).empty() ? "CUDA" : std::string("CUDA ") + QRT_CUDA_VERSION;
+  return std::string("qrt ") + QRT_VERSION + " (git " + QRT_GIT_COMMIT + ", " +
+         (built_with_cuda() ? cuda : std::string("CPU only")) + ")";
+}
+
+}  // namespace qrt::cli
