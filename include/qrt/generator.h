@@ -3,6 +3,7 @@
 // through the tokenizer's StreamDecoder, complete UTF-8 text) to a callback; times both phases.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -23,15 +24,24 @@ struct GenerationOptions {
   // Only ids below this are sampled (0 = the whole vocabulary). generate_text() sets it to the
   // tokenizer's size: a vocabulary padded past the tokenizer has rows no text maps to.
   int64_t sample_vocab = 0;
+  // Prompt tokens the engine's KV cache already holds at positions [0, cached_prefix) from an
+  // earlier call (a chat's previous turns): only the rest is prefilled. The caller guarantees they
+  // are the same tokens; at most prompt size - 1 is used (the last token's logits are needed).
+  int64_t cached_prefix = 0;
+  // When set (e.g. by a SIGINT handler), generation stops before the next token ("interrupted").
+  const std::atomic<bool>* interrupt = nullptr;
 };
 
 struct GenerationResult {
   std::vector<int32_t> tokens;        // generated ids, without the stop token
-  int64_t prompt_tokens = 0;
+  int64_t prompt_tokens = 0;          // prefilled by this call (the prompt less cached_prefix)
   double prompt_seconds = 0;          // prefill forward
   int64_t decode_steps = 0;           // single-token forward passes after the prefill
   double decode_seconds = 0;          // those passes plus sampling
-  std::string stop_reason;            // "stop token", "max new tokens", "context full", "stopped by caller"
+  std::string stop_reason;            // "stop token", "max new tokens", "context full", "stopped by caller",
+                                      // "interrupted"
+  // The engine's KV cache now holds the prompt and then tokens[0, decode_steps) (the last sampled
+  // token is never run through the model).
   double prompt_tokens_per_second() const { return prompt_seconds > 0 ? prompt_tokens / prompt_seconds : 0; }
   double decode_tokens_per_second() const { return decode_seconds > 0 ? decode_steps / decode_seconds : 0; }
 };

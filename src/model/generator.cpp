@@ -26,7 +26,7 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const G
   if (n == 0) throw invalid_input("the prompt is empty: nothing to generate from");
   if (n > max_input)
     throw invalid_input(fmt::format("the prompt has {} tokens, more than max_input_length {} "
-                                    "(raise --max-input-length or shorten the prompt)",
+                                    "(raise --max-input-length or -c, or shorten the prompt)",
                                     n, max_input));
   if (n > capacity)
     throw invalid_input(fmt::format("the prompt has {} tokens, more than the KV cache holds ({})", n, capacity));
@@ -39,17 +39,24 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const G
   // Ids past the tokenizer are padding rows of the embedding: never sampled.
   const int64_t sample_vocab = options.sample_vocab > 0 ? std::min(vocab, options.sample_vocab) : vocab;
   GenerationResult r;
-  r.prompt_tokens = n;
 
+  if (options.cached_prefix < 0)
+    throw invalid_input(fmt::format("cached_prefix {} must be >= 0", options.cached_prefix));
+  const int64_t cached = std::min<int64_t>(options.cached_prefix, n - 1);
   auto t0 = std::chrono::steady_clock::now();
-  engine_.forward(prompt.data(), n, 0, logits_.data());
+  engine_.forward(prompt.data() + cached, n - cached, cached, logits_.data());
   r.prompt_seconds = seconds_since(t0);
+  r.prompt_tokens = n - cached;
 
   std::vector<int32_t> history = prompt;
   int64_t pos = n;
   r.stop_reason = "max new tokens";
   t0 = std::chrono::steady_clock::now();
   for (int64_t i = 0; i < options.max_new_tokens; ++i) {
+    if (options.interrupt && options.interrupt->load()) {
+      r.stop_reason = "interrupted";
+      break;
+    }
     const int32_t id = sampler.sample(logits_.data(), sample_vocab, history);
     if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), id) != options.stop_tokens.end()) {
       r.stop_reason = "stop token";

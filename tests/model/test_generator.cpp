@@ -1,5 +1,6 @@
 // Generator on a tiny random model: prompt checks, token budget, stop tokens, determinism,
-// KV cache exhaustion, and that generation reproduces step-by-step greedy decoding.
+// KV cache exhaustion, that generation reproduces step-by-step greedy decoding, a cached prefix
+// (chat turns) and an interrupt.
 #include <gtest/gtest.h>
 
 #include "qrt/error.h"
@@ -111,6 +112,48 @@ TEST(Generator, StopsWhenTheKvCacheIsFull) {
   auto r = gen.generate({1, 2, 3, 4}, go);
   EXPECT_EQ(r.stop_reason, "context full");
   EXPECT_EQ(r.tokens.size(), 4u);  // 1 from prefill + 3 decode steps
+}
+
+// A chat's second turn: the cache already holds the first turn (prompt + generated tokens), so
+// only the new tokens are prefilled, and the result equals generating from an empty cache.
+TEST(Generator, CachedPrefixContinuesLikeAFreshPrefill) {
+  auto engine = tiny_engine(32, 8);
+  Generator gen(*engine);
+  GenerationOptions go;
+  go.max_new_tokens = 5;
+  const std::vector<int32_t> first = {1, 7, 30, 2};
+  const GenerationResult r1 = gen.generate(first, go);
+  ASSERT_EQ(r1.stop_reason, "max new tokens");
+  std::vector<int32_t> second = first;
+  second.insert(second.end(), r1.tokens.begin(), r1.tokens.begin() + r1.decode_steps);  // what the cache holds
+  const int64_t cached = static_cast<int64_t>(second.size());
+  for (int32_t t : {5, 9, 11}) second.push_back(t);
+  go.cached_prefix = cached;
+  const GenerationResult continued = gen.generate(second, go);
+  EXPECT_EQ(continued.prompt_tokens, 3);
+  go.cached_prefix = 0;
+  auto fresh_engine = tiny_engine(32, 8);
+  Generator fresh(*fresh_engine);
+  const GenerationResult expect = fresh.generate(second, go);
+  EXPECT_EQ(expect.prompt_tokens, static_cast<int64_t>(second.size()));
+  EXPECT_EQ(continued.tokens, expect.tokens);
+}
+
+// A set interrupt flag (Ctrl-C) stops before the next token, with what was generated so far.
+TEST(Generator, InterruptStopsBeforeTheNextToken) {
+  auto engine = tiny_engine(16, 8);
+  Generator gen(*engine);
+  std::atomic<bool> stop{false};
+  GenerationOptions go;
+  go.max_new_tokens = 8;
+  go.interrupt = &stop;
+  int seen = 0;
+  const GenerationResult r = gen.generate({1, 7, 30, 2}, go, [&](int32_t) {
+    if (++seen == 3) stop = true;
+    return true;
+  });
+  EXPECT_EQ(r.stop_reason, "interrupted");
+  EXPECT_EQ(r.tokens.size(), 3u);
 }
 
 }  // namespace
