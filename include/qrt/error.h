@@ -38,5 +38,7 @@ inline Error invalid_input(const std::string& m) { return Error(ErrorKind::Inval
 inline Error unsupported(const std::string& m) { return Error(ErrorKind::Unsupported, m); }
 inline Error io_error(const std::string& m) { return Error(ErrorKind::Io, m); }
 inline Error internal_error(const std::string& m) { return Error(ErrorKind::Internal, m); }
+// A path the user named that is not there: bad input (exit 2 at the CLI), not an I/O failure.
+inline Error no_such_path(const std::string& path) { return invalid_input(path + ": no such file or folder"); }
 
 }  // namespace qrt

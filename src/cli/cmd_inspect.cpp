@@ -401,7 +401,7 @@ bool looks_like_safetensors(const std::string& path) {
 int run_inspect(const Options& o) {
   std::error_code ec;
   const auto st = fs::status(o.path, ec);
-  if (ec || !fs::exists(st)) throw io_error(o.path + ": no such file or folder");
+  if (ec || !fs::exists(st)) throw no_such_path(o.path);
   Report r;
   if (fs::is_directory(st)) {
     r = inspect_safetensors(o.path, true);

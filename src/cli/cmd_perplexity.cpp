@@ -2,8 +2,9 @@
 // comparable with `llama-perplexity`: the token stream is cut into non-overlapping windows of
 // --ctx tokens; each window is evaluated from an empty cache (its first token replaced by BOS when
 // the tokenizer adds one); only the second half of each window is scored (every scored token has
-// at least ctx/2 tokens of context). Prints the running value per window, then
-// "PPL = x +/- e" where e is the standard error of exp(mean NLL) by the delta method.
+// at least ctx/2 tokens of context). Prints the running value per window, then llama-perplexity's
+// last line, "Final estimate: PPL = x +/- e", where e is the standard error of exp(mean NLL) by
+// the delta method: ppl * sqrt(var(NLL) / (count - 1)), var(NLL) = mean(NLL^2) - mean(NLL)^2.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +21,7 @@
 #include "qrt/error.h"
 #include "qrt/generator.h"
 #include "qrt/model.h"
+#include "qrt/plural.h"
 #include "qrt/runtime_config.h"
 #include "qrt/setup.h"
 
@@ -77,9 +79,9 @@ int perplexity_command(const PplOptions& o) {
   if (o.chunks > 0) n_chunks = std::min(n_chunks, o.chunks);
   const int64_t vocab = weights->config.vocab_size;
   const int64_t first = n_ctx / 2;
-  std::fprintf(stderr, "qrt: %s: %zu tokens, %lld windows of %lld tokens, scoring the second half of each%s\n",
-               o.file.c_str(), tokens.size(), static_cast<long long>(n_chunks), static_cast<long long>(n_ctx),
-               add_bos ? " (BOS at each window start)" : "");
+  std::fprintf(stderr, "qrt: %s: %s, %s of %s, scoring the second half of each%s\n", o.file.c_str(),
+               count_of(static_cast<int64_t>(tokens.size()), "token").c_str(), count_of(n_chunks, "window").c_str(),
+               count_of(n_ctx, "token").c_str(), add_bos ? " (BOS at each window start)" : "");
 
   std::vector<float> logits(static_cast<size_t>(n_ctx * vocab));
   std::vector<int32_t> window(n_ctx);
@@ -113,7 +115,8 @@ int perplexity_command(const PplOptions& o) {
     const double var = nll2 / count - mean * mean;
     if (var > 0) err = std::sqrt(var / (count - 1)) * ppl;
   }
-  std::printf("PPL = %.4f +/- %.5f (%lld tokens scored)\n", ppl, err, static_cast<long long>(count));
+  std::fprintf(stderr, "qrt: %s scored\n", count_of(count, "token").c_str());
+  std::printf("Final estimate: PPL = %.4f +/- %.5f\n", ppl, err);
   std::fprintf(stderr, "qrt: load %.2f s, evaluation %.2f s (%.1f tokens/s); model %s (%s)\n", load_seconds,
                seconds, n_chunks * n_ctx / seconds, path.c_str(), weights->quantization.c_str());
   std::string counts;
@@ -130,7 +133,7 @@ const CommandRegistrar registrar(
       auto o = std::make_shared<PplOptions>();
       app.add_option("-m,--model", o->model, "Model: a Hugging Face folder or a .gguf file (default: the SmolLM2 GGUF)");
       app.add_option("-f,--file", o->file, "Text file (UTF-8)")->required();
-      app.add_option("--ctx", o->ctx, "Window length in tokens")->capture_default_str();
+      app.add_option("-c,--ctx,--ctx-size", o->ctx, "Window length in tokens (llama-perplexity's -c)")->capture_default_str();
       app.add_option("--chunks", o->chunks, "Evaluate at most this many windows (default: all)");
       o->engine.add_setup_options(app);
       o->engine.add_engine_options(app);

@@ -51,7 +51,9 @@ struct Fd {
 uint64_t check_regular_file(const std::string& path, uint64_t max_bytes, const std::string& what) {
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT || errno == ENOTDIR) throw io_error(fmt::format("{}: no such file; expected {}", path, what));
+    // A path the user named that is not there is bad input (exit 2), not an I/O failure.
+    if (errno == ENOENT || errno == ENOTDIR)
+      throw invalid_input(fmt::format("{}: no such file or folder; expected {}", path, what));
     throw io_error(fmt::format("{}: cannot examine: {}", path, std::strerror(errno)));
   }
   check_mode_and_size(path, st, max_bytes, what);

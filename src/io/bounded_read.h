@@ -18,7 +18,7 @@ inline constexpr uint64_t kMaxTextFileBytes = uint64_t{256} << 20;      // perpl
 
 // What a file is, described for a message: "a folder", "a FIFO", "a character device", ...
 // Throws qrt::Error naming `path` when `path` does not exist or cannot be examined:
-//   Io for a missing file or a stat failure; InvalidInput when it is not a regular file or is
+//   InvalidInput for a missing file, when it is not a regular file or when it is
 //   larger than `max_bytes` ("<path>: a FIFO, not a regular file; expected <what>").
 // Returns the size in bytes. Symlinks are followed (a link to a regular file is fine).
 uint64_t check_regular_file(const std::string& path, uint64_t max_bytes, const std::string& what);

@@ -33,7 +33,7 @@ TensorStore TensorStore::open(const std::string& path) {
   store.path_ = path;
   std::error_code ec;
   const auto status = fs::status(path, ec);
-  if (ec || !fs::exists(status)) throw io_error(path + ": no such file or folder");
+  if (ec || !fs::exists(status)) throw no_such_path(path);
 
   auto add_file = [&](SafetensorsFile file) {
     const size_t idx = store.files_.size();

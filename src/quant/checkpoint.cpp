@@ -12,7 +12,7 @@ std::unique_ptr<Checkpoint> open_checkpoint(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::file_status st = fs::status(path, ec);
-  if (ec || !fs::exists(st)) throw io_error(path + ": no such file or folder");
+  if (ec || !fs::exists(st)) throw no_such_path(path);
   if (fs::is_directory(st)) return quant::open_hf_checkpoint(path);
   if (!fs::is_regular_file(st))
     throw invalid_input(path + ": not a regular file (a FIFO, device or socket); pass a Hugging Face model folder "

@@ -143,7 +143,8 @@ TEST(ConfigFile, ErrorsNameTheFileAndTheField) {
     RuntimeConfig::from_json_file("/nonexistent/qrt.json", RuntimeConfig{});
     ADD_FAILURE();
   } catch (const Error& e) {
-    EXPECT_EQ(e.kind(), ErrorKind::Io);
+    EXPECT_EQ(e.kind(), ErrorKind::InvalidInput);  // a missing file the user named: bad input, exit 2
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/qrt.json: no such file"), std::string::npos) << e.what();
   }
 }
 

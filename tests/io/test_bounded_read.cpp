@@ -87,9 +87,9 @@ TEST(BoundedRead, SizeIsCheckedBeforeReading) {
       << e.what();
 }
 
-TEST(BoundedRead, MissingFileIsAnIoErrorNamingIt) {
+TEST(BoundedRead, MissingFileIsBadInputNamingIt) {
   const Error e = error_of([] { io::read_file_bounded("/nonexistent/qrt/file.json", 1024, "a JSON config file"); });
-  EXPECT_EQ(e.kind(), ErrorKind::Io);
+  EXPECT_EQ(e.kind(), ErrorKind::InvalidInput);
   EXPECT_NE(std::string(e.what()).find("/nonexistent/qrt/file.json: no such file"), std::string::npos) << e.what();
 }
 
