@@ -110,8 +110,7 @@ DeviceInfo resolve_device(const std::string& id, std::string* why) {
     throw Error(ErrorKind::InvalidInput, "unknown device '" + id + "': expected cuda:N with N >= 0");
   const auto devices = probe_cuda_devices();
   if (devices.empty())
-    throw Error(ErrorKind::Device, "device '" + id + "' is not available: " + cuda_unavailable_reason() +
-                                       " (use --target PROFILE to plan for a GPU that is not here)");
+    throw Error(ErrorKind::Device, "device '" + id + "' is not available: " + cuda_unavailable_reason());
   if (index >= static_cast<long>(devices.size()))
     throw Error(ErrorKind::Device, "device '" + id + "' is not available: this machine has " +
                                        std::to_string(devices.size()) + " CUDA device(s)");

@@ -121,8 +121,7 @@ int perplexity_command(const PplOptions& o) {
                seconds, n_chunks * n_ctx / seconds, path.c_str(), weights->quantization.c_str());
   std::string counts;
   for (const auto& [name, n] : engine->backend_counts()) counts += fmt::format("{}{} x {}", counts.empty() ? "" : ", ", name, n);
-  if (!setup.device_why.empty())
-    std::fprintf(stderr, "qrt: device: %s (%s)\n", setup.device.id.c_str(), setup.device_why.c_str());
+  print_device_choice(setup.device, setup.device_why, /*verbose=*/false);
   std::fprintf(stderr, "qrt: backends: %s on %s\n", counts.c_str(), engine->device_name().c_str());
   return 0;
 }

@@ -93,4 +93,11 @@ struct EngineCliOptions {
   }
 };
 
+// The "device: cuda:0 (auto: ...)" log line of run, chat and perplexity: when --device auto took a
+// GPU, or with -v. A CPU run says nothing about CUDA unless the user asked for it.
+inline void print_device_choice(const DeviceInfo& device, const std::string& why, bool verbose) {
+  if (!why.empty() && (verbose || device.kind != DeviceKind::Cpu))
+    std::fprintf(stderr, "qrt: device: %s (%s)\n", device.id.c_str(), why.c_str());
+}
+
 }  // namespace qrt::cli

@@ -157,8 +157,7 @@ void print_session_summary(const GenerationSession& s) {
                static_cast<long long>(c.num_layers), s.weights->quantization.c_str());
   std::fprintf(stderr, "qrt: load: %.2f s\n", s.load_seconds);
   std::fprintf(stderr, "qrt: sampling: %s\n", s.settings.describe().c_str());
-  if (!s.device_why.empty())
-    std::fprintf(stderr, "qrt: device: %s (%s)\n", s.engine_options.device.id.c_str(), s.device_why.c_str());
+  print_device_choice(s.engine_options.device, s.device_why, s.verbose);
   std::fprintf(stderr, "qrt: backends: %s on %s\n", counts.c_str(), s.engine->device_name().c_str());
   if (s.verbose)
     if (const std::string mem = memory_text(); !mem.empty())

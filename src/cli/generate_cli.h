@@ -40,9 +40,9 @@ struct GenerationSession {
   std::unique_ptr<ForwardEngine> engine;
   GenerationSettings settings;
   std::string device_why;
+  bool verbose = false;
   double load_seconds = 0;
   int64_t freed_weight_bytes = 0;   // canonical weights dropped once the engine packed its own
-  bool verbose = false;
 
   // Generation options for one call: length, sampling, stop tokens, prompt limit.
   GenerationOptions generation_options(bool ignore_eos) const;

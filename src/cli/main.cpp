@@ -34,6 +34,14 @@ std::string command_list() {
   return s;
 }
 
+// A device that is not here: what to do instead, in flags the command has (the library's error
+// cannot know them).
+std::string device_hint(const std::string& command) {
+  if (command == "plan") return "; --device cpu plans for this CPU, --target PROFILE for a GPU that is not here";
+  if (command == "bench" || command == "tune") return "; --device cpu times the CPU backends";
+  return "; --device cpu runs on the CPU (the default, --device auto, takes a GPU only when one is present)";
+}
+
 int usage_error(const std::string& message) {
   std::fprintf(stderr, "qrt: error: %s\n", qrt::escape_message(message).c_str());
   std::fprintf(stderr, "run 'qrt --help' or 'qrt <command> --help' for usage\n");
@@ -64,7 +72,7 @@ int main(int argc, char** argv) {
 
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty()) return usage_error("no command given; the commands are: " + command_list());
-  const std::string& first = args[0];
+  const std::string first = args[0];  // a copy: args is rebuilt below
   if (first == "help") {
     if (args.size() == 1) {
       std::printf("%s", app.help().c_str());
@@ -115,7 +123,11 @@ int main(int argc, char** argv) {
         return run();
       }
   } catch (const qrt::Error& e) {
-    return fail(e.what(), e.kind() == qrt::ErrorKind::InvalidInput ? 2 : 1);
+    const std::string hint = e.kind() == qrt::ErrorKind::Device && std::string(e.what()).find("is not available") !=
+                                                                        std::string::npos
+                                 ? device_hint(first)
+                                 : "";
+    return fail(e.what() + hint, e.kind() == qrt::ErrorKind::InvalidInput ? 2 : 1);
   } catch (const std::bad_alloc&) {
     return fail(command + ": out of host memory (the input asks for more memory than this machine can give)", 1);
   } catch (const std::length_error&) {

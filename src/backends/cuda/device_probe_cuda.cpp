@@ -1,6 +1,7 @@
 // CUDA runtime queries behind qrt::probe_cuda_devices() (compiled only in CUDA builds; the
 // caller, backends/device_probe.cpp, turns the GpuInfo list into DeviceInfo).
 #include <cuda_runtime.h>
+#include <unistd.h>
 
 #include <string>
 #include <vector>
@@ -14,7 +15,13 @@ std::vector<GpuInfo> list_gpus(std::string* why) {
   int count = 0;
   cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
-    if (why) *why = std::string("no CUDA device: ") + cudaGetErrorString(err);
+    // Where no NVIDIA driver is installed at all, the runtime answers "driver version is
+    // insufficient": say what is really missing.
+    const bool has_driver = access("/proc/driver/nvidia/version", F_OK) == 0;
+    if (why)
+      *why = !has_driver && (err == cudaErrorInsufficientDriver || err == cudaErrorNoDevice)
+                 ? std::string("no NVIDIA GPU driver on this machine")
+                 : std::string("no CUDA device: ") + cudaGetErrorString(err);
     cudaGetLastError();  // clear the sticky-free error so later calls start clean
     return out;
   }
