@@ -61,7 +61,7 @@ void write_plot(const std::string& path, const std::vector<Row>& rows, const std
 
 // The distinct quantized linear shapes of o.model (opened into *ckpt) and the --shape ones.
 std::vector<Shape> collect_shapes(const BenchOptions& o, std::unique_ptr<Checkpoint>* ckpt);
-// {"memory_read_gbps", "device", "threads", "rows": [...]} to `path`.
+// {"memory_read_gbps", "device", "threads", "rows": [...]} to `path` ("-": standard output).
 void write_rows_json(const std::string& path, const std::vector<Row>& rows, double gbps, const std::string& device,
                      int threads);
 
@@ -82,6 +82,11 @@ void check_bench_options(const BenchOptions& o);
 // Every size multiplied with overflow checks, and the largest buffers of each shape compared with
 // the host memory available; throws naming the shape and how much it needs.
 void check_bench_memory(const BenchOptions& o, const std::vector<Shape>& shapes);
+// Every option checked before anything is timed; backend aliases mapped to qrt names. With
+// `--json -` the table goes to standard error from here on, so that standard output carries the
+// JSON alone (write_rows_json("-") puts standard output back first).
+BenchOptions checked_bench_options(const BenchOptions& o);
+void restore_stdout_for_json();
 
 // The GPU sweep (`--device cuda[:N]`); throws qrt::Error in a build without CUDA.
 int run_bench_gpu(const BenchOptions& o);

@@ -30,6 +30,7 @@ namespace qrt::cli {
 
 #ifndef QRT_WITH_CUDA
 int run_bench_gpu(const BenchOptions& o) {
+  resolve_device(o.device);  // a malformed id, or "not available: built without CUDA"
   throw Error(ErrorKind::Unsupported, "qrt bench --device " + o.device + ": this binary was built without CUDA");
 }
 #else
@@ -259,7 +260,7 @@ int run_bench_gpu(const BenchOptions& o) {
   }
   if (!o.json_path.empty()) {
     write_rows_json(o.json_path, rows, gbps, device.describe(), 0);
-    std::printf("\nwrote %s\n", o.json_path.c_str());
+    if (o.json_path != "-") std::printf("\nwrote %s\n", o.json_path.c_str());
   }
   if (!o.plot_path.empty()) {
     write_plot(o.plot_path, rows, fmt::format("qrt bench on {}: {} shapes", device.gpu.name, shapes.size()));

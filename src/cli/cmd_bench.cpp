@@ -393,6 +393,12 @@ void write_rows_json(const std::string& path, const std::vector<Row>& rows, doub
     if (r.max_rel_err >= 0) row["max_rel_err"] = r.max_rel_err;
     j["rows"].push_back(row);
   }
+  if (path == "-") {
+    restore_stdout_for_json();
+    std::printf("%s\n", j.dump(2).c_str());
+    std::fflush(stdout);
+    return;
+  }
   std::ofstream f(path);
   if (!f) throw io_error(path + ": cannot open for writing");
   f << j.dump(2) << "\n";
@@ -401,12 +407,8 @@ void write_rows_json(const std::string& path, const std::vector<Row>& rows, doub
 
 namespace {
 
-int run_bench(const BenchOptions& o) {
-  if (o.model.empty() && o.shapes.empty())
-    throw invalid_input("qrt bench: give a MODEL or at least one --shape KxN");
-  for (int64_t m : o.batch)
-    if (m <= 0) throw invalid_input("--batch: every value must be positive, got " + std::to_string(m));
-  check_bench_options(o);
+int run_bench(const BenchOptions& given) {
+  const BenchOptions o = checked_bench_options(given);
   if (o.device != "cpu") return run_bench_gpu(o);
   const DeviceInfo device = probe_cpu();
   ThreadPool pool(o.threads);
@@ -518,7 +520,7 @@ int run_bench(const BenchOptions& o) {
 
   if (!o.json_path.empty()) {
     write_rows_json(o.json_path, rows, gbps, device.describe(), pool.size());
-    std::printf("\nwrote %s\n", o.json_path.c_str());
+    if (o.json_path != "-") std::printf("\nwrote %s\n", o.json_path.c_str());
   }
   if (!o.plot_path.empty()) {
     std::string shapes_text;
@@ -539,8 +541,9 @@ const CommandRegistrar registrar(
       app.add_option("--shape", o->shapes, "layer shape KxN (in_features x out_features), repeatable or comma list")
           ->delimiter(',');
       app.add_option("--backends", o->backends,
-                     "comma list of backends (default cpu_simd,cpu_ref; on a GPU every CUDA backend that runs the "
-                     "layer, and 'plan' = the layers' plan)")
+                     "comma list of backends, qrt names or the transformers / GPTQModel / vLLM ones (marlin, "
+                     "exllama_v2, gemm, ...; docs/CONFIG.md) (default cpu_simd,cpu_ref; on a GPU every CUDA backend "
+                     "that runs the layer, and 'plan' = the layers' plan)")
           ->delimiter(',')
           ->each([o](const std::string&) { o->backends_given = true; });
       app.add_option("--device", o->device, "cpu or cuda[:N] (GPU: fp16 activations, CUDA events, L2 flushed)");
@@ -557,7 +560,8 @@ const CommandRegistrar registrar(
       app.add_flag("--cpu-clock", o->cpu_clock, "time with process CPU time / threads (for a shared machine)");
       app.add_flag("!--no-dense", o->dense, "skip the fp32 dense baseline");
       app.add_option("--params", o->params_json, "kernel parameters as JSON, merged over each backend's defaults");
-      app.add_option("--json", o->json_path, "write the rows as JSON to FILE");
+      app.add_option("--json", o->json_path,
+                     "write the rows as JSON to FILE ('-': standard output, the table then goes to standard error)");
       app.add_option("--plot", o->plot_path, "write an SVG plot (throughput vs batch) to FILE");
       return [o] { return run_bench(*o); };
     });
