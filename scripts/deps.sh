@@ -4,7 +4,7 @@
 set -euo pipefail
 
 QRT_APT_PACKAGES=(cmake g++ clang make pkg-config libxml2-utils libgtest-dev libgmock-dev libbenchmark-dev
-                  nlohmann-json3-dev libcli11-dev libfmt-dev libcpp-httplib-dev curl python3 python3-pip)
+                  nlohmann-json3-dev libcli11-dev libfmt-dev libcpp-httplib-dev libssl-dev curl python3 python3-pip)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then

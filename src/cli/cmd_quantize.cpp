@@ -8,6 +8,8 @@
 // embeddings stay in float, as GPTQ/AWQ tools do by default. GPTQ and AWQ are calibrated by
 // default (the algorithms of quant/calibration.h, run by the model module) on text sampled from
 // the model itself, or on a text file; `--calib none` rounds to nearest. FP8 is round-to-nearest.
+// Without --group-size the largest of 128, 64, 32 that divides every layer is used, and said.
+// qrt_provenance.json records what made the folder (provenance.h).
 #include <unistd.h>
 
 #include <cmath>
@@ -18,8 +20,10 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "cli/build_info.h"
 #include "cli/command.h"
 #include "cli/progress.h"
+#include "cli/provenance.h"
 #include "io/bounded_read.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
@@ -37,12 +41,55 @@ namespace {
 struct Options {
   std::string in, out, method, calib, dtype = "f16";
   int bits = 0;
-  int group_size = 128;
+  int group_size = 0;   // 0 = not given: chosen to fit the model (choose_group_size)
   bool desc_act = false, sym = false, asym = false, force = false;
   int64_t calib_tokens = 8192;
   uint64_t calib_seed = 0;
   double damp = 0.01;
 };
+
+// GPTQ / AWQ group sizes along in_features, largest first: 128 is the reference tools' default,
+// 64 and 32 the common smaller ones.
+constexpr int kGroupSizes[] = {128, 64, 32};
+
+bool divides_all(int group_size, const std::vector<int64_t>& in_features) {
+  for (int64_t k : in_features)
+    if (k % group_size != 0) return false;
+  return true;
+}
+
+// The sizes of kGroupSizes (and 16) that divide every in_features, for messages: "64, 32, 16".
+std::string sizes_that_fit(const std::vector<int64_t>& in_features) {
+  std::string s;
+  for (int g : {128, 64, 32, 16})
+    if (divides_all(g, in_features)) s += (s.empty() ? "" : ", ") + std::to_string(g);
+  return s.empty() ? "none of 128, 64, 32, 16" : s;
+}
+
+// --group-size as given (checked against every layer), or the largest of kGroupSizes that divides
+// every in_features, said on stderr. FP8 blocks need not divide: 128 x 128 unless given.
+int choose_group_size(const Options& o, const std::vector<const CheckpointLinear*>& layers) {
+  if (o.method == "fp8") return o.group_size != 0 ? o.group_size : 128;
+  std::vector<int64_t> ks;
+  for (const CheckpointLinear* l : layers) ks.push_back(l->spec.in_features);
+  if (o.group_size == -1) return -1;
+  if (o.group_size > 0) {
+    for (const CheckpointLinear* l : layers)
+      if (l->spec.in_features % o.group_size != 0)
+        throw invalid_input(l->spec.name + ": --group-size " + std::to_string(o.group_size) +
+                            " does not divide in_features " + std::to_string(l->spec.in_features) +
+                            "; sizes that divide every layer: " + sizes_that_fit(ks) + " (or -1, one group per row)");
+    return o.group_size;
+  }
+  for (int g : kGroupSizes)
+    if (divides_all(g, ks)) {
+      std::fprintf(stderr, "qrt: --group-size %d: the largest of 128, 64, 32 that divides every in_features%s\n", g,
+                   g == kGroupSizes[0] ? "" : " (128 does not; --group-size sets it)");
+      return g;
+    }
+  throw invalid_input(o.in + ": no group size of 128, 64 or 32 divides every in_features (sizes that do: " +
+                      sizes_that_fit(ks) + "); pass --group-size, -1 for one group per row");
+}
 
 using qrt::cli::Progress;
 
@@ -56,7 +103,8 @@ QuantizationConfig make_config(const Options& o, bool sym) {
     g.desc_act = o.desc_act;
     g.damp_percent = o.damp;
     g.sym = sym;
-    g.passthrough_json = R"({"meta": {"quantizer": ["qrt:0.1.0"]}})";
+    // GPTQModel's convention for the tool that wrote a checkpoint.
+    g.passthrough_json = nlohmann::json{{"meta", {{"quantizer", {std::string("qrt:") + qrt_version()}}}}}.dump();
     q.config = g;
   } else if (o.method == "awq") {
     AwqConfig a;
@@ -95,7 +143,7 @@ int run(const Options& o) {
     if (opt.desc_act) throw invalid_input("--act-order applies to GPTQ only");
     sym = true;
   }
-  if (opt.group_size == 0 || opt.group_size < -1)
+  if (opt.group_size < -1)
     throw invalid_input("--group-size " + std::to_string(opt.group_size) + ": expected -1 or a positive size");
   if (method == "awq" && opt.desc_act) throw invalid_input("--act-order applies to GPTQ only (AWQ has no act-order)");
   // "sampled" (the default for GPTQ and AWQ): text sampled from the model; "none": round to nearest.
@@ -129,22 +177,21 @@ int run(const Options& o) {
   if (!gguf && ck->tokenizer_json_path().empty())
     throw invalid_input(opt.in + ": no tokenizer.json in the input folder, so the quantized folder could not be run; "
                                  "copy tokenizer.json from the original model into " + opt.in + " first");
-  const QuantizationConfig qconfig = make_config(opt, sym);
-
   // Check every layer before writing anything.
   std::vector<const CheckpointLinear*> targets;
-  for (const CheckpointLinear& l : ck->linears()) {
-    if (l.spec.name == "lm_head") continue;
+  for (const CheckpointLinear& l : ck->linears())
+    if (l.spec.name != "lm_head") targets.push_back(&l);
+  const bool group_size_chosen = opt.group_size == 0 && method != "fp8";
+  opt.group_size = choose_group_size(opt, targets);
+  const QuantizationConfig qconfig = make_config(opt, sym);
+  for (const CheckpointLinear* lp : targets) {
+    const CheckpointLinear& l = *lp;
     const int64_t k = l.spec.in_features, n = l.spec.out_features;
-    if (method != "fp8" && opt.group_size > 0 && k % opt.group_size != 0)
-      throw invalid_input(l.spec.name + ": --group-size " + std::to_string(opt.group_size) + " does not divide in_features " +
-                          std::to_string(k));
     if (method == "gptq" && ((k * opt.bits) % 32 != 0 || (n * opt.bits) % 32 != 0 || (opt.bits == 3 && (k % 32 || n % 32))))
       throw invalid_input(l.spec.name + ": [" + std::to_string(n) + ", " + std::to_string(k) + "] cannot be packed at " +
                           std::to_string(opt.bits) + " bits (GPTQ needs whole 32-bit words along both dimensions)");
     if (method == "awq" && n % 8 != 0)
       throw invalid_input(l.spec.name + ": out_features " + std::to_string(n) + " is not a multiple of 8 (AWQ GEMM)");
-    targets.push_back(&l);
   }
 
   // OUT is claimed (refused when it exists without --force) before the minutes of calibration.
@@ -232,6 +279,35 @@ int run(const Options& o) {
   config["quantization_config"] = quant::quantization_config_to_json_value(qconfig);
   config["torch_dtype"] = quant::torch_dtype_name(dtype);
   writer.add_text_file("config.json", config.dump(2) + "\n");
+  // What made the folder, in a file of its own that the loaders of other tools never read.
+  nlohmann::ordered_json prov;
+  prov["made_by"] = qrt_identity();
+  prov["created"] = utc_timestamp();
+  prov["source"] = {{"path", opt.in}, {"format", gguf ? "gguf" : "hf"}, {"quantization", ck->quantization().describe()}};
+  prov["method"] = method;
+  prov["algorithm"] = !calibrator      ? "round to nearest"
+                      : method == "awq" ? "awq (activation-aware scale search)"
+                                        : "gptq (Hessian of the calibration activations)";
+  prov["bits"] = opt.bits;
+  prov["group_size"] = opt.group_size;
+  prov["group_size_source"] = group_size_chosen ? "chosen: the largest of 128, 64, 32 dividing every in_features"
+                                                : "--group-size";
+  prov["sym"] = sym;
+  prov["act_order"] = opt.desc_act;
+  if (method == "gptq") prov["damp"] = opt.damp;
+  prov["dtype"] = opt.dtype;
+  nlohmann::ordered_json calib(nullptr);
+  if (calibrator) {
+    if (opt.calib == "sampled")
+      calib = {{"source", "sampled from the model"}, {"seed", opt.calib_seed}};
+    else
+      calib = file_identity(opt.calib);
+    calib["tokens"] = calibration.tokens;
+    calib["description"] = calibration.source;
+  }
+  prov["calibration"] = calib;
+  prov["quantization_config"] = quant::quantization_config_to_json_value(qconfig);
+  writer.add_text_file(kProvenanceFile, prov.dump(2) + "\n");
   for (const std::string& f : ck->tokenizer_files()) writer.copy_file(f);
   if (!gguf) {
     const std::string gen = ck->path() + "/generation_config.json";
@@ -261,9 +337,9 @@ const CommandRegistrar kRegistrar(
       app.add_option("OUT", o->out, "Output folder (must not exist unless --force)")->required();
       app.add_option("--method", o->method, "gptq, awq or fp8")->required();
       app.add_option("--bits", o->bits, "2, 3, 4 or 8 (GPTQ); 4 (AWQ); 8 (FP8)");
-      app.add_option("--group-size", o->group_size, "Group size along in_features (-1 = per row); FP8: block size "
-                                                    "(-1 = per tensor)")
-          ->capture_default_str();
+      app.add_option("--group-size", o->group_size,
+                     "Group size along in_features (-1 = per row; default: the largest of 128, 64, 32 that divides "
+                     "every layer's in_features); FP8: block size (-1 = per tensor, default 128)");
       app.add_flag("--act-order,--desc-act", o->desc_act,
                    "GPTQ act-order: columns by decreasing Hessian diagonal, g_idx written (needs calibration)");
       app.add_flag("--sym", o->sym, "Symmetric (GPTQ default)");
