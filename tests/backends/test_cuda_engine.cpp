@@ -155,6 +155,10 @@ TEST(CudaEngine, QuantizedModelMatchesNaiveForward) {
   check_engine_against_naive(w, false);  // every projection on its own
 }
 
+// Two limits, each a clear error before anything is uploaded: past 2^31 positions the lengths
+// themselves are refused (every engine, EngineOptions::validate_lengths: invalid input naming
+// max_input_length); below it, a KV cache larger than the GPU is out of memory naming the cache
+// and the flag to lower (2^31 positions of this tiny model's cache are 1 TiB).
 TEST(CudaEngine, AbsurdMaxInputLengthIsACleanError) {
   QRT_SKIP_WITHOUT_GPU();
   auto w = testing::tiny_weights(gpu_tiny_config(), 5);
@@ -162,8 +166,17 @@ TEST(CudaEngine, AbsurdMaxInputLengthIsACleanError) {
     make_cuda_engine(w, gpu_options(int64_t(1) << 40, 16));
     FAIL() << "expected a qrt::Error";
   } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::InvalidInput) << e.what();
+    EXPECT_NE(std::string(e.what()).find("max_input_length"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("2^31"), std::string::npos) << e.what();
+  }
+  try {
+    make_cuda_engine(w, gpu_options(int64_t(1) << 31, 16));
+    FAIL() << "expected a qrt::Error";
+  } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::OutOfMemory) << e.what();
     EXPECT_NE(std::string(e.what()).find("KV cache"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("lower --max-input-length"), std::string::npos) << e.what();
   }
   auto engine = make_cuda_engine(w, gpu_options(8, 8));  // the device is still usable
   int32_t t = 1;

@@ -52,16 +52,24 @@ void CudaOps::reserve(const ModelDims& dims) {
   d_ = dims;
   if (d_.head_dim > 256 || d_.head_dim % 2)
     throw unsupported(fmt::format("head_dim {} unsupported by the CUDA engine (even, <= 256)", d_.head_dim));
-  // Size checks first, so an absurd max_input_length is one clear error before any upload.
-  const double kv_bytes =
-      2.0 * static_cast<double>(d_.layers) * d_.kv_heads * static_cast<double>(d_.capacity) * d_.head_dim * 2;
-  const double free_guess = static_cast<double>(ctx_->props().totalGlobalMem);
-  if (kv_bytes > free_guess)
+  // What max_input_length + max_new_tokens cost on the device before anything is uploaded: the KV
+  // cache, the RoPE tables and the generated-token buffer, all sized by the positions. A cache
+  // that cannot fit is a configuration error named here, not a failed allocation after the
+  // weights went up. (The 2^31 cap of validate_lengths() comes first: past it the sizes are not
+  // even computed.) Doubles: no overflow.
+  const double positions = static_cast<double>(d_.capacity);
+  const double kv_bytes = 2.0 * static_cast<double>(d_.layers * d_.kv_heads * d_.head_dim) * positions * 2;
+  const double table_bytes = positions * (static_cast<double>(d_.head_dim) * 4 + 4);
+  size_t free_bytes = 0, total_bytes = 0;
+  QRT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (kv_bytes + table_bytes > static_cast<double>(free_bytes))
     throw Error(ErrorKind::OutOfMemory,
-                fmt::format("KV cache of {} positions x {} layers needs {:.1f} GiB, more than the {:.1f} GiB of {}; "
+                fmt::format("max_input_length {} + max_new_tokens {} = {} positions: the KV cache ({:.2f} GiB, f16, "
+                            "{} layers) and position tables ({:.2f} GiB) need more than the {:.2f} GiB free on {}; "
                             "lower --max-input-length or -n",
-                            d_.capacity, d_.layers, kv_bytes / 1073741824.0, free_guess / 1073741824.0,
-                            options_.device.id));
+                            options_.runtime.max_input_length, options_.runtime.max_new_tokens, d_.capacity,
+                            kv_bytes / 1073741824.0, d_.layers, table_bytes / 1073741824.0,
+                            static_cast<double>(free_bytes) / 1073741824.0, options_.device.id));
   QRT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 }
 
