@@ -1,21 +1,28 @@
 // Decode throughput of the GPU engine on a checkpoint (scripts/gpu-check.sh runs it on a random
-// Llama-2-7B-shaped GPTQ model from tools/make_random_model.py): load, prefill a 128-token random
-// prompt, then 128 greedy tokens two ways:
-//   host_loop: one ForwardEngine::forward() per token with the logits copied back and the argmax
-//              taken on the host (what `qrt run` does through the Generator);
+// Llama-2-7B-shaped GPTQ model from tools/make_random_model.py and on the default SmolLM2 GGUF):
+// load, prefill a random prompt, then greedy tokens several ways:
+//   host_loop: one ForwardEngine::forward_greedy() per token, the token chosen on the device and
+//              copied back alone (what `qrt run` does through the Generator for greedy decoding);
+//   host_loop_logits: forward() with the logits copied back and the argmax taken on the host;
+//   eager: host_loop with the decode step launched kernel by kernel instead of replayed from the
+//              captured graph (its tokens must equal the graph's);
 //   device_loop: CudaForwardEngine::generate_on_device(), one graph replay per token, sampling on
 //              the device, no host synchronisation until the end.
-// Usage: gpu_decode_bench MODEL [OUT.json]   (env PROMPT=128 NEW=128)
+// Also the launches of one decode step (graph nodes by op) and where its time goes. With
+// UNFUSED=1 the same again on an engine without the fused decode ops (QRT_CUDA_FUSED_DECODE=0).
+// Usage: gpu_decode_bench MODEL [OUT.json]   (env PROMPT=128 NEW=128 UNFUSED=0)
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <string>
 
 #include "model/cuda/cuda_engine.h"
 #include "qrt/device.h"
 #include "qrt/model.h"
+#include "qrt/sampler.h"
 
 using namespace qrt;
 
@@ -32,6 +39,7 @@ int main(int argc, char** argv) {
     }
     const int64_t prompt_len = std::getenv("PROMPT") ? std::atoll(std::getenv("PROMPT")) : 128;
     const int64_t n_new = std::getenv("NEW") ? std::atoll(std::getenv("NEW")) : 128;
+    const bool unfused_too = std::getenv("UNFUSED") && std::string(std::getenv("UNFUSED")) == "1";
     using clock = std::chrono::steady_clock;
     auto secs = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
     const auto t0 = clock::now();
@@ -44,71 +52,122 @@ int main(int argc, char** argv) {
     opt.device = devs[0];
     opt.prefill_batch = prompt_len;
     opt.log = [](const std::string& m) { std::fprintf(stderr, "qrt: %s\n", m.c_str()); };
-    auto engine = make_engine(weights, opt);
-    auto* ce = dynamic_cast<CudaForwardEngine*>(engine.get());
-    if (!ce) throw std::runtime_error("make_engine did not return the CUDA engine");
-    const auto t2 = clock::now();
-    std::printf("load %.1f s, engine build %.1f s on %s\n", secs(t0, t1), secs(t1, t2), engine->device_name().c_str());
-    for (const auto& [b, n] : engine->backend_counts()) std::printf("  %s: %d linears\n", b.c_str(), n);
 
     const int64_t V = weights->config.vocab_size;
     std::mt19937 rng(0);
     std::uniform_int_distribution<int32_t> tok(3, static_cast<int32_t>(V - 1));
     std::vector<int32_t> prompt(static_cast<size_t>(prompt_len));
     for (auto& t : prompt) t = tok(rng);
-    std::vector<float> logits(static_cast<size_t>(V));
-    auto argmax = [&] { return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin()); };
-    // Warm-up (graph capture, cuBLAS heuristics), then the timed runs from the same prefix.
-    engine->forward(prompt.data(), prompt_len, 0, logits.data());
-    int32_t next = argmax();
-    engine->forward(&next, 1, prompt_len, logits.data());
-    const auto p0 = clock::now();
-    engine->forward(prompt.data(), prompt_len, 0, logits.data());
-    const auto p1 = clock::now();
-    const int32_t first = argmax();
-    next = first;
-    std::vector<int32_t> host_tokens;
-    const auto h0 = clock::now();
-    for (int64_t i = 0; i < n_new; ++i) {
-      engine->forward(&next, 1, prompt_len + i, logits.data());
-      next = argmax();
-      host_tokens.push_back(next);
-    }
-    const auto h1 = clock::now();
-    ce->generate_on_device(first, prompt_len, 8, DeviceSampling{});  // warm-up of the decode graph
-    std::vector<int32_t> dev_tokens = ce->generate_on_device(first, prompt_len, n_new, DeviceSampling{});
-    const double dev_s = ce->last_generate_seconds();
-    // Where one decode step's time goes (ops back to back behind a held stream, an event after each).
-    const auto profile = ce->profile_decode_step(first, prompt_len);
-    double profile_total = 0;
-    for (const auto& t : profile) profile_total += t.us;
-    std::printf("decode step by op (position %lld, events between ops; graph step %.1f us):\n",
-                static_cast<long long>(prompt_len), dev_s / static_cast<double>(n_new) * 1e6);
-    nlohmann::json prof = nlohmann::json::array();
-    for (const auto& t : profile) {
-      std::printf("  %-20s %9.1f us  %5.1f %%  %4d launches  %7.2f us each", t.op.c_str(), t.us,
-                  100 * t.us / profile_total, t.launches, t.us / t.launches);
-      if (t.graph_us_each > 0) std::printf("  (%.2f us alone in a graph)", t.graph_us_each);
-      std::printf("\n");
-      prof.push_back({{"op", t.op}, {"us", t.us}, {"launches", t.launches}, {"graph_us_each", t.graph_us_each}});
-    }
-    std::printf("  %-20s %9.1f us\n", "total", profile_total);
-    int64_t agree = 0;
-    for (int64_t i = 0; i < n_new; ++i) agree += host_tokens[i] == dev_tokens[i];
 
-    nlohmann::json out;
+    // One engine's figures; `fused` says which decode ops it was built with.
+    auto measure = [&](bool fused, std::vector<int32_t>* graph_tokens) {
+      if (!fused) setenv("QRT_CUDA_FUSED_DECODE", "0", 1);
+      const auto b0 = clock::now();
+      auto engine = make_engine(weights, opt);
+      const auto b1 = clock::now();
+      if (!fused) unsetenv("QRT_CUDA_FUSED_DECODE");
+      auto* ce = dynamic_cast<CudaForwardEngine*>(engine.get());
+      if (!ce) throw std::runtime_error("make_engine did not return the CUDA engine");
+      nlohmann::json r;
+      r["engine_build_s"] = secs(b0, b1);
+      std::printf("%s decode ops: engine build %.1f s on %s\n", fused ? "fused" : "unfused", secs(b0, b1),
+                  engine->device_name().c_str());
+      for (const auto& [b, n] : engine->backend_counts()) std::printf("  %s: %d linears\n", b.c_str(), n);
+      // Warm-up (graph capture, cuBLAS heuristics), then the timed runs from the same prefix.
+      int32_t first = engine->forward_greedy(prompt.data(), prompt_len, 0);
+      engine->forward_greedy(&first, 1, prompt_len);
+      const auto p0 = clock::now();
+      first = engine->forward_greedy(prompt.data(), prompt_len, 0);
+      const auto p1 = clock::now();
+      r["prefill_tok_s"] = prompt_len / secs(p0, p1);
+      auto host_loop = [&](std::vector<int32_t>& tokens) {
+        int32_t next = first;
+        const auto h0 = clock::now();
+        for (int64_t i = 0; i < n_new; ++i) tokens.push_back(next = engine->forward_greedy(&next, 1, prompt_len + i));
+        return n_new / secs(h0, clock::now());
+      };
+      std::vector<int32_t> host_tokens, eager_tokens, logit_tokens;
+      r["decode_tok_s"] = host_loop(host_tokens);
+      {
+        std::vector<float> logits(static_cast<size_t>(V));
+        int32_t next = first;
+        const auto h0 = clock::now();
+        for (int64_t i = 0; i < n_new; ++i) {
+          engine->forward(&next, 1, prompt_len + i, logits.data());
+          logit_tokens.push_back(next = greedy_token(logits.data(), V));
+        }
+        r["decode_tok_s_logits_to_host"] = n_new / secs(h0, clock::now());
+      }
+      ce->use_graphs(false);
+      r["decode_tok_s_eager"] = host_loop(eager_tokens);
+      ce->use_graphs(true);
+      ce->generate_on_device(first, prompt_len, 8, DeviceSampling{});  // warm-up of the decode graph
+      const std::vector<int32_t> dev_tokens = ce->generate_on_device(first, prompt_len, n_new, DeviceSampling{});
+      const double dev_s = ce->last_generate_seconds();
+      r["decode_tok_s_device_loop"] = n_new / dev_s;
+      auto agree = [&](const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+        int64_t n = 0;
+        for (size_t i = 0; i < a.size() && i < b.size(); ++i) n += a[i] == b[i];
+        return n;
+      };
+      r["greedy_tokens_agree"] = agree(host_tokens, dev_tokens);
+      r["graph_eager_tokens_agree"] = agree(host_tokens, eager_tokens);
+      r["logits_host_tokens_agree"] = agree(host_tokens, logit_tokens);
+      if (graph_tokens) *graph_tokens = host_tokens;
+      std::printf("  tokens/s: host loop %.1f (logits to host %.1f, eager %.1f), device loop %.1f; prefill %.1f\n",
+                  r["decode_tok_s"].get<double>(), r["decode_tok_s_logits_to_host"].get<double>(),
+                  r["decode_tok_s_eager"].get<double>(), r["decode_tok_s_device_loop"].get<double>(),
+                  r["prefill_tok_s"].get<double>());
+      std::printf("  greedy tokens equal to the host loop's: device loop %lld, eager %lld, logits %lld of %lld\n",
+                  static_cast<long long>(r["greedy_tokens_agree"].get<int64_t>()),
+                  static_cast<long long>(r["graph_eager_tokens_agree"].get<int64_t>()),
+                  static_cast<long long>(r["logits_host_tokens_agree"].get<int64_t>()), static_cast<long long>(n_new));
+      // The launches of a decode step, as the graph holds them.
+      const CudaForwardEngine::StepLaunches launches = ce->decode_step_launches();
+      nlohmann::json by_op = nlohmann::json::array();
+      std::printf("  decode step launches: %d graph nodes, %d kernels\n", launches.nodes, launches.kernels);
+      for (const auto& [op, n] : launches.nodes_by_op) {
+        std::printf("    %-42s %4d\n", op.c_str(), n);
+        by_op.push_back({{"op", op}, {"nodes", n}});
+      }
+      r["decode_step_launches"] = {{"nodes", launches.nodes}, {"kernels", launches.kernels}, {"by_op", by_op}};
+      // Where one decode step's time goes (ops back to back behind a held stream, an event after each).
+      const auto profile = ce->profile_decode_step(first, prompt_len);
+      double profile_total = 0;
+      for (const auto& t : profile) profile_total += t.us;
+      std::printf("decode step by op (position %lld, events between ops; graph step %.1f us):\n",
+                  static_cast<long long>(prompt_len), dev_s / static_cast<double>(n_new) * 1e6);
+      nlohmann::json prof = nlohmann::json::array();
+      for (const auto& t : profile) {
+        std::printf("  %-42s %9.1f us  %5.1f %%  %4d launches  %7.2f us each", t.op.c_str(), t.us,
+                    100 * t.us / profile_total, t.launches, t.us / t.launches);
+        if (t.graph_us_each > 0) std::printf("  (%.2f us alone in a graph)", t.graph_us_each);
+        std::printf("\n");
+        prof.push_back({{"op", t.op}, {"us", t.us}, {"launches", t.launches}, {"graph_us_each", t.graph_us_each}});
+      }
+      std::printf("  %-42s %9.1f us\n", "total", profile_total);
+      r["decode_step_profile"] = prof;
+      r["backends"] = engine->backend_counts();
+      r["device"] = engine->device_name();
+      return r;
+    };
+
+    std::vector<int32_t> fused_tokens, unfused_tokens;
+    nlohmann::json fused = measure(true, &fused_tokens);
+    nlohmann::json unfused;
+    if (unfused_too) {
+      unfused = measure(false, &unfused_tokens);
+      int64_t same = 0;
+      for (int64_t i = 0; i < n_new; ++i) same += fused_tokens[i] == unfused_tokens[i];
+      unfused["tokens_agree_with_fused"] = same;
+    }
+
+    nlohmann::json out = fused;
     out["model"] = argv[1];
-    out["device"] = engine->device_name();
     out["prompt_tokens"] = prompt_len;
     out["new_tokens"] = n_new;
     out["load_s"] = secs(t0, t1);
-    out["engine_build_s"] = secs(t1, t2);
-    out["prefill_tok_s"] = prompt_len / secs(p0, p1);
-    out["decode_tok_s"] = n_new / secs(h0, h1);
-    out["decode_tok_s_device_loop"] = n_new / dev_s;
-    out["greedy_tokens_agree"] = agree;
-    out["backends"] = engine->backend_counts();
-    out["decode_step_profile"] = prof;
+    if (unfused_too) out["unfused"] = unfused;
     std::printf("%s\n", out.dump(1).c_str());
     if (argc > 2) std::ofstream(argv[2]) << out.dump(1) << "\n";
     return 0;

@@ -84,7 +84,7 @@ if [ -x build-gpu/tests/test_backends ]; then
   grep -B3 -A12 'Failure' "$OUT/tests.log" | head -80 | tee -a "$LOG"
   stage "compute-sanitizer (one short case)"
   timeout 120 compute-sanitizer --tool memcheck --error-exitcode 9 build-gpu/tests/test_backends \
-    --gtest_filter='CudaDequant.ForcedPathsAgreeAndGraphReplayMatches:CudaFp8.GraphReplayMatchesEager:CudaKernels.SanitizerShortSet' \
+    --gtest_filter='CudaDequant.ForcedPathsAgreeAndGraphReplayMatches:CudaFp8.GraphReplayMatchesEager:CudaKernels.SanitizerShortSet:CudaModelKernels.SanitizerShortSet' \
     >> "$OUT/tests.log" 2>&1
   SAN_RC=$?
   note "compute-sanitizer rc=$SAN_RC"; grep -E 'ERROR SUMMARY|Invalid|PASSED|FAILED' "$OUT/tests.log" | tail -5 | tee -a "$LOG"

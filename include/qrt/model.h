@@ -169,6 +169,10 @@ class ForwardEngine {
   // pos + n > capacity() or a token id is outside the vocabulary.
   virtual void forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits,
                        bool all_logits = false) = 0;
+  // forward(tokens, n, pos) and the greedy choice of its last row (qrt::greedy_token, sampler.h):
+  // the same steps, but an engine that picks the token on the device (the GPU) copies one id back
+  // instead of the logits. Throws what forward() throws.
+  virtual int32_t forward_greedy(const int32_t* tokens, int64_t n, int64_t pos);
   // The plan of every quantized linear and the backends actually prepared for them.
   virtual const std::vector<LinearPlan>& plans() const = 0;
   // What runs: every quantized linear the engine built (a fused group under its fused name), in

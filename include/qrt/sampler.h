@@ -23,6 +23,13 @@ struct SamplingParams {
   std::string describe() const;    // "greedy" or "temp 0.7, top-k 40, top-p 0.9, seed 1"
 };
 
+// The greedy choice: the index of the largest of logits[0..vocab), the lowest among equal ones,
+// NaN counting as -inf (0 when every logit is NaN or -inf). Sampler::sample at temperature 0
+// without a repetition penalty, and what engines that pick the token on the device return.
+int32_t greedy_token(const float* logits, int64_t vocab);
+// True when `params` pick greedy_token() of the raw logits (greedy, no repetition penalty).
+bool is_plain_greedy(const SamplingParams& params);
+
 class Sampler {
  public:
   explicit Sampler(const SamplingParams& params);

@@ -103,8 +103,19 @@ class BlockOps {
   // ---- one step ----
   // The rows of the step; the head writes `logit_rows` rows of logits to `logits` (host) by finish().
   virtual void stage(const StepRows& rows, float* logits, int64_t logit_rows) = 0;
+  // A device that picks the greedy token of a step itself (so that one id comes back, not the
+  // logits) says so here; the model then stages a step whose head has one logits row with
+  // stage_greedy(), and *token holds that row's greedy choice by finish() (the index of the
+  // largest logit, the lowest among equal ones, NaN as -infinity: qrt::greedy_token()).
+  virtual bool picks_greedy_token() const { return false; }
+  virtual void stage_greedy(const StepRows& rows, int32_t* token);
   // Residual stream x[i] = embedding of token i.
   virtual void embed(int64_t m) = 0;
+  // embed(m), then the first block's norm of rows [0, m) (add_rmsnorm without add_proj).
+  virtual void embed_rmsnorm(int norm, int64_t m) {
+    embed(m);
+    add_rmsnorm(false, norm, 0, m);
+  }
   // For rows [row0, row0 + rows): x += Proj (when add_proj), Normed = rmsnorm(x) * weight `norm`.
   virtual void add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) = 0;
   // out = in * W^T (+ bias), m rows.
@@ -113,11 +124,24 @@ class BlockOps {
   virtual void rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) = 0;
   // Causal grouped-query attention of q over the cache (the rows' positions, window), into `out`.
   virtual void attention(int64_t layer, View q, View out, int64_t m) = 0;
+  // rope_store_kv() then attention() (q afterwards: rotated, or as it was where a device fuses
+  // the two; nothing reads it again).
+  virtual void rope_store_attention(int64_t layer, View q, View k, View v, View out, int64_t m) {
+    rope_store_kv(layer, q, k, v, m);
+    attention(layer, q, out, m);
+  }
   // out = silu(gate) * up.
   virtual void silu_mul(View gate, View up, View out, int64_t m) = 0;
   // Logits of Normed rows [row0, row0 + rows) through the head (a ModelLinear, or the embedding
   // when tied: head.dense < 0 and head.quantized null).
   virtual void head(ModelLinear& head, int64_t row0, int64_t rows) = 0;
+  // The final norm of rows [row0, row0 + rows) and the head over them: add_rmsnorm() then head()
+  // (the residual x afterwards: updated, or as it was where a device fuses the two; nothing
+  // reads it again in the step).
+  virtual void norm_head(bool add_proj, int norm, ModelLinear& head, int64_t row0, int64_t rows) {
+    add_rmsnorm(add_proj, norm, row0, rows);
+    this->head(head, row0, rows);
+  }
   // Moves residual row rows[k] (x and the pending Proj) to row k, for k < n; rows ascending. A
   // batched step gathers the rows whose logits are wanted before the final norm and the head.
   virtual void gather_rows(const int64_t* rows, int64_t n) = 0;

@@ -43,8 +43,14 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const G
   if (options.cached_prefix < 0)
     throw invalid_input(fmt::format("cached_prefix {} must be >= 0", options.cached_prefix));
   const int64_t cached = std::min<int64_t>(options.cached_prefix, n - 1);
+  // Plain greedy decoding over the whole vocabulary asks the engine for the token alone (a GPU
+  // engine then copies back one id per step instead of the logits); anything else (a vocabulary
+  // cut to the tokenizer's ids too) samples from the logits here.
+  const bool greedy = is_plain_greedy(options.sampling) && sample_vocab == vocab;
+  int32_t greedy_next = 0;
   auto t0 = std::chrono::steady_clock::now();
-  engine_.forward(prompt.data() + cached, n - cached, cached, logits_.data());
+  if (greedy) greedy_next = engine_.forward_greedy(prompt.data() + cached, n - cached, cached);
+  else engine_.forward(prompt.data() + cached, n - cached, cached, logits_.data());
   r.prompt_seconds = seconds_since(t0);
   r.prompt_tokens = n - cached;
 
@@ -57,7 +63,7 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const G
       r.stop_reason = "interrupted";
       break;
     }
-    const int32_t id = sampler.sample(logits_.data(), sample_vocab, history);
+    const int32_t id = greedy ? greedy_next : sampler.sample(logits_.data(), sample_vocab, history);
     if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), id) != options.stop_tokens.end()) {
       r.stop_reason = "stop token";
       break;
@@ -73,7 +79,8 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const G
       r.stop_reason = "context full";
       break;
     }
-    engine_.forward(&id, 1, pos, logits_.data());
+    if (greedy) greedy_next = engine_.forward_greedy(&id, 1, pos);
+    else engine_.forward(&id, 1, pos, logits_.data());
     ++pos;
     ++r.decode_steps;
   }

@@ -8,6 +8,7 @@
 
 #include "model/engine_plan.h"
 #include "qrt/error.h"
+#include "qrt/sampler.h"
 #include "qrt/setup.h"
 
 namespace qrt::model {
@@ -19,6 +20,10 @@ bool StepRows::one_sequence_in_order() const {
   for (int64_t i = 1; i < count; ++i)
     if (positions[i] != positions[0] + i) return false;
   return true;
+}
+
+void BlockOps::stage_greedy(const StepRows&, int32_t*) {
+  throw internal_error("stage_greedy: device " + device_name() + " does not pick greedy tokens");
 }
 
 LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options, BlockOps& ops)
@@ -196,6 +201,23 @@ void LlamaModel::check_args(const int32_t* tokens, int64_t n, int64_t pos) const
 
 void LlamaModel::forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits) {
   check_args(tokens, n, pos);
+  run_chunks(tokens, n, pos, logits, all_logits, nullptr);
+}
+
+int32_t LlamaModel::forward_greedy(const int32_t* tokens, int64_t n, int64_t pos) {
+  check_args(tokens, n, pos);
+  if (!ops_.picks_greedy_token()) {
+    greedy_logits_.resize(static_cast<size_t>(dims_.vocab));
+    run_chunks(tokens, n, pos, greedy_logits_.data(), false, nullptr);
+    return greedy_token(greedy_logits_.data(), dims_.vocab);
+  }
+  int32_t token = 0;
+  run_chunks(tokens, n, pos, nullptr, false, &token);
+  return token;
+}
+
+void LlamaModel::run_chunks(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits,
+                            int32_t* token) {
   if (dims_.kv_blocks > 0) throw internal_error("forward: a batched engine's KV pool is addressed through step()");
   ops_.on_device([&] {
     for (int64_t start = 0; start < n; start += dims_.prefill_rows) {
@@ -209,7 +231,10 @@ void LlamaModel::forward(const int32_t* tokens, int64_t n, int64_t pos, float* l
       rows.count = m;
       rows.tokens = tokens + start;
       rows.positions = positions_.data();
-      ops_.stage(rows, head_rows ? logits + (all_logits ? start * dims_.vocab : 0) : nullptr, head_rows);
+      if (token && last)
+        ops_.stage_greedy(rows, token);
+      else
+        ops_.stage(rows, head_rows && logits ? logits + (all_logits ? start * dims_.vocab : 0) : nullptr, head_rows);
       if (m == 1 && last && !all_logits) ops_.decode_step([&] { run_step(1, 0, 1); });
       else run_step(m, head_row0, head_rows);
       ops_.finish();
@@ -267,8 +292,7 @@ void LlamaModel::step(const BatchStep& step, float* logits) {
       // The wanted rows first, then the final norm and the head over them alone (each row's
       // result is the same as in a step of its own).
       ops_.gather_rows(step.logit_rows, step.logit_count);
-      ops_.add_rmsnorm(!blocks_.empty(), final_norm_, 0, step.logit_count);
-      ops_.head(head_, 0, step.logit_count);
+      ops_.norm_head(!blocks_.empty(), final_norm_, head_, 0, step.logit_count);
     }
     ops_.finish();
   });
@@ -302,8 +326,9 @@ void LlamaModel::run_block(size_t layer, int64_t m) {
   const Views v = views(layer);
   const View normed{Buffer::Normed, 0, dims_.hidden}, attn{Buffer::Attn, 0, dims_.q_dim};
   const View proj{Buffer::Proj, 0, dims_.hidden}, act{Buffer::Gate, 0, dims_.inter};
-  // The previous block's output (Proj) joins the residual stream inside this block's first norm.
-  ops_.add_rmsnorm(layer > 0, b.input_norm, 0, m);
+  // The previous block's output (Proj) joins the residual stream inside this block's first norm
+  // (block 0's norm runs with the embedding, run_step).
+  if (layer > 0) ops_.add_rmsnorm(true, b.input_norm, 0, m);
   if (b.qkv.present()) {
     ops_.linear(b.qkv, normed, v.q, m);
   } else {
@@ -311,8 +336,7 @@ void LlamaModel::run_block(size_t layer, int64_t m) {
     ops_.linear(b.k, normed, v.k, m);
     ops_.linear(b.v, normed, v.v, m);
   }
-  ops_.rope_store_kv(static_cast<int64_t>(layer), v.q, v.k, v.v, m);
-  ops_.attention(static_cast<int64_t>(layer), v.q, attn, m);
+  ops_.rope_store_attention(static_cast<int64_t>(layer), v.q, v.k, v.v, attn, m);
   ops_.linear(b.o, attn, proj, m);
   ops_.add_rmsnorm(true, b.post_norm, 0, m);
   if (b.gate_up.present()) {
@@ -326,12 +350,12 @@ void LlamaModel::run_block(size_t layer, int64_t m) {
 }
 
 void LlamaModel::run_step(int64_t m, int64_t head_row0, int64_t head_rows) {
-  ops_.embed(m);
+  if (blocks_.empty()) ops_.embed(m);
+  else ops_.embed_rmsnorm(blocks_[0].input_norm, m);
   for (size_t li = 0; li < blocks_.size(); ++li) run_block(li, m);
   if (head_rows == 0) return;
   // The last block's output joins the residual stream in the final norm.
-  ops_.add_rmsnorm(!blocks_.empty(), final_norm_, head_row0, head_rows);
-  ops_.head(head_, head_row0, head_rows);
+  ops_.norm_head(!blocks_.empty(), final_norm_, head_, head_row0, head_rows);
 }
 
 std::vector<const ModelLinear*> LlamaModel::linears() const {

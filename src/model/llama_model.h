@@ -30,6 +30,9 @@ class LlamaModel {
   // ForwardEngine::forward: prefill in chunks of dims().prefill_rows rows; a one-row step whose
   // logits are wanted goes through BlockOps::decode_step.
   void forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits);
+  // ForwardEngine::forward_greedy: the same steps, the last one's head asked for the greedy token
+  // (on the device where BlockOps::picks_greedy_token(), else from the logits on the host).
+  int32_t forward_greedy(const int32_t* tokens, int64_t n, int64_t pos);
   // Throws qrt::Error (InvalidInput) when n < 1, pos < 0, pos + n > capacity or a token is outside
   // the vocabulary.
   void check_args(const int32_t* tokens, int64_t n, int64_t pos) const;
@@ -62,6 +65,9 @@ class LlamaModel {
   // The fused linear of a group, or an empty one with the reason in *why.
   ModelLinear make_fused(const ProjectionGroup& dropped_or_held, const char* op, std::string* why);
   void run_block(size_t layer, int64_t m);
+  // forward() after its checks: logits as forward() writes them, or with `token` the greedy
+  // choice of the last row (logits null).
+  void run_chunks(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits, int32_t* token);
   // Every linear, in model order (a block's fused linear before its parts), then the head.
   std::vector<const ModelLinear*> linears() const;
 
@@ -75,6 +81,7 @@ class LlamaModel {
   ModelLinear head_;  // dense < 0 and not quantized: the tied embedding
   int final_norm_ = -1;
   std::vector<int64_t> positions_;  // of the staged rows
+  std::vector<float> greedy_logits_;  // forward_greedy on a device that does not pick tokens
 };
 
 // A ForwardEngine: a LlamaModel over one device's ops. Base is ForwardEngine or an extension of
@@ -88,6 +95,9 @@ class LlamaEngine : public Base {
   int64_t capacity() const override { return model_.dims().capacity; }
   void forward(const int32_t* tokens, int64_t n, int64_t pos, float* logits, bool all_logits) override {
     model_.forward(tokens, n, pos, logits, all_logits);
+  }
+  int32_t forward_greedy(const int32_t* tokens, int64_t n, int64_t pos) override {
+    return model_.forward_greedy(tokens, n, pos);
   }
   const std::vector<LinearPlan>& plans() const override { return model_.plans(); }
   std::vector<std::pair<std::string, std::vector<KernelChoice>>> kernels() const override { return model_.kernels(); }

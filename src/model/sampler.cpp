@@ -42,6 +42,18 @@ std::string SamplingParams::describe() const {
   return s;
 }
 
+int32_t greedy_token(const float* logits, int64_t vocab) {
+  int64_t best = 0;
+  float best_v = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < vocab; ++i)
+    if (logits[i] > best_v) best_v = logits[i], best = i;  // NaN is never greater
+  return static_cast<int32_t>(best);
+}
+
+bool is_plain_greedy(const SamplingParams& params) {
+  return params.temperature <= 0.0f && params.repetition_penalty == 1.0f;
+}
+
 Sampler::Sampler(const SamplingParams& params) : params_(params), state_(params.seed) {
   params_.validate();
 }
@@ -74,12 +86,7 @@ int32_t Sampler::sample(const float* logits, int64_t vocab, const std::vector<in
     }
   }
 
-  if (params_.temperature <= 0.0f) {
-    int64_t best = 0;
-    for (int64_t i = 1; i < vocab; ++i)
-      if (work_[i] > work_[best]) best = i;
-    return static_cast<int32_t>(best);
-  }
+  if (params_.temperature <= 0.0f) return greedy_token(work_.data(), vocab);
 
   // (logit - max) / t rather than logit / t: the same softmax, but a tiny temperature cannot turn
   // large logits into +inf (inf - inf is NaN, and NaN weights once picked the least likely token).

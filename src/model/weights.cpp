@@ -10,6 +10,7 @@
 #include "qrt/batch_engine.h"
 #include "qrt/error.h"
 #include "qrt/model.h"
+#include "qrt/sampler.h"
 
 namespace qrt {
 
@@ -176,6 +177,12 @@ std::unique_ptr<BatchEngine> make_batch_engine(std::shared_ptr<const ModelWeight
   throw Error(ErrorKind::Unsupported,
               fmt::format("device {}: this qrt binary has no batched engine for it (CPU only); use --device cpu",
                           options.device.id));
+}
+
+int32_t ForwardEngine::forward_greedy(const int32_t* tokens, int64_t n, int64_t pos) {
+  std::vector<float> logits(static_cast<size_t>(config().vocab_size));
+  forward(tokens, n, pos, logits.data());
+  return greedy_token(logits.data(), config().vocab_size);
 }
 
 std::unique_ptr<ForwardEngine> make_engine(std::shared_ptr<const ModelWeights> weights,

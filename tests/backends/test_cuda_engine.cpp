@@ -7,12 +7,14 @@
 #include <map>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 
 #include "model/tiny_model.h"
 #include "qrt/error.h"
 #include "qrt/model.h"
+#include "qrt/sampler.h"
 
 #ifdef QRT_WITH_CUDA
 #include "backends/cuda/test_support.h"
@@ -70,12 +72,39 @@ double rel_err_row(const float* y, const double* ref, int64_t n) {
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
-void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = true) {
-  const ModelConfig& c = w->config;
-  std::mt19937 rng(11);
+// Sets an environment variable for a scope (the engine reads QRT_CUDA_FUSED_DECODE when built).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
+// The naive forward's logits of `n` random tokens (seeded).
+std::vector<int32_t> random_tokens(const ModelConfig& c, int64_t n, unsigned seed) {
+  std::mt19937 rng(seed);
   std::uniform_int_distribution<int32_t> tok(0, static_cast<int32_t>(c.vocab_size - 1));
-  std::vector<int32_t> tokens(20);
+  std::vector<int32_t> tokens(static_cast<size_t>(n));
   for (auto& t : tokens) t = tok(rng);
+  return tokens;
+}
+
+// fused_decode: the GPU's fused decode ops (embedding + norm, RoPE + KV store + attention, final
+// norm + head + greedy choice), or the unfused kernels (QRT_CUDA_FUSED_DECODE=0).
+void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = true, bool fused_decode = true) {
+  SCOPED_TRACE(fused_decode ? "fused decode ops" : "unfused decode ops");
+  ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused_decode ? "1" : "0");
+  const ModelConfig& c = w->config;
+  const std::vector<int32_t> tokens = random_tokens(c, 20, 11);
   const std::vector<double> ref = testing::naive_forward(*w, tokens, testing::plain_inv_freq(c));
   EngineOptions options = gpu_options(24, 16);
   options.runtime.fuse_projections = fuse;
@@ -111,7 +140,9 @@ void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = tru
   const int64_t arg = std::max_element(row, row + V) - row;
   std::vector<double> sorted(row, row + V);
   std::sort(sorted.rbegin(), sorted.rend());
-  if (sorted[0] - sorted[1] > 1e-2) EXPECT_EQ(gen[0], arg);
+  if (sorted[0] - sorted[1] > 1e-2) {
+    EXPECT_EQ(gen[0], arg);
+  }
   for (int32_t g : gen) EXPECT_TRUE(g >= 0 && g < V);
   // Sampled generation stays in the vocabulary and respects top-k = 1 (= greedy).
   DeviceSampling s;
@@ -130,21 +161,35 @@ void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = tru
   for (const auto& t : prof) {
     EXPECT_GE(t.us, 0.0) << t.op;
     launches[t.op] = t.launches;
-    if (t.op == "attention" || t.op == "residual + rmsnorm") EXPECT_GT(t.graph_us_each, 0.0) << t.op;
+    if (t.op == "attention" || t.op == "residual + rmsnorm") {
+      EXPECT_GT(t.graph_us_each, 0.0) << t.op;
+    }
   }
   EXPECT_EQ(launches["attention"], c.num_layers);
   EXPECT_EQ(launches["down_proj"], c.num_layers);
   EXPECT_EQ(launches[said_fused ? "q/k/v (fused)" : "q_proj"], c.num_layers);
   EXPECT_EQ(launches[said_fused ? "gate/up (fused)" : "up_proj"], c.num_layers);
-  EXPECT_EQ(launches["residual + rmsnorm"], 2 * c.num_layers + 1);
-  EXPECT_EQ(launches["lm_head"], 1);
+  if (fused_decode) {
+    EXPECT_EQ(launches["embedding + rmsnorm"], 1);
+    EXPECT_EQ(launches["residual + rmsnorm"], 2 * c.num_layers - 1);
+    EXPECT_EQ(launches["final rmsnorm + lm_head + greedy choice"], 1);
+    EXPECT_EQ(launches.count("rope + kv store"), 0u);
+  } else {
+    EXPECT_EQ(launches["embedding"], 1);
+    EXPECT_EQ(launches["residual + rmsnorm"], 2 * c.num_layers + 1);
+    EXPECT_EQ(launches["rope + kv store"], c.num_layers);
+    EXPECT_EQ(launches["lm_head"], 1);
+    EXPECT_EQ(launches["greedy choice"], 1);
+  }
   engine->forward(tokens.data() + prefix, 1, prefix, last.data(), false);
   EXPECT_LT(rel_err_row(last.data(), ref.data() + prefix * V, V), 2e-2) << "decode after the profile";
 }
 
 TEST(CudaEngine, DenseModelMatchesNaiveForward) {
   QRT_SKIP_WITHOUT_GPU();
-  check_engine_against_naive(testing::tiny_weights(gpu_tiny_config(), 3, /*untied_head=*/true));
+  auto w = testing::tiny_weights(gpu_tiny_config(), 3, /*untied_head=*/true);
+  check_engine_against_naive(w);
+  check_engine_against_naive(w, true, /*fused_decode=*/false);
 }
 
 TEST(CudaEngine, QuantizedModelMatchesNaiveForward) {
@@ -153,6 +198,119 @@ TEST(CudaEngine, QuantizedModelMatchesNaiveForward) {
   quantize_all(*w);
   check_engine_against_naive(w);         // q/k/v and gate/up fused
   check_engine_against_naive(w, false);  // every projection on its own
+  check_engine_against_naive(w, true, /*fused_decode=*/false);
+}
+
+// Decode steps past 300 positions: the fused attention then spreads a row's keys over several
+// blocks and merges them (the 20-position test above fits one tile of keys).
+TEST(CudaEngine, LongContextDecodeMatchesNaiveForward) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto w = testing::tiny_weights(gpu_tiny_config(), 6, /*untied_head=*/true);
+  const ModelConfig& c = w->config;
+  const int64_t T = 310, V = c.vocab_size, prefix = T - 5;
+  const std::vector<int32_t> tokens = random_tokens(c, T, 12);
+  const std::vector<double> ref = testing::naive_forward(*w, tokens, testing::plain_inv_freq(c));
+  for (bool fused : {true, false}) {
+    SCOPED_TRACE(fused ? "fused decode ops" : "unfused decode ops");
+    ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused ? "1" : "0");
+    EngineOptions options = gpu_options(T, 8);
+    options.prefill_batch = 64;
+    auto engine = make_cuda_engine(w, options);
+    std::vector<float> last(static_cast<size_t>(V));
+    engine->forward(tokens.data(), prefix, 0, last.data(), false);
+    EXPECT_LT(rel_err_row(last.data(), ref.data() + (prefix - 1) * V, V), 2e-2);
+    for (int64_t t = prefix; t < T; ++t) {
+      engine->forward(tokens.data() + t, 1, t, last.data(), false);
+      EXPECT_LT(rel_err_row(last.data(), ref.data() + t * V, V), 2e-2) << "decode position " << t;
+    }
+  }
+}
+
+// The greedy tokens of decode steps replayed from the captured graph equal those of the same
+// steps launched one kernel at a time, and equal the host's greedy choice over the logits.
+TEST(CudaEngine, GraphAndEagerDecodeGiveTheSameGreedyTokens) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto w = testing::tiny_weights(gpu_tiny_config(), 7);
+  quantize_all(*w);
+  const ModelConfig& c = w->config;
+  const int64_t V = c.vocab_size, prompt = 12, steps = 10;
+  const std::vector<int32_t> tokens = random_tokens(c, prompt, 13);
+  for (bool fused : {true, false}) {
+    SCOPED_TRACE(fused ? "fused decode ops" : "unfused decode ops");
+    ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused ? "1" : "0");
+    auto engine = make_cuda_engine(w, gpu_options(prompt, steps + 1));
+    auto* ce = dynamic_cast<CudaForwardEngine*>(engine.get());
+    ASSERT_NE(ce, nullptr);
+    std::vector<std::vector<int32_t>> runs;
+    std::vector<std::vector<float>> last_logits;
+    for (bool graphs : {true, false}) {
+      ce->use_graphs(graphs);
+      std::vector<int32_t> out = {engine->forward_greedy(tokens.data(), prompt, 0)};
+      std::vector<float> logits(static_cast<size_t>(V));
+      for (int64_t i = 0; i < steps; ++i) {
+        // The logits of the same step (forward rewrites the same position), then its greedy token.
+        engine->forward(&out.back(), 1, prompt + i, logits.data());
+        const int32_t next = engine->forward_greedy(&out.back(), 1, prompt + i);
+        EXPECT_EQ(next, greedy_token(logits.data(), V)) << "step " << i;
+        out.push_back(next);
+      }
+      runs.push_back(out);
+      last_logits.push_back(logits);
+    }
+    EXPECT_EQ(runs[0], runs[1]);
+    std::vector<double> ref(last_logits[1].begin(), last_logits[1].end());
+    EXPECT_LT(rel_err_row(last_logits[0].data(), ref.data(), V), 1e-5);
+    // On-device generation (one graph replay per token) continues the same way.
+    ce->use_graphs(true);
+    engine->forward(tokens.data(), prompt, 0, last_logits[0].data());
+    EXPECT_EQ(ce->generate_on_device(runs[0][0], prompt, steps, DeviceSampling{}),
+              std::vector<int32_t>(runs[0].begin() + 1, runs[0].end()));
+  }
+}
+
+// What a decode step launches, counted from the graph forward() replays (the nodes each op adds
+// while the step is captured). The model's own kernels: 4 per block + 1 fused, against 5 per
+// block + 3 unfused (embedding, final norm, greedy choice) + the cuBLAS head's nodes.
+TEST(CudaEngine, DecodeStepLaunchesFusedAgainstUnfused) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto w = testing::tiny_weights(gpu_tiny_config(), 8, /*untied_head=*/true);
+  const int L = static_cast<int>(w->config.num_layers);
+  std::map<bool, CudaForwardEngine::StepLaunches> counts;
+  for (bool fused : {true, false}) {
+    ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused ? "1" : "0");
+    auto engine = make_cuda_engine(w, gpu_options(16, 8));
+    counts[fused] = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();
+  }
+  auto by_op = [](const CudaForwardEngine::StepLaunches& s) {
+    std::map<std::string, int> m(s.nodes_by_op.begin(), s.nodes_by_op.end());
+    int total = 0;
+    for (const auto& [op, n] : s.nodes_by_op) {
+      std::printf("    %-42s %d\n", op.c_str(), n);
+      total += n;
+    }
+    EXPECT_EQ(total, s.nodes);
+    return m;
+  };
+  std::printf("  fused decode ops: %d nodes, %d kernels\n", counts[true].nodes, counts[true].kernels);
+  auto f = by_op(counts[true]);
+  std::printf("  unfused: %d nodes, %d kernels\n", counts[false].nodes, counts[false].kernels);
+  auto u = by_op(counts[false]);
+  EXPECT_EQ(f["embedding + rmsnorm"], 1);
+  EXPECT_EQ(f["residual + rmsnorm"], 2 * L - 1);
+  EXPECT_EQ(f["attention"], L);
+  EXPECT_EQ(f["silu * up"], L);
+  EXPECT_EQ(f["final rmsnorm + lm_head + greedy choice"], 1);
+  EXPECT_EQ(f.count("rope + kv store"), 0u);
+  EXPECT_EQ(u["embedding"], 1);
+  EXPECT_EQ(u["residual + rmsnorm"], 2 * L + 1);
+  EXPECT_EQ(u["rope + kv store"], L);
+  EXPECT_EQ(u["attention"], L);
+  EXPECT_GE(u["lm_head"], 1);
+  EXPECT_EQ(u["greedy choice"], 1);
+  // The linears are the same launches either way.
+  for (const char* op : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
+    EXPECT_EQ(f[op], u[op]) << op;
+  EXPECT_EQ(counts[false].nodes - counts[true].nodes, L + 2 + u["lm_head"]);
 }
 
 // Two limits, each a clear error before anything is uploaded: past 2^31 positions the lengths

@@ -29,6 +29,27 @@ TEST(Sampler, GreedyPicksArgmaxLowestIdOnTies) {
   EXPECT_EQ(s.sample(nan.data(), 3, {}), 1);
 }
 
+// The rule GPU engines reproduce when they pick the token on the device.
+TEST(Sampler, GreedyTokenRule) {
+  std::vector<float> l = {0.1f, 3.0f, -1.0f, 3.0f, 2.9f};
+  EXPECT_EQ(greedy_token(l.data(), 5), 1);
+  std::vector<float> nan = {NAN, -5.0f, NAN, -5.0f};
+  EXPECT_EQ(greedy_token(nan.data(), 4), 1);
+  std::vector<float> none = {NAN, -INFINITY, NAN};
+  EXPECT_EQ(greedy_token(none.data(), 3), 0);
+  std::vector<float> neg = {-INFINITY, -INFINITY, -7.0f};
+  EXPECT_EQ(greedy_token(neg.data(), 3), 2);
+  std::vector<float> zeros = {-0.0f, 0.0f};
+  EXPECT_EQ(greedy_token(zeros.data(), 2), 0);
+  SamplingParams p;
+  EXPECT_TRUE(is_plain_greedy(p));
+  p.repetition_penalty = 1.1f;
+  EXPECT_FALSE(is_plain_greedy(p));
+  p.repetition_penalty = 1.0f;
+  p.temperature = 0.5f;
+  EXPECT_FALSE(is_plain_greedy(p));
+}
+
 TEST(Sampler, SameSeedSameSequenceDifferentSeedDiffers) {
   std::vector<float> l(100);
   for (int i = 0; i < 100; ++i) l[i] = std::sin(i * 0.37f) * 2;

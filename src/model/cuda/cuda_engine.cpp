@@ -38,6 +38,13 @@ class CudaEngine final : public model::LlamaEngine<CudaForwardEngine, model::Cud
     });
     return out;
   }
+
+  StepLaunches decode_step_launches() override {
+    StepLaunches out;
+    ops_.on_device([&] { out = ops_.step_launches([&] { model_.run_step(1, 0, 1); }); });
+    return out;
+  }
+  void use_graphs(bool on) override { ops_.use_graphs(on); }
 };
 
 }  // namespace

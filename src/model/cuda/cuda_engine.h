@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qrt/model.h"
@@ -43,6 +44,18 @@ class CudaForwardEngine : public ForwardEngine {
     double graph_us_each = 0;
   };
   virtual std::vector<OpTime> profile_decode_step(int32_t token, int64_t pos) = 0;
+  // The launches of one decode step as the graph that forward() replays holds them: the graph
+  // nodes (kernels, and any memset or copy a library adds) each op added, by op in order of first
+  // appearance, and the graph's kernel nodes in all. Captures the step if it was not yet.
+  struct StepLaunches {
+    std::vector<std::pair<std::string, int>> nodes_by_op;
+    int nodes = 0;
+    int kernels = 0;
+  };
+  virtual StepLaunches decode_step_launches() = 0;
+  // Decode steps (forward() of one row) replay the captured graph (true, the default) or launch
+  // their kernels one by one (false), e.g. to compare the two.
+  virtual void use_graphs(bool on) = 0;
 };
 
 std::unique_ptr<ForwardEngine> make_cuda_engine(std::shared_ptr<const ModelWeights> weights,

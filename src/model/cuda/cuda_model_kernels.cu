@@ -3,39 +3,10 @@
 #include <cfloat>
 
 #include "model/cuda/cuda_model_kernels.h"
+#include "model/cuda/cuda_reduce.cuh"
 
 namespace qrt::cuda_model {
 namespace {
-
-__device__ __forceinline__ float warp_sum(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-// Block-wide sum / max (blockDim.x multiple of 32, <= 1024); every thread gets the result.
-__device__ float block_sum(float v, float* sh) {
-  v = warp_sum(v);
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  __syncthreads();
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  float t = lane < nw ? sh[lane] : 0.f;
-  return warp_sum(t);
-}
-__device__ float block_max(float v, float* sh) {
-  v = warp_max(v);
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
-  __syncthreads();
-  if (lane == 0) sh[w] = v;
-  __syncthreads();
-  float t = lane < nw ? sh[lane] : -FLT_MAX;
-  return warp_max(t);
-}
 
 __global__ void embed_kernel(const int32_t* tokens, const __half* table, int64_t hidden, float* x) {
   const int64_t row = blockIdx.x;
@@ -43,17 +14,26 @@ __global__ void embed_kernel(const int32_t* tokens, const __half* table, int64_t
   for (int64_t d = threadIdx.x; d < hidden; d += blockDim.x) x[row * hidden + d] = __half2float(src[d]);
 }
 
-__global__ void add_rmsnorm_kernel(float* x, const __half* delta, const float* weight, __half* out, int64_t hidden,
-                                   float eps) {
+// The residual row comes from x (plus delta when given) or, with tokens, from the embedding table
+// (x is then written): the first norm of a step folds the embedding lookup in.
+__global__ void add_rmsnorm_kernel(float* x, const __half* delta, const int32_t* tokens, const __half* table,
+                                   const float* weight, __half* out, int64_t hidden, float eps) {
   __shared__ float sh[32];
   const int64_t row = blockIdx.x;
   float* xr = x + row * hidden;
+  const __half* er = tokens ? table + static_cast<int64_t>(tokens[row]) * hidden : nullptr;
   float ss = 0.f;
   for (int64_t d = threadIdx.x; d < hidden; d += blockDim.x) {
-    float v = xr[d];
-    if (delta) {
-      v += __half2float(delta[row * hidden + d]);
+    float v;
+    if (er) {
+      v = __half2float(er[d]);
       xr[d] = v;
+    } else {
+      v = xr[d];
+      if (delta) {
+        v += __half2float(delta[row * hidden + d]);
+        xr[d] = v;
+      }
     }
     ss += v * v;
   }
@@ -66,12 +46,19 @@ __global__ void add_rmsnorm_kernel(float* x, const __half* delta, const float* w
 // before any store (restrict pointers, values kept in registers), so a row costs one round trip to
 // memory instead of one per loop iteration; float4 / half4 accesses.
 constexpr int kNormVecs = 4;  // float4s per thread
+__device__ __forceinline__ float4 half4_to_float4(uint2 raw) {
+  const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
+  const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
+  return make_float4(a.x, a.y, b.x, b.y);
+}
 __global__ void add_rmsnorm_vec_kernel(float* __restrict__ x, const __half* __restrict__ delta,
+                                       const int32_t* __restrict__ tokens, const __half* __restrict__ table,
                                        const float* __restrict__ weight, __half* __restrict__ out, int hidden,
                                        float eps) {
   __shared__ float sh[32];
   const int64_t row = blockIdx.x;
   float4* xr = reinterpret_cast<float4*>(x + row * hidden);
+  const uint2* er = tokens ? reinterpret_cast<const uint2*>(table + static_cast<int64_t>(tokens[row]) * hidden) : nullptr;
   const int n4 = hidden / 4;
   float4 v[kNormVecs], wv[kNormVecs];
   float ss = 0.f;
@@ -80,12 +67,14 @@ __global__ void add_rmsnorm_vec_kernel(float* __restrict__ x, const __half* __re
     const int i = threadIdx.x + j * blockDim.x;
     if (i < n4) {
       wv[j] = reinterpret_cast<const float4*>(weight)[i];  // in flight with x, not after the sum
-      v[j] = xr[i];
-      if (delta) {
-        const uint2 raw = reinterpret_cast<const uint2*>(delta + row * hidden)[i];
-        const float2 a = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
-        const float2 b = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
-        v[j].x += a.x, v[j].y += a.y, v[j].z += b.x, v[j].w += b.y;
+      if (er) {
+        v[j] = half4_to_float4(er[i]);
+      } else {
+        v[j] = xr[i];
+        if (delta) {
+          const float4 a = half4_to_float4(reinterpret_cast<const uint2*>(delta + row * hidden)[i]);
+          v[j].x += a.x, v[j].y += a.y, v[j].z += a.z, v[j].w += a.w;
+        }
       }
       ss += v[j].x * v[j].x + v[j].y * v[j].y + v[j].z * v[j].z + v[j].w * v[j].w;
     }
@@ -96,7 +85,7 @@ __global__ void add_rmsnorm_vec_kernel(float* __restrict__ x, const __half* __re
   for (int j = 0; j < kNormVecs; ++j) {
     const int i = threadIdx.x + j * blockDim.x;
     if (i < n4) {
-      if (delta) xr[i] = v[j];
+      if (delta || er) xr[i] = v[j];
       const __half2 lo = __floats2half2_rn(v[j].x * inv * wv[j].x, v[j].y * inv * wv[j].y);
       const __half2 hi = __floats2half2_rn(v[j].z * inv * wv[j].z, v[j].w * inv * wv[j].w);
       uint2 raw;
@@ -487,16 +476,27 @@ unsigned blocks_for(int64_t n, int threads) {
 void embed(const int32_t* tokens, int64_t m, const __half* table, int64_t hidden, float* x, cudaStream_t s) {
   embed_kernel<<<static_cast<unsigned>(m), 256, 0, s>>>(tokens, table, hidden, x);
 }
-void add_rmsnorm(float* x, const __half* delta, const float* weight, __half* out, int64_t m, int64_t hidden, float eps,
-                 cudaStream_t s) {
+namespace {
+void launch_rmsnorm(float* x, const __half* delta, const int32_t* tokens, const __half* table, const float* weight,
+                    __half* out, int64_t m, int64_t hidden, float eps, cudaStream_t s) {
   const int64_t n4 = hidden / 4;
   if (hidden % 4 == 0 && n4 <= int64_t(kNormVecs) * 1024) {
     const int threads = static_cast<int>(std::max<int64_t>(32, ((n4 + kNormVecs - 1) / kNormVecs + 31) / 32 * 32));
-    add_rmsnorm_vec_kernel<<<static_cast<unsigned>(m), threads, 0, s>>>(x, delta, weight, out, static_cast<int>(hidden),
-                                                                        eps);
+    add_rmsnorm_vec_kernel<<<static_cast<unsigned>(m), threads, 0, s>>>(x, delta, tokens, table, weight, out,
+                                                                        static_cast<int>(hidden), eps);
     return;
   }
-  add_rmsnorm_kernel<<<static_cast<unsigned>(m), 512, 0, s>>>(x, delta, weight, out, hidden, eps);
+  add_rmsnorm_kernel<<<static_cast<unsigned>(m), 512, 0, s>>>(x, delta, tokens, table, weight, out, hidden, eps);
+}
+}  // namespace
+
+void add_rmsnorm(float* x, const __half* delta, const float* weight, __half* out, int64_t m, int64_t hidden, float eps,
+                 cudaStream_t s) {
+  launch_rmsnorm(x, delta, nullptr, nullptr, weight, out, m, hidden, eps, s);
+}
+void embed_rmsnorm(const int32_t* tokens, const __half* table, float* x, const float* weight, __half* out, int64_t m,
+                   int64_t hidden, float eps, cudaStream_t s) {
+  launch_rmsnorm(x, nullptr, tokens, table, weight, out, m, hidden, eps, s);
 }
 void rope_store(__half* q, const __half* k, const __half* v, const float* cos, const float* sin, const int64_t* d_pos,
                 __half* kcache, __half* vcache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim,

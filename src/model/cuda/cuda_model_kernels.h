@@ -15,17 +15,24 @@ void embed(const int32_t* tokens, int64_t m, const __half* table, int64_t hidden
 // If delta: x += delta (float residual). Then out = x / rms(x) * weight (fp16). One block per row.
 void add_rmsnorm(float* x, const __half* delta, const float* weight, __half* out, int64_t m, int64_t hidden, float eps,
                  cudaStream_t s);
+// embed() then add_rmsnorm() without delta, in one launch: x[i] = table[tokens[i]] as float32,
+// out = x / rms(x) * weight.
+void embed_rmsnorm(const int32_t* tokens, const __half* table, float* x, const float* weight, __half* out, int64_t m,
+                   int64_t hidden, float eps, cudaStream_t s);
 // Rotate-half RoPE on q (in place) and k; k, v stored into the layer's cache at pos = *d_pos + row.
 // Row i of q starts at q + i * q_stride, of k / v at k / v + i * kv_stride (elements).
 void rope_store(__half* q, const __half* k, const __half* v, const float* cos, const float* sin, const int64_t* d_pos,
                 __half* kcache, __half* vcache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim,
                 int64_t capacity, int64_t q_stride, int64_t kv_stride, cudaStream_t s);
-// Scratch of the split-KV attention used for few query rows (decode): partial results of `splits`
-// key ranges per (row, head) and one counter per (row, head), zeroed once (the kernel resets them).
+// Scratch of the split-KV attention used for few query rows (decode): partial results of up to
+// `splits` key ranges per (row, head) and one counter per (row, head), zeroed once (the kernels
+// reset them). `splits` is the per-head kernel's grid depth, `group_splits` the fused grouped
+// kernel's (rope_store_decode_attention); the partials hold the larger of the two.
 struct DecodeAttentionScratch {
-  float* partials = nullptr;  // decode_attention_partial_floats(max_rows, n_heads, splits, head_dim)
+  float* partials = nullptr;  // decode_attention_partial_floats(max_rows, n_heads, max(splits, group_splits), head_dim)
   int* counters = nullptr;    // max_rows * n_heads, zero
   int splits = 1;
+  int group_splits = 1;
   int64_t max_rows = 0;
 };
 int decode_attention_splits(int sms, int64_t n_heads);
@@ -36,12 +43,54 @@ size_t decode_attention_partial_floats(int64_t rows, int64_t n_heads, int splits
 void attention(const __half* q, const __half* kcache, const __half* vcache, __half* out, const int64_t* d_pos,
                int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window,
                int64_t q_stride, cudaStream_t s, const DecodeAttentionScratch* scratch = nullptr);
+
+// Decode attention of one layer in one launch ("flash-decoding" over GQA groups): rope_store()
+// then attention() for m <= scratch.max_rows rows, with the same results (q is not rotated in
+// place: it is read, rotated in registers and left as it was). One block per (KV head, row, part of
+// the row's keys): the block scores all the query heads of its GQA group against each key / value
+// tile it reads (tiles copied asynchronously into shared memory, the next in flight while one is
+// scored), so every key and value is read once per group. The number of parts adapts on the
+// device to the row's context (at least one tile per part): a short context runs as one block
+// per (KV head, row) that writes its result directly; a long one is split over up to
+// scratch.group_splits blocks whose partial softmax results the last of them merges. Keys of
+// this step's own rows come rotated from k / v (never from the cache other blocks are writing);
+// the block holding row i's own position writes that key and value into the cache.
+// Needs head_dim % 8 == 0, head_dim <= 256 and n_heads / n_kv <= 8 (decode_attention_fusable).
+bool decode_attention_fusable(int64_t n_heads, int64_t n_kv, int64_t head_dim);
+int decode_attention_group_splits(int sms, int64_t n_kv);
+void rope_store_decode_attention(const __half* q, const __half* k, const __half* v, int64_t q_stride,
+                                 int64_t kv_stride, const float* cos, const float* sin, const int64_t* d_pos,
+                                 __half* kcache, __half* vcache, __half* out, int64_t m, int64_t n_heads, int64_t n_kv,
+                                 int64_t head_dim, int64_t capacity, int64_t window,
+                                 const DecodeAttentionScratch& scratch, cudaStream_t s);
 // out[i][j] = silu(gate[i * in_stride + j]) * up[i * in_stride + j], out rows `inter` wide: separate
 // buffers (in_stride = inter; out may be gate) or a fused gate/up projection's rows (up = gate +
 // inter, in_stride = 2 * inter).
 void silu_mul(const __half* gate, const __half* up, int64_t in_stride, __half* out, int64_t m, int64_t inter,
               cudaStream_t s);
 void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s);
+
+// The final norm, the head and the greedy choice of one row in one launch, for a dense fp16 head
+// W [vocab][hidden] (the tied embedding or an fp16 lm_head): xn = rmsnorm(x (+ delta)) * weight
+// rounded to fp16 as add_rmsnorm writes it (x itself is not updated), logits[v] = xn . W[v] in
+// float32 (when logits is not null), and the index of the largest logit (the lowest among equal
+// ones, NaN as -infinity: the host Sampler's greedy rule) into *token. With `advance` (on-device
+// generation) the token is also fed back: tokens[0] = token, out_tokens[*step] = token, then
+// *step and *d_pos advance. The blocks' partial choices go through `scratch`; the last block to
+// finish picks the token (and resets the counter). Needs hidden % 8 == 0 and hidden <= 8192.
+struct HeadArgmaxScratch {
+  float* values = nullptr;   // head_argmax_blocks(sms) floats
+  int32_t* indices = nullptr;  // as many
+  int* counter = nullptr;    // one, zero
+};
+bool head_argmax_fusable(int64_t hidden);
+int head_argmax_blocks(int sms);
+void rmsnorm_head_argmax(const float* x, const __half* delta, const float* weight, float eps, const __half* W,
+                         int64_t vocab, int64_t hidden, float* logits, int32_t* token, const HeadArgmaxScratch& scratch,
+                         int sms, bool advance, int32_t* tokens, int32_t* out_tokens, int64_t* d_pos, int64_t* step,
+                         cudaStream_t s);
+// *token = the greedy choice over logits[vocab] (the rule above). One block.
+void argmax(const float* logits, int64_t vocab, int32_t* token, cudaStream_t s);
 
 // Keeps the stream busy for about `microseconds` (a profiler enqueues a whole step behind it, so
 // the step then runs back to back as a graph would, not at the pace of host launches).

@@ -3,8 +3,12 @@
 // quantized linears through QuantLinear with CUDA backends, dense ones (and a dense or tied head)
 // through cuBLAS with fp16 weights. Every op is a launch on one stream; positions and tokens live
 // in device memory, so a decode step is captured once into a CUDA graph and replayed (and, for
-// generate(), together with on-device sampling). Attention over up to 8 query rows splits the keys
-// across blocks (split-KV).
+// generate(), together with on-device sampling).
+//
+// The fused ops of a decode step (up to 8 rows): the embedding with the first norm, RoPE + KV
+// store + attention over GQA groups split across blocks (flash-decoding), and the final norm +
+// dense head + greedy choice, each one launch where the shapes allow (cuda_model_kernels.h says
+// which). QRT_CUDA_FUSED_DECODE=0 in the environment runs the unfused kernels instead (A/B).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -40,17 +44,27 @@ class CudaOps final : public BlockOps {
   void warm_up(const std::vector<int64_t>& rows, const std::function<void(int64_t m)>& run) override;
 
   void stage(const StepRows& rows, float* logits, int64_t logit_rows) override;
+  bool picks_greedy_token() const override { return true; }
+  void stage_greedy(const StepRows& rows, int32_t* token) override;
   void embed(int64_t m) override;
+  void embed_rmsnorm(int norm, int64_t m) override;
   void add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) override;
   void linear(ModelLinear& l, View in, View out, int64_t m) override;
   void rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) override;
   void attention(int64_t layer, View q, View out, int64_t m) override;
+  void rope_store_attention(int64_t layer, View q, View k, View v, View out, int64_t m) override;
   void silu_mul(View gate, View up, View out, int64_t m) override;
   void head(ModelLinear& head, int64_t row0, int64_t rows) override;
+  void norm_head(bool add_proj, int norm, ModelLinear& head, int64_t row0, int64_t rows) override;
   void gather_rows(const int64_t* rows, int64_t n) override;
   void decode_step(const std::function<void()>& launches) override;
   void finish() override;
 
+  // Decode steps replay a captured graph (the default) or launch eagerly (for the tests that
+  // compare the two).
+  void use_graphs(bool on) { use_graphs_ = on; }
+  // The nodes of the captured decode step, by op (CudaForwardEngine::decode_step_launches).
+  CudaForwardEngine::StepLaunches step_launches(const std::function<void()>& launches);
   // CudaForwardEngine::generate_on_device, `launches` being one decode step (run_step(1, 0, 1)).
   std::vector<int32_t> generate(const std::function<void()>& launches, int32_t last_token, int64_t pos, int64_t steps,
                                 const DeviceSampling& sampling);
@@ -69,8 +83,15 @@ class CudaOps final : public BlockOps {
   __half* buffer(Buffer b) const;
   // Launches a linear's kernel (no profiling mark).
   void run_linear(ModelLinear& l, const __half* x, int64_t m, __half* y);
-  void capture_graphs(const std::function<void()>& launches);
-  // Profiling (profile()): an event after each op while marks_ is set; a no-op otherwise.
+  // One capture of `launches` (with `tail` after them, inside the capture) into an executable graph.
+  cudaGraphExec_t capture(const std::function<void()>& launches, const std::function<void()>& tail);
+  // The KV cache of `layer`.
+  __half* keys(int64_t layer) const;
+  __half* values(int64_t layer) const;
+  // The step's head writes the greedy token (d_argmax_, or on-device generation's feedback).
+  void greedy_choice(int64_t rows);
+  // Profiling (profile()): an event after each op while marks_ is set; while a step is captured
+  // for step_launches(), the graph nodes each op added. A no-op otherwise.
   void mark(const char* op);
 
   EngineOptions options_;
@@ -85,15 +106,28 @@ class CudaOps final : public BlockOps {
   cuda::DeviceBuffer qkv_, gate_up_;  // outputs of the fused projections (when any block fuses)
   cuda::DeviceBuffer d_tokens_, d_pos_, d_step_, d_out_tokens_, d_sampling_;
   cuda::DeviceBuffer attn_partials_, attn_counters_;
+  cuda::DeviceBuffer d_argmax_, head_values_, head_indices_, head_counter_;
   cuda_model::DecodeAttentionScratch attn_scratch_;
+  cuda_model::HeadArgmaxScratch head_scratch_;
+  int sms_ = 1;
+  bool fused_decode_ = true;     // QRT_CUDA_FUSED_DECODE != 0
+  bool fused_attention_ = false;  // the shapes allow rope_store_decode_attention
+  bool fused_head_ = false;       // a dense fp16 head the fused norm + head + argmax reads
+  bool use_graphs_ = true;
+  bool head_advances_ = false;    // set while the greedy generation graph is captured
   std::vector<std::pair<const char*, cudaEvent_t>>* marks_ = nullptr;
+  std::vector<std::pair<std::string, int>>* node_counts_ = nullptr;
+  size_t nodes_seen_ = 0;
   int32_t* h_tokens_ = nullptr;  // pinned staging
   int64_t* h_pos_ = nullptr;
   float* h_logits_ = nullptr;
+  int32_t* h_token_ = nullptr;
   float* logits_dst_ = nullptr;  // the staged step's destination on the host
   int64_t logit_rows_ = 0;
-  cudaGraphExec_t step_graph_ = nullptr;    // one decode step -> logits_[0]
-  cudaGraphExec_t decode_graph_ = nullptr;  // one decode step + sampling + position advance
+  int32_t* token_dst_ = nullptr;  // stage_greedy's
+  cudaGraphExec_t step_graph_ = nullptr;    // one decode step -> logits_[0] and d_argmax_
+  cudaGraphExec_t greedy_graph_ = nullptr;  // one decode step whose head feeds its greedy token back
+  cudaGraphExec_t sample_graph_ = nullptr;  // one decode step + sampling + position advance
   double last_generate_s_ = 0;
 };
 

@@ -1,0 +1,548 @@
+// The GPU engine's own fused kernels (src/model/cuda/cuda_model_kernels.h) against references in
+// double on fresh seeded random data, outputs poisoned (NaN) before every call:
+// - rope_store_decode_attention (RoPE + KV store + split attention over GQA groups) at awkward
+//   shapes (head_dim 8 ... 256, groups 1 ... 8, 1 ... 8 rows), contexts from the first position to
+//   thousands (one tile, many tiles, spread over parts and merged), sliding windows (narrower than
+//   the rows too), against RoPE + softmax attention in double, against the unfused kernels
+//   (rope_store + attention), and replayed from a CUDA graph as the position advances; the cache
+//   must hold exactly the new keys and values and nothing else may change;
+// - embed_rmsnorm against the formula and bit for bit against embed + add_rmsnorm;
+// - rmsnorm_head_argmax and argmax: logits against the formula, the token against the host's
+//   greedy rule (qrt::greedy_token) with ties, NaN rows and an all-NaN vocabulary, and the
+//   feedback of on-device generation.
+// Skipped with the reason without a GPU.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#ifdef QRT_WITH_CUDA
+#include "backends/cuda/cuda_runtime.h"
+#include "backends/cuda/test_support.h"
+#include "model/cuda/cuda_model_kernels.h"
+#include "model/ops.h"
+#include "qrt/dtype.h"
+#include "qrt/sampler.h"
+
+namespace qrt {
+namespace {
+
+using cuda::DeviceBuffer;
+
+#define QRT_SKIP_WITHOUT_GPU()                                  \
+  do {                                                          \
+    std::string why_;                                           \
+    if (!cuda_test::gpu_available(&why_)) GTEST_SKIP() << why_; \
+  } while (0)
+
+constexpr uint16_t kHalfNaN = 0x7E00;
+
+uint16_t h(float v) { return f32_to_fp16(v); }
+float f(uint16_t v) { return fp16_to_f32(v); }
+
+std::vector<uint16_t> random_halves(size_t n, std::mt19937& rng, float lo = -1.f, float hi = 1.f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<uint16_t> out(n);
+  for (auto& v : out) v = h(d(rng));
+  return out;
+}
+
+template <class T>
+std::vector<T> download(const DeviceBuffer& b, size_t n) {
+  std::vector<T> out(n);
+  QRT_CUDA_CHECK(cudaDeviceSynchronize());
+  QRT_CUDA_CHECK(cudaMemcpy(out.data(), b.get(), n * sizeof(T), cudaMemcpyDeviceToHost));
+  return out;
+}
+template <class T>
+void upload_to(DeviceBuffer& b, const std::vector<T>& v) {
+  QRT_CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+}
+
+int sm_count() {
+  int sms = 0;
+  QRT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  return sms;
+}
+
+// ---- fused decode attention ----
+
+struct AttnCase {
+  int64_t heads, kv_heads, hd, rows, pos0, window;
+  int parts;  // DecodeAttentionScratch::group_splits (the grid's depth)
+};
+
+std::string describe(const AttnCase& c) {
+  return "heads " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) + " hd " + std::to_string(c.hd) +
+         " rows " + std::to_string(c.rows) + " pos0 " + std::to_string(c.pos0) + " window " + std::to_string(c.window) +
+         " parts " + std::to_string(c.parts);
+}
+
+// RoPE of one head vector at position p, rounded to fp16 as the kernels store it.
+std::vector<uint16_t> rope_half(const uint16_t* x, int64_t hd, const ops::RopeTable& rope, int64_t p) {
+  const int64_t half = hd / 2;
+  std::vector<uint16_t> out(static_cast<size_t>(hd));
+  for (int64_t d = 0; d < half; ++d) {
+    const float c = rope.cos[p * half + d], s = rope.sin[p * half + d];
+    const float a = f(x[d]), b = f(x[d + half]);
+    out[d] = h(a * c - b * s);
+    out[d + half] = h(b * c + a * s);
+  }
+  return out;
+}
+
+// Two fp16 values a rounding step apart at most (the kernels may contract a * c - b * s into
+// one fused multiply-add).
+bool within_one_ulp(uint16_t a, uint16_t b) {
+  if (a == b) return true;
+  const int ia = static_cast<int16_t>(a) < 0 ? -(a & 0x7FFF) : a, ib = static_cast<int16_t>(b) < 0 ? -(b & 0x7FFF) : b;
+  return std::abs(ia - ib) <= 1;
+}
+
+struct AttnData {
+  AttnCase c;
+  int64_t cap = 0, q_dim = 0, kv_dim = 0, stride = 0;
+  ops::RopeTable rope;
+  std::vector<uint16_t> qkv, kcache, vcache;  // rows [rows][q | k | v]; caches [kv_head][cap][hd]
+};
+
+AttnData make_attn_data(const AttnCase& c, std::mt19937& rng, int64_t slack = 5) {
+  AttnData a;
+  a.c = c;
+  a.cap = c.pos0 + c.rows + slack;  // positions past the step's stay untouched
+  a.q_dim = c.heads * c.hd;
+  a.kv_dim = c.kv_heads * c.hd;
+  a.stride = a.q_dim + 2 * a.kv_dim;
+  std::vector<float> inv(static_cast<size_t>(c.hd / 2));
+  for (size_t i = 0; i < inv.size(); ++i) inv[i] = 1.0f / std::pow(10000.f, static_cast<float>(2 * i) / c.hd);
+  a.rope.build(inv, a.cap);
+  a.qkv = random_halves(static_cast<size_t>(c.rows * a.stride), rng, -1.5f, 1.5f);
+  a.kcache = random_halves(static_cast<size_t>(c.kv_heads * a.cap * c.hd), rng, -1.5f, 1.5f);
+  a.vcache = random_halves(a.kcache.size(), rng);
+  // Positions the step writes and beyond: poisoned.
+  for (int64_t g = 0; g < c.kv_heads; ++g)
+    for (int64_t p = c.pos0; p < a.cap; ++p)
+      for (int64_t d = 0; d < c.hd; ++d) {
+        a.kcache[(g * a.cap + p) * c.hd + d] = kHalfNaN;
+        a.vcache[(g * a.cap + p) * c.hd + d] = kHalfNaN;
+      }
+  return a;
+}
+
+// The cache after the step, as the reference sees it: rotated new keys, new values.
+void reference_store(const AttnData& a, std::vector<uint16_t>& kc, std::vector<uint16_t>& vc) {
+  const AttnCase& c = a.c;
+  kc = a.kcache;
+  vc = a.vcache;
+  for (int64_t i = 0; i < c.rows; ++i)
+    for (int64_t g = 0; g < c.kv_heads; ++g) {
+      const uint16_t* k = &a.qkv[i * a.stride + a.q_dim + g * c.hd];
+      const uint16_t* v = &a.qkv[i * a.stride + a.q_dim + a.kv_dim + g * c.hd];
+      const std::vector<uint16_t> kr = rope_half(k, c.hd, a.rope, c.pos0 + i);
+      for (int64_t d = 0; d < c.hd; ++d) {
+        kc[(g * a.cap + c.pos0 + i) * c.hd + d] = kr[d];
+        vc[(g * a.cap + c.pos0 + i) * c.hd + d] = v[d];
+      }
+    }
+}
+
+// softmax(rope(q) . K / sqrt(hd)) . V in double over the reference cache, [rows][heads * hd].
+std::vector<double> reference_attention(const AttnData& a, const std::vector<uint16_t>& kc,
+                                        const std::vector<uint16_t>& vc) {
+  const AttnCase& c = a.c;
+  std::vector<double> out(static_cast<size_t>(c.rows * a.q_dim));
+  const int64_t group = c.heads / c.kv_heads;
+  for (int64_t i = 0; i < c.rows; ++i) {
+    const int64_t p = c.pos0 + i, first = c.window > 0 ? std::max<int64_t>(0, p - c.window + 1) : 0;
+    for (int64_t hh = 0; hh < c.heads; ++hh) {
+      const int64_t g = hh / group;
+      const std::vector<uint16_t> q = rope_half(&a.qkv[i * a.stride + hh * c.hd], c.hd, a.rope, p);
+      std::vector<double> s(static_cast<size_t>(p + 1 - first));
+      double mx = -INFINITY;
+      for (int64_t j = first; j <= p; ++j) {
+        double dot = 0;
+        for (int64_t d = 0; d < c.hd; ++d) dot += double(f(q[d])) * f(kc[(g * a.cap + j) * c.hd + d]);
+        s[j - first] = dot / std::sqrt(double(c.hd));
+        mx = std::max(mx, s[j - first]);
+      }
+      double den = 0;
+      for (double& e : s) den += (e = std::exp(e - mx));
+      for (int64_t d = 0; d < c.hd; ++d) {
+        double num = 0;
+        for (int64_t j = first; j <= p; ++j) num += s[j - first] * f(vc[(g * a.cap + j) * c.hd + d]);
+        out[i * a.q_dim + hh * c.hd + d] = num / den;
+      }
+    }
+  }
+  return out;
+}
+
+// Device buffers of one case; run() launches the fused kernel (or the unfused pair) once.
+struct AttnRun {
+  const AttnData& a;
+  DeviceBuffer qkv, kc, vc, out, cos, sin, pos, partials, counters;
+  cuda_model::DecodeAttentionScratch scratch;
+  explicit AttnRun(const AttnData& data) : a(data) {
+    const AttnCase& c = a.c;
+    qkv = DeviceBuffer::upload(a.qkv, "qkv");
+    kc = DeviceBuffer::upload(a.kcache, "kcache");
+    vc = DeviceBuffer::upload(a.vcache, "vcache");
+    out = DeviceBuffer(static_cast<size_t>(c.rows * a.q_dim) * 2, "out");
+    QRT_CUDA_CHECK(cudaMemset(out.get(), 0xFF, out.bytes()));  // NaN
+    cos = DeviceBuffer::upload(a.rope.cos, "cos");
+    sin = DeviceBuffer::upload(a.rope.sin, "sin");
+    pos = DeviceBuffer::upload(std::vector<int64_t>{c.pos0}, "pos");
+    scratch.group_splits = c.parts;
+    scratch.splits = std::min(c.parts, 32);
+    scratch.max_rows = 8;
+    partials = DeviceBuffer(cuda_model::decode_attention_partial_floats(8, c.heads, c.parts, c.hd) * 4, "partials");
+    counters = DeviceBuffer(static_cast<size_t>(8 * c.heads) * 4, "counters");
+    QRT_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+    scratch.partials = partials.as<float>();
+    scratch.counters = counters.as<int>();
+  }
+  __half* q() const { return qkv.as<__half>(); }
+  __half* k() const { return qkv.as<__half>() + a.q_dim; }
+  __half* v() const { return qkv.as<__half>() + a.q_dim + a.kv_dim; }
+  void fused(cudaStream_t s = nullptr) {
+    const AttnCase& c = a.c;
+    cuda_model::rope_store_decode_attention(q(), k(), v(), a.stride, a.stride, cos.as<float>(), sin.as<float>(),
+                                            pos.as<int64_t>(), kc.as<__half>(), vc.as<__half>(), out.as<__half>(),
+                                            c.rows, c.heads, c.kv_heads, c.hd, a.cap, c.window, scratch, s);
+  }
+  void unfused() {
+    const AttnCase& c = a.c;
+    cuda_model::rope_store(q(), k(), v(), cos.as<float>(), sin.as<float>(), pos.as<int64_t>(), kc.as<__half>(),
+                           vc.as<__half>(), c.rows, c.heads, c.kv_heads, c.hd, a.cap, a.stride, a.stride, nullptr);
+    cuda_model::attention(q(), kc.as<__half>(), vc.as<__half>(), out.as<__half>(), pos.as<int64_t>(), c.rows, c.heads,
+                          c.kv_heads, c.hd, a.cap, c.window, a.stride, nullptr, &scratch);
+  }
+};
+
+// Relative error of each (row, head) vector; the largest.
+double worst_head_error(const std::vector<uint16_t>& out, const std::vector<double>& ref, int64_t vectors, int64_t hd) {
+  double worst = 0;
+  for (int64_t vi = 0; vi < vectors; ++vi) {
+    double num = 0, den = 0;
+    for (int64_t d = 0; d < hd; ++d) {
+      const double y = f(out[vi * hd + d]), r = ref[vi * hd + d];
+      if (!std::isfinite(y)) return INFINITY;
+      num += (y - r) * (y - r);
+      den += r * r;
+    }
+    // fp16 output: about 5e-4 of each value; a floor for vectors that average to nearly zero.
+    worst = std::max(worst, std::sqrt(num) / (std::sqrt(den) + 1e-3 * std::sqrt(double(hd))));
+  }
+  return worst;
+}
+
+void check_cache(const AttnData& a, const std::vector<uint16_t>& got_k, const std::vector<uint16_t>& got_v,
+                 const std::vector<uint16_t>& want_k, const std::vector<uint16_t>& want_v, const std::string& what) {
+  int bad = 0;
+  for (size_t e = 0; e < want_k.size() && bad < 5; ++e) {
+    const int64_t p = static_cast<int64_t>(e / a.c.hd) % a.cap;
+    const bool fresh = p >= a.c.pos0 && p < a.c.pos0 + a.c.rows;
+    // New keys within one rounding step; values and everything else bit for bit.
+    const bool k_ok = fresh ? within_one_ulp(got_k[e], want_k[e]) : got_k[e] == want_k[e];
+    if (!k_ok || got_v[e] != want_v[e]) {
+      ++bad;
+      ADD_FAILURE() << what << ": cache element " << e << " (position " << p << "): key " << got_k[e] << " vs "
+                    << want_k[e] << ", value " << got_v[e] << " vs " << want_v[e];
+    }
+  }
+}
+
+std::vector<AttnCase> attention_cases() {
+  std::vector<AttnCase> cases;
+  for (int parts : {1, 5, 64}) {
+    // SmolLM2 (9 heads over 3 KV heads, head_dim 64) at the first position, at tile edges and long.
+    for (int64_t pos0 : {0, 1, 63, 64, 65, 500, 3000}) cases.push_back({9, 3, 64, 1, pos0, 0, parts});
+    // Llama-2 (no grouping, head_dim 128), Llama-3 (groups of 4) with three rows.
+    for (int64_t pos0 : {0, 31, 33, 1000}) cases.push_back({32, 32, 128, 1, pos0, 0, parts});
+    cases.push_back({32, 8, 128, 3, 700, 0, parts});
+    // Groups of 8, eight rows; head_dim 256, 96 (12 chunks: not a power of two) and 8.
+    for (int64_t pos0 : {0, 5, 129, 2000}) cases.push_back({16, 2, 32, 8, pos0, 0, parts});
+    for (int64_t pos0 : {17, 600}) cases.push_back({4, 2, 256, 2, pos0, 0, parts});
+    for (int64_t pos0 : {77, 1500}) cases.push_back({6, 3, 96, 5, pos0, 0, parts});
+    cases.push_back({8, 8, 8, 1, 300, 0, parts});
+    // Sliding windows, one narrower than the step's rows.
+    cases.push_back({9, 3, 64, 4, 1000, 100, parts});
+    cases.push_back({8, 4, 64, 8, 40, 3, parts});
+  }
+  return cases;
+}
+
+void check_attention_case(const AttnCase& c, std::mt19937& rng) {
+  SCOPED_TRACE(describe(c));
+  ASSERT_TRUE(cuda_model::decode_attention_fusable(c.heads, c.kv_heads, c.hd));
+  {
+    const AttnData a = make_attn_data(c, rng);
+    std::vector<uint16_t> want_k, want_v;
+    reference_store(a, want_k, want_v);
+    const std::vector<double> ref = reference_attention(a, want_k, want_v);
+    AttnRun run(a);
+    run.fused();
+    const std::vector<uint16_t> out = download<uint16_t>(run.out, static_cast<size_t>(c.rows * a.q_dim));
+    EXPECT_LT(worst_head_error(out, ref, c.rows * c.heads, c.hd), 2e-3);
+    check_cache(a, download<uint16_t>(run.kc, want_k.size()), download<uint16_t>(run.vc, want_v.size()), want_k,
+                want_v, "fused");
+    // q is read, not rotated in place.
+    EXPECT_EQ(download<uint16_t>(run.qkv, a.qkv.size()), a.qkv);
+    // The counters are back to zero for the next launch.
+    for (int v : download<int>(run.counters, static_cast<size_t>(8 * c.heads))) ASSERT_EQ(v, 0);
+
+    // The unfused kernels on the same inputs agree with it.
+    AttnRun unfused(a);
+    unfused.unfused();
+    const std::vector<uint16_t> out2 = download<uint16_t>(unfused.out, out.size());
+    std::vector<double> out_d(out.size());
+    for (size_t e = 0; e < out.size(); ++e) out_d[e] = f(out[e]);
+    EXPECT_LT(worst_head_error(out2, out_d, c.rows * c.heads, c.hd), 3e-3) << "fused vs unfused";
+  }
+}
+
+TEST(CudaModelKernels, FusedDecodeAttentionMatchesReference) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(20261205);
+  for (const AttnCase& c : attention_cases()) check_attention_case(c, rng);
+}
+
+// A few cases of each fused kernel, short enough for compute-sanitizer (scripts/gpu-check.sh):
+// several tiles per part, merged parts, new keys inside a tile, the head's last-block choice.
+TEST(CudaModelKernels, SanitizerShortSet) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(5);
+  for (const AttnCase& c : {AttnCase{9, 3, 64, 1, 700, 0, 4}, AttnCase{16, 2, 32, 8, 130, 0, 3},
+                            AttnCase{6, 3, 96, 5, 77, 20, 2}, AttnCase{4, 2, 256, 2, 40, 0, 1}})
+    check_attention_case(c, rng);
+  const int sms = sm_count();
+  const size_t blocks = static_cast<size_t>(cuda_model::head_argmax_blocks(sms));
+  DeviceBuffer values(blocks * 4, "values"), indices(blocks * 4, "indices"), counter(4, "counter");
+  QRT_CUDA_CHECK(cudaMemset(counter.get(), 0, 4));
+  const int64_t vocab = 1001, hidden = 72;
+  DeviceBuffer W = DeviceBuffer::upload(random_halves(static_cast<size_t>(vocab * hidden), rng), "W");
+  DeviceBuffer x = DeviceBuffer::upload(std::vector<float>(static_cast<size_t>(hidden), 0.5f), "x");
+  DeviceBuffer w = DeviceBuffer::upload(std::vector<float>(static_cast<size_t>(hidden), 1.f), "weight");
+  DeviceBuffer logits(static_cast<size_t>(vocab) * 4, "logits"), token(4, "token");
+  cuda_model::rmsnorm_head_argmax(x.as<float>(), nullptr, w.as<float>(), 1e-6f, W.as<__half>(), vocab, hidden,
+                                  logits.as<float>(), token.as<int32_t>(),
+                                  {values.as<float>(), indices.as<int32_t>(), counter.as<int>()}, sms, false, nullptr,
+                                  nullptr, nullptr, nullptr, nullptr);
+  const std::vector<float> got = download<float>(logits, static_cast<size_t>(vocab));
+  EXPECT_EQ(download<int32_t>(token, 1)[0], greedy_token(got.data(), vocab));
+  DeviceBuffer d_tok = DeviceBuffer::upload(std::vector<int32_t>{3, 9}, "tokens"), xo(2 * 72 * 4, "x"), o(2 * 72 * 2, "out");
+  cuda_model::embed_rmsnorm(d_tok.as<int32_t>(), W.as<__half>(), xo.as<float>(), w.as<float>(), o.as<__half>(), 2, hidden,
+                            1e-6f, nullptr);
+  QRT_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+TEST(CudaModelKernels, FusedDecodeAttentionGraphReplayAdvancesWithThePosition) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(7);
+  // Three steps of one graph: positions 150, 151, 152 (one row each), the cache growing.
+  const AttnCase c{9, 3, 64, 1, 150, 0, cuda_model::decode_attention_group_splits(sm_count(), 3)};
+  const AttnData base = make_attn_data(c, rng, /*slack=*/8);
+  AttnRun run(base);
+  cudaStream_t s = nullptr;
+  QRT_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudaGraph_t g = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  QRT_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  run.fused(s);
+  QRT_CUDA_CHECK(cudaStreamEndCapture(s, &g));
+  QRT_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+  AttnData step = base;
+  for (int64_t t = 0; t < 3; ++t) {
+    SCOPED_TRACE("step " + std::to_string(t));
+    step.c.pos0 = c.pos0 + t;
+    step.qkv = random_halves(static_cast<size_t>(step.stride), rng, -1.5f, 1.5f);
+    upload_to(run.qkv, step.qkv);
+    upload_to(run.pos, std::vector<int64_t>{step.c.pos0});
+    QRT_CUDA_CHECK(cudaMemset(run.out.get(), 0xFF, run.out.bytes()));
+    QRT_CUDA_CHECK(cudaGraphLaunch(exec, s));
+    QRT_CUDA_CHECK(cudaStreamSynchronize(s));
+    std::vector<uint16_t> want_k, want_v;
+    reference_store(step, want_k, want_v);
+    const std::vector<double> ref = reference_attention(step, want_k, want_v);
+    EXPECT_LT(worst_head_error(download<uint16_t>(run.out, static_cast<size_t>(step.q_dim)), ref, 9, 64), 2e-3);
+    check_cache(step, download<uint16_t>(run.kc, want_k.size()), download<uint16_t>(run.vc, want_v.size()), want_k,
+                want_v, "graph");
+    step.kcache = download<uint16_t>(run.kc, want_k.size());  // the next step attends over what was stored
+    step.vcache = download<uint16_t>(run.vc, want_v.size());
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(g);
+  cudaStreamDestroy(s);
+}
+
+// ---- the embedding with the first norm ----
+
+TEST(CudaModelKernels, EmbedRmsnormMatchesFormulaAndTheUnfusedPair) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(11);
+  for (int64_t hidden : {8, 64, 576, 1002, 4100})
+    for (int64_t m : {1, 3, 17}) {
+      SCOPED_TRACE("hidden " + std::to_string(hidden) + " rows " + std::to_string(m));
+      const int64_t vocab = 37;
+      const std::vector<uint16_t> table = random_halves(static_cast<size_t>(vocab * hidden), rng, -2.f, 2.f);
+      std::vector<float> weight(static_cast<size_t>(hidden));
+      std::uniform_real_distribution<float> wd(0.5f, 1.5f);
+      for (auto& w : weight) w = wd(rng);
+      std::vector<int32_t> tokens(static_cast<size_t>(m));
+      std::uniform_int_distribution<int32_t> td(0, static_cast<int32_t>(vocab - 1));
+      for (auto& t : tokens) t = td(rng);
+      DeviceBuffer d_table = DeviceBuffer::upload(table, "table"), d_w = DeviceBuffer::upload(weight, "weight");
+      DeviceBuffer d_tok = DeviceBuffer::upload(tokens, "tokens");
+      DeviceBuffer x1(static_cast<size_t>(m * hidden) * 4, "x"), x2(x1.bytes(), "x"), o1(static_cast<size_t>(m * hidden) * 2, "o"),
+          o2(o1.bytes(), "o");
+      for (DeviceBuffer* b : {&x1, &x2, &o1, &o2}) QRT_CUDA_CHECK(cudaMemset(b->get(), 0xFF, b->bytes()));
+      cuda_model::embed_rmsnorm(d_tok.as<int32_t>(), d_table.as<__half>(), x1.as<float>(), d_w.as<float>(),
+                                o1.as<__half>(), m, hidden, 1e-5f, nullptr);
+      cuda_model::embed(d_tok.as<int32_t>(), m, d_table.as<__half>(), hidden, x2.as<float>(), nullptr);
+      cuda_model::add_rmsnorm(x2.as<float>(), nullptr, d_w.as<float>(), o2.as<__half>(), m, hidden, 1e-5f, nullptr);
+      const auto xa = download<float>(x1, static_cast<size_t>(m * hidden)), xb = download<float>(x2, xa.size());
+      const auto oa = download<uint16_t>(o1, xa.size()), ob = download<uint16_t>(o2, xa.size());
+      EXPECT_EQ(xa, xb);
+      EXPECT_EQ(oa, ob);
+      for (int64_t i = 0; i < m; ++i) {
+        double ss = 0;
+        for (int64_t d = 0; d < hidden; ++d) ss += double(f(table[tokens[i] * hidden + d])) * f(table[tokens[i] * hidden + d]);
+        const double inv = 1.0 / std::sqrt(ss / hidden + 1e-5);
+        for (int64_t d = 0; d < hidden; ++d) {
+          const double e = f(table[tokens[i] * hidden + d]);
+          ASSERT_EQ(xa[i * hidden + d], static_cast<float>(e));
+          const double want = e * inv * weight[d];
+          // fp16 rounding, and a value next to a rounding boundary may round the other way.
+          ASSERT_NEAR(f(oa[i * hidden + d]), want, 2e-3 * std::abs(want) + 1e-4) << "row " << i << " dim " << d;
+        }
+      }
+    }
+}
+
+// ---- the final norm, the head and the greedy choice ----
+
+struct HeadCase {
+  int64_t vocab, hidden;
+  bool delta;
+};
+
+TEST(CudaModelKernels, HeadArgmaxMatchesFormulaAndHostGreedyRule) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(13);
+  const int sms = sm_count();
+  const size_t blocks = static_cast<size_t>(cuda_model::head_argmax_blocks(sms));
+  DeviceBuffer values(blocks * 4, "values"), indices(blocks * 4, "indices"), counter(4, "counter");
+  QRT_CUDA_CHECK(cudaMemset(counter.get(), 0, 4));
+  const cuda_model::HeadArgmaxScratch scratch{values.as<float>(), indices.as<int32_t>(), counter.as<int>()};
+  const std::vector<HeadCase> cases = {{1, 8, false},     {7, 64, true},     {300, 128, true},
+                                       {1000, 576, true}, {49157, 576, true}, {4099, 4096, false}};
+  for (const HeadCase& c : cases)
+    for (int variant = 0; variant < 3; ++variant) {  // 0: random, 1: a tie at the top, 2: NaN rows
+      SCOPED_TRACE("vocab " + std::to_string(c.vocab) + " hidden " + std::to_string(c.hidden) + " variant " +
+                   std::to_string(variant));
+      ASSERT_TRUE(cuda_model::head_argmax_fusable(c.hidden));
+      std::vector<uint16_t> W = random_halves(static_cast<size_t>(c.vocab * c.hidden), rng);
+      std::vector<float> x(static_cast<size_t>(c.hidden)), weight(x.size());
+      std::uniform_real_distribution<float> xd(-2.f, 2.f), wd(0.5f, 1.5f);
+      for (auto& v : x) v = xd(rng);
+      for (auto& v : weight) v = wd(rng);
+      const std::vector<uint16_t> delta = random_halves(x.size(), rng);
+      // The normed row as the kernel rounds it, then the reference logits.
+      double ss = 0;
+      std::vector<double> xs(x.size());
+      for (size_t d = 0; d < x.size(); ++d) {
+        xs[d] = double(x[d]) + (c.delta ? f(delta[d]) : 0.0);
+        ss += xs[d] * xs[d];
+      }
+      const double inv = 1.0 / std::sqrt(ss / c.hidden + 1e-6);
+      std::vector<double> xn(x.size());
+      for (size_t d = 0; d < x.size(); ++d) xn[d] = f(h(static_cast<float>(xs[d] * inv * weight[d])));
+      auto logit = [&](int64_t r) {
+        double s = 0;
+        for (int64_t d = 0; d < c.hidden; ++d) s += xn[d] * f(W[r * c.hidden + d]);
+        return s;
+      };
+      std::vector<double> ref(static_cast<size_t>(c.vocab));
+      for (int64_t r = 0; r < c.vocab; ++r) ref[r] = logit(r);
+      int64_t expect = -1;
+      if (variant == 1 && c.vocab > 2) {
+        // Rows b < a the same, scaled above every other: the lower index wins.
+        const int64_t a = c.vocab - 1, b = c.vocab / 2;
+        const double top = *std::max_element(ref.begin(), ref.end());
+        const double sign = ref[a] >= 0 ? 1 : -1;
+        for (int64_t d = 0; d < c.hidden; ++d) W[a * c.hidden + d] = h(std::min(60000.f, f(W[a * c.hidden + d]) * float(sign) * 8));
+        for (int64_t d = 0; d < c.hidden; ++d) W[b * c.hidden + d] = W[a * c.hidden + d];
+        ref[a] = ref[b] = logit(a);
+        if (ref[a] > top) expect = b;
+      }
+      if (variant == 2) {
+        // NaN rows, the would-be winner among them: never chosen. A one-row head is all NaN: token 0.
+        const int64_t best = std::max_element(ref.begin(), ref.end()) - ref.begin();
+        for (int64_t r : {best, c.vocab / 3})
+          for (int64_t d = 0; d < c.hidden; ++d) W[r * c.hidden + d] = kHalfNaN;
+        ref[best] = ref[c.vocab / 3] = NAN;
+        if (c.vocab == 1) expect = 0;
+      }
+      DeviceBuffer d_W = DeviceBuffer::upload(W, "W"), d_x = DeviceBuffer::upload(x, "x");
+      DeviceBuffer d_w = DeviceBuffer::upload(weight, "weight"), d_delta = DeviceBuffer::upload(delta, "delta");
+      DeviceBuffer logits(static_cast<size_t>(c.vocab) * 4, "logits"), token(4, "token");
+      QRT_CUDA_CHECK(cudaMemset(logits.get(), 0xFF, logits.bytes()));
+      QRT_CUDA_CHECK(cudaMemset(token.get(), 0xFF, 4));
+      for (int rep = 0; rep < 2; ++rep)  // the counter resets itself
+        cuda_model::rmsnorm_head_argmax(d_x.as<float>(), c.delta ? d_delta.as<__half>() : nullptr, d_w.as<float>(), 1e-6f,
+                                        d_W.as<__half>(), c.vocab, c.hidden, logits.as<float>(), token.as<int32_t>(),
+                                        scratch, sms, false, nullptr, nullptr, nullptr, nullptr, nullptr);
+      const std::vector<float> got = download<float>(logits, static_cast<size_t>(c.vocab));
+      const int32_t tok = download<int32_t>(token, 1)[0];
+      // Float sums, and a few normed values next to an fp16 rounding boundary may round the other
+      // way in the kernel (its 1/rms is a float): a few half-ulps of the largest products.
+      double xn_max = 0;
+      for (double v : xn) xn_max = std::max(xn_max, std::abs(v));
+      for (int64_t r = 0; r < c.vocab; ++r) {
+        if (std::isnan(ref[r])) {
+          ASSERT_TRUE(std::isnan(got[r])) << "row " << r;
+          continue;
+        }
+        double w_max = 0;
+        for (int64_t d = 0; d < c.hidden; ++d) w_max = std::max(w_max, double(std::abs(f(W[r * c.hidden + d]))));
+        ASSERT_NEAR(got[r], ref[r], 1e-4 * (1 + std::abs(ref[r])) + 8e-3 * xn_max * w_max) << "row " << r;
+      }
+      // The token is the host's greedy choice over the logits the kernel wrote.
+      EXPECT_EQ(tok, greedy_token(got.data(), c.vocab));
+      if (expect >= 0) {
+        EXPECT_EQ(tok, expect);
+      }
+      EXPECT_EQ(download<int>(counter, 1)[0], 0);
+
+      // argmax() over the same logits agrees.
+      DeviceBuffer token2(4, "token");
+      cuda_model::argmax(logits.as<float>(), c.vocab, token2.as<int32_t>(), nullptr);
+      EXPECT_EQ(download<int32_t>(token2, 1)[0], tok);
+
+      // On-device generation: the token fed back, the step and position advanced.
+      DeviceBuffer tokens = DeviceBuffer::upload(std::vector<int32_t>{-1}, "tokens");
+      DeviceBuffer out_tokens = DeviceBuffer::upload(std::vector<int32_t>{-1, -1, -1}, "out tokens");
+      DeviceBuffer pos = DeviceBuffer::upload(std::vector<int64_t>{40}, "pos"), step = DeviceBuffer::upload(std::vector<int64_t>{1}, "step");
+      cuda_model::rmsnorm_head_argmax(d_x.as<float>(), c.delta ? d_delta.as<__half>() : nullptr, d_w.as<float>(), 1e-6f,
+                                      d_W.as<__half>(), c.vocab, c.hidden, nullptr, token.as<int32_t>(), scratch, sms,
+                                      true, tokens.as<int32_t>(), out_tokens.as<int32_t>(), pos.as<int64_t>(),
+                                      step.as<int64_t>(), nullptr);
+      EXPECT_EQ(download<int32_t>(tokens, 1)[0], tok);
+      EXPECT_EQ(download<int32_t>(out_tokens, 3), (std::vector<int32_t>{-1, tok, -1}));
+      EXPECT_EQ(download<int64_t>(pos, 1)[0], 41);
+      EXPECT_EQ(download<int64_t>(step, 1)[0], 2);
+    }
+}
+
+}  // namespace
+}  // namespace qrt
+
+#else
+
+TEST(CudaModelKernels, BuiltWithoutCuda) { GTEST_SKIP() << "built without CUDA: the GPU kernel tests do not apply"; }
+
+#endif
