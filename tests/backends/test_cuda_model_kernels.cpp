@@ -63,6 +63,17 @@ void upload_to(DeviceBuffer& b, const std::vector<T>& v) {
   QRT_CUDA_CHECK(cudaMemcpy(b.get(), v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
 }
 
+// The stream of every launch: a blocking stream, so that it is ordered with the synchronous
+// cudaMemcpy / cudaMemset calls of the tests (legacy default stream) as those are with it.
+cudaStream_t stream() {
+  static cudaStream_t s = [] {
+    cudaStream_t t = nullptr;
+    QRT_CUDA_CHECK(cudaStreamCreate(&t));
+    return t;
+  }();
+  return s;
+}
+
 int sm_count() {
   int sms = 0;
   QRT_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
@@ -208,7 +219,7 @@ struct AttnRun {
   __half* q() const { return qkv.as<__half>(); }
   __half* k() const { return qkv.as<__half>() + a.q_dim; }
   __half* v() const { return qkv.as<__half>() + a.q_dim + a.kv_dim; }
-  void fused(cudaStream_t s = nullptr) {
+  void fused(cudaStream_t s = stream()) {
     const AttnCase& c = a.c;
     cuda_model::rope_store_decode_attention(q(), k(), v(), a.stride, a.stride, cos.as<float>(), sin.as<float>(),
                                             pos.as<int64_t>(), kc.as<__half>(), vc.as<__half>(), out.as<__half>(),
@@ -217,9 +228,9 @@ struct AttnRun {
   void unfused() {
     const AttnCase& c = a.c;
     cuda_model::rope_store(q(), k(), v(), cos.as<float>(), sin.as<float>(), pos.as<int64_t>(), kc.as<__half>(),
-                           vc.as<__half>(), c.rows, c.heads, c.kv_heads, c.hd, a.cap, a.stride, a.stride, nullptr);
+                           vc.as<__half>(), c.rows, c.heads, c.kv_heads, c.hd, a.cap, a.stride, a.stride, stream());
     cuda_model::attention(q(), kc.as<__half>(), vc.as<__half>(), out.as<__half>(), pos.as<int64_t>(), c.rows, c.heads,
-                          c.kv_heads, c.hd, a.cap, c.window, a.stride, nullptr, &scratch);
+                          c.kv_heads, c.hd, a.cap, c.window, a.stride, stream(), &scratch);
   }
 };
 
@@ -331,12 +342,12 @@ TEST(CudaModelKernels, SanitizerShortSet) {
   cuda_model::rmsnorm_head_argmax(x.as<float>(), nullptr, w.as<float>(), 1e-6f, W.as<__half>(), vocab, hidden,
                                   logits.as<float>(), token.as<int32_t>(),
                                   {values.as<float>(), indices.as<int32_t>(), counter.as<int>()}, sms, false, nullptr,
-                                  nullptr, nullptr, nullptr, nullptr);
+                                  nullptr, nullptr, nullptr, stream());
   const std::vector<float> got = download<float>(logits, static_cast<size_t>(vocab));
   EXPECT_EQ(download<int32_t>(token, 1)[0], greedy_token(got.data(), vocab));
   DeviceBuffer d_tok = DeviceBuffer::upload(std::vector<int32_t>{3, 9}, "tokens"), xo(2 * 72 * 4, "x"), o(2 * 72 * 2, "out");
   cuda_model::embed_rmsnorm(d_tok.as<int32_t>(), W.as<__half>(), xo.as<float>(), w.as<float>(), o.as<__half>(), 2, hidden,
-                            1e-6f, nullptr);
+                            1e-6f, stream());
   QRT_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
@@ -347,8 +358,7 @@ TEST(CudaModelKernels, FusedDecodeAttentionGraphReplayAdvancesWithThePosition) {
   const AttnCase c{9, 3, 64, 1, 150, 0, cuda_model::decode_attention_group_splits(sm_count(), 3)};
   const AttnData base = make_attn_data(c, rng, /*slack=*/8);
   AttnRun run(base);
-  cudaStream_t s = nullptr;
-  QRT_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  cudaStream_t s = stream();
   cudaGraph_t g = nullptr;
   cudaGraphExec_t exec = nullptr;
   QRT_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
@@ -376,7 +386,6 @@ TEST(CudaModelKernels, FusedDecodeAttentionGraphReplayAdvancesWithThePosition) {
   }
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(g);
-  cudaStreamDestroy(s);
 }
 
 // ---- the embedding with the first norm ----
@@ -401,9 +410,9 @@ TEST(CudaModelKernels, EmbedRmsnormMatchesFormulaAndTheUnfusedPair) {
           o2(o1.bytes(), "o");
       for (DeviceBuffer* b : {&x1, &x2, &o1, &o2}) QRT_CUDA_CHECK(cudaMemset(b->get(), 0xFF, b->bytes()));
       cuda_model::embed_rmsnorm(d_tok.as<int32_t>(), d_table.as<__half>(), x1.as<float>(), d_w.as<float>(),
-                                o1.as<__half>(), m, hidden, 1e-5f, nullptr);
-      cuda_model::embed(d_tok.as<int32_t>(), m, d_table.as<__half>(), hidden, x2.as<float>(), nullptr);
-      cuda_model::add_rmsnorm(x2.as<float>(), nullptr, d_w.as<float>(), o2.as<__half>(), m, hidden, 1e-5f, nullptr);
+                                o1.as<__half>(), m, hidden, 1e-5f, stream());
+      cuda_model::embed(d_tok.as<int32_t>(), m, d_table.as<__half>(), hidden, x2.as<float>(), stream());
+      cuda_model::add_rmsnorm(x2.as<float>(), nullptr, d_w.as<float>(), o2.as<__half>(), m, hidden, 1e-5f, stream());
       const auto xa = download<float>(x1, static_cast<size_t>(m * hidden)), xb = download<float>(x2, xa.size());
       const auto oa = download<uint16_t>(o1, xa.size()), ob = download<uint16_t>(o2, xa.size());
       EXPECT_EQ(xa, xb);
@@ -495,7 +504,7 @@ TEST(CudaModelKernels, HeadArgmaxMatchesFormulaAndHostGreedyRule) {
       for (int rep = 0; rep < 2; ++rep)  // the counter resets itself
         cuda_model::rmsnorm_head_argmax(d_x.as<float>(), c.delta ? d_delta.as<__half>() : nullptr, d_w.as<float>(), 1e-6f,
                                         d_W.as<__half>(), c.vocab, c.hidden, logits.as<float>(), token.as<int32_t>(),
-                                        scratch, sms, false, nullptr, nullptr, nullptr, nullptr, nullptr);
+                                        scratch, sms, false, nullptr, nullptr, nullptr, nullptr, stream());
       const std::vector<float> got = download<float>(logits, static_cast<size_t>(c.vocab));
       const int32_t tok = download<int32_t>(token, 1)[0];
       // Float sums, and a few normed values next to an fp16 rounding boundary may round the other
@@ -520,7 +529,7 @@ TEST(CudaModelKernels, HeadArgmaxMatchesFormulaAndHostGreedyRule) {
 
       // argmax() over the same logits agrees.
       DeviceBuffer token2(4, "token");
-      cuda_model::argmax(logits.as<float>(), c.vocab, token2.as<int32_t>(), nullptr);
+      cuda_model::argmax(logits.as<float>(), c.vocab, token2.as<int32_t>(), stream());
       EXPECT_EQ(download<int32_t>(token2, 1)[0], tok);
 
       // On-device generation: the token fed back, the step and position advanced.
@@ -530,7 +539,7 @@ TEST(CudaModelKernels, HeadArgmaxMatchesFormulaAndHostGreedyRule) {
       cuda_model::rmsnorm_head_argmax(d_x.as<float>(), c.delta ? d_delta.as<__half>() : nullptr, d_w.as<float>(), 1e-6f,
                                       d_W.as<__half>(), c.vocab, c.hidden, nullptr, token.as<int32_t>(), scratch, sms,
                                       true, tokens.as<int32_t>(), out_tokens.as<int32_t>(), pos.as<int64_t>(),
-                                      step.as<int64_t>(), nullptr);
+                                      step.as<int64_t>(), stream());
       EXPECT_EQ(download<int32_t>(tokens, 1)[0], tok);
       EXPECT_EQ(download<int32_t>(out_tokens, 3), (std::vector<int32_t>{-1, tok, -1}));
       EXPECT_EQ(download<int64_t>(pos, 1)[0], 41);

@@ -16,7 +16,7 @@
 #include <cmath>
 
 #include "model/cuda/cuda_model_kernels.h"
-#include "model/cuda/cuda_reduce.cuh"
+#include "model/cuda/cuda_kernel_common.cuh"
 
 namespace qrt::cuda_model {
 namespace {
@@ -54,6 +54,7 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
   __shared__ float weight_s[kMaxParts];
   __shared__ float sh[32];
   __shared__ bool is_last;
+  pdl_entry();
 
   const int kvh = blockIdx.x, i = blockIdx.y, sp = blockIdx.z, parts = gridDim.z;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
@@ -300,10 +301,9 @@ void rope_store_decode_attention(const __half* q, const __half* k, const __half*
                                  const DecodeAttentionScratch& scratch, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(n_kv), static_cast<unsigned>(m),
                   static_cast<unsigned>(std::clamp(scratch.group_splits, 1, kMaxParts)));
-  rope_store_decode_attention_kernel<<<grid, kThreads, 0, s>>>(
-      q, k, v, q_stride, kv_stride, cos, sin, d_pos, kcache, vcache, out, static_cast<int>(n_heads),
-      static_cast<int>(n_heads / n_kv), static_cast<int>(head_dim), capacity, window,
-      1.f / sqrtf(static_cast<float>(head_dim)), scratch.partials, scratch.counters);
+  launch(rope_store_decode_attention_kernel, grid, dim3(kThreads), s, q, k, v, q_stride, kv_stride, cos, sin, d_pos,
+         kcache, vcache, out, static_cast<int>(n_heads), static_cast<int>(n_heads / n_kv), static_cast<int>(head_dim),
+         capacity, window, 1.f / sqrtf(static_cast<float>(head_dim)), scratch.partials, scratch.counters);
 }
 
 }  // namespace qrt::cuda_model

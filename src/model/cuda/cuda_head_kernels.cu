@@ -6,7 +6,7 @@
 #include <cstdint>
 
 #include "model/cuda/cuda_model_kernels.h"
-#include "model/cuda/cuda_reduce.cuh"
+#include "model/cuda/cuda_kernel_common.cuh"
 
 namespace qrt::cuda_model {
 namespace {
@@ -42,6 +42,7 @@ __global__ void __launch_bounds__(kHeadThreads) rmsnorm_head_argmax_kernel(
   __shared__ float sv[kHeadWarps];
   __shared__ int32_t si[kHeadWarps];
   __shared__ bool is_last;
+  pdl_entry();
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
   // The normed row, as add_rmsnorm rounds it; every block computes it (a few KB of L2 reads next
   // to the head's megabytes).
@@ -125,6 +126,7 @@ __global__ void __launch_bounds__(kHeadThreads) rmsnorm_head_argmax_kernel(
 constexpr int kArgmaxThreads = 1024;
 
 __global__ void __launch_bounds__(kArgmaxThreads) argmax_kernel(const float* logits, int64_t vocab, int32_t* token) {
+  pdl_entry();
   __shared__ float sv[kArgmaxThreads / 32];
   __shared__ int32_t si[kArgmaxThreads / 32];
   float best_v = -INFINITY;
@@ -160,13 +162,13 @@ void rmsnorm_head_argmax(const float* x, const __half* delta, const float* weigh
   const int64_t max_blocks = head_argmax_blocks(sms);
   const int64_t passes = (vocab + rows_per_pass * max_blocks - 1) / (rows_per_pass * max_blocks);
   const int blocks = static_cast<int>((vocab + rows_per_pass * passes - 1) / (rows_per_pass * passes));
-  rmsnorm_head_argmax_kernel<<<blocks, kHeadThreads, 0, s>>>(x, delta, weight, eps, W, vocab, static_cast<int>(hidden),
-                                                             logits, token, scratch.values, scratch.indices,
-                                                             scratch.counter, advance, tokens, out_tokens, d_pos, step);
+  launch(rmsnorm_head_argmax_kernel, dim3(static_cast<unsigned>(blocks)), dim3(kHeadThreads), s, x, delta, weight, eps,
+         W, vocab, static_cast<int>(hidden), logits, token, scratch.values, scratch.indices, scratch.counter, advance,
+         tokens, out_tokens, d_pos, step);
 }
 
 void argmax(const float* logits, int64_t vocab, int32_t* token, cudaStream_t s) {
-  argmax_kernel<<<1, kArgmaxThreads, 0, s>>>(logits, vocab, token);
+  launch(argmax_kernel, dim3(1), dim3(kArgmaxThreads), s, logits, vocab, token);
 }
 
 }  // namespace qrt::cuda_model

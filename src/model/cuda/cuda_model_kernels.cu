@@ -1,14 +1,17 @@
 // Kernels of the GPU Llama forward pass; see cuda_model_kernels.h.
 #include <algorithm>
 #include <cfloat>
+#include <cstdlib>
+#include <string>
 
 #include "model/cuda/cuda_model_kernels.h"
-#include "model/cuda/cuda_reduce.cuh"
+#include "model/cuda/cuda_kernel_common.cuh"
 
 namespace qrt::cuda_model {
 namespace {
 
 __global__ void embed_kernel(const int32_t* tokens, const __half* table, int64_t hidden, float* x) {
+  pdl_entry();
   const int64_t row = blockIdx.x;
   const __half* src = table + static_cast<int64_t>(tokens[row]) * hidden;
   for (int64_t d = threadIdx.x; d < hidden; d += blockDim.x) x[row * hidden + d] = __half2float(src[d]);
@@ -18,6 +21,7 @@ __global__ void embed_kernel(const int32_t* tokens, const __half* table, int64_t
 // (x is then written): the first norm of a step folds the embedding lookup in.
 __global__ void add_rmsnorm_kernel(float* x, const __half* delta, const int32_t* tokens, const __half* table,
                                    const float* weight, __half* out, int64_t hidden, float eps) {
+  pdl_entry();
   __shared__ float sh[32];
   const int64_t row = blockIdx.x;
   float* xr = x + row * hidden;
@@ -55,6 +59,7 @@ __global__ void add_rmsnorm_vec_kernel(float* __restrict__ x, const __half* __re
                                        const int32_t* __restrict__ tokens, const __half* __restrict__ table,
                                        const float* __restrict__ weight, __half* __restrict__ out, int hidden,
                                        float eps) {
+  pdl_entry();
   __shared__ float sh[32];
   const int64_t row = blockIdx.x;
   float4* xr = reinterpret_cast<float4*>(x + row * hidden);
@@ -104,6 +109,7 @@ __global__ void rope_store_heads_kernel(__half* __restrict__ q, const __half* __
                                         const float* __restrict__ sin_t, const int64_t* __restrict__ d_pos,
                                         __half* __restrict__ kc, __half* __restrict__ vc, int n_heads, int hd,
                                         int64_t cap, int64_t q_stride, int64_t kv_stride) {
+  pdl_entry();
   const int i = blockIdx.x, hh = blockIdx.y, half = hd / 2;
   const int64_t p = *d_pos + i;
   for (int d = threadIdx.x; d < half; d += blockDim.x) {
@@ -137,6 +143,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const __half
                                                                    __half* out, const int64_t* d_pos, int64_t n_heads,
                                                                    int64_t group, int64_t hd, int64_t cap,
                                                                    int64_t window, float scale, int64_t q_stride) {
+  pdl_entry();
   __shared__ float qs[kMaxHeadDim];
   __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
   __shared__ float sm_acc[kAttnWarps][kMaxHeadDim];
@@ -214,6 +221,7 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
     const __half* q, const __half* kc, const __half* vc, __half* out, const int64_t* d_pos, int64_t n_heads,
     int64_t group, int64_t hd, int64_t cap, int64_t window, float scale, int64_t q_stride, float* partials,
     int* counters) {
+  pdl_entry();
   __shared__ float sc[kSplitSub];
   __shared__ float sh[32];
   __shared__ bool is_last;
@@ -335,6 +343,7 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
 // [gate | up] (up = gate + inter, in_stride = 2 * inter). Rows on grid y, no 64-bit division.
 __global__ void silu_mul_kernel(const __half* gate, const __half* up, int64_t in_stride, __half* out, int64_t m,
                                 int64_t inter) {
+  pdl_entry();
   for (int64_t r = blockIdx.y; r < m; r += gridDim.y)
     for (int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; c < inter;
          c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -344,6 +353,7 @@ __global__ void silu_mul_kernel(const __half* gate, const __half* up, int64_t in
 }
 
 __global__ void half_to_float_kernel(const __half* in, float* out, int64_t n) {
+  pdl_entry();
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     out[i] = __half2float(in[i]);
@@ -361,6 +371,7 @@ constexpr int kSampleThreads = 1024;
 __global__ void __launch_bounds__(kSampleThreads) sample_kernel(const float* logits, int64_t vocab,
                                                                 const SamplingState* st, int32_t* token,
                                                                 int32_t* out_tokens, int64_t* d_pos, int64_t* step) {
+  pdl_entry();
   __shared__ float sh[32];
   __shared__ float prefix[kSampleThreads];
   __shared__ int chosen;
@@ -473,8 +484,24 @@ unsigned blocks_for(int64_t n, int threads) {
 
 }  // namespace
 
+bool pdl_enabled() {
+  static const bool allowed = [] {
+    const char* env = std::getenv("QRT_CUDA_PDL");
+    return !(env && std::string(env) == "0");
+  }();
+  static int cache[64] = {};  // per device: 0 unknown, 1 no, 2 yes
+  int dev = 0;
+  if (!allowed || cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+  if (cache[dev] == 0) {
+    int major = 0;
+    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
+    cache[dev] = major >= 9 ? 2 : 1;
+  }
+  return cache[dev] == 2;
+}
+
 void embed(const int32_t* tokens, int64_t m, const __half* table, int64_t hidden, float* x, cudaStream_t s) {
-  embed_kernel<<<static_cast<unsigned>(m), 256, 0, s>>>(tokens, table, hidden, x);
+  launch(embed_kernel, dim3(static_cast<unsigned>(m)), dim3(256), s, tokens, table, hidden, x);
 }
 namespace {
 void launch_rmsnorm(float* x, const __half* delta, const int32_t* tokens, const __half* table, const float* weight,
@@ -482,11 +509,12 @@ void launch_rmsnorm(float* x, const __half* delta, const int32_t* tokens, const 
   const int64_t n4 = hidden / 4;
   if (hidden % 4 == 0 && n4 <= int64_t(kNormVecs) * 1024) {
     const int threads = static_cast<int>(std::max<int64_t>(32, ((n4 + kNormVecs - 1) / kNormVecs + 31) / 32 * 32));
-    add_rmsnorm_vec_kernel<<<static_cast<unsigned>(m), threads, 0, s>>>(x, delta, tokens, table, weight, out,
-                                                                        static_cast<int>(hidden), eps);
+    launch(add_rmsnorm_vec_kernel, dim3(static_cast<unsigned>(m)), dim3(threads), s, x, delta, tokens, table, weight,
+           out, static_cast<int>(hidden), eps);
     return;
   }
-  add_rmsnorm_kernel<<<static_cast<unsigned>(m), 512, 0, s>>>(x, delta, tokens, table, weight, out, hidden, eps);
+  launch(add_rmsnorm_kernel, dim3(static_cast<unsigned>(m)), dim3(512), s, x, delta, tokens, table, weight, out, hidden,
+         eps);
 }
 }  // namespace
 
@@ -502,9 +530,9 @@ void rope_store(__half* q, const __half* k, const __half* v, const float* cos, c
                 __half* kcache, __half* vcache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim,
                 int64_t capacity, int64_t q_stride, int64_t kv_stride, cudaStream_t s) {
   const int threads = static_cast<int>(std::min<int64_t>(128, std::max<int64_t>(32, (head_dim / 2 + 31) / 32 * 32)));
-  rope_store_heads_kernel<<<dim3(static_cast<unsigned>(m), static_cast<unsigned>(n_heads + n_kv)), threads, 0, s>>>(
-      q, k, v, cos, sin, d_pos, kcache, vcache, static_cast<int>(n_heads), static_cast<int>(head_dim), capacity, q_stride,
-      kv_stride);
+  launch(rope_store_heads_kernel, dim3(static_cast<unsigned>(m), static_cast<unsigned>(n_heads + n_kv)), dim3(threads),
+         s, q, k, v, cos, sin, d_pos, kcache, vcache, static_cast<int>(n_heads), static_cast<int>(head_dim), capacity,
+         q_stride, kv_stride);
 }
 int decode_attention_splits(int sms, int64_t n_heads) {
   // About two blocks per SM for one row; never more than 32 splits.
@@ -519,31 +547,30 @@ void attention(const __half* q, const __half* kcache, const __half* vcache, __ha
                int64_t q_stride, cudaStream_t s, const DecodeAttentionScratch* scratch) {
   if (scratch && scratch->splits > 1 && m <= scratch->max_rows) {
     dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(m), static_cast<unsigned>(scratch->splits));
-    attention_split_kernel<<<grid, kSplitThreads, 0, s>>>(q, kcache, vcache, out, d_pos, n_heads, n_heads / n_kv,
-                                                          head_dim, capacity, window,
-                                                          1.f / sqrtf(static_cast<float>(head_dim)), q_stride,
-                                                          scratch->partials,
-                                                          scratch->counters);
+    launch(attention_split_kernel, grid, dim3(kSplitThreads), s, q, kcache, vcache, out, d_pos, n_heads, n_heads / n_kv,
+           head_dim, capacity, window, 1.f / sqrtf(static_cast<float>(head_dim)), q_stride, scratch->partials,
+           scratch->counters);
     return;
   }
   dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(m));
-  attention_kernel<<<grid, kAttnWarps * 32, 0, s>>>(q, kcache, vcache, out, d_pos, n_heads, n_heads / n_kv, head_dim,
-                                                    capacity, window, 1.f / sqrtf(static_cast<float>(head_dim)), q_stride);
+  launch(attention_kernel, grid, dim3(kAttnWarps * 32), s, q, kcache, vcache, out, d_pos, n_heads, n_heads / n_kv,
+         head_dim, capacity, window, 1.f / sqrtf(static_cast<float>(head_dim)), q_stride);
 }
 void hold_stream(uint32_t microseconds, cudaStream_t s) {
-  hold_kernel<<<1, 32, 0, s>>>(static_cast<uint64_t>(microseconds) * 1000);
+  hold_kernel<<<1, 32, 0, s>>>(static_cast<uint64_t>(microseconds) * 1000);  // a plain launch: nothing before it
+  QRT_CUDA_CHECK_LAUNCH();
 }
 void silu_mul(const __half* gate, const __half* up, int64_t in_stride, __half* out, int64_t m, int64_t inter,
               cudaStream_t s) {
   const dim3 grid(blocks_for(inter, 256), static_cast<unsigned>(std::min<int64_t>(m, 65535)));
-  silu_mul_kernel<<<grid, 256, 0, s>>>(gate, up, in_stride, out, m, inter);
+  launch(silu_mul_kernel, grid, dim3(256), s, gate, up, in_stride, out, m, inter);
 }
 void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s) {
-  half_to_float_kernel<<<blocks_for(n, 256), 256, 0, s>>>(in, out, n);
+  launch(half_to_float_kernel, dim3(blocks_for(n, 256)), dim3(256), s, in, out, n);
 }
 void sample_and_advance(const float* logits, int64_t vocab, const SamplingState* state, int32_t* token,
                         int32_t* out_tokens, int64_t* d_pos, int64_t* step, cudaStream_t s) {
-  sample_kernel<<<1, kSampleThreads, 0, s>>>(logits, vocab, state, token, out_tokens, d_pos, step);
+  launch(sample_kernel, dim3(1), dim3(kSampleThreads), s, logits, vocab, state, token, out_tokens, d_pos, step);
 }
 
 }  // namespace qrt::cuda_model

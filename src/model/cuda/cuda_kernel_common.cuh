@@ -1,0 +1,108 @@
+// What the model's kernels share (internal header, .cu files only): warp and block reductions,
+// the greedy comparison, and programmatic dependent launch (PDL).
+//
+// PDL. Every kernel of src/model/cuda starts with pdl_trigger() then pdl_wait(), and is launched
+// through launch(), which sets the programmatic-serialization attribute on sm_90+ (unless
+// QRT_CUDA_PDL=0). The next kernel on the stream may then be scheduled as soon as every block of
+// this one has started, and runs up to its own pdl_wait(), which returns once this kernel has
+// finished and its writes are visible: a kernel reads and writes nothing another kernel writes
+// before its pdl_wait() (the int4 kernels of src/backends/cuda stream their weights meanwhile;
+// ours wait first). A kernel launched without the attribute waits for its predecessor as usual
+// and both calls are no-ops.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cfloat>
+#include <cstdint>
+#include <utility>
+
+#include "backends/cuda/cuda_check.h"
+
+namespace qrt::cuda_model {
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+// Both, at a kernel's entry.
+__device__ __forceinline__ void pdl_entry() {
+  pdl_trigger();
+  pdl_wait();
+}
+
+// True when the current device runs PDL (sm_90+) and QRT_CUDA_PDL is not 0.
+bool pdl_enabled();
+
+// kernel<<<grid, block, 0, s>>>(args...), with the PDL attribute where pdl_enabled(); a launch
+// error throws qrt::Error.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s, Args&&... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  if (pdl_enabled()) {
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+  }
+  QRT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Block-wide sum / max (blockDim.x multiple of 32, <= 1024; every thread calls it); every thread
+// gets the result. sh: 32 floats of shared memory, free again when the call returns.
+__device__ __forceinline__ float block_sum(float v, float* sh) {
+  v = warp_sum(v);
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  float t = lane < nw ? sh[lane] : 0.f;
+  return warp_sum(t);
+}
+__device__ __forceinline__ float block_max(float v, float* sh) {
+  v = warp_max(v);
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = blockDim.x >> 5;
+  __syncthreads();
+  if (lane == 0) sh[w] = v;
+  __syncthreads();
+  float t = lane < nw ? sh[lane] : -FLT_MAX;
+  return warp_max(t);
+}
+
+// The greedy choice between two (logit, index) candidates: the larger logit, the lower index
+// among equal ones. NaN logits must have been turned into -infinity (the host sampler's rule).
+__device__ __forceinline__ bool better_candidate(float v, int32_t i, float best_v, int32_t best_i) {
+  return v > best_v || (v == best_v && i < best_i);
+}
+// Warp-wide greedy reduction of (value, index): every lane gets the best of the warp.
+__device__ __forceinline__ void warp_best(float& v, int32_t& i) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, v, o);
+    const int32_t oi = __shfl_xor_sync(0xffffffffu, i, o);
+    if (better_candidate(ov, oi, v, i)) v = ov, i = oi;
+  }
+}
+
+}  // namespace qrt::cuda_model
