@@ -3,12 +3,15 @@
 # -dev packages carried in .gpu-deps/ (scripts/gpu-deps.sh, run beforehand on the dev machine),
 # builds the CUDA targets (sm_90 only unless QRT_CUDA_ARCHS says otherwise), runs the GPU tests (one
 # short case also under compute-sanitizer), `qrt plan --json` against `qrt run -v` on the GPU
-# (tests/cli/e2e_plan_vs_run.sh), the GPU GEMM benchmark with the torch peers
+# (tests/cli/e2e_plan_vs_run.sh), decode and prompt speed of the default model (SmolLM2, rebuilt
+# to its 30 blocks from the carried 8, tools/repeat_gguf_blocks.py) next to llama.cpp's llama-bench
+# built with CUDA from the carried sources (.gpu-llama, in the background while qrt builds;
+# bench/gpu_decode_vs_llamacpp.sh), the GPU GEMM benchmark with the torch peers
 # (bench/peers/gemm_peers.py) in the same run, decode tokens/s of a random Llama-2-7B-shaped GPTQ
 # model next to bench/peers/hf_decode.py, then merges everything into one JSON with a `summary`
 # ($OUT/<gpu>-<date>.json, copied to bench/results/) and prints one table last.
 # Env: OUT (results folder, default ./gpu-out), GPU_CHECK_BUDGET (seconds, default 470): stages that
-# would not fit are skipped and say so.
+# would not fit are skipped and say so. GPU_CHECK_LLAMACPP=0 skips the llama.cpp build.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -41,6 +44,41 @@ GPU_NAME=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head 
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv 2>&1 | tee -a "$LOG"
 { nvcc --version | tail -2; cmake --version | head -1; python3 -c 'import torch; print("torch", torch.__version__)'; } 2>&1 | tee -a "$LOG"
 
+GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
+
+# ---- llama.cpp CUDA (the decode peer), built from the carried sources while qrt builds ----
+# At lower priority than qrt's build, in its own process group (job control on for the one
+# launch: its group id is its pid, so the whole build stops if the budget runs out). Only
+# llama-bench is built.
+LLAMA_SRC=.gpu-llama/llama-cpp-src.tar.xz
+LLAMA_DIR=/tmp/qrt-llama
+LLAMA_BENCH=$LLAMA_DIR/build/bin/llama-bench
+LLAMA_PID=
+if [ -f "$LLAMA_SRC" ] && [ "${GPU_CHECK_LLAMACPP:-1}" = 1 ] && [ ! -x "$LLAMA_BENCH" ]; then
+  set -m
+  nice -n 10 bash -c '
+    set -e
+    rm -rf "$1" && mkdir -p "$1" && tar -xJf "$2" -C "$1"
+    cmake -S "$1/llama.cpp" -B "$1/build" $3 -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+      -DGGML_CUDA_NCCL=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+      -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
+    cmake --build "$1/build" --target llama-bench -j"$(nproc)"' _ "$LLAMA_DIR" "$LLAMA_SRC" "${GEN[*]}" \
+    > "$LOGS/llama-build.log" 2>&1 &
+  LLAMA_PID=$!
+  set +m
+  trap 'kill -- -"$LLAMA_PID" 2>/dev/null' EXIT  # never outlives the check
+  note "llama.cpp: building llama-bench (CUDA, sm_90) in the background"
+elif [ -x "$LLAMA_BENCH" ]; then
+  note "llama.cpp: $LLAMA_BENCH already built"
+else
+  note "llama.cpp: no $LLAMA_SRC (scripts/gpu-deps.sh) or GPU_CHECK_LLAMACPP=0: no llama.cpp figures"
+fi
+# The default model at its 30 blocks (copies of the carried 8: same shapes, types and tokenizer).
+SMOL=/tmp/qrt-smollm2-30-blocks.gguf
+if [ -f .gpu-model/smollm2-8-blocks.gguf ] && [ ! -f "$SMOL" ]; then
+  python3 tools/repeat_gguf_blocks.py .gpu-model/smollm2-8-blocks.gguf "$SMOL" --blocks 30 2>&1 | tee -a "$LOG"
+fi
+
 # ---- the random Llama-2-7B-shaped GPTQ model, written while the build runs ----
 MODEL=/tmp/qrt-llama2-7b-gptq
 MODEL_PID=
@@ -52,7 +90,6 @@ fi
 
 # ---- build ----
 stage "build (sm_${QRT_CUDA_ARCHS:-90})"
-GEN=(); command -v ninja >/dev/null && GEN=(-G Ninja)
 cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DQRT_CUDA=ON -DQRT_CUDA_ARCHS="${QRT_CUDA_ARCHS:-90}" \
   -DCMAKE_PREFIX_PATH="$DEPS/usr" -DGTest_DIR="$DEPS/usr/lib/$MA/cmake/GTest" \
   -Dbenchmark_DIR="$DEPS/usr/lib/$MA/cmake/benchmark" -Dfmt_DIR="$DEPS/usr/lib/$MA/cmake/fmt" \
@@ -90,6 +127,34 @@ if [ -x build-gpu/tests/test_backends ]; then
   note "compute-sanitizer rc=$SAN_RC"; grep -E 'ERROR SUMMARY|Invalid|PASSED|FAILED' "$OUT/tests.log" | tail -5 | tee -a "$LOG"
 else
   note "test_backends was not built"
+fi
+
+# ---- decode and prompt of the default model: qrt and llama.cpp CUDA, same GPU, same call ----
+stage "decode: SmolLM2 30 blocks (Q4_1), qrt vs llama.cpp CUDA"
+if [ -x build-gpu/bench/gpu_decode_bench ] && [ -f "$SMOL" ] && [ "$(left)" -gt 90 ]; then
+  if [ -n "$LLAMA_PID" ]; then
+    while kill -0 "$LLAMA_PID" 2>/dev/null && [ "$(left)" -gt 150 ]; do sleep 2; done
+    if kill -0 "$LLAMA_PID" 2>/dev/null; then
+      note "llama.cpp build still running with $(left) s left: stopped"; kill -- -"$LLAMA_PID" 2>/dev/null
+    fi
+    wait "$LLAMA_PID" 2>/dev/null; note "llama.cpp build rc=$? ($(tail -1 "$LOGS/llama-build.log" | cut -c1-120))"
+  fi
+  if [ -x "$LLAMA_BENCH" ]; then
+    timeout $(( $(left) > 150 ? 120 : $(left) - 30 )) bash bench/gpu_decode_vs_llamacpp.sh build-gpu/bench/gpu_decode_bench \
+      "$LLAMA_BENCH" "$SMOL" --reps 3 --json "$RAW/smollm2-vs-llamacpp.json" > "$LOGS/smollm2-vs-llamacpp.log" 2>&1
+    note "gpu_decode_vs_llamacpp rc=$?"; tail -4 "$LOGS/smollm2-vs-llamacpp.log" | tee -a "$LOG"
+  else
+    note "no llama-bench: qrt alone"; tail -3 "$LOGS/llama-build.log" 2>/dev/null | tee -a "$LOG"
+  fi
+  # Fused decode ops against the unfused kernels: launches per step, tokens/s, the per-op profile.
+  if [ "$(left)" -gt 60 ]; then
+    UNFUSED=1 PROMPT=128 NEW=128 timeout 60 build-gpu/bench/gpu_decode_bench "$SMOL" "$RAW/qrt-decode-smollm2.json" \
+      > "$LOGS/decode-smollm2.log" 2>&1
+    note "gpu_decode_bench (fused and unfused) rc=$?"
+    grep -E 'decode ops: engine|tokens/s:|greedy tokens equal|decode step launches' "$LOGS/decode-smollm2.log" | tee -a "$LOG"
+  fi
+else
+  note "skipped (gpu_decode_bench or $SMOL missing, or $(left) s left)"
 fi
 
 # ---- plan vs run on the GPU: `qrt plan --json` and `qrt run -v` agree layer by layer ----
@@ -182,6 +247,7 @@ def load(name):
     try: return json.load(open(os.path.join(out, name)))
     except Exception: return None
 qrt, peers, dec = load('qrt-gemm.json'), load('peers-gemm.json'), load('qrt-decode.json')
+smol_vs, smol = load('smollm2-vs-llamacpp.json'), load('qrt-decode-smollm2.json')
 int4 = load('qrt-int4.json')
 hf = None
 try:
@@ -220,6 +286,23 @@ summary = {
     'decode_tok_s': (dec or {}).get('decode_tok_s'),
     'decode_tok_s_device_loop': (dec or {}).get('decode_tok_s_device_loop'),
     'hf_fp16_decode_tok_s': hf,
+    # The default model (30 blocks rebuilt from the carried 8) next to llama.cpp CUDA, same call:
+    # decode of 128 tokens from an empty context (tg128) and a 512-token prompt (pp512), medians of
+    # three alternating runs, llama.cpp the better of -fa 0 / -fa 1 (bench/gpu_decode_vs_llamacpp.sh).
+    'smollm2_decode_tok_s': (smol_vs or {}).get('qrt_decode_tok_s'),
+    'smollm2_decode_vs_llamacpp': (smol_vs or {}).get('decode_vs_llamacpp'),
+    'smollm2_prefill_tok_s': (smol_vs or {}).get('qrt_prefill_tok_s'),
+    'smollm2_prefill_vs_llamacpp': (smol_vs or {}).get('prefill_vs_llamacpp'),
+    'smollm2_llamacpp_decode_tok_s': (smol_vs or {}).get('llamacpp_decode_tok_s'),
+    'smollm2_llamacpp_prefill_tok_s': (smol_vs or {}).get('llamacpp_prefill_tok_s'),
+    # Fused decode ops against the unfused kernels (gpu_decode_bench UNFUSED=1, 128 tokens after 128).
+    'smollm2_decode_tok_s_unfused': ((smol or {}).get('unfused') or {}).get('decode_tok_s'),
+    'smollm2_decode_tok_s_fused': (smol or {}).get('decode_tok_s'),
+    'smollm2_decode_step_kernels': ((smol or {}).get('decode_step_launches') or {}).get('kernels'),
+    'smollm2_decode_step_kernels_unfused': (((smol or {}).get('unfused') or {}).get('decode_step_launches') or {}).get('kernels'),
+    'smollm2_graph_eager_tokens_agree': (smol or {}).get('graph_eager_tokens_agree'),
+    'decode_step_kernels': ((dec or {}).get('decode_step_launches') or {}).get('kernels'),
+    'graph_eager_tokens_agree': (dec or {}).get('graph_eager_tokens_agree'),
     'notes': 'times in us summed over the 4 Llama-2-7B linears; peers from bench/peers/gemm_peers.py in the same run; '
              'fp8_vs_scaled_mm_min uses the tuned cuda_fp8 parameters (best of its tuning_space, as qrt tune picks)',
 }
@@ -249,6 +332,7 @@ if tuned:
     if floor_m1 > 0:
         summary['plan_m1_vs_floor'] = tot[('plan+tuned', 1)] / floor_m1
 doc = {'summary': summary, 'int4': int4, 'totals_by_m': table, 'rows': rows, 'decode': dec,
+       'smollm2_vs_llamacpp': smol_vs, 'smollm2_decode': smol,
        'peer_copy_GBps': (peers or {}).get('copy_GBps'), 'qrt_device': (qrt or {}).get('device')}
 json.dump(doc, open(result, 'w'), indent=1)
 print(json.dumps(summary, indent=1))
@@ -262,6 +346,13 @@ for t in table:
           '-' if x is None else '%.2f' % x))
 print('decode tok/s (Llama-2-7B shape, GPTQ 4-bit, batch 1): qrt host loop %s, qrt device loop %s; HF fp16 eager %s'
       % (f(summary['decode_tok_s']), f(summary['decode_tok_s_device_loop']), f(hf)))
+r2 = lambda v: '-' if v is None else ('%.2f' % v)
+print('SmolLM2 (30 blocks): decode tg128 qrt %s tok/s, llama.cpp %s (qrt / llama.cpp %s); prompt pp512 qrt %s, '
+      'llama.cpp %s (%s); decode step kernels %s fused, %s unfused'
+      % (f(summary['smollm2_decode_tok_s']), f(summary['smollm2_llamacpp_decode_tok_s']),
+         r2(summary['smollm2_decode_vs_llamacpp']), f(summary['smollm2_prefill_tok_s']),
+         f(summary['smollm2_llamacpp_prefill_tok_s']), r2(summary['smollm2_prefill_vs_llamacpp']),
+         summary['smollm2_decode_step_kernels'], summary['smollm2_decode_step_kernels_unfused']))
 PY
 mkdir -p bench/results && cp "$RESULT" bench/results/ 2>/dev/null
 cp "$LOGS/tune.log" "$LOGS/bench-tuned.log" "$OUT/" 2>/dev/null

@@ -35,3 +35,39 @@ elif [ -n "$SRC" ] && [ -f "$SRC" ]; then
 else
   echo "gpu-deps: default model not found (scripts/fetch-model.sh): the GPU engine logits test will skip"
 fi
+
+# llama.cpp's sources, the peer of the GPU decode benchmark (scripts/gpu-check.sh builds its
+# llama-bench with CUDA there): the tree the llama-cpp-python sdist vendors (the version the CPU
+# peer uses, bench/cpu_decode_vs_llamacpp.sh, whose cached copy is reused), pruned of what
+# llama-bench does not build (docs, models, tests, examples, the server and its web UI, the Python
+# converters, the other GPU backends): about 4 MB compressed. Carry .gpu-llama too.
+LLAMA_DIR=.gpu-llama
+LLAMA_CPP_PYTHON_VERSION=0.3.36
+if [ -f "$LLAMA_DIR/llama-cpp-src.tar.xz" ]; then
+  echo "gpu-deps: $LLAMA_DIR/llama-cpp-src.tar.xz already there"
+elif ! (
+  set -euo pipefail
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  cached="${QRT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/qrt}/peers/llama.cpp-$LLAMA_CPP_PYTHON_VERSION"
+  mkdir -p "$tmp/llama.cpp"
+  if [ -f "$cached/CMakeLists.txt" ]; then
+    tar -C "$cached" --exclude=./build -cf - . | tar -C "$tmp/llama.cpp" -xf -
+  else
+    python3 -m pip download -q --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" -d "$tmp/sdist"
+    tar -xzf "$tmp"/sdist/llama_cpp_python-*.tar.gz -C "$tmp/sdist"
+    cp -a "$tmp"/sdist/llama_cpp_python-*/vendor/llama.cpp/. "$tmp/llama.cpp/"
+  fi
+  cd "$tmp/llama.cpp"
+  rm -rf build docs models media tests examples benches pocs .git gguf-py conversion convert_*.py tools/ui tools/server
+  for b in cann et hexagon metal opencl openvino sycl virtgpu vulkan webgpu musa hip zdnn zendnn kompute; do
+    rm -rf "ggml/src/ggml-$b"
+  done
+  cd - >/dev/null
+  mkdir -p "$LLAMA_DIR"
+  tar -cJf "$LLAMA_DIR/llama-cpp-src.tar.xz.tmp" -C "$tmp" llama.cpp
+  mv "$LLAMA_DIR/llama-cpp-src.tar.xz.tmp" "$LLAMA_DIR/llama-cpp-src.tar.xz"
+  ls -la "$LLAMA_DIR/llama-cpp-src.tar.xz"
+); then
+  echo "gpu-deps: could not write $LLAMA_DIR/llama-cpp-src.tar.xz: the llama.cpp comparison will be skipped"
+fi
