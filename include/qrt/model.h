@@ -123,7 +123,10 @@ std::string default_model_path();
 // missing, saying to run scripts/fetch-model.sh.
 std::string resolve_model_path(const std::string& given);
 
-enum class KvCacheDType : uint8_t { F32, F16 };
+// Storage of the KV cache. The CPU engine stores F32 or F16; the GPU engine stores F16 (for F32
+// too) or Fp8E4M3 (e4m3, no scale: half the bytes of F16, keys and values rounded to 3 mantissa
+// bits; the CPU engine refuses it).
+enum class KvCacheDType : uint8_t { F32, F16, Fp8E4M3 };
 // Storage of unquantized matrices (dense linears, lm_head / tied embedding) inside an engine.
 // F16 halves the bytes a decode step streams (the head is the largest matrix of small models);
 // values beyond the fp16 range keep float32 for that matrix.

@@ -49,14 +49,16 @@ struct EngineCliOptions {
     o_threads = app.add_option("-t,--threads", threads, "CPU threads (default: the CPUs this process may use, from its affinity mask)")
                     ->check(CLI::Range(0, ThreadPool::kMaxThreads));
     app.add_option("--kv-cache", kv_cache,
-                   "KV cache storage of the CPU engine: f16 (half the memory and bytes per step of f32; "
-                   "perplexity of the default model 17.3680 vs 17.3684) or f32. The GPU engine always stores fp16")
+                   "KV cache storage: f16 (half the memory and bytes per step of f32; perplexity of the default "
+                   "model 17.3680 vs 17.3684 on the CPU), f32 (CPU engine; the GPU engine stores f16) or fp8 "
+                   "(e4m3, GPU engine only: half the bytes of f16)")
         ->capture_default_str();
   }
 
   // Checks what can be checked before the (slow) model load.
   void validate() const {
-    if (kv_cache != "f32" && kv_cache != "f16") throw invalid_input("--kv-cache " + kv_cache + ": expected f32 or f16");
+    if (kv_cache != "f32" && kv_cache != "f16" && kv_cache != "fp8")
+      throw invalid_input("--kv-cache " + kv_cache + ": expected f32, f16 or fp8");
   }
 
   LoadOptions load_options() const {
@@ -88,7 +90,7 @@ struct EngineCliOptions {
   EngineOptions engine_options(const ResolvedSetup& setup) const {
     for (const auto& w : setup.warnings) std::fprintf(stderr, "qrt: warning: %s\n", escape_message(w).c_str());
     EngineOptions eo = setup.engine_options();
-    eo.kv_dtype = kv_cache == "f16" ? KvCacheDType::F16 : KvCacheDType::F32;
+    eo.kv_dtype = kv_cache == "f16" ? KvCacheDType::F16 : kv_cache == "fp8" ? KvCacheDType::Fp8E4M3 : KvCacheDType::F32;
     return eo;
   }
 };

@@ -85,40 +85,49 @@ int sm_count() {
 struct AttnCase {
   int64_t heads, kv_heads, hd, rows, pos0, window;
   int parts;  // DecodeAttentionScratch::group_splits (the grid's depth)
+  bool fp8 = false;
 };
 
 std::string describe(const AttnCase& c) {
   return "heads " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) + " hd " + std::to_string(c.hd) +
          " rows " + std::to_string(c.rows) + " pos0 " + std::to_string(c.pos0) + " window " + std::to_string(c.window) +
-         " parts " + std::to_string(c.parts);
+         " parts " + std::to_string(c.parts) + (c.fp8 ? " fp8 cache" : " fp16 cache");
 }
 
-// RoPE of one head vector at position p, rounded to fp16 as the kernels store it.
-std::vector<uint16_t> rope_half(const uint16_t* x, int64_t hd, const ops::RopeTable& rope, int64_t p) {
-  const int64_t half = hd / 2;
-  std::vector<uint16_t> out(static_cast<size_t>(hd));
-  for (int64_t d = 0; d < half; ++d) {
-    const float c = rope.cos[p * half + d], s = rope.sin[p * half + d];
-    const float a = f(x[d]), b = f(x[d + half]);
-    out[d] = h(a * c - b * s);
-    out[d + half] = h(b * c + a * s);
+// The cache's elements as raw bytes: fp16 (2 bytes) or fp8 e4m3 (1 byte), as the host rounds them
+// (to nearest even; fp8 saturating at 448, as the device's conversion).
+struct CacheCodes {
+  bool fp8 = false;
+  std::vector<uint8_t> raw;
+  int bytes() const { return fp8 ? 1 : 2; }
+  size_t size() const { return raw.size() / bytes(); }
+  void resize(size_t n) { raw.assign(n * bytes(), 0); }
+  uint16_t code(size_t i) const { return fp8 ? raw[i] : static_cast<uint16_t>(raw[2 * i] | raw[2 * i + 1] << 8); }
+  void set_code(size_t i, uint16_t c) {
+    if (fp8) {
+      raw[i] = static_cast<uint8_t>(c);
+    } else {
+      raw[2 * i] = static_cast<uint8_t>(c & 0xFF);
+      raw[2 * i + 1] = static_cast<uint8_t>(c >> 8);
+    }
   }
-  return out;
-}
-
-// Two fp16 values a rounding step apart at most (the kernels may contract a * c - b * s into
-// one fused multiply-add).
-bool within_one_ulp(uint16_t a, uint16_t b) {
-  if (a == b) return true;
-  const int ia = static_cast<int16_t>(a) < 0 ? -(a & 0x7FFF) : a, ib = static_cast<int16_t>(b) < 0 ? -(b & 0x7FFF) : b;
-  return std::abs(ia - ib) <= 1;
-}
+  float get(size_t i) const { return fp8 ? fp8_e4m3_to_f32(raw[i]) : f(code(i)); }
+  void set(size_t i, float v) { set_code(i, fp8 ? f32_to_fp8_e4m3(v) : h(v)); }
+  void poison(size_t i) { set_code(i, fp8 ? 0x7F : kHalfNaN); }
+  // Two codes a rounding step apart at most (sign and magnitude).
+  bool within_one_step(size_t i, uint16_t other) const {
+    const uint16_t a = code(i), sign = fp8 ? 0x80 : 0x8000;
+    auto value = [&](uint16_t c) { return (c & sign) ? -static_cast<int>(c & (sign - 1)) : static_cast<int>(c); };
+    return std::abs(value(a) - value(other)) <= 1;
+  }
+};
 
 struct AttnData {
   AttnCase c;
   int64_t cap = 0, q_dim = 0, kv_dim = 0, stride = 0;
   ops::RopeTable rope;
-  std::vector<uint16_t> qkv, kcache, vcache;  // rows [rows][q | k | v]; caches [kv_head][cap][hd]
+  std::vector<uint16_t> qkv;  // rows [rows][q | k | v], fp16
+  CacheCodes kcache, vcache;  // [kv_head][cap][hd]
 };
 
 AttnData make_attn_data(const AttnCase& c, std::mt19937& rng, int64_t slack = 5) {
@@ -132,38 +141,64 @@ AttnData make_attn_data(const AttnCase& c, std::mt19937& rng, int64_t slack = 5)
   for (size_t i = 0; i < inv.size(); ++i) inv[i] = 1.0f / std::pow(10000.f, static_cast<float>(2 * i) / c.hd);
   a.rope.build(inv, a.cap);
   a.qkv = random_halves(static_cast<size_t>(c.rows * a.stride), rng, -1.5f, 1.5f);
-  a.kcache = random_halves(static_cast<size_t>(c.kv_heads * a.cap * c.hd), rng, -1.5f, 1.5f);
-  a.vcache = random_halves(a.kcache.size(), rng);
-  // Positions the step writes and beyond: poisoned.
+  std::uniform_real_distribution<float> kd(-1.5f, 1.5f), vd(-1.f, 1.f);
+  for (CacheCodes* cc : {&a.kcache, &a.vcache}) {
+    cc->fp8 = c.fp8;
+    cc->resize(static_cast<size_t>(c.kv_heads * a.cap * c.hd));
+  }
   for (int64_t g = 0; g < c.kv_heads; ++g)
-    for (int64_t p = c.pos0; p < a.cap; ++p)
+    for (int64_t p = 0; p < a.cap; ++p)
       for (int64_t d = 0; d < c.hd; ++d) {
-        a.kcache[(g * a.cap + p) * c.hd + d] = kHalfNaN;
-        a.vcache[(g * a.cap + p) * c.hd + d] = kHalfNaN;
+        const size_t e = static_cast<size_t>((g * a.cap + p) * c.hd + d);
+        if (p < c.pos0) {
+          a.kcache.set(e, kd(rng));
+          a.vcache.set(e, vd(rng));
+        } else {  // positions the step writes, and beyond: poisoned
+          a.kcache.poison(e);
+          a.vcache.poison(e);
+        }
       }
   return a;
 }
 
-// The cache after the step, as the reference sees it: rotated new keys, new values.
-void reference_store(const AttnData& a, std::vector<uint16_t>& kc, std::vector<uint16_t>& vc) {
+// The cache after the step, as the reference sees it: rotated new keys (rounded once from float),
+// new values (from fp16).
+void reference_store(const AttnData& a, CacheCodes& kc, CacheCodes& vc) {
   const AttnCase& c = a.c;
   kc = a.kcache;
   vc = a.vcache;
+  const int64_t half = c.hd / 2;
   for (int64_t i = 0; i < c.rows; ++i)
     for (int64_t g = 0; g < c.kv_heads; ++g) {
       const uint16_t* k = &a.qkv[i * a.stride + a.q_dim + g * c.hd];
       const uint16_t* v = &a.qkv[i * a.stride + a.q_dim + a.kv_dim + g * c.hd];
-      const std::vector<uint16_t> kr = rope_half(k, c.hd, a.rope, c.pos0 + i);
-      for (int64_t d = 0; d < c.hd; ++d) {
-        kc[(g * a.cap + c.pos0 + i) * c.hd + d] = kr[d];
-        vc[(g * a.cap + c.pos0 + i) * c.hd + d] = v[d];
+      const int64_t p = c.pos0 + i;
+      const size_t row = static_cast<size_t>((g * a.cap + p) * c.hd);
+      for (int64_t d = 0; d < half; ++d) {
+        const float cs = a.rope.cos[p * half + d], sn = a.rope.sin[p * half + d];
+        const float x0 = f(k[d]), x1 = f(k[d + half]);
+        kc.set(row + d, x0 * cs - x1 * sn);
+        kc.set(row + d + half, x1 * cs + x0 * sn);
       }
+      for (int64_t d = 0; d < c.hd; ++d) vc.set(row + d, f(v[d]));
     }
 }
 
+// RoPE of one query head at position p, rounded to fp16 as the kernels keep it.
+std::vector<float> rope_query(const uint16_t* x, int64_t hd, const ops::RopeTable& rope, int64_t p) {
+  const int64_t half = hd / 2;
+  std::vector<float> out(static_cast<size_t>(hd));
+  for (int64_t d = 0; d < half; ++d) {
+    const float c = rope.cos[p * half + d], s = rope.sin[p * half + d];
+    const float a = f(x[d]), b = f(x[d + half]);
+    out[d] = f(h(a * c - b * s));
+    out[d + half] = f(h(b * c + a * s));
+  }
+  return out;
+}
+
 // softmax(rope(q) . K / sqrt(hd)) . V in double over the reference cache, [rows][heads * hd].
-std::vector<double> reference_attention(const AttnData& a, const std::vector<uint16_t>& kc,
-                                        const std::vector<uint16_t>& vc) {
+std::vector<double> reference_attention(const AttnData& a, const CacheCodes& kc, const CacheCodes& vc) {
   const AttnCase& c = a.c;
   std::vector<double> out(static_cast<size_t>(c.rows * a.q_dim));
   const int64_t group = c.heads / c.kv_heads;
@@ -171,12 +206,12 @@ std::vector<double> reference_attention(const AttnData& a, const std::vector<uin
     const int64_t p = c.pos0 + i, first = c.window > 0 ? std::max<int64_t>(0, p - c.window + 1) : 0;
     for (int64_t hh = 0; hh < c.heads; ++hh) {
       const int64_t g = hh / group;
-      const std::vector<uint16_t> q = rope_half(&a.qkv[i * a.stride + hh * c.hd], c.hd, a.rope, p);
+      const std::vector<float> q = rope_query(&a.qkv[i * a.stride + hh * c.hd], c.hd, a.rope, p);
       std::vector<double> s(static_cast<size_t>(p + 1 - first));
       double mx = -INFINITY;
       for (int64_t j = first; j <= p; ++j) {
         double dot = 0;
-        for (int64_t d = 0; d < c.hd; ++d) dot += double(f(q[d])) * f(kc[(g * a.cap + j) * c.hd + d]);
+        for (int64_t d = 0; d < c.hd; ++d) dot += double(q[d]) * kc.get(static_cast<size_t>((g * a.cap + j) * c.hd + d));
         s[j - first] = dot / std::sqrt(double(c.hd));
         mx = std::max(mx, s[j - first]);
       }
@@ -184,7 +219,7 @@ std::vector<double> reference_attention(const AttnData& a, const std::vector<uin
       for (double& e : s) den += (e = std::exp(e - mx));
       for (int64_t d = 0; d < c.hd; ++d) {
         double num = 0;
-        for (int64_t j = first; j <= p; ++j) num += s[j - first] * f(vc[(g * a.cap + j) * c.hd + d]);
+        for (int64_t j = first; j <= p; ++j) num += s[j - first] * vc.get(static_cast<size_t>((g * a.cap + j) * c.hd + d));
         out[i * a.q_dim + hh * c.hd + d] = num / den;
       }
     }
@@ -192,7 +227,7 @@ std::vector<double> reference_attention(const AttnData& a, const std::vector<uin
   return out;
 }
 
-// Device buffers of one case; run() launches the fused kernel (or the unfused pair) once.
+// Device buffers of one case; fused() launches the fused kernel, unfused() the pair it replaces.
 struct AttnRun {
   const AttnData& a;
   DeviceBuffer qkv, kc, vc, out, cos, sin, pos, partials, counters;
@@ -200,8 +235,8 @@ struct AttnRun {
   explicit AttnRun(const AttnData& data) : a(data) {
     const AttnCase& c = a.c;
     qkv = DeviceBuffer::upload(a.qkv, "qkv");
-    kc = DeviceBuffer::upload(a.kcache, "kcache");
-    vc = DeviceBuffer::upload(a.vcache, "vcache");
+    kc = DeviceBuffer::upload(a.kcache.raw, "kcache");
+    vc = DeviceBuffer::upload(a.vcache.raw, "vcache");
     out = DeviceBuffer(static_cast<size_t>(c.rows * a.q_dim) * 2, "out");
     QRT_CUDA_CHECK(cudaMemset(out.get(), 0xFF, out.bytes()));  // NaN
     cos = DeviceBuffer::upload(a.rope.cos, "cos");
@@ -219,18 +254,27 @@ struct AttnRun {
   __half* q() const { return qkv.as<__half>(); }
   __half* k() const { return qkv.as<__half>() + a.q_dim; }
   __half* v() const { return qkv.as<__half>() + a.q_dim + a.kv_dim; }
+  cuda_model::KvCache cache() const {
+    return {kc.get(), vc.get(), a.c.fp8 ? cuda_model::KvElem::Fp8E4M3 : cuda_model::KvElem::F16};
+  }
   void fused(cudaStream_t s = stream()) {
     const AttnCase& c = a.c;
     cuda_model::rope_store_decode_attention(q(), k(), v(), a.stride, a.stride, cos.as<float>(), sin.as<float>(),
-                                            pos.as<int64_t>(), kc.as<__half>(), vc.as<__half>(), out.as<__half>(),
-                                            c.rows, c.heads, c.kv_heads, c.hd, a.cap, c.window, scratch, s);
+                                            pos.as<int64_t>(), cache(), out.as<__half>(), c.rows, c.heads, c.kv_heads,
+                                            c.hd, a.cap, c.window, scratch, s);
   }
   void unfused() {
     const AttnCase& c = a.c;
-    cuda_model::rope_store(q(), k(), v(), cos.as<float>(), sin.as<float>(), pos.as<int64_t>(), kc.as<__half>(),
-                           vc.as<__half>(), c.rows, c.heads, c.kv_heads, c.hd, a.cap, a.stride, a.stride, stream());
-    cuda_model::attention(q(), kc.as<__half>(), vc.as<__half>(), out.as<__half>(), pos.as<int64_t>(), c.rows, c.heads,
-                          c.kv_heads, c.hd, a.cap, c.window, a.stride, stream(), &scratch);
+    cuda_model::rope_store(q(), k(), v(), cos.as<float>(), sin.as<float>(), pos.as<int64_t>(), cache(), c.rows, c.heads,
+                           c.kv_heads, c.hd, a.cap, a.stride, a.stride, stream());
+    cuda_model::attention(q(), cache(), out.as<__half>(), pos.as<int64_t>(), c.rows, c.heads, c.kv_heads, c.hd, a.cap,
+                          c.window, a.stride, stream(), &scratch);
+  }
+  CacheCodes download_cache(const DeviceBuffer& b) const {
+    CacheCodes cc;
+    cc.fp8 = a.c.fp8;
+    cc.raw = download<uint8_t>(b, a.kcache.raw.size());
+    return cc;
   }
 };
 
@@ -251,18 +295,19 @@ double worst_head_error(const std::vector<uint16_t>& out, const std::vector<doub
   return worst;
 }
 
-void check_cache(const AttnData& a, const std::vector<uint16_t>& got_k, const std::vector<uint16_t>& got_v,
-                 const std::vector<uint16_t>& want_k, const std::vector<uint16_t>& want_v, const std::string& what) {
+void check_cache(const AttnData& a, const CacheCodes& got_k, const CacheCodes& got_v, const CacheCodes& want_k,
+                 const CacheCodes& want_v, const std::string& what) {
   int bad = 0;
   for (size_t e = 0; e < want_k.size() && bad < 5; ++e) {
     const int64_t p = static_cast<int64_t>(e / a.c.hd) % a.cap;
     const bool fresh = p >= a.c.pos0 && p < a.c.pos0 + a.c.rows;
-    // New keys within one rounding step; values and everything else bit for bit.
-    const bool k_ok = fresh ? within_one_ulp(got_k[e], want_k[e]) : got_k[e] == want_k[e];
-    if (!k_ok || got_v[e] != want_v[e]) {
+    // New keys within one rounding step (the kernels may contract a * c - b * s into one fused
+    // multiply-add); values and everything else bit for bit.
+    const bool k_ok = fresh ? got_k.within_one_step(e, want_k.code(e)) : got_k.code(e) == want_k.code(e);
+    if (!k_ok || got_v.code(e) != want_v.code(e)) {
       ++bad;
-      ADD_FAILURE() << what << ": cache element " << e << " (position " << p << "): key " << got_k[e] << " vs "
-                    << want_k[e] << ", value " << got_v[e] << " vs " << want_v[e];
+      ADD_FAILURE() << what << ": cache element " << e << " (position " << p << "): key " << got_k.code(e) << " vs "
+                    << want_k.code(e) << ", value " << got_v.code(e) << " vs " << want_v.code(e);
     }
   }
 }
@@ -283,37 +328,41 @@ std::vector<AttnCase> attention_cases() {
     // Sliding windows, one narrower than the step's rows.
     cases.push_back({9, 3, 64, 4, 1000, 100, parts});
     cases.push_back({8, 4, 64, 8, 40, 3, parts});
+    // An fp8 cache: tiles of 128 keys of 64 dims, 16 elements a chunk (head_dim 48: 3 chunks).
+    for (int64_t pos0 : {0, 127, 129, 2500}) cases.push_back({9, 3, 64, 1, pos0, 0, parts, true});
+    cases.push_back({32, 8, 128, 3, 700, 0, parts, true});
+    cases.push_back({6, 3, 48, 5, 300, 0, parts, true});
+    cases.push_back({4, 2, 256, 2, 600, 40, parts, true});
   }
   return cases;
 }
 
 void check_attention_case(const AttnCase& c, std::mt19937& rng) {
   SCOPED_TRACE(describe(c));
-  ASSERT_TRUE(cuda_model::decode_attention_fusable(c.heads, c.kv_heads, c.hd));
-  {
-    const AttnData a = make_attn_data(c, rng);
-    std::vector<uint16_t> want_k, want_v;
-    reference_store(a, want_k, want_v);
-    const std::vector<double> ref = reference_attention(a, want_k, want_v);
-    AttnRun run(a);
-    run.fused();
-    const std::vector<uint16_t> out = download<uint16_t>(run.out, static_cast<size_t>(c.rows * a.q_dim));
-    EXPECT_LT(worst_head_error(out, ref, c.rows * c.heads, c.hd), 2e-3);
-    check_cache(a, download<uint16_t>(run.kc, want_k.size()), download<uint16_t>(run.vc, want_v.size()), want_k,
-                want_v, "fused");
-    // q is read, not rotated in place.
-    EXPECT_EQ(download<uint16_t>(run.qkv, a.qkv.size()), a.qkv);
-    // The counters are back to zero for the next launch.
-    for (int v : download<int>(run.counters, static_cast<size_t>(8 * c.heads))) ASSERT_EQ(v, 0);
+  const cuda_model::KvElem elem = c.fp8 ? cuda_model::KvElem::Fp8E4M3 : cuda_model::KvElem::F16;
+  ASSERT_TRUE(cuda_model::decode_attention_fusable(c.heads, c.kv_heads, c.hd, elem));
+  const AttnData a = make_attn_data(c, rng);
+  CacheCodes want_k, want_v;
+  reference_store(a, want_k, want_v);
+  const std::vector<double> ref = reference_attention(a, want_k, want_v);
+  AttnRun run(a);
+  run.fused();
+  const std::vector<uint16_t> out = download<uint16_t>(run.out, static_cast<size_t>(c.rows * a.q_dim));
+  EXPECT_LT(worst_head_error(out, ref, c.rows * c.heads, c.hd), 2e-3);
+  check_cache(a, run.download_cache(run.kc), run.download_cache(run.vc), want_k, want_v, "fused");
+  // q is read, not rotated in place.
+  EXPECT_EQ(download<uint16_t>(run.qkv, a.qkv.size()), a.qkv);
+  // The counters are back to zero for the next launch.
+  for (int v : download<int>(run.counters, static_cast<size_t>(8 * c.heads))) ASSERT_EQ(v, 0);
 
-    // The unfused kernels on the same inputs agree with it.
-    AttnRun unfused(a);
-    unfused.unfused();
-    const std::vector<uint16_t> out2 = download<uint16_t>(unfused.out, out.size());
-    std::vector<double> out_d(out.size());
-    for (size_t e = 0; e < out.size(); ++e) out_d[e] = f(out[e]);
-    EXPECT_LT(worst_head_error(out2, out_d, c.rows * c.heads, c.hd), 3e-3) << "fused vs unfused";
-  }
+  // The unfused kernels on the same inputs agree with it.
+  AttnRun unfused(a);
+  unfused.unfused();
+  const std::vector<uint16_t> out2 = download<uint16_t>(unfused.out, out.size());
+  std::vector<double> out_d(out.size());
+  for (size_t e = 0; e < out.size(); ++e) out_d[e] = f(out[e]);
+  EXPECT_LT(worst_head_error(out2, out_d, c.rows * c.heads, c.hd), 3e-3) << "fused vs unfused";
+  check_cache(a, unfused.download_cache(unfused.kc), unfused.download_cache(unfused.vc), want_k, want_v, "unfused");
 }
 
 TEST(CudaModelKernels, FusedDecodeAttentionMatchesReference) {
@@ -328,7 +377,8 @@ TEST(CudaModelKernels, SanitizerShortSet) {
   QRT_SKIP_WITHOUT_GPU();
   std::mt19937 rng(5);
   for (const AttnCase& c : {AttnCase{9, 3, 64, 1, 700, 0, 4}, AttnCase{16, 2, 32, 8, 130, 0, 3},
-                            AttnCase{6, 3, 96, 5, 77, 20, 2}, AttnCase{4, 2, 256, 2, 40, 0, 1}})
+                            AttnCase{6, 3, 96, 5, 77, 20, 2}, AttnCase{4, 2, 256, 2, 40, 0, 1},
+                            AttnCase{9, 3, 64, 2, 300, 0, 3, true}})
     check_attention_case(c, rng);
   const int sms = sm_count();
   const size_t blocks = static_cast<size_t>(cuda_model::head_argmax_blocks(sms));
@@ -354,38 +404,40 @@ TEST(CudaModelKernels, SanitizerShortSet) {
 TEST(CudaModelKernels, FusedDecodeAttentionGraphReplayAdvancesWithThePosition) {
   QRT_SKIP_WITHOUT_GPU();
   std::mt19937 rng(7);
-  // Three steps of one graph: positions 150, 151, 152 (one row each), the cache growing.
-  const AttnCase c{9, 3, 64, 1, 150, 0, cuda_model::decode_attention_group_splits(sm_count(), 3)};
-  const AttnData base = make_attn_data(c, rng, /*slack=*/8);
-  AttnRun run(base);
-  cudaStream_t s = stream();
-  cudaGraph_t g = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  QRT_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-  run.fused(s);
-  QRT_CUDA_CHECK(cudaStreamEndCapture(s, &g));
-  QRT_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
-  AttnData step = base;
-  for (int64_t t = 0; t < 3; ++t) {
-    SCOPED_TRACE("step " + std::to_string(t));
-    step.c.pos0 = c.pos0 + t;
-    step.qkv = random_halves(static_cast<size_t>(step.stride), rng, -1.5f, 1.5f);
-    upload_to(run.qkv, step.qkv);
-    upload_to(run.pos, std::vector<int64_t>{step.c.pos0});
-    QRT_CUDA_CHECK(cudaMemset(run.out.get(), 0xFF, run.out.bytes()));
-    QRT_CUDA_CHECK(cudaGraphLaunch(exec, s));
-    QRT_CUDA_CHECK(cudaStreamSynchronize(s));
-    std::vector<uint16_t> want_k, want_v;
-    reference_store(step, want_k, want_v);
-    const std::vector<double> ref = reference_attention(step, want_k, want_v);
-    EXPECT_LT(worst_head_error(download<uint16_t>(run.out, static_cast<size_t>(step.q_dim)), ref, 9, 64), 2e-3);
-    check_cache(step, download<uint16_t>(run.kc, want_k.size()), download<uint16_t>(run.vc, want_v.size()), want_k,
-                want_v, "graph");
-    step.kcache = download<uint16_t>(run.kc, want_k.size());  // the next step attends over what was stored
-    step.vcache = download<uint16_t>(run.vc, want_v.size());
+  for (bool fp8 : {false, true}) {
+    // Three steps of one graph: positions 150, 151, 152 (one row each), the cache growing.
+    const AttnCase c{9, 3, 64, 1, 150, 0, cuda_model::decode_attention_group_splits(sm_count(), 3), fp8};
+    SCOPED_TRACE(describe(c));
+    const AttnData base = make_attn_data(c, rng, /*slack=*/8);
+    AttnRun run(base);
+    cudaStream_t s = stream();
+    cudaGraph_t g = nullptr;
+    cudaGraphExec_t exec = nullptr;
+    QRT_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    run.fused(s);
+    QRT_CUDA_CHECK(cudaStreamEndCapture(s, &g));
+    QRT_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
+    AttnData step = base;
+    for (int64_t t = 0; t < 3; ++t) {
+      SCOPED_TRACE("step " + std::to_string(t));
+      step.c.pos0 = c.pos0 + t;
+      step.qkv = random_halves(static_cast<size_t>(step.stride), rng, -1.5f, 1.5f);
+      upload_to(run.qkv, step.qkv);
+      upload_to(run.pos, std::vector<int64_t>{step.c.pos0});
+      QRT_CUDA_CHECK(cudaMemset(run.out.get(), 0xFF, run.out.bytes()));
+      QRT_CUDA_CHECK(cudaGraphLaunch(exec, s));
+      QRT_CUDA_CHECK(cudaStreamSynchronize(s));
+      CacheCodes want_k, want_v;
+      reference_store(step, want_k, want_v);
+      const std::vector<double> ref = reference_attention(step, want_k, want_v);
+      EXPECT_LT(worst_head_error(download<uint16_t>(run.out, static_cast<size_t>(step.q_dim)), ref, 9, 64), 2e-3);
+      check_cache(step, run.download_cache(run.kc), run.download_cache(run.vc), want_k, want_v, "graph");
+      step.kcache = run.download_cache(run.kc);  // the next step attends over what was stored
+      step.vcache = run.download_cache(run.vc);
+    }
+    cudaGraphExecDestroy(exec);
+    cudaGraphDestroy(g);
   }
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(g);
 }
 
 // ---- the embedding with the first norm ----

@@ -213,6 +213,19 @@ TEST(CpuEngine, ContextLargerThanMemoryIsAnError) {
   EXPECT_THROW(make_cpu_engine(tiny_weights(c, 9), small_options(8, int64_t{1} << 62)), Error);
 }
 
+// The fp8 KV cache is a GPU engine option: the CPU engine says so instead of storing float.
+TEST(CpuEngine, Fp8KvCacheIsRefusedWithTheReason) {
+  EngineOptions o = small_options(8, 4);
+  o.kv_dtype = KvCacheDType::Fp8E4M3;
+  try {
+    make_cpu_engine(tiny_weights(tiny_config(), 9), o);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::Unsupported) << e.what();
+    EXPECT_NE(std::string(e.what()).find("fp8"), std::string::npos) << e.what();
+  }
+}
+
 TEST(CpuEngine, MismatchedShapesAreErrors) {
   auto c = tiny_config();
   auto w = tiny_weights(c, 10);

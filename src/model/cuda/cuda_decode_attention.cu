@@ -4,9 +4,9 @@
 // Work of a block (KV head g, row i, part sp): the query heads of group g at row i, rotated at
 // the row's position p and kept in shared memory as float (rounded through fp16 first, as the
 // unfused rope_store() leaves them), against the keys [j0, j1) of part sp. Keys and values come a
-// tile at a time (8 KB of keys, 8 KB of values) through cp.async into one of two shared-memory
-// buffers while the other is scored. A tile is scored by lane groups (lanes_per_key lanes, 16
-// bytes of the key each, reduced by shuffles), its softmax updated per head by one warp, and its
+// tile at a time (8 KB of keys, 8 KB of values, fp16 or fp8 as the cache holds them) through
+// cp.async into one of two shared-memory buffers while the other is scored. A tile is scored by
+// lane groups (lanes_per_key lanes, 16 bytes of the key each, reduced by shuffles), its softmax updated per head by one warp, and its
 // values accumulated with one thread per (head, pair of dims). Parts: the row's keys are cut into
 // tiles and the tiles shared out over at most gridDim.z parts, so a context of one tile is one
 // block that writes its result, and a long one is spread across the GPU and merged.
@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "model/cuda/cuda_model_kernels.h"
 #include "model/cuda/cuda_kernel_common.cuh"
@@ -25,13 +26,13 @@ constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxGroup = 8;
 constexpr int kMaxHeadDim = 256;
-constexpr int kTileHalves = 4096;  // one tile of keys (and one of values): 8 KB each
+constexpr int kTileBytes = 8192;  // one tile of keys (and one of values)
 constexpr int kMaxTileKeys = 128;
 constexpr int kMaxParts = 64;
 constexpr int kAccPairs = kMaxGroup * kMaxHeadDim / 2 / kThreads;  // (head, dim pair) slots per thread
 
-__host__ __device__ constexpr int tile_keys(int hd) {
-  return kTileHalves / hd < kMaxTileKeys ? kTileHalves / hd : kMaxTileKeys;
+__host__ __device__ constexpr int tile_keys(int row_bytes) {
+  return kTileBytes / row_bytes < kMaxTileKeys ? kTileBytes / row_bytes : kMaxTileKeys;
 }
 // Lanes that score one key together: a power of two covering as many of its 16-byte chunks as
 // possible (a lane takes chunks sub, sub + lanes, ...: at most 2 for head_dim <= 256).
@@ -41,13 +42,16 @@ __device__ __forceinline__ int lanes_per_key(int chunks) {
   return l;
 }
 
+template <class T>
 __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
     const __half* __restrict__ q, const __half* __restrict__ k, const __half* __restrict__ v, int64_t q_stride,
     int64_t kv_stride, const float* __restrict__ cos_t, const float* __restrict__ sin_t,
-    const int64_t* __restrict__ d_pos, __half* kc, __half* vc, __half* __restrict__ out, int n_heads, int group,
-    int hd, int64_t cap, int64_t window, float scale, float* partials, int* counters) {
-  __shared__ __align__(16) __half ks[2][kTileHalves];
-  __shared__ __align__(16) __half vs[2][kTileHalves];
+    const int64_t* __restrict__ d_pos, T* kc, T* vc, __half* __restrict__ out, int n_heads, int group, int hd,
+    int64_t cap, int64_t window, float scale, float* partials, int* counters) {
+  using E = CacheElem<T>;
+  constexpr int kPer = E::kPerChunk;  // elements of a 16-byte chunk
+  __shared__ __align__(16) T ks[2][kTileBytes / sizeof(T)];
+  __shared__ __align__(16) T vs[2][kTileBytes / sizeof(T)];
   __shared__ __align__(16) float qs[kMaxGroup][kMaxHeadDim];
   __shared__ float sc[kMaxGroup][kMaxTileKeys];
   __shared__ float m_s[kMaxGroup], l_s[kMaxGroup], corr_s[kMaxGroup];
@@ -58,7 +62,7 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
 
   const int kvh = blockIdx.x, i = blockIdx.y, sp = blockIdx.z, parts = gridDim.z;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-  const int half = hd / 2, kt = tile_keys(hd), chunks = hd / 8;
+  const int half = hd / 2, kt = tile_keys(hd * static_cast<int>(sizeof(T))), chunks = hd / kPer;
   const int64_t pos0 = *d_pos, p = pos0 + i;
   const int64_t first = window > 0 ? max(int64_t(0), p - window + 1) : 0;
   const int64_t tiles = (p + 1 - first + kt - 1) / kt;
@@ -67,8 +71,8 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
   if (sp >= active) return;
   const int64_t j0 = first + sp * per_part * kt, j1 = min(p + 1, j0 + per_part * kt);
   const bool last_part = sp == active - 1;  // holds key p, the row's own
-  const __half* K = kc + kvh * cap * hd;
-  const __half* V = vc + kvh * cap * hd;
+  const T* K = kc + kvh * cap * hd;
+  const T* V = vc + kvh * cap * hd;
 
   // Keys [t0, t0 + n) of the cache into buffer `buf`, asynchronously; this step's keys (>= pos0)
   // are left to fill_new (other blocks of this launch may be writing them into the cache).
@@ -76,12 +80,12 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
     const int cached = static_cast<int>(max(int64_t(0), min(t0 + n, pos0) - t0));
     for (int idx = tid; idx < cached * chunks; idx += kThreads) {
       const int t = idx / chunks, c = idx - t * chunks;
-      __pipeline_memcpy_async(&ks[buf][t * hd + c * 8], K + (t0 + t) * hd + c * 8, 16);
-      __pipeline_memcpy_async(&vs[buf][t * hd + c * 8], V + (t0 + t) * hd + c * 8, 16);
+      __pipeline_memcpy_async(&ks[buf][t * hd + c * kPer], K + (t0 + t) * hd + c * kPer, 16);
+      __pipeline_memcpy_async(&vs[buf][t * hd + c * kPer], V + (t0 + t) * hd + c * kPer, 16);
     }
     __pipeline_commit();
   };
-  // This step's keys in [t0, t0 + n): rotated from k, rounded to fp16 as the cache stores them.
+  // This step's keys in [t0, t0 + n): rotated from k, rounded as the cache stores them.
   auto fill_new = [&](int64_t t0, int n, int buf) {
     const int64_t jn = max(t0, pos0);
     const int count = static_cast<int>(max(int64_t(0), t0 + n - jn)), tstart = static_cast<int>(jn - t0);
@@ -92,10 +96,10 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
       const __half* vr = v + r * kv_stride + static_cast<int64_t>(kvh) * hd;
       const float c = cos_t[j * half + d], s = sin_t[j * half + d];
       const float a = __half2float(kr[d]), b = __half2float(kr[d + half]);
-      ks[buf][t * hd + d] = __float2half_rn(a * c - b * s);
-      ks[buf][t * hd + d + half] = __float2half_rn(b * c + a * s);
-      vs[buf][t * hd + d] = vr[d];
-      vs[buf][t * hd + d + half] = vr[d + half];
+      ks[buf][t * hd + d] = E::from_float(a * c - b * s);
+      ks[buf][t * hd + d + half] = E::from_float(b * c + a * s);
+      vs[buf][t * hd + d] = E::from_half(vr[d]);
+      vs[buf][t * hd + d + half] = E::from_half(vr[d + half]);
     }
   };
 
@@ -142,10 +146,10 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
       // Key and value p (the tile's last) into the cache: the only write of position p.
       const int t = n - 1;
       for (int c = tid; c < chunks; c += kThreads) {
-        *reinterpret_cast<uint4*>(kc + (kvh * cap + p) * hd + c * 8) =
-            *reinterpret_cast<const uint4*>(&ks[buf][t * hd + c * 8]);
-        *reinterpret_cast<uint4*>(vc + (kvh * cap + p) * hd + c * 8) =
-            *reinterpret_cast<const uint4*>(&vs[buf][t * hd + c * 8]);
+        *reinterpret_cast<uint4*>(kc + (kvh * cap + p) * hd + c * kPer) =
+            *reinterpret_cast<const uint4*>(&ks[buf][t * hd + c * kPer]);
+        *reinterpret_cast<uint4*>(vc + (kvh * cap + p) * hd + c * kPer) =
+            *reinterpret_cast<const uint4*>(&vs[buf][t * hd + c * kPer]);
       }
     }
     // Scores of every head of the group.
@@ -159,18 +163,18 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
         for (int u = 0; u < 2; ++u) {
           const int c = sub + u * lpk;
           if (c < chunks) {
-            const uint4 raw = *reinterpret_cast<const uint4*>(&ks[buf][t * hd + c * 8]);
-            const float2 k01 = __half22float2(*reinterpret_cast<const __half2*>(&raw.x));
-            const float2 k23 = __half22float2(*reinterpret_cast<const __half2*>(&raw.y));
-            const float2 k45 = __half22float2(*reinterpret_cast<const __half2*>(&raw.z));
-            const float2 k67 = __half22float2(*reinterpret_cast<const __half2*>(&raw.w));
+            float kf[kPer];
+            E::chunk(*reinterpret_cast<const uint4*>(&ks[buf][t * hd + c * kPer]), kf);
 #pragma unroll
             for (int g = 0; g < kMaxGroup; ++g) {
               if (g < group) {
-                const float4 qa = *reinterpret_cast<const float4*>(&qs[g][c * 8]);
-                const float4 qb = *reinterpret_cast<const float4*>(&qs[g][c * 8 + 4]);
-                part[g] += qa.x * k01.x + qa.y * k01.y + qa.z * k23.x + qa.w * k23.y + qb.x * k45.x + qb.y * k45.y +
-                           qb.z * k67.x + qb.w * k67.y;
+                float dot = 0.f;
+#pragma unroll
+                for (int e = 0; e < kPer; e += 4) {
+                  const float4 qv = *reinterpret_cast<const float4*>(&qs[g][c * kPer + e]);
+                  dot += qv.x * kf[e] + qv.y * kf[e + 1] + qv.z * kf[e + 2] + qv.w * kf[e + 3];
+                }
+                part[g] += dot;
               }
             }
           }
@@ -213,11 +217,11 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
       if (g < 0) continue;
       const float corr = corr_s[g];
       float2 a = make_float2(acc[r].x * corr, acc[r].y * corr);
-      const __half2* vcol = reinterpret_cast<const __half2*>(&vs[buf][0]) + acc_d2[r];
+      const T* vcol = &vs[buf][0] + 2 * acc_d2[r];
 #pragma unroll 4
       for (int t = 0; t < n; ++t) {
         const float pj = sc[g][t];
-        const float2 vv = __half22float2(vcol[t * half]);
+        const float2 vv = E::pair(vcol + t * hd, 0);
         a.x += pj * vv.x;
         a.y += pj * vv.y;
       }
@@ -284,9 +288,10 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
 
 }  // namespace
 
-bool decode_attention_fusable(int64_t n_heads, int64_t n_kv, int64_t head_dim) {
-  return n_kv > 0 && n_heads % n_kv == 0 && n_heads / n_kv <= kMaxGroup && head_dim >= 8 && head_dim % 8 == 0 &&
-         head_dim <= kMaxHeadDim;
+bool decode_attention_fusable(int64_t n_heads, int64_t n_kv, int64_t head_dim, KvElem elem) {
+  const int64_t per_chunk = 16 / kv_elem_bytes(elem);
+  return n_kv > 0 && n_heads % n_kv == 0 && n_heads / n_kv <= kMaxGroup && head_dim >= per_chunk &&
+         head_dim % per_chunk == 0 && head_dim <= kMaxHeadDim;
 }
 
 int decode_attention_group_splits(int sms, int64_t n_kv) {
@@ -296,14 +301,21 @@ int decode_attention_group_splits(int sms, int64_t n_kv) {
 
 void rope_store_decode_attention(const __half* q, const __half* k, const __half* v, int64_t q_stride,
                                  int64_t kv_stride, const float* cos, const float* sin, const int64_t* d_pos,
-                                 __half* kcache, __half* vcache, __half* out, int64_t m, int64_t n_heads, int64_t n_kv,
+                                 const KvCache& cache, __half* out, int64_t m, int64_t n_heads, int64_t n_kv,
                                  int64_t head_dim, int64_t capacity, int64_t window,
                                  const DecodeAttentionScratch& scratch, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(n_kv), static_cast<unsigned>(m),
                   static_cast<unsigned>(std::clamp(scratch.group_splits, 1, kMaxParts)));
-  launch(rope_store_decode_attention_kernel, grid, dim3(kThreads), s, q, k, v, q_stride, kv_stride, cos, sin, d_pos,
-         kcache, vcache, out, static_cast<int>(n_heads), static_cast<int>(n_heads / n_kv), static_cast<int>(head_dim),
-         capacity, window, 1.f / sqrtf(static_cast<float>(head_dim)), scratch.partials, scratch.counters);
+  auto run = [&](auto* kc, auto* vc) {
+    launch(rope_store_decode_attention_kernel<std::remove_pointer_t<decltype(kc)>>, grid, dim3(kThreads), s, q, k, v,
+           q_stride, kv_stride, cos, sin, d_pos, kc, vc, out, static_cast<int>(n_heads),
+           static_cast<int>(n_heads / n_kv), static_cast<int>(head_dim), capacity, window,
+           1.f / sqrtf(static_cast<float>(head_dim)), scratch.partials, scratch.counters);
+  };
+  if (cache.elem == KvElem::Fp8E4M3)
+    run(static_cast<__nv_fp8_e4m3*>(cache.keys), static_cast<__nv_fp8_e4m3*>(cache.values));
+  else
+    run(static_cast<__half*>(cache.keys), static_cast<__half*>(cache.values));
 }
 
 }  // namespace qrt::cuda_model

@@ -1,5 +1,5 @@
 // What the model's kernels share (internal header, .cu files only): warp and block reductions,
-// the greedy comparison, and programmatic dependent launch (PDL).
+// the greedy comparison, the KV cache's element types, and programmatic dependent launch (PDL).
 //
 // PDL. Every kernel of src/model/cuda starts with pdl_trigger() then pdl_wait(), and is launched
 // through launch(), which sets the programmatic-serialization attribute on sm_90+ (unless
@@ -11,6 +11,8 @@
 // and both calls are no-ops.
 #pragma once
 
+#include <cuda_fp16.h>
+#include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
 #include <cfloat>
@@ -104,5 +106,55 @@ __device__ __forceinline__ void warp_best(float& v, int32_t& i) {
     if (better_candidate(ov, oi, v, i)) v = ov, i = oi;
   }
 }
+
+// The KV cache's element types: fp16, or fp8 e4m3 (round to nearest even, saturating at 448).
+// pair(row, k): elements k and k + 1 (k even) as float2; chunk(raw, out): the 16 / sizeof(T)
+// elements of 16 bytes as floats.
+template <class T>
+struct CacheElem;
+template <>
+struct CacheElem<__half> {
+  static constexpr int kPerChunk = 8;
+  static __device__ __forceinline__ __half from_float(float v) { return __float2half_rn(v); }
+  static __device__ __forceinline__ __half from_half(__half v) { return v; }
+  static __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+  static __device__ __forceinline__ float2 pair(const __half* row, int k) {
+    return __half22float2(*reinterpret_cast<const __half2*>(row + k));
+  }
+  static __device__ __forceinline__ void chunk(const uint4& raw, float* out) {
+    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&w[i]));
+      out[2 * i] = f.x;
+      out[2 * i + 1] = f.y;
+    }
+  }
+};
+template <>
+struct CacheElem<__nv_fp8_e4m3> {
+  static constexpr int kPerChunk = 16;
+  static __device__ __forceinline__ __nv_fp8_e4m3 from_float(float v) { return __nv_fp8_e4m3(v); }
+  static __device__ __forceinline__ __nv_fp8_e4m3 from_half(__half v) { return __nv_fp8_e4m3(v); }
+  static __device__ __forceinline__ float to_float(__nv_fp8_e4m3 v) { return static_cast<float>(v); }
+  static __device__ __forceinline__ float2 two(uint16_t bits) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(bits), __NV_E4M3);
+    return __half22float2(*reinterpret_cast<const __half2*>(&h));
+  }
+  static __device__ __forceinline__ float2 pair(const __nv_fp8_e4m3* row, int k) {
+    return two(*reinterpret_cast<const uint16_t*>(row + k));
+  }
+  static __device__ __forceinline__ void chunk(const uint4& raw, float* out) {
+    const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 lo = two(static_cast<uint16_t>(w[i] & 0xFFFFu)), hi = two(static_cast<uint16_t>(w[i] >> 16));
+      out[4 * i] = lo.x;
+      out[4 * i + 1] = lo.y;
+      out[4 * i + 2] = hi.x;
+      out[4 * i + 3] = hi.y;
+    }
+  }
+};
 
 }  // namespace qrt::cuda_model

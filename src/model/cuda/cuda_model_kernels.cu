@@ -3,6 +3,7 @@
 #include <cfloat>
 #include <cstdlib>
 #include <string>
+#include <type_traits>
 
 #include "model/cuda/cuda_model_kernels.h"
 #include "model/cuda/cuda_kernel_common.cuh"
@@ -104,11 +105,13 @@ __global__ void add_rmsnorm_vec_kernel(float* __restrict__ x, const __half* __re
 // One block per (row, head): thread d rotates the pair (d, d + hd/2) of a q head in place, or of a
 // k head into the cache; k-head blocks also copy the row's v head into the cache. Rows of q / k / v
 // are `q_stride` / `kv_stride` elements apart (a fused q/k/v projection interleaves them).
+template <class T>
 __global__ void rope_store_heads_kernel(__half* __restrict__ q, const __half* __restrict__ k,
                                         const __half* __restrict__ v, const float* __restrict__ cos_t,
                                         const float* __restrict__ sin_t, const int64_t* __restrict__ d_pos,
-                                        __half* __restrict__ kc, __half* __restrict__ vc, int n_heads, int hd,
-                                        int64_t cap, int64_t q_stride, int64_t kv_stride) {
+                                        T* __restrict__ kc, T* __restrict__ vc, int n_heads, int hd, int64_t cap,
+                                        int64_t q_stride, int64_t kv_stride) {
+  using E = CacheElem<T>;
   pdl_entry();
   const int i = blockIdx.x, hh = blockIdx.y, half = hd / 2;
   const int64_t p = *d_pos + i;
@@ -123,13 +126,13 @@ __global__ void rope_store_heads_kernel(__half* __restrict__ q, const __half* __
       const int kh = hh - n_heads;
       const __half* xk = k + i * kv_stride + kh * hd;
       const float a = __half2float(xk[d]), b = __half2float(xk[d + half]);
-      __half* dst = kc + (kh * cap + p) * hd;
-      dst[d] = __float2half_rn(a * c - b * sn);
-      dst[d + half] = __float2half_rn(b * c + a * sn);
+      T* dst = kc + (kh * cap + p) * hd;
+      dst[d] = E::from_float(a * c - b * sn);
+      dst[d + half] = E::from_float(b * c + a * sn);
       const __half* xv = v + i * kv_stride + kh * hd;
-      __half* vdst = vc + (kh * cap + p) * hd;
-      vdst[d] = xv[d];
-      vdst[d + half] = xv[d + half];
+      T* vdst = vc + (kh * cap + p) * hd;
+      vdst[d] = E::from_half(xv[d]);
+      vdst[d + half] = E::from_half(xv[d + half]);
     }
   }
 }
@@ -139,10 +142,12 @@ constexpr int kMaxHeadDim = 256;
 
 // One block per (head, query row); each warp walks every 4th key with an online softmax, then the
 // four partial results are merged.
-__global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const __half* q, const __half* kc, const __half* vc,
+template <class T>
+__global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const __half* q, const T* kc, const T* vc,
                                                                    __half* out, const int64_t* d_pos, int64_t n_heads,
                                                                    int64_t group, int64_t hd, int64_t cap,
                                                                    int64_t window, float scale, int64_t q_stride) {
+  using E = CacheElem<T>;
   pdl_entry();
   __shared__ float qs[kMaxHeadDim];
   __shared__ float sm_m[kAttnWarps], sm_l[kAttnWarps];
@@ -151,8 +156,8 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const __half
   const int64_t p = *d_pos + i;
   const int64_t first = window > 0 ? max(int64_t(0), p - window + 1) : 0;
   const int64_t kvh = h / group;
-  const __half* K = kc + kvh * cap * hd;
-  const __half* V = vc + kvh * cap * hd;
+  const T* K = kc + kvh * cap * hd;
+  const T* V = vc + kvh * cap * hd;
   const int64_t q_dim = n_heads * hd;
   for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) qs[d] = __half2float(q[i * q_stride + h * hd + d]) * scale;
   __syncthreads();
@@ -162,22 +167,22 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const __half
 #pragma unroll
   for (int t = 0; t < kMaxHeadDim / 32; ++t) acc[t] = 0.f;
   for (int64_t j = first + w; j <= p; j += kAttnWarps) {
-    const __half* kr = K + j * hd;
+    const T* kr = K + j * hd;
     float s = 0.f;
 #pragma unroll
     for (int t = 0; t < kMaxHeadDim / 32; ++t) {
       const int d = lane + 32 * t;
-      if (d < hd) s += qs[d] * __half2float(kr[d]);
+      if (d < hd) s += qs[d] * E::to_float(kr[d]);
     }
     s = warp_sum(s);
     const float m_new = fmaxf(m, s);
     const float corr = __expf(m - m_new), pj = __expf(s - m_new);
     l = l * corr + pj;
-    const __half* vr = V + j * hd;
+    const T* vr = V + j * hd;
 #pragma unroll
     for (int t = 0; t < kMaxHeadDim / 32; ++t) {
       const int d = lane + 32 * t;
-      if (d < hd) acc[t] = acc[t] * corr + pj * __half2float(vr[d]);
+      if (d < hd) acc[t] = acc[t] * corr + pj * E::to_float(vr[d]);
     }
     m = m_new;
   }
@@ -217,8 +222,9 @@ constexpr int kMaxSplits = 32;  // decode_attention_splits() never returns more
 // running (max, sum, acc) and writes them to `partials`; the last block of the (row, head) to
 // finish (a counter per pair, reset by that block) merges the splits. Chunk sizes come from the
 // position on the device, so one captured graph serves every step.
+template <class T>
 __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
-    const __half* q, const __half* kc, const __half* vc, __half* out, const int64_t* d_pos, int64_t n_heads,
+    const __half* q, const T* kc, const T* vc, __half* out, const int64_t* d_pos, int64_t n_heads,
     int64_t group, int64_t hd, int64_t cap, int64_t window, float scale, int64_t q_stride, float* partials,
     int* counters) {
   pdl_entry();
@@ -233,8 +239,9 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
   const int64_t chunk = (total + splits - 1) / splits;
   const int64_t j0 = first + sp * chunk, j1 = min(p + 1, j0 + chunk);
   const int64_t kvh = h / group;
-  const __half* K = kc + kvh * cap * hd;
-  const __half* V = vc + kvh * cap * hd;
+  using E = CacheElem<T>;
+  const T* K = kc + kvh * cap * hd;
+  const T* V = vc + kvh * cap * hd;
   const int64_t q_dim = n_heads * hd;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
   // Every lane keeps the query pairs it multiplies (pairs lane, lane + 32, ...) in registers: no
@@ -258,12 +265,12 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
       for (int u = 0; u < 4; ++u) {
         const int t = t0 + u * kSplitWarps;
         if (t >= n) break;
-        const __half2* kr = reinterpret_cast<const __half2*>(K + (s0 + t) * hd);
+        const T* kr = K + (s0 + t) * hd;
 #pragma unroll
         for (int c = 0; c < kMaxHeadDim / 64; ++c) {
           const int d2 = lane + 32 * c;
           if (d2 < hd / 2) {
-            const float2 kv = __half22float2(kr[d2]);
+            const float2 kv = E::pair(kr, 2 * d2);
             part[u] += qv[c].x * kv.x + qv[c].y * kv.y;
           }
         }
@@ -294,11 +301,11 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
     float a0 = 0.f, a1 = 0.f;
     if (tid < hd) {
 #pragma unroll 8
-      for (int t = 0; t < n; ++t) a0 += sc[t] * __half2float(V[(s0 + t) * hd + tid]);
+      for (int t = 0; t < n; ++t) a0 += sc[t] * E::to_float(V[(s0 + t) * hd + tid]);
     }
     if (tid + kSplitThreads < hd) {
 #pragma unroll 8
-      for (int t = 0; t < n; ++t) a1 += sc[t] * __half2float(V[(s0 + t) * hd + tid + kSplitThreads]);
+      for (int t = 0; t < n; ++t) a1 += sc[t] * E::to_float(V[(s0 + t) * hd + tid + kSplitThreads]);
     }
     acc0 = acc0 * corr + a0;
     acc1 = acc1 * corr + a1;
@@ -527,12 +534,18 @@ void embed_rmsnorm(const int32_t* tokens, const __half* table, float* x, const f
   launch_rmsnorm(x, nullptr, tokens, table, weight, out, m, hidden, eps, s);
 }
 void rope_store(__half* q, const __half* k, const __half* v, const float* cos, const float* sin, const int64_t* d_pos,
-                __half* kcache, __half* vcache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim,
-                int64_t capacity, int64_t q_stride, int64_t kv_stride, cudaStream_t s) {
+                const KvCache& cache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t capacity,
+                int64_t q_stride, int64_t kv_stride, cudaStream_t s) {
   const int threads = static_cast<int>(std::min<int64_t>(128, std::max<int64_t>(32, (head_dim / 2 + 31) / 32 * 32)));
-  launch(rope_store_heads_kernel, dim3(static_cast<unsigned>(m), static_cast<unsigned>(n_heads + n_kv)), dim3(threads),
-         s, q, k, v, cos, sin, d_pos, kcache, vcache, static_cast<int>(n_heads), static_cast<int>(head_dim), capacity,
-         q_stride, kv_stride);
+  const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(n_heads + n_kv));
+  auto run = [&](auto* kc, auto* vc) {
+    launch(rope_store_heads_kernel<std::remove_pointer_t<decltype(kc)>>, grid, dim3(threads), s, q, k, v, cos, sin,
+           d_pos, kc, vc, static_cast<int>(n_heads), static_cast<int>(head_dim), capacity, q_stride, kv_stride);
+  };
+  if (cache.elem == KvElem::Fp8E4M3)
+    run(static_cast<__nv_fp8_e4m3*>(cache.keys), static_cast<__nv_fp8_e4m3*>(cache.values));
+  else
+    run(static_cast<__half*>(cache.keys), static_cast<__half*>(cache.values));
 }
 int decode_attention_splits(int sms, int64_t n_heads) {
   // About two blocks per SM for one row; never more than 32 splits.
@@ -542,19 +555,26 @@ size_t decode_attention_partial_floats(int64_t rows, int64_t n_heads, int splits
   return static_cast<size_t>(rows * n_heads * splits * (head_dim + 2));
 }
 
-void attention(const __half* q, const __half* kcache, const __half* vcache, __half* out, const int64_t* d_pos,
-               int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window,
-               int64_t q_stride, cudaStream_t s, const DecodeAttentionScratch* scratch) {
-  if (scratch && scratch->splits > 1 && m <= scratch->max_rows) {
-    dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(m), static_cast<unsigned>(scratch->splits));
-    launch(attention_split_kernel, grid, dim3(kSplitThreads), s, q, kcache, vcache, out, d_pos, n_heads, n_heads / n_kv,
-           head_dim, capacity, window, 1.f / sqrtf(static_cast<float>(head_dim)), q_stride, scratch->partials,
-           scratch->counters);
-    return;
-  }
-  dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(m));
-  launch(attention_kernel, grid, dim3(kAttnWarps * 32), s, q, kcache, vcache, out, d_pos, n_heads, n_heads / n_kv,
-         head_dim, capacity, window, 1.f / sqrtf(static_cast<float>(head_dim)), q_stride);
+void attention(const __half* q, const KvCache& cache, __half* out, const int64_t* d_pos, int64_t m, int64_t n_heads,
+               int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window, int64_t q_stride, cudaStream_t s,
+               const DecodeAttentionScratch* scratch) {
+  const float scale = 1.f / sqrtf(static_cast<float>(head_dim));
+  auto run = [&](const auto* kc, const auto* vc) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(kc)>>;
+    if (scratch && scratch->splits > 1 && m <= scratch->max_rows) {
+      const dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(m), static_cast<unsigned>(scratch->splits));
+      launch(attention_split_kernel<T>, grid, dim3(kSplitThreads), s, q, kc, vc, out, d_pos, n_heads, n_heads / n_kv,
+             head_dim, capacity, window, scale, q_stride, scratch->partials, scratch->counters);
+      return;
+    }
+    const dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(m));
+    launch(attention_kernel<T>, grid, dim3(kAttnWarps * 32), s, q, kc, vc, out, d_pos, n_heads, n_heads / n_kv,
+           head_dim, capacity, window, scale, q_stride);
+  };
+  if (cache.elem == KvElem::Fp8E4M3)
+    run(static_cast<const __nv_fp8_e4m3*>(cache.keys), static_cast<const __nv_fp8_e4m3*>(cache.values));
+  else
+    run(static_cast<const __half*>(cache.keys), static_cast<const __half*>(cache.values));
 }
 void hold_stream(uint32_t microseconds, cudaStream_t s) {
   hold_kernel<<<1, 32, 0, s>>>(static_cast<uint64_t>(microseconds) * 1000);  // a plain launch: nothing before it

@@ -1,6 +1,7 @@
 // Device kernels of the GPU Llama forward pass (fp16 activations, float32 residual stream and
-// norms, fp16 KV cache [kv_head][position][head_dim] per layer). Positions are read from device
-// memory (d_pos) so that one captured CUDA graph serves every decode step. Internal CUDA header.
+// norms, a KV cache of fp16 or fp8 e4m3 [kv_head][position][head_dim] per layer). Positions are
+// read from device memory (d_pos) so that one captured CUDA graph serves every decode step.
+// Internal CUDA header.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -9,6 +10,15 @@
 #include <cstdint>
 
 namespace qrt::cuda_model {
+
+// One layer's KV cache: keys and values [kv_head][capacity][head_dim] of `elem`.
+enum class KvElem : uint8_t { F16, Fp8E4M3 };
+inline int kv_elem_bytes(KvElem e) { return e == KvElem::F16 ? 2 : 1; }
+struct KvCache {
+  void* keys = nullptr;
+  void* values = nullptr;
+  KvElem elem = KvElem::F16;
+};
 
 // x[i] = embed[tokens[i]] as float32.
 void embed(const int32_t* tokens, int64_t m, const __half* table, int64_t hidden, float* x, cudaStream_t s);
@@ -19,11 +29,12 @@ void add_rmsnorm(float* x, const __half* delta, const float* weight, __half* out
 // out = x / rms(x) * weight.
 void embed_rmsnorm(const int32_t* tokens, const __half* table, float* x, const float* weight, __half* out, int64_t m,
                    int64_t hidden, float eps, cudaStream_t s);
-// Rotate-half RoPE on q (in place) and k; k, v stored into the layer's cache at pos = *d_pos + row.
+// Rotate-half RoPE on q (in place) and k; k, v stored into the layer's cache at pos = *d_pos + row
+// (an fp8 cache rounds the rotated float keys and the fp16 values once, to nearest).
 // Row i of q starts at q + i * q_stride, of k / v at k / v + i * kv_stride (elements).
 void rope_store(__half* q, const __half* k, const __half* v, const float* cos, const float* sin, const int64_t* d_pos,
-                __half* kcache, __half* vcache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim,
-                int64_t capacity, int64_t q_stride, int64_t kv_stride, cudaStream_t s);
+                const KvCache& cache, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t capacity,
+                int64_t q_stride, int64_t kv_stride, cudaStream_t s);
 // Scratch of the split-KV attention used for few query rows (decode): partial results of up to
 // `splits` key ranges per (row, head) and one counter per (row, head), zeroed once (the kernels
 // reset them). `splits` is the per-head kernel's grid depth, `group_splits` the fused grouped
@@ -40,9 +51,9 @@ size_t decode_attention_partial_floats(int64_t rows, int64_t n_heads, int splits
 // Causal GQA attention of m query rows at positions *d_pos + i over the cache, out fp16 [m][n_heads*hd].
 // Row i of q starts at q + i * q_stride. With `scratch` and m <= scratch->max_rows the keys are
 // split across blocks (decode).
-void attention(const __half* q, const __half* kcache, const __half* vcache, __half* out, const int64_t* d_pos,
-               int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window,
-               int64_t q_stride, cudaStream_t s, const DecodeAttentionScratch* scratch = nullptr);
+void attention(const __half* q, const KvCache& cache, __half* out, const int64_t* d_pos, int64_t m, int64_t n_heads,
+               int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window, int64_t q_stride, cudaStream_t s,
+               const DecodeAttentionScratch* scratch = nullptr);
 
 // Decode attention of one layer in one launch ("flash-decoding" over GQA groups): rope_store()
 // then attention() for m <= scratch.max_rows rows, with the same results (q is not rotated in
@@ -55,12 +66,13 @@ void attention(const __half* q, const __half* kcache, const __half* vcache, __ha
 // scratch.group_splits blocks whose partial softmax results the last of them merges. Keys of
 // this step's own rows come rotated from k / v (never from the cache other blocks are writing);
 // the block holding row i's own position writes that key and value into the cache.
-// Needs head_dim % 8 == 0, head_dim <= 256 and n_heads / n_kv <= 8 (decode_attention_fusable).
-bool decode_attention_fusable(int64_t n_heads, int64_t n_kv, int64_t head_dim);
+// Needs rows of 16-byte multiples (head_dim % 8 == 0 for fp16, % 16 for fp8), head_dim <= 256 and
+// n_heads / n_kv <= 8 (decode_attention_fusable).
+bool decode_attention_fusable(int64_t n_heads, int64_t n_kv, int64_t head_dim, KvElem elem);
 int decode_attention_group_splits(int sms, int64_t n_kv);
 void rope_store_decode_attention(const __half* q, const __half* k, const __half* v, int64_t q_stride,
                                  int64_t kv_stride, const float* cos, const float* sin, const int64_t* d_pos,
-                                 __half* kcache, __half* vcache, __half* out, int64_t m, int64_t n_heads, int64_t n_kv,
+                                 const KvCache& cache, __half* out, int64_t m, int64_t n_heads, int64_t n_kv,
                                  int64_t head_dim, int64_t capacity, int64_t window,
                                  const DecodeAttentionScratch& scratch, cudaStream_t s);
 // out[i][j] = silu(gate[i * in_stride + j]) * up[i * in_stride + j], out rows `inter` wide: separate

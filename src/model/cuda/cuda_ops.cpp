@@ -37,6 +37,7 @@ CudaOps::CudaOps(const EngineOptions& options) : options_(options) {
   sms_ = ctx_->props().multiProcessorCount;
   const char* fused = std::getenv("QRT_CUDA_FUSED_DECODE");
   fused_decode_ = !(fused && std::string(fused) == "0");
+  kv_elem_ = options.kv_dtype == KvCacheDType::Fp8E4M3 ? cuda_model::KvElem::Fp8E4M3 : cuda_model::KvElem::F16;
 }
 
 CudaOps::~CudaOps() {
@@ -64,17 +65,19 @@ void CudaOps::reserve(const ModelDims& dims) {
   // weights went up. (The 2^31 cap of validate_lengths() comes first: past it the sizes are not
   // even computed.) Doubles: no overflow.
   const double positions = static_cast<double>(d_.capacity);
-  const double kv_bytes = 2.0 * static_cast<double>(d_.layers * d_.kv_heads * d_.head_dim) * positions * 2;
+  const double kv_bytes =
+      2.0 * static_cast<double>(d_.layers * d_.kv_heads * d_.head_dim) * positions * cuda_model::kv_elem_bytes(kv_elem_);
   const double table_bytes = positions * (static_cast<double>(d_.head_dim) * 4 + 4);
   size_t free_bytes = 0, total_bytes = 0;
   QRT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
   if (kv_bytes + table_bytes > static_cast<double>(free_bytes))
     throw Error(ErrorKind::OutOfMemory,
-                fmt::format("max_input_length {} + max_new_tokens {} = {} positions: the KV cache ({:.2f} GiB, f16, "
+                fmt::format("max_input_length {} + max_new_tokens {} = {} positions: the KV cache ({:.2f} GiB, {}, "
                             "{} layers) and position tables ({:.2f} GiB) need more than the {:.2f} GiB free on {}; "
                             "lower --max-input-length or -n",
                             options_.runtime.max_input_length, options_.runtime.max_new_tokens, d_.capacity,
-                            kv_bytes / 1073741824.0, d_.layers, table_bytes / 1073741824.0,
+                            kv_bytes / 1073741824.0, kv_elem_ == cuda_model::KvElem::F16 ? "f16" : "fp8", d_.layers,
+                            table_bytes / 1073741824.0,
                             static_cast<double>(free_bytes) / 1073741824.0, options_.device.id));
   QRT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
 }
@@ -107,8 +110,9 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   const int64_t layers = d_.layers, hidden = d_.hidden, q_dim = d_.q_dim, kv_dim = d_.kv_dim, inter = d_.inter;
   const int64_t vocab = d_.vocab;
   const size_t layer_kv = static_cast<size_t>(d_.kv_heads * d_.capacity * d_.head_dim);
-  kcache_ = DeviceBuffer(layer_kv * layers * 2, "KV cache (keys)");
-  vcache_ = DeviceBuffer(layer_kv * layers * 2, "KV cache (values)");
+  const size_t elem = static_cast<size_t>(cuda_model::kv_elem_bytes(kv_elem_));
+  kcache_ = DeviceBuffer(layer_kv * layers * elem, "KV cache (keys)");
+  vcache_ = DeviceBuffer(layer_kv * layers * elem, "KV cache (values)");
   const size_t b = static_cast<size_t>(d_.max_rows);
   x_ = DeviceBuffer(b * hidden * 4, "residual stream");
   xn_ = DeviceBuffer(b * std::max(hidden, q_dim) * 2, "normed activations");
@@ -144,7 +148,7 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   QRT_CUDA_CHECK(cudaMemset(attn_counters_.get(), 0, attn_counters_.bytes()));
   attn_scratch_.partials = attn_partials_.as<float>();
   attn_scratch_.counters = attn_counters_.as<int>();
-  fused_attention_ = fused_decode_ && cuda_model::decode_attention_fusable(d_.heads, d_.kv_heads, d_.head_dim);
+  fused_attention_ = fused_decode_ && cuda_model::decode_attention_fusable(d_.heads, d_.kv_heads, d_.head_dim, kv_elem_);
   // The greedy choice: one id per step; the fused final norm + head + choice for a dense fp16 head.
   d_argmax_ = DeviceBuffer(4, "greedy token");
   fused_head_ = fused_decode_ && !quantized_head && cuda_model::head_argmax_fusable(hidden);
@@ -190,11 +194,9 @@ __half* CudaOps::buffer(Buffer b) const {
 
 __half* CudaOps::ptr(View v) const { return buffer(v.buffer) + v.col; }
 
-__half* CudaOps::keys(int64_t layer) const {
-  return kcache_.as<__half>() + layer * d_.kv_heads * d_.capacity * d_.head_dim;
-}
-__half* CudaOps::values(int64_t layer) const {
-  return vcache_.as<__half>() + layer * d_.kv_heads * d_.capacity * d_.head_dim;
+cuda_model::KvCache CudaOps::layer_cache(int64_t layer) const {
+  const int64_t offset = layer * d_.kv_heads * d_.capacity * d_.head_dim * cuda_model::kv_elem_bytes(kv_elem_);
+  return {kcache_.as<char>() + offset, vcache_.as<char>() + offset, kv_elem_};
 }
 
 void CudaOps::stage(const StepRows& rows, float* logits, int64_t logit_rows) {
@@ -272,13 +274,14 @@ void CudaOps::linear(ModelLinear& l, View in, View out, int64_t m) {
 }
 
 void CudaOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
-  cuda_model::rope_store(ptr(q), ptr(k), ptr(v), cos_.as<float>(), sin_.as<float>(), d_pos_.as<int64_t>(), keys(layer),
-                         values(layer), m, d_.heads, d_.kv_heads, d_.head_dim, d_.capacity, q.stride, k.stride, stream_);
+  cuda_model::rope_store(ptr(q), ptr(k), ptr(v), cos_.as<float>(), sin_.as<float>(), d_pos_.as<int64_t>(),
+                         layer_cache(layer), m, d_.heads, d_.kv_heads, d_.head_dim, d_.capacity, q.stride, k.stride,
+                         stream_);
   mark("rope + kv store");
 }
 
 void CudaOps::attention(int64_t layer, View q, View out, int64_t m) {
-  cuda_model::attention(ptr(q), keys(layer), values(layer), ptr(out), d_pos_.as<int64_t>(), m, d_.heads, d_.kv_heads,
+  cuda_model::attention(ptr(q), layer_cache(layer), ptr(out), d_pos_.as<int64_t>(), m, d_.heads, d_.kv_heads,
                         d_.head_dim, d_.capacity, d_.window, q.stride, stream_, &attn_scratch_);
   mark("attention");
 }
@@ -287,7 +290,7 @@ void CudaOps::rope_store_attention(int64_t layer, View q, View k, View v, View o
   if (!fused_attention_ || m > attn_scratch_.max_rows || k.stride != v.stride || out.stride != d_.q_dim)
     return BlockOps::rope_store_attention(layer, q, k, v, out, m);
   cuda_model::rope_store_decode_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(), sin_.as<float>(),
-                                          d_pos_.as<int64_t>(), keys(layer), values(layer), ptr(out), m, d_.heads,
+                                          d_pos_.as<int64_t>(), layer_cache(layer), ptr(out), m, d_.heads,
                                           d_.kv_heads, d_.head_dim, d_.capacity, d_.window, attn_scratch_, stream_);
   mark("attention");
 }
@@ -519,18 +522,18 @@ std::vector<CudaForwardEngine::OpTime> CudaOps::profile(const std::function<void
       {"rope + kv store",
        [&] {
          cuda_model::rope_store(ptr(q), ptr(k), ptr(v), cos_.as<float>(), sin_.as<float>(), d_pos_.as<int64_t>(),
-                                keys(0), values(0), 1, d_.heads, d_.kv_heads, d_.head_dim, d_.capacity, q.stride,
+                                layer_cache(0), 1, d_.heads, d_.kv_heads, d_.head_dim, d_.capacity, q.stride,
                                 k.stride, stream_);
        }},
       {"attention",
        [&] {
          if (fused_attention_)
            cuda_model::rope_store_decode_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(),
-                                                   sin_.as<float>(), d_pos_.as<int64_t>(), keys(0), values(0),
+                                                   sin_.as<float>(), d_pos_.as<int64_t>(), layer_cache(0),
                                                    attn_.as<__half>(), 1, d_.heads, d_.kv_heads, d_.head_dim,
                                                    d_.capacity, d_.window, attn_scratch_, stream_);
          else
-           cuda_model::attention(ptr(q), keys(0), values(0), attn_.as<__half>(), d_pos_.as<int64_t>(), 1, d_.heads,
+           cuda_model::attention(ptr(q), layer_cache(0), attn_.as<__half>(), d_pos_.as<int64_t>(), 1, d_.heads,
                                  d_.kv_heads, d_.head_dim, d_.capacity, d_.window, q.stride, stream_, &attn_scratch_);
        }},
       {"silu * up", [&] { cuda_model::silu_mul(ptr(gate), ptr(up), gate.stride, gate_.as<__half>(), 1, d_.inter, stream_); }},

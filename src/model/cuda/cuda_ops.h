@@ -1,5 +1,6 @@
 // The block ops on a CUDA GPU (see block_ops.h; internal CUDA header). Activations fp16, the
-// residual stream and norms float32, an fp16 KV cache [layer][kv_head][position][head_dim];
+// residual stream and norms float32, a KV cache [layer][kv_head][position][head_dim] of fp16
+// (or fp8 e4m3 with EngineOptions::kv_dtype Fp8E4M3);
 // quantized linears through QuantLinear with CUDA backends, dense ones (and a dense or tied head)
 // through cuBLAS with fp16 weights. Every op is a launch on one stream; positions and tokens live
 // in device memory, so a decode step is captured once into a CUDA graph and replayed (and, for
@@ -86,8 +87,7 @@ class CudaOps final : public BlockOps {
   // One capture of `launches` (with `tail` after them, inside the capture) into an executable graph.
   cudaGraphExec_t capture(const std::function<void()>& launches, const std::function<void()>& tail);
   // The KV cache of `layer`.
-  __half* keys(int64_t layer) const;
-  __half* values(int64_t layer) const;
+  cuda_model::KvCache layer_cache(int64_t layer) const;
   // The step's head writes the greedy token (d_argmax_, or on-device generation's feedback).
   void greedy_choice(int64_t rows);
   // Profiling (profile()): an event after each op while marks_ is set; while a step is captured
@@ -110,6 +110,7 @@ class CudaOps final : public BlockOps {
   cuda_model::DecodeAttentionScratch attn_scratch_;
   cuda_model::HeadArgmaxScratch head_scratch_;
   int sms_ = 1;
+  cuda_model::KvElem kv_elem_ = cuda_model::KvElem::F16;  // EngineOptions::kv_dtype (fp8 or fp16)
   bool fused_decode_ = true;     // QRT_CUDA_FUSED_DECODE != 0
   bool fused_attention_ = false;  // the shapes allow rope_store_decode_attention
   bool fused_head_ = false;       // a dense fp16 head the fused norm + head + argmax reads
