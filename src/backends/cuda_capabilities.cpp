@@ -17,7 +17,15 @@ std::string fp8_tensor_core_obstacle(const LayerSpec& s, int cc) {
   return "";
 }
 
+std::string int4_float_zero_note(const LayerSpec& layer) {
+  if (layer.encoding != WeightEncoding::IntAffine || layer.zero_kind != ZeroKind::Float) return "";
+  return "GGUF float zero points: fp16 scale and offset per group, the offset times the group's activation sum "
+         "in fp32 (exact for fp16 d, m as in Q4_1; Q4_K's d*sc, dmin*m round to fp16)";
+}
+
 namespace {
+std::string int4_path_note(const LayerSpec& layer, const DeviceInfo&) { return int4_float_zero_note(layer); }
+
 std::string fp8_path_note(const LayerSpec& layer, const DeviceInfo& device) {
   const std::string why = fp8_tensor_core_obstacle(layer, device.gpu.compute_capability());
   return why.empty() ? why : "M > gemv_max_m runs weight-only (dequant + cuBLAS), not on FP8 tensor cores: " + why;
@@ -69,7 +77,7 @@ std::vector<CudaBackendDeclaration> build_table() {
     c.act_order = true;
     c.symmetric = true;
     c.integer_zero = true;
-    c.float_zero = false;
+    c.float_zero = true;  // 4-bit only (int4_pack_rejection)
     c.fp8_block_scales = false;
     c.min_compute_capability = 80;
     c.k_multiple = 64;
@@ -79,6 +87,7 @@ std::vector<CudaBackendDeclaration> build_table() {
     // dequant + cuBLAS (36 vs ~37 us on 4096x4096), at 256 it is 1.6x slower and at 4096 takes
     // 5x fp16 cuBLAS, so the plan hands M > 128 to cuda_dequant (next in the auto list).
     c.max_m = 128;
+    d.path_note = int4_path_note;
     t.push_back(d);
   }
   {  // Small-batch GEMV (ExLlama-class).
@@ -93,13 +102,14 @@ std::vector<CudaBackendDeclaration> build_table() {
     c.act_order = true;
     c.symmetric = true;
     c.integer_zero = true;
-    c.float_zero = false;
+    c.float_zero = true;  // 4-bit only (int4_pack_rejection)
     c.fp8_block_scales = false;
     c.min_compute_capability = 80;
     c.k_multiple = 64;
     c.n_multiple = 16;
     c.activation_dtypes = {DType::F16, DType::BF16};
     c.max_m = 8;
+    d.path_note = int4_path_note;
     t.push_back(d);
   }
   return t;

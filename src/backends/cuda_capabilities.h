@@ -24,6 +24,10 @@ struct CudaBackendDeclaration {
 // it can): it then runs M > gemv_max_m weight-only (dequant + cuBLAS).
 std::string fp8_tensor_core_obstacle(const LayerSpec& layer, int cc);
 
+// How cuda_marlin and cuda_gemv run a layer with float zero points ("" for other layers): its
+// verdict note, so the plan says how GGUF Q4_1 / Q4_K weights were repacked.
+std::string int4_float_zero_note(const LayerSpec& layer);
+
 // cuda_dequant, cuda_fp8, cuda_marlin, cuda_gemv (registry order).
 const std::vector<CudaBackendDeclaration>& cuda_backend_declarations();
 // Throws qrt::Error(Internal) for a name not in the table.

@@ -11,8 +11,11 @@
 #include <vector>
 
 #include "qrt/backend.h"
+#include "qrt/dtype.h"
 #include "qrt/error.h"
+#include "qrt/gguf.h"
 #include "qrt/quantized_weight.h"
+#include "quant/formats/gguf_blocks.h"
 
 namespace qrt::test {
 
@@ -96,6 +99,48 @@ inline QuantizedWeight random_weight(const LayerSpec& spec, uint32_t seed, bool 
   }
   w.validate();
   return w;
+}
+
+// Random blocks of a GGUF block type for an N x K matrix (K a multiple of the block size): random
+// codes and sub-scales, fp16 scales of the sizes real files hold (a few 1e-3, Q4_1 / Q4_K minimums
+// below zero), so every block decodes to finite values. Q4_0, Q4_1, Q8_0, Q4_K and Q6_K.
+inline std::vector<uint8_t> random_gguf_blocks(GgmlType t, int64_t k, int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  const int64_t bs = ggml_block_size(t), ts = ggml_type_size(t);
+  if (bs <= 0 || k % bs != 0) throw invalid_input("random_gguf_blocks: K must be a multiple of the block size");
+  std::vector<uint8_t> out(static_cast<size_t>(n * (k / bs) * ts));
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto& b : out) b = static_cast<uint8_t>(byte(rng));
+  auto put_f16 = [](uint8_t* p, float v) {
+    const uint16_t h = f32_to_fp16(v);
+    p[0] = static_cast<uint8_t>(h & 0xFF);
+    p[1] = static_cast<uint8_t>(h >> 8);
+  };
+  std::uniform_real_distribution<float> mag(0.5f, 2.0f), sign(-1.f, 1.f);
+  for (uint8_t* b = out.data(); b < out.data() + out.size(); b += ts) {
+    const float d = 0.004f * mag(rng) * (sign(rng) < 0 ? -1.f : 1.f);  // Q4_0 / Q8_0 d may be negative
+    switch (t) {
+      case GgmlType::Q4_0: put_f16(b, d); break;
+      case GgmlType::Q8_0: put_f16(b, d / 16); break;
+      case GgmlType::Q4_1:
+        put_f16(b, std::fabs(d));
+        put_f16(b + 2, -8 * std::fabs(d) * mag(rng));  // the minimum: about -8 d
+        break;
+      case GgmlType::Q4_K:
+        put_f16(b, std::fabs(d) / 16);      // d: times 6-bit sub-scales
+        put_f16(b + 2, std::fabs(d) / 8);   // dmin: times 6-bit sub-minimums
+        break;
+      case GgmlType::Q6_K: put_f16(b + 208, d / 64); break;
+      default: throw invalid_input("random_gguf_blocks: type " + ggml_type_name(t) + " not generated");
+    }
+  }
+  return out;
+}
+// The canonical weight of such random blocks, decoded by the GGUF reader's codec.
+inline QuantizedWeight random_gguf_weight(GgmlType t, int64_t k, int64_t n, uint32_t seed,
+                                          const std::string& name = "gguf.random") {
+  const std::vector<uint8_t> blocks = random_gguf_blocks(t, k, n, seed);
+  return quant::gguf_to_quantized_weight(t, blocks, k, n, name);
 }
 
 // y = x * W^T (+ bias) in double from the reference dequantizer: the oracle of the oracle.

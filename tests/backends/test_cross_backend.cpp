@@ -2,8 +2,10 @@
 // built backend that passes check() on this machine, against a reference computed in double from
 // dequantize_reference, on the same fresh random canonical weights; parameterized by backend row
 // (a backend + kernel parameters + a stated tolerance) and weight kind (bits, group, zero kind,
-// act-order, FP8 scales); every kind at two shapes (minimum alignment, odd multiples) and
-// M in {1, 3, 8, 16, 17, 64, 129}; outputs are poisoned with NaN before each call.
+// act-order, FP8 scales, and GGUF block types decoded from random blocks by the GGUF codec, so the
+// layouts GGUF weights are repacked into are tested on real scale and minimum values); every kind
+// at two shapes (minimum alignment, odd multiples) and M in {1, 3, 8, 16, 17, 64, 129}; outputs are
+// poisoned with NaN before each call.
 // A new backend or format enters by adding rows here, not a new test file.
 #include <gtest/gtest.h>
 
@@ -59,7 +61,21 @@ struct Kind {
   bool act_order = false;
   int fp8_bn = 0, fp8_bk = 0;  // 0 = per-tensor (the whole dimension)
   std::vector<float> codebook = {};  // WeightEncoding::Codebook: the 2^bits levels
+  GgmlType gguf = GgmlType::F32;     // a GGUF block type: the weight is random blocks of it, decoded
 };
+
+Kind gguf_kind(GgmlType t) {
+  Kind k;
+  k.label = "gguf_" + ggml_type_name(t);
+  LayerSpec s;
+  quant::gguf_canonical_spec(t, &s);
+  k.enc = s.encoding;
+  k.bits = s.bits;
+  k.group = s.group_size;
+  k.zero = s.zero_kind;
+  k.gguf = t;
+  return k;
+}
 
 // GGUF IQ4_NL / IQ4_XS levels (integers: cpu_simd runs them on its int8 kernels).
 const std::vector<float> kIq4Levels = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
@@ -89,10 +105,22 @@ std::vector<Kind> kinds() {
   k.push_back({"fp8_per_tensor", WeightEncoding::Fp8E4M3, 8, 0, ZeroKind::Symmetric, false, 0, 0});
   k.push_back({"fp8_per_channel", WeightEncoding::Fp8E4M3, 8, 0, ZeroKind::Symmetric, false, 1, 0});
   k.push_back({"fp8_block128", WeightEncoding::Fp8E4M3, 8, 0, ZeroKind::Symmetric, false, 128, 128});
+  // The GGUF types the fast CUDA paths repack (Q6_K stays on cuda_dequant), from real blocks.
+  for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K})
+    k.push_back(gguf_kind(t));
   return k;
 }
 
 LayerSpec spec_of(const Kind& kind, int64_t k, int64_t n) {
+  if (kind.gguf != GgmlType::F32) {
+    LayerSpec s;
+    s.name = "cross." + kind.label;
+    s.in_features = k;
+    s.out_features = n;
+    quant::gguf_canonical_spec(kind.gguf, &s);
+    s.source_format = "gguf:" + ggml_type_name(kind.gguf);
+    return s;
+  }
   if (kind.enc == WeightEncoding::Fp8E4M3)
     return test::fp8_layer("cross." + kind.label, k, n, kind.fp8_bn ? kind.fp8_bn : static_cast<int>(n),
                            kind.fp8_bk ? kind.fp8_bk : static_cast<int>(k));
@@ -102,10 +130,27 @@ LayerSpec spec_of(const Kind& kind, int64_t k, int64_t n) {
   return s;
 }
 
-// Two shapes per backend: the minimum alignment and odd multiples of it (K in multiples of 128
-// so every group size divides it; N in the backend's own step, at least 8).
-std::vector<std::pair<int64_t, int64_t>> shapes_for(const Backend& b) {
-  const int64_t kstep = std::lcm<int64_t>(b.capability().k_multiple, 128);
+// The weight of `kind` for `spec`: fresh random data from `seed` (GGUF kinds: random blocks decoded
+// by the GGUF codec, plus a bias when asked).
+QuantizedWeight weight_of(const Kind& kind, const LayerSpec& spec, uint32_t seed, bool with_bias) {
+  if (kind.gguf == GgmlType::F32) return test::random_weight(spec, seed, with_bias);
+  QuantizedWeight w = test::random_gguf_weight(kind.gguf, spec.in_features, spec.out_features, seed, spec.name);
+  if (with_bias) {
+    std::mt19937 rng(seed + 1);
+    std::uniform_real_distribution<float> b(-0.5f, 0.5f);
+    w.bias.resize(static_cast<size_t>(spec.out_features));
+    for (auto& v : w.bias) v = b(rng);
+    w.spec.has_bias = true;
+  }
+  return w;
+}
+
+// Two shapes per backend and kind: the minimum alignment and odd multiples of it (K in multiples
+// of 128, and of the block of a GGUF kind, so every group size divides it; N in the backend's own
+// step, at least 8).
+std::vector<std::pair<int64_t, int64_t>> shapes_for(const Backend& b, const Kind& kind) {
+  int64_t kstep = std::lcm<int64_t>(b.capability().k_multiple, 128);
+  if (kind.gguf != GgmlType::F32) kstep = std::lcm<int64_t>(kstep, ggml_block_size(kind.gguf));
   const int64_t nstep = std::max<int64_t>(b.capability().n_multiple, 8);
   return {{kstep, nstep * 2}, {kstep * 5, nstep * 5}};
 }
@@ -152,7 +197,7 @@ std::vector<Case> cases(std::vector<std::string>* skipped = nullptr) {
     const DeviceInfo dev = local_device_for(*b);
     for (const auto& kind : kinds()) {
       std::string reason;
-      for (auto [k, n] : shapes_for(*b)) {
+      for (auto [k, n] : shapes_for(*b, kind)) {
         const Verdict v = b->check(spec_of(kind, k, n), dev);
         if (!v.ok) reason = v.reason;
       }
@@ -177,9 +222,11 @@ TEST_P(CrossBackend, MatchesDoubleReference) {
       c.row.params_json.empty() ? KernelParams{} : KernelParams::from_json(c.row.params_json);
   ThreadPool pool(2);
   uint32_t seed = 1234;
-  for (auto [k, n] : shapes_for(*b)) {
+  for (auto [k, n] : shapes_for(*b, c.kind)) {
     const LayerSpec spec = spec_of(c.kind, k, n);
-    const QuantizedWeight w = test::random_weight(spec, seed++, /*with_bias=*/k % 256 != 0);
+    // A bias on the odd shape (GGUF kinds: K is a multiple of 256 there too).
+    const bool with_bias = c.kind.gguf == GgmlType::F32 ? k % 256 != 0 : k > 256;
+    const QuantizedWeight w = weight_of(c.kind, spec, seed++, with_bias);
     KernelParams p = b->default_params(spec, 1, dev).merged(params);
     ASSERT_TRUE(b->validate_params(spec, p).ok) << b->validate_params(spec, p).reason;
     auto prepared = b->prepare(w, p, dev);

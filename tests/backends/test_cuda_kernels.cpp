@@ -1,12 +1,15 @@
 // GPU tests of cuda_marlin and cuda_gemv through the Backend interface (prepare + forward) against
 // the CPU reference dequantizer in double, on fresh seeded random data: M in {1,2,3,8,16,17,64,
 // 129,1024}, K and N at the smallest legal sizes (64, 64) and odd multiples, every group size,
-// act-order on/off, symmetric / integer zero, 4 and 8 bits, fp16 and bf16; outputs poisoned (NaN)
-// before each call; relative error beyond the output dtype's own rounding < 1e-3 (a bf16 output
-// alone is ~1.5e-3 from the exact result; fp16 ~1.5e-4). Skipped with the reason without a GPU.
+// act-order on/off, symmetric / integer zero, 4 and 8 bits, float zero points (4-bit: GGUF's min,
+// fp16 values as GGUF stores them), fp16 and bf16; outputs poisoned (NaN) before each call;
+// relative error beyond the output dtype's own rounding < 1e-3 (a bf16 output alone is ~1.5e-3
+// from the exact result; fp16 ~1.5e-4). Skipped with the reason without a GPU.
 // The short set for compute-sanitizer: --gtest_filter='CudaKernels*Sanitizer*'.
+// CudaKernelsPack needs no GPU: the repack (GGUF types included) against the CPU decode.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <random>
 
 #include "backend_test_util.h"
@@ -45,7 +48,8 @@ struct KCase {
 std::string describe(const KCase& c) {
   return std::string(c.backend) + " m=" + std::to_string(c.m) + " k=" + std::to_string(c.k) +
          " n=" + std::to_string(c.n) + " w" + std::to_string(c.bits) + " g" + std::to_string(c.group) +
-         (c.zero == ZeroKind::Integer ? " asym" : " sym") + (c.act ? " act" : "") + (c.bf16 ? " bf16" : " fp16") +
+         (c.zero == ZeroKind::Integer ? " asym" : c.zero == ZeroKind::Float ? " float-zero" : " sym") +
+         (c.act ? " act" : "") + (c.bf16 ? " bf16" : " fp16") +
          " params=" + c.params.to_json();
 }
 
@@ -70,6 +74,12 @@ QuantizedWeight make_weight(const KCase& c, std::mt19937& rng) {
   if (c.zero == ZeroKind::Integer) {
     w.zeros.resize(w.scales.size());
     for (auto& v : w.zeros) v = static_cast<float>(code(rng));
+  }
+  if (c.zero == ZeroKind::Float) {  // GGUF Q4_1: d and m are fp16 numbers, m mostly -8d or so
+    std::uniform_real_distribution<float> mins(-0.2f, 0.05f);
+    w.zeros.resize(w.scales.size());
+    for (auto& v : w.scales) v = fp16_to_f32(f32_to_fp16(v));
+    for (auto& v : w.zeros) v = fp16_to_f32(f32_to_fp16(mins(rng)));
   }
   if (c.act) {
     std::vector<int32_t> perm(static_cast<size_t>(c.k));
@@ -165,12 +175,44 @@ std::vector<KCase> kernel_cases(bool short_set) {
                 out.push_back(gc);
               }
             }
+  // Float zero points (4-bit only), every group size, act-order on/off (no GGUF type has it, the
+  // kernels do not care), both dtypes, rotated over M and the tile configurations as above.
+  for (const auto& s : shapes)
+    for (int g : {-1, 32, 64, 128})
+      for (bool act : {false, true})
+        for (bool bf : {false, true}) {
+          if (g > 0 && (s[0] % g || g >= s[0])) continue;
+          if (act && g < 0) continue;
+          ++idx;
+          if (short_set && idx % 3) continue;
+          int64_t m = ms[idx % 9];
+          if (m * s[0] * s[1] > (int64_t(1) << 26)) m = ms[idx % 6];
+          KCase c{"cuda_marlin", m, s[0], s[1], 4, g, ZeroKind::Float, act, bf, idx % 2 == 0, {}};
+          const int cfg = idx % 6;
+          if (cfg == 1) c.params.values = {{"mt", int64_t(1)}, {"nt", int64_t(2)}};
+          if (cfg == 2) c.params.values = {{"mt", int64_t(2)}, {"nt", int64_t(2)}, {"split", int64_t(3)}};
+          if (cfg == 3) c.params.values = {{"mt", int64_t(4)}, {"nt", int64_t(2)}};
+          if (cfg == 4) c.params.values = {{"mt", int64_t(4)}, {"nt", int64_t(1)}, {"split", int64_t(2)}};
+          if (cfg == 5) c.params.values = {{"mt", int64_t(2)}, {"nt", int64_t(1)}};
+          out.push_back(c);
+          KCase gc = c;  // the GEMV at M <= 8 (the M of the marlin case when small, else 1..8 rotated)
+          gc.backend = "cuda_gemv";
+          gc.m = m <= 8 ? m : ms[idx % 4];
+          gc.params = {};
+          if (idx % 3 == 1) gc.params.values = {{"wt", int64_t(4)}, {"split", int64_t(2)}};
+          out.push_back(gc);
+        }
   if (!short_set)  // every M on one shape with K a multiple of 64 but not of 128
     for (int64_t m : ms)
       for (bool bf : {false, true}) {
         out.push_back(KCase{"cuda_marlin", m, m > 64 ? 320 : 1344, 192, 4, 64, ZeroKind::Integer, true, bf, true, {}});
         if (m <= 8)
           out.push_back(KCase{"cuda_gemv", m, 1344, 192, 4, 64, ZeroKind::Integer, true, bf, true, {}});
+        // GGUF Q4_1's layout: group 32, float zero points (the default model's SmolLM2 widths).
+        out.push_back(
+            KCase{"cuda_marlin", m, m > 64 ? 576 : 1536, m > 64 ? 192 : 576, 4, 32, ZeroKind::Float, false, bf, false, {}});
+        if (m <= 8)
+          out.push_back(KCase{"cuda_gemv", m, 1536, 576, 4, 32, ZeroKind::Float, false, bf, false, {}});
       }
   return out;
 }
@@ -251,8 +293,16 @@ TEST(CudaKernels, RejectionsNameTheReason) {
   v = marlin.check(s, dev);
   EXPECT_FALSE(v.ok);
   EXPECT_NE(v.reason.find("group"), std::string::npos) << v.reason;
+  // Float zero points run with 4-bit codes (and the plan says how), not with 8-bit ones.
+  s = int_layer("l", 256, 64, 8, 128, ZeroKind::Float);
+  v = marlin.check(s, dev);
+  EXPECT_FALSE(v.ok);
+  EXPECT_NE(v.reason.find("4-bit"), std::string::npos) << v.reason;
   s = int_layer("l", 256, 64, 4, 128, ZeroKind::Float);
-  EXPECT_FALSE(marlin.check(s, dev).ok);
+  v = marlin.check(s, dev);
+  EXPECT_TRUE(v.ok) << v.reason;
+  EXPECT_NE(v.note.find("float zero points"), std::string::npos) << v.note;
+  EXPECT_TRUE(backend_named("cuda_gemv").check(s, dev).ok);
   KernelParams bad;
   bad.values["mt"] = int64_t(3);
   EXPECT_FALSE(marlin.validate_params(s, bad).ok);
@@ -317,6 +367,111 @@ TEST(CudaKernelsPack, LayoutMatchesTheFragmentMapping) {
         EXPECT_EQ(p.zeros[at], static_cast<uint8_t>(w.zeros[n * 4 + g]));
       }
   }
+}
+
+// Packing then unpacking (unpack_int4_host reads the words, fp16 scales, zeros and offsets the way
+// the kernels do) reproduces the reference dequantizer bit for bit when the scales and float zero
+// points are fp16 numbers (as GPTQ's and GGUF's are), for every zero kind, group and act-order.
+TEST(CudaKernelsPack, UnpackIsBitExactForFp16ScalesAndOffsets) {
+  std::mt19937 rng(21);
+  for (int bits : {4, 8})
+    for (ZeroKind z : {ZeroKind::Symmetric, ZeroKind::Integer, ZeroKind::Float})
+      for (int g : {-1, 32, 128})
+        for (bool act : {false, true}) {
+          if ((z == ZeroKind::Float && bits != 4) || (act && g < 0)) continue;
+          KCase c{"cuda_marlin", 1, 256, 48, bits, g, z, act, false, false, {}};
+          QuantizedWeight w = make_weight(c, rng);
+          for (auto& v : w.scales) v = fp16_to_f32(f32_to_fp16(v));
+          const std::vector<float> ref = dequantize_reference(w);
+          const std::vector<float> got = cuda::unpack_int4_host(cuda::pack_int4_host(w));
+          ASSERT_EQ(got.size(), ref.size());
+          size_t bad = 0;
+          for (size_t i = 0; i < ref.size(); ++i) bad += got[i] != ref[i];
+          EXPECT_EQ(bad, 0u) << describe(c);
+        }
+}
+
+// Scales and float zero points that are not fp16 numbers (GGUF Q4_K's d * sc and dmin * m) are
+// rounded to the nearest fp16 once, after a power of two is folded out: each weight then differs
+// from the reference by at most 2^-11 of |scale * (q - z)| + |offset| (plus fp32 rounding).
+TEST(CudaKernelsPack, UnpackWithinFp16RoundingOtherwise) {
+  std::mt19937 rng(22);
+  KCase c{"cuda_marlin", 1, 256, 64, 4, 32, ZeroKind::Float, false, false, false, {}};
+  QuantizedWeight w = make_weight(c, rng);
+  std::uniform_real_distribution<float> any(0.001f, 0.05f);
+  for (auto& v : w.scales) v = any(rng);   // not fp16 numbers
+  for (auto& v : w.zeros) v = -any(rng);
+  const std::vector<float> ref = dequantize_reference(w);
+  const std::vector<float> got = cuda::unpack_int4_host(cuda::pack_int4_host(w));
+  for (int64_t n = 0; n < 64; ++n)
+    for (int64_t k = 0; k < 256; ++k) {
+      const size_t i = static_cast<size_t>(n * 256 + k);
+      const float s = w.scales[n * 8 + k / 32], b = w.zeros[n * 8 + k / 32];
+      const float bound = std::ldexp(std::fabs(s) * w.codes[i] + std::fabs(b), -11) + 1e-7f;
+      ASSERT_LE(std::fabs(got[i] - ref[i]), bound) << "n " << n << " k " << k;
+    }
+}
+
+// The GGUF types on the fast paths, from random blocks through the GGUF codec: Q4_0, Q4_1 and Q8_0
+// (fp16 d and m) repack losslessly, Q4_K within the fp16 rounding of d * sc and dmin * m; the
+// layouts are the int4/int8 kernels' (4-bit g32 symmetric / float zero, 8-bit g32 symmetric). Q6_K
+// (group 16) is refused with the reason: it stays on cuda_dequant.
+TEST(CudaKernelsPack, GgufTypesRepackAgainstTheCpuDecode) {
+  struct G {
+    GgmlType type;
+    bool exact;
+  };
+  for (const G& t : {G{GgmlType::Q4_0, true}, G{GgmlType::Q4_1, true}, G{GgmlType::Q8_0, true},
+                     G{GgmlType::Q4_K, false}}) {
+    SCOPED_TRACE(ggml_type_name(t.type));
+    const int64_t k = 512, n = 48;
+    const std::vector<uint8_t> blocks = test::random_gguf_blocks(t.type, k, n, 31);
+    std::vector<float> decoded(static_cast<size_t>(n * k));
+    quant::gguf_dequantize(t.type, blocks, decoded);
+    const QuantizedWeight w = quant::gguf_to_quantized_weight(t.type, blocks, k, n, "gguf.layer");
+    ASSERT_EQ(cuda::int4_pack_rejection(w.spec), "");
+    const cuda::Int4PackedHost p = cuda::pack_int4_host(w);
+    EXPECT_EQ(p.float_zero, w.spec.zero_kind == ZeroKind::Float);
+    EXPECT_EQ(p.group_size, 32);
+    const std::vector<float> got = cuda::unpack_int4_host(p);
+    const int64_t gs = w.spec.group_size;
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t i = 0; i < k; ++i) {
+        const size_t at = static_cast<size_t>(r * k + i);
+        if (t.exact) {
+          ASSERT_EQ(got[at], decoded[at]) << "row " << r << " col " << i;
+        } else {
+          const size_t gi = static_cast<size_t>(r * (k / gs) + i / gs);
+          const float bound =
+              std::ldexp(std::fabs(w.scales[gi]) * w.codes[at] + std::fabs(w.zeros[gi]), -11) + 1e-7f;
+          ASSERT_LE(std::fabs(got[at] - decoded[at]), bound) << "row " << r << " col " << i;
+        }
+      }
+  }
+  const QuantizedWeight q6 = test::random_gguf_weight(GgmlType::Q6_K, 256, 16, 5);
+  EXPECT_NE(cuda::int4_pack_rejection(q6.spec), "");
+}
+
+// The default model's tensors (Q4_1 blocks and the Q8_0 embedding used as the head), when the test
+// environment names it: the first block's seven linears repack bit for bit.
+TEST(CudaKernelsPack, DefaultModelLayersRepackExactly) {
+  const char* path = std::getenv("QRT_DEFAULT_MODEL");
+  if (!path || !*path) GTEST_SKIP() << "QRT_DEFAULT_MODEL not set (scripts/test.sh sets it)";
+  const GgufFile file = GgufFile::open(path);
+  int checked = 0;
+  for (const GgufTensorInfo& info : file.tensors()) {
+    if (info.name.rfind("blk.0.", 0) != 0 || !quant::gguf_has_canonical_form(info.type)) continue;
+    SCOPED_TRACE(info.name);
+    const QuantizedWeight w = quant::gguf_to_quantized_weight(file, info);
+    ASSERT_EQ(cuda::int4_pack_rejection(w.spec), "");
+    const std::vector<float> ref = dequantize_reference(w);
+    const std::vector<float> got = cuda::unpack_int4_host(cuda::pack_int4_host(w));
+    size_t bad = 0;
+    for (size_t i = 0; i < ref.size(); ++i) bad += got[i] != ref[i];
+    EXPECT_EQ(bad, 0u);
+    ++checked;
+  }
+  EXPECT_EQ(checked, 7);
 }
 
 TEST(CudaKernelsPack, SplitHeuristicBalancesAndRespectsLimits) {

@@ -31,6 +31,9 @@ std::map<std::string, LayerSpec> matrix_layers() {
       {"fp8_block128", fp8_layer("l.fp8", 4096, 4096, 128, 128)},
       // K a multiple of 32 but not 64, N a multiple of 8 but not 64.
       {"int4_g32_odd_shape", int_layer("l.odd", 4128, 4104, 4, 32, ZeroKind::Symmetric)},
+      // GGUF Q4_1 / Q4_K (float zero points) and Q6_K (group 16) as the GGUF reader plans them.
+      {"gguf_q4_1", int_layer("l.q4_1", 4096, 4096, 4, 32, ZeroKind::Float)},
+      {"gguf_q6_k", int_layer("l.q6_k", 4096, 4096, 6, 16, ZeroKind::Symmetric)},
   };
 }
 
@@ -81,6 +84,10 @@ const MatrixRow kMatrix[] = {
     {"rtx3090", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"rtx3090", "fp8_block128", "cuda_dequant@1-"},
     {"rtx3090", "int4_g32_odd_shape", "cuda_dequant@1-"},
+    {"h100", "gguf_q4_1", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"a100", "gguf_q4_1", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"rtx3090", "gguf_q4_1", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"h100", "gguf_q6_k", "cuda_dequant@1-"},
     {"t4", "int4_g128_sym", "ERROR"},
     {"t4", "int4_g32_asym_actorder", "ERROR"},
     {"t4", "int3_g128_sym", "ERROR"},

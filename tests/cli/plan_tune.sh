@@ -22,8 +22,11 @@ grep -q "not built in this binary\|cuda_" "$tmp/out.txt" || fail "CUDA backends 
 
 "$qrt" plan "$model" --target h100 --no-tuning-cache >"$tmp/out.txt" || fail "plan --target h100 exited non-zero"
 grep -q "H100" "$tmp/out.txt" || fail "no H100 device line"
-grep -q "cuda_dequant" "$tmp/out.txt" || fail "Q4_1 (float zeros) should go to cuda_dequant on h100"
-grep -q "float zero offsets (GGUF-style min) unsupported" "$tmp/out.txt" || fail "no rejection reason"
+# Q4_1 (float zero points) on the fast kernels, saying how; cuda_dequant above marlin's M range.
+grep -q "q_proj .*cuda_gemv (M 1-8), cuda_marlin (M 9-128), cuda_dequant (M>=129)" "$tmp/out.txt" ||
+  fail "Q4_1 should run on cuda_gemv / cuda_marlin on h100"
+grep -q "note: cuda_marlin: GGUF float zero points" "$tmp/out.txt" || fail "no note on the float zero points"
+grep -q "float zero offsets (GGUF-style min) unsupported" "$tmp/out.txt" && fail "float zeros still rejected"
 
 "$qrt" plan "$model" --verbose --no-tuning-cache >"$tmp/out.txt"
 [ "$(grep -c '^model.layers.[0-9]*\.' "$tmp/out.txt")" -eq 210 ] || fail "--verbose should print 210 layer rows"

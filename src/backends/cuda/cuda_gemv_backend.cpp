@@ -6,6 +6,7 @@
 
 #include "backends/backend_factories.h"
 #include "backends/cuda/cuda_backend_common.h"
+#include "backends/cuda_capabilities.h"
 #include "backends/cuda/cuda_marlin_prepared.h"
 
 namespace qrt {
@@ -56,7 +57,7 @@ class CudaGemvBackend final : public Backend {
       return Verdict::no("this GEMV runs on mma.sync tensor cores (sm_80+); device is sm_" +
                          std::to_string(device.gpu.compute_capability()));
     if (std::string why = cuda::int4_pack_rejection(layer); !why.empty()) return Verdict::no(why);
-    return Verdict::yes();
+    return Verdict::yes_but(int4_float_zero_note(layer));
   }
 
   Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {

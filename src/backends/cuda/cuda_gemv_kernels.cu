@@ -16,22 +16,28 @@ namespace qrt::cuda {
 namespace int4k {
 
 // Dynamic shared memory of one block: x rows [m][kmax + 32 halves of padding], then the scale
-// pairs and zero pairs of the block's groups.
+// pairs, zero pairs and (float zero points) offset pairs of the block's groups.
 struct GemvSmem {
-  int x_row_halves, groups, scale_bytes, zero_bytes, total;
+  int x_row_halves, groups, scale_bytes, zero_bytes, offset_bytes, total;
 };
-__host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_size, int wt, bool zeros) {
+__host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_size, int wt, bool zeros,
+                                              bool offsets) {
   GemvSmem g;
   g.x_row_halves = per_chunks * 64 + 32;  // +64 B: rows 2g and 2g+1 land on disjoint banks
   g.groups = group_size ? per_chunks * 64 / group_size + 2 : 0;
   g.scale_bytes = g.groups * wt * 32;
   g.zero_bytes = zeros ? g.groups * wt * 16 : 0;
-  g.total = m * g.x_row_halves * 2 + g.scale_bytes + g.zero_bytes;
+  g.offset_bytes = offsets ? g.scale_bytes : 0;
+  g.total = m * g.x_row_halves * 2 + g.scale_bytes + g.zero_bytes + g.offset_bytes;
   return g;
 }
 
-template <typename T, int BITS, int WT>
-__global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
+// FZ: float zero points (int4_common.cuh): the MMAs see q, an all-ones MMA sums the activations.
+// Its extra accumulators would cost a resident block per SM (92 registers: 2 blocks instead of 3);
+// capped at 80 it keeps 3 without spilling (sm_90, nvcc 13). 0 = no minimum: the other kernels
+// compile exactly as without the FZ parameter (a stated minimum of 1 changes their code).
+template <typename T, int BITS, int WT, bool FZ = false>
+__global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs a) {
   constexpr int KP = 8 / WT;  // K-warps per tile
   constexpr int PC = 32 * BITS / 4;
   constexpr int U = BITS == 4 ? 4 : 2;  // k64 chunks per register buffer (two buffers in flight)
@@ -57,10 +63,11 @@ __global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
   const int half_n = a.n >> 1;
   const bool tok_ok = g < a.m;
   const uint4* wp = static_cast<const uint4*>(a.w) + static_cast<size_t>(tile_ok ? n16 : 0) * kchunks * PC;
-  const GemvSmem L = gemv_smem(a.m, a.chunks_per_split, a.group_size, WT, a.zeros != nullptr);
+  const GemvSmem L = gemv_smem(a.m, a.chunks_per_split, a.group_size, WT, a.zeros != nullptr, FZ);
   T* xs = reinterpret_cast<T*>(dsm);
   uint32_t* ss = reinterpret_cast<uint32_t*>(dsm + a.m * L.x_row_halves * 2);
   uint16_t* zs = reinterpret_cast<uint16_t*>(dsm + a.m * L.x_row_halves * 2 + L.scale_bytes);
+  uint32_t* os = reinterpret_cast<uint32_t*>(dsm + a.m * L.x_row_halves * 2 + L.scale_bytes + L.zero_bytes);
   const int g_lo = grouped ? ((c_begin * 64) >> a.log2_group) : 0;
   const int G = grouped ? (a.k >> a.log2_group) : 1;
 
@@ -109,6 +116,15 @@ __global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
                         : a.zeros,
                      ok);
         }
+      if constexpr (FZ)
+        for (int i = tid; i < ng * WT * 2; i += 256) {
+          const int gi = i / (WT * 2), j = i % (WT * 2);
+          const bool ok = n16_first + j / 2 < n16_total;
+          cp_async16(os + gi * WT * 8 + j * 4,
+                     ok ? static_cast<const void*>(a.offsets + static_cast<size_t>(g_lo + gi) * half_n + n16_first * 8 + j * 4)
+                        : a.offsets,
+                     ok);
+        }
     }
     cp_async_commit();
     cp_async_wait<0>();
@@ -116,16 +132,27 @@ __global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
   }
 
   float acc[4] = {0.f, 0.f, 0.f, 0.f}, gacc[4] = {0.f, 0.f, 0.f, 0.f};
-  uint32_t zpair_pc = BITS == 4 ? 0x0808u : 0x8080u;
+  float xacc[4] = {0.f, 0.f, 0.f, 0.f};  // FZ: the group's activation sums per token
+  uint32_t zpair_pc = FZ ? 0u : (BITS == 4 ? 0x0808u : 0x8080u);
   if (a.zeros && !grouped && tile_ok) zpair_pc = a.zeros[n16 * 8 + g];
 
-  auto flush = [&](uint32_t sv) {
+  // ov: the FZ offset pair of the group (unused otherwise).
+  auto flush = [&](uint32_t sv, uint32_t ov) {
     const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&sv));
     acc[0] += f.x * gacc[0];
     acc[1] += f.x * gacc[1];
     acc[2] += f.y * gacc[2];
     acc[3] += f.y * gacc[3];
     gacc[0] = gacc[1] = gacc[2] = gacc[3] = 0.f;
+    if constexpr (FZ) {
+      const float2 o = __half22float2(*reinterpret_cast<const __half2*>(&ov));
+      const float ox = o.x * a.offset_ratio, oy = o.y * a.offset_ratio;
+      acc[0] += ox * xacc[0];
+      acc[1] += ox * xacc[1];
+      acc[2] += oy * xacc[2];
+      acc[3] += oy * xacc[3];
+      xacc[0] = xacc[1] = xacc[2] = xacc[3] = 0.f;
+    }
   };
   auto compute = [&](const uint4 (&wq)[U][BITS / 4], int c) {
 #pragma unroll
@@ -154,8 +181,13 @@ __global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
             else dequant8<T>(v.z, v.w, zr, zr8, af);
           }
           MmaOp<T>::run(gacc, af, jj == 0 ? xa.x : xa.z, jj == 0 ? xa.y : xa.w);
+          if constexpr (FZ) {
+            const uint32_t ones[4] = {Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes};
+            MmaOp<T>::run(xacc, ones, jj == 0 ? xa.x : xa.z, jj == 0 ? xa.y : xa.w);
+          }
         }
-        if (grouped && (s == 1 || a.group_size == 32)) flush(ss[gi * WT * 8 + tl * 8 + g]);
+        if (grouped && (s == 1 || a.group_size == 32))
+          flush(ss[gi * WT * 8 + tl * 8 + g], FZ ? os[gi * WT * 8 + tl * 8 + g] : 0u);
       }
     }
   };
@@ -169,7 +201,7 @@ __global__ void __launch_bounds__(256) gemv_kernel(const KernelArgs a) {
       load(wa, c + 2 * STEP);
       compute(wb, c + STEP);
     }
-    if (!grouped) flush(__ldg(a.scales + n16 * 8 + g));
+    if (!grouped) flush(__ldg(a.scales + n16 * 8 + g), FZ ? __ldg(a.offsets + n16 * 8 + g) : 0u);
   }
 
   // Each K-warp writes its fragment; then a fixed-order sum over K-warps into red[0].
@@ -201,19 +233,22 @@ struct GemvEntry {
   bool bf16;
   int bits, wt;
   void* fn;
+  bool fz;  // float zero points
 };
-template <typename T, int BITS, int WT>
+template <typename T, int BITS, int WT, bool FZ>
 void* gemv_ptr() {
-  return reinterpret_cast<void*>(&gemv_kernel<T, BITS, WT>);
+  return reinterpret_cast<void*>(&gemv_kernel<T, BITS, WT, FZ>);
 }
-#define QRT_GEMV_ROWS(T, ISBF, BITS) \
-  GemvEntry{ISBF, BITS, 2, gemv_ptr<T, BITS, 2>()}, GemvEntry{ISBF, BITS, 4, gemv_ptr<T, BITS, 4>()}
+#define QRT_GEMV_ROWS(T, ISBF, BITS, FZ) \
+  GemvEntry{ISBF, BITS, 2, gemv_ptr<T, BITS, 2, FZ>(), FZ}, GemvEntry{ISBF, BITS, 4, gemv_ptr<T, BITS, 4, FZ>(), FZ}
 
-const GemvEntry* find_gemv(bool bf16, int bits, int wt) {
-  static const GemvEntry table[] = {QRT_GEMV_ROWS(__half, false, 4), QRT_GEMV_ROWS(__nv_bfloat16, true, 4),
-                                    QRT_GEMV_ROWS(__half, false, 8), QRT_GEMV_ROWS(__nv_bfloat16, true, 8)};
+// Float zero points (GGUF Q4_1 / Q4_K) only with 4-bit codes.
+const GemvEntry* find_gemv(bool bf16, int bits, int wt, bool fz) {
+  static const GemvEntry table[] = {QRT_GEMV_ROWS(__half, false, 4, false), QRT_GEMV_ROWS(__nv_bfloat16, true, 4, false),
+                                    QRT_GEMV_ROWS(__half, false, 8, false), QRT_GEMV_ROWS(__nv_bfloat16, true, 8, false),
+                                    QRT_GEMV_ROWS(__half, false, 4, true),  QRT_GEMV_ROWS(__nv_bfloat16, true, 4, true)};
   for (const auto& e : table)
-    if (e.bf16 == bf16 && e.bits == bits && e.wt == wt) return &e;
+    if (e.bf16 == bf16 && e.bits == bits && e.wt == wt && e.fz == fz) return &e;
   return nullptr;
 }
 constexpr int kGemvMaxSmem = 64 * 1024;
@@ -229,17 +264,20 @@ bool gemv_config_instantiated(int wt) { return wt == 2 || wt == 4; }
 cudaError_t gemv_init_kernels() {
   for (int bf = 0; bf < 2; ++bf)
     for (int bits : {4, 8})
-      for (int wt : {2, 4}) {
-        const GemvEntry* e = find_gemv(bf != 0, bits, wt);
-        cudaError_t err = cudaFuncSetAttribute(e->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, kGemvMaxSmem);
-        if (err != cudaSuccess) return err;
-      }
+      for (int wt : {2, 4})
+        for (bool fz : {false, true}) {
+          const GemvEntry* e = find_gemv(bf != 0, bits, wt, fz);
+          if (!e) continue;  // float zero points: 4-bit only
+          cudaError_t err = cudaFuncSetAttribute(e->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, kGemvMaxSmem);
+          if (err != cudaSuccess) return err;
+        }
   return cudaSuccess;
 }
 
 cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
                              const GemvConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream) {
-  const GemvEntry* e = find_gemv(bf16, w.bits, cfg.wt);
+  const bool fz = w.offsets != nullptr;
+  const GemvEntry* e = find_gemv(bf16, w.bits, cfg.wt, fz);
   if (!e || m <= 0 || m > 8) return cudaErrorInvalidValue;
   KernelArgs a;
   a.x = x;
@@ -247,6 +285,8 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   a.w = static_cast<const uint4*>(w.words);
   a.scales = w.scales;
   a.zeros = w.zeros;
+  a.offsets = w.offsets;
+  a.offset_ratio = w.offset_mul / w.scale_mul;
   a.bias = w.bias;
   a.m = static_cast<int>(m);
   a.n = static_cast<int>(w.n);
@@ -262,10 +302,11 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   int split = cfg.split > 0 ? cfg.split : choose_split(bx, kchunks, sms, max_tiles, 8 / cfg.wt);
   int per = (kchunks + split - 1) / split;
   // The block's activations live in shared memory: split further while they would not fit.
-  while (gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr).total > kGemvMaxSmem && per > 1)
+  while (gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr, fz).total > kGemvMaxSmem &&
+         per > 1)
     per = (per + 1) / 2;
   split = (kchunks + per - 1) / per;
-  const int smem = gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr).total;
+  const int smem = gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr, fz).total;
   a.split = split;
   a.chunks_per_split = per;
   a.m_tiles = 1;

@@ -8,7 +8,8 @@
 //   cuda_gemv    gemv_<dtype>_w<bits>_t<wt>: 256 threads, wt n16 tiles per block (2 or 4),
 //                8/wt K-warps, 16-byte streaming loads straight to registers (two buffers of 4
 //                k64 chunks), activations/scales/zeros staged in shared memory
-// for dtype in {fp16, bf16}, bits in {4, 8}.
+// for dtype in {fp16, bf16}, bits in {4, 8}; and the same tiles with float zero points (`_fz`,
+// GGUF Q4_1 / Q4_K: W = s*q + b) for bits 4.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -22,12 +23,14 @@ struct Int4DeviceView {
   const void* words = nullptr;       // uint4-aligned
   const uint32_t* scales = nullptr;
   const uint16_t* zeros = nullptr;   // nullptr = symmetric
+  const uint32_t* offsets = nullptr; // float zero points (fp16 pairs like the scales); selects the FZ kernels
   const float* bias = nullptr;
   const int32_t* perm = nullptr;     // act-order column permutation or nullptr
   int64_t n = 0, k = 0;
   int bits = 4;
   int group_size = 0;                // 0 = per-channel
   float scale_mul = 1.f;
+  float offset_mul = 1.f;            // offsets' power of two
 };
 
 // Split-K scratch: partial fp32 tiles and per-tile arrival counters (zero between launches; the

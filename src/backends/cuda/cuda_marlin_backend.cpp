@@ -8,6 +8,7 @@
 
 #include "backends/backend_factories.h"
 #include "backends/cuda/cuda_backend_common.h"
+#include "backends/cuda_capabilities.h"
 #include "backends/cuda/cuda_marlin_prepared.h"
 
 namespace qrt {
@@ -63,7 +64,7 @@ class CudaMarlinBackend final : public Backend {
     if (device.gpu.shared_mem_per_block_optin > 0 && device.gpu.shared_mem_per_block_optin < 96 * 1024)
       return Verdict::no(fmt::format("needs 96 KiB of shared memory per block, device allows {}",
                                      device.gpu.shared_mem_per_block_optin));
-    return Verdict::yes();
+    return Verdict::yes_but(int4_float_zero_note(layer));
   }
 
   Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {

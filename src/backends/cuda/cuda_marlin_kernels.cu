@@ -18,7 +18,7 @@
 namespace qrt::cuda {
 namespace int4k {
 
-template <int BITS, int MT, int NT>
+template <int BITS, int MT, int NT, bool FZ = false>
 struct QmmShape {
   static constexpr int kThreads = 256;
   // NT = 2: 4 N-warps x 2 K-warps (each warp one k64 chunk per stage); NT = 1: 8 N-warps, each
@@ -34,15 +34,17 @@ struct QmmShape {
   static constexpr int kWBytes = kBN / 16 * 2 * kPerChunk * 16;
   static constexpr int kABytes = kBM * 256;
   static constexpr int kSBytes = kBN * 2 * 4;  // up to 4 groups (g = 32) per stage
-  static constexpr int kZBytes = kBN * 4;
-  static constexpr int kStageBytes = kWBytes + kABytes + kSBytes + kZBytes;
+  // Float zero points (FZ) have no integer zeros; their fp16 offsets are staged like the scales.
+  static constexpr int kZBytes = FZ ? 0 : kBN * 4;
+  static constexpr int kOBytes = FZ ? kSBytes : 0;
+  static constexpr int kStageBytes = kWBytes + kABytes + kSBytes + kZBytes + kOBytes;
   static constexpr int kRedBytes = kBM * (kBN + 4) * 4;
   static constexpr int kSmem = (kStages * kStageBytes > kRedBytes ? kStages * kStageBytes : kRedBytes);
 };
 
-template <typename T, int BITS, int MT, int NT>
+template <typename T, int BITS, int MT, int NT, bool FZ = false>
 __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
-  using S = QmmShape<BITS, MT, NT>;
+  using S = QmmShape<BITS, MT, NT, FZ>;
   constexpr int BN = S::kBN, BM = S::kBM, PC = S::kPerChunk;
   extern __shared__ __align__(16) unsigned char smem[];
   __shared__ int last_flag;
@@ -120,6 +122,16 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
           cp_async16(zbase + s * BN + j * 16, ok ? static_cast<const void*>(src) : a.zeros, ok);
         }
       }
+      if constexpr (FZ) {
+        unsigned char* obase = sbase + S::kSBytes + S::kZBytes;
+        for (int i = tid; i < gps * SPG; i += 256) {
+          const int s = i / SPG, j = i % SPG;
+          const int gi = g0 + s;
+          const bool ok = gi < G && n0 + 8 * j < a.n;
+          const uint32_t* src = a.offsets + static_cast<size_t>(gi) * half_n + (n0 >> 1) + 4 * j;
+          cp_async16(obase + s * BN * 2 + j * 16, ok ? src : a.offsets, ok);
+        }
+      }
     }
   };
 
@@ -130,17 +142,25 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) acc[nt][mt][i] = gacc[nt][mt][i] = 0.f;
+  // FZ: activation sums of the current group, per token (the 16 rows of the all-ones MMA agree).
+  float xacc[MT][4];
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) xacc[mt][i] = 0.f;
 
-  // Zero operands: symmetric = 2^(bits-1); per-channel integer zeros are constant over K.
+  // Zero operands: symmetric = 2^(bits-1); per-channel integer zeros are constant over K; float
+  // zero points subtract nothing (the MMA sees q).
   uint32_t zpair_pc[NT];
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
     const int n16 = (n0 >> 4) + wn * NT + nt;
-    zpair_pc[nt] = (BITS == 4 ? 0x0808u : 0x8080u);
+    zpair_pc[nt] = FZ ? 0u : (BITS == 4 ? 0x0808u : 0x8080u);
     if (a.zeros && !grouped && n16 < n16_total) zpair_pc[nt] = a.zeros[n16 * 8 + g];
   }
 
-  auto flush = [&](const uint32_t* spairs) {
+  // opairs: the FZ offsets of the group (unused otherwise).
+  auto flush = [&](const uint32_t* spairs, const uint32_t* opairs) {
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       const uint32_t sv = spairs[nt];
@@ -154,6 +174,24 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
 #pragma unroll
         for (int i = 0; i < 4; ++i) gacc[nt][mt][i] = 0.f;
       }
+      if constexpr (FZ) {
+        const uint32_t ov = opairs[nt];
+        const float2 o = __half22float2(*reinterpret_cast<const __half2*>(&ov));
+        const float ox = o.x * a.offset_ratio, oy = o.y * a.offset_ratio;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+          acc[nt][mt][0] += ox * xacc[mt][0];
+          acc[nt][mt][1] += ox * xacc[mt][1];
+          acc[nt][mt][2] += oy * xacc[mt][2];
+          acc[nt][mt][3] += oy * xacc[mt][3];
+        }
+      }
+    }
+    if constexpr (FZ) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) xacc[mt][i] = 0.f;
     }
   };
 
@@ -177,6 +215,7 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
     const unsigned char* abase = base + S::kWBytes;
     const unsigned char* sbase = abase + S::kABytes;
     const unsigned char* zbase = sbase + S::kSBytes;
+    const unsigned char* obase = zbase + S::kZBytes;
 #pragma unroll
     for (int kc = 0; kc < CPW; ++kc) {
     const int cw = wk * CPW + kc;  // chunk of the stage this warp works on
@@ -231,28 +270,40 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
             MmaOp<T>::run(gacc[nt][mt], af, b0, b1);
           }
         }
+        if constexpr (FZ) {
+          const uint32_t ones[4] = {Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes};
+#pragma unroll
+          for (int mt = 0; mt < MT; ++mt) {
+            const uint32_t b0 = jj == 0 ? xa[mt][s].x : xa[mt][s].z;
+            const uint32_t b1 = jj == 0 ? xa[mt][s].y : xa[mt][s].w;
+            MmaOp<T>::run(xacc[mt], ones, b0, b1);
+          }
+        }
       }
       // Group end: after each 32 columns when g = 32, after each chunk otherwise (flushing more
       // often than the group changes is exact; a warp's next chunk may be in a new group).
       if (grouped && (s == 1 || a.group_size == 32)) {
-        uint32_t sp2[NT];
+        uint32_t sp2[NT], op2[NT];
 #pragma unroll
-        for (int nt = 0; nt < NT; ++nt)
+        for (int nt = 0; nt < NT; ++nt) {
           sp2[nt] = reinterpret_cast<const uint32_t*>(sbase)[gi * (BN / 2) + (wn * NT + nt) * 8 + g];
-        flush(sp2);
+          op2[nt] = FZ ? reinterpret_cast<const uint32_t*>(obase)[gi * (BN / 2) + (wn * NT + nt) * 8 + g] : 0u;
+        }
+        flush(sp2, op2);
       }
     }
     }  // kc
   }
 
   if (!grouped) {
-    uint32_t sp2[NT];
+    uint32_t sp2[NT], op2[NT];
 #pragma unroll
     for (int nt = 0; nt < NT; ++nt) {
       const int n16 = (n0 >> 4) + wn * NT + nt;
       sp2[nt] = n16 < n16_total ? a.scales[n16 * 8 + g] : 0u;
+      op2[nt] = FZ && n16 < n16_total ? a.offsets[n16 * 8 + g] : 0u;
     }
-    flush(sp2);
+    flush(sp2, op2);
   }
 
   // In-block reduction of the two K-warps, then the shared epilogue.
@@ -297,15 +348,16 @@ __global__ void permute_cols_kernel(const T* __restrict__ x, T* __restrict__ xp,
 namespace {
 using namespace int4k;
 
-template <typename T, int BITS, int MT, int NT>
+template <typename T, int BITS, int MT, int NT, bool FZ>
 void* qmm_ptr() {
-  return reinterpret_cast<void*>(&qmm_kernel<T, BITS, MT, NT>);
+  return reinterpret_cast<void*>(&qmm_kernel<T, BITS, MT, NT, FZ>);
 }
 
 struct QmmEntry {
   bool bf16;
   int bits, mt, nt, smem, bn, bm;
   void* fn;
+  bool fz;  // float zero points
 };
 // Resident blocks per SM of a kernel (cached; queried at prepare time through qmm_init_kernels).
 int occupancy_of(void* fn, int smem) {
@@ -314,27 +366,30 @@ int occupancy_of(void* fn, int smem) {
   return blocks;
 }
 
-#define QRT_QMM_ROW(T, ISBF, BITS, MT, NT)                                                           \
-  QmmEntry{ISBF, BITS, MT, NT, QmmShape<BITS, MT, NT>::kSmem + 0, QmmShape<BITS, MT, NT>::kBN,          \
-           QmmShape<BITS, MT, NT>::kBM, qmm_ptr<T, BITS, MT, NT>()}
-#define QRT_QMM_CONFIGS(T, ISBF, BITS)                                                               \
-  QRT_QMM_ROW(T, ISBF, BITS, 1, 2), QRT_QMM_ROW(T, ISBF, BITS, 2, 2), QRT_QMM_ROW(T, ISBF, BITS, 4, 2), \
-      QRT_QMM_ROW(T, ISBF, BITS, 2, 1), QRT_QMM_ROW(T, ISBF, BITS, 4, 1)
+#define QRT_QMM_ROW(T, ISBF, BITS, MT, NT, FZ)                                                         \
+  QmmEntry{ISBF, BITS, MT, NT, QmmShape<BITS, MT, NT, FZ>::kSmem + 0, QmmShape<BITS, MT, NT, FZ>::kBN,     \
+           QmmShape<BITS, MT, NT, FZ>::kBM, qmm_ptr<T, BITS, MT, NT, FZ>(), FZ}
+#define QRT_QMM_CONFIGS(T, ISBF, BITS, FZ)                                                                  \
+  QRT_QMM_ROW(T, ISBF, BITS, 1, 2, FZ), QRT_QMM_ROW(T, ISBF, BITS, 2, 2, FZ),                              \
+      QRT_QMM_ROW(T, ISBF, BITS, 4, 2, FZ), QRT_QMM_ROW(T, ISBF, BITS, 2, 1, FZ),                          \
+      QRT_QMM_ROW(T, ISBF, BITS, 4, 1, FZ)
 
+// Float zero points (GGUF Q4_1 / Q4_K) only with 4-bit codes: no GGUF type needs 8-bit ones.
 const QmmEntry* qmm_table(size_t* count) {
   static const QmmEntry table[] = {
-      QRT_QMM_CONFIGS(__half, false, 4), QRT_QMM_CONFIGS(__nv_bfloat16, true, 4),
-      QRT_QMM_CONFIGS(__half, false, 8), QRT_QMM_CONFIGS(__nv_bfloat16, true, 8),
+      QRT_QMM_CONFIGS(__half, false, 4, false), QRT_QMM_CONFIGS(__nv_bfloat16, true, 4, false),
+      QRT_QMM_CONFIGS(__half, false, 8, false), QRT_QMM_CONFIGS(__nv_bfloat16, true, 8, false),
+      QRT_QMM_CONFIGS(__half, false, 4, true),  QRT_QMM_CONFIGS(__nv_bfloat16, true, 4, true),
   };
   *count = sizeof(table) / sizeof(table[0]);
   return table;
 }
 
-const QmmEntry* find_qmm(bool bf16, int bits, int mt, int nt) {
+const QmmEntry* find_qmm(bool bf16, int bits, int mt, int nt, bool fz) {
   size_t n = 0;
   const QmmEntry* t = qmm_table(&n);
   for (size_t i = 0; i < n; ++i)
-    if (t[i].bf16 == bf16 && t[i].bits == bits && t[i].mt == mt && t[i].nt == nt) return &t[i];
+    if (t[i].bf16 == bf16 && t[i].bits == bits && t[i].mt == mt && t[i].nt == nt && t[i].fz == fz) return &t[i];
   return nullptr;
 }
 
@@ -354,7 +409,7 @@ int64_t int4_max_tile_floats() { return 32LL * 128; }
 int64_t int4_counter_count(int sms) { return 8LL * std::max(sms, 1) + 64; }
 
 namespace {
-int qmm_occupancy(bool bf16, int bits, int mt, int nt);
+int qmm_occupancy(bool bf16, int bits, int mt, int nt, bool fz);
 }
 
 cudaError_t qmm_init_kernels() {
@@ -363,17 +418,17 @@ cudaError_t qmm_init_kernels() {
   for (size_t i = 0; i < n; ++i) {
     cudaError_t e = cudaFuncSetAttribute(t[i].fn, cudaFuncAttributeMaxDynamicSharedMemorySize, t[i].smem);
     if (e != cudaSuccess) return e;
-    qmm_occupancy(t[i].bf16, t[i].bits, t[i].mt, t[i].nt);
+    qmm_occupancy(t[i].bf16, t[i].bits, t[i].mt, t[i].nt, t[i].fz);
   }
   return gemv_init_kernels();
 }
 
 namespace {
-int qmm_occupancy(bool bf16, int bits, int mt, int nt) {
-  static int cache[2][2][5][3] = {};
-  int& c = cache[bf16][bits == 8][mt][nt];
+int qmm_occupancy(bool bf16, int bits, int mt, int nt, bool fz) {
+  static int cache[2][2][5][3][2] = {};
+  int& c = cache[bf16][bits == 8][mt][nt][fz];
   if (c == 0) {
-    const QmmEntry* e = find_qmm(bf16, bits, mt, nt);
+    const QmmEntry* e = find_qmm(bf16, bits, mt, nt, fz);
     c = e ? occupancy_of(e->fn, e->smem) : 1;
   }
   return c;
@@ -386,13 +441,13 @@ int qmm_auto_split(const Int4DeviceView& w, int64_t m, const QmmConfig& cfg, int
   const int64_t max_tiles = int4_max_partial_tiles(sms) * int4_max_tile_floats() / (bn * bm);
   // Each resident block slot counts as a processor: blocks of one SM share its bandwidth, and a
   // second resident block keeps loads in flight while the first drains or reduces.
-  const int slots = sms * std::min(qmm_occupancy(false, w.bits, cfg.mt, cfg.nt), 4);
+  const int slots = sms * std::min(qmm_occupancy(false, w.bits, cfg.mt, cfg.nt, w.offsets != nullptr), 4);
   return choose_split(base, w.k / 64, slots, std::min<int64_t>(max_tiles, int4_counter_count(sms) - 64), 2);
 }
 
 cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
                        const QmmConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream) {
-  const QmmEntry* e = find_qmm(bf16, w.bits, cfg.mt, cfg.nt);
+  const QmmEntry* e = find_qmm(bf16, w.bits, cfg.mt, cfg.nt, w.offsets != nullptr);
   if (!e || m <= 0) return cudaErrorInvalidValue;
   KernelArgs a;
   a.x = x;
@@ -400,6 +455,8 @@ cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t 
   a.w = static_cast<const uint4*>(w.words);
   a.scales = w.scales;
   a.zeros = w.zeros;
+  a.offsets = w.offsets;
+  a.offset_ratio = w.offset_mul / w.scale_mul;
   a.bias = w.bias;
   a.m = static_cast<int>(m);
   a.n = static_cast<int>(w.n);

@@ -24,12 +24,32 @@ std::string int4_pack_rejection(const LayerSpec& s) {
     return "group size " + std::to_string(s.group_size) + " unsupported: needs -1, 32, 64 or 128";
   if (!per_channel && s.in_features % g != 0)
     return "in_features " + std::to_string(s.in_features) + " is not a multiple of the group size";
-  if (s.zero_kind == ZeroKind::Float) return "float zero points (q*s+m) unsupported";
+  if (s.zero_kind == ZeroKind::Float && s.bits != 4)
+    return "float zero points (q*s+m) need 4-bit codes, got " + std::to_string(s.bits) + "-bit";
   return "";
 }
 
 namespace {
 inline size_t idx(int64_t n, int64_t k, int64_t K) { return static_cast<size_t>(n) * K + k; }
+
+// The power of two 2^e that brings the largest |v| into [128, 256): v * 2^-e is then a normal fp16
+// number for every v within 2^21 of the largest, and exact whenever v itself is an fp16 number.
+int fp16_folding_exponent(const std::vector<float>& values) {
+  float max_abs = 0.f;
+  for (float v : values) max_abs = std::max(max_abs, std::fabs(v));
+  int e = 0;
+  if (max_abs > 0.f) {
+    std::frexp(max_abs, &e);  // max_abs in [2^(e-1), 2^e)
+    e -= 8;
+  }
+  return e;
+}
+
+// Position of the value of row n in a [G][N/16][8][2] pair array: (n, n + 8) of each n16 tile
+// side by side, so one 32-bit load gives a lane both rows of its MMA fragment.
+inline size_t pair_index(int gi, int64_t n, int64_t N) {
+  return static_cast<size_t>(gi) * N + (n / 16) * 16 + 2 * (n % 8) + (n % 16) / 8;
+}
 }  // namespace
 
 Int4PackedHost pack_int4_host(const QuantizedWeight& w) {
@@ -46,10 +66,11 @@ Int4PackedHost pack_int4_host(const QuantizedWeight& w) {
   p.group_size = per_channel ? 0 : static_cast<int>(g_eff);
   p.groups = per_channel ? 1 : static_cast<int>(K / g_eff);
   p.has_zero = s.zero_kind == ZeroKind::Integer;
+  p.float_zero = s.zero_kind == ZeroKind::Float;
   const int64_t G_src = s.num_groups();
   if (w.codes.size() != static_cast<size_t>(N * K) || w.scales.size() != static_cast<size_t>(N * G_src))
     throw invalid_input(s.name + ": codes/scales sizes do not match " + s.describe());
-  if (p.has_zero && w.zeros.size() != w.scales.size())
+  if ((p.has_zero || p.float_zero) && w.zeros.size() != w.scales.size())
     throw invalid_input(s.name + ": zeros size does not match scales");
 
   // Act-order: stable sort of the columns by group; each group must then be one contiguous run of
@@ -110,22 +131,20 @@ Int4PackedHost pack_int4_host(const QuantizedWeight& w) {
       }
     }
 
-  // Scales (fp16 pairs with a power-of-two factor pulled out so they stay normal fp16 numbers).
-  float max_abs = 0.f;
-  for (float v : w.scales) max_abs = std::max(max_abs, std::fabs(v));
-  int e = 0;
-  if (max_abs > 0.f) {
-    std::frexp(max_abs, &e);  // max_abs in [2^(e-1), 2^e)
-    e -= 8;                   // largest stored scale in [128, 256)
-  }
+  // Scales (fp16 pairs with a power-of-two factor pulled out so they stay normal fp16 numbers);
+  // float zero points the same way with their own factor (the kernel rescales them to the scales'
+  // factor in fp32, so the two ranges need not overlap).
+  const int e = fp16_folding_exponent(w.scales);
   p.scale_mul = std::ldexp(1.f, e);
+  const int f = p.float_zero ? fp16_folding_exponent(w.zeros) : 0;
+  p.offset_mul = std::ldexp(1.f, f);
   const int G = p.groups;
   p.scales.assign(static_cast<size_t>(G * N), 0);
   if (p.has_zero) p.zeros.assign(static_cast<size_t>(G * N), 0);
+  if (p.float_zero) p.offsets.assign(static_cast<size_t>(G * N), 0);
   for (int gi = 0; gi < G; ++gi)
     for (int64_t n = 0; n < N; ++n) {
-      const int64_t t = n / 16, rr = n % 16;
-      const size_t dst = static_cast<size_t>(gi) * N + t * 16 + 2 * (rr % 8) + rr / 8;
+      const size_t dst = pair_index(gi, n, N);
       const float sc = w.scales[static_cast<size_t>(n) * G_src + gi];
       p.scales[dst] = f32_to_fp16(std::ldexp(sc, -e));
       if (p.has_zero) {
@@ -135,9 +154,55 @@ Int4PackedHost pack_int4_host(const QuantizedWeight& w) {
           throw invalid_input(s.name + ": integer zero point " + std::to_string(z) + " out of range");
         p.zeros[dst] = static_cast<uint8_t>(zi);
       }
+      if (p.float_zero) p.offsets[dst] = f32_to_fp16(std::ldexp(w.zeros[static_cast<size_t>(n) * G_src + gi], -f));
     }
   p.bias = w.bias;
   return p;
+}
+
+std::vector<float> unpack_int4_host(const Int4PackedHost& p) {
+  const int64_t N = p.n, K = p.k, chunks = K / 64, tiles = N / 16;
+  const int per_chunk = 32 * p.bits / 4;
+  // Codes back to [N][K] in the kernel's (sorted) column order, walking the layout as pack does.
+  std::vector<uint8_t> codes(static_cast<size_t>(N * K), 0);
+  for (int64_t t = 0; t < tiles; ++t)
+    for (int64_t c = 0; c < chunks; ++c) {
+      const uint32_t* piece = p.words.data() + static_cast<size_t>((t * chunks + c) * per_chunk * 4);
+      for (int lane = 0; lane < 32; ++lane) {
+        const int64_t r = 16 * t + lane / 4;
+        for (int j = 0; j < 4; ++j) {
+          const int64_t ka = 64 * c + 32 * (j / 2) + 8 * (lane % 4) + 4 * (j % 2);
+          if (p.bits == 4) {
+            const uint32_t word = piece[lane * 4 + j];
+            for (int i = 0; i < 8; ++i)
+              codes[idx(r + 8 * (i & 1), ka + 2 * ((i >> 1) & 1) + (i >> 2), K)] = (word >> (4 * i)) & 0xFu;
+          } else {
+            const uint32_t* v = piece + ((j / 2) * 32 + lane) * 4 + 2 * (j % 2);
+            const int64_t rr[4] = {r, r, r + 8, r + 8};
+            const int64_t dk[4] = {0, 1, 0, 1};
+            for (int b = 0; b < 4; ++b) {
+              codes[idx(rr[b], ka + dk[b], K)] = (v[0] >> (8 * b)) & 0xFFu;
+              codes[idx(rr[b], ka + 2 + dk[b], K)] = (v[1] >> (8 * b)) & 0xFFu;
+            }
+          }
+        }
+      }
+    }
+  const float mid = static_cast<float>(1 << (p.bits - 1));
+  std::vector<float> out(static_cast<size_t>(N * K));
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t ks = 0; ks < K; ++ks) {
+      const int gi = p.group_size ? static_cast<int>(ks / p.group_size) : 0;
+      const size_t at = pair_index(gi, n, N);
+      const float scale = fp16_to_f32(p.scales[at]) * p.scale_mul;
+      const float q = codes[idx(n, ks, K)];
+      float v;
+      if (p.float_zero) v = q * scale + fp16_to_f32(p.offsets[at]) * p.offset_mul;
+      else if (p.has_zero) v = (q - static_cast<float>(p.zeros[at])) * scale;
+      else v = (q - mid) * scale;
+      out[idx(n, p.perm.empty() ? ks : p.perm[ks], K)] = v;
+    }
+  return out;
 }
 
 int choose_split(int64_t base, int64_t chunks, int sms, int64_t max_tiles, int chunk_align) {

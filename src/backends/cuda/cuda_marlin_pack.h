@@ -18,19 +18,29 @@ struct Int4PackedHost {
   int group_size = 0;   // 0 = one group over K (per-channel), else 32 / 64 / 128
   int groups = 1;
   bool has_zero = false;               // integer zero points (asymmetric)
+  bool float_zero = false;             // float zero points: W = s*q + b (GGUF Q4_1 / Q4_K "min")
   std::vector<uint32_t> words;         // packed codes, N*K*bits/32 words
   std::vector<uint16_t> scales;        // fp16 [G][N/16][8][2]: pair (s[r]*2^-e, s[r+8]*2^-e)
   std::vector<uint8_t> zeros;          // [G][N/16][8][2] zero codes, empty when symmetric
+  std::vector<uint16_t> offsets;       // fp16 [G][N/16][8][2]: pair (b[r]*2^-f, b[r+8]*2^-f); float_zero only
   std::vector<int32_t> perm;           // act-order: kernel column i reads input column perm[i]
   std::vector<float> bias;             // [N] or empty
   float scale_mul = 1.f;               // 2^e, applied to the fp32 result
+  float offset_mul = 1.f;              // 2^f (float_zero only)
 };
 
 // Shape rules of the packed layout (N % 16, K % 64, bits 4/8, group -1/32/64/128, act-order with
-// equal-size groups); "" when packable, else a reason a person can read.
+// equal-size groups, float zero points with 4-bit codes only); "" when packable, else a reason a
+// person can read.
 std::string int4_pack_rejection(const LayerSpec& spec);
 // Throws qrt::Error (Unsupported / InvalidInput) naming the layer when the weight cannot be packed.
 Int4PackedHost pack_int4_host(const QuantizedWeight& w);
+// The weight the kernels multiply with, W[n][k] in float in the input column order, read back from
+// the packed words, fp16 scales, zeros and offsets exactly as the kernels use them (value = (q - z)
+// * s, or q * s + b with float zero points). For tests: packing then unpacking reproduces
+// dequantize_reference() bit for bit wherever the scales and offsets are fp16 numbers (GGUF Q4_0,
+// Q4_1, Q8_0), and within fp16 rounding (2^-11 relative per scale and offset) elsewhere (Q4_K).
+std::vector<float> unpack_int4_host(const Int4PackedHost& p);
 
 // Split-K choice for a memory-bound launch: `base` independent output tiles, `chunks` k64 chunks
 // (split in even counts), `sms` multiprocessors; maximises the balance of chunks per SM, prefers

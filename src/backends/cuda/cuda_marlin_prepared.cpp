@@ -9,11 +9,13 @@ Int4DeviceWeight::Int4DeviceWeight(const Int4PackedHost& p, const std::string& n
   words_ = DeviceBuffer::upload(p.words, name + " (int4 packed codes)");
   scales_ = DeviceBuffer::upload(p.scales, name + " (int4 scales)");
   if (!p.zeros.empty()) zeros_ = DeviceBuffer::upload(p.zeros, name + " (int4 zero points)");
+  if (!p.offsets.empty()) offsets_ = DeviceBuffer::upload(p.offsets, name + " (int4 float zero points)");
   if (!p.bias.empty()) bias_ = DeviceBuffer::upload(p.bias, name + " (bias)");
   if (!p.perm.empty()) perm_ = DeviceBuffer::upload(p.perm, name + " (act-order permutation)");
   view_.words = words_.get();
   view_.scales = scales_.as<uint32_t>();
   view_.zeros = zeros_ ? zeros_.as<uint16_t>() : nullptr;
+  view_.offsets = offsets_ ? offsets_.as<uint32_t>() : nullptr;
   view_.bias = bias_ ? bias_.as<float>() : nullptr;
   view_.perm = perm_ ? perm_.as<int32_t>() : nullptr;
   view_.n = p.n;
@@ -21,10 +23,12 @@ Int4DeviceWeight::Int4DeviceWeight(const Int4PackedHost& p, const std::string& n
   view_.bits = p.bits;
   view_.group_size = p.group_size;
   view_.scale_mul = p.scale_mul;
+  view_.offset_mul = p.offset_mul;
 }
 
 int64_t Int4DeviceWeight::bytes() const {
-  return static_cast<int64_t>(words_.bytes() + scales_.bytes() + zeros_.bytes() + bias_.bytes() + perm_.bytes());
+  return static_cast<int64_t>(words_.bytes() + scales_.bytes() + zeros_.bytes() + offsets_.bytes() + bias_.bytes() +
+                              perm_.bytes());
 }
 
 namespace {

@@ -22,7 +22,7 @@ class Int4DeviceWeight {
   int64_t bytes() const;
 
  private:
-  DeviceBuffer words_, scales_, zeros_, bias_, perm_;
+  DeviceBuffer words_, scales_, zeros_, offsets_, bias_, perm_;
   Int4DeviceView view_;
 };
 

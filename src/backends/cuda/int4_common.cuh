@@ -20,6 +20,12 @@
 // so (word >> 4i) & 0x000f000f gives the i-th A register as two 16-bit lanes.
 // 8-bit: word A of a step = bytes W[r][kA0], W[r][kA0+1], W[r+8][kA0], W[r+8][kA0+1]; word B the
 // same for kA0+2, kA0+3; a uint4 holds (A, B) of step 2s and (A, B) of step 2s+1.
+//
+// Float zero points (the FZ kernels; GGUF Q4_1 / Q4_K, W = s*q + b per group): the MMAs see the
+// bare codes q (zero operand 0) and, in a second accumulator, the activation sums of the group
+// (an MMA with an all-ones A fragment, so the sums come in the same fragment layout as the dot
+// products); a group ends with acc += s * sum(q*x) + b * sum(x), all in fp32, so the offset costs no
+// precision either. b is stored as fp16 pairs like the scales, with its own power of two.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -119,10 +125,12 @@ struct Traits<__half> {
     return *reinterpret_cast<uint32_t*>(&r);
   }
   static __device__ __forceinline__ uint32_t pack2(float lo, float hi) { return from_floats(lo, hi); }
+  static constexpr uint32_t kOnes = 0x3C003C00u;  // half2(1, 1)
 };
 template <>
 struct Traits<__nv_bfloat16> {
   static constexpr uint32_t kMagic = 0x43004300u;  // bf162(128, 128)
+  static constexpr uint32_t kOnes = 0x3F803F80u;   // bf162(1, 1)
   static __device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) {
     __nv_bfloat162 r =
         __hsub2(*reinterpret_cast<__nv_bfloat162*>(&a), *reinterpret_cast<__nv_bfloat162*>(&b));
@@ -182,6 +190,8 @@ struct KernelArgs {
   int split = 1;                  // K partitions
   int chunks_per_split = 0;       // k64 chunks per partition (marlin: multiple of 2)
   int m_tiles = 1, n_tiles = 1;
+  const uint32_t* offsets = nullptr; // FZ kernels: [G][N/16][8] half2 pairs (b[r], b[r+8]), fp16
+  float offset_ratio = 1.f;          // FZ kernels: offsets' power of two / scale_mul (exact)
 };
 
 // Epilogue on a block's fp32 tile red[BM][BN + 4] (smem, token-major): scale_mul, bias, convert,
