@@ -13,7 +13,8 @@ DEVICE=cpu
 [ "${3:-}" = "--device" ] && DEVICE="${4:?--device needs a value}"
 MODEL="${QRT_DEFAULT_MODEL:-}"
 if [ -z "$MODEL" ] || [ ! -e "$MODEL" ]; then
-tmp="$(mktemp -d)"; trap 'rm -rf "$tmp"' EXIT
+  MODEL="$(bash "$(dirname "$0")/../../scripts/fetch-model.sh" 2>/dev/null | tail -n 1)"
+  [ -n "$MODEL" ] && [ -e "$MODEL" ] || { echo "FAIL: no model: set QRT_DEFAULT_MODEL (scripts/fetch-model.sh fetches the default one)"; exit 1; }
 fi
 tmp="${KEEP_TMP:-$(mktemp -d)}"; [ -n "${KEEP_TMP:-}" ] || trap 'rm -rf "$tmp"' EXIT; mkdir -p "$tmp"
 export QRT_DISABLE_BACKENDS=   # a developer's environment must not change the plan
