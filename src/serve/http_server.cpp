@@ -88,9 +88,6 @@ class ConnectionQueue final : public httplib::TaskQueue {
   std::vector<std::thread> threads_;
 };
 
-// JSON text; any ill-formed UTF-8 that reached a string (a file name as the model id) becomes
-// U+FFFD instead of an exception.
-std::string json_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 std::string sse(const json& j) { return "data: " + json_text(j) + "\n\n"; }
 
 // Compares the given key with the server's in time that does not depend on where they differ

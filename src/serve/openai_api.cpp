@@ -433,4 +433,6 @@ json models_response(const std::string& model, int64_t created) {
           {"data", json::array({{{"id", model}, {"object", "model"}, {"created", created}, {"owned_by", "qrt"}}})}};
 }
 
+std::string json_text(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
 }  // namespace qrt::serve

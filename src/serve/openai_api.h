@@ -85,4 +85,8 @@ json usage_chunk(const ParsedRequest& r, const std::string& id, int64_t created,
                  int64_t prompt_tokens, int64_t completion_tokens);
 json models_response(const std::string& model, int64_t created);
 
+// The wire text of a response: any ill-formed UTF-8 that reached a string (bytes of a refused
+// request quoted in an error, a file name as the model id) becomes U+FFFD instead of an exception.
+std::string json_text(const json& j);
+
 }  // namespace qrt::serve

@@ -1,7 +1,8 @@
 // libFuzzer target: the request bodies of `qrt serve` (/v1/completions, /v1/chat/completions).
 // Any input must be accepted or refused with an ApiError (never an exception or a crash); an
 // accepted request must pass the length checks or be refused by them, and every response object
-// built from it must serialize. Seeds: tests/data/fuzz_seeds/fuzz_openai_request/.
+// built from it must serialize as the server writes it (json_text).
+// Seeds: tests/data/fuzz_seeds/fuzz_openai_request/.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
@@ -21,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto r = qrt::serve::parse_request(endpoint, body, limits, qrt::serve::SamplingDefaults{}, 1, &error);
     if (!r) {
       if (error.status < 400 || error.status > 499 || error.message.empty()) std::abort();
-      (void)error.to_json().dump();
+      (void)qrt::serve::json_text(error.to_json());
       continue;
     }
     for (int64_t prompt : {int64_t{0}, int64_t{1}, int64_t{100}, int64_t{101}}) {
@@ -30,8 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
           (copy.params.max_tokens < 1 || prompt + copy.params.max_tokens > limits.context))
         std::abort();  // accepted lengths must fit the context
     }
-    (void)qrt::serve::completion_response(*r, "id", 0, "m", "text", "stop", 1, 1).dump();
-    (void)qrt::serve::stream_chunk(*r, "id", 0, "m", "text", "", true).dump();
+    (void)qrt::serve::json_text(qrt::serve::completion_response(*r, "id", 0, "m", "text", "stop", 1, 1));
+    (void)qrt::serve::json_text(qrt::serve::stream_chunk(*r, "id", 0, "m", "text", "", true));
   }
   return 0;
 }
