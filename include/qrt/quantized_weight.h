@@ -11,6 +11,8 @@
 //   g_idx   [K]      group of each input column (act-order); empty = column k is in group k / group_size
 //   FP8:   scales [ceil(N / scale_block_n)][ceil(K / scale_block_k)]
 //   Codebook: spec.codebook [2^bits] float32, the value each code stands for (a lookup grid)
+//   RotatedCodebook: spec.codebook [2^(bits*d)][d] float32, d = spec.codebook_dim (a grid of
+//            d-vectors); the d columns k of one vector (k / d equal) carry the same code
 //
 // Dequantized value of W[n][k], g = group_of(k):
 //   IntAffine + Symmetric: (code - 2^(bits-1)) * scales[n][g]
@@ -18,6 +20,9 @@
 //   IntAffine + Float:     code * scales[n][g] + zeros[n][g]           (GGUF Q4_1 / Q4_K "min")
 //   Fp8E4M3:               e4m3(code) * scales[n / bn][k / bk]
 //   Codebook:              codebook[code] * scales[n][g]               (GGUF IQ4_NL / IQ4_XS, NF4, FP4)
+//   RotatedCodebook:       V[n][k] = codebook[code * d + k % d] * scales[n][g], then W = V * H, H the
+//                          block-diagonal orthonormal Sylvester Hadamard matrix of spec.hadamard_size
+//                          along K (HIGGS: the weight was rotated before it was quantized)
 #pragma once
 
 #include <cstdint>
@@ -29,7 +34,9 @@ namespace qrt {
 // Codebook: codes index a grid of 2^bits values (non-uniform levels) scaled per group; there is no
 // zero point (zero_kind is Symmetric and zeros are empty). A backend runs it only where it declares
 // the encoding, so a kernel that reads codes as integers never receives one by mistake.
-enum class WeightEncoding : uint8_t { IntAffine, Fp8E4M3, Codebook };
+// RotatedCodebook (HIGGS) differs from Codebook in two ways a kernel must know about: codes may
+// index vectors of several values, and the weight is a rotation of what the codes say.
+enum class WeightEncoding : uint8_t { IntAffine, Fp8E4M3, Codebook, RotatedCodebook };
 enum class ZeroKind : uint8_t { Symmetric, Integer, Float };
 
 const char* weight_encoding_name(WeightEncoding e);
@@ -52,6 +59,9 @@ struct LayerSpec {
   std::string source_format;    // "gptq", "gptq_v2", "awq_gemm", "fp8", "int8", "gguf:Q4_K", ... (for messages)
   std::vector<float> codebook;  // Codebook only: 2^bits values; part of the spec because a backend's
                                 // check may depend on them (integer grids run on int8 kernels)
+                                // RotatedCodebook: 2^(bits * codebook_dim) vectors of codebook_dim
+  int codebook_dim = 1;         // RotatedCodebook: values per code (HIGGS p: 1 or 2)
+  int hadamard_size = 0;        // RotatedCodebook: size of the Hadamard blocks along K (a power of 2)
 
   int64_t num_groups() const;
   int64_t effective_group_size() const { return group_size <= 0 ? in_features : group_size; }

@@ -27,7 +27,10 @@ std::string tuning_weight_kind(const LayerSpec& layer) {
   if (layer.encoding == WeightEncoding::Fp8E4M3)
     return "fp8 block " + std::to_string(layer.scale_block_n) + "x" + std::to_string(layer.scale_block_k);
   std::string s = layer.encoding == WeightEncoding::Codebook ? std::string("codebook")
-                                                             : std::string("int ") + zero_kind_name(layer.zero_kind);
+                   : layer.encoding == WeightEncoding::RotatedCodebook
+                       ? "rotated codebook p" + std::to_string(layer.codebook_dim) + " hadamard " +
+                             std::to_string(layer.hadamard_size)
+                       : std::string("int ") + zero_kind_name(layer.zero_kind);
   if (layer.act_order) s += " act-order";
   return s;
 }

@@ -14,6 +14,7 @@ const char* weight_encoding_name(WeightEncoding e) {
     case WeightEncoding::IntAffine: return "int";
     case WeightEncoding::Fp8E4M3: return "fp8_e4m3";
     case WeightEncoding::Codebook: return "codebook";
+    case WeightEncoding::RotatedCodebook: return "rotated-codebook";
   }
   return "?";
 }
@@ -56,7 +57,10 @@ std::string LayerSpec::describe() const {
       os << "per-row";
     else
       os << "g" << group_size;
-    os << " " << (encoding == WeightEncoding::Codebook ? "codebook" : zero_kind_name(zero_kind));
+    if (encoding == WeightEncoding::RotatedCodebook)
+      os << " codebook p" << codebook_dim << " hadamard " << hadamard_size;
+    else
+      os << " " << (encoding == WeightEncoding::Codebook ? "codebook" : zero_kind_name(zero_kind));
     if (act_order) os << " act-order";
   }
   return os.str();
@@ -102,9 +106,25 @@ void QuantizedWeight::validate() const {
       fail("codebook holds " + std::to_string(s.codebook.size()) + " values, expected 2^" + std::to_string(s.bits));
     check_finite(s.codebook, "codebook");
     if (s.zero_kind != ZeroKind::Symmetric) fail("a codebook weight has no zero points");
+  } else if (s.encoding == WeightEncoding::RotatedCodebook) {
+    const int d = s.codebook_dim;
+    if (d < 1 || s.bits * d > 8)
+      fail("codebook_dim " + std::to_string(d) + " at " + std::to_string(s.bits) + " bits: a code must fit 8 bits");
+    if (s.hadamard_size < 2 || (s.hadamard_size & (s.hadamard_size - 1)) != 0 || k % s.hadamard_size != 0)
+      fail("hadamard_size " + std::to_string(s.hadamard_size) + " must be a power of 2 dividing in_features " +
+           std::to_string(k));
+    if (s.effective_group_size() % d != 0) fail("group size is not a multiple of codebook_dim");
+    if (static_cast<int64_t>(s.codebook.size()) != (int64_t{d} << (s.bits * d)))
+      fail("codebook holds " + std::to_string(s.codebook.size()) + " values, expected " +
+           std::to_string(int64_t{d} << (s.bits * d)));
+    check_finite(s.codebook, "codebook");
+    if (s.zero_kind != ZeroKind::Symmetric) fail("a codebook weight has no zero points");
+    if (!g_idx.empty()) fail("a rotated codebook weight has no act-order permutation");
   } else if (!s.codebook.empty()) {
     fail("only codebook weights carry a codebook");
   }
+  if (s.encoding != WeightEncoding::RotatedCodebook && (s.codebook_dim != 1 || s.hadamard_size != 0))
+    fail("only rotated codebook weights carry codebook_dim / hadamard_size");
   const int64_t groups = s.num_groups();
   if (static_cast<int64_t>(scales.size()) != n * groups)
     fail("scales hold " + std::to_string(scales.size()) + " values, expected " + std::to_string(n * groups));
@@ -114,9 +134,15 @@ void QuantizedWeight::validate() const {
     fail("zeros hold " + std::to_string(zeros.size()) + " values, expected " + std::to_string(n * groups));
   }
   check_values();
-  const unsigned limit = 1u << s.bits;
+  const bool rotated = s.encoding == WeightEncoding::RotatedCodebook;
+  const int code_bits = rotated ? s.bits * s.codebook_dim : s.bits;
+  const unsigned limit = 1u << code_bits;
   for (size_t i = 0; i < codes.size(); ++i)
-    if (codes[i] >= limit) fail("code at " + std::to_string(i) + " exceeds " + std::to_string(s.bits) + " bits");
+    if (codes[i] >= limit) fail("code at " + std::to_string(i) + " exceeds " + std::to_string(code_bits) + " bits");
+  if (rotated && s.codebook_dim > 1)
+    for (size_t i = 0; i < codes.size(); ++i)
+      if (codes[i] != codes[i - i % s.codebook_dim])
+        fail("code at " + std::to_string(i) + " differs from the other codes of its vector");
   if (!g_idx.empty()) {
     if (static_cast<int64_t>(g_idx.size()) != k) fail("g_idx size != in_features");
     for (int64_t i = 0; i < k; ++i)
@@ -125,6 +151,30 @@ void QuantizedWeight::validate() const {
              std::to_string(groups) + ")");
   }
 }
+
+namespace {
+
+// W = V * H: each row's blocks of `size` values times the orthonormal Sylvester Hadamard matrix
+// (symmetric, so a row block v becomes H v), by the in-place butterfly, in double.
+void apply_hadamard_rows(std::vector<float>& rows, int64_t n, int64_t k, int size) {
+  std::vector<double> b(static_cast<size_t>(size));
+  const double norm = 1.0 / std::sqrt(static_cast<double>(size));
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t start = 0; start < k; start += size) {
+      float* v = rows.data() + r * k + start;
+      for (int i = 0; i < size; ++i) b[i] = v[i];
+      for (int h = 1; h < size; h *= 2)
+        for (int i = 0; i < size; i += 2 * h)
+          for (int j = i; j < i + h; ++j) {
+            const double x = b[j], y = b[j + h];
+            b[j] = x + y;
+            b[j + h] = x - y;
+          }
+      for (int i = 0; i < size; ++i) v[i] = static_cast<float>(b[i] * norm);
+    }
+}
+
+}  // namespace
 
 std::vector<float> dequantize_reference(const QuantizedWeight& w) {
   const int64_t n = w.N(), k = w.K();
@@ -139,6 +189,15 @@ std::vector<float> dequantize_reference(const QuantizedWeight& w) {
     return out;
   }
   const int64_t groups = s.num_groups();
+  if (s.encoding == WeightEncoding::RotatedCodebook) {
+    const int d = s.codebook_dim;
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t c = 0; c < k; ++c)
+        out[r * k + c] = s.codebook[static_cast<size_t>(w.codes[r * k + c]) * d + c % d] *
+                         w.scales[r * groups + c / s.effective_group_size()];
+    apply_hadamard_rows(out, n, k, s.hadamard_size);
+    return out;
+  }
   const float mid = static_cast<float>(1 << (s.bits - 1));
   for (int64_t r = 0; r < n; ++r) {
     for (int64_t c = 0; c < k; ++c) {

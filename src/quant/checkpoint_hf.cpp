@@ -54,8 +54,10 @@ const std::vector<std::string>& part_suffixes(QuantMethod m) {
                                                 "weight.quant_state.bitsandbytes__fp4"};
   static const std::vector<std::string> ct = {"weight_packed", "weight_scale", "weight_zero_point", "weight_shape",
                                              "weight", "input_scale", "bias"};
+  static const std::vector<std::string> higgs = {"weight", "scales", "tables", "tables2", "bias"};
   static const std::vector<std::string> none;
   switch (m) {
+    case QuantMethod::Higgs: return higgs;
     case QuantMethod::Gptq: return gptq;
     case QuantMethod::Awq: return awq;
     case QuantMethod::Fp8: return fp8;
@@ -125,6 +127,9 @@ class HfCheckpoint final : public Checkpoint {
           break;
         case QuantMethod::CompressedTensors:
           q = decode_compressed_tensors(layer, parts, *quant_.get<CompressedTensorsConfig>(), k);
+          break;
+        case QuantMethod::Higgs:
+          q = decode_higgs(layer, parts, higgs_layouts_.at(layer), it->second->spec.out_features, k);
           break;
         default: throw unsupported(layer + ": quant_method " + quant_method_name(quant_.method()) + " has no codec");
       }
@@ -314,6 +319,8 @@ class HfCheckpoint final : public Checkpoint {
         l.spec.group_size = -1;
         l.spec.zero_kind = ZeroKind::Symmetric;
         l.spec.source_format = "int8";
+      } else if (m == QuantMethod::Higgs && weight && weight->dtype == DType::I16) {
+        describe_higgs(l);
       } else if (weight) {
         if (!dtype_is_float(weight->dtype) || weight->dtype == DType::F8_E4M3 || weight->dtype == DType::F8_E5M2)
           throw invalid_input(path_ + ": tensor " + weight->name + ": dtype " + std::string(dtype_name(weight->dtype)) +
@@ -322,7 +329,7 @@ class HfCheckpoint final : public Checkpoint {
         if (weight->shape != std::vector<int64_t>{slot.out_features, slot.in_features})
           shape_error(weight->name, weight->shape, {slot.out_features, slot.in_features}, fields);
         l.stored_dtype = weight->dtype;
-      } else if (m == QuantMethod::TorchAo || m == QuantMethod::Higgs) {
+      } else if (m == QuantMethod::TorchAo) {
         throw unsupported(path_ + ": " + slot.name + ": " + quant_method_name(m) +
                           " tensor layouts are not supported (their packing is library-internal); dequantize with the "
                           "reference library first");
@@ -420,6 +427,35 @@ class HfCheckpoint final : public Checkpoint {
     l.spec.source_format = "bnb_" + st.quant_type + (st.nested ? " double-quant" : "");
   }
 
+  // A HIGGS linear: its FLUTE layout from the config and tune_metadata, and its grid (small), read
+  // now so that the plan knows the spec; shapes are checked here, values when the codes are decoded.
+  void describe_higgs(CheckpointLinear& l) {
+    const HiggsConfig& c = *quant_.get<HiggsConfig>();
+    const std::string where = path_ + ": " + l.spec.name;
+    auto meta = c.tune_metadata.find(l.spec.name);
+    HiggsLayout layout = higgs_layout(where, c, meta == c.tune_metadata.end() ? nullptr : &meta->second,
+                                      l.spec.out_features, l.spec.in_features);
+    TensorParts parts;
+    for (const char* s : {"weight", "scales", "tables", "tables2"})
+      if (store_->contains(l.spec.name + "." + s)) parts[s] = store_->get(l.spec.name + "." + s);
+    const TensorView& w = require_part(parts, where, "weight", "FLUTE-packed codes");
+    expect_shape(w, {l.spec.out_features * layout.bits / 16, l.spec.in_features},
+                 "[out_features * bits / 16, in_features]");
+    const TensorView& scales = require_part(parts, where, "scales", "group scales");
+    expect_shape(scales, {l.spec.out_features, l.spec.in_features / layout.group_size},
+                 "[out_features, in_features / group_size]");
+    l.quantized = true;
+    l.spec.encoding = WeightEncoding::RotatedCodebook;
+    l.spec.bits = layout.bits;
+    l.spec.group_size = layout.group_size >= l.spec.in_features ? -1 : layout.group_size;
+    l.spec.zero_kind = ZeroKind::Symmetric;
+    l.spec.codebook_dim = layout.p;
+    l.spec.hadamard_size = layout.hadamard_size;
+    l.spec.codebook = read_higgs_codebook(where, parts, layout, scales.dtype);
+    l.spec.source_format = "higgs";
+    higgs_layouts_[l.spec.name] = layout;
+  }
+
   void describe_packed(CheckpointLinear& l, const SafetensorsTensorInfo& qweight, const std::string& fields) {
     l.quantized = true;
     const int64_t n = l.spec.out_features, k = l.spec.in_features;
@@ -496,6 +532,7 @@ class HfCheckpoint final : public Checkpoint {
   std::vector<CheckpointLinear> linears_;
   std::vector<CheckpointTensor> tensors_;
   std::map<std::string, const CheckpointLinear*> quantized_;
+  std::map<std::string, HiggsLayout> higgs_layouts_;   // HIGGS: each layer's FLUTE packing
   std::set<std::string> logical_;
   mutable std::mutex mutex_;
   mutable std::vector<std::string> warnings_;

@@ -145,5 +145,12 @@ TEST(ReferenceLogitsTiny, CompressedTensorsInt4MatchesTransformers) {
   EXPECT_LT(max_difference_to_transformers("ct_int4_tiny_llama", "compressed-tensors int4"), 1e-5);
 }
 
+// HIGGS 4-bit p=2 in FLUTE's layout (tools/make_higgs_tiny_model.py). transformers runs HIGGS only
+// through FLUTE on a CUDA GPU, so the reference is the script's float64 numpy forward of the same
+// model with the dequantized weights; tolerance 1e-5.
+TEST(ReferenceLogitsTiny, HiggsMatchesFloat64Forward) {
+  EXPECT_LT(max_difference_to_transformers("higgs_tiny_llama", "higgs"), 1e-5);
+}
+
 }  // namespace
 }  // namespace qrt

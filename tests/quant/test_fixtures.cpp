@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <fstream>
+#include <functional>
 #include <sstream>
 
 #include "qrt/error.h"
@@ -202,4 +203,87 @@ TEST(Fixtures, CompressedTensorsPackNaiveAndFloat) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("weight_packed"), std::string::npos) << e.what();
   }
+}
+
+// HIGGS in FLUTE's layout, written by tools/make_higgs_fixtures.py (numpy, float64, independent of
+// the C++ codec): the rotated codebook weight dequantizes to the script's W = V H within 1e-5 of the
+// weight's largest value (float32 Hadamard butterflies against float64 products), and re-encodes
+// to the very bytes of the file.
+TEST(Fixtures, HiggsFluteLayoutDequantizesAndReencodes) {
+  struct Case { const char* name; int bits, p, hadamard; int64_t n, k; int tile_p; };
+  for (const Case& c : {Case{"higgs_4bit_p2", 4, 2, 128, 128, 128, 32}, Case{"higgs_4bit_p1", 4, 1, 64, 256, 64, 64},
+                        Case{"higgs_2bit_p2", 2, 2, 64, 256, 64, 32}}) {
+    SCOPED_TRACE(c.name);
+    Loaded l = load(c.name);
+    const auto* cfg = l.config.get<HiggsConfig>();
+    ASSERT_NE(cfg, nullptr);
+    const quant::HiggsLayout layout = quant::higgs_layout("layer", *cfg, &cfg->tune_metadata.at("layer"), c.n, c.k);
+    EXPECT_EQ(layout.tile_p, c.tile_p);
+    QuantizedWeight w = quant::decode_higgs("layer", l.parts, layout, c.n, c.k);
+    EXPECT_EQ(w.spec.encoding, WeightEncoding::RotatedCodebook);
+    EXPECT_EQ(w.spec.bits, c.bits);
+    EXPECT_EQ(w.spec.codebook_dim, c.p);
+    EXPECT_EQ(w.spec.hadamard_size, c.hadamard);
+    const std::vector<float> d = dequantize_reference(w);
+    ASSERT_EQ(d.size(), l.expected.size());
+    float peak = 0;
+    for (float v : l.expected) peak = std::max(peak, std::fabs(v));
+    for (size_t i = 0; i < d.size(); ++i) ASSERT_NEAR(d[i], l.expected[i], 1e-5f * peak) << "element " << i;
+    const auto encoded = quant::encode_higgs(w, layout, DType::F16);
+    for (const auto& t : encoded) {
+      const TensorView& stored = l.parts.at(t.suffix);
+      EXPECT_EQ(t.shape, stored.shape) << t.suffix;
+      ASSERT_EQ(t.data.size(), stored.bytes.size()) << t.suffix;
+      EXPECT_TRUE(std::equal(t.data.begin(), t.data.end(), stored.bytes.begin())) << t.suffix << " differs";
+    }
+  }
+}
+
+// Bad HIGGS input names the layer and the field or tensor.
+TEST(Fixtures, HiggsBadInputNamesTheField) {
+  Loaded l = load("higgs_4bit_p2");
+  const HiggsConfig cfg = *l.config.get<HiggsConfig>();
+  const std::string meta = cfg.tune_metadata.at("layer");
+  auto expect_error = [](const std::function<void()>& f, const std::string& needle) {
+    try {
+      f();
+      ADD_FAILURE() << "accepted input that should fail with: " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  HiggsConfig bad_h = cfg;
+  bad_h.hadamard_size = 96;
+  expect_error([&] { quant::higgs_layout("layer", bad_h, &meta, 128, 128); }, "hadamard_size 96 is not a power of 2");
+  bad_h.hadamard_size = 256;
+  expect_error([&] { quant::higgs_layout("layer", bad_h, &meta, 128, 128); }, "not a multiple of quantization_config.hadamard_size");
+  expect_error([&] { quant::higgs_layout("layer", cfg, nullptr, 128, 128); }, "tune_metadata has no entry");
+  expect_error([&] { quant::higgs_layout("layer", cfg, &meta, 256, 128); }, "tune_metadata.N: 128 does not match the layer's 256");
+  const std::string far = R"({"M": 1, "N": 128, "K": 128, "num_bits": 4, "group_size": 64, "num_sms": 132, "template_id": 144})";
+  expect_error([&] { quant::higgs_layout("layer", cfg, &far, 128, 128); }, "template_id: 144 is outside");
+  const std::string no_id = R"({"N": 128, "K": 128, "num_bits": 4, "group_size": 64, "num_sms": 132})";
+  expect_error([&] { quant::higgs_layout("layer", cfg, &no_id, 128, 128); }, "tune_metadata.template_id: expected an integer");
+  HiggsConfig three = cfg;
+  three.bits = 3;
+  expect_error([&] { quant::higgs_layout("layer", three, &meta, 128, 128); }, "3-bit");
+
+  const quant::HiggsLayout layout = quant::higgs_layout("layer", cfg, &meta, 128, 128);
+  quant::TensorParts parts = l.parts;
+  TensorView narrow = parts.at("weight");
+  narrow.shape = {16, 128};
+  narrow.bytes = narrow.bytes.subspan(0, 16 * 128 * 2);
+  parts["weight"] = narrow;
+  expect_error([&] { quant::decode_higgs("layer", parts, layout, 128, 128); }, "layer.weight: shape [16, 128]");
+  // A NaN scale: copy the scales and poison one.
+  parts = l.parts;
+  std::vector<uint8_t> scales(parts.at("scales").bytes.begin(), parts.at("scales").bytes.end());
+  scales[2 * 5] = 0x00;
+  scales[2 * 5 + 1] = 0x7E;   // f16 NaN
+  TensorView nan_scales = parts.at("scales");
+  nan_scales.bytes = scales;
+  parts["scales"] = nan_scales;
+  expect_error([&] { quant::decode_higgs("layer", parts, layout, 128, 128); }, "layer.scales: value 5 is NaN");
+  parts = l.parts;
+  parts.erase("tables2");
+  expect_error([&] { quant::decode_higgs("layer", parts, layout, 128, 128); }, "tables2");
 }

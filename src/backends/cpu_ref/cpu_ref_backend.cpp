@@ -81,7 +81,8 @@ class CpuRefBackend final : public Backend {
  public:
   CpuRefBackend() {
     cap_.device = DeviceKind::Cpu;
-    cap_.encodings = {WeightEncoding::IntAffine, WeightEncoding::Fp8E4M3, WeightEncoding::Codebook};
+    cap_.encodings = {WeightEncoding::IntAffine, WeightEncoding::Fp8E4M3, WeightEncoding::Codebook,
+                      WeightEncoding::RotatedCodebook};
     // Everything the canonical weight can express: any bits, group, zero kind, act-order, FP8 blocks,
     // code books.
     cap_.activation_dtypes = {DType::F32, DType::F16, DType::BF16};

@@ -63,4 +63,26 @@ struct Bnb4State {
 Bnb4State read_bnb4_state(const std::string& layer, const TensorParts& parts);
 QuantizedWeight decode_bnb4(const std::string& layer, const TensorParts& parts, int64_t in_features = -1);
 
+// ---- HIGGS in FLUTE's layout (weight I16 [N*bits/16, K], scales, tables, tables2; higgs.cpp) ----
+struct HiggsLayout {
+  int bits = 4, p = 2, group_size = 256, hadamard_size = 512;
+  int64_t template_id = 0;      // FLUTE kernel template (from tune_metadata): decides tile_p
+  int64_t num_sms = 0;          // GPU the template was tuned on (tune_metadata.num_sms)
+  int tile_p = 32;              // 16-bit words per packing tile along N (32 or 64)
+};
+// Reads the layer's tune_metadata entry (JSON object text; nullptr = none) against the config and
+// the layer's shape; throws naming the layer and field (3-bit: Unsupported).
+HiggsLayout higgs_layout(const std::string& layer, const HiggsConfig& config, const std::string* tune_metadata,
+                         int64_t out_features, int64_t in_features);
+// The grid as the canonical codebook (2^(bits*p) vectors of p values), from tables or tables2.
+std::vector<float> read_higgs_codebook(const std::string& layer, const TensorParts& parts, const HiggsLayout& l,
+                                       DType scale_dtype);
+QuantizedWeight decode_higgs(const std::string& layer, const TensorParts& parts, const HiggsLayout& l,
+                             int64_t out_features, int64_t in_features);
+// The tensors transformers' HiggsLinear loads, values stored as `dtype` (F16 or BF16).
+std::vector<EncodedTensor> encode_higgs(const QuantizedWeight& w, const HiggsLayout& l, DType dtype);
+// The tune_metadata entry FLUTE writes for a layer (torch_dtype: "torch.float16" / "torch.bfloat16").
+std::string higgs_tune_metadata_json(const HiggsLayout& l, int64_t out_features, int64_t in_features,
+                                     const std::string& torch_dtype);
+
 }  // namespace qrt::quant
