@@ -353,6 +353,8 @@ std::vector<std::string> RuntimeConfig::apply_checkpoint_runtime(const Checkpoin
     warnings.push_back(w);
   else if (backend_is_hint && checkpoint.backend_field.find(".layout") != std::string::npos)
     set_provenance("backend", "checkpoint " + checkpoint.backend_field);   // e.g. torchao Int4CPULayout
+  else if (backend == "auto" && !checkpoint.backend_field.empty())
+    set_provenance("backend", "checkpoint " + checkpoint.backend_field);   // a packing name, e.g. AWQ autoawq
   for (auto& w : apply_checkpoint_tune_metadata(checkpoint.tune_metadata)) warnings.push_back(std::move(w));
   if (checkpoint.max_input_length) {
     max_input_length = *checkpoint.max_input_length;

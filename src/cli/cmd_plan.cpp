@@ -186,7 +186,8 @@ int run_plan(const PlanOptions& o) {
     j["quantization"] = ck->quantization().describe();
     j["device"] = {{"id", device.id}, {"description", device.describe()}, {"cache_key", device.cache_key()},
                    {"profile", device.profile}, {"chosen", device_why}};
-    j["config"] = {{"backend", config.backend}, {"fallback", config.fallback}, {"disabled", config.disabled}};
+    j["config"] = {{"backend", config.backend}, {"fallback", config.fallback}, {"disabled", config.disabled},
+                   {"max_input_length", config.max_input_length}};
     nlohmann::ordered_json prov = nlohmann::ordered_json::object();
     for (const auto& [f, s] : config.provenance) prov[f] = s;
     j["config"]["provenance"] = prov;
@@ -225,6 +226,11 @@ int run_plan(const PlanOptions& o) {
     for (const auto& n : config.disabled) d += (d.empty() ? "" : ",") + n;
     std::printf("; disabled: %s (%s)", d.c_str(), config.provenance_of("disabled").c_str());
   }
+  // The prompt length the buffers are sized for, when something other than the default set it (a
+  // GPTQ checkpoint's max_input_length, a config file, the command line).
+  if (config.provenance_of("max_input_length") != "default")
+    std::printf("\ncontext: max_input_length %lld (%s)", static_cast<long long>(config.max_input_length),
+                config.provenance_of("max_input_length").c_str());
   std::printf("\ntuning:  %s\n", cache ? (cache_path + " (" + std::to_string(cache->size()) + " entries)").c_str()
                                         : "off");
   for (const auto& w : warnings) std::printf("warning: %s\n", escape_message(w).c_str());

@@ -1,10 +1,12 @@
-// `qrt quantize IN OUT --method gptq|awq|fp8 --bits B --group-size G [--act-order] [--sym|--asym]
-//  [--calib sampled|none|TEXT] [--calib-tokens N] [--calib-seed S] [--damp D] [--dtype f16|bf16] [--force]`
+// `qrt quantize IN OUT --method gptq|awq|fp8|higgs --bits B --group-size G [--act-order] [--sym|--asym]
+//  [--calib sampled|none|TEXT] [--calib-tokens N] [--calib-seed S] [--damp D] [--p P] [--hadamard-size H]
+//  [--dtype f16|bf16] [--force]`
 //
 // Quantizes every linear layer of a plain fp16/bf16/f32 Hugging Face folder or a GGUF file (whose
 // blocks are dequantized first) and writes a Hugging Face folder the reference libraries load:
 // GPTQ v1 tensors (qweight/qzeros/scales/g_idx), AWQ GEMM tensors, or FP8 e4m3 with
-// weight_scale_inv blocks; config.json with quantization_config; tokenizer files. lm_head and the
+// weight_scale_inv blocks, HIGGS in FLUTE's layout (quant/higgs_quantize.h; layers FLUTE cannot pack
+// stay in float, listed in modules_to_not_convert); config.json with quantization_config; tokenizer files. lm_head and the
 // embeddings stay in float, as GPTQ/AWQ tools do by default. GPTQ and AWQ are calibrated by
 // default (the algorithms of quant/calibration.h, run by the model module) on text sampled from
 // the model itself, or on a text file; `--calib none` rounds to nearest. FP8 is round-to-nearest.
@@ -28,9 +30,11 @@
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "qrt/quant_config.h"
+#include "qrt/thread_pool.h"
 #include "quant/calibration.h"
 #include "quant/formats/codecs.h"
 #include "quant/gguf_tokenizer_export.h"
+#include "quant/higgs_quantize.h"
 #include "quant/hf_writer.h"
 #include "quant/quant_config_json.h"
 #include "quant/rtn.h"
@@ -46,7 +50,17 @@ struct Options {
   int64_t calib_tokens = 8192;
   uint64_t calib_seed = 0;
   double damp = 0.01;
+  int p = 0;               // HIGGS: values per grid point (0 = not given: 2)
+  int hadamard_size = 0;   // HIGGS: 0 = not given: the largest of 512 .. 64 dividing every HIGGS layer
 };
+
+// HIGGS: FLUTE packs 16 / bits values per 16-bit word in tiles of 32 words along out_features (the
+// template qrt writes: 16 at 4 bits, 4 at 2 bits), so out_features must be a multiple of this.
+int64_t higgs_n_multiple(int bits) { return int64_t{16 / bits} * 32; }
+int64_t higgs_template_id(int bits) { return bits == 4 ? 16 : 4; }
+// FLUTE's tuning record names the GPU it was tuned for; qrt tunes nothing for FLUTE and writes an
+// H100's SM count (transformers re-tunes and repacks on a GPU with another count).
+constexpr int64_t kHiggsNumSms = 132;
 
 // GPTQ / AWQ group sizes along in_features, largest first: 128 is the reference tools' default,
 // 64 and 32 the common smaller ones.
@@ -91,6 +105,49 @@ int choose_group_size(const Options& o, const std::vector<const CheckpointLinear
                       sizes_that_fit(ks) + "); pass --group-size, -1 for one group per row");
 }
 
+// HIGGS: the layers FLUTE can pack (out_features a multiple of higgs_n_multiple) and, unless given,
+// hadamard_size (the largest of 512 .. 64 dividing all their in_features) and group_size (the
+// hadamard size, at most 256: HiggsConfig allows 64, 128 and 256). The other layers go to `dense`.
+std::vector<const CheckpointLinear*> choose_higgs_layers(Options& o, const std::vector<const CheckpointLinear*>& layers,
+                                                         std::vector<std::string>& dense) {
+  std::vector<const CheckpointLinear*> fit;
+  for (const CheckpointLinear* l : layers) {
+    if (l->spec.out_features % higgs_n_multiple(o.bits) == 0) fit.push_back(l);
+    else dense.push_back(l->spec.name);
+  }
+  if (fit.empty())
+    throw invalid_input(o.in + ": no linear layer has out_features a multiple of " +
+                        std::to_string(higgs_n_multiple(o.bits)) + ", which FLUTE's " + std::to_string(o.bits) +
+                        "-bit packing needs");
+  std::vector<int64_t> ks;
+  for (const CheckpointLinear* l : fit) ks.push_back(l->spec.in_features);
+  if (o.hadamard_size != 0) {
+    const int h = o.hadamard_size;
+    if (h < 64 || h > 4096 || (h & (h - 1)) != 0)
+      throw invalid_input("--hadamard-size " + std::to_string(h) + ": expected a power of 2 from 64 to 4096");
+    for (const CheckpointLinear* l : fit)
+      if (l->spec.in_features % h != 0)
+        throw invalid_input(l->spec.name + ": --hadamard-size " + std::to_string(h) + " does not divide in_features " +
+                            std::to_string(l->spec.in_features));
+  } else {
+    for (int h : {512, 256, 128, 64})
+      if (divides_all(h, ks)) {
+        o.hadamard_size = h;
+        break;
+      }
+    if (o.hadamard_size == 0)
+      throw invalid_input(o.in + ": no hadamard size of 512, 256, 128 or 64 divides every in_features of the layers "
+                                 "FLUTE can pack");
+    std::fprintf(stderr, "qrt: --hadamard-size %d: the largest of 512, 256, 128, 64 that divides every in_features\n",
+                 o.hadamard_size);
+  }
+  if (o.group_size == 0) o.group_size = std::min(o.hadamard_size, 256);
+  if ((o.group_size != 64 && o.group_size != 128 && o.group_size != 256) || o.hadamard_size % o.group_size != 0)
+    throw invalid_input("--group-size " + std::to_string(o.group_size) + ": HIGGS groups are 64, 128 or 256 and divide "
+                        "--hadamard-size " + std::to_string(o.hadamard_size));
+  return fit;
+}
+
 using qrt::cli::Progress;
 
 // The quantization_config written to config.json, validated by our own parser.
@@ -112,6 +169,13 @@ QuantizationConfig make_config(const Options& o, bool sym) {
     a.group_size = o.group_size;
     a.zero_point = true;
     q.config = a;
+  } else if (o.method == "higgs") {
+    HiggsConfig h;
+    h.bits = o.bits;
+    h.p = o.p;
+    h.group_size = o.group_size;
+    h.hadamard_size = o.hadamard_size;
+    q.config = h;
   } else {
     Fp8Config f;
     if (o.group_size > 0) f.weight_block_size = std::make_pair(o.group_size, o.group_size);
@@ -122,8 +186,11 @@ QuantizationConfig make_config(const Options& o, bool sym) {
 
 int run(const Options& o) {
   const std::string method = o.method;
-  if (method != "gptq" && method != "awq" && method != "fp8")
-    throw invalid_input("--method " + method + ": expected gptq, awq or fp8");
+  if (method != "gptq" && method != "awq" && method != "fp8" && method != "higgs")
+    throw invalid_input("--method " + method + ": expected gptq, awq, fp8 or higgs");
+  const bool higgs = method == "higgs";
+  if (!higgs && (o.p != 0 || o.hadamard_size != 0))
+    throw invalid_input(std::string(o.p != 0 ? "--p" : "--hadamard-size") + " applies to --method higgs only");
   if (o.sym && o.asym) throw invalid_input("--sym and --asym exclude each other");
   Options opt = o;
   bool sym;
@@ -137,6 +204,21 @@ int run(const Options& o) {
     if (opt.bits != 4) throw invalid_input("--bits " + std::to_string(opt.bits) + ": AWQ supports 4 only");
     if (opt.sym) throw invalid_input("--sym: AWQ GEMM checkpoints always carry zero points (use --asym or leave it out)");
     sym = false;
+  } else if (higgs) {
+    if (opt.bits == 0) opt.bits = 4;
+    if (opt.bits == 3)
+      throw unsupported("--bits 3: HIGGS 3-bit weights use FLUTE's bit-plane packing, which qrt neither reads nor "
+                        "writes; use 2 or 4");
+    if (opt.bits != 2 && opt.bits != 4) throw invalid_input("--bits " + std::to_string(opt.bits) + ": HIGGS supports 2 or 4");
+    if (opt.p == 0) opt.p = 2;
+    if (opt.p != 1 && opt.p != 2) throw invalid_input("--p " + std::to_string(opt.p) + ": HIGGS supports 1 or 2");
+    if (opt.sym || opt.asym) throw invalid_input("--sym / --asym: HIGGS has no zero point (a symmetric grid and group scales)");
+    if (opt.desc_act) throw invalid_input("--act-order applies to GPTQ only");
+    if (!opt.calib.empty() && opt.calib != "none")
+      throw invalid_input("--calib: HIGGS is data-free (a fixed grid after a Hadamard rotation); calibration applies "
+                          "to gptq and awq");
+    opt.calib = "none";
+    sym = true;
   } else {
     if (opt.bits == 0) opt.bits = 8;
     if (opt.bits != 8) throw invalid_input("--bits " + std::to_string(opt.bits) + ": FP8 is 8-bit");
@@ -182,8 +264,33 @@ int run(const Options& o) {
   for (const CheckpointLinear& l : ck->linears())
     if (l.spec.name != "lm_head") targets.push_back(&l);
   const bool group_size_chosen = opt.group_size == 0 && method != "fp8";
-  opt.group_size = choose_group_size(opt, targets);
-  const QuantizationConfig qconfig = make_config(opt, sym);
+  std::vector<std::string> dense;   // HIGGS: layers FLUTE cannot pack, written in float
+  if (higgs) targets = choose_higgs_layers(opt, targets, dense);
+  else opt.group_size = choose_group_size(opt, targets);
+  QuantizationConfig qconfig = make_config(opt, sym);
+  if (auto* h = qconfig.get<HiggsConfig>()) {
+    h->modules_to_not_convert = {"lm_head"};
+    h->modules_to_not_convert.insert(h->modules_to_not_convert.end(), dense.begin(), dense.end());
+  }
+  quant::HiggsLayout higgs_layout;
+  quant::HiggsQuantizeSettings higgs_settings;
+  std::unique_ptr<ThreadPool> pool;
+  if (higgs) {
+    higgs_layout.bits = opt.bits;
+    higgs_layout.p = opt.p;
+    higgs_layout.group_size = opt.group_size;
+    higgs_layout.hadamard_size = opt.hadamard_size;
+    higgs_layout.template_id = higgs_template_id(opt.bits);
+    higgs_layout.num_sms = kHiggsNumSms;
+    higgs_layout.tile_p = 32;
+    higgs_settings.bits = opt.bits;
+    higgs_settings.p = opt.p;
+    higgs_settings.group_size = opt.group_size;
+    higgs_settings.hadamard_size = opt.hadamard_size;
+    higgs_settings.dtype = dtype;
+    higgs_settings.grid = quant::higgs_gaussian_grid(opt.bits, opt.p, dtype);
+    pool = std::make_unique<ThreadPool>();
+  }
   for (const CheckpointLinear* lp : targets) {
     const CheckpointLinear& l = *lp;
     const int64_t k = l.spec.in_features, n = l.spec.out_features;
@@ -232,6 +339,8 @@ int run(const Options& o) {
     QuantizedWeight q;
     if (auto it = calibrated.find(name); it != calibrated.end()) {
       q = std::move(it->second);
+    } else if (higgs) {
+      q = quant::higgs_quantize(name, w.data(), n, k, higgs_settings, pool.get());
     } else if (method == "fp8") {
       const int b = opt.group_size > 0 ? opt.group_size : static_cast<int>(std::max(n, k));
       q = quant::fp8_quantize(name, w.data(), n, k, opt.group_size > 0 ? b : static_cast<int>(n),
@@ -252,7 +361,11 @@ int run(const Options& o) {
     }
     std::vector<quant::EncodedTensor> enc = method == "gptq" ? quant::encode_gptq(q, false, DType::F16)
                                             : method == "awq"  ? quant::encode_awq(q, "gemm", DType::F16)
+                                            : higgs            ? quant::encode_higgs(q, higgs_layout, dtype)
                                                                : quant::encode_fp8(q);
+    if (auto* h = qconfig.get<HiggsConfig>())
+      h->tune_metadata[name] = quant::higgs_tune_metadata_json(higgs_layout, n, k,
+                                                           std::string("torch.") + quant::torch_dtype_name(dtype));
     for (auto& t : enc) {
       writer.add(name + "." + t.suffix, t.dtype, t.shape, std::move(t.data));
       quantized_names.insert(name + "." + t.suffix);
@@ -285,13 +398,20 @@ int run(const Options& o) {
   prov["created"] = utc_timestamp();
   prov["source"] = {{"path", opt.in}, {"format", gguf ? "gguf" : "hf"}, {"quantization", ck->quantization().describe()}};
   prov["method"] = method;
-  prov["algorithm"] = !calibrator      ? "round to nearest"
+  prov["algorithm"] = higgs ? "higgs (Hadamard rotation, Gaussian MSE grid, least-squares group scales; data-free)"
+                      : !calibrator      ? "round to nearest"
                       : method == "awq" ? "awq (activation-aware scale search)"
                                         : "gptq (Hessian of the calibration activations)";
   prov["bits"] = opt.bits;
   prov["group_size"] = opt.group_size;
-  prov["group_size_source"] = group_size_chosen ? "chosen: the largest of 128, 64, 32 dividing every in_features"
-                                                : "--group-size";
+  prov["group_size_source"] = !group_size_chosen ? "--group-size"
+                              : higgs ? "chosen: hadamard_size, at most 256"
+                                      : "chosen: the largest of 128, 64, 32 dividing every in_features";
+  if (higgs) {
+    prov["p"] = opt.p;
+    prov["hadamard_size"] = opt.hadamard_size;
+    prov["dense_layers"] = dense;
+  }
   prov["sym"] = sym;
   prov["act_order"] = opt.desc_act;
   if (method == "gptq") prov["damp"] = opt.damp;
@@ -324,19 +444,27 @@ int run(const Options& o) {
       calibration.float_tensors.empty()
           ? fmt::format("; relative weight error {:.4f}", ref_sum > 0 ? std::sqrt(err_sum / ref_sum) : 0.0)
           : "; AWQ channel scales folded into the RMSNorm weights";
+  if (!dense.empty())
+    std::fprintf(stderr, "qrt: %zu linear layers stay %s (FLUTE packs out_features in multiples of %lld at %d bits), "
+                 "e.g. %s\n", dense.size(), opt.dtype.c_str(), static_cast<long long>(higgs_n_multiple(opt.bits)),
+                 opt.bits, dense.front().c_str());
   std::printf("wrote %s: %zu linear layers as %s, %.1f MB%s\n", opt.out.c_str(), targets.size(),
               qconfig.describe().c_str(), writer.tensor_bytes() / 1e6, error_note.c_str());
   return 0;
 }
 
 const CommandRegistrar kRegistrar(
-    "quantize", "Quantize a fp16/bf16 Hugging Face folder or a GGUF file into a GPTQ / AWQ / FP8 Hugging Face folder",
+    "quantize", "Quantize a fp16/bf16 Hugging Face folder or a GGUF file into a GPTQ / AWQ / FP8 / HIGGS Hugging Face folder",
     [](CLI::App& app) {
       auto o = std::make_shared<Options>();
       app.add_option("IN", o->in, "Plain Hugging Face folder or GGUF file")->required();
       app.add_option("OUT", o->out, "Output folder (must not exist unless --force)")->required();
-      app.add_option("--method", o->method, "gptq, awq or fp8")->required();
-      app.add_option("--bits", o->bits, "2, 3, 4 or 8 (GPTQ); 4 (AWQ); 8 (FP8)");
+      app.add_option("--method", o->method, "gptq, awq, fp8 or higgs")->required();
+      app.add_option("--bits", o->bits, "2, 3, 4 or 8 (GPTQ); 4 (AWQ); 8 (FP8); 2 or 4 (HIGGS, default 4)");
+      app.add_option("--p", o->p, "HIGGS: values per grid point, 1 or 2 (default 2)");
+      app.add_option("--hadamard-size", o->hadamard_size,
+                     "HIGGS: rotation block along in_features, a power of 2 (default: the largest of 512, 256, 128, "
+                     "64 dividing every HIGGS layer)");
       app.add_option("--group-size", o->group_size,
                      "Group size along in_features (-1 = per row; default: the largest of 128, 64, 32 that divides "
                      "every layer's in_features); FP8: block size (-1 = per tensor, default 128)");

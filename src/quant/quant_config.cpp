@@ -566,6 +566,12 @@ CheckpointRuntime checkpoint_runtime(const QuantizationConfig& config) {
                             "(fp16 or bf16)");
   } else if (const auto* a = config.get<AwqConfig>()) {
     r.backend = a->backend;
+    if (a->backend == "autoawq") {
+      // transformers' AwqConfig.backend names the library that packed the weights (its default),
+      // not a kernel: AutoAWQ's layout is `version`, which the loader reads.
+      r.backend = "auto";
+      r.backend_field = q + "backend 'autoawq': AutoAWQ's " + a->version + " packing, kernels chosen per layer";
+    }
     if (a->do_fuse || a->modules_to_fuse)
       r.notes.push_back(q + "do_fuse / modules_to_fuse: not applied; qrt fuses the q/k/v and gate/up projections "
                             "itself (runtime config fuse_projections), not AutoAWQ's fused modules");
