@@ -11,6 +11,7 @@ namespace qrt {
 
 std::unique_ptr<Backend> make_cpu_ref_backend();    // backends/cpu_ref
 std::unique_ptr<Backend> make_cpu_simd_backend();   // backends/cpu_simd (AVX2 / AVX-512 VNNI)
+std::unique_ptr<Backend> make_cpu_higgs_backend();  // backends/cpu_higgs (HIGGS rotated codebooks)
 
 #ifdef QRT_WITH_CUDA
 std::unique_ptr<Backend> make_cuda_dequant_backend();  // backends/cuda: dequant tiles + cuBLAS

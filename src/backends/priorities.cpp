@@ -15,8 +15,9 @@ const std::vector<PriorityList>& priority_lists() {
        {"cuda_gemv", "cuda_dequant"}},
       {"cuda_fp8", "CUDA, FP8 weights: native FP8 tensor cores (sm_89+), else weight-only dequant + cuBLAS",
        {"cuda_fp8", "cuda_dequant"}},
-      {"cpu", "CPU: SIMD kernels (AVX-512 VNNI or AVX2, chosen inside cpu_simd), then the reference",
-       {"cpu_simd", "cpu_ref"}},
+      {"cpu", "CPU: SIMD kernels (AVX-512 VNNI or AVX2, chosen inside cpu_simd), HIGGS grids (cpu_higgs), then "
+              "the reference",
+       {"cpu_simd", "cpu_higgs", "cpu_ref"}},
   };
   return lists;
 }

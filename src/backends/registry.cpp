@@ -44,6 +44,7 @@ class NotBuiltBackend final : public Backend {
 void register_builtins(BackendRegistry& r) {
   r.add(make_cpu_ref_backend());
   r.add(make_cpu_simd_backend());
+  r.add(make_cpu_higgs_backend());
 #ifdef QRT_WITH_CUDA
   r.add(make_cuda_dequant_backend());
   r.add(make_cuda_fp8_backend());

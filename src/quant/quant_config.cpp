@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "qrt/error.h"
+#include "quant/formats/codecs.h"
 #include "quant/quant_config_json.h"
 
 namespace qrt {
@@ -584,7 +585,27 @@ CheckpointRuntime checkpoint_runtime(const QuantizationConfig& config) {
       r.notes.push_back(q + "activation_scheme static: the input_scale tensors are not applied; cuda_fp8 scales "
                             "activations per token (dynamic) and the CPU backends keep them in float");
   } else if (const auto* h = config.get<HiggsConfig>()) {
-    r.tune_metadata = h->tune_metadata;
+    // FLUTE's record per layer: its shape and GPU facts were checked when the layer was read; its
+    // template's packing tile becomes cpu_higgs' row tile (tile_n). Other keys are kernel
+    // parameters someone wrote for qrt, passed on as they are.
+    static const std::set<std::string> flute_keys = {"M", "N", "K", "num_bits", "group_size", "num_sms",
+                                                     "dtype", "device", "template_id"};
+    for (const auto& [module, text] : h->tune_metadata) {
+      json j = json::parse(text, nullptr, false);
+      if (!j.is_object()) {
+        r.tune_metadata[module] = text;   // named by the runtime config as malformed
+        continue;
+      }
+      json params = json::object();
+      for (auto it = j.begin(); it != j.end(); ++it)
+        if (!flute_keys.count(it.key())) params[it.key()] = it.value();
+      const json* id = j.contains("template_id") ? &j["template_id"] : nullptr;
+      if (id && id->is_number_integer() && !params.contains("tile_n")) {
+        const int64_t rows = quant::higgs_flute_tile_rows(h->bits, id->get<int64_t>());
+        if (rows > 0) params["tile_n"] = rows;
+      }
+      if (!params.empty()) r.tune_metadata[module] = params.dump();
+    }
   } else if (const auto* ct = config.get<CompressedTensorsConfig>()) {
     if (ct->input_activations == "static")
       r.notes.push_back(q + "input_activations (static): the input_scale tensors are not applied; activations are "

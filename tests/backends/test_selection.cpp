@@ -583,7 +583,7 @@ TEST(Registry, AutoListsAreDataAndCoverEveryDeviceClass) {
   EXPECT_EQ(reg.auto_order(target_profile("t4"), int_layer("x", 64, 64, 4, 128, ZeroKind::Symmetric)),
             (std::vector<std::string>{"cuda_gemv", "cuda_dequant"}));
   EXPECT_EQ(reg.auto_order(probe_cpu(), int_layer("x", 64, 64, 4, 128, ZeroKind::Symmetric)),
-            (std::vector<std::string>{"cpu_simd", "cpu_ref"}));
+            (std::vector<std::string>{"cpu_simd", "cpu_higgs", "cpu_ref"}));
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 # hidden 64, intermediate 128): the folder's config.json is a HiggsConfig with one FLUTE
 # tune_metadata entry per HIGGS layer and the layers FLUTE cannot pack (out_features not a multiple
 # of 128 at 4 bits) in modules_to_not_convert; `qrt plan` and `qrt run` load it with those layers
-# as rotated codebooks; `qrt dequantize` gives weights near the originals; settings HIGGS cannot
+# as rotated codebooks on cpu_higgs; `qrt dequantize` gives weights near the originals; settings HIGGS cannot
 # write are refused before anything is written.
 #   bash tests/cli/higgs_quantize.sh <path-to-qrt> <tests/data>
 set -uo pipefail
@@ -44,7 +44,7 @@ PY
 timeout 60 "$QRT" plan "$tmp/h4" --device cpu >"$tmp/plan" 2>&1 || bad "plan: $(tail -n 3 "$tmp/plan")"
 grep -q "mlp.gate_proj .*4-bit per-row codebook p2 hadamard 64" "$tmp/plan" || bad "plan: no HIGGS gate_proj row: $(head -n 12 "$tmp/plan")"
 timeout 60 "$QRT" run -m "$tmp/h4" -p "Hello" -n 4 -t 2 >"$tmp/run.out" 2>"$tmp/run.err" || bad "run: $(tail -n 3 "$tmp/run.err")"
-grep -q "backends: cpu_ref x 4" "$tmp/run.err" || bad "run: the HIGGS layers did not run: $(grep backends "$tmp/run.err")"
+grep -q "backends: cpu_higgs x 4" "$tmp/run.err" || bad "run: the HIGGS layers did not run: $(grep backends "$tmp/run.err")"
 
 # Dequantized weights near the originals: the relative error of a 4-bit p2 grid is about 0.09.
 timeout 60 "$QRT" dequantize "$tmp/h4" "$tmp/back" --dtype f32 >"$tmp/deq" 2>&1 || bad "dequantize: $(tail -n 2 "$tmp/deq")"

@@ -92,8 +92,12 @@ plan "$tmp/torchao" >"$tmp/p3b"
 # 4. HIGGS with tune_metadata (a folder qrt quantize wrote: FLUTE's entries per layer).
 timeout 120 "$QRT" quantize "$tmp/f16" "$tmp/higgs" --method higgs >/dev/null 2>"$tmp/q.err" || bad "quantize higgs: $(tail -n 2 "$tmp/q.err")"
 plan "$tmp/higgs" >"$tmp/p4"
-grep -q "tune_metadata 'model.layers.0.mlp.up_proj'.*template_id" "$tmp/p4" || bad "higgs plan: no tune_metadata: $(sed -n 6,12p "$tmp/p4")"
+grep -q 'mlp.up_proj .*cpu_higgs (all M) *{"tile_n":128} (checkpoint tune_metadata)' "$tmp/p4" ||
+  bad "higgs plan: the tile of tune_metadata is not the layer's parameter: $(grep up_proj "$tmp/p4")"
 run_v "$tmp/higgs" >/dev/null 2>"$tmp/r4" || bad "higgs run: $(tail -n 2 "$tmp/r4")"
-grep -q "tune_metadata 'model.layers.0.mlp.up_proj'.*template_id" "$tmp/r4" || bad "higgs run -v: no tune_metadata"
-[ "$fail" -eq 0 ] && echo "ok [higgs tune_metadata] in the plan and run -v"
+for i in 0 1; do
+  grep -qx "qrt: runs model.layers.$i.mlp.up_proj M 1-max: cpu_higgs {\"tile_n\":128} (checkpoint tune_metadata)" "$tmp/r4" ||
+    bad "higgs run -v: layer $i: $(grep "layers.$i.mlp.up_proj" "$tmp/r4")"
+done
+[ "$fail" -eq 0 ] && echo "ok [higgs tune_metadata] each layer's template tile is its cpu_higgs tile_n in the plan and run -v"
 exit "$fail"

@@ -97,7 +97,8 @@ INSTANTIATE_TEST_SUITE_P(Backends, ReferenceLogits,
 // A tiny quantized Llama (tests/data/fixtures/<name>) through qrt's CPU engine against the logits
 // Hugging Face transformers computed with the same folder (<name>/logits.json, float32 compute).
 // Returns max |difference| / logit range.
-double max_difference_to_transformers(const std::string& name, const std::string& source_format) {
+double max_difference_to_transformers(const std::string& name, const std::string& source_format,
+                                      const std::string& backend = "cpu_ref") {
   const std::string dir = std::string(QRT_TEST_DATA) + "/fixtures/" + name;
   std::ifstream f(dir + "/logits.json");
   EXPECT_TRUE(f) << "reference file missing";
@@ -113,7 +114,7 @@ double max_difference_to_transformers(const std::string& name, const std::string
   eo.runtime.max_input_length = 16;
   eo.runtime.max_new_tokens = 0;
   eo.runtime.use_tuning_cache = false;
-  eo.runtime.backend = "cpu_ref";   // the dequantized weights exactly, as transformers computes
+  eo.runtime.backend = backend;   // cpu_ref: the dequantized weights exactly, as transformers computes
   eo.dense_dtype = DenseDType::F32;
   eo.kv_dtype = KvCacheDType::F32;
   auto engine = make_cpu_engine(weights, eo);
@@ -129,7 +130,8 @@ double max_difference_to_transformers(const std::string& name, const std::string
       hi = std::max(hi, ref);
       worst = std::max(worst, std::abs(ref - logits[t * vocab + v]));
     }
-  std::printf("[%s] max |logit - transformers| / range = %.2e\n", name.c_str(), worst / (hi - lo));
+  std::printf("[%s, %s] max |logit - transformers| / range = %.2e\n", name.c_str(), backend.c_str(),
+              worst / (hi - lo));
   return worst / (hi - lo);
 }
 
@@ -147,9 +149,11 @@ TEST(ReferenceLogitsTiny, CompressedTensorsInt4MatchesTransformers) {
 
 // HIGGS 4-bit p=2 in FLUTE's layout (tools/make_higgs_tiny_model.py). transformers runs HIGGS only
 // through FLUTE on a CUDA GPU, so the reference is the script's float64 numpy forward of the same
-// model with the dequantized weights; tolerance 1e-5.
+// model with the dequantized weights; tolerance 1e-5, for cpu_ref and for cpu_higgs (which rotates
+// the activations instead of the weights).
 TEST(ReferenceLogitsTiny, HiggsMatchesFloat64Forward) {
   EXPECT_LT(max_difference_to_transformers("higgs_tiny_llama", "higgs"), 1e-5);
+  EXPECT_LT(max_difference_to_transformers("higgs_tiny_llama", "higgs", "cpu_higgs"), 1e-5);
 }
 
 }  // namespace

@@ -81,6 +81,9 @@ QuantizedWeight decode_higgs(const std::string& layer, const TensorParts& parts,
                              int64_t out_features, int64_t in_features);
 // The tensors transformers' HiggsLinear loads, values stored as `dtype` (F16 or BF16).
 std::vector<EncodedTensor> encode_higgs(const QuantizedWeight& w, const HiggsLayout& l, DType dtype);
+// Output rows of one FLUTE packing tile: 16 / bits values per word times the template's words per
+// tile (32 or 64); -1 for a template FLUTE does not have at these bits.
+int64_t higgs_flute_tile_rows(int bits, int64_t template_id);
 // The tune_metadata entry FLUTE writes for a layer (torch_dtype: "torch.float16" / "torch.bfloat16").
 std::string higgs_tune_metadata_json(const HiggsLayout& l, int64_t out_features, int64_t in_features,
                                      const std::string& torch_dtype);

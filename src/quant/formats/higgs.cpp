@@ -237,6 +237,11 @@ std::vector<EncodedTensor> encode_higgs(const QuantizedWeight& w, const HiggsLay
   return out;
 }
 
+int64_t higgs_flute_tile_rows(int bits, int64_t template_id) {
+  if ((bits != 2 && bits != 4) || template_id < 0 || template_id >= flute_template_count(bits)) return -1;
+  return int64_t{16 / bits} * flute_tile_p(bits, template_id);
+}
+
 std::string higgs_tune_metadata_json(const HiggsLayout& l, int64_t out_features, int64_t in_features,
                                      const std::string& torch_dtype) {
   json j;
