@@ -41,8 +41,8 @@ def f32(vals):
     return struct.pack("<%df" % len(vals), *vals)
 
 
-def tiny_tensors(norm_override=None, layers=LAYERS):
-    t = [("model.embed_tokens.weight", "F32", [VOCAB, H], f32(values(VOCAB * H, 1)))]
+def tiny_tensors(norm_override=None, layers=LAYERS, embed_override=None, weight_override=None):
+    t = [("model.embed_tokens.weight",) + (embed_override or ("F32", [VOCAB, H], f32(values(VOCAB * H, 1))))]
     for i in range(layers):
         p = "model.layers.%d." % i
         norm = ("F32", [H], f32([1.0] * H))
@@ -53,7 +53,10 @@ def tiny_tensors(norm_override=None, layers=LAYERS):
         for name, n, k, seed in [("self_attn.q_proj", NH * HD, H, 2), ("self_attn.k_proj", NKV * HD, H, 3),
                                  ("self_attn.v_proj", NKV * HD, H, 4), ("self_attn.o_proj", H, NH * HD, 5),
                                  ("mlp.gate_proj", I, H, 6), ("mlp.up_proj", I, H, 7), ("mlp.down_proj", H, I, 8)]:
-            t.append((p + name + ".weight", "F32", [n, k], f32(values(n * k, seed + i))))
+            w = values(n * k, seed + i)
+            if weight_override and weight_override[0] == p + name:
+                w[weight_override[1]] = weight_override[2]
+            t.append((p + name + ".weight", "F32", [n, k], f32(w)))
     t.append(("model.norm.weight", "F32", [H], f32([1.0] * H)))
     return t
 
@@ -134,6 +137,11 @@ def main():
         "norm_inf": (tiny_config(), tiny_tensors(norm_override=("F32", [H], f32([1.0] * (H - 1) + [math.inf])))),
         "norm_i16": (tiny_config(), tiny_tensors(norm_override=("I16", [H], struct.pack("<8h", *([1] * H))))),
         "norm_u16": (tiny_config(), tiny_tensors(norm_override=("U16", [H], struct.pack("<8H", *([1] * H))))),
+        "embed_i16": (tiny_config(), tiny_tensors(embed_override=("I16", [VOCAB, H], struct.pack(
+            "<%dh" % (VOCAB * H), *([1] * (VOCAB * H)))))),
+        "embed_nan": (tiny_config(), tiny_tensors(embed_override=("F32", [VOCAB, H], f32(
+            [math.nan if i == 5 else v for i, v in enumerate(values(VOCAB * H, 1))])))),
+        "weight_inf": (tiny_config(), tiny_tensors(weight_override=("model.layers.1.mlp.up_proj", 3, math.inf))),
         # terminal injection through config.json
         "arch_escape": (tiny_config(architectures=["Llama\x1b]0;pwned\x07ForCausalLM"]), tiny_tensors()),
     }

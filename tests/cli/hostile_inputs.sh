@@ -64,6 +64,8 @@ mkdir -p "$tmp/theirs" && echo "years of work" >"$tmp/theirs/thesis.tex"
 expect_error "--force on a folder qrt did not write" "not a folder qrt wrote" dequantize "$T/tiny" "$tmp/theirs" --force
 [ -f "$tmp/theirs/thesis.tex" ] || bad "--force deleted a folder qrt did not write"
 expect_error "empty OUT" "the output folder (OUT) is empty" dequantize "$T/tiny" ""
+expect_error "empty OUT (quantize)" "the output folder (OUT) is empty" \
+  quantize "$T/tiny" "" --method gptq --bits 4 --group-size 8
 # qrt's own output is replaced with --force, and the marker lets it tell its own folder from others.
 timeout 60 "$QRT" dequantize "$T/tiny" "$tmp/ours" >/dev/null 2>"$tmp/err" || bad "dequantize: $(tail -n 2 "$tmp/err")"
 timeout 60 "$QRT" dequantize "$T/tiny" "$tmp/ours" --force >/dev/null 2>"$tmp/err" ||
@@ -105,6 +107,13 @@ expect_error "a model path that is a FIFO" "not a regular file" run -m "$tmp/fif
 truncate -s 300M "$tmp/huge.txt"
 expect_error "perplexity -f larger than the cap" "larger than the 256.0 MiB" perplexity -m "$T/tiny" -f "$tmp/huge.txt"
 rm -f "$tmp/huge.txt"
+# A file of a model folder past its cap (sparse: nothing is written, so nothing must be read).
+cp -r "$T/tiny" "$tmp/big-config" && truncate -s 65M "$tmp/big-config/config.json"
+expect_error "config.json larger than the cap" "larger than the 64.0 MiB" run -m "$tmp/big-config" -p hi -n 1
+rm -rf "$tmp/big-config"
+cp -r "$T/tiny" "$tmp/big-tok" && truncate -s 300M "$tmp/big-tok/tokenizer.json"
+expect_error "tokenizer.json larger than the cap" "larger than the 256.0 MiB" run -m "$tmp/big-tok" -p hi -n 1
+rm -rf "$tmp/big-tok"
 
 # ---- structure fields checked against the file ----
 expect_error "num_hidden_layers smaller than stored" "the model would run truncated" run -m "$T/layers_fewer" -p hi -n 1
@@ -127,10 +136,13 @@ expect_error "generation_config.json temperature 1e-45" "generation_config.json:
 expect_error "NaN in a norm" "input_layernorm.weight: element 0 is NaN" run -m "$T/norm_nan" -p hi -n 1
 expect_error "Inf in a norm (perplexity)" "input_layernorm.weight: element 7 is Inf" \
   perplexity -m "$T/norm_inf" -f "$DATA/text/kjv_ruth_jonah.txt" --ctx 16
+expect_error "NaN in the embedding" "model.embed_tokens.weight: element 5 is NaN" run -m "$T/embed_nan" -p hi -n 1
+expect_error "Inf in a linear weight" "model.layers.1.mlp.up_proj.weight: element 3 is Inf" run -m "$T/weight_inf" -p hi -n 1
 
 # ---- integer dtypes where floats are expected ----
 expect_error "I16 norm" "dtype I16 where float values" run -m "$T/norm_i16" -p hi -n 1
 expect_error "U16 norm (dequantize)" "dtype U16 where float values" dequantize "$T/norm_u16" "$tmp/out-u16"
+expect_error "I16 embedding" "model.embed_tokens.weight: dtype I16 where float values" run -m "$T/embed_i16" -p hi -n 1
 
 # ---- terminal injection: strings from files never reach the terminal raw ----
 timeout 60 "$QRT" inspect "$T/inject.gguf" >"$tmp/out" 2>"$tmp/err"; rc=$?
@@ -144,6 +156,7 @@ timeout 60 "$QRT" inspect "$T/inject.gguf" --json --metadata >"$tmp/out" 2>&1
 LC_ALL=C grep -q $'\x1b' "$tmp/out" && bad "inspect --json printed a raw escape byte"
 expect_error "architecture with an escape sequence (run)" "is not supported" run -m "$T/arch_escape" -p hi -n 1
 expect_error "architecture with an escape sequence (plan)" "is not supported" plan "$T/arch_escape"
+expect_error "GGUF architecture with an escape sequence (run)" "is not supported" run -m "$T/inject.gguf" -p hi -n 1
 
 # ---- quadratic parsing: a header of 80,000 tensors parses (it took 115 s when quadratic) ----
 timeout 60 "$QRT" inspect "$T/many_tensors.safetensors" --no-tensors >"$tmp/out" 2>"$tmp/err"; rc=$?
