@@ -24,13 +24,29 @@
 
 namespace {
 
+// A private folder whose name has the same length on every run: file paths reach messages the
+// target formats, and a path whose length varied with the process id would change how often
+// those loops run, so the coverage libFuzzer sees, so which inputs a fixed-seed run executes.
+// Removed when the fuzzer exits normally.
+struct ScratchDir {
+  std::filesystem::path path;
+  ScratchDir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "qrt_fuzz_runtime_files_XXXXXX").string();
+    if (!::mkdtemp(tmpl.data())) {
+      std::perror("fuzz_runtime_files: mkdtemp");
+      std::abort();
+    }
+    path = tmpl;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
 std::string scratch_path(const char* name) {
-  static const std::filesystem::path dir = [] {
-    auto d = std::filesystem::temp_directory_path() / ("qrt_fuzz_runtime_files_" + std::to_string(::getpid()));
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  return (dir / name).string();
+  static const ScratchDir dir;
+  return (dir.path / name).string();
 }
 
 const char* const kLayerNames[] = {"model.layers.0.self_attn.q_proj", "model.layers.31.mlp.down_proj", "lm_head", ""};

@@ -4,16 +4,35 @@
 #   2. a fixed number of mutated inputs is run from a fixed random seed, starting from an empty
 #      scratch corpus, so two runs execute the same inputs in the same order.
 # Open-ended, time-bounded fuzzing that looks for new crashes is scripts/fuzz.sh, not this.
+# The last line names the seeds replayed, the inputs executed and the coverage reached: two runs
+# of the same commit print the same line.
 # Usage: replay_and_run.sh FUZZER SEEDS_DIR RUNS
 set -uo pipefail
 fuzzer="$1" seeds="$2" runs="$3"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 mkdir "$scratch/corpus"
+# The seeds are named one by one, sorted by name in the C locale: given the folder, libFuzzer
+# would read it in the order the file system lists it (which differs from one clone to another),
+# and that order decides which of two seeds of the same size runs first, so what it mutates.
+# (An empty seed adds nothing: libFuzzer always runs the empty input.)
+LC_ALL=C find "$seeds" -type f -size +0c | LC_ALL=C sort >"$scratch/seeds.txt"
+seeds_count=$(wc -l <"$scratch/seeds.txt")
+if [ "$seeds_count" -eq 0 ]; then echo "FAIL: no committed seeds in $seeds"; exit 1; fi
+if grep -q ',' "$scratch/seeds.txt"; then echo "FAIL: a seed's path holds a comma: $(grep ',' "$scratch/seeds.txt")"; exit 1; fi
+paste -sd, "$scratch/seeds.txt" | tr -d '\n' >"$scratch/seeds.list"  # no newline: it would end the last name
+# Address randomization off (setarch -R) as well: with it on, two runs of the same binary still
+# reached different coverage (libFuzzer keys some of what it learns from comparisons by the
+# caller's address); with it off and -reload=0, repeated runs print the same counts.
+norandom=()
+if setarch "$(uname -m)" -R true 2>/dev/null; then norandom=(setarch "$(uname -m)" -R); else
+  echo "note: setarch -R is not available here: the inputs after the seeds may differ between runs"; fi
 # -seed fixes libFuzzer's random generator; -runs bounds the work by count, never by the clock.
+# -reload=0: by default libFuzzer rereads its output corpus every second and runs what it finds
+# there that it no longer holds, which makes the inputs it executes depend on the clock.
 # Crash reproducers go to the scratch folder, never into the source tree.
-"$fuzzer" -seed=1 -runs="$runs" -rss_limit_mb=2048 -timeout=60 -print_final_stats=1 \
-  -artifact_prefix="$scratch/" "$scratch/corpus" "$seeds" >"$scratch/log" 2>&1
+"${norandom[@]}" "$fuzzer" -seed=1 -runs="$runs" -reload=0 -rss_limit_mb=2048 -timeout=60 -print_final_stats=1 \
+  -artifact_prefix="$scratch/" -seed_inputs="@$scratch/seeds.list" "$scratch/corpus" >"$scratch/log" 2>&1
 status=$?
 if [ "$status" -ne 0 ]; then
   cat "$scratch/log"
@@ -24,6 +43,14 @@ if [ "$status" -ne 0 ]; then
   done
   exit "$status"
 fi
-seeds_count=$(find "$seeds" -type f | wc -l)
+loaded=$(sed -n 's/^INFO: seed corpus: files: \([0-9]*\).*/\1/p' "$scratch/log")
+if [ "$loaded" != "$seeds_count" ]; then
+  cat "$scratch/log"; echo "FAIL: libFuzzer read ${loaded:-no} seed files, $seeds_count are committed"; exit 1
+fi
 executed=$(sed -n 's/^stat::number_of_executed_units: *//p' "$scratch/log")
-echo "$(basename "$fuzzer"): ${seeds_count} committed seeds replayed, ${executed} inputs executed (seed 1, ${runs} runs), no crash"
+done_line=$(grep -o 'DONE *cov: [0-9]* ft: [0-9]* corp: [0-9]*' "$scratch/log" | tail -n 1)
+cov=$(echo "$done_line" | sed -n 's/.*cov: \([0-9]*\).*/\1/p')
+ft=$(echo "$done_line" | sed -n 's/.*ft: \([0-9]*\).*/\1/p')
+corp=$(echo "$done_line" | sed -n 's/.*corp: \([0-9]*\).*/\1/p')
+echo "$(basename "$fuzzer"): ${seeds_count} committed seeds replayed, ${executed} inputs executed (seed 1, ${runs} runs)," \
+  "coverage ${cov:-?} edges, ${ft:-?} features, corpus ${corp:-?}; no crash"
