@@ -1,12 +1,9 @@
-// `qrt perplexity`: perplexity of a model on a text file with llama.cpp's method, so numbers are
-// comparable with `llama-perplexity`: the token stream is cut into non-overlapping windows of
-// --ctx tokens; each window is evaluated from an empty cache (its first token replaced by BOS when
-// the tokenizer adds one); only the second half of each window is scored (every scored token has
-// at least ctx/2 tokens of context). Prints the running value per window, then llama-perplexity's
-// last line, "Final estimate: PPL = x +/- e", where e is the standard error of exp(mean NLL) by
-// the delta method: ppl * sqrt(var(NLL) / (count - 1)), var(NLL) = mean(NLL^2) - mean(NLL)^2.
+// `qrt perplexity`: perplexity of a model on a text file with llama.cpp's method (qrt/perplexity.h:
+// windows of --ctx tokens, the second half of each scored), so numbers are comparable with
+// `llama-perplexity`. Prints the running value per window, then llama-perplexity's last line,
+// "Final estimate: PPL = x +/- e", where e is the standard error of exp(mean NLL) by the delta
+// method: ppl * sqrt(var(NLL) / (count - 1)), var(NLL) = mean(NLL^2) - mean(NLL)^2.
 #include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -21,6 +18,7 @@
 #include "qrt/error.h"
 #include "qrt/generator.h"
 #include "qrt/model.h"
+#include "qrt/perplexity.h"
 #include "qrt/plural.h"
 #include "qrt/runtime_config.h"
 #include "qrt/setup.h"
@@ -65,60 +63,22 @@ int perplexity_command(const PplOptions& o) {
   drop_canonical_weights(*weights);  // the engine packed its own copies
   const double load_seconds = std::chrono::duration<double>(clock::now() - t0).count();
 
-  // Tokenize like llama.cpp: with the special tokens the tokenizer adds (BOS for Llama models).
-  std::vector<int32_t> tokens = tokenizer.encode(text, /*add_special=*/true);
-  const int32_t bos = tokenizer.bos_id();
-  const bool add_bos = bos >= 0 && !tokens.empty() && tokens.front() == bos &&
-                       !tokenizer.encode("a", true).empty() && tokenizer.encode("a", true).front() == bos;
-  const int64_t n_ctx = o.ctx;
-  int64_t n_chunks = static_cast<int64_t>(tokens.size()) / n_ctx;
-  if (n_chunks < 1)
-    throw invalid_input(fmt::format("{}: {} tokens, fewer than one window of --ctx {} (use a longer text or "
-                                    "a smaller --ctx)",
-                                    o.file, tokens.size(), n_ctx));
-  if (o.chunks > 0) n_chunks = std::min(n_chunks, o.chunks);
-  const int64_t vocab = weights->config.vocab_size;
-  const int64_t first = n_ctx / 2;
-  std::fprintf(stderr, "qrt: %s: %s, %s of %s, scoring the second half of each%s\n", o.file.c_str(),
-               count_of(static_cast<int64_t>(tokens.size()), "token").c_str(), count_of(n_chunks, "window").c_str(),
-               count_of(n_ctx, "token").c_str(), add_bos ? " (BOS at each window start)" : "");
-
-  std::vector<float> logits(static_cast<size_t>(n_ctx * vocab));
-  std::vector<int32_t> window(n_ctx);
-  double nll = 0, nll2 = 0;
-  int64_t count = 0;
-  const auto t1 = clock::now();
-  for (int64_t c = 0; c < n_chunks; ++c) {
-    std::copy_n(tokens.begin() + c * n_ctx, n_ctx, window.begin());
-    if (add_bos) window[0] = bos;
-    engine->forward(window.data(), n_ctx, 0, logits.data(), /*all_logits=*/true);
-    for (int64_t j = first; j < n_ctx - 1; ++j) {
-      const float* row = logits.data() + j * vocab;
-      const int32_t target = tokens[c * n_ctx + j + 1];
-      float mx = row[0];
-      for (int64_t v = 1; v < vocab; ++v) mx = std::max(mx, row[v]);
-      double sum = 0;
-      for (int64_t v = 0; v < vocab; ++v) sum += std::exp(static_cast<double>(row[v]) - mx);
-      const double loss = -(static_cast<double>(row[target]) - mx - std::log(sum));
-      nll += loss;
-      nll2 += loss * loss;
-      ++count;
+  auto print_progress = [&](const PerplexityProgress& p) {
+    if (p.windows_done == 0) {
+      std::fprintf(stderr, "qrt: %s: %s, %s of %s, scoring the second half of each%s\n", o.file.c_str(),
+                   count_of(p.text_tokens, "token").c_str(), count_of(p.windows, "window").c_str(),
+                   count_of(o.ctx, "token").c_str(), p.bos_at_window_start ? " (BOS at each window start)" : "");
+      return;
     }
-    std::printf("[%lld]%.4f%s", static_cast<long long>(c + 1), std::exp(nll / count), c + 1 < n_chunks ? "," : "\n");
+    std::printf("[%lld]%.4f%s", static_cast<long long>(p.windows_done), p.running_perplexity,
+                p.windows_done < p.windows ? "," : "\n");
     std::fflush(stdout);
-  }
-  const double seconds = std::chrono::duration<double>(clock::now() - t1).count();
-  const double mean = nll / count;
-  const double ppl = std::exp(mean);
-  double err = 0;
-  if (count > 1) {
-    const double var = nll2 / count - mean * mean;
-    if (var > 0) err = std::sqrt(var / (count - 1)) * ppl;
-  }
-  std::fprintf(stderr, "qrt: %s scored\n", count_of(count, "token").c_str());
-  std::printf("Final estimate: PPL = %.4f +/- %.5f\n", ppl, err);
+  };
+  const PerplexityResult r = perplexity(*engine, tokenizer, text, o.file, o.ctx, o.chunks, print_progress);
+  std::fprintf(stderr, "qrt: %s scored\n", count_of(r.tokens_scored, "token").c_str());
+  std::printf("Final estimate: PPL = %.4f +/- %.5f\n", r.perplexity, r.standard_error);
   std::fprintf(stderr, "qrt: load %.2f s, evaluation %.2f s (%.1f tokens/s); model %s (%s)\n", load_seconds,
-               seconds, n_chunks * n_ctx / seconds, path.c_str(), weights->quantization.c_str());
+               r.seconds, r.windows * o.ctx / r.seconds, path.c_str(), weights->quantization.c_str());
   std::string counts;
   for (const auto& [name, n] : engine->backend_counts()) counts += fmt::format("{}{} x {}", counts.empty() ? "" : ", ", name, n);
   print_device_choice(setup.device, setup.device_why, /*verbose=*/false);

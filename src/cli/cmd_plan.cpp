@@ -11,20 +11,18 @@
 #include <cstdio>
 #include <map>
 #include <memory>
-#include <nlohmann/json.hpp>
 #include <regex>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "cli/command.h"
 #include "cli/engine_cli.h"
 #include "core/text_escape.h"
-#include "model/fused_projections.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "qrt/model.h"
 #include "qrt/plan.h"
+#include "qrt/plan_report.h"
 #include "qrt/runtime_config.h"
 #include "qrt/setup.h"
 #include "qrt/tuning_cache.h"
@@ -38,13 +36,6 @@ struct PlanOptions {
   EngineCliOptions setup;  // the flags run and perplexity take (engine_cli.h)
   CLI::Option* o_device = nullptr;
 };
-
-std::string m_range(const KernelChoice& c) {
-  if (c.m_min == 1 && c.m_max == INT64_MAX) return "all M";
-  if (c.m_max == INT64_MAX) return fmt::format("M>={}", c.m_min);
-  if (c.m_min == c.m_max) return fmt::format("M={}", c.m_min);
-  return fmt::format("M {}-{}", c.m_min, c.m_max);
-}
 
 // "model.layers.12.mlp.down_proj" -> "model.layers.*.mlp.down_proj" (the role of the layer).
 std::string role_of(const std::string& name) {
@@ -63,7 +54,7 @@ std::string decision_text(const LinearPlan& p) {
       merged.push_back(c);
   }
   std::string s;
-  for (const auto& c : merged) s += (s.empty() ? "" : ", ") + c.backend + " (" + m_range(c) + ")";
+  for (const auto& c : merged) s += (s.empty() ? "" : ", ") + c.backend + " (" + describe_m_range(c) + ")";
   return s;
 }
 
@@ -71,7 +62,7 @@ std::string params_text(const LinearPlan& p) {
   std::string s;
   for (const auto& c : p.choices) {
     if (!s.empty()) s += "; ";
-    if (p.choices.size() > 1) s += m_range(c) + ": ";
+    if (p.choices.size() > 1) s += describe_m_range(c) + ": ";
     s += (c.params.empty() ? std::string("-") : c.params.to_json()) + " (" + param_source_name(c.source) + ")";
   }
   return s.empty() ? "-" : s;
@@ -106,34 +97,6 @@ std::vector<std::string> rejection_lines(const LinearPlan& p) {
   return out;
 }
 
-nlohmann::ordered_json plan_json(const LinearPlan& p) {
-  nlohmann::ordered_json j;
-  j["name"] = p.layer.name;
-  j["k"] = p.layer.in_features;
-  j["n"] = p.layer.out_features;
-  j["weight"] = p.layer.describe();
-  j["format"] = p.layer.source_format;
-  j["bits"] = p.layer.bits;
-  j["group_size"] = p.layer.group_size;
-  j["choices"] = nlohmann::ordered_json::array();
-  for (const auto& c : p.choices) {
-    nlohmann::ordered_json cj;
-    cj["m_min"] = c.m_min;
-    cj["m_max"] = c.m_max == INT64_MAX ? nlohmann::ordered_json(nullptr) : nlohmann::ordered_json(c.m_max);
-    cj["backend"] = c.backend;
-    cj["params"] = nlohmann::ordered_json::parse(c.params.to_json());
-    cj["source"] = param_source_name(c.source);
-    j["choices"].push_back(cj);
-  }
-  j["fallback"] = p.fallback;
-  j["verdicts"] = nlohmann::ordered_json::array();
-  for (const auto& [name, v] : p.verdicts)
-    j["verdicts"].push_back({{"backend", name}, {"ok", v.ok}, {"reason", v.reason}, {"note", v.note}});
-  j["notes"] = p.notes;
-  if (!p.error.empty()) j["error"] = p.error;
-  return j;
-}
-
 int run_plan(const PlanOptions& o) {
   if (o.model.empty()) throw invalid_input("qrt plan: give the MODEL to plan (a Hugging Face folder or a .gguf file)");
   const auto ck = open_checkpoint(o.model);
@@ -158,57 +121,11 @@ int run_plan(const PlanOptions& o) {
   // The GPU engine runs q/k/v and gate/up as one linear each where it can (fused_projections.h):
   // those fused layers are planned as their own shapes.
   const std::vector<LinearPlan>& fused_plans = setup.plan->fused;
-  std::map<std::string, std::string> fused_into;  // part layer -> the fused layer that runs it
-  for (const auto& f : fused_plans)
-    if (f.ok())
-      for (const auto& part : fused_part_names(f.layer.name)) fused_into[part] = f.layer.name;
-  // Linears of the checkpoint that run dense (unquantized and not quantized on load).
-  int dense = 0;
-  {
-    std::set<std::string> planned;
-    for (const auto& p : plans) planned.insert(p.layer.name);
-    for (const auto& l : ck->linears())
-      if (!planned.count(l.spec.name)) ++dense;
-  }
-
-  // Per-backend summary: layers and the M ranges they serve.
-  std::map<std::string, std::map<std::string, int>> summary;  // backend -> range -> layers
-  int failed = 0;
-  for (const auto& p : plans) {
-    if (!p.ok()) ++failed;
-    for (const auto& c : p.choices) ++summary[c.backend][m_range(c)];
-  }
-
+  const PlanSummary summary = summarize_plan(*ck, setup);
+  const int failed = summary.layers_without_backend;
+  const int dense = summary.dense_layers;
   if (o.json) {
-    nlohmann::ordered_json j;
-    j["model"] = o.model;
-    j["architecture"] = ck->config().architecture;
-    j["quantization"] = ck->quantization().describe();
-    j["device"] = {{"id", device.id}, {"description", device.describe()}, {"cache_key", device.cache_key()},
-                   {"profile", device.profile}, {"chosen", device_why}};
-    j["config"] = {{"backend", config.backend}, {"fallback", config.fallback}, {"disabled", config.disabled},
-                   {"max_input_length", config.max_input_length}};
-    nlohmann::ordered_json prov = nlohmann::ordered_json::object();
-    for (const auto& [f, s] : config.provenance) prov[f] = s;
-    j["config"]["provenance"] = prov;
-    j["tuning_cache"] = cache_path;
-    j["warnings"] = warnings;
-    j["layers"] = nlohmann::ordered_json::array();
-    for (const auto& p : plans) {
-      nlohmann::ordered_json lj = plan_json(p);
-      if (auto it = fused_into.find(p.layer.name); it != fused_into.end()) lj["runs_fused_in"] = it->second;
-      j["layers"].push_back(lj);
-    }
-    nlohmann::ordered_json sj = nlohmann::ordered_json::object();
-    for (const auto& [b, ranges] : summary)
-      for (const auto& [r, n] : ranges) sj[b][r] = n;
-    j["summary"] = sj;
-    j["dense_layers"] = dense;
-    j["layers_without_backend"] = failed;
-    j["fused_layers"] = nlohmann::ordered_json::array();  // GPU engine: q/k/v, gate/up as one GEMM each
-    for (const auto& p : fused_plans) j["fused_layers"].push_back(plan_json(p));
-    // ensure_ascii: names and notes from the checkpoint reach the terminal as \uXXXX, never raw.
-    std::printf("%s\n", j.dump(2, ' ', true, nlohmann::json::error_handler_t::replace).c_str());
+    std::printf("%s\n", plan_report_json(o.model, *ck, setup).c_str());
     return failed ? 1 : 0;
   }
 
@@ -291,7 +208,7 @@ int run_plan(const PlanOptions& o) {
   }
 
   std::printf("\nsummary:\n");
-  for (const auto& [b, ranges] : summary) {
+  for (const auto& [b, ranges] : summary.by_backend) {
     std::string parts;
     for (const auto& [r, n] : ranges) parts += (parts.empty() ? "" : ", ") + fmt::format("{} layers ({})", n, r);
     const Backend* be = BackendRegistry::global().find(b);
@@ -303,7 +220,7 @@ int run_plan(const PlanOptions& o) {
     std::map<std::string, std::pair<int, std::string>> by_shape;  // "q/k/v groups as KxN" -> groups, plan
     for (const auto& p : fused_plans) {
       std::string how;
-      for (const auto& c : p.choices) how += (how.empty() ? "" : ", ") + c.backend + " (" + m_range(c) + ")";
+      for (const auto& c : p.choices) how += (how.empty() ? "" : ", ") + c.backend + " (" + describe_m_range(c) + ")";
       const char* kind = p.layer.name.find("q_proj+") != std::string::npos ? "q/k/v" : "gate/up";
       auto& e = by_shape[fmt::format("{} groups as {}x{}", kind, p.layer.in_features, p.layer.out_features)];
       ++e.first;
