@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,38 @@ struct GenerationResult {
   double decode_tokens_per_second() const { return decode_seconds > 0 ? decode_steps / decode_seconds : 0; }
 };
 
+// One generation, advanced a token at a time by the caller (what Generator runs to the end, and
+// what a streaming iterator steps): the constructor checks the prompt and runs the prefill; each
+// next() samples a token and, before sampling the one after it, feeds it back through the engine.
+// The engine must outlive the stream and not be used by anything else until it is done.
+class GenerationStream {
+ public:
+  // Throws qrt::Error for an empty prompt, one longer than max_input_length or the KV cache, or a
+  // negative max_new_tokens.
+  GenerationStream(ForwardEngine& engine, const std::vector<int32_t>& prompt, const GenerationOptions& options);
+  // The next generated id, or nullopt once generation has ended (result().stop_reason says why).
+  std::optional<int32_t> next();
+  // Ends generation early: result().stop_reason becomes "stopped by caller".
+  void stop();
+  bool done() const { return done_; }
+  const GenerationResult& result() const { return result_; }
+
+ private:
+  void finish(const char* reason);
+  ForwardEngine& engine_;
+  GenerationOptions options_;
+  Sampler sampler_;
+  std::vector<float> logits_;
+  int64_t sample_vocab_ = 0;         // ids below this are sampled (GenerationOptions::sample_vocab)
+  bool greedy_ = false;              // the engine picks the token (forward_greedy), no logits here
+  int32_t greedy_next_ = 0;          // that token, for the next call of next()
+  std::vector<int32_t> history_;     // prompt + generated ids (the repetition penalty's window)
+  int64_t pos_ = 0;                  // positions the KV cache holds
+  bool feed_last_ = false;           // the last generated id still has to go through the engine
+  bool done_ = false;
+  GenerationResult result_;
+};
+
 class Generator {
  public:
   explicit Generator(ForwardEngine& engine) : engine_(engine) {}
@@ -60,7 +93,6 @@ class Generator {
 
  private:
   ForwardEngine& engine_;
-  std::vector<float> logits_;
 };
 
 // The tokenizer of a model path: tokenizer.json of a HF folder, or the GGUF metadata. Throws

@@ -21,6 +21,7 @@ struct SamplingParams {
   // Throws qrt::Error naming the field for out-of-range values (negative top_k, top_p outside (0, 1], ...).
   void validate() const;
   std::string describe() const;    // "greedy" or "temp 0.7, top-k 40, top-p 0.9, seed 1"
+  bool operator==(const SamplingParams&) const = default;
 };
 
 // The greedy choice: the index of the largest of logits[0..vocab), the lowest among equal ones,

@@ -1,5 +1,7 @@
-// Generator: prefill, then sample -> stream -> decode until a stop condition. The first generated
-// token comes from the prefill logits, so decode_steps counts the single-token forwards after it.
+// GenerationStream and Generator: prefill, then sample -> stream -> decode until a stop condition.
+// The first generated token comes from the prefill logits, so decode_steps counts the
+// single-token forwards after it; decode_seconds is the time spent in next() (sampling and those
+// forwards), not the caller's handling of each token.
 #include "qrt/generator.h"
 
 #include <algorithm>
@@ -18,8 +20,9 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 }  // namespace
 
-GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const GenerationOptions& options,
-                                     const std::function<bool(int32_t)>& on_token) {
+GenerationStream::GenerationStream(ForwardEngine& engine, const std::vector<int32_t>& prompt,
+                                   const GenerationOptions& options)
+    : engine_(engine), options_(options), sampler_(options.sampling) {
   const int64_t capacity = engine_.capacity();
   const int64_t max_input = options.max_input_length > 0 ? options.max_input_length : capacity;
   const int64_t n = static_cast<int64_t>(prompt.size());
@@ -32,60 +35,82 @@ GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const G
     throw invalid_input(fmt::format("the prompt has {} tokens, more than the KV cache holds ({})", n, capacity));
   if (options.max_new_tokens < 0)
     throw invalid_input(fmt::format("max_new_tokens {} must be >= 0", options.max_new_tokens));
-
-  Sampler sampler(options.sampling);
-  const int64_t vocab = engine_.config().vocab_size;
-  logits_.resize(vocab);
-  // Ids past the tokenizer are padding rows of the embedding: never sampled.
-  const int64_t sample_vocab = options.sample_vocab > 0 ? std::min(vocab, options.sample_vocab) : vocab;
-  GenerationResult r;
-
   if (options.cached_prefix < 0)
     throw invalid_input(fmt::format("cached_prefix {} must be >= 0", options.cached_prefix));
+  const int64_t vocab = engine_.config().vocab_size;
+  logits_.resize(static_cast<size_t>(vocab));
+  // Ids past the tokenizer are padding rows of the embedding: never sampled.
+  sample_vocab_ = options.sample_vocab > 0 ? std::min(vocab, options.sample_vocab) : vocab;
+  // The KV cache already holds [0, cached) from an earlier call: only the rest is prefilled (the
+  // last prompt token always is: its logits give the first sample).
   const int64_t cached = std::min<int64_t>(options.cached_prefix, n - 1);
   // Plain greedy decoding over the whole vocabulary asks the engine for the token alone (a GPU
   // engine then copies back one id per step instead of the logits); anything else (a vocabulary
   // cut to the tokenizer's ids too) samples from the logits here.
-  const bool greedy = is_plain_greedy(options.sampling) && sample_vocab == vocab;
-  int32_t greedy_next = 0;
-  auto t0 = std::chrono::steady_clock::now();
-  if (greedy) greedy_next = engine_.forward_greedy(prompt.data() + cached, n - cached, cached);
+  greedy_ = is_plain_greedy(options.sampling) && sample_vocab_ == vocab;
+  result_.prompt_tokens = n - cached;
+  result_.stop_reason = "max new tokens";
+  const auto t0 = std::chrono::steady_clock::now();
+  if (greedy_) greedy_next_ = engine_.forward_greedy(prompt.data() + cached, n - cached, cached);
   else engine_.forward(prompt.data() + cached, n - cached, cached, logits_.data());
-  r.prompt_seconds = seconds_since(t0);
-  r.prompt_tokens = n - cached;
+  result_.prompt_seconds = seconds_since(t0);
+  history_ = prompt;
+  pos_ = n;
+}
 
-  std::vector<int32_t> history = prompt;
-  int64_t pos = n;
-  r.stop_reason = "max new tokens";
-  t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < options.max_new_tokens; ++i) {
-    if (options.interrupt && options.interrupt->load()) {
-      r.stop_reason = "interrupted";
-      break;
-    }
-    const int32_t id = greedy ? greedy_next : sampler.sample(logits_.data(), sample_vocab, history);
-    if (std::find(options.stop_tokens.begin(), options.stop_tokens.end(), id) != options.stop_tokens.end()) {
-      r.stop_reason = "stop token";
-      break;
-    }
-    r.tokens.push_back(id);
-    history.push_back(id);
-    if (on_token && !on_token(id)) {
-      r.stop_reason = "stopped by caller";
-      break;
-    }
-    if (i + 1 == options.max_new_tokens) break;  // no forward for a token nobody will sample from
-    if (pos >= capacity) {
-      r.stop_reason = "context full";
-      break;
-    }
-    if (greedy) greedy_next = engine_.forward_greedy(&id, 1, pos);
-    else engine_.forward(&id, 1, pos, logits_.data());
-    ++pos;
-    ++r.decode_steps;
+void GenerationStream::finish(const char* reason) {
+  result_.stop_reason = reason;
+  done_ = true;
+}
+
+void GenerationStream::stop() {
+  if (!done_) finish("stopped by caller");
+}
+
+std::optional<int32_t> GenerationStream::next() {
+  if (done_) return std::nullopt;
+  if (static_cast<int64_t>(result_.tokens.size()) >= options_.max_new_tokens) {
+    finish("max new tokens");  // and no forward for a token nobody will sample from
+    return std::nullopt;
   }
-  r.decode_seconds = seconds_since(t0);
-  return r;
+  if (options_.interrupt && options_.interrupt->load()) {
+    finish("interrupted");
+    return std::nullopt;
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  if (feed_last_) {
+    if (pos_ >= engine_.capacity()) {
+      finish("context full");
+      return std::nullopt;
+    }
+    const int32_t last = result_.tokens.back();
+    if (greedy_) greedy_next_ = engine_.forward_greedy(&last, 1, pos_);
+    else engine_.forward(&last, 1, pos_, logits_.data());
+    ++pos_;
+    ++result_.decode_steps;
+  }
+  const int32_t id = greedy_ ? greedy_next_ : sampler_.sample(logits_.data(), sample_vocab_, history_);
+  result_.decode_seconds += seconds_since(t0);
+  if (std::find(options_.stop_tokens.begin(), options_.stop_tokens.end(), id) != options_.stop_tokens.end()) {
+    finish("stop token");
+    return std::nullopt;
+  }
+  result_.tokens.push_back(id);
+  history_.push_back(id);
+  feed_last_ = true;
+  return id;
+}
+
+GenerationResult Generator::generate(const std::vector<int32_t>& prompt, const GenerationOptions& options,
+                                     const std::function<bool(int32_t)>& on_token) {
+  GenerationStream stream(engine_, prompt, options);
+  while (const std::optional<int32_t> id = stream.next()) {
+    if (on_token && !on_token(*id)) {
+      stream.stop();
+      break;
+    }
+  }
+  return stream.result();
 }
 
 GenerationResult Generator::generate_text(const Tokenizer& tokenizer, const std::vector<int32_t>& prompt,

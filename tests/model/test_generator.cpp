@@ -103,6 +103,40 @@ TEST(Generator, SeededSamplingIsDeterministic) {
   EXPECT_TRUE(differs);
 }
 
+TEST(GenerationStream, SteppingGivesWhatGeneratorGives) {
+  auto engine = tiny_engine(16, 12);
+  GenerationOptions go;
+  go.max_new_tokens = 9;
+  go.sampling.temperature = 0.8f;
+  go.sampling.seed = 3;
+  const std::vector<int32_t> prompt = {5, 11, 2};
+  const GenerationResult whole = Generator(*engine).generate(prompt, go);
+
+  GenerationStream stream(*engine, prompt, go);
+  std::vector<int32_t> stepped;
+  while (const auto id = stream.next()) stepped.push_back(*id);
+  EXPECT_EQ(stepped, whole.tokens);
+  EXPECT_TRUE(stream.done());
+  EXPECT_EQ(stream.result().stop_reason, "max new tokens");
+  EXPECT_EQ(stream.result().decode_steps, 8);
+  EXPECT_FALSE(stream.next().has_value());  // stays ended
+
+  // stop() ends it where the caller is; the ids so far are the same prefix.
+  GenerationStream early(*engine, prompt, go);
+  ASSERT_TRUE(early.next().has_value());
+  ASSERT_TRUE(early.next().has_value());
+  early.stop();
+  EXPECT_FALSE(early.next().has_value());
+  EXPECT_EQ(early.result().stop_reason, "stopped by caller");
+  EXPECT_EQ(early.result().tokens, std::vector<int32_t>(whole.tokens.begin(), whole.tokens.begin() + 2));
+
+  // No tokens asked for: ends at once, after the prefill.
+  go.max_new_tokens = 0;
+  GenerationStream none(*engine, prompt, go);
+  EXPECT_FALSE(none.next().has_value());
+  EXPECT_EQ(none.result().stop_reason, "max new tokens");
+}
+
 TEST(Generator, StopsWhenTheKvCacheIsFull) {
   // Capacity 4 + 3 = 7 positions; a 4-token prompt leaves room for 3 more forwards.
   auto engine = tiny_engine(4, 3);
