@@ -96,9 +96,11 @@ struct CliOverrides {
 // quantization_config (backend hint, max_input_length, backends it rules out, HIGGS tune_metadata:
 // the lowest-priority per-layer kernel parameters) < QRT_DISABLE_BACKENDS < config file < CLI flags.
 // `config_path` "" = no file. Non-fatal findings (an unknown checkpoint backend name, runtime fields
-// qrt does not apply) are appended to `warnings` when given.
+// qrt does not apply) are appended to `warnings` when given. `config_json` is a config in the
+// file's format given as text (the embedding APIs take one), applied right after the file; "" = none.
 RuntimeConfig build_runtime_config(const CheckpointRuntime& checkpoint, const std::string& config_path,
-                                   const CliOverrides& cli, std::vector<std::string>* warnings = nullptr);
+                                   const CliOverrides& cli, std::vector<std::string>* warnings = nullptr,
+                                   const std::string& config_json = "");
 
 // The default tuning cache file: $QRT_TUNING_CACHE, else $XDG_CACHE_HOME/qrt/tuning.json, else
 // ~/.cache/qrt/tuning.json.

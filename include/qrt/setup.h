@@ -21,6 +21,7 @@ namespace qrt {
 // What a command asks for.
 struct SetupRequest {
   std::string config_file;      // runtime config file (docs/CONFIG.md); "" = none
+  std::string config_json;      // a runtime config as JSON text, applied over the file; "" = none
   std::string device = "auto";  // "auto", "cpu" or "cuda:N" (resolve_device)
   std::string target;           // a target profile (target_profile) instead of `device`: plans only
   CliOverrides cli;             // flags, applied last

@@ -369,12 +369,14 @@ std::vector<std::string> RuntimeConfig::apply_checkpoint_runtime(const Checkpoin
 }
 
 RuntimeConfig build_runtime_config(const CheckpointRuntime& checkpoint, const std::string& config_path,
-                                   const CliOverrides& cli, std::vector<std::string>* warnings) {
+                                   const CliOverrides& cli, std::vector<std::string>* warnings,
+                                   const std::string& config_json) {
   RuntimeConfig c;
   for (auto& w : c.apply_checkpoint_runtime(checkpoint))
     if (warnings) warnings->push_back(std::move(w));
   c.apply_environment();
   if (!config_path.empty()) c = RuntimeConfig::from_json_file(config_path, std::move(c));
+  if (!config_json.empty()) c = RuntimeConfig::from_json_text(config_json, "config", std::move(c));
   if (cli.backend) {
     c.backend = resolve_backend_or_throw(*cli.backend, "--backend", true);
     c.backend_is_hint = false;

@@ -76,7 +76,7 @@ ResolvedSetup resolve_setup(const Checkpoint& checkpoint, const SetupRequest& re
   // What the checkpoint's quantization_config asks of the runtime, read here once: the backend it
   // names, HIGGS tune_metadata, max_input_length, backends it rules out, fields named in warnings.
   s.runtime = build_runtime_config(checkpoint_runtime(checkpoint.quantization()), request.config_file, request.cli,
-                                   &s.warnings);
+                                   &s.warnings, request.config_json);
 
   if (!request.target.empty()) {
     if (request.device != "auto" && !request.device.empty())
