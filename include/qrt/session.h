@@ -29,9 +29,11 @@ namespace qrt {
 
 struct ModelOptions {
   std::string device = "auto";        // "auto" (the first CUDA GPU, else the CPU), "cpu", "cuda:N"
-  // The runtime config as JSON text, in the format of the --config file (docs/CONFIG.md): backend,
-  // fallback, disabled, max_input_length, max_new_tokens, threads, kernel_params, layers, ...
-  // "" = none. It sits where the config file does in the precedence.
+  // A runtime config file, as `qrt run --config FILE` takes (docs/CONFIG.md); "" = none.
+  std::string config_file;
+  // A runtime config as JSON text in that file's format (backend, fallback, disabled,
+  // max_input_length, max_new_tokens, threads, kernel_params, layers, ...), applied over the file;
+  // "" = none. Both sit where the config file does in the precedence.
   std::string config_json;
   KvCacheDType kv_cache = KvCacheDType::F16;   // `qrt run`'s default
   std::function<void(const std::string&)> log; // plan, fallback and template messages; may be empty
