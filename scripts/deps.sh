@@ -4,7 +4,8 @@
 set -euo pipefail
 
 QRT_APT_PACKAGES=(cmake g++ clang make pkg-config libxml2-utils libgtest-dev libgmock-dev libbenchmark-dev
-                  nlohmann-json3-dev libcli11-dev libfmt-dev libcpp-httplib-dev libssl-dev curl python3 python3-pip)
+                  nlohmann-json3-dev libcli11-dev libfmt-dev libcpp-httplib-dev libssl-dev curl python3 python3-pip
+                  python3-venv python3-dev)
 
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -19,6 +20,11 @@ if ((${#missing[@]})); then
     case "$p" in
       python3) command -v python3 >/dev/null || filtered+=("$p") ;;
       python3-pip) python3 -m pip --version >/dev/null 2>&1 || filtered+=("$p") ;;
+      # The Python package's tests make a virtual environment and compile against Python.h.
+      python3-venv) python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || filtered+=("$p") ;;
+      python3-dev) python3 -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' >/dev/null 2>&1 ||
+                     filtered+=("$p") ;;
       *) filtered+=("$p") ;;
     esac
   done
