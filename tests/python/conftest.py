@@ -1,7 +1,8 @@
 """Fixtures of the Python package's tests: the default model and the `qrt` command to compare with.
 
 QRT_DEFAULT_MODEL (scripts/test.sh sets it) names the model; without it the tests that need it
-skip. QRT_CLI names the `qrt` binary whose output the package must match (default: build/qrt)."""
+skip. QRT_CLI names the `qrt` binary whose output the package must match (a missing one is a
+failure); without it build/qrt is used when present."""
 
 import os
 import pathlib
@@ -29,7 +30,11 @@ def model(model_path: str) -> qrt.Model:
 
 @pytest.fixture(scope="session")
 def cli() -> str:
-    path = os.environ.get("QRT_CLI", str(REPO / "build" / "qrt"))
+    path = os.environ.get("QRT_CLI", "")
+    if path:  # named by the caller (tests/package/run.sh): it must be there
+        assert os.access(path, os.X_OK), f"QRT_CLI={path} is not an executable"
+        return path
+    path = str(REPO / "build" / "qrt")
     if not os.access(path, os.X_OK):
         pytest.skip(f"no qrt command at {path} (set QRT_CLI)")
     return path
