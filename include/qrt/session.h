@@ -93,8 +93,9 @@ class Session {
   void feed(const int32_t* tokens, int64_t n);
   // [vocab] logits after the last fed token. Throws qrt::Error when nothing was fed since reset.
   const std::vector<float>& logits() const;
-  // A token from logits(), the held tokens as the repetition penalty's history. The random stream
-  // is seeded by params.seed when the session is reset or the parameters change.
+  // A token from logits(), the held tokens as the repetition penalty's history; ids past the
+  // tokenizer (a vocabulary padded for alignment) are never sampled. The random stream is seeded
+  // by params.seed when the session is reset or the parameters change.
   int32_t sample(const SamplingParams& params);
   // The logits of every position of `tokens` from an empty cache, [n][vocab] row-major (the
   // session is reset afterwards).

@@ -2,6 +2,8 @@
 // set up from a path, a device name and a runtime config JSON text.
 #include "qrt/session.h"
 
+#include <algorithm>
+
 #include <fmt/format.h>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +21,7 @@ GenerationOptions generation_options(const Model& model, int64_t max_new_tokens,
   go.max_input_length = model.engine_options().runtime.max_input_length;
   go.sampling = sampling;
   go.stop_tokens = model.stop_tokens();
+  go.sample_vocab = model.tokenizer().vocab_size();   // ids past the tokenizer are padding rows
   return go;
 }
 
@@ -125,7 +128,9 @@ const std::vector<float>& Session::logits() const {
 int32_t Session::sample(const SamplingParams& params) {
   const std::vector<float>& row = logits();
   if (!sampler_ || !(sampler_->params() == params)) sampler_.emplace(params);  // validates params
-  return sampler_->sample(row.data(), static_cast<int64_t>(row.size()), tokens_);
+  // Ids past the tokenizer (a vocabulary padded for alignment) have no text: never sampled.
+  const int64_t vocab = std::min<int64_t>(static_cast<int64_t>(row.size()), model_->tokenizer().vocab_size());
+  return sampler_->sample(row.data(), vocab, tokens_);
 }
 
 std::vector<float> Session::score(const int32_t* tokens, int64_t n) {
