@@ -5,9 +5,9 @@
 #
 #   bench/cpu_decode_vs_llamacpp.sh [MODEL.gguf] [--threads T] [--n 64,512] [--reps 3] [--json FILE]
 #
-# The peer: $LLAMA_BENCH if set, else llama-bench built once from the llama.cpp sources that the
-# llama-cpp-python sdist on PyPI vendors (pip download, nothing installed; about 10 minutes on 2
-# cores), cached in ~/.cache/qrt/peers/. qrt is built/used from build/qrt (scripts/build.sh).
+# The peer: $LLAMA_BENCH if set, else llama-bench built once by bench/peers/llamacpp.sh from the
+# llama.cpp sources that the llama-cpp-python sdist on PyPI vendors (pip download, nothing
+# installed; about 10 minutes on 2 cores), cached in ~/.cache/qrt/peers/. qrt is built/used from build/qrt (scripts/build.sh).
 # Notes: llama-bench decodes from an empty context with random tokens, qrt from a 13-token prompt
 # with greedy sampling, so both generate N tokens over a context growing to about N.
 set -euo pipefail
@@ -29,24 +29,7 @@ done
 [ -s "$MODEL" ] || { echo "cpu_decode_vs_llamacpp: $MODEL: no such model file" >&2; exit 2; }
 [ -x build/qrt ] || scripts/build.sh >&2
 
-PEERS="${QRT_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/qrt}/peers"
-LLAMA_CPP_PYTHON_VERSION=0.3.36
-if [ -z "${LLAMA_BENCH:-}" ]; then
-  LLAMA_BENCH="$PEERS/llama.cpp-$LLAMA_CPP_PYTHON_VERSION/build/bin/llama-bench"
-  if [ ! -x "$LLAMA_BENCH" ]; then
-    echo "cpu_decode_vs_llamacpp: building the peer llama-bench once (llama-cpp-python $LLAMA_CPP_PYTHON_VERSION sources)..." >&2
-    mkdir -p "$PEERS"
-    tmp="$(mktemp -d)"
-    trap 'rm -rf "$tmp"' EXIT
-    python3 -m pip download --quiet --no-deps --no-binary :all: "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" -d "$tmp" >&2
-    tar -xzf "$tmp"/llama_cpp_python-*.tar.gz -C "$tmp"
-    src="$PEERS/llama.cpp-$LLAMA_CPP_PYTHON_VERSION"
-    rm -rf "$src" && mv "$tmp"/llama_cpp_python-*/vendor/llama.cpp "$src"
-    cmake -S "$src" -B "$src/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF \
-      -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF >&2
-    cmake --build "$src/build" --target llama-bench -j "$(nproc)" >&2
-  fi
-fi
+LLAMA_BENCH="${LLAMA_BENCH:-$(bench/peers/llamacpp.sh llama-bench)}"
 
 PROMPT="Once upon a time, in a small village by the sea,"
 # A long prompt for prompt processing: the committed KJV text, cut to about $PP tokens.
