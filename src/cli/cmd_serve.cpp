@@ -69,7 +69,11 @@ int serve_command(const ServeOptions& o) {
   cli.max_input_length = o.ctx_size;  // positions per sequence: the RoPE tables and the limits
   cli.max_new_tokens = 0;
   std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
-  const ResolvedSetup setup = resolve_setup(*checkpoint, o.engine.setup_request(cli));
+  SetupRequest request = o.engine.setup_request(cli);
+  // The batched engine runs on the CPU only: `auto` means the CPU here even where a GPU is present
+  // (an explicit cuda:N is refused when the engine is built, with a message saying so).
+  if (request.device == "auto") request.device = "cpu";
+  const ResolvedSetup setup = resolve_setup(*checkpoint, request);
   std::shared_ptr<ModelWeights> weights = load_model(*checkpoint, o.engine.load_options());
   checkpoint.reset();  // unmap the files: what the model needs is loaded (a fallback re-opens them)
   Tokenizer tokenizer = load_tokenizer(path);
