@@ -306,7 +306,7 @@ void HttpServer::Impl::generate(Endpoint endpoint, const httplib::Request& req, 
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [this, s, r, chat, &model, kPoll](size_t, httplib::DataSink& sink) {
+        [s, r, chat, &model, kPoll](size_t, httplib::DataSink& sink) {
           const RequestState::Update u = s->state->wait(kPoll);
           if (!sink.is_writable()) return false;  // gone: the releaser cancels the sequence
           std::string out;
@@ -337,7 +337,7 @@ void HttpServer::Impl::generate(Endpoint endpoint, const httplib::Request& req, 
   // so a client that gives up (a timeout) frees its sequence as a streaming one does.
   res.set_chunked_content_provider(
       "application/json",
-      [this, s, r, &model, kPoll](size_t, httplib::DataSink& sink) {
+      [s, r, &model, kPoll](size_t, httplib::DataSink& sink) {
         const RequestState::Update u = s->state->wait(kPoll);
         s->text += u.text();
         if (!sink.is_writable()) return false;

@@ -235,6 +235,17 @@ size_t invalid_utf8_at(const std::string& s) {
   return std::string::npos;
 }
 
+// `s` with every byte that is not part of well-formed UTF-8 written as \xNN.
+std::string escape_invalid_utf8(std::string s) {
+  std::string out;
+  for (size_t bad; (bad = invalid_utf8_at(s)) != std::string::npos;) {
+    out += s.substr(0, bad);
+    out += fmt::format("\\x{:02X}", static_cast<unsigned char>(s[bad]));
+    s.erase(0, bad + 1);
+  }
+  return out + s;
+}
+
 }  // namespace
 
 json ApiError::to_json() const {
@@ -255,7 +266,9 @@ std::optional<ParsedRequest> parse_request(Endpoint endpoint, const std::string&
   try {
     j = json::parse(body);
   } catch (const json::exception& e) {
-    *error = {400, std::string("the request body is not valid JSON: ") + e.what()};
+    // The parser's message quotes the bytes it last read, which can end inside a multi-byte
+    // character: escaped, so the error body is well-formed UTF-8 as JSON must be.
+    *error = {400, "the request body is not valid JSON: " + escape_invalid_utf8(e.what())};
     return std::nullopt;
   }
   if (!j.is_object()) {

@@ -33,6 +33,7 @@ void expect_rejected(Endpoint e, const std::string& body, int status, const std:
   EXPECT_TRUE(j["error"]["type"].is_string());
   EXPECT_TRUE(j["error"].contains("param"));
   EXPECT_TRUE(j["error"].contains("code"));
+  EXPECT_NO_THROW((void)j.dump()) << body;  // well-formed UTF-8 throughout (a strict dump)
 }
 
 TEST(OpenAiApi, CompletionFieldsMapOntoTheGenerationParams) {
@@ -100,6 +101,10 @@ TEST(OpenAiApi, ChatMessagesAndTheirContentParts) {
 TEST(OpenAiApi, BadBodiesAreErrorsNamingTheField) {
   const Endpoint C = Endpoint::Completions, Chat = Endpoint::ChatCompletions;
   expect_rejected(C, "{", 400);
+  // Valid UTF-8 that the JSON parser stops inside of (its message quotes a lone lead byte).
+  const char stops_inside[] = "{\xDE\x9C" "odel\":\"\0\0\0\0\0\0\0{\"";
+  expect_rejected(C, std::string(stops_inside, sizeof(stops_inside) - 1), 400);
+  expect_rejected(C, "{\"model\":\"tiny\",\"prompt\":\"x\", \xE2\x82\xAC}", 400);
   expect_rejected(C, "[1, 2]", 400);
   // Ill-formed UTF-8: a bad continuation, an overlong form, a surrogate, past U+10FFFF, truncated.
   for (const char* bad : {"\xC3\x28", "\xC0\xAF", "\xED\xA0\x80", "\xF4\x90\x80\x80", "\xE2\x82", "\xFF"})
