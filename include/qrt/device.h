@@ -61,11 +61,16 @@ DeviceInfo probe_cpu();
 std::vector<DeviceInfo> probe_cuda_devices();
 // Why probe_cuda_devices() is empty ("built without CUDA", "no CUDA device: driver not found"), or "".
 std::string cuda_unavailable_reason();
-// "cpu" or "cuda:N" -> the real device; throws naming the id when absent. "auto" -> the device
-// `qrt run` uses when none is named: the first CUDA device when this build has CUDA and one is
-// present, else the CPU; *why then says which and why ("auto: no CUDA device: ..."), for the log.
-// A GPU no backend of this binary can run on (below every CUDA backend's minimum compute
-// capability) is skipped by "auto", with the reason in *why, and the next GPU or the CPU is taken.
+// Why this binary cannot run CUDA kernels on a GPU of this compute capability ("" when it can): it
+// carries code for the architectures it was built for (the oldest is the limit; newer GPUs compile
+// the newest one's PTX), so an older GPU is out of reach whatever the backend.
+std::string cuda_binary_gap(const GpuInfo& gpu);
+// "cpu" or "cuda:N" -> the real device; throws naming the id when absent or when this binary has no
+// code for it (cuda_binary_gap). "auto" -> the device `qrt run` uses when none is named: the first
+// CUDA device when this build has CUDA and one is present, else the CPU; *why then says which and
+// why ("auto: no CUDA device: ..."), for the log. A GPU this binary has no code for, or that no
+// backend of it can run on (below every CUDA backend's minimum compute capability), is skipped by
+// "auto", with the reason in *why, and the next GPU or the CPU is taken.
 DeviceInfo resolve_device(const std::string& id, std::string* why = nullptr);
 
 class BackendRegistry;

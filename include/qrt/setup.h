@@ -48,6 +48,11 @@ struct ResolvedSetup {
 // engines refuse to build).
 ResolvedSetup resolve_setup(const Checkpoint& checkpoint, const SetupRequest& request);
 
+// The rule of --device auto once it has picked a GPU: "" when every quantized layer of `gpu_plan`
+// has a backend there, else the line saying which layer has none, for the log (resolve_setup then
+// runs the model on the CPU when the CPU can run every layer).
+std::string auto_gpu_rejection(const ModelPlan& gpu_plan, const DeviceInfo& gpu);
+
 // The one rule for the tuning cache file: runtime.tuning_cache_path, else default_tuning_cache_path().
 std::string tuning_cache_file(const RuntimeConfig& runtime);
 

@@ -2,7 +2,8 @@
 // The limits of the kernels: Marlin-class kernels need sm_80 (mma.sync + cp.async) and
 // N % 64 / K % 64 (the smallest thread tile); the GEMV streams 16-byte vectors of 4-bit codes
 // along K (K % 32) and serves M <= 8; FP8 tensor-core GEMM needs sm_89 and cuBLASLt's
-// multiple-of-16 shapes; dequant + cuBLAS runs anything, it is the universal fallback.
+// multiple-of-16 shapes; dequant + cuBLAS runs anything on any GPU from sm_70 (Volta) on, it is
+// the universal fallback (its kernels and the model's ops are plain CUDA, built for sm_70/75 too).
 #include "cuda_capabilities.h"
 
 #include "qrt/error.h"
@@ -44,7 +45,7 @@ std::vector<CudaBackendDeclaration> build_table() {
     c.bits = {};  // any 1..8
     c.group_sizes = {};
     c.act_order = c.symmetric = c.integer_zero = c.float_zero = c.fp8_block_scales = true;
-    c.min_compute_capability = 80;
+    c.min_compute_capability = 70;
     c.k_multiple = 1;
     c.n_multiple = 1;
     c.activation_dtypes = {DType::F16, DType::BF16};

@@ -15,6 +15,7 @@ namespace qrt {
 namespace cuda_probe {
 // Defined in cuda/device_probe_cuda.cpp. Fills `why` when no device can be listed.
 std::vector<GpuInfo> list_gpus(std::string* why);
+int binary_min_arch();
 }  // namespace cuda_probe
 #endif
 
@@ -51,6 +52,22 @@ const CudaProbeResult& cuda_probe_result() {
 }  // namespace
 
 std::vector<DeviceInfo> probe_cuda_devices() { return cuda_probe_result().devices; }
+
+std::string cuda_binary_gap(const GpuInfo& gpu) {
+#ifdef QRT_WITH_CUDA
+  const int cc = gpu.compute_capability(), oldest = cuda_probe::binary_min_arch();
+  if (cc >= oldest) return "";
+  std::string out = "this binary has CUDA code for sm_" + std::to_string(oldest) + " and newer, not for " +
+                    gpu.name + " (sm_" + std::to_string(cc) + ")";
+  if (cc >= 70)
+    out += "; a build with QRT_CUDA_PORTABLE_ARCHS containing " + std::to_string(cc) + " has it" +
+           (cc < 75 ? std::string(" (nvcc 13 dropped sm_70: a CUDA 12 toolkit builds it)") : std::string());
+  return out;
+#else
+  (void)gpu;
+  return "built without CUDA";
+#endif
+}
 
 std::string cuda_unavailable_reason() {
   const auto& r = cuda_probe_result();
@@ -95,7 +112,11 @@ DeviceInfo resolve_device(const std::string& id, std::string* why) {
   if (id == "auto")
     return choose_auto_device(
         probe_cuda_devices(), cuda_unavailable_reason(),
-        [](const DeviceInfo& g) { return gpu_unusable_reason(g, BackendRegistry::global()); }, why);
+        [](const DeviceInfo& g) {
+          const std::string gap = cuda_binary_gap(g.gpu);
+          return gap.empty() ? gpu_unusable_reason(g, BackendRegistry::global()) : g.id + ": " + gap;
+        },
+        why);
   std::string rest;
   if (id == "cuda" || id == "gpu") {
     rest = "0";
@@ -114,7 +135,11 @@ DeviceInfo resolve_device(const std::string& id, std::string* why) {
   if (index >= static_cast<long>(devices.size()))
     throw Error(ErrorKind::Device, "device '" + id + "' is not available: this machine has " +
                                        std::to_string(devices.size()) + " CUDA device(s)");
-  return devices[static_cast<size_t>(index)];
+  const DeviceInfo& d = devices[static_cast<size_t>(index)];
+  if (const std::string gap = cuda_binary_gap(d.gpu); !gap.empty())
+    throw Error(ErrorKind::Device, "device '" + id + "' cannot run this binary's CUDA code: " + gap +
+                                       " (--device cpu runs on the CPU)");
+  return d;
 }
 
 }  // namespace qrt

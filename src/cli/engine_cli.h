@@ -96,9 +96,10 @@ struct EngineCliOptions {
 };
 
 // The "device: cuda:0 (auto: ...)" log line of run, chat and perplexity: when --device auto took a
-// GPU, or with -v. A CPU run says nothing about CUDA unless the user asked for it.
+// GPU or passed over one that is here (it cannot run the model, and says why), or with -v. A CPU run
+// on a machine without a GPU says nothing about CUDA unless the user asked for it.
 inline void print_device_choice(const DeviceInfo& device, const std::string& why, bool verbose) {
-  if (!why.empty() && (verbose || device.kind != DeviceKind::Cpu))
+  if (!why.empty() && (verbose || device.kind != DeviceKind::Cpu || !probe_cuda_devices().empty()))
     std::fprintf(stderr, "qrt: device: %s (%s)\n", device.id.c_str(), why.c_str());
 }
 

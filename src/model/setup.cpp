@@ -78,6 +78,7 @@ ResolvedSetup resolve_setup(const Checkpoint& checkpoint, const SetupRequest& re
   s.runtime = build_runtime_config(checkpoint_runtime(checkpoint.quantization()), request.config_file, request.cli,
                                    &s.warnings, request.config_json);
 
+  const bool auto_device = request.target.empty() && (request.device.empty() || request.device == "auto");
   if (!request.target.empty()) {
     if (request.device != "auto" && !request.device.empty())
       throw invalid_input("--device and --target exclude each other (--target plans for a device that is not here)");
@@ -86,11 +87,39 @@ ResolvedSetup resolve_setup(const Checkpoint& checkpoint, const SetupRequest& re
     s.device = resolve_device(request.device.empty() ? "auto" : request.device, &s.device_why);
   }
 
-  s.tuning_cache = open_tuning_cache(s.runtime, s.device, &s.warnings);
+  const std::vector<LayerSpec> specs = quantized_linear_specs(checkpoint, request.load);
+  std::vector<std::string> cache_warnings;
+  s.tuning_cache = open_tuning_cache(s.runtime, s.device, &cache_warnings);
+  s.plan = std::make_shared<const ModelPlan>(plan_model(specs, s.runtime, s.device, s.tuning_cache.get()));
+
+  // --device auto took a GPU that some layer has no backend on: the CPU runs the model instead when
+  // it can run every layer (otherwise the GPU plan and its errors stand, as for a named device).
+  if (auto_device && s.device.kind == DeviceKind::Cuda) {
+    if (const std::string why = auto_gpu_rejection(*s.plan, s.device); !why.empty()) {
+      const DeviceInfo cpu = probe_cpu();
+      std::vector<std::string> cpu_warnings;
+      auto cpu_cache = open_tuning_cache(s.runtime, cpu, &cpu_warnings);
+      auto cpu_plan = std::make_shared<const ModelPlan>(plan_model(specs, s.runtime, cpu, cpu_cache.get()));
+      if (plan_failure_message(cpu_plan->layers).empty()) {
+        s.device = cpu;
+        s.device_why = why;
+        s.tuning_cache = std::move(cpu_cache);
+        s.plan = std::move(cpu_plan);
+        cache_warnings = std::move(cpu_warnings);
+      }
+    }
+  }
+  s.warnings.insert(s.warnings.end(), cache_warnings.begin(), cache_warnings.end());
   if (s.tuning_cache) s.tuning_cache_path = tuning_cache_file(s.runtime);
-  s.plan = std::make_shared<const ModelPlan>(
-      plan_model(quantized_linear_specs(checkpoint, request.load), s.runtime, s.device, s.tuning_cache.get()));
   return s;
+}
+
+std::string auto_gpu_rejection(const ModelPlan& gpu_plan, const DeviceInfo& gpu) {
+  const std::string failure = plan_failure_message(gpu_plan.layers);
+  if (failure.empty()) return "";
+  return fmt::format("auto: {} {} (sm_{}) has no backend for this model: {}; running on the CPU (--device {} "
+                     "shows the GPU plan)",
+                     gpu.id, gpu.gpu.name, gpu.gpu.compute_capability(), failure.substr(0, failure.find('\n')), gpu.id);
 }
 
 }  // namespace qrt

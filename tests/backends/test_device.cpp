@@ -83,18 +83,25 @@ TEST(ResolveDevice, CpuAndBadIds) {
   }
 }
 
-// "auto" (the default of qrt run, perplexity and plan): the first CUDA device when one is present,
-// else the CPU, and it says which and why.
+// "auto" (the default of qrt run, perplexity and plan): the first CUDA device this binary has
+// code for when one is present, else the CPU, and it says which and why.
 TEST(ResolveDevice, AutoPicksTheGpuWhenPresentAndSaysWhy) {
   std::string why;
   const DeviceInfo d = resolve_device("auto", &why);
   const auto gpus = probe_cuda_devices();
+  const DeviceInfo* usable = nullptr;
+  for (const auto& g : gpus)
+    if (!usable && cuda_binary_gap(g.gpu).empty() && gpu_unusable_reason(g, BackendRegistry::global()).empty())
+      usable = &g;
   if (gpus.empty()) {
     EXPECT_EQ(d.kind, DeviceKind::Cpu);
     EXPECT_EQ(why, "auto: " + cuda_unavailable_reason());
+  } else if (!usable) {
+    EXPECT_EQ(d.kind, DeviceKind::Cpu);
+    EXPECT_NE(why.find("no usable CUDA device"), std::string::npos) << why;
   } else {
     EXPECT_EQ(d.kind, DeviceKind::Cuda);
-    EXPECT_EQ(d.id, gpus.front().id);
+    EXPECT_EQ(d.id, usable->id);
     EXPECT_NE(why.find("CUDA device is present"), std::string::npos) << why;
   }
   std::string untouched = "x";
@@ -102,20 +109,27 @@ TEST(ResolveDevice, AutoPicksTheGpuWhenPresentAndSaysWhy) {
   EXPECT_EQ(untouched, "x") << "a named device has no 'why'";
 }
 
-// "auto" skips a GPU no backend of this binary can run on (below sm_80 today) and takes the next
-// one or the CPU, with the reason in the log line. Fake device lists stand in for the probe.
+// "auto" skips a GPU no backend of this binary can run on (below sm_70: cuda_dequant's minimum) and
+// takes the next one or the CPU, with the reason in the log line. Fake device lists stand in for
+// the probe.
 TEST(ResolveDevice, AutoSkipsGpusNoBackendServes) {
-  DeviceInfo t4 = target_profile("t4");   // sm_75
-  t4.id = "cuda:0";
-  const std::string reason = gpu_unusable_reason(t4, BackendRegistry::global());
+  DeviceInfo pascal = target_profile("t4");
+  pascal.id = "cuda:0";
+  pascal.gpu.name = "Tesla P100";
+  pascal.gpu.cc_major = 6;
+  pascal.gpu.cc_minor = 0;
+  const std::string reason = gpu_unusable_reason(pascal, BackendRegistry::global());
   EXPECT_NE(reason.find("cuda:0"), std::string::npos) << reason;
-  EXPECT_NE(reason.find("(sm_75) has no backend to run on it"), std::string::npos) << reason;
+  EXPECT_NE(reason.find("(sm_60) has no backend to run on it"), std::string::npos) << reason;
+  DeviceInfo t4 = target_profile("t4");  // sm_75: only cuda_dequant, but that is a backend
+  t4.id = "cuda:0";
   DeviceInfo h100 = target_profile("h100");
   h100.id = "cuda:1";
   bool cuda_built = false;
   for (const Backend* b : BackendRegistry::global().all())
     cuda_built |= b->capability().device == DeviceKind::Cuda && b->built();
   EXPECT_EQ(gpu_unusable_reason(h100, BackendRegistry::global()).empty(), cuda_built);
+  EXPECT_EQ(gpu_unusable_reason(t4, BackendRegistry::global()).empty(), cuda_built);
 
   auto only_sm80 = [](const DeviceInfo& g) {
     return g.gpu.compute_capability() >= 80 ? std::string() : g.id + " is sm_" + std::to_string(g.gpu.compute_capability());
@@ -130,6 +144,26 @@ TEST(ResolveDevice, AutoSkipsGpusNoBackendServes) {
   d = choose_auto_device({}, "built without CUDA", only_sm80, &why);
   EXPECT_EQ(d.kind, DeviceKind::Cpu);
   EXPECT_EQ(why, "auto: built without CUDA");
+}
+
+// A GPU older than every architecture the binary was built for cannot run any of its kernels;
+// the reason names the GPU and the oldest architecture there is code for.
+TEST(ResolveDevice, BinaryGapNamesTheArchitectures) {
+  GpuInfo pascal;
+  pascal.name = "Tesla P100";
+  pascal.cc_major = 6;
+  pascal.cc_minor = 0;
+  GpuInfo hopper = pascal;
+  hopper.name = "H100";
+  hopper.cc_major = 9;
+#ifdef QRT_WITH_CUDA
+  const std::string gap = cuda_binary_gap(pascal);
+  EXPECT_NE(gap.find("Tesla P100 (sm_60)"), std::string::npos) << gap;
+  EXPECT_NE(gap.find("and newer"), std::string::npos) << gap;
+  EXPECT_EQ(cuda_binary_gap(hopper), "");  // newer GPUs run the newest architecture's PTX
+#else
+  EXPECT_EQ(cuda_binary_gap(hopper), "built without CUDA");
+#endif
 }
 
 }  // namespace

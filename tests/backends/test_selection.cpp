@@ -10,6 +10,7 @@
 #include "backends/cuda_capabilities.h"
 #include "qrt/plan.h"
 #include "qrt/runtime_config.h"
+#include "qrt/setup.h"
 #include "qrt/thread_pool.h"
 #include "qrt/tuning_cache.h"
 
@@ -62,9 +63,10 @@ struct MatrixRow {
   const char* expected;
 };
 
-// Derived from the declared capabilities: cuda_gemv (sm70+, 4/8-bit, K%32, M<=8), cuda_marlin
-// (sm80+, 4/8-bit, g -1/32/64/128, N%64 and K%64), cuda_fp8 (sm89+), cuda_dequant (anything);
-// cpu_simd (avx2+fma+f16c; 2..8-bit, FP8), cpu_ref (anything).
+// Derived from the declared capabilities: cuda_gemv (sm80+, 4/8-bit, K%64, M<=8), cuda_marlin
+// (sm80+, 4/8-bit, g -1/32/64/128, N%64 and K%64, float zero points 4-bit only), cuda_fp8 (sm89+),
+// cuda_dequant (anything, sm70+); cpu_simd (avx2+fma+f16c; 2..8-bit, FP8), cpu_ref (anything).
+// Turing (t4) and Volta (v100) get cuda_dequant for every layer.
 const MatrixRow kMatrix[] = {
     {"h100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"h100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
@@ -88,12 +90,17 @@ const MatrixRow kMatrix[] = {
     {"a100", "gguf_q4_1", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"rtx3090", "gguf_q4_1", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"h100", "gguf_q6_k", "cuda_dequant@1-"},
-    {"t4", "int4_g128_sym", "ERROR"},
-    {"t4", "int4_g32_asym_actorder", "ERROR"},
-    {"t4", "int3_g128_sym", "ERROR"},
-    {"t4", "int8_perrow_sym", "ERROR"},
-    {"t4", "fp8_block128", "ERROR"},
-    {"t4", "int4_g32_odd_shape", "ERROR"},
+    {"t4", "int4_g128_sym", "cuda_dequant@1-"},
+    {"t4", "int4_g32_asym_actorder", "cuda_dequant@1-"},
+    {"t4", "int3_g128_sym", "cuda_dequant@1-"},
+    {"t4", "int8_perrow_sym", "cuda_dequant@1-"},
+    {"t4", "fp8_block128", "cuda_dequant@1-"},
+    {"t4", "int4_g32_odd_shape", "cuda_dequant@1-"},
+    {"t4", "gguf_q4_1", "cuda_dequant@1-"},
+    {"v100", "int4_g128_sym", "cuda_dequant@1-"},
+    {"v100", "fp8_block128", "cuda_dequant@1-"},
+    {"v100", "gguf_q4_1", "cuda_dequant@1-"},
+    {"v100", "gguf_q6_k", "cuda_dequant@1-"},
     {"cpu-avx2", "int4_g128_sym", "cpu_simd@1-"},
     {"cpu-avx2", "int4_g32_asym_actorder", "cpu_simd@1-"},
     {"cpu-avx2", "int3_g128_sym", "cpu_simd@1-"},
@@ -118,8 +125,8 @@ TEST(SelectionMatrix, AutoPicksTheExpectedBackendPerMRange) {
     const DeviceInfo dev = target_profile(row.profile);
     const auto plans = plan_layers({layers.at(row.kind)}, config, dev);
     ASSERT_EQ(plans.size(), 1u);
-    // "ERROR": no backend of this build can run the layer on that device (T4 is sm_75; the CUDA
-    // kernels are compiled for sm_80+), and the plan must say so rather than pick one.
+    // "ERROR": no backend can run the layer on that device, and the plan must say so rather than
+    // pick one.
     if (std::string(row.expected) == "ERROR")
       EXPECT_EQ(ranges_of(plans[0]).rfind("ERROR", 0), 0u) << ranges_of(plans[0]);
     else
@@ -159,6 +166,30 @@ TEST(SelectionMatrix, RejectionReasonsAreReadable) {
   const auto t4 = plan_layers({layers.at("int4_g128_sym")}, RuntimeConfig{}, target_profile("t4"));
   for (const auto& [n, v] : t4[0].verdicts)
     if (n == "cuda_marlin") EXPECT_EQ(v.reason, "needs compute capability >= 8.0 (sm_80); Tesla T4 is sm_75");
+}
+
+// --device auto leaves a GPU for the CPU when some layer has no backend there (an IQ4 code-book
+// layer: no CUDA backend declares code books), and says which layer; a GPU that serves every layer
+// stays.
+TEST(AutoDevice, AGpuWithoutABackendForSomeLayerIsLeftWithTheReason) {
+  LayerSpec iq4 = int_layer("model.layers.0.mlp.down_proj", 4096, 4096, 4, 32, ZeroKind::Symmetric);
+  iq4.encoding = WeightEncoding::Codebook;
+  iq4.codebook = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  const LayerSpec int4 = int_layer("model.layers.0.mlp.up_proj", 4096, 4096, 4, 128, ZeroKind::Symmetric);
+  for (const char* profile : {"h100", "t4"}) {
+    SCOPED_TRACE(profile);
+    const DeviceInfo gpu = target_profile(profile);
+    const ModelPlan served = plan_model({int4}, RuntimeConfig{}, gpu, nullptr);
+    EXPECT_EQ(auto_gpu_rejection(served, gpu), "");
+    const ModelPlan unserved = plan_model({int4, iq4}, RuntimeConfig{}, gpu, nullptr);
+    const std::string why = auto_gpu_rejection(unserved, gpu);
+    EXPECT_NE(why.find("auto: cuda:0 "), std::string::npos) << why;
+    EXPECT_NE(why.find("model.layers.0.mlp.down_proj"), std::string::npos) << why;
+    EXPECT_NE(why.find("running on the CPU"), std::string::npos) << why;
+    EXPECT_EQ(why.find('\n'), std::string::npos) << "one line for the log";
+    // The CPU runs every layer, so resolve_setup would switch.
+    EXPECT_EQ(plan_failure_message(plan_model({int4, iq4}, RuntimeConfig{}, probe_cpu(), nullptr).layers), "");
+  }
 }
 
 TEST(SelectionMatrix, NotBuiltBackendsAreReportedOnRealDevices) {

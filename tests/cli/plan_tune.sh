@@ -28,6 +28,14 @@ grep -q "q_proj .*cuda_gemv (M 1-8), cuda_marlin (M 9-128), cuda_dequant (M>=129
 grep -q "note: cuda_marlin: GGUF float zero points" "$tmp/out.txt" || fail "no note on the float zero points"
 grep -q "float zero offsets (GGUF-style min) unsupported" "$tmp/out.txt" && fail "float zeros still rejected"
 
+# Turing and Volta: cuda_dequant (dequantize + cuBLAS) for every layer, with the reason.
+for t in t4 v100; do
+  "$qrt" plan "$model" --target "$t" --no-tuning-cache >"$tmp/out.txt" || fail "plan --target $t exited non-zero"
+  grep -q "^  cuda_dequant   211 layers (all M)" "$tmp/out.txt" || fail "$t: not every layer on cuda_dequant"
+  grep -q "NO backend" "$tmp/out.txt" && fail "$t: a layer without a backend"
+  grep -q "cuda_gemv, cuda_marlin: needs compute capability >= 8.0" "$tmp/out.txt" || fail "$t: no sm_80 reason"
+done
+
 "$qrt" plan "$model" --verbose --no-tuning-cache >"$tmp/out.txt"
 [ "$(grep -c '^model.layers.[0-9]*\.' "$tmp/out.txt")" -eq 210 ] || fail "--verbose should print 210 layer rows"
 

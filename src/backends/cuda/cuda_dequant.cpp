@@ -49,6 +49,10 @@ class CudaDequantBackend final : public Backend {
     if (!v.ok) return v;
     if (layer.encoding == WeightEncoding::IntAffine && (layer.bits < 1 || layer.bits > 8))
       return Verdict::no(fmt::format("{}-bit codes unsupported: needs 1..8", layer.bits));
+    // Its kernels exist for the architectures this binary was built for: an older GPU cannot run
+    // them; a target profile is planned as a build for it would be, and the plan says so.
+    if (const std::string gap = cuda_binary_gap(device.gpu); !gap.empty())
+      return device.simulated() ? Verdict::yes_but(gap) : Verdict::no(gap);
     return Verdict::yes();
   }
 

@@ -48,4 +48,8 @@ std::vector<GpuInfo> list_gpus(std::string* why) {
   return out;
 }
 
+// The oldest architecture this binary's CUDA code was compiled for (CMake: QRT_CUDA_MIN_ARCH, the
+// smallest of QRT_CUDA_ARCHS and the portable architectures nvcc could build).
+int binary_min_arch() { return QRT_CUDA_MIN_ARCH; }
+
 }  // namespace qrt::cuda_probe
