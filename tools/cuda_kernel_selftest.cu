@@ -43,6 +43,7 @@ struct Case {
   bool asym, act, bf16;
   int kind;         // 0 = qmm, 1 = gemv
   int mt, nt, wt, split;
+  bool fz = false;  // float zero points (GGUF Q4_1 / Q4_K: W = s*q + b), 4-bit
 };
 
 QuantizedWeight random_weight(const Case& c, std::mt19937& rng) {
@@ -52,7 +53,7 @@ QuantizedWeight random_weight(const Case& c, std::mt19937& rng) {
   w.spec.out_features = c.n;
   w.spec.bits = c.bits;
   w.spec.group_size = c.group;
-  w.spec.zero_kind = c.asym ? ZeroKind::Integer : ZeroKind::Symmetric;
+  w.spec.zero_kind = c.fz ? ZeroKind::Float : c.asym ? ZeroKind::Integer : ZeroKind::Symmetric;
   w.spec.act_order = c.act;
   const int64_t G = w.spec.num_groups();
   std::uniform_int_distribution<int> code(0, (1 << c.bits) - 1);
@@ -64,6 +65,12 @@ QuantizedWeight random_weight(const Case& c, std::mt19937& rng) {
   if (c.asym) {
     w.zeros.resize(c.n * G);
     for (auto& v : w.zeros) v = static_cast<float>(code(rng));
+  }
+  if (c.fz) {  // fp16 numbers, as GGUF stores d and m
+    std::uniform_real_distribution<float> mins(-0.2f, 0.05f);
+    w.zeros.resize(c.n * G);
+    for (auto& v : w.scales) v = fp16_to_f32(f32_to_fp16(v));
+    for (auto& v : w.zeros) v = fp16_to_f32(f32_to_fp16(mins(rng)));
   }
   if (c.act) {
     std::vector<int32_t> p(c.k);
@@ -117,6 +124,8 @@ double run_case(const Case& c, std::mt19937& rng, std::string* what) {
   v.words = dw;
   v.scales = reinterpret_cast<const uint32_t*>(upload(p.scales));
   v.zeros = p.has_zero ? reinterpret_cast<const uint16_t*>(upload(p.zeros)) : nullptr;
+  v.offsets = p.float_zero ? reinterpret_cast<const uint32_t*>(upload(p.offsets)) : nullptr;
+  v.offset_mul = p.offset_mul;
   v.bias = upload(p.bias);
   v.perm = upload(p.perm);
   v.n = p.n;
@@ -160,12 +169,13 @@ double run_case(const Case& c, std::mt19937& rng, std::string* what) {
     den += ref[i] * ref[i];
   }
   num = std::pow(std::max(0.0, std::sqrt(num) - std::sqrt(rnd)), 2);
-  for (void* ptr : {dw, (void*)v.scales, (void*)v.zeros, (void*)v.bias, (void*)v.perm, (void*)dx, (void*)dxp, (void*)dy})
+  for (void* ptr : {dw, (void*)v.scales, (void*)v.zeros, (void*)v.offsets, (void*)v.bias, (void*)v.perm, (void*)dx,
+                    (void*)dxp, (void*)dy})
     if (ptr) CK(cudaFree(ptr));
   char buf[256];
   std::snprintf(buf, sizeof buf, "%s m=%ld k=%ld n=%ld w%d g%d %s%s %s cfg=(%d,%d,%d) split=%d",
                 c.kind == 0 ? "qmm " : "gemv", (long)c.m, (long)c.k, (long)c.n, c.bits, c.group,
-                c.asym ? "asym" : "sym", c.act ? " act" : "", c.bf16 ? "bf16" : "fp16", c.mt, c.nt, c.wt, c.split);
+                c.fz ? "float-zero" : c.asym ? "asym" : "sym", c.act ? " act" : "", c.bf16 ? "bf16" : "fp16", c.mt, c.nt, c.wt, c.split);
   *what = buf;
   return nan ? 1e30 : std::sqrt(num / std::max(den, 1e-300));
 }
@@ -221,6 +231,28 @@ int main(int argc, char** argv) {
                 cases.push_back(gc);
               }
             }
+  // Float zero points (4-bit), every group, act-order on/off, both dtypes, rotated over M and tiles.
+  for (auto& s : kn)
+    for (int g : groups)
+      for (int act = 0; act < 2; ++act)
+        for (int bf = 0; bf < 2; ++bf) {
+          if (g > 0 && s[0] % g) continue;
+          if (act && (g < 0 || g >= s[0])) continue;
+          ++idx;
+          if (quick && idx % 3) continue;
+          const int64_t m = ms[idx % 9];
+          if (m * s[0] * s[1] > (int64_t)1 << 27 && m > 64) continue;
+          const int cfgs[5][2] = {{1, 2}, {2, 2}, {4, 2}, {4, 1}, {2, 1}};
+          Case c{m, s[0], s[1], 4, g, false, act != 0, bf != 0, 0, cfgs[idx % 5][0], cfgs[idx % 5][1], 4, 0, true};
+          if (idx % 3 == 0) c.split = 3;
+          cases.push_back(c);
+          Case gc = c;
+          gc.kind = 1;
+          gc.m = m <= 8 ? m : ms[idx % 4];
+          gc.wt = (idx % 2) ? 2 : 4;
+          gc.split = idx % 3 == 1 ? 2 : 0;
+          cases.push_back(gc);
+        }
   // Every M with the default-ish configs on one mid shape.
   for (int64_t m : ms)
     for (int bf = 0; bf < 2; ++bf) {
@@ -228,6 +260,9 @@ int main(int argc, char** argv) {
       cases.push_back(Case{m, kbig, 1024, 4, 128, false, false, bf != 0, 0, m <= 8 ? 1 : m <= 16 ? 2 : 4, 2, 4, 0});
       cases.push_back(Case{m, 640, 208, 4, 64, true, true, bf != 0, 0, m <= 16 ? 2 : 4, 1, 4, 0});
       if (m <= 8) cases.push_back(Case{m, 4096, 1024, 4, 128, true, false, bf != 0, 1, 0, 0, 4, 0});
+      // GGUF Q4_1 on the default model's widths (SmolLM2: 576, 1536).
+      cases.push_back(Case{m, 1536, 576, 4, 32, false, false, bf != 0, 0, m <= 8 ? 1 : m <= 16 ? 2 : 4, 2, 4, 0, true});
+      if (m <= 8) cases.push_back(Case{m, 576, 1536, 4, 32, false, false, bf != 0, 1, 0, 0, 2, 0, true});
     }
   int fails = 0;
   double worst = 0;
