@@ -442,6 +442,13 @@ TEST(CudaEngine, DefaultModelLogitsMatchCpuEngine) {
   // Stated tolerance: fp16 activations + fp16 KV cache vs the float32 CPU engine, 30 layers.
   EXPECT_LT(rel_err_row(b.data(), ad.data(), V), 5e-2);
   EXPECT_EQ(std::max_element(a.begin(), a.end()) - a.begin(), std::max_element(b.begin(), b.end()) - b.begin());
+  // One decode step (M = 1: the Q4_1 layers on cuda_gemv's float-zero kernel, the 16 rows above on
+  // cuda_marlin's), same tolerance.
+  const int32_t next = 1280;
+  cpu->forward(&next, 1, static_cast<int64_t>(tokens.size()), a.data());
+  gpu->forward(&next, 1, static_cast<int64_t>(tokens.size()), b.data());
+  ad.assign(a.begin(), a.end());
+  EXPECT_LT(rel_err_row(b.data(), ad.data(), V), 5e-2);
 }
 
 }  // namespace
