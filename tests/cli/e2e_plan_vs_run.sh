@@ -44,7 +44,10 @@ cat >"$tmp/config.json" <<'EOF'
   }
 }
 EOF
-[ "$DEVICE" != cpu ] && printf '{ "layers": { "model.layers.1.mlp.down_proj": { "backend": "cuda_dequant" } } }\n' >"$tmp/config.json"
+# On a GPU: a layer override naming a backend and one of its parameters (a backend alone keeps
+# the tuned or default parameters, and "override" would not appear as a source).
+[ "$DEVICE" != cpu ] &&
+  printf '{ "layers": { "model.layers.1.mlp.down_proj": { "backend": "cuda_dequant", "tile_n": 256 } } }\n' >"$tmp/config.json"
 common=(--device "$DEVICE" --config "$tmp/config.json" --tuning-cache "$tmp/tune.json")
 
 timeout 60 "$QRT" plan "$MODEL" "${common[@]}" --json >"$tmp/plan.json" 2>"$tmp/plan.err" ||
