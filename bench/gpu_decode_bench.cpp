@@ -9,9 +9,10 @@
 //   device_loop: CudaForwardEngine::generate_on_device(), one graph replay per token, sampling on
 //              the device, no host synchronisation until the end.
 // Also the launches of one decode step (graph nodes by op) and where its time goes. With
-// UNFUSED=1 the same again on an engine without the fused decode ops (QRT_CUDA_FUSED_DECODE=0).
+// UNFUSED=1 the same again on an engine without the fused decode ops (QRT_CUDA_FUSED_DECODE=0);
+// with GEMV_BULK=1 the same again with cuda_gemv's bulk-copy variant (kernel parameter bulk = 1).
 // Prefill is timed on a PREFILL-token random prompt (default PROMPT), the median of three.
-// Usage: gpu_decode_bench MODEL [OUT.json]   (env PROMPT=128 PREFILL=PROMPT NEW=128 UNFUSED=0)
+// Usage: gpu_decode_bench MODEL [OUT.json]   (env PROMPT=128 PREFILL=PROMPT NEW=128 UNFUSED=0 GEMV_BULK=0)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -44,6 +45,7 @@ int main(int argc, char** argv) {
     const int64_t prefill_len = std::getenv("PREFILL") ? std::atoll(std::getenv("PREFILL")) : prompt_len;
     if (prompt_len < 1 || n_new < 1 || prefill_len < 1) throw std::runtime_error("PROMPT, PREFILL and NEW must be >= 1");
     const bool unfused_too = std::getenv("UNFUSED") && std::string(std::getenv("UNFUSED")) == "1";
+    const bool bulk_too = std::getenv("GEMV_BULK") && std::string(std::getenv("GEMV_BULK")) == "1";
     using clock = std::chrono::steady_clock;
     auto secs = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
     const auto t0 = clock::now();
@@ -65,17 +67,20 @@ int main(int argc, char** argv) {
     for (auto& t : prefill) t = tok(rng);
 
     // One engine's figures; `fused` says which decode ops it was built with.
-    auto measure = [&](bool fused, std::vector<int32_t>* graph_tokens) {
+    auto measure = [&](bool fused, std::vector<int32_t>* graph_tokens, bool gemv_bulk = false) {
       if (!fused) setenv("QRT_CUDA_FUSED_DECODE", "0", 1);
+      EngineOptions o = opt;
+      if (gemv_bulk) o.runtime.backend_params["cuda_gemv"].values["bulk"] = int64_t(1);
       const auto b0 = clock::now();
-      auto engine = make_engine(weights, opt);
+      auto engine = make_engine(weights, o);
       const auto b1 = clock::now();
       if (!fused) unsetenv("QRT_CUDA_FUSED_DECODE");
       auto* ce = dynamic_cast<CudaForwardEngine*>(engine.get());
       if (!ce) throw std::runtime_error("make_engine did not return the CUDA engine");
       nlohmann::json r;
       r["engine_build_s"] = secs(b0, b1);
-      std::printf("%s decode ops: engine build %.1f s on %s\n", fused ? "fused" : "unfused", secs(b0, b1),
+      std::printf("%s decode ops%s: engine build %.1f s on %s\n", fused ? "fused" : "unfused",
+                  gemv_bulk ? ", cuda_gemv bulk = 1" : "", secs(b0, b1),
                   engine->device_name().c_str());
       for (const auto& [b, n] : engine->backend_counts()) std::printf("  %s: %d linears\n", b.c_str(), n);
       // Warm-up (graph capture, cuBLAS heuristics), then the timed runs.
@@ -173,6 +178,15 @@ int main(int argc, char** argv) {
       unfused["tokens_agree_with_fused"] = same;
     }
 
+    nlohmann::json bulk;
+    if (bulk_too) {
+      std::vector<int32_t> bulk_tokens;
+      bulk = measure(true, &bulk_tokens, true);
+      int64_t same = 0;
+      for (int64_t i = 0; i < n_new; ++i) same += fused_tokens[i] == bulk_tokens[i];
+      bulk["tokens_agree_with_default"] = same;
+    }
+
     nlohmann::json out = fused;
     out["model"] = argv[1];
     out["prompt_tokens"] = prompt_len;
@@ -180,6 +194,7 @@ int main(int argc, char** argv) {
     out["new_tokens"] = n_new;
     out["load_s"] = secs(t0, t1);
     if (unfused_too) out["unfused"] = unfused;
+    if (bulk_too) out["gemv_bulk"] = bulk;
     std::printf("%s\n", out.dump(1).c_str());
     if (argc > 2) std::ofstream(argv[2]) << out.dump(1) << "\n";
     return 0;

@@ -216,19 +216,23 @@ int main(int argc, char** argv) {
           });
         }
       };
-      auto add_gemv = [&](int wt, int split) {
+      auto add_gemv = [&](int wt, int split, bool bulk) {
         for (bool pdl : {true, false}) {
           char name[64];
-          std::snprintf(name, sizeof name, "gemv_t%d_s%d%s", wt, split, pdl ? "" : "_nopdl");
-          cands.emplace_back(name, [&, wt, split, pdl](int i) {
-            return launch_int4_gemv(view(i), x, y, m, false, GemvConfig{wt, split, pdl}, ws, sms, stream);
+          std::snprintf(name, sizeof name, "gemv%s_t%d_s%d%s", bulk ? "_bulk" : "", wt, split, pdl ? "" : "_nopdl");
+          cands.emplace_back(name, [&, wt, split, pdl, bulk](int i) {
+            return launch_int4_gemv(view(i), x, y, m, false, GemvConfig{wt, split, pdl, bulk}, ws, sms, stream);
           });
         }
       };
       if (m <= 8) {
-        add_gemv(4, 0);
-        add_gemv(2, 0);
-        add_gemv(2, 1);
+        add_gemv(4, 0, false);
+        add_gemv(2, 0, false);
+        add_gemv(2, 1, false);
+        if (gemv_bulk_supported(0)) {  // sm_90: weights through bulk copies, all in flight at once
+          add_gemv(2, 0, true);
+          add_gemv(4, 0, true);
+        }
         add_qmm(1, 2, 0);
         add_qmm(1, 2, 8);
       } else if (m <= 16) {

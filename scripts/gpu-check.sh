@@ -148,10 +148,10 @@ if [ -x build-gpu/bench/gpu_decode_bench ] && [ -f "$SMOL" ] && [ "$(left)" -gt 
   fi
   # Fused decode ops against the unfused kernels: launches per step, tokens/s, the per-op profile.
   if [ "$(left)" -gt 60 ]; then
-    UNFUSED=1 PROMPT=128 NEW=128 timeout 60 build-gpu/bench/gpu_decode_bench "$SMOL" "$RAW/qrt-decode-smollm2.json" \
+    UNFUSED=1 GEMV_BULK=1 PROMPT=128 NEW=128 timeout 80 build-gpu/bench/gpu_decode_bench "$SMOL" "$RAW/qrt-decode-smollm2.json" \
       > "$LOGS/decode-smollm2.log" 2>&1
     note "gpu_decode_bench (fused and unfused) rc=$?"
-    grep -E 'decode ops: engine|tokens/s:|greedy tokens equal|decode step launches' "$LOGS/decode-smollm2.log" | tee -a "$LOG"
+    grep -E 'decode ops.*: engine|tokens/s:|greedy tokens equal|decode step launches' "$LOGS/decode-smollm2.log" | tee -a "$LOG"
   fi
 else
   note "skipped (gpu_decode_bench or $SMOL missing, or $(left) s left)"
@@ -196,9 +196,11 @@ if [ "$(left)" -gt 60 ]; then
     wait $MODEL_PID 2>/dev/null; note "$(tail -1 "$LOGS/decode.log")"
   fi
   if [ -x build-gpu/bench/gpu_decode_bench ]; then
-    timeout $(( $(left) > 150 ? $(left) - 100 : 60 )) build-gpu/bench/gpu_decode_bench "$MODEL" "$RAW/qrt-decode.json" \
+    # Also with cuda_gemv's bulk-copy variant (GEMV_BULK=1): tokens/s of both engines, same call.
+    GEMV_BULK=1 timeout $(( $(left) > 150 ? $(left) - 100 : 60 )) build-gpu/bench/gpu_decode_bench "$MODEL" "$RAW/qrt-decode.json" \
       >> "$LOGS/decode.log" 2>&1
     note "gpu_decode_bench rc=$?"; sed -n '/decode step by op/,/^  total/p' "$LOGS/decode.log" | tee -a "$LOG"
+    grep -E 'decode ops.*: engine|tokens/s:|greedy tokens equal' "$LOGS/decode.log" | tee -a "$LOG"
     grep -E '"decode_tok_s|"prefill_tok_s|greedy_tokens_agree' "$LOGS/decode.log" | tee -a "$LOG"
   else
     note "gpu_decode_bench not built: no qrt decode figure"
@@ -285,6 +287,9 @@ summary = {
         if t4096.get('qrt_fp16_cublas_us') and t4096.get('cuda_dequant_int4_us') else None,
     'decode_tok_s': (dec or {}).get('decode_tok_s'),
     'decode_tok_s_device_loop': (dec or {}).get('decode_tok_s_device_loop'),
+    # The same engine with cuda_gemv's bulk-copy variant (kernel parameter bulk = 1), same call.
+    'decode_tok_s_gemv_bulk': ((dec or {}).get('gemv_bulk') or {}).get('decode_tok_s'),
+    'smollm2_decode_tok_s_gemv_bulk': ((smol or {}).get('gemv_bulk') or {}).get('decode_tok_s'),
     'hf_fp16_decode_tok_s': hf,
     # The default model (30 blocks rebuilt from the carried 8) next to llama.cpp CUDA, same call:
     # decode of 128 tokens from an empty context (tg128) and a 512-token prompt (pp512), medians of

@@ -350,7 +350,9 @@ TEST(CudaFp8, AbsurdMaxInputLengthIsACleanError) {
     EXPECT_TRUE(threw_oom) << e.what();
     EXPECT_NE(std::string(e.what()).find("test.fp8"), std::string::npos) << e.what();
   }
-  if (cuda_test::gpu0().gpu.compute_capability() >= 89) EXPECT_TRUE(threw_oom);
+  if (cuda_test::gpu0().gpu.compute_capability() >= 89) {
+    EXPECT_TRUE(threw_oom);
+  }
   // The device is still usable afterwards.
   std::vector<float> x = cuda_test::round_to(random_x(20, 4096, rng), DType::BF16);
   // Default activation scaling is per tensor on Hopper (one scale for the 20 x 4096 input).

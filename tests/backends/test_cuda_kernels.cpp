@@ -45,6 +45,9 @@ struct KCase {
   KernelParams params;
 };
 
+// The bulk-copy GEMV variant runs on sm_90+ only.
+bool gemv_bulk_here() { return cuda_test::gpu0().gpu.compute_capability() >= 90; }
+
 std::string describe(const KCase& c) {
   return std::string(c.backend) + " m=" + std::to_string(c.m) + " k=" + std::to_string(c.k) +
          " n=" + std::to_string(c.n) + " w" + std::to_string(c.bits) + " g" + std::to_string(c.group) +
@@ -172,6 +175,7 @@ std::vector<KCase> kernel_cases(bool short_set) {
                 gc.backend = "cuda_gemv";
                 gc.params = {};
                 if (idx % 3 == 1) gc.params.values = {{"wt", int64_t(4)}, {"split", int64_t(2)}};
+                if (idx % 3 == 2 && gemv_bulk_here()) gc.params.values = {{"wt", int64_t(2 + 2 * (idx % 2))}, {"bulk", int64_t(1)}};
                 out.push_back(gc);
               }
             }
@@ -200,6 +204,7 @@ std::vector<KCase> kernel_cases(bool short_set) {
           gc.m = m <= 8 ? m : ms[idx % 4];
           gc.params = {};
           if (idx % 3 == 1) gc.params.values = {{"wt", int64_t(4)}, {"split", int64_t(2)}};
+          if (idx % 3 == 2 && gemv_bulk_here()) gc.params.values = {{"wt", int64_t(2 + 2 * (idx % 2))}, {"bulk", int64_t(1)}};
           out.push_back(gc);
         }
   if (!short_set)  // every M on one shape with K a multiple of 64 but not of 128
@@ -233,6 +238,29 @@ TEST(CudaKernels, SanitizerShortSet) {
     const double err = run_case(c, seed++);
     EXPECT_LT(err, 1e-3) << describe(c);
   }
+}
+
+// The bulk-copy GEMV (sm_90): K long enough that a block's slice is split to fit 48 KB (uneven
+// partitions), N not a multiple of the block's tiles, every zero kind, 4 and 8 bits, both tile
+// widths, M 1..8.
+TEST(CudaKernels, BulkGemvAgainstCpuReference) {
+  QRT_SKIP_WITHOUT_GPU();
+  if (!gemv_bulk_here()) GTEST_SKIP() << "the bulk-copy GEMV needs sm_90";
+  const std::vector<KCase> cases = {
+      {"cuda_gemv", 1, 5504, 1040, 4, 128, ZeroKind::Symmetric, false, false, false, {}},
+      {"cuda_gemv", 8, 4096, 784, 4, 32, ZeroKind::Integer, false, true, true, {}},
+      {"cuda_gemv", 3, 2048, 576, 8, -1, ZeroKind::Symmetric, false, false, false, {}},
+      {"cuda_gemv", 5, 1536, 592, 4, 32, ZeroKind::Float, false, true, false, {}},
+      {"cuda_gemv", 2, 3072, 208, 4, 64, ZeroKind::Integer, true, false, true, {}},
+      {"cuda_gemv", 7, 11008, 96, 8, 128, ZeroKind::Integer, false, false, false, {}},
+  };
+  uint32_t seed = 4000;
+  for (KCase c : cases)
+    for (int64_t wt : {2, 4}) {
+      c.params.values = {{"wt", wt}, {"bulk", int64_t(1)}};
+      const double err = run_case(c, seed++);
+      EXPECT_LT(err, 1e-3) << describe(c);
+    }
 }
 
 TEST(CudaKernels, ResultsAreDeterministicAcrossCalls) {

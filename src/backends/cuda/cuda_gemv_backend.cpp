@@ -1,8 +1,11 @@
 // Backend `cuda_gemv`: M <= 8 streaming kernel (cuda_gemv_kernels.cu) on the same packed layout as
 // cuda_marlin (one device copy when both serve a layer). Parameters: wt (n16 tiles per block,
 // 2 or 4; 0 = 4 for N >= 16384 else 2, as measured), split (K partitions, 0 = automatic from the
-// SM count).
+// SM count), bulk (1 = the sm_90 variant whose weights arrive through bulk copies into shared
+// memory, every byte requested at the start; K is then split until a block's slice fits 48 KB).
 #include <fmt/format.h>
+
+#include <stdexcept>
 
 #include "backends/backend_factories.h"
 #include "backends/cuda/cuda_backend_common.h"
@@ -16,8 +19,9 @@ using cuda::DeviceContext;
 
 class CudaGemvLinear final : public PreparedLinear {
  public:
-  CudaGemvLinear(std::shared_ptr<const cuda::Int4DeviceWeight> w, cuda::Int4Scratch scratch, int wt, int split)
-      : w_(std::move(w)), scratch_(scratch), wt_(wt), split_(split) {}
+  CudaGemvLinear(std::shared_ptr<const cuda::Int4DeviceWeight> w, cuda::Int4Scratch scratch, int wt, int split,
+                 bool bulk)
+      : w_(std::move(w)), scratch_(scratch), wt_(wt), split_(split), bulk_(bulk) {}
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
     cuda::int4_forward(*w_, scratch_, x, y, ec,
@@ -29,7 +33,7 @@ class CudaGemvLinear final : public PreparedLinear {
                            cudaError_t e = cuda::launch_int4_gemv(
                                v, static_cast<const unsigned char*>(xin) + r * v.k * 2,
                                static_cast<unsigned char*>(yout) + r * v.n * 2, n, bf16,
-                               cuda::GemvConfig{wt_ ? wt_ : (v.n >= 16384 ? 4 : 2), split_}, ws, sms, st);
+                               cuda::GemvConfig{wt_ ? wt_ : (v.n >= 16384 ? 4 : 2), split_, true, bulk_}, ws, sms, st);
                            if (e != cudaSuccess) return e;
                          }
                          return cudaSuccess;
@@ -41,6 +45,7 @@ class CudaGemvLinear final : public PreparedLinear {
   std::shared_ptr<const cuda::Int4DeviceWeight> w_;
   cuda::Int4Scratch scratch_;
   int wt_, split_;
+  bool bulk_;
 };
 
 class CudaGemvBackend final : public Backend {
@@ -61,7 +66,7 @@ class CudaGemvBackend final : public Backend {
   }
 
   Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
-    Verdict v = cuda::validate_known_params(params, {{"wt", 0, 4}, {"split", 0, 16}});
+    Verdict v = cuda::validate_known_params(params, {{"wt", 0, 4}, {"split", 0, 16}, {"bulk", 0, 1}});
     if (!v.ok) return v;
     const int64_t wt = params.get_int("wt", 0);
     if (wt != 0 && !cuda::gemv_config_instantiated(static_cast<int>(wt)))
@@ -73,19 +78,25 @@ class CudaGemvBackend final : public Backend {
     KernelParams p;
     p.values["wt"] = int64_t(0);
     p.values["split"] = int64_t(0);
+    p.values["bulk"] = int64_t(0);
     return p;
   }
 
   std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     std::vector<KernelParams> out;
     if (m > 8) return out;
-    for (int64_t wt : {int64_t(2), int64_t(4)})
-      for (int64_t split : {int64_t(0), int64_t(1), int64_t(2), int64_t(4)}) {
-        KernelParams p;
-        p.values["wt"] = wt;
-        p.values["split"] = split;
-        out.push_back(p);
-      }
+    const bool bulk_ok = device.gpu.compute_capability() >= 90;
+    for (int64_t bulk : {int64_t(0), int64_t(1)})
+      for (int64_t wt : {int64_t(2), int64_t(4)})
+        for (int64_t split : {int64_t(0), int64_t(1), int64_t(2), int64_t(4)}) {
+          // The bulk variant splits K by its shared-memory budget: only the automatic split.
+          if (bulk && (!bulk_ok || split != 0)) continue;
+          KernelParams p;
+          p.values["wt"] = wt;
+          p.values["split"] = split;
+          p.values["bulk"] = bulk;
+          out.push_back(p);
+        }
     return out;
   }
 
@@ -93,13 +104,17 @@ class CudaGemvBackend final : public Backend {
                                           const PrepareContext& context) const override {
     const DeviceInfo& device = context.device;
     cuda::check_prepare(*this, weight, params, device, /*check_layer=*/true);
+    const bool bulk = params.get_int("bulk", 0) != 0;
+    if (bulk && device.gpu.compute_capability() < 90)
+      throw std::runtime_error(fmt::format("cuda_gemv: parameter 'bulk' = 1 needs sm_90 or newer (bulk copies); device is sm_{}",
+                                           device.gpu.compute_capability()));
     cuda::DeviceGuard guard(device.gpu.index);
     DeviceContext& ctx = DeviceContext::get(device.gpu.index);
     auto w = cuda::shared_int4_weight(weight, device.gpu.index);
     const cuda::Int4Scratch scratch =
         cuda::reserve_int4_scratch(ctx, weight.K(), w->view().perm != nullptr, context.max_rows);
     return std::make_unique<CudaGemvLinear>(std::move(w), scratch, static_cast<int>(params.get_int("wt", 0)),
-                                            static_cast<int>(params.get_int("split", 0)));
+                                            static_cast<int>(params.get_int("split", 0)), bulk);
   }
 
  private:

@@ -6,6 +6,12 @@
 // the tensor cores do the multiply-adds and the ALUs only dequantize (lop3 + sub per 2 weights).
 // Block = 8 warps = WT n16 tiles x (8/WT) K-warps; grid = (N/16/WT, split); partial tiles are
 // reduced in shared memory, then across blocks by the last-arriving block (int4_common.cuh).
+//
+// BULK (sm_90+): the block's whole weight slice (WT tiles x its K range, at most kGemvBulkBytes)
+// is put in flight at the start with one bulk copy per (tile, K-warp piece), before the kernel
+// waits for the previous one, into shared memory; each K-warp owns a contiguous piece and waits on
+// that piece's mbarrier only. Every byte of the matrix is requested in the first microsecond and
+// no register holds a load in flight, against 2-4 KB per warp in flight for the register path.
 #include <algorithm>
 
 #include "backends/cuda/cuda_marlin.h"
@@ -17,18 +23,20 @@ namespace int4k {
 
 // Dynamic shared memory of one block: x rows [m][kmax + 32 halves of padding], then the scale
 // pairs, zero pairs and (float zero points) offset pairs of the block's groups.
+// BULK kernels put the block's weight slice first ([WT][per_chunks][32 * bits / 4] uint4).
 struct GemvSmem {
-  int x_row_halves, groups, scale_bytes, zero_bytes, offset_bytes, total;
+  int weight_bytes, x_row_halves, groups, scale_bytes, zero_bytes, offset_bytes, total;
 };
 __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_size, int wt, bool zeros,
-                                              bool offsets) {
+                                              bool offsets, int bulk_bits = 0) {
   GemvSmem g;
+  g.weight_bytes = bulk_bits ? wt * per_chunks * (32 * bulk_bits / 4) * 16 : 0;
   g.x_row_halves = per_chunks * 64 + 32;  // +64 B: rows 2g and 2g+1 land on disjoint banks
   g.groups = group_size ? per_chunks * 64 / group_size + 2 : 0;
   g.scale_bytes = g.groups * wt * 32;
   g.zero_bytes = zeros ? g.groups * wt * 16 : 0;
   g.offset_bytes = offsets ? g.scale_bytes : 0;
-  g.total = m * g.x_row_halves * 2 + g.scale_bytes + g.zero_bytes + g.offset_bytes;
+  g.total = g.weight_bytes + m * g.x_row_halves * 2 + g.scale_bytes + g.zero_bytes + g.offset_bytes;
   return g;
 }
 
@@ -36,8 +44,13 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
 // Its extra accumulators would cost a resident block per SM (92 registers: 2 blocks instead of 3);
 // capped at 80 it keeps 3 without spilling (sm_90, nvcc 13). 0 = no minimum: the other kernels
 // compile exactly as without the FZ parameter (a stated minimum of 1 changes their code).
-template <typename T, int BITS, int WT, bool FZ = false>
+template <typename T, int BITS, int WT, bool FZ = false, bool BULK = false>
 __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs a) {
+  if constexpr (BULK) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 900
+    return;  // bulk copies need sm_90; the host never launches this kernel below it
+#endif
+  }
   constexpr int KP = 8 / WT;  // K-warps per tile
   constexpr int PC = 32 * BITS / 4;
   constexpr int U = BITS == 4 ? 4 : 2;  // k64 chunks per register buffer (two buffers in flight)
@@ -45,7 +58,8 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   constexpr int LD = BN + 4;
   __shared__ __align__(16) float red[KP][8 * LD];
   __shared__ int last_flag;
-  extern __shared__ __align__(16) unsigned char dsm[];
+  __shared__ uint64_t piece_bar[BULK ? KP : 1];
+  extern __shared__ __align__(128) unsigned char dsm[];
 
   pdl_trigger();
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -63,11 +77,16 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   const int half_n = a.n >> 1;
   const bool tok_ok = g < a.m;
   const uint4* wp = static_cast<const uint4*>(a.w) + static_cast<size_t>(tile_ok ? n16 : 0) * kchunks * PC;
-  const GemvSmem L = gemv_smem(a.m, a.chunks_per_split, a.group_size, WT, a.zeros != nullptr, FZ);
-  T* xs = reinterpret_cast<T*>(dsm);
-  uint32_t* ss = reinterpret_cast<uint32_t*>(dsm + a.m * L.x_row_halves * 2);
-  uint16_t* zs = reinterpret_cast<uint16_t*>(dsm + a.m * L.x_row_halves * 2 + L.scale_bytes);
-  uint32_t* os = reinterpret_cast<uint32_t*>(dsm + a.m * L.x_row_halves * 2 + L.scale_bytes + L.zero_bytes);
+  const GemvSmem L = gemv_smem(a.m, a.chunks_per_split, a.group_size, WT, a.zeros != nullptr, FZ, BULK ? BITS : 0);
+  unsigned char* const xbase = dsm + L.weight_bytes;
+  T* xs = reinterpret_cast<T*>(xbase);
+  uint32_t* ss = reinterpret_cast<uint32_t*>(xbase + a.m * L.x_row_halves * 2);
+  uint16_t* zs = reinterpret_cast<uint16_t*>(xbase + a.m * L.x_row_halves * 2 + L.scale_bytes);
+  uint32_t* os = reinterpret_cast<uint32_t*>(xbase + a.m * L.x_row_halves * 2 + L.scale_bytes + L.zero_bytes);
+  // BULK: K-warp kp owns the contiguous chunks [piece_begin, piece_end) of its tile.
+  const int piece_chunks = (a.chunks_per_split + KP - 1) / KP;
+  const int piece_begin = min(c_begin + kp * piece_chunks, c_end);
+  const int piece_end = min(piece_begin + piece_chunks, c_end);
   const int g_lo = grouped ? ((c_begin * 64) >> a.log2_group) : 0;
   const int G = grouped ? (a.k >> a.log2_group) : 1;
 
@@ -83,7 +102,26 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   };
   uint4 wa[U][BITS / 4], wb[U][BITS / 4];
   const int c0 = c_begin + kp;
-  load(wa, c0);
+  if constexpr (BULK) {
+    // One thread arms a barrier per piece and issues every copy of the block: (tile, piece) runs
+    // are contiguous in the packed layout (a tile's chunks follow each other).
+    if (tid == 0) {
+      for (int p = 0; p < KP; ++p) mbar_init(&piece_bar[p], 1);
+      for (int p = 0; p < KP; ++p) {
+        const int pb = min(c_begin + p * piece_chunks, c_end), pe = min(pb + piece_chunks, c_end);
+        if (pe <= pb) continue;
+        const uint32_t run = static_cast<uint32_t>(pe - pb) * PC * 16;
+        const int tiles = min(WT, n16_total - n16_first);
+        mbar_arrive_expect_tx(&piece_bar[p], run * tiles);
+        for (int t = 0; t < tiles; ++t)
+          bulk_copy_g2s(dsm + (static_cast<size_t>(t) * a.chunks_per_split + (pb - c_begin)) * PC * 16,
+                        static_cast<const uint4*>(a.w) + (static_cast<size_t>(n16_first + t) * kchunks + pb) * PC, run,
+                        &piece_bar[p]);
+      }
+    }
+  } else {
+    load(wa, c0);
+  }
   // The weights above do not depend on the kernel before this one; the activations, the split-K
   // workspace and y do.
   pdl_wait();
@@ -154,11 +192,8 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
       xacc[0] = xacc[1] = xacc[2] = xacc[3] = 0.f;
     }
   };
-  auto compute = [&](const uint4 (&wq)[U][BITS / 4], int c) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int cc = c + u * KP;
-      if (cc >= c_end) break;
+  // One k64 chunk cc of the warp's tile, its codes in wq.
+  auto compute_chunk = [&](const uint4 (&wq)[BITS / 4], int cc) {
 #pragma unroll
       for (int s = 0; s < 2; ++s) {
         const int kl = (cc - c_begin) * 64 + 32 * s;  // column inside the block's range
@@ -170,11 +205,11 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
         for (int jj = 0; jj < 2; ++jj) {
           uint32_t af[4];
           if constexpr (BITS == 4) {
-            const uint32_t word = (s == 0) ? (jj == 0 ? wq[u][0].x : wq[u][0].y)
-                                           : (jj == 0 ? wq[u][0].z : wq[u][0].w);
+            const uint32_t word = (s == 0) ? (jj == 0 ? wq[0].x : wq[0].y)
+                                           : (jj == 0 ? wq[0].z : wq[0].w);
             dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af);
           } else {
-            const uint4 v = wq[u][s];
+            const uint4 v = wq[s];
             const float zr = 8388608.f + static_cast<float>(zp & 0xFFu);
             const float zr8 = 8388608.f + static_cast<float>(zp >> 8);
             if (jj == 0) dequant8<T>(v.x, v.y, zr, zr8, af);
@@ -189,10 +224,29 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
         if (grouped && (s == 1 || a.group_size == 32))
           flush(ss[gi * WT * 8 + tl * 8 + g], FZ ? os[gi * WT * 8 + tl * 8 + g] : 0u);
       }
+  };
+  auto compute = [&](const uint4 (&wq)[U][BITS / 4], int c) {
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int cc = c + u * KP;
+      if (cc >= c_end) break;
+      compute_chunk(wq[u], cc);
     }
   };
 
-  if (tile_ok) {
+  if (tile_ok && BULK) {
+    if (piece_begin < piece_end) {
+      mbar_wait(&piece_bar[kp], 0);
+      const uint4* tile_w = reinterpret_cast<const uint4*>(dsm) + static_cast<size_t>(tl) * a.chunks_per_split * PC;
+      for (int cc = piece_begin; cc < piece_end; ++cc) {
+        uint4 wq[BITS / 4];
+#pragma unroll
+        for (int h = 0; h < BITS / 4; ++h) wq[h] = tile_w[(cc - c_begin) * PC + h * 32 + lane];
+        compute_chunk(wq, cc);
+      }
+    }
+    if (!grouped) flush(__ldg(a.scales + n16 * 8 + g), FZ ? __ldg(a.offsets + n16 * 8 + g) : 0u);
+  } else if (tile_ok) {
     // Two register buffers: the loads of the next U chunks are in flight while these are used.
     constexpr int STEP = KP * U;
     for (int c = c0; c < c_end; c += 2 * STEP) {
@@ -233,25 +287,32 @@ struct GemvEntry {
   bool bf16;
   int bits, wt;
   void* fn;
-  bool fz;  // float zero points
+  bool fz;    // float zero points
+  bool bulk;  // weights through bulk copies into shared memory (sm_90+)
 };
-template <typename T, int BITS, int WT, bool FZ>
+template <typename T, int BITS, int WT, bool FZ, bool BULK>
 void* gemv_ptr() {
-  return reinterpret_cast<void*>(&gemv_kernel<T, BITS, WT, FZ>);
+  return reinterpret_cast<void*>(&gemv_kernel<T, BITS, WT, FZ, BULK>);
 }
-#define QRT_GEMV_ROWS(T, ISBF, BITS, FZ) \
-  GemvEntry{ISBF, BITS, 2, gemv_ptr<T, BITS, 2, FZ>(), FZ}, GemvEntry{ISBF, BITS, 4, gemv_ptr<T, BITS, 4, FZ>(), FZ}
+#define QRT_GEMV_ROWS(T, ISBF, BITS, FZ, BULK)                    \
+  GemvEntry{ISBF, BITS, 2, gemv_ptr<T, BITS, 2, FZ, BULK>(), FZ, BULK}, \
+      GemvEntry{ISBF, BITS, 4, gemv_ptr<T, BITS, 4, FZ, BULK>(), FZ, BULK}
+#define QRT_GEMV_FAMILY(BULK)                                                                         \
+  QRT_GEMV_ROWS(__half, false, 4, false, BULK), QRT_GEMV_ROWS(__nv_bfloat16, true, 4, false, BULK),   \
+      QRT_GEMV_ROWS(__half, false, 8, false, BULK), QRT_GEMV_ROWS(__nv_bfloat16, true, 8, false, BULK), \
+      QRT_GEMV_ROWS(__half, false, 4, true, BULK), QRT_GEMV_ROWS(__nv_bfloat16, true, 4, true, BULK)
 
 // Float zero points (GGUF Q4_1 / Q4_K) only with 4-bit codes.
-const GemvEntry* find_gemv(bool bf16, int bits, int wt, bool fz) {
-  static const GemvEntry table[] = {QRT_GEMV_ROWS(__half, false, 4, false), QRT_GEMV_ROWS(__nv_bfloat16, true, 4, false),
-                                    QRT_GEMV_ROWS(__half, false, 8, false), QRT_GEMV_ROWS(__nv_bfloat16, true, 8, false),
-                                    QRT_GEMV_ROWS(__half, false, 4, true),  QRT_GEMV_ROWS(__nv_bfloat16, true, 4, true)};
+const GemvEntry* find_gemv(bool bf16, int bits, int wt, bool fz, bool bulk) {
+  static const GemvEntry table[] = {QRT_GEMV_FAMILY(false), QRT_GEMV_FAMILY(true)};
   for (const auto& e : table)
-    if (e.bf16 == bf16 && e.bits == bits && e.wt == wt && e.fz == fz) return &e;
+    if (e.bf16 == bf16 && e.bits == bits && e.wt == wt && e.fz == fz && e.bulk == bulk) return &e;
   return nullptr;
 }
 constexpr int kGemvMaxSmem = 64 * 1024;
+// BULK: the weight slice of a block (4 blocks of 48 KB + their activations fit an SM's 228 KB).
+constexpr int kGemvBulkBytes = 48 * 1024;
+constexpr int kGemvBulkMaxSmem = kGemvBulkBytes + 16 * 1024;
 int log2_int(int v) {
   int l = 0;
   while ((1 << l) < v) ++l;
@@ -261,24 +322,39 @@ int log2_int(int v) {
 
 bool gemv_config_instantiated(int wt) { return wt == 2 || wt == 4; }
 
+bool gemv_bulk_supported(int device) {
+  int major = 0;
+  return cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9;
+}
+
 cudaError_t gemv_init_kernels() {
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  const bool bulk_ok = gemv_bulk_supported(dev);
   for (int bf = 0; bf < 2; ++bf)
     for (int bits : {4, 8})
       for (int wt : {2, 4})
-        for (bool fz : {false, true}) {
-          const GemvEntry* e = find_gemv(bf != 0, bits, wt, fz);
-          if (!e) continue;  // float zero points: 4-bit only
-          cudaError_t err = cudaFuncSetAttribute(e->fn, cudaFuncAttributeMaxDynamicSharedMemorySize, kGemvMaxSmem);
-          if (err != cudaSuccess) return err;
-        }
+        for (bool fz : {false, true})
+          for (bool bulk : {false, true}) {
+            const GemvEntry* e = find_gemv(bf != 0, bits, wt, fz, bulk);
+            if (!e || (bulk && !bulk_ok)) continue;  // float zero points: 4-bit only
+            err = cudaFuncSetAttribute(e->fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       bulk ? kGemvBulkMaxSmem : kGemvMaxSmem);
+            if (err != cudaSuccess) return err;
+          }
   return cudaSuccess;
 }
 
 cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
                              const GemvConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream) {
   const bool fz = w.offsets != nullptr;
-  const GemvEntry* e = find_gemv(bf16, w.bits, cfg.wt, fz);
+  const GemvEntry* e = find_gemv(bf16, w.bits, cfg.wt, fz, cfg.bulk);
   if (!e || m <= 0 || m > 8) return cudaErrorInvalidValue;
+  if (cfg.bulk) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || !gemv_bulk_supported(dev)) return cudaErrorInvalidValue;
+  }
   KernelArgs a;
   a.x = x;
   a.y = y;
@@ -301,12 +377,24 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
                                               int4_counter_count(sms) - 64);
   int split = cfg.split > 0 ? cfg.split : choose_split(bx, kchunks, sms, max_tiles, 8 / cfg.wt);
   int per = (kchunks + split - 1) / split;
+  const int bulk_bits = cfg.bulk ? w.bits : 0;
+  if (cfg.bulk) {
+    // The block's weight slice must fit its share of shared memory: split K until it does, with
+    // the partitions as even as the chunk count allows.
+    const int cap = kGemvBulkBytes / (cfg.wt * (32 * w.bits / 4) * 16);
+    if (per > cap) {
+      const int s2 = (kchunks + cap - 1) / cap;
+      per = (kchunks + s2 - 1) / s2;
+    }
+  }
+  const int max_smem = cfg.bulk ? kGemvBulkMaxSmem : kGemvMaxSmem;
   // The block's activations live in shared memory: split further while they would not fit.
-  while (gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr, fz).total > kGemvMaxSmem &&
+  while (gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr, fz, bulk_bits).total >
+             max_smem &&
          per > 1)
     per = (per + 1) / 2;
   split = (kchunks + per - 1) / per;
-  const int smem = gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr, fz).total;
+  const int smem = gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr, fz, bulk_bits).total;
   a.split = split;
   a.chunks_per_split = per;
   a.m_tiles = 1;

@@ -53,6 +53,8 @@ struct GemvConfig {
   int split = 0;   // 0 = automatic
   bool pdl = true; // programmatic dependent launch (sm_90+): the weight stream starts while the
                    // kernel before it on the stream finishes
+  bool bulk = false;  // sm_90+: the block's weights through bulk copies into shared memory, all
+                      // in flight at once (K is split until a slice fits 48 KB)
 };
 
 // Launches `fn` (256 threads a block) with the programmatic-serialization attribute when `pdl`
@@ -61,6 +63,8 @@ cudaError_t launch_int4_family(void* fn, dim3 grid, int smem, void** args, bool 
 
 bool qmm_config_instantiated(int mt, int nt);
 bool gemv_config_instantiated(int wt);
+// Whether `device` runs the bulk-copy GEMV (GemvConfig::bulk): sm_90 or newer.
+bool gemv_bulk_supported(int device);
 
 // Largest split-K partial tile count a launch may use (workspace sizing: floats =
 // int4_max_partial_tiles(sms) * int4_max_tile_floats()).
