@@ -312,14 +312,20 @@ summary = {
              'fp8_vs_scaled_mm_min uses the tuned cuda_fp8 parameters (best of its tuning_space, as qrt tune picks)',
 }
 summary.update((int4 or {}).get('summary', {}))
-# The fp8 KV cache's perplexity next to fp16's (CudaEngine.Fp8KvCachePerplexityNextToFp16 prints
-# both: the default model's first 8 blocks, the committed KJV text, windows of 256).
+# Perplexity by the CPU engine and the GPU engine with an fp16 and an fp8 KV cache
+# (CudaEngine.PerplexityCpuAgainstGpuAndFp8KvCache prints them: the default model's first 8 blocks,
+# the committed KJV text, windows of 256).
 try:
-    m = re.search(r'perplexity \(([^)]*)\): f16 KV cache ([0-9.]+), fp8 e4m3 ([0-9.]+)', open(os.path.join(final, 'tests.log')).read())
+    log = open(os.path.join(final, 'tests.log')).read()
+    m = re.search(r'perplexity \(([^)]*)\): f16 KV cache ([0-9.]+), fp8 e4m3 ([0-9.]+)', log)
     if m:
         summary['kv_cache_ppl_setup'] = m.group(1)
         summary['kv_f16_ppl'] = float(m.group(2))
         summary['kv_fp8_ppl'] = float(m.group(3))
+    m = re.search(r'CPU engine ([0-9.]+) \(GPU f16', log)
+    if m:
+        summary['cpu_engine_ppl'] = float(m.group(1))
+        summary['gpu_vs_cpu_ppl'] = summary['kv_f16_ppl'] / float(m.group(1)) if summary.get('kv_f16_ppl') else None
 except Exception: pass
 # qrt tune + qrt bench on the GPU: the tuned plan against the default plan, per shape and M.
 tuned = None
