@@ -1,6 +1,6 @@
 // `qrt quantize IN OUT --method gptq|awq|fp8|higgs --bits B --group-size G [--act-order] [--sym|--asym]
 //  [--calib sampled|none|TEXT] [--calib-tokens N] [--calib-seed S] [--damp D] [--p P] [--hadamard-size H]
-//  [--dtype f16|bf16] [--force]`
+//  [--dtype f16|bf16] [-t N] [--force]`
 //
 // Quantizes every linear layer of a plain fp16/bf16/f32 Hugging Face folder or a GGUF file (whose
 // blocks are dequantized first) and writes a Hugging Face folder the reference libraries load:
@@ -52,6 +52,7 @@ struct Options {
   double damp = 0.01;
   int p = 0;               // HIGGS: values per grid point (0 = not given: 2)
   int hadamard_size = 0;   // HIGGS: 0 = not given: the largest of 512 .. 64 dividing every HIGGS layer
+  int threads = 0;         // calibration threads; 0 = the CPUs this process may use
 };
 
 // HIGGS: FLUTE packs 16 / bits values per 16-bit word in tiles of 32 words along out_features (the
@@ -316,6 +317,7 @@ int run(const Options& o) {
     cs.sym = sym;
     cs.act_order = opt.desc_act;
     cs.damp_percent = opt.damp;
+    cs.threads = opt.threads;
     Progress sampling("sampling calibration text (sequences)", /*log_lines=*/true),
         layers(method == "awq" ? "AWQ scale search (layers)" : "GPTQ (layers)", /*log_lines=*/true);
     cs.progress = [&](const std::string& stage, int64_t d, int64_t t) {
@@ -480,6 +482,9 @@ const CommandRegistrar kRegistrar(
       app.add_option("--calib-seed", o->calib_seed, "Seed of the sampled calibration text")->capture_default_str();
       app.add_option("--damp", o->damp, "GPTQ damping, a fraction of the mean Hessian diagonal")->capture_default_str();
       app.add_option("--dtype", o->dtype, "Float type of the unquantized tensors: f16 or bf16")->capture_default_str();
+      app.add_option("-t,--threads", o->threads,
+                     "Calibration threads (default: the CPUs this process may use, from its affinity mask)")
+          ->check(CLI::Range(0, ThreadPool::kMaxThreads));
       app.add_flag("--force", o->force, "Replace OUT if it exists");
       return [o] { return run(*o); };
     });

@@ -372,7 +372,7 @@ quant::CalibrationResult run_calibration(const Checkpoint& ck, const quant::Cali
   const ModelConfig& c = ck.config();
   if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
     throw invalid_input(fmt::format("{}: {} attention heads, {} KV heads", ck.path(), c.num_heads, c.num_kv_heads));
-  ThreadPool pool(0);
+  ThreadPool pool(s.threads);
   LayerwiseCalibrator calibrator(ck, s, pool);
   return calibrator.run();
 }

@@ -33,6 +33,7 @@ struct CalibrationSettings {
   bool act_order = false;        // GPTQ only: columns by decreasing Hessian diagonal, g_idx written
   double damp_percent = 0.01;    // GPTQ: damping, a fraction of the mean Hessian diagonal
   int awq_grid = 20;             // AWQ: points of the alpha grid in [0, 1)
+  int threads = 0;               // 0 = the CPUs this process may use
   // (stage, done, total): stage is "sampling" (sequences) or "layers".
   std::function<void(const std::string& stage, int64_t done, int64_t total)> progress;
 };
