@@ -4,6 +4,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "core/hadamard.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
 
@@ -154,23 +155,16 @@ void QuantizedWeight::validate() const {
 
 namespace {
 
-// W = V * H: each row's blocks of `size` values times the orthonormal Sylvester Hadamard matrix
-// (symmetric, so a row block v becomes H v), by the in-place butterfly, in double.
+// W = V * H: each row's blocks of `size` values rotated by the orthonormal Hadamard transform,
+// in double.
 void apply_hadamard_rows(std::vector<float>& rows, int64_t n, int64_t k, int size) {
   std::vector<double> b(static_cast<size_t>(size));
-  const double norm = 1.0 / std::sqrt(static_cast<double>(size));
   for (int64_t r = 0; r < n; ++r)
     for (int64_t start = 0; start < k; start += size) {
       float* v = rows.data() + r * k + start;
       for (int i = 0; i < size; ++i) b[i] = v[i];
-      for (int h = 1; h < size; h *= 2)
-        for (int i = 0; i < size; i += 2 * h)
-          for (int j = i; j < i + h; ++j) {
-            const double x = b[j], y = b[j + h];
-            b[j] = x + y;
-            b[j + h] = x - y;
-          }
-      for (int i = 0; i < size; ++i) v[i] = static_cast<float>(b[i] * norm);
+      hadamard_transform(b.data(), size);
+      for (int i = 0; i < size; ++i) v[i] = static_cast<float>(b[i]);
     }
 }
 

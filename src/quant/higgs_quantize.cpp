@@ -7,6 +7,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/hadamard.h"
 #include "qrt/error.h"
 #include "qrt/thread_pool.h"
 
@@ -196,20 +197,10 @@ QuantizedWeight higgs_quantize(const std::string& name, const float* w, int64_t 
   auto rows = [&](int64_t r0, int64_t r1) {
     std::vector<double> v(static_cast<size_t>(k));
     std::vector<int> code(static_cast<size_t>(gs / p));
-    const double norm = 1.0 / std::sqrt(static_cast<double>(h));
     for (int64_t r = r0; r < r1; ++r) {
       for (int64_t c = 0; c < k; ++c) v[c] = w[r * k + c];
-      for (int64_t start = 0; start < k; start += h) {   // V = W H, block by block (H symmetric)
-        double* b = v.data() + start;
-        for (int len = 1; len < h; len *= 2)
-          for (int i = 0; i < h; i += 2 * len)
-            for (int j = i; j < i + len; ++j) {
-              const double x = b[j], y = b[j + len];
-              b[j] = x + y;
-              b[j + len] = x - y;
-            }
-        for (int i = 0; i < h; ++i) b[i] *= norm;
-      }
+      // V = W H, block by block (H symmetric).
+      for (int64_t start = 0; start < k; start += h) hadamard_transform(v.data() + start, h);
       for (int64_t g = 0; g < groups; ++g) {
         const double* x = v.data() + g * gs;
         double ss = 0;

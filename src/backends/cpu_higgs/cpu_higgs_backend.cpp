@@ -13,6 +13,7 @@
 #include <numeric>
 
 #include "backends/backend_factories.h"
+#include "core/hadamard.h"
 #include "qrt/error.h"
 #include "qrt/thread_pool.h"
 
@@ -58,20 +59,9 @@ class CpuHiggsPrepared final : public PreparedLinear {
  private:
   // rotated_[r] = x[r] H, block by block (H symmetric: each block b becomes H b).
   void rotate(const float* x, int64_t rows) {
-    const float norm = 1.0f / std::sqrt(static_cast<float>(h_));
     std::copy(x, x + rows * k_, rotated_.begin());
     for (int64_t r = 0; r < rows; ++r)
-      for (int64_t start = 0; start < k_; start += h_) {
-        float* b = rotated_.data() + r * k_ + start;
-        for (int len = 1; len < h_; len *= 2)
-          for (int i = 0; i < h_; i += 2 * len)
-            for (int j = i; j < i + len; ++j) {
-              const float a = b[j], c = b[j + len];
-              b[j] = a + c;
-              b[j + len] = a - c;
-            }
-        for (int i = 0; i < h_; ++i) b[i] *= norm;
-      }
+      for (int64_t start = 0; start < k_; start += h_) hadamard_transform(rotated_.data() + r * k_ + start, h_);
   }
 
   // Output rows [n0, n1) for `rows` activation rows; y points at the chunk's first row.
