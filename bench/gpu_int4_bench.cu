@@ -13,6 +13,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <functional>
@@ -59,6 +60,33 @@ __global__ void fill_random_half(__half* p, size_t n, uint32_t seed) {
   }
 }
 
+// The read floor: a kernel that only streams the same bytes (16-byte non-caching loads, V of them
+// in flight per thread) and folds them into one word, so the loads cannot be dropped. Its time
+// per launch, in the same graph replay as the kernels, is what one launch that reads these bytes
+// costs at least on this card: ramp-up, tail and launch gap included, which the bandwidth floor
+// (bytes over cuBLAS's fp16 rate) leaves out.
+template <int V>
+__global__ void __launch_bounds__(256) stream_read_kernel(const uint4* p, size_t n16, uint32_t* sink) {
+  uint32_t acc = 0;
+  const size_t stride = static_cast<size_t>(gridDim.x) * 256 * V;
+  for (size_t i = blockIdx.x * static_cast<size_t>(256) * V + threadIdx.x; i < n16; i += stride) {
+    uint4 v[V];
+#pragma unroll
+    for (int u = 0; u < V; ++u) {
+      const size_t j = i + static_cast<size_t>(u) * 256;
+      if (j < n16)
+        asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(v[u].x), "=r"(v[u].y), "=r"(v[u].z), "=r"(v[u].w)
+                     : "l"(p + j));
+      else
+        v[u] = make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < V; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  }
+  if (acc == 0x9e3779b9u) *sink = acc;  // practically never: keeps the loads live
+}
+
 // Median time (µs) of one launch: a graph of `reps` launches (each on the next weight copy),
 // replayed 7 times after a warm-up replay.
 double time_graph(cudaStream_t s, int reps, const std::function<void(int)>& launch) {
@@ -93,7 +121,7 @@ double time_graph(cudaStream_t s, int reps, const std::function<void(int)>& laun
 
 struct Row {
   int64_t k, n, m;
-  double fp16_us, int4_us, floor_us;
+  double fp16_us, int4_us, floor_us, read_us = 0;  // read_us: stream_read_kernel (M = 1 rows)
   std::string kernel;
   std::map<std::string, double> candidates;
 };
@@ -145,6 +173,8 @@ int main(int argc, char** argv) {
   CK(cudaMalloc(&y, max_m * 22016 * 2));
   fill_random_half<<<1024, 256>>>(x, max_m * 11008, 7);
   CK(cudaGetLastError());
+  uint32_t* sink = nullptr;
+  CK(cudaMalloc(&sink, 4));
 
   std::vector<Row> rows;
   std::mt19937 rng(1);
@@ -195,7 +225,7 @@ int main(int argc, char** argv) {
     for (int64_t m : ms) {
       const int reps = std::max(copies4, copies16) < 12 ? 12 : std::max(copies4, copies16);
       const float alpha = 1.f, beta = 0.f;
-      Row r{K, N, m, 0, 1e30, 0, "", {}};
+      Row r{K, N, m, 0, 1e30, 0, 0, "", {}};
       r.fp16_us = time_graph(stream, reps, [&](int i) {
         CB(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)m, (int)K, &alpha, hcopies[i % copies16],
                         CUDA_R_16F, (int)K, x, CUDA_R_16F, (int)K, &beta, y, CUDA_R_16F, (int)N, CUBLAS_COMPUTE_32F,
@@ -203,6 +233,26 @@ int main(int argc, char** argv) {
       });
       if (m == 1) m1_rate = hbytes / r.fp16_us;
       r.floor_us = (wbytes + sbytes) / m1_rate;
+      if (m == 1) {
+        // The read floor of these bytes: best of a few grid shapes and loads in flight.
+        r.read_us = 1e30;
+        const size_t n16 = wbytes / 16;
+        for (int v : {4, 8})
+          for (bool persistent : {false, true}) {
+            const unsigned blocks = persistent ? static_cast<unsigned>(sms * 8)
+                                               : static_cast<unsigned>((n16 + 256 * v - 1) / (256 * v));
+            const double t = time_graph(stream, reps, [&](int i) {
+              const uint4* src = static_cast<const uint4*>(wcopies[i % copies4]);
+              if (v == 4) stream_read_kernel<4><<<blocks, 256, 0, stream>>>(src, n16, sink);
+              else stream_read_kernel<8><<<blocks, 256, 0, stream>>>(src, n16, sink);
+              CK(cudaGetLastError());
+            });
+            char name[48];
+            std::snprintf(name, sizeof name, "read_v%d_%s", v, persistent ? "persistent" : "onepass");
+            r.candidates[name] = t;
+            r.read_us = std::min(r.read_us, t);
+          }
+      }
       std::vector<std::pair<std::string, std::function<cudaError_t(int)>>> cands;
       // Every candidate also runs without programmatic dependent launch ("_nopdl"): those rows
       // show what PDL buys and are never the reported choice (the backends launch with PDL).
@@ -245,8 +295,26 @@ int main(int argc, char** argv) {
       } else {
         add_qmm(4, 2, 0);
       }
+      // Every candidate's output on copy 0 against the first candidate's (the unit tests check
+      // that one against the CPU reference): a variant that is fast and wrong is reported.
+      std::vector<__half> ref_y, cand_y(m * N);
       for (auto& cand : cands) {
         const auto& fn = cand.second;
+        CK(cudaMemsetAsync(y, 0xFF, m * N * 2, stream));
+        CK(fn(0));
+        CK(cudaStreamSynchronize(stream));
+        CK(cudaMemcpy(cand_y.data(), y, m * N * 2, cudaMemcpyDeviceToHost));
+        if (ref_y.empty()) {
+          ref_y = cand_y;
+        } else {
+          double num = 0, den = 0;
+          for (int64_t e = 0; e < m * N; ++e) {
+            const double d = (double)__half2float(cand_y[e]) - (double)__half2float(ref_y[e]);
+            num += d * d;
+            den += (double)__half2float(ref_y[e]) * (double)__half2float(ref_y[e]);
+          }
+          if (!(num <= 1e-6 * den)) std::printf("MISMATCH %s: relative error %.3g\n", cand.first.c_str(), std::sqrt(num / den));
+        }
         const double t = time_graph(stream, reps, [&](int i) { CK(fn(i)); });
         r.candidates[cand.first] = t;
         const bool nopdl = cand.first.size() > 6 && cand.first.compare(cand.first.size() - 6, 6, "_nopdl") == 0;
@@ -267,12 +335,13 @@ int main(int argc, char** argv) {
   }
 
   // Summary over the four shapes (times summed per M).
-  std::map<int64_t, double> f16, i4, fl;
-  for (const Row& r : rows) f16[r.m] += r.fp16_us, i4[r.m] += r.int4_us, fl[r.m] += r.floor_us;
+  std::map<int64_t, double> f16, i4, fl, rd;
+  for (const Row& r : rows) f16[r.m] += r.fp16_us, i4[r.m] += r.int4_us, fl[r.m] += r.floor_us, rd[r.m] += r.read_us;
   std::printf("\n%-6s %10s %10s %10s %10s %10s   (%s, 4 Llama-2-7B shapes summed)\n", "M", "fp16_us", "int4_us",
               "floor_us", "fp16/int4", "int4/floor", prop.name);
   for (int64_t m : ms)
-    std::printf("%-6ld %10.1f %10.1f %10.1f %10.2f %10.2f\n", (long)m, f16[m], i4[m], fl[m], f16[m] / i4[m], i4[m] / fl[m]);
+    std::printf("%-6ld %10.1f %10.1f %10.1f %10.2f %10.2f%s\n", (long)m, f16[m], i4[m], fl[m], f16[m] / i4[m], i4[m] / fl[m],
+                rd[m] > 0 ? (" read floor " + std::to_string(rd[m]) + " us").c_str() : "");
   auto speedup = [&](int64_t m) { return i4.count(m) ? f16[m] / i4[m] : -1.0; };
   if (!json_path.empty()) {
     FILE* f = std::fopen(json_path.c_str(), "w");
@@ -293,6 +362,8 @@ int main(int argc, char** argv) {
     }
     std::fprintf(f, "  ],\n  \"summary\": {\n");
     std::fprintf(f, "    \"int4_m1_vs_floor\": %.3f,\n", i4.count(1) ? i4[1] / fl[1] : -1.0);
+    std::fprintf(f, "    \"int4_m1_vs_read_floor\": %.3f,\n", rd[1] > 0 ? i4[1] / rd[1] : -1.0);
+    std::fprintf(f, "    \"read_floor_m1_us\": %.2f,\n", rd[1]);
     double m1_nopdl = 0;
     for (const Row& r : rows)
       if (r.m == 1) {

@@ -1,18 +1,26 @@
 // cuda_gemv's kernel: M <= 8 tokens x 4/8-bit weights, streaming. Weights go straight from DRAM
-// to registers: every lane has two buffers of 16-byte loads (ld.global.nc.L1::no_allocate, 4 k64
-// chunks each), the next buffer in flight while the current one is used, so a warp keeps 2-4 KB
-// in flight without shared-memory staging. The block's activation rows, scales and zeros (small,
-// re-read by every warp) are staged once in shared memory with cp.async. The 8 tokens sit on the n8 side of mma.sync m16n8k16 (weights on the 16-row side), so
-// the tensor cores do the multiply-adds and the ALUs only dequantize (lop3 + sub per 2 weights).
-// Block = 8 warps = WT n16 tiles x (8/WT) K-warps; grid = (N/16/WT, split); partial tiles are
-// reduced in shared memory, then across blocks by the last-arriving block (int4_common.cuh).
+// to registers: every lane has a ring of 8 16-byte loads (ld.global.nc.L1::no_allocate; 8 k64
+// chunks of 4-bit codes, 4 of 8-bit), and a slot's next load goes out as soon as its chunk is
+// used, so 7 of 8 stay in flight (3.5 KB a warp) without shared-memory staging. The block's
+// activation rows, scales and zeros (small, re-read by every warp) are staged once in shared
+// memory with cp.async. The 8 tokens sit on the n8 side of mma.sync m16n8k16 (weights on the
+// 16-row side), so the tensor cores do the multiply-adds and the ALUs only dequantize.
+// The kernel is bound by instruction issue as much as by DRAM (3 blocks of 8 warps an SM): the
+// chunk loop is compiled once per kind of zero point and group size, so a chunk costs about 60
+// instructions a lane (dequantization, 4 MMAs, 2 shared loads, one scale per group) and no
+// per-launch branches. Block = 8 warps = WT n16 tiles x (8/WT) K-warps; grid = (N/16/WT, split),
+// the split sized to the blocks resident at once; partial tiles are reduced in shared memory, then
+// across blocks by the last-arriving block (int4_common.cuh).
 //
 // BULK (sm_90+): the block's whole weight slice (WT tiles x its K range, at most kGemvBulkBytes)
 // is put in flight at the start with one bulk copy per (tile, K-warp piece), before the kernel
 // waits for the previous one, into shared memory; each K-warp owns a contiguous piece and waits on
 // that piece's mbarrier only. Every byte of the matrix is requested in the first microsecond and
-// no register holds a load in flight, against 2-4 KB per warp in flight for the register path.
+// no register holds a load in flight, against 3.5 KB a warp for the register path.
 #include <algorithm>
+#include <mutex>
+#include <type_traits>
+#include <vector>
 
 #include "backends/cuda/cuda_marlin.h"
 #include "backends/cuda/cuda_marlin_pack.h"
@@ -53,7 +61,7 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   }
   constexpr int KP = 8 / WT;  // K-warps per tile
   constexpr int PC = 32 * BITS / 4;
-  constexpr int U = BITS == 4 ? 4 : 2;  // k64 chunks per register buffer (two buffers in flight)
+  constexpr int R = BITS == 4 ? 8 : 4;  // register ring slots (k64 chunks): 8 uint4 a lane either way
   constexpr int BN = 16 * WT;
   constexpr int LD = BN + 4;
   __shared__ __align__(16) float red[KP][8 * LD];
@@ -90,17 +98,16 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   const int g_lo = grouped ? ((c_begin * 64) >> a.log2_group) : 0;
   const int G = grouped ? (a.k >> a.log2_group) : 1;
 
-  auto load = [&](uint4 (&wq)[U][BITS / 4], int c) {
+  // The register ring: R slots of one k64 chunk each. A warp's chunks are c0, c0 + KP, ...; slot
+  // r holds the chunk of index r (mod R). After a slot's chunk is used its next load goes out at
+  // once, so R - 1 chunks stay in flight while one is dequantized.
+  auto load = [&](uint4 (&wq)[BITS / 4], int cc) {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int cc = c + u * KP;
-#pragma unroll
-      for (int h = 0; h < BITS / 4; ++h)
-        wq[u][h] = (tile_ok && cc < c_end) ? ldg_stream(wp + static_cast<size_t>(cc) * PC + h * 32 + lane)
-                                           : make_uint4(0, 0, 0, 0);
-    }
+    for (int h = 0; h < BITS / 4; ++h)
+      wq[h] = (tile_ok && cc < c_end) ? ldg_stream(wp + static_cast<size_t>(cc) * PC + h * 32 + lane)
+                                      : make_uint4(0, 0, 0, 0);
   };
-  uint4 wa[U][BITS / 4], wb[U][BITS / 4];
+  uint4 ring[R][BITS / 4];
   const int c0 = c_begin + kp;
   if constexpr (BULK) {
     // One thread arms a barrier per piece and issues every copy of the block: (tile, piece) runs
@@ -120,7 +127,8 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
       }
     }
   } else {
-    load(wa, c0);
+#pragma unroll
+    for (int r = 0; r < R; ++r) load(ring[r], c0 + r * KP);
   }
   // The weights above do not depend on the kernel before this one; the activations, the split-K
   // workspace and y do.
@@ -192,70 +200,86 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
       xacc[0] = xacc[1] = xacc[2] = xacc[3] = 0.f;
     }
   };
-  // One k64 chunk cc of the warp's tile, its codes in wq.
-  auto compute_chunk = [&](const uint4 (&wq)[BITS / 4], int cc) {
+  // One k64 chunk cc of the warp's tile, its codes in wq. ZG: zero points per group (staged in
+  // shared memory); GM: 0 = one scale per channel (applied once at the end), 1 = groups of 64 or
+  // more (one group per chunk), 2 = groups of 32 (two per chunk). Both are fixed for a launch: the
+  // loops below are compiled once per combination, so a chunk carries no per-launch branches.
+  auto compute_chunk = [&](const uint4 (&wq)[BITS / 4], int cc, auto zg_tag, auto gm_tag) {
+    constexpr bool ZG = decltype(zg_tag)::value;
+    constexpr int GM = decltype(gm_tag)::value;
+    const T* xrow = xs + g * L.x_row_halves + (cc - c_begin) * 64 + 8 * q;
+    int gi = GM ? ((cc * 64) >> a.log2_group) - g_lo : 0;
+    uint32_t zp = ZG ? zs[gi * WT * 8 + tl * 8 + g] : zpair_pc;
 #pragma unroll
-      for (int s = 0; s < 2; ++s) {
-        const int kl = (cc - c_begin) * 64 + 32 * s;  // column inside the block's range
-        const uint4 xa = tok_ok ? *reinterpret_cast<const uint4*>(xs + g * L.x_row_halves + kl + 8 * q)
-                                : make_uint4(0, 0, 0, 0);
-        const int gi = grouped ? (((cc * 64 + 32 * s) >> a.log2_group) - g_lo) : 0;
-        const uint32_t zp = (grouped && a.zeros) ? zs[gi * WT * 8 + tl * 8 + g] : zpair_pc;
+    for (int s = 0; s < 2; ++s) {
+      if (GM == 2 && s == 1) {
+        ++gi;
+        if (ZG) zp = zs[gi * WT * 8 + tl * 8 + g];
+      }
+      const uint4 xa = tok_ok ? *reinterpret_cast<const uint4*>(xrow + 32 * s) : make_uint4(0, 0, 0, 0);
 #pragma unroll
-        for (int jj = 0; jj < 2; ++jj) {
-          uint32_t af[4];
-          if constexpr (BITS == 4) {
-            const uint32_t word = (s == 0) ? (jj == 0 ? wq[0].x : wq[0].y)
-                                           : (jj == 0 ? wq[0].z : wq[0].w);
-            dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af);
-          } else {
-            const uint4 v = wq[s];
-            const float zr = 8388608.f + static_cast<float>(zp & 0xFFu);
-            const float zr8 = 8388608.f + static_cast<float>(zp >> 8);
-            if (jj == 0) dequant8<T>(v.x, v.y, zr, zr8, af);
-            else dequant8<T>(v.z, v.w, zr, zr8, af);
-          }
-          MmaOp<T>::run(gacc, af, jj == 0 ? xa.x : xa.z, jj == 0 ? xa.y : xa.w);
-          if constexpr (FZ) {
-            const uint32_t ones[4] = {Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes};
-            MmaOp<T>::run(xacc, ones, jj == 0 ? xa.x : xa.z, jj == 0 ? xa.y : xa.w);
-          }
+      for (int jj = 0; jj < 2; ++jj) {
+        uint32_t af[4];
+        if constexpr (BITS == 4) {
+          const uint32_t word = (s == 0) ? (jj == 0 ? wq[0].x : wq[0].y) : (jj == 0 ? wq[0].z : wq[0].w);
+          dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af);
+        } else {
+          const uint4 v = wq[s];
+          const float zr = 8388608.f + static_cast<float>(zp & 0xFFu);
+          const float zr8 = 8388608.f + static_cast<float>(zp >> 8);
+          if (jj == 0) dequant8<T>(v.x, v.y, zr, zr8, af);
+          else dequant8<T>(v.z, v.w, zr, zr8, af);
         }
-        if (grouped && (s == 1 || a.group_size == 32))
-          flush(ss[gi * WT * 8 + tl * 8 + g], FZ ? os[gi * WT * 8 + tl * 8 + g] : 0u);
+        MmaOp<T>::run(gacc, af, jj == 0 ? xa.x : xa.z, jj == 0 ? xa.y : xa.w);
+        if constexpr (FZ) {
+          const uint32_t ones[4] = {Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes};
+          MmaOp<T>::run(xacc, ones, jj == 0 ? xa.x : xa.z, jj == 0 ? xa.y : xa.w);
+        }
       }
-  };
-  auto compute = [&](const uint4 (&wq)[U][BITS / 4], int c) {
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int cc = c + u * KP;
-      if (cc >= c_end) break;
-      compute_chunk(wq[u], cc);
+      if (GM == 2 || (GM == 1 && s == 1))
+        flush(ss[gi * WT * 8 + tl * 8 + g], FZ ? os[gi * WT * 8 + tl * 8 + g] : 0u);
     }
   };
-
-  if (tile_ok && BULK) {
-    if (piece_begin < piece_end) {
-      mbar_wait(&piece_bar[kp], 0);
-      const uint4* tile_w = reinterpret_cast<const uint4*>(dsm) + static_cast<size_t>(tl) * a.chunks_per_split * PC;
-      for (int cc = piece_begin; cc < piece_end; ++cc) {
-        uint4 wq[BITS / 4];
+  auto run_tile = [&](auto zg_tag, auto gm_tag) {
+    if constexpr (BULK) {
+      if (piece_begin < piece_end) {
+        mbar_wait(&piece_bar[kp], 0);
+        const uint4* tile_w = reinterpret_cast<const uint4*>(dsm) + static_cast<size_t>(tl) * a.chunks_per_split * PC;
+        for (int cc = piece_begin; cc < piece_end; ++cc) {
+          uint4 wq[BITS / 4];
 #pragma unroll
-        for (int h = 0; h < BITS / 4; ++h) wq[h] = tile_w[(cc - c_begin) * PC + h * 32 + lane];
-        compute_chunk(wq, cc);
+          for (int h = 0; h < BITS / 4; ++h) wq[h] = tile_w[(cc - c_begin) * PC + h * 32 + lane];
+          compute_chunk(wq, cc, zg_tag, gm_tag);
+        }
+      }
+    } else {
+      for (int c = c0; c < c_end; c += R * KP) {
+#pragma unroll
+        for (int r = 0; r < R; ++r) {
+          const int cc = c + r * KP;
+          if (cc >= c_end) break;
+          compute_chunk(ring[r], cc, zg_tag, gm_tag);
+          load(ring[r], cc + R * KP);
+        }
       }
     }
-    if (!grouped) flush(__ldg(a.scales + n16 * 8 + g), FZ ? __ldg(a.offsets + n16 * 8 + g) : 0u);
-  } else if (tile_ok) {
-    // Two register buffers: the loads of the next U chunks are in flight while these are used.
-    constexpr int STEP = KP * U;
-    for (int c = c0; c < c_end; c += 2 * STEP) {
-      load(wb, c + STEP);
-      compute(wa, c);
-      load(wa, c + 2 * STEP);
-      compute(wb, c + STEP);
+  };
+  if (tile_ok) {
+    using NoZ = std::integral_constant<bool, false>;
+    using Z = std::integral_constant<bool, true>;
+    using PerChannel = std::integral_constant<int, 0>;
+    using Group64 = std::integral_constant<int, 1>;
+    using Group32 = std::integral_constant<int, 2>;
+    if (!grouped) {
+      run_tile(NoZ{}, PerChannel{});  // a per-channel zero point sits in zpair_pc
+      flush(__ldg(a.scales + n16 * 8 + g), FZ ? __ldg(a.offsets + n16 * 8 + g) : 0u);
+    } else if (a.group_size == 32) {
+      if (!FZ && a.zeros) run_tile(Z{}, Group32{});
+      else run_tile(NoZ{}, Group32{});
+    } else {
+      if (!FZ && a.zeros) run_tile(Z{}, Group64{});
+      else run_tile(NoZ{}, Group64{});
     }
-    if (!grouped) flush(__ldg(a.scales + n16 * 8 + g), FZ ? __ldg(a.offsets + n16 * 8 + g) : 0u);
   }
 
   // Each K-warp writes its fragment; then a fixed-order sum over K-warps into red[0].
@@ -313,6 +337,26 @@ constexpr int kGemvMaxSmem = 64 * 1024;
 // BULK: the weight slice of a block (4 blocks of 48 KB + their activations fit an SM's 228 KB).
 constexpr int kGemvBulkBytes = 48 * 1024;
 constexpr int kGemvBulkMaxSmem = kGemvBulkBytes + 16 * 1024;
+// Blocks of `fn` (256 threads, `smem` bytes of dynamic shared memory) resident at once on one SM
+// of the current device; asked once per (device, kernel, smem) and kept.
+int resident_blocks_per_sm(const void* fn, int smem) {
+  struct Known {
+    int device;
+    const void* fn;
+    int smem, blocks;
+  };
+  static std::mutex mu;
+  static std::vector<Known> known;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) return 1;
+  std::lock_guard<std::mutex> lock(mu);
+  for (const Known& k : known)
+    if (k.device == dev && k.fn == fn && k.smem == smem) return k.blocks;
+  int blocks = 1;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, 256, smem) != cudaSuccess || blocks < 1) blocks = 1;
+  known.push_back({dev, fn, smem, blocks});
+  return blocks;
+}
 int log2_int(int v) {
   int l = 0;
   while ((1 << l) < v) ++l;
@@ -375,9 +419,24 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   const int kchunks = static_cast<int>(w.k / 64);
   const int64_t max_tiles = std::min<int64_t>(int4_max_partial_tiles(sms) * int4_max_tile_floats() / (8 * 16 * cfg.wt),
                                               int4_counter_count(sms) - 64);
-  int split = cfg.split > 0 ? cfg.split : choose_split(bx, kchunks, sms, max_tiles, 8 / cfg.wt);
-  int per = (kchunks + split - 1) / split;
   const int bulk_bits = cfg.bulk ? w.bits : 0;
+  const int max_smem = cfg.bulk ? kGemvBulkMaxSmem : kGemvMaxSmem;
+  int split = cfg.split;
+  if (split <= 0) {
+    // A streaming kernel wants every resident slot busy: the automatic split counts the blocks
+    // that run at once on an SM (registers and shared memory of the unsplit launch, which needs
+    // the most), not the SMs.
+    int per_full = kchunks;
+    while (gemv_smem(static_cast<int>(m), per_full, w.group_size, cfg.wt, w.zeros != nullptr, fz, bulk_bits).total >
+               max_smem &&
+           per_full > 1)
+      per_full = (per_full + 1) / 2;
+    const int smem_full =
+        gemv_smem(static_cast<int>(m), per_full, w.group_size, cfg.wt, w.zeros != nullptr, fz, bulk_bits).total;
+    const int slots = sms * resident_blocks_per_sm(e->fn, smem_full);
+    split = choose_split(bx, kchunks, slots, max_tiles, 8 / cfg.wt);
+  }
+  int per = (kchunks + split - 1) / split;
   if (cfg.bulk) {
     // The block's weight slice must fit its share of shared memory: split K until it does, with
     // the partitions as even as the chunk count allows.
@@ -387,7 +446,6 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
       per = (kchunks + s2 - 1) / s2;
     }
   }
-  const int max_smem = cfg.bulk ? kGemvBulkMaxSmem : kGemvMaxSmem;
   // The block's activations live in shared memory: split further while they would not fit.
   while (gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr, fz, bulk_bits).total >
              max_smem &&

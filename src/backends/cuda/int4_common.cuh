@@ -28,6 +28,8 @@
 // precision either. b is stored as fp16 pairs like the scales, with its own power of two.
 #pragma once
 
+#include <type_traits>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cstdint>
@@ -191,14 +193,33 @@ __device__ __forceinline__ uint32_t zero_magic4(uint32_t z) {
   return h | (h << 16);
 }
 
-// 4-bit: one word -> the four A registers (q - z), zr for row r, zr8 for row r + 8.
+// 4-bit: one word -> the four A registers (q - z), zr for row r, zr8 for row r + 8 (zero_magic4).
+// fp16: the row r + 8 registers take the codes where they lie, at bits 4-7 of each half (16 times
+// the code above the magic), and one FMA with 1/16 both rescales and subtracts 64 + z: exact, as
+// 1024 + 16 q and 64 + q fit fp16's mantissa. One shift a word instead of three. bf16's 7-bit
+// mantissa has no room for that, so it shifts.
 template <typename T>
 __device__ __forceinline__ void dequant4(uint32_t q, uint32_t zr, uint32_t zr8, uint32_t* a) {
   const uint32_t m = Traits<T>::kMagic;
-  a[0] = Traits<T>::sub2(lop3_and_or(q, 0x000f000fu, m), zr);
-  a[1] = Traits<T>::sub2(lop3_and_or(q >> 4, 0x000f000fu, m), zr8);
-  a[2] = Traits<T>::sub2(lop3_and_or(q >> 8, 0x000f000fu, m), zr);
-  a[3] = Traits<T>::sub2(lop3_and_or(q >> 12, 0x000f000fu, m), zr8);
+  if constexpr (std::is_same_v<T, __half>) {
+    // half2(-(64 + z)) from half2(1024 + z): z < 64 moves up into the mantissa of -64.
+    const uint32_t add8 = ((zr8 & 0x003F003Fu) << 4) + 0xD400D400u;
+    const __half2 sixteenth = __half2half2(__ushort_as_half(0x2C00));
+    auto fma16 = [&](uint32_t v) {
+      __half2 r = __hfma2(*reinterpret_cast<const __half2*>(&v), sixteenth, *reinterpret_cast<const __half2*>(&add8));
+      return *reinterpret_cast<uint32_t*>(&r);
+    };
+    a[0] = Traits<T>::sub2(lop3_and_or(q, 0x000f000fu, m), zr);
+    a[1] = fma16(lop3_and_or(q, 0x00f000f0u, m));
+    q >>= 8;
+    a[2] = Traits<T>::sub2(lop3_and_or(q, 0x000f000fu, m), zr);
+    a[3] = fma16(lop3_and_or(q, 0x00f000f0u, m));
+  } else {
+    a[0] = Traits<T>::sub2(lop3_and_or(q, 0x000f000fu, m), zr);
+    a[1] = Traits<T>::sub2(lop3_and_or(q >> 4, 0x000f000fu, m), zr8);
+    a[2] = Traits<T>::sub2(lop3_and_or(q >> 8, 0x000f000fu, m), zr);
+    a[3] = Traits<T>::sub2(lop3_and_or(q >> 12, 0x000f000fu, m), zr8);
+  }
 }
 
 // 8-bit: bytes -> fp32 through 2^23 + b (exact), minus 2^23 + z, then one packed convert (exact:
