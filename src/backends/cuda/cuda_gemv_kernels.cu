@@ -24,6 +24,7 @@
 
 #include "backends/cuda/cuda_marlin.h"
 #include "backends/cuda/cuda_marlin_pack.h"
+#include "backends/cuda/cuda_runtime.h"
 #include "backends/cuda/int4_common.cuh"
 
 namespace qrt::cuda {
@@ -366,10 +367,7 @@ int log2_int(int v) {
 
 bool gemv_config_instantiated(int wt) { return wt == 2 || wt == 4; }
 
-bool gemv_bulk_supported(int device) {
-  int major = 0;
-  return cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9;
-}
+bool gemv_bulk_supported(int device) { return device_is_sm90_or_newer(device); }
 
 cudaError_t gemv_init_kernels() {
   int dev = 0;
@@ -395,10 +393,7 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   const bool fz = w.offsets != nullptr;
   const GemvEntry* e = find_gemv(bf16, w.bits, cfg.wt, fz, cfg.bulk);
   if (!e || m <= 0 || m > 8) return cudaErrorInvalidValue;
-  if (cfg.bulk) {
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || !gemv_bulk_supported(dev)) return cudaErrorInvalidValue;
-  }
+  if (cfg.bulk && !device_is_sm90_or_newer()) return cudaErrorInvalidValue;
   KernelArgs a;
   a.x = x;
   a.y = y;

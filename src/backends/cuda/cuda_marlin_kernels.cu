@@ -12,6 +12,7 @@
 #include <algorithm>
 
 #include "backends/cuda/cuda_marlin.h"
+#include "backends/cuda/cuda_runtime.h"
 #include "backends/cuda/cuda_marlin_pack.h"
 #include "backends/cuda/int4_common.cuh"
 
@@ -486,22 +487,8 @@ cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t 
   return launch_int4_family(e->fn, dim3(static_cast<unsigned>(blocks)), e->smem, args, cfg.pdl, stream);
 }
 
-namespace {
-bool device_has_pdl() {
-  static int cache[64] = {};  // 0 unknown, 1 no, 2 yes
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
-  if (cache[dev] == 0) {
-    int major = 0;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cache[dev] = major >= 9 ? 2 : 1;
-  }
-  return cache[dev] == 2;
-}
-}  // namespace
-
 cudaError_t launch_int4_family(void* fn, dim3 grid, int smem, void** args, bool pdl, cudaStream_t stream) {
-  if (!pdl || !device_has_pdl()) return cudaLaunchKernel(fn, grid, dim3(256), args, smem, stream);
+  if (!pdl || !device_is_sm90_or_newer()) return cudaLaunchKernel(fn, grid, dim3(256), args, smem, stream);
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = dim3(256);

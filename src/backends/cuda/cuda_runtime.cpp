@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
 #include <map>
 
 namespace qrt::cuda {
@@ -234,5 +235,18 @@ int device_count(std::string* why) {
   return count;
 }
 
+
+bool device_is_sm90_or_newer(int device) {
+  static std::atomic<int> known[64] = {};  // per device: 0 not asked yet, 1 no, 2 yes
+  if (device < 0 && cudaGetDevice(&device) != cudaSuccess) return false;
+  if (device < 0 || device >= 64) return false;
+  int v = known[device].load(std::memory_order_relaxed);
+  if (v == 0) {
+    int major = 0;
+    v = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9 ? 2 : 1;
+    known[device].store(v, std::memory_order_relaxed);
+  }
+  return v == 2;
+}
 
 }  // namespace qrt::cuda

@@ -159,4 +159,9 @@ inline cudaStream_t as_stream(void* p) { return static_cast<cudaStream_t>(p); }
 // Number of CUDA devices, 0 (with `why`) when there is no driver or no GPU. Never throws.
 int device_count(std::string* why = nullptr);
 
+// Whether `device` (default: the current one) is sm_90 or newer: programmatic dependent launch and
+// TMA bulk copies. Asked of the driver once per device and kept (safe from any thread); false for
+// a device that cannot be queried.
+bool device_is_sm90_or_newer(int device = -1);
+
 }  // namespace qrt::cuda

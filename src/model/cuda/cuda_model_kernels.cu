@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "model/cuda/cuda_model_kernels.h"
+#include "backends/cuda/cuda_runtime.h"
 #include "model/cuda/cuda_kernel_common.cuh"
 
 namespace qrt::cuda_model {
@@ -496,15 +497,7 @@ bool pdl_enabled() {
     const char* env = std::getenv("QRT_CUDA_PDL");
     return !(env && std::string(env) == "0");
   }();
-  static int cache[64] = {};  // per device: 0 unknown, 1 no, 2 yes
-  int dev = 0;
-  if (!allowed || cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
-  if (cache[dev] == 0) {
-    int major = 0;
-    cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev);
-    cache[dev] = major >= 9 ? 2 : 1;
-  }
-  return cache[dev] == 2;
+  return allowed && qrt::cuda::device_is_sm90_or_newer();
 }
 
 void embed(const int32_t* tokens, int64_t m, const __half* table, int64_t hidden, float* x, cudaStream_t s) {
