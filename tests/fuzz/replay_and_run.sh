@@ -8,8 +8,10 @@
 # of the same commit print the same line.
 # Usage: replay_and_run.sh FUZZER SEEDS_DIR RUNS
 set -uo pipefail
-fuzzer="$1" seeds="$2" runs="$3"
-scratch="$(mktemp -d)"
+fuzzer="$(realpath "$1")" seeds="$2" runs="$3"
+# A scratch folder whose path has the same length wherever this runs (not under $TMPDIR): see
+# the environment note below.
+scratch="$(mktemp -d /tmp/qrt-fuzz.XXXXXXXXXX)"
 trap 'rm -rf "$scratch"' EXIT
 mkdir "$scratch/corpus"
 # The seeds are named one by one, sorted by name in the C locale: given the folder, libFuzzer
@@ -21,19 +23,26 @@ seeds_count=$(wc -l <"$scratch/seeds.txt")
 if [ "$seeds_count" -eq 0 ]; then echo "FAIL: no committed seeds in $seeds"; exit 1; fi
 if grep -q ',' "$scratch/seeds.txt"; then echo "FAIL: a seed's path holds a comma: $(grep ',' "$scratch/seeds.txt")"; exit 1; fi
 paste -sd, "$scratch/seeds.txt" | tr -d '\n' >"$scratch/seeds.list"  # no newline: it would end the last name
-# Address randomization off (setarch -R) as well: with it on, two runs of the same binary reached
-# different coverage more often. Even so, the coverage after the seeds still differs between some
-# runs of fuzz_config, fuzz_gguf, fuzz_runtime_files and fuzz_tokenizer (a source not found yet,
-# docs/KNOWN_ISSUES.md); the seeds replayed and the count of inputs executed are always the same.
+# Address randomization off (setarch -R), and the same addresses on every run: libFuzzer records
+# the operands of the target's comparisons, pointer comparisons included, and mutates with them,
+# so a stack that starts elsewhere gives other inputs. The initial stack holds the environment,
+# the arguments and the working directory's name: the fuzzer runs under a fixed environment,
+# from the scratch folder, as ./target (a link), with every path it is given inside that folder.
+# (Before that, fuzz_config reached 1181 or 1188 edges depending on the folder it was started
+# from; now every start gives the same count.)
 norandom=()
 if setarch "$(uname -m)" -R true 2>/dev/null; then norandom=(setarch "$(uname -m)" -R); else
   echo "note: setarch -R is not available here: the inputs after the seeds may differ between runs"; fi
+ln -s "$fuzzer" "$scratch/target"
+fixed_env=(PATH=/usr/bin:/bin HOME="$scratch" LC_ALL=C)
+for v in ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS; do [ -n "${!v:-}" ] && fixed_env+=("$v=${!v}"); done
 # -seed fixes libFuzzer's random generator; -runs bounds the work by count, never by the clock.
 # -reload=0: by default libFuzzer rereads its output corpus every second and runs what it finds
 # there that it no longer holds, which makes the inputs it executes depend on the clock.
 # Crash reproducers go to the scratch folder, never into the source tree.
-"${norandom[@]}" "$fuzzer" -seed=1 -runs="$runs" -reload=0 -rss_limit_mb=2048 -timeout=60 -print_final_stats=1 \
-  -artifact_prefix="$scratch/" -seed_inputs="@$scratch/seeds.list" "$scratch/corpus" >"$scratch/log" 2>&1
+(cd "$scratch" && env -i "${fixed_env[@]}" "${norandom[@]}" ./target -seed=1 -runs="$runs" -reload=0 -rss_limit_mb=2048 \
+  -timeout=60 -print_final_stats=1 -artifact_prefix="$scratch/" -seed_inputs="@$scratch/seeds.list" "$scratch/corpus" \
+  >"$scratch/log" 2>&1)
 status=$?
 if [ "$status" -ne 0 ]; then
   cat "$scratch/log"
