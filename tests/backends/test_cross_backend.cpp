@@ -17,7 +17,7 @@
 #include "qrt/thread_pool.h"
 
 #ifdef QRT_WITH_CUDA
-#include "backends/cuda/test_support.h"
+#include "support/cuda_test_support.h"
 #endif
 
 namespace qrt {

@@ -13,7 +13,7 @@
 
 #ifdef QRT_WITH_CUDA
 #include "backends/backend_factories.h"
-#include "backends/cuda/test_support.h"
+#include "support/cuda_test_support.h"
 
 namespace qrt {
 namespace {
@@ -197,7 +197,7 @@ TEST(CudaRuntime, CheckedCallThrowsNamingTheStatement) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::Device);
     EXPECT_NE(std::string(e.what()).find("cudaSetDevice(-7)"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find("test_support.cpp"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("cuda_test_support.cpp"), std::string::npos) << e.what();
   }
 }
 

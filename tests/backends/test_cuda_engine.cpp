@@ -21,7 +21,7 @@
 #include "qrt/sampler.h"
 
 #ifdef QRT_WITH_CUDA
-#include "backends/cuda/test_support.h"
+#include "support/cuda_test_support.h"
 #include "model/cuda/cuda_engine.h"
 #include "quant/rtn.h"
 

@@ -18,7 +18,7 @@
 #ifdef QRT_WITH_CUDA
 #include "backends/backend_factories.h"
 #include "backends/cuda/cuda_marlin_pack.h"
-#include "backends/cuda/test_support.h"
+#include "support/cuda_test_support.h"
 #include "qrt/device.h"
 #include "qrt/dtype.h"
 

@@ -22,7 +22,7 @@
 
 #ifdef QRT_WITH_CUDA
 #include "backends/cuda/cuda_runtime.h"
-#include "backends/cuda/test_support.h"
+#include "support/cuda_test_support.h"
 #include "model/cuda/cuda_model_kernels.h"
 #include "model/ops.h"
 #include "qrt/dtype.h"

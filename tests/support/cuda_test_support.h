@@ -1,5 +1,5 @@
 // Test helpers for GPU backends, CUDA-free so tests compile as plain C++ (the implementation,
-// test_support.cpp, exists only in CUDA builds: include this header under #ifdef QRT_WITH_CUDA).
+// cuda_test_support.cpp, exists only in CUDA builds: include this header under #ifdef QRT_WITH_CUDA).
 // Used by tests/backends/test_cuda_*.cpp and the cross-backend suite.
 #pragma once
 

@@ -1,5 +1,5 @@
-// Implementation of the CUDA test helpers (test_support.h).
-#include "backends/cuda/test_support.h"
+// Implementation of the CUDA test helpers (cuda_test_support.h).
+#include "support/cuda_test_support.h"
 
 #include <cstring>
 
