@@ -1,6 +1,6 @@
 // CUDA device discovery and device-id resolution. This file lives in the backends library because
 // only it knows whether the binary was built with CUDA (QRT_WITH_CUDA); the CUDA runtime calls
-// themselves are in cuda/device_probe_cuda.cpp, compiled only in CUDA builds.
+// themselves are in src/gpu/device_probe.cpp, compiled only in CUDA builds.
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -13,7 +13,7 @@ namespace qrt {
 
 #ifdef QRT_WITH_CUDA
 namespace cuda_probe {
-// Defined in cuda/device_probe_cuda.cpp. Fills `why` when no device can be listed.
+// Defined in src/gpu/device_probe.cpp. Fills `why` when no device can be listed.
 std::vector<GpuInfo> list_gpus(std::string* why);
 int binary_min_arch();
 }  // namespace cuda_probe

@@ -10,7 +10,7 @@
 
 #include "backends/backend_factories.h"
 #ifdef QRT_WITH_CUDA
-#include "backends/cuda/gpu_timing.h"
+#include "gpu/timing.h"
 #endif
 #include "qrt/error.h"
 #include "qrt/plan.h"

@@ -1,5 +1,5 @@
 // `qrt bench --device cuda[:N]`: the batch-size sweep on a GPU. Activations are fp16 on the device;
-// every timed call runs alone between two CUDA events after an L2 flush (gpu_timing.h), so M = 1
+// every timed call runs alone between two CUDA events after an L2 flush (gpu/timing.h), so M = 1
 // reads its weights from memory as a decode step does. Next to each figure: the memory floor
 // (checkpoint bytes / read bandwidth measured in the same run) and dense fp16 cuBLAS on the same
 // inputs. `plan` times the layer as the runtime would run it (plan_layers + QuantLinear); with
@@ -22,8 +22,8 @@
 #include "qrt/tuning_cache.h"
 
 #ifdef QRT_WITH_CUDA
-#include "backends/cuda/cuda_runtime.h"
-#include "backends/cuda/gpu_timing.h"
+#include "gpu/runtime.h"
+#include "gpu/timing.h"
 #endif
 
 namespace qrt::cli {

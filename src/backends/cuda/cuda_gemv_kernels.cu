@@ -24,7 +24,7 @@
 
 #include "backends/cuda/cuda_marlin.h"
 #include "backends/cuda/cuda_marlin_pack.h"
-#include "backends/cuda/cuda_runtime.h"
+#include "gpu/runtime.h"
 #include "backends/cuda/int4_common.cuh"
 
 namespace qrt::cuda {

@@ -12,7 +12,7 @@
 #include <algorithm>
 
 #include "backends/cuda/cuda_marlin.h"
-#include "backends/cuda/cuda_runtime.h"
+#include "gpu/runtime.h"
 #include "backends/cuda/cuda_marlin_pack.h"
 #include "backends/cuda/int4_common.cuh"
 

@@ -10,7 +10,7 @@
 
 #include "backends/cuda/cuda_marlin.h"
 #include "backends/cuda/cuda_marlin_pack.h"
-#include "backends/cuda/cuda_runtime.h"
+#include "gpu/runtime.h"
 #include "qrt/backend.h"
 
 namespace qrt::cuda {

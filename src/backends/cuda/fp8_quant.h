@@ -3,7 +3,7 @@
 
 #include <cstdint>
 
-#include "backends/cuda/cuda_check.h"
+#include "gpu/check.h"
 #include "qrt/dtype.h"
 
 namespace qrt::cuda {

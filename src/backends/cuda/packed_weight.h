@@ -17,7 +17,7 @@
 
 #include <cstdint>
 
-#include "backends/cuda/cuda_runtime.h"
+#include "gpu/runtime.h"
 #include "qrt/dtype.h"
 #include "qrt/quantized_weight.h"
 

@@ -19,7 +19,7 @@
 #include <cstdint>
 #include <utility>
 
-#include "backends/cuda/cuda_check.h"
+#include "gpu/check.h"
 
 namespace qrt::cuda_model {
 

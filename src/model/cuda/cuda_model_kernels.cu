@@ -6,7 +6,7 @@
 #include <type_traits>
 
 #include "model/cuda/cuda_model_kernels.h"
-#include "backends/cuda/cuda_runtime.h"
+#include "gpu/runtime.h"
 #include "model/cuda/cuda_kernel_common.cuh"
 
 namespace qrt::cuda_model {

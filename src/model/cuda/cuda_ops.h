@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-#include "backends/cuda/cuda_runtime.h"
+#include "gpu/runtime.h"
 #include "model/block_ops.h"
 #include "model/cuda/cuda_engine.h"
 #include "model/cuda/cuda_model_kernels.h"

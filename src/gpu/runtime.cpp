@@ -1,5 +1,5 @@
 // CUDA runtime pieces: checked-call error reporting, device buffers, arenas, per-device contexts.
-#include "backends/cuda/cuda_runtime.h"
+#include "gpu/runtime.h"
 
 #include <fmt/format.h>
 

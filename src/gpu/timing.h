@@ -2,7 +2,7 @@
 // activation buffers for one layer shape, a median-of-repeats timer with CUDA events and the L2
 // flushed before every timed call (a decode step reads its weights from memory, not from L2),
 // the dense fp16 cuBLAS peer, and the device's streaming read bandwidth (the memory floor).
-// CUDA-free header: the implementation (gpu_timing.cu) exists only in CUDA builds, so include it
+// CUDA-free header: the implementation (timing.cu) exists only in CUDA builds, so include it
 // under #ifdef QRT_WITH_CUDA.
 #pragma once
 

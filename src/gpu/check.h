@@ -1,7 +1,7 @@
 // Checked CUDA / cuBLAS calls: a failing call throws qrt::Error naming the statement, file and line
 // (ErrorKind::OutOfMemory for allocation failures, ErrorKind::Device otherwise). Never aborts.
-// Internal header (includes CUDA headers): only .cu/.cpp files under src/backends/cuda and
-// src/model/cuda include it.
+// Internal header (includes CUDA headers): only .cu/.cpp files under src/gpu, src/backends/cuda
+// and src/model/cuda include it.
 #pragma once
 
 #include <cublasLt.h>

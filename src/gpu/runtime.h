@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "backends/cuda/cuda_check.h"
+#include "gpu/check.h"
 
 namespace qrt::cuda {
 

@@ -1,10 +1,10 @@
-// Implementation of gpu_timing.h (see there for what it is for).
-#include "backends/cuda/gpu_timing.h"
+// Implementation of timing.h (see there for what it is for).
+#include "gpu/timing.h"
 
 #include <algorithm>
 #include <random>
 
-#include "backends/cuda/cuda_runtime.h"
+#include "gpu/runtime.h"
 #include "backends/cuda/packed_weight.h"
 
 namespace qrt::gpu_timing {
