@@ -17,7 +17,7 @@
 #include <sstream>
 
 #include "backends/backend_factories.h"
-#include "backends/cuda/cuda_runtime.h"
+#include "gpu/runtime.h"
 #include "backends/cuda/packed_weight.h"
 #include "qrt/backend.h"
 #include "qrt/device.h"

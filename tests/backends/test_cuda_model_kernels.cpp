@@ -21,7 +21,7 @@
 #include <vector>
 
 #ifdef QRT_WITH_CUDA
-#include "backends/cuda/cuda_runtime.h"
+#include "gpu/runtime.h"
 #include "support/cuda_test_support.h"
 #include "model/cuda/cuda_model_kernels.h"
 #include "model/ops.h"

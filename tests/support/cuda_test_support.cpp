@@ -3,7 +3,7 @@
 
 #include <cstring>
 
-#include "backends/cuda/cuda_runtime.h"
+#include "gpu/runtime.h"
 
 namespace qrt::cuda_test {
 
