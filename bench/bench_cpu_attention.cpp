@@ -129,7 +129,7 @@ void BM_decode_attention(benchmark::State& state, Shape s, int64_t ctx, Variant 
   state.counters["read_GBps"] = bench::read_gbps();
   state.counters["x_floor"] = benchmark::Counter(floor_us * 1e-6 * static_cast<double>(state.iterations()),
                                                  benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
-  state.SetLabel(std::string("isa ") + ca::isa_name(ca::best_isa()));
+  state.SetLabel(std::string("isa ") + qrt::cpu_isa_name(qrt::best_cpu_isa()));
 }
 
 void register_all() {

@@ -428,7 +428,7 @@ int run_bench(const BenchOptions& given) {
               static_cast<long long>(std::max<int64_t>(4 * llc, int64_t{256} << 20) >> 20), gbps);
 
   std::vector<Row> rows;
-  const cpu_simd::Isa isa = cpu_simd::best_isa_of_this_cpu();
+  const cpu_simd::Isa isa = best_cpu_isa();
   for (const Shape& shape : shapes) {
     const LayerSpec& spec = shape.spec;
     const int64_t K = spec.in_features, N = spec.out_features;

@@ -20,6 +20,8 @@
 
 #include <cstdint>
 
+#include "core/cpu_isa.h"
+
 namespace qrt::cpu_attention {
 
 constexpr int64_t kKeyBlock = 16;
@@ -37,18 +39,15 @@ inline int64_t paged_value_index(int64_t block, int64_t pos, int64_t d, int64_t 
   return block * kKeyBlock * head_dim + (pos % kKeyBlock) * head_dim + d;
 }
 
-enum class Isa : uint8_t { Scalar, Avx2, Avx512 };
-// The best of the three this CPU runs (the shared cpuid probe, qrt::probe_cpu).
-Isa best_isa();
-const char* isa_name(Isa isa);
+using Isa = CpuIsa;  // the shared levels (core/cpu_isa.h)
 
 // softmax(q . K[first..last] * scale) . V[first..last] into out[0, head_dim). keys / values: one
 // head's areas in the layout above, float32 or IEEE fp16 bits. scores: scratch of at least
 // round_up_to_block(last + 1) floats. `isa` must be one this CPU runs (tests pass each in turn).
 void attend(const float* q, const float* keys, const float* values, int64_t first, int64_t last, int64_t head_dim,
-            float scale, float* scores, float* out, Isa isa = best_isa());
+            float scale, float* scores, float* out, Isa isa = best_cpu_isa());
 void attend(const float* q, const uint16_t* keys, const uint16_t* values, int64_t first, int64_t last,
-            int64_t head_dim, float scale, float* scores, float* out, Isa isa = best_isa());
+            int64_t head_dim, float scale, float* scores, float* out, Isa isa = best_cpu_isa());
 
 // The heads of one GQA group over one range of positions, unnormalised, so that a long context
 // can be split across threads and merged (merge_partials). `heads` query rows (row h at
@@ -59,10 +58,10 @@ void attend(const float* q, const uint16_t* keys, const uint16_t* values, int64_
 // of a paged cache (logical block -> physical block of the areas), nullptr for a contiguous one.
 void attend_partial(const float* q, int64_t q_stride, int64_t heads, const float* keys, const float* values,
                     int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
-                    float* sum, Isa isa = best_isa(), const int32_t* blocks = nullptr);
+                    float* sum, Isa isa = best_cpu_isa(), const int32_t* blocks = nullptr);
 void attend_partial(const float* q, int64_t q_stride, int64_t heads, const uint16_t* keys, const uint16_t* values,
                     int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
-                    float* sum, Isa isa = best_isa(), const int32_t* blocks = nullptr);
+                    float* sum, Isa isa = best_cpu_isa(), const int32_t* blocks = nullptr);
 
 // One head's attention from `parts` partial results over disjoint position ranges into
 // result[0, head_dim). Part p is the row out + p * stride * head_dim with max[p * stride] and

@@ -1,23 +1,20 @@
 // CPU primitives of the forward pass. The dense matmul is the one hot spot here (an unquantized
-// lm_head / tied embedding is the largest matrix of small models), so it has an AVX2+FMA path
-// compiled with a function target attribute and picked at run time; everything else is plain
-// loops written so the compiler can vectorize them (independent accumulators, no reductions
-// over a single scalar).
+// lm_head / tied embedding is the largest matrix of small models), so it has an AVX2 path
+// (ops_avx2.cpp, chosen at run time through core/cpu_isa.h); everything else is plain loops
+// written so the compiler can vectorize them (independent accumulators, no reductions over a
+// single scalar).
 #include "model/ops.h"
 
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
 
-#include "qrt/device.h"
+#include "core/cpu_isa.h"
+#include "model/ops_avx2.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
 #include "qrt/thread_pool.h"
 
-#if defined(__x86_64__) || defined(__i386__)
-#include <immintrin.h>
-#define QRT_X86 1
-#endif
 
 namespace qrt::ops {
 
@@ -138,132 +135,16 @@ void matmul_rows_scalar(const float* x, int64_t M, int64_t K, const T* W, int64_
   }
 }
 
-#ifdef QRT_X86
-#define QRT_AVX2_TARGET __attribute__((target("avx2,fma,f16c")))
-
-QRT_AVX2_TARGET inline float hsum256(__m256 v) {
-  __m128 lo = _mm256_castps256_ps128(v), hi = _mm256_extractf128_ps(v, 1);
-  lo = _mm_add_ps(lo, hi);
-  __m128 sh = _mm_movehdup_ps(lo);
-  lo = _mm_add_ps(lo, sh);
-  sh = _mm_movehl_ps(sh, lo);
-  return _mm_cvtss_f32(_mm_add_ss(lo, sh));
-}
-
-QRT_AVX2_TARGET inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-QRT_AVX2_TARGET inline __m256 load8(const uint16_t* p) {
-  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-}
-
-// Output columns [n0, n1) (a multiple of 4) of one input row. Each output is one accumulator
-// over K in steps of 8, reduced with hsum256, then the K tail and the bias: exactly the
-// arithmetic of the two-row kernel below, so a row's result never depends on the rows beside it
-// (the batched engine relies on that). Eight columns at a time keep eight FMA chains in flight.
-template <class T>
-QRT_AVX2_TARGET void single_row_avx2(const float* xa, int64_t K, const T* W, int64_t n0, int64_t n1,
-                                     const float* bias, float* y) {
-  const int64_t K8 = K & ~int64_t{7};
-  int64_t n = n0;
-  for (; n + 8 <= n1; n += 8) {
-    __m256 a[8];
-    for (int j = 0; j < 8; ++j) a[j] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < K8; k += 8) {
-      const __m256 va = _mm256_loadu_ps(xa + k);
-      for (int j = 0; j < 8; ++j) a[j] = _mm256_fmadd_ps(va, load8(W + (n + j) * K + k), a[j]);
-    }
-    for (int j = 0; j < 8; ++j) {
-      float r = hsum256(a[j]);
-      for (int64_t k = K8; k < K; ++k) r += xa[k] * load_scalar(W + (n + j) * K + k);
-      y[n + j] = r + (bias ? bias[n + j] : 0.0f);
-    }
-  }
-  for (; n < n1; n += 4) {
-    __m256 a[4];
-    for (int j = 0; j < 4; ++j) a[j] = _mm256_setzero_ps();
-    for (int64_t k = 0; k < K8; k += 8) {
-      const __m256 va = _mm256_loadu_ps(xa + k);
-      for (int j = 0; j < 4; ++j) a[j] = _mm256_fmadd_ps(va, load8(W + (n + j) * K + k), a[j]);
-    }
-    for (int j = 0; j < 4; ++j) {
-      float r = hsum256(a[j]);
-      for (int64_t k = K8; k < K; ++k) r += xa[k] * load_scalar(W + (n + j) * K + k);
-      y[n + j] = r + (bias ? bias[n + j] : 0.0f);
-    }
-  }
-}
-
-// W is float32 or fp16 (converted in registers: half the bytes streamed, same arithmetic).
-template <class T>
-QRT_AVX2_TARGET void matmul_rows_avx2(const float* x, int64_t M, int64_t K, const T* W, int64_t n0, int64_t n1,
-                                      const float* bias, float* y, int64_t ldy) {
-  const int64_t K8 = K & ~int64_t{7};
-  const int64_t n4 = n0 + (n1 - n0) / 4 * 4;
-  // An odd last row (every row at M = 1) on its own, then the rows two at a time.
-  if (M % 2) single_row_avx2(x + (M - 1) * K, K, W, n0, n4, bias, y + (M - 1) * ldy);
-  const int64_t pairs = M / 2 * 2;
-  int64_t n = n0;
-  for (; n < n4; n += 4) {
-    const T* w0 = W + n * K;
-    const T* w1 = w0 + K;
-    const T* w2 = w1 + K;
-    const T* w3 = w2 + K;
-    const T* ws[4] = {w0, w1, w2, w3};
-    int64_t m = 0;
-    for (; m < pairs; m += 2) {
-      const float* xa = x + m * K;
-      const float* xb = xa + K;
-      __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
-      for (int64_t k = 0; k < K8; k += 8) {
-        const __m256 va = _mm256_loadu_ps(xa + k), vb = _mm256_loadu_ps(xb + k);
-        __m256 w = load8(w0 + k);
-        a0 = _mm256_fmadd_ps(va, w, a0);
-        b0 = _mm256_fmadd_ps(vb, w, b0);
-        w = load8(w1 + k);
-        a1 = _mm256_fmadd_ps(va, w, a1);
-        b1 = _mm256_fmadd_ps(vb, w, b1);
-        w = load8(w2 + k);
-        a2 = _mm256_fmadd_ps(va, w, a2);
-        b2 = _mm256_fmadd_ps(vb, w, b2);
-        w = load8(w3 + k);
-        a3 = _mm256_fmadd_ps(va, w, a3);
-        b3 = _mm256_fmadd_ps(vb, w, b3);
-      }
-      float ra[4] = {hsum256(a0), hsum256(a1), hsum256(a2), hsum256(a3)};
-      float rb[4] = {hsum256(b0), hsum256(b1), hsum256(b2), hsum256(b3)};
-      for (int j = 0; j < 4; ++j) {
-        for (int64_t k = K8; k < K; ++k) {
-          ra[j] += xa[k] * load_scalar(ws[j] + k);
-          rb[j] += xb[k] * load_scalar(ws[j] + k);
-        }
-        const float bj = bias ? bias[n + j] : 0.0f;
-        y[m * ldy + n + j] = ra[j] + bj;
-        y[(m + 1) * ldy + n + j] = rb[j] + bj;
-      }
-    }
-  }
-  if (n < n1) matmul_rows_scalar(x, M, K, W, n, n1, bias, y, ldy);
-}
-
-bool cpu_has_avx2_fma() {
-  // The shared cpuid probe, not __builtin_cpu_supports: clang 14 rejects "f16c" there.
-  static const bool has = [] {
-    const auto f = probe_cpu().cpu.features;
-    return f.avx2 && f.fma && f.f16c;
-  }();
-  return has;
-}
-#endif
-
 template <class T>
 void rows_dispatch(const float* x, int64_t M, int64_t K, const T* W, int64_t n0, int64_t n1, const float* bias,
                    float* y, int64_t ldy) {
-#ifdef QRT_X86
-  if (cpu_has_avx2_fma()) {
-    matmul_rows_avx2(x, M, K, W, n0, n1, bias, y, ldy);
-    return;
+  if (best_cpu_isa() >= CpuIsa::Avx2) {
+    // The vector kernel takes output rows four at a time; the last N % 4 run the scalar loop.
+    const int64_t n4 = n0 + (n1 - n0) / 4 * 4;
+    dense_rows_avx2(x, M, K, W, n0, n4, bias, y, ldy);
+    n0 = n4;
   }
-#endif
-  matmul_rows_scalar(x, M, K, W, n0, n1, bias, y, ldy);
+  if (n0 < n1) matmul_rows_scalar(x, M, K, W, n0, n1, bias, y, ldy);
 }
 
 template <class T>

@@ -151,9 +151,9 @@ double rel_error(const std::vector<float>& y, const std::vector<float>& ref) {
 
 std::vector<std::string> isas_here() {
   std::vector<std::string> out = {"scalar"};
-  const cpu_simd::Isa best = cpu_simd::best_isa_of_this_cpu();
+  const cpu_simd::Isa best = best_cpu_isa();
   if (best >= cpu_simd::Isa::Avx2) out.push_back("avx2");
-  if (best >= cpu_simd::Isa::Avx512Vnni) out.push_back("avx512_vnni");
+  if (best >= cpu_simd::Isa::Avx512) out.push_back("avx512_vnni");
   return out;
 }
 
@@ -316,7 +316,7 @@ TEST_F(CpuSimdTest, TwoLevelQuantizationOfABlock) {
     }
     EXPECT_NEAR(ds[b], d[b] * static_cast<float>(sum), 1e-6f * (std::fabs(ds[b]) + 1e-6f));
   }
-  if (cpu_simd::best_isa_of_this_cpu() >= cpu_simd::Isa::Avx2) {
+  if (best_cpu_isa() >= cpu_simd::Isa::Avx2) {
     std::mt19937 rng(77);
     std::normal_distribution<float> nd(0.f, 1.f);
     std::vector<float> xs(999);
@@ -389,17 +389,17 @@ TEST_F(CpuSimdTest, ThreadedPathMatchesSingleThread) {
 }
 
 TEST_F(CpuSimdTest, EnvironmentForcesTheAvx2Path) {
-  if (cpu_simd::best_isa_of_this_cpu() < cpu_simd::Isa::Avx2) GTEST_SKIP() << "CPU has no AVX2";
-  EXPECT_EQ(cpu_simd::resolve_isa("avx2"), cpu_simd::Isa::Avx2);
+  if (best_cpu_isa() < cpu_simd::Isa::Avx2) GTEST_SKIP() << "CPU has no AVX2";
+  EXPECT_EQ(resolve_cpu_isa("avx2"), cpu_simd::Isa::Avx2);
   setenv("QRT_CPU_ISA", "avx2", 1);
-  EXPECT_EQ(cpu_simd::resolve_isa("auto"), cpu_simd::Isa::Avx2);
+  EXPECT_EQ(resolve_cpu_isa("auto"), cpu_simd::Isa::Avx2);
   const auto w = make_weight({128, 32, 4, 32, ZeroKind::Float, false}, 600);
   const auto x = random_x(3, w.K(), 601);
   KernelParams p;  // no "isa": the environment decides; default activations (int8x2)
   const auto y = run(*be, w, p, x, 3, &pool);
   unsetenv("QRT_CPU_ISA");
   EXPECT_LT(rel_error(y, reference(w, x, 3)), kInt8x2Bound);
-  EXPECT_EQ(cpu_simd::resolve_isa("auto"), cpu_simd::best_isa_of_this_cpu());
+  EXPECT_EQ(resolve_cpu_isa("auto"), best_cpu_isa());
 }
 
 TEST_F(CpuSimdTest, ParamsAreValidatedAndTuningSpaceIsValid) {
@@ -495,7 +495,7 @@ TEST_F(CpuSimdTest, DenseBaselineMatchesNaiveProduct) {
     }
   for (const auto& name : isas_here()) {
     cpu_simd::Isa isa;
-    ASSERT_TRUE(cpu_simd::parse_isa(name, &isa));
+    ASSERT_TRUE(parse_cpu_isa(name, &isa));
     std::vector<float> y(m * n, std::nanf(""));
     cpu_simd::dense_sgemm(isa, &pool, packed.data(), n, k, x.data(), m, y.data());
     EXPECT_LT(rel_error(y, ref), 1e-5) << name;

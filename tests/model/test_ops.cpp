@@ -268,9 +268,9 @@ TEST(Attention, MatchesNaiveSoftmax) {
 TEST(Attention, BlockedKernelsMatchNaiveOnEveryIsa) {
   namespace ca = cpu_attention;
   const int64_t T = 53;
-  std::vector<ca::Isa> isas{ca::Isa::Scalar};
-  if (ca::best_isa() >= ca::Isa::Avx2) isas.push_back(ca::Isa::Avx2);
-  if (ca::best_isa() >= ca::Isa::Avx512) isas.push_back(ca::Isa::Avx512);
+  std::vector<CpuIsa> isas{CpuIsa::Scalar};
+  if (best_cpu_isa() >= CpuIsa::Avx2) isas.push_back(CpuIsa::Avx2);
+  if (best_cpu_isa() >= CpuIsa::Avx512) isas.push_back(CpuIsa::Avx512);
   for (int64_t d : {64, 128, 80, 72, 6, 200}) {
     auto q = random_vec(d, 50 + d, -2, 2);
     auto k = random_vec(T * d, 51 + d, -2, 2);
@@ -300,11 +300,11 @@ TEST(Attention, BlockedKernelsMatchNaiveOnEveryIsa) {
         std::vector<float> scores(ca::round_up_to_block(T)), out(d, nan);
         ca::attend(q.data(), kb.data(), vb.data(), first, last, d, scale, scores.data(), out.data(), isa);
         for (int64_t i = 0; i < d; ++i)
-          ASSERT_NEAR(out[i], ref[i], 1e-5) << ca::isa_name(isa) << " d " << d << " " << first << ".." << last;
+          ASSERT_NEAR(out[i], ref[i], 1e-5) << cpu_isa_name(isa) << " d " << d << " " << first << ".." << last;
         std::fill(out.begin(), out.end(), nan);
         ca::attend(q.data(), kb16.data(), vb16.data(), first, last, d, scale, scores.data(), out.data(), isa);
         for (int64_t i = 0; i < d; ++i)
-          ASSERT_NEAR(out[i], ref16[i], 1e-5) << "f16 " << ca::isa_name(isa) << " d " << d << " " << first << ".."
+          ASSERT_NEAR(out[i], ref16[i], 1e-5) << "f16 " << cpu_isa_name(isa) << " d " << d << " " << first << ".."
                                               << last;
       }
     }
@@ -315,9 +315,9 @@ TEST(Attention, BlockedKernelsMatchNaiveOnEveryIsa) {
 // merged: equal to the naive attention of each head, on every ISA, float32 and fp16 caches.
 TEST(Attention, GroupedPartsMergeToNaiveOnEveryIsa) {
   namespace ca = cpu_attention;
-  std::vector<ca::Isa> isas{ca::Isa::Scalar};
-  if (ca::best_isa() >= ca::Isa::Avx2) isas.push_back(ca::Isa::Avx2);
-  if (ca::best_isa() >= ca::Isa::Avx512) isas.push_back(ca::Isa::Avx512);
+  std::vector<CpuIsa> isas{CpuIsa::Scalar};
+  if (best_cpu_isa() >= CpuIsa::Avx2) isas.push_back(CpuIsa::Avx2);
+  if (best_cpu_isa() >= CpuIsa::Avx512) isas.push_back(CpuIsa::Avx512);
   const int64_t T = 90, d = 64, heads = 3, first = 7, last = 85;
   auto q = random_vec(heads * d, 60, -2, 2);
   auto k = random_vec(T * d, 61, -2, 2);
@@ -358,7 +358,7 @@ TEST(Attention, GroupedPartsMergeToNaiveOnEveryIsa) {
         naive_attention(q.data() + h * d, f16 ? k_r16.data() : k.data(), f16 ? v_r16.data() : v.data(), first, last,
                         d, ref);
         for (int64_t i = 0; i < d; ++i)
-          ASSERT_NEAR(result[i], ref[i], 1e-5) << ca::isa_name(isa) << (f16 ? " f16" : " f32") << " head " << h;
+          ASSERT_NEAR(result[i], ref[i], 1e-5) << cpu_isa_name(isa) << (f16 ? " f16" : " f32") << " head " << h;
       }
     }
 }

@@ -25,50 +25,6 @@
 namespace qrt {
 namespace cpu_simd {
 
-const char* isa_name(Isa isa) {
-  switch (isa) {
-    case Isa::Scalar: return "scalar";
-    case Isa::Avx2: return "avx2";
-    case Isa::Avx512Vnni: return "avx512_vnni";
-  }
-  return "?";
-}
-
-// The best ISA this CPU runs, from the same cpuid/XGETBV probe that capability checks read
-// (qrt::probe_cpu), so dispatch and `qrt plan` never disagree.
-Isa best_isa_of_this_cpu() {
-  static const Isa best = [] {
-    const CpuFeatures f = probe_cpu().cpu.features;
-    if (f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.avx512_vnni && f.avx2 && f.fma && f.f16c)
-      return Isa::Avx512Vnni;
-    if (f.avx2 && f.fma && f.f16c) return Isa::Avx2;
-    return Isa::Scalar;
-  }();
-  return best;
-}
-
-bool parse_isa(const std::string& s, Isa* out) {
-  if (s == "scalar" || s == "baseline") *out = Isa::Scalar;
-  else if (s == "avx2") *out = Isa::Avx2;
-  else if (s == "avx512_vnni" || s == "avx512") *out = Isa::Avx512Vnni;
-  else return false;
-  return true;
-}
-
-// Requested ISA ("auto" or absent: QRT_CPU_ISA, else the best), clamped to what this CPU runs so a
-// plan written on another machine still executes correctly here.
-Isa resolve_isa(const std::string& requested) {
-  Isa want = best_isa_of_this_cpu();
-  std::string r = requested;
-  if (r.empty() || r == "auto") {
-    const char* env = std::getenv("QRT_CPU_ISA");
-    r = env ? env : "";
-  }
-  Isa parsed;
-  if (!r.empty() && r != "auto" && parse_isa(r, &parsed)) want = parsed;
-  return std::min(want, best_isa_of_this_cpu());
-}
-
 // ---------------------------------------------------------------------------------------------
 // Scalar kernels on the packed layout: the baseline path and the oracle of the SIMD ones.
 
@@ -260,7 +216,7 @@ void dense_sgemm(Isa isa, ThreadPool* pool, const float* w_packed, int64_t n, in
   auto run = [&](int, int64_t t0, int64_t t1) {
     DenseArgs a{w_packed, k, n, x, 0, m, t0, t1, y};
     switch (isa) {
-      case Isa::Avx512Vnni: dense_sgemm_avx512(a); break;
+      case Isa::Avx512: dense_sgemm_avx512(a); break;
       case Isa::Avx2: dense_sgemm_avx2(a); break;
       default: dense_sgemm_scalar(a);
     }
@@ -365,8 +321,8 @@ class CpuSimdPrepared final : public PreparedLinear {
       it = p->values.find("isa");
       Isa requested;
       if (it != p->values.end())
-        if (const auto* s = std::get_if<std::string>(&it->second); s && parse_isa(*s, &requested))
-          isa = std::min(requested, best_isa_of_this_cpu());
+        if (const auto* s = std::get_if<std::string>(&it->second); s && parse_cpu_isa(*s, &requested))
+          isa = std::min(requested, best_cpu_isa());
     }
     CallState st;
     st.xs = static_cast<const float*>(x.data);
@@ -740,7 +696,7 @@ class CpuSimdBackend final : public Backend {
         if (!s) return Verdict::no("parameter '" + key + "' must be a string");
         Isa isa;
         ActMode act;
-        if (key == "isa" && *s != "auto" && !parse_isa(*s, &isa))
+        if (key == "isa" && *s != "auto" && !parse_cpu_isa(*s, &isa))
           return Verdict::no("parameter 'isa' = '" + *s + "': expected auto, avx512_vnni, avx2 or scalar");
         if (key == "activations" && !parse_act(*s, &act))
           return Verdict::no("parameter 'activations' = '" + *s + "': expected int8x2, f32 or int8");
@@ -803,7 +759,7 @@ class CpuSimdBackend final : public Backend {
     if (weight.spec.encoding == WeightEncoding::IntAffine && (weight.spec.bits < 1 || weight.spec.bits > 8))
       throw unsupported(weight.spec.name + ": cpu_simd runs 1..8-bit integer weights, got " +
                         std::to_string(weight.spec.bits));
-    const Isa isa = resolve_isa(param_string(params, "isa", "auto"));
+    const Isa isa = resolve_cpu_isa(param_string(params, "isa", "auto"));
     ActMode act = kDefaultAct;
     parse_act(param_string(params, "activations", ""), &act);
     const int m_tile = static_cast<int>(params.get_int("m_tile", 8));

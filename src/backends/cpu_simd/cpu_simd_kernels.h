@@ -23,6 +23,8 @@
 #include <cstdint>
 #include <string>
 
+#include "core/cpu_isa.h"
+
 namespace qrt {
 class ThreadPool;
 }
@@ -33,8 +35,7 @@ constexpr int kTileRows = 16;
 constexpr int kBlockK = 32;
 constexpr int kMaxMTile = 8;  // largest register tile along M
 
-enum class Isa : uint8_t { Scalar, Avx2, Avx512Vnni };
-const char* isa_name(Isa isa);
+using Isa = CpuIsa;  // the shared levels (core/cpu_isa.h)
 
 enum class CodeKind : uint8_t { U4, U8, Fp8 };
 
@@ -128,11 +129,6 @@ void quantize_row_x2_scalar(const float* src, const int32_t* map, int64_t k, int
 void quantize_row_x2_avx2(const float* src, const int32_t* map, int64_t k, int64_t blocks, int8_t* q,
                           int8_t* q2, float* d, float* dsum);
 
-// Run-time ISA choice: the best this CPU runs, and a requested name ("auto", "avx512_vnni", "avx2",
-// "scalar"; "auto" reads QRT_CPU_ISA) clamped to it.
-Isa best_isa_of_this_cpu();
-bool parse_isa(const std::string& s, Isa* out);
-Isa resolve_isa(const std::string& requested);
 
 // Dense fp32 GEMM for the "unquantized" baseline of `qrt bench`: W packed by pack_dense into
 // [N/16][K][16]; y[M][N] = x[M][K] W^T for rows [m_begin, m_end) and tiles [tile_begin, tile_end).

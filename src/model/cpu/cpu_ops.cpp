@@ -302,10 +302,10 @@ void CpuOps::attention(int64_t layer, View qv, View outv, int64_t m) {
       const int32_t* blocks = row_blocks_[static_cast<size_t>(i)];
       if (kv_f16_)
         cpu_attention::attend_partial(q, hd, group, k16_.get() + off, v16_.get() + off, lo, hi, hd, scale, scores, out,
-                                      mx, sum, cpu_attention::best_isa(), blocks);
+                                      mx, sum, best_cpu_isa(), blocks);
       else
         cpu_attention::attend_partial(q, hd, group, k32_.get() + off, v32_.get() + off, lo, hi, hd, scale, scores, out,
-                                      mx, sum, cpu_attention::best_isa(), blocks);
+                                      mx, sum, best_cpu_isa(), blocks);
       if (parts == 1) {
         for (int64_t h = 0; h < group; ++h) {
           float* dst = row(outv, i) + (kvh * group + h) * hd;

@@ -1,0 +1,18 @@
+// The AVX2 dense matmul of ops.cpp (defined in ops_avx2.cpp, compiled with the AVX2 level's flags;
+// core/cpu_isa.h). Plain declarations only: read by files compiled with and without those flags.
+#pragma once
+
+#include <cstdint>
+
+namespace qrt::ops {
+
+// y[m * ldy + n] = x[m] . W[n] + bias[n] for every row m < M and output row n in [n0, n1), where
+// n1 - n0 is a multiple of 4. W is [N][K], float32 or IEEE fp16 bits (converted in registers: half
+// the bytes streamed, the same arithmetic). Each dot product is summed in one order whatever M is,
+// so a row's result never depends on the rows beside it (the batched engine relies on that).
+void dense_rows_avx2(const float* x, int64_t M, int64_t K, const float* W, int64_t n0, int64_t n1,
+                     const float* bias, float* y, int64_t ldy);
+void dense_rows_avx2(const float* x, int64_t M, int64_t K, const uint16_t* W, int64_t n0, int64_t n1,
+                     const float* bias, float* y, int64_t ldy);
+
+}  // namespace qrt::ops
