@@ -34,8 +34,9 @@ struct RopeScaling {
 };
 
 struct ModelConfig {
-  std::string architecture;     // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"
-  std::string model_type;       // "llama", "mistral", "qwen2"
+  std::string architecture;     // "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+                                // "Gemma2ForCausalLM", "Phi3ForCausalLM"
+  std::string model_type;       // "llama", "mistral", "qwen2", "gemma2", "phi3"
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
   int64_t num_layers = 0;
@@ -55,6 +56,18 @@ struct ModelConfig {
   std::vector<int64_t> eos_token_ids;   // config.json and generation_config.json merged
   int64_t pad_token_id = -1;
   std::string torch_dtype;      // "bfloat16", "float16", "float32" or ""
+  // The gated MLP's activation: "silu" (Llama, Mistral, Qwen2, Phi-3) or "gelu_pytorch_tanh"
+  // (Gemma-2: the tanh approximation of GELU).
+  std::string hidden_act = "silu";
+  // Gemma-2 (0 = not used): attention scores are scaled by query_pre_attn_scalar^-0.5 instead of
+  // head_dim^-0.5, and capped as cap * tanh(s / cap) before the softmax (attention) and on the
+  // logits (final).
+  double query_pre_attn_scalar = 0;
+  double attn_logit_softcapping = 0;
+  double final_logit_softcapping = 0;
+  // Layers that attend within sliding_window (empty = every layer, where the architecture applies
+  // the window at all): Gemma-2 alternates, the even-indexed layers windowed.
+  std::vector<bool> sliding_layers;
 };
 
 // Sampling defaults from generation_config.json (absent fields stay unset).
@@ -131,7 +144,8 @@ class Checkpoint {
   virtual const std::vector<std::string>& warnings() const = 0;
 };
 
-// The architectures qrt runs ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM").
+// The architectures qrt runs ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM",
+// "Gemma2ForCausalLM", "Phi3ForCausalLM").
 std::vector<std::string> supported_architectures();
 
 // Opens a HF folder (a directory holding config.json) or a .gguf file. Reads metadata only.

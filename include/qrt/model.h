@@ -48,11 +48,23 @@ struct LinearWeight {
   std::shared_ptr<const QuantizedWeight> canonical() const;
 };
 
+// A norm's weights are the factors the normalized values are multiplied by: Gemma-2's stored
+// (1 + w) form is turned into that at load, so every norm is the same op on every device.
 struct DecoderLayerWeights {
   std::vector<float> input_norm;                  // [hidden]
-  std::vector<float> post_attention_norm;         // [hidden]
+  std::vector<float> post_attention_norm;         // [hidden]; Gemma-2: normalizes the attention output
+  // Gemma-2 only (empty elsewhere): the norm before the MLP and the one of the MLP's output.
+  std::vector<float> pre_feedforward_norm, post_feedforward_norm;
   LinearWeight q_proj, k_proj, v_proj, o_proj;
   LinearWeight gate_proj, up_proj, down_proj;
+  // Phi-3 stores q/k/v (rows q | k | v) and gate/up (rows gate | up) as one matrix each: then these
+  // are set and q/k/v and gate/up are empty (no name).
+  LinearWeight qkv_proj, gate_up_proj;
+  bool fused_qkv() const { return !qkv_proj.name.empty(); }
+  bool fused_gate_up() const { return !gate_up_proj.name.empty(); }
+  // The linears of the block in model order (the fused ones where stored fused).
+  std::vector<const LinearWeight*> linears() const;
+  std::vector<LinearWeight*> linears();
 };
 
 // Everything a forward pass needs, device-independent, read-only once loaded.
@@ -73,7 +85,8 @@ struct ModelWeights {
 
   // Specs of every quantized linear, in model order (what plan_layers() takes).
   std::vector<LayerSpec> quantized_layer_specs() const;
-  // Every linear in model order (7 per layer, then lm_head), for engines that build kernels.
+  // Every linear in model order (per layer q, k, v, o, gate, up, down, or Phi-3's qkv, o, gate_up,
+  // down; then lm_head), for engines that build kernels.
   std::vector<const LinearWeight*> linears() const;
   // Checks every tensor size against config; throws qrt::Error naming the tensor.
   void validate() const;
@@ -154,9 +167,11 @@ struct EngineOptions {
   void validate_lengths() const;
 };
 
-// The attention window an engine applies (0 = full causal attention): Mistral's sliding_window.
-// Qwen2 configs carry one that the reference implementation ignores, so qrt ignores it too.
-int64_t attention_window(const ModelConfig& config);
+// The attention window an engine applies (0 = full causal attention): Mistral's and Phi-3's
+// sliding_window, and Gemma-2's on the layers ModelConfig::sliding_layers marks (the largest over
+// the layers when `layer` is -1). Qwen2 configs carry one that the reference implementation
+// ignores, so qrt ignores it too.
+int64_t attention_window(const ModelConfig& config, int64_t layer = -1);
 
 // A forward pass over a KV cache. Positions are absolute: forward(tokens, n, pos, ...) appends
 // tokens[0..n) at positions [pos, pos + n) and attends over [0, pos + n). The cache content at

@@ -232,7 +232,9 @@ Report inspect_safetensors(const std::string& path, bool folder) {
       add_dim(r, "intermediate size", "intermediate_size", json_int(j, "intermediate_size"));
       add_dim(r, "vocab size", "vocab_size", json_int(j, "vocab_size"));
       add_dim(r, "context length", "context_length", json_int(j, "max_position_embeddings"));
-      if (auto d = j.find("torch_dtype"); d != j.end() && d->is_string()) {
+      auto d = j.find("torch_dtype");
+      if (d == j.end()) d = j.find("dtype");  // the name transformers 5 writes
+      if (d != j.end() && d->is_string()) {
         r.model.emplace_back("dtype", printable(d->get<std::string>()));
         r.dims["torch_dtype"] = d->get<std::string>();
       }

@@ -32,6 +32,20 @@ struct ModelDims {
   int64_t inter = 0, vocab = 0;
   float eps = 1e-6f;
   int64_t window = 0;    // attention window (0 = full causal attention), attention_window()
+  // The rules beyond the Llama block (Gemma-2); a device that lacks one is refused at load
+  // (BlockOps::missing_features).
+  std::vector<int64_t> layer_window;  // per layer where layers differ (Gemma-2); empty: `window`
+  float embed_scale = 1.0f;   // the embedding is multiplied by it (Gemma-2: sqrt(hidden) in float32)
+  float attn_scale = 0.0f;    // attention score scale; 0: 1 / sqrt(head_dim)
+  float attn_softcap = 0.0f;  // scores s -> cap * tanh(s / cap) before the softmax (0: none)
+  float final_softcap = 0.0f; // logits likewise (0: none)
+  bool gelu_tanh = false;     // the MLP gate's activation is GELU's tanh form, not SiLU
+  bool sandwich_norms = false;  // each branch's output is normalized before it joins the residual
+  int64_t window_of(int64_t layer) const {
+    return layer_window.empty() ? window : layer_window[static_cast<size_t>(layer)];
+  }
+  // The rules above that this model uses, in words ("attention soft-capping", ...).
+  std::vector<std::string> extended_rules() const;
   int64_t capacity = 0;     // KV cache positions per sequence
   int64_t max_rows = 0;     // rows of one step
   int64_t prefill_rows = 0; // rows of one prompt chunk (<= max_rows)
@@ -78,6 +92,10 @@ class BlockOps {
   // Runs fn with this device current (the GPU: its CUDA device); the model wraps its load and every
   // forward in it.
   virtual void on_device(const std::function<void()>& fn) { fn(); }
+
+  // The ModelDims::extended_rules() of `dims` this device does not implement (the model refuses
+  // to load with them named). A device that implements them overrides this, and the ops below.
+  virtual std::vector<std::string> missing_rules(const ModelDims& dims) const { return dims.extended_rules(); }
 
   // ---- load time, in this order ----
   // Device limits and memory checks for `dims` (throws Unsupported / OutOfMemory naming the
@@ -132,6 +150,11 @@ class BlockOps {
   }
   // out = silu(gate) * up.
   virtual void silu_mul(View gate, View up, View out, int64_t m) = 0;
+  // out = gelu_tanh(gate) * up (ModelDims::gelu_tanh).
+  virtual void gelu_tanh_mul(View gate, View up, View out, int64_t m);
+  // Proj = rmsnorm(Proj) * weight `norm` for rows [0, m): a branch's output normalized before it
+  // joins the residual stream (ModelDims::sandwich_norms).
+  virtual void rmsnorm_proj(int norm, int64_t m);
   // Logits of Normed rows [row0, row0 + rows) through the head (a ModelLinear, or the embedding
   // when tied: head.dense < 0 and head.quantized null).
   virtual void head(ModelLinear& head, int64_t row0, int64_t rows) = 0;

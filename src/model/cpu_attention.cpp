@@ -45,7 +45,7 @@ void values_scalar(const float* w, const T* values, int64_t first, int64_t last,
 template <class T>
 void partial_impl(const float* q, int64_t q_stride, int64_t heads, const T* keys, const T* values, int64_t first,
                   int64_t last, int64_t hd, float scale, float* scores, float* out, float* mx, float* sum, Isa isa,
-                  const int32_t* blocks) {
+                  const int32_t* blocks, float softcap = 0.0f) {
   isa = std::min(isa, best_cpu_isa());  // never run instructions this CPU lacks
   const int64_t b0 = first / kKeyBlock, b1 = last / kKeyBlock + 1;
   const int64_t stride = round_up_to_block(last + 1);  // one scores row per head
@@ -63,6 +63,8 @@ void partial_impl(const float* q, int64_t q_stride, int64_t heads, const T* keys
       else scores_scalar(qh, kb, 0, 1, hd, scale, sh);
     }
   }
+  if (softcap > 0)
+    for (int64_t h = 0; h < heads; ++h) ops::softcap(scores + h * stride + first, last - first + 1, softcap);
   for (int64_t h = 0; h < heads; ++h) std::tie(mx[h], sum[h]) = ops::exp_and_sum(scores + h * stride, first, last);
   std::fill(out, out + heads * hd, 0.0f);
   // Values likewise, one block of positions at a time for every head (positions j0..j1 of logical
@@ -104,14 +106,16 @@ void attend(const float* q, const uint16_t* keys, const uint16_t* values, int64_
 
 void attend_partial(const float* q, int64_t q_stride, int64_t heads, const float* keys, const float* values,
                     int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
-                    float* sum, Isa isa, const int32_t* blocks) {
-  partial_impl(q, q_stride, heads, keys, values, first, last, head_dim, scale, scores, out, max, sum, isa, blocks);
+                    float* sum, Isa isa, const int32_t* blocks, float softcap) {
+  partial_impl(q, q_stride, heads, keys, values, first, last, head_dim, scale, scores, out, max, sum, isa, blocks,
+               softcap);
 }
 
 void attend_partial(const float* q, int64_t q_stride, int64_t heads, const uint16_t* keys, const uint16_t* values,
                     int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
-                    float* sum, Isa isa, const int32_t* blocks) {
-  partial_impl(q, q_stride, heads, keys, values, first, last, head_dim, scale, scores, out, max, sum, isa, blocks);
+                    float* sum, Isa isa, const int32_t* blocks, float softcap) {
+  partial_impl(q, q_stride, heads, keys, values, first, last, head_dim, scale, scores, out, max, sum, isa, blocks,
+               softcap);
 }
 
 void merge_partials(const float* out, const float* max, const float* sum, int64_t parts, int64_t stride,

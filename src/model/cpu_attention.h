@@ -56,12 +56,13 @@ void attend(const float* q, const uint16_t* keys, const uint16_t* values, int64_
 // [first, last], out[h * head_dim, +head_dim) = sum of exp(score - max[h]) * value (not divided by
 // sum[h]). scores: scratch of heads * round_up_to_block(last + 1) floats. blocks: the block table
 // of a paged cache (logical block -> physical block of the areas), nullptr for a contiguous one.
+// softcap > 0: each scaled score s becomes softcap * tanh(s / softcap) before the softmax (Gemma-2).
 void attend_partial(const float* q, int64_t q_stride, int64_t heads, const float* keys, const float* values,
                     int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
-                    float* sum, Isa isa = best_cpu_isa(), const int32_t* blocks = nullptr);
+                    float* sum, Isa isa = best_cpu_isa(), const int32_t* blocks = nullptr, float softcap = 0.0f);
 void attend_partial(const float* q, int64_t q_stride, int64_t heads, const uint16_t* keys, const uint16_t* values,
                     int64_t first, int64_t last, int64_t head_dim, float scale, float* scores, float* out, float* max,
-                    float* sum, Isa isa = best_cpu_isa(), const int32_t* blocks = nullptr);
+                    float* sum, Isa isa = best_cpu_isa(), const int32_t* blocks = nullptr, float softcap = 0.0f);
 
 // One head's attention from `parts` partial results over disjoint position ranges into
 // result[0, head_dim). Part p is the row out + p * stride * head_dim with max[p * stride] and

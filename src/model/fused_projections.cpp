@@ -83,6 +83,7 @@ std::vector<ProjectionGroup> projection_groups(const ModelWeights& w) {
     for (std::vector<const LinearWeight*> parts :
          {std::vector<const LinearWeight*>{&l.q_proj, &l.k_proj, &l.v_proj},
           std::vector<const LinearWeight*>{&l.gate_proj, &l.up_proj}}) {
+      if (parts[0]->name.empty()) continue;  // stored fused (Phi-3): already one linear
       ProjectionGroup g;
       std::vector<std::string> names;
       for (const LinearWeight* p : parts) names.push_back(p->name);

@@ -370,6 +370,10 @@ quant::CalibrationResult run_calibration(const Checkpoint& ck, const quant::Cali
   if (s.tokens < 16) throw invalid_input(fmt::format("calibration tokens {}: at least 16 (thousands are better)", s.tokens));
   if (s.window < 16) throw invalid_input(fmt::format("calibration window {}: at least 16 tokens", s.window));
   const ModelConfig& c = ck.config();
+  if (c.architecture == "Gemma2ForCausalLM" || c.architecture == "Phi3ForCausalLM")
+    throw unsupported(fmt::format("{}: calibrated quantization runs the Llama block layer by layer, which {} does not "
+                                  "match yet; quantize it round-to-nearest with --calib none",
+                                  ck.path(), c.architecture));
   if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
     throw invalid_input(fmt::format("{}: {} attention heads, {} KV heads", ck.path(), c.num_heads, c.num_kv_heads));
   ThreadPool pool(s.threads);

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 
 #include "model/engine_plan.h"
@@ -26,6 +27,27 @@ void BlockOps::stage_greedy(const StepRows&, int32_t*) {
   throw internal_error("stage_greedy: device " + device_name() + " does not pick greedy tokens");
 }
 
+// Reached only when a device lists a rule as implemented without these ops (missing_rules).
+void BlockOps::gelu_tanh_mul(View, View, View, int64_t) {
+  throw internal_error("gelu_tanh_mul: device " + device_name() + " has no GeGLU op");
+}
+
+void BlockOps::rmsnorm_proj(int, int64_t) {
+  throw internal_error("rmsnorm_proj: device " + device_name() + " has no branch-output norm op");
+}
+
+std::vector<std::string> ModelDims::extended_rules() const {
+  std::vector<std::string> out;
+  if (embed_scale != 1.0f) out.push_back("the embedding scaled by sqrt(hidden_size)");
+  if (sandwich_norms) out.push_back("norms of the attention and MLP outputs (post_attention/post_feedforward)");
+  if (gelu_tanh) out.push_back("the GeGLU MLP (gelu_pytorch_tanh)");
+  if (attn_scale > 0) out.push_back("the attention scale of query_pre_attn_scalar");
+  if (attn_softcap > 0) out.push_back("attention logit soft-capping (attn_logit_softcapping)");
+  if (final_softcap > 0) out.push_back("final logit soft-capping (final_logit_softcapping)");
+  if (!layer_window.empty()) out.push_back("a sliding window on some layers only");
+  return out;
+}
+
 LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options, BlockOps& ops)
     : w_(std::move(weights)), options_(options), ops_(ops) {
   if (!w_) throw internal_error("LlamaModel: no weights");
@@ -42,6 +64,26 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
   dims_.vocab = c.vocab_size;
   dims_.eps = static_cast<float>(c.rms_norm_eps);
   dims_.window = attention_window(c);
+  // The rules beyond the Llama block, from the config (one place for every device).
+  bool layers_differ = false;
+  for (int64_t li = 0; li < c.num_layers; ++li) layers_differ |= attention_window(c, li) != dims_.window;
+  if (layers_differ)
+    for (int64_t li = 0; li < c.num_layers; ++li) dims_.layer_window.push_back(attention_window(c, li));
+  const bool gemma2 = c.architecture == "Gemma2ForCausalLM";
+  // Gemma-2 multiplies the embedding by sqrt(hidden_size) rounded to the activations' dtype.
+  if (gemma2) dims_.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
+  dims_.sandwich_norms = gemma2;
+  dims_.gelu_tanh = c.hidden_act == "gelu_pytorch_tanh";
+  if (c.query_pre_attn_scalar > 0) dims_.attn_scale = static_cast<float>(1.0 / std::sqrt(c.query_pre_attn_scalar));
+  dims_.attn_softcap = static_cast<float>(c.attn_logit_softcapping);
+  dims_.final_softcap = static_cast<float>(c.final_logit_softcapping);
+  if (const auto missing = ops_.missing_rules(dims_); !missing.empty()) {
+    std::string list;
+    for (const auto& m : missing) list += (list.empty() ? "" : "; ") + m;
+    throw unsupported(fmt::format("{} on {}: this device's engine does not implement {} (the CPU engine runs it: "
+                                  "--device cpu)",
+                                  c.architecture, ops_.device_name(), list));
+  }
   options.validate_lengths();
   dims_.capacity = options.max_context();
   dims_.prefill_rows = std::clamp<int64_t>(options.prefill_batch, 1, options.runtime.max_input_length);
@@ -66,15 +108,24 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
     const std::vector<ProjectionGroup> groups = fusing_device ? projection_groups(*w_) : std::vector<ProjectionGroup>{};
     int fused_groups = 0;
     std::string not_fused;  // the first reason a group was left unfused, for the log
+    std::map<std::string, const ProjectionGroup*> group_of;  // by the name of the group's first part
+    for (const auto& g : groups) group_of[g.parts[0]->name] = &g;
+    bool stored_fused = false;  // Phi-3: q/k/v and gate/up stored as one linear each
     auto fuse_or_split = [&](size_t g, ModelLinear& fused, const char* fused_op, std::vector<ModelLinear*> parts,
                              std::vector<const char*> part_ops) {
       const auto& lw = w_->layers[g / 2];
+      const LinearWeight& stored = g % 2 == 0 ? lw.qkv_proj : lw.gate_up_proj;
+      if (!stored.name.empty()) {
+        fused = make_linear(stored, g % 2 == 0 ? "qkv_proj" : "gate_up_proj");
+        stored_fused = true;
+        return;
+      }
       const std::vector<const LinearWeight*> weights =
           g % 2 == 0 ? std::vector<const LinearWeight*>{&lw.q_proj, &lw.k_proj, &lw.v_proj}
                      : std::vector<const LinearWeight*>{&lw.gate_proj, &lw.up_proj};
-      if (fusing_device) {
+      if (fusing_device && group_of.count(weights[0]->name)) {
         std::string why;
-        fused = make_fused(groups[g], fused_op, &why);
+        fused = make_fused(*group_of.at(weights[0]->name), fused_op, &why);
         if (fused.present()) {
           ++fused_groups;
           return;
@@ -93,6 +144,10 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
       b.down = make_linear(lw.down_proj, "down_proj");
       b.input_norm = ops_.upload_vector("input_layernorm", lw.input_norm);
       b.post_norm = ops_.upload_vector("post_attention_layernorm", lw.post_attention_norm);
+      if (dims_.sandwich_norms) {
+        b.pre_ff_norm = ops_.upload_vector("pre_feedforward_layernorm", lw.pre_feedforward_norm);
+        b.post_ff_norm = ops_.upload_vector("post_feedforward_layernorm", lw.post_feedforward_norm);
+      }
     }
     if (fused_groups)
       log(fmt::format("fused projections: {} of {} q/k/v and gate/up groups run as one GEMM each{}", fused_groups,
@@ -105,7 +160,7 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
     final_norm_ = ops_.upload_vector("model.norm", w_->final_norm);
     if (!tied) head_ = make_linear(w_->lm_head, "lm_head", /*head=*/true);
     head_.op = "lm_head";
-    ops_.allocate(fused_groups > 0, head_.quantized != nullptr);
+    ops_.allocate(fused_groups > 0 || stored_fused, head_.quantized != nullptr);
 
     // Every M range of every quantized linear runs once before the device captures a step (a
     // kernel that fails its first run falls back now, never inside a capture).
@@ -338,15 +393,24 @@ void LlamaModel::run_block(size_t layer, int64_t m) {
   }
   ops_.rope_store_attention(static_cast<int64_t>(layer), v.q, v.k, v.v, attn, m);
   ops_.linear(b.o, attn, proj, m);
-  ops_.add_rmsnorm(true, b.post_norm, 0, m);
+  if (dims_.sandwich_norms) {
+    // Gemma-2: the attention output is normalized before it joins the residual stream, and the
+    // MLP has a norm of its own.
+    ops_.rmsnorm_proj(b.post_norm, m);
+    ops_.add_rmsnorm(true, b.pre_ff_norm, 0, m);
+  } else {
+    ops_.add_rmsnorm(true, b.post_norm, 0, m);
+  }
   if (b.gate_up.present()) {
     ops_.linear(b.gate_up, normed, v.gate, m);
   } else {
     ops_.linear(b.gate, normed, v.gate, m);
     ops_.linear(b.up, normed, v.up, m);
   }
-  ops_.silu_mul(v.gate, v.up, act, m);
+  if (dims_.gelu_tanh) ops_.gelu_tanh_mul(v.gate, v.up, act, m);
+  else ops_.silu_mul(v.gate, v.up, act, m);
   ops_.linear(b.down, act, proj, m);
+  if (dims_.sandwich_norms) ops_.rmsnorm_proj(b.post_ff_norm, m);
 }
 
 void LlamaModel::run_step(int64_t m, int64_t head_row0, int64_t head_rows) {

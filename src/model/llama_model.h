@@ -1,5 +1,8 @@
 // The Llama-family model, written once over a device's block ops (block_ops.h): embedding ->
-// N x [RMSNorm, GQA attention with RoPE, RMSNorm, SwiGLU MLP] -> RMSNorm -> head. The model owns
+// N x [RMSNorm, GQA attention with RoPE, RMSNorm, SwiGLU MLP] -> RMSNorm -> head. Mistral, Qwen2
+// and Phi-3 are that block (Phi-3 with q/k/v and gate/up stored fused); Gemma-2 adds a scaled
+// embedding, norms of both branches' outputs, GeGLU, its own attention scale, soft-capped attention
+// scores and logits, and a window on alternating layers (ModelDims). The model owns
 // the rules every device shares: weight and length checks, the plan of every quantized linear
 // (engine_plan), the fused q/k/v and gate/up projections the plan asks for, the attention window,
 // the RoPE tables, the prefill chunking, the argument checks of forward(), and what the engine
@@ -59,6 +62,7 @@ class LlamaModel {
   struct Block {
     ModelLinear q, k, v, qkv, o, gate, up, gate_up, down;
     int input_norm = -1, post_norm = -1;
+    int pre_ff_norm = -1, post_ff_norm = -1;  // Gemma-2 (ModelDims::sandwich_norms)
   };
   PrepareContext prepare_context() const;
   ModelLinear make_linear(const LinearWeight& w, const char* op, bool head = false);

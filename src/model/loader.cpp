@@ -202,11 +202,20 @@ QuantizedWeight tied_head_weight(const std::vector<float>& embedding, const Laye
   return head;
 }
 
-// The 7 linears of decoder layer i, in model order (the order engines run and plans list them).
-std::vector<std::string> decoder_linear_names(int64_t i) {
+// The linears of decoder layer i, in model order (the order engines run and plans list them):
+// q, k, v, o, gate, up, down, or Phi-3's qkv, o, gate_up, down.
+std::vector<std::string> decoder_linear_names(const ModelConfig& c, int64_t i) {
   const std::string p = fmt::format("model.layers.{}.", i);
+  if (c.architecture == "Phi3ForCausalLM")
+    return {p + "self_attn.qkv_proj", p + "self_attn.o_proj", p + "mlp.gate_up_proj", p + "mlp.down_proj"};
   return {p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj", p + "self_attn.o_proj",
           p + "mlp.gate_proj",    p + "mlp.up_proj",      p + "mlp.down_proj"};
+}
+
+// Gemma-2 stores its norms as offsets from 1: the model multiplies by (1 + w).
+void add_norm_offset(const ModelConfig& c, std::vector<float>& w) {
+  if (c.architecture != "Gemma2ForCausalLM") return;
+  for (float& v : w) v = 1.0f + v;
 }
 
 }  // namespace
@@ -301,18 +310,34 @@ std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const Loa
     const std::string p = fmt::format("model.layers.{}.", i);
     l.input_norm = load_exact(*ck, p + "input_layernorm.weight", h);
     l.post_attention_norm = load_exact(*ck, p + "post_attention_layernorm.weight", h);
+    if (c.architecture == "Gemma2ForCausalLM") {
+      l.pre_feedforward_norm = load_exact(*ck, p + "pre_feedforward_layernorm.weight", h);
+      l.post_feedforward_norm = load_exact(*ck, p + "post_feedforward_layernorm.weight", h);
+    }
+    for (auto* norm : {&l.input_norm, &l.post_attention_norm, &l.pre_feedforward_norm, &l.post_feedforward_norm})
+      add_norm_offset(c, *norm);
     tick();
     // The names (and order) quantized_linear_specs() lists for `qrt plan`.
-    const std::vector<std::string> names = decoder_linear_names(i);
-    LinearWeight* slots[7] = {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj};
-    const int64_t ins[7] = {h, h, h, qd, h, h, inter}, outs[7] = {qd, kvd, kvd, h, inter, inter, h};
-    for (size_t j = 0; j < 7; ++j) {
-      *slots[j] = load_linear(names[j], ins[j], outs[j], true);
-      tick();
+    const std::vector<std::string> names = decoder_linear_names(c, i);
+    if (c.architecture == "Phi3ForCausalLM") {
+      LinearWeight* slots[4] = {&l.qkv_proj, &l.o_proj, &l.gate_up_proj, &l.down_proj};
+      const int64_t ins[4] = {h, qd, h, inter}, outs[4] = {qd + 2 * kvd, h, 2 * inter, h};
+      for (size_t j = 0; j < 4; ++j) {
+        *slots[j] = load_linear(names[j], ins[j], outs[j], true);
+        tick();
+      }
+      done += 3;  // the progress counts 7 linears a layer
+    } else {
+      LinearWeight* slots[7] = {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj};
+      const int64_t ins[7] = {h, h, h, qd, h, h, inter}, outs[7] = {qd, kvd, kvd, h, inter, inter, h};
+      for (size_t j = 0; j < 7; ++j) {
+        *slots[j] = load_linear(names[j], ins[j], outs[j], true);
+        tick();
+      }
     }
     // Attention biases are required where the architecture has them (Qwen2): a checkpoint without
     // them would run silently wrong.
-    if (c.attention_bias)
+    if (c.attention_bias && !l.fused_qkv())
       for (const LinearWeight* lw : {&l.q_proj, &l.k_proj, &l.v_proj}) {
         const bool has = lw->is_quantized() ? !lw->quantized->bias.empty() : !lw->bias.empty();
         if (!has)
@@ -320,6 +345,7 @@ std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const Loa
       }
   }
   w->final_norm = load_exact(*ck, "model.norm.weight", h);
+  add_norm_offset(c, w->final_norm);
   tick();
   if (linear_by_name.count("lm_head")) {
     w->lm_head = load_linear("lm_head", h, c.vocab_size, false);
@@ -354,7 +380,7 @@ std::vector<LayerSpec> quantized_linear_specs(const Checkpoint& ck, const LoadOp
     else if (lq.active() && may_quantize && !skipped(lq, name)) out.push_back(on_load_spec(ck, it->second->spec, lq));
   };
   for (int64_t i = 0; i < ck.config().num_layers; ++i)
-    for (const auto& name : decoder_linear_names(i)) add(name, true);
+    for (const auto& name : decoder_linear_names(ck.config(), i)) add(name, true);
   if (by_name.count("lm_head")) add("lm_head", false);
   else if (const auto head = quantized_tied_head_spec(ck, options)) out.push_back(*head);
   return out;

@@ -187,6 +187,18 @@ void silu_mul(float* gate, const float* up, int64_t n) {
   }
 }
 
+void gelu_tanh_mul(float* gate, const float* up, int64_t n) {
+  const float k = std::sqrt(2.0f / 3.14159265358979323846f);
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = gate[i];
+    gate[i] = 0.5f * g * (1.0f + std::tanh(k * (g + 0.044715f * g * g * g))) * up[i];
+  }
+}
+
+void softcap(float* v, int64_t n, float cap) {
+  for (int64_t i = 0; i < n; ++i) v[i] = cap * std::tanh(v[i] / cap);
+}
+
 void add_inplace(float* y, const float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += x[i];
 }

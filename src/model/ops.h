@@ -48,6 +48,11 @@ void dense_matmul_rows(const float* x, int64_t M, int64_t K, const float* W, int
 
 // gate[i] = silu(gate[i]) * up[i]
 void silu_mul(float* gate, const float* up, int64_t n);
+// gate[i] = gelu_tanh(gate[i]) * up[i], GELU's tanh approximation:
+// 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))).
+void gelu_tanh_mul(float* gate, const float* up, int64_t n);
+// v[i] = cap * tanh(v[i] / cap) (soft-capping; cap > 0).
+void softcap(float* v, int64_t n, float cap);
 
 // y[i] += x[i]
 void add_inplace(float* y, const float* x, int64_t n);

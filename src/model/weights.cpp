@@ -1,6 +1,8 @@
 // ModelWeights helpers: the list of linears / quantized layer specs engines plan from, size checks,
 // and make_engine() (dispatch by device kind).
+#include <algorithm>
 #include <cstdlib>
+#include <utility>
 #include <filesystem>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -14,12 +16,38 @@
 
 namespace qrt {
 
+std::vector<const LinearWeight*> DecoderLayerWeights::linears() const {
+  std::vector<const LinearWeight*> out;
+  out.reserve(7);
+  if (fused_qkv()) {
+    out.push_back(&qkv_proj);
+  } else {
+    out.push_back(&q_proj);
+    out.push_back(&k_proj);
+    out.push_back(&v_proj);
+  }
+  out.push_back(&o_proj);
+  if (fused_gate_up()) {
+    out.push_back(&gate_up_proj);
+  } else {
+    out.push_back(&gate_proj);
+    out.push_back(&up_proj);
+  }
+  out.push_back(&down_proj);
+  return out;
+}
+
+std::vector<LinearWeight*> DecoderLayerWeights::linears() {
+  std::vector<LinearWeight*> out;
+  for (const LinearWeight* w : std::as_const(*this).linears()) out.push_back(const_cast<LinearWeight*>(w));
+  return out;
+}
+
 std::vector<const LinearWeight*> ModelWeights::linears() const {
   std::vector<const LinearWeight*> out;
   out.reserve(layers.size() * 7 + 1);
   for (const auto& l : layers)
-    for (const LinearWeight* w : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj})
-      out.push_back(w);
+    for (const LinearWeight* w : l.linears()) out.push_back(w);
   if (!lm_head_uses_embedding()) out.push_back(&lm_head);
   return out;
 }
@@ -48,7 +76,7 @@ int64_t drop_canonical_weights(ModelWeights& weights) {
     l.dropped = true;
   };
   for (auto& l : weights.layers)
-    for (LinearWeight* w : {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj}) drop(*w);
+    for (LinearWeight* w : l.linears()) drop(*w);
   drop(weights.lm_head);
 #if defined(__GLIBC__)
   // The freed blocks sit in malloc's heap between live ones; hand their pages back to the system.
@@ -107,12 +135,27 @@ void ModelWeights::validate() const {
     const std::string p = fmt::format("model.layers.{}.", i);
     check_size(l.input_norm, h, p + "input_layernorm.weight");
     check_size(l.post_attention_norm, h, p + "post_attention_layernorm.weight");
-    check_linear(l.q_proj, h, q);
-    check_linear(l.k_proj, h, kv);
-    check_linear(l.v_proj, h, kv);
+    if (c.architecture == "Gemma2ForCausalLM") {
+      check_size(l.pre_feedforward_norm, h, p + "pre_feedforward_layernorm.weight");
+      check_size(l.post_feedforward_norm, h, p + "post_feedforward_layernorm.weight");
+    } else if (!l.pre_feedforward_norm.empty() || !l.post_feedforward_norm.empty()) {
+      throw invalid_input(fmt::format("{}: layer {} has Gemma-2's feed-forward norms, but the architecture is {}", where,
+                                      i, c.architecture));
+    }
+    if (l.fused_qkv()) {
+      check_linear(l.qkv_proj, h, q + 2 * kv);
+    } else {
+      check_linear(l.q_proj, h, q);
+      check_linear(l.k_proj, h, kv);
+      check_linear(l.v_proj, h, kv);
+    }
     check_linear(l.o_proj, q, h);
-    check_linear(l.gate_proj, h, inter);
-    check_linear(l.up_proj, h, inter);
+    if (l.fused_gate_up()) {
+      check_linear(l.gate_up_proj, h, 2 * inter);
+    } else {
+      check_linear(l.gate_proj, h, inter);
+      check_linear(l.up_proj, h, inter);
+    }
     check_linear(l.down_proj, inter, h);
   }
   if (!lm_head_uses_embedding()) check_linear(lm_head, h, c.vocab_size);
@@ -161,9 +204,14 @@ void EngineOptions::validate_lengths() const {
     throw invalid_input(fmt::format("max_step_rows {} must be in [0, 2^20]", max_step_rows));
 }
 
-int64_t attention_window(const ModelConfig& config) {
+int64_t attention_window(const ModelConfig& config, int64_t layer) {
   const bool mistral = config.architecture == "MistralForCausalLM" || config.model_type == "mistral";
-  return mistral ? config.sliding_window : 0;
+  if (mistral || config.architecture == "Phi3ForCausalLM") return config.sliding_window;
+  if (config.architecture != "Gemma2ForCausalLM") return 0;
+  const auto& sliding = config.sliding_layers;
+  if (layer < 0) return std::find(sliding.begin(), sliding.end(), true) != sliding.end() || sliding.empty() ? config.sliding_window : 0;
+  if (sliding.empty()) return config.sliding_window;
+  return layer < static_cast<int64_t>(sliding.size()) && sliding[static_cast<size_t>(layer)] ? config.sliding_window : 0;
 }
 
 std::unique_ptr<BatchEngine> make_cpu_batch_engine(std::shared_ptr<const ModelWeights> weights,

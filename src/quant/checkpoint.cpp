@@ -46,6 +46,14 @@ std::vector<LinearSlot> llama_linear_slots(const ModelConfig& c, bool include_lm
   const int64_t h = c.hidden_size, qd = c.num_heads * c.head_dim, kvd = c.num_kv_heads * c.head_dim;
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const std::string p = "model.layers." + std::to_string(i) + ".";
+    if (c.architecture == "Phi3ForCausalLM") {
+      // Phi-3 stores q/k/v and gate/up as one matrix each (rows q | k | v and gate | up).
+      out.push_back({p + "self_attn.qkv_proj", qd + 2 * kvd, h});
+      out.push_back({p + "self_attn.o_proj", h, qd});
+      out.push_back({p + "mlp.gate_up_proj", 2 * c.intermediate_size, h});
+      out.push_back({p + "mlp.down_proj", h, c.intermediate_size});
+      continue;
+    }
     out.push_back({p + "self_attn.q_proj", qd, h});
     out.push_back({p + "self_attn.k_proj", kvd, h});
     out.push_back({p + "self_attn.v_proj", kvd, h});
@@ -56,6 +64,12 @@ std::vector<LinearSlot> llama_linear_slots(const ModelConfig& c, bool include_lm
   }
   if (include_lm_head) out.push_back({"lm_head", c.vocab_size, h});
   return out;
+}
+
+std::vector<std::string> block_norm_names(const ModelConfig& c) {
+  if (c.architecture == "Gemma2ForCausalLM")
+    return {"input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm", "post_feedforward_layernorm"};
+  return {"input_layernorm", "post_attention_layernorm"};
 }
 
 void permute_rows(std::vector<float>& rows, int64_t row_len, const std::vector<int64_t>& src) {

@@ -15,7 +15,7 @@ namespace qrt {
 using nlohmann::json;
 
 std::vector<std::string> supported_architectures() {
-  return {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
+  return {"LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Gemma2ForCausalLM", "Phi3ForCausalLM"};
 }
 
 namespace quant {
@@ -114,8 +114,13 @@ ModelConfig model_config_from_json(const json& j, const std::string& where) {
                       list + ")");
   }
   if (auto mt = j.find("model_type"); mt != j.end() && mt->is_string()) c.model_type = mt->get<std::string>();
+  const bool gemma2 = c.architecture == "Gemma2ForCausalLM", phi3 = c.architecture == "Phi3ForCausalLM";
   if (c.model_type.empty())
-    c.model_type = c.architecture == "Qwen2ForCausalLM" ? "qwen2" : c.architecture == "MistralForCausalLM" ? "mistral" : "llama";
+    c.model_type = c.architecture == "Qwen2ForCausalLM"     ? "qwen2"
+                   : c.architecture == "MistralForCausalLM" ? "mistral"
+                   : gemma2                                 ? "gemma2"
+                   : phi3                                   ? "phi3"
+                                                            : "llama";
   c.hidden_size = get_dim(j, where, "hidden_size", std::nullopt);
   c.intermediate_size = get_dim(j, where, "intermediate_size", std::nullopt);
   c.num_layers = get_dim(j, where, "num_hidden_layers", std::nullopt);
@@ -127,46 +132,112 @@ ModelConfig model_config_from_json(const json& j, const std::string& where) {
                         " does not divide num_attention_heads " + std::to_string(c.num_heads));
   std::optional<int64_t> default_head_dim;
   if (c.hidden_size % c.num_heads == 0) default_head_dim = c.hidden_size / c.num_heads;
+  // Fields save_pretrained leaves out take the values of the architecture's config class.
+  if (gemma2) default_head_dim = 256;
   if (!default_head_dim && !(j.contains("head_dim") && !j["head_dim"].is_null()))
     throw invalid_input(where + ": hidden_size " + std::to_string(c.hidden_size) + " is not a multiple of num_attention_heads " +
                         std::to_string(c.num_heads) + " and head_dim is not given");
   c.head_dim = get_dim(j, where, "head_dim", default_head_dim);
   if (c.head_dim % 2 != 0) throw invalid_input(where + ": head_dim " + std::to_string(c.head_dim) + " must be even for RoPE");
-  c.rms_norm_eps = check_float32_value(get_positive(j, where, "rms_norm_eps", 1e-6), where + ": rms_norm_eps", 0, false);
+  c.rms_norm_eps = check_float32_value(get_positive(j, where, "rms_norm_eps", phi3 ? 1e-5 : 1e-6), where + ": rms_norm_eps", 0, false);
   if (c.rms_norm_eps > 1) throw invalid_input(fmt::format("{}: rms_norm_eps = {}: expected at most 1", where, c.rms_norm_eps));
   // RoPE frequencies are base^(-2i/d) in float32: a base at or below 1 makes them grow with i.
-  c.rope_theta = check_float32_value(get_positive(j, where, "rope_theta", 10000.0), where + ": rope_theta", 1, false);
-  // Only SiLU-gated MLPs are implemented; another activation would run silently wrong.
-  for (const char* key : {"hidden_act", "hidden_activation"})
+  // transformers 5 writes rope_theta and the scaling into one object, rope_parameters.
+  const json* rope_params = nullptr;
+  if (auto rp = j.find("rope_parameters"); rp != j.end() && rp->is_object()) rope_params = &*rp;
+  const bool theta_in_params = !j.contains("rope_theta") && rope_params && rope_params->contains("rope_theta");
+  c.rope_theta = check_float32_value(get_positive(theta_in_params ? *rope_params : j, where, "rope_theta", 10000.0),
+                                     where + (theta_in_params ? ": rope_parameters.rope_theta" : ": rope_theta"), 1, false);
+  // The gated MLP's activation: SiLU, or GELU's tanh approximation (Gemma-2); another one would
+  // run silently wrong. Gemma-2 reads hidden_activation alone (its hidden_act is a leftover of
+  // Gemma-1 configs that the reference implementation ignores), the others hidden_act.
+  if (gemma2) c.hidden_act = "gelu_pytorch_tanh";
+  for (const char* key : {"hidden_act", "hidden_activation"}) {
+    if (gemma2 && std::string(key) == "hidden_act") continue;
     if (auto act = j.find(key); act != j.end() && !act->is_null()) {
       if (!act->is_string())
         throw invalid_input(where + ": " + key + ": expected an activation name, got " + render(*act));
-      if (act->get<std::string>() != "silu" && act->get<std::string>() != "swish")
-        throw unsupported(where + ": " + key + " " + io::quote_name(act->get<std::string>(), 40) +
-                          " is not supported: qrt runs SiLU-gated MLPs (hidden_act \"silu\") only");
+      const std::string name = act->get<std::string>();
+      if (name == "silu" || name == "swish") c.hidden_act = "silu";
+      else if (name == "gelu_pytorch_tanh") c.hidden_act = name;
+      else
+        throw unsupported(where + ": " + key + " " + io::quote_name(name, 40) +
+                          " is not supported: qrt runs gated MLPs with \"silu\" or \"gelu_pytorch_tanh\" only");
     }
+  }
+  if (gemma2) {
+    // A cap of null (or absent where the class default is null) turns capping off.
+    auto cap = [&](const char* key, double fallback) {
+      auto it = j.find(key);
+      if (it != j.end() && it->is_null()) return 0.0;
+      const double v = get_positive(j, where, key, fallback);
+      return check_float32_value(v, where + ": " + key, 0, true);
+    };
+    c.attn_logit_softcapping = cap("attn_logit_softcapping", 50.0);
+    c.final_logit_softcapping = cap("final_logit_softcapping", 30.0);
+    c.query_pre_attn_scalar = check_float32_value(get_positive(j, where, "query_pre_attn_scalar", 256.0),
+                                                  where + ": query_pre_attn_scalar", 0, true);
+  } else {
+    for (const char* key : {"attn_logit_softcapping", "final_logit_softcapping", "query_pre_attn_scalar"})
+      if (auto it = j.find(key); it != j.end() && !it->is_null())
+        throw unsupported(where + ": " + key + " is set, but " + c.architecture +
+                          " has no such rule in qrt (it belongs to Gemma2ForCausalLM)");
+  }
   // Partial rotary embeddings (a fraction of each head rotated) are not implemented.
-  if (auto prf = j.find("partial_rotary_factor"); prf != j.end() && !prf->is_null() &&
-                                                  !(prf->is_number() && prf->get<double>() == 1.0))
-    throw unsupported(where + ": partial_rotary_factor " + render(*prf) +
-                      " is not supported: qrt rotates the whole head dimension (factor 1.0)");
+  for (const json* holder : {&j, j.contains("rope_parameters") ? &j["rope_parameters"] : nullptr}) {
+    if (!holder || !holder->is_object()) continue;
+    if (auto prf = holder->find("partial_rotary_factor"); prf != holder->end() && !prf->is_null() &&
+                                                         !(prf->is_number() && prf->get<double>() == 1.0))
+      throw unsupported(where + ": partial_rotary_factor " + render(*prf) +
+                        " is not supported: qrt rotates the whole head dimension (factor 1.0)");
+  }
   c.max_position_embeddings = get_dim(j, where, "max_position_embeddings", 2048);
-  c.tie_word_embeddings = get_flag(j, where, "tie_word_embeddings", false);
+  c.tie_word_embeddings = get_flag(j, where, "tie_word_embeddings", gemma2);
   c.attention_bias = c.architecture == "Qwen2ForCausalLM" ? true : get_flag(j, where, "attention_bias", false);
   c.mlp_bias = get_flag(j, where, "mlp_bias", false);
   if (auto sw = j.find("sliding_window"); sw != j.end() && sw->is_number_integer() && sw->get<int64_t>() > 0) {
     const bool used = c.architecture != "Qwen2ForCausalLM" || get_flag(j, where, "use_sliding_window", false);
     if (used) c.sliding_window = sw->get<int64_t>();
+  } else if (gemma2 && (sw == j.end())) {
+    c.sliding_window = 4096;  // Gemma2Config's default
   }
-  if (auto rs = j.find("rope_scaling"); rs != j.end() && !rs->is_null()) {
+  if (gemma2) {
+    // Gemma-2 alternates: even-indexed layers attend within the window, odd ones to everything.
+    // A config that lists layer_types says it per layer.
+    c.sliding_layers.assign(static_cast<size_t>(c.num_layers), false);
+    for (int64_t i = 0; i < c.num_layers; i += 2) c.sliding_layers[static_cast<size_t>(i)] = true;
+    if (auto lt = j.find("layer_types"); lt != j.end() && !lt->is_null()) {
+      if (!lt->is_array() || static_cast<int64_t>(lt->size()) != c.num_layers)
+        throw invalid_input(where + ": layer_types: expected a list of " + std::to_string(c.num_layers) +
+                            " layer kinds (num_hidden_layers)");
+      for (size_t i = 0; i < lt->size(); ++i) {
+        const json& t = (*lt)[i];
+        if (t == "sliding_attention") c.sliding_layers[i] = true;
+        else if (t == "full_attention") c.sliding_layers[i] = false;
+        else
+          throw unsupported(where + ": layer_types[" + std::to_string(i) + "] " + render(t) +
+                            ": expected \"sliding_attention\" or \"full_attention\"");
+      }
+    }
+  }
+  auto rs = j.find("rope_scaling");
+  const bool scaling_in_params = (rs == j.end() || rs->is_null()) && rope_params;
+  if (scaling_in_params) rs = j.find("rope_parameters");
+  if (rs != j.end() && !rs->is_null()) {
     if (!rs->is_object()) throw invalid_input(where + ": rope_scaling: expected an object or null, got " + render(*rs));
-    const std::string w2 = where + ": rope_scaling";
+    const std::string w2 = where + (scaling_in_params ? ": rope_parameters" : ": rope_scaling");
     for (const char* key : {"rope_type", "type"})
       if (auto t = rs->find(key); t != rs->end() && t->is_string()) {
         c.rope_scaling.type = t->get<std::string>();
         break;
       }
     if (c.rope_scaling.type == "default") c.rope_scaling.type.clear();
+    // Phi-3's long-context variants rescale each frequency (short_factor / long_factor) and the
+    // attention; qrt does not implement that yet.
+    if (c.rope_scaling.type == "longrope" || c.rope_scaling.type == "su")
+      throw unsupported(w2 + ": type " + io::quote_name(c.rope_scaling.type, 20) +
+                        " (per-dimension short_factor / long_factor scaling of Phi-3's long-context models) is not "
+                        "supported; the 4k-context models (rope_scaling null) run");
     c.rope_scaling.factor = check_float32_value(get_positive(*rs, w2, "factor", 1.0), w2 + ".factor", 0, true);
     c.rope_scaling.low_freq_factor =
         check_float32_value(get_positive(*rs, w2, "low_freq_factor", 1.0), w2 + ".low_freq_factor", 0, true);
@@ -222,7 +293,7 @@ json model_config_to_json(const ModelConfig& c) {
   else if (!c.eos_token_ids.empty()) j["eos_token_id"] = c.eos_token_ids;
   if (c.pad_token_id >= 0) j["pad_token_id"] = c.pad_token_id;
   if (c.sliding_window > 0) j["sliding_window"] = c.sliding_window;
-  j["hidden_act"] = "silu";
+  j["hidden_act"] = c.hidden_act;
   j["torch_dtype"] = c.torch_dtype.empty() ? "float16" : c.torch_dtype;
   return j;
 }

@@ -281,7 +281,7 @@ class HfCheckpoint final : public Checkpoint {
                         "vocab_size=" + std::to_string(c.vocab_size) + ", " + hs);
     expect_tensor_shape("model.norm.weight", {c.hidden_size}, hs);
     for (int64_t i = 0; i < c.num_layers; ++i)
-      for (const char* norm : {"input_layernorm", "post_attention_layernorm"})
+      for (const std::string& norm : block_norm_names(c))
         expect_tensor_shape("model.layers." + std::to_string(i) + "." + norm + ".weight", {c.hidden_size}, hs);
     const bool lm_head_stored = store_->contains("lm_head.weight") || store_->contains("lm_head.qweight");
     if (!c.tie_word_embeddings && !lm_head_stored)

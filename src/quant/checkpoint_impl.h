@@ -36,6 +36,10 @@ struct LinearSlot {
   int64_t in_features;
 };
 std::vector<LinearSlot> llama_linear_slots(const ModelConfig& c, bool include_lm_head);
+// The norms of a decoder block, by their name inside "model.layers.N.": input_layernorm and
+// post_attention_layernorm, and for Gemma-2 also pre_feedforward_layernorm and
+// post_feedforward_layernorm.
+std::vector<std::string> block_norm_names(const ModelConfig& c);
 
 // Rows of a quantized weight reordered: row r of the result is row src[r] of `w` (codes, scales,
 // zeros, bias). Used to undo the GGUF rope permutation.

@@ -20,6 +20,8 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "qrt/checkpoint.h"
+#include "qrt/error.h"
 #include "qrt/model.h"
 
 namespace qrt {
@@ -154,6 +156,99 @@ TEST(ReferenceLogitsTiny, CompressedTensorsInt4MatchesTransformers) {
 TEST(ReferenceLogitsTiny, HiggsMatchesFloat64Forward) {
   EXPECT_LT(max_difference_to_transformers("higgs_tiny_llama", "higgs"), 1e-5);
   EXPECT_LT(max_difference_to_transformers("higgs_tiny_llama", "higgs", "cpu_higgs"), 1e-5);
+}
+
+// Tiny random Gemma-2 and Phi-3 models in float32 (tools/make_arch_tiny_models.py) against the
+// logits transformers computed for them (eager attention, float32): every position of a 12-token
+// sequence, every logit. The models are built so that each rule of the architecture moves the
+// logits: Gemma-2's (1 + w) norms, the norms of both branch outputs, GeGLU, query_pre_attn_scalar,
+// attention and final soft-capping (both bite), the window on layer 0 only; Phi-3's fused
+// qkv_proj / gate_up_proj and its window. Returns max |logit difference|.
+double max_abs_difference(const std::string& name, KvCacheDType kv = KvCacheDType::F32, int64_t prefill = 128) {
+  const std::string dir = std::string(QRT_TEST_DATA) + "/fixtures/" + name;
+  std::ifstream f(dir + "/logits.json");
+  EXPECT_TRUE(f) << "reference file missing";
+  if (!f) return INFINITY;
+  const auto doc = nlohmann::json::parse(f);
+  auto weights = load_model(dir);
+  EXPECT_TRUE(weights->quantized_layer_specs().empty());
+  EngineOptions eo;
+  eo.device = probe_cpu();
+  eo.runtime.threads = 2;
+  eo.runtime.max_input_length = 16;
+  eo.runtime.max_new_tokens = 0;
+  eo.runtime.use_tuning_cache = false;
+  eo.dense_dtype = DenseDType::F32;
+  eo.kv_dtype = kv;
+  eo.prefill_batch = prefill;
+  auto engine = make_cpu_engine(weights, eo);
+  const std::vector<int32_t> tokens = doc["tokens"].get<std::vector<int32_t>>();
+  const int64_t vocab = weights->config.vocab_size;
+  std::vector<float> logits(tokens.size() * vocab);
+  engine->forward(tokens.data(), static_cast<int64_t>(tokens.size()), 0, logits.data(), true);
+  double worst = 0;
+  for (size_t t = 0; t < tokens.size(); ++t)
+    for (int64_t v = 0; v < vocab; ++v)
+      worst = std::max(worst, std::abs(doc["logits"][t][v].get<double>() - logits[t * vocab + v]));
+  std::printf("[%s] max |logit - transformers| = %.2e\n", name.c_str(), worst);
+  return worst;
+}
+
+// Measured 2026-12-05 (float32 weights and KV cache): see the commit; tolerance 1e-4 (logits of
+// magnitude up to 3; a missing rule moves them by more than 1e-2).
+TEST(ReferenceLogitsTiny, Gemma2MatchesTransformers) {
+  EXPECT_LT(max_abs_difference("gemma2_tiny"), 1e-4);
+  // Prefill in chunks of 5 rows (the window and soft-capping across chunk edges).
+  EXPECT_LT(max_abs_difference("gemma2_tiny", KvCacheDType::F32, 5), 1e-4);
+}
+
+TEST(ReferenceLogitsTiny, Phi3MatchesTransformers) {
+  EXPECT_LT(max_abs_difference("phi3_tiny"), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_tiny", KvCacheDType::F32, 5), 1e-4);
+}
+
+TEST(ReferenceLogitsTiny, Gemma2AndPhi3ConfigsAsRead) {
+  const std::string root = std::string(QRT_TEST_DATA) + "/fixtures/";
+  auto gemma = open_checkpoint(root + "gemma2_tiny");
+  const ModelConfig& g = gemma->config();
+  EXPECT_EQ(g.architecture, "Gemma2ForCausalLM");
+  EXPECT_EQ(g.hidden_act, "gelu_pytorch_tanh");
+  EXPECT_EQ(g.head_dim, 8);
+  EXPECT_TRUE(g.tie_word_embeddings);
+  EXPECT_DOUBLE_EQ(g.attn_logit_softcapping, 1.5);
+  EXPECT_DOUBLE_EQ(g.final_logit_softcapping, 3.0);
+  EXPECT_DOUBLE_EQ(g.query_pre_attn_scalar, 24);
+  EXPECT_EQ(attention_window(g, 0), 4);
+  EXPECT_EQ(attention_window(g, 1), 0);
+  auto phi = open_checkpoint(root + "phi3_tiny");
+  EXPECT_EQ(phi->config().architecture, "Phi3ForCausalLM");
+  EXPECT_EQ(attention_window(phi->config(), 1), 5);
+  std::vector<std::string> names;
+  for (const auto& l : phi->linears()) names.push_back(l.spec.name);
+  ASSERT_GE(names.size(), 4u);
+  EXPECT_EQ(names[0], "model.layers.0.self_attn.qkv_proj");
+  EXPECT_EQ(names[2], "model.layers.0.mlp.gate_up_proj");
+}
+
+// Config fields of the new architectures: refused where qrt would run them wrong.
+TEST(ReferenceLogitsTiny, ArchitectureFieldsRefusedClearly) {
+  auto message = [](const std::string& text) {
+    try {
+      parse_model_config(text);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  const std::string phi = R"({"architectures": ["Phi3ForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 64,)";
+  EXPECT_NE(message(phi + R"("rope_scaling": {"type": "longrope", "short_factor": [1], "long_factor": [2]}})")
+                .find("longrope"),
+            std::string::npos);
+  EXPECT_NE(message(phi + R"("partial_rotary_factor": 0.5})").find("partial_rotary_factor"), std::string::npos);
+  EXPECT_NE(message(phi + R"("hidden_act": "gelu"})").find("hidden_act 'gelu' is not supported"), std::string::npos);
+  EXPECT_NE(message(phi + R"("attn_logit_softcapping": 50})").find("attn_logit_softcapping"), std::string::npos);
+  EXPECT_EQ(message(phi + R"("hidden_act": "silu"})"), "(accepted)");
 }
 
 }  // namespace

@@ -210,6 +210,13 @@ void CpuOps::embed(int64_t m) {
   for (int64_t i = 0; i < m; ++i)
     std::copy_n(embedding_->data() + static_cast<int64_t>(rows_.tokens[i]) * d_.hidden, d_.hidden,
                 x_.data() + i * d_.hidden);
+  if (d_.embed_scale != 1.0f)
+    for (int64_t i = 0; i < m * d_.hidden; ++i) x_[static_cast<size_t>(i)] *= d_.embed_scale;
+}
+
+void CpuOps::rmsnorm_proj(int norm, int64_t m) {
+  // rms_norm reads each row whole before writing it: in place is safe.
+  ops::rms_norm(proj_.data(), vectors_[static_cast<size_t>(norm)]->data(), proj_.data(), m, d_.hidden, d_.eps);
 }
 
 void CpuOps::add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) {
@@ -267,7 +274,9 @@ void CpuOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
 
 void CpuOps::attention(int64_t layer, View qv, View outv, int64_t m) {
   const int64_t group = d_.heads / d_.kv_heads, hd = d_.head_dim, n_kv = d_.kv_heads;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = d_.attn_scale > 0 ? d_.attn_scale : 1.0f / std::sqrt(static_cast<float>(hd));
+  const float softcap = d_.attn_softcap;
+  const int64_t window = d_.window_of(layer);
   const int64_t base = layer * layer_stride_;
   // Work units: (KV head, row, part of the row's positions), from stage(). A unit runs the whole
   // GQA group over its positions, so each key / value block is read once for the group. Decode
@@ -282,7 +291,7 @@ void CpuOps::attention(int64_t layer, View qv, View outv, int64_t m) {
       const int64_t i = unit_row_[static_cast<size_t>(r)], part = unit_part_[static_cast<size_t>(r)];
       const int64_t parts = row_parts_[static_cast<size_t>(i)];
       const int64_t p = rows_.positions[i];
-      const int64_t first = d_.window > 0 ? std::max<int64_t>(0, p - d_.window + 1) : 0;
+      const int64_t first = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
       // Parts cover [first, p] in whole key blocks.
       const int64_t len = (p - first + parts) / parts;
       const int64_t chunk = cpu_attention::round_up_to_block(len);
@@ -302,10 +311,10 @@ void CpuOps::attention(int64_t layer, View qv, View outv, int64_t m) {
       const int32_t* blocks = row_blocks_[static_cast<size_t>(i)];
       if (kv_f16_)
         cpu_attention::attend_partial(q, hd, group, k16_.get() + off, v16_.get() + off, lo, hi, hd, scale, scores, out,
-                                      mx, sum, best_cpu_isa(), blocks);
+                                      mx, sum, best_cpu_isa(), blocks, softcap);
       else
         cpu_attention::attend_partial(q, hd, group, k32_.get() + off, v32_.get() + off, lo, hi, hd, scale, scores, out,
-                                      mx, sum, best_cpu_isa(), blocks);
+                                      mx, sum, best_cpu_isa(), blocks, softcap);
       if (parts == 1) {
         for (int64_t h = 0; h < group; ++h) {
           float* dst = row(outv, i) + (kvh * group + h) * hd;
@@ -350,6 +359,15 @@ void CpuOps::silu_mul(View gate, View up, View out, int64_t m) {
   }
 }
 
+void CpuOps::gelu_tanh_mul(View gate, View up, View out, int64_t m) {
+  const int64_t n = d_.inter;
+  for (int64_t i = 0; i < m; ++i) {
+    float* o = row(out, i);
+    if (o != row(gate, i)) std::copy_n(row(gate, i), n, o);
+    ops::gelu_tanh_mul(o, row(up, i), n);
+  }
+}
+
 void CpuOps::head(ModelLinear& head, int64_t row0, int64_t rows) {
   const float* x = xn_.data() + row0 * d_.hidden;
   if (head.quantized) {
@@ -359,6 +377,7 @@ void CpuOps::head(ModelLinear& head, int64_t row0, int64_t rows) {
   } else {
     dense(head.dense >= 0 ? dense_[static_cast<size_t>(head.dense)] : tied_head_, x, rows, logits_, d_.vocab);
   }
+  if (d_.final_softcap > 0) ops::softcap(logits_, rows * d_.vocab, d_.final_softcap);
 }
 
 }  // namespace model

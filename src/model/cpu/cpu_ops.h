@@ -22,6 +22,8 @@ class CpuOps final : public BlockOps {
   explicit CpuOps(const EngineOptions& options);
 
   std::string device_name() const override { return "cpu (" + count_of(pool_.size(), "thread") + ")"; }
+  // The CPU runs every rule of ModelDims (Gemma-2's included).
+  std::vector<std::string> missing_rules(const ModelDims&) const override { return {}; }
   void reserve(const ModelDims& dims) override;
   void set_rope(const ops::RopeTable& rope) override { rope_ = &rope; }
   void upload_embedding(const std::vector<float>& table, bool tied_head) override;
@@ -36,6 +38,8 @@ class CpuOps final : public BlockOps {
   void embed(int64_t m) override;
   void add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) override;
   void silu_mul(View gate, View up, View out, int64_t m) override;
+  void gelu_tanh_mul(View gate, View up, View out, int64_t m) override;
+  void rmsnorm_proj(int norm, int64_t m) override;
   // Matrix products: QuantLinear or the dense kernels, on the thread pool.
   void linear(ModelLinear& l, View in, View out, int64_t m) override;
   void head(ModelLinear& head, int64_t row0, int64_t rows) override;
