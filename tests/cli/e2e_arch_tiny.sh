@@ -21,6 +21,7 @@ t = json.load(open(sys.argv[1]))
 vocab = {k: v for k, v in t["model"]["vocab"].items() if v < 64}
 t["model"]["vocab"] = vocab
 t["model"]["merges"] = []
+t["post_processor"] = None
 t["added_tokens"] = [a for a in t.get("added_tokens", []) if a["id"] < 64]
 json.dump(t, open(sys.argv[2], "w"))
 PY
