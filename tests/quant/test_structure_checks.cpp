@@ -195,16 +195,23 @@ TEST(StructureChecks, RopeDimensionCountMustBeTheHeadDimension) {
   EXPECT_NO_THROW(open_checkpoint(write_gguf(d.path, s)));
 }
 
-TEST(StructureChecks, OnlySiluIsAccepted) {
+TEST(StructureChecks, OnlySiluAndGeluTanhAreAccepted) {
   TempDir d;
-  for (const char* act : {"gelu", "gelu_pytorch_tanh", "made_up"}) {
+  for (const char* act : {"gelu", "gelu_new", "made_up"}) {
     HfSpec s;
     s.config_edits["hidden_act"] = act;
     write_hf(d.path, s);
     const std::string e = error_of([&] { open_checkpoint(d.path.string()); });
-    EXPECT_NE(e.find(std::string("hidden_act '") + act + "' is not supported: qrt runs SiLU-gated MLPs"), std::string::npos)
+    EXPECT_NE(e.find(std::string("hidden_act '") + act +
+                     "' is not supported: qrt runs gated MLPs with \"silu\" or \"gelu_pytorch_tanh\" only"),
+              std::string::npos)
         << e;
   }
+  // GELU's tanh form (Gemma-2's GeGLU) runs on the CPU whatever the architecture.
+  HfSpec tanh;
+  tanh.config_edits["hidden_act"] = "gelu_pytorch_tanh";
+  write_hf(d.path, tanh);
+  EXPECT_EQ(open_checkpoint(d.path.string())->config().hidden_act, "gelu_pytorch_tanh");
   HfSpec partial;
   partial.config_edits["partial_rotary_factor"] = 0.5;
   write_hf(d.path, partial);
