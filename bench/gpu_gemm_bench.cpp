@@ -18,7 +18,7 @@
 
 #include "backends/backend_factories.h"
 #include "gpu/runtime.h"
-#include "backends/cuda/packed_weight.h"
+#include "gpu/cublas.h"
 #include "qrt/backend.h"
 #include "qrt/device.h"
 

@@ -5,7 +5,7 @@
 #include <random>
 
 #include "gpu/runtime.h"
-#include "backends/cuda/packed_weight.h"
+#include "gpu/cublas.h"
 
 namespace qrt::gpu_timing {
 namespace {

@@ -20,6 +20,7 @@
 #include "backends/cuda/cuda_backend_common.h"
 #include "backends/cuda/fp8_quant.h"
 #include "backends/cuda/packed_weight.h"
+#include "gpu/cublas.h"
 #include "backends/cuda_capabilities.h"
 
 namespace qrt {

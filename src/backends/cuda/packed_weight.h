@@ -65,15 +65,6 @@ void launch_dequant_gemv(const PackedWeightView& w, const void* x, void* y, int6
 void launch_dequant_tile(const PackedWeightView& w, int64_t n0, int64_t rows, void* out, int64_t ld,
                          DType dtype, cudaStream_t stream);
 
-// y[m][n] += bias[n] (y F16/BF16, row-major M x N).
-void launch_add_bias(const float* bias, void* y, int64_t m, int64_t n, DType dtype, cudaStream_t stream);
-
-// cuBLAS: y[M][N] = x[M][K] * W^T with W given as rows [N][ld] (ld >= K) in `dtype`, written into
-// y with leading dim ldy (>= N). fp32 accumulation.
-void gemm_xwt(cublasHandle_t handle, const void* x, const void* w, int64_t ldw, void* y, int64_t ldy,
-              int64_t m, int64_t n, int64_t k, DType dtype, cudaStream_t stream);
-
-cudaDataType_t cuda_dtype(DType t);  // F16 -> CUDA_R_16F, BF16 -> CUDA_R_16BF; throws otherwise
 
 }  // namespace qrt::cuda
 

@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "backends/cuda/packed_weight.h"
+#include "gpu/cublas.h"
 #include "model/llama_model.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
