@@ -22,8 +22,8 @@
 #include <string>
 #include <vector>
 
-#include "backends/cuda/cuda_marlin.h"
-#include "backends/cuda/cuda_marlin_pack.h"
+#include "backends/cuda/common/int4_int8_kernels.h"
+#include "backends/cuda/common/int4_int8_pack.h"
 #include "qrt/quantized_weight.h"
 
 using namespace qrt;

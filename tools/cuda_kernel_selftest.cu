@@ -1,8 +1,9 @@
 // Standalone correctness check of qrt's int4/int8 CUDA kernels (cuda_marlin's qmm, cuda_gemv),
 // for a GPU machine without the project's -dev libraries. Build (one line, no CMake):
 //   nvcc -std=c++20 -O2 -arch=sm_90 -Iinclude -Isrc --expt-relaxed-constexpr \
-//     tools/cuda_kernel_selftest.cu src/backends/cuda/cuda_marlin_kernels.cu \
-//     src/backends/cuda/cuda_gemv_kernels.cu src/backends/cuda/cuda_marlin_pack.cpp \
+//     tools/cuda_kernel_selftest.cu src/backends/cuda/marlin/marlin_kernels.cu \
+//     src/backends/cuda/gemv/gemv_kernels.cu src/backends/cuda/common/int4_int8_launch.cu \
+//     src/backends/cuda/common/int4_int8_pack.cpp \
 //     src/core/dtype.cpp src/core/quantized_weight.cpp src/core/error.cpp -o cuda_kernel_selftest
 // Every case: fresh random weights/activations, CPU reference in double, output poisoned (NaN)
 // before the call, relative error beyond the output rounding (||y - ref|| - ||round(ref) - ref||)
@@ -18,8 +19,8 @@
 #include <string>
 #include <vector>
 
-#include "backends/cuda/cuda_marlin.h"
-#include "backends/cuda/cuda_marlin_pack.h"
+#include "backends/cuda/common/int4_int8_kernels.h"
+#include "backends/cuda/common/int4_int8_pack.h"
 #include "qrt/dtype.h"
 #include "qrt/quantized_weight.h"
 

@@ -14,10 +14,10 @@ std::unique_ptr<Backend> make_cpu_simd_backend();   // backends/cpu_simd (AVX2 /
 std::unique_ptr<Backend> make_cpu_higgs_backend();  // backends/cpu_higgs (HIGGS rotated codebooks)
 
 #ifdef QRT_WITH_CUDA
-std::unique_ptr<Backend> make_cuda_dequant_backend();  // backends/cuda: dequant tiles + cuBLAS
-std::unique_ptr<Backend> make_cuda_fp8_backend();      // backends/cuda: e4m3 via cuBLASLt
-std::unique_ptr<Backend> make_cuda_marlin_backend();   // backends/cuda: tensor-core int4/int8
-std::unique_ptr<Backend> make_cuda_gemv_backend();     // backends/cuda: M <= 8 GEMV
+std::unique_ptr<Backend> make_cuda_dequant_backend();  // backends/cuda/dequant: dequant tiles + cuBLAS
+std::unique_ptr<Backend> make_cuda_fp8_backend();      // backends/cuda/fp8: e4m3 via cuBLASLt
+std::unique_ptr<Backend> make_cuda_marlin_backend();   // backends/cuda/marlin: tensor-core int4/int8
+std::unique_ptr<Backend> make_cuda_gemv_backend();     // backends/cuda/gemv: M <= 8 GEMV
 #endif
 
 }  // namespace qrt

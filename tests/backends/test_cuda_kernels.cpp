@@ -17,7 +17,7 @@
 
 #ifdef QRT_WITH_CUDA
 #include "backends/backend_factories.h"
-#include "backends/cuda/cuda_marlin_pack.h"
+#include "backends/cuda/common/int4_int8_pack.h"
 #include "support/cuda_test_support.h"
 #include "qrt/device.h"
 #include "qrt/dtype.h"
@@ -352,7 +352,7 @@ TEST(CudaKernels, RejectionsNameTheReason) {
 }
 
 // The packed layout, decoded on the host exactly as a lane's registers are used by the kernels
-// (int4_common.cuh): every nibble / byte must be the code of the (row, column) the MMA fragment
+// (int4_int8_device.cuh): every nibble / byte must be the code of the (row, column) the MMA fragment
 // puts it at, after the act-order sort.
 TEST(CudaKernelsPack, LayoutMatchesTheFragmentMapping) {
   std::mt19937 rng(3);

@@ -1,5 +1,5 @@
 // Backend `cuda_marlin`: fp16/bf16 x 4/8-bit weights on tensor cores (mma.sync, sm_80+), the
-// kernel of cuda_marlin_kernels.cu. Parameters: mt (8-token MMA tiles per block: 1/2/4, 0 = by M
+// kernel of marlin_kernels.cu. Parameters: mt (8-token MMA tiles per block: 1/2/4, 0 = by M
 // at run time), nt (n16 tiles per N-warp: 2 = 4x2 warps, or 1 = 8x1 warps with mt 2 or 4;
 // 0 = 2), split (K partitions,
 // 0 = automatic from the SM count). The default is all-automatic, so one prepared kernel serves a
@@ -7,9 +7,9 @@
 #include <fmt/format.h>
 
 #include "backends/backend_factories.h"
-#include "backends/cuda/cuda_backend_common.h"
+#include "backends/cuda/common/backend_helpers.h"
 #include "backends/cuda_capabilities.h"
-#include "backends/cuda/cuda_marlin_prepared.h"
+#include "backends/cuda/common/int4_int8_weight.h"
 
 namespace qrt {
 namespace {

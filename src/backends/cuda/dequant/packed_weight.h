@@ -1,5 +1,7 @@
-// The compact device form of a canonical QuantizedWeight shared by cuda_dequant and cuda_fp8, and
-// the kernels that read it: a fused dequant-GEMV for small M and a tile dequantizer feeding cuBLAS.
+// The compact device form of a canonical QuantizedWeight that cuda_dequant runs, and the kernels
+// that read it: a fused dequant-GEMV for small M and a tile dequantizer feeding cuBLAS. cuda_fp8
+// stores its e4m3 weight in the same form and runs these kernels for small M and as its
+// weight-only path.
 //
 // Layout (built on the host from QuantizedWeight, uploaded once by prepare()):
 //   words  uint32 [N][row_words]: along K, every run of 32 codes occupies `bits` words; code j of a

@@ -1,5 +1,5 @@
-// Helpers shared by the CUDA backends (see cuda_backend_common.h).
-#include "backends/cuda/cuda_backend_common.h"
+// Helpers shared by the CUDA backends (see backend_helpers.h).
+#include "backends/cuda/common/backend_helpers.h"
 
 #include <fmt/format.h>
 

@@ -8,7 +8,7 @@
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
-#include "backends/cuda/fp8_quant.h"
+#include "backends/cuda/fp8/fp8_quant.h"
 
 namespace qrt::cuda {
 namespace {

@@ -10,7 +10,7 @@
 // instructions a lane (dequantization, 4 MMAs, 2 shared loads, one scale per group) and no
 // per-launch branches. Block = 8 warps = WT n16 tiles x (8/WT) K-warps; grid = (N/16/WT, split),
 // the split sized to the blocks resident at once; partial tiles are reduced in shared memory, then
-// across blocks by the last-arriving block (int4_common.cuh).
+// across blocks by the last-arriving block (int4_int8_device.cuh).
 //
 // BULK (sm_90+): the block's whole weight slice (WT tiles x its K range, at most kGemvBulkBytes)
 // is put in flight at the start with one bulk copy per (tile, K-warp piece), before the kernel
@@ -22,10 +22,10 @@
 #include <type_traits>
 #include <vector>
 
-#include "backends/cuda/cuda_marlin.h"
-#include "backends/cuda/cuda_marlin_pack.h"
+#include "backends/cuda/common/int4_int8_kernels.h"
+#include "backends/cuda/common/int4_int8_pack.h"
 #include "gpu/runtime.h"
-#include "backends/cuda/int4_common.cuh"
+#include "backends/cuda/common/int4_int8_device.cuh"
 
 namespace qrt::cuda {
 namespace int4k {
@@ -49,7 +49,7 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
   return g;
 }
 
-// FZ: float zero points (int4_common.cuh): the MMAs see q, an all-ones MMA sums the activations.
+// FZ: float zero points (int4_int8_device.cuh): the MMAs see q, an all-ones MMA sums the activations.
 // Its extra accumulators would cost a resident block per SM (92 registers: 2 blocks instead of 3);
 // capped at 80 it keeps 3 without spilling (sm_90, nvcc 13). 0 = no minimum: the other kernels
 // compile exactly as without the FZ parameter (a stated minimum of 1 changes their code).

@@ -1,5 +1,5 @@
-// Shared host pieces of cuda_marlin / cuda_gemv (see cuda_marlin_prepared.h).
-#include "backends/cuda/cuda_marlin_prepared.h"
+// Shared host pieces of cuda_marlin / cuda_gemv (see int4_int8_weight.h).
+#include "backends/cuda/common/int4_int8_weight.h"
 
 #include <fmt/format.h>
 

@@ -1,5 +1,6 @@
-// Launch interface of qrt's int4/int8 tensor-core kernels (device side in cuda_marlin_kernels.cu
-// and cuda_gemv_kernels.cu). Internal header: includes CUDA headers.
+// Launch interface of qrt's int4/int8 tensor-core kernels: cuda_marlin's (marlin/marlin_kernels.cu),
+// cuda_gemv's (gemv/gemv_kernels.cu) and what both launch through (int4_int8_launch.cu). The Int4*
+// names stand for the packed 4- and 8-bit layout. Internal header: includes CUDA headers.
 //
 // Instantiated tile configurations (few on purpose: CI compiles four architectures on two cores):
 //   cuda_marlin  qmm_<dtype>_w<bits>_m<8*mt>_nt<nt>: 256 threads, N-tile 128, k128 stages

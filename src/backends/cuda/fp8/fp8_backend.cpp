@@ -17,9 +17,9 @@
 #include <cmath>
 
 #include "backends/backend_factories.h"
-#include "backends/cuda/cuda_backend_common.h"
-#include "backends/cuda/fp8_quant.h"
-#include "backends/cuda/packed_weight.h"
+#include "backends/cuda/common/backend_helpers.h"
+#include "backends/cuda/fp8/fp8_quant.h"
+#include "backends/cuda/dequant/packed_weight.h"
 #include "gpu/cublas.h"
 #include "backends/cuda_capabilities.h"
 

@@ -1,6 +1,6 @@
 // Host side of qrt's int4/int8 tensor-core kernels (cuda_marlin, cuda_gemv): the repack of a
 // canonical QuantizedWeight into the fragment-ordered layout the kernels stream (documented in
-// int4_common.cuh), and the launch-geometry heuristics. No CUDA headers: this part is plain C++
+// int4_int8_device.cuh), and the launch-geometry heuristics. No CUDA headers: this part is plain C++
 // so it can be reasoned about (and tested) without a GPU.
 #pragma once
 

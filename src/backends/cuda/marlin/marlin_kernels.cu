@@ -1,6 +1,6 @@
 // cuda_marlin's kernel: fp16/bf16 activations x 4/8-bit weights on tensor cores (mma.sync
 // m16n8k16, sm_80+), Marlin-class: weights streamed once through a cp.async multi-stage ring in
-// the fragment order of int4_common.cuh, dequantized in registers to exact integers q - z, summed
+// the fragment order of int4_int8_device.cuh, dequantized in registers to exact integers q - z, summed
 // per group in fp32 and scaled in fp32 at each group end (so fp16 and bf16 lose nothing to the
 // dequantization), split-K across blocks with a deterministic last-block reduction.
 //
@@ -11,10 +11,10 @@
 // run together and the second..last read hits L2 (M > 32 costs L2 traffic, not DRAM traffic).
 #include <algorithm>
 
-#include "backends/cuda/cuda_marlin.h"
+#include "backends/cuda/common/int4_int8_kernels.h"
 #include "gpu/runtime.h"
-#include "backends/cuda/cuda_marlin_pack.h"
-#include "backends/cuda/int4_common.cuh"
+#include "backends/cuda/common/int4_int8_pack.h"
+#include "backends/cuda/common/int4_int8_device.cuh"
 
 namespace qrt::cuda {
 namespace int4k {
@@ -333,17 +333,6 @@ __global__ void __launch_bounds__(256) qmm_kernel(const KernelArgs a) {
   finish_tile<T, BM, BN, 256>(a, red, nt_idx * a.m_tiles + mt_idx, sp, m0, n0, &last_flag);
 }
 
-template <typename T>
-__global__ void permute_cols_kernel(const T* __restrict__ x, T* __restrict__ xp, const int32_t* __restrict__ perm,
-                                    int64_t m, int64_t k) {
-  const int64_t total = m * k;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t row = i / k, col = i % k;
-    xp[i] = x[row * k + perm[col]];
-  }
-}
-
 }  // namespace int4k
 
 namespace {
@@ -404,10 +393,6 @@ int log2_int(int v) {
 bool qmm_config_instantiated(int mt, int nt) {
   return (nt == 2 && (mt == 1 || mt == 2 || mt == 4)) || (nt == 1 && (mt == 2 || mt == 4));
 }
-
-int64_t int4_max_partial_tiles(int sms) { return 8LL * std::max(sms, 1); }
-int64_t int4_max_tile_floats() { return 32LL * 128; }
-int64_t int4_counter_count(int sms) { return 8LL * std::max(sms, 1) + 64; }
 
 namespace {
 int qmm_occupancy(bool bf16, int bits, int mt, int nt, bool fz);
@@ -485,31 +470,6 @@ cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t 
   if (blocks > 0x7FFFFFFF) return cudaErrorInvalidValue;
   void* args[] = {&a};
   return launch_int4_family(e->fn, dim3(static_cast<unsigned>(blocks)), e->smem, args, cfg.pdl, stream);
-}
-
-cudaError_t launch_int4_family(void* fn, dim3 grid, int smem, void** args, bool pdl, cudaStream_t stream) {
-  if (!pdl || !device_is_sm90_or_newer()) return cudaLaunchKernel(fn, grid, dim3(256), args, smem, stream);
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = grid;
-  cfg.blockDim = dim3(256);
-  cfg.dynamicSmemBytes = static_cast<size_t>(smem);
-  cfg.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  return cudaLaunchKernelExC(&cfg, fn, args);
-}
-
-cudaError_t launch_permute_cols(const void* x, void* xp, const int32_t* perm, int64_t m, int64_t k,
-                                cudaStream_t stream) {
-  const int64_t total = m * k;
-  const int threads = 256;
-  const int64_t blocks = std::min<int64_t>((total + threads - 1) / threads, 65535);
-  permute_cols_kernel<__half><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(
-      static_cast<const __half*>(x), static_cast<__half*>(xp), perm, m, k);
-  return cudaGetLastError();
 }
 
 }  // namespace qrt::cuda

@@ -4,8 +4,8 @@
 #include <fmt/format.h>
 
 #include "backends/backend_factories.h"
-#include "backends/cuda/cuda_backend_common.h"
-#include "backends/cuda/packed_weight.h"
+#include "backends/cuda/common/backend_helpers.h"
+#include "backends/cuda/dequant/packed_weight.h"
 
 namespace qrt {
 namespace {

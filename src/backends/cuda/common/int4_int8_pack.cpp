@@ -1,6 +1,6 @@
 // Repack of canonical quantized weights into the fragment-ordered layout of qrt's int4/int8
-// tensor-core kernels (layout: int4_common.cuh), and the split-K heuristic.
-#include "backends/cuda/cuda_marlin_pack.h"
+// tensor-core kernels (layout: int4_int8_device.cuh), and the split-K heuristic.
+#include "backends/cuda/common/int4_int8_pack.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-// Backend `cuda_gemv`: M <= 8 streaming kernel (cuda_gemv_kernels.cu) on the same packed layout as
+// Backend `cuda_gemv`: M <= 8 streaming kernel (gemv_kernels.cu) on the same packed layout as
 // cuda_marlin (one device copy when both serve a layer). Parameters: wt (n16 tiles per block,
 // 2 or 4; 0 = 4 for N >= 16384 else 2, as measured), split (K partitions, 0 = automatic from the
 // SM count), bulk (1 = the sm_90 variant whose weights arrive through bulk copies into shared
@@ -8,9 +8,9 @@
 #include <stdexcept>
 
 #include "backends/backend_factories.h"
-#include "backends/cuda/cuda_backend_common.h"
+#include "backends/cuda/common/backend_helpers.h"
 #include "backends/cuda_capabilities.h"
-#include "backends/cuda/cuda_marlin_prepared.h"
+#include "backends/cuda/common/int4_int8_weight.h"
 
 namespace qrt {
 namespace {

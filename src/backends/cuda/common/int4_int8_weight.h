@@ -8,8 +8,8 @@
 #include <memory>
 #include <string>
 
-#include "backends/cuda/cuda_marlin.h"
-#include "backends/cuda/cuda_marlin_pack.h"
+#include "backends/cuda/common/int4_int8_kernels.h"
+#include "backends/cuda/common/int4_int8_pack.h"
 #include "gpu/runtime.h"
 #include "qrt/backend.h"
 
@@ -52,7 +52,7 @@ void int4_forward(const Int4DeviceWeight& w, const Int4Scratch& scratch, const A
 
 }  // namespace qrt::cuda
 
-#include "backends/cuda/cuda_backend_common.h"
+#include "backends/cuda/common/backend_helpers.h"
 
 namespace qrt::cuda {
 

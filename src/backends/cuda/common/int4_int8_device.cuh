@@ -7,7 +7,7 @@
 // wastes nothing on the weight side, and a dequantized weight fragment is reused by every 8-token
 // tile of the block.
 //
-// Packed layout (built by pack_int4_host, cuda_marlin_pack.cpp): the weight is cut into n16 x k64
+// Packed layout (built by pack_int4_host, int4_int8_pack.cpp): the weight is cut into n16 x k64
 // pieces; piece (t, c) holds 32 lanes x 16 bytes (4-bit) or 2 x 32 lanes x 16 bytes (8-bit), so
 // one 16-byte load per lane is exactly its A fragments for the four k16 steps of the piece.
 // Inside a 64-wide piece the k order is permuted (identically for weights and activations, which
