@@ -1,11 +1,10 @@
 // The cuBLAS GEMM and its bias epilogue (see cublas.h).
 #include "gpu/cublas.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-
 #include <algorithm>
 #include <string>
+
+#include "gpu/convert.cuh"
 
 namespace qrt::cuda {
 
@@ -16,13 +15,6 @@ cudaDataType_t cuda_dtype(DType t) {
 }
 
 namespace {
-
-template <typename T> __device__ __forceinline__ float to_f(T v);
-template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 template <typename T>
 __global__ void add_bias_kernel(const float* __restrict__ bias, T* __restrict__ y, int64_t m, int64_t n) {

@@ -3,12 +3,15 @@
 
 #include <fmt/format.h>
 
+#include <utility>
+
 #include "backends/cuda_capabilities.h"
 #include "qrt/error.h"
 
 namespace qrt::cuda {
 
-BackendCapability cuda_backend_capability(const std::string& name) { return cuda_backend_declaration(name).capability; }
+CudaBackend::CudaBackend(std::string name, std::string summary)
+    : name_(std::move(name)), summary_(std::move(summary)), cap_(cuda_backend_declaration(name_).capability) {}
 
 void check_prepare(const Backend& backend, const QuantizedWeight& weight, const KernelParams& params,
                    const DeviceInfo& device, bool check_layer) {
@@ -19,6 +22,12 @@ void check_prepare(const Backend& backend, const QuantizedWeight& weight, const 
     throw invalid_input(layer + ": " + backend.name() + ": " + v.reason);
   if (!check_layer) return;
   if (Verdict v = backend.check(weight.spec, device); !v.ok) throw unsupported(layer + ": " + backend.name() + ": " + v.reason);
+}
+
+KernelParams zero_params(std::initializer_list<const char*> keys) {
+  KernelParams p;
+  for (const char* key : keys) p.values[key] = int64_t(0);
+  return p;
 }
 
 Verdict validate_known_params(const KernelParams& params, std::initializer_list<IntParamRule> rules) {

@@ -52,8 +52,6 @@ void int4_forward(const Int4DeviceWeight& w, const Int4Scratch& scratch, const A
 
 }  // namespace qrt::cuda
 
-#include "backends/cuda/common/backend_helpers.h"
-
 namespace qrt::cuda {
 
 size_t int4_partials_bytes(int sms);

@@ -5,44 +5,18 @@
 
 #include "backends/backend_factories.h"
 #include "backends/cuda/common/backend_helpers.h"
-#include "backends/cuda/dequant/packed_weight.h"
+#include "backends/cuda/dequant/dequant_linear.h"
 
 namespace qrt {
 namespace {
 
 using cuda::DeviceContext;
 
-class CudaDequantLinear final : public PreparedLinear {
+class CudaDequantBackend final : public cuda::CudaBackend {
  public:
-  CudaDequantLinear(cuda::PackedWeight packed, DeviceContext& ctx, int64_t gemv_max_m, int64_t tile_rows)
-      : packed_(std::move(packed)), ctx_(ctx), gemv_max_m_(gemv_max_m), tile_rows_(tile_rows) {}
-
-  void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
-    const auto& w = packed_.view();
-    cudaStream_t st = cuda::as_stream(ec.cuda_stream);
-    if (x.rows <= gemv_max_m_) {
-      cuda::launch_dequant_gemv(w, x.data, y.data, x.rows, x.dtype, st);
-      return;
-    }
-    cuda::dequant_gemm(w, ctx_.cublas(), ctx_.workspace(), tile_rows_, x.data, y.data, x.rows, x.dtype, st);
-  }
-  int64_t weight_bytes() const override { return packed_.device_bytes(); }
-
- private:
-  cuda::PackedWeight packed_;
-  DeviceContext& ctx_;
-  int64_t gemv_max_m_;
-  int64_t tile_rows_;
-};
-
-class CudaDequantBackend final : public Backend {
- public:
-  CudaDequantBackend() {
-    cap_ = cuda::cuda_backend_capability("cuda_dequant");
-  }
-  const std::string& name() const override { return name_; }
-  const std::string& summary() const override { return summary_; }
-  const BackendCapability& capability() const override { return cap_; }
+  CudaDequantBackend()
+      : CudaBackend("cuda_dequant",
+                    "dequantize packed weights to fp16/bf16 tiles + cuBLAS; fused dequant-GEMV for small M") {}
 
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
     Verdict v = check_capability(layer, device);
@@ -93,13 +67,8 @@ class CudaDequantBackend final : public Backend {
     const int64_t tile = cuda::dequant_tile_rows(weight.N(), weight.K(), params.get_int("tile_n", 0));
     ctx.reserve_workspace(static_cast<size_t>(tile * cuda::dequant_ld(weight.K()) * 2));
     ctx.cublas();
-    return std::make_unique<CudaDequantLinear>(std::move(packed), ctx, params.get_int("gemv_max_m", 8), tile);
+    return std::make_unique<cuda::DequantLinear>(std::move(packed), ctx, params.get_int("gemv_max_m", 8), tile);
   }
-
- private:
-  std::string name_ = "cuda_dequant";
-  std::string summary_ = "dequantize packed weights to fp16/bf16 tiles + cuBLAS; fused dequant-GEMV for small M";
-  BackendCapability cap_;
 };
 
 }  // namespace

@@ -7,17 +7,11 @@
 #include <algorithm>
 
 #include "backends/cuda/dequant/packed_weight.h"
+#include "gpu/convert.cuh"
 #include "gpu/cublas.h"
 
 namespace qrt::cuda {
 namespace {
-
-template <typename T> __device__ __forceinline__ float to_f(T v);
-template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
 
 // Integer code -> float without the slow I2F: 2^23 + c has c in its low mantissa bits.
 __device__ __forceinline__ float code_to_f(uint32_t c) { return __int_as_float(0x4B000000u | c) - 8388608.0f; }

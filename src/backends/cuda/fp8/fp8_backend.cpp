@@ -19,7 +19,7 @@
 #include "backends/backend_factories.h"
 #include "backends/cuda/common/backend_helpers.h"
 #include "backends/cuda/fp8/fp8_quant.h"
-#include "backends/cuda/dequant/packed_weight.h"
+#include "backends/cuda/dequant/dequant_linear.h"
 #include "gpu/cublas.h"
 #include "backends/cuda_capabilities.h"
 
@@ -173,12 +173,13 @@ class LtFp8Gemm {
   const float host_alpha_ = mode_ == Fp8Mode::Tensorwise ? tensorwise_prescale(k_) : 1.f;
 };
 
-class CudaFp8Linear final : public PreparedLinear {
+// cuda_dequant's layer (the GEMV for small M, the weight-only path) plus the FP8 tensor-core path.
+class CudaFp8Linear final : public cuda::DequantLinear {
  public:
   CudaFp8Linear(cuda::PackedWeight packed, DeviceContext& ctx, const KernelParams& params, bool native,
                 int64_t chunk_rows, int64_t tile_rows)
-      : packed_(std::move(packed)), ctx_(ctx), native_(native), chunk_rows_(chunk_rows), tile_rows_(tile_rows) {
-    gemv_max_m_ = params.get_int("gemv_max_m", 8);
+      : DequantLinear(std::move(packed), ctx, params.get_int("gemv_max_m", 8), tile_rows), native_(native),
+        chunk_rows_(chunk_rows) {
     fast_accum_ = fast_accum_requested_ = params.get_int("fast_accum", 1) != 0;
     per_token_ = params.get_int("per_token", 0) != 0;
     num_sms_ = ctx.props().multiProcessorCount;
@@ -186,12 +187,7 @@ class CudaFp8Linear final : public PreparedLinear {
   }
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
-    const auto& w = packed_.view();
-    cudaStream_t st = cuda::as_stream(ec.cuda_stream);
-    if (x.rows <= gemv_max_m_) {
-      cuda::launch_dequant_gemv(w, x.data, y.data, x.rows, x.dtype, st);
-      return;
-    }
+    if (forward_gemv(x, y, ec)) return;
     // The native path needs 16-byte aligned activations and a cuBLASLt algorithm for the row
     // counts of this call (full chunks and the remainder); otherwise the weight-only path, which
     // gives the same result more slowly.
@@ -199,9 +195,11 @@ class CudaFp8Linear final : public PreparedLinear {
     if (g && !(g->ready_for(std::min(chunk_rows_, x.rows)) && g->ready_for(x.rows % chunk_rows_ ? x.rows % chunk_rows_ : chunk_rows_)))
       g = nullptr;
     if (!g) {
-      cuda::dequant_gemm(w, ctx_.cublas(), ctx_.workspace(), tile_rows_, x.data, y.data, x.rows, x.dtype, st);
+      forward_tiles(x, y, ec);
       return;
     }
+    const auto& w = packed_.view();
+    cudaStream_t st = cuda::as_stream(ec.cuda_stream);
     uint8_t* xq = static_cast<uint8_t*>(ctx_.workspace());
     float* xs = reinterpret_cast<float*>(xq + scale_offset());
     for (int64_t m0 = 0; m0 < x.rows; m0 += chunk_rows_) {
@@ -225,7 +223,6 @@ class CudaFp8Linear final : public PreparedLinear {
     }
     if (w.bias && mode_ != Fp8Mode::Tensorwise) cuda::launch_add_bias(w.bias, y.data, x.rows, w.n, x.dtype, st);
   }
-  int64_t weight_bytes() const override { return packed_.device_bytes(); }
 
   // Builds the descriptors for both output dtypes and checks that cuBLASLt runs this layer.
   // Falls back to exact accumulation when cuBLASLt has no fast-accumulation kernel for the layer.
@@ -302,11 +299,8 @@ class CudaFp8Linear final : public PreparedLinear {
                                          ctx_.lt_workspace(), ctx_.lt_workspace_bytes(), mode_);
     return *slot;
   }
-  cuda::PackedWeight packed_;
-  DeviceContext& ctx_;
   bool native_;
-  int64_t chunk_rows_, tile_rows_;
-  int64_t gemv_max_m_ = 8;
+  int64_t chunk_rows_;
   bool fast_accum_ = true;
   bool fast_accum_requested_ = true;
   bool per_token_ = false;
@@ -318,12 +312,11 @@ class CudaFp8Linear final : public PreparedLinear {
   std::unique_ptr<LtFp8Gemm> gemm_f16_, gemm_bf16_;
 };
 
-class CudaFp8Backend final : public Backend {
+class CudaFp8Backend final : public cuda::CudaBackend {
  public:
-  CudaFp8Backend() { cap_ = cuda::cuda_backend_capability("cuda_fp8"); }
-  const std::string& name() const override { return name_; }
-  const std::string& summary() const override { return summary_; }
-  const BackendCapability& capability() const override { return cap_; }
+  CudaFp8Backend()
+      : CudaBackend("cuda_fp8",
+                    "e4m3 weights on FP8 tensor cores via cuBLASLt (per-token activation scales); GEMV at small M") {}
 
   Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
     return cuda::validate_known_params(params, {{"gemv_max_m", 0, 64},
@@ -358,7 +351,7 @@ class CudaFp8Backend final : public Backend {
   // but the plan says so (the declaration's path note): a slow path is never silent.
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
     Verdict v = check_capability(layer, device);
-    if (v.ok) v.note = cuda_backend_declaration(name_).path_note(layer, device);
+    if (v.ok) v.note = cuda_backend_declaration(name()).path_note(layer, device);
     return v;
   }
 
@@ -400,11 +393,6 @@ class CudaFp8Backend final : public Backend {
     }
     return lin;
   }
-
- private:
-  std::string name_ = "cuda_fp8";
-  std::string summary_ = "e4m3 weights on FP8 tensor cores via cuBLASLt (per-token activation scales); GEMV at small M";
-  BackendCapability cap_;
 };
 
 }  // namespace

@@ -8,20 +8,16 @@
 #include <stdexcept>
 
 #include "backends/backend_factories.h"
-#include "backends/cuda/common/backend_helpers.h"
+#include "backends/cuda/common/int4_int8_backend.h"
 #include "backends/cuda_capabilities.h"
-#include "backends/cuda/common/int4_int8_weight.h"
 
 namespace qrt {
 namespace {
 
-using cuda::DeviceContext;
-
-class CudaGemvLinear final : public PreparedLinear {
+class CudaGemvLinear final : public cuda::Int4Int8Linear {
  public:
-  CudaGemvLinear(std::shared_ptr<const cuda::Int4DeviceWeight> w, cuda::Int4Scratch scratch, int wt, int split,
-                 bool bulk)
-      : w_(std::move(w)), scratch_(scratch), wt_(wt), split_(split), bulk_(bulk) {}
+  CudaGemvLinear(cuda::Int4Int8Upload upload, int wt, int split, bool bulk)
+      : Int4Int8Linear(std::move(upload)), wt_(wt), split_(split), bulk_(bulk) {}
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
     cuda::int4_forward(*w_, scratch_, x, y, ec,
@@ -39,29 +35,21 @@ class CudaGemvLinear final : public PreparedLinear {
                          return cudaSuccess;
                        });
   }
-  int64_t weight_bytes() const override { return w_->bytes(); }
 
  private:
-  std::shared_ptr<const cuda::Int4DeviceWeight> w_;
-  cuda::Int4Scratch scratch_;
   int wt_, split_;
   bool bulk_;
 };
 
-class CudaGemvBackend final : public Backend {
+class CudaGemvBackend final : public cuda::Int4Int8Backend {
  public:
-  CudaGemvBackend() { cap_ = cuda::cuda_backend_capability("cuda_gemv"); }
-  const std::string& name() const override { return name_; }
-  const std::string& summary() const override { return summary_; }
-  const BackendCapability& capability() const override { return cap_; }
+  CudaGemvBackend()
+      : Int4Int8Backend("cuda_gemv",
+                        "int4/int8 x fp16/bf16 streaming GEMV for M <= 8 (16-byte loads, 8 in flight, mma.sync), sm_80+") {}
 
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
-    Verdict v = check_capability(layer, device);
-    if (!v.ok) return v;
-    if (device.gpu.compute_capability() < 80)
-      return Verdict::no("this GEMV runs on mma.sync tensor cores (sm_80+); device is sm_" +
-                         std::to_string(device.gpu.compute_capability()));
-    if (std::string why = cuda::int4_pack_rejection(layer); !why.empty()) return Verdict::no(why);
+    if (Verdict v = check_int4_int8(layer, device, "this GEMV runs on mma.sync tensor cores (sm_80+)"); !v.ok)
+      return v;
     return Verdict::yes_but(int4_float_zero_note(layer));
   }
 
@@ -75,11 +63,7 @@ class CudaGemvBackend final : public Backend {
   }
 
   KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
-    KernelParams p;
-    p.values["wt"] = int64_t(0);
-    p.values["split"] = int64_t(0);
-    p.values["bulk"] = int64_t(0);
-    return p;
+    return cuda::zero_params({"wt", "split", "bulk"});
   }
 
   std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
@@ -108,19 +92,10 @@ class CudaGemvBackend final : public Backend {
     if (bulk && device.gpu.compute_capability() < 90)
       throw std::runtime_error(fmt::format("cuda_gemv: parameter 'bulk' = 1 needs sm_90 or newer (bulk copies); device is sm_{}",
                                            device.gpu.compute_capability()));
-    cuda::DeviceGuard guard(device.gpu.index);
-    DeviceContext& ctx = DeviceContext::get(device.gpu.index);
-    auto w = cuda::shared_int4_weight(weight, device.gpu.index);
-    const cuda::Int4Scratch scratch =
-        cuda::reserve_int4_scratch(ctx, weight.K(), w->view().perm != nullptr, context.max_rows);
-    return std::make_unique<CudaGemvLinear>(std::move(w), scratch, static_cast<int>(params.get_int("wt", 0)),
+    return std::make_unique<CudaGemvLinear>(cuda::upload_int4_int8(weight, context),
+                                            static_cast<int>(params.get_int("wt", 0)),
                                             static_cast<int>(params.get_int("split", 0)), bulk);
   }
-
- private:
-  std::string name_ = "cuda_gemv";
-  std::string summary_ = "int4/int8 x fp16/bf16 streaming GEMV for M <= 8 (16-byte loads, 8 in flight, mma.sync), sm_80+";
-  BackendCapability cap_;
 };
 
 }  // namespace

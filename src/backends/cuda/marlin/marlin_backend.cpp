@@ -7,14 +7,11 @@
 #include <fmt/format.h>
 
 #include "backends/backend_factories.h"
-#include "backends/cuda/common/backend_helpers.h"
+#include "backends/cuda/common/int4_int8_backend.h"
 #include "backends/cuda_capabilities.h"
-#include "backends/cuda/common/int4_int8_weight.h"
 
 namespace qrt {
 namespace {
-
-using cuda::DeviceContext;
 
 // The M-tile chosen for m rows when mt = 0: the smallest instantiated tile covering m, 32 above.
 int auto_mt(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : 4; }
@@ -22,11 +19,10 @@ int auto_mt(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : 4; }
 // layout wins on wide layers (N >= 12288: 48 vs 60 µs at N = 22016, M = 32), 4x2 elsewhere.
 int auto_nt(int mt, int64_t n) { return mt == 4 && n >= 12288 ? 1 : 2; }
 
-class CudaMarlinLinear final : public PreparedLinear {
+class CudaMarlinLinear final : public cuda::Int4Int8Linear {
  public:
-  CudaMarlinLinear(std::shared_ptr<const cuda::Int4DeviceWeight> w, cuda::Int4Scratch scratch, int mt, int nt,
-                   int split)
-      : w_(std::move(w)), scratch_(scratch), mt_(mt), nt_(nt), split_(split) {}
+  CudaMarlinLinear(cuda::Int4Int8Upload upload, int mt, int nt, int split)
+      : Int4Int8Linear(std::move(upload)), mt_(mt), nt_(nt), split_(split) {}
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
     cuda::int4_forward(*w_, scratch_, x, y, ec,
@@ -39,28 +35,20 @@ class CudaMarlinLinear final : public PreparedLinear {
                          return cuda::launch_qmm(v, xin, yout, rows, bf16, cfg, ws, sms, st);
                        });
   }
-  int64_t weight_bytes() const override { return w_->bytes(); }
 
  private:
-  std::shared_ptr<const cuda::Int4DeviceWeight> w_;
-  cuda::Int4Scratch scratch_;
   int mt_, nt_, split_;
 };
 
-class CudaMarlinBackend final : public Backend {
+class CudaMarlinBackend final : public cuda::Int4Int8Backend {
  public:
-  CudaMarlinBackend() { cap_ = cuda::cuda_backend_capability("cuda_marlin"); }
-  const std::string& name() const override { return name_; }
-  const std::string& summary() const override { return summary_; }
-  const BackendCapability& capability() const override { return cap_; }
+  CudaMarlinBackend()
+      : Int4Int8Backend("cuda_marlin",
+                        "tensor-core int4/int8 x fp16/bf16 GEMM (Marlin-class, mma.sync, exact fp32 group scaling), "
+                        "sm_80+") {}
 
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
-    Verdict v = check_capability(layer, device);
-    if (!v.ok) return v;
-    if (device.gpu.compute_capability() < 80)
-      return Verdict::no("needs mma.sync and cp.async (sm_80+); device is sm_" +
-                         std::to_string(device.gpu.compute_capability()));
-    if (std::string why = cuda::int4_pack_rejection(layer); !why.empty()) return Verdict::no(why);
+    if (Verdict v = check_int4_int8(layer, device, "needs mma.sync and cp.async (sm_80+)"); !v.ok) return v;
     if (device.gpu.shared_mem_per_block_optin > 0 && device.gpu.shared_mem_per_block_optin < 96 * 1024)
       return Verdict::no(fmt::format("needs 96 KiB of shared memory per block, device allows {}",
                                      device.gpu.shared_mem_per_block_optin));
@@ -80,11 +68,7 @@ class CudaMarlinBackend final : public Backend {
 
   KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     // All automatic: the tile follows the M of each call, the split the SM count.
-    KernelParams p;
-    p.values["mt"] = int64_t(0);
-    p.values["nt"] = int64_t(0);
-    p.values["split"] = int64_t(0);
-    return p;
+    return cuda::zero_params({"mt", "nt", "split"});
   }
 
   std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
@@ -118,20 +102,11 @@ class CudaMarlinBackend final : public Backend {
                                           const PrepareContext& context) const override {
     const DeviceInfo& device = context.device;
     cuda::check_prepare(*this, weight, params, device, /*check_layer=*/true);
-    cuda::DeviceGuard guard(device.gpu.index);
-    DeviceContext& ctx = DeviceContext::get(device.gpu.index);
-    auto w = cuda::shared_int4_weight(weight, device.gpu.index);
-    const cuda::Int4Scratch scratch =
-        cuda::reserve_int4_scratch(ctx, weight.K(), w->view().perm != nullptr, context.max_rows);
-    return std::make_unique<CudaMarlinLinear>(std::move(w), scratch, static_cast<int>(params.get_int("mt", 0)),
+    return std::make_unique<CudaMarlinLinear>(cuda::upload_int4_int8(weight, context),
+                                              static_cast<int>(params.get_int("mt", 0)),
                                               static_cast<int>(params.get_int("nt", 0)),
                                               static_cast<int>(params.get_int("split", 0)));
   }
-
- private:
-  std::string name_ = "cuda_marlin";
-  std::string summary_ = "tensor-core int4/int8 x fp16/bf16 GEMM (Marlin-class, mma.sync, exact fp32 group scaling), sm_80+";
-  BackendCapability cap_;
 };
 
 }  // namespace
