@@ -1,4 +1,4 @@
-// The GPU engine's own fused kernels (src/model/cuda/cuda_model_kernels.h) against references in
+// The GPU engine's own fused kernels (src/model/cuda/kernels.h) against references in
 // double on fresh seeded random data, outputs poisoned (NaN) before every call:
 // - rope_store_decode_attention (RoPE + KV store + split attention over GQA groups) at awkward
 //   shapes (head_dim 8 ... 256, groups 1 ... 8, 1 ... 8 rows), contexts from the first position to
@@ -23,7 +23,7 @@
 #ifdef QRT_WITH_CUDA
 #include "gpu/runtime.h"
 #include "support/cuda_test_support.h"
-#include "model/cuda/cuda_model_kernels.h"
+#include "model/cuda/kernels.h"
 #include "model/ops.h"
 #include "qrt/dtype.h"
 #include "qrt/sampler.h"

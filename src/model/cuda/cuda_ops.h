@@ -8,7 +8,7 @@
 //
 // The fused ops of a decode step (up to 8 rows): the embedding with the first norm, RoPE + KV
 // store + attention over GQA groups split across blocks (flash-decoding), and the final norm +
-// dense head + greedy choice, each one launch where the shapes allow (cuda_model_kernels.h says
+// dense head + greedy choice, each one launch where the shapes allow (kernels.h says
 // which). QRT_CUDA_FUSED_DECODE=0 in the environment runs the unfused kernels instead (A/B).
 #pragma once
 
@@ -23,7 +23,7 @@
 #include "gpu/runtime.h"
 #include "model/block_ops.h"
 #include "model/cuda/cuda_engine.h"
-#include "model/cuda/cuda_model_kernels.h"
+#include "model/cuda/kernels.h"
 
 namespace qrt::model {
 

@@ -1,5 +1,5 @@
 // Decode attention of one layer in one launch: RoPE, the KV-cache store and split-KV attention
-// over GQA groups (see rope_store_decode_attention in cuda_model_kernels.h).
+// over GQA groups (see rope_store_decode_attention in kernels.h).
 //
 // Work of a block (KV head g, row i, part sp): the query heads of group g at row i, rotated at
 // the row's position p and kept in shared memory as float (rounded through fp16 first, as the
@@ -16,8 +16,8 @@
 #include <cmath>
 #include <type_traits>
 
-#include "model/cuda/cuda_model_kernels.h"
-#include "model/cuda/cuda_kernel_common.cuh"
+#include "model/cuda/kernels.h"
+#include "model/cuda/kernel_common.cuh"
 
 namespace qrt::cuda_model {
 namespace {

@@ -1,5 +1,6 @@
 // What the model's kernels share (internal header, .cu files only): warp and block reductions,
-// the greedy comparison, the KV cache's element types, and programmatic dependent launch (PDL).
+// the greedy comparison, the KV cache's element types, the grid size of the grid-stride kernels,
+// and programmatic dependent launch (PDL).
 //
 // PDL. Every kernel of src/model/cuda starts with pdl_trigger() then pdl_wait(), and is launched
 // through launch(), which sets the programmatic-serialization attribute on sm_90+ (unless
@@ -15,6 +16,7 @@
 #include <cuda_fp8.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
 #include <utility>
@@ -39,7 +41,7 @@ __device__ __forceinline__ void pdl_entry() {
   pdl_wait();
 }
 
-// True when the current device runs PDL (sm_90+) and QRT_CUDA_PDL is not 0.
+// True when the current device runs PDL (sm_90+) and QRT_CUDA_PDL is not 0 (kernel_common.cu).
 bool pdl_enabled();
 
 // kernel<<<grid, block, 0, s>>>(args...), with the PDL attribute where pdl_enabled(); a launch
@@ -59,6 +61,11 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s, Ar
     cfg.numAttrs = 1;
   }
   QRT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+
+// Blocks of `threads` covering n elements, at most 65535 (the kernels stride over the rest).
+inline unsigned blocks_for(int64_t n, int threads) {
+  return static_cast<unsigned>(std::min<int64_t>((n + threads - 1) / threads, 65535));
 }
 
 __device__ __forceinline__ float warp_sum(float v) {

@@ -1,12 +1,12 @@
 // The end of a decode step on the device: the final norm, a dense fp16 head and the greedy choice
 // in one launch (rmsnorm_head_argmax), and the greedy choice alone over float logits (argmax).
-// See cuda_model_kernels.h.
+// See kernels.h.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 
-#include "model/cuda/cuda_model_kernels.h"
-#include "model/cuda/cuda_kernel_common.cuh"
+#include "model/cuda/kernels.h"
+#include "model/cuda/kernel_common.cuh"
 
 namespace qrt::cuda_model {
 namespace {

@@ -1,6 +1,9 @@
 // Device kernels of the GPU Llama forward pass (fp16 activations, float32 residual stream and
 // norms, a KV cache of fp16 or fp8 e4m3 [kv_head][position][head_dim] per layer). Positions are
 // read from device memory (d_pos) so that one captured CUDA graph serves every decode step.
+// One .cu file per op, each with its kernels and launcher: embed, rmsnorm (also embed_rmsnorm),
+// rope_store, attention (per head and split-KV), decode_attention (the fused decode step),
+// silu_mul, convert (half_to_float), head_argmax (also argmax), sample, hold.
 // Internal CUDA header.
 #pragma once
 
