@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <map>
+#include <mutex>
+#include <tuple>
 
 namespace qrt::cuda {
 
@@ -247,6 +249,21 @@ bool device_is_sm90_or_newer(int device) {
     known[device].store(v, std::memory_order_relaxed);
   }
   return v == 2;
+}
+
+int resident_blocks_per_sm(const void* kernel, int threads, int smem_bytes) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 1;
+  static std::mutex mu;
+  static std::map<std::tuple<int, const void*, int, int>, int> known;
+  const auto key = std::make_tuple(device, kernel, threads, smem_bytes);
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = known.find(key); it != known.end()) return it->second;
+  int blocks = 1;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, threads, smem_bytes) != cudaSuccess || blocks < 1)
+    blocks = 1;
+  known.emplace(key, blocks);
+  return blocks;
 }
 
 }  // namespace qrt::cuda

@@ -164,4 +164,9 @@ int device_count(std::string* why = nullptr);
 // a device that cannot be queried.
 bool device_is_sm90_or_newer(int device = -1);
 
+// Blocks of `kernel` (launched with `threads` threads and `smem_bytes` of dynamic shared memory)
+// that one SM of the current device holds at once. Asked of the runtime once per (device, kernel,
+// threads, shared memory) and kept, safe from any thread; 1 when the query fails.
+int resident_blocks_per_sm(const void* kernel, int threads, int smem_bytes);
+
 }  // namespace qrt::cuda

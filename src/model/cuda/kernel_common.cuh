@@ -2,7 +2,8 @@
 // the greedy comparison, the KV cache's element types, the grid size of the grid-stride kernels,
 // and programmatic dependent launch (PDL).
 //
-// PDL. Every kernel of src/model/cuda starts with pdl_trigger() then pdl_wait(), and is launched
+// PDL. Every kernel of src/model/cuda (but hold_kernel, a test aid launched plainly) starts with
+// pdl_trigger() then pdl_wait(), and is launched
 // through launch(), which sets the programmatic-serialization attribute on sm_90+ (unless
 // QRT_CUDA_PDL=0). The next kernel on the stream may then be scheduled as soon as every block of
 // this one has started, and runs up to its own pdl_wait(), which returns once this kernel has

@@ -18,9 +18,7 @@
 // that piece's mbarrier only. Every byte of the matrix is requested in the first microsecond and
 // no register holds a load in flight, against 3.5 KB a warp for the register path.
 #include <algorithm>
-#include <mutex>
 #include <type_traits>
-#include <vector>
 
 #include "backends/cuda/common/int4_int8_kernels.h"
 #include "backends/cuda/common/int4_int8_pack.h"
@@ -338,26 +336,6 @@ constexpr int kGemvMaxSmem = 64 * 1024;
 // BULK: the weight slice of a block (4 blocks of 48 KB + their activations fit an SM's 228 KB).
 constexpr int kGemvBulkBytes = 48 * 1024;
 constexpr int kGemvBulkMaxSmem = kGemvBulkBytes + 16 * 1024;
-// Blocks of `fn` (256 threads, `smem` bytes of dynamic shared memory) resident at once on one SM
-// of the current device; asked once per (device, kernel, smem) and kept.
-int resident_blocks_per_sm(const void* fn, int smem) {
-  struct Known {
-    int device;
-    const void* fn;
-    int smem, blocks;
-  };
-  static std::mutex mu;
-  static std::vector<Known> known;
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) return 1;
-  std::lock_guard<std::mutex> lock(mu);
-  for (const Known& k : known)
-    if (k.device == dev && k.fn == fn && k.smem == smem) return k.blocks;
-  int blocks = 1;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, 256, smem) != cudaSuccess || blocks < 1) blocks = 1;
-  known.push_back({dev, fn, smem, blocks});
-  return blocks;
-}
 int log2_int(int v) {
   int l = 0;
   while ((1 << l) < v) ++l;
@@ -428,7 +406,7 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
       per_full = (per_full + 1) / 2;
     const int smem_full =
         gemv_smem(static_cast<int>(m), per_full, w.group_size, cfg.wt, w.zeros != nullptr, fz, bulk_bits).total;
-    const int slots = sms * resident_blocks_per_sm(e->fn, smem_full);
+    const int slots = sms * resident_blocks_per_sm(e->fn, 256, smem_full);
     split = choose_split(bx, kchunks, slots, max_tiles, 8 / cfg.wt);
   }
   int per = (kchunks + split - 1) / split;

@@ -349,12 +349,6 @@ struct QmmEntry {
   void* fn;
   bool fz;  // float zero points
 };
-// Resident blocks per SM of a kernel (cached; queried at prepare time through qmm_init_kernels).
-int occupancy_of(void* fn, int smem) {
-  int blocks = 1;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, fn, 256, smem) != cudaSuccess || blocks < 1) blocks = 1;
-  return blocks;
-}
 
 #define QRT_QMM_ROW(T, ISBF, BITS, MT, NT, FZ)                                                         \
   QmmEntry{ISBF, BITS, MT, NT, QmmShape<BITS, MT, NT, FZ>::kSmem + 0, QmmShape<BITS, MT, NT, FZ>::kBN,     \
@@ -410,14 +404,11 @@ cudaError_t qmm_init_kernels() {
 }
 
 namespace {
+// Resident blocks per SM of the kernel (asked once per device and kept by the GPU runtime; the
+// first ask happens at prepare time, through qmm_init_kernels).
 int qmm_occupancy(bool bf16, int bits, int mt, int nt, bool fz) {
-  static int cache[2][2][5][3][2] = {};
-  int& c = cache[bf16][bits == 8][mt][nt][fz];
-  if (c == 0) {
-    const QmmEntry* e = find_qmm(bf16, bits, mt, nt, fz);
-    c = e ? occupancy_of(e->fn, e->smem) : 1;
-  }
-  return c;
+  const QmmEntry* e = find_qmm(bf16, bits, mt, nt, fz);
+  return e ? resident_blocks_per_sm(e->fn, 256, e->smem) : 1;
 }
 }  // namespace
 
