@@ -3,9 +3,8 @@
 // inline function compiled with these flags can stand in for the baseline copy elsewhere.
 #include <immintrin.h>
 
-#include <algorithm>
-
 #include "model/cpu_attention.h"
+#include "model/cpu_attention_chunks.h"
 #include "model/cpu_attention_kernels.h"
 
 namespace qrt::cpu_attention {
@@ -48,18 +47,9 @@ void values_chunk(const float* w, const T* values, int64_t first, int64_t last, 
 
 template <class T>
 void values(const float* w, const T* vb, int64_t first, int64_t last, int64_t hd, float* out) {
-  for (int64_t c0 = 0; c0 < hd; c0 += 128) {
-    switch (std::min<int64_t>(8, (hd - c0) / 16)) {
-      case 1: values_chunk<1>(w, vb, first, last, hd, c0, out); break;
-      case 2: values_chunk<2>(w, vb, first, last, hd, c0, out); break;
-      case 3: values_chunk<3>(w, vb, first, last, hd, c0, out); break;
-      case 4: values_chunk<4>(w, vb, first, last, hd, c0, out); break;
-      case 5: values_chunk<5>(w, vb, first, last, hd, c0, out); break;
-      case 6: values_chunk<6>(w, vb, first, last, hd, c0, out); break;
-      case 7: values_chunk<7>(w, vb, first, last, hd, c0, out); break;
-      default: values_chunk<8>(w, vb, first, last, hd, c0, out); break;
-    }
-  }
+  for_each_value_chunk<16>(hd, [&](auto nc, int64_t c0) {
+    values_chunk<decltype(nc)::value>(w, vb, first, last, hd, c0, out);
+  });
 }
 
 }  // namespace
