@@ -274,7 +274,9 @@ TEST(CrossBackendCoverage, EveryUsableBackendHasRowsAndGapsAreListed) {
     simd |= c.row.backend == "cpu_simd";
   }
   EXPECT_TRUE(ref);
-  if (probe_cpu().cpu.features.avx2) EXPECT_TRUE(simd) << "cpu_simd must run on an AVX2 machine";
+  if (probe_cpu().cpu.features.avx2) {
+    EXPECT_TRUE(simd) << "cpu_simd must run on an AVX2 machine";
+  }
   // cpu_ref is the oracle: it must run every kind.
   size_t ref_rows = 0;
   for (const auto& c : all) ref_rows += c.row.backend == "cpu_ref";

@@ -165,7 +165,9 @@ TEST(SelectionMatrix, RejectionReasonsAreReadable) {
   EXPECT_EQ(why["cpu_ref"], "runs on cpu, device is cuda:0");
   const auto t4 = plan_layers({layers.at("int4_g128_sym")}, RuntimeConfig{}, target_profile("t4"));
   for (const auto& [n, v] : t4[0].verdicts)
-    if (n == "cuda_marlin") EXPECT_EQ(v.reason, "needs compute capability >= 8.0 (sm_80); Tesla T4 is sm_75");
+    if (n == "cuda_marlin") {
+      EXPECT_EQ(v.reason, "needs compute capability >= 8.0 (sm_80); Tesla T4 is sm_75");
+    }
 }
 
 // --device auto leaves a GPU for the CPU when some layer has no backend there (an IQ4 code-book
@@ -293,7 +295,9 @@ TEST(Selection, DisabledBackendsAreSkipped) {
   const auto plans = plan_layers({int_layer("x", 4096, 4096, 4, 128, ZeroKind::Symmetric)}, config, target_profile("h100"));
   EXPECT_EQ(ranges_of(plans[0]), "cuda_dequant@1-");
   for (const auto& [n, v] : plans[0].verdicts)
-    if (n == "cuda_marlin") EXPECT_EQ(v.reason, "disabled (env QRT_DISABLE_BACKENDS)");
+    if (n == "cuda_marlin") {
+      EXPECT_EQ(v.reason, "disabled (env QRT_DISABLE_BACKENDS)");
+    }
 
   RuntimeConfig cpu_config;
   cpu_config.disabled = {"cpu_simd"};
