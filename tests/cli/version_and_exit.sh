@@ -60,8 +60,10 @@ grep -q '^qrt: decode: 1 token in' "$tmp/err" || bad "run -n 2: $(grep 'decode:'
 # of a script starts with SIGINT ignored), which generates its 100,000 tokens.
 story="$tmp/story.out"
 # timeout passes the SIGINT on, and ends a run whose signal was lost (exit 137) instead of letting
-# it generate for an hour.
-timeout -s KILL 180 "$QRT" run -m "$MODEL" -p "Tell me a very long story." -n 100000 -c 100100 --ignore-eos -t 2 \
+# it generate for an hour. --foreground: without it timeout sends the signal twice (to the child,
+# then to its process group), and a second Ctrl-C ends qrt before it prints its statistics whenever
+# the first one has been handled in between.
+timeout --foreground -s KILL 180 "$QRT" run -m "$MODEL" -p "Tell me a very long story." -n 100000 -c 100100 --ignore-eos -t 2 \
   >"$story" 2>"$tmp/err" &
 pid=$!
 for _ in $(seq 1 1200); do [ -s "$story" ] && break; sleep 0.1; done
