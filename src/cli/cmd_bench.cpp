@@ -32,6 +32,7 @@
 #include "backends/cpu_simd/cpu_simd_kernels.h"
 #include "cli/bench_common.h"
 #include "cli/command.h"
+#include "cli/model_argument.h"
 #include "model/fused_projections.h"
 #include "qrt/backend.h"
 #include "qrt/checkpoint.h"
@@ -536,8 +537,7 @@ const CommandRegistrar registrar(
     "bench", "Time backends on layer shapes or a model's linears across batch sizes (table, JSON, SVG plot)",
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<BenchOptions>();
-      app.add_option("model", o->model, "checkpoint (HF folder or .gguf): benchmark each distinct linear shape");
-      app.add_option("-m,--model", o->model, "the same as MODEL (llama.cpp's spelling)");
+      add_model_argument(app, o->model, "benchmarks each distinct linear shape");
       app.add_option("--shape", o->shapes, "layer shape KxN (in_features x out_features), repeatable or comma list")
           ->delimiter(',');
       app.add_option("--backends", o->backends,

@@ -12,6 +12,7 @@
 
 #include "cli/command.h"
 #include "cli/engine_cli.h"
+#include "cli/model_argument.h"
 #include "core/host_memory.h"
 #include "io/bounded_read.h"
 #include "qrt/thread_pool.h"
@@ -90,7 +91,7 @@ const CommandRegistrar registrar(
     "perplexity", "Perplexity of a model on a text file (llama.cpp's method: second half of each window)",
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<PplOptions>();
-      app.add_option("-m,--model", o->model, "Model: a Hugging Face folder or a .gguf file (default: the SmolLM2 GGUF)");
+      add_model_argument(app, o->model, "default: " + default_model_path());
       app.add_option("-f,--file", o->file, "Text file (UTF-8)")->required();
       app.add_option("-c,--ctx,--ctx-size", o->ctx, "Window length in tokens (llama-perplexity's -c)")->capture_default_str();
       app.add_option("--chunks", o->chunks, "Evaluate at most this many windows (default: all)");

@@ -17,6 +17,7 @@
 
 #include "cli/command.h"
 #include "cli/engine_cli.h"
+#include "cli/model_argument.h"
 #include "core/text_escape.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
@@ -242,8 +243,7 @@ const CommandRegistrar registrar(
     "plan", "Show which backend runs each quantized layer (per range of M), with which parameters, and why",
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<PlanOptions>();
-      app.add_option("model", o->model, "checkpoint: a Hugging Face folder or a .gguf file");
-      app.add_option("-m,--model", o->model, "the same as MODEL (llama.cpp's spelling)");
+      add_model_argument(app, o->model, "");
       o->setup.add_setup_options(app);
       o->o_device = app.get_option("--device");
       app.add_option("--target", o->target,

@@ -18,6 +18,7 @@
 
 #include "cli/command.h"
 #include "cli/engine_cli.h"
+#include "cli/model_argument.h"
 #include "qrt/batch_engine.h"
 #include "qrt/error.h"
 #include "qrt/generator.h"
@@ -173,8 +174,7 @@ const CommandRegistrar registrar(
     "serve", "Serve a model over an OpenAI-compatible HTTP API with continuous batching",
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<ServeOptions>();
-      app.add_option("-m,--model", o->model, "Model: a Hugging Face folder or a .gguf file (default: " +
-                                                   default_model_path() + ")");
+      add_model_argument(app, o->model, "default: " + default_model_path());
       app.add_option("--host", o->host, "Address to listen on (0.0.0.0 exposes the server to the network)")
           ->capture_default_str();
       app.add_option("--port", o->port, "Port to listen on (0 = any free port, printed at start)")->capture_default_str();

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "cli/command.h"
+#include "cli/model_argument.h"
 #include "core/text_escape.h"
 #include "model/fused_projections.h"
 #include "qrt/checkpoint.h"
@@ -181,8 +182,7 @@ const CommandRegistrar registrar(
     "tune", "Time the kernel parameters of each backend per layer shape and M, and remember the fastest",
     [](CLI::App& app) -> std::function<int()> {
       auto o = std::make_shared<TuneCliOptions>();
-      app.add_option("model", o->model, "checkpoint: a Hugging Face folder or a .gguf file");
-      app.add_option("-m,--model", o->model, "the same as MODEL (llama.cpp's spelling)");
+      add_model_argument(app, o->model, "");
       app.add_option("--device", o->device, "cpu or cuda[:N] (the device whose backends are timed)")->capture_default_str();
       app.add_option("--batch", o->batch, "row counts M to tune, comma separated")->delimiter(',')->capture_default_str();
       app.add_option("--cache", o->cache_path, "tuning cache file (default: ~/.cache/qrt/tuning.json)");

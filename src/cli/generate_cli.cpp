@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "cli/model_argument.h"
 #include "cli/number_validators.h"
 #include "cli/progress.h"
 #include "qrt/error.h"
@@ -18,8 +19,7 @@
 namespace qrt::cli {
 
 void GenerateCliOptions::add_to(CLI::App& app) {
-  app.add_option("-m,--model", model, "Model: a Hugging Face folder or a .gguf file (default: " +
-                                          default_model_path() + ")");
+  add_model_argument(app, model, "default: " + default_model_path());
   o_n = app.add_option("-n,--max-new-tokens,--n-predict", n,
                        "Tokens to generate at most (default: the config file's max_new_tokens, else "
                        "generation_config.json's, else " + std::to_string(kDefaultMaxNewTokens) + ")");

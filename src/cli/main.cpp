@@ -105,6 +105,8 @@ int main(int argc, char** argv) {
     // --help and --version are "errors" with exit code 0: let CLI11 print them. Anything else is
     // a usage error: one line naming what was wrong, then where to look, exit 2.
     if (e.get_exit_code() == 0) return app.exit(e);
+    if (dynamic_cast<const CLI::ExcludesError*>(&e) && std::string(e.what()).rfind("MODEL excludes", 0) == 0)
+      return usage_error("the model is given twice: as MODEL and with -m; give it once");
     return usage_error(e.what());
   }
   // The last line of defence: every message is escaped for the terminal (names from files are

@@ -2,7 +2,8 @@
 # llama.cpp habits on qrt's command line: `qrt help [CMD]`; an unknown or missing command is named
 # with the list of commands; llama.cpp's short flags work where they mean the same (-c, -s, -f,
 # -n, -t, -m, --temp, --top-k, --repeat-penalty, -sys); flags with no meaning in qrt (-ngl, -fa,
-# ...) get "qrt has no X: use Y". Every usage error exits 2.
+# ...) get "qrt has no X: use Y"; every command that reads a model takes it as MODEL or -m, and a
+# prompt where the model goes is named as such. Every usage error exits 2.
 #   bash tests/cli/llama_flags.sh <path-to-qrt> <tests/data>
 set -uo pipefail
 QRT="${1:?usage: llama_flags.sh <qrt> <tests/data>}"
@@ -32,11 +33,19 @@ usage_error "--n-gpu-layers=99" "qrt has no --n-gpu-layers" run -p hi --n-gpu-la
 usage_error "-fa" "qrt has no -fa" run -p hi -fa
 usage_error "-ctk" "qrt has no -ctk (the KV cache type): use --kv-cache f16|f32" perplexity -f x -ctk q8_0
 usage_error "llama-bench -p" "qrt bench has no -p" bench -m model.gguf -p 512
+usage_error "a prompt where MODEL goes" "MODEL: 'Hello there' is not a file or folder here" \
+  run "Hello there"
+for cmd in run chat serve perplexity plan tune bench; do
+  usage_error "$cmd MODEL -m MODEL" "the model is given twice: as MODEL and with -m" \
+    "$cmd" "$tmp" -m "$tmp"
+done
 
 MODEL="${QRT_DEFAULT_MODEL:-}"
 if [ -z "$MODEL" ] || [ ! -e "$MODEL" ]; then
   echo "SKIP (the rest): QRT_DEFAULT_MODEL is unset or missing (run scripts/fetch-model.sh)"; exit "$fail"
 fi
+# The model as the first word after the command, as `qrt plan MODEL` always took it.
+q run "$MODEL" -p "Hi" -n 1 -t 1 || bad "qrt run MODEL: exit $?: $(head -n 1 "$tmp/err")"
 # "-p -ngl" is a prompt, not a flag.
 q run -m "$MODEL" -p -ngl -n 1 -t 1 || bad "-p -ngl (a prompt): exit $?: $(head -n 1 "$tmp/err")"
 # The llama-cli spelling of a sampled run: every flag accepted and used.
