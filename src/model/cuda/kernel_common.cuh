@@ -23,19 +23,13 @@
 #include <utility>
 
 #include "gpu/check.h"
+#include "gpu/pdl.cuh"
 
 namespace qrt::cuda_model {
 
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
+using qrt::cuda::pdl_trigger;
+using qrt::cuda::pdl_wait;
+
 // Both, at a kernel's entry.
 __device__ __forceinline__ void pdl_entry() {
   pdl_trigger();

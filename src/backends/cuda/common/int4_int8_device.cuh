@@ -34,6 +34,8 @@
 #include <cuda_fp16.h>
 #include <cstdint>
 
+#include "gpu/pdl.cuh"
+
 namespace qrt::cuda::int4k {
 
 // ---- PTX wrappers ----
@@ -103,22 +105,9 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
 #endif
 }
 
-// Programmatic dependent launch (sm_90+): a kernel launched with the programmatic-serialization
-// attribute may start while the kernel before it on the stream is still running. Everything it
-// does before pdl_wait() must not read what that kernel writes (the weights are safe: only the
-// activations, the split-K workspace and the output are shared). pdl_trigger() lets the next
-// such kernel be scheduled once every block of this one has started. Without the attribute both
-// are no-ops.
-__device__ __forceinline__ void pdl_wait() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-__device__ __forceinline__ void pdl_trigger() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
+// Programmatic dependent launch (pdl_wait / pdl_trigger of src/gpu/pdl.cuh): what these kernels do
+// before pdl_wait() reads only the weights, never what the kernel before writes (activations, the
+// split-K workspace, the output).
 
 template <typename T>
 struct MmaOp;
