@@ -26,6 +26,7 @@
 #include "qrt/plan.h"
 #include "qrt/quantized_weight.h"
 #include "qrt/runtime_config.h"
+#include "qrt/thread_pool.h"
 
 namespace qrt {
 
@@ -155,6 +156,9 @@ struct EngineOptions {
   // step (0 = prefill_batch). The single-sequence engines ignore both.
   int64_t kv_blocks = 0;
   int64_t max_step_rows = 0;
+  // What the CPU engine's threads do when preempted (qrt/thread_pool.h): `qrt serve` keeps them
+  // spinning, since what preempts them there is its own connection threads.
+  SpinPolicy cpu_spin = SpinPolicy::Adaptive;
   std::function<void(const std::string&)> log;    // plan / fallback messages; may be empty
   // The plans to run (resolve_setup, qrt/setup.h). Null: the engine plans the weights it is given
   // through the same plan_model(), reading the tuning cache `runtime` names.

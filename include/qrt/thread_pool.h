@@ -16,6 +16,12 @@
 
 namespace qrt {
 
+// What the pool does when a job shows that its threads are being preempted (thread_pool.cpp):
+// Adaptive stops spinning for a while, so that another process that has the cores gets them;
+// Always keeps spinning, for a process whose own short-lived threads are what preempts the pool
+// (`qrt serve`: a connection thread writes each stream's token after every step).
+enum class SpinPolicy { Adaptive, Always };
+
 class ThreadPool {
  public:
   // More threads than this is a mistake, not a configuration (creating 100000 threads stalls the
@@ -25,7 +31,7 @@ class ThreadPool {
   // The default thread count of the pool and of every command.
   static int available_cpus();
   // threads <= 0: available_cpus(). Throws qrt::Error(InvalidInput) above kMaxThreads.
-  explicit ThreadPool(int threads = 0);
+  explicit ThreadPool(int threads = 0, SpinPolicy policy = SpinPolicy::Adaptive);
   ~ThreadPool();
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
@@ -46,6 +52,7 @@ class ThreadPool {
   void worker_loop(int index);
   int run_slots();                 // takes and runs slots of the current job until none is left
   bool spin_allowed() const;
+  void note_preempted();           // a job showed preemption: pause spinning, unless Always
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable start_cv_, done_cv_;
@@ -61,6 +68,7 @@ class ThreadPool {
   std::atomic<bool> caller_sleeping_{false};
   std::atomic<bool> stop_{false};
   bool spin_ = true;                        // threads <= available CPUs
+  SpinPolicy policy_ = SpinPolicy::Adaptive;
   // Jobs left during which nobody spins: set when a job showed that the workers are not getting
   // a CPU in time (another process has the cores), so spinning would only take CPU time away
   // from the threads that have the work.

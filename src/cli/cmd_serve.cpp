@@ -89,6 +89,9 @@ int serve_command(const ServeOptions& o) {
   const int64_t blocks_per_seq = (o.ctx_size + kKvBlockPositions - 1) / kKvBlockPositions;
   eo.kv_blocks = o.kv_blocks > 0 ? o.kv_blocks : o.max_seqs * blocks_per_seq;
   eo.max_step_rows = o.max_seqs + eo.prefill_batch;
+  // Every step wakes one connection thread per stream, which preempts the engine's threads for
+  // tens of microseconds: not a reason to stop spinning (thread_pool.cpp).
+  eo.cpu_spin = SpinPolicy::Always;
   std::unique_ptr<BatchEngine> engine = make_batch_engine(weights, eo);
   // The engine packed its own copy of every quantized linear: the canonical form goes (re-read
   // from the model's files if a fallback needs it).

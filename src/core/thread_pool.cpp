@@ -9,6 +9,10 @@
 // finds a long gap between two of its clock reads was descheduled, and a caller that ran a slot
 // meant for a worker long after the job started had a worker that was not running. A spinner
 // then only takes CPU time away from the threads that have the work (and from other processes).
+// SpinPolicy::Always leaves this out, for `qrt serve`: there the preemptions come from the
+// server's own connection threads, each writing a token for tens of microseconds after every
+// step, and pausing the spin made the engine sleep and wake its worker for most jobs (8 streams
+// ran ~15 % slower; a busy-loop process beside `qrt run`, though, cost Always ~20 %).
 // Independently, slots are taken from a counter, so a worker that is not running never holds a
 // job back: the caller runs its slot and the worker, when it wakes, finds the job closed.
 //
@@ -84,7 +88,7 @@ int ThreadPool::available_cpus() {
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
 
-ThreadPool::ThreadPool(int threads) {
+ThreadPool::ThreadPool(int threads, SpinPolicy policy) : policy_(policy) {
   if (threads > kMaxThreads)
     throw invalid_input("thread pool: " + std::to_string(threads) + " threads requested, at most " +
                         std::to_string(kMaxThreads));
@@ -107,6 +111,10 @@ bool ThreadPool::spin_allowed() const {
   return spin_ && no_spin_jobs_.load(std::memory_order_relaxed) == 0;
 }
 
+void ThreadPool::note_preempted() {
+  if (policy_ == SpinPolicy::Adaptive) no_spin_jobs_.store(kNoSpinJobs, std::memory_order_relaxed);
+}
+
 int ThreadPool::run_slots() {
   const int n = size();
   int ran = 0;
@@ -122,7 +130,7 @@ void ThreadPool::worker_loop(int) {
   for (;;) {
     auto started = [&] { return stop_.load() || generation_.load() != seen; };
     const Spin spin = spin_allowed() ? spin_until(started) : (started() ? Spin::Ready : Spin::Expired);
-    if (spin == Spin::Preempted) no_spin_jobs_.store(kNoSpinJobs, std::memory_order_relaxed);
+    if (spin == Spin::Preempted) note_preempted();
     if (spin != Spin::Ready) {
       std::unique_lock<std::mutex> lock(mutex_);
       sleepers_.fetch_add(1);
@@ -188,7 +196,7 @@ void ThreadPool::run_on_all(const std::function<void(int, int)>& fn) {
   jobs_.fetch_add(1, std::memory_order_relaxed);
   if (more > 0) taken_over_.fetch_add(static_cast<uint64_t>(more), std::memory_order_relaxed);
   if (late || spin == Spin::Preempted) {
-    no_spin_jobs_.store(kNoSpinJobs, std::memory_order_relaxed);
+    note_preempted();
   } else if (no_spin_jobs_.load(std::memory_order_relaxed) > 0) {
     no_spin_jobs_.fetch_sub(1, std::memory_order_relaxed);
   }

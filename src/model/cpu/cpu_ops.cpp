@@ -29,7 +29,7 @@ int64_t available_host_memory() {
 
 }  // namespace
 
-CpuOps::CpuOps(const EngineOptions& options) : options_(options), pool_(options.runtime.threads) {
+CpuOps::CpuOps(const EngineOptions& options) : options_(options), pool_(options.runtime.threads, options.cpu_spin) {
   ctx_.pool = &pool_;
   if (options.kv_dtype == KvCacheDType::Fp8E4M3)
     throw unsupported("--kv-cache fp8: the CPU engine stores its KV cache as f16 or f32 (fp8 is a GPU engine option)");
