@@ -8,6 +8,7 @@
 // - GGUF llama files store Q and K rows permuted for ggml's interleaved RoPE; they are un-permuted
 //   on load, so the model always uses HF's rotate-half RoPE (rows of codes/scales/zeros for
 //   quantized weights, rows of the float data otherwise).
+// - GGUF gemma2 files store the norm weights as 1 + w; they are served as HF's w.
 // - Listing layers reads no tensor data (`qrt plan` on a 70B checkpoint is instant).
 #pragma once
 

@@ -294,6 +294,19 @@ json model_config_to_json(const ModelConfig& c) {
   if (c.pad_token_id >= 0) j["pad_token_id"] = c.pad_token_id;
   if (c.sliding_window > 0) j["sliding_window"] = c.sliding_window;
   j["hidden_act"] = c.hidden_act;
+  if (c.architecture == "Gemma2ForCausalLM") {
+    // Gemma2Config's defaults differ from what a GGUF file implies (query_pre_attn_scalar 256):
+    // every rule is written out.
+    j["hidden_activation"] = c.hidden_act;
+    j["query_pre_attn_scalar"] = c.query_pre_attn_scalar;
+    j["attn_logit_softcapping"] = c.attn_logit_softcapping > 0 ? json(c.attn_logit_softcapping) : json(nullptr);
+    j["final_logit_softcapping"] = c.final_logit_softcapping > 0 ? json(c.final_logit_softcapping) : json(nullptr);
+    if (!c.sliding_layers.empty()) {
+      json types = json::array();
+      for (const bool sliding : c.sliding_layers) types.push_back(sliding ? "sliding_attention" : "full_attention");
+      j["layer_types"] = types;
+    }
+  }
   j["torch_dtype"] = c.torch_dtype.empty() ? "float16" : c.torch_dtype;
   return j;
 }

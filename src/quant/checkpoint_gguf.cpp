@@ -1,10 +1,15 @@
-// GGUF checkpoint: llama / qwen2 GGUF files seen with Hugging Face names and conventions.
+// GGUF checkpoint: llama / qwen2 / gemma2 / phi3 GGUF files seen with Hugging Face names and
+// conventions.
 //
 // - Metadata ({arch}.embedding_length, ...) becomes a ModelConfig; a config.json is synthesized.
-// - Tensor names map to HF names (blk.N.attn_q.weight -> model.layers.N.self_attn.q_proj.weight).
+// - Tensor names map to HF names (blk.N.attn_q.weight -> model.layers.N.self_attn.q_proj.weight),
+//   per architecture: a norm name means a different HF norm in gemma2 files, and phi3 files hold
+//   q/k/v in attn_qkv and gate/up in ffn_up, as Phi-3's HF checkpoints do.
 // - llama.cpp's converter permutes the rows of Q and K of "llama" models for ggml's interleaved
 //   RoPE (w.reshape(n_head, 2, hd/2, K).swapaxes(1, 2)); we undo it on load so the model always uses
-//   HF's rotate-half RoPE. qwen2 GGUFs use NEOX RoPE and are not permuted.
+//   HF's rotate-half RoPE. qwen2, gemma2 and phi3 GGUFs use NEOX RoPE and are not permuted.
+// - The converter stores Gemma-2's norm weights as the factors 1 + w; they are served as HF's w,
+//   so the model applies the offset once, the same way for both sources.
 // - Block-quantized linears decode to QuantizedWeight with the io module's block codecs.
 #include <fmt/format.h>
 
@@ -12,6 +17,7 @@
 #include <cstring>
 #include <regex>
 #include <set>
+#include <span>
 
 #include "io/json_strict.h"
 #include "qrt/error.h"
@@ -29,19 +35,50 @@ struct NameMap {
   const char* gguf;
   const char* hf;
 };
-// Per-block tensors: blk.N.<gguf>.<weight|bias> -> model.layers.N.<hf>.<weight|bias>
-constexpr NameMap kBlockNames[] = {
+// Per-block tensors: blk.N.<gguf>.<weight|bias> -> model.layers.N.<hf>.<weight|bias>, by the
+// names llama.cpp's converter gives each architecture.
+constexpr NameMap kLlamaBlockNames[] = {
     {"attn_norm", "input_layernorm"},   {"ffn_norm", "post_attention_layernorm"},
     {"attn_q", "self_attn.q_proj"},     {"attn_k", "self_attn.k_proj"},
     {"attn_v", "self_attn.v_proj"},     {"attn_output", "self_attn.o_proj"},
     {"ffn_gate", "mlp.gate_proj"},      {"ffn_up", "mlp.up_proj"},
     {"ffn_down", "mlp.down_proj"},
 };
+// Gemma-2 normalizes the input of each branch and its output: ffn_norm is the MLP's input norm
+// (HF pre_feedforward_layernorm), post_attention_norm the attention's output norm.
+constexpr NameMap kGemma2BlockNames[] = {
+    {"attn_norm", "input_layernorm"},
+    {"post_attention_norm", "post_attention_layernorm"},
+    {"ffn_norm", "pre_feedforward_layernorm"},
+    {"post_ffw_norm", "post_feedforward_layernorm"},
+    {"attn_q", "self_attn.q_proj"},     {"attn_k", "self_attn.k_proj"},
+    {"attn_v", "self_attn.v_proj"},     {"attn_output", "self_attn.o_proj"},
+    {"ffn_gate", "mlp.gate_proj"},      {"ffn_up", "mlp.up_proj"},
+    {"ffn_down", "mlp.down_proj"},
+};
+// Phi-3: attn_qkv holds the rows q | k | v, ffn_up the rows gate | up (HF's qkv_proj and
+// gate_up_proj, which the model runs as stored).
+constexpr NameMap kPhi3BlockNames[] = {
+    {"attn_norm", "input_layernorm"},   {"ffn_norm", "post_attention_layernorm"},
+    {"attn_qkv", "self_attn.qkv_proj"}, {"attn_output", "self_attn.o_proj"},
+    {"ffn_up", "mlp.gate_up_proj"},     {"ffn_down", "mlp.down_proj"},
+};
 
-std::string hf_name_of(const std::string& gguf) {
-  if (gguf == "token_embd.weight") return "model.embed_tokens.weight";
-  if (gguf == "output_norm.weight") return "model.norm.weight";
-  if (gguf == "output.weight") return "lm_head.weight";
+std::span<const NameMap> block_names(const std::string& arch) {
+  if (arch == "gemma2") return kGemma2BlockNames;
+  if (arch == "phi3") return kPhi3BlockNames;
+  return kLlamaBlockNames;
+}
+
+constexpr NameMap kGlobalNames[] = {
+    {"token_embd.weight", "model.embed_tokens.weight"},
+    {"output_norm.weight", "model.norm.weight"},
+    {"output.weight", "lm_head.weight"},
+};
+
+std::string hf_name_of(const std::string& gguf, const std::string& arch) {
+  for (const NameMap& m : kGlobalNames)
+    if (gguf == m.gguf) return m.hf;
   if (gguf.rfind("blk.", 0) == 0) {
     const size_t dot = gguf.find('.', 4);
     if (dot == std::string::npos) return gguf;
@@ -51,10 +88,28 @@ std::string hf_name_of(const std::string& gguf) {
     const size_t dot2 = rest.rfind('.');
     if (dot2 == std::string::npos) return gguf;
     const std::string base = rest.substr(0, dot2), kind = rest.substr(dot2 + 1);
-    for (const NameMap& m : kBlockNames)
+    for (const NameMap& m : block_names(arch))
       if (base == m.gguf) return "model.layers." + layer + "." + m.hf + "." + kind;
   }
   return gguf;   // unmapped names (rope_freqs.weight, ...) keep their GGUF spelling
+}
+
+// The GGUF name an HF tensor name comes from (for messages about tensors the file lacks).
+std::string gguf_name_of(const std::string& hf, const std::string& arch) {
+  for (const NameMap& m : kGlobalNames)
+    if (hf == m.hf) return m.gguf;
+  const std::string prefix = "model.layers.";
+  if (hf.rfind(prefix, 0) == 0) {
+    const size_t dot = hf.find('.', prefix.size());
+    const size_t last = hf.rfind('.');
+    if (dot != std::string::npos && last > dot) {
+      const std::string layer = hf.substr(prefix.size(), dot - prefix.size());
+      const std::string base = hf.substr(dot + 1, last - dot - 1), kind = hf.substr(last + 1);
+      for (const NameMap& m : block_names(arch))
+        if (base == m.hf) return "blk." + layer + "." + m.gguf + "." + kind;
+    }
+  }
+  return hf;
 }
 
 DType plain_dtype(GgmlType t) {
@@ -106,11 +161,25 @@ class GgufCheckpoint final : public Checkpoint {
     const std::vector<int64_t> shape = t.torch_shape();
     const int64_t rows = shape.empty() ? 1 : shape[0];
     if (auto perm = rope_permutation(name, rows)) permute_rows(v, rows > 0 ? static_cast<int64_t>(v.size()) / rows : 0, *perm);
+    // 1 + w back to HF's w: exact for every factor in [0.5, 2^24) (Sterbenz), within one float32
+    // step of 1 below it, which the model's 1 + w then rounds away again.
+    if (norm_stores_unit_offset(name))
+      for (float& x : v) x -= 1.0f;
     return v;
   }
 
   RawTensor load_raw(const std::string& name) const override {
     const GgufTensorInfo& t = info(name);
+    if (norm_stores_unit_offset(name)) {
+      // Served in float32 with the offset removed, as load_float serves it.
+      const std::vector<float> v = load_float(name);
+      RawTensor r;
+      r.dtype = DType::F32;
+      r.shape = t.torch_shape();
+      r.data.resize(v.size() * sizeof(float));
+      std::memcpy(r.data.data(), v.data(), r.data.size());
+      return r;
+    }
     const DType d = plain_dtype(t.type);
     if (d == DType::Unknown)
       throw invalid_input(path_ + ": " + name + " is stored as " + ggml_type_name(t.type) +
@@ -143,6 +212,13 @@ class GgufCheckpoint final : public Checkpoint {
     return *it->second;
   }
 
+  // Gemma-2's norms, which llama.cpp's converter writes as 1 + w (every HF tensor named *norm.weight).
+  bool norm_stores_unit_offset(const std::string& hf) const {
+    const std::string suffix = "norm.weight";
+    return config_.model_type == "gemma2" && hf.size() >= suffix.size() &&
+           hf.compare(hf.size() - suffix.size(), suffix.size(), suffix) == 0;
+  }
+
   void read_config() {
     const std::string arch = gguf_.architecture();
     ModelConfig& c = config_;
@@ -153,9 +229,16 @@ class GgufCheckpoint final : public Checkpoint {
       c.architecture = "Qwen2ForCausalLM";
       c.model_type = "qwen2";
       c.attention_bias = true;
+    } else if (arch == "gemma2") {
+      c.architecture = "Gemma2ForCausalLM";
+      c.model_type = "gemma2";
+      c.hidden_act = "gelu_pytorch_tanh";
+    } else if (arch == "phi3") {
+      c.architecture = "Phi3ForCausalLM";
+      c.model_type = "phi3";
     } else {
       throw unsupported(path_ + ": general.architecture " + io::quote_name(arch, 60) +
-                        " is not supported (supported GGUF architectures: llama, qwen2)");
+                        " is not supported (supported GGUF architectures: llama, qwen2, gemma2, phi3)");
     }
     const std::string a = arch + ".";
     auto dim = [&](const std::string& key, std::optional<int64_t> fallback) -> int64_t {
@@ -211,6 +294,8 @@ class GgufCheckpoint final : public Checkpoint {
       if (auto orig = gguf_.find_int(a + "rope.scaling.original_context_length"); orig && *orig > 0)
         c.rope_scaling.original_max_position_embeddings = *orig;
     }
+    if (arch == "gemma2") read_gemma2_config(a);
+    if (arch == "phi3") read_phi3_config(a);
     if (gguf_.find_tensor("rope_freqs.weight"))
       warnings_.push_back(path_ + ": rope_freqs.weight (llama3 rope scaling factors) is present; qrt does not apply "
                           "GGUF rope frequency factors yet");
@@ -245,9 +330,46 @@ class GgufCheckpoint final : public Checkpoint {
     quant_.config = std::move(q);
   }
 
+  // Gemma-2's rules from its metadata. The converter writes no query_pre_attn_scalar: like
+  // llama.cpp, the attention scale is head_dim^-0.5, except for the 46-block model (Gemma-2 27B),
+  // whose scalar is hidden_size / num_heads. Every even-indexed layer attends within the window.
+  void read_gemma2_config(const std::string& a) {
+    ModelConfig& c = config_;
+    const std::string meta = path_ + ": metadata ";
+    auto positive_float = [&](const std::string& key, double fallback) {
+      const std::optional<double> v = gguf_.find_float(key);
+      if (!v) return fallback;
+      return check_float32_value(*v, meta + key, 0, true);
+    };
+    c.attn_logit_softcapping = positive_float(a + "attn_logit_softcapping", 50.0);
+    c.final_logit_softcapping = positive_float(a + "final_logit_softcapping", 30.0);
+    c.query_pre_attn_scalar = static_cast<double>(c.num_layers == 46 ? c.hidden_size / c.num_heads : c.head_dim);
+    c.sliding_window = 4096;  // llama.cpp's and Gemma2Config's default
+    if (auto sw = gguf_.find_int(a + "attention.sliding_window")) {
+      if (*sw <= 0 || *sw > (int64_t{1} << 31))
+        throw invalid_input(meta + a + "attention.sliding_window = " + std::to_string(*sw) +
+                            ": expected a positive window");
+      c.sliding_window = *sw;
+    }
+    c.sliding_layers.assign(static_cast<size_t>(c.num_layers), false);
+    for (int64_t i = 0; i < c.num_layers; i += 2) c.sliding_layers[static_cast<size_t>(i)] = true;
+  }
+
+  // Phi-3's window (0 = none, how the converter marks Phi-4). Long-context files carry the
+  // longrope factors as tensors rope_factors_long / rope_factors_short.
+  void read_phi3_config(const std::string& a) {
+    ModelConfig& c = config_;
+    if (auto sw = gguf_.find_int(a + "attention.sliding_window"); sw && *sw > 0) c.sliding_window = *sw;
+    for (const char* name : {"rope_factors_long.weight", "rope_factors_short.weight"})
+      if (gguf_.find_tensor(name))
+        throw unsupported(path_ + ": tensor " + name + ": longrope RoPE scaling (Phi-3's long-context models) is "
+                          "not supported; the 4k-context models run");
+  }
+
   void map_tensors() {
+    const std::string arch = gguf_.architecture();
     for (const GgufTensorInfo& t : gguf_.tensors()) {
-      const std::string hf = hf_name_of(t.name);
+      const std::string hf = hf_name_of(t.name, arch);
       if (!by_hf_.emplace(hf, &t).second)
         throw invalid_input(path_ + ": tensors map to the same name " + hf);
       CheckpointTensor ct;
@@ -276,7 +398,13 @@ class GgufCheckpoint final : public Checkpoint {
                                       stored > c.num_layers ? ": the model would run truncated" : ""));
     auto expect = [&](const std::string& hf, const std::vector<int64_t>& shape, const std::string& fields) {
       auto it = by_hf_.find(hf);
-      if (it == by_hf_.end()) throw invalid_input(path_ + ": tensor " + hf + " is missing");
+      if (it == by_hf_.end()) {
+        const std::string stored = gguf_name_of(hf, gguf_.architecture());
+        throw invalid_input(path_ + ": tensor " + (stored == hf ? hf : stored + " (" + hf + ")") + " is missing" +
+                            (hf.find("qkv_proj") != std::string::npos || hf.find("gate_up_proj") != std::string::npos
+                                 ? " (phi3 files hold q/k/v fused in attn_qkv and gate/up fused in ffn_up)"
+                                 : ""));
+      }
       if (it->second->torch_shape() != shape)
         throw invalid_input(path_ + ": tensor " + it->second->name + " (" + hf + "): shape " +
                             shape_str(it->second->torch_shape()) + " does not match " + shape_str(shape) +
@@ -286,7 +414,7 @@ class GgufCheckpoint final : public Checkpoint {
     expect("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, "vocab_size=" + std::to_string(c.vocab_size) + ", " + hs);
     expect("model.norm.weight", {c.hidden_size}, hs);
     for (int64_t i = 0; i < c.num_layers; ++i)
-      for (const char* norm : {"input_layernorm", "post_attention_layernorm"})
+      for (const std::string& norm : block_norm_names(c))
         expect("model.layers." + std::to_string(i) + "." + norm + ".weight", {c.hidden_size}, hs);
     for (const LinearSlot& slot : llama_linear_slots(c, !c.tie_word_embeddings)) {
       const std::string wname = slot.name + ".weight";

@@ -4,7 +4,10 @@
 # tests/model/test_reference_logits.cpp): `qrt inspect` and `qrt plan` name the architecture,
 # `qrt run` generates, `qrt quantize` (GPTQ and AWQ, round to nearest) writes folders that plan and
 # run (Phi-3's fused qkv_proj / gate_up_proj quantized as one linear each), and calibrated
-# quantization, which does not know these blocks yet, is refused with the way out named.
+# quantization, which does not know these blocks yet, is refused with the way out named. The same
+# models as GGUF files ({gemma2,phi3}_tiny_gguf/model.gguf, tools/make_arch_tiny_gguf.py; logits
+# checked in the same test file) inspect, run with the tokenizer they carry, and quantize to a
+# folder that runs.
 #   bash tests/cli/e2e_arch_tiny.sh <path-to-qrt> <tests/data>
 set -uo pipefail
 QRT="${1:?usage: e2e_arch_tiny.sh <qrt> <tests/data>}"
@@ -55,6 +58,22 @@ for m in gemma2 phi3; do
       bad "$m-$method run: $(tail -n 3 "$tmp/r.err")"
   done
 done
+
+for m in gemma2 phi3; do
+  g="$DATA/fixtures/${m}_tiny_gguf/model.gguf"
+  "$QRT" inspect "$g" >"$tmp/i.out" 2>&1 || bad "$m gguf inspect: $(tail -n 3 "$tmp/i.out")"
+  grep -q "architecture *$m" "$tmp/i.out" || bad "$m gguf inspect does not name $m: $(head -n 12 "$tmp/i.out")"
+  timeout 60 "$QRT" run -m "$g" -p 'ABCDEFGHIJ' -n 8 --ignore-eos --temp 0 >"$tmp/r.out" 2>"$tmp/r.err" ||
+    bad "$m gguf run: $(tail -n 3 "$tmp/r.err")"
+  timeout 120 "$QRT" quantize "$g" "$tmp/$m-gguf-gptq" --method gptq --bits 4 --group-size 32 --calib none \
+    >"$tmp/q.out" 2>"$tmp/q.err" || { bad "$m gguf quantize: $(tail -n 3 "$tmp/q.err")"; continue; }
+  timeout 60 "$QRT" run -m "$tmp/$m-gguf-gptq" -p 'ABCDEFGHIJ' -n 8 --ignore-eos --temp 0 >"$tmp/r.out" 2>"$tmp/r.err" ||
+    bad "$m gguf-gptq run: $(tail -n 3 "$tmp/r.err")"
+done
+# The folder written from the Gemma-2 file keeps the rules the file implies (its norms are HF's w
+# again, checked with the logits in test_model).
+grep -q '"query_pre_attn_scalar": 8' "$tmp/gemma2-gguf-gptq/config.json" 2>/dev/null ||
+  bad "gemma2 gguf-gptq config.json lacks query_pre_attn_scalar 8: $(cat "$tmp/gemma2-gguf-gptq/config.json" 2>&1 | head -n 40)"
 
 [ "$fail" -eq 0 ] && echo "e2e_arch_tiny: ok"
 exit "$fail"

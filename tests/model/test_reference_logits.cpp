@@ -16,6 +16,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -163,16 +164,20 @@ TEST(ReferenceLogitsTiny, HiggsMatchesFloat64Forward) {
 // sequence, every logit. The models are built so that each rule of the architecture moves the
 // logits: Gemma-2's (1 + w) norms, the norms of both branch outputs, GeGLU, query_pre_attn_scalar,
 // attention and final soft-capping (both bite), the window on layer 0 only; Phi-3's fused
-// qkv_proj / gate_up_proj and its window. Returns max |logit difference|.
-double max_abs_difference(const std::string& name, KvCacheDType kv = KvCacheDType::F32, int64_t prefill = 128) {
+// qkv_proj / gate_up_proj and its window. Returns max |logit difference|. `file`: the model is
+// <name>/<file> (a GGUF file) instead of the folder itself; its Q8_0 linears run on cpu_ref, which
+// computes with the decoded weights exactly, as transformers does.
+double max_abs_difference(const std::string& name, KvCacheDType kv = KvCacheDType::F32, int64_t prefill = 128,
+                          const std::string& file = "") {
   const std::string dir = std::string(QRT_TEST_DATA) + "/fixtures/" + name;
   std::ifstream f(dir + "/logits.json");
   EXPECT_TRUE(f) << "reference file missing";
   if (!f) return INFINITY;
   const auto doc = nlohmann::json::parse(f);
-  auto weights = load_model(dir);
-  EXPECT_TRUE(weights->quantized_layer_specs().empty());
+  auto weights = load_model(file.empty() ? dir : dir + "/" + file);
+  EXPECT_EQ(weights->quantized_layer_specs().empty(), file.empty());
   EngineOptions eo;
+  if (!file.empty()) eo.runtime.backend = "cpu_ref";
   eo.device = probe_cpu();
   eo.runtime.threads = 2;
   eo.runtime.max_input_length = 16;
@@ -190,7 +195,8 @@ double max_abs_difference(const std::string& name, KvCacheDType kv = KvCacheDTyp
   for (size_t t = 0; t < tokens.size(); ++t)
     for (int64_t v = 0; v < vocab; ++v)
       worst = std::max(worst, std::abs(doc["logits"][t][v].get<double>() - logits[t * vocab + v]));
-  std::printf("[%s] max |logit - transformers| = %.2e\n", name.c_str(), worst);
+  std::printf("[%s%s%s] max |logit - transformers| = %.2e\n", name.c_str(), file.empty() ? "" : "/", file.c_str(),
+              worst);
   return worst;
 }
 
@@ -205,6 +211,67 @@ TEST(ReferenceLogitsTiny, Gemma2MatchesTransformers) {
 TEST(ReferenceLogitsTiny, Phi3MatchesTransformers) {
   EXPECT_LT(max_abs_difference("phi3_tiny"), 1e-4);
   EXPECT_LT(max_abs_difference("phi3_tiny", KvCacheDType::F32, 5), 1e-4);
+}
+
+// The same models as GGUF files laid out as llama.cpp's converter writes them
+// (tools/make_arch_tiny_gguf.py: its metadata keys and tensor names, Gemma-2's norms stored as
+// 1 + w, layer 0 in Q8_0, the rest in F16) against transformers run on the values the files store.
+// Measured 2026-12-05: see the commit; tolerance 1e-4 as above (reading the norms without taking
+// the offset back, or Phi-3's fused halves swapped, moves the logits by more than 1e-1).
+TEST(ReferenceLogitsTiny, Gemma2GgufMatchesTransformers) {
+  EXPECT_LT(max_abs_difference("gemma2_tiny_gguf", KvCacheDType::F32, 128, "model.gguf"), 1e-4);
+  EXPECT_LT(max_abs_difference("gemma2_tiny_gguf", KvCacheDType::F32, 5, "model.gguf"), 1e-4);
+}
+
+TEST(ReferenceLogitsTiny, Phi3GgufMatchesTransformers) {
+  EXPECT_LT(max_abs_difference("phi3_tiny_gguf", KvCacheDType::F32, 128, "model.gguf"), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_tiny_gguf", KvCacheDType::F32, 5, "model.gguf"), 1e-4);
+}
+
+// What the GGUF metadata becomes: the HF fields the converter leaves out take the rules of
+// llama.cpp (query_pre_attn_scalar = head_dim, even layers windowed), and the config written for a
+// folder made from the file keeps every rule.
+TEST(ReferenceLogitsTiny, Gemma2AndPhi3GgufConfigsAsRead) {
+  const std::string root = std::string(QRT_TEST_DATA) + "/fixtures/";
+  auto gemma = open_checkpoint(root + "gemma2_tiny_gguf/model.gguf");
+  const ModelConfig& g = gemma->config();
+  EXPECT_EQ(g.architecture, "Gemma2ForCausalLM");
+  EXPECT_EQ(g.hidden_act, "gelu_pytorch_tanh");
+  EXPECT_EQ(g.head_dim, 8);
+  EXPECT_TRUE(g.tie_word_embeddings);
+  EXPECT_DOUBLE_EQ(g.attn_logit_softcapping, 1.5);
+  EXPECT_DOUBLE_EQ(g.final_logit_softcapping, 3.0);
+  EXPECT_DOUBLE_EQ(g.query_pre_attn_scalar, 8);
+  EXPECT_EQ(attention_window(g, 0), 4);
+  EXPECT_EQ(attention_window(g, 1), 0);
+  EXPECT_TRUE(gemma->has_tensor("model.layers.1.pre_feedforward_layernorm.weight"));
+  EXPECT_TRUE(gemma->has_tensor("model.layers.1.post_feedforward_layernorm.weight"));
+  // Served as HF's w: the file's 1 + w less one.
+  auto hf = open_checkpoint(root + "gemma2_tiny");
+  const std::vector<float> from_gguf = gemma->load_float("model.layers.0.post_attention_layernorm.weight");
+  const std::vector<float> from_hf = hf->load_float("model.layers.0.post_attention_layernorm.weight");
+  ASSERT_EQ(from_gguf.size(), from_hf.size());
+  for (size_t i = 0; i < from_hf.size(); ++i) EXPECT_NEAR(from_gguf[i], from_hf[i], 1e-7) << i;
+  // Also as raw data (what `qrt quantize` copies into a folder).
+  const RawTensor raw = gemma->load_raw("model.layers.0.post_attention_layernorm.weight");
+  ASSERT_EQ(raw.dtype, DType::F32);
+  ASSERT_EQ(raw.data.size(), from_gguf.size() * sizeof(float));
+  EXPECT_EQ(std::memcmp(raw.data.data(), from_gguf.data(), raw.data.size()), 0);
+  const ModelConfig back = parse_model_config(gemma->config_json());
+  EXPECT_DOUBLE_EQ(back.query_pre_attn_scalar, 8);
+  EXPECT_DOUBLE_EQ(back.attn_logit_softcapping, 1.5);
+  EXPECT_DOUBLE_EQ(back.final_logit_softcapping, 3.0);
+  EXPECT_EQ(back.sliding_layers, g.sliding_layers);
+
+  auto phi = open_checkpoint(root + "phi3_tiny_gguf/model.gguf");
+  EXPECT_EQ(phi->config().architecture, "Phi3ForCausalLM");
+  EXPECT_EQ(attention_window(phi->config(), 1), 5);
+  std::vector<std::string> names;
+  for (const auto& l : phi->linears()) names.push_back(l.spec.name);
+  ASSERT_EQ(names.size(), 9u);
+  EXPECT_EQ(names[0], "model.layers.0.self_attn.qkv_proj");
+  EXPECT_EQ(names[2], "model.layers.0.mlp.gate_up_proj");
+  EXPECT_EQ(names[8], "lm_head");
 }
 
 TEST(ReferenceLogitsTiny, Gemma2AndPhi3ConfigsAsRead) {

@@ -347,5 +347,80 @@ TEST(StructureChecks, GenerationConfigValuesNameTheFile) {
   EXPECT_EQ(open_checkpoint(d.path.string())->generation_defaults().temperature.value_or(0), 0.6);
 }
 
+// A tiny gemma2 or phi3 GGUF with F32 tensors named as llama.cpp's converter names them; `skip`
+// leaves one tensor out, `extra` adds tensors after the blocks.
+std::string write_arch_gguf(const fs::path& dir, const std::string& arch, const std::string& skip = "",
+                            const std::function<void(GgufWriter&)>& extra = {}) {
+  GgufWriter gw;
+  gw.add_string("general.architecture", arch);
+  gw.add_u32(arch + ".embedding_length", H);
+  gw.add_u32(arch + ".feed_forward_length", I);
+  gw.add_u32(arch + ".block_count", 1);
+  gw.add_u32(arch + ".attention.head_count", NH);
+  gw.add_u32(arch + ".attention.head_count_kv", NKV);
+  gw.add_u32(arch + ".context_length", 64);
+  gw.add_f32(arch + ".attention.layer_norm_rms_epsilon", 1e-6f);
+  auto add = [&](const std::string& name, std::vector<int64_t> ne) {
+    if (name == skip) return;
+    int64_t n = 1;
+    for (int64_t d : ne) n *= d;
+    gw.add_tensor(name, GgmlType::F32, ne, f32_bytes(ramp(static_cast<size_t>(n))));
+  };
+  add("token_embd.weight", {H, 32});
+  add("output_norm.weight", {H});
+  const std::vector<std::string> norms = arch == "gemma2"
+                                             ? std::vector<std::string>{"attn_norm", "post_attention_norm", "ffn_norm",
+                                                                        "post_ffw_norm"}
+                                             : std::vector<std::string>{"attn_norm", "ffn_norm"};
+  for (const auto& n : norms) add("blk.0." + n + ".weight", {H});
+  if (arch == "phi3") {
+    add("blk.0.attn_qkv.weight", {H, (NH + 2 * NKV) * HD});
+    add("blk.0.ffn_up.weight", {H, 2 * I});
+  } else {
+    add("blk.0.attn_q.weight", {H, NH * HD});
+    add("blk.0.attn_k.weight", {H, NKV * HD});
+    add("blk.0.attn_v.weight", {H, NKV * HD});
+    add("blk.0.ffn_gate.weight", {H, I});
+    add("blk.0.ffn_up.weight", {H, I});
+  }
+  add("blk.0.attn_output.weight", {NH * HD, H});
+  add("blk.0.ffn_down.weight", {I, H});
+  if (extra) extra(gw);
+  const std::string file = (dir / (arch + ".gguf")).string();
+  gw.write(file);
+  return file;
+}
+
+// gemma2 / phi3 GGUF files: a missing tensor is named as the file would spell it (with the HF name
+// qrt maps it to), and phi3 files with q/k/v stored apart are told where the converter puts them.
+TEST(StructureChecks, Gemma2AndPhi3GgufTensorsNamedAsStored) {
+  TempDir d;
+  EXPECT_NO_THROW(open_checkpoint(write_arch_gguf(d.path, "gemma2")));
+  EXPECT_NO_THROW(open_checkpoint(write_arch_gguf(d.path, "phi3")));
+  std::string e = error_of([&] { open_checkpoint(write_arch_gguf(d.path, "gemma2", "blk.0.post_ffw_norm.weight")); });
+  EXPECT_NE(e.find("tensor blk.0.post_ffw_norm.weight (model.layers.0.post_feedforward_layernorm.weight) is missing"),
+            std::string::npos)
+      << e;
+  e = error_of([&] {
+    open_checkpoint(write_arch_gguf(d.path, "phi3", "blk.0.attn_qkv.weight", [](GgufWriter& g) {
+      g.add_tensor("blk.0.attn_q.weight", GgmlType::F32, {H, NH * HD}, f32_bytes(ramp(H * NH * HD)));
+    }));
+  });
+  EXPECT_NE(e.find("tensor blk.0.attn_qkv.weight (model.layers.0.self_attn.qkv_proj.weight) is missing (phi3 files "
+                   "hold q/k/v fused in attn_qkv"),
+            std::string::npos)
+      << e;
+  // A phi3 ffn_up of the size of one half (gate or up alone) is refused by its shape.
+  e = error_of([&] {
+    open_checkpoint(write_arch_gguf(d.path, "phi3", "blk.0.ffn_up.weight", [](GgufWriter& g) {
+      g.add_tensor("blk.0.ffn_up.weight", GgmlType::F32, {H, I}, f32_bytes(ramp(H * I)));
+    }));
+  });
+  EXPECT_NE(e.find("tensor blk.0.ffn_up.weight (model.layers.0.mlp.gate_up_proj.weight): shape [16, 8] does not match "
+                   "[32, 8]"),
+            std::string::npos)
+      << e;
+}
+
 }  // namespace
 }  // namespace qrt
