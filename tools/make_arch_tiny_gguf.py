@@ -2,8 +2,8 @@
 """GGUF files of the tiny Gemma-2 and Phi-3 fixtures, with the logits transformers computes for
 the weights they store.
 
-Reads tests/data/fixtures/{gemma2,phi3}_tiny/ (tools/make_arch_tiny_models.py) and writes
-tests/data/fixtures/{gemma2,phi3}_tiny_gguf/:
+Reads tests/data/fixtures/{gemma2,phi3,phi3_longrope}_tiny/ (tools/make_arch_tiny_models.py) and
+writes tests/data/fixtures/{gemma2,phi3,phi3_longrope}_tiny_gguf/:
 
   model.gguf   the model as llama.cpp's convert_hf_to_gguf.py lays it out for architecture gemma2 /
                phi3: its metadata keys, its tensor names (Phi-3's attn_qkv and ffn_up stay fused,
@@ -12,7 +12,11 @@ tests/data/fixtures/{gemma2,phi3}_tiny_gguf/:
                (files well under 200 KB), and a byte-level tokenizer of 64 tokens so `qrt run` works.
   logits.json  {"tokens": [...], "logits": [[vocab floats] per token]} from transformers (eager,
                float32) run on exactly the values the file stores: F16 and Q8_0 weights decoded
-               by the gguf package, Gemma-2's norms as (1 + w) - 1 in float32.
+               by the gguf package, Gemma-2's norms as (1 + w) - 1 in float32. With longrope also
+               "short_tokens" / "short_logits" as the source fixture has them (the short factors).
+
+Phi-3 longrope goes in as the converter writes it: the factors as F32 tensors rope_factors_short /
+rope_factors_long, rope.scaling.original_context_length and rope.scaling.attn_factor.
 
 What a GGUF file cannot say changes the reference model: the converter writes no
 query_pre_attn_scalar for Gemma-2 and readers take head_dim (8 here; the HF fixture has 24), so the
@@ -22,6 +26,7 @@ Usage (needs torch, transformers, numpy, safetensors and `pip install gguf`):
     python3 tools/make_arch_tiny_gguf.py [FIXTURES_DIR]   # default: tests/data/fixtures
 """
 import json
+import math
 import os
 import sys
 
@@ -119,6 +124,13 @@ def convert(src, out, arch, tokens):
         w.add_rope_dimension_count(head_dim)
         w.add_rope_freq_base(theta)
         w.add_sliding_window(cfg.get("sliding_window") or 0)
+        rope = cfg.get("rope_parameters") or {}
+        if rope.get("rope_type") == "longrope":
+            scale = cfg["max_position_embeddings"] / cfg["original_max_position_embeddings"]
+            w.add_rope_scaling_attn_factors(
+                math.sqrt(1 + math.log(scale) / math.log(cfg["original_max_position_embeddings"])) if scale > 1 else 1.0)
+            w.add_tensor("rope_factors_long.weight", np.array(rope["long_factor"], dtype=np.float32))
+            w.add_tensor("rope_factors_short.weight", np.array(rope["short_factor"], dtype=np.float32))
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre("gpt-2")
     w.add_token_list(tokens)
@@ -159,10 +171,21 @@ def convert(src, out, arch, tokens):
     assert not unexpected and all("lm_head" in m for m in missing), (missing, unexpected)
     if config.tie_word_embeddings:
         model.tie_weights()
-    with torch.no_grad():
-        logits = model(torch.tensor([TOKENS])).logits[0].float()
+    with open(os.path.join(src, "logits.json")) as f:
+        source = json.load(f)
+
+    def run(tokens):
+        with torch.no_grad():
+            out = model(torch.tensor([tokens])).logits[0].float()
+        return out, [[round(v, 7) for v in row] for row in out.tolist()]
+
+    logits, rows = run(TOKENS)
+    doc = {"tokens": TOKENS, "logits": rows}
+    if "short_tokens" in source:
+        doc["short_tokens"] = source["short_tokens"]
+        doc["short_logits"] = run(source["short_tokens"])[1]
     with open(os.path.join(out, "logits.json"), "w") as f:
-        json.dump({"tokens": TOKENS, "logits": [[round(v, 7) for v in row] for row in logits.tolist()]}, f)
+        json.dump(doc, f)
     print(f"{path}: {os.path.getsize(path)} bytes; logits range [{logits.min():.3f}, {logits.max():.3f}]")
 
 
@@ -170,8 +193,8 @@ def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "fixtures")
     tokens = tokenizer_tokens(root)
-    for arch in ("gemma2", "phi3"):
-        convert(os.path.join(root, f"{arch}_tiny"), os.path.join(root, f"{arch}_tiny_gguf"), arch, tokens)
+    for name, arch in (("gemma2", "gemma2"), ("phi3", "phi3"), ("phi3_longrope", "phi3")):
+        convert(os.path.join(root, f"{name}_tiny"), os.path.join(root, f"{name}_tiny_gguf"), arch, tokens)
 
 
 if __name__ == "__main__":

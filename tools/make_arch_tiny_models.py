@@ -11,6 +11,10 @@ chosen so that every rule of the architecture shows in the logits:
   query_pre_attn_scalar 24 (not head_dim), soft-capping at 1.5 (attention) and 3.0 (logits) with
   weights large enough that both bite, and norm weights drawn at random (Gemma stores 1 + w).
 - Phi-3: fused qkv_proj and gate_up_proj, grouped-query attention, a window of 5 positions.
+- Phi-3 with longrope (phi3_longrope_tiny, smaller: hidden_size 32): original_max_position_embeddings
+  8 and max_position_embeddings 32 (attention factor sqrt(1 + ln 4 / ln 8)), short and long factors
+  far apart. transformers takes the long factors for a sequence longer than 8, so logits.json also
+  holds "short_tokens" / "short_logits": the first 6 tokens run alone, with the short factors.
 
 Usage (needs torch and transformers; CPU is enough):
     python3 tools/make_arch_tiny_models.py [OUT_DIR]   # default: tests/data/fixtures
@@ -35,7 +39,7 @@ def randomize(model, seed, std):
                 p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
-def save(model, out):
+def save(model, out, short=0):
     os.makedirs(out, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     for extra in ("generation_config.json",):
@@ -45,8 +49,14 @@ def save(model, out):
     ids = torch.tensor([TOKENS])
     with torch.no_grad():
         logits = model(ids).logits[0].float()
+    doc = {"tokens": TOKENS, "logits": [[round(v, 7) for v in row] for row in logits.tolist()]}
+    if short:
+        with torch.no_grad():
+            short_logits = model(torch.tensor([TOKENS[:short]])).logits[0].float()
+        doc["short_tokens"] = TOKENS[:short]
+        doc["short_logits"] = [[round(v, 7) for v in row] for row in short_logits.tolist()]
     with open(os.path.join(out, "logits.json"), "w") as f:
-        json.dump({"tokens": TOKENS, "logits": [[round(v, 7) for v in row] for row in logits.tolist()]}, f)
+        json.dump(doc, f)
     print(f"{out}: logits range [{logits.min():.3f}, {logits.max():.3f}]")
 
 
@@ -77,11 +87,28 @@ def phi3(out):
     save(model, out)
 
 
+def phi3_longrope(out):
+    short = [1.0, 1.05, 1.1, 1.2, 1.4, 1.7, 2.0, 2.5]
+    long = [1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 14.0, 20.0]
+    config = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
+                        original_max_position_embeddings=8, rms_norm_eps=1e-5, rope_theta=10000.0,
+                        sliding_window=None,
+                        rope_scaling={"type": "longrope", "short_factor": short, "long_factor": long},
+                        tie_word_embeddings=False, hidden_act="silu", pad_token_id=0, eos_token_id=1,
+                        bos_token_id=2, torch_dtype="float32", attn_implementation="eager")
+    torch.manual_seed(0)
+    model = Phi3ForCausalLM(config).eval().float()
+    randomize(model, 29, 0.2)
+    save(model, out, short=6)
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "fixtures")
     gemma2(os.path.join(root, "gemma2_tiny"))
     phi3(os.path.join(root, "phi3_tiny"))
+    phi3_longrope(os.path.join(root, "phi3_longrope_tiny"))
 
 
 if __name__ == "__main__":

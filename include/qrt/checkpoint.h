@@ -24,14 +24,21 @@
 
 namespace qrt {
 
-// llama3-style RoPE scaling (rope_scaling in config.json, rope.scaling.* in GGUF).
+// RoPE scaling (rope_scaling in config.json; rope.scaling.* and rope_factors_* in GGUF).
 struct RopeScaling {
-  std::string type;                       // "" = none, "llama3", "linear", "dynamic", "yarn" (only
-                                          // "" / "llama3" / "linear" are applied by the model)
+  std::string type;                       // "" = none, "llama3", "linear", "longrope", "dynamic",
+                                          // "yarn" (only "" / "llama3" / "linear" / "longrope" are
+                                          // applied by the model)
   double factor = 1.0;
   double low_freq_factor = 1.0;
   double high_freq_factor = 4.0;
   int64_t original_max_position_embeddings = 8192;
+  // longrope (Phi-3's long-context models; "su" in older configs): rotary frequency i is divided
+  // by short_factor[i] when the engine's context fits original_max_position_embeddings and by
+  // long_factor[i] when it is longer; cos and sin are multiplied by attention_factor. factor is
+  // max_position_embeddings / original_max_position_embeddings unless the config names one.
+  std::vector<double> short_factor, long_factor;
+  double attention_factor = 1.0;
 };
 
 struct ModelConfig {

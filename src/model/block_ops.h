@@ -32,7 +32,7 @@ struct ModelDims {
   int64_t inter = 0, vocab = 0;
   float eps = 1e-6f;
   int64_t window = 0;    // attention window (0 = full causal attention), attention_window()
-  // The rules beyond the Llama block (Gemma-2); a device that lacks one is refused at load
+  // The rules beyond the Llama block (Gemma-2, Phi-3); a device that lacks one is refused at load
   // (BlockOps::missing_features).
   std::vector<int64_t> layer_window;  // per layer where layers differ (Gemma-2); empty: `window`
   float embed_scale = 1.0f;   // the embedding is multiplied by it (Gemma-2: sqrt(hidden) in float32)
@@ -41,6 +41,9 @@ struct ModelDims {
   float final_softcap = 0.0f; // logits likewise (0: none)
   bool gelu_tanh = false;     // the MLP gate's activation is GELU's tanh form, not SiLU
   bool sandwich_norms = false;  // each branch's output is normalized before it joins the residual
+  // The RoPE tables carry longrope's frequencies and attention factor (Phi-3's long context): a
+  // rule, so that a device whose tables were never checked with them refuses it.
+  bool longrope = false;
   int64_t window_of(int64_t layer) const {
     return layer_window.empty() ? window : layer_window[static_cast<size_t>(layer)];
   }

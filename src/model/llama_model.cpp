@@ -45,6 +45,7 @@ std::vector<std::string> ModelDims::extended_rules() const {
   if (attn_softcap > 0) out.push_back("attention logit soft-capping (attn_logit_softcapping)");
   if (final_softcap > 0) out.push_back("final logit soft-capping (final_logit_softcapping)");
   if (!layer_window.empty()) out.push_back("a sliding window on some layers only");
+  if (longrope) out.push_back("longrope RoPE scaling (rope_scaling type longrope)");
   return out;
 }
 
@@ -77,6 +78,7 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
   if (c.query_pre_attn_scalar > 0) dims_.attn_scale = static_cast<float>(1.0 / std::sqrt(c.query_pre_attn_scalar));
   dims_.attn_softcap = static_cast<float>(c.attn_logit_softcapping);
   dims_.final_softcap = static_cast<float>(c.final_logit_softcapping);
+  dims_.longrope = c.rope_scaling.type == "longrope";
   if (const auto missing = ops_.missing_rules(dims_); !missing.empty()) {
     std::string list;
     for (const auto& m : missing) list += (list.empty() ? "" : "; ") + m;
@@ -96,7 +98,9 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
     // Device limits and memory first, so an absurd max_input_length is one clear error before
     // any table is filled or weight uploaded.
     ops_.reserve(dims_);
-    rope_.build(ops::rope_inv_freq(c), dims_.capacity);
+    // longrope picks its factors once, by the context this engine holds (see rope_inv_freq): a
+    // KV cache never mixes two rotations.
+    rope_.build(ops::rope_inv_freq(c, dims_.capacity), dims_.capacity, ops::rope_attention_factor(c));
     ops_.set_rope(rope_);
 
     // The plan of every quantized linear on this device, then its kernels (with fallback).

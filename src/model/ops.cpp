@@ -29,7 +29,7 @@ void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64
   }
 }
 
-std::vector<float> rope_inv_freq(const ModelConfig& config) {
+std::vector<float> rope_inv_freq(const ModelConfig& config, int64_t context) {
   const int64_t d = config.head_dim;
   if (d <= 0 || d % 2 != 0)
     throw invalid_input(fmt::format("config: head_dim {} must be even and positive for RoPE", d));
@@ -41,6 +41,20 @@ std::vector<float> rope_inv_freq(const ModelConfig& config) {
   }
   const auto& rs = config.rope_scaling;
   if (rs.type.empty() || rs.type == "default") return inv;
+  if (rs.type == "longrope") {
+    // HF: 1 / (ext_factor * base ** (2i / d)) in float32, the factors by the context length.
+    const bool long_context = context > rs.original_max_position_embeddings;
+    const std::vector<double>& ext = long_context ? rs.long_factor : rs.short_factor;
+    if (static_cast<int64_t>(ext.size()) != d / 2)
+      throw invalid_input(fmt::format("config: rope_scaling longrope {}: {} values, expected {} (head_dim / 2)",
+                                      long_context ? "long_factor" : "short_factor", ext.size(), d / 2));
+    for (int64_t i = 0; i < d / 2; ++i) {
+      const float exponent = static_cast<float>(2 * i) / static_cast<float>(d);
+      const float power = std::pow(static_cast<float>(config.rope_theta), exponent);
+      inv[static_cast<size_t>(i)] = 1.0f / (static_cast<float>(ext[static_cast<size_t>(i)]) * power);
+    }
+    return inv;
+  }
   if (rs.factor <= 0)
     throw invalid_input(fmt::format("config: rope_scaling.factor {} must be > 0", rs.factor));
   if (rs.type == "linear") {
@@ -74,11 +88,15 @@ std::vector<float> rope_inv_freq(const ModelConfig& config) {
     return inv;
   }
   throw unsupported(fmt::format("config: rope_scaling type '{}' is not supported (qrt applies none, "
-                                "'linear' and 'llama3')",
+                                "'linear', 'llama3' and 'longrope')",
                                 rs.type));
 }
 
-void RopeTable::build(const std::vector<float>& inv_freq, int64_t n_positions) {
+float rope_attention_factor(const ModelConfig& config) {
+  return config.rope_scaling.type == "longrope" ? static_cast<float>(config.rope_scaling.attention_factor) : 1.0f;
+}
+
+void RopeTable::build(const std::vector<float>& inv_freq, int64_t n_positions, float scale) {
   half = static_cast<int64_t>(inv_freq.size());
   positions = n_positions;
   cos.resize(static_cast<size_t>(half * positions));
@@ -87,8 +105,9 @@ void RopeTable::build(const std::vector<float>& inv_freq, int64_t n_positions) {
     for (int64_t i = 0; i < half; ++i) {
       // HF multiplies in float32 (position * inv_freq) and takes cos/sin of that float.
       const float angle = static_cast<float>(p) * inv_freq[i];
-      cos[p * half + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
-      sin[p * half + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+      // HF multiplies the float32 cos / sin by the attention factor, in float32.
+      cos[p * half + i] = static_cast<float>(std::cos(static_cast<double>(angle))) * scale;
+      sin[p * half + i] = static_cast<float>(std::sin(static_cast<double>(angle))) * scale;
     }
 }
 

@@ -1,5 +1,5 @@
 // CPU primitives of the Llama-family forward pass (float32 activations): RMSNorm, RoPE tables
-// (plain, linear and llama3 scaling), dense matmul (blocked, AVX2/FMA when the CPU has it),
+// (plain, linear, llama3 and longrope scaling), dense matmul (blocked, AVX2/FMA when the CPU has it),
 // SwiGLU, and causal grouped-query attention over a KV cache. Internal to src/model; tested
 // against direct formulas in tests/model.
 #pragma once
@@ -20,15 +20,19 @@ namespace qrt::ops {
 void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim, float eps);
 
 // Inverse frequencies of RoPE (head_dim / 2 of them) after rope_scaling, in float32 as
-// Hugging Face computes them. Throws qrt::Error for a scaling type qrt does not apply.
-std::vector<float> rope_inv_freq(const ModelConfig& config);
+// Hugging Face computes them, for an engine that holds `context` positions per sequence: longrope
+// takes its long factors when context > original_max_position_embeddings, its short ones
+// otherwise. Throws qrt::Error for a scaling type qrt does not apply.
+std::vector<float> rope_inv_freq(const ModelConfig& config, int64_t context = 0);
+// The factor cos and sin are multiplied by (longrope's attention_factor; 1 otherwise).
+float rope_attention_factor(const ModelConfig& config);
 
-// cos / sin of position * inv_freq[i], [positions][head_dim / 2].
+// cos / sin of position * inv_freq[i], times `scale`, [positions][head_dim / 2].
 struct RopeTable {
   int64_t half = 0;
   int64_t positions = 0;
   std::vector<float> cos, sin;
-  void build(const std::vector<float>& inv_freq, int64_t positions);
+  void build(const std::vector<float>& inv_freq, int64_t positions, float scale = 1.0f);
 };
 
 // Rotate-half RoPE (HF convention) on `heads` consecutive head vectors of `head_dim` at one position:

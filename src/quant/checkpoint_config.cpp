@@ -99,6 +99,39 @@ int64_t stored_layer_count(const std::vector<std::string>& names, const std::str
   return count;
 }
 
+ModelConfig finish_config(const json& j, const std::string& where, ModelConfig& c);
+
+// Phi-3's longrope: one divisor per rotary frequency for contexts within
+// original_max_position_embeddings (short_factor) and beyond it (long_factor), and the factor cos
+// and sin are multiplied by. Phi3Config keeps original_max_position_embeddings at the top level
+// (default 4096) and derives factor from it and max_position_embeddings unless one is given.
+void read_longrope(const json& j, const std::string& where, const json& rs, const std::string& w2, ModelConfig& c) {
+  RopeScaling& r = c.rope_scaling;
+  r.type = "longrope";
+  const int64_t half = c.head_dim / 2;
+  for (const char* key : {"short_factor", "long_factor"}) {
+    auto it = rs.find(key);
+    if (it == rs.end() || !it->is_array() || static_cast<int64_t>(it->size()) != half)
+      throw invalid_input(fmt::format("{}.{}: expected a list of {} numbers (one per rotary frequency: head_dim / 2)",
+                                      w2, key, half));
+    std::vector<double>& out = std::string(key) == "short_factor" ? r.short_factor : r.long_factor;
+    for (size_t i = 0; i < it->size(); ++i) {
+      const json& v = (*it)[i];
+      if (!v.is_number()) throw invalid_input(fmt::format("{}.{}[{}]: expected a number, got {}", w2, key, i, render(v)));
+      out.push_back(check_float32_value(v.get<double>(), fmt::format("{}.{}[{}]", w2, key, i), 0, true));
+    }
+  }
+  r.original_max_position_embeddings = get_dim(j, where, "original_max_position_embeddings", 4096);
+  const double ratio = static_cast<double>(c.max_position_embeddings) / static_cast<double>(r.original_max_position_embeddings);
+  r.factor = check_float32_value(get_positive(rs, w2, "factor", ratio), w2 + ".factor", 0, false);
+  // transformers: sqrt(1 + ln(factor) / ln(original_max_position_embeddings)), 1 when factor <= 1.
+  double attention = 1.0;
+  if (r.factor > 1.0)
+    attention = std::sqrt(1.0 + std::log(r.factor) / std::log(static_cast<double>(r.original_max_position_embeddings)));
+  if (auto a = rs.find("attention_factor"); a != rs.end() && !a->is_null()) attention = get_positive(rs, w2, "attention_factor", 1.0);
+  r.attention_factor = check_float32_value(attention, w2 + ".attention_factor", 0, false);
+}
+
 ModelConfig model_config_from_json(const json& j, const std::string& where) {
   if (!j.is_object()) throw invalid_input(where + ": expected a JSON object");
   ModelConfig c;
@@ -232,12 +265,16 @@ ModelConfig model_config_from_json(const json& j, const std::string& where) {
         break;
       }
     if (c.rope_scaling.type == "default") c.rope_scaling.type.clear();
-    // Phi-3's long-context variants rescale each frequency (short_factor / long_factor) and the
-    // attention; qrt does not implement that yet.
-    if (c.rope_scaling.type == "longrope" || c.rope_scaling.type == "su")
-      throw unsupported(w2 + ": type " + io::quote_name(c.rope_scaling.type, 20) +
-                        " (per-dimension short_factor / long_factor scaling of Phi-3's long-context models) is not "
-                        "supported; the 4k-context models (rope_scaling null) run");
+    // Phi-3's long-context models: transformers' Phi3Config reads the older names "su" and "yarn"
+    // as longrope too.
+    const std::string& type = c.rope_scaling.type;
+    if (type == "longrope" || type == "su" || (phi3 && type == "yarn")) {
+      if (!phi3)
+        throw unsupported(w2 + ": type " + io::quote_name(type, 20) + " is supported for Phi3ForCausalLM only, not " +
+                          c.architecture);
+      read_longrope(j, where, *rs, w2, c);
+      return finish_config(j, where, c);
+    }
     c.rope_scaling.factor = check_float32_value(get_positive(*rs, w2, "factor", 1.0), w2 + ".factor", 0, true);
     c.rope_scaling.low_freq_factor =
         check_float32_value(get_positive(*rs, w2, "low_freq_factor", 1.0), w2 + ".low_freq_factor", 0, true);
@@ -247,6 +284,11 @@ ModelConfig model_config_from_json(const json& j, const std::string& where) {
     if (c.rope_scaling.type == "llama3" && c.rope_scaling.high_freq_factor <= c.rope_scaling.low_freq_factor)
       throw invalid_input(w2 + ": high_freq_factor must be greater than low_freq_factor");
   }
+  return finish_config(j, where, c);
+}
+
+// The token ids and dtype, read last whatever the RoPE.
+ModelConfig finish_config(const json& j, const std::string& where, ModelConfig& c) {
   const auto bos = get_ids(j, where, "bos_token_id");
   if (!bos.empty()) c.bos_token_id = bos[0];
   c.eos_token_ids = get_ids(j, where, "eos_token_id");
@@ -275,6 +317,14 @@ json model_config_to_json(const ModelConfig& c) {
   j["rope_theta"] = c.rope_theta;
   if (c.rope_scaling.type.empty()) {
     j["rope_scaling"] = nullptr;
+  } else if (c.rope_scaling.type == "longrope") {
+    const RopeScaling& r = c.rope_scaling;
+    j["rope_scaling"] = {{"type", "longrope"},
+                         {"short_factor", r.short_factor},
+                         {"long_factor", r.long_factor},
+                         {"factor", r.factor},
+                         {"attention_factor", r.attention_factor}};
+    j["original_max_position_embeddings"] = r.original_max_position_embeddings;
   } else {
     j["rope_scaling"] = {{"rope_type", c.rope_scaling.type},
                          {"factor", c.rope_scaling.factor},

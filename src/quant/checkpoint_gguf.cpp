@@ -356,14 +356,39 @@ class GgufCheckpoint final : public Checkpoint {
   }
 
   // Phi-3's window (0 = none, how the converter marks Phi-4). Long-context files carry the
-  // longrope factors as tensors rope_factors_long / rope_factors_short.
+  // longrope factors as the tensors rope_factors_short / rope_factors_long (head_dim / 2 each),
+  // rope.scaling.original_context_length and the attention factor rope.scaling.attn_factor.
   void read_phi3_config(const std::string& a) {
     ModelConfig& c = config_;
     if (auto sw = gguf_.find_int(a + "attention.sliding_window"); sw && *sw > 0) c.sliding_window = *sw;
-    for (const char* name : {"rope_factors_long.weight", "rope_factors_short.weight"})
-      if (gguf_.find_tensor(name))
-        throw unsupported(path_ + ": tensor " + name + ": longrope RoPE scaling (Phi-3's long-context models) is "
-                          "not supported; the 4k-context models run");
+    const GgufTensorInfo* short_t = gguf_.find_tensor("rope_factors_short.weight");
+    const GgufTensorInfo* long_t = gguf_.find_tensor("rope_factors_long.weight");
+    if (!short_t && !long_t) return;
+    if (!short_t || !long_t)
+      throw invalid_input(path_ + ": tensor " + (short_t ? "rope_factors_long.weight" : "rope_factors_short.weight") +
+                          " is missing (longrope needs both factor sets)");
+    RopeScaling& r = c.rope_scaling;
+    r.type = "longrope";
+    const int64_t half = c.head_dim / 2;
+    for (const GgufTensorInfo* t : {short_t, long_t}) {
+      if (t->numel() != half || !gguf_can_dequantize(t->type))
+        throw invalid_input(fmt::format("{}: tensor {}: expected {} float factors (one per rotary frequency), got {} {}",
+                                        path_, t->name, half, t->numel(), ggml_type_name(t->type)));
+      std::vector<double>& out = t == short_t ? r.short_factor : r.long_factor;
+      const std::vector<float> v = gguf_dequantize_tensor(gguf_, *t);
+      for (size_t i = 0; i < v.size(); ++i)
+        out.push_back(check_float32_value(v[i], fmt::format("{}: tensor {}[{}]", path_, t->name, i), 0, true));
+    }
+    const std::string orig_key = a + "rope.scaling.original_context_length";
+    const std::optional<int64_t> orig = gguf_.find_int(orig_key);
+    if (!orig || *orig <= 0 || *orig > (int64_t{1} << 31))
+      throw invalid_input(path_ + ": metadata " + orig_key + " must be a positive length (longrope picks its factors by it)");
+    r.original_max_position_embeddings = *orig;
+    r.factor = static_cast<double>(c.max_position_embeddings) / static_cast<double>(*orig);
+    double attention = 1.0;
+    if (r.factor > 1.0) attention = std::sqrt(1.0 + std::log(r.factor) / std::log(static_cast<double>(*orig)));
+    if (auto af = gguf_.find_float(a + "rope.scaling.attn_factor")) attention = *af;
+    r.attention_factor = check_float32_value(attention, path_ + ": metadata " + a + "rope.scaling.attn_factor", 0, false);
   }
 
   void map_tensors() {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Gemma-2 and Phi-3 end to end on the tiny random models of tests/data/fixtures/{gemma2,phi3}_tiny
+# and phi3_longrope_tiny
 # (tools/make_arch_tiny_models.py; their logits are checked against transformers in
 # tests/model/test_reference_logits.cpp): `qrt inspect` and `qrt plan` name the architecture,
 # `qrt run` generates, `qrt quantize` (GPTQ and AWQ, round to nearest) writes folders that plan and
@@ -29,7 +30,7 @@ t["added_tokens"] = [a for a in t.get("added_tokens", []) if a["id"] < 64]
 json.dump(t, open(sys.argv[2], "w"))
 PY
 
-for m in gemma2 phi3; do
+for m in gemma2 phi3 phi3_longrope; do
   arch=$([ "$m" = gemma2 ] && echo Gemma2ForCausalLM || echo Phi3ForCausalLM)
   cp -r "$DATA/fixtures/${m}_tiny" "$tmp/$m"; rm -f "$tmp/$m/logits.json"; cp "$tmp/tokenizer.json" "$tmp/$m/"
   "$QRT" inspect "$tmp/$m" >"$tmp/i.out" 2>&1 || bad "$m inspect: $(tail -n 3 "$tmp/i.out")"
@@ -50,7 +51,7 @@ for m in gemma2 phi3; do
       >"$tmp/q.out" 2>"$tmp/q.err" || { bad "$m quantize $method: $(tail -n 3 "$tmp/q.err")"; continue; }
     "$QRT" plan -m "$q" >"$tmp/p.out" 2>&1 || bad "$m-$method plan: $(tail -n 3 "$tmp/p.out")"
     grep -q "$arch" "$tmp/p.out" || bad "$m-$method plan does not name $arch"
-    if [ "$m" = phi3 ]; then
+    if [ "$m" != gemma2 ]; then
       grep -q "self_attn.qkv_proj" "$tmp/p.out" && grep -q "mlp.gate_up_proj" "$tmp/p.out" ||
         bad "phi3-$method plan does not list the fused linears: $(cat "$tmp/p.out")"
     fi
@@ -59,10 +60,10 @@ for m in gemma2 phi3; do
   done
 done
 
-for m in gemma2 phi3; do
+for m in gemma2 phi3 phi3_longrope; do
   g="$DATA/fixtures/${m}_tiny_gguf/model.gguf"
   "$QRT" inspect "$g" >"$tmp/i.out" 2>&1 || bad "$m gguf inspect: $(tail -n 3 "$tmp/i.out")"
-  grep -q "architecture *$m" "$tmp/i.out" || bad "$m gguf inspect does not name $m: $(head -n 12 "$tmp/i.out")"
+  grep -q "architecture *${m%%_*}" "$tmp/i.out" || bad "$m gguf inspect does not name $m: $(head -n 12 "$tmp/i.out")"
   timeout 60 "$QRT" run -m "$g" -p 'ABCDEFGHIJ' -n 8 --ignore-eos --temp 0 >"$tmp/r.out" 2>"$tmp/r.err" ||
     bad "$m gguf run: $(tail -n 3 "$tmp/r.err")"
   timeout 120 "$QRT" quantize "$g" "$tmp/$m-gguf-gptq" --method gptq --bits 4 --group-size 32 --calib none \
@@ -70,6 +71,9 @@ for m in gemma2 phi3; do
   timeout 60 "$QRT" run -m "$tmp/$m-gguf-gptq" -p 'ABCDEFGHIJ' -n 8 --ignore-eos --temp 0 >"$tmp/r.out" 2>"$tmp/r.err" ||
     bad "$m gguf-gptq run: $(tail -n 3 "$tmp/r.err")"
 done
+# The folder written from the Phi-3 longrope file keeps its factors.
+grep -q '"longrope"' "$tmp/phi3_longrope-gguf-gptq/config.json" 2>/dev/null ||
+  bad "phi3_longrope gguf-gptq config.json lacks longrope: $(cat "$tmp/phi3_longrope-gguf-gptq/config.json" 2>&1 | head -n 40)"
 # The folder written from the Gemma-2 file keeps the rules the file implies (its norms are HF's w
 # again, checked with the logits in test_model).
 grep -q '"query_pre_attn_scalar": 8' "$tmp/gemma2-gguf-gptq/config.json" 2>/dev/null ||

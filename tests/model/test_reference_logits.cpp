@@ -24,6 +24,8 @@
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "qrt/model.h"
+#include "model/block_ops.h"
+#include "quant/checkpoint_impl.h"
 
 namespace qrt {
 namespace {
@@ -164,39 +166,47 @@ TEST(ReferenceLogitsTiny, HiggsMatchesFloat64Forward) {
 // sequence, every logit. The models are built so that each rule of the architecture moves the
 // logits: Gemma-2's (1 + w) norms, the norms of both branch outputs, GeGLU, query_pre_attn_scalar,
 // attention and final soft-capping (both bite), the window on layer 0 only; Phi-3's fused
-// qkv_proj / gate_up_proj and its window. Returns max |logit difference|. `file`: the model is
-// <name>/<file> (a GGUF file) instead of the folder itself; its Q8_0 linears run on cpu_ref, which
-// computes with the decoded weights exactly, as transformers does.
-double max_abs_difference(const std::string& name, KvCacheDType kv = KvCacheDType::F32, int64_t prefill = 128,
-                          const std::string& file = "") {
+// qkv_proj / gate_up_proj and its window. Returns max |logit difference|.
+struct TinyRun {
+  int64_t prefill = 128;
+  // The model is <name>/<file> (a GGUF file) instead of the folder itself; its Q8_0 linears run
+  // on cpu_ref, which computes with the decoded weights exactly, as transformers does.
+  std::string file{};
+  // The reference's "short_tokens" / "short_logits" on an engine that holds just those tokens
+  // (longrope's short factors) instead of "tokens" / "logits" on one of 16 positions.
+  bool short_set = false;
+};
+double max_abs_difference(const std::string& name, const TinyRun& run = {}) {
   const std::string dir = std::string(QRT_TEST_DATA) + "/fixtures/" + name;
   std::ifstream f(dir + "/logits.json");
   EXPECT_TRUE(f) << "reference file missing";
   if (!f) return INFINITY;
   const auto doc = nlohmann::json::parse(f);
+  const std::string& file = run.file;
   auto weights = load_model(file.empty() ? dir : dir + "/" + file);
   EXPECT_EQ(weights->quantized_layer_specs().empty(), file.empty());
+  const std::vector<int32_t> tokens = doc[run.short_set ? "short_tokens" : "tokens"].get<std::vector<int32_t>>();
+  const auto& reference = doc[run.short_set ? "short_logits" : "logits"];
   EngineOptions eo;
   if (!file.empty()) eo.runtime.backend = "cpu_ref";
   eo.device = probe_cpu();
   eo.runtime.threads = 2;
-  eo.runtime.max_input_length = 16;
+  eo.runtime.max_input_length = run.short_set ? static_cast<int64_t>(tokens.size()) : 16;
   eo.runtime.max_new_tokens = 0;
   eo.runtime.use_tuning_cache = false;
   eo.dense_dtype = DenseDType::F32;
-  eo.kv_dtype = kv;
-  eo.prefill_batch = prefill;
+  eo.kv_dtype = KvCacheDType::F32;
+  eo.prefill_batch = run.prefill;
   auto engine = make_cpu_engine(weights, eo);
-  const std::vector<int32_t> tokens = doc["tokens"].get<std::vector<int32_t>>();
   const int64_t vocab = weights->config.vocab_size;
   std::vector<float> logits(tokens.size() * vocab);
   engine->forward(tokens.data(), static_cast<int64_t>(tokens.size()), 0, logits.data(), true);
   double worst = 0;
   for (size_t t = 0; t < tokens.size(); ++t)
     for (int64_t v = 0; v < vocab; ++v)
-      worst = std::max(worst, std::abs(doc["logits"][t][v].get<double>() - logits[t * vocab + v]));
-  std::printf("[%s%s%s] max |logit - transformers| = %.2e\n", name.c_str(), file.empty() ? "" : "/", file.c_str(),
-              worst);
+      worst = std::max(worst, std::abs(reference[t][v].get<double>() - logits[t * vocab + v]));
+  std::printf("[%s%s%s%s, prefill %lld] max |logit - transformers| = %.2e\n", name.c_str(), file.empty() ? "" : "/",
+              file.c_str(), run.short_set ? " short" : "", static_cast<long long>(run.prefill), worst);
   return worst;
 }
 
@@ -205,12 +215,12 @@ double max_abs_difference(const std::string& name, KvCacheDType kv = KvCacheDTyp
 TEST(ReferenceLogitsTiny, Gemma2MatchesTransformers) {
   EXPECT_LT(max_abs_difference("gemma2_tiny"), 1e-4);
   // Prefill in chunks of 5 rows (the window and soft-capping across chunk edges).
-  EXPECT_LT(max_abs_difference("gemma2_tiny", KvCacheDType::F32, 5), 1e-4);
+  EXPECT_LT(max_abs_difference("gemma2_tiny", {.prefill = 5}), 1e-4);
 }
 
 TEST(ReferenceLogitsTiny, Phi3MatchesTransformers) {
   EXPECT_LT(max_abs_difference("phi3_tiny"), 1e-4);
-  EXPECT_LT(max_abs_difference("phi3_tiny", KvCacheDType::F32, 5), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_tiny", {.prefill = 5}), 1e-4);
 }
 
 // The same models as GGUF files laid out as llama.cpp's converter writes them
@@ -219,13 +229,55 @@ TEST(ReferenceLogitsTiny, Phi3MatchesTransformers) {
 // Measured 2026-12-05: see the commit; tolerance 1e-4 as above (reading the norms without taking
 // the offset back, or Phi-3's fused halves swapped, moves the logits by more than 1e-1).
 TEST(ReferenceLogitsTiny, Gemma2GgufMatchesTransformers) {
-  EXPECT_LT(max_abs_difference("gemma2_tiny_gguf", KvCacheDType::F32, 128, "model.gguf"), 1e-4);
-  EXPECT_LT(max_abs_difference("gemma2_tiny_gguf", KvCacheDType::F32, 5, "model.gguf"), 1e-4);
+  EXPECT_LT(max_abs_difference("gemma2_tiny_gguf", {.file = "model.gguf"}), 1e-4);
+  EXPECT_LT(max_abs_difference("gemma2_tiny_gguf", {.prefill = 5, .file = "model.gguf"}), 1e-4);
 }
 
 TEST(ReferenceLogitsTiny, Phi3GgufMatchesTransformers) {
-  EXPECT_LT(max_abs_difference("phi3_tiny_gguf", KvCacheDType::F32, 128, "model.gguf"), 1e-4);
-  EXPECT_LT(max_abs_difference("phi3_tiny_gguf", KvCacheDType::F32, 5, "model.gguf"), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_tiny_gguf", {.file = "model.gguf"}), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_tiny_gguf", {.prefill = 5, .file = "model.gguf"}), 1e-4);
+}
+
+// Phi-3 with longrope (phi3_longrope_tiny): the 12-token sequence is longer than
+// original_max_position_embeddings (8), so transformers takes the long factors; the engine holds
+// 16 positions and takes them too. The first 6 tokens alone (transformers: short factors) on an
+// engine of 6 positions (short factors). Both with the attention factor on cos / sin. Tolerance
+// 1e-4; the other factor set, or no attention factor, moves the logits by more than 1e-2.
+TEST(ReferenceLogitsTiny, Phi3LongropeMatchesTransformers) {
+  EXPECT_LT(max_abs_difference("phi3_longrope_tiny"), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_longrope_tiny", {.prefill = 5}), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_longrope_tiny", {.short_set = true}), 1e-4);
+  const ModelConfig c = open_checkpoint(std::string(QRT_TEST_DATA) + "/fixtures/phi3_longrope_tiny")->config();
+  EXPECT_EQ(c.rope_scaling.type, "longrope");
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 8);
+  EXPECT_DOUBLE_EQ(c.rope_scaling.factor, 4.0);
+  EXPECT_NEAR(c.rope_scaling.attention_factor, std::sqrt(1 + std::log(4.0) / std::log(8.0)), 1e-12);
+  EXPECT_EQ(c.rope_scaling.long_factor.back(), 20.0);
+  // The config a folder made from it gets keeps every field.
+  const ModelConfig back = parse_model_config(quant::model_config_to_json(c).dump());
+  EXPECT_EQ(back.rope_scaling.short_factor, c.rope_scaling.short_factor);
+  EXPECT_EQ(back.rope_scaling.long_factor, c.rope_scaling.long_factor);
+  EXPECT_EQ(back.rope_scaling.original_max_position_embeddings, 8);
+  EXPECT_DOUBLE_EQ(back.rope_scaling.attention_factor, c.rope_scaling.attention_factor);
+}
+
+// The same as a GGUF file (rope_factors_short / rope_factors_long tensors,
+// rope.scaling.original_context_length, rope.scaling.attn_factor; layer 0 in Q8_0, the rest F16).
+TEST(ReferenceLogitsTiny, Phi3LongropeGgufMatchesTransformers) {
+  EXPECT_LT(max_abs_difference("phi3_longrope_tiny_gguf", {.file = "model.gguf"}), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_longrope_tiny_gguf", {.file = "model.gguf", .short_set = true}), 1e-4);
+  const std::string root = std::string(QRT_TEST_DATA) + "/fixtures/";
+  const ModelConfig g = open_checkpoint(root + "phi3_longrope_tiny_gguf/model.gguf")->config();
+  const ModelConfig h = open_checkpoint(root + "phi3_longrope_tiny")->config();
+  EXPECT_EQ(g.rope_scaling.type, "longrope");
+  ASSERT_EQ(g.rope_scaling.short_factor.size(), 8u);
+  ASSERT_EQ(g.rope_scaling.long_factor.size(), 8u);
+  for (size_t i = 0; i < 8; ++i) {  // float32 tensors in the file
+    EXPECT_FLOAT_EQ(g.rope_scaling.short_factor[i], h.rope_scaling.short_factor[i]);
+    EXPECT_FLOAT_EQ(g.rope_scaling.long_factor[i], h.rope_scaling.long_factor[i]);
+  }
+  EXPECT_EQ(g.rope_scaling.original_max_position_embeddings, 8);
+  EXPECT_NEAR(g.rope_scaling.attention_factor, h.rope_scaling.attention_factor, 1e-7);  // stored as float32
 }
 
 // What the GGUF metadata becomes: the HF fields the converter leaves out take the rules of
@@ -309,13 +361,39 @@ TEST(ReferenceLogitsTiny, ArchitectureFieldsRefusedClearly) {
   };
   const std::string phi = R"({"architectures": ["Phi3ForCausalLM"], "hidden_size": 64, "intermediate_size": 96,
     "num_hidden_layers": 2, "num_attention_heads": 4, "vocab_size": 64,)";
+  // longrope: one factor per rotary frequency (head_dim 16: 8), positive numbers; Phi-3 only.
   EXPECT_NE(message(phi + R"("rope_scaling": {"type": "longrope", "short_factor": [1], "long_factor": [2]}})")
-                .find("longrope"),
+                .find("rope_scaling.short_factor: expected a list of 8 numbers"),
+            std::string::npos);
+  const std::string eight = "[1, 1, 1, 1, 1, 1, 1, 1]";
+  EXPECT_NE(message(phi + R"("rope_scaling": {"type": "su", "short_factor": )" + eight +
+                    R"(, "long_factor": [1, 1, 1, 1, 1, 1, 1, "x"]}})")
+                .find("rope_scaling.long_factor[7]: expected a number"),
+            std::string::npos);
+  EXPECT_EQ(message(phi + R"("rope_scaling": {"type": "su", "short_factor": )" + eight + R"(, "long_factor": )" + eight +
+                    "}}"),
+            "(accepted)");
+  std::string llama = phi;
+  llama.replace(llama.find("Phi3ForCausalLM"), 15, "LlamaForCausalLM");
+  EXPECT_NE(message(llama + R"("rope_scaling": {"type": "longrope", "short_factor": )" + eight +
+                    R"(, "long_factor": )" + eight + "}}")
+                .find("type 'longrope' is supported for Phi3ForCausalLM only"),
             std::string::npos);
   EXPECT_NE(message(phi + R"("partial_rotary_factor": 0.5})").find("partial_rotary_factor"), std::string::npos);
   EXPECT_NE(message(phi + R"("hidden_act": "gelu"})").find("hidden_act 'gelu' is not supported"), std::string::npos);
   EXPECT_NE(message(phi + R"("attn_logit_softcapping": 50})").find("attn_logit_softcapping"), std::string::npos);
   EXPECT_EQ(message(phi + R"("hidden_act": "silu"})"), "(accepted)");
+}
+
+// A device that does not implement a rule (BlockOps::missing_rules: all of them unless it says
+// otherwise, as the CUDA ops do) refuses the model naming it: longrope is one.
+TEST(ReferenceLogitsTiny, LongropeIsARuleDevicesMustImplement) {
+  model::ModelDims dims;
+  EXPECT_TRUE(dims.extended_rules().empty());
+  dims.longrope = true;
+  const auto rules = dims.extended_rules();
+  ASSERT_EQ(rules.size(), 1u);
+  EXPECT_NE(rules[0].find("longrope"), std::string::npos);
 }
 
 }  // namespace
