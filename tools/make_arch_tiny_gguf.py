@@ -2,8 +2,8 @@
 """GGUF files of the tiny Gemma-2 and Phi-3 fixtures, with the logits transformers computes for
 the weights they store.
 
-Reads tests/data/fixtures/{gemma2,phi3,phi3_longrope}_tiny/ (tools/make_arch_tiny_models.py) and
-writes tests/data/fixtures/{gemma2,phi3,phi3_longrope}_tiny_gguf/:
+Reads tests/data/fixtures/{gemma2,phi3,phi3_longrope,phi3_partial}_tiny/
+(tools/make_arch_tiny_models.py) and writes the same names with _gguf appended:
 
   model.gguf   the model as llama.cpp's convert_hf_to_gguf.py lays it out for architecture gemma2 /
                phi3: its metadata keys, its tensor names (Phi-3's attn_qkv and ffn_up stay fused,
@@ -16,7 +16,8 @@ writes tests/data/fixtures/{gemma2,phi3,phi3_longrope}_tiny_gguf/:
                "short_tokens" / "short_logits" as the source fixture has them (the short factors).
 
 Phi-3 longrope goes in as the converter writes it: the factors as F32 tensors rope_factors_short /
-rope_factors_long, rope.scaling.original_context_length and rope.scaling.attn_factor.
+rope_factors_long, rope.scaling.original_context_length and rope.scaling.attn_factor; a
+partial_rotary_factor as rope.dimension_count = int(head_dim * factor).
 
 What a GGUF file cannot say changes the reference model: the converter writes no
 query_pre_attn_scalar for Gemma-2 and readers take head_dim (8 here; the HF fixture has 24), so the
@@ -121,7 +122,8 @@ def convert(src, out, arch, tokens):
         w.add_sliding_window(cfg["sliding_window"])
     else:
         w.add_rope_scaling_orig_ctx_len(cfg["original_max_position_embeddings"])
-        w.add_rope_dimension_count(head_dim)
+        rope_params = cfg.get("rope_parameters") or {}
+        w.add_rope_dimension_count(int(head_dim * rope_params.get("partial_rotary_factor", 1.0)))
         w.add_rope_freq_base(theta)
         w.add_sliding_window(cfg.get("sliding_window") or 0)
         rope = cfg.get("rope_parameters") or {}
@@ -193,7 +195,7 @@ def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "fixtures")
     tokens = tokenizer_tokens(root)
-    for name, arch in (("gemma2", "gemma2"), ("phi3", "phi3"), ("phi3_longrope", "phi3")):
+    for name, arch in (("gemma2", "gemma2"), ("phi3", "phi3"), ("phi3_longrope", "phi3"), ("phi3_partial", "phi3")):
         convert(os.path.join(root, f"{name}_tiny"), os.path.join(root, f"{name}_tiny_gguf"), arch, tokens)
 
 

@@ -15,6 +15,8 @@ chosen so that every rule of the architecture shows in the logits:
   8 and max_position_embeddings 32 (attention factor sqrt(1 + ln 4 / ln 8)), short and long factors
   far apart. transformers takes the long factors for a sequence longer than 8, so logits.json also
   holds "short_tokens" / "short_logits": the first 6 tokens run alone, with the short factors.
+- Phi-3 with partial_rotary_factor 0.75 (phi3_partial_tiny; Phi-4-mini's shape): 12 of each head's
+  16 dimensions rotated, the last 4 passed through, with longrope as above (6 factors per set).
 
 Usage (needs torch and transformers; CPU is enough):
     python3 tools/make_arch_tiny_models.py [OUT_DIR]   # default: tests/data/fixtures
@@ -103,12 +105,29 @@ def phi3_longrope(out):
     save(model, out, short=6)
 
 
+def phi3_partial(out):
+    short = [1.0, 1.1, 1.3, 1.6, 2.0, 2.4]
+    long = [1.0, 2.0, 3.5, 6.0, 10.0, 16.0]
+    config = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
+                        original_max_position_embeddings=8, rms_norm_eps=1e-5, rope_theta=10000.0,
+                        partial_rotary_factor=0.75, sliding_window=None,
+                        rope_scaling={"type": "longrope", "short_factor": short, "long_factor": long},
+                        tie_word_embeddings=False, hidden_act="silu", pad_token_id=0, eos_token_id=1,
+                        bos_token_id=2, torch_dtype="float32", attn_implementation="eager")
+    torch.manual_seed(0)
+    model = Phi3ForCausalLM(config).eval().float()
+    randomize(model, 31, 0.2)
+    save(model, out, short=6)
+
+
 def main():
     root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data", "fixtures")
     gemma2(os.path.join(root, "gemma2_tiny"))
     phi3(os.path.join(root, "phi3_tiny"))
     phi3_longrope(os.path.join(root, "phi3_longrope_tiny"))
+    phi3_partial(os.path.join(root, "phi3_partial_tiny"))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ struct RopeScaling {
   int64_t original_max_position_embeddings = 8192;
   // longrope (Phi-3's long-context models; "su" in older configs): rotary frequency i is divided
   // by short_factor[i] when the engine's context fits original_max_position_embeddings and by
-  // long_factor[i] when it is longer; cos and sin are multiplied by attention_factor. factor is
+  // long_factor[i] when it is longer (rotary_dim / 2 values each); cos and sin are multiplied by
+  // attention_factor. factor is
   // max_position_embeddings / original_max_position_embeddings unless the config names one.
   std::vector<double> short_factor, long_factor;
   double attention_factor = 1.0;
@@ -55,6 +56,9 @@ struct ModelConfig {
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling;
+  // The leading dimensions of each head that RoPE rotates (head_dim * partial_rotary_factor: Phi-3
+  // family, Phi-4-mini); the others pass through unrotated. 0 = the whole head.
+  int64_t rotary_dim = 0;
   int64_t max_position_embeddings = 2048;
   int64_t sliding_window = 0;   // 0 = none (Mistral/Qwen2 may set it; informational)
   bool tie_word_embeddings = false;

@@ -44,6 +44,9 @@ struct ModelDims {
   // The RoPE tables carry longrope's frequencies and attention factor (Phi-3's long context): a
   // rule, so that a device whose tables were never checked with them refuses it.
   bool longrope = false;
+  // Dimensions of each head RoPE rotates, when fewer than head_dim (partial_rotary_factor); 0 =
+  // all. The tables then have rotary_dim / 2 columns, which no device but the CPU reads so.
+  int64_t rotary_dim = 0;
   int64_t window_of(int64_t layer) const {
     return layer_window.empty() ? window : layer_window[static_cast<size_t>(layer)];
   }

@@ -124,8 +124,8 @@ std::vector<int32_t> sample_calibration_tokens(const Checkpoint& ck, int32_t sta
         float* kl = kc.data() + li * per_layer;
         float* vl = vc.data() + li * per_layer;
         for (int64_t b = 0; b < nb; ++b) {
-          ops::apply_rope(q.data() + b * qd, nh, hd, cs, sn);
-          ops::apply_rope(k.data() + b * kvd, nkv, hd, cs, sn);
+          ops::apply_rope(q.data() + b * qd, nh, hd, rope.half, cs, sn);
+          ops::apply_rope(k.data() + b * kvd, nkv, hd, rope.half, cs, sn);
           for (int64_t g = 0; g < nkv; ++g) {
             std::copy_n(k.data() + b * kvd + g * hd, hd, kl + b * per_seq + g * per_head + pos * hd);
             std::copy_n(v.data() + b * kvd + g * hd, hd, vl + b * per_seq + g * per_head + pos * hd);

@@ -83,8 +83,10 @@ void windowed_attention(std::vector<float>& q, std::vector<float>& k, const std:
   pool.parallel_for(T, [&](int, int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t i = t % window;
-      ops::apply_rope(q.data() + t * qd, nh, hd, rope.cos.data() + i * rope.half, rope.sin.data() + i * rope.half);
-      ops::apply_rope(k.data() + t * kvd, nkv, hd, rope.cos.data() + i * rope.half, rope.sin.data() + i * rope.half);
+      ops::apply_rope(q.data() + t * qd, nh, hd, rope.half, rope.cos.data() + i * rope.half,
+                      rope.sin.data() + i * rope.half);
+      ops::apply_rope(k.data() + t * kvd, nkv, hd, rope.half, rope.cos.data() + i * rope.half,
+                      rope.sin.data() + i * rope.half);
     }
   });
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));

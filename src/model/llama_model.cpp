@@ -46,6 +46,7 @@ std::vector<std::string> ModelDims::extended_rules() const {
   if (final_softcap > 0) out.push_back("final logit soft-capping (final_logit_softcapping)");
   if (!layer_window.empty()) out.push_back("a sliding window on some layers only");
   if (longrope) out.push_back("longrope RoPE scaling (rope_scaling type longrope)");
+  if (rotary_dim > 0) out.push_back("partial rotary embeddings (partial_rotary_factor)");
   return out;
 }
 
@@ -79,6 +80,7 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
   dims_.attn_softcap = static_cast<float>(c.attn_logit_softcapping);
   dims_.final_softcap = static_cast<float>(c.final_logit_softcapping);
   dims_.longrope = c.rope_scaling.type == "longrope";
+  if (c.rotary_dim > 0 && c.rotary_dim != c.head_dim) dims_.rotary_dim = c.rotary_dim;
   if (const auto missing = ops_.missing_rules(dims_); !missing.empty()) {
     std::string list;
     for (const auto& m : missing) list += (list.empty() ? "" : "; ") + m;

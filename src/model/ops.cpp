@@ -30,9 +30,10 @@ void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64
 }
 
 std::vector<float> rope_inv_freq(const ModelConfig& config, int64_t context) {
-  const int64_t d = config.head_dim;
-  if (d <= 0 || d % 2 != 0)
-    throw invalid_input(fmt::format("config: head_dim {} must be even and positive for RoPE", d));
+  const int64_t d = config.rotary_dim > 0 ? config.rotary_dim : config.head_dim;
+  if (d <= 0 || d % 2 != 0 || d > config.head_dim)
+    throw invalid_input(fmt::format("config: the rotary dimension {} must be even, positive and at most head_dim {}", d,
+                                    config.head_dim));
   std::vector<float> inv(d / 2);
   for (int64_t i = 0; i < d / 2; ++i) {
     // HF: 1 / base ** (arange(0, d, 2).float() / d), evaluated in float32.
@@ -46,7 +47,7 @@ std::vector<float> rope_inv_freq(const ModelConfig& config, int64_t context) {
     const bool long_context = context > rs.original_max_position_embeddings;
     const std::vector<double>& ext = long_context ? rs.long_factor : rs.short_factor;
     if (static_cast<int64_t>(ext.size()) != d / 2)
-      throw invalid_input(fmt::format("config: rope_scaling longrope {}: {} values, expected {} (head_dim / 2)",
+      throw invalid_input(fmt::format("config: rope_scaling longrope {}: {} values, expected {} (rotary_dim / 2)",
                                       long_context ? "long_factor" : "short_factor", ext.size(), d / 2));
     for (int64_t i = 0; i < d / 2; ++i) {
       const float exponent = static_cast<float>(2 * i) / static_cast<float>(d);
@@ -111,8 +112,7 @@ void RopeTable::build(const std::vector<float>& inv_freq, int64_t n_positions, f
     }
 }
 
-void apply_rope(float* x, int64_t heads, int64_t head_dim, const float* cos, const float* sin) {
-  const int64_t half = head_dim / 2;
+void apply_rope(float* x, int64_t heads, int64_t head_dim, int64_t half, const float* cos, const float* sin) {
   for (int64_t h = 0; h < heads; ++h) {
     float* v = x + h * head_dim;
     for (int64_t i = 0; i < half; ++i) {

@@ -19,7 +19,7 @@ namespace qrt::ops {
 // y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * weight, rows of `dim`. x and y may alias.
 void rms_norm(const float* x, const float* weight, float* y, int64_t rows, int64_t dim, float eps);
 
-// Inverse frequencies of RoPE (head_dim / 2 of them) after rope_scaling, in float32 as
+// Inverse frequencies of RoPE (rotary_dim / 2 of them) after rope_scaling, in float32 as
 // Hugging Face computes them, for an engine that holds `context` positions per sequence: longrope
 // takes its long factors when context > original_max_position_embeddings, its short ones
 // otherwise. Throws qrt::Error for a scaling type qrt does not apply.
@@ -27,7 +27,7 @@ std::vector<float> rope_inv_freq(const ModelConfig& config, int64_t context = 0)
 // The factor cos and sin are multiplied by (longrope's attention_factor; 1 otherwise).
 float rope_attention_factor(const ModelConfig& config);
 
-// cos / sin of position * inv_freq[i], times `scale`, [positions][head_dim / 2].
+// cos / sin of position * inv_freq[i], times `scale`, [positions][rotary_dim / 2].
 struct RopeTable {
   int64_t half = 0;
   int64_t positions = 0;
@@ -35,9 +35,11 @@ struct RopeTable {
   void build(const std::vector<float>& inv_freq, int64_t positions, float scale = 1.0f);
 };
 
-// Rotate-half RoPE (HF convention) on `heads` consecutive head vectors of `head_dim` at one position:
-// x[i] , x[i + d/2]  ->  x[i] cos - x[i + d/2] sin , x[i + d/2] cos + x[i] sin.
-void apply_rope(float* x, int64_t heads, int64_t head_dim, const float* cos, const float* sin);
+// Rotate-half RoPE (HF convention) on `heads` consecutive head vectors of `head_dim` at one
+// position, over the first 2 * half dimensions of each (half = RopeTable::half; the rest pass
+// through, as with a partial_rotary_factor):
+// x[i] , x[i + half]  ->  x[i] cos - x[i + half] sin , x[i + half] cos + x[i] sin.
+void apply_rope(float* x, int64_t heads, int64_t head_dim, int64_t half, const float* cos, const float* sin);
 
 // y[M][N] = x[M][K] * W[N][K]^T (+ bias[N]); multi-threaded over N when a pool is given.
 // ldy = row stride of y (>= N).

@@ -108,11 +108,12 @@ ModelConfig finish_config(const json& j, const std::string& where, ModelConfig& 
 void read_longrope(const json& j, const std::string& where, const json& rs, const std::string& w2, ModelConfig& c) {
   RopeScaling& r = c.rope_scaling;
   r.type = "longrope";
-  const int64_t half = c.head_dim / 2;
+  const int64_t half = (c.rotary_dim > 0 ? c.rotary_dim : c.head_dim) / 2;
   for (const char* key : {"short_factor", "long_factor"}) {
     auto it = rs.find(key);
     if (it == rs.end() || !it->is_array() || static_cast<int64_t>(it->size()) != half)
-      throw invalid_input(fmt::format("{}.{}: expected a list of {} numbers (one per rotary frequency: head_dim / 2)",
+      throw invalid_input(fmt::format("{}.{}: expected a list of {} numbers (one per rotary frequency: the rotary "
+                                      "dimension / 2)",
                                       w2, key, half));
     std::vector<double>& out = std::string(key) == "short_factor" ? r.short_factor : r.long_factor;
     for (size_t i = 0; i < it->size(); ++i) {
@@ -216,13 +217,28 @@ ModelConfig model_config_from_json(const json& j, const std::string& where) {
         throw unsupported(where + ": " + key + " is set, but " + c.architecture +
                           " has no such rule in qrt (it belongs to Gemma2ForCausalLM)");
   }
-  // Partial rotary embeddings (a fraction of each head rotated) are not implemented.
+  // Partial rotary embeddings: Phi-3 rotates the first int(head_dim * partial_rotary_factor)
+  // dimensions of each head (top level or, transformers 5, in rope_parameters). Other
+  // architectures' reference implementations rotate the whole head whatever the field says.
   for (const json* holder : {&j, j.contains("rope_parameters") ? &j["rope_parameters"] : nullptr}) {
     if (!holder || !holder->is_object()) continue;
-    if (auto prf = holder->find("partial_rotary_factor"); prf != holder->end() && !prf->is_null() &&
-                                                         !(prf->is_number() && prf->get<double>() == 1.0))
-      throw unsupported(where + ": partial_rotary_factor " + render(*prf) +
-                        " is not supported: qrt rotates the whole head dimension (factor 1.0)");
+    auto prf = holder->find("partial_rotary_factor");
+    if (prf == holder->end() || prf->is_null()) continue;
+    if (prf->is_number() && prf->get<double>() == 1.0) {
+      c.rotary_dim = 0;  // rope_parameters' value comes after the top-level one and wins, as in transformers
+      continue;
+    }
+    if (!phi3)
+      throw unsupported(where + ": partial_rotary_factor " + render(*prf) + " is not supported for " + c.architecture +
+                        ": qrt rotates part of the head for Phi3ForCausalLM only");
+    if (!prf->is_number() || !(prf->get<double>() > 0) || prf->get<double>() > 1)
+      throw invalid_input(where + ": partial_rotary_factor " + render(*prf) + ": expected a number in (0, 1]");
+    const int64_t rot = static_cast<int64_t>(static_cast<double>(c.head_dim) * prf->get<double>());
+    if (rot < 2 || rot % 2 != 0)
+      throw invalid_input(fmt::format("{}: partial_rotary_factor {} gives {} rotary dimensions of head_dim {}: expected "
+                                      "an even number of at least 2",
+                                      where, render(*prf), rot, c.head_dim));
+    c.rotary_dim = rot;
   }
   c.max_position_embeddings = get_dim(j, where, "max_position_embeddings", 2048);
   c.tie_word_embeddings = get_flag(j, where, "tie_word_embeddings", gemma2);
@@ -332,6 +348,8 @@ json model_config_to_json(const ModelConfig& c) {
                          {"high_freq_factor", c.rope_scaling.high_freq_factor},
                          {"original_max_position_embeddings", c.rope_scaling.original_max_position_embeddings}};
   }
+  if (c.rotary_dim > 0 && c.rotary_dim != c.head_dim)
+    j["partial_rotary_factor"] = static_cast<double>(c.rotary_dim) / static_cast<double>(c.head_dim);
   j["max_position_embeddings"] = c.max_position_embeddings;
   j["tie_word_embeddings"] = c.tie_word_embeddings;
   if (c.model_type != "qwen2") {

@@ -278,11 +278,19 @@ class GgufCheckpoint final : public Checkpoint {
     if (c.rms_norm_eps > 1)
       throw invalid_input(fmt::format("{}{}attention.layer_norm_rms_epsilon = {}: expected at most 1", meta, a, c.rms_norm_eps));
     c.rope_theta = check_float32_value(positive(a + "rope.freq_base", 10000.0), meta + a + "rope.freq_base", 1, false);
-    // Only whole-head RoPE is implemented: a rotary dimension below the head size would run wrong.
-    if (auto rot = gguf_.find_int(a + "rope.dimension_count"); rot && *rot != c.head_dim)
-      throw unsupported(fmt::format("{}{}rope.dimension_count = {}, but the head dimension is {}: partial rotary "
-                                    "embeddings are not supported (qrt rotates the whole head)",
-                                    meta, a, *rot, c.head_dim));
+    // Phi-3 may rotate the leading part of each head only (partial_rotary_factor: Phi-4-mini);
+    // elsewhere a rotary dimension below the head size would run wrong.
+    if (auto rot = gguf_.find_int(a + "rope.dimension_count"); rot && *rot != c.head_dim) {
+      if (arch != "phi3")
+        throw unsupported(fmt::format("{}{}rope.dimension_count = {}, but the head dimension is {}: partial rotary "
+                                      "embeddings are not supported for {} (qrt rotates the whole head)",
+                                      meta, a, *rot, c.head_dim, arch));
+      if (*rot < 2 || *rot > c.head_dim || *rot % 2 != 0)
+        throw invalid_input(fmt::format("{}{}rope.dimension_count = {}: expected an even number in [2, {}] (the head "
+                                        "dimension)",
+                                        meta, a, *rot, c.head_dim));
+      c.rotary_dim = *rot;
+    }
     if (auto type = gguf_.find_string(a + "rope.scaling.type"); type && *type != "none") {
       static const char* const known[] = {"linear", "yarn", "longrope", "llama3", "dynamic"};
       if (std::find(std::begin(known), std::end(known), *type) == std::end(known))
@@ -369,7 +377,7 @@ class GgufCheckpoint final : public Checkpoint {
                           " is missing (longrope needs both factor sets)");
     RopeScaling& r = c.rope_scaling;
     r.type = "longrope";
-    const int64_t half = c.head_dim / 2;
+    const int64_t half = (c.rotary_dim > 0 ? c.rotary_dim : c.head_dim) / 2;
     for (const GgufTensorInfo* t : {short_t, long_t}) {
       if (t->numel() != half || !gguf_can_dequantize(t->type))
         throw invalid_input(fmt::format("{}: tensor {}: expected {} float factors (one per rotary frequency), got {} {}",

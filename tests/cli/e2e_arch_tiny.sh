@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Gemma-2 and Phi-3 end to end on the tiny random models of tests/data/fixtures/{gemma2,phi3}_tiny
-# and phi3_longrope_tiny
+# and phi3_{longrope,partial}_tiny
 # (tools/make_arch_tiny_models.py; their logits are checked against transformers in
 # tests/model/test_reference_logits.cpp): `qrt inspect` and `qrt plan` name the architecture,
 # `qrt run` generates, `qrt quantize` (GPTQ and AWQ, round to nearest) writes folders that plan and
@@ -30,7 +30,7 @@ t["added_tokens"] = [a for a in t.get("added_tokens", []) if a["id"] < 64]
 json.dump(t, open(sys.argv[2], "w"))
 PY
 
-for m in gemma2 phi3 phi3_longrope; do
+for m in gemma2 phi3 phi3_longrope phi3_partial; do
   arch=$([ "$m" = gemma2 ] && echo Gemma2ForCausalLM || echo Phi3ForCausalLM)
   cp -r "$DATA/fixtures/${m}_tiny" "$tmp/$m"; rm -f "$tmp/$m/logits.json"; cp "$tmp/tokenizer.json" "$tmp/$m/"
   "$QRT" inspect "$tmp/$m" >"$tmp/i.out" 2>&1 || bad "$m inspect: $(tail -n 3 "$tmp/i.out")"
@@ -60,7 +60,7 @@ for m in gemma2 phi3 phi3_longrope; do
   done
 done
 
-for m in gemma2 phi3 phi3_longrope; do
+for m in gemma2 phi3 phi3_longrope phi3_partial; do
   g="$DATA/fixtures/${m}_tiny_gguf/model.gguf"
   "$QRT" inspect "$g" >"$tmp/i.out" 2>&1 || bad "$m gguf inspect: $(tail -n 3 "$tmp/i.out")"
   grep -q "architecture *${m%%_*}" "$tmp/i.out" || bad "$m gguf inspect does not name $m: $(head -n 12 "$tmp/i.out")"
@@ -71,7 +71,9 @@ for m in gemma2 phi3 phi3_longrope; do
   timeout 60 "$QRT" run -m "$tmp/$m-gguf-gptq" -p 'ABCDEFGHIJ' -n 8 --ignore-eos --temp 0 >"$tmp/r.out" 2>"$tmp/r.err" ||
     bad "$m gguf-gptq run: $(tail -n 3 "$tmp/r.err")"
 done
-# The folder written from the Phi-3 longrope file keeps its factors.
+# The folders written from the Phi-3 files keep the longrope factors and the rotary fraction.
+grep -q '"partial_rotary_factor": 0.75' "$tmp/phi3_partial-gguf-gptq/config.json" 2>/dev/null ||
+  bad "phi3_partial gguf-gptq config.json lacks partial_rotary_factor 0.75"
 grep -q '"longrope"' "$tmp/phi3_longrope-gguf-gptq/config.json" 2>/dev/null ||
   bad "phi3_longrope gguf-gptq config.json lacks longrope: $(cat "$tmp/phi3_longrope-gguf-gptq/config.json" 2>&1 | head -n 40)"
 # The folder written from the Gemma-2 file keeps the rules the file implies (its norms are HF's w

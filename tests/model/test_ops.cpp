@@ -101,7 +101,7 @@ TEST(Rope, ApplyRotatesHalvesAtPosition) {
   auto x = random_vec(heads * d, 1);
   auto y = x;
   const int64_t pos = 37;
-  ops::apply_rope(y.data(), heads, d, table.cos.data() + pos * 4, table.sin.data() + pos * 4);
+  ops::apply_rope(y.data(), heads, d, table.half, table.cos.data() + pos * 4, table.sin.data() + pos * 4);
   for (int64_t h = 0; h < heads; ++h)
     for (int64_t i = 0; i < d / 2; ++i) {
       const double a = std::pow(10000.0, -2.0 * i / d) * pos;
@@ -111,8 +111,35 @@ TEST(Rope, ApplyRotatesHalvesAtPosition) {
     }
   // Position 0 is the identity.
   auto z = x;
-  ops::apply_rope(z.data(), heads, d, table.cos.data(), table.sin.data());
+  ops::apply_rope(z.data(), heads, d, table.half, table.cos.data(), table.sin.data());
   for (size_t i = 0; i < x.size(); ++i) EXPECT_FLOAT_EQ(z[i], x[i]);
+}
+
+// partial_rotary_factor: the first rotary_dim dimensions of each head rotate as a head of that
+// size would (frequencies base^(-2i / rotary_dim), pairs i and i + rotary_dim / 2); the rest pass
+// through unchanged.
+TEST(Rope, PartialRotatesTheLeadingDimensionsOnly) {
+  const int64_t d = 12, rot = 8, heads = 2;
+  auto c = rope_config(d, 10000.0);
+  c.rotary_dim = rot;
+  auto inv = ops::rope_inv_freq(c);
+  ASSERT_EQ(inv.size(), static_cast<size_t>(rot / 2));
+  ops::RopeTable table;
+  table.build(inv, 50);
+  auto x = random_vec(heads * d, 4);
+  auto y = x;
+  const int64_t pos = 21;
+  ops::apply_rope(y.data(), heads, d, table.half, table.cos.data() + pos * table.half,
+                  table.sin.data() + pos * table.half);
+  for (int64_t h = 0; h < heads; ++h) {
+    for (int64_t i = 0; i < rot / 2; ++i) {
+      const double a = std::pow(10000.0, -2.0 * i / rot) * pos;
+      const double x1 = x[h * d + i], x2 = x[h * d + i + rot / 2];
+      EXPECT_NEAR(y[h * d + i], x1 * std::cos(a) - x2 * std::sin(a), 2e-5);
+      EXPECT_NEAR(y[h * d + i + rot / 2], x2 * std::cos(a) + x1 * std::sin(a), 2e-5);
+    }
+    for (int64_t i = rot; i < d; ++i) EXPECT_EQ(y[h * d + i], x[h * d + i]) << "pass-through dimension " << i;
+  }
 }
 
 TEST(RmsNorm, MatchesFormula) {

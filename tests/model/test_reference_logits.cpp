@@ -280,6 +280,24 @@ TEST(ReferenceLogitsTiny, Phi3LongropeGgufMatchesTransformers) {
   EXPECT_NEAR(g.rope_scaling.attention_factor, h.rope_scaling.attention_factor, 1e-7);  // stored as float32
 }
 
+// partial_rotary_factor 0.75 with longrope (phi3_partial_tiny, Phi-4-mini's shape): 12 of 16
+// dimensions of each head rotated with 6 factors per set, 4 passed through; as a folder and as a
+// GGUF file (rope.dimension_count 12). Tolerance 1e-4.
+TEST(ReferenceLogitsTiny, Phi3PartialRotaryMatchesTransformers) {
+  EXPECT_LT(max_abs_difference("phi3_partial_tiny"), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_partial_tiny", {.prefill = 5}), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_partial_tiny", {.short_set = true}), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_partial_tiny_gguf", {.file = "model.gguf"}), 1e-4);
+  EXPECT_LT(max_abs_difference("phi3_partial_tiny_gguf", {.file = "model.gguf", .short_set = true}), 1e-4);
+  const std::string root = std::string(QRT_TEST_DATA) + "/fixtures/";
+  const ModelConfig h = open_checkpoint(root + "phi3_partial_tiny")->config();
+  const ModelConfig g = open_checkpoint(root + "phi3_partial_tiny_gguf/model.gguf")->config();
+  EXPECT_EQ(h.rotary_dim, 12);
+  EXPECT_EQ(g.rotary_dim, 12);
+  EXPECT_EQ(g.rope_scaling.long_factor.size(), 6u);
+  EXPECT_EQ(parse_model_config(quant::model_config_to_json(g).dump()).rotary_dim, 12);
+}
+
 // What the GGUF metadata becomes: the HF fields the converter leaves out take the rules of
 // llama.cpp (query_pre_attn_scalar = head_dim, even layers windowed), and the config written for a
 // folder made from the file keeps every rule.
@@ -375,25 +393,36 @@ TEST(ReferenceLogitsTiny, ArchitectureFieldsRefusedClearly) {
             "(accepted)");
   std::string llama = phi;
   llama.replace(llama.find("Phi3ForCausalLM"), 15, "LlamaForCausalLM");
+  EXPECT_NE(message(llama + R"("partial_rotary_factor": 0.5})")
+                .find("partial_rotary_factor 0.5 is not supported for LlamaForCausalLM"),
+            std::string::npos);
   EXPECT_NE(message(llama + R"("rope_scaling": {"type": "longrope", "short_factor": )" + eight +
                     R"(, "long_factor": )" + eight + "}}")
                 .find("type 'longrope' is supported for Phi3ForCausalLM only"),
             std::string::npos);
-  EXPECT_NE(message(phi + R"("partial_rotary_factor": 0.5})").find("partial_rotary_factor"), std::string::npos);
+  // partial_rotary_factor: Phi-3 only, a factor in (0, 1] giving an even rotary dimension.
+  EXPECT_EQ(message(phi + R"("partial_rotary_factor": 0.5})"), "(accepted)");
+  EXPECT_EQ(parse_model_config(phi + R"("partial_rotary_factor": 0.5})").rotary_dim, 8);
+  EXPECT_NE(message(phi + R"("partial_rotary_factor": 1.5})").find("partial_rotary_factor 1.5: expected a number in (0, 1]"),
+            std::string::npos);
+  EXPECT_NE(message(phi + R"("partial_rotary_factor": 0.1})").find("gives 1 rotary dimensions of head_dim 16"),
+            std::string::npos);
   EXPECT_NE(message(phi + R"("hidden_act": "gelu"})").find("hidden_act 'gelu' is not supported"), std::string::npos);
   EXPECT_NE(message(phi + R"("attn_logit_softcapping": 50})").find("attn_logit_softcapping"), std::string::npos);
   EXPECT_EQ(message(phi + R"("hidden_act": "silu"})"), "(accepted)");
 }
 
 // A device that does not implement a rule (BlockOps::missing_rules: all of them unless it says
-// otherwise, as the CUDA ops do) refuses the model naming it: longrope is one.
-TEST(ReferenceLogitsTiny, LongropeIsARuleDevicesMustImplement) {
+// otherwise, as the CUDA ops do) refuses the model naming it: longrope and partial rotary are two.
+TEST(ReferenceLogitsTiny, LongropeAndPartialRotaryAreRulesDevicesMustImplement) {
   model::ModelDims dims;
   EXPECT_TRUE(dims.extended_rules().empty());
   dims.longrope = true;
+  dims.rotary_dim = 12;
   const auto rules = dims.extended_rules();
-  ASSERT_EQ(rules.size(), 1u);
+  ASSERT_EQ(rules.size(), 2u);
   EXPECT_NE(rules[0].find("longrope"), std::string::npos);
+  EXPECT_NE(rules[1].find("partial_rotary_factor"), std::string::npos);
 }
 
 }  // namespace

@@ -252,8 +252,8 @@ void CpuOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
     const int64_t block = blocks ? blocks[p / cpu_attention::kKeyBlock] : p / cpu_attention::kKeyBlock;
     const float* cs = rope_->cos.data() + p * rope_->half;
     const float* sn = rope_->sin.data() + p * rope_->half;
-    ops::apply_rope(row(q, i), d_.heads, hd, cs, sn);
-    ops::apply_rope(row(k, i), d_.kv_heads, hd, cs, sn);
+    ops::apply_rope(row(q, i), d_.heads, hd, rope_->half, cs, sn);
+    ops::apply_rope(row(k, i), d_.kv_heads, hd, rope_->half, cs, sn);
     for (int64_t h = 0; h < d_.kv_heads; ++h) {
       const int64_t head = base + h * head_stride_;
       const int64_t voff = head + cpu_attention::paged_value_index(block, p, 0, hd);
