@@ -298,6 +298,31 @@ TEST(ReferenceLogitsTiny, Phi3PartialRotaryMatchesTransformers) {
   EXPECT_EQ(parse_model_config(quant::model_config_to_json(g).dump()).rotary_dim, 12);
 }
 
+// The rules of the tiny Gemma-2 fixture, read from its folder or its GGUF (whose converter
+// writes no query_pre_attn_scalar: the reader takes head_dim).
+void expect_gemma2_tiny_rules(const ModelConfig& g, double query_pre_attn_scalar) {
+  EXPECT_EQ(g.architecture, "Gemma2ForCausalLM");
+  EXPECT_EQ(g.hidden_act, "gelu_pytorch_tanh");
+  EXPECT_EQ(g.head_dim, 8);
+  EXPECT_TRUE(g.tie_word_embeddings);
+  EXPECT_DOUBLE_EQ(g.attn_logit_softcapping, 1.5);
+  EXPECT_DOUBLE_EQ(g.final_logit_softcapping, 3.0);
+  EXPECT_DOUBLE_EQ(g.query_pre_attn_scalar, query_pre_attn_scalar);
+  EXPECT_EQ(attention_window(g, 0), 4);
+  EXPECT_EQ(attention_window(g, 1), 0);
+}
+
+// The tiny Phi-3 fixture's window and fused linears, from its folder or its GGUF.
+void expect_phi3_tiny_layout(const Checkpoint& phi) {
+  EXPECT_EQ(phi.config().architecture, "Phi3ForCausalLM");
+  EXPECT_EQ(attention_window(phi.config(), 1), 5);
+  std::vector<std::string> names;
+  for (const auto& l : phi.linears()) names.push_back(l.spec.name);
+  ASSERT_GE(names.size(), 4u);
+  EXPECT_EQ(names[0], "model.layers.0.self_attn.qkv_proj");
+  EXPECT_EQ(names[2], "model.layers.0.mlp.gate_up_proj");
+}
+
 // What the GGUF metadata becomes: the HF fields the converter leaves out take the rules of
 // llama.cpp (query_pre_attn_scalar = head_dim, even layers windowed), and the config written for a
 // folder made from the file keeps every rule.
@@ -305,15 +330,7 @@ TEST(ReferenceLogitsTiny, Gemma2AndPhi3GgufConfigsAsRead) {
   const std::string root = std::string(QRT_TEST_DATA) + "/fixtures/";
   auto gemma = open_checkpoint(root + "gemma2_tiny_gguf/model.gguf");
   const ModelConfig& g = gemma->config();
-  EXPECT_EQ(g.architecture, "Gemma2ForCausalLM");
-  EXPECT_EQ(g.hidden_act, "gelu_pytorch_tanh");
-  EXPECT_EQ(g.head_dim, 8);
-  EXPECT_TRUE(g.tie_word_embeddings);
-  EXPECT_DOUBLE_EQ(g.attn_logit_softcapping, 1.5);
-  EXPECT_DOUBLE_EQ(g.final_logit_softcapping, 3.0);
-  EXPECT_DOUBLE_EQ(g.query_pre_attn_scalar, 8);
-  EXPECT_EQ(attention_window(g, 0), 4);
-  EXPECT_EQ(attention_window(g, 1), 0);
+  expect_gemma2_tiny_rules(g, 8);
   EXPECT_TRUE(gemma->has_tensor("model.layers.1.pre_feedforward_layernorm.weight"));
   EXPECT_TRUE(gemma->has_tensor("model.layers.1.post_feedforward_layernorm.weight"));
   // Served as HF's w: the file's 1 + w less one.
@@ -334,37 +351,15 @@ TEST(ReferenceLogitsTiny, Gemma2AndPhi3GgufConfigsAsRead) {
   EXPECT_EQ(back.sliding_layers, g.sliding_layers);
 
   auto phi = open_checkpoint(root + "phi3_tiny_gguf/model.gguf");
-  EXPECT_EQ(phi->config().architecture, "Phi3ForCausalLM");
-  EXPECT_EQ(attention_window(phi->config(), 1), 5);
-  std::vector<std::string> names;
-  for (const auto& l : phi->linears()) names.push_back(l.spec.name);
-  ASSERT_EQ(names.size(), 9u);
-  EXPECT_EQ(names[0], "model.layers.0.self_attn.qkv_proj");
-  EXPECT_EQ(names[2], "model.layers.0.mlp.gate_up_proj");
-  EXPECT_EQ(names[8], "lm_head");
+  expect_phi3_tiny_layout(*phi);
+  ASSERT_EQ(phi->linears().size(), 9u);
+  EXPECT_EQ(phi->linears()[8].spec.name, "lm_head");
 }
 
 TEST(ReferenceLogitsTiny, Gemma2AndPhi3ConfigsAsRead) {
   const std::string root = std::string(QRT_TEST_DATA) + "/fixtures/";
-  auto gemma = open_checkpoint(root + "gemma2_tiny");
-  const ModelConfig& g = gemma->config();
-  EXPECT_EQ(g.architecture, "Gemma2ForCausalLM");
-  EXPECT_EQ(g.hidden_act, "gelu_pytorch_tanh");
-  EXPECT_EQ(g.head_dim, 8);
-  EXPECT_TRUE(g.tie_word_embeddings);
-  EXPECT_DOUBLE_EQ(g.attn_logit_softcapping, 1.5);
-  EXPECT_DOUBLE_EQ(g.final_logit_softcapping, 3.0);
-  EXPECT_DOUBLE_EQ(g.query_pre_attn_scalar, 24);
-  EXPECT_EQ(attention_window(g, 0), 4);
-  EXPECT_EQ(attention_window(g, 1), 0);
-  auto phi = open_checkpoint(root + "phi3_tiny");
-  EXPECT_EQ(phi->config().architecture, "Phi3ForCausalLM");
-  EXPECT_EQ(attention_window(phi->config(), 1), 5);
-  std::vector<std::string> names;
-  for (const auto& l : phi->linears()) names.push_back(l.spec.name);
-  ASSERT_GE(names.size(), 4u);
-  EXPECT_EQ(names[0], "model.layers.0.self_attn.qkv_proj");
-  EXPECT_EQ(names[2], "model.layers.0.mlp.gate_up_proj");
+  expect_gemma2_tiny_rules(open_checkpoint(root + "gemma2_tiny")->config(), 24);
+  expect_phi3_tiny_layout(*open_checkpoint(root + "phi3_tiny"));
 }
 
 // Config fields of the new architectures: refused where qrt would run them wrong.
