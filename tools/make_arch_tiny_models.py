@@ -89,36 +89,31 @@ def phi3(out):
     save(model, out)
 
 
-def phi3_longrope(out):
-    short = [1.0, 1.05, 1.1, 1.2, 1.4, 1.7, 2.0, 2.5]
-    long = [1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 14.0, 20.0]
+def phi3_longrope_model(out, short, long, seed, **extra):
+    """A tiny Phi-3 with longrope factors (one per rotary frequency); `extra` adds config fields
+    (partial_rotary_factor)."""
     config = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
                         original_max_position_embeddings=8, rms_norm_eps=1e-5, rope_theta=10000.0,
                         sliding_window=None,
                         rope_scaling={"type": "longrope", "short_factor": short, "long_factor": long},
                         tie_word_embeddings=False, hidden_act="silu", pad_token_id=0, eos_token_id=1,
-                        bos_token_id=2, torch_dtype="float32", attn_implementation="eager")
+                        bos_token_id=2, torch_dtype="float32", attn_implementation="eager", **extra)
     torch.manual_seed(0)
     model = Phi3ForCausalLM(config).eval().float()
-    randomize(model, 29, 0.2)
+    randomize(model, seed, 0.2)
     save(model, out, short=6)
+
+
+def phi3_longrope(out):
+    phi3_longrope_model(out, short=[1.0, 1.05, 1.1, 1.2, 1.4, 1.7, 2.0, 2.5],
+                        long=[1.0, 1.5, 2.5, 4.0, 6.0, 9.0, 14.0, 20.0], seed=29)
 
 
 def phi3_partial(out):
-    short = [1.0, 1.1, 1.3, 1.6, 2.0, 2.4]
-    long = [1.0, 2.0, 3.5, 6.0, 10.0, 16.0]
-    config = Phi3Config(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
-                        original_max_position_embeddings=8, rms_norm_eps=1e-5, rope_theta=10000.0,
-                        partial_rotary_factor=0.75, sliding_window=None,
-                        rope_scaling={"type": "longrope", "short_factor": short, "long_factor": long},
-                        tie_word_embeddings=False, hidden_act="silu", pad_token_id=0, eos_token_id=1,
-                        bos_token_id=2, torch_dtype="float32", attn_implementation="eager")
-    torch.manual_seed(0)
-    model = Phi3ForCausalLM(config).eval().float()
-    randomize(model, 31, 0.2)
-    save(model, out, short=6)
+    # Phi-4-mini's shape: a quarter of each head passes through unrotated.
+    phi3_longrope_model(out, short=[1.0, 1.1, 1.3, 1.6, 2.0, 2.4], long=[1.0, 2.0, 3.5, 6.0, 10.0, 16.0],
+                        seed=31, partial_rotary_factor=0.75)
 
 
 def main():
