@@ -52,7 +52,7 @@ class ThreadPool {
   void worker_loop(int index);
   int run_slots();                 // takes and runs slots of the current job until none is left
   bool spin_allowed() const;
-  void note_preempted();           // a job showed preemption: pause spinning, unless Always
+  void note_preempted();           // a job showed preemption: pause spinning if Adaptive and crowded
   std::vector<std::thread> workers_;
   std::mutex mutex_;
   std::condition_variable start_cv_, done_cv_;

@@ -5,7 +5,8 @@
 //
 // Shared cores. Spinning only pays while every thread has a CPU of its own. It is off when the
 // pool has more threads than the process may use (its affinity mask), and it stops for a while
-// (kNoSpinJobs jobs) as soon as a job shows that the threads are being preempted: a spinner that
+// (kNoSpinJobs jobs) when a job shows that the threads are being preempted while more tasks are
+// runnable than there are CPUs (cores_oversubscribed below): a spinner that
 // finds a long gap between two of its clock reads was descheduled, and a caller that ran a slot
 // meant for a worker long after the job started had a worker that was not running. A spinner
 // then only takes CPU time away from the threads that have the work (and from other processes).
