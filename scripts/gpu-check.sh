@@ -73,10 +73,15 @@ elif [ -x "$LLAMA_BENCH" ]; then
 else
   note "llama.cpp: no $LLAMA_SRC (scripts/gpu-deps.sh) or GPU_CHECK_LLAMACPP=0: no llama.cpp figures"
 fi
-# The default model at its 30 blocks (copies of the carried 8: same shapes, types and tokenizer).
+# The default model's first 8 blocks travel xz-compressed (scripts/gpu-deps.sh), and at its 30
+# blocks (copies of the carried 8: same shapes, types and tokenizer).
+SMOL8=/tmp/qrt-smollm2-8-blocks.gguf
 SMOL=/tmp/qrt-smollm2-30-blocks.gguf
-if [ -f .gpu-model/smollm2-8-blocks.gguf ] && [ ! -f "$SMOL" ]; then
-  python3 tools/repeat_gguf_blocks.py .gpu-model/smollm2-8-blocks.gguf "$SMOL" --blocks 30 2>&1 | tee -a "$LOG"
+if [ -f .gpu-model/smollm2-8-blocks.gguf.xz ] && [ ! -f "$SMOL8" ]; then
+  xz -dc .gpu-model/smollm2-8-blocks.gguf.xz > "$SMOL8.tmp" && mv "$SMOL8.tmp" "$SMOL8"
+fi
+if [ -f "$SMOL8" ] && [ ! -f "$SMOL" ]; then
+  python3 tools/repeat_gguf_blocks.py "$SMOL8" "$SMOL" --blocks 30 2>&1 | tee -a "$LOG"
 fi
 
 # ---- the random Llama-2-7B-shaped GPTQ model, written while the build runs ----
@@ -112,7 +117,7 @@ stage "GPU tests"
 TESTS_RC=-1
 # The default model's first 8 blocks (scripts/gpu-deps.sh; the whole GGUF does not travel): the
 # CPU-vs-GPU engine logits test runs on it.
-[ -f .gpu-model/smollm2-8-blocks.gguf ] && export QRT_DEFAULT_MODEL=$ROOT/.gpu-model/smollm2-8-blocks.gguf
+[ -f "$SMOL8" ] && export QRT_DEFAULT_MODEL=$SMOL8
 note "QRT_DEFAULT_MODEL=${QRT_DEFAULT_MODEL:-unset}"
 if [ -x build-gpu/tests/test_backends ]; then
   timeout 120 build-gpu/tests/test_backends --gtest_brief=0 > "$OUT/tests.log" 2>&1

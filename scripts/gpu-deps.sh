@@ -21,17 +21,20 @@ else
   ls -la "$DEST"
 fi
 
-# The default model's first 8 blocks (~50 MB; the whole GGUF is over what travels to the GPU
-# machine) for the CPU-vs-GPU engine logits test there. Carry .gpu-model too.
+# The default model's first 8 blocks (~50 MB, 45 MB xz-compressed; the whole GGUF is over what
+# travels to the GPU machine) for the CPU-vs-GPU engine logits test there. Carry .gpu-model too.
 MODEL_DIR=.gpu-model
 SRC=$(bash scripts/fetch-model.sh 2>/dev/null | tail -1 || true)
-if [ -f "$MODEL_DIR/smollm2-8-blocks.gguf" ]; then
-  echo "gpu-deps: $MODEL_DIR/smollm2-8-blocks.gguf already there"
+if [ -f "$MODEL_DIR/smollm2-8-blocks.gguf.xz" ]; then
+  echo "gpu-deps: $MODEL_DIR/smollm2-8-blocks.gguf.xz already there"
 elif [ -n "$SRC" ] && [ -f "$SRC" ]; then
   python3 -c 'import gguf' 2>/dev/null || python3 -m pip install -q gguf
   mkdir -p "$MODEL_DIR"
-  python3 tools/truncate_gguf.py "$SRC" "$MODEL_DIR/smollm2-8-blocks.gguf.tmp" --layers 8 &&
-    mv "$MODEL_DIR/smollm2-8-blocks.gguf.tmp" "$MODEL_DIR/smollm2-8-blocks.gguf"
+  tmp=$(mktemp)
+  python3 tools/truncate_gguf.py "$SRC" "$tmp" --layers 8 &&
+    xz -6 -T2 -c "$tmp" > "$MODEL_DIR/smollm2-8-blocks.gguf.xz.tmp" &&
+    mv "$MODEL_DIR/smollm2-8-blocks.gguf.xz.tmp" "$MODEL_DIR/smollm2-8-blocks.gguf.xz"
+  rm -f "$tmp" "$MODEL_DIR/smollm2-8-blocks.gguf"
 else
   echo "gpu-deps: default model not found (scripts/fetch-model.sh): the GPU engine logits test will skip"
 fi
