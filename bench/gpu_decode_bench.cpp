@@ -54,7 +54,8 @@ int main(int argc, char** argv) {
     EngineOptions opt;
     opt.runtime.max_input_length = std::max(prompt_len, prefill_len);
     opt.runtime.max_new_tokens = n_new + 8;
-    opt.runtime.use_tuning_cache = false;
+    // TUNED=1: the tuning cache (qrt tune's) as qrt run reads it; by default the plan's defaults.
+    opt.runtime.use_tuning_cache = std::getenv("TUNED") && std::string(std::getenv("TUNED")) == "1";
     opt.device = devs[0];
     opt.prefill_batch = std::max(prompt_len, prefill_len);
     opt.log = [](const std::string& m) { std::fprintf(stderr, "qrt: %s\n", m.c_str()); };

@@ -74,6 +74,29 @@ struct ActTensor {
   DeviceKind device = DeviceKind::Cpu;
 };
 
+// Work an engine may ask a linear's kernel to do around its GEMM, so that a decode step needs fewer
+// launches: the input rows computed in the prologue from the residual stream or the gate/up
+// projection instead of read from x, and the output added into the residual stream in the
+// epilogue instead of written to y. Asked only where PreparedLinear::fuses() said yes. The input
+// dtype is the activations' (x.dtype); every value is rounded to it where the unfused ops would
+// store it, so fused and unfused steps differ only by float summation order.
+struct LinearFusion {
+  enum class Input { X, RmsNorm, SiluMul };
+  Input input = Input::X;
+  // RmsNorm: row r = residual[r][:] * rsqrt(mean(residual[r][:]^2) + eps) * norm_weight[:]
+  // (float rows of K; x is not read).
+  const float* norm_residual = nullptr;
+  const float* norm_weight = nullptr;
+  float norm_eps = 0.f;
+  // SiluMul: row r = silu(gate[r * stride + c]) * up[r * stride + c] (x.dtype, K columns).
+  const void* gate = nullptr;
+  const void* up = nullptr;
+  int64_t gate_up_stride = 0;
+  // When set: residual_out[r][n] += the output (as rounded to y.dtype); y is not written.
+  float* residual_out = nullptr;
+  bool any() const { return input != Input::X || residual_out != nullptr; }
+};
+
 struct ExecContext {
   ThreadPool* pool = nullptr;   // CPU backends; nullptr = run on the calling thread
   void* cuda_stream = nullptr;  // cudaStream_t for CUDA backends
@@ -81,6 +104,8 @@ struct ExecContext {
   // reads_call_params() is true (one packed weight then serves several M ranges with different
   // row tiles). Reading it must not allocate; nullptr = use what prepare() was given.
   const KernelParams* call_params = nullptr;
+  // Prologue / epilogue work (LinearFusion); nullptr = plain y = x W^T.
+  const LinearFusion* fusion = nullptr;
 };
 
 // What prepare() is given besides the weight and its parameters: the device, the most activation
@@ -109,6 +134,8 @@ class PreparedLinear {
   // backend's capability); forward() trusts them. No allocation, no repacking, no logging, no throw
   // after a first successful run.
   virtual void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx) = 0;
+  // Whether forward() at M rows of `dtype` honours ExecContext::fusion = `f`. Default: no fusion.
+  virtual bool fuses(const LinearFusion& f, int64_t m, DType dtype) const { return false; }
   // Bytes of packed weight this object holds (host for CPU, device for CUDA).
   virtual int64_t weight_bytes() const = 0;
 };

@@ -112,6 +112,9 @@ class QuantLinear {
   // An M no range of the plan covers (a plan not made by plan_layers) throws Error(NoBackend)
   // naming the layer, M and the ranges, instead of leaving y unwritten.
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
+  // Whether the kernel of M's range, once it has run (it may have fallen back), honours
+  // ExecContext::fusion = `f` for activations of `dtype`. False for a range not run yet.
+  bool fuses(const LinearFusion& f, int64_t m, DType dtype) const;
   const LayerSpec& layer() const { return layer_; }
   // Backend names actually used (after fallback), one per M range.
   std::vector<std::string> backends_used() const;

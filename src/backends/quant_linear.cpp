@@ -162,6 +162,12 @@ void QuantLinear::forward(const ActTensor& x, const ActTensor& y, const ExecCont
   no_range(x.rows);
 }
 
+bool QuantLinear::fuses(const LinearFusion& f, int64_t m, DType dtype) const {
+  for (const auto& r : ranges_)
+    if (m >= r.m_min && m <= r.m_max) return r.probed && r.kernel && r.kernel->fuses(f, m, dtype);
+  return false;
+}
+
 void QuantLinear::no_range(int64_t m) const {
   std::string ranges;
   for (const auto& r : ranges_) ranges += (ranges.empty() ? "" : ", ") + m_range_text(r.m_min, r.m_max);

@@ -171,6 +171,9 @@ class BlockOps {
     add_rmsnorm(add_proj, norm, row0, rows);
     this->head(head, row0, rows);
   }
+  // Every op of the step has been called: a device that holds ops back to fuse them with the next
+  // one (the GPU's decode step) issues what it still holds.
+  virtual void end_step() {}
   // Moves residual row rows[k] (x and the pending Proj) to row k, for k < n; rows ascending. A
   // batched step gathers the rows whose logits are wanted before the final norm and the head.
   virtual void gather_rows(const int64_t* rows, int64_t n) = 0;

@@ -423,9 +423,9 @@ void LlamaModel::run_step(int64_t m, int64_t head_row0, int64_t head_rows) {
   if (blocks_.empty()) ops_.embed(m);
   else ops_.embed_rmsnorm(blocks_[0].input_norm, m);
   for (size_t li = 0; li < blocks_.size(); ++li) run_block(li, m);
-  if (head_rows == 0) return;
   // The last block's output joins the residual stream in the final norm.
-  ops_.norm_head(!blocks_.empty(), final_norm_, head_, head_row0, head_rows);
+  if (head_rows > 0) ops_.norm_head(!blocks_.empty(), final_norm_, head_, head_row0, head_rows);
+  ops_.end_step();
 }
 
 std::vector<const ModelLinear*> LlamaModel::linears() const {

@@ -175,7 +175,16 @@ void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = tru
   EXPECT_EQ(launches[said_fused ? "gate/up (fused)" : "up_proj"], c.num_layers);
   if (fused_decode) {
     EXPECT_EQ(launches["embedding + rmsnorm"], 1);
-    EXPECT_EQ(launches["residual + rmsnorm"], 2 * c.num_layers - 1);
+    // Quantized projections (cuda_gemv at M = 1) build the norms and SiLU x up in their prologues
+    // and add into the residual stream in their epilogues; dense ones (cuBLAS) cannot.
+    const bool in_projections = w->layers[0].q_proj.is_quantized();
+    EXPECT_EQ(launches[in_projections ? "rmsnorm (in the projections)" : "residual + rmsnorm"], 2 * c.num_layers - 1);
+    EXPECT_EQ(launches[in_projections ? "silu * up (in the down projection)" : "silu * up"], c.num_layers);
+    EXPECT_EQ(launches["residual add (in the projection)"], in_projections ? 2 * c.num_layers : 0);
+    if (in_projections) {
+      EXPECT_EQ(launches.count("residual + rmsnorm"), 0u);
+      EXPECT_EQ(launches.count("silu * up"), 0u);
+    }
     EXPECT_EQ(launches["final rmsnorm + lm_head + greedy choice"], 1);
     EXPECT_EQ(launches.count("rope + kv store"), 0u);
   } else {
@@ -315,6 +324,34 @@ TEST(CudaEngine, DecodeStepLaunchesFusedAgainstUnfused) {
   for (const char* op : {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"})
     EXPECT_EQ(f[op], u[op]) << op;
   EXPECT_EQ(counts[false].nodes - counts[true].nodes, L + 2 + u["lm_head"]);
+}
+
+// A quantized model's decode step with the fused decode ops: the projections (cuda_gemv) build the
+// norms and SiLU x up in their prologues and add into the residual stream in their epilogues, so a
+// block is 5 kernels (q/k/v, attention, o, gate/up, down) and the step 5 per block + 2 (embedding
+// with the first norm; final norm + head + greedy choice), against 8 per block + 2 unfused.
+TEST(CudaEngine, QuantizedDecodeStepFusesNormsIntoProjections) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto w = testing::tiny_weights(gpu_tiny_config(), 8);
+  quantize_all(*w);
+  const int L = static_cast<int>(w->config.num_layers);
+  std::map<bool, CudaForwardEngine::StepLaunches> counts;
+  for (bool fused : {true, false}) {
+    ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused ? "1" : "0");
+    auto engine = make_cuda_engine(w, gpu_options(16, 8));
+    counts[fused] = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();
+  }
+  for (bool fused : {true, false}) {
+    std::printf("  %s: %d nodes, %d kernels\n", fused ? "fused" : "unfused", counts[fused].nodes, counts[fused].kernels);
+    for (const auto& [op, n] : counts[fused].nodes_by_op) std::printf("    %-42s %d\n", op.c_str(), n);
+  }
+  std::map<std::string, int> f(counts[true].nodes_by_op.begin(), counts[true].nodes_by_op.end());
+  EXPECT_EQ(counts[true].kernels, 5 * L + 2);
+  EXPECT_EQ(f["residual + rmsnorm"], 0);
+  EXPECT_EQ(f["silu * up"], 0);
+  EXPECT_EQ(f["q/k/v (fused)"], L);
+  EXPECT_EQ(f["down_proj"], L);
+  EXPECT_GT(counts[false].kernels, counts[true].kernels + 3 * L - 1);
 }
 
 // Two limits, each a clear error before anything is uploaded: past 2^31 positions the lengths

@@ -148,7 +148,10 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   QRT_CUDA_CHECK(cudaMemset(attn_counters_.get(), 0, attn_counters_.bytes()));
   attn_scratch_.partials = attn_partials_.as<float>();
   attn_scratch_.counters = attn_counters_.as<int>();
-  fused_attention_ = fused_decode_ && cuda_model::decode_attention_fusable(d_.heads, d_.kv_heads, d_.head_dim, kv_elem_);
+  // QRT_CUDA_FUSED_ATTENTION=0: RoPE + KV store and the attention as two kernels (A/B runs).
+  const char* fa = std::getenv("QRT_CUDA_FUSED_ATTENTION");
+  fused_attention_ = fused_decode_ && !(fa && std::string(fa) == "0") &&
+                     cuda_model::decode_attention_fusable(d_.heads, d_.kv_heads, d_.head_dim, kv_elem_);
   // The greedy choice: one id per step; the fused final norm + head + choice for a dense fp16 head.
   d_argmax_ = DeviceBuffer(4, "greedy token");
   fused_head_ = fused_decode_ && !quantized_head && cuda_model::head_argmax_fusable(hidden);
@@ -220,6 +223,7 @@ void CudaOps::stage_greedy(const StepRows& rows, int32_t* token) {
 }
 
 void CudaOps::finish() {
+  issue_held();
   const int64_t rows = logit_rows_;
   if (rows) {
     QRT_CUDA_CHECK(cudaMemcpyAsync(h_logits_, logits_.get(), static_cast<size_t>(rows * d_.vocab) * 4,
@@ -234,11 +238,13 @@ void CudaOps::finish() {
 }
 
 void CudaOps::embed(int64_t m) {
+  issue_held();
   cuda_model::embed(d_tokens_.as<int32_t>(), m, embed_.as<__half>(), d_.hidden, x_.as<float>(), stream_);
   mark("embedding");
 }
 
 void CudaOps::embed_rmsnorm(int norm, int64_t m) {
+  issue_held();
   if (!fused_decode_) return BlockOps::embed_rmsnorm(norm, m);
   cuda_model::embed_rmsnorm(d_tokens_.as<int32_t>(), embed_.as<__half>(), x_.as<float>(),
                             vectors_[static_cast<size_t>(norm)].as<float>(), xn_.as<__half>(), m, d_.hidden, d_.eps,
@@ -247,6 +253,29 @@ void CudaOps::embed_rmsnorm(int norm, int64_t m) {
 }
 
 void CudaOps::add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) {
+  if (holds_ops(rows) && row0 == 0) {
+    // The norm before it is done with its readers; the held projection (called before this norm)
+    // adds its output into the residual stream itself where its kernel can.
+    issue_held_norm(false);
+    issue_held_silu();
+    const bool into_residual = add_proj && held_linear_.l && held_linear_.m == rows && held_linear_.l->n == d_.hidden;
+    if (into_residual) {
+      LinearFusion f = held_linear_.silu ? silu_fusion(held_linear_.gate, held_linear_.up) : LinearFusion{};
+      f.residual_out = x_.as<float>();
+      if (fuses(*held_linear_.l, f, rows)) {
+        issue_held_linear(true);
+        held_norm_ = {norm, rows, false};
+        return;
+      }
+    }
+    issue_held_linear(false);
+    if (!add_proj) {
+      held_norm_ = {norm, rows, false};
+      return;
+    }
+  } else {
+    issue_held();
+  }
   const int64_t off = row0 * d_.hidden;
   cuda_model::add_rmsnorm(x_.as<float>() + off, add_proj ? tmp_.as<__half>() + off : nullptr,
                           vectors_[static_cast<size_t>(norm)].as<float>(), xn_.as<__half>() + off, rows, d_.hidden,
@@ -269,11 +298,106 @@ void CudaOps::run_linear(ModelLinear& l, const __half* x, int64_t m, __half* y) 
 }
 
 void CudaOps::linear(ModelLinear& l, View in, View out, int64_t m) {
-  run_linear(l, ptr(in), m, ptr(out));
+  if (!holds_ops(m) || !l.quantized) {
+    issue_held();
+    run_linear(l, ptr(in), m, ptr(out));
+    mark(l.op.c_str());
+    return;
+  }
+  LinearFusion f;
+  const bool reads_norm = in.buffer == Buffer::Normed && in.col == 0;
+  bool builds_norm = reads_norm && held_norm_.norm >= 0 && held_norm_.m == m && l.k == d_.hidden;
+  if (builds_norm) {
+    f.input = LinearFusion::Input::RmsNorm;
+    f.norm_residual = x_.as<float>();
+    f.norm_weight = vectors_[static_cast<size_t>(held_norm_.norm)].as<float>();
+    f.norm_eps = d_.eps;
+    builds_norm = fuses(l, f, m);
+    if (!builds_norm) f = LinearFusion{};
+  }
+  bool builds_silu = held_silu_.m == m && in.buffer == held_silu_.out.buffer && in.col == held_silu_.out.col &&
+                     l.k == d_.inter;
+  if (builds_silu) {
+    builds_silu = fuses(l, silu_fusion(held_silu_.gate, held_silu_.up), m);
+  }
+  // What was held was called before this linear: it goes first (a reader of the norm that cannot
+  // build it needs the norm's kernel).
+  issue_held_linear(false);
+  if (!builds_norm) issue_held_norm(reads_norm);
+  const View gate = held_silu_.gate, up = held_silu_.up;
+  if (builds_silu) held_silu_ = HeldSilu{};
+  else issue_held_silu();
+  if (builds_silu) f = silu_fusion(gate, up);
+  if (out.buffer == Buffer::Proj && out.col == 0 && !builds_norm) {
+    held_linear_ = {&l, in, m, builds_silu, gate, up};
+    return;
+  }
+  run_fused(l, f, in, out, m);
+  if (builds_norm) held_norm_.built_by_reader = true;
+  if (builds_silu) mark("silu * up (in the down projection)");
+}
+
+bool CudaOps::fuses(const ModelLinear& l, const LinearFusion& f, int64_t m) const {
+  return l.quantized && l.quantized->fuses(f, m, DType::F16);
+}
+
+LinearFusion CudaOps::silu_fusion(View gate, View up) const {
+  LinearFusion f;
+  f.input = LinearFusion::Input::SiluMul;
+  f.gate = ptr(gate);
+  f.up = ptr(up);
+  f.gate_up_stride = gate.stride;
+  return f;
+}
+
+void CudaOps::run_fused(ModelLinear& l, const LinearFusion& f, View in, View out, int64_t m) {
+  if (!f.any()) {
+    run_linear(l, ptr(in), m, ptr(out));
+  } else {
+    ActTensor xt{ptr(in), DType::F16, m, l.k, DeviceKind::Cuda};
+    ActTensor yt{ptr(out), DType::F16, m, l.n, DeviceKind::Cuda};
+    ExecContext ec;
+    ec.cuda_stream = stream_;
+    ec.fusion = &f;
+    l.quantized->forward(xt, yt, ec);
+  }
   mark(l.op.c_str());
 }
 
+void CudaOps::issue_held_linear(bool into_residual) {
+  if (!held_linear_.l) return;
+  const HeldLinear h = held_linear_;
+  held_linear_ = HeldLinear{};
+  LinearFusion f = h.silu ? silu_fusion(h.gate, h.up) : LinearFusion{};
+  if (into_residual) f.residual_out = x_.as<float>();
+  run_fused(*h.l, f, h.in, View{Buffer::Proj, 0, d_.hidden}, h.m);
+  if (h.silu) mark("silu * up (in the down projection)");
+  if (into_residual) mark("residual add (in the projection)");
+}
+
+void CudaOps::issue_held_norm(bool needed) {
+  if (held_norm_.norm < 0) return;
+  const HeldNorm h = held_norm_;
+  held_norm_ = HeldNorm{};
+  if (h.built_by_reader && !needed) {
+    mark("rmsnorm (in the projections)");
+    return;
+  }
+  cuda_model::add_rmsnorm(x_.as<float>(), nullptr, vectors_[static_cast<size_t>(h.norm)].as<float>(), xn_.as<__half>(),
+                          h.m, d_.hidden, d_.eps, stream_);
+  mark("residual + rmsnorm");
+}
+
+void CudaOps::issue_held_silu() {
+  if (held_silu_.m == 0) return;
+  const HeldSilu h = held_silu_;
+  held_silu_ = HeldSilu{};
+  cuda_model::silu_mul(ptr(h.gate), ptr(h.up), h.gate.stride, ptr(h.out), h.m, d_.inter, stream_);
+  mark("silu * up");
+}
+
 void CudaOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
+  issue_held();
   cuda_model::rope_store(ptr(q), ptr(k), ptr(v), cos_.as<float>(), sin_.as<float>(), d_pos_.as<int64_t>(),
                          layer_cache(layer), m, d_.heads, d_.kv_heads, d_.head_dim, d_.capacity, q.stride, k.stride,
                          stream_);
@@ -281,12 +405,14 @@ void CudaOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
 }
 
 void CudaOps::attention(int64_t layer, View q, View out, int64_t m) {
+  issue_held();
   cuda_model::attention(ptr(q), layer_cache(layer), ptr(out), d_pos_.as<int64_t>(), m, d_.heads, d_.kv_heads,
                         d_.head_dim, d_.capacity, d_.window, q.stride, stream_, &attn_scratch_);
   mark("attention");
 }
 
 void CudaOps::rope_store_attention(int64_t layer, View q, View k, View v, View out, int64_t m) {
+  issue_held();
   if (!fused_attention_ || m > attn_scratch_.max_rows || k.stride != v.stride || out.stride != d_.q_dim)
     return BlockOps::rope_store_attention(layer, q, k, v, out, m);
   cuda_model::rope_store_decode_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(), sin_.as<float>(),
@@ -296,11 +422,17 @@ void CudaOps::rope_store_attention(int64_t layer, View q, View k, View v, View o
 }
 
 void CudaOps::silu_mul(View gate, View up, View out, int64_t m) {
+  issue_held();
+  if (holds_ops(m)) {
+    held_silu_ = {gate, up, out, m};
+    return;
+  }
   cuda_model::silu_mul(ptr(gate), ptr(up), gate.stride, ptr(out), m, d_.inter, stream_);
   mark("silu * up");
 }
 
 void CudaOps::head(ModelLinear& head, int64_t row0, int64_t rows) {
+  issue_held();
   // Normed rows beyond row0 are contiguous; the logits start at row 0 of logits_.
   const __half* xr = xn_.as<__half>() + row0 * d_.hidden;
   float* out = logits_.as<float>();
@@ -335,6 +467,17 @@ void CudaOps::greedy_choice(int64_t rows) {
 }
 
 void CudaOps::norm_head(bool add_proj, int norm, ModelLinear& head, int64_t row0, int64_t rows) {
+  issue_held_norm(false);
+  issue_held_silu();
+  if (add_proj && held_linear_.l && row0 == 0 && held_linear_.m == rows && held_linear_.l->n == d_.hidden) {
+    LinearFusion f = held_linear_.silu ? silu_fusion(held_linear_.gate, held_linear_.up) : LinearFusion{};
+    f.residual_out = x_.as<float>();
+    if (fuses(*held_linear_.l, f, rows)) {
+      issue_held_linear(true);
+      add_proj = false;
+    }
+  }
+  issue_held_linear(false);
   if (!fused_head_ || head.quantized || rows != 1) return BlockOps::norm_head(add_proj, norm, head, row0, rows);
   const void* W = head.dense < 0 ? embed_.get() : dense_[static_cast<size_t>(head.dense)].w.get();
   cuda_model::rmsnorm_head_argmax(x_.as<float>() + row0 * d_.hidden, add_proj ? tmp_.as<__half>() + row0 * d_.hidden : nullptr,
@@ -346,6 +489,7 @@ void CudaOps::norm_head(bool add_proj, int norm, ModelLinear& head, int64_t row0
 }
 
 void CudaOps::gather_rows(const int64_t* rows, int64_t n) {
+  issue_held();
   // rows[k] >= k (ascending): row k is written only after every row that still reads it. Few rows
   // move (the logit rows of a batched step), each one copy on the stream.
   for (int64_t k = 0; k < n; ++k) {

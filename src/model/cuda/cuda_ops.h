@@ -9,7 +9,9 @@
 // The fused ops of a decode step (up to 8 rows): the embedding with the first norm, RoPE + KV
 // store + attention over GQA groups split across blocks (flash-decoding), and the final norm +
 // dense head + greedy choice, each one launch where the shapes allow (kernels.h says
-// which). QRT_CUDA_FUSED_DECODE=0 in the environment runs the unfused kernels instead (A/B).
+// which); and, where a projection runs on a kernel that takes them over (cuda_gemv), the norms and
+// SiLU x up in the projections' prologues and the residual adds in their epilogues.
+// QRT_CUDA_FUSED_DECODE=0 in the environment runs the unfused kernels instead (A/B).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -58,6 +60,7 @@ class CudaOps final : public BlockOps {
   void head(ModelLinear& head, int64_t row0, int64_t rows) override;
   void norm_head(bool add_proj, int norm, ModelLinear& head, int64_t row0, int64_t rows) override;
   void gather_rows(const int64_t* rows, int64_t n) override;
+  void end_step() override { issue_held(); }
   void decode_step(const std::function<void()>& launches) override;
   void finish() override;
 
@@ -90,6 +93,46 @@ class CudaOps final : public BlockOps {
   cuda_model::KvCache layer_cache(int64_t layer) const;
   // The step's head writes the greedy token (d_argmax_, or on-device generation's feedback).
   void greedy_choice(int64_t rows);
+  // The decode step's held ops (fused decode, M <= 8, kernels that fuse: cuda_gemv). A linear
+  // into Proj is held until the next op shows whether its output only joins the residual stream
+  // (then its kernel adds it there); a norm until its readers are known (each projection that reads
+  // it builds it in its own prologue); SiLU x up until the down projection (its prologue). Every
+  // other op issues what is held first, unfused, so the order of effects never changes.
+  struct HeldLinear {
+    ModelLinear* l = nullptr;
+    View in;
+    int64_t m = 0;
+    bool silu = false;  // its input is silu(gate) * up, built in its prologue
+    View gate, up;
+  };
+  struct HeldNorm {
+    int norm = -1;
+    int64_t m = 0;
+    bool built_by_reader = false;  // a projection built it in its prologue
+  };
+  struct HeldSilu {
+    View gate, up, out;
+    int64_t m = 0;
+  };
+  bool holds_ops(int64_t m) const { return fused_decode_ && m >= 1 && m <= 8; }
+  bool fuses(const ModelLinear& l, const LinearFusion& f, int64_t m) const;
+  LinearFusion silu_fusion(View gate, View up) const;
+  // Issues the held linear (adding into the residual stream when `into_residual`), then forgets it.
+  void issue_held_linear(bool into_residual);
+  // Issues the held norm: its kernel, unless projections built it and `needed` is false.
+  void issue_held_norm(bool needed);
+  void issue_held_silu();
+  // In the order they were called: the norm, SiLU x up, then the linear.
+  void issue_held() {
+    issue_held_norm(false);
+    issue_held_silu();
+    issue_held_linear(false);
+  }
+  void run_fused(ModelLinear& l, const LinearFusion& f, View in, View out, int64_t m);
+  HeldLinear held_linear_;
+  HeldNorm held_norm_;
+  HeldSilu held_silu_;
+
   // Profiling (profile()): an event after each op while marks_ is set; while a step is captured
   // for step_launches(), the graph nodes each op added. A no-op otherwise.
   void mark(const char* op);

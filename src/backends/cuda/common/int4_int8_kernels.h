@@ -58,6 +58,21 @@ struct GemvConfig {
                       // in flight at once (K is split until a slice fits 48 KB)
 };
 
+// cuda_gemv's fused decode work (qrt::LinearFusion in kernel terms): prologue 0 reads x, 1 the RMS
+// norm of the float residual rows [M][K] times norm_weight, 2 silu(gate) * up with rows
+// gate_up_stride elements apart; residual_out set: the output is added into those float rows
+// [M][N] instead of written to y.
+struct GemvFusion {
+  int prologue = 0;
+  const float* norm_residual = nullptr;
+  const float* norm_weight = nullptr;
+  float norm_eps = 0.f;
+  const void* gate = nullptr;
+  const void* up = nullptr;
+  int64_t gate_up_stride = 0;
+  float* residual_out = nullptr;
+};
+
 // Launches `fn` (256 threads a block) with the programmatic-serialization attribute when `pdl`
 // and the current device is sm_90 or newer, as a plain launch otherwise.
 cudaError_t launch_int4_family(void* fn, dim3 grid, int smem, void** args, bool pdl, cudaStream_t stream);
@@ -86,9 +101,10 @@ cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t 
 // The split launch_qmm would use (for plans and tests).
 int qmm_auto_split(const Int4DeviceView& w, int64_t m, const QmmConfig& cfg, int sms);
 
-// Same contract for M <= 8.
+// Same contract for M <= 8, with the fused work of `fusion` when given (no act-order then).
 cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
-                             const GemvConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream);
+                             const GemvConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream,
+                             const GemvFusion* fusion = nullptr);
 
 // xp[m][i] = x[m][perm[i]] (2-byte elements).
 cudaError_t launch_permute_cols(const void* x, void* xp, const int32_t* perm, int64_t m, int64_t k,

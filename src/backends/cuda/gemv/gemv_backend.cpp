@@ -19,7 +19,19 @@ class CudaGemvLinear final : public cuda::Int4Int8Linear {
   CudaGemvLinear(cuda::Int4Int8Upload upload, int wt, int split, bool bulk)
       : Int4Int8Linear(std::move(upload)), wt_(wt), split_(split), bulk_(bulk) {}
 
+  // The decode step's residual / norm / SwiGLU work in the kernel's prologue and epilogue: one
+  // launch (M <= 8) reading its input rows in the activations' order (no act-order permutation).
+  bool fuses(const LinearFusion& f, int64_t m, DType dtype) const override {
+    if (m < 1 || m > 8 || w_->view().perm || (dtype != DType::F16 && dtype != DType::BF16)) return false;
+    if (f.input == LinearFusion::Input::RmsNorm && (!f.norm_residual || !f.norm_weight)) return false;
+    if (f.input == LinearFusion::Input::SiluMul &&
+        (!f.gate || !f.up || f.gate_up_stride < w_->view().k || f.gate_up_stride % 2 != 0))
+      return false;
+    return true;
+  }
+
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
+    if (ec.fusion && ec.fusion->any()) return forward_fused(x, y, ec, *ec.fusion);
     cuda::int4_forward(*w_, scratch_, x, y, ec,
                        [&](const cuda::Int4DeviceView& v, const void* xin, void* yout, int64_t rows, bool bf16,
                            const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
@@ -37,6 +49,25 @@ class CudaGemvLinear final : public cuda::Int4Int8Linear {
   }
 
  private:
+  void forward_fused(const ActTensor& x, const ActTensor& y, const ExecContext& ec, const LinearFusion& f) {
+    cuda::GemvFusion gf;
+    gf.prologue = f.input == LinearFusion::Input::RmsNorm ? 1 : f.input == LinearFusion::Input::SiluMul ? 2 : 0;
+    gf.norm_residual = f.norm_residual;
+    gf.norm_weight = f.norm_weight;
+    gf.norm_eps = f.norm_eps;
+    gf.gate = f.gate;
+    gf.up = f.up;
+    gf.gate_up_stride = f.gate_up_stride;
+    gf.residual_out = f.residual_out;
+    cuda::int4_forward(*w_, scratch_, x, y, ec,
+                       [&](const cuda::Int4DeviceView& v, const void* xin, void* yout, int64_t rows, bool bf16,
+                           const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
+                         return cuda::launch_int4_gemv(v, xin, yout, rows, bf16,
+                                                       cuda::GemvConfig{wt_ ? wt_ : (v.n >= 16384 ? 4 : 2), split_, true, bulk_},
+                                                       ws, sms, st, &gf);
+                       });
+  }
+
   int wt_, split_;
   bool bulk_;
 };

@@ -47,6 +47,47 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
   return g;
 }
 
+// The fused input of the block's K range [k0, k0 + krange) into xs (rows `ld` halves apart), for
+// prologue 1 (RMS norm of the float residual rows; every block sums its rows' squares over the
+// whole K, one warp a row) and 2 (silu(gate) * up). The formulas and roundings are those of the
+// model's add_rmsnorm and silu_mul kernels, so only the order of the sum of squares differs.
+template <typename T>
+__device__ __forceinline__ void stage_fused_input(const KernelArgs& a, T* xs, int ld, int k0, int krange,
+                                                  float* row_inv) {
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int pairs = krange / 2;
+  if (a.prologue == 1) {
+    if (warp < a.m) {
+      const float4* row = reinterpret_cast<const float4*>(a.norm_residual + static_cast<size_t>(warp) * a.k);
+      float ss = 0.f;
+      for (int i = lane; i < a.k / 4; i += 32) {
+        const float4 v = row[i];
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      }
+#pragma unroll
+      for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+      if (lane == 0) row_inv[warp] = rsqrtf(ss / static_cast<float>(a.k) + a.norm_eps);
+    }
+    __syncthreads();
+    for (int i = tid; i < a.m * pairs; i += 256) {
+      const int row = i / pairs, c = 2 * (i % pairs);
+      const float2 v = *reinterpret_cast<const float2*>(a.norm_residual + static_cast<size_t>(row) * a.k + k0 + c);
+      const float2 w = *reinterpret_cast<const float2*>(a.norm_weight + k0 + c);
+      const float inv = row_inv[row];
+      *reinterpret_cast<uint32_t*>(xs + row * ld + c) = Traits<T>::from_floats(v.x * inv * w.x, v.y * inv * w.y);
+    }
+  } else {
+    for (int i = tid; i < a.m * pairs; i += 256) {
+      const int row = i / pairs, c = 2 * (i % pairs);
+      const size_t at = static_cast<size_t>(row) * a.gate_up_stride + k0 + c;
+      const float2 g = Traits<T>::to_floats(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(a.gate) + at));
+      const float2 u = Traits<T>::to_floats(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(a.up) + at));
+      *reinterpret_cast<uint32_t*>(xs + row * ld + c) =
+          Traits<T>::from_floats(g.x / (1.f + __expf(-g.x)) * u.x, g.y / (1.f + __expf(-g.y)) * u.y);
+    }
+  }
+}
+
 // FZ: float zero points (int4_int8_device.cuh): the MMAs see q, an all-ones MMA sums the activations.
 // Its extra accumulators would cost a resident block per SM (92 registers: 2 blocks instead of 3);
 // capped at 80 it keeps 3 without spilling (sm_90, nvcc 13). 0 = no minimum: the other kernels
@@ -66,6 +107,7 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   __shared__ __align__(16) float red[KP][8 * LD];
   __shared__ int last_flag;
   __shared__ uint64_t piece_bar[BULK ? KP : 1];
+  __shared__ float row_inv[8];  // prologue 1: each row's 1 / RMS
   extern __shared__ __align__(128) unsigned char dsm[];
 
   pdl_trigger();
@@ -136,11 +178,13 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   // Stage the block's activations, scales and zeros in shared memory while the first weights fly.
   {
     const int krange = (c_end - c_begin) * 64;
-    const int xp = a.m * (krange / 8);
-    for (int i = tid; i < xp; i += 256) {
-      const int row = i / (krange / 8), c = i % (krange / 8);
-      cp_async16(xs + row * L.x_row_halves + c * 8,
-                 static_cast<const T*>(a.x) + static_cast<size_t>(row) * a.k + c_begin * 64 + c * 8, true);
+    if (a.prologue == 0) {
+      const int xp = a.m * (krange / 8);
+      for (int i = tid; i < xp; i += 256) {
+        const int row = i / (krange / 8), c = i % (krange / 8);
+        cp_async16(xs + row * L.x_row_halves + c * 8,
+                   static_cast<const T*>(a.x) + static_cast<size_t>(row) * a.k + c_begin * 64 + c * 8, true);
+      }
     }
     if (grouped) {
       const int ng = min(L.groups, G - g_lo);
@@ -172,6 +216,7 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
         }
     }
     cp_async_commit();
+    if (a.prologue != 0) stage_fused_input<T>(a, xs, L.x_row_halves, c_begin * 64, krange, row_inv);
     cp_async_wait<0>();
     __syncthreads();
   }
@@ -367,10 +412,16 @@ cudaError_t gemv_init_kernels() {
 }
 
 cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
-                             const GemvConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream) {
+                             const GemvConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream,
+                             const GemvFusion* fusion) {
   const bool fz = w.offsets != nullptr;
   const GemvEntry* e = find_gemv(bf16, w.bits, cfg.wt, fz, cfg.bulk);
   if (!e || m <= 0 || m > 8) return cudaErrorInvalidValue;
+  if (fusion && (w.perm || fusion->prologue < 0 || fusion->prologue > 2 ||
+                 (fusion->prologue == 1 && (!fusion->norm_residual || !fusion->norm_weight)) ||
+                 (fusion->prologue == 2 && (!fusion->gate || !fusion->up || fusion->gate_up_stride % 2 != 0 ||
+                                            fusion->gate_up_stride > 0x7FFFFFFF))))
+    return cudaErrorInvalidValue;
   if (cfg.bulk && !device_is_sm90_or_newer()) return cudaErrorInvalidValue;
   KernelArgs a;
   a.x = x;
@@ -387,6 +438,16 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   a.group_size = w.group_size;
   a.log2_group = w.group_size ? log2_int(w.group_size) : 0;
   a.scale_mul = w.scale_mul;
+  if (fusion) {
+    a.prologue = fusion->prologue;
+    a.norm_residual = fusion->norm_residual;
+    a.norm_weight = fusion->norm_weight;
+    a.norm_eps = fusion->norm_eps;
+    a.gate = fusion->gate;
+    a.up = fusion->up;
+    a.gate_up_stride = static_cast<int>(fusion->gate_up_stride);
+    a.residual_out = fusion->residual_out;
+  }
   const int64_t n16 = w.n / 16;
   const int64_t bx = (n16 + cfg.wt - 1) / cfg.wt;
   const int kchunks = static_cast<int>(w.k / 64);
