@@ -25,6 +25,8 @@ START=$SECONDS
 LOG=$OUT/gpu-check.log
 : > "$LOG"
 left() { echo $((BUDGET - (SECONDS - START))); }
+# GPU_CHECK_SKIP=gemm,decode7b,tune,hf: stages left out of a call that is about something else.
+skip() { [[ ",${GPU_CHECK_SKIP:-}," == *",$1,"* ]] && { note "skipped: GPU_CHECK_SKIP names $1"; return 0; }; return 1; }
 stage() { echo; echo "=== [$((SECONDS - START)) s] $*" | tee -a "$LOG"; }
 note() { echo "$*" | tee -a "$LOG"; }
 
@@ -82,6 +84,31 @@ if [ -f .gpu-model/smollm2-8-blocks.gguf.xz ] && [ ! -f "$SMOL8" ]; then
 fi
 if [ -f "$SMOL8" ] && [ ! -f "$SMOL" ]; then
   python3 tools/repeat_gguf_blocks.py "$SMOL8" "$SMOL" --blocks 30 2>&1 | tee -a "$LOG"
+fi
+
+# ---- "speed kept": an earlier commit's gpu_decode_bench, built from its carried sources ----
+# .gpu-base/base.tar.xz (`git archive COMMIT | xz`, with .gpu-base/COMMIT naming it) is built in the
+# background like llama.cpp; the decode stage below then times both binaries alternating.
+BASE_SRC=.gpu-base/base.tar.xz
+BASE_DIR=/tmp/qrt-base
+BASE_BENCH=$BASE_DIR/build/bench/gpu_decode_bench
+BASE_PID=
+if [ -f "$BASE_SRC" ] && [ ! -x "$BASE_BENCH" ]; then
+  set -m
+  nice -n 10 bash -c '
+    set -e
+    rm -rf "$1" && mkdir -p "$1/src" && tar -xJf "$2" -C "$1/src"
+    cmake -S "$1/src" -B "$1/build" $3 -DCMAKE_BUILD_TYPE=Release -DQRT_CUDA=ON -DQRT_CUDA_ARCHS=90 \
+      -DCMAKE_PREFIX_PATH="$4/usr" -DGTest_DIR="$4/usr/lib/x86_64-linux-gnu/cmake/GTest" \
+      -Dbenchmark_DIR="$4/usr/lib/x86_64-linux-gnu/cmake/benchmark" -Dfmt_DIR="$4/usr/lib/x86_64-linux-gnu/cmake/fmt" \
+      -Dnlohmann_json_DIR="$4/usr/share/cmake/nlohmann_json" -DCLI11_DIR="$4/usr/share/cmake/CLI11" \
+      -DCMAKE_CXX_FLAGS="-isystem $4/usr/include"
+    cmake --build "$1/build" --target gpu_decode_bench -j"$(nproc)"' _ "$BASE_DIR" "$BASE_SRC" "${GEN[*]}" "$DEPS" \
+    > "$LOGS/base-build.log" 2>&1 &
+  BASE_PID=$!
+  set +m
+  trap 'kill -- -"$LLAMA_PID" 2>/dev/null; kill -- -"$BASE_PID" 2>/dev/null' EXIT
+  note "base ($(cat .gpu-base/COMMIT 2>/dev/null || echo '?')): building gpu_decode_bench in the background"
 fi
 
 # ---- the random Llama-2-7B-shaped GPTQ model, written while the build runs ----
@@ -162,6 +189,39 @@ else
   note "skipped (gpu_decode_bench or $SMOL missing, or $(left) s left)"
 fi
 
+# ---- speed kept: this tree's decode against the base commit's, same GPU, alternating ----
+stage "speed kept: SmolLM2 decode, this tree vs $(cat .gpu-base/COMMIT 2>/dev/null || echo 'no base')"
+if [ -n "$BASE_PID" ] && [ -x build-gpu/bench/gpu_decode_bench ] && [ -f "$SMOL" ] && [ "$(left)" -gt 150 ]; then
+  while kill -0 "$BASE_PID" 2>/dev/null && [ "$(left)" -gt 150 ]; do sleep 2; done
+  kill -0 "$BASE_PID" 2>/dev/null && { note "base build still running: stopped"; kill -- -"$BASE_PID" 2>/dev/null; }
+  wait "$BASE_PID" 2>/dev/null; note "base build rc=$? ($(tail -1 "$LOGS/base-build.log" | cut -c1-100))"
+  if [ -x "$BASE_BENCH" ]; then
+    for r in 1 2 3; do
+      for who in new base; do
+        bin=build-gpu/bench/gpu_decode_bench; [ $who = base ] && bin=$BASE_BENCH
+        PROMPT=1 NEW=128 timeout 40 "$bin" "$SMOL" "$RAW/kept-$who-$r.json" > "$LOGS/kept-$who-$r.log" 2>&1
+      done
+    done
+    python3 - "$RAW" <<'PY' | tee -a "$LOG"
+import json, statistics, sys
+raw = sys.argv[1]
+def tok(who):
+    v = []
+    for r in (1, 2, 3):
+        try: v.append(json.load(open(f'{raw}/kept-{who}-{r}.json'))['decode_tok_s'])
+        except Exception: pass
+    return v
+n, b = tok('new'), tok('base')
+out = {'new_decode_tok_s': n, 'base_decode_tok_s': b}
+if n and b: out['ratio_of_medians'] = statistics.median(n) / statistics.median(b)
+json.dump(out, open(f'{raw}/speed-kept.json', 'w'))
+print('speed kept (SmolLM2 30 blocks, decode 128, tok/s):', out)
+PY
+  fi
+else
+  note "skipped (no base, or $(left) s left)"
+fi
+
 # ---- plan vs run on the GPU: `qrt plan --json` and `qrt run -v` agree layer by layer ----
 stage "plan vs run (cuda:0, same config file and tuning cache)"
 if [ -x build-gpu/qrt ] && [ -n "${QRT_DEFAULT_MODEL:-}" ]; then
@@ -172,29 +232,29 @@ fi
 
 # ---- GEMM: qrt and the torch peers, same call ----
 stage "GEMM benchmark (qrt)"
-if [ -x build-gpu/bench/gpu_gemm_bench ]; then
+if ! skip gemm && [ -x build-gpu/bench/gpu_gemm_bench ]; then
   MS=1,16,64,256,4096 timeout 150 build-gpu/bench/gpu_gemm_bench "$RAW/qrt-gemm.json" > "$LOGS/gemm.log" 2>&1
   grep -m 5 -i 'warning' "$LOGS/gemm.log" | tee -a "$LOG"
   tail -8 "$LOGS/gemm.log" | cut -c1-300 | tee -a "$LOG"
 fi
 stage "GEMM peers (torch)"
-[ "$PEERS" = 1 ] && OUT=$RAW MS=1,16,64,256,4096 PYTHONUNBUFFERED=1 timeout 150 python3 bench/peers/gemm_peers.py fp16,fp8 gemm 2>&1 \
+[ "$PEERS" = 1 ] && ! skip gemm && OUT=$RAW MS=1,16,64,256,4096 PYTHONUNBUFFERED=1 timeout 150 python3 bench/peers/gemm_peers.py fp16,fp8 gemm 2>&1 \
   | tail -12 | tee -a "$LOG"
 
 # ---- int4 weight-only kernels (cuda_marlin / cuda_gemv) with tinygemm from the same call ----
 stage "int4 peer (torch tinygemm, M = 1..128)"
-[ "$PEERS" = 1 ] && OUT=$RAW MS=1,16,32,64,128 PYTHONUNBUFFERED=1 timeout 90 python3 bench/peers/gemm_peers.py tinygemm tinygemm 2>&1 \
+[ "$PEERS" = 1 ] && ! skip gemm && OUT=$RAW MS=1,16,32,64,128 PYTHONUNBUFFERED=1 timeout 90 python3 bench/peers/gemm_peers.py tinygemm tinygemm 2>&1 \
   | tail -7 | tee -a "$LOG"
 TG_M1=$(python3 -c "import json,sys; r=json.load(open('$RAW/peers-tinygemm.json'))['rows']; print(sum(x['tinygemm_us'] for x in r if x['M']==1))" 2>/dev/null)
 stage "int4 benchmark (qrt cuda_marlin / cuda_gemv)"
-if [ -x build-gpu/bench/gpu_int4_bench ]; then
+if ! skip gemm && [ -x build-gpu/bench/gpu_int4_bench ]; then
   timeout 150 build-gpu/bench/gpu_int4_bench --json "$RAW/qrt-int4.json" ${TG_M1:+--tinygemm-m1-us $TG_M1} 2>&1 \
     | tail -16 | tee -a "$LOG"
 fi
 
 # ---- decode ----
 stage "decode: random Llama-2-7B GPTQ 4-bit"
-if [ "$(left)" -gt 60 ]; then
+if ! skip decode7b && [ "$(left)" -gt 60 ]; then
   if [ -n "$MODEL_PID" ]; then
     while kill -0 $MODEL_PID 2>/dev/null && [ "$(left)" -gt 100 ]; do sleep 1; done
     kill -0 $MODEL_PID 2>/dev/null && { note "model generation still running: stopped"; kill $MODEL_PID; }
@@ -216,7 +276,7 @@ fi
 # ---- qrt tune on the GPU, then the tuned plan against the default plan (qrt bench) ----
 stage "qrt tune --device cuda, then qrt bench: tuned plan vs default plan"
 BATCH=1,4,16,32,64,128,256,1024,4096
-if [ -x build-gpu/qrt ] && [ -f "$MODEL/config.json" ] && [ "$(left)" -gt 120 ]; then
+if ! skip tune && [ -x build-gpu/qrt ] && [ -f "$MODEL/config.json" ] && [ "$(left)" -gt 120 ]; then
   TUNE_BUDGET=$(( $(left) > 300 ? 90 : 40 ))
   timeout $((TUNE_BUDGET + 60)) build-gpu/qrt tune "$MODEL" --device cuda --batch $BATCH --cache "$OUT/tuning-cache.json" \
     --budget $TUNE_BUDGET --repeats 9 > "$LOGS/tune.log" 2>&1
@@ -230,7 +290,7 @@ else
 fi
 
 stage "decode peer (HF transformers fp16 eager)"
-if [ "$(left)" -gt 40 ] && [ "$PEERS" = 1 ]; then
+if ! skip hf && [ "$(left)" -gt 40 ] && [ "$PEERS" = 1 ]; then
   # Only the fp16 eager line is needed; the int4/compile parts of the peer run past the budget.
   # Stop it once the fp16 line is printed (the int4/compile parts are not needed and take minutes).
   OUT=$RAW PYTHONUNBUFFERED=1 timeout $(( $(left) - 15 )) python3 bench/peers/hf_decode.py > "$LOGS/hf_decode.log" 2>&1 &
@@ -255,6 +315,7 @@ def load(name):
     except Exception: return None
 qrt, peers, dec = load('qrt-gemm.json'), load('peers-gemm.json'), load('qrt-decode.json')
 smol_vs, smol = load('smollm2-vs-llamacpp.json'), load('qrt-decode-smollm2.json')
+kept = load('speed-kept.json')
 int4 = load('qrt-int4.json')
 hf = None
 try:
@@ -317,6 +378,9 @@ summary = {
              'fp8_vs_scaled_mm_min uses the tuned cuda_fp8 parameters (best of its tuning_space, as qrt tune picks)',
 }
 summary.update((int4 or {}).get('summary', {}))
+if kept:
+    summary['speed_kept_smollm2_decode_vs_base'] = kept.get('ratio_of_medians')
+    summary['speed_kept_base_commit'] = open('.gpu-base/COMMIT').read().strip() if os.path.exists('.gpu-base/COMMIT') else None
 # Perplexity by the CPU engine and the GPU engine with an fp16 and an fp8 KV cache
 # (CudaEngine.PerplexityCpuAgainstGpuAndFp8KvCache prints them: the default model's first 8 blocks,
 # the committed KJV text, windows of 256).
@@ -357,7 +421,7 @@ if tuned:
     if floor_m1 > 0:
         summary['plan_m1_vs_floor'] = tot[('plan+tuned', 1)] / floor_m1
 doc = {'summary': summary, 'int4': int4, 'totals_by_m': table, 'rows': rows, 'decode': dec,
-       'smollm2_vs_llamacpp': smol_vs, 'smollm2_decode': smol,
+       'smollm2_vs_llamacpp': smol_vs, 'smollm2_decode': smol, 'speed_kept': kept,
        'peer_copy_GBps': (peers or {}).get('copy_GBps'), 'qrt_device': (qrt or {}).get('device')}
 json.dump(doc, open(result, 'w'), indent=1)
 print(json.dumps(summary, indent=1))
