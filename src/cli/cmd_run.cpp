@@ -81,7 +81,7 @@ const CommandRegistrar registrar(
       app.add_flag("--chat", o->chat, "Wrap the prompt in the model's chat template as a user message");
       app.add_flag("--conversation", o->conversation,
                    "Chat on standard input, as qrt chat (also -i, -cnv, --interactive)");
-      o->gen.add_to(app);
+      o->gen.add_to(app, /*takes_prompt=*/true);
       app.footer("Without -p or -f the prompt is read from standard input when it is not a terminal.");
       return [o] { return run_command(*o); };
     });

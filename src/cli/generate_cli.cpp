@@ -18,8 +18,8 @@
 
 namespace qrt::cli {
 
-void GenerateCliOptions::add_to(CLI::App& app) {
-  add_model_argument(app, model, "default: " + default_model_path());
+void GenerateCliOptions::add_to(CLI::App& app, bool takes_prompt) {
+  add_model_argument(app, model, "default: " + default_model_path(), takes_prompt);
   o_n = app.add_option("-n,--max-new-tokens,--n-predict", n,
                        "Tokens to generate at most (default: the config file's max_new_tokens, else "
                        "generation_config.json's, else " + std::to_string(kDefaultMaxNewTokens) + ")");

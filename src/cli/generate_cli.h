@@ -27,7 +27,8 @@ struct GenerateCliOptions {
               *o_top_p = nullptr, *o_min_p = nullptr, *o_repeat = nullptr, *o_repeat_last_n = nullptr,
               *o_seed = nullptr;
 
-  void add_to(CLI::App& app);
+  // takes_prompt: the command also has -p (a MODEL that names nothing then hints at it).
+  void add_to(CLI::App& app, bool takes_prompt = false);
   GenerationRequest request() const;
 };
 

@@ -11,7 +11,7 @@
 namespace qrt::cli {
 
 // `what_default` ends the help text of -m (e.g. "default: the SmolLM2 GGUF"); empty when the
-// command needs a model.
-void add_model_argument(CLI::App& app, std::string& model, const std::string& what_default);
+// command needs a model. `takes_prompt`: the command has -p, and the refusal says a prompt goes there.
+void add_model_argument(CLI::App& app, std::string& model, const std::string& what_default, bool takes_prompt = false);
 
 }  // namespace qrt::cli

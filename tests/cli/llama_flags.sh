@@ -35,6 +35,8 @@ usage_error "-ctk" "qrt has no -ctk (the KV cache type): use --kv-cache f16|f32"
 usage_error "llama-bench -p" "qrt bench has no -p" bench -m model.gguf -p 512
 usage_error "a prompt where MODEL goes" "MODEL: 'Hello there' is not a file or folder here" \
   run "Hello there"
+usage_error "run: the hint names -p" "a .gguf file; a prompt goes after -p)" run "Hello there"
+usage_error "plan: no -p to hint at" "MODEL is a Hugging Face folder or a .gguf file)" plan "Hello there"
 for cmd in run chat serve perplexity plan tune bench; do
   usage_error "$cmd MODEL -m MODEL" "the model is given twice: as MODEL and with -m" \
     "$cmd" "$tmp" -m "$tmp"
