@@ -118,6 +118,13 @@ std::vector<LayerSpec> quantized_linear_specs(const Checkpoint& ck, const LoadOp
 // benchmarks. Throws qrt::Error naming the layer when the checkpoint has no such layer.
 QuantizedWeight load_quantized_linear(const Checkpoint& ck, const std::string& name, const LoadOptions& options = {});
 
+// The linears of decoder layer `layer` as the checkpoint stores them, in model order: q, k, v, o,
+// gate, up, down, or Phi-3's qkv, o, gate_up, down ("model.layers.0.self_attn.q_proj", ...).
+std::vector<std::string> decoder_linear_names(const ModelConfig& config, int64_t layer);
+// What the model adds to a stored norm weight to get the factor it multiplies by: Gemma-2 stores
+// w for a factor of 1 + w (1); every other architecture stores the factor (0).
+float norm_weight_offset(const ModelConfig& config);
+
 // A Hugging Face folder (config.json + safetensors) or a .gguf file. Throws qrt::Error naming the
 // file/tensor/field on anything unexpected (unknown architecture, mismatched shapes, ...).
 std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOptions& options = {});

@@ -13,6 +13,7 @@
 // their KV cache can address (docs/DESIGN.md, "The block and its ops").
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -50,6 +51,15 @@ struct ModelDims {
   int64_t window_of(int64_t layer) const {
     return layer_window.empty() ? window : layer_window[static_cast<size_t>(layer)];
   }
+  // The first position a query at `position` of layer `layer` attends to (its window's start).
+  int64_t first_attended(int64_t layer, int64_t position) const {
+    const int64_t w = window_of(layer);
+    return w > 0 && position >= w ? position - w + 1 : 0;
+  }
+  // What q . k is multiplied by before the softmax.
+  float score_scale() const {
+    return attn_scale > 0 ? attn_scale : 1.0f / std::sqrt(static_cast<float>(head_dim));
+  }
   // The rules above that this model uses, in words ("attention soft-capping", ...).
   std::vector<std::string> extended_rules() const;
   int64_t capacity = 0;     // KV cache positions per sequence
@@ -57,6 +67,11 @@ struct ModelDims {
   int64_t prefill_rows = 0; // rows of one prompt chunk (<= max_rows)
   int64_t kv_blocks = 0;    // blocks of a paged KV pool; 0 = one contiguous sequence of `capacity`
 };
+
+// The sizes and the rules of `config`'s block (every field above `capacity`), as the model derives
+// them from the config; the engine fills the rest. The calibrated quantizers
+// (calibration_layer.h) read the same rules, so their float block is the engine's.
+ModelDims model_dims(const ModelConfig& config);
 
 struct StepRows {
   int64_t count = 0;

@@ -50,37 +50,36 @@ std::vector<std::string> ModelDims::extended_rules() const {
   return out;
 }
 
+ModelDims model_dims(const ModelConfig& c) {
+  const int64_t hd = c.head_dim;
+  ModelDims d{.layers = c.num_layers, .hidden = c.hidden_size, .heads = c.num_heads, .kv_heads = c.num_kv_heads,
+              .head_dim = hd, .q_dim = c.num_heads * hd, .kv_dim = c.num_kv_heads * hd,
+              .inter = c.intermediate_size, .vocab = c.vocab_size, .eps = static_cast<float>(c.rms_norm_eps),
+              .window = attention_window(c), .layer_window = {}};
+  // The rules beyond the Llama block, from the config (one place for every device).
+  bool layers_differ = false;
+  for (int64_t li = 0; li < c.num_layers; ++li) layers_differ |= attention_window(c, li) != d.window;
+  if (layers_differ)
+    for (int64_t li = 0; li < c.num_layers; ++li) d.layer_window.push_back(attention_window(c, li));
+  const bool gemma2 = c.architecture == "Gemma2ForCausalLM";
+  // Gemma-2 multiplies the embedding by sqrt(hidden_size) rounded to the activations' dtype.
+  if (gemma2) d.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
+  d.sandwich_norms = gemma2;
+  d.gelu_tanh = c.hidden_act == "gelu_pytorch_tanh";
+  if (c.query_pre_attn_scalar > 0) d.attn_scale = static_cast<float>(1.0 / std::sqrt(c.query_pre_attn_scalar));
+  d.attn_softcap = static_cast<float>(c.attn_logit_softcapping);
+  d.final_softcap = static_cast<float>(c.final_logit_softcapping);
+  d.longrope = c.rope_scaling.type == "longrope";
+  if (c.rotary_dim > 0 && c.rotary_dim != c.head_dim) d.rotary_dim = c.rotary_dim;
+  return d;
+}
+
 LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const EngineOptions& options, BlockOps& ops)
     : w_(std::move(weights)), options_(options), ops_(ops) {
   if (!w_) throw internal_error("LlamaModel: no weights");
   w_->validate();
   const ModelConfig& c = w_->config;
-  dims_.layers = c.num_layers;
-  dims_.hidden = c.hidden_size;
-  dims_.heads = c.num_heads;
-  dims_.kv_heads = c.num_kv_heads;
-  dims_.head_dim = c.head_dim;
-  dims_.q_dim = dims_.heads * dims_.head_dim;
-  dims_.kv_dim = dims_.kv_heads * dims_.head_dim;
-  dims_.inter = c.intermediate_size;
-  dims_.vocab = c.vocab_size;
-  dims_.eps = static_cast<float>(c.rms_norm_eps);
-  dims_.window = attention_window(c);
-  // The rules beyond the Llama block, from the config (one place for every device).
-  bool layers_differ = false;
-  for (int64_t li = 0; li < c.num_layers; ++li) layers_differ |= attention_window(c, li) != dims_.window;
-  if (layers_differ)
-    for (int64_t li = 0; li < c.num_layers; ++li) dims_.layer_window.push_back(attention_window(c, li));
-  const bool gemma2 = c.architecture == "Gemma2ForCausalLM";
-  // Gemma-2 multiplies the embedding by sqrt(hidden_size) rounded to the activations' dtype.
-  if (gemma2) dims_.embed_scale = static_cast<float>(std::sqrt(static_cast<double>(c.hidden_size)));
-  dims_.sandwich_norms = gemma2;
-  dims_.gelu_tanh = c.hidden_act == "gelu_pytorch_tanh";
-  if (c.query_pre_attn_scalar > 0) dims_.attn_scale = static_cast<float>(1.0 / std::sqrt(c.query_pre_attn_scalar));
-  dims_.attn_softcap = static_cast<float>(c.attn_logit_softcapping);
-  dims_.final_softcap = static_cast<float>(c.final_logit_softcapping);
-  dims_.longrope = c.rope_scaling.type == "longrope";
-  if (c.rotary_dim > 0 && c.rotary_dim != c.head_dim) dims_.rotary_dim = c.rotary_dim;
+  dims_ = model_dims(c);
   if (const auto missing = ops_.missing_rules(dims_); !missing.empty()) {
     std::string list;
     for (const auto& m : missing) list += (list.empty() ? "" : "; ") + m;

@@ -202,8 +202,15 @@ QuantizedWeight tied_head_weight(const std::vector<float>& embedding, const Laye
   return head;
 }
 
-// The linears of decoder layer i, in model order (the order engines run and plans list them):
-// q, k, v, o, gate, up, down, or Phi-3's qkv, o, gate_up, down.
+void add_norm_offset(const ModelConfig& c, std::vector<float>& w) {
+  const float offset = norm_weight_offset(c);
+  if (offset == 0.0f) return;
+  for (float& v : w) v = offset + v;
+}
+
+}  // namespace
+
+// The order engines run the linears and plans list them.
 std::vector<std::string> decoder_linear_names(const ModelConfig& c, int64_t i) {
   const std::string p = fmt::format("model.layers.{}.", i);
   if (c.architecture == "Phi3ForCausalLM")
@@ -212,13 +219,7 @@ std::vector<std::string> decoder_linear_names(const ModelConfig& c, int64_t i) {
           p + "mlp.gate_proj",    p + "mlp.up_proj",      p + "mlp.down_proj"};
 }
 
-// Gemma-2 stores its norms as offsets from 1: the model multiplies by (1 + w).
-void add_norm_offset(const ModelConfig& c, std::vector<float>& w) {
-  if (c.architecture != "Gemma2ForCausalLM") return;
-  for (float& v : w) v = 1.0f + v;
-}
-
-}  // namespace
+float norm_weight_offset(const ModelConfig& c) { return c.architecture == "Gemma2ForCausalLM" ? 1.0f : 0.0f; }
 
 std::shared_ptr<ModelWeights> load_model(const std::string& path, const LoadOptions& options) {
   return load_model(*open_checkpoint(path), options);

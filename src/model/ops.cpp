@@ -249,8 +249,9 @@ std::pair<float, float> exp_and_sum(float* scores, int64_t first, int64_t last) 
 }
 
 void attend_one(const float* q, const float* keys, const float* values, int64_t first, int64_t last,
-                int64_t head_dim, float scale, float* scores, float* out) {
+                int64_t head_dim, float scale, float* scores, float* out, float score_cap) {
   for (int64_t j = first; j <= last; ++j) scores[j] = dot(q, keys + j * head_dim, head_dim) * scale;
+  if (score_cap > 0) softcap(scores + first, last - first + 1, score_cap);
   const float inv = 1.0f / exp_and_sum(scores, first, last).second;
   for (int64_t j = first; j <= last; ++j) scores[j] *= inv;
   for (int64_t i = 0; i < head_dim; ++i) out[i] = 0;

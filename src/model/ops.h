@@ -68,10 +68,11 @@ void add_inplace(float* y, const float* x, int64_t n);
 // partial attention (cpu_attention.h) keeps both to merge parts later.
 std::pair<float, float> exp_and_sum(float* scores, int64_t first, int64_t last);
 
-// One attention head for one query: softmax(q . K[first..last] / sqrt(d)) . V[first..last].
+// One attention head for one query: softmax(q . K[first..last] * scale) . V[first..last], each
+// scaled score s soft-capped to score_cap * tanh(s / score_cap) first when score_cap > 0 (Gemma-2).
 // keys / values: rows of head_dim, row j at keys + j * head_dim. scores: scratch of last + 1.
-// The plain reference (GPTQ calibration, tests); the engine runs cpu_attention.h's kernels.
+// The plain reference (calibration, tests); the engine runs cpu_attention.h's kernels.
 void attend_one(const float* q, const float* keys, const float* values, int64_t first, int64_t last,
-                int64_t head_dim, float scale, float* scores, float* out);
+                int64_t head_dim, float scale, float* scores, float* out, float score_cap = 0.0f);
 
 }  // namespace qrt::ops

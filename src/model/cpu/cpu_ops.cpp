@@ -274,9 +274,8 @@ void CpuOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
 
 void CpuOps::attention(int64_t layer, View qv, View outv, int64_t m) {
   const int64_t group = d_.heads / d_.kv_heads, hd = d_.head_dim, n_kv = d_.kv_heads;
-  const float scale = d_.attn_scale > 0 ? d_.attn_scale : 1.0f / std::sqrt(static_cast<float>(hd));
+  const float scale = d_.score_scale();
   const float softcap = d_.attn_softcap;
-  const int64_t window = d_.window_of(layer);
   const int64_t base = layer * layer_stride_;
   // Work units: (KV head, row, part of the row's positions), from stage(). A unit runs the whole
   // GQA group over its positions, so each key / value block is read once for the group. Decode
@@ -291,7 +290,7 @@ void CpuOps::attention(int64_t layer, View qv, View outv, int64_t m) {
       const int64_t i = unit_row_[static_cast<size_t>(r)], part = unit_part_[static_cast<size_t>(r)];
       const int64_t parts = row_parts_[static_cast<size_t>(i)];
       const int64_t p = rows_.positions[i];
-      const int64_t first = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
+      const int64_t first = d_.first_attended(layer, p);
       // Parts cover [first, p] in whole key blocks.
       const int64_t len = (p - first + parts) / parts;
       const int64_t chunk = cpu_attention::round_up_to_block(len);
