@@ -318,6 +318,8 @@ int run(const Options& o) {
     cs.act_order = opt.desc_act;
     cs.damp_percent = opt.damp;
     cs.threads = opt.threads;
+    cs.dtype = dtype;
+    cs.log = [](const std::string& line) { std::fprintf(stderr, "qrt: %s\n", line.c_str()); };
     Progress sampling("sampling calibration text (sequences)", /*log_lines=*/true),
         layers(method == "awq" ? "AWQ scale search (layers)" : "GPTQ (layers)", /*log_lines=*/true);
     cs.progress = [&](const std::string& stage, int64_t d, int64_t t) {

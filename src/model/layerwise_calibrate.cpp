@@ -1,13 +1,14 @@
 // The calibrated quantizers behind `qrt quantize --method gptq|awq` (quant/calibration.h). The
 // calibration tokens (a text file, or sequences sampled from the model itself) run through the
-// float model one decoder layer at a time; each linear's input statistics (H = X^T X in double
-// over every token, mean |x| per channel) drive either
+// float model (calibration_layer.h: the architecture's own block, Gemma-2's and Phi-3's included)
+// one decoder layer at a time; each linear's input statistics (H = X^T X in double over every
+// token, mean |x| per channel) drive either
 //   GPTQ: the Hessian-guided rounding of quant/gptq_solver.h (q/k/v share one Hessian, gate/up
-//         another), or
-//   AWQ:  the activation-aware channel scales of awq_search.h, folded into the RMSNorm weights
-//         (q/k/v, gate/up), into v_proj's rows (o_proj; shared across the heads of a GQA group so
-//         that one v channel carries one scale) and into up_proj's rows (down_proj), then
-//         round-to-nearest in AWQ's grid.
+//         another; Phi-3's stored qkv_proj and gate_up_proj are one linear each), or
+//   AWQ:  the activation-aware channel scales of awq_search.h, folded into the RMSNorm weights in
+//         front of q/k/v and gate/up (as the folder stores them: Gemma-2's 1 + w), into v's rows
+//         (o_proj; shared across the heads of a GQA group so that one v channel carries one
+//         scale) and into up's rows (down_proj), then round-to-nearest in AWQ's grid.
 // Sequential, as GPTQ's reference and AutoAWQ run it: a layer's inputs are computed with every
 // earlier linear already quantized (o_proj sees the quantized q/k/v, down_proj the quantized
 // gate/up, layer L the quantized layers < L), so each stage corrects the error it actually sees.
@@ -18,13 +19,16 @@
 #include <algorithm>
 #include <cmath>
 #include <fmt/format.h>
+#include <memory>
 
 #include "io/bounded_read.h"
 #include "model/awq_search.h"
 #include "model/calibration_layer.h"
 #include "model/calibration_samples.h"
 #include "model/ops.h"
+#include "qrt/dtype.h"
 #include "qrt/error.h"
+#include "qrt/model.h"
 #include "qrt/generator.h"
 #include "qrt/thread_pool.h"
 #include "quant/calibration.h"
@@ -71,40 +75,6 @@ class InputStatistics {
   int64_t K_, rows_ = 0;
   std::vector<double> h_, abs_;
 };
-
-// Causal self-attention inside each window of `window` tokens: RoPE on q and k (in place), then
-// attn [T][heads * head_dim]. Parallel over (window, KV head) units.
-void windowed_attention(std::vector<float>& q, std::vector<float>& k, const std::vector<float>& v, int64_t T,
-                        int64_t window, const ModelConfig& c, const ops::RopeTable& rope, std::vector<float>& attn,
-                        ThreadPool& pool) {
-  const int64_t hd = c.head_dim, nh = c.num_heads, nkv = c.num_kv_heads, qd = nh * hd, kvd = nkv * hd;
-  const int64_t n_windows = T / window;
-  attn.resize(static_cast<size_t>(T * qd));
-  pool.parallel_for(T, [&](int, int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t i = t % window;
-      ops::apply_rope(q.data() + t * qd, nh, hd, rope.half, rope.cos.data() + i * rope.half,
-                      rope.sin.data() + i * rope.half);
-      ops::apply_rope(k.data() + t * kvd, nkv, hd, rope.half, rope.cos.data() + i * rope.half,
-                      rope.sin.data() + i * rope.half);
-    }
-  });
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  pool.parallel_for(n_windows * nkv, [&](int, int64_t u0, int64_t u1) {
-    std::vector<float> kbuf(static_cast<size_t>(window * hd)), vbuf(kbuf.size()), scores(static_cast<size_t>(window));
-    for (int64_t u = u0; u < u1; ++u) {
-      const int64_t w = u / nkv, g = u % nkv, base = w * window;
-      for (int64_t i = 0; i < window; ++i) {
-        std::copy_n(k.data() + (base + i) * kvd + g * hd, hd, kbuf.data() + i * hd);
-        std::copy_n(v.data() + (base + i) * kvd + g * hd, hd, vbuf.data() + i * hd);
-      }
-      for (int64_t hh = g * (nh / nkv); hh < (g + 1) * (nh / nkv); ++hh)
-        for (int64_t i = 0; i < window; ++i)
-          ops::attend_one(q.data() + (base + i) * qd + hh * hd, kbuf.data(), vbuf.data(), 0, i, hd, scale,
-                          scores.data(), attn.data() + (base + i) * qd + hh * hd);
-    }
-  });
-}
 
 // The calibration tokens: n_windows x window ids.
 struct CalibrationTokens {
@@ -163,13 +133,22 @@ void scale_columns(DenseLinear& l, const std::vector<float>& s) {
     for (int64_t c = 0; c < l.in; ++c) l.w[n * l.in + c] *= s[c];
 }
 
-// Rows (output channels) divided by s: the layer's outputs, and so the next linear's inputs, / s.
-void unscale_rows(DenseLinear& l, const std::vector<float>& s) {
-  for (int64_t n = 0; n < l.out; ++n) {
-    const float inv = 1.0f / s[n];
+// Rows [first, first + s.size()) (output channels) divided by s: those outputs, and so the next
+// linear's inputs, / s.
+void unscale_rows(DenseLinear& l, int64_t first, const std::vector<float>& s) {
+  for (int64_t i = 0; i < static_cast<int64_t>(s.size()); ++i) {
+    const int64_t n = first + i;
+    const float inv = 1.0f / s[i];
     for (int64_t c = 0; c < l.in; ++c) l.w[n * l.in + c] *= inv;
     if (!l.bias.empty()) l.bias[n] *= inv;
   }
+}
+
+// A value as the written folder holds it (the float tensors are stored in `dtype`).
+float as_stored(float v, DType dtype) {
+  if (dtype == DType::F16) return fp16_to_f32(f32_to_fp16(v));
+  if (dtype == DType::BF16) return bf16_to_f32(f32_to_bf16(v));
+  return v;
 }
 
 class LayerwiseCalibrator {
@@ -188,23 +167,15 @@ class LayerwiseCalibrator {
     for (int32_t t : tok.ids)
       if (t < 0 || t >= c_.vocab_size) throw internal_error("calibration token outside the vocabulary");
     T_ = static_cast<int64_t>(tok.ids.size());
-    window_ = tok.window;
-    rope_.build(ops::rope_inv_freq(c_), window_);
-    const int64_t h = c_.hidden_size;
-    X_.resize(static_cast<size_t>(T_ * h));
-    {
-      const std::vector<float> embed = ck_.load_float("model.embed_tokens.weight");
-      if (static_cast<int64_t>(embed.size()) != c_.vocab_size * h)
-        throw invalid_input(fmt::format("{}: model.embed_tokens.weight has {} values, expected {} x {}", ck_.path(),
-                                        embed.size(), c_.vocab_size, h));
-      for (int64_t t = 0; t < T_; ++t) std::copy_n(embed.data() + static_cast<int64_t>(tok.ids[t]) * h, h, X_.data() + t * h);
-    }
+    rows_ = DenseRows{T_, tok.window, 0};
+    block_ = std::make_unique<DenseBlock>(c_, tok.window, T_ / tok.window, pool_);
+    block_->embed(load_dense_embedding(ck_), tok.ids.data(), T_, X_);
     for (int64_t li = 0; li < c_.num_layers; ++li) {
       DenseDecoderLayer d = load_dense_decoder_layer(ck_, li);
       if (s_.algorithm == quant::CalibrationAlgorithm::Awq)
         awq_layer(li, d);
       else
-        gptq_layer(d);
+        gptq_layer(li, d);
       if (s_.progress) s_.progress("layers", li + 1, c_.num_layers);
     }
     result_.tokens = T_;
@@ -233,67 +204,67 @@ class LayerwiseCalibrator {
     result_.linears.emplace(l.name, std::move(q));
   }
 
-  AwqScales search(std::vector<AwqLinearView> group, int64_t K, const InputStatistics& st,
+  AwqScales search(const std::vector<DenseLinear*>& group, int64_t K, const InputStatistics& st,
                    const std::vector<double>& mean_abs) {
-    return awq_search_scales(group, K, st.hessian_float(), mean_abs, s_.bits, s_.group_size, s_.awq_grid, pool_);
+    std::vector<AwqLinearView> views;
+    for (const DenseLinear* l : group) views.push_back({l->w.data(), l->out});
+    return awq_search_scales(views, K, st.hessian_float(), mean_abs, s_.bits, s_.group_size, s_.awq_grid, pool_);
   }
 
-  void attention(DenseDecoderLayer& d, const std::vector<float>& xn) {
-    apply_dense(d.q, xn.data(), T_, q_, pool_);
-    apply_dense(d.k, xn.data(), T_, k_, pool_);
-    apply_dense(d.v, xn.data(), T_, v_, pool_);
-    windowed_attention(q_, k_, v_, T_, window_, c_, rope_, attn_, pool_);
+  // Every layer's linears read its inputs in the order of the float block; GPTQ quantizes each
+  // group from the inputs it sees, before the group runs.
+  void gptq_layer(int64_t li, DenseDecoderLayer& d) {
+    block_->layer(li, d, X_, rows_, cache_, [&](const std::vector<DenseLinear*>& group, const std::vector<float>& x) {
+      const InputStatistics st = statistics(x, group.front()->in);
+      for (DenseLinear* l : group) keep_gptq(*l, st.hessian());
+    });
   }
 
-  void mlp_input(DenseDecoderLayer& d, const std::vector<float>& xn) {
-    apply_dense(d.gate, xn.data(), T_, gate_, pool_);
-    apply_dense(d.up, xn.data(), T_, up_, pool_);
-    ops::silu_mul(gate_.data(), up_.data(), T_ * c_.intermediate_size);
-  }
-
-  void residual(const DenseLinear& l, const std::vector<float>& in) {
-    apply_dense(l, in.data(), T_, tmp_, pool_);
-    ops::add_inplace(X_.data(), tmp_.data(), T_ * c_.hidden_size);
-  }
-
-  void gptq_layer(DenseDecoderLayer& d) {
-    const int64_t h = c_.hidden_size;
-    const float eps = static_cast<float>(c_.rms_norm_eps);
-    xn_.resize(X_.size());
-    ops::rms_norm(X_.data(), d.input_norm.data(), xn_.data(), T_, h, eps);
-    {
-      const InputStatistics st = statistics(xn_, h);
-      keep_gptq(d.q, st.hessian());
-      keep_gptq(d.k, st.hessian());
-      keep_gptq(d.v, st.hessian());
+  // 1/s into the norm in front of `group` and s into the group's columns. The folder stores the
+  // norm less the model's offset (Gemma-2: the factor is 1 + w) in the dtype of its float
+  // tensors, so each channel's scale is taken back from the factor the written value gives:
+  // stored + offset = factor / s', and s' multiplies the columns, which keeps the fold exact. A
+  // channel whose factor / s does not survive the rounding (it becomes 0, changes sign or
+  // overflows) keeps scale 1, and the log says how many did.
+  void fold_into_norm(std::vector<float>& norm, const std::string& tensor, std::vector<float> s,
+                      const std::vector<DenseLinear*>& group) {
+    const float offset = norm_weight_offset(c_);
+    std::vector<float> stored(norm.size());
+    int64_t kept = 0;
+    for (size_t i = 0; i < norm.size(); ++i) {
+      const float factor = norm[i];
+      const float written = as_stored(factor / s[i] - offset, s_.dtype);
+      const float folded = written + offset;
+      if (factor != 0.0f && std::isfinite(folded) && folded != 0.0f && (folded > 0) == (factor > 0)) {
+        s[i] = factor / folded;
+        stored[i] = written;
+      } else {
+        if (factor != 0.0f) ++kept;
+        s[i] = 1.0f;
+        stored[i] = factor - offset;
+      }
+      norm[i] = stored[i] + offset;
     }
-    attention(d, xn_);
-    keep_gptq(d.o, statistics(attn_, d.o.in).hessian());
-    residual(d.o, attn_);
-
-    ops::rms_norm(X_.data(), d.post_attention_norm.data(), xn_.data(), T_, h, eps);
-    {
-      const InputStatistics st = statistics(xn_, h);
-      keep_gptq(d.gate, st.hessian());
-      keep_gptq(d.up, st.hessian());
-    }
-    mlp_input(d, xn_);
-    keep_gptq(d.down, statistics(gate_, d.down.in).hessian());
-    residual(d.down, gate_);
+    if (kept > 0 && s_.log)
+      s_.log(fmt::format("AWQ: {}: {} of {} channels keep scale 1 (factor / scale is not representable in {})",
+                         tensor, kept, norm.size(), dtype_name(s_.dtype)));
+    for (DenseLinear* l : group) scale_columns(*l, s);
+    result_.float_tensors[tensor] = std::move(stored);
   }
 
   void awq_layer(int64_t li, DenseDecoderLayer& d) {
     const int64_t h = c_.hidden_size, hd = c_.head_dim, nh = c_.num_heads, nkv = c_.num_kv_heads;
-    const float eps = static_cast<float>(c_.rms_norm_eps);
-    const std::string p = fmt::format("model.layers.{}.", li);
-    xn_.resize(X_.size());
+    DenseBlock& b = *block_;
 
     // Attention block. o_proj's scales first (from the float attention output): they are folded
-    // into v_proj, which must happen before v_proj is quantized. One v channel feeds the same
-    // channel of every query head of its group, so those o_proj columns share one scale.
-    ops::rms_norm(X_.data(), d.input_norm.data(), xn_.data(), T_, h, eps);
+    // into v_proj's rows, which must happen before v_proj is quantized. The attention output is a
+    // weighted sum of v rows (soft-capping and the score scale touch the weights only), so the
+    // fold is exact. One v channel feeds the same channel of every query head of its group, so
+    // those o_proj columns share one scale. Gemma-2's norm of the attention output acts on
+    // o_proj's output, not its input: it takes no scale.
+    b.norm(X_, d.input_norm, xn_);
     const InputStatistics st_qkv = statistics(xn_, h);
-    attention(d, xn_);
+    b.attention(li, d, xn_, rows_, cache_, attn_);
     {
       const InputStatistics st_o = statistics(attn_, d.o.in);
       std::vector<double> m = st_o.mean_abs(), tied(m.size());
@@ -304,53 +275,41 @@ class LayerwiseCalibrator {
           for (int64_t hh = g * per_group; hh < (g + 1) * per_group; ++hh) sum += m[hh * hd + i];
           for (int64_t hh = g * per_group; hh < (g + 1) * per_group; ++hh) tied[hh * hd + i] = sum / per_group;
         }
-      const AwqScales so = search({{d.o.w.data(), d.o.out}}, d.o.in, st_o, tied);
+      const AwqScales so = search({&d.o}, d.o.in, st_o, tied);
       std::vector<float> sv(static_cast<size_t>(nkv * hd));
       for (int64_t g = 0; g < nkv; ++g)
         for (int64_t i = 0; i < hd; ++i) sv[g * hd + i] = so.scales[g * per_group * hd + i];
-      unscale_rows(d.v, sv);
+      const auto [v, first] = d.v_rows();
+      unscale_rows(*v, first, sv);
       scale_columns(d.o, so.scales);
     }
-    {
-      const AwqScales sq =
-          search({{d.q.w.data(), d.q.out}, {d.k.w.data(), d.k.out}, {d.v.w.data(), d.v.out}}, h, st_qkv, st_qkv.mean_abs());
-      for (int64_t i = 0; i < h; ++i) d.input_norm[i] /= sq.scales[i];
-      scale_columns(d.q, sq.scales);
-      scale_columns(d.k, sq.scales);
-      scale_columns(d.v, sq.scales);
-      result_.float_tensors[p + "input_layernorm.weight"] = d.input_norm;
-    }
-    keep_awq(d.q);
-    keep_awq(d.k);
-    keep_awq(d.v);
-    ops::rms_norm(X_.data(), d.input_norm.data(), xn_.data(), T_, h, eps);
-    attention(d, xn_);
+    const std::vector<DenseLinear*> qkv = d.attention_inputs();
+    fold_into_norm(d.input_norm, d.input_norm_tensor, search(qkv, h, st_qkv, st_qkv.mean_abs()).scales, qkv);
+    for (DenseLinear* l : qkv) keep_awq(*l);
+    b.norm(X_, d.input_norm, xn_);
+    b.attention(li, d, xn_, rows_, cache_, attn_);
     keep_awq(d.o);
-    residual(d.o, attn_);
+    b.add_output(d.o, attn_, d.attention_output_norm, X_);
 
-    // MLP block: down_proj's scales (folded into up_proj's rows) before gate/up are quantized.
-    ops::rms_norm(X_.data(), d.post_attention_norm.data(), xn_.data(), T_, h, eps);
+    // MLP block: down_proj's scales (folded into up_proj's rows: the activation multiplies up's
+    // output, so the fold is exact for SiLU and GeGLU alike) before gate/up are quantized.
+    b.norm(X_, d.mlp_norm, xn_);
     const InputStatistics st_gu = statistics(xn_, h);
-    mlp_input(d, xn_);
+    b.mlp_hidden(d, xn_, act_);
     {
-      const InputStatistics st_d = statistics(gate_, d.down.in);
-      const AwqScales sd = search({{d.down.w.data(), d.down.out}}, d.down.in, st_d, st_d.mean_abs());
-      unscale_rows(d.up, sd.scales);
+      const InputStatistics st_d = statistics(act_, d.down.in);
+      const AwqScales sd = search({&d.down}, d.down.in, st_d, st_d.mean_abs());
+      const auto [up, first] = d.up_rows();
+      unscale_rows(*up, first, sd.scales);
       scale_columns(d.down, sd.scales);
     }
-    {
-      const AwqScales sg = search({{d.gate.w.data(), d.gate.out}, {d.up.w.data(), d.up.out}}, h, st_gu, st_gu.mean_abs());
-      for (int64_t i = 0; i < h; ++i) d.post_attention_norm[i] /= sg.scales[i];
-      scale_columns(d.gate, sg.scales);
-      scale_columns(d.up, sg.scales);
-      result_.float_tensors[p + "post_attention_layernorm.weight"] = d.post_attention_norm;
-    }
-    keep_awq(d.gate);
-    keep_awq(d.up);
-    ops::rms_norm(X_.data(), d.post_attention_norm.data(), xn_.data(), T_, h, eps);
-    mlp_input(d, xn_);
+    const std::vector<DenseLinear*> gate_up = d.mlp_inputs();
+    fold_into_norm(d.mlp_norm, d.mlp_norm_tensor, search(gate_up, h, st_gu, st_gu.mean_abs()).scales, gate_up);
+    for (DenseLinear* l : gate_up) keep_awq(*l);
+    b.norm(X_, d.mlp_norm, xn_);
+    b.mlp_hidden(d, xn_, act_);
     keep_awq(d.down);
-    residual(d.down, gate_);
+    b.add_output(d.down, act_, d.mlp_output_norm, X_);
   }
 
   const Checkpoint& ck_;
@@ -359,9 +318,11 @@ class LayerwiseCalibrator {
   ThreadPool& pool_;
   quant::GptqSolverOptions go_;
   quant::CalibrationResult result_;
-  int64_t T_ = 0, window_ = 0;
-  ops::RopeTable rope_;
-  std::vector<float> X_, xn_, q_, k_, v_, attn_, gate_, up_, tmp_;
+  int64_t T_ = 0;
+  DenseRows rows_;
+  std::unique_ptr<DenseBlock> block_;
+  DenseKvCache cache_;  // one layer's keys and values at a time
+  std::vector<float> X_, xn_, attn_, act_;
 };
 
 }  // namespace
@@ -372,14 +333,14 @@ quant::CalibrationResult run_calibration(const Checkpoint& ck, const quant::Cali
   if (s.tokens < 16) throw invalid_input(fmt::format("calibration tokens {}: at least 16 (thousands are better)", s.tokens));
   if (s.window < 16) throw invalid_input(fmt::format("calibration window {}: at least 16 tokens", s.window));
   const ModelConfig& c = ck.config();
-  if (c.architecture == "Gemma2ForCausalLM" || c.architecture == "Phi3ForCausalLM")
-    throw unsupported(fmt::format("{}: calibrated quantization runs the Llama block layer by layer, which {} does not "
-                                  "match yet; quantize it round-to-nearest with --calib none",
-                                  ck.path(), c.architecture));
   if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)
     throw invalid_input(fmt::format("{}: {} attention heads, {} KV heads", ck.path(), c.num_heads, c.num_kv_heads));
+  // Windows no longer than the context the model was made for (tiny test models have less than
+  // the default window).
+  quant::CalibrationSettings settings = s;
+  if (c.max_position_embeddings >= 16) settings.window = std::min(settings.window, c.max_position_embeddings);
   ThreadPool pool(s.threads);
-  LayerwiseCalibrator calibrator(ck, s, pool);
+  LayerwiseCalibrator calibrator(ck, settings, pool);
   return calibrator.run();
 }
 

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "qrt/checkpoint.h"
+#include "qrt/dtype.h"
 #include "qrt/quantized_weight.h"
 
 namespace qrt::quant {
@@ -34,8 +35,13 @@ struct CalibrationSettings {
   double damp_percent = 0.01;    // GPTQ: damping, a fraction of the mean Hessian diagonal
   int awq_grid = 20;             // AWQ: points of the alpha grid in [0, 1)
   int threads = 0;               // 0 = the CPUs this process may use
+  // The dtype the folder stores its float tensors in: AWQ folds its scales into norm weights
+  // exactly as that dtype holds them.
+  DType dtype = DType::F16;
   // (stage, done, total): stage is "sampling" (sequences) or "layers".
   std::function<void(const std::string& stage, int64_t done, int64_t total)> progress;
+  // One line for the user about a choice calibration made (when set).
+  std::function<void(const std::string& line)> log;
 };
 
 struct CalibrationResult {

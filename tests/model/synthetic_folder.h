@@ -39,6 +39,23 @@ inline nlohmann::json tiny_config_json(const ModelConfig& c) {
           {"torch_dtype", "float32"}};
 }
 
+// Logits of every token through the CPU engine (float32 weights) on an engine that holds
+// `positions` positions per sequence (0: max(16, tokens); the count picks longrope's factors).
+inline std::vector<float> logits_of(std::shared_ptr<const ModelWeights> w, const std::vector<int32_t>& tokens,
+                                    int64_t positions = 0) {
+  EngineOptions o;
+  o.runtime.max_input_length = positions > 0 ? positions : std::max<int64_t>(16, static_cast<int64_t>(tokens.size()));
+  o.runtime.max_new_tokens = 0;
+  o.runtime.threads = 1;
+  o.runtime.use_tuning_cache = false;
+  o.device = probe_cpu();
+  o.dense_dtype = DenseDType::F32;
+  auto engine = make_cpu_engine(std::move(w), o);
+  std::vector<float> logits(tokens.size() * engine->config().vocab_size);
+  engine->forward(tokens.data(), static_cast<int64_t>(tokens.size()), 0, logits.data(), true);
+  return logits;
+}
+
 class SyntheticFolder : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -76,20 +93,6 @@ class SyntheticFolder : public ::testing::Test {
     }
     add("model.norm.weight", {h}, w.final_norm);
     st.write();
-  }
-
-  std::vector<float> logits_of(std::shared_ptr<const ModelWeights> w, const std::vector<int32_t>& tokens) {
-    EngineOptions o;
-    o.runtime.max_input_length = std::max<int64_t>(16, static_cast<int64_t>(tokens.size()));
-    o.runtime.max_new_tokens = 0;
-    o.runtime.threads = 1;
-    o.runtime.use_tuning_cache = false;
-    o.device = probe_cpu();
-    o.dense_dtype = DenseDType::F32;
-    auto engine = make_cpu_engine(std::move(w), o);
-    std::vector<float> logits(tokens.size() * engine->config().vocab_size);
-    engine->forward(tokens.data(), static_cast<int64_t>(tokens.size()), 0, logits.data(), true);
-    return logits;
   }
 
   std::string expect_error(const std::function<void()>& fn) {
