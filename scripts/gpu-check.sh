@@ -25,7 +25,7 @@ START=$SECONDS
 LOG=$OUT/gpu-check.log
 : > "$LOG"
 left() { echo $((BUDGET - (SECONDS - START))); }
-# GPU_CHECK_SKIP=gemm,decode7b,tune,hf: stages left out of a call that is about something else.
+# GPU_CHECK_SKIP=smollm2,gemm,decode7b,tune,hf: stages left out of a call that is about something else.
 skip() { [[ ",${GPU_CHECK_SKIP:-}," == *",$1,"* ]] && { note "skipped: GPU_CHECK_SKIP names $1"; return 0; }; return 1; }
 stage() { echo; echo "=== [$((SECONDS - START)) s] $*" | tee -a "$LOG"; }
 note() { echo "$*" | tee -a "$LOG"; }
@@ -114,7 +114,8 @@ fi
 # ---- the random Llama-2-7B-shaped GPTQ model, written while the build runs ----
 MODEL=/tmp/qrt-llama2-7b-gptq
 MODEL_PID=
-if [ -f bench/gpu_decode_bench.cpp ]; then
+if [ -f bench/gpu_decode_bench.cpp ] && ! { [[ ",${GPU_CHECK_SKIP:-}," == *",decode7b,"* ]] &&
+                                             [[ ",${GPU_CHECK_SKIP:-}," == *",tune,"* ]]; }; then
   PYTHONUNBUFFERED=1 python3 tools/make_random_model.py "$MODEL" --preset llama2-7b --bits 4 --group 128 \
     > "$LOGS/decode.log" 2>&1 &
   MODEL_PID=$!
@@ -163,7 +164,7 @@ fi
 
 # ---- decode and prompt of the default model: qrt and llama.cpp CUDA, same GPU, same call ----
 stage "decode: SmolLM2 30 blocks (Q4_1), qrt vs llama.cpp CUDA"
-if [ -x build-gpu/bench/gpu_decode_bench ] && [ -f "$SMOL" ] && [ "$(left)" -gt 90 ]; then
+if ! skip smollm2 && [ -x build-gpu/bench/gpu_decode_bench ] && [ -f "$SMOL" ] && [ "$(left)" -gt 90 ]; then
   if [ -n "$LLAMA_PID" ]; then
     while kill -0 "$LLAMA_PID" 2>/dev/null && [ "$(left)" -gt 150 ]; do sleep 2; done
     if kill -0 "$LLAMA_PID" 2>/dev/null; then

@@ -37,6 +37,10 @@ CudaOps::CudaOps(const EngineOptions& options) : options_(options) {
   sms_ = ctx_->props().multiProcessorCount;
   const char* fused = std::getenv("QRT_CUDA_FUSED_DECODE");
   fused_decode_ = !(fused && std::string(fused) == "0");
+  // QRT_CUDA_FUSED_PROJECTIONS=0: the norms, SiLU x up and residual adds as kernels of their own
+  // while the other fused decode ops stay (A/B runs).
+  const char* fp = std::getenv("QRT_CUDA_FUSED_PROJECTIONS");
+  fused_projections_ = fused_decode_ && !(fp && std::string(fp) == "0");
   kv_elem_ = options.kv_dtype == KvCacheDType::Fp8E4M3 ? cuda_model::KvElem::Fp8E4M3 : cuda_model::KvElem::F16;
 }
 

@@ -114,7 +114,7 @@ class CudaOps final : public BlockOps {
     View gate, up, out;
     int64_t m = 0;
   };
-  bool holds_ops(int64_t m) const { return fused_decode_ && m >= 1 && m <= 8; }
+  bool holds_ops(int64_t m) const { return fused_projections_ && m >= 1 && m <= 8; }
   bool fuses(const ModelLinear& l, const LinearFusion& f, int64_t m) const;
   LinearFusion silu_fusion(View gate, View up) const;
   // Issues the held linear (adding into the residual stream when `into_residual`), then forgets it.
@@ -155,6 +155,7 @@ class CudaOps final : public BlockOps {
   int sms_ = 1;
   cuda_model::KvElem kv_elem_ = cuda_model::KvElem::F16;  // EngineOptions::kv_dtype (fp8 or fp16)
   bool fused_decode_ = true;     // QRT_CUDA_FUSED_DECODE != 0
+  bool fused_projections_ = true;  // QRT_CUDA_FUSED_PROJECTIONS != 0 (and fused_decode_)
   bool fused_attention_ = false;  // the shapes allow rope_store_decode_attention
   bool fused_head_ = false;       // a dense fp16 head the fused norm + head + argmax reads
   bool use_graphs_ = true;
