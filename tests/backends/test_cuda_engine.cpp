@@ -281,6 +281,17 @@ TEST(CudaEngine, GraphAndEagerDecodeGiveTheSameGreedyTokens) {
   }
 }
 
+// The decode step's launches with the fused decode ops (true) and without (false).
+std::map<bool, CudaForwardEngine::StepLaunches> step_launches_fused_and_unfused(std::shared_ptr<ModelWeights> w) {
+  std::map<bool, CudaForwardEngine::StepLaunches> counts;
+  for (bool fused : {true, false}) {
+    ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused ? "1" : "0");
+    auto engine = make_cuda_engine(w, gpu_options(16, 8));
+    counts[fused] = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();
+  }
+  return counts;
+}
+
 // What a decode step launches, counted from the graph forward() replays (the nodes each op adds
 // while the step is captured). The model's own kernels: 4 per block + 1 fused, against 5 per
 // block + 3 unfused (embedding, final norm, greedy choice) + the cuBLAS head's nodes.
@@ -288,12 +299,7 @@ TEST(CudaEngine, DecodeStepLaunchesFusedAgainstUnfused) {
   QRT_SKIP_WITHOUT_GPU();
   auto w = testing::tiny_weights(gpu_tiny_config(), 8, /*untied_head=*/true);
   const int L = static_cast<int>(w->config.num_layers);
-  std::map<bool, CudaForwardEngine::StepLaunches> counts;
-  for (bool fused : {true, false}) {
-    ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused ? "1" : "0");
-    auto engine = make_cuda_engine(w, gpu_options(16, 8));
-    counts[fused] = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();
-  }
+  std::map<bool, CudaForwardEngine::StepLaunches> counts = step_launches_fused_and_unfused(w);
   auto by_op = [](const CudaForwardEngine::StepLaunches& s) {
     std::map<std::string, int> m(s.nodes_by_op.begin(), s.nodes_by_op.end());
     int total = 0;
@@ -335,12 +341,7 @@ TEST(CudaEngine, QuantizedDecodeStepFusesNormsIntoProjections) {
   auto w = testing::tiny_weights(gpu_tiny_config(), 8);
   quantize_all(*w);
   const int L = static_cast<int>(w->config.num_layers);
-  std::map<bool, CudaForwardEngine::StepLaunches> counts;
-  for (bool fused : {true, false}) {
-    ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused ? "1" : "0");
-    auto engine = make_cuda_engine(w, gpu_options(16, 8));
-    counts[fused] = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();
-  }
+  std::map<bool, CudaForwardEngine::StepLaunches> counts = step_launches_fused_and_unfused(w);
   for (bool fused : {true, false}) {
     std::printf("  %s: %d nodes, %d kernels\n", fused ? "fused" : "unfused", counts[fused].nodes, counts[fused].kernels);
     for (const auto& [op, n] : counts[fused].nodes_by_op) std::printf("    %-42s %d\n", op.c_str(), n);

@@ -34,6 +34,7 @@
 #include <cuda_fp16.h>
 #include <cstdint>
 
+#include "backends/cuda/common/int4_int8_kernels.h"
 #include "gpu/pdl.cuh"
 
 namespace qrt::cuda::int4k {
@@ -249,18 +250,7 @@ struct KernelArgs {
   int m_tiles = 1, n_tiles = 1;
   const uint32_t* offsets = nullptr; // FZ kernels: [G][N/16][8] half2 pairs (b[r], b[r+8]), fp16
   float offset_ratio = 1.f;          // FZ kernels: offsets' power of two / scale_mul (exact)
-  // The GEMV's fused decode work (qrt::LinearFusion). prologue 1: the input rows are the RMS norm
-  // of the float residual rows [M][K] (norm_residual) times norm_weight; 2: silu(gate) * up, rows
-  // gate_up_stride elements apart; 0: x. residual_out: the output is added into these float rows
-  // [M][N] (as rounded to T) instead of stored to y.
-  int prologue = 0;
-  const float* norm_residual = nullptr;
-  const float* norm_weight = nullptr;
-  float norm_eps = 0.f;
-  const void* gate = nullptr;
-  const void* up = nullptr;
-  int gate_up_stride = 0;
-  float* residual_out = nullptr;
+  GemvFusion fused;  // the GEMV's fused decode work (int4_int8_kernels.h); finish_tile reads residual_out
 };
 
 // Epilogue on a block's fp32 tile red[BM][BN + 4] (smem, token-major): scale_mul, bias, convert,
@@ -311,9 +301,9 @@ __device__ __forceinline__ void finish_tile(const KernelArgs& a, const float* re
     uint2 out;
     out.x = Traits<T>::from_floats(v.x, v.y);
     out.y = Traits<T>::from_floats(v.z, v.w);
-    if (a.residual_out) {
+    if (a.fused.residual_out) {
       // What the unfused step does: store T, then add it to the float residual.
-      float4* r = reinterpret_cast<float4*>(a.residual_out + static_cast<size_t>(mm) * a.n + nn);
+      float4* r = reinterpret_cast<float4*>(a.fused.residual_out + static_cast<size_t>(mm) * a.n + nn);
       const float2 lo = Traits<T>::to_floats(out.x), hi = Traits<T>::to_floats(out.y);
       float4 rv = *r;
       rv.x += lo.x, rv.y += lo.y, rv.z += hi.x, rv.w += hi.y;

@@ -58,10 +58,10 @@ struct GemvConfig {
                       // in flight at once (K is split until a slice fits 48 KB)
 };
 
-// cuda_gemv's fused decode work (qrt::LinearFusion in kernel terms): prologue 0 reads x, 1 the RMS
-// norm of the float residual rows [M][K] times norm_weight, 2 silu(gate) * up with rows
-// gate_up_stride elements apart; residual_out set: the output is added into those float rows
-// [M][N] instead of written to y.
+// cuda_gemv's fused decode work (qrt::LinearFusion in kernel terms, carried in KernelArgs):
+// prologue 0 reads x, 1 the RMS norm of the float residual rows [M][K] times norm_weight, 2
+// silu(gate) * up with rows gate_up_stride elements apart; residual_out set: the output (rounded to
+// the activation dtype) is added into those float rows [M][N] instead of written to y.
 struct GemvFusion {
   int prologue = 0;
   const float* norm_residual = nullptr;

@@ -52,36 +52,36 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
 // whole K, one warp a row) and 2 (silu(gate) * up). The formulas and roundings are those of the
 // model's add_rmsnorm and silu_mul kernels, so only the order of the sum of squares differs.
 template <typename T>
-__device__ __forceinline__ void stage_fused_input(const KernelArgs& a, T* xs, int ld, int k0, int krange,
+__device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, int k, T* xs, int ld, int k0, int krange,
                                                   float* row_inv) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int pairs = krange / 2;
-  if (a.prologue == 1) {
-    if (warp < a.m) {
-      const float4* row = reinterpret_cast<const float4*>(a.norm_residual + static_cast<size_t>(warp) * a.k);
+  if (f.prologue == 1) {
+    if (warp < m) {
+      const float4* row = reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(warp) * k);
       float ss = 0.f;
-      for (int i = lane; i < a.k / 4; i += 32) {
+      for (int i = lane; i < k / 4; i += 32) {
         const float4 v = row[i];
         ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
       }
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      if (lane == 0) row_inv[warp] = rsqrtf(ss / static_cast<float>(a.k) + a.norm_eps);
+      if (lane == 0) row_inv[warp] = rsqrtf(ss / static_cast<float>(k) + f.norm_eps);
     }
     __syncthreads();
-    for (int i = tid; i < a.m * pairs; i += 256) {
+    for (int i = tid; i < m * pairs; i += 256) {
       const int row = i / pairs, c = 2 * (i % pairs);
-      const float2 v = *reinterpret_cast<const float2*>(a.norm_residual + static_cast<size_t>(row) * a.k + k0 + c);
-      const float2 w = *reinterpret_cast<const float2*>(a.norm_weight + k0 + c);
+      const float2 v = *reinterpret_cast<const float2*>(f.norm_residual + static_cast<size_t>(row) * k + k0 + c);
+      const float2 w = *reinterpret_cast<const float2*>(f.norm_weight + k0 + c);
       const float inv = row_inv[row];
       *reinterpret_cast<uint32_t*>(xs + row * ld + c) = Traits<T>::from_floats(v.x * inv * w.x, v.y * inv * w.y);
     }
   } else {
-    for (int i = tid; i < a.m * pairs; i += 256) {
+    for (int i = tid; i < m * pairs; i += 256) {
       const int row = i / pairs, c = 2 * (i % pairs);
-      const size_t at = static_cast<size_t>(row) * a.gate_up_stride + k0 + c;
-      const float2 g = Traits<T>::to_floats(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(a.gate) + at));
-      const float2 u = Traits<T>::to_floats(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(a.up) + at));
+      const size_t at = static_cast<size_t>(row) * f.gate_up_stride + k0 + c;
+      const float2 g = Traits<T>::to_floats(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(f.gate) + at));
+      const float2 u = Traits<T>::to_floats(*reinterpret_cast<const uint32_t*>(static_cast<const T*>(f.up) + at));
       *reinterpret_cast<uint32_t*>(xs + row * ld + c) =
           Traits<T>::from_floats(g.x / (1.f + __expf(-g.x)) * u.x, g.y / (1.f + __expf(-g.y)) * u.y);
     }
@@ -178,7 +178,7 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   // Stage the block's activations, scales and zeros in shared memory while the first weights fly.
   {
     const int krange = (c_end - c_begin) * 64;
-    if (a.prologue == 0) {
+    if (a.fused.prologue == 0) {
       const int xp = a.m * (krange / 8);
       for (int i = tid; i < xp; i += 256) {
         const int row = i / (krange / 8), c = i % (krange / 8);
@@ -216,7 +216,7 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
         }
     }
     cp_async_commit();
-    if (a.prologue != 0) stage_fused_input<T>(a, xs, L.x_row_halves, c_begin * 64, krange, row_inv);
+    if (a.fused.prologue != 0) stage_fused_input<T>(a.fused, a.m, a.k, xs, L.x_row_halves, c_begin * 64, krange, row_inv);
     cp_async_wait<0>();
     __syncthreads();
   }
@@ -438,16 +438,7 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   a.group_size = w.group_size;
   a.log2_group = w.group_size ? log2_int(w.group_size) : 0;
   a.scale_mul = w.scale_mul;
-  if (fusion) {
-    a.prologue = fusion->prologue;
-    a.norm_residual = fusion->norm_residual;
-    a.norm_weight = fusion->norm_weight;
-    a.norm_eps = fusion->norm_eps;
-    a.gate = fusion->gate;
-    a.up = fusion->up;
-    a.gate_up_stride = static_cast<int>(fusion->gate_up_stride);
-    a.residual_out = fusion->residual_out;
-  }
+  if (fusion) a.fused = *fusion;
   const int64_t n16 = w.n / 16;
   const int64_t bx = (n16 + cfg.wt - 1) / cfg.wt;
   const int kchunks = static_cast<int>(w.k / 64);
