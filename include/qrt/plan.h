@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "qrt/backend.h"
@@ -135,6 +136,9 @@ class QuantLinear {
     std::vector<std::string> untried;         // fallback backends not tried yet for this range
     std::vector<std::string> failures;        // "backend: reason" of every failed attempt
   };
+  // The range that serves M rows; nullptr when none does.
+  const Range* range_of(int64_t m) const;
+  Range* range_of(int64_t m) { return const_cast<Range*>(std::as_const(*this).range_of(m)); }
   static void run(Range& r, const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
   void probe(Range& r, const ActTensor& x, const ActTensor& y, const ExecContext& ctx);
   [[noreturn]] void no_range(int64_t m) const;

@@ -146,26 +146,28 @@ void QuantLinear::run(Range& r, const ActTensor& x, const ActTensor& y, const Ex
   }
 }
 
+const QuantLinear::Range* QuantLinear::range_of(int64_t m) const {
+  for (const auto& r : ranges_)
+    if (m >= r.m_min && m <= r.m_max) return &r;
+  return nullptr;
+}
+
 void QuantLinear::forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx) {
   if (x.rows <= 0) return;
-  for (auto& r : ranges_)
-    if (x.rows >= r.m_min && x.rows <= r.m_max) {
-      if (!r.probed) [[unlikely]] {
-        probe(r, x, y, ctx);
-        return;
-      }
-      run(r, x, y, ctx);
-      return;
-    }
+  Range* r = range_of(x.rows);
   // Plans made by plan_layers cover [1, INT64_MAX); a plan built another way may not. Writing
   // nothing would leave y as it was, silently: say which M found no kernel instead.
-  no_range(x.rows);
+  if (!r) no_range(x.rows);
+  if (!r->probed) [[unlikely]] {
+    probe(*r, x, y, ctx);
+    return;
+  }
+  run(*r, x, y, ctx);
 }
 
 bool QuantLinear::fuses(const LinearFusion& f, int64_t m, DType dtype) const {
-  for (const auto& r : ranges_)
-    if (m >= r.m_min && m <= r.m_max) return r.probed && r.kernel && r.kernel->fuses(f, m, dtype);
-  return false;
+  const Range* r = range_of(m);
+  return r && r->probed && r->kernel && r->kernel->fuses(f, m, dtype);
 }
 
 void QuantLinear::no_range(int64_t m) const {

@@ -262,17 +262,7 @@ void CudaOps::add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) {
     // adds its output into the residual stream itself where its kernel can.
     issue_held_norm(false);
     issue_held_silu();
-    const bool into_residual = add_proj && held_linear_.l && held_linear_.m == rows && held_linear_.l->n == d_.hidden;
-    if (into_residual) {
-      LinearFusion f = held_linear_.silu ? silu_fusion(held_linear_.gate, held_linear_.up) : LinearFusion{};
-      f.residual_out = x_.as<float>();
-      if (fuses(*held_linear_.l, f, rows)) {
-        issue_held_linear(true);
-        held_norm_ = {norm, rows, false};
-        return;
-      }
-    }
-    issue_held_linear(false);
+    if (issue_held_linear_adding(add_proj, rows)) add_proj = false;
     if (!add_proj) {
       held_norm_ = {norm, rows, false};
       return;
@@ -368,12 +358,24 @@ void CudaOps::run_fused(ModelLinear& l, const LinearFusion& f, View in, View out
   mark(l.op.c_str());
 }
 
+LinearFusion CudaOps::held_fusion(bool into_residual) const {
+  LinearFusion f = held_linear_.silu ? silu_fusion(held_linear_.gate, held_linear_.up) : LinearFusion{};
+  if (into_residual) f.residual_out = x_.as<float>();
+  return f;
+}
+
+bool CudaOps::issue_held_linear_adding(bool add, int64_t rows) {
+  const bool into_residual = add && held_linear_.l && held_linear_.m == rows && held_linear_.l->n == d_.hidden &&
+                             fuses(*held_linear_.l, held_fusion(true), rows);
+  issue_held_linear(into_residual);
+  return into_residual;
+}
+
 void CudaOps::issue_held_linear(bool into_residual) {
   if (!held_linear_.l) return;
+  const LinearFusion f = held_fusion(into_residual);
   const HeldLinear h = held_linear_;
   held_linear_ = HeldLinear{};
-  LinearFusion f = h.silu ? silu_fusion(h.gate, h.up) : LinearFusion{};
-  if (into_residual) f.residual_out = x_.as<float>();
   run_fused(*h.l, f, h.in, View{Buffer::Proj, 0, d_.hidden}, h.m);
   if (h.silu) mark("silu * up (in the down projection)");
   if (into_residual) mark("residual add (in the projection)");
@@ -473,15 +475,7 @@ void CudaOps::greedy_choice(int64_t rows) {
 void CudaOps::norm_head(bool add_proj, int norm, ModelLinear& head, int64_t row0, int64_t rows) {
   issue_held_norm(false);
   issue_held_silu();
-  if (add_proj && held_linear_.l && row0 == 0 && held_linear_.m == rows && held_linear_.l->n == d_.hidden) {
-    LinearFusion f = held_linear_.silu ? silu_fusion(held_linear_.gate, held_linear_.up) : LinearFusion{};
-    f.residual_out = x_.as<float>();
-    if (fuses(*held_linear_.l, f, rows)) {
-      issue_held_linear(true);
-      add_proj = false;
-    }
-  }
-  issue_held_linear(false);
+  if (issue_held_linear_adding(add_proj && row0 == 0, rows)) add_proj = false;
   if (!fused_head_ || head.quantized || rows != 1) return BlockOps::norm_head(add_proj, norm, head, row0, rows);
   const void* W = head.dense < 0 ? embed_.get() : dense_[static_cast<size_t>(head.dense)].w.get();
   cuda_model::rmsnorm_head_argmax(x_.as<float>() + row0 * d_.hidden, add_proj ? tmp_.as<__half>() + row0 * d_.hidden : nullptr,

@@ -117,8 +117,13 @@ class CudaOps final : public BlockOps {
   bool holds_ops(int64_t m) const { return fused_projections_ && m >= 1 && m <= 8; }
   bool fuses(const ModelLinear& l, const LinearFusion& f, int64_t m) const;
   LinearFusion silu_fusion(View gate, View up) const;
+  // The held linear's fusion: SiLU x up in its prologue when it holds one, the residual add when asked.
+  LinearFusion held_fusion(bool into_residual) const;
   // Issues the held linear (adding into the residual stream when `into_residual`), then forgets it.
   void issue_held_linear(bool into_residual);
+  // Issues the held linear, adding its output into the residual stream when `add` asks for it and
+  // its kernel can for `rows` rows; true when it did (the Proj rows then need no add).
+  bool issue_held_linear_adding(bool add, int64_t rows);
   // Issues the held norm: its kernel, unless projections built it and `needed` is false.
   void issue_held_norm(bool needed);
   void issue_held_silu();

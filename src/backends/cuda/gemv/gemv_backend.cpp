@@ -31,7 +31,10 @@ class CudaGemvLinear final : public cuda::Int4Int8Linear {
   }
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
-    if (ec.fusion && ec.fusion->any()) return forward_fused(x, y, ec, *ec.fusion);
+    // Fused work only where fuses() said yes: M <= 8, so one launch below carries it.
+    cuda::GemvFusion gf;
+    const bool fused = ec.fusion && ec.fusion->any();
+    if (fused) gf = gemv_fusion(*ec.fusion);
     cuda::int4_forward(*w_, scratch_, x, y, ec,
                        [&](const cuda::Int4DeviceView& v, const void* xin, void* yout, int64_t rows, bool bf16,
                            const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
@@ -41,7 +44,8 @@ class CudaGemvLinear final : public cuda::Int4Int8Linear {
                            cudaError_t e = cuda::launch_int4_gemv(
                                v, static_cast<const unsigned char*>(xin) + r * v.k * 2,
                                static_cast<unsigned char*>(yout) + r * v.n * 2, n, bf16,
-                               cuda::GemvConfig{wt_ ? wt_ : (v.n >= 16384 ? 4 : 2), split_, true, bulk_}, ws, sms, st);
+                               cuda::GemvConfig{wt_ ? wt_ : (v.n >= 16384 ? 4 : 2), split_, true, bulk_}, ws, sms, st,
+                               fused ? &gf : nullptr);
                            if (e != cudaSuccess) return e;
                          }
                          return cudaSuccess;
@@ -49,7 +53,7 @@ class CudaGemvLinear final : public cuda::Int4Int8Linear {
   }
 
  private:
-  void forward_fused(const ActTensor& x, const ActTensor& y, const ExecContext& ec, const LinearFusion& f) {
+  static cuda::GemvFusion gemv_fusion(const LinearFusion& f) {
     cuda::GemvFusion gf;
     gf.prologue = f.input == LinearFusion::Input::RmsNorm ? 1 : f.input == LinearFusion::Input::SiluMul ? 2 : 0;
     gf.norm_residual = f.norm_residual;
@@ -59,13 +63,7 @@ class CudaGemvLinear final : public cuda::Int4Int8Linear {
     gf.up = f.up;
     gf.gate_up_stride = f.gate_up_stride;
     gf.residual_out = f.residual_out;
-    cuda::int4_forward(*w_, scratch_, x, y, ec,
-                       [&](const cuda::Int4DeviceView& v, const void* xin, void* yout, int64_t rows, bool bf16,
-                           const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
-                         return cuda::launch_int4_gemv(v, xin, yout, rows, bf16,
-                                                       cuda::GemvConfig{wt_ ? wt_ : (v.n >= 16384 ? 4 : 2), split_, true, bulk_},
-                                                       ws, sms, st, &gf);
-                       });
+    return gf;
   }
 
   int wt_, split_;
