@@ -479,6 +479,49 @@ TEST(CudaEngine, PerplexityCpuAgainstGpuAndFp8KvCache) {
   EXPECT_LT(std::abs(f16 / cpu - 1), 0.005);
 }
 
+// Phi-3 with longrope (its q/k/v and gate/up stored fused): the long factors live in the RoPE
+// tables, which the GPU reads as the CPU does. The context held (24 positions) is past the
+// fixture's original 8, so the long factors are the ones in use.
+TEST(CudaEngine, Phi3LongropeMatchesCpuEngine) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto w = load_model(std::string(QRT_TEST_DATA) + "/fixtures/phi3_longrope_tiny");
+  ASSERT_EQ(w->config.rope_scaling.type, "longrope");
+  EngineOptions cpu_opt = gpu_options(16, 8);
+  cpu_opt.device = probe_cpu();
+  auto cpu = make_cpu_engine(w, cpu_opt);
+  auto gpu = make_cuda_engine(w, gpu_options(16, 8));
+  const std::vector<int32_t> tokens = {1, 7, 33, 12, 5, 60, 21, 9, 44, 3, 17, 28};
+  const int64_t V = w->config.vocab_size, T = static_cast<int64_t>(tokens.size());
+  std::vector<float> a(static_cast<size_t>(V)), b(static_cast<size_t>(V));
+  cpu->forward(tokens.data(), T, 0, a.data());
+  gpu->forward(tokens.data(), T, 0, b.data());
+  std::vector<double> ad(a.begin(), a.end());
+  // fp16 activations and KV cache against the float32 CPU engine.
+  EXPECT_LT(rel_err_row(b.data(), ad.data(), V), 2e-2);
+  for (int32_t next : {11, 40}) {  // decode steps at positions 12 and 13 (the graph path)
+    const int64_t pos = T + (next == 40);
+    cpu->forward(&next, 1, pos, a.data());
+    gpu->forward(&next, 1, pos, b.data());
+    ad.assign(a.begin(), a.end());
+    EXPECT_LT(rel_err_row(b.data(), ad.data(), V), 2e-2) << "decode at " << pos;
+  }
+}
+
+// Gemma-2's rules (soft-capping, sandwich norms, GeGLU, ...) are not on the GPU: refused at load,
+// naming them.
+TEST(CudaEngine, Gemma2IsRefusedNamingItsRules) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto w = load_model(std::string(QRT_TEST_DATA) + "/fixtures/gemma2_tiny");
+  try {
+    make_cuda_engine(w, gpu_options(16, 8));
+    FAIL() << "expected a qrt::Error";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("soft-capping"), std::string::npos) << what;
+    EXPECT_EQ(what.find("longrope"), std::string::npos) << what;
+  }
+}
+
 TEST(CudaEngine, DefaultModelLogitsMatchCpuEngine) {
   QRT_SKIP_WITHOUT_GPU();
   const char* path = std::getenv("QRT_DEFAULT_MODEL");

@@ -54,6 +54,12 @@ CudaOps::~CudaOps() {
   if (stream_) cudaStreamDestroy(stream_);
 }
 
+std::vector<std::string> CudaOps::missing_rules(const ModelDims& dims) const {
+  ModelDims d = dims;
+  d.longrope = false;
+  return d.extended_rules();
+}
+
 void CudaOps::on_device(const std::function<void()>& fn) {
   cuda::DeviceGuard guard(device_);
   fn();

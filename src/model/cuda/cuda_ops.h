@@ -37,6 +37,9 @@ class CudaOps final : public BlockOps {
   CudaOps& operator=(const CudaOps&) = delete;
 
   std::string device_name() const override { return options_.device.describe(); }
+  // Every rule beyond the Llama block except longrope (it lives in the RoPE tables, which the GPU
+  // reads as the CPU does).
+  std::vector<std::string> missing_rules(const ModelDims& dims) const override;
   void on_device(const std::function<void()>& fn) override;
   void reserve(const ModelDims& dims) override;
   void set_rope(const ops::RopeTable& rope) override;
