@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Runs ON THE GPU MACHINE after scripts/gpu-check.sh (its build-gpu and the 30-block SmolLM2 file):
 # decode A/B runs that need the same machine, alternating so that drift hits every side.
-#   1. SmolLM2: the fused decode ops as they are, then with QRT_CUDA_FUSED_ATTENTION=0 (RoPE + KV
-#      store and attention as two kernels), QRT_CUDA_FUSED_PROJECTIONS=0 (norms, SiLU x up and
-#      residual adds as kernels of their own) and both;
-#   2. every linear shape of SmolLM2 at M = 1 and 4 on cuda_gemv and cuda_dequant (qrt bench);
-#   3. SmolLM2 decode with a tuning cache from `qrt tune --batch 1` against the default parameters;
-#   4. the random Llama-2-7B GPTQ model (written if missing): as it is against
-#      QRT_CUDA_FUSED_PROJECTIONS=0.
-# Prints one line per experiment with every run and the median (decode tokens/s, 128 tokens after
-# a 128-token prompt, gpu_decode_bench's host loop).
+#   1. SmolLM2, 128 tokens after a 128-token prompt: the default decode ops, then with
+#      QRT_CUDA_FUSED_ATTENTION=1 (RoPE + KV store + attention in one kernel) and with
+#      QRT_CUDA_FUSED_PROJECTIONS=0 (norms, SiLU x up and residual adds as kernels of their own);
+#   2. the same after a 1536-token prompt: the default against the fused attention;
+#   3. the random Llama-2-7B GPTQ model (written if missing): default against
+#      QRT_CUDA_FUSED_PROJECTIONS=0, with each run's per-op profile;
+#   4. where ncu runs: every kernel's duration in two SmolLM2 decode steps (graph nodes one at a
+#      time, serialized), summed by kernel name;
+#   5. AB_FULL=1 only: every SmolLM2 linear shape at M = 1 and 4 on cuda_gemv and cuda_dequant
+#      (qrt bench), and decode with a `qrt tune --batch 1` cache against the default parameters.
+# Prints one line per experiment with every run and the median (decode tokens/s, gpu_decode_bench's
+# host loop).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SMOL=${1:-/tmp/qrt-smollm2-30-blocks.gguf}
@@ -23,28 +26,70 @@ run() {  # run NAME MODEL REP [ENV=VALUE...]: one gpu_decode_bench run, prints i
   env XDG_CACHE_HOME=$T/empty PROMPT=128 NEW=128 "$@" timeout 90 $B "$model" $T/$name-$rep.json > $T/$name-$rep.log 2>&1
   tok $T/$name-$rep.json
 }
-# AB_QUICK=1: experiment 1 with one repetition and experiment 2 only (a short call).
-REPS="1 2 3"; [ "${AB_QUICK:-0}" = 1 ] && REPS="1"
+profile() { sed -n '/decode step by op/,/total/p' "$1" | head -18; }
+REPS=${AB_REPS:-"1 2 3"}
 L7=/tmp/qrt-llama2-7b-gptq
-if [ "${AB_QUICK:-0}" != 1 ] && [ ! -f $L7/config.json ]; then
+if [ ! -f $L7/config.json ]; then
   python3 tools/make_random_model.py $L7 --preset llama2-7b --bits 4 --group 128 > $T/make7b.log 2>&1 &
 fi
-echo "== 1. SmolLM2 decode: fused decode ops, without the fused attention, without the fused projections"
+
+echo "== 1. SmolLM2 decode (128 after 128): default, with the fused attention, without the fused projections"
 declare -A R
-CONFIGS=("all" "no_attention:QRT_CUDA_FUSED_ATTENTION=0" "no_projections:QRT_CUDA_FUSED_PROJECTIONS=0"
-         "neither:QRT_CUDA_FUSED_ATTENTION=0:QRT_CUDA_FUSED_PROJECTIONS=0")
+CONFIGS=("default" "fused_attention:QRT_CUDA_FUSED_ATTENTION=1" "no_projections:QRT_CUDA_FUSED_PROJECTIONS=0")
 for r in $REPS; do
   for c in "${CONFIGS[@]}"; do
-    IFS=: read -r name e1 e2 <<< "$c"
-    R[$name]+="$(run $name "$SMOL" $r ${e1:+$e1} ${e2:+$e2}) "
+    IFS=: read -r name e1 <<< "$c"
+    R[$name]+="$(run $name "$SMOL" $r ${e1:+$e1}) "
   done
 done
 for c in "${CONFIGS[@]}"; do name=${c%%:*}; echo "$name: ${R[$name]}-> $(med ${R[$name]})"; done
-for name in no_attention no_projections; do echo "-- $name, rep 1:"; sed -n '/decode step by op/,/total/p' $T/$name-1.log | head -16; done
-echo "== 2. qrt bench, M = 1 and 4: cuda_gemv and cuda_dequant per shape"
+echo "-- default, rep 1:"; profile $T/default-1.log
+
+echo "== 2. SmolLM2 decode after a 1536-token prompt: default against the fused attention"
+D=""; F=""
+for r in 1 2; do
+  D+="$(run long-default "$SMOL" $r PROMPT=1536) "
+  F+="$(run long-fused "$SMOL" $r PROMPT=1536 QRT_CUDA_FUSED_ATTENTION=1) "
+done
+echo "default: ${D}-> $(med $D); fused attention: ${F}-> $(med $F)"
+grep -E "^  attention|rope" $T/long-default-1.log $T/long-fused-1.log | head -6
+
+wait
+if [ -f $L7/config.json ]; then
+  echo "== 3. Llama-2-7B GPTQ decode: default against QRT_CUDA_FUSED_PROJECTIONS=0"
+  A="$(run l7-default $L7 1) "
+  U="$(run l7-noproj $L7 1 QRT_CUDA_FUSED_PROJECTIONS=0) "
+  echo "7B default: ${A}; without the fused projections: ${U}"
+  echo "-- default:"; profile $T/l7-default-1.log
+  echo "-- without the fused projections:"; profile $T/l7-noproj-1.log
+fi
+
+if command -v ncu > /dev/null; then
+  echo "== 4. ncu: kernel durations of two SmolLM2 decode steps (graph nodes one at a time)"
+  XDG_CACHE_HOME=$T/empty timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum \
+    --csv --launch-skip 400 --launch-count 320 $Q run "$SMOL" --device cuda:0 -p "The capital of France is" -n 40 \
+    > $T/ncu.csv 2> $T/ncu.err
+  python3 - "$T/ncu.csv" <<'PY'
+import csv, sys, collections
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows: sys.exit('no ncu rows')
+h = rows[0]; ki = h.index('Kernel Name'); vi = h.index('Metric Value'); ui = h.index('Metric Unit')
+tot = collections.defaultdict(list)
+for r in rows[1:]:
+    v = float(r[vi].replace(',', '')); v = v / 1000 if r[ui] == 'nsecond' else v
+    tot[r[ki].split('(')[0][:70]].append(v)
+allsum = sum(sum(v) for v in tot.values())
+for k, v in sorted(tot.items(), key=lambda kv: -sum(kv[1])):
+    print('  %-70s %4d launches %8.2f us each %6.1f %%' % (k, len(v), sum(v) / len(v), 100 * sum(v) / allsum))
+print('  total %.1f us over %d launches' % (allsum, sum(len(v) for v in tot.values())))
+PY
+  tail -3 $T/ncu.err
+fi
+
+[ "${AB_FULL:-0}" = 1 ] || exit 0
+echo "== 5a. qrt bench, M = 1 and 4: cuda_gemv and cuda_dequant per shape"
 XDG_CACHE_HOME=$T/empty timeout 90 $Q bench "$SMOL" --device cuda --batch 1,4 --backends cuda_gemv,cuda_dequant 2>&1 | tail -25
-[ "${AB_QUICK:-0}" = 1 ] && exit 0
-echo "== 3. SmolLM2 decode with a tuning cache (qrt tune --batch 1) against the default parameters"
+echo "== 5b. SmolLM2 decode with a tuning cache (qrt tune --batch 1) against the default parameters"
 XDG_CACHE_HOME=$T/tuned timeout 120 $Q tune "$SMOL" --device cuda --batch 1 --budget 25 2>&1 | tail -4
 python3 - "$T/tuned/qrt/tuning.json" <<'PY'
 import json, sys
@@ -55,18 +100,8 @@ for e in d.get('entries', []):
 PY
 D=""; TU=""
 for r in 1 2 3; do
-  D+="$(run default "$SMOL" $r TUNED=1) "
+  D+="$(run default-params "$SMOL" $r TUNED=1) "
   TU+="$(run tuned "$SMOL" $r TUNED=1 XDG_CACHE_HOME=$T/tuned) "
 done
 echo "default params: ${D}-> $(med $D); tuned: ${TU}-> $(med $TU)"
-sed -n '/decode step by op/,/total/p' $T/tuned-1.log | head -16
-wait
-if [ -f $L7/config.json ]; then
-  echo "== 4. Llama-2-7B GPTQ decode: fused projections against QRT_CUDA_FUSED_PROJECTIONS=0"
-  A=""; U=""
-  for r in 1; do
-    A+="$(run l7-all $L7 $r) "
-    U+="$(run l7-noproj $L7 $r QRT_CUDA_FUSED_PROJECTIONS=0) "
-  done
-  echo "7B fused projections: ${A}-> $(med $A); without: ${U}-> $(med $U)"
-fi
+profile $T/tuned-1.log

@@ -76,7 +76,7 @@ double rel_err_row(const float* y, const double* ref, int64_t n) {
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
-// Sets an environment variable for a scope (the engine reads QRT_CUDA_FUSED_DECODE when built).
+// Sets an environment variable for a scope (the engine reads QRT_CUDA_FUSED_* when built).
 class ScopedEnv {
  public:
   ScopedEnv(const char* name, const char* value) : name_(name) {
@@ -93,6 +93,23 @@ class ScopedEnv {
   bool had_ = false;
 };
 
+// The decode ops an engine is built with: every fused op (the fused attention included, which is
+// off by default), the default set, or none (QRT_CUDA_FUSED_DECODE=0).
+enum class DecodeOps { AllFused, Default, Unfused };
+const char* decode_ops_name(DecodeOps d) {
+  return d == DecodeOps::AllFused ? "all fused decode ops" : d == DecodeOps::Default ? "default decode ops" : "unfused decode ops";
+}
+class ScopedDecodeOps {
+ public:
+  explicit ScopedDecodeOps(DecodeOps d)
+      : decode_("QRT_CUDA_FUSED_DECODE", d == DecodeOps::Unfused ? "0" : "1"),
+        attention_("QRT_CUDA_FUSED_ATTENTION", d == DecodeOps::AllFused ? "1" : "0") {}
+
+ private:
+  ScopedEnv decode_, attention_;
+};
+constexpr DecodeOps kEveryDecodeOps[] = {DecodeOps::AllFused, DecodeOps::Default, DecodeOps::Unfused};
+
 // The naive forward's logits of `n` random tokens (seeded).
 std::vector<int32_t> random_tokens(const ModelConfig& c, int64_t n, unsigned seed) {
   std::mt19937 rng(seed);
@@ -102,11 +119,13 @@ std::vector<int32_t> random_tokens(const ModelConfig& c, int64_t n, unsigned see
   return tokens;
 }
 
-// fused_decode: the GPU's fused decode ops (embedding + norm, RoPE + KV store + attention, final
-// norm + head + greedy choice), or the unfused kernels (QRT_CUDA_FUSED_DECODE=0).
-void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = true, bool fused_decode = true) {
-  SCOPED_TRACE(fused_decode ? "fused decode ops" : "unfused decode ops");
-  ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused_decode ? "1" : "0");
+// ops: the GPU's fused decode ops (embedding + norm, final norm + head + greedy choice, norms and
+// residual adds inside cuda_gemv's projections; with AllFused also RoPE + KV store + attention),
+// or the unfused kernels.
+void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = true, DecodeOps ops = DecodeOps::AllFused) {
+  SCOPED_TRACE(decode_ops_name(ops));
+  ScopedDecodeOps env(ops);
+  const bool fused_decode = ops != DecodeOps::Unfused;
   const ModelConfig& c = w->config;
   const std::vector<int32_t> tokens = random_tokens(c, 20, 11);
   const std::vector<double> ref = testing::naive_forward(*w, tokens, testing::plain_inv_freq(c));
@@ -186,7 +205,8 @@ void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = tru
       EXPECT_EQ(launches.count("silu * up"), 0u);
     }
     EXPECT_EQ(launches["final rmsnorm + lm_head + greedy choice"], 1);
-    EXPECT_EQ(launches.count("rope + kv store"), 0u);
+    if (ops == DecodeOps::AllFused) EXPECT_EQ(launches.count("rope + kv store"), 0u);
+    else EXPECT_EQ(launches["rope + kv store"], c.num_layers);
   } else {
     EXPECT_EQ(launches["embedding"], 1);
     EXPECT_EQ(launches["residual + rmsnorm"], 2 * c.num_layers + 1);
@@ -202,7 +222,8 @@ TEST(CudaEngine, DenseModelMatchesNaiveForward) {
   QRT_SKIP_WITHOUT_GPU();
   auto w = testing::tiny_weights(gpu_tiny_config(), 3, /*untied_head=*/true);
   check_engine_against_naive(w);
-  check_engine_against_naive(w, true, /*fused_decode=*/false);
+  check_engine_against_naive(w, true, DecodeOps::Default);
+  check_engine_against_naive(w, true, DecodeOps::Unfused);
 }
 
 TEST(CudaEngine, QuantizedModelMatchesNaiveForward) {
@@ -211,7 +232,8 @@ TEST(CudaEngine, QuantizedModelMatchesNaiveForward) {
   quantize_all(*w);
   check_engine_against_naive(w);         // q/k/v and gate/up fused
   check_engine_against_naive(w, false);  // every projection on its own
-  check_engine_against_naive(w, true, /*fused_decode=*/false);
+  check_engine_against_naive(w, true, DecodeOps::Default);
+  check_engine_against_naive(w, true, DecodeOps::Unfused);
 }
 
 // Decode steps past 300 positions: the fused attention then spreads a row's keys over several
@@ -223,9 +245,9 @@ TEST(CudaEngine, LongContextDecodeMatchesNaiveForward) {
   const int64_t T = 310, V = c.vocab_size, prefix = T - 5;
   const std::vector<int32_t> tokens = random_tokens(c, T, 12);
   const std::vector<double> ref = testing::naive_forward(*w, tokens, testing::plain_inv_freq(c));
-  for (bool fused : {true, false}) {
-    SCOPED_TRACE(fused ? "fused decode ops" : "unfused decode ops");
-    ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused ? "1" : "0");
+  for (DecodeOps ops : kEveryDecodeOps) {
+    SCOPED_TRACE(decode_ops_name(ops));
+    ScopedDecodeOps env(ops);
     EngineOptions options = gpu_options(T, 8);
     options.prefill_batch = 64;
     auto engine = make_cuda_engine(w, options);
@@ -248,9 +270,9 @@ TEST(CudaEngine, GraphAndEagerDecodeGiveTheSameGreedyTokens) {
   const ModelConfig& c = w->config;
   const int64_t V = c.vocab_size, prompt = 12, steps = 10;
   const std::vector<int32_t> tokens = random_tokens(c, prompt, 13);
-  for (bool fused : {true, false}) {
-    SCOPED_TRACE(fused ? "fused decode ops" : "unfused decode ops");
-    ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused ? "1" : "0");
+  for (DecodeOps ops : kEveryDecodeOps) {
+    SCOPED_TRACE(decode_ops_name(ops));
+    ScopedDecodeOps env(ops);
     auto engine = make_cuda_engine(w, gpu_options(prompt, steps + 1));
     auto* ce = dynamic_cast<CudaForwardEngine*>(engine.get());
     ASSERT_NE(ce, nullptr);
@@ -281,11 +303,11 @@ TEST(CudaEngine, GraphAndEagerDecodeGiveTheSameGreedyTokens) {
   }
 }
 
-// The decode step's launches with the fused decode ops (true) and without (false).
+// The decode step's launches with every fused decode op (true) and without (false).
 std::map<bool, CudaForwardEngine::StepLaunches> step_launches_fused_and_unfused(std::shared_ptr<ModelWeights> w) {
   std::map<bool, CudaForwardEngine::StepLaunches> counts;
   for (bool fused : {true, false}) {
-    ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused ? "1" : "0");
+    ScopedDecodeOps env(fused ? DecodeOps::AllFused : DecodeOps::Unfused);
     auto engine = make_cuda_engine(w, gpu_options(16, 8));
     counts[fused] = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();
   }
@@ -353,6 +375,14 @@ TEST(CudaEngine, QuantizedDecodeStepFusesNormsIntoProjections) {
   EXPECT_EQ(f["q/k/v (fused)"], L);
   EXPECT_EQ(f["down_proj"], L);
   EXPECT_GT(counts[false].kernels, counts[true].kernels + 3 * L - 1);
+  // The default set: RoPE + KV store and the attention as two kernels, the rest as above.
+  ScopedDecodeOps env(DecodeOps::Default);
+  auto engine = make_cuda_engine(w, gpu_options(16, 8));
+  const CudaForwardEngine::StepLaunches d = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();
+  std::map<std::string, int> dm(d.nodes_by_op.begin(), d.nodes_by_op.end());
+  EXPECT_EQ(d.kernels, 6 * L + 2);
+  EXPECT_EQ(dm["rope + kv store"], L);
+  EXPECT_EQ(dm["attention"], L);
 }
 
 // Two limits, each a clear error before anything is uploaded: past 2^31 positions the lengths
@@ -396,9 +426,9 @@ TEST(CudaEngine, Fp8KvCacheMatchesNaiveForwardLoosely) {
   const int64_t T = 150, V = c.vocab_size, prefix = T - 6;
   const std::vector<int32_t> tokens = random_tokens(c, T, 14);
   const std::vector<double> ref = testing::naive_forward(*w, tokens, testing::plain_inv_freq(c));
-  for (bool fused : {true, false}) {
-    SCOPED_TRACE(fused ? "fused decode ops" : "unfused decode ops");
-    ScopedEnv env("QRT_CUDA_FUSED_DECODE", fused ? "1" : "0");
+  for (DecodeOps ops : kEveryDecodeOps) {
+    SCOPED_TRACE(decode_ops_name(ops));
+    ScopedDecodeOps env(ops);
     EngineOptions options = gpu_options(T, 8);
     options.prefill_batch = 32;
     options.kv_dtype = KvCacheDType::Fp8E4M3;
@@ -412,7 +442,7 @@ TEST(CudaEngine, Fp8KvCacheMatchesNaiveForwardLoosely) {
       engine->forward(tokens.data() + t, 1, t, last.data(), false);
       worst = std::max(worst, rel_err_row(last.data(), ref.data() + t * V, V));
     }
-    std::printf("  fp8 KV cache, %s: worst relative error of the logits %.4f\n", fused ? "fused" : "unfused", worst);
+    std::printf("  fp8 KV cache, %s: worst relative error of the logits %.4f\n", decode_ops_name(ops), worst);
     EXPECT_LT(worst, 0.1);
   }
 }

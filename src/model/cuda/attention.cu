@@ -199,7 +199,7 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
   __threadfence();
   // Merge: thread s < splits reads split s's (max, sum) (all in parallel: a serial loop of
   // dependent L2 reads cost several microseconds), then every dim sums its splits' weighted
-  // accumulators, loads independent of each other. __ldcg: other blocks' writes, not L1.
+  // accumulators, all loaded at once. __ldcg: other blocks' writes, not L1.
   __shared__ float weight_s[kMaxSplits];
   const float* base = partials + pair * splits * (hd + 2);
   const float ms = tid < splits ? __ldcg(base + tid * (hd + 2)) : -INFINITY;
@@ -209,9 +209,15 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
   if (tid < splits) weight_s[tid] = e;
   const float den = block_sum(ls * e, sh);  // its barriers also publish weight_s[]
   for (int64_t d = tid; d < hd; d += kSplitThreads) {
+    // Every split's value of dim d in flight at once (one L2 round trip, not one per 8 splits),
+    // then summed in split order.
+    float v[kMaxSplits];
+#pragma unroll
+    for (int sp2 = 0; sp2 < kMaxSplits; ++sp2) v[sp2] = sp2 < splits ? __ldcg(base + sp2 * (hd + 2) + 2 + d) : 0.f;
     float num = 0.f;
-#pragma unroll 8
-    for (int sp2 = 0; sp2 < splits; ++sp2) num += weight_s[sp2] * __ldcg(base + sp2 * (hd + 2) + 2 + d);
+#pragma unroll
+    for (int sp2 = 0; sp2 < kMaxSplits; ++sp2)
+      if (sp2 < splits) num += weight_s[sp2] * v[sp2];
     out[i * q_dim + h * hd + d] = __float2half_rn(num / den);
   }
   if (tid == 0) counters[pair] = 0;

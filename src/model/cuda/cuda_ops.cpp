@@ -158,9 +158,11 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   QRT_CUDA_CHECK(cudaMemset(attn_counters_.get(), 0, attn_counters_.bytes()));
   attn_scratch_.partials = attn_partials_.as<float>();
   attn_scratch_.counters = attn_counters_.as<int>();
-  // QRT_CUDA_FUSED_ATTENTION=0: RoPE + KV store and the attention as two kernels (A/B runs).
+  // QRT_CUDA_FUSED_ATTENTION=1: RoPE, the KV store and the attention in one kernel. Off by
+  // default: on the H200 it is slower than the two kernels it replaces (docs/PERFORMANCE.md,
+  // "Decode step"), so it stays for A/B runs only.
   const char* fa = std::getenv("QRT_CUDA_FUSED_ATTENTION");
-  fused_attention_ = fused_decode_ && !(fa && std::string(fa) == "0") &&
+  fused_attention_ = fused_decode_ && fa && std::string(fa) == "1" &&
                      cuda_model::decode_attention_fusable(d_.heads, d_.kv_heads, d_.head_dim, kv_elem_);
   // The greedy choice: one id per step; the fused final norm + head + choice for a dense fp16 head.
   d_argmax_ = DeviceBuffer(4, "greedy token");

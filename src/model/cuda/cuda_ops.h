@@ -6,12 +6,12 @@
 // in device memory, so a decode step is captured once into a CUDA graph and replayed (and, for
 // generate(), together with on-device sampling).
 //
-// The fused ops of a decode step (up to 8 rows): the embedding with the first norm, RoPE + KV
-// store + attention over GQA groups split across blocks (flash-decoding), and the final norm +
-// dense head + greedy choice, each one launch where the shapes allow (kernels.h says
+// The fused ops of a decode step (up to 8 rows): the embedding with the first norm and the final
+// norm + dense head + greedy choice, each one launch where the shapes allow (kernels.h says
 // which); and, where a projection runs on a kernel that takes them over (cuda_gemv), the norms and
 // SiLU x up in the projections' prologues and the residual adds in their epilogues.
-// QRT_CUDA_FUSED_DECODE=0 in the environment runs the unfused kernels instead (A/B).
+// QRT_CUDA_FUSED_DECODE=0 in the environment runs the unfused kernels instead (A/B);
+// QRT_CUDA_FUSED_ATTENTION=1 adds RoPE + KV store + attention in one launch (A/B, off by default).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -164,7 +164,7 @@ class CudaOps final : public BlockOps {
   cuda_model::KvElem kv_elem_ = cuda_model::KvElem::F16;  // EngineOptions::kv_dtype (fp8 or fp16)
   bool fused_decode_ = true;     // QRT_CUDA_FUSED_DECODE != 0
   bool fused_projections_ = true;  // QRT_CUDA_FUSED_PROJECTIONS != 0 (and fused_decode_)
-  bool fused_attention_ = false;  // the shapes allow rope_store_decode_attention
+  bool fused_attention_ = false;  // QRT_CUDA_FUSED_ATTENTION=1 and the shapes allow rope_store_decode_attention
   bool fused_head_ = false;       // a dense fp16 head the fused norm + head + argmax reads
   bool use_graphs_ = true;
   bool head_advances_ = false;    // set while the greedy generation graph is captured

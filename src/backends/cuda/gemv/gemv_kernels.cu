@@ -49,31 +49,42 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
 
 // The fused input of the block's K range [k0, k0 + krange) into xs (rows `ld` halves apart), for
 // prologue 1 (RMS norm of the float residual rows; every block sums its rows' squares over the
-// whole K, one warp a row) and 2 (silu(gate) * up). The formulas and roundings are those of the
-// model's add_rmsnorm and silu_mul kernels, so only the order of the sum of squares differs.
+// whole K, the 8 warps sharing the rows, so that one 4096-wide row costs a lane 4 loads, not 32)
+// and 2 (silu(gate) * up). The formulas and roundings are those of the model's add_rmsnorm and
+// silu_mul kernels, so only the order of the sum of squares differs.
+// row_inv: 8 x 8 floats of shared memory (per-warp partial sums, then each row's 1 / RMS).
 template <typename T>
 __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, int k, T* xs, int ld, int k0, int krange,
                                                   float* row_inv) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int pairs = krange / 2;
   if (f.prologue == 1) {
-    if (warp < m) {
-      const float4* row = reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(warp) * k);
+    // Warp w sums part w / m of row w % m (8 / m parts a row, each a contiguous run of float4s).
+    const int parts = 8 / m, row = warp % m, part = warp / m;
+    if (part < parts) {
+      const int n4 = k / 4, per = (n4 + parts - 1) / parts;
+      const float4* r4 = reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(row) * k);
       float ss = 0.f;
-      for (int i = lane; i < k / 4; i += 32) {
-        const float4 v = row[i];
+      for (int i = part * per + lane; i < min(n4, (part + 1) * per); i += 32) {
+        const float4 v = r4[i];
         ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
       }
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-      if (lane == 0) row_inv[warp] = rsqrtf(ss / static_cast<float>(k) + f.norm_eps);
+      if (lane == 0) row_inv[row * 8 + part] = ss;
+    }
+    __syncthreads();
+    if (tid < m) {
+      float ss = 0.f;
+      for (int p = 0; p < parts; ++p) ss += row_inv[tid * 8 + p];
+      row_inv[tid * 8] = rsqrtf(ss / static_cast<float>(k) + f.norm_eps);
     }
     __syncthreads();
     for (int i = tid; i < m * pairs; i += 256) {
       const int row = i / pairs, c = 2 * (i % pairs);
       const float2 v = *reinterpret_cast<const float2*>(f.norm_residual + static_cast<size_t>(row) * k + k0 + c);
       const float2 w = *reinterpret_cast<const float2*>(f.norm_weight + k0 + c);
-      const float inv = row_inv[row];
+      const float inv = row_inv[row * 8];
       *reinterpret_cast<uint32_t*>(xs + row * ld + c) = Traits<T>::from_floats(v.x * inv * w.x, v.y * inv * w.y);
     }
   } else {
@@ -107,7 +118,7 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   __shared__ __align__(16) float red[KP][8 * LD];
   __shared__ int last_flag;
   __shared__ uint64_t piece_bar[BULK ? KP : 1];
-  __shared__ float row_inv[8];  // prologue 1: each row's 1 / RMS
+  __shared__ float row_inv[8 * 8];  // prologue 1: per-warp sums of squares, then each row's 1 / RMS
   extern __shared__ __align__(128) unsigned char dsm[];
 
   pdl_trigger();
@@ -381,6 +392,8 @@ constexpr int kGemvMaxSmem = 64 * 1024;
 // BULK: the weight slice of a block (4 blocks of 48 KB + their activations fit an SM's 228 KB).
 constexpr int kGemvBulkBytes = 48 * 1024;
 constexpr int kGemvBulkMaxSmem = kGemvBulkBytes + 16 * 1024;
+// The automatic split leaves K whole where a block's slice (WT tiles x K) is at most this.
+constexpr int64_t kGemvNoSplitSliceBytes = 32 * 1024;
 int log2_int(int v) {
   int l = 0;
   while ((1 << l) < v) ++l;
@@ -447,6 +460,11 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   const int bulk_bits = cfg.bulk ? w.bits : 0;
   const int max_smem = cfg.bulk ? kGemvBulkMaxSmem : kGemvMaxSmem;
   int split = cfg.split;
+  // A block whose unsplit weight slice is this small streams it in about a microsecond; a K split
+  // then only adds its partial tiles' round trip and the last block's reduction (the SmolLM2
+  // layers, K = 576 and 1536, ran 6.0-6.9 us unsplit against 7.3-8.2 us split on the H200).
+  const int64_t unsplit_slice_bytes = int64_t(16) * cfg.wt * w.k * w.bits / 8;
+  if (split <= 0 && unsplit_slice_bytes <= kGemvNoSplitSliceBytes) split = 1;
   if (split <= 0) {
     // A streaming kernel wants every resident slot busy: the automatic split counts the blocks
     // that run at once on an SM (registers and shared memory of the unsplit launch, which needs
