@@ -77,13 +77,29 @@ h = rows[0]; ki = h.index('Kernel Name'); vi = h.index('Metric Value'); ui = h.i
 tot = collections.defaultdict(list)
 for r in rows[1:]:
     v = float(r[vi].replace(',', '')); v = v / 1000 if r[ui] == 'nsecond' else v
-    tot[r[ki].split('(')[0][:70]].append(v)
+    tot[r[ki].replace('(anonymous namespace)::', '').replace('void ', '').split('(')[0][-70:]].append(v)
 allsum = sum(sum(v) for v in tot.values())
 for k, v in sorted(tot.items(), key=lambda kv: -sum(kv[1])):
     print('  %-70s %4d launches %8.2f us each %6.1f %%' % (k, len(v), sum(v) / len(v), 100 * sum(v) / allsum))
 print('  total %.1f us over %d launches' % (allsum, sum(len(v) for v in tot.values())))
 PY
   tail -3 $T/ncu.err
+  echo "-- the attention kernels alone: default (rope_store + split attention) against the fused one"
+  for fa in 0 1; do
+    XDG_CACHE_HOME=$T/empty QRT_CUDA_FUSED_ATTENTION=$fa timeout 60 ncu --clock-control none \
+      --metrics gpu__time_duration.sum --csv -k regex:"attention|rope" --launch-skip 120 --launch-count 60 \
+      $Q run "$SMOL" --device cuda:0 -p "The capital of France is" -n 40 > $T/ncu-att-$fa.csv 2>/dev/null
+    python3 - "$T/ncu-att-$fa.csv" "QRT_CUDA_FUSED_ATTENTION=$fa" <<'PY'
+import csv, sys, collections, statistics
+rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
+if not rows: sys.exit('no ncu rows')
+h = rows[0]; ki = h.index('Kernel Name'); vi = h.index('Metric Value'); ui = h.index('Metric Unit')
+t = collections.defaultdict(list)
+for r in rows[1:]:
+    v = float(r[vi].replace(',', '')); t[r[ki].replace('(anonymous namespace)::', '').replace('void ', '').split('(')[0][-60:]].append(v / 1000 if r[ui] == 'nsecond' else v)
+for k, v in t.items(): print('  %s: %-60s %3d launches, median %.2f us' % (sys.argv[2], k, len(v), statistics.median(v)))
+PY
+  done
 fi
 
 [ "${AB_FULL:-0}" = 1 ] || exit 0
