@@ -5,8 +5,8 @@
 #      QRT_CUDA_FUSED_ATTENTION=1 (RoPE + KV store + attention in one kernel) and with
 #      QRT_CUDA_FUSED_PROJECTIONS=0 (norms, SiLU x up and residual adds as kernels of their own);
 #   2. the same after a 1536-token prompt: the default against the fused attention;
-#   3. the random Llama-2-7B GPTQ model (written if missing): default against
-#      QRT_CUDA_FUSED_PROJECTIONS=0, with each run's per-op profile;
+#   3. the random Llama-2-7B GPTQ model (written if missing): default (hidden 4096: unfused
+#      projections) against QRT_CUDA_FUSED_PROJECTIONS=1, with each run's per-op profile;
 #   4. where ncu runs: every kernel's duration in two SmolLM2 decode steps (graph nodes one at a
 #      time, serialized), summed by kernel name;
 #   5. AB_FULL=1 only: every SmolLM2 linear shape at M = 1 and 4 on cuda_gemv and cuda_dequant
@@ -56,12 +56,12 @@ grep -E "^  attention|rope" $T/long-default-1.log $T/long-fused-1.log | head -6
 
 wait
 if [ -f $L7/config.json ]; then
-  echo "== 3. Llama-2-7B GPTQ decode: default against QRT_CUDA_FUSED_PROJECTIONS=0"
+  echo "== 3. Llama-2-7B GPTQ decode: default against QRT_CUDA_FUSED_PROJECTIONS=1"
   A="$(run l7-default $L7 1) "
-  U="$(run l7-noproj $L7 1 QRT_CUDA_FUSED_PROJECTIONS=0) "
-  echo "7B default: ${A}; without the fused projections: ${U}"
+  U="$(run l7-fused $L7 1 QRT_CUDA_FUSED_PROJECTIONS=1) "
+  echo "7B default: ${A}; with the fused projections: ${U}"
   echo "-- default:"; profile $T/l7-default-1.log
-  echo "-- without the fused projections:"; profile $T/l7-noproj-1.log
+  echo "-- with the fused projections:"; profile $T/l7-fused-1.log
 fi
 
 if command -v ncu > /dev/null; then
@@ -71,8 +71,11 @@ if command -v ncu > /dev/null; then
     > $T/ncu.csv 2> $T/ncu.err
   python3 - "$T/ncu.csv" <<'PY'
 import csv, sys, collections
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-if not rows: sys.exit('no ncu rows')
+# qrt's own output (generated text) shares stdout with ncu's CSV: start at ncu's header row.
+rows = list(csv.reader(open(sys.argv[1], errors='replace')))
+at = next((i for i, r in enumerate(rows) if 'Kernel Name' in r and 'Metric Value' in r), None)
+if at is None: sys.exit('no ncu CSV header in %s (%d lines)' % (sys.argv[1], len(rows)))
+rows = [r for r in rows[at:] if len(r) == len(rows[at])]
 h = rows[0]; ki = h.index('Kernel Name'); vi = h.index('Metric Value'); ui = h.index('Metric Unit')
 tot = collections.defaultdict(list)
 for r in rows[1:]:
@@ -91,8 +94,11 @@ PY
       $Q run "$SMOL" --device cuda:0 -p "The capital of France is" -n 40 > $T/ncu-att-$fa.csv 2>/dev/null
     python3 - "$T/ncu-att-$fa.csv" "QRT_CUDA_FUSED_ATTENTION=$fa" <<'PY'
 import csv, sys, collections, statistics
-rows = [r for r in csv.reader(open(sys.argv[1])) if len(r) > 10]
-if not rows: sys.exit('no ncu rows')
+# qrt's own output (generated text) shares stdout with ncu's CSV: start at ncu's header row.
+rows = list(csv.reader(open(sys.argv[1], errors='replace')))
+at = next((i for i, r in enumerate(rows) if 'Kernel Name' in r and 'Metric Value' in r), None)
+if at is None: sys.exit('no ncu CSV header in %s (%d lines)' % (sys.argv[1], len(rows)))
+rows = [r for r in rows[at:] if len(r) == len(rows[at])]
 h = rows[0]; ki = h.index('Kernel Name'); vi = h.index('Metric Value'); ui = h.index('Metric Unit')
 t = collections.defaultdict(list)
 for r in rows[1:]:
