@@ -5,11 +5,11 @@
 //
 // Shared cores. Spinning only pays while every thread has a CPU of its own. It is off when the
 // pool has more threads than the process may use (its affinity mask), and it stops for a while
-// (kNoSpinJobs jobs) when a job shows that the threads are being preempted while more tasks are
-// runnable than there are CPUs (cores_oversubscribed below): a spinner that
-// finds a long gap between two of its clock reads was descheduled, and a caller that ran a slot
-// meant for a worker long after the job started had a worker that was not running. A spinner
-// then only takes CPU time away from the threads that have the work (and from other processes).
+// (kNoSpinJobs jobs) when a job shows that the threads are being preempted and have been waiting
+// for a CPU behind other tasks of this machine (threads_wait_for_cpus below): a spinner that finds
+// a long gap between two of its clock reads was descheduled, and a caller that ran a slot meant
+// for a worker long after the job started had a worker that was not running. A spinner then only
+// takes CPU time away from the threads that have the work (and from other processes).
 // SpinPolicy::Always leaves this out, for `qrt serve`: there the preemptions come from the
 // server's own connection threads, each writing a token for tens of microseconds after every
 // step, and pausing the spin made the engine sleep and wake its worker for most jobs (8 streams
@@ -56,6 +56,11 @@ constexpr auto kLateWorker = std::chrono::microseconds(50);
 // Jobs without spinning after a sign of preemption (a decode step of the default model is ~240
 // jobs): long enough that probing costs little, short enough to recover when the cores free up.
 constexpr int kNoSpinJobs = 2048;
+// threads_wait_for_cpus(): a thread that waited for a CPU more than this share of the time since
+// its previous look (between kWaitWindowMin and kWaitWindowMax ago) is crowded out.
+constexpr double kWaitShare = 0.1;
+constexpr auto kWaitWindowMin = std::chrono::microseconds(4000);
+constexpr auto kWaitWindowMax = std::chrono::microseconds(200000);
 
 constexpr uint64_t kDoorClosed = uint64_t{1} << 31;
 constexpr uint64_t kDoorCount = kDoorClosed - 1;
@@ -79,32 +84,48 @@ Spin spin_until(Ready&& ready) {
   }
 }
 
-// Whether more threads want to run on this machine than it has CPUs, right now: the kernel's
-// count of runnable tasks (the fourth field of /proc/loadavg, "running/total", which counts this
-// thread and the pool's spinners too) against the CPUs online. A preemption with no such crowd
-// behind it came from the hypervisor taking the virtual CPU away or from a short-lived kernel
-// thread, and pausing the spin then only slowed the pool: on a quiet 2-core VM, prompt and decode
-// ran 9 % and 7 % slower. Unknown (no /proc) counts as crowded, the safe answer.
-bool cores_oversubscribed() {
+// Whether the calling thread has been kept off a CPU by other tasks of this machine: the share of
+// the time since its last look that it spent runnable but waiting in the kernel's run queue
+// (run_delay, the second field of /proc/thread-self/schedstat), against kWaitShare. A competing
+// process makes it large (a third of the time and more on 2 CPUs); a kernel thread's short
+// wake-up or the hypervisor taking the virtual CPU away (which the guest does not count as
+// waiting) leaves it near zero. A count of runnable tasks could not tell these apart, since the
+// pool's own spinners fill every CPU: any one kernel thread looked like a crowd, and the pauses it
+// caused cost 11-16 % of decode on a quiet 2-core VM. The first look of a thread (or one after a
+// long quiet spell) only sets its baseline, and a look within a scheduler tick of it waits for a
+// later one. No schedstat (another OS, or a kernel without it):
+// crowded, the safe answer.
+bool threads_wait_for_cpus() {
 #if defined(__linux__)
-  const int fd = ::open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  thread_local int64_t last_delay_ns = -1;
+  thread_local Clock::time_point last_at;
+  const int fd = ::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return true;
-  char buf[128];
+  char buf[96];
   const ssize_t n = ::read(fd, buf, sizeof buf - 1);
   ::close(fd);
   if (n <= 0) return true;
   buf[n] = '\0';
-  // "0.84 1.27 1.49 3/107 22150": skip three fields, read the number before '/'.
+  // "<ns on CPU> <ns waiting> <timeslices>": skip the first field, read the second.
   const char* p = buf;
-  for (int field = 0; field < 3; ++field) {
-    while (*p && *p != ' ') ++p;
-    while (*p == ' ') ++p;
-  }
+  while (*p >= '0' && *p <= '9') ++p;
+  while (*p == ' ') ++p;
   if (*p < '0' || *p > '9') return true;
-  long runnable = 0;
-  while (*p >= '0' && *p <= '9' && runnable < 1000000) runnable = runnable * 10 + (*p++ - '0');
-  const long online = ::sysconf(_SC_NPROCESSORS_ONLN);
-  return online <= 0 || runnable > online;
+  int64_t delay = 0;
+  while (*p >= '0' && *p <= '9' && delay < (int64_t{1} << 58)) delay = delay * 10 + (*p++ - '0');
+  const Clock::time_point now = Clock::now();
+  const int64_t elapsed_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_at).count();
+  if (last_delay_ns < 0 || elapsed_ns > kWaitWindowMax.count() * 1000 || elapsed_ns <= 0) {
+    last_delay_ns = delay;
+    last_at = now;
+    return false;
+  }
+  // A share over less than a scheduler tick is one wake-up's noise: keep the baseline, judge later.
+  if (elapsed_ns < kWaitWindowMin.count() * 1000) return false;
+  const int64_t waited = delay - last_delay_ns;
+  last_delay_ns = delay;
+  last_at = now;
+  return static_cast<double>(waited) > kWaitShare * static_cast<double>(elapsed_ns);
 #else
   return true;
 #endif
@@ -146,7 +167,7 @@ bool ThreadPool::spin_allowed() const {
 }
 
 void ThreadPool::note_preempted() {
-  if (policy_ == SpinPolicy::Adaptive && cores_oversubscribed())
+  if (policy_ == SpinPolicy::Adaptive && threads_wait_for_cpus())
     no_spin_jobs_.store(kNoSpinJobs, std::memory_order_relaxed);
 }
 
