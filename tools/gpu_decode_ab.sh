@@ -65,36 +65,10 @@ if [ -f $L7/config.json ]; then
 fi
 
 if command -v ncu > /dev/null; then
-  echo "== 4. ncu: kernel durations of two SmolLM2 decode steps (graph nodes one at a time)"
-  XDG_CACHE_HOME=$T/empty timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum \
-    --csv --launch-skip 400 --launch-count 320 $Q run "$SMOL" --device cuda:0 -p "The capital of France is" -n 40 \
-    > $T/ncu.csv 2> $T/ncu.err
-  python3 - "$T/ncu.csv" <<'PY'
-import csv, sys, collections
-# qrt's own output (generated text) shares stdout with ncu's CSV: start at ncu's header row.
-rows = list(csv.reader(open(sys.argv[1], errors='replace')))
-at = next((i for i, r in enumerate(rows) if 'Kernel Name' in r and 'Metric Value' in r), None)
-if at is None: sys.exit('no ncu CSV header in %s (%d lines)' % (sys.argv[1], len(rows)))
-rows = [r for r in rows[at:] if len(r) == len(rows[at])]
-h = rows[0]; ki = h.index('Kernel Name'); vi = h.index('Metric Value'); ui = h.index('Metric Unit')
-tot = collections.defaultdict(list)
-for r in rows[1:]:
-    v = float(r[vi].replace(',', '')); v = v / 1000 if r[ui] == 'nsecond' else v
-    tot[r[ki].replace('(anonymous namespace)::', '').replace('void ', '').split('(')[0][-70:]].append(v)
-allsum = sum(sum(v) for v in tot.values())
-for k, v in sorted(tot.items(), key=lambda kv: -sum(kv[1])):
-    print('  %-70s %4d launches %8.2f us each %6.1f %%' % (k, len(v), sum(v) / len(v), 100 * sum(v) / allsum))
-print('  total %.1f us over %d launches' % (allsum, sum(len(v) for v in tot.values())))
-PY
-  tail -3 $T/ncu.err
-  echo "-- the attention kernels alone: default (rope_store + split attention) against the fused one"
-  for fa in 0 1; do
-    XDG_CACHE_HOME=$T/empty QRT_CUDA_FUSED_ATTENTION=$fa timeout 60 ncu --clock-control none \
-      --metrics gpu__time_duration.sum --csv -k regex:"attention|rope" --launch-skip 120 --launch-count 60 \
-      $Q run "$SMOL" --device cuda:0 -p "The capital of France is" -n 40 > $T/ncu-att-$fa.csv 2>/dev/null
-    python3 - "$T/ncu-att-$fa.csv" "QRT_CUDA_FUSED_ATTENTION=$fa" <<'PY'
+  # ncu_table CSV LABEL: every kernel's launches and median duration, and its share of the total.
+  # qrt's own output (generated text) shares stdout with ncu's CSV: it starts at ncu's header row.
+  cat > $T/ncu_table.py <<'PY'
 import csv, sys, collections, statistics
-# qrt's own output (generated text) shares stdout with ncu's CSV: start at ncu's header row.
 rows = list(csv.reader(open(sys.argv[1], errors='replace')))
 at = next((i for i, r in enumerate(rows) if 'Kernel Name' in r and 'Metric Value' in r), None)
 if at is None: sys.exit('no ncu CSV header in %s (%d lines)' % (sys.argv[1], len(rows)))
@@ -102,9 +76,26 @@ rows = [r for r in rows[at:] if len(r) == len(rows[at])]
 h = rows[0]; ki = h.index('Kernel Name'); vi = h.index('Metric Value'); ui = h.index('Metric Unit')
 t = collections.defaultdict(list)
 for r in rows[1:]:
-    v = float(r[vi].replace(',', '')); t[r[ki].replace('(anonymous namespace)::', '').replace('void ', '').split('(')[0][-60:]].append(v / 1000 if r[ui] == 'nsecond' else v)
-for k, v in t.items(): print('  %s: %-60s %3d launches, median %.2f us' % (sys.argv[2], k, len(v), statistics.median(v)))
+    v = float(r[vi].replace(',', ''))
+    name = r[ki].replace('(anonymous namespace)::', '').replace('void ', '').split('(')[0][-70:]
+    t[name].append(v / 1000 if r[ui] == 'nsecond' else v)
+total = sum(sum(v) for v in t.values())
+for k, v in sorted(t.items(), key=lambda kv: -sum(kv[1])):
+    print('  %s %-70s %4d launches, median %7.2f us, %5.1f %%' % (sys.argv[2], k, len(v), statistics.median(v), 100 * sum(v) / total))
+print('  %s total %.1f us over %d launches' % (sys.argv[2], total, sum(len(v) for v in t.values())))
 PY
+  echo "== 4. ncu: kernel durations of two SmolLM2 decode steps (graph nodes one at a time)"
+  XDG_CACHE_HOME=$T/empty timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum \
+    --csv --launch-skip 400 --launch-count 320 $Q run "$SMOL" --device cuda:0 -p "The capital of France is" -n 40 \
+    > $T/ncu.csv 2> $T/ncu.err
+  python3 $T/ncu_table.py $T/ncu.csv "step"
+  tail -3 $T/ncu.err
+  echo "-- the attention kernels alone: default (rope_store + split attention) against the fused one"
+  for fa in 0 1; do
+    XDG_CACHE_HOME=$T/empty QRT_CUDA_FUSED_ATTENTION=$fa timeout 60 ncu --clock-control none \
+      --metrics gpu__time_duration.sum --csv -k regex:"attention|rope" --launch-skip 120 --launch-count 60 \
+      $Q run "$SMOL" --device cuda:0 -p "The capital of France is" -n 40 > $T/ncu-att-$fa.csv 2>/dev/null
+    python3 $T/ncu_table.py $T/ncu-att-$fa.csv "QRT_CUDA_FUSED_ATTENTION=$fa"
   done
 fi
 
