@@ -6,10 +6,14 @@
 //   the rows too), against RoPE + softmax attention in double, against the unfused kernels
 //   (rope_store + attention), and replayed from a CUDA graph as the position advances; the cache
 //   must hold exactly the new keys and values and nothing else may change;
-// - embed_rmsnorm against the formula and bit for bit against embed + add_rmsnorm;
+// - embed_rmsnorm against the formula and bit for bit against embed + add_rmsnorm, with and
+//   without Gemma-2's embedding scale;
 // - rmsnorm_head_argmax and argmax: logits against the formula, the token against the host's
 //   greedy rule (qrt::greedy_token) with ties, NaN rows and an all-NaN vocabulary, and the
-//   feedback of on-device generation.
+//   feedback of on-device generation;
+// - Gemma-2's rules: attention (per row, split and fused) with a score scale, the soft-cap and a
+//   window against the reference; gelu_tanh_mul, rmsnorm_half and softcap against the CPU
+//   engine's ops.
 // Skipped with the reason without a GPU.
 #include <gtest/gtest.h>
 
@@ -86,12 +90,16 @@ struct AttnCase {
   int64_t heads, kv_heads, hd, rows, pos0, window;
   int parts;  // DecodeAttentionScratch::group_splits (the grid's depth)
   bool fp8 = false;
+  float scale = 0.f;    // the score scale; 0: 1 / sqrt(hd)
+  float softcap = 0.f;  // scores s -> softcap * tanh(s / softcap) (Gemma-2); 0: none
+  float score_scale() const { return scale > 0 ? scale : 1.f / std::sqrt(static_cast<float>(hd)); }
 };
 
 std::string describe(const AttnCase& c) {
   return "heads " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) + " hd " + std::to_string(c.hd) +
          " rows " + std::to_string(c.rows) + " pos0 " + std::to_string(c.pos0) + " window " + std::to_string(c.window) +
-         " parts " + std::to_string(c.parts) + (c.fp8 ? " fp8 cache" : " fp16 cache");
+         " parts " + std::to_string(c.parts) + (c.fp8 ? " fp8 cache" : " fp16 cache") + " scale " +
+         std::to_string(c.score_scale()) + " softcap " + std::to_string(c.softcap);
 }
 
 // The cache's elements as raw bytes: fp16 (2 bytes) or fp8 e4m3 (1 byte), as the host rounds them
@@ -197,7 +205,7 @@ std::vector<float> rope_query(const uint16_t* x, int64_t hd, const ops::RopeTabl
   return out;
 }
 
-// softmax(rope(q) . K / sqrt(hd)) . V in double over the reference cache, [rows][heads * hd].
+// softmax(rope(q) . K * scale, soft-capped) . V in double over the reference cache, [rows][heads * hd].
 std::vector<double> reference_attention(const AttnData& a, const CacheCodes& kc, const CacheCodes& vc) {
   const AttnCase& c = a.c;
   std::vector<double> out(static_cast<size_t>(c.rows * a.q_dim));
@@ -212,7 +220,8 @@ std::vector<double> reference_attention(const AttnData& a, const CacheCodes& kc,
       for (int64_t j = first; j <= p; ++j) {
         double dot = 0;
         for (int64_t d = 0; d < c.hd; ++d) dot += double(q[d]) * kc.get(static_cast<size_t>((g * a.cap + j) * c.hd + d));
-        s[j - first] = dot / std::sqrt(double(c.hd));
+        s[j - first] = dot * c.score_scale();
+        if (c.softcap > 0) s[j - first] = c.softcap * std::tanh(s[j - first] / c.softcap);
         mx = std::max(mx, s[j - first]);
       }
       double den = 0;
@@ -261,14 +270,14 @@ struct AttnRun {
     const AttnCase& c = a.c;
     cuda_model::rope_store_decode_attention(q(), k(), v(), a.stride, a.stride, cos.as<float>(), sin.as<float>(),
                                             pos.as<int64_t>(), cache(), out.as<__half>(), c.rows, c.heads, c.kv_heads,
-                                            c.hd, a.cap, c.window, scratch, s);
+                                            c.hd, a.cap, c.window, c.score_scale(), scratch, s);
   }
   void unfused() {
     const AttnCase& c = a.c;
     cuda_model::rope_store(q(), k(), v(), cos.as<float>(), sin.as<float>(), pos.as<int64_t>(), cache(), c.rows, c.heads,
                            c.kv_heads, c.hd, a.cap, a.stride, a.stride, stream());
     cuda_model::attention(q(), cache(), out.as<__half>(), pos.as<int64_t>(), c.rows, c.heads, c.kv_heads, c.hd, a.cap,
-                          c.window, a.stride, stream(), &scratch);
+                          c.window, c.score_scale(), c.softcap, a.stride, stream(), &scratch);
   }
   CacheCodes download_cache(const DeviceBuffer& b) const {
     CacheCodes cc;
@@ -396,8 +405,8 @@ TEST(CudaModelKernels, SanitizerShortSet) {
   const std::vector<float> got = download<float>(logits, static_cast<size_t>(vocab));
   EXPECT_EQ(download<int32_t>(token, 1)[0], greedy_token(got.data(), vocab));
   DeviceBuffer d_tok = DeviceBuffer::upload(std::vector<int32_t>{3, 9}, "tokens"), xo(2 * 72 * 4, "x"), o(2 * 72 * 2, "out");
-  cuda_model::embed_rmsnorm(d_tok.as<int32_t>(), W.as<__half>(), xo.as<float>(), w.as<float>(), o.as<__half>(), 2, hidden,
-                            1e-6f, stream());
+  cuda_model::embed_rmsnorm(d_tok.as<int32_t>(), W.as<__half>(), 1.f, xo.as<float>(), w.as<float>(), o.as<__half>(), 2,
+                            hidden, 1e-6f, stream());
   QRT_CUDA_CHECK(cudaDeviceSynchronize());
 }
 
@@ -442,46 +451,54 @@ TEST(CudaModelKernels, FusedDecodeAttentionGraphReplayAdvancesWithThePosition) {
 
 // ---- the embedding with the first norm ----
 
+// With Gemma-2's embedding scale (sqrt(hidden) in float32; 1 elsewhere) too: x is the fp16 table
+// value times the scale, one float32 product as the CPU engine's.
 TEST(CudaModelKernels, EmbedRmsnormMatchesFormulaAndTheUnfusedPair) {
   QRT_SKIP_WITHOUT_GPU();
   std::mt19937 rng(11);
   for (int64_t hidden : {8, 64, 576, 1002, 4100})
-    for (int64_t m : {1, 3, 17}) {
-      SCOPED_TRACE("hidden " + std::to_string(hidden) + " rows " + std::to_string(m));
-      const int64_t vocab = 37;
-      const std::vector<uint16_t> table = random_halves(static_cast<size_t>(vocab * hidden), rng, -2.f, 2.f);
-      std::vector<float> weight(static_cast<size_t>(hidden));
-      std::uniform_real_distribution<float> wd(0.5f, 1.5f);
-      for (auto& w : weight) w = wd(rng);
-      std::vector<int32_t> tokens(static_cast<size_t>(m));
-      std::uniform_int_distribution<int32_t> td(0, static_cast<int32_t>(vocab - 1));
-      for (auto& t : tokens) t = td(rng);
-      DeviceBuffer d_table = DeviceBuffer::upload(table, "table"), d_w = DeviceBuffer::upload(weight, "weight");
-      DeviceBuffer d_tok = DeviceBuffer::upload(tokens, "tokens");
-      DeviceBuffer x1(static_cast<size_t>(m * hidden) * 4, "x"), x2(x1.bytes(), "x"), o1(static_cast<size_t>(m * hidden) * 2, "o"),
-          o2(o1.bytes(), "o");
-      for (DeviceBuffer* b : {&x1, &x2, &o1, &o2}) QRT_CUDA_CHECK(cudaMemset(b->get(), 0xFF, b->bytes()));
-      cuda_model::embed_rmsnorm(d_tok.as<int32_t>(), d_table.as<__half>(), x1.as<float>(), d_w.as<float>(),
-                                o1.as<__half>(), m, hidden, 1e-5f, stream());
-      cuda_model::embed(d_tok.as<int32_t>(), m, d_table.as<__half>(), hidden, x2.as<float>(), stream());
-      cuda_model::add_rmsnorm(x2.as<float>(), nullptr, d_w.as<float>(), o2.as<__half>(), m, hidden, 1e-5f, stream());
-      const auto xa = download<float>(x1, static_cast<size_t>(m * hidden)), xb = download<float>(x2, xa.size());
-      const auto oa = download<uint16_t>(o1, xa.size()), ob = download<uint16_t>(o2, xa.size());
-      EXPECT_EQ(xa, xb);
-      EXPECT_EQ(oa, ob);
-      for (int64_t i = 0; i < m; ++i) {
-        double ss = 0;
-        for (int64_t d = 0; d < hidden; ++d) ss += double(f(table[tokens[i] * hidden + d])) * f(table[tokens[i] * hidden + d]);
-        const double inv = 1.0 / std::sqrt(ss / hidden + 1e-5);
-        for (int64_t d = 0; d < hidden; ++d) {
-          const double e = f(table[tokens[i] * hidden + d]);
-          ASSERT_EQ(xa[i * hidden + d], static_cast<float>(e));
-          const double want = e * inv * weight[d];
-          // fp16 rounding, and a value next to a rounding boundary may round the other way.
-          ASSERT_NEAR(f(oa[i * hidden + d]), want, 2e-3 * std::abs(want) + 1e-4) << "row " << i << " dim " << d;
+    for (int64_t m : {1, 3, 17})
+      for (float scale : {1.f, std::sqrt(static_cast<float>(hidden))}) {
+        SCOPED_TRACE("hidden " + std::to_string(hidden) + " rows " + std::to_string(m) + " scale " +
+                     std::to_string(scale));
+        const int64_t vocab = 37;
+        const std::vector<uint16_t> table = random_halves(static_cast<size_t>(vocab * hidden), rng, -2.f, 2.f);
+        std::vector<float> weight(static_cast<size_t>(hidden));
+        std::uniform_real_distribution<float> wd(0.5f, 1.5f);
+        for (auto& w : weight) w = wd(rng);
+        std::vector<int32_t> tokens(static_cast<size_t>(m));
+        std::uniform_int_distribution<int32_t> td(0, static_cast<int32_t>(vocab - 1));
+        for (auto& t : tokens) t = td(rng);
+        DeviceBuffer d_table = DeviceBuffer::upload(table, "table"), d_w = DeviceBuffer::upload(weight, "weight");
+        DeviceBuffer d_tok = DeviceBuffer::upload(tokens, "tokens");
+        DeviceBuffer x1(static_cast<size_t>(m * hidden) * 4, "x"), x2(x1.bytes(), "x"),
+            o1(static_cast<size_t>(m * hidden) * 2, "o"), o2(o1.bytes(), "o");
+        for (DeviceBuffer* b : {&x1, &x2, &o1, &o2}) QRT_CUDA_CHECK(cudaMemset(b->get(), 0xFF, b->bytes()));
+        cuda_model::embed_rmsnorm(d_tok.as<int32_t>(), d_table.as<__half>(), scale, x1.as<float>(), d_w.as<float>(),
+                                  o1.as<__half>(), m, hidden, 1e-5f, stream());
+        cuda_model::embed(d_tok.as<int32_t>(), m, d_table.as<__half>(), scale, hidden, x2.as<float>(), stream());
+        cuda_model::add_rmsnorm(x2.as<float>(), nullptr, d_w.as<float>(), o2.as<__half>(), m, hidden, 1e-5f, stream());
+        const auto xa = download<float>(x1, static_cast<size_t>(m * hidden)), xb = download<float>(x2, xa.size());
+        const auto oa = download<uint16_t>(o1, xa.size()), ob = download<uint16_t>(o2, xa.size());
+        EXPECT_EQ(xa, xb);
+        EXPECT_EQ(oa, ob);
+        for (int64_t i = 0; i < m; ++i) {
+          double ss = 0;
+          for (int64_t d = 0; d < hidden; ++d) {
+            const double e = f(table[tokens[i] * hidden + d]) * scale;
+            ss += e * e;
+          }
+          const double inv = 1.0 / std::sqrt(ss / hidden + 1e-5);
+          for (int64_t d = 0; d < hidden; ++d) {
+            const float e32 = f(table[tokens[i] * hidden + d]) * scale;
+            const double e = e32;
+            ASSERT_EQ(xa[i * hidden + d], e32);
+            const double want = e * inv * weight[d];
+            // fp16 rounding, and a value next to a rounding boundary may round the other way.
+            ASSERT_NEAR(f(oa[i * hidden + d]), want, 2e-3 * std::abs(want) + 1e-4) << "row " << i << " dim " << d;
+          }
         }
       }
-    }
 }
 
 // ---- the final norm, the head and the greedy choice ----
@@ -597,6 +614,167 @@ TEST(CudaModelKernels, HeadArgmaxMatchesFormulaAndHostGreedyRule) {
       EXPECT_EQ(download<int64_t>(pos, 1)[0], 41);
       EXPECT_EQ(download<int64_t>(step, 1)[0], 2);
     }
+}
+
+// ---- Gemma-2's rules ----
+
+// The largest relative difference of two results' (row, head) vectors.
+double worst_vector_difference(const std::vector<double>& a, const std::vector<double>& b, int64_t vectors,
+                               int64_t hd) {
+  double worst = 0;
+  for (int64_t vi = 0; vi < vectors; ++vi) {
+    double num = 0, den = 0;
+    for (int64_t d = 0; d < hd; ++d) {
+      num += (a[vi * hd + d] - b[vi * hd + d]) * (a[vi * hd + d] - b[vi * hd + d]);
+      den += b[vi * hd + d] * b[vi * hd + d];
+    }
+    worst = std::max(worst, std::sqrt(num / std::max(den, 1e-30)));
+  }
+  return worst;
+}
+
+// The attention kernels with a score scale of their own, the soft-cap and a sliding window: the
+// per-(head, row) kernel (prefill, and decode without splits), the split decode kernel, and the
+// fused decode kernel (scale and window; it has no soft-cap) against the reference in double.
+TEST(CudaModelKernels, AttentionScaleSoftcapAndWindowMatchReference) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(29);
+  const std::vector<AttnCase> cases = {
+      // Gemma-2 2B's heads (8 over 4, head_dim 256) with a window narrower than the context.
+      {8, 4, 256, 3, 600, 40, 5, false, 0.3f, 2.f},
+      // The gemma2_tiny fixture's shape: window 4 across 8 rows.
+      {4, 2, 8, 8, 30, 4, 3, false, 0.6f, 1.5f},
+      // No window, split wide; an fp8 cache with a window.
+      {9, 3, 64, 1, 3000, 0, 32, false, 0.3f, 2.f},
+      {16, 8, 128, 2, 1000, 700, 5, true, 0.2f, 1.5f},
+      // A prompt chunk from position 0 (20 rows: past the split kernel's rows, the per-row kernel).
+      {4, 2, 64, 20, 0, 6, 1, false, 0.3f, 2.f},
+  };
+  for (const AttnCase& c : cases) {
+    SCOPED_TRACE(describe(c));
+    const AttnData a = make_attn_data(c, rng);
+    CacheCodes want_k, want_v;
+    reference_store(a, want_k, want_v);
+    const std::vector<double> ref = reference_attention(a, want_k, want_v);
+    // The same data under other rules (the cache as this case's step leaves it).
+    auto under = [&](float scale, float softcap, int64_t window) {
+      AttnData other = a;
+      other.c.scale = scale;
+      other.c.softcap = softcap;
+      other.c.window = window;
+      return other;
+    };
+    // Each rule moves the result far beyond the tolerances below.
+    const int64_t vectors = c.rows * c.heads;
+    EXPECT_GT(worst_vector_difference(reference_attention(under(0, c.softcap, c.window), want_k, want_v), ref, vectors,
+                                      c.hd),
+              0.02)
+        << "the scale";
+    EXPECT_GT(worst_vector_difference(reference_attention(under(c.scale, 0, c.window), want_k, want_v), ref, vectors,
+                                      c.hd),
+              0.02)
+        << "the soft-cap";
+    if (c.window > 0) {
+      EXPECT_GT(worst_vector_difference(reference_attention(under(c.scale, c.softcap, 0), want_k, want_v), ref,
+                                        vectors, c.hd),
+                0.02)
+          << "the window";
+    }
+    // Unfused: the per-row kernel (splits 1, or more rows than the split kernel takes) and the
+    // split kernel.
+    for (int splits : {1, std::min(c.parts, 32)}) {
+      SCOPED_TRACE("splits " + std::to_string(splits));
+      AttnRun run(a);
+      run.scratch.splits = splits;
+      run.unfused();
+      const std::vector<uint16_t> out = download<uint16_t>(run.out, static_cast<size_t>(c.rows * a.q_dim));
+      EXPECT_LT(worst_head_error(out, ref, c.rows * c.heads, c.hd), 3e-3);
+      for (int v : download<int>(run.counters, static_cast<size_t>(8 * c.heads))) ASSERT_EQ(v, 0);
+    }
+    // Fused: the scale and the window (no soft-cap).
+    if (c.rows <= 8) {
+      const AttnData an = under(c.scale, 0, c.window);
+      const std::vector<double> ref_nocap = reference_attention(an, want_k, want_v);
+      AttnRun run(an);
+      run.fused();
+      const std::vector<uint16_t> out = download<uint16_t>(run.out, static_cast<size_t>(c.rows * a.q_dim));
+      EXPECT_LT(worst_head_error(out, ref_nocap, c.rows * c.heads, c.hd), 2e-3) << "fused";
+      check_cache(an, run.download_cache(run.kc), run.download_cache(run.vc), want_k, want_v, "fused");
+    }
+  }
+}
+
+// gelu_tanh(gate) * up against the CPU engine's op (ops::gelu_tanh_mul, float32), rounded once to
+// fp16: separate gate / up rows and a fused projection's [gate | up] rows, inter not a multiple
+// of the block.
+TEST(CudaModelKernels, GeluTanhMulMatchesCpuOp) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(31);
+  for (int64_t inter : {96, 1000, 9216})
+    for (int64_t m : {1, 5})
+      for (bool fused : {false, true}) {
+        SCOPED_TRACE("inter " + std::to_string(inter) + " rows " + std::to_string(m) +
+                     (fused ? " fused" : " separate"));
+        const int64_t stride = fused ? 2 * inter : inter;
+        const std::vector<uint16_t> gate = random_halves(static_cast<size_t>(m * stride), rng, -5.f, 5.f);
+        const std::vector<uint16_t> up_sep = random_halves(static_cast<size_t>(m * inter), rng, -2.f, 2.f);
+        DeviceBuffer d_gate = DeviceBuffer::upload(gate, "gate"), d_up = DeviceBuffer::upload(up_sep, "up");
+        DeviceBuffer out(static_cast<size_t>(m * inter) * 2, "out");
+        QRT_CUDA_CHECK(cudaMemset(out.get(), 0xFF, out.bytes()));
+        const __half* g = d_gate.as<__half>();
+        const __half* u = fused ? g + inter : d_up.as<__half>();
+        cuda_model::gelu_tanh_mul(g, u, stride, out.as<__half>(), m, inter, stream());
+        const std::vector<uint16_t> got = download<uint16_t>(out, static_cast<size_t>(m * inter));
+        for (int64_t r = 0; r < m; ++r) {
+          std::vector<float> gr(static_cast<size_t>(inter)), ur(gr.size());
+          for (int64_t c = 0; c < inter; ++c) {
+            gr[c] = f(gate[r * stride + c]);
+            ur[c] = fused ? f(gate[r * stride + inter + c]) : f(up_sep[r * inter + c]);
+          }
+          ops::gelu_tanh_mul(gr.data(), ur.data(), inter);
+          for (int64_t c = 0; c < inter; ++c)
+            // One fp16 rounding (a value next to a boundary may round the other way).
+            ASSERT_NEAR(f(got[r * inter + c]), gr[c], 1e-3 * std::abs(gr[c]) + 1e-6) << "row " << r << " col " << c;
+        }
+      }
+}
+
+// The branch-output norm in place over fp16 rows against the CPU engine's norm (ops::rms_norm).
+TEST(CudaModelKernels, RmsnormHalfMatchesCpuNorm) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(37);
+  for (int64_t hidden : {8, 64, 1002, 2304})
+    for (int64_t m : {1, 3, 9}) {
+      SCOPED_TRACE("hidden " + std::to_string(hidden) + " rows " + std::to_string(m));
+      const std::vector<uint16_t> x = random_halves(static_cast<size_t>(m * hidden), rng, -30.f, 30.f);
+      std::vector<float> weight(static_cast<size_t>(hidden));
+      std::uniform_real_distribution<float> wd(0.2f, 3.f);
+      for (auto& w : weight) w = wd(rng);
+      DeviceBuffer d_x = DeviceBuffer::upload(x, "x"), d_w = DeviceBuffer::upload(weight, "weight");
+      cuda_model::rmsnorm_half(d_x.as<__half>(), d_w.as<float>(), m, hidden, 1e-6f, stream());
+      const std::vector<uint16_t> got = download<uint16_t>(d_x, x.size());
+      std::vector<float> xf(x.size()), want(x.size());
+      for (size_t e = 0; e < x.size(); ++e) xf[e] = f(x[e]);
+      ops::rms_norm(xf.data(), weight.data(), want.data(), m, hidden, 1e-6f);
+      for (size_t e = 0; e < x.size(); ++e)
+        ASSERT_NEAR(f(got[e]), want[e], 2e-3 * std::abs(want[e]) + 1e-4) << "element " << e;
+    }
+}
+
+// The final soft-cap over float logits in place, against the CPU engine's op (ops::softcap).
+TEST(CudaModelKernels, SoftcapMatchesCpuOp) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(41);
+  std::uniform_real_distribution<float> d(-100.f, 100.f);
+  for (int64_t n : {1, 1000, 256000}) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& e : v) e = d(rng);
+    DeviceBuffer dv = DeviceBuffer::upload(v, "logits");
+    cuda_model::softcap(dv.as<float>(), n, 30.f, stream());
+    const std::vector<float> got = download<float>(dv, v.size());
+    ops::softcap(v.data(), n, 30.f);
+    for (int64_t i = 0; i < n; ++i) ASSERT_NEAR(got[i], v[i], 1e-6f * 30.f) << "element " << i;
+  }
 }
 
 }  // namespace

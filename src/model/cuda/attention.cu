@@ -1,5 +1,7 @@
 // Causal GQA attention over the KV cache: one block per (head, query row), or split across
-// blocks over the keys for few rows (decode) (see kernels.h).
+// blocks over the keys for few rows (decode) (see kernels.h). Both take the score scale, the
+// soft-cap (0: none; a branch on the argument, so the uncapped path runs as before) and the
+// layer's window as arguments: a captured decode step passes each layer its own.
 #include <algorithm>
 #include <type_traits>
 
@@ -18,7 +20,8 @@ template <class T>
 __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const __half* q, const T* kc, const T* vc,
                                                                    __half* out, const int64_t* d_pos, int64_t n_heads,
                                                                    int64_t group, int64_t hd, int64_t cap,
-                                                                   int64_t window, float scale, int64_t q_stride) {
+                                                                   int64_t window, float scale, float softcap,
+                                                                   int64_t q_stride) {
   using E = CacheElem<T>;
   pdl_entry();
   __shared__ float qs[kMaxHeadDim];
@@ -47,6 +50,7 @@ __global__ void __launch_bounds__(kAttnWarps * 32) attention_kernel(const __half
       if (d < hd) s += qs[d] * E::to_float(kr[d]);
     }
     s = warp_sum(s);
+    if (softcap > 0.f) s = softcap * tanhf(s / softcap);
     const float m_new = fmaxf(m, s);
     const float corr = __expf(m - m_new), pj = __expf(s - m_new);
     l = l * corr + pj;
@@ -97,8 +101,8 @@ constexpr int kMaxSplits = 32;  // decode_attention_splits() never returns more
 template <class T>
 __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
     const __half* q, const T* kc, const T* vc, __half* out, const int64_t* d_pos, int64_t n_heads,
-    int64_t group, int64_t hd, int64_t cap, int64_t window, float scale, int64_t q_stride, float* partials,
-    int* counters) {
+    int64_t group, int64_t hd, int64_t cap, int64_t window, float scale, float softcap, int64_t q_stride,
+    float* partials, int* counters) {
   pdl_entry();
   __shared__ float sc[kSplitSub];
   __shared__ float sh[32];
@@ -155,8 +159,13 @@ __global__ void __launch_bounds__(kSplitThreads) attention_split_kernel(
       }
     }
     __syncthreads();
+    // Soft-capped where the scores are first read: the exp pass below reads each score in the
+    // same thread.
     float mx = -INFINITY;
-    for (int t = tid; t < n; t += kSplitThreads) mx = fmaxf(mx, sc[t]);
+    for (int t = tid; t < n; t += kSplitThreads) {
+      if (softcap > 0.f) sc[t] = softcap * tanhf(sc[t] / softcap);
+      mx = fmaxf(mx, sc[t]);
+    }
     mx = block_max(mx, sh);
     const float m_new = fmaxf(m, mx);
     const float corr = __expf(m - m_new);
@@ -234,20 +243,19 @@ size_t decode_attention_partial_floats(int64_t rows, int64_t n_heads, int splits
 }
 
 void attention(const __half* q, const KvCache& cache, __half* out, const int64_t* d_pos, int64_t m, int64_t n_heads,
-               int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window, int64_t q_stride, cudaStream_t s,
-               const DecodeAttentionScratch* scratch) {
-  const float scale = 1.f / sqrtf(static_cast<float>(head_dim));
+               int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window, float scale, float softcap,
+               int64_t q_stride, cudaStream_t s, const DecodeAttentionScratch* scratch) {
   auto run = [&](const auto* kc, const auto* vc) {
     using T = std::remove_const_t<std::remove_pointer_t<decltype(kc)>>;
     if (scratch && scratch->splits > 1 && m <= scratch->max_rows) {
       const dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(m), static_cast<unsigned>(scratch->splits));
       launch(attention_split_kernel<T>, grid, dim3(kSplitThreads), s, q, kc, vc, out, d_pos, n_heads, n_heads / n_kv,
-             head_dim, capacity, window, scale, q_stride, scratch->partials, scratch->counters);
+             head_dim, capacity, window, scale, softcap, q_stride, scratch->partials, scratch->counters);
       return;
     }
     const dim3 grid(static_cast<unsigned>(n_heads), static_cast<unsigned>(m));
     launch(attention_kernel<T>, grid, dim3(kAttnWarps * 32), s, q, kc, vc, out, d_pos, n_heads, n_heads / n_kv,
-           head_dim, capacity, window, scale, q_stride);
+           head_dim, capacity, window, scale, softcap, q_stride);
   };
   if (cache.elem == KvElem::Fp8E4M3)
     run(static_cast<const __nv_fp8_e4m3*>(cache.keys), static_cast<const __nv_fp8_e4m3*>(cache.values));

@@ -56,9 +56,11 @@ CudaOps::~CudaOps() {
 }
 
 std::vector<std::string> CudaOps::missing_rules(const ModelDims& dims) const {
-  ModelDims d = dims;
-  d.longrope = false;
-  return d.extended_rules();
+  // Of the rules, only partial rotary is missing (the kernels rotate whole heads); the rest are
+  // kernel arguments (kernels.h) or ops of their own. ModelDims names it.
+  ModelDims lacking;
+  lacking.rotary_dim = dims.rotary_dim;
+  return lacking.extended_rules();
 }
 
 void CudaOps::on_device(const std::function<void()>& fn) {
@@ -73,6 +75,11 @@ void CudaOps::reserve(const ModelDims& dims) {
   // GEMVs have many blocks and long rows. On the H200, SmolLM2 (hidden 576) decoded 6.6 % faster
   // fused and a Llama-2-7B shape (hidden 4096) 5 % slower (docs/PERFORMANCE.md).
   if (d_.hidden > kMaxFusedProjectionHidden && !force_fused_projections_) fused_projections_ = false;
+  // The ops held to fuse into cuda_gemv projections assume the Llama block: SiLU x up in the down
+  // projection's prologue, and the o / down projection's output added straight into the residual
+  // stream. GeGLU needs its own activation, and a sandwich norm sits between those projections
+  // and the residual add: with either rule every op is issued as a kernel of its own.
+  if (d_.sandwich_norms || d_.gelu_tanh) fused_projections_ = false;
   if (d_.head_dim > 256 || d_.head_dim % 2)
     throw unsupported(fmt::format("head_dim {} unsupported by the CUDA engine (even, <= 256)", d_.head_dim));
   // What max_input_length + max_new_tokens cost on the device before anything is uploaded: the KV
@@ -168,7 +175,8 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   // default: on the H200 it is slower than the two kernels it replaces (docs/PERFORMANCE.md,
   // "Decode step"), so it stays for A/B runs only.
   const char* fa = std::getenv("QRT_CUDA_FUSED_ATTENTION");
-  fused_attention_ = fused_decode_ && fa && std::string(fa) == "1" &&
+  // It has no attention soft-cap (kernels.h): a model with one runs the unfused pair.
+  fused_attention_ = fused_decode_ && fa && std::string(fa) == "1" && d_.attn_softcap <= 0 &&
                      cuda_model::decode_attention_fusable(d_.heads, d_.kv_heads, d_.head_dim, kv_elem_);
   // The greedy choice: one id per step; the fused final norm + head + choice for a dense fp16 head.
   d_argmax_ = DeviceBuffer(4, "greedy token");
@@ -257,14 +265,15 @@ void CudaOps::finish() {
 
 void CudaOps::embed(int64_t m) {
   issue_held();
-  cuda_model::embed(d_tokens_.as<int32_t>(), m, embed_.as<__half>(), d_.hidden, x_.as<float>(), stream_);
+  cuda_model::embed(d_tokens_.as<int32_t>(), m, embed_.as<__half>(), d_.embed_scale, d_.hidden, x_.as<float>(),
+                    stream_);
   mark("embedding");
 }
 
 void CudaOps::embed_rmsnorm(int norm, int64_t m) {
   issue_held();
   if (!fused_decode_) return BlockOps::embed_rmsnorm(norm, m);
-  cuda_model::embed_rmsnorm(d_tokens_.as<int32_t>(), embed_.as<__half>(), x_.as<float>(),
+  cuda_model::embed_rmsnorm(d_tokens_.as<int32_t>(), embed_.as<__half>(), d_.embed_scale, x_.as<float>(),
                             vectors_[static_cast<size_t>(norm)].as<float>(), xn_.as<__half>(), m, d_.hidden, d_.eps,
                             stream_);
   mark("embedding + rmsnorm");
@@ -426,8 +435,10 @@ void CudaOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
 
 void CudaOps::attention(int64_t layer, View q, View out, int64_t m) {
   issue_held();
+  // The layer's window is an argument of its launch: a captured decode step replays each layer's.
   cuda_model::attention(ptr(q), layer_cache(layer), ptr(out), d_pos_.as<int64_t>(), m, d_.heads, d_.kv_heads,
-                        d_.head_dim, d_.capacity, d_.window, q.stride, stream_, &attn_scratch_);
+                        d_.head_dim, d_.capacity, d_.window_of(layer), d_.score_scale(), d_.attn_softcap, q.stride,
+                        stream_, &attn_scratch_);
   mark("attention");
 }
 
@@ -437,7 +448,8 @@ void CudaOps::rope_store_attention(int64_t layer, View q, View k, View v, View o
     return BlockOps::rope_store_attention(layer, q, k, v, out, m);
   cuda_model::rope_store_decode_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(), sin_.as<float>(),
                                           d_pos_.as<int64_t>(), layer_cache(layer), ptr(out), m, d_.heads,
-                                          d_.kv_heads, d_.head_dim, d_.capacity, d_.window, attn_scratch_, stream_);
+                                          d_.kv_heads, d_.head_dim, d_.capacity, d_.window_of(layer), d_.score_scale(),
+                                          attn_scratch_, stream_);
   mark("attention");
 }
 
@@ -449,6 +461,19 @@ void CudaOps::silu_mul(View gate, View up, View out, int64_t m) {
   }
   cuda_model::silu_mul(ptr(gate), ptr(up), gate.stride, ptr(out), m, d_.inter, stream_);
   mark("silu * up");
+}
+
+void CudaOps::gelu_tanh_mul(View gate, View up, View out, int64_t m) {
+  issue_held();
+  cuda_model::gelu_tanh_mul(ptr(gate), ptr(up), gate.stride, ptr(out), m, d_.inter, stream_);
+  mark("gelu * up");
+}
+
+void CudaOps::rmsnorm_proj(int norm, int64_t m) {
+  issue_held();
+  cuda_model::rmsnorm_half(tmp_.as<__half>(), vectors_[static_cast<size_t>(norm)].as<float>(), m, d_.hidden, d_.eps,
+                           stream_);
+  mark("rmsnorm (branch output)");
 }
 
 void CudaOps::head(ModelLinear& head, int64_t row0, int64_t rows) {
@@ -469,6 +494,8 @@ void CudaOps::head(ModelLinear& head, int64_t row0, int64_t rows) {
     run_linear(head, xr, rows, logits_half_.as<__half>());
     cuda_model::half_to_float(logits_half_.as<__half>(), out, rows * d_.vocab, stream_);
   }
+  // Capped before anything reads them: the host's copy, the greedy choice and on-device sampling.
+  if (d_.final_softcap > 0) cuda_model::softcap(out, rows * d_.vocab, d_.final_softcap, stream_);
   mark("lm_head");
   if (rows == 1) greedy_choice(rows);
 }
@@ -497,6 +524,10 @@ void CudaOps::norm_head(bool add_proj, int norm, ModelLinear& head, int64_t row0
                                   d_.vocab, d_.hidden, head_advances_ ? nullptr : logits_.as<float>(),
                                   d_argmax_.as<int32_t>(), head_scratch_, sms_, head_advances_, d_tokens_.as<int32_t>(),
                                   d_out_tokens_.as<int32_t>(), d_pos_.as<int64_t>(), d_step_.as<int64_t>(), stream_);
+  // Its choice is the capped logits' too (the cap is monotonic); the logits it wrote, which the
+  // host or the sampling kernel read, are capped here.
+  if (d_.final_softcap > 0 && !head_advances_)
+    cuda_model::softcap(logits_.as<float>(), d_.vocab, d_.final_softcap, stream_);
   mark("final rmsnorm + lm_head + greedy choice");
 }
 
@@ -687,12 +718,16 @@ std::vector<CudaForwardEngine::OpTime> CudaOps::profile(const std::function<void
            cuda_model::rope_store_decode_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(),
                                                    sin_.as<float>(), d_pos_.as<int64_t>(), layer_cache(0),
                                                    attn_.as<__half>(), 1, d_.heads, d_.kv_heads, d_.head_dim,
-                                                   d_.capacity, d_.window, attn_scratch_, stream_);
+                                                   d_.capacity, d_.window_of(0), d_.score_scale(), attn_scratch_,
+                                                   stream_);
          else
            cuda_model::attention(ptr(q), layer_cache(0), attn_.as<__half>(), d_pos_.as<int64_t>(), 1, d_.heads,
-                                 d_.kv_heads, d_.head_dim, d_.capacity, d_.window, q.stride, stream_, &attn_scratch_);
+                                 d_.kv_heads, d_.head_dim, d_.capacity, d_.window_of(0), d_.score_scale(),
+                                 d_.attn_softcap, q.stride, stream_, &attn_scratch_);
        }},
       {"silu * up", [&] { cuda_model::silu_mul(ptr(gate), ptr(up), gate.stride, gate_.as<__half>(), 1, d_.inter, stream_); }},
+      {"gelu * up",
+       [&] { cuda_model::gelu_tanh_mul(ptr(gate), ptr(up), gate.stride, gate_.as<__half>(), 1, d_.inter, stream_); }},
       // The tied embedding's shape stands for the head (an untied dense head has the same one).
       {"final rmsnorm + lm_head + greedy choice",
        [&] {

@@ -9,7 +9,8 @@
 // The fused ops of a decode step (up to 8 rows): the embedding with the first norm and the final
 // norm + dense head + greedy choice, each one launch where the shapes allow (kernels.h says
 // which); and, where a projection runs on a kernel that takes them over (cuda_gemv), the norms and
-// SiLU x up in the projections' prologues and the residual adds in their epilogues.
+// SiLU x up in the projections' prologues and the residual adds in their epilogues (the Llama
+// block's: not with Gemma-2's GeGLU or sandwich norms, whose ops are issued unfused).
 // QRT_CUDA_FUSED_DECODE=0 in the environment runs the unfused kernels instead (A/B);
 // QRT_CUDA_FUSED_ATTENTION=1 adds RoPE + KV store + attention in one launch (A/B, off by default).
 #pragma once
@@ -37,8 +38,8 @@ class CudaOps final : public BlockOps {
   CudaOps& operator=(const CudaOps&) = delete;
 
   std::string device_name() const override { return options_.device.describe(); }
-  // Every rule beyond the Llama block except longrope (it lives in the RoPE tables, which the GPU
-  // reads as the CPU does).
+  // The rules beyond the Llama block but partial rotary: longrope lives in the RoPE tables, which
+  // the GPU reads as the CPU does; Gemma-2's are kernel arguments and the ops below.
   std::vector<std::string> missing_rules(const ModelDims& dims) const override;
   void on_device(const std::function<void()>& fn) override;
   void reserve(const ModelDims& dims) override;
@@ -60,6 +61,8 @@ class CudaOps final : public BlockOps {
   void attention(int64_t layer, View q, View out, int64_t m) override;
   void rope_store_attention(int64_t layer, View q, View k, View v, View out, int64_t m) override;
   void silu_mul(View gate, View up, View out, int64_t m) override;
+  void gelu_tanh_mul(View gate, View up, View out, int64_t m) override;
+  void rmsnorm_proj(int norm, int64_t m) override;
   void head(ModelLinear& head, int64_t row0, int64_t rows) override;
   void norm_head(bool add_proj, int norm, ModelLinear& head, int64_t row0, int64_t rows) override;
   void gather_rows(const int64_t* rows, int64_t n) override;

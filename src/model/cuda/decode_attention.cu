@@ -9,7 +9,10 @@
 // lane groups (lanes_per_key lanes, 16 bytes of the key each, reduced by shuffles), its softmax updated per head by one warp, and its
 // values accumulated with one thread per (head, pair of dims). Parts: the row's keys are cut into
 // tiles and the tiles shared out over at most gridDim.z parts, so a context of one tile is one
-// block that writes its result, and a long one is spread across the GPU and merged.
+// block that writes its result, and a long one is spread across the GPU and merged. The score
+// scale and the window are the layer's, as kernel arguments. No soft-cap: a tanh per score in
+// this kernel cost the uncapped kernel registers (and occupancy), so a model with one runs the
+// unfused pair (CudaOps::allocate leaves the fused attention off).
 #include <cuda_pipeline.h>
 
 #include <algorithm>
@@ -302,15 +305,15 @@ int decode_attention_group_splits(int sms, int64_t n_kv) {
 void rope_store_decode_attention(const __half* q, const __half* k, const __half* v, int64_t q_stride,
                                  int64_t kv_stride, const float* cos, const float* sin, const int64_t* d_pos,
                                  const KvCache& cache, __half* out, int64_t m, int64_t n_heads, int64_t n_kv,
-                                 int64_t head_dim, int64_t capacity, int64_t window,
+                                 int64_t head_dim, int64_t capacity, int64_t window, float scale,
                                  const DecodeAttentionScratch& scratch, cudaStream_t s) {
   const dim3 grid(static_cast<unsigned>(n_kv), static_cast<unsigned>(m),
                   static_cast<unsigned>(std::clamp(scratch.group_splits, 1, kMaxParts)));
   auto run = [&](auto* kc, auto* vc) {
     launch(rope_store_decode_attention_kernel<std::remove_pointer_t<decltype(kc)>>, grid, dim3(kThreads), s, q, k, v,
            q_stride, kv_stride, cos, sin, d_pos, kc, vc, out, static_cast<int>(n_heads),
-           static_cast<int>(n_heads / n_kv), static_cast<int>(head_dim), capacity, window,
-           1.f / sqrtf(static_cast<float>(head_dim)), scratch.partials, scratch.counters);
+           static_cast<int>(n_heads / n_kv), static_cast<int>(head_dim), capacity, window, scale, scratch.partials,
+           scratch.counters);
   };
   if (cache.elem == KvElem::Fp8E4M3)
     run(static_cast<__nv_fp8_e4m3*>(cache.keys), static_cast<__nv_fp8_e4m3*>(cache.values));

@@ -1,9 +1,16 @@
 // Device kernels of the GPU Llama forward pass (fp16 activations, float32 residual stream and
 // norms, a KV cache of fp16 or fp8 e4m3 [kv_head][position][head_dim] per layer). Positions are
 // read from device memory (d_pos) so that one captured CUDA graph serves every decode step.
-// One .cu file per op, each with its kernels and launcher: embed, rmsnorm (also embed_rmsnorm),
-// rope_store, attention (per head and split-KV), decode_attention (the fused decode step),
-// silu_mul, convert (half_to_float), head_argmax (also argmax), sample, hold.
+// One .cu file per op, each with its kernels and launcher: embed, rmsnorm (also embed_rmsnorm and
+// rmsnorm_half), rope_store, attention (per head and split-KV), decode_attention (the fused decode
+// step), silu_mul, gelu_tanh_mul, convert (half_to_float), softcap, head_argmax (also argmax),
+// sample, hold.
+//
+// Gemma-2's rules are arguments of the kernels they touch: the embedding scale (embed,
+// embed_rmsnorm), the score scale, soft-cap and window of a layer's attention (attention; the
+// fused rope_store_decode_attention takes the scale and window, not the soft-cap), and the final
+// soft-cap (softcap, over the head's float logits wherever they are written); sampling reads
+// logits already capped.
 // Internal CUDA header.
 #pragma once
 
@@ -23,15 +30,19 @@ struct KvCache {
   KvElem elem = KvElem::F16;
 };
 
-// x[i] = embed[tokens[i]] as float32.
-void embed(const int32_t* tokens, int64_t m, const __half* table, int64_t hidden, float* x, cudaStream_t s);
+// x[i] = embed[tokens[i]] as float32, times `scale` (Gemma-2's sqrt(hidden); 1: none) in float32.
+void embed(const int32_t* tokens, int64_t m, const __half* table, float scale, int64_t hidden, float* x,
+           cudaStream_t s);
 // If delta: x += delta (float residual). Then out = x / rms(x) * weight (fp16). One block per row.
 void add_rmsnorm(float* x, const __half* delta, const float* weight, __half* out, int64_t m, int64_t hidden, float eps,
                  cudaStream_t s);
-// embed() then add_rmsnorm() without delta, in one launch: x[i] = table[tokens[i]] as float32,
-// out = x / rms(x) * weight.
-void embed_rmsnorm(const int32_t* tokens, const __half* table, float* x, const float* weight, __half* out, int64_t m,
-                   int64_t hidden, float eps, cudaStream_t s);
+// embed() then add_rmsnorm() without delta, in one launch: x[i] = table[tokens[i]] as float32 times
+// `scale`, out = x / rms(x) * weight.
+void embed_rmsnorm(const int32_t* tokens, const __half* table, float scale, float* x, const float* weight, __half* out,
+                   int64_t m, int64_t hidden, float eps, cudaStream_t s);
+// x = x / rms(x) * weight in place, fp16 rows of `hidden` (the norm computed in float32): a
+// branch's output normalized before it joins the residual stream (Gemma-2's sandwich norms).
+void rmsnorm_half(__half* x, const float* weight, int64_t m, int64_t hidden, float eps, cudaStream_t s);
 // Rotate-half RoPE on q (in place) and k; k, v stored into the layer's cache at pos = *d_pos + row
 // (an fp8 cache rounds the rotated float keys and the fp16 values once, to nearest).
 // Row i of q starts at q + i * q_stride, of k / v at k / v + i * kv_stride (elements).
@@ -52,11 +63,13 @@ struct DecodeAttentionScratch {
 int decode_attention_splits(int sms, int64_t n_heads);
 size_t decode_attention_partial_floats(int64_t rows, int64_t n_heads, int splits, int64_t head_dim);
 // Causal GQA attention of m query rows at positions *d_pos + i over the cache, out fp16 [m][n_heads*hd].
-// Row i of q starts at q + i * q_stride. With `scratch` and m <= scratch->max_rows the keys are
-// split across blocks (decode).
+// Row i of q starts at q + i * q_stride. A query at position p attends to [p - window + 1, p]
+// (window 0: [0, p]); each score q . k is multiplied by `scale` (ModelDims::score_scale()) and,
+// when softcap > 0, becomes softcap * tanh(s / softcap) before the softmax. With `scratch` and
+// m <= scratch->max_rows the keys are split across blocks (decode).
 void attention(const __half* q, const KvCache& cache, __half* out, const int64_t* d_pos, int64_t m, int64_t n_heads,
-               int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window, int64_t q_stride, cudaStream_t s,
-               const DecodeAttentionScratch* scratch = nullptr);
+               int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window, float scale, float softcap,
+               int64_t q_stride, cudaStream_t s, const DecodeAttentionScratch* scratch = nullptr);
 
 // Decode attention of one layer in one launch ("flash-decoding" over GQA groups): rope_store()
 // then attention() for m <= scratch.max_rows rows, with the same results (q is not rotated in
@@ -71,19 +84,27 @@ void attention(const __half* q, const KvCache& cache, __half* out, const int64_t
 // the block holding row i's own position writes that key and value into the cache.
 // Needs rows of 16-byte multiples (head_dim % 8 == 0 for fp16, % 16 for fp8), head_dim <= 256 and
 // n_heads / n_kv <= 8 (decode_attention_fusable).
+// Its window and score scale are attention()'s; it has no soft-cap (a model with one runs the
+// pair it replaces).
 bool decode_attention_fusable(int64_t n_heads, int64_t n_kv, int64_t head_dim, KvElem elem);
 int decode_attention_group_splits(int sms, int64_t n_kv);
 void rope_store_decode_attention(const __half* q, const __half* k, const __half* v, int64_t q_stride,
                                  int64_t kv_stride, const float* cos, const float* sin, const int64_t* d_pos,
                                  const KvCache& cache, __half* out, int64_t m, int64_t n_heads, int64_t n_kv,
-                                 int64_t head_dim, int64_t capacity, int64_t window,
+                                 int64_t head_dim, int64_t capacity, int64_t window, float scale,
                                  const DecodeAttentionScratch& scratch, cudaStream_t s);
 // out[i][j] = silu(gate[i * in_stride + j]) * up[i * in_stride + j], out rows `inter` wide: separate
 // buffers (in_stride = inter; out may be gate) or a fused gate/up projection's rows (up = gate +
 // inter, in_stride = 2 * inter).
 void silu_mul(const __half* gate, const __half* up, int64_t in_stride, __half* out, int64_t m, int64_t inter,
               cudaStream_t s);
+// The same with GELU's tanh form (Gemma-2's GeGLU): out = gelu_tanh(gate) * up, computed in
+// float32 and rounded to fp16 once, as silu_mul.
+void gelu_tanh_mul(const __half* gate, const __half* up, int64_t in_stride, __half* out, int64_t m, int64_t inter,
+                   cudaStream_t s);
 void half_to_float(const __half* in, float* out, int64_t n, cudaStream_t s);
+// v[i] = cap * tanh(v[i] / cap) over n floats, in place (Gemma-2's final logit soft-cap; cap > 0).
+void softcap(float* v, int64_t n, float cap, cudaStream_t s);
 
 // The final norm, the head and the greedy choice of one row in one launch, for a dense fp16 head
 // W [vocab][hidden] (the tied embedding or an fp16 lm_head): xn = rmsnorm(x (+ delta)) * weight
@@ -100,6 +121,8 @@ struct HeadArgmaxScratch {
 };
 bool head_argmax_fusable(int64_t hidden);
 int head_argmax_blocks(int sms);
+// A final soft-cap (monotonic) leaves the choice as it is; the caller caps the logits after
+// (softcap()), so that this kernel's registers stay those of the plain head.
 void rmsnorm_head_argmax(const float* x, const __half* delta, const float* weight, float eps, const __half* W,
                          int64_t vocab, int64_t hidden, float* logits, int32_t* token, const HeadArgmaxScratch& scratch,
                          int sms, bool advance, int32_t* tokens, int32_t* out_tokens, int64_t* d_pos, int64_t* step,

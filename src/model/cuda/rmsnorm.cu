@@ -1,5 +1,5 @@
 // The RMS norm on the GPU, with the residual add (add_rmsnorm) or the embedding lookup
-// (embed_rmsnorm) folded in (see kernels.h).
+// (embed_rmsnorm) folded in, and of fp16 rows in place (rmsnorm_half) (see kernels.h).
 #include <algorithm>
 
 #include "model/cuda/kernels.h"
@@ -9,9 +9,9 @@ namespace qrt::cuda_model {
 namespace {
 
 // The residual row comes from x (plus delta when given) or, with tokens, from the embedding table
-// (x is then written): the first norm of a step folds the embedding lookup in.
+// (x is then written, times embed_scale): the first norm of a step folds the embedding lookup in.
 __global__ void add_rmsnorm_kernel(float* x, const __half* delta, const int32_t* tokens, const __half* table,
-                                   const float* weight, __half* out, int64_t hidden, float eps) {
+                                   float embed_scale, const float* weight, __half* out, int64_t hidden, float eps) {
   pdl_entry();
   __shared__ float sh[32];
   const int64_t row = blockIdx.x;
@@ -21,7 +21,7 @@ __global__ void add_rmsnorm_kernel(float* x, const __half* delta, const int32_t*
   for (int64_t d = threadIdx.x; d < hidden; d += blockDim.x) {
     float v;
     if (er) {
-      v = __half2float(er[d]);
+      v = __half2float(er[d]) * embed_scale;
       xr[d] = v;
     } else {
       v = xr[d];
@@ -48,8 +48,8 @@ __device__ __forceinline__ float4 half4_to_float4(uint2 raw) {
 }
 __global__ void add_rmsnorm_vec_kernel(float* __restrict__ x, const __half* __restrict__ delta,
                                        const int32_t* __restrict__ tokens, const __half* __restrict__ table,
-                                       const float* __restrict__ weight, __half* __restrict__ out, int hidden,
-                                       float eps) {
+                                       float embed_scale, const float* __restrict__ weight, __half* __restrict__ out,
+                                       int hidden, float eps) {
   pdl_entry();
   __shared__ float sh[32];
   const int64_t row = blockIdx.x;
@@ -65,6 +65,7 @@ __global__ void add_rmsnorm_vec_kernel(float* __restrict__ x, const __half* __re
       wv[j] = reinterpret_cast<const float4*>(weight)[i];  // in flight with x, not after the sum
       if (er) {
         v[j] = half4_to_float4(er[i]);
+        v[j].x *= embed_scale, v[j].y *= embed_scale, v[j].z *= embed_scale, v[j].w *= embed_scale;
       } else {
         v[j] = xr[i];
         if (delta) {
@@ -92,30 +93,50 @@ __global__ void add_rmsnorm_vec_kernel(float* __restrict__ x, const __half* __re
   }
 }
 
+// x = x / rms(x) * weight over fp16 rows, in place: each thread reads its elements in the first
+// loop and rewrites the same ones in the second, so no thread reads what another writes.
+__global__ void rmsnorm_half_kernel(__half* x, const float* weight, int64_t hidden, float eps) {
+  pdl_entry();
+  __shared__ float sh[32];
+  __half* xr = x + static_cast<int64_t>(blockIdx.x) * hidden;
+  float ss = 0.f;
+  for (int64_t d = threadIdx.x; d < hidden; d += blockDim.x) {
+    const float v = __half2float(xr[d]);
+    ss += v * v;
+  }
+  ss = block_sum(ss, sh);
+  const float inv = rsqrtf(ss / static_cast<float>(hidden) + eps);
+  for (int64_t d = threadIdx.x; d < hidden; d += blockDim.x)
+    xr[d] = __float2half_rn(__half2float(xr[d]) * inv * weight[d]);
+}
+
 }  // namespace
 
 namespace {
-void launch_rmsnorm(float* x, const __half* delta, const int32_t* tokens, const __half* table, const float* weight,
-                    __half* out, int64_t m, int64_t hidden, float eps, cudaStream_t s) {
+void launch_rmsnorm(float* x, const __half* delta, const int32_t* tokens, const __half* table, float embed_scale,
+                    const float* weight, __half* out, int64_t m, int64_t hidden, float eps, cudaStream_t s) {
   const int64_t n4 = hidden / 4;
   if (hidden % 4 == 0 && n4 <= int64_t(kNormVecs) * 1024) {
     const int threads = static_cast<int>(std::max<int64_t>(32, ((n4 + kNormVecs - 1) / kNormVecs + 31) / 32 * 32));
-    launch(add_rmsnorm_vec_kernel, dim3(static_cast<unsigned>(m)), dim3(threads), s, x, delta, tokens, table, weight,
-           out, static_cast<int>(hidden), eps);
+    launch(add_rmsnorm_vec_kernel, dim3(static_cast<unsigned>(m)), dim3(threads), s, x, delta, tokens, table,
+           embed_scale, weight, out, static_cast<int>(hidden), eps);
     return;
   }
-  launch(add_rmsnorm_kernel, dim3(static_cast<unsigned>(m)), dim3(512), s, x, delta, tokens, table, weight, out, hidden,
-         eps);
+  launch(add_rmsnorm_kernel, dim3(static_cast<unsigned>(m)), dim3(512), s, x, delta, tokens, table, embed_scale, weight,
+         out, hidden, eps);
 }
 }  // namespace
 
 void add_rmsnorm(float* x, const __half* delta, const float* weight, __half* out, int64_t m, int64_t hidden, float eps,
                  cudaStream_t s) {
-  launch_rmsnorm(x, delta, nullptr, nullptr, weight, out, m, hidden, eps, s);
+  launch_rmsnorm(x, delta, nullptr, nullptr, 1.f, weight, out, m, hidden, eps, s);
 }
-void embed_rmsnorm(const int32_t* tokens, const __half* table, float* x, const float* weight, __half* out, int64_t m,
-                   int64_t hidden, float eps, cudaStream_t s) {
-  launch_rmsnorm(x, nullptr, tokens, table, weight, out, m, hidden, eps, s);
+void embed_rmsnorm(const int32_t* tokens, const __half* table, float scale, float* x, const float* weight, __half* out,
+                   int64_t m, int64_t hidden, float eps, cudaStream_t s) {
+  launch_rmsnorm(x, nullptr, tokens, table, scale, weight, out, m, hidden, eps, s);
+}
+void rmsnorm_half(__half* x, const float* weight, int64_t m, int64_t hidden, float eps, cudaStream_t s) {
+  launch(rmsnorm_half_kernel, dim3(static_cast<unsigned>(m)), dim3(256), s, x, weight, hidden, eps);
 }
 
 }  // namespace qrt::cuda_model
