@@ -27,6 +27,27 @@ std::string int4_float_zero_note(const LayerSpec& layer) {
 namespace {
 std::string int4_path_note(const LayerSpec& layer, const DeviceInfo&) { return int4_float_zero_note(layer); }
 
+}  // namespace
+
+std::string dequant_path_note(const LayerSpec& layer, const DeviceInfo&) {
+  if (layer.encoding != WeightEncoding::Codebook) return "";
+  const std::string source = layer.source_format.empty() ? "" : " (" + layer.source_format + ")";
+  std::string note = "code book" + source + ": each code maps through the " + std::to_string(1 << layer.bits) +
+                     "-level table in shared memory, times its group scale, in both the fused GEMV (M <= gemv_max_m) "
+                     "and the fp16/bf16 tiles for cuBLAS";
+  // The unrolled run kernels exist for 4-bit code books in whole runs of 32; the rest decode code
+  // by code (correct, slower).
+  const int64_t g = layer.effective_group_size();
+  if (layer.bits != 4 || layer.act_order || (g % 32 != 0 && g < layer.in_features))
+    note += "; per-code kernels (" +
+            std::string(layer.bits != 4 ? std::to_string(layer.bits) + "-bit codes"
+                        : layer.act_order ? "act-order"
+                                          : "group " + std::to_string(g) + " not a multiple of 32") +
+            ")";
+  return note;
+}
+
+namespace {
 std::string fp8_path_note(const LayerSpec& layer, const DeviceInfo& device) {
   const std::string why = fp8_tensor_core_obstacle(layer, device.gpu.compute_capability());
   return why.empty() ? why : "M > gemv_max_m runs weight-only (dequant + cuBLAS), not on FP8 tensor cores: " + why;
@@ -38,10 +59,11 @@ std::vector<CudaBackendDeclaration> build_table() {
   {  // Universal: dequantize tiles to fp16/bf16, then cuBLAS; fused dequant-GEMV at small M.
     CudaBackendDeclaration d;
     d.name = "cuda_dequant";
-    d.summary = "dequantize to fp16/bf16 tiles + cuBLAS GEMM (any bits, group, zero kind, FP8); universal fallback";
+    d.summary = "dequantize to fp16/bf16 tiles + cuBLAS GEMM (any bits, group, zero kind, FP8, code books); "
+                "universal fallback";
     auto& c = d.capability;
     c.device = DeviceKind::Cuda;
-    c.encodings = {WeightEncoding::IntAffine, WeightEncoding::Fp8E4M3};
+    c.encodings = {WeightEncoding::IntAffine, WeightEncoding::Fp8E4M3, WeightEncoding::Codebook};
     c.bits = {};  // any 1..8
     c.group_sizes = {};
     c.act_order = c.symmetric = c.integer_zero = c.float_zero = c.fp8_block_scales = true;
@@ -49,6 +71,7 @@ std::vector<CudaBackendDeclaration> build_table() {
     c.k_multiple = 1;
     c.n_multiple = 1;
     c.activation_dtypes = {DType::F16, DType::BF16};
+    d.path_note = dequant_path_note;
     t.push_back(d);
   }
   {  // Native FP8 tensor-core GEMM (cuBLASLt), block scales through qrt's own kernel.

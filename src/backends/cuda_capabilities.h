@@ -28,6 +28,10 @@ std::string fp8_tensor_core_obstacle(const LayerSpec& layer, int cc);
 // verdict note, so the plan says how GGUF Q4_1 / Q4_K weights were repacked.
 std::string int4_float_zero_note(const LayerSpec& layer);
 
+// How cuda_dequant runs a code-book layer (NF4, FP4, GGUF IQ4; "" for other layers): its verdict
+// note, so the plan says the code book is decoded through a table and on which kernels.
+std::string dequant_path_note(const LayerSpec& layer, const DeviceInfo& device);
+
 // cuda_dequant, cuda_fp8, cuda_marlin, cuda_gemv (registry order).
 const std::vector<CudaBackendDeclaration>& cuda_backend_declarations();
 // Throws qrt::Error(Internal) for a name not in the table.

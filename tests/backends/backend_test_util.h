@@ -47,6 +47,48 @@ inline LayerSpec fp8_layer(const std::string& name, int64_t k, int64_t n, int bn
   return s;
 }
 
+// The 16 levels of the 4-bit code books qrt reads: bitsandbytes NF4 and FP4 (the quant_map that
+// bitsandbytes wrote into tests/data/fixtures/bnb_nf4 / bnb_fp4) and GGUF's IQ4 grid (integers, so
+// cpu_simd's int8 kernels take it; NF4 and FP4 are not).
+inline const std::vector<float>& nf4_levels() {
+  static const std::vector<float> v = {-1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f,
+                                       -0.28444138169288635f, -0.18477343022823334f, -0.09105003625154495f, 0.0f,
+                                       0.07958029955625534f, 0.16093020141124725f, 0.24611230194568634f,
+                                       0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f,
+                                       0.7229568362236023f, 1.0f};
+  return v;
+}
+inline const std::vector<float>& fp4_levels() {
+  static const std::vector<float> v = {0.0f, 0.0052083334885537624f, 0.6666666865348816f, 1.0f,
+                                       0.3333333432674408f, 0.5f, 0.1666666716337204f, 0.25f,
+                                       -0.0f, -0.0052083334885537624f, -0.6666666865348816f, -1.0f,
+                                       -0.3333333432674408f, -0.5f, -0.1666666716337204f, -0.25f};
+  return v;
+}
+inline const std::vector<float>& iq4_levels() {
+  static const std::vector<float> v = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  return v;
+}
+
+// A code-book layer (WeightEncoding::Codebook): 2^bits `levels`, groups of `group` along K.
+inline LayerSpec codebook_layer(const std::string& name, int64_t k, int64_t n, const std::vector<float>& levels,
+                                int group, const std::string& source_format, bool act_order = false) {
+  LayerSpec s;
+  s.name = name;
+  s.in_features = k;
+  s.out_features = n;
+  s.encoding = WeightEncoding::Codebook;
+  int bits = 0;
+  while ((size_t{1} << bits) < levels.size()) ++bits;
+  s.bits = bits;
+  s.group_size = group;
+  s.zero_kind = ZeroKind::Symmetric;
+  s.act_order = act_order;
+  s.codebook = levels;
+  s.source_format = source_format;
+  return s;
+}
+
 // A valid random canonical weight for `spec` (fresh data from `seed`).
 inline QuantizedWeight random_weight(const LayerSpec& spec, uint32_t seed, bool with_bias = false) {
   std::mt19937 rng(seed);

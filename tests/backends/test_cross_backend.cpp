@@ -77,9 +77,6 @@ Kind gguf_kind(GgmlType t) {
   return k;
 }
 
-// GGUF IQ4_NL / IQ4_XS levels (integers: cpu_simd runs them on its int8 kernels).
-const std::vector<float> kIq4Levels = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-
 std::vector<Kind> kinds() {
   std::vector<Kind> k;
   for (int bits : {1, 2, 3, 4, 5, 6, 7, 8}) k.push_back({"int" + std::to_string(bits) + "_g128_sym", WeightEncoding::IntAffine, bits, 128});
@@ -97,7 +94,11 @@ std::vector<Kind> kinds() {
   k.push_back({"int2_g16_floatzero", WeightEncoding::IntAffine, 2, 16, ZeroKind::Float});     // GGUF Q2_K
   k.push_back({"int3_g16_sym", WeightEncoding::IntAffine, 3, 16});                            // GGUF Q3_K
   k.push_back({"iq4_g32_codebook", WeightEncoding::Codebook, 4, 32, ZeroKind::Symmetric, false, 0, 0,
-               kIq4Levels});                                                                   // GGUF IQ4_NL / IQ4_XS
+               test::iq4_levels()});                                                           // GGUF IQ4_NL / IQ4_XS
+  k.push_back({"nf4_g64_codebook", WeightEncoding::Codebook, 4, 64, ZeroKind::Symmetric, false, 0, 0,
+               test::nf4_levels()});                                                           // bitsandbytes NF4
+  k.push_back({"fp4_g128_codebook", WeightEncoding::Codebook, 4, 128, ZeroKind::Symmetric, false, 0, 0,
+               test::fp4_levels()});                                                           // bitsandbytes FP4
   k.push_back({"int8_perrow_asym", WeightEncoding::IntAffine, 8, -1, ZeroKind::Integer});     // int8 rows
   k.push_back({"int8_g128_asym_actorder", WeightEncoding::IntAffine, 8, 128, ZeroKind::Integer, true});
   k.push_back({"int3_g64_asym_actorder", WeightEncoding::IntAffine, 3, 64, ZeroKind::Integer, true});
@@ -127,6 +128,7 @@ LayerSpec spec_of(const Kind& kind, int64_t k, int64_t n) {
   LayerSpec s = test::int_layer("cross." + kind.label, k, n, kind.bits, kind.group, kind.zero, kind.act_order);
   s.encoding = kind.enc;
   s.codebook = kind.codebook;
+  if (kind.enc == WeightEncoding::Codebook) s.source_format = kind.label;
   return s;
 }
 

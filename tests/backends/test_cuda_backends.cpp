@@ -12,7 +12,9 @@
 #include "qrt/quantized_weight.h"
 
 #ifdef QRT_WITH_CUDA
+#include "backend_test_util.h"
 #include "backends/backend_factories.h"
+#include "qrt/thread_pool.h"
 #include "support/cuda_test_support.h"
 
 namespace qrt {
@@ -285,6 +287,97 @@ TEST(CudaDequant, RejectsMismatchedActivations) {
   EXPECT_THROW(lin->forward(x.act(), y_wrong.act(), ctx), Error);
   EXPECT_THROW(lin->forward(x.act(), y_bf.act(), ctx), Error);
   EXPECT_NO_THROW(lin->forward(x.act(), y.act(), ctx));
+}
+
+// Code-book weights (bitsandbytes NF4 / FP4, GGUF IQ4's integer grid) on cuda_dequant against
+// cpu_ref, the backend that runs them on the CPU: every group size bitsandbytes and GGUF use up to
+// 128, shapes with N not a multiple of the GEMV's 4 rows, and M through both paths (the fused GEMV
+// forced up to 64 rows, the dequantized tiles + cuBLAS forced down to 1 row, several tiles at once).
+TEST(CudaDequant, CodebooksMatchCpuRefAcrossGroupsShapesAndM) {
+  QRT_SKIP_WITHOUT_GPU();
+  const auto gpu = make_cuda_dequant_backend();
+  const auto cpu = make_cpu_ref_backend();
+  ThreadPool pool(2);
+  const struct {
+    const char* source;
+    const std::vector<float>& levels;
+  } books[] = {{"bnb_nf4", test::nf4_levels()}, {"bnb_fp4", test::fp4_levels()}, {"gguf:IQ4_NL", test::iq4_levels()}};
+  const struct {
+    int64_t n, k;
+  } shapes[] = {{64, 256}, {33, 384}, {200, 1152}};
+  KernelParams gemv, tiles, small_tiles;
+  gemv.values["gemv_max_m"] = int64_t(64);
+  tiles.values["gemv_max_m"] = int64_t(0);
+  small_tiles.values["gemv_max_m"] = int64_t(0);
+  small_tiles.values["tile_n"] = int64_t(64);
+  uint32_t seed = 4242;
+  std::mt19937 rng(17);
+  for (const auto& b : books)
+    for (int group : {32, 64, 128})
+      for (const auto& sh : shapes) {
+        const LayerSpec spec = test::codebook_layer("test.codebook", sh.k, sh.n, b.levels, group, b.source);
+        const QuantizedWeight w = test::random_weight(spec, seed++, /*with_bias=*/sh.n == 33);
+        const auto ref_linear = cpu->prepare(w, {}, probe_cpu());
+        for (int64_t m : {1, 4, 33, 256}) {
+          for (DType dt : {DType::F16, DType::BF16}) {
+            SCOPED_TRACE(std::string(b.source) + " " + w.spec.describe() + " N=" + std::to_string(sh.n) +
+                         " K=" + std::to_string(sh.k) + " M=" + std::to_string(m) + " " + std::string(dtype_name(dt)));
+            std::vector<float> x = cuda_test::round_to(random_x(m, sh.k, rng), dt);
+            std::vector<float> ref(static_cast<size_t>(m * sh.n), NAN);
+            ref_linear->forward({x.data(), DType::F32, m, sh.k, DeviceKind::Cpu},
+                                {ref.data(), DType::F32, m, sh.n, DeviceKind::Cpu}, {&pool, nullptr});
+            EXPECT_LT(rel_err(run_linear(*gpu, w, {}, x, m, dt), ref), tol_for(dt)) << "default parameters";
+            if (m <= 64) {
+              EXPECT_LT(rel_err(run_linear(*gpu, w, gemv, x, m, dt), ref), tol_for(dt)) << "fused GEMV";
+            }
+            EXPECT_LT(rel_err(run_linear(*gpu, w, tiles, x, m, dt), ref), tol_for(dt)) << "tiles + cuBLAS";
+            if (sh.n > 64) {
+              EXPECT_LT(rel_err(run_linear(*gpu, w, small_tiles, x, m, dt), ref), tol_for(dt)) << "64-row tiles";
+            }
+          }
+        }
+      }
+}
+
+// The code-book layers the unrolled run kernels do not take decode code by code: act-order, groups
+// of 16 (not whole runs of 32), K not a multiple of 8 (a partial last run and unaligned GEMV rows),
+// and code books of other widths (3 bits: 8 levels; 8 bits: 256 levels, the largest table).
+TEST(CudaDequant, CodebooksOnThePerCodeKernelsMatchCpuRef) {
+  QRT_SKIP_WITHOUT_GPU();
+  const auto gpu = make_cuda_dequant_backend();
+  const auto cpu = make_cpu_ref_backend();
+  ThreadPool pool(2);
+  std::vector<float> levels3(test::nf4_levels().begin(), test::nf4_levels().begin() + 8);
+  std::vector<float> levels8(256);
+  for (size_t i = 0; i < levels8.size(); ++i) levels8[i] = std::sinh((static_cast<float>(i) - 127.5f) / 40.f);
+  const LayerSpec specs[] = {
+      test::codebook_layer("test.nf4_actorder", 384, 64, test::nf4_levels(), 128, "bnb_nf4", /*act_order=*/true),
+      test::codebook_layer("test.iq4_g16", 256, 48, test::iq4_levels(), 16, "gguf:IQ4_NL"),
+      test::codebook_layer("test.fp4_k100", 100, 40, test::fp4_levels(), -1, "bnb_fp4"),
+      test::codebook_layer("test.cb3", 256, 36, levels3, 64, "test 3-bit"),
+      test::codebook_layer("test.cb8", 256, 36, levels8, 32, "test 8-bit"),
+  };
+  KernelParams gemv, tiles;
+  gemv.values["gemv_max_m"] = int64_t(64);
+  tiles.values["gemv_max_m"] = int64_t(0);
+  uint32_t seed = 777;
+  std::mt19937 rng(23);
+  for (const LayerSpec& spec : specs) {
+    const QuantizedWeight w = test::random_weight(spec, seed++, /*with_bias=*/true);
+    EXPECT_TRUE(gpu->check(spec, cuda_test::gpu0()).ok) << gpu->check(spec, cuda_test::gpu0()).reason;
+    const auto ref_linear = cpu->prepare(w, {}, probe_cpu());
+    for (int64_t m : {1, 4, 33}) {
+      for (DType dt : {DType::F16, DType::BF16}) {
+        SCOPED_TRACE(spec.name + " " + spec.describe() + " M=" + std::to_string(m) + " " + std::string(dtype_name(dt)));
+        std::vector<float> x = cuda_test::round_to(random_x(m, spec.in_features, rng), dt);
+        std::vector<float> ref(static_cast<size_t>(m * spec.out_features), NAN);
+        ref_linear->forward({x.data(), DType::F32, m, spec.in_features, DeviceKind::Cpu},
+                            {ref.data(), DType::F32, m, spec.out_features, DeviceKind::Cpu}, {&pool, nullptr});
+        EXPECT_LT(rel_err(run_linear(*gpu, w, gemv, x, m, dt), ref), tol_for(dt)) << "fused GEMV";
+        EXPECT_LT(rel_err(run_linear(*gpu, w, tiles, x, m, dt), ref), tol_for(dt)) << "tiles + cuBLAS";
+      }
+    }
+  }
 }
 
 TEST(CudaFp8, MatchesReferencePerTensorChannelAndBlock) {

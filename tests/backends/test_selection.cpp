@@ -17,6 +17,7 @@
 namespace qrt {
 namespace {
 
+using test::codebook_layer;
 using test::fp8_layer;
 using test::int_layer;
 
@@ -35,6 +36,10 @@ std::map<std::string, LayerSpec> matrix_layers() {
       // GGUF Q4_1 / Q4_K (float zero points) and Q6_K (group 16) as the GGUF reader plans them.
       {"gguf_q4_1", int_layer("l.q4_1", 4096, 4096, 4, 32, ZeroKind::Float)},
       {"gguf_q6_k", int_layer("l.q6_k", 4096, 4096, 6, 16, ZeroKind::Symmetric)},
+      // Code books: bitsandbytes NF4 / FP4 (blocksize 64) and GGUF IQ4_NL (integer grid, blocks of 32).
+      {"bnb_nf4", codebook_layer("l.nf4", 4096, 4096, test::nf4_levels(), 64, "bnb_nf4")},
+      {"bnb_fp4", codebook_layer("l.fp4", 4096, 4096, test::fp4_levels(), 64, "bnb_fp4")},
+      {"gguf_iq4_nl", codebook_layer("l.iq4", 4096, 4096, test::iq4_levels(), 32, "gguf:IQ4_NL")},
   };
 }
 
@@ -65,8 +70,9 @@ struct MatrixRow {
 
 // Derived from the declared capabilities: cuda_gemv (sm80+, 4/8-bit, K%64, M<=8), cuda_marlin
 // (sm80+, 4/8-bit, g -1/32/64/128, N%64 and K%64, float zero points 4-bit only), cuda_fp8 (sm89+),
-// cuda_dequant (anything, sm70+); cpu_simd (avx2+fma+f16c; 2..8-bit, FP8), cpu_ref (anything).
-// Turing (t4) and Volta (v100) get cuda_dequant for every layer.
+// cuda_dequant (anything but HIGGS, code books included, sm70+); cpu_simd (avx2+fma+f16c; 2..8-bit,
+// FP8, integer code books), cpu_ref (anything). Turing (t4) and Volta (v100) get cuda_dequant for
+// every layer; code books get it on every GPU.
 const MatrixRow kMatrix[] = {
     {"h100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"h100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
@@ -101,6 +107,16 @@ const MatrixRow kMatrix[] = {
     {"v100", "fp8_block128", "cuda_dequant@1-"},
     {"v100", "gguf_q4_1", "cuda_dequant@1-"},
     {"v100", "gguf_q6_k", "cuda_dequant@1-"},
+    {"h100", "bnb_nf4", "cuda_dequant@1-"},
+    {"h100", "bnb_fp4", "cuda_dequant@1-"},
+    {"h100", "gguf_iq4_nl", "cuda_dequant@1-"},
+    {"a100", "bnb_nf4", "cuda_dequant@1-"},
+    {"a100", "gguf_iq4_nl", "cuda_dequant@1-"},
+    {"rtx4090", "bnb_fp4", "cuda_dequant@1-"},
+    {"t4", "bnb_nf4", "cuda_dequant@1-"},
+    {"v100", "gguf_iq4_nl", "cuda_dequant@1-"},
+    {"cpu-avx2", "bnb_nf4", "cpu_ref@1-"},
+    {"cpu-avx2", "gguf_iq4_nl", "cpu_simd@1-"},
     {"cpu-avx2", "int4_g128_sym", "cpu_simd@1-"},
     {"cpu-avx2", "int4_g32_asym_actorder", "cpu_simd@1-"},
     {"cpu-avx2", "int3_g128_sym", "cpu_simd@1-"},
@@ -170,28 +186,89 @@ TEST(SelectionMatrix, RejectionReasonsAreReadable) {
     }
 }
 
-// --device auto leaves a GPU for the CPU when some layer has no backend there (an IQ4 code-book
-// layer: no CUDA backend declares code books), and says which layer; a GPU that serves every layer
-// stays.
+// --device auto leaves a GPU for the CPU when some layer has no backend there (a HIGGS rotated
+// code-book layer: no CUDA backend declares rotated code books), and says which layer; a GPU that
+// serves every layer stays.
 TEST(AutoDevice, AGpuWithoutABackendForSomeLayerIsLeftWithTheReason) {
-  LayerSpec iq4 = int_layer("model.layers.0.mlp.down_proj", 4096, 4096, 4, 32, ZeroKind::Symmetric);
-  iq4.encoding = WeightEncoding::Codebook;
-  iq4.codebook = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+  LayerSpec higgs = int_layer("model.layers.0.mlp.down_proj", 4096, 4096, 4, 64, ZeroKind::Symmetric);
+  higgs.encoding = WeightEncoding::RotatedCodebook;
+  higgs.codebook_dim = 2;
+  higgs.hadamard_size = 256;
+  higgs.codebook.assign(size_t{2} << 8, 0.f);
+  higgs.source_format = "higgs";
   const LayerSpec int4 = int_layer("model.layers.0.mlp.up_proj", 4096, 4096, 4, 128, ZeroKind::Symmetric);
   for (const char* profile : {"h100", "t4"}) {
     SCOPED_TRACE(profile);
     const DeviceInfo gpu = target_profile(profile);
     const ModelPlan served = plan_model({int4}, RuntimeConfig{}, gpu, nullptr);
     EXPECT_EQ(auto_gpu_rejection(served, gpu), "");
-    const ModelPlan unserved = plan_model({int4, iq4}, RuntimeConfig{}, gpu, nullptr);
+    const ModelPlan unserved = plan_model({int4, higgs}, RuntimeConfig{}, gpu, nullptr);
     const std::string why = auto_gpu_rejection(unserved, gpu);
     EXPECT_NE(why.find("auto: cuda:0 "), std::string::npos) << why;
     EXPECT_NE(why.find("model.layers.0.mlp.down_proj"), std::string::npos) << why;
     EXPECT_NE(why.find("running on the CPU"), std::string::npos) << why;
     EXPECT_EQ(why.find('\n'), std::string::npos) << "one line for the log";
     // The CPU runs every layer, so resolve_setup would switch.
-    EXPECT_EQ(plan_failure_message(plan_model({int4, iq4}, RuntimeConfig{}, probe_cpu(), nullptr).layers), "");
+    EXPECT_EQ(plan_failure_message(plan_model({int4, higgs}, RuntimeConfig{}, probe_cpu(), nullptr).layers), "");
   }
+}
+
+// cuda_dequant's check accepts code books (NF4, FP4, GGUF IQ4) on sm_80+ GPUs (and sm_70/75), and
+// its note says how it runs them; on target profiles, so it runs in CI without a GPU (in a CUDA build
+// against the real backend, in a CPU-only build against its declared stub: both must agree).
+TEST(Selection, CudaDequantAcceptsCodeBooksWithTheirNote) {
+  const Backend* dequant = BackendRegistry::global().find("cuda_dequant");
+  ASSERT_NE(dequant, nullptr);
+  const struct {
+    LayerSpec layer;
+    const char* source;
+  } books[] = {
+      {codebook_layer("l.nf4", 4096, 11008, test::nf4_levels(), 64, "bnb_nf4"), "bnb_nf4"},
+      {codebook_layer("l.fp4", 4096, 4096, test::fp4_levels(), 128, "bnb_fp4"), "bnb_fp4"},
+      {codebook_layer("l.iq4", 4096, 4096, test::iq4_levels(), 32, "gguf:IQ4_XS"), "gguf:IQ4_XS"},
+  };
+  for (const char* profile : {"h100", "a100", "rtx4090", "t4"}) {
+    const DeviceInfo gpu = target_profile(profile);
+    for (const auto& b : books) {
+      SCOPED_TRACE(std::string(profile) + " x " + b.source);
+      const Verdict v = dequant->check(b.layer, gpu);
+      ASSERT_TRUE(v.ok) << v.reason;
+      EXPECT_NE(v.note.find(std::string("code book (") + b.source + "): each code maps through the 16-level table"),
+                std::string::npos)
+          << v.note;
+      EXPECT_NE(v.note.find("fused GEMV (M <= gemv_max_m) and the fp16/bf16 tiles for cuBLAS"), std::string::npos)
+          << v.note;
+      EXPECT_EQ(v.note.find("per-code kernels"), std::string::npos) << v.note;
+      // The integer-only CUDA backends still refuse them (by encoding where the GPU is new enough).
+      for (const char* name : {"cuda_gemv", "cuda_marlin"}) {
+        const Verdict r = BackendRegistry::global().find(name)->check(b.layer, gpu);
+        EXPECT_FALSE(r.ok) << name;
+        if (gpu.gpu.compute_capability() >= 80) {
+          EXPECT_EQ(r.reason, "codebook weights unsupported: runs int weights") << name;
+        }
+      }
+    }
+  }
+  // Act-order and groups that are not whole runs of 32 run too, on the per-code kernels, and say so.
+  const DeviceInfo h100 = target_profile("h100");
+  const Verdict ao = dequant->check(codebook_layer("l.ao", 4096, 4096, test::nf4_levels(), 128, "bnb_nf4", true), h100);
+  ASSERT_TRUE(ao.ok) << ao.reason;
+  EXPECT_NE(ao.note.find("per-code kernels (act-order)"), std::string::npos) << ao.note;
+  const Verdict g16 = dequant->check(codebook_layer("l.g16", 4096, 4096, test::iq4_levels(), 16, "gguf:IQ4_NL"), h100);
+  ASSERT_TRUE(g16.ok) << g16.reason;
+  EXPECT_NE(g16.note.find("per-code kernels (group 16 not a multiple of 32)"), std::string::npos) << g16.note;
+  // The plan shows the note on the chosen backend.
+  const auto plans = plan_layers({books[0].layer}, RuntimeConfig{}, h100);
+  ASSERT_TRUE(plans[0].ok()) << plans[0].error;
+  EXPECT_EQ(ranges_of(plans[0]), "cuda_dequant@1-");
+  bool noted = false;
+  for (const auto& n : plans[0].notes)
+    noted = noted || (n.rfind("cuda_dequant: ", 0) == 0 && n.find("code book (bnb_nf4)") != std::string::npos);
+  EXPECT_TRUE(noted) << ::testing::PrintToString(plans[0].notes);
+  // HIGGS rotated code books stay unsupported.
+  LayerSpec higgs = books[0].layer;
+  higgs.encoding = WeightEncoding::RotatedCodebook;
+  EXPECT_FALSE(dequant->check(higgs, h100).ok);
 }
 
 TEST(SelectionMatrix, NotBuiltBackendsAreReportedOnRealDevices) {

@@ -1,9 +1,11 @@
 // Backend `cuda_dequant`: the universal CUDA fallback. The weight stays packed on the device
 // (packed_weight.h); M <= gemv_max_m runs a fused dequant-GEMV, larger M dequantizes W to
 // fp16/bf16 tile by tile into the shared workspace and multiplies with cuBLAS (fp32 accumulate).
+// Both paths take integer codes, FP8 and code books (NF4, FP4, GGUF IQ4).
 #include <fmt/format.h>
 
 #include "backends/backend_factories.h"
+#include "backends/cuda_capabilities.h"
 #include "backends/cuda/common/backend_helpers.h"
 #include "backends/cuda/dequant/dequant_linear.h"
 
@@ -21,13 +23,17 @@ class CudaDequantBackend final : public cuda::CudaBackend {
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
     Verdict v = check_capability(layer, device);
     if (!v.ok) return v;
-    if (layer.encoding == WeightEncoding::IntAffine && (layer.bits < 1 || layer.bits > 8))
+    if (layer.encoding != WeightEncoding::Fp8E4M3 && (layer.bits < 1 || layer.bits > 8))
       return Verdict::no(fmt::format("{}-bit codes unsupported: needs 1..8", layer.bits));
+    // The same note a CPU-only build's stub gives (the shared declaration), so plans agree.
+    std::string note = dequant_path_note(layer, device);
     // Its kernels exist for the architectures this binary was built for: an older GPU cannot run
     // them; a target profile is planned as a build for it would be, and the plan says so.
-    if (const std::string gap = cuda_binary_gap(device.gpu); !gap.empty())
-      return device.simulated() ? Verdict::yes_but(gap) : Verdict::no(gap);
-    return Verdict::yes();
+    if (const std::string gap = cuda_binary_gap(device.gpu); !gap.empty()) {
+      if (!device.simulated()) return Verdict::no(gap);
+      note = note.empty() ? gap : gap + "; " + note;
+    }
+    return note.empty() ? Verdict::yes() : Verdict::yes_but(note);
   }
 
   Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {

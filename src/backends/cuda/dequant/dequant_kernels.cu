@@ -1,5 +1,7 @@
 // The kernels that read the packed weight (see packed_weight.h): the fused dequant-GEMV for small
-// M, the tile dequantizer, and the dequant + cuBLAS GEMM built on it.
+// M, the tile dequantizer, and the dequant + cuBLAS GEMM built on it. What a code means is a
+// template parameter (CodeMap), so each encoding gets its own instantiation and the integer
+// kernels carry no code-book branch.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -19,6 +21,37 @@ __device__ __forceinline__ float code_to_f(uint32_t c) { return __int_as_float(0
 __device__ __forceinline__ float fp8_to_f(uint32_t c) {
   __half_raw h = __nv_cvt_fp8_to_halfraw(static_cast<__nv_fp8_storage_t>(c), __NV_E4M3);
   return __half2float(__half(h));
+}
+
+// How a code becomes a weight: Affine = code * scale + offset (the integer formats, zero folded
+// into the offset), Fp8 = e4m3(code) * scale, Table = codebook[code] * scale (NF4, FP4, IQ4).
+enum class CodeMap { Affine, Fp8, Table };
+
+// The code book in shared memory: a table of at most 256 floats costs one load per level per
+// block, and a 16-level table sits in 16 distinct banks, so random codes read it without bank
+// conflicts. Every thread of the block must call it (it synchronizes), before any early exit.
+template <int CAP>
+__device__ __forceinline__ const float* stage_codebook(const float* __restrict__ levels, int entries) {
+  __shared__ float table[CAP];
+  for (int i = threadIdx.x; i < entries; i += blockDim.x) table[i] = __ldg(levels + i);
+  __syncthreads();
+  return table;
+}
+
+// The weight before its group scale for Fp8 and Table (Affine's integer code is scaled and offset
+// in one fma by the callers).
+template <CodeMap MAP>
+__device__ __forceinline__ float code_value(uint32_t code, const float* table) {
+  if constexpr (MAP == CodeMap::Fp8) return fp8_to_f(code);
+  else if constexpr (MAP == CodeMap::Table) return table[code];
+  else return code_to_f(code);
+}
+
+// One dequantized weight in fp32 (rounded once, by the caller's store).
+template <CodeMap MAP>
+__device__ __forceinline__ float dequant_value(uint32_t code, float s, float o, const float* table) {
+  if constexpr (MAP == CodeMap::Affine) return fmaf(code_to_f(code), s, o);
+  else return code_value<MAP>(code, table) * s;
 }
 
 template <int BITS>
@@ -90,10 +123,15 @@ constexpr int kGemvRows = 4;  // output rows per block in the fast GEMV
 
 // Fast GEMV: every run of 32 codes in one group; x rows contiguous with K % 8 == 0.
 // Block = 128 threads over the runs of R output rows; each thread keeps MT x R partial sums.
-template <typename T, int BITS, bool FP8, int MT, int R>
+// Affine sums code * x and x separately (acc += s * dot + offset * sum x); Fp8 and Table have no
+// offset, so only the dot product of the decoded values.
+template <typename T, int BITS, CodeMap MAP, int MT, int R>
 __global__ void __launch_bounds__(kGemvThreads) gemv_runs_kernel(PackedWeightView w, const T* __restrict__ x,
                                                                  T* __restrict__ y, int m_total) {
   __shared__ float red[kGemvThreads / 32][MT * R];
+  constexpr bool kAffine = MAP == CodeMap::Affine;
+  const float* table = nullptr;
+  if constexpr (MAP == CodeMap::Table) table = stage_codebook<(1 << BITS)>(w.codebook, 1 << BITS);
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * R;
   const int64_t K = w.k;
   const int64_t runs = (K + 31) >> 5;
@@ -113,7 +151,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_runs_kernel(PackedWeightVie
       if (n < w.n) {
         load_run<BITS>(w.words + n * w.row_words + c * BITS, wr[r]);
         s[r] = __ldg(w.scale + n * w.groups + g);
-        o[r] = FP8 ? 0.f : __ldg(w.offset + n * w.groups + g);
+        o[r] = kAffine ? __ldg(w.offset + n * w.groups + g) : 0.f;
       } else {
 #pragma unroll
         for (int i = 0; i < BITS; ++i) wr[r][i] = 0;
@@ -138,7 +176,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_runs_kernel(PackedWeightVie
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
           const uint32_t code = code_at<BITS>(wr[r], sub * 8 + j);
-          wv[r][j] = FP8 ? fp8_to_f(code) : code_to_f(code);
+          wv[r][j] = code_value<MAP>(code, table);
         }
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
@@ -147,7 +185,7 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_runs_kernel(PackedWeightVie
           load8<T>(x + m * K + kk, xv);
 #pragma unroll
           for (int j = 0; j < 8; ++j) {
-            if (!FP8) xs[m] += xv[j];
+            if (kAffine) xs[m] += xv[j];
 #pragma unroll
             for (int r = 0; r < R; ++r) dot[m][r] = fmaf(xv[j], wv[r][j], dot[m][r]);
           }
@@ -157,8 +195,8 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_runs_kernel(PackedWeightVie
 #pragma unroll
     for (int m = 0; m < MT; ++m)
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[m][r] = FP8 ? fmaf(s[r], dot[m][r], acc[m][r])
-                                                   : fmaf(s[r], dot[m][r], fmaf(o[r], xs[m], acc[m][r]));
+      for (int r = 0; r < R; ++r) acc[m][r] = kAffine ? fmaf(s[r], dot[m][r], fmaf(o[r], xs[m], acc[m][r]))
+                                                       : fmaf(s[r], dot[m][r], acc[m][r]);
   }
 
   float flat[MT * R];
@@ -182,11 +220,13 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_runs_kernel(PackedWeightVie
 }
 
 // Generic GEMV: any bit width, act-order, groups not aligned to 32, unaligned x. One output row per
-// block, up to 8 activation rows.
-template <typename T>
+// block, up to 8 activation rows. TABLE: a code book of any width 1..8 (up to 256 levels).
+template <typename T, bool TABLE>
 __global__ void __launch_bounds__(kGemvThreads) gemv_generic_kernel(PackedWeightView w, const T* __restrict__ x,
                                                                     T* __restrict__ y, int m_total) {
   __shared__ float red[kGemvThreads / 32][8];
+  const float* table = nullptr;
+  if constexpr (TABLE) table = stage_codebook<256>(w.codebook, 1 << w.bits);
   const int64_t n = blockIdx.x;
   const int64_t K = w.k;
   const uint32_t* row = w.words + n * w.row_words;
@@ -197,7 +237,9 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_generic_kernel(PackedWeight
     const uint32_t code = code_dyn(row, w.bits, k);
     const int g = w.g_idx ? w.g_idx[k] : static_cast<int>(k / w.group_size);
     const float s = __ldg(w.scale + n * w.groups + g);
-    const float wv = w.fp8 ? fp8_to_f(code) * s : fmaf(code_to_f(code), s, __ldg(w.offset + n * w.groups + g));
+    float wv;
+    if constexpr (TABLE) wv = table[code] * s;
+    else wv = w.fp8 ? fp8_to_f(code) * s : fmaf(code_to_f(code), s, __ldg(w.offset + n * w.groups + g));
 #pragma unroll
     for (int m = 0; m < 8; ++m)
       if (m < m_total) acc[m] = fmaf(to_f<T>(x[m * K + k]), wv, acc[m]);
@@ -214,8 +256,10 @@ __global__ void __launch_bounds__(kGemvThreads) gemv_generic_kernel(PackedWeight
 }
 
 // Tile dequantizer, fast path: one thread per run of 32 codes, 4 x 16-byte stores.
-template <typename T, int BITS, bool FP8>
+template <typename T, int BITS, CodeMap MAP>
 __global__ void dequant_runs_kernel(PackedWeightView w, int64_t n0, int64_t rows, T* __restrict__ out, int64_t ld) {
+  const float* table = nullptr;
+  if constexpr (MAP == CodeMap::Table) table = stage_codebook<(1 << BITS)>(w.codebook, 1 << BITS);
   const int64_t runs = (w.k + 31) >> 5;
   const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (c >= runs) return;
@@ -225,7 +269,7 @@ __global__ void dequant_runs_kernel(PackedWeightView w, int64_t n0, int64_t rows
     uint32_t wr[BITS];
     load_run<BITS>(w.words + n * w.row_words + c * BITS, wr);
     const float s = __ldg(w.scale + n * w.groups + g);
-    const float o = FP8 ? 0.f : __ldg(w.offset + n * w.groups + g);
+    const float o = MAP == CodeMap::Affine ? __ldg(w.offset + n * w.groups + g) : 0.f;
     T* dst = out + r * ld + (c << 5);
     const int64_t k0 = c << 5;
     if (k0 + 32 <= w.k) {
@@ -235,7 +279,7 @@ __global__ void dequant_runs_kernel(PackedWeightView w, int64_t n0, int64_t rows
 #pragma unroll
         for (int j = 0; j < 8; ++j) {
           const uint32_t code = code_at<BITS>(wr, q * 8 + j);
-          v[j] = from_f<T>(FP8 ? fp8_to_f(code) * s : fmaf(code_to_f(code), s, o));
+          v[j] = from_f<T>(dequant_value<MAP>(code, s, o, table));
         }
         reinterpret_cast<uint4*>(dst)[q] = *reinterpret_cast<const uint4*>(v);
       }
@@ -244,15 +288,17 @@ __global__ void dequant_runs_kernel(PackedWeightView w, int64_t n0, int64_t rows
       for (int j = 0; j < 32; ++j) {
         if (k0 + j < w.k) {
           const uint32_t code = code_at<BITS>(wr, j);
-          dst[j] = from_f<T>(FP8 ? fp8_to_f(code) * s : fmaf(code_to_f(code), s, o));
+          dst[j] = from_f<T>(dequant_value<MAP>(code, s, o, table));
         }
       }
     }
   }
 }
 
-template <typename T>
+template <typename T, bool TABLE>
 __global__ void dequant_generic_kernel(PackedWeightView w, int64_t n0, int64_t rows, T* __restrict__ out, int64_t ld) {
+  const float* table = nullptr;
+  if constexpr (TABLE) table = stage_codebook<256>(w.codebook, 1 << w.bits);
   const int64_t k = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (k >= w.k) return;
   const int g = w.g_idx ? w.g_idx[k] : static_cast<int>(k / w.group_size);
@@ -260,40 +306,49 @@ __global__ void dequant_generic_kernel(PackedWeightView w, int64_t n0, int64_t r
     const int64_t n = n0 + r;
     const uint32_t code = code_dyn(w.words + n * w.row_words, w.bits, k);
     const float s = __ldg(w.scale + n * w.groups + g);
-    const float v = w.fp8 ? fp8_to_f(code) * s : fmaf(code_to_f(code), s, __ldg(w.offset + n * w.groups + g));
+    float v;
+    if constexpr (TABLE) v = table[code] * s;
+    else v = w.fp8 ? fp8_to_f(code) * s : fmaf(code_to_f(code), s, __ldg(w.offset + n * w.groups + g));
     out[r * ld + k] = from_f<T>(v);
   }
 }
 
 // ---- dispatch ----
-template <typename T, int BITS, bool FP8, int MT>
+template <typename T, int BITS, CodeMap MAP, int MT>
 void gemv_runs(const PackedWeightView& w, const T* x, T* y, int m, cudaStream_t st) {
   const unsigned blocks = static_cast<unsigned>((w.n + kGemvRows - 1) / kGemvRows);
-  gemv_runs_kernel<T, BITS, FP8, MT, kGemvRows><<<blocks, kGemvThreads, 0, st>>>(w, x, y, m);
+  gemv_runs_kernel<T, BITS, MAP, MT, kGemvRows><<<blocks, kGemvThreads, 0, st>>>(w, x, y, m);
 }
 
-template <typename T, int BITS, bool FP8>
+template <typename T, int BITS, CodeMap MAP>
 void gemv_runs_m(const PackedWeightView& w, const T* x, T* y, int m, cudaStream_t st) {
-  if (m <= 1) gemv_runs<T, BITS, FP8, 1>(w, x, y, m, st);
-  else if (m <= 2) gemv_runs<T, BITS, FP8, 2>(w, x, y, m, st);
-  else if (m <= 4) gemv_runs<T, BITS, FP8, 4>(w, x, y, m, st);
-  else gemv_runs<T, BITS, FP8, 8>(w, x, y, m, st);
+  if (m <= 1) gemv_runs<T, BITS, MAP, 1>(w, x, y, m, st);
+  else if (m <= 2) gemv_runs<T, BITS, MAP, 2>(w, x, y, m, st);
+  else if (m <= 4) gemv_runs<T, BITS, MAP, 4>(w, x, y, m, st);
+  else gemv_runs<T, BITS, MAP, 8>(w, x, y, m, st);
 }
 
+// Code books have a fast instantiation at 4 bits only (NF4, FP4 and IQ4 are all 4-bit); any other
+// width, like act-order and unaligned groups, takes the generic kernels.
 template <typename T>
 void gemv_dispatch(const PackedWeightView& w, const T* x, T* y, int m, cudaStream_t st) {
   const bool fast = w.uniform_runs && w.k % 8 == 0 && (reinterpret_cast<uintptr_t>(x) & 15) == 0;
   if (fast) {
-    if (w.fp8) return gemv_runs_m<T, 8, true>(w, x, y, m, st);
-    switch (w.bits) {
-      case 2: return gemv_runs_m<T, 2, false>(w, x, y, m, st);
-      case 3: return gemv_runs_m<T, 3, false>(w, x, y, m, st);
-      case 4: return gemv_runs_m<T, 4, false>(w, x, y, m, st);
-      case 8: return gemv_runs_m<T, 8, false>(w, x, y, m, st);
-      default: break;
+    if (w.fp8) return gemv_runs_m<T, 8, CodeMap::Fp8>(w, x, y, m, st);
+    if (w.codebook) {
+      if (w.bits == 4) return gemv_runs_m<T, 4, CodeMap::Table>(w, x, y, m, st);
+    } else {
+      switch (w.bits) {
+        case 2: return gemv_runs_m<T, 2, CodeMap::Affine>(w, x, y, m, st);
+        case 3: return gemv_runs_m<T, 3, CodeMap::Affine>(w, x, y, m, st);
+        case 4: return gemv_runs_m<T, 4, CodeMap::Affine>(w, x, y, m, st);
+        case 8: return gemv_runs_m<T, 8, CodeMap::Affine>(w, x, y, m, st);
+        default: break;
+      }
     }
   }
-  gemv_generic_kernel<T><<<static_cast<unsigned>(w.n), kGemvThreads, 0, st>>>(w, x, y, m);
+  if (w.codebook) return gemv_generic_kernel<T, true><<<static_cast<unsigned>(w.n), kGemvThreads, 0, st>>>(w, x, y, m);
+  gemv_generic_kernel<T, false><<<static_cast<unsigned>(w.n), kGemvThreads, 0, st>>>(w, x, y, m);
 }
 
 template <typename T>
@@ -302,17 +357,22 @@ void dequant_dispatch(const PackedWeightView& w, int64_t n0, int64_t rows, T* ou
   if (w.uniform_runs) {
     const int64_t runs = (w.k + 31) / 32;
     dim3 grid(static_cast<unsigned>((runs + 127) / 128), gy);
-    if (w.fp8) return dequant_runs_kernel<T, 8, true><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
-    switch (w.bits) {
-      case 2: return dequant_runs_kernel<T, 2, false><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
-      case 3: return dequant_runs_kernel<T, 3, false><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
-      case 4: return dequant_runs_kernel<T, 4, false><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
-      case 8: return dequant_runs_kernel<T, 8, false><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
-      default: break;
+    if (w.fp8) return dequant_runs_kernel<T, 8, CodeMap::Fp8><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
+    if (w.codebook) {
+      if (w.bits == 4) return dequant_runs_kernel<T, 4, CodeMap::Table><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
+    } else {
+      switch (w.bits) {
+        case 2: return dequant_runs_kernel<T, 2, CodeMap::Affine><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
+        case 3: return dequant_runs_kernel<T, 3, CodeMap::Affine><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
+        case 4: return dequant_runs_kernel<T, 4, CodeMap::Affine><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
+        case 8: return dequant_runs_kernel<T, 8, CodeMap::Affine><<<grid, 128, 0, st>>>(w, n0, rows, out, ld);
+        default: break;
+      }
     }
   }
   dim3 grid(static_cast<unsigned>((w.k + 255) / 256), gy);
-  dequant_generic_kernel<T><<<grid, 256, 0, st>>>(w, n0, rows, out, ld);
+  if (w.codebook) return dequant_generic_kernel<T, true><<<grid, 256, 0, st>>>(w, n0, rows, out, ld);
+  dequant_generic_kernel<T, false><<<grid, 256, 0, st>>>(w, n0, rows, out, ld);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // Host side of the packed weight (see packed_weight.h): the codes packed into words on the host,
-// the scales and zero offsets folded, everything uploaded once.
+// the scales and zero offsets folded (a code book has none: its levels are uploaded as they are),
+// everything uploaded once.
 #include "backends/cuda/dequant/packed_weight.h"
 
 #include <algorithm>
@@ -66,10 +67,16 @@ std::vector<uint32_t> pack_codes(const QuantizedWeight& w, int64_t* row_words_ou
 PackedWeight PackedWeight::pack(const QuantizedWeight& w) {
   const LayerSpec& s = w.spec;
   const bool fp8 = s.encoding == WeightEncoding::Fp8E4M3;
+  const bool table = s.encoding == WeightEncoding::Codebook;
   const int64_t N = w.N(), K = w.K();
   if (N <= 0 || K <= 0) throw invalid_input(s.name + ": empty weight (N or K is 0)");
+  if (s.encoding == WeightEncoding::RotatedCodebook)
+    throw unsupported(s.name + ": rotated code books (HIGGS) have no cuda kernels");
   if (!fp8 && (s.bits < 1 || s.bits > 8))
     throw unsupported(s.name + ": " + std::to_string(s.bits) + "-bit codes (cuda kernels take 1..8)");
+  if (table && s.codebook.size() != (size_t{1} << s.bits))
+    throw invalid_input(s.name + ": code book holds " + std::to_string(s.codebook.size()) + " levels, expected 2^" +
+                        std::to_string(s.bits));
   PackedWeight p;
   PackedWeightView& v = p.view_;
   v.n = N;
@@ -97,6 +104,8 @@ PackedWeight PackedWeight::pack(const QuantizedWeight& w) {
     v.groups = static_cast<int>(G);
     v.group_size = static_cast<int>(std::min<int64_t>(s.effective_group_size(), K));
     scale = w.scales;
+  }
+  if (!fp8 && !table) {
     offset.resize(scale.size());
     const float half_range = static_cast<float>(1 << (s.bits - 1));
     for (size_t i = 0; i < scale.size(); ++i) {
@@ -121,6 +130,10 @@ PackedWeight PackedWeight::pack(const QuantizedWeight& w) {
     p.offset_ = DeviceBuffer::upload(offset, s.name + " zero offsets");
     v.offset = p.offset_.as<float>();
   }
+  if (table) {
+    p.codebook_ = DeviceBuffer::upload(s.codebook, s.name + " code book");
+    v.codebook = p.codebook_.as<float>();
+  }
   if (has_gidx) {
     p.g_idx_ = DeviceBuffer::upload(w.g_idx, s.name + " g_idx");
     v.g_idx = p.g_idx_.as<int32_t>();
@@ -133,7 +146,8 @@ PackedWeight PackedWeight::pack(const QuantizedWeight& w) {
 }
 
 int64_t PackedWeight::device_bytes() const {
-  return static_cast<int64_t>(words_.bytes() + scale_.bytes() + offset_.bytes() + g_idx_.bytes() + bias_.bytes());
+  return static_cast<int64_t>(words_.bytes() + scale_.bytes() + offset_.bytes() + codebook_.bytes() + g_idx_.bytes() +
+                              bias_.bytes());
 }
 
 }  // namespace qrt::cuda

@@ -11,9 +11,12 @@
 //   scale  float [N][G] and offset float [N][G]: W[n][k] = code * scale + offset with the zero
 //          folded in (Symmetric: offset = -2^(bits-1)*s; Integer: -z*s; Float: z). FP8: no offset,
 //          W = e4m3(code) * scale, the block scales expanded to one row per n (G = ceil(K/bk)).
+//          Codebook: no offset, W = codebook[code] * scale.
+//   codebook float [2^bits] (Codebook only): the level each code stands for (NF4, FP4, IQ4 grid);
+//          the kernels copy it to shared memory once per block.
 //   g_idx  int32 [K] when act-order; otherwise group = k / group_size.
 //   bias   float [N] or absent.
-// Bytes on the device: N*K*bits/8 + 8*N*G (+ 4K, + 4N): the codes stay packed; only a workspace
+// Bytes on the device: N*K*bits/8 + 8*N*G (+ 4K, + 4N, + 4*2^bits): the codes stay packed; only a workspace
 // tile is ever expanded to fp16/bf16.
 #pragma once
 
@@ -28,7 +31,8 @@ namespace qrt::cuda {
 struct PackedWeightView {
   const uint32_t* words = nullptr;
   const float* scale = nullptr;
-  const float* offset = nullptr;   // nullptr for FP8
+  const float* offset = nullptr;   // nullptr for FP8 and code books
+  const float* codebook = nullptr; // Codebook: 2^bits levels; nullptr for every other encoding
   const int32_t* g_idx = nullptr;  // nullptr unless act-order
   const float* bias = nullptr;
   int64_t n = 0, k = 0;
@@ -50,7 +54,7 @@ class PackedWeight {
   int64_t device_bytes() const;
 
  private:
-  DeviceBuffer words_, scale_, offset_, g_idx_, bias_;
+  DeviceBuffer words_, scale_, offset_, codebook_, g_idx_, bias_;
   PackedWeightView view_;
 };
 
