@@ -4,7 +4,8 @@
 #   1. SmolLM2, 128 tokens after a 128-token prompt: the default decode ops, then with
 #      QRT_CUDA_FUSED_ATTENTION=1 (RoPE + KV store + attention in one kernel) and with
 #      QRT_CUDA_FUSED_PROJECTIONS=0 (norms, SiLU x up and residual adds as kernels of their own);
-#   2. the same after a 1536-token prompt: the default against the fused attention;
+#   2. the same after a 1536-token prompt: the default against the fused attention, then after
+#      256, 512 and 1024 (where QRT_CUDA_FUSED_ATTENTION_FROM should switch);
 #   3. the random Llama-2-7B GPTQ model (written if missing): default (hidden 4096: unfused
 #      projections) against QRT_CUDA_FUSED_PROJECTIONS=1, with each run's per-op profile;
 #   4. where ncu runs: every kernel's duration in two SmolLM2 decode steps (graph nodes one at a
@@ -53,6 +54,16 @@ for r in 1 2; do
 done
 echo "default: ${D}-> $(med $D); fused attention: ${F}-> $(med $F)"
 grep -E "^  attention|rope" $T/long-default-1.log $T/long-fused-1.log | head -6
+
+echo "== 2b. where the fused attention starts to win: default against it after 256, 512 and 1024 tokens"
+for P in 256 512 1024; do
+  D=""; F=""
+  for r in 1 2; do
+    D+="$(run x$P-default "$SMOL" $r PROMPT=$P) "
+    F+="$(run x$P-fused "$SMOL" $r PROMPT=$P QRT_CUDA_FUSED_ATTENTION=1) "
+  done
+  echo "prompt $P: default ${D}-> $(med $D); fused attention ${F}-> $(med $F)"
+done
 
 wait
 if [ -f $L7/config.json ]; then

@@ -304,6 +304,41 @@ TEST(CudaEngine, GraphAndEagerDecodeGiveTheSameGreedyTokens) {
   }
 }
 
+// QRT_CUDA_FUSED_ATTENTION_FROM: steps before the position run RoPE + KV store and the attention
+// as two kernels, steps from it the fused kernel (a graph per variant). Decode across the switch:
+// the host loop's logits match the naive forward, and on-device generation (which changes graphs
+// between two replays) gives the host loop's greedy tokens.
+TEST(CudaEngine, AttentionKernelSwitchesByPositionWithinOneGeneration) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto w = testing::tiny_weights(gpu_tiny_config(), 9);
+  quantize_all(*w);
+  const ModelConfig& c = w->config;
+  const int64_t V = c.vocab_size, prompt = 12, steps = 10, from = 16;
+  ScopedEnv decode("QRT_CUDA_FUSED_DECODE", "1");
+  ScopedEnv attention("QRT_CUDA_FUSED_ATTENTION", "");
+  ScopedEnv switch_at("QRT_CUDA_FUSED_ATTENTION_FROM", "16");
+  std::vector<int32_t> tokens = random_tokens(c, prompt, 15);
+  auto engine = make_cuda_engine(w, gpu_options(prompt, steps + 1));
+  auto* ce = dynamic_cast<CudaForwardEngine*>(engine.get());
+  ASSERT_NE(ce, nullptr);
+  // Host loop: greedy tokens through the step graphs, logits of every step checked.
+  std::vector<int32_t> host = {engine->forward_greedy(tokens.data(), prompt, 0)};
+  std::vector<float> logits(static_cast<size_t>(V));
+  std::vector<int32_t> all = tokens;
+  for (int64_t i = 0; i < steps - 1; ++i) {
+    all.push_back(host.back());
+    engine->forward(&host.back(), 1, prompt + i, logits.data());
+    const std::vector<double> ref = testing::naive_forward(*w, all, testing::plain_inv_freq(c));
+    EXPECT_LT(rel_err_row(logits.data(), ref.data() + (prompt + i) * V, V), 2e-2)
+        << "position " << prompt + i << (prompt + i >= from ? " (fused attention)" : " (two kernels)");
+    host.push_back(greedy_token(logits.data(), V));
+  }
+  // On-device generation from the same prompt crosses the switch between two graph replays.
+  engine->forward(tokens.data(), prompt, 0, logits.data());
+  EXPECT_EQ(ce->generate_on_device(host[0], prompt, steps - 1, DeviceSampling{}),
+            std::vector<int32_t>(host.begin() + 1, host.end()));
+}
+
 // The decode step's launches with every fused decode op (true) and without (false).
 std::map<bool, CudaForwardEngine::StepLaunches> step_launches_fused_and_unfused(std::shared_ptr<ModelWeights> w) {
   std::map<bool, CudaForwardEngine::StepLaunches> counts;

@@ -46,7 +46,8 @@ CudaOps::CudaOps(const EngineOptions& options) : options_(options) {
 }
 
 CudaOps::~CudaOps() {
-  for (cudaGraphExec_t g : {step_graph_, greedy_graph_, sample_graph_})
+  for (cudaGraphExec_t g : {step_graph_[0], step_graph_[1], greedy_graph_[0], greedy_graph_[1], sample_graph_[0],
+                            sample_graph_[1]})
     if (g) cudaGraphExecDestroy(g);
   if (h_tokens_) cudaFreeHost(h_tokens_);
   if (h_token_) cudaFreeHost(h_token_);
@@ -171,13 +172,27 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   QRT_CUDA_CHECK(cudaMemset(attn_counters_.get(), 0, attn_counters_.bytes()));
   attn_scratch_.partials = attn_partials_.as<float>();
   attn_scratch_.counters = attn_counters_.as<int>();
-  // QRT_CUDA_FUSED_ATTENTION=1: RoPE, the KV store and the attention in one kernel. Off by
-  // default: on the H200 it is slower than the two kernels it replaces (docs/PERFORMANCE.md,
-  // "Decode step"), so it stays for A/B runs only.
+  // RoPE, the KV store and the attention in one kernel, from decode position
+  // fused_attention_from_ on. On the H200 it was slower than the two kernels it replaces at 128
+  // positions and faster at 1536 (docs/PERFORMANCE.md, "Decode step"), so a decode step is
+  // captured once per attention variant and the position picks the graph. Where the two meet is
+  // not measured yet: by default the fused kernel is never used. QRT_CUDA_FUSED_ATTENTION=1 uses
+  // it from position 0, =0 never; QRT_CUDA_FUSED_ATTENTION_FROM=N from position N (A/B runs).
   const char* fa = std::getenv("QRT_CUDA_FUSED_ATTENTION");
+  const char* from = std::getenv("QRT_CUDA_FUSED_ATTENTION_FROM");
+  fused_attention_from_ = kNever;
+  if (fa && std::string(fa) == "1") fused_attention_from_ = 0;
+  else if (from && *from && !(fa && std::string(fa) == "0")) {
+    char* end = nullptr;
+    const long long v = std::strtoll(from, &end, 10);
+    if (*end != '\0' || v < 0)
+      throw invalid_input(fmt::format("QRT_CUDA_FUSED_ATTENTION_FROM='{}': a position (an integer >= 0)", from));
+    fused_attention_from_ = v;
+  }
   // It has no attention soft-cap (kernels.h): a model with one runs the unfused pair.
-  fused_attention_ = fused_decode_ && fa && std::string(fa) == "1" && d_.attn_softcap <= 0 &&
-                     cuda_model::decode_attention_fusable(d_.heads, d_.kv_heads, d_.head_dim, kv_elem_);
+  if (!fused_decode_ || d_.attn_softcap > 0 ||
+      !cuda_model::decode_attention_fusable(d_.heads, d_.kv_heads, d_.head_dim, kv_elem_))
+    fused_attention_from_ = kNever;
   // The greedy choice: one id per step; the fused final norm + head + choice for a dense fp16 head.
   d_argmax_ = DeviceBuffer(4, "greedy token");
   fused_head_ = fused_decode_ && !quantized_head && cuda_model::head_argmax_fusable(hidden);
@@ -236,6 +251,8 @@ void CudaOps::stage(const StepRows& rows, float* logits, int64_t logit_rows) {
   const int64_t m = rows.count;
   std::memcpy(h_tokens_, rows.tokens, static_cast<size_t>(m) * 4);
   h_pos_[0] = rows.positions[0];
+  // The attention variant of this step (either gives the same result; see allocate()).
+  fused_attention_ = rows.positions[0] >= fused_attention_from_;
   QRT_CUDA_CHECK(cudaMemcpyAsync(d_tokens_.get(), h_tokens_, static_cast<size_t>(m) * 4, cudaMemcpyHostToDevice, stream_));
   QRT_CUDA_CHECK(cudaMemcpyAsync(d_pos_.get(), h_pos_, 8, cudaMemcpyHostToDevice, stream_));
   logits_dst_ = logits;
@@ -565,8 +582,9 @@ cudaGraphExec_t CudaOps::capture(const std::function<void()>& launches, const st
 
 void CudaOps::decode_step(const std::function<void()>& launches) {
   if (!use_graphs_) return launches();
-  if (!step_graph_) step_graph_ = capture(launches, {});
-  QRT_CUDA_CHECK(cudaGraphLaunch(step_graph_, stream_));
+  cudaGraphExec_t& graph = step_graph_[fused_attention_];
+  if (!graph) graph = capture(launches, {});
+  QRT_CUDA_CHECK(cudaGraphLaunch(graph, stream_));
 }
 
 CudaForwardEngine::StepLaunches CudaOps::step_launches(const std::function<void()>& launches) {
@@ -605,8 +623,13 @@ std::vector<int32_t> CudaOps::generate(const std::function<void()>& launches, in
   // Greedy: the step's head feeds its choice back (one launch where the head is fused); else the
   // sampling kernel reads the logits.
   const bool greedy = sampling.temperature <= 0.f;
-  cudaGraphExec_t& graph = greedy ? greedy_graph_ : sample_graph_;
-  if (!graph) {
+  // Steps [0, split) run the graph of the two attention kernels, the rest that of the fused one.
+  const int64_t split = std::clamp<int64_t>(fused_attention_from_ - pos, 0, steps);
+  for (bool fused : {false, true}) {
+    if ((fused ? steps - split : split) == 0) continue;
+    fused_attention_ = fused;
+    cudaGraphExec_t& graph = greedy ? greedy_graph_[fused] : sample_graph_[fused];
+    if (graph) continue;
     if (greedy) {
       head_advances_ = true;
       try {
@@ -635,7 +658,10 @@ std::vector<int32_t> CudaOps::generate(const std::function<void()>& launches, in
   QRT_CUDA_CHECK(cudaStreamSynchronize(stream_));
   cuda::EventTimer timer;
   timer.start(stream_);
-  for (int64_t i = 0; i < steps; ++i) QRT_CUDA_CHECK(cudaGraphLaunch(graph, stream_));
+  for (int64_t i = 0; i < steps; ++i) {
+    const bool fused = i >= split;
+    QRT_CUDA_CHECK(cudaGraphLaunch(greedy ? greedy_graph_[fused] : sample_graph_[fused], stream_));
+  }
   last_generate_s_ = timer.stop_ms(stream_) / 1e3;
   std::vector<int32_t> out(static_cast<size_t>(steps));
   QRT_CUDA_CHECK(cudaMemcpy(out.data(), d_out_tokens_.get(), out.size() * 4, cudaMemcpyDeviceToHost));

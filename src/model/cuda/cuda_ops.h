@@ -169,7 +169,9 @@ class CudaOps final : public BlockOps {
   bool fused_projections_ = true;  // QRT_CUDA_FUSED_PROJECTIONS != 0, fused_decode_, hidden size
   bool force_fused_projections_ = false;  // QRT_CUDA_FUSED_PROJECTIONS=1
   static constexpr int64_t kMaxFusedProjectionHidden = 2048;  // wider models: unfused (reserve())
-  bool fused_attention_ = false;  // QRT_CUDA_FUSED_ATTENTION=1 and the shapes allow rope_store_decode_attention
+  static constexpr int64_t kNever = INT64_MAX;
+  int64_t fused_attention_from_ = kNever;  // decode positions from which the fused attention runs
+  bool fused_attention_ = false;  // this step's variant (the graph being captured or launched)
   bool fused_head_ = false;       // a dense fp16 head the fused norm + head + argmax reads
   bool use_graphs_ = true;
   bool head_advances_ = false;    // set while the greedy generation graph is captured
@@ -183,9 +185,10 @@ class CudaOps final : public BlockOps {
   float* logits_dst_ = nullptr;  // the staged step's destination on the host
   int64_t logit_rows_ = 0;
   int32_t* token_dst_ = nullptr;  // stage_greedy's
-  cudaGraphExec_t step_graph_ = nullptr;    // one decode step -> logits_[0] and d_argmax_
-  cudaGraphExec_t greedy_graph_ = nullptr;  // one decode step whose head feeds its greedy token back
-  cudaGraphExec_t sample_graph_ = nullptr;  // one decode step + sampling + position advance
+  // Each graph once per attention variant ([1]: the fused RoPE + KV store + attention).
+  cudaGraphExec_t step_graph_[2] = {};    // one decode step -> logits_[0] and d_argmax_
+  cudaGraphExec_t greedy_graph_[2] = {};  // one decode step whose head feeds its greedy token back
+  cudaGraphExec_t sample_graph_[2] = {};  // one decode step + sampling + position advance
   double last_generate_s_ = 0;
 };
 
