@@ -93,8 +93,7 @@ Spin spin_until(Ready&& ready) {
 // pool's own spinners fill every CPU: any one kernel thread looked like a crowd, and the pauses it
 // caused cost 11-16 % of decode on a quiet 2-core VM. The first look of a thread (or one after a
 // long quiet spell) only sets its baseline, and a look within a scheduler tick of it waits for a
-// later one. No schedstat (another OS, or a kernel without it):
-// crowded, the safe answer.
+// later one. No schedstat (another OS, or a kernel without it): crowded, the safe answer.
 bool threads_wait_for_cpus() {
 #if defined(__linux__)
   thread_local int64_t last_delay_ns = -1;
@@ -114,17 +113,18 @@ bool threads_wait_for_cpus() {
   int64_t delay = 0;
   while (*p >= '0' && *p <= '9' && delay < (int64_t{1} << 58)) delay = delay * 10 + (*p++ - '0');
   const Clock::time_point now = Clock::now();
-  const int64_t elapsed_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(now - last_at).count();
-  if (last_delay_ns < 0 || elapsed_ns > kWaitWindowMax.count() * 1000 || elapsed_ns <= 0) {
+  const auto elapsed = now - last_at;
+  if (last_delay_ns < 0 || elapsed > kWaitWindowMax) {
     last_delay_ns = delay;
     last_at = now;
     return false;
   }
   // A share over less than a scheduler tick is one wake-up's noise: keep the baseline, judge later.
-  if (elapsed_ns < kWaitWindowMin.count() * 1000) return false;
+  if (elapsed < kWaitWindowMin) return false;
   const int64_t waited = delay - last_delay_ns;
   last_delay_ns = delay;
   last_at = now;
+  const auto elapsed_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(elapsed).count();
   return static_cast<double>(waited) > kWaitShare * static_cast<double>(elapsed_ns);
 #else
   return true;

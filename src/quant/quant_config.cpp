@@ -1,5 +1,5 @@
-// Quantization configs: parse (with the aliases and defaults of docs/FORMATS.md, quantization_config),
-// validate like the reference libraries, serialize back. Fields are read through `Fields`, which
+// Quantization configs: parse (with the aliases and defaults of docs/FORMATS.md,
+// "quantization_config"), validate with the rules stated there, serialize back. Fields are read through `Fields`, which
 // remembers what was consumed: whatever is left is kept verbatim for serialization, and reported
 // as a warning unless it is a field the method is known to carry (calibration-only settings etc.).
 #include <algorithm>
@@ -208,7 +208,7 @@ GptqConfig parse_gptq(Fields& f, const std::string& where, std::vector<std::stri
     warnings.push_back(where + ".desc_act: true with group_size -1 is equivalent to false (one group); treated as false");
     c.desc_act = false;
   }
-  // Runtime fields (transformers' GPTQConfig): read and kept verbatim for the round trip.
+  // Runtime fields of a GPTQConfig: read and kept verbatim for the round trip.
   if (auto m = f.get_int({"max_input_length"})) {
     if (*m < 1 || *m > (int64_t{1} << 31)) f.fail("max_input_length", std::to_string(*m) + " must be in 1..2^31");
     c.max_input_length = *m;
@@ -260,7 +260,7 @@ AwqConfig parse_awq(Fields& f, const std::string& where, std::vector<std::string
   }
   if (auto b = f.get_string({"backend"})) {
     c.backend = lower(*b);   // any name, as for GPTQ
-    if (c.backend == "llm-awq") {   // transformers: backend llm-awq means the llm-awq on-disk format
+    if (c.backend == "llm-awq") {   // backend llm-awq also names the llm-awq on-disk layout (docs/CONFIG.md)
       c.version = "llm-awq";
     }
   }

@@ -1,10 +1,10 @@
 // Round-to-nearest quantizers: float weights [N][K] -> canonical QuantizedWeight.
-// Integer: the formulas of the reference quantizers (docs/FORMATS.md, GPTQ and AWQ).
+// The formulas of docs/FORMATS.md, "Round to nearest: the scales qrt writes":
 //   GPTQ style, sym:  scale = 2*max|w| / maxq, z = 2^(b-1)
 //   GPTQ style, asym: range [min(w, 0), max(w, 0)], scale = range / maxq, z = round(-min / scale)
 //   AWQ style (asym): range [min(w), max(w)], scale = max(range, 1e-5) / maxq, z = clamp(-round(min / scale))
 //   q = clamp(round(w / scale) + z, 0, maxq)
-// FP8: per block, scale = amax / 448, code = e4m3(w / scale) (transformers' FineGrainedFP8 quantizer).
+// FP8: per block, scale = amax / 448, code = e4m3(w / scale).
 #pragma once
 
 #include <cstdint>

@@ -37,11 +37,6 @@ CudaOps::CudaOps(const EngineOptions& options) : options_(options) {
   sms_ = ctx_->props().multiProcessorCount;
   const char* fused = std::getenv("QRT_CUDA_FUSED_DECODE");
   fused_decode_ = !(fused && std::string(fused) == "0");
-  // QRT_CUDA_FUSED_PROJECTIONS=0: the norms, SiLU x up and residual adds as kernels of their own
-  // while the other fused decode ops stay; =1: fused whatever the hidden size (A/B runs).
-  const char* fp = std::getenv("QRT_CUDA_FUSED_PROJECTIONS");
-  fused_projections_ = fused_decode_ && !(fp && std::string(fp) == "0");
-  force_fused_projections_ = fused_projections_ && fp && std::string(fp) == "1";
   kv_elem_ = options.kv_dtype == KvCacheDType::Fp8E4M3 ? cuda_model::KvElem::Fp8E4M3 : cuda_model::KvElem::F16;
 }
 
@@ -75,7 +70,12 @@ void CudaOps::reserve(const ModelDims& dims) {
   // squares) or its K range (SiLU x up): cheap for a narrow model, and a loss for a wide one, whose
   // GEMVs have many blocks and long rows. On the H200, SmolLM2 (hidden 576) decoded 6.6 % faster
   // fused and a Llama-2-7B shape (hidden 4096) 5 % slower (docs/PERFORMANCE.md).
-  if (d_.hidden > kMaxFusedProjectionHidden && !force_fused_projections_) fused_projections_ = false;
+  // QRT_CUDA_FUSED_PROJECTIONS=0: the norms, SiLU x up and residual adds as kernels of their own
+  // while the other fused decode ops stay; =1: fused whatever the width (A/B runs).
+  const char* fp = std::getenv("QRT_CUDA_FUSED_PROJECTIONS");
+  const std::string fp_value = fp ? fp : "";
+  fused_projections_ =
+      fused_decode_ && fp_value != "0" && (fp_value == "1" || d_.hidden <= kMaxFusedProjectionHidden);
   // The ops held to fuse into cuda_gemv projections assume the Llama block: SiLU x up in the down
   // projection's prologue, and the o / down projection's output added straight into the residual
   // stream. GeGLU needs its own activation, and a sandwich norm sits between those projections

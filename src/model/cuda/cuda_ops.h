@@ -166,8 +166,7 @@ class CudaOps final : public BlockOps {
   int sms_ = 1;
   cuda_model::KvElem kv_elem_ = cuda_model::KvElem::F16;  // EngineOptions::kv_dtype (fp8 or fp16)
   bool fused_decode_ = true;     // QRT_CUDA_FUSED_DECODE != 0
-  bool fused_projections_ = true;  // QRT_CUDA_FUSED_PROJECTIONS != 0, fused_decode_, hidden size
-  bool force_fused_projections_ = false;  // QRT_CUDA_FUSED_PROJECTIONS=1
+  bool fused_projections_ = true;  // fused_decode_, QRT_CUDA_FUSED_PROJECTIONS and the width (reserve())
   static constexpr int64_t kMaxFusedProjectionHidden = 2048;  // wider models: unfused (reserve())
   static constexpr int64_t kNever = INT64_MAX;
   int64_t fused_attention_from_ = kNever;  // decode positions from which the fused attention runs

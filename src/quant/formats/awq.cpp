@@ -1,4 +1,5 @@
-// AWQ codec (docs/FORMATS.md, AWQ). Only 4-bit with zero points is implemented by AutoAWQ's kernels.
+// AWQ codec (docs/FORMATS.md, "AWQ"): 4-bit with zero points, the only variant the format's
+// checkpoints hold.
 //   GEMM: qweight [K, N/8] packed along N with the interleaved nibble order: nibble i of word
 //         [k][c] holds column 8c + kOrder[i] (kOrder = 0,2,4,6,1,3,5,7); qzeros [G, N/8] the same;
 //         scales [G, N]; zeros stored as is (no -1).

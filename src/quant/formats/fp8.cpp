@@ -1,9 +1,9 @@
-// FP8 e4m3 codec (docs/FORMATS.md, FP8). The scale is a dequantization multiplier in every scheme
-// (transformers and vLLM multiply by weight_scale_inv despite the name):
+// FP8 e4m3 codec (docs/FORMATS.md, "FP8 (e4m3)"). The scale is a dequantization multiplier in every
+// scheme, also where it is named weight_scale_inv:
 //   per-tensor   weight_scale      [] or [1]            -> block N x K
 //   per-channel  weight_scale      [N] or [N, 1]        -> block 1 x K
 //   block        weight_scale_inv  [ceil(N/bn), ceil(K/bk)] with [bn, bk] = weight_block_size
-// Partial edge blocks are allowed (ceil grids), as the loading path of transformers allocates them.
+// Partial edge blocks are allowed (ceil grids).
 #include "qrt/error.h"
 #include "quant/formats/codecs.h"
 

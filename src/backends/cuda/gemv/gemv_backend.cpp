@@ -1,8 +1,9 @@
 // Backend `cuda_gemv`: M <= 8 streaming kernel (gemv_kernels.cu) on the same packed layout as
 // cuda_marlin (one device copy when both serve a layer). Parameters: wt (n16 tiles per block,
-// 2 or 4; 0 = 4 for N >= 16384 else 2, as measured), split (K partitions, 0 = automatic: none where a
-// block's slice is at most 32 KB, else from the SM count), bulk (1 = the sm_90 variant whose weights arrive through bulk copies into shared
-// memory, every byte requested at the start; K is then split until a block's slice fits 48 KB).
+// 2 or 4; 0 = 4 for N >= 16384 else 2, as measured), split (K partitions, 0 = automatic: none
+// where a block's slice is at most 32 KB, else from the SM count), bulk (1 = the sm_90 variant
+// whose weights arrive through bulk copies into shared memory, every byte requested at the start;
+// K is then split until a block's slice fits 48 KB).
 #include <fmt/format.h>
 
 #include <stdexcept>
