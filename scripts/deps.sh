@@ -10,7 +10,7 @@ QRT_APT_PACKAGES=(cmake g++ clang make pkg-config libxml2-utils libgtest-dev lib
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${QRT_APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" == *"install ok installed"* ]] || missing+=("$p")
   done
 fi
 if ((${#missing[@]})); then

@@ -21,7 +21,7 @@ rows=$(grep -c '"backend"' "$tmp/bench.json")
 [ "$rows" -eq 18 ] || { echo "expected 18 rows (3 backends x 2 shapes x 3 M), got $rows"; exit 1; }
 
 # SVG: well-formed XML (xmllint when installed), root <svg>, labels and a polyline per series.
-head -c 200 "$tmp/bench.svg" | grep -q "<svg" || { echo "not an SVG"; exit 1; }
+grep -q "<svg" <<<"$(head -c 200 "$tmp/bench.svg")" || { echo "not an SVG"; exit 1; }
 if command -v xmllint >/dev/null 2>&1; then
   xmllint --noout "$tmp/bench.svg"
 else

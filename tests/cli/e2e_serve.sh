@@ -94,7 +94,7 @@ check "still serving after the errors" "$([ "$(post "{\"model\":\"$MODEL_ID\",\"
 # ---- the openai client ----
 timeout 900 "$VENV/bin/python" "$HERE/serve_clients.py" main "$PORT" "$KEY" "$QRT" "$MODEL"
 check "openai client checks (above)" $?
-check "metrics: Prometheus text with the KV and step series" "$(curl -s --max-time 30 "${AUTH[@]}" "$BASE/metrics" | grep -q '^qrt_step_seconds_count [1-9]' && metric qrt_kv_blocks_total | grep -q '^[1-9]'; echo $?)"
+check "metrics: Prometheus text with the KV and step series" "$(grep -q '^qrt_step_seconds_count [1-9]' <<<"$(curl -s --max-time 30 "${AUTH[@]}" "$BASE/metrics")" && grep -q '^[1-9]' <<<"$(metric qrt_kv_blocks_total)"; echo $?)"
 
 kill -TERM "$SERVER_PID"
 timeout 60 tail --pid="$SERVER_PID" -f /dev/null

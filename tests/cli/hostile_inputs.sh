@@ -71,7 +71,7 @@ timeout 60 "$QRT" dequantize "$T/tiny" "$tmp/ours" >/dev/null 2>"$tmp/err" || ba
 timeout 60 "$QRT" dequantize "$T/tiny" "$tmp/ours" --force >/dev/null 2>"$tmp/err" ||
   bad "--force on qrt's own output folder refused: $(tail -n 2 "$tmp/err")"
 [ -f "$tmp/ours/.qrt-output" ] || bad "no marker file in qrt's output folder"
-ls "$tmp" | grep -q 'ours\.\(partial\|replaced\)' && bad "a temporary sibling of OUT was left behind"
+grep -q 'ours\.\(partial\|replaced\)' <<<"$(ls "$tmp")" && bad "a temporary sibling of OUT was left behind"
 
 # ---- unbounded reads: refuse what is not a regular file, cap sizes before reading ----
 mkfifo "$tmp/fifo"

@@ -32,7 +32,10 @@ step "build qrt as libqrt.so inside an add_subdirectory consumer"
 cmake -S "$REPO/tests/package/add_subdirectory" -B "$WORK/add_subdirectory" -DCMAKE_BUILD_TYPE=Release \
   -DQRT_SOURCE_DIR="$REPO" -DQRT_SHARED=ON -DQRT_CUDA=OFF >/dev/null
 cmake --build "$WORK/add_subdirectory" -j "$JOBS" >/dev/null
-ldd "$WORK/add_subdirectory/generate_c" | grep -q 'libqrt\.so' || { echo "FAIL: generate_c is not linked to libqrt.so"; exit 1; }
+# ldd writes line by line: `ldd | grep -q` under pipefail fails whenever grep exits before ldd's
+# last write (SIGPIPE), so the whole listing is read first.
+linked="$(ldd "$WORK/add_subdirectory/generate_c")"
+grep -q 'libqrt\.so' <<<"$linked" || { echo "FAIL: generate_c is not linked to libqrt.so:"; echo "$linked"; exit 1; }
 run_model "$WORK/add_subdirectory/generate_c"
 
 step "configure the same consumer with FetchContent (not built: it would compile qrt again)"
