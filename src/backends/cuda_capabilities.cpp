@@ -3,7 +3,8 @@
 // N % 64 / K % 64 (the smallest thread tile); the GEMV streams 16-byte vectors of 4-bit codes
 // along K (K % 32) and serves M <= 8; FP8 tensor-core GEMM needs sm_89 and cuBLASLt's
 // multiple-of-16 shapes; dequant + cuBLAS runs anything on any GPU from sm_70 (Volta) on, it is
-// the universal fallback (its kernels and the model's ops are plain CUDA, built for sm_70/75 too).
+// the universal fallback (its kernels and the model's ops are plain CUDA, built for sm_70/75 too);
+// HIGGS rotated codebooks run only on cuda_higgs (plain CUDA too, sm_70 on).
 #include "cuda_capabilities.h"
 
 #include "qrt/error.h"
@@ -134,6 +135,25 @@ std::vector<CudaBackendDeclaration> build_table() {
     c.activation_dtypes = {DType::F16, DType::BF16};
     c.max_m = 8;
     d.path_note = int4_path_note;
+    t.push_back(d);
+  }
+  {  // HIGGS rotated codebooks: activations rotated, grid lookups for small M, fp16 V + cuBLAS above.
+    CudaBackendDeclaration d;
+    d.name = "cuda_higgs";
+    d.summary = "HIGGS rotated-codebook weights: Hadamard-rotated activations, grid-lookup GEMV for small M, "
+                "fp16 V + cuBLAS above";
+    auto& c = d.capability;
+    c.device = DeviceKind::Cuda;
+    c.encodings = {WeightEncoding::RotatedCodebook};
+    c.bits = {};  // any grid of at most 256 vectors (one byte per code)
+    c.group_sizes = {};
+    c.act_order = false;
+    c.symmetric = true;
+    c.integer_zero = c.float_zero = c.fp8_block_scales = false;
+    c.min_compute_capability = 70;  // plain CUDA, built with the portable kernels
+    c.k_multiple = 1;
+    c.n_multiple = 1;
+    c.activation_dtypes = {DType::F16, DType::BF16};
     t.push_back(d);
   }
   return t;

@@ -1,4 +1,4 @@
-// The declared capabilities of the four CUDA backends, in one table that every build knows:
+// The declared capabilities of the CUDA backends, in one table that every build knows:
 // a CPU-only binary uses it for the "not built in this binary" stubs (so `qrt plan --target h100`
 // plans exactly as a CUDA build would), and the real CUDA backends return the same declaration
 // from capability(), so the two can never drift apart.
@@ -32,7 +32,7 @@ std::string int4_float_zero_note(const LayerSpec& layer);
 // note, so the plan says the code book is decoded through a table and on which kernels.
 std::string dequant_path_note(const LayerSpec& layer, const DeviceInfo& device);
 
-// cuda_dequant, cuda_fp8, cuda_marlin, cuda_gemv (registry order).
+// cuda_dequant, cuda_fp8, cuda_marlin, cuda_gemv, cuda_higgs (registry order).
 const std::vector<CudaBackendDeclaration>& cuda_backend_declarations();
 // Throws qrt::Error(Internal) for a name not in the table.
 const CudaBackendDeclaration& cuda_backend_declaration(const std::string& name);

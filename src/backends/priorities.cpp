@@ -15,6 +15,9 @@ const std::vector<PriorityList>& priority_lists() {
        {"cuda_gemv", "cuda_dequant"}},
       {"cuda_fp8", "CUDA, FP8 weights: native FP8 tensor cores (sm_89+), else weight-only dequant + cuBLAS",
        {"cuda_fp8", "cuda_dequant"}},
+      {"cuda_higgs", "CUDA, HIGGS rotated-codebook weights: the one CUDA backend that runs them (Hadamard-rotated "
+                     "activations; grid-lookup GEMV for small M, fp16 V + cuBLAS above)",
+       {"cuda_higgs"}},
       {"cpu", "CPU: SIMD kernels (AVX-512 VNNI or AVX2, chosen inside cpu_simd), HIGGS grids (cpu_higgs), then "
               "the reference",
        {"cpu_simd", "cpu_higgs", "cpu_ref"}},
@@ -25,6 +28,7 @@ const std::vector<PriorityList>& priority_lists() {
 std::string device_class(const DeviceInfo& device, const LayerSpec& layer) {
   if (device.kind == DeviceKind::Cpu) return "cpu";
   if (layer.encoding == WeightEncoding::Fp8E4M3) return "cuda_fp8";
+  if (layer.encoding == WeightEncoding::RotatedCodebook) return "cuda_higgs";
   return device.gpu.compute_capability() >= 80 ? "cuda_sm80" : "cuda_sm70";
 }
 

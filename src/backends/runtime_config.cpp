@@ -24,7 +24,7 @@ namespace {
 // kind of kernel. A name on the "other libraries" list is a clear error, never a silent substitute.
 const std::vector<std::string>& qrt_backend_names() {
   static const std::vector<std::string> names = {"cpu_ref", "cpu_simd", "cuda_dequant", "cuda_fp8", "cuda_marlin",
-                                                 "cuda_gemv", "cpu_higgs"};
+                                                 "cuda_gemv", "cpu_higgs", "cuda_higgs"};
   return names;
 }
 
@@ -43,6 +43,8 @@ const std::vector<std::pair<std::string, std::string>>& alias_pairs() {
       {"dequant", "cuda_dequant"},
       // FP8
       {"fp8", "cuda_fp8"}, {"fbgemm_fp8", "cuda_fp8"}, {"fp8_torch", "cuda_fp8"}, {"finegrained_fp8", "cuda_fp8"},
+      // lookup-table kernels of rotated-codebook (HIGGS) weights: FLUTE is what transformers runs them with
+      {"flute", "cuda_higgs"},
       // CPU
       {"cpu", "cpu_simd"}, {"ipex", "cpu_simd"}, {"torch_cpu", "cpu_simd"}, {"torch_fused", "cpu_simd"},
       {"gptq_torch_fused", "cpu_simd"}, {"awq_torch_fused", "cpu_simd"}, {"simd", "cpu_simd"},
@@ -57,8 +59,8 @@ const std::vector<std::string>& not_implemented_names() {
       "machete", "gptq_machete", "awq_machete", "swordfish", "gptq_swordfish", "awq_swordfish", "qqq", "qqq_torch",
       "exllama_v3", "exl3", "exl3_exllama_v3", "bitsandbytes", "bnb", "vllm", "sglang", "mlx", "conch", "allspark",
       "cutlass", "hqq", "eora", "gptq_torch_aten", "awq_torch_aten", "torch_aten", "gptq_torch_int8",
-      "awq_torch_int8", "torch_int8", "gguf_triton", "gguf_torch", "gguf_cpp_cpu", "gguf_cpp_cuda", "flute",
-      "higgs", "deep_gemm", "flashinfer", "aiter", "humming", "paroquant_cuda", "paroquant_triton",
+      "awq_torch_int8", "torch_int8", "gguf_triton", "gguf_torch", "gguf_cpp_cpu", "gguf_cpp_cuda", "higgs",
+      "deep_gemm", "flashinfer", "aiter", "humming", "paroquant_cuda", "paroquant_triton",
   };
   return names;
 }

@@ -21,6 +21,12 @@ struct BenchOptions {
   int bits = 4;
   int group_size = 128;
   std::string zero = "sym";
+  // Weights of random --shape layers: "int" (integer codes, --zero), "higgs" (rotated codebooks:
+  // the Gaussian grid of --bits and --p, Hadamard blocks of --hadamard-size); "" = higgs when every
+  // backend of --backends runs only HIGGS weights (cpu_higgs, cuda_higgs), else int.
+  std::string format;
+  int p = 2;                  // --format higgs: values per grid vector (1 or 2)
+  int hadamard_size = 0;      // --format higgs: 0 = the largest power of 2 up to 512 dividing K
   int threads = 0;
   double min_seconds = 0.3;
   double max_seconds = 8.0;
@@ -54,7 +60,8 @@ struct Shape {
 double logical_weight_bytes(const LayerSpec& s);
 // Seeded random weights of a --shape layer (fp16-exact scales, as checkpoints store them).
 QuantizedWeight random_weight(const LayerSpec& spec, uint32_t seed);
-// "KxN" of --shape with --bits/--group-size/--zero of the options.
+// "KxN" of --shape with --bits/--group-size/--zero (or, --format higgs, --p/--hadamard-size) of the
+// options.
 LayerSpec shape_spec(const std::string& text, const BenchOptions& o);
 // Throughput vs batch (log-log), one line per backend.
 void write_plot(const std::string& path, const std::vector<Row>& rows, const std::string& title);

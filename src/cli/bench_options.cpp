@@ -8,8 +8,11 @@
 #include <filesystem>
 #include <string>
 
+#include <fmt/format.h>
+
 #include "cli/bench_common.h"
 #include "qrt/error.h"
+#include "qrt/plan.h"
 #include "qrt/runtime_config.h"
 
 namespace qrt::cli {
@@ -54,6 +57,35 @@ BenchOptions checked_bench_options(const BenchOptions& given) {
     if (mapped.empty()) throw invalid_input("--backends: " + why);
     if (mapped == "auto") throw invalid_input("--backends: 'auto' is not a backend; name them (qrt plan lists them)");
     name = mapped;
+  }
+  // The weights of random --shape layers: HIGGS when asked, or when every named backend runs only
+  // rotated codebooks (`--backends cuda_higgs` times HIGGS weights without another flag).
+  if (o.format.empty()) {
+    bool higgs_only = o.backends_given;
+    int named = 0;
+    for (const std::string& name : o.backends) {
+      if (name == "plan") continue;  // the plan of whatever weight the shape has
+      ++named;
+      const Backend* b = BackendRegistry::global().find(name);
+      const auto& enc = b ? b->capability().encodings : std::vector<WeightEncoding>{};
+      higgs_only = higgs_only && enc.size() == 1 && enc[0] == WeightEncoding::RotatedCodebook;
+    }
+    o.format = higgs_only && named > 0 ? "higgs" : "int";
+  }
+  if (o.format != "int" && o.format != "higgs")
+    throw invalid_input("--format '" + o.format + "': expected int or higgs");
+  if (o.format == "higgs") {
+    if (o.bits < 1 || o.bits > 4 || (o.p != 1 && o.p != 2))
+      throw invalid_input(fmt::format("--format higgs: --bits {} --p {}: the HIGGS grids are 1..4 bits, p 1 or 2",
+                                      o.bits, o.p));
+    if (o.zero != "sym") throw invalid_input("--zero " + o.zero + ": HIGGS weights have no zero points");
+    const int h = o.hadamard_size;
+    if (h != 0 && (h < 2 || (h & (h - 1)) != 0))
+      throw invalid_input(fmt::format("--hadamard-size {}: expected a power of 2 (at least 2)", h));
+    if (o.group_size > 0 && o.group_size % o.p != 0)
+      throw invalid_input(fmt::format("--group-size {}: not a multiple of --p {}", o.group_size, o.p));
+  } else if (o.p != 2 || o.hadamard_size != 0) {
+    throw invalid_input("--p and --hadamard-size apply to --format higgs");
   }
   if (cpu && !o.tuning_cache.empty())
     throw invalid_input("--tuning-cache: the CPU sweep times backends, not plans; it applies with --device cuda");

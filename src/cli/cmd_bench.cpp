@@ -34,6 +34,7 @@
 #include "cli/command.h"
 #include "cli/model_argument.h"
 #include "model/fused_projections.h"
+#include "quant/higgs_quantize.h"
 #include "qrt/backend.h"
 #include "qrt/checkpoint.h"
 #include "qrt/device.h"
@@ -168,6 +169,18 @@ QuantizedWeight random_weight(const LayerSpec& spec, uint32_t seed) {
   const int64_t k = spec.in_features, n = spec.out_features;
   w.codes.resize(static_cast<size_t>(k * n));
   std::uniform_real_distribution<float> scale(0.005f, 0.02f);
+  if (spec.encoding == WeightEncoding::RotatedCodebook) {
+    // One code per grid vector (its p columns share it), fp16-exact group scales.
+    const int p = spec.codebook_dim;
+    const uint32_t mask = (1u << (spec.bits * p)) - 1;
+    for (int64_t i = 0; i < k * n; i += p) {
+      const auto c = static_cast<uint8_t>(rng() & mask);
+      for (int j = 0; j < p; ++j) w.codes[static_cast<size_t>(i + j)] = c;
+    }
+    w.scales.resize(static_cast<size_t>(n * std::max<int64_t>(1, spec.num_groups())));
+    for (auto& s : w.scales) s = fp16_to_f32(f32_to_fp16(scale(rng)));
+    return w;
+  }
   if (spec.encoding == WeightEncoding::Fp8E4M3) {
     for (auto& c : w.codes) c = static_cast<uint8_t>(rng() & 0x7E);
     w.scales.resize(static_cast<size_t>(((n + spec.scale_block_n - 1) / spec.scale_block_n) *
@@ -214,6 +227,25 @@ LayerSpec shape_spec(const std::string& text, const BenchOptions& o) {
   else throw invalid_input("--zero '" + o.zero + "': expected sym, int or float");
   if (o.bits < 1 || o.bits > 8) throw invalid_input("--bits " + std::to_string(o.bits) + ": expected 1..8");
   s.source_format = "bench";
+  if (o.format == "higgs") {
+    // A HIGGS layer: the Gaussian grid qrt quantize writes, Hadamard blocks of --hadamard-size (or
+    // the largest power of 2 up to 512 dividing K), groups of --group-size.
+    int h = o.hadamard_size;
+    if (h == 0)
+      for (int c = 512; c >= 2 && h == 0; c /= 2)
+        if (s.in_features % c == 0) h = c;
+    if (h == 0 || s.in_features % h != 0 || s.in_features % o.p != 0)
+      throw invalid_input("--shape '" + text + "': --format higgs needs K a multiple of the Hadamard block (" +
+                          (h ? std::to_string(h) : std::string("an even K")) + ") and of --p");
+    if (s.group_size > 0 && s.group_size < s.in_features && s.group_size % o.p != 0)
+      throw invalid_input("--group-size " + std::to_string(s.group_size) + ": not a multiple of --p");
+    s.encoding = WeightEncoding::RotatedCodebook;
+    s.zero_kind = ZeroKind::Symmetric;
+    s.codebook_dim = o.p;
+    s.hadamard_size = h;
+    s.codebook = quant::higgs_gaussian_grid(o.bits, o.p, DType::F16);
+    s.source_format = "bench higgs";
+  }
   return s;
 }
 
@@ -553,6 +585,12 @@ const CommandRegistrar registrar(
       app.add_option("--bits", o->bits, "bits of random --shape weights (default 4)");
       app.add_option("--group-size", o->group_size, "group size of random --shape weights, -1 = per row (default 128)");
       app.add_option("--zero", o->zero, "zero kind of random --shape weights: sym, int, float (default sym)");
+      app.add_option("--format", o->format,
+                     "random --shape weights: int (integer codes) or higgs (rotated codebooks); default higgs when "
+                     "every --backends entry runs only HIGGS weights (cpu_higgs, cuda_higgs), else int");
+      app.add_option("--p", o->p, "--format higgs: values per grid vector, 1 or 2 (default 2)");
+      app.add_option("--hadamard-size", o->hadamard_size,
+                     "--format higgs: Hadamard block (default: the largest power of 2 up to 512 dividing K)");
       app.add_option("-t,--threads", o->threads, "threads (default: the CPUs this process may use, from its affinity mask)")
           ->check(CLI::Range(0, ThreadPool::kMaxThreads));
       app.add_option("--min-time", o->min_seconds, "seconds of repeats per point at least (default 0.3)");

@@ -108,6 +108,17 @@ inline QuantizedWeight random_weight(const LayerSpec& spec, uint32_t seed, bool 
     std::uniform_real_distribution<float> sc(0.001f, 0.01f);
     w.scales.resize(static_cast<size_t>(rows * cols));
     for (auto& s : w.scales) s = sc(rng);
+  } else if (spec.encoding == WeightEncoding::RotatedCodebook) {
+    // One code per vector of codebook_dim columns, positive group scales (HIGGS has no zero points).
+    const int d = spec.codebook_dim;
+    std::uniform_int_distribution<int> code(0, (1 << (spec.bits * d)) - 1);
+    for (int64_t i = 0; i < n * k; i += d) {
+      const auto c = static_cast<uint8_t>(code(rng));
+      for (int j = 0; j < d; ++j) w.codes[static_cast<size_t>(i + j)] = c;
+    }
+    std::uniform_real_distribution<float> sc(0.005f, 0.02f);
+    w.scales.resize(static_cast<size_t>(n * spec.num_groups()));
+    for (auto& s : w.scales) s = sc(rng);
   } else {
     std::uniform_int_distribution<int> code(0, (1 << spec.bits) - 1);
     for (auto& c : w.codes) c = static_cast<uint8_t>(code(rng));

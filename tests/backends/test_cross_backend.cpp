@@ -2,8 +2,9 @@
 // built backend that passes check() on this machine, against a reference computed in double from
 // dequantize_reference, on the same fresh random canonical weights; parameterized by backend row
 // (a backend + kernel parameters + a stated tolerance) and weight kind (bits, group, zero kind,
-// act-order, FP8 scales, and GGUF block types decoded from random blocks by the GGUF codec, so the
-// layouts GGUF weights are repacked into are tested on real scale and minimum values); every kind
+// act-order, FP8 scales, GGUF block types decoded from random blocks by the GGUF codec, so the
+// layouts GGUF weights are repacked into are tested on real scale and minimum values, and HIGGS
+// rotated codebooks on their Gaussian grids); every kind
 // at two shapes (minimum alignment, odd multiples) and M in {1, 3, 8, 16, 17, 64, 129}; outputs are
 // poisoned with NaN before each call.
 // A new backend or format enters by adding rows here, not a new test file.
@@ -15,6 +16,7 @@
 #include "backend_test_util.h"
 #include "qrt/plan.h"
 #include "qrt/thread_pool.h"
+#include "quant/higgs_quantize.h"
 
 #ifdef QRT_WITH_CUDA
 #include "support/cuda_test_support.h"
@@ -62,7 +64,22 @@ struct Kind {
   int fp8_bn = 0, fp8_bk = 0;  // 0 = per-tensor (the whole dimension)
   std::vector<float> codebook = {};  // WeightEncoding::Codebook: the 2^bits levels
   GgmlType gguf = GgmlType::F32;     // a GGUF block type: the weight is random blocks of it, decoded
+  int p = 1, hadamard = 0;           // WeightEncoding::RotatedCodebook (HIGGS): vector size, Hadamard block
 };
+
+// A HIGGS kind: the Gaussian grid of (bits, p) that qrt quantize writes, Hadamard blocks of 128
+// (they divide every K of shapes_for).
+Kind higgs_kind(int bits, int p, int group) {
+  Kind k;
+  k.label = "higgs" + std::to_string(bits) + "_p" + std::to_string(p) + "_g" + std::to_string(group) + "_h128";
+  k.enc = WeightEncoding::RotatedCodebook;
+  k.bits = bits;
+  k.group = group;
+  k.codebook = quant::higgs_gaussian_grid(bits, p, DType::F16);
+  k.p = p;
+  k.hadamard = 128;
+  return k;
+}
 
 Kind gguf_kind(GgmlType t) {
   Kind k;
@@ -109,6 +126,9 @@ std::vector<Kind> kinds() {
   // The GGUF types the fast CUDA paths repack (Q6_K stays on cuda_dequant), from real blocks.
   for (GgmlType t : {GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K})
     k.push_back(gguf_kind(t));
+  // HIGGS rotated codebooks (cpu_higgs, cuda_higgs; cpu_ref through W = V H).
+  k.push_back(higgs_kind(4, 2, 64));
+  k.push_back(higgs_kind(2, 1, 128));
   return k;
 }
 
@@ -129,6 +149,11 @@ LayerSpec spec_of(const Kind& kind, int64_t k, int64_t n) {
   s.encoding = kind.enc;
   s.codebook = kind.codebook;
   if (kind.enc == WeightEncoding::Codebook) s.source_format = kind.label;
+  if (kind.enc == WeightEncoding::RotatedCodebook) {
+    s.codebook_dim = kind.p;
+    s.hadamard_size = kind.hadamard;
+    s.source_format = "higgs";
+  }
   return s;
 }
 

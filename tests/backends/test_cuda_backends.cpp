@@ -1,6 +1,6 @@
-// GPU tests of the CUDA runtime and of the cuda_dequant / cuda_fp8 backends against the CPU
-// reference dequantizer, on fresh seeded random weights. Skipped (with the reason) where no GPU
-// is present or in a CPU-only build.
+// GPU tests of the CUDA runtime and of the cuda_dequant / cuda_fp8 / cuda_higgs backends against
+// the CPU reference dequantizer, on fresh seeded random weights. Skipped (with the reason) where no
+// GPU is present or in a CPU-only build.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -14,6 +14,8 @@
 #ifdef QRT_WITH_CUDA
 #include "backend_test_util.h"
 #include "backends/backend_factories.h"
+#include "backends/cuda/higgs/higgs_weight.h"
+#include "quant/higgs_quantize.h"
 #include "qrt/thread_pool.h"
 #include "support/cuda_test_support.h"
 
@@ -170,7 +172,8 @@ TEST(CudaBackends, PrepareRefusesCpuDevicesAndUnknownParametersByName) {
   KernelParams bogus;
   bogus.values["no_such_param"] = int64_t(1);
   const DeviceInfo h100 = target_profile("h100");
-  for (auto make : {make_cuda_dequant_backend, make_cuda_gemv_backend, make_cuda_marlin_backend, make_cuda_fp8_backend}) {
+  for (auto make : {make_cuda_dequant_backend, make_cuda_gemv_backend, make_cuda_marlin_backend, make_cuda_fp8_backend,
+                    make_cuda_higgs_backend}) {
     const auto b = make();
     try {
       b->prepare(w, {}, probe_cpu());
@@ -453,6 +456,167 @@ TEST(CudaFp8, AbsurdMaxInputLengthIsACleanError) {
   EXPECT_LT(std::min(rel_err(y, reference(w, fp8_per_token(x, 20, 4096), 20)),
                      rel_err(y, reference(w, fp8_per_tensor(x), 20))),
             3e-2);
+}
+
+// ---- cuda_higgs ----
+
+// A HIGGS weight as `qrt quantize --method higgs` makes one: seeded Gaussian floats rotated, grouped
+// and rounded to the fp16 Gaussian grid of (bits, p).
+QuantizedWeight make_higgs_weight(int bits, int p, int group, int hadamard, int64_t n, int64_t k, bool bias,
+                                  std::mt19937& rng) {
+  std::normal_distribution<float> normal(0.f, 0.02f);
+  std::vector<float> w(static_cast<size_t>(n * k));
+  for (auto& v : w) v = normal(rng);
+  quant::HiggsQuantizeSettings s;
+  s.bits = bits;
+  s.p = p;
+  s.group_size = group;
+  s.hadamard_size = hadamard;
+  s.grid = quant::higgs_gaussian_grid(bits, p, DType::F16);
+  QuantizedWeight q = quant::higgs_quantize("test.higgs", w.data(), n, k, s);
+  if (bias) {
+    q.bias.resize(static_cast<size_t>(n));
+    for (auto& v : q.bias) v = normal(rng) * 10;
+    q.spec.has_bias = true;
+  }
+  q.validate();
+  return q;
+}
+
+KernelParams higgs_params(std::initializer_list<std::pair<const char*, int64_t>> kv) {
+  KernelParams p;
+  for (const auto& [k, v] : kv) p.values[k] = v;
+  return p;
+}
+
+struct HiggsCase {
+  int bits, p, group, hadamard;
+  int64_t n, k;
+  bool bias;
+};
+
+// Both paths forced on every weight kind the format has (2 and 4 bits, p 1 and 2, Hadamard blocks
+// of 16 .. 8192), at M = 1, 3, 16, 64 and 200: the lookup kernel (the default tile and FLUTE's
+// 128 rows split in 3 along K), cuBLAS over the kept fp16 copy and over tiles decoded per call.
+TEST(CudaHiggs, BothPathsMatchTheReferenceAcrossFormatsAndM) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto be = make_cuda_higgs_backend();
+  std::mt19937 rng(2026);
+  const HiggsCase cases[] = {
+      {4, 2, 64, 128, 100, 256, true},     // N not a multiple of the tiles
+      {4, 1, 128, 128, 40, 384, false},
+      {2, 2, 64, 64, 72, 64, true},        // two runs of 16 codes per row
+      {2, 1, 256, 512, 24, 512, false},
+      {4, 2, 16, 16, 33, 80, true},        // groups of 16 inside a run of 32 values; K ends mid-run
+      {4, 1, 8, 16, 17, 48, false},        // groups of 8 values (per-code scales); K ends mid-run
+      {4, 2, 256, 8192, 24, 8192, false},  // hadamard_size 8192: the two-pass rotation
+  };
+  for (const HiggsCase& c : cases) {
+    const QuantizedWeight w = make_higgs_weight(c.bits, c.p, c.group, c.hadamard, c.n, c.k, c.bias, rng);
+    for (int64_t m : {1, 3, 16, 64, 200}) {
+      std::vector<std::pair<const char*, KernelParams>> variants;
+      if (m <= 64) {
+        variants.emplace_back("lookup", higgs_params({{"lut_max_m", 64}}));
+        variants.emplace_back("lookup tile 128 split 3", higgs_params({{"lut_max_m", 64}, {"tile_n", 128}, {"split", 3}}));
+      }
+      variants.emplace_back("cuBLAS, fp16 copy", higgs_params({{"lut_max_m", 0}, {"keep_fp16", 1}}));
+      variants.emplace_back("cuBLAS, tiles", higgs_params({{"lut_max_m", 0}, {"keep_fp16", 0}}));
+      for (DType dt : {DType::F16, DType::BF16}) {
+        if (dt == DType::BF16 && m != 3 && m != 64) continue;
+        const std::vector<float> x = cuda_test::round_to(random_x(m, c.k, rng), dt);
+        const std::vector<float> ref = reference(w, x, m);
+        for (const auto& [label, params] : variants) {
+          SCOPED_TRACE(w.spec.describe() + " N=" + std::to_string(c.n) + " K=" + std::to_string(c.k) +
+                       " M=" + std::to_string(m) + " " + std::string(dtype_name(dt)) + " " + label + " " + params.to_json());
+          EXPECT_LT(rel_err(run_linear(*be, w, params, x, m, dt), ref), tol_for(dt));
+        }
+      }
+    }
+  }
+}
+
+TEST(CudaHiggs, GraphReplayMatchesEagerOnBothPaths) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto be = make_cuda_higgs_backend();
+  std::mt19937 rng(17);
+  const QuantizedWeight w = make_higgs_weight(4, 2, 64, 128, 256, 512, true, rng);
+  const std::pair<int64_t, KernelParams> runs[] = {
+      {1, {}},
+      {5, higgs_params({{"tile_n", 128}})},
+      {16, higgs_params({{"lut_max_m", 16}, {"split", 4}})},
+      {48, higgs_params({{"lut_max_m", 0}})},
+      {48, higgs_params({{"lut_max_m", 0}, {"keep_fp16", 0}})},
+  };
+  for (const auto& [m, params] : runs) {
+    SCOPED_TRACE("M=" + std::to_string(m) + " " + params.to_json());
+    const std::vector<float> x = cuda_test::round_to(random_x(m, 512, rng), DType::F16);
+    const std::vector<float> eager = run_linear(*be, w, params, x, m, DType::F16, false);
+    const std::vector<float> graph = run_linear(*be, w, params, x, m, DType::F16, true);
+    EXPECT_LT(rel_err(graph, eager), 1e-6);
+    EXPECT_LT(rel_err(eager, reference(w, x, m)), 4e-3);
+  }
+}
+
+// What the device holds: one byte per grid vector plus the scales, and the fp16 copy of V only
+// where the cuBLAS path will run (more rows than the lookup kernel takes) and keep_fp16 allows it.
+TEST(CudaHiggs, TheFp16CopyIsKeptOnlyWhereTheCublasPathRuns) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto be = make_cuda_higgs_backend();
+  std::mt19937 rng(5);
+  const int64_t n = 256, k = 1024;
+  const QuantizedWeight w = make_higgs_weight(4, 2, 64, 256, n, k, false, rng);
+  const int64_t compact = n * k / 2 + n * (k / 64) * 4 + 4096;
+  auto decode_only = be->prepare(w, {}, PrepareContext(cuda_test::gpu0(), 8));  // max_rows = lut_max_m
+  EXPECT_LT(decode_only->weight_bytes(), compact);
+  auto no_copy = be->prepare(w, higgs_params({{"keep_fp16", 0}}), cuda_test::gpu0());
+  EXPECT_LT(no_copy->weight_bytes(), compact);
+  auto with_copy = be->prepare(w, {}, cuda_test::gpu0());
+  EXPECT_GE(with_copy->weight_bytes(), n * k * 2);
+}
+
+// Parameters and verdicts (no GPU needed: a target profile).
+TEST(CudaHiggs, ParametersAndWhatItRuns) {
+  auto be = make_cuda_higgs_backend();
+  std::mt19937 rng(9);
+  const QuantizedWeight w = make_higgs_weight(4, 2, 64, 64, 32, 64, false, rng);
+  const DeviceInfo h100 = target_profile("h100");
+  EXPECT_TRUE(be->check(w.spec, h100).ok) << be->check(w.spec, h100).reason;
+  EXPECT_FALSE(be->check(w.spec, probe_cpu()).ok);
+  EXPECT_FALSE(be->check(make_int_weight(64, 128, 4, 64, ZeroKind::Symmetric, false, false, rng).spec, h100).ok);
+  EXPECT_NE(be->validate_params(w.spec, higgs_params({{"tile_n", 48}})).reason.find("'tile_n' = 48"), std::string::npos);
+  EXPECT_NE(be->validate_params(w.spec, higgs_params({{"template_id", 16}})).reason.find("unknown parameter 'template_id'"),
+            std::string::npos);
+  EXPECT_FALSE(be->validate_params(w.spec, higgs_params({{"lut_max_m", 65}})).ok);
+  EXPECT_TRUE(be->validate_params(w.spec, higgs_params({{"tile_n", 128}, {"split", 0}, {"keep_fp16", 0}})).ok);
+  const KernelParams d = be->default_params(w.spec, 1, h100);
+  EXPECT_EQ(d.get_int("tile_n", 0), 16);
+  EXPECT_EQ(d.get_int("lut_max_m", 0), 8);
+  EXPECT_FALSE(be->tuning_space(w.spec, 1, h100).empty());
+}
+
+// The lookup kernel's launch geometry: enough blocks for the SMs from the rows first, then from K
+// slices of at least the lanes a tile needs; every slice non-empty; an explicit split honoured.
+TEST(CudaHiggs, LookupGeometryFillsTheGpuWithoutEmptySlices) {
+  cuda::HiggsView v;
+  v.n = 4096;
+  v.k = 4096;
+  v.p = 2;
+  cuda::HiggsLutGeometry g = cuda::higgs_lut_geometry(v, 128, 0, 132);  // FLUTE's tile at 4 bits
+  EXPECT_EQ(g.chunks, 128);
+  EXPECT_EQ(g.split, 16);
+  EXPECT_EQ(g.chunk_slice, 8);
+  EXPECT_EQ(g.tk_log2, 3);
+  g = cuda::higgs_lut_geometry(v, 16, 0, 132);  // the default tile
+  EXPECT_EQ(g.split, 3);
+  EXPECT_EQ(g.tk_log2, 5);
+  v.n = 128256;  // a vocabulary: rows alone fill the GPU
+  EXPECT_EQ(cuda::higgs_lut_geometry(v, 16, 0, 132).split, 1);
+  v.n = 256;
+  v.k = 80;  // 3 runs of 16 codes
+  g = cuda::higgs_lut_geometry(v, 8, 7, 132);
+  EXPECT_EQ(g.split, 3);
+  EXPECT_EQ(g.chunk_slice, 1);
+  EXPECT_EQ(g.tk_log2, 5);  // a tile of 8 rows needs 32 lanes a row
 }
 
 }  // namespace

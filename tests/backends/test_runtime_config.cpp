@@ -44,7 +44,7 @@ TEST(BackendAlias, ReferenceLibraryNamesMapOntoQrt) {
       {"torch", "cuda_dequant"},      {"fp8", "cuda_fp8"},            {"fbgemm_fp8", "cuda_fp8"},
       {"cpu", "cpu_simd"},            {"ipex", "cpu_simd"},           {"torch_cpu", "cpu_simd"},
       {"reference", "cpu_ref"},       {"cpu_ref", "cpu_ref"},         {"auto", "auto"},
-      {"exllama-v2", "cuda_gemv"},
+      {"exllama-v2", "cuda_gemv"},     {"flute", "cuda_higgs"},        {"cuda_higgs", "cuda_higgs"},
   };
   for (auto [from, to] : cases) {
     std::string why;

@@ -23,6 +23,24 @@ using test::int_layer;
 
 constexpr int64_t kInf = INT64_MAX;
 
+// A HIGGS (rotated-codebook) layer as decode_higgs describes one: 4-bit p = 2 by default, the grid
+// of 2^(bits*p) p-vectors (values irrelevant to planning).
+LayerSpec higgs_layer(const std::string& name, int64_t k, int64_t n, int bits = 4, int p = 2, int group = 64,
+                      int hadamard = 128) {
+  LayerSpec s;
+  s.name = name;
+  s.in_features = k;
+  s.out_features = n;
+  s.encoding = WeightEncoding::RotatedCodebook;
+  s.bits = bits;
+  s.group_size = group;
+  s.codebook_dim = p;
+  s.hadamard_size = hadamard;
+  s.codebook.assign(static_cast<size_t>((int64_t{1} << (bits * p)) * p), 0.5f);
+  s.source_format = "higgs";
+  return s;
+}
+
 // The layer kinds of the matrix (Llama-7B-like 4096 x 4096 unless the kind is about shape).
 std::map<std::string, LayerSpec> matrix_layers() {
   return {
@@ -40,6 +58,9 @@ std::map<std::string, LayerSpec> matrix_layers() {
       {"bnb_nf4", codebook_layer("l.nf4", 4096, 4096, test::nf4_levels(), 64, "bnb_nf4")},
       {"bnb_fp4", codebook_layer("l.fp4", 4096, 4096, test::fp4_levels(), 64, "bnb_fp4")},
       {"gguf_iq4_nl", codebook_layer("l.iq4", 4096, 4096, test::iq4_levels(), 32, "gguf:IQ4_NL")},
+      // HIGGS 4-bit p = 2 (a transformers HiggsConfig default shape) and 2-bit p = 1, an odd N.
+      {"higgs_4bit_p2", higgs_layer("l.higgs4", 4096, 4096)},
+      {"higgs_2bit_p1_odd", higgs_layer("l.higgs2", 4096, 4104, 2, 1, 256, 512)},
   };
 }
 
@@ -131,6 +152,16 @@ const MatrixRow kMatrix[] = {
     {"cpu-avx512", "int4_g32_odd_shape", "cpu_simd@1-"},
     {"cpu-baseline", "int4_g128_sym", "cpu_ref@1-"},
     {"cpu-baseline", "fp8_block128", "cpu_ref@1-"},
+    // HIGGS: cuda_higgs on every GPU (plain CUDA, sm_70 on), cpu_higgs on every CPU.
+    {"h100", "higgs_4bit_p2", "cuda_higgs@1-"},
+    {"h100", "higgs_2bit_p1_odd", "cuda_higgs@1-"},
+    {"a100", "higgs_4bit_p2", "cuda_higgs@1-"},
+    {"rtx3090", "higgs_4bit_p2", "cuda_higgs@1-"},
+    {"t4", "higgs_4bit_p2", "cuda_higgs@1-"},
+    {"v100", "higgs_2bit_p1_odd", "cuda_higgs@1-"},
+    {"cpu-avx2", "higgs_4bit_p2", "cpu_higgs@1-"},
+    {"cpu-avx512", "higgs_2bit_p1_odd", "cpu_higgs@1-"},
+    {"cpu-baseline", "higgs_4bit_p2", "cpu_higgs@1-"},
 };
 
 TEST(SelectionMatrix, AutoPicksTheExpectedBackendPerMRange) {
@@ -283,7 +314,7 @@ TEST(SelectionMatrix, NotBuiltBackendsAreReportedOnRealDevices) {
       EXPECT_EQ(v.reason, "not built in this binary (CPU-only build)");
       ++not_built;
     }
-  EXPECT_EQ(not_built, 4);
+  EXPECT_EQ(not_built, 5);
   for (const auto* b : BackendRegistry::global().all())
     if (b->name().rfind("cuda_", 0) == 0) {
       EXPECT_FALSE(b->built());
@@ -696,6 +727,43 @@ TEST(Registry, AutoListsAreDataAndCoverEveryDeviceClass) {
             (std::vector<std::string>{"cuda_gemv", "cuda_dequant"}));
   EXPECT_EQ(reg.auto_order(probe_cpu(), int_layer("x", 64, 64, 4, 128, ZeroKind::Symmetric)),
             (std::vector<std::string>{"cpu_simd", "cpu_higgs", "cpu_ref"}));
+  // HIGGS weights: their own class on every GPU (no other CUDA backend runs them).
+  for (const char* profile : {"h100", "t4"})
+    EXPECT_EQ(reg.auto_order(target_profile(profile), higgs_layer("x", 256, 256)),
+              (std::vector<std::string>{"cuda_higgs"}));
+  EXPECT_EQ(reg.auto_order(probe_cpu(), higgs_layer("x", 256, 256)),
+            (std::vector<std::string>{"cpu_simd", "cpu_higgs", "cpu_ref"}));
+}
+
+// A HIGGS layer on a GPU: cuda_higgs for every M, the other CUDA backends passed over because they
+// do not run rotated codebooks, and the checkpoint's tune_metadata tile (FLUTE's packing tile, what
+// checkpoint_runtime makes of its template_id) as its parameter, shown as the checkpoint's.
+TEST(Selection, HiggsLayerOnAGpuRunsOnCudaHiggsWithTheCheckpointTile) {
+  const LayerSpec l = higgs_layer("model.layers.0.mlp.up_proj", 4096, 11008);
+  RuntimeConfig config;
+  EXPECT_TRUE(config.apply_checkpoint_tune_metadata({{"model.layers.0.mlp.up_proj", R"({"tile_n":128})"}}).empty());
+  const auto plans = plan_layers({l}, config, target_profile("h100"));
+  ASSERT_TRUE(plans[0].ok()) << plans[0].error;
+  EXPECT_EQ(ranges_of(plans[0]), "cuda_higgs@1-");
+  ASSERT_EQ(plans[0].choices.size(), 1u);
+  EXPECT_EQ(plans[0].choices[0].source, ParamSource::Checkpoint);
+  EXPECT_EQ(plans[0].choices[0].params.get_int("tile_n", 0), 128);
+  std::map<std::string, std::string> why;
+  for (const auto& [n, v] : plans[0].verdicts) why[n] = v.reason;
+  for (const char* other : {"cuda_dequant", "cuda_marlin", "cuda_gemv", "cuda_fp8"})
+    EXPECT_NE(why[other].find("rotated-codebook weights unsupported"), std::string::npos) << other << ": " << why[other];
+  EXPECT_EQ(why["cpu_higgs"], "runs on cpu, device is cuda:0");
+  // No last-resort note: cuda_higgs is the whole list of its class.
+  for (const auto& n : plans[0].notes) EXPECT_EQ(n.find("last-resort"), std::string::npos) << n;
+  // Without metadata: the backend's own defaults.
+  const auto plain = plan_layers({l}, RuntimeConfig{}, target_profile("h100"));
+  ASSERT_TRUE(plain[0].ok()) << plain[0].error;
+  EXPECT_EQ(plain[0].choices[0].source, ParamSource::Default);
+  // On the CPU the same layer stays on cpu_higgs, the tile its parameter too.
+  const auto cpu = plan_layers({l}, config, target_profile("cpu-avx2"));
+  ASSERT_TRUE(cpu[0].ok()) << cpu[0].error;
+  EXPECT_EQ(ranges_of(cpu[0]), "cpu_higgs@1-");
+  EXPECT_EQ(cpu[0].choices[0].params.get_int("tile_n", 0), 128);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# qrt bench as the README promises it: backend aliases accepted (--backends ref,simd), every
+# qrt bench as the README promises it: backend aliases accepted (--backends ref,simd), HIGGS
+# weights for the HIGGS backends (--backends cpu_higgs alone, or --format higgs), every
 # option checked before anything is timed (--backends plan on the CPU, unknown backends, a --plot
 # or --json path that cannot be written, timing limits), `--json -` writes the JSON alone to
 # standard output, and a model's quantized lm_head is benchmarked (and tuned) like its other linears.
@@ -18,6 +19,17 @@ grep -Eq '^cpu_ref +1 ' "$tmp/out" && grep -Eq '^cpu_simd +1 ' "$tmp/out" ||
 q "${quick[@]}" --backends marlin || bad "--backends marlin: exit $?: $(head -n 1 "$tmp/err")"
 grep -q '^cuda_marlin .*skipped\|^cuda_marlin ' "$tmp/out" || bad "--backends marlin: no cuda_marlin line: $(cat "$tmp/out")"
 
+# The HIGGS backends time HIGGS weights: by themselves without another flag, next to cpu_ref with
+# --format higgs (--p, --hadamard-size); cuda_higgs on the CPU is skipped with its reason.
+q "${quick[@]}" --backends cpu_higgs || bad "--backends cpu_higgs: exit $?: $(head -n 1 "$tmp/err")"
+grep -q 'codebook p2 hadamard 64' "$tmp/out" && grep -Eq '^cpu_higgs +1 ' "$tmp/out" ||
+  bad "--backends cpu_higgs: no HIGGS shape timed on cpu_higgs: $(cat "$tmp/out")"
+q "${quick[@]}" --backends cpu_higgs,cpu_ref,cuda_higgs --format higgs --bits 2 --p 1 --hadamard-size 16 ||
+  bad "--format higgs: exit $?: $(head -n 1 "$tmp/err")"
+grep -q '2-bit g128 codebook p1 hadamard 16\|2-bit per-row codebook p1 hadamard 16' "$tmp/out" &&
+  grep -Eq '^cpu_higgs +1 ' "$tmp/out" && grep -Eq '^cpu_ref +1 ' "$tmp/out" && grep -q '^cuda_higgs .*skipped' "$tmp/out" ||
+  bad "--format higgs: $(cat "$tmp/out")"
+
 refused_before_timing() {  # LABEL TEXT bench-args...
   local label="$1" text="$2"; shift 2
   q "$@"; local rc=$?
@@ -32,6 +44,9 @@ refused_before_timing "--plot into a missing folder" "--plot $tmp/nodir/p.svg: n
 refused_before_timing "--json into a folder" "--json $tmp: is a folder" "${quick[@]}" --json "$tmp"
 refused_before_timing "--max-time below --min-time" "--max-time" --shape 64x64 --min-time 2 --max-time 1
 refused_before_timing "--tuning-cache on the CPU" "--tuning-cache" "${quick[@]}" --tuning-cache "$tmp/t.json"
+refused_before_timing "--format" "--format 'gguf'" "${quick[@]}" --format gguf
+refused_before_timing "--p 3" "--p 3" "${quick[@]}" --format higgs --p 3
+refused_before_timing "--p without HIGGS weights" "--p and --hadamard-size apply to --format higgs" "${quick[@]}" --backends cpu_ref --p 1
 
 # --json -: standard output is exactly the JSON; the table is on standard error.
 q "${quick[@]}" --backends cpu_ref --json - || bad "--json -: exit $?: $(head -n 1 "$tmp/err")"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # HIGGS through the CLI on the committed tiny model (tests/data/fixtures/higgs_tiny_llama): `qrt plan`
-# shows the rotated codebook layers on cpu_higgs with the tile of each layer's tune_metadata, and bad HIGGS input (NaN scales,
+# shows the rotated codebook layers on cpu_higgs with the tile of each layer's tune_metadata, and
+# `qrt plan --target h100` on cuda_higgs with the same tile (a CPU-only build plans the GPU from the
+# declared capabilities), and bad HIGGS input (NaN scales,
 # a hadamard_size that is not a power of 2, tune_metadata that disagrees with the layer, a missing
 # tune_metadata entry) is one error line naming the file, tensor or field, exit 2.
 #   bash tests/cli/higgs_inputs.sh <path-to-qrt> <tests/data>
@@ -17,6 +19,15 @@ timeout 60 "$QRT" plan "$SRC" --device cpu >"$tmp/plan" 2>&1; rc=$?
 grep -q 'q_proj .*4-bit g64 codebook p2 hadamard 128 *cpu_higgs (all M) *{"tile_n":128} (checkpoint tune_metadata)' "$tmp/plan" ||
   bad "plan: no HIGGS q_proj row on cpu_higgs with the tile of its tune_metadata: $(grep q_proj "$tmp/plan")"
 [ "$fail" -eq 0 ] && echo "ok [plan] HIGGS layers and tune_metadata shown"
+timeout 60 "$QRT" plan "$SRC" --target h100 >"$tmp/plan_gpu" 2>&1; rc=$?
+[ "$rc" -eq 0 ] || bad "plan --target h100: exit $rc: $(tail -n 3 "$tmp/plan_gpu")"
+# A CUDA build shows cuda_higgs' other defaults next to the tile ({"lut_max_m":8,"tile_n":128}).
+grep -q 'q_proj .*4-bit g64 codebook p2 hadamard 128 *cuda_higgs (all M) *{[^}]*"tile_n":128[^}]*} (checkpoint tune_metadata)' "$tmp/plan_gpu" ||
+  bad "plan --target h100: no HIGGS q_proj row on cuda_higgs with the tile of its tune_metadata: $(grep q_proj "$tmp/plan_gpu")"
+grep -q 'cpu_higgs (all M)' "$tmp/plan_gpu" && bad "plan --target h100: cpu_higgs chosen on a GPU: $(grep cpu_higgs "$tmp/plan_gpu")"
+grep -q 'cuda_dequant: rotated-codebook weights unsupported' "$tmp/plan_gpu" ||
+  bad "plan --target h100: no reason why cuda_dequant passed the HIGGS layers over"
+[ "$fail" -eq 0 ] && echo "ok [plan --target h100] HIGGS layers on cuda_higgs with their tune_metadata tile"
 timeout 60 "$QRT" dequantize "$SRC" "$tmp/float" --dtype f32 >"$tmp/deq" 2>&1 || bad "dequantize: $(tail -n 2 "$tmp/deq")"
 grep -q "(14 dequantized)" "$tmp/deq" || bad "dequantize: $(cat "$tmp/deq")"
 
