@@ -217,15 +217,15 @@ TEST(SelectionMatrix, RejectionReasonsAreReadable) {
     }
 }
 
-// --device auto leaves a GPU for the CPU when some layer has no backend there (a HIGGS rotated
-// code-book layer: no CUDA backend declares rotated code books), and says which layer; a GPU that
-// serves every layer stays.
+// --device auto leaves a GPU for the CPU when some layer has no backend there (a HIGGS layer of
+// 4-value grid vectors: cuda_higgs runs p = 1 or 2, the CPU any p), and says which layer; a GPU
+// that serves every layer stays.
 TEST(AutoDevice, AGpuWithoutABackendForSomeLayerIsLeftWithTheReason) {
-  LayerSpec higgs = int_layer("model.layers.0.mlp.down_proj", 4096, 4096, 4, 64, ZeroKind::Symmetric);
+  LayerSpec higgs = int_layer("model.layers.0.mlp.down_proj", 4096, 4096, 2, 64, ZeroKind::Symmetric);
   higgs.encoding = WeightEncoding::RotatedCodebook;
-  higgs.codebook_dim = 2;
+  higgs.codebook_dim = 4;
   higgs.hadamard_size = 256;
-  higgs.codebook.assign(size_t{2} << 8, 0.f);
+  higgs.codebook.assign(size_t{4} << 8, 0.f);
   higgs.source_format = "higgs";
   const LayerSpec int4 = int_layer("model.layers.0.mlp.up_proj", 4096, 4096, 4, 128, ZeroKind::Symmetric);
   for (const char* profile : {"h100", "t4"}) {
