@@ -6,19 +6,24 @@
 # failed requests, per server and case, and the ratios qrt / llama-server at N streams and
 # qrt at N streams / qrt at one.
 #
-#   bench/serve_load.sh [MODEL.gguf] [--threads T] [--clients 8] [--duration 30] [--max-tokens 256]
-#                       [--reps 1] [--json FILE]
+#   bench/serve_load.sh [MODEL] [--threads T] [--clients 8] [--duration 30] [--max-tokens 256]
+#                       [--reps 1] [--json FILE] [--device cpu|cuda:N] [--qrt BIN] [--qrt-only]
+#
+# --device cuda:0 serves on the GPU (the batched engine's KV pool in GPU memory) and runs qrt alone:
+# the llama-server peer here is the CPU build, so there is no peer on the GPU (--qrt-only says the
+# same for the CPU). MODEL may then be any model qrt serves (a GGUF, or a Hugging Face folder with
+# its tokenizer.json); --qrt names the binary (scripts/gpu-check.sh: build-gpu/qrt).
 #
 # Both servers get the same sequence slots (N), the same context per sequence (prompt + max-tokens,
 # rounded up), and T threads. The peer: $LLAMA_SERVER if set, else llama-server built once by
 # bench/peers/llamacpp.sh (the llama.cpp sources of the llama-cpp-python sdist; about 10 minutes
-# on 2 cores the first time). qrt is build/qrt (scripts/build.sh). Bounded: every case ends after
-# S seconds (its running requests are cancelled), at most 10000 requests each, and both servers
-# are killed on exit.
+# on 2 cores the first time). qrt is build/qrt (scripts/build.sh) unless --qrt. Bounded: every
+# case ends after S seconds (its running requests are cancelled), at most 10000 requests each,
+# and both servers are killed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MODEL="" THREADS="$(nproc)" CLIENTS=8 DURATION=30 MAX_TOKENS=256 REPS=1 JSON=""
+MODEL="" THREADS="$(nproc)" CLIENTS=8 DURATION=30 MAX_TOKENS=256 REPS=1 JSON="" DEVICE="" QRT=build/qrt QRT_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --threads) THREADS="$2"; shift 2 ;;
@@ -27,7 +32,10 @@ while [ $# -gt 0 ]; do
     --max-tokens) MAX_TOKENS="$2"; shift 2 ;;
     --reps) REPS="$2"; shift 2 ;;
     --json) JSON="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --device) DEVICE="$2"; shift 2 ;;
+    --qrt) QRT="$2"; shift 2 ;;
+    --qrt-only) QRT_ONLY=1; shift ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     -*) echo "serve_load: unknown option $1" >&2; exit 2 ;;
     *) MODEL="$1"; shift ;;
   esac
@@ -36,9 +44,12 @@ for v in THREADS CLIENTS DURATION MAX_TOKENS REPS; do
   [[ "${!v}" =~ ^[1-9][0-9]*$ ]] || { echo "serve_load: --${v,,} ${!v}: expected a positive integer" >&2; exit 2; }
 done
 [ -n "$MODEL" ] || MODEL="$(scripts/fetch-model.sh)"
-[ -s "$MODEL" ] || { echo "serve_load: $MODEL: no such model file" >&2; exit 2; }
-[ -x build/qrt ] || scripts/build.sh >&2
-LLAMA_SERVER="${LLAMA_SERVER:-$(bench/peers/llamacpp.sh llama-server)}"
+[ -e "$MODEL" ] || { echo "serve_load: $MODEL: no such model" >&2; exit 2; }
+if [ "$QRT" = build/qrt ]; then [ -x build/qrt ] || scripts/build.sh >&2; fi
+[ -x "$QRT" ] || { echo "serve_load: $QRT: no qrt binary" >&2; exit 2; }
+case "$DEVICE" in ""|cpu) ;; *) QRT_ONLY=1 ;; esac  # the llama-server peer is the CPU build
+SERVERS=(qrt); [ "$QRT_ONLY" = 1 ] || SERVERS+=(llama)
+[ "$QRT_ONLY" = 1 ] || LLAMA_SERVER="${LLAMA_SERVER:-$(bench/peers/llamacpp.sh llama-server)}"
 
 # Context per sequence: the prompts are about 20 tokens.
 CTX=$(( (MAX_TOKENS + 64 + 255) / 256 * 256 ))
@@ -62,15 +73,18 @@ wait_ready() {  # $1 = pid, $2 = port, $3 = log: until /health answers 200 (5 mi
 }
 
 QRT_PORT="$(free_port)"
-build/qrt serve -m "$MODEL" --host 127.0.0.1 --port "$QRT_PORT" -t "$THREADS" --max-seqs "$CLIENTS" \
-  --ctx-size "$CTX" --max-queue "$CLIENTS" --model-name bench >"$tmp/qrt.log" 2>&1 &
+"$QRT" serve -m "$MODEL" --host 127.0.0.1 --port "$QRT_PORT" -t "$THREADS" --max-seqs "$CLIENTS" \
+  --ctx-size "$CTX" --max-queue "$CLIENTS" --model-name bench ${DEVICE:+--device "$DEVICE"} >"$tmp/qrt.log" 2>&1 &
 pids+=($!)
 wait_ready "${pids[-1]}" "$QRT_PORT" "$tmp/qrt.log"
-LLAMA_PORT="$(free_port)"
-"$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$LLAMA_PORT" -t "$THREADS" -tb "$THREADS" -np "$CLIENTS" \
-  -c $((CTX * CLIENTS)) --no-kv-unified --cont-batching --no-webui --alias bench >"$tmp/llama.log" 2>&1 &
-pids+=($!)
-wait_ready "${pids[-1]}" "$LLAMA_PORT" "$tmp/llama.log"
+grep -m1 'backends:' "$tmp/qrt.log" || true
+if [ "$QRT_ONLY" = 0 ]; then
+  LLAMA_PORT="$(free_port)"
+  "$LLAMA_SERVER" -m "$MODEL" --host 127.0.0.1 --port "$LLAMA_PORT" -t "$THREADS" -tb "$THREADS" -np "$CLIENTS" \
+    -c $((CTX * CLIENTS)) --no-kv-unified --cont-batching --no-webui --alias bench >"$tmp/llama.log" 2>&1 &
+  pids+=($!)
+  wait_ready "${pids[-1]}" "$LLAMA_PORT" "$tmp/llama.log"
+fi
 
 load() {  # $1 = port, $2 = clients: one JSON line
   python3 bench/serve_load_client.py --port "$1" --clients "$2" --duration "$DURATION" \
@@ -82,13 +96,13 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a
 
 # Warm-up: one short request each (page in the weights, first-touch allocations).
 python3 bench/serve_load_client.py --port "$QRT_PORT" --clients 1 --duration 3 --max-tokens 16 >/dev/null
-python3 bench/serve_load_client.py --port "$LLAMA_PORT" --clients 1 --duration 3 --max-tokens 16 >/dev/null
+[ "$QRT_ONLY" = 1 ] || python3 bench/serve_load_client.py --port "$LLAMA_PORT" --clients 1 --duration 3 --max-tokens 16 >/dev/null
 
-echo "model $MODEL, $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "model $MODEL, $THREADS threads, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)${DEVICE:+, qrt on $DEVICE}"
 echo "$CLIENTS streams and 1 stream, ${DURATION} s each, max_tokens $MAX_TOKENS, ignore_eos, greedy; $REPS alternating rep(s)"
 declare -A runs
 for rep in $(seq "$REPS"); do
-  order=(qrt llama); [ $((rep % 2)) = 0 ] && order=(llama qrt)  # alternate: drift hits both
+  order=("${SERVERS[@]}"); [ $((rep % 2)) = 0 ] && [ "$QRT_ONLY" = 0 ] && order=(llama qrt)  # alternate: drift hits both
   for n in "$CLIENTS" 1; do
     for who in "${order[@]}"; do
       port="$QRT_PORT"; [ "$who" = llama ] && port="$LLAMA_PORT"
@@ -104,7 +118,7 @@ declare -A rate
 echo
 printf '%-22s %10s %10s %10s %10s %10s %8s\n' "" "tokens/s" "TTFT p50" "TTFT p99" "ITL p50" "ITL p99" "failed"
 for n in "$CLIENTS" 1; do
-  for who in qrt llama; do
+  for who in "${SERVERS[@]}"; do
     lines="${runs[$who,$n]%$'\n'}"
     med() { while read -r l; do field "$l" "$1"; done <<<"$lines" | median; }
     tps="$(med tokens_per_s)" t50="$(med ttft_p50_ms)" t99="$(med ttft_p99_ms)" i50="$(med itl_p50_ms)" i99="$(med itl_p99_ms)"
@@ -117,14 +131,15 @@ for n in "$CLIENTS" 1; do
 done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", (b > 0 ? a / b : 0)}'; }
 echo
-echo "qrt / llama-server at $CLIENTS streams: $(ratio "${rate[qrt,$CLIENTS]}" "${rate[llama,$CLIENTS]}")"
+[ "$QRT_ONLY" = 1 ] || echo "qrt / llama-server at $CLIENTS streams: $(ratio "${rate[qrt,$CLIENTS]}" "${rate[llama,$CLIENTS]}")"
 echo "qrt at $CLIENTS streams / qrt at 1 stream: $(ratio "${rate[qrt,$CLIENTS]}" "${rate[qrt,1]}")"
-echo "llama-server at $CLIENTS streams / at 1 stream: $(ratio "${rate[llama,$CLIENTS]}" "${rate[llama,1]}")"
+[ "$QRT_ONLY" = 1 ] || echo "llama-server at $CLIENTS streams / at 1 stream: $(ratio "${rate[llama,$CLIENTS]}" "${rate[llama,1]}")"
 
 if [ -n "$JSON" ]; then
   {
+    peer="llama.cpp llama-server (${LLAMA_SERVER:-})"; [ "$QRT_ONLY" = 1 ] && peer=none
     echo "{\"model\": \"$(basename "$MODEL")\", \"threads\": $THREADS, \"clients\": $CLIENTS, \"duration_s\": $DURATION,"
-    echo " \"max_tokens\": $MAX_TOKENS, \"peer\": \"llama.cpp llama-server ($LLAMA_SERVER)\","
+    echo " \"device\": \"${DEVICE:-cpu}\", \"max_tokens\": $MAX_TOKENS, \"peer\": \"$peer\","
     echo " \"rows\": [$(IFS=,; echo "${rows[*]}")]}"
   } >"$JSON"
   echo "wrote $JSON"

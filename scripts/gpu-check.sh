@@ -8,7 +8,8 @@
 # built with CUDA from the carried sources (.gpu-llama, in the background while qrt builds;
 # bench/gpu_decode_vs_llamacpp.sh), the GPU GEMM benchmark with the torch peers
 # (bench/peers/gemm_peers.py) in the same run, decode tokens/s of a random Llama-2-7B-shaped GPTQ
-# model next to bench/peers/hf_decode.py, then merges everything into one JSON with a `summary`
+# model next to bench/peers/hf_decode.py, `qrt serve --device cuda` under 32 streaming clients and
+# one on that model (bench/serve_load.sh), then merges everything into one JSON with a `summary`
 # ($OUT/<gpu>-<date>.json, copied to bench/results/) and prints one table last.
 # Env: OUT (results folder, default ./gpu-out), GPU_CHECK_BUDGET (seconds, default 470): stages that
 # would not fit are skipped and say so. GPU_CHECK_LLAMACPP=0 skips the llama.cpp build.
@@ -25,7 +26,7 @@ START=$SECONDS
 LOG=$OUT/gpu-check.log
 : > "$LOG"
 left() { echo $((BUDGET - (SECONDS - START))); }
-# GPU_CHECK_SKIP=smollm2,gemm,decode7b,tune,hf: stages left out of a call that is about something else.
+# GPU_CHECK_SKIP=smollm2,gemm,decode7b,serve,tune,hf: stages left out of a call that is about something else.
 skip() { [[ ",${GPU_CHECK_SKIP:-}," == *",$1,"* ]] && { note "skipped: GPU_CHECK_SKIP names $1"; return 0; }; return 1; }
 stage() { echo; echo "=== [$((SECONDS - START)) s] $*" | tee -a "$LOG"; }
 note() { echo "$*" | tee -a "$LOG"; }
@@ -115,6 +116,7 @@ fi
 MODEL=/tmp/qrt-llama2-7b-gptq
 MODEL_PID=
 if [ -f bench/gpu_decode_bench.cpp ] && ! { [[ ",${GPU_CHECK_SKIP:-}," == *",decode7b,"* ]] &&
+                                             [[ ",${GPU_CHECK_SKIP:-}," == *",serve,"* ]] &&
                                              [[ ",${GPU_CHECK_SKIP:-}," == *",tune,"* ]]; }; then
   PYTHONUNBUFFERED=1 python3 tools/make_random_model.py "$MODEL" --preset llama2-7b --bits 4 --group 128 \
     > "$LOGS/decode.log" 2>&1 &
@@ -266,14 +268,20 @@ if ! skip gemm && [ -x build-gpu/bench/gpu_int4_bench ]; then
     | tail -16 | tee -a "$LOG"
 fi
 
-# ---- decode ----
-stage "decode: random Llama-2-7B GPTQ 4-bit"
-if ! skip decode7b && [ "$(left)" -gt 60 ]; then
+# The random model's writer (started before the build): waited for by the first stage that needs it.
+wait_model() {
   if [ -n "$MODEL_PID" ]; then
     while kill -0 $MODEL_PID 2>/dev/null && [ "$(left)" -gt 100 ]; do sleep 1; done
     kill -0 $MODEL_PID 2>/dev/null && { note "model generation still running: stopped"; kill $MODEL_PID; }
     wait $MODEL_PID 2>/dev/null; note "$(tail -1 "$LOGS/decode.log")"
+    MODEL_PID=
   fi
+}
+
+# ---- decode ----
+stage "decode: random Llama-2-7B GPTQ 4-bit"
+if ! skip decode7b && [ "$(left)" -gt 60 ]; then
+  wait_model
   if [ -x build-gpu/bench/gpu_decode_bench ]; then
     # Also with cuda_gemv's bulk-copy variant (GEMV_BULK=1): tokens/s of both engines, same call.
     GEMV_BULK=1 timeout $(( $(left) > 150 ? $(left) - 100 : 60 )) build-gpu/bench/gpu_decode_bench "$MODEL" "$RAW/qrt-decode.json" \
@@ -285,8 +293,40 @@ if ! skip decode7b && [ "$(left)" -gt 60 ]; then
     note "gpu_decode_bench not built: no qrt decode figure"
   fi
 else
-  note "skipped: $(left) s left"; [ -n "$MODEL_PID" ] && kill $MODEL_PID 2>/dev/null
+  note "skipped: $(left) s left"
 fi
+
+# ---- qrt serve on the GPU: 32 streaming clients, then one, on the random Llama-2-7B GPTQ model ----
+stage "serve: qrt serve --device cuda:0, 32 streams and 1 (random Llama-2-7B GPTQ 4-bit)"
+if ! skip serve && [ -x build-gpu/qrt ] && [ "$(left)" -gt 150 ]; then
+  wait_model
+  if [ -f "$MODEL/config.json" ]; then
+    # The random model has no tokenizer: tiny_llama2's, padded to the model's vocabulary with one
+    # word per extra id, so that every token the random weights pick streams as text.
+    python3 - "$MODEL" tests/data/tokenizer/tiny_llama2/tokenizer.json <<'PY' 2>&1 | tee -a "$LOG"
+import json, sys
+model, src = sys.argv[1], sys.argv[2]
+vocab = json.load(open(model + '/config.json'))['vocab_size']
+t = json.load(open(src))
+v = t['model']['vocab']
+for i in range(len(v), vocab): v['\u2581w%d' % i] = i
+json.dump(t, open(model + '/tokenizer.json', 'w'))
+print('tokenizer: tiny_llama2 padded to %d ids' % len(v))
+PY
+    # Seconds per case: 20 where the budget allows, else 10; a 128-token answer per request.
+    SERVE_S=$(( $(left) > 260 ? 20 : 10 ))
+    timeout $(( 2 * SERVE_S + 120 )) bash bench/serve_load.sh "$MODEL" --qrt build-gpu/qrt --device cuda:0 \
+      --clients 32 --duration "$SERVE_S" --max-tokens 128 --json "$RAW/serve-gpu.json" > "$LOGS/serve.log" 2>&1
+    note "serve_load rc=$?"; grep -E 'backends:|streams|tokens/s|qrt serve|at 1 stream|exited|ready' "$LOGS/serve.log" | tail -8 | tee -a "$LOG"
+  else
+    note "no $MODEL/config.json: no serve figure"
+  fi
+else
+  note "skipped (GPU_CHECK_SKIP, qrt not built, or $(left) s left)"
+fi
+# The tune stage reads the same model (when decode7b and serve did not wait for it).
+[ -n "$MODEL_PID" ] && [[ ",${GPU_CHECK_SKIP:-}," != *",tune,"* ]] && wait_model
+
 # ---- qrt tune on the GPU, then the tuned plan against the default plan (qrt bench) ----
 stage "qrt tune --device cuda, then qrt bench: tuned plan vs default plan"
 BATCH=1,4,16,32,64,128,256,1024,4096
@@ -302,6 +342,8 @@ if ! skip tune && [ -x build-gpu/qrt ] && [ -f "$MODEL/config.json" ] && [ "$(le
 else
   note "skipped (qrt or the model missing, or $(left) s left)"
 fi
+
+[ -n "$MODEL_PID" ] && kill $MODEL_PID 2>/dev/null
 
 stage "decode peer (HF transformers fp16 eager)"
 if ! skip hf && [ "$(left)" -gt 40 ] && [ "$PEERS" = 1 ]; then
@@ -331,6 +373,7 @@ qrt, peers, dec = load('qrt-gemm.json'), load('peers-gemm.json'), load('qrt-deco
 smol_vs, smol = load('smollm2-vs-llamacpp.json'), load('qrt-decode-smollm2.json')
 kept = load('speed-kept.json')
 int4 = load('qrt-int4.json')
+serve = load('serve-gpu.json')
 hf = None
 try:
     m = re.search(r'fp16 eager tok/s ([0-9.]+)', open('/tmp/qrt-logs/hf_decode.log').read())
@@ -392,6 +435,17 @@ summary = {
              'fp8_vs_scaled_mm_min uses the tuned cuda_fp8 parameters (best of its tuning_space, as qrt tune picks)',
 }
 summary.update((int4 or {}).get('summary', {}))
+# qrt serve --device cuda:0 on the random Llama-2-7B GPTQ model (bench/serve_load.sh): aggregate
+# tokens/s of N streaming clients next to one.
+if serve:
+    by = {r['streams']: r for r in serve.get('rows', []) if r.get('server') == 'qrt'}
+    n = serve.get('clients')
+    summary['serve_gpu_streams'] = n
+    summary['serve_gpu_tok_s'] = (by.get(n) or {}).get('tokens_per_s')
+    summary['serve_gpu_single_stream_tok_s'] = (by.get(1) or {}).get('tokens_per_s')
+    summary['serve_gpu_failed'] = sum(r.get('failed', 0) for r in by.values())
+    if summary['serve_gpu_tok_s'] and summary['serve_gpu_single_stream_tok_s']:
+        summary['serve_gpu_vs_single_stream'] = summary['serve_gpu_tok_s'] / summary['serve_gpu_single_stream_tok_s']
 if kept:
     summary['speed_kept_smollm2_decode_vs_base'] = kept.get('ratio_of_medians')
     summary['speed_kept_base_commit'] = open('.gpu-base/COMMIT').read().strip() if os.path.exists('.gpu-base/COMMIT') else None
@@ -434,7 +488,7 @@ if tuned:
     floor_m1 = sum(r['floor_us'] for r in tuned['rows'] if r['backend'] == 'plan+tuned' and r['m'] == 1)
     if floor_m1 > 0:
         summary['plan_m1_vs_floor'] = tot[('plan+tuned', 1)] / floor_m1
-doc = {'summary': summary, 'int4': int4, 'totals_by_m': table, 'rows': rows, 'decode': dec,
+doc = {'summary': summary, 'int4': int4, 'serve_gpu': serve, 'totals_by_m': table, 'rows': rows, 'decode': dec,
        'smollm2_vs_llamacpp': smol_vs, 'smollm2_decode': smol, 'speed_kept': kept,
        'peer_copy_GBps': (peers or {}).get('copy_GBps'), 'qrt_device': (qrt or {}).get('device')}
 json.dump(doc, open(result, 'w'), indent=1)
@@ -449,6 +503,10 @@ for t in table:
           '-' if x is None else '%.2f' % x))
 print('decode tok/s (Llama-2-7B shape, GPTQ 4-bit, batch 1): qrt host loop %s, qrt device loop %s; HF fp16 eager %s'
       % (f(summary['decode_tok_s']), f(summary['decode_tok_s_device_loop']), f(hf)))
+if serve:
+    print('qrt serve --device cuda:0 (same model): %s streams %s tok/s aggregate, 1 stream %s tok/s, failed %s'
+          % (summary.get('serve_gpu_streams'), f(summary.get('serve_gpu_tok_s')),
+             f(summary.get('serve_gpu_single_stream_tok_s')), summary.get('serve_gpu_failed')))
 r2 = lambda v: '-' if v is None else ('%.2f' % v)
 print('SmolLM2 (30 blocks): decode tg128 qrt %s tok/s, llama.cpp %s (qrt / llama.cpp %s); prompt pp512 qrt %s, '
       'llama.cpp %s (%s); decode step kernels %s fused, %s unfused'

@@ -11,6 +11,8 @@
 // same order whatever the other rows are, and a decode row (the only row of its sequence in a
 // step) splits its attention exactly as a one-row forward does. Prefill chunks must start at
 // multiples of prefill_chunk() for that to hold (tests/model/test_batch_engine.cpp checks it).
+// On a CUDA GPU (fp16 activations, an fp16 or fp8 KV pool in GPU memory) a row's logits are the
+// CPU's within the fp16 tolerance of the GPU engine (tests/backends/test_cuda_engine.cpp).
 #pragma once
 
 #include <cstdint>
@@ -71,9 +73,9 @@ class BatchEngine {
   virtual std::string device_name() const = 0;
 };
 
-// The batched engine for options.device (options.kv_blocks > 0 blocks of KV pool, steps of up to
-// options.max_step_rows rows). Throws qrt::Error naming the device when this build has no batched
-// engine for it.
+// The batched engine for options.device, the CPU or a CUDA GPU (options.kv_blocks > 0 blocks of
+// KV pool, steps of up to options.max_step_rows rows). Throws qrt::Error naming the device when
+// this build has no batched engine for it (a build without the CUDA engine, for a GPU).
 std::unique_ptr<BatchEngine> make_batch_engine(std::shared_ptr<const ModelWeights> weights,
                                                const EngineOptions& options);
 

@@ -70,10 +70,9 @@ int serve_command(const ServeOptions& o) {
   cli.max_input_length = o.ctx_size;  // positions per sequence: the RoPE tables and the limits
   cli.max_new_tokens = 0;
   std::unique_ptr<Checkpoint> checkpoint = open_checkpoint(path);
-  SetupRequest request = o.engine.setup_request(cli);
-  // The batched engine runs on the CPU only: `auto` means the CPU here even where a GPU is present
-  // (an explicit cuda:N is refused when the engine is built, with a message saying so).
-  if (request.device == "auto") request.device = "cpu";
+  // The batched engine runs on the CPU and on a CUDA GPU (its KV pool in GPU memory): --device
+  // picks as for `qrt run` (auto: the GPU where one serves the model).
+  const SetupRequest request = o.engine.setup_request(cli);
   const ResolvedSetup setup = resolve_setup(*checkpoint, request);
   std::shared_ptr<ModelWeights> weights = load_model(*checkpoint, o.engine.load_options());
   checkpoint.reset();  // unmap the files: what the model needs is loaded (a fallback re-opens them)
@@ -90,7 +89,8 @@ int serve_command(const ServeOptions& o) {
   eo.kv_blocks = o.kv_blocks > 0 ? o.kv_blocks : o.max_seqs * blocks_per_seq;
   eo.max_step_rows = o.max_seqs + eo.prefill_batch;
   // Every step wakes one connection thread per stream, which preempts the engine's threads for
-  // tens of microseconds: not a reason to stop spinning (thread_pool.cpp).
+  // tens of microseconds: not a reason to stop spinning (thread_pool.cpp). (The CPU engine's pool;
+  // the GPU engine has none.)
   eo.cpu_spin = SpinPolicy::Always;
   std::unique_ptr<BatchEngine> engine = make_batch_engine(weights, eo);
   // The engine packed its own copy of every quantized linear: the canonical form goes (re-read

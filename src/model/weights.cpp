@@ -187,6 +187,8 @@ std::string resolve_model_path(const std::string& given) {
 #ifdef QRT_WITH_CUDA_ENGINE
 std::unique_ptr<ForwardEngine> make_cuda_engine(std::shared_ptr<const ModelWeights> weights,
                                                 const EngineOptions& options);
+std::unique_ptr<BatchEngine> make_cuda_batch_engine(std::shared_ptr<const ModelWeights> weights,
+                                                    const EngineOptions& options);
 #endif
 
 void EngineOptions::validate_lengths() const {
@@ -222,9 +224,13 @@ std::unique_ptr<BatchEngine> make_batch_engine(std::shared_ptr<const ModelWeight
   if (options.kv_blocks < 1)
     throw invalid_input(fmt::format("the batched engine needs a KV pool: kv_blocks {} must be >= 1", options.kv_blocks));
   if (options.device.kind == DeviceKind::Cpu) return make_cpu_batch_engine(std::move(weights), options);
+#ifdef QRT_WITH_CUDA_ENGINE
+  return make_cuda_batch_engine(std::move(weights), options);
+#else
   throw Error(ErrorKind::Unsupported,
               fmt::format("device {}: this qrt binary has no batched engine for it (CPU only); use --device cpu",
                           options.device.id));
+#endif
 }
 
 int32_t ForwardEngine::forward_greedy(const int32_t* tokens, int64_t n, int64_t pos) {

@@ -13,8 +13,13 @@
 //   feedback of on-device generation;
 // - Gemma-2's rules: attention (per row, split and fused) with a score scale, the soft-cap and a
 //   window against the reference; gelu_tanh_mul, rmsnorm_half and softcap against the CPU
-//   engine's ops.
-// Skipped with the reason without a GPU.
+//   engine's ops;
+// - the batched engine's paged kernels (paged_rope_store, paged_attention) against RoPE + softmax
+//   attention in double through block tables dealt out of order: rows of several sequences in one
+//   step, decode rows at a block's first and last position, prompt chunks across block edges,
+//   GQA, windows, the score scale and soft-cap, split rows merged, fp16 and fp8 pools; every slot
+//   but the step's new keys and values must be left as it was.
+// Skipped with the reason without a GPU (but the host-only check of the paged splits).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -374,6 +379,273 @@ void check_attention_case(const AttnCase& c, std::mt19937& rng) {
   check_cache(a, unfused.download_cache(unfused.kc), unfused.download_cache(unfused.vc), want_k, want_v, "unfused");
 }
 
+// ---- the batched engine's paged KV pool ----
+
+// One sequence of a paged step: rows at positions [pos0, pos0 + rows) (a prompt chunk when rows >
+// 1, a decode row when 1); the pool already holds its positions [0, pos0).
+struct PagedSeq {
+  int64_t pos0 = 0, rows = 1;
+};
+struct PagedCase {
+  int64_t heads, kv_heads, hd;
+  std::vector<PagedSeq> seqs;
+  int64_t window = 0;
+  float scale = 0.f;    // 0: 1 / sqrt(head_dim)
+  float softcap = 0.f;  // 0: none
+  int splits = 1;
+  bool fp8 = false;
+};
+
+std::string describe(const PagedCase& c) {
+  std::string seqs;
+  for (const PagedSeq& s : c.seqs) seqs += " " + std::to_string(s.pos0) + "+" + std::to_string(s.rows);
+  return "heads " + std::to_string(c.heads) + "/" + std::to_string(c.kv_heads) + " hd " + std::to_string(c.hd) +
+         " rows at" + seqs + " window " + std::to_string(c.window) + " scale " + std::to_string(c.scale) +
+         " softcap " + std::to_string(c.softcap) + " splits " + std::to_string(c.splits) +
+         (c.fp8 ? " fp8 pool" : " fp16 pool");
+}
+
+struct PagedData {
+  PagedCase c;
+  int64_t q_dim = 0, kv_dim = 0, stride = 0, pool = 0, cap = 0, m = 0;
+  std::vector<std::vector<int32_t>> tables;  // per sequence
+  std::vector<int64_t> pos;                  // per row
+  std::vector<int32_t> seq_of;               // per row
+  ops::RopeTable rope;
+  std::vector<uint16_t> qkv;   // rows [m][q | k | v], fp16
+  CacheCodes kcache, vcache;   // [kv_head][pool position][hd]
+  int64_t slot(int32_t s, int64_t p) const {
+    return static_cast<int64_t>(tables[static_cast<size_t>(s)][static_cast<size_t>(p / 16)]) * 16 + p % 16;
+  }
+  size_t elem(int64_t g, int64_t slot, int64_t d) const { return static_cast<size_t>((g * pool + slot) * c.hd + d); }
+  float scale() const { return c.scale > 0 ? c.scale : 1.f / std::sqrt(static_cast<float>(c.hd)); }
+};
+
+PagedData make_paged_data(const PagedCase& c, std::mt19937& rng) {
+  static_assert(cuda_model::kPagedBlock == 16, "the tests' blocks");
+  PagedData a;
+  a.c = c;
+  a.q_dim = c.heads * c.hd;
+  a.kv_dim = c.kv_heads * c.hd;
+  a.stride = a.q_dim + 2 * a.kv_dim;
+  // The blocks the sequences need and two no sequence owns, dealt out shuffled: each table runs
+  // out of order (reversed where the shuffle left it ascending).
+  int64_t blocks = 2;
+  for (const PagedSeq& s : c.seqs) {
+    blocks += (s.pos0 + s.rows + 15) / 16;
+    a.cap = std::max(a.cap, s.pos0 + s.rows);
+  }
+  a.pool = blocks * 16;
+  std::vector<int32_t> ids(static_cast<size_t>(blocks));
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<int32_t>(i);
+  std::shuffle(ids.begin(), ids.end(), rng);
+  size_t next = 0;
+  for (const PagedSeq& s : c.seqs) {
+    std::vector<int32_t> t;
+    for (int64_t b = 0; b < (s.pos0 + s.rows + 15) / 16; ++b) t.push_back(ids[next++]);
+    if (t.size() > 1 && std::is_sorted(t.begin(), t.end())) std::reverse(t.begin(), t.end());
+    a.tables.push_back(t);
+  }
+  // Rows: the sequences last to first (a row's index is not its sequence), positions in order.
+  for (size_t s = c.seqs.size(); s-- > 0;)
+    for (int64_t r = 0; r < c.seqs[s].rows; ++r) {
+      a.pos.push_back(c.seqs[s].pos0 + r);
+      a.seq_of.push_back(static_cast<int32_t>(s));
+    }
+  a.m = static_cast<int64_t>(a.pos.size());
+  std::vector<float> inv(static_cast<size_t>(c.hd / 2));
+  for (size_t i = 0; i < inv.size(); ++i) inv[i] = 1.0f / std::pow(10000.f, static_cast<float>(2 * i) / c.hd);
+  a.rope.build(inv, a.cap + 3);
+  a.qkv = random_halves(static_cast<size_t>(a.m * a.stride), rng, -1.5f, 1.5f);
+  // Every slot poisoned (NaN), then each sequence's positions before the step random.
+  std::uniform_real_distribution<float> kd(-1.5f, 1.5f), vd(-1.f, 1.f);
+  for (CacheCodes* cc : {&a.kcache, &a.vcache}) {
+    cc->fp8 = c.fp8;
+    cc->resize(static_cast<size_t>(c.kv_heads * a.pool * c.hd));
+    for (size_t e = 0; e < cc->size(); ++e) cc->poison(e);
+  }
+  for (size_t s = 0; s < c.seqs.size(); ++s)
+    for (int64_t p = 0; p < c.seqs[s].pos0; ++p)
+      for (int64_t g = 0; g < c.kv_heads; ++g)
+        for (int64_t d = 0; d < c.hd; ++d) {
+          a.kcache.set(a.elem(g, a.slot(static_cast<int32_t>(s), p), d), kd(rng));
+          a.vcache.set(a.elem(g, a.slot(static_cast<int32_t>(s), p), d), vd(rng));
+        }
+  return a;
+}
+
+// The pool after the step, as the reference sees it: each row's rotated key (rounded once from
+// float) and value (from fp16) at its sequence's slot of its position.
+void reference_paged_store(const PagedData& a, CacheCodes& kc, CacheCodes& vc) {
+  const PagedCase& c = a.c;
+  kc = a.kcache;
+  vc = a.vcache;
+  const int64_t half = c.hd / 2;
+  for (int64_t i = 0; i < a.m; ++i)
+    for (int64_t g = 0; g < c.kv_heads; ++g) {
+      const uint16_t* k = &a.qkv[static_cast<size_t>(i * a.stride + a.q_dim + g * c.hd)];
+      const uint16_t* v = &a.qkv[static_cast<size_t>(i * a.stride + a.q_dim + a.kv_dim + g * c.hd)];
+      const int64_t p = a.pos[static_cast<size_t>(i)], slot = a.slot(a.seq_of[static_cast<size_t>(i)], p);
+      for (int64_t d = 0; d < half; ++d) {
+        const float cs = a.rope.cos[p * half + d], sn = a.rope.sin[p * half + d];
+        const float x0 = f(k[d]), x1 = f(k[d + half]);
+        kc.set(a.elem(g, slot, d), x0 * cs - x1 * sn);
+        kc.set(a.elem(g, slot, d + half), x1 * cs + x0 * sn);
+      }
+      for (int64_t d = 0; d < c.hd; ++d) vc.set(a.elem(g, slot, d), f(v[d]));
+    }
+}
+
+// softmax(softcap(scale * rope(q) . K)) . V in double over each row's own sequence, [m][heads * hd].
+std::vector<double> reference_paged_attention(const PagedData& a, const CacheCodes& kc, const CacheCodes& vc) {
+  const PagedCase& c = a.c;
+  std::vector<double> out(static_cast<size_t>(a.m * a.q_dim));
+  const int64_t group = c.heads / c.kv_heads;
+  for (int64_t i = 0; i < a.m; ++i) {
+    const int64_t p = a.pos[static_cast<size_t>(i)], first = c.window > 0 ? std::max<int64_t>(0, p - c.window + 1) : 0;
+    const int32_t s = a.seq_of[static_cast<size_t>(i)];
+    for (int64_t hh = 0; hh < c.heads; ++hh) {
+      const int64_t g = hh / group;
+      const std::vector<float> q = rope_query(&a.qkv[static_cast<size_t>(i * a.stride + hh * c.hd)], c.hd, a.rope, p);
+      std::vector<double> sc(static_cast<size_t>(p + 1 - first));
+      double mx = -INFINITY;
+      for (int64_t j = first; j <= p; ++j) {
+        double dot = 0;
+        for (int64_t d = 0; d < c.hd; ++d) dot += double(q[d]) * kc.get(a.elem(g, a.slot(s, j), d));
+        double v = dot * a.scale();
+        if (c.softcap > 0) v = c.softcap * std::tanh(v / c.softcap);
+        sc[static_cast<size_t>(j - first)] = v;
+        mx = std::max(mx, v);
+      }
+      double den = 0;
+      for (double& e : sc) den += (e = std::exp(e - mx));
+      for (int64_t d = 0; d < c.hd; ++d) {
+        double num = 0;
+        for (int64_t j = first; j <= p; ++j) num += sc[static_cast<size_t>(j - first)] * vc.get(a.elem(g, a.slot(s, j), d));
+        out[static_cast<size_t>(i * a.q_dim + hh * c.hd + d)] = num / den;
+      }
+    }
+  }
+  return out;
+}
+
+void check_paged_case(const PagedCase& c, std::mt19937& rng) {
+  SCOPED_TRACE(describe(c));
+  const PagedData a = make_paged_data(c, rng);
+  CacheCodes want_k, want_v;
+  reference_paged_store(a, want_k, want_v);
+  const std::vector<double> ref = reference_paged_attention(a, want_k, want_v);
+  // The step's rows as CudaOps uploads them: positions, each row's table offset, the tables.
+  std::vector<int32_t> offsets(c.seqs.size()), flat, row_off;
+  for (size_t s = 0; s < a.tables.size(); ++s) {
+    offsets[s] = static_cast<int32_t>(flat.size());
+    flat.insert(flat.end(), a.tables[s].begin(), a.tables[s].end());
+  }
+  for (int32_t s : a.seq_of) row_off.push_back(offsets[static_cast<size_t>(s)]);
+  DeviceBuffer qkv = DeviceBuffer::upload(a.qkv, "qkv"), kc = DeviceBuffer::upload(a.kcache.raw, "keys"),
+               vc = DeviceBuffer::upload(a.vcache.raw, "values"), cos = DeviceBuffer::upload(a.rope.cos, "cos"),
+               sin = DeviceBuffer::upload(a.rope.sin, "sin"), pos = DeviceBuffer::upload(a.pos, "positions"),
+               off = DeviceBuffer::upload(row_off, "table offsets"), tables = DeviceBuffer::upload(flat, "tables");
+  DeviceBuffer out(static_cast<size_t>(a.m * a.q_dim) * 2, "out");
+  QRT_CUDA_CHECK(cudaMemset(out.get(), 0xFF, out.bytes()));  // NaN
+  const int64_t pairs = a.m * c.heads, slots = pairs * c.splits;
+  DeviceBuffer partials(static_cast<size_t>(slots * (c.hd + 2)) * 4, "partials"), counters(static_cast<size_t>(pairs) * 4, "counters");
+  QRT_CUDA_CHECK(cudaMemset(counters.get(), 0, counters.bytes()));
+  const cuda_model::PagedRows rows{pos.as<int64_t>(), off.as<int32_t>(), tables.as<int32_t>(), a.pool};
+  const cuda_model::KvCache cache{kc.get(), vc.get(), c.fp8 ? cuda_model::KvElem::Fp8E4M3 : cuda_model::KvElem::F16};
+  __half* q = qkv.as<__half>();
+  cuda_model::paged_rope_store(q, q + a.q_dim, q + a.q_dim + a.kv_dim, cos.as<float>(), sin.as<float>(), rows, cache,
+                               a.m, c.heads, c.kv_heads, c.hd, a.stride, a.stride, stream());
+  cuda_model::paged_attention(q, cache, out.as<__half>(), rows, a.m, c.heads, c.kv_heads, c.hd, c.window, a.scale(),
+                              c.softcap, a.stride, c.splits, {partials.as<float>(), counters.as<int>(), slots, pairs},
+                              stream());
+  const std::vector<uint16_t> got = download<uint16_t>(out, static_cast<size_t>(a.m * a.q_dim));
+  EXPECT_LT(worst_head_error(got, ref, a.m * c.heads, c.hd), 2e-3);
+  // The pool: the step's keys within one rounding step, its values bit for bit, every other slot
+  // (earlier positions, later ones still poisoned, blocks no sequence owns) as it was.
+  CacheCodes got_k, got_v;
+  got_k.fp8 = got_v.fp8 = c.fp8;
+  got_k.raw = download<uint8_t>(kc, a.kcache.raw.size());
+  got_v.raw = download<uint8_t>(vc, a.vcache.raw.size());
+  std::vector<bool> fresh(static_cast<size_t>(a.pool), false);
+  for (int64_t i = 0; i < a.m; ++i) fresh[static_cast<size_t>(a.slot(a.seq_of[static_cast<size_t>(i)], a.pos[static_cast<size_t>(i)]))] = true;
+  int bad = 0;
+  for (size_t e = 0; e < want_k.size() && bad < 5; ++e) {
+    const int64_t slot = static_cast<int64_t>(e / static_cast<size_t>(c.hd)) % a.pool;
+    const bool k_ok = fresh[static_cast<size_t>(slot)] ? got_k.within_one_step(e, want_k.code(e)) : got_k.code(e) == want_k.code(e);
+    if (!k_ok || got_v.code(e) != want_v.code(e)) {
+      ++bad;
+      ADD_FAILURE() << "pool element " << e << " (slot " << slot << "): key " << got_k.code(e) << " vs " << want_k.code(e)
+                    << ", value " << got_v.code(e) << " vs " << want_v.code(e);
+    }
+  }
+  // q rotated in place (rounded to fp16, as rope_store leaves it); k and v untouched.
+  const std::vector<uint16_t> after = download<uint16_t>(qkv, a.qkv.size());
+  for (int64_t i = 0; i < a.m && bad < 5; ++i)
+    for (int64_t hh = 0; hh < c.heads; ++hh) {
+      const std::vector<float> rq = rope_query(&a.qkv[static_cast<size_t>(i * a.stride + hh * c.hd)], c.hd, a.rope,
+                                               a.pos[static_cast<size_t>(i)]);
+      for (int64_t d = 0; d < c.hd; ++d) {
+        const float g = f(after[static_cast<size_t>(i * a.stride + hh * c.hd + d)]);
+        if (std::abs(g - rq[static_cast<size_t>(d)]) > 2e-3f * std::max(1.f, std::abs(rq[static_cast<size_t>(d)])) && bad++ < 5)
+          ADD_FAILURE() << "row " << i << " head " << hh << " dim " << d << ": rotated q " << g << " vs " << rq[static_cast<size_t>(d)];
+      }
+      for (int64_t e = a.q_dim; e < a.stride; ++e)
+        if (after[static_cast<size_t>(i * a.stride + e)] != a.qkv[static_cast<size_t>(i * a.stride + e)] && bad++ < 5)
+          ADD_FAILURE() << "row " << i << ": k / v element " << e - a.q_dim << " changed";
+    }
+  for (int v : download<int>(counters, static_cast<size_t>(pairs))) ASSERT_EQ(v, 0);
+}
+
+std::vector<PagedCase> paged_cases() {
+  std::vector<PagedCase> cases;
+  // SmolLM2's heads (9 over 3 KV heads, head_dim 64): a one-token prompt at 0, decode rows at a
+  // block's last and first position, a chunk across a block edge, a prompt chunk of 17 rows, a
+  // long decode row.
+  const std::vector<PagedSeq> mixed = {{0, 1}, {15, 1}, {16, 1}, {31, 2}, {100, 17}, {1000, 1}};
+  for (int splits : {1, 5}) cases.push_back({9, 3, 64, mixed, 0, 0.f, 0.f, splits});
+  cases.push_back({9, 3, 64, mixed, 0, 0.f, 0.f, 3, /*fp8=*/true});
+  // Llama-2 (no grouping, head_dim 128): three decode rows, split 8 (short rows leave splits empty).
+  cases.push_back({32, 32, 128, {{500, 1}, {47, 1}, {64, 1}}, 0, 0.f, 0.f, 8});
+  // Groups of 8 (16 heads over 2, head_dim 32); a window narrower than a 24-row chunk.
+  for (int splits : {1, 2}) cases.push_back({16, 2, 32, {{40, 24}, {300, 1}, {5, 3}}, 20, 0.f, 0.f, splits});
+  // Gemma-2's attention rules: its score scale and a soft-cap that bites, head_dim 256.
+  for (int splits : {1, 4}) cases.push_back({4, 2, 256, {{17, 4}, {600, 1}}, 0, 0.0625f, 0.5f, splits});
+  // head_dim 8, one head per KV head.
+  cases.push_back({8, 8, 8, {{3, 5}, {200, 1}}, 0, 0.f, 0.f, 1});
+  return cases;
+}
+
+TEST(CudaModelKernels, PagedRopeStoreAndAttentionMatchReference) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(20261216);
+  for (const PagedCase& c : paged_cases()) check_paged_case(c, rng);
+}
+
+// Host-only: every split count paged_attention_splits() picks fits the scratch that
+// paged_attention_scratch_sizes() sizes (CudaOps allocates it so), and the picks split only long
+// contexts of few rows.
+TEST(CudaModelKernels, PagedAttentionSplitsFitTheScratch) {
+  for (int sms : {1, 2, 78, 132}) {
+    int64_t slots = 0, pairs = 0;
+    cuda_model::paged_attention_scratch_sizes(sms, &slots, &pairs);
+    for (int64_t m = 1; m <= 70; ++m)
+      for (int64_t heads : {1, 3, 9, 32, 64})
+        for (int64_t longest : {1, 100, 128, 129, 1000, 100000}) {
+          const int sp = cuda_model::paged_attention_splits(sms, m, heads, longest);
+          ASSERT_GE(sp, 1);
+          ASSERT_LE(sp, cuda_model::kPagedMaxSplits);
+          if (sp > 1) {
+            ASSERT_LE(m * heads, pairs) << sms << " SMs, " << m << " rows, " << heads << " heads, " << longest;
+            ASSERT_LE(m * heads * sp, slots) << sms << " SMs, " << m << " rows, " << heads << " heads, " << longest;
+          }
+        }
+  }
+  EXPECT_EQ(cuda_model::paged_attention_splits(132, 1, 32, 100), 1);      // short context
+  EXPECT_GT(cuda_model::paged_attention_splits(132, 1, 32, 100000), 1);   // one long row
+  EXPECT_EQ(cuda_model::paged_attention_splits(132, 64, 32, 100000), 1);  // rows enough to fill the GPU
+}
+
 TEST(CudaModelKernels, FusedDecodeAttentionMatchesReference) {
   QRT_SKIP_WITHOUT_GPU();
   std::mt19937 rng(20261205);
@@ -389,6 +661,7 @@ TEST(CudaModelKernels, SanitizerShortSet) {
                             AttnCase{6, 3, 96, 5, 77, 20, 2}, AttnCase{4, 2, 256, 2, 40, 0, 1},
                             AttnCase{9, 3, 64, 2, 300, 0, 3, true}})
     check_attention_case(c, rng);
+  check_paged_case({9, 3, 64, {{15, 2}, {200, 1}, {0, 1}}, 0, 0.f, 0.f, 3}, rng);
   const int sms = sm_count();
   const size_t blocks = static_cast<size_t>(cuda_model::head_argmax_blocks(sms));
   DeviceBuffer values(blocks * 4, "values"), indices(blocks * 4, "indices"), counter(4, "counter");

@@ -1,5 +1,6 @@
 // The GPU forward engine (see cuda_engine.h): the Llama model (llama_model.h) over the CUDA block
-// ops (cuda_ops.h), with on-device generation and the per-op profile of a decode step.
+// ops (cuda_ops.h), with on-device generation and the per-op profile of a decode step; and the
+// batched engine over the same ops with a paged KV pool (make_cuda_batch_engine).
 #include "model/cuda/cuda_engine.h"
 
 #include <fmt/format.h>
@@ -52,6 +53,11 @@ class CudaEngine final : public model::LlamaEngine<CudaForwardEngine, model::Cud
 std::unique_ptr<ForwardEngine> make_cuda_engine(std::shared_ptr<const ModelWeights> weights,
                                                 const EngineOptions& options) {
   return std::make_unique<CudaEngine>(std::move(weights), options);
+}
+
+std::unique_ptr<BatchEngine> make_cuda_batch_engine(std::shared_ptr<const ModelWeights> weights,
+                                                    const EngineOptions& options) {
+  return std::make_unique<model::LlamaBatchEngine<model::CudaOps>>(std::move(weights), options);
 }
 
 }  // namespace qrt

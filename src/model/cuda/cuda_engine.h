@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "qrt/batch_engine.h"
 #include "qrt/model.h"
 
 namespace qrt {
@@ -60,5 +61,9 @@ class CudaForwardEngine : public ForwardEngine {
 
 std::unique_ptr<ForwardEngine> make_cuda_engine(std::shared_ptr<const ModelWeights> weights,
                                                 const EngineOptions& options);
+// The batched engine on the GPU (qrt/batch_engine.h): the same model and ops with a paged KV pool
+// of options.kv_blocks blocks in GPU memory. make_batch_engine() calls it for DeviceKind::Cuda.
+std::unique_ptr<BatchEngine> make_cuda_batch_engine(std::shared_ptr<const ModelWeights> weights,
+                                                    const EngineOptions& options);
 
 }  // namespace qrt

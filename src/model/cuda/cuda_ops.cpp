@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "gpu/cublas.h"
 #include "model/llama_model.h"
@@ -48,6 +49,7 @@ CudaOps::~CudaOps() {
   if (h_token_) cudaFreeHost(h_token_);
   if (h_pos_) cudaFreeHost(h_pos_);
   if (h_logits_) cudaFreeHost(h_logits_);
+  if (h_paged_) cudaFreeHost(h_paged_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
@@ -83,17 +85,43 @@ void CudaOps::reserve(const ModelDims& dims) {
   if (d_.sandwich_norms || d_.gelu_tanh) fused_projections_ = false;
   if (d_.head_dim > 256 || d_.head_dim % 2)
     throw unsupported(fmt::format("head_dim {} unsupported by the CUDA engine (even, <= 256)", d_.head_dim));
+  // The batched engine's paged pool: kv_blocks blocks of 16 positions, whatever the context of
+  // one sequence; its steps' rows are a grid dimension of the paged kernels (65535 at most).
+  static_assert(cuda_model::kPagedBlock == kKvBlockPositions, "a pool block of the kernels is the engine's");
+  paged_ = d_.kv_blocks > 0;
+  cache_positions_ = paged_ ? d_.kv_blocks * kKvBlockPositions : d_.capacity;
+  if (paged_ && d_.max_rows > 65535)
+    throw unsupported(fmt::format("{} rows per step: the CUDA batched engine runs at most 65535 (lower --max-seqs or "
+                                  "the prefill batch)",
+                                  d_.max_rows));
+  // Flattened block tables of one step: each of its (at most max_rows) sequences once, up to the
+  // blocks of one sequence's positions.
+  table_entries_ = paged_ ? d_.max_rows * ((d_.capacity + kKvBlockPositions - 1) / kKvBlockPositions) : 0;
+  if (table_entries_ > std::numeric_limits<int32_t>::max())
+    throw unsupported(fmt::format("{} rows per step of {} positions each: too many block-table entries for the CUDA "
+                                  "batched engine (lower --max-seqs or --ctx-size)",
+                                  d_.max_rows, d_.capacity));
   // What max_input_length + max_new_tokens cost on the device before anything is uploaded: the KV
   // cache, the RoPE tables and the generated-token buffer, all sized by the positions. A cache
   // that cannot fit is a configuration error named here, not a failed allocation after the
   // weights went up. (The 2^31 cap of validate_lengths() comes first: past it the sizes are not
   // even computed.) Doubles: no overflow.
   const double positions = static_cast<double>(d_.capacity);
-  const double kv_bytes =
-      2.0 * static_cast<double>(d_.layers * d_.kv_heads * d_.head_dim) * positions * cuda_model::kv_elem_bytes(kv_elem_);
-  const double table_bytes = positions * (static_cast<double>(d_.head_dim) * 4 + 4);
+  const double kv_bytes = 2.0 * static_cast<double>(d_.layers * d_.kv_heads * d_.head_dim) *
+                          static_cast<double>(cache_positions_) * cuda_model::kv_elem_bytes(kv_elem_);
+  const double table_bytes = positions * (static_cast<double>(d_.head_dim) * 4 + 4) +
+                             static_cast<double>(table_entries_) * 4.0;
   size_t free_bytes = 0, total_bytes = 0;
   QRT_CUDA_CHECK(cudaMemGetInfo(&free_bytes, &total_bytes));
+  if (paged_ && kv_bytes + table_bytes > static_cast<double>(free_bytes))
+    throw Error(ErrorKind::OutOfMemory,
+                fmt::format("a KV pool of {} blocks of {} positions ({:.2f} GiB, {}, {} layers) and position and "
+                            "block tables of {} positions per sequence ({:.2f} GiB) need more than the {:.2f} GiB "
+                            "free on {}; lower the number of KV blocks (--kv-blocks), --max-seqs or --ctx-size",
+                            d_.kv_blocks, kKvBlockPositions, kv_bytes / 1073741824.0,
+                            kv_elem_ == cuda_model::KvElem::F16 ? "f16" : "fp8", d_.layers, d_.capacity,
+                            table_bytes / 1073741824.0, static_cast<double>(free_bytes) / 1073741824.0,
+                            options_.device.id));
   if (kv_bytes + table_bytes > static_cast<double>(free_bytes))
     throw Error(ErrorKind::OutOfMemory,
                 fmt::format("max_input_length {} + max_new_tokens {} = {} positions: the KV cache ({:.2f} GiB, {}, "
@@ -133,10 +161,16 @@ int CudaOps::upload_vector(const std::string& name, const std::vector<float>& v)
 void CudaOps::allocate(bool fused, bool quantized_head) {
   const int64_t layers = d_.layers, hidden = d_.hidden, q_dim = d_.q_dim, kv_dim = d_.kv_dim, inter = d_.inter;
   const int64_t vocab = d_.vocab;
-  const size_t layer_kv = static_cast<size_t>(d_.kv_heads * d_.capacity * d_.head_dim);
+  const size_t layer_kv = static_cast<size_t>(d_.kv_heads * cache_positions_ * d_.head_dim);
   const size_t elem = static_cast<size_t>(cuda_model::kv_elem_bytes(kv_elem_));
   kcache_ = DeviceBuffer(layer_kv * layers * elem, "KV cache (keys)");
   vcache_ = DeviceBuffer(layer_kv * layers * elem, "KV cache (values)");
+  if (paged_) {
+    // A pool block holds whatever its last sequence left; zeros until then (as the CPU pool's
+    // calloc), so that no slot of the pool is ever uninitialised memory.
+    QRT_CUDA_CHECK(cudaMemset(kcache_.get(), 0, kcache_.bytes()));
+    QRT_CUDA_CHECK(cudaMemset(vcache_.get(), 0, vcache_.bytes()));
+  }
   const size_t b = static_cast<size_t>(d_.max_rows);
   x_ = DeviceBuffer(b * hidden * 4, "residual stream");
   xn_ = DeviceBuffer(b * std::max(hidden, q_dim) * 2, "normed activations");
@@ -208,6 +242,19 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   QRT_CUDA_CHECK(cudaMallocHost(&h_token_, 4));
   QRT_CUDA_CHECK(cudaMallocHost(&h_pos_, 16));
   QRT_CUDA_CHECK(cudaMallocHost(&h_logits_, b * vocab * 4));
+  if (paged_) {
+    // One step's rows: positions, table offsets, flattened block tables (stage_paged), and the
+    // scratch of the attention's splits.
+    const size_t paged_bytes = b * 12 + static_cast<size_t>(table_entries_) * 4;
+    d_paged_ = DeviceBuffer(paged_bytes, "batched step rows and block tables");
+    QRT_CUDA_CHECK(cudaMallocHost(&h_paged_, paged_bytes));
+    int64_t slots = 0, pairs = 0;
+    cuda_model::paged_attention_scratch_sizes(sms_, &slots, &pairs);
+    paged_partials_ = DeviceBuffer(static_cast<size_t>(slots * (d_.head_dim + 2)) * 4, "paged attention partials");
+    paged_counters_ = DeviceBuffer(static_cast<size_t>(pairs) * 4, "paged attention counters");
+    QRT_CUDA_CHECK(cudaMemset(paged_counters_.get(), 0, paged_counters_.bytes()));
+    paged_scratch_ = {paged_partials_.as<float>(), paged_counters_.as<int>(), slots, pairs};
+  }
   ctx_->cublas();
 }
 
@@ -216,6 +263,12 @@ void CudaOps::warm_up(const std::vector<int64_t>& rows, const std::function<void
   // prefill.
   QRT_CUDA_CHECK(cudaMemsetAsync(d_tokens_.get(), 0, static_cast<size_t>(d_.max_rows) * 4, stream_));
   QRT_CUDA_CHECK(cudaMemsetAsync(d_pos_.get(), 0, 8, stream_));
+  if (paged_) {
+    // Every row at position 0 of one sequence whose table is block 0: the first real step that
+    // uses block 0 writes its positions before any row attends to them.
+    QRT_CUDA_CHECK(cudaMemsetAsync(d_paged_.get(), 0, d_paged_.bytes(), stream_));
+    longest_context_ = 1;
+  }
   for (int64_t m : rows) run(m);
   QRT_CUDA_CHECK(cudaDeviceSynchronize());
 }
@@ -239,22 +292,96 @@ __half* CudaOps::buffer(Buffer b) const {
 __half* CudaOps::ptr(View v) const { return buffer(v.buffer) + v.col; }
 
 cuda_model::KvCache CudaOps::layer_cache(int64_t layer) const {
-  const int64_t offset = layer * d_.kv_heads * d_.capacity * d_.head_dim * cuda_model::kv_elem_bytes(kv_elem_);
+  const int64_t offset = layer * d_.kv_heads * cache_positions_ * d_.head_dim * cuda_model::kv_elem_bytes(kv_elem_);
   return {kcache_.as<char>() + offset, vcache_.as<char>() + offset, kv_elem_};
 }
 
-void CudaOps::stage(const StepRows& rows, float* logits, int64_t logit_rows) {
-  // The kernels read row i's position as *d_pos + i: one sequence at consecutive positions (the
-  // batched engine's per-row positions and block tables are for issue 16's kernels).
-  if (!rows.one_sequence_in_order())
-    throw unsupported("the CUDA engine runs one sequence at consecutive positions per step");
-  const int64_t m = rows.count;
+cuda_model::PagedRows CudaOps::paged_rows() const {
+  const int64_t b = d_.max_rows;
+  cuda_model::PagedRows r;
+  r.pos = d_paged_.as<int64_t>();
+  r.table_off = reinterpret_cast<const int32_t*>(d_paged_.as<char>() + b * 8);
+  r.tables = reinterpret_cast<const int32_t*>(d_paged_.as<char>() + b * 12);
+  r.pool_positions = cache_positions_;
+  return r;
+}
+
+void CudaOps::stage_paged(const StepRows& rows) {
+  // Every size is checked against what allocate() sized (LlamaModel::check_step checked the rows
+  // against the model; this checks what the kernels will read: each row's table up to its
+  // position, every entry a block of the pool).
+  const int64_t m = rows.count, b = d_.max_rows;
+  if (m < 1 || m > b) throw internal_error(fmt::format("stage: {} rows, the buffers hold {}", m, b));
+  if (!rows.tables || !rows.sequences || rows.table_count < 1)
+    throw internal_error("stage: the batched CUDA engine's rows need sequences and block tables");
+  int64_t* pos = reinterpret_cast<int64_t*>(h_paged_);
+  int32_t* off = reinterpret_cast<int32_t*>(h_paged_ + b * 8);
+  int32_t* tables = reinterpret_cast<int32_t*>(h_paged_ + b * 12);
+  seq_entries_.assign(static_cast<size_t>(rows.table_count), 0);
+  seq_offset_.assign(static_cast<size_t>(rows.table_count), -1);
+  longest_context_ = 1;
+  for (int64_t i = 0; i < m; ++i) {
+    const int32_t s = rows.sequences[i];
+    const int64_t p = rows.positions[i];
+    if (s < 0 || s >= rows.table_count || p < 0 || p >= d_.capacity)
+      throw internal_error(fmt::format("stage: row {} (sequence {}, position {}) outside the step's {} tables or "
+                                       "the {} positions",
+                                       i, s, p, rows.table_count, d_.capacity));
+    const int64_t need = p / kKvBlockPositions + 1;
+    if (need > rows.tables[s].count || !rows.tables[s].blocks)
+      throw internal_error(fmt::format("stage: row {}: position {} needs block {} of sequence {}, whose table has {}",
+                                       i, p, need - 1, s, rows.tables[s].count));
+    int32_t& entries = seq_entries_[static_cast<size_t>(s)];
+    entries = std::max(entries, static_cast<int32_t>(need));
+    longest_context_ = std::max(longest_context_, p + 1);
+  }
+  int64_t used = 0;
+  for (int64_t i = 0; i < m; ++i) {
+    const size_t s = static_cast<size_t>(rows.sequences[i]);
+    if (seq_offset_[s] < 0) {
+      const int64_t n = seq_entries_[s];
+      if (used + n > table_entries_)
+        throw internal_error(fmt::format("stage: the step's block tables need more than the {} entries allocated",
+                                         table_entries_));
+      const int32_t* blocks = rows.tables[s].blocks;
+      for (int64_t e = 0; e < n; ++e) {
+        if (blocks[e] < 0 || blocks[e] >= d_.kv_blocks)
+          throw invalid_input(fmt::format("step: block {} of sequence {}'s table is {}, outside the pool of {}", e, s,
+                                          blocks[e], d_.kv_blocks));
+        tables[used + e] = blocks[e];
+      }
+      seq_offset_[s] = static_cast<int32_t>(used);
+      used += n;
+    }
+    pos[i] = rows.positions[i];
+    off[i] = seq_offset_[s];
+  }
   std::memcpy(h_tokens_, rows.tokens, static_cast<size_t>(m) * 4);
-  h_pos_[0] = rows.positions[0];
-  // The attention variant of this step (either gives the same result; see allocate()).
-  fused_attention_ = rows.positions[0] >= fused_attention_from_;
-  QRT_CUDA_CHECK(cudaMemcpyAsync(d_tokens_.get(), h_tokens_, static_cast<size_t>(m) * 4, cudaMemcpyHostToDevice, stream_));
-  QRT_CUDA_CHECK(cudaMemcpyAsync(d_pos_.get(), h_pos_, 8, cudaMemcpyHostToDevice, stream_));
+  QRT_CUDA_CHECK(
+      cudaMemcpyAsync(d_tokens_.get(), h_tokens_, static_cast<size_t>(m) * 4, cudaMemcpyHostToDevice, stream_));
+  // Positions and offsets of all max_rows slots (the unused ones are never read), then the tables used.
+  QRT_CUDA_CHECK(cudaMemcpyAsync(d_paged_.get(), h_paged_, static_cast<size_t>(b * 12 + used * 4),
+                                 cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaOps::stage(const StepRows& rows, float* logits, int64_t logit_rows) {
+  if (paged_) {
+    stage_paged(rows);
+  } else {
+    // The kernels read row i's position as *d_pos + i: one sequence at consecutive positions (rows
+    // of several sequences need the batched engine's paged pool).
+    if (!rows.one_sequence_in_order())
+      throw unsupported("the CUDA engine's contiguous KV cache holds one sequence at consecutive positions per step; "
+                        "rows of several sequences need the batched engine's block tables");
+    const int64_t m = rows.count;
+    std::memcpy(h_tokens_, rows.tokens, static_cast<size_t>(m) * 4);
+    h_pos_[0] = rows.positions[0];
+    // The attention variant of this step (either gives the same result; see allocate()).
+    fused_attention_ = rows.positions[0] >= fused_attention_from_;
+    QRT_CUDA_CHECK(
+        cudaMemcpyAsync(d_tokens_.get(), h_tokens_, static_cast<size_t>(m) * 4, cudaMemcpyHostToDevice, stream_));
+    QRT_CUDA_CHECK(cudaMemcpyAsync(d_pos_.get(), h_pos_, 8, cudaMemcpyHostToDevice, stream_));
+  }
   logits_dst_ = logits;
   logit_rows_ = logits ? logit_rows : 0;
   token_dst_ = nullptr;
@@ -444,6 +571,13 @@ void CudaOps::issue_held_silu() {
 
 void CudaOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
   issue_held();
+  if (paged_) {
+    cuda_model::paged_rope_store(ptr(q), ptr(k), ptr(v), cos_.as<float>(), sin_.as<float>(), paged_rows(),
+                                 layer_cache(layer), m, d_.heads, d_.kv_heads, d_.head_dim, q.stride, k.stride,
+                                 stream_);
+    mark("rope + kv store");
+    return;
+  }
   cuda_model::rope_store(ptr(q), ptr(k), ptr(v), cos_.as<float>(), sin_.as<float>(), d_pos_.as<int64_t>(),
                          layer_cache(layer), m, d_.heads, d_.kv_heads, d_.head_dim, d_.capacity, q.stride, k.stride,
                          stream_);
@@ -452,6 +586,19 @@ void CudaOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
 
 void CudaOps::attention(int64_t layer, View q, View out, int64_t m) {
   issue_held();
+  if (paged_) {
+    // out is the model's Attn buffer, rows q_dim apart (what the kernel writes).
+    if (out.stride != d_.q_dim || out.col != 0)
+      throw internal_error(fmt::format("attention: output rows {} apart at column {}, the paged kernel writes rows "
+                                       "of {}",
+                                       out.stride, out.col, d_.q_dim));
+    const int splits = cuda_model::paged_attention_splits(sms_, m, d_.heads, longest_context_);
+    cuda_model::paged_attention(ptr(q), layer_cache(layer), ptr(out), paged_rows(), m, d_.heads, d_.kv_heads,
+                                d_.head_dim, d_.window_of(layer), d_.score_scale(), d_.attn_softcap, q.stride, splits,
+                                paged_scratch_, stream_);
+    mark("attention");
+    return;
+  }
   // The layer's window is an argument of its launch: a captured decode step replays each layer's.
   cuda_model::attention(ptr(q), layer_cache(layer), ptr(out), d_pos_.as<int64_t>(), m, d_.heads, d_.kv_heads,
                         d_.head_dim, d_.capacity, d_.window_of(layer), d_.score_scale(), d_.attn_softcap, q.stride,
@@ -461,7 +608,7 @@ void CudaOps::attention(int64_t layer, View q, View out, int64_t m) {
 
 void CudaOps::rope_store_attention(int64_t layer, View q, View k, View v, View out, int64_t m) {
   issue_held();
-  if (!fused_attention_ || m > attn_scratch_.max_rows || k.stride != v.stride || out.stride != d_.q_dim)
+  if (paged_ || !fused_attention_ || m > attn_scratch_.max_rows || k.stride != v.stride || out.stride != d_.q_dim)
     return BlockOps::rope_store_attention(layer, q, k, v, out, m);
   cuda_model::rope_store_decode_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(), sin_.as<float>(),
                                           d_pos_.as<int64_t>(), layer_cache(layer), ptr(out), m, d_.heads,

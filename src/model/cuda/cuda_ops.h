@@ -13,6 +13,12 @@
 // block's: not with Gemma-2's GeGLU or sandwich norms, whose ops are issued unfused).
 // QRT_CUDA_FUSED_DECODE=0 in the environment runs the unfused kernels instead (A/B);
 // QRT_CUDA_FUSED_ATTENTION=1 adds RoPE + KV store + attention in one launch (A/B, off by default).
+//
+// The batched engine (ModelDims::kv_blocks > 0): the KV cache is a pool of blocks of 16 positions
+// ([layer][kv_head][block][16][head_dim]); each step uploads its rows' positions and their
+// sequences' block tables, and RoPE + KV store and attention run the paged kernels (paged_kv.cu)
+// over them. Every other op is row by row and runs as in the single-sequence engine (the fused
+// decode ops included); no step is captured in a graph. The single-sequence path is unchanged.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -97,6 +103,10 @@ class CudaOps final : public BlockOps {
   cudaGraphExec_t capture(const std::function<void()>& launches, const std::function<void()>& tail);
   // The KV cache of `layer`.
   cuda_model::KvCache layer_cache(int64_t layer) const;
+  // The batched engine's step (stage() when paged_): checks and uploads the rows' positions and
+  // their sequences' block tables.
+  void stage_paged(const StepRows& rows);
+  cuda_model::PagedRows paged_rows() const;
   // The step's head writes the greedy token (d_argmax_, or on-device generation's feedback).
   void greedy_choice(int64_t rows);
   // The decode step's held ops (fused decode, M <= 8, kernels that fuse: cuda_gemv). A linear
@@ -173,6 +183,18 @@ class CudaOps final : public BlockOps {
   bool fused_attention_ = false;  // this step's variant (the graph being captured or launched)
   bool fused_head_ = false;       // a dense fp16 head the fused norm + head + argmax reads
   bool use_graphs_ = true;
+  // The batched engine's paged KV pool (d_.kv_blocks > 0): cache_positions_ = kv_blocks * 16
+  // (else the single sequence's capacity). d_paged_ and h_paged_ (pinned) hold one step's rows:
+  // positions int64 [max_rows], table offsets int32 [max_rows], then the flattened block tables
+  // int32 [table_entries_] (each sequence of the step once, its blocks up to its last row's).
+  bool paged_ = false;
+  int64_t cache_positions_ = 0;
+  int64_t table_entries_ = 0;
+  cuda::DeviceBuffer d_paged_, paged_partials_, paged_counters_;
+  char* h_paged_ = nullptr;
+  int64_t longest_context_ = 1;  // the staged rows' largest position + 1 (the attention's splits)
+  cuda_model::PagedAttentionScratch paged_scratch_;
+  std::vector<int32_t> seq_entries_, seq_offset_;  // per sequence of the step (stage_paged)
   bool head_advances_ = false;    // set while the greedy generation graph is captured
   std::vector<std::pair<const char*, cudaEvent_t>>* marks_ = nullptr;
   std::vector<std::pair<std::string, int>>* node_counts_ = nullptr;

@@ -71,6 +71,53 @@ void attention(const __half* q, const KvCache& cache, __half* out, const int64_t
                int64_t n_kv, int64_t head_dim, int64_t capacity, int64_t window, float scale, float softcap,
                int64_t q_stride, cudaStream_t s, const DecodeAttentionScratch* scratch = nullptr);
 
+// ---- the batched engine's paged KV pool (paged_kv.cu) ----
+// A layer's keys and values [kv_head][pool position][head_dim] of `elem`, pool position = block *
+// kPagedBlock + offset (qrt::kKvBlockPositions). Row i of a step is at position pos[i] of its
+// sequence, whose block table starts at tables + table_off[i]: position p lives at pool position
+// tables[table_off[i] + p / kPagedBlock] * kPagedBlock + p % kPagedBlock. All three arrays are in
+// device memory; every entry a row reads (blocks 0 .. pos[i] / kPagedBlock of its table) must be a
+// block of the pool (the caller checks, CudaOps::stage).
+constexpr int kPagedBlock = 16;
+struct PagedRows {
+  const int64_t* pos = nullptr;        // [m]
+  const int32_t* table_off = nullptr;  // [m]
+  const int32_t* tables = nullptr;     // flattened block tables
+  int64_t pool_positions = 0;          // blocks of the pool * kPagedBlock
+};
+// rope_store() at each row's own position: RoPE on q (in place) and k, k and v into the pool slot
+// of (row's sequence, pos[i]). Same rounding as rope_store().
+void paged_rope_store(__half* q, const __half* k, const __half* v, const float* cos, const float* sin,
+                      const PagedRows& rows, const KvCache& cache, int64_t m, int64_t n_heads, int64_t n_kv,
+                      int64_t head_dim, int64_t q_stride, int64_t kv_stride, cudaStream_t s);
+// Scratch of paged_attention() when it splits rows over positions: partial results of `slots`
+// (row, head, split) triples and a counter per (row, head) pair (`pairs` of them), zeroed once
+// (the kernel resets them).
+struct PagedAttentionScratch {
+  float* partials = nullptr;  // slots * (head_dim + 2) floats
+  int* counters = nullptr;    // pairs, zero
+  int64_t slots = 0, pairs = 0;
+};
+constexpr int kPagedMaxSplits = 32;
+// Splits of each row's positions for m rows of n_heads heads whose longest context is `longest`
+// positions: 1 when the (row, head) pairs alone fill the GPU (about two blocks per SM) or the
+// context is short; never more than kPagedMaxSplits, never more than the scratch sized by
+// paged_attention_scratch_sizes() holds.
+int paged_attention_splits(int sms, int64_t m, int64_t n_heads, int64_t longest);
+// The scratch that every paged_attention_splits(sms, ...) result fits: `slots` and `pairs`.
+void paged_attention_scratch_sizes(int sms, int64_t* slots, int64_t* pairs);
+// Causal GQA attention of each row over its own sequence's positions [first, pos[i]] (first =
+// pos[i] - window + 1 with a window > 0, else 0), through its block table: scores scale * q . k,
+// soft-capped to softcap * tanh(s / softcap) when softcap > 0, softmax, times the values; out fp16
+// [m][n_heads * head_dim]. Row i of q starts at q + i * q_stride. Rows of one sequence in one step
+// (a prompt chunk) each see the keys the step stored before (paged_rope_store) up to their own
+// position. With splits > 1 each row's positions are cut into `splits` ranges, one block each,
+// merged by the last to finish (scratch must hold m * n_heads pairs and m * n_heads * splits slots;
+// throws qrt::Error otherwise). head_dim even and <= 256.
+void paged_attention(const __half* q, const KvCache& cache, __half* out, const PagedRows& rows, int64_t m,
+                     int64_t n_heads, int64_t n_kv, int64_t head_dim, int64_t window, float scale, float softcap,
+                     int64_t q_stride, int splits, const PagedAttentionScratch& scratch, cudaStream_t s);
+
 // Decode attention of one layer in one launch ("flash-decoding" over GQA groups): rope_store()
 // then attention() for m <= scratch.max_rows rows, with the same results (q is not rotated in
 // place: it is read, rotated in registers and left as it was). One block per (KV head, row, part of
