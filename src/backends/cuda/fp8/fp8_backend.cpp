@@ -294,9 +294,14 @@ class CudaFp8Linear final : public cuda::DequantLinear {
  private:
   LtFp8Gemm& gemm_for(DType t) {
     auto& slot = t == DType::F16 ? gemm_f16_ : gemm_bf16_;
-    if (!slot)  // created at prepare by probe_native(); never in a steady-state forward
-      slot = std::make_unique<LtFp8Gemm>(ctx_.cublas_lt(), packed_.view(), t, fast_accum_, algo_index_,
-                                         ctx_.lt_workspace(), ctx_.lt_workspace_bytes(), mode_);
+    if (!slot) {  // created at prepare by probe_native(); never in a steady-state forward
+      // cublas_lt() allocates the workspace on its first call: it runs before the workspace is
+      // read (as arguments of one call their order would be unspecified, and the first GEMM of a
+      // process could be planned with no workspace).
+      cublasLtHandle_t lt = ctx_.cublas_lt();
+      slot = std::make_unique<LtFp8Gemm>(lt, packed_.view(), t, fast_accum_, algo_index_, ctx_.lt_workspace(),
+                                         ctx_.lt_workspace_bytes(), mode_);
+    }
     return *slot;
   }
   bool native_;
