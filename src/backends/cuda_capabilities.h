@@ -1,4 +1,4 @@
-// The declared capabilities of the four CUDA backends, in one table that every build knows:
+// The declared capabilities of the CUDA backends, in one table that every build knows:
 // a CPU-only binary uses it for the "not built in this binary" stubs (so `qrt plan --target h100`
 // plans exactly as a CUDA build would), and the real CUDA backends return the same declaration
 // from capability(), so the two can never drift apart.
@@ -28,7 +28,12 @@ std::string fp8_tensor_core_obstacle(const LayerSpec& layer, int cc);
 // verdict note, so the plan says how GGUF Q4_1 / Q4_K weights were repacked.
 std::string int4_float_zero_note(const LayerSpec& layer);
 
-// cuda_dequant, cuda_fp8, cuda_marlin, cuda_gemv (registry order).
+// How cuda_int8 runs `layer` (its verdict note, so the plan shows it): activations int8 per row on
+// int8 tensor cores, with LLM.int8's outlier columns (|x| >= the layer's llm_int8_threshold) in
+// float, and weight-only below gemv_max_m rows.
+std::string int8_path_note(const LayerSpec& layer);
+
+// cuda_dequant, cuda_fp8, cuda_marlin, cuda_gemv, cuda_int8 (registry order).
 const std::vector<CudaBackendDeclaration>& cuda_backend_declarations();
 // Throws qrt::Error(Internal) for a name not in the table.
 const CudaBackendDeclaration& cuda_backend_declaration(const std::string& name);
