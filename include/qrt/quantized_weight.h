@@ -62,11 +62,17 @@ struct LayerSpec {
                                 // RotatedCodebook: 2^(bits * codebook_dim) vectors of codebook_dim
   int codebook_dim = 1;         // RotatedCodebook: values per code (HIGGS p: 1 or 2)
   int hadamard_size = 0;        // RotatedCodebook: size of the Hadamard blocks along K (a power of 2)
+  // bitsandbytes LLM.int8 layers only: the checkpoint's llm_int8_threshold. A backend that multiplies
+  // with int8 activations (cuda_int8) takes the activation columns holding some |x| >= this out of
+  // the int8 product and multiplies them in float (docs/LLM_INT8.md); 0 = no such decomposition.
+  // Negative (the default): not an LLM.int8 layer. Weight-only backends do not read it.
+  float llm_int8_threshold = -1.f;
 
   int64_t num_groups() const;
   int64_t effective_group_size() const { return group_size <= 0 ? in_features : group_size; }
   // True when every codebook entry is an integer in [-128, 127] (GGUF's IQ4 grid, not NF4's).
   bool codebook_is_int8() const;
+  bool is_llm_int8() const { return llm_int8_threshold >= 0.f; }
   // One-line description: "4-bit g128 sym", "fp8 block 128x128", "8-bit per-row sym",
   // "4-bit g32 codebook".
   std::string describe() const;

@@ -19,6 +19,7 @@ std::unique_ptr<Backend> make_cuda_fp8_backend();      // backends/cuda/fp8: e4m
 std::unique_ptr<Backend> make_cuda_marlin_backend();   // backends/cuda/marlin: tensor-core int4/int8
 std::unique_ptr<Backend> make_cuda_gemv_backend();     // backends/cuda/gemv: M <= 8 GEMV
 std::unique_ptr<Backend> make_cuda_higgs_backend();    // backends/cuda/higgs: HIGGS grid lookups + cuBLAS
+std::unique_ptr<Backend> make_cuda_int8_backend();     // backends/cuda/int8: int8 tensor cores, LLM.int8
 #endif
 
 }  // namespace qrt

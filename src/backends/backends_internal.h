@@ -14,7 +14,7 @@ KernelParams kernel_params_from_json_value(const nlohmann::json& j, const std::s
 
 // The auto priority lists (priorities.cpp): data, one list per device class.
 struct PriorityList {
-  std::string device_class;   // "cpu", "cuda_sm80", "cuda_sm70", "cuda_fp8", "cuda_higgs"
+  std::string device_class;   // "cpu", "cuda_sm80", "cuda_sm70", "cuda_fp8", "cuda_higgs", "cuda_llm_int8"
   std::string description;    // for docs and `qrt plan`
   std::vector<std::string> backends;
 };

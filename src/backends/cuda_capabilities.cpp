@@ -2,10 +2,13 @@
 // The limits of the kernels: Marlin-class kernels need sm_80 (mma.sync + cp.async) and
 // N % 64 / K % 64 (the smallest thread tile); the GEMV streams 16-byte vectors of 4-bit codes
 // along K (K % 32) and serves M <= 8; FP8 tensor-core GEMM needs sm_89 and cuBLASLt's
-// multiple-of-16 shapes; dequant + cuBLAS runs anything on any GPU from sm_70 (Volta) on, it is
+// multiple-of-16 shapes; the int8 tensor-core GEMM (cuda_int8) needs sm_80 and runs 8-bit per-row
+// symmetric weights; dequant + cuBLAS runs anything on any GPU from sm_70 (Volta) on, it is
 // the universal fallback (its kernels and the model's ops are plain CUDA, built for sm_70/75 too);
 // HIGGS rotated codebooks run only on cuda_higgs (plain CUDA too, sm_70 on).
 #include "cuda_capabilities.h"
+
+#include <fmt/format.h>
 
 #include "qrt/error.h"
 
@@ -25,7 +28,23 @@ std::string int4_float_zero_note(const LayerSpec& layer) {
          "in fp32 (exact for fp16 d, m as in Q4_1; Q4_K's d*sc, dmin*m round to fp16)";
 }
 
+std::string int8_path_note(const LayerSpec& layer) {
+  const std::string t = fmt::format("{:g}", layer.llm_int8_threshold);
+  const std::string gemv = "; up to gemv_max_m rows a weight-only GEMV (decode is memory-bound; qrt tune measures "
+                           "the crossover)";
+  if (!layer.is_llm_int8())
+    return "W8A8: above gemv_max_m rows the activations are quantized to int8 per row for int8 tensor cores (the "
+           "checkpoint is weight-only int8: no outlier decomposition)" + gemv;
+  if (layer.llm_int8_threshold <= 0.f)
+    return "LLM.int8 without decomposition (llm_int8_threshold 0): above gemv_max_m rows every activation column "
+           "int8 per row on int8 tensor cores" + gemv;
+  return "LLM.int8: above gemv_max_m rows int8 tensor cores, with the activation columns holding some |x| >= " + t +
+         " (llm_int8_threshold) in fp32 (at most max_outliers per call, the largest kept)" + gemv;
+}
+
 namespace {
+std::string int8_note(const LayerSpec& layer, const DeviceInfo&) { return int8_path_note(layer); }
+
 std::string int4_path_note(const LayerSpec& layer, const DeviceInfo&) { return int4_float_zero_note(layer); }
 
 }  // namespace
@@ -154,6 +173,30 @@ std::vector<CudaBackendDeclaration> build_table() {
     c.k_multiple = 1;
     c.n_multiple = 1;
     c.activation_dtypes = {DType::F16, DType::BF16};
+    t.push_back(d);
+  }
+  {  // bitsandbytes LLM.int8: int8 activations x int8 weights on tensor cores (cuBLASLt), outliers in fp32.
+    CudaBackendDeclaration d;
+    d.name = "cuda_int8";
+    d.summary = "int8 x int8 tensor-core GEMM (cuBLASLt) with LLM.int8's outlier columns in fp32, per-row int8 "
+                "weights, sm_80+";
+    auto& c = d.capability;
+    c.device = DeviceKind::Cuda;
+    c.encodings = {WeightEncoding::IntAffine};
+    c.bits = {8};
+    c.group_sizes = {-1};   // one scale per output row: it multiplies the int32 result
+    c.act_order = false;
+    c.symmetric = true;
+    c.integer_zero = false;  // a zero point would need the activations' row sums
+    c.float_zero = false;
+    c.fp8_block_scales = false;
+    c.min_compute_capability = 80;
+    // cuBLASLt's int8 GEMM wants K and N multiples of 4 (16 for aligned rows); prepare() pads both
+    // to 16 with zero rows and columns, so no shape is refused.
+    c.k_multiple = 1;
+    c.n_multiple = 1;
+    c.activation_dtypes = {DType::F16, DType::BF16};
+    d.path_note = int8_note;
     t.push_back(d);
   }
   return t;

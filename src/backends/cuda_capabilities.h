@@ -32,7 +32,12 @@ std::string int4_float_zero_note(const LayerSpec& layer);
 // note, so the plan says the code book is decoded through a table and on which kernels.
 std::string dequant_path_note(const LayerSpec& layer, const DeviceInfo& device);
 
-// cuda_dequant, cuda_fp8, cuda_marlin, cuda_gemv, cuda_higgs (registry order).
+// How cuda_int8 runs `layer` (its verdict note, so the plan shows it): activations int8 per row on
+// int8 tensor cores, with LLM.int8's outlier columns (|x| >= the layer's llm_int8_threshold) in
+// float, and weight-only below gemv_max_m rows.
+std::string int8_path_note(const LayerSpec& layer);
+
+// cuda_dequant, cuda_fp8, cuda_marlin, cuda_gemv, cuda_higgs, cuda_int8 (registry order).
 const std::vector<CudaBackendDeclaration>& cuda_backend_declarations();
 // Throws qrt::Error(Internal) for a name not in the table.
 const CudaBackendDeclaration& cuda_backend_declaration(const std::string& name);

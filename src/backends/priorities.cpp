@@ -8,6 +8,14 @@ namespace qrt {
 
 const std::vector<PriorityList>& priority_lists() {
   static const std::vector<PriorityList> lists = {
+      // LLM.int8 is the one integer format whose checkpoint asks for int8 activations. cuda_int8
+      // serves every M from one copy of the weight: its own weight-only GEMV up to gemv_max_m rows
+      // (decode is memory-bound: the int8 tensor-core path adds quantization launches and reads the
+      // same bytes; a tunable, qrt tune measures the crossover), int8 tensor cores above. The
+      // weight-only kernels follow, for a layer cuda_int8 cannot take or when it is disabled.
+      {"cuda_llm_int8", "CUDA sm_80+, bitsandbytes LLM.int8 weights: int8 tensor cores with the outlier "
+                        "decomposition (weight-only GEMV up to gemv_max_m rows), then the weight-only kernels",
+       {"cuda_int8", "cuda_gemv", "cuda_marlin", "cuda_dequant"}},
       {"cuda_sm80", "CUDA sm_80+ (Ampere/Ada/Hopper), integer weights: GEMV for M <= 8, tensor-core "
                     "Marlin-class above, dequant + cuBLAS for what neither runs",
        {"cuda_gemv", "cuda_marlin", "cuda_dequant"}},
@@ -29,7 +37,8 @@ std::string device_class(const DeviceInfo& device, const LayerSpec& layer) {
   if (device.kind == DeviceKind::Cpu) return "cpu";
   if (layer.encoding == WeightEncoding::Fp8E4M3) return "cuda_fp8";
   if (layer.encoding == WeightEncoding::RotatedCodebook) return "cuda_higgs";
-  return device.gpu.compute_capability() >= 80 ? "cuda_sm80" : "cuda_sm70";
+  if (device.gpu.compute_capability() < 80) return "cuda_sm70";
+  return layer.is_llm_int8() ? "cuda_llm_int8" : "cuda_sm80";
 }
 
 std::string join_names(const std::vector<std::string>& names, const char* sep) {

@@ -51,6 +51,7 @@ void register_builtins(BackendRegistry& r) {
   r.add(make_cuda_marlin_backend());
   r.add(make_cuda_gemv_backend());
   r.add(make_cuda_higgs_backend());
+  r.add(make_cuda_int8_backend());
   // The CUDA backends must declare what the shared table says (plans for target profiles and
   // for real GPUs would disagree otherwise).
   for (const auto& d : cuda_backend_declarations())

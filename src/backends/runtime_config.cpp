@@ -24,7 +24,7 @@ namespace {
 // kind of kernel. A name on the "other libraries" list is a clear error, never a silent substitute.
 const std::vector<std::string>& qrt_backend_names() {
   static const std::vector<std::string> names = {"cpu_ref", "cpu_simd", "cuda_dequant", "cuda_fp8", "cuda_marlin",
-                                                 "cuda_gemv", "cpu_higgs", "cuda_higgs"};
+                                                 "cuda_gemv", "cpu_higgs", "cuda_higgs", "cuda_int8"};
   return names;
 }
 

@@ -572,7 +572,7 @@ const CommandRegistrar registrar(
       add_model_argument(app, o->model, "benchmarks each distinct linear shape");
       app.add_option("--shape", o->shapes, "layer shape KxN (in_features x out_features), repeatable or comma list")
           ->delimiter(',');
-      app.add_option("--backends", o->backends,
+      app.add_option("--backends,--backend", o->backends,
                      "comma list of backends, qrt names or the transformers / GPTQModel / vLLM ones (marlin, "
                      "exllama_v2, gemm, ...; docs/CONFIG.md) (default cpu_simd,cpu_ref; on a GPU every CUDA backend "
                      "that runs the layer, and 'plan' = the layers' plan)")

@@ -61,7 +61,8 @@ std::string spec_obstacle(const std::vector<const LayerSpec*>& parts, const Runt
     if (sa.encoding != sb.encoding || sa.bits != sb.bits || sa.group_size != sb.group_size ||
         sa.zero_kind != sb.zero_kind || sa.in_features != sb.in_features || sa.act_order != sb.act_order ||
         sa.scale_block_n != sb.scale_block_n || sa.scale_block_k != sb.scale_block_k || sa.codebook != sb.codebook ||
-        sa.codebook_dim != sb.codebook_dim || sa.hadamard_size != sb.hadamard_size)
+        sa.codebook_dim != sb.codebook_dim || sa.hadamard_size != sb.hadamard_size ||
+        sa.llm_int8_threshold != sb.llm_int8_threshold)
       return fmt::format("{} is {}, {} is {}", sa.name, sa.describe(), sb.name, sb.describe());
     if (sa.has_bias != sb.has_bias) return "only some of the projections have a bias";
   }

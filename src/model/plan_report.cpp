@@ -22,6 +22,7 @@ ordered_json plan_json(const LinearPlan& p) {
   j["format"] = p.layer.source_format;
   j["bits"] = p.layer.bits;
   j["group_size"] = p.layer.group_size;
+  if (p.layer.is_llm_int8()) j["llm_int8_threshold"] = p.layer.llm_int8_threshold;
   j["choices"] = ordered_json::array();
   for (const auto& c : p.choices) {
     ordered_json cj;

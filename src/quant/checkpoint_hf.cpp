@@ -6,6 +6,7 @@
 // the config fields named. Linear data is decoded on demand by the format codecs.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -122,8 +123,12 @@ class HfCheckpoint final : public Checkpoint {
         case QuantMethod::Awq: q = decode_awq(layer, parts, *quant_.get<AwqConfig>(), k); break;
         case QuantMethod::Fp8: q = decode_fp8(layer, parts, *quant_.get<Fp8Config>(), k); break;
         case QuantMethod::Int8:
-          q = it->second->spec.encoding == WeightEncoding::Codebook ? decode_bnb4(layer, parts, k)
-                                                                   : decode_int8(layer, parts, k);
+          if (it->second->spec.encoding == WeightEncoding::Codebook) {
+            q = decode_bnb4(layer, parts, k);
+          } else {
+            q = decode_int8(layer, parts, k);
+            q.spec.llm_int8_threshold = it->second->spec.llm_int8_threshold;   // the config's (index_tensors)
+          }
           break;
         case QuantMethod::CompressedTensors:
           q = decode_compressed_tensors(layer, parts, *quant_.get<CompressedTensorsConfig>(), k);
@@ -319,6 +324,11 @@ class HfCheckpoint final : public Checkpoint {
         l.spec.group_size = -1;
         l.spec.zero_kind = ZeroKind::Symmetric;
         l.spec.source_format = "int8";
+        // LLM.int8's outlier threshold travels with the layer: the backend that multiplies int8
+        // activations applies it (docs/LLM_INT8.md); a threshold of 0 or below means no decomposition
+        // (docs/FORMATS.md, "LLM.int8 (bitsandbytes)").
+        l.spec.llm_int8_threshold =
+            static_cast<float>(std::max(0.0, quant_.get<Int8Config>()->llm_int8_threshold));
       } else if (m == QuantMethod::Higgs && weight && weight->dtype == DType::I16) {
         describe_higgs(l);
       } else if (weight) {

@@ -614,9 +614,21 @@ CheckpointRuntime checkpoint_runtime(const QuantizationConfig& config) {
       r.notes.push_back(q + "input_activations (dynamic): qrt quantizes activations its own way (cuda_fp8 per token "
                             "for FP8 weights; int weights run with float or cpu_simd's 15-bit activations)");
   } else if (const auto* i = config.get<Int8Config>()) {
-    if (i->load_in_8bit)
-      r.notes.push_back(q + "llm_int8_threshold: not applied; LLM.int8 weights run as weight-only int8 rows (no "
-                            "outlier decomposition of the activations)");
+    // The threshold rides on each LLM.int8 layer (LayerSpec::llm_int8_threshold). Only a kernel that
+    // quantizes the activations needs it; the weight-only kernels multiply them unrounded, which is
+    // closer to the float model than the decomposition (docs/LLM_INT8.md).
+    if (i->load_in_8bit) {
+      std::ostringstream t;
+      t << std::max(0.0, i->llm_int8_threshold);
+      if (i->llm_int8_threshold > 0)
+        r.notes.push_back(q + "llm_int8_threshold " + t.str() + ": applied by cuda_int8 (int8 tensor cores, CUDA "
+                              "sm_80+): activation columns with some |x| >= " + t.str() + " multiply in fp32, the rest "
+                              "in int8; the weight-only kernels (the CPU's, cuda_gemv, cuda_marlin, cuda_dequant, "
+                              "cuda_int8 up to gemv_max_m rows) keep activations in float and need no decomposition");
+      else
+        r.notes.push_back(q + "llm_int8_threshold " + t.str() + ": no outlier decomposition; cuda_int8 quantizes "
+                              "every activation column to int8, the weight-only kernels keep them in float");
+    }
   } else if (const auto* t = config.get<TorchAoConfig>()) {
     // The loader quantizes float weights as --quantize does (model.h LoadOptions); what differs
     // from torchao is named here.

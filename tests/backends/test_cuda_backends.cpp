@@ -1,8 +1,10 @@
-// GPU tests of the CUDA runtime and of the cuda_dequant / cuda_fp8 / cuda_higgs backends against
-// the CPU reference dequantizer, on fresh seeded random weights. Skipped (with the reason) where no
-// GPU is present or in a CPU-only build.
+// GPU tests of the CUDA runtime and of the cuda_dequant / cuda_fp8 / cuda_higgs / cuda_int8 backends
+// against the CPU reference dequantizer (and, for cuda_int8, a host model of LLM.int8's
+// decomposition), on fresh seeded random weights. Skipped (with the reason) where no GPU is present
+// or in a CPU-only build.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 #include <random>
@@ -173,7 +175,7 @@ TEST(CudaBackends, PrepareRefusesCpuDevicesAndUnknownParametersByName) {
   bogus.values["no_such_param"] = int64_t(1);
   const DeviceInfo h100 = target_profile("h100");
   for (auto make : {make_cuda_dequant_backend, make_cuda_gemv_backend, make_cuda_marlin_backend, make_cuda_fp8_backend,
-                    make_cuda_higgs_backend}) {
+                    make_cuda_higgs_backend, make_cuda_int8_backend}) {
     const auto b = make();
     try {
       b->prepare(w, {}, probe_cpu());
@@ -617,6 +619,271 @@ TEST(CudaHiggs, LookupGeometryFillsTheGpuWithoutEmptySlices) {
   EXPECT_EQ(g.split, 3);
   EXPECT_EQ(g.chunk_slice, 1);
   EXPECT_EQ(g.tk_log2, 5);  // a tile of 8 rows needs 32 lanes a row
+}
+
+
+// ---- cuda_int8: LLM.int8 on int8 tensor cores ----
+
+// An LLM.int8 layer as the bitsandbytes reader builds it: CB in [-127, 127] (code = CB + 128), one
+// scale SCB / 127 per row, the checkpoint's threshold on the spec.
+QuantizedWeight make_llm_int8_weight(int64_t n, int64_t k, float threshold, bool bias, std::mt19937& rng) {
+  QuantizedWeight w;
+  w.spec.name = "test.llm_int8";
+  w.spec.in_features = k;
+  w.spec.out_features = n;
+  w.spec.encoding = WeightEncoding::IntAffine;
+  w.spec.bits = 8;
+  w.spec.group_size = -1;
+  w.spec.zero_kind = ZeroKind::Symmetric;
+  w.spec.has_bias = bias;
+  w.spec.source_format = "int8";
+  w.spec.llm_int8_threshold = threshold;
+  std::uniform_int_distribution<int> cb(-127, 127);
+  std::uniform_real_distribution<float> scb(0.02f, 0.2f), b(-0.5f, 0.5f);
+  w.codes.resize(static_cast<size_t>(n * k));
+  for (auto& c : w.codes) c = static_cast<uint8_t>(cb(rng) + 128);
+  w.scales.resize(static_cast<size_t>(n));
+  for (auto& v : w.scales) v = scb(rng) / 127.f;
+  if (bias) {
+    w.bias.resize(static_cast<size_t>(n));
+    for (auto& v : w.bias) v = b(rng);
+  }
+  w.validate();
+  return w;
+}
+
+// Outlier features as LLM.int8 describes them: a few hidden dimensions with large values. Column
+// `cols[i]` gets +-magnitudes[i] in the rows of `rows_of[i]` (every row when empty).
+void plant_outliers(std::vector<float>& x, int64_t m, int64_t k, const std::vector<int64_t>& cols,
+                    const std::vector<float>& magnitudes, const std::vector<std::vector<int64_t>>& rows_of) {
+  for (size_t i = 0; i < cols.size(); ++i) {
+    std::vector<int64_t> rows = rows_of[i];
+    if (rows.empty())
+      for (int64_t r = 0; r < m; ++r) rows.push_back(r);
+    for (int64_t r : rows)
+      if (r < m) x[r * k + cols[i]] = (r % 2 ? -1.f : 1.f) * magnitudes[i];
+  }
+}
+
+// The decomposition on the host, in double except where the GPU rounds on purpose (the int8
+// codes: float x * (127 / amax), rounded half to even). Per chunk of `chunk` rows: the columns whose
+// max |x| >= threshold (the max_out largest when more, ties to the lower column) stay float; each
+// row's rest becomes int8 with scale amax / 127 over the other columns. `predicted_sq_err` gets the
+// expected squared error of that rounding against the exact product: a rounding error uniform in
+// [-s/2, s/2] has variance s^2 / 12, times the squared weights it meets.
+std::vector<float> llm_int8_model(const QuantizedWeight& w, const std::vector<float>& x, int64_t m, float threshold,
+                                  int max_out, int64_t chunk, double* predicted_sq_err) {
+  const int64_t n = w.N(), k = w.K();
+  std::vector<float> y(static_cast<size_t>(m * n));
+  double sq = 0;
+  for (int64_t c0 = 0; c0 < m; c0 += chunk) {
+    const int64_t c1 = std::min(m, c0 + chunk);
+    std::vector<char> out(static_cast<size_t>(k), 0);
+    if (threshold > 0 && max_out > 0) {
+      std::vector<float> colmax(static_cast<size_t>(k), 0.f);
+      for (int64_t r = c0; r < c1; ++r)
+        for (int64_t c = 0; c < k; ++c) colmax[c] = std::max(colmax[c], std::fabs(x[r * k + c]));
+      std::vector<int64_t> cand;
+      for (int64_t c = 0; c < k; ++c)
+        if (colmax[c] >= threshold) cand.push_back(c);
+      std::stable_sort(cand.begin(), cand.end(), [&](int64_t a, int64_t b) { return colmax[a] > colmax[b]; });
+      if (cand.size() > static_cast<size_t>(max_out)) cand.resize(static_cast<size_t>(max_out));
+      for (int64_t c : cand) out[c] = 1;
+    }
+    for (int64_t r = c0; r < c1; ++r) {
+      float amax = 0.f;
+      for (int64_t c = 0; c < k; ++c)
+        if (!out[c]) amax = std::max(amax, std::fabs(x[r * k + c]));
+      const float inv = amax > 0.f ? 127.f / amax : 0.f, s = amax / 127.f;
+      std::vector<int> q(static_cast<size_t>(k), 0);
+      for (int64_t c = 0; c < k; ++c)
+        if (!out[c]) q[c] = std::clamp(static_cast<int>(std::nearbyint(x[r * k + c] * inv)), -127, 127);
+      for (int64_t j = 0; j < n; ++j) {
+        int64_t acc = 0;
+        double outlier = 0, wsq = 0;
+        for (int64_t c = 0; c < k; ++c) {
+          const int cb = static_cast<int>(w.codes[j * k + c]) - 128;
+          if (out[c]) {
+            outlier += double(x[r * k + c]) * cb;
+          } else {
+            acc += int64_t(q[c]) * cb;
+            wsq += double(cb) * cb;
+          }
+        }
+        const double ws = w.scales[j];
+        y[r * n + j] = static_cast<float>(ws * (double(acc) * s + outlier) + (w.bias.empty() ? 0.0 : w.bias[j]));
+        sq += double(s) * s / 12.0 * wsq * ws * ws;
+      }
+    }
+  }
+  if (predicted_sq_err) *predicted_sq_err = sq;
+  return y;
+}
+
+double sum_sq(const std::vector<float>& v) {
+  double s = 0;
+  for (float f : v) s += double(f) * f;
+  return s;
+}
+
+// Against the model only the output rounding differs (fp16: 2^-11, bf16: 2^-8 relative per element;
+// accumulation is fp32 on the GPU, double on the host).
+double model_tol(DType t) { return t == DType::F16 ? 1e-3 : 8e-3; }
+
+std::vector<float> run_int8(const QuantizedWeight& w, const KernelParams& params, const std::vector<float>& x,
+                            int64_t m, DType dtype, bool graph = false, int64_t max_rows = 2048) {
+  auto be = make_cuda_int8_backend();
+  auto lin = be->prepare(w, params, PrepareContext(cuda_test::gpu0(), max_rows));
+  EXPECT_GT(lin->weight_bytes(), 0);
+  auto dx = DeviceTensor::upload(x, m, w.K(), dtype);
+  DeviceTensor dy(m, w.N(), dtype);
+  cuda_test::run_on_stream(
+      [&](void* stream) {
+        ExecContext ctx;
+        ctx.cuda_stream = stream;
+        lin->forward(dx.act(), dy.act(), ctx);
+      },
+      graph);
+  return dy.download();
+}
+
+KernelParams int8_params(int64_t gemv_max_m, int64_t max_outliers = 256) {
+  KernelParams p;
+  p.values["gemv_max_m"] = gemv_max_m;
+  p.values["max_outliers"] = max_outliers;
+  return p;
+}
+
+// The tensor-core path (gemv_max_m 0) against the host model of the same decomposition, and
+// against the exact product within the bound of int8 activation rounding: the relative L2 error of
+// rounding each int8 activation to the nearest step s = amax / 127 is sqrt(predicted) / ||y||
+// (uniform rounding errors, variance s^2 / 12); allowed: twice that plus the output rounding. Planted
+// outlier columns (|x| 20..45 against N(0, 1) activations) must leave that error where it is at
+// threshold 6, and raise it several fold at threshold 0, where they set the rows' scales.
+TEST(CudaInt8, DecompositionMatchesTheModelAndTheRoundingBound) {
+  QRT_SKIP_WITHOUT_GPU();
+  struct Shape {
+    int64_t n, k;
+    bool bias;
+  } shapes[] = {{256, 512, true}, {72, 200, false}, {64, 100, true}};  // N, K padded; K % 8 != 0: scalar loads
+  std::mt19937 rng(2208);
+  for (const Shape& sh : shapes) {
+    QuantizedWeight w = make_llm_int8_weight(sh.n, sh.k, 6.f, sh.bias, rng);
+    for (int64_t m : {1, 16, 64, 300}) {
+      for (bool outliers : {false, true}) {
+        std::vector<float> x0 = random_x(m, sh.k, rng);
+        if (outliers) plant_outliers(x0, m, sh.k, {3, sh.k / 2, sh.k - 5}, {20.f, 45.f, 30.f}, {{}, {}, {0}});
+        double err_at[2] = {0, 0};
+        for (float threshold : {6.f, 0.f}) {
+          w.spec.llm_int8_threshold = threshold;
+          for (DType dt : {DType::F16, DType::BF16}) {
+            SCOPED_TRACE("N=" + std::to_string(sh.n) + " K=" + std::to_string(sh.k) + " M=" + std::to_string(m) +
+                         " outliers=" + std::to_string(outliers) + " threshold=" + std::to_string(threshold) + " " +
+                         std::string(dtype_name(dt)));
+            const std::vector<float> x = cuda_test::round_to(x0, dt);
+            const std::vector<float> y = run_int8(w, int8_params(0), x, m, dt);
+            double predicted = 0;
+            const std::vector<float> model = llm_int8_model(w, x, m, threshold, 256, 2048, &predicted);
+            EXPECT_LT(rel_err(y, model), model_tol(dt));
+            const std::vector<float> exact = reference(w, x, m);
+            const double bound = 2 * std::sqrt(predicted / sum_sq(exact)) + model_tol(dt);
+            const double err = rel_err(y, exact);
+            EXPECT_LT(err, bound);
+            if (dt == DType::F16) err_at[threshold > 0 ? 0 : 1] = err;
+          }
+        }
+        if (outliers) {
+          EXPECT_GT(err_at[1], 3 * err_at[0]) << "the decomposition should matter with outliers";
+        }
+      }
+      // The default plan's small M runs the weight-only GEMV: the exact product up to fp16 rounding.
+      if (m <= 8) {
+        w.spec.llm_int8_threshold = 6.f;
+        const std::vector<float> x = cuda_test::round_to(random_x(m, sh.k, rng), DType::F16);
+        EXPECT_LT(rel_err(run_int8(w, {}, x, m, DType::F16), reference(w, x, m)), tol_for(DType::F16));
+      }
+    }
+  }
+}
+
+// More qualifying columns than max_outliers: the largest are decomposed, ties go to the lower
+// column, the others stay in the int8 part (each in its own row, so a different choice would show).
+TEST(CudaInt8, OverTheBoundTheLargestColumnsAreTaken) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(77);
+  QuantizedWeight w = make_llm_int8_weight(128, 256, 6.f, false, rng);
+  const int64_t m = 16;
+  std::vector<float> x = random_x(m, 256, rng);
+  plant_outliers(x, m, 256, {5, 10, 20, 30}, {50.f, 25.f, 25.f, 10.f}, {{1}, {2}, {3}, {4}});
+  x = cuda_test::round_to(x, DType::F16);
+  for (int64_t bound : {1, 2, 3, 8}) {
+    SCOPED_TRACE("max_outliers=" + std::to_string(bound));
+    const std::vector<float> y = run_int8(w, int8_params(0, bound), x, m, DType::F16);
+    EXPECT_LT(rel_err(y, llm_int8_model(w, x, m, 6.f, static_cast<int>(bound), 2048, nullptr)), model_tol(DType::F16));
+  }
+}
+
+// A call larger than the workspace's row budget runs in chunks, each with its own outlier columns;
+// a graph replay gives the eager result bit for bit (GEMV, decomposition, and chunks).
+TEST(CudaInt8, ChunksAndGraphReplayMatchEager) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(9);
+  QuantizedWeight w = make_llm_int8_weight(192, 384, 6.f, true, rng);
+  const int64_t m = 300;
+  std::vector<float> x = random_x(m, 384, rng);
+  plant_outliers(x, m, 384, {7, 100}, {12.f, 9.f}, {{0, 1, 2}, {250}});  // column 100 only in the last chunks
+  x = cuda_test::round_to(x, DType::BF16);
+  const std::vector<float> chunked = run_int8(w, int8_params(0), x, m, DType::BF16, false, /*max_rows=*/64);
+  EXPECT_LT(rel_err(chunked, llm_int8_model(w, x, m, 6.f, 256, 64, nullptr)), model_tol(DType::BF16));
+  for (int64_t rows : {int64_t(1), int64_t(48), m}) {
+    const std::vector<float> xr(x.begin(), x.begin() + rows * 384);
+    for (int64_t gemv_max_m : {0, 8}) {
+      SCOPED_TRACE("M=" + std::to_string(rows) + " gemv_max_m=" + std::to_string(gemv_max_m));
+      const std::vector<float> eager = run_int8(w, int8_params(gemv_max_m), xr, rows, DType::BF16, false, 64);
+      const std::vector<float> graph = run_int8(w, int8_params(gemv_max_m), xr, rows, DType::BF16, true, 64);
+      EXPECT_EQ(eager, graph);
+    }
+  }
+}
+
+// A NaN activation makes its row's output NaN (as weight-only kernels do), not a quiet zero, and
+// leaves the other rows alone.
+TEST(CudaInt8, ANanActivationPoisonsItsRowOnly) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(4);
+  QuantizedWeight w = make_llm_int8_weight(64, 128, 6.f, false, rng);
+  const int64_t m = 12;
+  std::vector<float> x = cuda_test::round_to(random_x(m, 128, rng), DType::F16);
+  x[5 * 128 + 17] = NAN;
+  const std::vector<float> y = run_int8(w, int8_params(0), x, m, DType::F16);
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t j = 0; j < 64; ++j) EXPECT_EQ(std::isnan(y[r * 64 + j]), r == 5) << "row " << r << " col " << j;
+}
+
+// Through QuantLinear with the plan's call parameters: one packing serves the GEMV range and the
+// tensor-core range.
+TEST(CudaInt8, PlanRangesShareOnePacking) {
+  QRT_SKIP_WITHOUT_GPU();
+  std::mt19937 rng(12);
+  QuantizedWeight w = make_llm_int8_weight(128, 256, 6.f, false, rng);
+  LinearPlan plan;
+  plan.layer = w.spec;
+  plan.choices.push_back(KernelChoice{1, 4, "cuda_int8", int8_params(8), ParamSource::Default});
+  plan.choices.push_back(KernelChoice{5, INT64_MAX, "cuda_int8", int8_params(0), ParamSource::Tuned});
+  auto lin = QuantLinear::build(w, plan, cuda_test::gpu0());
+  for (int64_t m : {3, 20}) {
+    std::vector<float> x = cuda_test::round_to(random_x(m, 256, rng), DType::F16);
+    auto dx = DeviceTensor::upload(x, m, 256, DType::F16);
+    DeviceTensor dy(m, 128, DType::F16);
+    lin->forward(dx.act(), dy.act(), ExecContext{});
+    const std::vector<float> y = dy.download();
+    if (m <= 4) {
+      EXPECT_LT(rel_err(y, reference(w, x, m)), tol_for(DType::F16)) << "GEMV range";
+    } else {
+      EXPECT_LT(rel_err(y, llm_int8_model(w, x, m, 6.f, 256, 2048, nullptr)), model_tol(DType::F16)) << "int8 range";
+    }
+  }
+  EXPECT_EQ(lin->weight_bytes(), 128 * 256 + 128 * 4) << "one int8 copy and its scales";
 }
 
 }  // namespace

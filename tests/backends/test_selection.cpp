@@ -1,15 +1,21 @@
 // Selection: the matrix of target profiles x layer kinds (auto picks the expected backend per M
 // range), explicit impossible choices, disabled backends, fallback on an injected prepare
-// failure, per-layer overrides and kernel-parameter precedence.
+// failure, per-layer overrides and kernel-parameter precedence, and the plan of a bitsandbytes
+// LLM.int8 folder for an H100 (cuda_int8 with the checkpoint's outlier threshold).
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 
 #include "backend_test_util.h"
 #include "backends/backend_factories.h"
 #include "backends/cuda_capabilities.h"
+#include "qrt/checkpoint.h"
 #include "qrt/plan.h"
 #include "qrt/runtime_config.h"
+#include "qrt/safetensors.h"
 #include "qrt/setup.h"
 #include "qrt/thread_pool.h"
 #include "qrt/tuning_cache.h"
@@ -41,6 +47,15 @@ LayerSpec higgs_layer(const std::string& name, int64_t k, int64_t n, int bits = 
   return s;
 }
 
+// A bitsandbytes LLM.int8 layer as the checkpoint reader describes it (8-bit per-row symmetric,
+// the config's threshold on the spec).
+LayerSpec llm_int8_layer(const std::string& name, int64_t k, int64_t n, float threshold) {
+  LayerSpec s = int_layer(name, k, n, 8, -1, ZeroKind::Symmetric);
+  s.source_format = "int8";
+  s.llm_int8_threshold = threshold;
+  return s;
+}
+
 // The layer kinds of the matrix (Llama-7B-like 4096 x 4096 unless the kind is about shape).
 std::map<std::string, LayerSpec> matrix_layers() {
   return {
@@ -48,6 +63,7 @@ std::map<std::string, LayerSpec> matrix_layers() {
       {"int4_g32_asym_actorder", int_layer("l.int4_g32_asym_ao", 4096, 4096, 4, 32, ZeroKind::Integer, true)},
       {"int3_g128_sym", int_layer("l.int3", 4096, 4096, 3, 128, ZeroKind::Symmetric)},
       {"int8_perrow_sym", int_layer("l.int8", 4096, 4096, 8, -1, ZeroKind::Symmetric)},
+      {"llm_int8", llm_int8_layer("l.llm_int8", 4096, 4096, 6.f)},
       {"fp8_block128", fp8_layer("l.fp8", 4096, 4096, 128, 128)},
       // K a multiple of 32 but not 64, N a multiple of 8 but not 64.
       {"int4_g32_odd_shape", int_layer("l.odd", 4128, 4104, 4, 32, ZeroKind::Symmetric)},
@@ -101,6 +117,12 @@ const MatrixRow kMatrix[] = {
     {"h100", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"h100", "fp8_block128", "cuda_fp8@1-"},
     {"h100", "int4_g32_odd_shape", "cuda_dequant@1-"},
+    // LLM.int8: cuda_int8 for every M (its GEMV below gemv_max_m is a parameter, not a range).
+    {"h100", "llm_int8", "cuda_int8@1-"},
+    {"a100", "llm_int8", "cuda_int8@1-"},
+    {"rtx3090", "llm_int8", "cuda_int8@1-"},
+    {"t4", "llm_int8", "cuda_dequant@1-"},
+    {"cpu-avx2", "llm_int8", "cpu_simd@1-"},
     {"a100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"a100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
     {"a100", "int3_g128_sym", "cuda_dequant@1-"},
@@ -721,6 +743,10 @@ TEST(Registry, AutoListsAreDataAndCoverEveryDeviceClass) {
   const auto h100 = target_profile("h100");
   EXPECT_EQ(reg.auto_order(h100, int_layer("x", 64, 64, 4, 128, ZeroKind::Symmetric)),
             (std::vector<std::string>{"cuda_gemv", "cuda_marlin", "cuda_dequant"}));
+  EXPECT_EQ(reg.auto_order(h100, llm_int8_layer("x", 64, 64, 6.f)),
+            (std::vector<std::string>{"cuda_int8", "cuda_gemv", "cuda_marlin", "cuda_dequant"}));
+  EXPECT_EQ(reg.auto_order(target_profile("t4"), llm_int8_layer("x", 64, 64, 6.f)),
+            (std::vector<std::string>{"cuda_gemv", "cuda_dequant"}));
   EXPECT_EQ(reg.auto_order(h100, fp8_layer("x", 64, 64, 128, 128)),
             (std::vector<std::string>{"cuda_fp8", "cuda_dequant"}));
   EXPECT_EQ(reg.auto_order(target_profile("t4"), int_layer("x", 64, 64, 4, 128, ZeroKind::Symmetric)),
@@ -831,6 +857,163 @@ TEST(Ranges, DefaultsThatChangeWithMSplitThePlanButShareOnePacking) {
   EXPECT_EQ(b->last_rows, 1);
   ql->forward({x.data(), DType::F32, 9, 32, DeviceKind::Cpu}, {y.data(), DType::F32, 9, 16, DeviceKind::Cpu}, {});
   EXPECT_EQ(b->last_rows, 8);
+}
+
+}  // namespace
+}  // namespace qrt
+
+// ---- `qrt plan --target h100` on a bitsandbytes LLM.int8 folder ----
+namespace qrt {
+namespace {
+
+// A tiny Llama (hidden 64, intermediate 128, 2 blocks) written as transformers saves a model loaded
+// with load_in_8bit: every linear an I8 `weight` [N, K] with its `SCB` [N] and `weight_format` 0,
+// the rest f16, and the bitsandbytes quantization_config with the given llm_int8_threshold.
+class LlmInt8Folder : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("qrt_llm_int8_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  void write(double threshold) {
+    std::ofstream(dir_ / "config.json") << R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+      "vocab_size": 96, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+      "num_attention_heads": 4, "num_key_value_heads": 2, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+      "max_position_embeddings": 128, "tie_word_embeddings": true, "torch_dtype": "float16",
+      "quantization_config": {"quant_method": "bitsandbytes", "load_in_8bit": true, "load_in_4bit": false,
+        "llm_int8_threshold": )" << threshold << R"(, "llm_int8_skip_modules": null,
+        "llm_int8_has_fp16_weight": false, "llm_int8_enable_fp32_cpu_offload": false}})";
+    SafetensorsWriter st((dir_ / "model.safetensors").string());
+    std::mt19937 rng(17);
+    std::uniform_int_distribution<int> cb(-127, 127);
+    std::normal_distribution<float> nd(0.f, 0.05f);
+    auto floats = [&](const std::string& name, std::vector<int64_t> shape, float base) {
+      int64_t count = 1;
+      for (int64_t d : shape) count *= d;
+      std::vector<float> v(static_cast<size_t>(count));
+      for (auto& f : v) f = base + nd(rng);
+      st.add_float(name, DType::F16, shape, v);
+    };
+    auto linear = [&](const std::string& name, int64_t n, int64_t k) {
+      std::vector<uint8_t> w(static_cast<size_t>(n * k));
+      for (auto& b : w) b = static_cast<uint8_t>(static_cast<int8_t>(cb(rng)));
+      st.add(name + ".weight", DType::I8, {n, k}, w);
+      std::vector<float> scb(static_cast<size_t>(n));
+      for (auto& s : scb) s = 0.1f + std::fabs(nd(rng));
+      st.add_float(name + ".SCB", DType::F32, {n}, scb);
+      st.add(name + ".weight_format", DType::U8, {}, {0});
+    };
+    floats("model.embed_tokens.weight", {96, 64}, 0.f);
+    for (int i = 0; i < 2; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      floats(p + "input_layernorm.weight", {64}, 1.f);
+      floats(p + "post_attention_layernorm.weight", {64}, 1.f);
+      linear(p + "self_attn.q_proj", 64, 64);
+      linear(p + "self_attn.k_proj", 32, 64);
+      linear(p + "self_attn.v_proj", 32, 64);
+      linear(p + "self_attn.o_proj", 64, 64);
+      linear(p + "mlp.gate_proj", 128, 64);
+      linear(p + "mlp.up_proj", 128, 64);
+      linear(p + "mlp.down_proj", 64, 128);
+    }
+    floats("model.norm.weight", {64}, 1.f);
+    st.write();
+  }
+
+  // What `qrt plan MODEL --target T [--disable ...]` decides (resolve_setup is its setup).
+  ResolvedSetup plan(const std::string& target, const std::vector<std::string>& disable = {}) {
+    ck_ = open_checkpoint(dir_.string());
+    SetupRequest r;
+    r.target = target;
+    r.cli.use_tuning_cache = false;
+    if (!disable.empty()) r.cli.disabled = disable;
+    return resolve_setup(*ck_, r);
+  }
+
+  static bool has(const std::vector<std::string>& lines, const std::string& part) {
+    for (const auto& l : lines)
+      if (l.find(part) != std::string::npos) return true;
+    return false;
+  }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<Checkpoint> ck_;
+};
+
+TEST_F(LlmInt8Folder, PlanForH100PutsEveryLayerOnCudaInt8WithTheThreshold) {
+  write(6.0);
+  const ResolvedSetup s = plan("h100");
+  ASSERT_EQ(s.plan->layers.size(), 14u);
+  for (const auto& p : s.plan->layers) {
+    SCOPED_TRACE(p.layer.name);
+    ASSERT_TRUE(p.ok()) << p.error;
+    EXPECT_EQ(p.layer.llm_int8_threshold, 6.f);
+    ASSERT_EQ(p.choices.size(), 1u);
+    EXPECT_EQ(p.choices[0].backend, "cuda_int8");
+    EXPECT_EQ(p.choices[0].m_min, 1);
+    EXPECT_EQ(p.choices[0].m_max, INT64_MAX);
+    // The GEMV / tensor-core boundary is a parameter the plan shows (and qrt tune can move); a
+    // CPU-only binary plans CUDA backends from their declarations, without their parameters.
+    if (BackendRegistry::global().find("cuda_int8")->built()) {
+      EXPECT_EQ(p.choices[0].params.to_json(), R"({"gemv_max_m":8,"max_outliers":256})");
+    }
+    EXPECT_TRUE(has(p.notes, "cuda_int8: LLM.int8: above gemv_max_m rows int8 tensor cores, with the activation "
+                             "columns holding some |x| >= 6 (llm_int8_threshold)"))
+        << ::testing::PrintToString(p.notes);
+    // The weight-only kernels stay behind it; cuda_dequant is the fallback of a failed prepare.
+    EXPECT_EQ(p.fallback, std::vector<std::string>{"cuda_dequant"});
+  }
+  // q/k/v and gate/up fused by the GPU engine: the same backend, the same threshold.
+  ASSERT_FALSE(s.plan->fused.empty());
+  for (const auto& f : s.plan->fused) {
+    ASSERT_TRUE(f.ok()) << f.error;
+    EXPECT_EQ(f.choices[0].backend, "cuda_int8") << f.layer.name;
+    EXPECT_EQ(f.layer.llm_int8_threshold, 6.f);
+  }
+  EXPECT_TRUE(has(s.warnings, "llm_int8_threshold 6: applied by cuda_int8")) << ::testing::PrintToString(s.warnings);
+  // Plan = run: the weight the loader decodes carries the threshold the plan was made with.
+  EXPECT_EQ(ck_->load_quantized("model.layers.1.mlp.down_proj").spec.llm_int8_threshold, 6.f);
+}
+
+TEST_F(LlmInt8Folder, WithoutCudaInt8OrSm80TheWeightOnlyKernelsServeIt) {
+  write(6.0);
+  const ResolvedSetup off = plan("h100", {"cuda_int8"});
+  for (const auto& p : off.plan->layers) {
+    ASSERT_TRUE(p.ok()) << p.error;
+    EXPECT_EQ(p.choices.front().backend, "cuda_gemv") << p.layer.name;
+    for (const auto& c : p.choices) EXPECT_NE(c.backend, "cuda_int8");
+  }
+  const ResolvedSetup t4 = plan("t4");
+  for (const auto& p : t4.plan->layers) {
+    ASSERT_TRUE(p.ok()) << p.error;
+    EXPECT_EQ(p.choices.front().backend, "cuda_dequant");
+    for (const auto& [name, v] : p.verdicts)
+      if (name == "cuda_int8") {
+        EXPECT_EQ(v.reason, "needs compute capability >= 8.0 (sm_80); Tesla T4 is sm_75");
+      }
+  }
+  // The CPU keeps the activations in float (weight-only), and the warning says so.
+  const ResolvedSetup cpu = plan("cpu-avx2");
+  for (const auto& p : cpu.plan->layers) EXPECT_EQ(p.choices.front().backend, "cpu_simd") << p.layer.name;
+  EXPECT_TRUE(has(cpu.warnings, "keep activations in float")) << ::testing::PrintToString(cpu.warnings);
+}
+
+TEST_F(LlmInt8Folder, ThresholdZeroMeansNoDecomposition) {
+  write(0.0);
+  const ResolvedSetup s = plan("h100");
+  for (const auto& p : s.plan->layers) {
+    EXPECT_EQ(p.choices.front().backend, "cuda_int8");
+    EXPECT_EQ(p.layer.llm_int8_threshold, 0.f);
+    EXPECT_TRUE(has(p.notes, "LLM.int8 without decomposition (llm_int8_threshold 0)"))
+        << ::testing::PrintToString(p.notes);
+  }
+  EXPECT_TRUE(has(s.warnings, "llm_int8_threshold 0: no outlier decomposition"))
+      << ::testing::PrintToString(s.warnings);
 }
 
 }  // namespace

@@ -33,7 +33,7 @@ for t in t4 v100; do
   "$qrt" plan "$model" --target "$t" --no-tuning-cache >"$tmp/out.txt" || fail "plan --target $t exited non-zero"
   grep -q "^  cuda_dequant   211 layers (all M)" "$tmp/out.txt" || fail "$t: not every layer on cuda_dequant"
   grep -q "NO backend" "$tmp/out.txt" && fail "$t: a layer without a backend"
-  grep -q "cuda_gemv, cuda_marlin: needs compute capability >= 8.0" "$tmp/out.txt" || fail "$t: no sm_80 reason"
+  grep -q "cuda_gemv, cuda_marlin, cuda_int8: needs compute capability >= 8.0" "$tmp/out.txt" || fail "$t: no sm_80 reason"
 done
 
 "$qrt" plan "$model" --verbose --no-tuning-cache >"$tmp/out.txt"
