@@ -239,6 +239,8 @@ LayerSpec shape_spec(const std::string& text, const BenchOptions& o) {
                           (h ? std::to_string(h) : std::string("an even K")) + ") and of --p");
     if (s.group_size > 0 && s.group_size < s.in_features && s.group_size % o.p != 0)
       throw invalid_input("--group-size " + std::to_string(s.group_size) + ": not a multiple of --p");
+    // A group as wide as the row or wider is one scale per row (as qrt quantize writes it).
+    if (s.group_size >= s.in_features) s.group_size = -1;
     s.encoding = WeightEncoding::RotatedCodebook;
     s.zero_kind = ZeroKind::Symmetric;
     s.codebook_dim = o.p;

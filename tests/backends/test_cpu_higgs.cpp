@@ -95,6 +95,28 @@ TEST(CpuHiggs, MatchesTheDequantizedReference) {
   }
 }
 
+// A spec whose group is wider than the row (qrt quantize writes one scale per row as group -1,
+// but a spec may say 128 for K = 64): the same result as the one-group weight, no read past the
+// row's codes.
+TEST(CpuHiggs, AGroupWiderThanTheRowIsOneGroup) {
+  const auto be = make_cpu_higgs_backend();
+  QuantizedWeight w = higgs_weight(2, 2, 64, 64, 16, 64, true, 7);
+  ASSERT_EQ(w.spec.group_size, -1) << "the quantizer writes one group per row";
+  std::mt19937 rng(8);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::vector<float> x(static_cast<size_t>(3 * 64));
+  for (auto& v : x) v = normal(rng);
+  const std::vector<float> ref = reference(w, x, 3);
+  w.spec.group_size = 128;
+  w.validate();
+  auto prepared = be->prepare(w, {}, PrepareContext(probe_cpu()));
+  std::vector<float> y(static_cast<size_t>(3 * 16), std::nanf(""));
+  ActTensor xt{x.data(), DType::F32, 3, 64};
+  ActTensor yt{y.data(), DType::F32, 3, 16};
+  prepared->forward(xt, yt, ExecContext{});
+  for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 1e-4f * (1.f + std::fabs(ref[i]))) << i;
+}
+
 TEST(CpuHiggs, ParametersAndWhatItRuns) {
   const auto be = make_cpu_higgs_backend();
   const QuantizedWeight w = higgs_weight(4, 2, 64, 64, 32, 64, false, 9);

@@ -34,7 +34,9 @@ class CpuHiggsPrepared final : public PreparedLinear {
     codes_.resize(static_cast<size_t>(n_ * (k_ / d_)));
     for (int64_t r = 0; r < n_; ++r)
       for (int64_t v = 0; v < k_ / d_; ++v) codes_[r * (k_ / d_) + v] = w.codes[r * k_ + v * d_];
-    col_chunk_ = std::gcd(group_, kMaxColChunk);
+    // A chunk lies inside one group and inside the row: a group wider than the row (one scale per
+    // row) must not make the chunk run past the row's codes.
+    col_chunk_ = std::gcd(std::gcd(group_, kMaxColChunk), k_);
   }
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx) override {
