@@ -738,6 +738,8 @@ CudaForwardEngine::StepLaunches CudaOps::step_launches(const std::function<void(
   // A capture of its own (never launched): the nodes each op adds, counted in mark().
   CudaForwardEngine::StepLaunches out;
   cudaGraph_t g = nullptr;
+  // The step at position 0: stage() has not necessarily run, so the variant is set here.
+  fused_attention_ = fused_attention_from_ == 0;
   node_counts_ = &out.nodes_by_op;
   nodes_seen_ = 0;
   QRT_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));

@@ -79,7 +79,8 @@ class CudaOps final : public BlockOps {
   // Decode steps replay a captured graph (the default) or launch eagerly (for the tests that
   // compare the two).
   void use_graphs(bool on) { use_graphs_ = on; }
-  // The nodes of the captured decode step, by op (CudaForwardEngine::decode_step_launches).
+  // The nodes of the captured decode step at position 0 (whose attention variant the position
+  // picks), by op (CudaForwardEngine::decode_step_launches).
   CudaForwardEngine::StepLaunches step_launches(const std::function<void()>& launches);
   // CudaForwardEngine::generate_on_device, `launches` being one decode step (run_step(1, 0, 1)).
   std::vector<int32_t> generate(const std::function<void()>& launches, int32_t last_token, int64_t pos, int64_t steps,
