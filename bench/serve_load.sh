@@ -115,6 +115,12 @@ done
 
 rows=()
 declare -A rate
+# A failed request's reason is in its line's first_error; the server's own last words follow.
+all_lines="${runs[*]}"
+if [[ "$all_lines" == *'"first_error": "'* ]]; then
+  echo "some requests failed; the end of qrt serve's log:"
+  tail -n 15 "$tmp/qrt.log"
+fi
 echo
 printf '%-22s %10s %10s %10s %10s %10s %8s\n' "" "tokens/s" "TTFT p50" "TTFT p99" "ITL p50" "ITL p99" "failed"
 for n in "$CLIENTS" 1; do

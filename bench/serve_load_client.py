@@ -39,7 +39,7 @@ def percentile(values, p):
 
 def one_request(args, prompt, deadline, out):
     """Streams one request until it ends or the window does; appends its record to `out`.
-    Returns False when it failed."""
+    Returns False when it failed, with the reason in the record's "error"."""
     body = {"model": args.model, "prompt": prompt, "max_tokens": args.max_tokens, "temperature": 0, "stream": True,
             "ignore_eos": True, "cache_prompt": False}
     headers = {"Content-Type": "application/json"}
@@ -47,13 +47,13 @@ def one_request(args, prompt, deadline, out):
         headers["Authorization"] = "Bearer " + args.api_key
     t0 = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=max(60.0, deadline - t0 + 60))
-    record = {"ttft": None, "gaps": [], "tokens": 0, "done": False}
+    record = {"ttft": None, "gaps": [], "tokens": 0, "done": False, "error": None}
     out.append(record)
     try:
         conn.request("POST", "/v1/completions", body=json.dumps(body), headers=headers)
         resp = conn.getresponse()
         if resp.status != 200:
-            resp.read()
+            record["error"] = f"HTTP {resp.status}: {resp.read()[:300].decode(errors='replace')}"
             return False
         last = None
         while True:
@@ -62,7 +62,8 @@ def one_request(args, prompt, deadline, out):
             if now >= deadline:
                 return True  # the window is over: closing the connection cancels the request
             if not line:
-                return False  # the stream ended without [DONE]
+                record["error"] = "the stream ended without [DONE]"
+                return False
             if not line.startswith(b"data: "):
                 continue
             data = line[6:].strip()
@@ -71,6 +72,7 @@ def one_request(args, prompt, deadline, out):
                 return True
             event = json.loads(data)
             if "error" in event:
+                record["error"] = "error event: " + json.dumps(event["error"])[:300]
                 return False
             if any(c.get("text") for c in event.get("choices") or []):
                 if last is None:
@@ -79,8 +81,11 @@ def one_request(args, prompt, deadline, out):
                     record["gaps"].append(now - last)
                 last = now
                 record["tokens"] += 1
-    except (OSError, http.client.HTTPException, ValueError):
-        return time.perf_counter() >= deadline
+    except (OSError, http.client.HTTPException, ValueError) as e:
+        if time.perf_counter() >= deadline:
+            return True
+        record["error"] = f"{type(e).__name__}: {e}"
+        return False
     finally:
         if conn.sock is not None:
             try:
@@ -137,6 +142,8 @@ def main():
         "tokens_per_s": round(tokens / window, 2) if window > 0 else 0,
         "ttft_p50_ms": round(1000 * percentile(ttfts, 50), 1), "ttft_p99_ms": round(1000 * percentile(ttfts, 99), 1),
         "itl_p50_ms": round(1000 * percentile(gaps, 50), 2), "itl_p99_ms": round(1000 * percentile(gaps, 99), 2),
+        # Why the first failed request failed (null when none did): a server's answer to read.
+        "first_error": next((r["error"] for r in records if r["error"]), None),
     }))
 
 
