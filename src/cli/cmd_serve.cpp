@@ -104,9 +104,7 @@ int serve_command(const ServeOptions& o) {
   serve::Scheduler scheduler(*engine, tokenizer, so);
 
   serve::ApiLimits limits;
-  limits.model_id = !o.model_name.empty() ? o.model_name : std::filesystem::path(path).filename().replace_extension().string();
-  if (std::filesystem::is_directory(path)) limits.model_id = std::filesystem::path(path).lexically_normal().filename().string();
-  if (limits.model_id.empty()) limits.model_id = "qrt";
+  limits.model_id = serve::served_model_id(path, o.model_name);
   limits.context = o.ctx_size;
   limits.max_prompt_tokens = o.max_prompt_tokens > 0 ? std::min(o.max_prompt_tokens, o.ctx_size - 1) : o.ctx_size - 1;
   limits.max_tokens = o.max_tokens > 0 ? std::min(o.max_tokens, o.ctx_size - 1) : o.ctx_size - 1;

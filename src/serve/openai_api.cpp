@@ -4,9 +4,20 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <filesystem>
 #include <limits>
 
 namespace qrt::serve {
+
+std::string served_model_id(const std::string& model_path, const std::string& name) {
+  if (!name.empty()) return name;
+  std::filesystem::path p = std::filesystem::path(model_path).lexically_normal();
+  if (p.filename().empty()) p = p.parent_path();  // a folder written with a trailing slash
+  std::error_code ec;
+  std::string id = std::filesystem::is_directory(model_path, ec) ? p.filename().string() : p.stem().string();
+  return id.empty() || id == "." || id == ".." ? "qrt" : id;
+}
+
 namespace {
 
 const char* type_name(const json& v) {

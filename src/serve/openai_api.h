@@ -43,6 +43,10 @@ struct ApiLimits {
   size_t max_stop_bytes = 256;
 };
 
+// The model id clients must ask for: `name` (--model-name) when given, else the model file's
+// name without its extension, or a folder's own name; "qrt" when the path names neither.
+std::string served_model_id(const std::string& model_path, const std::string& name);
+
 // Sampling defaults when the request gives none: OpenAI's (temperature 1, top_p 1) unless the
 // model's generation_config.json has its own.
 struct SamplingDefaults {

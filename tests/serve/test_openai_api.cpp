@@ -4,6 +4,8 @@
 
 #include "serve/openai_api.h"
 
+#include <filesystem>
+
 namespace qrt::serve {
 namespace {
 
@@ -200,4 +202,18 @@ TEST(OpenAiApi, ResponseShapes) {
 }
 
 }  // namespace
+
+TEST(ServedModelId, NameGivenWinsOverFileAndFolder) {
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() / "qrt-served-id-folder";
+  std::filesystem::create_directories(dir);
+  // A folder model with --model-name: clients ask for the name (it was the folder's before).
+  EXPECT_EQ(served_model_id(dir.string(), "bench"), "bench");
+  EXPECT_EQ(served_model_id("/m/SmolLM2.Q4_1.gguf", "bench"), "bench");
+  // Without one: the folder's own name (with or without a trailing slash), the file's stem.
+  EXPECT_EQ(served_model_id(dir.string(), ""), "qrt-served-id-folder");
+  EXPECT_EQ(served_model_id(dir.string() + "/", ""), "qrt-served-id-folder");
+  EXPECT_EQ(served_model_id("/m/SmolLM2.Q4_1.gguf", ""), "SmolLM2.Q4_1");
+  EXPECT_EQ(served_model_id("/", ""), "qrt");
+  std::filesystem::remove_all(dir);
+}
 }  // namespace qrt::serve
