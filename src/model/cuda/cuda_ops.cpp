@@ -207,14 +207,15 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   attn_scratch_.partials = attn_partials_.as<float>();
   attn_scratch_.counters = attn_counters_.as<int>();
   // RoPE, the KV store and the attention in one kernel, from decode position
-  // fused_attention_from_ on. On the H200 it was slower than the two kernels it replaces at 128
-  // positions and faster at 1536 (docs/PERFORMANCE.md, "Decode step"), so a decode step is
-  // captured once per attention variant and the position picks the graph. Where the two meet is
-  // not measured yet: by default the fused kernel is never used. QRT_CUDA_FUSED_ATTENTION=1 uses
-  // it from position 0, =0 never; QRT_CUDA_FUSED_ATTENTION_FROM=N from position N (A/B runs).
+  // fused_attention_from_ on: slower than the two kernels it replaces at short contexts and faster
+  // at long ones, with the crossover between 512 and 1024 positions on the H100 (docs/PERFORMANCE.md,
+  // "The GPU decode step"), so a decode step is captured once per attention variant and the
+  // position picks the graph. QRT_CUDA_FUSED_ATTENTION=1 uses it from position 0, =0 never;
+  // QRT_CUDA_FUSED_ATTENTION_FROM=N from position N (A/B runs).
   const char* fa = std::getenv("QRT_CUDA_FUSED_ATTENTION");
   const char* from = std::getenv("QRT_CUDA_FUSED_ATTENTION_FROM");
-  fused_attention_from_ = kNever;
+  fused_attention_from_ = kFusedAttentionFrom;
+  if (fa && std::string(fa) == "0") fused_attention_from_ = kNever;
   if (fa && std::string(fa) == "1") fused_attention_from_ = 0;
   else if (from && *from && !(fa && std::string(fa) == "0")) {
     char* end = nullptr;

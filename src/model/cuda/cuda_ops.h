@@ -12,7 +12,8 @@
 // SiLU x up in the projections' prologues and the residual adds in their epilogues (the Llama
 // block's: not with Gemma-2's GeGLU or sandwich norms, whose ops are issued unfused).
 // QRT_CUDA_FUSED_DECODE=0 in the environment runs the unfused kernels instead (A/B);
-// QRT_CUDA_FUSED_ATTENTION=1 adds RoPE + KV store + attention in one launch (A/B, off by default).
+// QRT_CUDA_FUSED_ATTENTION=1 runs RoPE + KV store + attention in one launch from position 0 (by
+// default from position 768 on), =0 never.
 //
 // The batched engine (ModelDims::kv_blocks > 0): the KV cache is a pool of blocks of 16 positions
 // ([layer][kv_head][block][16][head_dim]); each step uploads its rows' positions and their
@@ -180,6 +181,8 @@ class CudaOps final : public BlockOps {
   bool fused_projections_ = true;  // fused_decode_, QRT_CUDA_FUSED_PROJECTIONS and the width (reserve())
   static constexpr int64_t kMaxFusedProjectionHidden = 2048;  // wider models: unfused (reserve())
   static constexpr int64_t kNever = INT64_MAX;
+  // Default position of the switch to the fused attention: the middle of the measured crossover.
+  static constexpr int64_t kFusedAttentionFrom = 768;
   int64_t fused_attention_from_ = kNever;  // decode positions from which the fused attention runs
   bool fused_attention_ = false;  // this step's variant (the graph being captured or launched)
   bool fused_head_ = false;       // a dense fp16 head the fused norm + head + argmax reads
