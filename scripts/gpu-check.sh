@@ -9,7 +9,8 @@
 # bench/gpu_decode_vs_llamacpp.sh), the GPU GEMM benchmark with the torch peers
 # (bench/peers/gemm_peers.py) in the same run, decode tokens/s of a random Llama-2-7B-shaped GPTQ
 # model next to bench/peers/hf_decode.py, `qrt serve --device cuda` under 32 streaming clients and
-# one on that model (bench/serve_load.sh), then merges everything into one JSON with a `summary`
+# one on that model (bench/serve_load.sh), Nsight Compute's view of cuda_marlin's kernel at M =
+# 16-128 (tools/gpu_int4_profile.sh), then merges everything into one JSON with a `summary`
 # ($OUT/<gpu>-<date>.json, copied to bench/results/) and prints one table last.
 # Env: OUT (results folder, default ./gpu-out), GPU_CHECK_BUDGET (seconds, default 470): stages that
 # would not fit are skipped and say so. GPU_CHECK_LLAMACPP=0 skips the llama.cpp build.
@@ -26,7 +27,7 @@ START=$SECONDS
 LOG=$OUT/gpu-check.log
 : > "$LOG"
 left() { echo $((BUDGET - (SECONDS - START))); }
-# GPU_CHECK_SKIP=smollm2,gemm,decode7b,serve,tune,hf: stages left out of a call that is about something else.
+# GPU_CHECK_SKIP=smollm2,gemm,decode7b,serve,tune,profile,hf: stages left out of a call that is about something else.
 skip() { [[ ",${GPU_CHECK_SKIP:-}," == *",$1,"* ]] && { note "skipped: GPU_CHECK_SKIP names $1"; return 0; }; return 1; }
 stage() { echo; echo "=== [$((SECONDS - START)) s] $*" | tee -a "$LOG"; }
 note() { echo "$*" | tee -a "$LOG"; }
@@ -348,6 +349,15 @@ else
 fi
 
 [ -n "$MODEL_PID" ] && kill $MODEL_PID 2>/dev/null
+
+# ---- what bounds cuda_marlin's tensor-core kernel at M = 16-128 (Nsight Compute) ----
+stage "profile: cuda_marlin's qmm_kernel under ncu (tools/gpu_int4_profile.sh)"
+if ! skip profile && [ -x build-gpu/bench/gpu_int4_bench ] && command -v ncu > /dev/null && [ "$(left)" -gt 150 ]; then
+  timeout $(( $(left) - 40 )) bash tools/gpu_int4_profile.sh "$RAW/ncu" > "$LOGS/profile.log" 2>&1
+  note "gpu_int4_profile rc=$?"; tail -16 "$LOGS/profile.log" | tee -a "$LOG"
+else
+  note "skipped (GPU_CHECK_SKIP, gpu_int4_bench or ncu missing, or $(left) s left)"
+fi
 
 stage "decode peer (HF transformers fp16 eager)"
 if ! skip hf && [ "$(left)" -gt 40 ] && [ "$PEERS" = 1 ]; then
