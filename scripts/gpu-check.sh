@@ -352,9 +352,9 @@ fi
 
 # ---- what bounds cuda_marlin's tensor-core kernel at M = 16-128 (Nsight Compute) ----
 stage "profile: cuda_marlin's qmm_kernel under ncu (tools/gpu_int4_profile.sh)"
-if ! skip profile && [ -x build-gpu/bench/gpu_int4_bench ] && command -v ncu > /dev/null && [ "$(left)" -gt 150 ]; then
-  timeout $(( $(left) - 40 )) bash tools/gpu_int4_profile.sh "$RAW/ncu" > "$LOGS/profile.log" 2>&1
-  note "gpu_int4_profile rc=$?"; tail -16 "$LOGS/profile.log" | tee -a "$LOG"
+if ! skip profile && [ -x build-gpu/bench/gpu_int4_bench ] && command -v ncu > /dev/null && [ "$(left)" -gt 90 ]; then
+  timeout $(( $(left) - 15 )) bash tools/gpu_int4_profile.sh "$RAW/ncu" > "$LOGS/profile.log" 2>&1
+  note "gpu_int4_profile rc=$?"; tail -120 "$LOGS/profile.log" | tee -a "$LOG"
 else
   note "skipped (GPU_CHECK_SKIP, gpu_int4_bench or ncu missing, or $(left) s left)"
 fi

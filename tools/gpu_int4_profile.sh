@@ -4,12 +4,11 @@
 # change to it starts from what bounds it rather than from a guess (issue 13, item 1).
 #
 # For the Llama-2-7B q/k/v shape (K 4096, N 12288) at M = 16, 64 and 128 it profiles one launch
-# of the kernel gpu_int4_bench picks, with the sections that say what bounds a kernel: speed of
-# light (SM and DRAM throughput), occupancy and launch statistics (registers, shared memory,
-# blocks per SM), the warp states (what the warps wait on) and the scheduler statistics (issue
-# slots used). Then one table: per M, duration, DRAM and SM throughput, achieved occupancy,
-# registers, eligible warps per scheduler, issue-slot use and the top three stall reasons.
-#   tools/gpu_int4_profile.sh [OUT_DIR]   (default $OUT or ./gpu-out; ncu's raw text goes there)
+# of the kernel gpu_int4_bench picks with ncu's full metric set, then prints per M what says what
+# bounds a kernel: duration, launch shape and occupancy limits, DRAM / L2 / L1 / SM throughput,
+# issue-slot use, eligible warps, shared-memory bank conflicts, the stall reasons and the pipes'
+# use, largest first.
+#   tools/gpu_int4_profile.sh [OUT_DIR]   (default $OUT or ./gpu-out; ncu's CSV goes there)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-./gpu-out}}
@@ -20,44 +19,62 @@ command -v ncu > /dev/null || { echo "gpu_int4_profile: no ncu on this machine";
 
 # The kernel the bench picked on the H100 (2026-12-06) per M: the 16-row tile with 4 x 2 warps at
 # M = 16, the 32-row tile with 8 x 1 warps above (qmm_kernel<T, BITS, MT, NT, FZ>, MT = rows / 8).
-# ncu writes the bool as 0 / 1; '<' and '>' are plain characters in its regular expressions.
-declare -A PICK=([16]="qmm_kernel<__half, 4, 2, 2, 0>" [64]="qmm_kernel<__half, 4, 4, 1, 0>"
-                 [128]="qmm_kernel<__half, 4, 4, 1, 0>")
+# The bool prints as 0 / 1 or false / true depending on the demangler; '<' and '>' are plain
+# characters in ncu's regular expressions.
+declare -A PICK=([16]="qmm_kernel<__half, 4, 2, 2, (0|false)>" [64]="qmm_kernel<__half, 4, 4, 1, (0|false)>"
+                 [128]="qmm_kernel<__half, 4, 4, 1, (0|false)>")
 for M in 16 64 128; do
   # The bench replays graphs of many launches of each candidate: the 20th launch of the picked
-  # variant is past its warm-up.
-  timeout 150 ncu --clock-control none --kernel-name-base demangled -k "regex:${PICK[$M]}" \
-    --launch-skip 20 --launch-count 1 \
-    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats \
-    --section SchedulerStats --section MemoryWorkloadAnalysis \
-    "$B" --shape 4096 12288 --m "$M" > "$OUTDIR/ncu-qmm-m$M.txt" 2>&1
-  echo "ncu M=$M rc=$? ($(wc -l < "$OUTDIR/ncu-qmm-m$M.txt") lines)"
+  # variant is past its warm-up. The full set, printed as the raw metric page in CSV, holds every
+  # number the table below needs (stall reasons, pipe use, bank conflicts, L2 hit rate).
+  timeout 70 ncu --clock-control none --kernel-name-base demangled -k "regex:${PICK[$M]}" \
+    --launch-skip 20 --launch-count 1 --set full --import-source no --page raw --csv \
+    "$B" --shape 4096 12288 --m "$M" > "$OUTDIR/ncu-qmm-m$M.csv" 2>&1
+  echo "ncu M=$M rc=$? ($(wc -l < "$OUTDIR/ncu-qmm-m$M.csv") lines)"
 done
 
 python3 - "$OUTDIR" <<'PY'
-import re, sys, os
+import csv, os, re, sys
 out = sys.argv[1]
-# ncu's text report: "    Metric Name     Unit     Value" rows under each section.
-want = [("Duration", "duration"), ("DRAM Throughput", "dram %"), ("Compute (SM) Throughput", "sm %"),
-        ("Achieved Occupancy", "occupancy %"), ("Registers Per Thread", "regs"),
-        ("Eligible Warps Per Scheduler", "eligible"), ("Issue Slots Busy", "issue %"),
-        ("Block Limit Registers", "blk lim regs"), ("Block Limit Shared Mem", "blk lim smem")]
-print("%-6s %s" % ("M", "  ".join("%-12s" % w[1] for w in want)))
+# Metrics shown as they are, then the groups shown largest first.
+plain = ["gpu__time_duration.sum", "launch__grid_size", "launch__registers_per_thread",
+         "launch__shared_mem_per_block_dynamic", "launch__occupancy_limit_registers",
+         "launch__occupancy_limit_shared_mem", "sm__warps_active.avg.pct_of_peak_sustained_active",
+         "dram__throughput.avg.pct_of_peak_sustained_elapsed", "dram__bytes_read.sum",
+         "lts__throughput.avg.pct_of_peak_sustained_elapsed", "lts__t_sector_hit_rate.pct",
+         "l1tex__throughput.avg.pct_of_peak_sustained_active", "sm__throughput.avg.pct_of_peak_sustained_elapsed",
+         "smsp__issue_active.avg.pct_of_peak_sustained_active", "smsp__warps_eligible.avg.per_cycle_active",
+         "smsp__inst_executed.sum", "l1tex__data_bank_conflicts_pipe_lsu_mem_shared_op_ld.sum",
+         "l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum"]
+groups = [("stalls (warps per issue)", re.compile(r"smsp__average_warps_issue_stalled_(\w+)_per_issue_active\.ratio$"), 8),
+          ("pipes (% of peak, active)", re.compile(r"sm__(?:inst_executed_)?pipe_(\w+?)(?:_cycles_active)?\.avg\.pct_of_peak_sustained_active$"), 8)]
 for m in (16, 64, 128):
-    path = os.path.join(out, "ncu-qmm-m%d.txt" % m)
+    path = os.path.join(out, "ncu-qmm-m%d.csv" % m)
     if not os.path.exists(path):
         continue
-    text = open(path, errors="replace").read()
-    kernel = re.search(r"^\s*(\S*qmm_kernel[^\n]*)", text, re.M)
-    vals = []
-    for name, _ in want:
-        r = re.search(r"^\s*%s\s+(\S+)\s+([\d.,]+)\s*$" % re.escape(name), text, re.M)
-        vals.append((r.group(2) + " " + r.group(1)) if r else "-")
-    print("%-6d %s" % (m, "  ".join("%-12s" % v for v in vals)))
-    if kernel:
-        print("       kernel: %s" % kernel.group(1)[:100])
-    # WarpStateStats prints its stall breakdown only as rule text; keep the lines that name a stall.
-    stalls = [l.strip() for l in text.splitlines() if "stall" in l.lower() and "cycles" in l.lower()][:3]
-    for s in stalls:
-        print("       " + s[:160])
+    lines = open(path, errors="replace").read().splitlines()
+    head = next((i for i, l in enumerate(lines) if l.startswith('"ID"')), None)
+    if head is None or head + 2 >= len(lines):
+        print("M=%d: no ncu rows; its last lines:" % m)
+        for l in lines[-6:]:
+            print("   " + l[:200])
+        continue
+    rows = list(csv.reader(lines[head:head + 3]))
+    names, units, vals = rows[0], rows[1], rows[2]
+    d = {n: (v, u) for n, u, v in zip(names, units, vals)}
+    print("M=%d  kernel: %s" % (m, d.get("Kernel Name", ("?", ""))[0][:110]))
+    for n in plain:
+        if n in d:
+            print("   %-62s %14s %s" % (n, d[n][0], d[n][1]))
+    for title, rx, top in groups:
+        hits = []
+        for n, (v, u) in d.items():
+            r = rx.match(n)
+            if r:
+                try:
+                    hits.append((float(v.replace(",", "")), r.group(1)))
+                except ValueError:
+                    pass
+        hits.sort(reverse=True)
+        print("   %s: %s" % (title, ", ".join("%s %.2f" % (k, v) for v, k in hits[:top])))
 PY
