@@ -1,6 +1,7 @@
 // CPU primitives of the forward pass. The dense matmul is the one hot spot here (an unquantized
 // lm_head / tied embedding is the largest matrix of small models), so it has an AVX2 path
-// (ops_avx2.cpp, chosen at run time through core/cpu_isa.h); everything else is plain loops
+// (ops_avx2.cpp, chosen at run time through core/cpu_isa.h), and so has SiLU, whose expf calls
+// the compiler cannot vectorize; everything else is plain loops
 // written so the compiler can vectorize them (independent accumulators, no reductions over a
 // single scalar).
 #include "model/ops.h"
@@ -200,6 +201,10 @@ void dense_matmul_f16(const float* x, int64_t M, int64_t K, const uint16_t* W, i
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {
+  if (best_cpu_isa() >= CpuIsa::Avx2) {
+    silu_mul_avx2(gate, up, n);
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) {
     const float g = gate[i];
     gate[i] = g / (1.0f + std::exp(-g)) * up[i];

@@ -1,7 +1,9 @@
-// The dense matmul of ops.cpp for AVX2 + FMA + F16C (compiled with those flags; entered only after
+// The dense matmul and SiLU of ops.cpp for AVX2 + FMA + F16C (compiled with those flags; entered only after
 // core/cpu_isa.h says the CPU has them). Everything but the entry points is file-local, so no
 // inline function compiled with these flags can stand in for the baseline copy elsewhere.
 #include <immintrin.h>
+
+#include <algorithm>
 
 #include "model/ops_avx2.h"
 #include "qrt/dtype.h"
@@ -113,7 +115,48 @@ void rows(const float* x, int64_t M, int64_t K, const T* W, int64_t n0, int64_t 
   }
 }
 
+// exp(x) for x in [-87, 88] (clamped to it; a NaN becomes -87, and SiLU's own NaN input still
+// gives NaN): x = n ln2 + r with |r| <= ln2 / 2, ln2 in two parts so that r is exact to float
+// precision; e^r by its Taylor series to r^7 (the first term left out is below 1e-8 relative, so
+// float rounding is the whole error); 2^n built in the exponent bits (n in [-126, 127]: normal).
+inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+inline __m256 silu_mul8(__m256 g, __m256 u) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+  return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(one, e)), u);
+}
+
 }  // namespace
+
+void silu_mul_avx2(float* gate, const float* up, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(gate + i, silu_mul8(_mm256_loadu_ps(gate + i), _mm256_loadu_ps(up + i)));
+  if (i < n) {
+    alignas(32) float g[8] = {}, u[8] = {};
+    std::copy(gate + i, gate + n, g);
+    std::copy(up + i, up + n, u);
+    _mm256_store_ps(g, silu_mul8(_mm256_load_ps(g), _mm256_load_ps(u)));
+    std::copy(g, g + (n - i), gate + i);
+  }
+}
 
 void dense_rows_avx2(const float* x, int64_t M, int64_t K, const float* W, int64_t n0, int64_t n1,
                      const float* bias, float* y, int64_t ldy) {

@@ -1,4 +1,4 @@
-// The AVX2 dense matmul of ops.cpp (defined in ops_avx2.cpp, compiled with the AVX2 level's flags;
+// The AVX2 dense matmul and SiLU of ops.cpp (defined in ops_avx2.cpp, compiled with the AVX2 level's flags;
 // core/cpu_isa.h). Plain declarations only: read by files compiled with and without those flags.
 #pragma once
 
@@ -14,5 +14,10 @@ void dense_rows_avx2(const float* x, int64_t M, int64_t K, const float* W, int64
                      const float* bias, float* y, int64_t ldy);
 void dense_rows_avx2(const float* x, int64_t M, int64_t K, const uint16_t* W, int64_t n0, int64_t n1,
                      const float* bias, float* y, int64_t ldy);
+
+// gate[i] = gate[i] / (1 + exp(-gate[i])) * up[i], the exponential a polynomial within a few
+// float ulps of expf. Every element takes the same vector arithmetic (a tail of n % 8 runs through
+// a padded copy), so an element's result does not depend on n or on where its row starts.
+void silu_mul_avx2(float* gate, const float* up, int64_t n);
 
 }  // namespace qrt::ops

@@ -69,6 +69,9 @@ double Sampler::next_uniform() {
 
 int32_t Sampler::sample(const float* logits, int64_t vocab, const std::vector<int32_t>& history) {
   if (vocab <= 0) return 0;
+  // Plain greedy reads the logits where they are: greedy_token already passes over NaN, and the
+  // copy below (a vocabulary of floats per row per step) was most of the cost.
+  if (is_plain_greedy(params_)) return greedy_token(logits, vocab);
   const float neg_inf = -std::numeric_limits<float>::infinity();
   work_.assign(logits, logits + vocab);
   for (float& v : work_)

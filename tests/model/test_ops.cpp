@@ -256,6 +256,35 @@ TEST(SiluMul, MatchesFormula) {
   for (int i = 0; i < 5; ++i) EXPECT_NEAR(g[i], expect[i], 1e-6);
 }
 
+// The vector path over a wide range of inputs and lengths that are not multiples of the vector:
+// close to the formula (in double) relative to the size of the result, and an element's result the
+// same whatever the length of the call it is in (the batched engine splits rows across threads).
+TEST(SiluMul, WideRangeAndAwkwardLengths) {
+  const int64_t n = 203;
+  std::vector<float> g0(n), u(n);
+  for (int64_t i = 0; i < n; ++i) {
+    g0[static_cast<size_t>(i)] = -90.0f + 180.0f * static_cast<float>(i) / static_cast<float>(n - 1);
+    u[static_cast<size_t>(i)] = 0.5f + static_cast<float>(i % 7);
+  }
+  g0[100] = 1e-3f, g0[101] = -1e-3f, g0[102] = 0.0f;
+  std::vector<float> all = g0;
+  ops::silu_mul(all.data(), u.data(), n);
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = g0[static_cast<size_t>(i)];
+    const double expect = g / (1.0 + std::exp(-g)) * u[static_cast<size_t>(i)];
+    EXPECT_NEAR(all[static_cast<size_t>(i)], expect, 4e-7 * std::abs(expect) + 1e-30) << "g = " << g;
+  }
+  for (int64_t len : {1, 3, 7, 9, 17}) {
+    for (int64_t start : {0, 5, 190}) {
+      if (start + len > n) continue;
+      std::vector<float> part(g0.begin() + start, g0.begin() + start + len);
+      ops::silu_mul(part.data(), u.data() + start, len);
+      for (int64_t i = 0; i < len; ++i)
+        ASSERT_EQ(part[static_cast<size_t>(i)], all[static_cast<size_t>(start + i)]) << start << " + " << i;
+    }
+  }
+}
+
 void naive_attention(const float* q, const float* keys, const float* values, int64_t first, int64_t last,
                      int64_t d, std::vector<double>& out) {
   std::vector<double> s;

@@ -216,14 +216,21 @@ void CpuOps::embed(int64_t m) {
 
 void CpuOps::rmsnorm_proj(int norm, int64_t m) {
   // rms_norm reads each row whole before writing it: in place is safe.
-  ops::rms_norm(proj_.data(), vectors_[static_cast<size_t>(norm)]->data(), proj_.data(), m, d_.hidden, d_.eps);
+  const float* weight = vectors_[static_cast<size_t>(norm)]->data();
+  for_rows(m, [&](int64_t r0, int64_t r1) {
+    float* p = proj_.data() + r0 * d_.hidden;
+    ops::rms_norm(p, weight, p, r1 - r0, d_.hidden, d_.eps);
+  });
 }
 
 void CpuOps::add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) {
-  float* x = x_.data() + row0 * d_.hidden;
-  if (add_proj) ops::add_inplace(x, proj_.data() + row0 * d_.hidden, rows * d_.hidden);
-  ops::rms_norm(x, vectors_[static_cast<size_t>(norm)]->data(), xn_.data() + row0 * d_.hidden, rows, d_.hidden,
-                d_.eps);
+  const float* weight = vectors_[static_cast<size_t>(norm)]->data();
+  for_rows(rows, [&](int64_t r0, int64_t r1) {
+    const int64_t first = (row0 + r0) * d_.hidden;
+    float* x = x_.data() + first;
+    if (add_proj) ops::add_inplace(x, proj_.data() + first, (r1 - r0) * d_.hidden);
+    ops::rms_norm(x, weight, xn_.data() + first, r1 - r0, d_.hidden, d_.eps);
+  });
 }
 
 void CpuOps::dense(const Dense& d, const float* x, int64_t m, float* y, int64_t ldy) {
@@ -245,8 +252,13 @@ void CpuOps::linear(ModelLinear& l, View in, View out, int64_t m) {
 }
 
 void CpuOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
+  // Rows of a step are distinct (sequence, position) pairs: they write distinct cache slots.
+  for_rows(m, [&](int64_t r0, int64_t r1) { rope_store_rows(layer, q, k, v, r0, r1); });
+}
+
+void CpuOps::rope_store_rows(int64_t layer, View q, View k, View v, int64_t r0, int64_t r1) {
   const int64_t hd = d_.head_dim, base = layer * layer_stride_;
-  for (int64_t i = 0; i < m; ++i) {
+  for (int64_t i = r0; i < r1; ++i) {
     const int64_t p = rows_.positions[i];
     const int32_t* blocks = row_blocks_[static_cast<size_t>(i)];
     const int64_t block = blocks ? blocks[p / cpu_attention::kKeyBlock] : p / cpu_attention::kKeyBlock;
@@ -348,23 +360,28 @@ void CpuOps::gather_rows(const int64_t* rows, int64_t n) {
 void CpuOps::silu_mul(View gate, View up, View out, int64_t m) {
   const int64_t n = d_.inter;
   if (out.buffer == gate.buffer && out.col == gate.col && gate.stride == n && up.stride == n) {
-    ops::silu_mul(row(gate, 0), row(up, 0), m * n);  // in place over contiguous rows
+    // In place over contiguous rows.
+    for_rows(m, [&](int64_t r0, int64_t r1) { ops::silu_mul(row(gate, r0), row(up, r0), (r1 - r0) * n); });
     return;
   }
-  for (int64_t i = 0; i < m; ++i) {
-    float* o = row(out, i);
-    if (o != row(gate, i)) std::copy_n(row(gate, i), n, o);
-    ops::silu_mul(o, row(up, i), n);
-  }
+  for_rows(m, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      float* o = row(out, i);
+      if (o != row(gate, i)) std::copy_n(row(gate, i), n, o);
+      ops::silu_mul(o, row(up, i), n);
+    }
+  });
 }
 
 void CpuOps::gelu_tanh_mul(View gate, View up, View out, int64_t m) {
   const int64_t n = d_.inter;
-  for (int64_t i = 0; i < m; ++i) {
-    float* o = row(out, i);
-    if (o != row(gate, i)) std::copy_n(row(gate, i), n, o);
-    ops::gelu_tanh_mul(o, row(up, i), n);
-  }
+  for_rows(m, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      float* o = row(out, i);
+      if (o != row(gate, i)) std::copy_n(row(gate, i), n, o);
+      ops::gelu_tanh_mul(o, row(up, i), n);
+    }
+  });
 }
 
 void CpuOps::head(ModelLinear& head, int64_t row0, int64_t rows) {

@@ -60,7 +60,21 @@ class CpuOps final : public BlockOps {
   static std::vector<uint16_t> to_f16(const std::vector<float>& w);
   void dense(const Dense& d, const float* x, int64_t m, float* y, int64_t ldy);
   float* row(View v, int64_t i) { return buffer(v.buffer) + i * v.stride + v.col; }
+  // fn(r0, r1) over the step's rows [0, m), split over the pool when there are several rows: the
+  // per-row ops would otherwise run on the caller while the workers wait (a row's result is the
+  // same on any thread).
+  template <class Fn>
+  void for_rows(int64_t m, const Fn& fn) {
+    if (m < 2 || pool_.size() == 1) {
+      fn(int64_t{0}, m);
+      return;
+    }
+    // One captured reference: std::function keeps it inline, no allocation per call.
+    pool_.parallel_for(m, [&fn](int, int64_t r0, int64_t r1) { fn(r0, r1); });
+  }
   float* buffer(Buffer b);
+  // rope_store_kv over rows [r0, r1) (one thread's share).
+  void rope_store_rows(int64_t layer, View q, View k, View v, int64_t r0, int64_t r1);
 
   EngineOptions options_;
   ThreadPool pool_;
