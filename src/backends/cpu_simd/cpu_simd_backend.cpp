@@ -260,6 +260,9 @@ inline void cpu_relax() {
 // Below this many multiply-adds a call runs on the calling thread (measured: 576x1536 at M = 1,
 // 0.9 M MACs, takes 12 us alone and 17 us split over 2 threads).
 constexpr int64_t kMinParallelMacs = int64_t{2} << 20;
+// From this many rows a product of a quarter of kMinParallelMacs runs split (k_proj and v_proj of
+// SmolLM2, 192 x 576, at 8 rows).
+constexpr int64_t kManyRows = 4;
 
 std::string param_string(const KernelParams& p, const std::string& key, const std::string& fallback) {
   auto it = p.values.find(key);
@@ -367,8 +370,11 @@ class CpuSimdPrepared final : public PreparedLinear {
     ThreadPool* pool = ctx.pool;
     CallState* call = &st;
     // Waking the pool costs microseconds: small products (SmolLM2 decode layers) run faster on the
-    // calling thread alone.
-    const bool parallel = pool && pool->size() > 1 && M * n_ * k_ >= kMinParallelMacs;
+    // calling thread alone. Rows of several sequences (the batched server) make a product dense in
+    // work per weight byte, and there a quarter of that size already pays for the split.
+    const int64_t macs = M * n_ * k_;
+    const bool parallel = pool && pool->size() > 1 &&
+                          (macs >= kMinParallelMacs || (M >= kManyRows && macs >= kMinParallelMacs / 4));
     // A parallel product prepares its rows inside the same job (see run_parallel); otherwise the
     // rows get a job of their own when there are enough of them.
     if (!parallel) {
