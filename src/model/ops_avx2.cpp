@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "model/ops_avx2.h"
 #include "qrt/dtype.h"
@@ -156,6 +157,29 @@ void silu_mul_avx2(float* gate, const float* up, int64_t n) {
     _mm256_store_ps(g, silu_mul8(_mm256_load_ps(g), _mm256_load_ps(u)));
     std::copy(g, g + (n - i), gate + i);
   }
+}
+
+int64_t argmax_avx2(const float* v, int64_t n) {
+  // maxps returns its second operand when either is NaN: with the running maximum second, a NaN
+  // input leaves it as it was.
+  __m256 acc = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) acc = _mm256_max_ps(_mm256_loadu_ps(v + i), acc);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, acc);
+  float best = lanes[0];
+  for (int j = 1; j < 8; ++j) best = std::max(best, lanes[j]);
+  for (; i < n; ++i)
+    if (v[i] > best) best = v[i];
+  if (!(best > -std::numeric_limits<float>::infinity())) return 0;
+  const __m256 target = _mm256_set1_ps(best);
+  for (i = 0; i + 8 <= n; i += 8) {
+    const int mask = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(v + i), target, _CMP_EQ_OQ));
+    if (mask) return i + __builtin_ctz(static_cast<unsigned>(mask));
+  }
+  for (; i < n; ++i)
+    if (v[i] == best) return i;
+  return 0;  // not reached: best is one of the values
 }
 
 void dense_rows_avx2(const float* x, int64_t M, int64_t K, const float* W, int64_t n0, int64_t n1,

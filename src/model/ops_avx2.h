@@ -1,4 +1,4 @@
-// The AVX2 dense matmul and SiLU of ops.cpp (defined in ops_avx2.cpp, compiled with the AVX2 level's flags;
+// The AVX2 dense matmul and SiLU of ops.cpp, and the greedy choice's argmax (defined in ops_avx2.cpp, compiled with the AVX2 level's flags;
 // core/cpu_isa.h). Plain declarations only: read by files compiled with and without those flags.
 #pragma once
 
@@ -19,5 +19,10 @@ void dense_rows_avx2(const float* x, int64_t M, int64_t K, const uint16_t* W, in
 // float ulps of expf. Every element takes the same vector arithmetic (a tail of n % 8 runs through
 // a padded copy), so an element's result does not depend on n or on where its row starts.
 void silu_mul_avx2(float* gate, const float* up, int64_t n);
+
+// The index of the largest of v[0..n), the lowest among equal ones, NaN passed over; 0 when no
+// value is above -infinity (qrt::greedy_token's contract, in two vector passes: the maximum, then
+// its first index).
+int64_t argmax_avx2(const float* v, int64_t n);
 
 }  // namespace qrt::ops

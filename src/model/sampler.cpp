@@ -9,6 +9,8 @@
 
 #include <fmt/format.h>
 
+#include "core/cpu_isa.h"
+#include "model/ops_avx2.h"
 #include "qrt/error.h"
 
 namespace qrt {
@@ -43,6 +45,7 @@ std::string SamplingParams::describe() const {
 }
 
 int32_t greedy_token(const float* logits, int64_t vocab) {
+  if (best_cpu_isa() >= CpuIsa::Avx2) return static_cast<int32_t>(ops::argmax_avx2(logits, vocab));
   int64_t best = 0;
   float best_v = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < vocab; ++i)

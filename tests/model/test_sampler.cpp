@@ -1,6 +1,7 @@
 // Sampler: greedy, determinism per seed, and each filter on hand-made logits.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <set>
@@ -27,6 +28,34 @@ TEST(Sampler, GreedyPicksArgmaxLowestIdOnTies) {
   EXPECT_EQ(s.sample(l.data(), 5, {}), 1);
   std::vector<float> nan = {NAN, -5.0f, NAN};
   EXPECT_EQ(s.sample(nan.data(), 3, {}), 1);
+}
+
+// The same rule over vocabularies long enough for the vector passes: ties, NaN, the maximum in a
+// vector or in the tail, +infinity, nothing above -infinity; against the rule's plain loop.
+TEST(Sampler, GreedyTokenRuleAtVocabularySizes) {
+  auto rule = [](const std::vector<float>& v) {
+    int64_t best = 0;
+    float best_v = -INFINITY;
+    for (size_t i = 0; i < v.size(); ++i)
+      if (v[i] > best_v) best_v = v[i], best = static_cast<int64_t>(i);
+    return static_cast<int32_t>(best);
+  };
+  for (size_t n : {8u, 9u, 31u, 49152u, 49155u}) {
+    std::vector<float> v(n);
+    for (size_t i = 0; i < n; ++i) v[i] = static_cast<float>((i * 7919) % 1000) / 100.0f - 5.0f;
+    EXPECT_EQ(greedy_token(v.data(), static_cast<int64_t>(n)), rule(v)) << n;
+    v[n / 2] = 20.0f, v[n - 1] = 20.0f;  // a tie: the lower id
+    EXPECT_EQ(greedy_token(v.data(), static_cast<int64_t>(n)), static_cast<int32_t>(n / 2)) << n;
+    v[n - 1] = 21.0f;  // the maximum last (in the scalar tail when n % 8 != 0)
+    EXPECT_EQ(greedy_token(v.data(), static_cast<int64_t>(n)), static_cast<int32_t>(n - 1)) << n;
+    for (size_t i = 0; i < n; i += 3) v[i] = NAN;
+    EXPECT_EQ(greedy_token(v.data(), static_cast<int64_t>(n)), rule(v)) << n;
+    v[1] = INFINITY;
+    EXPECT_EQ(greedy_token(v.data(), static_cast<int64_t>(n)), 1) << n;
+    std::fill(v.begin(), v.end(), -INFINITY);
+    v[n - 2] = NAN;
+    EXPECT_EQ(greedy_token(v.data(), static_cast<int64_t>(n)), 0) << n;
+  }
 }
 
 // The rule GPU engines reproduce when they pick the token on the device.
