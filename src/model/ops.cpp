@@ -1,7 +1,7 @@
 // CPU primitives of the forward pass. The dense matmul is the one hot spot here (an unquantized
 // lm_head / tied embedding is the largest matrix of small models), so it has an AVX2 path
-// (ops_avx2.cpp, chosen at run time through core/cpu_isa.h), and so has SiLU, whose expf calls
-// the compiler cannot vectorize; everything else is plain loops
+// (ops_avx2.cpp, chosen at run time through core/cpu_isa.h), and so have SiLU and the softmax, whose
+// expf calls the compiler cannot vectorize; everything else is plain loops
 // written so the compiler can vectorize them (independent accumulators, no reductions over a
 // single scalar).
 #include "model/ops.h"
@@ -243,6 +243,7 @@ inline float dot(const float* a, const float* b, int64_t n) {
 }  // namespace
 
 std::pair<float, float> exp_and_sum(float* scores, int64_t first, int64_t last) {
+  if (best_cpu_isa() >= CpuIsa::Avx2) return exp_and_sum_avx2(scores, first, last);
   float mx = scores[first];
   for (int64_t j = first + 1; j <= last; ++j) mx = std::max(mx, scores[j]);
   float sum = 0;

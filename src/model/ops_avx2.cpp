@@ -1,6 +1,7 @@
-// The dense matmul and SiLU of ops.cpp for AVX2 + FMA + F16C (compiled with those flags; entered only after
-// core/cpu_isa.h says the CPU has them). Everything but the entry points is file-local, so no
-// inline function compiled with these flags can stand in for the baseline copy elsewhere.
+// The dense matmul, SiLU, softmax exponentials and greedy argmax of ops.cpp / sampler.cpp for
+// AVX2 + FMA + F16C (compiled with those flags; entered only after core/cpu_isa.h says the CPU has
+// them). Everything but the entry points is file-local, so no inline function compiled with these
+// flags can stand in for the baseline copy elsewhere.
 #include <immintrin.h>
 
 #include <algorithm>
@@ -116,11 +117,13 @@ void rows(const float* x, int64_t M, int64_t K, const T* W, int64_t n0, int64_t 
   }
 }
 
-// exp(x) for x in [-87, 88] (clamped to it; a NaN becomes -87, and SiLU's own NaN input still
-// gives NaN): x = n ln2 + r with |r| <= ln2 / 2, ln2 in two parts so that r is exact to float
+// exp(x): 0 below -87 (where expf is below 2^-125, nothing next to the 1 of SiLU or the largest
+// term of a softmax), x clamped to 88 above; a NaN becomes exp(-87), and SiLU's own NaN input still
+// gives NaN. x = n ln2 + r with |r| <= ln2 / 2, ln2 in two parts so that r is exact to float
 // precision; e^r by its Taylor series to r^7 (the first term left out is below 1e-8 relative, so
 // float rounding is the whole error); 2^n built in the exponent bits (n in [-126, 127]: normal).
 inline __m256 exp8(__m256 x) {
+  const __m256 low = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
   x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -135,7 +138,7 @@ inline __m256 exp8(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
   const __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+  return _mm256_andnot_ps(low, _mm256_mul_ps(p, _mm256_castsi256_ps(bits)));
 }
 
 inline __m256 silu_mul8(__m256 g, __m256 u) {
@@ -157,6 +160,39 @@ void silu_mul_avx2(float* gate, const float* up, int64_t n) {
     _mm256_store_ps(g, silu_mul8(_mm256_load_ps(g), _mm256_load_ps(u)));
     std::copy(g, g + (n - i), gate + i);
   }
+}
+
+std::pair<float, float> exp_and_sum_avx2(float* scores, int64_t first, int64_t last) {
+  float* s = scores + first;
+  const int64_t n = last - first + 1;
+  float mx = s[0];
+  int64_t i = 0;
+  if (n >= 8) {
+    __m256 m = _mm256_loadu_ps(s);
+    for (i = 8; i + 8 <= n; i += 8) m = _mm256_max_ps(_mm256_loadu_ps(s + i), m);
+    alignas(32) float lanes[8];
+    _mm256_store_ps(lanes, m);
+    for (float v : lanes) mx = std::max(mx, v);
+  }
+  for (; i < n; ++i) mx = std::max(mx, s[i]);
+  const __m256 vmx = _mm256_set1_ps(mx);
+  __m256 acc = _mm256_setzero_ps();
+  for (i = 0; i + 8 <= n; i += 8) {
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + i), vmx));
+    _mm256_storeu_ps(s + i, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  if (i < n) {
+    // The tail through a copy padded with -infinity, whose exponentials are 0 and add nothing.
+    alignas(32) float t[8];
+    std::fill(t, t + 8, -std::numeric_limits<float>::infinity());
+    std::copy(s + i, s + n, t);
+    const __m256 e = exp8(_mm256_sub_ps(_mm256_load_ps(t), vmx));
+    _mm256_store_ps(t, e);
+    std::copy(t, t + (n - i), s + i);
+    acc = _mm256_add_ps(acc, e);
+  }
+  return {mx, hsum256(acc)};
 }
 
 int64_t argmax_avx2(const float* v, int64_t n) {

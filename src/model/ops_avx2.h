@@ -1,8 +1,9 @@
-// The AVX2 dense matmul and SiLU of ops.cpp, and the greedy choice's argmax (defined in ops_avx2.cpp, compiled with the AVX2 level's flags;
+// The AVX2 dense matmul, SiLU and softmax exponentials of ops.cpp, and the greedy choice's argmax (defined in ops_avx2.cpp, compiled with the AVX2 level's flags;
 // core/cpu_isa.h). Plain declarations only: read by files compiled with and without those flags.
 #pragma once
 
 #include <cstdint>
+#include <utility>
 
 namespace qrt::ops {
 
@@ -19,6 +20,9 @@ void dense_rows_avx2(const float* x, int64_t M, int64_t K, const uint16_t* W, in
 // float ulps of expf. Every element takes the same vector arithmetic (a tail of n % 8 runs through
 // a padded copy), so an element's result does not depend on n or on where its row starts.
 void silu_mul_avx2(float* gate, const float* up, int64_t n);
+
+// ops::exp_and_sum with the exponentials of exp8 (silu_mul_avx2's) and the sum in eight lanes.
+std::pair<float, float> exp_and_sum_avx2(float* scores, int64_t first, int64_t last);
 
 // The index of the largest of v[0..n), the lowest among equal ones, NaN passed over; 0 when no
 // value is above -infinity (qrt::greedy_token's contract, in two vector passes: the maximum, then
