@@ -195,6 +195,14 @@ std::pair<float, float> exp_and_sum_avx2(float* scores, int64_t first, int64_t l
   return {mx, hsum256(acc)};
 }
 
+void f32_to_fp16_avx2(const float* x, uint16_t* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(y + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  for (; i < n; ++i) y[i] = f32_to_fp16(x[i]);
+}
+
 int64_t argmax_avx2(const float* v, int64_t n) {
   // maxps returns its second operand when either is NaN: with the running maximum second, a NaN
   // input leaves it as it was.

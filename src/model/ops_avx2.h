@@ -24,6 +24,10 @@ void silu_mul_avx2(float* gate, const float* up, int64_t n);
 // ops::exp_and_sum with the exponentials of exp8 (silu_mul_avx2's) and the sum in eight lanes.
 std::pair<float, float> exp_and_sum_avx2(float* scores, int64_t first, int64_t last);
 
+// y[i] = x[i] as IEEE fp16 bits, rounded to nearest even: qrt::f32_to_fp16's results (NaN payloads
+// aside), eight at a time through F16C.
+void f32_to_fp16_avx2(const float* x, uint16_t* y, int64_t n);
+
 // The index of the largest of v[0..n), the lowest among equal ones, NaN passed over; 0 when no
 // value is above -infinity (qrt::greedy_token's contract, in two vector passes: the maximum, then
 // its first index).

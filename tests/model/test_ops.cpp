@@ -7,6 +7,7 @@
 
 #include "model/cpu_attention.h"
 #include "model/ops.h"
+#include "model/ops_avx2.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
 #include "qrt/thread_pool.h"
@@ -283,6 +284,20 @@ TEST(SiluMul, WideRangeAndAwkwardLengths) {
         ASSERT_EQ(part[static_cast<size_t>(i)], all[static_cast<size_t>(start + i)]) << start << " + " << i;
     }
   }
+}
+
+// The KV cache's F16C conversion gives qrt::f32_to_fp16's bits: normal values, the subnormal
+// range, the rounding ties at both ends, overflow to infinity; lengths with a scalar tail.
+TEST(F32ToFp16, VectorMatchesScalarBits) {
+  if (best_cpu_isa() < CpuIsa::Avx2) GTEST_SKIP() << "no AVX2 on this CPU";
+  std::vector<float> x = {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 65519.0f, 65520.0f, -70000.0f, 1e-8f,
+                          std::ldexp(1.0f, -25), std::ldexp(1.5f, -25), std::ldexp(1.0f, -24), 6.1e-5f,
+                          std::ldexp(3.0f, -26), INFINITY, -INFINITY, 0.1f, 1.0f / 3.0f};
+  for (int i = 0; i < 4000; ++i) x.push_back(std::ldexp(1.0f + static_cast<float>(i % 997) / 997.0f, i % 50 - 30) *
+                                             (i % 2 ? -1.0f : 1.0f));
+  std::vector<uint16_t> y(x.size());
+  ops::f32_to_fp16_avx2(x.data(), y.data(), static_cast<int64_t>(x.size()));
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(y[i], f32_to_fp16(x[i])) << "x = " << x[i];
 }
 
 void naive_attention(const float* q, const float* keys, const float* values, int64_t first, int64_t last,

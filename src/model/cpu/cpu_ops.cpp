@@ -8,8 +8,10 @@
 #include <cmath>
 #include <fstream>
 
+#include "core/cpu_isa.h"
 #include "model/cpu_attention.h"
 #include "model/llama_model.h"
+#include "model/ops_avx2.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
 
@@ -257,6 +259,7 @@ void CpuOps::rope_store_kv(int64_t layer, View q, View k, View v, int64_t m) {
 }
 
 void CpuOps::rope_store_rows(int64_t layer, View q, View k, View v, int64_t r0, int64_t r1) {
+  constexpr int64_t kConvertChunk = 128;  // keys converted to fp16 per F16C call (stack scratch)
   const int64_t hd = d_.head_dim, base = layer * layer_stride_;
   for (int64_t i = r0; i < r1; ++i) {
     const int64_t p = rows_.positions[i];
@@ -271,7 +274,17 @@ void CpuOps::rope_store_rows(int64_t layer, View q, View k, View v, int64_t r0, 
       const int64_t voff = head + cpu_attention::paged_value_index(block, p, 0, hd);
       const float* ks = row(k, i) + h * hd;
       const float* vs = row(v, i) + h * hd;
-      if (kv_f16_) {
+      if (kv_f16_ && best_cpu_isa() >= CpuIsa::Avx2) {
+        // Keys converted in a row, then spread over the block's dimension-major layout.
+        uint16_t converted[kConvertChunk];
+        for (int64_t j0 = 0; j0 < hd; j0 += kConvertChunk) {
+          const int64_t n = std::min(kConvertChunk, hd - j0);
+          ops::f32_to_fp16_avx2(ks + j0, converted, n);
+          for (int64_t j = 0; j < n; ++j)
+            k16_[head + cpu_attention::paged_key_index(block, p, j0 + j, hd)] = converted[j];
+        }
+        ops::f32_to_fp16_avx2(vs, v16_.get() + voff, hd);
+      } else if (kv_f16_) {
         for (int64_t j = 0; j < hd; ++j) {
           k16_[head + cpu_attention::paged_key_index(block, p, j, hd)] = f32_to_fp16(ks[j]);
           v16_[voff + j] = f32_to_fp16(vs[j]);
