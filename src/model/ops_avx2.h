@@ -1,4 +1,5 @@
-// The AVX2 dense matmul, SiLU and softmax exponentials of ops.cpp, and the greedy choice's argmax (defined in ops_avx2.cpp, compiled with the AVX2 level's flags;
+// The AVX2 dense matmul, SiLU and softmax exponentials of ops.cpp, the KV store's fp16 conversion
+// and the greedy choice's argmax (defined in ops_avx2.cpp, compiled with the AVX2 level's flags;
 // core/cpu_isa.h). Plain declarations only: read by files compiled with and without those flags.
 #pragma once
 

@@ -379,7 +379,8 @@ class CpuSimdPrepared final : public PreparedLinear {
     // rows get a job of their own when there are enough of them.
     if (!parallel) {
       if (pool && pool->size() > 1 && M > 1 && M * k_ >= kMinParallelMacs / 64)
-        pool->run_on_all([this, call](int t, int nt) { prepare_rows(*call, call->M * t / nt, call->M * (t + 1) / nt); });
+        pool->run_on_all(
+            [this, call](int t, int nt) { prepare_rows(*call, call->M * t / nt, call->M * (t + 1) / nt); });
       else
         prepare_rows(st, 0, M);
     }
