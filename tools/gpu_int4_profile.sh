@@ -8,7 +8,7 @@
 # bounds a kernel: duration, launch shape and occupancy limits, DRAM / L2 / L1 / SM throughput,
 # issue-slot use, eligible warps, shared-memory bank conflicts, the stall reasons and the pipes'
 # use, largest first.
-#   tools/gpu_int4_profile.sh [OUT_DIR]   (default $OUT or ./gpu-out; ncu's CSV goes there)
+#   tools/gpu_int4_profile.sh [OUT_DIR] [wgmma]   (default $OUT or ./gpu-out; ncu's CSV goes there)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-./gpu-out}}
@@ -23,6 +23,10 @@ command -v ncu > /dev/null || { echo "gpu_int4_profile: no ncu on this machine";
 # characters in ncu's regular expressions.
 declare -A PICK=([16]="qmm_kernel<__half, 4, 2, 2, (0|false)>" [64]="qmm_kernel<__half, 4, 4, 1, (0|false)>"
                  [128]="qmm_kernel<__half, 4, 4, 1, (0|false)>")
+# Second argument `wgmma`: the Hopper kernel with the token tile covering M instead.
+if [ "${2:-}" = wgmma ]; then
+  PICK=([16]="qmm_wgmma_kernel<__half, 16>" [64]="qmm_wgmma_kernel<__half, 64>" [128]="qmm_wgmma_kernel<__half, 128>")
+fi
 for M in 16 64 128; do
   # The bench replays graphs of many launches of each candidate: the 20th launch of the picked
   # variant is past its warm-up. The full set, printed as the raw metric page in CSV, holds every
