@@ -11,7 +11,7 @@
 // Block: 256 threads = 2 warpgroups x 64 weight rows (N-tile 128), one M-tile of BT tokens, a k128
 // stage = two k64 chunks. Weights stream through a cp.async ring of kStages stages; the
 // activations come with them, 4 bytes at a time, put by the copy itself into the k order of the
-// packed weights (docs/KERNELS.md "cuda_wgmma: activations in the packed k order") inside the
+// packed weights (docs/KERNELS.md "The wgmma kernel: activations in the packed k order") inside the
 // 128-byte swizzled K-major tile the descriptor describes. Split-K and the epilogue are
 // cuda_marlin's (finish_tile).
 #include <algorithm>
