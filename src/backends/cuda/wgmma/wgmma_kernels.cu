@@ -207,6 +207,10 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     }
     wg_commit();
     wg_wait<0>();
+    // A stage cut after its first chunk (odd chunk count) inside an open group (only a group of
+    // 128 spans both chunks; K is then a multiple of 128, so this is for robustness): flush it.
+    if (grouped && !second && (4 % steps_per_group) != 0)
+      flush(reinterpret_cast<const uint32_t*>(sbase)[((16 * 3) >> a.log2_group) * (BN / 2) + warp * 8 + g]);
     // The A registers stay the wgmma's until the wait: keep them alive to here.
 #pragma unroll
     for (int j = 0; j < 8; ++j)
