@@ -278,17 +278,18 @@ int main(int argc, char** argv) {
         }
       };
       // The wgmma kernel (compute capability 9.0): the tile covering M and the next smaller one.
-      auto add_wg = [&](int bt, int split) {
+      auto add_wg = [&](int bt, int split, int probe = 0) {
         char name[64];
-        std::snprintf(name, sizeof name, "wg_bt%d_s%d", bt, split);
-        cands.emplace_back(name, [&, bt, split](int i) {
-          return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true}, ws, sms, stream);
+        std::snprintf(name, sizeof name, "wg_bt%d_s%d%s", bt, split, probe == 1 ? "_probe_nofence" : probe == 2 ? "_probe_noact" : "");
+        cands.emplace_back(name, [&, bt, split, probe](int i) {
+          return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true, probe}, ws, sms, stream);
         });
       };
       if (m >= 16 && wgmma_here) {
         const int want = m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;
         add_wg(want, 0);
         if (want > 16) add_wg(want / 2, 0);
+        if (want == 16 || want == 128) add_wg(want, 0, 1), add_wg(want, 0, 2);
       }
       if (m <= 8) {
         add_gemv(4, 0, false);

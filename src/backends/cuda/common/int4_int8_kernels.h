@@ -57,6 +57,7 @@ struct WgmmaConfig {
   int bt = 64;     // tokens per block: 16, 32, 64 or 128
   int split = 0;   // K partitions; 0 = automatic
   bool pdl = true;
+  int probe = 0;   // gpu_int4_bench's speed probes (wgmma_kernels.cu); 0 everywhere else
 };
 struct GemvConfig {
   int wt = 4;      // n16 tiles per block: 2 or 4

@@ -55,7 +55,9 @@ __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool val
                "r"(valid ? 4 : 0));
 }
 
-template <typename T, int BT>
+// PROBE: 0 the kernel; 1 without the proxy fence, 2 without the activation copies (speed probes
+// for gpu_int4_bench, wrong results allowed).
+template <typename T, int BT, int PROBE = 0>
 __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel(const KernelArgs a) {
   using S = WgShape<BT>;
   constexpr int BN = S::kBN, NACC = BT / 2;
@@ -99,7 +101,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     // Activations: word wd (two columns) of row r of the stage goes to the k position its weights
     // have in the packed order: inside a 32-column half h, 16-byte piece p, word w holds step
     // j = 2h + w/2, logical columns 2p + 8(w%2) of that step (16-byte chunk 2j + w%2, byte 4p).
-    constexpr int AW = BT * 64;
+    constexpr int AW = PROBE == 2 ? 0 : BT * 64;
 #pragma unroll 4
     for (int i0 = 0; i0 < AW; i0 += 256) {
       const int i = i0 + tid;
@@ -167,7 +169,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
   const int steps_per_group = grouped ? (a.group_size >> 4) : 0;  // 2, 4 or 8 (groups of 32..128)
   for (int it = 0; it < iters; ++it) {
     cp_async_wait<S::kStages - 2>();
-    fence_proxy_async();
+    if constexpr (PROBE != 1) fence_proxy_async();
     __syncthreads();
     {
       const int nx = it + S::kStages - 1;
@@ -247,11 +249,12 @@ struct WgEntry {
   bool bf16;
   int bt, smem;
   void* fn;
+  int probe = 0;
 };
 
-template <typename T, int BT>
+template <typename T, int BT, int PROBE = 0>
 WgEntry wg_entry(bool bf16) {
-  return WgEntry{bf16, BT, WgShape<BT>::kSmem, reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT>)};
+  return WgEntry{bf16, BT, WgShape<BT>::kSmem, reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, PROBE>), PROBE};
 }
 
 const WgEntry* wg_table(size_t* count) {
@@ -259,16 +262,18 @@ const WgEntry* wg_table(size_t* count) {
       wg_entry<__half, 16>(false),         wg_entry<__half, 32>(false),         wg_entry<__half, 64>(false),
       wg_entry<__half, 128>(false),        wg_entry<__nv_bfloat16, 16>(true),   wg_entry<__nv_bfloat16, 32>(true),
       wg_entry<__nv_bfloat16, 64>(true),   wg_entry<__nv_bfloat16, 128>(true),
+      wg_entry<__half, 16, 1>(false),      wg_entry<__half, 128, 1>(false),     wg_entry<__half, 16, 2>(false),
+      wg_entry<__half, 128, 2>(false),
   };
   *count = sizeof(table) / sizeof(table[0]);
   return table;
 }
 
-const WgEntry* find_wg(bool bf16, int bt) {
+const WgEntry* find_wg(bool bf16, int bt, int probe = 0) {
   size_t n = 0;
   const WgEntry* t = wg_table(&n);
   for (size_t i = 0; i < n; ++i)
-    if (t[i].bf16 == bf16 && t[i].bt == bt) return &t[i];
+    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].probe == probe) return &t[i];
   return nullptr;
 }
 
@@ -303,7 +308,7 @@ int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms) {
 
 cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
                              const WgmmaConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream) {
-  const WgEntry* e = find_wg(bf16, cfg.bt);
+  const WgEntry* e = find_wg(bf16, cfg.bt, cfg.probe);
   if (!e || m <= 0 || w.bits != 4 || w.offsets) return cudaErrorInvalidValue;
   KernelArgs a;
   a.x = x;
