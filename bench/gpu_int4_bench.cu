@@ -1,5 +1,5 @@
 // Int4 weight-only GEMM benchmark on the four linear shapes of a Llama-2-7B block (docs/PERFORMANCE.md):
-// qrt's cuda_gemv / cuda_marlin kernels against fp16 cuBLAS timed in the same run, and against the
+// qrt's cuda_gemv / cuda_marlin kernels (mma.sync and, on compute capability 9.0, wgmma) against fp16 cuBLAS timed in the same run, and against the
 // int4 streaming floor = (int4 codes + fp16 g128 scales) / (the rate at which cuBLAS streams fp16
 // weights at M = 1, measured here). CUDA-graph replay; every launch of a graph reads another copy
 // of the weights, with more than 150 MB of copies per shape, so nothing is served from L2.
@@ -151,6 +151,8 @@ int main(int argc, char** argv) {
   const int sms = prop.multiProcessorCount;
   std::printf("device: %s (sm_%d%d, %d SMs, L2 %d MB)\n", prop.name, prop.major, prop.minor, sms, prop.l2CacheSize >> 20);
   CK(qmm_init_kernels());
+  const bool wgmma_here = wgmma_kernels_built() && prop.major == 9 && prop.minor == 0;
+  std::printf("wgmma kernel: %s\n", wgmma_here ? "yes" : "no (needs sm_90a code and compute capability 9.0)");
   Int4Workspace ws;
   ws.partial_floats = int4_max_partial_tiles(sms) * int4_max_tile_floats();
   ws.counter_count = int4_counter_count(sms);
@@ -275,6 +277,20 @@ int main(int argc, char** argv) {
           });
         }
       };
+      // The wgmma kernel (compute capability 9.0): the tile covering M and the next smaller one.
+      auto add_wg = [&](int bt, int split, int probe = 0) {
+        char name[64];
+        std::snprintf(name, sizeof name, "wg_bt%d_s%d%s", bt, split, probe == 1 ? "_probe_nofence" : probe == 2 ? "_probe_noact" : "");
+        cands.emplace_back(name, [&, bt, split, probe](int i) {
+          return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true, probe}, ws, sms, stream);
+        });
+      };
+      if (m >= 16 && wgmma_here) {
+        const int want = m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;
+        add_wg(want, 0);
+        if (want > 16) add_wg(want / 2, 0);
+        if (want == 16 || want == 128) add_wg(want, 0, 1), add_wg(want, 0, 2);
+      }
       if (m <= 8) {
         add_gemv(4, 0, false);
         add_gemv(2, 0, false);

@@ -27,7 +27,9 @@ START=$SECONDS
 LOG=$OUT/gpu-check.log
 : > "$LOG"
 left() { echo $((BUDGET - (SECONDS - START))); }
-# GPU_CHECK_SKIP=smollm2,gemm,decode7b,serve,tune,profile,hf: stages left out of a call that is about something else.
+# GPU_CHECK_SKIP=smollm2,gemm,int4,decode7b,serve,tune,profile,hf: stages left out of a call that is about
+# something else. GPU_CHECK_TEST_FILTER: a gtest filter for the GPU tests of a kernel-only call.
+# GPU_CHECK_PROFILE=wgmma: the profile stage looks at cuda_marlin's wgmma kernel instead.
 skip() { [[ ",${GPU_CHECK_SKIP:-}," == *",$1,"* ]] && { note "skipped: GPU_CHECK_SKIP names $1"; return 0; }; return 1; }
 stage() { echo; echo "=== [$((SECONDS - START)) s] $*" | tee -a "$LOG"; }
 note() { echo "$*" | tee -a "$LOG"; }
@@ -155,7 +157,8 @@ TESTS_RC=-1
 [ -f "$SMOL8" ] && export QRT_DEFAULT_MODEL=$SMOL8
 note "QRT_DEFAULT_MODEL=${QRT_DEFAULT_MODEL:-unset}"
 if [ -x build-gpu/tests/test_backends ]; then
-  timeout "${GPU_CHECK_TEST_TIMEOUT:-180}" build-gpu/tests/test_backends --gtest_brief=0 > "$OUT/tests.log" 2>&1
+  timeout "${GPU_CHECK_TEST_TIMEOUT:-180}" build-gpu/tests/test_backends --gtest_brief=0 \
+    ${GPU_CHECK_TEST_FILTER:+--gtest_filter="$GPU_CHECK_TEST_FILTER"} > "$OUT/tests.log" 2>&1
   TESTS_RC=$?
   grep -E '^\[  (PASSED|FAILED|SKIPPED) |tests? ran|FAILED TEST' "$OUT/tests.log" | tail -25 | tee -a "$LOG"
   grep -B3 -A12 'Failure' "$OUT/tests.log" | head -80 | tee -a "$LOG"
@@ -264,13 +267,15 @@ stage "GEMM peers (torch)"
 
 # ---- int4 weight-only kernels (cuda_marlin / cuda_gemv) with tinygemm from the same call ----
 stage "int4 peer (torch tinygemm, M = 1..128)"
-[ "$PEERS" = 1 ] && ! skip gemm && OUT=$RAW MS=1,16,32,64,128 PYTHONUNBUFFERED=1 timeout 90 python3 bench/peers/gemm_peers.py tinygemm tinygemm 2>&1 \
+[ "$PEERS" = 1 ] && ! skip int4 && OUT=$RAW MS=1,16,32,64,128 PYTHONUNBUFFERED=1 timeout 90 python3 bench/peers/gemm_peers.py tinygemm tinygemm 2>&1 \
   | tail -7 | tee -a "$LOG"
 TG_M1=$(python3 -c "import json,sys; r=json.load(open('$RAW/peers-tinygemm.json'))['rows']; print(sum(x['tinygemm_us'] for x in r if x['M']==1))" 2>/dev/null)
 stage "int4 benchmark (qrt cuda_marlin / cuda_gemv)"
-if ! skip gemm && [ -x build-gpu/bench/gpu_int4_bench ]; then
-  timeout 150 build-gpu/bench/gpu_int4_bench --json "$RAW/qrt-int4.json" ${TG_M1:+--tinygemm-m1-us $TG_M1} 2>&1 \
-    | tail -16 | tee -a "$LOG"
+if ! skip int4 && [ -x build-gpu/bench/gpu_int4_bench ]; then
+  timeout 150 build-gpu/bench/gpu_int4_bench --json "$RAW/qrt-int4.json" ${TG_M1:+--tinygemm-m1-us $TG_M1} \
+    > "$LOGS/int4.log" 2>&1
+  grep -E 'MISMATCH|wgmma kernel' "$LOGS/int4.log" | head -10 | tee -a "$LOG"
+  tail -16 "$LOGS/int4.log" | tee -a "$LOG"
 fi
 
 # The random model's writer (started before the build): waited for by the first stage that needs it.
@@ -353,7 +358,7 @@ fi
 # ---- what bounds cuda_marlin's tensor-core kernel at M = 16-128 (Nsight Compute) ----
 stage "profile: cuda_marlin's qmm_kernel under ncu (tools/gpu_int4_profile.sh)"
 if ! skip profile && [ -x build-gpu/bench/gpu_int4_bench ] && command -v ncu > /dev/null && [ "$(left)" -gt 90 ]; then
-  timeout $(( $(left) - 15 )) bash tools/gpu_int4_profile.sh "$RAW/ncu" > "$LOGS/profile.log" 2>&1
+  timeout $(( $(left) - 15 )) bash tools/gpu_int4_profile.sh "$RAW/ncu" ${GPU_CHECK_PROFILE:-} > "$LOGS/profile.log" 2>&1
   note "gpu_int4_profile rc=$?"; tail -120 "$LOGS/profile.log" | tee -a "$LOG"
 else
   note "skipped (GPU_CHECK_SKIP, gpu_int4_bench or ncu missing, or $(left) s left)"

@@ -8,7 +8,7 @@
 # bounds a kernel: duration, launch shape and occupancy limits, DRAM / L2 / L1 / SM throughput,
 # issue-slot use, eligible warps, shared-memory bank conflicts, the stall reasons and the pipes'
 # use, largest first.
-#   tools/gpu_int4_profile.sh [OUT_DIR]   (default $OUT or ./gpu-out; ncu's CSV goes there)
+#   tools/gpu_int4_profile.sh [OUT_DIR] [wgmma]   (default $OUT or ./gpu-out; ncu's CSV goes there)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-./gpu-out}}
@@ -21,8 +21,14 @@ command -v ncu > /dev/null || { echo "gpu_int4_profile: no ncu on this machine";
 # M = 16, the 32-row tile with 8 x 1 warps above (qmm_kernel<T, BITS, MT, NT, FZ>, MT = rows / 8).
 # The bool prints as 0 / 1 or false / true depending on the demangler; '<' and '>' are plain
 # characters in ncu's regular expressions.
-declare -A PICK=([16]="qmm_kernel<__half, 4, 2, 2, (0|false)>" [64]="qmm_kernel<__half, 4, 4, 1, (0|false)>"
-                 [128]="qmm_kernel<__half, 4, 4, 1, (0|false)>")
+declare -A PICK=([16]="qmm_kernel<__half, (\(int\))?4, (\(int\))?2, (\(int\))?2, (\(bool\))?(0|false)>"
+                 [64]="qmm_kernel<__half, (\(int\))?4, (\(int\))?4, (\(int\))?1, (\(bool\))?(0|false)>"
+                 [128]="qmm_kernel<__half, (\(int\))?4, (\(int\))?4, (\(int\))?1, (\(bool\))?(0|false)>")
+# Second argument `wgmma`: the Hopper kernel with the token tile covering M instead.
+if [ "${2:-}" = wgmma ]; then
+  PICK=([16]="qmm_wgmma_kernel<__half, (\(int\))?16(, (\(int\))?0)?>" [64]="qmm_wgmma_kernel<__half, (\(int\))?64(, (\(int\))?0)?>"
+        [128]="qmm_wgmma_kernel<__half, (\(int\))?128(, (\(int\))?0)?>")
+fi
 for M in 16 64 128; do
   # The bench replays graphs of many launches of each candidate: the 20th launch of the picked
   # variant is past its warm-up. The full set, printed as the raw metric page in CSV, holds every

@@ -238,18 +238,22 @@ int device_count(std::string* why) {
 }
 
 
-bool device_is_sm90_or_newer(int device) {
-  static std::atomic<int> known[64] = {};  // per device: 0 not asked yet, 1 no, 2 yes
-  if (device < 0 && cudaGetDevice(&device) != cudaSuccess) return false;
-  if (device < 0 || device >= 64) return false;
+int device_compute_capability(int device) {
+  static std::atomic<int> known[64] = {};  // per device: 0 not asked yet, -1 failed, else 10 * major + minor
+  if (device < 0 && cudaGetDevice(&device) != cudaSuccess) return 0;
+  if (device < 0 || device >= 64) return 0;
   int v = known[device].load(std::memory_order_relaxed);
   if (v == 0) {
-    int major = 0;
-    v = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9 ? 2 : 1;
+    int major = 0, minor = 0;
+    const bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess &&
+                    cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) == cudaSuccess;
+    v = ok ? 10 * major + minor : -1;
     known[device].store(v, std::memory_order_relaxed);
   }
-  return v == 2;
+  return v < 0 ? 0 : v;
 }
+
+bool device_is_sm90_or_newer(int device) { return device_compute_capability(device) >= 90; }
 
 int resident_blocks_per_sm(const void* kernel, int threads, int smem_bytes) {
   int device = 0;

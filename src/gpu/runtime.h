@@ -159,6 +159,10 @@ inline cudaStream_t as_stream(void* p) { return static_cast<cudaStream_t>(p); }
 // Number of CUDA devices, 0 (with `why`) when there is no driver or no GPU. Never throws.
 int device_count(std::string* why = nullptr);
 
+// Compute capability of `device` (default: the current one) as 10 * major + minor, asked of the
+// driver once per device and kept (safe from any thread); 0 for a device that cannot be queried.
+int device_compute_capability(int device = -1);
+
 // Whether `device` (default: the current one) is sm_90 or newer: programmatic dependent launch and
 // TMA bulk copies. Asked of the driver once per device and kept (safe from any thread); false for
 // a device that cannot be queried.

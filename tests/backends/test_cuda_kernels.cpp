@@ -17,6 +17,7 @@
 
 #ifdef QRT_WITH_CUDA
 #include "backends/backend_factories.h"
+#include "backends/cuda/common/int4_int8_kernels.h"
 #include "backends/cuda/common/int4_int8_pack.h"
 #include "support/cuda_test_support.h"
 #include "qrt/device.h"
@@ -164,11 +165,11 @@ std::vector<KCase> kernel_cases(bool short_set) {
               if (m * s[0] * s[1] > (int64_t(1) << 26)) m = ms[idx % 6];  // keep the CPU reference fast
               KCase c{"cuda_marlin", m, s[0], s[1], bits, g, z, act, bf, idx % 2 == 0, {}};
               const int cfg = idx % 6;  // auto, then each explicit tile
-              if (cfg == 1) c.params.values = {{"mt", int64_t(1)}, {"nt", int64_t(2)}};
-              if (cfg == 2) c.params.values = {{"mt", int64_t(2)}, {"nt", int64_t(2)}, {"split", int64_t(3)}};
-              if (cfg == 3) c.params.values = {{"mt", int64_t(4)}, {"nt", int64_t(2)}};
-              if (cfg == 4) c.params.values = {{"mt", int64_t(4)}, {"nt", int64_t(1)}, {"split", int64_t(2)}};
-              if (cfg == 5) c.params.values = {{"mt", int64_t(2)}, {"nt", int64_t(1)}};
+              if (cfg == 1) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(1)}, {"nt", int64_t(2)}};
+              if (cfg == 2) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(2)}, {"nt", int64_t(2)}, {"split", int64_t(3)}};
+              if (cfg == 3) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(4)}, {"nt", int64_t(2)}};
+              if (cfg == 4) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(4)}, {"nt", int64_t(1)}, {"split", int64_t(2)}};
+              if (cfg == 5) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(2)}, {"nt", int64_t(1)}};
               out.push_back(c);
               if (m <= 8) {
                 KCase gc = c;
@@ -193,11 +194,11 @@ std::vector<KCase> kernel_cases(bool short_set) {
           if (m * s[0] * s[1] > (int64_t(1) << 26)) m = ms[idx % 6];
           KCase c{"cuda_marlin", m, s[0], s[1], 4, g, ZeroKind::Float, act, bf, idx % 2 == 0, {}};
           const int cfg = idx % 6;
-          if (cfg == 1) c.params.values = {{"mt", int64_t(1)}, {"nt", int64_t(2)}};
-          if (cfg == 2) c.params.values = {{"mt", int64_t(2)}, {"nt", int64_t(2)}, {"split", int64_t(3)}};
-          if (cfg == 3) c.params.values = {{"mt", int64_t(4)}, {"nt", int64_t(2)}};
-          if (cfg == 4) c.params.values = {{"mt", int64_t(4)}, {"nt", int64_t(1)}, {"split", int64_t(2)}};
-          if (cfg == 5) c.params.values = {{"mt", int64_t(2)}, {"nt", int64_t(1)}};
+          if (cfg == 1) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(1)}, {"nt", int64_t(2)}};
+          if (cfg == 2) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(2)}, {"nt", int64_t(2)}, {"split", int64_t(3)}};
+          if (cfg == 3) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(4)}, {"nt", int64_t(2)}};
+          if (cfg == 4) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(4)}, {"nt", int64_t(1)}, {"split", int64_t(2)}};
+          if (cfg == 5) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(2)}, {"nt", int64_t(1)}};
           out.push_back(c);
           KCase gc = c;  // the GEMV at M <= 8 (the M of the marlin case when small, else 1..8 rotated)
           gc.backend = "cuda_gemv";
@@ -231,6 +232,58 @@ TEST(CudaKernels, AgainstCpuReferenceAtAwkwardShapes) {
   }
 }
 
+// cuda_marlin's wgmma kernel (compute capability 9.0, 4-bit, symmetric or integer zeros): every
+// token tile at M below, at and above it (partial M-tiles), K with an odd k64 chunk count, N not a
+// multiple of the 128-row block, every group size, act-order, explicit and automatic splits.
+std::vector<KCase> wgmma_cases(bool short_set) {
+  std::vector<KCase> out;
+  const int64_t ms[] = {1, 5, 16, 17, 33, 64, 100, 128, 129, 300};
+  const int64_t shapes[][2] = {{64, 64}, {192, 192}, {320, 448}, {1088, 320}, {4096, 384}};
+  int idx = 0;
+  for (const auto& s : shapes)
+    for (int g : {-1, 32, 64, 128})
+      for (ZeroKind z : {ZeroKind::Symmetric, ZeroKind::Integer})
+        for (bool act : {false, true})
+          for (bool bf : {false, true}) {
+            if (g > 0 && (s[0] % g || g >= s[0])) continue;
+            if (act && g < 0) continue;
+            ++idx;
+            if (short_set && idx % 5) continue;
+            int64_t m = ms[idx % 10];
+            if (m * s[0] * s[1] > (int64_t(1) << 26)) m = ms[idx % 6];
+            KCase c{"cuda_marlin", m, s[0], s[1], 4, g, z, act, bf, idx % 3 == 0, {}};
+            const int64_t bts[] = {16, 32, 64, 128};
+            const int64_t splits[] = {0, 1, 3, 0, 2};
+            c.params.values = {{"wg", bts[idx % 4]}, {"split", splits[idx % 5]}};
+            out.push_back(c);
+          }
+  return out;
+}
+
+bool wgmma_here() { return cuda_test::gpu0().gpu.compute_capability() == 90 && cuda::wgmma_kernels_built(); }
+
+TEST(CudaKernels, WgmmaAgainstCpuReference) {
+  QRT_SKIP_WITHOUT_GPU();
+  if (!wgmma_here()) GTEST_SKIP() << "the wgmma kernel runs on compute capability 9.0 in a build with sm_90a code";
+  uint32_t seed = 4000;
+  for (const KCase& c : wgmma_cases(false)) {
+    const double err = run_case(c, seed++);
+    EXPECT_LT(err, 1e-3) << describe(c);
+  }
+}
+
+// The layers the automatic choice would hand to the wgmma kernel can be pinned to mma.sync (wg
+// -1); both match the reference on the same data.
+TEST(CudaKernels, WgmmaAndMmaSyncBothMatchTheReference) {
+  QRT_SKIP_WITHOUT_GPU();
+  if (!wgmma_here()) GTEST_SKIP() << "the wgmma kernel runs on compute capability 9.0 in a build with sm_90a code";
+  KCase wg{"cuda_marlin", 77, 2048, 512, 4, 128, ZeroKind::Integer, false, false, true, {}};
+  KCase ms = wg;
+  ms.params.values = {{"wg", int64_t(-1)}};
+  EXPECT_LT(run_case(wg, 9), 1e-3);
+  EXPECT_LT(run_case(ms, 9), 1e-3);
+}
+
 TEST(CudaKernels, SanitizerShortSet) {
   QRT_SKIP_WITHOUT_GPU();
   uint32_t seed = 77;
@@ -238,6 +291,11 @@ TEST(CudaKernels, SanitizerShortSet) {
     const double err = run_case(c, seed++);
     EXPECT_LT(err, 1e-3) << describe(c);
   }
+  if (wgmma_here())
+    for (const KCase& c : wgmma_cases(true)) {
+      const double err = run_case(c, seed++);
+      EXPECT_LT(err, 1e-3) << describe(c);
+    }
 }
 
 // The bulk-copy GEMV (sm_90): K long enough that a block's slice is split to fit 48 KB (uneven

@@ -6,6 +6,8 @@
 //   cuda_marlin  qmm_<dtype>_w<bits>_m<8*mt>_nt<nt>: 256 threads, N-tile 128, k128 stages
 //                (4-bit: 8/6/4 stages for M-tile 8/16/32; 8-bit: 4/3/3), (mt, nt) in
 //                {(1,2), (2,2), (4,2)} with 4 N-warps x 2 K-warps and {(2,1), (4,1)} with 8 N-warps
+//   cuda_marlin  qmm_wgmma_<dtype>_bt<bt> (sm_90a, 4-bit): 2 warpgroups x 64 weight rows, bt in
+//                {16, 32, 64, 128} tokens, k128 stages (7/6/8/5 deep)
 //   cuda_gemv    gemv_<dtype>_w<bits>_t<wt>: 256 threads, wt n16 tiles per block (2 or 4),
 //                8/wt K-warps, 16-byte streaming loads straight to registers (two buffers of 4
 //                k64 chunks), activations/scales/zeros staged in shared memory
@@ -48,6 +50,14 @@ struct QmmConfig {
   int nt = 2;      // n16 tiles per N-warp: 2 (4x2 warps) or 1 (8x1 warps, mt = 2 or 4); N-tile 128
   int split = 0;   // K partitions; 0 = automatic
   bool pdl = true; // programmatic dependent launch where the GPU has it (sm_90+)
+};
+// cuda_marlin's Hopper kernel (wgmma, built for sm_90a: runs on compute capability 9.0 only), 4-bit
+// weights with symmetric or integer zeros: 2 warpgroups x 64 weight rows, bt tokens a block.
+struct WgmmaConfig {
+  int bt = 64;     // tokens per block: 16, 32, 64 or 128
+  int split = 0;   // K partitions; 0 = automatic
+  bool pdl = true;
+  int probe = 0;   // gpu_int4_bench's speed probes (wgmma_kernels.cu); 0 everywhere else
 };
 struct GemvConfig {
   int wt = 4;      // n16 tiles per block: 2 or 4
@@ -100,6 +110,16 @@ cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t 
                        const QmmConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream);
 // The split launch_qmm would use (for plans and tests).
 int qmm_auto_split(const Int4DeviceView& w, int64_t m, const QmmConfig& cfg, int sms);
+
+// Same contract as launch_qmm for the wgmma kernel; cudaErrorInvalidValue for 8-bit codes, float
+// zero points or an unknown bt, cudaErrorNotSupported when this binary has no sm_90a code.
+cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
+                             const WgmmaConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream);
+int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms);
+// Whether this binary holds the wgmma kernels (QRT_CUDA_ARCHS named 90 at build time).
+bool wgmma_kernels_built();
+// Raises the kernels' dynamic shared-memory limits (qmm_init_kernels calls it on sm_90 devices).
+cudaError_t wgmma_init_kernels();
 
 // Same contract for M <= 8, with the fused work of `fusion` when given (no act-order then).
 cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,

@@ -1,14 +1,17 @@
-// Backend `cuda_marlin`: fp16/bf16 x 4/8-bit weights on tensor cores (mma.sync, sm_80+), the
-// kernel of marlin_kernels.cu. Parameters: mt (8-token MMA tiles per block: 1/2/4, 0 = by M
-// at run time), nt (n16 tiles per N-warp: 2 = 4x2 warps, or 1 = 8x1 warps with mt 2 or 4;
-// 0 = 2), split (K partitions,
-// 0 = automatic from the SM count). The default is all-automatic, so one prepared kernel serves a
-// whole M range with the right tile for each M.
+// Backend `cuda_marlin`: fp16/bf16 x 4/8-bit weights on tensor cores: the mma.sync kernel of
+// marlin_kernels.cu (sm_80+) and, on compute capability 9.0, the wgmma kernel of
+// wgmma/wgmma_kernels.cu for 4-bit codes with symmetric or integer zeros. Parameters: wg (the
+// wgmma kernel's token tile 16/32/64/128, -1 = never, 0 = automatic: from kWgmmaMinRows rows where
+// it runs), mt (the mma.sync kernel's 8-token MMA tiles per block: 1/2/4, 0 = by M at run time), nt
+// (n16 tiles per N-warp: 2 = 4x2 warps, or 1 = 8x1 warps with mt 2 or 4; 0 = 2), split (K
+// partitions, 0 = automatic from the SM count). The default is all-automatic, so one prepared
+// kernel serves a whole M range with the right kernel and tile for each M.
 #include <fmt/format.h>
 
 #include "backends/backend_factories.h"
 #include "backends/cuda/common/int4_int8_backend.h"
 #include "backends/cuda_capabilities.h"
+#include "qrt/error.h"
 
 namespace qrt {
 namespace {
@@ -19,15 +22,40 @@ int auto_mt(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : 4; }
 // layout wins on wide layers (N >= 12288: 48 vs 60 µs at N = 22016, M = 32), 4x2 elsewhere.
 int auto_nt(int mt, int64_t n) { return mt == 4 && n >= 12288 ? 1 : 2; }
 
+// Rows from which the automatic choice takes the wgmma kernel where it runs, and its token tile
+// for m rows: the smallest tile covering m, 128 above.
+constexpr int64_t kWgmmaMinRows = 16;
+// Whether the automatic choice and qrt tune consider the wgmma kernel at all. Off until a GPU run
+// has checked it against the CPU reference and timed it against the mma.sync kernel
+// (docs/KNOWN_ISSUES.md, the entry on the wgmma kernel); wg > 0 runs it anyway.
+constexpr bool kWgmmaInAuto = false;
+int auto_bt(int64_t m) { return m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128; }
+
+// Why the wgmma kernel cannot run `layer` on `device` ("" when it can).
+std::string wgmma_obstacle(const LayerSpec& layer, const DeviceInfo& device) {
+  if (!cuda::wgmma_kernels_built()) return "this binary has no sm_90a code (QRT_CUDA_ARCHS without 90)";
+  if (device.gpu.compute_capability() != 90)
+    return "sm_90a code runs on compute capability 9.0 only; device is sm_" + std::to_string(device.gpu.compute_capability());
+  if (layer.bits != 4) return "needs 4-bit codes";
+  if (layer.zero_kind == ZeroKind::Float) return "float zero points run on the mma.sync kernel";
+  return "";
+}
+
 class CudaMarlinLinear final : public cuda::Int4Int8Linear {
  public:
-  CudaMarlinLinear(cuda::Int4Int8Upload upload, int mt, int nt, int split)
-      : Int4Int8Linear(std::move(upload)), mt_(mt), nt_(nt), split_(split) {}
+  CudaMarlinLinear(cuda::Int4Int8Upload upload, int wg, int mt, int nt, int split)
+      : Int4Int8Linear(std::move(upload)), wg_(wg), mt_(mt), nt_(nt), split_(split) {}
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
     cuda::int4_forward(*w_, scratch_, x, y, ec,
                        [&](const cuda::Int4DeviceView& v, const void* xin, void* yout, int64_t rows, bool bf16,
                            const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
+                         if (wg_ > 0 || (wg_ == 0 && kWgmmaInAuto && rows >= kWgmmaMinRows)) {
+                           cuda::WgmmaConfig wc;
+                           wc.bt = wg_ > 0 ? wg_ : auto_bt(rows);
+                           wc.split = split_;
+                           return cuda::launch_qmm_wgmma(v, xin, yout, rows, bf16, wc, ws, sms, st);
+                         }
                          cuda::QmmConfig cfg;
                          cfg.mt = mt_ ? mt_ : auto_mt(rows);
                          cfg.nt = nt_ ? nt_ : auto_nt(cfg.mt, v.n);
@@ -37,6 +65,7 @@ class CudaMarlinLinear final : public cuda::Int4Int8Linear {
   }
 
  private:
+  int wg_;  // -1: mma.sync only (also where wgmma cannot run), 0: automatic, > 0: that token tile
   int mt_, nt_, split_;
 };
 
@@ -45,19 +74,29 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
   CudaMarlinBackend()
       : Int4Int8Backend("cuda_marlin",
                         "tensor-core int4/int8 x fp16/bf16 GEMM (Marlin-class, mma.sync, exact fp32 group scaling), "
-                        "sm_80+") {}
+                        "sm_80+; wgmma on sm_90 for 4-bit") {}
 
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
     if (Verdict v = check_int4_int8(layer, device, "needs mma.sync and cp.async (sm_80+)"); !v.ok) return v;
     if (device.gpu.shared_mem_per_block_optin > 0 && device.gpu.shared_mem_per_block_optin < 96 * 1024)
       return Verdict::no(fmt::format("needs 96 KiB of shared memory per block, device allows {}",
                                      device.gpu.shared_mem_per_block_optin));
-    return Verdict::yes_but(int4_float_zero_note(layer));
+    std::string note = int4_float_zero_note(layer);
+    if (kWgmmaInAuto && wgmma_obstacle(layer, device).empty())
+      note += (note.empty() ? "" : "; ") + std::string("from ") + std::to_string(kWgmmaMinRows) +
+              " rows the Hopper kernel (wgmma, parameter wg)";
+    return Verdict::yes_but(note);
   }
 
   Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
-    Verdict v = cuda::validate_known_params(params, {{"mt", 0, 4}, {"nt", 0, 2}, {"split", 0, 16}});
+    Verdict v = cuda::validate_known_params(params, {{"wg", -1, 128}, {"mt", 0, 4}, {"nt", 0, 2}, {"split", 0, 16}});
     if (!v.ok) return v;
+    const int64_t wg = params.get_int("wg", 0);
+    if (wg != -1 && wg != 0 && wg != 16 && wg != 32 && wg != 64 && wg != 128)
+      return Verdict::no(fmt::format("parameter 'wg' = {}: the wgmma token tile is 16, 32, 64 or 128 (-1 never, 0 "
+                                     "automatic)", wg));
+    if (wg > 0 && (layer.bits != 4 || layer.zero_kind == ZeroKind::Float))
+      return Verdict::no("parameter 'wg' > 0: the wgmma kernel runs 4-bit codes with symmetric or integer zeros");
     const int64_t mt = params.get_int("mt", 0), nt = params.get_int("nt", 0);
     if (mt == 3) return Verdict::no("parameter 'mt' = 3 not instantiated (0, 1, 2 or 4)");
     if (mt && nt && !cuda::qmm_config_instantiated(static_cast<int>(mt), static_cast<int>(nt)))
@@ -68,11 +107,27 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
 
   KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     // All automatic: the tile follows the M of each call, the split the SM count.
-    return cuda::zero_params({"mt", "nt", "split"});
+    return cuda::zero_params({"wg", "mt", "nt", "split"});
   }
 
   std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     std::vector<KernelParams> out;
+    const int sms = std::max(device.gpu.sm_count, 1);
+    if (kWgmmaInAuto && wgmma_obstacle(layer, device).empty() && m >= kWgmmaMinRows) {
+      const int64_t want_bt = auto_bt(m);
+      for (int64_t bt : {int64_t(16), int64_t(32), int64_t(64), int64_t(128)}) {
+        if (bt > want_bt || bt * 4 < want_bt) continue;  // smaller tiles re-stream the weights per tile
+        for (int64_t split : {int64_t(0), int64_t(1), int64_t(2), int64_t(4), int64_t(8)}) {
+          const int64_t tiles = ((m + bt - 1) / bt) * ((layer.out_features + 127) / 128);
+          if (!cuda::split_k_fits(tiles, split, 128 * bt, cuda::int4_max_partial_tiles(sms) * cuda::int4_max_tile_floats(),
+                                  cuda::int4_counter_count(sms) - 64))
+            continue;
+          KernelParams p;
+          p.values = {{"wg", bt}, {"mt", int64_t(0)}, {"nt", int64_t(0)}, {"split", split}};
+          out.push_back(p);
+        }
+      }
+    }
     const int64_t want = auto_mt(m);
     for (int64_t mt : {int64_t(1), int64_t(2), int64_t(4)}) {
       if (mt < want && mt != 4 && m > 8 * mt * 4) continue;  // tiny tiles for large M re-stream too much
@@ -82,12 +137,12 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
         for (int64_t split : {int64_t(0), int64_t(1), int64_t(2), int64_t(4), int64_t(8)}) {
           // Split-K partials must fit the workspace (launch_qmm refuses the rest): skip those.
           const int64_t tiles = ((m + 8 * mt - 1) / (8 * mt)) * ((layer.out_features + 127) / 128);
-          const int sms = std::max(device.gpu.sm_count, 1);
           if (!cuda::split_k_fits(tiles, split, 128 * 8 * mt,
                                   cuda::int4_max_partial_tiles(sms) * cuda::int4_max_tile_floats(),
                                   cuda::int4_counter_count(sms) - 64))
             continue;
           KernelParams p;
+          p.values["wg"] = int64_t(-1);
           p.values["mt"] = mt;
           p.values["nt"] = nt;
           p.values["split"] = split;
@@ -102,7 +157,13 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
                                           const PrepareContext& context) const override {
     const DeviceInfo& device = context.device;
     cuda::check_prepare(*this, weight, params, device, /*check_layer=*/true);
-    return std::make_unique<CudaMarlinLinear>(cuda::upload_int4_int8(weight, context),
+    const std::string wg_why = wgmma_obstacle(weight.spec, device);
+    int wg = static_cast<int>(params.get_int("wg", 0));
+    if (wg > 0 && !wg_why.empty())
+      throw unsupported(weight.spec.name + ": cuda_marlin: parameter wg = " + std::to_string(wg) +
+                        " asks for the wgmma kernel, which cannot run it: " + wg_why);
+    if (wg == 0 && !wg_why.empty()) wg = -1;
+    return std::make_unique<CudaMarlinLinear>(cuda::upload_int4_int8(weight, context), wg,
                                               static_cast<int>(params.get_int("mt", 0)),
                                               static_cast<int>(params.get_int("nt", 0)),
                                               static_cast<int>(params.get_int("split", 0)));

@@ -400,6 +400,11 @@ cudaError_t qmm_init_kernels() {
     if (e != cudaSuccess) return e;
     qmm_occupancy(t[i].bf16, t[i].bits, t[i].mt, t[i].nt, t[i].fz);
   }
+  // The wgmma kernels hold sm_90a code, which runs on compute capability 9.0 alone.
+  if (wgmma_kernels_built() && device_compute_capability() == 90) {
+    const cudaError_t e = wgmma_init_kernels();
+    if (e != cudaSuccess) return e;
+  }
   return gemv_init_kernels();
 }
 

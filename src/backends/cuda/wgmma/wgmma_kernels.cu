@@ -1,0 +1,348 @@
+// cuda_wgmma's kernel: fp16/bf16 activations x 4-bit weights on Hopper's warpgroup MMA (wgmma,
+// sm_90a), reading the same packed weights as cuda_marlin and cuda_gemv (int4_int8_device.cuh), so
+// the three share one device copy of a layer.
+//
+// Orientation as in cuda_marlin: y^T = W x^T, the weights are wgmma's A operand (64 rows a
+// warpgroup, dequantized in registers to exact integers q - z, in the register layout the packed
+// words already have), the tokens are its N side (16 / 32 / 64 / 128 a block), read by the tensor
+// cores straight from shared memory. Each group's integer products are summed in fp32 and scaled
+// in fp32 when the group ends, as in cuda_marlin (exact scaling, also in bf16).
+//
+// Block: 256 threads = 2 warpgroups x 64 weight rows (N-tile 128), one M-tile of BT tokens, a k128
+// stage = two k64 chunks. Weights stream through a cp.async ring of kStages stages; the
+// activations come with them, 4 bytes at a time, put by the copy itself into the k order of the
+// packed weights (docs/KERNELS.md "The wgmma kernel: activations in the packed k order") inside the
+// 128-byte swizzled K-major tile the descriptor describes. Split-K and the epilogue are
+// cuda_marlin's (finish_tile).
+#include <algorithm>
+
+#include "backends/cuda/common/int4_int8_device.cuh"
+#include "backends/cuda/common/int4_int8_kernels.h"
+#include "backends/cuda/common/int4_int8_pack.h"
+#include "backends/cuda/wgmma/wgmma_ops.cuh"
+#include "gpu/runtime.h"
+
+namespace qrt::cuda {
+namespace wgk {
+using namespace int4k;
+
+constexpr int round_up(int v, int a) { return (v + a - 1) / a * a; }
+
+template <int BT>
+struct WgShape {
+  static constexpr int kBN = 128;
+  static constexpr int kABytes = BT * 256;           // two k64 sub-tiles of BT rows x 128 bytes
+  static constexpr int kWBytes = (kBN / 16) * 2 * 512;  // 8 n16 tiles x 2 k64 chunks
+  static constexpr int kSBytes = kBN * 2 * 4;        // up to 4 groups (g = 32) a stage
+  static constexpr int kZBytes = kBN * 4;
+  static constexpr int kStageBytes = round_up(kABytes + kWBytes + kSBytes + kZBytes, 1024);
+  // Two blocks an SM for the small tiles (their accumulators are few), one with a deep ring above.
+  static constexpr int kMinBlocks = BT <= 32 ? 2 : 1;
+  static constexpr int kStages = BT <= 16 ? 7 : BT <= 32 ? 6 : BT <= 64 ? 8 : 5;
+  static constexpr int kRedBytes = BT * (kBN + 4) * 4;
+  // +1024: the dynamic shared memory is aligned to 1024 bytes by hand (the swizzle atoms need it).
+  static constexpr int kSmem = (kStages * kStageBytes > kRedBytes ? kStages * kStageBytes : kRedBytes) + 1024;
+};
+
+// Shared-memory matrix descriptor of a K-major tile with the 128-byte swizzle: rows 128 bytes
+// apart, 8-row atoms 1024 bytes apart; the leading offset is unused by this layout.
+__device__ __forceinline__ uint64_t kmajor_sw128_desc(uint32_t saddr) {
+  return static_cast<uint64_t>((saddr & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
+}
+
+__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
+               "r"(valid ? 4 : 0));
+}
+
+// PROBE: 0 the kernel; 1 without the proxy fence, 2 without the activation copies (speed probes
+// for gpu_int4_bench, wrong results allowed).
+template <typename T, int BT, int PROBE = 0>
+__global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel(const KernelArgs a) {
+  using S = WgShape<BT>;
+  constexpr int BN = S::kBN, NACC = BT / 2;
+  extern __shared__ unsigned char smem_raw[];
+  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  __shared__ int last_flag;
+  pdl_trigger();
+
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;  // warp = the block's n16 tile
+  const int g = lane >> 2, q = lane & 3;
+  int bid = blockIdx.x;
+  const int mt_idx = bid % a.m_tiles;
+  bid /= a.m_tiles;
+  const int nt_idx = bid % a.n_tiles;
+  const int sp = bid / a.n_tiles;
+  const int m0 = mt_idx * BT, n0 = nt_idx * BN;
+  const int kchunks = a.k >> 6;
+  const int c_begin = sp * a.chunks_per_split;
+  const int c_end = min(c_begin + a.chunks_per_split, kchunks);
+  const int iters = (c_end - c_begin + 1) >> 1;
+  const int n16_total = a.n >> 4;
+  const bool grouped = a.group_size != 0;
+  const int G = grouped ? (a.k >> a.log2_group) : 1;
+  const int half_n = a.n >> 1;
+
+  auto load_stage = [&](int slot, int it) {
+    unsigned char* abase = smem + slot * S::kStageBytes;
+    unsigned char* wbase = abase + S::kABytes;
+    const int c0 = c_begin + 2 * it;
+    constexpr int WP = S::kWBytes / 16;
+#pragma unroll
+    for (int i0 = 0; i0 < WP; i0 += 256) {
+      const int i = i0 + tid;
+      const int t = i >> 6, rem = i & 63;
+      const int c = rem >> 5, lv = rem & 31;
+      const int n16 = (n0 >> 4) + t, ch = c0 + c;
+      const bool ok = n16 < n16_total && ch < c_end;
+      const uint4* src = static_cast<const uint4*>(a.w) + (static_cast<size_t>(n16) * kchunks + ch) * 32 + lv;
+      cp_async16(wbase + i * 16, ok ? src : a.w, ok);
+    }
+    // Activations: word wd (two columns) of row r of the stage goes to the k position its weights
+    // have in the packed order: inside a 32-column half h, 16-byte piece p, word w holds step
+    // j = 2h + w/2, logical columns 2p + 8(w%2) of that step (16-byte chunk 2j + w%2, byte 4p).
+    constexpr int AW = PROBE == 2 ? 0 : BT * 64;
+#pragma unroll 4
+    for (int i0 = 0; i0 < AW; i0 += 256) {
+      const int i = i0 + tid;
+      const int row = i >> 6, wd = i & 63;
+      const int sub = wd >> 5, h = (wd >> 4) & 1, p = (wd >> 2) & 3, w = wd & 3;
+      const int chunk = (4 * h + w) ^ (row & 7);
+      unsigned char* dst = abase + sub * (BT * 128) + row * 128 + (chunk << 4) + 4 * p;
+      const int mm = m0 + row, kk = c0 * 64 + 2 * wd;
+      const bool ok = mm < a.m && kk < c_end * 64;
+      const T* src = static_cast<const T*>(a.x) + static_cast<size_t>(mm) * a.k + kk;
+      cp_async4(dst, ok ? static_cast<const void*>(src) : a.x, ok);
+    }
+    if (grouped) {
+      const int gps = 128 >> a.log2_group;
+      const int g0 = (c0 * 64) >> a.log2_group;
+      unsigned char* sbase = wbase + S::kWBytes;
+      constexpr int SPG = BN * 2 / 16;
+      for (int i = tid; i < gps * SPG; i += 256) {
+        const int s = i / SPG, j = i % SPG;
+        const int gi = g0 + s;
+        const bool ok = gi < G && n0 + 8 * j < a.n;
+        const uint32_t* src = a.scales + static_cast<size_t>(gi) * half_n + (n0 >> 1) + 4 * j;
+        cp_async16(sbase + s * BN * 2 + j * 16, ok ? src : a.scales, ok);
+      }
+      if (a.zeros) {
+        unsigned char* zbase = sbase + S::kSBytes;
+        constexpr int ZPG = BN / 16;
+        for (int i = tid; i < gps * ZPG; i += 256) {
+          const int s = i / ZPG, j = i % ZPG;
+          const int gi = g0 + s;
+          const bool ok = gi < G && n0 + 16 * j < a.n;
+          const unsigned char* src =
+              reinterpret_cast<const unsigned char*>(a.zeros) + static_cast<size_t>(gi) * a.n + n0 + 16 * j;
+          cp_async16(zbase + s * BN + j * 16, ok ? static_cast<const void*>(src) : a.zeros, ok);
+        }
+      }
+    }
+  };
+
+  float acc[NACC], gacc[NACC];
+#pragma unroll
+  for (int i = 0; i < NACC; ++i) acc[i] = gacc[i] = 0.f;
+
+  const int n16 = (n0 >> 4) + warp;
+  uint32_t zpair_pc = 0x0808u;  // symmetric: z = 8
+  if (a.zeros && !grouped && n16 < n16_total) zpair_pc = a.zeros[n16 * 8 + g];
+
+  auto flush = [&](uint32_t spair) {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&spair));
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) {
+      keep_f(gacc[i]);
+      acc[i] += ((i & 2) ? f.y : f.x) * gacc[i];
+    }
+  };
+
+  // The stages mix weights with activations: wait for the kernel before this one first.
+  pdl_wait();
+#pragma unroll
+  for (int s = 0; s < S::kStages - 1; ++s) {
+    if (s < iters) load_stage(s, s);
+    cp_async_commit();
+  }
+
+  const int steps_per_group = grouped ? (a.group_size >> 4) : 0;  // 2, 4 or 8 (groups of 32..128)
+  for (int it = 0; it < iters; ++it) {
+    cp_async_wait<S::kStages - 2>();
+    if constexpr (PROBE != 1) fence_proxy_async();
+    __syncthreads();
+    {
+      const int nx = it + S::kStages - 1;
+      if (nx < iters) load_stage(nx % S::kStages, nx);
+      cp_async_commit();
+    }
+    const unsigned char* abase = smem + (it % S::kStages) * S::kStageBytes;
+    const unsigned char* wbase = abase + S::kABytes;
+    const unsigned char* sbase = wbase + S::kWBytes;
+    const unsigned char* zbase = sbase + S::kSBytes;
+    const bool second = c_begin + 2 * it + 1 < c_end;  // block-uniform: the odd last chunk
+    uint4 wq[2];
+    wq[0] = reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 0) * 32 + lane];
+    wq[1] = second ? reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 1) * 32 + lane] : make_uint4(0, 0, 0, 0);
+    const uint32_t abase_s = smem_addr(abase);
+
+    uint32_t af[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (j == 4 && !second) break;
+      const int c = j >> 2, jw = j & 3;
+      const int kin = 16 * j;  // stage-relative k of the step
+      const int gi = grouped ? (kin >> a.log2_group) : 0;
+      const uint32_t zp = (a.zeros && grouped)
+                              ? reinterpret_cast<const uint16_t*>(zbase)[gi * (BN / 2) + warp * 8 + g]
+                              : zpair_pc;
+      const uint32_t word = jw == 0 ? wq[c].x : jw == 1 ? wq[c].y : jw == 2 ? wq[c].z : wq[c].w;
+      dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af[j]);
+      const bool group_start = grouped && (j % steps_per_group) == 0;
+      wg_fence();
+      Wgmma<T, BT>::run(gacc, af[j], kmajor_sw128_desc(abase_s + c * (BT * 128) + 32 * jw), group_start ? 0 : 1);
+      if (grouped && (j + 1) % steps_per_group == 0) {
+        wg_commit();
+        wg_wait<0>();
+        flush(reinterpret_cast<const uint32_t*>(sbase)[gi * (BN / 2) + warp * 8 + g]);
+      }
+    }
+    wg_commit();
+    wg_wait<0>();
+    // A stage cut after its first chunk (odd chunk count) inside an open group (only a group of
+    // 128 spans both chunks; K is then a multiple of 128, so this is for robustness): flush it.
+    if (grouped && !second && (4 % steps_per_group) != 0)
+      flush(reinterpret_cast<const uint32_t*>(sbase)[((16 * 3) >> a.log2_group) * (BN / 2) + warp * 8 + g]);
+    // The A registers stay the wgmma's until the wait: keep them alive to here.
+#pragma unroll
+    for (int j = 0; j < 8; ++j)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) keep_r(af[j][r]);
+  }
+
+  if (!grouped) {
+#pragma unroll
+    for (int i = 0; i < NACC; ++i) keep_f(gacc[i]);
+    flush(n16 < n16_total ? a.scales[n16 * 8 + g] : 0u);
+  }
+
+  cp_async_wait<0>();
+  __syncthreads();
+  float* red = reinterpret_cast<float*>(smem);
+  constexpr int LD = BN + 4;
+#pragma unroll
+  for (int i = 0; i < NACC; ++i) {
+    const int nl = warp * 16 + g + 8 * ((i >> 1) & 1);
+    const int tok = 8 * (i >> 2) + 2 * q + (i & 1);
+    red[tok * LD + nl] = acc[i];
+  }
+  __syncthreads();
+  finish_tile<T, BT, BN, 256>(a, red, nt_idx * a.m_tiles + mt_idx, sp, m0, n0, &last_flag);
+}
+
+}  // namespace wgk
+
+namespace {
+using namespace wgk;
+
+struct WgEntry {
+  bool bf16;
+  int bt, smem;
+  void* fn;
+  int probe = 0;
+};
+
+template <typename T, int BT, int PROBE = 0>
+WgEntry wg_entry(bool bf16) {
+  return WgEntry{bf16, BT, WgShape<BT>::kSmem, reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, PROBE>), PROBE};
+}
+
+const WgEntry* wg_table(size_t* count) {
+  static const WgEntry table[] = {
+      wg_entry<__half, 16>(false),         wg_entry<__half, 32>(false),         wg_entry<__half, 64>(false),
+      wg_entry<__half, 128>(false),        wg_entry<__nv_bfloat16, 16>(true),   wg_entry<__nv_bfloat16, 32>(true),
+      wg_entry<__nv_bfloat16, 64>(true),   wg_entry<__nv_bfloat16, 128>(true),
+      wg_entry<__half, 16, 1>(false),      wg_entry<__half, 128, 1>(false),     wg_entry<__half, 16, 2>(false),
+      wg_entry<__half, 128, 2>(false),
+  };
+  *count = sizeof(table) / sizeof(table[0]);
+  return table;
+}
+
+const WgEntry* find_wg(bool bf16, int bt, int probe = 0) {
+  size_t n = 0;
+  const WgEntry* t = wg_table(&n);
+  for (size_t i = 0; i < n; ++i)
+    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].probe == probe) return &t[i];
+  return nullptr;
+}
+
+int log2_of(int v) {
+  int l = 0;
+  while ((1 << l) < v) ++l;
+  return l;
+}
+}  // namespace
+
+bool wgmma_kernels_built() { return true; }
+
+cudaError_t wgmma_init_kernels() {
+  size_t n = 0;
+  const WgEntry* t = wg_table(&n);
+  for (size_t i = 0; i < n; ++i) {
+    cudaError_t e = cudaFuncSetAttribute(t[i].fn, cudaFuncAttributeMaxDynamicSharedMemorySize, t[i].smem);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms) {
+  const int64_t bn = 128;
+  const int64_t base = ((w.n + bn - 1) / bn) * ((m + bt - 1) / bt);
+  const int64_t max_tiles = int4_max_partial_tiles(sms) * int4_max_tile_floats() / (bn * bt);
+  const WgEntry* e = find_wg(false, bt);
+  const int occ = e ? resident_blocks_per_sm(e->fn, 256, e->smem) : 1;
+  return choose_split(base, w.k / 64, sms * std::max(1, std::min(occ, 2)),
+                      std::min<int64_t>(max_tiles, int4_counter_count(sms) - 64), 2);
+}
+
+cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
+                             const WgmmaConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream) {
+  const WgEntry* e = find_wg(bf16, cfg.bt, cfg.probe);
+  if (!e || m <= 0 || w.bits != 4 || w.offsets) return cudaErrorInvalidValue;
+  KernelArgs a;
+  a.x = x;
+  a.y = y;
+  a.w = static_cast<const uint4*>(w.words);
+  a.scales = w.scales;
+  a.zeros = w.zeros;
+  a.bias = w.bias;
+  a.m = static_cast<int>(m);
+  a.n = static_cast<int>(w.n);
+  a.k = static_cast<int>(w.k);
+  a.group_size = w.group_size;
+  a.log2_group = w.group_size ? log2_of(w.group_size) : 0;
+  a.scale_mul = w.scale_mul;
+  a.m_tiles = static_cast<int>((m + cfg.bt - 1) / cfg.bt);
+  a.n_tiles = static_cast<int>((w.n + 127) / 128);
+  const int kchunks = static_cast<int>(w.k / 64);
+  int split = cfg.split > 0 ? cfg.split : wgmma_auto_split(w, m, cfg.bt, sms);
+  int per = (kchunks + split - 1) / split;
+  per = (per + 1) & ~1;
+  split = (kchunks + per - 1) / per;
+  a.split = split;
+  a.chunks_per_split = per;
+  const int64_t tiles = static_cast<int64_t>(a.m_tiles) * a.n_tiles;
+  if (split > 1) {
+    if (!split_k_fits(tiles, split, int64_t(128) * cfg.bt, ws.partial_floats, ws.counter_count))
+      return cudaErrorInvalidValue;
+    a.partials = ws.partials;
+    a.counters = ws.counters;
+  }
+  const int64_t blocks = tiles * split;
+  if (blocks > 0x7FFFFFFF) return cudaErrorInvalidValue;
+  void* args[] = {&a};
+  return launch_int4_family(e->fn, dim3(static_cast<unsigned>(blocks)), e->smem, args, cfg.pdl, stream);
+}
+
+}  // namespace qrt::cuda
