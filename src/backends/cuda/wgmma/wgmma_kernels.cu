@@ -55,9 +55,12 @@ __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool val
                "r"(valid ? 4 : 0));
 }
 
+// SPG: k16 steps per scale group (2, 4, 8 for groups of 32, 64, 128; per-channel scales run as 8,
+// each stage's sum scaled by the one scale). Compile-time so that a stage's wgmmas are straight-line
+// code: a branch between two wgmmas makes the compiler wait for each before the next.
 // PROBE: 0 the kernel; 1 without the proxy fence, 2 without the activation copies (speed probes
 // for gpu_int4_bench, wrong results allowed).
-template <typename T, int BT, int PROBE = 0>
+template <typename T, int BT, int SPG, int PROBE = 0>
 __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel(const KernelArgs a) {
   using S = WgShape<BT>;
   constexpr int BN = S::kBN, NACC = BT / 2;
@@ -118,9 +121,9 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
       const int gps = 128 >> a.log2_group;
       const int g0 = (c0 * 64) >> a.log2_group;
       unsigned char* sbase = wbase + S::kWBytes;
-      constexpr int SPG = BN * 2 / 16;
-      for (int i = tid; i < gps * SPG; i += 256) {
-        const int s = i / SPG, j = i % SPG;
+      constexpr int SPW = BN * 2 / 16;  // 16-byte pieces of one group's scales
+      for (int i = tid; i < gps * SPW; i += 256) {
+        const int s = i / SPW, j = i % SPW;
         const int gi = g0 + s;
         const bool ok = gi < G && n0 + 8 * j < a.n;
         const uint32_t* src = a.scales + static_cast<size_t>(gi) * half_n + (n0 >> 1) + 4 * j;
@@ -166,7 +169,6 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     cp_async_commit();
   }
 
-  const int steps_per_group = grouped ? (a.group_size >> 4) : 0;  // 2, 4 or 8 (groups of 32..128)
   for (int it = 0; it < iters; ++it) {
     cp_async_wait<S::kStages - 2>();
     if constexpr (PROBE != 1) fence_proxy_async();
@@ -186,38 +188,43 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     wq[1] = second ? reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 1) * 32 + lane] : make_uint4(0, 0, 0, 0);
     const uint32_t abase_s = smem_addr(abase);
 
+    // Every A fragment of the stage first, then the wgmmas back to back with no instruction that
+    // writes their inputs and no branch between them (either makes the compiler wait for each
+    // wgmma before the next). The odd last chunk of a partition multiplies zero fragments.
     uint32_t af[8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-      if (j == 4 && !second) break;
       const int c = j >> 2, jw = j & 3;
-      const int kin = 16 * j;  // stage-relative k of the step
-      const int gi = grouped ? (kin >> a.log2_group) : 0;
+      const int gi = grouped ? ((16 * j) >> a.log2_group) : 0;
       const uint32_t zp = (a.zeros && grouped)
                               ? reinterpret_cast<const uint16_t*>(zbase)[gi * (BN / 2) + warp * 8 + g]
                               : zpair_pc;
       const uint32_t word = jw == 0 ? wq[c].x : jw == 1 ? wq[c].y : jw == 2 ? wq[c].z : wq[c].w;
       dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af[j]);
-      const bool group_start = grouped && (j % steps_per_group) == 0;
-      wg_fence();
-      Wgmma<T, BT>::run(gacc, af[j], kmajor_sw128_desc(abase_s + c * (BT * 128) + 32 * jw), group_start ? 0 : 1);
-      if (grouped && (j + 1) % steps_per_group == 0) {
+      if (c == 1)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) af[j][r] = second ? af[j][r] : 0u;
+    }
+    wg_fence();
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      const int c = j >> 2, jw = j & 3;
+      // Each group starts a fresh sum (scale-d 0); per-channel sums run on over the stages.
+      // (SPG < 8 comes only with groups: no run-time test, so no branch between the wgmmas.)
+      const bool group_kernel = SPG < 8 || grouped;
+      const int accumulate = (j % SPG == 0 && group_kernel) ? 0 : 1;
+      Wgmma<T, BT>::run(gacc, af[j], kmajor_sw128_desc(abase_s + c * (BT * 128) + 32 * jw), accumulate);
+      if ((j + 1) % SPG == 0 && group_kernel) {
         wg_commit();
         wg_wait<0>();
-        flush(reinterpret_cast<const uint32_t*>(sbase)[gi * (BN / 2) + warp * 8 + g]);
+        flush(reinterpret_cast<const uint32_t*>(sbase)[((16 * j) >> a.log2_group) * (BN / 2) + warp * 8 + g]);
+        if (j < 7) wg_fence();
       }
     }
-    wg_commit();
-    wg_wait<0>();
-    // A stage cut after its first chunk (odd chunk count) inside an open group (only a group of
-    // 128 spans both chunks; K is then a multiple of 128, so this is for robustness): flush it.
-    if (grouped && !second && (4 % steps_per_group) != 0)
-      flush(reinterpret_cast<const uint32_t*>(sbase)[((16 * 3) >> a.log2_group) * (BN / 2) + warp * 8 + g]);
-    // The A registers stay the wgmma's until the wait: keep them alive to here.
-#pragma unroll
-    for (int j = 0; j < 8; ++j)
-#pragma unroll
-      for (int r = 0; r < 4; ++r) keep_r(af[j][r]);
+    if (!grouped) {
+      wg_commit();
+      wg_wait<0>();
+    }
   }
 
   if (!grouped) {
@@ -247,33 +254,36 @@ using namespace wgk;
 
 struct WgEntry {
   bool bf16;
-  int bt, smem;
+  int bt, spg, smem;
   void* fn;
   int probe = 0;
 };
 
-template <typename T, int BT, int PROBE = 0>
+template <typename T, int BT, int SPG, int PROBE = 0>
 WgEntry wg_entry(bool bf16) {
-  return WgEntry{bf16, BT, WgShape<BT>::kSmem, reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, PROBE>), PROBE};
+  return WgEntry{bf16, BT, SPG, WgShape<BT>::kSmem, reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, SPG, PROBE>),
+                 PROBE};
 }
+#define QRT_WG_ROWS(T, ISBF, BT) wg_entry<T, BT, 2>(ISBF), wg_entry<T, BT, 4>(ISBF), wg_entry<T, BT, 8>(ISBF)
 
 const WgEntry* wg_table(size_t* count) {
   static const WgEntry table[] = {
-      wg_entry<__half, 16>(false),         wg_entry<__half, 32>(false),         wg_entry<__half, 64>(false),
-      wg_entry<__half, 128>(false),        wg_entry<__nv_bfloat16, 16>(true),   wg_entry<__nv_bfloat16, 32>(true),
-      wg_entry<__nv_bfloat16, 64>(true),   wg_entry<__nv_bfloat16, 128>(true),
-      wg_entry<__half, 16, 1>(false),      wg_entry<__half, 128, 1>(false),     wg_entry<__half, 16, 2>(false),
-      wg_entry<__half, 128, 2>(false),
+      QRT_WG_ROWS(__half, false, 16),         QRT_WG_ROWS(__half, false, 32),
+      QRT_WG_ROWS(__half, false, 64),         QRT_WG_ROWS(__half, false, 128),
+      QRT_WG_ROWS(__nv_bfloat16, true, 16),   QRT_WG_ROWS(__nv_bfloat16, true, 32),
+      QRT_WG_ROWS(__nv_bfloat16, true, 64),   QRT_WG_ROWS(__nv_bfloat16, true, 128),
+      wg_entry<__half, 16, 8, 1>(false),      wg_entry<__half, 128, 8, 1>(false),
+      wg_entry<__half, 16, 8, 2>(false),      wg_entry<__half, 128, 8, 2>(false),
   };
   *count = sizeof(table) / sizeof(table[0]);
   return table;
 }
 
-const WgEntry* find_wg(bool bf16, int bt, int probe = 0) {
+const WgEntry* find_wg(bool bf16, int bt, int spg, int probe = 0) {
   size_t n = 0;
   const WgEntry* t = wg_table(&n);
   for (size_t i = 0; i < n; ++i)
-    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].probe == probe) return &t[i];
+    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].spg == spg && t[i].probe == probe) return &t[i];
   return nullptr;
 }
 
@@ -300,7 +310,7 @@ int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms) {
   const int64_t bn = 128;
   const int64_t base = ((w.n + bn - 1) / bn) * ((m + bt - 1) / bt);
   const int64_t max_tiles = int4_max_partial_tiles(sms) * int4_max_tile_floats() / (bn * bt);
-  const WgEntry* e = find_wg(false, bt);
+  const WgEntry* e = find_wg(false, bt, 8);
   const int occ = e ? resident_blocks_per_sm(e->fn, 256, e->smem) : 1;
   return choose_split(base, w.k / 64, sms * std::max(1, std::min(occ, 2)),
                       std::min<int64_t>(max_tiles, int4_counter_count(sms) - 64), 2);
@@ -308,7 +318,10 @@ int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms) {
 
 cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
                              const WgmmaConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream) {
-  const WgEntry* e = find_wg(bf16, cfg.bt, cfg.probe);
+  // Steps per group: 2 / 4 / 8 for groups of 32 / 64 / 128; per-channel runs as 8.
+  const int spg = w.group_size == 32 ? 2 : w.group_size == 64 ? 4 : 8;
+  if (w.group_size != 0 && w.group_size != 32 && w.group_size != 64 && w.group_size != 128) return cudaErrorInvalidValue;
+  const WgEntry* e = find_wg(bf16, cfg.bt, spg, cfg.probe);
   if (!e || m <= 0 || w.bits != 4 || w.offsets) return cudaErrorInvalidValue;
   KernelArgs a;
   a.x = x;

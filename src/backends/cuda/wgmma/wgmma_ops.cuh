@@ -20,10 +20,10 @@ __device__ __forceinline__ void wg_wait() {
 }
 // Generic-proxy writes to shared memory (cp.async, st.shared) made visible to the wgmma's reads.
 __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-// The compiler sees an asm's outputs as ready when the asm statement ends; wgmma writes them
-// later. An empty asm that "changes" a register, placed after the wait, keeps reads after it.
+// The front end sees an asm's outputs as ready when the asm statement ends; wgmma writes them
+// later. An empty asm that "changes" an accumulator, placed after the wait, keeps its reads after
+// it (the assembler, which knows wgmma, also waits before any read of a register one writes).
 __device__ __forceinline__ void keep_f(float& r) { asm volatile("" : "+f"(r)::"memory"); }
-__device__ __forceinline__ void keep_r(uint32_t& r) { asm volatile("" : "+r"(r)::"memory"); }
 
 template <typename T, int N>
 struct Wgmma;
