@@ -224,6 +224,15 @@ int main(int argc, char** argv) {
       return v;
     };
     double m1_rate = 0;  // bytes/µs of fp16 cuBLAS at M = 1
+    if (ms.front() != 1) {  // --m without 1: the floor still needs the M = 1 rate
+      const int reps = std::max(copies4, copies16) < 12 ? 12 : std::max(copies4, copies16);
+      const float alpha = 1.f, beta = 0.f;
+      m1_rate = hbytes / time_graph(stream, reps, [&](int i) {
+                  CB(cublasGemmEx(cublas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, 1, (int)K, &alpha, hcopies[i % copies16],
+                                  CUDA_R_16F, (int)K, x, CUDA_R_16F, (int)K, &beta, y, CUDA_R_16F, (int)N,
+                                  CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                });
+    }
     for (int64_t m : ms) {
       const int reps = std::max(copies4, copies16) < 12 ? 12 : std::max(copies4, copies16);
       const float alpha = 1.f, beta = 0.f;
