@@ -67,6 +67,17 @@ std::string dequant_path_note(const LayerSpec& layer, const DeviceInfo&) {
   return note;
 }
 
+std::string higgs_layer_obstacle(const LayerSpec& layer) {
+  const int p = layer.codebook_dim;
+  if (p < 1 || p > 2) return fmt::format("grid vectors of {} values unsupported: runs p = 1 or 2", p);
+  if (layer.in_features % p != 0) return fmt::format("in_features {} is not a multiple of p = {}", layer.in_features, p);
+  if (static_cast<int64_t>(layer.codebook.size()) > 256 * p)
+    return fmt::format("a grid of {} vectors unsupported: at most 256 (one byte per code)", layer.codebook.size() / p);
+  if (layer.hadamard_size > kHiggsMaxHadamard)
+    return fmt::format("hadamard_size {} unsupported: at most {}", layer.hadamard_size, kHiggsMaxHadamard);
+  return "";
+}
+
 namespace {
 std::string fp8_path_note(const LayerSpec& layer, const DeviceInfo& device) {
   const std::string why = fp8_tensor_core_obstacle(layer, device.gpu.compute_capability());
@@ -173,6 +184,7 @@ std::vector<CudaBackendDeclaration> build_table() {
     c.k_multiple = 1;
     c.n_multiple = 1;
     c.activation_dtypes = {DType::F16, DType::BF16};
+    d.layer_obstacle = higgs_layer_obstacle;
     t.push_back(d);
   }
   {  // bitsandbytes LLM.int8: int8 activations x int8 weights on tensor cores (cuBLASLt), outliers in fp32.

@@ -18,7 +18,18 @@ struct CudaBackendDeclaration {
   // For a layer the capability accepts: how the backend runs it differently from what its name
   // promises ("" = as advertised); check() returns it as the verdict's note, so the plan shows it.
   std::string (*path_note)(const LayerSpec& layer, const DeviceInfo& device) = nullptr;
+  // Rules on the layer that the capability fields cannot say ("" when the layer passes): check()
+  // applies them both in the backend and in the stand-in of a CPU-only build, so plans for target
+  // profiles agree between the two builds.
+  std::string (*layer_obstacle)(const LayerSpec& layer) = nullptr;
 };
+
+// cuda_higgs's largest Hadamard block: two passes of at most 4096 points each.
+constexpr int kHiggsMaxHadamardPass = 4096;
+constexpr int64_t kHiggsMaxHadamard = int64_t{kHiggsMaxHadamardPass} * kHiggsMaxHadamardPass;
+// What of a HIGGS layer cuda_higgs cannot run ("" when it can): grid vectors of 1 or 2 values, K a
+// multiple of them, at most 256 grid vectors (one byte a code), Hadamard blocks up to the limit.
+std::string higgs_layer_obstacle(const LayerSpec& layer);
 
 // Why cuda_fp8 cannot run `layer` on FP8 tensor cores on a GPU of compute capability `cc` ("" when
 // it can): it then runs M > gemv_max_m weight-only (dequant + cuBLAS).

@@ -26,6 +26,8 @@ class NotBuiltBackend final : public Backend {
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
     if (!device.simulated()) return Verdict::no("not built in this binary (CPU-only build)");
     Verdict v = check_capability(layer, device);
+    if (v.ok && decl_.layer_obstacle)
+      if (std::string why = decl_.layer_obstacle(layer); !why.empty()) return Verdict::no(why);
     if (v.ok && decl_.path_note) v.note = decl_.path_note(layer, device);
     return v;
   }

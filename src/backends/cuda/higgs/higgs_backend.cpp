@@ -117,16 +117,7 @@ class CudaHiggsBackend final : public cuda::CudaBackend {
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
     Verdict v = check_capability(layer, device);
     if (!v.ok) return v;
-    const int p = layer.codebook_dim;
-    if (p < 1 || p > 2) return Verdict::no(fmt::format("grid vectors of {} values unsupported: runs p = 1 or 2", p));
-    if (layer.in_features % p != 0)
-      return Verdict::no(fmt::format("in_features {} is not a multiple of p = {}", layer.in_features, p));
-    if (static_cast<int64_t>(layer.codebook.size()) > 256 * p)
-      return Verdict::no(fmt::format("a grid of {} vectors unsupported: at most 256 (one byte per code)",
-                                     layer.codebook.size() / p));
-    if (layer.hadamard_size > cuda::kHiggsMaxHadamard)
-      return Verdict::no(fmt::format("hadamard_size {} unsupported: at most {}", layer.hadamard_size,
-                                     cuda::kHiggsMaxHadamard));
+    if (const std::string why = higgs_layer_obstacle(layer); !why.empty()) return Verdict::no(why);
     if (const std::string gap = cuda_binary_gap(device.gpu); !gap.empty())
       return device.simulated() ? Verdict::yes_but(gap) : Verdict::no(gap);
     return Verdict::yes();

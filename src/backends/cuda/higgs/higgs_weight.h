@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cuda_capabilities.h"
 #include "gpu/runtime.h"
 #include "qrt/dtype.h"
 #include "qrt/quantized_weight.h"
@@ -81,10 +82,9 @@ inline int64_t higgs_ldv(int64_t k) { return (k + 7) / 8 * 8; }
 // the padding zero, so a last run of 16 codes shorter than 16 reads zeros, not the next row.
 inline int64_t higgs_ldx(int64_t k) { return (k + 31) / 32 * 32; }
 // Largest block the rotation kernel transforms in one pass (shared memory, fp32); larger
-// hadamard_size runs as two passes (hadamard_passes).
-constexpr int kHiggsMaxPass = 4096;
-// The largest hadamard_size cuda_higgs rotates (two passes of kHiggsMaxPass).
-constexpr int64_t kHiggsMaxHadamard = int64_t{kHiggsMaxPass} * kHiggsMaxPass;
+// hadamard_size runs as two passes (hadamard_passes), up to kHiggsMaxHadamard. Both limits are the
+// declared ones (cuda_capabilities.h), which plans for target profiles check.
+constexpr int kHiggsMaxPass = kHiggsMaxHadamardPass;
 
 // Launch geometry of the lookup kernel for one layer (fixed at prepare).
 struct HiggsLutGeometry {
