@@ -8,7 +8,7 @@
 # bounds a kernel: duration, launch shape and occupancy limits, DRAM / L2 / L1 / SM throughput,
 # issue-slot use, eligible warps, shared-memory bank conflicts, the stall reasons and the pipes'
 # use, largest first.
-#   tools/gpu_int4_profile.sh [OUT_DIR] [wgmma]   (default $OUT or ./gpu-out; ncu's CSV goes there)
+#   tools/gpu_int4_profile.sh [OUT_DIR] [wgmma|both]   (default $OUT or ./gpu-out; ncu's CSV goes there)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUTDIR=${1:-${OUT:-./gpu-out}}
@@ -20,23 +20,30 @@ command -v ncu > /dev/null || { echo "gpu_int4_profile: no ncu on this machine";
 # The kernel the bench picked on the H100 (2026-12-06) per M: the 16-row tile with 4 x 2 warps at
 # M = 16, the 32-row tile with 8 x 1 warps above (qmm_kernel<T, BITS, MT, NT, FZ>, MT = rows / 8).
 # The bool prints as 0 / 1 or false / true depending on the demangler; '<' and '>' are plain
-# characters in ncu's regular expressions.
-declare -A PICK=([16]="qmm_kernel<__half, (\(int\))?4, (\(int\))?2, (\(int\))?2, (\(bool\))?(0|false)>"
-                 [64]="qmm_kernel<__half, (\(int\))?4, (\(int\))?4, (\(int\))?1, (\(bool\))?(0|false)>"
-                 [128]="qmm_kernel<__half, (\(int\))?4, (\(int\))?4, (\(int\))?1, (\(bool\))?(0|false)>")
-# Second argument `wgmma`: the Hopper kernel with the token tile covering M instead.
-if [ "${2:-}" = wgmma ]; then
-  PICK=([16]="qmm_wgmma_kernel<__half, (\(int\))?16(, (\(int\))?0)?>" [64]="qmm_wgmma_kernel<__half, (\(int\))?64(, (\(int\))?0)?>"
-        [128]="qmm_wgmma_kernel<__half, (\(int\))?128(, (\(int\))?0)?>")
-fi
-for M in 16 64 128; do
+# characters in ncu's regular expressions. Each run is NAME M REGEX.
+I='(\(int\))?'
+BL='(\(bool\))?(0|false)'
+QMM=("qmm 16 qmm_kernel<__half, ${I}4, ${I}2, ${I}2, $BL>"
+     "qmm 64 qmm_kernel<__half, ${I}4, ${I}4, ${I}1, $BL>"
+     "qmm 128 qmm_kernel<__half, ${I}4, ${I}4, ${I}1, $BL>")
+# The Hopper kernel with the token tile covering M.
+WG=("wgmma 64 qmm_wgmma_kernel<__half, ${I}64(, ${I}[0-9]+)*>"
+    "wgmma 128 qmm_wgmma_kernel<__half, ${I}128(, ${I}[0-9]+)*>")
+case "${2:-}" in
+  wgmma) RUNS=("${WG[@]}") ;;
+  both) RUNS=("${QMM[0]}" "${QMM[2]}" "${WG[@]}") ;;
+  *) RUNS=("${QMM[@]}") ;;
+esac
+rm -f "$OUTDIR"/ncu-*.csv
+for run in "${RUNS[@]}"; do
+  read -r NAME M RX <<< "$run"
   # The bench replays graphs of many launches of each candidate: the 20th launch of the picked
   # variant is past its warm-up. The full set, printed as the raw metric page in CSV, holds every
   # number the table below needs (stall reasons, pipe use, bank conflicts, L2 hit rate).
-  timeout 70 ncu --clock-control none --kernel-name-base demangled -k "regex:${PICK[$M]}" \
+  timeout 70 ncu --clock-control none --kernel-name-base demangled -k "regex:$RX" \
     --launch-skip 20 --launch-count 1 --set full --import-source no --page raw --csv \
-    "$B" --shape 4096 12288 --m "$M" > "$OUTDIR/ncu-qmm-m$M.csv" 2>&1
-  echo "ncu M=$M rc=$? ($(wc -l < "$OUTDIR/ncu-qmm-m$M.csv") lines)"
+    "$B" --shape 4096 12288 --m "$M" > "$OUTDIR/ncu-$NAME-m$M.csv" 2>&1
+  echo "ncu $NAME M=$M rc=$? ($(wc -l < "$OUTDIR/ncu-$NAME-m$M.csv") lines)"
 done
 
 python3 - "$OUTDIR" <<'PY'
@@ -54,21 +61,20 @@ plain = ["gpu__time_duration.sum", "launch__grid_size", "launch__registers_per_t
          "l1tex__data_pipe_lsu_wavefronts_mem_shared_op_ld.sum"]
 groups = [("stalls (warps per issue)", re.compile(r"smsp__average_warps_issue_stalled_(\w+)_per_issue_active\.ratio$"), 8),
           ("pipes (% of peak, active)", re.compile(r"sm__(?:inst_executed_)?pipe_(\w+?)(?:_cycles_active)?\.avg\.pct_of_peak_sustained_active$"), 8)]
-for m in (16, 64, 128):
-    path = os.path.join(out, "ncu-qmm-m%d.csv" % m)
-    if not os.path.exists(path):
-        continue
+import glob
+for path in sorted(glob.glob(os.path.join(out, "ncu-*-m*.csv"))):
+    m = os.path.basename(path)[4:-4]
     lines = open(path, errors="replace").read().splitlines()
     head = next((i for i, l in enumerate(lines) if l.startswith('"ID"')), None)
     if head is None or head + 2 >= len(lines):
-        print("M=%d: no ncu rows; its last lines:" % m)
+        print("%s: no ncu rows; its last lines:" % m)
         for l in lines[-6:]:
             print("   " + l[:200])
         continue
     rows = list(csv.reader(lines[head:head + 3]))
     names, units, vals = rows[0], rows[1], rows[2]
     d = {n: (v, u) for n, u, v in zip(names, units, vals)}
-    print("M=%d  kernel: %s" % (m, d.get("Kernel Name", ("?", ""))[0][:110]))
+    print("%s  kernel: %s" % (m, d.get("Kernel Name", ("?", ""))[0][:110]))
     for n in plain:
         if n in d:
             print("   %-62s %14s %s" % (n, d[n][0], d[n][1]))
