@@ -15,13 +15,14 @@ Verdict Int4Int8Backend::check_int4_int8(const LayerSpec& layer, const DeviceInf
   return Verdict::yes();
 }
 
-Int4Int8Upload upload_int4_int8(const QuantizedWeight& weight, const PrepareContext& context) {
+Int4Int8Upload upload_int4_int8(const QuantizedWeight& weight, const PrepareContext& context, bool reorder) {
   const DeviceInfo& device = context.device;
   DeviceGuard guard(device.gpu.index);
   DeviceContext& ctx = DeviceContext::get(device.gpu.index);
   Int4Int8Upload up;
   up.weight = shared_int4_weight(weight, device.gpu.index);
-  up.scratch = reserve_int4_scratch(ctx, weight.K(), up.weight->view().perm != nullptr, context.max_rows);
+  up.scratch = reserve_int4_scratch(ctx, weight.K(), up.weight->view().perm != nullptr, context.max_rows,
+                                    reorder);
   return up;
 }
 

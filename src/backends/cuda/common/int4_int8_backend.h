@@ -19,12 +19,13 @@ class Int4Int8Backend : public CudaBackend {
 };
 
 // prepare()'s upload, after its checks: the device copy of `weight` shared with any other backend
-// serving the layer, and the scratch for context.max_rows rows a call.
+// serving the layer, and the scratch for context.max_rows rows a call (`reorder`: with room for a
+// reordered copy of the activations, Int4Workspace::act).
 struct Int4Int8Upload {
   std::shared_ptr<const Int4DeviceWeight> weight;
   Int4Scratch scratch;
 };
-Int4Int8Upload upload_int4_int8(const QuantizedWeight& weight, const PrepareContext& context);
+Int4Int8Upload upload_int4_int8(const QuantizedWeight& weight, const PrepareContext& context, bool reorder = false);
 
 // A prepared layer of either backend: the shared device copy and the scratch.
 class Int4Int8Linear : public PreparedLinear {

@@ -43,6 +43,10 @@ struct Int4Workspace {
   int64_t partial_floats = 0;
   int* counters = nullptr;
   int64_t counter_count = 0;
+  // A copy of the activations for kernels that read them reordered (the wgmma kernel); nullptr
+  // where the caller reserved none.
+  void* act = nullptr;
+  int64_t act_bytes = 0;
 };
 
 struct QmmConfig {
@@ -58,6 +62,9 @@ struct WgmmaConfig {
   int split = 0;   // K partitions; 0 = automatic
   bool pdl = true;
   int probe = 0;   // gpu_int4_bench's speed probes (wgmma_kernels.cu); 0 everywhere else
+  // true: a pass before the kernel writes the activations in the packed k order into ws.act and
+  // the kernel copies them 16 bytes at a time; false: the kernel's own 4-byte copies reorder them.
+  bool reorder = true;
 };
 struct GemvConfig {
   int wt = 4;      // n16 tiles per block: 2 or 4

@@ -70,13 +70,17 @@ std::shared_ptr<const Int4DeviceWeight> shared_int4_weight(const QuantizedWeight
 size_t int4_partials_bytes(int sms) {
   return static_cast<size_t>(int4_max_partial_tiles(sms) * int4_max_tile_floats() * 4);
 }
-Int4Scratch reserve_int4_scratch(DeviceContext& ctx, int64_t k, bool act_order, int64_t max_rows) {
+Int4Scratch reserve_int4_scratch(DeviceContext& ctx, int64_t k, bool act_order, int64_t max_rows,
+                                 bool reorder) {
   const int sms = ctx.props().multiProcessorCount;
   Int4Scratch scratch;
   scratch.ctx = &ctx;
   scratch.perm_rows = std::max<int64_t>(max_rows, 1);
+  scratch.reorder = reorder;
   size_t need = int4_partials_bytes(sms);
-  if (act_order) need += static_cast<size_t>(scratch.perm_rows) * static_cast<size_t>(k) * 2;
+  const size_t chunk_bytes = static_cast<size_t>(scratch.perm_rows) * static_cast<size_t>(k) * 2;
+  if (act_order) need += chunk_bytes;
+  if (reorder) need += chunk_bytes;
   ctx.reserve_workspace(need);
   QRT_CUDA_CHECK(qmm_init_kernels());
   scratch.counters = static_cast<int*>(

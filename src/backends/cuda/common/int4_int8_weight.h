@@ -32,16 +32,19 @@ class Int4DeviceWeight {
 std::shared_ptr<const Int4DeviceWeight> shared_int4_weight(const QuantizedWeight& w, int device);
 
 // What a prepared layer of either backend uses at run time: the device context, the device's
-// split-K arrival counters (zeroed once, reset by the kernels) and the rows of one act-order chunk
-// (the max_rows prepare() was given: the permuted activations are staged in the workspace).
+// split-K arrival counters (zeroed once, reset by the kernels) and the rows of one chunk (the
+// max_rows prepare() was given: act-order's permuted activations and the reordered copy a kernel
+// may ask for are staged in the workspace, so calls of more rows run in chunks of these).
 struct Int4Scratch {
   DeviceContext* ctx = nullptr;
   int* counters = nullptr;
   int64_t perm_rows = 1;
+  bool reorder = false;  // room for Int4Workspace::act
 };
 // Reserves the per-device scratch a layer of (K, act-order) needs for up to max_rows rows per
-// call (call at prepare time).
-Int4Scratch reserve_int4_scratch(DeviceContext& ctx, int64_t k, bool act_order, int64_t max_rows);
+// call (call at prepare time); `reorder`: also room for a reordered copy of the activations.
+Int4Scratch reserve_int4_scratch(DeviceContext& ctx, int64_t k, bool act_order, int64_t max_rows,
+                                 bool reorder = false);
 
 // The forward of both backends: permutes activations for act-order through the workspace (in
 // chunks of scratch.perm_rows rows), launches `launch(view, x, y, rows, bf16, ws, sms, stream)`.
@@ -71,7 +74,12 @@ void int4_forward(const Int4DeviceWeight& w, const Int4Scratch& scratch, const A
   ws.counters = scratch.counters;
   ws.counter_count = int4_counter_count(sms);
   const bool bf16 = x.dtype == DType::BF16;
-  const int64_t chunk = v.perm ? scratch.perm_rows : x.rows;
+  const int64_t chunk = (v.perm || scratch.reorder) ? scratch.perm_rows : x.rows;
+  const size_t chunk_bytes = static_cast<size_t>(scratch.perm_rows) * static_cast<size_t>(v.k) * 2;
+  if (scratch.reorder) {
+    ws.act = base + pbytes + (v.perm ? chunk_bytes : 0);
+    ws.act_bytes = static_cast<int64_t>(chunk_bytes);
+  }
   for (int64_t r0 = 0; r0 < x.rows; r0 += chunk) {
     const int64_t rows = std::min<int64_t>(chunk, x.rows - r0);
     const void* xin = static_cast<const unsigned char*>(x.data) + r0 * v.k * 2;

@@ -50,7 +50,7 @@ class CudaMarlinLinear final : public cuda::Int4Int8Linear {
     cuda::int4_forward(*w_, scratch_, x, y, ec,
                        [&](const cuda::Int4DeviceView& v, const void* xin, void* yout, int64_t rows, bool bf16,
                            const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
-                         if (wg_ > 0 || (wg_ == 0 && kWgmmaInAuto && rows >= kWgmmaMinRows)) {
+                         if (wg_ > 0 || (wg_ == 0 && rows >= kWgmmaMinRows)) {
                            cuda::WgmmaConfig wc;
                            wc.bt = wg_ > 0 ? wg_ : auto_bt(rows);
                            wc.split = split_;
@@ -162,8 +162,9 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
     if (wg > 0 && !wg_why.empty())
       throw unsupported(weight.spec.name + ": cuda_marlin: parameter wg = " + std::to_string(wg) +
                         " asks for the wgmma kernel, which cannot run it: " + wg_why);
-    if (wg == 0 && !wg_why.empty()) wg = -1;
-    return std::make_unique<CudaMarlinLinear>(cuda::upload_int4_int8(weight, context), wg,
+    if (wg == 0 && (!wg_why.empty() || !kWgmmaInAuto)) wg = -1;
+    // The wgmma kernel reads its activations reordered into the packed k order: room for that copy.
+    return std::make_unique<CudaMarlinLinear>(cuda::upload_int4_int8(weight, context, wg != -1), wg,
                                               static_cast<int>(params.get_int("mt", 0)),
                                               static_cast<int>(params.get_int("nt", 0)),
                                               static_cast<int>(params.get_int("split", 0)));

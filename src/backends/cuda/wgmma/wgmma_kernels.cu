@@ -10,10 +10,11 @@
 //
 // Block: 256 threads = 2 warpgroups x 64 weight rows (N-tile 128), one M-tile of BT tokens, a k128
 // stage = two k64 chunks. Weights stream through a cp.async ring of kStages stages; the
-// activations come with them, 4 bytes at a time, put by the copy itself into the k order of the
-// packed weights (docs/KERNELS.md "The wgmma kernel: activations in the packed k order") inside the
-// 128-byte swizzled K-major tile the descriptor describes. Split-K and the epilogue are
-// cuda_marlin's (finish_tile).
+// activations come with them into the 128-byte swizzled K-major tile the descriptor describes, in
+// the k order of the packed weights (docs/KERNELS.md "The wgmma kernel: activations in the packed
+// k order"): either written in that order by a pass before the kernel (reorder_act_kernel; the
+// kernel then copies 16 bytes at a time) or reordered by the kernel's own 4-byte copies. Split-K
+// and the epilogue are cuda_marlin's (finish_tile).
 #include <algorithm>
 
 #include "backends/cuda/common/int4_int8_device.cuh"
@@ -55,12 +56,25 @@ __device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool val
                "r"(valid ? 4 : 0));
 }
 
+// The reordering pass: within every 64 columns, 16-byte piece L = 4h + w of the output holds the
+// 4-byte words 16h + 4p + w (p = 0..3) of the input, the order the 4-byte copies produce. K is a
+// multiple of 64. Plain 4-byte moves: fp16 and bf16 alike.
+__global__ void reorder_act_kernel(const uint32_t* __restrict__ x, uint4* __restrict__ xr, int64_t pieces) {
+  pdl_trigger();
+  pdl_wait();
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < pieces; i += int64_t(gridDim.x) * blockDim.x) {
+    const int L = static_cast<int>(i & 7), h = L >> 2, w = L & 3;
+    const uint32_t* src = x + (i >> 3) * 32 + 16 * h + w;
+    xr[i] = make_uint4(src[0], src[4], src[8], src[12]);
+  }
+}
+
 // SPG: k16 steps per scale group (2, 4, 8 for groups of 32, 64, 128; per-channel scales run as 8,
 // each stage's sum scaled by the one scale). Compile-time so that a stage's wgmmas are straight-line
 // code: a branch between two wgmmas makes the compiler wait for each before the next.
-// PROBE: 0 the kernel; 1 without the proxy fence, 2 without the activation copies (speed probes
-// for gpu_int4_bench, wrong results allowed).
-template <typename T, int BT, int SPG, int PROBE = 0>
+// XR: the activations come reordered (reorder_act_kernel). PROBE: 0 the kernel; 2 without the
+// activation copies (a speed probe for gpu_int4_bench, wrong results allowed).
+template <typename T, int BT, int SPG, bool XR, int PROBE = 0>
 __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel(const KernelArgs a) {
   using S = WgShape<BT>;
   constexpr int BN = S::kBN, NACC = BT / 2;
@@ -101,10 +115,25 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
       const uint4* src = static_cast<const uint4*>(a.w) + (static_cast<size_t>(n16) * kchunks + ch) * 32 + lv;
       cp_async16(wbase + i * 16, ok ? src : a.w, ok);
     }
-    // Activations: word wd (two columns) of row r of the stage goes to the k position its weights
-    // have in the packed order: inside a 32-column half h, 16-byte piece p, word w holds step
-    // j = 2h + w/2, logical columns 2p + 8(w%2) of that step (16-byte chunk 2j + w%2, byte 4p).
-    constexpr int AW = PROBE == 2 ? 0 : BT * 64;
+    // Reordered activations: 16-byte piece L of a row's k64 sub-tile goes to swizzled chunk L.
+    constexpr int AP = PROBE == 2 || !XR ? 0 : BT * 16;
+#pragma unroll
+    for (int i0 = 0; i0 < AP; i0 += 256) {
+      const int i = i0 + tid;
+      if (AP % 256 == 0 || i < AP) {
+        const int row = i >> 4, sub = (i >> 3) & 1, L = i & 7;
+        unsigned char* dst = abase + sub * (BT * 128) + row * 128 + ((L ^ (row & 7)) << 4);
+        const int mm = m0 + row, ch = c0 + sub;
+        const bool ok = mm < a.m && ch < c_end;
+        const T* src = static_cast<const T*>(a.x) + static_cast<size_t>(mm) * a.k + ch * 64 + 8 * L;
+        cp_async16(dst, ok ? static_cast<const void*>(src) : a.x, ok);
+      }
+    }
+    // Activations in natural order: word wd (two columns) of row r of the stage goes to the k
+    // position its weights have in the packed order: inside a 32-column half h, 16-byte piece p,
+    // word w holds step j = 2h + w/2, logical columns 2p + 8(w%2) of that step (16-byte chunk
+    // 2j + w%2, byte 4p).
+    constexpr int AW = PROBE == 2 || XR ? 0 : BT * 64;
 #pragma unroll 4
     for (int i0 = 0; i0 < AW; i0 += 256) {
       const int i = i0 + tid;
@@ -171,7 +200,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
 
   for (int it = 0; it < iters; ++it) {
     cp_async_wait<S::kStages - 2>();
-    if constexpr (PROBE != 1) fence_proxy_async();
+    fence_proxy_async();
     __syncthreads();
     {
       const int nx = it + S::kStages - 1;
@@ -256,34 +285,38 @@ struct WgEntry {
   bool bf16;
   int bt, spg, smem;
   void* fn;
+  bool xr;
   int probe = 0;
 };
 
-template <typename T, int BT, int SPG, int PROBE = 0>
+template <typename T, int BT, int SPG, bool XR, int PROBE = 0>
 WgEntry wg_entry(bool bf16) {
-  return WgEntry{bf16, BT, SPG, WgShape<BT>::kSmem, reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, SPG, PROBE>),
-                 PROBE};
+  return WgEntry{bf16, BT, SPG, WgShape<BT>::kSmem,
+                 reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, SPG, XR, PROBE>), XR, PROBE};
 }
-#define QRT_WG_ROWS(T, ISBF, BT) wg_entry<T, BT, 2>(ISBF), wg_entry<T, BT, 4>(ISBF), wg_entry<T, BT, 8>(ISBF)
+#define QRT_WG_ROWS(T, ISBF, BT, XR) \
+  wg_entry<T, BT, 2, XR>(ISBF), wg_entry<T, BT, 4, XR>(ISBF), wg_entry<T, BT, 8, XR>(ISBF)
 
+// Both activation paths in fp16 (gpu_int4_bench times them against each other); bf16 reordered.
 const WgEntry* wg_table(size_t* count) {
   static const WgEntry table[] = {
-      QRT_WG_ROWS(__half, false, 16),         QRT_WG_ROWS(__half, false, 32),
-      QRT_WG_ROWS(__half, false, 64),         QRT_WG_ROWS(__half, false, 128),
-      QRT_WG_ROWS(__nv_bfloat16, true, 16),   QRT_WG_ROWS(__nv_bfloat16, true, 32),
-      QRT_WG_ROWS(__nv_bfloat16, true, 64),   QRT_WG_ROWS(__nv_bfloat16, true, 128),
-      wg_entry<__half, 16, 8, 1>(false),      wg_entry<__half, 128, 8, 1>(false),
-      wg_entry<__half, 16, 8, 2>(false),      wg_entry<__half, 128, 8, 2>(false),
+      QRT_WG_ROWS(__half, false, 16, true),        QRT_WG_ROWS(__half, false, 32, true),
+      QRT_WG_ROWS(__half, false, 64, true),        QRT_WG_ROWS(__half, false, 128, true),
+      QRT_WG_ROWS(__nv_bfloat16, true, 16, true),  QRT_WG_ROWS(__nv_bfloat16, true, 32, true),
+      QRT_WG_ROWS(__nv_bfloat16, true, 64, true),  QRT_WG_ROWS(__nv_bfloat16, true, 128, true),
+      QRT_WG_ROWS(__half, false, 16, false),       QRT_WG_ROWS(__half, false, 32, false),
+      QRT_WG_ROWS(__half, false, 64, false),       QRT_WG_ROWS(__half, false, 128, false),
+      wg_entry<__half, 16, 8, true, 2>(false),     wg_entry<__half, 128, 8, true, 2>(false),
   };
   *count = sizeof(table) / sizeof(table[0]);
   return table;
 }
 
-const WgEntry* find_wg(bool bf16, int bt, int spg, int probe = 0) {
+const WgEntry* find_wg(bool bf16, int bt, int spg, bool xr, int probe = 0) {
   size_t n = 0;
   const WgEntry* t = wg_table(&n);
   for (size_t i = 0; i < n; ++i)
-    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].spg == spg && t[i].probe == probe) return &t[i];
+    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].spg == spg && t[i].xr == xr && t[i].probe == probe) return &t[i];
   return nullptr;
 }
 
@@ -310,7 +343,7 @@ int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms) {
   const int64_t bn = 128;
   const int64_t base = ((w.n + bn - 1) / bn) * ((m + bt - 1) / bt);
   const int64_t max_tiles = int4_max_partial_tiles(sms) * int4_max_tile_floats() / (bn * bt);
-  const WgEntry* e = find_wg(false, bt, 8);
+  const WgEntry* e = find_wg(false, bt, 8, true);
   const int occ = e ? resident_blocks_per_sm(e->fn, 256, e->smem) : 1;
   return choose_split(base, w.k / 64, sms * std::max(1, std::min(occ, 2)),
                       std::min<int64_t>(max_tiles, int4_counter_count(sms) - 64), 2);
@@ -321,8 +354,20 @@ cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, in
   // Steps per group: 2 / 4 / 8 for groups of 32 / 64 / 128; per-channel runs as 8.
   const int spg = w.group_size == 32 ? 2 : w.group_size == 64 ? 4 : 8;
   if (w.group_size != 0 && w.group_size != 32 && w.group_size != 64 && w.group_size != 128) return cudaErrorInvalidValue;
-  const WgEntry* e = find_wg(bf16, cfg.bt, spg, cfg.probe);
+  const WgEntry* e = find_wg(bf16, cfg.bt, spg, cfg.reorder, cfg.probe);
   if (!e || m <= 0 || w.bits != 4 || w.offsets) return cudaErrorInvalidValue;
+  if (cfg.reorder) {
+    if (!ws.act || ws.act_bytes < m * w.k * 2) return cudaErrorInvalidValue;
+    const uint32_t* rx = static_cast<const uint32_t*>(x);
+    uint4* rxr = static_cast<uint4*>(ws.act);
+    int64_t pieces = m * w.k / 8;
+    const int blocks = static_cast<int>(std::min<int64_t>((pieces + 255) / 256, int64_t(sms) * 8));
+    void* rargs[] = {&rx, &rxr, &pieces};
+    const cudaError_t e0 = launch_int4_family(reinterpret_cast<void*>(&reorder_act_kernel), dim3(blocks), 0, rargs,
+                                              cfg.pdl, stream);
+    if (e0 != cudaSuccess) return e0;
+    x = ws.act;
+  }
   KernelArgs a;
   a.x = x;
   a.y = y;
