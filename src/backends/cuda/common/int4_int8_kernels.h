@@ -65,6 +65,7 @@ struct WgmmaConfig {
   // true: a pass before the kernel writes the activations in the packed k order into ws.act and
   // the kernel copies them 16 bytes at a time; false: the kernel's own 4-byte copies reorder them.
   bool reorder = true;
+  bool pipe = true;  // the next stage dequantized while this stage's wgmmas run
 };
 struct GemvConfig {
   int wt = 4;      // n16 tiles per block: 2 or 4

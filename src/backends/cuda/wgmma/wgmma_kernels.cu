@@ -72,9 +72,10 @@ __global__ void reorder_act_kernel(const uint32_t* __restrict__ x, uint4* __rest
 // SPG: k16 steps per scale group (2, 4, 8 for groups of 32, 64, 128; per-channel scales run as 8,
 // each stage's sum scaled by the one scale). Compile-time so that a stage's wgmmas are straight-line
 // code: a branch between two wgmmas makes the compiler wait for each before the next.
-// XR: the activations come reordered (reorder_act_kernel). PROBE: 0 the kernel; 2 without the
-// activation copies (a speed probe for gpu_int4_bench, wrong results allowed).
-template <typename T, int BT, int SPG, bool XR, int PROBE = 0>
+// XR: the activations come reordered (reorder_act_kernel). PIPE: the next stage's fragments are
+// dequantized while this stage's wgmmas run. PROBE: 0 the kernel; 2 without the activation copies
+// (a speed probe for gpu_int4_bench, wrong results allowed).
+template <typename T, int BT, int SPG, bool XR, bool PIPE, int PROBE = 0>
 __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel(const KernelArgs a) {
   using S = WgShape<BT>;
   constexpr int BN = S::kBN, NACC = BT / 2;
@@ -190,37 +191,28 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     }
   };
 
-  // The stages mix weights with activations: wait for the kernel before this one first.
-  pdl_wait();
-#pragma unroll
-  for (int s = 0; s < S::kStages - 1; ++s) {
-    if (s < iters) load_stage(s, s);
-    cp_async_commit();
-  }
-
-  for (int it = 0; it < iters; ++it) {
-    cp_async_wait<S::kStages - 2>();
+  // Stages loaded ahead: kStages - 1, or one fewer when the next stage is dequantized while this
+  // one's wgmmas run (PIPE): the slot being written must not be the one they read.
+  constexpr int D = PIPE ? S::kStages - 2 : S::kStages - 1;
+  auto slot_base = [&](int it) { return smem + (it % S::kStages) * S::kStageBytes; };
+  // Stage `it` landed and visible to the tensor cores (all threads past their reads of the slot
+  // the load below reuses), then the load of stage it + D.
+  auto ready = [&](int it) {
+    cp_async_wait<D - 1>();
     fence_proxy_async();
     __syncthreads();
-    {
-      const int nx = it + S::kStages - 1;
-      if (nx < iters) load_stage(nx % S::kStages, nx);
-      cp_async_commit();
-    }
-    const unsigned char* abase = smem + (it % S::kStages) * S::kStageBytes;
-    const unsigned char* wbase = abase + S::kABytes;
-    const unsigned char* sbase = wbase + S::kWBytes;
-    const unsigned char* zbase = sbase + S::kSBytes;
-    const bool second = c_begin + 2 * it + 1 < c_end;  // block-uniform: the odd last chunk
+    const int nx = it + D;
+    if (nx < iters) load_stage(nx % S::kStages, nx);
+    cp_async_commit();
+  };
+  // Every A fragment of stage `it`; the odd last chunk of a partition multiplies zero fragments.
+  auto dequant_stage = [&](int it, uint32_t (&af)[8][4]) {
+    const unsigned char* wbase = slot_base(it) + S::kABytes;
+    const unsigned char* zbase = wbase + S::kWBytes + S::kSBytes;
+    const bool second = c_begin + 2 * it + 1 < c_end;  // block-uniform
     uint4 wq[2];
     wq[0] = reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 0) * 32 + lane];
     wq[1] = second ? reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 1) * 32 + lane] : make_uint4(0, 0, 0, 0);
-    const uint32_t abase_s = smem_addr(abase);
-
-    // Every A fragment of the stage first, then the wgmmas back to back with no instruction that
-    // writes their inputs and no branch between them (either makes the compiler wait for each
-    // wgmma before the next). The odd last chunk of a partition multiplies zero fragments.
-    uint32_t af[8][4];
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int c = j >> 2, jw = j & 3;
@@ -234,25 +226,74 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
 #pragma unroll
         for (int r = 0; r < 4; ++r) af[j][r] = second ? af[j][r] : 0u;
     }
+  };
+  // Each group starts a fresh sum (scale-d 0); per-channel sums run on over the stages. SPG < 8
+  // comes only with groups: no run-time test, so no branch between the wgmmas.
+  const bool group_kernel = SPG < 8 || grouped;
+  auto scale_of = [&](int it, int j) {
+    const unsigned char* sbase = slot_base(it) + S::kABytes + S::kWBytes;
+    return reinterpret_cast<const uint32_t*>(sbase)[((16 * j) >> a.log2_group) * (BN / 2) + warp * 8 + g];
+  };
+  // The stage's wgmmas back to back with no instruction that writes their inputs and no branch
+  // between them (either makes the compiler wait for each wgmma before the next); groups that end
+  // inside the stage are waited for and flushed here, the last one is left in flight.
+  auto mma_stage = [&](int it, const uint32_t (&af)[8][4]) {
+    const uint32_t abase_s = smem_addr(slot_base(it));
     wg_fence();
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int c = j >> 2, jw = j & 3;
-      // Each group starts a fresh sum (scale-d 0); per-channel sums run on over the stages.
-      // (SPG < 8 comes only with groups: no run-time test, so no branch between the wgmmas.)
-      const bool group_kernel = SPG < 8 || grouped;
       const int accumulate = (j % SPG == 0 && group_kernel) ? 0 : 1;
       Wgmma<T, BT>::run(gacc, af[j], kmajor_sw128_desc(abase_s + c * (BT * 128) + 32 * jw), accumulate);
-      if ((j + 1) % SPG == 0 && group_kernel) {
+      if (j < 7 && (j + 1) % SPG == 0) {
         wg_commit();
         wg_wait<0>();
-        flush(reinterpret_cast<const uint32_t*>(sbase)[((16 * j) >> a.log2_group) * (BN / 2) + warp * 8 + g]);
-        if (j < 7) wg_fence();
+        flush(scale_of(it, j));
+        wg_fence();
       }
     }
-    if (!grouped) {
-      wg_commit();
-      wg_wait<0>();
+    wg_commit();
+  };
+  auto finish_stage = [&](int it) {
+    wg_wait<0>();
+    if (group_kernel) flush(scale_of(it, 7));
+  };
+
+  // The stages mix weights with activations: wait for the kernel before this one first.
+  pdl_wait();
+#pragma unroll
+  for (int s = 0; s < D; ++s) {
+    if (s < iters) load_stage(s, s);
+    cp_async_commit();
+  }
+
+  if constexpr (PIPE) {
+    // Stage it + 1 is waited for and dequantized while stage it's last wgmmas run; two fragment
+    // sets, their roles swapped every stage (unrolled by two, so no register copies).
+    uint32_t fa[8][4], fb[8][4];
+    if (iters > 0) {
+      ready(0);
+      dequant_stage(0, fa);
+    }
+    auto step = [&](int it, const uint32_t (&cur)[8][4], uint32_t (&next)[8][4]) {
+      mma_stage(it, cur);
+      if (it + 1 < iters) {
+        ready(it + 1);
+        dequant_stage(it + 1, next);
+      }
+      finish_stage(it);
+    };
+    for (int it = 0; it < iters; it += 2) {
+      step(it, fa, fb);
+      if (it + 1 < iters) step(it + 1, fb, fa);
+    }
+  } else {
+    for (int it = 0; it < iters; ++it) {
+      ready(it);
+      uint32_t af[8][4];
+      dequant_stage(it, af);
+      mma_stage(it, af);
+      finish_stage(it);
     }
   }
 
@@ -285,38 +326,40 @@ struct WgEntry {
   bool bf16;
   int bt, spg, smem;
   void* fn;
-  bool xr;
+  bool xr, pipe;
   int probe = 0;
 };
 
-template <typename T, int BT, int SPG, bool XR, int PROBE = 0>
+template <typename T, int BT, int SPG, bool XR, bool PIPE, int PROBE = 0>
 WgEntry wg_entry(bool bf16) {
   return WgEntry{bf16, BT, SPG, WgShape<BT>::kSmem,
-                 reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, SPG, XR, PROBE>), XR, PROBE};
+                 reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, SPG, XR, PIPE, PROBE>), XR, PIPE, PROBE};
 }
-#define QRT_WG_ROWS(T, ISBF, BT, XR) \
-  wg_entry<T, BT, 2, XR>(ISBF), wg_entry<T, BT, 4, XR>(ISBF), wg_entry<T, BT, 8, XR>(ISBF)
+#define QRT_WG_ROWS(T, ISBF, BT, XR, PIPE) \
+  wg_entry<T, BT, 2, XR, PIPE>(ISBF), wg_entry<T, BT, 4, XR, PIPE>(ISBF), wg_entry<T, BT, 8, XR, PIPE>(ISBF)
+#define QRT_WG_TILES(T, ISBF, XR, PIPE)                                                  \
+  QRT_WG_ROWS(T, ISBF, 16, XR, PIPE), QRT_WG_ROWS(T, ISBF, 32, XR, PIPE), QRT_WG_ROWS(T, ISBF, 64, XR, PIPE), \
+      QRT_WG_ROWS(T, ISBF, 128, XR, PIPE)
 
-// Both activation paths in fp16 (gpu_int4_bench times them against each other); bf16 reordered.
+// The backend's kernel (reordered activations, pipelined) in fp16 and bf16; in fp16 also the
+// variants gpu_int4_bench times against it (no pipelining; the kernel's own 4-byte copies).
 const WgEntry* wg_table(size_t* count) {
   static const WgEntry table[] = {
-      QRT_WG_ROWS(__half, false, 16, true),        QRT_WG_ROWS(__half, false, 32, true),
-      QRT_WG_ROWS(__half, false, 64, true),        QRT_WG_ROWS(__half, false, 128, true),
-      QRT_WG_ROWS(__nv_bfloat16, true, 16, true),  QRT_WG_ROWS(__nv_bfloat16, true, 32, true),
-      QRT_WG_ROWS(__nv_bfloat16, true, 64, true),  QRT_WG_ROWS(__nv_bfloat16, true, 128, true),
-      QRT_WG_ROWS(__half, false, 16, false),       QRT_WG_ROWS(__half, false, 32, false),
-      QRT_WG_ROWS(__half, false, 64, false),       QRT_WG_ROWS(__half, false, 128, false),
-      wg_entry<__half, 16, 8, true, 2>(false),     wg_entry<__half, 128, 8, true, 2>(false),
+      QRT_WG_TILES(__half, false, true, true),  QRT_WG_TILES(__nv_bfloat16, true, true, true),
+      QRT_WG_TILES(__half, false, true, false), QRT_WG_TILES(__half, false, false, false),
+      wg_entry<__half, 16, 8, true, true, 2>(false), wg_entry<__half, 128, 8, true, true, 2>(false),
   };
   *count = sizeof(table) / sizeof(table[0]);
   return table;
 }
 
-const WgEntry* find_wg(bool bf16, int bt, int spg, bool xr, int probe = 0) {
+const WgEntry* find_wg(bool bf16, int bt, int spg, bool xr, bool pipe, int probe = 0) {
   size_t n = 0;
   const WgEntry* t = wg_table(&n);
   for (size_t i = 0; i < n; ++i)
-    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].spg == spg && t[i].xr == xr && t[i].probe == probe) return &t[i];
+    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].spg == spg && t[i].xr == xr && t[i].pipe == pipe &&
+        t[i].probe == probe)
+      return &t[i];
   return nullptr;
 }
 
@@ -343,7 +386,7 @@ int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms) {
   const int64_t bn = 128;
   const int64_t base = ((w.n + bn - 1) / bn) * ((m + bt - 1) / bt);
   const int64_t max_tiles = int4_max_partial_tiles(sms) * int4_max_tile_floats() / (bn * bt);
-  const WgEntry* e = find_wg(false, bt, 8, true);
+  const WgEntry* e = find_wg(false, bt, 8, true, true);
   const int occ = e ? resident_blocks_per_sm(e->fn, 256, e->smem) : 1;
   return choose_split(base, w.k / 64, sms * std::max(1, std::min(occ, 2)),
                       std::min<int64_t>(max_tiles, int4_counter_count(sms) - 64), 2);
@@ -354,7 +397,7 @@ cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, in
   // Steps per group: 2 / 4 / 8 for groups of 32 / 64 / 128; per-channel runs as 8.
   const int spg = w.group_size == 32 ? 2 : w.group_size == 64 ? 4 : 8;
   if (w.group_size != 0 && w.group_size != 32 && w.group_size != 64 && w.group_size != 128) return cudaErrorInvalidValue;
-  const WgEntry* e = find_wg(bf16, cfg.bt, spg, cfg.reorder, cfg.probe);
+  const WgEntry* e = find_wg(bf16, cfg.bt, spg, cfg.reorder, cfg.pipe, cfg.probe);
   if (!e || m <= 0 || w.bits != 4 || w.offsets) return cudaErrorInvalidValue;
   if (cfg.reorder) {
     if (!ws.act || ws.act_bytes < m * w.k * 2) return cudaErrorInvalidValue;
