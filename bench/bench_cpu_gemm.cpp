@@ -98,7 +98,7 @@ void register_all() {
   for (Shape s : {Shape{14336, 4096}, Shape{4096, 4096}, Shape{576, 1536}, Shape{1536, 576}}) {
     const std::string tag = std::to_string(s.k) + "x" + std::to_string(s.n);
     benchmark::RegisterBenchmark(("cpu_simd/" + tag).c_str(), BM_int4_gemm, std::string("cpu_simd"), s.k, s.n)
-        ->Arg(1)->Arg(16)->Arg(512)->Unit(benchmark::kMicrosecond)->UseRealTime();
+        ->Arg(1)->Arg(8)->Arg(16)->Arg(512)->Unit(benchmark::kMicrosecond)->UseRealTime();
     benchmark::RegisterBenchmark(("cpu_ref/" + tag).c_str(), BM_int4_gemm, std::string("cpu_ref"), s.k, s.n)
         ->Arg(1)->Unit(benchmark::kMicrosecond)->UseRealTime();
   }

@@ -55,6 +55,10 @@ void partial_impl(const float* q, int64_t q_stride, int64_t heads, const T* keys
   // Block by block, every head: a key block is read from memory once and reused from L1.
   for (int64_t b = b0; b < b1; ++b) {
     const T* kb = keys + block_of(b);
+    if (isa == Isa::Avx512) {
+      block_scores_heads_avx512(q, q_stride, heads, kb, hd, scale, scores + b * kKeyBlock, stride);
+      continue;
+    }
     for (int64_t h = 0; h < heads; ++h) {
       const float* qh = q + h * q_stride;
       float* sh = scores + h * stride + b * kKeyBlock;
@@ -73,6 +77,10 @@ void partial_impl(const float* q, int64_t q_stride, int64_t heads, const T* keys
     const int64_t b = j0 / kKeyBlock, base = b * kKeyBlock;
     const int64_t j1 = std::min(last, base + kKeyBlock - 1);
     const T* vb = values + block_of(b);
+    if (isa == Isa::Avx512 && hd % 16 == 0) {
+      block_values_heads_avx512(scores + base, stride, heads, vb, j0 - base, j1 - base, hd, out);
+      continue;
+    }
     for (int64_t h = 0; h < heads; ++h) {
       const float* w = scores + h * stride + base;
       float* oh = out + h * hd;

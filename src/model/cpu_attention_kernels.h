@@ -25,4 +25,15 @@ void block_values_avx512(const float* w, const float* vb, int64_t first, int64_t
 void block_values_avx512(const float* w, const uint16_t* vb, int64_t first, int64_t last, int64_t head_dim,
                          float* out);
 
+// Every head of a GQA group at once (AVX-512): query / score / output rows of head h at h x their
+// stride; the same results as the one-head loops, bit for bit.
+void block_scores_heads_avx512(const float* q, int64_t q_stride, int64_t heads, const float* kb, int64_t head_dim,
+                               float scale, float* scores, int64_t s_stride);
+void block_scores_heads_avx512(const float* q, int64_t q_stride, int64_t heads, const uint16_t* kb, int64_t head_dim,
+                               float scale, float* scores, int64_t s_stride);
+void block_values_heads_avx512(const float* w, int64_t w_stride, int64_t heads, const float* vb, int64_t first,
+                               int64_t last, int64_t head_dim, float* out);
+void block_values_heads_avx512(const float* w, int64_t w_stride, int64_t heads, const uint16_t* vb, int64_t first,
+                               int64_t last, int64_t head_dim, float* out);
+
 }  // namespace qrt::cpu_attention

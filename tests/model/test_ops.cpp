@@ -434,5 +434,37 @@ TEST(Attention, GroupedPartsMergeToNaiveOnEveryIsa) {
     }
 }
 
+// The AVX-512 loops feed every head of a GQA group from one read of each key and value row; each
+// head's result must equal that head run alone, bit for bit (so batching heads changes no token).
+TEST(Attention, GroupedHeadsEqualEachHeadAloneBitForBit) {
+  namespace ca = cpu_attention;
+  if (best_cpu_isa() < CpuIsa::Avx512) GTEST_SKIP() << "no AVX-512 on this CPU";
+  const int64_t T = 70, first = 3, last = 66;
+  for (int64_t d : {64, 80, 128})
+    for (int64_t heads : {1, 2, 3, 4, 5, 7, 9}) {
+      auto q = random_vec(heads * d, 70 + d + heads, -2, 2);
+      auto k = random_vec(T * d, 71 + d, -2, 2);
+      auto v = random_vec(T * d, 72 + d);
+      std::vector<uint16_t> kb16(ca::head_key_elems(T, d), 0), v16(v.size());
+      for (int64_t j = 0; j < T; ++j)
+        for (int64_t i = 0; i < d; ++i) kb16[ca::key_index(j, i, d)] = f32_to_fp16(k[j * d + i]);
+      for (size_t i = 0; i < v.size(); ++i) v16[i] = f32_to_fp16(v[i]);
+      const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+      std::vector<float> scores(heads * ca::round_up_to_block(T)), out(heads * d), mx(heads), sum(heads);
+      ca::attend_partial(q.data(), d, heads, kb16.data(), v16.data(), first, last, d, scale, scores.data(),
+                         out.data(), mx.data(), sum.data(), CpuIsa::Avx512);
+      for (int64_t h = 0; h < heads; ++h) {
+        std::vector<float> s1(ca::round_up_to_block(T)), o1(d);
+        float m1 = 0, z1 = 0;
+        ca::attend_partial(q.data() + h * d, d, 1, kb16.data(), v16.data(), first, last, d, scale, s1.data(),
+                           o1.data(), &m1, &z1, CpuIsa::Avx512);
+        EXPECT_EQ(mx[h], m1) << "d " << d << " heads " << heads << " head " << h;
+        EXPECT_EQ(sum[h], z1) << "d " << d << " heads " << heads << " head " << h;
+        for (int64_t i = 0; i < d; ++i)
+          ASSERT_EQ(out[h * d + i], o1[i]) << "d " << d << " heads " << heads << " head " << h << " dim " << i;
+      }
+    }
+}
+
 }  // namespace
 }  // namespace qrt
