@@ -289,25 +289,17 @@ int main(int argc, char** argv) {
         }
       };
       // The wgmma kernel (compute capability 9.0): the tile covering M and the next smaller one.
-      // "_nopipe": without dequantizing the next stage during this one's wgmmas; "_inkernel": also
-      // the kernel's own 4-byte copies reorder the activations instead of the pass before it
-      // (whose time the other rows include).
-      auto add_wg = [&](int bt, int split, bool reorder = true, bool pipe = true, int probe = 0) {
+      auto add_wg = [&](int bt, int split) {
         char name[64];
-        std::snprintf(name, sizeof name, "wg_bt%d_s%d%s%s%s", bt, split, pipe ? "" : "_nopipe",
-                      reorder ? "" : "_inkernel", probe == 2 ? "_probe_noact" : "");
-        cands.emplace_back(name, [&, bt, split, reorder, pipe, probe](int i) {
-          WgmmaConfig wc{bt, split, true, probe, reorder, pipe};
-          return launch_qmm_wgmma(view(i), x, y, m, false, wc, ws, sms, stream);
+        std::snprintf(name, sizeof name, "wg_bt%d_s%d", bt, split);
+        cands.emplace_back(name, [&, bt, split](int i) {
+          return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true}, ws, sms, stream);
         });
       };
       if (m >= 16 && wgmma_here) {
         const int want = m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;
         add_wg(want, 0);
-        add_wg(want, 0, true, false);
-        add_wg(want, 0, false, false);
         if (want > 16) add_wg(want / 2, 0);
-        if (want == 16 || want == 128) add_wg(want, 0, true, true, 2);
       }
       if (m <= 8) {
         add_gemv(4, 0, false);

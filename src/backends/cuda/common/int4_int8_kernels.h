@@ -61,11 +61,6 @@ struct WgmmaConfig {
   int bt = 64;     // tokens per block: 16, 32, 64 or 128
   int split = 0;   // K partitions; 0 = automatic
   bool pdl = true;
-  int probe = 0;   // gpu_int4_bench's speed probes (wgmma_kernels.cu); 0 everywhere else
-  // true: a pass before the kernel writes the activations in the packed k order into ws.act and
-  // the kernel copies them 16 bytes at a time; false: the kernel's own 4-byte copies reorder them.
-  bool reorder = true;
-  bool pipe = true;  // the next stage dequantized while this stage's wgmmas run
 };
 struct GemvConfig {
   int wt = 4;      // n16 tiles per block: 2 or 4
@@ -119,8 +114,10 @@ cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t 
 // The split launch_qmm would use (for plans and tests).
 int qmm_auto_split(const Int4DeviceView& w, int64_t m, const QmmConfig& cfg, int sms);
 
-// Same contract as launch_qmm for the wgmma kernel; cudaErrorInvalidValue for 8-bit codes, float
-// zero points or an unknown bt, cudaErrorNotSupported when this binary has no sm_90a code.
+// Same contract as launch_qmm for the wgmma kernel, plus ws.act (at least m x k x 2 bytes: the
+// activations reordered into the packed k order by a pass before the GEMM); cudaErrorInvalidValue
+// for 8-bit codes, float zero points, an unknown bt or too small a ws.act, cudaErrorNotSupported
+// when this binary has no sm_90a code.
 cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
                              const WgmmaConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream);
 int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms);

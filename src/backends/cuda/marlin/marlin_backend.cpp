@@ -22,13 +22,11 @@ int auto_mt(int64_t m) { return m <= 8 ? 1 : m <= 16 ? 2 : 4; }
 // layout wins on wide layers (N >= 12288: 48 vs 60 µs at N = 22016, M = 32), 4x2 elsewhere.
 int auto_nt(int mt, int64_t n) { return mt == 4 && n >= 12288 ? 1 : 2; }
 
-// Rows from which the automatic choice takes the wgmma kernel where it runs, and its token tile
-// for m rows: the smallest tile covering m, 128 above.
-constexpr int64_t kWgmmaMinRows = 16;
-// Whether the automatic choice and qrt tune consider the wgmma kernel at all. Off until a GPU run
-// has checked it against the CPU reference and timed it against the mma.sync kernel
-// (docs/KNOWN_ISSUES.md, the entry on the wgmma kernel); wg > 0 runs it anyway.
-constexpr bool kWgmmaInAuto = false;
+// Rows from which the automatic choice (and qrt tune) takes the wgmma kernel where it runs, and its
+// token tile for m rows: the smallest tile covering m, 128 above. Measured on an H100 (2026-12-06,
+// four Llama-2-7B linears summed, µs, wgmma / mma.sync): M 16 99.8 / 91.0, 32 114.4 / 122.5, 64
+// 173.5 / 204.4, 128 245.6 / 369.0 (docs/KNOWN_ISSUES.md, the entry on the wgmma kernel).
+constexpr int64_t kWgmmaMinRows = 17;
 int auto_bt(int64_t m) { return m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128; }
 
 // Why the wgmma kernel cannot run `layer` on `device` ("" when it can).
@@ -82,7 +80,7 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
       return Verdict::no(fmt::format("needs 96 KiB of shared memory per block, device allows {}",
                                      device.gpu.shared_mem_per_block_optin));
     std::string note = int4_float_zero_note(layer);
-    if (kWgmmaInAuto && wgmma_obstacle(layer, device).empty())
+    if (wgmma_obstacle(layer, device).empty())
       note += (note.empty() ? "" : "; ") + std::string("from ") + std::to_string(kWgmmaMinRows) +
               " rows the Hopper kernel (wgmma, parameter wg)";
     return Verdict::yes_but(note);
@@ -113,7 +111,7 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
   std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     std::vector<KernelParams> out;
     const int sms = std::max(device.gpu.sm_count, 1);
-    if (kWgmmaInAuto && wgmma_obstacle(layer, device).empty() && m >= kWgmmaMinRows) {
+    if (wgmma_obstacle(layer, device).empty() && m >= kWgmmaMinRows) {
       const int64_t want_bt = auto_bt(m);
       for (int64_t bt : {int64_t(16), int64_t(32), int64_t(64), int64_t(128)}) {
         if (bt > want_bt || bt * 4 < want_bt) continue;  // smaller tiles re-stream the weights per tile
@@ -162,7 +160,7 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
     if (wg > 0 && !wg_why.empty())
       throw unsupported(weight.spec.name + ": cuda_marlin: parameter wg = " + std::to_string(wg) +
                         " asks for the wgmma kernel, which cannot run it: " + wg_why);
-    if (wg == 0 && (!wg_why.empty() || !kWgmmaInAuto)) wg = -1;
+    if (wg == 0 && !wg_why.empty()) wg = -1;
     // The wgmma kernel reads its activations reordered into the packed k order: room for that copy.
     return std::make_unique<CudaMarlinLinear>(cuda::upload_int4_int8(weight, context, wg != -1), wg,
                                               static_cast<int>(params.get_int("mt", 0)),

@@ -12,9 +12,9 @@
 // stage = two k64 chunks. Weights stream through a cp.async ring of kStages stages; the
 // activations come with them into the 128-byte swizzled K-major tile the descriptor describes, in
 // the k order of the packed weights (docs/KERNELS.md "The wgmma kernel: activations in the packed
-// k order"): either written in that order by a pass before the kernel (reorder_act_kernel; the
-// kernel then copies 16 bytes at a time) or reordered by the kernel's own 4-byte copies. Split-K
-// and the epilogue are cuda_marlin's (finish_tile).
+// k order"), written in that order by a pass before the kernel (reorder_act_kernel) so that the
+// ring copies 16 bytes at a time. The next stage's fragments are dequantized while this stage's
+// wgmmas run. Split-K and the epilogue are cuda_marlin's (finish_tile).
 #include <algorithm>
 
 #include "backends/cuda/common/int4_int8_device.cuh"
@@ -51,14 +51,9 @@ __device__ __forceinline__ uint64_t kmajor_sw128_desc(uint32_t saddr) {
   return static_cast<uint64_t>((saddr & 0x3FFFF) >> 4) | (1ull << 16) | (64ull << 32) | (1ull << 62);
 }
 
-__device__ __forceinline__ void cp_async4(void* smem, const void* gmem, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
-               "r"(valid ? 4 : 0));
-}
-
 // The reordering pass: within every 64 columns, 16-byte piece L = 4h + w of the output holds the
-// 4-byte words 16h + 4p + w (p = 0..3) of the input, the order the 4-byte copies produce. K is a
-// multiple of 64. Plain 4-byte moves: fp16 and bf16 alike.
+// 4-byte words 16h + 4p + w (p = 0..3) of the input (two columns a word). K is a multiple of 64.
+// Plain 4-byte moves: fp16 and bf16 alike.
 __global__ void reorder_act_kernel(const uint32_t* __restrict__ x, uint4* __restrict__ xr, int64_t pieces) {
   pdl_trigger();
   pdl_wait();
@@ -72,10 +67,7 @@ __global__ void reorder_act_kernel(const uint32_t* __restrict__ x, uint4* __rest
 // SPG: k16 steps per scale group (2, 4, 8 for groups of 32, 64, 128; per-channel scales run as 8,
 // each stage's sum scaled by the one scale). Compile-time so that a stage's wgmmas are straight-line
 // code: a branch between two wgmmas makes the compiler wait for each before the next.
-// XR: the activations come reordered (reorder_act_kernel). PIPE: the next stage's fragments are
-// dequantized while this stage's wgmmas run. PROBE: 0 the kernel; 2 without the activation copies
-// (a speed probe for gpu_int4_bench, wrong results allowed).
-template <typename T, int BT, int SPG, bool XR, bool PIPE, int PROBE = 0>
+template <typename T, int BT, int SPG>
 __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel(const KernelArgs a) {
   using S = WgShape<BT>;
   constexpr int BN = S::kBN, NACC = BT / 2;
@@ -117,7 +109,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
       cp_async16(wbase + i * 16, ok ? src : a.w, ok);
     }
     // Reordered activations: 16-byte piece L of a row's k64 sub-tile goes to swizzled chunk L.
-    constexpr int AP = PROBE == 2 || !XR ? 0 : BT * 16;
+    constexpr int AP = BT * 16;
 #pragma unroll
     for (int i0 = 0; i0 < AP; i0 += 256) {
       const int i = i0 + tid;
@@ -129,23 +121,6 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
         const T* src = static_cast<const T*>(a.x) + static_cast<size_t>(mm) * a.k + ch * 64 + 8 * L;
         cp_async16(dst, ok ? static_cast<const void*>(src) : a.x, ok);
       }
-    }
-    // Activations in natural order: word wd (two columns) of row r of the stage goes to the k
-    // position its weights have in the packed order: inside a 32-column half h, 16-byte piece p,
-    // word w holds step j = 2h + w/2, logical columns 2p + 8(w%2) of that step (16-byte chunk
-    // 2j + w%2, byte 4p).
-    constexpr int AW = PROBE == 2 || XR ? 0 : BT * 64;
-#pragma unroll 4
-    for (int i0 = 0; i0 < AW; i0 += 256) {
-      const int i = i0 + tid;
-      const int row = i >> 6, wd = i & 63;
-      const int sub = wd >> 5, h = (wd >> 4) & 1, p = (wd >> 2) & 3, w = wd & 3;
-      const int chunk = (4 * h + w) ^ (row & 7);
-      unsigned char* dst = abase + sub * (BT * 128) + row * 128 + (chunk << 4) + 4 * p;
-      const int mm = m0 + row, kk = c0 * 64 + 2 * wd;
-      const bool ok = mm < a.m && kk < c_end * 64;
-      const T* src = static_cast<const T*>(a.x) + static_cast<size_t>(mm) * a.k + kk;
-      cp_async4(dst, ok ? static_cast<const void*>(src) : a.x, ok);
     }
     if (grouped) {
       const int gps = 128 >> a.log2_group;
@@ -191,9 +166,9 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     }
   };
 
-  // Stages loaded ahead: kStages - 1, or one fewer when the next stage is dequantized while this
-  // one's wgmmas run (PIPE): the slot being written must not be the one they read.
-  constexpr int D = PIPE ? S::kStages - 2 : S::kStages - 1;
+  // Stages loaded ahead: kStages - 2, so that the slot being refilled is never one that the
+  // wgmmas in flight read (the next stage is dequantized while this one's wgmmas run).
+  constexpr int D = S::kStages - 2;
   auto slot_base = [&](int it) { return smem + (it % S::kStages) * S::kStageBytes; };
   // Stage `it` landed and visible to the tensor cores (all threads past their reads of the slot
   // the load below reuses), then the load of stage it + D.
@@ -267,34 +242,24 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     cp_async_commit();
   }
 
-  if constexpr (PIPE) {
-    // Stage it + 1 is waited for and dequantized while stage it's last wgmmas run; two fragment
-    // sets, their roles swapped every stage (unrolled by two, so no register copies).
-    uint32_t fa[8][4], fb[8][4];
-    if (iters > 0) {
-      ready(0);
-      dequant_stage(0, fa);
+  // Stage it + 1 is waited for and dequantized while stage it's last wgmmas run; two fragment
+  // sets, their roles swapped every stage (unrolled by two, so no register copies).
+  uint32_t fa[8][4], fb[8][4];
+  if (iters > 0) {
+    ready(0);
+    dequant_stage(0, fa);
+  }
+  auto step = [&](int it, const uint32_t (&cur)[8][4], uint32_t (&next)[8][4]) {
+    mma_stage(it, cur);
+    if (it + 1 < iters) {
+      ready(it + 1);
+      dequant_stage(it + 1, next);
     }
-    auto step = [&](int it, const uint32_t (&cur)[8][4], uint32_t (&next)[8][4]) {
-      mma_stage(it, cur);
-      if (it + 1 < iters) {
-        ready(it + 1);
-        dequant_stage(it + 1, next);
-      }
-      finish_stage(it);
-    };
-    for (int it = 0; it < iters; it += 2) {
-      step(it, fa, fb);
-      if (it + 1 < iters) step(it + 1, fb, fa);
-    }
-  } else {
-    for (int it = 0; it < iters; ++it) {
-      ready(it);
-      uint32_t af[8][4];
-      dequant_stage(it, af);
-      mma_stage(it, af);
-      finish_stage(it);
-    }
+    finish_stage(it);
+  };
+  for (int it = 0; it < iters; it += 2) {
+    step(it, fa, fb);
+    if (it + 1 < iters) step(it + 1, fb, fa);
   }
 
   if (!grouped) {
@@ -326,40 +291,30 @@ struct WgEntry {
   bool bf16;
   int bt, spg, smem;
   void* fn;
-  bool xr, pipe;
-  int probe = 0;
 };
 
-template <typename T, int BT, int SPG, bool XR, bool PIPE, int PROBE = 0>
+template <typename T, int BT, int SPG>
 WgEntry wg_entry(bool bf16) {
-  return WgEntry{bf16, BT, SPG, WgShape<BT>::kSmem,
-                 reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, SPG, XR, PIPE, PROBE>), XR, PIPE, PROBE};
+  return WgEntry{bf16, BT, SPG, WgShape<BT>::kSmem, reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, SPG>)};
 }
-#define QRT_WG_ROWS(T, ISBF, BT, XR, PIPE) \
-  wg_entry<T, BT, 2, XR, PIPE>(ISBF), wg_entry<T, BT, 4, XR, PIPE>(ISBF), wg_entry<T, BT, 8, XR, PIPE>(ISBF)
-#define QRT_WG_TILES(T, ISBF, XR, PIPE)                                                  \
-  QRT_WG_ROWS(T, ISBF, 16, XR, PIPE), QRT_WG_ROWS(T, ISBF, 32, XR, PIPE), QRT_WG_ROWS(T, ISBF, 64, XR, PIPE), \
-      QRT_WG_ROWS(T, ISBF, 128, XR, PIPE)
+#define QRT_WG_ROWS(T, ISBF, BT) wg_entry<T, BT, 2>(ISBF), wg_entry<T, BT, 4>(ISBF), wg_entry<T, BT, 8>(ISBF)
 
-// The backend's kernel (reordered activations, pipelined) in fp16 and bf16; in fp16 also the
-// variants gpu_int4_bench times against it (no pipelining; the kernel's own 4-byte copies).
 const WgEntry* wg_table(size_t* count) {
   static const WgEntry table[] = {
-      QRT_WG_TILES(__half, false, true, true),  QRT_WG_TILES(__nv_bfloat16, true, true, true),
-      QRT_WG_TILES(__half, false, true, false), QRT_WG_TILES(__half, false, false, false),
-      wg_entry<__half, 16, 8, true, true, 2>(false), wg_entry<__half, 128, 8, true, true, 2>(false),
+      QRT_WG_ROWS(__half, false, 16),       QRT_WG_ROWS(__half, false, 32),
+      QRT_WG_ROWS(__half, false, 64),       QRT_WG_ROWS(__half, false, 128),
+      QRT_WG_ROWS(__nv_bfloat16, true, 16), QRT_WG_ROWS(__nv_bfloat16, true, 32),
+      QRT_WG_ROWS(__nv_bfloat16, true, 64), QRT_WG_ROWS(__nv_bfloat16, true, 128),
   };
   *count = sizeof(table) / sizeof(table[0]);
   return table;
 }
 
-const WgEntry* find_wg(bool bf16, int bt, int spg, bool xr, bool pipe, int probe = 0) {
+const WgEntry* find_wg(bool bf16, int bt, int spg) {
   size_t n = 0;
   const WgEntry* t = wg_table(&n);
   for (size_t i = 0; i < n; ++i)
-    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].spg == spg && t[i].xr == xr && t[i].pipe == pipe &&
-        t[i].probe == probe)
-      return &t[i];
+    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].spg == spg) return &t[i];
   return nullptr;
 }
 
@@ -386,7 +341,7 @@ int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms) {
   const int64_t bn = 128;
   const int64_t base = ((w.n + bn - 1) / bn) * ((m + bt - 1) / bt);
   const int64_t max_tiles = int4_max_partial_tiles(sms) * int4_max_tile_floats() / (bn * bt);
-  const WgEntry* e = find_wg(false, bt, 8, true, true);
+  const WgEntry* e = find_wg(false, bt, 8);
   const int occ = e ? resident_blocks_per_sm(e->fn, 256, e->smem) : 1;
   return choose_split(base, w.k / 64, sms * std::max(1, std::min(occ, 2)),
                       std::min<int64_t>(max_tiles, int4_counter_count(sms) - 64), 2);
@@ -397,20 +352,20 @@ cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, in
   // Steps per group: 2 / 4 / 8 for groups of 32 / 64 / 128; per-channel runs as 8.
   const int spg = w.group_size == 32 ? 2 : w.group_size == 64 ? 4 : 8;
   if (w.group_size != 0 && w.group_size != 32 && w.group_size != 64 && w.group_size != 128) return cudaErrorInvalidValue;
-  const WgEntry* e = find_wg(bf16, cfg.bt, spg, cfg.reorder, cfg.pipe, cfg.probe);
+  const WgEntry* e = find_wg(bf16, cfg.bt, spg);
   if (!e || m <= 0 || w.bits != 4 || w.offsets) return cudaErrorInvalidValue;
-  if (cfg.reorder) {
-    if (!ws.act || ws.act_bytes < m * w.k * 2) return cudaErrorInvalidValue;
-    const uint32_t* rx = static_cast<const uint32_t*>(x);
-    uint4* rxr = static_cast<uint4*>(ws.act);
-    int64_t pieces = m * w.k / 8;
-    const int blocks = static_cast<int>(std::min<int64_t>((pieces + 255) / 256, int64_t(sms) * 8));
-    void* rargs[] = {&rx, &rxr, &pieces};
-    const cudaError_t e0 = launch_int4_family(reinterpret_cast<void*>(&reorder_act_kernel), dim3(blocks), 0, rargs,
-                                              cfg.pdl, stream);
-    if (e0 != cudaSuccess) return e0;
-    x = ws.act;
-  }
+  if (!ws.act || ws.act_bytes < m * w.k * 2) return cudaErrorInvalidValue;
+  // The reordering pass, then the GEMM on its output (both with PDL: each waits for the kernel
+  // before it before touching activations).
+  const uint32_t* rx = static_cast<const uint32_t*>(x);
+  uint4* rxr = static_cast<uint4*>(ws.act);
+  int64_t pieces = m * w.k / 8;
+  const int rblocks = static_cast<int>(std::min<int64_t>((pieces + 255) / 256, int64_t(sms) * 8));
+  void* rargs[] = {&rx, &rxr, &pieces};
+  const cudaError_t re = launch_int4_family(reinterpret_cast<void*>(&reorder_act_kernel), dim3(rblocks), 0, rargs,
+                                            cfg.pdl, stream);
+  if (re != cudaSuccess) return re;
+  x = ws.act;
   KernelArgs a;
   a.x = x;
   a.y = y;
