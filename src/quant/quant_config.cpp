@@ -1,6 +1,6 @@
-// Quantization configs: parse (with the aliases and defaults of docs/FORMATS.md,
-// "quantization_config"), validate with the rules stated there, serialize back. Fields are read
-// through `Fields`, which remembers what was consumed: whatever is left is kept verbatim for
+// Quantization configs: parse (with the aliases and defaults of
+// docs/FORMATS.md, "quantization_config"), validate with the rules stated there, serialize back.
+// Fields are read through `Fields`, which remembers what was consumed: whatever is left is kept verbatim for
 // serialization, and reported as a warning unless it is a field the method is known to carry
 // (calibration-only settings etc.).
 #include <algorithm>

@@ -11,9 +11,9 @@
 // Block: 256 threads = 2 warpgroups x 64 weight rows (N-tile 128), one M-tile of BT tokens, a k128
 // stage = two k64 chunks. Weights stream through a cp.async ring of kStages stages; the
 // activations come with them into the 128-byte swizzled K-major tile the descriptor describes, in
-// the k order of the packed weights (docs/KERNELS.md "The wgmma kernel: activations in the packed
-// k order"), written in that order by a pass before the kernel (reorder_act_kernel) so that the
-// ring copies 16 bytes at a time. The next stage's fragments are dequantized while this stage's
+// the k order of the packed weights, written in that order by a pass before the kernel
+// (reorder_act_kernel) so that the ring copies 16 bytes at a time. The layout and k order:
+// docs/KERNELS.md, "The wgmma kernel: activations in the packed k order". The next stage's fragments are dequantized while this stage's
 // wgmmas run. Split-K and the epilogue are cuda_marlin's (finish_tile).
 #include <algorithm>
 
