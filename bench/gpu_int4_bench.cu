@@ -290,13 +290,11 @@ int main(int argc, char** argv) {
       };
       // The wgmma kernel (compute capability 9.0): the tile covering M and the next smaller one.
       auto add_wg = [&](int bt, int split) {
-        for (bool fold : {false, true}) {
-          char name[64];
-          std::snprintf(name, sizeof name, "wg_bt%d_s%d%s", bt, split, fold ? "_fold" : "");
-          cands.emplace_back(name, [&, bt, split, fold](int i) {
-            return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true, fold}, ws, sms, stream);
-          });
-        }
+        char name[64];
+        std::snprintf(name, sizeof name, "wg_bt%d_s%d", bt, split);
+        cands.emplace_back(name, [&, bt, split](int i) {
+          return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true}, ws, sms, stream);
+        });
       };
       if (m >= 16 && wgmma_here) {
         const int want = m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;

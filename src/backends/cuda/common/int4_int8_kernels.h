@@ -61,8 +61,6 @@ struct WgmmaConfig {
   int bt = 64;     // tokens per block: 16, 32, 64 or 128
   int split = 0;   // K partitions; 0 = automatic
   bool pdl = true;
-  bool fold = false;  // fp16: scales folded into the fp16 fragments (one fp32 sum over K, wgmmas
-                      // queued across stages); bf16 ignores it and scales each group's sum in fp32
 };
 struct GemvConfig {
   int wt = 4;      // n16 tiles per block: 2 or 4

@@ -67,13 +67,8 @@ __global__ void reorder_act_kernel(const uint32_t* __restrict__ x, uint4* __rest
 // SPG: k16 steps per scale group (2, 4, 8 for groups of 32, 64, 128; per-channel scales run as 8,
 // each stage's sum scaled by the one scale). Compile-time so that a stage's wgmmas are straight-line
 // code: a branch between two wgmmas makes the compiler wait for each before the next.
-// FOLD (fp16 only): the fragments are (q - z) * s in fp16, so one fp32 sum runs over all of K with
-// no per-group flush, and the wgmmas of consecutive stages queue back to back (the kernel waits for
-// the stage before the one just issued, not for that one). Exact scaling (FOLD off) rounds nothing
-// before the fp32 sums; FOLD rounds each weight once to fp16, as the fp16 weight itself would be.
-template <typename T, int BT, int SPG, bool FOLD = false>
+template <typename T, int BT, int SPG>
 __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel(const KernelArgs a) {
-  static_assert(!FOLD || (std::is_same_v<T, __half> && SPG == 8), "FOLD: fp16, one straight run of 8 wgmmas");
   using S = WgShape<BT>;
   constexpr int BN = S::kBN, NACC = BT / 2;
   extern __shared__ unsigned char smem_raw[];
@@ -161,8 +156,6 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
   const int n16 = (n0 >> 4) + warp;
   uint32_t zpair_pc = 0x0808u;  // symmetric: z = 8
   if (a.zeros && !grouped && n16 < n16_total) zpair_pc = a.zeros[n16 * 8 + g];
-  uint32_t spair_pc = 0;  // FOLD, per-channel: this thread's two rows' scales
-  if (FOLD && !grouped && n16 < n16_total) spair_pc = a.scales[n16 * 8 + g];
 
   auto flush = [&](uint32_t spair) {
     const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&spair));
@@ -204,18 +197,6 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
                               : zpair_pc;
       const uint32_t word = jw == 0 ? wq[c].x : jw == 1 ? wq[c].y : jw == 2 ? wq[c].z : wq[c].w;
       dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af[j]);
-      if constexpr (FOLD) {
-        // Registers 0 and 2 hold row r, 1 and 3 row r + 8; the scale pair is (s[r], s[r + 8]).
-        const uint32_t sp =
-            grouped ? reinterpret_cast<const uint32_t*>(wbase + S::kWBytes)[gi * (BN / 2) + warp * 8 + g] : spair_pc;
-        const __half2 s2 = *reinterpret_cast<const __half2*>(&sp);
-        const __half2 lo = __low2half2(s2), hi = __high2half2(s2);
-#pragma unroll
-        for (int r = 0; r < 4; ++r) {
-          __half2 v = __hmul2(*reinterpret_cast<const __half2*>(&af[j][r]), (r & 1) ? hi : lo);
-          af[j][r] = *reinterpret_cast<uint32_t*>(&v);
-        }
-      }
       if (c == 1)
 #pragma unroll
         for (int r = 0; r < 4; ++r) af[j][r] = second ? af[j][r] : 0u;
@@ -237,9 +218,9 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int c = j >> 2, jw = j & 3;
-      const int accumulate = (j % SPG == 0 && group_kernel && !FOLD) ? 0 : 1;
-      Wgmma<T, BT>::run(FOLD ? acc : gacc, af[j], kmajor_sw128_desc(abase_s + c * (BT * 128) + 32 * jw), accumulate);
-      if (!FOLD && j < 7 && (j + 1) % SPG == 0) {
+      const int accumulate = (j % SPG == 0 && group_kernel) ? 0 : 1;
+      Wgmma<T, BT>::run(gacc, af[j], kmajor_sw128_desc(abase_s + c * (BT * 128) + 32 * jw), accumulate);
+      if (j < 7 && (j + 1) % SPG == 0) {
         wg_commit();
         wg_wait<0>();
         flush(scale_of(it, j));
@@ -268,27 +249,20 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     ready(0);
     dequant_stage(0, fa);
   }
-  // FOLD: `next` held stage it - 1's fragments, whose wgmmas are the ones waited for here, while
-  // stage it's stay queued behind them.
   auto step = [&](int it, const uint32_t (&cur)[8][4], uint32_t (&next)[8][4]) {
     mma_stage(it, cur);
-    if constexpr (FOLD) wg_wait<1>();
     if (it + 1 < iters) {
       ready(it + 1);
       dequant_stage(it + 1, next);
     }
-    if constexpr (!FOLD) finish_stage(it);
+    finish_stage(it);
   };
   for (int it = 0; it < iters; it += 2) {
     step(it, fa, fb);
     if (it + 1 < iters) step(it + 1, fb, fa);
   }
 
-  if constexpr (FOLD) {
-    wg_wait<0>();
-#pragma unroll
-    for (int i = 0; i < NACC; ++i) keep_f(acc[i]);
-  } else if (!grouped) {
+  if (!grouped) {
 #pragma unroll
     for (int i = 0; i < NACC; ++i) keep_f(gacc[i]);
     flush(n16 < n16_total ? a.scales[n16 * 8 + g] : 0u);
@@ -315,17 +289,15 @@ using namespace wgk;
 
 struct WgEntry {
   bool bf16;
-  int bt, spg;  // spg 0: the FOLD kernel (any group size)
-  int smem;
+  int bt, spg, smem;
   void* fn;
 };
 
-template <typename T, int BT, int SPG, bool FOLD = false>
+template <typename T, int BT, int SPG>
 WgEntry wg_entry(bool bf16) {
-  return WgEntry{bf16, BT, FOLD ? 0 : SPG, WgShape<BT>::kSmem, reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, SPG, FOLD>)};
+  return WgEntry{bf16, BT, SPG, WgShape<BT>::kSmem, reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, SPG>)};
 }
 #define QRT_WG_ROWS(T, ISBF, BT) wg_entry<T, BT, 2>(ISBF), wg_entry<T, BT, 4>(ISBF), wg_entry<T, BT, 8>(ISBF)
-#define QRT_WG_FOLD(BT) wg_entry<__half, BT, 8, true>(false)
 
 const WgEntry* wg_table(size_t* count) {
   static const WgEntry table[] = {
@@ -333,8 +305,6 @@ const WgEntry* wg_table(size_t* count) {
       QRT_WG_ROWS(__half, false, 64),       QRT_WG_ROWS(__half, false, 128),
       QRT_WG_ROWS(__nv_bfloat16, true, 16), QRT_WG_ROWS(__nv_bfloat16, true, 32),
       QRT_WG_ROWS(__nv_bfloat16, true, 64), QRT_WG_ROWS(__nv_bfloat16, true, 128),
-      QRT_WG_FOLD(16),                      QRT_WG_FOLD(32),
-      QRT_WG_FOLD(64),                      QRT_WG_FOLD(128),
   };
   *count = sizeof(table) / sizeof(table[0]);
   return table;
@@ -382,8 +352,7 @@ cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, in
   // Steps per group: 2 / 4 / 8 for groups of 32 / 64 / 128; per-channel runs as 8.
   const int spg = w.group_size == 32 ? 2 : w.group_size == 64 ? 4 : 8;
   if (w.group_size != 0 && w.group_size != 32 && w.group_size != 64 && w.group_size != 128) return cudaErrorInvalidValue;
-  // fp16 may fold the scales into the fragments; bf16 always scales exactly.
-  const WgEntry* e = find_wg(bf16, cfg.bt, cfg.fold && !bf16 ? 0 : spg);
+  const WgEntry* e = find_wg(bf16, cfg.bt, spg);
   if (!e || m <= 0 || w.bits != 4 || w.offsets) return cudaErrorInvalidValue;
   if (!ws.act || ws.act_bytes < m * w.k * 2) return cudaErrorInvalidValue;
   // The reordering pass, then the GEMM on its output (both with PDL: each waits for the kernel
