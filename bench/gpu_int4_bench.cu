@@ -300,6 +300,10 @@ int main(int argc, char** argv) {
         const int want = m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;
         add_wg(want, 0);
         if (want > 16) add_wg(want / 2, 0);
+        // Explicit K splits from 64 rows: few N-tiles leave SMs idle (96 blocks of 128 x 128 at
+        // N = 12288, M = 128 on 132 SMs), more partitions fill them and add a reduction.
+        if (m >= 64 && m <= 256)
+          for (int split : {2, 4}) add_wg(want, split);
       }
       if (m <= 8) {
         add_gemv(4, 0, false);

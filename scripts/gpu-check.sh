@@ -107,7 +107,8 @@ if [ -f "$BASE_SRC" ] && [ ! -x "$BASE_BENCH" ]; then
       -Dbenchmark_DIR="$4/usr/lib/x86_64-linux-gnu/cmake/benchmark" -Dfmt_DIR="$4/usr/lib/x86_64-linux-gnu/cmake/fmt" \
       -Dnlohmann_json_DIR="$4/usr/share/cmake/nlohmann_json" -DCLI11_DIR="$4/usr/share/cmake/CLI11" \
       -DCMAKE_CXX_FLAGS="-isystem $4/usr/include"
-    cmake --build "$1/build" --target gpu_decode_bench -j"$(nproc)"' _ "$BASE_DIR" "$BASE_SRC" "${GEN[*]}" "$DEPS" \
+    cmake --build "$1/build" --target gpu_decode_bench -j"$(nproc)"
+    cmake --build "$1/build" --target gpu_int4_bench -j"$(nproc)" || true' _ "$BASE_DIR" "$BASE_SRC" "${GEN[*]}" "$DEPS" \
     > "$LOGS/base-build.log" 2>&1 &
   BASE_PID=$!
   set +m
@@ -276,6 +277,52 @@ if ! skip int4 && [ -x build-gpu/bench/gpu_int4_bench ]; then
     > "$LOGS/int4.log" 2>&1
   grep -E 'MISMATCH|wgmma kernel' "$LOGS/int4.log" | head -10 | tee -a "$LOG"
   tail -16 "$LOGS/int4.log" | tee -a "$LOG"
+fi
+# The same kernels' speed against the base commit's, per M, the two binaries alternating (the base
+# build is waited for at most 60 s): the best wgmma / mma.sync candidate per shape, summed.
+BASE_INT4=$BASE_DIR/build/bench/gpu_int4_bench
+stage "int4 kept: this tree vs $(cat .gpu-base/COMMIT 2>/dev/null || echo 'no base'), M = 16 .. 128"
+if ! skip int4 && [ -x build-gpu/bench/gpu_int4_bench ] && [ "$(left)" -gt 200 ]; then
+  for _ in $(seq 60); do [ -x "$BASE_INT4" ] && break; [ -n "$BASE_PID" ] && kill -0 "$BASE_PID" 2>/dev/null || break; sleep 1; done
+  if [ -x "$BASE_INT4" ]; then
+    for rep in 1 2; do
+      for m in 16 32 64 128; do
+        timeout 40 build-gpu/bench/gpu_int4_bench --m $m --json "$RAW/kept-new-m$m-$rep.json" > /dev/null 2>&1
+        timeout 40 "$BASE_INT4" --m $m --json "$RAW/kept-base-m$m-$rep.json" > /dev/null 2>&1
+      done
+    done
+    python3 - "$RAW" <<'PY' 2>&1 | tee -a "$LOG"
+import glob, json, os, sys
+raw = sys.argv[1]
+def cands(side, m):
+    # shape -> candidate -> the lower of the two runs' times
+    out = {}
+    for rep in (1, 2):
+        try: rows = json.load(open(f"{raw}/kept-{side}-m{m}-{rep}.json"))["rows"]
+        except Exception: continue
+        for r in rows:
+            for k, v in r["candidates"].items():
+                if k.startswith(("wg_", "qmm_")) and v > 0:
+                    d = out.setdefault((r["k"], r["n"]), {})
+                    d[k] = min(v, d.get(k, v))
+    return out
+print("M     base_us    new_us   base/new   (best of the candidates both binaries time, per shape, summed; lower of 2 runs)")
+for m in (16, 32, 64, 128):
+    b, n = cands("base", m), cands("new", m)
+    tb = tn = 0.0
+    for shape in b:
+        common = set(b[shape]) & set(n.get(shape, {}))
+        if not common: continue
+        tb += min(b[shape][k] for k in common)
+        tn += min(n[shape][k] for k in common)
+    if tb and tn:
+        print(f"{m:<4} {tb:9.1f} {tn:9.1f} {tb / tn:9.3f}")
+PY
+  else
+    note "skipped: the base gpu_int4_bench is not built (see base-build.log)"
+  fi
+else
+  note "skipped (GPU_CHECK_SKIP, not built, or $(left) s left)"
 fi
 
 # The random model's writer (started before the build): waited for by the first stage that needs it.

@@ -72,7 +72,9 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
   using S = WgShape<BT>;
   constexpr int BN = S::kBN, NACC = BT / 2;
   extern __shared__ unsigned char smem_raw[];
-  unsigned char* smem = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smem_raw) + 1023) & ~uintptr_t(1023));
+  // Offset from the shared array itself (not an integer cast of its address), so that reads through
+  // `smem` compile to shared-memory loads rather than generic ones.
+  unsigned char* smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
   __shared__ int last_flag;
   pdl_trigger();
 
@@ -93,33 +95,40 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
   const int G = grouped ? (a.k >> a.log2_group) : 1;
   const int half_n = a.n >> 1;
 
+  // What each thread copies of a stage, worked out once: the stage's 16-byte pieces are numbered
+  // i0 + tid with i0 a multiple of 256, so a thread's piece within its row (and its chunk) is fixed
+  // and only the row (or n16 tile) moves, by 16 (or 4) each step.
+  // Weights: piece i -> n16 tile i / 64, chunk (i / 32) % 2, word group i % 32.
+  const int w_t0 = tid >> 6, w_c = (tid >> 5) & 1;
+  const uint4* w_src0 = static_cast<const uint4*>(a.w) + (static_cast<size_t>((n0 >> 4) + w_t0) * kchunks + w_c) * 32 + (tid & 31);
+  // Activations: piece i -> row i / 16, k64 sub-tile (i / 8) % 2, 16-byte piece L = i % 8, which
+  // goes to swizzled chunk L ^ (row % 8); row % 8 is the same for all of a thread's rows.
+  const int a_row0 = tid >> 4, a_sub = (tid >> 3) & 1, a_L = tid & 7;
+  const uint32_t a_dst0 = a_sub * (BT * 128) + a_row0 * 128 + ((a_L ^ (a_row0 & 7)) << 4);
+  const T* a_src0 = static_cast<const T*>(a.x) + static_cast<size_t>(m0 + a_row0) * a.k + a_sub * 64 + 8 * a_L;
+  const int a_rows_left = a.m - m0 - a_row0;  // this thread's rows 16 r are valid for 16 r < a_rows_left
+
   auto load_stage = [&](int slot, int it) {
     unsigned char* abase = smem + slot * S::kStageBytes;
     unsigned char* wbase = abase + S::kABytes;
     const int c0 = c_begin + 2 * it;
     constexpr int WP = S::kWBytes / 16;
+    const bool w_chunk_ok = c0 + w_c < c_end;
 #pragma unroll
     for (int i0 = 0; i0 < WP; i0 += 256) {
-      const int i = i0 + tid;
-      const int t = i >> 6, rem = i & 63;
-      const int c = rem >> 5, lv = rem & 31;
-      const int n16 = (n0 >> 4) + t, ch = c0 + c;
-      const bool ok = n16 < n16_total && ch < c_end;
-      const uint4* src = static_cast<const uint4*>(a.w) + (static_cast<size_t>(n16) * kchunks + ch) * 32 + lv;
-      cp_async16(wbase + i * 16, ok ? src : a.w, ok);
+      const bool ok = w_chunk_ok && (n0 >> 4) + w_t0 + (i0 >> 6) < n16_total;
+      const uint4* src = w_src0 + (static_cast<size_t>(i0 >> 6) * kchunks + c0) * 32;
+      cp_async16(wbase + (i0 + tid) * 16, ok ? src : a.w, ok);
     }
-    // Reordered activations: 16-byte piece L of a row's k64 sub-tile goes to swizzled chunk L.
     constexpr int AP = BT * 16;
+    const bool a_chunk_ok = c0 + a_sub < c_end;
+    const T* a_src = a_src0 + c0 * 64;
 #pragma unroll
     for (int i0 = 0; i0 < AP; i0 += 256) {
-      const int i = i0 + tid;
-      if (AP % 256 == 0 || i < AP) {
-        const int row = i >> 4, sub = (i >> 3) & 1, L = i & 7;
-        unsigned char* dst = abase + sub * (BT * 128) + row * 128 + ((L ^ (row & 7)) << 4);
-        const int mm = m0 + row, ch = c0 + sub;
-        const bool ok = mm < a.m && ch < c_end;
-        const T* src = static_cast<const T*>(a.x) + static_cast<size_t>(mm) * a.k + ch * 64 + 8 * L;
-        cp_async16(dst, ok ? static_cast<const void*>(src) : a.x, ok);
+      if (AP % 256 == 0 || i0 + tid < AP) {
+        const int r16 = i0 >> 4;  // rows past this thread's first
+        const bool ok = a_chunk_ok && r16 < a_rows_left;
+        cp_async16(abase + a_dst0 + r16 * 128, ok ? static_cast<const void*>(a_src + static_cast<size_t>(r16) * a.k) : a.x, ok);
       }
     }
     if (grouped) {
@@ -180,14 +189,14 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     if (nx < iters) load_stage(nx % S::kStages, nx);
     cp_async_commit();
   };
-  // Every A fragment of stage `it`; the odd last chunk of a partition multiplies zero fragments.
+  // Every A fragment of stage `it`. A partition's odd last chunk adds nothing: the copy zero-filled
+  // its second half of activations (and weights), and (0 - z) x 0 is 0.
   auto dequant_stage = [&](int it, uint32_t (&af)[8][4]) {
     const unsigned char* wbase = slot_base(it) + S::kABytes;
     const unsigned char* zbase = wbase + S::kWBytes + S::kSBytes;
-    const bool second = c_begin + 2 * it + 1 < c_end;  // block-uniform
     uint4 wq[2];
     wq[0] = reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 0) * 32 + lane];
-    wq[1] = second ? reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 1) * 32 + lane] : make_uint4(0, 0, 0, 0);
+    wq[1] = reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 1) * 32 + lane];
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
       const int c = j >> 2, jw = j & 3;
@@ -197,9 +206,6 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
                               : zpair_pc;
       const uint32_t word = jw == 0 ? wq[c].x : jw == 1 ? wq[c].y : jw == 2 ? wq[c].z : wq[c].w;
       dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af[j]);
-      if (c == 1)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) af[j][r] = second ? af[j][r] : 0u;
     }
   };
   // Each group starts a fresh sum (scale-d 0); per-channel sums run on over the stages. SPG < 8
