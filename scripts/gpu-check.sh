@@ -27,7 +27,7 @@ START=$SECONDS
 LOG=$OUT/gpu-check.log
 : > "$LOG"
 left() { echo $((BUDGET - (SECONDS - START))); }
-# GPU_CHECK_SKIP=smollm2,gemm,int4,decode7b,serve,tune,profile,hf: stages left out of a call that is about
+# GPU_CHECK_SKIP=smollm2,kept,gemm,int4,decode7b,serve,tune,profile,hf: stages left out of a call that is about
 # something else. GPU_CHECK_TEST_FILTER: a gtest filter for the GPU tests of a kernel-only call.
 # GPU_CHECK_PROFILE=wgmma: the profile stage looks at cuda_marlin's wgmma kernel instead.
 skip() { [[ ",${GPU_CHECK_SKIP:-}," == *",$1,"* ]] && { note "skipped: GPU_CHECK_SKIP names $1"; return 0; }; return 1; }
@@ -107,8 +107,8 @@ if [ -f "$BASE_SRC" ] && [ ! -x "$BASE_BENCH" ]; then
       -Dbenchmark_DIR="$4/usr/lib/x86_64-linux-gnu/cmake/benchmark" -Dfmt_DIR="$4/usr/lib/x86_64-linux-gnu/cmake/fmt" \
       -Dnlohmann_json_DIR="$4/usr/share/cmake/nlohmann_json" -DCLI11_DIR="$4/usr/share/cmake/CLI11" \
       -DCMAKE_CXX_FLAGS="-isystem $4/usr/include"
-    cmake --build "$1/build" --target gpu_decode_bench -j"$(nproc)"
-    cmake --build "$1/build" --target gpu_int4_bench -j"$(nproc)" || true' _ "$BASE_DIR" "$BASE_SRC" "${GEN[*]}" "$DEPS" \
+    cmake --build "$1/build" --target gpu_int4_bench -j"$(nproc)" || true
+    cmake --build "$1/build" --target gpu_decode_bench -j"$(nproc)"' _ "$BASE_DIR" "$BASE_SRC" "${GEN[*]}" "$DEPS" \
     > "$LOGS/base-build.log" 2>&1 &
   BASE_PID=$!
   set +m
@@ -216,7 +216,7 @@ fi
 
 # ---- speed kept: this tree's decode against the base commit's, same GPU, alternating ----
 stage "speed kept: SmolLM2 decode, this tree vs $(cat .gpu-base/COMMIT 2>/dev/null || echo 'no base')"
-if [ -n "$BASE_PID" ] && [ -x build-gpu/bench/gpu_decode_bench ] && [ -f "$SMOL" ] && [ "$(left)" -gt 150 ]; then
+if ! skip kept && [ -n "$BASE_PID" ] && [ -x build-gpu/bench/gpu_decode_bench ] && [ -f "$SMOL" ] && [ "$(left)" -gt 150 ]; then
   while kill -0 "$BASE_PID" 2>/dev/null && [ "$(left)" -gt 150 ]; do sleep 2; done
   kill -0 "$BASE_PID" 2>/dev/null && { note "base build still running: stopped"; kill -- -"$BASE_PID" 2>/dev/null; }
   wait "$BASE_PID" 2>/dev/null; note "base build rc=$? ($(tail -1 "$LOGS/base-build.log" | cut -c1-100))"
