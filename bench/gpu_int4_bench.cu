@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
   const int64_t max_m = ms.back();
   __half *x = nullptr, *y = nullptr;
   CK(cudaMalloc(&x, max_m * 11008 * 2));
-  ws.act_bytes = int4_act_copy_bytes(max_m, 11008);  // the wgmma kernel's copy of the activations
+  ws.act_bytes = max_m * 11008 * 2;  // the wgmma kernel's reordered activations
   CK(cudaMalloc(&ws.act, ws.act_bytes));
   CK(cudaMalloc(&y, max_m * 22016 * 2));
   fill_random_half<<<1024, 256>>>(x, max_m * 11008, 7);
@@ -290,13 +290,11 @@ int main(int argc, char** argv) {
       };
       // The wgmma kernel (compute capability 9.0): the tile covering M and the next smaller one.
       auto add_wg = [&](int bt, int split) {
-        for (bool bulk : {false, true}) {
-          char name[64];
-          std::snprintf(name, sizeof name, "wg_bt%d_s%d%s", bt, split, bulk ? "_bulk" : "");
-          cands.emplace_back(name, [&, bt, split, bulk](int i) {
-            return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true, bulk}, ws, sms, stream);
-          });
-        }
+        char name[64];
+        std::snprintf(name, sizeof name, "wg_bt%d_s%d", bt, split);
+        cands.emplace_back(name, [&, bt, split](int i) {
+          return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true}, ws, sms, stream);
+        });
       };
       if (m >= 16 && wgmma_here) {
         const int want = m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;

@@ -26,13 +26,9 @@ BL='(\(bool\))?(0|false)'
 QMM=("qmm 16 qmm_kernel<__half, ${I}4, ${I}2, ${I}2, $BL>"
      "qmm 64 qmm_kernel<__half, ${I}4, ${I}4, ${I}1, $BL>"
      "qmm 128 qmm_kernel<__half, ${I}4, ${I}4, ${I}1, $BL>")
-# The Hopper kernel with the token tile covering M (groups of 128: SPG 8), its stages through
-# 16-byte copies from every thread (BULK false) and through bulk copies (BULK true).
-F='(\(bool\))?(0|false)'
-T='(\(bool\))?(1|true)'
-WG=("wgmma 128 qmm_wgmma_kernel<__half, ${I}128, ${I}8, $F>"
-    "wgmma-bulk 64 qmm_wgmma_kernel<__half, ${I}64, ${I}8, $T>"
-    "wgmma-bulk 128 qmm_wgmma_kernel<__half, ${I}128, ${I}8, $T>")
+# The Hopper kernel with the token tile covering M.
+WG=("wgmma 64 qmm_wgmma_kernel<__half, ${I}64(, ${I}[0-9]+)*>"
+    "wgmma 128 qmm_wgmma_kernel<__half, ${I}128(, ${I}[0-9]+)*>")
 case "${2:-}" in
   wgmma) RUNS=("${WG[@]}") ;;
   both) RUNS=("${QMM[0]}" "${QMM[2]}" "${WG[@]}") ;;

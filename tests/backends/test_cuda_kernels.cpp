@@ -254,8 +254,7 @@ std::vector<KCase> wgmma_cases(bool short_set) {
             KCase c{"cuda_marlin", m, s[0], s[1], 4, g, z, act, bf, idx % 3 == 0, {}};
             const int64_t bts[] = {16, 32, 64, 128};
             const int64_t splits[] = {0, 1, 3, 0, 2};
-            // Half the cases (fp16 and bf16 alike) with the stages through bulk copies.
-            c.params.values = {{"wg", bts[idx % 4]}, {"split", splits[idx % 5]}, {"bulk", int64_t((idx / 2) % 2 ? 1 : -1)}};
+            c.params.values = {{"wg", bts[idx % 4]}, {"split", splits[idx % 5]}};
             out.push_back(c);
           }
   return out;
@@ -279,12 +278,10 @@ TEST(CudaKernels, WgmmaAndMmaSyncBothMatchTheReference) {
   QRT_SKIP_WITHOUT_GPU();
   if (!wgmma_here()) GTEST_SKIP() << "the wgmma kernel runs on compute capability 9.0 in a build with sm_90a code";
   KCase wg{"cuda_marlin", 77, 2048, 512, 4, 128, ZeroKind::Integer, false, false, true, {}};
-  KCase ms = wg, bulk = wg;
+  KCase ms = wg;
   ms.params.values = {{"wg", int64_t(-1)}};
-  bulk.params.values = {{"bulk", int64_t(1)}};
   EXPECT_LT(run_case(wg, 9), 1e-3);
   EXPECT_LT(run_case(ms, 9), 1e-3);
-  EXPECT_LT(run_case(bulk, 9), 1e-3);
 }
 
 TEST(CudaKernels, SanitizerShortSet) {

@@ -61,8 +61,6 @@ struct WgmmaConfig {
   int bt = 64;     // tokens per block: 16, 32, 64 or 128
   int split = 0;   // K partitions; 0 = automatic
   bool pdl = true;
-  bool bulk = false;  // stages through bulk copies issued by one thread (the activations tiled
-                      // first, ws.act at least int4_act_copy_bytes(m, k)); else 16-byte copies
 };
 struct GemvConfig {
   int wt = 4;      // n16 tiles per block: 2 or 4
@@ -116,11 +114,7 @@ cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t 
 // The split launch_qmm would use (for plans and tests).
 int qmm_auto_split(const Int4DeviceView& w, int64_t m, const QmmConfig& cfg, int sms);
 
-// Bytes of the wgmma kernel's copy of m x k activations, for either layout (the tiled one pads
-// the rows to the token tile and K to 128): what Int4Workspace::act must hold.
-inline int64_t int4_act_copy_bytes(int64_t m, int64_t k) { return (m + 127) / 128 * 128 * ((k + 127) / 128 * 128) * 2; }
-
-// Same contract as launch_qmm for the wgmma kernel, plus ws.act (at least int4_act_copy_bytes: the
+// Same contract as launch_qmm for the wgmma kernel, plus ws.act (at least m x k x 2 bytes: the
 // activations reordered into the packed k order by a pass before the GEMM); cudaErrorInvalidValue
 // for 8-bit codes, float zero points, an unknown bt or too small a ws.act, cudaErrorNotSupported
 // when this binary has no sm_90a code.

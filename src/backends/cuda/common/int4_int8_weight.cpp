@@ -80,7 +80,7 @@ Int4Scratch reserve_int4_scratch(DeviceContext& ctx, int64_t k, bool act_order, 
   size_t need = int4_partials_bytes(sms);
   const size_t chunk_bytes = static_cast<size_t>(scratch.perm_rows) * static_cast<size_t>(k) * 2;
   if (act_order) need += chunk_bytes;
-  if (reorder) need += static_cast<size_t>(int4_act_copy_bytes(scratch.perm_rows, k));
+  if (reorder) need += chunk_bytes;
   ctx.reserve_workspace(need);
   QRT_CUDA_CHECK(qmm_init_kernels());
   scratch.counters = static_cast<int*>(

@@ -78,7 +78,7 @@ void int4_forward(const Int4DeviceWeight& w, const Int4Scratch& scratch, const A
   const size_t chunk_bytes = static_cast<size_t>(scratch.perm_rows) * static_cast<size_t>(v.k) * 2;
   if (scratch.reorder) {
     ws.act = base + pbytes + (v.perm ? chunk_bytes : 0);
-    ws.act_bytes = int4_act_copy_bytes(scratch.perm_rows, v.k);
+    ws.act_bytes = static_cast<int64_t>(chunk_bytes);
   }
   for (int64_t r0 = 0; r0 < x.rows; r0 += chunk) {
     const int64_t rows = std::min<int64_t>(chunk, x.rows - r0);

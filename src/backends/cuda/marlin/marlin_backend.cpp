@@ -2,9 +2,7 @@
 // marlin_kernels.cu (sm_80+) and, on compute capability 9.0, the wgmma kernel of
 // wgmma/wgmma_kernels.cu for 4-bit codes with symmetric or integer zeros. Parameters: wg (the
 // wgmma kernel's token tile 16/32/64/128, -1 = never, 0 = automatic: from kWgmmaMinRows rows where
-// it runs), bulk (the wgmma kernel's stages: 1 = bulk copies issued by one thread, -1 = 16-byte
-// copies from every thread, 0 = automatic: 16-byte copies), mt (the mma.sync kernel's 8-token MMA
-// tiles per block: 1/2/4, 0 = by M at run time), nt
+// it runs), mt (the mma.sync kernel's 8-token MMA tiles per block: 1/2/4, 0 = by M at run time), nt
 // (n16 tiles per N-warp: 2 = 4x2 warps, or 1 = 8x1 warps with mt 2 or 4; 0 = 2), split (K
 // partitions, 0 = automatic from the SM count). The default is all-automatic, so one prepared
 // kernel serves a whole M range with the right kernel and tile for each M.
@@ -43,8 +41,8 @@ std::string wgmma_obstacle(const LayerSpec& layer, const DeviceInfo& device) {
 
 class CudaMarlinLinear final : public cuda::Int4Int8Linear {
  public:
-  CudaMarlinLinear(cuda::Int4Int8Upload upload, int wg, bool bulk, int mt, int nt, int split)
-      : Int4Int8Linear(std::move(upload)), wg_(wg), bulk_(bulk), mt_(mt), nt_(nt), split_(split) {}
+  CudaMarlinLinear(cuda::Int4Int8Upload upload, int wg, int mt, int nt, int split)
+      : Int4Int8Linear(std::move(upload)), wg_(wg), mt_(mt), nt_(nt), split_(split) {}
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
     cuda::int4_forward(*w_, scratch_, x, y, ec,
@@ -54,7 +52,6 @@ class CudaMarlinLinear final : public cuda::Int4Int8Linear {
                            cuda::WgmmaConfig wc;
                            wc.bt = wg_ > 0 ? wg_ : auto_bt(rows);
                            wc.split = split_;
-                           wc.bulk = bulk_;
                            return cuda::launch_qmm_wgmma(v, xin, yout, rows, bf16, wc, ws, sms, st);
                          }
                          cuda::QmmConfig cfg;
@@ -67,7 +64,6 @@ class CudaMarlinLinear final : public cuda::Int4Int8Linear {
 
  private:
   int wg_;  // -1: mma.sync only (also where wgmma cannot run), 0: automatic, > 0: that token tile
-  bool bulk_;
   int mt_, nt_, split_;
 };
 
@@ -91,7 +87,7 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
   }
 
   Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
-    Verdict v = cuda::validate_known_params(params, {{"wg", -1, 128}, {"bulk", -1, 1}, {"mt", 0, 4}, {"nt", 0, 2}, {"split", 0, 16}});
+    Verdict v = cuda::validate_known_params(params, {{"wg", -1, 128}, {"mt", 0, 4}, {"nt", 0, 2}, {"split", 0, 16}});
     if (!v.ok) return v;
     const int64_t wg = params.get_int("wg", 0);
     if (wg != -1 && wg != 0 && wg != 16 && wg != 32 && wg != 64 && wg != 128)
@@ -109,7 +105,7 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
 
   KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     // All automatic: the tile follows the M of each call, the split the SM count.
-    return cuda::zero_params({"wg", "bulk", "mt", "nt", "split"});
+    return cuda::zero_params({"wg", "mt", "nt", "split"});
   }
 
   std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
@@ -125,7 +121,7 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
                                   cuda::int4_counter_count(sms) - 64))
             continue;
           KernelParams p;
-          p.values = {{"wg", bt}, {"bulk", int64_t(0)}, {"mt", int64_t(0)}, {"nt", int64_t(0)}, {"split", split}};
+          p.values = {{"wg", bt}, {"mt", int64_t(0)}, {"nt", int64_t(0)}, {"split", split}};
           out.push_back(p);
         }
       }
@@ -145,7 +141,6 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
             continue;
           KernelParams p;
           p.values["wg"] = int64_t(-1);
-          p.values["bulk"] = int64_t(0);
           p.values["mt"] = mt;
           p.values["nt"] = nt;
           p.values["split"] = split;
@@ -168,7 +163,6 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
     if (wg == 0 && !wg_why.empty()) wg = -1;
     // The wgmma kernel reads its activations reordered into the packed k order: room for that copy.
     return std::make_unique<CudaMarlinLinear>(cuda::upload_int4_int8(weight, context, wg != -1), wg,
-                                              params.get_int("bulk", 0) > 0,
                                               static_cast<int>(params.get_int("mt", 0)),
                                               static_cast<int>(params.get_int("nt", 0)),
                                               static_cast<int>(params.get_int("split", 0)));

@@ -64,40 +64,10 @@ __global__ void reorder_act_kernel(const uint32_t* __restrict__ x, uint4* __rest
   }
 }
 
-// The tiled copy the BULK kernel reads: per M-tile of bt rows and per k64 chunk (the chunk count
-// rounded up to even), bt rows of 128 bytes, each row's pieces in the packed k order and already
-// at their swizzled places (piece L of row r at 16-byte chunk L ^ (r % 8)); rows past M and chunks
-// past K are zeros. So a stage's activation tile is one contiguous run of 2 x bt x 128 bytes.
-__global__ void tile_act_kernel(const uint32_t* __restrict__ x, uint4* __restrict__ xt, int m, int k, int log2_bt,
-                                int64_t pieces) {
-  pdl_trigger();
-  pdl_wait();
-  const int kchunks = k >> 6, kch_pad = (kchunks + 1) & ~1;
-  const int bt_mask = (1 << log2_bt) - 1;
-  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < pieces; o += int64_t(gridDim.x) * blockDim.x) {
-    const int P = static_cast<int>(o & 7);
-    const int64_t rowblock = o >> 3;
-    const int row = static_cast<int>(rowblock & bt_mask);
-    const int64_t rest = rowblock >> log2_bt;
-    const int ch = static_cast<int>(rest % kch_pad);
-    const int64_t mm = (rest / kch_pad << log2_bt) + row;
-    const int L = P ^ (row & 7), h = L >> 2, w = L & 3;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (mm < m && ch < kchunks) {
-      const uint32_t* src = x + mm * (k >> 1) + ch * 32 + 16 * h + w;
-      v = make_uint4(src[0], src[4], src[8], src[12]);
-    }
-    xt[o] = v;
-  }
-}
-
 // SPG: k16 steps per scale group (2, 4, 8 for groups of 32, 64, 128; per-channel scales run as 8,
 // each stage's sum scaled by the one scale). Compile-time so that a stage's wgmmas are straight-line
 // code: a branch between two wgmmas makes the compiler wait for each before the next.
-// BULK: the stages come through bulk copies (the TMA unit) that one thread issues, each arrival
-// counted on the slot's mbarrier, instead of 16-byte copies from every thread; the activations are
-// then read from the tiled copy tile_act_kernel writes (a stage's tile is one contiguous run).
-template <typename T, int BT, int SPG, bool BULK = false>
+template <typename T, int BT, int SPG>
 __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel(const KernelArgs a) {
   using S = WgShape<BT>;
   constexpr int BN = S::kBN, NACC = BT / 2;
@@ -106,7 +76,6 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
   // `smem` compile to shared-memory loads rather than generic ones.
   unsigned char* smem = smem_raw + ((1024u - (smem_addr(smem_raw) & 1023u)) & 1023u);
   __shared__ int last_flag;
-  __shared__ __align__(8) uint64_t full_bar[BULK ? S::kStages : 1];  // BULK: a stage landed
   pdl_trigger();
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;  // warp = the block's n16 tile
@@ -139,50 +108,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
   const T* a_src0 = static_cast<const T*>(a.x) + static_cast<size_t>(m0 + a_row0) * a.k + a_sub * 64 + 8 * a_L;
   const int a_rows_left = a.m - m0 - a_row0;  // this thread's rows 16 r are valid for 16 r < a_rows_left
 
-  // BULK: thread 0 puts the whole stage in flight: the activation tile (both k64 sub-tiles; the
-  // tiled copy has zeros past K and past M), one run of weights per n16 tile (512 bytes where the
-  // partition's odd last chunk leaves one chunk), and per scale group its scales and zeros. Groups
-  // past K (that odd chunk, groups of 32 or 64) get zero scales from the other threads, so their
-  // empty sums stay 0; the rest of a slot that gets no copy keeps older, finite data.
-  const int kch_pad = (kchunks + 1) & ~1;
-  auto load_stage_bulk = [&](int slot, int it) {
-    unsigned char* abase = smem + slot * S::kStageBytes;
-    unsigned char* wbase = abase + S::kABytes;
-    unsigned char* sbase = wbase + S::kWBytes;
-    unsigned char* zbase = sbase + S::kSBytes;
-    const int c0 = c_begin + 2 * it;
-    const int gps = grouped ? 128 >> a.log2_group : 0;
-    const int g0 = grouped ? (c0 * 64) >> a.log2_group : 0;
-    const int g_ok = grouped ? min(gps, G - g0) : 0;
-    if (tid == 0) {
-      uint64_t* bar = &full_bar[slot];
-      const int nt_here = min(BN / 16, n16_total - (n0 >> 4));
-      const uint32_t wrun = c0 + 1 < c_end ? 1024u : 512u;
-      const uint32_t cols = static_cast<uint32_t>(min(BN, a.n - n0));
-      const uint32_t per_group = cols * 2 + (a.zeros ? cols : 0);
-      mbar_arrive_expect_tx(bar, 2u * BT * 128 + nt_here * wrun + g_ok * per_group);
-      bulk_copy_g2s(abase,
-                    static_cast<const unsigned char*>(a.x) + (static_cast<size_t>(mt_idx) * kch_pad + c0) * (BT * 128),
-                    2u * BT * 128, bar);
-      const uint4* wsrc = static_cast<const uint4*>(a.w) + (static_cast<size_t>(n0 >> 4) * kchunks + c0) * 32;
-      for (int t = 0; t < nt_here; ++t)
-        bulk_copy_g2s(wbase + t * 1024, wsrc + static_cast<size_t>(t) * kchunks * 32, wrun, bar);
-      for (int s = 0; s < g_ok; ++s) {
-        bulk_copy_g2s(sbase + s * BN * 2, a.scales + static_cast<size_t>(g0 + s) * half_n + (n0 >> 1), cols * 2, bar);
-        if (a.zeros)
-          bulk_copy_g2s(zbase + s * BN, reinterpret_cast<const unsigned char*>(a.zeros) + static_cast<size_t>(g0 + s) * a.n + n0,
-                        cols, bar);
-      }
-    }
-    for (int i = tid; i < (gps - g_ok) * (BN * 2 / 16); i += 256)
-      reinterpret_cast<uint4*>(sbase + g_ok * BN * 2)[i] = make_uint4(0, 0, 0, 0);
-  };
-
   auto load_stage = [&](int slot, int it) {
-    if constexpr (BULK) {
-      load_stage_bulk(slot, it);
-      return;
-    }
     unsigned char* abase = smem + slot * S::kStageBytes;
     unsigned char* wbase = abase + S::kABytes;
     const int c0 = c_begin + 2 * it;
@@ -256,11 +182,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
   // Stage `it` landed and visible to the tensor cores (all threads past their reads of the slot
   // the load below reuses), then the load of stage it + D.
   auto ready = [&](int it) {
-    if constexpr (BULK) {
-      mbar_wait(&full_bar[it % S::kStages], (it / S::kStages) & 1);
-    } else {
-      cp_async_wait<D - 1>();
-    }
+    cp_async_wait<D - 1>();
     fence_proxy_async();
     __syncthreads();
     const int nx = it + D;
@@ -318,11 +240,6 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     if (group_kernel) flush(scale_of(it, 7));
   };
 
-  if constexpr (BULK) {
-    if (tid == 0)
-      for (int s = 0; s < S::kStages; ++s) mbar_init(&full_bar[s], 1);
-    __syncthreads();
-  }
   // The stages mix weights with activations: wait for the kernel before this one first.
   pdl_wait();
 #pragma unroll
@@ -378,19 +295,15 @@ using namespace wgk;
 
 struct WgEntry {
   bool bf16;
-  int bt, spg;
-  bool bulk;
-  int smem;
+  int bt, spg, smem;
   void* fn;
 };
 
-template <typename T, int BT, int SPG, bool BULK>
+template <typename T, int BT, int SPG>
 WgEntry wg_entry(bool bf16) {
-  return WgEntry{bf16, BT, SPG, BULK, WgShape<BT>::kSmem, reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, SPG, BULK>)};
+  return WgEntry{bf16, BT, SPG, WgShape<BT>::kSmem, reinterpret_cast<void*>(&qmm_wgmma_kernel<T, BT, SPG>)};
 }
-#define QRT_WG_SPG(T, ISBF, BT, BULK) \
-  wg_entry<T, BT, 2, BULK>(ISBF), wg_entry<T, BT, 4, BULK>(ISBF), wg_entry<T, BT, 8, BULK>(ISBF)
-#define QRT_WG_ROWS(T, ISBF, BT) QRT_WG_SPG(T, ISBF, BT, false), QRT_WG_SPG(T, ISBF, BT, true)
+#define QRT_WG_ROWS(T, ISBF, BT) wg_entry<T, BT, 2>(ISBF), wg_entry<T, BT, 4>(ISBF), wg_entry<T, BT, 8>(ISBF)
 
 const WgEntry* wg_table(size_t* count) {
   static const WgEntry table[] = {
@@ -403,11 +316,11 @@ const WgEntry* wg_table(size_t* count) {
   return table;
 }
 
-const WgEntry* find_wg(bool bf16, int bt, int spg, bool bulk) {
+const WgEntry* find_wg(bool bf16, int bt, int spg) {
   size_t n = 0;
   const WgEntry* t = wg_table(&n);
   for (size_t i = 0; i < n; ++i)
-    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].spg == spg && t[i].bulk == bulk) return &t[i];
+    if (t[i].bf16 == bf16 && t[i].bt == bt && t[i].spg == spg) return &t[i];
   return nullptr;
 }
 
@@ -434,7 +347,7 @@ int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms) {
   const int64_t bn = 128;
   const int64_t base = ((w.n + bn - 1) / bn) * ((m + bt - 1) / bt);
   const int64_t max_tiles = int4_max_partial_tiles(sms) * int4_max_tile_floats() / (bn * bt);
-  const WgEntry* e = find_wg(false, bt, 8, false);
+  const WgEntry* e = find_wg(false, bt, 8);
   const int occ = e ? resident_blocks_per_sm(e->fn, 256, e->smem) : 1;
   return choose_split(base, w.k / 64, sms * std::max(1, std::min(occ, 2)),
                       std::min<int64_t>(max_tiles, int4_counter_count(sms) - 64), 2);
@@ -445,27 +358,18 @@ cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, in
   // Steps per group: 2 / 4 / 8 for groups of 32 / 64 / 128; per-channel runs as 8.
   const int spg = w.group_size == 32 ? 2 : w.group_size == 64 ? 4 : 8;
   if (w.group_size != 0 && w.group_size != 32 && w.group_size != 64 && w.group_size != 128) return cudaErrorInvalidValue;
-  const WgEntry* e = find_wg(bf16, cfg.bt, spg, cfg.bulk);
+  const WgEntry* e = find_wg(bf16, cfg.bt, spg);
   if (!e || m <= 0 || w.bits != 4 || w.offsets) return cudaErrorInvalidValue;
-  // The activation pass (reordered, or tiled for the bulk copies), then the GEMM on its output
-  // (both with PDL: each waits for the kernel before it before touching activations).
+  if (!ws.act || ws.act_bytes < m * w.k * 2) return cudaErrorInvalidValue;
+  // The reordering pass, then the GEMM on its output (both with PDL: each waits for the kernel
+  // before it before touching activations).
   const uint32_t* rx = static_cast<const uint32_t*>(x);
   uint4* rxr = static_cast<uint4*>(ws.act);
-  const int64_t m_pad = (m + cfg.bt - 1) / cfg.bt * cfg.bt, kch_pad = (w.k / 64 + 1) / 2 * 2;
-  if (!ws.act || ws.act_bytes < (cfg.bulk ? m_pad * kch_pad * 128 : m * w.k * 2)) return cudaErrorInvalidValue;
-  cudaError_t re;
-  if (cfg.bulk) {
-    int mi = static_cast<int>(m), ki = static_cast<int>(w.k), lbt = log2_of(cfg.bt);
-    int64_t pieces = m_pad * kch_pad * 8;
-    const int rblocks = static_cast<int>(std::min<int64_t>((pieces + 255) / 256, int64_t(sms) * 8));
-    void* targs[] = {&rx, &rxr, &mi, &ki, &lbt, &pieces};
-    re = launch_int4_family(reinterpret_cast<void*>(&tile_act_kernel), dim3(rblocks), 0, targs, cfg.pdl, stream);
-  } else {
-    int64_t pieces = m * w.k / 8;
-    const int rblocks = static_cast<int>(std::min<int64_t>((pieces + 255) / 256, int64_t(sms) * 8));
-    void* rargs[] = {&rx, &rxr, &pieces};
-    re = launch_int4_family(reinterpret_cast<void*>(&reorder_act_kernel), dim3(rblocks), 0, rargs, cfg.pdl, stream);
-  }
+  int64_t pieces = m * w.k / 8;
+  const int rblocks = static_cast<int>(std::min<int64_t>((pieces + 255) / 256, int64_t(sms) * 8));
+  void* rargs[] = {&rx, &rxr, &pieces};
+  const cudaError_t re = launch_int4_family(reinterpret_cast<void*>(&reorder_act_kernel), dim3(rblocks), 0, rargs,
+                                            cfg.pdl, stream);
   if (re != cudaSuccess) return re;
   x = ws.act;
   KernelArgs a;
