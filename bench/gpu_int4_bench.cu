@@ -303,7 +303,10 @@ int main(int argc, char** argv) {
         // Explicit K splits from 64 rows: few N-tiles leave SMs idle (96 blocks of 128 x 128 at
         // N = 12288, M = 128 on 132 SMs), more partitions fill them and add a reduction.
         if (m >= 64 && m <= 256)
-          for (int split : {2, 4}) add_wg(want, split);
+          for (int split : {2, 4})
+            if (split_k_fits(((m + want - 1) / want) * ((N + 127) / 128), split, int64_t(128) * want,
+                             ws.partial_floats, ws.counter_count))
+              add_wg(want, split);
       }
       if (m <= 8) {
         add_gemv(4, 0, false);
