@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the malformed safetensors / GGUF files of tests/data/bad/ (and the fuzzing seeds of
 tests/data/fuzz_seeds/fuzz_safetensors|fuzz_gguf/) that the readers must reject with one clear
-error (docs/FORMATS.md: safetensors, GGUF: checks). Deterministic: running it again rewrites the same bytes.
+error (docs/CHECKPOINTS.md: safetensors, GGUF: checks). Deterministic: running it again rewrites the same bytes.
 
     python3 tools/make_bad_inputs.py            # writes into tests/data/
 """

@@ -2,7 +2,7 @@
 """Makes the quantized-layer fixtures under tests/data/fixtures/, independently of qrt's C++ codecs.
 
 Each fixture is a tiny linear layer quantized and packed the way the reference library does it
-(the packing rules of docs/FORMATS.md, written here with torch/numpy, word by word), saved as
+(the packing rules of docs/CHECKPOINTS.md, written here with torch/numpy, word by word), saved as
 <name>.safetensors holding the layer's tensors under "layer.<suffix>" plus "expected" (the float32
 dequantized weight [out_features, in_features], computed in torch from the same stored tensors),
 and <name>.json holding the quantization_config the checkpoint's config.json would carry.
@@ -33,7 +33,7 @@ BAD = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(__file_
 
 
 def gptq_quantize(w, bits, gs, sym, act_order, gen):
-    """GPTQ quantizer grid (docs/FORMATS.md, GPTQ zero points) applied round-to-nearest, groups in processing order.
+    """GPTQ quantizer grid (docs/CHECKPOINTS.md, GPTQ zero points) applied round-to-nearest, groups in processing order.
 
     w: [N, K] float32. Returns int codes [N, K], scales [G, N] fp16, zeros [G, N] int, g_idx [K]."""
     n, k = w.shape
@@ -63,7 +63,7 @@ def gptq_quantize(w, bits, gs, sym, act_order, gen):
 
 
 def pack_rows_3bit(vals):
-    """32 values (uint) -> 3 uint32 words, as docs/FORMATS.md (GPTQ packing) spells out word by word."""
+    """32 values (uint) -> 3 uint32 words, as docs/CHECKPOINTS.md (GPTQ packing) spells out word by word."""
     v = [int(x) for x in vals]
     w0 = w1 = w2 = 0
     for j in range(10):
@@ -144,7 +144,7 @@ def make_awq(seed):
     maxq = 15
     w = torch.randn(n, k, generator=gen) * 0.05
     groups = k // gs
-    # AutoAWQ quantizer with zero point (docs/FORMATS.md, AWQ): s = (max - min).clamp(1e-5) / maxq,
+    # AutoAWQ quantizer with zero point (docs/CHECKPOINTS.md, AWQ): s = (max - min).clamp(1e-5) / maxq,
     # z = clamp(-round(min / s), 0, maxq), q = clamp(round(w / s) + z, 0, maxq).
     wg = w.reshape(n, groups, gs)
     mx, mn = wg.amax(dim=2), wg.amin(dim=2)

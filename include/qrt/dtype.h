@@ -9,7 +9,7 @@
 
 namespace qrt {
 
-// Every dtype a safetensors header may name (docs/FORMATS.md, safetensors). F8_* are one byte each.
+// Every dtype a safetensors header may name (docs/CHECKPOINTS.md, safetensors). F8_* are one byte each.
 enum class DType : uint8_t {
   BOOL, U8, I8, U16, I16, U32, I32, U64, I64,
   F16, BF16, F32, F64,

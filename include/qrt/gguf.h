@@ -1,6 +1,6 @@
 // GGUF (v2 and v3): a validating reader (mmap) and a small writer.
 //
-// The reader applies every check of docs/FORMATS.md (GGUF: checks) before it
+// The reader applies every check of docs/CHECKPOINTS.md (GGUF: checks) before it
 // trusts a byte: every count bounded by the bytes remaining, checked arithmetic, strings <= 1 GiB,
 // no nested arrays, bools 0/1, keys non-empty and unique, general.alignment a UINT32 power of two in
 // [1, 2^20] (default 32), tensor names < 64 bytes and unique, n_dims <= 4, known non-removed ggml

@@ -2,7 +2,7 @@
 // (and the legacy quantize_config.json of AutoGPTQ/AutoAWQ), one struct per method.
 //
 // Each config parses from JSON with the field names, aliases and defaults the writing libraries
-// use (docs/FORMATS.md, quantization_config), validates like the reference library, and serializes back to the same JSON. Fields
+// use (docs/CHECKPOINTS.md, quantization_config), validates like the reference library, and serializes back to the same JSON. Fields
 // a config does not model are kept verbatim (`passthrough_json`) so a round trip loses nothing;
 // fields qrt does not know at all are additionally reported in `QuantizationConfig::warnings`.
 // Errors name the field: "quantization_config.bits: 5 is not one of 2, 3, 4, 8".

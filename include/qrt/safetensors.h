@@ -1,6 +1,6 @@
 // safetensors: a validating reader (mmap), sharded folders, and a writer.
 //
-// Reader: every check of docs/FORMATS.md (safetensors) is applied before a byte of tensor data is trusted
+// Reader: every check of docs/CHECKPOINTS.md (safetensors) is applied before a byte of tensor data is trusted
 // (header size, JSON schema, unknown dtype, duplicate names, contiguous non-overlapping offsets,
 // overflow-checked sizes, the buffer fully indexed). Errors are qrt::Error(InvalidInput) naming the
 // file and, where there is one, the tensor.
@@ -83,7 +83,7 @@ class SafetensorsFile {
 };
 
 // name -> tensor over a whole checkpoint: a single .safetensors file, a folder with
-// model.safetensors.index.json (docs/FORMATS.md, safetensors shards: shard names must be plain file names, every mapped
+// model.safetensors.index.json (docs/CHECKPOINTS.md, safetensors shards: shard names must be plain file names, every mapped
 // tensor must be in its shard, no tensor in two shards), or a folder with *.safetensors files and no
 // index (all of them are loaded; a name in two files is an error).
 class TensorStore {

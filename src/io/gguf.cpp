@@ -1,5 +1,5 @@
 // GGUF v2/v3 reader: header, metadata, tensor infos and data section, with every check of
-// docs/FORMATS.md, "GGUF: checks", applied before anything is allocated or trusted.
+// docs/CHECKPOINTS.md, "GGUF: checks", applied before anything is allocated or trusted.
 #include "qrt/gguf.h"
 
 #include <array>
@@ -27,7 +27,7 @@ struct TypeRow {
   int64_t block;   // elements per block
   int64_t size;    // bytes per block
 };
-// Block sizes and byte sizes of ggml's types (docs/FORMATS.md, GGUF: blocks). Removed ids are absent.
+// Block sizes and byte sizes of ggml's types (docs/CHECKPOINTS.md, GGUF: blocks). Removed ids are absent.
 constexpr TypeRow kTypes[] = {
     {0, "F32", 1, 4},         {1, "F16", 1, 2},          {2, "Q4_0", 32, 18},      {3, "Q4_1", 32, 20},
     {6, "Q5_0", 32, 22},      {7, "Q5_1", 32, 24},       {8, "Q8_0", 32, 34},      {9, "Q8_1", 32, 36},

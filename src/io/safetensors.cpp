@@ -1,4 +1,4 @@
-// safetensors reader: header parsing and every check of docs/FORMATS.md, safetensors.
+// safetensors reader: header parsing and every check of docs/CHECKPOINTS.md, safetensors.
 #include "qrt/safetensors.h"
 
 #include <algorithm>

@@ -326,7 +326,7 @@ class HfCheckpoint final : public Checkpoint {
         l.spec.source_format = "int8";
         // LLM.int8's outlier threshold travels with the layer: the backend that multiplies int8
         // activations applies it (docs/LLM_INT8.md); a threshold of 0 or below means no decomposition
-        // (docs/FORMATS.md, "LLM.int8 (bitsandbytes)").
+        // (docs/CHECKPOINTS.md, "LLM.int8 (bitsandbytes)").
         l.spec.llm_int8_threshold =
             static_cast<float>(std::max(0.0, quant_.get<Int8Config>()->llm_int8_threshold));
       } else if (m == QuantMethod::Higgs && weight && weight->dtype == DType::I16) {

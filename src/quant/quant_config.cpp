@@ -1,5 +1,5 @@
 // Quantization configs: parse (with the aliases and defaults of
-// docs/FORMATS.md, "quantization_config"), validate with the rules stated there, serialize back.
+// docs/CHECKPOINTS.md, "quantization_config"), validate with the rules stated there, serialize back.
 // Fields are read through `Fields`, which remembers what was consumed: whatever is left is kept verbatim for
 // serialization, and reported as a warning unless it is a field the method is known to carry
 // (calibration-only settings etc.).
@@ -261,7 +261,7 @@ AwqConfig parse_awq(Fields& f, const std::string& where, std::vector<std::string
   }
   if (auto b = f.get_string({"backend"})) {
     c.backend = lower(*b);   // any name, as for GPTQ
-    if (c.backend == "llm-awq") {   // backend llm-awq also names the llm-awq layout (docs/FORMATS.md, "AWQ")
+    if (c.backend == "llm-awq") {   // backend llm-awq also names the llm-awq layout (docs/CHECKPOINTS.md, "AWQ")
       c.version = "llm-awq";
     }
   }

@@ -1,5 +1,5 @@
 // Round-to-nearest quantizers: float weights [N][K] -> canonical QuantizedWeight.
-// The formulas of docs/FORMATS.md, "Round to nearest: the scales qrt writes":
+// The formulas of docs/CHECKPOINTS.md, "Round to nearest: the scales qrt writes":
 //   GPTQ style, sym:  scale = 2*max|w| / maxq, z = 2^(b-1)
 //   GPTQ style, asym: range [min(w, 0), max(w, 0)], scale = range / maxq, z = round(-min / scale)
 //   AWQ style (asym): range [min(w), max(w)], scale = max(range, 1e-5) / maxq, z = clamp(-round(min / scale))

@@ -1,4 +1,4 @@
-// GGUF reader/writer: round trip of every value type, the checks of docs/FORMATS.md (GGUF: checks) / bad inputs of
+// GGUF reader/writer: round trip of every value type, the checks of docs/CHECKPOINTS.md (GGUF: checks) / bad inputs of
 // §9.6 (each with its message), and the real default model when QRT_DEFAULT_MODEL is set.
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// safetensors reader/writer: round trips, every check of docs/FORMATS.md (safetensors), sharded folders.
+// safetensors reader/writer: round trips, every check of docs/CHECKPOINTS.md (safetensors), sharded folders.
 #include <gtest/gtest.h>
 
 #include <cstring>

@@ -114,7 +114,7 @@ TEST(GptqCodec, HandComputed4BitAsymmetricV1AndV2) {
 }
 
 TEST(GptqCodec, SymmetricV1ZeroConstantsMatchFormatsDoc) {
-  // docs/FORMATS.md, GPTQ: symmetric v1 files hold these constant qzeros words.
+  // docs/CHECKPOINTS.md, GPTQ: symmetric v1 files hold these constant qzeros words.
   const std::map<int, std::vector<uint32_t>> expected = {
       {2, {0x55555555u}}, {4, {0x77777777u}}, {8, {0x7F7F7F7Fu}}, {3, {0xDB6DB6DBu, 0xB6DB6DB6u, 0x6DB6DB6Du}}};
   for (auto& [bits, words] : expected) {
@@ -129,7 +129,7 @@ TEST(GptqCodec, SymmetricV1ZeroConstantsMatchFormatsDoc) {
 
 TEST(GptqCodec, ThreeBitContinuousLayout) {
   // Column 0 holds value j = j % 8 for rows 0..31: stream bit 3j. Check the boundary values of the
-  // three words (docs/FORMATS.md, GPTQ packing): value 10 straddles words 0/1, value 21 words 1/2.
+  // three words (docs/CHECKPOINTS.md, GPTQ packing): value 10 straddles words 0/1, value 21 words 1/2.
   std::vector<uint32_t> words(3, 0);
   for (int j = 0; j < 32; ++j) stream_put(words.data(), 1, j, 3, j % 8);
   // value 10 = 2 (0b010): bits 0-1 (0b10) at word0 bits 30-31, bit 2 (0) at word1 bit 0.

@@ -1,4 +1,4 @@
-// Fixtures made by tools/make_quant_fixtures.py (torch, packing written from docs/FORMATS.md word by word,
+// Fixtures made by tools/make_quant_fixtures.py (torch, packing written from docs/CHECKPOINTS.md word by word,
 // independently of the C++ codecs): each layer decodes to exactly the dequantized weight the
 // script computed.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// AWQ codec (docs/FORMATS.md, "AWQ"): 4-bit with zero points, the only variant the format's
+// AWQ codec (docs/CHECKPOINTS.md, "AWQ"): 4-bit with zero points, the only variant the format's
 // checkpoints hold.
 //   GEMM: qweight [K, N/8] packed along N with the interleaved nibble order: nibble i of word
 //         [k][c] holds column 8c + kOrder[i] (kOrder = 0,2,4,6,1,3,5,7); qzeros [G, N/8] the same;

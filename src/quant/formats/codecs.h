@@ -4,7 +4,7 @@
 // and, when the model config knows it, in_features (-1 = unknown: derived from the tensors). Every
 // shape is cross-checked and every error names the tensor and what was expected. Encoders produce
 // the tensors a reference library would write (suffix, dtype, shape, bytes).
-// Layouts: docs/FORMATS.md (GPTQ, AWQ, FP8, LLM.int8).
+// Layouts: docs/CHECKPOINTS.md (GPTQ, AWQ, FP8, LLM.int8).
 #pragma once
 
 #include <string>

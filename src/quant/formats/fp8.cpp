@@ -1,4 +1,4 @@
-// FP8 e4m3 codec (docs/FORMATS.md, "FP8 (e4m3)"). The scale is a dequantization multiplier in every
+// FP8 e4m3 codec (docs/CHECKPOINTS.md, "FP8 (e4m3)"). The scale is a dequantization multiplier in every
 // scheme, also where it is named weight_scale_inv:
 //   per-tensor   weight_scale      [] or [1]            -> block N x K
 //   per-channel  weight_scale      [N] or [N, 1]        -> block 1 x K

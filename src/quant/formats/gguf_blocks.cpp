@@ -1,4 +1,4 @@
-// GGUF block decoding (docs/FORMATS.md, GGUF: blocks): direct dequantization and conversion to QuantizedWeight.
+// GGUF block decoding (docs/CHECKPOINTS.md, GGUF: blocks): direct dequantization and conversion to QuantizedWeight.
 // Both paths evaluate the same float expressions in the same order, so dequantize_reference() of the
 // canonical weight equals the direct dequantization exactly.
 #include "quant/formats/gguf_blocks.h"

@@ -1,4 +1,4 @@
-// GPTQ codec (docs/FORMATS.md, GPTQ): qweight packed along K as an LSB-first bit stream per output column
+// GPTQ codec (docs/CHECKPOINTS.md, GPTQ): qweight packed along K as an LSB-first bit stream per output column
 // (this one rule covers 2/4/8-bit fields and the 3-bit "continuous" layout), qzeros packed along N
 // the same way, scales [G, N], optional act-order g_idx [K].
 //

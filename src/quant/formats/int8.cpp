@@ -1,4 +1,4 @@
-// bitsandbytes LLM.int8 codec (docs/FORMATS.md, "LLM.int8 (bitsandbytes)"): weight I8 [N, K]
+// bitsandbytes LLM.int8 codec (docs/CHECKPOINTS.md, "LLM.int8 (bitsandbytes)"): weight I8 [N, K]
 // row-quantized, SCB F32 [N] per-row absmax, weight_format U8 scalar (0 = "row", the only layout
 // a checkpoint may hold; missing = row).
 // W[n][k] = CB[n][k] * SCB[n] / 127. Canonical form: 8-bit symmetric, one group per row,

@@ -13,8 +13,9 @@
 // activations come with them into the 128-byte swizzled K-major tile the descriptor describes, in
 // the k order of the packed weights, written in that order by a pass before the kernel
 // (reorder_act_kernel) so that the ring copies 16 bytes at a time. The layout and k order:
-// docs/KERNELS.md, "The wgmma kernel: activations in the packed k order". The next stage's fragments are dequantized while this stage's
-// wgmmas run. Split-K and the epilogue are cuda_marlin's (finish_tile).
+// docs/GPU_KERNEL_LAYOUTS.md, "The wgmma kernel: activations in the packed k order".
+// The next stage's fragments are dequantized while this stage's wgmmas run. Split-K and the
+// epilogue are cuda_marlin's (finish_tile).
 #include <algorithm>
 
 #include "backends/cuda/common/int4_int8_device.cuh"
