@@ -287,6 +287,7 @@ if ! skip int4 && [ -x build-gpu/bench/gpu_int4_bench ] && [ "$(left)" -gt 200 ]
   if [ -x "$BASE_INT4" ]; then
     for rep in 1 2; do
       for m in 16 32 64 128; do
+        [ "$(left)" -gt 60 ] || break 2  # the stages after this one keep their time
         timeout 40 build-gpu/bench/gpu_int4_bench --m $m --json "$RAW/kept-new-m$m-$rep.json" > /dev/null 2>&1
         timeout 40 "$BASE_INT4" --m $m --json "$RAW/kept-base-m$m-$rep.json" > /dev/null 2>&1
       done
