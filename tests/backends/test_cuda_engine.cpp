@@ -98,22 +98,32 @@ class ScopedEnv {
   bool had_ = false;
 };
 
-// The decode ops an engine is built with: every fused op (the fused attention included, which is
-// off by default), the default set, or none (QRT_CUDA_FUSED_DECODE=0).
-enum class DecodeOps { AllFused, Default, Unfused };
+// The decode ops an engine is built with: every fused op (the fused attention from position 0),
+// the default set (whatever CudaOps picks without the switches), a wide model's set on a small
+// one (the norms as kernels, QRT_CUDA_FUSED_PROJECTIONS=no_norm) with the two attention kernels,
+// or none (QRT_CUDA_FUSED_DECODE=0).
+enum class DecodeOps { AllFused, Default, WideModel, Unfused };
 const char* decode_ops_name(DecodeOps d) {
-  return d == DecodeOps::AllFused ? "all fused decode ops" : d == DecodeOps::Default ? "default decode ops" : "unfused decode ops";
+  switch (d) {
+    case DecodeOps::AllFused: return "all fused decode ops";
+    case DecodeOps::Default: return "default decode ops";
+    case DecodeOps::WideModel: return "norm kernels and two attention kernels";
+    case DecodeOps::Unfused: break;
+  }
+  return "unfused decode ops";
 }
 class ScopedDecodeOps {
  public:
   explicit ScopedDecodeOps(DecodeOps d)
       : decode_("QRT_CUDA_FUSED_DECODE", d == DecodeOps::Unfused ? "0" : "1"),
-        attention_("QRT_CUDA_FUSED_ATTENTION", d == DecodeOps::AllFused ? "1" : "0") {}
+        attention_("QRT_CUDA_FUSED_ATTENTION", d == DecodeOps::AllFused ? "1" : d == DecodeOps::WideModel ? "0" : ""),
+        projections_("QRT_CUDA_FUSED_PROJECTIONS", d == DecodeOps::WideModel ? "no_norm" : "") {}
 
  private:
-  ScopedEnv decode_, attention_;
+  ScopedEnv decode_, attention_, projections_;
 };
-constexpr DecodeOps kEveryDecodeOps[] = {DecodeOps::AllFused, DecodeOps::Default, DecodeOps::Unfused};
+constexpr DecodeOps kEveryDecodeOps[] = {DecodeOps::AllFused, DecodeOps::Default, DecodeOps::WideModel,
+                                         DecodeOps::Unfused};
 
 // The naive forward's logits of `n` random tokens (seeded).
 std::vector<int32_t> random_tokens(const ModelConfig& c, int64_t n, unsigned seed) {
@@ -124,9 +134,9 @@ std::vector<int32_t> random_tokens(const ModelConfig& c, int64_t n, unsigned see
   return tokens;
 }
 
-// ops: the GPU's fused decode ops (embedding + norm, final norm + head + greedy choice, norms and
-// residual adds inside cuda_gemv's projections; with AllFused also RoPE + KV store + attention),
-// or the unfused kernels.
+// ops: the GPU's fused decode ops (embedding + norm, final norm + head + greedy choice, norms
+// (but with WideModel), SiLU x up and residual adds inside cuda_gemv's projections, RoPE + KV
+// store + attention (but with WideModel)), or the unfused kernels.
 void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = true, DecodeOps ops = DecodeOps::AllFused) {
   SCOPED_TRACE(decode_ops_name(ops));
   ScopedDecodeOps env(ops);
@@ -202,16 +212,17 @@ void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = tru
     // Quantized projections (cuda_gemv at M = 1) build the norms and SiLU x up in their prologues
     // and add into the residual stream in their epilogues; dense ones (cuBLAS) cannot.
     const bool in_projections = w->layers[0].q_proj.is_quantized();
-    EXPECT_EQ(launches[in_projections ? "rmsnorm (in the projections)" : "residual + rmsnorm"], 2 * c.num_layers - 1);
+    const bool norm_prologue = in_projections && ops != DecodeOps::WideModel;
+    EXPECT_EQ(launches[norm_prologue ? "rmsnorm (in the projections)" : "residual + rmsnorm"], 2 * c.num_layers - 1);
     EXPECT_EQ(launches[in_projections ? "silu * up (in the down projection)" : "silu * up"], c.num_layers);
     EXPECT_EQ(launches["residual add (in the projection)"], in_projections ? 2 * c.num_layers : 0);
     if (in_projections) {
-      EXPECT_EQ(launches.count("residual + rmsnorm"), 0u);
+      EXPECT_EQ(launches.count(norm_prologue ? "residual + rmsnorm" : "rmsnorm (in the projections)"), 0u);
       EXPECT_EQ(launches.count("silu * up"), 0u);
     }
     EXPECT_EQ(launches["final rmsnorm + lm_head + greedy choice"], 1);
-    if (ops == DecodeOps::AllFused) EXPECT_EQ(launches.count("rope + kv store"), 0u);
-    else EXPECT_EQ(launches["rope + kv store"], c.num_layers);
+    if (ops == DecodeOps::WideModel) EXPECT_EQ(launches["rope + kv store"], c.num_layers);
+    else EXPECT_EQ(launches.count("rope + kv store"), 0u);
   } else {
     EXPECT_EQ(launches["embedding"], 1);
     EXPECT_EQ(launches["residual + rmsnorm"], 2 * c.num_layers + 1);
@@ -228,6 +239,7 @@ TEST(CudaEngine, DenseModelMatchesNaiveForward) {
   auto w = testing::tiny_weights(gpu_tiny_config(), 3, /*untied_head=*/true);
   check_engine_against_naive(w);
   check_engine_against_naive(w, true, DecodeOps::Default);
+  check_engine_against_naive(w, true, DecodeOps::WideModel);
   check_engine_against_naive(w, true, DecodeOps::Unfused);
 }
 
@@ -238,6 +250,7 @@ TEST(CudaEngine, QuantizedModelMatchesNaiveForward) {
   check_engine_against_naive(w);         // q/k/v and gate/up fused
   check_engine_against_naive(w, false);  // every projection on its own
   check_engine_against_naive(w, true, DecodeOps::Default);
+  check_engine_against_naive(w, true, DecodeOps::WideModel);
   check_engine_against_naive(w, true, DecodeOps::Unfused);
 }
 
@@ -397,7 +410,8 @@ TEST(CudaEngine, DecodeStepLaunchesFusedAgainstUnfused) {
 // A quantized model's decode step with the fused decode ops: the projections (cuda_gemv) build the
 // norms and SiLU x up in their prologues and add into the residual stream in their epilogues, so a
 // block is 5 kernels (q/k/v, attention, o, gate/up, down) and the step 5 per block + 2 (embedding
-// with the first norm; final norm + head + greedy choice), against 8 per block + 2 unfused.
+// with the first norm; final norm + head + greedy choice), against 8 per block + 2 unfused; a
+// wide model's set (norm kernels, two attention kernels) is 8 per block + 1.
 TEST(CudaEngine, QuantizedDecodeStepFusesNormsIntoProjections) {
   QRT_SKIP_WITHOUT_GPU();
   auto w = testing::tiny_weights(gpu_tiny_config(), 8);
@@ -415,12 +429,25 @@ TEST(CudaEngine, QuantizedDecodeStepFusesNormsIntoProjections) {
   EXPECT_EQ(f["q/k/v (fused)"], L);
   EXPECT_EQ(f["down_proj"], L);
   EXPECT_GT(counts[false].kernels, counts[true].kernels + 3 * L - 1);
-  // The default set: RoPE + KV store and the attention as two kernels, the rest as above.
-  ScopedDecodeOps env(DecodeOps::Default);
+  // The default set is the fused one.
+  {
+    ScopedDecodeOps env(DecodeOps::Default);
+    auto engine = make_cuda_engine(w, gpu_options(16, 8));
+    const CudaForwardEngine::StepLaunches d = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();
+    std::map<std::string, int> dm(d.nodes_by_op.begin(), d.nodes_by_op.end());
+    EXPECT_EQ(d.kernels, 5 * L + 2);
+    EXPECT_EQ(dm.count("rope + kv store"), 0u);
+    EXPECT_EQ(dm["attention"], L);
+  }
+  // A wide model's set with the two attention kernels: the norms (after the first, built with the
+  // embedding) as kernels of their own; SiLU x up and the residual adds still in the projections.
+  ScopedDecodeOps env(DecodeOps::WideModel);
   auto engine = make_cuda_engine(w, gpu_options(16, 8));
   const CudaForwardEngine::StepLaunches d = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();
   std::map<std::string, int> dm(d.nodes_by_op.begin(), d.nodes_by_op.end());
-  EXPECT_EQ(d.kernels, 6 * L + 2);
+  EXPECT_EQ(d.kernels, 8 * L + 1);
+  EXPECT_EQ(dm["residual + rmsnorm"], 2 * L - 1);
+  EXPECT_EQ(dm["silu * up"], 0);
   EXPECT_EQ(dm["rope + kv store"], L);
   EXPECT_EQ(dm["attention"], L);
 }

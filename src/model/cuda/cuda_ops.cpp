@@ -68,21 +68,26 @@ void CudaOps::on_device(const std::function<void()>& fn) {
 
 void CudaOps::reserve(const ModelDims& dims) {
   d_ = dims;
-  // Every block of a fused projection redoes its prologue over the whole row (the norm's sum of
-  // squares) or its K range (SiLU x up): cheap for a narrow model, and a loss for a wide one, whose
-  // GEMVs have many blocks and long rows. On the H200, SmolLM2 (hidden 576) decoded 6.6 % faster
-  // fused and a Llama-2-7B shape (hidden 4096) 5 % slower (docs/PERFORMANCE.md).
+  // Every block of a projection that builds the norm in its prologue redoes the norm's sum of
+  // squares over the whole row: cheap for a narrow model, and a loss for a wide one, whose GEMVs
+  // have many blocks and long rows. On the H200, SmolLM2 (hidden 576) decoded 6.6 % faster fused
+  // and a Llama-2-7B shape (hidden 4096) 5 % slower (docs/PERFORMANCE.md). SiLU x up (each block
+  // reads its own K range) and the residual adds stay fused at any width.
   // QRT_CUDA_FUSED_PROJECTIONS=0: the norms, SiLU x up and residual adds as kernels of their own
-  // while the other fused decode ops stay; =1: fused whatever the width (A/B runs).
+  // while the other fused decode ops stay; =1: all fused whatever the width; =no_norm: the norms
+  // as kernels whatever the width (A/B runs, and the tests of a wide model's ops on a small one).
   const char* fp = std::getenv("QRT_CUDA_FUSED_PROJECTIONS");
   const std::string fp_value = fp ? fp : "";
-  fused_projections_ =
-      fused_decode_ && fp_value != "0" && (fp_value == "1" || d_.hidden <= kMaxFusedProjectionHidden);
+  if (!fp_value.empty() && fp_value != "0" && fp_value != "1" && fp_value != "no_norm")
+    throw invalid_input(fmt::format("QRT_CUDA_FUSED_PROJECTIONS='{}': 0, 1 or no_norm", fp_value));
+  fused_projections_ = fused_decode_ && fp_value != "0";
+  fused_norm_prologue_ = fused_projections_ && fp_value != "no_norm" &&
+                         (fp_value == "1" || d_.hidden <= kMaxFusedProjectionHidden);
   // The ops held to fuse into cuda_gemv projections assume the Llama block: SiLU x up in the down
   // projection's prologue, and the o / down projection's output added straight into the residual
   // stream. GeGLU needs its own activation, and a sandwich norm sits between those projections
   // and the residual add: with either rule every op is issued as a kernel of its own.
-  if (d_.sandwich_norms || d_.gelu_tanh) fused_projections_ = false;
+  if (d_.sandwich_norms || d_.gelu_tanh) fused_projections_ = fused_norm_prologue_ = false;
   if (d_.head_dim > 256 || d_.head_dim % 2)
     throw unsupported(fmt::format("head_dim {} unsupported by the CUDA engine (even, <= 256)", d_.head_dim));
   // The batched engine's paged pool: kv_blocks blocks of 16 positions, whatever the context of
@@ -207,10 +212,9 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   attn_scratch_.partials = attn_partials_.as<float>();
   attn_scratch_.counters = attn_counters_.as<int>();
   // RoPE, the KV store and the attention in one kernel, from decode position
-  // fused_attention_from_ on: slower than the two kernels it replaces at short contexts and faster
-  // at long ones, with the crossover between 512 and 1024 positions on the H100 (docs/PERFORMANCE.md,
-  // "The GPU decode step"), so a decode step is captured once per attention variant and the
-  // position picks the graph. QRT_CUDA_FUSED_ATTENTION=1 uses it from position 0, =0 never;
+  // fused_attention_from_ on (by default from the first: docs/PERFORMANCE.md, "The GPU decode
+  // step"). A decode step is captured once per attention variant and the position picks the
+  // graph. QRT_CUDA_FUSED_ATTENTION=1 uses it from position 0, =0 never;
   // QRT_CUDA_FUSED_ATTENTION_FROM=N from position N (A/B runs).
   const char* fa = std::getenv("QRT_CUDA_FUSED_ATTENTION");
   const char* from = std::getenv("QRT_CUDA_FUSED_ATTENTION_FROM");
@@ -468,7 +472,8 @@ void CudaOps::linear(ModelLinear& l, View in, View out, int64_t m) {
   }
   LinearFusion f;
   const bool reads_norm = in.buffer == Buffer::Normed && in.col == 0;
-  bool builds_norm = reads_norm && held_norm_.norm >= 0 && held_norm_.m == m && l.k == d_.hidden;
+  bool builds_norm =
+      fused_norm_prologue_ && reads_norm && held_norm_.norm >= 0 && held_norm_.m == m && l.k == d_.hidden;
   if (builds_norm) {
     f.input = LinearFusion::Input::RmsNorm;
     f.norm_residual = x_.as<float>();
