@@ -319,10 +319,16 @@ int main(int argc, char** argv) {
         add_qmm(1, 2, 0);
         add_qmm(1, 2, 8);
       } else if (m <= 16) {
+        add_gemv(2, 0, false);  // two token tiles
+        add_gemv(2, 2, false);
         add_qmm(2, 2, 0);
         add_qmm(2, 1, 0);
         add_qmm(4, 1, 0);
       } else if (m <= 256) {
+        if (m <= 32) {  // four token tiles
+          add_gemv(2, 0, false);
+          add_gemv(2, 2, false);
+        }
         add_qmm(4, 2, 0);
         add_qmm(4, 1, 0);
       } else {

@@ -171,7 +171,7 @@ std::vector<KCase> kernel_cases(bool short_set) {
               if (cfg == 4) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(4)}, {"nt", int64_t(1)}, {"split", int64_t(2)}};
               if (cfg == 5) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(2)}, {"nt", int64_t(1)}};
               out.push_back(c);
-              if (m <= 8) {
+              if (m <= 32) {
                 KCase gc = c;
                 gc.backend = "cuda_gemv";
                 gc.params = {};
@@ -200,9 +200,9 @@ std::vector<KCase> kernel_cases(bool short_set) {
           if (cfg == 4) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(4)}, {"nt", int64_t(1)}, {"split", int64_t(2)}};
           if (cfg == 5) c.params.values = {{"wg", int64_t(-1)}, {"mt", int64_t(2)}, {"nt", int64_t(1)}};
           out.push_back(c);
-          KCase gc = c;  // the GEMV at M <= 8 (the M of the marlin case when small, else 1..8 rotated)
+          KCase gc = c;  // the GEMV at M <= 32 (the M of the marlin case when small, else 1..17 rotated)
           gc.backend = "cuda_gemv";
-          gc.m = m <= 8 ? m : ms[idx % 4];
+          gc.m = m <= 32 ? m : ms[idx % 6];
           gc.params = {};
           if (idx % 3 == 1) gc.params.values = {{"wt", int64_t(4)}, {"split", int64_t(2)}};
           if (idx % 3 == 2 && gemv_bulk_here()) gc.params.values = {{"wt", int64_t(2 + 2 * (idx % 2))}, {"bulk", int64_t(1)}};
@@ -212,12 +212,12 @@ std::vector<KCase> kernel_cases(bool short_set) {
     for (int64_t m : ms)
       for (bool bf : {false, true}) {
         out.push_back(KCase{"cuda_marlin", m, m > 64 ? 320 : 1344, 192, 4, 64, ZeroKind::Integer, true, bf, true, {}});
-        if (m <= 8)
+        if (m <= 32)
           out.push_back(KCase{"cuda_gemv", m, 1344, 192, 4, 64, ZeroKind::Integer, true, bf, true, {}});
         // GGUF Q4_1's layout: group 32, float zero points (the default model's SmolLM2 widths).
         out.push_back(
             KCase{"cuda_marlin", m, m > 64 ? 576 : 1536, m > 64 ? 192 : 576, 4, 32, ZeroKind::Float, false, bf, false, {}});
-        if (m <= 8)
+        if (m <= 32)
           out.push_back(KCase{"cuda_gemv", m, 1536, 576, 4, 32, ZeroKind::Float, false, bf, false, {}});
       }
   return out;
@@ -321,6 +321,31 @@ TEST(CudaKernels, BulkGemvAgainstCpuReference) {
     }
 }
 
+// The GEMV's two and four token tiles (9 to 32 rows): partial tiles (M 9, 13, 17, 31) and full
+// ones (16, 32), K long enough that the activation rows force a split (4096, 11008 with 8-bit
+// codes) and short (576, unsplit), N leaving the block's second n16 tile empty (208), every zero
+// kind, 4 and 8 bits, both dtypes, act-order, explicit splits 1, 2 and 4 and the automatic one.
+TEST(CudaKernels, GemvTokenTilesAgainstCpuReference) {
+  QRT_SKIP_WITHOUT_GPU();
+  const std::vector<KCase> cases = {
+      {"cuda_gemv", 9, 4096, 208, 4, 128, ZeroKind::Symmetric, false, false, false, {}},
+      {"cuda_gemv", 13, 576, 1536, 4, 32, ZeroKind::Float, false, false, false, {}},
+      {"cuda_gemv", 16, 1536, 576, 4, 32, ZeroKind::Float, false, true, true, {}},
+      {"cuda_gemv", 17, 4096, 784, 4, 32, ZeroKind::Integer, false, true, true, {}},
+      {"cuda_gemv", 24, 2048, 576, 8, -1, ZeroKind::Symmetric, false, false, false, {}},
+      {"cuda_gemv", 31, 3072, 208, 4, 64, ZeroKind::Integer, true, false, true, {}},
+      {"cuda_gemv", 32, 11008, 96, 8, 128, ZeroKind::Integer, false, false, false, {}},
+      {"cuda_gemv", 32, 4096, 320, 4, 128, ZeroKind::Float, true, true, false, {}},
+  };
+  uint32_t seed = 5000;
+  for (KCase c : cases)
+    for (int64_t split : {0, 1, 2, 4}) {
+      c.params.values = {{"wt", int64_t(2)}, {"split", split}};
+      const double err = run_case(c, seed++);
+      EXPECT_LT(err, 1e-3) << describe(c) << " split " << split;
+    }
+}
+
 TEST(CudaKernels, ResultsAreDeterministicAcrossCalls) {
   QRT_SKIP_WITHOUT_GPU();
   std::mt19937 rng(5);
@@ -365,7 +390,7 @@ TEST(CudaKernels, DeclaredCapabilityMatchesTheSharedTable) {
     EXPECT_EQ(b.name(), name);
     EXPECT_EQ(b.capability().min_compute_capability >= 70, true);
   }
-  EXPECT_EQ(backend_named("cuda_gemv").capability().max_m, 8);
+  EXPECT_EQ(backend_named("cuda_gemv").capability().max_m, 32);
 }
 
 TEST(CudaKernels, RejectionsNameTheReason) {
@@ -401,7 +426,15 @@ TEST(CudaKernels, RejectionsNameTheReason) {
     for (const KernelParams& p : marlin.tuning_space(s, m, dev)) EXPECT_TRUE(marlin.validate_params(s, p).ok) << p.to_json();
   const Backend& gemv = backend_named("cuda_gemv");
   for (const KernelParams& p : gemv.tuning_space(s, 4, dev)) EXPECT_TRUE(gemv.validate_params(s, p).ok) << p.to_json();
-  EXPECT_TRUE(gemv.tuning_space(s, 9, dev).empty());
+  // 9 to 32 rows: one kernel shape, so the split alone.
+  const std::vector<KernelParams> many = gemv.tuning_space(s, 9, dev);
+  EXPECT_EQ(many.size(), 4u);
+  for (const KernelParams& p : many) {
+    EXPECT_TRUE(gemv.validate_params(s, p).ok) << p.to_json();
+    EXPECT_EQ(p.get_int("wt", 0), 2) << p.to_json();
+    EXPECT_EQ(p.get_int("bulk", 0), 0) << p.to_json();
+  }
+  EXPECT_TRUE(gemv.tuning_space(s, 33, dev).empty());
   // sm_75 is refused with the reason.
   const DeviceInfo t4 = target_profile("t4");
   EXPECT_FALSE(marlin.check(int_layer("l", 256, 64, 4, 128, ZeroKind::Symmetric), t4).ok);

@@ -10,7 +10,8 @@
 //                {16, 32, 64, 128} tokens, k128 stages (7/6/8/5 deep)
 //   cuda_gemv    gemv_<dtype>_w<bits>_t<wt>: 256 threads, wt n16 tiles per block (2 or 4),
 //                8/wt K-warps, 16-byte streaming loads straight to registers (two buffers of 4
-//                k64 chunks), activations/scales/zeros staged in shared memory
+//                k64 chunks), activations/scales/zeros staged in shared memory; for 9-16 and
+//                17-32 rows the same with two and four n8 token tiles, wt 2 only
 // for dtype in {fp16, bf16}, bits in {4, 8}; and the same tiles with float zero points (`_fz`,
 // GGUF Q4_1 / Q4_K: W = s*q + b) for bits 4.
 #pragma once
@@ -62,6 +63,10 @@ struct WgmmaConfig {
   int split = 0;   // K partitions; 0 = automatic
   bool pdl = true;
 };
+// Rows of one cuda_gemv launch.
+constexpr int kGemvMaxRows = 32;
+// wt and bulk choose among the kernels for up to 8 rows; 9 to 32 rows run the wt 2 register-ring
+// kernel with two or four token tiles whatever they say.
 struct GemvConfig {
   int wt = 4;      // n16 tiles per block: 2 or 4
   int split = 0;   // 0 = automatic
@@ -126,7 +131,8 @@ bool wgmma_kernels_built();
 // Raises the kernels' dynamic shared-memory limits (qmm_init_kernels calls it on sm_90 devices).
 cudaError_t wgmma_init_kernels();
 
-// Same contract for M <= 8, with the fused work of `fusion` when given (no act-order then).
+// Same contract for M <= kGemvMaxRows, with the fused work of `fusion` when given (M <= 8, no
+// act-order then).
 cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
                              const GemvConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream,
                              const GemvFusion* fusion = nullptr);

@@ -1,9 +1,11 @@
-// Backend `cuda_gemv`: M <= 8 streaming kernel (gemv_kernels.cu) on the same packed layout as
+// Backend `cuda_gemv`: M <= 32 streaming kernel (gemv_kernels.cu) on the same packed layout as
 // cuda_marlin (one device copy when both serve a layer). Parameters: wt (n16 tiles per block,
 // 2 or 4; 0 = 4 for N >= 16384 else 2, as measured), split (K partitions, 0 = automatic: none
 // where a block's slice is at most 32 KB, else from the SM count), bulk (1 = the sm_90 variant
 // whose weights arrive through bulk copies into shared memory, every byte requested at the start;
-// K is then split until a block's slice fits 48 KB).
+// K is then split until a block's slice fits 48 KB). wt and bulk choose among the kernels for up
+// to 8 rows; 9 to 32 rows run the wt 2 register-ring kernel with two or four token tiles, so the
+// tuning space of those M offers split alone.
 #include <fmt/format.h>
 
 #include <stdexcept>
@@ -39,9 +41,10 @@ class CudaGemvLinear final : public cuda::Int4Int8Linear {
     cuda::int4_forward(*w_, scratch_, x, y, ec,
                        [&](const cuda::Int4DeviceView& v, const void* xin, void* yout, int64_t rows, bool bf16,
                            const cuda::Int4Workspace& ws, int sms, cudaStream_t st) {
-                         // More than 8 rows (outside max_m): correct, in 8-row launches.
-                         for (int64_t r = 0; r < rows; r += 8) {
-                           const int64_t n = std::min<int64_t>(8, rows - r);
+                         // More rows than one launch takes (outside max_m): correct, in launches
+                         // of kGemvMaxRows.
+                         for (int64_t r = 0; r < rows; r += cuda::kGemvMaxRows) {
+                           const int64_t n = std::min<int64_t>(cuda::kGemvMaxRows, rows - r);
                            cudaError_t e = cuda::launch_int4_gemv(
                                v, static_cast<const unsigned char*>(xin) + r * v.k * 2,
                                static_cast<unsigned char*>(yout) + r * v.n * 2, n, bf16,
@@ -75,7 +78,8 @@ class CudaGemvBackend final : public cuda::Int4Int8Backend {
  public:
   CudaGemvBackend()
       : Int4Int8Backend("cuda_gemv",
-                        "int4/int8 x fp16/bf16 streaming GEMV for M <= 8 (16-byte loads, 8 in flight, mma.sync), sm_80+") {}
+                        "int4/int8 x fp16/bf16 streaming GEMV for M <= 32 (16-byte loads, 8 in flight, mma.sync), "
+                        "sm_80+") {}
 
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {
     if (Verdict v = check_int4_int8(layer, device, "this GEMV runs on mma.sync tensor cores (sm_80+)"); !v.ok)
@@ -98,13 +102,15 @@ class CudaGemvBackend final : public cuda::Int4Int8Backend {
 
   std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     std::vector<KernelParams> out;
-    if (m > 8) return out;
+    if (m > cuda::kGemvMaxRows) return out;
     const bool bulk_ok = device.gpu.compute_capability() >= 90;
+    const bool few_rows = m <= 8;  // wt and bulk choose a kernel only up to 8 rows
     for (int64_t bulk : {int64_t(0), int64_t(1)})
       for (int64_t wt : {int64_t(2), int64_t(4)})
         for (int64_t split : {int64_t(0), int64_t(1), int64_t(2), int64_t(4)}) {
           // The bulk variant splits K by its shared-memory budget: only the automatic split.
           if (bulk && (!bulk_ok || split != 0)) continue;
+          if (!few_rows && (bulk || wt != 2)) continue;
           KernelParams p;
           p.values["wt"] = wt;
           p.values["split"] = split;

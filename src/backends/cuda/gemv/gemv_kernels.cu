@@ -1,4 +1,4 @@
-// cuda_gemv's kernel: M <= 8 tokens x 4/8-bit weights, streaming. Weights go straight from DRAM
+// cuda_gemv's kernel: M <= 32 tokens x 4/8-bit weights, streaming. Weights go straight from DRAM
 // to registers: every lane has a ring of 8 16-byte loads (ld.global.nc.L1::no_allocate; 8 k64
 // chunks of 4-bit codes, 4 of 8-bit), and a slot's next load goes out as soon as its chunk is
 // used, so 7 of 8 stay in flight (3.5 KB a warp) without shared-memory staging. The block's
@@ -11,6 +11,12 @@
 // per-launch branches. Block = 8 warps = WT n16 tiles x (8/WT) K-warps; grid = (N/16/WT, split),
 // the split sized to the blocks resident at once; partial tiles are reduced in shared memory, then
 // across blocks by the last-arriving block (int4_int8_device.cuh).
+//
+// MT (9 to 32 rows): the tokens fill two or four n8 tiles, so each dequantized weight fragment
+// feeds MT MMAs; the dequantization, the loop and the weight stream are shared, and a chunk costs
+// a few MMAs and shared loads more per token tile. Two blocks an SM (128 registers), and with four
+// tiles a ring of 4 chunks (8-bit: 2). The activation rows of a block grow with M, so K is split
+// until they fit 96 KB.
 //
 // BULK (sm_90+): the block's whole weight slice (WT tiles x its K range, at most kGemvBulkBytes)
 // is put in flight at the start with one bulk copy per (tile, K-warp piece), before the kernel
@@ -103,8 +109,10 @@ __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, in
 // Its extra accumulators would cost a resident block per SM (92 registers: 2 blocks instead of 3);
 // capped at 80 it keeps 3 without spilling (sm_90, nvcc 13). 0 = no minimum: the other kernels
 // compile exactly as without the FZ parameter (a stated minimum of 1 changes their code).
-template <typename T, int BITS, int WT, bool FZ = false, bool BULK = false>
-__global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs a) {
+// MT: n8 token tiles (M <= 8 * MT); MT > 1 keeps two blocks an SM resident (their accumulators
+// and activation rows take what the third one would).
+template <typename T, int BITS, int WT, bool FZ = false, bool BULK = false, int MT = 1>
+__global__ void __launch_bounds__(256, MT > 1 ? 2 : (FZ ? 3 : 0)) gemv_kernel(const KernelArgs a) {
   if constexpr (BULK) {
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ < 900
     return;  // bulk copies need sm_90; the host never launches this kernel below it
@@ -112,10 +120,12 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   }
   constexpr int KP = 8 / WT;  // K-warps per tile
   constexpr int PC = 32 * BITS / 4;
-  constexpr int R = BITS == 4 ? 8 : 4;  // register ring slots (k64 chunks): 8 uint4 a lane either way
+  // Register ring slots (k64 chunks): 8 uint4 a lane either way; half that with four token tiles,
+  // whose accumulators need the registers (and whose chunks take longer to use).
+  constexpr int R = (BITS == 4 ? 8 : 4) / (MT == 4 ? 2 : 1);
   constexpr int BN = 16 * WT;
   constexpr int LD = BN + 4;
-  __shared__ __align__(16) float red[KP][8 * LD];
+  __shared__ __align__(16) float red[KP][8 * MT * LD];
   __shared__ int last_flag;
   __shared__ uint64_t piece_bar[BULK ? KP : 1];
   __shared__ float row_inv[8 * 8];  // prologue 1: per-warp sums of squares, then each row's 1 / RMS
@@ -135,7 +145,6 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   const int c_end = min(c_begin + a.chunks_per_split, kchunks);
   const bool grouped = a.group_size != 0;
   const int half_n = a.n >> 1;
-  const bool tok_ok = g < a.m;
   const uint4* wp = static_cast<const uint4*>(a.w) + static_cast<size_t>(tile_ok ? n16 : 0) * kchunks * PC;
   const GemvSmem L = gemv_smem(a.m, a.chunks_per_split, a.group_size, WT, a.zeros != nullptr, FZ, BULK ? BITS : 0);
   unsigned char* const xbase = dsm + L.weight_bytes;
@@ -225,7 +234,7 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   // Stage the block's activations in shared memory while the first weights fly.
   {
     const int krange = (c_end - c_begin) * 64;
-    if (a.fused.prologue == 0) {
+    if (MT > 1 || a.fused.prologue == 0) {
       const int xp = a.m * (krange / 8);
       for (int i = tid; i < xp; i += 256) {
         const int row = i / (krange / 8), c = i % (krange / 8);
@@ -234,30 +243,40 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
       }
     }
     cp_async_commit();
-    if (a.fused.prologue != 0) stage_fused_input<T>(a.fused, a.m, a.k, xs, L.x_row_halves, c_begin * 64, krange, row_inv);
+    // The fused prologues build at most 8 rows (the host gives them only to MT = 1).
+    if constexpr (MT == 1)
+      if (a.fused.prologue != 0) stage_fused_input<T>(a.fused, a.m, a.k, xs, L.x_row_halves, c_begin * 64, krange, row_inv);
     cp_async_wait<0>();
     __syncthreads();
   }
 
-  float acc[4] = {0.f, 0.f, 0.f, 0.f}, gacc[4] = {0.f, 0.f, 0.f, 0.f};
-  float xacc[4] = {0.f, 0.f, 0.f, 0.f};  // FZ: the group's activation sums per token
+  // Per token tile t: acc[t] the finished groups, gacc[t] the open group's sums, xacc[t] (FZ) the
+  // open group's activation sums.
+  float acc[MT][4] = {}, gacc[MT][4] = {};
+  float xacc[MT][4] = {};
 
   // ov: the FZ offset pair of the group (unused otherwise).
   auto flush = [&](uint32_t sv, uint32_t ov) {
     const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&sv));
-    acc[0] += f.x * gacc[0];
-    acc[1] += f.x * gacc[1];
-    acc[2] += f.y * gacc[2];
-    acc[3] += f.y * gacc[3];
-    gacc[0] = gacc[1] = gacc[2] = gacc[3] = 0.f;
+#pragma unroll
+    for (int t = 0; t < MT; ++t) {
+      acc[t][0] += f.x * gacc[t][0];
+      acc[t][1] += f.x * gacc[t][1];
+      acc[t][2] += f.y * gacc[t][2];
+      acc[t][3] += f.y * gacc[t][3];
+      gacc[t][0] = gacc[t][1] = gacc[t][2] = gacc[t][3] = 0.f;
+    }
     if constexpr (FZ) {
       const float2 o = __half22float2(*reinterpret_cast<const __half2*>(&ov));
       const float ox = o.x * a.offset_ratio, oy = o.y * a.offset_ratio;
-      acc[0] += ox * xacc[0];
-      acc[1] += ox * xacc[1];
-      acc[2] += oy * xacc[2];
-      acc[3] += oy * xacc[3];
-      xacc[0] = xacc[1] = xacc[2] = xacc[3] = 0.f;
+#pragma unroll
+      for (int t = 0; t < MT; ++t) {
+        acc[t][0] += ox * xacc[t][0];
+        acc[t][1] += ox * xacc[t][1];
+        acc[t][2] += oy * xacc[t][2];
+        acc[t][3] += oy * xacc[t][3];
+        xacc[t][0] = xacc[t][1] = xacc[t][2] = xacc[t][3] = 0.f;
+      }
     }
   };
   // One k64 chunk cc of the warp's tile, its codes in wq. ZG: zero points per group (staged in
@@ -267,7 +286,7 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
   auto compute_chunk = [&](const uint4 (&wq)[BITS / 4], int cc, auto zg_tag, auto gm_tag) {
     constexpr bool ZG = decltype(zg_tag)::value;
     constexpr int GM = decltype(gm_tag)::value;
-    const T* xrow = xs + g * L.x_row_halves + (cc - c_begin) * 64 + 8 * q;
+    const T* xrow = xs + g * L.x_row_halves + (cc - c_begin) * 64 + 8 * q;  // token tile t: + 8 t rows
     int gi = GM ? ((cc * 64) >> a.log2_group) - g_lo : 0;
     uint32_t zp = ZG ? zs[gi * WT * 8 + tl * 8 + g] : zpair_pc;
 #pragma unroll
@@ -276,7 +295,11 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
         ++gi;
         if (ZG) zp = zs[gi * WT * 8 + tl * 8 + g];
       }
-      const uint4 xa = tok_ok ? *reinterpret_cast<const uint4*>(xrow + 32 * s) : make_uint4(0, 0, 0, 0);
+      uint4 xa[MT];
+#pragma unroll
+      for (int t = 0; t < MT; ++t)
+        xa[t] = g + 8 * t < a.m ? *reinterpret_cast<const uint4*>(xrow + 8 * t * L.x_row_halves + 32 * s)
+                                : make_uint4(0, 0, 0, 0);
 #pragma unroll
       for (int jj = 0; jj < 2; ++jj) {
         uint32_t af[4];
@@ -290,10 +313,13 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
           if (jj == 0) dequant8<T>(v.x, v.y, zr, zr8, af);
           else dequant8<T>(v.z, v.w, zr, zr8, af);
         }
-        MmaOp<T>::run(gacc, af, jj == 0 ? xa.x : xa.z, jj == 0 ? xa.y : xa.w);
-        if constexpr (FZ) {
-          const uint32_t ones[4] = {Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes};
-          MmaOp<T>::run(xacc, ones, jj == 0 ? xa.x : xa.z, jj == 0 ? xa.y : xa.w);
+#pragma unroll
+        for (int t = 0; t < MT; ++t) {
+          MmaOp<T>::run(gacc[t], af, jj == 0 ? xa[t].x : xa[t].z, jj == 0 ? xa[t].y : xa[t].w);
+          if constexpr (FZ) {
+            const uint32_t ones[4] = {Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes, Traits<T>::kOnes};
+            MmaOp<T>::run(xacc[t], ones, jj == 0 ? xa[t].x : xa[t].z, jj == 0 ? xa[t].y : xa[t].w);
+          }
         }
       }
       if (GM == 2 || (GM == 1 && s == 1))
@@ -344,14 +370,16 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
 
   // Each K-warp writes its fragment; then a fixed-order sum over K-warps into red[0].
 #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const int nl = tl * 16 + g + 8 * (i >> 1);
-    const int tok = 2 * q + (i & 1);
-    red[kp][tok * LD + nl] = acc[i];
-  }
+  for (int t = 0; t < MT; ++t)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int nl = tl * 16 + g + 8 * (i >> 1);
+      const int tok = 8 * t + 2 * q + (i & 1);
+      red[kp][tok * LD + nl] = acc[t][i];
+    }
   __syncthreads();
   if (KP > 1) {
-    for (int e = tid; e < 8 * BN; e += 256) {
+    for (int e = tid; e < 8 * MT * BN; e += 256) {
       const int tok = e / BN, nl = e % BN;
       float v = red[0][tok * LD + nl];
 #pragma unroll
@@ -360,7 +388,7 @@ __global__ void __launch_bounds__(256, FZ ? 3 : 0) gemv_kernel(const KernelArgs 
     }
     __syncthreads();
   }
-  finish_tile<T, 8, BN, 256>(a, red[0], blockIdx.x, sp, 0, blockIdx.x * BN, &last_flag);
+  finish_tile<T, 8 * MT, BN, 256>(a, red[0], blockIdx.x, sp, 0, blockIdx.x * BN, &last_flag);
 }
 
 }  // namespace int4k
@@ -373,27 +401,48 @@ struct GemvEntry {
   void* fn;
   bool fz;    // float zero points
   bool bulk;  // weights through bulk copies into shared memory (sm_90+)
+  int mt;     // n8 token tiles: M <= 8 * mt
 };
-template <typename T, int BITS, int WT, bool FZ, bool BULK>
+template <typename T, int BITS, int WT, bool FZ, bool BULK, int MT>
 void* gemv_ptr() {
-  return reinterpret_cast<void*>(&gemv_kernel<T, BITS, WT, FZ, BULK>);
+  return reinterpret_cast<void*>(&gemv_kernel<T, BITS, WT, FZ, BULK, MT>);
 }
-#define QRT_GEMV_ROWS(T, ISBF, BITS, FZ, BULK)                    \
-  GemvEntry{ISBF, BITS, 2, gemv_ptr<T, BITS, 2, FZ, BULK>(), FZ, BULK}, \
-      GemvEntry{ISBF, BITS, 4, gemv_ptr<T, BITS, 4, FZ, BULK>(), FZ, BULK}
+#define QRT_GEMV_ROWS(T, ISBF, BITS, FZ, BULK)                          \
+  GemvEntry{ISBF, BITS, 2, gemv_ptr<T, BITS, 2, FZ, BULK, 1>(), FZ, BULK, 1}, \
+      GemvEntry{ISBF, BITS, 4, gemv_ptr<T, BITS, 4, FZ, BULK, 1>(), FZ, BULK, 1}
 #define QRT_GEMV_FAMILY(BULK)                                                                         \
   QRT_GEMV_ROWS(__half, false, 4, false, BULK), QRT_GEMV_ROWS(__nv_bfloat16, true, 4, false, BULK),   \
       QRT_GEMV_ROWS(__half, false, 8, false, BULK), QRT_GEMV_ROWS(__nv_bfloat16, true, 8, false, BULK), \
       QRT_GEMV_ROWS(__half, false, 4, true, BULK), QRT_GEMV_ROWS(__nv_bfloat16, true, 4, true, BULK)
+// 9 to 32 rows: two or four token tiles, 2 n16 tiles a block, register ring only (few kernels:
+// CI compiles this file for every architecture on two cores).
+#define QRT_GEMV_TOKENS(MT)                                                                            \
+  GemvEntry{false, 4, 2, gemv_ptr<__half, 4, 2, false, false, MT>(), false, false, MT},                 \
+      GemvEntry{true, 4, 2, gemv_ptr<__nv_bfloat16, 4, 2, false, false, MT>(), false, false, MT},       \
+      GemvEntry{false, 8, 2, gemv_ptr<__half, 8, 2, false, false, MT>(), false, false, MT},             \
+      GemvEntry{true, 8, 2, gemv_ptr<__nv_bfloat16, 8, 2, false, false, MT>(), false, false, MT},       \
+      GemvEntry{false, 4, 2, gemv_ptr<__half, 4, 2, true, false, MT>(), true, false, MT},               \
+      GemvEntry{true, 4, 2, gemv_ptr<__nv_bfloat16, 4, 2, true, false, MT>(), true, false, MT}
 
+const GemvEntry* gemv_table(size_t* n) {
+  static const GemvEntry table[] = {QRT_GEMV_FAMILY(false), QRT_GEMV_FAMILY(true), QRT_GEMV_TOKENS(2),
+                                    QRT_GEMV_TOKENS(4)};
+  *n = sizeof(table) / sizeof(table[0]);
+  return table;
+}
 // Float zero points (GGUF Q4_1 / Q4_K) only with 4-bit codes.
-const GemvEntry* find_gemv(bool bf16, int bits, int wt, bool fz, bool bulk) {
-  static const GemvEntry table[] = {QRT_GEMV_FAMILY(false), QRT_GEMV_FAMILY(true)};
-  for (const auto& e : table)
-    if (e.bf16 == bf16 && e.bits == bits && e.wt == wt && e.fz == fz && e.bulk == bulk) return &e;
+const GemvEntry* find_gemv(bool bf16, int bits, int wt, bool fz, bool bulk, int mt) {
+  size_t n = 0;
+  const GemvEntry* table = gemv_table(&n);
+  for (size_t i = 0; i < n; ++i) {
+    const GemvEntry& e = table[i];
+    if (e.bf16 == bf16 && e.bits == bits && e.wt == wt && e.fz == fz && e.bulk == bulk && e.mt == mt) return &e;
+  }
   return nullptr;
 }
 constexpr int kGemvMaxSmem = 64 * 1024;
+// Two or four token tiles: activations of up to 32 rows (two blocks an SM).
+constexpr int kGemvTokensMaxSmem = 96 * 1024;
 // BULK: the weight slice of a block (4 blocks of 48 KB + their activations fit an SM's 228 KB).
 constexpr int kGemvBulkBytes = 48 * 1024;
 constexpr int kGemvBulkMaxSmem = kGemvBulkBytes + 16 * 1024;
@@ -403,6 +452,9 @@ int log2_int(int v) {
   int l = 0;
   while ((1 << l) < v) ++l;
   return l;
+}
+int gemv_max_smem(const GemvEntry& e) {
+  return e.bulk ? kGemvBulkMaxSmem : e.mt > 1 ? kGemvTokensMaxSmem : kGemvMaxSmem;
 }
 }  // namespace
 
@@ -415,17 +467,14 @@ cudaError_t gemv_init_kernels() {
   cudaError_t err = cudaGetDevice(&dev);
   if (err != cudaSuccess) return err;
   const bool bulk_ok = gemv_bulk_supported(dev);
-  for (int bf = 0; bf < 2; ++bf)
-    for (int bits : {4, 8})
-      for (int wt : {2, 4})
-        for (bool fz : {false, true})
-          for (bool bulk : {false, true}) {
-            const GemvEntry* e = find_gemv(bf != 0, bits, wt, fz, bulk);
-            if (!e || (bulk && !bulk_ok)) continue;  // float zero points: 4-bit only
-            err = cudaFuncSetAttribute(e->fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       bulk ? kGemvBulkMaxSmem : kGemvMaxSmem);
-            if (err != cudaSuccess) return err;
-          }
+  size_t n = 0;
+  const GemvEntry* table = gemv_table(&n);
+  for (size_t i = 0; i < n; ++i) {
+    const GemvEntry& e = table[i];
+    if (e.bulk && !bulk_ok) continue;
+    err = cudaFuncSetAttribute(e.fn, cudaFuncAttributeMaxDynamicSharedMemorySize, gemv_max_smem(e));
+    if (err != cudaSuccess) return err;
+  }
   return cudaSuccess;
 }
 
@@ -433,14 +482,20 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
                              const GemvConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream,
                              const GemvFusion* fusion) {
   const bool fz = w.offsets != nullptr;
-  const GemvEntry* e = find_gemv(bf16, w.bits, cfg.wt, fz, cfg.bulk);
-  if (!e || m <= 0 || m > 8) return cudaErrorInvalidValue;
-  if (fusion && (w.perm || fusion->prologue < 0 || fusion->prologue > 2 ||
+  if (m <= 0 || m > kGemvMaxRows) return cudaErrorInvalidValue;
+  // More than 8 rows: two or four token tiles, instantiated with 2 n16 tiles a block and the
+  // register ring only (GemvConfig says so).
+  const int mt = m <= 8 ? 1 : m <= 16 ? 2 : 4;
+  const int wt = mt > 1 ? 2 : cfg.wt;
+  const bool bulk = mt == 1 && cfg.bulk;
+  const GemvEntry* e = find_gemv(bf16, w.bits, wt, fz, bulk, mt);
+  if (!e) return cudaErrorInvalidValue;
+  if (fusion && (mt > 1 || w.perm || fusion->prologue < 0 || fusion->prologue > 2 ||
                  (fusion->prologue == 1 && (!fusion->norm_residual || !fusion->norm_weight)) ||
                  (fusion->prologue == 2 && (!fusion->gate || !fusion->up || fusion->gate_up_stride % 2 != 0 ||
                                             fusion->gate_up_stride > 0x7FFFFFFF))))
     return cudaErrorInvalidValue;
-  if (cfg.bulk && !device_is_sm90_or_newer()) return cudaErrorInvalidValue;
+  if (bulk && !device_is_sm90_or_newer()) return cudaErrorInvalidValue;
   KernelArgs a;
   a.x = x;
   a.y = y;
@@ -458,55 +513,56 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   a.scale_mul = w.scale_mul;
   if (fusion) a.fused = *fusion;
   const int64_t n16 = w.n / 16;
-  const int64_t bx = (n16 + cfg.wt - 1) / cfg.wt;
+  const int64_t bx = (n16 + wt - 1) / wt;
   const int kchunks = static_cast<int>(w.k / 64);
-  const int64_t max_tiles = std::min<int64_t>(int4_max_partial_tiles(sms) * int4_max_tile_floats() / (8 * 16 * cfg.wt),
-                                              int4_counter_count(sms) - 64);
-  const int bulk_bits = cfg.bulk ? w.bits : 0;
-  const int max_smem = cfg.bulk ? kGemvBulkMaxSmem : kGemvMaxSmem;
+  const int64_t tile_floats = int64_t(8) * mt * 16 * wt;
+  const int64_t max_tiles =
+      std::min<int64_t>(int4_max_partial_tiles(sms) * int4_max_tile_floats() / tile_floats, int4_counter_count(sms) - 64);
+  const int bulk_bits = bulk ? w.bits : 0;
+  const int max_smem = gemv_max_smem(*e);
   int split = cfg.split;
   // A block whose unsplit weight slice is this small streams it in about a microsecond; a K split
   // then only adds its partial tiles' round trip and the last block's reduction (the SmolLM2
   // layers, K = 576 and 1536, ran 6.0-6.9 us unsplit against 7.3-8.2 us split on the H200).
-  const int64_t unsplit_slice_bytes = int64_t(16) * cfg.wt * w.k * w.bits / 8;
+  const int64_t unsplit_slice_bytes = int64_t(16) * wt * w.k * w.bits / 8;
   if (split <= 0 && unsplit_slice_bytes <= kGemvNoSplitSliceBytes) split = 1;
   if (split <= 0) {
     // A streaming kernel wants every resident slot busy: the automatic split counts the blocks
     // that run at once on an SM (registers and shared memory of the unsplit launch, which needs
     // the most), not the SMs.
     int per_full = kchunks;
-    while (gemv_smem(static_cast<int>(m), per_full, w.group_size, cfg.wt, w.zeros != nullptr, fz, bulk_bits).total >
+    while (gemv_smem(static_cast<int>(m), per_full, w.group_size, wt, w.zeros != nullptr, fz, bulk_bits).total >
                max_smem &&
            per_full > 1)
       per_full = (per_full + 1) / 2;
     const int smem_full =
-        gemv_smem(static_cast<int>(m), per_full, w.group_size, cfg.wt, w.zeros != nullptr, fz, bulk_bits).total;
+        gemv_smem(static_cast<int>(m), per_full, w.group_size, wt, w.zeros != nullptr, fz, bulk_bits).total;
     const int slots = sms * resident_blocks_per_sm(e->fn, 256, smem_full);
-    split = choose_split(bx, kchunks, slots, max_tiles, 8 / cfg.wt);
+    split = choose_split(bx, kchunks, slots, max_tiles, 8 / wt);
   }
   int per = (kchunks + split - 1) / split;
-  if (cfg.bulk) {
+  if (bulk) {
     // The block's weight slice must fit its share of shared memory: split K until it does, with
     // the partitions as even as the chunk count allows.
-    const int cap = kGemvBulkBytes / (cfg.wt * (32 * w.bits / 4) * 16);
+    const int cap = kGemvBulkBytes / (wt * (32 * w.bits / 4) * 16);
     if (per > cap) {
       const int s2 = (kchunks + cap - 1) / cap;
       per = (kchunks + s2 - 1) / s2;
     }
   }
   // The block's activations live in shared memory: split further while they would not fit.
-  while (gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr, fz, bulk_bits).total >
+  while (gemv_smem(static_cast<int>(m), per, w.group_size, wt, w.zeros != nullptr, fz, bulk_bits).total >
              max_smem &&
          per > 1)
     per = (per + 1) / 2;
   split = (kchunks + per - 1) / per;
-  const int smem = gemv_smem(static_cast<int>(m), per, w.group_size, cfg.wt, w.zeros != nullptr, fz, bulk_bits).total;
+  const int smem = gemv_smem(static_cast<int>(m), per, w.group_size, wt, w.zeros != nullptr, fz, bulk_bits).total;
   a.split = split;
   a.chunks_per_split = per;
   a.m_tiles = 1;
   a.n_tiles = static_cast<int>(bx);
   if (split > 1) {
-    if (!split_k_fits(bx, split, int64_t(8) * 16 * cfg.wt, ws.partial_floats, ws.counter_count))
+    if (!split_k_fits(bx, split, tile_floats, ws.partial_floats, ws.counter_count))
       return cudaErrorInvalidValue;
     a.partials = ws.partials;
     a.counters = ws.counters;
