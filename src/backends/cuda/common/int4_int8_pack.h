@@ -53,4 +53,8 @@ int choose_split(int64_t base, int64_t chunks, int sms, int64_t max_tiles, int c
 // spaces leave them out (with the counter margin the automatic split keeps).
 bool split_k_fits(int64_t tiles, int64_t split, int64_t tile_floats, int64_t partial_floats, int64_t counters);
 
+// The kernels' KernelArgs::log2_group: the exponent of a power-of-two group size (the smallest l
+// with 2^l >= v).
+int group_log2(int v);
+
 }  // namespace qrt::cuda

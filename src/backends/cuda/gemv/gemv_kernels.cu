@@ -448,11 +448,6 @@ constexpr int kGemvBulkBytes = 48 * 1024;
 constexpr int kGemvBulkMaxSmem = kGemvBulkBytes + 16 * 1024;
 // The automatic split leaves K whole where a block's slice (WT tiles x K) is at most this.
 constexpr int64_t kGemvNoSplitSliceBytes = 32 * 1024;
-int log2_int(int v) {
-  int l = 0;
-  while ((1 << l) < v) ++l;
-  return l;
-}
 int gemv_max_smem(const GemvEntry& e) {
   return e.bulk ? kGemvBulkMaxSmem : e.mt > 1 ? kGemvTokensMaxSmem : kGemvMaxSmem;
 }
@@ -509,7 +504,7 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   a.n = static_cast<int>(w.n);
   a.k = static_cast<int>(w.k);
   a.group_size = w.group_size;
-  a.log2_group = w.group_size ? log2_int(w.group_size) : 0;
+  a.log2_group = w.group_size ? group_log2(w.group_size) : 0;
   a.scale_mul = w.scale_mul;
   if (fusion) a.fused = *fusion;
   const int64_t n16 = w.n / 16;

@@ -377,11 +377,6 @@ const QmmEntry* find_qmm(bool bf16, int bits, int mt, int nt, bool fz) {
   return nullptr;
 }
 
-int log2_int(int v) {
-  int l = 0;
-  while ((1 << l) < v) ++l;
-  return l;
-}
 }  // namespace
 
 bool qmm_config_instantiated(int mt, int nt) {
@@ -444,7 +439,7 @@ cudaError_t launch_qmm(const Int4DeviceView& w, const void* x, void* y, int64_t 
   a.n = static_cast<int>(w.n);
   a.k = static_cast<int>(w.k);
   a.group_size = w.group_size;
-  a.log2_group = w.group_size ? log2_int(w.group_size) : 0;
+  a.log2_group = w.group_size ? group_log2(w.group_size) : 0;
   a.scale_mul = w.scale_mul;
   a.m_tiles = static_cast<int>((m + e->bm - 1) / e->bm);
   a.n_tiles = static_cast<int>((w.n + e->bn - 1) / e->bn);

@@ -325,11 +325,6 @@ const WgEntry* find_wg(bool bf16, int bt, int spg) {
   return nullptr;
 }
 
-int log2_of(int v) {
-  int l = 0;
-  while ((1 << l) < v) ++l;
-  return l;
-}
 }  // namespace
 
 bool wgmma_kernels_built() { return true; }
@@ -384,7 +379,7 @@ cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, in
   a.n = static_cast<int>(w.n);
   a.k = static_cast<int>(w.k);
   a.group_size = w.group_size;
-  a.log2_group = w.group_size ? log2_of(w.group_size) : 0;
+  a.log2_group = w.group_size ? group_log2(w.group_size) : 0;
   a.scale_mul = w.scale_mul;
   a.m_tiles = static_cast<int>((m + cfg.bt - 1) / cfg.bt);
   a.n_tiles = static_cast<int>((w.n + 127) / 128);
