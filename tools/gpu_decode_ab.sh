@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # Runs ON THE GPU MACHINE after scripts/gpu-check.sh (its build-gpu and the 30-block SmolLM2 file):
 # decode A/B runs that need the same machine, alternating so that drift hits every side.
-#   1. SmolLM2, 128 tokens after a 128-token prompt: the default decode ops (RoPE + KV store +
-#      attention in one kernel), then with QRT_CUDA_FUSED_ATTENTION=0 (the two kernels it
-#      replaces) and with QRT_CUDA_FUSED_PROJECTIONS=0 (norms, SiLU x up and residual adds as
-#      kernels of their own);
-#   2. the same after a 1536-token prompt: the default against the two attention kernels, then
-#      after 256, 512 and 1024;
-#   3. the random Llama-2-7B GPTQ model (written if missing): default (hidden 4096: the norms as
-#      kernels) against QRT_CUDA_FUSED_PROJECTIONS=1 and =0, with per-op profiles;
+#   1. SmolLM2, 128 tokens after a 128-token prompt: the default decode ops, then with
+#      QRT_CUDA_FUSED_ATTENTION=1 (RoPE + KV store + attention in one kernel) and with
+#      QRT_CUDA_FUSED_PROJECTIONS=0 (norms, SiLU x up and residual adds as kernels of their own);
+#   2. the same after a 1536-token prompt: the default against the fused attention, then after
+#      256, 512 and 1024 (where QRT_CUDA_FUSED_ATTENTION_FROM should switch);
+#   3. the random Llama-2-7B GPTQ model (written if missing): default (hidden 4096: unfused
+#      projections) against QRT_CUDA_FUSED_PROJECTIONS=1 and =no_norm, with per-op profiles;
 #   4. where ncu runs: every kernel's duration in two SmolLM2 decode steps (graph nodes one at a
 #      time, serialized), summed by kernel name;
 #   5. AB_FULL=1 only: every SmolLM2 linear shape at M = 1 and 4 on cuda_gemv and cuda_dequant
@@ -35,9 +34,9 @@ if [ ! -f $L7/config.json ]; then
   python3 tools/make_random_model.py $L7 --preset llama2-7b --bits 4 --group 128 > $T/make7b.log 2>&1 &
 fi
 
-echo "== 1. SmolLM2 decode (128 after 128): default, with the two attention kernels, without the fused projections"
+echo "== 1. SmolLM2 decode (128 after 128): default, with the fused attention, without the fused projections"
 declare -A R
-CONFIGS=("default" "two_kernel_attention:QRT_CUDA_FUSED_ATTENTION=0" "no_projections:QRT_CUDA_FUSED_PROJECTIONS=0")
+CONFIGS=("default" "fused_attention:QRT_CUDA_FUSED_ATTENTION=1" "no_projections:QRT_CUDA_FUSED_PROJECTIONS=0")
 for r in $REPS; do
   for c in "${CONFIGS[@]}"; do
     IFS=: read -r name e1 <<< "$c"
@@ -47,38 +46,38 @@ done
 for c in "${CONFIGS[@]}"; do name=${c%%:*}; echo "$name: ${R[$name]}-> $(med ${R[$name]})"; done
 echo "-- default, rep 1:"; profile $T/default-1.log
 
-echo "== 2. SmolLM2 decode after a 1536-token prompt: default against the two attention kernels"
+echo "== 2. SmolLM2 decode after a 1536-token prompt: default against the fused attention"
 D=""; F=""
 for r in 1 2; do
   D+="$(run long-default "$SMOL" $r PROMPT=1536) "
-  F+="$(run long-two "$SMOL" $r PROMPT=1536 QRT_CUDA_FUSED_ATTENTION=0) "
+  F+="$(run long-fused "$SMOL" $r PROMPT=1536 QRT_CUDA_FUSED_ATTENTION=1) "
 done
-echo "default: ${D}-> $(med $D); two attention kernels: ${F}-> $(med $F)"
-grep -E "^  attention|rope" $T/long-default-1.log $T/long-two-1.log | head -6
+echo "default: ${D}-> $(med $D); fused attention: ${F}-> $(med $F)"
+grep -E "^  attention|rope" $T/long-default-1.log $T/long-fused-1.log | head -6
 
-echo "== 2b. default against the two attention kernels after 256, 512 and 1024 tokens"
+echo "== 2b. where the fused attention starts to win: default against it after 256, 512 and 1024 tokens"
 for P in 256 512 1024; do
   D=""; F=""
   for r in 1 2; do
     D+="$(run x$P-default "$SMOL" $r PROMPT=$P) "
-    F+="$(run x$P-two "$SMOL" $r PROMPT=$P QRT_CUDA_FUSED_ATTENTION=0) "
+    F+="$(run x$P-fused "$SMOL" $r PROMPT=$P QRT_CUDA_FUSED_ATTENTION=1) "
   done
-  echo "prompt $P: default ${D}-> $(med $D); two attention kernels ${F}-> $(med $F)"
+  echo "prompt $P: default ${D}-> $(med $D); fused attention ${F}-> $(med $F)"
 done
 
 wait
 if [ -f $L7/config.json ]; then
-  echo "== 3. Llama-2-7B GPTQ decode: default (norms as kernels: hidden 4096) against"
-  echo "   QRT_CUDA_FUSED_PROJECTIONS=1 (norms in the projections too) and =0 (nothing in them)"
+  echo "== 3. Llama-2-7B GPTQ decode: default (hidden 4096: nothing in the projections) against"
+  echo "   QRT_CUDA_FUSED_PROJECTIONS=1 (all in them) and =no_norm (SiLU x up and residual adds)"
   A=""; U=""; N=""
   for r in 1 2; do
     A+="$(run l7-default $L7 $r) "
     U+="$(run l7-fused $L7 $r QRT_CUDA_FUSED_PROJECTIONS=1) "
-    N+="$(run l7-unfused $L7 $r QRT_CUDA_FUSED_PROJECTIONS=0) "
+    N+="$(run l7-no-norm $L7 $r QRT_CUDA_FUSED_PROJECTIONS=no_norm) "
   done
-  echo "7B default: ${A}; all in the projections: ${U}; none in them: ${N}"
+  echo "7B default: ${A}; all in the projections: ${U}; all but the norms: ${N}"
   echo "-- default:"; profile $T/l7-default-1.log
-  echo "-- none in the projections:"; profile $T/l7-unfused-1.log
+  echo "-- all but the norms in the projections:"; profile $T/l7-no-norm-1.log
 fi
 
 if command -v ncu > /dev/null; then
@@ -107,7 +106,7 @@ PY
     > $T/ncu.csv 2> $T/ncu.err
   python3 $T/ncu_table.py $T/ncu.csv "step"
   tail -3 $T/ncu.err
-  echo "-- the attention kernels alone: rope_store + split attention (=0) against the fused one (=1)"
+  echo "-- the attention kernels alone: default (rope_store + split attention) against the fused one"
   for fa in 0 1; do
     XDG_CACHE_HOME=$T/empty QRT_CUDA_FUSED_ATTENTION=$fa timeout 60 ncu --clock-control none \
       --metrics gpu__time_duration.sum --csv -k regex:"attention|rope" --launch-skip 120 --launch-count 60 \

@@ -98,16 +98,16 @@ class ScopedEnv {
   bool had_ = false;
 };
 
-// The decode ops an engine is built with: every fused op (the fused attention from position 0),
-// the default set (whatever CudaOps picks without the switches), a wide model's set on a small
-// one (the norms as kernels, QRT_CUDA_FUSED_PROJECTIONS=no_norm) with the two attention kernels,
+// The decode ops an engine is built with: every fused op (the fused attention included, which is
+// on by default only from position 768), the default set below that, the norms as kernels with
+// SiLU x up and the residual adds still in the projections (QRT_CUDA_FUSED_PROJECTIONS=no_norm),
 // or none (QRT_CUDA_FUSED_DECODE=0).
 enum class DecodeOps { AllFused, Default, WideModel, Unfused };
 const char* decode_ops_name(DecodeOps d) {
   switch (d) {
     case DecodeOps::AllFused: return "all fused decode ops";
     case DecodeOps::Default: return "default decode ops";
-    case DecodeOps::WideModel: return "norm kernels and two attention kernels";
+    case DecodeOps::WideModel: return "norm kernels, the rest in the projections";
     case DecodeOps::Unfused: break;
   }
   return "unfused decode ops";
@@ -116,7 +116,7 @@ class ScopedDecodeOps {
  public:
   explicit ScopedDecodeOps(DecodeOps d)
       : decode_("QRT_CUDA_FUSED_DECODE", d == DecodeOps::Unfused ? "0" : "1"),
-        attention_("QRT_CUDA_FUSED_ATTENTION", d == DecodeOps::AllFused ? "1" : d == DecodeOps::WideModel ? "0" : ""),
+        attention_("QRT_CUDA_FUSED_ATTENTION", d == DecodeOps::AllFused ? "1" : "0"),
         projections_("QRT_CUDA_FUSED_PROJECTIONS", d == DecodeOps::WideModel ? "no_norm" : "") {}
 
  private:
@@ -135,8 +135,8 @@ std::vector<int32_t> random_tokens(const ModelConfig& c, int64_t n, unsigned see
 }
 
 // ops: the GPU's fused decode ops (embedding + norm, final norm + head + greedy choice, norms
-// (but with WideModel), SiLU x up and residual adds inside cuda_gemv's projections, RoPE + KV
-// store + attention (but with WideModel)), or the unfused kernels.
+// (but with WideModel), SiLU x up and residual adds inside cuda_gemv's projections; with AllFused
+// also RoPE + KV store + attention), or the unfused kernels.
 void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = true, DecodeOps ops = DecodeOps::AllFused) {
   SCOPED_TRACE(decode_ops_name(ops));
   ScopedDecodeOps env(ops);
@@ -221,8 +221,8 @@ void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = tru
       EXPECT_EQ(launches.count("silu * up"), 0u);
     }
     EXPECT_EQ(launches["final rmsnorm + lm_head + greedy choice"], 1);
-    if (ops == DecodeOps::WideModel) EXPECT_EQ(launches["rope + kv store"], c.num_layers);
-    else EXPECT_EQ(launches.count("rope + kv store"), 0u);
+    if (ops == DecodeOps::AllFused) EXPECT_EQ(launches.count("rope + kv store"), 0u);
+    else EXPECT_EQ(launches["rope + kv store"], c.num_layers);
   } else {
     EXPECT_EQ(launches["embedding"], 1);
     EXPECT_EQ(launches["residual + rmsnorm"], 2 * c.num_layers + 1);
@@ -411,7 +411,7 @@ TEST(CudaEngine, DecodeStepLaunchesFusedAgainstUnfused) {
 // norms and SiLU x up in their prologues and add into the residual stream in their epilogues, so a
 // block is 5 kernels (q/k/v, attention, o, gate/up, down) and the step 5 per block + 2 (embedding
 // with the first norm; final norm + head + greedy choice), against 8 per block + 2 unfused; a
-// wide model's set (norm kernels, two attention kernels) is 8 per block + 1.
+// set with the norms as kernels (and the two attention kernels) is 8 per block + 1.
 TEST(CudaEngine, QuantizedDecodeStepFusesNormsIntoProjections) {
   QRT_SKIP_WITHOUT_GPU();
   auto w = testing::tiny_weights(gpu_tiny_config(), 8);
@@ -429,18 +429,18 @@ TEST(CudaEngine, QuantizedDecodeStepFusesNormsIntoProjections) {
   EXPECT_EQ(f["q/k/v (fused)"], L);
   EXPECT_EQ(f["down_proj"], L);
   EXPECT_GT(counts[false].kernels, counts[true].kernels + 3 * L - 1);
-  // The default set is the fused one.
+  // The default set: RoPE + KV store and the attention as two kernels, the rest as above.
   {
     ScopedDecodeOps env(DecodeOps::Default);
     auto engine = make_cuda_engine(w, gpu_options(16, 8));
     const CudaForwardEngine::StepLaunches d = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();
     std::map<std::string, int> dm(d.nodes_by_op.begin(), d.nodes_by_op.end());
-    EXPECT_EQ(d.kernels, 5 * L + 2);
-    EXPECT_EQ(dm.count("rope + kv store"), 0u);
+    EXPECT_EQ(d.kernels, 6 * L + 2);
+    EXPECT_EQ(dm["rope + kv store"], L);
     EXPECT_EQ(dm["attention"], L);
   }
-  // A wide model's set with the two attention kernels: the norms (after the first, built with the
-  // embedding) as kernels of their own; SiLU x up and the residual adds still in the projections.
+  // The norms (after the first, built with the embedding) as kernels of their own, SiLU x up and
+  // the residual adds still in the projections, and the two attention kernels.
   ScopedDecodeOps env(DecodeOps::WideModel);
   auto engine = make_cuda_engine(w, gpu_options(16, 8));
   const CudaForwardEngine::StepLaunches d = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();

@@ -69,20 +69,21 @@ void CudaOps::on_device(const std::function<void()>& fn) {
 void CudaOps::reserve(const ModelDims& dims) {
   d_ = dims;
   // Every block of a projection that builds the norm in its prologue redoes the norm's sum of
-  // squares over the whole row: cheap for a narrow model, and a loss for a wide one, whose GEMVs
-  // have many blocks and long rows. On the H200, SmolLM2 (hidden 576) decoded 6.6 % faster fused
-  // and a Llama-2-7B shape (hidden 4096) 5 % slower (docs/PERFORMANCE.md). SiLU x up (each block
-  // reads its own K range) and the residual adds stay fused at any width.
+  // squares over the whole row (SiLU x up only its own K range): cheap for a narrow model, and a
+  // loss for a wide one, whose GEMVs have many blocks and long rows. On the H200, SmolLM2 (hidden
+  // 576) decoded 6.6 % faster fused and a Llama-2-7B shape (hidden 4096) 5 % slower
+  // (docs/PERFORMANCE.md), so wider models issue these ops as kernels of their own.
   // QRT_CUDA_FUSED_PROJECTIONS=0: the norms, SiLU x up and residual adds as kernels of their own
-  // while the other fused decode ops stay; =1: all fused whatever the width; =no_norm: the norms
-  // as kernels whatever the width (A/B runs, and the tests of a wide model's ops on a small one).
+  // while the other fused decode ops stay; =1: all fused whatever the width; =no_norm: SiLU x up
+  // and the residual adds fused, the norms as kernels, whatever the width (not yet measured on a
+  // wide model: docs/KNOWN_ISSUES.md).
   const char* fp = std::getenv("QRT_CUDA_FUSED_PROJECTIONS");
   const std::string fp_value = fp ? fp : "";
   if (!fp_value.empty() && fp_value != "0" && fp_value != "1" && fp_value != "no_norm")
     throw invalid_input(fmt::format("QRT_CUDA_FUSED_PROJECTIONS='{}': 0, 1 or no_norm", fp_value));
-  fused_projections_ = fused_decode_ && fp_value != "0";
-  fused_norm_prologue_ = fused_projections_ && fp_value != "no_norm" &&
-                         (fp_value == "1" || d_.hidden <= kMaxFusedProjectionHidden);
+  const bool narrow = d_.hidden <= kMaxFusedProjectionHidden;
+  fused_projections_ = fused_decode_ && fp_value != "0" && (narrow || fp_value == "1" || fp_value == "no_norm");
+  fused_norm_prologue_ = fused_projections_ && fp_value != "no_norm";
   // The ops held to fuse into cuda_gemv projections assume the Llama block: SiLU x up in the down
   // projection's prologue, and the o / down projection's output added straight into the residual
   // stream. GeGLU needs its own activation, and a sandwich norm sits between those projections
@@ -212,9 +213,10 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   attn_scratch_.partials = attn_partials_.as<float>();
   attn_scratch_.counters = attn_counters_.as<int>();
   // RoPE, the KV store and the attention in one kernel, from decode position
-  // fused_attention_from_ on (by default from the first: docs/PERFORMANCE.md, "The GPU decode
-  // step"). A decode step is captured once per attention variant and the position picks the
-  // graph. QRT_CUDA_FUSED_ATTENTION=1 uses it from position 0, =0 never;
+  // fused_attention_from_ on: slower than the two kernels it replaces at short contexts and faster
+  // at long ones, with the crossover between 512 and 1024 positions on the H100 (docs/PERFORMANCE.md,
+  // "The GPU decode step"), so a decode step is captured once per attention variant and the
+  // position picks the graph. QRT_CUDA_FUSED_ATTENTION=1 uses it from position 0, =0 never;
   // QRT_CUDA_FUSED_ATTENTION_FROM=N from position N (A/B runs).
   const char* fa = std::getenv("QRT_CUDA_FUSED_ATTENTION");
   const char* from = std::getenv("QRT_CUDA_FUSED_ATTENTION_FROM");
