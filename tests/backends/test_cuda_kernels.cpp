@@ -298,6 +298,19 @@ TEST(CudaKernels, SanitizerShortSet) {
     }
 }
 
+// Every case under every parameter set, each on fresh data (seeds from `first_seed` up), against
+// the CPU reference.
+void expect_each_matches(const std::vector<KCase>& cases, const std::vector<KernelParams>& params,
+                         uint32_t first_seed) {
+  uint32_t seed = first_seed;
+  for (KCase c : cases)
+    for (const KernelParams& p : params) {
+      c.params = p;
+      const double err = run_case(c, seed++);
+      EXPECT_LT(err, 1e-3) << describe(c) << " params " << p.to_json();
+    }
+}
+
 // The bulk-copy GEMV (sm_90): K long enough that a block's slice is split to fit 48 KB (uneven
 // partitions), N not a multiple of the block's tiles, every zero kind, 4 and 8 bits, both tile
 // widths, M 1..8.
@@ -312,13 +325,9 @@ TEST(CudaKernels, BulkGemvAgainstCpuReference) {
       {"cuda_gemv", 2, 3072, 208, 4, 64, ZeroKind::Integer, true, false, true, {}},
       {"cuda_gemv", 7, 11008, 96, 8, 128, ZeroKind::Integer, false, false, false, {}},
   };
-  uint32_t seed = 4000;
-  for (KCase c : cases)
-    for (int64_t wt : {2, 4}) {
-      c.params.values = {{"wt", wt}, {"bulk", int64_t(1)}};
-      const double err = run_case(c, seed++);
-      EXPECT_LT(err, 1e-3) << describe(c);
-    }
+  std::vector<KernelParams> params;
+  for (int64_t wt : {2, 4}) params.push_back(KernelParams{{{"wt", wt}, {"bulk", int64_t(1)}}});
+  expect_each_matches(cases, params, 4000);
 }
 
 // The GEMV's two and four token tiles (9 to 32 rows): partial tiles (M 9, 13, 17, 31) and full
@@ -337,13 +346,9 @@ TEST(CudaKernels, GemvTokenTilesAgainstCpuReference) {
       {"cuda_gemv", 32, 11008, 96, 8, 128, ZeroKind::Integer, false, false, false, {}},
       {"cuda_gemv", 32, 4096, 320, 4, 128, ZeroKind::Float, true, true, false, {}},
   };
-  uint32_t seed = 5000;
-  for (KCase c : cases)
-    for (int64_t split : {0, 1, 2, 4}) {
-      c.params.values = {{"wt", int64_t(2)}, {"split", split}};
-      const double err = run_case(c, seed++);
-      EXPECT_LT(err, 1e-3) << describe(c) << " split " << split;
-    }
+  std::vector<KernelParams> params;
+  for (int64_t split : {0, 1, 2, 4}) params.push_back(KernelParams{{{"wt", int64_t(2)}, {"split", split}}});
+  expect_each_matches(cases, params, 5000);
 }
 
 TEST(CudaKernels, ResultsAreDeterministicAcrossCalls) {
