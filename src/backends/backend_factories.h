@@ -17,7 +17,7 @@ std::unique_ptr<Backend> make_cpu_higgs_backend();  // backends/cpu_higgs (HIGGS
 std::unique_ptr<Backend> make_cuda_dequant_backend();  // backends/cuda/dequant: dequant tiles + cuBLAS
 std::unique_ptr<Backend> make_cuda_fp8_backend();      // backends/cuda/fp8: e4m3 via cuBLASLt
 std::unique_ptr<Backend> make_cuda_marlin_backend();   // backends/cuda/marlin: tensor-core int4/int8
-std::unique_ptr<Backend> make_cuda_gemv_backend();     // backends/cuda/gemv: M <= 8 GEMV
+std::unique_ptr<Backend> make_cuda_gemv_backend();     // backends/cuda/gemv: M <= 16 GEMV
 std::unique_ptr<Backend> make_cuda_higgs_backend();    // backends/cuda/higgs: HIGGS grid lookups + cuBLAS
 std::unique_ptr<Backend> make_cuda_int8_backend();     // backends/cuda/int8: int8 tensor cores, LLM.int8
 #endif

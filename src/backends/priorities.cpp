@@ -16,10 +16,10 @@ const std::vector<PriorityList>& priority_lists() {
       {"cuda_llm_int8", "CUDA sm_80+, bitsandbytes LLM.int8 weights: int8 tensor cores with the outlier "
                         "decomposition (weight-only GEMV up to gemv_max_m rows), then the weight-only kernels",
        {"cuda_int8", "cuda_gemv", "cuda_marlin", "cuda_dequant"}},
-      {"cuda_sm80", "CUDA sm_80+ (Ampere/Ada/Hopper), integer weights: GEMV for M <= 8, tensor-core "
+      {"cuda_sm80", "CUDA sm_80+ (Ampere/Ada/Hopper), integer weights: GEMV for M <= 16, tensor-core "
                     "Marlin-class above, dequant + cuBLAS for what neither runs",
        {"cuda_gemv", "cuda_marlin", "cuda_dequant"}},
-      {"cuda_sm70", "CUDA sm_70/75 (Volta/Turing), integer weights: GEMV for M <= 8, dequant + cuBLAS",
+      {"cuda_sm70", "CUDA sm_70/75 (Volta/Turing), integer weights: GEMV for M <= 16, dequant + cuBLAS",
        {"cuda_gemv", "cuda_dequant"}},
       {"cuda_fp8", "CUDA, FP8 weights: native FP8 tensor cores (sm_89+), else weight-only dequant + cuBLAS",
        {"cuda_fp8", "cuda_dequant"}},

@@ -99,7 +99,7 @@ class ScopedEnv {
 };
 
 // The decode ops an engine is built with: every fused op (the fused attention included, which is
-// on by default only from position 768), the default set below that, the norms as kernels with
+// on by default only from position 448), the default set below that, the norms as kernels with
 // SiLU x up and the residual adds still in the projections (QRT_CUDA_FUSED_PROJECTIONS=no_norm),
 // or none (QRT_CUDA_FUSED_DECODE=0).
 enum class DecodeOps { AllFused, Default, WideModel, Unfused };

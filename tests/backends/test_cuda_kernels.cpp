@@ -395,7 +395,7 @@ TEST(CudaKernels, DeclaredCapabilityMatchesTheSharedTable) {
     EXPECT_EQ(b.name(), name);
     EXPECT_EQ(b.capability().min_compute_capability >= 70, true);
   }
-  EXPECT_EQ(backend_named("cuda_gemv").capability().max_m, 8);
+  EXPECT_EQ(backend_named("cuda_gemv").capability().max_m, 16);
 }
 
 TEST(CudaKernels, RejectionsNameTheReason) {

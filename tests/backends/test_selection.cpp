@@ -105,16 +105,16 @@ struct MatrixRow {
   const char* expected;
 };
 
-// Derived from the declared capabilities: cuda_gemv (sm80+, 4/8-bit, K%64, M<=8), cuda_marlin
+// Derived from the declared capabilities: cuda_gemv (sm80+, 4/8-bit, K%64, M<=32), cuda_marlin
 // (sm80+, 4/8-bit, g -1/32/64/128, N%64 and K%64, float zero points 4-bit only), cuda_fp8 (sm89+),
 // cuda_dequant (anything but HIGGS, code books included, sm70+); cpu_simd (avx2+fma+f16c; 2..8-bit,
 // FP8, integer code books), cpu_ref (anything). Turing (t4) and Volta (v100) get cuda_dequant for
 // every layer; code books get it on every GPU.
 const MatrixRow kMatrix[] = {
-    {"h100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
-    {"h100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"h100", "int4_g128_sym", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
+    {"h100", "int4_g32_asym_actorder", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
     {"h100", "int3_g128_sym", "cuda_dequant@1-"},
-    {"h100", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"h100", "int8_perrow_sym", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
     {"h100", "fp8_block128", "cuda_fp8@1-"},
     {"h100", "int4_g32_odd_shape", "cuda_dequant@1-"},
     // LLM.int8: cuda_int8 for every M (its GEMV below gemv_max_m is a parameter, not a range).
@@ -123,21 +123,21 @@ const MatrixRow kMatrix[] = {
     {"rtx3090", "llm_int8", "cuda_int8@1-"},
     {"t4", "llm_int8", "cuda_dequant@1-"},
     {"cpu-avx2", "llm_int8", "cpu_simd@1-"},
-    {"a100", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
-    {"a100", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"a100", "int4_g128_sym", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
+    {"a100", "int4_g32_asym_actorder", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
     {"a100", "int3_g128_sym", "cuda_dequant@1-"},
-    {"a100", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"a100", "int8_perrow_sym", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
     {"a100", "fp8_block128", "cuda_dequant@1-"},
     {"a100", "int4_g32_odd_shape", "cuda_dequant@1-"},
-    {"rtx3090", "int4_g128_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
-    {"rtx3090", "int4_g32_asym_actorder", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"rtx3090", "int4_g128_sym", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
+    {"rtx3090", "int4_g32_asym_actorder", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
     {"rtx3090", "int3_g128_sym", "cuda_dequant@1-"},
-    {"rtx3090", "int8_perrow_sym", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"rtx3090", "int8_perrow_sym", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
     {"rtx3090", "fp8_block128", "cuda_dequant@1-"},
     {"rtx3090", "int4_g32_odd_shape", "cuda_dequant@1-"},
-    {"h100", "gguf_q4_1", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
-    {"a100", "gguf_q4_1", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
-    {"rtx3090", "gguf_q4_1", "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-"},
+    {"h100", "gguf_q4_1", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
+    {"a100", "gguf_q4_1", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
+    {"rtx3090", "gguf_q4_1", "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-"},
     {"h100", "gguf_q6_k", "cuda_dequant@1-"},
     {"t4", "int4_g128_sym", "cuda_dequant@1-"},
     {"t4", "int4_g32_asym_actorder", "cuda_dequant@1-"},
@@ -402,9 +402,9 @@ TEST(Selection, ExplicitBackendWithBoundedMHandsTheRestToAuto) {
   RuntimeConfig config;
   config.backend = "cuda_gemv";
   const auto plans = plan_layers({int_layer("x", 4096, 4096, 4, 128, ZeroKind::Symmetric)}, config, target_profile("h100"));
-  EXPECT_EQ(ranges_of(plans[0]), "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-");
+  EXPECT_EQ(ranges_of(plans[0]), "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-");
   ASSERT_FALSE(plans[0].notes.empty());
-  EXPECT_NE(plans[0].notes[0].find("cuda_gemv serves M 1..8 only"), std::string::npos);
+  EXPECT_NE(plans[0].notes[0].find("cuda_gemv serves M 1..16 only"), std::string::npos);
 }
 
 TEST(Selection, CheckpointHintThatCannotRunFallsBackToAutoWithANote) {
@@ -453,7 +453,7 @@ TEST(Selection, PerLayerOverrideBackendWins) {
   EXPECT_EQ(ranges_of(plans[1]), "cpu_simd@1-");
 }
 
-// An override naming a backend that serves some M only (cuda_gemv: M <= 8) carries that backend's
+// An override naming a backend that serves some M only (cuda_gemv: M <= 16) carries that backend's
 // parameters: the other ranges are planned by auto with their own, not handed parameters another
 // backend rejects ({"backend": "exllama_v2", "wt": 2} on an RTX 4090 used to fail every layer).
 TEST(Selection, OverrideParamsApplyOnlyToTheOverridesBackend) {
@@ -463,7 +463,7 @@ TEST(Selection, OverrideParamsApplyOnlyToTheOverridesBackend) {
   const auto plans = plan_layers({int_layer("model.layers.0.self_attn.q_proj", 4096, 4096, 4, 128, ZeroKind::Symmetric)},
                                  config, target_profile("rtx4090"));
   ASSERT_TRUE(plans[0].ok()) << plans[0].error;
-  EXPECT_EQ(ranges_of(plans[0]), "cuda_gemv@1-8,cuda_marlin@9-128,cuda_dequant@129-");
+  EXPECT_EQ(ranges_of(plans[0]), "cuda_gemv@1-16,cuda_marlin@17-128,cuda_dequant@129-");
   for (const auto& c : plans[0].choices) {
     if (c.backend == "cuda_gemv") {
       EXPECT_EQ(c.source, ParamSource::Override);
@@ -474,7 +474,7 @@ TEST(Selection, OverrideParamsApplyOnlyToTheOverridesBackend) {
     }
   }
   bool noted = false;
-  for (const auto& n : plans[0].notes) noted |= n.find("are for cuda_gemv; cuda_marlin serves M 9..128 with its own") != std::string::npos;
+  for (const auto& n : plans[0].notes) noted |= n.find("are for cuda_gemv; cuda_marlin serves M 17..128 with its own") != std::string::npos;
   EXPECT_TRUE(noted);
   // Without a backend, override parameters are demands on every range: a backend that does not
   // take them is an error (a CPU-only build's CUDA stubs validate nothing, so there they reach

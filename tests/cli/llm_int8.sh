@@ -91,7 +91,7 @@ assert all(x['llm_int8_threshold'] == 6 and x['choices'][0]['backend'] == 'cuda_
 
 # 2. Without cuda_int8, and on Turing.
 plan "$tmp/int8" --target h100 --disable cuda_int8 >"$tmp/p2"
-grep -q "q_proj .*cuda_gemv (M 1-8)" "$tmp/p2" || bad "--disable cuda_int8: q_proj not on cuda_gemv first"
+grep -q "q_proj .*cuda_gemv (M 1-16)" "$tmp/p2" || bad "--disable cuda_int8: q_proj not on cuda_gemv first"
 grep -q "^  cuda_int8 " "$tmp/p2" && bad "--disable cuda_int8: still in the summary"
 plan "$tmp/int8" --target t4 >"$tmp/p3"
 grep -q "^  cuda_dequant *14 layers (all M)" "$tmp/p3" || bad "t4: not every layer on cuda_dequant"

@@ -23,7 +23,7 @@ grep -q "not built in this binary\|cuda_" "$tmp/out.txt" || fail "CUDA backends 
 "$qrt" plan "$model" --target h100 --no-tuning-cache >"$tmp/out.txt" || fail "plan --target h100 exited non-zero"
 grep -q "H100" "$tmp/out.txt" || fail "no H100 device line"
 # Q4_1 (float zero points) on the fast kernels, saying how; cuda_dequant above marlin's M range.
-grep -q "q_proj .*cuda_gemv (M 1-8), cuda_marlin (M 9-128), cuda_dequant (M>=129)" "$tmp/out.txt" ||
+grep -q "q_proj .*cuda_gemv (M 1-16), cuda_marlin (M 17-128), cuda_dequant (M>=129)" "$tmp/out.txt" ||
   fail "Q4_1 should run on cuda_gemv / cuda_marlin on h100"
 grep -q "note: cuda_marlin: GGUF float zero points" "$tmp/out.txt" || fail "no note on the float zero points"
 grep -q "float zero offsets (GGUF-style min) unsupported" "$tmp/out.txt" && fail "float zeros still rejected"

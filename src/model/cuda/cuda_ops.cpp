@@ -75,7 +75,7 @@ void CudaOps::reserve(const ModelDims& dims) {
   // (docs/PERFORMANCE.md), so wider models issue these ops as kernels of their own.
   // QRT_CUDA_FUSED_PROJECTIONS=0: the norms, SiLU x up and residual adds as kernels of their own
   // while the other fused decode ops stay; =1: all fused whatever the width; =no_norm: SiLU x up
-  // and the residual adds fused, the norms as kernels, whatever the width (not yet measured on a
+  // and the residual adds fused, the norms as kernels, whatever the width (not yet timed on a
   // wide model: docs/KNOWN_ISSUES.md).
   const char* fp = std::getenv("QRT_CUDA_FUSED_PROJECTIONS");
   const std::string fp_value = fp ? fp : "";
@@ -214,7 +214,7 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   attn_scratch_.counters = attn_counters_.as<int>();
   // RoPE, the KV store and the attention in one kernel, from decode position
   // fused_attention_from_ on: slower than the two kernels it replaces at short contexts and faster
-  // at long ones, with the crossover between 512 and 1024 positions on the H100 (docs/PERFORMANCE.md,
+  // at long ones, with the crossover between 384 and 512 positions on the H100 (docs/PERFORMANCE.md,
   // "The GPU decode step"), so a decode step is captured once per attention variant and the
   // position picks the graph. QRT_CUDA_FUSED_ATTENTION=1 uses it from position 0, =0 never;
   // QRT_CUDA_FUSED_ATTENTION_FROM=N from position N (A/B runs).

@@ -13,7 +13,7 @@
 // block's: not with Gemma-2's GeGLU or sandwich norms, whose ops are issued unfused).
 // QRT_CUDA_FUSED_DECODE=0 in the environment runs the unfused kernels instead (A/B);
 // QRT_CUDA_FUSED_ATTENTION=1 runs RoPE + KV store + attention in one launch from position 0 (by
-// default from position 768 on), =0 never.
+// default from position 448 on), =0 never.
 //
 // The batched engine (ModelDims::kv_blocks > 0): the KV cache is a pool of blocks of 16 positions
 // ([layer][kv_head][block][16][head_dim]); each step uploads its rows' positions and their
@@ -178,12 +178,13 @@ class CudaOps final : public BlockOps {
   int sms_ = 1;
   cuda_model::KvElem kv_elem_ = cuda_model::KvElem::F16;  // EngineOptions::kv_dtype (fp8 or fp16)
   bool fused_decode_ = true;     // QRT_CUDA_FUSED_DECODE != 0
-  bool fused_projections_ = true;  // fused_decode_, QRT_CUDA_FUSED_PROJECTIONS and the width (reserve())
-  bool fused_norm_prologue_ = true;  // fused_projections_ unless QRT_CUDA_FUSED_PROJECTIONS=no_norm
-  static constexpr int64_t kMaxFusedProjectionHidden = 2048;  // wider models: unfused (reserve())
+  bool fused_projections_ = true;  // fused_decode_ and QRT_CUDA_FUSED_PROJECTIONS (reserve())
+  bool fused_norm_prologue_ = true;  // fused_projections_ and the width, or QRT_CUDA_FUSED_PROJECTIONS=1
+  static constexpr int64_t kMaxFusedProjectionHidden = 2048;  // wider models: norms unfused (reserve())
   static constexpr int64_t kNever = INT64_MAX;
-  // Default position of the switch to the fused attention: the middle of the measured crossover.
-  static constexpr int64_t kFusedAttentionFrom = 768;
+  // Default position of the switch to the fused attention (docs/PERFORMANCE.md, "The GPU decode
+  // step"): between the measured crossover's ends, 384 and 512.
+  static constexpr int64_t kFusedAttentionFrom = 448;
   int64_t fused_attention_from_ = kNever;  // decode positions from which the fused attention runs
   bool fused_attention_ = false;  // this step's variant (the graph being captured or launched)
   bool fused_head_ = false;       // a dense fp16 head the fused norm + head + argmax reads

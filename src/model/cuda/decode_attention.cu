@@ -3,20 +3,29 @@
 //
 // Work of a block (KV head g, row i, part sp): the query heads of group g at row i, rotated at
 // the row's position p and kept in shared memory as float (rounded through fp16 first, as the
-// unfused rope_store() leaves them), against the keys [j0, j1) of part sp. Keys and values come a
-// tile at a time (8 KB of keys, 8 KB of values, fp16 or fp8 as the cache holds them) through
-// cp.async into one of two shared-memory buffers while the other is scored. A tile is scored by
-// lane groups (lanes_per_key lanes, 16 bytes of the key each, reduced by shuffles), its softmax updated per head by one warp, and its
-// values accumulated with one thread per (head, pair of dims). Parts: the row's keys are cut into
-// tiles and the tiles shared out over at most gridDim.z parts, so a context of one tile is one
-// block that writes its result, and a long one is spread across the GPU and merged. The score
-// scale and the window are the layer's, as kernel arguments. No soft-cap: a tanh per score in
-// this kernel cost the uncapped kernel registers (and occupancy), so a model with one runs the
-// unfused pair (CudaOps::allocate leaves the fused attention off).
+// unfused rope_store() leaves them), against the keys [j0, j1) of part sp. A decode step is a
+// chain of short kernels, so what bounds this one is the number of dependent memory round trips
+// after the kernel before it finishes, not bandwidth. Hence:
+// - the cached keys and values of the block's first chunk (positions before this step's, which
+//   no kernel of the step writes) are put in flight with cp.async *before* pdl_wait(), together
+//   with the cos / sin of the row's position: they arrive while the q/k/v projection still runs;
+// - a chunk is large (32 KB of keys and 32 KB of values: 256 keys of 64 fp16 dims), so a context
+//   that fits one chunk is one block that writes its result, with no merge across blocks;
+// - a longer context is cut into parts of at least kMinPartKeys keys over at most gridDim.z
+//   blocks; each part walks its keys a chunk at a time, and the last part to finish merges.
+// Within a chunk: scores by lane groups (lanes_per_key lanes, 16 bytes of the key each, reduced
+// by shuffles), the softmax updated per head by one warp, the values accumulated by threads that
+// each own one (head, pair of dims) and a share of the chunk's keys (kg key groups, summed at the
+// end). Keys of this step's own rows come rotated from k / v, never from the cache (other blocks
+// of this launch may be writing them). The score scale and the window are the layer's, as kernel
+// arguments. No soft-cap: a model with one runs the unfused pair (CudaOps::allocate leaves the
+// fused attention off).
 #include <cuda_pipeline.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 
 #include "model/cuda/kernels.h"
@@ -25,17 +34,27 @@
 namespace qrt::cuda_model {
 namespace {
 
-constexpr int kThreads = 128;
+constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxGroup = 8;
 constexpr int kMaxHeadDim = 256;
-constexpr int kTileBytes = 8192;  // one tile of keys (and one of values)
-constexpr int kMaxTileKeys = 128;
+constexpr int kChunkBytes = 32768;  // keys of one chunk (and as much for its values)
+constexpr int kMaxChunkKeys = 256;
+constexpr int kMinPartKeys = 64;    // a context longer than one chunk: parts of at least this many keys
 constexpr int kMaxParts = 64;
-constexpr int kAccPairs = kMaxGroup * kMaxHeadDim / 2 / kThreads;  // (head, dim pair) slots per thread
+constexpr int kMaxSlots = kMaxGroup * kMaxHeadDim / 2;  // (head, dim pair) accumulators of a block
+constexpr int kAccPairs = kMaxSlots / kThreads;          // at most this many a thread
+constexpr int kQPer = kMaxSlots / kThreads;              // query pairs a thread rotates
 
-__host__ __device__ constexpr int tile_keys(int row_bytes) {
-  return kTileBytes / row_bytes < kMaxTileKeys ? kTileBytes / row_bytes : kMaxTileKeys;
+// Dynamic shared memory: keys, values, the rotated queries, the chunk's scores, the key groups'
+// accumulators.
+constexpr int kSmemQs = 2 * kChunkBytes;
+constexpr int kSmemSc = kSmemQs + kMaxGroup * kMaxHeadDim * 4;
+constexpr int kSmemRed = kSmemSc + kMaxGroup * kMaxChunkKeys * 4;
+constexpr int kSmemBytes = kSmemRed + kThreads * 8;
+
+__host__ __device__ constexpr int chunk_keys(int row_bytes) {
+  return kChunkBytes / row_bytes < kMaxChunkKeys ? kChunkBytes / row_bytes : kMaxChunkKeys;
 }
 // Lanes that score one key together: a power of two covering as many of its 16-byte chunks as
 // possible (a lane takes chunks sub, sub + lanes, ...: at most 2 for head_dim <= 256).
@@ -53,43 +72,52 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
     int64_t cap, int64_t window, float scale, float* partials, int* counters) {
   using E = CacheElem<T>;
   constexpr int kPer = E::kPerChunk;  // elements of a 16-byte chunk
-  __shared__ __align__(16) T ks[2][kTileBytes / sizeof(T)];
-  __shared__ __align__(16) T vs[2][kTileBytes / sizeof(T)];
-  __shared__ __align__(16) float qs[kMaxGroup][kMaxHeadDim];
-  __shared__ float sc[kMaxGroup][kMaxTileKeys];
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* ks = reinterpret_cast<T*>(smem);
+  T* vs = reinterpret_cast<T*>(smem + kChunkBytes);
+  float* qs = reinterpret_cast<float*>(smem + kSmemQs);  // [kMaxGroup][hd]
+  float* sc = reinterpret_cast<float*>(smem + kSmemSc);  // [kMaxGroup][kMaxChunkKeys]
+  float2* red = reinterpret_cast<float2*>(smem + kSmemRed);
   __shared__ float m_s[kMaxGroup], l_s[kMaxGroup], corr_s[kMaxGroup];
   __shared__ float weight_s[kMaxParts];
   __shared__ float sh[32];
   __shared__ bool is_last;
-  pdl_entry();
+  pdl_trigger();
 
-  const int kvh = blockIdx.x, i = blockIdx.y, sp = blockIdx.z, parts = gridDim.z;
+  const int kvh = blockIdx.x, i = blockIdx.y, sp = blockIdx.z;
   const int tid = threadIdx.x, lane = tid & 31, w = tid >> 5;
-  const int half = hd / 2, kt = tile_keys(hd * static_cast<int>(sizeof(T))), chunks = hd / kPer;
+  const int half = hd / 2, ck = chunk_keys(hd * static_cast<int>(sizeof(T))), chunks = hd / kPer;
+  // The position is the step's (written before the graph or by the step before): safe to read
+  // before pdl_wait().
   const int64_t pos0 = *d_pos, p = pos0 + i;
   const int64_t first = window > 0 ? max(int64_t(0), p - window + 1) : 0;
-  const int64_t tiles = (p + 1 - first + kt - 1) / kt;
-  const int64_t per_part = (tiles + parts - 1) / parts;
-  const int active = static_cast<int>((tiles + per_part - 1) / per_part);
-  if (sp >= active) return;
-  const int64_t j0 = first + sp * per_part * kt, j1 = min(p + 1, j0 + per_part * kt);
+  const int64_t keys = p + 1 - first;
+  int64_t parts = 1;
+  if (keys > ck) parts = min(static_cast<int64_t>(gridDim.z), (keys + kMinPartKeys - 1) / kMinPartKeys);
+  const int64_t per_part = (keys + parts - 1) / parts;
+  const int active = static_cast<int>((keys + per_part - 1) / per_part);
+  if (sp >= active) {
+    pdl_wait();  // nothing to do, but the block may not end before the kernel before it
+    return;
+  }
+  const int64_t j0 = first + sp * per_part, j1 = min(p + 1, j0 + per_part);
   const bool last_part = sp == active - 1;  // holds key p, the row's own
   const T* K = kc + kvh * cap * hd;
   const T* V = vc + kvh * cap * hd;
 
-  // Keys [t0, t0 + n) of the cache into buffer `buf`, asynchronously; this step's keys (>= pos0)
-  // are left to fill_new (other blocks of this launch may be writing them into the cache).
-  auto load_tile = [&](int64_t t0, int n, int buf) {
+  // Cached keys and values [t0, t0 + n) into the chunk buffers, asynchronously; this step's keys
+  // (>= pos0) are left to fill_new.
+  auto load_chunk = [&](int64_t t0, int n) {
     const int cached = static_cast<int>(max(int64_t(0), min(t0 + n, pos0) - t0));
     for (int idx = tid; idx < cached * chunks; idx += kThreads) {
       const int t = idx / chunks, c = idx - t * chunks;
-      __pipeline_memcpy_async(&ks[buf][t * hd + c * kPer], K + (t0 + t) * hd + c * kPer, 16);
-      __pipeline_memcpy_async(&vs[buf][t * hd + c * kPer], V + (t0 + t) * hd + c * kPer, 16);
+      __pipeline_memcpy_async(&ks[t * hd + c * kPer], K + (t0 + t) * hd + c * kPer, 16);
+      __pipeline_memcpy_async(&vs[t * hd + c * kPer], V + (t0 + t) * hd + c * kPer, 16);
     }
     __pipeline_commit();
   };
   // This step's keys in [t0, t0 + n): rotated from k, rounded as the cache stores them.
-  auto fill_new = [&](int64_t t0, int n, int buf) {
+  auto fill_new = [&](int64_t t0, int n) {
     const int64_t jn = max(t0, pos0);
     const int count = static_cast<int>(max(int64_t(0), t0 + n - jn)), tstart = static_cast<int>(jn - t0);
     for (int idx = tid; idx < count * half; idx += kThreads) {
@@ -99,60 +127,77 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
       const __half* vr = v + r * kv_stride + static_cast<int64_t>(kvh) * hd;
       const float c = cos_t[j * half + d], s = sin_t[j * half + d];
       const float a = __half2float(kr[d]), b = __half2float(kr[d + half]);
-      ks[buf][t * hd + d] = E::from_float(a * c - b * s);
-      ks[buf][t * hd + d + half] = E::from_float(b * c + a * s);
-      vs[buf][t * hd + d] = E::from_half(vr[d]);
-      vs[buf][t * hd + d + half] = E::from_half(vr[d + half]);
+      ks[t * hd + d] = E::from_float(a * c - b * s);
+      ks[t * hd + d + half] = E::from_float(b * c + a * s);
+      vs[t * hd + d] = E::from_half(vr[d]);
+      vs[t * hd + d + half] = E::from_half(vr[d + half]);
     }
   };
 
-  const int64_t n_tiles = (j1 - j0 + kt - 1) / kt;
-  load_tile(j0, static_cast<int>(min(static_cast<int64_t>(kt), j1 - j0)), 0);
+  int n = static_cast<int>(min(static_cast<int64_t>(ck), j1 - j0));
+  load_chunk(j0, n);
+  float qc[kQPer], qsn[kQPer];
+#pragma unroll
+  for (int r = 0; r < kQPer; ++r) {
+    const int idx = tid + r * kThreads, d = idx % half;
+    qc[r] = idx < group * half ? cos_t[p * half + d] : 0.f;
+    qsn[r] = idx < group * half ? sin_t[p * half + d] : 0.f;
+  }
+  pdl_wait();  // q, k, v of this step are the kernel before's
 
-  // The group's queries, rotated at p while the first tile is in flight.
-  for (int idx = tid; idx < group * half; idx += kThreads) {
-    const int g = idx / half, d = idx - g * half;
-    const __half* qr = q + i * q_stride + static_cast<int64_t>(kvh * group + g) * hd;
-    const float c = cos_t[p * half + d], s = sin_t[p * half + d];
-    const float a = __half2float(qr[d]), b = __half2float(qr[d + half]);
-    qs[g][d] = __half2float(__float2half_rn(a * c - b * s)) * scale;
-    qs[g][d + half] = __half2float(__float2half_rn(b * c + a * s)) * scale;
+  // The group's queries, rotated at p.
+#pragma unroll
+  for (int r = 0; r < kQPer; ++r) {
+    const int idx = tid + r * kThreads;
+    if (idx < group * half) {
+      const int g = idx / half, d = idx - g * half;
+      const __half* qr = q + i * q_stride + static_cast<int64_t>(kvh * group + g) * hd;
+      const float a = __half2float(qr[d]), b = __half2float(qr[d + half]);
+      qs[g * hd + d] = __half2float(__float2half_rn(a * qc[r] - b * qsn[r])) * scale;
+      qs[g * hd + d + half] = __half2float(__float2half_rn(b * qc[r] + a * qsn[r])) * scale;
+    }
   }
   if (tid < group) {
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.f;
   }
+  // Value accumulators: slot = (head, dim pair). With few slots each one is shared by kg threads
+  // that take every kg-th key of a chunk (summed at the end); with many a thread owns several.
+  const int slots = group * half;
+  const int kg = slots <= kThreads ? kThreads / slots : 1;
+  const int kgi = kg > 1 ? tid / slots : 0;
   float2 acc[kAccPairs];
   int acc_g[kAccPairs], acc_d2[kAccPairs];
 #pragma unroll
   for (int r = 0; r < kAccPairs; ++r) {
     acc[r] = make_float2(0.f, 0.f);
-    const int idx = tid + r * kThreads;
-    acc_g[r] = idx < group * half ? idx / half : -1;
-    acc_d2[r] = idx < group * half ? idx % half : 0;
+    int slot = -1;
+    if (kg > 1) {
+      if (r == 0 && tid < kg * slots) slot = tid % slots;
+    } else if (tid + r * kThreads < slots) {
+      slot = tid + r * kThreads;
+    }
+    acc_g[r] = slot >= 0 ? slot / half : -1;
+    acc_d2[r] = slot >= 0 ? slot % half : 0;
   }
   const int lpk = lanes_per_key(chunks), sub = lane % lpk, keys_per_pass = kWarps * (32 / lpk);
 
-  for (int64_t tile = 0; tile < n_tiles; ++tile) {
-    const int buf = static_cast<int>(tile & 1);
-    const int64_t t0 = j0 + tile * kt;
-    const int n = static_cast<int>(min(static_cast<int64_t>(kt), j1 - t0));
-    if (tile + 1 < n_tiles) {
-      load_tile(t0 + kt, static_cast<int>(min(static_cast<int64_t>(kt), j1 - t0 - kt)), buf ^ 1);
-      __pipeline_wait_prior(1);
-    } else {
-      __pipeline_wait_prior(0);
+  for (int64_t t0 = j0; t0 < j1; t0 += ck) {
+    if (t0 != j0) {
+      n = static_cast<int>(min(static_cast<int64_t>(ck), j1 - t0));
+      load_chunk(t0, n);
     }
-    fill_new(t0, n, buf);
-    __syncthreads();  // the tile (every thread's copies and new keys) and, first time, qs / m_s
-    if (last_part && tile == n_tiles - 1) {
-      // Key and value p (the tile's last) into the cache: the only write of position p.
+    fill_new(t0, n);
+    __pipeline_wait_prior(0);
+    __syncthreads();  // the chunk (every thread's copies and new keys) and, first time, qs / m_s
+    if (last_part && t0 + n == j1) {
+      // Key and value p (the chunk's last) into the cache: the only write of position p.
       const int t = n - 1;
       for (int c = tid; c < chunks; c += kThreads) {
         *reinterpret_cast<uint4*>(kc + (kvh * cap + p) * hd + c * kPer) =
-            *reinterpret_cast<const uint4*>(&ks[buf][t * hd + c * kPer]);
+            *reinterpret_cast<const uint4*>(&ks[t * hd + c * kPer]);
         *reinterpret_cast<uint4*>(vc + (kvh * cap + p) * hd + c * kPer) =
-            *reinterpret_cast<const uint4*>(&vs[buf][t * hd + c * kPer]);
+            *reinterpret_cast<const uint4*>(&vs[t * hd + c * kPer]);
       }
     }
     // Scores of every head of the group.
@@ -167,14 +212,14 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
           const int c = sub + u * lpk;
           if (c < chunks) {
             float kf[kPer];
-            E::chunk(*reinterpret_cast<const uint4*>(&ks[buf][t * hd + c * kPer]), kf);
+            E::chunk(*reinterpret_cast<const uint4*>(&ks[t * hd + c * kPer]), kf);
 #pragma unroll
             for (int g = 0; g < kMaxGroup; ++g) {
               if (g < group) {
                 float dot = 0.f;
 #pragma unroll
                 for (int e = 0; e < kPer; e += 4) {
-                  const float4 qv = *reinterpret_cast<const float4*>(&qs[g][c * kPer + e]);
+                  const float4 qv = *reinterpret_cast<const float4*>(&qs[g * hd + c * kPer + e]);
                   dot += qv.x * kf[e] + qv.y * kf[e + 1] + qv.z * kf[e + 2] + qv.w * kf[e + 3];
                 }
                 part[g] += dot;
@@ -187,21 +232,22 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
       for (int g = 0; g < kMaxGroup; ++g) {
         if (g < group) {
           for (int o = lpk / 2; o > 0; o >>= 1) part[g] += __shfl_xor_sync(0xffffffffu, part[g], o);
-          if (t < n && sub == 0) sc[g][t] = part[g];
+          if (t < n && sub == 0) sc[g * kMaxChunkKeys + t] = part[g];
         }
       }
     }
     __syncthreads();
     // Online softmax, one warp per head.
     for (int g = w; g < group; g += kWarps) {
+      float* scg = sc + g * kMaxChunkKeys;
       float mx = -INFINITY;
-      for (int t = lane; t < n; t += 32) mx = fmaxf(mx, sc[g][t]);
+      for (int t = lane; t < n; t += 32) mx = fmaxf(mx, scg[t]);
       mx = warp_max(mx);
       const float m_old = m_s[g], m_new = fmaxf(m_old, mx);
       float sum = 0.f;
       for (int t = lane; t < n; t += 32) {
-        const float e = __expf(sc[g][t] - m_new);
-        sc[g][t] = e;
+        const float e = __expf(scg[t] - m_new);
+        scg[t] = e;
         sum += e;
       }
       sum = warp_sum(sum);
@@ -213,24 +259,41 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
       }
     }
     __syncthreads();
-    // Values, one thread per (head, pair of dims).
+    // Values: each slot over its key group's share of the chunk.
 #pragma unroll
     for (int r = 0; r < kAccPairs; ++r) {
       const int g = acc_g[r];
       if (g < 0) continue;
       const float corr = corr_s[g];
       float2 a = make_float2(acc[r].x * corr, acc[r].y * corr);
-      const T* vcol = &vs[buf][0] + 2 * acc_d2[r];
+      const T* vcol = vs + 2 * acc_d2[r];
+      const float* scg = sc + g * kMaxChunkKeys;
 #pragma unroll 4
-      for (int t = 0; t < n; ++t) {
-        const float pj = sc[g][t];
+      for (int t = kgi; t < n; t += kg) {
+        const float pj = scg[t];
         const float2 vv = E::pair(vcol + t * hd, 0);
         a.x += pj * vv.x;
         a.y += pj * vv.y;
       }
       acc[r] = a;
     }
-    __syncthreads();  // buffer `buf`, sc and corr_s are rewritten next
+    __syncthreads();  // the buffers, sc and corr_s are rewritten next
+  }
+  // The key groups' sums into the first group's threads.
+  if (kg > 1) {
+    if (acc_g[0] >= 0) red[tid] = acc[0];
+    __syncthreads();
+    if (kgi == 0 && acc_g[0] >= 0) {
+      float2 s = acc[0];
+      for (int e = 1; e < kg; ++e) {
+        const float2 o = red[tid + e * slots];
+        s.x += o.x;
+        s.y += o.y;
+      }
+      acc[0] = s;
+    } else {
+      acc_g[0] = -1;  // summed into another thread's slot
+    }
   }
 
   const int64_t q_dim = static_cast<int64_t>(n_heads) * hd;
@@ -246,9 +309,10 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
     return;
   }
   // Partial result of this part: (max, sum, unnormalised accumulator) per head.
+  const int pstride = static_cast<int>(gridDim.z);
   auto part_of = [&](int g, int s) {
     const int64_t pair = static_cast<int64_t>(i) * n_heads + kvh * group + g;
-    return partials + (pair * parts + s) * (hd + 2);
+    return partials + (pair * pstride + s) * (hd + 2);
   };
   if (tid < group) {
     part_of(tid, sp)[0] = m_s[tid];
@@ -310,10 +374,21 @@ void rope_store_decode_attention(const __half* q, const __half* k, const __half*
   const dim3 grid(static_cast<unsigned>(n_kv), static_cast<unsigned>(m),
                   static_cast<unsigned>(std::clamp(scratch.group_splits, 1, kMaxParts)));
   auto run = [&](auto* kc, auto* vc) {
-    launch(rope_store_decode_attention_kernel<std::remove_pointer_t<decltype(kc)>>, grid, dim3(kThreads), s, q, k, v,
-           q_stride, kv_stride, cos, sin, d_pos, kc, vc, out, static_cast<int>(n_heads),
-           static_cast<int>(n_heads / n_kv), static_cast<int>(head_dim), capacity, window, scale, scratch.partials,
-           scratch.counters);
+    using T = std::remove_pointer_t<decltype(kc)>;
+    auto* kernel = rope_store_decode_attention_kernel<T>;
+    // More than the 48 KB a block gets without asking: set once per device (a host-side attribute
+    // of the current device, not an operation of a stream being captured).
+    static std::atomic<uint64_t> done{0};
+    int dev = 0;
+    QRT_CUDA_CHECK(cudaGetDevice(&dev));
+    const uint64_t bit = uint64_t(1) << (dev & 63);
+    if (!(done.load() & bit)) {
+      QRT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes));
+      done.fetch_or(bit);
+    }
+    launch_smem(kernel, grid, dim3(kThreads), kSmemBytes, s, q, k, v, q_stride, kv_stride, cos, sin, d_pos, kc, vc, out,
+                static_cast<int>(n_heads), static_cast<int>(n_heads / n_kv), static_cast<int>(head_dim), capacity,
+                window, scale, scratch.partials, scratch.counters);
   };
   if (cache.elem == KvElem::Fp8E4M3)
     run(static_cast<__nv_fp8_e4m3*>(cache.keys), static_cast<__nv_fp8_e4m3*>(cache.values));

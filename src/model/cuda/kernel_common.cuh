@@ -3,14 +3,14 @@
 // and programmatic dependent launch (PDL).
 //
 // PDL. Every kernel of src/model/cuda (but hold_kernel, a test aid launched plainly) starts with
-// pdl_trigger() then pdl_wait(), and is launched
-// through launch(), which sets the programmatic-serialization attribute on sm_90+ (unless
-// QRT_CUDA_PDL=0). The next kernel on the stream may then be scheduled as soon as every block of
-// this one has started, and runs up to its own pdl_wait(), which returns once this kernel has
-// finished and its writes are visible: a kernel reads and writes nothing another kernel writes
-// before its pdl_wait() (the int4 kernels of src/backends/cuda stream their weights meanwhile;
-// ours wait first). A kernel launched without the attribute waits for its predecessor as usual
-// and both calls are no-ops.
+// pdl_trigger() then pdl_wait(), and is launched through launch(), which sets the
+// programmatic-serialization attribute on sm_90+ (unless QRT_CUDA_PDL=0). The next kernel on the
+// stream may then be scheduled as soon as every block of this one has started, and runs up to its
+// own pdl_wait(), which returns once this kernel has finished and its writes are visible: a kernel
+// reads and writes nothing another kernel writes before its pdl_wait() (the int4 kernels of
+// src/backends/cuda stream their weights meanwhile, the fused decode attention the keys and values
+// that earlier steps cached; the others wait first). A kernel launched without the attribute
+// waits for its predecessor as usual and both calls are no-ops.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -39,14 +39,14 @@ __device__ __forceinline__ void pdl_entry() {
 // True when the current device runs PDL (sm_90+) and QRT_CUDA_PDL is not 0 (kernel_common.cu).
 bool pdl_enabled();
 
-// kernel<<<grid, block, 0, s>>>(args...), with the PDL attribute where pdl_enabled(); a launch
+// kernel<<<grid, block, smem, s>>>(args...), with the PDL attribute where pdl_enabled(); a launch
 // error throws qrt::Error.
 template <typename... Params, typename... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s, Args&&... args) {
+void launch_smem(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t s, Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
-  cfg.dynamicSmemBytes = 0;
+  cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
   if (pdl_enabled()) {
@@ -56,6 +56,11 @@ void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s, Ar
     cfg.numAttrs = 1;
   }
   QRT_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...));
+}
+// The same without dynamic shared memory.
+template <typename... Params, typename... Args>
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, cudaStream_t s, Args&&... args) {
+  launch_smem(kernel, grid, block, 0, s, std::forward<Args>(args)...);
 }
 
 // Blocks of `threads` covering n elements, at most 65535 (the kernels stride over the rest).

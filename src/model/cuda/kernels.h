@@ -122,11 +122,12 @@ void paged_attention(const __half* q, const KvCache& cache, __half* out, const P
 // then attention() for m <= scratch.max_rows rows, with the same results (q is not rotated in
 // place: it is read, rotated in registers and left as it was). One block per (KV head, row, part of
 // the row's keys): the block scores all the query heads of its GQA group against each key / value
-// tile it reads (tiles copied asynchronously into shared memory, the next in flight while one is
-// scored), so every key and value is read once per group. The number of parts adapts on the
-// device to the row's context (at least one tile per part): a short context runs as one block
-// per (KV head, row) that writes its result directly; a long one is split over up to
-// scratch.group_splits blocks whose partial softmax results the last of them merges. Keys of
+// chunk it reads (32 KB of keys and as much of values in shared memory; the first chunk's cached
+// keys are copied before the kernel waits for the one before it), so every key and value is read
+// once per group. The number of parts adapts on the device to the row's context: one that fits a
+// chunk runs as one block per (KV head, row) that writes its result directly; a longer one is
+// split into parts of at least 64 keys over up to scratch.group_splits blocks whose partial
+// softmax results the last of them merges. Keys of
 // this step's own rows come rotated from k / v (never from the cache other blocks are writing);
 // the block holding row i's own position writes that key and value into the cache.
 // Needs rows of 16-byte multiples (head_dim % 8 == 0 for fp16, % 16 for fp8), head_dim <= 256 and

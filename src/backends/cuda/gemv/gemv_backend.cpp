@@ -1,5 +1,5 @@
-// Backend `cuda_gemv`: the streaming kernel (gemv_kernels.cu; the plan's choice for M <= 8, up to
-// 32 rows a launch) on the same packed layout as cuda_marlin (one device copy when both serve a
+// Backend `cuda_gemv`: the streaming kernel (gemv_kernels.cu: up to 32 rows a launch; the plan's
+// choice for M <= 16) on the same packed layout as cuda_marlin (one device copy when both serve a
 // layer). Parameters: wt (n16 tiles per block,
 // 2 or 4; 0 = 4 for N >= 16384 else 2, as measured), split (K partitions, 0 = automatic: none
 // where a block's slice is at most 32 KB, else from the SM count), bulk (1 = the sm_90 variant
@@ -79,7 +79,7 @@ class CudaGemvBackend final : public cuda::Int4Int8Backend {
  public:
   CudaGemvBackend()
       : Int4Int8Backend("cuda_gemv",
-                        "int4/int8 x fp16/bf16 streaming GEMV for M <= 8 (16-byte loads, 8 in flight, mma.sync), "
+                        "int4/int8 x fp16/bf16 streaming GEMV for M <= 16 (16-byte loads, 8 in flight, mma.sync), "
                         "sm_80+") {}
 
   Verdict check(const LayerSpec& layer, const DeviceInfo& device) const override {

@@ -191,11 +191,47 @@ __global__ void __launch_bounds__(256, MT > 1 ? 2 : (FZ ? 3 : 0)) gemv_kernel(co
 #pragma unroll
     for (int r = 0; r < R; ++r) load(ring[r], c0 + r * KP);
   }
+  // The block's scales, zeros and offsets into shared memory: weights too, so they are in flight
+  // with the codes before the wait (read from DRAM once a step, they would otherwise add a DRAM
+  // round trip after it), as are a per-channel zero pair and scale.
+  if (grouped) {
+    const int ng = min(L.groups, G - g_lo);
+    for (int i = tid; i < ng * WT * 2; i += 256) {
+      const int gi = i / (WT * 2), j = i % (WT * 2);
+      const bool ok = n16_first + j / 2 < n16_total;
+      cp_async16(ss + gi * WT * 8 + j * 4,
+                 ok ? static_cast<const void*>(a.scales + static_cast<size_t>(g_lo + gi) * half_n + n16_first * 8 + j * 4)
+                    : a.scales,
+                 ok);
+    }
+    if (a.zeros)
+      for (int i = tid; i < ng * WT; i += 256) {
+        const int gi = i / WT, j = i % WT;
+        const bool ok = n16_first + j < n16_total;
+        cp_async16(zs + gi * WT * 8 + j * 8,
+                   ok ? static_cast<const void*>(a.zeros + static_cast<size_t>(g_lo + gi) * half_n + (n16_first + j) * 8)
+                      : a.zeros,
+                   ok);
+      }
+    if constexpr (FZ)
+      for (int i = tid; i < ng * WT * 2; i += 256) {
+        const int gi = i / (WT * 2), j = i % (WT * 2);
+        const bool ok = n16_first + j / 2 < n16_total;
+        cp_async16(os + gi * WT * 8 + j * 4,
+                   ok ? static_cast<const void*>(a.offsets + static_cast<size_t>(g_lo + gi) * half_n + n16_first * 8 + j * 4)
+                      : a.offsets,
+                   ok);
+      }
+  }
+  uint32_t zpair_pc = FZ ? 0u : (BITS == 4 ? 0x0808u : 0x8080u);
+  if (a.zeros && !grouped && tile_ok) zpair_pc = a.zeros[n16 * 8 + g];
+  const uint32_t pc_scale = !grouped && tile_ok ? __ldg(a.scales + n16 * 8 + g) : 0u;
+  const uint32_t pc_offset = FZ && !grouped && tile_ok ? __ldg(a.offsets + n16 * 8 + g) : 0u;
   // The weights above do not depend on the kernel before this one; the activations, the split-K
   // workspace and y do.
   pdl_wait();
 
-  // Stage the block's activations, scales and zeros in shared memory while the first weights fly.
+  // Stage the block's activations in shared memory while the first weights fly.
   {
     const int krange = (c_end - c_begin) * 64;
     if (MT > 1 || a.fused.prologue == 0) {
@@ -205,35 +241,6 @@ __global__ void __launch_bounds__(256, MT > 1 ? 2 : (FZ ? 3 : 0)) gemv_kernel(co
         cp_async16(xs + row * L.x_row_halves + c * 8,
                    static_cast<const T*>(a.x) + static_cast<size_t>(row) * a.k + c_begin * 64 + c * 8, true);
       }
-    }
-    if (grouped) {
-      const int ng = min(L.groups, G - g_lo);
-      for (int i = tid; i < ng * WT * 2; i += 256) {
-        const int gi = i / (WT * 2), j = i % (WT * 2);
-        const bool ok = n16_first + j / 2 < n16_total;
-        cp_async16(ss + gi * WT * 8 + j * 4,
-                   ok ? static_cast<const void*>(a.scales + static_cast<size_t>(g_lo + gi) * half_n + n16_first * 8 + j * 4)
-                      : a.scales,
-                   ok);
-      }
-      if (a.zeros)
-        for (int i = tid; i < ng * WT; i += 256) {
-          const int gi = i / WT, j = i % WT;
-          const bool ok = n16_first + j < n16_total;
-          cp_async16(zs + gi * WT * 8 + j * 8,
-                     ok ? static_cast<const void*>(a.zeros + static_cast<size_t>(g_lo + gi) * half_n + (n16_first + j) * 8)
-                        : a.zeros,
-                     ok);
-        }
-      if constexpr (FZ)
-        for (int i = tid; i < ng * WT * 2; i += 256) {
-          const int gi = i / (WT * 2), j = i % (WT * 2);
-          const bool ok = n16_first + j / 2 < n16_total;
-          cp_async16(os + gi * WT * 8 + j * 4,
-                     ok ? static_cast<const void*>(a.offsets + static_cast<size_t>(g_lo + gi) * half_n + n16_first * 8 + j * 4)
-                        : a.offsets,
-                     ok);
-        }
     }
     cp_async_commit();
     // The fused prologues build at most 8 rows (the host gives them only to MT = 1).
@@ -247,8 +254,6 @@ __global__ void __launch_bounds__(256, MT > 1 ? 2 : (FZ ? 3 : 0)) gemv_kernel(co
   // open group's activation sums.
   float acc[MT][4] = {}, gacc[MT][4] = {};
   float xacc[MT][4] = {};
-  uint32_t zpair_pc = FZ ? 0u : (BITS == 4 ? 0x0808u : 0x8080u);
-  if (a.zeros && !grouped && tile_ok) zpair_pc = a.zeros[n16 * 8 + g];
 
   // ov: the FZ offset pair of the group (unused otherwise).
   auto flush = [&](uint32_t sv, uint32_t ov) {
@@ -353,7 +358,7 @@ __global__ void __launch_bounds__(256, MT > 1 ? 2 : (FZ ? 3 : 0)) gemv_kernel(co
     using Group32 = std::integral_constant<int, 2>;
     if (!grouped) {
       run_tile(NoZ{}, PerChannel{});  // a per-channel zero point sits in zpair_pc
-      flush(__ldg(a.scales + n16 * 8 + g), FZ ? __ldg(a.offsets + n16 * 8 + g) : 0u);
+      flush(pc_scale, pc_offset);
     } else if (a.group_size == 32) {
       if (!FZ && a.zeros) run_tile(Z{}, Group32{});
       else run_tile(NoZ{}, Group32{});
