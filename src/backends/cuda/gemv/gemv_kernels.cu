@@ -196,14 +196,18 @@ __global__ void __launch_bounds__(256, MT > 1 ? 2 : (FZ ? 3 : 0)) gemv_kernel(co
   // round trip after it), as are a per-channel zero pair and scale.
   if (grouped) {
     const int ng = min(L.groups, G - g_lo);
-    for (int i = tid; i < ng * WT * 2; i += 256) {
-      const int gi = i / (WT * 2), j = i % (WT * 2);
-      const bool ok = n16_first + j / 2 < n16_total;
-      cp_async16(ss + gi * WT * 8 + j * 4,
-                 ok ? static_cast<const void*>(a.scales + static_cast<size_t>(g_lo + gi) * half_n + n16_first * 8 + j * 4)
-                    : a.scales,
-                 ok);
-    }
+    // Scales and float offsets share a layout: 8 words per n16 tile and group, copied 4 at a time.
+    auto stage_words = [&](uint32_t* dst, const uint32_t* src) {
+      for (int i = tid; i < ng * WT * 2; i += 256) {
+        const int gi = i / (WT * 2), j = i % (WT * 2);
+        const bool ok = n16_first + j / 2 < n16_total;
+        cp_async16(dst + gi * WT * 8 + j * 4,
+                   ok ? static_cast<const void*>(src + static_cast<size_t>(g_lo + gi) * half_n + n16_first * 8 + j * 4)
+                      : src,
+                   ok);
+      }
+    };
+    stage_words(ss, a.scales);
     if (a.zeros)
       for (int i = tid; i < ng * WT; i += 256) {
         const int gi = i / WT, j = i % WT;
@@ -213,15 +217,7 @@ __global__ void __launch_bounds__(256, MT > 1 ? 2 : (FZ ? 3 : 0)) gemv_kernel(co
                       : a.zeros,
                    ok);
       }
-    if constexpr (FZ)
-      for (int i = tid; i < ng * WT * 2; i += 256) {
-        const int gi = i / (WT * 2), j = i % (WT * 2);
-        const bool ok = n16_first + j / 2 < n16_total;
-        cp_async16(os + gi * WT * 8 + j * 4,
-                   ok ? static_cast<const void*>(a.offsets + static_cast<size_t>(g_lo + gi) * half_n + n16_first * 8 + j * 4)
-                      : a.offsets,
-                   ok);
-      }
+    if constexpr (FZ) stage_words(os, a.offsets);
   }
   uint32_t zpair_pc = FZ ? 0u : (BITS == 4 ? 0x0808u : 0x8080u);
   if (a.zeros && !grouped && tile_ok) zpair_pc = a.zeros[n16 * 8 + g];
