@@ -60,6 +60,20 @@ LLAMA_SRC=.gpu-llama/llama-cpp-src.tar.xz
 LLAMA_DIR=/tmp/qrt-llama
 LLAMA_BENCH=$LLAMA_DIR/build/bin/llama-bench
 LLAMA_PID=
+# A llama-bench built on the dev machine (scripts/gpu-deps.sh with QRT_GPU_DEPS_LLAMA_BENCH=1: static,
+# sm_90) saves the ~4 minutes its build takes here, where it shares the cores with qrt's build.
+LLAMA_PREBUILT=.gpu-llama/llama-bench-sm90.xz
+if [ -f "$LLAMA_PREBUILT" ] && [ "${GPU_CHECK_LLAMACPP:-1}" = 1 ] && [ ! -x "$LLAMA_BENCH" ]; then
+  mkdir -p "$(dirname "$LLAMA_BENCH")"
+  if xz -dc "$LLAMA_PREBUILT" > "$LLAMA_BENCH.tmp" && chmod +x "$LLAMA_BENCH.tmp" &&
+     "$LLAMA_BENCH.tmp" --help > /dev/null 2>&1; then
+    mv "$LLAMA_BENCH.tmp" "$LLAMA_BENCH"
+    note "llama.cpp: the carried llama-bench ($LLAMA_PREBUILT) runs here"
+  else
+    rm -f "$LLAMA_BENCH.tmp"
+    note "llama.cpp: the carried llama-bench does not run here: building it from the sources"
+  fi
+fi
 if [ -f "$LLAMA_SRC" ] && [ "${GPU_CHECK_LLAMACPP:-1}" = 1 ] && [ ! -x "$LLAMA_BENCH" ]; then
   set -m
   nice -n 10 bash -c '

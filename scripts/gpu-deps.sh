@@ -74,3 +74,28 @@ elif ! (
 ); then
   echo "gpu-deps: could not write $LLAMA_DIR/llama-cpp-src.tar.xz: the llama.cpp comparison will be skipped"
 fi
+
+# QRT_GPU_DEPS_LLAMA_BENCH=1: also build llama-bench here from those sources (CUDA, sm_90, static,
+# no host-specific CPU code, no OpenMP) and carry it xz-compressed, so that scripts/gpu-check.sh
+# need not build it on the GPU machine. Needs nvcc; about 30 minutes on 2 cores.
+LLAMA_BENCH_XZ=$LLAMA_DIR/llama-bench-sm90.xz
+if [ "${QRT_GPU_DEPS_LLAMA_BENCH:-0}" = 1 ] && [ ! -f "$LLAMA_BENCH_XZ" ] && [ -f "$LLAMA_DIR/llama-cpp-src.tar.xz" ]; then
+  if ! (
+    set -euo pipefail
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    tar -xJf "$LLAMA_DIR/llama-cpp-src.tar.xz" -C "$tmp"
+    cmake -S "$tmp/llama.cpp" -B "$tmp/build" -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+      -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DBUILD_SHARED_LIBS=OFF -DGGML_CUDA_NCCL=OFF -DLLAMA_CURL=OFF \
+      -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+      -DLLAMA_BUILD_APP=OFF > "$tmp/configure.log"
+    cmake --build "$tmp/build" --target llama-bench -j"$(nproc)" > "$tmp/build.log"
+    strip "$tmp/build/bin/llama-bench"
+    xz -9 -c "$tmp/build/bin/llama-bench" > "$LLAMA_BENCH_XZ.tmp"
+    mv "$LLAMA_BENCH_XZ.tmp" "$LLAMA_BENCH_XZ"
+    ls -la "$LLAMA_BENCH_XZ"
+  ); then
+    rm -f "$LLAMA_BENCH_XZ.tmp"
+    echo "gpu-deps: could not build llama-bench here: gpu-check.sh builds it on the GPU machine"
+  fi
+fi
