@@ -77,7 +77,8 @@ fi
 
 # QRT_GPU_DEPS_LLAMA_BENCH=1: also build llama-bench here from those sources (CUDA, sm_90, static,
 # no host-specific CPU code, no OpenMP) and carry it xz-compressed, so that scripts/gpu-check.sh
-# need not build it on the GPU machine. Needs nvcc; about 30 minutes on 2 cores.
+# need not build it on the GPU machine. Needs nvcc; on a 2-core machine about 80 minutes (47 of its
+# 279 build steps took 13 minutes; most of the rest are CUDA template instances).
 LLAMA_BENCH_XZ=$LLAMA_DIR/llama-bench-sm90.xz
 if [ "${QRT_GPU_DEPS_LLAMA_BENCH:-0}" = 1 ] && [ ! -f "$LLAMA_BENCH_XZ" ] && [ -f "$LLAMA_DIR/llama-cpp-src.tar.xz" ]; then
   if ! (

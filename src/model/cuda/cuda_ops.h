@@ -180,7 +180,7 @@ class CudaOps final : public BlockOps {
   bool fused_decode_ = true;     // QRT_CUDA_FUSED_DECODE != 0
   bool fused_projections_ = true;  // fused_decode_ and QRT_CUDA_FUSED_PROJECTIONS (reserve())
   bool fused_norm_prologue_ = true;  // fused_projections_ and the width, or QRT_CUDA_FUSED_PROJECTIONS=1
-  static constexpr int64_t kMaxFusedProjectionHidden = 2048;  // wider models: norms unfused (reserve())
+  static constexpr int64_t kMaxFusedProjectionHidden = 2048;  // wider: norms, SiLU x up, adds unfused (reserve())
   static constexpr int64_t kNever = INT64_MAX;
   // Default position of the switch to the fused attention (docs/PERFORMANCE.md, "The GPU decode
   // step"): between the measured crossover's ends, 384 and 512.
