@@ -27,7 +27,7 @@ START=$SECONDS
 LOG=$OUT/gpu-check.log
 : > "$LOG"
 left() { echo $((BUDGET - (SECONDS - START))); }
-# GPU_CHECK_SKIP=smollm2,kept,gemm,int4,decode7b,serve,tune,profile,hf: stages left out of a call that is about
+# GPU_CHECK_SKIP=tests,smollm2,kept,gemm,int4,decode7b,serve,tune,profile,hf: stages left out of a call that is about
 # something else. GPU_CHECK_TEST_FILTER: a gtest filter for the GPU tests of a kernel-only call.
 # GPU_CHECK_PROFILE=wgmma: the profile stage looks at cuda_marlin's wgmma kernel instead.
 skip() { [[ ",${GPU_CHECK_SKIP:-}," == *",$1,"* ]] && { note "skipped: GPU_CHECK_SKIP names $1"; return 0; }; return 1; }
@@ -78,10 +78,13 @@ if [ -f "$LLAMA_SRC" ] && [ "${GPU_CHECK_LLAMACPP:-1}" = 1 ] && [ ! -x "$LLAMA_B
   set -m
   nice -n 10 bash -c '
     set -e
-    rm -rf "$1" && mkdir -p "$1" && tar -xJf "$2" -C "$1"
-    cmake -S "$1/llama.cpp" -B "$1/build" $3 -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-      -DGGML_CUDA_NCCL=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-      -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
+    # A build stopped by an earlier call on this (still warm) machine goes on where it stopped.
+    if [ ! -f "$1/build/CMakeCache.txt" ]; then
+      rm -rf "$1" && mkdir -p "$1" && tar -xJf "$2" -C "$1"
+      cmake -S "$1/llama.cpp" -B "$1/build" $3 -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+        -DGGML_CUDA_NCCL=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+        -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
+    fi
     cmake --build "$1/build" --target llama-bench -j"$(nproc)"' _ "$LLAMA_DIR" "$LLAMA_SRC" "${GEN[*]}" \
     > "$LOGS/llama-build.log" 2>&1 &
   LLAMA_PID=$!
@@ -171,7 +174,9 @@ TESTS_RC=-1
 # CPU-vs-GPU engine logits test runs on it.
 [ -f "$SMOL8" ] && export QRT_DEFAULT_MODEL=$SMOL8
 note "QRT_DEFAULT_MODEL=${QRT_DEFAULT_MODEL:-unset}"
-if [ -x build-gpu/tests/test_backends ]; then
+if skip tests; then
+  :
+elif [ -x build-gpu/tests/test_backends ]; then
   timeout "${GPU_CHECK_TEST_TIMEOUT:-180}" build-gpu/tests/test_backends --gtest_brief=0 \
     ${GPU_CHECK_TEST_FILTER:+--gtest_filter="$GPU_CHECK_TEST_FILTER"} > "$OUT/tests.log" 2>&1
   TESTS_RC=$?
