@@ -5,7 +5,11 @@
 // of the weights, with more than 150 MB of copies per shape, so nothing is served from L2.
 // Prints a table (ratio to fp16 and to the floor) and writes JSON (rows + summary).
 //
-//   gpu_int4_bench [--json out.json] [--tinygemm-m1-us T] [--quick] [--shape K N] [--m M]
+//   gpu_int4_bench [--json out.json] [--tinygemm-m1-us T] [--quick] [--shape K N] [--m M] [--smollm2]
+// --smollm2: the four linear shapes of a SmolLM2-135M block instead (K 576 / 1536, groups of 32),
+// at M = 1 and 16 unless --m, where a decode step is a chain of short dependent launches: the M = 1
+// rows also time the chain floors (chain_empty, chain_read) that say how much of a launch is the
+// GEMV's own work.
 // --tinygemm-m1-us: the summed M = 1 tinygemm time from peers/gemm_peers.py of the same run, for
 // int4_m1_speedup_vs_tinygemm (scripts/gpu-check.sh passes it; otherwise the key is null).
 #include <cublas_v2.h>
@@ -13,6 +17,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -24,6 +29,7 @@
 
 #include "backends/cuda/common/int4_int8_kernels.h"
 #include "backends/cuda/common/int4_int8_pack.h"
+#include "gpu/pdl.cuh"
 #include "qrt/quantized_weight.h"
 
 using namespace qrt;
@@ -87,6 +93,67 @@ __global__ void __launch_bounds__(256) stream_read_kernel(const uint4* p, size_t
   if (acc == 0x9e3779b9u) *sink = acc;  // practically never: keeps the loads live
 }
 
+// The dependent-chain floors of a GEMV launch, timed like the candidates (a graph of launches, each
+// waiting for the one before through programmatic dependent launch). chain_read has cuda_gemv's
+// grid (one block per 32 output channels) and moves what it moves: the block's share of the
+// weight bytes loaded before the wait (up to 8 16-byte loads a thread, the rest after it), the k
+// activations read and folded after it, one value per output channel written. chain_empty (the
+// same grid: the wait and one write) is the bare cost of a dependent launch.
+__global__ void __launch_bounds__(256) chain_read_kernel(const uint4* w, int64_t n16_block, const __half* x, int k,
+                                                         __half* y, int n_block, int n) {
+  qrt::cuda::pdl_trigger();
+  const uint4* wb = w + blockIdx.x * n16_block;
+  uint4 v[8];
+#pragma unroll
+  for (int u = 0; u < 8; ++u) {
+    const int64_t j = threadIdx.x + u * 256;
+    v[u] = j < n16_block ? __ldg(wb + j) : make_uint4(0, 0, 0, 0);
+  }
+  qrt::cuda::pdl_wait();
+  uint32_t acc = 0;
+  for (int64_t j = threadIdx.x + 8 * 256; j < n16_block; j += 256) {
+    const uint4 t = __ldg(wb + j);
+    acc ^= t.x ^ t.y ^ t.z ^ t.w;
+  }
+#pragma unroll
+  for (int u = 0; u < 8; ++u) acc ^= v[u].x ^ v[u].y ^ v[u].z ^ v[u].w;
+  float s = acc == 0x9e3779b9u ? 1.f : 0.f;  // keeps the weight loads live
+  const __half2* x2 = reinterpret_cast<const __half2*>(x);
+  for (int i = threadIdx.x; i < k / 2; i += 256) {
+    const float2 f = __half22float2(x2[i]);
+    s += f.x + f.y;
+  }
+  for (int o = 16; o; o >>= 1) s += __shfl_xor_sync(0xFFFFFFFFu, s, o);
+  __shared__ float part[8];
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+  __syncthreads();
+  const int c = blockIdx.x * n_block + threadIdx.x;
+  if (threadIdx.x < n_block && c < n) {
+    float t = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) t += part[i];
+    y[c] = __float2half(t * 1e-3f);
+  }
+}
+__global__ void __launch_bounds__(256) chain_empty_kernel(__half* y) {
+  qrt::cuda::pdl_trigger();
+  qrt::cuda::pdl_wait();
+  if (threadIdx.x == 0 && blockIdx.x == 0) y[0] = __float2half(0.f);
+}
+template <typename... P, typename... A>
+cudaError_t launch_chained(void (*kernel)(P...), unsigned blocks, bool pdl, cudaStream_t s, A... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(blocks);
+  cfg.blockDim = dim3(256);
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = pdl ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 // Median time (µs) of one launch: a graph of `reps` launches (each on the next weight copy),
 // replayed 7 times after a warm-up replay.
 double time_graph(cudaStream_t s, int reps, const std::function<void(int)>& launch) {
@@ -133,6 +200,7 @@ int main(int argc, char** argv) {
   double tinygemm_m1 = -1;
   bool quick = false;
   int64_t only_k = 0, only_n = 0, only_m = 0;  // --shape K N / --m M: one case (for ncu)
+  bool smollm2 = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--json" && i + 1 < argc) json_path = argv[++i];
@@ -140,6 +208,7 @@ int main(int argc, char** argv) {
     else if (a == "--quick") quick = true;
     else if (a == "--shape" && i + 2 < argc) only_k = std::atol(argv[++i]), only_n = std::atol(argv[++i]);
     else if (a == "--m" && i + 1 < argc) only_m = std::atol(argv[++i]);
+    else if (a == "--smollm2") smollm2 = true;
   }
   int ndev = 0;
   if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev == 0) {
@@ -165,9 +234,14 @@ int main(int argc, char** argv) {
   CB(cublasCreate(&cublas));
   CB(cublasSetStream(cublas, stream));
 
-  const int64_t shapes[][2] = {{4096, 12288}, {4096, 4096}, {4096, 22016}, {11008, 4096}};
+  const std::vector<std::array<int64_t, 2>> shapes =
+      smollm2 ? std::vector<std::array<int64_t, 2>>{{576, 960}, {576, 576}, {576, 3072}, {1536, 576}}
+              : std::vector<std::array<int64_t, 2>>{{4096, 12288}, {4096, 4096}, {4096, 22016}, {11008, 4096}};
+  const int group = smollm2 ? 32 : 128;
+  const char* shapes_name = smollm2 ? "SmolLM2-135M" : "Llama-2-7B";
   std::vector<int64_t> ms = {1, 4, 16, 32, 64, 128, 256, 1024, 4096};
   if (quick) ms = {1, 16, 64};
+  if (smollm2) ms = {1, 16};
   if (only_m) ms = {only_m};
   const int64_t max_m = ms.back();
   __half *x = nullptr, *y = nullptr;
@@ -185,16 +259,16 @@ int main(int argc, char** argv) {
   for (const auto& sh : shapes) {
     const int64_t K = sh[0], N = sh[1];
     if (only_k && (K != only_k || N != only_n)) continue;
-    // One random g128 symmetric 4-bit weight, packed by the real repack, copied for rotation.
+    // One random symmetric 4-bit weight (groups of `group`), packed by the real repack, copied for rotation.
     QuantizedWeight w;
     w.spec.name = "bench";
     w.spec.in_features = K;
     w.spec.out_features = N;
     w.spec.bits = 4;
-    w.spec.group_size = 128;
+    w.spec.group_size = group;
     w.codes.resize(K * N);
     for (auto& c : w.codes) c = static_cast<uint8_t>(rng() & 15);
-    w.scales.resize(N * (K / 128));
+    w.scales.resize(N * (K / group));
     for (auto& s : w.scales) s = 0.001f + (rng() % 1000) * 1e-5f;
     Int4PackedHost p = pack_int4_host(w);
     const size_t wbytes = p.words.size() * 4, sbytes = p.scales.size() * 2;
@@ -221,7 +295,7 @@ int main(int argc, char** argv) {
       v.n = N;
       v.k = K;
       v.bits = 4;
-      v.group_size = 128;
+      v.group_size = group;
       v.scale_mul = p.scale_mul;
       return v;
     };
@@ -265,6 +339,21 @@ int main(int argc, char** argv) {
             r.candidates[name] = t;
             r.read_us = std::min(r.read_us, t);
           }
+        // The dependent-chain floors with cuda_gemv's grid (32 output channels a block).
+        const unsigned blocks = static_cast<unsigned>((N + 31) / 32);
+        const int64_t n16_block = static_cast<int64_t>(wbytes / 16 / blocks);
+        for (bool pdl : {true, false}) {
+          const std::string sfx = pdl ? "" : "_nopdl";
+          r.candidates["chain_read" + sfx] = time_graph(stream, reps, [&](int i) {
+            CK(launch_chained(chain_read_kernel, blocks, pdl, stream, static_cast<const uint4*>(wcopies[i % copies4]),
+                              n16_block, static_cast<const __half*>(x), static_cast<int>(K), y, 32, static_cast<int>(N)));
+          });
+          r.candidates["chain_empty" + sfx] = time_graph(
+              stream, reps, [&](int) { CK(launch_chained(chain_empty_kernel, blocks, pdl, stream, y)); });
+        }
+        std::printf("K=%5ld N=%5ld M=    1  chain floors: read %.2f us (%.2f without PDL), empty %.2f us (%.2f)\n",
+                    (long)K, (long)N, r.candidates["chain_read"], r.candidates["chain_read_nopdl"],
+                    r.candidates["chain_empty"], r.candidates["chain_empty_nopdl"]);
       }
       std::vector<std::pair<std::string, std::function<cudaError_t(int)>>> cands;
       // Every candidate also runs without programmatic dependent launch ("_nopdl"): those rows
@@ -376,8 +465,8 @@ int main(int argc, char** argv) {
   // Summary over the four shapes (times summed per M).
   std::map<int64_t, double> f16, i4, fl, rd;
   for (const Row& r : rows) f16[r.m] += r.fp16_us, i4[r.m] += r.int4_us, fl[r.m] += r.floor_us, rd[r.m] += r.read_us;
-  std::printf("\n%-6s %10s %10s %10s %10s %10s   (%s, 4 Llama-2-7B shapes summed)\n", "M", "fp16_us", "int4_us",
-              "floor_us", "fp16/int4", "int4/floor", prop.name);
+  std::printf("\n%-6s %10s %10s %10s %10s %10s   (%s, 4 %s shapes summed)\n", "M", "fp16_us", "int4_us",
+              "floor_us", "fp16/int4", "int4/floor", prop.name, shapes_name);
   for (int64_t m : ms)
     std::printf("%-6ld %10.1f %10.1f %10.1f %10.2f %10.2f%s\n", (long)m, f16[m], i4[m], fl[m], f16[m] / i4[m], i4[m] / fl[m],
                 rd[m] > 0 ? (" read floor " + std::to_string(rd[m]) + " us").c_str() : "");
