@@ -257,12 +257,16 @@ inline void cpu_relax() {
 #endif
 }
 
-// Below this many multiply-adds a call runs on the calling thread (measured: 576x1536 at M = 1,
-// 0.9 M MACs, takes 12 us alone and 17 us split over 2 threads).
-constexpr int64_t kMinParallelMacs = int64_t{2} << 20;
+// Below this many multiply-adds a call runs on the calling thread. With the pool's workers spinning
+// between jobs a split costs less than the second core's share of a SmolLM2 projection: on the
+// 2-core Xeon VM (2026-12-07, bench_batch_decode, two alternating runs of each) the one-row step
+// took 3.0-3.1 ms with q/o/gate/up/down split (this value) against 3.6-4.3 ms with only the head
+// split (2 M MACs), and 3.4 ms with k/v split too (128 K).
+constexpr int64_t kMinParallelMacs = int64_t{1} << 18;
 // From this many rows a product of a quarter of kMinParallelMacs runs split (k_proj and v_proj of
-// SmolLM2, 192 x 576, at 8 rows).
-constexpr int64_t kManyRows = 4;
+// SmolLM2, 192 x 576, from 2 rows: the 2-row step 4.1-4.3 ms against 5.2-5.7 when 2 rows ran
+// every projection on one thread).
+constexpr int64_t kManyRows = 2;
 
 std::string param_string(const KernelParams& p, const std::string& key, const std::string& fallback) {
   auto it = p.values.find(key);
