@@ -234,9 +234,10 @@ __global__ void __launch_bounds__(256, MT > 1 ? 2 : (FZ ? 3 : 0)) gemv_kernel(co
   // The residual rows the epilogue adds into: toward L1 now, so that their read at the end is a
   // hit rather than a round trip after the multiply loop (the block's BN floats of each row).
   if (a.fused.residual_out && a.split == 1 && tid < a.m) {
-    const float* r = a.fused.residual_out + static_cast<size_t>(tid) * a.n + blockIdx.x * BN;
+    const int n0 = blockIdx.x * BN;  // the last block may hold fewer than BN channels
+    const float* r = a.fused.residual_out + static_cast<size_t>(tid) * a.n + n0;
     prefetch_l1(r);
-    prefetch_l1(r + BN - 1);
+    prefetch_l1(r + min(BN, a.n - n0) - 1);
   }
 
   // Stage the block's activations in shared memory while the first weights fly.
