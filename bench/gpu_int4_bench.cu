@@ -140,19 +140,6 @@ __global__ void __launch_bounds__(256) chain_empty_kernel(__half* y) {
   qrt::cuda::pdl_wait();
   if (threadIdx.x == 0 && blockIdx.x == 0) y[0] = __float2half(0.f);
 }
-template <typename... P, typename... A>
-cudaError_t launch_chained(void (*kernel)(P...), unsigned blocks, bool pdl, cudaStream_t s, A... args) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(blocks);
-  cfg.blockDim = dim3(256);
-  cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = pdl ? 1 : 0;
-  return cudaLaunchKernelEx(&cfg, kernel, args...);
-}
 
 // Median time (µs) of one launch: a graph of `reps` launches (each on the next weight copy),
 // replayed 7 times after a warm-up replay.
@@ -342,14 +329,21 @@ int main(int argc, char** argv) {
         // The dependent-chain floors with cuda_gemv's grid (32 output channels a block).
         const unsigned blocks = static_cast<unsigned>((N + 31) / 32);
         const int64_t n16_block = static_cast<int64_t>(wbytes / 16 / blocks);
+        // Launched as the candidates are (launch_int4_family: 256 threads, PDL where asked).
         for (bool pdl : {true, false}) {
           const std::string sfx = pdl ? "" : "_nopdl";
           r.candidates["chain_read" + sfx] = time_graph(stream, reps, [&](int i) {
-            CK(launch_chained(chain_read_kernel, blocks, pdl, stream, static_cast<const uint4*>(wcopies[i % copies4]),
-                              n16_block, static_cast<const __half*>(x), static_cast<int>(K), y, 32, static_cast<int>(N)));
+            const uint4* w = static_cast<const uint4*>(wcopies[i % copies4]);
+            const __half* xc = x;
+            int k = static_cast<int>(K), n_block = 32, n = static_cast<int>(N);
+            int64_t per_block = n16_block;
+            void* args[] = {&w, &per_block, &xc, &k, &y, &n_block, &n};
+            CK(launch_int4_family(reinterpret_cast<void*>(&chain_read_kernel), dim3(blocks), 0, args, pdl, stream));
           });
-          r.candidates["chain_empty" + sfx] = time_graph(
-              stream, reps, [&](int) { CK(launch_chained(chain_empty_kernel, blocks, pdl, stream, y)); });
+          r.candidates["chain_empty" + sfx] = time_graph(stream, reps, [&](int) {
+            void* args[] = {&y};
+            CK(launch_int4_family(reinterpret_cast<void*>(&chain_empty_kernel), dim3(blocks), 0, args, pdl, stream));
+          });
         }
         std::printf("K=%5ld N=%5ld M=    1  chain floors: read %.2f us (%.2f without PDL), empty %.2f us (%.2f)\n",
                     (long)K, (long)N, r.candidates["chain_read"], r.candidates["chain_read_nopdl"],

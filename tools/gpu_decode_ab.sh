@@ -10,13 +10,11 @@
 #      projections) against QRT_CUDA_FUSED_PROJECTIONS=1 and =no_norm, with per-op profiles;
 #   4. where ncu runs: every kernel's duration in two SmolLM2 decode steps (graph nodes one at a
 #      time, serialized), summed by kernel name;
-#   6. where nsys runs: the kernels of SmolLM2 decode steps as they run in the graph (each
-#      kernel's duration and the gap before it, by name);
-#   7. where ncu runs: Nsight Compute's launch, occupancy, speed-of-light and warp-state sections
-#      for the attention, RoPE and GEMV kernels of one step, caches kept warm;
 #   5. AB_FULL=1 only: every SmolLM2 linear shape at M = 1 and 4 on cuda_gemv and cuda_dequant
-#      (qrt bench), and decode with a `qrt tune --batch 1` cache against the default parameters.
-# AB_SECTIONS="3 4" runs only those sections (default 1 2 3 4 6 7; 5 with AB_FULL=1).
+#      (qrt bench), and decode with a `qrt tune --batch 1` cache against the default parameters;
+#   6. where ncu runs: Nsight Compute's launch, occupancy, speed-of-light and warp-state sections
+#      for the attention, RoPE and GEMV kernels of one step, caches kept warm.
+# AB_SECTIONS="3 4" runs only those sections (default 1 2 3 4 6; 5 with AB_FULL=1).
 # Prints one line per experiment with every run and the median (decode tokens/s, gpu_decode_bench's
 # host loop).
 set -uo pipefail
@@ -34,7 +32,7 @@ run() {  # run NAME MODEL REP [ENV=VALUE...]: one gpu_decode_bench run, prints i
 }
 profile() { sed -n '/decode step by op/,/total/p' "$1" | head -18; }
 REPS=${AB_REPS:-"1 2 3"}
-want() { [[ " ${AB_SECTIONS:-1 2 3 4 6 7} " == *" $1 "* ]]; }
+want() { [[ " ${AB_SECTIONS:-1 2 3 4 6} " == *" $1 "* ]]; }
 L7=/tmp/qrt-llama2-7b-gptq
 if want 3 && [ ! -f $L7/config.json ]; then
   python3 tools/make_random_model.py $L7 --preset llama2-7b --bits 4 --group 128 > $T/make7b.log 2>&1 &
@@ -125,8 +123,8 @@ PY
     python3 $T/ncu_table.py $T/ncu-att-$fa.csv "QRT_CUDA_FUSED_ATTENTION=$fa"
   done
   fi
-  if want 7; then
-  echo "== 7. ncu sections of one step's attention, RoPE and GEMV kernels (caches kept: as in the step)"
+  if want 6; then
+  echo "== 6. ncu sections of one step's attention, RoPE and GEMV kernels (caches kept: as in the step)"
   XDG_CACHE_HOME=$T/empty timeout 150 ncu --clock-control none --cache-control none \
     --section LaunchStats --section Occupancy --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
     -k regex:"attention|rope|gemv_kernel" --launch-skip 200 --launch-count 7 \
@@ -137,33 +135,6 @@ PY
   fi
 fi
 
-if want 6 && command -v nsys > /dev/null; then
-  echo "== 6. nsys: SmolLM2 decode steps as the graph runs them (duration and gap before, by kernel)"
-  XDG_CACHE_HOME=$T/empty timeout 150 nsys profile --cuda-graph-trace=node -t cuda -o $T/steps -f true \
-    $Q run "$SMOL" --device cuda:0 -p "The capital of France is" -n 60 > $T/nsys.log 2>&1
-  nsys stats -q --report cuda_gpu_trace --format csv -o $T/trace $T/steps.nsys-rep > /dev/null 2>&1
-  python3 - $T/trace_cuda_gpu_trace.csv <<'PY'
-import csv, sys, collections, statistics
-rows = list(csv.DictReader(open(sys.argv[1])))
-k = [r for r in rows if r.get('Name') and not r['Name'].startswith('[CUDA')]
-k.sort(key=lambda r: int(r['Start (ns)']))
-k = k[len(k) // 2:]  # the later half: decode steps, not the prompt
-dur, gap = collections.defaultdict(list), collections.defaultdict(list)
-prev_end = None
-for r in k:
-    s, d = int(r['Start (ns)']), int(r['Duration (ns)'])
-    name = r['Name'].replace('(anonymous namespace)::', '').replace('void ', '').split('(')[0][-60:]
-    dur[name].append(d / 1000)
-    if prev_end is not None: gap[name].append((s - prev_end) / 1000)
-    prev_end = max(prev_end or 0, s + d)
-span = (int(k[-1]['Start (ns)']) + int(k[-1]['Duration (ns)']) - int(k[0]['Start (ns)'])) / 1000
-print('  %d kernels over %.1f us (%.2f us a kernel)' % (len(k), span, span / max(1, len(k))))
-for n, v in sorted(dur.items(), key=lambda kv: -sum(kv[1]) - sum(gap[kv[0]])):
-    print('  %-60s %5d x  median %6.2f us  gap before %6.2f us  share %5.1f %%' % (
-        n, len(v), statistics.median(v), statistics.median(gap[n] or [0]), 100 * (sum(v) + sum(gap[n])) / span))
-PY
-  cp $T/trace_cuda_gpu_trace.csv /tmp/qrt-logs/ 2>/dev/null
-fi
 
 [ "${AB_FULL:-0}" = 1 ] || want 5 || exit 0
 echo "== 5a. qrt bench, M = 1 and 4: cuda_gemv and cuda_dequant per shape"
