@@ -2,10 +2,12 @@
 # Runs ON THE GPU MACHINE after scripts/gpu-check.sh (its build-gpu and the 30-block SmolLM2 file):
 # decode A/B runs that need the same machine, alternating so that drift hits every side.
 #   1. SmolLM2, 128 tokens after a 128-token prompt: the default decode ops, then with
-#      QRT_CUDA_FUSED_ATTENTION=1 (RoPE + KV store + attention in one kernel) and with
+#      QRT_CUDA_SHORT_ATTENTION=0 (RoPE + KV store and attention as two kernels), with
+#      QRT_CUDA_FUSED_ATTENTION=1 (the split fused kernel from position 0) and with
 #      QRT_CUDA_FUSED_PROJECTIONS=0 (norms, SiLU x up and residual adds as kernels of their own);
 #   2. the same after a 1536-token prompt: the default against the fused attention, then after
-#      256, 512 and 1024 (where QRT_CUDA_FUSED_ATTENTION_FROM should switch);
+#      256 ... 1024, the short-context kernel against the split one (where
+#      QRT_CUDA_FUSED_ATTENTION_FROM should switch);
 #   3. the random Llama-2-7B GPTQ model (written if missing): default (hidden 4096: unfused
 #      projections) against QRT_CUDA_FUSED_PROJECTIONS=1 and =no_norm, with per-op profiles;
 #   4. where ncu runs: every kernel's duration in two SmolLM2 decode steps (graph nodes one at a
@@ -39,9 +41,11 @@ if want 3 && [ ! -f $L7/config.json ]; then
 fi
 
 if want 1; then
-echo "== 1. SmolLM2 decode (128 after 128): default, with the fused attention, without the fused projections"
+echo "== 1. SmolLM2 decode (128 after 128): default (short-context attention), the pair it replaces,"
+echo "   the split fused attention, without the fused projections"
 declare -A R
-CONFIGS=("default" "fused_attention:QRT_CUDA_FUSED_ATTENTION=1" "no_projections:QRT_CUDA_FUSED_PROJECTIONS=0")
+CONFIGS=("default" "pair_attention:QRT_CUDA_SHORT_ATTENTION=0" "fused_attention:QRT_CUDA_FUSED_ATTENTION=1"
+         "no_projections:QRT_CUDA_FUSED_PROJECTIONS=0")
 for r in $REPS; do
   for c in "${CONFIGS[@]}"; do
     IFS=: read -r name e1 <<< "$c"
@@ -50,6 +54,7 @@ for r in $REPS; do
 done
 for c in "${CONFIGS[@]}"; do name=${c%%:*}; echo "$name: ${R[$name]}-> $(med ${R[$name]})"; done
 echo "-- default, rep 1:"; profile $T/default-1.log
+echo "-- the pair, rep 1:"; profile $T/pair_attention-1.log | grep -E "attention|rope|graph step"
 fi
 
 if want 2; then
@@ -62,14 +67,15 @@ done
 echo "default: ${D}-> $(med $D); fused attention: ${F}-> $(med $F)"
 grep -E "^  attention|rope" $T/long-default-1.log $T/long-fused-1.log | head -6
 
-echo "== 2b. where the fused attention starts to win: default against it after 256, 512 and 1024 tokens"
-for P in 256 512 1024; do
+echo "== 2b. where the split fused attention starts to win over the short-context kernel (the latter"
+echo "   at every position: QRT_CUDA_FUSED_ATTENTION_FROM=1000000), 128 tokens after 256 ... 1024"
+for P in 256 384 512 768 1024; do
   D=""; F=""
   for r in 1 2; do
-    D+="$(run x$P-default "$SMOL" $r PROMPT=$P) "
+    D+="$(run x$P-short "$SMOL" $r PROMPT=$P QRT_CUDA_FUSED_ATTENTION_FROM=1000000) "
     F+="$(run x$P-fused "$SMOL" $r PROMPT=$P QRT_CUDA_FUSED_ATTENTION=1) "
   done
-  echo "prompt $P: default ${D}-> $(med $D); fused attention ${F}-> $(med $F)"
+  echo "prompt $P: short-context kernel ${D}-> $(med $D); split fused attention ${F}-> $(med $F)"
 done
 fi
 

@@ -98,10 +98,11 @@ class ScopedEnv {
   bool had_ = false;
 };
 
-// The decode ops an engine is built with: every fused op (the fused attention included, which is
-// on by default only from position 448), the default set below that, the norms as kernels with
-// SiLU x up and the residual adds still in the projections (QRT_CUDA_FUSED_PROJECTIONS=no_norm),
-// or none (QRT_CUDA_FUSED_DECODE=0).
+// The decode ops an engine is built with: every fused op (the split fused attention included,
+// which is on by default only from position 448), the default set below that (the short-context
+// attention kernel), the norms as kernels with SiLU x up and the residual adds still in the
+// projections (QRT_CUDA_FUSED_PROJECTIONS=no_norm) and RoPE + KV store and the attention as two
+// kernels (QRT_CUDA_SHORT_ATTENTION=0), or none (QRT_CUDA_FUSED_DECODE=0).
 enum class DecodeOps { AllFused, Default, WideModel, Unfused };
 const char* decode_ops_name(DecodeOps d) {
   switch (d) {
@@ -117,10 +118,11 @@ class ScopedDecodeOps {
   explicit ScopedDecodeOps(DecodeOps d)
       : decode_("QRT_CUDA_FUSED_DECODE", d == DecodeOps::Unfused ? "0" : "1"),
         attention_("QRT_CUDA_FUSED_ATTENTION", d == DecodeOps::AllFused ? "1" : "0"),
-        projections_("QRT_CUDA_FUSED_PROJECTIONS", d == DecodeOps::WideModel ? "no_norm" : "") {}
+        projections_("QRT_CUDA_FUSED_PROJECTIONS", d == DecodeOps::WideModel ? "no_norm" : ""),
+        short_("QRT_CUDA_SHORT_ATTENTION", d == DecodeOps::WideModel ? "0" : "") {}
 
  private:
-  ScopedEnv decode_, attention_, projections_;
+  ScopedEnv decode_, attention_, projections_, short_;
 };
 constexpr DecodeOps kEveryDecodeOps[] = {DecodeOps::AllFused, DecodeOps::Default, DecodeOps::WideModel,
                                          DecodeOps::Unfused};
@@ -221,7 +223,7 @@ void check_engine_against_naive(std::shared_ptr<ModelWeights> w, bool fuse = tru
       EXPECT_EQ(launches.count("silu * up"), 0u);
     }
     EXPECT_EQ(launches["final rmsnorm + lm_head + greedy choice"], 1);
-    if (ops == DecodeOps::AllFused) EXPECT_EQ(launches.count("rope + kv store"), 0u);
+    if (ops == DecodeOps::AllFused || ops == DecodeOps::Default) EXPECT_EQ(launches.count("rope + kv store"), 0u);
     else EXPECT_EQ(launches["rope + kv store"], c.num_layers);
   } else {
     EXPECT_EQ(launches["embedding"], 1);
@@ -321,39 +323,45 @@ TEST(CudaEngine, GraphAndEagerDecodeGiveTheSameGreedyTokens) {
   }
 }
 
-// QRT_CUDA_FUSED_ATTENTION_FROM: steps before the position run RoPE + KV store and the attention
-// as two kernels, steps from it the fused kernel (a graph per variant). Decode across the switch:
-// the host loop's logits match the naive forward, and on-device generation (which changes graphs
-// between two replays) gives the host loop's greedy tokens.
+// QRT_CUDA_FUSED_ATTENTION_FROM: steps before the position run the short-context kernel (or, with
+// QRT_CUDA_SHORT_ATTENTION=0, RoPE + KV store and the attention as two kernels), steps from it the
+// split fused kernel (a graph per variant). Decode across the switch: the host loop's logits match
+// the naive forward, and on-device generation (which changes graphs between two replays) gives the
+// host loop's greedy tokens.
 TEST(CudaEngine, AttentionKernelSwitchesByPositionWithinOneGeneration) {
   QRT_SKIP_WITHOUT_GPU();
   auto w = testing::tiny_weights(gpu_tiny_config(), 9);
   quantize_all(*w);
   const ModelConfig& c = w->config;
   const int64_t V = c.vocab_size, prompt = 12, steps = 10, from = 16;
-  ScopedEnv decode("QRT_CUDA_FUSED_DECODE", "1");
-  ScopedEnv attention("QRT_CUDA_FUSED_ATTENTION", "");
-  ScopedEnv switch_at("QRT_CUDA_FUSED_ATTENTION_FROM", "16");
-  std::vector<int32_t> tokens = random_tokens(c, prompt, 15);
-  auto engine = make_cuda_engine(w, gpu_options(prompt, steps + 1));
-  auto* ce = dynamic_cast<CudaForwardEngine*>(engine.get());
-  ASSERT_NE(ce, nullptr);
-  // Host loop: greedy tokens through the step graphs, logits of every step checked.
-  std::vector<int32_t> host = {engine->forward_greedy(tokens.data(), prompt, 0)};
-  std::vector<float> logits(static_cast<size_t>(V));
-  std::vector<int32_t> all = tokens;
-  for (int64_t i = 0; i < steps - 1; ++i) {
-    all.push_back(host.back());
-    engine->forward(&host.back(), 1, prompt + i, logits.data());
-    const std::vector<double> ref = testing::naive_forward(*w, all, testing::plain_inv_freq(c));
-    EXPECT_LT(rel_err_row(logits.data(), ref.data() + (prompt + i) * V, V), 2e-2)
-        << "position " << prompt + i << (prompt + i >= from ? " (fused attention)" : " (two kernels)");
-    host.push_back(greedy_token(logits.data(), V));
+  for (const char* short_kernel : {"", "0"}) {
+    const std::string before = *short_kernel ? " (two kernels)" : " (short-context kernel)";
+    SCOPED_TRACE(std::string("before the switch:") + before);
+    ScopedEnv decode("QRT_CUDA_FUSED_DECODE", "1");
+    ScopedEnv attention("QRT_CUDA_FUSED_ATTENTION", "");
+    ScopedEnv short_attention("QRT_CUDA_SHORT_ATTENTION", short_kernel);
+    ScopedEnv switch_at("QRT_CUDA_FUSED_ATTENTION_FROM", "16");
+    std::vector<int32_t> tokens = random_tokens(c, prompt, 15);
+    auto engine = make_cuda_engine(w, gpu_options(prompt, steps + 1));
+    auto* ce = dynamic_cast<CudaForwardEngine*>(engine.get());
+    ASSERT_NE(ce, nullptr);
+    // Host loop: greedy tokens through the step graphs, logits of every step checked.
+    std::vector<int32_t> host = {engine->forward_greedy(tokens.data(), prompt, 0)};
+    std::vector<float> logits(static_cast<size_t>(V));
+    std::vector<int32_t> all = tokens;
+    for (int64_t i = 0; i < steps - 1; ++i) {
+      all.push_back(host.back());
+      engine->forward(&host.back(), 1, prompt + i, logits.data());
+      const std::vector<double> ref = testing::naive_forward(*w, all, testing::plain_inv_freq(c));
+      EXPECT_LT(rel_err_row(logits.data(), ref.data() + (prompt + i) * V, V), 2e-2)
+          << "position " << prompt + i << (prompt + i >= from ? " (fused attention)" : before);
+      host.push_back(greedy_token(logits.data(), V));
+    }
+    // On-device generation from the same prompt crosses the switch between two graph replays.
+    engine->forward(tokens.data(), prompt, 0, logits.data());
+    EXPECT_EQ(ce->generate_on_device(host[0], prompt, steps - 1, DeviceSampling{}),
+              std::vector<int32_t>(host.begin() + 1, host.end()));
   }
-  // On-device generation from the same prompt crosses the switch between two graph replays.
-  engine->forward(tokens.data(), prompt, 0, logits.data());
-  EXPECT_EQ(ce->generate_on_device(host[0], prompt, steps - 1, DeviceSampling{}),
-            std::vector<int32_t>(host.begin() + 1, host.end()));
 }
 
 // The decode step's launches with every fused decode op (true) and without (false).
@@ -429,14 +437,15 @@ TEST(CudaEngine, QuantizedDecodeStepFusesNormsIntoProjections) {
   EXPECT_EQ(f["q/k/v (fused)"], L);
   EXPECT_EQ(f["down_proj"], L);
   EXPECT_GT(counts[false].kernels, counts[true].kernels + 3 * L - 1);
-  // The default set: RoPE + KV store and the attention as two kernels, the rest as above.
+  // The default set below position 448: RoPE + KV store and the attention in the short-context
+  // kernel, the rest as above.
   {
     ScopedDecodeOps env(DecodeOps::Default);
     auto engine = make_cuda_engine(w, gpu_options(16, 8));
     const CudaForwardEngine::StepLaunches d = dynamic_cast<CudaForwardEngine&>(*engine).decode_step_launches();
     std::map<std::string, int> dm(d.nodes_by_op.begin(), d.nodes_by_op.end());
-    EXPECT_EQ(d.kernels, 6 * L + 2);
-    EXPECT_EQ(dm["rope + kv store"], L);
+    EXPECT_EQ(d.kernels, 5 * L + 2);
+    EXPECT_EQ(dm.count("rope + kv store"), 0u);
     EXPECT_EQ(dm["attention"], L);
   }
   // The norms (after the first, built with the embedding) as kernels of their own, SiLU x up and

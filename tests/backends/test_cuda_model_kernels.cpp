@@ -1,6 +1,7 @@
 // The GPU engine's own fused kernels (src/model/cuda/kernels.h) against references in
 // double on fresh seeded random data, outputs poisoned (NaN) before every call:
-// - rope_store_decode_attention (RoPE + KV store + split attention over GQA groups) at awkward
+// - rope_store_decode_attention (RoPE + KV store + split attention over GQA groups) and
+//   rope_store_short_attention (the same, one block per query head over the whole context) at awkward
 //   shapes (head_dim 8 ... 256, groups 1 ... 8, 1 ... 8 rows), contexts from the first position to
 //   thousands (one tile, many tiles, spread over parts and merged), sliding windows (narrower than
 //   the rows too), against RoPE + softmax attention in double, against the unfused kernels
@@ -277,6 +278,13 @@ struct AttnRun {
                                             pos.as<int64_t>(), cache(), out.as<__half>(), c.rows, c.heads, c.kv_heads,
                                             c.hd, a.cap, c.window, c.score_scale(), scratch, s);
   }
+  // The short-context kernel (one block per query head and row, the whole context).
+  void short_context(cudaStream_t s = stream()) {
+    const AttnCase& c = a.c;
+    cuda_model::rope_store_short_attention(q(), k(), v(), a.stride, a.stride, cos.as<float>(), sin.as<float>(),
+                                           pos.as<int64_t>(), cache(), out.as<__half>(), c.rows, c.heads, c.kv_heads,
+                                           c.hd, a.cap, c.window, c.score_scale(), c.softcap, s);
+  }
   void unfused() {
     const AttnCase& c = a.c;
     cuda_model::rope_store(q(), k(), v(), cos.as<float>(), sin.as<float>(), pos.as<int64_t>(), cache(), c.rows, c.heads,
@@ -369,6 +377,17 @@ void check_attention_case(const AttnCase& c, std::mt19937& rng) {
   // The counters are back to zero for the next launch.
   for (int v : download<int>(run.counters, static_cast<size_t>(8 * c.heads))) ASSERT_EQ(v, 0);
 
+  // The short-context kernel: the same results, the same cache, q left as it was (contexts past
+  // its 512-key chunk walk several chunks).
+  {
+    ASSERT_TRUE(cuda_model::short_attention_fits(c.heads, c.kv_heads, c.hd, elem));
+    AttnRun sc(a);
+    sc.short_context();
+    const std::vector<uint16_t> out_s = download<uint16_t>(sc.out, static_cast<size_t>(c.rows * a.q_dim));
+    EXPECT_LT(worst_head_error(out_s, ref, c.rows * c.heads, c.hd), 2e-3) << "short-context kernel";
+    check_cache(a, sc.download_cache(sc.kc), sc.download_cache(sc.vc), want_k, want_v, "short-context kernel");
+    EXPECT_EQ(download<uint16_t>(sc.qkv, a.qkv.size()), a.qkv) << "short-context kernel";
+  }
   // The unfused kernels on the same inputs agree with it.
   AttnRun unfused(a);
   unfused.unfused();
@@ -686,17 +705,19 @@ TEST(CudaModelKernels, SanitizerShortSet) {
 TEST(CudaModelKernels, FusedDecodeAttentionGraphReplayAdvancesWithThePosition) {
   QRT_SKIP_WITHOUT_GPU();
   std::mt19937 rng(7);
-  for (bool fp8 : {false, true}) {
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool fp8 = variant & 1, short_kernel = variant & 2;
     // Three steps of one graph: positions 150, 151, 152 (one row each), the cache growing.
     const AttnCase c{9, 3, 64, 1, 150, 0, cuda_model::decode_attention_group_splits(sm_count(), 3), fp8};
-    SCOPED_TRACE(describe(c));
+    SCOPED_TRACE(describe(c) + (short_kernel ? ", short-context kernel" : ", split fused kernel"));
     const AttnData base = make_attn_data(c, rng, /*slack=*/8);
     AttnRun run(base);
     cudaStream_t s = stream();
     cudaGraph_t g = nullptr;
     cudaGraphExec_t exec = nullptr;
     QRT_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
-    run.fused(s);
+    if (short_kernel) run.short_context(s);
+    else run.fused(s);
     QRT_CUDA_CHECK(cudaStreamEndCapture(s, &g));
     QRT_CUDA_CHECK(cudaGraphInstantiate(&exec, g, 0));
     AttnData step = base;
@@ -963,6 +984,14 @@ TEST(CudaModelKernels, AttentionScaleSoftcapAndWindowMatchReference) {
       const std::vector<uint16_t> out = download<uint16_t>(run.out, static_cast<size_t>(c.rows * a.q_dim));
       EXPECT_LT(worst_head_error(out, ref, c.rows * c.heads, c.hd), 3e-3);
       for (int v : download<int>(run.counters, static_cast<size_t>(8 * c.heads))) ASSERT_EQ(v, 0);
+    }
+    // The short-context kernel: the scale, the soft-cap and the window.
+    {
+      AttnRun run(a);
+      run.short_context();
+      const std::vector<uint16_t> out = download<uint16_t>(run.out, static_cast<size_t>(c.rows * a.q_dim));
+      EXPECT_LT(worst_head_error(out, ref, c.rows * c.heads, c.hd), 2e-3) << "short-context kernel";
+      check_cache(a, run.download_cache(run.kc), run.download_cache(run.vc), want_k, want_v, "short-context kernel");
     }
     // Fused: the scale and the window (no soft-cap).
     if (c.rows <= 8) {

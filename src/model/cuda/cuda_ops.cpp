@@ -212,28 +212,32 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   QRT_CUDA_CHECK(cudaMemset(attn_counters_.get(), 0, attn_counters_.bytes()));
   attn_scratch_.partials = attn_partials_.as<float>();
   attn_scratch_.counters = attn_counters_.as<int>();
-  // RoPE, the KV store and the attention in one kernel, from decode position
-  // fused_attention_from_ on: slower than the two kernels it replaces at short contexts and faster
-  // at long ones, with the crossover between 384 and 512 positions on the H100 (docs/PERFORMANCE.md,
-  // "The GPU decode step"), so a decode step is captured once per attention variant and the
-  // position picks the graph. QRT_CUDA_FUSED_ATTENTION=1 uses it from position 0, =0 never;
-  // QRT_CUDA_FUSED_ATTENTION_FROM=N from position N (A/B runs).
+  // Decode attention by position, each variant a graph of its own (the position picks it): before
+  // fused_attention_from_ the short-context kernel (RoPE, the KV store and the whole context of
+  // one query head in one block, rope_store_short_attention), from it the split fused kernel
+  // (rope_store_decode_attention), which is slower at short contexts and faster at long ones
+  // (docs/PERFORMANCE.md, "The GPU decode step"). Where either is off or does not fit the model,
+  // its steps run the pair it replaces (rope_store + attention). QRT_CUDA_FUSED_ATTENTION=1 runs
+  // the split fused kernel from position 0, =0 never; QRT_CUDA_FUSED_ATTENTION_FROM=N moves the
+  // switch; QRT_CUDA_SHORT_ATTENTION=0 runs the pair before it (A/B runs).
   const char* fa = std::getenv("QRT_CUDA_FUSED_ATTENTION");
   const char* from = std::getenv("QRT_CUDA_FUSED_ATTENTION_FROM");
+  const char* sa = std::getenv("QRT_CUDA_SHORT_ATTENTION");
   fused_attention_from_ = kFusedAttentionFrom;
-  if (fa && std::string(fa) == "0") fused_attention_from_ = kNever;
   if (fa && std::string(fa) == "1") fused_attention_from_ = 0;
-  else if (from && *from && !(fa && std::string(fa) == "0")) {
+  else if (from && *from) {
     char* end = nullptr;
     const long long v = std::strtoll(from, &end, 10);
     if (*end != '\0' || v < 0)
       throw invalid_input(fmt::format("QRT_CUDA_FUSED_ATTENTION_FROM='{}': a position (an integer >= 0)", from));
     fused_attention_from_ = v;
   }
-  // It has no attention soft-cap (kernels.h): a model with one runs the unfused pair.
-  if (!fused_decode_ || d_.attn_softcap > 0 ||
-      !cuda_model::decode_attention_fusable(d_.heads, d_.kv_heads, d_.head_dim, kv_elem_))
-    fused_attention_from_ = kNever;
+  // The split fused kernel has no attention soft-cap (kernels.h): a model with one runs the pair.
+  split_attention_ = fused_decode_ && !(fa && std::string(fa) == "0") && d_.attn_softcap == 0 &&
+                     cuda_model::decode_attention_fusable(d_.heads, d_.kv_heads, d_.head_dim, kv_elem_);
+  short_attention_ = fused_decode_ && !(sa && std::string(sa) == "0") &&
+                     cuda_model::short_attention_fits(d_.heads, d_.kv_heads, d_.head_dim, kv_elem_);
+  if (!split_attention_ && !short_attention_) fused_attention_from_ = kNever;  // the pair either side
   // The greedy choice: one id per step; the fused final norm + head + choice for a dense fp16 head.
   d_argmax_ = DeviceBuffer(4, "greedy token");
   fused_head_ = fused_decode_ && !quantized_head && cuda_model::head_argmax_fusable(hidden);
@@ -616,8 +620,17 @@ void CudaOps::attention(int64_t layer, View q, View out, int64_t m) {
 
 void CudaOps::rope_store_attention(int64_t layer, View q, View k, View v, View out, int64_t m) {
   issue_held();
-  if (paged_ || !fused_attention_ || m > attn_scratch_.max_rows || k.stride != v.stride || out.stride != d_.q_dim)
+  if (paged_ || m > attn_scratch_.max_rows || k.stride != v.stride || out.stride != d_.q_dim ||
+      !(fused_attention_ ? split_attention_ : short_attention_))
     return BlockOps::rope_store_attention(layer, q, k, v, out, m);
+  if (!fused_attention_) {
+    cuda_model::rope_store_short_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(),
+                                           sin_.as<float>(), d_pos_.as<int64_t>(), layer_cache(layer), ptr(out), m,
+                                           d_.heads, d_.kv_heads, d_.head_dim, d_.capacity, d_.window_of(layer),
+                                           d_.score_scale(), d_.attn_softcap, stream_);
+    mark("attention");
+    return;
+  }
   cuda_model::rope_store_decode_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(), sin_.as<float>(),
                                           d_pos_.as<int64_t>(), layer_cache(layer), ptr(out), m, d_.heads,
                                           d_.kv_heads, d_.head_dim, d_.capacity, d_.window_of(layer), d_.score_scale(),
@@ -897,7 +910,13 @@ std::vector<CudaForwardEngine::OpTime> CudaOps::profile(const std::function<void
        }},
       {"attention",
        [&] {
-         if (fused_attention_)
+         if (!fused_attention_ && short_attention_)
+           cuda_model::rope_store_short_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(),
+                                                  sin_.as<float>(), d_pos_.as<int64_t>(), layer_cache(0),
+                                                  attn_.as<__half>(), 1, d_.heads, d_.kv_heads, d_.head_dim,
+                                                  d_.capacity, d_.window_of(0), d_.score_scale(), d_.attn_softcap,
+                                                  stream_);
+         else if (fused_attention_ && split_attention_)
            cuda_model::rope_store_decode_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(),
                                                    sin_.as<float>(), d_pos_.as<int64_t>(), layer_cache(0),
                                                    attn_.as<__half>(), 1, d_.heads, d_.kv_heads, d_.head_dim,

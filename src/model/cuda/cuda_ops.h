@@ -13,7 +13,9 @@
 // block's: not with Gemma-2's GeGLU or sandwich norms, whose ops are issued unfused).
 // QRT_CUDA_FUSED_DECODE=0 in the environment runs the unfused kernels instead (A/B);
 // QRT_CUDA_FUSED_ATTENTION=1 runs RoPE + KV store + attention in one launch from position 0 (by
-// default from position 448 on), =0 never.
+// default from position 448 on), =0 never. Before that position a step runs the short-context
+// kernel (RoPE + KV store + attention of one head in one block, rope_store_short_attention);
+// QRT_CUDA_SHORT_ATTENTION=0 runs the pair it replaces (rope_store + attention) instead.
 //
 // The batched engine (ModelDims::kv_blocks > 0): the KV cache is a pool of blocks of 16 positions
 // ([layer][kv_head][block][16][head_dim]); each step uploads its rows' positions and their
@@ -185,8 +187,10 @@ class CudaOps final : public BlockOps {
   // Default position of the switch to the fused attention (docs/PERFORMANCE.md, "The GPU decode
   // step"): between the measured crossover's ends, 384 and 512.
   static constexpr int64_t kFusedAttentionFrom = 448;
-  int64_t fused_attention_from_ = kNever;  // decode positions from which the fused attention runs
-  bool fused_attention_ = false;  // this step's variant (the graph being captured or launched)
+  int64_t fused_attention_from_ = kNever;  // decode positions from which the long-context variant runs
+  bool fused_attention_ = false;  // this step's variant, true from that position (the graph captured or launched)
+  bool short_attention_ = false;  // before fused_attention_from_: the short-context kernel (else the pair)
+  bool split_attention_ = false;  // from it: the split fused kernel (else the pair)
   bool fused_head_ = false;       // a dense fp16 head the fused norm + head + argmax reads
   bool use_graphs_ = true;
   // The batched engine's paged KV pool (d_.kv_blocks > 0): cache_positions_ = kv_blocks * 16

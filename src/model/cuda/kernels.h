@@ -141,6 +141,22 @@ void rope_store_decode_attention(const __half* q, const __half* k, const __half*
                                  const KvCache& cache, __half* out, int64_t m, int64_t n_heads, int64_t n_kv,
                                  int64_t head_dim, int64_t capacity, int64_t window, float scale,
                                  const DecodeAttentionScratch& scratch, cudaStream_t s);
+// Decode attention of one layer in one launch for short contexts: rope_store() then attention() for
+// m rows (any window, score scale and soft-cap), with the same results. One block per (query head,
+// row) over the row's whole context, with no partial results or merge: the cached keys and values
+// of its first chunk (up to 512 keys in 64 KB of each, less where the device has less shared
+// memory) are copied into shared memory before the kernel waits for the one before it, so after
+// that wait it costs one round trip for q / k / v and the arithmetic. Longer contexts walk chunk
+// after chunk in the same block: correct, but the split kernels are faster there (the caller picks
+// by position). q is read, not rotated in place; keys of this step's own rows come rotated from k /
+// v, and the first query head of each group writes its row's key and value into the cache. Needs
+// rows of 16-byte multiples (head_dim % 8 == 0 for fp16, % 16 for fp8) and head_dim <= 256
+// (short_attention_fits); out rows n_heads * head_dim apart.
+bool short_attention_fits(int64_t n_heads, int64_t n_kv, int64_t head_dim, KvElem elem);
+void rope_store_short_attention(const __half* q, const __half* k, const __half* v, int64_t q_stride, int64_t kv_stride,
+                                const float* cos, const float* sin, const int64_t* d_pos, const KvCache& cache,
+                                __half* out, int64_t m, int64_t n_heads, int64_t n_kv, int64_t head_dim,
+                                int64_t capacity, int64_t window, float scale, float softcap, cudaStream_t s);
 // out[i][j] = silu(gate[i * in_stride + j]) * up[i * in_stride + j], out rows `inter` wide: separate
 // buffers (in_stride = inter; out may be gate) or a fused gate/up projection's rows (up = gate +
 // inter, in_stride = 2 * inter).
