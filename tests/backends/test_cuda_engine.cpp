@@ -99,7 +99,7 @@ class ScopedEnv {
 };
 
 // The decode ops an engine is built with: every fused op (the split fused attention included,
-// which is on by default only from position 448), the default set below that (the short-context
+// which is on by default only from position 1536), the default set below that (the short-context
 // attention kernel), the norms as kernels with SiLU x up and the residual adds still in the
 // projections (QRT_CUDA_FUSED_PROJECTIONS=no_norm) and RoPE + KV store and the attention as two
 // kernels (QRT_CUDA_SHORT_ATTENTION=0), or none (QRT_CUDA_FUSED_DECODE=0).
@@ -437,7 +437,7 @@ TEST(CudaEngine, QuantizedDecodeStepFusesNormsIntoProjections) {
   EXPECT_EQ(f["q/k/v (fused)"], L);
   EXPECT_EQ(f["down_proj"], L);
   EXPECT_GT(counts[false].kernels, counts[true].kernels + 3 * L - 1);
-  // The default set below position 448: RoPE + KV store and the attention in the short-context
+  // The default set below position 1536: RoPE + KV store and the attention in the short-context
   // kernel, the rest as above.
   {
     ScopedDecodeOps env(DecodeOps::Default);
