@@ -440,6 +440,16 @@ TEST(CudaKernels, RejectionsNameTheReason) {
     EXPECT_EQ(p.get_int("bulk", 0), 0) << p.to_json();
   }
   EXPECT_TRUE(gemv.tuning_space(s, 33, dev).empty());
+  // The default: the bulk-copy kernel for small layers (at most 4 MB of codes) up to 8 rows on
+  // sm_90, the register-ring one for larger layers, more rows and older GPUs.
+  const LayerSpec small = int_layer("small", 576, 3072, 4, 32, ZeroKind::Float);
+  const LayerSpec large = int_layer("large", 4096, 4096, 4, 128, ZeroKind::Integer, true);
+  EXPECT_EQ(gemv.default_params(small, 1, dev).get_int("bulk", 0), 1);
+  EXPECT_EQ(gemv.default_params(small, 8, dev).get_int("bulk", 0), 1);
+  EXPECT_EQ(gemv.default_params(small, 9, dev).get_int("bulk", 0), 0);
+  EXPECT_EQ(gemv.default_params(large, 1, dev).get_int("bulk", 0), 0);
+  EXPECT_EQ(gemv.default_params(small, 1, target_profile("a100")).get_int("bulk", 0), 0);
+  EXPECT_TRUE(gemv.validate_params(small, gemv.default_params(small, 1, dev)).ok);
   // sm_75 is refused with the reason.
   const DeviceInfo t4 = target_profile("t4");
   EXPECT_FALSE(marlin.check(int_layer("l", 256, 64, 4, 128, ZeroKind::Symmetric), t4).ok);

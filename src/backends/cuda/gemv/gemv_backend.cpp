@@ -4,7 +4,8 @@
 // 2 or 4; 0 = 4 for N >= 16384 else 2, as measured), split (K partitions, 0 = automatic: none
 // where a block's slice is at most 32 KB, else from the SM count), bulk (1 = the sm_90 variant
 // whose weights arrive through bulk copies into shared memory, every byte requested at the start;
-// K is then split until a block's slice fits 48 KB). wt and bulk choose among the kernels for up
+// K is then split until a block's slice fits 48 KB; 0 by default, 1 for layers of at most 4 MB of
+// codes at up to 8 rows on sm_90+). wt and bulk choose among the kernels for up
 // to 8 rows; 9 to 32 rows run the wt 2 register-ring kernel with two or four token tiles, so the
 // tuning space of those M offers split alone.
 #include <fmt/format.h>
@@ -98,8 +99,17 @@ class CudaGemvBackend final : public cuda::Int4Int8Backend {
   }
 
   KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
-    return cuda::zero_params({"wt", "split", "bulk"});
+    KernelParams p = cuda::zero_params({"wt", "split", "bulk"});
+    // Small layers (SmolLM2's) take the bulk-copy kernel for up to 8 rows on sm_90+: it requests
+    // a block's whole weight slice before the PDL wait, so a launch's weights are on their way
+    // while the kernel before it ends. Measured end to end (H100, 2026-12-07, docs/PERFORMANCE.md):
+    // SmolLM2 decoded 1788 / 1774 tokens/s with it against 1673 / 1656 without (two calls), and
+    // the Llama-2-7B shape (layers of 8 MB and more) 385 against 512, hence the size limit.
+    const int64_t packed_bytes = layer.in_features * layer.out_features * layer.bits / 8;
+    if (device.gpu.compute_capability() >= 90 && m <= 8 && packed_bytes <= kBulkDefaultMaxBytes) p.values["bulk"] = 1;
+    return p;
   }
+  static constexpr int64_t kBulkDefaultMaxBytes = int64_t(4) << 20;
 
   std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     std::vector<KernelParams> out;
