@@ -10,9 +10,10 @@
 //              the device, no host synchronisation until the end.
 // Also the launches of one decode step (graph nodes by op) and where its time goes. With
 // UNFUSED=1 the same again on an engine without the fused decode ops (QRT_CUDA_FUSED_DECODE=0);
-// with GEMV_BULK=1 the same again with cuda_gemv's bulk-copy variant (kernel parameter bulk = 1).
+// with GEMV_BULK=1 (or 0) the same again with cuda_gemv's bulk-copy parameter forced to 1 (or 0)
+// on every layer; GEMV_BULK_ALL=1 (or 0) forces it in the main engine.
 // Prefill is timed on a PREFILL-token random prompt (default PROMPT), the median of three.
-// Usage: gpu_decode_bench MODEL [OUT.json]   (env PROMPT=128 PREFILL=PROMPT NEW=128 UNFUSED=0 GEMV_BULK=0)
+// Usage: gpu_decode_bench MODEL [OUT.json]   (env PROMPT=128 PREFILL=PROMPT NEW=128 UNFUSED=0 GEMV_BULK= GEMV_BULK_ALL=)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -45,7 +46,14 @@ int main(int argc, char** argv) {
     const int64_t prefill_len = std::getenv("PREFILL") ? std::atoll(std::getenv("PREFILL")) : prompt_len;
     if (prompt_len < 1 || n_new < 1 || prefill_len < 1) throw std::runtime_error("PROMPT, PREFILL and NEW must be >= 1");
     const bool unfused_too = std::getenv("UNFUSED") && std::string(std::getenv("UNFUSED")) == "1";
-    const bool bulk_too = std::getenv("GEMV_BULK") && std::string(std::getenv("GEMV_BULK")) == "1";
+    // GEMV_BULK=1 / =0: a second engine with cuda_gemv's bulk parameter forced to that value on
+    // every layer (the default takes it for small layers only); GEMV_BULK_ALL=1 / =0 forces it in
+    // the main engine (A/B across alternating processes).
+    const char* bulk_env = std::getenv("GEMV_BULK");
+    const bool bulk_too = bulk_env && (std::string(bulk_env) == "1" || std::string(bulk_env) == "0");
+    const int64_t bulk_forced = bulk_too && std::string(bulk_env) == "0" ? 0 : 1;
+    const char* bulk_all = std::getenv("GEMV_BULK_ALL");
+    const int64_t bulk_main = bulk_all && *bulk_all ? (std::string(bulk_all) == "0" ? 0 : 1) : -1;
     using clock = std::chrono::steady_clock;
     auto secs = [](clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); };
     const auto t0 = clock::now();
@@ -68,10 +76,11 @@ int main(int argc, char** argv) {
     for (auto& t : prefill) t = tok(rng);
 
     // One engine's figures; `fused` says which decode ops it was built with.
-    auto measure = [&](bool fused, std::vector<int32_t>* graph_tokens, bool gemv_bulk = false) {
+    // gemv_bulk: cuda_gemv's bulk parameter forced on every layer (-1: the plan's default).
+    auto measure = [&](bool fused, std::vector<int32_t>* graph_tokens, int64_t gemv_bulk = -1) {
       if (!fused) setenv("QRT_CUDA_FUSED_DECODE", "0", 1);
       EngineOptions o = opt;
-      if (gemv_bulk) o.runtime.backend_params["cuda_gemv"].values["bulk"] = int64_t(1);
+      if (gemv_bulk >= 0) o.runtime.backend_params["cuda_gemv"].values["bulk"] = gemv_bulk;
       const auto b0 = clock::now();
       auto engine = make_engine(weights, o);
       const auto b1 = clock::now();
@@ -81,7 +90,7 @@ int main(int argc, char** argv) {
       nlohmann::json r;
       r["engine_build_s"] = secs(b0, b1);
       std::printf("%s decode ops%s: engine build %.1f s on %s\n", fused ? "fused" : "unfused",
-                  gemv_bulk ? ", cuda_gemv bulk = 1" : "", secs(b0, b1),
+                  gemv_bulk < 0 ? "" : gemv_bulk ? ", cuda_gemv bulk = 1" : ", cuda_gemv bulk = 0", secs(b0, b1),
                   engine->device_name().c_str());
       for (const auto& [b, n] : engine->backend_counts()) std::printf("  %s: %d linears\n", b.c_str(), n);
       // Warm-up (graph capture, cuBLAS heuristics), then the timed runs.
@@ -170,7 +179,7 @@ int main(int argc, char** argv) {
     };
 
     std::vector<int32_t> fused_tokens, unfused_tokens;
-    nlohmann::json fused = measure(true, &fused_tokens);
+    nlohmann::json fused = measure(true, &fused_tokens, bulk_main);
     nlohmann::json unfused;
     if (unfused_too) {
       unfused = measure(false, &unfused_tokens);
@@ -182,7 +191,8 @@ int main(int argc, char** argv) {
     nlohmann::json bulk;
     if (bulk_too) {
       std::vector<int32_t> bulk_tokens;
-      bulk = measure(true, &bulk_tokens, true);
+      bulk = measure(true, &bulk_tokens, bulk_forced);
+      bulk["bulk"] = bulk_forced;
       int64_t same = 0;
       for (int64_t i = 0; i < n_new; ++i) same += fused_tokens[i] == bulk_tokens[i];
       bulk["tokens_agree_with_default"] = same;

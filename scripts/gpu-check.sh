@@ -224,7 +224,9 @@ if ! skip smollm2 && [ -x build-gpu/bench/gpu_decode_bench ] && [ -f "$SMOL" ] &
   fi
   # Fused decode ops against the unfused kernels: launches per step, tokens/s, the per-op profile.
   if [ "$(left)" -gt 60 ]; then
-    UNFUSED=1 GEMV_BULK=1 PROMPT=128 NEW=128 timeout 80 build-gpu/bench/gpu_decode_bench "$SMOL" "$RAW/qrt-decode-smollm2.json" \
+    # GEMV_BULK=0: the default takes cuda_gemv's bulk-copy kernel for SmolLM2's small layers; the
+    # second engine runs every layer on the register-ring one.
+    UNFUSED=1 GEMV_BULK=0 PROMPT=128 NEW=128 timeout 80 build-gpu/bench/gpu_decode_bench "$SMOL" "$RAW/qrt-decode-smollm2.json" \
       > "$LOGS/decode-smollm2.log" 2>&1
     note "gpu_decode_bench (fused and unfused) rc=$?"
     grep -E 'decode ops.*: engine|tokens/s:|greedy tokens equal|decode step launches' "$LOGS/decode-smollm2.log" | tee -a "$LOG"
@@ -498,7 +500,10 @@ summary = {
     'decode_tok_s_device_loop': (dec or {}).get('decode_tok_s_device_loop'),
     # The same engine with cuda_gemv's bulk-copy variant (kernel parameter bulk = 1), same call.
     'decode_tok_s_gemv_bulk': ((dec or {}).get('gemv_bulk') or {}).get('decode_tok_s'),
-    'smollm2_decode_tok_s_gemv_bulk': ((smol or {}).get('gemv_bulk') or {}).get('decode_tok_s'),
+    'smollm2_decode_tok_s_gemv_bulk': ((smol or {}).get('gemv_bulk') or {}).get('decode_tok_s')
+        if ((smol or {}).get('gemv_bulk') or {}).get('bulk', 1) == 1 else None,
+    'smollm2_decode_tok_s_gemv_no_bulk': ((smol or {}).get('gemv_bulk') or {}).get('decode_tok_s')
+        if ((smol or {}).get('gemv_bulk') or {}).get('bulk', 1) == 0 else None,
     'hf_fp16_decode_tok_s': hf,
     # The default model (30 blocks rebuilt from the carried 8) next to llama.cpp CUDA, same call:
     # decode of 128 tokens from an empty context (tg128) and a 512-token prompt (pp512), medians of

@@ -4,7 +4,8 @@
 #   1. SmolLM2, 128 tokens after a 128-token prompt: the default decode ops, then with
 #      QRT_CUDA_SHORT_ATTENTION=0 (RoPE + KV store and attention as two kernels), with
 #      QRT_CUDA_FUSED_ATTENTION=1 (the split fused kernel from position 0) and with
-#      QRT_CUDA_FUSED_PROJECTIONS=0 (norms, SiLU x up and residual adds as kernels of their own);
+#      QRT_CUDA_FUSED_PROJECTIONS=0 (norms, SiLU x up and residual adds as kernels of their own)
+#      and with GEMV_BULK_ALL=0 (cuda_gemv's register-ring kernel on every layer);
 #   2. the same after a 1536-token prompt: the default against the fused attention, then after
 #      256 ... 1024, the short-context kernel against the split one (where
 #      QRT_CUDA_FUSED_ATTENTION_FROM should switch);
@@ -42,10 +43,10 @@ fi
 
 if want 1; then
 echo "== 1. SmolLM2 decode (128 after 128): default (short-context attention), the pair it replaces,"
-echo "   the split fused attention, without the fused projections"
+echo "   the split fused attention, without the fused projections, cuda_gemv without its bulk-copy kernel"
 declare -A R
 CONFIGS=("default" "pair_attention:QRT_CUDA_SHORT_ATTENTION=0" "fused_attention:QRT_CUDA_FUSED_ATTENTION=1"
-         "no_projections:QRT_CUDA_FUSED_PROJECTIONS=0")
+         "no_projections:QRT_CUDA_FUSED_PROJECTIONS=0" "gemv_no_bulk:GEMV_BULK_ALL=0")
 for r in $REPS; do
   for c in "${CONFIGS[@]}"; do
     IFS=: read -r name e1 <<< "$c"
