@@ -65,13 +65,6 @@ __device__ __forceinline__ uint4 ldg_stream(const void* p) {
   return v;
 }
 
-// Asks for the 128-byte line holding p in this SM's L1: a later plain load of it is a hit. For
-// small reads on a launch's critical path that can start before the data is needed (weights
-// before the PDL wait, the residual stream before the multiply loop).
-__device__ __forceinline__ void prefetch_l1(const void* p) {
-  asm volatile("prefetch.global.L1 [%0];\n" ::"l"(p));
-}
-
 // Bulk copies (sm_90+, the TMA unit): one instruction moves a contiguous run of bytes from global
 // to shared memory and reports its arrival on an mbarrier as a transaction count, so a block can
 // put its whole weight slice in flight at once without spending registers on it. The mbarrier

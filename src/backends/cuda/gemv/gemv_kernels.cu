@@ -223,22 +223,9 @@ __global__ void __launch_bounds__(256, MT > 1 ? 2 : (FZ ? 3 : 0)) gemv_kernel(co
   if (a.zeros && !grouped && tile_ok) zpair_pc = a.zeros[n16 * 8 + g];
   const uint32_t pc_scale = !grouped && tile_ok ? __ldg(a.scales + n16 * 8 + g) : 0u;
   const uint32_t pc_offset = FZ && !grouped && tile_ok ? __ldg(a.offsets + n16 * 8 + g) : 0u;
-  // The fused norm's weights are weights too: toward L1 before the wait (one line a thread), so
-  // the prologue's second pass does not wait on them after it.
-  if constexpr (MT == 1)
-    if (a.fused.prologue == 1)
-      for (int c = 32 * tid; c < (c_end - c_begin) * 64; c += 32 * 256) prefetch_l1(a.fused.norm_weight + c_begin * 64 + c);
   // The weights above do not depend on the kernel before this one; the activations, the split-K
   // workspace and y do.
   pdl_wait();
-  // The residual rows the epilogue adds into: toward L1 now, so that their read at the end is a
-  // hit rather than a round trip after the multiply loop (the block's BN floats of each row).
-  if (a.fused.residual_out && a.split == 1 && tid < a.m) {
-    const int n0 = blockIdx.x * BN;  // the last block may hold fewer than BN channels
-    const float* r = a.fused.residual_out + static_cast<size_t>(tid) * a.n + n0;
-    prefetch_l1(r);
-    prefetch_l1(r + min(BN, a.n - n0) - 1);
-  }
 
   // Stage the block's activations in shared memory while the first weights fly.
   {
