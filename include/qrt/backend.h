@@ -88,12 +88,20 @@ struct LinearFusion {
   const float* norm_residual = nullptr;
   const float* norm_weight = nullptr;
   float norm_eps = 0.f;
+  // RmsNorm, optional: the row's sum of squares as K / 16 partial sums [r][K / 16] (each over 16
+  // columns, written by the epilogue of the projection that last added into the residual, see
+  // residual_sumsq_out), summed instead of the residual row itself.
+  const float* norm_sumsq = nullptr;
   // SiluMul: row r = silu(gate[r * stride + c]) * up[r * stride + c] (x.dtype, K columns).
   const void* gate = nullptr;
   const void* up = nullptr;
   int64_t gate_up_stride = 0;
   // When set: residual_out[r][n] += the output (as rounded to y.dtype); y is not written.
   float* residual_out = nullptr;
+  // With residual_out, optional: the sums of squares of the updated residual row r over each 16
+  // columns, written to residual_sumsq_out[r][n / 16] (what a following RmsNorm reads as
+  // norm_sumsq). Each partial is written whole by one thread: no atomics, no zeroing.
+  float* residual_sumsq_out = nullptr;
   bool any() const { return input != Input::X || residual_out != nullptr; }
 };
 

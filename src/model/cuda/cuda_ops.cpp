@@ -76,19 +76,23 @@ void CudaOps::reserve(const ModelDims& dims) {
   // QRT_CUDA_FUSED_PROJECTIONS=0: the norms, SiLU x up and residual adds as kernels of their own
   // while the other fused decode ops stay; =1: all fused whatever the width; =no_norm: SiLU x up
   // and the residual adds fused, the norms as kernels, whatever the width (not yet timed on a
-  // wide model: docs/KNOWN_ISSUES.md).
+  // wide model: docs/KNOWN_ISSUES.md); =sumsq: as =1, with the norms' sums of squares taken from
+  // partials that the projection adding into the residual writes (K / 16 floats a row for each
+  // block to sum instead of K: the cost that made the prologue lose on wide models; not yet timed).
   const char* fp = std::getenv("QRT_CUDA_FUSED_PROJECTIONS");
   const std::string fp_value = fp ? fp : "";
-  if (!fp_value.empty() && fp_value != "0" && fp_value != "1" && fp_value != "no_norm")
-    throw invalid_input(fmt::format("QRT_CUDA_FUSED_PROJECTIONS='{}': 0, 1 or no_norm", fp_value));
+  if (!fp_value.empty() && fp_value != "0" && fp_value != "1" && fp_value != "no_norm" && fp_value != "sumsq")
+    throw invalid_input(fmt::format("QRT_CUDA_FUSED_PROJECTIONS='{}': 0, 1, no_norm or sumsq", fp_value));
   const bool narrow = d_.hidden <= kMaxFusedProjectionHidden;
-  fused_projections_ = fused_decode_ && fp_value != "0" && (narrow || fp_value == "1" || fp_value == "no_norm");
+  fused_projections_ = fused_decode_ && fp_value != "0" &&
+                       (narrow || fp_value == "1" || fp_value == "no_norm" || fp_value == "sumsq");
   fused_norm_prologue_ = fused_projections_ && fp_value != "no_norm";
+  norm_sumsq_ = fused_norm_prologue_ && fp_value == "sumsq" && d_.hidden % 16 == 0;
   // The ops held to fuse into cuda_gemv projections assume the Llama block: SiLU x up in the down
   // projection's prologue, and the o / down projection's output added straight into the residual
   // stream. GeGLU needs its own activation, and a sandwich norm sits between those projections
   // and the residual add: with either rule every op is issued as a kernel of its own.
-  if (d_.sandwich_norms || d_.gelu_tanh) fused_projections_ = fused_norm_prologue_ = false;
+  if (d_.sandwich_norms || d_.gelu_tanh) fused_projections_ = fused_norm_prologue_ = norm_sumsq_ = false;
   if (d_.head_dim > 256 || d_.head_dim % 2)
     throw unsupported(fmt::format("head_dim {} unsupported by the CUDA engine (even, <= 256)", d_.head_dim));
   // The batched engine's paged pool: kv_blocks blocks of 16 positions, whatever the context of
@@ -179,6 +183,7 @@ void CudaOps::allocate(bool fused, bool quantized_head) {
   }
   const size_t b = static_cast<size_t>(d_.max_rows);
   x_ = DeviceBuffer(b * hidden * 4, "residual stream");
+  if (norm_sumsq_) sumsq_ = DeviceBuffer(b * static_cast<size_t>(hidden / 16) * 4, "residual sums of squares");
   xn_ = DeviceBuffer(b * std::max(hidden, q_dim) * 2, "normed activations");
   q_ = DeviceBuffer(b * q_dim * 2, "q");
   k_ = DeviceBuffer(b * kv_dim * 2, "k");
@@ -440,9 +445,10 @@ void CudaOps::add_rmsnorm(bool add_proj, int norm, int64_t row0, int64_t rows) {
     // adds its output into the residual stream itself where its kernel can.
     issue_held_norm(false);
     issue_held_silu();
-    if (issue_held_linear_adding(add_proj, rows)) add_proj = false;
+    const bool added = issue_held_linear_adding(add_proj, rows);
+    if (added) add_proj = false;
     if (!add_proj) {
-      held_norm_ = {norm, rows, false};
+      held_norm_ = {norm, rows, false, added && norm_sumsq_};
       return;
     }
   } else {
@@ -485,6 +491,7 @@ void CudaOps::linear(ModelLinear& l, View in, View out, int64_t m) {
     f.norm_residual = x_.as<float>();
     f.norm_weight = vectors_[static_cast<size_t>(held_norm_.norm)].as<float>();
     f.norm_eps = d_.eps;
+    if (held_norm_.sumsq) f.norm_sumsq = sumsq_.as<float>();
     builds_norm = fuses(l, f, m);
     if (!builds_norm) f = LinearFusion{};
   }
@@ -540,6 +547,7 @@ void CudaOps::run_fused(ModelLinear& l, const LinearFusion& f, View in, View out
 LinearFusion CudaOps::held_fusion(bool into_residual) const {
   LinearFusion f = held_linear_.silu ? silu_fusion(held_linear_.gate, held_linear_.up) : LinearFusion{};
   if (into_residual) f.residual_out = x_.as<float>();
+  if (into_residual && norm_sumsq_) f.residual_sumsq_out = sumsq_.as<float>();
   return f;
 }
 

@@ -129,6 +129,7 @@ class CudaOps final : public BlockOps {
     int norm = -1;
     int64_t m = 0;
     bool built_by_reader = false;  // a projection built it in its prologue
+    bool sumsq = false;            // the producer's epilogue left the rows' partial sums of squares in sumsq_
   };
   struct HeldSilu {
     View gate, up, out;
@@ -182,6 +183,11 @@ class CudaOps final : public BlockOps {
   bool fused_decode_ = true;     // QRT_CUDA_FUSED_DECODE != 0
   bool fused_projections_ = true;  // fused_decode_ and QRT_CUDA_FUSED_PROJECTIONS (reserve())
   bool fused_norm_prologue_ = true;  // fused_projections_ and the width, or QRT_CUDA_FUSED_PROJECTIONS=1
+  // QRT_CUDA_FUSED_PROJECTIONS=sumsq: as =1, and the projection that adds into the residual leaves
+  // each row's sums of squares over 16 columns in sumsq_ for the norm the next projection builds
+  // (K / 16 partials a row to sum instead of the K-wide row; opt-in until timed on a wide model).
+  bool norm_sumsq_ = false;
+  cuda::DeviceBuffer sumsq_;
   static constexpr int64_t kMaxFusedProjectionHidden = 2048;  // wider: norms, SiLU x up, adds unfused (reserve())
   static constexpr int64_t kNever = INT64_MAX;
   // Default position of the switch from the short-context attention kernel to the split fused

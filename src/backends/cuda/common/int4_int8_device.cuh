@@ -278,39 +278,54 @@ __device__ __forceinline__ void finish_tile(const KernelArgs& a, const float* re
     if (!*flag_smem) return;
     __threadfence();
   }
-  for (int i = tid; i < PIECES; i += THREADS) {
+  // With residual_sumsq_out every thread runs the same number of rounds (the partials are summed
+  // across the four lanes of each 16 columns by shuffles); a piece's row and 16 columns are those
+  // of the four consecutive pieces starting at a multiple of 4 (BN is a multiple of 16).
+  static_assert(BN % 16 == 0 && THREADS % 32 == 0, "pieces of 16 columns stay in one warp");
+  float* const sumsq_out = a.fused.residual_sumsq_out;
+  for (int base = 0; base < PIECES; base += THREADS) {
+    const int i = base + tid;
     const int row = i / (BN / 4), c4 = i % (BN / 4);
     const int mm = m0 + row, nn = n0 + 4 * c4;
-    if (mm >= a.m || nn >= a.n) continue;
-    float4 v;
-    if (a.split > 1) {
-      const float4* src = reinterpret_cast<const float4*>(a.partials) + static_cast<size_t>(tile_id) * a.split * PIECES + i;
-      v = __ldcg(src);
-      for (int s = 1; s < a.split; ++s) {
-        const float4 u = __ldcg(src + static_cast<size_t>(s) * PIECES);
-        v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+    const bool live = i < PIECES && mm < a.m && nn < a.n;
+    float ss = 0.f;
+    if (live) {
+      float4 v;
+      if (a.split > 1) {
+        const float4* src = reinterpret_cast<const float4*>(a.partials) + static_cast<size_t>(tile_id) * a.split * PIECES + i;
+        v = __ldcg(src);
+        for (int s = 1; s < a.split; ++s) {
+          const float4 u = __ldcg(src + static_cast<size_t>(s) * PIECES);
+          v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+        }
+      } else {
+        v = *reinterpret_cast<const float4*>(red + row * LD + 4 * c4);
       }
-    } else {
-      v = *reinterpret_cast<const float4*>(red + row * LD + 4 * c4);
+      v.x *= a.scale_mul, v.y *= a.scale_mul, v.z *= a.scale_mul, v.w *= a.scale_mul;
+      if (a.bias) {
+        const float4 b = *reinterpret_cast<const float4*>(a.bias + nn);
+        v.x += b.x, v.y += b.y, v.z += b.z, v.w += b.w;
+      }
+      uint2 out;
+      out.x = Traits<T>::from_floats(v.x, v.y);
+      out.y = Traits<T>::from_floats(v.z, v.w);
+      if (a.fused.residual_out) {
+        // What the unfused step does: store T, then add it to the float residual.
+        float4* r = reinterpret_cast<float4*>(a.fused.residual_out + static_cast<size_t>(mm) * a.n + nn);
+        const float2 lo = Traits<T>::to_floats(out.x), hi = Traits<T>::to_floats(out.y);
+        float4 rv = *r;
+        rv.x += lo.x, rv.y += lo.y, rv.z += hi.x, rv.w += hi.y;
+        *r = rv;
+        ss = rv.x * rv.x + rv.y * rv.y + rv.z * rv.z + rv.w * rv.w;
+      } else {
+        *reinterpret_cast<uint2*>(static_cast<T*>(a.y) + static_cast<size_t>(mm) * a.n + nn) = out;
+      }
     }
-    v.x *= a.scale_mul, v.y *= a.scale_mul, v.z *= a.scale_mul, v.w *= a.scale_mul;
-    if (a.bias) {
-      const float4 b = *reinterpret_cast<const float4*>(a.bias + nn);
-      v.x += b.x, v.y += b.y, v.z += b.z, v.w += b.w;
+    if (sumsq_out) {  // a kernel argument: the same branch for every thread of the block
+      ss += __shfl_xor_sync(0xffffffffu, ss, 1);
+      ss += __shfl_xor_sync(0xffffffffu, ss, 2);
+      if (live && (c4 & 3) == 0) sumsq_out[static_cast<size_t>(mm) * (a.n / 16) + nn / 16] = ss;
     }
-    uint2 out;
-    out.x = Traits<T>::from_floats(v.x, v.y);
-    out.y = Traits<T>::from_floats(v.z, v.w);
-    if (a.fused.residual_out) {
-      // What the unfused step does: store T, then add it to the float residual.
-      float4* r = reinterpret_cast<float4*>(a.fused.residual_out + static_cast<size_t>(mm) * a.n + nn);
-      const float2 lo = Traits<T>::to_floats(out.x), hi = Traits<T>::to_floats(out.y);
-      float4 rv = *r;
-      rv.x += lo.x, rv.y += lo.y, rv.z += hi.x, rv.w += hi.y;
-      *r = rv;
-      continue;
-    }
-    *reinterpret_cast<uint2*>(static_cast<T*>(a.y) + static_cast<size_t>(mm) * a.n + nn) = out;
   }
   if (a.split > 1 && tid == 0) a.counters[tile_id] = 0;
 }

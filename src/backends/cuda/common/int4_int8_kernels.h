@@ -77,14 +77,18 @@ struct GemvConfig {
 };
 
 // cuda_gemv's fused decode work (qrt::LinearFusion in kernel terms, carried in KernelArgs):
-// prologue 0 reads x, 1 the RMS norm of the float residual rows [M][K] times norm_weight, 2
+// prologue 0 reads x, 1 the RMS norm of the float residual rows [M][K] times norm_weight (its sum
+// of squares from the K / 16 partials norm_sumsq [M][K / 16] when set, else from the rows), 2
 // silu(gate) * up with rows gate_up_stride elements apart; residual_out set: the output (rounded to
-// the activation dtype) is added into those float rows [M][N] instead of written to y.
+// the activation dtype) is added into those float rows [M][N] instead of written to y, and with
+// residual_sumsq_out each 16 columns' sum of squares of the updated rows goes to [M][N / 16].
 struct GemvFusion {
   int prologue = 0;
   const float* norm_residual = nullptr;
   const float* norm_weight = nullptr;
   float norm_eps = 0.f;
+  const float* norm_sumsq = nullptr;
+  float* residual_sumsq_out = nullptr;
   const void* gate = nullptr;
   const void* up = nullptr;
   int64_t gate_up_stride = 0;

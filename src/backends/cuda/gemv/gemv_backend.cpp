@@ -29,6 +29,8 @@ class CudaGemvLinear final : public cuda::Int4Int8Linear {
   bool fuses(const LinearFusion& f, int64_t m, DType dtype) const override {
     if (m < 1 || m > 8 || w_->view().perm || (dtype != DType::F16 && dtype != DType::BF16)) return false;
     if (f.input == LinearFusion::Input::RmsNorm && (!f.norm_residual || !f.norm_weight)) return false;
+    if (f.norm_sumsq && (f.input != LinearFusion::Input::RmsNorm || w_->view().k % 16 != 0)) return false;
+    if (f.residual_sumsq_out && !f.residual_out) return false;
     if (f.input == LinearFusion::Input::SiluMul &&
         (!f.gate || !f.up || f.gate_up_stride < w_->view().k || f.gate_up_stride % 2 != 0))
       return false;
@@ -69,6 +71,8 @@ class CudaGemvLinear final : public cuda::Int4Int8Linear {
     gf.up = f.up;
     gf.gate_up_stride = f.gate_up_stride;
     gf.residual_out = f.residual_out;
+    gf.norm_sumsq = f.norm_sumsq;
+    gf.residual_sumsq_out = f.residual_sumsq_out;
     return gf;
   }
 

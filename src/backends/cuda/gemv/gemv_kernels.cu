@@ -55,7 +55,8 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
 
 // The fused input of the block's K range [k0, k0 + krange) into xs (rows `ld` halves apart), for
 // prologue 1 (RMS norm of the float residual rows; every block sums its rows' squares over the
-// whole K, the 8 warps sharing the rows, so that one 4096-wide row costs a lane 4 loads, not 32)
+// whole K, the 8 warps sharing the rows, so that one 4096-wide row costs a lane 4 loads, not 32;
+// or, with norm_sumsq, the producer's K / 16 partials of each row)
 // and 2 (silu(gate) * up). The formulas and roundings are those of the model's add_rmsnorm and
 // silu_mul kernels, so only the order of the sum of squares differs.
 // row_inv: 8 x 8 floats of shared memory (per-warp partial sums, then each row's 1 / RMS).
@@ -68,12 +69,19 @@ __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, in
     // Warp w sums part w / m of row w % m (8 / m parts a row, each a contiguous run of float4s).
     const int parts = 8 / m, row = warp % m, part = warp / m;
     if (part < parts) {
-      const int n4 = k / 4, per = (n4 + parts - 1) / parts;
-      const float4* r4 = reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(row) * k);
       float ss = 0.f;
-      for (int i = part * per + lane; i < min(n4, (part + 1) * per); i += 32) {
-        const float4 v = r4[i];
-        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+      if (f.norm_sumsq) {
+        // The producer's partials: K / 16 floats a row instead of K.
+        const int np = k / 16, per = (np + parts - 1) / parts;
+        const float* p = f.norm_sumsq + static_cast<size_t>(row) * np;
+        for (int i = part * per + lane; i < min(np, (part + 1) * per); i += 32) ss += p[i];
+      } else {
+        const int n4 = k / 4, per = (n4 + parts - 1) / parts;
+        const float4* r4 = reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(row) * k);
+        for (int i = part * per + lane; i < min(n4, (part + 1) * per); i += 32) {
+          const float4 v = r4[i];
+          ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+        }
       }
 #pragma unroll
       for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
@@ -483,6 +491,8 @@ cudaError_t launch_int4_gemv(const Int4DeviceView& w, const void* x, void* y, in
   if (!e) return cudaErrorInvalidValue;
   if (fusion && (mt > 1 || w.perm || fusion->prologue < 0 || fusion->prologue > 2 ||
                  (fusion->prologue == 1 && (!fusion->norm_residual || !fusion->norm_weight)) ||
+                 (fusion->norm_sumsq && (fusion->prologue != 1 || w.k % 16 != 0)) ||
+                 (fusion->residual_sumsq_out && !fusion->residual_out) ||
                  (fusion->prologue == 2 && (!fusion->gate || !fusion->up || fusion->gate_up_stride % 2 != 0 ||
                                             fusion->gate_up_stride > 0x7FFFFFFF))))
     return cudaErrorInvalidValue;
