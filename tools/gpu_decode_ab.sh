@@ -10,7 +10,7 @@
 #      256 ... 1024, the short-context kernel against the split one (where
 #      QRT_CUDA_FUSED_ATTENTION_FROM should switch);
 #   3. the random Llama-2-7B GPTQ model (written if missing): default (hidden 4096: unfused
-#      projections) against QRT_CUDA_FUSED_PROJECTIONS=1 and =no_norm, with per-op profiles;
+#      projections) against QRT_CUDA_FUSED_PROJECTIONS=1, =no_norm and =sumsq, with per-op profiles;
 #   4. where ncu runs: every kernel's duration in two SmolLM2 decode steps (graph nodes one at a
 #      time, serialized), summed by kernel name;
 #   5. AB_FULL=1 only: every SmolLM2 linear shape at M = 1 and 4 on cuda_gemv and cuda_dequant
@@ -83,16 +83,19 @@ fi
 wait
 if want 3 && [ -f $L7/config.json ]; then
   echo "== 3. Llama-2-7B GPTQ decode: default (hidden 4096: nothing in the projections) against"
-  echo "   QRT_CUDA_FUSED_PROJECTIONS=1 (all in them) and =no_norm (SiLU x up and residual adds)"
-  A=""; U=""; N=""
+  echo "   QRT_CUDA_FUSED_PROJECTIONS=1 (all in them), =no_norm (SiLU x up and residual adds) and"
+  echo "   =sumsq (all in them, the norms from the producers' partial sums of squares)"
+  A=""; U=""; N=""; S=""
   for r in 1 2; do
     A+="$(run l7-default $L7 $r) "
     U+="$(run l7-fused $L7 $r QRT_CUDA_FUSED_PROJECTIONS=1) "
     N+="$(run l7-no-norm $L7 $r QRT_CUDA_FUSED_PROJECTIONS=no_norm) "
+    S+="$(run l7-sumsq $L7 $r QRT_CUDA_FUSED_PROJECTIONS=sumsq) "
   done
-  echo "7B default: ${A}; all in the projections: ${U}; all but the norms: ${N}"
+  echo "7B default: ${A}; all in the projections: ${U}; all but the norms: ${N}; sumsq: ${S}"
   echo "-- default:"; profile $T/l7-default-1.log
   echo "-- all but the norms in the projections:"; profile $T/l7-no-norm-1.log
+  echo "-- sumsq:"; profile $T/l7-sumsq-1.log
 fi
 
 if command -v ncu > /dev/null; then
