@@ -122,15 +122,11 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
     const int count = static_cast<int>(max(int64_t(0), t0 + n - jn)), tstart = static_cast<int>(jn - t0);
     for (int idx = tid; idx < count * half; idx += kThreads) {
       const int t = tstart + idx / half, d = idx % half;
-      const int64_t j = t0 + t, r = j - pos0;
-      const __half* kr = k + r * kv_stride + static_cast<int64_t>(kvh) * hd;
-      const __half* vr = v + r * kv_stride + static_cast<int64_t>(kvh) * hd;
-      const float c = cos_t[j * half + d], s = sin_t[j * half + d];
-      const float a = __half2float(kr[d]), b = __half2float(kr[d + half]);
-      ks[t * hd + d] = E::from_float(a * c - b * s);
-      ks[t * hd + d + half] = E::from_float(b * c + a * s);
-      vs[t * hd + d] = E::from_half(vr[d]);
-      vs[t * hd + d + half] = E::from_half(vr[d + half]);
+      const NewKvPair<T> e = new_kv_pair<T>(k, v, kv_stride, cos_t, sin_t, pos0, t0 + t, kvh, hd, d);
+      ks[t * hd + d] = e.k0;
+      ks[t * hd + d + half] = e.k1;
+      vs[t * hd + d] = e.v0;
+      vs[t * hd + d + half] = e.v1;
     }
   };
 

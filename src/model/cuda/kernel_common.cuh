@@ -1,6 +1,7 @@
 // What the model's kernels share (internal header, .cu files only): warp and block reductions,
-// the greedy comparison, the KV cache's element types, the grid size of the grid-stride kernels,
-// and programmatic dependent launch (PDL).
+// the greedy comparison, the KV cache's element types, this step's rotated key / value pairs for
+// the decode attention kernels, the grid size of the grid-stride kernels, and programmatic
+// dependent launch (PDL).
 //
 // PDL. Every kernel of src/model/cuda (but hold_kernel, a test aid launched plainly) starts with
 // pdl_trigger() then pdl_wait(), and is launched through launch(), which sets the
@@ -8,8 +9,8 @@
 // stream may then be scheduled as soon as every block of this one has started, and runs up to its
 // own pdl_wait(), which returns once this kernel has finished and its writes are visible: a kernel
 // reads and writes nothing another kernel writes before its pdl_wait() (the int4 kernels of
-// src/backends/cuda stream their weights meanwhile, the fused decode attention the keys and values
-// that earlier steps cached; the others wait first). A kernel launched without the attribute
+// src/backends/cuda stream their weights meanwhile, the decode attention kernels the keys and
+// values that earlier steps cached; the others wait first). A kernel launched without the attribute
 // waits for its predecessor as usual and both calls are no-ops.
 #pragma once
 
@@ -163,5 +164,28 @@ struct CacheElem<__nv_fp8_e4m3> {
     }
   }
 };
+
+// The pair of dims (d, d + hd / 2) of this step's key and value at position j, KV head kvh: the
+// key rotated (rotate-half RoPE, cos / sin tables of hd / 2 columns) from row j - pos0 of k, both
+// rounded as the cache stores them. Rows of k / v are kv_stride elements apart. The decode
+// attention kernels take this step's keys from here, never from the cache other blocks write.
+template <class T>
+struct NewKvPair {
+  T k0, k1, v0, v1;
+};
+template <class T>
+__device__ __forceinline__ NewKvPair<T> new_kv_pair(const __half* __restrict__ k, const __half* __restrict__ v,
+                                                    int64_t kv_stride, const float* __restrict__ cos_t,
+                                                    const float* __restrict__ sin_t, int64_t pos0, int64_t j, int kvh,
+                                                    int hd, int d) {
+  using E = CacheElem<T>;
+  const int half = hd / 2;
+  const int64_t r = j - pos0;
+  const __half* kr = k + r * kv_stride + static_cast<int64_t>(kvh) * hd;
+  const __half* vr = v + r * kv_stride + static_cast<int64_t>(kvh) * hd;
+  const float c = cos_t[j * half + d], s = sin_t[j * half + d];
+  const float a = __half2float(kr[d]), b = __half2float(kr[d + half]);
+  return {E::from_float(a * c - b * s), E::from_float(b * c + a * s), E::from_half(vr[d]), E::from_half(vr[d + half])};
+}
 
 }  // namespace qrt::cuda_model

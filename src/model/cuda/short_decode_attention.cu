@@ -117,25 +117,20 @@ __global__ void __launch_bounds__(kThreads) rope_store_short_attention_kernel(
     const int fresh = static_cast<int>(max(int64_t(0), t0 + n - jn)), tstart = static_cast<int>(jn - t0);
     for (int idx = tid; idx < fresh * half; idx += kThreads) {
       const int t = tstart + idx / half, d = idx % half;
-      const int64_t j = t0 + t, r = j - pos0;
-      const __half* kr = k + r * kv_stride + static_cast<int64_t>(kvh) * hd;
-      const __half* vr = v + r * kv_stride + static_cast<int64_t>(kvh) * hd;
-      const float c = cos_t[j * half + d], s = sin_t[j * half + d];
-      const float a = __half2float(kr[d]), b = __half2float(kr[d + half]);
-      const T k0 = E::from_float(a * c - b * s), k1 = E::from_float(b * c + a * s);
-      const T v0 = E::from_half(vr[d]), v1 = E::from_half(vr[d + half]);
+      const int64_t j = t0 + t;
+      const NewKvPair<T> e = new_kv_pair<T>(k, v, kv_stride, cos_t, sin_t, pos0, j, kvh, hd, d);
       const int c0 = d / kPer, c1 = (d + half) / kPer;
-      ks[slot(t, c0) + d % kPer] = k0;
-      ks[slot(t, c1) + (d + half) % kPer] = k1;
-      vs[slot(t, c0) + d % kPer] = v0;
-      vs[slot(t, c1) + (d + half) % kPer] = v1;
+      ks[slot(t, c0) + d % kPer] = e.k0;
+      ks[slot(t, c1) + (d + half) % kPer] = e.k1;
+      vs[slot(t, c0) + d % kPer] = e.v0;
+      vs[slot(t, c1) + (d + half) % kPer] = e.v1;
       if (owner && j == p) {
         T* kd = kc + (static_cast<int64_t>(kvh) * cap + p) * hd;
         T* vd = vc + (static_cast<int64_t>(kvh) * cap + p) * hd;
-        kd[d] = k0;
-        kd[d + half] = k1;
-        vd[d] = v0;
-        vd[d + half] = v1;
+        kd[d] = e.k0;
+        kd[d + half] = e.k1;
+        vd[d] = e.v0;
+        vd[d + half] = e.v1;
       }
     }
     __pipeline_wait_prior(0);
