@@ -135,6 +135,9 @@ class BlockOps {
   // Activation buffers (with the fused projections' outputs when `fused`), the KV cache, scratch;
   // quantized_head: the head is a QuantLinear (its output dtype is the activations').
   virtual void allocate(bool fused, bool quantized_head) = 0;
+  // After allocate(): how this device runs the decode attention and why, one line for the load
+  // log; empty where there is no choice to report.
+  virtual std::string decode_attention_plan() const { return {}; }
   // Runs run(m) once for every m of `rows` before any step is captured, where the device captures
   // steps (a kernel's first-run fallback must never happen inside a capture); a no-op elsewhere.
   virtual void warm_up(const std::vector<int64_t>& rows, const std::function<void(int64_t m)>& run) {}

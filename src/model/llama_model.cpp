@@ -166,6 +166,7 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
     if (!tied) head_ = make_linear(w_->lm_head, "lm_head", /*head=*/true);
     head_.op = "lm_head";
     ops_.allocate(fused_groups > 0 || stored_fused, head_.quantized != nullptr);
+    if (const std::string plan = ops_.decode_attention_plan(); !plan.empty()) log(plan);
 
     // Every M range of every quantized linear runs once before the device captures a step (a
     // kernel that fails its first run falls back now, never inside a capture).

@@ -395,6 +395,32 @@ TEST(CudaEngine, AttentionKernelSwitchesByPositionWithinOneGeneration) {
   }
 }
 
+// The load log says which decode attention runs at which positions, and why the switch is where
+// it is (the measured crossover, or the environment).
+TEST(CudaEngine, LoadLogNamesTheDecodeAttention) {
+  QRT_SKIP_WITHOUT_GPU();
+  auto w = testing::tiny_weights(gpu_tiny_config(), 10);
+  auto line_of = [&](const char* short_attention, const char* from) {
+    ScopedEnv decode("QRT_CUDA_FUSED_DECODE", "1");
+    ScopedEnv attention("QRT_CUDA_FUSED_ATTENTION", "");
+    ScopedEnv short_env("QRT_CUDA_SHORT_ATTENTION", short_attention);
+    ScopedEnv from_env("QRT_CUDA_FUSED_ATTENTION_FROM", from);
+    EngineOptions o = gpu_options(8, 4);
+    std::string found;
+    o.log = [&](const std::string& m) {
+      if (m.rfind("decode attention:", 0) == 0) found = m;
+    };
+    auto engine = make_cuda_engine(w, o);
+    return found;
+  };
+  EXPECT_EQ(line_of("", ""),
+            "decode attention: the short-context kernel (one block per query head) before position 1536, the split "
+            "fused kernel (keys spread over blocks, merged) from it (the measured crossover)");
+  EXPECT_EQ(line_of("0", "64"),
+            "decode attention: rope_store + attention (two kernels) before position 64, the split fused kernel (keys "
+            "spread over blocks, merged) from it (environment)");
+}
+
 // The decode step's launches with every fused decode op (true) and without (false).
 std::map<bool, CudaForwardEngine::StepLaunches> step_launches_fused_and_unfused(std::shared_ptr<ModelWeights> w) {
   std::map<bool, CudaForwardEngine::StepLaunches> counts;

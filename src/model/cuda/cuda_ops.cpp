@@ -403,6 +403,17 @@ void CudaOps::stage(const StepRows& rows, float* logits, int64_t logit_rows) {
   token_dst_ = nullptr;
 }
 
+std::string CudaOps::decode_attention_plan() const {
+  if (paged_) return "decode attention: the paged kernels (batched engine)";
+  const std::string pair = "rope_store + attention (two kernels)";
+  const std::string before = short_attention_ ? "the short-context kernel (one block per query head)" : pair;
+  const std::string after = split_attention_ ? "the split fused kernel (keys spread over blocks, merged)" : pair;
+  if (fused_attention_from_ == kNever) return "decode attention: " + before + " at every position";
+  if (fused_attention_from_ == 0) return "decode attention: " + after + " at every position";
+  return fmt::format("decode attention: {} before position {}, {} from it{}", before, fused_attention_from_, after,
+                     fused_attention_from_ == kFusedAttentionFrom ? " (the measured crossover)" : " (environment)");
+}
+
 void CudaOps::stage_greedy(const StepRows& rows, int32_t* token) {
   stage(rows, nullptr, 0);
   token_dst_ = token;

@@ -57,6 +57,7 @@ class CudaOps final : public BlockOps {
   int upload_matrix(const LinearWeight& w, bool head) override;
   int upload_vector(const std::string& name, const std::vector<float>& v) override;
   void allocate(bool fused, bool quantized_head) override;
+  std::string decode_attention_plan() const override;
   void warm_up(const std::vector<int64_t>& rows, const std::function<void(int64_t m)>& run) override;
 
   void stage(const StepRows& rows, float* logits, int64_t logit_rows) override;
