@@ -515,6 +515,8 @@ for M in Ms:
     if t['peer_fp8_us'] and t['cuda_fp8_tuned_us']: fp8_tuned_ratios.append(t['peer_fp8_us'] / t['cuda_fp8_tuned_us'])
     table.append(t)
 t4096 = next((t for t in table if t['M'] == 4096), {})
+# The SmolLM2 run's second engine: cuda_gemv's bulk parameter forced (GEMV_BULK: its 'bulk').
+smol_bulk = (smol or {}).get('gemv_bulk') or {}
 summary = {
     'gpu': gpu,
     'fp8_vs_scaled_mm_min': min(fp8_tuned_ratios) if fp8_tuned_ratios else None,
@@ -527,10 +529,8 @@ summary = {
     'decode_tok_s_device_loop': (dec or {}).get('decode_tok_s_device_loop'),
     # The same engine with cuda_gemv's bulk-copy variant (kernel parameter bulk = 1), same call.
     'decode_tok_s_gemv_bulk': ((dec or {}).get('gemv_bulk') or {}).get('decode_tok_s'),
-    'smollm2_decode_tok_s_gemv_bulk': ((smol or {}).get('gemv_bulk') or {}).get('decode_tok_s')
-        if ((smol or {}).get('gemv_bulk') or {}).get('bulk', 1) == 1 else None,
-    'smollm2_decode_tok_s_gemv_no_bulk': ((smol or {}).get('gemv_bulk') or {}).get('decode_tok_s')
-        if ((smol or {}).get('gemv_bulk') or {}).get('bulk', 1) == 0 else None,
+    'smollm2_decode_tok_s_gemv_bulk': smol_bulk.get('decode_tok_s') if smol_bulk.get('bulk', 1) == 1 else None,
+    'smollm2_decode_tok_s_gemv_no_bulk': smol_bulk.get('decode_tok_s') if smol_bulk.get('bulk', 1) == 0 else None,
     'hf_fp16_decode_tok_s': hf,
     # The default model (30 blocks rebuilt from the carried 8) next to llama.cpp CUDA, same call:
     # decode of 128 tokens from an empty context (tg128) and a 512-token prompt (pp512), medians of

@@ -640,21 +640,26 @@ void CudaOps::attention(int64_t layer, View q, View out, int64_t m) {
 void CudaOps::rope_store_attention(int64_t layer, View q, View k, View v, View out, int64_t m) {
   issue_held();
   if (paged_ || m > attn_scratch_.max_rows || k.stride != v.stride || out.stride != d_.q_dim ||
-      !(fused_attention_ ? split_attention_ : short_attention_))
+      !one_kernel_attention())
     return BlockOps::rope_store_attention(layer, q, k, v, out, m);
+  launch_one_kernel_attention(layer, q, k, v, ptr(out), m);
+  mark("attention");
+}
+
+bool CudaOps::one_kernel_attention() const { return fused_attention_ ? split_attention_ : short_attention_; }
+
+void CudaOps::launch_one_kernel_attention(int64_t layer, View q, View k, View v, __half* out, int64_t m) {
   if (!fused_attention_) {
     cuda_model::rope_store_short_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(),
-                                           sin_.as<float>(), d_pos_.as<int64_t>(), layer_cache(layer), ptr(out), m,
+                                           sin_.as<float>(), d_pos_.as<int64_t>(), layer_cache(layer), out, m,
                                            d_.heads, d_.kv_heads, d_.head_dim, d_.capacity, d_.window_of(layer),
                                            d_.score_scale(), d_.attn_softcap, stream_);
-    mark("attention");
     return;
   }
   cuda_model::rope_store_decode_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(), sin_.as<float>(),
-                                          d_pos_.as<int64_t>(), layer_cache(layer), ptr(out), m, d_.heads,
-                                          d_.kv_heads, d_.head_dim, d_.capacity, d_.window_of(layer), d_.score_scale(),
+                                          d_pos_.as<int64_t>(), layer_cache(layer), out, m, d_.heads, d_.kv_heads,
+                                          d_.head_dim, d_.capacity, d_.window_of(layer), d_.score_scale(),
                                           attn_scratch_, stream_);
-  mark("attention");
 }
 
 void CudaOps::silu_mul(View gate, View up, View out, int64_t m) {
@@ -929,18 +934,8 @@ std::vector<CudaForwardEngine::OpTime> CudaOps::profile(const std::function<void
        }},
       {"attention",
        [&] {
-         if (!fused_attention_ && short_attention_)
-           cuda_model::rope_store_short_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(),
-                                                  sin_.as<float>(), d_pos_.as<int64_t>(), layer_cache(0),
-                                                  attn_.as<__half>(), 1, d_.heads, d_.kv_heads, d_.head_dim,
-                                                  d_.capacity, d_.window_of(0), d_.score_scale(), d_.attn_softcap,
-                                                  stream_);
-         else if (fused_attention_ && split_attention_)
-           cuda_model::rope_store_decode_attention(ptr(q), ptr(k), ptr(v), q.stride, k.stride, cos_.as<float>(),
-                                                   sin_.as<float>(), d_pos_.as<int64_t>(), layer_cache(0),
-                                                   attn_.as<__half>(), 1, d_.heads, d_.kv_heads, d_.head_dim,
-                                                   d_.capacity, d_.window_of(0), d_.score_scale(), attn_scratch_,
-                                                   stream_);
+         if (one_kernel_attention())
+           launch_one_kernel_attention(0, q, k, v, attn_.as<__half>(), 1);
          else
            cuda_model::attention(ptr(q), layer_cache(0), attn_.as<__half>(), d_pos_.as<int64_t>(), 1, d_.heads,
                                  d_.kv_heads, d_.head_dim, d_.capacity, d_.window_of(0), d_.score_scale(),

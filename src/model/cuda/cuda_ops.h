@@ -139,6 +139,11 @@ class CudaOps final : public BlockOps {
   bool holds_ops(int64_t m) const { return fused_projections_ && m >= 1 && m <= 8; }
   bool fuses(const ModelLinear& l, const LinearFusion& f, int64_t m) const;
   LinearFusion silu_fusion(View gate, View up) const;
+  // Whether this step's attention variant runs RoPE + KV store + attention as one kernel: the
+  // short-context one before fused_attention_from_, the split one from it.
+  bool one_kernel_attention() const;
+  // Launches that kernel for layer `layer`'s m rows (the step's and the profile's one launcher).
+  void launch_one_kernel_attention(int64_t layer, View q, View k, View v, __half* out, int64_t m);
   // The held linear's fusion: SiLU x up in its prologue when it holds one, the residual add when asked.
   LinearFusion held_fusion(bool into_residual) const;
   // Issues the held linear (adding into the residual stream when `into_residual`), then forgets it.

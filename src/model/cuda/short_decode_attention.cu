@@ -245,18 +245,15 @@ void rope_store_short_attention(const __half* q, const __half* k, const __half* 
     // Per device: the buffers' size, and the attribute for more than the 48 KB a block gets
     // without asking (a host-side attribute of the current device, not an operation of a stream
     // being captured).
-    static std::atomic<uint64_t> done{0};
-    static std::atomic<int> bytes_of[64];
+    static std::atomic<int> bytes_of[64];  // 0 until set for that device
     int dev = 0;
     QRT_CUDA_CHECK(cudaGetDevice(&dev));
-    const uint64_t bit = uint64_t(1) << (dev & 63);
-    if (!(done.load() & bit)) {
-      const int b = short_buffer_bytes();
-      QRT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 2 * b + kSmemTail));
-      bytes_of[dev & 63].store(b);
-      done.fetch_or(bit);
+    int buf = bytes_of[dev & 63].load();
+    if (buf == 0) {
+      buf = short_buffer_bytes();
+      QRT_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 2 * buf + kSmemTail));
+      bytes_of[dev & 63].store(buf);
     }
-    const int buf = bytes_of[dev & 63].load();
     launch_smem(kernel, grid, dim3(kThreads), static_cast<size_t>(2 * buf + kSmemTail), s, q, k, v, q_stride, kv_stride,
                 cos, sin, d_pos, kc, vc, out, static_cast<int>(n_heads), static_cast<int>(n_heads / n_kv),
                 static_cast<int>(head_dim), capacity, window, scale, softcap, buf);
