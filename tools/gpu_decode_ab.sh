@@ -6,7 +6,8 @@
 #      QRT_CUDA_FUSED_ATTENTION=1 (the split fused kernel from position 0) and with
 #      QRT_CUDA_FUSED_PROJECTIONS=0 (norms, SiLU x up and residual adds as kernels of their own)
 #      and with GEMV_BULK_ALL=0 (cuda_gemv's register-ring kernel on every layer);
-#   2. the same after a 1536-token prompt: the default against the fused attention, then after
+#   2. the same after 1536- and 3072-token prompts: the default against the short-context kernel
+#      everywhere, then after
 #      256 ... 1024, the short-context kernel against the split one (where
 #      QRT_CUDA_FUSED_ATTENTION_FROM should switch);
 #   3. the random Llama-2-7B GPTQ model (written if missing): default (hidden 4096: unfused
@@ -59,14 +60,17 @@ echo "-- the pair, rep 1:"; profile $T/pair_attention-1.log | grep -E "attention
 fi
 
 if want 2; then
-echo "== 2. SmolLM2 decode after a 1536-token prompt: default against the fused attention"
-D=""; F=""
-for r in 1 2; do
-  D+="$(run long-default "$SMOL" $r PROMPT=1536) "
-  F+="$(run long-fused "$SMOL" $r PROMPT=1536 QRT_CUDA_FUSED_ATTENTION=1) "
+echo "== 2. SmolLM2 decode after 1536- and 3072-token prompts: default (the split fused attention"
+echo "   from position 1536) against the short-context kernel everywhere"
+for P in 1536 3072; do
+  D=""; F=""
+  for r in 1 2; do
+    D+="$(run long$P-default "$SMOL" $r PROMPT=$P) "
+    F+="$(run long$P-short "$SMOL" $r PROMPT=$P QRT_CUDA_FUSED_ATTENTION_FROM=1000000) "
+  done
+  echo "prompt $P: default ${D}-> $(med $D); short-context kernel ${F}-> $(med $F)"
+  grep -E "^  attention|rope" $T/long$P-default-1.log $T/long$P-short-1.log | head -6
 done
-echo "default: ${D}-> $(med $D); fused attention: ${F}-> $(med $F)"
-grep -E "^  attention|rope" $T/long-default-1.log $T/long-fused-1.log | head -6
 
 echo "== 2b. where the split fused attention starts to win over the short-context kernel (the latter"
 echo "   at every position: QRT_CUDA_FUSED_ATTENTION_FROM=1000000), 128 tokens after 256 ... 1024"

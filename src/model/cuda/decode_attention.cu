@@ -42,6 +42,7 @@ constexpr int kChunkBytes = 32768;  // keys of one chunk (and as much for its va
 constexpr int kMaxChunkKeys = 256;
 constexpr int kMinPartKeys = 64;    // a context longer than one chunk: parts of at least this many keys
 constexpr int kMaxParts = 64;
+static_assert(2 * kMaxGroup * kMaxParts <= kMaxGroup * kMaxChunkKeys, "the merge keeps its weights in sc");
 constexpr int kMaxSlots = kMaxGroup * kMaxHeadDim / 2;  // (head, dim pair) accumulators of a block
 constexpr int kAccPairs = kMaxSlots / kThreads;          // at most this many a thread
 constexpr int kQPer = kMaxSlots / kThreads;              // query pairs a thread rotates
@@ -79,8 +80,6 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
   float* sc = reinterpret_cast<float*>(smem + kSmemSc);  // [kMaxGroup][kMaxChunkKeys]
   float2* red = reinterpret_cast<float2*>(smem + kSmemRed);
   __shared__ float m_s[kMaxGroup], l_s[kMaxGroup], corr_s[kMaxGroup];
-  __shared__ float weight_s[kMaxParts];
-  __shared__ float sh[32];
   __shared__ bool is_last;
   pdl_trigger();
 
@@ -330,21 +329,51 @@ __global__ void __launch_bounds__(kThreads) rope_store_decode_attention_kernel(
   if (!is_last) return;
   __threadfence();
   // The last part to finish merges every part of every head of the group (__ldcg: other
-  // blocks' writes, not L1).
-  for (int g = 0; g < group; ++g) {
-    const float* base = part_of(g, 0);
-    const float ms = tid < active ? __ldcg(base + tid * (hd + 2)) : -INFINITY;
-    const float ls = tid < active ? __ldcg(base + tid * (hd + 2) + 1) : 0.f;
-    const float mx = block_max(ms, sh);
-    const float e = ms == -INFINITY ? 0.f : __expf(ms - mx);
-    if (tid < active) weight_s[tid] = e;
-    const float den = block_sum(ls * e, sh);  // its barriers also publish weight_s[]
-    __half* o = out + i * q_dim + static_cast<int64_t>(kvh * group + g) * hd;
-    for (int d = tid; d < hd; d += kThreads) {
-      float num = 0.f;
-      for (int s = 0; s < active; ++s) num += weight_s[s] * __ldcg(base + s * (hd + 2) + 2 + d);
-      o[d] = __float2half_rn(num / den);
+  // blocks' writes, not L1). All heads at once, with every load of a phase in flight together: the
+  // merge is a chain of L2 round trips after the slowest part, so it is the round trips that count.
+  // Phase 1: each part's (max, sum) of each head into shared memory (sc is free now).
+  float* mx_s = sc;                          // [group][active]
+  float* wt_s = sc + kMaxGroup * kMaxParts;  // [group][active]: the parts' sums
+  for (int idx = tid; idx < group * active; idx += kThreads) {
+    const int g = idx / active, s = idx - g * active;
+    const float* pr = part_of(g, s);
+    mx_s[idx] = __ldcg(pr);
+    wt_s[idx] = __ldcg(pr + 1);
+  }
+  __syncthreads();
+  // Phase 2: one warp per head: the weights exp(m_s - max) and the denominator.
+  __shared__ float den_s[kMaxGroup];
+  for (int g = w; g < group; g += kWarps) {
+    float mx = -INFINITY;
+    for (int s = lane; s < active; s += 32) mx = fmaxf(mx, mx_s[g * active + s]);
+    mx = warp_max(mx);
+    float den = 0.f;
+    for (int s = lane; s < active; s += 32) {
+      const float ms = mx_s[g * active + s];
+      const float e = ms == -INFINITY ? 0.f : __expf(ms - mx);
+      den += wt_s[g * active + s] * e;
+      mx_s[g * active + s] = e;  // the weight, in place of the max
     }
+    den = warp_sum(den);
+    if (lane == 0) den_s[g] = den;
+  }
+  __syncthreads();
+  // Phase 3: thread per (head, dim): the weighted sum over the parts, eight loads in flight.
+  for (int idx = tid; idx < group * hd; idx += kThreads) {
+    const int g = idx / hd, d = idx - g * hd;
+    const float* base = part_of(g, 0) + 2 + d;
+    const float* wg = mx_s + g * active;
+    float num = 0.f;
+    int s = 0;
+    for (; s + 8 <= active; s += 8) {
+      float x[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) x[u] = __ldcg(base + (s + u) * (hd + 2));
+#pragma unroll
+      for (int u = 0; u < 8; ++u) num += wg[s + u] * x[u];
+    }
+    for (; s < active; ++s) num += wg[s] * __ldcg(base + s * (hd + 2));
+    out[i * q_dim + static_cast<int64_t>(kvh * group + g) * hd + d] = __float2half_rn(num / den_s[g]);
   }
   if (tid == 0) *counter = 0;
 }
