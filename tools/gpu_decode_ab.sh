@@ -11,14 +11,16 @@
 #      256 ... 1024, the short-context kernel against the split one (where
 #      QRT_CUDA_FUSED_ATTENTION_FROM should switch);
 #   3. the random Llama-2-7B GPTQ model (written if missing): default (hidden 4096: unfused
-#      projections) against QRT_CUDA_FUSED_PROJECTIONS=1, =no_norm and =sumsq, with per-op profiles;
+#      projections) against QRT_CUDA_FUSED_PROJECTIONS=sumsq (and, AB_FULL=1, =1 and =no_norm),
+#      with per-op profiles;
 #   4. where ncu runs: every kernel's duration in two SmolLM2 decode steps (graph nodes one at a
 #      time, serialized), summed by kernel name;
 #   5. AB_FULL=1 only: every SmolLM2 linear shape at M = 1 and 4 on cuda_gemv and cuda_dequant
 #      (qrt bench), and decode with a `qrt tune --batch 1` cache against the default parameters;
 #   6. where ncu runs: Nsight Compute's launch, occupancy, speed-of-light and warp-state sections
 #      for the attention, RoPE and GEMV kernels of one step, caches kept warm.
-# AB_SECTIONS="3 4" runs only those sections (default 1 2 3 4 6; 5 with AB_FULL=1).
+# AB_SECTIONS="3 4" runs only those sections (default 1 2 2b 3 4 6; 5 with AB_FULL=1; 2b is the
+# second half of 2).
 # Prints one line per experiment with every run and the median (decode tokens/s, gpu_decode_bench's
 # host loop).
 set -uo pipefail
@@ -36,7 +38,7 @@ run() {  # run NAME MODEL REP [ENV=VALUE...]: one gpu_decode_bench run, prints i
 }
 profile() { sed -n '/decode step by op/,/total/p' "$1" | head -18; }
 REPS=${AB_REPS:-"1 2 3"}
-want() { [[ " ${AB_SECTIONS:-1 2 3 4 6} " == *" $1 "* ]]; }
+want() { [[ " ${AB_SECTIONS:-1 2 2b 3 4 6} " == *" $1 "* ]]; }
 L7=/tmp/qrt-llama2-7b-gptq
 if want 3 && [ ! -f $L7/config.json ]; then
   python3 tools/make_random_model.py $L7 --preset llama2-7b --bits 4 --group 128 > $T/make7b.log 2>&1 &
@@ -72,6 +74,9 @@ for P in 1536 3072; do
   grep -E "^  attention|rope" $T/long$P-default-1.log $T/long$P-short-1.log | head -6
 done
 
+fi
+
+if want 2b; then
 echo "== 2b. where the split fused attention starts to win over the short-context kernel (the latter"
 echo "   at every position: QRT_CUDA_FUSED_ATTENTION_FROM=1000000), 128 tokens after 256 ... 1024"
 for P in 256 384 512 768 1024; do
@@ -92,13 +97,15 @@ if want 3 && [ -f $L7/config.json ]; then
   A=""; U=""; N=""; S=""
   for r in 1 2; do
     A+="$(run l7-default $L7 $r) "
-    U+="$(run l7-fused $L7 $r QRT_CUDA_FUSED_PROJECTIONS=1) "
-    N+="$(run l7-no-norm $L7 $r QRT_CUDA_FUSED_PROJECTIONS=no_norm) "
+    if [ "${AB_FULL:-0}" = 1 ]; then  # both lost in earlier calls
+      U+="$(run l7-fused $L7 $r QRT_CUDA_FUSED_PROJECTIONS=1) "
+      N+="$(run l7-no-norm $L7 $r QRT_CUDA_FUSED_PROJECTIONS=no_norm) "
+    fi
     S+="$(run l7-sumsq $L7 $r QRT_CUDA_FUSED_PROJECTIONS=sumsq) "
   done
   echo "7B default: ${A}; all in the projections: ${U}; all but the norms: ${N}; sumsq: ${S}"
   echo "-- default:"; profile $T/l7-default-1.log
-  echo "-- all but the norms in the projections:"; profile $T/l7-no-norm-1.log
+  [ -f $T/l7-no-norm-1.log ] && { echo "-- all but the norms in the projections:"; profile $T/l7-no-norm-1.log; }
   echo "-- sumsq:"; profile $T/l7-sumsq-1.log
 fi
 
