@@ -60,6 +60,7 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
 // and 2 (silu(gate) * up). The formulas and roundings are those of the model's add_rmsnorm and
 // silu_mul kernels, so only the order of the sum of squares differs.
 // row_inv: 8 x 8 floats of shared memory (per-warp partial sums, then each row's 1 / RMS).
+constexpr int kFusedUnroll = 4;  // prologue items whose loads are in flight together
 template <typename T>
 __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, int k, T* xs, int ld, int k0, int krange,
                                                   float* row_inv) {
@@ -78,6 +79,7 @@ __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, in
       } else {
         const int n4 = k / 4, per = (n4 + parts - 1) / parts;
         const float4* r4 = reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(row) * k);
+#pragma unroll 4
         for (int i = part * per + lane; i < min(n4, (part + 1) * per); i += 32) {
           const float4 v = r4[i];
           ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
@@ -94,6 +96,36 @@ __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, in
       row_inv[tid * 8] = rsqrtf(ss / static_cast<float>(k) + f.norm_eps);
     }
     __syncthreads();
+    if (((reinterpret_cast<uintptr_t>(f.norm_residual) | reinterpret_cast<uintptr_t>(f.norm_weight)) & 15) == 0) {
+      // Four columns an item, kFusedUnroll items' loads issued before any is used: one round trip
+      // to L2 for the whole slice instead of one per item.
+      const int quads = krange / 4, items = m * quads;
+      for (int base = tid; base < items; base += 256 * kFusedUnroll) {
+        float4 v[kFusedUnroll], w[kFusedUnroll];
+#pragma unroll
+        for (int u = 0; u < kFusedUnroll; ++u) {
+          const int i = base + u * 256;
+          if (i < items) {
+            const int row = i / quads, c = 4 * (i % quads);
+            v[u] = *reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(row) * k + k0 + c);
+            w[u] = *reinterpret_cast<const float4*>(f.norm_weight + k0 + c);
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kFusedUnroll; ++u) {
+          const int i = base + u * 256;
+          if (i < items) {
+            const int row = i / quads, c = 4 * (i % quads);
+            const float inv = row_inv[row * 8];
+            uint2 o;
+            o.x = Traits<T>::from_floats(v[u].x * inv * w[u].x, v[u].y * inv * w[u].y);
+            o.y = Traits<T>::from_floats(v[u].z * inv * w[u].z, v[u].w * inv * w[u].w);
+            *reinterpret_cast<uint2*>(xs + row * ld + c) = o;
+          }
+        }
+      }
+      return;
+    }
     for (int i = tid; i < m * pairs; i += 256) {
       const int row = i / pairs, c = 2 * (i % pairs);
       const float2 v = *reinterpret_cast<const float2*>(f.norm_residual + static_cast<size_t>(row) * k + k0 + c);
@@ -102,6 +134,40 @@ __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, in
       *reinterpret_cast<uint32_t*>(xs + row * ld + c) = Traits<T>::from_floats(v.x * inv * w.x, v.y * inv * w.y);
     }
   } else {
+    if (((reinterpret_cast<uintptr_t>(f.gate) | reinterpret_cast<uintptr_t>(f.up)) & 15) == 0 &&
+        f.gate_up_stride % 8 == 0) {
+      // Eight columns an item, loads first (as the norm above).
+      const int octs = krange / 8, items = m * octs;
+      for (int base = tid; base < items; base += 256 * kFusedUnroll) {
+        uint4 gv[kFusedUnroll], uv[kFusedUnroll];
+#pragma unroll
+        for (int u = 0; u < kFusedUnroll; ++u) {
+          const int i = base + u * 256;
+          if (i < items) {
+            const size_t at = static_cast<size_t>(i / octs) * f.gate_up_stride + k0 + 8 * (i % octs);
+            gv[u] = *reinterpret_cast<const uint4*>(static_cast<const T*>(f.gate) + at);
+            uv[u] = *reinterpret_cast<const uint4*>(static_cast<const T*>(f.up) + at);
+          }
+        }
+#pragma unroll
+        for (int u = 0; u < kFusedUnroll; ++u) {
+          const int i = base + u * 256;
+          if (i < items) {
+            const uint32_t* g4 = reinterpret_cast<const uint32_t*>(&gv[u]);
+            const uint32_t* u4 = reinterpret_cast<const uint32_t*>(&uv[u]);
+            uint4 o;
+            uint32_t* o4 = reinterpret_cast<uint32_t*>(&o);
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const float2 g = Traits<T>::to_floats(g4[e]), up = Traits<T>::to_floats(u4[e]);
+              o4[e] = Traits<T>::from_floats(g.x / (1.f + __expf(-g.x)) * up.x, g.y / (1.f + __expf(-g.y)) * up.y);
+            }
+            *reinterpret_cast<uint4*>(xs + (i / octs) * ld + 8 * (i % octs)) = o;
+          }
+        }
+      }
+      return;
+    }
     for (int i = tid; i < m * pairs; i += 256) {
       const int row = i / pairs, c = 2 * (i % pairs);
       const size_t at = static_cast<size_t>(row) * f.gate_up_stride + k0 + c;
