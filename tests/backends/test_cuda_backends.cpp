@@ -385,6 +385,119 @@ TEST(CudaDequant, CodebooksOnThePerCodeKernelsMatchCpuRef) {
   }
 }
 
+// cuda_gemv's fused prologues (the RMS norm of float residual rows, with or without the
+// producer's partial sums of squares; SiLU(gate) x up) and its residual epilogue against the
+// unfused computation: the input rows built on the host, rounded to the activation dtype, through
+// the plain kernel. Inputs 16-byte aligned take the wide loads; shifted by 8 bytes (and, for gate /
+// up, rows 4 bytes apart) the two-column loop.
+TEST(CudaGemv, FusedProloguesAndResidualEpilogueMatchTheUnfusedOps) {
+  QRT_SKIP_WITHOUT_GPU();
+  const auto be = make_cuda_gemv_backend();
+  std::mt19937 rng(91);
+  std::uniform_real_distribution<float> nwd(0.5f, 1.5f);
+  const float eps = 1e-5f;
+  const struct {
+    int64_t n, k;
+  } shapes[] = {{64, 576}, {208, 1600}, {48, 4096}};
+  for (const auto& sh : shapes) {
+    const int64_t n = sh.n, k = sh.k;
+    const QuantizedWeight w = make_int_weight(n, k, 4, 64, ZeroKind::Integer, false, false, rng);
+    auto lin = be->prepare(w, {}, cuda_test::gpu0());
+    auto run = [&](const std::vector<float>& x, int64_t m, DType dt, const LinearFusion* f) {
+      auto dx = DeviceTensor::upload(x, m, k, dt);
+      DeviceTensor dy(m, n, dt);
+      cuda_test::run_on_stream(
+          [&](void* stream) {
+            ExecContext ctx;
+            ctx.cuda_stream = stream;
+            ctx.fusion = f;
+            lin->forward(dx.act(), dy.act(), ctx);
+          },
+          false);
+      return dy.download();
+    };
+    for (int64_t m : {1, 3, 8})
+      for (DType dt : {DType::F16, DType::BF16})
+        for (bool shifted : {false, true}) {
+          SCOPED_TRACE("N=" + std::to_string(n) + " K=" + std::to_string(k) + " M=" + std::to_string(m) + " " +
+                       std::string(dtype_name(dt)) + (shifted ? " shifted" : " aligned"));
+          const int64_t off = shifted ? 2 : 0;  // floats (8 bytes)
+          const double tol = dt == DType::F16 ? 1e-3 : 8e-3;
+
+          // RMS norm prologue.
+          const std::vector<float> res = random_x(m, k, rng);
+          std::vector<float> nw(static_cast<size_t>(k)), xn(res.size()), sumsq(static_cast<size_t>(m * k / 16), 0.f);
+          for (auto& v : nw) v = nwd(rng);
+          for (int64_t r = 0; r < m; ++r) {
+            double ss = 0;
+            for (int64_t c = 0; c < k; ++c) {
+              const float v = res[r * k + c];
+              ss += double(v) * v;
+              sumsq[r * (k / 16) + c / 16] += v * v;
+            }
+            const float inv = static_cast<float>(1.0 / std::sqrt(ss / k + eps));
+            for (int64_t c = 0; c < k; ++c) xn[r * k + c] = res[r * k + c] * inv * nw[c];
+          }
+          const std::vector<float> plain_norm = run(cuda_test::round_to(xn, dt), m, dt, nullptr);
+          std::vector<float> res_buf(static_cast<size_t>(off), 0.f), nw_buf(static_cast<size_t>(off), 0.f);
+          res_buf.insert(res_buf.end(), res.begin(), res.end());
+          nw_buf.insert(nw_buf.end(), nw.begin(), nw.end());
+          auto d_res = DeviceTensor::upload(res_buf, 1, off + m * k, DType::F32);
+          auto d_nw = DeviceTensor::upload(nw_buf, 1, off + k, DType::F32);
+          auto d_ss = DeviceTensor::upload(sumsq, m, k / 16, DType::F32);
+          for (bool with_sumsq : {false, true}) {
+            LinearFusion f;
+            f.input = LinearFusion::Input::RmsNorm;
+            f.norm_residual = static_cast<const float*>(d_res.data()) + off;
+            f.norm_weight = static_cast<const float*>(d_nw.data()) + off;
+            f.norm_eps = eps;
+            f.norm_sumsq = with_sumsq ? static_cast<const float*>(d_ss.data()) : nullptr;
+            ASSERT_TRUE(lin->fuses(f, m, dt));
+            const std::vector<float> poison(static_cast<size_t>(m * k), NAN);  // x is not read
+            EXPECT_LT(rel_err(run(poison, m, dt, &f), plain_norm), tol) << "RMS norm, sumsq=" << with_sumsq;
+          }
+
+          // SiLU(gate) x up prologue: gate at column 0, up after it, rows `stride` apart.
+          const int64_t gap = shifted ? 2 : 0, stride = 2 * k + gap, up_col = k + gap;
+          std::vector<float> gu = cuda_test::round_to(random_x(m, stride, rng), dt), xs(static_cast<size_t>(m * k));
+          for (int64_t r = 0; r < m; ++r)
+            for (int64_t c = 0; c < k; ++c) {
+              const float g = gu[r * stride + c], u = gu[r * stride + up_col + c];
+              xs[r * k + c] = g / (1.f + std::exp(-g)) * u;
+            }
+          const std::vector<float> plain_silu = run(cuda_test::round_to(xs, dt), m, dt, nullptr);
+          auto d_gu = DeviceTensor::upload(gu, m, stride, dt);
+          LinearFusion fs;
+          fs.input = LinearFusion::Input::SiluMul;
+          fs.gate = d_gu.data();
+          fs.up = static_cast<const unsigned char*>(d_gu.data()) + up_col * 2;
+          fs.gate_up_stride = stride;
+          ASSERT_TRUE(lin->fuses(fs, m, dt));
+          const std::vector<float> poison(static_cast<size_t>(m * k), NAN);
+          EXPECT_LT(rel_err(run(poison, m, dt, &fs), plain_silu), tol) << "SiLU x up";
+
+          // Residual epilogue: residual += y (as rounded to dt), and its sums of squares by 16.
+          const std::vector<float> x = cuda_test::round_to(random_x(m, k, rng), dt);
+          const std::vector<float> y = run(x, m, dt, nullptr);
+          const std::vector<float> r0 = random_x(m, n, rng);
+          auto d_r = DeviceTensor::upload(r0, m, n, DType::F32);
+          DeviceTensor d_rss(m, n / 16, DType::F32);
+          LinearFusion fe;
+          fe.residual_out = static_cast<float*>(d_r.data());
+          fe.residual_sumsq_out = static_cast<float*>(d_rss.data());
+          ASSERT_TRUE(lin->fuses(fe, m, dt));
+          run(x, m, dt, &fe);
+          const std::vector<float> r1 = d_r.download(), rss = d_rss.download();
+          std::vector<float> want(r0.size()), want_ss(static_cast<size_t>(m * n / 16), 0.f);
+          for (size_t i = 0; i < r0.size(); ++i) want[i] = r0[i] + y[i];
+          EXPECT_LT(rel_err(r1, want), 1e-4) << "residual epilogue";
+          for (int64_t r = 0; r < m; ++r)
+            for (int64_t c = 0; c < n; ++c) want_ss[r * (n / 16) + c / 16] += r1[r * n + c] * r1[r * n + c];
+          EXPECT_LT(rel_err(rss, want_ss), 1e-5) << "sums of squares by 16 columns";
+        }
+  }
+}
+
 TEST(CudaFp8, MatchesReferencePerTensorChannelAndBlock) {
   QRT_SKIP_WITHOUT_GPU();
   auto be = make_cuda_fp8_backend();
