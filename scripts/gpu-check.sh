@@ -389,12 +389,18 @@ stage "decode: random Llama-2-7B GPTQ 4-bit"
 if ! skip decode7b && [ "$(left)" -gt 60 ]; then
   wait_model
   if [ -x build-gpu/bench/gpu_decode_bench ]; then
-    # Also with cuda_gemv's bulk-copy variant (GEMV_BULK=1): tokens/s of both engines, same call.
-    GEMV_BULK=1 timeout $(( $(left) > 150 ? $(left) - 100 : 60 )) build-gpu/bench/gpu_decode_bench "$MODEL" "$RAW/qrt-decode.json" \
+    timeout $(( $(left) > 150 ? $(left) - 100 : 60 )) build-gpu/bench/gpu_decode_bench "$MODEL" "$RAW/qrt-decode.json" \
       >> "$LOGS/decode.log" 2>&1
     note "gpu_decode_bench rc=$?"; sed -n '/decode step by op/,/^  total/p' "$LOGS/decode.log" | tee -a "$LOG"
     grep -E 'decode ops.*: engine|tokens/s:|greedy tokens equal' "$LOGS/decode.log" | tee -a "$LOG"
-    grep -E '"decode_tok_s|"prefill_tok_s|greedy_tokens_agree' "$LOGS/decode.log" | tee -a "$LOG"
+    # Then every norm and SiLU x up in the projections (the norms from the producers' sums of
+    # squares), a process of its own: the 7B default leaves them out (hidden 4096).
+    if [ "$(left)" -gt 140 ]; then
+      QRT_CUDA_FUSED_PROJECTIONS=sumsq timeout 70 build-gpu/bench/gpu_decode_bench "$MODEL" "$RAW/qrt-decode-sumsq.json" \
+        > "$LOGS/decode-sumsq.log" 2>&1
+      note "gpu_decode_bench (QRT_CUDA_FUSED_PROJECTIONS=sumsq) rc=$?"
+      grep -E 'tokens/s:|graph step' "$LOGS/decode-sumsq.log" | tee -a "$LOG"
+    fi
   else
     note "gpu_decode_bench not built: no qrt decode figure"
   fi
@@ -528,7 +534,7 @@ summary = {
     'decode_tok_s': (dec or {}).get('decode_tok_s'),
     'decode_tok_s_device_loop': (dec or {}).get('decode_tok_s_device_loop'),
     # The same engine with cuda_gemv's bulk-copy variant (kernel parameter bulk = 1), same call.
-    'decode_tok_s_gemv_bulk': ((dec or {}).get('gemv_bulk') or {}).get('decode_tok_s'),
+    'decode_tok_s_sumsq': (load('qrt-decode-sumsq.json') or {}).get('decode_tok_s'),
     'smollm2_decode_tok_s_gemv_bulk': smol_bulk.get('decode_tok_s') if smol_bulk.get('bulk', 1) == 1 else None,
     'smollm2_decode_tok_s_gemv_no_bulk': smol_bulk.get('decode_tok_s') if smol_bulk.get('bulk', 1) == 0 else None,
     'hf_fp16_decode_tok_s': hf,
@@ -619,8 +625,9 @@ for t in table:
     print('%6d %11s %11s %11s %11s %11s %11s %8s' % (t['M'], f(t['peer_fp16_us']), f(t['qrt_fp16_cublas_us']),
           f(t['cuda_dequant_int4_us']), f(t['peer_fp8_us']), f(t['cuda_fp8_us']), f(t['cuda_fp8_tuned_us']),
           '-' if x is None else '%.2f' % x))
-print('decode tok/s (Llama-2-7B shape, GPTQ 4-bit, batch 1): qrt host loop %s, qrt device loop %s; HF fp16 eager %s'
-      % (f(summary['decode_tok_s']), f(summary['decode_tok_s_device_loop']), f(hf)))
+print('decode tok/s (Llama-2-7B shape, GPTQ 4-bit, batch 1): qrt host loop %s (all fused, sumsq: %s), qrt device loop %s; '
+      'HF fp16 eager %s' % (f(summary['decode_tok_s']), f(summary['decode_tok_s_sumsq']),
+                           f(summary['decode_tok_s_device_loop']), f(hf)))
 if serve:
     print('qrt serve --device cuda:0 (same model): %s streams %s tok/s aggregate, 1 stream %s tok/s, failed %s'
           % (summary.get('serve_gpu_streams'), f(summary.get('serve_gpu_tok_s')),
