@@ -20,7 +20,7 @@
 #   6. where ncu runs: Nsight Compute's launch, occupancy, speed-of-light and warp-state sections
 #      for the attention, RoPE and GEMV kernels of one step, caches kept warm.
 # AB_SECTIONS="3 4" runs only those sections (default 1 2 2b 3 4 6; 5 with AB_FULL=1; 2b is the
-# second half of 2).
+# second half of 2; AB_2B_PROMPTS="768 1024" sets its prompt lengths).
 # Prints one line per experiment with every run and the median (decode tokens/s, gpu_decode_bench's
 # host loop).
 set -uo pipefail
@@ -79,7 +79,7 @@ fi
 if want 2b; then
 echo "== 2b. where the split fused attention starts to win over the short-context kernel (the latter"
 echo "   at every position: QRT_CUDA_FUSED_ATTENTION_FROM=1000000), 128 tokens after 256 ... 1024"
-for P in 256 384 512 768 1024; do
+for P in ${AB_2B_PROMPTS:-256 384 512 768 1024}; do
   D=""; F=""
   for r in 1 2; do
     D+="$(run x$P-short "$SMOL" $r PROMPT=$P QRT_CUDA_FUSED_ATTENTION_FROM=1000000) "
