@@ -10,6 +10,7 @@
 // tuning space of those M offers split alone.
 #include <fmt/format.h>
 
+#include <cstdint>
 #include <stdexcept>
 
 #include "backends/backend_factories.h"
@@ -34,6 +35,13 @@ class CudaGemvLinear final : public cuda::Int4Int8Linear {
     if (f.input == LinearFusion::Input::SiluMul &&
         (!f.gate || !f.up || f.gate_up_stride < w_->view().k || f.gate_up_stride % 2 != 0))
       return false;
+    // The prologues load at least two elements at a time (float2 of the norm's rows and weight,
+    // a pair of halves of gate and up); the wide loads are taken only where 16 bytes line up.
+    auto aligned = [](const void* p, uintptr_t a) { return (reinterpret_cast<uintptr_t>(p) & (a - 1)) == 0; };
+    if (f.input == LinearFusion::Input::RmsNorm &&
+        (!aligned(f.norm_residual, 8) || !aligned(f.norm_weight, 8) || (f.norm_sumsq && !aligned(f.norm_sumsq, 4))))
+      return false;
+    if (f.input == LinearFusion::Input::SiluMul && (!aligned(f.gate, 4) || !aligned(f.up, 4))) return false;
     return true;
   }
 

@@ -76,6 +76,15 @@ __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, in
         const int np = k / 16, per = (np + parts - 1) / parts;
         const float* p = f.norm_sumsq + static_cast<size_t>(row) * np;
         for (int i = part * per + lane; i < min(np, (part + 1) * per); i += 32) ss += p[i];
+      } else if (reinterpret_cast<uintptr_t>(f.norm_residual) & 15) {
+        // Rows only 8-byte aligned (fuses() asks that much): float2 loads.
+        const int n2 = k / 2, per = (n2 + parts - 1) / parts;
+        const float2* r2 = reinterpret_cast<const float2*>(f.norm_residual + static_cast<size_t>(row) * k);
+#pragma unroll 4
+        for (int i = part * per + lane; i < min(n2, (part + 1) * per); i += 32) {
+          const float2 v = r2[i];
+          ss += v.x * v.x + v.y * v.y;
+        }
       } else {
         const int n4 = k / 4, per = (n4 + parts - 1) / parts;
         const float4* r4 = reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(row) * k);
