@@ -13,7 +13,13 @@
 // with GEMV_BULK=1 (or 0) the same again with cuda_gemv's bulk-copy parameter forced to 1 (or 0)
 // on every layer; GEMV_BULK_ALL=1 (or 0) forces it in the main engine.
 // Prefill is timed on a PREFILL-token random prompt (default PROMPT), the median of three.
-// Usage: gpu_decode_bench MODEL [OUT.json]   (env PROMPT=128 PREFILL=PROMPT NEW=128 UNFUSED=0 GEMV_BULK= GEMV_BULK_ALL=)
+// PROFILE_STEPS=N: N graph decode steps of the main engine between cudaProfilerStart() and
+// cudaProfilerStop(), for `ncu --profile-from-start off` to see exactly those kernels (no prefill,
+// no warm-up, no capture).
+// Usage: gpu_decode_bench MODEL [OUT.json]
+//   (env PROMPT=128 PREFILL=PROMPT NEW=128 UNFUSED=0 GEMV_BULK= GEMV_BULK_ALL= PROFILE_STEPS=0)
+#include <cuda_profiler_api.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -75,6 +81,9 @@ int main(int argc, char** argv) {
     for (auto& t : prompt) t = tok(rng);
     for (auto& t : prefill) t = tok(rng);
 
+    const int64_t profile_steps = std::getenv("PROFILE_STEPS") ? std::atoll(std::getenv("PROFILE_STEPS")) : 0;
+    if (profile_steps < 0 || profile_steps > n_new) throw std::runtime_error("PROFILE_STEPS must be 0 .. NEW");
+    bool profiled = false;
     // One engine's figures; `fused` says which decode ops it was built with.
     // gemv_bulk: cuda_gemv's bulk parameter forced on every layer (-1: the plan's default).
     auto measure = [&](bool fused, std::vector<int32_t>* graph_tokens, int64_t gemv_bulk = -1) {
@@ -114,6 +123,13 @@ int main(int argc, char** argv) {
       };
       std::vector<int32_t> host_tokens, eager_tokens, logit_tokens;
       r["decode_tok_s"] = host_loop(host_tokens);
+      if (profile_steps > 0 && !profiled) {  // the main engine only
+        profiled = true;
+        int32_t next = first;
+        cudaProfilerStart();
+        for (int64_t i = 0; i < profile_steps; ++i) next = engine->forward_greedy(&next, 1, prompt_len + i);
+        cudaProfilerStop();
+      }
       {
         std::vector<float> logits(static_cast<size_t>(V));
         int32_t next = first;

@@ -14,7 +14,7 @@
 #      projections) against QRT_CUDA_FUSED_PROJECTIONS=sumsq (and, AB_FULL=1, =1 and =no_norm),
 #      with per-op profiles;
 #   4. where ncu runs: every kernel's duration in two SmolLM2 decode steps (graph nodes one at a
-#      time, serialized), summed by kernel name;
+#      time, serialized; gpu_decode_bench's PROFILE_STEPS window, nothing else), summed by kernel name;
 #   5. AB_FULL=1 only: every SmolLM2 linear shape at M = 1 and 4 on cuda_gemv and cuda_dequant
 #      (qrt bench), and decode with a `qrt tune --batch 1` cache against the default parameters;
 #   6. where ncu runs: Nsight Compute's launch, occupancy, speed-of-light and warp-state sections
@@ -129,27 +129,28 @@ for k, v in sorted(t.items(), key=lambda kv: -sum(kv[1])):
     print('  %s %-70s %4d launches, median %7.2f us, %5.1f %%' % (sys.argv[2], k, len(v), statistics.median(v), 100 * sum(v) / total))
 print('  %s total %.1f us over %d launches' % (sys.argv[2], total, sum(len(v) for v in t.values())))
 PY
+  # The profiled kernels: gpu_decode_bench's PROFILE_STEPS graph decode steps after a 128-token
+  # prompt (cudaProfilerStart/Stop around them; ncu --profile-from-start off), nothing else.
+  nb() { env XDG_CACHE_HOME=$T/empty PROMPT=128 NEW=8 "$@"; }
   if want 4; then
   echo "== 4. ncu: kernel durations of two SmolLM2 decode steps (graph nodes one at a time)"
-  XDG_CACHE_HOME=$T/empty timeout 120 ncu --clock-control none --metrics gpu__time_duration.sum \
-    --csv --launch-skip 400 --launch-count 320 $Q run "$SMOL" --device cuda:0 -p "The capital of France is" -n 40 \
-    > $T/ncu.csv 2> $T/ncu.err
+  nb PROFILE_STEPS=2 timeout 150 ncu --profile-from-start off --clock-control none --metrics gpu__time_duration.sum \
+    --csv $B "$SMOL" > $T/ncu.csv 2> $T/ncu.err
   python3 $T/ncu_table.py $T/ncu.csv "step"
   tail -3 $T/ncu.err
-  echo "-- the attention kernels alone: default (rope_store + split attention) against the fused one"
-  for fa in 0 1; do
-    XDG_CACHE_HOME=$T/empty QRT_CUDA_FUSED_ATTENTION=$fa timeout 60 ncu --clock-control none \
-      --metrics gpu__time_duration.sum --csv -k regex:"attention|rope" --launch-skip 120 --launch-count 60 \
-      $Q run "$SMOL" --device cuda:0 -p "The capital of France is" -n 40 > $T/ncu-att-$fa.csv 2>/dev/null
-    python3 $T/ncu_table.py $T/ncu-att-$fa.csv "QRT_CUDA_FUSED_ATTENTION=$fa"
+  echo "-- the attention kernels of those steps: default (short-context kernel) against the split fused one"
+  for fa in default 1; do
+    ev=""; [ $fa = 1 ] && ev=QRT_CUDA_FUSED_ATTENTION=1
+    nb PROFILE_STEPS=2 $ev timeout 90 ncu --profile-from-start off --clock-control none \
+      --metrics gpu__time_duration.sum --csv -k regex:"attention|rope" $B "$SMOL" > $T/ncu-att-$fa.csv 2>/dev/null
+    python3 $T/ncu_table.py $T/ncu-att-$fa.csv "attention=$fa"
   done
   fi
   if want 6; then
   echo "== 6. ncu sections of one step's attention, RoPE and GEMV kernels (caches kept: as in the step)"
-  XDG_CACHE_HOME=$T/empty timeout 150 ncu --clock-control none --cache-control none \
+  nb PROFILE_STEPS=1 timeout 150 ncu --profile-from-start off --clock-control none --cache-control none \
     --section LaunchStats --section Occupancy --section SpeedOfLight --section WarpStateStats --section SchedulerStats \
-    -k regex:"attention|rope|gemv_kernel" --launch-skip 200 --launch-count 7 \
-    $Q run "$SMOL" --device cuda:0 -p "The capital of France is" -n 40 > $T/ncu-sections.txt 2>&1
+    -k regex:"attention|rope|gemv_kernel" --launch-count 7 $B "$SMOL" > $T/ncu-sections.txt 2>&1
   grep -E '^  [a-z_].*\(|Duration|Registers Per|Block Size|Grid Size|Achieved Occupancy|Theoretical Occ|Warp Cycles Per Issued|Issue Slots Busy|No Eligible|Eligible Warps|Memory Throughput|Compute \(SM\)' \
     $T/ncu-sections.txt | cut -c1-150 | head -120
   cp $T/ncu-sections.txt /tmp/qrt-logs/ 2>/dev/null
