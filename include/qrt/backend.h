@@ -143,7 +143,7 @@ class PreparedLinear {
   // after a first successful run.
   virtual void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ctx) = 0;
   // Whether forward() at M rows of `dtype` honours ExecContext::fusion = `f`. Default: no fusion.
-  virtual bool fuses(const LinearFusion& f, int64_t m, DType dtype) const { return false; }
+  virtual bool fuses(const LinearFusion& /*f*/, int64_t /*m*/, DType /*dtype*/) const { return false; }
   // Bytes of packed weight this object holds (host for CPU, device for CUDA).
   virtual int64_t weight_bytes() const = 0;
 };
