@@ -53,6 +53,24 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
   return g;
 }
 
+constexpr int kFusedUnroll = 4;  // prologue items whose loads are in flight together
+
+// store(i, load(i)) for the block's items i = threadIdx.x, + 256, ... < items, with kFusedUnroll
+// items' loads issued before any is used: one round trip to L2 per kFusedUnroll items, not per item.
+template <typename Load, typename Store>
+__device__ __forceinline__ void staged_items(int items, Load load, Store store) {
+  using V = decltype(load(0));
+  for (int base = threadIdx.x; base < items; base += 256 * kFusedUnroll) {
+    V v[kFusedUnroll];
+#pragma unroll
+    for (int u = 0; u < kFusedUnroll; ++u)
+      if (base + u * 256 < items) v[u] = load(base + u * 256);
+#pragma unroll
+    for (int u = 0; u < kFusedUnroll; ++u)
+      if (base + u * 256 < items) store(base + u * 256, v[u]);
+  }
+}
+
 // The fused input of the block's K range [k0, k0 + krange) into xs (rows `ld` halves apart), for
 // prologue 1 (RMS norm of the float residual rows; every block sums its rows' squares over the
 // whole K, the 8 warps sharing the rows, so that one 4096-wide row costs a lane 4 loads, not 32;
@@ -60,7 +78,6 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
 // and 2 (silu(gate) * up). The formulas and roundings are those of the model's add_rmsnorm and
 // silu_mul kernels, so only the order of the sum of squares differs.
 // row_inv: 8 x 8 floats of shared memory (per-warp partial sums, then each row's 1 / RMS).
-constexpr int kFusedUnroll = 4;  // prologue items whose loads are in flight together
 template <typename T>
 __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, int k, T* xs, int ld, int k0, int krange,
                                                   float* row_inv) {
@@ -106,33 +123,26 @@ __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, in
     }
     __syncthreads();
     if (((reinterpret_cast<uintptr_t>(f.norm_residual) | reinterpret_cast<uintptr_t>(f.norm_weight)) & 15) == 0) {
-      // Four columns an item, kFusedUnroll items' loads issued before any is used: one round trip
-      // to L2 for the whole slice instead of one per item.
-      const int quads = krange / 4, items = m * quads;
-      for (int base = tid; base < items; base += 256 * kFusedUnroll) {
-        float4 v[kFusedUnroll], w[kFusedUnroll];
-#pragma unroll
-        for (int u = 0; u < kFusedUnroll; ++u) {
-          const int i = base + u * 256;
-          if (i < items) {
+      // Four columns an item.
+      struct Quad {
+        float4 v, w;
+      };
+      const int quads = krange / 4;
+      staged_items(
+          m * quads,
+          [&](int i) {
             const int row = i / quads, c = 4 * (i % quads);
-            v[u] = *reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(row) * k + k0 + c);
-            w[u] = *reinterpret_cast<const float4*>(f.norm_weight + k0 + c);
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kFusedUnroll; ++u) {
-          const int i = base + u * 256;
-          if (i < items) {
+            return Quad{*reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(row) * k + k0 + c),
+                        *reinterpret_cast<const float4*>(f.norm_weight + k0 + c)};
+          },
+          [&](int i, const Quad& q) {
             const int row = i / quads, c = 4 * (i % quads);
             const float inv = row_inv[row * 8];
             uint2 o;
-            o.x = Traits<T>::from_floats(v[u].x * inv * w[u].x, v[u].y * inv * w[u].y);
-            o.y = Traits<T>::from_floats(v[u].z * inv * w[u].z, v[u].w * inv * w[u].w);
+            o.x = Traits<T>::from_floats(q.v.x * inv * q.w.x, q.v.y * inv * q.w.y);
+            o.y = Traits<T>::from_floats(q.v.z * inv * q.w.z, q.v.w * inv * q.w.w);
             *reinterpret_cast<uint2*>(xs + row * ld + c) = o;
-          }
-        }
-      }
+          });
       return;
     }
     for (int i = tid; i < m * pairs; i += 256) {
@@ -145,25 +155,21 @@ __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, in
   } else {
     if (((reinterpret_cast<uintptr_t>(f.gate) | reinterpret_cast<uintptr_t>(f.up)) & 15) == 0 &&
         f.gate_up_stride % 8 == 0) {
-      // Eight columns an item, loads first (as the norm above).
-      const int octs = krange / 8, items = m * octs;
-      for (int base = tid; base < items; base += 256 * kFusedUnroll) {
-        uint4 gv[kFusedUnroll], uv[kFusedUnroll];
-#pragma unroll
-        for (int u = 0; u < kFusedUnroll; ++u) {
-          const int i = base + u * 256;
-          if (i < items) {
+      // Eight columns an item.
+      struct Oct {
+        uint4 g, u;
+      };
+      const int octs = krange / 8;
+      staged_items(
+          m * octs,
+          [&](int i) {
             const size_t at = static_cast<size_t>(i / octs) * f.gate_up_stride + k0 + 8 * (i % octs);
-            gv[u] = *reinterpret_cast<const uint4*>(static_cast<const T*>(f.gate) + at);
-            uv[u] = *reinterpret_cast<const uint4*>(static_cast<const T*>(f.up) + at);
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kFusedUnroll; ++u) {
-          const int i = base + u * 256;
-          if (i < items) {
-            const uint32_t* g4 = reinterpret_cast<const uint32_t*>(&gv[u]);
-            const uint32_t* u4 = reinterpret_cast<const uint32_t*>(&uv[u]);
+            return Oct{*reinterpret_cast<const uint4*>(static_cast<const T*>(f.gate) + at),
+                       *reinterpret_cast<const uint4*>(static_cast<const T*>(f.up) + at)};
+          },
+          [&](int i, const Oct& v) {
+            const uint32_t* g4 = reinterpret_cast<const uint32_t*>(&v.g);
+            const uint32_t* u4 = reinterpret_cast<const uint32_t*>(&v.u);
             uint4 o;
             uint32_t* o4 = reinterpret_cast<uint32_t*>(&o);
 #pragma unroll
@@ -172,9 +178,7 @@ __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, in
               o4[e] = Traits<T>::from_floats(g.x / (1.f + __expf(-g.x)) * up.x, g.y / (1.f + __expf(-g.y)) * up.y);
             }
             *reinterpret_cast<uint4*>(xs + (i / octs) * ld + 8 * (i % octs)) = o;
-          }
-        }
-      }
+          });
       return;
     }
     for (int i = tid; i < m * pairs; i += 256) {
