@@ -53,10 +53,15 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
   return g;
 }
 
-constexpr int kFusedUnroll = 4;  // prologue items whose loads are in flight together
+// Prologue items whose loads are in flight together. One: the prologue runs while the weight
+// ring's first loads are live, and with four items (32 more registers) the kernels grew from 80 to
+// 104-128 registers (2 resident blocks an SM instead of 3; the 7B shape's q/k/v and gate/up took
+// 40-46 % longer on an H100, unfused) and the float-zero kernels spilled 124 bytes (sm_90, nvcc
+// 13). Wide items (4 / 8 columns) alone keep the registers of the old two-column loop.
+constexpr int kFusedUnroll = 1;
 
 // store(i, load(i)) for the block's items i = threadIdx.x, + 256, ... < items, with kFusedUnroll
-// items' loads issued before any is used: one round trip to L2 per kFusedUnroll items, not per item.
+// items' loads issued before any is used.
 template <typename Load, typename Store>
 __device__ __forceinline__ void staged_items(int items, Load load, Store store) {
   using V = decltype(load(0));
