@@ -19,6 +19,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <vector>
 
 namespace qrt::cuda {
 
@@ -109,6 +110,20 @@ bool gemv_bulk_supported(int device);
 int64_t int4_max_partial_tiles(int sms);
 int64_t int4_max_tile_floats();
 int64_t int4_counter_count(int sms);
+
+// What the compiler gave each instantiated cuda_gemv kernel (cudaFuncGetAttributes on the current
+// device), so that a test notices when a change costs the GEMV its resident blocks: the
+// one-token-tile kernels are written for at most 80 registers (three 256-thread blocks an SM) and
+// no local memory.
+struct GemvKernelResources {
+  bool bf16 = false;
+  int bits = 0, wt = 0;
+  bool fz = false, bulk = false;
+  int mt = 1;
+  int registers = 0;
+  size_t local_bytes = 0;  // spills and stack
+};
+cudaError_t gemv_kernel_resources(std::vector<GemvKernelResources>* out);
 
 // Raise the dynamic shared-memory limits of both kernel families (once per process and device;
 // call at prepare time; qmm_init_kernels also calls gemv_init_kernels).

@@ -54,10 +54,11 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
 }
 
 // Prologue items whose loads are in flight together. One: the prologue runs while the weight
-// ring's first loads are live, and with four items (32 more registers) the kernels grew from 80 to
-// 104-128 registers (2 resident blocks an SM instead of 3; the 7B shape's q/k/v and gate/up took
-// 40-46 % longer on an H100, unfused) and the float-zero kernels spilled 124 bytes (sm_90, nvcc
-// 13). Wide items (4 / 8 columns) alone keep the registers of the old two-column loop.
+// ring's first loads are live, and four items (32 more registers) took the kernels from 80 to
+// 104-128 registers (ptxas, sm_90): two resident blocks an SM instead of three, and on an H100 the
+// 7B shape's q/k/v and gate/up took 23.4 and 32.1 us instead of 15.6 and 22.9 whether fused or not
+// (CudaKernels.GemvKernelsKeepThreeBlocksAnSm checks the budget). Wide items (4 / 8 columns)
+// alone keep the registers of the old two-column loop.
 constexpr int kFusedUnroll = 1;
 
 // store(i, load(i)) for the block's items i = threadIdx.x, + 256, ... < items, with kFusedUnroll
@@ -544,6 +545,29 @@ int gemv_max_smem(const GemvEntry& e) {
 bool gemv_config_instantiated(int wt) { return wt == 2 || wt == 4; }
 
 bool gemv_bulk_supported(int device) { return device_is_sm90_or_newer(device); }
+
+cudaError_t gemv_kernel_resources(std::vector<GemvKernelResources>* out) {
+  out->clear();
+  size_t n = 0;
+  const GemvEntry* table = gemv_table(&n);
+  for (size_t i = 0; i < n; ++i) {
+    const GemvEntry& e = table[i];
+    cudaFuncAttributes attr{};
+    const cudaError_t err = cudaFuncGetAttributes(&attr, e.fn);
+    if (err != cudaSuccess) return err;
+    GemvKernelResources r;
+    r.bf16 = e.bf16;
+    r.bits = e.bits;
+    r.wt = e.wt;
+    r.fz = e.fz;
+    r.bulk = e.bulk;
+    r.mt = e.mt;
+    r.registers = attr.numRegs;
+    r.local_bytes = attr.localSizeBytes;
+    out->push_back(r);
+  }
+  return cudaSuccess;
+}
 
 cudaError_t gemv_init_kernels() {
   int dev = 0;
