@@ -12,7 +12,8 @@
 #      QRT_CUDA_FUSED_ATTENTION_FROM should switch);
 #   3. the random Llama-2-7B GPTQ model (written if missing): default (hidden 4096: unfused
 #      projections) against QRT_CUDA_FUSED_PROJECTIONS=sumsq (and, AB_FULL=1, =1 and =no_norm),
-#      with per-op profiles;
+#      with per-op profiles (each 7B run ~40 s, its engine build ~18 s of it: two reps of the four
+#      configurations of AB_FULL=1 need ~5.5 minutes, more than 220 s did on 2026-12-07);
 #   4. where ncu runs: every kernel's duration in two SmolLM2 decode steps (graph nodes one at a
 #      time, serialized; gpu_decode_bench's PROFILE_STEPS window, nothing else), summed by kernel name;
 #   5. AB_FULL=1 only: every SmolLM2 linear shape at M = 1 and 4 on cuda_gemv and cuda_dequant
