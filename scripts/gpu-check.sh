@@ -7,7 +7,8 @@
 # to its 30 blocks from the carried 8, tools/repeat_gguf_blocks.py) next to llama.cpp's llama-bench
 # built with CUDA from the carried sources (.gpu-llama, in the background while qrt builds;
 # bench/gpu_decode_vs_llamacpp.sh), the GPU GEMM benchmark with the torch peers
-# (bench/peers/gemm_peers.py) in the same run, decode tokens/s of a random Llama-2-7B-shaped GPTQ
+# (bench/peers/gemm_peers.py) in the same run, GGUF-like weights (4-bit, group 32, float zero
+# points) through the plan against fp16 cuBLAS (qrt bench, M = 1 and 512), decode tokens/s of a random Llama-2-7B-shaped GPTQ
 # model next to bench/peers/hf_decode.py, `qrt serve --device cuda` under 32 streaming clients and
 # one on that model (bench/serve_load.sh), Nsight Compute's view of cuda_marlin's kernel at M =
 # 16-128 (tools/gpu_int4_profile.sh), then merges everything into one JSON with a `summary`
@@ -27,7 +28,7 @@ START=$SECONDS
 LOG=$OUT/gpu-check.log
 : > "$LOG"
 left() { echo $((BUDGET - (SECONDS - START))); }
-# GPU_CHECK_SKIP=tests,smollm2,kept,gemm,int4,decode7b,serve,tune,profile,hf: stages left out of a call that is about
+# GPU_CHECK_SKIP=tests,smollm2,kept,gemm,int4,gguf,decode7b,serve,tune,profile,hf: stages left out of a call that is about
 # something else. GPU_CHECK_TEST_FILTER: a gtest filter for the GPU tests of a kernel-only call.
 # GPU_CHECK_PROFILE=wgmma: the profile stage looks at cuda_marlin's wgmma kernel instead.
 skip() { [[ ",${GPU_CHECK_SKIP:-}," == *",$1,"* ]] && { note "skipped: GPU_CHECK_SKIP names $1"; return 0; }; return 1; }
@@ -374,6 +375,19 @@ else
   note "skipped (GPU_CHECK_SKIP, not built, or $(left) s left)"
 fi
 
+# ---- GGUF-like weights on the fast paths: 4-bit, group 32, float zero points (what Q4_1 is, and
+# what Q4_K becomes once its 6-bit sub-block scales and mins are decoded at load), the four
+# Llama-2-7B linears, the plan's choice against fp16 cuBLAS in the same process (qrt bench) ----
+stage "gguf: Q4_1 / Q4_K-like weights, the plan vs fp16 cuBLAS, M = 1 and 512"
+if ! skip gguf && [ -x build-gpu/qrt ] && [ "$(left)" -gt 60 ]; then
+  timeout 90 build-gpu/qrt bench --device cuda --shape 4096x12288,4096x4096,4096x22016,11008x4096 --bits 4 \
+    --group-size 32 --zero float --batch 1,512 --backends plan --json "$RAW/qrt-gguf-like.json" \
+    > "$LOGS/gguf-like.log" 2>&1
+  note "qrt bench rc=$?"; grep -E '^(fp16_cublas|plan) ' "$LOGS/gguf-like.log" | tee -a "$LOG"
+else
+  note "skipped (GPU_CHECK_SKIP, qrt not built, or $(left) s left)"
+fi
+
 # The random model's writer (started before the build): waited for by the first stage that needs it.
 wait_model() {
   if [ -n "$MODEL_PID" ]; then
@@ -533,7 +547,7 @@ summary = {
         if t4096.get('qrt_fp16_cublas_us') and t4096.get('cuda_dequant_int4_us') else None,
     'decode_tok_s': (dec or {}).get('decode_tok_s'),
     'decode_tok_s_device_loop': (dec or {}).get('decode_tok_s_device_loop'),
-    # The same engine with cuda_gemv's bulk-copy variant (kernel parameter bulk = 1), same call.
+    # The same model with QRT_CUDA_FUSED_PROJECTIONS=sumsq (a second process, same call).
     'decode_tok_s_sumsq': (load('qrt-decode-sumsq.json') or {}).get('decode_tok_s'),
     'smollm2_decode_tok_s_gemv_bulk': smol_bulk.get('decode_tok_s') if smol_bulk.get('bulk', 1) == 1 else None,
     'smollm2_decode_tok_s_gemv_no_bulk': smol_bulk.get('decode_tok_s') if smol_bulk.get('bulk', 1) == 0 else None,
@@ -559,6 +573,17 @@ summary = {
              'fp8_vs_scaled_mm_min uses the tuned cuda_fp8 parameters (best of its tuning_space, as qrt tune picks)',
 }
 summary.update((int4 or {}).get('summary', {}))
+# GGUF-like weights (the gguf stage): fp16 cuBLAS over the plan, summed over the four shapes.
+gg = load('qrt-gguf-like.json')
+if gg:
+    t = {}
+    for r in gg.get('rows', []):
+        t[(r['backend'], r['m'])] = t.get((r['backend'], r['m']), 0.0) + r['us']
+    for M in (1, 512):
+        if t.get(('fp16_cublas', M)) and t.get(('plan', M)):
+            summary['gguf_q4_1_m%d_speedup_vs_fp16' % M] = t[('fp16_cublas', M)] / t[('plan', M)]
+    summary['gguf_like_plan'] = ['%sx%s M %s: %s' % (r['k'], r['n'], r['m'], r.get('params', ''))
+                                 for r in gg.get('rows', []) if r['backend'] == 'plan']
 # qrt serve --device cuda:0 on the random Llama-2-7B GPTQ model (bench/serve_load.sh): aggregate
 # tokens/s of N streaming clients next to one.
 if serve:
@@ -633,6 +658,8 @@ if serve:
           % (summary.get('serve_gpu_streams'), f(summary.get('serve_gpu_tok_s')),
              f(summary.get('serve_gpu_single_stream_tok_s')), summary.get('serve_gpu_failed')))
 r2 = lambda v: '-' if v is None else ('%.2f' % v)
+print('GGUF-like weights (4-bit, group 32, float zero points), the plan vs fp16 cuBLAS: M 1 %s x, M 512 %s x'
+      % (r2(summary.get('gguf_q4_1_m1_speedup_vs_fp16')), r2(summary.get('gguf_q4_1_m512_speedup_vs_fp16'))))
 print('SmolLM2 (30 blocks): decode tg128 qrt %s tok/s, llama.cpp %s (qrt / llama.cpp %s); prompt pp512 qrt %s, '
       'llama.cpp %s (%s); decode step kernels %s fused, %s unfused'
       % (f(summary['smollm2_decode_tok_s']), f(summary['smollm2_llamacpp_decode_tok_s']),
