@@ -53,30 +53,6 @@ __host__ __device__ inline GemvSmem gemv_smem(int m, int per_chunks, int group_s
   return g;
 }
 
-// Prologue items whose loads are in flight together. One: the prologue runs while the weight
-// ring's first loads are live, and four items (32 more registers) took the kernels from 80 to
-// 104-128 registers (ptxas, sm_90): two resident blocks an SM instead of three, and on an H100 the
-// 7B shape's q/k/v and gate/up took 23.4 and 32.1 us instead of 15.6 and 22.9 whether fused or not
-// (CudaKernels.GemvKernelsKeepThreeBlocksAnSm checks the budget). Wide items (4 / 8 columns)
-// alone keep the registers of the old two-column loop.
-constexpr int kFusedUnroll = 1;
-
-// store(i, load(i)) for the block's items i = threadIdx.x, + 256, ... < items, with kFusedUnroll
-// items' loads issued before any is used.
-template <typename Load, typename Store>
-__device__ __forceinline__ void staged_items(int items, Load load, Store store) {
-  using V = decltype(load(0));
-  for (int base = threadIdx.x; base < items; base += 256 * kFusedUnroll) {
-    V v[kFusedUnroll];
-#pragma unroll
-    for (int u = 0; u < kFusedUnroll; ++u)
-      if (base + u * 256 < items) v[u] = load(base + u * 256);
-#pragma unroll
-    for (int u = 0; u < kFusedUnroll; ++u)
-      if (base + u * 256 < items) store(base + u * 256, v[u]);
-  }
-}
-
 // The fused input of the block's K range [k0, k0 + krange) into xs (rows `ld` halves apart), for
 // prologue 1 (RMS norm of the float residual rows; every block sums its rows' squares over the
 // whole K, the 8 warps sharing the rows, so that one 4096-wide row costs a lane 4 loads, not 32;
@@ -129,26 +105,22 @@ __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, in
     }
     __syncthreads();
     if (((reinterpret_cast<uintptr_t>(f.norm_residual) | reinterpret_cast<uintptr_t>(f.norm_weight)) & 15) == 0) {
-      // Four columns an item.
-      struct Quad {
-        float4 v, w;
-      };
+      // Four columns an item, one item a turn: more items' loads in flight (32 registers for
+      // four) share the registers with the weight ring's first loads and took the kernels from 80
+      // to 104-128 registers (ptxas, sm_90), two resident blocks an SM instead of three; on an
+      // H100 the 7B shape's q/k/v and gate/up took 23.4 and 32.1 us instead of 15.6 and 22.9,
+      // fused or not (CudaKernels.GemvKernelsKeepThreeBlocksAnSm checks the budget).
       const int quads = krange / 4;
-      staged_items(
-          m * quads,
-          [&](int i) {
-            const int row = i / quads, c = 4 * (i % quads);
-            return Quad{*reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(row) * k + k0 + c),
-                        *reinterpret_cast<const float4*>(f.norm_weight + k0 + c)};
-          },
-          [&](int i, const Quad& q) {
-            const int row = i / quads, c = 4 * (i % quads);
-            const float inv = row_inv[row * 8];
-            uint2 o;
-            o.x = Traits<T>::from_floats(q.v.x * inv * q.w.x, q.v.y * inv * q.w.y);
-            o.y = Traits<T>::from_floats(q.v.z * inv * q.w.z, q.v.w * inv * q.w.w);
-            *reinterpret_cast<uint2*>(xs + row * ld + c) = o;
-          });
+      for (int i = tid; i < m * quads; i += 256) {
+        const int row = i / quads, c = 4 * (i % quads);
+        const float4 v = *reinterpret_cast<const float4*>(f.norm_residual + static_cast<size_t>(row) * k + k0 + c);
+        const float4 w = *reinterpret_cast<const float4*>(f.norm_weight + k0 + c);
+        const float inv = row_inv[row * 8];
+        uint2 o;
+        o.x = Traits<T>::from_floats(v.x * inv * w.x, v.y * inv * w.y);
+        o.y = Traits<T>::from_floats(v.z * inv * w.z, v.w * inv * w.w);
+        *reinterpret_cast<uint2*>(xs + row * ld + c) = o;
+      }
       return;
     }
     for (int i = tid; i < m * pairs; i += 256) {
@@ -161,30 +133,23 @@ __device__ __forceinline__ void stage_fused_input(const GemvFusion& f, int m, in
   } else {
     if (((reinterpret_cast<uintptr_t>(f.gate) | reinterpret_cast<uintptr_t>(f.up)) & 15) == 0 &&
         f.gate_up_stride % 8 == 0) {
-      // Eight columns an item.
-      struct Oct {
-        uint4 g, u;
-      };
+      // Eight columns an item, one item a turn (as the norm above).
       const int octs = krange / 8;
-      staged_items(
-          m * octs,
-          [&](int i) {
-            const size_t at = static_cast<size_t>(i / octs) * f.gate_up_stride + k0 + 8 * (i % octs);
-            return Oct{*reinterpret_cast<const uint4*>(static_cast<const T*>(f.gate) + at),
-                       *reinterpret_cast<const uint4*>(static_cast<const T*>(f.up) + at)};
-          },
-          [&](int i, const Oct& v) {
-            const uint32_t* g4 = reinterpret_cast<const uint32_t*>(&v.g);
-            const uint32_t* u4 = reinterpret_cast<const uint32_t*>(&v.u);
-            uint4 o;
-            uint32_t* o4 = reinterpret_cast<uint32_t*>(&o);
+      for (int i = tid; i < m * octs; i += 256) {
+        const size_t at = static_cast<size_t>(i / octs) * f.gate_up_stride + k0 + 8 * (i % octs);
+        const uint4 gv = *reinterpret_cast<const uint4*>(static_cast<const T*>(f.gate) + at);
+        const uint4 uv = *reinterpret_cast<const uint4*>(static_cast<const T*>(f.up) + at);
+        const uint32_t* g4 = reinterpret_cast<const uint32_t*>(&gv);
+        const uint32_t* u4 = reinterpret_cast<const uint32_t*>(&uv);
+        uint4 o;
+        uint32_t* o4 = reinterpret_cast<uint32_t*>(&o);
 #pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              const float2 g = Traits<T>::to_floats(g4[e]), up = Traits<T>::to_floats(u4[e]);
-              o4[e] = Traits<T>::from_floats(g.x / (1.f + __expf(-g.x)) * up.x, g.y / (1.f + __expf(-g.y)) * up.y);
-            }
-            *reinterpret_cast<uint4*>(xs + (i / octs) * ld + 8 * (i % octs)) = o;
-          });
+        for (int e = 0; e < 4; ++e) {
+          const float2 g = Traits<T>::to_floats(g4[e]), up = Traits<T>::to_floats(u4[e]);
+          o4[e] = Traits<T>::from_floats(g.x / (1.f + __expf(-g.x)) * up.x, g.y / (1.f + __expf(-g.y)) * up.y);
+        }
+        *reinterpret_cast<uint4*>(xs + (i / octs) * ld + 8 * (i % octs)) = o;
+      }
       return;
     }
     for (int i = tid; i < m * pairs; i += 256) {
