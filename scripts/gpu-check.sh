@@ -504,6 +504,12 @@ out, result, gpu, final = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 def load(name):
     try: return json.load(open(os.path.join(out, name)))
     except Exception: return None
+def us_by_backend_and_m(bench):
+    # qrt bench --json rows summed over the shapes: {(backend, M): us}.
+    t = {}
+    for r in bench.get('rows', []):
+        t[(r['backend'], r['m'])] = t.get((r['backend'], r['m']), 0.0) + r['us']
+    return t
 qrt, peers, dec = load('qrt-gemm.json'), load('peers-gemm.json'), load('qrt-decode.json')
 smol_vs, smol = load('smollm2-vs-llamacpp.json'), load('qrt-decode-smollm2.json')
 kept = load('speed-kept.json')
@@ -576,9 +582,7 @@ summary.update((int4 or {}).get('summary', {}))
 # GGUF-like weights (the gguf stage): fp16 cuBLAS over the plan, summed over the four shapes.
 gg = load('qrt-gguf-like.json')
 if gg:
-    t = {}
-    for r in gg.get('rows', []):
-        t[(r['backend'], r['m'])] = t.get((r['backend'], r['m']), 0.0) + r['us']
+    t = us_by_backend_and_m(gg)
     for M in (1, 512):
         if t.get(('fp16_cublas', M)) and t.get(('plan', M)):
             summary['gguf_q4_1_m%d_speedup_vs_fp16' % M] = t[('fp16_cublas', M)] / t[('plan', M)]
@@ -628,9 +632,7 @@ if tuned:
     summary['tuned_plan_gains'] = gains
     # The whole plan (cuda_gemv / cuda_marlin / cuda_dequant by M, tuned) against fp16 cuBLAS,
     # summed over the model's distinct linear shapes, timed by qrt bench in the same call.
-    tot = {}
-    for r in tuned['rows']:
-        tot[(r['backend'], r['m'])] = tot.get((r['backend'], r['m']), 0.0) + r['us']
+    tot = us_by_backend_and_m(tuned)
     for M in sorted({r['m'] for r in tuned['rows']}):
         if ('fp16_cublas', M) in tot and ('plan+tuned', M) in tot:
             summary['plan_m%d_speedup_vs_fp16' % M] = tot[('fp16_cublas', M)] / tot[('plan+tuned', M)]
