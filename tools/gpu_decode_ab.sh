@@ -20,6 +20,7 @@
 #      (qrt bench), and decode with a `qrt tune --batch 1` cache against the default parameters;
 #   6. where ncu runs: Nsight Compute's launch, occupancy, speed-of-light and warp-state sections
 #      for the attention, RoPE and GEMV kernels of one step, caches kept warm.
+# AB_7B_REPS="1" sets section 3's repetitions (default 1 2); AB_RUN_TIMEOUT a run's limit (90 s).
 # AB_SECTIONS="3 4" runs only those sections (default 1 2 2b 3 4 6; 5 with AB_FULL=1; 2b is the
 # second half of 2; AB_2B_PROMPTS="768 1024" sets its prompt lengths).
 # Prints one line per experiment with every run and the median (decode tokens/s, gpu_decode_bench's
@@ -34,7 +35,10 @@ tok() { python3 -c "import json,sys; print('%.1f' % json.load(open(sys.argv[1]))
 med() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:] if x!='-']; print('%.1f' % statistics.median(v) if v else '-')" "$@"; }
 run() {  # run NAME MODEL REP [ENV=VALUE...]: one gpu_decode_bench run, prints its tokens/s
   local name=$1 model=$2 rep=$3; shift 3
-  env XDG_CACHE_HOME=$T/empty PROMPT=128 NEW=128 "$@" timeout 90 $B "$model" $T/$name-$rep.json > $T/$name-$rep.log 2>&1
+  env XDG_CACHE_HOME=$T/empty PROMPT=128 NEW=128 "$@" timeout ${AB_RUN_TIMEOUT:-90} $B "$model" $T/$name-$rep.json > $T/$name-$rep.log 2>&1
+  # Every run's log also lands in $OUT/ab.log (one file: few files come back from the device), so
+  # that a call cut short still shows what ran.
+  [ -n "${OUT:-}" ] && { echo "=== $name rep $rep ($*)"; cat $T/$name-$rep.log; } >> "$OUT/ab.log"
   tok $T/$name-$rep.json
 }
 profile() { sed -n '/decode step by op/,/total/p' "$1" | head -18; }
@@ -95,16 +99,18 @@ if want 3 && [ -f $L7/config.json ]; then
   echo "== 3. Llama-2-7B GPTQ decode: default (hidden 4096: nothing in the projections) against"
   echo "   QRT_CUDA_FUSED_PROJECTIONS=1 (all in them), =no_norm (SiLU x up and residual adds) and"
   echo "   =sumsq (all in them, the norms from the producers' partial sums of squares)"
-  A=""; U=""; N=""; S=""
-  for r in 1 2; do
-    A+="$(run l7-default $L7 $r) "
-    if [ "${AB_FULL:-0}" = 1 ]; then  # both lost in earlier calls
-      U+="$(run l7-fused $L7 $r QRT_CUDA_FUSED_PROJECTIONS=1) "
-      N+="$(run l7-no-norm $L7 $r QRT_CUDA_FUSED_PROJECTIONS=no_norm) "
-    fi
-    S+="$(run l7-sumsq $L7 $r QRT_CUDA_FUSED_PROJECTIONS=sumsq) "
+  # One line per run as it ends (a 7B run takes 40-60 s, 20-25 s of it the engine build: a call
+  # cut short by its time limit still prints what ran).
+  C7=("default" "sumsq:QRT_CUDA_FUSED_PROJECTIONS=sumsq")
+  [ "${AB_FULL:-0}" = 1 ] && C7+=("fused:QRT_CUDA_FUSED_PROJECTIONS=1" "no-norm:QRT_CUDA_FUSED_PROJECTIONS=no_norm")
+  for r in ${AB_7B_REPS:-1 2}; do
+    for c in "${C7[@]}"; do
+      IFS=: read -r name e1 <<< "$c"
+      t0=$SECONDS
+      v=$(run l7-$name $L7 $r ${e1:+$e1})
+      echo "7B $name rep $r: $v tok/s ($((SECONDS - t0)) s; $(grep -o 'engine build [0-9.]* s' $T/l7-$name-$r.log | head -1))"
+    done
   done
-  echo "7B default: ${A}; all in the projections: ${U}; all but the norms: ${N}; sumsq: ${S}"
   echo "-- default:"; profile $T/l7-default-1.log
   [ -f $T/l7-no-norm-1.log ] && { echo "-- all but the norms in the projections:"; profile $T/l7-no-norm-1.log; }
   echo "-- sumsq:"; profile $T/l7-sumsq-1.log
