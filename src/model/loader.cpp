@@ -7,8 +7,10 @@
 #include <cmath>
 #include <fmt/format.h>
 #include <map>
+#include <mutex>
 #include <optional>
 
+#include "core/parallel_tasks.h"
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "qrt/model.h"
@@ -250,8 +252,10 @@ std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const Loa
   const int64_t h = c.hidden_size;
   const int64_t total = 2 + c.num_layers * 9 + 1;
   int64_t done = 0;
-  auto tick = [&] {
-    ++done;
+  std::mutex progress_mutex;   // ticks come from the loading threads
+  auto tick = [&](int64_t steps = 1) {
+    std::lock_guard<std::mutex> lock(progress_mutex);
+    done += steps;
     if (options.progress) options.progress(done, total);
   };
 
@@ -302,8 +306,15 @@ std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const Loa
     return lw;
   };
 
-  w->embed_tokens = load_exact(*ck, "model.embed_tokens.weight", c.vocab_size * h);
-  tick();
+  // The big tensors (the embedding, every linear, a stored lm_head) are decoded on several threads
+  // (run_parallel_tasks): one at a time, a Llama-2-7B GPTQ folder took ~31 s, most of it unpacking
+  // codes and faulting in fresh pages, against 0.3 s to read its 3.9 GB. The norms are read first,
+  // in order; the tasks' errors are reported as the sequential order would meet them.
+  std::vector<std::function<void()>> tasks;
+  tasks.push_back([&] {
+    w->embed_tokens = load_exact(*ck, "model.embed_tokens.weight", c.vocab_size * h);
+    tick();
+  });
   const int64_t qd = c.num_heads * c.head_dim, kvd = c.num_kv_heads * c.head_dim, inter = c.intermediate_size;
   w->layers.resize(c.num_layers);
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -320,48 +331,58 @@ std::shared_ptr<ModelWeights> load_model(const Checkpoint& checkpoint, const Loa
     tick();
     // The names (and order) quantized_linear_specs() lists for `qrt plan`.
     const std::vector<std::string> names = decoder_linear_names(c, i);
+    auto add = [&](LinearWeight* slot, const std::string& name, int64_t in, int64_t out, int64_t steps) {
+      tasks.push_back([&load_linear, &tick, slot, name, in, out, steps] {
+        *slot = load_linear(name, in, out, true);
+        tick(steps);
+      });
+    };
     if (c.architecture == "Phi3ForCausalLM") {
       LinearWeight* slots[4] = {&l.qkv_proj, &l.o_proj, &l.gate_up_proj, &l.down_proj};
       const int64_t ins[4] = {h, qd, h, inter}, outs[4] = {qd + 2 * kvd, h, 2 * inter, h};
-      for (size_t j = 0; j < 4; ++j) {
-        *slots[j] = load_linear(names[j], ins[j], outs[j], true);
-        tick();
-      }
-      done += 3;  // the progress counts 7 linears a layer
+      // The progress counts 7 linears a layer: the fused ones count for the two or three they hold.
+      const int64_t steps[4] = {3, 1, 2, 1};
+      for (size_t j = 0; j < 4; ++j) add(slots[j], names[j], ins[j], outs[j], steps[j]);
     } else {
       LinearWeight* slots[7] = {&l.q_proj, &l.k_proj, &l.v_proj, &l.o_proj, &l.gate_proj, &l.up_proj, &l.down_proj};
       const int64_t ins[7] = {h, h, h, qd, h, h, inter}, outs[7] = {qd, kvd, kvd, h, inter, inter, h};
-      for (size_t j = 0; j < 7; ++j) {
-        *slots[j] = load_linear(names[j], ins[j], outs[j], true);
-        tick();
-      }
+      for (size_t j = 0; j < 7; ++j) add(slots[j], names[j], ins[j], outs[j], 1);
     }
-    // Attention biases are required where the architecture has them (Qwen2): a checkpoint without
-    // them would run silently wrong.
+  }
+  w->final_norm = load_exact(*ck, "model.norm.weight", h);
+  add_norm_offset(c, w->final_norm);
+  tick();
+  const bool stored_head = linear_by_name.count("lm_head") > 0;
+  const bool dense_head = !stored_head && !c.tie_word_embeddings && ck->has_tensor("lm_head.weight");
+  if (stored_head)
+    tasks.push_back([&] { w->lm_head = load_linear("lm_head", h, c.vocab_size, false); });
+  // A checkpoint that marks lm_head as tied but stores it anyway: use what is stored.
+  else if (dense_head)
+    tasks.push_back([&] {
+      w->lm_head.name = "lm_head";
+      w->lm_head.in_features = h;
+      w->lm_head.out_features = c.vocab_size;
+      w->lm_head.dense = load_exact(*ck, "lm_head.weight", c.vocab_size * h);
+    });
+  run_parallel_tasks(static_cast<int64_t>(tasks.size()), 0, [&](int64_t i) { tasks[static_cast<size_t>(i)](); });
+
+  // Attention biases are required where the architecture has them (Qwen2): a checkpoint without
+  // them would run silently wrong.
+  for (const auto& l : w->layers)
     if (c.attention_bias && !l.fused_qkv())
       for (const LinearWeight* lw : {&l.q_proj, &l.k_proj, &l.v_proj}) {
         const bool has = lw->is_quantized() ? !lw->quantized->bias.empty() : !lw->bias.empty();
         if (!has)
           throw invalid_input(fmt::format("{}: tensor {}.bias is missing (config has attention_bias)", path, lw->name));
       }
-  }
-  w->final_norm = load_exact(*ck, "model.norm.weight", h);
-  add_norm_offset(c, w->final_norm);
-  tick();
-  if (linear_by_name.count("lm_head")) {
-    w->lm_head = load_linear("lm_head", h, c.vocab_size, false);
-    // A checkpoint that marks lm_head as tied but stores it anyway: use what is stored.
-  } else if (!c.tie_word_embeddings && ck->has_tensor("lm_head.weight")) {
-    w->lm_head.name = "lm_head";
-    w->lm_head.in_features = h;
-    w->lm_head.out_features = c.vocab_size;
-    w->lm_head.dense = load_exact(*ck, "lm_head.weight", c.vocab_size * h);
-  } else if (const auto spec = quantized_tied_head_spec(*ck, options)) {
-    w->lm_head.name = "lm_head";
-    w->lm_head.in_features = h;
-    w->lm_head.out_features = c.vocab_size;
-    w->lm_head.quantized = std::make_shared<QuantizedWeight>(tied_head_weight(w->embed_tokens, *spec));
-    w->lm_head.reload = reload_of("lm_head");
+  if (!stored_head && !dense_head) {
+    if (const auto spec = quantized_tied_head_spec(*ck, options)) {
+      w->lm_head.name = "lm_head";
+      w->lm_head.in_features = h;
+      w->lm_head.out_features = c.vocab_size;
+      w->lm_head.quantized = std::make_shared<QuantizedWeight>(tied_head_weight(w->embed_tokens, *spec));
+      w->lm_head.reload = reload_of("lm_head");
+    }
   }
   tick();
   w->validate();

@@ -89,6 +89,7 @@ class HfCheckpoint final : public Checkpoint {
         }
     }
     warnings_ = quant_.warnings;
+    warning_order_.assign(warnings_.size(), 0);
     if (quant_.method() == QuantMethod::Gguf)
       throw invalid_input(cfg_path.string() + ": quantization_config: quant_method 'gguf' belongs in a .gguf file");
     read_generation_config(dir);
@@ -145,8 +146,14 @@ class HfCheckpoint final : public Checkpoint {
       throw invalid_input(layer + ": out_features " + std::to_string(q.N()) + " of the stored tensors does not match " +
                           std::to_string(it->second->spec.out_features) + " implied by config.json");
     if (!w.empty()) {
+      // In the order of the layers, whatever order the loads run in (load_model decodes layers on
+      // several threads): the warnings a command prints are the same on every run.
+      const size_t order = static_cast<size_t>(it->second - linears_.data()) + 1;
       std::lock_guard<std::mutex> lock(mutex_);
-      warnings_.insert(warnings_.end(), w.begin(), w.end());
+      const auto at = std::upper_bound(warning_order_.begin(), warning_order_.end(), order);
+      const auto pos = warnings_.begin() + (at - warning_order_.begin());
+      warnings_.insert(pos, w.begin(), w.end());
+      warning_order_.insert(at, w.size(), order);
     }
     return q;
   }
@@ -546,6 +553,7 @@ class HfCheckpoint final : public Checkpoint {
   std::set<std::string> logical_;
   mutable std::mutex mutex_;
   mutable std::vector<std::string> warnings_;
+  mutable std::vector<size_t> warning_order_;   // per warning: 0 (the config's) or 1 + its layer's index
 };
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "qrt/checkpoint.h"
 #include "qrt/error.h"
 #include "qrt/gguf.h"
+#include "qrt/model.h"
 #include "qrt/safetensors.h"
 #include "quant/formats/codecs.h"
 #include "quant/rtn.h"
@@ -169,6 +170,35 @@ TEST(Checkpoint, HfGptqFolder) {
   EXPECT_EQ(ck->load_float("model.norm.weight"), std::vector<float>(H, 1.0f));
   EXPECT_NE(ck->tokenizer_json_path().find("tokenizer.json"), std::string::npos);
   EXPECT_EQ(ck->load_raw("model.norm.weight").dtype, DType::F32);
+}
+
+// load_model decodes the layers on several threads; the warnings the checkpoint collects while
+// doing so (here one per layer: stored zero points that a sym = true config ignores) come out in
+// the order of the layers on every run, the config's own warning first.
+TEST(Checkpoint, LoadWarningsFollowTheLayerOrder) {
+  TempDir dir;
+  write_file(dir.path / "config.json",
+             config_json("LlamaForCausalLM", R"({"quant_method": "gptq", "bits": 4, "group_size": 32, "desc_act": false,
+                                                 "sym": true, "checkpoint_format": "gptq", "mystery": 1})"));
+  SafetensorsWriter w((dir.path / "model.safetensors").string());
+  add_common(w);
+  int seed = 30;
+  for (const auto& s : linear_shapes()) {
+    auto f = random_floats(s.out * s.in, seed++);
+    QuantizedWeight q = quant::rtn_quantize(s.name, f.data(), s.out, s.in, 4, 32, false);   // zero points vary
+    for (auto& t : quant::encode_gptq(q, false)) w.add(s.name + "." + t.suffix, t.dtype, t.shape, t.data);
+  }
+  w.write();
+  for (int rep = 0; rep < 10; ++rep) {
+    auto ck = open_checkpoint(dir.path.string());
+    load_model(*ck);
+    const auto& warnings = ck->warnings();
+    const auto shapes = linear_shapes();
+    ASSERT_EQ(warnings.size(), 1 + shapes.size());
+    EXPECT_NE(warnings[0].find("mystery"), std::string::npos);
+    for (size_t i = 0; i < shapes.size(); ++i)
+      EXPECT_EQ(warnings[1 + i].rfind(shapes[i].name + ".qzeros: ", 0), 0u) << "warning " << 1 + i << ": " << warnings[1 + i];
+  }
 }
 
 TEST(Checkpoint, HfPlainAndFp8Folders) {
