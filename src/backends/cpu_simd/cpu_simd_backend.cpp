@@ -17,6 +17,7 @@
 
 #include "backends/backend_factories.h"
 #include "backends/cpu_simd/cpu_simd_kernels.h"
+#include "core/parallel_tasks.h"
 #include "qrt/device.h"
 #include "qrt/dtype.h"
 #include "qrt/error.h"
@@ -596,54 +597,58 @@ class CpuSimdPrepared final : public PreparedLinear {
     scales_.assign(static_cast<size_t>(n_tiles_ * groups_ * 2 * kTileRows), 0.f);
     const int64_t G = sp.num_groups();
     const int64_t fp8_cols = fp8 ? (k_ + sp.scale_block_k - 1) / sp.scale_block_k : 0;
-    for (int64_t t = 0; t < n_tiles_; ++t)
-      for (int r = 0; r < kTileRows; ++r) {
-        const int64_t n = t * kTileRows + r;
-        if (n >= n_) break;
-        const uint8_t* src = w.codes.data() + n * k_;
-        uint8_t* tile = codes_.data() + t * blocks_ * bb;
-        // One 32-column block at a time: gather the row's codes (through the column map, zero past
-        // K), then scatter them to their interleaved byte positions.
-        uint8_t gathered[kBlockK];
-        for (int64_t b = 0; b < blocks_; ++b) {
-          const int64_t p0 = b * kBlockK;
-          if (map_.empty() && p0 + kBlockK <= k_) {
-            std::memcpy(gathered, src + p0, kBlockK);
-          } else {
-            for (int kk = 0; kk < kBlockK; ++kk) {
-              const int64_t col = map_.empty() ? (p0 + kk < k_ ? p0 + kk : -1) : map_[p0 + kk];
-              gathered[kk] = col >= 0 ? src[col] : 0;
+    // Tiles are independent: 16 at a time on several threads (a 7B model has 6.5 G codes).
+    constexpr int64_t kTilesPerTask = 16;
+    run_parallel_tasks((n_tiles_ + kTilesPerTask - 1) / kTilesPerTask, 0, [&](int64_t task) {
+      for (int64_t t = task * kTilesPerTask; t < std::min(n_tiles_, (task + 1) * kTilesPerTask); ++t)
+        for (int r = 0; r < kTileRows; ++r) {
+          const int64_t n = t * kTileRows + r;
+          if (n >= n_) break;
+          const uint8_t* src = w.codes.data() + n * k_;
+          uint8_t* tile = codes_.data() + t * blocks_ * bb;
+          // One 32-column block at a time: gather the row's codes (through the column map, zero past
+          // K), then scatter them to their interleaved byte positions.
+          uint8_t gathered[kBlockK];
+          for (int64_t b = 0; b < blocks_; ++b) {
+            const int64_t p0 = b * kBlockK;
+            if (map_.empty() && p0 + kBlockK <= k_) {
+              std::memcpy(gathered, src + p0, kBlockK);
+            } else {
+              for (int kk = 0; kk < kBlockK; ++kk) {
+                const int64_t col = map_.empty() ? (p0 + kk < k_ ? p0 + kk : -1) : map_[p0 + kk];
+                gathered[kk] = col >= 0 ? src[col] : 0;
+              }
+            }
+            // Padding columns meet zero activations, so their code does not matter.
+            if (grid)
+              for (uint8_t& g : gathered) g = level_code[g & 15];
+            uint8_t* blk = tile + b * bb + 4 * r;
+            if (kind_ == CodeKind::U4) {
+              for (int c = 0; c < 4; ++c)
+                for (int j = 0; j < 4; ++j)
+                  blk[c * 64 + j] = static_cast<uint8_t>((gathered[4 * c + j] & 0xF) | (gathered[16 + 4 * c + j] << 4));
+            } else {
+              for (int q = 0; q < 8; ++q) std::memcpy(blk + q * 64, gathered + 4 * q, 4);
             }
           }
-          // Padding columns meet zero activations, so their code does not matter.
-          if (grid)
-            for (uint8_t& g : gathered) g = level_code[g & 15];
-          uint8_t* blk = tile + b * bb + 4 * r;
-          if (kind_ == CodeKind::U4) {
-            for (int c = 0; c < 4; ++c)
-              for (int j = 0; j < 4; ++j)
-                blk[c * 64 + j] = static_cast<uint8_t>((gathered[4 * c + j] & 0xF) | (gathered[16 + 4 * c + j] << 4));
-          } else {
-            for (int q = 0; q < 8; ++q) std::memcpy(blk + q * 64, gathered + 4 * q, 4);
-          }
-        }
-        float* ts = scales_.data() + t * groups_ * 2 * kTileRows;
-        for (int64_t g = 0; g < groups_; ++g) {
-          double scale, min = 0;
-          if (fp8) {
-            scale = w.scales[static_cast<size_t>((n / sp.scale_block_n) * fp8_cols + g)];
-          } else {
-            scale = w.scales[static_cast<size_t>(n * G + g)];
-            switch (sp.zero_kind) {
-              case ZeroKind::Symmetric: min = -std::ldexp(1.0, grid ? 7 : sp.bits - 1) * scale; break;
-              case ZeroKind::Integer: min = -static_cast<double>(w.zeros[n * G + g]) * scale; break;
-              case ZeroKind::Float: min = w.zeros[n * G + g]; break;
+          float* ts = scales_.data() + t * groups_ * 2 * kTileRows;
+          for (int64_t g = 0; g < groups_; ++g) {
+            double scale, min = 0;
+            if (fp8) {
+              scale = w.scales[static_cast<size_t>((n / sp.scale_block_n) * fp8_cols + g)];
+            } else {
+              scale = w.scales[static_cast<size_t>(n * G + g)];
+              switch (sp.zero_kind) {
+                case ZeroKind::Symmetric: min = -std::ldexp(1.0, grid ? 7 : sp.bits - 1) * scale; break;
+                case ZeroKind::Integer: min = -static_cast<double>(w.zeros[n * G + g]) * scale; break;
+                case ZeroKind::Float: min = w.zeros[n * G + g]; break;
+              }
             }
+            ts[g * 2 * kTileRows + r] = static_cast<float>(scale);
+            ts[g * 2 * kTileRows + kTileRows + r] = static_cast<float>(min);
           }
-          ts[g * 2 * kTileRows + r] = static_cast<float>(scale);
-          ts[g * 2 * kTileRows + kTileRows + r] = static_cast<float>(min);
         }
-      }
+    });
     // Halve the scale bytes when that loses nothing (fp16 checkpoints, symmetric or float zeros).
     bool exact = true;
     for (float v : scales_) exact = exact && fp16_to_f32(f32_to_fp16(v)) == v;
