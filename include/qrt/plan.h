@@ -123,6 +123,9 @@ class QuantLinear {
   // replaced it with its default parameters (source Default).
   std::vector<KernelChoice> kernels() const;
   int64_t weight_bytes() const;
+  // Wall seconds each M range's prepare took (repacking, uploads), with its backend: how an
+  // engine says where its build time went. A kernel shared between ranges counts once.
+  std::vector<std::pair<std::string, double>> prepare_seconds() const;
 
  private:
   struct Range {
@@ -135,6 +138,7 @@ class QuantLinear {
     bool probed = false;                      // has run once: the hot path needs no guard
     std::vector<std::string> untried;         // fallback backends not tried yet for this range
     std::vector<std::string> failures;        // "backend: reason" of every failed attempt
+    double prepare_s = 0;                     // wall time of the prepare that succeeded
   };
   // The range that serves M rows; nullptr when none does.
   const Range* range_of(int64_t m) const;

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <new>
 #include <set>
 
@@ -85,6 +86,7 @@ std::unique_ptr<QuantLinear> QuantLinear::build(std::shared_ptr<const QuantizedW
     std::vector<std::string> failures;
     std::shared_ptr<PreparedLinear> kernel;
     std::string used;
+    double prepare_s = 0;
     // The planned backend first, then the fallback list in order.
     std::vector<std::pair<std::string, bool>> attempts = {{choice.backend, true}};
     for (const auto& f : plan.fallback)
@@ -100,7 +102,9 @@ std::unique_ptr<QuantLinear> QuantLinear::build(std::shared_ptr<const QuantizedW
       if (!planned && b->capability().max_m < choice.m_max) continue;  // cannot serve this range
       const KernelParams params = planned ? choice.params : b->default_params(plan.layer, choice.m_min, device);
       try {
+        const auto t0 = std::chrono::steady_clock::now();
         kernel = out->prepare(*b, params);
+        prepare_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         used = name;
         break;
       } catch (const Error& e) {
@@ -126,6 +130,7 @@ std::unique_ptr<QuantLinear> QuantLinear::build(std::shared_ptr<const QuantizedW
     r.params = std::move(call);
     r.source = used == choice.backend ? choice.source : ParamSource::Default;
     r.pass_params = ub->reads_call_params();
+    r.prepare_s = prepare_s;
     for (size_t j = i + 1; j < attempts.size(); ++j) r.untried.push_back(attempts[j].first);
     for (auto& f : failures) r.failures.push_back(std::move(f) + " (prepare)");
     out->ranges_.push_back(std::move(r));
@@ -265,6 +270,12 @@ void count_backends(const QuantLinear* q, std::map<std::string, int>& counts) {
   std::set<std::string> names;
   for (const auto& b : q->backends_used()) names.insert(b);
   for (const auto& b : names) ++counts[b];
+}
+
+std::vector<std::pair<std::string, double>> QuantLinear::prepare_seconds() const {
+  std::vector<std::pair<std::string, double>> out;
+  for (const auto& r : ranges_) out.emplace_back(r.backend, r.prepare_s);
+  return out;
 }
 
 int64_t QuantLinear::weight_bytes() const {

@@ -4,7 +4,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
+#include <map>
 #include <set>
 
 #include "model/engine_plan.h"
@@ -139,6 +141,7 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
       }
       for (size_t i = 0; i < parts.size(); ++i) *parts[i] = make_linear(*weights[i], part_ops[i]);
     };
+    const auto linears_t0 = std::chrono::steady_clock::now();
     blocks_.resize(w_->layers.size());
     for (size_t li = 0; li < w_->layers.size(); ++li) {
       const auto& lw = w_->layers[li];
@@ -160,6 +163,8 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
     else if (!groups.empty() && !not_fused.empty())
       log("fused projections: none (" + not_fused + ")");
 
+    log_prepare_times(std::chrono::duration<double>(std::chrono::steady_clock::now() - linears_t0).count());
+
     const bool tied = w_->lm_head_uses_embedding();
     ops_.upload_embedding(w_->embed_tokens, tied);
     final_norm_ = ops_.upload_vector("model.norm", w_->final_norm);
@@ -178,6 +183,26 @@ LlamaModel::LlamaModel(std::shared_ptr<const ModelWeights> weights, const Engine
       if (m <= dims_.max_rows && m <= dims_.capacity) warm.push_back(m);
     ops_.warm_up(warm, [&](int64_t m) { run_step(m, 0, m); });
   });
+}
+
+void LlamaModel::log_prepare_times(double blocks_s) const {
+  if (!options_.log) return;
+  std::map<std::string, std::pair<int, double>> by_backend;  // ranges, seconds
+  double prepared = 0;
+  for (const ModelLinear* l : linears())
+    if (l->quantized)
+      for (const auto& [backend, s] : l->quantized->prepare_seconds()) {
+        ++by_backend[backend].first;
+        by_backend[backend].second += s;
+        prepared += s;
+      }
+  if (by_backend.empty()) return;
+  std::string parts;
+  for (const auto& [backend, v] : by_backend)
+    parts += fmt::format("{}{} {:.1f} s ({} M ranges)", parts.empty() ? "" : ", ", backend, v.second, v.first);
+  // The rest of the blocks' time: fusing q/k/v and gate/up weights, norms, re-reading weights.
+  options_.log(fmt::format("engine build: the blocks' linears in {:.1f} s, their kernels' prepare {:.1f} s of it: {}",
+                           blocks_s, prepared, parts));
 }
 
 PrepareContext LlamaModel::prepare_context() const {

@@ -65,6 +65,8 @@ class LlamaModel {
     int pre_ff_norm = -1, post_ff_norm = -1;  // Gemma-2 (ModelDims::sandwich_norms)
   };
   PrepareContext prepare_context() const;
+  // Logs where the blocks' build time went (blocks_s): each backend's prepare, summed.
+  void log_prepare_times(double blocks_s) const;
   ModelLinear make_linear(const LinearWeight& w, const char* op, bool head = false);
   // The fused linear of a group, or an empty one with the reason in *why.
   ModelLinear make_fused(const ProjectionGroup& dropped_or_held, const char* op, std::string* why);
