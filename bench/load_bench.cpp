@@ -4,9 +4,9 @@
 // uploads on a GPU). The floor, timed in the same run: reading the checkpoint's tensor files
 // once into memory (the page cache warmed by one read before, so that it is the copy, not the
 // disk, that is timed).
-//   ./load_bench MODEL [DEVICE] [--reps N]
+//   ./load_bench MODEL [DEVICE] [--reps N] [--json FILE]
 //   DEVICE: cpu (default), cuda:0 or auto. Prints one line per step and repetition, then the
-//   medians and load / floor.
+//   medians and load / floor; --json writes the medians (seconds) for scripts/gpu-check.sh.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +16,8 @@
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "qrt/checkpoint.h"
 #include "qrt/model.h"
@@ -66,12 +68,14 @@ double median(std::vector<double> v) {
 
 int main(int argc, char** argv) {
   using namespace qrt;
-  std::string model, device = "cpu";
+  std::string model, device = "cpu", json_path;
   int reps = 3;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--reps" && i + 1 < argc) {
       reps = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--json" && i + 1 < argc) {
+      json_path = argv[++i];
     } else if (model.empty()) {
       model = a;
     } else {
@@ -79,7 +83,7 @@ int main(int argc, char** argv) {
     }
   }
   if (model.empty()) {
-    std::fprintf(stderr, "usage: load_bench MODEL [cpu|cuda:N|auto] [--reps N]\n");
+    std::fprintf(stderr, "usage: load_bench MODEL [cpu|cuda:N|auto] [--reps N] [--json FILE]\n");
     return 2;
   }
   try {
@@ -120,6 +124,12 @@ int main(int argc, char** argv) {
     std::printf("median: read (floor) %.2f s (%.1f GB/s), setup %.2f s, load_model %.2f s (%.1f x the floor), "
                 "make_engine %.2f s; from checkpoint to engine %.2f s\n",
                 fl, bytes / 1e9 / fl, st, ld, ld / fl, bd, st + ld + bd);
+    if (!json_path.empty()) {
+      nlohmann::json j = {{"model", path},          {"device", device},  {"tensor_bytes", bytes},
+                          {"reps", reps},           {"read_floor_s", fl}, {"setup_s", st},
+                          {"load_model_s", ld},     {"make_engine_s", bd}, {"checkpoint_to_engine_s", st + ld + bd}};
+      std::ofstream(json_path) << j.dump(1) << "\n";
+    }
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "load_bench: %s\n", e.what());
