@@ -9,7 +9,7 @@
 # bench/gpu_decode_vs_llamacpp.sh), the GPU GEMM benchmark with the torch peers
 # (bench/peers/gemm_peers.py) in the same run, GGUF-like weights (4-bit, group 32, float zero
 # points) through the plan against fp16 cuBLAS (qrt bench, M = 1 and 512), decode tokens/s of a random Llama-2-7B-shaped GPTQ
-# model next to bench/peers/hf_decode.py, `qrt serve --device cuda` under 32 streaming clients and
+# model next to bench/peers/hf_decode.py, that model's load and CUDA engine build (bench/load_bench), `qrt serve --device cuda` under 32 streaming clients and
 # one on that model (bench/serve_load.sh), Nsight Compute's view of cuda_marlin's kernel at M =
 # 16-128 (tools/gpu_int4_profile.sh), then merges everything into one JSON with a `summary`
 # ($OUT/<gpu>-<date>.json, copied to bench/results/) and prints one table last.
@@ -28,7 +28,7 @@ START=$SECONDS
 LOG=$OUT/gpu-check.log
 : > "$LOG"
 left() { echo $((BUDGET - (SECONDS - START))); }
-# GPU_CHECK_SKIP=tests,smollm2,kept,gemm,int4,gguf,decode7b,serve,tune,profile,hf: stages left out of a call that is about
+# GPU_CHECK_SKIP=tests,smollm2,kept,gemm,int4,gguf,decode7b,load,serve,tune,profile,hf: stages left out of a call that is about
 # something else. GPU_CHECK_TEST_FILTER: a gtest filter for the GPU tests of a kernel-only call.
 # GPU_CHECK_PROFILE=wgmma: the profile stage looks at cuda_marlin's wgmma kernel instead.
 skip() { [[ ",${GPU_CHECK_SKIP:-}," == *",$1,"* ]] && { note "skipped: GPU_CHECK_SKIP names $1"; return 0; }; return 1; }
@@ -154,6 +154,7 @@ cmake -S . -B build-gpu "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DQRT_CUDA=ON -DQ
   -DCMAKE_CXX_FLAGS="-isystem $DEPS/usr/include" >> "$LOG" 2>&1 || { note "cmake configure failed"; tail -30 "$LOG"; }
 TARGETS=(test_backends gpu_gemm_bench gpu_int4_bench qrt_cli)
 [ -f bench/gpu_decode_bench.cpp ] && TARGETS+=(gpu_decode_bench)
+[ -f bench/load_bench.cpp ] && TARGETS+=(load_bench)
 # GPU_CHECK_TARGETS="qrt_cli": a short call that builds only the CLI; the stages whose programs
 # are not built say so, and the torch peers are skipped (a tune + bench re-check). The serve stage
 # alone (GPU_CHECK_TARGETS=qrt_cli, every other stage skipped) wants GPU_CHECK_BUDGET >= 300: a cold
@@ -423,6 +424,17 @@ else
   note "skipped: $(left) s left"
 fi
 
+# ---- from checkpoint to engine: the random 7B model's setup, load_model and CUDA make_engine,
+# next to reading its files from the page cache (bench/load_bench, one repetition) ----
+stage "load: random Llama-2-7B GPTQ 4-bit, checkpoint to CUDA engine (bench/load_bench)"
+if ! skip load && [ -x build-gpu/bench/load_bench ] && [ "$(left)" -gt 70 ]; then
+  wait_model
+  timeout 60 build-gpu/bench/load_bench "$MODEL" cuda:0 --reps 1 --json "$RAW/qrt-load.json" > "$LOGS/load.log" 2>&1
+  note "load_bench rc=$?"; grep -E '^median|engine build: the blocks' "$LOGS/load.log" | tee -a "$LOG"
+else
+  note "skipped (GPU_CHECK_SKIP, load_bench not built, or $(left) s left)"
+fi
+
 # ---- qrt serve on the GPU: 32 streaming clients, then one, on the random Llama-2-7B GPTQ model ----
 stage "serve: qrt serve --device cuda:0, 32 streams and 1 (random Llama-2-7B GPTQ 4-bit)"
 if ! skip serve && [ -x build-gpu/qrt ] && [ "$(left)" -gt 150 ]; then
@@ -556,6 +568,10 @@ summary = {
     'decode_tok_s_device_loop': (dec or {}).get('decode_tok_s_device_loop'),
     # The same model with QRT_CUDA_FUSED_PROJECTIONS=sumsq (a second process, same call).
     'decode_tok_s_sumsq': (load('qrt-decode-sumsq.json') or {}).get('decode_tok_s'),
+    # bench/load_bench on the same model: seconds from checkpoint to a CUDA engine, and the floor.
+    'load_7b_load_model_s': (load('qrt-load.json') or {}).get('load_model_s'),
+    'load_7b_make_engine_s': (load('qrt-load.json') or {}).get('make_engine_s'),
+    'load_7b_read_floor_s': (load('qrt-load.json') or {}).get('read_floor_s'),
     'smollm2_decode_tok_s_gemv_bulk': smol_bulk.get('decode_tok_s') if smol_bulk.get('bulk', 1) == 1 else None,
     'smollm2_decode_tok_s_gemv_no_bulk': smol_bulk.get('decode_tok_s') if smol_bulk.get('bulk', 1) == 0 else None,
     'hf_fp16_decode_tok_s': hf,
@@ -656,6 +672,8 @@ for t in table:
 print('decode tok/s (Llama-2-7B shape, GPTQ 4-bit, batch 1): qrt host loop %s (all fused, sumsq: %s), qrt device loop %s; '
       'HF fp16 eager %s' % (f(summary['decode_tok_s']), f(summary['decode_tok_s_sumsq']),
                            f(summary['decode_tok_s_device_loop']), f(hf)))
+print('checkpoint to CUDA engine (same model): load_model %s s, make_engine %s s; reading its files %s s'
+      % (f(summary['load_7b_load_model_s']), f(summary['load_7b_make_engine_s']), f(summary['load_7b_read_floor_s'])))
 if serve:
     print('qrt serve --device cuda:0 (same model): %s streams %s tok/s aggregate, 1 stream %s tok/s, failed %s'
           % (summary.get('serve_gpu_streams'), f(summary.get('serve_gpu_tok_s')),
