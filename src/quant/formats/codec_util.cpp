@@ -102,6 +102,12 @@ std::vector<uint32_t> read_u32_tensor(const TensorView& t) {
   return out;
 }
 
+std::span<const uint8_t> u32_tensor_bytes(const TensorView& t) {
+  expect_dtype(t, {DType::I32, DType::U32});
+  expect_bytes(t, 4);
+  return t.bytes;
+}
+
 std::vector<int32_t> read_i32_tensor(const TensorView& t) {
   std::vector<uint32_t> u = read_u32_tensor(t);
   std::vector<int32_t> out(u.size());

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,14 @@ void expect_dtype(const TensorView& t, std::initializer_list<DType> allowed);
 std::vector<float> read_float_tensor(const TensorView& t, bool require_finite = true);
 // I32/U32 -> uint32 words (bit patterns).
 std::vector<uint32_t> read_u32_tensor(const TensorView& t);
+// The same checks, no copy: the tensor's bytes where they are (mmapped), read with load_u32. A 7B
+// GPTQ checkpoint's qweights are 3.5 GB that a copy would first have to fault in.
+std::span<const uint8_t> u32_tensor_bytes(const TensorView& t);
+inline uint32_t load_u32(const uint8_t* p) {   // little-endian, any alignment
+  uint32_t v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
 std::vector<int32_t> read_i32_tensor(const TensorView& t);
 
 // Value j (width `bits`) of an LSB-first bit stream whose 32-bit words are words[0], words[stride],

@@ -84,21 +84,22 @@ QuantizedWeight decode_gptq(const std::string& layer, const TensorParts& parts, 
   w.spec.zero_kind = config.sym ? ZeroKind::Symmetric : ZeroKind::Integer;
   w.spec.source_format = config.is_v2() ? "gptq_v2" : "gptq";
 
-  const std::vector<uint32_t> qw = read_u32_tensor(qweight);
   w.codes.resize(static_cast<size_t>(n * k));
   if (32 % b == 0) {
     // 2, 4 and 8 bits: whole fields per word, a word's fields written in one go (the bit stream
-    // below is ~4 x slower; a 7B model has 6.5 G codes).
+    // below is ~4 x slower; a 7B model has 6.5 G codes), the words read where they are mapped.
+    const uint8_t* qw = u32_tensor_bytes(qweight).data();
     const int per = 32 / b;
     const uint32_t mask = (1u << b) - 1u;
     for (int64_t c = 0; c < n; ++c) {
       uint8_t* out = w.codes.data() + c * k;
       for (int64_t wr = 0; wr < k / per; ++wr) {
-        const uint32_t word = qw[static_cast<size_t>(wr * n + c)];
+        const uint32_t word = load_u32(qw + 4 * static_cast<size_t>(wr * n + c));
         for (int j = 0; j < per; ++j) out[wr * per + j] = static_cast<uint8_t>((word >> (j * b)) & mask);
       }
     }
   } else {
+    const std::vector<uint32_t> qw = read_u32_tensor(qweight);
     for (int64_t c = 0; c < n; ++c)
       for (int64_t r = 0; r < k; ++r)
         w.codes[c * k + r] = static_cast<uint8_t>(stream_get(qw.data() + c, n, r, b));
