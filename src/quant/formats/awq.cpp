@@ -6,6 +6,8 @@
 //   GEMV: qweight [N, K/8] packed along K sequentially; qzeros [N, Zw] (group 8c+i in nibble i);
 //         scales [N, 8*Zw] with the first G columns valid and the rest zero padding.
 // `version: exllama` and `ipex` are GEMM on disk.
+#include <algorithm>
+
 #include "qrt/error.h"
 #include "quant/formats/codecs.h"
 
@@ -84,12 +86,20 @@ QuantizedWeight decode_awq(const std::string& layer, const TensorParts& parts, c
     expect_shape(qweight, {k, n / 8}, dims);
     expect_shape(qzeros_t, {groups, n / 8}, dims);
     expect_shape(scales_t, {groups, n}, dims);
-    const std::vector<uint32_t> qw = read_u32_tensor(qweight);
+    const uint8_t* qw = u32_tensor_bytes(qweight).data();   // read where it is mapped
     const std::vector<uint32_t> qz = read_u32_tensor(qzeros_t);
     const std::vector<float> sc = read_float_tensor(scales_t);
-    for (int64_t r = 0; r < k; ++r)
-      for (int64_t c = 0; c < n; ++c)
-        w.codes[c * k + r] = static_cast<uint8_t>((qw[r * (n / 8) + c / 8] >> (4 * kReverse[c % 8])) & 15u);
+    // A transpose ([K][N/8] words to [N][K] codes) in 64 x 64 tiles: each column's 64 codes are
+    // written together instead of one byte per column per K row (a 7B layer has 45 M codes).
+    constexpr int64_t kTile = 64;
+    for (int64_t c0 = 0; c0 < n; c0 += kTile)
+      for (int64_t r0 = 0; r0 < k; r0 += kTile)
+        for (int64_t c = c0; c < std::min(n, c0 + kTile); ++c) {
+          const int shift = 4 * kReverse[c % 8];
+          uint8_t* out = w.codes.data() + c * k;
+          for (int64_t r = r0; r < std::min(k, r0 + kTile); ++r)
+            out[r] = static_cast<uint8_t>((load_u32(qw + 4 * static_cast<size_t>(r * (n / 8) + c / 8)) >> shift) & 15u);
+        }
     for (int64_t g = 0; g < groups; ++g)
       for (int64_t c = 0; c < n; ++c) {
         w.zeros[c * groups + g] = static_cast<float>((qz[g * (n / 8) + c / 8] >> (4 * kReverse[c % 8])) & 15u);
@@ -100,12 +110,13 @@ QuantizedWeight decode_awq(const std::string& layer, const TensorParts& parts, c
     expect_shape(qweight, {n, k / 8}, dims);
     expect_shape(qzeros_t, {n, zw}, dims);
     expect_shape(scales_t, {n, 8 * zw}, dims);
-    const std::vector<uint32_t> qw = read_u32_tensor(qweight);
+    const uint8_t* qw = u32_tensor_bytes(qweight).data();   // read where it is mapped
     const std::vector<uint32_t> qz = read_u32_tensor(qzeros_t);
     const std::vector<float> sc = read_float_tensor(scales_t);
     for (int64_t c = 0; c < n; ++c) {
       for (int64_t r = 0; r < k; ++r)
-        w.codes[c * k + r] = static_cast<uint8_t>((qw[c * (k / 8) + r / 8] >> (4 * (r % 8))) & 15u);
+        w.codes[c * k + r] =
+            static_cast<uint8_t>((load_u32(qw + 4 * static_cast<size_t>(c * (k / 8) + r / 8)) >> (4 * (r % 8))) & 15u);
       for (int64_t g = 0; g < groups; ++g) {
         w.zeros[c * groups + g] = static_cast<float>((qz[c * zw + g / 8] >> (4 * (g % 8))) & 15u);
         w.scales[c * groups + g] = sc[c * 8 * zw + g];
