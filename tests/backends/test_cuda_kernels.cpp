@@ -19,6 +19,7 @@
 #include "backends/backend_factories.h"
 #include "backends/cuda/common/int4_int8_kernels.h"
 #include "backends/cuda/common/int4_int8_pack.h"
+#include "backends/cuda/dequant/packed_weight.h"
 #include "support/cuda_test_support.h"
 #include "qrt/device.h"
 #include "qrt/dtype.h"
@@ -659,6 +660,35 @@ TEST(CudaKernelsPack, SplitHeuristicBalancesAndRespectsLimits) {
             std::string::npos);
   EXPECT_NE(cuda::int4_pack_rejection(int_layer("l", 256, 64, 3, 64, ZeroKind::Symmetric)).find("bit"),
             std::string::npos);
+}
+
+// cuda_dequant's host packing (rows packed on several threads, 64 rows a task): every code of every
+// width reads back from its runs of 32 codes in `bits` words, at a K that is no multiple of 32 and
+// rows enough for several tasks.
+TEST(CudaKernelsPack, DequantCodesReadBackAtEveryWidth) {
+  std::mt19937 rng(41);
+  for (int bits = 1; bits <= 8; ++bits) {
+    const int64_t N = 200, K = 100;
+    QuantizedWeight w;
+    w.spec = int_layer("l", K, N, bits, -1, ZeroKind::Symmetric);
+    w.codes.resize(static_cast<size_t>(N * K));
+    std::uniform_int_distribution<int> code(0, (1 << bits) - 1);
+    for (auto& c : w.codes) c = static_cast<uint8_t>(code(rng));
+    int64_t row_words = 0;
+    const std::vector<uint32_t> packed = cuda::pack_codes(w, &row_words);
+    ASSERT_EQ(row_words, (K + 31) / 32 * bits);
+    ASSERT_EQ(packed.size(), static_cast<size_t>(N * row_words));
+    size_t bad = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t k = 0; k < K; ++k) {
+        const uint32_t* base = packed.data() + n * row_words + (k / 32) * bits;
+        const int pos = static_cast<int>(k % 32) * bits;
+        uint64_t v = base[pos / 32] >> (pos % 32);
+        if (pos % 32 + bits > 32) v |= static_cast<uint64_t>(base[pos / 32 + 1]) << (32 - pos % 32);
+        bad += (v & ((1u << bits) - 1)) != w.codes[static_cast<size_t>(n * K + k)];
+      }
+    EXPECT_EQ(bad, 0u) << bits << " bits";
+  }
 }
 
 }  // namespace

@@ -5,27 +5,21 @@
 
 #include <algorithm>
 #include <string>
-#include <thread>
 #include <vector>
+
+#include "core/parallel_tasks.h"
 
 namespace qrt::cuda {
 namespace {
 
+// fn(begin, end) over [0, n) in runs of 64 rows on several threads (rows are independent). Through
+// run_parallel_tasks: the CPUs this process may use, and an exception (out of host memory) reaches
+// the caller instead of ending the process from a bare std::thread.
 template <typename F>
 void parallel_rows(int64_t n, F&& fn) {
-  unsigned hw = std::max(1u, std::thread::hardware_concurrency());
-  int64_t threads = std::min<int64_t>(hw, std::max<int64_t>(1, n / 64));
-  if (threads <= 1) {
-    fn(0, n);
-    return;
-  }
-  std::vector<std::thread> pool;
-  int64_t chunk = (n + threads - 1) / threads;
-  for (int64_t t = 0; t < threads; ++t) {
-    int64_t b = t * chunk, e = std::min(n, b + chunk);
-    if (b < e) pool.emplace_back([&fn, b, e] { fn(b, e); });
-  }
-  for (auto& th : pool) th.join();
+  constexpr int64_t kRows = 64;
+  run_parallel_tasks((n + kRows - 1) / kRows, 0,
+                     [&](int64_t t) { fn(t * kRows, std::min(n, (t + 1) * kRows)); });
 }
 
 }  // namespace
