@@ -50,4 +50,8 @@ void run_parallel_tasks(int64_t count, int threads, const std::function<void(int
   if (error) std::rethrow_exception(error);
 }
 
+void run_parallel_ranges(int64_t n, int64_t chunk, const std::function<void(int64_t, int64_t)>& fn) {
+  run_parallel_tasks((n + chunk - 1) / chunk, 0, [&](int64_t t) { fn(t * chunk, std::min(n, (t + 1) * chunk)); });
+}
+
 }  // namespace qrt

@@ -14,4 +14,8 @@ namespace qrt {
 // below it still run. So a checkpoint with several bad tensors reports the same one on every run.
 void run_parallel_tasks(int64_t count, int threads, const std::function<void(int64_t)>& task);
 
+// fn(begin, end) over [0, n) in runs of `chunk` items (the last one shorter), each run a task of
+// run_parallel_tasks on the CPUs this process may use: rows or tiles that are independent.
+void run_parallel_ranges(int64_t n, int64_t chunk, const std::function<void(int64_t begin, int64_t end)>& fn);
+
 }  // namespace qrt

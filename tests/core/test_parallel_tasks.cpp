@@ -59,3 +59,18 @@ TEST(ParallelTasks, TheLowestFailingIndexIsReportedEveryTime) {
     for (auto& h : hits) EXPECT_LE(h.load(), 1);
   }
 }
+
+// Ranges: [0, n) covered once, in runs of `chunk` (the last one shorter), for n below, at and
+// above a multiple of the chunk.
+TEST(ParallelTasks, RangesCoverEveryIndexOnceInRunsOfTheChunk) {
+  for (int64_t n : {0, 1, 15, 16, 17, 1000}) {
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+    std::atomic<int> bad_runs{0};
+    qrt::run_parallel_ranges(n, 16, [&](int64_t b, int64_t e) {
+      if (b % 16 != 0 || e <= b || (e - b != 16 && e != n)) bad_runs++;
+      for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+    });
+    EXPECT_EQ(bad_runs.load(), 0) << "n " << n;
+    for (int64_t i = 0; i < n; ++i) EXPECT_EQ(hits[static_cast<size_t>(i)].load(), 1) << "n " << n << ", index " << i;
+  }
+}

@@ -598,9 +598,8 @@ class CpuSimdPrepared final : public PreparedLinear {
     const int64_t G = sp.num_groups();
     const int64_t fp8_cols = fp8 ? (k_ + sp.scale_block_k - 1) / sp.scale_block_k : 0;
     // Tiles are independent: 16 at a time on several threads (a 7B model has 6.5 G codes).
-    constexpr int64_t kTilesPerTask = 16;
-    run_parallel_tasks((n_tiles_ + kTilesPerTask - 1) / kTilesPerTask, 0, [&](int64_t task) {
-      for (int64_t t = task * kTilesPerTask; t < std::min(n_tiles_, (task + 1) * kTilesPerTask); ++t)
+    run_parallel_ranges(n_tiles_, 16, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t)
         for (int r = 0; r < kTileRows; ++r) {
           const int64_t n = t * kTileRows + r;
           if (n >= n_) break;

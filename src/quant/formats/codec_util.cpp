@@ -94,18 +94,17 @@ std::vector<float> read_float_tensor(const TensorView& t, bool require_finite) {
   return out;
 }
 
-std::vector<uint32_t> read_u32_tensor(const TensorView& t) {
-  expect_dtype(t, {DType::I32, DType::U32});
-  expect_bytes(t, 4);
-  std::vector<uint32_t> out(t.bytes.size() / 4);
-  if (!out.empty()) std::memcpy(out.data(), t.bytes.data(), t.bytes.size());
-  return out;
-}
-
 std::span<const uint8_t> u32_tensor_bytes(const TensorView& t) {
   expect_dtype(t, {DType::I32, DType::U32});
   expect_bytes(t, 4);
   return t.bytes;
+}
+
+std::vector<uint32_t> read_u32_tensor(const TensorView& t) {
+  const std::span<const uint8_t> bytes = u32_tensor_bytes(t);
+  std::vector<uint32_t> out(bytes.size() / 4);
+  if (!out.empty()) std::memcpy(out.data(), bytes.data(), bytes.size());
+  return out;
 }
 
 std::vector<int32_t> read_i32_tensor(const TensorView& t) {

@@ -99,9 +99,8 @@ Int4PackedHost pack_int4_host(const QuantizedWeight& w) {
   const int per_chunk = 32 * s.bits / 4;  // uint4 per (tile, chunk)
   p.words.assign(static_cast<size_t>(tiles * chunks * per_chunk * 4), 0u);
   // Tiles are independent: 16 at a time on several threads (a 7B model packs 6.5 G codes).
-  constexpr int64_t kTilesPerTask = 16;
-  run_parallel_tasks((tiles + kTilesPerTask - 1) / kTilesPerTask, 0, [&](int64_t task) {
-    for (int64_t t = task * kTilesPerTask; t < std::min(tiles, (task + 1) * kTilesPerTask); ++t)
+  run_parallel_ranges(tiles, 16, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t)
       for (int64_t c = 0; c < chunks; ++c) {
         uint32_t* piece = p.words.data() + static_cast<size_t>((t * chunks + c) * per_chunk * 4);
         for (int lane = 0; lane < 32; ++lane) {

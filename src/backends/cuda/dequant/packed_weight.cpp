@@ -10,19 +10,6 @@
 #include "core/parallel_tasks.h"
 
 namespace qrt::cuda {
-namespace {
-
-// fn(begin, end) over [0, n) in runs of 64 rows on several threads (rows are independent). Through
-// run_parallel_tasks: the CPUs this process may use, and an exception (out of host memory) reaches
-// the caller instead of ending the process from a bare std::thread.
-template <typename F>
-void parallel_rows(int64_t n, F&& fn) {
-  constexpr int64_t kRows = 64;
-  run_parallel_tasks((n + kRows - 1) / kRows, 0,
-                     [&](int64_t t) { fn(t * kRows, std::min(n, (t + 1) * kRows)); });
-}
-
-}  // namespace
 
 std::vector<uint32_t> pack_codes(const QuantizedWeight& w, int64_t* row_words_out) {
   const int bits = w.spec.encoding == WeightEncoding::Fp8E4M3 ? 8 : w.spec.bits;
@@ -30,7 +17,8 @@ std::vector<uint32_t> pack_codes(const QuantizedWeight& w, int64_t* row_words_ou
   const int64_t runs = (K + 31) / 32;
   const int64_t row_words = runs * bits;
   std::vector<uint32_t> out(static_cast<size_t>(N * row_words), 0u);
-  parallel_rows(N, [&](int64_t b, int64_t e) {
+  // Rows are independent: 64 at a time on several threads.
+  run_parallel_ranges(N, 64, [&](int64_t b, int64_t e) {
     for (int64_t n = b; n < e; ++n) {
       const uint8_t* codes = w.codes.data() + n * K;
       uint32_t* row = out.data() + n * row_words;
