@@ -250,20 +250,36 @@ struct KernelArgs {
   int m_tiles = 1, n_tiles = 1;
   const uint32_t* offsets = nullptr; // FZ kernels: [G][N/16][8] half2 pairs (b[r], b[r+8]), fp16
   float offset_ratio = 1.f;          // FZ kernels: offsets' power of two / scale_mul (exact)
+  // Stream-K (the wgmma kernel): the grid's blocks share the m_tiles x n_tiles x sk_iters k128
+  // steps equally, in that order; 0 = one tile (and K partition) a block.
+  int stream_k = 0;
+  int sk_iters = 0;  // k128 steps a tile
   GemvFusion fused;  // the GEMV's fused decode work (int4_int8_kernels.h); finish_tile reads residual_out
 };
 
+// The blocks that add to one output tile, in k order: contributor j's partial tile is workspace
+// slot first + stride * j, plus first_extra for j = 0; this block is contributor `me`. Split-K:
+// `split` contributors in consecutive slots; stream-K (the wgmma kernel): two slots a block.
+struct TileParts {
+  int count = 1;  // 1: this block holds the whole tile
+  int me = 0;
+  int64_t first = 0;
+  int stride = 1;
+  int first_extra = 0;
+  __device__ __forceinline__ int64_t slot(int j) const { return first + int64_t(stride) * j + (j == 0 ? first_extra : 0); }
+};
+
 // Epilogue on a block's fp32 tile red[BM][BN + 4] (smem, token-major): scale_mul, bias, convert,
-// store; with split > 1 every partition writes its tile to the workspace and the last one to
-// arrive sums all of them in partition order (deterministic, no float atomics) and stores.
+// store; with several contributors every one writes its tile to the workspace and the last one to
+// arrive sums all of them in k order (deterministic, no float atomics) and stores.
 template <typename T, int BM, int BN, int THREADS>
-__device__ __forceinline__ void finish_tile(const KernelArgs& a, const float* red, int tile_id, int sp,
-                                            int m0, int n0, int* flag_smem) {
+__device__ __forceinline__ void finish_tile_parts(const KernelArgs& a, const float* red, int tile_id,
+                                                  const TileParts& parts, int m0, int n0, int* flag_smem) {
   constexpr int LD = BN + 4;
   constexpr int PIECES = BM * BN / 4;
   const int tid = threadIdx.x;
-  if (a.split > 1) {
-    float4* dst = reinterpret_cast<float4*>(a.partials) + (static_cast<size_t>(tile_id) * a.split + sp) * PIECES;
+  if (parts.count > 1) {
+    float4* dst = reinterpret_cast<float4*>(a.partials) + static_cast<size_t>(parts.slot(parts.me)) * PIECES;
     for (int i = tid; i < PIECES; i += THREADS) {
       const int row = i / (BN / 4), c4 = i % (BN / 4);
       dst[i] = *reinterpret_cast<const float4*>(red + row * LD + 4 * c4);
@@ -272,7 +288,7 @@ __device__ __forceinline__ void finish_tile(const KernelArgs& a, const float* re
     __syncthreads();
     if (tid == 0) {
       const int prev = atomicAdd(a.counters + tile_id, 1);
-      *flag_smem = (prev == a.split - 1);
+      *flag_smem = (prev == parts.count - 1);
     }
     __syncthreads();
     if (!*flag_smem) return;
@@ -291,11 +307,11 @@ __device__ __forceinline__ void finish_tile(const KernelArgs& a, const float* re
     float ss = 0.f;
     if (live) {
       float4 v;
-      if (a.split > 1) {
-        const float4* src = reinterpret_cast<const float4*>(a.partials) + static_cast<size_t>(tile_id) * a.split * PIECES + i;
-        v = __ldcg(src);
-        for (int s = 1; s < a.split; ++s) {
-          const float4 u = __ldcg(src + static_cast<size_t>(s) * PIECES);
+      if (parts.count > 1) {
+        const float4* src = reinterpret_cast<const float4*>(a.partials) + i;
+        v = __ldcg(src + static_cast<size_t>(parts.slot(0)) * PIECES);
+        for (int s = 1; s < parts.count; ++s) {
+          const float4 u = __ldcg(src + static_cast<size_t>(parts.slot(s)) * PIECES);
           v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
         }
       } else {
@@ -327,7 +343,18 @@ __device__ __forceinline__ void finish_tile(const KernelArgs& a, const float* re
       if (live && (c4 & 3) == 0) sumsq_out[static_cast<size_t>(mm) * (a.n / 16) + nn / 16] = ss;
     }
   }
-  if (a.split > 1 && tid == 0) a.counters[tile_id] = 0;
+  if (parts.count > 1 && tid == 0) a.counters[tile_id] = 0;
+}
+
+// Split-K: partition sp of a.split, in slots tile_id * split + sp.
+template <typename T, int BM, int BN, int THREADS>
+__device__ __forceinline__ void finish_tile(const KernelArgs& a, const float* red, int tile_id, int sp,
+                                            int m0, int n0, int* flag_smem) {
+  TileParts parts;
+  parts.count = a.split;
+  parts.me = sp;
+  parts.first = static_cast<int64_t>(tile_id) * a.split;
+  finish_tile_parts<T, BM, BN, THREADS>(a, red, tile_id, parts, m0, n0, flag_smem);
 }
 
 }  // namespace qrt::cuda::int4k

@@ -236,6 +236,10 @@ bool split_k_fits(int64_t tiles, int64_t split, int64_t tile_floats, int64_t par
   return split <= 1 || (tiles * split * tile_floats <= partial_floats && tiles <= counters);
 }
 
+bool stream_k_fits(int64_t tiles, int64_t grid, int64_t tile_floats, int64_t partial_floats, int64_t counters) {
+  return grid * 2 * tile_floats <= partial_floats && tiles <= counters;
+}
+
 int group_log2(int v) {
   int l = 0;
   while ((1 << l) < v) ++l;

@@ -52,6 +52,8 @@ int choose_split(int64_t base, int64_t chunks, int sms, int64_t max_tiles, int c
 // tile among `counters`. launch_qmm / launch_int4_gemv refuse launches that do not fit; tuning
 // spaces leave them out (with the counter margin the automatic split keeps).
 bool split_k_fits(int64_t tiles, int64_t split, int64_t tile_floats, int64_t partial_floats, int64_t counters);
+// The same for a stream-K launch of `grid` blocks: two partial tiles a block, one counter a tile.
+bool stream_k_fits(int64_t tiles, int64_t grid, int64_t tile_floats, int64_t partial_floats, int64_t counters);
 
 // The kernels' KernelArgs::log2_group: the exponent of a power-of-two group size (the smallest l
 // with 2^l >= v).

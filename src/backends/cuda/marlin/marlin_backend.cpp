@@ -4,8 +4,10 @@
 // wgmma kernel's token tile 16/32/64/128, -1 = never, 0 = automatic: from kWgmmaMinRows rows where
 // it runs), mt (the mma.sync kernel's 8-token MMA tiles per block: 1/2/4, 0 = by M at run time), nt
 // (n16 tiles per N-warp: 2 = 4x2 warps, or 1 = 8x1 warps with mt 2 or 4; 0 = 2), split (K
-// partitions, 0 = automatic from the SM count). The default is all-automatic, so one prepared
-// kernel serves a whole M range with the right kernel and tile for each M.
+// partitions, 0 = automatic from the SM count), stream_k (the wgmma kernel's stream-K schedule: 1 =
+// every SM the same share of the layer's k-steps, split unused; 0 = tiles and split). The default
+// is all-automatic, so one prepared kernel serves a whole M range with the right kernel and tile
+// for each M.
 #include <fmt/format.h>
 
 #include "backends/backend_factories.h"
@@ -41,8 +43,8 @@ std::string wgmma_obstacle(const LayerSpec& layer, const DeviceInfo& device) {
 
 class CudaMarlinLinear final : public cuda::Int4Int8Linear {
  public:
-  CudaMarlinLinear(cuda::Int4Int8Upload upload, int wg, int mt, int nt, int split)
-      : Int4Int8Linear(std::move(upload)), wg_(wg), mt_(mt), nt_(nt), split_(split) {}
+  CudaMarlinLinear(cuda::Int4Int8Upload upload, int wg, int mt, int nt, int split, bool stream_k)
+      : Int4Int8Linear(std::move(upload)), wg_(wg), mt_(mt), nt_(nt), split_(split), stream_k_(stream_k) {}
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
     cuda::int4_forward(*w_, scratch_, x, y, ec,
@@ -52,6 +54,12 @@ class CudaMarlinLinear final : public cuda::Int4Int8Linear {
                            cuda::WgmmaConfig wc;
                            wc.bt = wg_ > 0 ? wg_ : auto_bt(rows);
                            wc.split = split_;
+                           // Stream-K where its workspace fits (a launch larger than the workspace
+                           // was sized for runs the same kernel with tiles and split instead).
+                           wc.stream_k = stream_k_ && cuda::stream_k_fits(
+                                                          tiles_of(v, rows, wc.bt),
+                                                          cuda::wgmma_stream_k_grid(v, rows, wc.bt, sms),
+                                                          int64_t(128) * wc.bt, ws.partial_floats, ws.counter_count);
                            return cuda::launch_qmm_wgmma(v, xin, yout, rows, bf16, wc, ws, sms, st);
                          }
                          cuda::QmmConfig cfg;
@@ -63,8 +71,12 @@ class CudaMarlinLinear final : public cuda::Int4Int8Linear {
   }
 
  private:
+  static int64_t tiles_of(const cuda::Int4DeviceView& v, int64_t rows, int bt) {
+    return ((rows + bt - 1) / bt) * ((v.n + 127) / 128);
+  }
   int wg_;  // -1: mma.sync only (also where wgmma cannot run), 0: automatic, > 0: that token tile
   int mt_, nt_, split_;
+  bool stream_k_;
 };
 
 class CudaMarlinBackend final : public cuda::Int4Int8Backend {
@@ -87,7 +99,8 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
   }
 
   Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
-    Verdict v = cuda::validate_known_params(params, {{"wg", -1, 128}, {"mt", 0, 4}, {"nt", 0, 2}, {"split", 0, 16}});
+    Verdict v = cuda::validate_known_params(
+        params, {{"wg", -1, 128}, {"mt", 0, 4}, {"nt", 0, 2}, {"split", 0, 16}, {"stream_k", 0, 1}});
     if (!v.ok) return v;
     const int64_t wg = params.get_int("wg", 0);
     if (wg != -1 && wg != 0 && wg != 16 && wg != 32 && wg != 64 && wg != 128)
@@ -95,6 +108,8 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
                                      "automatic)", wg));
     if (wg > 0 && (layer.bits != 4 || layer.zero_kind == ZeroKind::Float))
       return Verdict::no("parameter 'wg' > 0: the wgmma kernel runs 4-bit codes with symmetric or integer zeros");
+    if (params.get_int("stream_k", 0) == 1 && wg == -1)
+      return Verdict::no("parameter 'stream_k' = 1 is the wgmma kernel's schedule; 'wg' = -1 never runs it");
     const int64_t mt = params.get_int("mt", 0), nt = params.get_int("nt", 0);
     if (mt == 3) return Verdict::no("parameter 'mt' = 3 not instantiated (0, 1, 2 or 4)");
     if (mt && nt && !cuda::qmm_config_instantiated(static_cast<int>(mt), static_cast<int>(nt)))
@@ -105,7 +120,7 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
 
   KernelParams default_params(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     // All automatic: the tile follows the M of each call, the split the SM count.
-    return cuda::zero_params({"wg", "mt", "nt", "split"});
+    return cuda::zero_params({"wg", "mt", "nt", "split", "stream_k"});
   }
 
   std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
@@ -121,9 +136,12 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
                                   cuda::int4_counter_count(sms) - 64))
             continue;
           KernelParams p;
-          p.values = {{"wg", bt}, {"mt", int64_t(0)}, {"nt", int64_t(0)}, {"split", split}};
+          p.values = {{"wg", bt}, {"mt", int64_t(0)}, {"nt", int64_t(0)}, {"split", split}, {"stream_k", int64_t(0)}};
           out.push_back(p);
         }
+        KernelParams sk;
+        sk.values = {{"wg", bt}, {"mt", int64_t(0)}, {"nt", int64_t(0)}, {"split", int64_t(0)}, {"stream_k", int64_t(1)}};
+        out.push_back(sk);
       }
     }
     const int64_t want = auto_mt(m);
@@ -144,6 +162,7 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
           p.values["mt"] = mt;
           p.values["nt"] = nt;
           p.values["split"] = split;
+          p.values["stream_k"] = int64_t(0);
           out.push_back(p);
         }
       }
@@ -165,7 +184,8 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
     return std::make_unique<CudaMarlinLinear>(cuda::upload_int4_int8(weight, context, wg != -1), wg,
                                               static_cast<int>(params.get_int("mt", 0)),
                                               static_cast<int>(params.get_int("nt", 0)),
-                                              static_cast<int>(params.get_int("split", 0)));
+                                              static_cast<int>(params.get_int("split", 0)),
+                                              params.get_int("stream_k", 0) == 1);
   }
 };
 

@@ -15,7 +15,11 @@
 // (reorder_act_kernel) so that the ring copies 16 bytes at a time. The layout and k order:
 // docs/GPU_KERNEL_LAYOUTS.md, "The wgmma kernel: activations in the packed k order".
 // The next stage's fragments are dequantized while this stage's wgmmas run. Split-K and the
-// epilogue are cuda_marlin's (finish_tile).
+// epilogue are cuda_marlin's (finish_tile). With stream-K (WgmmaConfig::stream_k) the grid is one
+// block per resident slot and each block takes an equal run of the layer's k128 steps, tile after
+// tile: every SM gets the same work whatever the tile count (96 tiles of 128 x 128 leave 36 of 132
+// SMs idle, 172 take two waves with the second a third full); a block's run covers at most two
+// partial tiles, which go to its two workspace slots and are summed by the last contributor.
 #include <algorithm>
 
 #include "backends/cuda/common/int4_int8_device.cuh"
@@ -81,212 +85,252 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;  // warp = the block's n16 tile
   const int g = lane >> 2, q = lane & 3;
-  int bid = blockIdx.x;
-  const int mt_idx = bid % a.m_tiles;
-  bid /= a.m_tiles;
-  const int nt_idx = bid % a.n_tiles;
-  const int sp = bid / a.n_tiles;
-  const int m0 = mt_idx * BT, n0 = nt_idx * BN;
   const int kchunks = a.k >> 6;
-  const int c_begin = sp * a.chunks_per_split;
-  const int c_end = min(c_begin + a.chunks_per_split, kchunks);
-  const int iters = (c_end - c_begin + 1) >> 1;
   const int n16_total = a.n >> 4;
   const bool grouped = a.group_size != 0;
   const int G = grouped ? (a.k >> a.log2_group) : 1;
   const int half_n = a.n >> 1;
-
   // What each thread copies of a stage, worked out once: the stage's 16-byte pieces are numbered
   // i0 + tid with i0 a multiple of 256, so a thread's piece within its row (and its chunk) is fixed
   // and only the row (or n16 tile) moves, by 16 (or 4) each step.
   // Weights: piece i -> n16 tile i / 64, chunk (i / 32) % 2, word group i % 32.
   const int w_t0 = tid >> 6, w_c = (tid >> 5) & 1;
-  const uint4* w_src0 = static_cast<const uint4*>(a.w) + (static_cast<size_t>((n0 >> 4) + w_t0) * kchunks + w_c) * 32 + (tid & 31);
   // Activations: piece i -> row i / 16, k64 sub-tile (i / 8) % 2, 16-byte piece L = i % 8, which
   // goes to swizzled chunk L ^ (row % 8); row % 8 is the same for all of a thread's rows.
   const int a_row0 = tid >> 4, a_sub = (tid >> 3) & 1, a_L = tid & 7;
   const uint32_t a_dst0 = a_sub * (BT * 128) + a_row0 * 128 + ((a_L ^ (a_row0 & 7)) << 4);
-  const T* a_src0 = static_cast<const T*>(a.x) + static_cast<size_t>(m0 + a_row0) * a.k + a_sub * 64 + 8 * a_L;
-  const int a_rows_left = a.m - m0 - a_row0;  // this thread's rows 16 r are valid for 16 r < a_rows_left
 
-  auto load_stage = [&](int slot, int it) {
-    unsigned char* abase = smem + slot * S::kStageBytes;
-    unsigned char* wbase = abase + S::kABytes;
-    const int c0 = c_begin + 2 * it;
-    constexpr int WP = S::kWBytes / 16;
-    const bool w_chunk_ok = c0 + w_c < c_end;
-#pragma unroll
-    for (int i0 = 0; i0 < WP; i0 += 256) {
-      const bool ok = w_chunk_ok && (n0 >> 4) + w_t0 + (i0 >> 6) < n16_total;
-      const uint4* src = w_src0 + (static_cast<size_t>(i0 >> 6) * kchunks + c0) * 32;
-      cp_async16(wbase + (i0 + tid) * 16, ok ? src : a.w, ok);
-    }
-    constexpr int AP = BT * 16;
-    const bool a_chunk_ok = c0 + a_sub < c_end;
-    const T* a_src = a_src0 + c0 * 64;
-#pragma unroll
-    for (int i0 = 0; i0 < AP; i0 += 256) {
-      if (AP % 256 == 0 || i0 + tid < AP) {
-        const int r16 = i0 >> 4;  // rows past this thread's first
-        const bool ok = a_chunk_ok && r16 < a_rows_left;
-        cp_async16(abase + a_dst0 + r16 * 128, ok ? static_cast<const void*>(a_src + static_cast<size_t>(r16) * a.k) : a.x, ok);
+  // The block's work: one tile and K partition (split-K), or with stream-K the steps [u, u_end) of
+  // the layer's tiles x sk_iters k128 steps, which may cover the end of one tile, whole tiles and
+  // the start of another: one segment a tile, each finished on its own.
+  const int64_t sk_units = static_cast<int64_t>(a.m_tiles) * a.n_tiles * a.sk_iters;
+  auto sk_start = [&](int64_t b) { return b * sk_units / gridDim.x; };
+  // The block whose steps hold unit v: the largest b with sk_start(b) <= v.
+  auto sk_block_of = [&](int64_t v) { return ((v + 1) * gridDim.x - 1) / sk_units; };
+  int64_t u = a.stream_k ? sk_start(blockIdx.x) : 0;
+  const int64_t u_end = a.stream_k ? sk_start(blockIdx.x + 1) : 1;
+  bool first_segment = true;
+  while (u < u_end) {
+    int tile_id, c_begin, c_end;
+    TileParts parts;
+    if (a.stream_k) {
+      tile_id = static_cast<int>(u / a.sk_iters);
+      const int it0 = static_cast<int>(u - static_cast<int64_t>(tile_id) * a.sk_iters);
+      const int64_t left = u_end - u;
+      const int it1 = left < a.sk_iters - it0 ? it0 + static_cast<int>(left) : a.sk_iters;
+      c_begin = 2 * it0;
+      c_end = min(2 * it1, kchunks);
+      u += it1 - it0;
+      if (it0 != 0 || it1 != a.sk_iters) {
+        // Slots 2b (a block's first segment) and 2b + 1 (its last): the tile's first contributor
+        // wrote its last segment here unless its steps start with this tile.
+        const int64_t u0 = static_cast<int64_t>(tile_id) * a.sk_iters;
+        const int64_t bf = sk_block_of(u0);
+        parts.count = static_cast<int>(sk_block_of(u0 + a.sk_iters - 1) - bf + 1);
+        parts.me = static_cast<int>(blockIdx.x - bf);
+        parts.first = 2 * bf;
+        parts.stride = 2;
+        parts.first_extra = sk_start(bf) < u0 ? 1 : 0;
       }
+    } else {
+      const int sp = static_cast<int>(blockIdx.x / (a.m_tiles * a.n_tiles));
+      tile_id = static_cast<int>(blockIdx.x % (a.m_tiles * a.n_tiles));
+      c_begin = sp * a.chunks_per_split;
+      c_end = min(c_begin + a.chunks_per_split, kchunks);
+      parts.count = a.split;
+      parts.me = sp;
+      parts.first = static_cast<int64_t>(tile_id) * a.split;
+      u = u_end;
     }
-    if (grouped) {
-      const int gps = 128 >> a.log2_group;
-      const int g0 = (c0 * 64) >> a.log2_group;
-      unsigned char* sbase = wbase + S::kWBytes;
-      constexpr int SPW = BN * 2 / 16;  // 16-byte pieces of one group's scales
-      for (int i = tid; i < gps * SPW; i += 256) {
-        const int s = i / SPW, j = i % SPW;
-        const int gi = g0 + s;
-        const bool ok = gi < G && n0 + 8 * j < a.n;
-        const uint32_t* src = a.scales + static_cast<size_t>(gi) * half_n + (n0 >> 1) + 4 * j;
-        cp_async16(sbase + s * BN * 2 + j * 16, ok ? src : a.scales, ok);
+    const int mt_idx = tile_id % a.m_tiles, nt_idx = tile_id / a.m_tiles;
+    const int m0 = mt_idx * BT, n0 = nt_idx * BN;
+    const int iters = (c_end - c_begin + 1) >> 1;
+    const uint4* w_src0 = static_cast<const uint4*>(a.w) + (static_cast<size_t>((n0 >> 4) + w_t0) * kchunks + w_c) * 32 + (tid & 31);
+    const T* a_src0 = static_cast<const T*>(a.x) + static_cast<size_t>(m0 + a_row0) * a.k + a_sub * 64 + 8 * a_L;
+    const int a_rows_left = a.m - m0 - a_row0;  // this thread's rows 16 r are valid for 16 r < a_rows_left
+
+    auto load_stage = [&](int slot, int it) {
+      unsigned char* abase = smem + slot * S::kStageBytes;
+      unsigned char* wbase = abase + S::kABytes;
+      const int c0 = c_begin + 2 * it;
+      constexpr int WP = S::kWBytes / 16;
+      const bool w_chunk_ok = c0 + w_c < c_end;
+  #pragma unroll
+      for (int i0 = 0; i0 < WP; i0 += 256) {
+        const bool ok = w_chunk_ok && (n0 >> 4) + w_t0 + (i0 >> 6) < n16_total;
+        const uint4* src = w_src0 + (static_cast<size_t>(i0 >> 6) * kchunks + c0) * 32;
+        cp_async16(wbase + (i0 + tid) * 16, ok ? src : a.w, ok);
       }
-      if (a.zeros) {
-        unsigned char* zbase = sbase + S::kSBytes;
-        constexpr int ZPG = BN / 16;
-        for (int i = tid; i < gps * ZPG; i += 256) {
-          const int s = i / ZPG, j = i % ZPG;
-          const int gi = g0 + s;
-          const bool ok = gi < G && n0 + 16 * j < a.n;
-          const unsigned char* src =
-              reinterpret_cast<const unsigned char*>(a.zeros) + static_cast<size_t>(gi) * a.n + n0 + 16 * j;
-          cp_async16(zbase + s * BN + j * 16, ok ? static_cast<const void*>(src) : a.zeros, ok);
+      constexpr int AP = BT * 16;
+      const bool a_chunk_ok = c0 + a_sub < c_end;
+      const T* a_src = a_src0 + c0 * 64;
+  #pragma unroll
+      for (int i0 = 0; i0 < AP; i0 += 256) {
+        if (AP % 256 == 0 || i0 + tid < AP) {
+          const int r16 = i0 >> 4;  // rows past this thread's first
+          const bool ok = a_chunk_ok && r16 < a_rows_left;
+          cp_async16(abase + a_dst0 + r16 * 128, ok ? static_cast<const void*>(a_src + static_cast<size_t>(r16) * a.k) : a.x, ok);
         }
       }
-    }
-  };
-
-  float acc[NACC], gacc[NACC];
-#pragma unroll
-  for (int i = 0; i < NACC; ++i) acc[i] = gacc[i] = 0.f;
-
-  const int n16 = (n0 >> 4) + warp;
-  uint32_t zpair_pc = 0x0808u;  // symmetric: z = 8
-  if (a.zeros && !grouped && n16 < n16_total) zpair_pc = a.zeros[n16 * 8 + g];
-
-  auto flush = [&](uint32_t spair) {
-    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&spair));
-#pragma unroll
-    for (int i = 0; i < NACC; ++i) {
-      keep_f(gacc[i]);
-      acc[i] += ((i & 2) ? f.y : f.x) * gacc[i];
-    }
-  };
-
-  // Stages loaded ahead: kStages - 2, so that the slot being refilled is never one that the
-  // wgmmas in flight read (the next stage is dequantized while this one's wgmmas run).
-  constexpr int D = S::kStages - 2;
-  auto slot_base = [&](int it) { return smem + (it % S::kStages) * S::kStageBytes; };
-  // Stage `it` landed and visible to the tensor cores (all threads past their reads of the slot
-  // the load below reuses), then the load of stage it + D.
-  auto ready = [&](int it) {
-    cp_async_wait<D - 1>();
-    fence_proxy_async();
-    __syncthreads();
-    const int nx = it + D;
-    if (nx < iters) load_stage(nx % S::kStages, nx);
-    cp_async_commit();
-  };
-  // Every A fragment of stage `it`. A partition's odd last chunk adds nothing: the copy zero-filled
-  // its second half of activations (and weights), and (0 - z) x 0 is 0.
-  auto dequant_stage = [&](int it, uint32_t (&af)[8][4]) {
-    const unsigned char* wbase = slot_base(it) + S::kABytes;
-    const unsigned char* zbase = wbase + S::kWBytes + S::kSBytes;
-    uint4 wq[2];
-    wq[0] = reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 0) * 32 + lane];
-    wq[1] = reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 1) * 32 + lane];
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const int c = j >> 2, jw = j & 3;
-      const int gi = grouped ? ((16 * j) >> a.log2_group) : 0;
-      const uint32_t zp = (a.zeros && grouped)
-                              ? reinterpret_cast<const uint16_t*>(zbase)[gi * (BN / 2) + warp * 8 + g]
-                              : zpair_pc;
-      const uint32_t word = jw == 0 ? wq[c].x : jw == 1 ? wq[c].y : jw == 2 ? wq[c].z : wq[c].w;
-      dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af[j]);
-    }
-  };
-  // Each group starts a fresh sum (scale-d 0); per-channel sums run on over the stages. SPG < 8
-  // comes only with groups: no run-time test, so no branch between the wgmmas.
-  const bool group_kernel = SPG < 8 || grouped;
-  auto scale_of = [&](int it, int j) {
-    const unsigned char* sbase = slot_base(it) + S::kABytes + S::kWBytes;
-    return reinterpret_cast<const uint32_t*>(sbase)[((16 * j) >> a.log2_group) * (BN / 2) + warp * 8 + g];
-  };
-  // The stage's wgmmas back to back with no instruction that writes their inputs and no branch
-  // between them (either makes the compiler wait for each wgmma before the next); groups that end
-  // inside the stage are waited for and flushed here, the last one is left in flight.
-  auto mma_stage = [&](int it, const uint32_t (&af)[8][4]) {
-    const uint32_t abase_s = smem_addr(slot_base(it));
-    wg_fence();
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      const int c = j >> 2, jw = j & 3;
-      const int accumulate = (j % SPG == 0 && group_kernel) ? 0 : 1;
-      Wgmma<T, BT>::run(gacc, af[j], kmajor_sw128_desc(abase_s + c * (BT * 128) + 32 * jw), accumulate);
-      if (j < 7 && (j + 1) % SPG == 0) {
-        wg_commit();
-        wg_wait<0>();
-        flush(scale_of(it, j));
-        wg_fence();
+      if (grouped) {
+        const int gps = 128 >> a.log2_group;
+        const int g0 = (c0 * 64) >> a.log2_group;
+        unsigned char* sbase = wbase + S::kWBytes;
+        constexpr int SPW = BN * 2 / 16;  // 16-byte pieces of one group's scales
+        for (int i = tid; i < gps * SPW; i += 256) {
+          const int s = i / SPW, j = i % SPW;
+          const int gi = g0 + s;
+          const bool ok = gi < G && n0 + 8 * j < a.n;
+          const uint32_t* src = a.scales + static_cast<size_t>(gi) * half_n + (n0 >> 1) + 4 * j;
+          cp_async16(sbase + s * BN * 2 + j * 16, ok ? src : a.scales, ok);
+        }
+        if (a.zeros) {
+          unsigned char* zbase = sbase + S::kSBytes;
+          constexpr int ZPG = BN / 16;
+          for (int i = tid; i < gps * ZPG; i += 256) {
+            const int s = i / ZPG, j = i % ZPG;
+            const int gi = g0 + s;
+            const bool ok = gi < G && n0 + 16 * j < a.n;
+            const unsigned char* src =
+                reinterpret_cast<const unsigned char*>(a.zeros) + static_cast<size_t>(gi) * a.n + n0 + 16 * j;
+            cp_async16(zbase + s * BN + j * 16, ok ? static_cast<const void*>(src) : a.zeros, ok);
+          }
+        }
       }
+    };
+
+    float acc[NACC], gacc[NACC];
+  #pragma unroll
+    for (int i = 0; i < NACC; ++i) acc[i] = gacc[i] = 0.f;
+
+    const int n16 = (n0 >> 4) + warp;
+    uint32_t zpair_pc = 0x0808u;  // symmetric: z = 8
+    if (a.zeros && !grouped && n16 < n16_total) zpair_pc = a.zeros[n16 * 8 + g];
+
+    auto flush = [&](uint32_t spair) {
+      const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&spair));
+  #pragma unroll
+      for (int i = 0; i < NACC; ++i) {
+        keep_f(gacc[i]);
+        acc[i] += ((i & 2) ? f.y : f.x) * gacc[i];
+      }
+    };
+
+    // Stages loaded ahead: kStages - 2, so that the slot being refilled is never one that the
+    // wgmmas in flight read (the next stage is dequantized while this one's wgmmas run).
+    constexpr int D = S::kStages - 2;
+    auto slot_base = [&](int it) { return smem + (it % S::kStages) * S::kStageBytes; };
+    // Stage `it` landed and visible to the tensor cores (all threads past their reads of the slot
+    // the load below reuses), then the load of stage it + D.
+    auto ready = [&](int it) {
+      cp_async_wait<D - 1>();
+      fence_proxy_async();
+      __syncthreads();
+      const int nx = it + D;
+      if (nx < iters) load_stage(nx % S::kStages, nx);
+      cp_async_commit();
+    };
+    // Every A fragment of stage `it`. A partition's odd last chunk adds nothing: the copy zero-filled
+    // its second half of activations (and weights), and (0 - z) x 0 is 0.
+    auto dequant_stage = [&](int it, uint32_t (&af)[8][4]) {
+      const unsigned char* wbase = slot_base(it) + S::kABytes;
+      const unsigned char* zbase = wbase + S::kWBytes + S::kSBytes;
+      uint4 wq[2];
+      wq[0] = reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 0) * 32 + lane];
+      wq[1] = reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 1) * 32 + lane];
+  #pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int c = j >> 2, jw = j & 3;
+        const int gi = grouped ? ((16 * j) >> a.log2_group) : 0;
+        const uint32_t zp = (a.zeros && grouped)
+                                ? reinterpret_cast<const uint16_t*>(zbase)[gi * (BN / 2) + warp * 8 + g]
+                                : zpair_pc;
+        const uint32_t word = jw == 0 ? wq[c].x : jw == 1 ? wq[c].y : jw == 2 ? wq[c].z : wq[c].w;
+        dequant4<T>(word, zero_magic4<T>(zp & 0xFFu), zero_magic4<T>(zp >> 8), af[j]);
+      }
+    };
+    // Each group starts a fresh sum (scale-d 0); per-channel sums run on over the stages. SPG < 8
+    // comes only with groups: no run-time test, so no branch between the wgmmas.
+    const bool group_kernel = SPG < 8 || grouped;
+    auto scale_of = [&](int it, int j) {
+      const unsigned char* sbase = slot_base(it) + S::kABytes + S::kWBytes;
+      return reinterpret_cast<const uint32_t*>(sbase)[((16 * j) >> a.log2_group) * (BN / 2) + warp * 8 + g];
+    };
+    // The stage's wgmmas back to back with no instruction that writes their inputs and no branch
+    // between them (either makes the compiler wait for each wgmma before the next); groups that end
+    // inside the stage are waited for and flushed here, the last one is left in flight.
+    auto mma_stage = [&](int it, const uint32_t (&af)[8][4]) {
+      const uint32_t abase_s = smem_addr(slot_base(it));
+      wg_fence();
+  #pragma unroll
+      for (int j = 0; j < 8; ++j) {
+        const int c = j >> 2, jw = j & 3;
+        const int accumulate = (j % SPG == 0 && group_kernel) ? 0 : 1;
+        Wgmma<T, BT>::run(gacc, af[j], kmajor_sw128_desc(abase_s + c * (BT * 128) + 32 * jw), accumulate);
+        if (j < 7 && (j + 1) % SPG == 0) {
+          wg_commit();
+          wg_wait<0>();
+          flush(scale_of(it, j));
+          wg_fence();
+        }
+      }
+      wg_commit();
+    };
+    auto finish_stage = [&](int it) {
+      wg_wait<0>();
+      if (group_kernel) flush(scale_of(it, 7));
+    };
+
+    // The stages mix weights with activations: wait for the kernel before this one first.
+    if (first_segment) pdl_wait();
+    first_segment = false;
+  #pragma unroll
+    for (int s = 0; s < D; ++s) {
+      if (s < iters) load_stage(s, s);
+      cp_async_commit();
     }
-    wg_commit();
-  };
-  auto finish_stage = [&](int it) {
-    wg_wait<0>();
-    if (group_kernel) flush(scale_of(it, 7));
-  };
 
-  // The stages mix weights with activations: wait for the kernel before this one first.
-  pdl_wait();
-#pragma unroll
-  for (int s = 0; s < D; ++s) {
-    if (s < iters) load_stage(s, s);
-    cp_async_commit();
-  }
-
-  // Stage it + 1 is waited for and dequantized while stage it's last wgmmas run; two fragment
-  // sets, their roles swapped every stage (unrolled by two, so no register copies).
-  uint32_t fa[8][4], fb[8][4];
-  if (iters > 0) {
-    ready(0);
-    dequant_stage(0, fa);
-  }
-  auto step = [&](int it, const uint32_t (&cur)[8][4], uint32_t (&next)[8][4]) {
-    mma_stage(it, cur);
-    if (it + 1 < iters) {
-      ready(it + 1);
-      dequant_stage(it + 1, next);
+    // Stage it + 1 is waited for and dequantized while stage it's last wgmmas run; two fragment
+    // sets, their roles swapped every stage (unrolled by two, so no register copies).
+    uint32_t fa[8][4], fb[8][4];
+    if (iters > 0) {
+      ready(0);
+      dequant_stage(0, fa);
     }
-    finish_stage(it);
-  };
-  for (int it = 0; it < iters; it += 2) {
-    step(it, fa, fb);
-    if (it + 1 < iters) step(it + 1, fb, fa);
-  }
+    auto step = [&](int it, const uint32_t (&cur)[8][4], uint32_t (&next)[8][4]) {
+      mma_stage(it, cur);
+      if (it + 1 < iters) {
+        ready(it + 1);
+        dequant_stage(it + 1, next);
+      }
+      finish_stage(it);
+    };
+    for (int it = 0; it < iters; it += 2) {
+      step(it, fa, fb);
+      if (it + 1 < iters) step(it + 1, fb, fa);
+    }
 
-  if (!grouped) {
-#pragma unroll
-    for (int i = 0; i < NACC; ++i) keep_f(gacc[i]);
-    flush(n16 < n16_total ? a.scales[n16 * 8 + g] : 0u);
-  }
+    if (!grouped) {
+  #pragma unroll
+      for (int i = 0; i < NACC; ++i) keep_f(gacc[i]);
+      flush(n16 < n16_total ? a.scales[n16 * 8 + g] : 0u);
+    }
 
-  cp_async_wait<0>();
-  __syncthreads();
-  float* red = reinterpret_cast<float*>(smem);
-  constexpr int LD = BN + 4;
-#pragma unroll
-  for (int i = 0; i < NACC; ++i) {
-    const int nl = warp * 16 + g + 8 * ((i >> 1) & 1);
-    const int tok = 8 * (i >> 2) + 2 * q + (i & 1);
-    red[tok * LD + nl] = acc[i];
+    cp_async_wait<0>();
+    __syncthreads();
+    float* red = reinterpret_cast<float*>(smem);
+    constexpr int LD = BN + 4;
+  #pragma unroll
+    for (int i = 0; i < NACC; ++i) {
+      const int nl = warp * 16 + g + 8 * ((i >> 1) & 1);
+      const int tok = 8 * (i >> 2) + 2 * q + (i & 1);
+      red[tok * LD + nl] = acc[i];
+    }
+    __syncthreads();
+    finish_tile_parts<T, BT, BN, 256>(a, red, tile_id, parts, m0, n0, &last_flag);
+    // The next segment's stages reuse the shared memory the epilogue read.
+    __syncthreads();
   }
-  __syncthreads();
-  finish_tile<T, BT, BN, 256>(a, red, nt_idx * a.m_tiles + mt_idx, sp, m0, n0, &last_flag);
 }
 
 }  // namespace wgk
@@ -325,6 +369,11 @@ const WgEntry* find_wg(bool bf16, int bt, int spg) {
   return nullptr;
 }
 
+// Blocks of the kernel an SM holds at once (at most 2: the small tiles are built for two).
+int wgmma_resident_blocks(const WgEntry& e) {
+  return std::max(1, std::min(resident_blocks_per_sm(e.fn, 256, e.smem), 2));
+}
+
 }  // namespace
 
 bool wgmma_kernels_built() { return true; }
@@ -339,13 +388,19 @@ cudaError_t wgmma_init_kernels() {
   return cudaSuccess;
 }
 
+int wgmma_stream_k_grid(const Int4DeviceView& w, int64_t m, int bt, int sms) {
+  const WgEntry* e = find_wg(false, bt, 8);
+  if (!e) return 0;
+  const int64_t units = ((m + bt - 1) / bt) * ((w.n + 127) / 128) * ((w.k / 64 + 1) / 2);
+  return static_cast<int>(std::min<int64_t>(units, int64_t(sms) * wgmma_resident_blocks(*e)));
+}
+
 int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms) {
   const int64_t bn = 128;
   const int64_t base = ((w.n + bn - 1) / bn) * ((m + bt - 1) / bt);
   const int64_t max_tiles = int4_max_partial_tiles(sms) * int4_max_tile_floats() / (bn * bt);
   const WgEntry* e = find_wg(false, bt, 8);
-  const int occ = e ? resident_blocks_per_sm(e->fn, 256, e->smem) : 1;
-  return choose_split(base, w.k / 64, sms * std::max(1, std::min(occ, 2)),
+  return choose_split(base, w.k / 64, sms * (e ? wgmma_resident_blocks(*e) : 1),
                       std::min<int64_t>(max_tiles, int4_counter_count(sms) - 64), 2);
 }
 
@@ -384,13 +439,27 @@ cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, in
   a.m_tiles = static_cast<int>((m + cfg.bt - 1) / cfg.bt);
   a.n_tiles = static_cast<int>((w.n + 127) / 128);
   const int kchunks = static_cast<int>(w.k / 64);
+  const int64_t tiles = static_cast<int64_t>(a.m_tiles) * a.n_tiles;
+  if (cfg.stream_k) {
+    // One block per resident slot, each with the same number of k128 steps; a tile shared by
+    // several blocks is summed by the last to finish (two partial slots a block).
+    a.sk_iters = (kchunks + 1) / 2;
+    const int64_t units = tiles * a.sk_iters;
+    const int64_t grid = std::min<int64_t>(units, int64_t(sms) * wgmma_resident_blocks(*e));
+    if (!stream_k_fits(tiles, grid, int64_t(128) * cfg.bt, ws.partial_floats, ws.counter_count))
+      return cudaErrorInvalidValue;
+    a.stream_k = 1;
+    a.partials = ws.partials;
+    a.counters = ws.counters;
+    void* args[] = {&a};
+    return launch_int4_family(e->fn, dim3(static_cast<unsigned>(grid)), e->smem, args, cfg.pdl, stream);
+  }
   int split = cfg.split > 0 ? cfg.split : wgmma_auto_split(w, m, cfg.bt, sms);
   int per = (kchunks + split - 1) / split;
   per = (per + 1) & ~1;
   split = (kchunks + per - 1) / per;
   a.split = split;
   a.chunks_per_split = per;
-  const int64_t tiles = static_cast<int64_t>(a.m_tiles) * a.n_tiles;
   if (split > 1) {
     if (!split_k_fits(tiles, split, int64_t(128) * cfg.bt, ws.partial_floats, ws.counter_count))
       return cudaErrorInvalidValue;
