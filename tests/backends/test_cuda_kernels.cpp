@@ -494,6 +494,17 @@ TEST(CudaKernels, RejectionsNameTheReason) {
   EXPECT_FALSE(marlin.validate_params(s, bad).ok);
   bad.values = {{"tile", int64_t(2)}};
   EXPECT_FALSE(marlin.validate_params(s, bad).ok);
+  // Stream-K is the wgmma kernel's schedule: not with wg -1, not 2.
+  bad.values = {{"wg", int64_t(-1)}, {"stream_k", int64_t(1)}};
+  EXPECT_NE(marlin.validate_params(s, bad).reason.find("stream_k"), std::string::npos);
+  bad.values = {{"stream_k", int64_t(2)}};
+  EXPECT_FALSE(marlin.validate_params(s, bad).ok);
+  const LayerSpec int_zero = int_layer("l", 256, 64, 4, 128, ZeroKind::Integer);
+  KernelParams sk;
+  sk.values = {{"wg", int64_t(64)}, {"stream_k", int64_t(1)}};
+  EXPECT_TRUE(marlin.validate_params(int_zero, sk).ok) << marlin.validate_params(int_zero, sk).reason;
+  sk.values = {{"wg", int64_t(0)}, {"stream_k", int64_t(1)}};
+  EXPECT_TRUE(marlin.validate_params(int_zero, sk).ok);
   // Every tuning candidate is valid.
   for (int64_t m : {1, 16, 64, 1024})
     for (const KernelParams& p : marlin.tuning_space(s, m, dev)) EXPECT_TRUE(marlin.validate_params(s, p).ok) << p.to_json();
@@ -698,6 +709,12 @@ TEST(CudaKernelsPack, SplitHeuristicBalancesAndRespectsLimits) {
   EXPECT_FALSE(cuda::split_k_fits(100, 4, 1024, 100 * 4 * 1024 - 1, 100));
   EXPECT_FALSE(cuda::split_k_fits(101, 2, 1024, 1 << 30, 100));
   EXPECT_TRUE(cuda::split_k_fits(1 << 20, 1, 1024, 0, 0));
+  // Stream-K: two partial tiles a block of the grid, one counter a tile.
+  EXPECT_TRUE(cuda::stream_k_fits(172, 132, 128 * 128, cuda::int4_max_partial_tiles(132) * cuda::int4_max_tile_floats(),
+                                  cuda::int4_counter_count(132)));
+  EXPECT_TRUE(cuda::stream_k_fits(10, 100, 1024, 200 * 1024, 10));
+  EXPECT_FALSE(cuda::stream_k_fits(10, 100, 1024, 200 * 1024 - 1, 10));
+  EXPECT_FALSE(cuda::stream_k_fits(11, 100, 1024, 1 << 30, 10));
   // Rejections of the packer name the reason.
   EXPECT_NE(cuda::int4_pack_rejection(int_layer("l", 96, 64, 4, -1, ZeroKind::Symmetric)).find("64"),
             std::string::npos);
