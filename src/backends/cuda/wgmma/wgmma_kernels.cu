@@ -155,7 +155,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
       const int c0 = c_begin + 2 * it;
       constexpr int WP = S::kWBytes / 16;
       const bool w_chunk_ok = c0 + w_c < c_end;
-  #pragma unroll
+#pragma unroll
       for (int i0 = 0; i0 < WP; i0 += 256) {
         const bool ok = w_chunk_ok && (n0 >> 4) + w_t0 + (i0 >> 6) < n16_total;
         const uint4* src = w_src0 + (static_cast<size_t>(i0 >> 6) * kchunks + c0) * 32;
@@ -164,7 +164,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
       constexpr int AP = BT * 16;
       const bool a_chunk_ok = c0 + a_sub < c_end;
       const T* a_src = a_src0 + c0 * 64;
-  #pragma unroll
+#pragma unroll
       for (int i0 = 0; i0 < AP; i0 += 256) {
         if (AP % 256 == 0 || i0 + tid < AP) {
           const int r16 = i0 >> 4;  // rows past this thread's first
@@ -200,7 +200,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     };
 
     float acc[NACC], gacc[NACC];
-  #pragma unroll
+#pragma unroll
     for (int i = 0; i < NACC; ++i) acc[i] = gacc[i] = 0.f;
 
     const int n16 = (n0 >> 4) + warp;
@@ -209,7 +209,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
 
     auto flush = [&](uint32_t spair) {
       const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&spair));
-  #pragma unroll
+#pragma unroll
       for (int i = 0; i < NACC; ++i) {
         keep_f(gacc[i]);
         acc[i] += ((i & 2) ? f.y : f.x) * gacc[i];
@@ -238,7 +238,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
       uint4 wq[2];
       wq[0] = reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 0) * 32 + lane];
       wq[1] = reinterpret_cast<const uint4*>(wbase)[(warp * 2 + 1) * 32 + lane];
-  #pragma unroll
+#pragma unroll
       for (int j = 0; j < 8; ++j) {
         const int c = j >> 2, jw = j & 3;
         const int gi = grouped ? ((16 * j) >> a.log2_group) : 0;
@@ -262,7 +262,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     auto mma_stage = [&](int it, const uint32_t (&af)[8][4]) {
       const uint32_t abase_s = smem_addr(slot_base(it));
       wg_fence();
-  #pragma unroll
+#pragma unroll
       for (int j = 0; j < 8; ++j) {
         const int c = j >> 2, jw = j & 3;
         const int accumulate = (j % SPG == 0 && group_kernel) ? 0 : 1;
@@ -284,7 +284,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     // The stages mix weights with activations: wait for the kernel before this one first.
     if (first_segment) pdl_wait();
     first_segment = false;
-  #pragma unroll
+#pragma unroll
     for (int s = 0; s < D; ++s) {
       if (s < iters) load_stage(s, s);
       cp_async_commit();
@@ -311,7 +311,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     }
 
     if (!grouped) {
-  #pragma unroll
+#pragma unroll
       for (int i = 0; i < NACC; ++i) keep_f(gacc[i]);
       flush(n16 < n16_total ? a.scales[n16 * 8 + g] : 0u);
     }
@@ -320,7 +320,7 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
     __syncthreads();
     float* red = reinterpret_cast<float*>(smem);
     constexpr int LD = BN + 4;
-  #pragma unroll
+#pragma unroll
     for (int i = 0; i < NACC; ++i) {
       const int nl = warp * 16 + g + 8 * ((i >> 1) & 1);
       const int tok = 8 * (i >> 2) + 2 * q + (i & 1);
