@@ -384,12 +384,8 @@ int main(int argc, char** argv) {
         const int want = m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;
         add_wg(want, 0);
         if (want > 16) add_wg(want / 2, 0);
-        for (int bt : {want, want / 2}) {
-          const int64_t tiles = ((m + bt - 1) / bt) * ((N + 127) / 128);
-          if (bt >= 16 && stream_k_fits(tiles, wgmma_stream_k_grid(view(0), m, bt, sms), int64_t(128) * bt,
-                                        ws.partial_floats, ws.counter_count))
-            add_wg(bt, 0, true);
-        }
+        for (int bt : {want, want / 2})
+          if (bt >= 16 && wgmma_stream_k_fits(view(0), m, bt, false, ws, sms)) add_wg(bt, 0, true);
         // Explicit K splits from 64 rows: few N-tiles leave SMs idle (96 blocks of 128 x 128 at
         // N = 12288, M = 128 on 132 SMs), more partitions fill them and add a reduction.
         if (m >= 64 && m <= 256)

@@ -64,7 +64,8 @@ struct WgmmaConfig {
   int split = 0;   // K partitions; 0 = automatic (ignored with stream_k)
   bool pdl = true;
   // Stream-K: one block per resident slot, every block the same number of k128 steps of the
-  // layer's tiles, a tile that blocks share summed by the last one to finish (split unused).
+  // layer's tiles, a tile that blocks share summed by the last one to finish (split unused);
+  // tiles and split where the workspace cannot hold its partial tiles (wgmma_stream_k_fits).
   bool stream_k = false;
 };
 // Rows of one cuda_gemv launch.
@@ -148,9 +149,9 @@ int qmm_auto_split(const Int4DeviceView& w, int64_t m, const QmmConfig& cfg, int
 cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
                              const WgmmaConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream);
 int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms);
-// The stream-K grid launch_qmm_wgmma would use (0 where the tile is not built); its workspace
-// need: stream_k_fits (int4_int8_pack.h).
-int wgmma_stream_k_grid(const Int4DeviceView& w, int64_t m, int bt, int sms);
+// Whether launch_qmm_wgmma with WgmmaConfig::stream_k runs stream-K for these m rows (its partial
+// tiles and counters fit `ws`) rather than tiles and split.
+bool wgmma_stream_k_fits(const Int4DeviceView& w, int64_t m, int bt, bool bf16, const Int4Workspace& ws, int sms);
 // Whether this binary holds the wgmma kernels (QRT_CUDA_ARCHS named 90 at build time).
 bool wgmma_kernels_built();
 // Raises the kernels' dynamic shared-memory limits (qmm_init_kernels calls it on sm_90 devices).

@@ -54,12 +54,7 @@ class CudaMarlinLinear final : public cuda::Int4Int8Linear {
                            cuda::WgmmaConfig wc;
                            wc.bt = wg_ > 0 ? wg_ : auto_bt(rows);
                            wc.split = split_;
-                           // Stream-K where its workspace fits (a launch larger than the workspace
-                           // was sized for runs the same kernel with tiles and split instead).
-                           wc.stream_k = stream_k_ && cuda::stream_k_fits(
-                                                          tiles_of(v, rows, wc.bt),
-                                                          cuda::wgmma_stream_k_grid(v, rows, wc.bt, sms),
-                                                          int64_t(128) * wc.bt, ws.partial_floats, ws.counter_count);
+                           wc.stream_k = stream_k_;
                            return cuda::launch_qmm_wgmma(v, xin, yout, rows, bf16, wc, ws, sms, st);
                          }
                          cuda::QmmConfig cfg;
@@ -71,9 +66,6 @@ class CudaMarlinLinear final : public cuda::Int4Int8Linear {
   }
 
  private:
-  static int64_t tiles_of(const cuda::Int4DeviceView& v, int64_t rows, int bt) {
-    return ((rows + bt - 1) / bt) * ((v.n + 127) / 128);
-  }
   int wg_;  // -1: mma.sync only (also where wgmma cannot run), 0: automatic, > 0: that token tile
   int mt_, nt_, split_;
   bool stream_k_;

@@ -374,6 +374,15 @@ int wgmma_resident_blocks(const WgEntry& e) {
   return std::max(1, std::min(resident_blocks_per_sm(e.fn, 256, e.smem), 2));
 }
 
+// k16 steps per scale group: 2 / 4 / 8 for groups of 32 / 64 / 128; per-channel runs as 8.
+int steps_per_group(int group_size) { return group_size == 32 ? 2 : group_size == 64 ? 4 : 8; }
+
+// The stream-K grid of `tiles` output tiles of K = k: one block per resident slot, never more
+// blocks than k128 steps.
+int64_t stream_k_grid(const WgEntry& e, int64_t tiles, int64_t k, int sms) {
+  return std::min<int64_t>(tiles * ((k / 64 + 1) / 2), int64_t(sms) * wgmma_resident_blocks(e));
+}
+
 }  // namespace
 
 bool wgmma_kernels_built() { return true; }
@@ -388,11 +397,12 @@ cudaError_t wgmma_init_kernels() {
   return cudaSuccess;
 }
 
-int wgmma_stream_k_grid(const Int4DeviceView& w, int64_t m, int bt, int sms) {
-  const WgEntry* e = find_wg(false, bt, 8);
-  if (!e) return 0;
-  const int64_t units = ((m + bt - 1) / bt) * ((w.n + 127) / 128) * ((w.k / 64 + 1) / 2);
-  return static_cast<int>(std::min<int64_t>(units, int64_t(sms) * wgmma_resident_blocks(*e)));
+bool wgmma_stream_k_fits(const Int4DeviceView& w, int64_t m, int bt, bool bf16, const Int4Workspace& ws, int sms) {
+  const WgEntry* e = find_wg(bf16, bt, steps_per_group(w.group_size));
+  if (!e) return false;
+  const int64_t tiles = ((m + bt - 1) / bt) * ((w.n + 127) / 128);
+  return stream_k_fits(tiles, stream_k_grid(*e, tiles, w.k, sms), int64_t(128) * bt, ws.partial_floats,
+                       ws.counter_count);
 }
 
 int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms) {
@@ -406,10 +416,8 @@ int wgmma_auto_split(const Int4DeviceView& w, int64_t m, int bt, int sms) {
 
 cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, int64_t m, bool bf16,
                              const WgmmaConfig& cfg, const Int4Workspace& ws, int sms, cudaStream_t stream) {
-  // Steps per group: 2 / 4 / 8 for groups of 32 / 64 / 128; per-channel runs as 8.
-  const int spg = w.group_size == 32 ? 2 : w.group_size == 64 ? 4 : 8;
   if (w.group_size != 0 && w.group_size != 32 && w.group_size != 64 && w.group_size != 128) return cudaErrorInvalidValue;
-  const WgEntry* e = find_wg(bf16, cfg.bt, spg);
+  const WgEntry* e = find_wg(bf16, cfg.bt, steps_per_group(w.group_size));
   if (!e || m <= 0 || w.bits != 4 || w.offsets) return cudaErrorInvalidValue;
   if (!ws.act || ws.act_bytes < m * w.k * 2) return cudaErrorInvalidValue;
   // The reordering pass, then the GEMM on its output (both with PDL: each waits for the kernel
@@ -440,19 +448,17 @@ cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, in
   a.n_tiles = static_cast<int>((w.n + 127) / 128);
   const int kchunks = static_cast<int>(w.k / 64);
   const int64_t tiles = static_cast<int64_t>(a.m_tiles) * a.n_tiles;
-  if (cfg.stream_k) {
-    // One block per resident slot, each with the same number of k128 steps; a tile shared by
-    // several blocks is summed by the last to finish (two partial slots a block).
+  // Stream-K: one block per resident slot, each with the same number of k128 steps; a tile shared
+  // by several blocks is summed by the last to finish (two partial slots a block). Where the
+  // workspace cannot hold that (more tiles than counters, at large M), tiles and split below.
+  const int64_t sk_grid = cfg.stream_k ? stream_k_grid(*e, tiles, w.k, sms) : 0;
+  if (cfg.stream_k && stream_k_fits(tiles, sk_grid, int64_t(128) * cfg.bt, ws.partial_floats, ws.counter_count)) {
     a.sk_iters = (kchunks + 1) / 2;
-    const int64_t units = tiles * a.sk_iters;
-    const int64_t grid = std::min<int64_t>(units, int64_t(sms) * wgmma_resident_blocks(*e));
-    if (!stream_k_fits(tiles, grid, int64_t(128) * cfg.bt, ws.partial_floats, ws.counter_count))
-      return cudaErrorInvalidValue;
     a.stream_k = 1;
     a.partials = ws.partials;
     a.counters = ws.counters;
     void* args[] = {&a};
-    return launch_int4_family(e->fn, dim3(static_cast<unsigned>(grid)), e->smem, args, cfg.pdl, stream);
+    return launch_int4_family(e->fn, dim3(static_cast<unsigned>(sk_grid)), e->smem, args, cfg.pdl, stream);
   }
   int split = cfg.split > 0 ? cfg.split : wgmma_auto_split(w, m, cfg.bt, sms);
   int per = (kchunks + split - 1) / split;
