@@ -257,6 +257,36 @@ struct KernelArgs {
   GemvFusion fused;  // the GEMV's fused decode work (int4_int8_kernels.h); finish_tile reads residual_out
 };
 
+// A k128 stage's group parameters into shared memory, as the mma.sync and wgmma kernels' rings
+// hold them: for the gps groups from g0 of the N-tile at n0, 16-byte pieces taken by the block's
+// 256 threads, zero-filled past the groups (G) and past N.
+// fp16 pairs ([G][N/2] words, half_n = N / 2: the scales, or the FZ offsets), BN * 2 bytes a group.
+template <int BN>
+__device__ __forceinline__ void stage_group_pairs(unsigned char* dst, const uint32_t* pairs, const KernelArgs& a,
+                                                  int half_n, int g0, int gps, int G, int n0, int tid) {
+  constexpr int P = BN * 2 / 16;  // pieces a group
+  for (int i = tid; i < gps * P; i += 256) {
+    const int s = i / P, j = i % P;
+    const int gi = g0 + s;
+    const bool ok = gi < G && n0 + 8 * j < a.n;
+    const uint32_t* src = pairs + static_cast<size_t>(gi) * half_n + (n0 >> 1) + 4 * j;
+    cp_async16(dst + s * BN * 2 + j * 16, ok ? src : pairs, ok);
+  }
+}
+// Integer zero points (a.zeros as [G][N] bytes), BN bytes a group.
+template <int BN>
+__device__ __forceinline__ void stage_group_zeros(unsigned char* dst, const KernelArgs& a, int g0, int gps, int G,
+                                                  int n0, int tid) {
+  constexpr int P = BN / 16;
+  for (int i = tid; i < gps * P; i += 256) {
+    const int s = i / P, j = i % P;
+    const int gi = g0 + s;
+    const bool ok = gi < G && n0 + 16 * j < a.n;
+    const unsigned char* src = reinterpret_cast<const unsigned char*>(a.zeros) + static_cast<size_t>(gi) * a.n + n0 + 16 * j;
+    cp_async16(dst + s * BN + j * 16, ok ? static_cast<const void*>(src) : a.zeros, ok);
+  }
+}
+
 // The blocks that add to one output tile, in k order: contributor j's partial tile is workspace
 // slot first + stride * j, plus first_extra for j = 0; this block is contributor `me`. Split-K:
 // `split` contributors in consecutive slots; stream-K (the wgmma kernel): two slots a block.

@@ -176,26 +176,8 @@ __global__ void __launch_bounds__(256, WgShape<BT>::kMinBlocks) qmm_wgmma_kernel
         const int gps = 128 >> a.log2_group;
         const int g0 = (c0 * 64) >> a.log2_group;
         unsigned char* sbase = wbase + S::kWBytes;
-        constexpr int SPW = BN * 2 / 16;  // 16-byte pieces of one group's scales
-        for (int i = tid; i < gps * SPW; i += 256) {
-          const int s = i / SPW, j = i % SPW;
-          const int gi = g0 + s;
-          const bool ok = gi < G && n0 + 8 * j < a.n;
-          const uint32_t* src = a.scales + static_cast<size_t>(gi) * half_n + (n0 >> 1) + 4 * j;
-          cp_async16(sbase + s * BN * 2 + j * 16, ok ? src : a.scales, ok);
-        }
-        if (a.zeros) {
-          unsigned char* zbase = sbase + S::kSBytes;
-          constexpr int ZPG = BN / 16;
-          for (int i = tid; i < gps * ZPG; i += 256) {
-            const int s = i / ZPG, j = i % ZPG;
-            const int gi = g0 + s;
-            const bool ok = gi < G && n0 + 16 * j < a.n;
-            const unsigned char* src =
-                reinterpret_cast<const unsigned char*>(a.zeros) + static_cast<size_t>(gi) * a.n + n0 + 16 * j;
-            cp_async16(zbase + s * BN + j * 16, ok ? static_cast<const void*>(src) : a.zeros, ok);
-          }
-        }
+        stage_group_pairs<BN>(sbase, a.scales, a, half_n, g0, gps, G, n0, tid);
+        if (a.zeros) stage_group_zeros<BN>(sbase + S::kSBytes, a, g0, gps, G, n0, tid);
       }
     };
 
