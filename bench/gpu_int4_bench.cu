@@ -377,7 +377,7 @@ int main(int argc, char** argv) {
         char name[64];
         std::snprintf(name, sizeof name, sk ? "wg_bt%d_sk" : "wg_bt%d_s%d", bt, split);
         cands.emplace_back(name, [&, bt, split, sk](int i) {
-          return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true, sk}, ws, sms, stream);
+          return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true, sk ? 1 : -1}, ws, sms, stream);
         });
       };
       if (m >= 16 && wgmma_here) {

@@ -61,12 +61,15 @@ struct QmmConfig {
 // weights with symmetric or integer zeros: 2 warpgroups x 64 weight rows, bt tokens a block.
 struct WgmmaConfig {
   int bt = 64;     // tokens per block: 16, 32, 64 or 128
-  int split = 0;   // K partitions; 0 = automatic (ignored with stream_k)
+  int split = 0;   // K partitions; 0 = automatic (ignored when stream-K runs)
   bool pdl = true;
   // Stream-K: one block per resident slot, every block the same number of k128 steps of the
   // layer's tiles, a tile that blocks share summed by the last one to finish (split unused);
   // tiles and split where the workspace cannot hold its partial tiles (wgmma_stream_k_fits).
-  bool stream_k = false;
+  // 1 = stream-K, -1 = tiles and split, 0 = automatic: stream-K where the automatic split would
+  // take more than one wave of blocks (prefer_stream_k), tiles and split otherwise or when
+  // `split` is given.
+  int stream_k = 0;
 };
 // Rows of one cuda_gemv launch.
 constexpr int kGemvMaxRows = 32;

@@ -240,6 +240,8 @@ bool stream_k_fits(int64_t tiles, int64_t grid, int64_t tile_floats, int64_t par
   return grid * 2 * tile_floats <= partial_floats && tiles <= counters;
 }
 
+bool prefer_stream_k(int64_t tiles, int split, int64_t slots) { return split > 1 && tiles * split > slots; }
+
 int group_log2(int v) {
   int l = 0;
   while ((1 << l) < v) ++l;

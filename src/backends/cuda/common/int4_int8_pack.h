@@ -54,6 +54,10 @@ int choose_split(int64_t base, int64_t chunks, int sms, int64_t max_tiles, int c
 bool split_k_fits(int64_t tiles, int64_t split, int64_t tile_floats, int64_t partial_floats, int64_t counters);
 // The same for a stream-K launch of `grid` blocks: two partial tiles a block, one counter a tile.
 bool stream_k_fits(int64_t tiles, int64_t grid, int64_t tile_floats, int64_t partial_floats, int64_t counters);
+// The wgmma kernel's automatic schedule: stream-K where the automatic `split` of `tiles` output
+// tiles cuts K (split > 1) and still needs more than one wave of `slots` resident blocks, so that
+// partial tiles are written and summed many times over; tiles and split otherwise.
+bool prefer_stream_k(int64_t tiles, int split, int64_t slots);
 
 // The kernels' KernelArgs::log2_group: the exponent of a power-of-two group size (the smallest l
 // with 2^l >= v).

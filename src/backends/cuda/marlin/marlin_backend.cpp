@@ -4,8 +4,9 @@
 // wgmma kernel's token tile 16/32/64/128, -1 = never, 0 = automatic: from kWgmmaMinRows rows where
 // it runs), mt (the mma.sync kernel's 8-token MMA tiles per block: 1/2/4, 0 = by M at run time), nt
 // (n16 tiles per N-warp: 2 = 4x2 warps, or 1 = 8x1 warps with mt 2 or 4; 0 = 2), split (K
-// partitions, 0 = automatic from the SM count), stream_k (the wgmma kernel's stream-K schedule: 1 =
-// every SM the same share of the layer's k-steps, split unused; 0 = tiles and split). The default
+// partitions, 0 = automatic from the SM count), stream_k (the wgmma kernel's schedule: 1 = stream-K,
+// every SM the same share of the layer's k-steps, split unused; -1 = tiles and split; 0 = automatic,
+// stream-K where the automatic split would need more than one wave of blocks). The default
 // is all-automatic, so one prepared kernel serves a whole M range with the right kernel and tile
 // for each M.
 #include <fmt/format.h>
@@ -43,7 +44,7 @@ std::string wgmma_obstacle(const LayerSpec& layer, const DeviceInfo& device) {
 
 class CudaMarlinLinear final : public cuda::Int4Int8Linear {
  public:
-  CudaMarlinLinear(cuda::Int4Int8Upload upload, int wg, int mt, int nt, int split, bool stream_k)
+  CudaMarlinLinear(cuda::Int4Int8Upload upload, int wg, int mt, int nt, int split, int stream_k)
       : Int4Int8Linear(std::move(upload)), wg_(wg), mt_(mt), nt_(nt), split_(split), stream_k_(stream_k) {}
 
   void forward(const ActTensor& x, const ActTensor& y, const ExecContext& ec) override {
@@ -68,7 +69,7 @@ class CudaMarlinLinear final : public cuda::Int4Int8Linear {
  private:
   int wg_;  // -1: mma.sync only (also where wgmma cannot run), 0: automatic, > 0: that token tile
   int mt_, nt_, split_;
-  bool stream_k_;
+  int stream_k_;  // WgmmaConfig::stream_k
 };
 
 class CudaMarlinBackend final : public cuda::Int4Int8Backend {
@@ -92,7 +93,7 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
 
   Verdict validate_params(const LayerSpec& layer, const KernelParams& params) const override {
     Verdict v = cuda::validate_known_params(
-        params, {{"wg", -1, 128}, {"mt", 0, 4}, {"nt", 0, 2}, {"split", 0, 16}, {"stream_k", 0, 1}});
+        params, {{"wg", -1, 128}, {"mt", 0, 4}, {"nt", 0, 2}, {"split", 0, 16}, {"stream_k", -1, 1}});
     if (!v.ok) return v;
     const int64_t wg = params.get_int("wg", 0);
     if (wg != -1 && wg != 0 && wg != 16 && wg != 32 && wg != 64 && wg != 128)
@@ -128,11 +129,18 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
                                   cuda::int4_counter_count(sms) - 64))
             continue;
           KernelParams p;
-          p.values = {{"wg", bt}, {"mt", int64_t(0)}, {"nt", int64_t(0)}, {"split", split}, {"stream_k", int64_t(0)}};
+          p.values = {{"wg", bt}, {"mt", int64_t(0)}, {"nt", int64_t(0)}, {"split", split}, {"stream_k", int64_t(-1)}};
           out.push_back(p);
         }
-        // stream_k 1 joins this space once a GPU run has passed its tests and timed it
-        // (docs/KNOWN_ISSUES.md): until then `qrt tune` never hands a layer to it.
+        // Stream-K: up to two blocks an SM, two partial tiles a block.
+        const int64_t tiles = ((m + bt - 1) / bt) * ((layer.out_features + 127) / 128);
+        if (cuda::stream_k_fits(tiles, int64_t(sms) * 2, 128 * bt,
+                                cuda::int4_max_partial_tiles(sms) * cuda::int4_max_tile_floats(),
+                                cuda::int4_counter_count(sms) - 64)) {
+          KernelParams p;
+          p.values = {{"wg", bt}, {"mt", int64_t(0)}, {"nt", int64_t(0)}, {"split", int64_t(0)}, {"stream_k", int64_t(1)}};
+          out.push_back(p);
+        }
       }
     }
     const int64_t want = auto_mt(m);
@@ -176,7 +184,7 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
                                               static_cast<int>(params.get_int("mt", 0)),
                                               static_cast<int>(params.get_int("nt", 0)),
                                               static_cast<int>(params.get_int("split", 0)),
-                                              params.get_int("stream_k", 0) == 1);
+                                              static_cast<int>(params.get_int("stream_k", 0)));
   }
 };
 

@@ -433,8 +433,11 @@ cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, in
   // Stream-K: one block per resident slot, each with the same number of k128 steps; a tile shared
   // by several blocks is summed by the last to finish (two partial slots a block). Where the
   // workspace cannot hold that (more tiles than counters, at large M), tiles and split below.
-  const int64_t sk_grid = cfg.stream_k ? stream_k_grid(*e, tiles, w.k, sms) : 0;
-  if (cfg.stream_k && stream_k_fits(tiles, sk_grid, int64_t(128) * cfg.bt, ws.partial_floats, ws.counter_count)) {
+  const int split_choice = cfg.split > 0 ? cfg.split : wgmma_auto_split(w, m, cfg.bt, sms);
+  const bool want_sk = cfg.stream_k > 0 || (cfg.stream_k == 0 && cfg.split <= 0 &&
+                                            prefer_stream_k(tiles, split_choice, int64_t(sms) * wgmma_resident_blocks(*e)));
+  const int64_t sk_grid = want_sk ? stream_k_grid(*e, tiles, w.k, sms) : 0;
+  if (want_sk && stream_k_fits(tiles, sk_grid, int64_t(128) * cfg.bt, ws.partial_floats, ws.counter_count)) {
     a.sk_iters = (kchunks + 1) / 2;
     a.stream_k = 1;
     a.partials = ws.partials;
@@ -442,7 +445,7 @@ cudaError_t launch_qmm_wgmma(const Int4DeviceView& w, const void* x, void* y, in
     void* args[] = {&a};
     return launch_int4_family(e->fn, dim3(static_cast<unsigned>(sk_grid)), e->smem, args, cfg.pdl, stream);
   }
-  int split = cfg.split > 0 ? cfg.split : wgmma_auto_split(w, m, cfg.bt, sms);
+  int split = split_choice;
   int per = (kchunks + split - 1) / split;
   per = (per + 1) & ~1;
   split = (kchunks + per - 1) / per;
