@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <random>
@@ -373,19 +374,24 @@ int main(int argc, char** argv) {
       };
       // The wgmma kernel (compute capability 9.0): the tile covering M and the next smaller one.
       // "_sk": its stream-K schedule (every SM the same share of the layer's k-steps).
-      auto add_wg = [&](int bt, int split, bool sk = false) {
+      // stream_k: 1 stream-K ("_sk"), -1 tiles and split ("_sN"), 0 the automatic rule ("_auto",
+      // cuda_marlin's default).
+      auto add_wg = [&](int bt, int split, int stream_k = -1) {
         char name[64];
-        std::snprintf(name, sizeof name, sk ? "wg_bt%d_sk" : "wg_bt%d_s%d", bt, split);
-        cands.emplace_back(name, [&, bt, split, sk](int i) {
-          return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true, sk ? 1 : -1}, ws, sms, stream);
+        if (stream_k > 0) std::snprintf(name, sizeof name, "wg_bt%d_sk", bt);
+        else if (stream_k == 0) std::snprintf(name, sizeof name, "wg_bt%d_auto", bt);
+        else std::snprintf(name, sizeof name, "wg_bt%d_s%d", bt, split);
+        cands.emplace_back(name, [&, bt, split, stream_k](int i) {
+          return launch_qmm_wgmma(view(i), x, y, m, false, WgmmaConfig{bt, split, true, stream_k}, ws, sms, stream);
         });
       };
       if (m >= 16 && wgmma_here) {
         const int want = m <= 16 ? 16 : m <= 32 ? 32 : m <= 64 ? 64 : 128;
         add_wg(want, 0);
+        add_wg(want, 0, 0);
         if (want > 16) add_wg(want / 2, 0);
         for (int bt : {want, want / 2})
-          if (bt >= 16 && wgmma_stream_k_fits(view(0), m, bt, false, ws, sms)) add_wg(bt, 0, true);
+          if (bt >= 16 && wgmma_stream_k_fits(view(0), m, bt, false, ws, sms)) add_wg(bt, 0, 1);
         // Explicit K splits from 64 rows: few N-tiles leave SMs idle (96 blocks of 128 x 128 at
         // N = 12288, M = 128 on 132 SMs), more partitions fill them and add a reduction.
         if (m >= 64 && m <= 256)
@@ -469,23 +475,33 @@ int main(int argc, char** argv) {
                 rd[m] > 0 ? (" read floor " + std::to_string(rd[m]) + " us").c_str() : "");
   auto speedup = [&](int64_t m) { return i4.count(m) ? f16[m] / i4[m] : -1.0; };
   // The wgmma kernel's two schedules, best candidate of each per shape, summed where every shape
-  // timed both: what decides stream_k's default.
-  std::map<int64_t, double> wg_split, wg_sk;
+  // timed both: what decides stream_k's default; and that default (the automatic rule, at the
+  // token tile covering M) against the best of both.
+  std::map<int64_t, double> wg_split, wg_sk, wg_auto, wg_best;
   std::map<int64_t, int> wg_shapes;
+  auto ends_with = [](const std::string& s, const char* t) {
+    const size_t n = std::strlen(t);
+    return s.size() > n && s.compare(s.size() - n, n, t) == 0;
+  };
   for (const Row& r : rows) {
-    double best_split = 1e30, best_sk = 1e30;
+    double best_split = 1e30, best_sk = 1e30, automatic = 1e30;
     for (const auto& [name, t] : r.candidates) {
       if (name.rfind("wg_bt", 0) != 0 || name.find("nopdl") != std::string::npos) continue;
-      const bool sk = name.size() > 3 && name.compare(name.size() - 3, 3, "_sk") == 0;
-      double& best = sk ? best_sk : best_split;
-      best = std::min(best, t);
+      if (ends_with(name, "_auto")) automatic = std::min(automatic, t);
+      else if (ends_with(name, "_sk")) best_sk = std::min(best_sk, t);
+      else best_split = std::min(best_split, t);
     }
-    if (best_split < 1e30 && best_sk < 1e30) wg_split[r.m] += best_split, wg_sk[r.m] += best_sk, ++wg_shapes[r.m];
+    if (best_split < 1e30 && best_sk < 1e30 && automatic < 1e30) {
+      wg_split[r.m] += best_split, wg_sk[r.m] += best_sk, wg_auto[r.m] += automatic;
+      wg_best[r.m] += std::min(best_split, best_sk);
+      ++wg_shapes[r.m];
+    }
   }
   for (const auto& [m, n] : wg_shapes)
     if (n == 4)
-      std::printf("wgmma M %-5ld tiles + split %8.1f us, stream-K %8.1f us: stream-K %.2fx\n", (long)m, wg_split[m],
-                  wg_sk[m], wg_split[m] / wg_sk[m]);
+      std::printf("wgmma M %-5ld tiles + split %8.1f us, stream-K %8.1f us: stream-K %.2fx; automatic %8.1f us, "
+                  "%.2fx the best of both\n", (long)m, wg_split[m], wg_sk[m], wg_split[m] / wg_sk[m], wg_auto[m],
+                  wg_auto[m] / wg_best[m]);
   if (!json_path.empty()) {
     FILE* f = std::fopen(json_path.c_str(), "w");
     if (!f) {
@@ -522,7 +538,8 @@ int main(int argc, char** argv) {
       std::fprintf(f, "    \"int4_m%ld_speedup_vs_fp16\": %.3f,\n", (long)m, speedup(m));
     for (const auto& [m, n] : wg_shapes)
       if (n == 4)
-        std::fprintf(f, "    \"wgmma_m%ld_stream_k_speedup\": %.3f,\n", (long)m, wg_split[m] / wg_sk[m]);
+        std::fprintf(f, "    \"wgmma_m%ld_stream_k_speedup\": %.3f,\n    \"wgmma_m%ld_auto_vs_best\": %.3f,\n", (long)m,
+                     wg_split[m] / wg_sk[m], (long)m, wg_auto[m] / wg_best[m]);
     std::fprintf(f, "    \"int4_m4096_vs_fp16\": %.3f\n  }\n}\n", speedup(4096));
     std::fclose(f);
     std::printf("wrote %s\n", json_path.c_str());
