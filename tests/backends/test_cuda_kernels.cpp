@@ -725,14 +725,21 @@ TEST(CudaKernelsPack, SplitHeuristicBalancesAndRespectsLimits) {
   EXPECT_TRUE(cuda::stream_k_fits(10, 100, 1024, 200 * 1024, 10));
   EXPECT_FALSE(cuda::stream_k_fits(10, 100, 1024, 200 * 1024 - 1, 10));
   EXPECT_FALSE(cuda::stream_k_fits(11, 100, 1024, 1 << 30, 10));
-  // The automatic schedule: stream-K only where the automatic split cuts K and its blocks take
-  // more than one wave (measured on an H100: N 12288 M 64, 96 tiles x split 4 on 132 SMs, wins
-  // 1.19x; N 4096 M 64, 32 tiles x split 4 in one wave, loses 4%).
+  // The automatic schedule (measured on an H100, 2026-12-07): stream-K where a split's blocks take
+  // several waves (N 12288 M 64: 96 tiles x split 4 on 132 SMs, 1.19x) or whole tiles fill their
+  // waves less than 3/4 (N 22016 M 128: 172 tiles, 1.24x); never in one wave (N 4096 M 64, 32
+  // tiles x split 4: 0.95x; N 12288 M 128, 96 whole tiles: 0.90x); not for nearly full waves
+  // (N 12288 M 1024: 768 tiles, 0.97x).
   EXPECT_TRUE(cuda::prefer_stream_k(96, 4, 132));
   EXPECT_TRUE(cuda::prefer_stream_k(172, 16, 132));
+  EXPECT_TRUE(cuda::prefer_stream_k(172, 1, 132));
+  EXPECT_TRUE(cuda::prefer_stream_k(192, 1, 132));
   EXPECT_FALSE(cuda::prefer_stream_k(32, 4, 132));
   EXPECT_FALSE(cuda::prefer_stream_k(32, 8, 264));
-  EXPECT_FALSE(cuda::prefer_stream_k(768, 1, 132));  // no split: whole tiles, nothing to balance
+  EXPECT_FALSE(cuda::prefer_stream_k(96, 1, 132));
+  EXPECT_FALSE(cuda::prefer_stream_k(344, 1, 132));
+  EXPECT_FALSE(cuda::prefer_stream_k(768, 1, 132));
+  EXPECT_FALSE(cuda::prefer_stream_k(10, 2, 0));
   // Rejections of the packer name the reason.
   EXPECT_NE(cuda::int4_pack_rejection(int_layer("l", 96, 64, 4, -1, ZeroKind::Symmetric)).find("64"),
             std::string::npos);

@@ -240,7 +240,12 @@ bool stream_k_fits(int64_t tiles, int64_t grid, int64_t tile_floats, int64_t par
   return grid * 2 * tile_floats <= partial_floats && tiles <= counters;
 }
 
-bool prefer_stream_k(int64_t tiles, int split, int64_t slots) { return split > 1 && tiles * split > slots; }
+bool prefer_stream_k(int64_t tiles, int split, int64_t slots) {
+  if (slots <= 0 || tiles * split <= slots) return false;  // one wave: nothing to balance
+  if (split > 1) return true;
+  const int64_t waves = (tiles + slots - 1) / slots;
+  return tiles * 4 < waves * slots * 3;  // whole tiles, and the waves less than 3/4 full
+}
 
 int group_log2(int v) {
   int l = 0;

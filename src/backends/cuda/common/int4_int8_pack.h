@@ -55,8 +55,9 @@ bool split_k_fits(int64_t tiles, int64_t split, int64_t tile_floats, int64_t par
 // The same for a stream-K launch of `grid` blocks: two partial tiles a block, one counter a tile.
 bool stream_k_fits(int64_t tiles, int64_t grid, int64_t tile_floats, int64_t partial_floats, int64_t counters);
 // The wgmma kernel's automatic schedule: stream-K where the automatic `split` of `tiles` output
-// tiles cuts K (split > 1) and still needs more than one wave of `slots` resident blocks, so that
-// partial tiles are written and summed many times over; tiles and split otherwise.
+// tiles needs more than one wave of `slots` resident blocks and either cuts K (split > 1: partial
+// tiles written and summed many times over) or leaves the waves of whole tiles less than 3/4 full
+// (172 tiles on 132 SMs); tiles and split otherwise, one wave always.
 bool prefer_stream_k(int64_t tiles, int split, int64_t slots);
 
 // The kernels' KernelArgs::log2_group: the exponent of a power-of-two group size (the smallest l
