@@ -66,9 +66,8 @@ struct WgmmaConfig {
   // Stream-K: one block per resident slot, every block the same number of k128 steps of the
   // layer's tiles, a tile that blocks share summed by the last one to finish (split unused);
   // tiles and split where the workspace cannot hold its partial tiles (wgmma_stream_k_fits).
-  // 1 = stream-K, -1 = tiles and split, 0 = automatic: stream-K where the automatic split would
-  // take more than one wave of blocks (prefer_stream_k), tiles and split otherwise or when
-  // `split` is given.
+  // 1 = stream-K, -1 = tiles and split, 0 = automatic: stream-K where prefer_stream_k says (the
+  // blocks take several waves), tiles and split otherwise or when `split` is given.
   int stream_k = 0;
 };
 // Rows of one cuda_gemv launch.

@@ -6,7 +6,7 @@
 // (n16 tiles per N-warp: 2 = 4x2 warps, or 1 = 8x1 warps with mt 2 or 4; 0 = 2), split (K
 // partitions, 0 = automatic from the SM count), stream_k (the wgmma kernel's schedule: 1 = stream-K,
 // every SM the same share of the layer's k-steps, split unused; -1 = tiles and split; 0 = automatic,
-// stream-K where the automatic split would need more than one wave of blocks). The default
+// stream-K where the blocks would need more than one wave, as prefer_stream_k says). The default
 // is all-automatic, so one prepared kernel serves a whole M range with the right kernel and tile
 // for each M.
 #include <fmt/format.h>
