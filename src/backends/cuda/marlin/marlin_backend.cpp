@@ -119,24 +119,22 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
   std::vector<KernelParams> tuning_space(const LayerSpec& layer, int64_t m, const DeviceInfo& device) const override {
     std::vector<KernelParams> out;
     const int sms = std::max(device.gpu.sm_count, 1);
+    // The workspace the backend reserves, less the counter margin the automatic split keeps.
+    const int64_t partial_floats = cuda::int4_max_partial_tiles(sms) * cuda::int4_max_tile_floats();
+    const int64_t counters = cuda::int4_counter_count(sms) - 64;
     if (wgmma_obstacle(layer, device).empty() && m >= kWgmmaMinRows) {
       const int64_t want_bt = auto_bt(m);
       for (int64_t bt : {int64_t(16), int64_t(32), int64_t(64), int64_t(128)}) {
         if (bt > want_bt || bt * 4 < want_bt) continue;  // smaller tiles re-stream the weights per tile
+        const int64_t tiles = ((m + bt - 1) / bt) * ((layer.out_features + 127) / 128);
         for (int64_t split : {int64_t(0), int64_t(1), int64_t(2), int64_t(4), int64_t(8)}) {
-          const int64_t tiles = ((m + bt - 1) / bt) * ((layer.out_features + 127) / 128);
-          if (!cuda::split_k_fits(tiles, split, 128 * bt, cuda::int4_max_partial_tiles(sms) * cuda::int4_max_tile_floats(),
-                                  cuda::int4_counter_count(sms) - 64))
-            continue;
+          if (!cuda::split_k_fits(tiles, split, 128 * bt, partial_floats, counters)) continue;
           KernelParams p;
           p.values = {{"wg", bt}, {"mt", int64_t(0)}, {"nt", int64_t(0)}, {"split", split}, {"stream_k", int64_t(-1)}};
           out.push_back(p);
         }
         // Stream-K: up to two blocks an SM, two partial tiles a block.
-        const int64_t tiles = ((m + bt - 1) / bt) * ((layer.out_features + 127) / 128);
-        if (cuda::stream_k_fits(tiles, int64_t(sms) * 2, 128 * bt,
-                                cuda::int4_max_partial_tiles(sms) * cuda::int4_max_tile_floats(),
-                                cuda::int4_counter_count(sms) - 64)) {
+        if (cuda::stream_k_fits(tiles, int64_t(sms) * 2, 128 * bt, partial_floats, counters)) {
           KernelParams p;
           p.values = {{"wg", bt}, {"mt", int64_t(0)}, {"nt", int64_t(0)}, {"split", int64_t(0)}, {"stream_k", int64_t(1)}};
           out.push_back(p);
@@ -152,10 +150,7 @@ class CudaMarlinBackend final : public cuda::Int4Int8Backend {
         for (int64_t split : {int64_t(0), int64_t(1), int64_t(2), int64_t(4), int64_t(8)}) {
           // Split-K partials must fit the workspace (launch_qmm refuses the rest): skip those.
           const int64_t tiles = ((m + 8 * mt - 1) / (8 * mt)) * ((layer.out_features + 127) / 128);
-          if (!cuda::split_k_fits(tiles, split, 128 * 8 * mt,
-                                  cuda::int4_max_partial_tiles(sms) * cuda::int4_max_tile_floats(),
-                                  cuda::int4_counter_count(sms) - 64))
-            continue;
+          if (!cuda::split_k_fits(tiles, split, 128 * 8 * mt, partial_floats, counters)) continue;
           KernelParams p;
           p.values["wg"] = int64_t(-1);
           p.values["mt"] = mt;
